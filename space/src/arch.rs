@@ -1,0 +1,528 @@
+//! `Architecture`: one concrete decoder-only transformer, the unit genas samples, scores,
+//! archives and exports.
+//!
+//! Everything in it is a size the network actually has (hidden widths, ranks, windows), not a
+//! ratio, so two spaces that reach the same network give the same architecture and the same
+//! content id. Its canonical form is the compact JSON that `serde_json` writes for it (field order
+//! fixed by the declarations below); the content id is the SHA-256 of that text.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// A number in `(0, 1)` compared by value (used for unstructured sparsity fractions).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Fraction(pub f64);
+
+impl PartialEq for Fraction {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+impl Eq for Fraction {}
+impl std::hash::Hash for Fraction {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.to_bits().hash(state)
+    }
+}
+
+/// The token-mixing sublayer of one block.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Attention {
+    /// Causal softmax attention, `heads` query and key/value heads.
+    Full { heads: u32 },
+    /// Grouped-query attention: `heads` query heads share `kv_heads` key/value heads
+    /// (`kv_heads = 1` is multi-query attention).
+    Grouped { heads: u32, kv_heads: u32 },
+    /// Causal softmax attention restricted to the last `window` positions (the token itself
+    /// included).
+    Sliding { heads: u32, window: u32 },
+    /// Causal linear attention with the elu(x)+1 feature map (Katharopoulos et al., 2020).
+    Linear { heads: u32 },
+    /// No token mixing: the block is LayerNorm + FFN only.
+    None,
+}
+
+impl Attention {
+    pub fn heads(&self) -> u32 {
+        match *self {
+            Attention::Full { heads }
+            | Attention::Grouped { heads, .. }
+            | Attention::Sliding { heads, .. }
+            | Attention::Linear { heads } => heads,
+            Attention::None => 0,
+        }
+    }
+
+    /// Number of key/value heads (equal to `heads` except for grouped attention).
+    pub fn kv_heads(&self) -> u32 {
+        match *self {
+            Attention::Grouped { kv_heads, .. } => kv_heads,
+            _ => self.heads(),
+        }
+    }
+
+    /// The short name used in experiment files: full, grouped, sliding, linear, none.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Attention::Full { .. } => "full",
+            Attention::Grouped { .. } => "grouped",
+            Attention::Sliding { .. } => "sliding",
+            Attention::Linear { .. } => "linear",
+            Attention::None => "none",
+        }
+    }
+}
+
+impl fmt::Display for Attention {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Attention::Full { heads } => write!(f, "full/h{heads}"),
+            Attention::Grouped { heads, kv_heads } => write!(f, "grouped/h{heads}kv{kv_heads}"),
+            Attention::Sliding { heads, window } => write!(f, "sliding/h{heads}w{window}"),
+            Attention::Linear { heads } => write!(f, "linear/h{heads}"),
+            Attention::None => write!(f, "none"),
+        }
+    }
+}
+
+/// FFN non-linearity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// Exact (erf) GELU; FFN = W_out·gelu(W_in·x + b_in) + b_out.
+    Gelu,
+    /// ReLU; same shape as gelu.
+    Relu,
+    /// SwiGLU (Shazeer, 2020); FFN = W_out·(silu(W_gate·x) ⊙ W_in·x), no biases.
+    Swiglu,
+}
+
+impl Activation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Gelu => "gelu",
+            Activation::Relu => "relu",
+            Activation::Swiglu => "swiglu",
+        }
+    }
+}
+
+/// The position-wise feed-forward sublayer of one block.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ffn {
+    /// Hidden width h.
+    pub hidden: u32,
+    pub activation: Activation,
+    /// Low-rank factorisation: every FFN matrix W (in × out) becomes A (in × r) · B (r × out).
+    /// `None` = full rank.
+    pub rank: Option<u32>,
+}
+
+/// Which weights of a block's linear layers (attention projections and FFN matrices, low-rank
+/// factors included) are held at zero. Embeddings, biases and LayerNorms are always dense.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Sparsity {
+    Dense,
+    /// This fraction of each matrix's weights, the smallest in magnitude at initialisation, are
+    /// zero (exactly `floor(fraction · numel)` of them).
+    Unstructured(Fraction),
+    /// 2:4 structured: in every group of 4 consecutive weights along the input dimension, 2 are
+    /// zero (the smaller two at initialisation).
+    TwoFour,
+}
+
+impl Sparsity {
+    /// Parses the experiment-file syntax: `dense`, `2:4`, `unstructured:0.5` (or a bare `0.5`).
+    pub fn parse(text: &str) -> Result<Sparsity, String> {
+        let t = text.trim();
+        match t {
+            "dense" => return Ok(Sparsity::Dense),
+            "2:4" => return Ok(Sparsity::TwoFour),
+            _ => {}
+        }
+        let number = t.strip_prefix("unstructured:").unwrap_or(t);
+        match number.trim().parse::<f64>() {
+            Ok(f) if f > 0.0 && f < 1.0 => Ok(Sparsity::Unstructured(Fraction(f))),
+            Ok(f) if f == 0.0 => Ok(Sparsity::Dense),
+            Ok(f) => Err(format!(
+                "sparsity fraction {f} is outside (0, 1) in \"{text}\""
+            )),
+            Err(_) => Err(format!(
+                "unknown sparsity \"{text}\" (expected \"dense\", \"2:4\" or \"unstructured:F\" with 0 < F < 1)"
+            )),
+        }
+    }
+
+    /// Number of non-zero weights left in a matrix of `numel` weights.
+    pub fn kept(self, numel: u64) -> u64 {
+        match self {
+            Sparsity::Dense => numel,
+            Sparsity::Unstructured(Fraction(f)) => numel - (numel as f64 * f).floor() as u64,
+            Sparsity::TwoFour => numel / 2,
+        }
+    }
+}
+
+impl fmt::Display for Sparsity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Sparsity::Dense => write!(f, "dense"),
+            Sparsity::TwoFour => write!(f, "2:4"),
+            Sparsity::Unstructured(Fraction(x)) => write!(f, "unstructured:{x}"),
+        }
+    }
+}
+
+impl From<Sparsity> for String {
+    fn from(s: Sparsity) -> String {
+        s.to_string()
+    }
+}
+
+impl TryFrom<String> for Sparsity {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Sparsity::parse(&s)
+    }
+}
+
+/// One transformer block: pre-LN attention (unless `none`) then pre-LN FFN, each residual.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    pub attention: Attention,
+    pub ffn: Ffn,
+    pub sparsity: Sparsity,
+}
+
+/// A decoder-only transformer over a vocabulary of `vocab_size` tokens and `context` positions:
+/// token + learned position embeddings, `layers`, final LayerNorm, LM head (tied to the token
+/// embedding when `tie_embeddings`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Architecture {
+    pub vocab_size: u32,
+    /// Maximum sequence length (number of learned positions).
+    pub context: u32,
+    pub d_model: u32,
+    pub tie_embeddings: bool,
+    /// Cross-layer weight sharing: consecutive layers in groups of this size share one set of
+    /// weights (layer i uses the weights of layer `share_layers · ⌊i / share_layers⌋`). 1 = none.
+    pub share_layers: u32,
+    pub layers: Vec<Layer>,
+}
+
+/// Why an architecture is not a network genas can build.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArchError {
+    #[error("invalid architecture: {0}")]
+    Invalid(String),
+    #[error("architecture JSON: {0}")]
+    Json(String),
+}
+
+fn invalid<T>(msg: impl Into<String>) -> Result<T, ArchError> {
+    Err(ArchError::Invalid(msg.into()))
+}
+
+impl Architecture {
+    pub fn depth(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Head dimension of a layer's attention (d_model / heads); 0 for `none`.
+    pub fn head_dim(&self, layer: &Layer) -> u32 {
+        match layer.attention.heads() {
+            0 => 0,
+            h => self.d_model / h,
+        }
+    }
+
+    /// Index of the layer whose weights layer `i` uses.
+    pub fn weight_owner(&self, i: usize) -> usize {
+        let g = self.share_layers.max(1) as usize;
+        (i / g) * g
+    }
+
+    /// Indices of the layers that own weights (one per sharing group).
+    pub fn weight_owners(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.depth()).step_by(self.share_layers.max(1) as usize)
+    }
+
+    /// Checks that this is a network genas can build; the message names the first clash.
+    pub fn validate(&self) -> Result<(), ArchError> {
+        let d = self.d_model;
+        if self.vocab_size < 2 {
+            return invalid(format!("vocab_size {} < 2", self.vocab_size));
+        }
+        if self.context < 1 {
+            return invalid("context must be at least 1");
+        }
+        if d < 1 {
+            return invalid("d_model must be at least 1");
+        }
+        if self.layers.is_empty() {
+            return invalid("an architecture needs at least one layer");
+        }
+        if self.share_layers < 1 || self.share_layers as usize > self.depth() {
+            return invalid(format!(
+                "share_layers {} must be between 1 and the depth {}",
+                self.share_layers,
+                self.depth()
+            ));
+        }
+        for (i, layer) in self.layers.iter().enumerate() {
+            validate_layer(layer, d, self.context)
+                .map_err(|m| ArchError::Invalid(format!("layer {i}: {m}")))?;
+            let owner = self.weight_owner(i);
+            if owner != i && self.layers[owner] != *layer {
+                return invalid(format!(
+                    "layer {i} shares the weights of layer {owner} but its genes differ"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The canonical JSON text (compact, fixed field order).
+    pub fn canonical_json(&self) -> String {
+        serde_json::to_string(self).expect("an Architecture always serialises")
+    }
+
+    /// Content id: the first 16 hex digits (64 bits) of SHA-256 over the canonical JSON.
+    pub fn id(&self) -> String {
+        let digest = Sha256::digest(self.canonical_json().as_bytes());
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Parses and validates an architecture from JSON (canonical or pretty-printed).
+    pub fn from_json(text: &str) -> Result<Architecture, ArchError> {
+        let arch: Architecture =
+            serde_json::from_str(text).map_err(|e| ArchError::Json(e.to_string()))?;
+        arch.validate()?;
+        Ok(arch)
+    }
+
+    /// A one-line human summary, e.g. `d64 L3 [full/h4 ffn256 gelu dense]×3 tied`.
+    pub fn summary(&self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        let mut i = 0;
+        while i < self.layers.len() {
+            let mut j = i + 1;
+            while j < self.layers.len() && self.layers[j] == self.layers[i] {
+                j += 1;
+            }
+            let l = &self.layers[i];
+            let rank = l.ffn.rank.map(|r| format!(" r{r}")).unwrap_or_default();
+            let s = format!(
+                "{} ffn{}{} {} {}",
+                l.attention,
+                l.ffn.hidden,
+                rank,
+                l.ffn.activation.name(),
+                l.sparsity
+            );
+            parts.push(if j - i > 1 {
+                format!("[{s}]×{}", j - i)
+            } else {
+                format!("[{s}]")
+            });
+            i = j;
+        }
+        let mut out = format!("d{} L{} {}", self.d_model, self.depth(), parts.join(" "));
+        if self.share_layers > 1 {
+            out.push_str(&format!(" share{}", self.share_layers));
+        }
+        if self.tie_embeddings {
+            out.push_str(" tied");
+        }
+        out
+    }
+}
+
+fn validate_layer(layer: &Layer, d: u32, context: u32) -> Result<(), String> {
+    let heads = layer.attention.heads();
+    match layer.attention {
+        Attention::None => {}
+        _ if heads == 0 => return Err("heads must be at least 1".into()),
+        _ if d % heads != 0 => return Err(format!("heads {heads} do not divide d_model {d}")),
+        _ => {}
+    }
+    match layer.attention {
+        Attention::Grouped { heads, kv_heads } => {
+            if kv_heads == 0 || kv_heads >= heads || heads % kv_heads != 0 {
+                return Err(format!(
+                    "grouped attention needs kv_heads < heads with kv_heads dividing heads (kv_heads {kv_heads}, heads {heads})"
+                ));
+            }
+        }
+        Attention::Sliding { window, .. } => {
+            if window == 0 || window >= context {
+                return Err(format!(
+                    "sliding window {window} must be between 1 and the context {context} (exclusive)"
+                ));
+            }
+        }
+        _ => {}
+    }
+    let h = layer.ffn.hidden;
+    if h == 0 {
+        return Err("ffn hidden width must be at least 1".into());
+    }
+    if let Some(r) = layer.ffn.rank {
+        if r == 0 || r >= d.min(h) {
+            return Err(format!(
+                "ffn rank {r} must be between 1 and min(d_model, hidden) = {} (exclusive)",
+                d.min(h)
+            ));
+        }
+    }
+    if let Sparsity::Unstructured(Fraction(f)) = layer.sparsity {
+        if !(f > 0.0 && f < 1.0) {
+            return Err(format!("unstructured sparsity {f} is outside (0, 1)"));
+        }
+    }
+    if layer.sparsity == Sparsity::TwoFour {
+        // Groups of 4 run along every sparsified matrix's input dimension.
+        let mut inputs = vec![("d_model", d), ("ffn hidden", h)];
+        if let Some(r) = layer.ffn.rank {
+            inputs.push(("ffn rank", r));
+        }
+        for (name, n) in inputs {
+            if n % 4 != 0 {
+                return Err(format!("2:4 sparsity needs {name} ({n}) divisible by 4"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn example() -> Architecture {
+        let layer = Layer {
+            attention: Attention::Grouped {
+                heads: 4,
+                kv_heads: 2,
+            },
+            ffn: Ffn {
+                hidden: 128,
+                activation: Activation::Gelu,
+                rank: None,
+            },
+            sparsity: Sparsity::Dense,
+        };
+        Architecture {
+            vocab_size: 65,
+            context: 64,
+            d_model: 32,
+            tie_embeddings: false,
+            share_layers: 1,
+            layers: vec![layer.clone(), layer],
+        }
+    }
+
+    #[test]
+    fn canonical_json_round_trips_and_fixes_the_id() {
+        let a = example();
+        let json = a.canonical_json();
+        assert!(json.starts_with("{\"vocab_size\":65,\"context\":64,\"d_model\":32"));
+        assert!(json.contains("{\"kind\":\"grouped\",\"heads\":4,\"kv_heads\":2}"));
+        let pretty = serde_json::to_string_pretty(&a).unwrap();
+        let b = Architecture::from_json(&pretty).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.id(), b.id());
+        assert_eq!(a.id().len(), 16);
+        let mut c = a.clone();
+        c.layers[1].ffn.hidden = 64;
+        assert_ne!(a.id(), c.id());
+    }
+
+    #[test]
+    fn sparsity_syntax() {
+        assert_eq!(Sparsity::parse("dense"), Ok(Sparsity::Dense));
+        assert_eq!(Sparsity::parse("2:4"), Ok(Sparsity::TwoFour));
+        assert_eq!(
+            Sparsity::parse("unstructured:0.75"),
+            Ok(Sparsity::Unstructured(Fraction(0.75)))
+        );
+        assert_eq!(
+            Sparsity::parse("0.5"),
+            Ok(Sparsity::Unstructured(Fraction(0.5)))
+        );
+        assert!(Sparsity::parse("1.5")
+            .unwrap_err()
+            .contains("outside (0, 1)"));
+        assert!(Sparsity::parse("3:8")
+            .unwrap_err()
+            .contains("unknown sparsity"));
+        assert_eq!(
+            Sparsity::Unstructured(Fraction(0.75)).to_string(),
+            "unstructured:0.75"
+        );
+        assert_eq!(Sparsity::Unstructured(Fraction(0.75)).kept(10), 3);
+        assert_eq!(Sparsity::TwoFour.kept(16), 8);
+    }
+
+    #[test]
+    fn validation_names_the_clash() {
+        let mut a = example();
+        a.layers[0].attention = Attention::Full { heads: 5 };
+        a.layers[1].attention = Attention::Full { heads: 5 };
+        assert_eq!(
+            a.validate().unwrap_err().to_string(),
+            "invalid architecture: layer 0: heads 5 do not divide d_model 32"
+        );
+        let mut a = example();
+        a.share_layers = 2;
+        a.layers[1].ffn.hidden = 64;
+        assert!(a
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("shares the weights of layer 0"));
+        let mut a = example();
+        for l in &mut a.layers {
+            l.attention = Attention::Sliding {
+                heads: 4,
+                window: 64,
+            };
+        }
+        assert!(a
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("sliding window 64"));
+        let mut a = example();
+        for l in &mut a.layers {
+            l.ffn.hidden = 126;
+            l.sparsity = Sparsity::TwoFour;
+        }
+        assert!(a
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("ffn hidden (126) divisible by 4"));
+        assert!(matches!(
+            Architecture::from_json("{\"vocab_size\": 3}"),
+            Err(ArchError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn summary_groups_equal_layers() {
+        let mut a = example();
+        a.tie_embeddings = true;
+        assert_eq!(
+            a.summary(),
+            "d32 L2 [grouped/h4kv2 ffn128 gelu dense]×2 tied"
+        );
+    }
+}

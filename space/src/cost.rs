@@ -1,0 +1,386 @@
+//! The analytic cost model: what an architecture costs before it is built.
+//!
+//! Notation: V vocabulary, T context, d d_model, h FFN hidden width, r FFN rank, H heads,
+//! hd = d/H head width, G key/value heads, kvd = G·hd, W sliding window. All figures are fp32.
+//!
+//! Parameters (biases and LayerNorms are counted; shared layers once):
+//! - token embedding V·d, learned positions T·d, final LayerNorm 2d, LM head V·d unless tied;
+//! - a block: LayerNorm 2d before attention (absent for `none`), q d·d, k d·kvd, v d·kvd, o d·d
+//!   (no biases), LayerNorm 2d before the FFN, FFN gelu/relu W_in d·h + b h, W_out h·d + b d;
+//!   swiglu W_gate d·h, W_in d·h, W_out h·d (no biases). Low rank replaces every FFN matrix
+//!   in·out by in·r + r·out.
+//! - `non_embedding_params` = params − token embedding − positions − untied head (Kaplan et
+//!   al. 2020; the LiteTransformerSearch proxy).
+//! - `nonzero_params`: sparsity keeps `Sparsity::kept(numel)` of every attention and FFN matrix.
+//!
+//! FLOPs per token (forward, averaged over the T positions of a full context; a multiply-add
+//! is 2 FLOPs; sparse weights are counted dense, as the engine computes them):
+//! - 2 × the weights of every matrix a token passes through (every layer, shared or not) and
+//!   2·V·d for the LM head;
+//! - softmax attention mixing 4·d·k̄, where k̄ is the mean number of keys a query sees:
+//!   (T+1)/2 causal, (W(W+1)/2 + (T−W)·W)/T with a window;
+//! - linear attention per head: state update and read-out 4·hd², normaliser 2·hd, i.e.
+//!   4·d·hd + 2·d per layer;
+//! - LayerNorm, softmax, activations and the feature map are not counted.
+//! - per training token: 3 × forward (backward ≈ 2 × forward).
+//!
+//! Inference state at full context (bytes): softmax attention keeps K and V, 2·kvd floats per
+//! cached token (T tokens; W with a window); linear attention keeps H·(hd² + hd) floats
+//! whatever the length. `kv_cache_bytes_per_token` is that total / T. `memory_bytes` is the
+//! weights (4 bytes each) plus that state.
+//!
+//! Activation memory per training token (floats the backward pass reads, as the engine caches
+//! them): embeddings d; per attention sublayer LN out d + mean/rstd 2, q k v d + 2·kvd, softmax
+//! probabilities H·k̄ (linear: φ(q), φ(k) d + kvd), mixed output d, residual d; per FFN LN out
+//! d + 2, pre- and post-activation 2h (swiglu: gate, up, product 3h), r per low-rank factor
+//! pair, residual d; final LN d + 2, logits and probabilities 2V.
+
+use crate::arch::{Activation, Architecture, Attention, Layer};
+use serde::{Deserialize, Serialize};
+
+pub const BYTES_PER_FLOAT: u64 = 4;
+
+/// The cost figures of one architecture. Units are in the field names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    pub params: u64,
+    pub embedding_params: u64,
+    pub non_embedding_params: u64,
+    pub nonzero_params: u64,
+    pub flops_per_token: f64,
+    pub train_flops_per_token: f64,
+    pub kv_cache_bytes_per_token: f64,
+    pub inference_state_bytes: u64,
+    pub memory_bytes: u64,
+    pub activation_bytes_per_token: f64,
+}
+
+/// What one block adds (params once per sharing group; the rest per layer).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LayerCost {
+    pub params: u64,
+    pub nonzero_params: u64,
+    pub flops_per_token: f64,
+    pub state_bytes: u64,
+    pub activation_floats: f64,
+}
+
+/// Mean number of keys a query attends to over the T positions of a full context.
+pub fn mean_keys(context: u32, window: Option<u32>) -> f64 {
+    let t = context as f64;
+    match window {
+        Some(w) if w < context => {
+            let w = w as f64;
+            (w * (w + 1.0) / 2.0 + (t - w) * w) / t
+        }
+        _ => (t + 1.0) / 2.0,
+    }
+}
+
+/// The (in, out) shapes of a block's sparsifiable matrices: attention projections then FFN.
+pub fn block_matrices(d: u32, layer: &Layer) -> Vec<(u64, u64)> {
+    let d = d as u64;
+    let mut m = Vec::new();
+    if layer.attention != Attention::None {
+        let hd = d / layer.attention.heads() as u64;
+        let kvd = layer.attention.kv_heads() as u64 * hd;
+        m.extend([(d, d), (d, kvd), (d, kvd), (d, d)]);
+    }
+    let h = layer.ffn.hidden as u64;
+    let full: Vec<(u64, u64)> = match layer.ffn.activation {
+        Activation::Swiglu => vec![(d, h), (d, h), (h, d)],
+        Activation::Gelu | Activation::Relu => vec![(d, h), (h, d)],
+    };
+    for (i, o) in full {
+        match layer.ffn.rank {
+            Some(r) => m.extend([(i, r as u64), (r as u64, o)]),
+            None => m.push((i, o)),
+        }
+    }
+    m
+}
+
+pub fn layer_cost(d_model: u32, context: u32, layer: &Layer) -> LayerCost {
+    let d = d_model as u64;
+    let df = d_model as f64;
+    let h = layer.ffn.hidden as u64;
+    let matrices = block_matrices(d_model, layer);
+    let weights: u64 = matrices.iter().map(|(i, o)| i * o).sum();
+    let nonzero_weights: u64 = matrices
+        .iter()
+        .map(|(i, o)| layer.sparsity.kept(i * o))
+        .sum();
+    let swiglu = layer.ffn.activation == Activation::Swiglu;
+    let ffn_bias = if swiglu { 0 } else { h + d };
+    let has_attn = layer.attention != Attention::None;
+    let norms = if has_attn { 4 * d } else { 2 * d };
+    let dense_extra = ffn_bias + norms;
+
+    let heads = layer.attention.heads() as f64;
+    let hd = if has_attn { df / heads } else { 0.0 };
+    let kvd = layer.attention.kv_heads() as f64 * hd;
+    let t = context as u64;
+    let (mixing, state_floats, attn_cache) = match layer.attention {
+        Attention::Full { .. } | Attention::Grouped { .. } => {
+            let k = mean_keys(context, None);
+            (4.0 * df * k, 2 * kvd as u64 * t, heads * k)
+        }
+        Attention::Sliding { window, .. } => {
+            let k = mean_keys(context, Some(window));
+            (
+                4.0 * df * k,
+                2 * kvd as u64 * (window as u64).min(t),
+                heads * k,
+            )
+        }
+        Attention::Linear { .. } => (
+            4.0 * df * hd + 2.0 * df,
+            (heads * (hd * hd + hd)) as u64,
+            // φ(q), φ(k) are cached in place of probabilities.
+            df + kvd,
+        ),
+        Attention::None => (0.0, 0, 0.0),
+    };
+    let mut act = 0.0;
+    if has_attn {
+        let qkv = if matches!(layer.attention, Attention::Linear { .. }) {
+            0.0
+        } else {
+            df + 2.0 * kvd
+        };
+        act += (df + 2.0) + qkv + attn_cache + df + df;
+    }
+    let hf = h as f64;
+    let rank_floats = match layer.ffn.rank {
+        Some(r) => r as f64 * if swiglu { 3.0 } else { 2.0 },
+        None => 0.0,
+    };
+    act += (df + 2.0) + if swiglu { 3.0 * hf } else { 2.0 * hf } + rank_floats + df;
+    LayerCost {
+        params: weights + dense_extra,
+        nonzero_params: nonzero_weights + dense_extra,
+        flops_per_token: 2.0 * weights as f64 + mixing,
+        state_bytes: state_floats * BYTES_PER_FLOAT,
+        activation_floats: act,
+    }
+}
+
+/// Parameters, FLOPs and activations outside the blocks: embeddings, final LN, LM head.
+pub fn outer_cost(vocab: u32, context: u32, d_model: u32, tied: bool) -> (u64, u64, f64, f64) {
+    let (v, t, d) = (vocab as u64, context as u64, d_model as u64);
+    let head = if tied { 0 } else { v * d };
+    let embedding = v * d + t * d + head;
+    let params = embedding + 2 * d;
+    let flops = 2.0 * (v * d) as f64;
+    let act = d as f64 + (d as f64 + 2.0) + 2.0 * v as f64;
+    (params, embedding, flops, act)
+}
+
+impl Cost {
+    pub fn of(arch: &Architecture) -> Cost {
+        let (outer_params, embedding, outer_flops, outer_act) = outer_cost(
+            arch.vocab_size,
+            arch.context,
+            arch.d_model,
+            arch.tie_embeddings,
+        );
+        let mut params = outer_params;
+        let mut nonzero = outer_params;
+        let mut flops = outer_flops;
+        let mut state = 0u64;
+        let mut act = outer_act;
+        for (i, layer) in arch.layers.iter().enumerate() {
+            let c = layer_cost(arch.d_model, arch.context, layer);
+            if arch.weight_owner(i) == i {
+                params += c.params;
+                nonzero += c.nonzero_params;
+            }
+            flops += c.flops_per_token;
+            state += c.state_bytes;
+            act += c.activation_floats;
+        }
+        Cost {
+            params,
+            embedding_params: embedding,
+            non_embedding_params: params - embedding,
+            nonzero_params: nonzero,
+            flops_per_token: flops,
+            train_flops_per_token: 3.0 * flops,
+            kv_cache_bytes_per_token: state as f64 / arch.context as f64,
+            inference_state_bytes: state,
+            memory_bytes: BYTES_PER_FLOAT * params + state,
+            activation_bytes_per_token: act * BYTES_PER_FLOAT as f64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::{Ffn, Fraction, Sparsity};
+
+    fn layer(attention: Attention, hidden: u32) -> Layer {
+        Layer {
+            attention,
+            ffn: Ffn {
+                hidden,
+                activation: Activation::Gelu,
+                rank: None,
+            },
+            sparsity: Sparsity::Dense,
+        }
+    }
+
+    fn arch(layers: Vec<Layer>) -> Architecture {
+        Architecture {
+            vocab_size: 10,
+            context: 4,
+            d_model: 8,
+            tie_embeddings: false,
+            share_layers: 1,
+            layers,
+        }
+    }
+
+    #[test]
+    fn benchmark_gpt_has_the_published_parameter_count() {
+        // The engine benchmark model of issue 3: V65 d128 L4 H4 T64, 4× gelu MLP: 816,128 params.
+        let l = layer(Attention::Full { heads: 4 }, 512);
+        let a = Architecture {
+            vocab_size: 65,
+            context: 64,
+            d_model: 128,
+            tie_embeddings: false,
+            share_layers: 1,
+            layers: vec![l; 4],
+        };
+        assert_eq!(Cost::of(&a).params, 816_128);
+    }
+
+    #[test]
+    fn one_full_attention_layer_by_hand() {
+        // V10 T4 d8, one layer: full attention H2, gelu FFN h16, untied.
+        let a = arch(vec![layer(Attention::Full { heads: 2 }, 16)]);
+        let c = Cost::of(&a);
+        // wte 80 + wpe 32 + ln1 16 + qkvo 4·64=256 + ln2 16 + ffn (128+16)+(128+8)=280
+        // + ln_f 16 + head 80 = 776.
+        assert_eq!(c.params, 776);
+        assert_eq!(c.embedding_params, 80 + 32 + 80);
+        assert_eq!(c.non_embedding_params, 584);
+        assert_eq!(c.nonzero_params, 776);
+        // 2·(256 + 256) matmuls + mixing 4·8·(5/2)=80 + head 2·10·8=160 = 1264.
+        assert_eq!(c.flops_per_token, 1264.0);
+        assert_eq!(c.train_flops_per_token, 3792.0);
+        // K,V: 2·8 floats × 4 tokens × 4 bytes = 256 bytes, 64 per token.
+        assert_eq!(c.inference_state_bytes, 256);
+        assert_eq!(c.kv_cache_bytes_per_token, 64.0);
+        assert_eq!(c.memory_bytes, 776 * 4 + 256);
+        // emb 8; attn: ln 10, qkv 24, probs 2·2.5=5, out 8, resid 8; ffn: ln 10, 2h=32,
+        // resid 8; ln_f 10; logits+probs 20 → 143 floats.
+        assert_eq!(c.activation_bytes_per_token, 143.0 * 4.0);
+    }
+
+    #[test]
+    fn grouped_query_attention_shrinks_k_v_and_cache() {
+        // H4 → hd 2; kv_heads 1 → kvd 2: k, v are 8·2 = 16 each instead of 64.
+        let full = Cost::of(&arch(vec![layer(Attention::Full { heads: 4 }, 16)]));
+        let mqa = Cost::of(&arch(vec![layer(
+            Attention::Grouped {
+                heads: 4,
+                kv_heads: 1,
+            },
+            16,
+        )]));
+        assert_eq!(full.params - mqa.params, 2 * (64 - 16));
+        assert_eq!(full.flops_per_token - mqa.flops_per_token, 2.0 * 2.0 * 48.0);
+        // cache 2·kvd·T·4 = 2·2·4·4 = 64 bytes.
+        assert_eq!(mqa.inference_state_bytes, 64);
+        // activations: qkv 8 + 2·2 = 12 instead of 24.
+        assert_eq!(
+            full.activation_bytes_per_token - mqa.activation_bytes_per_token,
+            12.0 * 4.0
+        );
+    }
+
+    #[test]
+    fn sliding_window_mean_keys_and_cache() {
+        // T4, W2: keys per position 1, 2, 2, 2 → mean 7/4.
+        assert_eq!(mean_keys(4, Some(2)), 1.75);
+        assert_eq!(mean_keys(4, None), 2.5);
+        let c = Cost::of(&arch(vec![layer(
+            Attention::Sliding {
+                heads: 2,
+                window: 2,
+            },
+            16,
+        )]));
+        // mixing 4·8·1.75 = 56 instead of 80.
+        assert_eq!(c.flops_per_token, 1264.0 - 80.0 + 56.0);
+        // K,V for 2 tokens: 2·8·2·4 = 128 bytes.
+        assert_eq!(c.inference_state_bytes, 128);
+    }
+
+    #[test]
+    fn linear_attention_has_constant_state() {
+        // H2, hd 4: state 2·(16 + 4) = 40 floats = 160 bytes whatever T is.
+        let c = Cost::of(&arch(vec![layer(Attention::Linear { heads: 2 }, 16)]));
+        assert_eq!(c.inference_state_bytes, 160);
+        // mixing 4·d·hd + 2d = 128 + 16 = 144.
+        assert_eq!(c.flops_per_token, 1024.0 + 144.0 + 160.0);
+        assert_eq!(c.params, 776);
+        let mut long = arch(vec![layer(Attention::Linear { heads: 2 }, 16)]);
+        long.context = 400;
+        assert_eq!(Cost::of(&long).inference_state_bytes, 160);
+    }
+
+    #[test]
+    fn no_attention_layer_is_ln_and_ffn_only() {
+        let c = Cost::of(&arch(vec![layer(Attention::None, 16)]));
+        // 776 − ln1 16 − qkvo 256 = 504.
+        assert_eq!(c.params, 504);
+        assert_eq!(c.inference_state_bytes, 0);
+        assert_eq!(c.flops_per_token, 2.0 * 256.0 + 160.0);
+    }
+
+    #[test]
+    fn low_rank_swiglu_and_sparsity() {
+        let mut l = layer(Attention::Full { heads: 2 }, 16);
+        l.ffn = Ffn {
+            hidden: 16,
+            activation: Activation::Swiglu,
+            rank: Some(4),
+        };
+        l.sparsity = Sparsity::Unstructured(Fraction(0.5));
+        let c = Cost::of(&arch(vec![l.clone()]));
+        // FFN: gate, in (8→16) and out (16→8) at rank 4: 3 matrices → (8·4+4·16)·2 + (16·4+4·8)
+        // = 96·2 + 96 = 288 weights, no biases. Attention 256. LN 32. Outer 80+32+16+80 = 208.
+        assert_eq!(c.params, 208 + 32 + 256 + 288);
+        // Half of every attention/FFN matrix is zero: 256/2 + 288/2.
+        assert_eq!(c.nonzero_params, c.params - 128 - 144);
+        // flops: 2·(256 + 288) + mixing 80 + head 160.
+        assert_eq!(c.flops_per_token, 1088.0 + 80.0 + 160.0);
+        // ffn activations: ln 10 + 3h 48 + 3 ranks 12 + resid 8.
+        let dense = Cost::of(&arch(vec![layer(Attention::Full { heads: 2 }, 16)]));
+        assert_eq!(
+            c.activation_bytes_per_token - dense.activation_bytes_per_token,
+            (48.0 + 12.0 - 32.0) * 4.0
+        );
+        l.sparsity = Sparsity::TwoFour;
+        assert_eq!(Cost::of(&arch(vec![l])).nonzero_params, c.nonzero_params);
+    }
+
+    #[test]
+    fn sharing_counts_weights_once_but_compute_per_layer() {
+        let l = layer(Attention::Full { heads: 2 }, 16);
+        let mut a = arch(vec![l.clone(), l.clone(), l]);
+        let unshared = Cost::of(&a);
+        a.share_layers = 2; // groups {0,1}, {2}
+        let shared = Cost::of(&a);
+        let block = 16 + 256 + 16 + 280;
+        assert_eq!(unshared.params - shared.params, block);
+        assert_eq!(shared.flops_per_token, unshared.flops_per_token);
+        assert_eq!(shared.inference_state_bytes, unshared.inference_state_bytes);
+        a.tie_embeddings = true;
+        assert_eq!(shared.params - Cost::of(&a).params, 80);
+    }
+}

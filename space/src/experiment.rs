@@ -1,0 +1,603 @@
+//! The experiment file (TOML): what data, which space, which constraints, which teacher, how to
+//! search and at which fidelities. Parsing is strict (unknown keys are errors, so a typo never
+//! silently falls back to a default) and every error is one line naming file, line and key.
+
+use crate::arch::Sparsity;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Any problem with an experiment file. `Display` is a single line.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ExperimentError {
+    #[error("cannot read experiment file {path}: {reason}")]
+    Io { path: String, reason: String },
+    #[error("{location}: {message}")]
+    Syntax { location: String, message: String },
+    #[error("{file}: {key}: {message}")]
+    Invalid {
+        file: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// One parsed and checked experiment file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// A short name for reports; defaults to the file stem.
+    #[serde(default)]
+    pub name: String,
+    pub data: DataConfig,
+    pub space: SpaceConfig,
+    #[serde(default)]
+    pub constraints: Constraints,
+    #[serde(default)]
+    pub teacher: TeacherConfig,
+    #[serde(default)]
+    pub search: SearchConfig,
+    #[serde(default)]
+    pub fidelity: FidelityConfig,
+    /// Folder the experiment file sits in; relative data paths are resolved against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The path the experiment was read from (empty when parsed from a string).
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataKind {
+    Text,
+    Image,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tokenizer {
+    /// One token per Unicode character; vocabulary = characters of the training split.
+    Char,
+    /// One token per byte; vocabulary = 256.
+    Byte,
+}
+
+/// `[data]`: the corpus and how it becomes token sequences.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub kind: DataKind,
+    /// A UTF-8 text file or a folder of `.txt` files (text), or an IDX image file (image).
+    /// Relative to the experiment file.
+    pub path: PathBuf,
+    /// Image experiments only: a separate IDX file for validation. Without it, and for text,
+    /// `validation_fraction` of the data is held out deterministically.
+    #[serde(default)]
+    pub validation_path: Option<PathBuf>,
+    #[serde(default = "default_validation_fraction")]
+    pub validation_fraction: f64,
+    /// Text: tokens per training sequence (the model's context). Images: fixed by image_size.
+    #[serde(default)]
+    pub seq_len: Option<u32>,
+    /// Text only.
+    #[serde(default)]
+    pub tokenizer: Option<Tokenizer>,
+    /// Images only: images are resampled (area average) to image_size × image_size.
+    #[serde(default)]
+    pub image_size: Option<u32>,
+    /// Images only: pixel intensities are quantised to this many levels (the pixel vocabulary).
+    #[serde(default)]
+    pub gray_levels: Option<u32>,
+    /// Images only: use at most this many training images (all when absent).
+    #[serde(default)]
+    pub max_images: Option<u32>,
+}
+
+fn default_validation_fraction() -> f64 {
+    0.1
+}
+
+impl DataConfig {
+    /// The model context: seq_len for text, image_size² pixels for images.
+    pub fn context(&self) -> u32 {
+        match self.kind {
+            DataKind::Text => self.seq_len.unwrap_or(0),
+            DataKind::Image => self.image_size.map(|s| s * s).unwrap_or(0),
+        }
+    }
+}
+
+/// `[space]`: the lists of choices the search draws from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpaceConfig {
+    pub depth: Vec<u32>,
+    pub d_model: Vec<u32>,
+    pub heads: Vec<u32>,
+    #[serde(default = "default_attention")]
+    pub attention: Vec<String>,
+    /// Key/value heads for `grouped` attention (1 = multi-query).
+    #[serde(default)]
+    pub kv_heads: Vec<u32>,
+    /// Window lengths for `sliding` attention.
+    #[serde(default)]
+    pub window: Vec<u32>,
+    /// FFN hidden width = round(ffn_ratio · d_model).
+    #[serde(default = "default_ffn_ratio")]
+    pub ffn_ratio: Vec<f64>,
+    #[serde(default = "default_activation")]
+    pub activation: Vec<String>,
+    /// `dense`, `2:4`, `unstructured:F`.
+    #[serde(default = "default_sparsity")]
+    pub sparsity: Vec<String>,
+    /// Low-rank FFN: rank = round(f · min(d_model, hidden)); 1.0 = full rank.
+    #[serde(default = "default_ffn_rank")]
+    pub ffn_rank: Vec<f64>,
+    /// Cross-layer sharing group sizes (1 = no sharing).
+    #[serde(default = "default_share")]
+    pub share_layers: Vec<u32>,
+    #[serde(default = "default_tie")]
+    pub tie_embeddings: Vec<bool>,
+    /// Every layer (every sharing group) draws its own attention / FFN / sparsity genes.
+    #[serde(default)]
+    pub per_layer: bool,
+}
+
+fn default_attention() -> Vec<String> {
+    vec!["full".into()]
+}
+fn default_ffn_ratio() -> Vec<f64> {
+    vec![4.0]
+}
+fn default_activation() -> Vec<String> {
+    vec!["gelu".into()]
+}
+fn default_sparsity() -> Vec<String> {
+    vec!["dense".into()]
+}
+fn default_ffn_rank() -> Vec<f64> {
+    vec![1.0]
+}
+fn default_share() -> Vec<u32> {
+    vec![1]
+}
+fn default_tie() -> Vec<bool> {
+    vec![false]
+}
+
+/// `[constraints]`: hard limits; a candidate over any of them is never evaluated.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Constraints {
+    /// Total parameters (shared weights counted once).
+    pub max_params: Option<u64>,
+    /// Parameters left non-zero after sparsity.
+    pub max_nonzero_params: Option<u64>,
+    /// Forward FLOPs per token at full context.
+    pub max_flops_per_token: Option<f64>,
+    /// Weights (fp32) plus KV cache / recurrent state at full context, in MB (10^6 bytes).
+    pub max_memory_mb: Option<f64>,
+    /// Measured generation latency, ms per token (checked once measured).
+    pub max_latency_ms_per_token: Option<f64>,
+}
+
+/// `[teacher]`: the full-attention model whose soft targets the candidates are distilled from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TeacherConfig {
+    pub depth: u32,
+    pub d_model: u32,
+    pub heads: u32,
+    pub ffn_ratio: f64,
+    pub steps: u32,
+    pub batch_size: u32,
+    pub learning_rate: f64,
+}
+
+impl Default for TeacherConfig {
+    fn default() -> Self {
+        TeacherConfig {
+            depth: 4,
+            d_model: 128,
+            heads: 4,
+            ffn_ratio: 4.0,
+            steps: 2000,
+            batch_size: 32,
+            learning_rate: 1e-3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    Random,
+    Evolution,
+    Nsga2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// Validation loss after distillation (minimised).
+    Quality,
+    Params,
+    NonzeroParams,
+    FlopsPerToken,
+    LatencyMsPerToken,
+    MemoryBytes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Device {
+    Cpu,
+    Cuda,
+    Auto,
+}
+
+/// `[search]`: strategy and budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    pub strategy: Strategy,
+    /// Number of architectures the strategy proposes in all.
+    pub candidates: u32,
+    pub population: u32,
+    /// Regularized evolution: tournament sample size.
+    pub tournament: u32,
+    pub objectives: Vec<Objective>,
+    pub seed: u64,
+    pub device: Device,
+    /// Worker threads (0 = all cores).
+    pub threads: u32,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            strategy: Strategy::Evolution,
+            candidates: 64,
+            population: 16,
+            tournament: 4,
+            objectives: vec![Objective::Quality, Objective::Params],
+            seed: 0,
+            device: Device::Cpu,
+            threads: 0,
+        }
+    }
+}
+
+/// `[fidelity]`: the evaluation ladder (zero-cost screen, then successive halving).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FidelityConfig {
+    /// Fraction of proposed candidates the zero-cost ensemble lets through to training.
+    pub screen_keep: f64,
+    /// Training steps of brief distillation at each successive-halving rung (increasing).
+    pub rung_steps: Vec<u32>,
+    /// Successive-halving reduction factor: 1/eta of each rung is promoted.
+    pub eta: u32,
+    pub batch_size: u32,
+    pub learning_rate: f64,
+    /// Distillation temperature and mixing weight of the hard-label loss.
+    pub temperature: f64,
+    pub alpha: f64,
+    /// Steps of the final full distillation of front members.
+    pub final_steps: u32,
+}
+
+impl Default for FidelityConfig {
+    fn default() -> Self {
+        FidelityConfig {
+            screen_keep: 0.5,
+            rung_steps: vec![50, 150, 450],
+            eta: 3,
+            batch_size: 16,
+            learning_rate: 2e-3,
+            temperature: 2.0,
+            alpha: 0.5,
+            final_steps: 2000,
+        }
+    }
+}
+
+/// Byte offset → 1-based (line, column).
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map(|p| offset - p).unwrap_or(offset + 1);
+    (line, col)
+}
+
+impl Experiment {
+    /// Reads and checks an experiment file.
+    pub fn from_path(path: &Path) -> Result<Experiment, ExperimentError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ExperimentError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut exp = Experiment::from_str_in(&text, &path.display().to_string(), &base)?;
+        exp.source = path.to_path_buf();
+        if exp.name.is_empty() {
+            exp.name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+        }
+        Ok(exp)
+    }
+
+    /// Parses experiment text; `file` names it in errors, `base_dir` anchors relative paths.
+    pub fn from_str_in(
+        text: &str,
+        file: &str,
+        base_dir: &Path,
+    ) -> Result<Experiment, ExperimentError> {
+        let mut exp: Experiment = toml::from_str(text).map_err(|e| {
+            let location = match e.span() {
+                Some(span) => {
+                    let (l, c) = line_col(text, span.start);
+                    format!("{file}:{l}:{c}")
+                }
+                None => file.to_string(),
+            };
+            ExperimentError::Syntax {
+                location,
+                message: e.message().trim().replace('\n', " "),
+            }
+        })?;
+        exp.base_dir = base_dir.to_path_buf();
+        exp.check(file)?;
+        Ok(exp)
+    }
+
+    /// The data path resolved against the experiment file's folder.
+    pub fn data_path(&self) -> PathBuf {
+        self.base_dir.join(&self.data.path)
+    }
+
+    pub fn validation_path(&self) -> Option<PathBuf> {
+        self.data
+            .validation_path
+            .as_ref()
+            .map(|p| self.base_dir.join(p))
+    }
+
+    /// Checks every value that TOML types alone cannot (ranges, sections that must agree).
+    /// The space's own consistency is checked by `SearchSpace::new`.
+    fn check(&self, file: &str) -> Result<(), ExperimentError> {
+        let bad = |key: &str, message: String| ExperimentError::Invalid {
+            file: file.to_string(),
+            key: key.to_string(),
+            message,
+        };
+        let d = &self.data;
+        if !(d.validation_fraction > 0.0 && d.validation_fraction < 1.0) {
+            return Err(bad(
+                "data.validation_fraction",
+                format!("{} is outside (0, 1)", d.validation_fraction),
+            ));
+        }
+        match d.kind {
+            DataKind::Text => {
+                for (key, set) in [
+                    ("data.image_size", d.image_size.is_some()),
+                    ("data.gray_levels", d.gray_levels.is_some()),
+                    ("data.validation_path", d.validation_path.is_some()),
+                    ("data.max_images", d.max_images.is_some()),
+                ] {
+                    if set {
+                        return Err(bad(key, "applies to kind = \"image\" only".into()));
+                    }
+                }
+                match d.seq_len {
+                    None => return Err(bad("data.seq_len", "is required for text data".into())),
+                    Some(s) if !(2..=65_536).contains(&s) => {
+                        return Err(bad("data.seq_len", format!("{s} is outside 2..=65536")))
+                    }
+                    _ => {}
+                }
+            }
+            DataKind::Image => {
+                if d.tokenizer.is_some() {
+                    return Err(bad(
+                        "data.tokenizer",
+                        "applies to kind = \"text\" only".into(),
+                    ));
+                }
+                if d.seq_len.is_some() {
+                    return Err(bad(
+                        "data.seq_len",
+                        "is fixed by image_size for images (sequence = image_size² pixels)".into(),
+                    ));
+                }
+                match d.image_size {
+                    None => {
+                        return Err(bad("data.image_size", "is required for image data".into()))
+                    }
+                    Some(s) if !(2..=256).contains(&s) => {
+                        return Err(bad("data.image_size", format!("{s} is outside 2..=256")))
+                    }
+                    _ => {}
+                }
+                match d.gray_levels {
+                    None => {
+                        return Err(bad("data.gray_levels", "is required for image data".into()))
+                    }
+                    Some(g) if !(2..=256).contains(&g) => {
+                        return Err(bad("data.gray_levels", format!("{g} is outside 2..=256")))
+                    }
+                    _ => {}
+                }
+                if d.max_images == Some(0) {
+                    return Err(bad("data.max_images", "must be at least 1".into()));
+                }
+            }
+        }
+        let c = &self.constraints;
+        let positive = [
+            ("constraints.max_flops_per_token", c.max_flops_per_token),
+            ("constraints.max_memory_mb", c.max_memory_mb),
+            (
+                "constraints.max_latency_ms_per_token",
+                c.max_latency_ms_per_token,
+            ),
+        ];
+        for (key, v) in positive {
+            if let Some(v) = v {
+                if !(v > 0.0 && v.is_finite()) {
+                    return Err(bad(key, format!("{v} must be a positive number")));
+                }
+            }
+        }
+        for (key, v) in [
+            ("constraints.max_params", c.max_params),
+            ("constraints.max_nonzero_params", c.max_nonzero_params),
+        ] {
+            if v == Some(0) {
+                return Err(bad(key, "must be at least 1".into()));
+            }
+        }
+        let t = &self.teacher;
+        if t.depth == 0 || t.d_model == 0 || t.heads == 0 || t.steps == 0 || t.batch_size == 0 {
+            return Err(bad(
+                "teacher",
+                "depth, d_model, heads, steps and batch_size must be at least 1".into(),
+            ));
+        }
+        if t.d_model % t.heads != 0 {
+            return Err(bad(
+                "teacher.heads",
+                format!("{} do not divide d_model {}", t.heads, t.d_model),
+            ));
+        }
+        if !(t.ffn_ratio > 0.0) || !(t.learning_rate > 0.0) {
+            return Err(bad(
+                "teacher",
+                "ffn_ratio and learning_rate must be positive".into(),
+            ));
+        }
+        let s = &self.search;
+        if s.candidates == 0 || s.population == 0 {
+            return Err(bad(
+                "search",
+                "candidates and population must be at least 1".into(),
+            ));
+        }
+        if s.tournament == 0 || s.tournament > s.population {
+            return Err(bad(
+                "search.tournament",
+                format!(
+                    "{} must be between 1 and the population {}",
+                    s.tournament, s.population
+                ),
+            ));
+        }
+        if s.objectives.is_empty() {
+            return Err(bad(
+                "search.objectives",
+                "needs at least one objective".into(),
+            ));
+        }
+        for (i, o) in s.objectives.iter().enumerate() {
+            if s.objectives[..i].contains(o) {
+                return Err(bad("search.objectives", format!("{o:?} is listed twice")));
+            }
+        }
+        let f = &self.fidelity;
+        if !(f.screen_keep > 0.0 && f.screen_keep <= 1.0) {
+            return Err(bad(
+                "fidelity.screen_keep",
+                format!("{} is outside (0, 1]", f.screen_keep),
+            ));
+        }
+        if f.rung_steps.is_empty()
+            || f.rung_steps.contains(&0)
+            || f.rung_steps.windows(2).any(|w| w[0] >= w[1])
+        {
+            return Err(bad(
+                "fidelity.rung_steps",
+                "must be a non-empty, strictly increasing list of positive step counts".into(),
+            ));
+        }
+        if f.eta < 2 {
+            return Err(bad("fidelity.eta", format!("{} must be at least 2", f.eta)));
+        }
+        if f.batch_size == 0 || f.final_steps == 0 {
+            return Err(bad(
+                "fidelity",
+                "batch_size and final_steps must be at least 1".into(),
+            ));
+        }
+        if !(f.learning_rate > 0.0) || !(f.temperature > 0.0) || !(0.0..=1.0).contains(&f.alpha) {
+            return Err(bad(
+                "fidelity",
+                "learning_rate and temperature must be positive and alpha within [0, 1]".into(),
+            ));
+        }
+        // The space's lists parse on their own here, so a bad word is reported with its key.
+        for a in &self.space.attention {
+            parse_attention_kind(a).map_err(|m| bad("space.attention", m))?;
+        }
+        for a in &self.space.activation {
+            parse_activation(a).map_err(|m| bad("space.activation", m))?;
+        }
+        for s in &self.space.sparsity {
+            Sparsity::parse(s).map_err(|m| bad("space.sparsity", m))?;
+        }
+        Ok(())
+    }
+}
+
+/// The attention kinds an experiment file may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttentionKind {
+    Full,
+    Grouped,
+    Sliding,
+    Linear,
+    None,
+}
+
+pub fn parse_attention_kind(s: &str) -> Result<AttentionKind, String> {
+    Ok(match s {
+        "full" => AttentionKind::Full,
+        "grouped" => AttentionKind::Grouped,
+        "sliding" => AttentionKind::Sliding,
+        "linear" => AttentionKind::Linear,
+        "none" => AttentionKind::None,
+        other => return Err(format!(
+            "unknown attention kind \"{other}\" (expected full, grouped, sliding, linear or none)"
+        )),
+    })
+}
+
+pub fn parse_activation(s: &str) -> Result<crate::arch::Activation, String> {
+    use crate::arch::Activation;
+    Ok(match s {
+        "gelu" => Activation::Gelu,
+        "relu" => Activation::Relu,
+        "swiglu" => Activation::Swiglu,
+        other => {
+            return Err(format!(
+                "unknown activation \"{other}\" (expected gelu, relu or swiglu)"
+            ))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_from_one() {
+        let t = "a\nbc\nd";
+        assert_eq!(line_col(t, 0), (1, 1));
+        assert_eq!(line_col(t, 3), (2, 2));
+        assert_eq!(line_col(t, 5), (3, 1));
+    }
+}

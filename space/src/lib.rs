@@ -1,0 +1,44 @@
+//! genas-space: what a candidate *is*.
+//!
+//! Owns the experiment file (`Experiment`, strict TOML), the declared search space
+//! (`SearchSpace`: checked choice lists, exact counting, uniform sampling, one-gene mutation,
+//! crossover), the concrete network description (`Architecture`, canonical JSON and content id),
+//! the analytic cost model (`Cost`), and the portable seeded `Rng` that every random choice in
+//! genas draws from.
+//!
+//! It must not know about training, data files, storage or the command line: the vocabulary
+//! size and context length come in as numbers from whoever read the data.
+//!
+//! ```
+//! use genas_space::{Experiment, SearchSpace, Rng, Cost};
+//! let exp = Experiment::from_str_in(r#"
+//!     [data]
+//!     kind = "text"
+//!     path = "corpus.txt"
+//!     seq_len = 64
+//!     [space]
+//!     depth = [2, 4]
+//!     d_model = [64, 128]
+//!     heads = [2, 4]
+//!     attention = ["full", "linear"]
+//! "#, "example.toml", std::path::Path::new(".")).unwrap();
+//! let space = SearchSpace::new(&exp.space, 65, exp.data.context()).unwrap();
+//! let arch = space.sample(&mut Rng::seed_from_u64(1));
+//! assert!(space.contains(&arch));
+//! assert!(Cost::of(&arch).params > 0);
+//! ```
+
+pub mod arch;
+pub mod cost;
+pub mod experiment;
+pub mod rng;
+pub mod search_space;
+
+pub use arch::{Activation, ArchError, Architecture, Attention, Ffn, Fraction, Layer, Sparsity};
+pub use cost::{Cost, LayerCost};
+pub use experiment::{
+    Constraints, DataConfig, DataKind, Device, Experiment, ExperimentError, FidelityConfig,
+    Objective, SearchConfig, SpaceConfig, Strategy, TeacherConfig, Tokenizer,
+};
+pub use rng::Rng;
+pub use search_space::{satisfies, Genome, SearchSpace, SpaceError, SpaceSummary};

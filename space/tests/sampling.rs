@@ -1,0 +1,282 @@
+//! Sampling, counting, mutation and crossover over real spaces.
+
+use genas_space::{Architecture, Cost, Experiment, Rng, SearchSpace, SpaceConfig};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+fn space_config(toml_space: &str) -> SpaceConfig {
+    let text =
+        format!("[data]\nkind = \"text\"\npath = \"x\"\nseq_len = 16\n[space]\n{toml_space}\n");
+    Experiment::from_str_in(&text, "t.toml", Path::new("."))
+        .unwrap()
+        .space
+}
+
+fn shipped(file: &str, vocab: u32) -> SearchSpace {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments");
+    let e = Experiment::from_path(&dir.join(file)).unwrap();
+    SearchSpace::new(&e.space, vocab, e.data.context()).unwrap()
+}
+
+/// d_model 6 admits 2 heads only, d_model 8 admits 2 and 4: per-gene uniform sampling would
+/// over-sample the d_model-6 architectures; exact sampling must not.
+fn lopsided() -> SearchSpace {
+    let cfg = space_config(
+        "depth = [1, 2]\nd_model = [8, 6]\nheads = [2, 4]\nattention = [\"full\", \"none\"]\nffn_ratio = [1]\nper_layer = true",
+    );
+    SearchSpace::new(&cfg, 5, 16).unwrap()
+}
+
+#[test]
+fn counting_matches_enumeration_and_architectures_are_distinct_and_valid() {
+    let s = lopsided();
+    let all = s.all_architectures();
+    // Blocks: d8 {full/h2, full/h4, none}, d6 {full/h2, none}. Depth 1: 3 + 2; depth 2: 9 + 4.
+    assert_eq!(all.len(), 18);
+    let summary = s.summary(&Default::default()).unwrap();
+    assert_eq!(summary.architectures, Some(18));
+    let ids: HashSet<String> = all.iter().map(Architecture::id).collect();
+    assert_eq!(ids.len(), 18);
+    for a in &all {
+        a.validate().unwrap();
+        assert!(s.contains(a));
+    }
+    let params: Vec<u64> = all.iter().map(|a| Cost::of(a).params).collect();
+    assert_eq!(summary.min_params, *params.iter().min().unwrap());
+    assert_eq!(summary.max_params, *params.iter().max().unwrap());
+    let flops: Vec<f64> = all.iter().map(|a| Cost::of(a).flops_per_token).collect();
+    assert_eq!(
+        summary.min_flops_per_token,
+        flops.iter().cloned().fold(f64::INFINITY, f64::min)
+    );
+    assert_eq!(
+        summary.max_flops_per_token,
+        flops.iter().cloned().fold(0.0, f64::max)
+    );
+}
+
+#[test]
+fn counting_matches_enumeration_on_a_wider_space_with_sharing() {
+    for per_layer in [false, true] {
+        let cfg = space_config(&format!(
+            "depth = [1, 3]\nd_model = [8, 16]\nheads = [2, 4]\nattention = [\"full\", \"grouped\", \"sliding\", \"linear\", \"none\"]\nkv_heads = [1, 2]\nwindow = [4, 32]\nffn_ratio = [1, 2]\nsparsity = [\"dense\", \"2:4\"]\nffn_rank = [1.0, 0.5]\nshare_layers = [1, 2]\ntie_embeddings = [true, false]\nper_layer = {per_layer}"
+        ));
+        let s = SearchSpace::new(&cfg, 11, 16).unwrap();
+        let all = s.all_architectures();
+        let ids: HashSet<String> = all.iter().map(Architecture::id).collect();
+        assert_eq!(ids.len(), all.len(), "duplicates in enumeration");
+        assert_eq!(
+            s.summary(&Default::default()).unwrap().architectures,
+            Some(all.len() as u128)
+        );
+        // window 32 ≥ context 16 is never valid and is reported.
+        assert!(
+            s.warnings
+                .iter()
+                .any(|w| w.contains("space.window: 32 never valid")),
+            "{:?}",
+            s.warnings
+        );
+        for a in all.iter().step_by(97) {
+            assert_eq!(&s.decode(&s.encode(a).unwrap()).unwrap(), a);
+        }
+    }
+}
+
+#[test]
+fn sampling_is_uniform_over_distinct_architectures() {
+    let s = lopsided();
+    let n = 36_000;
+    let mut rng = Rng::seed_from_u64(11);
+    let mut counts: HashMap<String, u32> = HashMap::new();
+    for _ in 0..n {
+        *counts.entry(s.sample(&mut rng).id()).or_default() += 1;
+    }
+    assert_eq!(counts.len(), 18);
+    let expected = n as f64 / 18.0;
+    let chi2: f64 = counts
+        .values()
+        .map(|&c| (c as f64 - expected).powi(2) / expected)
+        .sum();
+    // 17 degrees of freedom: P(chi² > 50) < 1e-4. Per-gene sampling gives chi² in the thousands.
+    assert!(chi2 < 50.0, "chi² = {chi2}, counts {counts:?}");
+}
+
+#[test]
+fn same_seed_same_samples_other_seed_other_samples() {
+    let s = shipped("shakespeare.toml", 84);
+    let draw = |seed| {
+        let mut rng = Rng::seed_from_u64(seed);
+        (0..50)
+            .map(|_| s.sample(&mut rng).canonical_json())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(draw(5), draw(5));
+    assert_ne!(draw(5), draw(6));
+    // A space built again from the same file samples the same architectures.
+    let again = shipped("shakespeare.toml", 84);
+    let mut r1 = Rng::seed_from_u64(5);
+    let mut r2 = Rng::seed_from_u64(5);
+    for _ in 0..20 {
+        assert_eq!(s.sample(&mut r1), again.sample(&mut r2));
+    }
+}
+
+#[test]
+fn heterogeneous_space_samples_differ_between_layers() {
+    let s = shipped("shakespeare.toml", 84);
+    let mut rng = Rng::seed_from_u64(1);
+    let mixed = (0..100)
+        .map(|_| s.sample(&mut rng))
+        .filter(|a| a.layers.iter().any(|l| *l != a.layers[0]))
+        .count();
+    assert!(mixed > 50, "{mixed}");
+    let q = shipped("quick.toml", 84);
+    let mut rng = Rng::seed_from_u64(1);
+    for _ in 0..100 {
+        let a = q.sample(&mut rng);
+        assert!(a.layers.iter().all(|l| *l == a.layers[0]));
+    }
+}
+
+#[test]
+fn canonical_json_round_trips_for_sampled_architectures() {
+    let s = shipped("shakespeare.toml", 84);
+    let mut rng = Rng::seed_from_u64(2);
+    for _ in 0..200 {
+        let a = s.sample(&mut rng);
+        let back = Architecture::from_json(&a.canonical_json()).unwrap();
+        assert_eq!(back.canonical_json(), a.canonical_json());
+        assert_eq!(back.id(), a.id());
+        assert!(s.contains(&back));
+    }
+}
+
+/// Positions of a genome that differ, counting an attention change (kind with its heads,
+/// kv_heads and window) as one gene; block genes are compared per group when `per_layer`,
+/// per field otherwise; groups added or removed by a depth/sharing change are not counted.
+fn gene_changes(s: &SearchSpace, a: &Architecture, b: &Architecture) -> usize {
+    let (ga, gb) = (s.encode(a).unwrap(), s.encode(b).unwrap());
+    let mut changed = [
+        ga.depth != gb.depth,
+        ga.d_model != gb.d_model,
+        ga.share_layers != gb.share_layers,
+        ga.tie_embeddings != gb.tie_embeddings,
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
+    let mut fields = HashSet::new();
+    for (i, (x, y)) in ga.groups.iter().zip(&gb.groups).enumerate() {
+        let group = if s.per_layer { i } else { 0 };
+        let attention = (x.attention, x.heads, x.kv_heads, x.window)
+            != (y.attention, y.heads, y.kv_heads, y.window);
+        for (name, differs) in [
+            ("attention", attention),
+            ("ffn_ratio", x.ffn_ratio != y.ffn_ratio),
+            ("activation", x.activation != y.activation),
+            ("ffn_rank", x.ffn_rank != y.ffn_rank),
+            ("sparsity", x.sparsity != y.sparsity),
+        ] {
+            if differs {
+                fields.insert((group, name));
+            }
+        }
+    }
+    changed += fields.len();
+    changed
+}
+
+#[test]
+fn mutation_changes_one_gene_and_stays_in_the_space() {
+    for file in ["quick.toml", "shakespeare.toml"] {
+        let s = shipped(file, 84);
+        let mut rng = Rng::seed_from_u64(3);
+        for _ in 0..300 {
+            let parent = s.sample(&mut rng);
+            let child = s.mutate(&parent, &mut rng).expect("a mutant exists");
+            assert_ne!(child, parent);
+            child.validate().unwrap();
+            assert!(s.contains(&child));
+            assert_eq!(
+                gene_changes(&s, &parent, &child),
+                1,
+                "{file}\n{}\n{}",
+                parent.summary(),
+                child.summary()
+            );
+        }
+    }
+}
+
+#[test]
+fn mutation_is_deterministic() {
+    let s = shipped("shakespeare.toml", 84);
+    let run = || {
+        let mut rng = Rng::seed_from_u64(4);
+        let mut a = s.sample(&mut rng);
+        let mut ids = Vec::new();
+        for _ in 0..30 {
+            a = s.mutate(&a, &mut rng).unwrap();
+            ids.push(a.id());
+        }
+        ids
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn crossover_children_take_every_gene_from_a_parent() {
+    let s = shipped("quick.toml", 84);
+    let mut rng = Rng::seed_from_u64(8);
+    let mut differs_from_both = 0;
+    for _ in 0..200 {
+        let (a, b) = (s.sample(&mut rng), s.sample(&mut rng));
+        let c = s.crossover(&a, &b, &mut rng).expect("a child");
+        assert!(s.contains(&c));
+        let (ga, gb, gc) = (
+            s.encode(&a).unwrap(),
+            s.encode(&b).unwrap(),
+            s.encode(&c).unwrap(),
+        );
+        assert!(gc.depth == ga.depth || gc.depth == gb.depth);
+        assert!(gc.d_model == ga.d_model || gc.d_model == gb.d_model);
+        let (x, y, z) = (&ga.groups[0], &gb.groups[0], &gc.groups[0]);
+        assert!(z.ffn_ratio == x.ffn_ratio || z.ffn_ratio == y.ffn_ratio);
+        assert!(z.sparsity == x.sparsity || z.sparsity == y.sparsity);
+        assert!(z.attention == x.attention || z.attention == y.attention);
+        if c != a && c != b {
+            differs_from_both += 1;
+        }
+    }
+    assert!(differs_from_both > 100, "{differs_from_both}");
+}
+
+#[test]
+fn constrained_sampling_respects_the_limits() {
+    let s = shipped("shakespeare.toml", 84);
+    let limits = genas_space::Constraints {
+        max_params: Some(300_000),
+        max_memory_mb: Some(2.0),
+        ..Default::default()
+    };
+    let mut rng = Rng::seed_from_u64(9);
+    for _ in 0..50 {
+        let a = s
+            .sample_within(&limits, &mut rng, 10_000)
+            .expect("some fit");
+        let c = Cost::of(&a);
+        assert!(c.params <= 300_000 && c.memory_bytes as f64 <= 2e6);
+    }
+}
+
+#[test]
+fn encode_rejects_foreign_architectures() {
+    let s = shipped("quick.toml", 84);
+    let mut a = s.sample(&mut Rng::seed_from_u64(1));
+    a.d_model = 40;
+    assert!(s.encode(&a).unwrap_err().contains("40"));
+    let mut b = s.sample(&mut Rng::seed_from_u64(1));
+    b.vocab_size = 99;
+    assert!(s.encode(&b).unwrap_err().contains("vocabulary 99"));
+}
