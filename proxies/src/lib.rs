@@ -1,1 +1,13 @@
-//! placeholder
+//! genas-proxies: how a candidate is *scored*.
+//!
+//! Owns the data sets as token streams (`data`: text corpora and IDX images, the deterministic
+//! train/validation split, the data fingerprint) and — as the engine lands — the training engine
+//! that builds generator networks from an `Architecture`, the zero-cost proxies, the teacher and
+//! knowledge distillation.
+//!
+//! It must not decide what to evaluate next (that is `genas-search`) nor know how results are
+//! stored (`genas-store`).
+
+pub mod data;
+
+pub use data::{DataError, DataSummary, Dataset, Vocabulary};

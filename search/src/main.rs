@@ -1,1 +1,187 @@
-fn main() {}
+//! `genas`: the command line. Parses arguments, calls `genas_search::commands`, prints. Every
+//! error is one line on stderr with a non-zero exit status.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use genas_search::commands::{self, InspectOptions};
+use genas_space::Tokenizer;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "genas",
+    version,
+    about = "Search for compact generative models: declare a space, score, distil, export."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect and sample the search space an experiment declares.
+    #[command(subcommand)]
+    Space(SpaceCommand),
+    /// Inspect data sets.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Subcommand)]
+enum SpaceCommand {
+    /// Validate an experiment file and report the size and cost range of its space.
+    Check {
+        /// Experiment file (TOML).
+        file: PathBuf,
+        /// Print JSON instead of a report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Draw architectures uniformly from the space, with their cost figures.
+    Sample(SampleArgs),
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    /// Experiment file (TOML).
+    file: PathBuf,
+    /// How many architectures.
+    #[arg(long, short, default_value_t = 8)]
+    n: usize,
+    /// Seed: the same seed draws the same architectures on every machine.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Ignore the experiment's [constraints].
+    #[arg(long)]
+    unconstrained: bool,
+    /// Print JSON (architectures in canonical form, with cost figures).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Vocabulary, token counts and split sizes of an experiment's data or of a data file.
+    Inspect(InspectArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TokenizerArg {
+    Char,
+    Byte,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// An experiment file (.toml), a UTF-8 text file, a folder of .txt files, or an IDX image file.
+    file: PathBuf,
+    /// Text files: tokens per sequence.
+    #[arg(long, default_value_t = 64)]
+    seq_len: u32,
+    /// Text files: tokenizer.
+    #[arg(long, value_enum, default_value = "char")]
+    tokenizer: TokenizerArg,
+    /// IDX files: images are resampled to this side length.
+    #[arg(long, default_value_t = 14)]
+    image_size: u32,
+    /// IDX files: gray levels.
+    #[arg(long, default_value_t = 16)]
+    gray_levels: u32,
+    /// Data files: share held out for validation.
+    #[arg(long, default_value_t = 0.1)]
+    validation_fraction: f64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(value)? + "\n")
+}
+
+fn run(cli: Cli) -> anyhow::Result<String> {
+    match cli.command {
+        Command::Space(SpaceCommand::Check {
+            file,
+            json: as_json,
+        }) => {
+            let check = commands::space_check(&file)?;
+            if as_json {
+                json(&check)
+            } else {
+                Ok(commands::render_space_check(&check))
+            }
+        }
+        Command::Space(SpaceCommand::Sample(a)) => {
+            let samples = commands::space_sample(&a.file, a.n, a.seed, a.unconstrained)?;
+            if a.json {
+                json(&samples)
+            } else {
+                Ok(commands::render_samples(&samples))
+            }
+        }
+        Command::Data(DataCommand::Inspect(a)) => {
+            for (name, ok) in [
+                ("--seq-len", (2..=65_536).contains(&a.seq_len)),
+                ("--image-size", (2..=256).contains(&a.image_size)),
+                ("--gray-levels", (2..=256).contains(&a.gray_levels)),
+                (
+                    "--validation-fraction",
+                    a.validation_fraction > 0.0 && a.validation_fraction < 1.0,
+                ),
+            ] {
+                if !ok {
+                    anyhow::bail!("{name} is out of range (see genas data inspect --help)");
+                }
+            }
+            let opts = InspectOptions {
+                seq_len: a.seq_len,
+                tokenizer: match a.tokenizer {
+                    TokenizerArg::Char => Tokenizer::Char,
+                    TokenizerArg::Byte => Tokenizer::Byte,
+                },
+                image_size: a.image_size,
+                gray_levels: a.gray_levels,
+                validation_fraction: a.validation_fraction,
+            };
+            let summary = commands::data_inspect(&a.file, &opts)?;
+            if a.json {
+                json(&summary)
+            } else {
+                Ok(commands::render_data(&summary))
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // A bug must still end in one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "error: internal error{place}: {} (please report this)",
+            msg.replace('\n', " ")
+        );
+    }));
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -148,7 +148,7 @@ impl Sparsity {
         let number = t.strip_prefix("unstructured:").unwrap_or(t);
         match number.trim().parse::<f64>() {
             Ok(f) if f > 0.0 && f < 1.0 => Ok(Sparsity::Unstructured(Fraction(f))),
-            Ok(f) if f == 0.0 => Ok(Sparsity::Dense),
+            Ok(0.0) => Ok(Sparsity::Dense),
             Ok(f) => Err(format!(
                 "sparsity fraction {f} is outside (0, 1) in \"{text}\""
             )),
@@ -354,19 +354,17 @@ fn validate_layer(layer: &Layer, d: u32, context: u32) -> Result<(), String> {
         _ => {}
     }
     match layer.attention {
-        Attention::Grouped { heads, kv_heads } => {
-            if kv_heads == 0 || kv_heads >= heads || heads % kv_heads != 0 {
-                return Err(format!(
-                    "grouped attention needs kv_heads < heads with kv_heads dividing heads (kv_heads {kv_heads}, heads {heads})"
-                ));
-            }
+        Attention::Grouped { heads, kv_heads }
+            if kv_heads == 0 || kv_heads >= heads || heads % kv_heads != 0 =>
+        {
+            return Err(format!(
+                "grouped attention needs kv_heads < heads with kv_heads dividing heads (kv_heads {kv_heads}, heads {heads})"
+            ));
         }
-        Attention::Sliding { window, .. } => {
-            if window == 0 || window >= context {
-                return Err(format!(
-                    "sliding window {window} must be between 1 and the context {context} (exclusive)"
-                ));
-            }
+        Attention::Sliding { window, .. } if window == 0 || window >= context => {
+            return Err(format!(
+                "sliding window {window} must be between 1 and the context {context} (exclusive)"
+            ));
         }
         _ => {}
     }

@@ -438,7 +438,7 @@ impl Experiment {
             }
         }
         let c = &self.constraints;
-        let positive = [
+        let limits = [
             ("constraints.max_flops_per_token", c.max_flops_per_token),
             ("constraints.max_memory_mb", c.max_memory_mb),
             (
@@ -446,11 +446,9 @@ impl Experiment {
                 c.max_latency_ms_per_token,
             ),
         ];
-        for (key, v) in positive {
-            if let Some(v) = v {
-                if !(v > 0.0 && v.is_finite()) {
-                    return Err(bad(key, format!("{v} must be a positive number")));
-                }
+        for (key, v) in limits {
+            if let Some(v) = v.filter(|v| !positive(*v)) {
+                return Err(bad(key, format!("{v} must be a positive number")));
             }
         }
         for (key, v) in [
@@ -474,7 +472,7 @@ impl Experiment {
                 format!("{} do not divide d_model {}", t.heads, t.d_model),
             ));
         }
-        if !(t.ffn_ratio > 0.0) || !(t.learning_rate > 0.0) {
+        if !positive(t.ffn_ratio) || !positive(t.learning_rate) {
             return Err(bad(
                 "teacher",
                 "ffn_ratio and learning_rate must be positive".into(),
@@ -532,7 +530,8 @@ impl Experiment {
                 "batch_size and final_steps must be at least 1".into(),
             ));
         }
-        if !(f.learning_rate > 0.0) || !(f.temperature > 0.0) || !(0.0..=1.0).contains(&f.alpha) {
+        if !positive(f.learning_rate) || !positive(f.temperature) || !(0.0..=1.0).contains(&f.alpha)
+        {
             return Err(bad(
                 "fidelity",
                 "learning_rate and temperature must be positive and alpha within [0, 1]".into(),
@@ -552,6 +551,11 @@ impl Experiment {
     }
 }
 
+/// A finite number above zero (NaN and infinities are not).
+fn positive(x: f64) -> bool {
+    x.is_finite() && x > 0.0
+}
+
 /// The attention kinds an experiment file may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AttentionKind {
@@ -569,9 +573,11 @@ pub fn parse_attention_kind(s: &str) -> Result<AttentionKind, String> {
         "sliding" => AttentionKind::Sliding,
         "linear" => AttentionKind::Linear,
         "none" => AttentionKind::None,
-        other => return Err(format!(
+        other => {
+            return Err(format!(
             "unknown attention kind \"{other}\" (expected full, grouped, sliding, linear or none)"
-        )),
+        ))
+        }
     })
 }
 

@@ -1,0 +1,672 @@
+//! Data sets as token streams: text corpora (characters or bytes) and IDX images (pixel tokens).
+//!
+//! Text: the file (or every `*.txt` file of a folder, in name order, joined by a newline) is cut
+//! into blocks; evenly spaced blocks form the validation split, the rest the training split, so
+//! validation samples every part of the corpus and the split never depends on a random seed.
+//! The character vocabulary is the sorted set of training characters; a validation character
+//! the training split lacks maps to an extra `\u{FFFD}` token.
+//!
+//! Images: an IDX file of unsigned bytes (count × rows × cols) is resampled by area averaging to
+//! `image_size²` and quantised to `gray_levels`; each image is one sequence, generated in raster
+//! order after a begin-of-image token (`BOS = gray_levels`), so the vocabulary is
+//! `gray_levels + 1` and the context `image_size²`.
+
+use genas_space::{DataConfig, DataKind, Experiment, Tokenizer};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Why a data file cannot be used. `Display` is one line naming the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DataError {
+    #[error("cannot read {path}: {reason}")]
+    Io { path: String, reason: String },
+    #[error("{path}: {reason}")]
+    Bad { path: String, reason: String },
+}
+
+fn bad(path: &Path, reason: impl Into<String>) -> DataError {
+    DataError::Bad {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, DataError> {
+    std::fs::read(path).map_err(|e| DataError::Io {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// How tokens map to what they stand for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Vocabulary {
+    /// Token i is `chars[i]`.
+    Chars { chars: Vec<char> },
+    /// Token i is byte i (256 tokens).
+    Bytes,
+    /// Tokens 0..levels are gray levels (0 = black), token `levels` begins an image.
+    Pixels { levels: u32 },
+}
+
+impl Vocabulary {
+    pub fn size(&self) -> u32 {
+        match self {
+            Vocabulary::Chars { chars } => chars.len() as u32,
+            Vocabulary::Bytes => 256,
+            Vocabulary::Pixels { levels } => levels + 1,
+        }
+    }
+
+    /// Text for text tokens (lossy for bytes); pixel tokens as hex digits of their level.
+    pub fn decode(&self, tokens: &[u32]) -> String {
+        match self {
+            Vocabulary::Chars { chars } => tokens
+                .iter()
+                .map(|&t| chars.get(t as usize).copied().unwrap_or('\u{FFFD}'))
+                .collect(),
+            Vocabulary::Bytes => {
+                let bytes: Vec<u8> = tokens.iter().map(|&t| t as u8).collect();
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+            Vocabulary::Pixels { levels } => tokens
+                .iter()
+                .map(|&t| {
+                    if t >= *levels {
+                        '^'
+                    } else {
+                        char::from_digit(t % 36, 36).unwrap_or('?')
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// A short description for reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Vocabulary::Chars { chars } => {
+                let shown: String = chars
+                    .iter()
+                    .map(|c| match c {
+                        '\n' => "\\n".to_string(),
+                        '\t' => "\\t".to_string(),
+                        ' ' => "␣".to_string(),
+                        c => c.to_string(),
+                    })
+                    .collect();
+                format!("{} characters: {shown}", chars.len())
+            }
+            Vocabulary::Bytes => "256 bytes".into(),
+            Vocabulary::Pixels { levels } => format!("{levels} gray levels + begin-of-image"),
+        }
+    }
+}
+
+/// A tokenised data set with its split.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub kind: DataKind,
+    pub vocab: Vocabulary,
+    /// Text: one token stream. Images: `train.len() / context` images of `context` pixels.
+    pub train: Vec<u32>,
+    pub validation: Vec<u32>,
+    /// Tokens per training sequence.
+    pub context: u32,
+    /// What was read, for reports.
+    pub source: String,
+    /// SHA-256 (16 hex digits) of the vocabulary, context and both token streams: the same
+    /// fingerprint means the same data, whatever the paths.
+    pub fingerprint: String,
+    /// Images only: rows × cols of the source images.
+    pub source_image_size: Option<(u32, u32)>,
+}
+
+/// Figures `genas data inspect` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct DataSummary {
+    pub kind: DataKind,
+    pub source: String,
+    pub vocab_size: u32,
+    pub vocabulary: String,
+    pub context: u32,
+    pub train_tokens: usize,
+    pub validation_tokens: usize,
+    /// Text: non-overlapping sequences of `context` tokens; images: images.
+    pub train_sequences: usize,
+    pub validation_sequences: usize,
+    pub fingerprint: String,
+    pub source_image_size: Option<(u32, u32)>,
+}
+
+impl Dataset {
+    /// Loads the experiment's `[data]`.
+    pub fn load(exp: &Experiment) -> Result<Dataset, DataError> {
+        Dataset::load_config(
+            &exp.data,
+            &exp.data_path(),
+            exp.validation_path().as_deref(),
+        )
+    }
+
+    /// Loads data described by `cfg` from `path` (and `validation_path` for images).
+    pub fn load_config(
+        cfg: &DataConfig,
+        path: &Path,
+        validation_path: Option<&Path>,
+    ) -> Result<Dataset, DataError> {
+        match cfg.kind {
+            DataKind::Text => {
+                let text = read_text_source(path)?;
+                Dataset::from_text(
+                    &text,
+                    cfg.tokenizer.unwrap_or(Tokenizer::Char),
+                    cfg.seq_len.unwrap_or(64),
+                    cfg.validation_fraction,
+                    &path.display().to_string(),
+                )
+                .map_err(|reason| bad(path, reason))
+            }
+            DataKind::Image => {
+                let size = cfg.image_size.unwrap_or(14);
+                let levels = cfg.gray_levels.unwrap_or(16);
+                let train_images = read_idx_images(path)?;
+                let (mut train, validation) = match validation_path {
+                    Some(vp) => (train_images, read_idx_images(vp)?),
+                    None => split_images(train_images, cfg.validation_fraction)
+                        .map_err(|r| bad(path, r))?,
+                };
+                if let Some(max) = cfg.max_images {
+                    train.truncate_images(max as usize);
+                }
+                if validation.rows != train.rows || validation.cols != train.cols {
+                    return Err(bad(
+                        validation_path.unwrap_or(path),
+                        format!(
+                            "validation images are {}×{} but training images {}×{}",
+                            validation.rows, validation.cols, train.rows, train.cols
+                        ),
+                    ));
+                }
+                let mut source = path.display().to_string();
+                if let Some(vp) = validation_path {
+                    source.push_str(&format!(" + {}", vp.display()));
+                }
+                Ok(Dataset::from_images(
+                    &train,
+                    &validation,
+                    size,
+                    levels,
+                    source,
+                ))
+            }
+        }
+    }
+
+    /// Tokenises a text corpus and splits it.
+    pub fn from_text(
+        text: &str,
+        tokenizer: Tokenizer,
+        seq_len: u32,
+        validation_fraction: f64,
+        source: &str,
+    ) -> Result<Dataset, String> {
+        // Characters are first kept as code points and mapped to vocabulary indices after the
+        // split, since the vocabulary is the training split's.
+        let stream: Vec<u32> = match tokenizer {
+            Tokenizer::Byte => text.bytes().map(u32::from).collect(),
+            Tokenizer::Char => text.chars().map(u32::from).collect(),
+        };
+        let need = seq_len as usize + 1;
+        let (train, validation) = split_blocks(&stream, need, validation_fraction).ok_or_else(|| {
+            format!(
+                "corpus too small: {} tokens cannot give training and validation splits of at least {need} tokens each",
+                stream.len()
+            )
+        })?;
+        let (train, validation, vocab) = match tokenizer {
+            Tokenizer::Byte => (train, validation, Vocabulary::Bytes),
+            Tokenizer::Char => {
+                let mut points = train.clone();
+                points.sort_unstable();
+                points.dedup();
+                let mut index: HashMap<u32, u32> = points
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &c)| (c, i as u32))
+                    .collect();
+                let mut chars: Vec<char> =
+                    points.iter().filter_map(|&c| char::from_u32(c)).collect();
+                let replacement = u32::from('\u{FFFD}');
+                if validation.iter().any(|c| !index.contains_key(c))
+                    && !index.contains_key(&replacement)
+                {
+                    index.insert(replacement, chars.len() as u32);
+                    chars.push('\u{FFFD}');
+                }
+                // Every code point not in the index has the replacement token (added above
+                // whenever the validation split needs it).
+                let unknown = index.get(&replacement).copied().unwrap_or(0);
+                let map = |s: Vec<u32>| -> Vec<u32> {
+                    s.iter()
+                        .map(|c| index.get(c).copied().unwrap_or(unknown))
+                        .collect()
+                };
+                (map(train), map(validation), Vocabulary::Chars { chars })
+            }
+        };
+        if vocab.size() < 2 {
+            return Err("the training split holds a single distinct character; a language model needs at least 2".into());
+        }
+        Ok(Dataset::finish(
+            DataKind::Text,
+            vocab,
+            train,
+            validation,
+            seq_len,
+            source.to_string(),
+            None,
+        ))
+    }
+
+    fn from_images(
+        train: &IdxImages,
+        validation: &IdxImages,
+        size: u32,
+        levels: u32,
+        source: String,
+    ) -> Dataset {
+        let train_tokens = train.tokens(size, levels);
+        let val_tokens = validation.tokens(size, levels);
+        Dataset::finish(
+            DataKind::Image,
+            Vocabulary::Pixels { levels },
+            train_tokens,
+            val_tokens,
+            size * size,
+            source,
+            Some((train.rows, train.cols)),
+        )
+    }
+
+    fn finish(
+        kind: DataKind,
+        vocab: Vocabulary,
+        train: Vec<u32>,
+        validation: Vec<u32>,
+        context: u32,
+        source: String,
+        source_image_size: Option<(u32, u32)>,
+    ) -> Dataset {
+        let mut h = Sha256::new();
+        h.update(serde_json::to_string(&vocab).expect("vocabulary serialises"));
+        h.update(context.to_le_bytes());
+        for stream in [&train, &validation] {
+            h.update((stream.len() as u64).to_le_bytes());
+            for t in stream {
+                h.update(t.to_le_bytes());
+            }
+        }
+        let fingerprint = h.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Dataset {
+            kind,
+            vocab,
+            train,
+            validation,
+            context,
+            source,
+            fingerprint,
+            source_image_size,
+        }
+    }
+
+    pub fn vocab_size(&self) -> u32 {
+        self.vocab.size()
+    }
+
+    /// The begin-of-image token for image data.
+    pub fn bos(&self) -> Option<u32> {
+        match self.vocab {
+            Vocabulary::Pixels { levels } => Some(levels),
+            _ => None,
+        }
+    }
+
+    pub fn summary(&self) -> DataSummary {
+        let c = self.context as usize;
+        DataSummary {
+            kind: self.kind,
+            source: self.source.clone(),
+            vocab_size: self.vocab_size(),
+            vocabulary: self.vocab.describe(),
+            context: self.context,
+            train_tokens: self.train.len(),
+            validation_tokens: self.validation.len(),
+            train_sequences: self.train.len() / c,
+            validation_sequences: self.validation.len() / c,
+            fingerprint: self.fingerprint.clone(),
+            source_image_size: self.source_image_size,
+        }
+    }
+}
+
+/// Reads a UTF-8 text file, or every `*.txt` file of a folder in name order joined by `\n`.
+pub fn read_text_source(path: &Path) -> Result<String, DataError> {
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let entries = std::fs::read_dir(path).map_err(|e| DataError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "txt"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(bad(path, "the folder holds no .txt files"));
+        }
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut out = String::new();
+    for (i, f) in files.iter().enumerate() {
+        let bytes = read(f)?;
+        let text = check_text(f, bytes)?;
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&text);
+    }
+    Ok(out)
+}
+
+/// One clear error for empty, binary and non-UTF-8 files.
+fn check_text(path: &Path, bytes: Vec<u8>) -> Result<String, DataError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(bad(path, "the file is empty"));
+    }
+    if let Some(at) = bytes.iter().position(|&b| b == 0) {
+        return Err(bad(
+            path,
+            format!("binary data, not text (NUL byte at offset {at})"),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        bad(
+            path,
+            format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
+}
+
+/// Splits a stream into blocks and returns (training, validation) concatenations. Validation
+/// takes `round(blocks · fraction)` (at least one) evenly spaced blocks. Blocks hold
+/// min(4096, len / 20) tokens but at least `min_len`; `None` when a split would be shorter.
+fn split_blocks(stream: &[u32], min_len: usize, fraction: f64) -> Option<(Vec<u32>, Vec<u32>)> {
+    let block = (stream.len() / 20).clamp(min_len, 4096.max(min_len));
+    let blocks = stream.len().div_ceil(block);
+    let n_val = ((blocks as f64 * fraction).round() as usize).max(1);
+    if n_val >= blocks {
+        return None;
+    }
+    let is_val = evenly_spaced(blocks, n_val);
+    let mut train = Vec::with_capacity(stream.len());
+    let mut val = Vec::new();
+    for (i, chunk) in stream.chunks(block).enumerate() {
+        if is_val[i] {
+            val.extend_from_slice(chunk);
+        } else {
+            train.extend_from_slice(chunk);
+        }
+    }
+    (train.len() >= min_len && val.len() >= min_len).then_some((train, val))
+}
+
+/// `k` of `n` positions, spread evenly: position ⌊(j + ½)·n / k⌋ for j in 0..k.
+fn evenly_spaced(n: usize, k: usize) -> Vec<bool> {
+    let mut marks = vec![false; n];
+    for j in 0..k {
+        marks[((2 * j + 1) * n) / (2 * k)] = true;
+    }
+    marks
+}
+
+/// Unsigned-byte images read from an IDX file.
+#[derive(Clone, Debug)]
+pub struct IdxImages {
+    pub count: usize,
+    pub rows: u32,
+    pub cols: u32,
+    pub pixels: Vec<u8>,
+}
+
+impl IdxImages {
+    fn image(&self, i: usize) -> &[u8] {
+        let n = (self.rows * self.cols) as usize;
+        &self.pixels[i * n..(i + 1) * n]
+    }
+
+    fn truncate_images(&mut self, max: usize) {
+        if self.count > max {
+            self.count = max;
+            self.pixels.truncate(max * (self.rows * self.cols) as usize);
+        }
+    }
+
+    /// All images resampled to size × size and quantised to `levels`, concatenated.
+    pub fn tokens(&self, size: u32, levels: u32) -> Vec<u32> {
+        let mut out = Vec::with_capacity(self.count * (size * size) as usize);
+        for i in 0..self.count {
+            for v in resample(self.image(i), self.rows, self.cols, size) {
+                out.push(quantise(v, levels));
+            }
+        }
+        out
+    }
+}
+
+/// Gray level of an intensity in [0, 255]: ⌊v · levels / 256⌋, clamped to levels − 1.
+pub fn quantise(v: f32, levels: u32) -> u32 {
+    ((v * levels as f32 / 256.0) as u32).min(levels - 1)
+}
+
+/// The intensity a gray level stands for (centre of its bin), for rendering.
+pub fn dequantise(level: u32, levels: u32) -> u8 {
+    (((level as f32 + 0.5) * 256.0 / levels as f32).floor() as u32).min(255) as u8
+}
+
+/// Area-average resampling of a rows × cols image to size × size: every output pixel averages
+/// the source area it covers, with fractional weights at its edges.
+pub fn resample(img: &[u8], rows: u32, cols: u32, size: u32) -> Vec<f32> {
+    let weights = |src: u32| -> Vec<Vec<(usize, f32)>> {
+        let scale = src as f64 / size as f64;
+        (0..size)
+            .map(|o| {
+                let (a, b) = (o as f64 * scale, (o + 1) as f64 * scale);
+                let mut w = Vec::new();
+                let mut p = a.floor() as usize;
+                while (p as f64) < b && p < src as usize {
+                    let lo = a.max(p as f64);
+                    let hi = b.min(p as f64 + 1.0);
+                    if hi > lo {
+                        w.push((p, ((hi - lo) / scale) as f32));
+                    }
+                    p += 1;
+                }
+                w
+            })
+            .collect()
+    };
+    let (wr, wc) = (weights(rows), weights(cols));
+    let mut out = Vec::with_capacity((size * size) as usize);
+    for r in &wr {
+        for c in &wc {
+            let mut acc = 0.0f32;
+            for &(y, wy) in r {
+                for &(x, wx) in c {
+                    acc += wy * wx * img[y * cols as usize + x] as f32;
+                }
+            }
+            out.push(acc);
+        }
+    }
+    out
+}
+
+/// Reads an IDX file of unsigned-byte images (magic 0x00000803: count × rows × cols).
+pub fn read_idx_images(path: &Path) -> Result<IdxImages, DataError> {
+    parse_idx_images(&read(path)?).map_err(|reason| bad(path, reason))
+}
+
+/// Parses IDX image bytes; the error says what is wrong with the header or body.
+pub fn parse_idx_images(bytes: &[u8]) -> Result<IdxImages, String> {
+    if bytes.is_empty() {
+        return Err("the file is empty".into());
+    }
+    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
+        return Err("not an IDX file (the first two bytes of an IDX header are zero)".into());
+    }
+    let (kind, ndims) = (bytes[2], bytes[3] as usize);
+    if kind != 0x08 {
+        let name = match kind {
+            0x09 => "signed byte",
+            0x0B => "short",
+            0x0C => "int",
+            0x0D => "float",
+            0x0E => "double",
+            _ => "unknown",
+        };
+        return Err(format!("IDX element type 0x{kind:02X} ({name}) is not supported; images must be unsigned bytes (0x08)"));
+    }
+    if ndims != 3 {
+        return Err(format!(
+            "IDX file has {ndims} dimension(s); images need 3 (count, rows, cols)"
+        ));
+    }
+    let header = 4 + 4 * ndims;
+    if bytes.len() < header {
+        return Err(format!(
+            "truncated IDX header: {} bytes, need {header}",
+            bytes.len()
+        ));
+    }
+    let dim = |i: usize| {
+        u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize
+    };
+    let (count, rows, cols) = (dim(0), dim(1), dim(2));
+    if count == 0 || rows == 0 || cols == 0 {
+        return Err(format!(
+            "IDX header describes {count} images of {rows}×{cols}: nothing to train on"
+        ));
+    }
+    let body = count
+        .checked_mul(rows)
+        .and_then(|x| x.checked_mul(cols))
+        .ok_or("IDX header dimensions overflow")?;
+    let have = bytes.len() - header;
+    if have < body {
+        return Err(format!(
+            "truncated IDX body: the header promises {count} images of {rows}×{cols} ({body} bytes), the file holds {have}"
+        ));
+    }
+    if have > body {
+        return Err(format!(
+            "{} bytes follow the {count} images the IDX header describes",
+            have - body
+        ));
+    }
+    Ok(IdxImages {
+        count,
+        rows: rows as u32,
+        cols: cols as u32,
+        pixels: bytes[header..].to_vec(),
+    })
+}
+
+/// Evenly spaced images form the validation split (see `split_blocks`).
+fn split_images(all: IdxImages, fraction: f64) -> Result<(IdxImages, IdxImages), String> {
+    let n_val = ((all.count as f64 * fraction).round() as usize).max(1);
+    if n_val >= all.count {
+        return Err(format!(
+            "{} image(s) cannot give both a training and a validation split",
+            all.count
+        ));
+    }
+    let is_val = evenly_spaced(all.count, n_val);
+    let mut train = IdxImages {
+        count: 0,
+        rows: all.rows,
+        cols: all.cols,
+        pixels: Vec::new(),
+    };
+    let mut val = train.clone();
+    for (i, &v) in is_val.iter().enumerate() {
+        let target = if v { &mut val } else { &mut train };
+        target.pixels.extend_from_slice(all.image(i));
+        target.count += 1;
+    }
+    Ok((train, val))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evenly_spaced_marks_k_of_n() {
+        let m = evenly_spaced(20, 2);
+        assert_eq!(m.iter().filter(|x| **x).count(), 2);
+        assert!(m[5] && m[15]);
+        assert_eq!(evenly_spaced(3, 1), vec![false, true, false]);
+    }
+
+    #[test]
+    fn resample_by_two_averages_2x2_blocks() {
+        let img = [0u8, 100, 200, 40, 10, 30, 50, 60, 1, 2, 3, 4, 5, 6, 7, 8];
+        let out = resample(&img, 4, 4, 2);
+        assert_eq!(
+            out,
+            vec![
+                (0.0 + 100.0 + 10.0 + 30.0) / 4.0,
+                (200.0 + 40.0 + 50.0 + 60.0) / 4.0,
+                3.5,
+                5.5
+            ]
+        );
+    }
+
+    #[test]
+    fn resample_to_a_non_divisor_keeps_the_mean() {
+        // 3 → 2: output pixel 0 covers source [0, 1.5): weights 2/3 and 1/3.
+        let img = [30u8, 60, 90, 30, 60, 90, 30, 60, 90];
+        let out = resample(&img, 3, 3, 2);
+        assert!(
+            (out[0] - (30.0 * 2.0 / 3.0 + 60.0 / 3.0)).abs() < 1e-4,
+            "{out:?}"
+        );
+        let mean_in = img.iter().map(|&x| x as f32).sum::<f32>() / 9.0;
+        let mean_out = out.iter().sum::<f32>() / 4.0;
+        assert!((mean_in - mean_out).abs() < 1e-3);
+    }
+
+    #[test]
+    fn quantise_bins_and_dequantise_centres() {
+        assert_eq!(quantise(0.0, 16), 0);
+        assert_eq!(quantise(15.9, 16), 0);
+        assert_eq!(quantise(16.0, 16), 1);
+        assert_eq!(quantise(255.0, 16), 15);
+        assert_eq!(dequantise(0, 16), 8);
+        assert_eq!(dequantise(15, 16), 248);
+        assert_eq!(quantise(dequantise(7, 16) as f32, 16), 7);
+    }
+}
