@@ -523,9 +523,19 @@ pub fn resample(img: &[u8], rows: u32, cols: u32, size: u32) -> Vec<f32> {
     out
 }
 
-/// Reads an IDX file of unsigned-byte images (magic 0x00000803: count × rows × cols).
+/// Reads an IDX file of unsigned-byte images (magic 0x00000803: count × rows × cols), plain or
+/// gzip-compressed (as MNIST and Fashion-MNIST are distributed; recognised by its magic bytes).
 pub fn read_idx_images(path: &Path) -> Result<IdxImages, DataError> {
-    parse_idx_images(&read(path)?).map_err(|reason| bad(path, reason))
+    let raw = read(path)?;
+    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(raw.as_slice()), &mut out)
+            .map_err(|e| bad(path, format!("corrupt gzip data: {e}")))?;
+        out
+    } else {
+        raw
+    };
+    parse_idx_images(&bytes).map_err(|reason| bad(path, reason))
 }
 
 /// Parses IDX image bytes; the error says what is wrong with the header or body.

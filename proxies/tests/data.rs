@@ -244,3 +244,24 @@ fn idx_header_and_body_errors() {
     let ok = parse_idx_images(&real).unwrap();
     assert_eq!((ok.count, ok.rows, ok.cols), (2000, 28, 28));
 }
+
+#[test]
+fn gzipped_idx_reads_like_the_plain_file() {
+    use std::io::Write;
+    let plain = experiments().join("data/fashion-mnist/val-2k-images-idx3-ubyte");
+    let dir = tempfile::tempdir().unwrap();
+    let gz = dir.path().join("val-images-idx3-ubyte.gz");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&std::fs::read(&plain).unwrap()).unwrap();
+    let compressed = enc.finish().unwrap();
+    std::fs::write(&gz, &compressed).unwrap();
+    let cfg = image_config(14, 16);
+    let a = Dataset::load_config(&cfg, &plain, None).unwrap();
+    let b = Dataset::load_config(&cfg, &gz, None).unwrap();
+    assert_eq!(a.train, b.train);
+    assert_eq!(a.fingerprint, b.fingerprint);
+    // A cut-off gzip stream is one clear error.
+    std::fs::write(&gz, &compressed[..compressed.len() / 2]).unwrap();
+    let msg = load_error(&cfg, &gz);
+    assert!(msg.contains("corrupt gzip data"), "{msg}");
+}

@@ -248,7 +248,10 @@ pub fn data_inspect(path: &Path, opts: &InspectOptions) -> Result<DataSummary> {
     }
     let looks_idx = !path.is_dir()
         && std::fs::read(path)
-            .map(|b| b.len() >= 4 && b[0] == 0 && b[1] == 0 && b[2] == 0x08)
+            .map(|b| {
+                (b.len() >= 4 && b[0] == 0 && b[1] == 0 && b[2] == 0x08)
+                    || b.starts_with(&[0x1f, 0x8b])
+            })
             .unwrap_or(false);
     let cfg = DataConfig {
         kind: if looks_idx {
