@@ -9,5 +9,6 @@
 //! stored (`genas-store`).
 
 pub mod data;
+pub mod engine;
 
 pub use data::{DataError, DataSummary, Dataset, Vocabulary};

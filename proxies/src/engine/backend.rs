@@ -1,0 +1,179 @@
+//! The boundary between the model code and the kernels that run it.
+//!
+//! The model (`model.rs`) owns buffers of type `B::Buf` and calls only these methods, with the
+//! shapes spelled out; it never touches buffer contents except through `upload` / `download`.
+//! A CUDA backend (cuBLAS GEMMs, NVRTC kernels) implements the same trait over device memory.
+//! Token ids and targets travel as host slices: they are small and the backend may copy them.
+
+use crate::engine::cpu::attention::AttnDims;
+use crate::engine::cpu::ops::AdamW;
+
+/// FFN non-linearity with a single input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    Gelu,
+    Relu,
+}
+
+pub trait Backend: Send + Sync {
+    type Buf: Send + Sync;
+
+    fn name(&self) -> String;
+    /// Runs `f` on the backend's worker threads.
+    fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R;
+
+    fn zeros(&self, n: usize) -> Self::Buf;
+    fn upload(&self, host: &[f64]) -> Self::Buf;
+    fn download(&self, buf: &Self::Buf) -> Vec<f64>;
+    fn set_zero(&self, buf: &mut Self::Buf);
+    /// dst[..n] = src[..n]
+    fn copy(&self, dst: &mut Self::Buf, src: &Self::Buf, n: usize);
+
+    /// out (B,T,C) = wte[tokens] + wpe[t]
+    fn embedding_forward(
+        &self,
+        out: &mut Self::Buf,
+        tokens: &[u32],
+        wte: &Self::Buf,
+        wpe: &Self::Buf,
+        btc: (usize, usize, usize),
+    );
+    /// dwte, dwpe += scatter of dout (B,T,C)
+    fn embedding_backward(
+        &self,
+        dwte: &mut Self::Buf,
+        dwpe: &mut Self::Buf,
+        dout: &Self::Buf,
+        tokens: &[u32],
+        btc: (usize, usize, usize),
+    );
+
+    #[allow(clippy::too_many_arguments)]
+    fn layernorm_forward(
+        &self,
+        out: &mut Self::Buf,
+        mean: &mut Self::Buf,
+        rstd: &mut Self::Buf,
+        inp: &Self::Buf,
+        w: &Self::Buf,
+        b: &Self::Buf,
+        nc: (usize, usize),
+    );
+    /// dinp += ; dw, db +=
+    #[allow(clippy::too_many_arguments)]
+    fn layernorm_backward(
+        &self,
+        dinp: &mut Self::Buf,
+        dw: &mut Self::Buf,
+        db: &mut Self::Buf,
+        dout: &Self::Buf,
+        inp: &Self::Buf,
+        w: &Self::Buf,
+        mean: &Self::Buf,
+        rstd: &Self::Buf,
+        nc: (usize, usize),
+    );
+
+    /// out (N,OC) = [out +] inp (N,C) · w (OC,C)ᵀ + bias; `accumulate` adds to out (residuals).
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_forward(
+        &self,
+        out: &mut Self::Buf,
+        accumulate: bool,
+        inp: &Self::Buf,
+        w: &Self::Buf,
+        bias: Option<&Self::Buf>,
+        nc_oc: (usize, usize, usize),
+    );
+    /// dinp = [dinp +] dout · w ; dw += doutᵀ · inp ; dbias += Σ dout
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_backward(
+        &self,
+        dinp: Option<&mut Self::Buf>,
+        acc_inp: bool,
+        dw: &mut Self::Buf,
+        dbias: Option<&mut Self::Buf>,
+        dout: &Self::Buf,
+        inp: &Self::Buf,
+        w: &Self::Buf,
+        nc_oc: (usize, usize, usize),
+    );
+
+    fn attention_forward(
+        &self,
+        out: &mut Self::Buf,
+        probs: &mut Self::Buf,
+        qkv: &Self::Buf,
+        d: AttnDims,
+    );
+    fn attention_backward(
+        &self,
+        dqkv: &mut Self::Buf,
+        dout: &Self::Buf,
+        qkv: &Self::Buf,
+        probs: &Self::Buf,
+        d: AttnDims,
+    );
+    /// dims (B, T, H, hd)
+    fn linear_attention_forward(
+        &self,
+        out: &mut Self::Buf,
+        den: &mut Self::Buf,
+        qkv: &Self::Buf,
+        d: (usize, usize, usize, usize),
+    );
+    #[allow(clippy::too_many_arguments)]
+    fn linear_attention_backward(
+        &self,
+        dqkv: &mut Self::Buf,
+        dout: &Self::Buf,
+        qkv: &Self::Buf,
+        out: &Self::Buf,
+        den: &Self::Buf,
+        d: (usize, usize, usize, usize),
+    );
+
+    fn act_forward(&self, act: Act, out: &mut Self::Buf, inp: &Self::Buf, n: usize);
+    fn act_backward(
+        &self,
+        act: Act,
+        dinp: &mut Self::Buf,
+        inp: &Self::Buf,
+        dout: &Self::Buf,
+        n: usize,
+    );
+    fn swiglu_forward(&self, out: &mut Self::Buf, gate: &Self::Buf, up: &Self::Buf, n: usize);
+    fn swiglu_backward(
+        &self,
+        dgate: &mut Self::Buf,
+        dup: &mut Self::Buf,
+        gate: &Self::Buf,
+        up: &Self::Buf,
+        dout: &Self::Buf,
+        n: usize,
+    );
+
+    /// Loss over logits (N,V) with optional teacher probabilities (N,V) at `temperature` mixed
+    /// by `alpha`; writes dlogits when given. Returns (loss, hard-label CE), means over N.
+    #[allow(clippy::too_many_arguments)]
+    fn loss(
+        &self,
+        dlogits: Option<&mut Self::Buf>,
+        logits: &Self::Buf,
+        targets: &[u32],
+        teacher: Option<(&Self::Buf, f64, f64)>,
+        nv: (usize, usize),
+    ) -> (f64, f64);
+
+    fn mul_assign(&self, x: &mut Self::Buf, mask: &Self::Buf);
+    fn sum_squares(&self, x: &Self::Buf) -> f64;
+    fn adamw(
+        &self,
+        param: &mut Self::Buf,
+        grad: &Self::Buf,
+        m: &mut Self::Buf,
+        v: &mut Self::Buf,
+        o: AdamW,
+        decay: bool,
+    );
+}

@@ -1,0 +1,48 @@
+//! Token + learned position embeddings.
+
+use crate::engine::real::Real;
+
+/// out[b, t, :] = wte[tokens[b, t], :] + wpe[t, :].
+pub fn embedding_forward<F: Real>(
+    out: &mut [F],
+    tokens: &[u32],
+    wte: &[F],
+    wpe: &[F],
+    (b, t, c): (usize, usize, usize),
+) {
+    for bi in 0..b {
+        for ti in 0..t {
+            let row = bi * t + ti;
+            let tok = tokens[row] as usize;
+            let o = &mut out[row * c..(row + 1) * c];
+            let (e, p) = (&wte[tok * c..(tok + 1) * c], &wpe[ti * c..(ti + 1) * c]);
+            for i in 0..c {
+                o[i] = e[i] + p[i];
+            }
+        }
+    }
+}
+
+/// dwte[tokens[b, t]] += dout[b, t]; dwpe[t] += dout[b, t]. Sequential: tokens repeat, and the
+/// summation order must not depend on scheduling.
+pub fn embedding_backward<F: Real>(
+    dwte: &mut [F],
+    dwpe: &mut [F],
+    dout: &[F],
+    tokens: &[u32],
+    (b, t, c): (usize, usize, usize),
+) {
+    for bi in 0..b {
+        for ti in 0..t {
+            let row = bi * t + ti;
+            let tok = tokens[row] as usize;
+            let g = &dout[row * c..(row + 1) * c];
+            for (d, &x) in dwte[tok * c..(tok + 1) * c].iter_mut().zip(g) {
+                *d += x;
+            }
+            for (d, &x) in dwpe[ti * c..(ti + 1) * c].iter_mut().zip(g) {
+                *d += x;
+            }
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Small elementwise operations and reductions.
+
+use crate::engine::real::Real;
+use rayon::prelude::*;
+
+const CHUNK: usize = 4096;
+
+/// x += y
+pub fn add_assign<F: Real>(x: &mut [F], y: &[F]) {
+    x.par_chunks_mut(CHUNK)
+        .zip(y.par_chunks(CHUNK))
+        .for_each(|(x, y)| {
+            for (a, &b) in x.iter_mut().zip(y) {
+                *a += b;
+            }
+        });
+}
+
+/// out = x + y
+pub fn add<F: Real>(out: &mut [F], x: &[F], y: &[F]) {
+    out.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .zip(y.par_chunks(CHUNK))
+        .for_each(|((o, x), y)| {
+            for ((o, &a), &b) in o.iter_mut().zip(x).zip(y) {
+                *o = a + b;
+            }
+        });
+}
+
+/// x *= mask (0/1)
+pub fn mul_assign<F: Real>(x: &mut [F], mask: &[F]) {
+    for (a, &m) in x.iter_mut().zip(mask) {
+        *a *= m;
+    }
+}
+
+/// Σ x², summed per fixed chunk then in chunk order: the same bits whatever the thread count.
+pub fn sum_squares<F: Real>(x: &[F]) -> f64 {
+    let partials: Vec<f64> = x
+        .par_chunks(CHUNK)
+        .map(|c| c.iter().map(|&v| v.to_f64() * v.to_f64()).sum())
+        .collect();
+    partials.iter().sum()
+}
+
+/// AdamW hyper-parameters for one update.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamW {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// 1-based step number, for bias correction.
+    pub step: u64,
+    /// Multiplies every gradient first (gradient clipping).
+    pub grad_scale: f64,
+}
+
+/// One decoupled-weight-decay Adam update of `param` (Loshchilov & Hutter, 2019).
+pub fn adamw_update<F: Real>(
+    param: &mut [F],
+    grad: &[F],
+    m: &mut [F],
+    v: &mut [F],
+    o: AdamW,
+    decay: bool,
+) {
+    let c1 = 1.0 - o.beta1.powi(o.step as i32);
+    let c2 = 1.0 - o.beta2.powi(o.step as i32);
+    let wd = if decay { o.weight_decay } else { 0.0 };
+    param
+        .par_chunks_mut(CHUNK)
+        .zip(grad.par_chunks(CHUNK))
+        .zip(m.par_chunks_mut(CHUNK))
+        .zip(v.par_chunks_mut(CHUNK))
+        .for_each(|(((p, g), m), v)| {
+            for i in 0..p.len() {
+                let gi = g[i].to_f64() * o.grad_scale;
+                let mi = o.beta1 * m[i].to_f64() + (1.0 - o.beta1) * gi;
+                let vi = o.beta2 * v[i].to_f64() + (1.0 - o.beta2) * gi * gi;
+                m[i] = F::from_f64(mi);
+                v[i] = F::from_f64(vi);
+                let update = (mi / c1) / ((vi / c2).sqrt() + o.eps) + wd * p[i].to_f64();
+                p[i] = F::from_f64(p[i].to_f64() - o.lr * update);
+            }
+        });
+}

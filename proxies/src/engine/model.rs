@@ -1,0 +1,1040 @@
+//! A generator network built at run time from an `Architecture`, with forward and backward
+//! passes over any `Backend`.
+//!
+//! Shapes: B batch, T sequence, N = B·T rows, C d_model, V vocabulary, H heads, hd = C/H,
+//! G key/value heads, kvd = G·hd, h FFN hidden, r FFN rank.
+//!
+//! Parameter names (one scheme, GPT-2's, so export is a rename; matrices are stored
+//! (out, in) like `torch.nn.Linear`, whereas GPT-2's `Conv1D` stores (in, out)):
+//!
+//! | name | shape | note |
+//! |---|---|---|
+//! | `wte.weight` | (V, C) | token embedding; also the LM head when tied |
+//! | `wpe.weight` | (T, C) | learned positions |
+//! | `h.{i}.ln_1.weight`, `.bias` | (C) | absent for attention `none` |
+//! | `h.{i}.attn.c_attn.weight` | (C + 2·kvd, C) | rows: q (C), k (kvd), v (kvd) |
+//! | `h.{i}.attn.c_proj.weight` | (C, C) | |
+//! | `h.{i}.ln_2.weight`, `.bias` | (C) | |
+//! | `h.{i}.mlp.c_fc.weight`, `.bias` | (h, C), (h) | up projection; no bias for swiglu |
+//! | `h.{i}.mlp.c_gate.weight` | (h, C) | swiglu only |
+//! | `h.{i}.mlp.c_proj.weight`, `.bias` | (C, h), (C) | no bias for swiglu |
+//! | `ln_f.weight`, `.bias` | (C) | |
+//! | `lm_head.weight` | (V, C) | absent when tied |
+//!
+//! A low-rank FFN matrix `X.weight` (out, in) is stored as `X.weight_a` (r, in) and
+//! `X.weight_b` (out, r): W = B·A. With cross-layer sharing only the first layer of each group
+//! (`Architecture::weight_owner`) has parameters; the others use them and add their gradients
+//! into them. Hugging Face mapping: GPT-2 uses these names under `transformer.` (with `c_attn`,
+//! `c_fc`, `c_proj` transposed to (in, out) and `lm_head` tied); GPT-Neo and GPTBigCode
+//! mappings are documented with the exporter.
+
+use crate::engine::backend::{Act, Backend};
+use crate::engine::cpu::attention::AttnDims;
+use genas_space::{Activation, Architecture, Attention, Rng, Sparsity};
+
+/// One named parameter tensor.
+#[derive(Clone, Debug)]
+pub struct ParamInfo {
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// AdamW weight decay applies (matrices and embeddings, not biases or LayerNorms).
+    pub decay: bool,
+}
+
+impl ParamInfo {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// A linear map in → out, dense or factorised, with an optional bias.
+#[derive(Clone, Copy, Debug)]
+enum Lin {
+    Dense {
+        w: usize,
+        bias: Option<usize>,
+        inp: usize,
+        out: usize,
+    },
+    LowRank {
+        a: usize,
+        b: usize,
+        bias: Option<usize>,
+        inp: usize,
+        out: usize,
+        rank: usize,
+    },
+}
+
+impl Lin {
+    fn rank(&self) -> usize {
+        match *self {
+            Lin::Dense { .. } => 0,
+            Lin::LowRank { rank, .. } => rank,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Mixer {
+    Softmax(AttnDims),
+    Linear { heads: usize, head_dim: usize },
+}
+
+#[derive(Clone, Debug)]
+struct AttnParams {
+    ln_w: usize,
+    ln_b: usize,
+    qkv: usize,
+    proj: usize,
+    mixer: Mixer,
+    /// Width of a qkv row: C + 2·kvd.
+    width: usize,
+}
+
+#[derive(Clone, Debug)]
+struct BlockParams {
+    attn: Option<AttnParams>,
+    ln2_w: usize,
+    ln2_b: usize,
+    fc: Lin,
+    gate: Option<Lin>,
+    proj: Lin,
+    act: Activation,
+    hidden: usize,
+}
+
+/// Per-layer activations kept for backward, sized for (B, T).
+struct BlockActs<Buf> {
+    ln1: Buf,
+    ln1_mean: Buf,
+    ln1_rstd: Buf,
+    qkv: Buf,
+    /// Softmax probabilities (B,H,T,T) or linear-attention normalisers (B,H,T).
+    mix_cache: Buf,
+    atty: Buf,
+    x_mid: Buf,
+    ln2: Buf,
+    ln2_mean: Buf,
+    ln2_rstd: Buf,
+    fc_lr: Buf,
+    fc_pre: Buf,
+    gate_lr: Buf,
+    gate_pre: Buf,
+    act: Buf,
+    proj_lr: Buf,
+}
+
+struct Acts<Buf> {
+    b: usize,
+    t: usize,
+    /// resid[0] = embeddings, resid[l + 1] = output of block l.
+    resid: Vec<Buf>,
+    blocks: Vec<BlockActs<Buf>>,
+    lnf: Buf,
+    lnf_mean: Buf,
+    lnf_rstd: Buf,
+    logits: Buf,
+    dlogits: Buf,
+    // Backward scratch, sized for the widest layer.
+    dx: Buf,
+    dln: Buf,
+    dqkv: Buf,
+    datty: Buf,
+    dh1: Buf,
+    dh2: Buf,
+    dh3: Buf,
+    dlr: Buf,
+}
+
+/// Loss figures of one forward pass (means over positions).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Loss {
+    /// The optimised loss (cross-entropy, or the distillation mix).
+    pub loss: f64,
+    /// Cross-entropy to the data, nats/token.
+    pub ce: f64,
+}
+
+/// A network, its parameters and gradients on backend `B`.
+pub struct Model<B: Backend> {
+    pub arch: Architecture,
+    pub be: B,
+    pub params: Vec<ParamInfo>,
+    weights: Vec<B::Buf>,
+    grads: Vec<B::Buf>,
+    masks: Vec<Option<B::Buf>>,
+    blocks: Vec<BlockParams>,
+    wte: usize,
+    wpe: usize,
+    lnf_w: usize,
+    lnf_b: usize,
+    head: Option<usize>,
+    acts: Option<Acts<B::Buf>>,
+}
+
+struct Builder {
+    params: Vec<ParamInfo>,
+    init: Vec<Vec<f64>>,
+    masks: Vec<Option<Vec<f64>>>,
+}
+
+impl Builder {
+    fn add(&mut self, name: String, shape: Vec<usize>, decay: bool, init: Vec<f64>) -> usize {
+        self.params.push(ParamInfo { name, shape, decay });
+        self.init.push(init);
+        self.masks.push(None);
+        self.params.len() - 1
+    }
+
+    fn normal(&mut self, name: String, shape: Vec<usize>, std: f64, rng: &mut Rng) -> usize {
+        let n = shape.iter().product();
+        let v = (0..n).map(|_| rng.normal() * std).collect();
+        self.add(name, shape, true, v)
+    }
+
+    fn constant(&mut self, name: String, n: usize, value: f64) -> usize {
+        self.add(name, vec![n], false, vec![value; n])
+    }
+
+    /// A linear map with N(0, std) weights (its product, when factorised).
+    #[allow(clippy::too_many_arguments)]
+    fn linear(
+        &mut self,
+        prefix: &str,
+        inp: usize,
+        out: usize,
+        rank: Option<u32>,
+        bias: bool,
+        std: f64,
+        rng: &mut Rng,
+    ) -> Lin {
+        let lin = match rank {
+            None => {
+                let w = self.normal(format!("{prefix}.weight"), vec![out, inp], std, rng);
+                let bias = bias.then(|| self.constant(format!("{prefix}.bias"), out, 0.0));
+                Lin::Dense { w, bias, inp, out }
+            }
+            Some(r) => {
+                let r = r as usize;
+                // Var(W) = r · σ_a² · σ_b² = std² with σ_a = σ_b.
+                let s = (std / (r as f64).sqrt()).sqrt();
+                let a = self.normal(format!("{prefix}.weight_a"), vec![r, inp], s, rng);
+                let b = self.normal(format!("{prefix}.weight_b"), vec![out, r], s, rng);
+                let bias = bias.then(|| self.constant(format!("{prefix}.bias"), out, 0.0));
+                Lin::LowRank {
+                    a,
+                    b,
+                    bias,
+                    inp,
+                    out,
+                    rank: r,
+                }
+            }
+        };
+        lin
+    }
+
+    /// Masks every matrix of `lin` and applies the mask to its initial weights.
+    fn sparsify(&mut self, lin: Lin, sparsity: Sparsity) {
+        match lin {
+            Lin::Dense { w, .. } => self.sparsify_rows(w, sparsity, &[self.params[w].shape[0]]),
+            Lin::LowRank { a, b, .. } => {
+                self.sparsify_rows(a, sparsity, &[self.params[a].shape[0]]);
+                self.sparsify_rows(b, sparsity, &[self.params[b].shape[0]]);
+            }
+        }
+    }
+
+    /// Masks parameter `p` (rows × cols), treating each consecutive block of `blocks[i]` rows
+    /// as its own matrix (q, k, v of a fused projection).
+    fn sparsify_rows(&mut self, p: usize, sparsity: Sparsity, blocks: &[usize]) {
+        if sparsity == Sparsity::Dense {
+            return;
+        }
+        let cols = self.params[p].shape[1];
+        let w = &self.init[p];
+        let mut mask = vec![1.0; w.len()];
+        let mut row0 = 0;
+        for &rows in blocks {
+            let range = row0 * cols..(row0 + rows) * cols;
+            let m = sparsity_mask(&w[range.clone()], cols, sparsity);
+            mask[range].copy_from_slice(&m);
+            row0 += rows;
+        }
+        for (x, m) in self.init[p].iter_mut().zip(&mask) {
+            *x *= m;
+        }
+        self.masks[p] = Some(mask);
+    }
+}
+
+/// 0/1 mask for a (rows × cols) matrix: unstructured keeps all but the ⌊f·numel⌋ smallest
+/// magnitudes; 2:4 keeps the two largest of every 4 consecutive weights in a row. Ties go to
+/// the lower index, so masks are deterministic.
+pub fn sparsity_mask(w: &[f64], cols: usize, sparsity: Sparsity) -> Vec<f64> {
+    let mut mask = vec![1.0; w.len()];
+    match sparsity {
+        Sparsity::Dense => {}
+        Sparsity::Unstructured(f) => {
+            let zeroed = (w.len() as f64 * f.0).floor() as usize;
+            let mut order: Vec<usize> = (0..w.len()).collect();
+            order.sort_by(|&i, &j| w[i].abs().total_cmp(&w[j].abs()).then(i.cmp(&j)));
+            for &i in &order[..zeroed] {
+                mask[i] = 0.0;
+            }
+        }
+        Sparsity::TwoFour => {
+            for row in 0..w.len() / cols {
+                for g in (0..cols).step_by(4) {
+                    let base = row * cols + g;
+                    let mut idx = [base, base + 1, base + 2, base + 3];
+                    idx.sort_by(|&i, &j| w[i].abs().total_cmp(&w[j].abs()).then(i.cmp(&j)));
+                    mask[idx[0]] = 0.0;
+                    mask[idx[1]] = 0.0;
+                }
+            }
+        }
+    }
+    mask
+}
+
+impl<B: Backend> Model<B> {
+    /// Builds the network with GPT-2 initialisation: N(0, 0.02) weights, residual projections
+    /// scaled by 1/√(2·depth), zero biases, unit LayerNorms; sparsity masks are taken from the
+    /// initial magnitudes and applied. The architecture must be valid.
+    pub fn new(arch: &Architecture, be: B, seed: u64) -> Model<B> {
+        arch.validate()
+            .expect("Model::new needs a valid architecture");
+        let mut rng = Rng::seed_from_u64(seed);
+        let (v, t, c) = (
+            arch.vocab_size as usize,
+            arch.context as usize,
+            arch.d_model as usize,
+        );
+        let std = 0.02;
+        let resid_std = std / (2.0 * arch.depth() as f64).sqrt();
+        let mut bld = Builder {
+            params: vec![],
+            init: vec![],
+            masks: vec![],
+        };
+        let wte = bld.normal("wte.weight".into(), vec![v, c], std, &mut rng);
+        let wpe = bld.normal("wpe.weight".into(), vec![t, c], std, &mut rng);
+        let mut blocks: Vec<BlockParams> = Vec::with_capacity(arch.depth());
+        for (i, layer) in arch.layers.iter().enumerate() {
+            let owner = arch.weight_owner(i);
+            if owner != i {
+                let shared = blocks[owner].clone();
+                blocks.push(shared);
+                continue;
+            }
+            let attn = match layer.attention {
+                Attention::None => None,
+                ref a => {
+                    let heads = a.heads() as usize;
+                    let hd = c / heads;
+                    let kv = a.kv_heads() as usize;
+                    let width = c + 2 * kv * hd;
+                    let ln_w = bld.constant(format!("h.{i}.ln_1.weight"), c, 1.0);
+                    let ln_b = bld.constant(format!("h.{i}.ln_1.bias"), c, 0.0);
+                    let qkv = bld.normal(
+                        format!("h.{i}.attn.c_attn.weight"),
+                        vec![width, c],
+                        std,
+                        &mut rng,
+                    );
+                    bld.sparsify_rows(qkv, layer.sparsity, &[c, kv * hd, kv * hd]);
+                    let proj = bld.normal(
+                        format!("h.{i}.attn.c_proj.weight"),
+                        vec![c, c],
+                        resid_std,
+                        &mut rng,
+                    );
+                    bld.sparsify_rows(proj, layer.sparsity, &[c]);
+                    let mixer = match *a {
+                        Attention::Linear { .. } => Mixer::Linear {
+                            heads,
+                            head_dim: hd,
+                        },
+                        Attention::Sliding { window, .. } => Mixer::Softmax(AttnDims {
+                            b: 0,
+                            t: 0,
+                            heads,
+                            kv_heads: kv,
+                            head_dim: hd,
+                            window: window as usize,
+                        }),
+                        _ => Mixer::Softmax(AttnDims {
+                            b: 0,
+                            t: 0,
+                            heads,
+                            kv_heads: kv,
+                            head_dim: hd,
+                            window: usize::MAX,
+                        }),
+                    };
+                    Some(AttnParams {
+                        ln_w,
+                        ln_b,
+                        qkv,
+                        proj,
+                        mixer,
+                        width,
+                    })
+                }
+            };
+            let ln2_w = bld.constant(format!("h.{i}.ln_2.weight"), c, 1.0);
+            let ln2_b = bld.constant(format!("h.{i}.ln_2.bias"), c, 0.0);
+            let h = layer.ffn.hidden as usize;
+            let swiglu = layer.ffn.activation == Activation::Swiglu;
+            let rank = layer.ffn.rank;
+            let fc = bld.linear(
+                &format!("h.{i}.mlp.c_fc"),
+                c,
+                h,
+                rank,
+                !swiglu,
+                std,
+                &mut rng,
+            );
+            bld.sparsify(fc, layer.sparsity);
+            let gate = swiglu.then(|| {
+                bld.linear(
+                    &format!("h.{i}.mlp.c_gate"),
+                    c,
+                    h,
+                    rank,
+                    false,
+                    std,
+                    &mut rng,
+                )
+            });
+            if let Some(g) = gate {
+                bld.sparsify(g, layer.sparsity);
+            }
+            let proj = bld.linear(
+                &format!("h.{i}.mlp.c_proj"),
+                h,
+                c,
+                rank,
+                !swiglu,
+                resid_std,
+                &mut rng,
+            );
+            bld.sparsify(proj, layer.sparsity);
+            blocks.push(BlockParams {
+                attn,
+                ln2_w,
+                ln2_b,
+                fc,
+                gate,
+                proj,
+                act: layer.ffn.activation,
+                hidden: h,
+            });
+        }
+        let lnf_w = bld.constant("ln_f.weight".into(), c, 1.0);
+        let lnf_b = bld.constant("ln_f.bias".into(), c, 0.0);
+        let head = (!arch.tie_embeddings)
+            .then(|| bld.normal("lm_head.weight".into(), vec![v, c], std, &mut rng));
+        let weights = bld.init.iter().map(|w| be.upload(w)).collect();
+        let grads = bld.params.iter().map(|p| be.zeros(p.numel())).collect();
+        let masks = bld
+            .masks
+            .iter()
+            .map(|m| m.as_ref().map(|m| be.upload(m)))
+            .collect();
+        Model {
+            arch: arch.clone(),
+            be,
+            params: bld.params,
+            weights,
+            grads,
+            masks,
+            blocks,
+            wte,
+            wpe,
+            lnf_w,
+            lnf_b,
+            head,
+            acts: None,
+        }
+    }
+
+    /// Number of parameters (shared weights once).
+    pub fn num_params(&self) -> usize {
+        self.params.iter().map(ParamInfo::numel).sum()
+    }
+
+    /// Parameters that can be non-zero (masked weights excluded).
+    pub fn num_nonzero_params(&self) -> usize {
+        self.params
+            .iter()
+            .zip(&self.masks)
+            .map(|(p, m)| match m {
+                Some(m) => self.be.download(m).iter().filter(|&&x| x != 0.0).count(),
+                None => p.numel(),
+            })
+            .sum()
+    }
+
+    pub fn param_index(&self, name: &str) -> Option<usize> {
+        self.params.iter().position(|p| p.name == name)
+    }
+
+    pub fn weights(&self, i: usize) -> Vec<f64> {
+        self.be.download(&self.weights[i])
+    }
+
+    pub fn set_weights(&mut self, i: usize, host: &[f64]) {
+        assert_eq!(
+            host.len(),
+            self.params[i].numel(),
+            "{}",
+            self.params[i].name
+        );
+        self.weights[i] = self.be.upload(host);
+    }
+
+    pub fn grad(&self, i: usize) -> Vec<f64> {
+        self.be.download(&self.grads[i])
+    }
+
+    pub fn mask(&self, i: usize) -> Option<Vec<f64>> {
+        self.masks[i].as_ref().map(|m| self.be.download(m))
+    }
+
+    /// The logits of the last forward pass, (B, T, V).
+    pub fn logits(&self) -> Vec<f64> {
+        let a = self.acts.as_ref().expect("forward first");
+        let n = a.b * a.t * self.arch.vocab_size as usize;
+        let mut l = self.be.download(&a.logits);
+        l.truncate(n);
+        l
+    }
+
+    /// Weights, gradients and masks for the optimizer: (info, weight, grad).
+    pub(crate) fn parts(&mut self) -> (&[ParamInfo], &mut [B::Buf], &[B::Buf], &B) {
+        (&self.params, &mut self.weights, &self.grads, &self.be)
+    }
+
+    fn ensure_acts(&mut self, b: usize, t: usize) {
+        if self.acts.as_ref().is_some_and(|a| a.b == b && a.t == t) {
+            return;
+        }
+        let be = &self.be;
+        let (n, c, v) = (
+            b * t,
+            self.arch.d_model as usize,
+            self.arch.vocab_size as usize,
+        );
+        let z = |k: usize| be.zeros(k);
+        let mut max_width = 0;
+        let mut max_h = 0;
+        let mut max_r = 0;
+        let mut blocks = Vec::with_capacity(self.blocks.len());
+        for bp in &self.blocks {
+            let (width, cache) = match &bp.attn {
+                None => (0, 0),
+                Some(a) => match a.mixer {
+                    Mixer::Softmax(d) => (a.width, b * d.heads * t * t),
+                    Mixer::Linear { heads, .. } => (a.width, b * heads * t),
+                },
+            };
+            let h = bp.hidden;
+            let r = bp.fc.rank().max(bp.proj.rank());
+            max_width = max_width.max(width);
+            max_h = max_h.max(h);
+            max_r = max_r.max(r);
+            let has_attn = bp.attn.is_some();
+            let gated = bp.gate.is_some();
+            blocks.push(BlockActs {
+                ln1: z(if has_attn { n * c } else { 0 }),
+                ln1_mean: z(if has_attn { n } else { 0 }),
+                ln1_rstd: z(if has_attn { n } else { 0 }),
+                qkv: z(n * width),
+                mix_cache: z(cache),
+                atty: z(if has_attn { n * c } else { 0 }),
+                x_mid: z(if has_attn { n * c } else { 0 }),
+                ln2: z(n * c),
+                ln2_mean: z(n),
+                ln2_rstd: z(n),
+                fc_lr: z(n * bp.fc.rank()),
+                fc_pre: z(n * h),
+                gate_lr: z(if gated { n * bp.fc.rank() } else { 0 }),
+                gate_pre: z(if gated { n * h } else { 0 }),
+                act: z(n * h),
+                proj_lr: z(n * bp.proj.rank()),
+            });
+        }
+        self.acts = Some(Acts {
+            b,
+            t,
+            resid: (0..=self.blocks.len()).map(|_| z(n * c)).collect(),
+            blocks,
+            lnf: z(n * c),
+            lnf_mean: z(n),
+            lnf_rstd: z(n),
+            logits: z(n * v),
+            dlogits: z(n * v),
+            dx: z(n * c),
+            dln: z(n * c),
+            dqkv: z(n * max_width),
+            datty: z(n * c),
+            dh1: z(n * max_h),
+            dh2: z(n * max_h),
+            dh3: z(n * max_h),
+            dlr: z(n * max_r),
+        });
+    }
+
+    /// Forward pass over `tokens` (B, T). With `targets` it returns the loss (and, when
+    /// `with_grad`, leaves dlogits ready for `backward`); `teacher` adds the distillation term:
+    /// (probabilities (B·T, V) at temperature, temperature, alpha).
+    pub fn forward(
+        &mut self,
+        tokens: &[u32],
+        targets: Option<&[u32]>,
+        teacher: Option<(&B::Buf, f64, f64)>,
+        (b, t): (usize, usize),
+        with_grad: bool,
+    ) -> Option<Loss> {
+        assert!(t <= self.arch.context as usize && tokens.len() == b * t);
+        self.ensure_acts(b, t);
+        let (wte, wpe, lnf_w, lnf_b, head) =
+            (self.wte, self.wpe, self.lnf_w, self.lnf_b, self.head);
+        let Model {
+            be,
+            weights: w,
+            blocks,
+            acts,
+            arch,
+            ..
+        } = self;
+        let a = acts.as_mut().expect("allocated");
+        let (n, c, v) = (b * t, arch.d_model as usize, arch.vocab_size as usize);
+        be.install(|| {
+            be.embedding_forward(&mut a.resid[0], tokens, &w[wte], &w[wpe], (b, t, c));
+            for (l, bp) in blocks.iter().enumerate() {
+                let (before, after) = a.resid.split_at_mut(l + 1);
+                let (x_in, x_out) = (&before[l], &mut after[0]);
+                let ba = &mut a.blocks[l];
+                if let Some(at) = &bp.attn {
+                    be.layernorm_forward(
+                        &mut ba.ln1,
+                        &mut ba.ln1_mean,
+                        &mut ba.ln1_rstd,
+                        x_in,
+                        &w[at.ln_w],
+                        &w[at.ln_b],
+                        (n, c),
+                    );
+                    be.matmul_forward(
+                        &mut ba.qkv,
+                        false,
+                        &ba.ln1,
+                        &w[at.qkv],
+                        None,
+                        (n, c, at.width),
+                    );
+                    match at.mixer {
+                        Mixer::Softmax(d) => {
+                            let d = AttnDims {
+                                b,
+                                t,
+                                window: d.window.min(t),
+                                ..d
+                            };
+                            be.attention_forward(&mut ba.atty, &mut ba.mix_cache, &ba.qkv, d);
+                        }
+                        Mixer::Linear { heads, head_dim } => {
+                            be.linear_attention_forward(
+                                &mut ba.atty,
+                                &mut ba.mix_cache,
+                                &ba.qkv,
+                                (b, t, heads, head_dim),
+                            );
+                        }
+                    }
+                    be.copy(&mut ba.x_mid, x_in, n * c);
+                    be.matmul_forward(&mut ba.x_mid, true, &ba.atty, &w[at.proj], None, (n, c, c));
+                }
+                let h_in = if bp.attn.is_some() { &ba.x_mid } else { x_in };
+                be.layernorm_forward(
+                    &mut ba.ln2,
+                    &mut ba.ln2_mean,
+                    &mut ba.ln2_rstd,
+                    h_in,
+                    &w[bp.ln2_w],
+                    &w[bp.ln2_b],
+                    (n, c),
+                );
+                lin_forward(
+                    be,
+                    w,
+                    bp.fc,
+                    &mut ba.fc_pre,
+                    false,
+                    &mut ba.fc_lr,
+                    &ba.ln2,
+                    n,
+                );
+                let nh = n * bp.hidden;
+                match bp.gate {
+                    Some(g) => {
+                        lin_forward(
+                            be,
+                            w,
+                            g,
+                            &mut ba.gate_pre,
+                            false,
+                            &mut ba.gate_lr,
+                            &ba.ln2,
+                            n,
+                        );
+                        be.swiglu_forward(&mut ba.act, &ba.gate_pre, &ba.fc_pre, nh);
+                    }
+                    None => be.act_forward(act_of(bp.act), &mut ba.act, &ba.fc_pre, nh),
+                }
+                be.copy(x_out, h_in, n * c);
+                lin_forward(be, w, bp.proj, x_out, true, &mut ba.proj_lr, &ba.act, n);
+            }
+            let last = &a.resid[blocks.len()];
+            be.layernorm_forward(
+                &mut a.lnf,
+                &mut a.lnf_mean,
+                &mut a.lnf_rstd,
+                last,
+                &w[lnf_w],
+                &w[lnf_b],
+                (n, c),
+            );
+            let head = &w[head.unwrap_or(wte)];
+            be.matmul_forward(&mut a.logits, false, &a.lnf, head, None, (n, c, v));
+            targets.map(|y| {
+                let d = if with_grad {
+                    Some(&mut a.dlogits)
+                } else {
+                    None
+                };
+                let (loss, ce) = be.loss(d, &a.logits, y, teacher, (n, v));
+                Loss { loss, ce }
+            })
+        })
+    }
+
+    /// Gradients of the loss of the last `forward(.., with_grad = true)` into the parameter
+    /// gradients (zeroed first). Masked weights get zero gradient.
+    pub fn backward(&mut self, tokens: &[u32]) {
+        let (wte, wpe, lnf_w, lnf_b, head) =
+            (self.wte, self.wpe, self.lnf_w, self.lnf_b, self.head);
+        let Model {
+            be,
+            weights: w,
+            grads: g,
+            masks,
+            blocks,
+            acts,
+            arch,
+            ..
+        } = self;
+        let a = acts.as_mut().expect("forward first");
+        let (b, t) = (a.b, a.t);
+        let (n, c, v) = (b * t, arch.d_model as usize, arch.vocab_size as usize);
+        be.install(|| {
+            for gi in g.iter_mut() {
+                be.set_zero(gi);
+            }
+            let head = head.unwrap_or(wte);
+            be.matmul_backward(
+                Some(&mut a.dln),
+                false,
+                &mut g[head],
+                None,
+                &a.dlogits,
+                &a.lnf,
+                &w[head],
+                (n, c, v),
+            );
+            be.set_zero(&mut a.dx);
+            let last = &a.resid[blocks.len()];
+            let [dw, db] = g.get_disjoint_mut([lnf_w, lnf_b]).expect("distinct");
+            be.layernorm_backward(
+                &mut a.dx,
+                dw,
+                db,
+                &a.dln,
+                last,
+                &w[lnf_w],
+                &a.lnf_mean,
+                &a.lnf_rstd,
+                (n, c),
+            );
+            for (l, bp) in blocks.iter().enumerate().rev() {
+                let x_in = &a.resid[l];
+                let ba = &a.blocks[l];
+                let h_in = if bp.attn.is_some() { &ba.x_mid } else { x_in };
+                let nh = n * bp.hidden;
+                // FFN: x_out = h_in + proj(act(fc(LN2(h_in)))).
+                lin_backward(
+                    be,
+                    w,
+                    g,
+                    bp.proj,
+                    &mut a.dh1,
+                    false,
+                    &mut a.dlr,
+                    &a.dx,
+                    &ba.act,
+                    &ba.proj_lr,
+                    n,
+                );
+                match bp.gate {
+                    Some(gate) => {
+                        be.swiglu_backward(
+                            &mut a.dh3,
+                            &mut a.dh2,
+                            &ba.gate_pre,
+                            &ba.fc_pre,
+                            &a.dh1,
+                            nh,
+                        );
+                        lin_backward(
+                            be, w, g, bp.fc, &mut a.dln, false, &mut a.dlr, &a.dh2, &ba.ln2,
+                            &ba.fc_lr, n,
+                        );
+                        lin_backward(
+                            be,
+                            w,
+                            g,
+                            gate,
+                            &mut a.dln,
+                            true,
+                            &mut a.dlr,
+                            &a.dh3,
+                            &ba.ln2,
+                            &ba.gate_lr,
+                            n,
+                        );
+                    }
+                    None => {
+                        be.act_backward(act_of(bp.act), &mut a.dh2, &ba.fc_pre, &a.dh1, nh);
+                        lin_backward(
+                            be, w, g, bp.fc, &mut a.dln, false, &mut a.dlr, &a.dh2, &ba.ln2,
+                            &ba.fc_lr, n,
+                        );
+                    }
+                }
+                let [dw, db] = g.get_disjoint_mut([bp.ln2_w, bp.ln2_b]).expect("distinct");
+                be.layernorm_backward(
+                    &mut a.dx,
+                    dw,
+                    db,
+                    &a.dln,
+                    h_in,
+                    &w[bp.ln2_w],
+                    &ba.ln2_mean,
+                    &ba.ln2_rstd,
+                    (n, c),
+                );
+                if let Some(at) = &bp.attn {
+                    // x_mid = x_in + proj(mix(qkv(LN1(x_in)))).
+                    be.matmul_backward(
+                        Some(&mut a.datty),
+                        false,
+                        &mut g[at.proj],
+                        None,
+                        &a.dx,
+                        &ba.atty,
+                        &w[at.proj],
+                        (n, c, c),
+                    );
+                    match at.mixer {
+                        Mixer::Softmax(d) => {
+                            let d = AttnDims {
+                                b,
+                                t,
+                                window: d.window.min(t),
+                                ..d
+                            };
+                            be.attention_backward(&mut a.dqkv, &a.datty, &ba.qkv, &ba.mix_cache, d);
+                        }
+                        Mixer::Linear { heads, head_dim } => {
+                            be.linear_attention_backward(
+                                &mut a.dqkv,
+                                &a.datty,
+                                &ba.qkv,
+                                &ba.atty,
+                                &ba.mix_cache,
+                                (b, t, heads, head_dim),
+                            );
+                        }
+                    }
+                    be.matmul_backward(
+                        Some(&mut a.dln),
+                        false,
+                        &mut g[at.qkv],
+                        None,
+                        &a.dqkv,
+                        &ba.ln1,
+                        &w[at.qkv],
+                        (n, c, at.width),
+                    );
+                    let [dw, db] = g.get_disjoint_mut([at.ln_w, at.ln_b]).expect("distinct");
+                    be.layernorm_backward(
+                        &mut a.dx,
+                        dw,
+                        db,
+                        &a.dln,
+                        x_in,
+                        &w[at.ln_w],
+                        &ba.ln1_mean,
+                        &ba.ln1_rstd,
+                        (n, c),
+                    );
+                }
+            }
+            let [dwte, dwpe] = g.get_disjoint_mut([wte, wpe]).expect("distinct");
+            be.embedding_backward(dwte, dwpe, &a.dx, tokens, (b, t, c));
+            for (gi, m) in g.iter_mut().zip(masks.iter()) {
+                if let Some(m) = m {
+                    be.mul_assign(gi, m);
+                }
+            }
+        });
+    }
+}
+
+fn act_of(a: Activation) -> Act {
+    match a {
+        Activation::Relu => Act::Relu,
+        _ => Act::Gelu,
+    }
+}
+
+/// out (N, out) = [out +] lin(x (N, in)); `lr` receives the low-rank intermediate (N, r).
+#[allow(clippy::too_many_arguments)]
+fn lin_forward<B: Backend>(
+    be: &B,
+    w: &[B::Buf],
+    lin: Lin,
+    out: &mut B::Buf,
+    accumulate: bool,
+    lr: &mut B::Buf,
+    x: &B::Buf,
+    n: usize,
+) {
+    match lin {
+        Lin::Dense {
+            w: wi,
+            bias,
+            inp,
+            out: o,
+        } => {
+            be.matmul_forward(out, accumulate, x, &w[wi], bias.map(|b| &w[b]), (n, inp, o));
+        }
+        Lin::LowRank {
+            a,
+            b,
+            bias,
+            inp,
+            out: o,
+            rank,
+        } => {
+            be.matmul_forward(lr, false, x, &w[a], None, (n, inp, rank));
+            be.matmul_forward(
+                out,
+                accumulate,
+                lr,
+                &w[b],
+                bias.map(|bb| &w[bb]),
+                (n, rank, o),
+            );
+        }
+    }
+}
+
+/// Backward of `lin_forward`: parameter gradients accumulate; dx = [dx +] dout · W.
+#[allow(clippy::too_many_arguments)]
+fn lin_backward<B: Backend>(
+    be: &B,
+    w: &[B::Buf],
+    g: &mut [B::Buf],
+    lin: Lin,
+    dx: &mut B::Buf,
+    acc: bool,
+    dlr: &mut B::Buf,
+    dout: &B::Buf,
+    x: &B::Buf,
+    lr: &B::Buf,
+    n: usize,
+) {
+    match lin {
+        Lin::Dense {
+            w: wi,
+            bias,
+            inp,
+            out,
+        } => match bias {
+            Some(bi) => {
+                let [dw, db] = g.get_disjoint_mut([wi, bi]).expect("distinct");
+                be.matmul_backward(Some(dx), acc, dw, Some(db), dout, x, &w[wi], (n, inp, out));
+            }
+            None => be.matmul_backward(
+                Some(dx),
+                acc,
+                &mut g[wi],
+                None,
+                dout,
+                x,
+                &w[wi],
+                (n, inp, out),
+            ),
+        },
+        Lin::LowRank {
+            a,
+            b,
+            bias,
+            inp,
+            out,
+            rank,
+        } => {
+            match bias {
+                Some(bi) => {
+                    let [db_w, db] = g.get_disjoint_mut([b, bi]).expect("distinct");
+                    be.matmul_backward(
+                        Some(dlr),
+                        false,
+                        db_w,
+                        Some(db),
+                        dout,
+                        lr,
+                        &w[b],
+                        (n, rank, out),
+                    );
+                }
+                None => be.matmul_backward(
+                    Some(dlr),
+                    false,
+                    &mut g[b],
+                    None,
+                    dout,
+                    lr,
+                    &w[b],
+                    (n, rank, out),
+                ),
+            }
+            be.matmul_backward(
+                Some(dx),
+                acc,
+                &mut g[a],
+                None,
+                dlr,
+                x,
+                &w[a],
+                (n, inp, rank),
+            );
+        }
+    }
+}

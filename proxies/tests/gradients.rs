@@ -1,0 +1,549 @@
+//! Gradient checks against central finite differences, in f64 through the very kernels training
+//! uses: each layer kind alone (L = Σ r ⊙ out for a random r, so dout = r), then whole models
+//! covering every attention kind, sparsity, sharing, low rank, swiglu and tied embeddings.
+
+use genas_proxies::engine::cpu::attention::{attention_backward, attention_forward, AttnDims};
+use genas_proxies::engine::cpu::linear_attention::{
+    linear_attention_backward, linear_attention_forward,
+};
+use genas_proxies::engine::cpu::{activation, embedding, layernorm, loss, matmul};
+use genas_proxies::engine::{Cpu, Model};
+use genas_space::{Activation, Architecture, Attention, Ffn, Fraction, Layer, Rng, Sparsity};
+
+const EPS: f64 = 1e-5;
+
+fn randn(n: usize, rng: &mut Rng, scale: f64) -> Vec<f64> {
+    (0..n).map(|_| rng.normal() * scale).collect()
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Compares an analytic gradient with central differences of `f` around `x`.
+fn check(name: &str, x: &[f64], analytic: &[f64], mut f: impl FnMut(&[f64]) -> f64) {
+    assert_eq!(x.len(), analytic.len(), "{name}");
+    let mut worst: f64 = 0.0;
+    let mut xp = x.to_vec();
+    for i in 0..x.len() {
+        xp[i] = x[i] + EPS;
+        let up = f(&xp);
+        xp[i] = x[i] - EPS;
+        let down = f(&xp);
+        xp[i] = x[i];
+        let numeric = (up - down) / (2.0 * EPS);
+        let err = (numeric - analytic[i]).abs() / (numeric.abs() + analytic[i].abs()).max(1e-6);
+        worst = worst.max(err);
+        assert!(
+            err < 1e-5,
+            "{name}[{i}]: analytic {} numeric {numeric} (rel err {err:.2e})",
+            analytic[i]
+        );
+    }
+    assert!(worst.is_finite());
+}
+
+#[test]
+fn matmul_gradients() {
+    let mut rng = Rng::seed_from_u64(1);
+    let (n, c, oc) = (5, 7, 6);
+    let (x, w, b, r) = (
+        randn(n * c, &mut rng, 1.0),
+        randn(oc * c, &mut rng, 1.0),
+        randn(oc, &mut rng, 1.0),
+        randn(n * oc, &mut rng, 1.0),
+    );
+    let fwd = |x: &[f64], w: &[f64], b: &[f64]| {
+        let mut out = vec![0.0; n * oc];
+        matmul::matmul_forward(
+            &mut out,
+            false,
+            x,
+            w,
+            Some(b),
+            (n, c, oc),
+            gemm::Parallelism::None,
+        );
+        dot(&out, &r)
+    };
+    let (mut dx, mut dw, mut db) = (vec![0.0; n * c], vec![0.0; oc * c], vec![0.0; oc]);
+    matmul::matmul_backward(
+        Some(&mut dx),
+        false,
+        &mut dw,
+        Some(&mut db),
+        &r,
+        &x,
+        &w,
+        (n, c, oc),
+        gemm::Parallelism::None,
+    );
+    check("matmul dx", &x, &dx, |x| fwd(x, &w, &b));
+    check("matmul dw", &w, &dw, |w| fwd(&x, w, &b));
+    check("matmul db", &b, &db, |b| fwd(&x, &w, b));
+    // Accumulating forms add to what is there.
+    let mut acc = vec![1.0; n * oc];
+    matmul::matmul_forward(
+        &mut acc,
+        true,
+        &x,
+        &w,
+        Some(&b),
+        (n, c, oc),
+        gemm::Parallelism::None,
+    );
+    let mut plain = vec![0.0; n * oc];
+    matmul::matmul_forward(
+        &mut plain,
+        false,
+        &x,
+        &w,
+        Some(&b),
+        (n, c, oc),
+        gemm::Parallelism::None,
+    );
+    for (a, p) in acc.iter().zip(&plain) {
+        assert!((a - p - 1.0).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn layernorm_gradients() {
+    let mut rng = Rng::seed_from_u64(2);
+    let (n, c) = (4, 9);
+    let (x, w, b, r) = (
+        randn(n * c, &mut rng, 2.0),
+        randn(c, &mut rng, 1.0),
+        randn(c, &mut rng, 1.0),
+        randn(n * c, &mut rng, 1.0),
+    );
+    let fwd = |x: &[f64], w: &[f64], b: &[f64]| {
+        let (mut out, mut m, mut s) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+        layernorm::layernorm_forward(&mut out, &mut m, &mut s, x, w, b, (n, c));
+        dot(&out, &r)
+    };
+    let (mut out, mut m, mut s) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+    layernorm::layernorm_forward(&mut out, &mut m, &mut s, &x, &w, &b, (n, c));
+    let (mut dx, mut dw, mut db) = (vec![0.0; n * c], vec![0.0; c], vec![0.0; c]);
+    layernorm::layernorm_backward(&mut dx, &mut dw, &mut db, &r, &x, &w, &m, &s, (n, c));
+    check("layernorm dx", &x, &dx, |x| fwd(x, &w, &b));
+    check("layernorm dw", &w, &dw, |w| fwd(&x, w, &b));
+    check("layernorm db", &b, &db, |b| fwd(&x, &w, b));
+}
+
+fn softmax_attention_case(heads: usize, kv_heads: usize, window: usize) {
+    let mut rng = Rng::seed_from_u64(3 + heads as u64 * 10 + window as u64);
+    let (b, t, hd) = (2, 6, 3);
+    let d = AttnDims {
+        b,
+        t,
+        heads,
+        kv_heads,
+        head_dim: hd,
+        window,
+    };
+    let (c, wdt) = (d.c(), d.qkv_width());
+    let qkv = randn(b * t * wdt, &mut rng, 1.0);
+    let r = randn(b * t * c, &mut rng, 1.0);
+    let fwd = |qkv: &[f64]| {
+        let (mut out, mut p) = (vec![0.0; b * t * c], vec![0.0; b * heads * t * t]);
+        attention_forward(&mut out, &mut p, qkv, d);
+        dot(&out, &r)
+    };
+    let (mut out, mut p) = (vec![0.0; b * t * c], vec![0.0; b * heads * t * t]);
+    attention_forward(&mut out, &mut p, &qkv, d);
+    let mut dqkv = vec![0.0; b * t * wdt];
+    attention_backward(&mut dqkv, &r, &qkv, &p, d);
+    check(
+        &format!("attention h{heads} kv{kv_heads} w{window}"),
+        &qkv,
+        &dqkv,
+        fwd,
+    );
+}
+
+#[test]
+fn full_grouped_and_sliding_attention_gradients() {
+    softmax_attention_case(2, 2, usize::MAX); // full
+    softmax_attention_case(4, 2, usize::MAX); // grouped
+    softmax_attention_case(4, 1, usize::MAX); // multi-query
+    softmax_attention_case(2, 2, 3); // sliding window
+}
+
+#[test]
+fn causal_attention_ignores_the_future_and_the_window() {
+    // Changing a key/value at position j only changes outputs at positions i ≥ j (and, with a
+    // window W, only i < j + W).
+    let mut rng = Rng::seed_from_u64(9);
+    let (b, t, hd, heads) = (1, 8, 4, 2);
+    for window in [usize::MAX, 3] {
+        let d = AttnDims {
+            b,
+            t,
+            heads,
+            kv_heads: heads,
+            head_dim: hd,
+            window,
+        };
+        let (c, w) = (d.c(), d.qkv_width());
+        let qkv = randn(t * w, &mut rng, 1.0);
+        let run = |qkv: &[f64]| {
+            let (mut out, mut p) = (vec![0.0; t * c], vec![0.0; heads * t * t]);
+            attention_forward(&mut out, &mut p, qkv, d);
+            out
+        };
+        let base = run(&qkv);
+        let j = 4;
+        let mut moved = qkv.clone();
+        for e in c..w {
+            moved[j * w + e] += 1.0;
+        }
+        let out = run(&moved);
+        for i in 0..t {
+            let changed = (0..c).any(|e| (out[i * c + e] - base[i * c + e]).abs() > 1e-12);
+            let visible = i >= j && i < j.saturating_add(window);
+            assert_eq!(changed, visible, "window {window} position {i}");
+        }
+    }
+}
+
+#[test]
+fn linear_attention_gradients_and_definition() {
+    let mut rng = Rng::seed_from_u64(4);
+    let (b, t, heads, hd) = (2, 5, 2, 3);
+    let c = heads * hd;
+    let qkv = randn(b * t * 3 * c, &mut rng, 1.0);
+    let r = randn(b * t * c, &mut rng, 1.0);
+    let run = |qkv: &[f64]| {
+        let (mut out, mut den) = (vec![0.0; b * t * c], vec![0.0; b * heads * t]);
+        linear_attention_forward(&mut out, &mut den, qkv, (b, t, heads, hd));
+        (out, den)
+    };
+    let (out, den) = run(&qkv);
+    // Direct evaluation of the definition for one position.
+    let phi = |x: f64| if x > 0.0 { x + 1.0 } else { x.exp() };
+    let (bi, i, h) = (1, 3, 1);
+    let row = |j: usize| &qkv[(bi * t + j) * 3 * c..(bi * t + j + 1) * 3 * c];
+    let q: Vec<f64> = (0..hd).map(|e| phi(row(i)[h * hd + e])).collect();
+    let mut num = vec![0.0; hd];
+    let mut dn = 0.0;
+    for j in 0..=i {
+        let k: Vec<f64> = (0..hd).map(|e| phi(row(j)[c + h * hd + e])).collect();
+        let qk = dot(&q, &k);
+        dn += qk;
+        for e in 0..hd {
+            num[e] += qk * row(j)[2 * c + h * hd + e];
+        }
+    }
+    for e in 0..hd {
+        assert!((out[(bi * t + i) * c + h * hd + e] - num[e] / dn).abs() < 1e-12);
+    }
+    let mut dqkv = vec![0.0; b * t * 3 * c];
+    linear_attention_backward(&mut dqkv, &r, &qkv, &out, &den, (b, t, heads, hd));
+    check("linear attention", &qkv, &dqkv, |x| dot(&run(x).0, &r));
+}
+
+#[test]
+fn activation_gradients() {
+    let mut rng = Rng::seed_from_u64(5);
+    let n = 40;
+    let x = randn(n, &mut rng, 2.0);
+    let r = randn(n, &mut rng, 1.0);
+    let mut d = vec![0.0; n];
+    activation::gelu_backward(&mut d, &x, &r);
+    check("gelu", &x, &d, |x| {
+        let mut o = vec![0.0; n];
+        activation::gelu_forward(&mut o, x);
+        dot(&o, &r)
+    });
+    // Exact GELU at known points: gelu(1) = 0.8413447460685429.
+    let mut o = vec![0.0f64; 1];
+    activation::gelu_forward(&mut o, &[1.0]);
+    assert!((o[0] - 0.841_344_746_068_542_9).abs() < 1e-12);
+    activation::relu_backward(&mut d, &x, &r);
+    check("relu", &x, &d, |x| {
+        let mut o = vec![0.0; n];
+        activation::relu_forward(&mut o, x);
+        dot(&o, &r)
+    });
+    let u = randn(n, &mut rng, 1.0);
+    let (mut dg, mut du) = (vec![0.0; n], vec![0.0; n]);
+    activation::swiglu_backward(&mut dg, &mut du, &x, &u, &r);
+    let f = |g: &[f64], u: &[f64]| {
+        let mut o = vec![0.0; n];
+        activation::swiglu_forward(&mut o, g, u);
+        dot(&o, &r)
+    };
+    check("swiglu gate", &x, &dg, |g| f(g, &u));
+    check("swiglu up", &u, &du, |u| f(&x, u));
+}
+
+#[test]
+fn embedding_gradients() {
+    let mut rng = Rng::seed_from_u64(6);
+    let (b, t, c, v) = (2, 3, 4, 5);
+    let tokens = [1u32, 4, 1, 0, 1, 3];
+    let (wte, wpe, r) = (
+        randn(v * c, &mut rng, 1.0),
+        randn(t * c, &mut rng, 1.0),
+        randn(b * t * c, &mut rng, 1.0),
+    );
+    let f = |wte: &[f64], wpe: &[f64]| {
+        let mut o = vec![0.0; b * t * c];
+        embedding::embedding_forward(&mut o, &tokens, wte, wpe, (b, t, c));
+        dot(&o, &r)
+    };
+    let (mut dwte, mut dwpe) = (vec![0.0; v * c], vec![0.0; t * c]);
+    embedding::embedding_backward(&mut dwte, &mut dwpe, &r, &tokens, (b, t, c));
+    check("wte", &wte, &dwte, |w| f(w, &wpe));
+    check("wpe", &wpe, &dwpe, |w| f(&wte, w));
+}
+
+#[test]
+fn loss_gradients_with_and_without_distillation() {
+    let mut rng = Rng::seed_from_u64(7);
+    let (n, v) = (3, 6);
+    let z = randn(n * v, &mut rng, 2.0);
+    let y = [2u32, 0, 5];
+    let mut teacher = randn(n * v, &mut rng, 1.0);
+    for row in teacher.chunks_mut(v) {
+        let m = row.iter().cloned().fold(f64::MIN, f64::max);
+        let s: f64 = row.iter().map(|x| (x - m).exp()).sum();
+        for x in row.iter_mut() {
+            *x = (*x - m).exp() / s;
+        }
+    }
+    for distill in [
+        None,
+        Some(loss::Distill {
+            teacher_probs: &teacher[..],
+            temperature: 2.0,
+            alpha: 0.3,
+        }),
+    ] {
+        let mut dz = vec![0.0; n * v];
+        let (l, ce) = loss::loss_forward_backward(Some(&mut dz), &z, &y, distill.as_ref(), (n, v));
+        if distill.is_none() {
+            assert_eq!(l, ce);
+        }
+        check("loss", &z, &dz, |z| {
+            loss::loss_forward_backward(None, z, &y, distill.as_ref(), (n, v)).0
+        });
+    }
+    // KL(p‖p) = 0: distilling towards the student's own tempered distribution leaves only α·CE.
+    let t = 2.0;
+    let mut own = vec![0.0; n * v];
+    for i in 0..n {
+        let row = &z[i * v..(i + 1) * v];
+        let m = row.iter().cloned().fold(f64::MIN, f64::max);
+        let s: f64 = row.iter().map(|x| ((x - m) / t).exp()).sum();
+        for k in 0..v {
+            own[i * v + k] = ((row[k] - m) / t).exp() / s;
+        }
+    }
+    let d = loss::Distill {
+        teacher_probs: &own[..],
+        temperature: t,
+        alpha: 0.25,
+    };
+    let (l, ce) = loss::loss_forward_backward(None, &z, &y, Some(&d), (n, v));
+    assert!((l - 0.25 * ce).abs() < 1e-12, "{l} {ce}");
+}
+
+// ---------------------------------------------------------------- whole models
+
+fn layer(
+    attention: Attention,
+    hidden: u32,
+    activation: Activation,
+    rank: Option<u32>,
+    sparsity: Sparsity,
+) -> Layer {
+    Layer {
+        attention,
+        ffn: Ffn {
+            hidden,
+            activation,
+            rank,
+        },
+        sparsity,
+    }
+}
+
+fn arch(layers: Vec<Layer>, share: u32, tied: bool) -> Architecture {
+    let a = Architecture {
+        vocab_size: 7,
+        context: 6,
+        d_model: 8,
+        tie_embeddings: tied,
+        share_layers: share,
+        layers,
+    };
+    a.validate().unwrap();
+    a
+}
+
+/// Checks every gradient of every parameter (masked weights must have zero gradient).
+fn check_model(name: &str, a: &Architecture, teacher: bool) {
+    let be = Cpu::<f64>::new(1);
+    let mut model = Model::new(a, be, 11);
+    // Larger weights than the 0.02 init, so every path carries signal.
+    let mut rng = Rng::seed_from_u64(12);
+    for i in 0..model.params.len() {
+        let mut w = model.weights(i);
+        let mask = model.mask(i);
+        for (k, x) in w.iter_mut().enumerate() {
+            *x += rng.normal() * 0.3;
+            if let Some(m) = &mask {
+                *x *= m[k];
+            }
+        }
+        model.set_weights(i, &w);
+    }
+    let (b, t, v) = (2, 6, 7);
+    let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(v as u64) as u32).collect();
+    let targets: Vec<u32> = (0..b * t).map(|_| rng.below(v as u64) as u32).collect();
+    let probs: Option<Vec<f64>> = teacher.then(|| {
+        let mut p: Vec<f64> = (0..b * t * v).map(|_| rng.next_f64() + 0.05).collect();
+        for row in p.chunks_mut(v) {
+            let s: f64 = row.iter().sum();
+            row.iter_mut().for_each(|x| *x /= s);
+        }
+        p
+    });
+    let loss_of = |m: &mut Model<Cpu<f64>>, grad: bool| {
+        let t_buf = probs.clone();
+        m.forward(
+            &tokens,
+            Some(&targets),
+            t_buf.as_ref().map(|p| (p, 2.0, 0.4)),
+            (b, t),
+            grad,
+        )
+        .unwrap()
+        .loss
+    };
+    loss_of(&mut model, true);
+    model.backward(&tokens);
+    for i in 0..model.params.len() {
+        let info = model.params[i].clone();
+        let x = model.weights(i);
+        let g = model.grad(i);
+        let mask = model.mask(i);
+        let mut xp = x.clone();
+        for k in 0..x.len() {
+            if mask.as_ref().is_some_and(|m| m[k] == 0.0) {
+                assert_eq!(
+                    g[k], 0.0,
+                    "{name}: masked {}[{k}] has a gradient",
+                    info.name
+                );
+                continue;
+            }
+            xp[k] = x[k] + EPS;
+            model.set_weights(i, &xp);
+            let up = loss_of(&mut model, false);
+            xp[k] = x[k] - EPS;
+            model.set_weights(i, &xp);
+            let down = loss_of(&mut model, false);
+            xp[k] = x[k];
+            let numeric = (up - down) / (2.0 * EPS);
+            let err = (numeric - g[k]).abs() / (numeric.abs() + g[k].abs()).max(1e-7);
+            assert!(
+                err < 1e-4,
+                "{name}: {}[{k}] analytic {} numeric {numeric} (rel {err:.1e})",
+                info.name,
+                g[k]
+            );
+        }
+        model.set_weights(i, &x);
+    }
+}
+
+#[test]
+fn whole_model_full_and_grouped_attention() {
+    let l1 = layer(
+        Attention::Full { heads: 2 },
+        12,
+        Activation::Gelu,
+        None,
+        Sparsity::Dense,
+    );
+    let l2 = layer(
+        Attention::Grouped {
+            heads: 4,
+            kv_heads: 2,
+        },
+        8,
+        Activation::Relu,
+        None,
+        Sparsity::Dense,
+    );
+    check_model("full+grouped", &arch(vec![l1, l2], 1, false), false);
+}
+
+#[test]
+fn whole_model_sliding_linear_and_none() {
+    let l1 = layer(
+        Attention::Sliding {
+            heads: 2,
+            window: 3,
+        },
+        8,
+        Activation::Gelu,
+        None,
+        Sparsity::Dense,
+    );
+    let l2 = layer(
+        Attention::Linear { heads: 2 },
+        8,
+        Activation::Gelu,
+        None,
+        Sparsity::Dense,
+    );
+    let l3 = layer(Attention::None, 8, Activation::Gelu, None, Sparsity::Dense);
+    check_model(
+        "sliding+linear+none",
+        &arch(vec![l1, l2, l3], 1, false),
+        false,
+    );
+}
+
+#[test]
+fn whole_model_sparsity_low_rank_and_swiglu() {
+    let l1 = layer(
+        Attention::Full { heads: 2 },
+        12,
+        Activation::Swiglu,
+        Some(4),
+        Sparsity::Unstructured(Fraction(0.5)),
+    );
+    let l2 = layer(
+        Attention::Grouped {
+            heads: 2,
+            kv_heads: 1,
+        },
+        16,
+        Activation::Gelu,
+        None,
+        Sparsity::TwoFour,
+    );
+    check_model(
+        "sparse+lowrank+swiglu",
+        &arch(vec![l1, l2], 1, false),
+        false,
+    );
+}
+
+#[test]
+fn whole_model_sharing_tying_and_distillation() {
+    let l = layer(
+        Attention::Full { heads: 2 },
+        8,
+        Activation::Gelu,
+        Some(3),
+        Sparsity::Dense,
+    );
+    let a = arch(vec![l.clone(), l.clone(), l], 2, true);
+    check_model("shared+tied+distill", &a, true);
+}
