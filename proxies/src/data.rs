@@ -356,6 +356,122 @@ impl Dataset {
     }
 }
 
+/// One batch of B sequences of T tokens: `inputs` and next-token `targets`, both (B, T).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    pub b: usize,
+    pub t: usize,
+    pub inputs: Vec<u32>,
+    pub targets: Vec<u32>,
+}
+
+/// Which split a batch is drawn from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Validation,
+}
+
+impl Dataset {
+    fn stream(&self, split: Split) -> &[u32] {
+        match split {
+            Split::Train => &self.train,
+            Split::Validation => &self.validation,
+        }
+    }
+
+    /// Number of sequences a split offers: images, or start offsets for text.
+    fn positions(&self, split: Split) -> usize {
+        let s = self.stream(split);
+        let t = self.context as usize;
+        match self.kind {
+            DataKind::Image => s.len() / t,
+            DataKind::Text => s.len().saturating_sub(t),
+        }
+    }
+
+    /// Sequence `k` of a split: text from offset k, or image k after a begin token.
+    fn sequence(&self, split: Split, k: usize, inputs: &mut Vec<u32>, targets: &mut Vec<u32>) {
+        let s = self.stream(split);
+        let t = self.context as usize;
+        match self.bos() {
+            Some(bos) => {
+                let img = &s[k * t..(k + 1) * t];
+                inputs.push(bos);
+                inputs.extend_from_slice(&img[..t - 1]);
+                targets.extend_from_slice(img);
+            }
+            None => {
+                inputs.extend_from_slice(&s[k..k + t]);
+                targets.extend_from_slice(&s[k + 1..k + t + 1]);
+            }
+        }
+    }
+
+    /// A batch of `b` training sequences at random positions drawn from `rng`.
+    pub fn train_batch(&self, b: usize, rng: &mut genas_space::Rng) -> Batch {
+        let n = self.positions(Split::Train);
+        let t = self.context as usize;
+        let (mut inputs, mut targets) = (Vec::with_capacity(b * t), Vec::with_capacity(b * t));
+        for _ in 0..b {
+            let k = rng.index(n);
+            self.sequence(Split::Train, k, &mut inputs, &mut targets);
+        }
+        Batch {
+            b,
+            t,
+            inputs,
+            targets,
+        }
+    }
+
+    /// A fixed evaluation set: up to `max_sequences` evenly spaced, non-overlapping sequences of
+    /// the split (text: every token predicted at most once), in batches of at most `b`.
+    pub fn eval_batches(&self, split: Split, b: usize, max_sequences: usize) -> Vec<Batch> {
+        let t = self.context as usize;
+        let available = match self.kind {
+            DataKind::Image => self.positions(split),
+            DataKind::Text => self.stream(split).len().saturating_sub(1) / t,
+        };
+        let count = available.min(max_sequences).max(1).min(available);
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < count {
+            let nb = b.min(count - start);
+            let (mut inputs, mut targets) =
+                (Vec::with_capacity(nb * t), Vec::with_capacity(nb * t));
+            for j in start..start + nb {
+                // Evenly spaced over what is available.
+                let slot = j * available / count;
+                let k = if self.kind == DataKind::Text {
+                    slot * t
+                } else {
+                    slot
+                };
+                self.sequence(split, k, &mut inputs, &mut targets);
+            }
+            out.push(Batch {
+                b: nb,
+                t,
+                inputs,
+                targets,
+            });
+            start += nb;
+        }
+        out
+    }
+
+    /// Nats → the unit a user reads: bits per character (char text), per byte, or per pixel
+    /// ("bits/dim" for images).
+    pub fn bits_unit(&self) -> &'static str {
+        match (&self.kind, &self.vocab) {
+            (DataKind::Image, _) => "bits/dim",
+            (_, Vocabulary::Bytes) => "bits/byte",
+            _ => "bits/char",
+        }
+    }
+}
+
 /// Reads a UTF-8 text file, or every `*.txt` file of a folder in name order joined by `\n`.
 pub fn read_text_source(path: &Path) -> Result<String, DataError> {
     let files: Vec<PathBuf> = if path.is_dir() {

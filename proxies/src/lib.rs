@@ -11,4 +11,4 @@
 pub mod data;
 pub mod engine;
 
-pub use data::{DataError, DataSummary, Dataset, Vocabulary};
+pub use data::{Batch, DataError, DataSummary, Dataset, Split, Vocabulary};

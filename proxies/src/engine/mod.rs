@@ -8,10 +8,14 @@
 
 pub mod backend;
 pub mod cpu;
+pub mod generate;
 pub mod model;
 pub mod real;
+pub mod train;
 
 pub use backend::Backend;
 pub use cpu::Cpu;
+pub use generate::{Generator, SampleConfig};
 pub use model::{Loss, Model, ParamInfo};
 pub use real::Real;
+pub use train::{TrainConfig, TrainError, TrainReport};

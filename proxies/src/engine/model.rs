@@ -49,7 +49,7 @@ impl ParamInfo {
 
 /// A linear map in → out, dense or factorised, with an optional bias.
 #[derive(Clone, Copy, Debug)]
-enum Lin {
+pub(crate) enum Lin {
     Dense {
         w: usize,
         bias: Option<usize>,
@@ -76,32 +76,32 @@ impl Lin {
 }
 
 #[derive(Clone, Copy, Debug)]
-enum Mixer {
+pub(crate) enum Mixer {
     Softmax(AttnDims),
     Linear { heads: usize, head_dim: usize },
 }
 
 #[derive(Clone, Debug)]
-struct AttnParams {
-    ln_w: usize,
-    ln_b: usize,
-    qkv: usize,
-    proj: usize,
-    mixer: Mixer,
+pub(crate) struct AttnParams {
+    pub(crate) ln_w: usize,
+    pub(crate) ln_b: usize,
+    pub(crate) qkv: usize,
+    pub(crate) proj: usize,
+    pub(crate) mixer: Mixer,
     /// Width of a qkv row: C + 2·kvd.
-    width: usize,
+    pub(crate) width: usize,
 }
 
 #[derive(Clone, Debug)]
-struct BlockParams {
-    attn: Option<AttnParams>,
-    ln2_w: usize,
-    ln2_b: usize,
-    fc: Lin,
-    gate: Option<Lin>,
-    proj: Lin,
-    act: Activation,
-    hidden: usize,
+pub(crate) struct BlockParams {
+    pub(crate) attn: Option<AttnParams>,
+    pub(crate) ln2_w: usize,
+    pub(crate) ln2_b: usize,
+    pub(crate) fc: Lin,
+    pub(crate) gate: Option<Lin>,
+    pub(crate) proj: Lin,
+    pub(crate) act: Activation,
+    pub(crate) hidden: usize,
 }
 
 /// Per-layer activations kept for backward, sized for (B, T).
@@ -164,12 +164,12 @@ pub struct Model<B: Backend> {
     weights: Vec<B::Buf>,
     grads: Vec<B::Buf>,
     masks: Vec<Option<B::Buf>>,
-    blocks: Vec<BlockParams>,
-    wte: usize,
-    wpe: usize,
-    lnf_w: usize,
-    lnf_b: usize,
-    head: Option<usize>,
+    pub(crate) blocks: Vec<BlockParams>,
+    pub(crate) wte: usize,
+    pub(crate) wpe: usize,
+    pub(crate) lnf_w: usize,
+    pub(crate) lnf_b: usize,
+    pub(crate) head: Option<usize>,
     acts: Option<Acts<B::Buf>>,
 }
 

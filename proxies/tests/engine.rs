@@ -1,0 +1,446 @@
+//! The engine on real architectures and real data.
+
+use genas_proxies::engine::generate::sample_token;
+use genas_proxies::engine::train::{evaluate, train, train_step, Optimizer};
+use genas_proxies::engine::{Cpu, Generator, Model, SampleConfig, TrainConfig, TrainError};
+use genas_proxies::{Dataset, Split};
+use genas_space::{
+    Activation, Architecture, Attention, Cost, Experiment, Ffn, Fraction, Layer, Rng, SearchSpace,
+    Sparsity,
+};
+use std::path::Path;
+
+fn experiment(file: &str) -> Experiment {
+    Experiment::from_path(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../experiments")
+            .join(file),
+    )
+    .unwrap()
+}
+
+fn layer(
+    attention: Attention,
+    hidden: u32,
+    activation: Activation,
+    rank: Option<u32>,
+    sparsity: Sparsity,
+) -> Layer {
+    Layer {
+        attention,
+        ffn: Ffn {
+            hidden,
+            activation,
+            rank,
+        },
+        sparsity,
+    }
+}
+
+fn arch(
+    vocab: u32,
+    context: u32,
+    d: u32,
+    layers: Vec<Layer>,
+    share: u32,
+    tied: bool,
+) -> Architecture {
+    let a = Architecture {
+        vocab_size: vocab,
+        context,
+        d_model: d,
+        tie_embeddings: tied,
+        share_layers: share,
+        layers,
+    };
+    a.validate().unwrap();
+    a
+}
+
+/// One model exercising every layer kind and parameter-reduction choice.
+fn mixed(vocab: u32, context: u32) -> Architecture {
+    arch(
+        vocab,
+        context,
+        32,
+        vec![
+            layer(
+                Attention::Full { heads: 4 },
+                64,
+                Activation::Gelu,
+                None,
+                Sparsity::Dense,
+            ),
+            layer(
+                Attention::Grouped {
+                    heads: 4,
+                    kv_heads: 1,
+                },
+                64,
+                Activation::Swiglu,
+                Some(8),
+                Sparsity::TwoFour,
+            ),
+            layer(
+                Attention::Sliding {
+                    heads: 2,
+                    window: 5,
+                },
+                48,
+                Activation::Relu,
+                None,
+                Sparsity::Unstructured(Fraction(0.5)),
+            ),
+            layer(
+                Attention::Linear { heads: 2 },
+                64,
+                Activation::Gelu,
+                Some(16),
+                Sparsity::Dense,
+            ),
+            layer(Attention::None, 32, Activation::Gelu, None, Sparsity::Dense),
+        ],
+        1,
+        false,
+    )
+}
+
+#[test]
+fn built_parameters_equal_the_cost_model_on_every_shipped_space() {
+    for (file, vocab) in [
+        ("quick.toml", 84),
+        ("shakespeare.toml", 84),
+        ("fashion.toml", 17),
+    ] {
+        let e = experiment(file);
+        let space = SearchSpace::new(&e.space, vocab, e.data.context()).unwrap();
+        let mut rng = Rng::seed_from_u64(21);
+        for _ in 0..200 {
+            let a = space.sample(&mut rng);
+            let m = Model::new(&a, Cpu::<f32>::new(1), 0);
+            let cost = Cost::of(&a);
+            assert_eq!(
+                m.num_params() as u64,
+                cost.params,
+                "{file}: {}",
+                a.summary()
+            );
+            assert_eq!(
+                m.num_nonzero_params() as u64,
+                cost.nonzero_params,
+                "{file}: {}",
+                a.summary()
+            );
+        }
+    }
+}
+
+#[test]
+fn untrained_loss_is_ln_vocab() {
+    let a = mixed(84, 16);
+    let mut m = Model::new(&a, Cpu::<f32>::new(2), 3);
+    let mut rng = Rng::seed_from_u64(4);
+    let tokens: Vec<u32> = (0..8 * 16).map(|_| rng.below(84) as u32).collect();
+    let targets: Vec<u32> = (0..8 * 16).map(|_| rng.below(84) as u32).collect();
+    let l = m
+        .forward(&tokens, Some(&targets), None, (8, 16), false)
+        .unwrap();
+    assert!(
+        (l.ce - (84f64).ln()).abs() < 0.05,
+        "{} vs {}",
+        l.ce,
+        (84f64).ln()
+    );
+}
+
+#[test]
+fn overfitting_one_batch_drives_the_loss_near_zero() {
+    let exp = experiment("quick.toml");
+    let data = Dataset::load(&exp).unwrap();
+    let v = data.vocab_size();
+    let batch = data.train_batch(4, &mut Rng::seed_from_u64(5));
+    for a in [
+        arch(
+            v,
+            64,
+            64,
+            vec![
+                layer(
+                    Attention::Full { heads: 4 },
+                    256,
+                    Activation::Gelu,
+                    None,
+                    Sparsity::Dense
+                );
+                2
+            ],
+            1,
+            false,
+        ),
+        mixed(v, 64),
+    ] {
+        let mut m = Model::new(&a, Cpu::<f32>::new(2), 6);
+        let mut opt = Optimizer::new(&m);
+        let mut cfg = TrainConfig::new(300, 4, 1e-2, 0);
+        cfg.weight_decay = 0.0;
+        cfg.min_lr_ratio = 1.0;
+        let mut last = f64::MAX;
+        for step in 0..cfg.steps {
+            last = train_step(&mut m, &mut opt, &batch, None, &cfg, step)
+                .unwrap()
+                .ce;
+        }
+        assert!(last < 0.05, "{}: loss {last}", a.summary());
+    }
+}
+
+#[test]
+fn masked_weights_stay_zero_and_shared_layers_stay_shared() {
+    let exp = experiment("quick.toml");
+    let data = Dataset::load(&exp).unwrap();
+    let l = layer(
+        Attention::Full { heads: 2 },
+        64,
+        Activation::Gelu,
+        None,
+        Sparsity::Unstructured(Fraction(0.75)),
+    );
+    let a = arch(
+        data.vocab_size(),
+        64,
+        32,
+        vec![l.clone(), l.clone(), l],
+        3,
+        true,
+    );
+    let mut m = Model::new(&a, Cpu::<f32>::new(2), 7);
+    assert!(
+        m.param_index("h.1.attn.c_attn.weight").is_none(),
+        "shared layers own no weights"
+    );
+    assert!(m.param_index("lm_head.weight").is_none(), "tied head");
+    let qkv = m.param_index("h.0.attn.c_attn.weight").unwrap();
+    let mask = m.mask(qkv).unwrap();
+    assert_eq!(
+        mask.iter().filter(|&&x| x == 0.0).count(),
+        3 * (32 * 32 * 3 / 4)
+    );
+    train(&mut m, &data, &TrainConfig::new(20, 8, 3e-3, 1), |_| {}).unwrap();
+    let w = m.weights(qkv);
+    let mut moved = 0;
+    for (x, k) in w.iter().zip(&mask) {
+        if *k == 0.0 {
+            assert_eq!(*x, 0.0);
+        } else if *x != 0.0 {
+            moved += 1;
+        }
+    }
+    assert!(moved > 0);
+}
+
+#[test]
+fn generation_with_caches_matches_the_batched_forward() {
+    let t = 12;
+    let l = |a| layer(a, 32, Activation::Gelu, None, Sparsity::Dense);
+    let archs = vec![
+        mixed(11, t),
+        arch(
+            11,
+            t,
+            16,
+            vec![
+                l(Attention::Sliding {
+                    heads: 2,
+                    window: 4,
+                }),
+                l(Attention::Linear { heads: 4 }),
+            ],
+            1,
+            true,
+        ),
+        arch(
+            11,
+            t,
+            16,
+            vec![
+                l(Attention::Grouped {
+                    heads: 4,
+                    kv_heads: 2
+                });
+                3
+            ],
+            2,
+            false,
+        ),
+    ];
+    for a in archs {
+        let mut m = Model::new(&a, Cpu::<f32>::new(1), 8);
+        // Perturb the weights so that every path matters.
+        let mut rng = Rng::seed_from_u64(9);
+        for i in 0..m.params.len() {
+            let mask = m.mask(i);
+            let w: Vec<f64> = m
+                .weights(i)
+                .iter()
+                .enumerate()
+                .map(|(k, x)| (x + rng.normal() * 0.2) * mask.as_ref().map_or(1.0, |mk| mk[k]))
+                .collect();
+            m.set_weights(i, &w);
+        }
+        let tokens: Vec<u32> = (0..t).map(|_| rng.below(11) as u32).collect();
+        m.forward(&tokens, None, None, (1, t as usize), false);
+        let full = m.logits();
+        let mut g = Generator::new(&m);
+        let mut worst: f64 = 0.0;
+        for (p, &tok) in tokens.iter().enumerate() {
+            let step = g.step(tok);
+            for k in 0..11 {
+                worst = worst.max((step[k] as f64 - full[p * 11 + k]).abs());
+            }
+        }
+        assert!(worst < 1e-4, "{}: max |Δlogit| {worst}", a.summary());
+        assert_eq!(g.position(), t as usize);
+        // Sliding windows hold `window` positions, linear attention a fixed state.
+        let cost = Cost::of(&a);
+        assert_eq!(
+            g.state_bytes() as u64,
+            cost.inference_state_bytes,
+            "{}",
+            a.summary()
+        );
+    }
+}
+
+#[test]
+fn sampling_respects_temperature_and_top_k() {
+    let logits = [0.0f32, 5.0, 1.0, 4.9];
+    let mut rng = Rng::seed_from_u64(1);
+    assert_eq!(
+        sample_token(
+            &logits,
+            SampleConfig {
+                temperature: 0.0,
+                top_k: None
+            },
+            &mut rng
+        ),
+        1
+    );
+    for _ in 0..200 {
+        let k = sample_token(
+            &logits,
+            SampleConfig {
+                temperature: 1.0,
+                top_k: Some(2),
+            },
+            &mut rng,
+        );
+        assert!(k == 1 || k == 3);
+    }
+    let a = mixed(9, 10);
+    let m = Model::new(&a, Cpu::<f32>::new(1), 1);
+    let mut g = Generator::new(&m);
+    let out = g.generate(
+        &[1, 2],
+        25,
+        SampleConfig {
+            temperature: 1.0,
+            top_k: Some(5),
+        },
+        &mut rng,
+    );
+    assert_eq!(out.len(), 25);
+    assert!(out.iter().all(|&t| t < 9));
+}
+
+#[test]
+fn training_is_deterministic_and_learns_shakespeare() {
+    let exp = experiment("quick.toml");
+    let data = Dataset::load(&exp).unwrap();
+    let a = arch(
+        data.vocab_size(),
+        64,
+        48,
+        vec![
+            layer(
+                Attention::Full { heads: 4 },
+                96,
+                Activation::Gelu,
+                None,
+                Sparsity::Dense
+            );
+            2
+        ],
+        1,
+        true,
+    );
+    let val = data.eval_batches(Split::Validation, 16, 64);
+    let run = |threads: usize| {
+        let mut m = Model::new(&a, Cpu::<f32>::new(threads), 10);
+        let before = evaluate(&mut m, &val);
+        let report = train(&mut m, &data, &TrainConfig::new(400, 16, 5e-3, 2), |_| {}).unwrap();
+        let after = evaluate(&mut m, &val);
+        (before, after, report.train_loss, m.weights(0))
+    };
+    // The cross-entropy of the validation split under the training split's unigram
+    // distribution: what a model that ignores context achieves at best.
+    let mut counts = vec![1.0f64; data.vocab_size() as usize];
+    for &t in &data.train {
+        counts[t as usize] += 1.0;
+    }
+    let total: f64 = counts.iter().sum();
+    let unigram = val
+        .iter()
+        .flat_map(|b| &b.targets)
+        .map(|&t| -(counts[t as usize] / total).ln())
+        .sum::<f64>()
+        / val.iter().map(|b| b.targets.len()).sum::<usize>() as f64;
+    let (before, after, loss, w) = run(2);
+    assert!(
+        (before - (data.vocab_size() as f64).ln()).abs() < 0.1,
+        "{before}"
+    );
+    assert!(
+        after < unigram - 0.4,
+        "validation loss {after} nats, unigram {unigram}: context unused"
+    );
+    let (_, after2, loss2, w2) = run(2);
+    assert_eq!((after, loss), (after2, loss2));
+    assert_eq!(w, w2, "same seed and threads, same weights");
+}
+
+#[test]
+fn nan_in_training_is_reported_as_divergence() {
+    let exp = experiment("quick.toml");
+    let data = Dataset::load(&exp).unwrap();
+    let a = mixed(data.vocab_size(), 64);
+    let mut m = Model::new(&a, Cpu::<f32>::new(1), 1);
+    let i = m.param_index("h.0.mlp.c_fc.weight").unwrap();
+    let mut w = m.weights(i);
+    w[3] = f64::NAN;
+    m.set_weights(i, &w);
+    let err = train(&mut m, &data, &TrainConfig::new(5, 4, 1e-3, 0), |_| {}).unwrap_err();
+    assert!(matches!(err, TrainError::Diverged { step: 0, .. }), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("training diverged at step 0: the loss is NaN"),
+        "{err}"
+    );
+}
+
+#[test]
+fn image_batches_start_with_the_begin_token() {
+    let exp = experiment("fashion.toml");
+    let data = Dataset::load(&exp).unwrap();
+    let b = data.train_batch(3, &mut Rng::seed_from_u64(1));
+    assert_eq!((b.b, b.t), (3, 196));
+    for s in 0..3 {
+        assert_eq!(b.inputs[s * 196], 16);
+        assert_eq!(
+            &b.inputs[s * 196 + 1..(s + 1) * 196],
+            &b.targets[s * 196..(s + 1) * 196 - 1]
+        );
+    }
+    let val = data.eval_batches(Split::Validation, 64, 100);
+    assert_eq!(val.iter().map(|b| b.b).sum::<usize>(), 100);
+}
