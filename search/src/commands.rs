@@ -309,3 +309,206 @@ pub fn render_data(d: &DataSummary) -> String {
     let _ = writeln!(out, "fingerprint   {}", d.fingerprint);
     out
 }
+
+/// `genas train`: options.
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    pub steps: Option<u32>,
+    pub seed: u64,
+    pub batch_size: Option<usize>,
+    pub learning_rate: Option<f64>,
+    pub threads: Option<usize>,
+    pub out: Option<PathBuf>,
+}
+
+/// What `genas train` reports. Losses in nats/token; bits in the data's unit.
+#[derive(Serialize)]
+pub struct TrainSummary {
+    pub id: String,
+    pub architecture: String,
+    pub params: u64,
+    pub nonzero_params: u64,
+    pub steps: u32,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub seed: u64,
+    pub threads: usize,
+    pub train_loss: f64,
+    pub validation_loss: f64,
+    pub bits_unit: String,
+    pub train_bits: f64,
+    pub validation_bits: f64,
+    pub seconds: f64,
+    pub tokens_per_s: f64,
+    pub generation_ms_per_token: f64,
+    pub inference_state_bytes: u64,
+    pub peak_memory_mb: Option<f64>,
+    pub weights: PathBuf,
+    pub sample: String,
+}
+
+/// Trains one architecture (JSON file) on an experiment's data, evaluates it, times generation
+/// and saves the weights as safetensors.
+pub fn train_architecture(
+    arch_path: &Path,
+    experiment: &Path,
+    o: &TrainOptions,
+    mut progress: impl FnMut(&genas_proxies::engine::train::StepStats, u32),
+) -> Result<TrainSummary> {
+    use genas_proxies::engine::{
+        checkpoint, generate, train, Cpu, Generator, Model, SampleConfig, TrainConfig,
+    };
+    use genas_proxies::Split;
+    let text = std::fs::read_to_string(arch_path)
+        .with_context(|| format!("cannot read {}", arch_path.display()))?;
+    let arch = Architecture::from_json(&text).with_context(|| arch_path.display().to_string())?;
+    let exp = Experiment::from_path(experiment)?;
+    let data = Dataset::load(&exp)?;
+    if arch.vocab_size != data.vocab_size() || arch.context != data.context {
+        anyhow::bail!(
+            "{}: the architecture is for vocabulary {} and context {}, but {} gives {} and {}",
+            arch_path.display(),
+            arch.vocab_size,
+            arch.context,
+            experiment.display(),
+            data.vocab_size(),
+            data.context
+        );
+    }
+    let steps = o.steps.unwrap_or(exp.fidelity.final_steps);
+    if steps == 0 {
+        anyhow::bail!("--steps must be at least 1");
+    }
+    let batch = o.batch_size.unwrap_or(exp.fidelity.batch_size as usize);
+    let lr = o.learning_rate.unwrap_or(exp.fidelity.learning_rate);
+    let threads = o.threads.unwrap_or(exp.search.threads as usize);
+    let be = Cpu::<f32>::new(threads);
+    let threads = be.threads();
+    let mut model = Model::new(&arch, be, o.seed);
+    let cfg = TrainConfig::new(steps, batch, lr, o.seed);
+    let report = train::train(&mut model, &data, &cfg, |s| progress(s, steps))?;
+    let val = data.eval_batches(Split::Validation, batch.max(8), 256);
+    let tr = data.eval_batches(Split::Train, batch.max(8), 256);
+    let validation_loss = train::evaluate(&mut model, &val);
+    let train_loss = train::evaluate(&mut model, &tr);
+    // Generation: two contexts' worth of tokens (at least 64) after one prompt token.
+    let mut generator = Generator::new(&model);
+    let prompt = vec![data.bos().unwrap_or(data.validation[0])];
+    let n = (2 * data.context as usize).max(64);
+    let mut rng = Rng::seed_from_u64(o.seed);
+    let start = std::time::Instant::now();
+    let tokens = generator.generate(
+        &prompt,
+        n,
+        SampleConfig {
+            temperature: 0.8,
+            top_k: Some(20),
+        },
+        &mut rng,
+    );
+    let generation_ms_per_token = start.elapsed().as_secs_f64() * 1e3 / n as f64;
+    let out = o
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("genas-train-{}.safetensors", arch.id())));
+    checkpoint::save(
+        &model,
+        &out,
+        &[
+            ("genas.data_fingerprint", data.fingerprint.clone()),
+            ("genas.steps", steps.to_string()),
+            ("genas.seed", o.seed.to_string()),
+            ("genas.validation_loss", validation_loss.to_string()),
+        ],
+    )?;
+    let ln2 = std::f64::consts::LN_2;
+    let cost = Cost::of(&arch);
+    let sample = match data.kind {
+        DataKind::Text => data.vocab.decode(&tokens),
+        DataKind::Image => format!("{} pixel tokens", tokens.len()),
+    };
+    Ok(TrainSummary {
+        id: arch.id(),
+        architecture: arch.summary(),
+        params: cost.params,
+        nonzero_params: model.num_nonzero_params() as u64,
+        steps,
+        batch_size: batch,
+        learning_rate: lr,
+        seed: o.seed,
+        threads,
+        train_loss,
+        validation_loss,
+        bits_unit: data.bits_unit().into(),
+        train_bits: train_loss / ln2,
+        validation_bits: validation_loss / ln2,
+        seconds: report.seconds,
+        tokens_per_s: report.tokens_per_s,
+        generation_ms_per_token,
+        inference_state_bytes: generator.state_bytes() as u64,
+        peak_memory_mb: generate::peak_memory_bytes().map(|b| b as f64 / 1e6),
+        weights: out,
+        sample,
+    })
+}
+
+pub fn render_train(s: &TrainSummary) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "architecture  {} ({})", s.id, s.architecture);
+    let _ = writeln!(
+        out,
+        "params        {} ({} non-zero)",
+        thousands(s.params),
+        thousands(s.nonzero_params)
+    );
+    let _ = writeln!(
+        out,
+        "training      {} steps × {} sequences, lr {}, {} thread(s), {:.1} s, {} tokens/s",
+        s.steps,
+        s.batch_size,
+        s.learning_rate,
+        s.threads,
+        s.seconds,
+        thousands(s.tokens_per_s as u64)
+    );
+    let _ = writeln!(
+        out,
+        "train loss    {:.4} nats/token = {:.4} {}",
+        s.train_loss, s.train_bits, s.bits_unit
+    );
+    let _ = writeln!(
+        out,
+        "val loss      {:.4} nats/token = {:.4} {}",
+        s.validation_loss, s.validation_bits, s.bits_unit
+    );
+    let _ = writeln!(
+        out,
+        "generation    {:.3} ms/token, inference state {}",
+        s.generation_ms_per_token,
+        bytes(s.inference_state_bytes as f64)
+    );
+    if let Some(mb) = s.peak_memory_mb {
+        let _ = writeln!(out, "peak memory   {mb:.1} MB (process)");
+    }
+    let _ = writeln!(out, "weights       {}", s.weights.display());
+    let _ = writeln!(out, "sample        {}", s.sample.replace('\n', "⏎"));
+    out
+}
+
+pub fn render_bench(r: &genas_proxies::engine::bench::BenchReport) -> String {
+    format!(
+        "genas: d_model {} layers {} heads {} seq {} batch {} ({} params), {} thread(s): {:.2} steps/s ({:.1} ms/step), {:.1} GFLOP/s achieved = {:.0}% of the {:.1} GFLOP/s GEMM baseline\n",
+        r.d_model,
+        r.layers,
+        r.heads,
+        r.seq,
+        r.batch,
+        thousands(r.params as u64),
+        r.threads,
+        r.steps_per_s,
+        r.ms_per_step,
+        r.achieved_gflops,
+        100.0 * r.gemm_fraction,
+        r.gemm_gflops
+    )
+}

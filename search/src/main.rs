@@ -26,6 +26,68 @@ enum Command {
     /// Inspect data sets.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Train one architecture (JSON, as `space sample --json` prints) on an experiment's data.
+    Train(TrainArgs),
+    /// Benchmarks (figures with a baseline measured in the same run).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Architecture JSON file.
+    arch: PathBuf,
+    /// Experiment whose data (and [fidelity] batch size / learning rate) to use.
+    #[arg(long)]
+    experiment: PathBuf,
+    /// Training steps (default: the experiment's fidelity.final_steps).
+    #[arg(long)]
+    steps: Option<u32>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Worker threads (default: the experiment's search.threads; 0 = all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Where to write the weights (safetensors). Default: genas-train-<id>.safetensors.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Training steps/s of a plain GPT on random tokens, against the GEMM throughput.
+    Train(BenchTrainArgs),
+}
+
+#[derive(Args)]
+struct BenchTrainArgs {
+    #[arg(long, default_value_t = 128)]
+    d_model: u32,
+    #[arg(long, default_value_t = 4)]
+    layers: u32,
+    #[arg(long, default_value_t = 4)]
+    heads: u32,
+    #[arg(long, default_value_t = 64)]
+    seq: u32,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[arg(long, default_value_t = 65)]
+    vocab: u32,
+    #[arg(long, default_value_t = 20)]
+    steps: u32,
+    #[arg(long, default_value_t = 5)]
+    warmup: u32,
+    /// Worker threads (0 = all cores).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -150,6 +212,66 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 json(&summary)
             } else {
                 Ok(commands::render_data(&summary))
+            }
+        }
+        Command::Train(a) => {
+            let opts = commands::TrainOptions {
+                steps: a.steps,
+                seed: a.seed,
+                batch_size: a.batch_size,
+                learning_rate: a.lr,
+                threads: a.threads,
+                out: a.out,
+            };
+            let quiet = a.json;
+            let summary =
+                commands::train_architecture(&a.arch, &a.experiment, &opts, |s, total| {
+                    let every = (total / 10).max(1);
+                    if !quiet && (s.step + 1) % every == 0 {
+                        eprintln!(
+                            "step {:>6}/{total}  loss {:.4}  lr {:.2e}  |g| {:.3}",
+                            s.step + 1,
+                            s.loss,
+                            s.lr,
+                            s.grad_norm
+                        );
+                    }
+                })?;
+            if a.json {
+                json(&summary)
+            } else {
+                Ok(commands::render_train(&summary))
+            }
+        }
+        Command::Bench(BenchCommand::Train(a)) => {
+            if a.d_model == 0
+                || a.heads == 0
+                || a.d_model % a.heads != 0
+                || a.layers == 0
+                || a.seq < 2
+                || a.batch == 0
+                || a.steps == 0
+                || a.vocab < 2
+            {
+                anyhow::bail!("bench train needs positive sizes, heads dividing d_model, seq ≥ 2 and vocab ≥ 2");
+            }
+            let cfg = genas_proxies::engine::bench::BenchConfig {
+                vocab: a.vocab,
+                d_model: a.d_model,
+                layers: a.layers,
+                heads: a.heads,
+                seq: a.seq,
+                batch: a.batch,
+                steps: a.steps,
+                warmup: a.warmup,
+                threads: a.threads,
+            };
+            let report =
+                genas_proxies::engine::bench::bench_train(&cfg).map_err(anyhow::Error::msg)?;
+            if a.json {
+                Ok(serde_json::to_string(&report)? + "\n")
+            } else {
+                Ok(commands::render_bench(&report))
             }
         }
     }

@@ -7,6 +7,8 @@
 //! ../shared/DESIGN.md).
 
 pub mod backend;
+pub mod bench;
+pub mod checkpoint;
 pub mod cpu;
 pub mod generate;
 pub mod model;

@@ -1,0 +1,172 @@
+//! The engine benchmark: training steps per second of a plain GPT (full attention, 4× GELU MLP,
+//! untied head) on random tokens, with the GEMM throughput measured in the same run as the
+//! baseline, so the figure says how close the whole step comes to the machine's matrix speed.
+
+use crate::data::Batch;
+use crate::engine::cpu::matmul::matmul_forward;
+use crate::engine::train::{train_step, Optimizer};
+use crate::engine::{Cpu, Model, TrainConfig};
+use genas_space::{Activation, Architecture, Attention, Cost, Ffn, Layer, Rng, Sparsity};
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    pub vocab: u32,
+    pub d_model: u32,
+    pub layers: u32,
+    pub heads: u32,
+    pub seq: u32,
+    pub batch: usize,
+    pub steps: u32,
+    pub warmup: u32,
+    pub threads: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    #[serde(rename = "impl")]
+    pub implementation: String,
+    pub threads: usize,
+    pub d_model: u32,
+    pub layers: u32,
+    pub heads: u32,
+    pub seq: u32,
+    pub batch: usize,
+    pub vocab: u32,
+    pub params: usize,
+    pub steps: u32,
+    pub seconds: f64,
+    pub steps_per_s: f64,
+    pub ms_per_step: f64,
+    /// Cost-model FLOPs of one training step (3 × forward, causal attention).
+    pub gflop_per_step: f64,
+    pub achieved_gflops: f64,
+    /// Throughput of the step's largest GEMM shape, (B·T, C) × (C, 4C), timed in this run.
+    pub gemm_gflops: f64,
+    pub gemm_fraction: f64,
+    pub final_loss: f64,
+}
+
+/// The benchmark model as an architecture.
+pub fn bench_architecture(c: &BenchConfig) -> Architecture {
+    let layer = Layer {
+        attention: Attention::Full { heads: c.heads },
+        ffn: Ffn {
+            hidden: 4 * c.d_model,
+            activation: Activation::Gelu,
+            rank: None,
+        },
+        sparsity: Sparsity::Dense,
+    };
+    Architecture {
+        vocab_size: c.vocab,
+        context: c.seq,
+        d_model: c.d_model,
+        tie_embeddings: false,
+        share_layers: 1,
+        layers: vec![layer; c.layers as usize],
+    }
+}
+
+pub fn bench_train(c: &BenchConfig) -> Result<BenchReport, String> {
+    let arch = bench_architecture(c);
+    arch.validate().map_err(|e| e.to_string())?;
+    let be = Cpu::<f32>::new(c.threads);
+    let threads = be.threads();
+    let mut model = Model::new(&arch, be.clone(), 0);
+    let mut opt = Optimizer::new(&model);
+    let cfg = TrainConfig::new(c.warmup + c.steps, c.batch, 1e-3, 0);
+    let mut rng = Rng::seed_from_u64(0);
+    let (b, t) = (c.batch, c.seq as usize);
+    let batches: Vec<Batch> = (0..8)
+        .map(|_| Batch {
+            b,
+            t,
+            inputs: (0..b * t)
+                .map(|_| rng.below(c.vocab as u64) as u32)
+                .collect(),
+            targets: (0..b * t)
+                .map(|_| rng.below(c.vocab as u64) as u32)
+                .collect(),
+        })
+        .collect();
+    let mut last = 0.0;
+    let mut start = Instant::now();
+    for step in 0..c.warmup + c.steps {
+        if step == c.warmup {
+            start = Instant::now();
+        }
+        last = train_step(
+            &mut model,
+            &mut opt,
+            &batches[step as usize % 8],
+            None,
+            &cfg,
+            step,
+        )
+        .map_err(|e| e.to_string())?
+        .loss;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let steps_per_s = c.steps as f64 / seconds;
+    let gflop = Cost::of(&arch).train_flops_per_token * (b * t) as f64 / 1e9;
+    let gemm = gemm_gflops(&be, b * t, c.d_model as usize, 4 * c.d_model as usize);
+    let achieved = gflop * steps_per_s;
+    Ok(BenchReport {
+        implementation: "genas".into(),
+        threads,
+        d_model: c.d_model,
+        layers: c.layers,
+        heads: c.heads,
+        seq: c.seq,
+        batch: c.batch,
+        vocab: c.vocab,
+        params: model.num_params(),
+        steps: c.steps,
+        seconds,
+        steps_per_s,
+        ms_per_step: 1e3 / steps_per_s,
+        gflop_per_step: gflop,
+        achieved_gflops: achieved,
+        gemm_gflops: gemm,
+        gemm_fraction: achieved / gemm,
+        final_loss: last,
+    })
+}
+
+/// GFLOP/s of out (n, oc) = inp (n, c) · W (oc, c)ᵀ on this backend's threads (median of 9 timed
+/// repetitions of ~20 ms batches).
+pub fn gemm_gflops(be: &Cpu<f32>, n: usize, c: usize, oc: usize) -> f64 {
+    let mut rng = Rng::seed_from_u64(1);
+    let inp: Vec<f32> = (0..n * c).map(|_| rng.next_f32()).collect();
+    let w: Vec<f32> = (0..oc * c).map(|_| rng.next_f32()).collect();
+    let mut out = vec![0.0f32; n * oc];
+    let par = if be.threads() > 1 {
+        gemm::Parallelism::Rayon(be.threads())
+    } else {
+        gemm::Parallelism::None
+    };
+    let flop = 2.0 * (n * c * oc) as f64;
+    let mut run = |reps: usize| {
+        let s = Instant::now();
+        be_install(be, || {
+            for _ in 0..reps {
+                matmul_forward(&mut out, false, &inp, &w, None, (n, c, oc), par);
+            }
+        });
+        s.elapsed().as_secs_f64()
+    };
+    let once = run(3) / 3.0;
+    let reps = ((0.02 / once.max(1e-7)) as usize).max(1);
+    let mut rates: Vec<f64> = (0..9)
+        .map(|_| flop * reps as f64 / run(reps) / 1e9)
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates[4]
+}
+
+fn be_install<R: Send>(be: &Cpu<f32>, f: impl FnOnce() -> R + Send) -> R {
+    use crate::engine::Backend;
+    be.install(f)
+}
