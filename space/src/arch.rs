@@ -350,7 +350,9 @@ fn validate_layer(layer: &Layer, d: u32, context: u32) -> Result<(), String> {
     match layer.attention {
         Attention::None => {}
         _ if heads == 0 => return Err("heads must be at least 1".into()),
-        _ if d % heads != 0 => return Err(format!("heads {heads} do not divide d_model {d}")),
+        _ if !d.is_multiple_of(heads) => {
+            return Err(format!("heads {heads} do not divide d_model {d}"))
+        }
         _ => {}
     }
     match layer.attention {

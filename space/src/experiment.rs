@@ -466,7 +466,7 @@ impl Experiment {
                 "depth, d_model, heads, steps and batch_size must be at least 1".into(),
             ));
         }
-        if t.d_model % t.heads != 0 {
+        if !t.d_model.is_multiple_of(t.heads) {
             return Err(bad(
                 "teacher.heads",
                 format!("{} do not divide d_model {}", t.heads, t.d_model),

@@ -13,6 +13,7 @@ pub mod cpu;
 pub mod generate;
 pub mod model;
 pub mod real;
+pub mod simd;
 pub mod train;
 
 pub use backend::Backend;

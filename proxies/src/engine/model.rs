@@ -147,6 +147,14 @@ struct Acts<Buf> {
     dlr: Buf,
 }
 
+/// Parameter infos, weights (mutable), gradients and the backend, borrowed together.
+pub(crate) type OptimizerView<'a, B> = (
+    &'a [ParamInfo],
+    &'a mut [<B as Backend>::Buf],
+    &'a [<B as Backend>::Buf],
+    &'a B,
+);
+
 /// Loss figures of one forward pass (means over positions).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Loss {
@@ -514,8 +522,8 @@ impl<B: Backend> Model<B> {
         l
     }
 
-    /// Weights, gradients and masks for the optimizer: (info, weight, grad).
-    pub(crate) fn parts(&mut self) -> (&[ParamInfo], &mut [B::Buf], &[B::Buf], &B) {
+    /// What the optimizer needs at once: (info, weights, gradients, backend).
+    pub(crate) fn parts(&mut self) -> OptimizerView<'_, B> {
         (&self.params, &mut self.weights, &self.grads, &self.be)
     }
 

@@ -1,6 +1,7 @@
 //! The scalar type of the engine. Training runs in f32; the gradient checks run the very same
 //! kernels in f64 so that central finite differences can be compared at tight tolerances.
 
+use crate::engine::simd::Simd;
 use std::fmt::Debug;
 use std::iter::Sum;
 use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
@@ -37,6 +38,33 @@ pub trait Real:
     fn usize(n: usize) -> Self {
         Self::from_f64(n as f64)
     }
+    /// y += a · x with the vector instructions of `S`.
+    #[inline(always)]
+    fn axpy<S: Simd>(y: &mut [Self], a: Self, x: &[Self]) {
+        axpy(y, a, x)
+    }
+    /// Σ a·b with the vector instructions of `S`.
+    #[inline(always)]
+    fn dot<S: Simd>(a: &[Self], b: &[Self]) -> Self {
+        dot(a, b)
+    }
+    /// out[k] += Σ_r c[r] · m[r·stride + k] with the vector instructions of `S`.
+    #[inline(always)]
+    fn lincomb<S: Simd>(out: &mut [Self], c: &[Self], m: &[Self], stride: usize) {
+        crate::engine::simd::lincomb_scalar(out, c, m, stride)
+    }
+    /// Σ x with the vector instructions of `S` (order differs from sequential summation).
+    #[inline(always)]
+    fn sum_of<S: Simd>(x: &[Self]) -> Self {
+        x.iter().copied().sum()
+    }
+    /// max x with the vector instructions of `S`.
+    #[inline(always)]
+    fn max_of<S: Simd>(x: &[Self]) -> Self {
+        x.iter()
+            .copied()
+            .fold(Self::from_f64(f64::NEG_INFINITY), Self::max)
+    }
 }
 
 impl Real for f32 {
@@ -50,9 +78,9 @@ impl Real for f32 {
     fn to_f64(self) -> f64 {
         self as f64
     }
-    #[inline]
+    #[inline(always)]
     fn exp(self) -> f32 {
-        f32::exp(self)
+        crate::engine::simd::exp_f32(self)
     }
     #[inline]
     fn ln(self) -> f32 {
@@ -62,9 +90,9 @@ impl Real for f32 {
     fn sqrt(self) -> f32 {
         f32::sqrt(self)
     }
-    #[inline]
+    #[inline(always)]
     fn erf(self) -> f32 {
-        libm::erff(self)
+        crate::engine::simd::erf_f32(self)
     }
     #[inline]
     fn max(self, o: f32) -> f32 {
@@ -73,6 +101,26 @@ impl Real for f32 {
     #[inline]
     fn abs(self) -> f32 {
         f32::abs(self)
+    }
+    #[inline(always)]
+    fn axpy<S: Simd>(y: &mut [f32], a: f32, x: &[f32]) {
+        S::axpy_f32(y, a, x)
+    }
+    #[inline(always)]
+    fn dot<S: Simd>(a: &[f32], b: &[f32]) -> f32 {
+        S::dot_f32(a, b)
+    }
+    #[inline(always)]
+    fn lincomb<S: Simd>(out: &mut [f32], c: &[f32], m: &[f32], stride: usize) {
+        S::lincomb_f32(out, c, m, stride)
+    }
+    #[inline(always)]
+    fn sum_of<S: Simd>(x: &[f32]) -> f32 {
+        S::sum_f32(x)
+    }
+    #[inline(always)]
+    fn max_of<S: Simd>(x: &[f32]) -> f32 {
+        S::max_f32(x)
     }
 }
 
@@ -113,30 +161,51 @@ impl Real for f64 {
     }
 }
 
-/// Dot product with eight independent accumulators, so the compiler can vectorise it.
-#[inline]
+/// Lanes of the fixed-size chunks below: one AVX-512 register of f32 (two AVX2 registers).
+const LANES: usize = 16;
+
+/// Dot product over fixed 16-element chunks (each chunk is one multiply-add per lane, kept in
+/// 16 independent accumulators), then the remainder. Fixed chunks matter: a plain loop is
+/// vectorised with an interleave factor, so vectors shorter than ~64 (attention heads) would
+/// run entirely in the scalar remainder.
+#[inline(always)]
 pub fn dot<F: Real>(a: &[F], b: &[F]) -> F {
     let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [F::ZERO; 8];
-    let chunks = n / 8;
-    for c in 0..chunks {
-        let (x, y) = (&a[c * 8..c * 8 + 8], &b[c * 8..c * 8 + 8]);
-        for l in 0..8 {
+    let (ac, ar) = a[..n].as_chunks::<LANES>();
+    let (bc, br) = b[..n].as_chunks::<LANES>();
+    let mut acc = [F::ZERO; LANES];
+    for (x, y) in ac.iter().zip(bc) {
+        for l in 0..LANES {
             acc[l] += x[l] * y[l];
         }
     }
-    let mut s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for i in chunks * 8..n {
-        s += a[i] * b[i];
+    let mut s = F::ZERO;
+    for (x, y) in ar.iter().zip(br) {
+        s += *x * *y;
     }
-    s
+    // Pairwise reduction of the lanes.
+    let mut width = LANES / 2;
+    while width > 0 {
+        for l in 0..width {
+            acc[l] += acc[l + width];
+        }
+        width /= 2;
+    }
+    acc[0] + s
 }
 
-/// y += a · x
-#[inline]
+/// y += a · x, over fixed 16-element chunks (see `dot`).
+#[inline(always)]
 pub fn axpy<F: Real>(y: &mut [F], a: F, x: &[F]) {
-    for (yi, &xi) in y.iter_mut().zip(x) {
+    let n = y.len().min(x.len());
+    let (yc, yr) = y[..n].as_chunks_mut::<LANES>();
+    let (xc, xr) = x[..n].as_chunks::<LANES>();
+    for (yv, xv) in yc.iter_mut().zip(xc) {
+        for l in 0..LANES {
+            yv[l] += a * xv[l];
+        }
+    }
+    for (yi, &xi) in yr.iter_mut().zip(xr) {
         *yi += a * xi;
     }
 }

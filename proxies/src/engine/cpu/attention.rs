@@ -6,7 +6,9 @@
 //! the causal window are never read). Work is split over the batch, so every task writes its
 //! own rows and results do not depend on the thread count.
 
-use crate::engine::real::{axpy, dot, Real};
+use crate::engine::real::Real;
+use crate::engine::simd::simd_dispatch;
+use crate::engine::simd::Simd;
 use rayon::prelude::*;
 
 /// Dimensions of one attention call.
@@ -40,41 +42,165 @@ impl AttnDims {
     }
 }
 
+/// Vector width the score loops are padded to (16 f32 lanes of AVX-512; a multiple of the
+/// narrower widths).
+const LANES: usize = 16;
+
+fn round_up(x: usize) -> usize {
+    x.div_ceil(LANES) * LANES
+}
+
+/// kt[e·tp + j] = x[j·w + off + e]: one head's keys (or values) transposed to (hd, tp) with
+/// rows padded to tp = round_up(t), so a query's scores against all keys are `hd` full-width
+/// axpys along the key axis rather than T dot products (which end in horizontal reductions).
+#[inline(always)]
+fn transpose_head<F: Real>(
+    kt: &mut [F],
+    x: &[F],
+    off: usize,
+    w: usize,
+    t: usize,
+    tp: usize,
+    hd: usize,
+) {
+    for j in 0..t {
+        let row = &x[j * w + off..j * w + off + hd];
+        for e in 0..hd {
+            kt[e * tp + j] = row[e];
+        }
+    }
+}
+
+/// The aligned key range covering the causal window [lo, i] of query i: [lo rounded down,
+/// i + 1 rounded up), within `limit`.
+#[inline(always)]
+fn span(lo: usize, i: usize, limit: usize) -> (usize, usize) {
+    (lo / LANES * LANES, round_up(i + 1).min(limit))
+}
+
+/// out[a..b] = Σ_e v[e] · xt[e·tp + a..e·tp + b]
+#[inline(always)]
+fn scores<F: Real, S: Simd>(out: &mut [F], v: &[F], xt: &[F], tp: usize, (a, b): (usize, usize)) {
+    let s = &mut out[a..b];
+    s.fill(F::ZERO);
+    F::lincomb::<S>(s, v, &xt[a..], tp);
+}
+
+simd_dispatch! {
+    /// One batch element: out_b (T, C), probs_b (H, T, T) from qkv_b (T, C + 2·G·hd). Every
+    /// probability row is written in full, zero outside the causal window.
+    fn forward_one<F: Real>(out_b: &mut [F], probs_b: &mut [F], qkv_b: &[F], d: AttnDims) {
+        let (t, c, w, hd) = (d.t, d.c(), d.qkv_width(), d.head_dim);
+        let tp = round_up(t);
+        let scale = F::ONE / F::usize(hd).sqrt();
+        let mut kt = vec![F::ZERO; hd * tp];
+        let mut q = vec![F::ZERO; hd];
+        let mut row = vec![F::ZERO; tp];
+        for h in 0..d.heads {
+            let (ko, vo) = (d.k_offset(h), d.v_offset(h));
+            if h % (d.heads / d.kv_heads) == 0 {
+                transpose_head(&mut kt, qkv_b, ko, w, t, tp, hd);
+            }
+            for i in 0..t {
+                for (qe, &x) in q.iter_mut().zip(&qkv_b[i * w + h * hd..i * w + (h + 1) * hd]) {
+                    *qe = x * scale;
+                }
+                let lo = d.first_key(i);
+                let (a, b) = span(lo, i, tp);
+                scores::<F, S>(&mut row, &q, &kt, tp, (a, b));
+                let max = F::max_of::<S>(&row[lo..=i]);
+                for x in &mut row[a..b] {
+                    *x = (*x - max).exp();
+                }
+                row[a..lo].fill(F::ZERO);
+                row[i + 1..b].fill(F::ZERO);
+                let inv = F::ONE / F::sum_of::<S>(&row[a..b]);
+                for x in &mut row[a..b] {
+                    *x *= inv;
+                }
+                let p = &mut probs_b[(h * t + i) * t..(h * t + i + 1) * t];
+                p.fill(F::ZERO);
+                p[lo..=i].copy_from_slice(&row[lo..=i]);
+                // o_i = Σ_j P_ij v_j
+                let o = &mut out_b[i * c + h * hd..i * c + (h + 1) * hd];
+                o.fill(F::ZERO);
+                F::lincomb::<S>(o, &p[lo..=i], &qkv_b[lo * w + vo..], w);
+            }
+        }
+    }
+}
+
+/// dst[j·t + i] = src[i·t + j] for an (t × t) matrix.
+#[inline(always)]
+fn transpose_square<F: Real>(dst: &mut [F], src: &[F], t: usize) {
+    for i in 0..t {
+        for j in 0..t {
+            dst[j * t + i] = src[i * t + j];
+        }
+    }
+}
+
+simd_dispatch! {
+    /// One batch element: dqkv_b (T, C + 2·G·hd) from dout_b (T, C). Per head, a pass over
+    /// queries gives dS and dq; a pass over keys gives dk and dv as register-accumulated sums
+    /// over the queries that saw each key.
+    fn backward_one<F: Real>(dqkv_b: &mut [F], dout_b: &[F], qkv_b: &[F], probs_b: &[F], d: AttnDims) {
+        let (t, c, w, hd) = (d.t, d.c(), d.qkv_width(), d.head_dim);
+        let tp = round_up(t);
+        let scale = F::ONE / F::usize(hd).sqrt();
+        dqkv_b.fill(F::ZERO);
+        let mut dp = vec![F::ZERO; tp];
+        let mut ds = vec![F::ZERO; t * t];
+        let mut ds_t = vec![F::ZERO; t * t];
+        let mut p_t = vec![F::ZERO; t * t];
+        let mut vt = vec![F::ZERO; hd * tp];
+        for h in 0..d.heads {
+            let (ko, vo) = (d.k_offset(h), d.v_offset(h));
+            if h % (d.heads / d.kv_heads) == 0 {
+                transpose_head(&mut vt, qkv_b, vo, w, t, tp, hd);
+            }
+            let probs_h = &probs_b[h * t * t..(h + 1) * t * t];
+            for i in 0..t {
+                let lo = d.first_key(i);
+                let (a, b) = span(lo, i, t);
+                let p = &probs_h[i * t..(i + 1) * t];
+                let g = &dout_b[i * c + h * hd..i * c + (h + 1) * hd];
+                // dP_ij = dO_i · v_j over the aligned span (P is zero outside the window).
+                scores::<F, S>(&mut dp, g, &vt, tp, (a, b));
+                let pdp = F::dot::<S>(&p[a..b], &dp[a..b]);
+                // dS_ij = P_ij (dP_ij − Σ_k P_ik dP_ik), scaled; zero outside the window.
+                let row = &mut ds[i * t..(i + 1) * t];
+                row.fill(F::ZERO);
+                for j in lo..=i {
+                    row[j] = p[j] * (dp[j] - pdp) * scale;
+                }
+                // dq_i = Σ_j dS_ij k_j
+                let dq = &mut dqkv_b[i * w + h * hd..i * w + (h + 1) * hd];
+                F::lincomb::<S>(dq, &row[lo..=i], &qkv_b[lo * w + ko..], w);
+            }
+            transpose_square(&mut p_t, probs_h, t);
+            transpose_square(&mut ds_t, &ds, t);
+            for j in 0..t {
+                // Queries that see key j: j ≤ i < j + window.
+                let hi = (j + d.window.min(t)).min(t);
+                // dv_j += Σ_i P_ij dO_i ;  dk_j += Σ_i dS_ij q_i
+                let dv = &mut dqkv_b[j * w + vo..j * w + vo + hd];
+                F::lincomb::<S>(dv, &p_t[j * t + j..j * t + hi], &dout_b[j * c + h * hd..], c);
+                let dk = &mut dqkv_b[j * w + ko..j * w + ko + hd];
+                F::lincomb::<S>(dk, &ds_t[j * t + j..j * t + hi], &qkv_b[j * w + h * hd..], w);
+            }
+        }
+    }
+}
+
 pub fn attention_forward<F: Real>(out: &mut [F], probs: &mut [F], qkv: &[F], d: AttnDims) {
-    let (t, c, w, hd) = (d.t, d.c(), d.qkv_width(), d.head_dim);
-    let scale = F::ONE / F::usize(hd).sqrt();
+    let (t, c, w) = (d.t, d.c(), d.qkv_width());
     out[..d.b * t * c]
         .par_chunks_mut(t * c)
         .zip(probs[..d.b * d.heads * t * t].par_chunks_mut(d.heads * t * t))
         .enumerate()
         .for_each(|(bi, (out_b, probs_b))| {
-            let qkv_b = &qkv[bi * t * w..(bi + 1) * t * w];
-            for h in 0..d.heads {
-                let (ko, vo) = (d.k_offset(h), d.v_offset(h));
-                for i in 0..t {
-                    let q = &qkv_b[i * w + h * hd..i * w + (h + 1) * hd];
-                    let lo = d.first_key(i);
-                    let p = &mut probs_b[(h * t + i) * t..(h * t + i + 1) * t];
-                    let mut max = F::from_f64(f64::NEG_INFINITY);
-                    for j in lo..=i {
-                        let s = dot(q, &qkv_b[j * w + ko..j * w + ko + hd]) * scale;
-                        p[j] = s;
-                        max = max.max(s);
-                    }
-                    let mut sum = F::ZERO;
-                    for pj in &mut p[lo..=i] {
-                        *pj = (*pj - max).exp();
-                        sum += *pj;
-                    }
-                    let inv = F::ONE / sum;
-                    let o = &mut out_b[i * c + h * hd..i * c + (h + 1) * hd];
-                    o.fill(F::ZERO);
-                    for j in lo..=i {
-                        p[j] *= inv;
-                        axpy(o, p[j], &qkv_b[j * w + vo..j * w + vo + hd]);
-                    }
-                }
-            }
+            forward_one(out_b, probs_b, &qkv[bi * t * w..(bi + 1) * t * w], d)
         });
 }
 
@@ -86,40 +212,18 @@ pub fn attention_backward<F: Real>(
     probs: &[F],
     d: AttnDims,
 ) {
-    let (t, c, w, hd) = (d.t, d.c(), d.qkv_width(), d.head_dim);
-    let scale = F::ONE / F::usize(hd).sqrt();
+    let (t, c, w) = (d.t, d.c(), d.qkv_width());
+    let hp = d.heads * t * t;
     dqkv[..d.b * t * w]
         .par_chunks_mut(t * w)
         .enumerate()
         .for_each(|(bi, dqkv_b)| {
-            dqkv_b.fill(F::ZERO);
-            let qkv_b = &qkv[bi * t * w..(bi + 1) * t * w];
-            let probs_b = &probs[bi * d.heads * t * t..(bi + 1) * d.heads * t * t];
-            let dout_b = &dout[bi * t * c..(bi + 1) * t * c];
-            let mut dp = vec![F::ZERO; t];
-            for h in 0..d.heads {
-                let (ko, vo) = (d.k_offset(h), d.v_offset(h));
-                for i in 0..t {
-                    let lo = d.first_key(i);
-                    let p = &probs_b[(h * t + i) * t..(h * t + i + 1) * t];
-                    let g = &dout_b[i * c + h * hd..i * c + (h + 1) * hd];
-                    // dP_ij = dO_i · v_j ;  dv_j += P_ij · dO_i
-                    let mut pdp = F::ZERO;
-                    for j in lo..=i {
-                        dp[j] = dot(g, &qkv_b[j * w + vo..j * w + vo + hd]);
-                        pdp += p[j] * dp[j];
-                        axpy(&mut dqkv_b[j * w + vo..j * w + vo + hd], p[j], g);
-                    }
-                    // dS_ij = P_ij (dP_ij − Σ_k P_ik dP_ik); dq_i += s·dS_ij k_j; dk_j += s·dS_ij q_i
-                    for j in lo..=i {
-                        let ds = p[j] * (dp[j] - pdp) * scale;
-                        let (kj, qi) = (j * w + ko, i * w + h * hd);
-                        for e in 0..hd {
-                            dqkv_b[qi + e] += ds * qkv_b[kj + e];
-                            dqkv_b[kj + e] += ds * qkv_b[qi + e];
-                        }
-                    }
-                }
-            }
+            backward_one(
+                dqkv_b,
+                &dout[bi * t * c..(bi + 1) * t * c],
+                &qkv[bi * t * w..(bi + 1) * t * w],
+                &probs[bi * hp..(bi + 1) * hp],
+                d,
+            )
         });
 }

@@ -1,12 +1,66 @@
 //! LayerNorm over the last dimension (eps 1e-5), with the mean and 1/std cached for backward.
 
 use crate::engine::real::Real;
+use crate::engine::simd::simd_dispatch;
 use rayon::prelude::*;
 
 pub const EPS: f64 = 1e-5;
 
 /// Rows per task: fixed, so reductions are summed in the same order whatever the thread count.
 const ROWS_PER_CHUNK: usize = 64;
+
+simd_dispatch! {
+    fn forward_rows<F: Real>(out: &mut [F], mean: &mut [F], rstd: &mut [F], inp: &[F], w: &[F], b: &[F], c: usize) {
+        let eps = F::from_f64(EPS);
+        for (r, (o, x)) in out.chunks_exact_mut(c).zip(inp.chunks_exact(c)).enumerate() {
+            let mu = x.iter().copied().sum::<F>() / F::usize(c);
+            let var = x.iter().map(|&v| (v - mu) * (v - mu)).sum::<F>() / F::usize(c);
+            let rs = F::ONE / (var + eps).sqrt();
+            for i in 0..c {
+                o[i] = (x[i] - mu) * rs * w[i] + b[i];
+            }
+            mean[r] = mu;
+            rstd[r] = rs;
+        }
+    }
+}
+
+simd_dispatch! {
+    /// dinp rows += LN′ · dout; the chunk's weight and bias gradients go to pw, pb.
+    fn backward_rows<F: Real>(
+        dinp: &mut [F],
+        pw: &mut [F],
+        pb: &mut [F],
+        dout: &[F],
+        inp: &[F],
+        w: &[F],
+        mean: &[F],
+        rstd: &[F],
+        c: usize,
+    ) {
+        for (r, di) in dinp.chunks_exact_mut(c).enumerate() {
+            let (x, g) = (&inp[r * c..(r + 1) * c], &dout[r * c..(r + 1) * c]);
+            let (mu, rs) = (mean[r], rstd[r]);
+            let mut mean_dnorm = F::ZERO;
+            let mut mean_dnorm_norm = F::ZERO;
+            for i in 0..c {
+                let norm = (x[i] - mu) * rs;
+                let dnorm = w[i] * g[i];
+                mean_dnorm += dnorm;
+                mean_dnorm_norm += dnorm * norm;
+            }
+            mean_dnorm /= F::usize(c);
+            mean_dnorm_norm /= F::usize(c);
+            for i in 0..c {
+                let norm = (x[i] - mu) * rs;
+                let dnorm = w[i] * g[i];
+                pb[i] += g[i];
+                pw[i] += norm * g[i];
+                di[i] += (dnorm - mean_dnorm - norm * mean_dnorm_norm) * rs;
+            }
+        }
+    }
+}
 
 /// out[n, c] = (inp − mean) · rstd · w + b;  mean[n], rstd[n] cached.
 pub fn layernorm_forward<F: Real>(
@@ -18,22 +72,13 @@ pub fn layernorm_forward<F: Real>(
     b: &[F],
     (n, c): (usize, usize),
 ) {
-    let eps = F::from_f64(EPS);
+    let rows = ROWS_PER_CHUNK;
     out[..n * c]
-        .par_chunks_mut(c)
-        .zip(mean[..n].par_iter_mut())
-        .zip(rstd[..n].par_iter_mut())
-        .zip(inp[..n * c].par_chunks(c))
-        .for_each(|(((o, m), r), x)| {
-            let mu = x.iter().copied().sum::<F>() / F::usize(c);
-            let var = x.iter().map(|&v| (v - mu) * (v - mu)).sum::<F>() / F::usize(c);
-            let rs = F::ONE / (var + eps).sqrt();
-            for i in 0..c {
-                o[i] = (x[i] - mu) * rs * w[i] + b[i];
-            }
-            *m = mu;
-            *r = rs;
-        });
+        .par_chunks_mut(c * rows)
+        .zip(mean[..n].par_chunks_mut(rows))
+        .zip(rstd[..n].par_chunks_mut(rows))
+        .zip(inp[..n * c].par_chunks(c * rows))
+        .for_each(|(((o, m), r), x)| forward_rows(o, m, r, x, &w[..c], &b[..c], c));
 }
 
 /// dinp[n, c] += LN′ · dout; dw, db accumulate.
@@ -49,34 +94,25 @@ pub fn layernorm_backward<F: Real>(
     rstd: &[F],
     (n, c): (usize, usize),
 ) {
+    let rows = ROWS_PER_CHUNK;
     let partials: Vec<(Vec<F>, Vec<F>)> = dinp[..n * c]
-        .par_chunks_mut(c * ROWS_PER_CHUNK)
+        .par_chunks_mut(c * rows)
         .enumerate()
-        .map(|(chunk, dinp_rows)| {
-            let mut pw = vec![F::ZERO; c];
-            let mut pb = vec![F::ZERO; c];
-            for (k, di) in dinp_rows.chunks_exact_mut(c).enumerate() {
-                let row = chunk * ROWS_PER_CHUNK + k;
-                let (x, g) = (&inp[row * c..(row + 1) * c], &dout[row * c..(row + 1) * c]);
-                let (mu, rs) = (mean[row], rstd[row]);
-                let mut mean_dnorm = F::ZERO;
-                let mut mean_dnorm_norm = F::ZERO;
-                for i in 0..c {
-                    let norm = (x[i] - mu) * rs;
-                    let dnorm = w[i] * g[i];
-                    mean_dnorm += dnorm;
-                    mean_dnorm_norm += dnorm * norm;
-                }
-                mean_dnorm /= F::usize(c);
-                mean_dnorm_norm /= F::usize(c);
-                for i in 0..c {
-                    let norm = (x[i] - mu) * rs;
-                    let dnorm = w[i] * g[i];
-                    pb[i] += g[i];
-                    pw[i] += norm * g[i];
-                    di[i] += (dnorm - mean_dnorm - norm * mean_dnorm_norm) * rs;
-                }
-            }
+        .map(|(chunk, d)| {
+            let (mut pw, mut pb) = (vec![F::ZERO; c], vec![F::ZERO; c]);
+            let r0 = chunk * rows;
+            let r1 = r0 + d.len() / c;
+            backward_rows(
+                d,
+                &mut pw,
+                &mut pb,
+                &dout[r0 * c..r1 * c],
+                &inp[r0 * c..r1 * c],
+                &w[..c],
+                &mean[r0..r1],
+                &rstd[r0..r1],
+                c,
+            );
             (pw, pb)
         })
         .collect();

@@ -3,10 +3,11 @@
 //! Shapes: qkv (B, T, 3C) as q | k | v with H heads of hd; out (B, T, C); den (B, H, T) caches
 //! the normalisers. Work is split over the batch.
 
-use crate::engine::real::{dot, Real};
+use crate::engine::real::Real;
+use crate::engine::simd::simd_dispatch;
 use rayon::prelude::*;
 
-#[inline]
+#[inline(always)]
 pub fn phi<F: Real>(x: F) -> F {
     if x > F::ZERO {
         x + F::ONE
@@ -15,7 +16,7 @@ pub fn phi<F: Real>(x: F) -> F {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn dphi<F: Real>(x: F) -> F {
     if x > F::ZERO {
         F::ONE
@@ -24,21 +25,12 @@ fn dphi<F: Real>(x: F) -> F {
     }
 }
 
-pub fn linear_attention_forward<F: Real>(
-    out: &mut [F],
-    den: &mut [F],
-    qkv: &[F],
-    (b, t, heads, hd): (usize, usize, usize, usize),
-) {
-    let c = heads * hd;
-    let w = 3 * c;
-    out[..b * t * c]
-        .par_chunks_mut(t * c)
-        .zip(den[..b * heads * t].par_chunks_mut(heads * t))
-        .enumerate()
-        .for_each(|(bi, (out_b, den_b))| {
-            let qkv_b = &qkv[bi * t * w..(bi + 1) * t * w];
-            let mut s = vec![F::ZERO; hd * hd];
+simd_dispatch! {
+    /// One batch element: out_b (T, C), den_b (H, T) from qkv_b (T, 3C).
+    fn forward_one<F: Real>(out_b: &mut [F], den_b: &mut [F], qkv_b: &[F], t: usize, heads: usize, hd: usize) {
+        let c = heads * hd;
+        let w = 3 * c;
+        let mut s = vec![F::ZERO; hd * hd];
             let (mut z, mut fq, mut fk) = (vec![F::ZERO; hd], vec![F::ZERO; hd], vec![F::ZERO; hd]);
             for h in 0..heads {
                 s.fill(F::ZERO);
@@ -57,7 +49,7 @@ pub fn linear_attention_forward<F: Real>(
                         }
                         z[dd] += fk[dd];
                     }
-                    let dn = dot(&fq, &z);
+                    let dn = F::dot::<S>(&fq, &z);
                     den_b[h * t + i] = dn;
                     let o = &mut out_b[i * c + h * hd..i * c + (h + 1) * hd];
                     o.fill(F::ZERO);
@@ -69,31 +61,24 @@ pub fn linear_attention_forward<F: Real>(
                     }
                 }
             }
-        });
+    }
 }
 
-/// Writes dqkv (B, T, 3C). Needs the forward output `out` and the cached normalisers `den`.
-pub fn linear_attention_backward<F: Real>(
-    dqkv: &mut [F],
-    dout: &[F],
-    qkv: &[F],
-    out: &[F],
-    den: &[F],
-    (b, t, heads, hd): (usize, usize, usize, usize),
-) {
-    let c = heads * hd;
-    let w = 3 * c;
-    dqkv[..b * t * w]
-        .par_chunks_mut(t * w)
-        .enumerate()
-        .for_each(|(bi, dqkv_b)| {
-            let qkv_b = &qkv[bi * t * w..(bi + 1) * t * w];
-            let (out_b, dout_b) = (
-                &out[bi * t * c..(bi + 1) * t * c],
-                &dout[bi * t * c..(bi + 1) * t * c],
-            );
-            let den_b = &den[bi * heads * t..(bi + 1) * heads * t];
-            let mut s = vec![F::ZERO; hd * hd];
+simd_dispatch! {
+    /// One batch element: dqkv_b (T, 3C).
+    fn backward_one<F: Real>(
+        dqkv_b: &mut [F],
+        dout_b: &[F],
+        qkv_b: &[F],
+        out_b: &[F],
+        den_b: &[F],
+        t: usize,
+        heads: usize,
+        hd: usize,
+    ) {
+        let c = heads * hd;
+        let w = 3 * c;
+        let mut s = vec![F::ZERO; hd * hd];
             let mut z = vec![F::ZERO; hd];
             let mut dnum = vec![F::ZERO; t * hd];
             let mut dden = vec![F::ZERO; t];
@@ -116,14 +101,14 @@ pub fn linear_attention_backward<F: Real>(
                     let g = &dout_b[i * c + h * hd..i * c + (h + 1) * hd];
                     let o = &out_b[i * c + h * hd..i * c + (h + 1) * hd];
                     let dn = den_b[h * t + i];
-                    let dd_i = -dot(g, o) / dn;
+                    let dd_i = -F::dot::<S>(g, o) / dn;
                     dden[i] = dd_i;
                     for e in 0..hd {
                         dnum[i * hd + e] = g[e] / dn;
                     }
                     for dd in 0..hd {
                         let q = row[h * hd + dd];
-                        let dfq = dot(&s[dd * hd..(dd + 1) * hd], &dnum[i * hd..(i + 1) * hd])
+                        let dfq = F::dot::<S>(&s[dd * hd..(dd + 1) * hd], &dnum[i * hd..(i + 1) * hd])
                             + z[dd] * dd_i;
                         dqkv_b[i * w + h * hd + dd] = dfq * dphi(q);
                     }
@@ -147,7 +132,7 @@ pub fn linear_attention_backward<F: Real>(
                     }
                     let v = &row[2 * c + h * hd..2 * c + (h + 1) * hd];
                     for dd in 0..hd {
-                        let dfk = dot(&s[dd * hd..(dd + 1) * hd], v) + z[dd];
+                        let dfk = F::dot::<S>(&s[dd * hd..(dd + 1) * hd], v) + z[dd];
                         dqkv_b[j * w + c + h * hd + dd] = dfk * dphi(row[c + h * hd + dd]);
                     }
                     for e in 0..hd {
@@ -159,5 +144,58 @@ pub fn linear_attention_backward<F: Real>(
                     }
                 }
             }
+    }
+}
+
+pub fn linear_attention_forward<F: Real>(
+    out: &mut [F],
+    den: &mut [F],
+    qkv: &[F],
+    (b, t, heads, hd): (usize, usize, usize, usize),
+) {
+    let c = heads * hd;
+    let w = 3 * c;
+    out[..b * t * c]
+        .par_chunks_mut(t * c)
+        .zip(den[..b * heads * t].par_chunks_mut(heads * t))
+        .enumerate()
+        .for_each(|(bi, (out_b, den_b))| {
+            forward_one(
+                out_b,
+                den_b,
+                &qkv[bi * t * w..(bi + 1) * t * w],
+                t,
+                heads,
+                hd,
+            )
+        });
+}
+
+/// Writes dqkv (B, T, 3C). Needs the forward output `out` and the cached normalisers `den`.
+pub fn linear_attention_backward<F: Real>(
+    dqkv: &mut [F],
+    dout: &[F],
+    qkv: &[F],
+    out: &[F],
+    den: &[F],
+    (b, t, heads, hd): (usize, usize, usize, usize),
+) {
+    let c = heads * hd;
+    let w = 3 * c;
+    dqkv[..b * t * w]
+        .par_chunks_mut(t * w)
+        .enumerate()
+        .for_each(|(bi, dqkv_b)| {
+            let rows = bi * t * c..(bi + 1) * t * c;
+            backward_one(
+                dqkv_b,
+                &dout[rows.clone()],
+                &qkv[bi * t * w..(bi + 1) * t * w],
+                &out[rows],
+                &den[bi * heads * t..(bi + 1) * heads * t],
+                t,
+                heads,
+                hd,
+            )
         });
 }

@@ -1,6 +1,7 @@
 //! Small elementwise operations and reductions.
 
 use crate::engine::real::Real;
+use crate::engine::simd::simd_dispatch;
 use rayon::prelude::*;
 
 const CHUNK: usize = 4096;
@@ -58,6 +59,25 @@ pub struct AdamW {
     pub grad_scale: f64,
 }
 
+simd_dispatch! {
+    fn adamw_chunk<F: Real>(p: &mut [F], g: &[F], m: &mut [F], v: &mut [F], o: AdamW, c1: f64, c2: f64, wd: f64) {
+        // f32 arithmetic for f32 parameters keeps this vectorised; f64 runs in f64.
+        let (b1, b2) = (F::from_f64(o.beta1), F::from_f64(o.beta2));
+        let (one_b1, one_b2) = (F::from_f64(1.0 - o.beta1), F::from_f64(1.0 - o.beta2));
+        let (scale, lr, eps) = (F::from_f64(o.grad_scale), F::from_f64(o.lr), F::from_f64(o.eps));
+        let (inv_c1, inv_c2, wd) = (F::from_f64(1.0 / c1), F::from_f64(1.0 / c2), F::from_f64(wd));
+        let n = p.len().min(g.len()).min(m.len()).min(v.len());
+        for i in 0..n {
+            let gi = g[i] * scale;
+            let mi = b1 * m[i] + one_b1 * gi;
+            let vi = b2 * v[i] + one_b2 * gi * gi;
+            m[i] = mi;
+            v[i] = vi;
+            p[i] -= lr * ((mi * inv_c1) / ((vi * inv_c2).sqrt() + eps) + wd * p[i]);
+        }
+    }
+}
+
 /// One decoupled-weight-decay Adam update of `param` (Loshchilov & Hutter, 2019).
 pub fn adamw_update<F: Real>(
     param: &mut [F],
@@ -75,15 +95,5 @@ pub fn adamw_update<F: Real>(
         .zip(grad.par_chunks(CHUNK))
         .zip(m.par_chunks_mut(CHUNK))
         .zip(v.par_chunks_mut(CHUNK))
-        .for_each(|(((p, g), m), v)| {
-            for i in 0..p.len() {
-                let gi = g[i].to_f64() * o.grad_scale;
-                let mi = o.beta1 * m[i].to_f64() + (1.0 - o.beta1) * gi;
-                let vi = o.beta2 * v[i].to_f64() + (1.0 - o.beta2) * gi * gi;
-                m[i] = F::from_f64(mi);
-                v[i] = F::from_f64(vi);
-                let update = (mi / c1) / ((vi / c2).sqrt() + o.eps) + wd * p[i].to_f64();
-                p[i] = F::from_f64(p[i].to_f64() - o.lr * update);
-            }
-        });
+        .for_each(|(((p, g), m), v)| adamw_chunk(p, g, m, v, o, c1, c2, wd));
 }

@@ -1,0 +1,622 @@
+//! Runtime CPU-feature dispatch for the engine's own loops (the `gemm` crate dispatches its own).
+//!
+//! `simd_dispatch!` compiles a kernel's inner work for AVX-512, AVX2+FMA and plain x86-64 and
+//! picks one at run time, so a binary built for any x86-64 still uses the widest vectors the
+//! machine offers.
+
+use std::sync::OnceLock;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Avx512,
+    Avx2,
+    Baseline,
+}
+
+/// The instruction set the engine's loops use on this machine. `GENAS_SIMD=baseline|avx2`
+/// forces a lower level (for benchmarks and tests).
+pub fn level() -> Level {
+    static LEVEL: OnceLock<Level> = OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let forced = std::env::var("GENAS_SIMD").ok();
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx512 = is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512dq")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("fma");
+            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            match forced.as_deref() {
+                Some("baseline") => Level::Baseline,
+                Some("avx2") if avx2 => Level::Avx2,
+                _ if avx512 && forced.as_deref() != Some("avx2") => Level::Avx512,
+                _ if avx2 => Level::Avx2,
+                _ => Level::Baseline,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = forced;
+            Level::Baseline
+        }
+    })
+}
+
+/// Defines a function whose body is compiled three times — for AVX-512, for AVX2+FMA and for
+/// plain x86-64 — and runs the best version the CPU supports. The body and every
+/// `#[inline(always)]` helper it calls are inlined into each version and vectorised for its
+/// instruction set (a closure would not be: it stays a baseline function). Use it for the work
+/// of one rayon task, not around the parallel loop.
+macro_rules! simd_dispatch {
+    ($(#[$m:meta])* $vis:vis fn $name:ident<$F:ident: Real>($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name<$F: Real>($($arg: $ty),*) {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments, clippy::extra_unused_type_parameters)]
+            fn imp<$F: Real, S: $crate::engine::simd::Simd>($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx512<$F: Real>($($arg: $ty),*) {
+                imp::<$F, $crate::engine::simd::Avx512>($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx2<$F: Real>($($arg: $ty),*) {
+                imp::<$F, $crate::engine::simd::Avx2>($($arg),*)
+            }
+            match $crate::engine::simd::level() {
+                // SAFETY: `level()` reports these only after detecting every feature enabled.
+                #[cfg(target_arch = "x86_64")]
+                $crate::engine::simd::Level::Avx512 => unsafe { avx512($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                $crate::engine::simd::Level::Avx2 => unsafe { avx2($($arg),*) },
+                _ => imp::<$F, $crate::engine::simd::Scalar>($($arg),*),
+            }
+        }
+    };
+}
+pub(crate) use simd_dispatch;
+
+/// The vector primitives a kernel body uses, per instruction set. Inside a `simd_dispatch!` body
+/// the type parameter `S` names the set the body is being compiled for.
+pub trait Simd: 'static {
+    /// y += a · x
+    fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]);
+    /// Σ a·b
+    fn dot_f32(a: &[f32], b: &[f32]) -> f32;
+    /// out[k] += Σ_r c[r] · m[r·stride + k] for k < out.len(): a linear combination of rows,
+    /// accumulated in registers (chained axpys into one `out` would be bound by store-to-load
+    /// latency instead of arithmetic).
+    fn lincomb_f32(out: &mut [f32], c: &[f32], m: &[f32], stride: usize);
+    /// Σ x (in lane order, then a tree: not sequential order).
+    fn sum_f32(x: &[f32]) -> f32;
+    /// max x (NaN-free input assumed; −∞ for an empty slice).
+    fn max_f32(x: &[f32]) -> f32;
+}
+
+/// Plain code, for CPUs without AVX2 (and other architectures).
+pub struct Scalar;
+
+impl Simd for Scalar {
+    #[inline(always)]
+    fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
+        for (yi, &xi) in y.iter_mut().zip(x) {
+            *yi += a * xi;
+        }
+    }
+    #[inline(always)]
+    fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+        let mut acc = [0.0f32; 8];
+        let (ac, ar) = a.as_chunks::<8>();
+        let (bc, br) = b.as_chunks::<8>();
+        for (x, y) in ac.iter().zip(bc) {
+            for l in 0..8 {
+                acc[l] += x[l] * y[l];
+            }
+        }
+        let tail: f32 = ar.iter().zip(br).map(|(x, y)| x * y).sum();
+        acc.iter().sum::<f32>() + tail
+    }
+    #[inline(always)]
+    fn lincomb_f32(out: &mut [f32], c: &[f32], m: &[f32], stride: usize) {
+        lincomb_scalar(out, c, m, stride)
+    }
+    #[inline(always)]
+    fn sum_f32(x: &[f32]) -> f32 {
+        x.iter().sum()
+    }
+    #[inline(always)]
+    fn max_f32(x: &[f32]) -> f32 {
+        x.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+    }
+}
+
+/// Portable `lincomb`, also used for f64.
+#[inline(always)]
+pub fn lincomb_scalar<F: Copy + std::ops::Mul<Output = F> + std::ops::AddAssign>(
+    out: &mut [F],
+    c: &[F],
+    m: &[F],
+    stride: usize,
+) {
+    let n = out.len();
+    for (r, &cr) in c.iter().enumerate() {
+        let row = &m[r * stride..r * stride + n];
+        for (o, &x) in out.iter_mut().zip(row) {
+            *o += cr * x;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub use x86::{Avx2, Avx512};
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::Simd;
+    use std::arch::x86_64::*;
+
+    /// AVX-512: 16 lanes, tails by masked loads and stores (no scalar remainder).
+    pub struct Avx512;
+    /// AVX2 + FMA: 8 lanes, scalar tails.
+    pub struct Avx2;
+
+    impl Simd for Avx512 {
+        #[inline(always)]
+        fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
+            // SAFETY: only instantiated inside functions compiled for AVX-512, which
+            // `simd_dispatch!` runs only after detecting it.
+            unsafe { axpy512(y, a, x) }
+        }
+        #[inline(always)]
+        fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+            // SAFETY: as above.
+            unsafe { dot512(a, b) }
+        }
+        #[inline(always)]
+        fn lincomb_f32(out: &mut [f32], c: &[f32], m: &[f32], stride: usize) {
+            assert!(c.is_empty() || m.len() >= (c.len() - 1) * stride + out.len());
+            // SAFETY: as above; the assertion bounds every row read.
+            unsafe { lincomb512(out, c, m, stride) }
+        }
+        #[inline(always)]
+        fn sum_f32(x: &[f32]) -> f32 {
+            // SAFETY: as above.
+            unsafe { sum512(x) }
+        }
+        #[inline(always)]
+        fn max_f32(x: &[f32]) -> f32 {
+            // SAFETY: as above.
+            unsafe { max512(x) }
+        }
+    }
+
+    impl Simd for Avx2 {
+        #[inline(always)]
+        fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
+            // SAFETY: only instantiated inside functions compiled for AVX2 + FMA.
+            unsafe { axpy256(y, a, x) }
+        }
+        #[inline(always)]
+        fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+            // SAFETY: as above.
+            unsafe { dot256(a, b) }
+        }
+        #[inline(always)]
+        fn lincomb_f32(out: &mut [f32], c: &[f32], m: &[f32], stride: usize) {
+            assert!(c.is_empty() || m.len() >= (c.len() - 1) * stride + out.len());
+            // SAFETY: as above; the assertion bounds every row read.
+            unsafe { lincomb256(out, c, m, stride) }
+        }
+        #[inline(always)]
+        fn sum_f32(x: &[f32]) -> f32 {
+            // SAFETY: as above.
+            unsafe { sum256(x) }
+        }
+        #[inline(always)]
+        fn max_f32(x: &[f32]) -> f32 {
+            // SAFETY: as above.
+            unsafe { max256(x) }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn sum512(x: &[f32]) -> f32 {
+        let (n, p) = (x.len(), x.as_ptr());
+        let mut acc = _mm512_setzero_ps();
+        let mut i = 0;
+        while i + 16 <= n {
+            acc = _mm512_add_ps(acc, _mm512_loadu_ps(p.add(i)));
+            i += 16;
+        }
+        if i < n {
+            acc = _mm512_add_ps(
+                acc,
+                _mm512_maskz_loadu_ps(((1u32 << (n - i)) - 1) as u16, p.add(i)),
+            );
+        }
+        _mm512_reduce_add_ps(acc)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn max512(x: &[f32]) -> f32 {
+        let (n, p) = (x.len(), x.as_ptr());
+        let mut acc = _mm512_set1_ps(f32::NEG_INFINITY);
+        let mut i = 0;
+        while i + 16 <= n {
+            acc = _mm512_max_ps(acc, _mm512_loadu_ps(p.add(i)));
+            i += 16;
+        }
+        if i < n {
+            let m = ((1u32 << (n - i)) - 1) as u16;
+            acc = _mm512_mask_max_ps(acc, m, acc, _mm512_maskz_loadu_ps(m, p.add(i)));
+        }
+        _mm512_reduce_max_ps(acc)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn sum256(x: &[f32]) -> f32 {
+        let (n, p) = (x.len(), x.as_ptr());
+        let mut acc = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 8 <= n {
+            acc = _mm256_add_ps(acc, _mm256_loadu_ps(p.add(i)));
+            i += 8;
+        }
+        let mut lanes = [0.0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+        let mut total = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+            + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+        while i < n {
+            total += *p.add(i);
+            i += 1;
+        }
+        total
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn max256(x: &[f32]) -> f32 {
+        let (n, p) = (x.len(), x.as_ptr());
+        let mut acc = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut i = 0;
+        while i + 8 <= n {
+            acc = _mm256_max_ps(acc, _mm256_loadu_ps(p.add(i)));
+            i += 8;
+        }
+        let mut lanes = [0.0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+        let mut m = lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        while i < n {
+            m = m.max(*p.add(i));
+            i += 1;
+        }
+        m
+    }
+
+    /// `lincomb` over 16-lane blocks, four blocks (four independent accumulators) at a time.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn lincomb512(out: &mut [f32], c: &[f32], m: &[f32], stride: usize) {
+        let n = out.len();
+        let (op, mp) = (out.as_mut_ptr(), m.as_ptr());
+        let mut k = 0;
+        while k < n {
+            let blocks = (n - k).div_ceil(16).min(4);
+            let mask = |b: usize| -> __mmask16 {
+                let left = n - (k + 16 * b);
+                if left >= 16 {
+                    0xFFFF
+                } else {
+                    ((1u32 << left) - 1) as u16
+                }
+            };
+            let (m0, m1, m2, m3) = (
+                mask(0),
+                if blocks > 1 { mask(1) } else { 0 },
+                if blocks > 2 { mask(2) } else { 0 },
+                if blocks > 3 { mask(3) } else { 0 },
+            );
+            let mut a0 = _mm512_maskz_loadu_ps(m0, op.add(k));
+            let mut a1 = _mm512_maskz_loadu_ps(m1, op.add(k + 16));
+            let mut a2 = _mm512_maskz_loadu_ps(m2, op.add(k + 32));
+            let mut a3 = _mm512_maskz_loadu_ps(m3, op.add(k + 48));
+            for (r, &cr) in c.iter().enumerate() {
+                let cv = _mm512_set1_ps(cr);
+                let row = mp.add(r * stride + k);
+                a0 = _mm512_fmadd_ps(cv, _mm512_maskz_loadu_ps(m0, row), a0);
+                if blocks > 1 {
+                    a1 = _mm512_fmadd_ps(cv, _mm512_maskz_loadu_ps(m1, row.add(16)), a1);
+                }
+                if blocks > 2 {
+                    a2 = _mm512_fmadd_ps(cv, _mm512_maskz_loadu_ps(m2, row.add(32)), a2);
+                }
+                if blocks > 3 {
+                    a3 = _mm512_fmadd_ps(cv, _mm512_maskz_loadu_ps(m3, row.add(48)), a3);
+                }
+            }
+            _mm512_mask_storeu_ps(op.add(k), m0, a0);
+            _mm512_mask_storeu_ps(op.add(k + 16), m1, a1);
+            _mm512_mask_storeu_ps(op.add(k + 32), m2, a2);
+            _mm512_mask_storeu_ps(op.add(k + 48), m3, a3);
+            k += 64;
+        }
+    }
+
+    /// `lincomb` over 8-lane blocks, four at a time; a scalar tail.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn lincomb256(out: &mut [f32], c: &[f32], m: &[f32], stride: usize) {
+        let n = out.len();
+        let (op, mp) = (out.as_mut_ptr(), m.as_ptr());
+        let mut k = 0;
+        while k + 32 <= n {
+            let (mut a0, mut a1, mut a2, mut a3) = (
+                _mm256_loadu_ps(op.add(k)),
+                _mm256_loadu_ps(op.add(k + 8)),
+                _mm256_loadu_ps(op.add(k + 16)),
+                _mm256_loadu_ps(op.add(k + 24)),
+            );
+            for (r, &cr) in c.iter().enumerate() {
+                let cv = _mm256_set1_ps(cr);
+                let row = mp.add(r * stride + k);
+                a0 = _mm256_fmadd_ps(cv, _mm256_loadu_ps(row), a0);
+                a1 = _mm256_fmadd_ps(cv, _mm256_loadu_ps(row.add(8)), a1);
+                a2 = _mm256_fmadd_ps(cv, _mm256_loadu_ps(row.add(16)), a2);
+                a3 = _mm256_fmadd_ps(cv, _mm256_loadu_ps(row.add(24)), a3);
+            }
+            _mm256_storeu_ps(op.add(k), a0);
+            _mm256_storeu_ps(op.add(k + 8), a1);
+            _mm256_storeu_ps(op.add(k + 16), a2);
+            _mm256_storeu_ps(op.add(k + 24), a3);
+            k += 32;
+        }
+        while k + 8 <= n {
+            let mut a0 = _mm256_loadu_ps(op.add(k));
+            for (r, &cr) in c.iter().enumerate() {
+                a0 = _mm256_fmadd_ps(
+                    _mm256_set1_ps(cr),
+                    _mm256_loadu_ps(mp.add(r * stride + k)),
+                    a0,
+                );
+            }
+            _mm256_storeu_ps(op.add(k), a0);
+            k += 8;
+        }
+        while k < n {
+            let mut a = *op.add(k);
+            for (r, &cr) in c.iter().enumerate() {
+                a += cr * *mp.add(r * stride + k);
+            }
+            *op.add(k) = a;
+            k += 1;
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn axpy512(y: &mut [f32], a: f32, x: &[f32]) {
+        let n = y.len().min(x.len());
+        let (yp, xp) = (y.as_mut_ptr(), x.as_ptr());
+        let av = _mm512_set1_ps(a);
+        let mut i = 0;
+        while i + 16 <= n {
+            let v = _mm512_fmadd_ps(av, _mm512_loadu_ps(xp.add(i)), _mm512_loadu_ps(yp.add(i)));
+            _mm512_storeu_ps(yp.add(i), v);
+            i += 16;
+        }
+        if i < n {
+            // 0 < n − i < 16 here.
+            let m: __mmask16 = ((1u32 << (n - i)) - 1) as u16;
+            let v = _mm512_fmadd_ps(
+                av,
+                _mm512_maskz_loadu_ps(m, xp.add(i)),
+                _mm512_maskz_loadu_ps(m, yp.add(i)),
+            );
+            _mm512_mask_storeu_ps(yp.add(i), m, v);
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dot512(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let mut i = 0;
+        while i + 32 <= n {
+            s0 = _mm512_fmadd_ps(_mm512_loadu_ps(ap.add(i)), _mm512_loadu_ps(bp.add(i)), s0);
+            s1 = _mm512_fmadd_ps(
+                _mm512_loadu_ps(ap.add(i + 16)),
+                _mm512_loadu_ps(bp.add(i + 16)),
+                s1,
+            );
+            i += 32;
+        }
+        if i + 16 <= n {
+            s0 = _mm512_fmadd_ps(_mm512_loadu_ps(ap.add(i)), _mm512_loadu_ps(bp.add(i)), s0);
+            i += 16;
+        }
+        if i < n {
+            let m: __mmask16 = ((1u32 << (n - i)) - 1) as u16;
+            s1 = _mm512_fmadd_ps(
+                _mm512_maskz_loadu_ps(m, ap.add(i)),
+                _mm512_maskz_loadu_ps(m, bp.add(i)),
+                s1,
+            );
+        }
+        _mm512_reduce_add_ps(_mm512_add_ps(s0, s1))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn axpy256(y: &mut [f32], a: f32, x: &[f32]) {
+        let n = y.len().min(x.len());
+        let (yp, xp) = (y.as_mut_ptr(), x.as_ptr());
+        let av = _mm256_set1_ps(a);
+        let mut i = 0;
+        while i + 8 <= n {
+            let v = _mm256_fmadd_ps(av, _mm256_loadu_ps(xp.add(i)), _mm256_loadu_ps(yp.add(i)));
+            _mm256_storeu_ps(yp.add(i), v);
+            i += 8;
+        }
+        while i < n {
+            *yp.add(i) += a * *xp.add(i);
+            i += 1;
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot256(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + 16 <= n {
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(ap.add(i)), _mm256_loadu_ps(bp.add(i)), s0);
+            s1 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(ap.add(i + 8)),
+                _mm256_loadu_ps(bp.add(i + 8)),
+                s1,
+            );
+            i += 16;
+        }
+        let s = _mm256_add_ps(s0, s1);
+        let hi = _mm256_extractf128_ps(s, 1);
+        let q = _mm_add_ps(_mm256_castps256_ps128(s), hi);
+        let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+        let q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+        let mut total = _mm_cvtss_f32(q);
+        while i < n {
+            total += *ap.add(i) * *bp.add(i);
+            i += 1;
+        }
+        total
+    }
+}
+
+/// exp for f32 without a library call, so loops using it vectorise: x = k·ln2 + r with
+/// |r| ≤ ln2/2 (Cody–Waite split of ln2), exp(r) by its degree-7 Taylor polynomial (truncation
+/// < 6e-9 relative), 2^k by building the exponent bits. Inputs are clamped to [−87.3, 88.7]
+/// (results stay finite and normal); NaN stays NaN.
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting rounds to an integer
+    let nan = x.is_nan();
+    let x = x.clamp(-87.3, 88.7);
+    let k = (x * LOG2E + ROUND) - ROUND;
+    let r = x - k * LN2_HI - k * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
+    if nan {
+        f32::NAN
+    } else {
+        p * scale
+    }
+}
+
+/// erf for f32, vectorisable: the Maclaurin series up to x¹¹ for |x| < 0.5 (truncation
+/// < 2e-8), Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7) beyond, selected without a branch.
+#[inline(always)]
+pub fn erf_f32(x: f32) -> f32 {
+    const P: f32 = 0.327_591_1;
+    const A: [f32; 5] = [
+        0.254_829_6,
+        -0.284_496_74,
+        1.421_413_8,
+        -1.453_152,
+        1.061_405_4,
+    ];
+    const TWO_OVER_SQRT_PI: f32 = std::f32::consts::FRAC_2_SQRT_PI;
+    let ax = x.abs();
+    let t = 1.0 / (1.0 + P * ax);
+    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
+    let far = (1.0 - poly * exp_f32(-ax * ax)).copysign(x);
+    let x2 = x * x;
+    let near = TWO_OVER_SQRT_PI
+        * x
+        * (1.0
+            + x2 * (-1.0 / 3.0
+                + x2 * (1.0 / 10.0
+                    + x2 * (-1.0 / 42.0 + x2 * (1.0 / 216.0 + x2 * (-1.0 / 1320.0))))));
+    if ax < 0.5 {
+        near
+    } else {
+        far
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_matches_libm_to_float_precision() {
+        let mut worst: f64 = 0.0;
+        let mut x = -80.0f32;
+        while x < 80.0 {
+            let exact = (x as f64).exp();
+            worst = worst.max(((exp_f32(x) as f64) - exact).abs() / exact);
+            x += 0.0137;
+        }
+        assert!(worst < 4e-7, "relative error {worst}");
+        assert!(exp_f32(f32::NAN).is_nan());
+        assert_eq!(exp_f32(0.0), 1.0);
+        assert!(exp_f32(-1000.0) >= 0.0 && exp_f32(-1000.0) < 1e-37);
+    }
+
+    #[test]
+    fn erf_matches_libm_to_float_precision() {
+        let mut worst: f64 = 0.0;
+        let mut x = -6.0f32;
+        while x < 6.0 {
+            worst = worst.max((erf_f32(x) as f64 - libm::erf(x as f64)).abs());
+            x += 0.001;
+        }
+        // A&S 7.1.26 guarantees 1.5e-7; f32 evaluation adds a few ulp of 1.
+        assert!(worst < 3e-7, "absolute error {worst}");
+        // Relative accuracy near zero, where GELU′ and tiny activations live.
+        for x in [1e-6f32, 1e-3, 0.1, 0.49] {
+            let rel = (erf_f32(x) as f64 / libm::erf(x as f64) - 1.0).abs();
+            assert!(rel < 3e-7, "{x}: {rel}");
+        }
+        assert_eq!(erf_f32(0.0), 0.0);
+    }
+
+    use crate::engine::real::Real;
+
+    simd_dispatch! {
+        fn erf_all<F: Real>(out: &mut [F], x: &[F]) {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = v.erf();
+            }
+        }
+    }
+
+    #[test]
+    fn dispatched_code_computes_what_plain_code_does() {
+        let xs: Vec<f32> = (0..1000).map(|i| i as f32 * 0.01 - 5.0).collect();
+        let plain: Vec<f32> = xs.iter().map(|&x| erf_f32(x)).collect();
+        let mut fast = vec![0.0f32; xs.len()];
+        erf_all(&mut fast, &xs);
+        for (a, b) in plain.iter().zip(&fast) {
+            assert!((a - b).abs() < 1e-6);
+        }
+    }
+}
