@@ -231,8 +231,8 @@ fn linear_attention_gradients_and_definition() {
         let k: Vec<f64> = (0..hd).map(|e| phi(row(j)[c + h * hd + e])).collect();
         let qk = dot(&q, &k);
         dn += qk;
-        for e in 0..hd {
-            num[e] += qk * row(j)[2 * c + h * hd + e];
+        for (n, &v) in num.iter_mut().zip(&row(j)[2 * c + h * hd..2 * c + (h + 1) * hd]) {
+            *n += qk * v;
         }
     }
     for e in 0..hd {
