@@ -58,7 +58,7 @@ fn main() {
         let g = x.clone();
         let mut dy = vec![0f32; n];
         time("gelu bwd (1M)", 0.0, || {
-            activation::gelu_backward(&mut dy, &x, &g)
+            activation::gelu_backward(&mut dy, &x, &y, &g)
         });
         time("relu fwd (1M)", 0.0, || {
             activation::relu_forward(&mut y, &x)

@@ -231,7 +231,10 @@ fn linear_attention_gradients_and_definition() {
         let k: Vec<f64> = (0..hd).map(|e| phi(row(j)[c + h * hd + e])).collect();
         let qk = dot(&q, &k);
         dn += qk;
-        for (n, &v) in num.iter_mut().zip(&row(j)[2 * c + h * hd..2 * c + (h + 1) * hd]) {
+        for (n, &v) in num
+            .iter_mut()
+            .zip(&row(j)[2 * c + h * hd..2 * c + (h + 1) * hd])
+        {
             *n += qk * v;
         }
     }
@@ -250,7 +253,9 @@ fn activation_gradients() {
     let x = randn(n, &mut rng, 2.0);
     let r = randn(n, &mut rng, 1.0);
     let mut d = vec![0.0; n];
-    activation::gelu_backward(&mut d, &x, &r);
+    let mut y = vec![0.0; n];
+    activation::gelu_forward(&mut y, &x);
+    activation::gelu_backward(&mut d, &x, &y, &r);
     check("gelu", &x, &d, |x| {
         let mut o = vec![0.0; n];
         activation::gelu_forward(&mut o, x);

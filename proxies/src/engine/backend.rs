@@ -134,11 +134,13 @@ pub trait Backend: Send + Sync {
     );
 
     fn act_forward(&self, act: Act, out: &mut Self::Buf, inp: &Self::Buf, n: usize);
+    /// dinp = dout · act′(inp); `out` is the forward output act(inp).
     fn act_backward(
         &self,
         act: Act,
         dinp: &mut Self::Buf,
         inp: &Self::Buf,
+        out: &Self::Buf,
         dout: &Self::Buf,
         n: usize,
     );

@@ -827,7 +827,14 @@ impl<B: Backend> Model<B> {
                         );
                     }
                     None => {
-                        be.act_backward(act_of(bp.act), &mut a.dh2, &ba.fc_pre, &a.dh1, nh);
+                        be.act_backward(
+                            act_of(bp.act),
+                            &mut a.dh2,
+                            &ba.fc_pre,
+                            &ba.act,
+                            &a.dh1,
+                            nh,
+                        );
                         lin_backward(
                             be, w, g, bp.fc, &mut a.dln, false, &mut a.dlr, &a.dh2, &ba.ln2,
                             &ba.fc_lr, n,

@@ -12,12 +12,17 @@ const ROWS_PER_CHUNK: usize = 64;
 simd_dispatch! {
     fn forward_rows<F: Real>(out: &mut [F], mean: &mut [F], rstd: &mut [F], inp: &[F], w: &[F], b: &[F], c: usize) {
         let eps = F::from_f64(EPS);
+        let inv_c = F::ONE / F::usize(c);
         for (r, (o, x)) in out.chunks_exact_mut(c).zip(inp.chunks_exact(c)).enumerate() {
-            let mu = x.iter().copied().sum::<F>() / F::usize(c);
-            let var = x.iter().map(|&v| (v - mu) * (v - mu)).sum::<F>() / F::usize(c);
+            let mu = F::sum_of::<S>(x) * inv_c;
+            // Two passes (centre, then square) keep the variance accurate for large means.
+            for (oi, &xi) in o.iter_mut().zip(x) {
+                *oi = xi - mu;
+            }
+            let var = F::dot::<S>(o, o) * inv_c;
             let rs = F::ONE / (var + eps).sqrt();
             for i in 0..c {
-                o[i] = (x[i] - mu) * rs * w[i] + b[i];
+                o[i] = o[i] * rs * w[i] + b[i];
             }
             mean[r] = mu;
             rstd[r] = rs;
@@ -38,25 +43,22 @@ simd_dispatch! {
         rstd: &[F],
         c: usize,
     ) {
+        let inv_c = F::ONE / F::usize(c);
+        let mut norm = vec![F::ZERO; c];
+        let mut dnorm = vec![F::ZERO; c];
         for (r, di) in dinp.chunks_exact_mut(c).enumerate() {
             let (x, g) = (&inp[r * c..(r + 1) * c], &dout[r * c..(r + 1) * c]);
             let (mu, rs) = (mean[r], rstd[r]);
-            let mut mean_dnorm = F::ZERO;
-            let mut mean_dnorm_norm = F::ZERO;
             for i in 0..c {
-                let norm = (x[i] - mu) * rs;
-                let dnorm = w[i] * g[i];
-                mean_dnorm += dnorm;
-                mean_dnorm_norm += dnorm * norm;
-            }
-            mean_dnorm /= F::usize(c);
-            mean_dnorm_norm /= F::usize(c);
-            for i in 0..c {
-                let norm = (x[i] - mu) * rs;
-                let dnorm = w[i] * g[i];
+                norm[i] = (x[i] - mu) * rs;
+                dnorm[i] = w[i] * g[i];
                 pb[i] += g[i];
-                pw[i] += norm * g[i];
-                di[i] += (dnorm - mean_dnorm - norm * mean_dnorm_norm) * rs;
+                pw[i] += norm[i] * g[i];
+            }
+            let mean_dnorm = F::sum_of::<S>(&dnorm) * inv_c;
+            let mean_dnorm_norm = F::dot::<S>(&dnorm, &norm) * inv_c;
+            for i in 0..c {
+                di[i] += (dnorm[i] - mean_dnorm - norm[i] * mean_dnorm_norm) * rs;
             }
         }
     }

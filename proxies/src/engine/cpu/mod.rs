@@ -228,9 +228,19 @@ impl<F: Real> Backend for Cpu<F> {
             Act::Relu => activation::relu_forward(&mut out[..n], &inp[..n]),
         }
     }
-    fn act_backward(&self, act: Act, dinp: &mut Vec<F>, inp: &Vec<F>, dout: &Vec<F>, n: usize) {
+    fn act_backward(
+        &self,
+        act: Act,
+        dinp: &mut Vec<F>,
+        inp: &Vec<F>,
+        out: &Vec<F>,
+        dout: &Vec<F>,
+        n: usize,
+    ) {
         match act {
-            Act::Gelu => activation::gelu_backward(&mut dinp[..n], &inp[..n], &dout[..n]),
+            Act::Gelu => {
+                activation::gelu_backward(&mut dinp[..n], &inp[..n], &out[..n], &dout[..n])
+            }
             Act::Relu => activation::relu_backward(&mut dinp[..n], &inp[..n], &dout[..n]),
         }
     }
