@@ -38,6 +38,16 @@ pub trait Real:
     fn usize(n: usize) -> Self {
         Self::from_f64(n as f64)
     }
+    /// exp with `S`'s instructions (f32: the FMA polynomial; f64: libm).
+    #[inline(always)]
+    fn exp_s<S: Simd>(self) -> Self {
+        self.exp()
+    }
+    /// erf with `S`'s instructions (f32: the FMA polynomial; f64: libm).
+    #[inline(always)]
+    fn erf_s<S: Simd>(self) -> Self {
+        self.erf()
+    }
     /// y += a · x with the vector instructions of `S`.
     #[inline(always)]
     fn axpy<S: Simd>(y: &mut [Self], a: Self, x: &[Self]) {
@@ -80,7 +90,7 @@ impl Real for f32 {
     }
     #[inline(always)]
     fn exp(self) -> f32 {
-        crate::engine::simd::exp_f32(self)
+        crate::engine::simd::exp_f32::<crate::engine::simd::Scalar>(self)
     }
     #[inline]
     fn ln(self) -> f32 {
@@ -92,7 +102,7 @@ impl Real for f32 {
     }
     #[inline(always)]
     fn erf(self) -> f32 {
-        crate::engine::simd::erf_f32(self)
+        crate::engine::simd::erf_f32::<crate::engine::simd::Scalar>(self)
     }
     #[inline]
     fn max(self, o: f32) -> f32 {
@@ -101,6 +111,14 @@ impl Real for f32 {
     #[inline]
     fn abs(self) -> f32 {
         f32::abs(self)
+    }
+    #[inline(always)]
+    fn exp_s<S: Simd>(self) -> f32 {
+        crate::engine::simd::exp_f32::<S>(self)
+    }
+    #[inline(always)]
+    fn erf_s<S: Simd>(self) -> f32 {
+        crate::engine::simd::erf_f32::<S>(self)
     }
     #[inline(always)]
     fn axpy<S: Simd>(y: &mut [f32], a: f32, x: &[f32]) {

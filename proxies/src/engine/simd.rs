@@ -96,6 +96,9 @@ pub trait Simd: 'static {
     fn sum_f32(x: &[f32]) -> f32;
     /// max x (NaN-free input assumed; −∞ for an empty slice).
     fn max_f32(x: &[f32]) -> f32;
+    /// a·b + c: one fused instruction where the ISA has it, two roundings otherwise (never a
+    /// library call).
+    fn fma_f32(a: f32, b: f32, c: f32) -> f32;
 }
 
 /// Plain code, for CPUs without AVX2 (and other architectures).
@@ -132,6 +135,10 @@ impl Simd for Scalar {
     #[inline(always)]
     fn max_f32(x: &[f32]) -> f32 {
         x.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+    }
+    #[inline(always)]
+    fn fma_f32(a: f32, b: f32, c: f32) -> f32 {
+        a * b + c
     }
 }
 
@@ -193,6 +200,11 @@ mod x86 {
             // SAFETY: as above.
             unsafe { max512(x) }
         }
+        #[inline(always)]
+        fn fma_f32(a: f32, b: f32, c: f32) -> f32 {
+            // Compiled inside an FMA-enabled function: one vfmadd instruction.
+            a.mul_add(b, c)
+        }
     }
 
     impl Simd for Avx2 {
@@ -221,6 +233,11 @@ mod x86 {
         fn max_f32(x: &[f32]) -> f32 {
             // SAFETY: as above.
             unsafe { max256(x) }
+        }
+        #[inline(always)]
+        fn fma_f32(a: f32, b: f32, c: f32) -> f32 {
+            // Compiled inside an FMA-enabled function: one vfmadd instruction.
+            a.mul_add(b, c)
         }
     }
 
@@ -505,24 +522,30 @@ mod x86 {
 
 /// exp for f32 without a library call, so loops using it vectorise: x = k·ln2 + r with
 /// |r| ≤ ln2/2 (Cody–Waite split of ln2), exp(r) by its degree-7 Taylor polynomial (truncation
-/// < 6e-9 relative), 2^k by building the exponent bits. Inputs are clamped to [−87.3, 88.7]
-/// (results stay finite and normal); NaN stays NaN.
+/// < 6e-9 relative) in Horner form with `S`'s fused multiply-adds, 2^k by building the exponent
+/// bits. Inputs are clamped to [−87.3, 88.7] (results stay finite and normal); NaN stays NaN.
 #[inline(always)]
-pub fn exp_f32(x: f32) -> f32 {
+pub fn exp_f32<S: Simd>(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting rounds to an integer
     let nan = x.is_nan();
     let x = x.clamp(-87.3, 88.7);
-    let k = (x * LOG2E + ROUND) - ROUND;
-    let r = x - k * LN2_HI - k * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0
-                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let k = S::fma_f32(x, LOG2E, ROUND) - ROUND;
+    let r = S::fma_f32(-k, LN2_LO, S::fma_f32(-k, LN2_HI, x));
+    let mut p = 1.0 / 5040.0;
+    for c in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = S::fma_f32(p, r, c);
+    }
     let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
     if nan {
         f32::NAN
@@ -535,7 +558,7 @@ pub fn exp_f32(x: f32) -> f32 {
 /// f32 evaluation), branch-free and vectorisable. Absolute, not relative, accuracy: enough for
 /// GELU, whose error it bounds by 1.5e-7 relative.
 #[inline(always)]
-pub fn erf_f32(x: f32) -> f32 {
+pub fn erf_f32<S: Simd>(x: f32) -> f32 {
     const P: f32 = 0.327_591_1;
     const A: [f32; 5] = [
         0.254_829_6,
@@ -545,9 +568,13 @@ pub fn erf_f32(x: f32) -> f32 {
         1.061_405_4,
     ];
     let ax = x.abs();
-    let t = 1.0 / (1.0 + P * ax);
-    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
-    (1.0 - poly * exp_f32(-ax * ax)).copysign(x)
+    let t = 1.0 / S::fma_f32(P, ax, 1.0);
+    let mut poly = A[4];
+    for c in [A[3], A[2], A[1], A[0]] {
+        poly = S::fma_f32(poly, t, c);
+    }
+    poly *= t;
+    S::fma_f32(-poly, exp_f32::<S>(-ax * ax), 1.0).copysign(x)
 }
 
 #[cfg(test)]
@@ -560,13 +587,13 @@ mod tests {
         let mut x = -80.0f32;
         while x < 80.0 {
             let exact = (x as f64).exp();
-            worst = worst.max(((exp_f32(x) as f64) - exact).abs() / exact);
+            worst = worst.max(((exp_f32::<Scalar>(x) as f64) - exact).abs() / exact);
             x += 0.0137;
         }
         assert!(worst < 4e-7, "relative error {worst}");
-        assert!(exp_f32(f32::NAN).is_nan());
-        assert_eq!(exp_f32(0.0), 1.0);
-        assert!(exp_f32(-1000.0) >= 0.0 && exp_f32(-1000.0) < 1e-37);
+        assert!(exp_f32::<Scalar>(f32::NAN).is_nan());
+        assert_eq!(exp_f32::<Scalar>(0.0), 1.0);
+        assert!(exp_f32::<Scalar>(-1000.0) >= 0.0 && exp_f32::<Scalar>(-1000.0) < 1e-37);
     }
 
     #[test]
@@ -574,13 +601,13 @@ mod tests {
         let mut worst: f64 = 0.0;
         let mut x = -6.0f32;
         while x < 6.0 {
-            worst = worst.max((erf_f32(x) as f64 - libm::erf(x as f64)).abs());
+            worst = worst.max((erf_f32::<Scalar>(x) as f64 - libm::erf(x as f64)).abs());
             x += 0.001;
         }
         // A&S 7.1.26 guarantees 1.5e-7; f32 evaluation of 1 − p·e^(−x²) cancels near 0 and
         // adds a few ulp of 1 (GELU's accuracy is tested on its own in activation.rs).
         assert!(worst < 5e-7, "absolute error {worst}");
-        assert!(erf_f32(0.0).abs() < 2e-7);
+        assert!(erf_f32::<Scalar>(0.0).abs() < 2e-7);
     }
 
     use crate::engine::real::Real;
@@ -588,7 +615,7 @@ mod tests {
     simd_dispatch! {
         fn erf_all<F: Real>(out: &mut [F], x: &[F]) {
             for (o, &v) in out.iter_mut().zip(x) {
-                *o = v.erf();
+                *o = v.erf_s::<S>();
             }
         }
     }
@@ -596,7 +623,7 @@ mod tests {
     #[test]
     fn dispatched_code_computes_what_plain_code_does() {
         let xs: Vec<f32> = (0..1000).map(|i| i as f32 * 0.01 - 5.0).collect();
-        let plain: Vec<f32> = xs.iter().map(|&x| erf_f32(x)).collect();
+        let plain: Vec<f32> = xs.iter().map(|&x| erf_f32::<Scalar>(x)).collect();
         let mut fast = vec![0.0f32; xs.len()];
         erf_all(&mut fast, &xs);
         for (a, b) in plain.iter().zip(&fast) {

@@ -3,38 +3,38 @@
 //! vectorise.
 
 use crate::engine::real::Real;
-use crate::engine::simd::simd_dispatch;
+use crate::engine::simd::{simd_dispatch, Simd};
 use rayon::prelude::*;
 
 const CHUNK: usize = 4096;
 
 #[inline(always)]
-fn gelu<F: Real>(x: F) -> F {
+fn gelu<F: Real, S: Simd>(x: F) -> F {
     let half = F::from_f64(0.5);
-    half * x * (F::ONE + (x * F::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf())
+    half * x * (F::ONE + (x * F::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf_s::<S>())
 }
 
 /// d gelu / dx = Φ(x) + x·φ(x), with Φ(x) = gelu(x) / x taken from the forward output `y`
 /// (one exp instead of erf and exp); within |x| < 1e-3, Φ(x) = ½ + x·φ(0) to f32 precision.
 #[inline(always)]
-fn gelu_grad<F: Real>(x: F, y: F) -> F {
+fn gelu_grad<F: Real, S: Simd>(x: F, y: F) -> F {
     let half = F::from_f64(0.5);
     let inv_sqrt_2pi = F::from_f64(1.0 / (2.0 * std::f64::consts::PI).sqrt());
-    let pdf = (-half * x * x).exp() * inv_sqrt_2pi;
+    let pdf = (-half * x * x).exp_s::<S>() * inv_sqrt_2pi;
     let near = x.abs() < F::from_f64(1e-3);
     let cdf = if near { half + x * inv_sqrt_2pi } else { y / x };
     cdf + x * pdf
 }
 
 #[inline(always)]
-fn sigmoid<F: Real>(x: F) -> F {
-    F::ONE / (F::ONE + (-x).exp())
+fn sigmoid<F: Real, S: Simd>(x: F) -> F {
+    F::ONE / (F::ONE + (-x).exp_s::<S>())
 }
 
 simd_dispatch! {
     fn gelu_chunk<F: Real>(o: &mut [F], x: &[F]) {
         for (o, &x) in o.iter_mut().zip(x) {
-            *o = gelu(x);
+            *o = gelu::<F, S>(x);
         }
     }
 }
@@ -43,7 +43,7 @@ simd_dispatch! {
     fn gelu_grad_chunk<F: Real>(d: &mut [F], x: &[F], y: &[F], g: &[F]) {
         let n = d.len().min(x.len()).min(y.len()).min(g.len());
         for i in 0..n {
-            d[i] = g[i] * gelu_grad(x[i], y[i]);
+            d[i] = g[i] * gelu_grad::<F, S>(x[i], y[i]);
         }
     }
 }
@@ -67,7 +67,7 @@ simd_dispatch! {
 simd_dispatch! {
     fn swiglu_chunk<F: Real>(o: &mut [F], g: &[F], u: &[F]) {
         for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-            *o = g * sigmoid(g) * u;
+            *o = g * sigmoid::<F, S>(g) * u;
         }
     }
 }
@@ -76,7 +76,7 @@ simd_dispatch! {
     fn swiglu_grad_chunk<F: Real>(dg: &mut [F], du: &mut [F], g: &[F], u: &[F], d: &[F]) {
         let n = dg.len().min(du.len()).min(g.len()).min(u.len()).min(d.len());
         for i in 0..n {
-            let s = sigmoid(g[i]);
+            let s = sigmoid::<F, S>(g[i]);
             dg[i] = d[i] * u[i] * s * (F::ONE + g[i] * (F::ONE - s));
             du[i] = d[i] * g[i] * s;
         }

@@ -109,14 +109,20 @@ simd_dispatch! {
                 let (a, b) = span(lo, i, tp);
                 scores::<F, S>(&mut row, &q, &kt, tp, (a, b));
                 let max = F::max_of::<S>(&row[lo..=i]);
-                for x in &mut row[a..b] {
-                    *x = (*x - max).exp();
+                // Fixed 16-lane chunks: the span is a multiple of 16 long, and short plain loops
+                // would not be vectorised.
+                for ch in row[a..b].as_chunks_mut::<LANES>().0 {
+                    for x in ch.iter_mut() {
+                        *x = (*x - max).exp_s::<S>();
+                    }
                 }
                 row[a..lo].fill(F::ZERO);
                 row[i + 1..b].fill(F::ZERO);
                 let inv = F::ONE / F::sum_of::<S>(&row[a..b]);
-                for x in &mut row[a..b] {
-                    *x *= inv;
+                for ch in row[a..b].as_chunks_mut::<LANES>().0 {
+                    for x in ch.iter_mut() {
+                        *x *= inv;
+                    }
                 }
                 let p = &mut probs_b[(h * t + i) * t..(h * t + i + 1) * t];
                 p.fill(F::ZERO);
@@ -169,10 +175,20 @@ simd_dispatch! {
                 scores::<F, S>(&mut dp, g, &vt, tp, (a, b));
                 let pdp = F::dot::<S>(&p[a..b], &dp[a..b]);
                 // dS_ij = P_ij (dP_ij − Σ_k P_ik dP_ik), scaled; zero outside the window.
+                // Over the aligned span in 16-lane chunks (P is zero outside the window, so dS
+                // is too); the span's tail exists only when T is not a multiple of 16.
                 let row = &mut ds[i * t..(i + 1) * t];
                 row.fill(F::ZERO);
-                for j in lo..=i {
-                    row[j] = p[j] * (dp[j] - pdp) * scale;
+                let (rc, rr) = row[a..b].as_chunks_mut::<LANES>();
+                let (pc, pr) = p[a..b].as_chunks::<LANES>();
+                let (dc, dr) = dp[a..b].as_chunks::<LANES>();
+                for ((r, pv), dv) in rc.iter_mut().zip(pc).zip(dc) {
+                    for l in 0..LANES {
+                        r[l] = pv[l] * (dv[l] - pdp) * scale;
+                    }
+                }
+                for ((r, &pv), &dv) in rr.iter_mut().zip(pr).zip(dr) {
+                    *r = pv * (dv - pdp) * scale;
                 }
                 // dq_i = Σ_j dS_ij k_j
                 let dq = &mut dqkv_b[i * w + h * hd..i * w + (h + 1) * hd];

@@ -17,11 +17,20 @@ pub fn phi<F: Real>(x: F) -> F {
 }
 
 #[inline(always)]
-fn dphi<F: Real>(x: F) -> F {
+fn phi_s<F: Real, S: crate::engine::simd::Simd>(x: F) -> F {
+    if x > F::ZERO {
+        x + F::ONE
+    } else {
+        x.exp_s::<S>()
+    }
+}
+
+#[inline(always)]
+fn dphi<F: Real, S: crate::engine::simd::Simd>(x: F) -> F {
     if x > F::ZERO {
         F::ONE
     } else {
-        x.exp()
+        x.exp_s::<S>()
     }
 }
 
@@ -38,8 +47,8 @@ simd_dispatch! {
                 for i in 0..t {
                     let row = &qkv_b[i * w..(i + 1) * w];
                     for e in 0..hd {
-                        fq[e] = phi(row[h * hd + e]);
-                        fk[e] = phi(row[c + h * hd + e]);
+                        fq[e] = phi_s::<F, S>(row[h * hd + e]);
+                        fk[e] = phi_s::<F, S>(row[c + h * hd + e]);
                     }
                     let v = &row[2 * c + h * hd..2 * c + (h + 1) * hd];
                     for dd in 0..hd {
@@ -92,7 +101,7 @@ simd_dispatch! {
                     let row = &qkv_b[i * w..(i + 1) * w];
                     let v = &row[2 * c + h * hd..2 * c + (h + 1) * hd];
                     for dd in 0..hd {
-                        fk[dd] = phi(row[c + h * hd + dd]);
+                        fk[dd] = phi_s::<F, S>(row[c + h * hd + dd]);
                         for e in 0..hd {
                             s[dd * hd + e] += fk[dd] * v[e];
                         }
@@ -110,7 +119,7 @@ simd_dispatch! {
                         let q = row[h * hd + dd];
                         let dfq = F::dot::<S>(&s[dd * hd..(dd + 1) * hd], &dnum[i * hd..(i + 1) * hd])
                             + z[dd] * dd_i;
-                        dqkv_b[i * w + h * hd + dd] = dfq * dphi(q);
+                        dqkv_b[i * w + h * hd + dd] = dfq * dphi::<F, S>(q);
                     }
                 }
                 // Reverse sweep: R_j = Σ_{i≥j} φq_i dnum_iᵀ, r_j = Σ_{i≥j} dden_i φq_i;
@@ -120,8 +129,8 @@ simd_dispatch! {
                 for j in (0..t).rev() {
                     let row = &qkv_b[j * w..(j + 1) * w];
                     for dd in 0..hd {
-                        fq[dd] = phi(row[h * hd + dd]);
-                        fk[dd] = phi(row[c + h * hd + dd]);
+                        fq[dd] = phi_s::<F, S>(row[h * hd + dd]);
+                        fk[dd] = phi_s::<F, S>(row[c + h * hd + dd]);
                     }
                     for dd in 0..hd {
                         let rrow = &mut s[dd * hd..(dd + 1) * hd];
@@ -133,7 +142,7 @@ simd_dispatch! {
                     let v = &row[2 * c + h * hd..2 * c + (h + 1) * hd];
                     for dd in 0..hd {
                         let dfk = F::dot::<S>(&s[dd * hd..(dd + 1) * hd], v) + z[dd];
-                        dqkv_b[j * w + c + h * hd + dd] = dfk * dphi(row[c + h * hd + dd]);
+                        dqkv_b[j * w + c + h * hd + dd] = dfk * dphi::<F, S>(row[c + h * hd + dd]);
                     }
                     for e in 0..hd {
                         let mut acc = F::ZERO;
