@@ -1,116 +1,139 @@
-use genas_proxies::engine::cpu::{
-    activation,
-    attention::{self, AttnDims},
-    layernorm, matmul,
-};
+//! Per-kernel timings of the CPU engine on the benchmark model's shapes (B32 T64 C128 H4,
+//! FFN 512): where a training step's time goes, kernel by kernel.
+//!
+//!     cargo run --release -p genas-proxies --example kernels [-- THREADS]
+//!
+//! `GENAS_SIMD=avx2|baseline` forces a narrower instruction set for comparison. Figures are
+//! means over 20 repetitions after one warm-up; GFLOP/s counts multiply-adds as 2 FLOPs.
+
+use genas_proxies::engine::cpu::attention::{attention_backward, attention_forward, AttnDims};
+use genas_proxies::engine::cpu::{activation, layernorm, matmul};
+use genas_proxies::engine::simd;
 use std::time::Instant;
+
 fn time(name: &str, flop: f64, mut f: impl FnMut()) {
     f();
     let reps = 20;
-    let s = Instant::now();
+    let start = Instant::now();
     for _ in 0..reps {
         f();
     }
-    let dt = s.elapsed().as_secs_f64() / reps as f64;
-    println!(
-        "{name:28} {:8.3} ms  {:7.1} GFLOP/s",
-        dt * 1e3,
-        flop / dt / 1e9
-    );
+    let dt = start.elapsed().as_secs_f64() / reps as f64;
+    if flop > 0.0 {
+        println!(
+            "{name:34} {:8.3} ms  {:7.1} GFLOP/s",
+            dt * 1e3,
+            flop / dt / 1e9
+        );
+    } else {
+        println!("{name:34} {:8.3} ms", dt * 1e3);
+    }
 }
+
+fn data(n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 * scale - scale / 2.0)
+        .collect()
+}
+
 fn main() {
+    let threads: usize = std::env::args()
+        .nth(1)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1);
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
+        .num_threads(threads)
         .build()
-        .unwrap();
+        .expect("thread pool");
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    println!("{threads} thread(s), SIMD level {:?}", simd::level());
     pool.install(|| {
         let (b, t, h, hd) = (32, 64, 4, 32);
+        let (n, c, hidden) = (b * t, h * hd, 4 * h * hd);
         let d = AttnDims {
             b,
             t,
             heads: h,
             kv_heads: h,
             head_dim: hd,
-            window: usize::MAX,
+            window: t,
         };
-        let c = h * hd;
-        let qkv: Vec<f32> = (0..b * t * 3 * c)
-            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
-            .collect();
-        let mut out = vec![0f32; b * t * c];
-        let mut probs = vec![0f32; b * h * t * t];
-        let fl = (b * h * t * (t + 1) / 2 * hd * 4) as f64;
-        time("attention fwd", fl, || {
-            attention::attention_forward(&mut out, &mut probs, &qkv, d)
+        let qkv = data(n * 3 * c, 1.0);
+        let (mut out, mut probs) = (vec![0f32; n * c], vec![0f32; b * h * t * t]);
+        let attn_flop = (b * h * t * (t + 1) / 2 * hd * 4) as f64;
+        time("attention forward", attn_flop, || {
+            attention_forward(&mut out, &mut probs, &qkv, d)
         });
-        let mut dqkv = vec![0f32; b * t * 3 * c];
-        time("attention bwd", 2.0 * fl, || {
-            attention::attention_backward(&mut dqkv, &out, &qkv, &probs, d)
+        let mut dqkv = vec![0f32; n * 3 * c];
+        time("attention backward", 2.0 * attn_flop, || {
+            attention_backward(&mut dqkv, &out, &qkv, &probs, d)
         });
-        let n = 2048 * 512;
-        let x: Vec<f32> = (0..n)
-            .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
-            .collect();
-        let mut y = vec![0f32; n];
-        time("gelu fwd (1M)", 0.0, || {
+
+        let x = data(n * hidden, 8.0);
+        let (mut y, mut dx) = (vec![0f32; n * hidden], vec![0f32; n * hidden]);
+        time("gelu forward (N×4C)", 0.0, || {
             activation::gelu_forward(&mut y, &x)
         });
-        let g = x.clone();
-        let mut dy = vec![0f32; n];
-        time("gelu bwd (1M)", 0.0, || {
-            activation::gelu_backward(&mut dy, &x, &y, &g)
+        time("gelu backward (N×4C)", 0.0, || {
+            activation::gelu_backward(&mut dx, &x, &y, &x)
         });
-        time("relu fwd (1M)", 0.0, || {
+        time("relu forward (N×4C), memory bound", 0.0, || {
             activation::relu_forward(&mut y, &x)
         });
-        let (nn, cc) = (2048, 128);
-        let xi: Vec<f32> = x[..nn * cc].to_vec();
-        let w = vec![1f32; cc];
-        let bb = vec![0f32; cc];
-        let (mut o, mut m, mut r) = (vec![0f32; nn * cc], vec![0f32; nn], vec![0f32; nn]);
-        time("layernorm fwd", 0.0, || {
-            layernorm::layernorm_forward(&mut o, &mut m, &mut r, &xi, &w, &bb, (nn, cc))
+
+        let xi = data(n * c, 4.0);
+        let (w, bias) = (vec![1f32; c], vec![0f32; c]);
+        let (mut o, mut mean, mut rstd) = (vec![0f32; n * c], vec![0f32; n], vec![0f32; n]);
+        time("layernorm forward", 0.0, || {
+            layernorm::layernorm_forward(&mut o, &mut mean, &mut rstd, &xi, &w, &bias, (n, c))
         });
-        let mut di = vec![0f32; nn * cc];
-        let (mut dw, mut db) = (vec![0f32; cc], vec![0f32; cc]);
-        time("layernorm bwd", 0.0, || {
-            layernorm::layernorm_backward(&mut di, &mut dw, &mut db, &o, &xi, &w, &m, &r, (nn, cc))
+        let (mut di, mut dw, mut db) = (vec![0f32; n * c], vec![0f32; c], vec![0f32; c]);
+        time("layernorm backward", 0.0, || {
+            layernorm::layernorm_backward(
+                &mut di,
+                &mut dw,
+                &mut db,
+                &o,
+                &xi,
+                &w,
+                &mean,
+                &rstd,
+                (n, c),
+            )
         });
-        let wm: Vec<f32> = x[..512 * 128].to_vec();
-        let mut h1 = vec![0f32; nn * 512];
-        time(
-            "matmul fwd 2048x128x512",
-            2.0 * (nn * 128 * 512) as f64,
-            || {
-                matmul::matmul_forward(
-                    &mut h1,
-                    false,
-                    &xi,
-                    &wm,
-                    None,
-                    (nn, 128, 512),
-                    gemm::Parallelism::None,
-                )
-            },
-        );
-        let mut dxx = vec![0f32; nn * 128];
-        let mut dww = vec![0f32; 512 * 128];
-        time(
-            "matmul bwd 2048x128x512",
-            4.0 * (nn * 128 * 512) as f64,
-            || {
+
+        for (name, k, m) in [
+            ("qkv", c, 3 * c),
+            ("attn proj", c, c),
+            ("fc", c, hidden),
+            ("fc proj", hidden, c),
+            ("lm head", c, 65),
+        ] {
+            let inp = data(n * k, 1.0);
+            let wm = data(m * k, 0.1);
+            let mut res = vec![0f32; n * m];
+            let flop = 2.0 * (n * k * m) as f64;
+            time(&format!("matmul {name} forward"), flop, || {
+                matmul::matmul_forward(&mut res, false, &inp, &wm, None, (n, k, m), par)
+            });
+            let (mut dinp, mut dwm) = (vec![0f32; n * k], vec![0f32; m * k]);
+            time(&format!("matmul {name} backward dX+dW"), 2.0 * flop, || {
                 matmul::matmul_backward(
-                    Some(&mut dxx),
+                    Some(&mut dinp),
                     false,
-                    &mut dww,
+                    &mut dwm,
                     None,
-                    &h1,
-                    &xi,
+                    &res,
+                    &inp,
                     &wm,
-                    (nn, 128, 512),
-                    gemm::Parallelism::None,
+                    (n, k, m),
+                    par,
                 )
-            },
-        );
+            });
+        }
     });
 }

@@ -63,6 +63,22 @@ pub trait Real:
     fn lincomb<S: Simd>(out: &mut [Self], c: &[Self], m: &[Self], stride: usize) {
         crate::engine::simd::lincomb_scalar(out, c, m, stride)
     }
+    /// C[R×N] (+)= A[R×K] · B[K×N] (R ≤ 8) with the vector instructions of `S`; see
+    /// `Simd::small_gemm_f32` for the layout.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn small_gemm<S: Simd>(
+        c: &mut [Self],
+        sc: usize,
+        a: &[Self],
+        sa: usize,
+        b: &[Self],
+        sb: usize,
+        rkn: (usize, usize, usize),
+        acc: bool,
+    ) {
+        crate::engine::simd::small_gemm_scalar(c, sc, a, sa, b, sb, rkn, acc)
+    }
     /// Σ x with the vector instructions of `S` (order differs from sequential summation).
     #[inline(always)]
     fn sum_of<S: Simd>(x: &[Self]) -> Self {
@@ -131,6 +147,19 @@ impl Real for f32 {
     #[inline(always)]
     fn lincomb<S: Simd>(out: &mut [f32], c: &[f32], m: &[f32], stride: usize) {
         S::lincomb_f32(out, c, m, stride)
+    }
+    #[inline(always)]
+    fn small_gemm<S: Simd>(
+        c: &mut [f32],
+        sc: usize,
+        a: &[f32],
+        sa: usize,
+        b: &[f32],
+        sb: usize,
+        rkn: (usize, usize, usize),
+        acc: bool,
+    ) {
+        S::small_gemm_f32(c, sc, a, sa, b, sb, rkn, acc)
     }
     #[inline(always)]
     fn sum_of<S: Simd>(x: &[f32]) -> f32 {

@@ -99,6 +99,47 @@ pub trait Simd: 'static {
     /// a·b + c: one fused instruction where the ISA has it, two roundings otherwise (never a
     /// library call).
     fn fma_f32(a: f32, b: f32, c: f32) -> f32;
+    /// A small matrix product C[R×N] (+)= A[R×K] · B[K×N] for R ≤ 8, with
+    /// A(r,k) = a[r·sa + k], B(k,n) = b[k·sb + n], C(r,n) = c[r·sc + n]; `acc` adds to C.
+    /// Register-blocked (rows × 32 columns of accumulators), for attention's per-head products.
+    #[allow(clippy::too_many_arguments)]
+    fn small_gemm_f32(
+        c: &mut [f32],
+        sc: usize,
+        a: &[f32],
+        sa: usize,
+        b: &[f32],
+        sb: usize,
+        rkn: (usize, usize, usize),
+        acc: bool,
+    );
+}
+
+/// The reference `small_gemm` (any scalar type).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn small_gemm_scalar<F: Copy + std::ops::Mul<Output = F> + std::ops::AddAssign + Default>(
+    c: &mut [F],
+    sc: usize,
+    a: &[F],
+    sa: usize,
+    b: &[F],
+    sb: usize,
+    (r, k, n): (usize, usize, usize),
+    acc: bool,
+) {
+    for i in 0..r {
+        let row = &mut c[i * sc..i * sc + n];
+        if !acc {
+            row.fill(F::default());
+        }
+        for p in 0..k {
+            let x = a[i * sa + p];
+            for (o, &y) in row.iter_mut().zip(&b[p * sb..p * sb + n]) {
+                *o += x * y;
+            }
+        }
+    }
 }
 
 /// Plain code, for CPUs without AVX2 (and other architectures).
@@ -139,6 +180,19 @@ impl Simd for Scalar {
     #[inline(always)]
     fn fma_f32(a: f32, b: f32, c: f32) -> f32 {
         a * b + c
+    }
+    #[inline(always)]
+    fn small_gemm_f32(
+        c: &mut [f32],
+        sc: usize,
+        a: &[f32],
+        sa: usize,
+        b: &[f32],
+        sb: usize,
+        rkn: (usize, usize, usize),
+        acc: bool,
+    ) {
+        small_gemm_scalar(c, sc, a, sa, b, sb, rkn, acc)
     }
 }
 
@@ -205,6 +259,94 @@ mod x86 {
             // Compiled inside an FMA-enabled function: one vfmadd instruction.
             a.mul_add(b, c)
         }
+        #[inline(always)]
+        fn small_gemm_f32(
+            c: &mut [f32],
+            sc: usize,
+            a: &[f32],
+            sa: usize,
+            b: &[f32],
+            sb: usize,
+            rkn: (usize, usize, usize),
+            acc: bool,
+        ) {
+            let (r, k, n) = rkn;
+            assert!(r <= 8);
+            if r == 0 || n == 0 {
+                return;
+            }
+            assert!(
+                c.len() >= (r - 1) * sc + n
+                    && (k == 0 || (a.len() >= (r - 1) * sa + k && b.len() >= (k - 1) * sb + n))
+            );
+            // SAFETY: AVX-512 is enabled where this is instantiated; the assertion bounds every
+            // access (masked loads and stores never touch lanes past n).
+            unsafe {
+                match r {
+                    1 => tile512::<1>(c, sc, a, sa, b, sb, k, n, acc),
+                    2 => tile512::<2>(c, sc, a, sa, b, sb, k, n, acc),
+                    3 => tile512::<3>(c, sc, a, sa, b, sb, k, n, acc),
+                    4 => tile512::<4>(c, sc, a, sa, b, sb, k, n, acc),
+                    5 => tile512::<5>(c, sc, a, sa, b, sb, k, n, acc),
+                    6 => tile512::<6>(c, sc, a, sa, b, sb, k, n, acc),
+                    7 => tile512::<7>(c, sc, a, sa, b, sb, k, n, acc),
+                    _ => tile512::<8>(c, sc, a, sa, b, sb, k, n, acc),
+                }
+            }
+        }
+    }
+
+    /// C[R×n] (+)= A[R×k] · B[k×n], 32 columns (two 16-lane registers) at a time: per k, two
+    /// loads of B and R broadcasts of A feed 2R independent FMAs.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile512<const R: usize>(
+        c: &mut [f32],
+        sc: usize,
+        a: &[f32],
+        sa: usize,
+        b: &[f32],
+        sb: usize,
+        k: usize,
+        n: usize,
+        acc: bool,
+    ) {
+        let (cp, ap, bp) = (c.as_mut_ptr(), a.as_ptr(), b.as_ptr());
+        let mask = |left: usize| -> __mmask16 {
+            if left >= 16 {
+                0xFFFF
+            } else {
+                ((1u32 << left) - 1) as u16
+            }
+        };
+        let mut n0 = 0;
+        while n0 < n {
+            let m0 = mask(n - n0);
+            let m1 = if n - n0 > 16 { mask(n - n0 - 16) } else { 0 };
+            let mut c0 = [_mm512_setzero_ps(); R];
+            let mut c1 = [_mm512_setzero_ps(); R];
+            if acc {
+                for i in 0..R {
+                    c0[i] = _mm512_maskz_loadu_ps(m0, cp.add(i * sc + n0));
+                    c1[i] = _mm512_maskz_loadu_ps(m1, cp.add(i * sc + n0 + 16));
+                }
+            }
+            for p in 0..k {
+                let b0 = _mm512_maskz_loadu_ps(m0, bp.add(p * sb + n0));
+                let b1 = _mm512_maskz_loadu_ps(m1, bp.add(p * sb + n0 + 16));
+                for i in 0..R {
+                    let av = _mm512_set1_ps(*ap.add(i * sa + p));
+                    c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
+                    c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
+                }
+            }
+            for i in 0..R {
+                _mm512_mask_storeu_ps(cp.add(i * sc + n0), m0, c0[i]);
+                _mm512_mask_storeu_ps(cp.add(i * sc + n0 + 16), m1, c1[i]);
+            }
+            n0 += 32;
+        }
     }
 
     impl Simd for Avx2 {
@@ -238,6 +380,29 @@ mod x86 {
         fn fma_f32(a: f32, b: f32, c: f32) -> f32 {
             // Compiled inside an FMA-enabled function: one vfmadd instruction.
             a.mul_add(b, c)
+        }
+        #[inline(always)]
+        fn small_gemm_f32(
+            c: &mut [f32],
+            sc: usize,
+            a: &[f32],
+            sa: usize,
+            b: &[f32],
+            sb: usize,
+            rkn: (usize, usize, usize),
+            acc: bool,
+        ) {
+            // One register-accumulated row combination per output row.
+            let (r, k, n) = rkn;
+            for i in 0..r {
+                let row = &mut c[i * sc..i * sc + n];
+                if !acc {
+                    row.fill(0.0);
+                }
+                if k > 0 {
+                    Self::lincomb_f32(row, &a[i * sa..i * sa + k], b, sb);
+                }
+            }
         }
     }
 
@@ -616,6 +781,49 @@ mod tests {
         fn erf_all<F: Real>(out: &mut [F], x: &[F]) {
             for (o, &v) in out.iter_mut().zip(x) {
                 *o = v.erf_s::<S>();
+            }
+        }
+    }
+
+    fn check_small_gemm<S: Simd>() {
+        let mut seed = 1u64;
+        let mut rnd = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        };
+        for r in 1..=8 {
+            for (k, n) in [(1, 1), (5, 16), (32, 17), (7, 33), (64, 48), (3, 70)] {
+                let (sa, sb, sc) = (k + 3, n + 5, n + 2);
+                let a: Vec<f32> = (0..r * sa).map(|_| rnd()).collect();
+                let b: Vec<f32> = (0..k * sb).map(|_| rnd()).collect();
+                for acc in [false, true] {
+                    let c0: Vec<f32> = (0..r * sc).map(|_| rnd()).collect();
+                    let (mut want, mut got) = (c0.clone(), c0.clone());
+                    small_gemm_scalar(&mut want, sc, &a, sa, &b, sb, (r, k, n), acc);
+                    S::small_gemm_f32(&mut got, sc, &a, sa, &b, sb, (r, k, n), acc);
+                    for (i, (x, y)) in want.iter().zip(&got).enumerate() {
+                        assert!(
+                            (x - y).abs() < 1e-4,
+                            "r{r} k{k} n{n} acc{acc} at {i}: {x} vs {y}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn small_gemm_matches_the_reference_on_every_available_isa() {
+        check_small_gemm::<Scalar>();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                check_small_gemm::<Avx2>();
+            }
+            if is_x86_feature_detected!("avx512f") {
+                check_small_gemm::<Avx512>();
             }
         }
     }

@@ -8,7 +8,6 @@
 
 use crate::engine::real::Real;
 use crate::engine::simd::simd_dispatch;
-use crate::engine::simd::Simd;
 use rayon::prelude::*;
 
 /// Dimensions of one attention call.
@@ -78,59 +77,70 @@ fn span(lo: usize, i: usize, limit: usize) -> (usize, usize) {
     (lo / LANES * LANES, round_up(i + 1).min(limit))
 }
 
-/// out[a..b] = Σ_e v[e] · xt[e·tp + a..e·tp + b]
-#[inline(always)]
-fn scores<F: Real, S: Simd>(out: &mut [F], v: &[F], xt: &[F], tp: usize, (a, b): (usize, usize)) {
-    let s = &mut out[a..b];
-    s.fill(F::ZERO);
-    F::lincomb::<S>(s, v, &xt[a..], tp);
-}
+/// Query (or key) rows per register tile.
+const ROWS: usize = 8;
 
 simd_dispatch! {
     /// One batch element: out_b (T, C), probs_b (H, T, T) from qkv_b (T, C + 2·G·hd). Every
-    /// probability row is written in full, zero outside the causal window.
+    /// probability row is written in full, zero outside the causal window. Queries go in tiles
+    /// of 8: S = Q·Kᵀ and O = P·V are small register-blocked products over the tile's key span.
     fn forward_one<F: Real>(out_b: &mut [F], probs_b: &mut [F], qkv_b: &[F], d: AttnDims) {
         let (t, c, w, hd) = (d.t, d.c(), d.qkv_width(), d.head_dim);
         let tp = round_up(t);
         let scale = F::ONE / F::usize(hd).sqrt();
         let mut kt = vec![F::ZERO; hd * tp];
-        let mut q = vec![F::ZERO; hd];
-        let mut row = vec![F::ZERO; tp];
+        let mut qs = vec![F::ZERO; t * hd];
+        let mut sblk = vec![F::ZERO; ROWS * tp];
         for h in 0..d.heads {
             let (ko, vo) = (d.k_offset(h), d.v_offset(h));
             if h % (d.heads / d.kv_heads) == 0 {
                 transpose_head(&mut kt, qkv_b, ko, w, t, tp, hd);
             }
             for i in 0..t {
-                for (qe, &x) in q.iter_mut().zip(&qkv_b[i * w + h * hd..i * w + (h + 1) * hd]) {
-                    *qe = x * scale;
+                for (q, &x) in qs[i * hd..(i + 1) * hd].iter_mut().zip(&qkv_b[i * w + h * hd..]) {
+                    *q = x * scale;
                 }
-                let lo = d.first_key(i);
-                let (a, b) = span(lo, i, tp);
-                scores::<F, S>(&mut row, &q, &kt, tp, (a, b));
-                let max = F::max_of::<S>(&row[lo..=i]);
-                // Fixed 16-lane chunks: the span is a multiple of 16 long, and short plain loops
-                // would not be vectorised.
-                for ch in row[a..b].as_chunks_mut::<LANES>().0 {
-                    for x in ch.iter_mut() {
-                        *x = (*x - max).exp_s::<S>();
+            }
+            for i0 in (0..t).step_by(ROWS) {
+                let rows = ROWS.min(t - i0);
+                let (a, b) = span(d.first_key(i0), i0 + rows - 1, tp);
+                F::small_gemm::<S>(&mut sblk[a..], tp, &qs[i0 * hd..], hd, &kt[a..], tp, (rows, hd, b - a), false);
+                for r in 0..rows {
+                    let i = i0 + r;
+                    let lo = d.first_key(i);
+                    let row = &mut sblk[r * tp..(r + 1) * tp];
+                    let max = F::max_of::<S>(&row[lo..=i]);
+                    // Fixed 16-lane chunks: the span is a multiple of 16 long, and short plain
+                    // loops would not be vectorised.
+                    for ch in row[a..b].as_chunks_mut::<LANES>().0 {
+                        for x in ch.iter_mut() {
+                            *x = (*x - max).exp_s::<S>();
+                        }
                     }
-                }
-                row[a..lo].fill(F::ZERO);
-                row[i + 1..b].fill(F::ZERO);
-                let inv = F::ONE / F::sum_of::<S>(&row[a..b]);
-                for ch in row[a..b].as_chunks_mut::<LANES>().0 {
-                    for x in ch.iter_mut() {
-                        *x *= inv;
+                    row[a..lo].fill(F::ZERO);
+                    row[i + 1..b].fill(F::ZERO);
+                    let inv = F::ONE / F::sum_of::<S>(&row[a..b]);
+                    for ch in row[a..b].as_chunks_mut::<LANES>().0 {
+                        for x in ch.iter_mut() {
+                            *x *= inv;
+                        }
                     }
+                    let p = &mut probs_b[(h * t + i) * t..(h * t + i + 1) * t];
+                    p.fill(F::ZERO);
+                    p[a..b.min(t)].copy_from_slice(&row[a..b.min(t)]);
                 }
-                let p = &mut probs_b[(h * t + i) * t..(h * t + i + 1) * t];
-                p.fill(F::ZERO);
-                p[lo..=i].copy_from_slice(&row[lo..=i]);
-                // o_i = Σ_j P_ij v_j
-                let o = &mut out_b[i * c + h * hd..i * c + (h + 1) * hd];
-                o.fill(F::ZERO);
-                F::lincomb::<S>(o, &p[lo..=i], &qkv_b[lo * w + vo..], w);
+                // O = P · V over the tile's keys [a, min(b, t)).
+                let k = b.min(t) - a;
+                F::small_gemm::<S>(
+                    &mut out_b[i0 * c + h * hd..],
+                    c,
+                    &probs_b[(h * t + i0) * t + a..],
+                    t,
+                    &qkv_b[a * w + vo..],
+                    w,
+                    (rows, k, hd),
+                    false,
+                );
             }
         }
     }
@@ -147,15 +157,15 @@ fn transpose_square<F: Real>(dst: &mut [F], src: &[F], t: usize) {
 }
 
 simd_dispatch! {
-    /// One batch element: dqkv_b (T, C + 2·G·hd) from dout_b (T, C). Per head, a pass over
-    /// queries gives dS and dq; a pass over keys gives dk and dv as register-accumulated sums
-    /// over the queries that saw each key.
+    /// One batch element: dqkv_b (T, C + 2·G·hd) from dout_b (T, C). Per head, query tiles give
+    /// dP = dO·Vᵀ, dS and dQ = dS·K; key tiles give dV = Pᵀ·dO and dK = dSᵀ·Q, accumulated
+    /// (heads sharing a key/value head add into the same rows).
     fn backward_one<F: Real>(dqkv_b: &mut [F], dout_b: &[F], qkv_b: &[F], probs_b: &[F], d: AttnDims) {
         let (t, c, w, hd) = (d.t, d.c(), d.qkv_width(), d.head_dim);
         let tp = round_up(t);
         let scale = F::ONE / F::usize(hd).sqrt();
         dqkv_b.fill(F::ZERO);
-        let mut dp = vec![F::ZERO; tp];
+        let mut dpblk = vec![F::ZERO; ROWS * tp];
         let mut ds = vec![F::ZERO; t * t];
         let mut ds_t = vec![F::ZERO; t * t];
         let mut p_t = vec![F::ZERO; t * t];
@@ -166,44 +176,43 @@ simd_dispatch! {
                 transpose_head(&mut vt, qkv_b, vo, w, t, tp, hd);
             }
             let probs_h = &probs_b[h * t * t..(h + 1) * t * t];
-            for i in 0..t {
-                let lo = d.first_key(i);
-                let (a, b) = span(lo, i, t);
-                let p = &probs_h[i * t..(i + 1) * t];
-                let g = &dout_b[i * c + h * hd..i * c + (h + 1) * hd];
-                // dP_ij = dO_i · v_j over the aligned span (P is zero outside the window).
-                scores::<F, S>(&mut dp, g, &vt, tp, (a, b));
-                let pdp = F::dot::<S>(&p[a..b], &dp[a..b]);
-                // dS_ij = P_ij (dP_ij − Σ_k P_ik dP_ik), scaled; zero outside the window.
-                // Over the aligned span in 16-lane chunks (P is zero outside the window, so dS
-                // is too); the span's tail exists only when T is not a multiple of 16.
-                let row = &mut ds[i * t..(i + 1) * t];
-                row.fill(F::ZERO);
-                let (rc, rr) = row[a..b].as_chunks_mut::<LANES>();
-                let (pc, pr) = p[a..b].as_chunks::<LANES>();
-                let (dc, dr) = dp[a..b].as_chunks::<LANES>();
-                for ((r, pv), dv) in rc.iter_mut().zip(pc).zip(dc) {
-                    for l in 0..LANES {
-                        r[l] = pv[l] * (dv[l] - pdp) * scale;
+            for i0 in (0..t).step_by(ROWS) {
+                let rows = ROWS.min(t - i0);
+                let (a, b) = span(d.first_key(i0), i0 + rows - 1, t);
+                // dP_ij = dO_i · v_j over the tile's keys (P is zero outside each window).
+                F::small_gemm::<S>(&mut dpblk[a..], tp, &dout_b[i0 * c + h * hd..], c, &vt[a..], tp, (rows, hd, b - a), false);
+                for r in 0..rows {
+                    let i = i0 + r;
+                    let p = &probs_h[i * t..(i + 1) * t];
+                    let dp = &dpblk[r * tp..(r + 1) * tp];
+                    let pdp = F::dot::<S>(&p[a..b], &dp[a..b]);
+                    // dS_ij = P_ij (dP_ij − Σ_k P_ik dP_ik), scaled, in 16-lane chunks.
+                    let row = &mut ds[i * t..(i + 1) * t];
+                    row.fill(F::ZERO);
+                    let (rc, rr) = row[a..b].as_chunks_mut::<LANES>();
+                    let (pc, pr) = p[a..b].as_chunks::<LANES>();
+                    let (dc, dr) = dp[a..b].as_chunks::<LANES>();
+                    for ((x, pv), dv) in rc.iter_mut().zip(pc).zip(dc) {
+                        for l in 0..LANES {
+                            x[l] = pv[l] * (dv[l] - pdp) * scale;
+                        }
+                    }
+                    for ((x, &pv), &dv) in rr.iter_mut().zip(pr).zip(dr) {
+                        *x = pv * (dv - pdp) * scale;
                     }
                 }
-                for ((r, &pv), &dv) in rr.iter_mut().zip(pr).zip(dr) {
-                    *r = pv * (dv - pdp) * scale;
-                }
-                // dq_i = Σ_j dS_ij k_j
-                let dq = &mut dqkv_b[i * w + h * hd..i * w + (h + 1) * hd];
-                F::lincomb::<S>(dq, &row[lo..=i], &qkv_b[lo * w + ko..], w);
+                // dQ = dS · K over the tile's keys.
+                F::small_gemm::<S>(&mut dqkv_b[i0 * w + h * hd..], w, &ds[i0 * t + a..], t, &qkv_b[a * w + ko..], w, (rows, b - a, hd), false);
             }
             transpose_square(&mut p_t, probs_h, t);
             transpose_square(&mut ds_t, &ds, t);
-            for j in 0..t {
-                // Queries that see key j: j ≤ i < j + window.
-                let hi = (j + d.window.min(t)).min(t);
-                // dv_j += Σ_i P_ij dO_i ;  dk_j += Σ_i dS_ij q_i
-                let dv = &mut dqkv_b[j * w + vo..j * w + vo + hd];
-                F::lincomb::<S>(dv, &p_t[j * t + j..j * t + hi], &dout_b[j * c + h * hd..], c);
-                let dk = &mut dqkv_b[j * w + ko..j * w + ko + hd];
-                F::lincomb::<S>(dk, &ds_t[j * t + j..j * t + hi], &qkv_b[j * w + h * hd..], w);
+            for j0 in (0..t).step_by(ROWS) {
+                let rows = ROWS.min(t - j0);
+                // Queries that see a key of the tile: j0 ≤ i < last key + window.
+                let hi = (j0 + rows - 1).saturating_add(d.window).min(t);
+                let k = hi - j0;
+                F::small_gemm::<S>(&mut dqkv_b[j0 * w + vo..], w, &p_t[j0 * t + j0..], t, &dout_b[j0 * c + h * hd..], c, (rows, k, hd), true);
+                F::small_gemm::<S>(&mut dqkv_b[j0 * w + ko..], w, &ds_t[j0 * t + j0..], t, &qkv_b[j0 * w + h * hd..], w, (rows, k, hd), true);
             }
         }
     }
