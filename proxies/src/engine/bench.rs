@@ -4,7 +4,7 @@
 
 use crate::data::Batch;
 use crate::engine::cpu::matmul::matmul_forward;
-use crate::engine::train::{train_step, Optimizer};
+use crate::engine::train::Optimizer;
 use crate::engine::{Cpu, Model, TrainConfig};
 use genas_space::{Activation, Architecture, Attention, Cost, Ffn, Layer, Rng, Sparsity};
 use serde::Serialize;
@@ -45,6 +45,10 @@ pub struct BenchReport {
     /// Throughput of the step's largest GEMM shape, (B·T, C) × (C, 4C), timed in this run.
     pub gemm_gflops: f64,
     pub gemm_fraction: f64,
+    /// Mean milliseconds per timed step in each phase.
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub update_ms: f64,
     pub final_loss: f64,
 }
 
@@ -93,20 +97,27 @@ pub fn bench_train(c: &BenchConfig) -> Result<BenchReport, String> {
         .collect();
     let mut last = 0.0;
     let mut start = Instant::now();
+    let mut phase = [0.0f64; 3];
     for step in 0..c.warmup + c.steps {
         if step == c.warmup {
             start = Instant::now();
+            phase = [0.0; 3];
         }
-        last = train_step(
-            &mut model,
-            &mut opt,
-            &batches[step as usize % 8],
-            None,
-            &cfg,
-            step,
-        )
-        .map_err(|e| e.to_string())?
-        .loss;
+        let batch = &batches[step as usize % 8];
+        let t0 = Instant::now();
+        let loss = model
+            .forward(&batch.inputs, Some(&batch.targets), None, (b, t), true)
+            .expect("targets");
+        let t1 = Instant::now();
+        model.backward(&batch.inputs);
+        let t2 = Instant::now();
+        opt.update(&mut model, cfg.lr_at(step), &cfg)
+            .map_err(|n| format!("gradient norm {n}"))?;
+        let t3 = Instant::now();
+        phase[0] += (t1 - t0).as_secs_f64();
+        phase[1] += (t2 - t1).as_secs_f64();
+        phase[2] += (t3 - t2).as_secs_f64();
+        last = loss.loss;
     }
     let seconds = start.elapsed().as_secs_f64();
     let steps_per_s = c.steps as f64 / seconds;
@@ -131,6 +142,9 @@ pub fn bench_train(c: &BenchConfig) -> Result<BenchReport, String> {
         achieved_gflops: achieved,
         gemm_gflops: gemm,
         gemm_fraction: achieved / gemm,
+        forward_ms: phase[0] * 1e3 / c.steps as f64,
+        backward_ms: phase[1] * 1e3 / c.steps as f64,
+        update_ms: phase[2] * 1e3 / c.steps as f64,
         final_loss: last,
     })
 }

@@ -24,9 +24,30 @@
 //! A low-rank FFN matrix `X.weight` (out, in) is stored as `X.weight_a` (r, in) and
 //! `X.weight_b` (out, r): W = B·A. With cross-layer sharing only the first layer of each group
 //! (`Architecture::weight_owner`) has parameters; the others use them and add their gradients
-//! into them. Hugging Face mapping: GPT-2 uses these names under `transformer.` (with `c_attn`,
-//! `c_fc`, `c_proj` transposed to (in, out) and `lm_head` tied); GPT-Neo and GPTBigCode
-//! mappings are documented with the exporter.
+//! into them.
+//!
+//! Hugging Face mapping (export renames; the exporter's logit check in issue 6 verifies it):
+//! - **GPT-2** (`GPT2LMHeadModel`; uniform full attention, GELU): every name above under
+//!   `transformer.`, except `lm_head.weight`. GPT-2's `Conv1D` stores (in, out), so `c_attn`,
+//!   `c_proj`, `c_fc` weights are transposed; its `attn.c_attn.bias` and `attn.c_proj.bias`
+//!   are zeros (genas has none). The head is `lm_head.weight`, tied unless the config sets
+//!   `tie_word_embeddings = false`. (HF's `gelu_new` is the tanh approximation: the config
+//!   must name `activation_function = "gelu"` for the exact GELU genas trains.)
+//! - **GPT-Neo** (`GPTNeoForCausalLM`; a mix of full and sliding-window layers, "global" and
+//!   "local" with one `window_size`): `transformer.h.{i}.attn.attention.{q,k,v}_proj.weight`
+//!   are the q, k, v row blocks of `c_attn.weight` (`nn.Linear` layout, no transpose);
+//!   `attn.attention.out_proj.weight` (+ zero bias) is `c_proj`; `mlp.c_fc`, `mlp.c_proj` keep
+//!   genas's (out, in) layout. GPT-Neo does not scale attention scores by 1/√hd, so the
+//!   exporter folds that factor into `q_proj`. GPT-Neo's local attention window counts the
+//!   token itself the same way genas does.
+//! - **GPTBigCode** (`GPTBigCodeForCausalLM`, `multi_query = true`; uniform multi-query
+//!   attention, i.e. grouped with one key/value head): `attn.c_attn.weight` is genas's
+//!   (C + 2·hd, C) matrix as is (`nn.Linear`), plus zero biases; the rest as GPT-2 without
+//!   the transposes.
+//!
+//! Linear attention, attention `none`, grouped attention with 1 < G < H, low rank, sparsity
+//! masks beyond stored zeros, swiglu and sharing have no counterpart in these families: the
+//! PyTorch export covers them.
 
 use crate::engine::backend::{Act, Backend};
 use crate::engine::cpu::attention::AttnDims;
