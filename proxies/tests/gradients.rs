@@ -552,3 +552,46 @@ fn whole_model_sharing_tying_and_distillation() {
     let a = arch(vec![l.clone(), l.clone(), l], 2, true);
     check_model("shared+tied+distill", &a, true);
 }
+
+#[test]
+fn data_parallel_shards_give_the_full_batch_gradient() {
+    let l1 = layer(
+        Attention::Full { heads: 2 },
+        12,
+        Activation::Swiglu,
+        Some(4),
+        Sparsity::Unstructured(Fraction(0.5)),
+    );
+    let l2 = layer(
+        Attention::Linear { heads: 2 },
+        8,
+        Activation::Gelu,
+        None,
+        Sparsity::Dense,
+    );
+    let a = arch(vec![l1, l2], 1, true);
+    let mut rng = Rng::seed_from_u64(31);
+    // Three sequences over two workers: shares of 1 and 2 rows, weighted 1/3 and 2/3.
+    let (b, t) = (3, 6);
+    let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(7) as u32).collect();
+    let targets: Vec<u32> = (0..b * t).map(|_| rng.below(7) as u32).collect();
+    let mut full = Model::new(&a, Cpu::<f64>::new(1), 4);
+    let mut sharded = Model::new(&a, Cpu::<f64>::new(2), 4);
+    let want = full
+        .forward(&tokens, Some(&targets), None, (b, t), true)
+        .unwrap();
+    full.backward(&tokens);
+    let got = sharded.forward_backward(&tokens, &targets, (b, t));
+    assert!((want.loss - got.loss).abs() < 1e-12, "{want:?} {got:?}");
+    for i in 0..full.params.len() {
+        let (g1, g2) = (full.grad(i), sharded.grad(i));
+        let scale = g1.iter().map(|x| x.abs()).fold(1e-12, f64::max);
+        for (x, y) in g1.iter().zip(&g2) {
+            assert!(
+                (x - y).abs() <= 1e-10 * scale,
+                "{}: {x} vs {y}",
+                full.params[i].name
+            );
+        }
+    }
+}

@@ -497,7 +497,7 @@ pub fn render_train(s: &TrainSummary) -> String {
 
 pub fn render_bench(r: &genas_proxies::engine::bench::BenchReport) -> String {
     format!(
-        "genas: d_model {} layers {} heads {} seq {} batch {} ({} params), {} thread(s): {:.2} steps/s ({:.1} ms/step: forward {:.1}, backward {:.1}, update {:.1}), {:.1} GFLOP/s achieved = {:.0}% of the {:.1} GFLOP/s GEMM baseline\n",
+        "genas: d_model {} layers {} heads {} seq {} batch {} ({} params), {} thread(s): {:.2} steps/s ({:.1} ms/step: forward+backward {:.1}, update {:.1}), {:.1} GFLOP/s achieved = {:.0}% of the {:.1} GFLOP/s GEMM baseline\n",
         r.d_model,
         r.layers,
         r.heads,
@@ -507,8 +507,7 @@ pub fn render_bench(r: &genas_proxies::engine::bench::BenchReport) -> String {
         r.threads,
         r.steps_per_s,
         r.ms_per_step,
-        r.forward_ms,
-        r.backward_ms,
+        r.forward_backward_ms,
         r.update_ms,
         r.achieved_gflops,
         100.0 * r.gemm_fraction,

@@ -168,6 +168,16 @@ pub trait Backend: Send + Sync {
     ) -> (f64, f64);
 
     fn mul_assign(&self, x: &mut Self::Buf, mask: &Self::Buf);
+    /// y += a · x
+    fn axpy(&self, y: &mut Self::Buf, a: f64, x: &Self::Buf);
+    /// Single-threaded backends for the workers of a data-parallel training step, one per
+    /// thread; empty (the default) when this backend parallelises only inside its kernels.
+    fn workers(&self) -> Vec<Self>
+    where
+        Self: Sized,
+    {
+        Vec::new()
+    }
     fn sum_squares(&self, x: &Self::Buf) -> f64;
     fn adamw(
         &self,

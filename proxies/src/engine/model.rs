@@ -168,6 +168,27 @@ struct Acts<Buf> {
     dlr: Buf,
 }
 
+/// Indices of the parameters outside the blocks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ids {
+    wte: usize,
+    wpe: usize,
+    lnf_w: usize,
+    lnf_b: usize,
+    head: Option<usize>,
+}
+
+/// What a forward or backward pass reads: the weights, masks and layout (shared by every
+/// worker of a data-parallel step).
+#[derive(Clone, Copy)]
+pub(crate) struct Net<'a, B: Backend> {
+    w: &'a [B::Buf],
+    masks: &'a [Option<B::Buf>],
+    blocks: &'a [BlockParams],
+    arch: &'a Architecture,
+    ids: Ids,
+}
+
 /// Parameter infos, weights (mutable), gradients and the backend, borrowed together.
 pub(crate) type OptimizerView<'a, B> = (
     &'a [ParamInfo],
@@ -200,6 +221,15 @@ pub struct Model<B: Backend> {
     pub(crate) lnf_b: usize,
     pub(crate) head: Option<usize>,
     acts: Option<Acts<B::Buf>>,
+    /// Workers of data-parallel steps (`forward_backward`), created on first use.
+    shards: Vec<Shard<B>>,
+}
+
+/// One worker of a data-parallel step: its backend, activations and gradients.
+struct Shard<B: Backend> {
+    be: B,
+    acts: Option<Acts<B::Buf>>,
+    grads: Vec<B::Buf>,
 }
 
 struct Builder {
@@ -488,6 +518,7 @@ impl<B: Backend> Model<B> {
             lnf_b,
             head,
             acts: None,
+            shards: Vec::new(),
         }
     }
 
@@ -552,70 +583,23 @@ impl<B: Backend> Model<B> {
         if self.acts.as_ref().is_some_and(|a| a.b == b && a.t == t) {
             return;
         }
-        let be = &self.be;
-        let (n, c, v) = (
-            b * t,
-            self.arch.d_model as usize,
-            self.arch.vocab_size as usize,
-        );
-        let z = |k: usize| be.zeros(k);
-        let mut max_width = 0;
-        let mut max_h = 0;
-        let mut max_r = 0;
-        let mut blocks = Vec::with_capacity(self.blocks.len());
-        for bp in &self.blocks {
-            let (width, cache) = match &bp.attn {
-                None => (0, 0),
-                Some(a) => match a.mixer {
-                    Mixer::Softmax(d) => (a.width, b * d.heads * t * t),
-                    Mixer::Linear { heads, .. } => (a.width, b * heads * t),
-                },
-            };
-            let h = bp.hidden;
-            let r = bp.fc.rank().max(bp.proj.rank());
-            max_width = max_width.max(width);
-            max_h = max_h.max(h);
-            max_r = max_r.max(r);
-            let has_attn = bp.attn.is_some();
-            let gated = bp.gate.is_some();
-            blocks.push(BlockActs {
-                ln1: z(if has_attn { n * c } else { 0 }),
-                ln1_mean: z(if has_attn { n } else { 0 }),
-                ln1_rstd: z(if has_attn { n } else { 0 }),
-                qkv: z(n * width),
-                mix_cache: z(cache),
-                atty: z(if has_attn { n * c } else { 0 }),
-                x_mid: z(if has_attn { n * c } else { 0 }),
-                ln2: z(n * c),
-                ln2_mean: z(n),
-                ln2_rstd: z(n),
-                fc_lr: z(n * bp.fc.rank()),
-                fc_pre: z(n * h),
-                gate_lr: z(if gated { n * bp.fc.rank() } else { 0 }),
-                gate_pre: z(if gated { n * h } else { 0 }),
-                act: z(n * h),
-                proj_lr: z(n * bp.proj.rank()),
-            });
+        self.acts = Some(alloc_acts(&self.be, &self.blocks, &self.arch, b, t));
+    }
+
+    fn net(&self) -> Net<'_, B> {
+        Net {
+            w: &self.weights,
+            masks: &self.masks,
+            blocks: &self.blocks,
+            arch: &self.arch,
+            ids: Ids {
+                wte: self.wte,
+                wpe: self.wpe,
+                lnf_w: self.lnf_w,
+                lnf_b: self.lnf_b,
+                head: self.head,
+            },
         }
-        self.acts = Some(Acts {
-            b,
-            t,
-            resid: (0..=self.blocks.len()).map(|_| z(n * c)).collect(),
-            blocks,
-            lnf: z(n * c),
-            lnf_mean: z(n),
-            lnf_rstd: z(n),
-            logits: z(n * v),
-            dlogits: z(n * v),
-            dx: z(n * c),
-            dln: z(n * c),
-            dqkv: z(n * max_width),
-            datty: z(n * c),
-            dh1: z(n * max_h),
-            dh2: z(n * max_h),
-            dh3: z(n * max_h),
-            dlr: z(n * max_r),
-        });
     }
 
     /// Forward pass over `tokens` (B, T). With `targets` it returns the loss (and, when
@@ -631,317 +615,521 @@ impl<B: Backend> Model<B> {
     ) -> Option<Loss> {
         assert!(t <= self.arch.context as usize && tokens.len() == b * t);
         self.ensure_acts(b, t);
-        let (wte, wpe, lnf_w, lnf_b, head) =
-            (self.wte, self.wpe, self.lnf_w, self.lnf_b, self.head);
-        let Model {
-            be,
-            weights: w,
-            blocks,
-            acts,
-            arch,
-            ..
-        } = self;
-        let a = acts.as_mut().expect("allocated");
-        let (n, c, v) = (b * t, arch.d_model as usize, arch.vocab_size as usize);
+        let mut acts = self.acts.take().expect("allocated");
+        let loss = forward_pass(
+            &self.net(),
+            &self.be,
+            &mut acts,
+            tokens,
+            targets,
+            teacher,
+            (b, t),
+            with_grad,
+        );
+        self.acts = Some(acts);
+        loss
+    }
+
+    /// One training step's forward and backward with the data loss (cross-entropy), leaving
+    /// the gradients ready for the optimizer. Where the backend has workers (CPU, 2+ threads)
+    /// the batch is split across them in fixed contiguous shares, each trains on its share with
+    /// single-threaded kernels, and the gradients are combined as Σ (n_s / N)·g_s in shard
+    /// order: the full-batch gradient, deterministic for a given thread count.
+    pub fn forward_backward(
+        &mut self,
+        tokens: &[u32],
+        targets: &[u32],
+        (b, t): (usize, usize),
+    ) -> Loss {
+        assert!(t <= self.arch.context as usize && tokens.len() == b * t && targets.len() == b * t);
+        if self.shards.is_empty() {
+            let workers = self.be.workers();
+            self.shards = workers
+                .into_iter()
+                .map(|be| {
+                    let grads = self.params.iter().map(|p| be.zeros(p.numel())).collect();
+                    Shard {
+                        be,
+                        acts: None,
+                        grads,
+                    }
+                })
+                .collect();
+        }
+        let s = self.shards.len();
+        if s < 2 || b < s {
+            let loss = self
+                .forward(tokens, Some(targets), None, (b, t), true)
+                .expect("targets given");
+            self.backward(tokens);
+            return loss;
+        }
+        let net = Net {
+            w: &self.weights,
+            masks: &self.masks,
+            blocks: &self.blocks,
+            arch: &self.arch,
+            ids: Ids {
+                wte: self.wte,
+                wpe: self.wpe,
+                lnf_w: self.lnf_w,
+                lnf_b: self.lnf_b,
+                head: self.head,
+            },
+        };
+        let bounds: Vec<usize> = (0..=s).map(|k| k * b / s).collect();
+        let losses: Vec<Loss> = std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .shards
+                .iter_mut()
+                .enumerate()
+                .map(|(k, sh)| {
+                    let (r0, r1) = (bounds[k], bounds[k + 1]);
+                    let (tok, tgt) = (&tokens[r0 * t..r1 * t], &targets[r0 * t..r1 * t]);
+                    let net = &net;
+                    scope.spawn(move || {
+                        let bs = r1 - r0;
+                        if !sh.acts.as_ref().is_some_and(|a| a.b == bs && a.t == t) {
+                            sh.acts = Some(alloc_acts(&sh.be, net.blocks, net.arch, bs, t));
+                        }
+                        let a = sh.acts.as_mut().expect("allocated");
+                        let loss =
+                            forward_pass(net, &sh.be, a, tok, Some(tgt), None, (bs, t), true)
+                                .expect("targets given");
+                        backward_pass(net, &sh.be, a, &mut sh.grads, tok);
+                        loss
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a training worker panicked"))
+                .collect()
+        });
+        let fractions: Vec<f64> = (0..s)
+            .map(|k| (bounds[k + 1] - bounds[k]) as f64 / b as f64)
+            .collect();
+        let (be, grads, shards) = (&self.be, &mut self.grads, &self.shards);
         be.install(|| {
-            be.embedding_forward(&mut a.resid[0], tokens, &w[wte], &w[wpe], (b, t, c));
-            for (l, bp) in blocks.iter().enumerate() {
-                let (before, after) = a.resid.split_at_mut(l + 1);
-                let (x_in, x_out) = (&before[l], &mut after[0]);
-                let ba = &mut a.blocks[l];
-                if let Some(at) = &bp.attn {
-                    be.layernorm_forward(
-                        &mut ba.ln1,
-                        &mut ba.ln1_mean,
-                        &mut ba.ln1_rstd,
-                        x_in,
-                        &w[at.ln_w],
-                        &w[at.ln_b],
-                        (n, c),
-                    );
-                    be.matmul_forward(
-                        &mut ba.qkv,
-                        false,
-                        &ba.ln1,
-                        &w[at.qkv],
-                        None,
-                        (n, c, at.width),
-                    );
-                    match at.mixer {
-                        Mixer::Softmax(d) => {
-                            let d = AttnDims {
-                                b,
-                                t,
-                                window: d.window.min(t),
-                                ..d
-                            };
-                            be.attention_forward(&mut ba.atty, &mut ba.mix_cache, &ba.qkv, d);
-                        }
-                        Mixer::Linear { heads, head_dim } => {
-                            be.linear_attention_forward(
-                                &mut ba.atty,
-                                &mut ba.mix_cache,
-                                &ba.qkv,
-                                (b, t, heads, head_dim),
-                            );
-                        }
-                    }
-                    be.copy(&mut ba.x_mid, x_in, n * c);
-                    be.matmul_forward(&mut ba.x_mid, true, &ba.atty, &w[at.proj], None, (n, c, c));
+            for (i, g) in grads.iter_mut().enumerate() {
+                be.set_zero(g);
+                for (sh, &f) in shards.iter().zip(&fractions) {
+                    be.axpy(g, f, &sh.grads[i]);
                 }
-                let h_in = if bp.attn.is_some() { &ba.x_mid } else { x_in };
-                be.layernorm_forward(
-                    &mut ba.ln2,
-                    &mut ba.ln2_mean,
-                    &mut ba.ln2_rstd,
-                    h_in,
-                    &w[bp.ln2_w],
-                    &w[bp.ln2_b],
-                    (n, c),
-                );
-                lin_forward(
-                    be,
-                    w,
-                    bp.fc,
-                    &mut ba.fc_pre,
-                    false,
-                    &mut ba.fc_lr,
-                    &ba.ln2,
-                    n,
-                );
-                let nh = n * bp.hidden;
-                match bp.gate {
-                    Some(g) => {
-                        lin_forward(
-                            be,
-                            w,
-                            g,
-                            &mut ba.gate_pre,
-                            false,
-                            &mut ba.gate_lr,
-                            &ba.ln2,
-                            n,
-                        );
-                        be.swiglu_forward(&mut ba.act, &ba.gate_pre, &ba.fc_pre, nh);
-                    }
-                    None => be.act_forward(act_of(bp.act), &mut ba.act, &ba.fc_pre, nh),
-                }
-                be.copy(x_out, h_in, n * c);
-                lin_forward(be, w, bp.proj, x_out, true, &mut ba.proj_lr, &ba.act, n);
             }
-            let last = &a.resid[blocks.len()];
-            be.layernorm_forward(
-                &mut a.lnf,
-                &mut a.lnf_mean,
-                &mut a.lnf_rstd,
-                last,
-                &w[lnf_w],
-                &w[lnf_b],
-                (n, c),
-            );
-            let head = &w[head.unwrap_or(wte)];
-            be.matmul_forward(&mut a.logits, false, &a.lnf, head, None, (n, c, v));
-            targets.map(|y| {
-                let d = if with_grad {
-                    Some(&mut a.dlogits)
-                } else {
-                    None
-                };
-                let (loss, ce) = be.loss(d, &a.logits, y, teacher, (n, v));
-                Loss { loss, ce }
-            })
-        })
+        });
+        Loss {
+            loss: losses.iter().zip(&fractions).map(|(l, f)| l.loss * f).sum(),
+            ce: losses.iter().zip(&fractions).map(|(l, f)| l.ce * f).sum(),
+        }
     }
 
     /// Gradients of the loss of the last `forward(.., with_grad = true)` into the parameter
     /// gradients (zeroed first). Masked weights get zero gradient.
     pub fn backward(&mut self, tokens: &[u32]) {
-        let (wte, wpe, lnf_w, lnf_b, head) =
-            (self.wte, self.wpe, self.lnf_w, self.lnf_b, self.head);
-        let Model {
-            be,
-            weights: w,
-            grads: g,
-            masks,
-            blocks,
-            acts,
-            arch,
-            ..
-        } = self;
-        let a = acts.as_mut().expect("forward first");
-        let (b, t) = (a.b, a.t);
-        let (n, c, v) = (b * t, arch.d_model as usize, arch.vocab_size as usize);
-        be.install(|| {
-            for gi in g.iter_mut() {
-                be.set_zero(gi);
+        let mut acts = self.acts.take().expect("forward first");
+        let mut grads = std::mem::take(&mut self.grads);
+        backward_pass(&self.net(), &self.be, &mut acts, &mut grads, tokens);
+        self.grads = grads;
+        self.acts = Some(acts);
+    }
+}
+
+/// Activations and backward scratch for a (b, t) batch.
+fn alloc_acts<B: Backend>(
+    be: &B,
+    blocks_p: &[BlockParams],
+    arch: &Architecture,
+    b: usize,
+    t: usize,
+) -> Acts<B::Buf> {
+    let (n, c, v) = (b * t, arch.d_model as usize, arch.vocab_size as usize);
+    let z = |k: usize| be.zeros(k);
+    let mut max_width = 0;
+    let mut max_h = 0;
+    let mut max_r = 0;
+    let mut blocks = Vec::with_capacity(blocks_p.len());
+    for bp in blocks_p {
+        let (width, cache) = match &bp.attn {
+            None => (0, 0),
+            Some(a) => match a.mixer {
+                Mixer::Softmax(d) => (a.width, b * d.heads * t * t),
+                Mixer::Linear { heads, .. } => (a.width, b * heads * t),
+            },
+        };
+        let h = bp.hidden;
+        let r = bp.fc.rank().max(bp.proj.rank());
+        max_width = max_width.max(width);
+        max_h = max_h.max(h);
+        max_r = max_r.max(r);
+        let has_attn = bp.attn.is_some();
+        let gated = bp.gate.is_some();
+        blocks.push(BlockActs {
+            ln1: z(if has_attn { n * c } else { 0 }),
+            ln1_mean: z(if has_attn { n } else { 0 }),
+            ln1_rstd: z(if has_attn { n } else { 0 }),
+            qkv: z(n * width),
+            mix_cache: z(cache),
+            atty: z(if has_attn { n * c } else { 0 }),
+            x_mid: z(if has_attn { n * c } else { 0 }),
+            ln2: z(n * c),
+            ln2_mean: z(n),
+            ln2_rstd: z(n),
+            fc_lr: z(n * bp.fc.rank()),
+            fc_pre: z(n * h),
+            gate_lr: z(if gated { n * bp.fc.rank() } else { 0 }),
+            gate_pre: z(if gated { n * h } else { 0 }),
+            act: z(n * h),
+            proj_lr: z(n * bp.proj.rank()),
+        });
+    }
+    Acts {
+        b,
+        t,
+        resid: (0..=blocks_p.len()).map(|_| z(n * c)).collect(),
+        blocks,
+        lnf: z(n * c),
+        lnf_mean: z(n),
+        lnf_rstd: z(n),
+        logits: z(n * v),
+        dlogits: z(n * v),
+        dx: z(n * c),
+        dln: z(n * c),
+        dqkv: z(n * max_width),
+        datty: z(n * c),
+        dh1: z(n * max_h),
+        dh2: z(n * max_h),
+        dh3: z(n * max_h),
+        dlr: z(n * max_r),
+    }
+}
+
+/// Forward pass over `tokens` (B, T). With `targets` it returns the loss (and, when
+/// `with_grad`, leaves dlogits ready for `backward`); `teacher` adds the distillation term:
+/// (probabilities (B·T, V) at temperature, temperature, alpha).
+#[allow(clippy::too_many_arguments)]
+fn forward_pass<B: Backend>(
+    net: &Net<'_, B>,
+    be: &B,
+    a: &mut Acts<B::Buf>,
+    tokens: &[u32],
+    targets: Option<&[u32]>,
+    teacher: Option<(&B::Buf, f64, f64)>,
+    (b, t): (usize, usize),
+    with_grad: bool,
+) -> Option<Loss> {
+    let Net {
+        w,
+        blocks,
+        arch,
+        ids:
+            Ids {
+                wte,
+                wpe,
+                lnf_w,
+                lnf_b,
+                head,
+            },
+        ..
+    } = *net;
+    let (n, c, v) = (b * t, arch.d_model as usize, arch.vocab_size as usize);
+    be.install(|| {
+        be.embedding_forward(&mut a.resid[0], tokens, &w[wte], &w[wpe], (b, t, c));
+        for (l, bp) in blocks.iter().enumerate() {
+            let (before, after) = a.resid.split_at_mut(l + 1);
+            let (x_in, x_out) = (&before[l], &mut after[0]);
+            let ba = &mut a.blocks[l];
+            if let Some(at) = &bp.attn {
+                be.layernorm_forward(
+                    &mut ba.ln1,
+                    &mut ba.ln1_mean,
+                    &mut ba.ln1_rstd,
+                    x_in,
+                    &w[at.ln_w],
+                    &w[at.ln_b],
+                    (n, c),
+                );
+                be.matmul_forward(
+                    &mut ba.qkv,
+                    false,
+                    &ba.ln1,
+                    &w[at.qkv],
+                    None,
+                    (n, c, at.width),
+                );
+                match at.mixer {
+                    Mixer::Softmax(d) => {
+                        let d = AttnDims {
+                            b,
+                            t,
+                            window: d.window.min(t),
+                            ..d
+                        };
+                        be.attention_forward(&mut ba.atty, &mut ba.mix_cache, &ba.qkv, d);
+                    }
+                    Mixer::Linear { heads, head_dim } => {
+                        be.linear_attention_forward(
+                            &mut ba.atty,
+                            &mut ba.mix_cache,
+                            &ba.qkv,
+                            (b, t, heads, head_dim),
+                        );
+                    }
+                }
+                be.copy(&mut ba.x_mid, x_in, n * c);
+                be.matmul_forward(&mut ba.x_mid, true, &ba.atty, &w[at.proj], None, (n, c, c));
             }
-            let head = head.unwrap_or(wte);
-            be.matmul_backward(
-                Some(&mut a.dln),
-                false,
-                &mut g[head],
-                None,
-                &a.dlogits,
-                &a.lnf,
-                &w[head],
-                (n, c, v),
+            let h_in = if bp.attn.is_some() { &ba.x_mid } else { x_in };
+            be.layernorm_forward(
+                &mut ba.ln2,
+                &mut ba.ln2_mean,
+                &mut ba.ln2_rstd,
+                h_in,
+                &w[bp.ln2_w],
+                &w[bp.ln2_b],
+                (n, c),
             );
-            be.set_zero(&mut a.dx);
-            let last = &a.resid[blocks.len()];
-            let [dw, db] = g.get_disjoint_mut([lnf_w, lnf_b]).expect("distinct");
+            lin_forward(
+                be,
+                w,
+                bp.fc,
+                &mut ba.fc_pre,
+                false,
+                &mut ba.fc_lr,
+                &ba.ln2,
+                n,
+            );
+            let nh = n * bp.hidden;
+            match bp.gate {
+                Some(g) => {
+                    lin_forward(
+                        be,
+                        w,
+                        g,
+                        &mut ba.gate_pre,
+                        false,
+                        &mut ba.gate_lr,
+                        &ba.ln2,
+                        n,
+                    );
+                    be.swiglu_forward(&mut ba.act, &ba.gate_pre, &ba.fc_pre, nh);
+                }
+                None => be.act_forward(act_of(bp.act), &mut ba.act, &ba.fc_pre, nh),
+            }
+            be.copy(x_out, h_in, n * c);
+            lin_forward(be, w, bp.proj, x_out, true, &mut ba.proj_lr, &ba.act, n);
+        }
+        let last = &a.resid[blocks.len()];
+        be.layernorm_forward(
+            &mut a.lnf,
+            &mut a.lnf_mean,
+            &mut a.lnf_rstd,
+            last,
+            &w[lnf_w],
+            &w[lnf_b],
+            (n, c),
+        );
+        let head = &w[head.unwrap_or(wte)];
+        be.matmul_forward(&mut a.logits, false, &a.lnf, head, None, (n, c, v));
+        targets.map(|y| {
+            let d = if with_grad {
+                Some(&mut a.dlogits)
+            } else {
+                None
+            };
+            let (loss, ce) = be.loss(d, &a.logits, y, teacher, (n, v));
+            Loss { loss, ce }
+        })
+    })
+}
+
+/// Gradients of the loss of the last `forward(.., with_grad = true)` into the parameter
+/// gradients (zeroed first). Masked weights get zero gradient.
+fn backward_pass<B: Backend>(
+    net: &Net<'_, B>,
+    be: &B,
+    a: &mut Acts<B::Buf>,
+    g: &mut [B::Buf],
+    tokens: &[u32],
+) {
+    let Net {
+        w,
+        masks,
+        blocks,
+        arch,
+        ids:
+            Ids {
+                wte,
+                wpe,
+                lnf_w,
+                lnf_b,
+                head,
+            },
+    } = *net;
+    let (b, t) = (a.b, a.t);
+    let (n, c, v) = (b * t, arch.d_model as usize, arch.vocab_size as usize);
+    be.install(|| {
+        for gi in g.iter_mut() {
+            be.set_zero(gi);
+        }
+        let head = head.unwrap_or(wte);
+        be.matmul_backward(
+            Some(&mut a.dln),
+            false,
+            &mut g[head],
+            None,
+            &a.dlogits,
+            &a.lnf,
+            &w[head],
+            (n, c, v),
+        );
+        be.set_zero(&mut a.dx);
+        let last = &a.resid[blocks.len()];
+        let [dw, db] = g.get_disjoint_mut([lnf_w, lnf_b]).expect("distinct");
+        be.layernorm_backward(
+            &mut a.dx,
+            dw,
+            db,
+            &a.dln,
+            last,
+            &w[lnf_w],
+            &a.lnf_mean,
+            &a.lnf_rstd,
+            (n, c),
+        );
+        for (l, bp) in blocks.iter().enumerate().rev() {
+            let x_in = &a.resid[l];
+            let ba = &a.blocks[l];
+            let h_in = if bp.attn.is_some() { &ba.x_mid } else { x_in };
+            let nh = n * bp.hidden;
+            // FFN: x_out = h_in + proj(act(fc(LN2(h_in)))).
+            lin_backward(
+                be,
+                w,
+                g,
+                bp.proj,
+                &mut a.dh1,
+                false,
+                &mut a.dlr,
+                &a.dx,
+                &ba.act,
+                &ba.proj_lr,
+                n,
+            );
+            match bp.gate {
+                Some(gate) => {
+                    be.swiglu_backward(
+                        &mut a.dh3,
+                        &mut a.dh2,
+                        &ba.gate_pre,
+                        &ba.fc_pre,
+                        &a.dh1,
+                        nh,
+                    );
+                    lin_backward(
+                        be, w, g, bp.fc, &mut a.dln, false, &mut a.dlr, &a.dh2, &ba.ln2, &ba.fc_lr,
+                        n,
+                    );
+                    lin_backward(
+                        be,
+                        w,
+                        g,
+                        gate,
+                        &mut a.dln,
+                        true,
+                        &mut a.dlr,
+                        &a.dh3,
+                        &ba.ln2,
+                        &ba.gate_lr,
+                        n,
+                    );
+                }
+                None => {
+                    be.act_backward(act_of(bp.act), &mut a.dh2, &ba.fc_pre, &ba.act, &a.dh1, nh);
+                    lin_backward(
+                        be, w, g, bp.fc, &mut a.dln, false, &mut a.dlr, &a.dh2, &ba.ln2, &ba.fc_lr,
+                        n,
+                    );
+                }
+            }
+            let [dw, db] = g.get_disjoint_mut([bp.ln2_w, bp.ln2_b]).expect("distinct");
             be.layernorm_backward(
                 &mut a.dx,
                 dw,
                 db,
                 &a.dln,
-                last,
-                &w[lnf_w],
-                &a.lnf_mean,
-                &a.lnf_rstd,
+                h_in,
+                &w[bp.ln2_w],
+                &ba.ln2_mean,
+                &ba.ln2_rstd,
                 (n, c),
             );
-            for (l, bp) in blocks.iter().enumerate().rev() {
-                let x_in = &a.resid[l];
-                let ba = &a.blocks[l];
-                let h_in = if bp.attn.is_some() { &ba.x_mid } else { x_in };
-                let nh = n * bp.hidden;
-                // FFN: x_out = h_in + proj(act(fc(LN2(h_in)))).
-                lin_backward(
-                    be,
-                    w,
-                    g,
-                    bp.proj,
-                    &mut a.dh1,
+            if let Some(at) = &bp.attn {
+                // x_mid = x_in + proj(mix(qkv(LN1(x_in)))).
+                be.matmul_backward(
+                    Some(&mut a.datty),
                     false,
-                    &mut a.dlr,
+                    &mut g[at.proj],
+                    None,
                     &a.dx,
-                    &ba.act,
-                    &ba.proj_lr,
-                    n,
+                    &ba.atty,
+                    &w[at.proj],
+                    (n, c, c),
                 );
-                match bp.gate {
-                    Some(gate) => {
-                        be.swiglu_backward(
-                            &mut a.dh3,
-                            &mut a.dh2,
-                            &ba.gate_pre,
-                            &ba.fc_pre,
-                            &a.dh1,
-                            nh,
-                        );
-                        lin_backward(
-                            be, w, g, bp.fc, &mut a.dln, false, &mut a.dlr, &a.dh2, &ba.ln2,
-                            &ba.fc_lr, n,
-                        );
-                        lin_backward(
-                            be,
-                            w,
-                            g,
-                            gate,
-                            &mut a.dln,
-                            true,
-                            &mut a.dlr,
-                            &a.dh3,
-                            &ba.ln2,
-                            &ba.gate_lr,
-                            n,
-                        );
+                match at.mixer {
+                    Mixer::Softmax(d) => {
+                        let d = AttnDims {
+                            b,
+                            t,
+                            window: d.window.min(t),
+                            ..d
+                        };
+                        be.attention_backward(&mut a.dqkv, &a.datty, &ba.qkv, &ba.mix_cache, d);
                     }
-                    None => {
-                        be.act_backward(
-                            act_of(bp.act),
-                            &mut a.dh2,
-                            &ba.fc_pre,
-                            &ba.act,
-                            &a.dh1,
-                            nh,
-                        );
-                        lin_backward(
-                            be, w, g, bp.fc, &mut a.dln, false, &mut a.dlr, &a.dh2, &ba.ln2,
-                            &ba.fc_lr, n,
+                    Mixer::Linear { heads, head_dim } => {
+                        be.linear_attention_backward(
+                            &mut a.dqkv,
+                            &a.datty,
+                            &ba.qkv,
+                            &ba.atty,
+                            &ba.mix_cache,
+                            (b, t, heads, head_dim),
                         );
                     }
                 }
-                let [dw, db] = g.get_disjoint_mut([bp.ln2_w, bp.ln2_b]).expect("distinct");
+                be.matmul_backward(
+                    Some(&mut a.dln),
+                    false,
+                    &mut g[at.qkv],
+                    None,
+                    &a.dqkv,
+                    &ba.ln1,
+                    &w[at.qkv],
+                    (n, c, at.width),
+                );
+                let [dw, db] = g.get_disjoint_mut([at.ln_w, at.ln_b]).expect("distinct");
                 be.layernorm_backward(
                     &mut a.dx,
                     dw,
                     db,
                     &a.dln,
-                    h_in,
-                    &w[bp.ln2_w],
-                    &ba.ln2_mean,
-                    &ba.ln2_rstd,
+                    x_in,
+                    &w[at.ln_w],
+                    &ba.ln1_mean,
+                    &ba.ln1_rstd,
                     (n, c),
                 );
-                if let Some(at) = &bp.attn {
-                    // x_mid = x_in + proj(mix(qkv(LN1(x_in)))).
-                    be.matmul_backward(
-                        Some(&mut a.datty),
-                        false,
-                        &mut g[at.proj],
-                        None,
-                        &a.dx,
-                        &ba.atty,
-                        &w[at.proj],
-                        (n, c, c),
-                    );
-                    match at.mixer {
-                        Mixer::Softmax(d) => {
-                            let d = AttnDims {
-                                b,
-                                t,
-                                window: d.window.min(t),
-                                ..d
-                            };
-                            be.attention_backward(&mut a.dqkv, &a.datty, &ba.qkv, &ba.mix_cache, d);
-                        }
-                        Mixer::Linear { heads, head_dim } => {
-                            be.linear_attention_backward(
-                                &mut a.dqkv,
-                                &a.datty,
-                                &ba.qkv,
-                                &ba.atty,
-                                &ba.mix_cache,
-                                (b, t, heads, head_dim),
-                            );
-                        }
-                    }
-                    be.matmul_backward(
-                        Some(&mut a.dln),
-                        false,
-                        &mut g[at.qkv],
-                        None,
-                        &a.dqkv,
-                        &ba.ln1,
-                        &w[at.qkv],
-                        (n, c, at.width),
-                    );
-                    let [dw, db] = g.get_disjoint_mut([at.ln_w, at.ln_b]).expect("distinct");
-                    be.layernorm_backward(
-                        &mut a.dx,
-                        dw,
-                        db,
-                        &a.dln,
-                        x_in,
-                        &w[at.ln_w],
-                        &ba.ln1_mean,
-                        &ba.ln1_rstd,
-                        (n, c),
-                    );
-                }
             }
-            let [dwte, dwpe] = g.get_disjoint_mut([wte, wpe]).expect("distinct");
-            be.embedding_backward(dwte, dwpe, &a.dx, tokens, (b, t, c));
-            for (gi, m) in g.iter_mut().zip(masks.iter()) {
-                if let Some(m) = m {
-                    be.mul_assign(gi, m);
-                }
+        }
+        let [dwte, dwpe] = g.get_disjoint_mut([wte, wpe]).expect("distinct");
+        be.embedding_backward(dwte, dwpe, &a.dx, tokens, (b, t, c));
+        for (gi, m) in g.iter_mut().zip(masks.iter()) {
+            if let Some(m) = m {
+                be.mul_assign(gi, m);
             }
-        });
-    }
+        }
+    });
 }
-
 fn act_of(a: Activation) -> Act {
     match a {
         Activation::Relu => Act::Relu,

@@ -160,15 +160,22 @@ pub fn train_step<B: Backend>(
     cfg: &TrainConfig,
     step: u32,
 ) -> Result<StepStats, TrainError> {
-    let loss = model
-        .forward(
-            &batch.inputs,
-            Some(&batch.targets),
-            teacher,
-            (batch.b, batch.t),
-            true,
-        )
-        .expect("targets given");
+    let loss = match teacher {
+        None => model.forward_backward(&batch.inputs, &batch.targets, (batch.b, batch.t)),
+        Some(_) => {
+            let loss = model
+                .forward(
+                    &batch.inputs,
+                    Some(&batch.targets),
+                    teacher,
+                    (batch.b, batch.t),
+                    true,
+                )
+                .expect("targets given");
+            model.backward(&batch.inputs);
+            loss
+        }
+    };
     if !loss.loss.is_finite() {
         return Err(TrainError::Diverged {
             step,
@@ -176,7 +183,6 @@ pub fn train_step<B: Backend>(
             value: loss.loss,
         });
     }
-    model.backward(&batch.inputs);
     let lr = cfg.lr_at(step);
     let grad_norm = opt
         .update(model, lr, cfg)

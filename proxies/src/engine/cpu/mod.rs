@@ -288,6 +288,18 @@ impl<F: Real> Backend for Cpu<F> {
     fn mul_assign(&self, x: &mut Vec<F>, mask: &Vec<F>) {
         ops::mul_assign(x, mask);
     }
+    fn axpy(&self, y: &mut Vec<F>, a: f64, x: &Vec<F>) {
+        ops::axpy(y, F::from_f64(a), x);
+    }
+    /// With T > 1 threads, T single-threaded CPU backends: each trains on its share of the batch
+    /// with no synchronisation between kernels.
+    fn workers(&self) -> Vec<Self> {
+        if self.threads > 1 {
+            (0..self.threads).map(|_| Cpu::new(1)).collect()
+        } else {
+            Vec::new()
+        }
+    }
     fn sum_squares(&self, x: &Vec<F>) -> f64 {
         ops::sum_squares(x)
     }

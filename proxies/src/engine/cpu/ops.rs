@@ -29,6 +29,17 @@ pub fn add<F: Real>(out: &mut [F], x: &[F], y: &[F]) {
         });
 }
 
+/// y += a · x
+pub fn axpy<F: Real>(y: &mut [F], a: F, x: &[F]) {
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(y, x)| {
+            for (p, &q) in y.iter_mut().zip(x) {
+                *p += a * q;
+            }
+        });
+}
+
 /// x *= mask (0/1)
 pub fn mul_assign<F: Real>(x: &mut [F], mask: &[F]) {
     for (a, &m) in x.iter_mut().zip(mask) {
