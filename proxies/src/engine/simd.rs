@@ -688,16 +688,21 @@ mod x86 {
 /// exp for f32 without a library call, so loops using it vectorise: x = k·ln2 + r with
 /// |r| ≤ ln2/2 (Cody–Waite split of ln2), exp(r) by its degree-7 Taylor polynomial (truncation
 /// < 6e-9 relative) in Horner form with `S`'s fused multiply-adds, 2^k by building the exponent
-/// bits. Inputs are clamped to [−87.3, 88.7] (results stay finite and normal); NaN stays NaN.
+/// bits. Inputs are clamped to [−87.3, 88] (results stay finite and normal); NaN stays NaN.
 #[inline(always)]
 pub fn exp_f32<S: Simd>(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
-    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting rounds to an integer
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
     let nan = x.is_nan();
-    let x = x.clamp(-87.3, 88.7);
-    let k = S::fma_f32(x, LOG2E, ROUND) - ROUND;
+    // k ≤ 127 keeps 2^k finite (exp(88) ≈ 1.65e38); k ≥ −126 keeps it normal.
+    let x = x.clamp(-87.3, 88.0);
+    // ks = ROUND + round(x·log2e) exactly, so its low mantissa bits hold the integer k: 2^k is
+    // built from those bits with integer operations. (`k as i32` would be a saturating cast,
+    // which the compiler does one lane at a time.)
+    let ks = S::fma_f32(x, LOG2E, ROUND);
+    let k = ks - ROUND;
     let r = S::fma_f32(-k, LN2_LO, S::fma_f32(-k, LN2_HI, x));
     let mut p = 1.0 / 5040.0;
     for c in [
@@ -711,7 +716,8 @@ pub fn exp_f32<S: Simd>(x: f32) -> f32 {
     ] {
         p = S::fma_f32(p, r, c);
     }
-    let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
+    let ki = ks.to_bits().wrapping_sub(ROUND.to_bits());
+    let scale = f32::from_bits(ki.wrapping_add(127) << 23);
     if nan {
         f32::NAN
     } else {
@@ -749,8 +755,8 @@ mod tests {
     #[test]
     fn exp_matches_libm_to_float_precision() {
         let mut worst: f64 = 0.0;
-        let mut x = -80.0f32;
-        while x < 80.0 {
+        let mut x = -87.0f32;
+        while x < 88.0 {
             let exact = (x as f64).exp();
             worst = worst.max(((exp_f32::<Scalar>(x) as f64) - exact).abs() / exact);
             x += 0.0137;
@@ -759,6 +765,7 @@ mod tests {
         assert!(exp_f32::<Scalar>(f32::NAN).is_nan());
         assert_eq!(exp_f32::<Scalar>(0.0), 1.0);
         assert!(exp_f32::<Scalar>(-1000.0) >= 0.0 && exp_f32::<Scalar>(-1000.0) < 1e-37);
+        assert!(exp_f32::<Scalar>(1000.0).is_finite());
     }
 
     #[test]
