@@ -107,7 +107,7 @@ pub trait Simd: 'static {
         c: &mut [f32],
         sc: usize,
         a: &[f32],
-        sa: usize,
+        sa: (usize, usize),
         b: &[f32],
         sb: usize,
         rkn: (usize, usize, usize),
@@ -122,7 +122,7 @@ pub fn small_gemm_scalar<F: Copy + std::ops::Mul<Output = F> + std::ops::AddAssi
     c: &mut [F],
     sc: usize,
     a: &[F],
-    sa: usize,
+    (sa, sak): (usize, usize),
     b: &[F],
     sb: usize,
     (r, k, n): (usize, usize, usize),
@@ -134,7 +134,7 @@ pub fn small_gemm_scalar<F: Copy + std::ops::Mul<Output = F> + std::ops::AddAssi
             row.fill(F::default());
         }
         for p in 0..k {
-            let x = a[i * sa + p];
+            let x = a[i * sa + p * sak];
             for (o, &y) in row.iter_mut().zip(&b[p * sb..p * sb + n]) {
                 *o += x * y;
             }
@@ -186,7 +186,7 @@ impl Simd for Scalar {
         c: &mut [f32],
         sc: usize,
         a: &[f32],
-        sa: usize,
+        sa: (usize, usize),
         b: &[f32],
         sb: usize,
         rkn: (usize, usize, usize),
@@ -264,7 +264,7 @@ mod x86 {
             c: &mut [f32],
             sc: usize,
             a: &[f32],
-            sa: usize,
+            sa: (usize, usize),
             b: &[f32],
             sb: usize,
             rkn: (usize, usize, usize),
@@ -277,7 +277,9 @@ mod x86 {
             }
             assert!(
                 c.len() >= (r - 1) * sc + n
-                    && (k == 0 || (a.len() >= (r - 1) * sa + k && b.len() >= (k - 1) * sb + n))
+                    && (k == 0
+                        || (a.len() > (r - 1) * sa.0 + (k - 1) * sa.1
+                            && b.len() >= (k - 1) * sb + n))
             );
             // SAFETY: AVX-512 is enabled where this is instantiated; the assertion bounds every
             // access (masked loads and stores never touch lanes past n).
@@ -305,7 +307,7 @@ mod x86 {
         c: &mut [f32],
         sc: usize,
         a: &[f32],
-        sa: usize,
+        (sa, sak): (usize, usize),
         b: &[f32],
         sb: usize,
         k: usize,
@@ -336,7 +338,7 @@ mod x86 {
                 let b0 = _mm512_maskz_loadu_ps(m0, bp.add(p * sb + n0));
                 let b1 = _mm512_maskz_loadu_ps(m1, bp.add(p * sb + n0 + 16));
                 for i in 0..R {
-                    let av = _mm512_set1_ps(*ap.add(i * sa + p));
+                    let av = _mm512_set1_ps(*ap.add(i * sa + p * sak));
                     c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
                     c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
                 }
@@ -386,7 +388,7 @@ mod x86 {
             c: &mut [f32],
             sc: usize,
             a: &[f32],
-            sa: usize,
+            sa: (usize, usize),
             b: &[f32],
             sb: usize,
             rkn: (usize, usize, usize),
@@ -394,13 +396,17 @@ mod x86 {
         ) {
             // One register-accumulated row combination per output row.
             let (r, k, n) = rkn;
+            let mut coeffs = vec![0.0f32; k];
             for i in 0..r {
                 let row = &mut c[i * sc..i * sc + n];
                 if !acc {
                     row.fill(0.0);
                 }
                 if k > 0 {
-                    Self::lincomb_f32(row, &a[i * sa..i * sa + k], b, sb);
+                    for (p, x) in coeffs.iter_mut().enumerate() {
+                        *x = a[i * sa.0 + p * sa.1];
+                    }
+                    Self::lincomb_f32(row, &coeffs, b, sb);
                 }
             }
         }
@@ -808,8 +814,13 @@ mod tests {
                 for acc in [false, true] {
                     let c0: Vec<f32> = (0..r * sc).map(|_| rnd()).collect();
                     let (mut want, mut got) = (c0.clone(), c0.clone());
-                    small_gemm_scalar(&mut want, sc, &a, sa, &b, sb, (r, k, n), acc);
-                    S::small_gemm_f32(&mut got, sc, &a, sa, &b, sb, (r, k, n), acc);
+                    small_gemm_scalar(&mut want, sc, &a, (sa, 1), &b, sb, (r, k, n), acc);
+                    S::small_gemm_f32(&mut got, sc, &a, (sa, 1), &b, sb, (r, k, n), acc);
+                    // Aᵀ read in place: A(i, p) = at[p·r + i].
+                    let at: Vec<f32> = (0..k * r).map(|q| a[(q % r) * sa + q / r]).collect();
+                    let mut got_t = c0.clone();
+                    S::small_gemm_f32(&mut got_t, sc, &at, (1, r), &b, sb, (r, k, n), acc);
+                    assert_eq!(got, got_t, "r{r} k{k} n{n}: transposed A");
                     for (i, (x, y)) in want.iter().zip(&got).enumerate() {
                         assert!(
                             (x - y).abs() < 1e-4,

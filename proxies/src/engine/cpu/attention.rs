@@ -104,7 +104,7 @@ simd_dispatch! {
             for i0 in (0..t).step_by(ROWS) {
                 let rows = ROWS.min(t - i0);
                 let (a, b) = span(d.first_key(i0), i0 + rows - 1, tp);
-                F::small_gemm::<S>(&mut sblk[a..], tp, &qs[i0 * hd..], hd, &kt[a..], tp, (rows, hd, b - a), false);
+                F::small_gemm::<S>(&mut sblk[a..], tp, &qs[i0 * hd..], (hd, 1), &kt[a..], tp, (rows, hd, b - a), false);
                 for r in 0..rows {
                     let i = i0 + r;
                     let lo = d.first_key(i);
@@ -135,23 +135,13 @@ simd_dispatch! {
                     &mut out_b[i0 * c + h * hd..],
                     c,
                     &probs_b[(h * t + i0) * t + a..],
-                    t,
+                    (t, 1),
                     &qkv_b[a * w + vo..],
                     w,
                     (rows, k, hd),
                     false,
                 );
             }
-        }
-    }
-}
-
-/// dst[j·t + i] = src[i·t + j] for an (t × t) matrix.
-#[inline(always)]
-fn transpose_square<F: Real>(dst: &mut [F], src: &[F], t: usize) {
-    for i in 0..t {
-        for j in 0..t {
-            dst[j * t + i] = src[i * t + j];
         }
     }
 }
@@ -167,8 +157,6 @@ simd_dispatch! {
         dqkv_b.fill(F::ZERO);
         let mut dpblk = vec![F::ZERO; ROWS * tp];
         let mut ds = vec![F::ZERO; t * t];
-        let mut ds_t = vec![F::ZERO; t * t];
-        let mut p_t = vec![F::ZERO; t * t];
         let mut vt = vec![F::ZERO; hd * tp];
         for h in 0..d.heads {
             let (ko, vo) = (d.k_offset(h), d.v_offset(h));
@@ -180,7 +168,7 @@ simd_dispatch! {
                 let rows = ROWS.min(t - i0);
                 let (a, b) = span(d.first_key(i0), i0 + rows - 1, t);
                 // dP_ij = dO_i · v_j over the tile's keys (P is zero outside each window).
-                F::small_gemm::<S>(&mut dpblk[a..], tp, &dout_b[i0 * c + h * hd..], c, &vt[a..], tp, (rows, hd, b - a), false);
+                F::small_gemm::<S>(&mut dpblk[a..], tp, &dout_b[i0 * c + h * hd..], (c, 1), &vt[a..], tp, (rows, hd, b - a), false);
                 for r in 0..rows {
                     let i = i0 + r;
                     let p = &probs_h[i * t..(i + 1) * t];
@@ -202,17 +190,16 @@ simd_dispatch! {
                     }
                 }
                 // dQ = dS · K over the tile's keys.
-                F::small_gemm::<S>(&mut dqkv_b[i0 * w + h * hd..], w, &ds[i0 * t + a..], t, &qkv_b[a * w + ko..], w, (rows, b - a, hd), false);
+                F::small_gemm::<S>(&mut dqkv_b[i0 * w + h * hd..], w, &ds[i0 * t + a..], (t, 1), &qkv_b[a * w + ko..], w, (rows, b - a, hd), false);
             }
-            transpose_square(&mut p_t, probs_h, t);
-            transpose_square(&mut ds_t, &ds, t);
             for j0 in (0..t).step_by(ROWS) {
                 let rows = ROWS.min(t - j0);
                 // Queries that see a key of the tile: j0 ≤ i < last key + window.
                 let hi = (j0 + rows - 1).saturating_add(d.window).min(t);
                 let k = hi - j0;
-                F::small_gemm::<S>(&mut dqkv_b[j0 * w + vo..], w, &p_t[j0 * t + j0..], t, &dout_b[j0 * c + h * hd..], c, (rows, k, hd), true);
-                F::small_gemm::<S>(&mut dqkv_b[j0 * w + ko..], w, &ds_t[j0 * t + j0..], t, &qkv_b[j0 * w + h * hd..], w, (rows, k, hd), true);
+                // Aᵀ in place: A(r, i) = P[(j0 + i)·t + j0 + r].
+                F::small_gemm::<S>(&mut dqkv_b[j0 * w + vo..], w, &probs_h[j0 * t + j0..], (1, t), &dout_b[j0 * c + h * hd..], c, (rows, k, hd), true);
+                F::small_gemm::<S>(&mut dqkv_b[j0 * w + ko..], w, &ds[j0 * t + j0..], (1, t), &qkv_b[j0 * w + h * hd..], w, (rows, k, hd), true);
             }
         }
     }
