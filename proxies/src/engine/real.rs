@@ -48,20 +48,10 @@ pub trait Real:
     fn erf_s<S: Simd>(self) -> Self {
         self.erf()
     }
-    /// y += a · x with the vector instructions of `S`.
-    #[inline(always)]
-    fn axpy<S: Simd>(y: &mut [Self], a: Self, x: &[Self]) {
-        axpy(y, a, x)
-    }
     /// Σ a·b with the vector instructions of `S`.
     #[inline(always)]
     fn dot<S: Simd>(a: &[Self], b: &[Self]) -> Self {
         dot(a, b)
-    }
-    /// out[k] += Σ_r c[r] · m[r·stride + k] with the vector instructions of `S`.
-    #[inline(always)]
-    fn lincomb<S: Simd>(out: &mut [Self], c: &[Self], m: &[Self], stride: usize) {
-        crate::engine::simd::lincomb_scalar(out, c, m, stride)
     }
     /// C[R×N] (+)= A[R×K] · B[K×N] (R ≤ 8) with the vector instructions of `S`; see
     /// `Simd::small_gemm_f32` for the layout.
@@ -137,16 +127,8 @@ impl Real for f32 {
         crate::engine::simd::erf_f32::<S>(self)
     }
     #[inline(always)]
-    fn axpy<S: Simd>(y: &mut [f32], a: f32, x: &[f32]) {
-        S::axpy_f32(y, a, x)
-    }
-    #[inline(always)]
     fn dot<S: Simd>(a: &[f32], b: &[f32]) -> f32 {
         S::dot_f32(a, b)
-    }
-    #[inline(always)]
-    fn lincomb<S: Simd>(out: &mut [f32], c: &[f32], m: &[f32], stride: usize) {
-        S::lincomb_f32(out, c, m, stride)
     }
     #[inline(always)]
     fn small_gemm<S: Simd>(
@@ -239,20 +221,4 @@ pub fn dot<F: Real>(a: &[F], b: &[F]) -> F {
         width /= 2;
     }
     acc[0] + s
-}
-
-/// y += a · x, over fixed 16-element chunks (see `dot`).
-#[inline(always)]
-pub fn axpy<F: Real>(y: &mut [F], a: F, x: &[F]) {
-    let n = y.len().min(x.len());
-    let (yc, yr) = y[..n].as_chunks_mut::<LANES>();
-    let (xc, xr) = x[..n].as_chunks::<LANES>();
-    for (yv, xv) in yc.iter_mut().zip(xc) {
-        for l in 0..LANES {
-            yv[l] += a * xv[l];
-        }
-    }
-    for (yi, &xi) in yr.iter_mut().zip(xr) {
-        *yi += a * xi;
-    }
 }

@@ -84,8 +84,6 @@ pub(crate) use simd_dispatch;
 /// The vector primitives a kernel body uses, per instruction set. Inside a `simd_dispatch!` body
 /// the type parameter `S` names the set the body is being compiled for.
 pub trait Simd: 'static {
-    /// y += a · x
-    fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]);
     /// Σ a·b
     fn dot_f32(a: &[f32], b: &[f32]) -> f32;
     /// out[k] += Σ_r c[r] · m[r·stride + k] for k < out.len(): a linear combination of rows,
@@ -146,12 +144,6 @@ pub fn small_gemm_scalar<F: Copy + std::ops::Mul<Output = F> + std::ops::AddAssi
 pub struct Scalar;
 
 impl Simd for Scalar {
-    #[inline(always)]
-    fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
-        for (yi, &xi) in y.iter_mut().zip(x) {
-            *yi += a * xi;
-        }
-    }
     #[inline(always)]
     fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         let mut acc = [0.0f32; 8];
@@ -227,12 +219,6 @@ mod x86 {
     pub struct Avx2;
 
     impl Simd for Avx512 {
-        #[inline(always)]
-        fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
-            // SAFETY: only instantiated inside functions compiled for AVX-512, which
-            // `simd_dispatch!` runs only after detecting it.
-            unsafe { axpy512(y, a, x) }
-        }
         #[inline(always)]
         fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
             // SAFETY: as above.
@@ -352,11 +338,6 @@ mod x86 {
     }
 
     impl Simd for Avx2 {
-        #[inline(always)]
-        fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
-            // SAFETY: only instantiated inside functions compiled for AVX2 + FMA.
-            unsafe { axpy256(y, a, x) }
-        }
         #[inline(always)]
         fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
             // SAFETY: as above.
@@ -590,30 +571,6 @@ mod x86 {
 
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn axpy512(y: &mut [f32], a: f32, x: &[f32]) {
-        let n = y.len().min(x.len());
-        let (yp, xp) = (y.as_mut_ptr(), x.as_ptr());
-        let av = _mm512_set1_ps(a);
-        let mut i = 0;
-        while i + 16 <= n {
-            let v = _mm512_fmadd_ps(av, _mm512_loadu_ps(xp.add(i)), _mm512_loadu_ps(yp.add(i)));
-            _mm512_storeu_ps(yp.add(i), v);
-            i += 16;
-        }
-        if i < n {
-            // 0 < n − i < 16 here.
-            let m: __mmask16 = ((1u32 << (n - i)) - 1) as u16;
-            let v = _mm512_fmadd_ps(
-                av,
-                _mm512_maskz_loadu_ps(m, xp.add(i)),
-                _mm512_maskz_loadu_ps(m, yp.add(i)),
-            );
-            _mm512_mask_storeu_ps(yp.add(i), m, v);
-        }
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx512f")]
     unsafe fn dot512(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
         let (ap, bp) = (a.as_ptr(), b.as_ptr());
@@ -641,24 +598,6 @@ mod x86 {
             );
         }
         _mm512_reduce_add_ps(_mm512_add_ps(s0, s1))
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn axpy256(y: &mut [f32], a: f32, x: &[f32]) {
-        let n = y.len().min(x.len());
-        let (yp, xp) = (y.as_mut_ptr(), x.as_ptr());
-        let av = _mm256_set1_ps(a);
-        let mut i = 0;
-        while i + 8 <= n {
-            let v = _mm256_fmadd_ps(av, _mm256_loadu_ps(xp.add(i)), _mm256_loadu_ps(yp.add(i)));
-            _mm256_storeu_ps(yp.add(i), v);
-            i += 8;
-        }
-        while i < n {
-            *yp.add(i) += a * *xp.add(i);
-            i += 1;
-        }
     }
 
     #[inline]
