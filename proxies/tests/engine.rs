@@ -5,7 +5,7 @@ use genas_proxies::engine::train::{evaluate, train, train_step, Optimizer};
 use genas_proxies::engine::{Cpu, Generator, Model, SampleConfig, TrainConfig, TrainError};
 use genas_proxies::{Dataset, Split};
 use genas_space::{
-    Activation, Architecture, Attention, Cost, Experiment, Ffn, Fraction, Layer, Rng, SearchSpace,
+    Activation, Architecture, Attention, Cost, Experiment, Fraction, Layer, Rng, SearchSpace,
     Sparsity,
 };
 use std::path::Path;
@@ -17,24 +17,6 @@ fn experiment(file: &str) -> Experiment {
             .join(file),
     )
     .unwrap()
-}
-
-fn layer(
-    attention: Attention,
-    hidden: u32,
-    activation: Activation,
-    rank: Option<u32>,
-    sparsity: Sparsity,
-) -> Layer {
-    Layer {
-        attention,
-        ffn: Ffn {
-            hidden,
-            activation,
-            rank,
-        },
-        sparsity,
-    }
 }
 
 fn arch(
@@ -64,14 +46,14 @@ fn mixed(vocab: u32, context: u32) -> Architecture {
         context,
         32,
         vec![
-            layer(
+            Layer::new(
                 Attention::Full { heads: 4 },
                 64,
                 Activation::Gelu,
                 None,
                 Sparsity::Dense,
             ),
-            layer(
+            Layer::new(
                 Attention::Grouped {
                     heads: 4,
                     kv_heads: 1,
@@ -81,7 +63,7 @@ fn mixed(vocab: u32, context: u32) -> Architecture {
                 Some(8),
                 Sparsity::TwoFour,
             ),
-            layer(
+            Layer::new(
                 Attention::Sliding {
                     heads: 2,
                     window: 5,
@@ -91,14 +73,14 @@ fn mixed(vocab: u32, context: u32) -> Architecture {
                 None,
                 Sparsity::Unstructured(Fraction(0.5)),
             ),
-            layer(
+            Layer::new(
                 Attention::Linear { heads: 2 },
                 64,
                 Activation::Gelu,
                 Some(16),
                 Sparsity::Dense,
             ),
-            layer(Attention::None, 32, Activation::Gelu, None, Sparsity::Dense),
+            Layer::new(Attention::None, 32, Activation::Gelu, None, Sparsity::Dense),
         ],
         1,
         false,
@@ -165,7 +147,7 @@ fn overfitting_one_batch_drives_the_loss_near_zero() {
             64,
             64,
             vec![
-                layer(
+                Layer::new(
                     Attention::Full { heads: 4 },
                     256,
                     Activation::Gelu,
@@ -198,7 +180,7 @@ fn overfitting_one_batch_drives_the_loss_near_zero() {
 fn masked_weights_stay_zero_and_shared_layers_stay_shared() {
     let exp = experiment("quick.toml");
     let data = Dataset::load(&exp).unwrap();
-    let l = layer(
+    let l = Layer::new(
         Attention::Full { heads: 2 },
         64,
         Activation::Gelu,
@@ -241,7 +223,7 @@ fn masked_weights_stay_zero_and_shared_layers_stay_shared() {
 #[test]
 fn generation_with_caches_matches_the_batched_forward() {
     let t = 12;
-    let l = |a| layer(a, 32, Activation::Gelu, None, Sparsity::Dense);
+    let l = |a| Layer::new(a, 32, Activation::Gelu, None, Sparsity::Dense);
     let archs = vec![
         mixed(11, t),
         arch(
@@ -362,7 +344,7 @@ fn training_is_deterministic_and_learns_shakespeare() {
         64,
         48,
         vec![
-            layer(
+            Layer::new(
                 Attention::Full { heads: 4 },
                 96,
                 Activation::Gelu,

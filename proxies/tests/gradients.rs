@@ -8,7 +8,7 @@ use genas_proxies::engine::cpu::linear_attention::{
 };
 use genas_proxies::engine::cpu::{activation, embedding, layernorm, loss, matmul};
 use genas_proxies::engine::{Cpu, Model};
-use genas_space::{Activation, Architecture, Attention, Ffn, Fraction, Layer, Rng, Sparsity};
+use genas_space::{Activation, Architecture, Attention, Fraction, Layer, Rng, Sparsity};
 
 const EPS: f64 = 1e-5;
 
@@ -357,24 +357,6 @@ fn loss_gradients_with_and_without_distillation() {
 
 // ---------------------------------------------------------------- whole models
 
-fn layer(
-    attention: Attention,
-    hidden: u32,
-    activation: Activation,
-    rank: Option<u32>,
-    sparsity: Sparsity,
-) -> Layer {
-    Layer {
-        attention,
-        ffn: Ffn {
-            hidden,
-            activation,
-            rank,
-        },
-        sparsity,
-    }
-}
-
 fn arch(layers: Vec<Layer>, share: u32, tied: bool) -> Architecture {
     let a = Architecture {
         vocab_size: 7,
@@ -467,14 +449,14 @@ fn check_model(name: &str, a: &Architecture, teacher: bool) {
 
 #[test]
 fn whole_model_full_and_grouped_attention() {
-    let l1 = layer(
+    let l1 = Layer::new(
         Attention::Full { heads: 2 },
         12,
         Activation::Gelu,
         None,
         Sparsity::Dense,
     );
-    let l2 = layer(
+    let l2 = Layer::new(
         Attention::Grouped {
             heads: 4,
             kv_heads: 2,
@@ -489,7 +471,7 @@ fn whole_model_full_and_grouped_attention() {
 
 #[test]
 fn whole_model_sliding_linear_and_none() {
-    let l1 = layer(
+    let l1 = Layer::new(
         Attention::Sliding {
             heads: 2,
             window: 3,
@@ -499,14 +481,14 @@ fn whole_model_sliding_linear_and_none() {
         None,
         Sparsity::Dense,
     );
-    let l2 = layer(
+    let l2 = Layer::new(
         Attention::Linear { heads: 2 },
         8,
         Activation::Gelu,
         None,
         Sparsity::Dense,
     );
-    let l3 = layer(Attention::None, 8, Activation::Gelu, None, Sparsity::Dense);
+    let l3 = Layer::new(Attention::None, 8, Activation::Gelu, None, Sparsity::Dense);
     check_model(
         "sliding+linear+none",
         &arch(vec![l1, l2, l3], 1, false),
@@ -516,14 +498,14 @@ fn whole_model_sliding_linear_and_none() {
 
 #[test]
 fn whole_model_sparsity_low_rank_and_swiglu() {
-    let l1 = layer(
+    let l1 = Layer::new(
         Attention::Full { heads: 2 },
         12,
         Activation::Swiglu,
         Some(4),
         Sparsity::Unstructured(Fraction(0.5)),
     );
-    let l2 = layer(
+    let l2 = Layer::new(
         Attention::Grouped {
             heads: 2,
             kv_heads: 1,
@@ -542,7 +524,7 @@ fn whole_model_sparsity_low_rank_and_swiglu() {
 
 #[test]
 fn whole_model_sharing_tying_and_distillation() {
-    let l = layer(
+    let l = Layer::new(
         Attention::Full { heads: 2 },
         8,
         Activation::Gelu,
@@ -555,14 +537,14 @@ fn whole_model_sharing_tying_and_distillation() {
 
 #[test]
 fn data_parallel_shards_give_the_full_batch_gradient() {
-    let l1 = layer(
+    let l1 = Layer::new(
         Attention::Full { heads: 2 },
         12,
         Activation::Swiglu,
         Some(4),
         Sparsity::Unstructured(Fraction(0.5)),
     );
-    let l2 = layer(
+    let l2 = Layer::new(
         Attention::Linear { heads: 2 },
         8,
         Activation::Gelu,

@@ -200,6 +200,26 @@ pub struct Layer {
     pub sparsity: Sparsity,
 }
 
+impl Layer {
+    pub fn new(
+        attention: Attention,
+        hidden: u32,
+        activation: Activation,
+        rank: Option<u32>,
+        sparsity: Sparsity,
+    ) -> Layer {
+        Layer {
+            attention,
+            ffn: Ffn {
+                hidden,
+                activation,
+                rank,
+            },
+            sparsity,
+        }
+    }
+}
+
 /// A decoder-only transformer over a vocabulary of `vocab_size` tokens and `context` positions:
 /// token + learned position embeddings, `layers`, final LayerNorm, LM head (tied to the token
 /// embedding when `tie_embeddings`).
