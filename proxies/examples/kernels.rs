@@ -72,6 +72,27 @@ fn main() {
         time("attention backward", 2.0 * attn_flop, || {
             attention_backward(&mut dqkv, &out, &qkv, &probs, d)
         });
+        // The large benchmark model's attention: B16 T128 H8 hd32.
+        let (lb, lt, lh) = (16, 128, 8);
+        let ld = AttnDims {
+            b: lb,
+            t: lt,
+            heads: lh,
+            kv_heads: lh,
+            head_dim: hd,
+            window: lt,
+        };
+        let lc = lh * hd;
+        let lqkv = data(lb * lt * 3 * lc, 1.0);
+        let (mut lout, mut lprobs) = (vec![0f32; lb * lt * lc], vec![0f32; lb * lh * lt * lt]);
+        let lflop = (lb * lh * lt * (lt + 1) / 2 * hd * 4) as f64;
+        time("attention forward (T128 H8)", lflop, || {
+            attention_forward(&mut lout, &mut lprobs, &lqkv, ld)
+        });
+        let mut ldqkv = vec![0f32; lb * lt * 3 * lc];
+        time("attention backward (T128 H8)", 2.0 * lflop, || {
+            attention_backward(&mut ldqkv, &lout, &lqkv, &lprobs, ld)
+        });
 
         let x = data(n * hidden, 8.0);
         let (mut y, mut dx) = (vec![0f32; n * hidden], vec![0f32; n * hidden]);
