@@ -230,9 +230,14 @@ impl Dataset {
         let (train, validation, vocab) = match tokenizer {
             Tokenizer::Byte => (train, validation, Vocabulary::Bytes),
             Tokenizer::Char => {
-                let mut points = train.clone();
-                points.sort_unstable();
-                points.dedup();
+                // Distinct code points in one pass over a seen-table (no copy, no sort).
+                let mut seen = vec![false; char::MAX as usize + 1];
+                for &c in &train {
+                    seen[c as usize] = true;
+                }
+                let points: Vec<u32> = (0..seen.len() as u32)
+                    .filter(|&c| seen[c as usize])
+                    .collect();
                 let mut index: HashMap<u32, u32> = points
                     .iter()
                     .enumerate()
@@ -304,10 +309,14 @@ impl Dataset {
         let mut h = Sha256::new();
         h.update(serde_json::to_string(&vocab).expect("vocabulary serialises"));
         h.update(context.to_le_bytes());
+        let mut bytes = Vec::with_capacity(4 * 65_536);
         for stream in [&train, &validation] {
             h.update((stream.len() as u64).to_le_bytes());
-            for t in stream {
-                h.update(t.to_le_bytes());
+            // Little-endian bytes of each token, hashed 64k tokens at a time.
+            for chunk in stream.chunks(65_536) {
+                bytes.clear();
+                bytes.extend(chunk.iter().flat_map(|t| t.to_le_bytes()));
+                h.update(&bytes);
             }
         }
         let fingerprint = h.finalize()[..8]

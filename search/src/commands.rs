@@ -246,13 +246,13 @@ pub fn data_inspect(path: &Path, opts: &InspectOptions) -> Result<DataSummary> {
         let exp = Experiment::from_path(path)?;
         return Ok(Dataset::load(&exp)?.summary());
     }
+    // The first 4 bytes tell an IDX file (00 00 08 ..) or a gzip stream (1f 8b) from text.
+    let mut magic = [0u8; 4];
     let looks_idx = !path.is_dir()
-        && std::fs::read(path)
-            .map(|b| {
-                (b.len() >= 4 && b[0] == 0 && b[1] == 0 && b[2] == 0x08)
-                    || b.starts_with(&[0x1f, 0x8b])
-            })
-            .unwrap_or(false);
+        && std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .is_ok()
+        && (magic[..3] == [0, 0, 0x08] || magic[..2] == [0x1f, 0x8b]);
     let cfg = DataConfig {
         kind: if looks_idx {
             DataKind::Image

@@ -5,7 +5,7 @@
 use crate::data::Batch;
 use crate::engine::cpu::matmul::matmul_forward;
 use crate::engine::train::Optimizer;
-use crate::engine::{Cpu, Model, TrainConfig};
+use crate::engine::{Backend, Cpu, Model, TrainConfig};
 use genas_space::{Activation, Architecture, Attention, Cost, Ffn, Layer, Rng, Sparsity};
 use serde::Serialize;
 use std::time::Instant;
@@ -158,7 +158,7 @@ pub fn gemm_gflops(be: &Cpu<f32>, n: usize, c: usize, oc: usize) -> f64 {
     let flop = 2.0 * (n * c * oc) as f64;
     let mut run = |reps: usize| {
         let s = Instant::now();
-        be_install(be, || {
+        be.install(|| {
             for _ in 0..reps {
                 matmul_forward(&mut out, false, &inp, &w, None, (n, c, oc), par);
             }
@@ -172,9 +172,4 @@ pub fn gemm_gflops(be: &Cpu<f32>, n: usize, c: usize, oc: usize) -> f64 {
         .collect();
     rates.sort_by(f64::total_cmp);
     rates[4]
-}
-
-fn be_install<R: Send>(be: &Cpu<f32>, f: impl FnOnce() -> R + Send) -> R {
-    use crate::engine::Backend;
-    be.install(f)
 }

@@ -86,10 +86,6 @@ pub(crate) use simd_dispatch;
 pub trait Simd: 'static {
     /// Σ a·b
     fn dot_f32(a: &[f32], b: &[f32]) -> f32;
-    /// out[k] += Σ_r c[r] · m[r·stride + k] for k < out.len(): a linear combination of rows,
-    /// accumulated in registers (chained axpys into one `out` would be bound by store-to-load
-    /// latency instead of arithmetic).
-    fn lincomb_f32(out: &mut [f32], c: &[f32], m: &[f32], stride: usize);
     /// Σ x (in lane order, then a tree: not sequential order).
     fn sum_f32(x: &[f32]) -> f32;
     /// max x (NaN-free input assumed; −∞ for an empty slice).
@@ -158,10 +154,6 @@ impl Simd for Scalar {
         acc.iter().sum::<f32>() + tail
     }
     #[inline(always)]
-    fn lincomb_f32(out: &mut [f32], c: &[f32], m: &[f32], stride: usize) {
-        lincomb_scalar(out, c, m, stride)
-    }
-    #[inline(always)]
     fn sum_f32(x: &[f32]) -> f32 {
         x.iter().sum()
     }
@@ -188,23 +180,6 @@ impl Simd for Scalar {
     }
 }
 
-/// Portable `lincomb`, also used for f64.
-#[inline(always)]
-pub fn lincomb_scalar<F: Copy + std::ops::Mul<Output = F> + std::ops::AddAssign>(
-    out: &mut [F],
-    c: &[F],
-    m: &[F],
-    stride: usize,
-) {
-    let n = out.len();
-    for (r, &cr) in c.iter().enumerate() {
-        let row = &m[r * stride..r * stride + n];
-        for (o, &x) in out.iter_mut().zip(row) {
-            *o += cr * x;
-        }
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 pub use x86::{Avx2, Avx512};
 
@@ -223,12 +198,6 @@ mod x86 {
         fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
             // SAFETY: as above.
             unsafe { dot512(a, b) }
-        }
-        #[inline(always)]
-        fn lincomb_f32(out: &mut [f32], c: &[f32], m: &[f32], stride: usize) {
-            assert!(c.is_empty() || m.len() >= (c.len() - 1) * stride + out.len());
-            // SAFETY: as above; the assertion bounds every row read.
-            unsafe { lincomb512(out, c, m, stride) }
         }
         #[inline(always)]
         fn sum_f32(x: &[f32]) -> f32 {
@@ -344,12 +313,6 @@ mod x86 {
             unsafe { dot256(a, b) }
         }
         #[inline(always)]
-        fn lincomb_f32(out: &mut [f32], c: &[f32], m: &[f32], stride: usize) {
-            assert!(c.is_empty() || m.len() >= (c.len() - 1) * stride + out.len());
-            // SAFETY: as above; the assertion bounds every row read.
-            unsafe { lincomb256(out, c, m, stride) }
-        }
-        #[inline(always)]
         fn sum_f32(x: &[f32]) -> f32 {
             // SAFETY: as above.
             unsafe { sum256(x) }
@@ -387,7 +350,10 @@ mod x86 {
                     for (p, x) in coeffs.iter_mut().enumerate() {
                         *x = a[i * sa.0 + p * sa.1];
                     }
-                    Self::lincomb_f32(row, &coeffs, b, sb);
+                    assert!(b.len() >= (k - 1) * sb + n);
+                    // SAFETY: instantiated only inside AVX2+FMA functions; the assertion bounds
+                    // every row read.
+                    unsafe { lincomb256(row, &coeffs, b, sb) };
                 }
             }
         }
@@ -470,56 +436,8 @@ mod x86 {
         m
     }
 
-    /// `lincomb` over 16-lane blocks, four blocks (four independent accumulators) at a time.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn lincomb512(out: &mut [f32], c: &[f32], m: &[f32], stride: usize) {
-        let n = out.len();
-        let (op, mp) = (out.as_mut_ptr(), m.as_ptr());
-        let mut k = 0;
-        while k < n {
-            let blocks = (n - k).div_ceil(16).min(4);
-            let mask = |b: usize| -> __mmask16 {
-                let left = n - (k + 16 * b);
-                if left >= 16 {
-                    0xFFFF
-                } else {
-                    ((1u32 << left) - 1) as u16
-                }
-            };
-            let (m0, m1, m2, m3) = (
-                mask(0),
-                if blocks > 1 { mask(1) } else { 0 },
-                if blocks > 2 { mask(2) } else { 0 },
-                if blocks > 3 { mask(3) } else { 0 },
-            );
-            let mut a0 = _mm512_maskz_loadu_ps(m0, op.add(k));
-            let mut a1 = _mm512_maskz_loadu_ps(m1, op.add(k + 16));
-            let mut a2 = _mm512_maskz_loadu_ps(m2, op.add(k + 32));
-            let mut a3 = _mm512_maskz_loadu_ps(m3, op.add(k + 48));
-            for (r, &cr) in c.iter().enumerate() {
-                let cv = _mm512_set1_ps(cr);
-                let row = mp.add(r * stride + k);
-                a0 = _mm512_fmadd_ps(cv, _mm512_maskz_loadu_ps(m0, row), a0);
-                if blocks > 1 {
-                    a1 = _mm512_fmadd_ps(cv, _mm512_maskz_loadu_ps(m1, row.add(16)), a1);
-                }
-                if blocks > 2 {
-                    a2 = _mm512_fmadd_ps(cv, _mm512_maskz_loadu_ps(m2, row.add(32)), a2);
-                }
-                if blocks > 3 {
-                    a3 = _mm512_fmadd_ps(cv, _mm512_maskz_loadu_ps(m3, row.add(48)), a3);
-                }
-            }
-            _mm512_mask_storeu_ps(op.add(k), m0, a0);
-            _mm512_mask_storeu_ps(op.add(k + 16), m1, a1);
-            _mm512_mask_storeu_ps(op.add(k + 32), m2, a2);
-            _mm512_mask_storeu_ps(op.add(k + 48), m3, a3);
-            k += 64;
-        }
-    }
-
-    /// `lincomb` over 8-lane blocks, four at a time; a scalar tail.
+    /// out[k] += Σ_r c[r] · m[r·stride + k]: rows combined in registers (8-lane blocks, four at
+    /// a time, scalar tail), one output row of AVX2's `small_gemm`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn lincomb256(out: &mut [f32], c: &[f32], m: &[f32], stride: usize) {

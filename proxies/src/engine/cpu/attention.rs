@@ -80,21 +80,46 @@ fn span(lo: usize, i: usize, limit: usize) -> (usize, usize) {
 /// Query (or key) rows per register tile.
 const ROWS: usize = 8;
 
+/// Per-task working memory, allocated once per rayon task (`for_each_init`) and reused for
+/// every batch element the task handles. Padding columns of `kt` are never written, so they
+/// stay zero across reuse.
+pub struct Scratch<F> {
+    /// One head's keys (forward) or values (backward) transposed, (hd, tp).
+    kt: Vec<F>,
+    /// Forward: the head's scaled queries, (T, hd).
+    qs: Vec<F>,
+    /// A tile's scores (forward) or dP (backward), (ROWS, tp).
+    blk: Vec<F>,
+    /// Backward: dS of one head, (T, T).
+    ds: Vec<F>,
+}
+
+impl<F: Real> Scratch<F> {
+    fn new(d: AttnDims) -> Scratch<F> {
+        let (t, hd) = (d.t, d.head_dim);
+        let tp = round_up(t);
+        Scratch {
+            kt: vec![F::ZERO; hd * tp],
+            qs: vec![F::ZERO; t * hd],
+            blk: vec![F::ZERO; ROWS * tp],
+            ds: vec![F::ZERO; t * t],
+        }
+    }
+}
+
 simd_dispatch! {
     /// One batch element: out_b (T, C), probs_b (H, T, T) from qkv_b (T, C + 2·G·hd). Every
     /// probability row is written in full, zero outside the causal window. Queries go in tiles
     /// of 8: S = Q·Kᵀ and O = P·V are small register-blocked products over the tile's key span.
-    fn forward_one<F: Real>(out_b: &mut [F], probs_b: &mut [F], qkv_b: &[F], d: AttnDims) {
+    fn forward_one<F: Real>(out_b: &mut [F], probs_b: &mut [F], qkv_b: &[F], d: AttnDims, scratch: &mut Scratch<F>) {
         let (t, c, w, hd) = (d.t, d.c(), d.qkv_width(), d.head_dim);
         let tp = round_up(t);
         let scale = F::ONE / F::usize(hd).sqrt();
-        let mut kt = vec![F::ZERO; hd * tp];
-        let mut qs = vec![F::ZERO; t * hd];
-        let mut sblk = vec![F::ZERO; ROWS * tp];
+        let Scratch { kt, qs, blk: sblk, .. } = scratch;
         for h in 0..d.heads {
             let (ko, vo) = (d.k_offset(h), d.v_offset(h));
             if h % (d.heads / d.kv_heads) == 0 {
-                transpose_head(&mut kt, qkv_b, ko, w, t, tp, hd);
+                transpose_head(kt, qkv_b, ko, w, t, tp, hd);
             }
             for i in 0..t {
                 for (q, &x) in qs[i * hd..(i + 1) * hd].iter_mut().zip(&qkv_b[i * w + h * hd..]) {
@@ -150,18 +175,23 @@ simd_dispatch! {
     /// One batch element: dqkv_b (T, C + 2·G·hd) from dout_b (T, C). Per head, query tiles give
     /// dP = dO·Vᵀ, dS and dQ = dS·K; key tiles give dV = Pᵀ·dO and dK = dSᵀ·Q, accumulated
     /// (heads sharing a key/value head add into the same rows).
-    fn backward_one<F: Real>(dqkv_b: &mut [F], dout_b: &[F], qkv_b: &[F], probs_b: &[F], d: AttnDims) {
+    fn backward_one<F: Real>(
+        dqkv_b: &mut [F],
+        dout_b: &[F],
+        qkv_b: &[F],
+        probs_b: &[F],
+        d: AttnDims,
+        scratch: &mut Scratch<F>,
+    ) {
         let (t, c, w, hd) = (d.t, d.c(), d.qkv_width(), d.head_dim);
         let tp = round_up(t);
         let scale = F::ONE / F::usize(hd).sqrt();
         dqkv_b.fill(F::ZERO);
-        let mut dpblk = vec![F::ZERO; ROWS * tp];
-        let mut ds = vec![F::ZERO; t * t];
-        let mut vt = vec![F::ZERO; hd * tp];
+        let Scratch { kt: vt, blk: dpblk, ds, .. } = scratch;
         for h in 0..d.heads {
             let (ko, vo) = (d.k_offset(h), d.v_offset(h));
             if h % (d.heads / d.kv_heads) == 0 {
-                transpose_head(&mut vt, qkv_b, vo, w, t, tp, hd);
+                transpose_head(vt, qkv_b, vo, w, t, tp, hd);
             }
             let probs_h = &probs_b[h * t * t..(h + 1) * t * t];
             for i0 in (0..t).step_by(ROWS) {
@@ -211,9 +241,18 @@ pub fn attention_forward<F: Real>(out: &mut [F], probs: &mut [F], qkv: &[F], d: 
         .par_chunks_mut(t * c)
         .zip(probs[..d.b * d.heads * t * t].par_chunks_mut(d.heads * t * t))
         .enumerate()
-        .for_each(|(bi, (out_b, probs_b))| {
-            forward_one(out_b, probs_b, &qkv[bi * t * w..(bi + 1) * t * w], d)
-        });
+        .for_each_init(
+            || Scratch::new(d),
+            |scratch, (bi, (out_b, probs_b))| {
+                forward_one(
+                    out_b,
+                    probs_b,
+                    &qkv[bi * t * w..(bi + 1) * t * w],
+                    d,
+                    scratch,
+                )
+            },
+        );
 }
 
 /// Writes dqkv (B, T, C + 2·G·hd) from dout (B, T, C).
@@ -229,13 +268,17 @@ pub fn attention_backward<F: Real>(
     dqkv[..d.b * t * w]
         .par_chunks_mut(t * w)
         .enumerate()
-        .for_each(|(bi, dqkv_b)| {
-            backward_one(
-                dqkv_b,
-                &dout[bi * t * c..(bi + 1) * t * c],
-                &qkv[bi * t * w..(bi + 1) * t * w],
-                &probs[bi * hp..(bi + 1) * hp],
-                d,
-            )
-        });
+        .for_each_init(
+            || Scratch::new(d),
+            |scratch, (bi, dqkv_b)| {
+                backward_one(
+                    dqkv_b,
+                    &dout[bi * t * c..(bi + 1) * t * c],
+                    &qkv[bi * t * w..(bi + 1) * t * w],
+                    &probs[bi * hp..(bi + 1) * hp],
+                    d,
+                    scratch,
+                )
+            },
+        );
 }
