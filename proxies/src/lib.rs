@@ -9,6 +9,11 @@
 //! stored (`genas-store`).
 
 pub mod data;
+pub mod distill;
 pub mod engine;
+pub mod linalg;
+pub mod stats;
+pub mod teacher;
+pub mod zero_cost;
 
 pub use data::{Batch, DataError, DataSummary, Dataset, Split, Vocabulary};

@@ -17,12 +17,12 @@ pub enum CheckpointError {
     Mismatch { path: String, reason: String },
 }
 
-/// Writes every parameter of `model`; `metadata` is stored beside the architecture.
-pub fn save<B: Backend>(
+/// Every parameter of `model` as a safetensors file image; `metadata` is stored beside the
+/// architecture.
+pub fn to_bytes<B: Backend>(
     model: &Model<B>,
-    path: &Path,
     metadata: &[(&str, String)],
-) -> Result<(), CheckpointError> {
+) -> Result<Vec<u8>, String> {
     let bytes: Vec<Vec<u8>> = (0..model.params.len())
         .map(|i| {
             model
@@ -48,11 +48,20 @@ pub fn save<B: Backend>(
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
     meta.insert("genas.architecture".into(), model.arch.canonical_json());
+    safetensors::serialize(views, Some(meta)).map_err(|e| e.to_string())
+}
+
+/// Writes every parameter of `model`; `metadata` is stored beside the architecture.
+pub fn save<B: Backend>(
+    model: &Model<B>,
+    path: &Path,
+    metadata: &[(&str, String)],
+) -> Result<(), CheckpointError> {
     let err = |reason: String| CheckpointError::Write {
         path: path.display().to_string(),
         reason,
     };
-    let data = safetensors::serialize(views, Some(meta)).map_err(|e| err(e.to_string()))?;
+    let data = to_bytes(model, metadata).map_err(err)?;
     // Write to a temporary file and rename, so a kill never leaves half a checkpoint.
     let tmp = path.with_extension("safetensors.tmp");
     std::fs::write(&tmp, data).map_err(|e| err(e.to_string()))?;
@@ -69,13 +78,22 @@ pub fn load<B: Backend>(
         path: p.clone(),
         reason: e.to_string(),
     })?;
+    from_bytes(model, &bytes, &p)
+}
+
+/// Loads a safetensors image (named `what` in errors) into `model`.
+pub fn from_bytes<B: Backend>(
+    model: &mut Model<B>,
+    bytes: &[u8],
+    what: &str,
+) -> Result<HashMap<String, String>, CheckpointError> {
     let bad = |reason: String| CheckpointError::Mismatch {
-        path: p.clone(),
+        path: what.to_string(),
         reason,
     };
-    let st = SafeTensors::deserialize(&bytes)
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
     let meta = header.metadata().clone().unwrap_or_default();
     if let Some(saved) = meta.get("genas.architecture") {
         if *saved != model.arch.canonical_json() {

@@ -696,7 +696,7 @@ impl<B: Backend> Model<B> {
                         let loss =
                             forward_pass(net, &sh.be, a, tok, Some(tgt), None, (bs, t), true)
                                 .expect("targets given");
-                        backward_pass(net, &sh.be, a, &mut sh.grads, tok);
+                        backward_pass(net, &sh.be, a, &mut sh.grads, tok, None);
                         loss
                     })
                 })
@@ -729,11 +729,83 @@ impl<B: Backend> Model<B> {
     pub fn backward(&mut self, tokens: &[u32]) {
         let mut acts = self.acts.take().expect("forward first");
         let mut grads = std::mem::take(&mut self.grads);
-        backward_pass(&self.net(), &self.be, &mut acts, &mut grads, tokens);
+        backward_pass(&self.net(), &self.be, &mut acts, &mut grads, tokens, None);
         self.grads = grads;
         self.acts = Some(acts);
     }
+
+    /// Like `backward`, calling `probe(layer, hidden, act, dact)` as each block's FFN
+    /// activation output `act` (N, hidden) and its gradient `dact` get known (both buffers may
+    /// be wider than N·hidden). The zero-cost proxies read activations through this.
+    pub fn backward_probed(&mut self, tokens: &[u32], probe: &mut FfnProbe<'_, B>) {
+        let mut acts = self.acts.take().expect("forward first");
+        let mut grads = std::mem::take(&mut self.grads);
+        backward_pass(
+            &self.net(),
+            &self.be,
+            &mut acts,
+            &mut grads,
+            tokens,
+            Some(probe),
+        );
+        self.grads = grads;
+        self.acts = Some(acts);
+    }
+
+    /// Replaces the loss gradient left by the last `forward(.., with_grad = true)` with
+    /// `dlogits` (B·T, V), so `backward` differentiates another function of the logits
+    /// (synflow and jacob_cov use R = Σ logits).
+    pub fn set_logit_grad(&mut self, dlogits: &[f64]) {
+        let a = self.acts.as_mut().expect("forward first");
+        let n = a.b * a.t * self.arch.vocab_size as usize;
+        assert_eq!(dlogits.len(), n);
+        let mut full = dlogits.to_vec();
+        full.resize(self.be.download(&a.dlogits).len(), 0.0);
+        a.dlogits = self.be.upload(&full);
+    }
+
+    /// ∂loss/∂(input embeddings) (B, T, C) after `backward`: the gradient that reached the
+    /// token + position embedding sum.
+    pub fn input_grad(&self) -> Vec<f64> {
+        let a = self.acts.as_ref().expect("backward first");
+        let mut d = self.be.download(&a.dx);
+        d.truncate(a.b * a.t * self.arch.d_model as usize);
+        d
+    }
+
+    /// The residual stream after the last forward: entry 0 is the embedding sum, entry l + 1
+    /// the output of block l, each (B, T, C).
+    pub fn residual(&self, l: usize) -> Vec<f64> {
+        let a = self.acts.as_ref().expect("forward first");
+        let mut d = self.be.download(&a.resid[l]);
+        d.truncate(a.b * a.t * self.arch.d_model as usize);
+        d
+    }
+
+    /// Block `l`'s FFN pre-activation after the last forward, (B·T, hidden): the input of the
+    /// nonlinearity (for swiglu, the gate's input, whose sign sets the gate open or shut).
+    pub fn ffn_preactivation(&self, l: usize) -> Vec<f64> {
+        let a = self.acts.as_ref().expect("forward first");
+        let ba = &a.blocks[l];
+        let buf = if self.blocks[l].gate.is_some() {
+            &ba.gate_pre
+        } else {
+            &ba.fc_pre
+        };
+        let mut d = self.be.download(buf);
+        d.truncate(a.b * a.t * self.blocks[l].hidden);
+        d
+    }
+
+    /// Number of blocks.
+    pub fn depth(&self) -> usize {
+        self.blocks.len()
+    }
 }
+
+/// Called by `Model::backward_probed` with (layer, hidden width, activation, its gradient).
+pub type FfnProbe<'a, B> =
+    dyn FnMut(usize, usize, &<B as Backend>::Buf, &<B as Backend>::Buf) + Send + 'a;
 
 /// Activations and backward scratch for a (b, t) batch.
 fn alloc_acts<B: Backend>(
@@ -951,6 +1023,7 @@ fn backward_pass<B: Backend>(
     a: &mut Acts<B::Buf>,
     g: &mut [B::Buf],
     tokens: &[u32],
+    mut probe: Option<&mut FfnProbe<'_, B>>,
 ) {
     let Net {
         w,
@@ -1016,6 +1089,9 @@ fn backward_pass<B: Backend>(
                 &ba.proj_lr,
                 n,
             );
+            if let Some(p) = probe.as_mut() {
+                p(l, bp.hidden, &ba.act, &a.dh1);
+            }
             match bp.gate {
                 Some(gate) => {
                     be.swiglu_backward(

@@ -93,6 +93,22 @@ impl<B: Backend> Optimizer<B> {
         Optimizer { m, v, step: 0 }
     }
 
+    /// The moments (m, v) per parameter, on the host, for a checkpoint.
+    pub fn moments(&self, be: &B) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+        (
+            self.m.iter().map(|x| be.download(x)).collect(),
+            self.v.iter().map(|x| be.download(x)).collect(),
+        )
+    }
+
+    /// Restores moments saved by `moments` and the step count.
+    pub fn restore(&mut self, be: &B, m: &[Vec<f64>], v: &[Vec<f64>], step: u64) {
+        assert!(m.len() == self.m.len() && v.len() == self.v.len());
+        self.m = m.iter().map(|x| be.upload(x)).collect();
+        self.v = v.iter().map(|x| be.upload(x)).collect();
+        self.step = step;
+    }
+
     /// Clips the gradients to `cfg.grad_clip` and applies one AdamW update at `lr`. Returns the
     /// gradient norm before clipping; a non-finite norm changes nothing.
     pub fn update(&mut self, model: &mut Model<B>, lr: f64, cfg: &TrainConfig) -> Result<f64, f64> {

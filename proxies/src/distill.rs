@@ -1,0 +1,605 @@
+//! Knowledge distillation from a teacher: the teacher's soft targets for a fixed batch
+//! schedule (computed once, so scoring a candidate costs no teacher forward pass), brief
+//! distillation (a fidelity level of the search) and full distillation with periodic
+//! checkpoints, early stopping on validation loss and exact resume after a kill.
+//!
+//! The loss is the engine's: α · CE(data) + (1 − α) · T² · KL(teacher_T ‖ student_T). Results
+//! are read on a fixed validation set: cross-entropy to the data, KL(teacher ‖ student) at
+//! T = 1 and top-1 agreement with the teacher, per token.
+
+use crate::data::{Batch, Dataset, Split};
+use crate::engine::backend::Backend;
+use crate::engine::model::Model;
+use crate::engine::train::{train_step, Optimizer, TrainConfig, TrainError};
+use genas_space::Rng;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Vocabularies up to this size cache the teacher's full distribution; larger ones its top
+/// `TOP_K` probabilities (the rest of the mass spread evenly over the other tokens).
+pub const DENSE_VOCAB_MAX: usize = 1024;
+pub const TOP_K: usize = 64;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DistillConfig {
+    pub steps: u32,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub temperature: f64,
+    /// Weight of the hard-label cross-entropy; 1 − α goes to the KL term.
+    pub alpha: f64,
+    /// Seeds the batch schedule (the same for every candidate).
+    pub seed: u64,
+    /// Validation sequences every result is read on.
+    pub val_sequences: usize,
+}
+
+/// A teacher's distribution over the vocabulary for every position of one batch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SoftTargets {
+    /// (N, V) probabilities.
+    Dense(Vec<f32>),
+    /// The k most probable tokens of each position and their probabilities, (N, k) each.
+    TopK {
+        k: usize,
+        index: Vec<u32>,
+        prob: Vec<f32>,
+    },
+}
+
+impl SoftTargets {
+    /// softmax(logits / temperature) of (n, v) logits, kept whole when v ≤ DENSE_VOCAB_MAX.
+    pub fn from_logits(logits: &[f64], (n, v): (usize, usize), temperature: f64) -> SoftTargets {
+        let mut probs = vec![0f32; n * v];
+        for (z, p) in logits.chunks_exact(v).zip(probs.chunks_exact_mut(v)) {
+            let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = z.iter().map(|x| ((x - max) / temperature).exp()).collect();
+            let s: f64 = e.iter().sum();
+            for (pk, ek) in p.iter_mut().zip(&e) {
+                *pk = (ek / s) as f32;
+            }
+        }
+        if v <= DENSE_VOCAB_MAX {
+            return SoftTargets::Dense(probs);
+        }
+        let k = TOP_K.min(v);
+        let (mut index, mut prob) = (Vec::with_capacity(n * k), Vec::with_capacity(n * k));
+        let mut order: Vec<u32> = Vec::with_capacity(v);
+        for p in probs.chunks_exact(v) {
+            order.clear();
+            order.extend(0..v as u32);
+            order.select_nth_unstable_by(k - 1, |a, b| p[*b as usize].total_cmp(&p[*a as usize]));
+            index.extend_from_slice(&order[..k]);
+            prob.extend(order[..k].iter().map(|&i| p[i as usize]));
+        }
+        SoftTargets::TopK { k, index, prob }
+    }
+
+    /// The (n, v) probabilities these targets stand for.
+    pub fn dense(&self, (n, v): (usize, usize)) -> Vec<f64> {
+        match self {
+            SoftTargets::Dense(p) => p.iter().map(|&x| x as f64).collect(),
+            SoftTargets::TopK { k, index, prob } => {
+                let mut out = vec![0.0; n * v];
+                for r in 0..n {
+                    let (ix, pr) = (&index[r * k..(r + 1) * k], &prob[r * k..(r + 1) * k]);
+                    let kept: f64 = pr.iter().map(|&x| x as f64).sum();
+                    let rest = ((1.0 - kept) / (v - k).max(1) as f64).max(0.0);
+                    let row = &mut out[r * v..(r + 1) * v];
+                    row.fill(rest);
+                    for (&i, &p) in ix.iter().zip(pr) {
+                        row[i as usize] = p as f64;
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        match self {
+            SoftTargets::Dense(p) => 4 * p.len(),
+            SoftTargets::TopK { index, prob, .. } => 4 * (index.len() + prob.len()),
+        }
+    }
+}
+
+/// The teacher's side of every distillation with one configuration: the fixed training
+/// schedule with soft targets at temperature, and the validation set with the teacher's
+/// distribution at T = 1.
+pub struct TeacherTargets {
+    pub temperature: f64,
+    pub vocab: usize,
+    pub schedule: Vec<Batch>,
+    pub soft: Vec<SoftTargets>,
+    pub val: Vec<Batch>,
+    pub val_probs: Vec<SoftTargets>,
+    /// The teacher's own validation cross-entropy, nats/token.
+    pub teacher_val_ce: f64,
+    /// Time spent computing all this, s.
+    pub seconds: f64,
+}
+
+/// Teacher logits for one batch, (B·T, V).
+fn teacher_logits<B: Backend>(teacher: &mut Model<B>, batch: &Batch) -> Vec<f64> {
+    teacher.forward(&batch.inputs, None, None, (batch.b, batch.t), false);
+    teacher.logits()
+}
+
+impl TeacherTargets {
+    /// Runs the teacher over the first `schedule_steps` batches of the schedule seeded by
+    /// `cfg.seed` and over the validation set.
+    pub fn compute<B: Backend>(
+        teacher: &mut Model<B>,
+        data: &Dataset,
+        cfg: &DistillConfig,
+        schedule_steps: u32,
+    ) -> TeacherTargets {
+        let start = Instant::now();
+        let v = data.vocab_size() as usize;
+        let mut rng = Rng::seed_from_u64(cfg.seed);
+        let schedule: Vec<Batch> = (0..schedule_steps)
+            .map(|_| data.train_batch(cfg.batch_size, &mut rng))
+            .collect();
+        let soft = schedule
+            .iter()
+            .map(|b| {
+                let z = teacher_logits(teacher, b);
+                SoftTargets::from_logits(&z, (b.b * b.t, v), cfg.temperature)
+            })
+            .collect();
+        let val = data.eval_batches(Split::Validation, cfg.batch_size, cfg.val_sequences);
+        let (mut ce, mut tokens) = (0.0, 0usize);
+        let val_probs = val
+            .iter()
+            .map(|b| {
+                let l = teacher
+                    .forward(&b.inputs, Some(&b.targets), None, (b.b, b.t), false)
+                    .expect("targets given");
+                ce += l.ce * (b.b * b.t) as f64;
+                tokens += b.b * b.t;
+                SoftTargets::from_logits(&teacher.logits(), (b.b * b.t, v), 1.0)
+            })
+            .collect();
+        TeacherTargets {
+            temperature: cfg.temperature,
+            vocab: v,
+            schedule,
+            soft,
+            val,
+            val_probs,
+            teacher_val_ce: ce / tokens.max(1) as f64,
+            seconds: start.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// Memory held by the cached soft targets, bytes.
+    pub fn bytes(&self) -> usize {
+        self.soft
+            .iter()
+            .chain(&self.val_probs)
+            .map(SoftTargets::bytes)
+            .sum()
+    }
+}
+
+/// A student read against the data and the teacher on the validation set.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// Cross-entropy to the data, nats/token.
+    pub val_ce: f64,
+    /// KL(teacher ‖ student) at T = 1, nats/token.
+    pub kl_to_teacher: f64,
+    /// Share of positions where the student's most probable token is the teacher's.
+    pub agreement: f64,
+}
+
+pub fn evaluate_against_teacher<B: Backend>(
+    model: &mut Model<B>,
+    targets: &TeacherTargets,
+) -> Evaluation {
+    let v = targets.vocab;
+    let (mut ce, mut kl, mut agree, mut tokens) = (0.0, 0.0, 0usize, 0usize);
+    for (b, tp) in targets.val.iter().zip(&targets.val_probs) {
+        let n = b.b * b.t;
+        let l = model
+            .forward(&b.inputs, Some(&b.targets), None, (b.b, b.t), false)
+            .expect("targets given");
+        ce += l.ce * n as f64;
+        let z = model.logits();
+        let p = tp.dense((n, v));
+        for (zr, pr) in z.chunks_exact(v).zip(p.chunks_exact(v)) {
+            let max = zr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let lse = max + zr.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+            kl += pr
+                .iter()
+                .zip(zr)
+                .filter(|(&pk, _)| pk > 0.0)
+                .map(|(&pk, &zk)| pk * (pk.ln() - (zk - lse)))
+                .sum::<f64>();
+            agree += usize::from(argmax(zr) == argmax(pr));
+        }
+        tokens += n;
+    }
+    let n = tokens.max(1) as f64;
+    Evaluation {
+        val_ce: ce / n,
+        kl_to_teacher: kl / n,
+        agreement: agree as f64 / n,
+    }
+}
+
+fn argmax(x: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// The outcome of a brief or full distillation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DistillResult {
+    pub steps: u32,
+    /// Mean training loss over the last min(20, steps) steps.
+    pub train_loss: Option<f64>,
+    /// `None` when training diverged.
+    pub eval: Option<Evaluation>,
+    /// Why training stopped short: a non-finite loss or gradient, with its step.
+    pub diverged: Option<String>,
+    pub seconds: f64,
+}
+
+/// Brief distillation: `cfg.steps` steps (at most the schedule's length) on the cached
+/// schedule from the model's current weights. Divergence is a result, not an error.
+pub fn brief_distill<B: Backend>(
+    model: &mut Model<B>,
+    targets: &TeacherTargets,
+    cfg: &DistillConfig,
+) -> DistillResult {
+    let start = Instant::now();
+    let steps = cfg.steps.min(targets.schedule.len() as u32);
+    let tcfg = TrainConfig::new(steps, cfg.batch_size, cfg.learning_rate, cfg.seed);
+    let mut opt = Optimizer::new(model);
+    let mut recent = Vec::new();
+    for step in 0..steps {
+        let batch = &targets.schedule[step as usize];
+        let p = model
+            .be
+            .upload(&targets.soft[step as usize].dense((batch.b * batch.t, targets.vocab)));
+        match train_step(
+            model,
+            &mut opt,
+            batch,
+            Some((&p, cfg.temperature, cfg.alpha)),
+            &tcfg,
+            step,
+        ) {
+            Ok(s) => recent.push(s.loss),
+            Err(e) => {
+                return DistillResult {
+                    steps: step,
+                    train_loss: None,
+                    eval: None,
+                    diverged: Some(e.to_string()),
+                    seconds: start.elapsed().as_secs_f64(),
+                }
+            }
+        }
+    }
+    let eval = evaluate_against_teacher(model, targets);
+    let tail = &recent[recent.len().saturating_sub(20)..];
+    let finite = eval.val_ce.is_finite() && eval.kl_to_teacher.is_finite();
+    DistillResult {
+        steps,
+        train_loss: (!tail.is_empty()).then(|| tail.iter().sum::<f64>() / tail.len() as f64),
+        eval: finite.then_some(eval),
+        diverged: (!finite).then(|| format!("validation loss is {}", eval.val_ce)),
+        seconds: start.elapsed().as_secs_f64(),
+    }
+}
+
+// ------------------------------------------------------------------ full distillation
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FullConfig {
+    pub distill: DistillConfig,
+    /// Evaluate on the validation set every this many steps (and at the end).
+    pub eval_every: u32,
+    /// Write a checkpoint every this many steps.
+    pub checkpoint_every: u32,
+    /// Stop after this many evaluations in a row without a new best validation loss.
+    pub patience: u32,
+}
+
+/// Where full distillation keeps its checkpoint; a directory by default, the archive later.
+pub trait CheckpointStore {
+    fn save(&mut self, bytes: &[u8]) -> Result<(), String>;
+    fn load(&self) -> Result<Option<Vec<u8>>, String>;
+}
+
+/// A checkpoint file `distill.safetensors` in a directory, replaced atomically.
+pub struct DirCheckpoints {
+    pub dir: PathBuf,
+}
+
+impl DirCheckpoints {
+    fn file(&self) -> PathBuf {
+        self.dir.join("distill.safetensors")
+    }
+}
+
+impl CheckpointStore for DirCheckpoints {
+    fn save(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let err = |e: std::io::Error| format!("cannot write {}: {e}", self.file().display());
+        std::fs::create_dir_all(&self.dir).map_err(err)?;
+        let tmp = self.dir.join("distill.safetensors.tmp");
+        std::fs::write(&tmp, bytes).map_err(err)?;
+        std::fs::rename(&tmp, self.file()).map_err(err)
+    }
+
+    fn load(&self) -> Result<Option<Vec<u8>>, String> {
+        match std::fs::read(self.file()) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read {}: {e}", self.file().display())),
+        }
+    }
+}
+
+/// Progress of a full distillation: everything besides tensors that a resume needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct FullState {
+    /// Identifies what was being trained: the architecture id and the configuration.
+    arch_id: String,
+    config: FullConfig,
+    /// Steps done.
+    step: u32,
+    rng: Rng,
+    opt_step: u64,
+    best_val: f64,
+    best_step: u32,
+    bad_evals: u32,
+    history: Vec<(u32, f64)>,
+    recent: Vec<f64>,
+    seconds: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FullResult {
+    pub result: DistillResult,
+    /// The step whose weights were kept (best validation loss).
+    pub best_step: u32,
+    pub stopped_early: bool,
+    /// The step the run resumed from, if it did.
+    pub resumed_from: Option<u32>,
+    /// (step, validation cross-entropy) at every evaluation.
+    pub history: Vec<(u32, f64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DistillError {
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    #[error("the checkpoint belongs to another run ({0}); remove it to start over")]
+    Foreign(String),
+    #[error(transparent)]
+    Diverged(#[from] TrainError),
+    #[error("stopped at step {0} (the checkpoint holds the last saved step)")]
+    Stopped(u32),
+}
+
+fn encode_checkpoint<B: Backend>(
+    model: &Model<B>,
+    opt: &Optimizer<B>,
+    best: &[Vec<f64>],
+    state: &FullState,
+) -> Result<Vec<u8>, String> {
+    let (m, v) = opt.moments(&model.be);
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (i, p) in model.params.iter().enumerate() {
+        let le = |x: &[f64]| x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+        tensors.push((
+            format!("weights.{}", p.name),
+            p.shape.clone(),
+            le(&model.weights(i)),
+        ));
+        tensors.push((format!("best.{}", p.name), p.shape.clone(), le(&best[i])));
+        tensors.push((format!("adam_m.{}", p.name), p.shape.clone(), le(&m[i])));
+        tensors.push((format!("adam_v.{}", p.name), p.shape.clone(), le(&v[i])));
+    }
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F64, s.clone(), b).expect("sizes agree"),
+            )
+        })
+        .collect();
+    let state = serde_json::to_string(state).map_err(|e| e.to_string())?;
+    let meta = HashMap::from([("genas.distill_state".to_string(), state)]);
+    safetensors::serialize(views, Some(meta)).map_err(|e| e.to_string())
+}
+
+type Tensors = (Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<Vec<f64>>);
+
+/// Reads a checkpoint written for `expect` (same architecture and configuration).
+fn decode_checkpoint<B: Backend>(
+    model: &Model<B>,
+    bytes: &[u8],
+    expect: &FullState,
+) -> Result<(FullState, Tensors), DistillError> {
+    let bad = DistillError::Checkpoint;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a checkpoint ({e})")))?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+    let state: FullState = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("genas.distill_state"))
+        .ok_or("no distillation state in the checkpoint")
+        .and_then(|s| serde_json::from_str(s).map_err(|_| "unreadable distillation state"))
+        .map_err(|e| bad(e.to_string()))?;
+    if state.arch_id != expect.arch_id || state.config != expect.config {
+        return Err(DistillError::Foreign(format!(
+            "architecture {} at {} steps",
+            state.arch_id, state.config.distill.steps
+        )));
+    }
+    let read = |prefix: &str| -> Result<Vec<Vec<f64>>, String> {
+        model
+            .params
+            .iter()
+            .map(|p| {
+                let t = st
+                    .tensor(&format!("{prefix}.{}", p.name))
+                    .map_err(|_| format!("missing {prefix}.{}", p.name))?;
+                if t.dtype() != Dtype::F64 || t.shape() != p.shape.as_slice() {
+                    return Err(format!("{prefix}.{} has the wrong shape", p.name));
+                }
+                Ok(t.data()
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+                    .collect())
+            })
+            .collect()
+    };
+    let all = || -> Result<Tensors, String> {
+        Ok((
+            read("weights")?,
+            read("best")?,
+            read("adam_m")?,
+            read("adam_v")?,
+        ))
+    };
+    Ok((state, all().map_err(bad)?))
+}
+
+/// Full distillation of `model` from `teacher` (soft targets computed per step), resuming
+/// from `store`'s checkpoint when it holds one for this architecture and configuration.
+/// `val` supplies the validation set and the teacher's validation distribution (a
+/// `TeacherTargets` with an empty schedule is enough). `on_step(step, loss)` may break to stop
+/// the run as a kill would: nothing is written after it. At the end the best weights are in
+/// `model`.
+pub fn full_distill<B: Backend>(
+    model: &mut Model<B>,
+    teacher: &mut Model<B>,
+    data: &Dataset,
+    val: &TeacherTargets,
+    cfg: &FullConfig,
+    store: &mut dyn CheckpointStore,
+    mut on_step: impl FnMut(u32, f64) -> ControlFlow<()>,
+) -> Result<FullResult, DistillError> {
+    let d = &cfg.distill;
+    let tcfg = TrainConfig::new(d.steps, d.batch_size, d.learning_rate, d.seed);
+    let mut opt = Optimizer::new(model);
+    let v = data.vocab_size() as usize;
+    let mut state = FullState {
+        arch_id: model.arch.id(),
+        config: cfg.clone(),
+        step: 0,
+        rng: Rng::seed_from_u64(d.seed),
+        opt_step: 0,
+        best_val: f64::INFINITY,
+        best_step: 0,
+        bad_evals: 0,
+        history: Vec::new(),
+        recent: Vec::new(),
+        seconds: 0.0,
+    };
+    let mut best: Vec<Vec<f64>> = (0..model.params.len()).map(|i| model.weights(i)).collect();
+    let mut resumed_from = None;
+    if let Some(bytes) = store.load().map_err(DistillError::Checkpoint)? {
+        let (saved, (w, b, m, vv)) = decode_checkpoint(model, &bytes, &state)?;
+        for (i, wi) in w.iter().enumerate() {
+            model.set_weights(i, wi);
+        }
+        opt.restore(&model.be, &m, &vv, saved.opt_step);
+        best = b;
+        resumed_from = Some(saved.step);
+        state = saved;
+    }
+    // Wall time accumulates across resumes.
+    let (start, before) = (Instant::now(), state.seconds);
+    let mut stopped_early = false;
+    while state.step < d.steps {
+        let step = state.step;
+        let batch = data.train_batch(d.batch_size, &mut state.rng);
+        let z = teacher_logits(teacher, &batch);
+        let p = model.be.upload(
+            &SoftTargets::from_logits(&z, (batch.b * batch.t, v), d.temperature)
+                .dense((batch.b * batch.t, v)),
+        );
+        let s = train_step(
+            model,
+            &mut opt,
+            &batch,
+            Some((&p, d.temperature, d.alpha)),
+            &tcfg,
+            step,
+        )?;
+        state.recent.push(s.loss);
+        if state.recent.len() > 20 {
+            state.recent.remove(0);
+        }
+        state.step += 1;
+        state.opt_step = opt.step;
+        if state.step.is_multiple_of(cfg.eval_every) || state.step == d.steps {
+            let e = evaluate_against_teacher(model, val);
+            state.history.push((state.step, e.val_ce));
+            if e.val_ce < state.best_val {
+                state.best_val = e.val_ce;
+                state.best_step = state.step;
+                state.bad_evals = 0;
+                best = (0..model.params.len()).map(|i| model.weights(i)).collect();
+            } else {
+                state.bad_evals += 1;
+            }
+            stopped_early = state.bad_evals >= cfg.patience && state.step < d.steps;
+        }
+        if on_step(step, s.loss).is_break() {
+            return Err(DistillError::Stopped(step));
+        }
+        if state.step.is_multiple_of(cfg.checkpoint_every) || state.step == d.steps || stopped_early
+        {
+            state.seconds = before + start.elapsed().as_secs_f64();
+            let bytes =
+                encode_checkpoint(model, &opt, &best, &state).map_err(DistillError::Checkpoint)?;
+            store.save(&bytes).map_err(DistillError::Checkpoint)?;
+        }
+        if stopped_early {
+            break;
+        }
+    }
+    for (i, w) in best.iter().enumerate() {
+        model.set_weights(i, w);
+    }
+    let eval = evaluate_against_teacher(model, val);
+    let tail = &state.recent;
+    Ok(FullResult {
+        result: DistillResult {
+            steps: state.step,
+            train_loss: (!tail.is_empty()).then(|| tail.iter().sum::<f64>() / tail.len() as f64),
+            eval: Some(eval),
+            diverged: None,
+            seconds: before + start.elapsed().as_secs_f64(),
+        },
+        best_step: state.best_step,
+        stopped_early,
+        resumed_from,
+        history: state.history,
+    })
+}
+
+/// A directory checkpoint store at `dir`.
+pub fn dir_store(dir: &Path) -> DirCheckpoints {
+    DirCheckpoints {
+        dir: dir.to_path_buf(),
+    }
+}

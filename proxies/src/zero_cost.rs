@@ -1,0 +1,368 @@
+//! Zero-cost proxies: scores of an architecture from its weights at initialisation and one
+//! batch, without training. Every score is reported so that **higher = predicted better**
+//! (lower validation loss after training); a score that is undefined for a network (a singular
+//! kernel, a zero sum under a logarithm) is `None`, which rankings treat as worst.
+//!
+//! "Matrices" below are the parameters AdamW decays: every weight matrix and the embeddings,
+//! not biases or LayerNorm gains. Gradient-based proxies use the mean cross-entropy L of the
+//! batch; B is the number of sequences, T their length.
+//!
+//! | name | paper | as implemented here |
+//! |---|---|---|
+//! | `params` | — | parameter count (shared weights once) |
+//! | `non_embedding_params` | Javaheripi et al. 2022, LiteTransformerSearch | parameters outside token/position embeddings and the LM head |
+//! | `flops` | — | forward FLOPs per token (the cost model's) |
+//! | `synflow` | Tanaka et al. 2020; Abdelfattah et al. 2021 | every weight replaced by its absolute value, R = Σ logits over the batch, score = ln Σ_matrices \|θ · ∂R/∂θ\| |
+//! | `snip` | Lee et al. 2019 | ln Σ_matrices \|θ · ∂L/∂θ\| |
+//! | `grad_norm` | Abdelfattah et al. 2021 | ln ‖∂L/∂θ‖₂ over the matrices |
+//! | `fisher` | Turner et al. 2020; Abdelfattah et al. 2021 | channels = FFN hidden units: ln Σ_layers Σ_units mean_b ½ (Σ_t a · ∂L/∂a)² with a the activation output |
+//! | `jacob_cov` | Mellor et al. 2021 (v1) | J_b = ∂(Σ logits of sequence b)/∂(its input embeddings), (T·C) per sequence; Σ = correlation matrix of the B rows; score = −Σ_i [ln(λ_i + k) + 1/(λ_i + k)], k = 10⁻⁵ |
+//! | `naswot` | Mellor et al. 2021 (v2) | binary code per sequence = sign pattern of every FFN pre-activation (for swiglu the gate's) over all positions and layers; K_ij = number of agreeing bits; score = ln \|det K\| |
+//! | `zen_score` | Lin et al. 2021 | f = what the blocks add to the residual stream (output − input embeddings; the identity path would make every pre-LN model alike); position embeddings perturbed by α·N(0, 1), α = 0.01; score = ln(mean \|f(x + αε) − f(x)\| / α). No BatchNorm, so no variance term |
+//! | `zico` | Li et al. 2023 | gradients of S = 4 equal sub-batches; per matrix l: ln Σ_θ mean_s\|g\| / std_s(g) over entries with std > 0; score = Σ_l |
+//!
+//! Published anchors: on NAS-Bench-201 the best single proxies reach Kendall τ ≈ 0.55–0.57;
+//! on language models the parameter count does about as well as most of them. `calibrate`
+//! measures them per search space.
+
+use crate::data::Batch;
+use crate::engine::backend::Backend;
+use crate::engine::model::Model;
+use crate::linalg;
+use genas_space::{Architecture, Cost, Rng};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Every proxy genas computes, in report order.
+pub const PROXY_NAMES: [&str; 11] = [
+    "params",
+    "non_embedding_params",
+    "flops",
+    "synflow",
+    "snip",
+    "grad_norm",
+    "fisher",
+    "jacob_cov",
+    "naswot",
+    "zen_score",
+    "zico",
+];
+
+/// The scores of one architecture, higher = predicted better; `None` where undefined.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProxyScores {
+    pub scores: BTreeMap<String, Option<f64>>,
+    /// Wall time of the whole suite, ms.
+    pub millis: f64,
+}
+
+impl ProxyScores {
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.scores.get(name).copied().flatten()
+    }
+}
+
+/// A finite value, or `None`.
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+/// ln of a positive sum, `None` for zero or non-finite sums.
+fn ln_pos(x: f64) -> Option<f64> {
+    (x > 0.0 && x.is_finite()).then(|| x.ln())
+}
+
+pub fn params(arch: &Architecture) -> f64 {
+    Cost::of(arch).params as f64
+}
+
+pub fn non_embedding_params(arch: &Architecture) -> f64 {
+    Cost::of(arch).non_embedding_params as f64
+}
+
+pub fn flops(arch: &Architecture) -> f64 {
+    Cost::of(arch).flops_per_token
+}
+
+fn matrices<B: Backend>(model: &Model<B>) -> Vec<usize> {
+    (0..model.params.len())
+        .filter(|&i| model.params[i].decay)
+        .collect()
+}
+
+/// snip, grad_norm and fisher share one cross-entropy forward and backward.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GradientProxies {
+    pub snip: Option<f64>,
+    pub grad_norm: Option<f64>,
+    pub fisher: Option<f64>,
+}
+
+/// Σ over hidden units and mean over sequences of ½ (Σ_t a·da)², for one layer's activation
+/// `act` and gradient `dact` laid out (B·T, hidden).
+pub fn fisher_term(act: &[f64], dact: &[f64], (b, t, hidden): (usize, usize, usize)) -> f64 {
+    let mut total = 0.0;
+    let mut s = vec![0.0; hidden];
+    for bi in 0..b {
+        s.fill(0.0);
+        for ti in 0..t {
+            let r = (bi * t + ti) * hidden;
+            for (h, sh) in s.iter_mut().enumerate() {
+                *sh += act[r + h] * dact[r + h];
+            }
+        }
+        total += s.iter().map(|x| 0.5 * x * x).sum::<f64>();
+    }
+    total / b as f64
+}
+
+pub fn gradient_proxies<B: Backend + Clone>(
+    model: &mut Model<B>,
+    batch: &Batch,
+) -> GradientProxies {
+    let (b, t) = (batch.b, batch.t);
+    model.forward(&batch.inputs, Some(&batch.targets), None, (b, t), true);
+    let be = model.be.clone();
+    let mut fisher = 0.0;
+    let mut probe = |_l: usize, hidden: usize, act: &B::Buf, dact: &B::Buf| {
+        let (a, d) = (be.download(act), be.download(dact));
+        fisher += fisher_term(&a, &d, (b, t, hidden));
+    };
+    model.backward_probed(&batch.inputs, &mut probe);
+    let (mut snip, mut sq) = (0.0, 0.0);
+    for i in matrices(model) {
+        let (w, g) = (model.weights(i), model.grad(i));
+        snip += w.iter().zip(&g).map(|(w, g)| (w * g).abs()).sum::<f64>();
+        sq += g.iter().map(|g| g * g).sum::<f64>();
+    }
+    GradientProxies {
+        snip: ln_pos(snip),
+        grad_norm: ln_pos(sq.sqrt()),
+        fisher: ln_pos(fisher),
+    }
+}
+
+/// Runs `f` with every weight replaced by its absolute value, then restores the weights.
+fn with_abs_weights<B: Backend, R>(model: &mut Model<B>, f: impl FnOnce(&mut Model<B>) -> R) -> R {
+    let saved: Vec<Vec<f64>> = (0..model.params.len()).map(|i| model.weights(i)).collect();
+    for (i, w) in saved.iter().enumerate() {
+        let abs: Vec<f64> = w.iter().map(|x| x.abs()).collect();
+        model.set_weights(i, &abs);
+    }
+    let r = f(model);
+    for (i, w) in saved.iter().enumerate() {
+        model.set_weights(i, w);
+    }
+    r
+}
+
+/// Forward, then backward of R = Σ logits (every dR/dlogit = 1).
+fn sum_of_logits_backward<B: Backend>(model: &mut Model<B>, batch: &Batch) {
+    let (b, t) = (batch.b, batch.t);
+    model.forward(&batch.inputs, None, None, (b, t), true);
+    model.set_logit_grad(&vec![1.0; b * t * model.arch.vocab_size as usize]);
+    model.backward(&batch.inputs);
+}
+
+pub fn synflow<B: Backend>(model: &mut Model<B>, batch: &Batch) -> Option<f64> {
+    with_abs_weights(model, |m| {
+        sum_of_logits_backward(m, batch);
+        let mut s = 0.0;
+        for i in matrices(m) {
+            let (w, g) = (m.weights(i), m.grad(i));
+            s += w.iter().zip(&g).map(|(w, g)| (w * g).abs()).sum::<f64>();
+        }
+        ln_pos(s)
+    })
+}
+
+/// −Σ_i [ln(λ_i + k) + 1/(λ_i + k)] over the eigenvalues λ of the correlation matrix of the
+/// `rows` rows of `jac` (each `cols` long); `None` if a row is constant.
+pub fn jacob_cov_score(jac: &[f64], rows: usize, cols: usize) -> Option<f64> {
+    const K: f64 = 1e-5;
+    let mut z = jac[..rows * cols].to_vec();
+    for r in z.chunks_exact_mut(cols) {
+        let mean = r.iter().sum::<f64>() / cols as f64;
+        r.iter_mut().for_each(|x| *x -= mean);
+        let norm = r.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if norm == 0.0 || !norm.is_finite() {
+            return None;
+        }
+        r.iter_mut().for_each(|x| *x /= norm);
+    }
+    let mut corr = vec![0.0; rows * rows];
+    for i in 0..rows {
+        for j in 0..=i {
+            let d: f64 = z[i * cols..(i + 1) * cols]
+                .iter()
+                .zip(&z[j * cols..(j + 1) * cols])
+                .map(|(a, b)| a * b)
+                .sum();
+            corr[i * rows + j] = d;
+            corr[j * rows + i] = d;
+        }
+    }
+    let score: f64 = linalg::symmetric_eigenvalues(&corr, rows)
+        .iter()
+        .map(|&l| {
+            // Rounding can leave the smallest eigenvalues a hair below zero.
+            let l = l.max(0.0) + K;
+            -(l.ln() + 1.0 / l)
+        })
+        .sum();
+    finite(score)
+}
+
+pub fn jacob_cov<B: Backend>(model: &mut Model<B>, batch: &Batch) -> Option<f64> {
+    sum_of_logits_backward(model, batch);
+    let j = model.input_grad();
+    let cols = batch.t * model.arch.d_model as usize;
+    jacob_cov_score(&j, batch.b, cols)
+}
+
+/// ln |det K| with K_ij = number of positions where binary codes i and j agree; `codes` holds
+/// `rows` codes of `bits` entries (0 or 1) each. `None` when K is singular.
+pub fn naswot_score(codes: &[u8], rows: usize, bits: usize) -> Option<f64> {
+    let mut k = vec![0.0; rows * rows];
+    for i in 0..rows {
+        for j in 0..=i {
+            let agree = codes[i * bits..(i + 1) * bits]
+                .iter()
+                .zip(&codes[j * bits..(j + 1) * bits])
+                .filter(|(a, b)| a == b)
+                .count() as f64;
+            k[i * rows + j] = agree;
+            k[j * rows + i] = agree;
+        }
+    }
+    finite(linalg::slogdet(&k, rows).1)
+}
+
+pub fn naswot<B: Backend>(model: &mut Model<B>, batch: &Batch) -> Option<f64> {
+    let (b, t) = (batch.b, batch.t);
+    model.forward(&batch.inputs, None, None, (b, t), false);
+    let per_seq: Vec<Vec<f64>> = (0..model.depth())
+        .map(|l| model.ffn_preactivation(l))
+        .collect();
+    let bits: usize = per_seq.iter().map(|p| p.len() / b).sum();
+    let mut codes = Vec::with_capacity(b * bits);
+    for bi in 0..b {
+        for p in &per_seq {
+            let w = p.len() / b;
+            codes.extend(p[bi * w..(bi + 1) * w].iter().map(|&x| u8::from(x > 0.0)));
+        }
+    }
+    naswot_score(&codes, b, bits)
+}
+
+/// What the blocks add to the residual stream, (B, T, C).
+fn block_contribution<B: Backend>(model: &Model<B>) -> Vec<f64> {
+    let (x0, xl) = (model.residual(0), model.residual(model.depth()));
+    xl.iter().zip(&x0).map(|(a, b)| a - b).collect()
+}
+
+pub fn zen_score<B: Backend>(model: &mut Model<B>, batch: &Batch, seed: u64) -> Option<f64> {
+    const ALPHA: f64 = 0.01;
+    let (b, t) = (batch.b, batch.t);
+    model.forward(&batch.inputs, None, None, (b, t), false);
+    let f0 = block_contribution(model);
+    let wpe = model
+        .param_index("wpe.weight")
+        .expect("every model has wpe");
+    let saved = model.weights(wpe);
+    let mut rng = Rng::seed_from_u64(seed);
+    let noisy: Vec<f64> = saved.iter().map(|x| x + ALPHA * rng.normal()).collect();
+    model.set_weights(wpe, &noisy);
+    model.forward(&batch.inputs, None, None, (b, t), false);
+    let f1 = block_contribution(model);
+    model.set_weights(wpe, &saved);
+    let mean = f1.iter().zip(&f0).map(|(a, b)| (a - b).abs()).sum::<f64>() / f0.len() as f64;
+    ln_pos(mean / ALPHA)
+}
+
+/// Σ over matrices of ln Σ_θ mean|g| / std(g), from `grads[s][m]` = gradient of matrix m on
+/// sub-batch s (population standard deviation over the sub-batches; entries with zero spread
+/// are left out, as is a matrix with none left).
+pub fn zico_score(grads: &[Vec<Vec<f64>>]) -> Option<f64> {
+    let s = grads.len() as f64;
+    if grads.len() < 2 {
+        return None;
+    }
+    let mut total = 0.0;
+    let mut any = false;
+    for m in 0..grads[0].len() {
+        let mut sum = 0.0;
+        for e in 0..grads[0][m].len() {
+            let mean_abs = grads.iter().map(|g| g[m][e].abs()).sum::<f64>() / s;
+            let mean = grads.iter().map(|g| g[m][e]).sum::<f64>() / s;
+            let var = grads.iter().map(|g| (g[m][e] - mean).powi(2)).sum::<f64>() / s;
+            if var > 0.0 {
+                sum += mean_abs / var.sqrt();
+            }
+        }
+        if sum > 0.0 {
+            total += sum.ln();
+            any = true;
+        }
+    }
+    if any {
+        finite(total)
+    } else {
+        None
+    }
+}
+
+pub fn zico<B: Backend>(model: &mut Model<B>, batch: &Batch) -> Option<f64> {
+    let splits = batch.b.min(4);
+    if splits < 2 {
+        return None;
+    }
+    let t = batch.t;
+    let mats = matrices(model);
+    let mut grads = Vec::with_capacity(splits);
+    for s in 0..splits {
+        let (r0, r1) = (s * batch.b / splits, (s + 1) * batch.b / splits);
+        let (x, y) = (
+            &batch.inputs[r0 * t..r1 * t],
+            &batch.targets[r0 * t..r1 * t],
+        );
+        model.forward(x, Some(y), None, (r1 - r0, t), true);
+        model.backward(x);
+        grads.push(mats.iter().map(|&i| model.grad(i)).collect());
+    }
+    zico_score(&grads)
+}
+
+/// Every proxy of `PROXY_NAMES` for `model` (at initialisation) on `batch`. The weights are
+/// left as they were.
+pub fn proxy_suite<B: Backend + Clone>(
+    arch: &Architecture,
+    model: &mut Model<B>,
+    batch: &Batch,
+    seed: u64,
+) -> ProxyScores {
+    let start = Instant::now();
+    let g = gradient_proxies(model, batch);
+    let values: [(&str, Option<f64>); 11] = [
+        ("params", Some(params(arch))),
+        ("non_embedding_params", Some(non_embedding_params(arch))),
+        ("flops", Some(flops(arch))),
+        ("synflow", synflow(model, batch)),
+        ("snip", g.snip),
+        ("grad_norm", g.grad_norm),
+        ("fisher", g.fisher),
+        ("jacob_cov", jacob_cov(model, batch)),
+        ("naswot", naswot(model, batch)),
+        ("zen_score", zen_score(model, batch, seed)),
+        ("zico", zico(model, batch)),
+    ];
+    debug_assert!(values.iter().map(|v| v.0).eq(PROXY_NAMES));
+    ProxyScores {
+        scores: values
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        millis: start.elapsed().as_secs_f64() * 1e3,
+    }
+}

@@ -1,0 +1,281 @@
+//! Teacher, brief and full distillation on the shipped Shakespeare corpus.
+
+use genas_proxies::distill::{
+    brief_distill, dir_store, full_distill, DistillConfig, DistillError, FullConfig, SoftTargets,
+    TeacherTargets,
+};
+use genas_proxies::engine::{Cpu, Model};
+use genas_proxies::teacher::{teacher_architecture, teacher_key, train_teacher};
+use genas_proxies::Dataset;
+use genas_space::{
+    Activation, Architecture, Attention, Experiment, Layer, Sparsity, TeacherConfig,
+};
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::OnceLock;
+
+fn data() -> &'static Dataset {
+    static DATA: OnceLock<Dataset> = OnceLock::new();
+    DATA.get_or_init(|| {
+        let exp = Experiment::from_path(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/quick.toml"),
+        )
+        .unwrap();
+        Dataset::load(&exp).unwrap()
+    })
+}
+
+fn teacher_cfg() -> TeacherConfig {
+    TeacherConfig {
+        depth: 2,
+        d_model: 32,
+        heads: 2,
+        ffn_ratio: 2.0,
+        steps: 60,
+        batch_size: 16,
+        learning_rate: 3e-3,
+    }
+}
+
+/// A briefly trained teacher (weights only; shared by the tests).
+fn teacher() -> Model<Cpu<f32>> {
+    static WEIGHTS: OnceLock<Vec<Vec<f64>>> = OnceLock::new();
+    let w = WEIGHTS.get_or_init(|| {
+        let (m, _) = train_teacher(&teacher_cfg(), data(), 0, Cpu::<f32>::new(1), |_| {}).unwrap();
+        (0..m.params.len()).map(|i| m.weights(i)).collect()
+    });
+    let arch = teacher_architecture(&teacher_cfg(), data().vocab_size(), data().context);
+    let mut m = Model::new(&arch, Cpu::<f32>::new(1), 0);
+    for (i, wi) in w.iter().enumerate() {
+        m.set_weights(i, wi);
+    }
+    m
+}
+
+fn student(d: u32, seed: u64) -> Model<Cpu<f32>> {
+    let a = Architecture {
+        vocab_size: data().vocab_size(),
+        context: data().context,
+        d_model: d,
+        tie_embeddings: true,
+        share_layers: 1,
+        layers: vec![Layer::new(
+            Attention::Grouped {
+                heads: 2,
+                kv_heads: 1,
+            },
+            2 * d,
+            Activation::Relu,
+            None,
+            Sparsity::Dense,
+        )],
+    };
+    a.validate().unwrap();
+    Model::new(&a, Cpu::<f32>::new(1), seed)
+}
+
+fn cfg(steps: u32) -> DistillConfig {
+    DistillConfig {
+        steps,
+        batch_size: 8,
+        learning_rate: 3e-3,
+        temperature: 2.0,
+        alpha: 0.5,
+        seed: 5,
+        val_sequences: 32,
+    }
+}
+
+#[test]
+fn soft_targets_are_distributions_at_temperature() {
+    // Dense: softmax(z / T) per row.
+    let z = [1.0, 2.0, 3.0, 0.0, 0.0, 0.0];
+    let s = SoftTargets::from_logits(&z, (2, 3), 2.0);
+    let p = s.dense((2, 3));
+    let e: Vec<f64> = [0.5f64, 1.0, 1.5].iter().map(|x| x.exp()).collect();
+    let sum: f64 = e.iter().sum();
+    for k in 0..3 {
+        assert!((p[k] - e[k] / sum).abs() < 1e-6);
+        assert!((p[3 + k] - 1.0 / 3.0).abs() < 1e-6);
+    }
+    // A large vocabulary keeps the top 64 exactly and spreads the rest of the mass.
+    let v = 2000;
+    let z: Vec<f64> = (0..v).map(|i| (i % 97) as f64 * 0.1).collect();
+    let s = SoftTargets::from_logits(&z, (1, v), 1.0);
+    assert!(matches!(s, SoftTargets::TopK { k: 64, .. }));
+    let p = s.dense((1, v));
+    assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+    let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let lse = max + z.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+    assert!(
+        (p[96] - (z[96] - lse).exp()).abs() < 1e-7,
+        "the most probable token is exact"
+    );
+    assert!(s.bytes() < 4 * v / 4);
+}
+
+#[test]
+fn brief_distillation_moves_the_student_toward_the_teacher() {
+    let mut t = teacher();
+    let targets = TeacherTargets::compute(&mut t, data(), &cfg(40), 40);
+    assert_eq!(targets.schedule.len(), 40);
+    assert!(targets.teacher_val_ce < (data().vocab_size() as f64).ln());
+    let mut untrained = student(32, 1);
+    let before = genas_proxies::distill::evaluate_against_teacher(&mut untrained, &targets);
+    let mut s = student(32, 1);
+    let r = brief_distill(&mut s, &targets, &cfg(40));
+    assert_eq!(r.diverged, None);
+    let e = r.eval.unwrap();
+    assert!(
+        e.kl_to_teacher < before.kl_to_teacher - 0.3,
+        "{before:?} → {e:?}"
+    );
+    assert!(e.val_ce < before.val_ce - 0.3);
+    assert!(e.agreement > before.agreement);
+    // Deterministic: the same student and schedule give the same result.
+    let mut s2 = student(32, 1);
+    let r2 = brief_distill(&mut s2, &targets, &cfg(40));
+    assert_eq!((r.eval, r.train_loss), (r2.eval, r2.train_loss));
+}
+
+#[test]
+fn a_diverging_candidate_is_a_result_not_a_crash() {
+    let mut t = teacher();
+    let targets = TeacherTargets::compute(&mut t, data(), &cfg(5), 5);
+    let mut s = student(16, 2);
+    let i = s.param_index("h.0.mlp.c_fc.weight").unwrap();
+    let mut w = s.weights(i);
+    w[0] = f64::NAN;
+    s.set_weights(i, &w);
+    let r = brief_distill(&mut s, &targets, &cfg(5));
+    assert!(r.eval.is_none());
+    assert!(r.diverged.unwrap().contains("step 0"));
+}
+
+fn full_cfg(steps: u32, lr: f64) -> FullConfig {
+    FullConfig {
+        distill: DistillConfig {
+            learning_rate: lr,
+            ..cfg(steps)
+        },
+        eval_every: 5,
+        checkpoint_every: 7,
+        patience: 100,
+    }
+}
+
+fn weights(m: &Model<Cpu<f32>>) -> Vec<Vec<f64>> {
+    (0..m.params.len()).map(|i| m.weights(i)).collect()
+}
+
+#[test]
+fn full_distillation_resumes_exactly_after_a_kill() {
+    let mut t = teacher();
+    let c = full_cfg(30, 3e-3);
+    let val = TeacherTargets::compute(&mut t, data(), &c.distill, 0);
+    let dir = tempfile::tempdir().unwrap();
+
+    let mut whole = student(32, 3);
+    let mut store = dir_store(&dir.path().join("whole"));
+    let r = full_distill(&mut whole, &mut t, data(), &val, &c, &mut store, |_, _| {
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(
+        (r.result.steps, r.resumed_from, r.stopped_early),
+        (30, None, false)
+    );
+    assert_eq!(r.history.len(), 6);
+
+    // Killed after step 17 (steps 15–17 since the checkpoint at 14 are lost), then a fresh
+    // process (a new model from the same initialisation) resumes.
+    let mut store = dir_store(&dir.path().join("killed"));
+    let mut first = student(32, 3);
+    let e = full_distill(&mut first, &mut t, data(), &val, &c, &mut store, |s, _| {
+        if s == 17 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    assert_eq!(e.unwrap_err(), DistillError::Stopped(17));
+    let mut resumed = student(32, 3);
+    let r2 = full_distill(
+        &mut resumed,
+        &mut t,
+        data(),
+        &val,
+        &c,
+        &mut store,
+        |_, _| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    assert_eq!(r2.resumed_from, Some(14));
+    assert_eq!(weights(&resumed), weights(&whole), "bit-identical weights");
+    assert_eq!(r2.history, r.history);
+    assert_eq!(r2.result.eval, r.result.eval);
+
+    // A checkpoint of another architecture is refused, not silently loaded.
+    let mut other = student(16, 3);
+    let e = full_distill(&mut other, &mut t, data(), &val, &c, &mut store, |_, _| {
+        ControlFlow::Continue(())
+    });
+    assert!(matches!(e, Err(DistillError::Foreign(_))), "{e:?}");
+}
+
+#[test]
+fn full_distillation_stops_early_and_keeps_the_best_weights() {
+    // With a zero learning rate the validation loss never improves after the first
+    // evaluation, so patience 2 stops the run at the third evaluation (step 15) and the kept
+    // weights are those of step 5 — the initial ones.
+    let mut t = teacher();
+    let c = FullConfig {
+        patience: 2,
+        ..full_cfg(40, 0.0)
+    };
+    let val = TeacherTargets::compute(&mut t, data(), &c.distill, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = student(16, 4);
+    let init = weights(&s);
+    let r = full_distill(
+        &mut s,
+        &mut t,
+        data(),
+        &val,
+        &c,
+        &mut dir_store(dir.path()),
+        |_, _| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    assert!(r.stopped_early);
+    assert_eq!((r.result.steps, r.best_step), (15, 5));
+    assert_eq!(weights(&s), init);
+}
+
+#[test]
+fn a_teacher_is_keyed_by_everything_that_determines_it() {
+    let cfg = teacher_cfg();
+    let a = teacher_architecture(&cfg, 65, 64);
+    assert_eq!(a.depth(), 2);
+    assert!(a
+        .layers
+        .iter()
+        .all(|l| l.attention == Attention::Full { heads: 2 }));
+    let k = teacher_key(&a, &cfg, "abc", 0);
+    assert_eq!(k.len(), 16);
+    assert_eq!(k, teacher_key(&a, &cfg, "abc", 0));
+    assert_ne!(k, teacher_key(&a, &cfg, "abd", 0));
+    assert_ne!(k, teacher_key(&a, &cfg, "abc", 1));
+    let more = TeacherConfig {
+        steps: 61,
+        ..cfg.clone()
+    };
+    assert_ne!(k, teacher_key(&a, &more, "abc", 0));
+    let (_, rec) = train_teacher(&cfg, data(), 0, Cpu::<f32>::new(1), |_| {}).unwrap();
+    assert_eq!(
+        rec.key,
+        teacher_key(&rec.architecture, &cfg, &data().fingerprint, 0)
+    );
+    assert!(rec.val_ce < (65f64).ln() - 0.5, "{}", rec.val_ce);
+    assert!((rec.val_bits - rec.val_ce / std::f64::consts::LN_2).abs() < 1e-12);
+}
