@@ -1,0 +1,621 @@
+//! The archive: one directory holding everything genas remembers between runs, in sled.
+//!
+//! ```no_run
+//! use genas_store::Archive;
+//! # fn main() -> Result<(), genas_store::StoreError> {
+//! let archive = Archive::open(std::path::Path::new("genas-archive"))?; // created if absent
+//! archive.put_calibration("space-3f2a", &serde_json::json!({"ms_per_token": 0.41}))?;
+//! let table = archive.calibration("space-3f2a")?;
+//! # Ok(()) }
+//! ```
+//!
+//! Files in the directory:
+//! - `genas-archive.json`: `{"format": "genas-archive", "schema_version": 1, "created_by":
+//!   "genas 0.1.0"}`, written last when an archive is created. It is read *before* sled is
+//!   started, because starting sled rewrites files (it grows its log and writes a snapshot,
+//!   and turns a log it cannot read into an empty database): an archive of a newer schema, a
+//!   damaged one, or a directory that is no archive is refused with nothing changed. Whoever
+//!   changes the schema version changes it here and in the `meta` tree.
+//! - `holder.json`: the process that has the archive open (pid, host, command line, since
+//!   when), so that a second process can name it. sled's exclusive lock on `db` is the truth;
+//!   this file only describes the lock's holder, and a stale one is overwritten.
+//! - sled's own: `conf`, `db` (the log), `blobs/` (large values), `snap.*` (snapshots).
+//!
+//! sled trees and their records:
+//! - `meta`: `schema_version` (JSON number), `created_by` (JSON string, `genas 0.1.0`),
+//!   `created_at` (JSON string, UTC).
+//! - `teacher_meta` / `teacher_weights`: teacher key → metadata JSON / weight bytes; the two
+//!   are written in one transaction and read in one.
+//! - `calibration`: key ++ `0x00` ++ id (u64 big-endian, from sled's monotonic id
+//!   generator) → table JSON. The newest entry for a key is its table; older ones are its
+//!   history. Keys hold no control characters, so one key's entries never run into another's.
+//!
+//! Runs, candidates and the controller state arrive with the search controller (issue 5).
+
+mod holder;
+mod sled_files;
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+pub use holder::Holder;
+use holder::{format_utc, one_line, write_atomically};
+
+/// Version of the archive layout this genas writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const MARKER_FILE: &str = "genas-archive.json";
+const MARKER_FORMAT: &str = "genas-archive";
+/// Entries sled keeps in an archive directory; one of them without the marker means an
+/// archive whose creation never finished or whose marker was lost.
+const SLED_ENTRIES: [&str; 3] = ["conf", "db", "blobs"];
+
+const META_TREE: &str = "meta";
+const TEACHER_META_TREE: &str = "teacher_meta";
+const TEACHER_WEIGHTS_TREE: &str = "teacher_weights";
+const CALIBRATION_TREE: &str = "calibration";
+
+/// Everything that can go wrong with an archive. Every message is one line, names the
+/// archive's directory, and says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// `open_existing` found no archive.
+    #[error("no genas archive at {} ({reason}): check the path", shown(.path))]
+    NotFound { path: PathBuf, reason: String },
+    /// The path holds something else; it was left alone.
+    #[error(
+        "{} is not a genas archive ({reason}): name an archive directory, or an empty or new \
+         directory to start one",
+        shown(.path)
+    )]
+    NotAnArchive { path: PathBuf, reason: String },
+    /// The archive's files are damaged; they were left as they were.
+    #[error(
+        "archive {} is damaged ({detail}): restore it from a backup, or move it aside and \
+         start a new archive",
+        shown(.path)
+    )]
+    Damaged { path: PathBuf, detail: String },
+    /// The archive was written by a newer genas; it was left as it was.
+    #[error(
+        "archive {} was written by a newer genas (schema {found}; this genas reads up to \
+         {SCHEMA_VERSION}): upgrade genas",
+        shown(.path)
+    )]
+    NewerSchema { path: PathBuf, found: u64 },
+    /// Another process (or another `Archive` in this one) has the archive open.
+    #[error(
+        "archive {} is in use by {}: wait for it to finish or stop it, then retry",
+        shown(.path),
+        holder_text(.holder)
+    )]
+    InUse {
+        path: PathBuf,
+        holder: Option<Holder>,
+    },
+    /// The file system refused.
+    #[error(
+        "archive {}: cannot {action}: {reason}; check that the directory is readable and \
+         writable and the disk has room",
+        shown(.path)
+    )]
+    Io {
+        path: PathBuf,
+        action: String,
+        reason: String,
+    },
+    /// sled failed in a way that is neither I/O nor damage.
+    #[error(
+        "archive {}: the database failed to {action}: {detail}; retry, and report it as a \
+         genas bug if it happens again",
+        shown(.path)
+    )]
+    Database {
+        path: PathBuf,
+        action: String,
+        detail: String,
+    },
+    /// A caller passed a key the archive cannot store.
+    #[error(
+        "archive {}: invalid {kind} key {key:?}: keys must be non-empty and hold no control \
+         characters (a bug in the caller; please report it)",
+        shown(.path)
+    )]
+    InvalidKey {
+        path: PathBuf,
+        kind: &'static str,
+        key: String,
+    },
+}
+
+fn shown(path: &Path) -> String {
+    one_line(&path.display().to_string())
+}
+
+fn holder_text(holder: &Option<Holder>) -> String {
+    match holder {
+        Some(holder) => holder.to_string(),
+        None => "another process (it has not recorded who it is)".to_string(),
+    }
+}
+
+/// The marker file's content.
+#[derive(Serialize, Deserialize)]
+struct Marker {
+    format: String,
+    schema_version: u64,
+    created_by: String,
+}
+
+/// An open archive. sled holds an exclusive lock on it until this is dropped.
+pub struct Archive {
+    db: sled::Db,
+    teacher_meta: sled::Tree,
+    teacher_weights: sled::Tree,
+    calibration: sled::Tree,
+    path: PathBuf,
+    schema_version: u32,
+    holder: Holder,
+}
+
+impl fmt::Debug for Archive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Archive")
+            .field("path", &self.path)
+            .field("schema_version", &self.schema_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Archive {
+    fn drop(&mut self) {
+        // Runs before the fields drop, i.e. while sled still holds the lock, so the record
+        // removed can only be this process's own.
+        self.holder.remove_if_mine(&self.path);
+    }
+}
+
+impl Archive {
+    /// Opens the archive in `dir`, creating it (and the directory) if `dir` does not exist
+    /// or is an empty directory.
+    pub fn open(dir: &Path) -> Result<Archive, StoreError> {
+        Archive::open_or_create(dir, true)
+    }
+
+    /// Opens an existing archive only: an error if `dir` holds none.
+    pub fn open_existing(dir: &Path) -> Result<Archive, StoreError> {
+        Archive::open_or_create(dir, false)
+    }
+
+    /// The archive's directory, as it was given.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version the archive was written with.
+    pub fn schema_version(&self) -> u32 {
+        self.schema_version
+    }
+
+    /// Stores a teacher under `key` (the caller's hash of the data fingerprint and teacher
+    /// configuration), replacing any earlier one; metadata and weights land in one
+    /// transaction, so a reader never sees one without the other.
+    pub fn put_teacher(
+        &self,
+        key: &str,
+        meta: &serde_json::Value,
+        weights: &[u8],
+    ) -> Result<(), StoreError> {
+        self.check_key("teacher", key)?;
+        let meta = sled::IVec::from(meta.to_string().into_bytes());
+        let weights = sled::IVec::from(weights);
+        let stored: Result<(), TransactionError<()>> = (&self.teacher_meta, &self.teacher_weights)
+            .transaction(|(metas, weight_sets)| {
+                metas.insert(key.as_bytes(), meta.clone())?;
+                weight_sets.insert(key.as_bytes(), weights.clone())?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        stored.map_err(|e| self.transaction_error("store a teacher", e))
+    }
+
+    /// The teacher stored under `key`: its metadata and weight bytes.
+    pub fn teacher(&self, key: &str) -> Result<Option<(serde_json::Value, Vec<u8>)>, StoreError> {
+        self.check_key("teacher", key)?;
+        let read: Result<_, TransactionError<()>> = (&self.teacher_meta, &self.teacher_weights)
+            .transaction(|(metas, weight_sets)| {
+                Ok::<_, ConflictableTransactionError<()>>((
+                    metas.get(key.as_bytes())?,
+                    weight_sets.get(key.as_bytes())?,
+                ))
+            });
+        match read.map_err(|e| self.transaction_error("read a teacher", e))? {
+            (Some(meta), Some(weights)) => {
+                let meta = self.decode_json(&meta, || format!("teacher {key:?}'s metadata"))?;
+                Ok(Some((meta, weights.to_vec())))
+            }
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(self.damaged(format!("teacher {key:?} has no weights"))),
+            (None, Some(_)) => Err(self.damaged(format!("teacher {key:?} has no metadata"))),
+        }
+    }
+
+    /// Every stored teacher's key and metadata (not its weights), in key order.
+    pub fn teachers(&self) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let mut teachers = Vec::new();
+        for entry in self.teacher_meta.iter() {
+            let (key, meta) = entry.map_err(|e| self.sled_error("list teachers", e))?;
+            let key = String::from_utf8(key.to_vec())
+                .map_err(|_| self.damaged("a teacher key is not UTF-8".into()))?;
+            let meta = self.decode_json(&meta, || format!("teacher {key:?}'s metadata"))?;
+            teachers.push((key, meta));
+        }
+        Ok(teachers)
+    }
+
+    /// Stores `table` as the calibration table for `key` (a space key). It replaces the
+    /// previous table for that key; the previous ones stay in the history.
+    pub fn put_calibration(&self, key: &str, table: &serde_json::Value) -> Result<(), StoreError> {
+        self.check_key("calibration", key)?;
+        let id = self
+            .db
+            .generate_id()
+            .map_err(|e| self.sled_error("number a calibration table", e))?;
+        let mut entry_key = calibration_prefix(key);
+        entry_key.extend_from_slice(&id.to_be_bytes());
+        self.calibration
+            .insert(entry_key, table.to_string().into_bytes())
+            .map_err(|e| self.sled_error("store a calibration table", e))?;
+        Ok(())
+    }
+
+    /// The latest calibration table stored for `key`.
+    pub fn calibration(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        self.check_key("calibration", key)?;
+        match self
+            .calibration
+            .scan_prefix(calibration_prefix(key))
+            .next_back()
+        {
+            None => Ok(None),
+            Some(entry) => {
+                let (_, table) = entry.map_err(|e| self.sled_error("read a calibration", e))?;
+                self.decode_json(&table, || format!("calibration table {key:?}"))
+                    .map(Some)
+            }
+        }
+    }
+
+    /// Every calibration table stored for `key`, oldest first; the last is the current one.
+    pub fn calibration_history(&self, key: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+        self.check_key("calibration", key)?;
+        let mut tables = Vec::new();
+        for entry in self.calibration.scan_prefix(calibration_prefix(key)) {
+            let (_, table) = entry.map_err(|e| self.sled_error("read a calibration", e))?;
+            tables.push(self.decode_json(&table, || format!("calibration table {key:?}"))?);
+        }
+        Ok(tables)
+    }
+
+    /// Writes everything stored so far to disk.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| self.sled_error("flush to disk", e))
+    }
+
+    fn open_or_create(dir: &Path, create: bool) -> Result<Archive, StoreError> {
+        match fs::metadata(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return if create {
+                    Archive::create(dir)
+                } else {
+                    Err(StoreError::NotFound {
+                        path: dir.to_path_buf(),
+                        reason: "the directory does not exist".into(),
+                    })
+                };
+            }
+            Err(e) => return Err(io_error(dir, "read the directory", &e)),
+            Ok(metadata) if !metadata.is_dir() => {
+                return Err(StoreError::NotAnArchive {
+                    path: dir.to_path_buf(),
+                    reason: "it is not a directory".into(),
+                })
+            }
+            Ok(_) => {}
+        }
+        let entries = entry_names(dir)?;
+        if entries.is_empty() {
+            return if create {
+                Archive::create(dir)
+            } else {
+                Err(StoreError::NotFound {
+                    path: dir.to_path_buf(),
+                    reason: "the directory is empty".into(),
+                })
+            };
+        }
+        let has = |name: &str| entries.iter().any(|entry| entry == name);
+        // In use first: a directory another process is creating an archive in has sled's
+        // files and no marker yet, and must not be reported as damaged.
+        if has("db") {
+            refuse_if_locked(dir)?;
+        }
+        let marker = match read_marker(dir)? {
+            Some(marker) => marker,
+            None if SLED_ENTRIES.iter().any(|name| has(name)) => {
+                return Err(damaged(dir, format!("{MARKER_FILE} is missing")))
+            }
+            None => {
+                return Err(StoreError::NotAnArchive {
+                    path: dir.to_path_buf(),
+                    reason: format!("it holds other files and no {MARKER_FILE}"),
+                })
+            }
+        };
+        if marker.schema_version > u64::from(SCHEMA_VERSION) {
+            return Err(StoreError::NewerSchema {
+                path: dir.to_path_buf(),
+                found: marker.schema_version,
+            });
+        }
+        sled_files::check(dir).map_err(|problem| match problem {
+            sled_files::Problem::Damaged(detail) => damaged(dir, detail),
+            sled_files::Problem::Unreadable { file, error } => {
+                io_error(dir, &format!("read sled's {file} file"), &error)
+            }
+        })?;
+
+        let db = start_sled(dir)?;
+        if !db
+            .tree_names()
+            .iter()
+            .any(|name| name.as_ref() == META_TREE.as_bytes())
+        {
+            return Err(damaged(dir, "its meta tree is missing".into()));
+        }
+        let meta = open_tree(&db, dir, META_TREE)?;
+        let stored = meta
+            .get("schema_version")
+            .map_err(|e| sled_error(dir, "read the schema version", e))?
+            .and_then(|bytes| serde_json::from_slice::<u64>(&bytes).ok())
+            .ok_or_else(|| damaged(dir, "its schema version is missing or garbled".into()))?;
+        if stored > u64::from(SCHEMA_VERSION) {
+            return Err(StoreError::NewerSchema {
+                path: dir.to_path_buf(),
+                found: stored,
+            });
+        }
+        if stored != marker.schema_version || stored == 0 {
+            return Err(damaged(
+                dir,
+                format!(
+                    "{MARKER_FILE} says schema {} but the database says {stored}",
+                    marker.schema_version
+                ),
+            ));
+        }
+        // `stored` is at most SCHEMA_VERSION here. When a schema 2 exists, older archives
+        // are migrated at this point.
+        let schema_version = u32::try_from(stored).unwrap_or(SCHEMA_VERSION);
+        Archive::finish_opening(dir, db, schema_version)
+    }
+
+    /// Creates an archive in `dir`, which does not exist or is empty.
+    fn create(dir: &Path) -> Result<Archive, StoreError> {
+        fs::create_dir_all(dir).map_err(|e| io_error(dir, "create the directory", &e))?;
+        let db = start_sled(dir)?;
+        let meta = open_tree(&db, dir, META_TREE)?;
+        let created_by = format!("genas {}", env!("CARGO_PKG_VERSION"));
+        let created_at = format_utc(Holder::current().since_unix_s);
+        let records = [
+            ("schema_version", serde_json::json!(SCHEMA_VERSION)),
+            ("created_by", serde_json::json!(created_by)),
+            ("created_at", serde_json::json!(created_at)),
+        ];
+        let mut batch = sled::Batch::default();
+        for (name, value) in &records {
+            batch.insert(*name, value.to_string().into_bytes());
+        }
+        meta.apply_batch(batch)
+            .map_err(|e| sled_error(dir, "write the schema version", e))?;
+        db.flush()
+            .map_err(|e| sled_error(dir, "flush the new archive", e))?;
+        let archive = Archive::finish_opening(dir, db, SCHEMA_VERSION)?;
+        // Last: until the marker exists, the directory is not yet an archive.
+        let marker = Marker {
+            format: MARKER_FORMAT.into(),
+            schema_version: u64::from(SCHEMA_VERSION),
+            created_by,
+        };
+        let text = serde_json::to_vec_pretty(&marker)
+            .map_err(|e| io_error(dir, &format!("encode {MARKER_FILE}"), &io::Error::other(e)))?;
+        write_atomically(dir, MARKER_FILE, &text)
+            .map_err(|e| io_error(dir, &format!("write {MARKER_FILE}"), &e))?;
+        Ok(archive)
+    }
+
+    fn finish_opening(
+        dir: &Path,
+        db: sled::Db,
+        schema_version: u32,
+    ) -> Result<Archive, StoreError> {
+        let holder = Holder::current();
+        holder
+            .write(dir)
+            .map_err(|e| io_error(dir, &format!("write {}", holder::HOLDER_FILE), &e))?;
+        Ok(Archive {
+            teacher_meta: open_tree(&db, dir, TEACHER_META_TREE)?,
+            teacher_weights: open_tree(&db, dir, TEACHER_WEIGHTS_TREE)?,
+            calibration: open_tree(&db, dir, CALIBRATION_TREE)?,
+            db,
+            path: dir.to_path_buf(),
+            schema_version,
+            holder,
+        })
+    }
+
+    fn check_key(&self, kind: &'static str, key: &str) -> Result<(), StoreError> {
+        if key.is_empty() || key.chars().any(char::is_control) {
+            return Err(StoreError::InvalidKey {
+                path: self.path.clone(),
+                kind,
+                key: key.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn decode_json(
+        &self,
+        bytes: &[u8],
+        what: impl FnOnce() -> String,
+    ) -> Result<serde_json::Value, StoreError> {
+        serde_json::from_slice(bytes).map_err(|_| self.damaged(format!("{} is not JSON", what())))
+    }
+
+    fn damaged(&self, detail: String) -> StoreError {
+        damaged(&self.path, detail)
+    }
+
+    fn sled_error(&self, action: &str, error: sled::Error) -> StoreError {
+        sled_error(&self.path, action, error)
+    }
+
+    fn transaction_error(&self, action: &str, error: TransactionError<()>) -> StoreError {
+        match error {
+            TransactionError::Storage(error) => self.sled_error(action, error),
+            // The transactions above never abort.
+            TransactionError::Abort(()) => StoreError::Database {
+                path: self.path.clone(),
+                action: action.to_string(),
+                detail: "the transaction was aborted".into(),
+            },
+        }
+    }
+}
+
+fn calibration_prefix(key: &str) -> Vec<u8> {
+    let mut prefix = key.as_bytes().to_vec();
+    prefix.push(0);
+    prefix
+}
+
+fn entry_names(dir: &Path) -> Result<Vec<String>, StoreError> {
+    let listing = fs::read_dir(dir).map_err(|e| io_error(dir, "list the directory", &e))?;
+    let mut names = Vec::new();
+    for entry in listing {
+        let entry = entry.map_err(|e| io_error(dir, "list the directory", &e))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    Ok(names)
+}
+
+fn read_marker(dir: &Path) -> Result<Option<Marker>, StoreError> {
+    let text = match fs::read(dir.join(MARKER_FILE)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(dir, &format!("read {MARKER_FILE}"), &e)),
+    };
+    let marker: Marker = serde_json::from_slice(&text)
+        .map_err(|e| damaged(dir, format!("{MARKER_FILE} is garbled: {e}")))?;
+    if marker.format != MARKER_FORMAT {
+        return Err(damaged(
+            dir,
+            format!("{MARKER_FILE} names format {:?}", marker.format),
+        ));
+    }
+    Ok(Some(marker))
+}
+
+/// Refuses the archive if some process (this one included) holds sled's lock on `db`,
+/// without starting sled.
+fn refuse_if_locked(dir: &Path) -> Result<(), StoreError> {
+    let Ok(file) = fs::File::open(dir.join("db")) else {
+        // Unreadable: the checks after this one say why.
+        return Ok(());
+    };
+    match file.try_lock() {
+        // Dropping `file` releases the probe's lock.
+        Ok(()) => Ok(()),
+        Err(fs::TryLockError::WouldBlock) => Err(in_use(dir)),
+        // Locks unsupported here: sled's own attempt decides.
+        Err(fs::TryLockError::Error(_)) => Ok(()),
+    }
+}
+
+fn in_use(dir: &Path) -> StoreError {
+    StoreError::InUse {
+        path: dir.to_path_buf(),
+        holder: Holder::read(dir).filter(Holder::may_be_alive),
+    }
+}
+
+fn start_sled(dir: &Path) -> Result<sled::Db, StoreError> {
+    sled::Config::new()
+        .path(dir)
+        .open()
+        .map_err(|e| sled_error(dir, "open", e))
+}
+
+fn open_tree(db: &sled::Db, dir: &Path, name: &str) -> Result<sled::Tree, StoreError> {
+    db.open_tree(name)
+        .map_err(|e| sled_error(dir, &format!("open its {name} tree"), e))
+}
+
+fn damaged(dir: &Path, detail: String) -> StoreError {
+    StoreError::Damaged {
+        path: dir.to_path_buf(),
+        detail: one_line(&detail),
+    }
+}
+
+fn io_error(dir: &Path, action: &str, error: &io::Error) -> StoreError {
+    StoreError::Io {
+        path: dir.to_path_buf(),
+        action: one_line(action),
+        reason: one_line(&error.to_string()),
+    }
+}
+
+fn sled_error(dir: &Path, action: &str, error: sled::Error) -> StoreError {
+    match error {
+        // sled 0.34 reports its lock as an `Other` I/O error with this text.
+        sled::Error::Io(e) if e.to_string().starts_with("could not acquire lock") => in_use(dir),
+        sled::Error::Io(e) => io_error(dir, action, &e),
+        sled::Error::Corruption { at, .. } => damaged(
+            dir,
+            match at {
+                Some(at) => format!("sled found corrupt data at {at:?}"),
+                None => "sled found corrupt data".into(),
+            },
+        ),
+        sled::Error::Unsupported(why) => damaged(dir, format!("sled cannot read it: {why}")),
+        other => StoreError::Database {
+            path: dir.to_path_buf(),
+            action: one_line(action),
+            detail: one_line(&other.to_string()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fallback for a lock taken between the probe and sled's own attempt relies on
+    /// sled's wording; this pins it.
+    #[test]
+    fn sled_lock_failure_reads_as_in_use() {
+        let root = tempfile::tempdir().expect("temporary directory");
+        let _held = sled::open(root.path()).expect("sled opens");
+        let error = start_sled(root.path()).expect_err("locked");
+        assert!(matches!(error, StoreError::InUse { .. }), "{error}");
+    }
+}
