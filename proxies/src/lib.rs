@@ -8,6 +8,7 @@
 //! It must not decide what to evaluate next (that is `genas-search`) nor know how results are
 //! stored (`genas-store`).
 
+pub mod calibrate;
 pub mod data;
 pub mod distill;
 pub mod engine;
