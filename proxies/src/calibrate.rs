@@ -4,7 +4,10 @@
 //! figures are out-of-fold predictions, not fits:
 //! - `rank_average`: the mean rank feature of the proxies whose training-fold τ is at least
 //!   half the best one's;
-//! - `ridge`: ridge regression from every proxy's rank feature to the quality's rank feature.
+//! - `ridge`: ridge regression from every proxy's rank feature to the quality's rank feature;
+//! - `ridge_arch`: the same over the proxies and the cost model's architecture descriptors
+//!   (`zero_cost::DESCRIPTOR_NAMES`: tied head, depth, width, ...), for spaces where a design
+//!   choice the proxies do not see (such as tying) decides short-training quality.
 //!
 //! A rank feature is a value's position in the calibration set, (rank − ½)/n in [0, 1]; for a
 //! new candidate it is its position among the stored calibration values, so an `Ensemble`
@@ -12,7 +15,7 @@
 //! (diverged) counts as the worst.
 
 use crate::stats::{kendall_tau_b, kfold, ridge, spearman};
-use crate::zero_cost::{ProxyScores, PROXY_NAMES};
+use crate::zero_cost::{ProxyScores, DESCRIPTOR_NAMES, PROXY_NAMES};
 use serde::{Deserialize, Serialize};
 
 /// Folds of the cross-validation.
@@ -86,15 +89,26 @@ fn sorted(x: impl Iterator<Item = f64>) -> Vec<f64> {
     v
 }
 
+/// The ensembles `calibrate` cross-validates, in report order.
+pub const ENSEMBLE_KINDS: [&str; 3] = ["rank_average", "ridge", "ridge_arch"];
+
 fn fit(kind: &str, rows: &[&ProxyScores], quality: &[f64]) -> Ensemble {
-    let reference: Vec<Vec<f64>> = PROXY_NAMES
+    let names: Vec<&str> = match kind {
+        "ridge_arch" => PROXY_NAMES
+            .iter()
+            .chain(&DESCRIPTOR_NAMES)
+            .copied()
+            .collect(),
+        _ => PROXY_NAMES.to_vec(),
+    };
+    let reference: Vec<Vec<f64>> = names
         .iter()
         .map(|n| sorted(rows.iter().map(|p| value(p, n))))
         .collect();
     let features: Vec<Vec<f64>> = rows
         .iter()
         .map(|p| {
-            PROXY_NAMES
+            names
                 .iter()
                 .zip(&reference)
                 .map(|(n, r)| rank_feature(r, value(p, n)))
@@ -103,9 +117,9 @@ fn fit(kind: &str, rows: &[&ProxyScores], quality: &[f64]) -> Ensemble {
         .collect();
     let qref = sorted(quality.iter().copied());
     let target: Vec<f64> = quality.iter().map(|&q| rank_feature(&qref, q)).collect();
-    let names = PROXY_NAMES.iter().map(|s| s.to_string());
+    let names = names.iter().map(|s| s.to_string());
     match kind {
-        "ridge" => {
+        "ridge" | "ridge_arch" => {
             let (weights, intercept) = ridge(&features, &target, RIDGE_LAMBDA);
             Ensemble {
                 kind: kind.into(),
@@ -180,7 +194,7 @@ pub fn calibrate(rows: &[(ProxyScores, Option<f64>)]) -> Calibration {
         .collect();
     let mut ensembles = Vec::new();
     let mut best: Option<(f64, &str)> = None;
-    for kind in ["rank_average", "ridge"] {
+    for kind in ENSEMBLE_KINDS {
         let mut pred = vec![0.0; n];
         for test in kfold(n, FOLDS) {
             let train: Vec<usize> = (0..n).filter(|i| !test.contains(i)).collect();

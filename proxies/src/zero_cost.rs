@@ -49,6 +49,43 @@ pub const PROXY_NAMES: [&str; 11] = [
     "zico",
 ];
 
+/// Descriptors of the architecture from the cost model, stored beside the proxies so a
+/// calibrated ensemble can weigh the space's design choices too (the `ridge_arch` ensemble).
+/// They are not ranked as proxies on their own.
+pub const DESCRIPTOR_NAMES: [&str; 6] = [
+    "arch.untied_head",
+    "arch.depth",
+    "arch.d_model",
+    "arch.ffn_hidden",
+    "arch.mixing_layers",
+    "arch.dense_share",
+];
+
+/// The values of `DESCRIPTOR_NAMES`: 1 for an untied LM head, depth, width, mean FFN hidden
+/// width, layers with attention, and the share of dense (unmasked) layers.
+pub fn descriptors(arch: &Architecture) -> [f64; 6] {
+    let n = arch.layers.len().max(1) as f64;
+    let hidden = arch.layers.iter().map(|l| l.ffn.hidden as f64).sum::<f64>() / n;
+    let mixing = arch
+        .layers
+        .iter()
+        .filter(|l| l.attention != genas_space::Attention::None)
+        .count() as f64;
+    let dense = arch
+        .layers
+        .iter()
+        .filter(|l| l.sparsity == genas_space::Sparsity::Dense)
+        .count() as f64;
+    [
+        f64::from(u8::from(!arch.tie_embeddings)),
+        arch.layers.len() as f64,
+        arch.d_model as f64,
+        hidden,
+        mixing,
+        dense / n,
+    ]
+}
+
 /// The scores of one architecture, higher = predicted better; `None` where undefined.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProxyScores {
@@ -358,10 +395,12 @@ pub fn proxy_suite<B: Backend + Clone>(
         ("zico", zico(model, batch)),
     ];
     debug_assert!(values.iter().map(|v| v.0).eq(PROXY_NAMES));
+    let described = DESCRIPTOR_NAMES.iter().zip(descriptors(arch));
     ProxyScores {
         scores: values
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
+            .chain(described.map(|(k, v)| (k.to_string(), Some(v))))
             .collect(),
         millis: start.elapsed().as_secs_f64() * 1e3,
     }

@@ -9,3 +9,4 @@
 
 pub mod commands;
 pub mod format;
+pub mod scoring;

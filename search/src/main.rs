@@ -3,6 +3,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use genas_search::commands::{self, InspectOptions};
+use genas_search::scoring;
 use genas_space::Tokenizer;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +32,62 @@ enum Command {
     /// Benchmarks (figures with a baseline measured in the same run).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The teacher candidates are distilled from.
+    #[command(subcommand)]
+    Teacher(TeacherCommand),
+    /// Zero-cost proxies.
+    #[command(subcommand)]
+    Proxies(ProxiesCommand),
+}
+
+#[derive(Subcommand)]
+enum TeacherCommand {
+    /// Train the experiment's [teacher] and store it in the archive (reuses a stored one for
+    /// the same data, config and seed unless --retrain).
+    Train {
+        /// Experiment file (TOML).
+        file: PathBuf,
+        #[arg(long, default_value = "genas-archive")]
+        archive: PathBuf,
+        /// Train again even if the archive holds this teacher.
+        #[arg(long)]
+        retrain: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProxiesCommand {
+    /// Score N sampled architectures with every proxy and a brief distillation; print how well
+    /// each proxy and the cross-validated ensembles rank them; store the table.
+    Calibrate(CalibrateArgs),
+}
+
+#[derive(Args)]
+struct CalibrateArgs {
+    /// Experiment file (TOML).
+    file: PathBuf,
+    /// Architectures to sample (at least 10).
+    #[arg(long, short, default_value_t = 50)]
+    n: usize,
+    /// Brief-distillation steps (default: the experiment's last fidelity rung).
+    #[arg(long)]
+    steps: Option<u32>,
+    #[arg(long, default_value = "genas-archive")]
+    archive: PathBuf,
+    /// Directory for calibration.csv and calibration.json (default: calibration-<experiment>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Candidates evaluated side by side, one thread each (0 = every core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Brief distillations per candidate from different initialisations; 2 or more also
+    /// measures the noise ceiling of the ranking.
+    #[arg(long, default_value_t = 1)]
+    repeats: usize,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -273,6 +330,64 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             } else {
                 Ok(commands::render_bench(&report))
             }
+        }
+        Command::Teacher(TeacherCommand::Train {
+            file,
+            archive,
+            retrain,
+            json: as_json,
+        }) => {
+            let t = scoring::teacher_train(
+                &file,
+                &archive,
+                retrain,
+                &mut |m| eprintln!("{m}"),
+                &mut teacher_progress(as_json),
+            )?;
+            if as_json {
+                json(&t)
+            } else {
+                Ok(scoring::render_teacher(&t))
+            }
+        }
+        Command::Proxies(ProxiesCommand::Calibrate(a)) => {
+            let opts = scoring::CalibrateOptions {
+                n: a.n,
+                steps: a.steps,
+                archive: a.archive,
+                out: a.out,
+                threads: a.threads,
+                repeats: a.repeats,
+            };
+            let quiet = a.json;
+            let r = scoring::proxies_calibrate(
+                &a.file,
+                &opts,
+                &mut |m| eprintln!("{m}"),
+                &mut teacher_progress(quiet),
+                &|done, total, row| {
+                    if !quiet {
+                        let q = row.distill.eval.map_or("diverged".to_string(), |e| {
+                            format!("val CE {:.3}", e.val_ce)
+                        });
+                        eprintln!("[{done:>3}/{total}] {} {}: {q}", row.id, row.architecture);
+                    }
+                },
+            )?;
+            if a.json {
+                json(&r)
+            } else {
+                Ok(scoring::render_calibration(&r))
+            }
+        }
+    }
+}
+
+/// Teacher training progress on stderr, every tenth of the run.
+fn teacher_progress(quiet: bool) -> impl FnMut(u32, f64) {
+    move |step, loss| {
+        if !quiet && (step + 1) % 50 == 0 {
+            eprintln!("teacher step {:>6}  loss {loss:.4}", step + 1);
         }
     }
 }

@@ -1,0 +1,468 @@
+//! The scoring commands: `genas teacher train` (train and store an experiment's teacher, or
+//! reuse the stored one) and `genas proxies calibrate` (every zero-cost proxy and a brief
+//! distillation for N sampled architectures, the correlation table and the fitted ensemble,
+//! stored in the archive and written as CSV and JSON).
+
+use crate::commands::{load, Loaded};
+use anyhow::{Context, Result};
+use genas_proxies::calibrate::{calibrate, Calibration};
+use genas_proxies::distill::{brief_distill, DistillConfig, DistillResult, TeacherTargets};
+use genas_proxies::engine::{checkpoint, Cpu, Model};
+use genas_proxies::teacher::{teacher_architecture, teacher_key, train_teacher, TeacherRecord};
+use genas_proxies::zero_cost::{proxy_suite, ProxyScores, PROXY_NAMES};
+use genas_space::{Architecture, Cost, Rng};
+use genas_store::Archive;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// A teacher ready for use, and where it came from.
+#[derive(Serialize)]
+pub struct TeacherOutcome {
+    pub record: TeacherRecord,
+    /// True when the stored teacher was reused, false when it was trained now.
+    pub reused: bool,
+    pub archive: PathBuf,
+}
+
+pub fn render_teacher(t: &TeacherOutcome) -> String {
+    let r = &t.record;
+    format!(
+        "teacher {} {} in {}: {} ({} params), validation {:.4} {} ({:.4} nats/token), trained {} steps in {:.1} s\n",
+        r.key,
+        if t.reused { "reused from" } else { "trained and stored" },
+        t.archive.display(),
+        r.architecture.summary(),
+        crate::format::thousands(r.params),
+        r.val_bits,
+        r.bits_unit,
+        r.val_ce,
+        r.config.steps,
+        r.train_seconds,
+    )
+}
+
+/// The experiment's teacher from `archive`, trained and stored first when the archive has
+/// none for this data, `[teacher]` config and seed (`retrain` replaces a stored one).
+/// `say` is told which of the two happens before any long work starts.
+pub fn obtain_teacher(
+    archive: &Archive,
+    l: &Loaded,
+    retrain: bool,
+    say: &mut dyn FnMut(&str),
+    on_step: &mut dyn FnMut(u32, f64),
+) -> Result<(Model<Cpu<f32>>, TeacherOutcome)> {
+    let cfg = &l.experiment.teacher;
+    let seed = l.experiment.search.seed;
+    let arch = teacher_architecture(cfg, l.data.vocab_size(), l.data.context);
+    arch.validate()
+        .with_context(|| format!("{}: [teacher]", l.experiment.source.display()))?;
+    let key = teacher_key(&arch, cfg, &l.data.fingerprint, seed);
+    if !retrain {
+        if let Some((meta, weights)) = archive.teacher(&key)? {
+            let record: TeacherRecord = serde_json::from_value(meta)
+                .with_context(|| format!("archive {}: teacher {key}", archive.path().display()))?;
+            let mut model = Model::new(&arch, Cpu::<f32>::new(0), seed);
+            checkpoint::from_bytes(&mut model, &weights, &format!("teacher {key}"))?;
+            say(&format!(
+                "using the stored teacher {key} ({:.4} {})",
+                record.val_bits, record.bits_unit
+            ));
+            return Ok((
+                model,
+                TeacherOutcome {
+                    record,
+                    reused: true,
+                    archive: archive.path().to_path_buf(),
+                },
+            ));
+        }
+    }
+    say(&format!(
+        "training the teacher {key} ({}, {} steps){}",
+        arch.summary(),
+        cfg.steps,
+        if retrain {
+            ""
+        } else {
+            ": the archive has none for this data and [teacher] config"
+        }
+    ));
+    let (model, record) = train_teacher(cfg, &l.data, seed, Cpu::<f32>::new(0), |s| {
+        on_step(s.step, s.loss)
+    })
+    .with_context(|| "training the teacher")?;
+    let bytes = checkpoint::to_bytes(&model, &[("genas.teacher_key", key.clone())])
+        .map_err(|e| anyhow::anyhow!("teacher {key}: {e}"))?;
+    archive.put_teacher(&key, &serde_json::to_value(&record)?, &bytes)?;
+    archive.flush()?;
+    Ok((
+        model,
+        TeacherOutcome {
+            record,
+            reused: false,
+            archive: archive.path().to_path_buf(),
+        },
+    ))
+}
+
+/// `genas teacher train`.
+pub fn teacher_train(
+    file: &Path,
+    archive_dir: &Path,
+    retrain: bool,
+    say: &mut dyn FnMut(&str),
+    on_step: &mut dyn FnMut(u32, f64),
+) -> Result<TeacherOutcome> {
+    let l = load(file)?;
+    let archive = Archive::open(archive_dir)?;
+    Ok(obtain_teacher(&archive, &l, retrain, say, on_step)?.1)
+}
+
+pub struct CalibrateOptions {
+    pub n: usize,
+    /// Brief-distillation steps (default: the last successive-halving rung).
+    pub steps: Option<u32>,
+    pub archive: PathBuf,
+    /// Where the CSV and JSON go (default: calibration-<experiment>/ in the working directory).
+    pub out: Option<PathBuf>,
+    /// Candidates evaluated side by side (0 = every core), one thread each.
+    pub threads: usize,
+    /// Brief distillations per candidate from different initialisations (≥ 1). With 2 or
+    /// more, the quality is their mean and the report gives the noise ceiling: Kendall τ
+    /// between the first two repeats, the most any proxy could reach.
+    pub repeats: usize,
+}
+
+/// One calibration candidate.
+#[derive(Serialize)]
+pub struct CandidateRow {
+    pub id: String,
+    pub architecture: String,
+    pub params: u64,
+    pub proxies: ProxyScores,
+    pub distill: DistillResult,
+    /// Further brief distillations from other initialisations (`--repeats`).
+    pub repeats: Vec<DistillResult>,
+}
+
+impl CandidateRow {
+    /// −(mean validation cross-entropy over every distillation); `None` if any diverged.
+    pub fn quality(&self) -> Option<f64> {
+        let all: Option<Vec<f64>> = std::iter::once(&self.distill)
+            .chain(&self.repeats)
+            .map(|d| d.eval.map(|e| e.val_ce))
+            .collect();
+        all.map(|v| -v.iter().sum::<f64>() / v.len() as f64)
+    }
+}
+
+#[derive(Serialize)]
+pub struct CalibrationReport {
+    pub experiment: String,
+    pub key: String,
+    pub steps: u32,
+    pub teacher: TeacherOutcome,
+    pub bits_unit: String,
+    pub calibration: Calibration,
+    /// Kendall τ between two brief distillations of every candidate from different
+    /// initialisations (with --repeats ≥ 2).
+    pub noise_ceiling: Option<f64>,
+    pub candidates: Vec<CandidateRow>,
+    /// Mean cost per candidate, ms: the proxy suite, and a brief distillation.
+    pub proxy_ms: f64,
+    pub distill_ms: f64,
+    pub teacher_targets_s: f64,
+    pub wall_s: f64,
+    pub csv: PathBuf,
+    pub json: PathBuf,
+}
+
+/// Identifies a calibration: the data, space, constraints, distillation settings and
+/// teacher. 16 hex digits.
+fn calibration_key(l: &Loaded, cfg: &DistillConfig, teacher: &str) -> Result<String> {
+    let mut h = Sha256::new();
+    h.update(l.data.fingerprint.as_bytes());
+    h.update(serde_json::to_string(&l.experiment.space)?.as_bytes());
+    h.update(serde_json::to_string(&l.experiment.constraints)?.as_bytes());
+    h.update(serde_json::to_string(cfg)?.as_bytes());
+    h.update(teacher.as_bytes());
+    Ok(h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// The brief-distillation settings of an experiment's `[fidelity]` at `steps`.
+pub fn distill_config(l: &Loaded, steps: u32) -> DistillConfig {
+    let f = &l.experiment.fidelity;
+    DistillConfig {
+        steps,
+        batch_size: f.batch_size as usize,
+        learning_rate: f.learning_rate,
+        temperature: f.temperature,
+        alpha: f.alpha,
+        seed: l.experiment.search.seed,
+        val_sequences: 128,
+    }
+}
+
+/// `n` distinct architectures drawn uniformly from the space within the constraints.
+fn sample_distinct(l: &Loaded, n: usize, rng: &mut Rng) -> Result<Vec<Architecture>> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n * 50 {
+        if out.len() == n {
+            break;
+        }
+        if let Some(a) = l
+            .space
+            .sample_within(&l.experiment.constraints, rng, 10_000)
+        {
+            if seen.insert(a.id()) {
+                out.push(a);
+            }
+        }
+    }
+    if out.len() < n {
+        anyhow::bail!(
+            "{}: the space holds only {} distinct architectures within the constraints; ask for fewer with --n",
+            l.experiment.source.display(),
+            out.len()
+        );
+    }
+    Ok(out)
+}
+
+/// `genas proxies calibrate`.
+pub fn proxies_calibrate(
+    file: &Path,
+    o: &CalibrateOptions,
+    say: &mut dyn FnMut(&str),
+    on_step: &mut dyn FnMut(u32, f64),
+    progress: &(dyn Fn(usize, usize, &CandidateRow) + Sync),
+) -> Result<CalibrationReport> {
+    let start = std::time::Instant::now();
+    if o.n < 2 * genas_proxies::calibrate::FOLDS {
+        anyhow::bail!(
+            "--n must be at least {} (the ensembles are cross-validated over {} folds)",
+            2 * genas_proxies::calibrate::FOLDS,
+            genas_proxies::calibrate::FOLDS
+        );
+    }
+    let l = load(file)?;
+    let steps = o
+        .steps
+        .or_else(|| l.experiment.fidelity.rung_steps.last().copied())
+        .unwrap_or(100);
+    if steps == 0 {
+        anyhow::bail!("--steps must be at least 1");
+    }
+    let archive = Archive::open(&o.archive)?;
+    let (mut teacher, outcome) = obtain_teacher(&archive, &l, false, say, on_step)?;
+    let cfg = distill_config(&l, steps);
+    let key = calibration_key(&l, &cfg, &outcome.record.key)?;
+    let targets = TeacherTargets::compute(&mut teacher, &l.data, &cfg, steps);
+    drop(teacher);
+    say(&format!(
+        "teacher soft targets for {steps} steps cached ({:.1} MB, {:.1} s); scoring {} architectures",
+        targets.bytes() as f64 / 1e6,
+        targets.seconds,
+        o.n
+    ));
+    let seed = l.experiment.search.seed;
+    let mut rng = Rng::seed_from_u64(seed ^ 0xca11_b7a7e);
+    let archs = sample_distinct(&l, o.n, &mut rng)?;
+    let proxy_batch = l.data.train_batch(cfg.batch_size, &mut rng);
+    let workers = match o.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        t => t,
+    }
+    .min(archs.len());
+    // Candidates side by side, one single-threaded engine each: every result depends only on
+    // its architecture, so the table is the same for any number of workers.
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let slots: Mutex<Vec<Option<CandidateRow>>> =
+        Mutex::new((0..archs.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                let be = Cpu::<f32>::new(1);
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(arch) = archs.get(i) else { break };
+                    let model_seed = seed.wrapping_add(i as u64);
+                    let mut m = Model::new(arch, be.clone(), model_seed);
+                    let proxies = proxy_suite(arch, &mut m, &proxy_batch, model_seed);
+                    let distill = brief_distill(&mut m, &targets, &cfg);
+                    let repeats = (1..o.repeats.max(1))
+                        .map(|r| {
+                            let s = model_seed.wrapping_add((r as u64) << 32);
+                            brief_distill(&mut Model::new(arch, be.clone(), s), &targets, &cfg)
+                        })
+                        .collect();
+                    let row = CandidateRow {
+                        id: arch.id(),
+                        architecture: arch.summary(),
+                        params: Cost::of(arch).params,
+                        proxies,
+                        distill,
+                        repeats,
+                    };
+                    progress(done.fetch_add(1, Ordering::Relaxed) + 1, archs.len(), &row);
+                    slots.lock().expect("no worker panics while holding it")[i] = Some(row);
+                }
+            });
+        }
+    });
+    let candidates: Vec<CandidateRow> = slots
+        .into_inner()
+        .expect("workers finished")
+        .into_iter()
+        .map(|r| r.expect("every candidate scored"))
+        .collect();
+    let rows: Vec<(ProxyScores, Option<f64>)> = candidates
+        .iter()
+        .map(|c| (c.proxies.clone(), c.quality()))
+        .collect();
+    let calibration = calibrate(&rows);
+    let noise_ceiling = (o.repeats >= 2).then(|| {
+        let q = |d: &DistillResult| d.eval.map_or(f64::MIN, |e| -e.val_ce);
+        let a: Vec<f64> = candidates.iter().map(|c| q(&c.distill)).collect();
+        let b: Vec<f64> = candidates.iter().map(|c| q(&c.repeats[0])).collect();
+        genas_proxies::stats::kendall_tau_b(&a, &b)
+    });
+    let n = candidates.len() as f64;
+    let proxy_ms = candidates.iter().map(|c| c.proxies.millis).sum::<f64>() / n;
+    let distill_ms = candidates
+        .iter()
+        .map(|c| c.distill.seconds * 1e3)
+        .sum::<f64>()
+        / n;
+    let out = o
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("calibration-{}", l.experiment.name)));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let (csv, json) = (out.join("calibration.csv"), out.join("calibration.json"));
+    let report = CalibrationReport {
+        experiment: l.experiment.name.clone(),
+        key: key.clone(),
+        steps,
+        teacher: outcome,
+        bits_unit: l.data.bits_unit().to_string(),
+        calibration,
+        noise_ceiling,
+        candidates,
+        proxy_ms,
+        distill_ms,
+        teacher_targets_s: targets.seconds,
+        wall_s: start.elapsed().as_secs_f64(),
+        csv: csv.clone(),
+        json: json.clone(),
+    };
+    let value = serde_json::to_value(&report)?;
+    archive.put_calibration(&key, &value)?;
+    archive.flush()?;
+    std::fs::write(&csv, render_csv(&report))
+        .with_context(|| format!("cannot write {}", csv.display()))?;
+    std::fs::write(&json, serde_json::to_string_pretty(&value)? + "\n")
+        .with_context(|| format!("cannot write {}", json.display()))?;
+    Ok(report)
+}
+
+fn cell(x: Option<f64>) -> String {
+    x.map_or(String::new(), |v| format!("{v}"))
+}
+
+pub fn render_csv(r: &CalibrationReport) -> String {
+    let mut out = String::from("id,architecture,params");
+    for n in PROXY_NAMES {
+        let _ = write!(out, ",{n}");
+    }
+    out.push_str(",val_ce,kl_to_teacher,agreement,diverged,proxy_ms,distill_ms\n");
+    for c in &r.candidates {
+        let _ = write!(out, "{},\"{}\",{}", c.id, c.architecture, c.params);
+        for n in PROXY_NAMES {
+            let _ = write!(out, ",{}", cell(c.proxies.get(n)));
+        }
+        let e = c.distill.eval;
+        let _ = writeln!(
+            out,
+            ",{},{},{},{},{:.1},{:.1}",
+            cell(e.map(|e| e.val_ce)),
+            cell(e.map(|e| e.kl_to_teacher)),
+            cell(e.map(|e| e.agreement)),
+            c.distill.diverged.is_some(),
+            c.proxies.millis,
+            c.distill.seconds * 1e3
+        );
+    }
+    out
+}
+
+pub fn render_calibration(r: &CalibrationReport) -> String {
+    let c = &r.calibration;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "calibration {} of {}: {} architectures, brief distillation {} steps ({} diverged)",
+        r.key, r.experiment, c.n, r.steps, c.diverged
+    );
+    let _ = writeln!(
+        out,
+        "teacher     {} ({:.4} {})",
+        r.teacher.record.key, r.teacher.record.val_bits, r.teacher.record.bits_unit
+    );
+    let _ = writeln!(
+        out,
+        "\n{:<22} {:>10} {:>10}",
+        "proxy", "Kendall τ", "Spearman ρ"
+    );
+    for p in &c.proxies {
+        let _ = writeln!(
+            out,
+            "{:<22} {:>10.3} {:>10.3}",
+            p.name, p.kendall, p.spearman
+        );
+    }
+    for e in &c.ensembles {
+        let _ = writeln!(
+            out,
+            "{:<22} {:>10.3} {:>10.3}   (ensemble, {}-fold out-of-fold)",
+            e.name,
+            e.kendall,
+            e.spearman,
+            genas_proxies::calibrate::FOLDS
+        );
+    }
+    if let Some(t) = r.noise_ceiling {
+        let _ = writeln!(
+            out,
+            "{:<22} {:>10.3}              (two initialisations of every candidate)",
+            "noise ceiling", t
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nchosen      {} over {}",
+        c.chosen.kind,
+        c.chosen.members.join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "cost        {:.0} ms/candidate for the proxy suite, {:.0} ms for a brief distillation; {:.1} s in all",
+        r.proxy_ms, r.distill_ms, r.wall_s
+    );
+    let _ = writeln!(
+        out,
+        "written     {} and {}",
+        r.csv.display(),
+        r.json.display()
+    );
+    out
+}
