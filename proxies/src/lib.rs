@@ -1,9 +1,10 @@
 //! genas-proxies: how a candidate is *scored*.
 //!
 //! Owns the data sets as token streams (`data`: text corpora and IDX images, the deterministic
-//! train/validation split, the data fingerprint) and — as the engine lands — the training engine
-//! that builds generator networks from an `Architecture`, the zero-cost proxies, the teacher and
-//! knowledge distillation.
+//! train/validation split, the data fingerprint), the training engine that builds generator
+//! networks from an `Architecture` (`engine`), the zero-cost proxies (`zero_cost`), the teacher
+//! (`teacher`), brief and full knowledge distillation (`distill`), and the statistics that
+//! calibrate proxies against distillation (`calibrate`, `stats`, `linalg`).
 //!
 //! It must not decide what to evaluate next (that is `genas-search`) nor know how results are
 //! stored (`genas-store`).
