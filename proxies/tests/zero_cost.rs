@@ -4,7 +4,7 @@
 
 use genas_proxies::data::Batch;
 use genas_proxies::engine::{Cpu, Model};
-use genas_proxies::zero_cost::{self, PROXY_NAMES};
+use genas_proxies::zero_cost::{self, DESCRIPTOR_NAMES, PROXY_NAMES};
 use genas_proxies::Dataset;
 use genas_space::{
     Activation, Architecture, Attention, Experiment, Layer, Rng, SearchSpace, Sparsity,
@@ -286,13 +286,15 @@ fn the_suite_scores_real_architectures_and_leaves_weights_alone() {
         let s = zero_cost::proxy_suite(&arch, &mut m, &batch, 1);
         let after: Vec<Vec<f64>> = (0..m.params.len()).map(|i| m.weights(i)).collect();
         assert_eq!(before, after, "{}", arch.summary());
-        assert_eq!(
-            s.scores
-                .keys()
-                .map(String::as_str)
-                .collect::<std::collections::BTreeSet<_>>(),
-            PROXY_NAMES.iter().copied().collect()
-        );
+        let keys: std::collections::BTreeSet<&str> = s.scores.keys().map(String::as_str).collect();
+        let expected = PROXY_NAMES
+            .iter()
+            .chain(&DESCRIPTOR_NAMES)
+            .copied()
+            .collect();
+        assert_eq!(keys, expected);
+        let untied = s.get("arch.untied_head").unwrap();
+        assert_eq!(untied, if arch.tie_embeddings { 0.0 } else { 1.0 });
         for name in PROXY_NAMES {
             let v = s.get(name);
             assert!(
