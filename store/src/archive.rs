@@ -29,8 +29,22 @@
 //! - `calibration`: key ++ `0x00` ++ id (u64 big-endian, from sled's monotonic id
 //!   generator) → table JSON. The newest entry for a key is its table; older ones are its
 //!   history. Keys hold no control characters, so one key's entries never run into another's.
+//! - `meta` also holds `last_run` (JSON number): the number of the last run created, so run
+//!   ids are never reused. Absent until the first run.
+//! - `runs`: run number (u64 big-endian) → run record JSON. A run's id is `r` and its number
+//!   in decimal (`r1`, `r2`, ...); keying by number lists `r2` before `r10`.
+//! - `run_states`: run id → the controller state JSON (replaced by every commit).
+//! - `run_candidates`: run id ++ `0x00` ++ candidate id → candidate record JSON.
+//! - `run_events`: run id ++ `0x00` ++ sequence number (u64 big-endian, from 0) → event JSON.
+//! - `run_event_counts`: run id → the number of events the run has (u64 big-endian), the next
+//!   sequence number; read and written in the transaction that appends events.
+//! - `run_weights`: run id ++ `0x00` ++ candidate id → weight bytes (safetensors).
+//! - `eval_cache`: cache key → value JSON, shared by all runs.
 //!
-//! Runs, candidates and the controller state arrive with the search controller (issue 5).
+//! The run trees above are created when an archive is opened, so an archive written before
+//! they existed gains them (empty) on its first writable open; the schema stays 1. One
+//! [`Archive::commit`] writes `runs` (read only), `run_states`, `run_candidates`, `run_events`,
+//! `run_event_counts` and `eval_cache` in one sled transaction and then flushes.
 
 mod holder;
 mod sled_files;
@@ -41,7 +55,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use sled::IVec;
 
 pub use holder::Holder;
 use holder::{format_utc, one_line, write_atomically};
@@ -59,6 +75,18 @@ const META_TREE: &str = "meta";
 const TEACHER_META_TREE: &str = "teacher_meta";
 const TEACHER_WEIGHTS_TREE: &str = "teacher_weights";
 const CALIBRATION_TREE: &str = "calibration";
+const RUNS_TREE: &str = "runs";
+const RUN_STATES_TREE: &str = "run_states";
+const RUN_CANDIDATES_TREE: &str = "run_candidates";
+const RUN_EVENTS_TREE: &str = "run_events";
+const RUN_EVENT_COUNTS_TREE: &str = "run_event_counts";
+const RUN_WEIGHTS_TREE: &str = "run_weights";
+const EVAL_CACHE_TREE: &str = "eval_cache";
+/// The `meta` record holding the number of the last run created.
+const LAST_RUN: &str = "last_run";
+
+/// What a transaction's closure returns: an abort carries the error to report.
+type Tx<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
 /// Everything that can go wrong with an archive. Every message is one line, names the
 /// archive's directory, and says what to do.
@@ -131,6 +159,12 @@ pub enum StoreError {
         kind: &'static str,
         key: String,
     },
+    /// A caller named a run the archive does not hold.
+    #[error(
+        "archive {} holds no run {run:?}: check the run id (runs are named r1, r2, ...)",
+        shown(.path)
+    )]
+    UnknownRun { path: PathBuf, run: String },
 }
 
 fn shown(path: &Path) -> String {
@@ -155,9 +189,17 @@ struct Marker {
 /// An open archive. sled holds an exclusive lock on it until this is dropped.
 pub struct Archive {
     db: sled::Db,
+    meta: sled::Tree,
     teacher_meta: sled::Tree,
     teacher_weights: sled::Tree,
     calibration: sled::Tree,
+    runs: sled::Tree,
+    run_states: sled::Tree,
+    run_candidates: sled::Tree,
+    run_events: sled::Tree,
+    run_event_counts: sled::Tree,
+    run_weights: sled::Tree,
+    eval_cache: sled::Tree,
     path: PathBuf,
     schema_version: u32,
     holder: Holder,
@@ -214,25 +256,24 @@ impl Archive {
         self.check_key("teacher", key)?;
         let meta = sled::IVec::from(meta.to_string().into_bytes());
         let weights = sled::IVec::from(weights);
-        let stored: Result<(), TransactionError<()>> = (&self.teacher_meta, &self.teacher_weights)
-            .transaction(|(metas, weight_sets)| {
+        let stored = (&self.teacher_meta, &self.teacher_weights).transaction(
+            |(metas, weight_sets)| -> Tx<()> {
                 metas.insert(key.as_bytes(), meta.clone())?;
                 weight_sets.insert(key.as_bytes(), weights.clone())?;
-                Ok::<(), ConflictableTransactionError<()>>(())
-            });
+                Ok(())
+            },
+        );
         stored.map_err(|e| self.transaction_error("store a teacher", e))
     }
 
     /// The teacher stored under `key`: its metadata and weight bytes.
     pub fn teacher(&self, key: &str) -> Result<Option<(serde_json::Value, Vec<u8>)>, StoreError> {
         self.check_key("teacher", key)?;
-        let read: Result<_, TransactionError<()>> = (&self.teacher_meta, &self.teacher_weights)
-            .transaction(|(metas, weight_sets)| {
-                Ok::<_, ConflictableTransactionError<()>>((
-                    metas.get(key.as_bytes())?,
-                    weight_sets.get(key.as_bytes())?,
-                ))
-            });
+        let read = (&self.teacher_meta, &self.teacher_weights).transaction(
+            |(metas, weight_sets)| -> Tx<_> {
+                Ok((metas.get(key.as_bytes())?, weight_sets.get(key.as_bytes())?))
+            },
+        );
         match read.map_err(|e| self.transaction_error("read a teacher", e))? {
             (Some(meta), Some(weights)) => {
                 let meta = self.decode_json(&meta, || format!("teacher {key:?}'s metadata"))?;
@@ -299,6 +340,240 @@ impl Archive {
             tables.push(self.decode_json(&table, || format!("calibration table {key:?}"))?);
         }
         Ok(tables)
+    }
+
+    /// Creates a run: allocates the next id (`r1`, `r2`, ...; monotonic, never reused) and
+    /// stores `record` under it, flushed to disk. Returns the id.
+    pub fn create_run(&self, record: &Value) -> Result<String, StoreError> {
+        let record = IVec::from(record.to_string().into_bytes());
+        let created = (&self.meta, &self.runs).transaction(|(meta, runs)| -> Tx<u64> {
+            let last = match meta.get(LAST_RUN)? {
+                None => 0,
+                Some(bytes) => serde_json::from_slice::<u64>(&bytes).map_err(|_| {
+                    ConflictableTransactionError::Abort(
+                        self.damaged("its last run number is garbled".into()),
+                    )
+                })?,
+            };
+            let number = last + 1;
+            meta.insert(LAST_RUN, number.to_string().into_bytes())?;
+            runs.insert(&number.to_be_bytes(), record.clone())?;
+            Ok(number)
+        });
+        let number = created.map_err(|e| self.transaction_error("create a run", e))?;
+        // Flushed, so that an id once handed out is never handed out again after a crash.
+        self.flush()?;
+        Ok(run_id(number))
+    }
+
+    /// The record of run `id`, or `None` if there is no such run.
+    pub fn run(&self, id: &str) -> Result<Option<Value>, StoreError> {
+        self.check_key("run", id)?;
+        let Some(number) = parse_run_id(id) else {
+            return Ok(None);
+        };
+        match self
+            .runs
+            .get(number.to_be_bytes())
+            .map_err(|e| self.sled_error("read a run", e))?
+        {
+            None => Ok(None),
+            Some(record) => self
+                .decode_json(&record, || format!("run {id}'s record"))
+                .map(Some),
+        }
+    }
+
+    /// Every run's id and record, in creation order (`r2` before `r10`).
+    pub fn runs(&self) -> Result<Vec<(String, Value)>, StoreError> {
+        let mut runs = Vec::new();
+        for entry in self.runs.iter() {
+            let (key, record) = entry.map_err(|e| self.sled_error("list runs", e))?;
+            let id = decode_u64(&key)
+                .map(run_id)
+                .ok_or_else(|| self.damaged("a run key is not a run number".into()))?;
+            let record = self.decode_json(&record, || format!("run {id}'s record"))?;
+            runs.push((id, record));
+        }
+        Ok(runs)
+    }
+
+    /// Replaces the record of run `id` and flushes it to disk; `UnknownRun` if there is no
+    /// such run.
+    pub fn update_run(&self, id: &str, record: &Value) -> Result<(), StoreError> {
+        let number = self.run_number(id)?;
+        let record = IVec::from(record.to_string().into_bytes());
+        let updated = self.runs.transaction(|runs| -> Tx<()> {
+            if runs.get(number.to_be_bytes())?.is_none() {
+                return Err(ConflictableTransactionError::Abort(self.unknown_run(id)));
+            }
+            runs.insert(&number.to_be_bytes(), record.clone())?;
+            Ok(())
+        });
+        updated.map_err(|e| self.transaction_error("update a run", e))?;
+        self.flush()
+    }
+
+    /// Commits one step of run `run` in a single sled transaction, then flushes it to disk:
+    /// upserts `candidates` (candidate id → record), replaces the run's controller state with
+    /// `state`, appends `events` to the run's event log and upserts `cache` entries of the
+    /// evaluation cache shared by all runs. Afterwards either all of it is visible or none:
+    /// an unknown run or an invalid candidate or cache key aborts the whole commit.
+    pub fn commit(
+        &self,
+        run: &str,
+        candidates: &[(String, Value)],
+        state: &Value,
+        events: &[Value],
+        cache: &[(String, Value)],
+    ) -> Result<(), StoreError> {
+        let number = self.run_number(run)?;
+        let json = |value: &Value| IVec::from(value.to_string().into_bytes());
+        let state = json(state);
+        let candidates: Vec<(&str, IVec)> = candidates
+            .iter()
+            .map(|(id, v)| (id.as_str(), json(v)))
+            .collect();
+        let events: Vec<IVec> = events.iter().map(json).collect();
+        let cache: Vec<(&str, IVec)> = cache.iter().map(|(k, v)| (k.as_str(), json(v))).collect();
+        let abort = ConflictableTransactionError::Abort;
+        let trees = (
+            &self.runs,
+            &self.run_states,
+            &self.run_candidates,
+            &self.run_events,
+            &self.run_event_counts,
+            &self.eval_cache,
+        );
+        let committed = trees.transaction(
+            |(runs, states, records, event_log, event_counts, cache_tree)| -> Tx<()> {
+                if runs.get(number.to_be_bytes())?.is_none() {
+                    return Err(abort(self.unknown_run(run)));
+                }
+                states.insert(run.as_bytes(), state.clone())?;
+                if !events.is_empty() {
+                    let mut next = match event_counts.get(run.as_bytes())? {
+                        None => 0,
+                        Some(bytes) => decode_u64(&bytes).ok_or_else(|| {
+                            abort(self.damaged(format!("run {run}'s event count is garbled")))
+                        })?,
+                    };
+                    for event in &events {
+                        event_log.insert(run_entry_key(run, &next.to_be_bytes()), event.clone())?;
+                        next += 1;
+                    }
+                    event_counts.insert(run.as_bytes(), &next.to_be_bytes())?;
+                }
+                // Keys are checked as they are written: an invalid one aborts the
+                // transaction, and sled discards everything it wrote so far.
+                for (key, value) in &cache {
+                    self.check_key("cache", key).map_err(abort)?;
+                    cache_tree.insert(key.as_bytes(), value.clone())?;
+                }
+                for (id, record) in &candidates {
+                    self.check_key("candidate", id).map_err(abort)?;
+                    records.insert(run_entry_key(run, id.as_bytes()), record.clone())?;
+                }
+                Ok(())
+            },
+        );
+        committed.map_err(|e| self.transaction_error("commit a step of a run", e))?;
+        self.flush()
+    }
+
+    /// The controller state last committed for run `run`; `None` if none was (or there is no
+    /// such run).
+    pub fn state(&self, run: &str) -> Result<Option<Value>, StoreError> {
+        self.check_key("run", run)?;
+        match self
+            .run_states
+            .get(run.as_bytes())
+            .map_err(|e| self.sled_error("read a run's state", e))?
+        {
+            None => Ok(None),
+            Some(state) => self
+                .decode_json(&state, || format!("run {run}'s state"))
+                .map(Some),
+        }
+    }
+
+    /// The record of candidate `id` in run `run`.
+    pub fn candidate(&self, run: &str, id: &str) -> Result<Option<Value>, StoreError> {
+        self.check_key("run", run)?;
+        self.check_key("candidate", id)?;
+        match self
+            .run_candidates
+            .get(run_entry_key(run, id.as_bytes()))
+            .map_err(|e| self.sled_error("read a candidate", e))?
+        {
+            None => Ok(None),
+            Some(record) => self
+                .decode_json(&record, || format!("run {run}'s candidate {id:?}"))
+                .map(Some),
+        }
+    }
+
+    /// Every candidate of run `run` (none if there is no such run), in key order.
+    pub fn candidates(&self, run: &str) -> Result<Vec<(String, Value)>, StoreError> {
+        self.check_key("run", run)?;
+        let mut candidates = Vec::new();
+        for (id, record) in self.scan_run(&self.run_candidates, run, "list candidates")? {
+            let id = String::from_utf8(id)
+                .map_err(|_| self.damaged(format!("a candidate id of run {run} is not UTF-8")))?;
+            let record = self.decode_json(&record, || format!("run {run}'s candidate {id:?}"))?;
+            candidates.push((id, record));
+        }
+        Ok(candidates)
+    }
+
+    /// The events of run `run` (none if there is no such run), in the order they were
+    /// committed.
+    pub fn events(&self, run: &str) -> Result<Vec<Value>, StoreError> {
+        self.check_key("run", run)?;
+        let mut events = Vec::new();
+        for (seq, event) in self.scan_run(&self.run_events, run, "read a run's events")? {
+            let seq = decode_u64(&seq)
+                .ok_or_else(|| self.damaged(format!("an event key of run {run} is garbled")))?;
+            events.push(self.decode_json(&event, || format!("run {run}'s event {seq}"))?);
+        }
+        Ok(events)
+    }
+
+    /// The evaluation cache's entry for `key`.
+    pub fn cached(&self, key: &str) -> Result<Option<Value>, StoreError> {
+        self.check_key("cache", key)?;
+        match self
+            .eval_cache
+            .get(key.as_bytes())
+            .map_err(|e| self.sled_error("read the evaluation cache", e))?
+        {
+            None => Ok(None),
+            Some(value) => self
+                .decode_json(&value, || format!("evaluation cache entry {key:?}"))
+                .map(Some),
+        }
+    }
+
+    /// Stores the weights (safetensors bytes) of candidate `candidate` of run `run`,
+    /// replacing earlier ones, and flushes them to disk. `UnknownRun` if there is no such
+    /// run; the candidate's record need not exist.
+    pub fn put_weights(&self, run: &str, candidate: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.require_run(run)?;
+        self.check_key("candidate", candidate)?;
+        self.run_weights
+            .insert(run_entry_key(run, candidate.as_bytes()), bytes)
+            .map_err(|e| self.sled_error("store a candidate's weights", e))?;
+        self.flush()
+    }
+
+    /// The weights stored for candidate `candidate` of run `run`.
+    pub fn weights(&self, run: &str, candidate: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.check_key("run", run)?;
+        self.check_key("candidate", candidate)?;
+        self.run_weights
+            .get(run_entry_key(run, candidate.as_bytes()))
+            .map(|bytes| bytes.map(|bytes| bytes.to_vec()))
+            .map_err(|e| self.sled_error("read a candidate's weights", e))
     }
 
     /// Writes everything stored so far to disk.
@@ -451,9 +726,18 @@ impl Archive {
             .write(dir)
             .map_err(|e| io_error(dir, &format!("write {}", holder::HOLDER_FILE), &e))?;
         Ok(Archive {
+            meta: open_tree(&db, dir, META_TREE)?,
             teacher_meta: open_tree(&db, dir, TEACHER_META_TREE)?,
             teacher_weights: open_tree(&db, dir, TEACHER_WEIGHTS_TREE)?,
             calibration: open_tree(&db, dir, CALIBRATION_TREE)?,
+            // Created here if the archive predates them.
+            runs: open_tree(&db, dir, RUNS_TREE)?,
+            run_states: open_tree(&db, dir, RUN_STATES_TREE)?,
+            run_candidates: open_tree(&db, dir, RUN_CANDIDATES_TREE)?,
+            run_events: open_tree(&db, dir, RUN_EVENTS_TREE)?,
+            run_event_counts: open_tree(&db, dir, RUN_EVENT_COUNTS_TREE)?,
+            run_weights: open_tree(&db, dir, RUN_WEIGHTS_TREE)?,
+            eval_cache: open_tree(&db, dir, EVAL_CACHE_TREE)?,
             db,
             path: dir.to_path_buf(),
             schema_version,
@@ -488,16 +772,51 @@ impl Archive {
         sled_error(&self.path, action, error)
     }
 
-    fn transaction_error(&self, action: &str, error: TransactionError<()>) -> StoreError {
+    fn transaction_error(&self, action: &str, error: TransactionError<StoreError>) -> StoreError {
         match error {
             TransactionError::Storage(error) => self.sled_error(action, error),
-            // The transactions above never abort.
-            TransactionError::Abort(()) => StoreError::Database {
-                path: self.path.clone(),
-                action: action.to_string(),
-                detail: "the transaction was aborted".into(),
-            },
+            TransactionError::Abort(error) => error,
         }
+    }
+
+    /// The number of run `id`, which must be a valid key; `UnknownRun` if `id` is not of the
+    /// form the archive gives runs (which no stored run can have).
+    fn run_number(&self, id: &str) -> Result<u64, StoreError> {
+        self.check_key("run", id)?;
+        parse_run_id(id).ok_or_else(|| self.unknown_run(id))
+    }
+
+    fn unknown_run(&self, id: &str) -> StoreError {
+        StoreError::UnknownRun {
+            path: self.path.clone(),
+            run: id.to_string(),
+        }
+    }
+
+    /// Fails with `UnknownRun` unless run `id` exists.
+    fn require_run(&self, id: &str) -> Result<(), StoreError> {
+        let number = self.run_number(id)?;
+        match self.runs.get(number.to_be_bytes()) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(self.unknown_run(id)),
+            Err(e) => Err(self.sled_error("read a run", e)),
+        }
+    }
+
+    /// Everything stored under `run`'s prefix in `tree`, with the rest of each key.
+    fn scan_run(
+        &self,
+        tree: &sled::Tree,
+        run: &str,
+        action: &str,
+    ) -> Result<Vec<(Vec<u8>, IVec)>, StoreError> {
+        let prefix = run_prefix(run);
+        let mut entries = Vec::new();
+        for entry in tree.scan_prefix(&prefix) {
+            let (key, value) = entry.map_err(|e| self.sled_error(action, e))?;
+            entries.push((key[prefix.len()..].to_vec(), value));
+        }
+        Ok(entries)
     }
 }
 
@@ -505,6 +824,38 @@ fn calibration_prefix(key: &str) -> Vec<u8> {
     let mut prefix = key.as_bytes().to_vec();
     prefix.push(0);
     prefix
+}
+
+/// The prefix of run `run`'s entries in the per-run trees. Run ids hold no control
+/// characters, so one run's entries never run into another's (`r1` and `r10`).
+fn run_prefix(run: &str) -> Vec<u8> {
+    let mut prefix = run.as_bytes().to_vec();
+    prefix.push(0);
+    prefix
+}
+
+fn run_entry_key(run: &str, rest: &[u8]) -> Vec<u8> {
+    let mut key = run_prefix(run);
+    key.extend_from_slice(rest);
+    key
+}
+
+fn run_id(number: u64) -> String {
+    format!("r{number}")
+}
+
+/// The number of a run id of the form `run_id` writes (`r` and a decimal number without
+/// leading zeros, at least 1); `None` for anything else.
+fn parse_run_id(id: &str) -> Option<u64> {
+    let digits = id.strip_prefix('r')?;
+    if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn decode_u64(bytes: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(bytes).ok().map(u64::from_be_bytes)
 }
 
 fn entry_names(dir: &Path) -> Result<Vec<String>, StoreError> {

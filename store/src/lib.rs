@@ -5,10 +5,14 @@
 //! schema ([`SCHEMA_VERSION`]), refusing one that is newer, damaged, not an archive at all
 //! or in use by another process (named by pid, command and start time) without changing a
 //! byte of it; teachers (metadata and weights, stored in one transaction) and calibration
-//! tables (with their history). The runs, candidates by content id, scores and the
-//! controller state committed atomically with each result land with the search controller
-//! (issue 5); the exports (JSON spec, Hugging Face config + safetensors, a standalone PyTorch
-//! module) with issue 6.
+//! tables (with their history); for the search controller, runs (`r1`, `r2`, ..., never
+//! reused) with their records, and per run the candidate records, the controller state, an
+//! event log and candidate weights, plus an evaluation cache shared by all runs. One
+//! [`Archive::commit`] writes a step's candidates, state, events and cache entries in a
+//! single sled transaction and flushes it before it returns, so a killed search resumes
+//! from its last commit with everything consistent. The values are JSON the caller defines;
+//! the exports (JSON spec, Hugging Face config + safetensors, a standalone PyTorch module)
+//! land with issue 6.
 //!
 //! ```no_run
 //! use genas_store::Archive;
@@ -18,6 +22,15 @@
 //! for (key, meta) in archive.teachers()? {
 //!     println!("{key}: {meta}");
 //! }
+//! let run = archive.create_run(&serde_json::json!({"space": "space-3f2a"}))?;
+//! archive.commit(
+//!     &run,
+//!     &[("c-01ab".into(), serde_json::json!({"score": 0.93}))],
+//!     &serde_json::json!({"generation": 1}),
+//!     &[serde_json::json!({"evaluated": "c-01ab"})],
+//!     &[("eval/c-01ab".into(), serde_json::json!(0.93))],
+//! )?;
+//! let resumed_from = archive.state(&run)?;
 //! # Ok(()) }
 //! ```
 //!

@@ -455,3 +455,420 @@ fn second_process_opens_the_archive() {
         Err(error) => println!("child error: {error}"),
     }
 }
+
+// Runs, candidates, events, controller state, the evaluation cache and candidate weights.
+
+#[test]
+fn runs_are_numbered_in_creation_order_and_updated_in_place() {
+    let root = temp();
+    let dir = root.path().join("a");
+    {
+        let archive = Archive::open(&dir).expect("create");
+        assert!(archive.runs().expect("list").is_empty());
+        for n in 1..=11 {
+            let id = archive.create_run(&json!({"n": n})).expect("create run");
+            assert_eq!(id, format!("r{n}"));
+        }
+        archive
+            .update_run("r10", &json!({"n": 10, "status": "done"}))
+            .expect("update");
+    }
+    let archive = Archive::open_existing(&dir).expect("reopen");
+    let runs = archive.runs().expect("list");
+    let ids: Vec<&str> = runs.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11"]
+    );
+    assert_eq!(runs[9].1, json!({"n": 10, "status": "done"}));
+    assert_eq!(
+        archive.run("r10").expect("read"),
+        Some(json!({"n": 10, "status": "done"}))
+    );
+    assert_eq!(archive.run("r2").expect("read"), Some(json!({"n": 2})));
+    // Numbering goes on after a reopen.
+    assert_eq!(archive.create_run(&json!({})).expect("create"), "r12");
+    for id in ["r13", "r0", "r01", "run1", "r", "r1x", "1"] {
+        assert_eq!(archive.run(id).expect("read"), None, "{id}");
+    }
+}
+
+#[test]
+fn unknown_runs_are_refused() {
+    let root = temp();
+    let archive = Archive::open(root.path()).expect("create");
+    archive.create_run(&json!({})).expect("create");
+    for id in ["r2", "r01", "x"] {
+        let error = archive.update_run(id, &json!({})).expect_err("refused");
+        assert!(matches!(error, StoreError::UnknownRun { .. }), "{error}");
+        let message = assert_one_line_naming(&error, root.path());
+        assert!(
+            message.contains(&format!("holds no run {id:?}")),
+            "{message}"
+        );
+        let error = archive
+            .commit(id, &[], &json!({}), &[], &[])
+            .expect_err("refused");
+        assert!(matches!(error, StoreError::UnknownRun { .. }), "{error}");
+        let error = archive.put_weights(id, "c", &[1]).expect_err("refused");
+        assert!(matches!(error, StoreError::UnknownRun { .. }), "{error}");
+    }
+    // Reads of a run that does not exist find nothing.
+    assert_eq!(archive.state("r2").expect("read"), None);
+    assert!(archive.candidates("r2").expect("read").is_empty());
+    assert!(archive.events("r2").expect("read").is_empty());
+    // Invalid run ids are invalid keys.
+    for id in ["", "r1\0", "r\n1"] {
+        let error = archive.update_run(id, &json!({})).expect_err("refused");
+        assert!(matches!(error, StoreError::InvalidKey { .. }), "{error}");
+        assert_one_line_naming(&error, root.path());
+        assert!(archive.state(id).is_err());
+        assert!(archive.events(id).is_err());
+        assert!(archive.candidates(id).is_err());
+        assert!(archive.commit(id, &[], &json!({}), &[], &[]).is_err());
+    }
+    assert_eq!(archive.run("r1").expect("read"), Some(json!({})));
+}
+
+fn candidates(list: &[(&str, serde_json::Value)]) -> Vec<(String, serde_json::Value)> {
+    list.iter()
+        .map(|(id, value)| (id.to_string(), value.clone()))
+        .collect()
+}
+
+#[test]
+fn commits_replace_state_upsert_candidates_and_append_events() {
+    let root = temp();
+    let dir = root.path().join("a");
+    {
+        let archive = Archive::open(&dir).expect("create");
+        let run = archive.create_run(&json!({"space": "s"})).expect("run");
+        let other = archive.create_run(&json!({})).expect("run");
+        assert_eq!(archive.state(&run).expect("read"), None);
+        archive
+            .commit(
+                &run,
+                &candidates(&[("b", json!({"score": 2})), ("a", json!({"score": 1}))]),
+                &json!({"step": 1}),
+                &[json!({"e": 1}), json!({"e": 2})],
+                &candidates(&[("eval-a", json!(0.5))]),
+            )
+            .expect("commit");
+        assert_eq!(archive.state(&run).expect("read"), Some(json!({"step": 1})));
+        assert_eq!(
+            archive.candidates(&run).expect("read"),
+            candidates(&[("a", json!({"score": 1})), ("b", json!({"score": 2}))])
+        );
+        assert_eq!(
+            archive.events(&run).expect("read"),
+            vec![json!({"e": 1}), json!({"e": 2})]
+        );
+        assert_eq!(archive.cached("eval-a").expect("read"), Some(json!(0.5)));
+        assert_eq!(archive.cached("eval-b").expect("read"), None);
+
+        // 298 events: sequence numbers past one byte must still come back in order.
+        let many: Vec<_> = (3..=300).map(|e| json!({"e": e})).collect();
+        archive
+            .commit(
+                &run,
+                &candidates(&[("a", json!({"score": 3})), ("c", json!({"score": 4}))]),
+                &json!({"step": 2}),
+                &many,
+                &candidates(&[("eval-a", json!(0.7)), ("eval-b", json!(0.1))]),
+            )
+            .expect("commit");
+        // The other run: its own state, candidates and events, sharing the cache.
+        archive
+            .commit(
+                &other,
+                &candidates(&[("a", json!("other"))]),
+                &json!("other"),
+                &[json!("other")],
+                &[],
+            )
+            .expect("commit");
+        // A commit with nothing but the state.
+        archive
+            .commit(&run, &[], &json!({"step": 3}), &[], &[])
+            .expect("commit");
+    }
+    let archive = Archive::open_existing(&dir).expect("reopen");
+    assert_eq!(archive.state("r1").expect("read"), Some(json!({"step": 3})));
+    assert_eq!(
+        archive.candidates("r1").expect("read"),
+        candidates(&[
+            ("a", json!({"score": 3})),
+            ("b", json!({"score": 2})),
+            ("c", json!({"score": 4})),
+        ])
+    );
+    assert_eq!(
+        archive.candidate("r1", "c").expect("read"),
+        Some(json!({"score": 4}))
+    );
+    assert_eq!(archive.candidate("r1", "d").expect("read"), None);
+    let expected: Vec<_> = (1..=300).map(|e| json!({"e": e})).collect();
+    assert_eq!(archive.events("r1").expect("read"), expected);
+    assert_eq!(archive.cached("eval-a").expect("read"), Some(json!(0.7)));
+    assert_eq!(archive.cached("eval-b").expect("read"), Some(json!(0.1)));
+    assert_eq!(archive.state("r2").expect("read"), Some(json!("other")));
+    assert_eq!(
+        archive.candidates("r2").expect("read"),
+        candidates(&[("a", json!("other"))])
+    );
+    assert_eq!(archive.events("r2").expect("read"), vec![json!("other")]);
+    // Appending goes on after the reopen.
+    archive
+        .commit("r1", &[], &json!({"step": 4}), &[json!({"e": 301})], &[])
+        .expect("commit");
+    let events = archive.events("r1").expect("read");
+    assert_eq!(events.len(), 301);
+    assert_eq!(events[300], json!({"e": 301}));
+}
+
+#[test]
+fn a_commit_that_fails_midway_leaves_nothing_behind() {
+    let root = temp();
+    let archive = Archive::open(root.path()).expect("create");
+    let run = archive.create_run(&json!({})).expect("run");
+    archive
+        .commit(
+            &run,
+            &candidates(&[("a", json!(1))]),
+            &json!({"step": 1}),
+            &[json!(1)],
+            &candidates(&[("k1", json!(1))]),
+        )
+        .expect("commit");
+    // Keys are checked as the transaction writes them, so by the time the bad candidate
+    // key comes up the state, the events, the cache entries and candidate "b" have been
+    // written into the transaction.
+    for bad in ["", "c\u{0}", "c\nd"] {
+        let error = archive
+            .commit(
+                &run,
+                &candidates(&[("a", json!(2)), ("b", json!(2)), (bad, json!(2))]),
+                &json!({"step": 2}),
+                &[json!(2), json!(3)],
+                &candidates(&[("k1", json!(2)), ("k2", json!(2))]),
+            )
+            .expect_err("refused");
+        assert!(
+            matches!(
+                error,
+                StoreError::InvalidKey {
+                    kind: "candidate",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert_one_line_naming(&error, root.path());
+        // A bad cache key, after the state and events.
+        let error = archive
+            .commit(
+                &run,
+                &candidates(&[("b", json!(2))]),
+                &json!({"step": 2}),
+                &[json!(2)],
+                &candidates(&[("k2", json!(2)), (bad, json!(2))]),
+            )
+            .expect_err("refused");
+        assert!(
+            matches!(error, StoreError::InvalidKey { kind: "cache", .. }),
+            "{error}"
+        );
+    }
+    assert_eq!(archive.state(&run).expect("read"), Some(json!({"step": 1})));
+    assert_eq!(
+        archive.candidates(&run).expect("read"),
+        candidates(&[("a", json!(1))])
+    );
+    assert_eq!(archive.events(&run).expect("read"), vec![json!(1)]);
+    assert_eq!(archive.cached("k1").expect("read"), Some(json!(1)));
+    assert_eq!(archive.cached("k2").expect("read"), None);
+    // The event count was not advanced by the failed commits.
+    archive
+        .commit(&run, &[], &json!({"step": 2}), &[json!(2)], &[])
+        .expect("commit");
+    assert_eq!(
+        archive.events(&run).expect("read"),
+        vec![json!(1), json!(2)]
+    );
+}
+
+#[test]
+fn weights_round_trip() {
+    let root = temp();
+    let dir = root.path().join("a");
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    {
+        let archive = Archive::open(&dir).expect("create");
+        let run = archive.create_run(&json!({})).expect("run");
+        assert_eq!(archive.weights(&run, "c1").expect("read"), None);
+        archive.put_weights(&run, "c1", &[1, 2, 3]).expect("put");
+        archive.put_weights(&run, "c1", &big).expect("replace");
+        archive.put_weights(&run, "c2", &[]).expect("put empty");
+        assert!(archive.put_weights(&run, "", &[1]).is_err());
+    }
+    let archive = Archive::open_existing(&dir).expect("reopen");
+    assert_eq!(archive.weights("r1", "c1").expect("read"), Some(big));
+    assert_eq!(archive.weights("r1", "c2").expect("read"), Some(vec![]));
+    assert_eq!(archive.weights("r1", "c3").expect("read"), None);
+    assert_eq!(archive.weights("r2", "c1").expect("read"), None);
+}
+
+#[test]
+fn an_archive_from_before_runs_gains_the_run_trees() {
+    let root = temp();
+    let dir = root.path().join("a");
+    make_archive(&dir);
+    // Remove the trees this version adds, as an archive written before them lacks them.
+    {
+        let db = sled::open(&dir).expect("sled opens");
+        for tree in [
+            "runs",
+            "run_states",
+            "run_candidates",
+            "run_events",
+            "run_event_counts",
+            "run_weights",
+            "eval_cache",
+        ] {
+            assert!(db.drop_tree(tree).expect("drop"), "{tree} existed");
+        }
+        db.flush().expect("flush");
+    }
+    {
+        let archive = Archive::open_existing(&dir).expect("opens");
+        assert_eq!(archive.schema_version(), 1);
+        assert!(archive.runs().expect("list").is_empty());
+        assert_eq!(archive.cached("k").expect("read"), None);
+        let run = archive.create_run(&json!({"old": true})).expect("run");
+        assert_eq!(run, "r1");
+        archive
+            .commit(
+                &run,
+                &candidates(&[("c", json!(1))]),
+                &json!(1),
+                &[json!(1)],
+                &[],
+            )
+            .expect("commit");
+        assert!(archive.teacher("t").expect("read").is_some());
+    }
+    let archive = Archive::open_existing(&dir).expect("reopens");
+    assert_eq!(archive.state("r1").expect("read"), Some(json!(1)));
+}
+
+/// Environment variable that hands the committing child process its archive.
+const COMMIT_CHILD_DIR: &str = "GENAS_STORE_TEST_COMMIT_UNTIL_KILLED";
+
+#[test]
+fn commits_survive_a_kill() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+
+    let root = temp();
+    let dir = root.path().join("genas-archive");
+    {
+        let archive = Archive::open(&dir).expect("create");
+        assert_eq!(archive.create_run(&json!({})).expect("run"), "r1");
+    }
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "child_commits_until_killed",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(COMMIT_CHILD_DIR, &dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the child starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut seen = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("the child's output");
+        let done = line == "committed 5";
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    if seen.last().map(String::as_str) != Some("committed 5") {
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut stderr)
+            .expect("read stderr");
+        panic!("the child stopped before committing 5 times: {seen:?} {stderr}");
+    }
+    // SIGKILL on unix: no destructors, no flush beyond what commit did.
+    child.kill().expect("kill");
+    let status = child.wait().expect("wait");
+    assert!(!status.success(), "the child was killed, not finished");
+
+    let archive = Archive::open_existing(&dir).expect("reopen after the kill");
+    let state = archive.state("r1").expect("read").expect("a state");
+    let k = state["k"].as_u64().expect("k");
+    assert!(k >= 5, "state {state} lost a commit that had returned");
+    let events = archive.events("r1").expect("read");
+    let expected: Vec<_> = (1..=k).map(|i| json!({"k": i})).collect();
+    assert_eq!(events, expected, "events disagree with state {state}");
+    let names = archive.candidates("r1").expect("read");
+    assert_eq!(
+        names.len() as u64,
+        k,
+        "candidates disagree with state {state}"
+    );
+    assert_eq!(
+        archive.candidate("r1", &format!("c{k}")).expect("read"),
+        Some(json!({"k": k}))
+    );
+    assert_eq!(
+        archive
+            .candidate("r1", &format!("c{}", k + 1))
+            .expect("read"),
+        None
+    );
+    assert_eq!(
+        archive.cached(&format!("key{k}")).expect("read"),
+        Some(json!(k))
+    );
+    assert_eq!(
+        archive.cached(&format!("key{}", k + 1)).expect("read"),
+        None
+    );
+    // The archive goes on from there.
+    archive
+        .commit("r1", &[], &json!({"k": k + 1}), &[json!({"k": k + 1})], &[])
+        .expect("commit after the kill");
+}
+
+/// Run by `commits_survive_a_kill` in a child process, which kills it mid-loop.
+#[test]
+#[ignore = "run in a child process by commits_survive_a_kill"]
+fn child_commits_until_killed() {
+    let Some(dir) = std::env::var_os(COMMIT_CHILD_DIR) else {
+        return;
+    };
+    let archive = Archive::open(Path::new(&dir)).expect("child opens the archive");
+    // Bounded, in case the parent never kills it.
+    for k in 1..=100_000u64 {
+        archive
+            .commit(
+                "r1",
+                &[(format!("c{k}"), json!({"k": k}))],
+                &json!({"k": k}),
+                &[json!({"k": k})],
+                &[(format!("key{k}"), json!(k))],
+            )
+            .expect("commit");
+        println!("committed {k}");
+    }
+}
