@@ -21,10 +21,14 @@ pub struct Loaded {
 
 /// Reads the experiment file, loads its data and builds its space.
 pub fn load(path: &Path) -> Result<Loaded> {
-    let experiment = Experiment::from_path(path)?;
+    load_experiment(Experiment::from_path(path)?)
+}
+
+/// Loads the data of a parsed experiment and builds its space.
+pub fn load_experiment(experiment: Experiment) -> Result<Loaded> {
     let data = Dataset::load(&experiment)?;
     let space = SearchSpace::new(&experiment.space, data.vocab_size(), data.context)
-        .with_context(|| format!("{}", path.display()))?;
+        .with_context(|| format!("{}", experiment.source.display()))?;
     Ok(Loaded {
         experiment,
         data,

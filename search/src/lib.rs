@@ -8,5 +8,9 @@
 //! Nothing depends on this crate. It is the only one that knows all three others.
 
 pub mod commands;
+pub mod controller;
 pub mod format;
+pub mod pareto;
+pub mod plot;
+pub mod run;
 pub mod scoring;

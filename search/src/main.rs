@@ -5,8 +5,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use genas_search::commands::{self, InspectOptions};
 use genas_search::scoring;
 use genas_space::Tokenizer;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +40,80 @@ enum Command {
     /// Zero-cost proxies.
     #[command(subcommand)]
     Proxies(ProxiesCommand),
+    /// Search the experiment's space (default experiments/quick.toml) into a new run of the
+    /// archive; prints the Pareto front and writes its plot.
+    Search(SearchArgs),
+    /// Continue a run where it stopped (killed, interrupted or out of time).
+    Resume(ResumeArgs),
+    /// The runs of an archive.
+    Runs(ArchiveArgs),
+    /// A run and every candidate it evaluated.
+    Show(RunArgs),
+    /// A run's Pareto front; --plot writes it (SVG) with the hypervolume history.
+    Front(FrontArgs),
+}
+
+#[derive(Args)]
+struct SearchArgs {
+    /// Experiment file (TOML).
+    #[arg(default_value = "experiments/quick.toml")]
+    file: PathBuf,
+    #[arg(long, default_value = "genas-archive")]
+    archive: PathBuf,
+    /// Overrides the experiment's search.seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Candidates evaluated side by side (0 = the experiment's search.threads, or every core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Where to write the Pareto plot (default: front-<run>.svg).
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ResumeArgs {
+    /// Run id (see genas runs).
+    run: String,
+    #[arg(long, default_value = "genas-archive")]
+    archive: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ArchiveArgs {
+    #[arg(long, default_value = "genas-archive")]
+    archive: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    run: String,
+    #[arg(long, default_value = "genas-archive")]
+    archive: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct FrontArgs {
+    run: String,
+    #[arg(long, default_value = "genas-archive")]
+    archive: PathBuf,
+    /// Write the plot here (.svg).
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -331,6 +407,86 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 Ok(commands::render_bench(&report))
             }
         }
+        Command::Search(a) => {
+            let pb = progress_bar(a.json);
+            let opts = genas_search::run::SearchOptions {
+                archive: a.archive.clone(),
+                seed: a.seed,
+                threads: a.threads,
+            };
+            let quiet = a.json;
+            let r = genas_search::run::search(
+                &a.file,
+                &opts,
+                &STOP,
+                &mut |m| {
+                    if !quiet {
+                        pb.suspend(|| eprintln!("{m}"))
+                    }
+                },
+                &|label, done, total| {
+                    pb.set_message(label.to_string());
+                    pb.set_length(total as u64);
+                    pb.set_position(done as u64);
+                },
+            );
+            pb.finish_and_clear();
+            finish_search(r, &a.archive, a.plot, a.json)
+        }
+        Command::Resume(a) => {
+            let pb = progress_bar(a.json);
+            let opts = genas_search::run::SearchOptions {
+                archive: a.archive.clone(),
+                seed: None,
+                threads: a.threads,
+            };
+            let quiet = a.json;
+            let r = genas_search::run::resume(
+                &a.run,
+                &opts,
+                &STOP,
+                &mut |m| {
+                    if !quiet {
+                        pb.suspend(|| eprintln!("{m}"))
+                    }
+                },
+                &|label, done, total| {
+                    pb.set_message(label.to_string());
+                    pb.set_length(total as u64);
+                    pb.set_position(done as u64);
+                },
+            );
+            pb.finish_and_clear();
+            finish_search(r, &a.archive, a.plot, a.json)
+        }
+        Command::Runs(a) => {
+            let lines = genas_search::run::runs(&a.archive)?;
+            if a.json {
+                json(&lines)
+            } else {
+                Ok(genas_search::run::render_runs(&lines))
+            }
+        }
+        Command::Show(a) => {
+            let s = genas_search::run::show(&a.archive, &a.run)?;
+            if a.json {
+                json(&s)
+            } else {
+                Ok(genas_search::run::render_show(&s))
+            }
+        }
+        Command::Front(a) => {
+            let r = genas_search::run::front(&a.archive, &a.run, a.plot.as_deref())?;
+            if a.json {
+                json(&r)
+            } else {
+                let mut out = genas_search::run::render_report(&r);
+                if let Some(p) = &a.plot {
+                    out += &format!("\nplot written to {}\n", p.display());
+                }
+                Ok(out)
+            }
+        }
         Command::Teacher(TeacherCommand::Train {
             file,
             archive,
@@ -392,6 +548,48 @@ fn teacher_progress(quiet: bool) -> impl FnMut(u32, f64) {
     }
 }
 
+/// Set by Ctrl-C: the search finishes the commit in progress and stops.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// A progress bar on stderr (hidden when stderr is not a terminal or output is JSON).
+fn progress_bar(quiet: bool) -> ProgressBar {
+    let pb = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{msg:<32} [{bar:30}] {pos}/{len} ETA {eta}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    pb
+}
+
+fn finish_search(
+    r: anyhow::Result<genas_search::run::SearchReport>,
+    archive: &std::path::Path,
+    plot: Option<PathBuf>,
+    as_json: bool,
+) -> anyhow::Result<String> {
+    let r = r?;
+    let plot = plot.unwrap_or_else(|| PathBuf::from(format!("front-{}.svg", r.run)));
+    genas_search::run::front(archive, &r.run, Some(&plot))?;
+    if STOP.load(Ordering::SeqCst) && r.status != "finished" {
+        eprintln!(
+            "interrupted after the last commit; continue with: genas resume {} --archive {}",
+            r.run,
+            archive.display()
+        );
+    }
+    if as_json {
+        json(&r)
+    } else {
+        Ok(genas_search::run::render_report(&r)
+            + &format!("\nplot written to {}\n", plot.display()))
+    }
+}
+
 fn main() -> ExitCode {
     // A bug must still end in one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
@@ -411,9 +609,20 @@ fn main() -> ExitCode {
         );
     }));
     let cli = Cli::parse();
+    // Ctrl-C: finish the commit in progress, then stop; a second Ctrl-C ends at once.
+    let _ = ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("stopping after the commit in progress (Ctrl-C again to quit now)");
+    });
     match run(cli) {
         Ok(text) => {
             print!("{text}");
+            if STOP.load(Ordering::SeqCst) {
+                // Interrupted by Ctrl-C after a clean commit.
+                return ExitCode::from(130);
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

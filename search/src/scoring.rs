@@ -183,7 +183,7 @@ pub struct CalibrationReport {
 
 /// Identifies a calibration: the data, space, constraints, distillation settings and
 /// teacher. 16 hex digits.
-fn calibration_key(l: &Loaded, cfg: &DistillConfig, teacher: &str) -> Result<String> {
+pub fn calibration_key(l: &Loaded, cfg: &DistillConfig, teacher: &str) -> Result<String> {
     let mut h = Sha256::new();
     h.update(l.data.fingerprint.as_bytes());
     h.update(serde_json::to_string(&l.experiment.space)?.as_bytes());
@@ -273,69 +273,9 @@ pub fn proxies_calibrate(
         targets.seconds,
         o.n
     ));
-    let seed = l.experiment.search.seed;
-    let mut rng = Rng::seed_from_u64(seed ^ 0xca11_b7a7e);
-    let archs = sample_distinct(&l, o.n, &mut rng)?;
-    let proxy_batch = l.data.train_batch(cfg.batch_size, &mut rng);
-    let workers = match o.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        t => t,
-    }
-    .min(archs.len());
-    // Candidates side by side, one single-threaded engine each: every result depends only on
-    // its architecture, so the table is the same for any number of workers.
-    let next = AtomicUsize::new(0);
-    let done = AtomicUsize::new(0);
-    let slots: Mutex<Vec<Option<CandidateRow>>> =
-        Mutex::new((0..archs.len()).map(|_| None).collect());
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                let be = Cpu::<f32>::new(1);
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(arch) = archs.get(i) else { break };
-                    let model_seed = seed.wrapping_add(i as u64);
-                    let mut m = Model::new(arch, be.clone(), model_seed);
-                    let proxies = proxy_suite(arch, &mut m, &proxy_batch, model_seed);
-                    let distill = brief_distill(&mut m, &targets, &cfg);
-                    let repeats = (1..o.repeats.max(1))
-                        .map(|r| {
-                            let s = model_seed.wrapping_add((r as u64) << 32);
-                            brief_distill(&mut Model::new(arch, be.clone(), s), &targets, &cfg)
-                        })
-                        .collect();
-                    let row = CandidateRow {
-                        id: arch.id(),
-                        architecture: arch.summary(),
-                        params: Cost::of(arch).params,
-                        proxies,
-                        distill,
-                        repeats,
-                    };
-                    progress(done.fetch_add(1, Ordering::Relaxed) + 1, archs.len(), &row);
-                    slots.lock().expect("no worker panics while holding it")[i] = Some(row);
-                }
-            });
-        }
-    });
-    let candidates: Vec<CandidateRow> = slots
-        .into_inner()
-        .expect("workers finished")
-        .into_iter()
-        .map(|r| r.expect("every candidate scored"))
-        .collect();
-    let rows: Vec<(ProxyScores, Option<f64>)> = candidates
-        .iter()
-        .map(|c| (c.proxies.clone(), c.quality()))
-        .collect();
-    let calibration = calibrate(&rows);
-    let noise_ceiling = (o.repeats >= 2).then(|| {
-        let q = |d: &DistillResult| d.eval.map_or(f64::MIN, |e| -e.val_ce);
-        let a: Vec<f64> = candidates.iter().map(|c| q(&c.distill)).collect();
-        let b: Vec<f64> = candidates.iter().map(|c| q(&c.repeats[0])).collect();
-        genas_proxies::stats::kendall_tau_b(&a, &b)
-    });
+    let (candidates, calibration, noise_ceiling) =
+        calibrate_with(&l, &targets, &cfg, o.n, o.repeats, o.threads, progress)?;
+
     let n = candidates.len() as f64;
     let proxy_ms = candidates.iter().map(|c| c.proxies.millis).sum::<f64>() / n;
     let distill_ms = candidates
@@ -373,6 +313,85 @@ pub fn proxies_calibrate(
     std::fs::write(&json, serde_json::to_string_pretty(&value)? + "\n")
         .with_context(|| format!("cannot write {}", json.display()))?;
     Ok(report)
+}
+
+/// The calibration itself: `n` distinct architectures sampled within the constraints, each
+/// scored with every proxy and `repeats` brief distillations on `targets`, side by side on
+/// `threads` workers (0 = every core). Returns the rows, the calibration and, with 2+
+/// repeats, the noise ceiling.
+pub fn calibrate_with(
+    l: &Loaded,
+    targets: &TeacherTargets,
+    cfg: &DistillConfig,
+    n: usize,
+    repeats: usize,
+    threads: usize,
+    progress: &(dyn Fn(usize, usize, &CandidateRow) + Sync),
+) -> Result<(Vec<CandidateRow>, Calibration, Option<f64>)> {
+    let seed = l.experiment.search.seed;
+    let mut rng = Rng::seed_from_u64(seed ^ 0xca11_b7a7e);
+    let archs = sample_distinct(l, n, &mut rng)?;
+    let proxy_batch = l.data.train_batch(cfg.batch_size, &mut rng);
+    let workers = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        t => t,
+    }
+    .min(archs.len());
+    // Candidates side by side, one single-threaded engine each: every result depends only on
+    // its architecture, so the table is the same for any number of workers.
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let slots: Mutex<Vec<Option<CandidateRow>>> =
+        Mutex::new((0..archs.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                let be = Cpu::<f32>::new(1);
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(arch) = archs.get(i) else { break };
+                    let model_seed = seed.wrapping_add(i as u64);
+                    let mut m = Model::new(arch, be.clone(), model_seed);
+                    let proxies = proxy_suite(arch, &mut m, &proxy_batch, model_seed);
+                    let distill = brief_distill(&mut m, targets, cfg);
+                    let repeats = (1..repeats.max(1))
+                        .map(|r| {
+                            let s = model_seed.wrapping_add((r as u64) << 32);
+                            brief_distill(&mut Model::new(arch, be.clone(), s), targets, cfg)
+                        })
+                        .collect();
+                    let row = CandidateRow {
+                        id: arch.id(),
+                        architecture: arch.summary(),
+                        params: Cost::of(arch).params,
+                        proxies,
+                        distill,
+                        repeats,
+                    };
+                    progress(done.fetch_add(1, Ordering::Relaxed) + 1, archs.len(), &row);
+                    slots.lock().expect("no worker panics while holding it")[i] = Some(row);
+                }
+            });
+        }
+    });
+    let candidates: Vec<CandidateRow> = slots
+        .into_inner()
+        .expect("workers finished")
+        .into_iter()
+        .map(|r| r.expect("every candidate scored"))
+        .collect();
+    let rows: Vec<(ProxyScores, Option<f64>)> = candidates
+        .iter()
+        .map(|c| (c.proxies.clone(), c.quality()))
+        .collect();
+    let calibration = calibrate(&rows);
+    let noise_ceiling = (repeats >= 2).then(|| {
+        let q = |d: &DistillResult| d.eval.map_or(f64::MIN, |e| -e.val_ce);
+        let a: Vec<f64> = candidates.iter().map(|c| q(&c.distill)).collect();
+        let b: Vec<f64> = candidates.iter().map(|c| q(&c.repeats[0])).collect();
+        genas_proxies::stats::kendall_tau_b(&a, &b)
+    });
+    Ok((candidates, calibration, noise_ceiling))
 }
 
 fn cell(x: Option<f64>) -> String {

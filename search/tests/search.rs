@@ -1,0 +1,302 @@
+//! `genas search`, `resume`, `runs`, `show`, `front` end to end, and exact resume: a search
+//! killed with SIGKILL at several points and resumed each time ends with the same archive
+//! (candidates, results, front, hypervolume history) as an uninterrupted one.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn genas(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_genas"))
+        .args(args)
+        .output()
+        .expect("the genas binary runs")
+}
+
+fn ok_json(o: &Output) -> Value {
+    assert!(
+        o.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("JSON on stdout")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A small evolution search over the shipped corpus, quick enough for a test.
+fn experiment(dir: &Path, strategy: &str) -> PathBuf {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/data/shakespeare");
+    let text = format!(
+        r#"name = "search-test"
+[data]
+kind = "text"
+path = "{}"
+tokenizer = "char"
+seq_len = 32
+[space]
+depth = [1, 2]
+d_model = [16, 32]
+heads = [2]
+attention = ["full", "linear", "none"]
+ffn_ratio = [1, 2]
+tie_embeddings = [true, false]
+[constraints]
+max_params = 20_000
+[teacher]
+depth = 1
+d_model = 32
+heads = 2
+ffn_ratio = 2
+steps = 20
+batch_size = 8
+learning_rate = 3e-3
+[search]
+strategy = "{strategy}"
+candidates = 12
+population = 4
+objectives = ["quality", "params"]
+[fidelity]
+batch_size = 8
+rung_steps = [20, 40]
+eta = 2
+screen_keep = 0.75
+"#,
+        data.display()
+    );
+    let p = dir.join(format!("{strategy}.toml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// What must be equal between two runs: every candidate's architecture, proxies, screen
+/// decision and rung results (wall times aside), the front and the hypervolume history.
+fn essence(archive: &Path) -> (Value, Value) {
+    let mut show = ok_json(&genas(&["show", "r1", "--archive", s(archive), "--json"]));
+    for c in show["candidates"].as_array_mut().unwrap() {
+        c["proxies"]["millis"] = Value::Null;
+        for r in c["rungs"].as_array_mut().unwrap() {
+            r["result"]["seconds"] = Value::Null;
+        }
+        c["latency_ms_per_token"] = Value::Null;
+    }
+    let mut report = show["report"].take();
+    report["wall_s"] = Value::Null;
+    for f in report["front"].as_array_mut().unwrap() {
+        f["ms_per_token"] = Value::Null;
+    }
+    (report, show["candidates"].take())
+}
+
+#[test]
+fn every_strategy_searches_and_reports_a_front() {
+    let dir = tempfile::tempdir().unwrap();
+    for strategy in ["random", "evolution", "nsga2"] {
+        let exp = experiment(dir.path(), strategy);
+        let archive = dir.path().join(format!("a-{strategy}"));
+        let plot = dir.path().join(format!("{strategy}.svg"));
+        let r = ok_json(&genas(&[
+            "search",
+            s(&exp),
+            "--archive",
+            s(&archive),
+            "--plot",
+            s(&plot),
+            "--json",
+        ]));
+        assert_eq!(r["status"], "finished", "{strategy}");
+        assert_eq!(r["proposed"], 12);
+        let rungs = r["per_rung"].as_array().unwrap();
+        // 3 rounds of 4, 3 of each kept by the screen, 2 of those promoted.
+        assert_eq!(rungs[0][1], 9, "{r}");
+        assert_eq!(rungs[1][1], 6, "{r}");
+        let front = r["front"].as_array().unwrap();
+        assert!(!front.is_empty());
+        // The front is non-dominated: sorted by params, quality strictly improves.
+        for w in front.windows(2) {
+            assert!(w[0]["params"].as_u64() < w[1]["params"].as_u64());
+            assert!(w[0]["val_ce"].as_f64() > w[1]["val_ce"].as_f64());
+        }
+        let hv = r["hypervolume_history"].as_array().unwrap();
+        assert_eq!(hv.len(), 15);
+        assert!(r["hypervolume"].as_f64().unwrap() > 0.0);
+        let svg = std::fs::read_to_string(&plot).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("Pareto front"));
+    }
+    // runs lists what the archive holds.
+    let runs = ok_json(&genas(&[
+        "runs",
+        "--archive",
+        s(&dir.path().join("a-nsga2")),
+        "--json",
+    ]));
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+    assert_eq!(runs[0]["status"], "finished");
+}
+
+/// Starts `args`, waits until its stderr shows `ready` (when given), lets it run `delay`,
+/// then kills it with SIGKILL. Returns whether it had already finished.
+fn run_and_kill(args: &[&str], ready: Option<&str>, delay: Duration) -> bool {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_genas"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    if let Some(r) = ready {
+        let until = Instant::now() + Duration::from_secs(120);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(l) if l.contains(r) => break,
+                _ if Instant::now() > until => panic!("never saw {r:?}"),
+                _ => {}
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+        }
+    }
+    std::thread::sleep(delay);
+    let done = child.try_wait().unwrap().is_some();
+    let _ = child.kill();
+    let _ = child.wait();
+    done
+}
+
+#[test]
+fn a_search_killed_at_random_points_and_resumed_matches_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = experiment(dir.path(), "evolution");
+    let whole = dir.path().join("whole");
+    let killed = dir.path().join("killed");
+    let plot = dir.path().join("p.svg");
+    // Teacher and calibration first (the same in both archives), so the kills land in the
+    // search itself rather than mostly in the minute of set-up a resume repeats.
+    for a in [&whole, &killed] {
+        ok_json(&genas(&[
+            "proxies",
+            "calibrate",
+            s(&exp),
+            "--n",
+            "40",
+            "--archive",
+            s(a),
+            "--out",
+            s(&dir.path().join("calibration")),
+            "--json",
+        ]));
+    }
+    ok_json(&genas(&[
+        "search",
+        s(&exp),
+        "--archive",
+        s(&whole),
+        "--plot",
+        s(&plot),
+        "--json",
+    ]));
+
+    // The first process is killed once it has created the run; each resume after a delay
+    // 30% longer than the last, so kills land in every phase (teacher training, calibration,
+    // screening, rungs) whatever the machine's speed, until one run gets to the end.
+    let mut delay = 30.0f64;
+    let mut finished = run_and_kill(
+        &[
+            "search",
+            s(&exp),
+            "--archive",
+            s(&killed),
+            "--plot",
+            s(&plot),
+        ],
+        Some("run r1"),
+        Duration::from_millis(delay as u64),
+    );
+    let (mut kills, mut mid_search) = (usize::from(!finished), 0);
+    while !finished && kills < 80 {
+        delay *= 1.2;
+        finished = run_and_kill(
+            &["resume", "r1", "--archive", s(&killed), "--plot", s(&plot)],
+            None,
+            Duration::from_millis(delay as u64),
+        );
+        if !finished {
+            kills += 1;
+            let r = ok_json(&genas(&["front", "r1", "--archive", s(&killed), "--json"]));
+            let e = r["evaluations"].as_u64().unwrap();
+            eprintln!("killed after {delay:.0} ms at {e} evaluations");
+            mid_search += usize::from(e > 0 && e < 15);
+        }
+    }
+    assert!(
+        mid_search >= 2,
+        "{mid_search} kills landed between two evaluations"
+    );
+    let r = ok_json(&genas(&[
+        "resume",
+        "r1",
+        "--archive",
+        s(&killed),
+        "--plot",
+        s(&plot),
+        "--json",
+    ]));
+    assert_eq!(r["status"], "finished");
+    let (a, ca) = essence(&whole);
+    let (b, cb) = essence(&killed);
+    assert_eq!(ca, cb, "candidates differ");
+    assert_eq!(a["front"], b["front"]);
+    assert_eq!(a["hypervolume_history"], b["hypervolume_history"]);
+    assert_eq!(a["per_rung"], b["per_rung"]);
+}
+
+#[test]
+fn bad_requests_get_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = experiment(dir.path(), "random");
+    let archive = dir.path().join("a");
+    for (args, needle) in [
+        (
+            vec!["resume", "r7", "--archive", s(&archive)],
+            "no genas archive",
+        ),
+        (
+            vec!["show", "r1", "--archive", s(&archive)],
+            "no genas archive",
+        ),
+    ] {
+        let o = genas(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{err}");
+    }
+    let plot = dir.path().join("p.svg");
+    ok_json(&genas(&[
+        "search",
+        s(&exp),
+        "--archive",
+        s(&archive),
+        "--plot",
+        s(&plot),
+        "--json",
+    ]));
+    let o = genas(&["front", "r9", "--archive", s(&archive)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.lines().count() == 1, "{err}");
+    assert!(err.contains("no run r9"), "{err}");
+    let o = genas(&["front", "r1", "--archive", s(&archive), "--plot", "x.png"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("SVG"), "{err}");
+}
