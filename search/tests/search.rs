@@ -262,6 +262,31 @@ fn a_search_killed_at_random_points_and_resumed_matches_an_uninterrupted_one() {
 }
 
 #[test]
+fn the_archive_does_not_depend_on_the_number_of_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = experiment(dir.path(), "nsga2");
+    let plot = dir.path().join("p.svg");
+    let mut essences = Vec::new();
+    for threads in ["1", "2"] {
+        let a = dir.path().join(threads);
+        ok_json(&genas(&[
+            "search",
+            s(&exp),
+            "--archive",
+            s(&a),
+            "--plot",
+            s(&plot),
+            "--threads",
+            threads,
+            "--json",
+        ]));
+        essences.push(essence(&a));
+    }
+    assert_eq!(essences[0].1, essences[1].1, "candidates differ");
+    assert_eq!(essences[0].0["front"], essences[1].0["front"]);
+}
+
+#[test]
 fn bad_requests_get_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let exp = experiment(dir.path(), "random");
