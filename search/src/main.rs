@@ -408,55 +408,25 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             }
         }
         Command::Search(a) => {
-            let pb = progress_bar(a.json);
             let opts = genas_search::run::SearchOptions {
                 archive: a.archive.clone(),
                 seed: a.seed,
                 threads: a.threads,
             };
-            let quiet = a.json;
-            let r = genas_search::run::search(
-                &a.file,
-                &opts,
-                &STOP,
-                &mut |m| {
-                    if !quiet {
-                        pb.suspend(|| eprintln!("{m}"))
-                    }
-                },
-                &|label, done, total| {
-                    pb.set_message(label.to_string());
-                    pb.set_length(total as u64);
-                    pb.set_position(done as u64);
-                },
-            );
-            pb.finish_and_clear();
+            let r = with_progress(a.json, |say, progress| {
+                genas_search::run::search(&a.file, &opts, &STOP, say, progress)
+            });
             finish_search(r, &a.archive, a.plot, a.json)
         }
         Command::Resume(a) => {
-            let pb = progress_bar(a.json);
             let opts = genas_search::run::SearchOptions {
                 archive: a.archive.clone(),
                 seed: None,
                 threads: a.threads,
             };
-            let quiet = a.json;
-            let r = genas_search::run::resume(
-                &a.run,
-                &opts,
-                &STOP,
-                &mut |m| {
-                    if !quiet {
-                        pb.suspend(|| eprintln!("{m}"))
-                    }
-                },
-                &|label, done, total| {
-                    pb.set_message(label.to_string());
-                    pb.set_length(total as u64);
-                    pb.set_position(done as u64);
-                },
-            );
-            pb.finish_and_clear();
+            let r = with_progress(a.json, |say, progress| {
+                genas_search::run::resume(&a.run, &opts, &STOP, say, progress)
+            });
             finish_search(r, &a.archive, a.plot, a.json)
         }
         Command::Runs(a) => {
@@ -564,6 +534,28 @@ fn progress_bar(quiet: bool) -> ProgressBar {
             .progress_chars("=> "),
     );
     pb
+}
+
+/// Runs `f` with a message sink and a progress callback drawing one bar on stderr.
+fn with_progress<R>(
+    quiet: bool,
+    f: impl FnOnce(&mut dyn FnMut(&str), &(dyn Fn(&str, usize, usize) + Sync)) -> R,
+) -> R {
+    let pb = progress_bar(quiet);
+    let r = f(
+        &mut |m| {
+            if !quiet {
+                pb.suspend(|| eprintln!("{m}"))
+            }
+        },
+        &|label, done, total| {
+            pb.set_message(label.to_string());
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
+        },
+    );
+    pb.finish_and_clear();
+    r
 }
 
 fn finish_search(
