@@ -26,7 +26,7 @@ use genas_store::Archive;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -798,14 +798,5 @@ pub fn parallel<T: Sync, R: Send>(
         .expect("slots")
         .into_iter()
         .map(|r| r.expect("every item done"))
-        .collect()
-}
-
-/// Distinct ids, in first-seen order.
-pub fn dedup(ids: &[String]) -> Vec<String> {
-    let mut seen = BTreeSet::new();
-    ids.iter()
-        .filter(|i| seen.insert((*i).clone()))
-        .cloned()
         .collect()
 }
