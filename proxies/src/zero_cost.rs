@@ -128,6 +128,17 @@ fn matrices<B: Backend>(model: &Model<B>) -> Vec<usize> {
         .collect()
 }
 
+/// (Σ |θ · g|, Σ g²) over the matrices, with g the gradients of the last backward.
+fn saliency<B: Backend>(model: &Model<B>) -> (f64, f64) {
+    let (mut sal, mut sq) = (0.0, 0.0);
+    for i in matrices(model) {
+        let (w, g) = (model.weights(i), model.grad(i));
+        sal += w.iter().zip(&g).map(|(w, g)| (w * g).abs()).sum::<f64>();
+        sq += g.iter().map(|g| g * g).sum::<f64>();
+    }
+    (sal, sq)
+}
+
 /// snip, grad_norm and fisher share one cross-entropy forward and backward.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GradientProxies {
@@ -167,12 +178,7 @@ pub fn gradient_proxies<B: Backend + Clone>(
         fisher += fisher_term(&a, &d, (b, t, hidden));
     };
     model.backward_probed(&batch.inputs, &mut probe);
-    let (mut snip, mut sq) = (0.0, 0.0);
-    for i in matrices(model) {
-        let (w, g) = (model.weights(i), model.grad(i));
-        snip += w.iter().zip(&g).map(|(w, g)| (w * g).abs()).sum::<f64>();
-        sq += g.iter().map(|g| g * g).sum::<f64>();
-    }
+    let (snip, sq) = saliency(model);
     GradientProxies {
         snip: ln_pos(snip),
         grad_norm: ln_pos(sq.sqrt()),
@@ -205,12 +211,7 @@ fn sum_of_logits_backward<B: Backend>(model: &mut Model<B>, batch: &Batch) {
 pub fn synflow<B: Backend>(model: &mut Model<B>, batch: &Batch) -> Option<f64> {
     with_abs_weights(model, |m| {
         sum_of_logits_backward(m, batch);
-        let mut s = 0.0;
-        for i in matrices(m) {
-            let (w, g) = (m.weights(i), m.grad(i));
-            s += w.iter().zip(&g).map(|(w, g)| (w * g).abs()).sum::<f64>();
-        }
-        ln_pos(s)
+        ln_pos(saliency(m).0)
     })
 }
 

@@ -13,6 +13,7 @@
 //! the one exception: it is measured once and stored.)
 
 use crate::pareto;
+use crate::workers::parallel;
 use anyhow::{Context, Result};
 use genas_proxies::calibrate::Ensemble;
 use genas_proxies::distill::{brief_distill, DistillConfig, DistillResult, TeacherTargets};
@@ -500,7 +501,7 @@ impl<'a> Controller<'a> {
                 let mut m = Model::new(a, be.clone(), init_seed(seed, &a.id()));
                 proxy_suite(a, &mut m, pb, init_seed(seed, &a.id()))
             },
-            &|done, total| progress(&label, done, total),
+            &|done, total, _| progress(&label, done, total),
         );
         for (id, p) in batch.iter().zip(scores) {
             let c = self.cands.get_mut(id).expect("proposed");
@@ -767,36 +768,4 @@ pub fn latency_ms(model: &Model<Cpu<f32>>) -> f64 {
         &mut rng,
     );
     start.elapsed().as_secs_f64() * 1e3 / n as f64
-}
-
-/// `f` over `items` on `workers` threads (one single-threaded engine each); results in order.
-pub fn parallel<T: Sync, R: Send>(
-    items: &[T],
-    workers: usize,
-    f: &(dyn Fn(&T, &Cpu<f32>) -> R + Sync),
-    progress: &(dyn Fn(usize, usize) + Sync),
-) -> Vec<R> {
-    let next = AtomicUsize::new(0);
-    let done = AtomicUsize::new(0);
-    let slots: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
-    std::thread::scope(|s| {
-        for _ in 0..workers.clamp(1, items.len().max(1)) {
-            s.spawn(|| {
-                let be = Cpu::<f32>::new(1);
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(x) = items.get(i) else { break };
-                    let r = f(x, &be);
-                    slots.lock().expect("slots")[i] = Some(r);
-                    progress(done.fetch_add(1, Ordering::SeqCst) + 1, items.len());
-                }
-            });
-        }
-    });
-    slots
-        .into_inner()
-        .expect("slots")
-        .into_iter()
-        .map(|r| r.expect("every item done"))
-        .collect()
 }

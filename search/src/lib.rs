@@ -14,3 +14,4 @@ pub mod pareto;
 pub mod plot;
 pub mod run;
 pub mod scoring;
+pub mod workers;

@@ -169,11 +169,11 @@ fn drive(
     if exp.fidelity.rung_steps.is_empty() {
         bail!("{}: [fidelity] rung_steps is empty", exp.source.display());
     }
-    let workers = match (threads, exp.search.threads) {
-        (0, 0) => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        (0, t) => t as usize,
-        (t, _) => t,
-    };
+    let workers = crate::workers::worker_count(if threads == 0 {
+        exp.search.threads as usize
+    } else {
+        threads
+    });
     let (mut teacher, t) = obtain_teacher(archive, &l, false, say, &mut |_, _| {})?;
     let last = *exp.fidelity.rung_steps.iter().max().expect("non-empty");
     let cfg = distill_config(&l, last);

@@ -4,6 +4,8 @@
 //! stored in the archive and written as CSV and JSON).
 
 use crate::commands::{load, Loaded};
+use crate::controller::init_seed;
+use crate::workers::{parallel, worker_count};
 use anyhow::{Context, Result};
 use genas_proxies::calibrate::{calibrate, Calibration};
 use genas_proxies::distill::{brief_distill, DistillConfig, DistillResult, TeacherTargets};
@@ -16,8 +18,6 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 /// A teacher ready for use, and where it came from.
 #[derive(Serialize)]
@@ -332,54 +332,33 @@ pub fn calibrate_with(
     let mut rng = Rng::seed_from_u64(seed ^ 0xca11_b7a7e);
     let archs = sample_distinct(l, n, &mut rng)?;
     let proxy_batch = l.data.train_batch(cfg.batch_size, &mut rng);
-    let workers = match threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        t => t,
-    }
-    .min(archs.len());
-    // Candidates side by side, one single-threaded engine each: every result depends only on
-    // its architecture, so the table is the same for any number of workers.
-    let next = AtomicUsize::new(0);
-    let done = AtomicUsize::new(0);
-    let slots: Mutex<Vec<Option<CandidateRow>>> =
-        Mutex::new((0..archs.len()).map(|_| None).collect());
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                let be = Cpu::<f32>::new(1);
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(arch) = archs.get(i) else { break };
-                    let model_seed = seed.wrapping_add(i as u64);
-                    let mut m = Model::new(arch, be.clone(), model_seed);
-                    let proxies = proxy_suite(arch, &mut m, &proxy_batch, model_seed);
-                    let distill = brief_distill(&mut m, targets, cfg);
-                    let repeats = (1..repeats.max(1))
-                        .map(|r| {
-                            let s = model_seed.wrapping_add((r as u64) << 32);
-                            brief_distill(&mut Model::new(arch, be.clone(), s), targets, cfg)
-                        })
-                        .collect();
-                    let row = CandidateRow {
-                        id: arch.id(),
-                        architecture: arch.summary(),
-                        params: Cost::of(arch).params,
-                        proxies,
-                        distill,
-                        repeats,
-                    };
-                    progress(done.fetch_add(1, Ordering::Relaxed) + 1, archs.len(), &row);
-                    slots.lock().expect("no worker panics while holding it")[i] = Some(row);
-                }
-            });
-        }
-    });
-    let candidates: Vec<CandidateRow> = slots
-        .into_inner()
-        .expect("workers finished")
-        .into_iter()
-        .map(|r| r.expect("every candidate scored"))
-        .collect();
+    // The same initialisation seeds as the search's, so a calibration row and a search
+    // evaluation of one architecture agree.
+    let candidates = parallel(
+        &archs,
+        worker_count(threads),
+        &|arch: &Architecture, be: &Cpu<f32>| {
+            let model_seed = init_seed(seed, &arch.id());
+            let mut m = Model::new(arch, be.clone(), model_seed);
+            let proxies = proxy_suite(arch, &mut m, &proxy_batch, model_seed);
+            let distill = brief_distill(&mut m, targets, cfg);
+            let repeats = (1..repeats.max(1))
+                .map(|r| {
+                    let s = model_seed.wrapping_add((r as u64) << 32);
+                    brief_distill(&mut Model::new(arch, be.clone(), s), targets, cfg)
+                })
+                .collect();
+            CandidateRow {
+                id: arch.id(),
+                architecture: arch.summary(),
+                params: Cost::of(arch).params,
+                proxies,
+                distill,
+                repeats,
+            }
+        },
+        progress,
+    );
     let rows: Vec<(ProxyScores, Option<f64>)> = candidates
         .iter()
         .map(|c| (c.proxies.clone(), c.quality()))

@@ -2,15 +2,11 @@
 //! the shipped Shakespeare corpus with a real archive in a temporary directory.
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn genas(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_genas"))
-        .args(args)
-        .output()
-        .expect("the genas binary runs")
-}
+use common::{genas, s};
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
 fn ok(o: &Output) -> (Value, String) {
     let err = String::from_utf8_lossy(&o.stderr).to_string();
@@ -21,44 +17,13 @@ fn ok(o: &Output) -> (Value, String) {
     )
 }
 
-/// quick.toml's data and space with a teacher small enough for a test.
+/// A small experiment whose brief distillations are a few steps long.
 fn experiment(dir: &Path) -> PathBuf {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/data/shakespeare");
-    let text = format!(
-        r#"name = "scoring-test"
-[data]
-kind = "text"
-path = "{}"
-tokenizer = "char"
-seq_len = 32
-[space]
-depth = [1, 2]
-d_model = [16, 32]
-heads = [2]
-attention = ["full", "linear", "none"]
-ffn_ratio = [1, 2]
-tie_embeddings = [true, false]
-[teacher]
-depth = 1
-d_model = 32
-heads = 2
-ffn_ratio = 2
-steps = 20
-batch_size = 8
-learning_rate = 3e-3
-[fidelity]
-batch_size = 8
-rung_steps = [4, 6]
-"#,
-        data.display()
-    );
-    let p = dir.join("exp.toml");
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    common::small_experiment(
+        &dir.join("exp.toml"),
+        "scoring-test",
+        "[fidelity]\nbatch_size = 8\nrung_steps = [4, 6]\n",
+    )
 }
 
 #[test]

@@ -4,16 +4,12 @@
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
+mod common;
+
+use common::{genas, s};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn genas(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_genas"))
-        .args(args)
-        .output()
-        .expect("the genas binary runs")
-}
 
 fn ok_json(o: &Output) -> Value {
     assert!(
@@ -24,37 +20,14 @@ fn ok_json(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).expect("JSON on stdout")
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// A small evolution search over the shipped corpus, quick enough for a test.
+/// A small search over the shipped corpus, quick enough for a test.
 fn experiment(dir: &Path, strategy: &str) -> PathBuf {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/data/shakespeare");
-    let text = format!(
-        r#"name = "search-test"
-[data]
-kind = "text"
-path = "{}"
-tokenizer = "char"
-seq_len = 32
-[space]
-depth = [1, 2]
-d_model = [16, 32]
-heads = [2]
-attention = ["full", "linear", "none"]
-ffn_ratio = [1, 2]
-tie_embeddings = [true, false]
-[constraints]
+    common::small_experiment(
+        &dir.join(format!("{strategy}.toml")),
+        "search-test",
+        &format!(
+            r#"[constraints]
 max_params = 20_000
-[teacher]
-depth = 1
-d_model = 32
-heads = 2
-ffn_ratio = 2
-steps = 20
-batch_size = 8
-learning_rate = 3e-3
 [search]
 strategy = "{strategy}"
 candidates = 12
@@ -65,12 +38,9 @@ batch_size = 8
 rung_steps = [20, 40]
 eta = 2
 screen_keep = 0.75
-"#,
-        data.display()
-    );
-    let p = dir.join(format!("{strategy}.toml"));
-    std::fs::write(&p, text).unwrap();
-    p
+"#
+        ),
+    )
 }
 
 /// What must be equal between two runs: every candidate's architecture, proxies, screen
