@@ -49,7 +49,7 @@ enum Command {
     Runs(ArchiveArgs),
     /// A run and every candidate it evaluated.
     Show(RunArgs),
-    /// A run's Pareto front; --plot writes it (SVG) with the hypervolume history.
+    /// A run's Pareto front; --plot writes it (SVG or PNG) with the hypervolume history.
     Front(FrontArgs),
 }
 
@@ -66,7 +66,7 @@ struct SearchArgs {
     /// Candidates evaluated side by side (0 = the experiment's search.threads, or every core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Where to write the Pareto plot (default: front-<run>.svg).
+    /// Where to write the Pareto plot, .svg or .png (default: front-<run>.svg).
     #[arg(long)]
     plot: Option<PathBuf>,
     #[arg(long)]
@@ -109,7 +109,7 @@ struct FrontArgs {
     run: String,
     #[arg(long, default_value = "genas-archive")]
     archive: PathBuf,
-    /// Write the plot here (.svg).
+    /// Write the plot here (.svg or .png).
     #[arg(long)]
     plot: Option<PathBuf>,
     #[arg(long)]

@@ -9,7 +9,7 @@ use crate::controller::{
     RunContext, RunPlan,
 };
 use crate::scoring::{calibrate_with, distill_config, obtain_teacher, TeacherOutcome};
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use genas_proxies::calibrate::Ensemble;
 use genas_proxies::distill::TeacherTargets;
 use genas_space::{Experiment, Rng};
@@ -591,19 +591,22 @@ pub fn front(archive_dir: &Path, id: &str, plot: Option<&Path>) -> Result<Search
 }
 
 /// Writes the Pareto plot (quality vs parameters, every top-rung candidate, the front joined)
-/// and the hypervolume history as SVG.
+/// and the hypervolume history, as SVG or PNG (2 pixels per SVG unit) by the file's extension.
 pub fn write_plot(
     r: &SearchReport,
     cands: &BTreeMap<String, CandidateRecord>,
     path: &Path,
 ) -> Result<()> {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("svg") => {}
+    let svg = crate::plot::pareto_svg(r, cands);
+    let bytes = match path.extension().and_then(|e| e.to_str()) {
+        Some(e) if e.eq_ignore_ascii_case("svg") => svg.into_bytes(),
+        Some(e) if e.eq_ignore_ascii_case("png") => {
+            crate::plot::svg_to_png(&svg, 2.0).map_err(|e| anyhow!("{}: {e}", path.display()))?
+        }
         _ => bail!(
-            "{}: the plot is written as SVG; name a .svg file",
+            "{}: the plot is written as SVG or PNG; name a .svg or .png file",
             path.display()
         ),
-    }
-    let svg = crate::plot::pareto_svg(r, cands);
-    std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))
+    };
+    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }

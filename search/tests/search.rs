@@ -291,7 +291,29 @@ fn bad_requests_get_one_line() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.lines().count() == 1, "{err}");
     assert!(err.contains("no run r9"), "{err}");
-    let o = genas(&["front", "r1", "--archive", s(&archive), "--plot", "x.png"]);
+    let o = genas(&["front", "r1", "--archive", s(&archive), "--plot", "x.gif"]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("SVG"), "{err}");
+    assert!(!o.status.success() && err.lines().count() == 1, "{err}");
+    assert!(err.contains(".svg or .png"), "{err}");
+    // The same plot as PNG: the SVG's 840×300 units at 2 pixels each, with the front (red),
+    // the hypervolume line (blue) and the labels (dark text) drawn.
+    let png = dir.path().join("p.png");
+    let o = genas(&["front", "r1", "--archive", s(&archive), "--plot", s(&png)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let image = resvg::tiny_skia::Pixmap::decode_png(&std::fs::read(&png).unwrap()).unwrap();
+    assert_eq!((image.width(), image.height()), (1680, 600));
+    let count = |f: &dyn Fn(u8, u8, u8) -> bool| {
+        image
+            .pixels()
+            .iter()
+            .filter(|p| f(p.red(), p.green(), p.blue()))
+            .count()
+    };
+    let red = count(&|r, g, b| r > 150 && g < 80 && b < 80);
+    let blue = count(&|r, g, b| b > 150 && r < 80 && g < 140);
+    let text = count(&|r, g, b| r < 60 && g < 60 && b < 60);
+    assert!(
+        red > 100 && blue > 100 && text > 2000,
+        "{red} {blue} {text}"
+    );
 }

@@ -1,0 +1,104 @@
+"""Checks that this export reproduces the network genas trained.
+
+genas wrote `genas_check.json` here: a few token sequences and the logits genas computed for
+them. This script loads the exported model (the PyTorch `model.py` export, or the Hugging Face
+one with `transformers`), runs the same tokens in float32 and compares the logits; for a
+Hugging Face export with a tokenizer it also checks that the tokenizer encodes and decodes the
+stored sample text as genas does.
+
+    python3 genas_check.py [EXPORT_DIR]        (default: the directory of this script)
+
+Prints one line of JSON: {"format", "max_abs_diff", "tolerance", "ok", "tokenizer"}.
+Exit status: 0 when the logits agree within the tolerance and the tokenizer (if any) matches,
+1 when they do not, 2 when torch or transformers is not installed.
+"""
+
+import importlib.util
+import json
+import math
+import os
+import sys
+
+
+def fail_import(what, err):
+    print(f"genas_check: this check needs {what} ({err}); install it with pip", file=sys.stderr)
+    sys.exit(2)
+
+
+def short(x, n=80):
+    s = repr(x)
+    return s if len(s) <= n else s[:n] + "..."
+
+
+def check_tokenizer(directory, check):
+    text, ids = check.get("text"), check.get("text_tokens")
+    if text is None or ids is None or not os.path.exists(os.path.join(directory, "tokenizer.json")):
+        return "absent"
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as e:
+        fail_import("transformers", e)
+    tok = AutoTokenizer.from_pretrained(directory)
+    got = tok(text, add_special_tokens=False)["input_ids"]
+    back = tok.decode(ids, clean_up_tokenization_spaces=False)
+    problems = []
+    if got != ids:
+        problems.append(f"encode gave {short(got)}, expected {short(ids)}")
+    if back != text:
+        problems.append(f"decode gave {short(back)}, expected {short(text)}")
+    return "mismatch: " + "; ".join(problems) if problems else "ok"
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    directory = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else here)
+    with open(os.path.join(directory, "genas_check.json")) as f:
+        check = json.load(f)
+    fmt, tol = check["format"], float(check.get("tolerance", 1e-4))
+    try:
+        import torch
+    except ImportError as e:
+        fail_import("PyTorch", e)
+
+    tokens = torch.tensor(check["tokens"], dtype=torch.long)
+    if fmt == "pytorch":
+        path = os.path.join(directory, "model.py")
+        spec = importlib.util.spec_from_file_location("genas_model", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        model = module.GenasLM.from_pretrained(directory).float().eval()
+        with torch.no_grad():
+            logits = model(tokens)
+        tokenizer = "absent"
+    elif fmt == "hf":
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        try:
+            from transformers import AutoModelForCausalLM
+        except ImportError as e:
+            fail_import("transformers", e)
+        model = AutoModelForCausalLM.from_pretrained(directory).float().eval()
+        with torch.no_grad():
+            logits = model(tokens).logits
+        tokenizer = check_tokenizer(directory, check)
+    else:
+        raise SystemExit(f"genas_check: unknown format {fmt!r} in genas_check.json")
+
+    expected = torch.tensor(check["logits"], dtype=torch.float64)
+    report = {"format": fmt, "max_abs_diff": None, "tolerance": tol, "ok": False,
+              "tokenizer": tokenizer}
+    if tuple(logits.shape) != tuple(expected.shape):
+        report["error"] = f"logits shape {list(logits.shape)}, expected {list(expected.shape)}"
+    else:
+        diff = (logits.double() - expected).abs().max().item() if expected.numel() else 0.0
+        if math.isfinite(diff):
+            report["max_abs_diff"] = diff
+            report["ok"] = diff <= tol
+        else:
+            report["error"] = "logits are not finite"
+    print(json.dumps(report))
+    sys.exit(0 if report["ok"] and not tokenizer.startswith("mismatch") else 1)
+
+
+if __name__ == "__main__":
+    main()

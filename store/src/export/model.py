@@ -1,0 +1,281 @@
+"""A genas language model in plain PyTorch.
+
+This file was written by genas next to `architecture.json` and `model.safetensors`. It needs
+only `torch` and the Python standard library, and it reproduces the network genas trained
+exactly: the same layers, in the same order, with the same parameter names and shapes, so the
+weights load with `strict=True` and the logits match genas's to float32 rounding.
+
+The network (C = d_model, H heads of hd = C/H, G key/value heads):
+
+    x = wte[idx] + wpe[positions]
+    for each layer:  x = x + attn(ln_1(x))      (skipped for attention "none")
+                     x = x + mlp(ln_2(x))
+    logits = ln_f(x) @ head.T                   (head = wte.weight when tie_embeddings)
+
+Attention is full (causal softmax), grouped (query head h reads key/value head h // (H/G)),
+sliding (each query sees itself and the window - 1 positions before it) or linear
+(Katharopoulos et al., 2020, feature map elu(x) + 1, no 1/sqrt(hd) scaling). The FFN is
+gelu (exact erf) or relu, `c_proj(act(c_fc(x)))` with biases, or swiglu,
+`c_proj(silu(c_gate(x)) * c_fc(x))` without biases. LayerNorms use eps 1e-5.
+
+Parameter names (matrices are (out, in), like torch.nn.Linear):
+
+    wte.weight (V, C), wpe.weight (context, C), ln_f.weight/.bias, lm_head.weight (untied only)
+    h.{i}.ln_1.weight/.bias, h.{i}.attn.c_attn.weight (C + 2*G*hd, C) rows q | k | v,
+    h.{i}.attn.c_proj.weight (C, C), h.{i}.ln_2.weight/.bias,
+    h.{i}.mlp.c_fc.weight/.bias, h.{i}.mlp.c_gate.weight (swiglu), h.{i}.mlp.c_proj.weight/.bias
+
+A low-rank FFN matrix `X.weight` (out, in) is stored as `X.weight_a` (r, in) and `X.weight_b`
+(out, r), so X(x) = x @ weight_a.T @ weight_b.T + bias. With `share_layers` = S, layer i uses
+the weights of layer S * (i // S), and only those layers appear under `h`. In a sparse layer
+every matrix P has a 0/1 buffer `P_mask`; the forward pass uses P * P_mask, so masked weights
+stay zero when you train the model further.
+
+Usage:
+
+    import torch
+    from model import GenasLM
+
+    model = GenasLM.from_pretrained("path/to/export").eval()
+    idx = torch.tensor([[1, 2, 3]])                 # token ids (B, T), T <= context
+    logits = model(idx)                             # (B, T, vocab_size)
+    out = model.generate(idx, max_new_tokens=50, temperature=0.8, top_k=40)
+
+    # Train further (or from scratch: GenasLM(json.load(open("architecture.json")))),
+    # with x, y (B, T) the input ids and the next-token targets:
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
+    opt.zero_grad(); loss.backward(); opt.step()
+    save_safetensors(model.state_dict(), "model.safetensors")   # also defined here
+"""
+
+import json
+import math
+import os
+import struct
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# --- safetensors, read and written with torch alone ---------------------------------------
+
+_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+    "U8": torch.uint8, "BOOL": torch.bool,
+}
+_NAMES = {v: k for k, v in _DTYPES.items()}
+
+
+def load_safetensors(path):
+    """Reads a .safetensors file into a dict of CPU tensors (name -> tensor)."""
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n].decode("utf-8"))
+    base = 8 + n
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype, shape = _DTYPES[info["dtype"]], info["shape"]
+        begin, end = info["data_offsets"]
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        numel = math.prod(shape)
+        if end - begin != numel * itemsize:
+            raise ValueError(f"{path}: {name} has {end - begin} bytes for shape {shape}")
+        if numel == 0:
+            out[name] = torch.empty(shape, dtype=dtype)
+        else:
+            t = torch.frombuffer(data, dtype=dtype, count=numel, offset=base + begin)
+            out[name] = t.reshape(shape).clone()
+    return out
+
+
+def save_safetensors(tensors, path, metadata=None):
+    """Writes a dict of tensors (name -> tensor) as a .safetensors file."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in sorted(tensors.items())}
+    header, offset = {}, 0
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    for name, t in tensors.items():
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": _NAMES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # align the data buffer to 8 bytes
+    buf = bytearray(offset)
+    if offset:
+        flat = torch.frombuffer(buf, dtype=torch.uint8)
+        for name, t in tensors.items():
+            begin, end = header[name]["data_offsets"]
+            if end > begin:
+                flat[begin:end].copy_(t.reshape(-1).view(torch.uint8))
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        f.write(buf)
+
+
+# --- the network ---------------------------------------------------------------------------
+
+class Linear(nn.Module):
+    """y = x @ W.T (+ bias); W dense (`weight`) or low rank (`weight_b @ weight_a`), each
+    matrix multiplied by its `*_mask` buffer when the layer is sparse."""
+
+    def __init__(self, n_in, n_out, bias=True, rank=None, masked=False, std=0.02):
+        super().__init__()
+        if rank is None:
+            self.weight = nn.Parameter(torch.randn(n_out, n_in) * std)
+            self.mats = ["weight"]
+        else:
+            s = math.sqrt(std / math.sqrt(rank))  # so that weight_b @ weight_a has std `std`
+            self.weight_a = nn.Parameter(torch.randn(rank, n_in) * s)
+            self.weight_b = nn.Parameter(torch.randn(n_out, rank) * s)
+            self.mats = ["weight_a", "weight_b"]
+        self.bias = nn.Parameter(torch.zeros(n_out)) if bias else None
+        self.masked = masked
+        if masked:
+            for m in self.mats:
+                self.register_buffer(m + "_mask", torch.ones_like(getattr(self, m)))
+
+    def _w(self, name):
+        w = getattr(self, name)
+        return w * getattr(self, name + "_mask") if self.masked else w
+
+    def forward(self, x):
+        for m in self.mats:  # x @ weight_a.T @ weight_b.T for low rank
+            x = x @ self._w(m).T
+        return x + self.bias if self.bias is not None else x
+
+
+class Attention(nn.Module):
+    def __init__(self, spec, d_model, masked, proj_std):
+        super().__init__()
+        self.kind = spec["kind"]
+        self.heads = spec["heads"]
+        self.kv_heads = spec.get("kv_heads", self.heads) if self.kind == "grouped" else self.heads
+        self.window = spec.get("window") if self.kind == "sliding" else None
+        self.hd = d_model // self.heads
+        kvd = self.kv_heads * self.hd
+        self.c_attn = Linear(d_model, d_model + 2 * kvd, bias=False, masked=masked)
+        self.c_proj = Linear(d_model, d_model, bias=False, masked=masked, std=proj_std)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        H, G, hd = self.heads, self.kv_heads, self.hd
+        q, k, v = self.c_attn(x).split([C, G * hd, G * hd], dim=-1)
+        q = q.view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
+        k = k.view(B, T, G, hd).transpose(1, 2)
+        v = v.view(B, T, G, hd).transpose(1, 2)
+        if G != H:  # query head h reads key/value head h // (H // G)
+            k, v = k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1)
+        i = torch.arange(T, device=x.device)
+        causal = i[None, :] <= i[:, None]  # (query, key)
+        if self.kind == "linear":
+            phi = lambda t: torch.where(t > 0, t + 1, torch.exp(t.clamp(max=0)))  # elu + 1
+            a = (phi(q) @ phi(k).transpose(-1, -2)).masked_fill(~causal, 0)
+            o = (a @ v) / a.sum(-1, keepdim=True)
+        else:
+            if self.window is not None:
+                causal = causal & (i[:, None] - i[None, :] < self.window)
+            att = (q @ k.transpose(-1, -2)) / math.sqrt(hd)
+            att = att.masked_fill(~causal, float("-inf")).softmax(-1)
+            o = att @ v
+        return self.c_proj(o.transpose(1, 2).reshape(B, T, C))
+
+
+class MLP(nn.Module):
+    def __init__(self, spec, d_model, masked, proj_std):
+        super().__init__()
+        h, rank, self.act = spec["hidden"], spec.get("rank"), spec["activation"]
+        bias = self.act != "swiglu"
+        self.c_fc = Linear(d_model, h, bias, rank, masked)
+        if self.act == "swiglu":
+            self.c_gate = Linear(d_model, h, False, rank, masked)
+        self.c_proj = Linear(h, d_model, bias, rank, masked, std=proj_std)
+
+    def forward(self, x):
+        if self.act == "swiglu":
+            return self.c_proj(F.silu(self.c_gate(x)) * self.c_fc(x))
+        act = F.gelu if self.act == "gelu" else F.relu
+        return self.c_proj(act(self.c_fc(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, spec, d_model, proj_std):
+        super().__init__()
+        masked = spec.get("sparsity", "dense") != "dense"
+        if spec["attention"]["kind"] != "none":
+            self.ln_1 = nn.LayerNorm(d_model, eps=1e-5)
+            self.attn = Attention(spec["attention"], d_model, masked, proj_std)
+        else:
+            self.attn = None
+        self.ln_2 = nn.LayerNorm(d_model, eps=1e-5)
+        self.mlp = MLP(spec["ffn"], d_model, masked, proj_std)
+
+    def forward(self, x):
+        if self.attn is not None:
+            x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GenasLM(nn.Module):
+    """The genas network for an architecture dict (the contents of `architecture.json`)."""
+
+    def __init__(self, arch):
+        super().__init__()
+        self.arch = arch
+        V, C, self.context = arch["vocab_size"], arch["d_model"], arch["context"]
+        layers, S = arch["layers"], max(1, arch.get("share_layers", 1))
+        self.owners = [S * (i // S) for i in range(len(layers))]
+        proj_std = 0.02 / math.sqrt(2 * len(layers))
+        self.wte = nn.Embedding(V, C)
+        self.wpe = nn.Embedding(self.context, C)
+        nn.init.normal_(self.wte.weight, std=0.02)
+        nn.init.normal_(self.wpe.weight, std=0.02)
+        self.h = nn.ModuleDict({str(i): Block(layers[i], C, proj_std)
+                                for i in sorted(set(self.owners))})
+        self.ln_f = nn.LayerNorm(C, eps=1e-5)
+        self.tied = arch["tie_embeddings"]
+        if not self.tied:
+            self.lm_head = nn.Linear(C, V, bias=False)
+            nn.init.normal_(self.lm_head.weight, std=0.02)
+
+    def forward(self, idx):
+        """Token ids (B, T), T <= context -> logits (B, T, vocab_size)."""
+        T = idx.shape[1]
+        if T > self.context:
+            raise ValueError(f"sequence length {T} > context {self.context}")
+        x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
+        for o in self.owners:
+            x = self.h[str(o)](x)
+        head = self.wte.weight if self.tied else self.lm_head.weight
+        return self.ln_f(x) @ head.T
+
+    @classmethod
+    def from_pretrained(cls, directory):
+        """Builds the model from `architecture.json` and loads `model.safetensors`."""
+        with open(os.path.join(directory, "architecture.json")) as f:
+            model = cls(json.load(f))
+        model.load_state_dict(load_safetensors(os.path.join(directory, "model.safetensors")))
+        return model
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+        """Appends `max_new_tokens` sampled tokens to idx (B, T); temperature 0 is greedy."""
+        for _ in range(max_new_tokens):
+            logits = self(idx[:, -self.context:])[:, -1, :].float()
+            if temperature == 0:
+                nxt = logits.argmax(-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                nxt = torch.multinomial(logits.softmax(-1), 1)
+            idx = torch.cat([idx, nxt], dim=1)
+        return idx
