@@ -40,6 +40,11 @@
 //!   sequence number; read and written in the transaction that appends events.
 //! - `run_weights`: run id ++ `0x00` ++ candidate id → weight bytes (safetensors).
 //! - `eval_cache`: cache key → value JSON, shared by all runs.
+//! - `run_checkpoints`: run id ++ `0x00` ++ candidate id → the last checkpoint (safetensors) of
+//!   the candidate's final distillation while it is under way; removed when it finishes.
+//! - `run_distilled`: run id ++ `0x00` ++ candidate id → the record JSON of its finished final
+//!   distillation, written in one transaction with its weights (`run_weights`) and the
+//!   removal of its checkpoint.
 //!
 //! The run trees above are created when an archive is opened, so an archive written before
 //! they existed gains them (empty) on its first writable open; the schema stays 1. One
@@ -82,6 +87,8 @@ const RUN_EVENTS_TREE: &str = "run_events";
 const RUN_EVENT_COUNTS_TREE: &str = "run_event_counts";
 const RUN_WEIGHTS_TREE: &str = "run_weights";
 const EVAL_CACHE_TREE: &str = "eval_cache";
+const RUN_CHECKPOINTS_TREE: &str = "run_checkpoints";
+const RUN_DISTILLED_TREE: &str = "run_distilled";
 /// The `meta` record holding the number of the last run created.
 const LAST_RUN: &str = "last_run";
 
@@ -200,6 +207,8 @@ pub struct Archive {
     run_event_counts: sled::Tree,
     run_weights: sled::Tree,
     eval_cache: sled::Tree,
+    run_checkpoints: sled::Tree,
+    run_distilled: sled::Tree,
     path: PathBuf,
     schema_version: u32,
     holder: Holder,
@@ -576,6 +585,81 @@ impl Archive {
             .map_err(|e| self.sled_error("read a candidate's weights", e))
     }
 
+    /// Replaces the checkpoint of candidate `candidate`'s final distillation in run `run` and
+    /// flushes it, so a killed distillation resumes from it.
+    pub fn put_checkpoint(
+        &self,
+        run: &str,
+        candidate: &str,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        self.require_run(run)?;
+        self.check_key("candidate", candidate)?;
+        self.run_checkpoints
+            .insert(run_entry_key(run, candidate.as_bytes()), bytes)
+            .map_err(|e| self.sled_error("store a distillation checkpoint", e))?;
+        self.flush()
+    }
+
+    /// The checkpoint of candidate `candidate`'s final distillation in run `run`, while one
+    /// is under way.
+    pub fn checkpoint(&self, run: &str, candidate: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.check_key("run", run)?;
+        self.check_key("candidate", candidate)?;
+        self.run_checkpoints
+            .get(run_entry_key(run, candidate.as_bytes()))
+            .map(|bytes| bytes.map(|bytes| bytes.to_vec()))
+            .map_err(|e| self.sled_error("read a distillation checkpoint", e))
+    }
+
+    /// Records the finished final distillation of candidate `candidate` in run `run`: its
+    /// record and its weights, and removes its checkpoint, in one transaction, then flushes.
+    pub fn put_distilled(
+        &self,
+        run: &str,
+        candidate: &str,
+        record: &Value,
+        weights: &[u8],
+    ) -> Result<(), StoreError> {
+        self.require_run(run)?;
+        self.check_key("candidate", candidate)?;
+        let key = IVec::from(run_entry_key(run, candidate.as_bytes()));
+        let record = IVec::from(record.to_string().into_bytes());
+        let weights = IVec::from(weights);
+        let trees = (
+            &self.run_distilled,
+            &self.run_weights,
+            &self.run_checkpoints,
+        );
+        trees
+            .transaction(|(distilled, weight_tree, checkpoints)| -> Tx<()> {
+                distilled.insert(key.clone(), record.clone())?;
+                weight_tree.insert(key.clone(), weights.clone())?;
+                checkpoints.remove(key.clone())?;
+                Ok(())
+            })
+            .map_err(|e| self.transaction_error("store a finished distillation", e))?;
+        self.flush()
+    }
+
+    /// The record of candidate `candidate`'s finished final distillation in run `run`.
+    pub fn distilled(&self, run: &str, candidate: &str) -> Result<Option<Value>, StoreError> {
+        self.check_key("run", run)?;
+        self.check_key("candidate", candidate)?;
+        match self
+            .run_distilled
+            .get(run_entry_key(run, candidate.as_bytes()))
+            .map_err(|e| self.sled_error("read a distillation record", e))?
+        {
+            None => Ok(None),
+            Some(value) => self
+                .decode_json(&value, || {
+                    format!("distillation record of {candidate} in run {run}")
+                })
+                .map(Some),
+        }
+    }
+
     /// Writes everything stored so far to disk.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db
@@ -738,6 +822,8 @@ impl Archive {
             run_event_counts: open_tree(&db, dir, RUN_EVENT_COUNTS_TREE)?,
             run_weights: open_tree(&db, dir, RUN_WEIGHTS_TREE)?,
             eval_cache: open_tree(&db, dir, EVAL_CACHE_TREE)?,
+            run_checkpoints: open_tree(&db, dir, RUN_CHECKPOINTS_TREE)?,
+            run_distilled: open_tree(&db, dir, RUN_DISTILLED_TREE)?,
             db,
             path: dir.to_path_buf(),
             schema_version,
@@ -885,19 +971,35 @@ fn read_marker(dir: &Path) -> Result<Option<Marker>, StoreError> {
     Ok(Some(marker))
 }
 
+/// How long an open waits for a lock that no live process claims (see `refuse_if_locked`).
+const UNCLAIMED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Refuses the archive if some process (this one included) holds sled's lock on `db`,
-/// without starting sled.
+/// without starting sled. A lock whose holder record is absent, stale or this process's own
+/// is waited for a moment first: sled releases it from a background thread after the last
+/// handle drops, so an archive closed and reopened in one process can find it still held.
 fn refuse_if_locked(dir: &Path) -> Result<(), StoreError> {
     let Ok(file) = fs::File::open(dir.join("db")) else {
         // Unreadable: the checks after this one say why.
         return Ok(());
     };
-    match file.try_lock() {
-        // Dropping `file` releases the probe's lock.
-        Ok(()) => Ok(()),
-        Err(fs::TryLockError::WouldBlock) => Err(in_use(dir)),
-        // Locks unsupported here: sled's own attempt decides.
-        Err(fs::TryLockError::Error(_)) => Ok(()),
+    let start = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            // Dropping `file` releases the probe's lock.
+            Ok(()) => return Ok(()),
+            Err(fs::TryLockError::WouldBlock) => {
+                let claimed = Holder::read(dir)
+                    .filter(Holder::may_be_alive)
+                    .is_some_and(|h| h.pid != std::process::id());
+                if claimed || start.elapsed() > UNCLAIMED_LOCK_WAIT {
+                    return Err(in_use(dir));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            // Locks unsupported here: sled's own attempt decides.
+            Err(fs::TryLockError::Error(_)) => return Ok(()),
+        }
     }
 }
 
