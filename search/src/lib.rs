@@ -1,7 +1,8 @@
 //! genas-search: what to evaluate next, and the `genas` command line.
 //!
 //! Owns the search controller (strategies, constraints, the fidelity schedule, the Pareto
-//! front — as later issues land) and the commands behind the `genas` binary. Every command is a
+//! front), what happens to the winners (final distillation, export, sampling) and the commands
+//! behind the `genas` binary. Every command is a
 //! library function returning data plus a renderer, so all logic is testable without spawning
 //! the binary; `main.rs` only parses arguments and prints.
 //!
@@ -14,4 +15,5 @@ pub mod pareto;
 pub mod plot;
 pub mod run;
 pub mod scoring;
+pub mod winners;
 pub mod workers;

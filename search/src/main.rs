@@ -51,6 +51,111 @@ enum Command {
     Show(RunArgs),
     /// A run's Pareto front; --plot writes it (SVG or PNG) with the hypervolume history.
     Front(FrontArgs),
+    /// Final full distillation of a front member (or --front: each in turn), weights stored
+    /// in the archive; a killed or interrupted run resumes from its last checkpoint.
+    Distill(DistillArgs),
+    /// Export a candidate to training code: json (spec + scores), hf (transformers
+    /// config.json + safetensors) or pytorch (standalone model.py + weights), each with
+    /// genas_check.json to verify it.
+    Export(ExportArgs),
+    /// Generate from a candidate: text samples, or a PNG grid of images.
+    Sample(SampleCmdArgs),
+}
+
+#[derive(Args)]
+struct DistillArgs {
+    /// Run id (see genas runs).
+    run: String,
+    /// Candidate id or a unique prefix (see genas front RUN).
+    #[arg(required_unless_present = "front", conflicts_with = "front")]
+    candidate: Option<String>,
+    /// Distill every member of the run's Pareto front in turn.
+    #[arg(long)]
+    front: bool,
+    /// Steps (default: the experiment's [fidelity] final_steps).
+    #[arg(long)]
+    steps: Option<u32>,
+    #[arg(long, default_value = "genas-archive")]
+    archive: PathBuf,
+    /// Engine threads (0 = every core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Json,
+    Hf,
+    Pytorch,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum WeightsArg {
+    Init,
+    Distilled,
+}
+
+impl From<WeightsArg> for genas_search::winners::Weights {
+    fn from(w: WeightsArg) -> Self {
+        match w {
+            WeightsArg::Init => genas_search::winners::Weights::Init,
+            WeightsArg::Distilled => genas_search::winners::Weights::Distilled,
+        }
+    }
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    run: String,
+    /// Candidate id or a unique prefix.
+    candidate: String,
+    #[arg(long, value_enum)]
+    format: FormatArg,
+    /// Directory to write (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// The initialisation the search used, or the weights of genas distill.
+    #[arg(long, value_enum, default_value = "distilled")]
+    weights: WeightsArg,
+    #[arg(long, default_value = "genas-archive")]
+    archive: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct SampleCmdArgs {
+    run: String,
+    /// Candidate id or a unique prefix.
+    candidate: String,
+    /// Number of samples (images: in one grid).
+    #[arg(long, default_value_t = 4)]
+    n: usize,
+    /// Tokens per text sample.
+    #[arg(long, default_value_t = 300)]
+    length: usize,
+    /// Softmax temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f64,
+    /// Sample among the k most likely tokens only.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Text the samples continue (text experiments; default a newline).
+    #[arg(long)]
+    prompt: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, value_enum, default_value = "distilled")]
+    weights: WeightsArg,
+    /// Text: write the samples here. Images: the PNG (default samples-RUN-ID.png).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, default_value = "genas-archive")]
+    archive: PathBuf,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -457,6 +562,67 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 Ok(out)
             }
         }
+        Command::Distill(a) => {
+            let opts = genas_search::winners::DistillOptions {
+                archive: a.archive,
+                steps: a.steps,
+                threads: a.threads,
+            };
+            let names = a.candidate.map(|c| vec![c]);
+            let recs = with_progress(a.json, |say, progress| {
+                genas_search::winners::distill(
+                    &opts,
+                    &a.run,
+                    names.as_deref(),
+                    &STOP,
+                    say,
+                    progress,
+                )
+            })?;
+            if a.json {
+                json(&recs)
+            } else {
+                Ok(genas_search::winners::render_distilled(&recs))
+            }
+        }
+        Command::Export(a) => {
+            let format = match a.format {
+                FormatArg::Json => genas_store::export::Format::Json,
+                FormatArg::Hf => genas_store::export::Format::Hf,
+                FormatArg::Pytorch => genas_store::export::Format::Pytorch,
+            };
+            let w = genas_search::winners::export_candidate(
+                &a.archive,
+                &a.run,
+                &a.candidate,
+                format,
+                &a.out,
+                a.weights.into(),
+            )?;
+            if a.json {
+                json(&w)
+            } else {
+                Ok(genas_search::winners::render_export(&w))
+            }
+        }
+        Command::Sample(a) => {
+            let opts = genas_search::winners::SampleOptions {
+                n: a.n,
+                length: a.length,
+                temperature: a.temperature,
+                top_k: a.top_k,
+                prompt: a.prompt,
+                seed: a.seed,
+                weights: a.weights.into(),
+                out: a.out,
+            };
+            let s = genas_search::winners::sample(&a.archive, &a.run, &a.candidate, &opts)?;
+            if a.json {
+                json(&s)
+            } else {
+                Ok(genas_search::winners::render_samples(&s))
+            }
+        }
         Command::Teacher(TeacherCommand::Train {
             file,
             archive,
@@ -577,8 +743,15 @@ fn finish_search(
     if as_json {
         json(&r)
     } else {
-        Ok(genas_search::run::render_report(&r)
-            + &format!("\nplot written to {}\n", plot.display()))
+        let mut out = genas_search::run::render_report(&r)
+            + &format!("\nplot written to {}\n", plot.display());
+        if r.status == "finished" && !r.front.is_empty() {
+            out += &format!(
+                "next: genas distill {0} --front, then genas export {0} {1} --format pytorch --out DIR\n",
+                r.run, r.front[0].id
+            );
+        }
+        Ok(out)
     }
 }
 
@@ -619,6 +792,10 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            if STOP.load(Ordering::SeqCst) {
+                // Interrupted by Ctrl-C (a distillation stops at its next step).
+                return ExitCode::from(130);
+            }
             ExitCode::FAILURE
         }
     }

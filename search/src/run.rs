@@ -49,7 +49,7 @@ pub struct SearchOptions {
 }
 
 /// The experiment of a run, parsed again from its stored text.
-fn experiment_of(r: &RunRecord) -> Result<Experiment> {
+pub fn experiment_of(r: &RunRecord) -> Result<Experiment> {
     let mut e = Experiment::from_str_in(
         &r.experiment_toml,
         &r.source.display().to_string(),

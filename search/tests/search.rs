@@ -3,22 +3,13 @@
 //! (candidates, results, front, hypervolume history) as an uninterrupted one.
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
+
 mod common;
 
-use common::{genas, s};
+use common::{genas, ok_json, run_and_kill, s};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
-fn ok_json(o: &Output) -> Value {
-    assert!(
-        o.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).expect("JSON on stdout")
-}
+use std::time::Duration;
 
 /// A small search over the shipped corpus, quick enough for a test.
 fn experiment(dir: &Path, strategy: &str) -> PathBuf {
@@ -106,42 +97,6 @@ fn every_strategy_searches_and_reports_a_front() {
     ]));
     assert_eq!(runs.as_array().unwrap().len(), 1);
     assert_eq!(runs[0]["status"], "finished");
-}
-
-/// Starts `args`, waits until its stderr shows `ready` (when given), lets it run `delay`,
-/// then kills it with SIGKILL. Returns whether it had already finished.
-fn run_and_kill(args: &[&str], ready: Option<&str>, delay: Duration) -> bool {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_genas"))
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    if let Some(r) = ready {
-        let until = Instant::now() + Duration::from_secs(120);
-        loop {
-            match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(l) if l.contains(r) => break,
-                _ if Instant::now() > until => panic!("never saw {r:?}"),
-                _ => {}
-            }
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-        }
-    }
-    std::thread::sleep(delay);
-    let done = child.try_wait().unwrap().is_some();
-    let _ = child.kill();
-    let _ = child.wait();
-    done
 }
 
 #[test]

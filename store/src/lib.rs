@@ -1,18 +1,18 @@
 //! genas-store: what genas *remembers*.
 //!
-//! Owns the archive, one sled database in a directory ([`Archive`]), and, later, the formats a
-//! winner leaves in. Implemented so far: creating and opening an archive under a versioned
+//! Owns the archive, one sled database in a directory ([`Archive`]), and the formats a winner
+//! leaves in ([`export`]: JSON spec, Hugging Face `config.json` + safetensors, a standalone
+//! PyTorch module, each with `genas_check.json` to verify it). Implemented so far: creating and opening an archive under a versioned
 //! schema ([`SCHEMA_VERSION`]), refusing one that is newer, damaged, not an archive at all
 //! or in use by another process (named by pid, command and start time) without changing a
 //! byte of it; teachers (metadata and weights, stored in one transaction) and calibration
 //! tables (with their history); for the search controller, runs (`r1`, `r2`, ..., never
 //! reused) with their records, and per run the candidate records, the controller state, an
-//! event log and candidate weights, plus an evaluation cache shared by all runs. One
+//! event log, candidate weights and final distillations (with their checkpoints while under
+//! way), plus an evaluation cache shared by all runs. One
 //! [`Archive::commit`] writes a step's candidates, state, events and cache entries in a
 //! single sled transaction and flushes it before it returns, so a killed search resumes
-//! from its last commit with everything consistent. The values are JSON the caller defines;
-//! the exports (JSON spec, Hugging Face config + safetensors, a standalone PyTorch module)
-//! land with issue 6.
+//! from its last commit with everything consistent. The values are JSON the caller defines.
 //!
 //! ```no_run
 //! use genas_store::Archive;
@@ -39,5 +39,6 @@
 //! chosen.
 
 pub mod archive;
+pub mod export;
 
 pub use archive::{Archive, Holder, StoreError, SCHEMA_VERSION};

@@ -3,8 +3,11 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub fn genas(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_genas"))
@@ -48,4 +51,50 @@ learning_rate = 3e-3
     );
     std::fs::write(path, text).unwrap();
     path.to_path_buf()
+}
+
+/// The JSON a successful command printed.
+pub fn ok_json(o: &Output) -> Value {
+    assert!(
+        o.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("JSON on stdout")
+}
+
+/// Starts `args`, waits until its stderr shows `ready` (when given), lets it run `delay`,
+/// then kills it with SIGKILL. Returns whether it had already finished.
+pub fn run_and_kill(args: &[&str], ready: Option<&str>, delay: Duration) -> bool {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_genas"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    if let Some(r) = ready {
+        let until = Instant::now() + Duration::from_secs(120);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(l) if l.contains(r) => break,
+                _ if Instant::now() > until => panic!("never saw {r:?}"),
+                _ => {}
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+        }
+    }
+    std::thread::sleep(delay);
+    let done = child.try_wait().unwrap().is_some();
+    let _ = child.kill();
+    let _ = child.wait();
+    done
 }

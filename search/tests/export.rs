@@ -1,0 +1,414 @@
+//! Exports checked the way a user would check them: `python3 DIR/genas_check.py` loads the
+//! `pytorch` export with its standalone `model.py` and the `hf` export with
+//! `transformers.AutoModelForCausalLM`, and compares the logits with the ones genas computed
+//! (max abs difference < 1e-4), plus the tokenizer round trip for `hf` text exports. Every space
+//! choice goes through `pytorch`; every transformers family through `hf`. Weights are the
+//! initialisation plus noise, so that LayerNorms, biases and masks all matter.
+//!
+//! When `python3 -c "import torch, transformers"` fails the Python half is skipped, and the test
+//! says why; what genas writes is still checked.
+
+use genas_proxies::data::Dataset;
+use genas_proxies::engine::{Cpu, Model};
+use genas_search::winners::export_model;
+use genas_space::{
+    Activation, Architecture, Attention, Experiment, Fraction, Layer, Rng, Sparsity, Tokenizer,
+};
+use genas_store::export::Format;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn python_ready() -> Result<(), String> {
+    match Command::new("python3")
+        .args(["-c", "import torch, transformers"])
+        .output()
+    {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .last()
+            .unwrap_or("import failed")
+            .to_string()),
+        Err(e) => Err(format!("python3 not runnable: {e}")),
+    }
+}
+
+fn corpus(tokenizer: Tokenizer) -> Dataset {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../experiments/data/shakespeare/sonnets_gut.txt");
+    let text = std::fs::read_to_string(&path).unwrap();
+    Dataset::from_text(&text, tokenizer, 24, 0.1, "sonnets").unwrap()
+}
+
+fn images() -> Dataset {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/fashion.toml");
+    let mut e = Experiment::from_path(&path).unwrap();
+    e.data.max_images = Some(200);
+    Dataset::load(&e).unwrap()
+}
+
+fn layer(
+    attention: Attention,
+    hidden: u32,
+    act: Activation,
+    rank: Option<u32>,
+    s: Sparsity,
+) -> Layer {
+    Layer::new(attention, hidden, act, rank, s)
+}
+
+/// The network of `arch` with its initial weights plus N(0, 0.1) noise, masked weights kept
+/// at zero.
+fn noisy_model(arch: &Architecture, seed: u64) -> Model<Cpu<f32>> {
+    let mut m = Model::new(arch, Cpu::<f32>::new(1), seed);
+    let mut rng = Rng::seed_from_u64(seed + 1);
+    for i in 0..m.params.len() {
+        let mask = m.mask(i);
+        let w: Vec<f64> = m
+            .weights(i)
+            .iter()
+            .enumerate()
+            .map(|(k, &x)| {
+                let keep = mask.as_ref().map_or(1.0, |m| m[k]);
+                (x + 0.1 * rng.normal()) * keep
+            })
+            .collect();
+        m.set_weights(i, &w);
+    }
+    m
+}
+
+fn arch(data: &Dataset, d: u32, tie: bool, share: u32, layers: Vec<Layer>) -> Architecture {
+    let a = Architecture {
+        vocab_size: data.vocab_size(),
+        context: data.context,
+        d_model: d,
+        tie_embeddings: tie,
+        share_layers: share,
+        layers,
+    };
+    a.validate().unwrap();
+    a
+}
+
+/// Runs the export's own check; returns its JSON line.
+fn run_check(dir: &Path) -> Value {
+    let o = Command::new("python3")
+        .arg(dir.join("genas_check.py"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let line: Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|_| panic!("{out} {}", String::from_utf8_lossy(&o.stderr)));
+    assert!(o.status.success(), "{} failed: {line}", dir.display());
+    line
+}
+
+struct Case {
+    name: &'static str,
+    data: usize,
+    arch: Architecture,
+    hf_class: Option<&'static str>,
+}
+
+#[test]
+fn exports_reproduce_genas_logits_in_pytorch_and_transformers() {
+    let python = python_ready();
+    if let Err(why) = &python {
+        println!("skipping the Python half (python3 -c \"import torch, transformers\": {why})");
+    }
+    let datasets = [corpus(Tokenizer::Char), corpus(Tokenizer::Byte), images()];
+    let (ch, by, im) = (&datasets[0], &datasets[1], &datasets[2]);
+    use Activation::{Gelu, Relu, Swiglu};
+    let full = |h| Attention::Full { heads: h };
+    let dense = Sparsity::Dense;
+    let half = Sparsity::Unstructured(Fraction(0.5));
+    let cases = [
+        Case {
+            name: "every-kind",
+            data: 0,
+            arch: arch(
+                ch,
+                16,
+                false,
+                1,
+                vec![
+                    layer(full(4), 32, Gelu, None, dense),
+                    layer(
+                        Attention::Grouped {
+                            heads: 4,
+                            kv_heads: 2,
+                        },
+                        24,
+                        Relu,
+                        None,
+                        Sparsity::TwoFour,
+                    ),
+                    layer(
+                        Attention::Sliding {
+                            heads: 2,
+                            window: 5,
+                        },
+                        32,
+                        Swiglu,
+                        Some(4),
+                        half,
+                    ),
+                    layer(Attention::Linear { heads: 2 }, 16, Gelu, None, dense),
+                    layer(Attention::None, 32, Relu, Some(8), Sparsity::TwoFour),
+                ],
+            ),
+            hf_class: None,
+        },
+        Case {
+            name: "shared-tied",
+            data: 1,
+            arch: arch(
+                by,
+                16,
+                true,
+                2,
+                vec![
+                    layer(
+                        Attention::Grouped {
+                            heads: 4,
+                            kv_heads: 1,
+                        },
+                        32,
+                        Swiglu,
+                        None,
+                        Sparsity::TwoFour,
+                    ),
+                    layer(
+                        Attention::Grouped {
+                            heads: 4,
+                            kv_heads: 1,
+                        },
+                        32,
+                        Swiglu,
+                        None,
+                        Sparsity::TwoFour,
+                    ),
+                    layer(Attention::Linear { heads: 4 }, 24, Gelu, Some(8), half),
+                    layer(Attention::Linear { heads: 4 }, 24, Gelu, Some(8), half),
+                ],
+            ),
+            hf_class: None,
+        },
+        Case {
+            name: "images",
+            data: 2,
+            arch: arch(
+                im,
+                16,
+                false,
+                1,
+                vec![
+                    layer(
+                        Attention::Sliding {
+                            heads: 2,
+                            window: 14,
+                        },
+                        32,
+                        Swiglu,
+                        None,
+                        dense,
+                    ),
+                    layer(Attention::Linear { heads: 2 }, 32, Gelu, None, dense),
+                ],
+            ),
+            hf_class: None,
+        },
+        Case {
+            name: "gpt2-untied-sparse",
+            data: 0,
+            arch: arch(
+                ch,
+                16,
+                false,
+                1,
+                vec![layer(full(4), 40, Gelu, None, half); 2],
+            ),
+            hf_class: Some("GPT2LMHeadModel"),
+        },
+        Case {
+            name: "gpt2-bytes-relu",
+            data: 1,
+            arch: arch(
+                by,
+                24,
+                true,
+                1,
+                vec![layer(full(2), 48, Relu, None, dense); 2],
+            ),
+            hf_class: Some("GPT2LMHeadModel"),
+        },
+        Case {
+            name: "gpt-neo",
+            data: 0,
+            arch: arch(
+                ch,
+                16,
+                true,
+                1,
+                vec![
+                    layer(
+                        Attention::Sliding {
+                            heads: 4,
+                            window: 5,
+                        },
+                        32,
+                        Gelu,
+                        None,
+                        dense,
+                    ),
+                    layer(full(4), 32, Gelu, None, dense),
+                    layer(
+                        Attention::Sliding {
+                            heads: 4,
+                            window: 5,
+                        },
+                        32,
+                        Gelu,
+                        None,
+                        dense,
+                    ),
+                ],
+            ),
+            hf_class: Some("GPTNeoForCausalLM"),
+        },
+        Case {
+            name: "gpt-bigcode",
+            data: 2,
+            arch: arch(
+                im,
+                16,
+                false,
+                1,
+                vec![
+                    layer(
+                        Attention::Grouped {
+                            heads: 4,
+                            kv_heads: 1
+                        },
+                        32,
+                        Relu,
+                        None,
+                        dense
+                    );
+                    2
+                ],
+            ),
+            hf_class: Some("GPTBigCodeForCausalLM"),
+        },
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut diffs = Vec::new();
+    for (k, case) in cases.iter().enumerate() {
+        let data = &datasets[case.data];
+        let model = noisy_model(&case.arch, 100 + k as u64);
+        let record = serde_json::json!({"case": case.name});
+        let mut formats = vec![Format::Pytorch, Format::Json];
+        if case.hf_class.is_some() {
+            formats.push(Format::Hf);
+        }
+        for format in formats {
+            let out: PathBuf = dir.path().join(format!("{}-{}", case.name, format.name()));
+            let w = export_model(&model, data, record.clone(), format, &out).unwrap();
+            // What every export holds.
+            for f in [
+                "architecture.json",
+                "candidate.json",
+                "genas_check.json",
+                "genas_vocab.json",
+                "model.safetensors",
+            ] {
+                assert!(
+                    w.files.iter().any(|x| x == f),
+                    "{} lacks {f}",
+                    out.display()
+                );
+            }
+            let spec = std::fs::read_to_string(out.join("architecture.json")).unwrap();
+            assert_eq!(Architecture::from_json(&spec).unwrap(), case.arch);
+            let check: Value = serde_json::from_str(
+                &std::fs::read_to_string(out.join("genas_check.json")).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(check["tokens"].as_array().unwrap().len(), 2);
+            assert_eq!(
+                check["tokens"][0].as_array().unwrap().len(),
+                data.context as usize
+            );
+            assert_eq!(
+                check["logits"][1][3].as_array().unwrap().len(),
+                data.vocab_size() as usize
+            );
+            if format == Format::Hf {
+                assert_eq!(w.hf_class, case.hf_class);
+                let sparse = case
+                    .arch
+                    .layers
+                    .iter()
+                    .any(|l| l.sparsity != Sparsity::Dense);
+                assert_eq!(!w.notes.is_empty(), sparse, "{:?}", w.notes);
+                assert_eq!(out.join("tokenizer.json").exists(), case.data != 2);
+            }
+            if format == Format::Json || python.is_err() {
+                continue;
+            }
+            let line = run_check(&out);
+            let diff = line["max_abs_diff"].as_f64().unwrap();
+            assert!(
+                line["ok"] == true && diff < 1e-4,
+                "{}: {line}",
+                out.display()
+            );
+            if format == Format::Hf && case.data != 2 {
+                assert_eq!(line["tokenizer"], "ok", "{line}");
+            }
+            diffs.push(format!("{} {}: {diff:.2e}", case.name, format.name()));
+        }
+    }
+    println!("max |logit difference|: {}", diffs.join(", "));
+}
+
+#[test]
+fn a_corrupted_check_fails_verification() {
+    if let Err(why) = python_ready() {
+        println!("skipping (python3 -c \"import torch, transformers\": {why})");
+        return;
+    }
+    let data = corpus(Tokenizer::Char);
+    let a = arch(
+        &data,
+        16,
+        true,
+        1,
+        vec![layer(
+            Attention::Full { heads: 2 },
+            32,
+            Activation::Gelu,
+            None,
+            Sparsity::Dense,
+        )],
+    );
+    let model = noisy_model(&a, 7);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("hf");
+    export_model(&model, &data, Value::Null, Format::Hf, &out).unwrap();
+    // One logit off by 1e-3: the check must notice.
+    let path = out.join("genas_check.json");
+    let mut check: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let x = check["logits"][0][5][2].as_f64().unwrap();
+    check["logits"][0][5][2] = (x + 1e-3).into();
+    std::fs::write(&path, check.to_string()).unwrap();
+    let o = Command::new("python3")
+        .arg(out.join("genas_check.py"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let line: Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+    assert_eq!(line["ok"], false, "{line}");
+}

@@ -1,0 +1,885 @@
+//! The formats a winner leaves genas in, each a directory:
+//!
+//! | format | files | loads with |
+//! |---|---|---|
+//! | `json` | `architecture.json`, `candidate.json`, `model.safetensors`, `genas_vocab.json`, `genas_check.json` | `genas train architecture.json`, any safetensors reader |
+//! | `pytorch` | the same plus `model.py`, `genas_check.py` | `GenasLM.from_pretrained(DIR)` from `model.py` (PyTorch only) |
+//! | `hf` | `config.json`, `model.safetensors` (Hugging Face names), `tokenizer.json` + `tokenizer_config.json` (text), `architecture.json`, `candidate.json`, `genas_vocab.json`, `genas_check.json`, `genas_check.py` | `transformers.AutoModelForCausalLM.from_pretrained(DIR)` |
+//!
+//! `architecture.json` is the canonical architecture (the one `genas train` reads);
+//! `candidate.json` its cost figures and scores as the caller gives them. Every export carries
+//! `genas_check.json`: a fixed token batch and the logits genas computed for it with the
+//! exported weights; `python3 DIR/genas_check.py` loads the export the way a user would and
+//! compares (max absolute difference within [`CHECK_TOLERANCE`]).
+//!
+//! Which architectures map onto a `transformers` family ([`hf_family`]):
+//! - **GPT-2** (`GPT2LMHeadModel`): every layer full attention with one head count;
+//! - **GPT-Neo** (`GPTNeoForCausalLM`): full ("global") and sliding-window ("local") layers,
+//!   at least one sliding, one head count and one window;
+//! - **GPTBigCode** (`GPTBigCodeForCausalLM`, `multi_query`): every layer grouped attention
+//!   with one key/value head (multi-query);
+//!
+//! and in all three one FFN width and one activation (gelu or relu) across layers, full-rank
+//! FFNs and no cross-layer sharing. Linear attention, attention `none`, grouped attention with
+//! more than one key/value head, a mix of families, swiglu, low-rank FFNs, per-layer FFN
+//! widths and shared layers have no counterpart: the error names the first such choice and
+//! points to `pytorch`, which covers every choice. Sparse layers export to `hf` with their
+//! zeros stored, and the export says that `transformers` does not keep them at zero in further
+//! training (the `pytorch` export does, with its masks).
+//!
+//! This module knows the parameter names the engine documents (`proxies/src/engine/model.rs`)
+//! but not the engine: the caller hands over the tensors, the check batch and its logits.
+
+use genas_space::{Activation, Architecture, Attention, Sparsity};
+use safetensors::tensor::{Dtype, TensorView};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The largest difference `genas_check.py` accepts between genas's logits and the export's.
+pub const CHECK_TOLERANCE: f64 = 1e-4;
+
+const MODEL_PY: &str = include_str!("export/model.py");
+const CHECK_PY: &str = include_str!("export/genas_check.py");
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Hf,
+    Pytorch,
+}
+
+impl Format {
+    pub const ALL: [Format; 3] = [Format::Json, Format::Hf, Format::Pytorch];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Hf => "hf",
+            Format::Pytorch => "pytorch",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Format, String> {
+        Format::ALL
+            .into_iter()
+            .find(|f| f.name() == text)
+            .ok_or_else(|| format!("unknown export format \"{text}\" (json, hf or pytorch)"))
+    }
+}
+
+/// One parameter under its genas name, (out, in) for matrices, with its 0/1 sparsity mask.
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+    pub mask: Option<Vec<f32>>,
+}
+
+/// What the tokens stand for.
+#[derive(Clone, Debug)]
+pub enum Vocab {
+    /// Token i is the i-th character.
+    Chars(Vec<char>),
+    /// Token i is byte i.
+    Bytes,
+    /// Tokens 0..levels are gray levels (0 black); token `levels` begins an image.
+    Pixels { levels: u32 },
+}
+
+/// The check batch: `tokens` (B rows of T) and genas's logits for it, (B, T, V) row-major.
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub tokens: Vec<Vec<u32>>,
+    pub logits: Vec<f64>,
+}
+
+/// Everything an export writes from.
+pub struct Export<'a> {
+    pub arch: &'a Architecture,
+    pub tensors: &'a [Tensor],
+    pub vocab: &'a Vocab,
+    pub check: &'a Check,
+    /// A text and its tokens, checked to round-trip through the exported tokenizer.
+    pub text: Option<(&'a str, &'a [u32])>,
+    /// `candidate.json`: cost figures, scores and provenance.
+    pub record: Value,
+}
+
+/// What an export wrote.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Written {
+    pub format: &'static str,
+    pub dir: PathBuf,
+    pub files: Vec<String>,
+    /// The `transformers` class, for `hf`.
+    pub hf_class: Option<&'static str>,
+    /// What the user should know about the export (one line each).
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("the hf format cannot express {0}: export it with --format pytorch, which covers every choice")]
+    Unsupported(String),
+    #[error("cannot write {}: {reason}", .path.display())]
+    Io { path: PathBuf, reason: String },
+    #[error("export: {0}")]
+    Inconsistent(String),
+}
+
+/// A `transformers` family an architecture maps onto.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HfFamily {
+    Gpt2,
+    /// Per layer: local (sliding window) or global.
+    GptNeo {
+        window: u32,
+        local: Vec<bool>,
+    },
+    GptBigCode,
+}
+
+impl HfFamily {
+    pub fn class(&self) -> &'static str {
+        match self {
+            HfFamily::Gpt2 => "GPT2LMHeadModel",
+            HfFamily::GptNeo { .. } => "GPTNeoForCausalLM",
+            HfFamily::GptBigCode => "GPTBigCodeForCausalLM",
+        }
+    }
+}
+
+/// The `transformers` family `arch` maps onto, or the first choice that has none.
+pub fn hf_family(arch: &Architecture) -> Result<HfFamily, ExportError> {
+    let no = |what: String| Err(ExportError::Unsupported(what));
+    if arch.share_layers > 1 {
+        return no(format!(
+            "cross-layer sharing (share_layers = {})",
+            arch.share_layers
+        ));
+    }
+    let first = &arch.layers[0];
+    for (i, l) in arch.layers.iter().enumerate() {
+        match l.attention {
+            Attention::Linear { .. } => return no(format!("layer {i}'s linear attention")),
+            Attention::None => return no(format!("layer {i}'s attention \"none\"")),
+            Attention::Grouped { kv_heads, .. } if kv_heads > 1 => {
+                return no(format!(
+                    "layer {i}'s grouped attention with {kv_heads} key/value heads (only multi-query, 1, maps to GPTBigCode)"
+                ))
+            }
+            _ => {}
+        }
+        if l.ffn.activation == Activation::Swiglu {
+            return no(format!("layer {i}'s swiglu FFN"));
+        }
+        if let Some(r) = l.ffn.rank {
+            return no(format!("layer {i}'s low-rank FFN (rank {r})"));
+        }
+        if l.ffn.hidden != first.ffn.hidden {
+            return no(format!(
+                "per-layer FFN widths (layer 0 has {}, layer {i} {})",
+                first.ffn.hidden, l.ffn.hidden
+            ));
+        }
+        if l.ffn.activation != first.ffn.activation {
+            return no(format!(
+                "per-layer activations (layer 0 {}, layer {i} {})",
+                first.ffn.activation.name(),
+                l.ffn.activation.name()
+            ));
+        }
+        if l.attention.heads() != first.attention.heads() {
+            return no(format!(
+                "per-layer head counts (layer 0 has {}, layer {i} {})",
+                first.attention.heads(),
+                l.attention.heads()
+            ));
+        }
+    }
+    let kinds: Vec<&Attention> = arch.layers.iter().map(|l| &l.attention).collect();
+    if kinds.iter().all(|a| matches!(a, Attention::Full { .. })) {
+        return Ok(HfFamily::Gpt2);
+    }
+    if kinds.iter().all(|a| matches!(a, Attention::Grouped { .. })) {
+        return Ok(HfFamily::GptBigCode);
+    }
+    let mut window = None;
+    let mut local = Vec::new();
+    for (i, a) in kinds.iter().enumerate() {
+        match **a {
+            Attention::Full { .. } => local.push(false),
+            Attention::Sliding { window: w, .. } => {
+                match window {
+                    Some(w0) if w0 != w => {
+                        return no(format!(
+                            "per-layer sliding windows (layer windows {w0} and {w} at layer {i})"
+                        ))
+                    }
+                    _ => window = Some(w),
+                }
+                local.push(true);
+            }
+            _ => {
+                return no(format!(
+                    "a mix of {} and {} attention (layer {i})",
+                    kinds[0].kind_name(),
+                    a.kind_name()
+                ))
+            }
+        }
+    }
+    Ok(HfFamily::GptNeo {
+        window: window.expect("some layer is sliding"),
+        local,
+    })
+}
+
+/// Writes `e` as `format` into `dir` (created if needed; files of the same names replaced).
+pub fn export(format: Format, e: &Export, dir: &Path) -> Result<Written, ExportError> {
+    check_inputs(e)?;
+    let family = match format {
+        Format::Hf => Some(hf_family(e.arch)?),
+        _ => None,
+    };
+    fs::create_dir_all(dir).map_err(|err| io(dir, &err))?;
+    let mut w = Written {
+        format: format.name(),
+        dir: dir.to_path_buf(),
+        files: Vec::new(),
+        hf_class: family.as_ref().map(HfFamily::class),
+        notes: Vec::new(),
+    };
+    let pretty = |v: &Value| serde_json::to_string_pretty(v).expect("JSON values serialise") + "\n";
+    let arch_json: Value =
+        serde_json::from_str(&e.arch.canonical_json()).expect("canonical JSON parses");
+    put(
+        dir,
+        "architecture.json",
+        pretty(&arch_json).as_bytes(),
+        &mut w,
+    )?;
+    put(dir, "candidate.json", pretty(&e.record).as_bytes(), &mut w)?;
+    put(
+        dir,
+        "genas_vocab.json",
+        pretty(&vocab_json(e.vocab)).as_bytes(),
+        &mut w,
+    )?;
+    match &family {
+        None => {
+            let tensors = genas_tensors(e.tensors);
+            put(
+                dir,
+                "model.safetensors",
+                &safetensors_bytes(&tensors)?,
+                &mut w,
+            )?;
+            if format == Format::Pytorch {
+                put(dir, "model.py", MODEL_PY.as_bytes(), &mut w)?;
+            }
+        }
+        Some(f) => {
+            let tensors = hf_tensors(f, e)?;
+            put(
+                dir,
+                "model.safetensors",
+                &safetensors_bytes(&tensors)?,
+                &mut w,
+            )?;
+            put(
+                dir,
+                "config.json",
+                pretty(&hf_config(f, e)).as_bytes(),
+                &mut w,
+            )?;
+            if let Some(tok) = tokenizer_json(e.vocab) {
+                put(dir, "tokenizer.json", pretty(&tok).as_bytes(), &mut w)?;
+                let cfg = json!({
+                    "tokenizer_class": "PreTrainedTokenizerFast",
+                    "clean_up_tokenization_spaces": false,
+                    "model_max_length": e.arch.context,
+                });
+                put(
+                    dir,
+                    "tokenizer_config.json",
+                    pretty(&cfg).as_bytes(),
+                    &mut w,
+                )?;
+            }
+            for (i, l) in e.arch.layers.iter().enumerate() {
+                if l.sparsity != Sparsity::Dense {
+                    w.notes.push(format!(
+                        "layer {i} is {} sparse: its zeros are stored, but transformers does not keep them at zero if you train further (the pytorch export does)",
+                        l.sparsity
+                    ));
+                }
+            }
+        }
+    }
+    let check = check_json(format, e);
+    put(dir, "genas_check.json", pretty(&check).as_bytes(), &mut w)?;
+    if format != Format::Json {
+        put(dir, "genas_check.py", CHECK_PY.as_bytes(), &mut w)?;
+    }
+    Ok(w)
+}
+
+fn io(path: &Path, err: &std::io::Error) -> ExportError {
+    ExportError::Io {
+        path: path.to_path_buf(),
+        reason: err.to_string(),
+    }
+}
+
+fn put(dir: &Path, name: &str, bytes: &[u8], w: &mut Written) -> Result<(), ExportError> {
+    let path = dir.join(name);
+    fs::write(&path, bytes).map_err(|err| io(&path, &err))?;
+    w.files.push(name.to_string());
+    Ok(())
+}
+
+fn check_inputs(e: &Export) -> Result<(), ExportError> {
+    let bad = |m: String| Err(ExportError::Inconsistent(m));
+    for t in e.tensors {
+        if t.shape.iter().product::<usize>() != t.data.len() {
+            return bad(format!(
+                "{} holds {} values for shape {:?}",
+                t.name,
+                t.data.len(),
+                t.shape
+            ));
+        }
+        if t.mask.as_ref().is_some_and(|m| m.len() != t.data.len()) {
+            return bad(format!("{}'s mask has the wrong size", t.name));
+        }
+    }
+    let v = e.arch.vocab_size as usize;
+    let n: usize = e.check.tokens.iter().map(Vec::len).sum();
+    if e.check.logits.len() != n * v || e.check.tokens.is_empty() {
+        return bad(format!(
+            "{} check logits for {n} tokens of a {v}-token vocabulary",
+            e.check.logits.len()
+        ));
+    }
+    Ok(())
+}
+
+/// A tensor to write: name, shape, values.
+type Named = (String, Vec<usize>, Vec<f32>);
+
+/// genas names, and a `P_mask` beside every masked `P`.
+fn genas_tensors(tensors: &[Tensor]) -> Vec<Named> {
+    let mut out = Vec::new();
+    for t in tensors {
+        out.push((t.name.clone(), t.shape.clone(), t.data.clone()));
+        if let Some(m) = &t.mask {
+            out.push((format!("{}_mask", t.name), t.shape.clone(), m.clone()));
+        }
+    }
+    out
+}
+
+fn safetensors_bytes(tensors: &[Named]) -> Result<Vec<u8>, ExportError> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, d)| d.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let mut views = Vec::with_capacity(tensors.len());
+    for ((name, shape, _), b) in tensors.iter().zip(&bytes) {
+        let view = TensorView::new(Dtype::F32, shape.clone(), b)
+            .map_err(|err| ExportError::Inconsistent(format!("{name}: {err}")))?;
+        views.push((name.clone(), view));
+    }
+    // One entry only: safetensors writes its metadata map in hash order, and an export of the
+    // same weights should be the same bytes. (The architecture is in architecture.json.)
+    let meta: std::collections::HashMap<String, String> =
+        [("format".to_string(), "pt".to_string())].into();
+    safetensors::serialize(views, Some(meta))
+        .map_err(|err| ExportError::Inconsistent(format!("safetensors: {err}")))
+}
+
+/// (rows, cols) row-major → (cols, rows).
+fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = data[r * cols + c];
+        }
+    }
+    out
+}
+
+/// Renames (and for GPT-2 transposes) genas's tensors into the family's.
+fn hf_tensors(f: &HfFamily, e: &Export) -> Result<Vec<Named>, ExportError> {
+    let by_name: BTreeMap<&str, &Tensor> = e.tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+    let get = |name: &str| {
+        by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| ExportError::Inconsistent(format!("no tensor {name}")))
+    };
+    let c = e.arch.d_model as usize;
+    let mut out: Vec<Named> = Vec::new();
+    let same = |out: &mut Vec<Named>, from: &Tensor, to: String| {
+        out.push((to, from.shape.clone(), from.data.clone()))
+    };
+    same(
+        &mut out,
+        get("wte.weight")?,
+        "transformer.wte.weight".into(),
+    );
+    same(
+        &mut out,
+        get("wpe.weight")?,
+        "transformer.wpe.weight".into(),
+    );
+    same(
+        &mut out,
+        get("ln_f.weight")?,
+        "transformer.ln_f.weight".into(),
+    );
+    same(&mut out, get("ln_f.bias")?, "transformer.ln_f.bias".into());
+    if !e.arch.tie_embeddings {
+        same(&mut out, get("lm_head.weight")?, "lm_head.weight".into());
+    }
+    for (i, layer) in e.arch.layers.iter().enumerate() {
+        let g = |s: &str| get(&format!("h.{i}.{s}"));
+        let p = format!("transformer.h.{i}");
+        for ln in ["ln_1", "ln_2"] {
+            for part in ["weight", "bias"] {
+                same(
+                    &mut out,
+                    g(&format!("{ln}.{part}"))?,
+                    format!("{p}.{ln}.{part}"),
+                );
+            }
+        }
+        let qkv = g("attn.c_attn.weight")?;
+        let proj = g("attn.c_proj.weight")?;
+        let (fc, fc_b) = (g("mlp.c_fc.weight")?, g("mlp.c_fc.bias")?);
+        let (mp, mp_b) = (g("mlp.c_proj.weight")?, g("mlp.c_proj.bias")?);
+        let h = layer.ffn.hidden as usize;
+        let width = qkv.shape[0];
+        match f {
+            HfFamily::Gpt2 => {
+                // Conv1D stores (in, out).
+                out.push((
+                    format!("{p}.attn.c_attn.weight"),
+                    vec![c, width],
+                    transpose(&qkv.data, width, c),
+                ));
+                out.push((
+                    format!("{p}.attn.c_attn.bias"),
+                    vec![width],
+                    vec![0.0; width],
+                ));
+                out.push((
+                    format!("{p}.attn.c_proj.weight"),
+                    vec![c, c],
+                    transpose(&proj.data, c, c),
+                ));
+                out.push((format!("{p}.attn.c_proj.bias"), vec![c], vec![0.0; c]));
+                out.push((
+                    format!("{p}.mlp.c_fc.weight"),
+                    vec![c, h],
+                    transpose(&fc.data, h, c),
+                ));
+                out.push((
+                    format!("{p}.mlp.c_proj.weight"),
+                    vec![h, c],
+                    transpose(&mp.data, c, h),
+                ));
+            }
+            HfFamily::GptNeo { .. } => {
+                // GPT-Neo does not scale scores by 1/√hd: the factor goes into q_proj.
+                let hd = c / layer.attention.heads() as usize;
+                let scale = 1.0 / (hd as f32).sqrt();
+                let rows = |r0: usize| qkv.data[r0 * c..(r0 + c) * c].to_vec();
+                let q: Vec<f32> = rows(0).iter().map(|x| x * scale).collect();
+                let a = format!("{p}.attn.attention");
+                out.push((format!("{a}.q_proj.weight"), vec![c, c], q));
+                out.push((format!("{a}.k_proj.weight"), vec![c, c], rows(c)));
+                out.push((format!("{a}.v_proj.weight"), vec![c, c], rows(2 * c)));
+                out.push((
+                    format!("{a}.out_proj.weight"),
+                    vec![c, c],
+                    proj.data.clone(),
+                ));
+                out.push((format!("{a}.out_proj.bias"), vec![c], vec![0.0; c]));
+                out.push((format!("{p}.mlp.c_fc.weight"), vec![h, c], fc.data.clone()));
+                out.push((
+                    format!("{p}.mlp.c_proj.weight"),
+                    vec![c, h],
+                    mp.data.clone(),
+                ));
+            }
+            HfFamily::GptBigCode => {
+                out.push((
+                    format!("{p}.attn.c_attn.weight"),
+                    vec![width, c],
+                    qkv.data.clone(),
+                ));
+                out.push((
+                    format!("{p}.attn.c_attn.bias"),
+                    vec![width],
+                    vec![0.0; width],
+                ));
+                out.push((
+                    format!("{p}.attn.c_proj.weight"),
+                    vec![c, c],
+                    proj.data.clone(),
+                ));
+                out.push((format!("{p}.attn.c_proj.bias"), vec![c], vec![0.0; c]));
+                out.push((format!("{p}.mlp.c_fc.weight"), vec![h, c], fc.data.clone()));
+                out.push((
+                    format!("{p}.mlp.c_proj.weight"),
+                    vec![c, h],
+                    mp.data.clone(),
+                ));
+            }
+        }
+        out.push((format!("{p}.mlp.c_fc.bias"), vec![h], fc_b.data.clone()));
+        out.push((format!("{p}.mlp.c_proj.bias"), vec![c], mp_b.data.clone()));
+    }
+    Ok(out)
+}
+
+fn hf_config(f: &HfFamily, e: &Export) -> Value {
+    let a = e.arch;
+    let l0 = &a.layers[0];
+    let act = l0.ffn.activation.name();
+    let heads = l0.attention.heads();
+    // Token ids beyond the vocabulary (the library defaults) would break generation.
+    let bos = match e.vocab {
+        Vocab::Pixels { levels } => Value::from(*levels),
+        _ => Value::Null,
+    };
+    let mut cfg = match f {
+        HfFamily::Gpt2 => json!({
+            "model_type": "gpt2",
+            "architectures": ["GPT2LMHeadModel"],
+            "vocab_size": a.vocab_size,
+            "n_positions": a.context,
+            "n_embd": a.d_model,
+            "n_layer": a.depth(),
+            "n_head": heads,
+            "n_inner": l0.ffn.hidden,
+            "activation_function": act,
+            "layer_norm_epsilon": 1e-5,
+            "resid_pdrop": 0.0,
+            "embd_pdrop": 0.0,
+            "attn_pdrop": 0.0,
+            "scale_attn_weights": true,
+            "scale_attn_by_inverse_layer_idx": false,
+            "reorder_and_upcast_attn": false,
+        }),
+        HfFamily::GptNeo { window, local } => {
+            // Runs of equal layer kinds, as GPT-Neo's attention_types lists them.
+            let mut types: Vec<Value> = Vec::new();
+            let mut i = 0;
+            while i < local.len() {
+                let j = (i..local.len())
+                    .find(|&j| local[j] != local[i])
+                    .unwrap_or(local.len());
+                let kind = if local[i] { "local" } else { "global" };
+                types.push(json!([[kind], j - i]));
+                i = j;
+            }
+            json!({
+                "model_type": "gpt_neo",
+                "architectures": ["GPTNeoForCausalLM"],
+                "vocab_size": a.vocab_size,
+                "max_position_embeddings": a.context,
+                "hidden_size": a.d_model,
+                "num_layers": a.depth(),
+                "num_heads": heads,
+                "attention_types": types,
+                "window_size": window,
+                "intermediate_size": l0.ffn.hidden,
+                "activation_function": act,
+                "layer_norm_epsilon": 1e-5,
+                "embed_dropout": 0.0,
+                "attention_dropout": 0.0,
+                "resid_dropout": 0.0,
+            })
+        }
+        HfFamily::GptBigCode => json!({
+            "model_type": "gpt_bigcode",
+            "architectures": ["GPTBigCodeForCausalLM"],
+            "vocab_size": a.vocab_size,
+            "n_positions": a.context,
+            "n_embd": a.d_model,
+            "n_layer": a.depth(),
+            "n_head": heads,
+            "n_inner": l0.ffn.hidden,
+            "activation_function": act,
+            "layer_norm_epsilon": 1e-5,
+            "resid_pdrop": 0.0,
+            "embd_pdrop": 0.0,
+            "attn_pdrop": 0.0,
+            "multi_query": true,
+            "scale_attn_weights": true,
+            "attention_softmax_in_fp32": true,
+            "scale_attention_softmax_in_fp32": false,
+        }),
+    };
+    let o = cfg.as_object_mut().expect("an object");
+    o.insert("tie_word_embeddings".into(), a.tie_embeddings.into());
+    o.insert("dtype".into(), "float32".into());
+    o.insert("torch_dtype".into(), "float32".into());
+    o.insert("use_cache".into(), true.into());
+    o.insert("bos_token_id".into(), bos.clone());
+    o.insert("eos_token_id".into(), bos);
+    o.insert("pad_token_id".into(), Value::Null);
+    o.insert(
+        "genas".into(),
+        json!({"architecture_id": a.id(), "architecture": a.summary()}),
+    );
+    cfg
+}
+
+fn vocab_json(v: &Vocab) -> Value {
+    match v {
+        Vocab::Chars(chars) => json!({
+            "kind": "chars",
+            "tokens": chars.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+        }),
+        Vocab::Bytes => json!({"kind": "bytes", "tokens": 256}),
+        Vocab::Pixels { levels } => json!({
+            "kind": "pixels",
+            "levels": levels,
+            "begin_of_image": levels,
+            "meaning": "token k < levels is gray level k (0 black, levels - 1 white); token `levels` begins an image, whose pixels follow row by row",
+        }),
+    }
+}
+
+/// GPT-2's reversible map from bytes to printable characters (`bytes_to_unicode`): printable
+/// Latin-1 bytes stand for themselves, the others for U+0100 onwards in byte order.
+fn byte_level_char(b: u8) -> char {
+    let printable = |x: u8| (b'!'..=b'~').contains(&x) || (0xA1..=0xAC).contains(&x) || x >= 0xAE;
+    if printable(b) {
+        return char::from(b);
+    }
+    let n = (0..b).filter(|&x| !printable(x)).count() as u32;
+    char::from_u32(256 + n).expect("a valid code point")
+}
+
+/// A `tokenizers` tokenizer that maps text to genas's tokens: a BPE model without merges
+/// over single characters (or GPT-2 byte-level characters), so every character (byte) is
+/// one token.
+fn tokenizer_json(v: &Vocab) -> Option<Value> {
+    let (vocab, pre, decoder): (serde_json::Map<String, Value>, Value, Value) = match v {
+        Vocab::Chars(chars) => (
+            chars
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.to_string(), Value::from(i)))
+                .collect(),
+            Value::Null,
+            json!({"type": "Fuse"}),
+        ),
+        Vocab::Bytes => (
+            (0..=255u8)
+                .map(|b| (byte_level_char(b).to_string(), Value::from(b)))
+                .collect(),
+            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}),
+            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}),
+        ),
+        Vocab::Pixels { .. } => return None,
+    };
+    Some(json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [],
+        "normalizer": null,
+        "pre_tokenizer": pre,
+        "post_processor": null,
+        "decoder": decoder,
+        "model": {
+            "type": "BPE",
+            "dropout": null,
+            "unk_token": null,
+            "continuing_subword_prefix": null,
+            "end_of_word_suffix": null,
+            "fuse_unk": false,
+            "byte_fallback": false,
+            "ignore_merges": false,
+            "vocab": vocab,
+            "merges": [],
+        },
+    }))
+}
+
+fn check_json(format: Format, e: &Export) -> Value {
+    let v = e.arch.vocab_size as usize;
+    let mut rows = e.check.logits.chunks_exact(v);
+    let logits: Vec<Vec<Vec<f64>>> = e
+        .check
+        .tokens
+        .iter()
+        .map(|seq| {
+            seq.iter()
+                .map(|_| rows.next().expect("sizes checked").to_vec())
+                .collect()
+        })
+        .collect();
+    let mut check = json!({
+        "format": format.name(),
+        "architecture_id": e.arch.id(),
+        "tolerance": CHECK_TOLERANCE,
+        "tokens": e.check.tokens,
+        "logits": logits,
+    });
+    if let (Some((text, tokens)), true) = (e.text, format == Format::Hf) {
+        check["text"] = text.into();
+        check["text_tokens"] = json!(tokens);
+    }
+    check
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use genas_space::Layer;
+
+    fn layer(attention: Attention, hidden: u32) -> Layer {
+        Layer::new(attention, hidden, Activation::Gelu, None, Sparsity::Dense)
+    }
+
+    fn arch(layers: Vec<Layer>) -> Architecture {
+        Architecture {
+            vocab_size: 10,
+            context: 8,
+            d_model: 8,
+            tie_embeddings: true,
+            share_layers: 1,
+            layers,
+        }
+    }
+
+    #[test]
+    fn families_follow_the_attention_kinds() {
+        let full = Attention::Full { heads: 2 };
+        let local = Attention::Sliding {
+            heads: 2,
+            window: 4,
+        };
+        let mq = Attention::Grouped {
+            heads: 2,
+            kv_heads: 1,
+        };
+        assert_eq!(
+            hf_family(&arch(vec![layer(full.clone(), 16); 2])).unwrap(),
+            HfFamily::Gpt2
+        );
+        assert_eq!(
+            hf_family(&arch(vec![layer(mq.clone(), 16); 2])).unwrap(),
+            HfFamily::GptBigCode
+        );
+        assert_eq!(
+            hf_family(&arch(vec![
+                layer(full.clone(), 16),
+                layer(local.clone(), 16),
+                layer(local.clone(), 16)
+            ]))
+            .unwrap(),
+            HfFamily::GptNeo {
+                window: 4,
+                local: vec![false, true, true]
+            }
+        );
+    }
+
+    #[test]
+    fn what_has_no_family_is_named() {
+        let full = Attention::Full { heads: 2 };
+        let cases: Vec<(Architecture, &str)> = vec![
+            (
+                arch(vec![
+                    layer(full.clone(), 16),
+                    layer(Attention::Linear { heads: 2 }, 16),
+                ]),
+                "layer 1's linear attention",
+            ),
+            (
+                arch(vec![layer(Attention::None, 16)]),
+                "layer 0's attention \"none\"",
+            ),
+            (
+                arch(vec![layer(full.clone(), 16), layer(full.clone(), 24)]),
+                "per-layer FFN widths",
+            ),
+            (
+                arch(vec![
+                    layer(full.clone(), 16),
+                    layer(
+                        Attention::Grouped {
+                            heads: 2,
+                            kv_heads: 1,
+                        },
+                        16,
+                    ),
+                ]),
+                "a mix of full and grouped attention",
+            ),
+            (
+                arch(vec![Layer::new(
+                    full.clone(),
+                    16,
+                    Activation::Swiglu,
+                    None,
+                    Sparsity::Dense,
+                )]),
+                "swiglu",
+            ),
+            (
+                arch(vec![Layer::new(
+                    full.clone(),
+                    16,
+                    Activation::Gelu,
+                    Some(2),
+                    Sparsity::Dense,
+                )]),
+                "low-rank FFN (rank 2)",
+            ),
+            (
+                Architecture {
+                    share_layers: 2,
+                    ..arch(vec![layer(full.clone(), 16); 2])
+                },
+                "cross-layer sharing",
+            ),
+        ];
+        for (a, needle) in cases {
+            let err = hf_family(&a).unwrap_err().to_string();
+            assert!(
+                err.contains(needle) && err.contains("--format pytorch"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn byte_level_characters_are_gpt2s() {
+        // Known values of GPT-2's bytes_to_unicode: space → Ġ, newline → Ċ, 'a' → 'a'.
+        assert_eq!(byte_level_char(b' '), 'Ġ');
+        assert_eq!(byte_level_char(b'\n'), 'Ċ');
+        assert_eq!(byte_level_char(b'a'), 'a');
+        assert_eq!(byte_level_char(0), 'Ā');
+        let all: std::collections::BTreeSet<char> = (0..=255u8).map(byte_level_char).collect();
+        assert_eq!(all.len(), 256);
+    }
+
+    #[test]
+    fn gpt2_matrices_are_transposed() {
+        let m: Vec<f32> = (0..6).map(|x| x as f32).collect();
+        // (2, 3) → (3, 2)
+        assert_eq!(transpose(&m, 2, 3), vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+    }
+}
