@@ -743,15 +743,8 @@ fn finish_search(
     if as_json {
         json(&r)
     } else {
-        let mut out = genas_search::run::render_report(&r)
-            + &format!("\nplot written to {}\n", plot.display());
-        if r.status == "finished" && !r.front.is_empty() {
-            out += &format!(
-                "next: genas distill {0} --front, then genas export {0} {1} --format pytorch --out DIR\n",
-                r.run, r.front[0].id
-            );
-        }
-        Ok(out)
+        Ok(genas_search::run::render_report(&r)
+            + &format!("\nplot written to {}\n", plot.display()))
     }
 }
 

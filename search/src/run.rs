@@ -311,6 +311,9 @@ pub struct FrontRow {
     pub val_bits: f64,
     pub kl_to_teacher: f64,
     pub agreement: f64,
+    /// After `genas distill`: validation bits and KL to the teacher of the final weights.
+    pub final_bits: Option<f64>,
+    pub final_kl_to_teacher: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -380,6 +383,8 @@ pub fn report(archive: &Archive, id: &str) -> Result<SearchReport> {
         .filter_map(|fid| {
             let c = cands.get(fid)?;
             let e = c.rungs.last()?.result.eval?;
+            let distilled = archive.distilled(id, fid).ok().flatten();
+            let field = |k: &str| distilled.as_ref().and_then(|d| d[k].as_f64());
             Some(FrontRow {
                 id: c.id.clone(),
                 architecture: c.architecture.summary(),
@@ -391,6 +396,8 @@ pub fn report(archive: &Archive, id: &str) -> Result<SearchReport> {
                 val_bits: e.val_ce / ln2,
                 kl_to_teacher: e.kl_to_teacher,
                 agreement: e.agreement,
+                final_bits: field("val_bits"),
+                final_kl_to_teacher: field("kl_to_teacher"),
             })
         })
         .collect();
@@ -460,15 +467,29 @@ pub fn render_report(r: &SearchReport) -> String {
         "hypervolume {:.4} (objectives {:?}, normalised by the reference point)\n",
         r.hypervolume, r.objectives
     );
+    // Final-distillation columns once any member has been through genas distill.
+    let finals = r.front.iter().any(|f| f.final_bits.is_some());
     let _ = writeln!(
         out,
-        "{:<17} {:>9} {:>9} {:>12} {:>9} {:>10} {:>8}  architecture",
-        "Pareto front", "params", "non-zero", "FLOPs/token", "ms/token", r.bits_unit, "KL",
+        "{:<17} {:>9} {:>9} {:>12} {:>9} {:>10} {:>8}{}  architecture",
+        "Pareto front",
+        "params",
+        "non-zero",
+        "FLOPs/token",
+        "ms/token",
+        r.bits_unit,
+        "KL",
+        if finals {
+            format!(" {:>10} {:>8}", "final bits", "final KL")
+        } else {
+            String::new()
+        }
     );
+    let opt = |x: Option<f64>, w: usize| x.map_or(format!("{:>w$}", "-"), |v| format!("{v:>w$.4}"));
     for f in &r.front {
         let _ = writeln!(
             out,
-            "{:<17} {:>9} {:>9} {:>12} {:>9} {:>10.4} {:>8.4}  {}",
+            "{:<17} {:>9} {:>9} {:>12} {:>9} {:>10.4} {:>8.4}{}  {}",
             f.id,
             crate::format::thousands(f.params),
             crate::format::thousands(f.nonzero_params),
@@ -476,7 +497,23 @@ pub fn render_report(r: &SearchReport) -> String {
             f.ms_per_token.map_or("-".into(), |m| format!("{m:.3}")),
             f.val_bits,
             f.kl_to_teacher,
+            if finals {
+                format!(
+                    " {} {}",
+                    opt(f.final_bits, 10),
+                    opt(f.final_kl_to_teacher, 8)
+                )
+            } else {
+                String::new()
+            },
             f.architecture
+        );
+    }
+    if !finals && !r.front.is_empty() {
+        let _ = writeln!(
+            out,
+            "({} and KL after the search's brief distillation. Next: genas distill {} --front for the final one, then genas export {} ID --format pytorch|hf|json --out DIR)",
+            r.bits_unit, r.run, r.run
         );
     }
     out

@@ -465,34 +465,29 @@ fn hf_tensors(f: &HfFamily, e: &Export) -> Result<Vec<Named>, ExportError> {
         let h = layer.ffn.hidden as usize;
         let width = qkv.shape[0];
         match f {
-            HfFamily::Gpt2 => {
-                // Conv1D stores (in, out).
-                out.push((
-                    format!("{p}.attn.c_attn.weight"),
-                    vec![c, width],
-                    transpose(&qkv.data, width, c),
-                ));
+            HfFamily::Gpt2 | HfFamily::GptBigCode => {
+                // GPT-2's Conv1D stores (in, out); GPTBigCode's nn.Linear (out, in) as genas.
+                let conv1d = *f == HfFamily::Gpt2;
+                for (name, t, rows, cols) in [
+                    ("attn.c_attn", qkv, width, c),
+                    ("attn.c_proj", proj, c, c),
+                    ("mlp.c_fc", fc, h, c),
+                    ("mlp.c_proj", mp, c, h),
+                ] {
+                    let name = format!("{p}.{name}.weight");
+                    out.push(if conv1d {
+                        (name, vec![cols, rows], transpose(&t.data, rows, cols))
+                    } else {
+                        (name, vec![rows, cols], t.data.clone())
+                    });
+                }
+                // genas's attention projections have no biases.
                 out.push((
                     format!("{p}.attn.c_attn.bias"),
                     vec![width],
                     vec![0.0; width],
                 ));
-                out.push((
-                    format!("{p}.attn.c_proj.weight"),
-                    vec![c, c],
-                    transpose(&proj.data, c, c),
-                ));
                 out.push((format!("{p}.attn.c_proj.bias"), vec![c], vec![0.0; c]));
-                out.push((
-                    format!("{p}.mlp.c_fc.weight"),
-                    vec![c, h],
-                    transpose(&fc.data, h, c),
-                ));
-                out.push((
-                    format!("{p}.mlp.c_proj.weight"),
-                    vec![h, c],
-                    transpose(&mp.data, c, h),
-                ));
             }
             HfFamily::GptNeo { .. } => {
                 // GPT-Neo does not scale scores by 1/√hd: the factor goes into q_proj.
@@ -517,30 +512,6 @@ fn hf_tensors(f: &HfFamily, e: &Export) -> Result<Vec<Named>, ExportError> {
                     mp.data.clone(),
                 ));
             }
-            HfFamily::GptBigCode => {
-                out.push((
-                    format!("{p}.attn.c_attn.weight"),
-                    vec![width, c],
-                    qkv.data.clone(),
-                ));
-                out.push((
-                    format!("{p}.attn.c_attn.bias"),
-                    vec![width],
-                    vec![0.0; width],
-                ));
-                out.push((
-                    format!("{p}.attn.c_proj.weight"),
-                    vec![c, c],
-                    proj.data.clone(),
-                ));
-                out.push((format!("{p}.attn.c_proj.bias"), vec![c], vec![0.0; c]));
-                out.push((format!("{p}.mlp.c_fc.weight"), vec![h, c], fc.data.clone()));
-                out.push((
-                    format!("{p}.mlp.c_proj.weight"),
-                    vec![c, h],
-                    mp.data.clone(),
-                ));
-            }
         }
         out.push((format!("{p}.mlp.c_fc.bias"), vec![h], fc_b.data.clone()));
         out.push((format!("{p}.mlp.c_proj.bias"), vec![c], mp_b.data.clone()));
@@ -558,10 +529,10 @@ fn hf_config(f: &HfFamily, e: &Export) -> Value {
         Vocab::Pixels { levels } => Value::from(*levels),
         _ => Value::Null,
     };
-    let mut cfg = match f {
-        HfFamily::Gpt2 => json!({
-            "model_type": "gpt2",
-            "architectures": ["GPT2LMHeadModel"],
+    let gpt2_keys = |model_type: &str, class: &str| {
+        json!({
+            "model_type": model_type,
+            "architectures": [class],
             "vocab_size": a.vocab_size,
             "n_positions": a.context,
             "n_embd": a.d_model,
@@ -574,9 +545,22 @@ fn hf_config(f: &HfFamily, e: &Export) -> Value {
             "embd_pdrop": 0.0,
             "attn_pdrop": 0.0,
             "scale_attn_weights": true,
-            "scale_attn_by_inverse_layer_idx": false,
-            "reorder_and_upcast_attn": false,
-        }),
+        })
+    };
+    let mut cfg = match f {
+        HfFamily::Gpt2 => {
+            let mut c = gpt2_keys("gpt2", f.class());
+            c["scale_attn_by_inverse_layer_idx"] = false.into();
+            c["reorder_and_upcast_attn"] = false.into();
+            c
+        }
+        HfFamily::GptBigCode => {
+            let mut c = gpt2_keys("gpt_bigcode", f.class());
+            c["multi_query"] = true.into();
+            c["attention_softmax_in_fp32"] = true.into();
+            c["scale_attention_softmax_in_fp32"] = false.into();
+            c
+        }
         HfFamily::GptNeo { window, local } => {
             // Runs of equal layer kinds, as GPT-Neo's attention_types lists them.
             let mut types: Vec<Value> = Vec::new();
@@ -607,25 +591,6 @@ fn hf_config(f: &HfFamily, e: &Export) -> Value {
                 "resid_dropout": 0.0,
             })
         }
-        HfFamily::GptBigCode => json!({
-            "model_type": "gpt_bigcode",
-            "architectures": ["GPTBigCodeForCausalLM"],
-            "vocab_size": a.vocab_size,
-            "n_positions": a.context,
-            "n_embd": a.d_model,
-            "n_layer": a.depth(),
-            "n_head": heads,
-            "n_inner": l0.ffn.hidden,
-            "activation_function": act,
-            "layer_norm_epsilon": 1e-5,
-            "resid_pdrop": 0.0,
-            "embd_pdrop": 0.0,
-            "attn_pdrop": 0.0,
-            "multi_query": true,
-            "scale_attn_weights": true,
-            "attention_softmax_in_fp32": true,
-            "scale_attention_softmax_in_fp32": false,
-        }),
     };
     let o = cfg.as_object_mut().expect("an object");
     o.insert("tie_word_embeddings".into(), a.tie_embeddings.into());
