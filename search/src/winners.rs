@@ -129,6 +129,9 @@ impl RunAccess {
 pub struct DistilledRecord {
     pub candidate: String,
     pub architecture: String,
+    /// Steps asked for (`steps` is fewer when it stopped early).
+    #[serde(default)]
+    pub requested_steps: u32,
     pub steps: u32,
     pub best_step: u32,
     pub stopped_early: bool,
@@ -228,7 +231,7 @@ pub fn distill(
         if let Some(done) = access.archive.distilled(run, id)? {
             let mut rec: DistilledRecord = serde_json::from_value(done)
                 .with_context(|| format!("run {run}: unreadable distillation of {id}"))?;
-            if rec.steps == steps || (rec.stopped_early && rec.steps < steps) {
+            if rec.requested_steps == steps {
                 say(&format!(
                     "{id} was already distilled for {steps} steps ({:.4} {}); nothing to do",
                     rec.val_bits, rec.bits_unit
@@ -283,6 +286,7 @@ pub fn distill(
         let rec = DistilledRecord {
             candidate: id.clone(),
             architecture: cand.architecture.summary(),
+            requested_steps: steps,
             steps: r.result.steps,
             best_step: r.best_step,
             stopped_early: r.stopped_early,

@@ -289,6 +289,19 @@ screen_keep = 0.5
         ],
         "not in the vocabulary",
     );
+    // Another step count is another distillation, not the stored one.
+    let redo = ok_json(&genas(&[
+        "distill",
+        "r1",
+        id,
+        "--steps",
+        "300",
+        "--archive",
+        arch,
+        "--json",
+    ]));
+    assert_eq!(redo[0]["reused"], false, "{redo}");
+    assert_eq!(redo[0]["requested_steps"], 300);
 }
 
 #[test]
