@@ -269,27 +269,24 @@ pub fn export(format: Format, e: &Export, dir: &Path) -> Result<Written, ExportE
         pretty(&vocab_json(e.vocab)).as_bytes(),
         &mut w,
     )?;
+    // genas's names (with masks) for json and pytorch, the family's for hf.
+    let tensors = match &family {
+        None => genas_tensors(e.tensors),
+        Some(f) => hf_tensors(f, e)?,
+    };
+    put(
+        dir,
+        "model.safetensors",
+        &safetensors_bytes(&tensors)?,
+        &mut w,
+    )?;
     match &family {
         None => {
-            let tensors = genas_tensors(e.tensors);
-            put(
-                dir,
-                "model.safetensors",
-                &safetensors_bytes(&tensors)?,
-                &mut w,
-            )?;
             if format == Format::Pytorch {
                 put(dir, "model.py", MODEL_PY.as_bytes(), &mut w)?;
             }
         }
         Some(f) => {
-            let tensors = hf_tensors(f, e)?;
-            put(
-                dir,
-                "model.safetensors",
-                &safetensors_bytes(&tensors)?,
-                &mut w,
-            )?;
             put(
                 dir,
                 "config.json",
