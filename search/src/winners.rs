@@ -263,14 +263,25 @@ pub fn distill(
             cand.architecture.summary()
         ));
         let label = format!("distill {id}");
-        let result = full_distill(&mut model, t, &l.data, targets, &cfg, &mut store, |s, _| {
+        let on_step = |s: u32, _: f64| {
             progress(&label, s as usize + 1, steps as usize);
             if stop.load(Ordering::SeqCst) {
                 ControlFlow::Break(())
             } else {
                 ControlFlow::Continue(())
             }
-        });
+        };
+        let mut result = full_distill(&mut model, t, &l.data, targets, &cfg, &mut store, on_step);
+        if let Err(DistillError::Foreign(what)) = &result {
+            // An unfinished distillation with other settings (another --steps): this request
+            // replaces it.
+            say(&format!(
+                "{id}: dropping the checkpoint of an unfinished distillation ({what}) and starting over"
+            ));
+            access.archive.remove_checkpoint(run, id)?;
+            model = access.model(cand, Weights::Init, o.threads)?;
+            result = full_distill(&mut model, t, &l.data, targets, &cfg, &mut store, on_step);
+        }
         let r: FullResult = match result {
             Ok(r) => r,
             Err(DistillError::Stopped(step)) => bail!(

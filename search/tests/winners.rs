@@ -289,6 +289,26 @@ screen_keep = 0.5
         ],
         "not in the vocabulary",
     );
+    // An unfinished distillation for other settings is replaced by a new request.
+    let other = &undistilled;
+    let long = ["distill", "r1", other, "--steps", STEPS, "--archive", arch];
+    let checkpointed = (1..=8u32).any(|k| {
+        run_and_kill(&long, Some("distilling"), per_member * k / 6);
+        let archive = genas_store::Archive::open_existing(&a).unwrap();
+        archive.checkpoint("r1", other).unwrap().is_some()
+    });
+    assert!(checkpointed, "no checkpoint after 8 kills");
+    let o = genas(&["distill", "r1", other, "--steps", "200", "--archive", arch]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("dropping the checkpoint"), "{err}");
+    let archive = genas_store::Archive::open_existing(&a).unwrap();
+    assert!(archive.checkpoint("r1", other).unwrap().is_none());
+    assert_eq!(
+        archive.distilled("r1", other).unwrap().unwrap()["steps"],
+        200
+    );
+    drop(archive);
     // Another step count is another distillation, not the stored one.
     let redo = ok_json(&genas(&[
         "distill",

@@ -612,6 +612,17 @@ impl Archive {
             .map_err(|e| self.sled_error("read a distillation checkpoint", e))
     }
 
+    /// Drops the checkpoint of candidate `candidate`'s final distillation in run `run` (one for
+    /// other settings, when a new distillation replaces it) and flushes.
+    pub fn remove_checkpoint(&self, run: &str, candidate: &str) -> Result<(), StoreError> {
+        self.check_key("run", run)?;
+        self.check_key("candidate", candidate)?;
+        self.run_checkpoints
+            .remove(run_entry_key(run, candidate.as_bytes()))
+            .map_err(|e| self.sled_error("remove a distillation checkpoint", e))?;
+        self.flush()
+    }
+
     /// Records the finished final distillation of candidate `candidate` in run `run`: its
     /// record and its weights, and removes its checkpoint, in one transaction, then flushes.
     pub fn put_distilled(
