@@ -81,11 +81,20 @@ pub fn pareto_svg(r: &SearchReport, cands: &BTreeMap<String, CandidateRecord>) -
     axis(
         &mut out,
         0.0,
-        &format!(
-            "run {} — Pareto front ({} candidates at the top rung)",
-            r.run,
-            pts.len()
-        ),
+        &if r.objectives.len() > 2 {
+            format!(
+                "run {} — {}-objective front by params ({} at the top rung)",
+                r.run,
+                r.objectives.len(),
+                pts.len()
+            )
+        } else {
+            format!(
+                "run {} — Pareto front ({} candidates at the top rung)",
+                r.run,
+                pts.len()
+            )
+        },
         "parameters (log scale)",
         &format!("validation {}", r.bits_unit),
     );
