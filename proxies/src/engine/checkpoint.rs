@@ -3,8 +3,8 @@
 
 use crate::engine::backend::Backend;
 use crate::engine::model::Model;
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use std::collections::HashMap;
+use safetensors::tensor::{Dtype, SafeTensors};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,37 +18,52 @@ pub enum CheckpointError {
 }
 
 /// Every parameter of `model` as a safetensors file image; `metadata` is stored beside the
-/// architecture.
+/// architecture. The same weights and metadata always give the same bytes: the header is
+/// written in sorted order (the safetensors crate writes its metadata map in hash order, which
+/// changes from one process to the next).
 pub fn to_bytes<B: Backend>(
     model: &Model<B>,
     metadata: &[(&str, String)],
 ) -> Result<Vec<u8>, String> {
-    let bytes: Vec<Vec<u8>> = (0..model.params.len())
-        .map(|i| {
-            model
-                .weights(i)
-                .iter()
-                .flat_map(|&x| (x as f32).to_le_bytes())
-                .collect()
-        })
-        .collect();
-    let views: Vec<(String, TensorView)> = model
-        .params
-        .iter()
-        .zip(&bytes)
-        .map(|(p, b)| {
-            (
-                p.name.clone(),
-                TensorView::new(Dtype::F32, p.shape.clone(), b).expect("sizes agree"),
-            )
-        })
-        .collect();
-    let mut meta: HashMap<String, String> = metadata
+    let mut meta: BTreeMap<String, String> = metadata
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
     meta.insert("genas.architecture".into(), model.arch.canonical_json());
-    safetensors::serialize(views, Some(meta)).map_err(|e| e.to_string())
+    let mut header = serde_json::Map::new();
+    header.insert(
+        "__metadata__".into(),
+        serde_json::to_value(&meta).map_err(|e| e.to_string())?,
+    );
+    // Tensors in name order, the data laid out in the same order.
+    let mut order: Vec<usize> = (0..model.params.len()).collect();
+    order.sort_by(|&a, &b| model.params[a].name.cmp(&model.params[b].name));
+    let mut data: Vec<u8> = Vec::new();
+    for &i in &order {
+        let p = &model.params[i];
+        let begin = data.len();
+        data.extend(
+            model
+                .weights(i)
+                .iter()
+                .flat_map(|&x| (x as f32).to_le_bytes()),
+        );
+        header.insert(
+            p.name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": p.shape, "data_offsets": [begin, data.len()]}),
+        );
+    }
+    // serde_json's map keeps keys sorted, so the header text is fixed.
+    let mut text = serde_json::to_string(&header)
+        .map_err(|e| e.to_string())?
+        .into_bytes();
+    // The format pads the header with spaces to a multiple of 8 bytes.
+    text.resize(text.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + data.len());
+    out.extend((text.len() as u64).to_le_bytes());
+    out.extend(text);
+    out.extend(data);
+    Ok(out)
 }
 
 /// Writes every parameter of `model`; `metadata` is stored beside the architecture.
@@ -122,4 +137,61 @@ pub fn from_bytes<B: Backend>(
         model.set_weights(i, &host);
     }
     Ok(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Cpu;
+    use genas_space::{Activation, Architecture, Attention, Layer, Sparsity};
+
+    fn model(seed: u64) -> Model<Cpu<f32>> {
+        let arch = Architecture {
+            vocab_size: 11,
+            context: 8,
+            d_model: 8,
+            tie_embeddings: false,
+            share_layers: 1,
+            layers: vec![Layer::new(
+                Attention::Full { heads: 2 },
+                16,
+                Activation::Gelu,
+                None,
+                Sparsity::Dense,
+            )],
+        };
+        Model::new(&arch, Cpu::new(1), seed)
+    }
+
+    #[test]
+    fn weights_round_trip_through_bytes_that_do_not_depend_on_hash_order() {
+        let a = model(1);
+        let meta = [
+            ("genas.run", "r1".to_string()),
+            ("genas.candidate", "c".to_string()),
+        ];
+        let bytes = to_bytes(&a, &meta).unwrap();
+        // Fresh hash maps are seeded differently each time; the bytes must not care.
+        for _ in 0..8 {
+            assert!(to_bytes(&a, &meta).unwrap() == bytes);
+        }
+        // The safetensors crate reads it, with the header padded to 8 bytes.
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        assert_eq!(n % 8, 0);
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(st.len(), a.params.len());
+        let mut b = model(2);
+        let got = from_bytes(&mut b, &bytes, "test").unwrap();
+        assert_eq!(got["genas.run"], "r1");
+        assert_eq!(got["genas.architecture"], a.arch.canonical_json());
+        for i in 0..a.params.len() {
+            let (wa, wb) = (a.weights(i), b.weights(i));
+            assert!(wa.iter().zip(&wb).all(|(x, y)| (*x as f32) == (*y as f32)));
+        }
+        assert_ne!(
+            a.weights(0),
+            model(2).weights(0),
+            "seeds give different weights"
+        );
+    }
 }
