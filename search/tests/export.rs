@@ -124,6 +124,7 @@ fn exports_reproduce_genas_logits_in_pytorch_and_transformers() {
     let full = |h| Attention::Full { heads: h };
     let dense = Sparsity::Dense;
     let half = Sparsity::Unstructured(Fraction(0.5));
+    let mq = |heads| Attention::Grouped { heads, kv_heads: 1 };
     let cases = [
         Case {
             name: "every-kind",
@@ -169,30 +170,12 @@ fn exports_reproduce_genas_logits_in_pytorch_and_transformers() {
                 16,
                 true,
                 2,
-                vec![
-                    layer(
-                        Attention::Grouped {
-                            heads: 4,
-                            kv_heads: 1,
-                        },
-                        32,
-                        Swiglu,
-                        None,
-                        Sparsity::TwoFour,
-                    ),
-                    layer(
-                        Attention::Grouped {
-                            heads: 4,
-                            kv_heads: 1,
-                        },
-                        32,
-                        Swiglu,
-                        None,
-                        Sparsity::TwoFour,
-                    ),
-                    layer(Attention::Linear { heads: 4 }, 24, Gelu, Some(8), half),
-                    layer(Attention::Linear { heads: 4 }, 24, Gelu, Some(8), half),
-                ],
+                // Sharing groups of 2: each group's two layers are the same genes.
+                [
+                    vec![layer(mq(4), 32, Swiglu, None, Sparsity::TwoFour); 2],
+                    vec![layer(Attention::Linear { heads: 4 }, 24, Gelu, Some(8), half); 2],
+                ]
+                .concat(),
             ),
             hf_class: None,
         },
@@ -286,19 +269,7 @@ fn exports_reproduce_genas_logits_in_pytorch_and_transformers() {
                 16,
                 false,
                 1,
-                vec![
-                    layer(
-                        Attention::Grouped {
-                            heads: 4,
-                            kv_heads: 1
-                        },
-                        32,
-                        Relu,
-                        None,
-                        dense
-                    );
-                    2
-                ],
+                vec![layer(mq(4), 32, Relu, None, dense); 2],
             ),
             hf_class: Some("GPTBigCodeForCausalLM"),
         },

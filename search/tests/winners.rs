@@ -51,17 +51,7 @@ rung_steps = [20]
 screen_keep = 0.5
 "#,
     );
-    let a = dir.path().join("a");
-    let plot = dir.path().join("front.svg");
-    let r = ok_json(&genas(&[
-        "search",
-        s(&exp),
-        "--archive",
-        s(&a),
-        "--plot",
-        s(&plot),
-        "--json",
-    ]));
+    let (a, r) = common::search_into(dir.path(), &exp);
     let front: Vec<String> = r["front"]
         .as_array()
         .unwrap()
@@ -366,17 +356,7 @@ screen_keep = 1.0
         ),
     )
     .unwrap();
-    let a = dir.path().join("a");
-    let plot = dir.path().join("front.svg");
-    let r = ok_json(&genas(&[
-        "search",
-        s(&exp),
-        "--archive",
-        s(&a),
-        "--plot",
-        s(&plot),
-        "--json",
-    ]));
+    let (a, r) = common::search_into(dir.path(), &exp);
     let id = r["front"][0]["id"].as_str().unwrap().to_string();
     ok_json(&genas(&[
         "distill",

@@ -98,3 +98,19 @@ pub fn run_and_kill(args: &[&str], ready: Option<&str>, delay: Duration) -> bool
     let _ = child.wait();
     done
 }
+
+/// `genas search EXP --json` into the archive `dir/a` (plot in `dir`): the archive and the report.
+pub fn search_into(dir: &Path, exp: &Path) -> (PathBuf, Value) {
+    let archive = dir.join("a");
+    let plot = dir.join("front.svg");
+    let r = ok_json(&genas(&[
+        "search",
+        s(exp),
+        "--archive",
+        s(&archive),
+        "--plot",
+        s(&plot),
+        "--json",
+    ]));
+    (archive, r)
+}
