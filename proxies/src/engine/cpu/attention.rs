@@ -2,8 +2,8 @@
 //! each) and sliding-window (each query sees itself and the previous window − 1 positions).
 //!
 //! Shapes: qkv (B, T, C + 2·G·hd) holding q (H·hd = C) | k (G·hd) | v (G·hd) per row;
-//! out (B, T, C); probs (B, H, T, T), the softmax weights cached for backward (entries outside
-//! the causal window are never read). Work is split over the batch, so every task writes its
+//! out (B, T, C); probs (B, H, T, T), the softmax weights cached for backward (only the key spans
+//! of each query tile are written or read: see below). Work is split over the batch, so every task writes its
 //! own rows and results do not depend on the thread count.
 
 use crate::engine::real::Real;
@@ -86,11 +86,9 @@ const ROWS: usize = 8;
 pub struct Scratch<F> {
     /// One head's keys (forward) or values (backward) transposed, (hd, tp).
     kt: Vec<F>,
-    /// Forward: the head's scaled queries, (T, hd).
-    qs: Vec<F>,
     /// A tile's scores (forward) or dP (backward), (ROWS, tp).
     blk: Vec<F>,
-    /// Backward: dS of one head, (T, T).
+    /// Backward: dS of one head, (T, T); only each query tile's key span is written and read.
     ds: Vec<F>,
 }
 
@@ -100,62 +98,60 @@ impl<F: Real> Scratch<F> {
         let tp = round_up(t);
         Scratch {
             kt: vec![F::ZERO; hd * tp],
-            qs: vec![F::ZERO; t * hd],
             blk: vec![F::ZERO; ROWS * tp],
             ds: vec![F::ZERO; t * t],
         }
     }
 }
 
+// Which entries of a probability (or dS) row are written and read. Query tile i0 (rows
+// i0..i0+8) writes, for each of its rows, the tile's key span [a, b) = `span(first_key(i0),
+// last row, ..)`: the causal window of the row plus zeros up to the span's 16-aligned ends.
+// Backward reads rows only inside their tile's span, and columns j0..j0+8 only of the queries
+// i ≥ j0 that can see them, whose spans contain those columns (a ≤ j0 because spans start
+// 16-aligned at or below the window's first key, b ≥ j0 + 8 because i's tile starts at or
+// after j0). Entries outside the spans are never written nor read, so no row is cleared.
+
 simd_dispatch! {
-    /// One batch element: out_b (T, C), probs_b (H, T, T) from qkv_b (T, C + 2·G·hd). Every
-    /// probability row is written in full, zero outside the causal window. Queries go in tiles
-    /// of 8: S = Q·Kᵀ and O = P·V are small register-blocked products over the tile's key span.
+    /// One batch element: out_b (T, C), probs_b (H, T, T) from qkv_b (T, C + 2·G·hd).
+    /// Queries go in tiles of 8: S = Q·Kᵀ and O = P·V are small register-blocked products over
+    /// the tile's key span; the 1/√hd scale is applied inside the exponent.
     fn forward_one<F: Real>(out_b: &mut [F], probs_b: &mut [F], qkv_b: &[F], d: AttnDims, scratch: &mut Scratch<F>) {
         let (t, c, w, hd) = (d.t, d.c(), d.qkv_width(), d.head_dim);
         let tp = round_up(t);
         let scale = F::ONE / F::usize(hd).sqrt();
-        let Scratch { kt, qs, blk: sblk, .. } = scratch;
+        let Scratch { kt, blk: sblk, .. } = scratch;
         for h in 0..d.heads {
             let (ko, vo) = (d.k_offset(h), d.v_offset(h));
             if h % (d.heads / d.kv_heads) == 0 {
                 transpose_head(kt, qkv_b, ko, w, t, tp, hd);
             }
-            for i in 0..t {
-                for (q, &x) in qs[i * hd..(i + 1) * hd].iter_mut().zip(&qkv_b[i * w + h * hd..]) {
-                    *q = x * scale;
-                }
-            }
             for i0 in (0..t).step_by(ROWS) {
                 let rows = ROWS.min(t - i0);
                 let (a, b) = span(d.first_key(i0), i0 + rows - 1, tp);
-                F::small_gemm::<S>(&mut sblk[a..], tp, &qs[i0 * hd..], (hd, 1), &kt[a..], tp, (rows, hd, b - a), false);
+                let bt = b.min(t);
+                F::small_gemm::<S>(&mut sblk[a..], tp, &qkv_b[i0 * w + h * hd..], (w, 1), &kt[a..], tp, (rows, hd, b - a), false);
                 for r in 0..rows {
                     let i = i0 + r;
                     let lo = d.first_key(i);
                     let row = &mut sblk[r * tp..(r + 1) * tp];
-                    let max = F::max_of::<S>(&row[lo..=i]);
+                    let shift = F::max_of::<S>(&row[lo..=i]) * scale;
                     // Fixed 16-lane chunks: the span is a multiple of 16 long, and short plain
                     // loops would not be vectorised.
                     for ch in row[a..b].as_chunks_mut::<LANES>().0 {
                         for x in ch.iter_mut() {
-                            *x = (*x - max).exp_s::<S>();
+                            *x = (*x * scale - shift).exp_s::<S>();
                         }
                     }
                     row[a..lo].fill(F::ZERO);
                     row[i + 1..b].fill(F::ZERO);
                     let inv = F::ONE / F::sum_of::<S>(&row[a..b]);
-                    for ch in row[a..b].as_chunks_mut::<LANES>().0 {
-                        for x in ch.iter_mut() {
-                            *x *= inv;
-                        }
+                    let p = &mut probs_b[(h * t + i) * t + a..(h * t + i) * t + bt];
+                    for (p, &x) in p.iter_mut().zip(&row[a..bt]) {
+                        *p = x * inv;
                     }
-                    let p = &mut probs_b[(h * t + i) * t..(h * t + i + 1) * t];
-                    p.fill(F::ZERO);
-                    p[a..b.min(t)].copy_from_slice(&row[a..b.min(t)]);
                 }
-                // O = P · V over the tile's keys [a, min(b, t)).
-                let k = b.min(t) - a;
+                // O = P · V over the tile's keys [a, bt).
                 F::small_gemm::<S>(
                     &mut out_b[i0 * c + h * hd..],
                     c,
@@ -163,7 +159,7 @@ simd_dispatch! {
                     (t, 1),
                     &qkv_b[a * w + vo..],
                     w,
-                    (rows, k, hd),
+                    (rows, bt - a, hd),
                     false,
                 );
             }
@@ -172,9 +168,9 @@ simd_dispatch! {
 }
 
 simd_dispatch! {
-    /// One batch element: dqkv_b (T, C + 2·G·hd) from dout_b (T, C). Per head, query tiles give
-    /// dP = dO·Vᵀ, dS and dQ = dS·K; key tiles give dV = Pᵀ·dO and dK = dSᵀ·Q, accumulated
-    /// (heads sharing a key/value head add into the same rows).
+    /// One batch element: dqkv_b (T, C + 2·G·hd) from dout_b (T, C), every entry written. Per
+    /// head, query tiles give dP = dO·Vᵀ, dS and dQ = dS·K; key tiles give dV = Pᵀ·dO and
+    /// dK = dSᵀ·Q, written by the first head of a key/value group and added to by the others.
     fn backward_one<F: Real>(
         dqkv_b: &mut [F],
         dout_b: &[F],
@@ -186,11 +182,12 @@ simd_dispatch! {
         let (t, c, w, hd) = (d.t, d.c(), d.qkv_width(), d.head_dim);
         let tp = round_up(t);
         let scale = F::ONE / F::usize(hd).sqrt();
-        dqkv_b.fill(F::ZERO);
+        let group = d.heads / d.kv_heads;
         let Scratch { kt: vt, blk: dpblk, ds, .. } = scratch;
         for h in 0..d.heads {
             let (ko, vo) = (d.k_offset(h), d.v_offset(h));
-            if h % (d.heads / d.kv_heads) == 0 {
+            let first = h % group == 0;
+            if first {
                 transpose_head(vt, qkv_b, vo, w, t, tp, hd);
             }
             let probs_h = &probs_b[h * t * t..(h + 1) * t * t];
@@ -201,15 +198,14 @@ simd_dispatch! {
                 F::small_gemm::<S>(&mut dpblk[a..], tp, &dout_b[i0 * c + h * hd..], (c, 1), &vt[a..], tp, (rows, hd, b - a), false);
                 for r in 0..rows {
                     let i = i0 + r;
-                    let p = &probs_h[i * t..(i + 1) * t];
-                    let dp = &dpblk[r * tp..(r + 1) * tp];
-                    let pdp = F::dot::<S>(&p[a..b], &dp[a..b]);
+                    let p = &probs_h[i * t + a..i * t + b];
+                    let dp = &dpblk[r * tp + a..r * tp + b];
+                    let pdp = F::dot::<S>(p, dp);
                     // dS_ij = P_ij (dP_ij − Σ_k P_ik dP_ik), scaled, in 16-lane chunks.
-                    let row = &mut ds[i * t..(i + 1) * t];
-                    row.fill(F::ZERO);
-                    let (rc, rr) = row[a..b].as_chunks_mut::<LANES>();
-                    let (pc, pr) = p[a..b].as_chunks::<LANES>();
-                    let (dc, dr) = dp[a..b].as_chunks::<LANES>();
+                    let row = &mut ds[i * t + a..i * t + b];
+                    let (rc, rr) = row.as_chunks_mut::<LANES>();
+                    let (pc, pr) = p.as_chunks::<LANES>();
+                    let (dc, dr) = dp.as_chunks::<LANES>();
                     for ((x, pv), dv) in rc.iter_mut().zip(pc).zip(dc) {
                         for l in 0..LANES {
                             x[l] = pv[l] * (dv[l] - pdp) * scale;
@@ -228,8 +224,8 @@ simd_dispatch! {
                 let hi = (j0 + rows - 1).saturating_add(d.window).min(t);
                 let k = hi - j0;
                 // Aᵀ in place: A(r, i) = P[(j0 + i)·t + j0 + r].
-                F::small_gemm::<S>(&mut dqkv_b[j0 * w + vo..], w, &probs_h[j0 * t + j0..], (1, t), &dout_b[j0 * c + h * hd..], c, (rows, k, hd), true);
-                F::small_gemm::<S>(&mut dqkv_b[j0 * w + ko..], w, &ds[j0 * t + j0..], (1, t), &qkv_b[j0 * w + h * hd..], w, (rows, k, hd), true);
+                F::small_gemm::<S>(&mut dqkv_b[j0 * w + vo..], w, &probs_h[j0 * t + j0..], (1, t), &dout_b[j0 * c + h * hd..], c, (rows, k, hd), !first);
+                F::small_gemm::<S>(&mut dqkv_b[j0 * w + ko..], w, &ds[j0 * t + j0..], (1, t), &qkv_b[j0 * w + h * hd..], w, (rows, k, hd), !first);
             }
         }
     }
