@@ -69,6 +69,18 @@ pub trait Real:
     ) {
         crate::engine::simd::small_gemm_scalar(c, sc, a, sa, b, sb, rkn, acc)
     }
+    /// dst[e·ds + j] = src[j·ss + e] for j < rows, e < cols, with `S`'s instructions.
+    #[inline(always)]
+    fn transpose<S: Simd>(
+        dst: &mut [Self],
+        ds: usize,
+        src: &[Self],
+        ss: usize,
+        rows: usize,
+        cols: usize,
+    ) {
+        crate::engine::simd::transpose_scalar(dst, ds, src, ss, rows, cols)
+    }
     /// Σ x with the vector instructions of `S` (order differs from sequential summation).
     #[inline(always)]
     fn sum_of<S: Simd>(x: &[Self]) -> Self {
@@ -142,6 +154,17 @@ impl Real for f32 {
         acc: bool,
     ) {
         S::small_gemm_f32(c, sc, a, sa, b, sb, rkn, acc)
+    }
+    #[inline(always)]
+    fn transpose<S: Simd>(
+        dst: &mut [f32],
+        ds: usize,
+        src: &[f32],
+        ss: usize,
+        rows: usize,
+        cols: usize,
+    ) {
+        S::transpose_f32(dst, ds, src, ss, rows, cols)
     }
     #[inline(always)]
     fn sum_of<S: Simd>(x: &[f32]) -> f32 {

@@ -93,6 +93,8 @@ pub trait Simd: 'static {
     /// a·b + c: one fused instruction where the ISA has it, two roundings otherwise (never a
     /// library call).
     fn fma_f32(a: f32, b: f32, c: f32) -> f32;
+    /// dst[e·ds + j] = src[j·ss + e] for j < rows, e < cols: a (rows × cols) block transposed.
+    fn transpose_f32(dst: &mut [f32], ds: usize, src: &[f32], ss: usize, rows: usize, cols: usize);
     /// A small matrix product C[R×N] (+)= A[R×K] · B[K×N] for R ≤ 8, with
     /// A(r,k) = a[r·sa + k], B(k,n) = b[k·sb + n], C(r,n) = c[r·sc + n]; `acc` adds to C.
     /// Register-blocked (rows × 32 columns of accumulators), for attention's per-head products.
@@ -136,6 +138,23 @@ pub fn small_gemm_scalar<F: Copy + std::ops::Mul<Output = F> + std::ops::AddAssi
     }
 }
 
+/// The reference transpose (any scalar type): dst[e·ds + j] = src[j·ss + e].
+#[inline(always)]
+pub fn transpose_scalar<F: Copy>(
+    dst: &mut [F],
+    ds: usize,
+    src: &[F],
+    ss: usize,
+    rows: usize,
+    cols: usize,
+) {
+    for j in 0..rows {
+        for e in 0..cols {
+            dst[e * ds + j] = src[j * ss + e];
+        }
+    }
+}
+
 /// Plain code, for CPUs without AVX2 (and other architectures).
 pub struct Scalar;
 
@@ -164,6 +183,10 @@ impl Simd for Scalar {
     #[inline(always)]
     fn fma_f32(a: f32, b: f32, c: f32) -> f32 {
         a * b + c
+    }
+    #[inline(always)]
+    fn transpose_f32(dst: &mut [f32], ds: usize, src: &[f32], ss: usize, rows: usize, cols: usize) {
+        transpose_scalar(dst, ds, src, ss, rows, cols)
     }
     #[inline(always)]
     fn small_gemm_f32(
@@ -215,6 +238,25 @@ mod x86 {
             a.mul_add(b, c)
         }
         #[inline(always)]
+        fn transpose_f32(
+            dst: &mut [f32],
+            ds: usize,
+            src: &[f32],
+            ss: usize,
+            rows: usize,
+            cols: usize,
+        ) {
+            if rows == 0 || cols == 0 {
+                return;
+            }
+            assert!(
+                src.len() > (rows - 1) * ss + cols - 1 && dst.len() > (cols - 1) * ds + rows - 1
+            );
+            // SAFETY: AVX-512 is enabled where this is instantiated; the assertion bounds every
+            // access (masked loads and stores never touch lanes past `rows` or `cols`).
+            unsafe { transpose512(dst, ds, src, ss, rows, cols) }
+        }
+        #[inline(always)]
         fn small_gemm_f32(
             c: &mut [f32],
             sc: usize,
@@ -248,6 +290,76 @@ mod x86 {
                     6 => tile512::<6>(c, sc, a, sa, b, sb, k, n, acc),
                     7 => tile512::<7>(c, sc, a, sa, b, sb, k, n, acc),
                     _ => tile512::<8>(c, sc, a, sa, b, sb, k, n, acc),
+                }
+            }
+        }
+    }
+
+    /// Transposes in 16×16 blocks held in registers: 16 (masked) row loads, three rounds of
+    /// shuffles (32-bit, 64-bit, then 128-bit lanes twice), 16 (masked) column stores.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn transpose512(
+        dst: &mut [f32],
+        ds: usize,
+        src: &[f32],
+        ss: usize,
+        rows: usize,
+        cols: usize,
+    ) {
+        let (dp, sp) = (dst.as_mut_ptr(), src.as_ptr());
+        let mask = |left: usize| -> __mmask16 {
+            if left >= 16 {
+                0xFFFF
+            } else {
+                ((1u32 << left) - 1) as u16
+            }
+        };
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn lo64(a: __m512, b: __m512) -> __m512 {
+            _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)))
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn hi64(a: __m512, b: __m512) -> __m512 {
+            _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)))
+        }
+        for j0 in (0..rows).step_by(16) {
+            let nr = (rows - j0).min(16);
+            let store_mask = mask(nr);
+            for e0 in (0..cols).step_by(16) {
+                let nc = (cols - e0).min(16);
+                let load_mask = mask(nc);
+                let mut r = [_mm512_setzero_ps(); 16];
+                for (i, ri) in r.iter_mut().enumerate().take(nr) {
+                    *ri = _mm512_maskz_loadu_ps(load_mask, sp.add((j0 + i) * ss + e0));
+                }
+                let mut t = [_mm512_setzero_ps(); 16];
+                for k in 0..8 {
+                    t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+                    t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+                }
+                for q in 0..4 {
+                    let b = 4 * q;
+                    r[b] = lo64(t[b], t[b + 2]);
+                    r[b + 1] = hi64(t[b], t[b + 2]);
+                    r[b + 2] = lo64(t[b + 1], t[b + 3]);
+                    r[b + 3] = hi64(t[b + 1], t[b + 3]);
+                }
+                for h in 0..2 {
+                    let b = 8 * h;
+                    for k in 0..4 {
+                        t[b + k] = _mm512_shuffle_f32x4::<0x88>(r[b + k], r[b + k + 4]);
+                        t[b + k + 4] = _mm512_shuffle_f32x4::<0xdd>(r[b + k], r[b + k + 4]);
+                    }
+                }
+                for k in 0..8 {
+                    r[k] = _mm512_shuffle_f32x4::<0x88>(t[k], t[k + 8]);
+                    r[k + 8] = _mm512_shuffle_f32x4::<0xdd>(t[k], t[k + 8]);
+                }
+                for (e, re) in r.iter().enumerate().take(nc) {
+                    _mm512_mask_storeu_ps(dp.add((e0 + e) * ds + j0), store_mask, *re);
                 }
             }
         }
@@ -326,6 +438,17 @@ mod x86 {
         fn fma_f32(a: f32, b: f32, c: f32) -> f32 {
             // Compiled inside an FMA-enabled function: one vfmadd instruction.
             a.mul_add(b, c)
+        }
+        #[inline(always)]
+        fn transpose_f32(
+            dst: &mut [f32],
+            ds: usize,
+            src: &[f32],
+            ss: usize,
+            rows: usize,
+            cols: usize,
+        ) {
+            super::transpose_scalar(dst, ds, src, ss, rows, cols)
         }
         #[inline(always)]
         fn small_gemm_f32(
@@ -685,6 +808,39 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn transpose_matches_the_reference_on_every_available_isa() {
+        fn check<S: Simd>() {
+            for (rows, cols) in [
+                (1usize, 1usize),
+                (3, 40),
+                (16, 16),
+                (17, 32),
+                (128, 32),
+                (37, 8),
+                (5, 3),
+            ] {
+                let (ss, ds) = (cols + 3, rows.div_ceil(16) * 16 + 1);
+                let src: Vec<f32> = (0..rows * ss).map(|i| i as f32).collect();
+                let mut want = vec![-1.0f32; cols * ds];
+                let mut got = want.clone();
+                transpose_scalar(&mut want, ds, &src, ss, rows, cols);
+                S::transpose_f32(&mut got, ds, &src, ss, rows, cols);
+                assert_eq!(got, want, "{rows}×{cols}");
+            }
+        }
+        check::<Scalar>();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                check::<Avx2>();
+            }
+            if is_x86_feature_detected!("avx512f") {
+                check::<Avx512>();
             }
         }
     }

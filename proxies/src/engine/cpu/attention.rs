@@ -49,27 +49,6 @@ fn round_up(x: usize) -> usize {
     x.div_ceil(LANES) * LANES
 }
 
-/// kt[e·tp + j] = x[j·w + off + e]: one head's keys (or values) transposed to (hd, tp) with
-/// rows padded to tp = round_up(t), so a query's scores against all keys are `hd` full-width
-/// axpys along the key axis rather than T dot products (which end in horizontal reductions).
-#[inline(always)]
-fn transpose_head<F: Real>(
-    kt: &mut [F],
-    x: &[F],
-    off: usize,
-    w: usize,
-    t: usize,
-    tp: usize,
-    hd: usize,
-) {
-    for j in 0..t {
-        let row = &x[j * w + off..j * w + off + hd];
-        for e in 0..hd {
-            kt[e * tp + j] = row[e];
-        }
-    }
-}
-
 /// The aligned key range covering the causal window [lo, i] of query i: [lo rounded down,
 /// i + 1 rounded up), within `limit`.
 #[inline(always)]
@@ -124,7 +103,9 @@ simd_dispatch! {
         for h in 0..d.heads {
             let (ko, vo) = (d.k_offset(h), d.v_offset(h));
             if h % (d.heads / d.kv_heads) == 0 {
-                transpose_head(kt, qkv_b, ko, w, t, tp, hd);
+                // kt[e·tp + j] = k_j[e]: a query's scores against all keys become `hd` full-width
+                // multiply-adds along the key axis rather than T dot products.
+                F::transpose::<S>(kt, tp, &qkv_b[ko..], w, t, hd);
             }
             for i0 in (0..t).step_by(ROWS) {
                 let rows = ROWS.min(t - i0);
@@ -147,7 +128,13 @@ simd_dispatch! {
                     row[i + 1..b].fill(F::ZERO);
                     let inv = F::ONE / F::sum_of::<S>(&row[a..b]);
                     let p = &mut probs_b[(h * t + i) * t + a..(h * t + i) * t + bt];
-                    for (p, &x) in p.iter_mut().zip(&row[a..bt]) {
+                    let (pc, pr) = p.as_chunks_mut::<LANES>();
+                    let (xc, xr) = row[a..bt].as_chunks::<LANES>();
+                    for (p, x) in pc.iter_mut().zip(xc) {
+                        let x = *x;
+                        *p = std::array::from_fn(|l| x[l] * inv);
+                    }
+                    for (p, &x) in pr.iter_mut().zip(xr) {
                         *p = x * inv;
                     }
                 }
@@ -188,7 +175,7 @@ simd_dispatch! {
             let (ko, vo) = (d.k_offset(h), d.v_offset(h));
             let first = h % group == 0;
             if first {
-                transpose_head(vt, qkv_b, vo, w, t, tp, hd);
+                F::transpose::<S>(vt, tp, &qkv_b[vo..], w, t, hd);
             }
             let probs_h = &probs_b[h * t * t..(h + 1) * t * t];
             for i0 in (0..t).step_by(ROWS) {
@@ -207,9 +194,10 @@ simd_dispatch! {
                     let (pc, pr) = p.as_chunks::<LANES>();
                     let (dc, dr) = dp.as_chunks::<LANES>();
                     for ((x, pv), dv) in rc.iter_mut().zip(pc).zip(dc) {
-                        for l in 0..LANES {
-                            x[l] = pv[l] * (dv[l] - pdp) * scale;
-                        }
+                        // Loaded into locals first: with stores to one slice interleaved with
+                        // loads from others, the lanes would stay scalar.
+                        let (pv, dv) = (*pv, *dv);
+                        *x = std::array::from_fn(|l| pv[l] * (dv[l] - pdp) * scale);
                     }
                     for ((x, &pv), &dv) in rr.iter_mut().zip(pr).zip(dr) {
                         *x = pv * (dv - pdp) * scale;
