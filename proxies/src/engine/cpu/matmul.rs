@@ -53,6 +53,9 @@ pub fn matmul_forward<F: Real>(
     }
 }
 
+/// Tokens per weight-gradient product.
+const DW_ROWS: usize = 256;
+
 /// Accumulates dW[oc, c] += doutᵀ · inp and dbias[oc] += Σ_n dout; writes (or adds to, when
 /// `acc_inp`) dinp[n, c] = dout · W.
 #[allow(clippy::too_many_arguments)]
@@ -96,29 +99,37 @@ pub fn matmul_backward<F: Real>(
             );
         }
     }
-    // SAFETY: dst oc×c row-major; lhs doutᵀ (oc×n read from n×oc); rhs inp n×c row-major.
-    unsafe {
-        gemm::gemm(
-            oc,
-            c,
-            n,
-            dw.as_mut_ptr(),
-            1,
-            c as isize,
-            true,
-            dout.as_ptr(),
-            oc as isize,
-            1,
-            inp.as_ptr(),
-            1,
-            c as isize,
-            F::ONE,
-            F::ONE,
-            false,
-            false,
-            false,
-            par,
-        );
+    // dW accumulates over the tokens in blocks of DW_ROWS: with the whole batch as one long
+    // inner dimension the gemm crate runs these transposed-operand products 5-10% slower
+    // (measured on the fc and fc-proj shapes of the large bench model).
+    for r0 in (0..n).step_by(DW_ROWS) {
+        let rows = DW_ROWS.min(n - r0);
+        let (dout, inp) = (&dout[r0 * oc..], &inp[r0 * c..]);
+        // SAFETY: dst oc×c row-major; lhs doutᵀ (oc×rows read from rows×oc); rhs inp rows×c
+        // row-major; both row blocks lie inside the slices bounded above.
+        unsafe {
+            gemm::gemm(
+                oc,
+                c,
+                rows,
+                dw.as_mut_ptr(),
+                1,
+                c as isize,
+                true,
+                dout.as_ptr(),
+                oc as isize,
+                1,
+                inp.as_ptr(),
+                1,
+                c as isize,
+                F::ONE,
+                F::ONE,
+                false,
+                false,
+                false,
+                par,
+            );
+        }
     }
     if let Some(db) = dbias {
         let db = &mut db[..oc];
