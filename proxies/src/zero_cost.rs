@@ -129,7 +129,7 @@ fn matrices<B: Backend>(model: &Model<B>) -> Vec<usize> {
 }
 
 /// (Σ |θ · g|, Σ g²) over the matrices, with g the gradients of the last backward.
-fn saliency<B: Backend>(model: &Model<B>) -> (f64, f64) {
+fn saliency<B: Backend>(model: &mut Model<B>) -> (f64, f64) {
     let (mut sal, mut sq) = (0.0, 0.0);
     for i in matrices(model) {
         let (w, g) = (model.weights(i), model.grad(i));

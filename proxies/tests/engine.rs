@@ -392,6 +392,37 @@ fn training_is_deterministic_and_learns_shakespeare() {
 }
 
 #[test]
+fn updates_from_shard_gradients_equal_updates_from_the_combined_gradient() {
+    // After a data-parallel step the optimizer reads the shards' gradients and combines them
+    // chunk by chunk as it updates; combining them in the model first (reading a gradient
+    // does) must not change a bit of the norm or of any weight.
+    let exp = experiment("quick.toml");
+    let data = Dataset::load(&exp).unwrap();
+    let batches = data.eval_batches(Split::Validation, 6, 32);
+    let a = mixed(data.vocab_size(), batches[0].t as u32);
+    let cfg = TrainConfig::new(6, 6, 3e-3, 1);
+    let run = |combine_first: bool| {
+        let mut m = Model::new(&a, Cpu::<f32>::new(2), 3);
+        let mut opt = Optimizer::new(&m);
+        let mut norms = Vec::new();
+        for (step, b) in batches.iter().cycle().take(6).enumerate() {
+            m.forward_backward(&b.inputs, &b.targets, (b.b, b.t));
+            if combine_first {
+                m.grad(0);
+            }
+            norms.push(opt.update(&mut m, cfg.lr_at(step as u32), &cfg).unwrap());
+        }
+        let weights: Vec<Vec<f64>> = (0..m.params.len()).map(|i| m.weights(i)).collect();
+        (norms, weights)
+    };
+    let (norms, weights) = run(false);
+    let (norms2, weights2) = run(true);
+    assert!(norms.iter().all(|n| n.is_finite() && *n > 0.0), "{norms:?}");
+    assert_eq!(norms, norms2);
+    assert_eq!(weights, weights2);
+}
+
+#[test]
 fn nan_in_training_is_reported_as_divergence() {
     let exp = experiment("quick.toml");
     let data = Dataset::load(&exp).unwrap();

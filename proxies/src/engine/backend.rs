@@ -178,11 +178,18 @@ pub trait Backend: Send + Sync {
     {
         Vec::new()
     }
-    fn sum_squares(&self, x: &Self::Buf) -> f64;
+    /// Σ over elements of (Σ_s weights[s]·parts[s])²: the squared norm of a gradient held as
+    /// a weighted sum of parts (data-parallel shards; one part of weight 1 when whole). The
+    /// parts are combined first, element by element, exactly as `axpy` onto zeros would.
+    fn sum_squares(&self, parts: &[&Self::Buf], weights: &[f64]) -> f64;
+    /// One AdamW update of `param` with gradient Σ_s weights[s]·grads[s], combined as in
+    /// `sum_squares`.
+    #[allow(clippy::too_many_arguments)]
     fn adamw(
         &self,
         param: &mut Self::Buf,
-        grad: &Self::Buf,
+        grads: &[&Self::Buf],
+        weights: &[f64],
         m: &mut Self::Buf,
         v: &mut Self::Buf,
         o: AdamW,

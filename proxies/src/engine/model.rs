@@ -193,9 +193,25 @@ pub(crate) struct Net<'a, B: Backend> {
 pub(crate) type OptimizerView<'a, B> = (
     &'a [ParamInfo],
     &'a mut [<B as Backend>::Buf],
-    &'a [<B as Backend>::Buf],
+    GradParts<'a, B>,
     &'a B,
 );
+
+/// The gradient as a weighted sum of parts: parameter i's gradient is Σ_s weights[s]·parts[s][i].
+/// One part of weight 1 when it is held whole; after a data-parallel step, the shards' own
+/// gradients, so that the optimizer combines them as it reads them (one pass over memory
+/// instead of three).
+pub(crate) struct GradParts<'a, B: Backend> {
+    pub parts: Vec<&'a [B::Buf]>,
+    pub weights: Vec<f64>,
+}
+
+impl<B: Backend> GradParts<'_, B> {
+    /// Parameter i's parts.
+    pub fn of(&self, i: usize) -> Vec<&B::Buf> {
+        self.parts.iter().map(|p| &p[i]).collect()
+    }
+}
 
 /// Loss figures of one forward pass (means over positions).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -223,6 +239,9 @@ pub struct Model<B: Backend> {
     acts: Option<Acts<B::Buf>>,
     /// Workers of data-parallel steps (`forward_backward`), created on first use.
     shards: Vec<Shard<B>>,
+    /// Set by a data-parallel step: `grads` is stale and the gradient is Σ f_s · shard s's
+    /// gradients with these fractions, until something needs it whole (`grads_whole`).
+    pending: Option<Vec<f64>>,
 }
 
 /// One worker of a data-parallel step: its backend, activations and gradients.
@@ -518,6 +537,7 @@ impl<B: Backend> Model<B> {
             lnf_b,
             head,
             acts: None,
+            pending: None,
             shards: Vec::new(),
         }
     }
@@ -557,8 +577,26 @@ impl<B: Backend> Model<B> {
         self.weights[i] = self.be.upload(host);
     }
 
-    pub fn grad(&self, i: usize) -> Vec<f64> {
+    pub fn grad(&mut self, i: usize) -> Vec<f64> {
+        self.grads_whole();
         self.be.download(&self.grads[i])
+    }
+
+    /// Combines the shards' gradients of the last data-parallel step into `grads`, as
+    /// Σ (n_s / N)·g_s in shard order (no-op when they already are).
+    fn grads_whole(&mut self) {
+        let Some(fractions) = self.pending.take() else {
+            return;
+        };
+        let (be, grads, shards) = (&self.be, &mut self.grads, &self.shards);
+        be.install(|| {
+            for (i, g) in grads.iter_mut().enumerate() {
+                be.set_zero(g);
+                for (sh, &f) in shards.iter().zip(&fractions) {
+                    be.axpy(g, f, &sh.grads[i]);
+                }
+            }
+        });
     }
 
     pub fn mask(&self, i: usize) -> Option<Vec<f64>> {
@@ -576,7 +614,17 @@ impl<B: Backend> Model<B> {
 
     /// What the optimizer needs at once: (info, weights, gradients, backend).
     pub(crate) fn parts(&mut self) -> OptimizerView<'_, B> {
-        (&self.params, &mut self.weights, &self.grads, &self.be)
+        let grads = match &self.pending {
+            Some(fractions) => GradParts {
+                parts: self.shards.iter().map(|sh| &sh.grads[..]).collect(),
+                weights: fractions.clone(),
+            },
+            None => GradParts {
+                parts: vec![&self.grads[..]],
+                weights: vec![1.0],
+            },
+        };
+        (&self.params, &mut self.weights, grads, &self.be)
     }
 
     fn ensure_acts(&mut self, b: usize, t: usize) {
@@ -633,8 +681,9 @@ impl<B: Backend> Model<B> {
     /// One training step's forward and backward with the data loss (cross-entropy), leaving
     /// the gradients ready for the optimizer. Where the backend has workers (CPU, 2+ threads)
     /// the batch is split across them in fixed contiguous shares, each trains on its share with
-    /// single-threaded kernels, and the gradients are combined as Σ (n_s / N)·g_s in shard
-    /// order: the full-batch gradient, deterministic for a given thread count.
+    /// single-threaded kernels, and the gradient is Σ (n_s / N)·g_s in shard order: the
+    /// full-batch gradient, deterministic for a given thread count. It stays in the shards
+    /// until read (`grad`), or is combined by the optimizer as it updates.
     pub fn forward_backward(
         &mut self,
         tokens: &[u32],
@@ -709,25 +758,19 @@ impl<B: Backend> Model<B> {
         let fractions: Vec<f64> = (0..s)
             .map(|k| (bounds[k + 1] - bounds[k]) as f64 / b as f64)
             .collect();
-        let (be, grads, shards) = (&self.be, &mut self.grads, &self.shards);
-        be.install(|| {
-            for (i, g) in grads.iter_mut().enumerate() {
-                be.set_zero(g);
-                for (sh, &f) in shards.iter().zip(&fractions) {
-                    be.axpy(g, f, &sh.grads[i]);
-                }
-            }
-        });
-        Loss {
+        let loss = Loss {
             loss: losses.iter().zip(&fractions).map(|(l, f)| l.loss * f).sum(),
             ce: losses.iter().zip(&fractions).map(|(l, f)| l.ce * f).sum(),
-        }
+        };
+        self.pending = Some(fractions);
+        loss
     }
 
     /// Gradients of the loss of the last `forward(.., with_grad = true)` into the parameter
     /// gradients (zeroed first). Masked weights get zero gradient.
     pub fn backward(&mut self, tokens: &[u32]) {
         let mut acts = self.acts.take().expect("forward first");
+        self.pending = None; // overwritten whole below
         let mut grads = std::mem::take(&mut self.grads);
         backward_pass(&self.net(), &self.be, &mut acts, &mut grads, tokens, None);
         self.grads = grads;
@@ -739,6 +782,7 @@ impl<B: Backend> Model<B> {
     /// be wider than N·hidden). The zero-cost proxies read activations through this.
     pub fn backward_probed(&mut self, tokens: &[u32], probe: &mut FfnProbe<'_, B>) {
         let mut acts = self.acts.take().expect("forward first");
+        self.pending = None; // overwritten whole below
         let mut grads = std::mem::take(&mut self.grads);
         backward_pass(
             &self.net(),

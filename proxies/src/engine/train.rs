@@ -113,7 +113,12 @@ impl<B: Backend> Optimizer<B> {
     /// gradient norm before clipping; a non-finite norm changes nothing.
     pub fn update(&mut self, model: &mut Model<B>, lr: f64, cfg: &TrainConfig) -> Result<f64, f64> {
         let (params, weights, grads, be) = model.parts();
-        let norm = be.install(|| grads.iter().map(|g| be.sum_squares(g)).sum::<f64>().sqrt());
+        let norm = be.install(|| {
+            (0..params.len())
+                .map(|i| be.sum_squares(&grads.of(i), &grads.weights))
+                .sum::<f64>()
+                .sqrt()
+        });
         if !norm.is_finite() {
             return Err(norm);
         }
@@ -136,7 +141,8 @@ impl<B: Backend> Optimizer<B> {
             for i in 0..params.len() {
                 be.adamw(
                     &mut weights[i],
-                    &grads[i],
+                    &grads.of(i),
+                    &grads.weights,
                     &mut m[i],
                     &mut v[i],
                     o,

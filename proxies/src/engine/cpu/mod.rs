@@ -300,18 +300,21 @@ impl<F: Real> Backend for Cpu<F> {
             Vec::new()
         }
     }
-    fn sum_squares(&self, x: &Vec<F>) -> f64 {
-        ops::sum_squares(x)
+    fn sum_squares(&self, parts: &[&Vec<F>], weights: &[f64]) -> f64 {
+        let parts: Vec<&[F]> = parts.iter().map(|p| &p[..]).collect();
+        ops::sum_squares_of_sum(&parts, weights)
     }
     fn adamw(
         &self,
         param: &mut Vec<F>,
-        grad: &Vec<F>,
+        grads: &[&Vec<F>],
+        weights: &[f64],
         m: &mut Vec<F>,
         v: &mut Vec<F>,
         o: AdamW,
         decay: bool,
     ) {
-        ops::adamw_update(param, grad, m, v, o, decay);
+        let grads: Vec<&[F]> = grads.iter().map(|g| &g[..]).collect();
+        ops::adamw_update(param, &grads, weights, m, v, o, decay);
     }
 }

@@ -68,13 +68,68 @@ simd_dispatch! {
 
 /// Σ x², summed per fixed chunk then in chunk order: the same bits whatever the thread count.
 pub fn sum_squares<F: Real>(x: &[F]) -> f64 {
-    let partials: Vec<f64> = x
-        .par_chunks(CHUNK)
-        .map(|c| {
-            let mut s = 0.0;
-            sum_squares_chunk(c, &mut s);
-            s
-        })
+    sum_squares_of_sum(&[x], &[1.0])
+}
+
+simd_dispatch! {
+    /// out = Σ_s weights[s]·parts[s][start..start + out.len()], accumulated onto zero in part
+    /// order: the same bits as zeroing a buffer and `axpy`-ing each part onto it.
+    fn combine_chunk<F: Real>(out: &mut [F], parts: &[&[F]], weights: &[F], start: usize) {
+        let len = out.len();
+        out.fill(F::ZERO);
+        for (x, &a) in parts.iter().zip(weights) {
+            for (o, &v) in out.iter_mut().zip(&x[start..start + len]) {
+                *o += a * v;
+            }
+        }
+    }
+}
+
+/// A gradient held as Σ_s weights[s]·parts[s], read chunk by chunk.
+struct Combined<'a, F> {
+    parts: &'a [&'a [F]],
+    weights: Vec<F>,
+    len: usize,
+}
+
+impl<'a, F: Real> Combined<'a, F> {
+    fn new(parts: &'a [&'a [F]], weights: &[f64]) -> Combined<'a, F> {
+        let len = parts.first().map_or(0, |p| p.len());
+        assert!(parts.len() == weights.len() && parts.iter().all(|p| p.len() == len));
+        Combined {
+            parts,
+            weights: weights.iter().map(|&a| F::from_f64(a)).collect(),
+            len,
+        }
+    }
+
+    /// Chunk c (elements c·CHUNK..): read in place when there is one part of weight 1,
+    /// otherwise combined into `tmp`.
+    fn chunk<'b>(&'b self, c: usize, tmp: &'b mut [F]) -> &'b [F] {
+        let start = c * CHUNK;
+        let n = CHUNK.min(self.len - start);
+        if self.parts.len() == 1 && self.weights[0] == F::ONE {
+            return &self.parts[0][start..start + n];
+        }
+        combine_chunk(&mut tmp[..n], self.parts, &self.weights, start);
+        &tmp[..n]
+    }
+}
+
+/// Σ (Σ_s weights[s]·parts[s])², per fixed chunk then in chunk order (as `sum_squares` of the
+/// combined vector, to the bit).
+pub fn sum_squares_of_sum<F: Real>(parts: &[&[F]], weights: &[f64]) -> f64 {
+    let g = Combined::new(parts, weights);
+    let partials: Vec<f64> = (0..g.len.div_ceil(CHUNK))
+        .into_par_iter()
+        .map_init(
+            || vec![F::ZERO; CHUNK],
+            |tmp, c| {
+                let mut s = 0.0;
+                sum_squares_chunk(g.chunk(c, tmp), &mut s);
+                s
+            },
+        )
         .collect();
     partials.iter().sum()
 }
@@ -112,10 +167,12 @@ simd_dispatch! {
     }
 }
 
-/// One decoupled-weight-decay Adam update of `param` (Loshchilov & Hutter, 2019).
+/// One decoupled-weight-decay Adam update of `param` (Loshchilov & Hutter, 2019), with the
+/// gradient Σ_s weights[s]·grads[s] combined chunk by chunk as it is read.
 pub fn adamw_update<F: Real>(
     param: &mut [F],
-    grad: &[F],
+    grads: &[&[F]],
+    weights: &[f64],
     m: &mut [F],
     v: &mut [F],
     o: AdamW,
@@ -124,12 +181,17 @@ pub fn adamw_update<F: Real>(
     let c1 = 1.0 - o.beta1.powi(o.step as i32);
     let c2 = 1.0 - o.beta2.powi(o.step as i32);
     let wd = if decay { o.weight_decay } else { 0.0 };
+    let g = Combined::new(grads, weights);
+    assert!(param.len() == g.len && m.len() == g.len && v.len() == g.len);
     param
         .par_chunks_mut(CHUNK)
-        .zip(grad.par_chunks(CHUNK))
         .zip(m.par_chunks_mut(CHUNK))
         .zip(v.par_chunks_mut(CHUNK))
-        .for_each(|(((p, g), m), v)| adamw_chunk(p, g, m, v, o, c1, c2, wd));
+        .enumerate()
+        .for_each_init(
+            || vec![F::ZERO; CHUNK],
+            |tmp, (c, ((p, m), v))| adamw_chunk(p, g.chunk(c, tmp), m, v, o, c1, c2, wd),
+        );
 }
 
 #[cfg(test)]
