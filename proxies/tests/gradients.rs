@@ -66,7 +66,7 @@ fn matmul_gradients() {
         );
         dot(&out, &r)
     };
-    let (mut dx, mut dw, mut db) = (vec![0.0; n * c], vec![0.0; oc * c], vec![0.0; oc]);
+    let (mut dx, mut dw, mut db) = (vec![f64::NAN; n * c], vec![0.0; oc * c], vec![0.0; oc]);
     matmul::matmul_backward(
         Some(&mut dx),
         false,
@@ -103,6 +103,21 @@ fn matmul_gradients() {
         gemm::Parallelism::None,
     );
     for (a, p) in acc.iter().zip(&plain) {
+        assert!((a - p - 1.0).abs() < 1e-12);
+    }
+    let mut dx1 = vec![1.0; n * c];
+    matmul::matmul_backward(
+        Some(&mut dx1),
+        true,
+        &mut dw,
+        None,
+        &r,
+        &x,
+        &w,
+        (n, c, oc),
+        gemm::Parallelism::None,
+    );
+    for (a, p) in dx1.iter().zip(&dx) {
         assert!((a - p - 1.0).abs() < 1e-12);
     }
 }
@@ -410,6 +425,13 @@ fn check_model(name: &str, a: &Architecture, teacher: bool) {
         .unwrap()
         .loss
     };
+    // A backward on other tokens first: gradients are written afresh by each pass, so what
+    // an earlier pass left must not leak into the next.
+    let other: Vec<u32> = tokens.iter().map(|&x| (x + 1) % v as u32).collect();
+    model
+        .forward(&other, Some(&targets), None, (b, t), true)
+        .unwrap();
+    model.backward(&other);
     loss_of(&mut model, true);
     model.backward(&tokens);
     for i in 0..model.params.len() {

@@ -72,14 +72,21 @@ pub fn sum_squares<F: Real>(x: &[F]) -> f64 {
 }
 
 simd_dispatch! {
-    /// out = Σ_s weights[s]·parts[s][start..start + out.len()], accumulated onto zero in part
-    /// order: the same bits as zeroing a buffer and `axpy`-ing each part onto it.
+    /// out = Σ_s weights[s]·parts[s][start..start + out.len()], added in part order: the same
+    /// values as zeroing a buffer and `axpy`-ing each part onto it (0 + x = x; only the sign
+    /// of a zero can differ).
     fn combine_chunk<F: Real>(out: &mut [F], parts: &[&[F]], weights: &[F], start: usize) {
         let len = out.len();
-        out.fill(F::ZERO);
-        for (x, &a) in parts.iter().zip(weights) {
-            for (o, &v) in out.iter_mut().zip(&x[start..start + len]) {
-                *o += a * v;
+        for (s, (x, &a)) in parts.iter().zip(weights).enumerate() {
+            let x = &x[start..start + len];
+            if s == 0 {
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = a * v;
+                }
+            } else {
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o += a * v;
+                }
             }
         }
     }
