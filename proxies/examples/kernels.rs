@@ -105,6 +105,19 @@ fn main() {
         time("relu forward (N×4C), memory bound", 0.0, || {
             activation::relu_forward(&mut y, &x)
         });
+        // fc's bias: laid under the product (copied into every row, read back by gemm) or
+        // added in the activation's pass.
+        let (ln, wfc, bfc) = (data(n * c, 1.0), data(hidden * c, 0.1), data(hidden, 0.5));
+        let mut pre = vec![0f32; n * hidden];
+        let fc_flop = 2.0 * (n * c * hidden) as f64;
+        time("fc with bias, then gelu", fc_flop, || {
+            matmul::matmul_forward(&mut pre, false, &ln, &wfc, Some(&bfc), (n, c, hidden), par);
+            activation::gelu_forward(&mut y, &pre);
+        });
+        time("fc, then bias + gelu in one pass", fc_flop, || {
+            matmul::matmul_forward(&mut pre, false, &ln, &wfc, None, (n, c, hidden), par);
+            activation::bias_act_forward(true, &mut y, &mut pre, &bfc, (n, hidden));
+        });
 
         let xi = data(n * c, 4.0);
         let (w, bias) = (vec![1f32; c], vec![0f32; c]);

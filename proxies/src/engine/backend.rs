@@ -134,6 +134,16 @@ pub trait Backend: Send + Sync {
     );
 
     fn act_forward(&self, act: Act, out: &mut Self::Buf, inp: &Self::Buf, n: usize);
+    /// pre (rows, width) += bias in every row, then out = act(pre): a linear layer's bias
+    /// added in the activation's pass.
+    fn bias_act_forward(
+        &self,
+        act: Act,
+        out: &mut Self::Buf,
+        pre: &mut Self::Buf,
+        bias: &Self::Buf,
+        rows_width: (usize, usize),
+    );
     /// dinp = dout · act′(inp); `out` is the forward output act(inp).
     fn act_backward(
         &self,

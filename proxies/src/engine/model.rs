@@ -88,6 +88,20 @@ pub(crate) enum Lin {
 }
 
 impl Lin {
+    fn bias(&self) -> Option<usize> {
+        match *self {
+            Lin::Dense { bias, .. } | Lin::LowRank { bias, .. } => bias,
+        }
+    }
+    /// The same layer without its bias, when `drop`.
+    fn without_bias(mut self, drop: bool) -> Lin {
+        if drop {
+            match &mut self {
+                Lin::Dense { bias, .. } | Lin::LowRank { bias, .. } => *bias = None,
+            }
+        }
+        self
+    }
     fn rank(&self) -> usize {
         match *self {
             Lin::Dense { .. } => 0,
@@ -1005,10 +1019,17 @@ fn forward_pass<B: Backend>(
                 &w[bp.ln2_b],
                 (n, c),
             );
+            // Without a gate, fc's bias goes in with the activation (one pass over the
+            // pre-activations instead of bias rows laid under the product and read back).
+            let fc_bias = if bp.gate.is_none() {
+                bp.fc.bias()
+            } else {
+                None
+            };
             lin_forward(
                 be,
                 w,
-                bp.fc,
+                bp.fc.without_bias(fc_bias.is_some()),
                 &mut ba.fc_pre,
                 false,
                 &mut ba.fc_lr,
@@ -1030,7 +1051,16 @@ fn forward_pass<B: Backend>(
                     );
                     be.swiglu_forward(&mut ba.act, &ba.gate_pre, &ba.fc_pre, nh);
                 }
-                None => be.act_forward(act_of(bp.act), &mut ba.act, &ba.fc_pre, nh),
+                None => match fc_bias {
+                    Some(bi) => be.bias_act_forward(
+                        act_of(bp.act),
+                        &mut ba.act,
+                        &mut ba.fc_pre,
+                        &w[bi],
+                        (n, bp.hidden),
+                    ),
+                    None => be.act_forward(act_of(bp.act), &mut ba.act, &ba.fc_pre, nh),
+                },
             }
             be.copy(x_out, h_in, n * c);
             lin_forward(be, w, bp.proj, x_out, true, &mut ba.proj_lr, &ba.act, n);

@@ -83,6 +83,55 @@ simd_dispatch! {
     }
 }
 
+simd_dispatch! {
+    /// pre += bias; out = gelu(pre), over whole rows of `bias.len()`.
+    fn bias_gelu_rows<F: Real>(out: &mut [F], pre: &mut [F], bias: &[F]) {
+        for (o, p) in out.chunks_exact_mut(bias.len()).zip(pre.chunks_exact_mut(bias.len())) {
+            for ((o, p), &b) in o.iter_mut().zip(p.iter_mut()).zip(bias) {
+                let x = *p + b;
+                *p = x;
+                *o = gelu::<F, S>(x);
+            }
+        }
+    }
+}
+
+simd_dispatch! {
+    /// pre += bias; out = relu(pre), over whole rows of `bias.len()`.
+    fn bias_relu_rows<F: Real>(out: &mut [F], pre: &mut [F], bias: &[F]) {
+        for (o, p) in out.chunks_exact_mut(bias.len()).zip(pre.chunks_exact_mut(bias.len())) {
+            for ((o, p), &b) in o.iter_mut().zip(p.iter_mut()).zip(bias) {
+                let x = *p + b;
+                *p = x;
+                *o = if x > F::ZERO { x } else { F::ZERO };
+            }
+        }
+    }
+}
+
+/// pre (rows, width) += bias (per row), out = gelu(pre) (or relu): the bias added in the same
+/// pass as the activation rather than laid under the matrix product that wrote `pre`.
+pub fn bias_act_forward<F: Real>(
+    gelu: bool,
+    out: &mut [F],
+    pre: &mut [F],
+    bias: &[F],
+    (rows, width): (usize, usize),
+) {
+    let bias = &bias[..width];
+    let per_task = CHUNK.div_ceil(width).max(1) * width;
+    out[..rows * width]
+        .par_chunks_mut(per_task)
+        .zip(pre[..rows * width].par_chunks_mut(per_task))
+        .for_each(|(o, p)| {
+            if gelu {
+                bias_gelu_rows(o, p, bias)
+            } else {
+                bias_relu_rows(o, p, bias)
+            }
+        });
+}
+
 pub fn gelu_forward<F: Real>(out: &mut [F], inp: &[F]) {
     out.par_chunks_mut(CHUNK)
         .zip(inp.par_chunks(CHUNK))

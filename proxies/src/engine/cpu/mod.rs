@@ -228,6 +228,16 @@ impl<F: Real> Backend for Cpu<F> {
             Act::Relu => activation::relu_forward(&mut out[..n], &inp[..n]),
         }
     }
+    fn bias_act_forward(
+        &self,
+        act: Act,
+        out: &mut Vec<F>,
+        pre: &mut Vec<F>,
+        bias: &Vec<F>,
+        rows_width: (usize, usize),
+    ) {
+        activation::bias_act_forward(act == Act::Gelu, out, pre, bias, rows_width);
+    }
     fn act_backward(
         &self,
         act: Act,
