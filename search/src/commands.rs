@@ -500,6 +500,27 @@ pub fn render_train(s: &TrainSummary) -> String {
 }
 
 pub fn render_bench(r: &genas_proxies::engine::bench::BenchReport) -> String {
+    let mut out = render_bench_line(r);
+    if !r.products.is_empty() {
+        let steps = r.steps.max(1) as f64;
+        out += "matrix products of the timed steps (ms summed over threads, per step; GFLOP/s per thread, in the step and the same call alone):\n";
+        for p in &r.products {
+            let q = &p.in_step;
+            out += &format!(
+                "  {:28} {:6} calls {:8.2} ms/step {:7.1} GFLOP/s, alone {:7.1} ({:.0}%)\n",
+                q.product,
+                q.calls,
+                q.seconds * 1e3 / steps,
+                q.gflops,
+                p.alone_gflops,
+                100.0 * q.gflops / p.alone_gflops
+            );
+        }
+    }
+    out
+}
+
+fn render_bench_line(r: &genas_proxies::engine::bench::BenchReport) -> String {
     format!(
         "genas: d_model {} layers {} heads {} seq {} batch {} ({} params), {} thread(s): {:.2} steps/s ({:.1} ms/step: forward+backward {:.1}, update {:.1}), {:.1} GFLOP/s achieved = {:.0}% of the {:.1} GFLOP/s GEMM baseline\n",
         r.d_model,

@@ -324,6 +324,10 @@ struct BenchTrainArgs {
     /// Worker threads (0 = all cores).
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Also time every matrix product of the timed steps and list them by shape, with their
+    /// rate per thread (to compare with the same shapes run alone).
+    #[arg(long)]
+    gemm_profile: bool,
     #[arg(long)]
     json: bool,
 }
@@ -503,6 +507,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 steps: a.steps,
                 warmup: a.warmup,
                 threads: a.threads,
+                gemm_profile: a.gemm_profile,
             };
             let report =
                 genas_proxies::engine::bench::bench_train(&cfg).map_err(anyhow::Error::msg)?;

@@ -3,7 +3,7 @@
 //! baseline, so the figure says how close the whole step comes to the machine's matrix speed.
 
 use crate::data::Batch;
-use crate::engine::cpu::matmul::matmul_forward;
+use crate::engine::cpu::matmul::{matmul_backward, matmul_forward, profile};
 use crate::engine::train::Optimizer;
 use crate::engine::{Backend, Cpu, Model, TrainConfig};
 use genas_space::{Activation, Architecture, Attention, Cost, Ffn, Layer, Rng, Sparsity};
@@ -21,6 +21,8 @@ pub struct BenchConfig {
     pub steps: u32,
     pub warmup: u32,
     pub threads: usize,
+    /// Time every matrix product of the timed steps (`BenchReport::products`).
+    pub gemm_profile: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -49,6 +51,87 @@ pub struct BenchReport {
     pub forward_backward_ms: f64,
     pub update_ms: f64,
     pub final_loss: f64,
+    /// With `gemm_profile`: every product shape of the timed steps, its calls, time and rate
+    /// per thread, longest first, each with the rate the same call reaches outside the step.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub products: Vec<ProductTiming>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProductTiming {
+    #[serde(flatten)]
+    pub in_step: profile::Product,
+    /// GFLOP/s per thread of the same call repeated outside the step, on every thread at once
+    /// (each with its own buffers), in this run.
+    pub alone_gflops: f64,
+}
+
+/// The rate of each product shape outside a training step: every thread repeats the same call
+/// on its own (warmed-up) buffers at once, as the step's shards do, single-threaded per call.
+fn products_alone(threads: usize, shapes: &[profile::Product]) -> Vec<profile::Product> {
+    struct Bufs {
+        inp: Vec<f32>,
+        w: Vec<f32>,
+        out: Vec<f32>,
+        dinp: Vec<f32>,
+        dw: Vec<f32>,
+    }
+    let run = |p: &profile::Product, b: &mut Bufs, reps: usize| {
+        let (n, c, oc) = p.shape;
+        for _ in 0..reps {
+            match p.kind {
+                profile::Kind::Forward => matmul_forward(
+                    &mut b.out,
+                    p.accumulate,
+                    &b.inp,
+                    &b.w,
+                    None,
+                    (n, c, oc),
+                    gemm::Parallelism::None,
+                ),
+                // One backward call records both its dX and its dW.
+                profile::Kind::Dx | profile::Kind::Dw => matmul_backward(
+                    Some(&mut b.dinp),
+                    p.accumulate && p.kind == profile::Kind::Dx,
+                    &mut b.dw,
+                    None,
+                    &b.out,
+                    &b.inp,
+                    &b.w,
+                    (n, c, oc),
+                    gemm::Parallelism::None,
+                ),
+            }
+        }
+    };
+    let mut out = Vec::new();
+    for p in shapes.iter().filter(|p| p.kind != profile::Kind::Dw) {
+        let (n, c, oc) = p.shape;
+        let mut rng = Rng::seed_from_u64(2);
+        let mut fill =
+            |len: usize| -> Vec<f32> { (0..len).map(|_| rng.next_f32() - 0.5).collect() };
+        let mut bufs: Vec<Bufs> = (0..threads.max(1))
+            .map(|_| Bufs {
+                inp: fill(n * c),
+                w: fill(oc * c),
+                out: fill(n * oc),
+                dinp: fill(n * c),
+                dw: fill(oc * c),
+            })
+            .collect();
+        for (reps, timed) in [(2, false), (10, true)] {
+            if timed {
+                profile::start();
+            }
+            std::thread::scope(|s| {
+                for b in bufs.iter_mut() {
+                    s.spawn(|| run(p, b, reps));
+                }
+            });
+        }
+        out.extend(profile::stop());
+    }
+    out
 }
 
 /// The benchmark model as an architecture.
@@ -101,6 +184,9 @@ pub fn bench_train(c: &BenchConfig) -> Result<BenchReport, String> {
         if step == c.warmup {
             start = Instant::now();
             phase = [0.0; 2];
+            if c.gemm_profile {
+                profile::start();
+            }
         }
         let batch = &batches[step as usize % 8];
         // forward and backward are one call: on 2+ threads they run as data-parallel shards.
@@ -115,6 +201,22 @@ pub fn bench_train(c: &BenchConfig) -> Result<BenchReport, String> {
         last = loss.loss;
     }
     let seconds = start.elapsed().as_secs_f64();
+    let products = if c.gemm_profile {
+        let in_step = profile::stop();
+        let alone = products_alone(threads, &in_step);
+        in_step
+            .into_iter()
+            .map(|p| ProductTiming {
+                alone_gflops: alone
+                    .iter()
+                    .find(|a| a.product == p.product)
+                    .map_or(f64::NAN, |a| a.gflops),
+                in_step: p,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let steps_per_s = c.steps as f64 / seconds;
     let gflop = Cost::of(&arch).train_flops_per_token * (b * t) as f64 / 1e9;
     let gemm = gemm_gflops(&be, b * t, c.d_model as usize, 4 * c.d_model as usize);
@@ -140,6 +242,7 @@ pub fn bench_train(c: &BenchConfig) -> Result<BenchReport, String> {
         forward_backward_ms: phase[0] * 1e3 / c.steps as f64,
         update_ms: phase[1] * 1e3 / c.steps as f64,
         final_loss: last,
+        products,
     })
 }
 
