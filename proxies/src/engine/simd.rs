@@ -93,8 +93,12 @@ pub trait Simd: 'static {
     /// a·b + c: one fused instruction where the ISA has it, two roundings otherwise (never a
     /// library call).
     fn fma_f32(a: f32, b: f32, c: f32) -> f32;
-    /// dst[e·ds + j] = src[j·ss + e] for j < rows, e < cols: a (rows × cols) block transposed.
-    fn transpose_f32(dst: &mut [f32], ds: usize, src: &[f32], ss: usize, rows: usize, cols: usize);
+    /// dst[e·ds + j] = src[j·ss + e] for j < rows, e < cols: a (rows × cols) block transposed
+    /// (the plain loop unless the instruction set has something better).
+    #[inline(always)]
+    fn transpose_f32(dst: &mut [f32], ds: usize, src: &[f32], ss: usize, rows: usize, cols: usize) {
+        transpose_scalar(dst, ds, src, ss, rows, cols)
+    }
     /// A small matrix product C[R×N] (+)= A[R×K] · B[K×N] for R ≤ 8, with
     /// A(r,k) = a[r·sa + k], B(k,n) = b[k·sb + n], C(r,n) = c[r·sc + n]; `acc` adds to C.
     /// Register-blocked (rows × 32 columns of accumulators), for attention's per-head products.
@@ -183,10 +187,6 @@ impl Simd for Scalar {
     #[inline(always)]
     fn fma_f32(a: f32, b: f32, c: f32) -> f32 {
         a * b + c
-    }
-    #[inline(always)]
-    fn transpose_f32(dst: &mut [f32], ds: usize, src: &[f32], ss: usize, rows: usize, cols: usize) {
-        transpose_scalar(dst, ds, src, ss, rows, cols)
     }
     #[inline(always)]
     fn small_gemm_f32(
@@ -438,17 +438,6 @@ mod x86 {
         fn fma_f32(a: f32, b: f32, c: f32) -> f32 {
             // Compiled inside an FMA-enabled function: one vfmadd instruction.
             a.mul_add(b, c)
-        }
-        #[inline(always)]
-        fn transpose_f32(
-            dst: &mut [f32],
-            ds: usize,
-            src: &[f32],
-            ss: usize,
-            rows: usize,
-            cols: usize,
-        ) {
-            super::transpose_scalar(dst, ds, src, ss, rows, cols)
         }
         #[inline(always)]
         fn small_gemm_f32(
@@ -738,6 +727,22 @@ pub fn erf_f32<S: Simd>(x: f32) -> f32 {
 mod tests {
     use super::*;
 
+    /// Runs `$check::<S>()` for the plain code and for every SIMD level this CPU has.
+    macro_rules! on_every_isa {
+        ($check:ident) => {{
+            $check::<Scalar>();
+            #[cfg(target_arch = "x86_64")]
+            {
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    $check::<Avx2>();
+                }
+                if is_x86_feature_detected!("avx512f") {
+                    $check::<Avx512>();
+                }
+            }
+        }};
+    }
+
     #[test]
     fn exp_matches_libm_to_float_precision() {
         let mut worst: f64 = 0.0;
@@ -833,30 +838,12 @@ mod tests {
                 assert_eq!(got, want, "{rows}×{cols}");
             }
         }
-        check::<Scalar>();
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                check::<Avx2>();
-            }
-            if is_x86_feature_detected!("avx512f") {
-                check::<Avx512>();
-            }
-        }
+        on_every_isa!(check);
     }
 
     #[test]
     fn small_gemm_matches_the_reference_on_every_available_isa() {
-        check_small_gemm::<Scalar>();
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                check_small_gemm::<Avx2>();
-            }
-            if is_x86_feature_detected!("avx512f") {
-                check_small_gemm::<Avx512>();
-            }
-        }
+        on_every_isa!(check_small_gemm);
     }
 
     #[test]

@@ -101,6 +101,46 @@ pub mod profile {
     }
 }
 
+/// dst (m×n) = [dst +] lhs (m×k) · rhs (k×n) in the gemm crate; each matrix as (pointer,
+/// column stride, row stride).
+///
+/// # Safety
+/// Every element the dimensions and strides reach lies inside the allocation behind its
+/// pointer, and dst overlaps neither operand.
+unsafe fn product<F: Real>(
+    (m, n, k): (usize, usize, usize),
+    dst: (*mut F, isize, isize),
+    read_dst: bool,
+    lhs: (*const F, isize, isize),
+    rhs: (*const F, isize, isize),
+    par: Parallelism,
+) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.0,
+            dst.1,
+            dst.2,
+            read_dst,
+            lhs.0,
+            lhs.1,
+            lhs.2,
+            rhs.0,
+            rhs.1,
+            rhs.2,
+            F::ONE,
+            F::ONE,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
 /// out[n, oc] = [out +] inp[n, c] · w[oc, c]ᵀ + bias[oc]. `accumulate` fuses a residual add.
 pub fn matmul_forward<F: Real>(
     out: &mut [F],
@@ -128,25 +168,12 @@ pub fn matmul_forward<F: Real>(
     // SAFETY: the slices above bound every access gemm makes with these strides:
     // dst n×oc row-major, lhs n×c row-major, rhs c×oc read from w (oc, c) transposed.
     unsafe {
-        gemm::gemm(
-            n,
-            oc,
-            c,
-            out.as_mut_ptr(),
-            1,
-            oc as isize,
+        product(
+            (n, oc, c),
+            (out.as_mut_ptr(), 1, oc as isize),
             accumulate || bias.is_some(),
-            inp.as_ptr(),
-            1,
-            c as isize,
-            w.as_ptr(),
-            c as isize,
-            1,
-            F::ONE,
-            F::ONE,
-            false,
-            false,
-            false,
+            (inp.as_ptr(), 1, c as isize),
+            (w.as_ptr(), c as isize, 1),
             par,
         );
     }
@@ -177,25 +204,12 @@ pub fn matmul_backward<F: Real>(
         let dinp = &mut dinp[..n * c];
         // SAFETY: dst n×c row-major; lhs dout n×oc row-major; rhs w oc×c row-major.
         unsafe {
-            gemm::gemm(
-                n,
-                c,
-                oc,
-                dinp.as_mut_ptr(),
-                1,
-                c as isize,
+            product(
+                (n, c, oc),
+                (dinp.as_mut_ptr(), 1, c as isize),
                 acc_inp,
-                dout.as_ptr(),
-                1,
-                oc as isize,
-                w.as_ptr(),
-                1,
-                c as isize,
-                F::ONE,
-                F::ONE,
-                false,
-                false,
-                false,
+                (dout.as_ptr(), 1, oc as isize),
+                (w.as_ptr(), 1, c as isize),
                 par,
             );
         }
@@ -211,25 +225,12 @@ pub fn matmul_backward<F: Real>(
         // SAFETY: dst oc×c row-major; lhs doutᵀ (oc×rows read from rows×oc); rhs inp rows×c
         // row-major; both row blocks lie inside the slices bounded above.
         unsafe {
-            gemm::gemm(
-                oc,
-                c,
-                rows,
-                dw.as_mut_ptr(),
-                1,
-                c as isize,
+            product(
+                (oc, c, rows),
+                (dw.as_mut_ptr(), 1, c as isize),
                 true,
-                dout.as_ptr(),
-                oc as isize,
-                1,
-                inp.as_ptr(),
-                1,
-                c as isize,
-                F::ONE,
-                F::ONE,
-                false,
-                false,
-                false,
+                (dout.as_ptr(), oc as isize, 1),
+                (inp.as_ptr(), 1, c as isize),
                 par,
             );
         }
