@@ -318,33 +318,20 @@ screen_keep = 0.5
 fn image_runs_sample_a_png_grid() {
     let dir = tempfile::tempdir().unwrap();
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/data/fashion-mnist");
-    let exp = dir.path().join("img.toml");
-    std::fs::write(
-        &exp,
-        format!(
-            r#"name = "img-test"
-[data]
-kind = "image"
+    let data_section = format!(
+        r#"kind = "image"
 path = "{0}/train-10k-images-idx3-ubyte"
 validation_path = "{0}/val-2k-images-idx3-ubyte"
 image_size = 8
 gray_levels = 8
-max_images = 300
-[space]
-depth = [1, 2]
-d_model = [16, 32]
-heads = [2]
-attention = ["full", "linear", "none"]
-ffn_ratio = [1, 2]
-tie_embeddings = [true, false]
-[teacher]
-depth = 1
-d_model = 16
-heads = 2
-ffn_ratio = 2
-steps = 20
-batch_size = 8
-[search]
+max_images = 300"#,
+        data.display()
+    );
+    let exp = common::experiment_on(
+        &dir.path().join("img.toml"),
+        "img-test",
+        &data_section,
+        r#"[search]
 strategy = "random"
 candidates = 4
 [fidelity]
@@ -352,10 +339,7 @@ batch_size = 8
 rung_steps = [10]
 screen_keep = 1.0
 "#,
-            data.display()
-        ),
-    )
-    .unwrap();
+    );
     let (a, r) = common::search_into(dir.path(), &exp);
     let id = r["front"][0]["id"].as_str().unwrap().to_string();
     ok_json(&genas(&[

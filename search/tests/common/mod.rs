@@ -24,13 +24,23 @@ pub fn s(p: &Path) -> &str {
 /// 20 steps, then `tail` (more sections: [search], [fidelity], [constraints]).
 pub fn small_experiment(path: &Path, name: &str, tail: &str) -> PathBuf {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/data/shakespeare");
+    let data_section = format!(
+        r#"kind = "text"
+path = "{}"
+tokenizer = "char"
+seq_len = 32"#,
+        data.display()
+    );
+    experiment_on(path, name, &data_section, tail)
+}
+
+/// Writes `path`: the [data] section `data` (its lines, without the header), the small space
+/// and one-layer 20-step teacher of `small_experiment`, then `tail`.
+pub fn experiment_on(path: &Path, name: &str, data: &str, tail: &str) -> PathBuf {
     let text = format!(
         r#"name = "{name}"
 [data]
-kind = "text"
-path = "{}"
-tokenizer = "char"
-seq_len = 32
+{data}
 [space]
 depth = [1, 2]
 d_model = [16, 32]
@@ -46,8 +56,7 @@ ffn_ratio = 2
 steps = 20
 batch_size = 8
 learning_rate = 3e-3
-{tail}"#,
-        data.display()
+{tail}"#
     );
     std::fs::write(path, text).unwrap();
     path.to_path_buf()
