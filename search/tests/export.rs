@@ -230,35 +230,23 @@ fn exports_reproduce_genas_logits_in_pytorch_and_transformers() {
         Case {
             name: "gpt-neo",
             data: 0,
-            arch: arch(
-                ch,
-                16,
-                true,
-                1,
+            arch: arch(ch, 16, true, 1, {
+                let sliding = layer(
+                    Attention::Sliding {
+                        heads: 4,
+                        window: 5,
+                    },
+                    32,
+                    Gelu,
+                    None,
+                    dense,
+                );
                 vec![
-                    layer(
-                        Attention::Sliding {
-                            heads: 4,
-                            window: 5,
-                        },
-                        32,
-                        Gelu,
-                        None,
-                        dense,
-                    ),
+                    sliding.clone(),
                     layer(full(4), 32, Gelu, None, dense),
-                    layer(
-                        Attention::Sliding {
-                            heads: 4,
-                            window: 5,
-                        },
-                        32,
-                        Gelu,
-                        None,
-                        dense,
-                    ),
-                ],
-            ),
+                    sliding,
+                ]
+            }),
             hf_class: Some("GPTNeoForCausalLM"),
         },
         Case {
