@@ -125,7 +125,8 @@ fn matmul_gradients() {
 #[test]
 fn layernorm_gradients() {
     let mut rng = Rng::seed_from_u64(2);
-    let (n, c) = (4, 9);
+    // 70 rows: two row chunks of the kernel, so their weight and bias partials are combined.
+    let (n, c) = (70, 9);
     let (x, w, b, r) = (
         randn(n * c, &mut rng, 2.0),
         randn(c, &mut rng, 1.0),
@@ -144,6 +145,52 @@ fn layernorm_gradients() {
     check("layernorm dx", &x, &dx, |x| fwd(x, &w, &b));
     check("layernorm dw", &w, &dw, |w| fwd(&x, w, &b));
     check("layernorm db", &b, &db, |b| fwd(&x, &w, b));
+    // dx is added to, not overwritten.
+    let mut dx1 = vec![1.0; n * c];
+    let (mut dw1, mut db1) = (vec![0.0; c], vec![0.0; c]);
+    layernorm::layernorm_backward(&mut dx1, &mut dw1, &mut db1, &r, &x, &w, &m, &s, (n, c));
+    for (a, p) in dx1.iter().zip(&dx) {
+        assert!((a - p - 1.0).abs() < 1e-12);
+    }
+}
+
+/// The f32 kernels (vectorised, with a width that leaves partial vectors) against the same
+/// computation in f64.
+#[test]
+fn layernorm_in_f32_matches_f64() {
+    let mut rng = Rng::seed_from_u64(12);
+    let (n, c) = (130, 37);
+    let (x, w, b, r) = (
+        randn(n * c, &mut rng, 2.0),
+        randn(c, &mut rng, 1.0),
+        randn(c, &mut rng, 1.0),
+        randn(n * c, &mut rng, 1.0),
+    );
+    let f = |v: &[f64]| -> Vec<f32> { v.iter().map(|&x| x as f32).collect() };
+    let run64 = || {
+        let (mut out, mut m, mut s) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+        layernorm::layernorm_forward(&mut out, &mut m, &mut s, &x, &w, &b, (n, c));
+        let (mut dx, mut dw, mut db) = (vec![0.0; n * c], vec![0.0; c], vec![0.0; c]);
+        layernorm::layernorm_backward(&mut dx, &mut dw, &mut db, &r, &x, &w, &m, &s, (n, c));
+        [out, dx, dw, db]
+    };
+    let (x32, w32, b32, r32) = (f(&x), f(&w), f(&b), f(&r));
+    let (mut out, mut m, mut s) = (vec![0f32; n * c], vec![0f32; n], vec![0f32; n]);
+    layernorm::layernorm_forward(&mut out, &mut m, &mut s, &x32, &w32, &b32, (n, c));
+    let (mut dx, mut dw, mut db) = (vec![0f32; n * c], vec![0f32; c], vec![0f32; c]);
+    layernorm::layernorm_backward(&mut dx, &mut dw, &mut db, &r32, &x32, &w32, &m, &s, (n, c));
+    for (name, (got, want)) in ["out", "dx", "dw", "db"]
+        .iter()
+        .zip([out, dx, dw, db].iter().zip(run64().iter()))
+    {
+        let top = want.iter().fold(0f64, |a, v| a.max(v.abs()));
+        for (i, (&g, &e)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g as f64 - e).abs() <= 1e-5 * top,
+                "{name}[{i}]: f32 {g} vs f64 {e} (largest |value| {top})"
+            );
+        }
+    }
 }
 
 fn softmax_attention_case(heads: usize, kv_heads: usize, window: usize) {

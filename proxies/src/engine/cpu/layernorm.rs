@@ -13,7 +13,11 @@ simd_dispatch! {
     fn forward_rows<F: Real>(out: &mut [F], mean: &mut [F], rstd: &mut [F], inp: &[F], w: &[F], b: &[F], c: usize) {
         let eps = F::from_f64(EPS);
         let inv_c = F::ONE / F::usize(c);
-        for (r, (o, x)) in out.chunks_exact_mut(c).zip(inp.chunks_exact(c)).enumerate() {
+        // Zipped iterators over slices cut to c: indexed loops over slices of unproven length
+        // keep a bounds check per element and stay scalar.
+        let (w, b) = (&w[..c], &b[..c]);
+        let rows = out.chunks_exact_mut(c).zip(inp.chunks_exact(c));
+        for ((o, x), (m, r)) in rows.zip(mean.iter_mut().zip(rstd.iter_mut())) {
             let mu = F::sum_of::<S>(x) * inv_c;
             // Two passes (centre, then square) keep the variance accurate for large means.
             for (oi, &xi) in o.iter_mut().zip(x) {
@@ -21,11 +25,11 @@ simd_dispatch! {
             }
             let var = F::dot::<S>(o, o) * inv_c;
             let rs = F::ONE / (var + eps).sqrt();
-            for i in 0..c {
-                o[i] = o[i] * rs * w[i] + b[i];
+            for ((oi, &wi), &bi) in o.iter_mut().zip(w).zip(b) {
+                *oi = *oi * rs * wi + bi;
             }
-            mean[r] = mu;
-            rstd[r] = rs;
+            *m = mu;
+            *r = rs;
         }
     }
 }
@@ -46,19 +50,21 @@ simd_dispatch! {
         let inv_c = F::ONE / F::usize(c);
         let mut norm = vec![F::ZERO; c];
         let mut dnorm = vec![F::ZERO; c];
-        for (r, di) in dinp.chunks_exact_mut(c).enumerate() {
-            let (x, g) = (&inp[r * c..(r + 1) * c], &dout[r * c..(r + 1) * c]);
-            let (mu, rs) = (mean[r], rstd[r]);
-            for i in 0..c {
-                norm[i] = (x[i] - mu) * rs;
-                dnorm[i] = w[i] * g[i];
-                pb[i] += g[i];
-                pw[i] += norm[i] * g[i];
+        // Every per-element loop zips slices cut to c (see forward_rows).
+        let (w, pw, pb) = (&w[..c], &mut pw[..c], &mut pb[..c]);
+        let rows = dinp.chunks_exact_mut(c).zip(inp.chunks_exact(c)).zip(dout.chunks_exact(c));
+        for (((di, x), g), (&mu, &rs)) in rows.zip(mean.iter().zip(rstd)) {
+            let cols = norm.iter_mut().zip(dnorm.iter_mut()).zip(pw.iter_mut().zip(pb.iter_mut()));
+            for (((n, dn), (pwi, pbi)), ((&xi, &gi), &wi)) in cols.zip(x.iter().zip(g).zip(w)) {
+                *n = (xi - mu) * rs;
+                *dn = wi * gi;
+                *pbi += gi;
+                *pwi += *n * gi;
             }
             let mean_dnorm = F::sum_of::<S>(&dnorm) * inv_c;
             let mean_dnorm_norm = F::dot::<S>(&dnorm, &norm) * inv_c;
-            for i in 0..c {
-                di[i] += (dnorm[i] - mean_dnorm - norm[i] * mean_dnorm_norm) * rs;
+            for ((d, &dn), &n) in di.iter_mut().zip(&dnorm).zip(&norm) {
+                *d += (dn - mean_dnorm - n * mean_dnorm_norm) * rs;
             }
         }
     }
