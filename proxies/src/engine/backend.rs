@@ -144,16 +144,10 @@ pub trait Backend: Send + Sync {
         bias: &Self::Buf,
         rows_width: (usize, usize),
     );
-    /// dinp = dout · act′(inp); `out` is the forward output act(inp).
-    fn act_backward(
-        &self,
-        act: Act,
-        dinp: &mut Self::Buf,
-        inp: &Self::Buf,
-        out: &Self::Buf,
-        dout: &Self::Buf,
-        n: usize,
-    );
+    /// d = d · act′(inp) in place: dout on entry, dinp on return (the result overwrites
+    /// lines the pass has just read instead of pulling a fresh buffer into cache). `out` is
+    /// the forward output act(inp).
+    fn act_backward(&self, act: Act, d: &mut Self::Buf, inp: &Self::Buf, out: &Self::Buf, n: usize);
     fn swiglu_forward(&self, out: &mut Self::Buf, gate: &Self::Buf, up: &Self::Buf, n: usize);
     fn swiglu_backward(
         &self,

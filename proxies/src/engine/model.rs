@@ -878,6 +878,9 @@ fn alloc_acts<B: Backend>(
     let mut max_width = 0;
     let mut max_h = 0;
     let mut max_r = 0;
+    // Widest gated FFN: only swiglu's backward needs dh2 and dh3 (an ungated activation's
+    // backward works in place in dh1).
+    let mut max_gated_h = 0;
     let mut blocks = Vec::with_capacity(blocks_p.len());
     for bp in blocks_p {
         let (width, cache) = match &bp.attn {
@@ -894,6 +897,9 @@ fn alloc_acts<B: Backend>(
         max_r = max_r.max(r);
         let has_attn = bp.attn.is_some();
         let gated = bp.gate.is_some();
+        if gated {
+            max_gated_h = max_gated_h.max(h);
+        }
         blocks.push(BlockActs {
             ln1: z(if has_attn { n * c } else { 0 }),
             ln1_mean: z(if has_attn { n } else { 0 }),
@@ -928,8 +934,8 @@ fn alloc_acts<B: Backend>(
         dqkv: z(n * max_width),
         datty: z(n * c),
         dh1: z(n * max_h),
-        dh2: z(n * max_h),
-        dh3: z(n * max_h),
+        dh2: z(n * max_gated_h),
+        dh3: z(n * max_gated_h),
         dlr: z(n * max_r),
     }
 }
@@ -1195,9 +1201,9 @@ fn backward_pass<B: Backend>(
                     );
                 }
                 None => {
-                    be.act_backward(act_of(bp.act), &mut a.dh2, &ba.fc_pre, &ba.act, &a.dh1, nh);
+                    be.act_backward(act_of(bp.act), &mut a.dh1, &ba.fc_pre, &ba.act, nh);
                     lin_backward(
-                        be, w, g, bp.fc, &mut a.dln, false, &mut a.dlr, &a.dh2, &ba.ln2, &ba.fc_lr,
+                        be, w, g, bp.fc, &mut a.dln, false, &mut a.dlr, &a.dh1, &ba.ln2, &ba.fc_lr,
                         n,
                     );
                 }

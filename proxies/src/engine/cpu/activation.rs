@@ -40,10 +40,10 @@ simd_dispatch! {
 }
 
 simd_dispatch! {
-    fn gelu_grad_chunk<F: Real>(d: &mut [F], x: &[F], y: &[F], g: &[F]) {
-        let n = d.len().min(x.len()).min(y.len()).min(g.len());
-        for i in 0..n {
-            d[i] = g[i] * gelu_grad::<F, S>(x[i], y[i]);
+    /// d = d · gelu′(x): in place, so the result overwrites lines already in cache.
+    fn gelu_grad_chunk<F: Real>(d: &mut [F], x: &[F], y: &[F]) {
+        for ((d, &x), &y) in d.iter_mut().zip(x).zip(y) {
+            *d *= gelu_grad::<F, S>(x, y);
         }
     }
 }
@@ -57,9 +57,9 @@ simd_dispatch! {
 }
 
 simd_dispatch! {
-    fn relu_grad_chunk<F: Real>(d: &mut [F], x: &[F], g: &[F]) {
-        for ((d, &x), &g) in d.iter_mut().zip(x).zip(g) {
-            *d = if x > F::ZERO { g } else { F::ZERO };
+    fn relu_grad_chunk<F: Real>(d: &mut [F], x: &[F]) {
+        for (d, &x) in d.iter_mut().zip(x) {
+            *d = if x > F::ZERO { *d } else { F::ZERO };
         }
     }
 }
@@ -138,13 +138,12 @@ pub fn gelu_forward<F: Real>(out: &mut [F], inp: &[F]) {
         .for_each(|(o, x)| gelu_chunk(o, x));
 }
 
-/// dinp = dout · gelu′(inp), given the forward output `out` = gelu(inp).
-pub fn gelu_backward<F: Real>(dinp: &mut [F], inp: &[F], out: &[F], dout: &[F]) {
-    dinp.par_chunks_mut(CHUNK)
+/// d = d · gelu′(inp) in place (dout in, dinp out), given the forward output `out` = gelu(inp).
+pub fn gelu_backward<F: Real>(d: &mut [F], inp: &[F], out: &[F]) {
+    d.par_chunks_mut(CHUNK)
         .zip(inp.par_chunks(CHUNK))
         .zip(out.par_chunks(CHUNK))
-        .zip(dout.par_chunks(CHUNK))
-        .for_each(|(((d, x), y), g)| gelu_grad_chunk(d, x, y, g));
+        .for_each(|((d, x), y)| gelu_grad_chunk(d, x, y));
 }
 
 pub fn relu_forward<F: Real>(out: &mut [F], inp: &[F]) {
@@ -153,11 +152,11 @@ pub fn relu_forward<F: Real>(out: &mut [F], inp: &[F]) {
         .for_each(|(o, x)| relu_chunk(o, x));
 }
 
-pub fn relu_backward<F: Real>(dinp: &mut [F], inp: &[F], dout: &[F]) {
-    dinp.par_chunks_mut(CHUNK)
+/// d = d · relu′(inp) in place (dout in, dinp out).
+pub fn relu_backward<F: Real>(d: &mut [F], inp: &[F]) {
+    d.par_chunks_mut(CHUNK)
         .zip(inp.par_chunks(CHUNK))
-        .zip(dout.par_chunks(CHUNK))
-        .for_each(|((d, x), g)| relu_grad_chunk(d, x, g));
+        .for_each(|(d, x)| relu_grad_chunk(d, x));
 }
 
 /// out = silu(gate) ⊙ up.
@@ -191,11 +190,9 @@ mod tests {
         let (mut y32, mut y64) = (vec![0f32; xs32.len()], vec![0f64; xs64.len()]);
         gelu_forward(&mut y32, &xs32);
         gelu_forward(&mut y64, &xs64);
-        let ones32 = vec![1f32; xs32.len()];
-        let ones64 = vec![1f64; xs64.len()];
-        let (mut d32, mut d64) = (vec![0f32; xs32.len()], vec![0f64; xs64.len()]);
-        gelu_backward(&mut d32, &xs32, &y32, &ones32);
-        gelu_backward(&mut d64, &xs64, &y64, &ones64);
+        let (mut d32, mut d64) = (vec![1f32; xs32.len()], vec![1f64; xs64.len()]);
+        gelu_backward(&mut d32, &xs32, &y32);
+        gelu_backward(&mut d64, &xs64, &y64);
         for i in 0..xs64.len() {
             let x = xs32[i] as f64; // compare at the f32 input exactly
             let exact = 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2));

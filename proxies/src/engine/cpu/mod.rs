@@ -238,20 +238,10 @@ impl<F: Real> Backend for Cpu<F> {
     ) {
         activation::bias_act_forward(act == Act::Gelu, out, pre, bias, rows_width);
     }
-    fn act_backward(
-        &self,
-        act: Act,
-        dinp: &mut Vec<F>,
-        inp: &Vec<F>,
-        out: &Vec<F>,
-        dout: &Vec<F>,
-        n: usize,
-    ) {
+    fn act_backward(&self, act: Act, d: &mut Vec<F>, inp: &Vec<F>, out: &Vec<F>, n: usize) {
         match act {
-            Act::Gelu => {
-                activation::gelu_backward(&mut dinp[..n], &inp[..n], &out[..n], &dout[..n])
-            }
-            Act::Relu => activation::relu_backward(&mut dinp[..n], &inp[..n], &dout[..n]),
+            Act::Gelu => activation::gelu_backward(&mut d[..n], &inp[..n], &out[..n]),
+            Act::Relu => activation::relu_backward(&mut d[..n], &inp[..n]),
         }
     }
     fn swiglu_forward(&self, out: &mut Vec<F>, gate: &Vec<F>, up: &Vec<F>, n: usize) {
