@@ -308,6 +308,51 @@ fn linear_attention_gradients_and_definition() {
     check("linear attention", &qkv, &dqkv, |x| dot(&run(x).0, &r));
 }
 
+/// The bias added in the activation's pass: the forward against act(pre + bias) written out,
+/// and dpre and dbias (taken in the same backward pass, over enough rows for several tasks)
+/// by finite differences.
+#[test]
+fn bias_in_the_activation_pass_gradients() {
+    let mut rng = Rng::seed_from_u64(15);
+    let (rows, width) = (37, 3);
+    for gelu in [true, false] {
+        let name = if gelu { "gelu" } else { "relu" };
+        let pre = randn(rows * width, &mut rng, 1.0);
+        let bias = randn(width, &mut rng, 1.0);
+        let r = randn(rows * width, &mut rng, 1.0);
+        let run = |pre: &[f64], bias: &[f64]| {
+            let mut o = vec![0.0; rows * width];
+            activation::bias_act_forward(gelu, &mut o, pre, bias, (rows, width));
+            o
+        };
+        let out = run(&pre, &bias);
+        let mut summed = pre.clone();
+        for row in summed.chunks_exact_mut(width) {
+            for (x, b) in row.iter_mut().zip(&bias) {
+                *x += b;
+            }
+        }
+        let mut want = vec![0.0; rows * width];
+        if gelu {
+            activation::gelu_forward(&mut want, &summed);
+        } else {
+            activation::relu_forward(&mut want, &summed);
+        }
+        assert_eq!(out, want, "{name} forward");
+        let mut d = r.clone();
+        let mut db = vec![0.5; width];
+        activation::bias_act_backward(gelu, &mut d, &mut db, &pre, &out, &bias, (rows, width));
+        // dbias is added to, not overwritten.
+        db.iter_mut().for_each(|x| *x -= 0.5);
+        check(&format!("{name} dpre"), &pre, &d, |p| {
+            dot(&run(p, &bias), &r)
+        });
+        check(&format!("{name} dbias"), &bias, &db, |b| {
+            dot(&run(&pre, b), &r)
+        });
+    }
+}
+
 #[test]
 fn activation_gradients() {
     let mut rng = Rng::seed_from_u64(5);

@@ -134,13 +134,26 @@ pub trait Backend: Send + Sync {
     );
 
     fn act_forward(&self, act: Act, out: &mut Self::Buf, inp: &Self::Buf, n: usize);
-    /// pre (rows, width) += bias in every row, then out = act(pre): a linear layer's bias
-    /// added in the activation's pass.
+    /// out = act(pre + bias) over (rows, width), the bias added to every row: a linear
+    /// layer's bias applied in the activation's pass. `pre` is left without the bias.
     fn bias_act_forward(
         &self,
         act: Act,
         out: &mut Self::Buf,
-        pre: &mut Self::Buf,
+        pre: &Self::Buf,
+        bias: &Self::Buf,
+        rows_width: (usize, usize),
+    );
+    /// Backward of `bias_act_forward`: d = d · act′(pre + bias) in place (dout in, dinp out),
+    /// and dbias += Σ_rows d in the same pass.
+    #[allow(clippy::too_many_arguments)]
+    fn bias_act_backward(
+        &self,
+        act: Act,
+        d: &mut Self::Buf,
+        dbias: &mut Self::Buf,
+        pre: &Self::Buf,
+        out: &Self::Buf,
         bias: &Self::Buf,
         rows_width: (usize, usize),
     );

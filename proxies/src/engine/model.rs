@@ -844,14 +844,24 @@ impl<B: Backend> Model<B> {
     /// nonlinearity (for swiglu, the gate's input, whose sign sets the gate open or shut).
     pub fn ffn_preactivation(&self, l: usize) -> Vec<f64> {
         let a = self.acts.as_ref().expect("forward first");
-        let ba = &a.blocks[l];
-        let buf = if self.blocks[l].gate.is_some() {
+        let (ba, bp) = (&a.blocks[l], &self.blocks[l]);
+        let h = bp.hidden;
+        let buf = if bp.gate.is_some() {
             &ba.gate_pre
         } else {
             &ba.fc_pre
         };
         let mut d = self.be.download(buf);
-        d.truncate(a.b * a.t * self.blocks[l].hidden);
+        d.truncate(a.b * a.t * h);
+        // Without a gate, fc's bias is added in the activation's pass, not stored in fc_pre.
+        if let Some(bi) = bp.fc.bias().filter(|_| bp.gate.is_none()) {
+            let bias = self.be.download(&self.weights[bi]);
+            for row in d.chunks_exact_mut(h) {
+                for (x, b) in row.iter_mut().zip(&bias) {
+                    *x += b;
+                }
+            }
+        }
         d
     }
 
@@ -1061,7 +1071,7 @@ fn forward_pass<B: Backend>(
                     Some(bi) => be.bias_act_forward(
                         act_of(bp.act),
                         &mut ba.act,
-                        &mut ba.fc_pre,
+                        &ba.fc_pre,
                         &w[bi],
                         (n, bp.hidden),
                     ),
@@ -1201,10 +1211,26 @@ fn backward_pass<B: Backend>(
                     );
                 }
                 None => {
-                    be.act_backward(act_of(bp.act), &mut a.dh1, &ba.fc_pre, &ba.act, nh);
+                    // fc's bias went in with the activation (see forward), and its gradient
+                    // comes out of the activation's backward pass.
+                    let fc_bias = bp.fc.bias();
+                    match fc_bias {
+                        Some(bi) => be.bias_act_backward(
+                            act_of(bp.act),
+                            &mut a.dh1,
+                            &mut g[bi],
+                            &ba.fc_pre,
+                            &ba.act,
+                            &w[bi],
+                            (n, bp.hidden),
+                        ),
+                        None => {
+                            be.act_backward(act_of(bp.act), &mut a.dh1, &ba.fc_pre, &ba.act, nh)
+                        }
+                    }
+                    let fc = bp.fc.without_bias(fc_bias.is_some());
                     lin_backward(
-                        be, w, g, bp.fc, &mut a.dln, false, &mut a.dlr, &a.dh1, &ba.ln2, &ba.fc_lr,
-                        n,
+                        be, w, g, fc, &mut a.dln, false, &mut a.dlr, &a.dh1, &ba.ln2, &ba.fc_lr, n,
                     );
                 }
             }

@@ -84,37 +84,64 @@ simd_dispatch! {
 }
 
 simd_dispatch! {
-    /// pre += bias; out = gelu(pre), over whole rows of `bias.len()`.
-    fn bias_gelu_rows<F: Real>(out: &mut [F], pre: &mut [F], bias: &[F]) {
-        for (o, p) in out.chunks_exact_mut(bias.len()).zip(pre.chunks_exact_mut(bias.len())) {
-            for ((o, p), &b) in o.iter_mut().zip(p.iter_mut()).zip(bias) {
-                let x = *p + b;
-                *p = x;
-                *o = gelu::<F, S>(x);
+    /// out = gelu(pre + bias), over whole rows of `bias.len()`.
+    fn bias_gelu_rows<F: Real>(out: &mut [F], pre: &[F], bias: &[F]) {
+        for (o, p) in out.chunks_exact_mut(bias.len()).zip(pre.chunks_exact(bias.len())) {
+            for ((o, &p), &b) in o.iter_mut().zip(p).zip(bias) {
+                *o = gelu::<F, S>(p + b);
             }
         }
     }
 }
 
 simd_dispatch! {
-    /// pre += bias; out = relu(pre), over whole rows of `bias.len()`.
-    fn bias_relu_rows<F: Real>(out: &mut [F], pre: &mut [F], bias: &[F]) {
-        for (o, p) in out.chunks_exact_mut(bias.len()).zip(pre.chunks_exact_mut(bias.len())) {
-            for ((o, p), &b) in o.iter_mut().zip(p.iter_mut()).zip(bias) {
-                let x = *p + b;
-                *p = x;
+    /// out = relu(pre + bias), over whole rows of `bias.len()`.
+    fn bias_relu_rows<F: Real>(out: &mut [F], pre: &[F], bias: &[F]) {
+        for (o, p) in out.chunks_exact_mut(bias.len()).zip(pre.chunks_exact(bias.len())) {
+            for ((o, &p), &b) in o.iter_mut().zip(p).zip(bias) {
+                let x = p + b;
                 *o = if x > F::ZERO { x } else { F::ZERO };
             }
         }
     }
 }
 
-/// pre (rows, width) += bias (per row), out = gelu(pre) (or relu): the bias added in the same
-/// pass as the activation rather than laid under the matrix product that wrote `pre`.
+simd_dispatch! {
+    /// d = d · gelu′(pre + bias) in place and db += d, over whole rows of `bias.len()`.
+    fn bias_gelu_grad_rows<F: Real>(d: &mut [F], db: &mut [F], pre: &[F], out: &[F], bias: &[F]) {
+        let w = bias.len();
+        let db = &mut db[..w];
+        for ((d, p), y) in d.chunks_exact_mut(w).zip(pre.chunks_exact(w)).zip(out.chunks_exact(w)) {
+            for ((d, db), ((&p, &y), &b)) in d.iter_mut().zip(db.iter_mut()).zip(p.iter().zip(y).zip(bias)) {
+                *d *= gelu_grad::<F, S>(p + b, y);
+                *db += *d;
+            }
+        }
+    }
+}
+
+simd_dispatch! {
+    /// d = d · relu′(pre + bias) in place and db += d, over whole rows of `bias.len()`.
+    fn bias_relu_grad_rows<F: Real>(d: &mut [F], db: &mut [F], pre: &[F], bias: &[F]) {
+        let w = bias.len();
+        let db = &mut db[..w];
+        for (d, p) in d.chunks_exact_mut(w).zip(pre.chunks_exact(w)) {
+            for ((d, db), (&p, &b)) in d.iter_mut().zip(db.iter_mut()).zip(p.iter().zip(bias)) {
+                *d = if p + b > F::ZERO { *d } else { F::ZERO };
+                *db += *d;
+            }
+        }
+    }
+}
+
+/// out = gelu(pre + bias) (or relu) over (rows, width), the bias added per row: a linear
+/// layer's bias applied in the activation's pass rather than laid under the matrix product
+/// that wrote `pre`. `pre` stays as the product left it; backward adds the bias again
+/// (`bias_act_backward`) instead of this pass writing the sums back.
 pub fn bias_act_forward<F: Real>(
     gelu: bool,
     out: &mut [F],
-    pre: &mut [F],
+    pre: &[F],
     bias: &[F],
     (rows, width): (usize, usize),
 ) {
@@ -122,7 +149,7 @@ pub fn bias_act_forward<F: Real>(
     let per_task = CHUNK.div_ceil(width).max(1) * width;
     out[..rows * width]
         .par_chunks_mut(per_task)
-        .zip(pre[..rows * width].par_chunks_mut(per_task))
+        .zip(pre[..rows * width].par_chunks(per_task))
         .for_each(|(o, p)| {
             if gelu {
                 bias_gelu_rows(o, p, bias)
@@ -130,6 +157,45 @@ pub fn bias_act_forward<F: Real>(
                 bias_relu_rows(o, p, bias)
             }
         });
+}
+
+/// Rows per task of `bias_act_backward`: fixed, so the bias gradient is summed in the same
+/// order whatever the thread count.
+const GRAD_ROWS: usize = 16;
+
+/// Backward of `bias_act_forward`: d = d · act′(pre + bias) in place (dout in, dinp out), and
+/// dbias += Σ_rows d, the bias gradient taken in the same pass instead of a second read of d.
+pub fn bias_act_backward<F: Real>(
+    gelu: bool,
+    d: &mut [F],
+    dbias: &mut [F],
+    pre: &[F],
+    out: &[F],
+    bias: &[F],
+    (rows, width): (usize, usize),
+) {
+    let bias = &bias[..width];
+    let per_task = GRAD_ROWS * width;
+    let partials: Vec<Vec<F>> = d[..rows * width]
+        .par_chunks_mut(per_task)
+        .zip(pre[..rows * width].par_chunks(per_task))
+        .zip(out[..rows * width].par_chunks(per_task))
+        .map(|((d, p), y)| {
+            let mut db = vec![F::ZERO; width];
+            if gelu {
+                bias_gelu_grad_rows(d, &mut db, p, y, bias)
+            } else {
+                bias_relu_grad_rows(d, &mut db, p, bias)
+            }
+            db
+        })
+        .collect();
+    let dbias = &mut dbias[..width];
+    for db in partials {
+        for (a, b) in dbias.iter_mut().zip(db) {
+            *a += b;
+        }
+    }
 }
 
 pub fn gelu_forward<F: Real>(out: &mut [F], inp: &[F]) {

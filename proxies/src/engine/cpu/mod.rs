@@ -232,11 +232,23 @@ impl<F: Real> Backend for Cpu<F> {
         &self,
         act: Act,
         out: &mut Vec<F>,
-        pre: &mut Vec<F>,
+        pre: &Vec<F>,
         bias: &Vec<F>,
         rows_width: (usize, usize),
     ) {
         activation::bias_act_forward(act == Act::Gelu, out, pre, bias, rows_width);
+    }
+    fn bias_act_backward(
+        &self,
+        act: Act,
+        d: &mut Vec<F>,
+        dbias: &mut Vec<F>,
+        pre: &Vec<F>,
+        out: &Vec<F>,
+        bias: &Vec<F>,
+        rows_width: (usize, usize),
+    ) {
+        activation::bias_act_backward(act == Act::Gelu, d, dbias, pre, out, bias, rows_width);
     }
     fn act_backward(&self, act: Act, d: &mut Vec<F>, inp: &Vec<F>, out: &Vec<F>, n: usize) {
         match act {
