@@ -254,6 +254,26 @@ fn fisher_sees_every_layer_through_the_backward_probe() {
     assert!(g.fisher.unwrap().is_finite());
 }
 
+/// The FFN pre-activation naswot reads includes fc's bias (which the engine adds in the
+/// activation's pass rather than storing it): shifting the bias shifts every entry by as much.
+#[test]
+fn the_ffn_preactivation_includes_the_bias() {
+    let a = one_layer(Activation::Gelu);
+    let mut m = model(&a);
+    let b = batch(2, 6, 6);
+    m.forward(&b.inputs, None, None, (b.b, b.t), false);
+    let before = m.ffn_preactivation(0);
+    let bi = m.param_index("h.0.mlp.c_fc.bias").expect("fc has a bias");
+    let bias: Vec<f64> = m.weights(bi).iter().map(|x| x + 7.0).collect();
+    m.set_weights(bi, &bias);
+    m.forward(&b.inputs, None, None, (b.b, b.t), false);
+    let after = m.ffn_preactivation(0);
+    assert_eq!(before.len(), after.len());
+    for (x, y) in before.iter().zip(&after) {
+        assert!((y - x - 7.0).abs() < 1e-9, "{x} -> {y}");
+    }
+}
+
 #[test]
 fn naswot_is_undefined_when_two_sequences_are_the_same() {
     let a = one_layer(Activation::Gelu);
