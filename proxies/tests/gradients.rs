@@ -122,17 +122,23 @@ fn matmul_gradients() {
     }
 }
 
-#[test]
-fn layernorm_gradients() {
-    let mut rng = Rng::seed_from_u64(2);
-    // 70 rows: two row chunks of the kernel, so their weight and bias partials are combined.
-    let (n, c) = (70, 9);
-    let (x, w, b, r) = (
+/// LayerNorm inputs (n, c), weight, bias and an output weighting r, drawn from `seed`.
+type LnCase = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>);
+fn layernorm_case(seed: u64, (n, c): (usize, usize)) -> LnCase {
+    let mut rng = Rng::seed_from_u64(seed);
+    (
         randn(n * c, &mut rng, 2.0),
         randn(c, &mut rng, 1.0),
         randn(c, &mut rng, 1.0),
         randn(n * c, &mut rng, 1.0),
-    );
+    )
+}
+
+#[test]
+fn layernorm_gradients() {
+    // 70 rows: two row chunks of the kernel, so their weight and bias partials are combined.
+    let (n, c) = (70, 9);
+    let (x, w, b, r) = layernorm_case(2, (n, c));
     let fwd = |x: &[f64], w: &[f64], b: &[f64]| {
         let (mut out, mut m, mut s) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
         layernorm::layernorm_forward(&mut out, &mut m, &mut s, x, w, b, (n, c));
@@ -158,14 +164,8 @@ fn layernorm_gradients() {
 /// computation in f64.
 #[test]
 fn layernorm_in_f32_matches_f64() {
-    let mut rng = Rng::seed_from_u64(12);
     let (n, c) = (130, 37);
-    let (x, w, b, r) = (
-        randn(n * c, &mut rng, 2.0),
-        randn(c, &mut rng, 1.0),
-        randn(c, &mut rng, 1.0),
-        randn(n * c, &mut rng, 1.0),
-    );
+    let (x, w, b, r) = layernorm_case(12, (n, c));
     let f = |v: &[f64]| -> Vec<f32> { v.iter().map(|&x| x as f32).collect() };
     let run64 = || {
         let (mut out, mut m, mut s) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
