@@ -2,6 +2,7 @@
 //! Each parallel chunk runs a `simd_dispatch!` kernel, so the f32 `exp`/`erf` polynomials
 //! vectorise.
 
+use crate::engine::cpu::ops::add_partials_in_order;
 use crate::engine::real::Real;
 use crate::engine::simd::{simd_dispatch, Simd};
 use rayon::prelude::*;
@@ -176,26 +177,21 @@ pub fn bias_act_backward<F: Real>(
 ) {
     let bias = &bias[..width];
     let per_task = GRAD_ROWS * width;
-    let partials: Vec<Vec<F>> = d[..rows * width]
+    // One row of partial bias gradient per task, in one buffer.
+    let mut partials = vec![F::ZERO; rows.div_ceil(GRAD_ROWS) * width];
+    d[..rows * width]
         .par_chunks_mut(per_task)
         .zip(pre[..rows * width].par_chunks(per_task))
         .zip(out[..rows * width].par_chunks(per_task))
-        .map(|((d, p), y)| {
-            let mut db = vec![F::ZERO; width];
+        .zip(partials.par_chunks_mut(width))
+        .for_each(|(((d, p), y), db)| {
             if gelu {
-                bias_gelu_grad_rows(d, &mut db, p, y, bias)
+                bias_gelu_grad_rows(d, db, p, y, bias)
             } else {
-                bias_relu_grad_rows(d, &mut db, p, bias)
+                bias_relu_grad_rows(d, db, p, bias)
             }
-            db
-        })
-        .collect();
-    let dbias = &mut dbias[..width];
-    for db in partials {
-        for (a, b) in dbias.iter_mut().zip(db) {
-            *a += b;
-        }
-    }
+        });
+    add_partials_in_order(&mut dbias[..width], &partials);
 }
 
 pub fn gelu_forward<F: Real>(out: &mut [F], inp: &[F]) {

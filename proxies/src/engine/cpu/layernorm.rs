@@ -1,5 +1,6 @@
 //! LayerNorm over the last dimension (eps 1e-5), with the mean and 1/std cached for backward.
 
+use crate::engine::cpu::ops::add_partials_in_order;
 use crate::engine::real::Real;
 use crate::engine::simd::simd_dispatch;
 use rayon::prelude::*;
@@ -103,17 +104,20 @@ pub fn layernorm_backward<F: Real>(
     (n, c): (usize, usize),
 ) {
     let rows = ROWS_PER_CHUNK;
-    let partials: Vec<(Vec<F>, Vec<F>)> = dinp[..n * c]
+    // One row of partial weight and bias gradient per chunk, in one buffer each.
+    let chunks = n.div_ceil(rows);
+    let (mut pw, mut pb) = (vec![F::ZERO; chunks * c], vec![F::ZERO; chunks * c]);
+    dinp[..n * c]
         .par_chunks_mut(c * rows)
+        .zip(pw.par_chunks_mut(c).zip(pb.par_chunks_mut(c)))
         .enumerate()
-        .map(|(chunk, d)| {
-            let (mut pw, mut pb) = (vec![F::ZERO; c], vec![F::ZERO; c]);
+        .for_each(|(chunk, (d, (pw, pb)))| {
             let r0 = chunk * rows;
             let r1 = r0 + d.len() / c;
             backward_rows(
                 d,
-                &mut pw,
-                &mut pb,
+                pw,
+                pb,
                 &dout[r0 * c..r1 * c],
                 &inp[r0 * c..r1 * c],
                 &w[..c],
@@ -121,13 +125,7 @@ pub fn layernorm_backward<F: Real>(
                 &rstd[r0..r1],
                 c,
             );
-            (pw, pb)
-        })
-        .collect();
-    for (pw, pb) in partials {
-        for i in 0..c {
-            dw[i] += pw[i];
-            db[i] += pb[i];
-        }
-    }
+        });
+    add_partials_in_order(&mut dw[..c], &pw);
+    add_partials_in_order(&mut db[..c], &pb);
 }

@@ -17,6 +17,16 @@ pub fn add_assign<F: Real>(x: &mut [F], y: &[F]) {
         });
 }
 
+/// dst += each `dst.len()`-long row of `partials` in turn: per-task partial sums of a
+/// reduction added in task order, so the result does not depend on the thread count.
+pub fn add_partials_in_order<F: Real>(dst: &mut [F], partials: &[F]) {
+    for p in partials.chunks_exact(dst.len()) {
+        for (a, &b) in dst.iter_mut().zip(p) {
+            *a += b;
+        }
+    }
+}
+
 /// out = x + y
 pub fn add<F: Real>(out: &mut [F], x: &[F], y: &[F]) {
     out.par_chunks_mut(CHUNK)
