@@ -295,6 +295,16 @@ mod x86 {
         }
     }
 
+    /// The lanes below `left` (all 16 from 16 on): the mask of a row's last, partial vector.
+    #[inline(always)]
+    fn mask(left: usize) -> __mmask16 {
+        if left >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << left) - 1) as u16
+        }
+    }
+
     /// Transposes in 16×16 blocks held in registers: 16 (masked) row loads, three rounds of
     /// shuffles (32-bit, 64-bit, then 128-bit lanes twice), 16 (masked) column stores.
     #[inline]
@@ -308,13 +318,6 @@ mod x86 {
         cols: usize,
     ) {
         let (dp, sp) = (dst.as_mut_ptr(), src.as_ptr());
-        let mask = |left: usize| -> __mmask16 {
-            if left >= 16 {
-                0xFFFF
-            } else {
-                ((1u32 << left) - 1) as u16
-            }
-        };
         #[inline]
         #[target_feature(enable = "avx512f")]
         fn lo64(a: __m512, b: __m512) -> __m512 {
@@ -382,13 +385,6 @@ mod x86 {
         acc: bool,
     ) {
         let (cp, ap, bp) = (c.as_mut_ptr(), a.as_ptr(), b.as_ptr());
-        let mask = |left: usize| -> __mmask16 {
-            if left >= 16 {
-                0xFFFF
-            } else {
-                ((1u32 << left) - 1) as u16
-            }
-        };
         let mut n0 = 0;
         while n0 < n {
             let m0 = mask(n - n0);
