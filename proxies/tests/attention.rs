@@ -3,7 +3,8 @@
 //! do not reach: several query tiles, partial tiles and spans, head sizes that are not a
 //! multiple of the vector width, windows shorter and longer than a tile, grouped heads.
 //! The probability cache and the gradient buffer start out as NaN, so an entry the kernels
-//! read without having written, or forget to write, shows up.
+//! read without having written, or forget to write, shows up. The longest shapes take the
+//! path that prefetches the next head's rows (checked), so its indexing is exercised too.
 
 use genas_proxies::engine::cpu::attention::{attention_backward, attention_forward, AttnDims};
 use genas_space::Rng;
@@ -67,7 +68,7 @@ fn assert_close(name: &str, got: &[f32], want: &[f64]) {
 #[test]
 fn f32_kernels_match_the_definition_on_tiled_shapes() {
     let mut rng = Rng::seed_from_u64(11);
-    let mut cases = 0;
+    let (mut cases, mut prefetching) = (0, 0);
     for (t, head_dim) in [(1, 8), (7, 3), (16, 32), (37, 40), (130, 32)] {
         for (heads, kv_heads) in [(4, 4), (4, 2), (4, 1)] {
             for window in [usize::MAX, 5, 16, 20] {
@@ -98,8 +99,10 @@ fn f32_kernels_match_the_definition_on_tiled_shapes() {
                 assert_close(&format!("out {name}"), &out, &want_out);
                 assert_close(&format!("dqkv {name}"), &dqkv, &want_dqkv);
                 cases += 1;
+                prefetching += usize::from(d.prefetches(std::mem::size_of::<f32>()));
             }
         }
     }
     assert_eq!(cases, 24);
+    assert!(prefetching > 0, "no shape took the prefetching path");
 }

@@ -81,6 +81,27 @@ macro_rules! simd_dispatch {
 }
 pub(crate) use simd_dispatch;
 
+/// Asks for the cache line holding `x` to be brought into L2, for reading or (`write`) for
+/// writing. Only a hint: it changes no value and never faults; off x86-64 it does nothing.
+#[inline(always)]
+pub fn prefetch_l2<F>(x: &F, write: bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET1, _MM_HINT_T1};
+        let p = x as *const F as *const i8;
+        // SAFETY: a prefetch only hints the cache; p points into a live value.
+        unsafe {
+            if write {
+                _mm_prefetch::<_MM_HINT_ET1>(p)
+            } else {
+                _mm_prefetch::<_MM_HINT_T1>(p)
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (x, write);
+}
+
 /// The vector primitives a kernel body uses, per instruction set. Inside a `simd_dispatch!` body
 /// the type parameter `S` names the set the body is being compiled for.
 pub trait Simd: 'static {
