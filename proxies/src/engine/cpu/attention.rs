@@ -39,9 +39,9 @@ impl AttnDims {
     fn first_key(&self, i: usize) -> usize {
         (i + 1).saturating_sub(self.window)
     }
-    /// Whether the kernels prefetch the next head's rows (see `prefetch_next_head`): when one
-    /// batch element's qkv rows and probabilities take `PREFETCH_MIN_BYTES` or more, with
-    /// elements of `elem` bytes.
+    /// Whether the kernels prefetch the next head's rows (`prefetch_head`): when one batch
+    /// element's qkv rows and probabilities take `PREFETCH_MIN_BYTES` or more, with elements of
+    /// `elem` bytes.
     pub fn prefetches(&self, elem: usize) -> bool {
         let per_element = (self.t * self.qkv_width() + self.heads * self.t * self.t) * elem;
         per_element >= PREFETCH_MIN_BYTES
@@ -62,6 +62,50 @@ fn prefetch_span<F>(row: &[F], range: std::ops::Range<usize>, write: bool) {
     let line = (64 / std::mem::size_of::<F>()).max(1);
     for j in range.step_by(line) {
         prefetch_l2(&row[j], write);
+    }
+}
+
+/// What one query tile of a head touches, asked into L2 for head `h` a head's work ahead (read
+/// in place, each line comes from memory one miss at a time: qkv's rows lie 3 KiB apart on the
+/// large model, beyond the stride prefetcher's reach). For rows i0..i1: the probabilities over
+/// keys `keys` (written in forward, read in backward); the head's q, and its k and v when it
+/// starts a key/value group, from `qkv` and, in backward, the same columns of `dqkv` (written);
+/// the head's columns of `o` (C wide: out, written, or dO, read, as `o_write` says).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn prefetch_head<F>(
+    d: &AttnDims,
+    h: usize,
+    i0: usize,
+    i1: usize,
+    keys: std::ops::Range<usize>,
+    (probs, probs_write): (&[F], bool),
+    qkv: &[F],
+    dqkv: Option<&[F]>,
+    (o, o_write): (&[F], bool),
+) {
+    let (t, c, w, hd) = (d.t, d.c(), d.qkv_width(), d.head_dim);
+    let q = h * hd..(h + 1) * hd;
+    let (ko, vo) = (d.k_offset(h), d.v_offset(h));
+    let kv = if h.is_multiple_of(d.heads / d.kv_heads) {
+        &[ko..ko + hd, vo..vo + hd][..]
+    } else {
+        &[]
+    };
+    for i in i0..i1 {
+        prefetch_span(
+            &probs[(h * t + i) * t..(h * t + i + 1) * t],
+            keys.clone(),
+            probs_write,
+        );
+        prefetch_span(&o[i * c..(i + 1) * c], q.clone(), o_write);
+        let row = &qkv[i * w..(i + 1) * w];
+        for cols in std::iter::once(&q).chain(kv) {
+            prefetch_span(row, cols.clone(), false);
+            if let Some(dqkv) = dqkv {
+                prefetch_span(&dqkv[i * w..(i + 1) * w], cols.clone(), true);
+            }
+        }
     }
 }
 
@@ -125,10 +169,9 @@ simd_dispatch! {
         let scale = F::ONE / F::usize(hd).sqrt();
         let Scratch { kt, blk: sblk, .. } = scratch;
         let prefetch = d.prefetches(std::mem::size_of::<F>());
-        let group = d.heads / d.kv_heads;
         for h in 0..d.heads {
             let (ko, vo) = (d.k_offset(h), d.v_offset(h));
-            if h % group == 0 {
+            if h % (d.heads / d.kv_heads) == 0 {
                 // kt[e·tp + j] = k_j[e]: a query's scores against all keys become `hd` full-width
                 // multiply-adds along the key axis rather than T dot products.
                 F::transpose::<S>(kt, tp, &qkv_b[ko..], w, t, hd);
@@ -138,23 +181,7 @@ simd_dispatch! {
                 let (a, b) = span(d.first_key(i0), i0 + rows - 1, tp);
                 let bt = b.min(t);
                 if prefetch && h + 1 < d.heads {
-                    // The next head's rows of this tile, one head's work ahead: its q (k and v
-                    // when it starts a key/value group) and the probability and output lines it
-                    // will write. Otherwise each comes from memory one miss at a time: qkv's rows
-                    // lie 3 KiB apart on the large model, beyond the stride prefetcher's reach.
-                    let hn = h + 1;
-                    let (kon, von) = (d.k_offset(hn), d.v_offset(hn));
-                    for i in i0..i0 + rows {
-                        let qr = &qkv_b[i * w..(i + 1) * w];
-                        prefetch_span(qr, hn * hd..(hn + 1) * hd, false);
-                        if hn % group == 0 {
-                            prefetch_span(qr, kon..kon + hd, false);
-                            prefetch_span(qr, von..von + hd, false);
-                        }
-                        let pr = &probs_b[(hn * t + i) * t..(hn * t + i + 1) * t];
-                        prefetch_span(pr, a..bt, true);
-                        prefetch_span(&out_b[i * c..(i + 1) * c], hn * hd..(hn + 1) * hd, true);
-                    }
+                    prefetch_head(&d, h + 1, i0, i0 + rows, a..bt, (probs_b, true), qkv_b, None, (out_b, true));
                 }
                 F::small_gemm::<S>(&mut sblk[a..], tp, &qkv_b[i0 * w + h * hd..], (w, 1), &kt[a..], tp, (rows, hd, b - a), false);
                 for r in 0..rows {
@@ -228,25 +255,7 @@ simd_dispatch! {
                 let rows = ROWS.min(t - i0);
                 let (a, b) = span(d.first_key(i0), i0 + rows - 1, t);
                 if prefetch && h + 1 < d.heads {
-                    // The next head's rows of this tile, one head's work ahead (as in forward):
-                    // probabilities, dO, q (k, v when it starts a key/value group) and the dqkv
-                    // lines it will write.
-                    let hn = h + 1;
-                    let (kon, von) = (d.k_offset(hn), d.v_offset(hn));
-                    for i in i0..i0 + rows {
-                        let pr = &probs_b[(hn * t + i) * t..(hn * t + i + 1) * t];
-                        prefetch_span(pr, a..b, false);
-                        prefetch_span(&dout_b[i * c..(i + 1) * c], hn * hd..(hn + 1) * hd, false);
-                        let (qr, dr) = (&qkv_b[i * w..(i + 1) * w], &dqkv_b[i * w..(i + 1) * w]);
-                        prefetch_span(qr, hn * hd..(hn + 1) * hd, false);
-                        prefetch_span(dr, hn * hd..(hn + 1) * hd, true);
-                        if hn % group == 0 {
-                            for o in [kon, von] {
-                                prefetch_span(qr, o..o + hd, false);
-                                prefetch_span(dr, o..o + hd, true);
-                            }
-                        }
-                    }
+                    prefetch_head(&d, h + 1, i0, i0 + rows, a..b, (probs_b, false), qkv_b, Some(&*dqkv_b), (dout_b, false));
                 }
                 // dP_ij = dO_i · v_j over the tile's keys (P is zero outside each window).
                 F::small_gemm::<S>(&mut dpblk[a..], tp, &dout_b[i0 * c + h * hd..], (c, 1), &vt[a..], tp, (rows, hd, b - a), false);
