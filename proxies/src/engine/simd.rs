@@ -84,7 +84,7 @@ pub(crate) use simd_dispatch;
 /// Asks for the cache line holding `x` to be brought into L2, for reading or (`write`) for
 /// writing. Only a hint: it changes no value and never faults; off x86-64 it does nothing.
 #[inline(always)]
-pub fn prefetch_l2<F>(x: &F, write: bool) {
+pub(crate) fn prefetch_l2<F>(x: &F, write: bool) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET1, _MM_HINT_T1};
