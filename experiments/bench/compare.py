@@ -4,7 +4,8 @@
 For each configuration, runs `genas bench train ... --json` and
 `python3 torch_gpt.py ... --json` alternately, --rounds times each (the order flips every
 round so neither side always runs on a warmer machine), then prints median steps/s for both,
-the ratio genas / pytorch, and genas's gemm_fraction.
+the ratio genas / pytorch, genas's gemm_fraction, and each round's own ratio (its two runs
+are adjacent in time) with their median and range: how far one run's ratio can be trusted.
 
     cargo build --release
     python3 experiments/bench/compare.py                      # small + large, 3 rounds
@@ -129,7 +130,10 @@ def fmt(x, spec=".2f"):
     return "-" if x is None else format(x, spec)
 
 
-def summarize(name, cfg, g_runs, t_runs):
+def summarize(name, cfg, g_runs, t_runs, rounds=()):
+    """`rounds`: per round, {side: steps/s} of the runs that succeeded. A round's two runs are
+    minutes apart, so their ratio cancels most of the machine's slow drift; the spread of these
+    ratios says how far one run's ratio can be trusted."""
     def col(runs, key):
         return [r[key] for r in runs if isinstance(r.get(key), (int, float))]
 
@@ -149,6 +153,12 @@ def summarize(name, cfg, g_runs, t_runs):
     }
     if s["genas_steps_per_s"] and s["pytorch_steps_per_s"]:
         s["ratio_genas_over_pytorch"] = s["genas_steps_per_s"] / s["pytorch_steps_per_s"]
+    ratios = [r["genas"] / r["pytorch"] for r in rounds
+              if r.get("genas") and r.get("pytorch")]
+    s["round_ratios"] = ratios
+    s["round_ratio_median"] = med(ratios)
+    s["round_ratio_min"] = min(ratios) if ratios else None
+    s["round_ratio_max"] = max(ratios) if ratios else None
     tp = {r.get("params") for r in t_runs if "params" in r}
     gp = {r.get("params") for r in g_runs if "params" in r}
     s["params"] = next(iter(tp or gp), None)
@@ -184,6 +194,11 @@ def print_table(summaries, torch_ver, threads):
         )
         if runs:
             print(f"  {s['config']} steps/s per run: {runs}")
+        if s["round_ratios"]:
+            print(f"  {s['config']} ratio per round: "
+                  f"{' '.join(fmt(x) for x in s['round_ratios'])} "
+                  f"(median {fmt(s['round_ratio_median'])}, "
+                  f"range {fmt(s['round_ratio_min'])}–{fmt(s['round_ratio_max'])})")
 
 
 def main(argv=None):
@@ -236,7 +251,9 @@ def main(argv=None):
     summaries, failed = [], False
     for name, cfg in configs:
         runs = {"genas": [], "pytorch": []}
+        per_round = []
         for r in range(args.rounds):
+            per_round.append({})
             order = sides if r % 2 == 0 else list(reversed(sides))
             for side, make in order:
                 cmd = make(args, cfg)
@@ -247,9 +264,11 @@ def main(argv=None):
                     failed = True
                     continue
                 runs[side].append(out)
+                if isinstance(out.get("steps_per_s"), (int, float)):
+                    per_round[-1][side] = out["steps_per_s"]
                 log(f"[{name} round {r + 1}/{args.rounds}] {side}: "
                     f"{out.get('steps_per_s', float('nan')):.3f} steps/s")
-        summaries.append(summarize(name, cfg, runs["genas"], runs["pytorch"]))
+        summaries.append(summarize(name, cfg, runs["genas"], runs["pytorch"], per_round))
 
     if args.json:
         print(json.dumps({
