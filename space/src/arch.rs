@@ -223,8 +223,11 @@ impl Layer {
 /// A decoder-only transformer over a vocabulary of `vocab_size` tokens and `context` positions:
 /// token + learned position embeddings, `layers`, final LayerNorm, LM head (tied to the token
 /// embedding when `tie_embeddings`).
+///
+/// Deserialising one validates it (`validate`), wherever it comes from: a JSON file, an
+/// archive record, a checkpoint's metadata. An `Architecture` value is always buildable.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "UncheckedArchitecture")]
 pub struct Architecture {
     pub vocab_size: u32,
     /// Maximum sequence length (number of learned positions).
@@ -235,6 +238,52 @@ pub struct Architecture {
     /// weights (layer i uses the weights of layer `share_layers · ⌊i / share_layers⌋`). 1 = none.
     pub share_layers: u32,
     pub layers: Vec<Layer>,
+}
+
+/// The fields of an `Architecture` as read, before `validate`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UncheckedArchitecture {
+    vocab_size: u32,
+    context: u32,
+    d_model: u32,
+    tie_embeddings: bool,
+    share_layers: u32,
+    layers: Vec<Layer>,
+}
+
+impl TryFrom<UncheckedArchitecture> for Architecture {
+    type Error = ArchError;
+
+    fn try_from(u: UncheckedArchitecture) -> Result<Architecture, ArchError> {
+        let arch = Architecture {
+            vocab_size: u.vocab_size,
+            context: u.context,
+            d_model: u.d_model,
+            tie_embeddings: u.tie_embeddings,
+            share_layers: u.share_layers,
+            layers: u.layers,
+        };
+        arch.validate()?;
+        Ok(arch)
+    }
+}
+
+/// The largest values genas builds, shared by the space language (`[space]` lists are
+/// checked against them) and every reader of an architecture (JSON files, archive records,
+/// the teacher), so an absurd size is refused with its field's name before anything is
+/// allocated. Whether a buildable architecture fits the machine's memory is a separate check
+/// (`genas_proxies::engine::memory`).
+pub mod limits {
+    pub const MAX_DEPTH: u32 = 1024;
+    pub const MAX_D_MODEL: u32 = 65_536;
+    pub const MAX_HEADS: u32 = 4096;
+    pub const MAX_SHARE_LAYERS: u32 = 1024;
+    /// `ffn_ratio` ≤ 64 at the widest `d_model`.
+    pub const MAX_FFN_HIDDEN: u32 = 64 * MAX_D_MODEL;
+    /// The longest text `seq_len`, and a 256 × 256 image.
+    pub const MAX_CONTEXT: u32 = 65_536;
+    pub const MAX_VOCAB: u32 = 1 << 20;
 }
 
 /// Why an architecture is not a network genas can build.
@@ -276,6 +325,7 @@ impl Architecture {
 
     /// Checks that this is a network genas can build; the message names the first clash.
     pub fn validate(&self) -> Result<(), ArchError> {
+        use limits::*;
         let d = self.d_model;
         if self.vocab_size < 2 {
             return invalid(format!("vocab_size {} < 2", self.vocab_size));
@@ -288,6 +338,16 @@ impl Architecture {
         }
         if self.layers.is_empty() {
             return invalid("an architecture needs at least one layer");
+        }
+        for (field, value, limit) in [
+            ("vocab_size", self.vocab_size as usize, MAX_VOCAB as usize),
+            ("context", self.context as usize, MAX_CONTEXT as usize),
+            ("d_model", d as usize, MAX_D_MODEL as usize),
+            ("layers (depth)", self.depth(), MAX_DEPTH as usize),
+        ] {
+            if value > limit {
+                return invalid(format!("{field} {value} is above the limit {limit}"));
+            }
         }
         if self.share_layers < 1 || self.share_layers as usize > self.depth() {
             return invalid(format!(
@@ -322,10 +382,10 @@ impl Architecture {
 
     /// Parses and validates an architecture from JSON (canonical or pretty-printed).
     pub fn from_json(text: &str) -> Result<Architecture, ArchError> {
-        let arch: Architecture =
+        // Fields first, so a JSON error and a validation error each read as themselves.
+        let fields: UncheckedArchitecture =
             serde_json::from_str(text).map_err(|e| ArchError::Json(e.to_string()))?;
-        arch.validate()?;
-        Ok(arch)
+        Architecture::try_from(fields)
     }
 
     /// A one-line human summary, e.g. `d64 L3 [full/h4 ffn256 gelu dense]×3 tied`.
@@ -366,7 +426,17 @@ impl Architecture {
 }
 
 fn validate_layer(layer: &Layer, d: u32, context: u32) -> Result<(), String> {
+    use limits::*;
     let heads = layer.attention.heads();
+    for (field, value, limit) in [
+        ("heads", heads, MAX_HEADS),
+        ("kv_heads", layer.attention.kv_heads(), MAX_HEADS),
+        ("ffn hidden", layer.ffn.hidden, MAX_FFN_HIDDEN),
+    ] {
+        if value > limit {
+            return Err(format!("{field} {value} is above the limit {limit}"));
+        }
+    }
     match layer.attention {
         Attention::None => {}
         _ if heads == 0 => return Err("heads must be at least 1".into()),

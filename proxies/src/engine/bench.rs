@@ -160,6 +160,14 @@ pub fn bench_train(c: &BenchConfig) -> Result<BenchReport, String> {
     arch.validate().map_err(|e| e.to_string())?;
     let be = Cpu::<f32>::new(c.threads);
     let threads = be.threads();
+    super::memory::check(
+        &format!(
+            "the benchmark model ({}, batch {})",
+            arch.summary(),
+            c.batch
+        ),
+        super::memory::training_bytes(&arch, c.batch, threads),
+    )?;
     let mut model = Model::new(&arch, be.clone(), 0);
     let mut opt = Optimizer::new(&model);
     let cfg = TrainConfig::new(c.warmup + c.steps, c.batch, 1e-3, 0);

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod cpu;
 pub mod generate;
+pub mod memory;
 pub mod model;
 pub mod real;
 pub mod simd;

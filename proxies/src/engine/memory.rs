@@ -1,0 +1,130 @@
+//! Whether a network fits this machine, decided from the cost model before anything is
+//! allocated. A network too large for memory must be one clear error, never an allocation
+//! that aborts the process; an architecture too large for genas at all is refused earlier,
+//! by `Architecture::validate` (`genas_space::arch::limits`).
+//!
+//! The estimates are upper-side and simple: f32 weights, their gradient, AdamW's two moments,
+//! the initial weights kept for export, one gradient buffer per data-parallel shard, and
+//! the cost model's activation bytes per token for every token of a batch. They are checked
+//! against the memory the kernel says is available (`MemAvailable` in `/proc/meminfo`);
+//! where that is unknown, against `FALLBACK_LIMIT_BYTES`.
+
+use genas_space::{Architecture, Cost};
+
+/// The budget when the machine does not say what it has: 64 GiB.
+pub const FALLBACK_LIMIT_BYTES: f64 = 64.0 * (1u64 << 30) as f64;
+
+/// Bytes to train `arch` on batches of `batch` sequences with `shards` data-parallel shards.
+pub fn training_bytes(arch: &Architecture, batch: usize, shards: usize) -> f64 {
+    let cost = Cost::of(arch);
+    let weights = 4.0 * cost.params as f64;
+    weights * (5.0 + shards.max(1) as f64)
+        + cost.activation_bytes_per_token * batch as f64 * arch.context as f64
+}
+
+/// Bytes to run `arch` forward on `batch` sequences (evaluation, proxies, generation).
+pub fn inference_bytes(arch: &Architecture, batch: usize) -> f64 {
+    let cost = Cost::of(arch);
+    2.0 * 4.0 * cost.params as f64
+        + cost.inference_state_bytes as f64 * batch as f64
+        + cost.activation_bytes_per_token * batch as f64 * arch.context as f64
+}
+
+/// Bytes of a teacher's cached soft targets: `positions` training positions at `per_position`
+/// floats each, plus the validation set's distributions.
+pub fn soft_target_bytes(
+    train_positions: f64,
+    val_positions: f64,
+    floats_per_position: f64,
+) -> f64 {
+    4.0 * floats_per_position * (train_positions + val_positions)
+}
+
+/// Memory this process may still take: `MemAvailable` on Linux, or the fallback.
+pub fn available_bytes() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+            let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024.0)
+        })
+        .unwrap_or(FALLBACK_LIMIT_BYTES)
+}
+
+/// `Ok` when `need` bytes fit in `available`; otherwise one line saying what needs how much.
+pub fn check_fits(what: &str, need: f64, available: f64) -> Result<(), String> {
+    if need.is_finite() && need <= available {
+        return Ok(());
+    }
+    Err(format!(
+        "{what} needs about {} of memory (cost-model estimate), more than the {} available",
+        human(need),
+        human(available)
+    ))
+}
+
+/// `Ok` when `need` bytes fit in the memory available now.
+pub fn check(what: &str, need: f64) -> Result<(), String> {
+    check_fits(what, need, available_bytes())
+}
+
+fn human(bytes: f64) -> String {
+    if !bytes.is_finite() {
+        return "an unbounded amount".into();
+    }
+    let gib = bytes / (1u64 << 30) as f64;
+    if gib >= 1.0 {
+        format!("{gib:.1} GiB")
+    } else {
+        format!("{:.1} MiB", bytes / (1u64 << 20) as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use genas_space::{Activation, Attention, Layer, Sparsity};
+
+    fn arch(d: u32, depth: usize) -> Architecture {
+        Architecture {
+            vocab_size: 65,
+            context: 64,
+            d_model: d,
+            tie_embeddings: false,
+            share_layers: 1,
+            layers: vec![
+                Layer::new(
+                    Attention::Full { heads: 4 },
+                    4 * d,
+                    Activation::Gelu,
+                    None,
+                    Sparsity::Dense
+                );
+                depth
+            ],
+        }
+    }
+
+    #[test]
+    fn estimates_grow_with_size_and_batch() {
+        let small = arch(64, 2);
+        let wide = arch(512, 2);
+        assert!(training_bytes(&wide, 16, 1) > training_bytes(&small, 16, 1));
+        assert!(training_bytes(&small, 64, 1) > training_bytes(&small, 16, 1));
+        assert!(training_bytes(&small, 16, 2) > training_bytes(&small, 16, 1));
+        // At least the four f32 copies of every weight training needs.
+        assert!(training_bytes(&small, 1, 1) >= 16.0 * Cost::of(&small).params as f64);
+        assert!(inference_bytes(&small, 1) < training_bytes(&small, 1, 1));
+    }
+
+    #[test]
+    fn over_budget_is_one_line_naming_both_sizes() {
+        assert!(check_fits("x", 1e6, 2e6).is_ok());
+        let e = check_fits("training d65536 L1024", 3.0 * (1u64 << 40) as f64, 8e9).unwrap_err();
+        assert!(!e.contains('\n'));
+        assert!(e.contains("3072.0 GiB") && e.contains("7.5 GiB"), "{e}");
+        assert!(check_fits("x", f64::NAN, 1e9).is_err());
+        assert!(check_fits("x", f64::INFINITY, 1e9).is_err());
+    }
+}
