@@ -139,16 +139,30 @@ impl TeacherTargets {
         cfg: &DistillConfig,
         schedule_steps: u32,
     ) -> TeacherTargets {
+        TeacherTargets::compute_with_progress(teacher, data, cfg, schedule_steps, &mut |_, _| {})
+    }
+
+    /// `compute`, telling `progress` (batches done, batches in all) after every batch.
+    pub fn compute_with_progress<B: Backend>(
+        teacher: &mut Model<B>,
+        data: &Dataset,
+        cfg: &DistillConfig,
+        schedule_steps: u32,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> TeacherTargets {
         let start = Instant::now();
         let v = data.vocab_size() as usize;
         let mut rng = Rng::seed_from_u64(cfg.seed);
         let schedule: Vec<Batch> = (0..schedule_steps)
             .map(|_| data.train_batch(cfg.batch_size, &mut rng))
             .collect();
+        let total = schedule.len();
         let soft = schedule
             .iter()
-            .map(|b| {
+            .enumerate()
+            .map(|(i, b)| {
                 let z = teacher_logits(teacher, b);
+                progress(i + 1, total);
                 SoftTargets::from_logits(&z, (b.b * b.t, v), cfg.temperature)
             })
             .collect();

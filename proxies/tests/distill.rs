@@ -34,6 +34,7 @@ fn teacher_cfg() -> TeacherConfig {
         steps: 60,
         batch_size: 16,
         learning_rate: 3e-3,
+        seed: 0,
     }
 }
 

@@ -26,6 +26,8 @@ pub fn load(path: &Path) -> Result<Loaded> {
 
 /// Loads the data of a parsed experiment and builds its space.
 pub fn load_experiment(experiment: Experiment) -> Result<Loaded> {
+    // A device this build cannot use is refused before any data is read.
+    experiment.device_note()?;
     let data = Dataset::load(&experiment)?;
     let space = SearchSpace::new(&experiment.space, data.vocab_size(), data.context)
         .with_context(|| format!("{}", experiment.source.display()))?;
@@ -34,6 +36,72 @@ pub fn load_experiment(experiment: Experiment) -> Result<Loaded> {
         data,
         space,
     })
+}
+
+/// Refuses to train `arch` on batches of `batch` when the cost model says it will not fit
+/// the memory available: one line instead of an allocation that aborts.
+pub fn check_training_memory(
+    what: &str,
+    arch: &Architecture,
+    batch: usize,
+    shards: usize,
+) -> Result<()> {
+    use genas_proxies::engine::memory;
+    memory::check(
+        &format!("training {what} ({}) on batches of {batch}", arch.summary()),
+        memory::training_bytes(arch, batch, shards),
+    )
+    .map_err(anyhow::Error::msg)
+}
+
+/// The memory a search or calibration of `l` will hold at once, checked before any work:
+/// `workers` candidates training side by side (bounded by the space's largest), the teacher's
+/// cached soft targets for `steps` steps, and the teacher itself.
+pub fn check_plan_memory(l: &Loaded, steps: u32, workers: usize) -> Result<()> {
+    use genas_proxies::engine::memory;
+    let exp = &l.experiment;
+    let summary = l
+        .space
+        .summary(&exp.constraints)
+        .with_context(|| format!("{}", exp.source.display()))?;
+    let max_params = exp
+        .constraints
+        .max_params
+        .map_or(summary.max_params, |m| m.min(summary.max_params));
+    let batch = exp.fidelity.batch_size as f64;
+    let context = l.data.context as f64;
+    let student =
+        4.0 * max_params as f64 * 6.0 + summary.max_activation_bytes_per_token * batch * context;
+    let vocab = l.data.vocab_size() as f64;
+    let per_position = if vocab <= genas_proxies::distill::DENSE_VOCAB_MAX as f64 {
+        vocab
+    } else {
+        2.0 * genas_proxies::distill::TOP_K as f64
+    };
+    let targets = memory::soft_target_bytes(
+        f64::from(steps) * batch * context,
+        128.0 * context,
+        per_position,
+    );
+    let teacher = genas_proxies::teacher::teacher_architecture(
+        &exp.teacher,
+        l.data.vocab_size(),
+        l.data.context,
+    );
+    let need = workers.max(1) as f64 * student
+        + targets
+        + memory::inference_bytes(&teacher, exp.fidelity.batch_size as usize);
+    memory::check(
+        &format!(
+            "{} ({} candidates side by side, the largest of {} parameters, and the teacher's soft targets for {steps} steps of fidelity.batch_size {})",
+            exp.source.display(),
+            workers.max(1),
+            max_params,
+            exp.fidelity.batch_size
+        ),
+        need,
+    )
+    .map_err(anyhow::Error::msg)
 }
 
 /// `genas space check`.
@@ -367,6 +435,7 @@ pub fn train_architecture(
         .with_context(|| format!("cannot read {}", arch_path.display()))?;
     let arch = Architecture::from_json(&text).with_context(|| arch_path.display().to_string())?;
     let exp = Experiment::from_path(experiment)?;
+    exp.device_note()?;
     let data = Dataset::load(&exp)?;
     if arch.vocab_size != data.vocab_size() || arch.context != data.context {
         anyhow::bail!(
@@ -384,10 +453,18 @@ pub fn train_architecture(
         anyhow::bail!("--steps must be at least 1");
     }
     let batch = o.batch_size.unwrap_or(exp.fidelity.batch_size as usize);
+    if batch == 0 {
+        anyhow::bail!("--batch-size must be at least 1");
+    }
     let lr = o.learning_rate.unwrap_or(exp.fidelity.learning_rate);
+    if !(lr.is_finite() && lr > 0.0) {
+        anyhow::bail!("--lr must be a positive number, not {lr}");
+    }
     let threads = o.threads.unwrap_or(exp.search.threads as usize);
     let be = Cpu::<f32>::new(threads);
     let threads = be.threads();
+    check_training_memory(&arch.id(), &arch, batch, threads)
+        .map_err(|e| anyhow::anyhow!("{e}; use a smaller --batch-size or architecture"))?;
     let mut model = Model::new(&arch, be, o.seed);
     let cfg = TrainConfig::new(steps, batch, lr, o.seed);
     let report = train::train(&mut model, &data, &cfg, |s| progress(s, steps))?;

@@ -117,6 +117,10 @@ pub struct RunPlan {
     pub teacher_key: String,
     pub calibration_key: String,
     pub data_fingerprint: String,
+    /// `[constraints] max_latency_ms_per_token`: a top-rung candidate measured slower stays
+    /// off the front. (Absent in runs recorded before it was enforced.)
+    #[serde(default)]
+    pub max_latency_ms_per_token: Option<f64>,
 }
 
 /// What a search needs at hand while it runs.
@@ -127,7 +131,12 @@ pub struct RunContext<'a> {
     pub archive: &'a Archive,
     pub run: String,
     pub plan: RunPlan,
-    pub ensemble: Ensemble,
+    /// The calibrated screen; `None` when the space is too small to calibrate on, and then
+    /// every proposal goes on to the rungs.
+    pub ensemble: Option<Ensemble>,
+    /// When the whole space within the constraints fits the budget: every architecture of
+    /// it, in the order the run proposes them (each exactly once).
+    pub exhaustive: Option<Vec<Architecture>>,
     pub targets: &'a TeacherTargets,
     pub proxy_batch: Batch,
     pub workers: usize,
@@ -204,12 +213,20 @@ fn top_rung_points(
     cands: &BTreeMap<String, CandidateRecord>,
     top: usize,
     objs: &[Objective],
+    max_latency: Option<f64>,
 ) -> (Vec<String>, Vec<Vec<f64>>) {
     let mut ids = Vec::new();
     let mut pts = Vec::new();
     let mut ordered: Vec<&CandidateRecord> = cands.values().collect();
     ordered.sort_by_key(|c| c.index);
     for c in ordered {
+        let too_slow = match (max_latency, c.latency_ms_per_token) {
+            (Some(limit), Some(ms)) => ms > limit,
+            _ => false,
+        };
+        if too_slow {
+            continue;
+        }
         if let Some((r, ce)) = c.best_rung() {
             if r == top {
                 ids.push(c.id.clone());
@@ -226,7 +243,7 @@ pub fn front_and_hypervolume(
     top: usize,
     plan: &RunPlan,
 ) -> (Vec<String>, f64) {
-    let (ids, pts) = top_rung_points(cands, top, &plan.objectives);
+    let (ids, pts) = top_rung_points(cands, top, &plan.objectives, plan.max_latency_ms_per_token);
     let front: Vec<usize> = pareto::front(&pts);
     let norm: Vec<Vec<f64>> = front
         .iter()
@@ -303,6 +320,10 @@ pub fn cache_key(arch_id: &str, plan: &RunPlan, cfg: &DistillConfig) -> String {
 /// the cache key to store it under (none for a cache hit).
 type Finished = (RungResult, Option<f64>, Option<String>);
 
+/// Uniform draws tried for an architecture not yet in the run before the run stops
+/// proposing.
+const UNIFORM_DRAWS: usize = 100_000;
+
 /// The controller over one run.
 pub struct Controller<'a> {
     pub cx: RunContext<'a>,
@@ -374,14 +395,24 @@ impl<'a> Controller<'a> {
     }
 
     fn budget(&self) -> u32 {
-        self.cx.experiment.search.candidates
+        let candidates = self.cx.experiment.search.candidates;
+        match &self.cx.exhaustive {
+            Some(all) => candidates.min(u32::try_from(all.len()).unwrap_or(u32::MAX)),
+            None => candidates,
+        }
     }
 
-    /// Draws one architecture within the constraints, not yet in the run.
+    /// Draws one architecture within the constraints, not yet in the run; `None` when none
+    /// can be found (a space nearly exhausted, or constraints almost nothing meets).
     fn draw(
         &mut self,
         make: &mut dyn FnMut(&mut Self) -> Option<(Architecture, String)>,
-    ) -> (Architecture, String) {
+    ) -> Option<(Architecture, String)> {
+        if let Some(all) = &self.cx.exhaustive {
+            // Every architecture once, in the run's order.
+            let next = all.get(self.state.proposed as usize)?;
+            return Some((next.clone(), "exhaustive".into()));
+        }
         for _ in 0..256 {
             if let Some((a, origin)) = make(self) {
                 if !satisfies(&Cost::of(&a), &self.cx.experiment.constraints) {
@@ -389,19 +420,22 @@ impl<'a> Controller<'a> {
                     continue;
                 }
                 if !self.cands.contains_key(&a.id()) {
-                    return (a, origin);
+                    return Some((a, origin));
                 }
             }
         }
         // The strategy keeps proposing known architectures: a fresh uniform draw instead.
-        loop {
+        for _ in 0..UNIFORM_DRAWS {
             let a = self.cx.space.sample(&mut self.state.rng);
             if !satisfies(&Cost::of(&a), &self.cx.experiment.constraints) {
                 self.state.rejected_by_constraints += 1;
                 continue;
             }
-            return (a, "random".into());
+            if !self.cands.contains_key(&a.id()) {
+                return Some((a, "random".into()));
+            }
         }
+        None
     }
 
     fn tournament(&mut self, k: usize) -> Option<String> {
@@ -433,7 +467,7 @@ impl<'a> Controller<'a> {
         let mut batch = Vec::with_capacity(n);
         let mut ids = Vec::with_capacity(n);
         for _ in 0..n {
-            let (arch, origin) = self.draw(&mut |c: &mut Self| match strategy {
+            let drawn = self.draw(&mut |c: &mut Self| match strategy {
                 Strategy::Random => Some((c.cx.space.sample(&mut c.state.rng), "random".into())),
                 Strategy::Evolution => {
                     let p = c.tournament(tournament)?;
@@ -453,9 +487,7 @@ impl<'a> Controller<'a> {
                     Some((a, format!("crossover of {p1} and {p2}")))
                 }
             });
-            if ids.contains(&arch.id()) {
-                continue;
-            }
+            let Some((arch, origin)) = drawn else { break };
             let id = arch.id();
             let rec = CandidateRecord {
                 id: id.clone(),
@@ -475,6 +507,15 @@ impl<'a> Controller<'a> {
             ids.push(id.clone());
             batch.push(id);
         }
+        if batch.is_empty() {
+            // Nothing new could be drawn: the run ends with what it has.
+            self.state.phase = Phase::Done;
+            return self.commit(
+                &[],
+                &[serde_json::json!({"event": "done", "reason": "no new architecture could be drawn within the constraints"})],
+                &[],
+            );
+        }
         self.state.batch = batch;
         self.state.phase = Phase::Screen;
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -491,7 +532,7 @@ impl<'a> Controller<'a> {
             .iter()
             .map(|id| self.cands[id].architecture.clone())
             .collect();
-        let seed = self.cx.experiment.search.seed;
+        let seed = self.cx.experiment.teacher.seed;
         let pb = &self.cx.proxy_batch;
         let label = format!("round {} screen", self.state.round + 1);
         let scores: Vec<ProxyScores> = parallel(
@@ -505,7 +546,7 @@ impl<'a> Controller<'a> {
         );
         for (id, p) in batch.iter().zip(scores) {
             let c = self.cands.get_mut(id).expect("proposed");
-            c.screen_score = Some(self.cx.ensemble.score(&p));
+            c.screen_score = self.cx.ensemble.as_ref().map(|e| e.score(&p));
             c.proxies = Some(p);
         }
         let mut order: Vec<&String> = batch.iter().collect();
@@ -515,8 +556,12 @@ impl<'a> Controller<'a> {
                 .total_cmp(&x.unwrap_or(f64::MIN))
                 .then(self.cands[*a].index.cmp(&self.cands[*b].index))
         });
-        let keep = ((batch.len() as f64 * self.cx.experiment.fidelity.screen_keep).ceil() as usize)
-            .clamp(1, batch.len());
+        let keep = if self.cx.ensemble.is_none() {
+            batch.len()
+        } else {
+            ((batch.len() as f64 * self.cx.experiment.fidelity.screen_keep).ceil() as usize)
+                .clamp(1, batch.len())
+        };
         let kept: Vec<String> = order[..keep].iter().map(|s| s.to_string()).collect();
         for id in &order[keep..] {
             self.cands.get_mut(*id).expect("proposed").screened_out = true;
@@ -541,7 +586,7 @@ impl<'a> Controller<'a> {
             learning_rate: f.learning_rate,
             temperature: f.temperature,
             alpha: f.alpha,
-            seed: self.cx.experiment.search.seed,
+            seed: self.cx.experiment.teacher.seed,
             val_sequences: 128,
         }
     }
@@ -571,7 +616,7 @@ impl<'a> Controller<'a> {
         let finished: Mutex<BTreeMap<usize, Finished>> = Mutex::new(BTreeMap::new());
         let committed = Mutex::new(0usize);
         let error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-        let seed = self.cx.experiment.search.seed;
+        let seed = self.cx.experiment.teacher.seed;
         let this = Mutex::new(&mut *self);
         let archs: Vec<Architecture> = {
             let me = this.lock().expect("controller");

@@ -693,12 +693,9 @@ fn teacher_progress(quiet: bool) -> impl FnMut(u32, f64) {
 static STOP: AtomicBool = AtomicBool::new(false);
 
 /// A progress bar on stderr (hidden when stderr is not a terminal or output is JSON).
-fn progress_bar(quiet: bool) -> ProgressBar {
-    let pb = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
-    };
+fn progress_bar() -> ProgressBar {
+    // Hidden until the first report, so no empty bar stands on the screen meanwhile.
+    let pb = ProgressBar::hidden();
     pb.set_style(
         ProgressStyle::with_template("{msg:<32} [{bar:30}] {pos}/{len} ETA {eta}")
             .expect("a valid template")
@@ -712,7 +709,7 @@ fn with_progress<R>(
     quiet: bool,
     f: impl FnOnce(&mut dyn FnMut(&str), &(dyn Fn(&str, usize, usize) + Sync)) -> R,
 ) -> R {
-    let pb = progress_bar(quiet);
+    let pb = progress_bar();
     let r = f(
         &mut |m| {
             if !quiet {
@@ -720,6 +717,9 @@ fn with_progress<R>(
             }
         },
         &|label, done, total| {
+            if !quiet && pb.is_hidden() {
+                pb.set_draw_target(ProgressDrawTarget::stderr());
+            }
             pb.set_message(label.to_string());
             pb.set_length(total as u64);
             pb.set_position(done as u64);

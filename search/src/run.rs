@@ -94,8 +94,10 @@ pub fn search(
     if let Some(s) = o.seed {
         exp.search.seed = s;
     }
-    // Load before creating the run, so bad data never leaves a run behind.
+    // Load and check before creating the run, so bad data or a plan that cannot work never
+    // leaves a run behind.
     let l = load_experiment(exp.clone())?;
+    preflight(&l, o.threads)?;
     let archive = Archive::open(&o.archive)?;
     let base_dir = exp.base_dir.clone();
     let record = RunRecord {
@@ -166,6 +168,9 @@ fn drive(
         None => load_experiment(experiment_of(record)?)?,
     };
     let exp = &l.experiment;
+    if let Some(note) = exp.device_note()? {
+        say(&note);
+    }
     if exp.fidelity.rung_steps.is_empty() {
         bail!("{}: [fidelity] rung_steps is empty", exp.source.display());
     }
@@ -174,7 +179,18 @@ fn drive(
     } else {
         threads
     });
-    let (mut teacher, t) = obtain_teacher(archive, &l, false, say, &mut |_, _| {})?;
+    let space_plan = preflight(&l, threads)?;
+    for w in &space_plan.warnings {
+        say(&format!("warning: {w}"));
+    }
+    let teacher_steps = exp.teacher.steps as usize;
+    let (mut teacher, t) = obtain_teacher(archive, &l, false, say, &mut |step, loss| {
+        progress(
+            &format!("training the teacher, loss {loss:.3}"),
+            step as usize + 1,
+            teacher_steps,
+        )
+    })?;
     let last = *exp.fidelity.rung_steps.iter().max().expect("non-empty");
     let cfg = distill_config(&l, last);
     let calibration_key = crate::scoring::calibration_key(&l, &cfg, &t.record.key)?;
@@ -198,6 +214,7 @@ fn drive(
                 teacher_key: t.record.key.clone(),
                 calibration_key: calibration_key.clone(),
                 data_fingerprint: l.data.fingerprint.clone(),
+                max_latency_ms_per_token: exp.constraints.max_latency_ms_per_token,
             };
             record.plan = Some(p.clone());
             archive.update_run(&record.id, &serde_json::to_value(&*record)?)?;
@@ -205,11 +222,20 @@ fn drive(
         }
     };
     say("caching the teacher's soft targets for the rung schedule");
-    let targets = TeacherTargets::compute(&mut teacher, &l.data, &cfg, last);
+    let targets =
+        TeacherTargets::compute_with_progress(&mut teacher, &l.data, &cfg, last, &mut |d, n| {
+            progress("caching soft targets", d, n)
+        });
     drop(teacher);
-    let ensemble = screen_ensemble(
-        archive, &l, &targets, &cfg, &plan, &t, workers, say, progress,
-    )?;
+    if let Some(note) = &space_plan.note {
+        say(note);
+    }
+    let ensemble = match space_plan.calibration_n {
+        Some(n) => Some(screen_ensemble(
+            archive, &l, &targets, &cfg, &plan, &t, n, workers, say, progress,
+        )?),
+        None => None,
+    };
     let mut rng = Rng::seed_from_u64(exp.search.seed ^ 0x9e37_79b9);
     let proxy_batch = l
         .data
@@ -222,6 +248,7 @@ fn drive(
         run: record.id.clone(),
         plan,
         ensemble,
+        exhaustive: space_plan.exhaustive,
         targets: &targets,
         proxy_batch,
         workers,
@@ -242,6 +269,79 @@ fn drive(
     report(archive, &record.id)
 }
 
+/// What a search will do with its space, decided before the teacher or anything expensive.
+pub struct SpacePlan {
+    /// Every architecture within the constraints in the order the run proposes them, when
+    /// they are no more than `search.candidates`.
+    pub exhaustive: Option<Vec<genas_space::Architecture>>,
+    /// Architectures to calibrate the screen on; `None`: no calibration and no screen.
+    pub calibration_n: Option<usize>,
+    /// What to tell the user about the plan, if it differs from the usual one.
+    pub note: Option<String>,
+    /// The space's own warnings (values that can never be valid, ...).
+    pub warnings: Vec<String>,
+}
+
+/// Checks everything about a search of `l` that can be known before it starts (the space
+/// within the constraints, the memory it will hold) and decides how small spaces are
+/// searched: a space no larger than the budget is evaluated exhaustively, one smaller than
+/// the calibration sample is calibrated on what it holds, or not at all when that is too
+/// few to cross-validate.
+pub fn preflight(l: &Loaded, threads: usize) -> Result<SpacePlan> {
+    let exp = &l.experiment;
+    let file = exp.source.display().to_string();
+    let summary = l
+        .space
+        .summary(&exp.constraints)
+        .with_context(|| file.clone())?;
+    let workers = crate::workers::worker_count(if threads == 0 {
+        exp.search.threads as usize
+    } else {
+        threads
+    });
+    let last = exp.fidelity.rung_steps.iter().copied().max().unwrap_or(1);
+    crate::commands::check_plan_memory(l, last, workers)?;
+    let within = l
+        .space
+        .architectures_within(&exp.constraints, genas_space::search_space::EXACT_COUNT_MAX);
+    let budget = exp.search.candidates as usize;
+    let min_calibration = 2 * genas_proxies::calibrate::FOLDS;
+    let mut plan = SpacePlan {
+        exhaustive: None,
+        calibration_n: Some(SEARCH_CALIBRATION_N),
+        note: None,
+        warnings: summary.warnings,
+    };
+    let Some(mut all) = within else {
+        return Ok(plan);
+    };
+    if all.is_empty() {
+        bail!("{file}: no architecture of the space meets the [constraints]; loosen them");
+    }
+    let k = all.len();
+    if k <= budget {
+        // Each once, in an order fixed by the search seed.
+        let mut rng = Rng::seed_from_u64(exp.search.seed ^ 0xe4a0_5717);
+        rng.shuffle(&mut all);
+        plan.exhaustive = Some(all);
+        plan.calibration_n = None;
+        plan.note = Some(format!(
+            "the space holds {k} architectures within the constraints, no more than search.candidates = {budget}: evaluating every one once, without calibration or the zero-cost screen"
+        ));
+    } else if k < min_calibration {
+        plan.calibration_n = None;
+        plan.note = Some(format!(
+            "the space holds only {k} architectures within the constraints, too few to calibrate the zero-cost proxies on (at least {min_calibration}): no screen, every proposal is distilled"
+        ));
+    } else if k < SEARCH_CALIBRATION_N {
+        plan.calibration_n = Some(k);
+        plan.note = Some(format!(
+            "the space holds only {k} architectures within the constraints: the proxies are calibrated on all of them"
+        ));
+    }
+    Ok(plan)
+}
+
 /// The calibrated ensemble for the screen: the archive's, or a calibration run now (and
 /// stored) when there is none for this space, data, fidelity and teacher.
 #[allow(clippy::too_many_arguments)]
@@ -252,6 +352,7 @@ fn screen_ensemble(
     cfg: &genas_proxies::distill::DistillConfig,
     plan: &RunPlan,
     t: &TeacherOutcome,
+    n: usize,
     workers: usize,
     say: &mut dyn FnMut(&str),
     progress: &(dyn Fn(&str, usize, usize) + Sync),
@@ -266,17 +367,11 @@ fn screen_ensemble(
         return Ok(e);
     }
     say(&format!(
-        "no calibration of the proxies for this space yet: calibrating on {SEARCH_CALIBRATION_N} architectures"
+        "no calibration of the proxies for this space yet: calibrating on {n} architectures"
     ));
-    let (rows, calibration, _) = calibrate_with(
-        l,
-        targets,
-        cfg,
-        SEARCH_CALIBRATION_N,
-        1,
-        workers,
-        &|d, n, _| progress("calibrating the proxies", d, n),
-    )?;
+    let (rows, calibration, _) = calibrate_with(l, targets, cfg, n, 1, workers, &|d, n, _| {
+        progress("calibrating the proxies", d, n)
+    })?;
     let tau = calibration
         .ensembles
         .iter()

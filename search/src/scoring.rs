@@ -56,11 +56,14 @@ pub fn obtain_teacher(
     on_step: &mut dyn FnMut(u32, f64),
 ) -> Result<(Model<Cpu<f32>>, TeacherOutcome)> {
     let cfg = &l.experiment.teacher;
-    let seed = l.experiment.search.seed;
+    let seed = l.experiment.teacher.seed;
     let arch = teacher_architecture(cfg, l.data.vocab_size(), l.data.context);
     arch.validate()
         .with_context(|| format!("{}: [teacher]", l.experiment.source.display()))?;
     let key = teacher_key(&arch, cfg, &l.data.fingerprint, seed);
+    let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
+    crate::commands::check_training_memory("the teacher", &arch, cfg.batch_size as usize, shards)
+        .with_context(|| format!("{}: [teacher]", l.experiment.source.display()))?;
     if !retrain {
         if let Some((meta, weights)) = archive.teacher(&key)? {
             let record: TeacherRecord = serde_json::from_value(meta)
@@ -118,6 +121,9 @@ pub fn teacher_train(
     on_step: &mut dyn FnMut(u32, f64),
 ) -> Result<TeacherOutcome> {
     let l = load(file)?;
+    if let Some(note) = l.experiment.device_note()? {
+        say(&note);
+    }
     let archive = Archive::open(archive_dir)?;
     Ok(obtain_teacher(&archive, &l, retrain, say, on_step)?.1)
 }
@@ -205,13 +211,22 @@ pub fn distill_config(l: &Loaded, steps: u32) -> DistillConfig {
         learning_rate: f.learning_rate,
         temperature: f.temperature,
         alpha: f.alpha,
-        seed: l.experiment.search.seed,
+        seed: l.experiment.teacher.seed,
         val_sequences: 128,
     }
 }
 
 /// `n` distinct architectures drawn uniformly from the space within the constraints.
 fn sample_distinct(l: &Loaded, n: usize, rng: &mut Rng) -> Result<Vec<Architecture>> {
+    // A space that holds no more than n: all of it.
+    if let Some(all) = l.space.architectures_within(
+        &l.experiment.constraints,
+        genas_space::search_space::EXACT_COUNT_MAX,
+    ) {
+        if all.len() <= n {
+            return Ok(all);
+        }
+    }
     let mut seen = std::collections::BTreeSet::new();
     let mut out = Vec::with_capacity(n);
     for _ in 0..n * 50 {
@@ -261,6 +276,36 @@ pub fn proxies_calibrate(
     if steps == 0 {
         anyhow::bail!("--steps must be at least 1");
     }
+    if o.repeats == 0 {
+        anyhow::bail!("--repeats must be at least 1");
+    }
+    // What can be known to fail fails before the teacher trains.
+    let mut n = o.n;
+    if let Some(all) = l.space.architectures_within(
+        &l.experiment.constraints,
+        genas_space::search_space::EXACT_COUNT_MAX,
+    ) {
+        let min = 2 * genas_proxies::calibrate::FOLDS;
+        if all.len() < min {
+            anyhow::bail!(
+                "{}: the space holds only {} architectures within the constraints; calibration needs at least {min} (--n), so widen [space] or loosen [constraints]",
+                l.experiment.source.display(),
+                all.len()
+            );
+        }
+        if all.len() < n {
+            say(&format!(
+                "the space holds only {} architectures within the constraints: calibrating on all of them (--n {} asked for more)",
+                all.len(),
+                o.n
+            ));
+            n = all.len();
+        }
+    }
+    crate::commands::check_plan_memory(&l, steps, worker_count(o.threads))?;
+    if let Some(note) = l.experiment.device_note()? {
+        say(&note);
+    }
     let archive = Archive::open(&o.archive)?;
     let (mut teacher, outcome) = obtain_teacher(&archive, &l, false, say, on_step)?;
     let cfg = distill_config(&l, steps);
@@ -271,10 +316,10 @@ pub fn proxies_calibrate(
         "teacher soft targets for {steps} steps cached ({:.1} MB, {:.1} s); scoring {} architectures",
         targets.bytes() as f64 / 1e6,
         targets.seconds,
-        o.n
+        n
     ));
     let (candidates, calibration, noise_ceiling) =
-        calibrate_with(&l, &targets, &cfg, o.n, o.repeats, o.threads, progress)?;
+        calibrate_with(&l, &targets, &cfg, n, o.repeats, o.threads, progress)?;
 
     let n = candidates.len() as f64;
     let proxy_ms = candidates.iter().map(|c| c.proxies.millis).sum::<f64>() / n;
@@ -328,7 +373,7 @@ pub fn calibrate_with(
     threads: usize,
     progress: &(dyn Fn(usize, usize, &CandidateRow) + Sync),
 ) -> Result<(Vec<CandidateRow>, Calibration, Option<f64>)> {
-    let seed = l.experiment.search.seed;
+    let seed = l.experiment.teacher.seed;
     let mut rng = Rng::seed_from_u64(seed ^ 0xca11_b7a7e);
     let archs = sample_distinct(l, n, &mut rng)?;
     let proxy_batch = l.data.train_batch(cfg.batch_size, &mut rng);

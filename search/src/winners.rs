@@ -105,7 +105,7 @@ impl RunAccess {
         weights: Weights,
         threads: usize,
     ) -> Result<Model<Cpu<f32>>> {
-        let seed = init_seed(self.record.seed, &cand.id);
+        let seed = init_seed(self.loaded.experiment.teacher.seed, &cand.id);
         let mut model = Model::new(&cand.architecture, Cpu::<f32>::new(threads), seed);
         if weights == Weights::Distilled {
             let run = &self.record.id;

@@ -192,6 +192,12 @@ pub struct TeacherConfig {
     pub steps: u32,
     pub batch_size: u32,
     pub learning_rate: f64,
+    /// Seeds everything that scores an architecture: the teacher's initialisation, the
+    /// distillation batch schedule (and so the teacher's soft targets) and each candidate's
+    /// initial weights. Runs that differ only in `search.seed` therefore share the teacher,
+    /// its soft targets, the calibration and the evaluation cache, and score an architecture
+    /// alike.
+    pub seed: u64,
 }
 
 impl Default for TeacherConfig {
@@ -204,6 +210,7 @@ impl Default for TeacherConfig {
             steps: 2000,
             batch_size: 32,
             learning_rate: 1e-3,
+            seed: 0,
         }
     }
 }
@@ -351,6 +358,9 @@ impl Experiment {
         })?;
         exp.base_dir = base_dir.to_path_buf();
         exp.check(file)?;
+        // The text parsed as an `Experiment`, so it parses as a table too.
+        let table: toml::Table = text.parse().unwrap_or_default();
+        exp.check_settings_apply(file, &table)?;
         Ok(exp)
     }
 
@@ -466,6 +476,24 @@ impl Experiment {
                 "depth, d_model, heads, steps and batch_size must be at least 1".into(),
             ));
         }
+        {
+            use crate::arch::limits::*;
+            for (key, value, limit) in [
+                ("teacher.depth", t.depth, MAX_DEPTH),
+                ("teacher.d_model", t.d_model, MAX_D_MODEL),
+                ("teacher.heads", t.heads, MAX_HEADS),
+            ] {
+                if value > limit {
+                    return Err(bad(key, format!("{value} is above the limit {limit}")));
+                }
+            }
+        }
+        if t.ffn_ratio > 64.0 {
+            return Err(bad(
+                "teacher.ffn_ratio",
+                format!("{} is outside (0, 64]", t.ffn_ratio),
+            ));
+        }
         if !t.d_model.is_multiple_of(t.heads) {
             return Err(bad(
                 "teacher.heads",
@@ -548,6 +576,77 @@ impl Experiment {
             Sparsity::parse(s).map_err(|m| bad("space.sparsity", m))?;
         }
         Ok(())
+    }
+}
+
+impl Experiment {
+    /// Refuses a setting the file states that would have no effect, so nothing the user
+    /// wrote is silently ignored. Settings left to their defaults are not affected.
+    fn check_settings_apply(&self, file: &str, table: &toml::Table) -> Result<(), ExperimentError> {
+        let stated = |section: &str, key: &str| {
+            table
+                .get(section)
+                .and_then(toml::Value::as_table)
+                .is_some_and(|t| t.contains_key(key))
+        };
+        let bad = |key: &str, message: &str| ExperimentError::Invalid {
+            file: file.to_string(),
+            key: key.to_string(),
+            message: message.to_string(),
+        };
+        if stated("search", "tournament") && self.search.strategy != Strategy::Evolution {
+            return Err(bad(
+                "search.tournament",
+                "applies to strategy = \"evolution\" only (nsga2 picks parents by binary \
+                 tournament; random has no selection): remove it",
+            ));
+        }
+        if stated("fidelity", "eta") && self.fidelity.rung_steps.len() < 2 {
+            return Err(bad(
+                "fidelity.eta",
+                "has no effect with a single rung in fidelity.rung_steps (nothing is \
+                 promoted): remove it or add a rung",
+            ));
+        }
+        if stated("data", "validation_fraction") && self.data.validation_path.is_some() {
+            return Err(bad(
+                "data.validation_fraction",
+                "has no effect when data.validation_path names the validation set: remove one",
+            ));
+        }
+        let attention = &self.space.attention;
+        if stated("space", "kv_heads") && !attention.iter().any(|a| a == "grouped") {
+            return Err(bad(
+                "space.kv_heads",
+                "applies only when space.attention lists \"grouped\": remove it or add \"grouped\"",
+            ));
+        }
+        if stated("space", "window") && !attention.iter().any(|a| a == "sliding") {
+            return Err(bad(
+                "space.window",
+                "applies only when space.attention lists \"sliding\": remove it or add \"sliding\"",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `Err` with one line when the experiment asks for a device this build cannot use;
+    /// otherwise what to tell the user about the device chosen, if anything.
+    pub fn device_note(&self) -> Result<Option<String>, ExperimentError> {
+        match self.search.device {
+            Device::Cpu => Ok(None),
+            Device::Auto => Ok(Some(
+                "search.device = \"auto\": training on the CPU (this build of genas has no GPU path)"
+                    .into(),
+            )),
+            Device::Cuda => Err(ExperimentError::Invalid {
+                file: self.source.display().to_string(),
+                key: "search.device".into(),
+                message: "\"cuda\" is not available: this build of genas has no GPU path; \
+                          use \"cpu\" or \"auto\""
+                    .into(),
+            }),
+        }
     }
 }
 

@@ -81,9 +81,14 @@ pub struct SpaceSummary {
     pub max_params: u64,
     pub min_flops_per_token: f64,
     pub max_flops_per_token: f64,
+    /// The cost model's activation bytes per training token of the most demanding
+    /// architecture (an upper bound on what training one takes per token).
+    pub max_activation_bytes_per_token: f64,
     /// Share of the space within the cost-model constraints (exact when `constraints_exact`).
     pub within_constraints: f64,
     pub constraints_exact: bool,
+    /// How many architectures are within the constraints, when counted exactly.
+    pub architectures_within: Option<u64>,
     pub warnings: Vec<String>,
 }
 
@@ -137,6 +142,10 @@ fn check_list<T: PartialEq + std::fmt::Debug>(
     Ok(())
 }
 
+/// Spaces up to this many architectures are enumerated to count exactly what is within the
+/// constraints.
+pub const EXACT_COUNT_MAX: u128 = 200_000;
+
 fn check_range(key: &'static str, v: &[u32], lo: u32, hi: u32) -> Result<(), SpaceError> {
     check_list(key, v)?;
     if let Some(x) = v.iter().find(|&&x| x < lo || x > hi) {
@@ -162,10 +171,11 @@ impl SearchSpace {
         vocab_size: u32,
         context: u32,
     ) -> Result<SearchSpace, SpaceError> {
-        check_range("depth", &cfg.depth, 1, 1024)?;
-        check_range("d_model", &cfg.d_model, 1, 65_536)?;
-        check_range("heads", &cfg.heads, 1, 4096)?;
-        check_range("share_layers", &cfg.share_layers, 1, 1024)?;
+        use crate::arch::limits::*;
+        check_range("depth", &cfg.depth, 1, MAX_DEPTH)?;
+        check_range("d_model", &cfg.d_model, 1, MAX_D_MODEL)?;
+        check_range("heads", &cfg.heads, 1, MAX_HEADS)?;
+        check_range("share_layers", &cfg.share_layers, 1, MAX_SHARE_LAYERS)?;
         check_list("tie_embeddings", &cfg.tie_embeddings)?;
         let attention = cfg
             .attention
@@ -222,10 +232,10 @@ impl SearchSpace {
                 message: format!("{r} is outside (0, 1] (1.0 = full rank)"),
             });
         }
-        let mut warnings = Vec::new();
+        let warnings = Vec::new();
         let uses = |k: AttentionKind| attention.contains(&k);
         if uses(AttentionKind::Grouped) {
-            check_range("kv_heads", &cfg.kv_heads, 1, 4096).map_err(|e| match e {
+            check_range("kv_heads", &cfg.kv_heads, 1, MAX_HEADS).map_err(|e| match e {
                 SpaceError::Choice { message, .. } if cfg.kv_heads.is_empty() => {
                     SpaceError::Choice {
                         key: "kv_heads",
@@ -237,7 +247,10 @@ impl SearchSpace {
                 e => e,
             })?;
         } else if !cfg.kv_heads.is_empty() {
-            warnings.push("space.kv_heads is ignored: attention does not list \"grouped\"".into());
+            return Err(SpaceError::Choice {
+                key: "kv_heads",
+                message: "applies only when attention lists \"grouped\"".into(),
+            });
         }
         if uses(AttentionKind::Sliding) {
             check_range("window", &cfg.window, 1, u32::MAX).map_err(|e| match e {
@@ -248,7 +261,10 @@ impl SearchSpace {
                 e => e,
             })?;
         } else if !cfg.window.is_empty() {
-            warnings.push("space.window is ignored: attention does not list \"sliding\"".into());
+            return Err(SpaceError::Choice {
+                key: "window",
+                message: "applies only when attention lists \"sliding\"".into(),
+            });
         }
         if vocab_size < 2 || context < 2 {
             return Err(SpaceError::Empty(format!(
@@ -881,7 +897,7 @@ impl SearchSpace {
     }
 
     /// Exact count, bounds and the share within constraints. Constraint shares are exact for
-    /// spaces of at most 200,000 architectures and estimated from 20,000 seeded samples above.
+    /// spaces of at most `EXACT_COUNT_MAX` (200,000) architectures and estimated from 20,000 seeded samples above.
     pub fn summary(&self, constraints: &Constraints) -> Result<SpaceSummary, SpaceError> {
         let architectures = self
             .globals
@@ -892,10 +908,11 @@ impl SearchSpace {
         let mut max_params = 0;
         let mut min_flops = f64::INFINITY;
         let mut max_flops: f64 = 0.0;
+        let mut max_act: f64 = 0.0;
         for g in &self.globals {
             let d = self.d_model[g.d_model];
             let depth = self.depth[g.depth] as f64;
-            let (outer_p, _, outer_f, _) = outer_cost(
+            let (outer_p, _, outer_f, outer_act) = outer_cost(
                 self.vocab_size,
                 self.context,
                 d,
@@ -912,18 +929,25 @@ impl SearchSpace {
                 .map(|c| c.flops_per_token)
                 .fold(f64::INFINITY, f64::min);
             let fmax = costs.iter().map(|c| c.flops_per_token).fold(0.0, f64::max);
+            let amax = costs
+                .iter()
+                .map(|c| c.activation_floats)
+                .fold(0.0, f64::max);
+            max_act = max_act.max(4.0 * (outer_act + depth * amax));
             let groups = g.groups as u64;
             min_params = min_params.min(outer_p + groups * pmin);
             max_params = max_params.max(outer_p + groups * pmax);
             min_flops = min_flops.min(outer_f + depth * fmin);
             max_flops = max_flops.max(outer_f + depth * fmax);
         }
-        let (within, exact) = if architectures.is_some_and(|n| n <= 200_000) {
+        let mut architectures_within = None;
+        let (within, exact) = if architectures.is_some_and(|n| n <= EXACT_COUNT_MAX) {
             let all = self.all_architectures();
             let ok = all
                 .iter()
                 .filter(|a| satisfies(&Cost::of(a), constraints))
                 .count();
+            architectures_within = Some(ok as u64);
             (ok as f64 / all.len() as f64, true)
         } else {
             let mut rng = Rng::seed_from_u64(0x5eed);
@@ -969,10 +993,31 @@ impl SearchSpace {
             max_params,
             min_flops_per_token: min_flops,
             max_flops_per_token: max_flops,
+            max_activation_bytes_per_token: max_act,
             within_constraints: within,
             constraints_exact: exact,
+            architectures_within,
             warnings,
         })
+    }
+
+    /// Every architecture within the constraints, in a fixed order, when the space holds at
+    /// most `max` valid architectures; `None` for a larger space.
+    pub fn architectures_within(
+        &self,
+        constraints: &Constraints,
+        max: u128,
+    ) -> Option<Vec<Architecture>> {
+        let total = self
+            .globals
+            .iter()
+            .try_fold(0u128, |acc, g| g.count.and_then(|c| acc.checked_add(c)))?;
+        if total > max {
+            return None;
+        }
+        let mut all = self.all_architectures();
+        all.retain(|a| satisfies(&Cost::of(a), constraints));
+        Some(all)
     }
 
     /// Every valid architecture, in a fixed order (only sensible for small spaces).

@@ -1,0 +1,361 @@
+//! Bad input of every kind is one line and a non-zero exit, found before any expensive work;
+//! settings that would be ignored are refused; small spaces search.
+
+mod common;
+
+use common::{genas, ok_json, s, small_experiment};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// Exit status 1 (not a signal: an abort would be one), exactly one stderr line starting
+/// with "error: " that contains every needle.
+fn fails_with(o: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "status {:?}: {err}", o.status);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "stderr: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "{n:?} not in {err}");
+    }
+}
+
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/data/shakespeare")
+}
+
+/// An experiment over the shipped corpus at context 32 with the given [space] body and tail.
+fn experiment(dir: &Path, name: &str, space: &str, tail: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"name = "{name}"
+[data]
+kind = "text"
+path = "{}"
+seq_len = 32
+[space]
+{space}
+[teacher]
+depth = 1
+d_model = 32
+heads = 2
+ffn_ratio = 2
+steps = 20
+batch_size = 8
+{tail}"#,
+            data_dir().display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A uniform one-layer architecture for the shipped corpus at context 32, as JSON.
+fn arch_json(d_model: u64, depth: usize, hidden: u64) -> String {
+    let layer = serde_json::json!({
+        "attention": {"kind": "full", "heads": 2},
+        "ffn": {"hidden": hidden, "activation": "gelu", "rank": null},
+        "sparsity": "dense"
+    });
+    serde_json::json!({
+        "vocab_size": 84, "context": 32, "d_model": d_model, "tie_embeddings": false,
+        "share_layers": 1, "layers": vec![layer; depth]
+    })
+    .to_string()
+}
+
+#[test]
+fn absurd_architectures_are_refused_by_field_before_any_allocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = small_experiment(&dir.path().join("e.toml"), "e", "");
+    let train = |json: String, extra: &[&str]| {
+        let a = dir.path().join("a.json");
+        std::fs::write(&a, json).unwrap();
+        let mut args = vec!["train", s(&a), "--experiment", s(&exp), "--steps", "1"];
+        args.extend_from_slice(extra);
+        genas(&args)
+    };
+    // Each of these aborted the process (SIGABRT) or tried to before the limits.
+    fails_with(
+        &train(arch_json(1_000_000_000, 1, 64), &[]),
+        &["d_model 1000000000", "limit 65536"],
+    );
+    fails_with(
+        &train(arch_json(32, 5000, 64), &[]),
+        &["layers (depth) 5000", "limit 1024"],
+    );
+    fails_with(
+        &train(arch_json(32, 1, 4_000_000_000), &[]),
+        &["ffn hidden 4000000000", "limit"],
+    );
+    // Within the limits, but far beyond any machine's memory: the cost model says so.
+    fails_with(
+        &train(arch_json(65_536, 1024, 4_194_304), &[]),
+        &["needs about", "GiB of memory", "available"],
+    );
+    fails_with(
+        &train(arch_json(32, 1, 64), &["--batch-size", "4000000000"]),
+        &["needs about", "--batch-size"],
+    );
+    fails_with(
+        &train(arch_json(32, 1, 64), &["--batch-size", "0"]),
+        &["--batch-size"],
+    );
+    fails_with(&train(arch_json(32, 1, 64), &["--lr", "nan"]), &["--lr"]);
+    // A teacher too large for the machine is refused before anything trains.
+    let big = small_experiment(&dir.path().join("big.toml"), "big", "");
+    let text = std::fs::read_to_string(&big)
+        .unwrap()
+        .replace(
+            "d_model = 32\nheads = 2\nffn_ratio = 2",
+            "d_model = 65536\nheads = 2\nffn_ratio = 64",
+        )
+        .replace(
+            "depth = 1\nd_model = 65536",
+            "depth = 1024\nd_model = 65536",
+        );
+    std::fs::write(&big, text).unwrap();
+    let archive = dir.path().join("arch");
+    fails_with(
+        &genas(&["teacher", "train", s(&big), "--archive", s(&archive)]),
+        &["[teacher]", "needs about"],
+    );
+    let too_wide = small_experiment(&dir.path().join("w.toml"), "w", "");
+    let text = std::fs::read_to_string(&too_wide).unwrap().replace(
+        "d_model = 32\nheads = 2\nffn_ratio = 2",
+        "d_model = 1000000\nheads = 2\nffn_ratio = 2",
+    );
+    std::fs::write(&too_wide, text).unwrap();
+    fails_with(
+        &genas(&["teacher", "train", s(&too_wide), "--archive", s(&archive)]),
+        &["teacher.d_model", "limit 65536"],
+    );
+    // A benchmark model past the limits, too.
+    fails_with(
+        &genas(&[
+            "bench",
+            "train",
+            "--d-model",
+            "4096",
+            "--heads",
+            "4",
+            "--seq",
+            "100000",
+        ]),
+        &["context 100000", "limit 65536"],
+    );
+}
+
+#[test]
+fn device_cuda_is_refused_and_auto_says_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("a");
+    let cuda = small_experiment(
+        &dir.path().join("cuda.toml"),
+        "cuda",
+        "[search]\ndevice = \"cuda\"\n",
+    );
+    for args in [
+        vec!["search", s(&cuda), "--archive", s(&archive)],
+        vec!["teacher", "train", s(&cuda), "--archive", s(&archive)],
+        vec!["proxies", "calibrate", s(&cuda), "--archive", s(&archive)],
+    ] {
+        fails_with(&genas(&args), &["search.device", "no GPU path"]);
+    }
+    assert!(!archive.exists(), "nothing is created for a refused device");
+    let auto = small_experiment(
+        &dir.path().join("auto.toml"),
+        "auto",
+        "[search]\ndevice = \"auto\"\n",
+    );
+    let o = genas(&["teacher", "train", s(&auto), "--archive", s(&archive)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("training on the CPU"), "{err}");
+}
+
+#[test]
+fn settings_that_would_be_ignored_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, tail, key) in [
+        (
+            "t",
+            "[search]\nstrategy = \"nsga2\"\ntournament = 3\n",
+            "search.tournament",
+        ),
+        (
+            "r",
+            "[search]\nstrategy = \"random\"\ntournament = 3\n",
+            "search.tournament",
+        ),
+        (
+            "e",
+            "[fidelity]\nrung_steps = [10]\neta = 3\n",
+            "fidelity.eta",
+        ),
+    ] {
+        let exp = small_experiment(&dir.path().join(format!("{name}.toml")), name, tail);
+        fails_with(&genas(&["space", "check", s(&exp)]), &[key]);
+    }
+    for (space, key) in [
+        (
+            "depth = [1]\nd_model = [32]\nheads = [2]\nwindow = [8]",
+            "space.window",
+        ),
+        (
+            "depth = [1]\nd_model = [32]\nheads = [2]\nkv_heads = [1]",
+            "space.kv_heads",
+        ),
+    ] {
+        let exp = experiment(dir.path(), "s", space, "");
+        fails_with(&genas(&["space", "check", s(&exp)]), &[key]);
+    }
+    // The same keys where they apply are fine.
+    let ok = small_experiment(
+        &dir.path().join("ok.toml"),
+        "ok",
+        "[search]\nstrategy = \"evolution\"\ntournament = 3\n",
+    );
+    assert!(genas(&["space", "check", s(&ok)]).status.success());
+}
+
+/// Two `nsga2` runs' worth of architectures: depth × attention × ffn_ratio = 8.
+const EIGHT: &str = "depth = [1, 2]\nd_model = [32]\nheads = [2]\nattention = [\"full\", \"linear\"]\nffn_ratio = [1, 2]";
+
+#[test]
+fn a_space_no_larger_than_the_budget_is_searched_exhaustively() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = experiment(
+        dir.path(),
+        "eight",
+        EIGHT,
+        "[search]\ncandidates = 12\npopulation = 4\n[fidelity]\nrung_steps = [10, 20]\nbatch_size = 8\n",
+    );
+    let archive = dir.path().join("a");
+    let o = genas(&[
+        "search",
+        s(&exp),
+        "--archive",
+        s(&archive),
+        "--plot",
+        s(&dir.path().join("f.svg")),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{err}");
+    let r = ok_json(&genas(&["front", "r1", "--archive", s(&archive), "--json"]));
+    assert!(err.contains("evaluating every one once"), "{err}");
+    assert!(
+        !err.contains("calibrat") || err.contains("without calibration"),
+        "{err}"
+    );
+    assert_eq!(r["proposed"], 8, "{r}");
+    assert_eq!(
+        r["per_rung"][0][1], 8,
+        "every architecture reaches the first rung: {r}"
+    );
+    let show = ok_json(&genas(&["show", "r1", "--archive", s(&archive), "--json"]));
+    let ids: std::collections::BTreeSet<&str> = show["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 8, "each architecture once");
+    // Calibration of a space smaller than cross-validation needs fails before the teacher.
+    let fresh = dir.path().join("b");
+    fails_with(
+        &genas(&["proxies", "calibrate", s(&exp), "--archive", s(&fresh)]),
+        &["only 8 architectures", "--n"],
+    );
+    assert!(!fresh.exists(), "the teacher was not trained");
+}
+
+#[test]
+fn a_space_smaller_than_the_calibration_sample_calibrates_on_what_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    // 2 depths × 3 attention kinds (none needs no heads) × 2 FFN ratios × 2 tyings = 24,
+    // more than the budget of 12 and fewer than the 40 a search calibrates on.
+    let exp = experiment(
+        dir.path(),
+        "small",
+        "depth = [1, 2]\nd_model = [32]\nheads = [2]\nattention = [\"full\", \"linear\", \"none\"]\nffn_ratio = [1, 2]\ntie_embeddings = [true, false]",
+        "[search]\ncandidates = 12\npopulation = 6\n[fidelity]\nrung_steps = [5, 10]\nbatch_size = 4\n",
+    );
+    let check = ok_json(&genas(&["space", "check", s(&exp), "--json"]));
+    let k = check["space"]["architectures_within"].as_u64().unwrap();
+    assert!(k > 12 && k < 40, "{k}");
+    let archive = dir.path().join("a");
+    let o = genas(&[
+        "search",
+        s(&exp),
+        "--archive",
+        s(&archive),
+        "--plot",
+        s(&dir.path().join("f.svg")),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{err}");
+    let r = ok_json(&genas(&["front", "r1", "--archive", s(&archive), "--json"]));
+    assert!(
+        err.contains(&format!("calibrating on {k} architectures")),
+        "{err}"
+    );
+    assert_eq!(r["proposed"], 12, "{r}");
+    // calibrate --n larger than the space: all of it, said.
+    let o = genas(&[
+        "proxies",
+        "calibrate",
+        s(&exp),
+        "--n",
+        "50",
+        "--steps",
+        "5",
+        "--archive",
+        s(&archive),
+        "--out",
+        s(&dir.path().join("cal")),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("calibrating on all of them"), "{err}");
+    let c: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("cal/calibration.json")).unwrap())
+            .unwrap();
+    assert_eq!(c["candidates"].as_array().unwrap().len() as u64, k);
+}
+
+#[test]
+fn runs_that_differ_only_in_their_search_seed_share_the_teacher_and_calibration() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = small_experiment(
+        &dir.path().join("e.toml"),
+        "e",
+        "[search]\ncandidates = 4\npopulation = 4\n[fidelity]\nrung_steps = [5, 10]\nbatch_size = 4\n",
+    );
+    let archive = dir.path().join("a");
+    let run = |seed: &str| {
+        let o = genas(&[
+            "search",
+            s(&exp),
+            "--seed",
+            seed,
+            "--archive",
+            s(&archive),
+            "--plot",
+            s(&dir.path().join("f.svg")),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    let first = run("1");
+    assert!(first.contains("training the teacher"), "{first}");
+    let second = run("2");
+    assert!(second.contains("using the stored teacher"), "{second}");
+    assert!(
+        second.contains("screening with the stored calibration"),
+        "{second}"
+    );
+}
