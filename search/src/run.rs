@@ -430,6 +430,10 @@ pub struct SearchReport {
     pub objectives: Vec<genas_space::Objective>,
     pub reference: Vec<f64>,
     pub front: Vec<FrontRow>,
+    /// Set when the report was read while another process (a running search) held the
+    /// archive: who, and that this is its state as of its last commit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<String>,
 }
 
 pub fn load_run(
@@ -530,11 +534,17 @@ pub fn report(archive: &Archive, id: &str) -> Result<SearchReport> {
             .unwrap_or_default(),
         reference: plan.map(|p| p.reference).unwrap_or_default(),
         front: rows,
+        live: archive.live().map(|h| {
+            format!("live view: the archive is in use by {h}; shown as of its last commit")
+        }),
     })
 }
 
 pub fn render_report(r: &SearchReport) -> String {
     let mut out = String::new();
+    if let Some(live) = &r.live {
+        let _ = writeln!(out, "{live}");
+    }
     let rungs: Vec<String> = r
         .per_rung
         .iter()
@@ -624,10 +634,12 @@ pub struct RunLine {
     pub evaluations: u32,
     pub front: usize,
     pub hypervolume: f64,
+    /// Read while another process held the archive (its state as of its last commit).
+    pub live: bool,
 }
 
 pub fn runs(archive_dir: &Path) -> Result<Vec<RunLine>> {
-    let archive = Archive::open_existing(archive_dir)?;
+    let archive = Archive::open_read_only(archive_dir)?;
     let mut out = Vec::new();
     for (id, _) in archive.runs()? {
         let r = report(&archive, &id)?;
@@ -639,16 +651,23 @@ pub fn runs(archive_dir: &Path) -> Result<Vec<RunLine>> {
             evaluations: r.evaluations,
             front: r.front.len(),
             hypervolume: r.hypervolume,
+            live: r.live.is_some(),
         });
     }
     Ok(out)
 }
 
 pub fn render_runs(lines: &[RunLine]) -> String {
-    let mut out = format!(
-        "{:<6} {:<16} {:<12} {:>9} {:>11} {:>6} {:>12}\n",
-        "run", "experiment", "status", "proposed", "evaluations", "front", "hypervolume"
-    );
+    let live = if lines.iter().any(|l| l.live) {
+        "live view: the archive is in use by a running search; shown as of its last commit\n"
+    } else {
+        ""
+    };
+    let mut out = live.to_string()
+        + &format!(
+            "{:<6} {:<16} {:<12} {:>9} {:>11} {:>6} {:>12}\n",
+            "run", "experiment", "status", "proposed", "evaluations", "front", "hypervolume"
+        );
     for l in lines {
         let _ = writeln!(
             out,
@@ -667,7 +686,7 @@ pub struct ShowReport {
 }
 
 pub fn show(archive_dir: &Path, id: &str) -> Result<ShowReport> {
-    let archive = Archive::open_existing(archive_dir)?;
+    let archive = Archive::open_read_only(archive_dir)?;
     let report = report(&archive, id)?;
     let (_, _, cands) = load_run(&archive, id)?;
     let mut candidates: Vec<CandidateRecord> = cands.into_values().collect();
@@ -713,7 +732,7 @@ pub fn render_show(s: &ShowReport) -> String {
 
 /// `genas front`: the report, and the plot written to `plot` when given.
 pub fn front(archive_dir: &Path, id: &str, plot: Option<&Path>) -> Result<SearchReport> {
-    let archive = Archive::open_existing(archive_dir)?;
+    let archive = Archive::open_read_only(archive_dir)?;
     let r = report(&archive, id)?;
     if let Some(p) = plot {
         let (_, _, cands) = load_run(&archive, id)?;

@@ -53,8 +53,14 @@ pub struct RunAccess {
 }
 
 impl RunAccess {
-    pub fn open(archive_dir: &Path, run: &str) -> Result<RunAccess> {
-        let archive = Archive::open_existing(archive_dir)?;
+    /// `writable` for a command that stores results (distill); otherwise the archive is
+    /// read from a copy and never changed, even while a search holds it.
+    pub fn open(archive_dir: &Path, run: &str, writable: bool) -> Result<RunAccess> {
+        let archive = if writable {
+            Archive::open_existing(archive_dir)?
+        } else {
+            Archive::open_read_only(archive_dir)?
+        };
         let (record, _, candidates) = load_run(&archive, run)?;
         let loaded = load_experiment(experiment_of(&record)?)?;
         if let Some(plan) = &record.plan {
@@ -204,7 +210,7 @@ pub fn distill(
     say: &mut dyn FnMut(&str),
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<Vec<DistilledRecord>> {
-    let access = RunAccess::open(&o.archive, run)?;
+    let access = RunAccess::open(&o.archive, run, true)?;
     let ids: Vec<String> = match names {
         Some(names) => names
             .iter()
@@ -421,7 +427,7 @@ pub fn export_candidate(
     out: &Path,
     weights: Weights,
 ) -> Result<Written> {
-    let access = RunAccess::open(archive_dir, run)?;
+    let access = RunAccess::open(archive_dir, run, false)?;
     let cand = access.candidate(name)?;
     if format == Format::Hf {
         // Refuse before any work.
@@ -550,7 +556,7 @@ fn encode(v: &Vocabulary, prompt: &str) -> Result<Vec<u32>> {
 
 /// `genas sample RUN CANDIDATE`.
 pub fn sample(archive_dir: &Path, run: &str, name: &str, o: &SampleOptions) -> Result<Samples> {
-    let access = RunAccess::open(archive_dir, run)?;
+    let access = RunAccess::open(archive_dir, run, false)?;
     let cand = access.candidate(name)?;
     let model = access.model(cand, o.weights, 1)?;
     let data = &access.loaded.data;

@@ -19,6 +19,9 @@
 //! - `holder.json`: the process that has the archive open (pid, host, command line, since
 //!   when), so that a second process can name it. sled's exclusive lock on `db` is the truth;
 //!   this file only describes the lock's holder, and a stale one is overwritten.
+//! - `seal.json`: `{"flushes": N}`, rewritten (atomically) after every flush with the count
+//!   the `meta` record `flushes` reached. A database that recovers to fewer flushes than its
+//!   seal lost the end of its log (a truncated or rolled-back `db`) and is refused as damaged.
 //! - sled's own: `conf`, `db` (the log), `blobs/` (large values), `snap.*` (snapshots).
 //!
 //! sled trees and their records:
@@ -53,6 +56,7 @@
 
 mod holder;
 mod sled_files;
+mod snapshot;
 
 use std::fmt;
 use std::fs;
@@ -91,6 +95,10 @@ const RUN_CHECKPOINTS_TREE: &str = "run_checkpoints";
 const RUN_DISTILLED_TREE: &str = "run_distilled";
 /// The `meta` record holding the number of the last run created.
 const LAST_RUN: &str = "last_run";
+/// The `meta` record counting flushes (u64 big-endian), and the file recording the count
+/// after each flush.
+const FLUSHES: &str = "flushes";
+const SEAL_FILE: &str = "seal.json";
 
 /// What a transaction's closure returns: an abort carries the error to report.
 type Tx<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -212,6 +220,9 @@ pub struct Archive {
     path: PathBuf,
     schema_version: u32,
     holder: Holder,
+    /// For a read-only open: the private copy sled runs on (removed on drop), and the process
+    /// that held the archive when the copy was taken, if any.
+    snapshot: Option<(tempfile::TempDir, Option<Holder>)>,
 }
 
 impl fmt::Debug for Archive {
@@ -226,8 +237,10 @@ impl fmt::Debug for Archive {
 impl Drop for Archive {
     fn drop(&mut self) {
         // Runs before the fields drop, i.e. while sled still holds the lock, so the record
-        // removed can only be this process's own.
-        self.holder.remove_if_mine(&self.path);
+        // removed can only be this process's own. A read-only open wrote none.
+        if self.snapshot.is_none() {
+            self.holder.remove_if_mine(&self.path);
+        }
     }
 }
 
@@ -241,6 +254,40 @@ impl Archive {
     /// Opens an existing archive only: an error if `dir` holds none.
     pub fn open_existing(dir: &Path) -> Result<Archive, StoreError> {
         Archive::open_or_create(dir, false)
+    }
+
+    /// Opens an existing archive to read it, without changing a byte of it and without
+    /// taking its lock: sled runs on a private copy taken while no commit was being
+    /// written (the copy is what a kill at that instant would leave, which sled recovers
+    /// to the last commit). So it works while a search holds the archive, and then
+    /// [`Archive::live`] names the holder. Anything written through it is lost.
+    pub fn open_read_only(dir: &Path) -> Result<Archive, StoreError> {
+        let (marker, locked) = Archive::preflight(dir)?;
+        let holder = if locked {
+            Some(
+                Holder::read(dir)
+                    .filter(Holder::may_be_alive)
+                    .unwrap_or_else(|| Holder {
+                        pid: 0,
+                        host: None,
+                        command: "another process".into(),
+                        since_unix_s: 0,
+                    }),
+            )
+        } else {
+            None
+        };
+        let copy = snapshot::take(dir).map_err(|e| io_error(dir, "copy it to read it", &e))?;
+        let db = Archive::start_checked(copy.path(), dir, &marker)?;
+        let mut archive = Archive::finish_opening(dir, db, marker.schema_version as u32, false)?;
+        archive.snapshot = Some((copy, holder));
+        Ok(archive)
+    }
+
+    /// For a read-only open of an archive another process holds: that process, as it
+    /// described itself (pid 0 when it did not).
+    pub fn live(&self) -> Option<&Holder> {
+        self.snapshot.as_ref().and_then(|(_, h)| h.as_ref())
     }
 
     /// The archive's directory, as it was given.
@@ -671,25 +718,60 @@ impl Archive {
         }
     }
 
-    /// Writes everything stored so far to disk.
+    /// Writes everything stored so far to disk, then records in `seal.json` how many
+    /// flushes the database has seen, so a log that later loses its tail is recognised as
+    /// damaged instead of opening as an older archive. A read-only open has nothing to
+    /// flush and writes no seal.
     pub fn flush(&self) -> Result<(), StoreError> {
+        if self.snapshot.is_some() {
+            return Ok(());
+        }
+        let flushes = self
+            .meta
+            .update_and_fetch(FLUSHES, |old| {
+                let n = old.and_then(decode_u64).unwrap_or(0);
+                Some((n + 1).to_be_bytes().to_vec())
+            })
+            .map_err(|e| self.sled_error("count a flush", e))?
+            .as_deref()
+            .and_then(decode_u64)
+            .unwrap_or(0);
         self.db
             .flush()
-            .map(|_| ())
-            .map_err(|e| self.sled_error("flush to disk", e))
+            .map_err(|e| self.sled_error("flush to disk", e))?;
+        let seal = serde_json::json!({ "flushes": flushes }).to_string();
+        write_atomically(&self.path, SEAL_FILE, seal.as_bytes())
+            .map_err(|e| io_error(&self.path, &format!("write {SEAL_FILE}"), &e))
     }
 
     fn open_or_create(dir: &Path, create: bool) -> Result<Archive, StoreError> {
+        let (marker, locked) = match Archive::preflight(dir) {
+            Err(StoreError::NotFound { .. }) if create => return Archive::create(dir),
+            other => other?,
+        };
+        if locked {
+            return Err(in_use(dir));
+        }
+        // sled rewrites what it opens, and "repairs" damage it does not report; so it first
+        // runs on a copy, which must open and read through, before it touches the archive.
+        {
+            let copy = snapshot::take(dir).map_err(|e| io_error(dir, "copy it to check it", &e))?;
+            Archive::start_checked(copy.path(), dir, &marker)?;
+        }
+        let db = Archive::start_checked(dir, dir, &marker)?;
+        Archive::finish_opening(dir, db, marker.schema_version as u32, true)
+    }
+
+    /// Everything about `dir` that can be checked without starting sled: an archive is
+    /// there (`NotFound` for a missing or empty directory), its marker and sled's files are
+    /// sound, and whether another process holds it (the second value). Reads only.
+    fn preflight(dir: &Path) -> Result<(Marker, bool), StoreError> {
         match fs::metadata(dir) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return if create {
-                    Archive::create(dir)
-                } else {
-                    Err(StoreError::NotFound {
-                        path: dir.to_path_buf(),
-                        reason: "the directory does not exist".into(),
-                    })
-                };
+                return Err(StoreError::NotFound {
+                    path: dir.to_path_buf(),
+                    reason: "the directory does not exist".into(),
+                });
             }
             Err(e) => return Err(io_error(dir, "read the directory", &e)),
             Ok(metadata) if !metadata.is_dir() => {
@@ -702,23 +784,18 @@ impl Archive {
         }
         let entries = entry_names(dir)?;
         if entries.is_empty() {
-            return if create {
-                Archive::create(dir)
-            } else {
-                Err(StoreError::NotFound {
-                    path: dir.to_path_buf(),
-                    reason: "the directory is empty".into(),
-                })
-            };
+            return Err(StoreError::NotFound {
+                path: dir.to_path_buf(),
+                reason: "the directory is empty".into(),
+            });
         }
         let has = |name: &str| entries.iter().any(|entry| entry == name);
         // In use first: a directory another process is creating an archive in has sled's
         // files and no marker yet, and must not be reported as damaged.
-        if has("db") {
-            refuse_if_locked(dir)?;
-        }
+        let locked = has("db") && is_locked(dir);
         let marker = match read_marker(dir)? {
             Some(marker) => marker,
+            None if locked => return Err(in_use(dir)),
             None if SLED_ENTRIES.iter().any(|name| has(name)) => {
                 return Err(damaged(dir, format!("{MARKER_FILE} is missing")))
             }
@@ -741,8 +818,17 @@ impl Archive {
                 io_error(dir, &format!("read sled's {file} file"), &error)
             }
         })?;
+        Ok((marker, locked))
+    }
 
-        let db = start_sled(dir)?;
+    /// Starts sled on `files` (the archive `dir` itself, or a copy of it), checks its schema
+    /// against `marker` and reads every record of every tree, so damage sled finds anywhere
+    /// is reported now; errors name `dir`.
+    fn start_checked(files: &Path, dir: &Path, marker: &Marker) -> Result<sled::Db, StoreError> {
+        let db = sled::Config::new()
+            .path(files)
+            .open()
+            .map_err(|e| sled_error(dir, "open", e))?;
         if !db
             .tree_names()
             .iter()
@@ -773,8 +859,31 @@ impl Archive {
         }
         // `stored` is at most SCHEMA_VERSION here. When a schema 2 exists, older archives
         // are migrated at this point.
-        let schema_version = u32::try_from(stored).unwrap_or(SCHEMA_VERSION);
-        Archive::finish_opening(dir, db, schema_version)
+        if let Some(sealed) = read_seal(files, dir)? {
+            let flushes = meta
+                .get(FLUSHES)
+                .map_err(|e| sled_error(dir, "read the flush count", e))?
+                .as_deref()
+                .and_then(decode_u64)
+                .unwrap_or(0);
+            if flushes < sealed {
+                return Err(damaged(
+                    dir,
+                    format!(
+                        "its database holds {flushes} of the {sealed} flushes {SEAL_FILE} records: the log lost its end"
+                    ),
+                ));
+            }
+        }
+        for name in db.tree_names() {
+            let tree = db
+                .open_tree(&name)
+                .map_err(|e| sled_error(dir, "open a tree", e))?;
+            for entry in tree.iter() {
+                entry.map_err(|e| sled_error(dir, "read its records", e))?;
+            }
+        }
+        Ok(db)
     }
 
     /// Creates an archive in `dir`, which does not exist or is empty.
@@ -797,7 +906,7 @@ impl Archive {
             .map_err(|e| sled_error(dir, "write the schema version", e))?;
         db.flush()
             .map_err(|e| sled_error(dir, "flush the new archive", e))?;
-        let archive = Archive::finish_opening(dir, db, SCHEMA_VERSION)?;
+        let archive = Archive::finish_opening(dir, db, SCHEMA_VERSION, true)?;
         // Last: until the marker exists, the directory is not yet an archive.
         let marker = Marker {
             format: MARKER_FORMAT.into(),
@@ -815,11 +924,14 @@ impl Archive {
         dir: &Path,
         db: sled::Db,
         schema_version: u32,
+        write_holder: bool,
     ) -> Result<Archive, StoreError> {
         let holder = Holder::current();
-        holder
-            .write(dir)
-            .map_err(|e| io_error(dir, &format!("write {}", holder::HOLDER_FILE), &e))?;
+        if write_holder {
+            holder
+                .write(dir)
+                .map_err(|e| io_error(dir, &format!("write {}", holder::HOLDER_FILE), &e))?;
+        }
         Ok(Archive {
             meta: open_tree(&db, dir, META_TREE)?,
             teacher_meta: open_tree(&db, dir, TEACHER_META_TREE)?,
@@ -839,6 +951,7 @@ impl Archive {
             path: dir.to_path_buf(),
             schema_version,
             holder,
+            snapshot: None,
         })
     }
 
@@ -965,6 +1078,21 @@ fn entry_names(dir: &Path) -> Result<Vec<String>, StoreError> {
     Ok(names)
 }
 
+/// The flush count `seal.json` in `files` records; `None` when there is none (an archive
+/// never flushed, or written before seals existed). Errors name `dir`.
+fn read_seal(files: &Path, dir: &Path) -> Result<Option<u64>, StoreError> {
+    let text = match fs::read(files.join(SEAL_FILE)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(dir, &format!("read {SEAL_FILE}"), &e)),
+    };
+    serde_json::from_slice::<Value>(&text)
+        .ok()
+        .and_then(|v| v["flushes"].as_u64())
+        .map(Some)
+        .ok_or_else(|| damaged(dir, format!("{SEAL_FILE} is garbled")))
+}
+
 fn read_marker(dir: &Path) -> Result<Option<Marker>, StoreError> {
     let text = match fs::read(dir.join(MARKER_FILE)) {
         Ok(text) => text,
@@ -985,31 +1113,31 @@ fn read_marker(dir: &Path) -> Result<Option<Marker>, StoreError> {
 /// How long an open waits for a lock that no live process claims (see `refuse_if_locked`).
 const UNCLAIMED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Refuses the archive if some process (this one included) holds sled's lock on `db`,
-/// without starting sled. A lock whose holder record is absent, stale or this process's own
-/// is waited for a moment first: sled releases it from a background thread after the last
+/// Whether some process (this one included) holds sled's lock on `db`, found without
+/// starting sled. A lock whose holder record is absent, stale or this process's own is
+/// waited for a moment first: sled releases it from a background thread after the last
 /// handle drops, so an archive closed and reopened in one process can find it still held.
-fn refuse_if_locked(dir: &Path) -> Result<(), StoreError> {
+fn is_locked(dir: &Path) -> bool {
     let Ok(file) = fs::File::open(dir.join("db")) else {
         // Unreadable: the checks after this one say why.
-        return Ok(());
+        return false;
     };
     let start = std::time::Instant::now();
     loop {
         match file.try_lock() {
             // Dropping `file` releases the probe's lock.
-            Ok(()) => return Ok(()),
+            Ok(()) => return false,
             Err(fs::TryLockError::WouldBlock) => {
                 let claimed = Holder::read(dir)
                     .filter(Holder::may_be_alive)
                     .is_some_and(|h| h.pid != std::process::id());
                 if claimed || start.elapsed() > UNCLAIMED_LOCK_WAIT {
-                    return Err(in_use(dir));
+                    return true;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             // Locks unsupported here: sled's own attempt decides.
-            Err(fs::TryLockError::Error(_)) => return Ok(()),
+            Err(fs::TryLockError::Error(_)) => return false,
         }
     }
 }
