@@ -652,15 +652,29 @@ pub fn resample(img: &[u8], rows: u32, cols: u32, size: u32) -> Vec<f32> {
 /// gzip-compressed (as MNIST and Fashion-MNIST are distributed; recognised by its magic bytes).
 pub fn read_idx_images(path: &Path) -> Result<IdxImages, DataError> {
     let raw = read(path)?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(raw.as_slice()), &mut out)
-            .map_err(|e| bad(path, format!("corrupt gzip data: {e}")))?;
-        out
-    } else {
-        raw
-    };
-    parse_idx_images(&bytes).map_err(|reason| bad(path, reason))
+    decode_idx_images(&raw, MAX_IDX_BYTES).map_err(|reason| bad(path, reason))
+}
+
+/// The most bytes an IDX file may hold once decompressed: 4 GiB.
+pub const MAX_IDX_BYTES: u64 = 4 << 30;
+
+/// Parses IDX image bytes, gunzipping them first when they are a gzip stream; a stream that
+/// inflates past `max_bytes` (a corrupt or hostile file) is refused instead of filling
+/// memory.
+pub fn decode_idx_images(raw: &[u8], max_bytes: u64) -> Result<IdxImages, String> {
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return parse_idx_images(raw);
+    }
+    let mut out = Vec::new();
+    let limited = std::io::Read::take(flate2::read::GzDecoder::new(raw), max_bytes + 1);
+    std::io::Read::read_to_end(&mut { limited }, &mut out)
+        .map_err(|e| format!("corrupt gzip data: {e}"))?;
+    if out.len() as u64 > max_bytes {
+        return Err(format!(
+            "the gzip stream inflates past {max_bytes} bytes, more than an IDX image file genas reads"
+        ));
+    }
+    parse_idx_images(&out)
 }
 
 /// Parses IDX image bytes; the error says what is wrong with the header or body.

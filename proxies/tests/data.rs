@@ -265,3 +265,22 @@ fn gzipped_idx_reads_like_the_plain_file() {
     let msg = load_error(&cfg, &gz);
     assert!(msg.contains("corrupt gzip data"), "{msg}");
 }
+
+/// A gzip stream that inflates far past what an IDX file may hold is refused, not inflated
+/// into memory (a small file can otherwise ask for gigabytes).
+#[test]
+fn a_gzip_stream_that_inflates_past_the_limit_is_refused() {
+    use std::io::Write;
+    let mut body = vec![0u8, 0, 8, 3, 0, 0, 0, 64, 0, 0, 0, 128, 0, 0, 0, 128];
+    body.resize(16 + 64 * 128 * 128, 0);
+    let mut gz = Vec::new();
+    let mut e = flate2::write::GzEncoder::new(&mut gz, flate2::Compression::best());
+    e.write_all(&body).unwrap();
+    e.finish().unwrap();
+    assert!(gz.len() < 10_000, "{}", gz.len());
+    let err = genas_proxies::data::decode_idx_images(&gz, 100_000).unwrap_err();
+    assert!(err.contains("inflates past 100000 bytes"), "{err}");
+    // Under the limit the same stream reads.
+    let images = genas_proxies::data::decode_idx_images(&gz, 2_000_000).unwrap();
+    assert_eq!((images.count, images.rows, images.cols), (64, 128, 128));
+}

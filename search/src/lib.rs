@@ -11,6 +11,7 @@
 pub mod commands;
 pub mod controller;
 pub mod format;
+pub mod fuzz;
 pub mod pareto;
 pub mod plot;
 pub mod run;

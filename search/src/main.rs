@@ -301,6 +301,34 @@ struct TrainArgs {
 enum BenchCommand {
     /// Training steps/s of a plain GPT on random tokens, against the GEMM throughput.
     Train(BenchTrainArgs),
+    /// Mutation fuzzing of every reader of user input (experiment files, architecture JSON,
+    /// IDX files, text): counts inputs that make genas panic or break an invariant.
+    Fuzz(BenchFuzzArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FuzzTargetArg {
+    Experiment,
+    Architecture,
+    Idx,
+    Text,
+}
+
+#[derive(Args)]
+struct BenchFuzzArgs {
+    /// Inputs per target.
+    #[arg(long, default_value_t = 250_000)]
+    inputs: u64,
+    /// Only these targets (default: all four).
+    #[arg(long, value_enum)]
+    target: Vec<FuzzTargetArg>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Worker threads (0 = every core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -516,6 +544,37 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             } else {
                 Ok(commands::render_bench(&report))
             }
+        }
+        Command::Bench(BenchCommand::Fuzz(a)) => {
+            use genas_search::fuzz::{self, Target};
+            let targets: Vec<Target> = if a.target.is_empty() {
+                Target::ALL.to_vec()
+            } else {
+                a.target
+                    .iter()
+                    .map(|t| match t {
+                        FuzzTargetArg::Experiment => Target::Experiment,
+                        FuzzTargetArg::Architecture => Target::Architecture,
+                        FuzzTargetArg::Idx => Target::Idx,
+                        FuzzTargetArg::Text => Target::Text,
+                    })
+                    .collect()
+            };
+            let report = fuzz::fuzz(&targets, a.inputs, a.seed, a.threads);
+            let text = if a.json {
+                json(&report)?
+            } else {
+                fuzz::render(&report)
+            };
+            if report.failures > 0 {
+                print!("{text}");
+                anyhow::bail!(
+                    "{} of {} fuzz inputs failed (listed above)",
+                    report.failures,
+                    report.inputs
+                );
+            }
+            Ok(text)
         }
         Command::Search(a) => {
             let opts = genas_search::run::SearchOptions {

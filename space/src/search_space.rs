@@ -1001,6 +1001,11 @@ impl SearchSpace {
         })
     }
 
+    /// The number of valid architectures as a float, without enumerating anything.
+    pub fn size_approx(&self) -> f64 {
+        self.globals.iter().map(|g| g.weight).sum()
+    }
+
     /// Every architecture within the constraints, in a fixed order, when the space holds at
     /// most `max` valid architectures; `None` for a larger space.
     pub fn architectures_within(

@@ -1,0 +1,50 @@
+//! The short version of `genas bench fuzz` (the long one runs about a million inputs): every
+//! reader of user input answers mutated inputs with a value or an error, never a panic.
+
+mod common;
+
+use common::{genas, ok_json};
+
+#[test]
+fn every_reader_survives_mutated_inputs() {
+    let r = ok_json(&genas(&[
+        "bench", "fuzz", "--inputs", "25000", "--seed", "11", "--json",
+    ]));
+    assert_eq!(r["failures"], 0, "{r}");
+    assert_eq!(r["inputs"], 100_000, "{r}");
+    for t in r["targets"].as_array().unwrap() {
+        // The mutations reach past the parsers: some inputs of every kind are accepted.
+        assert!(t["accepted"].as_u64().unwrap() > 50, "{t}");
+        assert!(t["accepted"].as_u64().unwrap() < 25_000, "{t}");
+    }
+}
+
+#[test]
+fn a_run_is_repeatable_for_its_seed() {
+    let run = || {
+        ok_json(&genas(&[
+            "bench",
+            "fuzz",
+            "--inputs",
+            "3000",
+            "--seed",
+            "5",
+            "--threads",
+            "2",
+            "--target",
+            "architecture",
+            "--target",
+            "experiment",
+            "--json",
+        ]))
+    };
+    let (a, b) = (run(), run());
+    for (x, y) in a["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(b["targets"].as_array().unwrap())
+    {
+        assert_eq!(x["accepted"], y["accepted"]);
+    }
+}
