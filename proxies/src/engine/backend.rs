@@ -2,7 +2,8 @@
 //!
 //! The model (`model.rs`) owns buffers of type `B::Buf` and calls only these methods, with the
 //! shapes spelled out; it never touches buffer contents except through `upload` / `download`.
-//! A CUDA backend (cuBLAS GEMMs, NVRTC kernels) implements the same trait over device memory.
+//! Only the CPU backend exists today; a device backend would implement the same trait over
+//! device memory.
 //! Token ids and targets travel as host slices: they are small and the backend may copy them.
 
 use crate::engine::cpu::attention::AttnDims;

@@ -4,7 +4,7 @@
 //!
 //! Why hand-written: on the reference 2-core machine the Rust frameworks trained a small GPT
 //! 3–8× slower than PyTorch CPU, while a fused engine on the `gemm` crate beat it (see
-//! ../shared/DESIGN.md).
+//! docs/DESIGN.md).
 
 pub mod backend;
 pub mod bench;
