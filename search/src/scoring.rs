@@ -244,7 +244,7 @@ fn sample_distinct(l: &Loaded, n: usize, rng: &mut Rng) -> Result<Vec<Architectu
     }
     if out.len() < n {
         anyhow::bail!(
-            "{}: the space holds only {} distinct architectures within the constraints; ask for fewer with --n",
+            "{}: only {} distinct architectures within the constraints turned up in many draws; loosen [constraints], or ask proxies calibrate for fewer with --n",
             l.experiment.source.display(),
             out.len()
         );

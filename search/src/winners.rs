@@ -112,6 +112,12 @@ impl RunAccess {
         threads: usize,
     ) -> Result<Model<Cpu<f32>>> {
         let seed = init_seed(self.loaded.experiment.teacher.seed, &cand.id);
+        use genas_proxies::engine::memory;
+        memory::check(
+            &format!("candidate {}", cand.id),
+            memory::inference_bytes(&cand.architecture, 8),
+        )
+        .map_err(anyhow::Error::msg)?;
         let mut model = Model::new(&cand.architecture, Cpu::<f32>::new(threads), seed);
         if weights == Weights::Distilled {
             let run = &self.record.id;

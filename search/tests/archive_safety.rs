@@ -140,7 +140,12 @@ fn damaged_archives_are_refused_unchanged_and_reads_change_nothing() {
         ],
     ];
     let writable: Vec<Vec<String>> = vec![
-        vec!["resume".into(), "r1".into()],
+        vec![
+            "resume".into(),
+            "r1".into(),
+            "--plot".into(),
+            s(&dir.path().join("resumed.svg")).into(),
+        ],
         vec!["teacher".into(), "train".into(), s(&exp).into()],
         vec![
             "distill".into(),
