@@ -34,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # Measurements that legitimately differ between runs.
-VOLATILE = {"seconds", "latency_ms_per_token", "wall_s", "ms_per_token"}
+VOLATILE = {"seconds", "millis", "latency_ms_per_token", "wall_s", "ms_per_token"}
 
 
 def genas(binary, *args, check=True):
