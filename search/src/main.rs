@@ -432,7 +432,66 @@ fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(value)? + "\n")
 }
 
+/// Most threads any command starts.
+const MAX_THREADS: usize = 1024;
+
+/// Numbers a user passes on the command line that would otherwise ask for unbounded memory,
+/// threads or time: one line naming the flag and its range.
+fn check_args(command: &Command) -> anyhow::Result<()> {
+    fn within(flag: &str, value: u128, lo: u128, hi: u128) -> anyhow::Result<()> {
+        if value < lo || value > hi {
+            anyhow::bail!("{flag} {value} is outside {lo}..={hi}");
+        }
+        Ok(())
+    }
+    let threads = |t: usize| within("--threads", t as u128, 0, MAX_THREADS as u128);
+    match command {
+        Command::Space(SpaceCommand::Sample(a)) => within("--n", a.n as u128, 1, 1_000_000),
+        Command::Train(a) => {
+            if let Some(s) = a.steps {
+                within("--steps", s.into(), 1, 100_000_000)?;
+            }
+            a.threads.map_or(Ok(()), threads)
+        }
+        Command::Bench(BenchCommand::Train(a)) => {
+            within("--steps", a.steps.into(), 1, 1_000_000)?;
+            within("--warmup", a.warmup.into(), 0, 1_000_000)?;
+            threads(a.threads)
+        }
+        Command::Bench(BenchCommand::Fuzz(a)) => {
+            within("--inputs", a.inputs.into(), 1, 1_000_000_000)?;
+            threads(a.threads)
+        }
+        Command::Search(a) => threads(a.threads),
+        Command::Resume(a) => threads(a.threads),
+        Command::Distill(a) => {
+            if let Some(s) = a.steps {
+                within("--steps", s.into(), 1, 100_000_000)?;
+            }
+            threads(a.threads)
+        }
+        Command::Sample(a) => {
+            within("--n", a.n as u128, 1, 1024)?;
+            within("--length", a.length as u128, 1, 1_000_000)?;
+            if !(a.temperature.is_finite() && a.temperature >= 0.0) {
+                anyhow::bail!("--temperature must be 0 (greedy) or a positive number");
+            }
+            Ok(())
+        }
+        Command::Proxies(ProxiesCommand::Calibrate(a)) => {
+            within("--n", a.n as u128, 1, 100_000)?;
+            within("--repeats", a.repeats as u128, 1, 100)?;
+            if let Some(s) = a.steps {
+                within("--steps", s.into(), 1, 100_000_000)?;
+            }
+            threads(a.threads)
+        }
+        _ => Ok(()),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<String> {
+    check_args(&cli.command)?;
     match cli.command {
         Command::Space(SpaceCommand::Check {
             file,

@@ -359,3 +359,92 @@ fn runs_that_differ_only_in_their_search_seed_share_the_teacher_and_calibration(
         "{second}"
     );
 }
+
+#[test]
+fn numbers_that_would_ask_for_unbounded_resources_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = small_experiment(&dir.path().join("e.toml"), "e", "");
+    let a = dir.path().join("a.json");
+    std::fs::write(&a, arch_json(32, 1, 64)).unwrap();
+    let archive = dir.path().join("arch");
+    let huge = "18446744073709551615";
+    // Each of these panicked ("capacity overflow"), aborted, or started 100,000 threads.
+    for (args, needle) in [
+        (vec!["space", "sample", s(&exp), "--n", huge], "--n"),
+        (
+            vec![
+                "train",
+                s(&a),
+                "--experiment",
+                s(&exp),
+                "--threads",
+                "100000",
+            ],
+            "--threads",
+        ),
+        (
+            vec![
+                "train",
+                s(&a),
+                "--experiment",
+                s(&exp),
+                "--steps",
+                "4294967295",
+            ],
+            "--steps",
+        ),
+        (vec!["search", s(&exp), "--threads", "5000"], "--threads"),
+        (vec!["proxies", "calibrate", s(&exp), "--n", huge], "--n"),
+        (
+            vec!["proxies", "calibrate", s(&exp), "--repeats", "0"],
+            "--repeats",
+        ),
+        (
+            vec![
+                "sample",
+                "r1",
+                "x",
+                "--length",
+                huge,
+                "--archive",
+                s(&archive),
+            ],
+            "--length",
+        ),
+        (
+            vec![
+                "sample",
+                "r1",
+                "x",
+                "--n",
+                "100000000000",
+                "--archive",
+                s(&archive),
+            ],
+            "--n",
+        ),
+        (
+            vec![
+                "sample",
+                "r1",
+                "x",
+                "--temperature=-1",
+                "--archive",
+                s(&archive),
+            ],
+            "--temperature",
+        ),
+        (vec!["bench", "fuzz", "--threads", "100000"], "--threads"),
+    ] {
+        fails_with(&genas(&args), &[needle]);
+    }
+    assert!(!archive.exists());
+    for (tail, key) in [
+        ("[search]\npopulation = 4000000000\n", "search.population"),
+        ("[search]\ncandidates = 4000000000\n", "search.candidates"),
+        ("[search]\nthreads = 100000\n", "search.threads"),
+    ] {
+        let e = small_experiment(&dir.path().join("b.toml"), "b", tail);
+        fails_with(&genas(&["space", "check", s(&e)]), &[key]);
+    }
+}

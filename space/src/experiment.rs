@@ -513,6 +513,20 @@ impl Experiment {
                 "candidates and population must be at least 1".into(),
             ));
         }
+        for (key, value, limit) in [
+            ("search.candidates", s.candidates, 10_000_000),
+            ("search.population", s.population, 1_000_000),
+        ] {
+            if value > limit {
+                return Err(bad(key, format!("{value} is above the limit {limit}")));
+            }
+        }
+        if s.threads > 1024 {
+            return Err(bad(
+                "search.threads",
+                format!("{} is above the limit 1024", s.threads),
+            ));
+        }
         if s.tournament == 0 || s.tournament > s.population {
             return Err(bad(
                 "search.tournament",
