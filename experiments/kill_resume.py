@@ -122,18 +122,24 @@ def main():
         trials = []
         for k in range(a.kills):
             trial = work / f"trial-{k}"
-            shutil.copytree(prepared, trial)
-            delay = rng.uniform(0.2, duration)
-            child = subprocess.Popen(
-                [str(binary), "search", a.experiment, "--archive", str(trial), "--plot", str(plot)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                child.wait(timeout=delay)
-                finished_before_kill = True
-            except subprocess.TimeoutExpired:
-                child.send_signal(signal.SIGKILL)
-                child.wait()
-                finished_before_kill = False
+            # A kill that lands after the search ended tests nothing: draw again (the run's
+            # length varies with the machine's load).
+            for _ in range(5):
+                shutil.rmtree(trial, ignore_errors=True)
+                shutil.copytree(prepared, trial)
+                delay = rng.uniform(0.2, 0.95 * duration)
+                child = subprocess.Popen(
+                    [str(binary), "search", a.experiment, "--archive", str(trial), "--plot",
+                     str(plot)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                try:
+                    child.wait(timeout=delay)
+                    finished_before_kill = True
+                except subprocess.TimeoutExpired:
+                    child.send_signal(signal.SIGKILL)
+                    child.wait()
+                    finished_before_kill = False
+                    break
             resumes = 0
             while True:
                 runs = json.loads(genas(binary, "runs", "--archive", trial, "--json").stdout)

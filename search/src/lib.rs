@@ -16,5 +16,6 @@ pub mod pareto;
 pub mod plot;
 pub mod run;
 pub mod scoring;
+pub mod table;
 pub mod winners;
 pub mod workers;

@@ -304,6 +304,32 @@ enum BenchCommand {
     /// Mutation fuzzing of every reader of user input (experiment files, architecture JSON,
     /// IDX files, text): counts inputs that make genas panic or break an invariant.
     Fuzz(BenchFuzzArgs),
+    /// Tabulate a small space: every architecture within the constraints at every rung, a
+    /// uniform sample also at the final fidelity and 3× it, with proxies, cost, latency and
+    /// CPU time (gzip JSON; an interrupted run continues where it stopped).
+    Table(BenchTableArgs),
+}
+
+#[derive(Args)]
+struct BenchTableArgs {
+    /// Experiment file (TOML).
+    file: PathBuf,
+    /// Where to write the table (.json.gz).
+    #[arg(long)]
+    out: PathBuf,
+    /// Architectures also distilled at final_steps and 3 × final_steps.
+    #[arg(long, default_value_t = 200)]
+    final_sample: usize,
+    /// Seeds the final sample.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Workers (0 = the experiment's search.threads, or every core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    #[arg(long, default_value = "genas-archive")]
+    archive: PathBuf,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -463,6 +489,10 @@ fn check_args(command: &Command) -> anyhow::Result<()> {
             threads(a.threads)
         }
         Command::Search(a) => threads(a.threads),
+        Command::Bench(BenchCommand::Table(a)) => {
+            within("--final-sample", a.final_sample as u128, 0, 1_000_000)?;
+            threads(a.threads)
+        }
         Command::Resume(a) => threads(a.threads),
         Command::Distill(a) => {
             if let Some(s) = a.steps {
@@ -634,6 +664,27 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 );
             }
             Ok(text)
+        }
+        Command::Bench(BenchCommand::Table(a)) => {
+            let opts = genas_search::table::TableOptions {
+                out: a.out.clone(),
+                archive: a.archive.clone(),
+                final_sample: a.final_sample,
+                threads: a.threads,
+                seed: a.seed,
+            };
+            let t = with_progress(a.json, |say, progress| {
+                genas_search::table::make_table(&a.file, &opts, say, progress)
+            })?;
+            if a.json {
+                json(&serde_json::json!({
+                    "out": a.out,
+                    "rows": t.rows.len(),
+                    "provenance": t.provenance,
+                }))
+            } else {
+                Ok(genas_search::table::render(&t) + &format!("written to {}\n", a.out.display()))
+            }
         }
         Command::Search(a) => {
             let opts = genas_search::run::SearchOptions {

@@ -1,0 +1,232 @@
+//! `genas bench table`: a tabulated space is what the search itself measures, and an
+//! interrupted tabulation continues where it stopped.
+
+mod common;
+
+use common::{genas, ok_json, s};
+use serde_json::Value;
+use std::path::Path;
+
+fn experiment(dir: &Path) -> std::path::PathBuf {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/data/shakespeare");
+    let path = dir.join("eight.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"name = "eight"
+[data]
+kind = "text"
+path = "{}"
+seq_len = 32
+[space]
+depth = [1, 2]
+d_model = [32]
+heads = [2]
+attention = ["full", "linear"]
+ffn_ratio = [1, 2]
+[teacher]
+depth = 1
+d_model = 32
+heads = 2
+ffn_ratio = 2
+steps = 20
+batch_size = 8
+[search]
+candidates = 12
+population = 8
+[fidelity]
+rung_steps = [5, 10]
+batch_size = 4
+final_steps = 6
+"#,
+            data.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn read_table(path: &Path) -> Value {
+    let raw = std::fs::read(path).unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(raw.as_slice()), &mut text)
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A result without its timings.
+fn eval(v: &Value) -> Value {
+    v["eval"].clone()
+}
+
+#[test]
+fn a_table_row_is_what_the_search_measures() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = experiment(dir.path());
+    let archive = dir.path().join("a");
+    let out = dir.path().join("t.json.gz");
+    let o = genas(&[
+        "bench",
+        "table",
+        s(&exp),
+        "--out",
+        s(&out),
+        "--final-sample",
+        "3",
+        "--archive",
+        s(&archive),
+        "--json",
+    ]);
+    let summary = ok_json(&o);
+    assert_eq!(summary["rows"], 8);
+    let table = read_table(&out);
+    assert_eq!(table["format"], "genas-table");
+    assert_eq!(table["rung_steps"], serde_json::json!([5, 10]));
+    assert_eq!(table["final_steps"], serde_json::json!([6, 18]));
+    let rows = table["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 8);
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r["finals"].as_array().unwrap().len() == 2)
+            .count(),
+        3
+    );
+    for r in rows {
+        assert_eq!(r["rungs"].as_array().unwrap().len(), 2);
+        for e in r["rungs"].as_array().unwrap() {
+            assert!(e["cpu_s"].as_f64().unwrap() > 0.0, "{e}");
+        }
+        assert!(r["cost"]["params"].as_u64().unwrap() > 0);
+        assert!(r["proxies"]["scores"].as_object().unwrap().len() >= 11);
+    }
+    assert!(table["provenance"]["machine"].as_str().is_some());
+    assert!(table["provenance"]["commit"].as_str().is_some());
+
+    // The search of the same experiment (every architecture, exhaustively) measures the same.
+    let o = genas(&[
+        "search",
+        s(&exp),
+        "--archive",
+        s(&archive),
+        "--plot",
+        s(&dir.path().join("f.svg")),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let show = ok_json(&genas(&["show", "r1", "--archive", s(&archive), "--json"]));
+    let mut compared = 0;
+    for c in show["candidates"].as_array().unwrap() {
+        let row = rows
+            .iter()
+            .find(|r| r["id"] == c["id"])
+            .expect("in the table");
+        assert_eq!(row["proxies"]["scores"], c["proxies"]["scores"]);
+        for rr in c["rungs"].as_array().unwrap() {
+            let k = rr["rung"].as_u64().unwrap() as usize;
+            assert_eq!(
+                eval(&rr["result"]),
+                eval(&row["rungs"][k]["result"]),
+                "{}",
+                c["id"]
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared >= 8 + 3, "{compared}");
+
+    // An interrupted tabulation: the partial file of three rows is continued, not redone.
+    let again = dir.path().join("u.json.gz");
+    let partial = dir.path().join("u.json.gz.partial.jsonl");
+    let lines: String = rows[..3]
+        .iter()
+        .map(|r| {
+            let mut row = r.clone();
+            row["kind"] = "row".into();
+            row["finals"] = serde_json::json!([]);
+            row.to_string() + "\n"
+        })
+        .collect();
+    std::fs::write(&partial, lines + "{\"kind\": \"row\", \"id\": \"torn").unwrap();
+    let o = genas(&[
+        "bench",
+        "table",
+        s(&exp),
+        "--out",
+        s(&again),
+        "--final-sample",
+        "3",
+        "--archive",
+        s(&archive),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("3 rows and 0 final evaluations already done"),
+        "{err}"
+    );
+    assert!(
+        !partial.exists(),
+        "the partial file is removed once the table is written"
+    );
+    let second = read_table(&again);
+    let rows2 = second["rows"].as_array().unwrap();
+    assert_eq!(rows2.len(), 8);
+    for (a, b) in rows.iter().zip(rows2) {
+        assert_eq!(a["id"], b["id"]);
+        for k in 0..2 {
+            assert_eq!(
+                eval(&a["rungs"][k]["result"]),
+                eval(&b["rungs"][k]["result"])
+            );
+        }
+        let fa: Vec<Value> = a["finals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| eval(&e["result"]))
+            .collect();
+        let fb: Vec<Value> = b["finals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| eval(&e["result"]))
+            .collect();
+        assert_eq!(fa, fb);
+    }
+}
+
+#[test]
+fn a_space_too_large_to_tabulate_is_refused_before_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = dir.path().join("big.toml");
+    std::fs::write(
+        &exp,
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/shakespeare.toml"),
+        )
+        .unwrap()
+        .replace(
+            "path = \"data/shakespeare\"",
+            &format!(
+                "path = \"{}\"",
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../experiments/data/shakespeare")
+                    .display()
+            ),
+        ),
+    )
+    .unwrap();
+    let archive = dir.path().join("a");
+    let o = genas(&[
+        "bench",
+        "table",
+        s(&exp),
+        "--out",
+        s(&dir.path().join("t.json.gz")),
+        "--archive",
+        s(&archive),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("more than 20000 architectures"), "{err}");
+    assert!(!archive.exists(), "no teacher was trained");
+}
