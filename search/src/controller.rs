@@ -12,14 +12,14 @@
 //! archive makes the same decisions as an uninterrupted one. (A measured objective, latency, is
 //! the one exception: it is measured once and stored.)
 
+use crate::executor::{Executor, Job, Output};
 use crate::pareto;
-use crate::workers::parallel;
 use anyhow::{Context, Result};
 use genas_proxies::calibrate::Ensemble;
-use genas_proxies::distill::{brief_distill, DistillConfig, DistillResult, TeacherTargets};
+use genas_proxies::distill::{DistillConfig, DistillResult};
 use genas_proxies::engine::{Cpu, Generator, Model, SampleConfig};
-use genas_proxies::zero_cost::{proxy_suite, ProxyScores};
-use genas_proxies::{Batch, Dataset};
+use genas_proxies::zero_cost::ProxyScores;
+use genas_proxies::Dataset;
 use genas_space::{
     satisfies, Architecture, Cost, Experiment, Objective, Rng, SearchSpace, Strategy,
 };
@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// One architecture of a run and everything learnt about it.
@@ -137,8 +137,8 @@ pub struct RunContext<'a> {
     /// When the whole space within the constraints fits the budget: every architecture of
     /// it, in the order the run proposes them (each exactly once).
     pub exhaustive: Option<Vec<Architecture>>,
-    pub targets: &'a TeacherTargets,
-    pub proxy_batch: Batch,
+    /// Runs the brief distillations and the proxy suite.
+    pub executor: &'a dyn Executor,
     pub workers: usize,
     pub stop: &'a AtomicBool,
 }
@@ -533,17 +533,13 @@ impl<'a> Controller<'a> {
             .map(|id| self.cands[id].architecture.clone())
             .collect();
         let seed = self.cx.experiment.teacher.seed;
-        let pb = &self.cx.proxy_batch;
         let label = format!("round {} screen", self.state.round + 1);
-        let scores: Vec<ProxyScores> = parallel(
-            &archs,
-            self.cx.workers,
-            &|a: &Architecture, be: &Cpu<f32>| {
-                let mut m = Model::new(a, be.clone(), init_seed(seed, &a.id()));
-                proxy_suite(a, &mut m, pb, init_seed(seed, &a.id()))
-            },
-            &|done, total, _| progress(&label, done, total),
-        );
+        let scores: Vec<ProxyScores> =
+            self.cx
+                .executor
+                .proxies(&archs, seed, self.cx.workers, &|done, total| {
+                    progress(&label, done, total)
+                });
         for (id, p) in batch.iter().zip(scores) {
             let c = self.cands.get_mut(id).expect("proposed");
             c.screen_score = self.cx.ensemble.as_ref().map(|e| e.score(&p));
@@ -611,88 +607,90 @@ impl<'a> Controller<'a> {
         );
         let total = self.state.queue.len();
         let already = total - pending.len();
-        // Side by side, committed in queue order: a result waits until those before it are in.
-        let next = AtomicUsize::new(0);
+        // Results are committed in queue order: one waits until those before it are in.
+        // Cache hits are known at once; the executor runs the rest.
         let finished: Mutex<BTreeMap<usize, Finished>> = Mutex::new(BTreeMap::new());
         let committed = Mutex::new(0usize);
         let error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
         let seed = self.cx.experiment.teacher.seed;
-        let this = Mutex::new(&mut *self);
-        let archs: Vec<Architecture> = {
-            let me = this.lock().expect("controller");
-            pending
-                .iter()
-                .map(|id| me.cands[id].architecture.clone())
-                .collect()
-        };
-        let (plan, targets, archive, stop, workers) = {
-            let me = this.lock().expect("controller");
-            (
-                me.cx.plan.clone(),
-                me.cx.targets,
-                me.cx.archive,
-                me.cx.stop,
-                me.cx.workers,
-            )
-        };
-        std::thread::scope(|s| {
-            for _ in 0..workers.min(pending.len()).max(1) {
-                s.spawn(|| {
-                    let be = Cpu::<f32>::new(1);
-                    loop {
-                        if stop.load(Ordering::SeqCst) || error.lock().expect("e").is_some() {
-                            break;
-                        }
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(arch) = archs.get(i) else { break };
-                        let id = arch.id();
-                        let key = cache_key(&id, &plan, &cfg);
-                        let cached = archive
-                            .cached(&key)
-                            .ok()
-                            .flatten()
-                            .and_then(|v| serde_json::from_value::<DistillResult>(v).ok());
-                        let (result, hit, latency) = match cached {
-                            Some(r) if !top => (r, true, None),
-                            _ => {
-                                let mut m = Model::new(arch, be.clone(), init_seed(seed, &id));
-                                let r = brief_distill(&mut m, targets, &cfg);
-                                let lat = (top && r.eval.is_some()).then(|| latency_ms(&m));
-                                (r, false, lat)
-                            }
-                        };
-                        let cache_entry = (!hit).then(|| key.clone());
-                        finished.lock().expect("f").insert(
-                            i,
-                            (
-                                RungResult {
-                                    rung,
-                                    steps: cfg.steps,
-                                    result,
-                                    cached: hit,
-                                },
-                                latency,
-                                cache_entry,
-                            ),
-                        );
-                        // Commit every result that is next in queue order.
-                        let mut c = committed.lock().expect("c");
-                        loop {
-                            let item = finished.lock().expect("f").remove(&*c);
-                            let Some((rr, lat, ck)) = item else { break };
-                            let pid = pending[*c].clone();
-                            let mut me = this.lock().expect("controller");
-                            if let Err(e) = me.record_result(&pid, rr, lat, ck, &plan) {
-                                *error.lock().expect("e") = Some(e);
-                                break;
-                            }
-                            *c += 1;
-                            progress(&label, already + *c, total);
-                        }
-                    }
-                });
+        let (plan, archive, stop, workers, executor) = (
+            self.cx.plan.clone(),
+            self.cx.archive,
+            self.cx.stop,
+            self.cx.workers,
+            self.cx.executor,
+        );
+        let mut jobs: Vec<(usize, Job)> = Vec::new();
+        for (i, id) in pending.iter().enumerate() {
+            let key = cache_key(id, &plan, &cfg);
+            let cached = archive
+                .cached(&key)
+                .ok()
+                .flatten()
+                .and_then(|v| serde_json::from_value::<DistillResult>(v).ok());
+            match cached {
+                // The top rung measures latency, so it always trains.
+                Some(result) if !top => {
+                    let rr = RungResult {
+                        rung,
+                        steps: cfg.steps,
+                        result,
+                        cached: true,
+                    };
+                    finished.lock().expect("f").insert(i, (rr, None, None));
+                }
+                _ => jobs.push((
+                    i,
+                    Job {
+                        id: id.clone(),
+                        architecture: self.cands[id].architecture.clone(),
+                        init_seed: init_seed(seed, id),
+                        rung,
+                        config: cfg.clone(),
+                        measure_latency: top,
+                    },
+                )),
             }
-        });
+        }
+        let this = Mutex::new(&mut *self);
+        // Commits every result that is next in queue order; false once a commit failed.
+        let commit_ready = || -> bool {
+            let mut c = committed.lock().expect("c");
+            loop {
+                let item = finished.lock().expect("f").remove(&*c);
+                let Some((rr, lat, ck)) = item else { break };
+                let pid = pending[*c].clone();
+                let mut me = this.lock().expect("controller");
+                if let Err(e) = me.record_result(&pid, rr, lat, ck, &plan) {
+                    *error.lock().expect("e") = Some(e);
+                    return false;
+                }
+                *c += 1;
+                progress(&label, already + *c, total);
+            }
+            true
+        };
+        if commit_ready() && !jobs.is_empty() {
+            let batch: Vec<Job> = jobs.iter().map(|(_, j)| j.clone()).collect();
+            executor.run(&batch, workers, stop, &|k, out: Output| {
+                let (i, job) = &jobs[k];
+                let key = cache_key(&job.id, &plan, &cfg);
+                finished.lock().expect("f").insert(
+                    *i,
+                    (
+                        RungResult {
+                            rung,
+                            steps: cfg.steps,
+                            result: out.result,
+                            cached: false,
+                        },
+                        out.latency_ms_per_token,
+                        Some(key),
+                    ),
+                );
+                commit_ready()
+            });
+        }
         if let Some(e) = error.into_inner().expect("e") {
             return Err(e);
         }

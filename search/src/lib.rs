@@ -10,6 +10,7 @@
 
 pub mod commands;
 pub mod controller;
+pub mod executor;
 pub mod format;
 pub mod fuzz;
 pub mod pareto;

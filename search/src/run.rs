@@ -240,6 +240,10 @@ fn drive(
     let proxy_batch = l
         .data
         .train_batch(exp.fidelity.batch_size as usize, &mut rng);
+    let executor = crate::executor::Local {
+        targets: &targets,
+        proxy_batch: &proxy_batch,
+    };
     let cx = RunContext {
         experiment: exp,
         space: &l.space,
@@ -249,8 +253,7 @@ fn drive(
         plan,
         ensemble,
         exhaustive: space_plan.exhaustive,
-        targets: &targets,
-        proxy_batch,
+        executor: &executor,
         workers,
         stop,
     };

@@ -1,0 +1,216 @@
+//! Where evaluations run. The controller decides *what* to evaluate and commits results in
+//! queue order; an [`Executor`] only runs a batch of evaluation jobs and hands each result
+//! back as it finishes. A job is plain data: the architecture, its initialisation seed and the
+//! distillation settings; the executor brings the inputs they refer to (the teacher's cached
+//! soft targets, the proxy batch).
+//!
+//! - [`Local`]: today's worker threads, one single-threaded engine each.
+//! - [`Replay`]: a tabulated benchmark (`genas bench table`) read back instead of training, for
+//!   simulating searches (`genas bench search`).
+//!
+//! An executor must not know about the archive, the strategies or the fidelity schedule.
+
+use crate::controller::{init_seed, latency_ms};
+use crate::table::Table;
+use genas_proxies::distill::{brief_distill, DistillConfig, DistillResult, TeacherTargets};
+use genas_proxies::engine::{Cpu, Model};
+use genas_proxies::zero_cost::{proxy_suite, ProxyScores};
+use genas_proxies::Batch;
+use genas_space::Architecture;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// One brief distillation to run.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub id: String,
+    pub architecture: Architecture,
+    /// Seed of the initial weights.
+    pub init_seed: u64,
+    /// Which rung of the schedule (for executors that look results up).
+    pub rung: usize,
+    pub config: DistillConfig,
+    /// Measure generation latency after training (the top rung does).
+    pub measure_latency: bool,
+}
+
+/// What a job produced.
+#[derive(Clone, Debug)]
+pub struct Output {
+    pub result: DistillResult,
+    pub latency_ms_per_token: Option<f64>,
+}
+
+/// Runs evaluation jobs.
+pub trait Executor: Sync {
+    /// Runs `jobs` on up to `workers` at a time, calling `done(index, output)` as each
+    /// finishes (in any order, from any thread). Returns early, leaving jobs unrun, once
+    /// `stop` is set or `done` returns false.
+    fn run(
+        &self,
+        jobs: &[Job],
+        workers: usize,
+        stop: &AtomicBool,
+        done: &(dyn Fn(usize, Output) -> bool + Sync),
+    );
+
+    /// The zero-cost proxies of each architecture (initialised with `init_seed(seed, id)`),
+    /// on `workers` threads; `progress(done, total)`.
+    fn proxies(
+        &self,
+        archs: &[Architecture],
+        seed: u64,
+        workers: usize,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Vec<ProxyScores>;
+}
+
+/// Worker threads on this machine, each with its own single-threaded CPU engine.
+pub struct Local<'a> {
+    pub targets: &'a TeacherTargets,
+    pub proxy_batch: &'a Batch,
+}
+
+impl Executor for Local<'_> {
+    fn run(
+        &self,
+        jobs: &[Job],
+        workers: usize,
+        stop: &AtomicBool,
+        done: &(dyn Fn(usize, Output) -> bool + Sync),
+    ) {
+        let next = AtomicUsize::new(0);
+        let halted = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for _ in 0..workers.min(jobs.len()).max(1) {
+                s.spawn(|| {
+                    let be = Cpu::<f32>::new(1);
+                    loop {
+                        if stop.load(Ordering::SeqCst) || halted.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(job) = jobs.get(i) else { break };
+                        let mut m = Model::new(&job.architecture, be.clone(), job.init_seed);
+                        let result = brief_distill(&mut m, self.targets, &job.config);
+                        let latency_ms_per_token =
+                            (job.measure_latency && result.eval.is_some()).then(|| latency_ms(&m));
+                        if !done(
+                            i,
+                            Output {
+                                result,
+                                latency_ms_per_token,
+                            },
+                        ) {
+                            halted.store(true, Ordering::SeqCst);
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    fn proxies(
+        &self,
+        archs: &[Architecture],
+        seed: u64,
+        workers: usize,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Vec<ProxyScores> {
+        let pb = self.proxy_batch;
+        crate::workers::parallel(
+            archs,
+            workers,
+            &|a: &Architecture, be: &Cpu<f32>| {
+                let mut m = Model::new(a, be.clone(), init_seed(seed, &a.id()));
+                proxy_suite(a, &mut m, pb, init_seed(seed, &a.id()))
+            },
+            &|d, n, _| progress(d, n),
+        )
+    }
+}
+
+/// A tabulated benchmark read back: every job's result is the table's, at no cost.
+pub struct Replay<'a> {
+    rows: BTreeMap<&'a str, &'a crate::table::Row>,
+}
+
+impl<'a> Replay<'a> {
+    pub fn new(table: &'a Table) -> Replay<'a> {
+        Replay {
+            rows: table.rows.iter().map(|r| (r.id.as_str(), r)).collect(),
+        }
+    }
+
+    /// The table's row of `id`.
+    pub fn row(&self, id: &str) -> Option<&'a crate::table::Row> {
+        self.rows.get(id).copied()
+    }
+}
+
+impl Executor for Replay<'_> {
+    fn run(
+        &self,
+        jobs: &[Job],
+        _workers: usize,
+        stop: &AtomicBool,
+        done: &(dyn Fn(usize, Output) -> bool + Sync),
+    ) {
+        for (i, job) in jobs.iter().enumerate() {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let row = self.row(&job.id);
+            let evaluated = row.and_then(|r| r.rungs.get(job.rung));
+            let output = match evaluated {
+                Some(e) if e.steps == job.config.steps => Output {
+                    result: e.result.clone(),
+                    latency_ms_per_token: if job.measure_latency {
+                        row.and_then(|r| r.latency_ms_per_token)
+                    } else {
+                        None
+                    },
+                },
+                // Not in the table: recorded as a failed evaluation, never invented.
+                _ => Output {
+                    result: DistillResult {
+                        steps: job.config.steps,
+                        train_loss: None,
+                        eval: None,
+                        diverged: Some(format!(
+                            "not in the table at rung {} ({} steps)",
+                            job.rung, job.config.steps
+                        )),
+                        seconds: 0.0,
+                    },
+                    latency_ms_per_token: None,
+                },
+            };
+            if !done(i, output) {
+                return;
+            }
+        }
+    }
+
+    fn proxies(
+        &self,
+        archs: &[Architecture],
+        _seed: u64,
+        _workers: usize,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Vec<ProxyScores> {
+        archs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                progress(i + 1, archs.len());
+                self.row(&a.id())
+                    .map(|r| r.proxies.clone())
+                    .unwrap_or_else(|| ProxyScores {
+                        scores: Default::default(),
+                        millis: 0.0,
+                    })
+            })
+            .collect()
+    }
+}
