@@ -19,7 +19,6 @@ use genas_proxies::calibrate::Ensemble;
 use genas_proxies::distill::{DistillConfig, DistillResult};
 use genas_proxies::engine::{Cpu, Generator, Model, SampleConfig};
 use genas_proxies::zero_cost::ProxyScores;
-use genas_proxies::Dataset;
 use genas_space::{
     satisfies, Architecture, Cost, Experiment, Objective, Rng, SearchSpace, Strategy,
 };
@@ -127,7 +126,6 @@ pub struct RunPlan {
 pub struct RunContext<'a> {
     pub experiment: &'a Experiment,
     pub space: &'a SearchSpace,
-    pub data: &'a Dataset,
     pub archive: &'a Archive,
     pub run: String,
     pub plan: RunPlan,

@@ -17,6 +17,7 @@ pub mod pareto;
 pub mod plot;
 pub mod run;
 pub mod scoring;
+pub mod simulate;
 pub mod table;
 pub mod winners;
 pub mod workers;

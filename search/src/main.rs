@@ -308,6 +308,26 @@ enum BenchCommand {
     /// uniform sample also at the final fidelity and 3× it, with proxies, cost, latency and
     /// CPU time (gzip JSON; an interrupted run continues where it stopped).
     Table(BenchTableArgs),
+    /// Compare random, evolution and NSGA-II (with and without the screen, other eta and
+    /// screen_keep) on a table, with a simulated clock: anytime hypervolume over seeds.
+    Search(BenchSearchArgs),
+}
+
+#[derive(Args)]
+struct BenchSearchArgs {
+    /// Experiment file whose search settings to simulate (the table's own space).
+    file: PathBuf,
+    /// Table written by genas bench table.
+    #[arg(long)]
+    table: PathBuf,
+    /// Seeds per configuration.
+    #[arg(long, default_value_t = 20)]
+    seeds: usize,
+    /// Write the anytime curves here (.svg or .png).
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -489,6 +509,7 @@ fn check_args(command: &Command) -> anyhow::Result<()> {
             threads(a.threads)
         }
         Command::Search(a) => threads(a.threads),
+        Command::Bench(BenchCommand::Search(a)) => within("--seeds", a.seeds as u128, 1, 10_000),
         Command::Bench(BenchCommand::Table(a)) => {
             within("--final-sample", a.final_sample as u128, 0, 1_000_000)?;
             threads(a.threads)
@@ -664,6 +685,32 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 );
             }
             Ok(text)
+        }
+        Command::Bench(BenchCommand::Search(a)) => {
+            use genas_search::simulate;
+            let exp = genas_space::Experiment::from_path(&a.file)?;
+            let table = genas_search::table::Table::read(&a.table)?;
+            let configs = simulate::default_configs(&exp);
+            let b = with_progress(a.json, |_, progress| {
+                simulate::bench_search(&exp, &table, &configs, a.seeds, &|d, n| {
+                    progress("simulated runs", d, n)
+                })
+            })?;
+            if let Some(p) = &a.plot {
+                let svg = simulate::plot_svg(&b);
+                let bytes = match p.extension().and_then(|e| e.to_str()) {
+                    Some("png") => genas_search::plot::svg_to_png(&svg, 2.0)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+                    _ => svg.into_bytes(),
+                };
+                std::fs::write(p, bytes)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
+            }
+            if a.json {
+                json(&b)
+            } else {
+                Ok(simulate::render(&b))
+            }
         }
         Command::Bench(BenchCommand::Table(a)) => {
             let opts = genas_search::table::TableOptions {

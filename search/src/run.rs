@@ -247,7 +247,6 @@ fn drive(
     let cx = RunContext {
         experiment: exp,
         space: &l.space,
-        data: &l.data,
         archive,
         run: record.id.clone(),
         plan,
@@ -315,7 +314,7 @@ pub fn preflight(l: &Loaded, threads: usize) -> Result<SpacePlan> {
         note: None,
         warnings: summary.warnings,
     };
-    let Some(mut all) = within else {
+    let Some(all) = within else {
         return Ok(plan);
     };
     if all.is_empty() {
@@ -323,10 +322,7 @@ pub fn preflight(l: &Loaded, threads: usize) -> Result<SpacePlan> {
     }
     let k = all.len();
     if k <= budget {
-        // Each once, in an order fixed by the search seed.
-        let mut rng = Rng::seed_from_u64(exp.search.seed ^ 0xe4a0_5717);
-        rng.shuffle(&mut all);
-        plan.exhaustive = Some(all);
+        plan.exhaustive = Some(exhaustive_order(all, exp.search.seed));
         plan.calibration_n = None;
         plan.note = Some(format!(
             "the space holds {k} architectures within the constraints, no more than search.candidates = {budget}: evaluating every one once, without calibration or the zero-cost screen"
@@ -343,6 +339,15 @@ pub fn preflight(l: &Loaded, threads: usize) -> Result<SpacePlan> {
         ));
     }
     Ok(plan)
+}
+
+/// The order an exhaustive run proposes the whole space in: fixed by the search seed.
+pub fn exhaustive_order(
+    mut all: Vec<genas_space::Architecture>,
+    seed: u64,
+) -> Vec<genas_space::Architecture> {
+    Rng::seed_from_u64(seed ^ 0xe4a0_5717).shuffle(&mut all);
+    all
 }
 
 /// The calibrated ensemble for the screen: the archive's, or a calibration run now (and

@@ -230,3 +230,97 @@ fn a_space_too_large_to_tabulate_is_refused_before_work() {
     assert!(err.contains("more than 20000 architectures"), "{err}");
     assert!(!archive.exists(), "no teacher was trained");
 }
+
+#[test]
+fn simulated_searches_replay_the_table_exactly_and_reproducibly() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = experiment(dir.path());
+    let archive = dir.path().join("a");
+    let out = dir.path().join("t.json.gz");
+    ok_json(&genas(&[
+        "bench",
+        "table",
+        s(&exp),
+        "--out",
+        s(&out),
+        "--final-sample",
+        "0",
+        "--archive",
+        s(&archive),
+        "--json",
+    ]));
+    // The real search of this space (exhaustive: 8 architectures, budget 12).
+    let o = genas(&[
+        "search",
+        s(&exp),
+        "--archive",
+        s(&archive),
+        "--plot",
+        s(&dir.path().join("f.svg")),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let real = ok_json(&genas(&["front", "r1", "--archive", s(&archive), "--json"]));
+    let real_hv: Vec<f64> = real["hypervolume_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_f64().unwrap())
+        .collect();
+    let bench = |plot: &Path| {
+        ok_json(&genas(&[
+            "bench",
+            "search",
+            s(&exp),
+            "--table",
+            s(&out),
+            "--seeds",
+            "3",
+            "--plot",
+            s(plot),
+            "--json",
+        ]))
+    };
+    let a = bench(&dir.path().join("p.svg"));
+    let b = bench(&dir.path().join("q.svg"));
+    assert!(std::fs::read_to_string(dir.path().join("p.svg"))
+        .unwrap()
+        .starts_with("<svg"));
+    let configs = a["configs"].as_array().unwrap();
+    assert!(configs.len() >= 6);
+    for (x, y) in configs.iter().zip(b["configs"].as_array().unwrap()) {
+        // Reproducible for a seed.
+        assert_eq!(
+            x["trajectories"], y["trajectories"],
+            "{}",
+            x["config"]["name"]
+        );
+        for t in x["trajectories"].as_array().unwrap() {
+            let pts = t["points"].as_array().unwrap();
+            assert!(!pts.is_empty());
+            for w in pts.windows(2) {
+                // Compute only grows; the hypervolume never falls.
+                assert!(w[1][0].as_f64().unwrap() > w[0][0].as_f64().unwrap(), "{t}");
+                assert!(
+                    w[1][1].as_f64().unwrap() >= w[0][1].as_f64().unwrap(),
+                    "{t}"
+                );
+            }
+        }
+    }
+    // The simulated run of seed 0 makes the real search's decisions: the same hypervolume
+    // after every evaluation.
+    let sim = configs
+        .iter()
+        .find(|c| c["config"]["name"] == "evolution no-screen")
+        .unwrap();
+    let sim_hv: Vec<f64> = sim["trajectories"][0]["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_f64().unwrap())
+        .collect();
+    assert_eq!(sim_hv, real_hv);
+    // The reference (every architecture at the top rung) bounds what any run reaches.
+    let last = *sim_hv.last().unwrap();
+    assert!(last > 0.0 && last <= a["reference_hypervolume"].as_f64().unwrap() + 1e-12);
+}

@@ -1,0 +1,565 @@
+//! `genas bench search`: strategies compared on a tabulated benchmark (`genas bench table`),
+//! in seconds instead of hours, as Syne Tune's simulator backend replays a blackbox. Each
+//! simulated run is the real controller (proposals, constraints, screen, successive halving,
+//! commits to a real, temporary archive) with the [`Replay`] executor, so it makes exactly the
+//! decisions a search would make with those results. Its clock is simulated: every evaluation
+//! advances it by the CPU time the table recorded for it, every screened proposal by its
+//! proxy suite's, and a screened configuration starts with the calibration's cost (40 brief
+//! distillations at the top rung).
+//!
+//! For each configuration (strategy, with or without the screen, `eta`, `screen_keep`) and
+//! seed it records the hypervolume against simulated compute, and reports, over seeds, the mean
+//! and 95% interval of the final hypervolume as a share of the table's reference (every
+//! architecture at the top rung), the compute each needs to reach 90/95/98% of it, and the
+//! anytime curves as a plot.
+//!
+//! It knows nothing about how a table was made; it needs the experiment, to read the search
+//! settings, and the table.
+
+use crate::controller::{reference_point, Controller, RunContext, RunPlan};
+use crate::executor::Replay;
+use crate::run::SEARCH_CALIBRATION_N;
+use crate::table::Table;
+use anyhow::{bail, Context, Result};
+use genas_proxies::calibrate::{calibrate, Ensemble};
+use genas_space::{Experiment, Objective, Rng, SearchSpace, Strategy};
+use genas_store::Archive;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+/// One setting of the search compared.
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    pub name: String,
+    pub strategy: Strategy,
+    pub screen: bool,
+    pub screen_keep: f64,
+    pub eta: u32,
+}
+
+/// The configurations `genas bench search` compares by default.
+pub fn default_configs(exp: &Experiment) -> Vec<Config> {
+    let f = &exp.fidelity;
+    let mut out = Vec::new();
+    for strategy in [Strategy::Random, Strategy::Evolution, Strategy::Nsga2] {
+        for screen in [true, false] {
+            out.push(Config {
+                name: format!(
+                    "{}{}",
+                    strategy_name(strategy),
+                    if screen { "" } else { " no-screen" }
+                ),
+                strategy,
+                screen,
+                screen_keep: f.screen_keep,
+                eta: f.eta,
+            });
+        }
+    }
+    for (keep, eta) in [(0.25, f.eta), (f.screen_keep, 2), (f.screen_keep, 4)] {
+        out.push(Config {
+            name: format!("evolution keep{keep} eta{eta}"),
+            strategy: Strategy::Evolution,
+            screen: true,
+            screen_keep: keep,
+            eta,
+        });
+    }
+    out
+}
+
+fn strategy_name(s: Strategy) -> &'static str {
+    match s {
+        Strategy::Random => "random",
+        Strategy::Evolution => "evolution",
+        Strategy::Nsga2 => "nsga2",
+    }
+}
+
+/// One simulated run: (simulated compute in CPU-seconds, hypervolume) after every
+/// evaluation, and its end.
+#[derive(Clone, Debug, Serialize)]
+pub struct Trajectory {
+    pub seed: u64,
+    pub points: Vec<(f64, f64)>,
+    pub compute_s: f64,
+    pub hypervolume: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ConfigReport {
+    pub config: Config,
+    /// Final hypervolume / the reference's: mean and 95% interval over seeds.
+    pub final_share: (f64, f64, f64),
+    /// Simulated compute (CPU-seconds) of a whole run: mean over seeds.
+    pub compute_s: f64,
+    /// For 90, 95 and 98% of the reference hypervolume: seeds that reached it, and the mean
+    /// compute (share of exhaustive compute) they needed.
+    pub to_reach: Vec<(f64, usize, Option<f64>)>,
+    pub trajectories: Vec<Trajectory>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SearchBench {
+    pub table_rows: usize,
+    pub seeds: usize,
+    pub objectives: Vec<Objective>,
+    /// Hypervolume of every architecture at the top rung (normalised, as runs report it).
+    pub reference_hypervolume: f64,
+    /// CPU-seconds of the top rung over the whole table.
+    pub exhaustive_compute_s: f64,
+    /// CPU-seconds charged to a screened run for its calibration.
+    pub calibration_compute_s: f64,
+    pub configs: Vec<ConfigReport>,
+    pub wall_s: f64,
+}
+
+/// Compares `configs` over `seeds` seeds on `table` with the search settings of `exp`.
+pub fn bench_search(
+    exp: &Experiment,
+    table: &Table,
+    configs: &[Config],
+    seeds: usize,
+    progress: &dyn Fn(usize, usize),
+) -> Result<SearchBench> {
+    let start = std::time::Instant::now();
+    let first = table.rows.first().context("the table is empty")?;
+    if table.rung_steps != exp.fidelity.rung_steps {
+        bail!(
+            "the table holds rungs {:?} but the experiment's fidelity.rung_steps is {:?}",
+            table.rung_steps,
+            exp.fidelity.rung_steps
+        );
+    }
+    let (vocab, context) = (first.architecture.vocab_size, first.architecture.context);
+    let space = SearchSpace::new(&exp.space, vocab, context)
+        .with_context(|| exp.source.display().to_string())?;
+    let objectives = exp.search.objectives.clone();
+    let reference = reference_point(&objectives, &space, exp)?;
+    let top = table.rung_steps.len() - 1;
+    let replay = Replay::new(table);
+    // The reference: every architecture of the table at the top rung.
+    let mut cands = BTreeMap::new();
+    for (i, r) in table.rows.iter().enumerate() {
+        cands.insert(
+            r.id.clone(),
+            crate::controller::CandidateRecord {
+                id: r.id.clone(),
+                index: i as u32,
+                round: 0,
+                architecture: r.architecture.clone(),
+                cost: r.cost.clone(),
+                origin: "table".into(),
+                proxies: None,
+                screen_score: None,
+                screened_out: false,
+                rungs: r
+                    .rungs
+                    .iter()
+                    .enumerate()
+                    .map(|(k, e)| crate::controller::RungResult {
+                        rung: k,
+                        steps: e.steps,
+                        result: e.result.clone(),
+                        cached: false,
+                    })
+                    .collect(),
+                latency_ms_per_token: r.latency_ms_per_token,
+            },
+        );
+    }
+    let plan = RunPlan {
+        objectives: objectives.clone(),
+        reference,
+        teacher_key: table.teacher_key.clone(),
+        calibration_key: "simulated".into(),
+        data_fingerprint: "simulated".into(),
+        max_latency_ms_per_token: exp.constraints.max_latency_ms_per_token,
+    };
+    let (_, reference_hv) = crate::controller::front_and_hypervolume(&cands, top, &plan);
+    let exhaustive: f64 = table.rows.iter().map(|r| r.rungs[top].cpu_s).sum();
+    // The screen's calibration: 40 rows (fixed by the teacher seed, as a search's is), their
+    // proxies against the top rung.
+    let mut rng = Rng::seed_from_u64(exp.teacher.seed ^ 0xca11_b7a7e);
+    let mut order: Vec<usize> = (0..table.rows.len()).collect();
+    rng.shuffle(&mut order);
+    let picked: Vec<&crate::table::Row> = order
+        .iter()
+        .take(SEARCH_CALIBRATION_N.min(table.rows.len()))
+        .map(|&i| &table.rows[i])
+        .collect();
+    let calibration_rows: Vec<_> = picked
+        .iter()
+        .map(|r| {
+            (
+                r.proxies.clone(),
+                r.rungs[top].result.eval.map(|e| -e.val_ce),
+            )
+        })
+        .collect();
+    let ensemble: Ensemble = calibrate(&calibration_rows).chosen;
+    let calibration_compute: f64 = picked
+        .iter()
+        .map(|r| r.rungs[top].cpu_s + r.proxies_cpu_s)
+        .sum();
+
+    // As a search plans it: a space no larger than the budget is evaluated exhaustively.
+    let whole_space = table.rows.len() <= exp.search.candidates as usize;
+    let scratch = scratch_dir()?;
+    let total = configs.len() * seeds;
+    let mut reports = Vec::new();
+    for (ci, cfg) in configs.iter().enumerate() {
+        let mut trajectories = Vec::new();
+        for seed in 0..seeds as u64 {
+            let mut e = exp.clone();
+            e.search.seed = seed;
+            e.search.strategy = cfg.strategy;
+            e.fidelity.eta = cfg.eta;
+            e.fidelity.screen_keep = cfg.screen_keep;
+            let dir = scratch.path().join(format!("c{ci}-s{seed}"));
+            let archive = Archive::open(&dir)?;
+            let run =
+                archive.create_run(&serde_json::json!({"simulated": cfg.name, "seed": seed}))?;
+            let stop = AtomicBool::new(false);
+            let cx = RunContext {
+                experiment: &e,
+                space: &space,
+                archive: &archive,
+                run: run.clone(),
+                plan: plan.clone(),
+                ensemble: (cfg.screen && !whole_space).then(|| ensemble.clone()),
+                exhaustive: whole_space.then(|| {
+                    crate::run::exhaustive_order(
+                        table.rows.iter().map(|r| r.architecture.clone()).collect(),
+                        seed,
+                    )
+                }),
+                executor: &replay,
+                workers: 1,
+                stop: &stop,
+            };
+            let mut c = Controller::open(cx)?;
+            c.run(&|_, _, _| {})?;
+            let events = archive.events(&run)?;
+            let base = if cfg.screen && !whole_space {
+                calibration_compute
+            } else {
+                0.0
+            };
+            trajectories.push(trajectory(seed, &events, &replay, base));
+            drop(c);
+            drop(archive);
+            let _ = std::fs::remove_dir_all(&dir);
+            progress(ci * seeds + seed as usize + 1, total);
+        }
+        reports.push(summarise(cfg, trajectories, reference_hv, exhaustive));
+    }
+    Ok(SearchBench {
+        table_rows: table.rows.len(),
+        seeds,
+        objectives,
+        reference_hypervolume: reference_hv,
+        exhaustive_compute_s: exhaustive,
+        calibration_compute_s: calibration_compute,
+        configs: reports,
+        wall_s: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// A directory for the runs' archives: in memory where the machine has one (/dev/shm), so
+/// thousands of flushed commits cost little.
+fn scratch_dir() -> Result<tempfile::TempDir> {
+    let shm = Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::Builder::new()
+            .prefix("genas-sim-")
+            .tempdir_in(shm)
+            .or_else(|_| tempfile::Builder::new().prefix("genas-sim-").tempdir())
+    } else {
+        tempfile::Builder::new().prefix("genas-sim-").tempdir()
+    };
+    dir.context("cannot create a scratch directory for the simulated runs")
+}
+
+/// The run's (compute, hypervolume) after each evaluation, from its event log.
+fn trajectory(seed: u64, events: &[serde_json::Value], replay: &Replay, base: f64) -> Trajectory {
+    let mut compute = base;
+    let mut last_batch: Vec<String> = Vec::new();
+    let mut points = Vec::new();
+    let mut hv = 0.0;
+    for ev in events {
+        match ev["event"].as_str() {
+            Some("proposed") => {
+                last_batch = ev["candidates"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+            }
+            Some("screened") => {
+                compute += last_batch
+                    .iter()
+                    .filter_map(|id| replay.row(id))
+                    .map(|r| r.proxies_cpu_s)
+                    .sum::<f64>();
+            }
+            Some("evaluated") => {
+                let id = ev["candidate"].as_str().unwrap_or_default();
+                let rung = ev["rung"].as_u64().unwrap_or(0) as usize;
+                compute += replay
+                    .row(id)
+                    .and_then(|r| r.rungs.get(rung))
+                    .map_or(0.0, |e| e.cpu_s);
+                hv = ev["hypervolume"].as_f64().unwrap_or(hv);
+                points.push((compute, hv));
+            }
+            _ => {}
+        }
+    }
+    Trajectory {
+        seed,
+        points,
+        compute_s: compute,
+        hypervolume: hv,
+    }
+}
+
+/// Mean and 95% interval (Student t) of `x`.
+pub fn mean_interval(x: &[f64]) -> (f64, f64, f64) {
+    let n = x.len() as f64;
+    if x.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    let mean = x.iter().sum::<f64>() / n;
+    if x.len() < 2 {
+        return (mean, mean, mean);
+    }
+    let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    // Two-sided 97.5% quantiles of Student's t for 1..30 degrees of freedom, then normal.
+    const T: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    let df = x.len() - 1;
+    let t = if df <= 30 { T[df - 1] } else { 1.96 };
+    let half = t * (var / n).sqrt();
+    (mean, mean - half, mean + half)
+}
+
+fn summarise(
+    cfg: &Config,
+    trajectories: Vec<Trajectory>,
+    reference_hv: f64,
+    exhaustive: f64,
+) -> ConfigReport {
+    let shares: Vec<f64> = trajectories
+        .iter()
+        .map(|t| t.hypervolume / reference_hv)
+        .collect();
+    let to_reach = [0.90, 0.95, 0.98]
+        .iter()
+        .map(|&level| {
+            let reached: Vec<f64> = trajectories
+                .iter()
+                .filter_map(|t| {
+                    t.points
+                        .iter()
+                        .find(|(_, hv)| *hv >= level * reference_hv)
+                        .map(|(c, _)| c / exhaustive)
+                })
+                .collect();
+            let mean =
+                (!reached.is_empty()).then(|| reached.iter().sum::<f64>() / reached.len() as f64);
+            (level, reached.len(), mean)
+        })
+        .collect();
+    ConfigReport {
+        config: cfg.clone(),
+        final_share: mean_interval(&shares),
+        compute_s: trajectories.iter().map(|t| t.compute_s).sum::<f64>()
+            / trajectories.len().max(1) as f64,
+        to_reach,
+        trajectories,
+    }
+}
+
+/// The mean anytime curve of a configuration: hypervolume share at `grid` compute values
+/// (each run's last value carried forward; 0 before its first evaluation).
+pub fn anytime(r: &ConfigReport, grid: &[f64], reference_hv: f64) -> Vec<(f64, f64, f64)> {
+    grid.iter()
+        .map(|&g| {
+            let at: Vec<f64> = r
+                .trajectories
+                .iter()
+                .map(|t| {
+                    t.points
+                        .iter()
+                        .take_while(|(c, _)| *c <= g)
+                        .last()
+                        .map_or(0.0, |(_, hv)| hv / reference_hv)
+                })
+                .collect();
+            mean_interval(&at)
+        })
+        .collect()
+}
+
+pub fn render(b: &SearchBench) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "{} seeds on a table of {} architectures; reference hypervolume {:.4} (every architecture at the top rung, {:.0} CPU-s); calibration {:.0} CPU-s\n\n",
+        b.seeds, b.table_rows, b.reference_hypervolume, b.exhaustive_compute_s, b.calibration_compute_s
+    );
+    let _ = writeln!(
+        out,
+        "{:<28} {:>24} {:>12}   {:>22} {:>22} {:>22}",
+        "configuration",
+        "final HV / reference",
+        "compute",
+        "to 90%: runs, compute",
+        "to 95%",
+        "to 98%"
+    );
+    for r in &b.configs {
+        let (m, lo, hi) = r.final_share;
+        let reach: Vec<String> = r
+            .to_reach
+            .iter()
+            .map(|(_, n, c)| match c {
+                Some(c) => format!("{n:>2}/{}, {:>6.1}%", b.seeds, 100.0 * c),
+                None => format!("{n:>2}/{}, {:>7}", b.seeds, "-"),
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<28} {:>7.4} [{:.4}, {:.4}] {:>8.1}% ex   {:>22} {:>22} {:>22}",
+            r.config.name,
+            m,
+            lo,
+            hi,
+            100.0 * r.compute_s / b.exhaustive_compute_s,
+            reach[0],
+            reach[1],
+            reach[2]
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\ncompute is simulated CPU time as a share of exhaustive (every architecture at the top rung); runs that never reach a level are left out of its mean"
+    );
+    out
+}
+
+/// The anytime curves (mean and 95% band) of every configuration, as SVG.
+pub fn plot_svg(b: &SearchBench) -> String {
+    let (w, h, ml, mb, mt, mr) = (760.0, 460.0, 60.0, 50.0, 30.0, 220.0);
+    let max_c = b
+        .configs
+        .iter()
+        .map(|r| r.compute_s)
+        .fold(0.0f64, f64::max)
+        .max(1.0);
+    let grid: Vec<f64> = (0..=100).map(|i| max_c * i as f64 / 100.0).collect();
+    let (pw, ph) = (w - ml - mr, h - mt - mb);
+    let lo_y = 0.5;
+    let x = |c: f64| ml + pw * c / max_c;
+    let y = |s: f64| mt + ph * (1.0 - ((s - lo_y) / (1.0 - lo_y)).clamp(0.0, 1.05));
+    let colours = [
+        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+        "#bcbd22", "#17becf",
+    ];
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="DejaVu Sans" font-size="12"><rect width="{w}" height="{h}" fill="white"/>"#
+    );
+    svg += &format!(
+        r#"<text x="{}" y="18" text-anchor="middle">hypervolume / reference against simulated compute (mean, 95% band, {} seeds)</text>"#,
+        ml + pw / 2.0,
+        b.seeds
+    );
+    for i in 0..=5 {
+        let s = lo_y + (1.0 - lo_y) * i as f64 / 5.0;
+        svg += &format!(
+            r##"<line x1="{ml}" x2="{}" y1="{:.1}" y2="{:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{s:.1}</text>"##,
+            ml + pw,
+            y(s),
+            y(s),
+            ml - 6.0,
+            y(s) + 4.0
+        );
+    }
+    for i in 0..=4 {
+        let c = max_c * i as f64 / 4.0;
+        svg += &format!(
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">{:.0}%</text>"#,
+            x(c),
+            mt + ph + 18.0,
+            100.0 * c / b.exhaustive_compute_s
+        );
+    }
+    svg += &format!(
+        r#"<text x="{}" y="{}" text-anchor="middle">simulated CPU time, % of exhaustive</text>"#,
+        ml + pw / 2.0,
+        h - 8.0
+    );
+    for (k, r) in b.configs.iter().enumerate() {
+        let col = colours[k % colours.len()];
+        let curve = anytime(r, &grid, b.reference_hypervolume);
+        let upper: Vec<String> = grid
+            .iter()
+            .zip(&curve)
+            .map(|(g, (_, _, hi))| format!("{:.1},{:.1}", x(*g), y(*hi)))
+            .collect();
+        let lower: Vec<String> = grid
+            .iter()
+            .zip(&curve)
+            .rev()
+            .map(|(g, (_, lo, _))| format!("{:.1},{:.1}", x(*g), y(*lo)))
+            .collect();
+        svg += &format!(
+            r#"<polygon points="{} {}" fill="{col}" fill-opacity="0.12" stroke="none"/>"#,
+            upper.join(" "),
+            lower.join(" ")
+        );
+        let mean: Vec<String> = grid
+            .iter()
+            .zip(&curve)
+            .map(|(g, (m, _, _))| format!("{:.1},{:.1}", x(*g), y(*m)))
+            .collect();
+        svg += &format!(
+            r#"<polyline points="{}" fill="none" stroke="{col}" stroke-width="1.6"/>"#,
+            mean.join(" ")
+        );
+        let ly = mt + 14.0 + 18.0 * k as f64;
+        svg += &format!(
+            r#"<line x1="{}" x2="{}" y1="{ly:.1}" y2="{ly:.1}" stroke="{col}" stroke-width="3"/><text x="{}" y="{:.1}">{}</text>"#,
+            w - mr + 10.0,
+            w - mr + 30.0,
+            w - mr + 36.0,
+            ly + 4.0,
+            r.config.name
+        );
+    }
+    svg += "</svg>\n";
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_match_hand_worked_cases() {
+        let (m, lo, hi) = mean_interval(&[1.0, 2.0, 3.0]);
+        // sd = 1, se = 1/√3, t(2) = 4.303.
+        assert!((m - 2.0).abs() < 1e-12);
+        assert!((hi - (2.0 + 4.303 / 3f64.sqrt())).abs() < 1e-9);
+        assert!((lo - (2.0 - 4.303 / 3f64.sqrt())).abs() < 1e-9);
+        assert_eq!(mean_interval(&[5.0]), (5.0, 5.0, 5.0));
+    }
+}
