@@ -113,7 +113,182 @@ pub struct SearchBench {
     /// CPU-seconds charged to a screened run for its calibration.
     pub calibration_compute_s: f64,
     pub configs: Vec<ConfigReport>,
+    pub correlations: Option<Correlations>,
     pub wall_s: f64,
+}
+
+/// How well each cheap signal ranks the sampled architectures by their quality after the
+/// final fidelities (Kendall τ-b and Spearman ρ of −validation CE), and what picking the
+/// front by a rung costs.
+#[derive(Clone, Debug, Serialize)]
+pub struct Correlations {
+    /// Architectures with final results (diverged ones rank last).
+    pub n: usize,
+    pub final_steps: Vec<u32>,
+    /// (signal, [(τ, ρ) against each final fidelity]).
+    pub signals: Vec<(String, Vec<(f64, f64)>)>,
+    /// (rung steps, regret): 1 − hypervolume at final quality of the front picked by that
+    /// rung / that of the true final front, over the sample.
+    pub regret: Vec<(u32, f64)>,
+    /// Architectures the held-out ensemble was fitted on and judged on.
+    pub held_out: (usize, usize),
+}
+
+/// Correlations of every rung, proxy and ensemble with the final quality on the table's
+/// sample.
+pub fn correlations(table: &Table, plan: &RunPlan) -> Option<Correlations> {
+    use genas_proxies::stats::{kendall_tau_b, spearman};
+    let sample: Vec<&crate::table::Row> = table
+        .rows
+        .iter()
+        .filter(|r| r.finals.len() == table.final_steps.len())
+        .collect();
+    // Two halves of at least ten: the held-out ensembles cross-validate over five folds.
+    if sample.len() < 20 {
+        return None;
+    }
+    let q = |e: &crate::table::Evaluated| e.result.eval.map_or(f64::MIN, |v| -v.val_ce);
+    let targets: Vec<Vec<f64>> = (0..table.final_steps.len())
+        .map(|k| sample.iter().map(|r| q(&r.finals[k])).collect())
+        .collect();
+    let against = |x: &[f64]| -> Vec<(f64, f64)> {
+        targets
+            .iter()
+            .map(|t| (kendall_tau_b(x, t), spearman(x, t)))
+            .collect()
+    };
+    let mut signals = Vec::new();
+    for (k, &steps) in table.rung_steps.iter().enumerate() {
+        let x: Vec<f64> = sample.iter().map(|r| q(&r.rungs[k])).collect();
+        signals.push((format!("rung {} ({steps} steps)", k + 1), against(&x)));
+    }
+    for name in genas_proxies::zero_cost::PROXY_NAMES {
+        let x: Vec<f64> = sample
+            .iter()
+            .map(|r| r.proxies.get(name).unwrap_or(f64::MIN))
+            .collect();
+        signals.push((format!("proxy {name}"), against(&x)));
+    }
+    // The search's own screen: calibrated on 40 architectures against the top rung.
+    let top = table.rung_steps.len() - 1;
+    let (fit, judge): (Vec<&crate::table::Row>, Vec<&crate::table::Row>) = {
+        let mut order: Vec<usize> = (0..sample.len()).collect();
+        Rng::seed_from_u64(0x5917).shuffle(&mut order);
+        let half = sample.len() / 2;
+        (
+            order[..half].iter().map(|&i| sample[i]).collect(),
+            order[half..].iter().map(|&i| sample[i]).collect(),
+        )
+    };
+    let judged_targets: Vec<Vec<f64>> = (0..table.final_steps.len())
+        .map(|k| judge.iter().map(|r| q(&r.finals[k])).collect())
+        .collect();
+    let on_judged = |x: &[f64]| -> Vec<(f64, f64)> {
+        judged_targets
+            .iter()
+            .map(|t| (kendall_tau_b(x, t), spearman(x, t)))
+            .collect()
+    };
+    let top_fit: Vec<_> = fit
+        .iter()
+        .map(|r| {
+            (
+                r.proxies.clone(),
+                r.rungs[top].result.eval.map(|e| -e.val_ce),
+            )
+        })
+        .collect();
+    let screen = calibrate(&top_fit).chosen;
+    let x: Vec<f64> = judge.iter().map(|r| screen.score(&r.proxies)).collect();
+    signals.push((
+        format!(
+            "ensemble fitted to the top rung ({}, held out)",
+            screen.kind
+        ),
+        on_judged(&x),
+    ));
+    let final_fit: Vec<_> = fit
+        .iter()
+        .map(|r| {
+            (
+                r.proxies.clone(),
+                r.finals[0].result.eval.map(|e| -e.val_ce),
+            )
+        })
+        .collect();
+    let direct = calibrate(&final_fit).chosen;
+    let x: Vec<f64> = judge.iter().map(|r| direct.score(&r.proxies)).collect();
+    signals.push((
+        format!(
+            "ensemble fitted to the final fidelity ({}, held out)",
+            direct.kind
+        ),
+        on_judged(&x),
+    ));
+    // Regret of picking the front by a rung.
+    let cand = |r: &crate::table::Row, e: &crate::table::Evaluated| -> Option<Vec<f64>> {
+        let ce = e.result.eval?.val_ce;
+        let rec = crate::controller::CandidateRecord {
+            id: r.id.clone(),
+            index: 0,
+            round: 0,
+            architecture: r.architecture.clone(),
+            cost: r.cost.clone(),
+            origin: String::new(),
+            proxies: None,
+            screen_score: None,
+            screened_out: false,
+            rungs: Vec::new(),
+            latency_ms_per_token: r.latency_ms_per_token,
+        };
+        Some(
+            crate::controller::objectives(&rec, ce, &plan.objectives)
+                .iter()
+                .zip(&plan.reference)
+                .map(|(x, r)| x / r)
+                .collect(),
+        )
+    };
+    let ones = vec![1.0; plan.reference.len()];
+    let hv_final = |members: &[usize]| -> f64 {
+        let pts: Vec<Vec<f64>> = members
+            .iter()
+            .filter_map(|&i| cand(sample[i], &sample[i].finals[0]))
+            .collect();
+        crate::pareto::hypervolume(&pts, &ones)
+    };
+    let all_final: Vec<(usize, Vec<f64>)> = (0..sample.len())
+        .filter_map(|i| cand(sample[i], &sample[i].finals[0]).map(|p| (i, p)))
+        .collect();
+    let true_front: Vec<usize> =
+        crate::pareto::front(&all_final.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>())
+            .into_iter()
+            .map(|k| all_final[k].0)
+            .collect();
+    let best = hv_final(&true_front);
+    let regret = table
+        .rung_steps
+        .iter()
+        .enumerate()
+        .map(|(k, &steps)| {
+            let at: Vec<(usize, Vec<f64>)> = (0..sample.len())
+                .filter_map(|i| cand(sample[i], &sample[i].rungs[k]).map(|p| (i, p)))
+                .collect();
+            let picked: Vec<usize> =
+                crate::pareto::front(&at.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>())
+                    .into_iter()
+                    .map(|j| at[j].0)
+                    .collect();
+            (steps, 1.0 - hv_final(&picked) / best)
+        })
+        .collect();
+    Some(Correlations {
+        n: sample.len(),
+        final_steps: table.final_steps.clone(),
+        signals,
+        regret,
+        held_out: (fit.len(), judge.len()),
+    })
 }
 
 /// Compares `configs` over `seeds` seeds on `table` with the search settings of `exp`.
@@ -264,6 +439,7 @@ pub fn bench_search(
         exhaustive_compute_s: exhaustive,
         calibration_compute_s: calibration_compute,
         configs: reports,
+        correlations: correlations(table, &plan),
         wall_s: start.elapsed().as_secs_f64(),
     })
 }
@@ -412,7 +588,38 @@ pub fn anytime(r: &ConfigReport, grid: &[f64], reference_hv: f64) -> Vec<(f64, f
 
 pub fn render(b: &SearchBench) -> String {
     use std::fmt::Write as _;
-    let mut out = format!(
+    let mut out = String::new();
+    if let Some(c) = &b.correlations {
+        let _ = writeln!(
+            out,
+            "Against the final quality of {} sampled architectures (Kendall τ-b / Spearman ρ of −validation CE; held-out ensembles fitted on {} and judged on {}):",
+            c.n, c.held_out.0, c.held_out.1
+        );
+        let heads: Vec<String> = c
+            .final_steps
+            .iter()
+            .map(|s| format!("{:>18}", format!("{s} steps τ / ρ")))
+            .collect();
+        let _ = writeln!(out, "{:<64}{}", "signal", heads.join(""));
+        for (name, v) in &c.signals {
+            let cells: Vec<String> = v
+                .iter()
+                .map(|(t, r)| format!("{:>18}", format!("{t:.2} / {r:.2}")))
+                .collect();
+            let _ = writeln!(out, "{name:<64}{}", cells.join(""));
+        }
+        let regrets: Vec<String> = c
+            .regret
+            .iter()
+            .map(|(s, r)| format!("{s} steps {:.1}%", 100.0 * r))
+            .collect();
+        let _ = writeln!(
+            out,
+            "regret of picking the front by a rung instead of by final quality (hypervolume lost): {}\n",
+            regrets.join(", ")
+        );
+    }
+    out += &format!(
         "{} seeds on a table of {} architectures; reference hypervolume {:.4} (every architecture at the top rung, {:.0} CPU-s); calibration {:.0} CPU-s\n\n",
         b.seeds, b.table_rows, b.reference_hypervolume, b.exhaustive_compute_s, b.calibration_compute_s
     );

@@ -138,7 +138,7 @@ fn thread_cpu_s() -> Option<f64> {
     };
     // SAFETY: clock_gettime writes one timespec through a pointer to a live local.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    (rc == 0).then(|| ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
+    (rc == 0).then_some(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
 }
 
 /// Runs `f` and returns its value with the CPU seconds it took (wall seconds where the
