@@ -16,7 +16,9 @@
 //! It knows nothing about how a table was made; it needs the experiment, to read the search
 //! settings, and the table.
 
-use crate::controller::{reference_point, Controller, RunContext, RunPlan};
+use crate::controller::{
+    reference_point, CandidateRecord, Controller, RunContext, RunPlan, RungResult,
+};
 use crate::executor::Replay;
 use crate::run::SEARCH_CALIBRATION_N;
 use crate::table::Table;
@@ -171,7 +173,7 @@ pub fn correlations(table: &Table, plan: &RunPlan) -> Option<Correlations> {
     }
     // The search's own screen: calibrated on 40 architectures against the top rung.
     let top = table.rung_steps.len() - 1;
-    let (fit, judge): (Vec<&crate::table::Row>, Vec<&crate::table::Row>) = {
+    let (fit_on, judge): (Vec<&crate::table::Row>, Vec<&crate::table::Row>) = {
         let mut order: Vec<usize> = (0..sample.len()).collect();
         Rng::seed_from_u64(0x5917).shuffle(&mut order);
         let half = sample.len() / 2;
@@ -189,16 +191,7 @@ pub fn correlations(table: &Table, plan: &RunPlan) -> Option<Correlations> {
             .map(|t| (kendall_tau_b(x, t), spearman(x, t)))
             .collect()
     };
-    let top_fit: Vec<_> = fit
-        .iter()
-        .map(|r| {
-            (
-                r.proxies.clone(),
-                r.rungs[top].result.eval.map(|e| -e.val_ce),
-            )
-        })
-        .collect();
-    let screen = calibrate(&top_fit).chosen;
+    let screen = fit(&fit_on, |r| r.rungs[top].result.eval.map(|e| -e.val_ce));
     let x: Vec<f64> = judge.iter().map(|r| screen.score(&r.proxies)).collect();
     signals.push((
         format!(
@@ -207,16 +200,7 @@ pub fn correlations(table: &Table, plan: &RunPlan) -> Option<Correlations> {
         ),
         on_judged(&x),
     ));
-    let final_fit: Vec<_> = fit
-        .iter()
-        .map(|r| {
-            (
-                r.proxies.clone(),
-                r.finals[0].result.eval.map(|e| -e.val_ce),
-            )
-        })
-        .collect();
-    let direct = calibrate(&final_fit).chosen;
+    let direct = fit(&fit_on, |r| r.finals[0].result.eval.map(|e| -e.val_ce));
     let x: Vec<f64> = judge.iter().map(|r| direct.score(&r.proxies)).collect();
     signals.push((
         format!(
@@ -228,19 +212,7 @@ pub fn correlations(table: &Table, plan: &RunPlan) -> Option<Correlations> {
     // Regret of picking the front by a rung.
     let cand = |r: &crate::table::Row, e: &crate::table::Evaluated| -> Option<Vec<f64>> {
         let ce = e.result.eval?.val_ce;
-        let rec = crate::controller::CandidateRecord {
-            id: r.id.clone(),
-            index: 0,
-            round: 0,
-            architecture: r.architecture.clone(),
-            cost: r.cost.clone(),
-            origin: String::new(),
-            proxies: None,
-            screen_score: None,
-            screened_out: false,
-            rungs: Vec::new(),
-            latency_ms_per_token: r.latency_ms_per_token,
-        };
+        let rec = as_candidate(r, false);
         Some(
             crate::controller::objectives(&rec, ce, &plan.objectives)
                 .iter()
@@ -287,8 +259,50 @@ pub fn correlations(table: &Table, plan: &RunPlan) -> Option<Correlations> {
         final_steps: table.final_steps.clone(),
         signals,
         regret,
-        held_out: (fit.len(), judge.len()),
+        held_out: (fit_on.len(), judge.len()),
     })
+}
+
+/// A table row as the controller's candidate record (with its rung results, or none).
+fn as_candidate(r: &crate::table::Row, with_rungs: bool) -> CandidateRecord {
+    CandidateRecord {
+        id: r.id.clone(),
+        index: 0,
+        round: 0,
+        architecture: r.architecture.clone(),
+        cost: r.cost.clone(),
+        origin: "table".into(),
+        proxies: None,
+        screen_score: None,
+        screened_out: false,
+        rungs: if with_rungs {
+            r.rungs
+                .iter()
+                .enumerate()
+                .map(|(k, e)| RungResult {
+                    rung: k,
+                    steps: e.steps,
+                    result: e.result.clone(),
+                    cached: false,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        latency_ms_per_token: r.latency_ms_per_token,
+    }
+}
+
+/// The ensemble `calibrate` chooses for `rows`' proxies against `quality` (higher better).
+fn fit(
+    rows: &[&crate::table::Row],
+    quality: impl Fn(&crate::table::Row) -> Option<f64>,
+) -> Ensemble {
+    let data: Vec<_> = rows
+        .iter()
+        .map(|r| (r.proxies.clone(), quality(r)))
+        .collect();
+    calibrate(&data).chosen
 }
 
 /// Compares `configs` over `seeds` seeds on `table` with the search settings of `exp`.
@@ -318,32 +332,9 @@ pub fn bench_search(
     // The reference: every architecture of the table at the top rung.
     let mut cands = BTreeMap::new();
     for (i, r) in table.rows.iter().enumerate() {
-        cands.insert(
-            r.id.clone(),
-            crate::controller::CandidateRecord {
-                id: r.id.clone(),
-                index: i as u32,
-                round: 0,
-                architecture: r.architecture.clone(),
-                cost: r.cost.clone(),
-                origin: "table".into(),
-                proxies: None,
-                screen_score: None,
-                screened_out: false,
-                rungs: r
-                    .rungs
-                    .iter()
-                    .enumerate()
-                    .map(|(k, e)| crate::controller::RungResult {
-                        rung: k,
-                        steps: e.steps,
-                        result: e.result.clone(),
-                        cached: false,
-                    })
-                    .collect(),
-                latency_ms_per_token: r.latency_ms_per_token,
-            },
-        );
+        let mut c = as_candidate(r, true);
+        c.index = i as u32;
+        cands.insert(r.id.clone(), c);
     }
     let plan = RunPlan {
         objectives: objectives.clone(),
@@ -365,16 +356,7 @@ pub fn bench_search(
         .take(SEARCH_CALIBRATION_N.min(table.rows.len()))
         .map(|&i| &table.rows[i])
         .collect();
-    let calibration_rows: Vec<_> = picked
-        .iter()
-        .map(|r| {
-            (
-                r.proxies.clone(),
-                r.rungs[top].result.eval.map(|e| -e.val_ce),
-            )
-        })
-        .collect();
-    let ensemble: Ensemble = calibrate(&calibration_rows).chosen;
+    let ensemble = fit(&picked, |r| r.rungs[top].result.eval.map(|e| -e.val_ce));
     let calibration_compute: f64 = picked
         .iter()
         .map(|r| r.rungs[top].cpu_s + r.proxies_cpu_s)

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{genas, ok_json, s, small_experiment};
+use common::{genas, ok_json, s, small_experiment, space_experiment, EIGHT_SPACE, TINY_SEARCH};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -93,11 +93,7 @@ fn damage(path: &Path, how: Damage) {
 #[test]
 fn damaged_archives_are_refused_unchanged_and_reads_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let exp = small_experiment(
-        &dir.path().join("e.toml"),
-        "e",
-        "[search]\ncandidates = 4\npopulation = 4\n[fidelity]\nrung_steps = [5, 10]\nbatch_size = 4\n",
-    );
+    let exp = small_experiment(&dir.path().join("e.toml"), "e", TINY_SEARCH);
     let pristine = dir.path().join("pristine");
     let o = genas(&[
         "search",
@@ -245,16 +241,12 @@ fn a_running_search_can_be_watched_from_another_process() {
     let dir = tempfile::tempdir().unwrap();
     // Eight architectures searched exhaustively (no calibration), with rungs slow enough
     // that the search is still running while we look.
-    let exp = dir.path().join("e.toml");
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/data/shakespeare");
-    std::fs::write(
-        &exp,
-        format!(
-            "[data]\nkind = \"text\"\npath = \"{}\"\nseq_len = 32\n[space]\ndepth = [1, 2]\nd_model = [32]\nheads = [2]\nattention = [\"full\", \"linear\"]\nffn_ratio = [1, 2]\n[teacher]\ndepth = 1\nd_model = 32\nheads = 2\nsteps = 20\nbatch_size = 8\n[search]\ncandidates = 8\npopulation = 4\n[fidelity]\nrung_steps = [150, 300]\nbatch_size = 8\n",
-            data.display()
-        ),
-    )
-    .unwrap();
+    let exp = space_experiment(
+        &dir.path().join("e.toml"),
+        "e",
+        EIGHT_SPACE,
+        "[search]\ncandidates = 8\npopulation = 4\n[fidelity]\nrung_steps = [150, 300]\nbatch_size = 8\n",
+    );
     let archive = dir.path().join("a");
     let mut child = Command::new(env!("CARGO_BIN_EXE_genas"))
         .args([

@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{genas, ok_json, s, small_experiment};
+use common::{
+    genas, ok_json, s, search_said, small_experiment, space_experiment, EIGHT_SPACE, TINY_SEARCH,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -21,36 +23,9 @@ fn fails_with(o: &Output, needles: &[&str]) {
     }
 }
 
-fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/data/shakespeare")
-}
-
 /// An experiment over the shipped corpus at context 32 with the given [space] body and tail.
 fn experiment(dir: &Path, name: &str, space: &str, tail: &str) -> PathBuf {
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            r#"name = "{name}"
-[data]
-kind = "text"
-path = "{}"
-seq_len = 32
-[space]
-{space}
-[teacher]
-depth = 1
-d_model = 32
-heads = 2
-ffn_ratio = 2
-steps = 20
-batch_size = 8
-{tail}"#,
-            data_dir().display()
-        ),
-    )
-    .unwrap();
-    path
+    space_experiment(&dir.join(format!("{name}.toml")), name, space, tail)
 }
 
 /// A uniform one-layer architecture for the shipped corpus at context 32, as JSON.
@@ -222,29 +197,17 @@ fn settings_that_would_be_ignored_are_refused() {
     assert!(genas(&["space", "check", s(&ok)]).status.success());
 }
 
-/// Two `nsga2` runs' worth of architectures: depth × attention × ffn_ratio = 8.
-const EIGHT: &str = "depth = [1, 2]\nd_model = [32]\nheads = [2]\nattention = [\"full\", \"linear\"]\nffn_ratio = [1, 2]";
-
 #[test]
 fn a_space_no_larger_than_the_budget_is_searched_exhaustively() {
     let dir = tempfile::tempdir().unwrap();
     let exp = experiment(
         dir.path(),
         "eight",
-        EIGHT,
+        EIGHT_SPACE,
         "[search]\ncandidates = 12\npopulation = 4\n[fidelity]\nrung_steps = [10, 20]\nbatch_size = 8\n",
     );
     let archive = dir.path().join("a");
-    let o = genas(&[
-        "search",
-        s(&exp),
-        "--archive",
-        s(&archive),
-        "--plot",
-        s(&dir.path().join("f.svg")),
-    ]);
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert!(o.status.success(), "{err}");
+    let err = search_said(&exp, &archive);
     let r = ok_json(&genas(&["front", "r1", "--archive", s(&archive), "--json"]));
     assert!(err.contains("evaluating every one once"), "{err}");
     assert!(
@@ -288,16 +251,7 @@ fn a_space_smaller_than_the_calibration_sample_calibrates_on_what_it_holds() {
     let k = check["space"]["architectures_within"].as_u64().unwrap();
     assert!(k > 12 && k < 40, "{k}");
     let archive = dir.path().join("a");
-    let o = genas(&[
-        "search",
-        s(&exp),
-        "--archive",
-        s(&archive),
-        "--plot",
-        s(&dir.path().join("f.svg")),
-    ]);
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert!(o.status.success(), "{err}");
+    let err = search_said(&exp, &archive);
     let r = ok_json(&genas(&["front", "r1", "--archive", s(&archive), "--json"]));
     assert!(
         err.contains(&format!("calibrating on {k} architectures")),
@@ -330,11 +284,7 @@ fn a_space_smaller_than_the_calibration_sample_calibrates_on_what_it_holds() {
 #[test]
 fn runs_that_differ_only_in_their_search_seed_share_the_teacher_and_calibration() {
     let dir = tempfile::tempdir().unwrap();
-    let exp = small_experiment(
-        &dir.path().join("e.toml"),
-        "e",
-        "[search]\ncandidates = 4\npopulation = 4\n[fidelity]\nrung_steps = [5, 10]\nbatch_size = 4\n",
-    );
+    let exp = small_experiment(&dir.path().join("e.toml"), "e", TINY_SEARCH);
     let archive = dir.path().join("a");
     let run = |seed: &str| {
         let o = genas(&[

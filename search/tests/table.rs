@@ -3,47 +3,17 @@
 
 mod common;
 
-use common::{genas, ok_json, s};
+use common::{genas, ok_json, s, search_said, space_experiment, EIGHT_SPACE};
 use serde_json::Value;
 use std::path::Path;
 
 fn experiment(dir: &Path) -> std::path::PathBuf {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/data/shakespeare");
-    let path = dir.join("eight.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"name = "eight"
-[data]
-kind = "text"
-path = "{}"
-seq_len = 32
-[space]
-depth = [1, 2]
-d_model = [32]
-heads = [2]
-attention = ["full", "linear"]
-ffn_ratio = [1, 2]
-[teacher]
-depth = 1
-d_model = 32
-heads = 2
-ffn_ratio = 2
-steps = 20
-batch_size = 8
-[search]
-candidates = 12
-population = 8
-[fidelity]
-rung_steps = [5, 10]
-batch_size = 4
-final_steps = 6
-"#,
-            data.display()
-        ),
+    space_experiment(
+        &dir.join("eight.toml"),
+        "eight",
+        EIGHT_SPACE,
+        "[search]\ncandidates = 12\npopulation = 8\n[fidelity]\nrung_steps = [5, 10]\nbatch_size = 4\nfinal_steps = 6\n",
     )
-    .unwrap();
-    path
 }
 
 fn read_table(path: &Path) -> Value {
@@ -103,15 +73,7 @@ fn a_table_row_is_what_the_search_measures() {
     assert!(table["provenance"]["commit"].as_str().is_some());
 
     // The search of the same experiment (every architecture, exhaustively) measures the same.
-    let o = genas(&[
-        "search",
-        s(&exp),
-        "--archive",
-        s(&archive),
-        "--plot",
-        s(&dir.path().join("f.svg")),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    search_said(&exp, &archive);
     let show = ok_json(&genas(&["show", "r1", "--archive", s(&archive), "--json"]));
     let mut compared = 0;
     for c in show["candidates"].as_array().unwrap() {
@@ -250,15 +212,7 @@ fn simulated_searches_replay_the_table_exactly_and_reproducibly() {
         "--json",
     ]));
     // The real search of this space (exhaustive: 8 architectures, budget 12).
-    let o = genas(&[
-        "search",
-        s(&exp),
-        "--archive",
-        s(&archive),
-        "--plot",
-        s(&dir.path().join("f.svg")),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    search_said(&exp, &archive);
     let real = ok_json(&genas(&["front", "r1", "--archive", s(&archive), "--json"]));
     let real_hv: Vec<f64> = real["hypervolume_history"]
         .as_array()

@@ -20,34 +20,60 @@ pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Writes `path`: quick.toml's corpus at context 32, a small space, a one-layer teacher of
-/// 20 steps, then `tail` (more sections: [search], [fidelity], [constraints]).
-pub fn small_experiment(path: &Path, name: &str, tail: &str) -> PathBuf {
+/// The [data] section body for quick.toml's corpus at context 32.
+pub fn corpus32() -> String {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/data/shakespeare");
-    let data_section = format!(
+    format!(
         r#"kind = "text"
 path = "{}"
 tokenizer = "char"
 seq_len = 32"#,
         data.display()
-    );
-    experiment_on(path, name, &data_section, tail)
+    )
+}
+
+/// The small space of `small_experiment`.
+pub const SMALL_SPACE: &str = r#"depth = [1, 2]
+d_model = [16, 32]
+heads = [2]
+attention = ["full", "linear", "none"]
+ffn_ratio = [1, 2]
+tie_embeddings = [true, false]"#;
+
+/// A space of eight architectures: depth × attention × FFN ratio.
+pub const EIGHT_SPACE: &str = r#"depth = [1, 2]
+d_model = [32]
+heads = [2]
+attention = ["full", "linear"]
+ffn_ratio = [1, 2]"#;
+
+/// Writes `path`: quick.toml's corpus at context 32, a small space, a one-layer teacher of
+/// 20 steps, then `tail` (more sections: [search], [fidelity], [constraints]).
+pub fn small_experiment(path: &Path, name: &str, tail: &str) -> PathBuf {
+    experiment_with(path, name, &corpus32(), SMALL_SPACE, tail)
+}
+
+/// Writes `path`: quick.toml's corpus at context 32, the [space] body `space`, the one-layer
+/// 20-step teacher, then `tail`.
+pub fn space_experiment(path: &Path, name: &str, space: &str, tail: &str) -> PathBuf {
+    experiment_with(path, name, &corpus32(), space, tail)
 }
 
 /// Writes `path`: the [data] section `data` (its lines, without the header), the small space
 /// and one-layer 20-step teacher of `small_experiment`, then `tail`.
 pub fn experiment_on(path: &Path, name: &str, data: &str, tail: &str) -> PathBuf {
+    experiment_with(path, name, data, SMALL_SPACE, tail)
+}
+
+/// Writes `path`: [data] body `data`, [space] body `space`, a one-layer teacher of 20 steps,
+/// then `tail`.
+pub fn experiment_with(path: &Path, name: &str, data: &str, space: &str, tail: &str) -> PathBuf {
     let text = format!(
         r#"name = "{name}"
 [data]
 {data}
 [space]
-depth = [1, 2]
-d_model = [16, 32]
-heads = [2]
-attention = ["full", "linear", "none"]
-ffn_ratio = [1, 2]
-tie_embeddings = [true, false]
+{space}
 [teacher]
 depth = 1
 d_model = 32
@@ -60,6 +86,27 @@ learning_rate = 3e-3
     );
     std::fs::write(path, text).unwrap();
     path.to_path_buf()
+}
+
+/// [search] and [fidelity] of a search of four candidates with rungs of 5 and 10 steps.
+pub const TINY_SEARCH: &str =
+    "[search]\ncandidates = 4\npopulation = 4\n[fidelity]\nrung_steps = [5, 10]\nbatch_size = 4\n";
+
+/// `genas search EXP` into `archive` (plot beside it), which must succeed: what it said on
+/// stderr.
+pub fn search_said(exp: &Path, archive: &Path) -> String {
+    let plot = archive.with_extension("svg");
+    let o = genas(&[
+        "search",
+        s(exp),
+        "--archive",
+        s(archive),
+        "--plot",
+        s(&plot),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{err}");
+    err
 }
 
 /// The JSON a successful command printed.
