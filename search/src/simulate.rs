@@ -685,7 +685,7 @@ pub fn plot_svg(b: &SearchBench) -> String {
     for i in 0..=4 {
         let c = max_c * i as f64 / 4.0;
         svg += &format!(
-            r#"<text x="{:.1}" y="{}" text-anchor="middle">{:.0}%</text>"#,
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">{:.1}%</text>"#,
             x(c),
             mt + ph + 18.0,
             100.0 * c / b.exhaustive_compute_s
