@@ -5,9 +5,9 @@ mod common;
 
 use common::{genas, ok_json, s, search_said, space_experiment, EIGHT_SPACE};
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-fn experiment(dir: &Path) -> std::path::PathBuf {
+fn experiment(dir: &Path) -> PathBuf {
     space_experiment(
         &dir.join("eight.toml"),
         "eight",
@@ -24,6 +24,27 @@ fn read_table(path: &Path) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// The eight-architecture experiment in `dir`, tabulated with `final_sample` sampled rows into
+/// `dir/t.json.gz` (teacher in the archive `dir/a`): the paths and the command's JSON.
+fn tabulate(dir: &Path, final_sample: &str) -> (PathBuf, PathBuf, PathBuf, Value) {
+    let exp = experiment(dir);
+    let archive = dir.join("a");
+    let out = dir.join("t.json.gz");
+    let summary = ok_json(&genas(&[
+        "bench",
+        "table",
+        s(&exp),
+        "--out",
+        s(&out),
+        "--final-sample",
+        final_sample,
+        "--archive",
+        s(&archive),
+        "--json",
+    ]));
+    (exp, archive, out, summary)
+}
+
 /// A result without its timings.
 fn eval(v: &Value) -> Value {
     v["eval"].clone()
@@ -32,22 +53,7 @@ fn eval(v: &Value) -> Value {
 #[test]
 fn a_table_row_is_what_the_search_measures() {
     let dir = tempfile::tempdir().unwrap();
-    let exp = experiment(dir.path());
-    let archive = dir.path().join("a");
-    let out = dir.path().join("t.json.gz");
-    let o = genas(&[
-        "bench",
-        "table",
-        s(&exp),
-        "--out",
-        s(&out),
-        "--final-sample",
-        "3",
-        "--archive",
-        s(&archive),
-        "--json",
-    ]);
-    let summary = ok_json(&o);
+    let (exp, archive, out, summary) = tabulate(dir.path(), "3");
     assert_eq!(summary["rows"], 8);
     let table = read_table(&out);
     assert_eq!(table["format"], "genas-table");
@@ -196,21 +202,7 @@ fn a_space_too_large_to_tabulate_is_refused_before_work() {
 #[test]
 fn simulated_searches_replay_the_table_exactly_and_reproducibly() {
     let dir = tempfile::tempdir().unwrap();
-    let exp = experiment(dir.path());
-    let archive = dir.path().join("a");
-    let out = dir.path().join("t.json.gz");
-    ok_json(&genas(&[
-        "bench",
-        "table",
-        s(&exp),
-        "--out",
-        s(&out),
-        "--final-sample",
-        "0",
-        "--archive",
-        s(&archive),
-        "--json",
-    ]));
+    let (exp, archive, out, _) = tabulate(dir.path(), "0");
     // The real search of this space (exhaustive: 8 architectures, budget 12).
     search_said(&exp, &archive);
     let real = ok_json(&genas(&["front", "r1", "--archive", s(&archive), "--json"]));
