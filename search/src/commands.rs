@@ -57,13 +57,14 @@ pub fn check_training_memory(
 /// The memory a search or calibration of `l` will hold at once, checked before any work:
 /// `workers` candidates training side by side (bounded by the space's largest), the teacher's
 /// cached soft targets for `steps` steps, and the teacher itself.
-pub fn check_plan_memory(l: &Loaded, steps: u32, workers: usize) -> Result<()> {
+pub fn check_plan_memory(
+    l: &Loaded,
+    summary: &SpaceSummary,
+    steps: u32,
+    workers: usize,
+) -> Result<()> {
     use genas_proxies::engine::memory;
     let exp = &l.experiment;
-    let summary = l
-        .space
-        .summary(&exp.constraints)
-        .with_context(|| format!("{}", exp.source.display()))?;
     let max_params = exp
         .constraints
         .max_params

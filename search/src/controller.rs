@@ -573,16 +573,8 @@ impl<'a> Controller<'a> {
     }
 
     fn rung_config(&self, rung: usize) -> DistillConfig {
-        let f = &self.cx.experiment.fidelity;
-        DistillConfig {
-            steps: f.rung_steps[rung],
-            batch_size: f.batch_size as usize,
-            learning_rate: f.learning_rate,
-            temperature: f.temperature,
-            alpha: f.alpha,
-            seed: self.cx.experiment.teacher.seed,
-            val_sequences: 128,
-        }
+        let steps = self.cx.experiment.fidelity.rung_steps[rung];
+        crate::scoring::experiment_distill_config(self.cx.experiment, steps)
     }
 
     /// Evaluates the current rung's queue; false if stopped before it completed.
@@ -618,7 +610,9 @@ impl<'a> Controller<'a> {
             self.cx.workers,
             self.cx.executor,
         );
-        let mut jobs: Vec<(usize, Job)> = Vec::new();
+        // The jobs, and for each its place in the queue and its cache key.
+        let mut batch: Vec<Job> = Vec::new();
+        let mut slots: Vec<(usize, String)> = Vec::new();
         for (i, id) in pending.iter().enumerate() {
             let key = cache_key(id, &plan, &cfg);
             let cached = archive
@@ -637,17 +631,17 @@ impl<'a> Controller<'a> {
                     };
                     finished.lock().expect("f").insert(i, (rr, None, None));
                 }
-                _ => jobs.push((
-                    i,
-                    Job {
+                _ => {
+                    slots.push((i, key));
+                    batch.push(Job {
                         id: id.clone(),
                         architecture: self.cands[id].architecture.clone(),
                         init_seed: init_seed(seed, id),
                         rung,
                         config: cfg.clone(),
                         measure_latency: top,
-                    },
-                )),
+                    });
+                }
             }
         }
         let this = Mutex::new(&mut *self);
@@ -668,11 +662,9 @@ impl<'a> Controller<'a> {
             }
             true
         };
-        if commit_ready() && !jobs.is_empty() {
-            let batch: Vec<Job> = jobs.iter().map(|(_, j)| j.clone()).collect();
+        if commit_ready() && !batch.is_empty() {
             executor.run(&batch, workers, stop, &|k, out: Output| {
-                let (i, job) = &jobs[k];
-                let key = cache_key(&job.id, &plan, &cfg);
+                let (i, key) = &slots[k];
                 finished.lock().expect("f").insert(
                     *i,
                     (
@@ -683,7 +675,7 @@ impl<'a> Controller<'a> {
                             cached: false,
                         },
                         out.latency_ms_per_token,
-                        Some(key),
+                        Some(key.clone()),
                     ),
                 );
                 commit_ready()

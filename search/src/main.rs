@@ -926,6 +926,7 @@ fn with_progress<R>(
     f: impl FnOnce(&mut dyn FnMut(&str), &(dyn Fn(&str, usize, usize) + Sync)) -> R,
 ) -> R {
     let pb = progress_bar();
+    let shown = AtomicBool::new(quiet);
     let r = f(
         &mut |m| {
             if !quiet {
@@ -933,7 +934,7 @@ fn with_progress<R>(
             }
         },
         &|label, done, total| {
-            if !quiet && pb.is_hidden() {
+            if !shown.swap(true, Ordering::Relaxed) {
                 pb.set_draw_target(ProgressDrawTarget::stderr());
             }
             pb.set_message(label.to_string());

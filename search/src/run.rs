@@ -97,7 +97,7 @@ pub fn search(
     // Load and check before creating the run, so bad data or a plan that cannot work never
     // leaves a run behind.
     let l = load_experiment(exp.clone())?;
-    preflight(&l, o.threads)?;
+    let space_plan = preflight(&l, o.threads)?;
     let archive = Archive::open(&o.archive)?;
     let base_dir = exp.base_dir.clone();
     let record = RunRecord {
@@ -131,7 +131,7 @@ pub fn search(
     drive(
         &archive,
         &mut record,
-        Some(l),
+        Some((l, space_plan)),
         o.threads,
         stop,
         say,
@@ -156,16 +156,20 @@ pub fn resume(
 fn drive(
     archive: &Archive,
     record: &mut RunRecord,
-    loaded: Option<Loaded>,
+    loaded: Option<(Loaded, SpacePlan)>,
     threads: usize,
     stop: &AtomicBool,
     say: &mut dyn FnMut(&str),
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<SearchReport> {
     let start = std::time::Instant::now();
-    let l = match loaded {
-        Some(l) => l,
-        None => load_experiment(experiment_of(record)?)?,
+    let (l, space_plan) = match loaded {
+        Some(loaded) => loaded,
+        None => {
+            let l = load_experiment(experiment_of(record)?)?;
+            let plan = preflight(&l, threads)?;
+            (l, plan)
+        }
     };
     let exp = &l.experiment;
     if let Some(note) = exp.device_note()? {
@@ -179,7 +183,6 @@ fn drive(
     } else {
         threads
     });
-    let space_plan = preflight(&l, threads)?;
     for w in &space_plan.warnings {
         say(&format!("warning: {w}"));
     }
@@ -302,10 +305,7 @@ pub fn preflight(l: &Loaded, threads: usize) -> Result<SpacePlan> {
         threads
     });
     let last = exp.fidelity.rung_steps.iter().copied().max().unwrap_or(1);
-    crate::commands::check_plan_memory(l, last, workers)?;
-    let within = l
-        .space
-        .architectures_within(&exp.constraints, genas_space::search_space::EXACT_COUNT_MAX);
+    crate::commands::check_plan_memory(l, &summary, last, workers)?;
     let budget = exp.search.candidates as usize;
     let min_calibration = 2 * genas_proxies::calibrate::FOLDS;
     let mut plan = SpacePlan {
@@ -314,14 +314,18 @@ pub fn preflight(l: &Loaded, threads: usize) -> Result<SpacePlan> {
         note: None,
         warnings: summary.warnings,
     };
-    let Some(all) = within else {
+    // Counted exactly by the summary for spaces it enumerates; larger ones are never small.
+    let Some(k) = summary.architectures_within.map(|k| k as usize) else {
         return Ok(plan);
     };
-    if all.is_empty() {
+    if k == 0 {
         bail!("{file}: no architecture of the space meets the [constraints]; loosen them");
     }
-    let k = all.len();
     if k <= budget {
+        let all = l
+            .space
+            .architectures_within(&exp.constraints, genas_space::search_space::EXACT_COUNT_MAX)
+            .unwrap_or_default();
         plan.exhaustive = Some(exhaustive_order(all, exp.search.seed));
         plan.calibration_n = None;
         plan.note = Some(format!(

@@ -204,14 +204,20 @@ pub fn calibration_key(l: &Loaded, cfg: &DistillConfig, teacher: &str) -> Result
 
 /// The brief-distillation settings of an experiment's `[fidelity]` at `steps`.
 pub fn distill_config(l: &Loaded, steps: u32) -> DistillConfig {
-    let f = &l.experiment.fidelity;
+    experiment_distill_config(&l.experiment, steps)
+}
+
+/// The brief-distillation settings of `exp`'s `[fidelity]` at `steps`: what every rung,
+/// calibration and table evaluation uses.
+pub fn experiment_distill_config(exp: &genas_space::Experiment, steps: u32) -> DistillConfig {
+    let f = &exp.fidelity;
     DistillConfig {
         steps,
         batch_size: f.batch_size as usize,
         learning_rate: f.learning_rate,
         temperature: f.temperature,
         alpha: f.alpha,
-        seed: l.experiment.teacher.seed,
+        seed: exp.teacher.seed,
         val_sequences: 128,
     }
 }
@@ -281,28 +287,28 @@ pub fn proxies_calibrate(
     }
     // What can be known to fail fails before the teacher trains.
     let mut n = o.n;
-    if let Some(all) = l.space.architectures_within(
-        &l.experiment.constraints,
-        genas_space::search_space::EXACT_COUNT_MAX,
-    ) {
+    let summary = l
+        .space
+        .summary(&l.experiment.constraints)
+        .with_context(|| l.experiment.source.display().to_string())?;
+    if let Some(k) = summary.architectures_within.map(|k| k as usize) {
         let min = 2 * genas_proxies::calibrate::FOLDS;
-        if all.len() < min {
+        if k < min {
             anyhow::bail!(
                 "{}: the space holds only {} architectures within the constraints; calibration needs at least {min} (--n), so widen [space] or loosen [constraints]",
                 l.experiment.source.display(),
-                all.len()
+                k
             );
         }
-        if all.len() < n {
+        if k < n {
             say(&format!(
                 "the space holds only {} architectures within the constraints: calibrating on all of them (--n {} asked for more)",
-                all.len(),
-                o.n
+                k, o.n
             ));
-            n = all.len();
+            n = k;
         }
     }
-    crate::commands::check_plan_memory(&l, steps, worker_count(o.threads))?;
+    crate::commands::check_plan_memory(&l, &summary, steps, worker_count(o.threads))?;
     if let Some(note) = l.experiment.device_note()? {
         say(&note);
     }

@@ -150,15 +150,16 @@ pub fn correlations(table: &Table, plan: &RunPlan) -> Option<Correlations> {
         return None;
     }
     let q = |e: &crate::table::Evaluated| e.result.eval.map_or(f64::MIN, |v| -v.val_ce);
-    let targets: Vec<Vec<f64>> = (0..table.final_steps.len())
-        .map(|k| sample.iter().map(|r| q(&r.finals[k])).collect())
-        .collect();
-    let against = |x: &[f64]| -> Vec<(f64, f64)> {
-        targets
-            .iter()
-            .map(|t| (kendall_tau_b(x, t), spearman(x, t)))
+    // (τ, ρ) of `x` against each final fidelity's quality of `rows`.
+    let correlate = |rows: &[&crate::table::Row], x: &[f64]| -> Vec<(f64, f64)> {
+        (0..table.final_steps.len())
+            .map(|k| {
+                let t: Vec<f64> = rows.iter().map(|r| q(&r.finals[k])).collect();
+                (kendall_tau_b(x, &t), spearman(x, &t))
+            })
             .collect()
     };
+    let against = |x: &[f64]| correlate(&sample, x);
     let mut signals = Vec::new();
     for (k, &steps) in table.rung_steps.iter().enumerate() {
         let x: Vec<f64> = sample.iter().map(|r| q(&r.rungs[k])).collect();
@@ -182,15 +183,7 @@ pub fn correlations(table: &Table, plan: &RunPlan) -> Option<Correlations> {
             order[half..].iter().map(|&i| sample[i]).collect(),
         )
     };
-    let judged_targets: Vec<Vec<f64>> = (0..table.final_steps.len())
-        .map(|k| judge.iter().map(|r| q(&r.finals[k])).collect())
-        .collect();
-    let on_judged = |x: &[f64]| -> Vec<(f64, f64)> {
-        judged_targets
-            .iter()
-            .map(|t| (kendall_tau_b(x, t), spearman(x, t)))
-            .collect()
-    };
+    let on_judged = |x: &[f64]| correlate(&judge, x);
     let screen = fit(&fit_on, |r| r.rungs[top].result.eval.map(|e| -e.val_ce));
     let x: Vec<f64> = judge.iter().map(|r| screen.score(&r.proxies)).collect();
     signals.push((

@@ -14,11 +14,11 @@
 //! the same command continues from it. The finished table is one gzip-compressed JSON document
 //! with its provenance (command, genas version and commit, machine, date).
 
-use crate::commands::{load, Loaded};
+use crate::commands::load;
 use crate::controller::{init_seed, latency_ms};
 use crate::scoring::{distill_config, obtain_teacher};
 use anyhow::{bail, Context, Result};
-use genas_proxies::distill::{brief_distill, DistillConfig, DistillResult, TeacherTargets};
+use genas_proxies::distill::{brief_distill, DistillResult, TeacherTargets};
 use genas_proxies::engine::{Backend, Cpu, Model};
 use genas_proxies::zero_cost::{proxy_suite, ProxyScores};
 use genas_space::{Architecture, Cost, Rng};
@@ -153,13 +153,6 @@ fn timed<R>(f: impl FnOnce() -> R) -> (R, f64) {
     (r, spent)
 }
 
-fn rung_config(l: &Loaded, steps: u32) -> DistillConfig {
-    // The controller's rung configuration (controller::rung_config), field for field.
-    let mut cfg = distill_config(l, steps);
-    cfg.val_sequences = 128;
-    cfg
-}
-
 /// `genas bench table`.
 pub fn make_table(
     file: &Path,
@@ -195,7 +188,11 @@ pub fn make_table(
     let rung_steps = exp.fidelity.rung_steps.clone();
     let finals = vec![exp.fidelity.final_steps, 3 * exp.fidelity.final_steps];
     let longest = finals.iter().chain(&rung_steps).copied().max().unwrap_or(1);
-    crate::commands::check_plan_memory(&l, longest, workers)?;
+    let summary = l
+        .space
+        .summary(&exp.constraints)
+        .with_context(|| file.display().to_string())?;
+    crate::commands::check_plan_memory(&l, &summary, longest, workers)?;
     // The uniform sample for the final fidelities, fixed by --seed.
     let mut order: Vec<usize> = (0..all.len()).collect();
     Rng::seed_from_u64(o.seed ^ 0x7ab1_e5ee).shuffle(&mut order);
@@ -247,7 +244,7 @@ pub fn make_table(
         )
     })?;
     drop(archive);
-    let cfg_longest = rung_config(&l, longest);
+    let cfg_longest = distill_config(&l, longest);
     let targets = TeacherTargets::compute_with_progress(
         &mut teacher,
         &l.data,
@@ -316,7 +313,7 @@ pub fn make_table(
                     let mut rungs = Vec::new();
                     let mut latency = None;
                     for (r, &steps) in rung_steps.iter().enumerate() {
-                        let cfg = rung_config(&l, steps);
+                        let cfg = distill_config(&l, steps);
                         let ((result, lat), cpu_s) = be.install(|| {
                             timed(|| {
                                 let mut m = Model::new(a, be.clone(), init_seed(seed, &id));
@@ -349,7 +346,7 @@ pub fn make_table(
                     let finals = finals
                         .iter()
                         .map(|&steps| {
-                            let cfg = rung_config(&l, steps);
+                            let cfg = distill_config(&l, steps);
                             let (result, cpu_s) = be.install(|| {
                                 timed(|| {
                                     let mut m = Model::new(a, be.clone(), init_seed(seed, &id));

@@ -278,7 +278,7 @@ impl Archive {
             None
         };
         let copy = snapshot::take(dir).map_err(|e| io_error(dir, "copy it to read it", &e))?;
-        let db = Archive::start_checked(copy.path(), dir, &marker)?;
+        let db = Archive::start_checked(copy.path(), dir, &marker, true)?;
         let mut archive = Archive::finish_opening(dir, db, marker.schema_version as u32, false)?;
         archive.snapshot = Some((copy, holder));
         Ok(archive)
@@ -756,9 +756,10 @@ impl Archive {
         // runs on a copy, which must open and read through, before it touches the archive.
         {
             let copy = snapshot::take(dir).map_err(|e| io_error(dir, "copy it to check it", &e))?;
-            Archive::start_checked(copy.path(), dir, &marker)?;
+            Archive::start_checked(copy.path(), dir, &marker, true)?;
         }
-        let db = Archive::start_checked(dir, dir, &marker)?;
+        // The same bytes read through a moment ago: no second full read.
+        let db = Archive::start_checked(dir, dir, &marker, false)?;
         Archive::finish_opening(dir, db, marker.schema_version as u32, true)
     }
 
@@ -822,9 +823,14 @@ impl Archive {
     }
 
     /// Starts sled on `files` (the archive `dir` itself, or a copy of it), checks its schema
-    /// against `marker` and reads every record of every tree, so damage sled finds anywhere
-    /// is reported now; errors name `dir`.
-    fn start_checked(files: &Path, dir: &Path, marker: &Marker) -> Result<sled::Db, StoreError> {
+    /// and seal against `marker`, and with `read_through` reads every record of every tree, so
+    /// damage sled finds anywhere is reported now; errors name `dir`.
+    fn start_checked(
+        files: &Path,
+        dir: &Path,
+        marker: &Marker,
+        read_through: bool,
+    ) -> Result<sled::Db, StoreError> {
         let db = sled::Config::new()
             .path(files)
             .open()
@@ -875,7 +881,7 @@ impl Archive {
                 ));
             }
         }
-        for name in db.tree_names() {
+        for name in db.tree_names().into_iter().filter(|_| read_through) {
             let tree = db
                 .open_tree(&name)
                 .map_err(|e| sled_error(dir, "open a tree", e))?;
