@@ -51,43 +51,74 @@ pub const PROXY_NAMES: [&str; 11] = [
 
 /// Descriptors of the architecture from the cost model, stored beside the proxies so a
 /// calibrated ensemble can weigh the space's design choices too (the `ridge_arch` ensemble).
-/// They are not ranked as proxies on their own.
-pub const DESCRIPTOR_NAMES: [&str; 6] = [
+/// They are not ranked as proxies on their own. Pure functions of the architecture:
+/// [`with_descriptors`] refreshes them on scores stored by an older genas.
+pub const DESCRIPTOR_NAMES: [&str; 13] = [
     "arch.untied_head",
     "arch.depth",
     "arch.d_model",
     "arch.ffn_hidden",
     "arch.mixing_layers",
     "arch.dense_share",
+    "arch.full_layers",
+    "arch.grouped_layers",
+    "arch.sliding_layers",
+    "arch.linear_layers",
+    "arch.ffn_rank_share",
+    "arch.gelu_share",
+    "arch.swiglu_share",
 ];
 
 /// The values of `DESCRIPTOR_NAMES`: 1 for an untied LM head, depth, width, mean FFN hidden
-/// width, layers with attention, and the share of dense (unmasked) layers.
-pub fn descriptors(arch: &Architecture) -> [f64; 6] {
+/// width, layers with attention, the share of dense (unmasked) layers, the layers of each
+/// attention kind, the mean FFN rank as a share of full rank (1 without low rank), and the
+/// shares of GELU and SwiGLU FFNs. Short training ranks the attention kinds very differently
+/// from long training (an FFN-only block learns bigram statistics first, attention later), so
+/// an ensemble fitted to longer training needs to see them.
+pub fn descriptors(arch: &Architecture) -> [f64; 13] {
+    use genas_space::{Activation, Attention};
     let n = arch.layers.len().max(1) as f64;
+    let count = |f: &dyn Fn(&genas_space::Layer) -> bool| -> f64 {
+        arch.layers.iter().filter(|l| f(l)).count() as f64
+    };
     let hidden = arch.layers.iter().map(|l| l.ffn.hidden as f64).sum::<f64>() / n;
-    let mixing = arch
+    let rank_share = arch
         .layers
         .iter()
-        .filter(|l| l.attention != genas_space::Attention::None)
-        .count() as f64;
-    let dense = arch
-        .layers
-        .iter()
-        .filter(|l| l.sparsity == genas_space::Sparsity::Dense)
-        .count() as f64;
+        .map(|l| {
+            let full = l.ffn.hidden.min(arch.d_model).max(1) as f64;
+            l.ffn.rank.map_or(1.0, |r| (r as f64 / full).min(1.0))
+        })
+        .sum::<f64>()
+        / n;
     [
         f64::from(u8::from(!arch.tie_embeddings)),
         arch.layers.len() as f64,
         arch.d_model as f64,
         hidden,
-        mixing,
-        dense / n,
+        count(&|l| l.attention != Attention::None),
+        count(&|l| l.sparsity == genas_space::Sparsity::Dense) / n,
+        count(&|l| matches!(l.attention, Attention::Full { .. })),
+        count(&|l| matches!(l.attention, Attention::Grouped { .. })),
+        count(&|l| matches!(l.attention, Attention::Sliding { .. })),
+        count(&|l| matches!(l.attention, Attention::Linear { .. })),
+        rank_share,
+        count(&|l| l.ffn.activation == Activation::Gelu) / n,
+        count(&|l| l.ffn.activation == Activation::Swiglu) / n,
     ]
 }
 
+/// `scores` with its descriptors recomputed from `arch` (scores stored by an older genas may
+/// lack some).
+pub fn with_descriptors(mut scores: ProxyScores, arch: &Architecture) -> ProxyScores {
+    for (k, v) in DESCRIPTOR_NAMES.iter().zip(descriptors(arch)) {
+        scores.scores.insert(k.to_string(), Some(v));
+    }
+    scores
+}
+
 /// The scores of one architecture, higher = predicted better; `None` where undefined.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProxyScores {
     pub scores: BTreeMap<String, Option<f64>>,
     /// Wall time of the whole suite, ms.

@@ -330,3 +330,51 @@ fn the_suite_scores_real_architectures_and_leaves_weights_alone() {
     }
     assert!(big_params > small_params);
 }
+
+#[test]
+fn descriptors_count_each_attention_kind_rank_and_activation() {
+    let layer = |att, act, rank| Layer::new(att, 12, act, rank, Sparsity::Dense);
+    let a = tiny(vec![
+        layer(Attention::Full { heads: 2 }, Activation::Gelu, None),
+        layer(
+            Attention::Grouped {
+                heads: 2,
+                kv_heads: 1,
+            },
+            Activation::Relu,
+            Some(4),
+        ),
+        layer(
+            Attention::Sliding {
+                heads: 2,
+                window: 3,
+            },
+            Activation::Swiglu,
+            None,
+        ),
+        layer(Attention::Linear { heads: 2 }, Activation::Gelu, Some(2)),
+        layer(Attention::None, Activation::Gelu, None),
+    ]);
+    let d: std::collections::BTreeMap<&str, f64> = DESCRIPTOR_NAMES
+        .iter()
+        .copied()
+        .zip(zero_cost::descriptors(&a))
+        .collect();
+    assert_eq!(d["arch.depth"], 5.0);
+    assert_eq!(d["arch.mixing_layers"], 4.0);
+    for kind in ["full", "grouped", "sliding", "linear"] {
+        assert_eq!(d[format!("arch.{kind}_layers").as_str()], 1.0, "{kind}");
+    }
+    // Full rank is min(d_model, hidden) = 8: ranks 4 and 2 are shares 1/2 and 1/4.
+    assert!((d["arch.ffn_rank_share"] - (1.0 + 0.5 + 1.0 + 0.25 + 1.0) / 5.0).abs() < 1e-12);
+    assert!((d["arch.gelu_share"] - 0.6).abs() < 1e-12);
+    assert!((d["arch.swiglu_share"] - 0.2).abs() < 1e-12);
+    // Scores stored without some descriptors get them back from the architecture.
+    let mut old = zero_cost::ProxyScores::default();
+    old.scores.insert("snip".into(), Some(1.5));
+    old.scores.insert("arch.depth".into(), Some(99.0));
+    let new = zero_cost::with_descriptors(old, &a);
+    assert_eq!(new.get("snip"), Some(1.5));
+    assert_eq!(new.get("arch.depth"), Some(5.0));
+    assert_eq!(new.get("arch.linear_layers"), Some(1.0));
+}

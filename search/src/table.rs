@@ -20,7 +20,7 @@ use crate::scoring::{distill_config, obtain_teacher};
 use anyhow::{bail, Context, Result};
 use genas_proxies::distill::{brief_distill, DistillResult, TeacherTargets};
 use genas_proxies::engine::{Backend, Cpu, Model};
-use genas_proxies::zero_cost::{proxy_suite, ProxyScores};
+use genas_proxies::zero_cost::{proxy_suite, with_descriptors, ProxyScores};
 use genas_space::{Architecture, Cost, Rng};
 use genas_store::Archive;
 use serde::{Deserialize, Serialize};
@@ -99,7 +99,7 @@ impl Table {
             &mut text,
         )
         .with_context(|| format!("{}: not a gzip-compressed table", path.display()))?;
-        let table: Table = serde_json::from_slice(&text)
+        let mut table: Table = serde_json::from_slice(&text)
             .with_context(|| format!("{}: not a genas table", path.display()))?;
         if table.format != "genas-table" || table.version > TABLE_VERSION {
             bail!(
@@ -108,6 +108,11 @@ impl Table {
                 table.format,
                 table.version
             );
+        }
+        // Descriptors are functions of the architecture: a table made by an older genas gets
+        // this one's.
+        for r in &mut table.rows {
+            r.proxies = with_descriptors(std::mem::take(&mut r.proxies), &r.architecture);
         }
         Ok(table)
     }
