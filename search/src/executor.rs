@@ -161,9 +161,10 @@ impl Executor for Replay<'_> {
                 return;
             }
             let row = self.row(&job.id);
-            let evaluated = row.and_then(|r| r.rungs.get(job.rung));
+            // Looked up by steps: a schedule may use some of the table's rungs.
+            let evaluated = row.and_then(|r| r.rungs.iter().find(|e| e.steps == job.config.steps));
             let output = match evaluated {
-                Some(e) if e.steps == job.config.steps => Output {
+                Some(e) => Output {
                     result: e.result.clone(),
                     latency_ms_per_token: if job.measure_latency {
                         row.and_then(|r| r.latency_ms_per_token)

@@ -323,6 +323,9 @@ struct BenchSearchArgs {
     /// Seeds per configuration.
     #[arg(long, default_value_t = 20)]
     seeds: usize,
+    /// Proposals per simulated run (default: the experiment's search.candidates).
+    #[arg(long)]
+    candidates: Option<u32>,
     /// Write the anytime curves here (.svg or .png).
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -509,7 +512,13 @@ fn check_args(command: &Command) -> anyhow::Result<()> {
             threads(a.threads)
         }
         Command::Search(a) => threads(a.threads),
-        Command::Bench(BenchCommand::Search(a)) => within("--seeds", a.seeds as u128, 1, 10_000),
+        Command::Bench(BenchCommand::Search(a)) => {
+            within("--seeds", a.seeds as u128, 1, 10_000)?;
+            match a.candidates {
+                Some(n) => within("--candidates", n.into(), 1, 1_000_000),
+                None => Ok(()),
+            }
+        }
         Command::Bench(BenchCommand::Table(a)) => {
             within("--final-sample", a.final_sample as u128, 0, 1_000_000)?;
             threads(a.threads)
@@ -690,7 +699,11 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             use genas_search::simulate;
             let exp = genas_space::Experiment::from_path(&a.file)?;
             let table = genas_search::table::Table::read(&a.table)?;
-            let configs = simulate::default_configs(&exp);
+            let configs = simulate::default_configs(&exp, &table.rung_steps);
+            let configs = match a.candidates {
+                Some(n) => simulate::with_candidates(configs, n),
+                None => configs,
+            };
             let b = with_progress(a.json, |_, progress| {
                 simulate::bench_search(&exp, &table, &configs, a.seeds, &|d, n| {
                     progress("simulated runs", d, n)

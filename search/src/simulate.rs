@@ -39,37 +39,83 @@ pub struct Config {
     pub screen: bool,
     pub screen_keep: f64,
     pub eta: u32,
+    /// The fidelity schedule: steps of each rung, each one of the table's, ending at its top
+    /// rung (so every configuration's front is judged at the same fidelity).
+    pub rung_steps: Vec<u32>,
+    /// Proposals per run (search.candidates).
+    pub candidates: u32,
 }
 
 /// The configurations `genas bench search` compares by default.
-pub fn default_configs(exp: &Experiment) -> Vec<Config> {
+pub fn default_configs(exp: &Experiment, table_rungs: &[u32]) -> Vec<Config> {
     let f = &exp.fidelity;
+    let base = |name: String, strategy, screen| Config {
+        name,
+        strategy,
+        screen,
+        screen_keep: f.screen_keep,
+        eta: f.eta,
+        rung_steps: f.rung_steps.clone(),
+        candidates: exp.search.candidates,
+    };
     let mut out = Vec::new();
     for strategy in [Strategy::Random, Strategy::Evolution, Strategy::Nsga2] {
         for screen in [true, false] {
-            out.push(Config {
-                name: format!(
-                    "{}{}",
-                    strategy_name(strategy),
-                    if screen { "" } else { " no-screen" }
-                ),
-                strategy,
-                screen,
-                screen_keep: f.screen_keep,
-                eta: f.eta,
-            });
+            let name = format!(
+                "{}{}",
+                strategy_name(strategy),
+                if screen { "" } else { " no-screen" }
+            );
+            out.push(base(name, strategy, screen));
         }
     }
+    let strategy = exp.search.strategy;
+    let s = strategy_name(strategy);
     for (keep, eta) in [(0.25, f.eta), (f.screen_keep, 2), (f.screen_keep, 4)] {
         out.push(Config {
-            name: format!("evolution keep{keep} eta{eta}"),
-            strategy: Strategy::Evolution,
-            screen: true,
             screen_keep: keep,
             eta,
+            ..base(format!("{s} keep{keep} eta{eta}"), strategy, true)
         });
     }
+    // The top rung alone: no successive halving (random beside it, the baseline).
+    if let Some(&top) = table_rungs.last() {
+        if f.rung_steps.len() > 1 {
+            let mut kinds = vec![strategy];
+            if strategy != Strategy::Random {
+                kinds.push(Strategy::Random);
+            }
+            for k in kinds {
+                for screen in [true, false] {
+                    out.push(Config {
+                        rung_steps: vec![top],
+                        ..base(
+                            format!(
+                                "{} top-rung{}",
+                                strategy_name(k),
+                                if screen { "" } else { " no-screen" }
+                            ),
+                            k,
+                            screen,
+                        )
+                    });
+                }
+            }
+        }
+    }
     out
+}
+
+/// `configs` with every run proposing `candidates` (named with it).
+pub fn with_candidates(configs: Vec<Config>, candidates: u32) -> Vec<Config> {
+    configs
+        .into_iter()
+        .map(|c| Config {
+            name: format!("{} n{candidates}", c.name),
+            candidates,
+            ..c
+        })
+        .collect()
 }
 
 fn strategy_name(s: Strategy) -> &'static str {
@@ -100,8 +146,15 @@ pub struct ConfigReport {
     /// For 90, 95 and 98% of the reference hypervolume: seeds that reached it, and the mean
     /// compute (share of exhaustive compute) they needed.
     pub to_reach: Vec<(f64, usize, Option<f64>)>,
+    /// Hypervolume / reference after at most 2, 5 and 10% of exhaustive compute: mean and 95%
+    /// interval over seeds (a run that stopped earlier counts with its final value). This is
+    /// the comparison at equal compute.
+    pub at_compute: Vec<(f64, (f64, f64, f64))>,
     pub trajectories: Vec<Trajectory>,
 }
+
+/// The compute levels (share of exhaustive) `at_compute` reports.
+pub const AT_COMPUTE: [f64; 3] = [0.02, 0.05, 0.10];
 
 #[derive(Clone, Debug, Serialize)]
 pub struct SearchBench {
@@ -164,6 +217,11 @@ pub fn correlations(table: &Table, plan: &RunPlan) -> Option<Correlations> {
     for (k, &steps) in table.rung_steps.iter().enumerate() {
         let x: Vec<f64> = sample.iter().map(|r| q(&r.rungs[k])).collect();
         signals.push((format!("rung {} ({steps} steps)", k + 1), against(&x)));
+    }
+    // The final fidelities against each other: how far a longer run still reorders.
+    for (k, &steps) in table.final_steps.iter().enumerate() {
+        let x: Vec<f64> = sample.iter().map(|r| q(&r.finals[k])).collect();
+        signals.push((format!("{steps} steps (a final fidelity)"), against(&x)));
     }
     for name in genas_proxies::zero_cost::PROXY_NAMES {
         let x: Vec<f64> = sample
@@ -308,12 +366,19 @@ pub fn bench_search(
 ) -> Result<SearchBench> {
     let start = std::time::Instant::now();
     let first = table.rows.first().context("the table is empty")?;
-    if table.rung_steps != exp.fidelity.rung_steps {
-        bail!(
-            "the table holds rungs {:?} but the experiment's fidelity.rung_steps is {:?}",
-            table.rung_steps,
-            exp.fidelity.rung_steps
-        );
+    for c in configs {
+        let mut at = table.rung_steps.iter();
+        if c.rung_steps.is_empty()
+            || !c.rung_steps.iter().all(|s| at.any(|t| t == s))
+            || c.rung_steps.last() != table.rung_steps.last()
+        {
+            bail!(
+                "{}: rungs {:?} are not drawn from the table's rungs {:?} ending at its top rung",
+                c.name,
+                c.rung_steps,
+                table.rung_steps
+            );
+        }
     }
     let (vocab, context) = (first.architecture.vocab_size, first.architecture.context);
     let space = SearchSpace::new(&exp.space, vocab, context)
@@ -356,18 +421,21 @@ pub fn bench_search(
         .sum();
 
     // As a search plans it: a space no larger than the budget is evaluated exhaustively.
-    let whole_space = table.rows.len() <= exp.search.candidates as usize;
     let scratch = scratch_dir()?;
     let total = configs.len() * seeds;
     let mut reports = Vec::new();
     for (ci, cfg) in configs.iter().enumerate() {
         let mut trajectories = Vec::new();
+        // As a search plans it: a space no larger than the budget is evaluated exhaustively.
+        let whole_space = table.rows.len() <= cfg.candidates as usize;
         for seed in 0..seeds as u64 {
             let mut e = exp.clone();
             e.search.seed = seed;
             e.search.strategy = cfg.strategy;
+            e.search.candidates = cfg.candidates;
             e.fidelity.eta = cfg.eta;
             e.fidelity.screen_keep = cfg.screen_keep;
+            e.fidelity.rung_steps = cfg.rung_steps.clone();
             let dir = scratch.path().join(format!("c{ci}-s{seed}"));
             let archive = Archive::open(&dir)?;
             let run =
@@ -398,7 +466,7 @@ pub fn bench_search(
             } else {
                 0.0
             };
-            trajectories.push(trajectory(seed, &events, &replay, base));
+            trajectories.push(trajectory(seed, &events, &replay, &cfg.rung_steps, base));
             drop(c);
             drop(archive);
             let _ = std::fs::remove_dir_all(&dir);
@@ -435,7 +503,13 @@ fn scratch_dir() -> Result<tempfile::TempDir> {
 }
 
 /// The run's (compute, hypervolume) after each evaluation, from its event log.
-fn trajectory(seed: u64, events: &[serde_json::Value], replay: &Replay, base: f64) -> Trajectory {
+fn trajectory(
+    seed: u64,
+    events: &[serde_json::Value],
+    replay: &Replay,
+    rung_steps: &[u32],
+    base: f64,
+) -> Trajectory {
     let mut compute = base;
     let mut last_batch: Vec<String> = Vec::new();
     let mut points = Vec::new();
@@ -462,9 +536,10 @@ fn trajectory(seed: u64, events: &[serde_json::Value], replay: &Replay, base: f6
             Some("evaluated") => {
                 let id = ev["candidate"].as_str().unwrap_or_default();
                 let rung = ev["rung"].as_u64().unwrap_or(0) as usize;
+                let steps = rung_steps.get(rung).copied().unwrap_or(0);
                 compute += replay
                     .row(id)
-                    .and_then(|r| r.rungs.get(rung))
+                    .and_then(|r| r.rungs.iter().find(|e| e.steps == steps))
                     .map_or(0.0, |e| e.cpu_s);
                 hv = ev["hypervolume"].as_f64().unwrap_or(hv);
                 points.push((compute, hv));
@@ -530,8 +605,25 @@ fn summarise(
             (level, reached.len(), mean)
         })
         .collect();
+    let at_compute = AT_COMPUTE
+        .iter()
+        .map(|&level| {
+            let at: Vec<f64> = trajectories
+                .iter()
+                .map(|t| {
+                    t.points
+                        .iter()
+                        .take_while(|(c, _)| *c <= level * exhaustive)
+                        .last()
+                        .map_or(0.0, |(_, hv)| hv / reference_hv)
+                })
+                .collect();
+            (level, mean_interval(&at))
+        })
+        .collect();
     ConfigReport {
         config: cfg.clone(),
+        at_compute,
         final_share: mean_interval(&shares),
         compute_s: trajectories.iter().map(|t| t.compute_s).sum::<f64>()
             / trajectories.len().max(1) as f64,
@@ -600,7 +692,7 @@ pub fn render(b: &SearchBench) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<28} {:>24} {:>12}   {:>22} {:>22} {:>22}",
+        "{:<36} {:>24} {:>12}   {:>22} {:>22} {:>22}",
         "configuration",
         "final HV / reference",
         "compute",
@@ -620,7 +712,7 @@ pub fn render(b: &SearchBench) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "{:<28} {:>7.4} [{:.4}, {:.4}] {:>8.1}% ex   {:>22} {:>22} {:>22}",
+            "{:<36} {:>7.4} [{:.4}, {:.4}] {:>8.1}% ex   {:>22} {:>22} {:>22}",
             r.config.name,
             m,
             lo,
@@ -630,6 +722,24 @@ pub fn render(b: &SearchBench) -> String {
             reach[1],
             reach[2]
         );
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<36} {}",
+        "at equal compute",
+        AT_COMPUTE
+            .iter()
+            .map(|l| format!("{:>26}", format!("HV / ref at {:.0}% ex", 100.0 * l)))
+            .collect::<Vec<_>>()
+            .join("")
+    );
+    for r in &b.configs {
+        let cells: Vec<String> = r
+            .at_compute
+            .iter()
+            .map(|(_, (m, lo, hi))| format!("{:>26}", format!("{m:.4} [{lo:.4}, {hi:.4}]")))
+            .collect();
+        let _ = writeln!(out, "{:<36} {}", r.config.name, cells.join(""));
     }
     let _ = writeln!(
         out,

@@ -270,3 +270,88 @@ fn simulated_searches_replay_the_table_exactly_and_reproducibly() {
     let last = *sim_hv.last().unwrap();
     assert!(last > 0.0 && last <= a["reference_hypervolume"].as_f64().unwrap() + 1e-12);
 }
+
+#[test]
+fn a_schedule_of_the_tables_top_rung_alone_replays_a_real_search_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, archive, out, _) = tabulate(dir.path(), "0");
+    // The same experiment with the top rung alone: a real search of it (same teacher) and
+    // the simulator's top-rung configuration, whose evaluations the table answers by steps.
+    let top = space_experiment(
+        &dir.path().join("top.toml"),
+        "eight",
+        EIGHT_SPACE,
+        "[search]\ncandidates = 12\npopulation = 8\n[fidelity]\nrung_steps = [10]\nbatch_size = 4\nfinal_steps = 6\n",
+    );
+    search_said(&top, &archive);
+    let real = ok_json(&genas(&["front", "r1", "--archive", s(&archive), "--json"]));
+    let real_hv: Vec<f64> = real["hypervolume_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_f64().unwrap())
+        .collect();
+    assert_eq!(real_hv.len(), 8, "every architecture once, at 10 steps");
+    // The simulator's configurations come from the two-rung experiment; its top-rung ones
+    // use the table's 10-step rung only.
+    let exp = experiment(dir.path());
+    let bench = ok_json(&genas(&[
+        "bench",
+        "search",
+        s(&exp),
+        "--table",
+        s(&out),
+        "--seeds",
+        "1",
+        "--candidates",
+        "12",
+        "--json",
+    ]));
+    let sim = bench["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["config"]["name"] == "evolution top-rung no-screen n12")
+        .unwrap();
+    assert_eq!(sim["config"]["rung_steps"], serde_json::json!([10]));
+    let sim_hv: Vec<f64> = sim["trajectories"][0]["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_f64().unwrap())
+        .collect();
+    assert_eq!(sim_hv, real_hv);
+    // At equal compute: never above the final share, and non-decreasing in the budget.
+    let at: Vec<f64> = sim["at_compute"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1][0].as_f64().unwrap())
+        .collect();
+    assert!(at.windows(2).all(|w| w[1] >= w[0]), "{at:?}");
+    assert!(*at.last().unwrap() <= sim["final_share"][0].as_f64().unwrap() + 1e-12);
+
+    // A schedule the table cannot answer is refused in one line, before any run.
+    let three = space_experiment(
+        &dir.path().join("three.toml"),
+        "eight",
+        EIGHT_SPACE,
+        "[search]\ncandidates = 12\npopulation = 8\n[fidelity]\nrung_steps = [5, 7, 10]\nbatch_size = 4\nfinal_steps = 6\n",
+    );
+    let o = genas(&[
+        "bench",
+        "search",
+        s(&three),
+        "--table",
+        s(&out),
+        "--seeds",
+        "1",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("[5, 7, 10]") && err.contains("[5, 10]"),
+        "{err}"
+    );
+}
