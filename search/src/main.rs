@@ -343,6 +343,13 @@ struct BenchTableArgs {
     /// Architectures also distilled at final_steps and 3 × final_steps.
     #[arg(long, default_value_t = 200)]
     final_sample: usize,
+    /// Tabulate only the sampled architectures (at every rung and the final fidelities):
+    /// enough for the correlations, not for simulating searches.
+    #[arg(long)]
+    sample_only: bool,
+    /// 1: the sample at final_steps only; 2: also at 3 × final_steps.
+    #[arg(long, default_value_t = 2)]
+    final_fidelities: usize,
     /// Seeds the final sample.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -521,6 +528,7 @@ fn check_args(command: &Command) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Table(a)) => {
             within("--final-sample", a.final_sample as u128, 0, 1_000_000)?;
+            within("--final-fidelities", a.final_fidelities as u128, 1, 2)?;
             threads(a.threads)
         }
         Command::Resume(a) => threads(a.threads),
@@ -710,6 +718,12 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 })
             })?;
             if let Some(p) = &a.plot {
+                if b.sample_only {
+                    anyhow::bail!(
+                        "{}: a table of its final sample only has no searches to plot",
+                        a.table.display()
+                    );
+                }
                 let svg = simulate::plot_svg(&b);
                 let bytes = match p.extension().and_then(|e| e.to_str()) {
                     Some("png") => genas_search::plot::svg_to_png(&svg, 2.0)
@@ -730,6 +744,8 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 out: a.out.clone(),
                 archive: a.archive.clone(),
                 final_sample: a.final_sample,
+                sample_only: a.sample_only,
+                final_fidelities: a.final_fidelities,
                 threads: a.threads,
                 seed: a.seed,
             };

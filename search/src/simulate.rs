@@ -159,6 +159,8 @@ pub const AT_COMPUTE: [f64; 3] = [0.02, 0.05, 0.10];
 #[derive(Clone, Debug, Serialize)]
 pub struct SearchBench {
     pub table_rows: usize,
+    /// The table holds only its final sample: correlations, no simulated searches.
+    pub sample_only: bool,
     pub seeds: usize,
     pub objectives: Vec<Objective>,
     /// Hypervolume of every architecture at the top rung (normalised, as runs report it).
@@ -402,6 +404,21 @@ pub fn bench_search(
         data_fingerprint: "simulated".into(),
         max_latency_ms_per_token: exp.constraints.max_latency_ms_per_token,
     };
+    if table.sample_only {
+        // Too few rows to simulate a search on: the correlations alone.
+        return Ok(SearchBench {
+            table_rows: table.rows.len(),
+            sample_only: true,
+            seeds: 0,
+            objectives,
+            reference_hypervolume: f64::NAN,
+            exhaustive_compute_s: f64::NAN,
+            calibration_compute_s: f64::NAN,
+            configs: Vec::new(),
+            correlations: correlations(table, &plan),
+            wall_s: start.elapsed().as_secs_f64(),
+        });
+    }
     let (_, reference_hv) = crate::controller::front_and_hypervolume(&cands, top, &plan);
     let exhaustive: f64 = table.rows.iter().map(|r| r.rungs[top].cpu_s).sum();
     // The screen's calibration: 40 rows (fixed by the teacher seed, as a search's is), their
@@ -476,6 +493,7 @@ pub fn bench_search(
     }
     Ok(SearchBench {
         table_rows: table.rows.len(),
+        sample_only: false,
         seeds,
         objectives,
         reference_hypervolume: reference_hv,
@@ -610,13 +628,7 @@ fn summarise(
         .map(|&level| {
             let at: Vec<f64> = trajectories
                 .iter()
-                .map(|t| {
-                    t.points
-                        .iter()
-                        .take_while(|(c, _)| *c <= level * exhaustive)
-                        .last()
-                        .map_or(0.0, |(_, hv)| hv / reference_hv)
-                })
+                .map(|t| share_at(t, level * exhaustive, reference_hv))
                 .collect();
             (level, mean_interval(&at))
         })
@@ -632,6 +644,16 @@ fn summarise(
     }
 }
 
+/// A run's hypervolume share after at most `compute` CPU-seconds (0 before its first
+/// evaluation; its final value once it ended).
+fn share_at(t: &Trajectory, compute: f64, reference_hv: f64) -> f64 {
+    t.points
+        .iter()
+        .take_while(|(c, _)| *c <= compute)
+        .last()
+        .map_or(0.0, |(_, hv)| hv / reference_hv)
+}
+
 /// The mean anytime curve of a configuration: hypervolume share at `grid` compute values
 /// (each run's last value carried forward; 0 before its first evaluation).
 pub fn anytime(r: &ConfigReport, grid: &[f64], reference_hv: f64) -> Vec<(f64, f64, f64)> {
@@ -640,13 +662,7 @@ pub fn anytime(r: &ConfigReport, grid: &[f64], reference_hv: f64) -> Vec<(f64, f
             let at: Vec<f64> = r
                 .trajectories
                 .iter()
-                .map(|t| {
-                    t.points
-                        .iter()
-                        .take_while(|(c, _)| *c <= g)
-                        .last()
-                        .map_or(0.0, |(_, hv)| hv / reference_hv)
-                })
+                .map(|t| share_at(t, g, reference_hv))
                 .collect();
             mean_interval(&at)
         })
@@ -685,6 +701,13 @@ pub fn render(b: &SearchBench) -> String {
             "regret of picking the front by a rung instead of by final quality (hypervolume lost): {}\n",
             regrets.join(", ")
         );
+    }
+    if b.sample_only {
+        out += &format!(
+            "a table of its final sample only ({} architectures): no search is simulated on it\n",
+            b.table_rows
+        );
+        return out;
     }
     out += &format!(
         "{} seeds on a table of {} architectures; reference hypervolume {:.4} (every architecture at the top rung, {:.0} CPU-s); calibration {:.0} CPU-s\n\n",

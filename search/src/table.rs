@@ -86,6 +86,10 @@ pub struct Table {
     pub teacher_val_bits: f64,
     pub rung_steps: Vec<u32>,
     pub final_steps: Vec<u32>,
+    /// Only the sampled architectures were tabulated (`--sample-only`): enough to correlate
+    /// the rungs and proxies with the final quality, not to simulate a search.
+    #[serde(default)]
+    pub sample_only: bool,
     pub rows: Vec<Row>,
 }
 
@@ -123,6 +127,10 @@ pub struct TableOptions {
     pub archive: PathBuf,
     /// Architectures distilled at the final fidelities.
     pub final_sample: usize,
+    /// Tabulate only the sampled architectures.
+    pub sample_only: bool,
+    /// Final fidelities: 1 = `final_steps`, 2 = also 3 × `final_steps`.
+    pub final_fidelities: usize,
     pub threads: usize,
     pub seed: u64,
 }
@@ -191,7 +199,10 @@ pub fn make_table(
         );
     }
     let rung_steps = exp.fidelity.rung_steps.clone();
-    let finals = vec![exp.fidelity.final_steps, 3 * exp.fidelity.final_steps];
+    let finals: Vec<u32> = [exp.fidelity.final_steps, 3 * exp.fidelity.final_steps]
+        .into_iter()
+        .take(o.final_fidelities.clamp(1, 2))
+        .collect();
     let longest = finals.iter().chain(&rung_steps).copied().max().unwrap_or(1);
     let summary = l
         .space
@@ -206,13 +217,28 @@ pub fn make_table(
         .take(o.final_sample.min(all.len()))
         .map(|&i| all[i].id())
         .collect();
+    let finals_said: Vec<String> = finals.iter().map(|f| f.to_string()).collect();
     say(&format!(
-        "{} architectures within the constraints; {} of them also at {} and {} steps",
+        "{} architectures within the constraints; {} of them also at {} steps{}",
         all.len(),
         sampled.len(),
-        finals[0],
-        finals[1]
+        finals_said.join(" and "),
+        if o.sample_only {
+            " (only those are tabulated)"
+        } else {
+            ""
+        }
     ));
+    if o.sample_only && sampled.is_empty() {
+        bail!("--sample-only needs a --final-sample of at least 1");
+    }
+    let all: Vec<Architecture> = if o.sample_only {
+        all.into_iter()
+            .filter(|a| sampled.contains(&a.id()))
+            .collect()
+    } else {
+        all
+    };
 
     // What an earlier run of this command left.
     let partial = PathBuf::from(format!("{}.partial.jsonl", o.out.display()));
@@ -414,6 +440,7 @@ pub fn make_table(
         teacher_val_bits: t.record.val_bits,
         rung_steps,
         final_steps: finals,
+        sample_only: o.sample_only,
         rows: out_rows,
     };
     write_table(&table, &o.out)?;

@@ -45,6 +45,27 @@ fn tabulate(dir: &Path, final_sample: &str) -> (PathBuf, PathBuf, PathBuf, Value
     (exp, archive, out, summary)
 }
 
+/// The hypervolume after every evaluation of run r1 in `archive`.
+fn real_hypervolumes(archive: &Path) -> Vec<f64> {
+    let front = ok_json(&genas(&["front", "r1", "--archive", s(archive), "--json"]));
+    front["hypervolume_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_f64().unwrap())
+        .collect()
+}
+
+/// The hypervolume after every evaluation of a simulated configuration's seed-0 run.
+fn simulated_hypervolumes(config: &Value) -> Vec<f64> {
+    config["trajectories"][0]["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_f64().unwrap())
+        .collect()
+}
+
 /// A result without its timings.
 fn eval(v: &Value) -> Value {
     v["eval"].clone()
@@ -205,13 +226,7 @@ fn simulated_searches_replay_the_table_exactly_and_reproducibly() {
     let (exp, archive, out, _) = tabulate(dir.path(), "0");
     // The real search of this space (exhaustive: 8 architectures, budget 12).
     search_said(&exp, &archive);
-    let real = ok_json(&genas(&["front", "r1", "--archive", s(&archive), "--json"]));
-    let real_hv: Vec<f64> = real["hypervolume_history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p[1].as_f64().unwrap())
-        .collect();
+    let real_hv = real_hypervolumes(&archive);
     let bench = |plot: &Path| {
         ok_json(&genas(&[
             "bench",
@@ -259,12 +274,7 @@ fn simulated_searches_replay_the_table_exactly_and_reproducibly() {
         .iter()
         .find(|c| c["config"]["name"] == "evolution no-screen")
         .unwrap();
-    let sim_hv: Vec<f64> = sim["trajectories"][0]["points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p[1].as_f64().unwrap())
-        .collect();
+    let sim_hv = simulated_hypervolumes(sim);
     assert_eq!(sim_hv, real_hv);
     // The reference (every architecture at the top rung) bounds what any run reaches.
     let last = *sim_hv.last().unwrap();
@@ -284,13 +294,7 @@ fn a_schedule_of_the_tables_top_rung_alone_replays_a_real_search_of_it() {
         "[search]\ncandidates = 12\npopulation = 8\n[fidelity]\nrung_steps = [10]\nbatch_size = 4\nfinal_steps = 6\n",
     );
     search_said(&top, &archive);
-    let real = ok_json(&genas(&["front", "r1", "--archive", s(&archive), "--json"]));
-    let real_hv: Vec<f64> = real["hypervolume_history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p[1].as_f64().unwrap())
-        .collect();
+    let real_hv = real_hypervolumes(&archive);
     assert_eq!(real_hv.len(), 8, "every architecture once, at 10 steps");
     // The simulator's configurations come from the two-rung experiment; its top-rung ones
     // use the table's 10-step rung only.
@@ -314,12 +318,7 @@ fn a_schedule_of_the_tables_top_rung_alone_replays_a_real_search_of_it() {
         .find(|c| c["config"]["name"] == "evolution top-rung no-screen n12")
         .unwrap();
     assert_eq!(sim["config"]["rung_steps"], serde_json::json!([10]));
-    let sim_hv: Vec<f64> = sim["trajectories"][0]["points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p[1].as_f64().unwrap())
-        .collect();
+    let sim_hv = simulated_hypervolumes(sim);
     assert_eq!(sim_hv, real_hv);
     // At equal compute: never above the final share, and non-decreasing in the budget.
     let at: Vec<f64> = sim["at_compute"]
@@ -354,4 +353,80 @@ fn a_schedule_of_the_tables_top_rung_alone_replays_a_real_search_of_it() {
         err.contains("[5, 7, 10]") && err.contains("[5, 10]"),
         "{err}"
     );
+}
+
+#[test]
+fn a_sample_only_table_holds_the_same_sample_and_results_and_simulates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (exp, archive, full, _) = tabulate(dir.path(), "3");
+    let only = dir.path().join("only.json.gz");
+    ok_json(&genas(&[
+        "bench",
+        "table",
+        s(&exp),
+        "--out",
+        s(&only),
+        "--final-sample",
+        "3",
+        "--sample-only",
+        "--final-fidelities",
+        "1",
+        "--archive",
+        s(&archive),
+        "--json",
+    ]));
+    let (full, only_t) = (read_table(&full), read_table(&only));
+    assert_eq!(only_t["sample_only"], true);
+    assert_eq!(only_t["final_steps"], serde_json::json!([6]));
+    let sampled: Vec<&Value> = full["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| !r["finals"].as_array().unwrap().is_empty())
+        .collect();
+    let rows = only_t["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(sampled.len(), 3);
+    for (a, b) in sampled.iter().zip(rows) {
+        // The same architectures, measured the same (the same teacher, seed and schedule).
+        assert_eq!(a["id"], b["id"]);
+        for k in 0..2 {
+            assert_eq!(eval(&a["rungs"][k]["result"]), eval(&b["rungs"][k]["result"]));
+        }
+        assert_eq!(b["finals"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            eval(&a["finals"][0]["result"]),
+            eval(&b["finals"][0]["result"])
+        );
+    }
+    // No search is simulated on it, and there is nothing to plot.
+    let o = genas(&["bench", "search", s(&exp), "--table", s(&only)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("no search is simulated"));
+    let o = genas(&[
+        "bench",
+        "search",
+        s(&exp),
+        "--table",
+        s(&only),
+        "--plot",
+        s(&dir.path().join("p.svg")),
+    ]);
+    assert!(!o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stderr).trim().lines().count(), 1);
+    // --sample-only with an empty sample is refused.
+    let o = genas(&[
+        "bench",
+        "table",
+        s(&exp),
+        "--out",
+        s(&dir.path().join("none.json.gz")),
+        "--final-sample",
+        "0",
+        "--sample-only",
+        "--archive",
+        s(&archive),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--final-sample"));
 }
