@@ -245,13 +245,25 @@ enum ProxiesCommand {
     Calibrate(CalibrateArgs),
 }
 
+/// Architectures `genas proxies calibrate` samples by default.
+const CALIBRATE_N: usize = 50;
+
 #[derive(Args)]
 struct CalibrateArgs {
-    /// Experiment file (TOML).
+    /// Experiment file (TOML); with --table, the table's own.
     file: PathBuf,
-    /// Architectures to sample (at least 10).
-    #[arg(long, short, default_value_t = 50)]
-    n: usize,
+    /// Calibrate on a table written by genas bench table instead of training: its sampled
+    /// architectures' proxies against their quality at --against steps. Nothing is trained.
+    #[arg(long, conflicts_with_all = ["steps", "repeats", "threads", "out"])]
+    table: Option<PathBuf>,
+    /// With --table: the fidelity (steps) whose quality to calibrate against, one of the
+    /// table's rungs or final fidelities (default: its first final fidelity).
+    #[arg(long, requires = "table")]
+    against: Option<u32>,
+    /// Architectures to sample (at least 10; default 50). With --table: at most this many of
+    /// its rows (default every one).
+    #[arg(long, short)]
+    n: Option<usize>,
     /// Brief-distillation steps (default: the experiment's last fidelity rung).
     #[arg(long)]
     steps: Option<u32>,
@@ -547,7 +559,7 @@ fn check_args(command: &Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Proxies(ProxiesCommand::Calibrate(a)) => {
-            within("--n", a.n as u128, 1, 100_000)?;
+            within("--n", a.n.unwrap_or(CALIBRATE_N) as u128, 1, 100_000)?;
             within("--repeats", a.repeats as u128, 1, 100)?;
             if let Some(s) = a.steps {
                 within("--steps", s.into(), 1, 100_000_000)?;
@@ -892,9 +904,21 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 Ok(scoring::render_teacher(&t))
             }
         }
+        Command::Proxies(ProxiesCommand::Calibrate(a)) if a.table.is_some() => {
+            let path = a.table.as_ref().expect("matched");
+            genas_space::Experiment::from_path(&a.file)?;
+            let table = genas_search::table::Table::read(path)?;
+            let limit = a.n.unwrap_or(usize::MAX);
+            let r = genas_search::simulate::calibrate_from_table(&table, a.against, limit)?;
+            if a.json {
+                json(&r)
+            } else {
+                Ok(genas_search::simulate::render_table_calibration(&r, path))
+            }
+        }
         Command::Proxies(ProxiesCommand::Calibrate(a)) => {
             let opts = scoring::CalibrateOptions {
-                n: a.n,
+                n: a.n.unwrap_or(CALIBRATE_N),
                 steps: a.steps,
                 archive: a.archive,
                 out: a.out,

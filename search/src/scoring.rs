@@ -454,25 +454,19 @@ pub fn render_csv(r: &CalibrationReport) -> String {
     out
 }
 
-pub fn render_calibration(r: &CalibrationReport) -> String {
-    let c = &r.calibration;
+/// The table of a calibration: `before` (other signals, such as rungs), every proxy and every
+/// ensemble, with Kendall τ and Spearman ρ.
+pub fn render_correlations(
+    c: &genas_proxies::calibrate::Calibration,
+    before: &[genas_proxies::calibrate::Correlation],
+) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "calibration {} of {}: {} architectures, brief distillation {} steps ({} diverged)",
-        r.key, r.experiment, c.n, r.steps, c.diverged
-    );
-    let _ = writeln!(
-        out,
-        "teacher     {} ({:.4} {})",
-        r.teacher.record.key, r.teacher.record.val_bits, r.teacher.record.bits_unit
-    );
     let _ = writeln!(
         out,
         "\n{:<22} {:>10} {:>10}",
         "proxy", "Kendall τ", "Spearman ρ"
     );
-    for p in &c.proxies {
+    for p in before.iter().chain(&c.proxies) {
         let _ = writeln!(
             out,
             "{:<22} {:>10.3} {:>10.3}",
@@ -489,6 +483,23 @@ pub fn render_calibration(r: &CalibrationReport) -> String {
             genas_proxies::calibrate::FOLDS
         );
     }
+    out
+}
+
+pub fn render_calibration(r: &CalibrationReport) -> String {
+    let c = &r.calibration;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "calibration {} of {}: {} architectures, brief distillation {} steps ({} diverged)",
+        r.key, r.experiment, c.n, r.steps, c.diverged
+    );
+    let _ = writeln!(
+        out,
+        "teacher     {} ({:.4} {})",
+        r.teacher.record.key, r.teacher.record.val_bits, r.teacher.record.bits_unit
+    );
+    out += &render_correlations(c, &[]);
     if let Some(t) = r.noise_ceiling {
         let _ = writeln!(
             out,

@@ -316,6 +316,114 @@ pub fn correlations(table: &Table, plan: &RunPlan) -> Option<Correlations> {
     })
 }
 
+/// `genas proxies calibrate --table`: the table's calibration, as `genas proxies calibrate`
+/// reports one, against the quality at one of its fidelities, with the rungs beside the proxies.
+#[derive(Clone, Debug, Serialize)]
+pub struct TableCalibration {
+    pub against_steps: u32,
+    /// Rows calibrated on: the table's sample when `against` is a final fidelity, every row
+    /// when it is a rung; at most `--n`, the first in table order.
+    pub n: usize,
+    /// Each rung shorter than `against`, as a signal (τ/ρ over the same rows).
+    pub rungs: Vec<genas_proxies::calibrate::Correlation>,
+    pub calibration: genas_proxies::calibrate::Calibration,
+}
+
+pub fn calibrate_from_table(
+    table: &Table,
+    against: Option<u32>,
+    limit: usize,
+) -> Result<TableCalibration> {
+    use crate::table::Evaluated;
+    use genas_proxies::calibrate::Correlation;
+    use genas_proxies::stats::{kendall_tau_b, spearman};
+    let steps = against
+        .or(table.final_steps.first().copied())
+        .or(table.rung_steps.last().copied())
+        .context("the table has no fidelity")?;
+    // Where a row holds its result at `steps`.
+    let at = |r: &crate::table::Row| -> Option<Evaluated> {
+        r.rungs
+            .iter()
+            .chain(&r.finals)
+            .find(|e| e.steps == steps)
+            .cloned()
+    };
+    if !table
+        .rung_steps
+        .iter()
+        .chain(&table.final_steps)
+        .any(|&s| s == steps)
+    {
+        bail!(
+            "--against {steps}: the table holds rungs {:?} and final fidelities {:?}",
+            table.rung_steps,
+            table.final_steps
+        );
+    }
+    let rows: Vec<(&crate::table::Row, Evaluated)> = table
+        .rows
+        .iter()
+        .filter_map(|r| at(r).map(|e| (r, e)))
+        .take(limit)
+        .collect();
+    if rows.len() < 10 {
+        bail!(
+            "only {} architectures of the table have a result at {steps} steps; calibration needs 10",
+            rows.len()
+        );
+    }
+    let q = |e: &Evaluated| e.result.eval.map(|v| -v.val_ce);
+    let data: Vec<_> = rows
+        .iter()
+        .map(|(r, e)| (r.proxies.clone(), q(e)))
+        .collect();
+    let calibration = calibrate(&data);
+    let target: Vec<f64> = rows.iter().map(|(_, e)| q(e).unwrap_or(f64::MIN)).collect();
+    let rungs = table
+        .rung_steps
+        .iter()
+        .enumerate()
+        .filter(|(_, &s)| s < steps)
+        .map(|(k, &s)| {
+            let x: Vec<f64> = rows
+                .iter()
+                .map(|(r, _)| q(&r.rungs[k]).unwrap_or(f64::MIN))
+                .collect();
+            Correlation {
+                name: format!("rung {} ({s} steps)", k + 1),
+                kendall: kendall_tau_b(&x, &target),
+                spearman: spearman(&x, &target),
+            }
+        })
+        .collect();
+    Ok(TableCalibration {
+        against_steps: steps,
+        n: rows.len(),
+        rungs,
+        calibration,
+    })
+}
+
+pub fn render_table_calibration(r: &TableCalibration, table: &Path) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "calibration on the table {}: {} architectures against their quality after {} steps ({} diverged)\n",
+        table.display(),
+        r.n,
+        r.against_steps,
+        r.calibration.diverged
+    );
+    out += &crate::scoring::render_correlations(&r.calibration, &r.rungs);
+    let _ = writeln!(
+        out,
+        "\nchosen      {} over {}",
+        r.calibration.chosen.kind,
+        r.calibration.chosen.members.join(", ")
+    );
+    out
+}
+
 /// A table row as the controller's candidate record (with its rung results, or none).
 fn as_candidate(r: &crate::table::Row, with_rungs: bool) -> CandidateRecord {
     CandidateRecord {
