@@ -173,6 +173,9 @@ pub fn make_table(
     say: &mut dyn FnMut(&str),
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<Table> {
+    if o.sample_only && o.final_sample == 0 {
+        bail!("--sample-only needs a --final-sample of at least 1");
+    }
     let start = std::time::Instant::now();
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -229,9 +232,6 @@ pub fn make_table(
             ""
         }
     ));
-    if o.sample_only && sampled.is_empty() {
-        bail!("--sample-only needs a --final-sample of at least 1");
-    }
     let all: Vec<Architecture> = if o.sample_only {
         all.into_iter()
             .filter(|a| sampled.contains(&a.id()))

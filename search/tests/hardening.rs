@@ -4,24 +4,11 @@
 mod common;
 
 use common::{
-    genas, ok_json, s, search_said, small_experiment, space_experiment, EIGHT_SPACE, TINY_SEARCH,
+    fails_with, genas, ok_json, s, search_said, small_experiment, space_experiment, EIGHT_SPACE,
+    TINY_SEARCH,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Output;
-
-/// Exit status 1 (not a signal: an abort would be one), exactly one stderr line starting
-/// with "error: " that contains every needle.
-fn fails_with(o: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "status {:?}: {err}", o.status);
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "stderr: {err}");
-    assert!(lines[0].starts_with("error: "), "{err}");
-    for n in needles {
-        assert!(lines[0].contains(n), "{n:?} not in {err}");
-    }
-}
 
 /// An experiment over the shipped corpus at context 32 with the given [space] body and tail.
 fn experiment(dir: &Path, name: &str, space: &str, tail: &str) -> PathBuf {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{genas, ok_json, run_and_kill, s};
+use common::{fails_with, genas, ok_json, run_and_kill, s};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Instant;
@@ -24,11 +24,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn one_line_error(args: &[&str], needle: &str) {
-    let o = genas(args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "{args:?} succeeded");
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains(needle), "{needle:?} not in {err}");
+    fails_with(&genas(args), &[needle]);
 }
 
 const STEPS: &str = "1500";

@@ -170,3 +170,16 @@ pub fn search_into(dir: &Path, exp: &Path) -> (PathBuf, Value) {
     ]));
     (archive, r)
 }
+
+/// Exit status 1 (not a signal: an abort would be one), exactly one stderr line starting
+/// with "error: " that contains every needle.
+pub fn fails_with(o: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "status {:?}: {err}", o.status);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "stderr: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "{n:?} not in {err}");
+    }
+}
