@@ -262,6 +262,40 @@ pub fn correlations(table: &Table, plan: &RunPlan) -> Option<Correlations> {
         ),
         on_judged(&x),
     ));
+    // Learning-curve extrapolation from the last two rungs: CE_top + k·(CE_top − CE_prev),
+    // the slope k chosen on the fitting half (k = 0 is the top rung itself).
+    if table.rung_steps.len() >= 2 {
+        let (a, b) = (top - 1, top);
+        let ce = |r: &crate::table::Row, k: usize| r.rungs[k].result.eval.map(|e| e.val_ce);
+        let extrapolate = |r: &crate::table::Row, slope: f64| -> f64 {
+            match (ce(r, a), ce(r, b)) {
+                (Some(x), Some(y)) => -(y + slope * (y - x)),
+                _ => f64::MIN,
+            }
+        };
+        let slopes: Vec<f64> = (0..=20).map(|i| i as f64 * 0.05).collect();
+        let best = slopes
+            .iter()
+            .copied()
+            .map(|k| {
+                let x: Vec<f64> = fit_on.iter().map(|r| extrapolate(r, k)).collect();
+                (correlate(&fit_on, &x)[0].0, k)
+            })
+            .fold(
+                (f64::NEG_INFINITY, 0.0),
+                |m, c| if c.0 > m.0 { c } else { m },
+            );
+        let x: Vec<f64> = judge.iter().map(|r| extrapolate(r, best.1)).collect();
+        signals.push((
+            format!(
+                "rungs {} and {} extrapolated, slope {:.2} (held out)",
+                a + 1,
+                b + 1,
+                best.1
+            ),
+            on_judged(&x),
+        ));
+    }
     // Regret of picking the front by a rung.
     let cand = |r: &crate::table::Row, e: &crate::table::Evaluated| -> Option<Vec<f64>> {
         let ce = e.result.eval?.val_ce;
