@@ -575,7 +575,11 @@ impl<'a> Controller<'a> {
             c.screen_score = self.cx.ensemble.as_ref().map(|e| e.score(&p));
             c.proxies = Some(p);
         }
-        let order = screen_order(&batch, &self.cands, &self.cx.plan.objectives);
+        // Without an ensemble nothing is screened out, and the queue keeps proposal order.
+        let order = match self.cx.ensemble {
+            Some(_) => screen_order(&batch, &self.cands, &self.cx.plan.objectives),
+            None => batch.clone(),
+        };
         let keep = if self.cx.ensemble.is_none() {
             batch.len()
         } else {
