@@ -66,6 +66,13 @@ fn simulated_hypervolumes(config: &Value) -> Vec<f64> {
         .collect()
 }
 
+/// `genas bench search EXP --table TABLE EXTRA… --json`, which must succeed.
+fn bench_search(exp: &Path, table: &Path, extra: &[&str]) -> Value {
+    let mut args = vec!["bench", "search", s(exp), "--table", s(table), "--json"];
+    args.extend_from_slice(extra);
+    ok_json(&genas(&args))
+}
+
 /// Two rows of the same architecture with the same rung results.
 fn same_rungs(a: &Value, b: &Value) {
     assert_eq!(a["id"], b["id"]);
@@ -232,20 +239,7 @@ fn simulated_searches_replay_the_table_exactly_and_reproducibly() {
     // The real search of this space (exhaustive: 8 architectures, budget 12).
     search_said(&exp, &archive);
     let real_hv = real_hypervolumes(&archive);
-    let bench = |plot: &Path| {
-        ok_json(&genas(&[
-            "bench",
-            "search",
-            s(&exp),
-            "--table",
-            s(&out),
-            "--seeds",
-            "3",
-            "--plot",
-            s(plot),
-            "--json",
-        ]))
-    };
+    let bench = |plot: &Path| bench_search(&exp, &out, &["--seeds", "3", "--plot", s(plot)]);
     let a = bench(&dir.path().join("p.svg"));
     let b = bench(&dir.path().join("q.svg"));
     assert!(std::fs::read_to_string(dir.path().join("p.svg"))
@@ -304,18 +298,7 @@ fn a_schedule_of_the_tables_top_rung_alone_replays_a_real_search_of_it() {
     // The simulator's configurations come from the two-rung experiment; its top-rung ones
     // use the table's 10-step rung only.
     let exp = experiment(dir.path());
-    let bench = ok_json(&genas(&[
-        "bench",
-        "search",
-        s(&exp),
-        "--table",
-        s(&out),
-        "--seeds",
-        "1",
-        "--candidates",
-        "12",
-        "--json",
-    ]));
+    let bench = bench_search(&exp, &out, &["--seeds", "1", "--candidates", "12"]);
     let sim = bench["configs"]
         .as_array()
         .unwrap()
@@ -444,16 +427,7 @@ fn calibrating_on_the_shipped_table_reports_what_bench_search_does() {
     ]));
     assert_eq!(cal["n"], 200);
     assert_eq!(cal["against_steps"], 1000);
-    let bench = ok_json(&genas(&[
-        "bench",
-        "search",
-        s(&exp),
-        "--table",
-        s(&table),
-        "--seeds",
-        "1",
-        "--json",
-    ]));
+    let bench = bench_search(&exp, &table, &["--seeds", "1"]);
     // The rungs' and proxies' τ against the 1000-step quality: the same in both reports.
     let signals = bench["correlations"]["signals"].as_array().unwrap();
     let tau_of = |name: &str| -> f64 {
