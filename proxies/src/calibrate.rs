@@ -122,22 +122,33 @@ fn choose_lambda(kind: &str, rows: &[&ProxyScores], quality: &[f64]) -> f64 {
     }
     let mut best = (f64::NEG_INFINITY, RIDGE_LAMBDA);
     for lambda in RIDGE_LAMBDAS {
-        let mut pred = vec![0.0; n];
-        for test in kfold(n, FOLDS) {
-            let train: Vec<usize> = (0..n).filter(|i| !test.contains(i)).collect();
-            let tr: Vec<&ProxyScores> = train.iter().map(|&i| rows[i]).collect();
-            let tq: Vec<f64> = train.iter().map(|&i| quality[i]).collect();
-            let e = fit_at(kind, &tr, &tq, lambda);
-            for &i in &test {
-                pred[i] = e.score(rows[i]);
-            }
-        }
+        let pred = out_of_fold(rows, quality, |tr, tq| fit_at(kind, tr, tq, lambda));
         let tau = kendall_tau_b(&pred, quality);
         if tau > best.0 {
             best = (tau, lambda);
         }
     }
     best.1
+}
+
+/// Each row's score by the ensemble `fit` makes from the other folds ([`FOLDS`]-fold).
+fn out_of_fold(
+    rows: &[&ProxyScores],
+    quality: &[f64],
+    fit: impl Fn(&[&ProxyScores], &[f64]) -> Ensemble,
+) -> Vec<f64> {
+    let n = rows.len();
+    let mut pred = vec![0.0; n];
+    for test in kfold(n, FOLDS) {
+        let train: Vec<usize> = (0..n).filter(|i| !test.contains(i)).collect();
+        let tr: Vec<&ProxyScores> = train.iter().map(|&i| rows[i]).collect();
+        let tq: Vec<f64> = train.iter().map(|&i| quality[i]).collect();
+        let e = fit(&tr, &tq);
+        for &i in &test {
+            pred[i] = e.score(rows[i]);
+        }
+    }
+    pred
 }
 
 fn fit_at(kind: &str, rows: &[&ProxyScores], quality: &[f64], lambda: f64) -> Ensemble {
@@ -242,19 +253,11 @@ pub fn calibrate(rows: &[(ProxyScores, Option<f64>)]) -> Calibration {
             }
         })
         .collect();
+    let all: Vec<&ProxyScores> = rows.iter().map(|(p, _)| p).collect();
     let mut ensembles = Vec::new();
     let mut best: Option<(f64, &str)> = None;
     for kind in ENSEMBLE_KINDS {
-        let mut pred = vec![0.0; n];
-        for test in kfold(n, FOLDS) {
-            let train: Vec<usize> = (0..n).filter(|i| !test.contains(i)).collect();
-            let tr: Vec<&ProxyScores> = train.iter().map(|&i| &rows[i].0).collect();
-            let tq: Vec<f64> = train.iter().map(|&i| quality[i]).collect();
-            let e = fit(kind, &tr, &tq);
-            for &i in &test {
-                pred[i] = e.score(&rows[i].0);
-            }
-        }
+        let pred = out_of_fold(&all, &quality, |tr, tq| fit(kind, tr, tq));
         let c = Correlation {
             name: kind.into(),
             spearman: spearman(&pred, &quality),
@@ -265,7 +268,6 @@ pub fn calibrate(rows: &[(ProxyScores, Option<f64>)]) -> Calibration {
         }
         ensembles.push(c);
     }
-    let all: Vec<&ProxyScores> = rows.iter().map(|(p, _)| p).collect();
     Calibration {
         n,
         diverged: rows.iter().filter(|(_, q)| q.is_none()).count(),

@@ -576,15 +576,13 @@ impl<'a> Controller<'a> {
             c.proxies = Some(p);
         }
         // Without an ensemble nothing is screened out, and the queue keeps proposal order.
-        let order = match self.cx.ensemble {
-            Some(_) => screen_order(&batch, &self.cands, &self.cx.plan.objectives),
-            None => batch.clone(),
-        };
-        let keep = if self.cx.ensemble.is_none() {
-            batch.len()
-        } else {
-            ((batch.len() as f64 * self.cx.experiment.fidelity.screen_keep).ceil() as usize)
-                .clamp(1, batch.len())
+        let (order, keep) = match self.cx.ensemble {
+            Some(_) => (
+                screen_order(&batch, &self.cands, &self.cx.plan.objectives),
+                ((batch.len() as f64 * self.cx.experiment.fidelity.screen_keep).ceil() as usize)
+                    .clamp(1, batch.len()),
+            ),
+            None => (batch.clone(), batch.len()),
         };
         let kept: Vec<String> = order[..keep].to_vec();
         for id in &order[keep..] {

@@ -904,16 +904,22 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 Ok(scoring::render_teacher(&t))
             }
         }
-        Command::Proxies(ProxiesCommand::Calibrate(a)) if a.table.is_some() => {
-            let path = a.table.as_ref().expect("matched");
-            genas_space::Experiment::from_path(&a.file)?;
-            let table = genas_search::table::Table::read(path)?;
-            let limit = a.n.unwrap_or(usize::MAX);
-            let r = genas_search::simulate::calibrate_from_table(&table, a.against, limit)?;
-            if a.json {
+        Command::Proxies(ProxiesCommand::Calibrate(CalibrateArgs {
+            file,
+            table: Some(path),
+            against,
+            n,
+            json: as_json,
+            ..
+        })) => {
+            genas_space::Experiment::from_path(&file)?;
+            let table = genas_search::table::Table::read(&path)?;
+            let limit = n.unwrap_or(usize::MAX);
+            let r = genas_search::simulate::calibrate_from_table(&table, against, limit)?;
+            if as_json {
                 json(&r)
             } else {
-                Ok(genas_search::simulate::render_table_calibration(&r, path))
+                Ok(genas_search::simulate::render_table_calibration(&r, &path))
             }
         }
         Command::Proxies(ProxiesCommand::Calibrate(a)) => {

@@ -7,11 +7,13 @@
 //! proxy suite's, and a screened configuration starts with the calibration's cost (40 brief
 //! distillations at the top rung).
 //!
-//! For each configuration (strategy, with or without the screen, `eta`, `screen_keep`) and
-//! seed it records the hypervolume against simulated compute, and reports, over seeds, the mean
-//! and 95% interval of the final hypervolume as a share of the table's reference (every
-//! architecture at the top rung), the compute each needs to reach 90/95/98% of it, and the
-//! anytime curves as a plot.
+//! For each configuration (strategy, with or without the screen, `eta`, `screen_keep`, the
+//! table's top rung alone, a budget) and seed it records the hypervolume against simulated
+//! compute, and reports, over seeds, the mean and 95% interval of the final hypervolume as a
+//! share of the table's reference (every architecture at the top rung), the compute each needs
+//! to reach 90/95/98% of it, the hypervolume at equal compute, and the anytime curves as a plot.
+//! Beside that, how well each rung, proxy and ensemble ranks the table's sample by its final
+//! quality (`correlations`, and `calibrate_from_table` in calibrate's own form).
 //!
 //! It knows nothing about how a table was made; it needs the experiment, to read the search
 //! settings, and the table.
@@ -61,12 +63,7 @@ pub fn default_configs(exp: &Experiment, table_rungs: &[u32]) -> Vec<Config> {
     let mut out = Vec::new();
     for strategy in [Strategy::Random, Strategy::Evolution, Strategy::Nsga2] {
         for screen in [true, false] {
-            let name = format!(
-                "{}{}",
-                strategy_name(strategy),
-                if screen { "" } else { " no-screen" }
-            );
-            out.push(base(name, strategy, screen));
+            out.push(base(config_name(strategy, "", screen), strategy, screen));
         }
     }
     let strategy = exp.search.strategy;
@@ -89,15 +86,7 @@ pub fn default_configs(exp: &Experiment, table_rungs: &[u32]) -> Vec<Config> {
                 for screen in [true, false] {
                     out.push(Config {
                         rung_steps: vec![top],
-                        ..base(
-                            format!(
-                                "{} top-rung{}",
-                                strategy_name(k),
-                                if screen { "" } else { " no-screen" }
-                            ),
-                            k,
-                            screen,
-                        )
+                        ..base(config_name(k, " top-rung", screen), k, screen)
                     });
                 }
             }
@@ -116,6 +105,12 @@ pub fn with_candidates(configs: Vec<Config>, candidates: u32) -> Vec<Config> {
             ..c
         })
         .collect()
+}
+
+/// "nsga2", "evolution top-rung no-screen", ...
+fn config_name(strategy: Strategy, variant: &str, screen: bool) -> String {
+    let screen = if screen { "" } else { " no-screen" };
+    format!("{}{variant}{screen}", strategy_name(strategy))
 }
 
 fn strategy_name(s: Strategy) -> &'static str {
@@ -297,48 +292,42 @@ pub fn correlations(table: &Table, plan: &RunPlan) -> Option<Correlations> {
         ));
     }
     // Regret of picking the front by a rung.
-    let cand = |r: &crate::table::Row, e: &crate::table::Evaluated| -> Option<Vec<f64>> {
+    let records: Vec<CandidateRecord> = sample.iter().map(|r| as_candidate(r, false)).collect();
+    // Sample member i's normalised objectives with its result `e` (none if it diverged).
+    let point = |i: usize, e: &crate::table::Evaluated| -> Option<Vec<f64>> {
         let ce = e.result.eval?.val_ce;
-        let rec = as_candidate(r, false);
         Some(
-            crate::controller::objectives(&rec, ce, &plan.objectives)
+            crate::controller::objectives(&records[i], ce, &plan.objectives)
                 .iter()
                 .zip(&plan.reference)
                 .map(|(x, r)| x / r)
                 .collect(),
         )
     };
+    // The sample members on the front of their results at `fidelity`.
+    let front_by = |fidelity: &dyn Fn(&crate::table::Row) -> &crate::table::Evaluated| {
+        let at: Vec<(usize, Vec<f64>)> = (0..sample.len())
+            .filter_map(|i| point(i, fidelity(sample[i])).map(|p| (i, p)))
+            .collect();
+        let points: Vec<Vec<f64>> = at.iter().map(|(_, p)| p.clone()).collect();
+        crate::pareto::front(&points)
+            .into_iter()
+            .map(|k| at[k].0)
+            .collect::<Vec<usize>>()
+    };
     let ones = vec![1.0; plan.reference.len()];
     let hv_final = |members: &[usize]| -> f64 {
         let pts: Vec<Vec<f64>> = members
             .iter()
-            .filter_map(|&i| cand(sample[i], &sample[i].finals[0]))
+            .filter_map(|&i| point(i, &sample[i].finals[0]))
             .collect();
         crate::pareto::hypervolume(&pts, &ones)
     };
-    let all_final: Vec<(usize, Vec<f64>)> = (0..sample.len())
-        .filter_map(|i| cand(sample[i], &sample[i].finals[0]).map(|p| (i, p)))
-        .collect();
-    let true_front: Vec<usize> =
-        crate::pareto::front(&all_final.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>())
-            .into_iter()
-            .map(|k| all_final[k].0)
-            .collect();
-    let best = hv_final(&true_front);
-    let regret = table
-        .rung_steps
-        .iter()
-        .enumerate()
-        .map(|(k, &steps)| {
-            let at: Vec<(usize, Vec<f64>)> = (0..sample.len())
-                .filter_map(|i| cand(sample[i], &sample[i].rungs[k]).map(|p| (i, p)))
-                .collect();
-            let picked: Vec<usize> =
-                crate::pareto::front(&at.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>())
-                    .into_iter()
-                    .map(|j| at[j].0)
-                    .collect();
-            (steps, 1.0 - hv_final(&picked) / best)
+    let best = hv_final(&front_by(&|r| &r.finals[0]));
+    let regret = (0..table.rung_steps.len())
+        .map(|k| {
+            let picked = front_by(&|r| &r.rungs[k]);
+            (table.rung_steps[k], 1.0 - hv_final(&picked) / best)
         })
         .collect();
     Some(Correlations {
@@ -529,15 +518,6 @@ pub fn bench_search(
         .with_context(|| exp.source.display().to_string())?;
     let objectives = exp.search.objectives.clone();
     let reference = reference_point(&objectives, &space, exp)?;
-    let top = table.rung_steps.len() - 1;
-    let replay = Replay::new(table);
-    // The reference: every architecture of the table at the top rung.
-    let mut cands = BTreeMap::new();
-    for (i, r) in table.rows.iter().enumerate() {
-        let mut c = as_candidate(r, true);
-        c.index = i as u32;
-        cands.insert(r.id.clone(), c);
-    }
     let plan = RunPlan {
         objectives: objectives.clone(),
         reference,
@@ -560,6 +540,15 @@ pub fn bench_search(
             correlations: correlations(table, &plan),
             wall_s: start.elapsed().as_secs_f64(),
         });
+    }
+    let top = table.rung_steps.len() - 1;
+    let replay = Replay::new(table);
+    // The reference: every architecture of the table at the top rung.
+    let mut cands = BTreeMap::new();
+    for (i, r) in table.rows.iter().enumerate() {
+        let mut c = as_candidate(r, true);
+        c.index = i as u32;
+        cands.insert(r.id.clone(), c);
     }
     let (_, reference_hv) = crate::controller::front_and_hypervolume(&cands, top, &plan);
     let exhaustive: f64 = table.rows.iter().map(|r| r.rungs[top].cpu_s).sum();

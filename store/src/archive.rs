@@ -881,12 +881,14 @@ impl Archive {
                 ));
             }
         }
-        for name in db.tree_names().into_iter().filter(|_| read_through) {
-            let tree = db
-                .open_tree(&name)
-                .map_err(|e| sled_error(dir, "open a tree", e))?;
-            for entry in tree.iter() {
-                entry.map_err(|e| sled_error(dir, "read its records", e))?;
+        if read_through {
+            for name in db.tree_names() {
+                let tree = db
+                    .open_tree(&name)
+                    .map_err(|e| sled_error(dir, "open a tree", e))?;
+                for entry in tree.iter() {
+                    entry.map_err(|e| sled_error(dir, "read its records", e))?;
+                }
             }
         }
         Ok(db)
