@@ -141,6 +141,16 @@ pub enum StoreError {
         path: PathBuf,
         holder: Option<Holder>,
     },
+    /// Another process is creating an archive here and has not finished.
+    #[error(
+        "no genas archive at {} yet: {} is creating it; retry in a moment",
+        shown(.path),
+        holder_text(.holder)
+    )]
+    BeingCreated {
+        path: PathBuf,
+        holder: Option<Holder>,
+    },
     /// The file system refused.
     #[error(
         "archive {}: cannot {action}: {reason}; check that the directory is readable and \
@@ -783,7 +793,11 @@ impl Archive {
             }
             Ok(_) => {}
         }
-        let entries = entry_names(dir)?;
+        let mut entries = entry_names(dir)?;
+        // A creation killed before sled started leaves only its holder record.
+        if entries == [holder::HOLDER_FILE] && live_other_holder(dir).is_none() {
+            entries.clear();
+        }
         if entries.is_empty() {
             return Err(StoreError::NotFound {
                 path: dir.to_path_buf(),
@@ -791,12 +805,18 @@ impl Archive {
             });
         }
         let has = |name: &str| entries.iter().any(|entry| entry == name);
-        // In use first: a directory another process is creating an archive in has sled's
-        // files and no marker yet, and must not be reported as damaged.
+        // In use first: a directory another process is creating an archive in has its
+        // holder record, then sled's files, and no marker until the end; it must not be
+        // reported as damaged.
         let locked = has("db") && is_locked(dir);
         let marker = match read_marker(dir)? {
             Some(marker) => marker,
-            None if locked => return Err(in_use(dir)),
+            None if locked || live_other_holder(dir).is_some() => {
+                return Err(StoreError::BeingCreated {
+                    path: dir.to_path_buf(),
+                    holder: live_other_holder(dir),
+                })
+            }
             None if SLED_ENTRIES.iter().any(|name| has(name)) => {
                 return Err(damaged(dir, format!("{MARKER_FILE} is missing")))
             }
@@ -897,6 +917,10 @@ impl Archive {
     /// Creates an archive in `dir`, which does not exist or is empty.
     fn create(dir: &Path) -> Result<Archive, StoreError> {
         fs::create_dir_all(dir).map_err(|e| io_error(dir, "create the directory", &e))?;
+        // First: from here on, a reader sees a directory being created, not a damaged one.
+        Holder::current()
+            .write(dir)
+            .map_err(|e| io_error(dir, &format!("write {}", holder::HOLDER_FILE), &e))?;
         let db = start_sled(dir)?;
         let meta = open_tree(&db, dir, META_TREE)?;
         let created_by = format!("genas {}", env!("CARGO_PKG_VERSION"));
@@ -1076,14 +1100,26 @@ fn decode_u64(bytes: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(bytes).ok().map(u64::from_be_bytes)
 }
 
+/// The names in `dir`, less the temporaries of [`write_atomically`] (`.NAME.PID.tmp`): a
+/// directory holding only one of those is one whose first file is being written.
 fn entry_names(dir: &Path) -> Result<Vec<String>, StoreError> {
     let listing = fs::read_dir(dir).map_err(|e| io_error(dir, "list the directory", &e))?;
     let mut names = Vec::new();
     for entry in listing {
         let entry = entry.map_err(|e| io_error(dir, "list the directory", &e))?;
-        names.push(entry.file_name().to_string_lossy().into_owned());
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with('.') && name.ends_with(".tmp")) {
+            names.push(name);
+        }
     }
     Ok(names)
+}
+
+/// The holder recorded in `dir` when it is another process that may still be running.
+fn live_other_holder(dir: &Path) -> Option<Holder> {
+    Holder::read(dir)
+        .filter(Holder::may_be_alive)
+        .filter(|h| h.pid != std::process::id())
 }
 
 /// The flush count `seal.json` in `files` records; `None` when there is none (an archive

@@ -302,6 +302,77 @@ fn missing_marker_is_damage_not_a_fresh_start() {
     assert_eq!(snapshot(&dir), before);
 }
 
+/// This host's name as holder records give it.
+fn host_name() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| fs::read_to_string(p).ok())
+        .map(|h| h.trim().to_string())
+        .find(|h| !h.is_empty())
+}
+
+#[test]
+fn an_archive_another_live_process_is_creating_is_neither_damaged_nor_touched() {
+    let root = temp();
+    let dir = root.path().join("a");
+    make_archive(&dir);
+    // What a reader can see while another process creates an archive: sled's files, that
+    // process's holder record, and no marker yet.
+    fs::remove_file(dir.join("genas-archive.json")).expect("rm");
+    let mut creator = Command::new("sleep").arg("60").spawn().expect("sleep runs");
+    let record = json!({"pid": creator.id(), "host": host_name(),
+                        "command": "genas search e.toml", "since_unix_s": 0});
+    fs::write(dir.join("holder.json"), record.to_string()).expect("write");
+    let before = snapshot(&dir);
+    for error in [
+        Archive::open(&dir).expect_err("refused"),
+        Archive::open_existing(&dir).expect_err("refused"),
+        Archive::open_read_only(&dir).err().expect("refused"),
+    ] {
+        let message = assert_one_line_naming(&error, &dir);
+        assert!(matches!(error, StoreError::BeingCreated { .. }), "{message}");
+        assert!(
+            message.starts_with(&format!(
+                "no genas archive at {} yet: pid {} (genas search e.toml",
+                dir.display(),
+                creator.id()
+            )),
+            "{message}"
+        );
+        assert_eq!(snapshot(&dir), before);
+    }
+    // Once that process is gone, the same files are a creation that never finished.
+    creator.kill().expect("kill");
+    creator.wait().expect("reaped");
+    let error = Archive::open(&dir).expect_err("refused");
+    assert!(matches!(error, StoreError::Damaged { .. }), "{error}");
+    assert_eq!(snapshot(&dir), before);
+}
+
+#[test]
+fn a_creation_killed_before_its_database_started_is_started_again() {
+    let root = temp();
+    // Killed while writing its holder record: only the temporary is there.
+    let dir = root.path().join("a");
+    fs::create_dir_all(&dir).expect("mkdir");
+    fs::write(dir.join(".holder.json.4242.tmp"), "{").expect("write");
+    let error = Archive::open_existing(&dir).err().expect("no archive");
+    assert!(matches!(error, StoreError::NotFound { .. }), "{error}");
+    drop(Archive::open(&dir).expect("created"));
+    // Killed after writing it: only a stale record is there.
+    let dir = root.path().join("b");
+    fs::create_dir_all(&dir).expect("mkdir");
+    let stale = json!({"pid": u32::MAX, "host": host_name(), "command": "genas search e.toml",
+                       "since_unix_s": 0});
+    fs::write(dir.join("holder.json"), stale.to_string()).expect("write");
+    let error = Archive::open_existing(&dir).err().expect("no archive");
+    assert!(matches!(error, StoreError::NotFound { .. }), "{error}");
+    let archive = Archive::open(&dir).expect("created");
+    archive.put_calibration("s", &json!(1)).expect("usable");
+    drop(archive);
+    assert!(Archive::open_existing(&dir).is_ok());
+}
+
 /// Writes `version` as the schema version in the `meta` tree and, if `marker` is set, in
 /// `genas-archive.json` too (as a newer genas would).
 fn set_schema_version(dir: &Path, version: u64, marker: bool) {
