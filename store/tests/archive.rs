@@ -330,7 +330,10 @@ fn an_archive_another_live_process_is_creating_is_neither_damaged_nor_touched() 
         Archive::open_read_only(&dir).err().expect("refused"),
     ] {
         let message = assert_one_line_naming(&error, &dir);
-        assert!(matches!(error, StoreError::BeingCreated { .. }), "{message}");
+        assert!(
+            matches!(error, StoreError::BeingCreated { .. }),
+            "{message}"
+        );
         assert!(
             message.starts_with(&format!(
                 "no genas archive at {} yet: pid {} (genas search e.toml",
