@@ -359,7 +359,7 @@ fn a_creation_killed_before_its_database_started_is_started_again() {
     let dir = root.path().join("a");
     fs::create_dir_all(&dir).expect("mkdir");
     fs::write(dir.join(".holder.json.4242.tmp"), "{").expect("write");
-    let error = Archive::open_existing(&dir).err().expect("no archive");
+    let error = Archive::open_existing(&dir).expect_err("no archive");
     assert!(matches!(error, StoreError::NotFound { .. }), "{error}");
     drop(Archive::open(&dir).expect("created"));
     // Killed after writing it: only a stale record is there.
@@ -368,7 +368,7 @@ fn a_creation_killed_before_its_database_started_is_started_again() {
     let stale = json!({"pid": u32::MAX, "host": host_name(), "command": "genas search e.toml",
                        "since_unix_s": 0});
     fs::write(dir.join("holder.json"), stale.to_string()).expect("write");
-    let error = Archive::open_existing(&dir).err().expect("no archive");
+    let error = Archive::open_existing(&dir).expect_err("no archive");
     assert!(matches!(error, StoreError::NotFound { .. }), "{error}");
     let archive = Archive::open(&dir).expect("created");
     archive.put_calibration("s", &json!(1)).expect("usable");
