@@ -327,7 +327,7 @@ fn an_archive_another_live_process_is_creating_is_neither_damaged_nor_touched() 
     for error in [
         Archive::open(&dir).expect_err("refused"),
         Archive::open_existing(&dir).expect_err("refused"),
-        Archive::open_read_only(&dir).err().expect("refused"),
+        Archive::open_read_only(&dir).expect_err("refused"),
     ] {
         let message = assert_one_line_naming(&error, &dir);
         assert!(
