@@ -33,6 +33,8 @@ pub fn teacher_architecture(cfg: &TeacherConfig, vocab: u32, context: u32) -> Ar
                 )
             })
             .collect(),
+        norm: Default::default(),
+        position: Default::default(),
     }
 }
 

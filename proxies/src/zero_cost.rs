@@ -336,16 +336,19 @@ pub fn zen_score<B: Backend>(model: &mut Model<B>, batch: &Batch, seed: u64) -> 
     let (b, t) = (batch.b, batch.t);
     model.forward(&batch.inputs, None, None, (b, t), false);
     let f0 = block_contribution(model);
-    let wpe = model
+    // The input embedding the model adds to every token: its positions when learned, the
+    // token embedding itself under rope (which has no position parameters).
+    let input = model
         .param_index("wpe.weight")
-        .expect("every model has wpe");
-    let saved = model.weights(wpe);
+        .or_else(|| model.param_index("wte.weight"))
+        .expect("every model has a token embedding");
+    let saved = model.weights(input);
     let mut rng = Rng::seed_from_u64(seed);
     let noisy: Vec<f64> = saved.iter().map(|x| x + ALPHA * rng.normal()).collect();
-    model.set_weights(wpe, &noisy);
+    model.set_weights(input, &noisy);
     model.forward(&batch.inputs, None, None, (b, t), false);
     let f1 = block_contribution(model);
-    model.set_weights(wpe, &saved);
+    model.set_weights(input, &saved);
     let mean = f1.iter().zip(&f0).map(|(a, b)| (a - b).abs()).sum::<f64>() / f0.len() as f64;
     ln_pos(mean / ALPHA)
 }

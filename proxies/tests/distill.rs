@@ -70,6 +70,8 @@ fn student(d: u32, seed: u64) -> Model<Cpu<f32>> {
             None,
             Sparsity::Dense,
         )],
+        norm: Default::default(),
+        position: Default::default(),
     };
     a.validate().unwrap();
     Model::new(&a, Cpu::<f32>::new(1), seed)

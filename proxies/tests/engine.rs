@@ -5,8 +5,8 @@ use genas_proxies::engine::train::{evaluate, train, train_step, Optimizer};
 use genas_proxies::engine::{Cpu, Generator, Model, SampleConfig, TrainConfig, TrainError};
 use genas_proxies::{Dataset, Split};
 use genas_space::{
-    Activation, Architecture, Attention, Cost, Experiment, Fraction, Layer, Rng, SearchSpace,
-    Sparsity,
+    Activation, Architecture, Attention, Cost, Experiment, Float, Fraction, Layer, Norm, Position,
+    Rng, SearchSpace, Sparsity,
 };
 use std::path::Path;
 
@@ -34,6 +34,8 @@ fn arch(
         tie_embeddings: tied,
         share_layers: share,
         layers,
+        norm: Default::default(),
+        position: Default::default(),
     };
     a.validate().unwrap();
     a
@@ -115,6 +117,34 @@ fn built_parameters_equal_the_cost_model_on_every_shipped_space() {
             );
         }
     }
+}
+
+#[test]
+fn built_parameters_equal_the_cost_model_with_rope_and_rmsnorm() {
+    for (norm, position) in modern_choices() {
+        let mut a = mixed(40, 16);
+        a.norm = norm;
+        a.position = position;
+        let m = Model::new(&a, Cpu::<f32>::new(1), 0);
+        let cost = Cost::of(&a);
+        assert_eq!(m.num_params() as u64, cost.params, "{}", a.summary());
+        assert_eq!(m.num_nonzero_params() as u64, cost.nonzero_params);
+        let names: Vec<&str> = m.params.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names.contains(&"wpe.weight"), !position.is_rope());
+        assert_eq!(names.contains(&"ln_f.bias"), norm == Norm::Layernorm);
+    }
+}
+
+/// Every (norm, position) pair but the default one.
+fn modern_choices() -> [(Norm, Position); 3] {
+    let rope = Position::Rope {
+        theta: Float(10_000.0),
+    };
+    [
+        (Norm::Layernorm, rope),
+        (Norm::Rmsnorm, Position::Learned),
+        (Norm::Rmsnorm, rope),
+    ]
 }
 
 #[test]
@@ -224,7 +254,12 @@ fn masked_weights_stay_zero_and_shared_layers_stay_shared() {
 fn generation_with_caches_matches_the_batched_forward() {
     let t = 12;
     let l = |a| Layer::new(a, 32, Activation::Gelu, None, Sparsity::Dense);
-    let archs = vec![
+    let modern = modern_choices().map(|(norm, position)| Architecture {
+        norm,
+        position,
+        ..mixed(11, t)
+    });
+    let mut archs = vec![
         mixed(11, t),
         arch(
             11,
@@ -255,6 +290,7 @@ fn generation_with_caches_matches_the_batched_forward() {
             false,
         ),
     ];
+    archs.extend(modern);
     for a in archs {
         let mut m = Model::new(&a, Cpu::<f32>::new(1), 8);
         // Perturb the weights so that every path matters.

@@ -1,14 +1,18 @@
 //! Gradient checks against central finite differences, in f64 through the very kernels training
 //! uses: each layer kind alone (L = Σ r ⊙ out for a random r, so dout = r), then whole models
-//! covering every attention kind, sparsity, sharing, low rank, swiglu and tied embeddings.
+//! covering every attention kind, sparsity, sharing, low rank, swiglu, tied embeddings, rotary
+//! positions and RMSNorm.
 
 use genas_proxies::engine::cpu::attention::{attention_backward, attention_forward, AttnDims};
 use genas_proxies::engine::cpu::linear_attention::{
     linear_attention_backward, linear_attention_forward,
 };
-use genas_proxies::engine::cpu::{activation, embedding, layernorm, loss, matmul};
+use genas_proxies::engine::cpu::rope::{rope, RopeDims};
+use genas_proxies::engine::cpu::{activation, embedding, layernorm, loss, matmul, rmsnorm};
 use genas_proxies::engine::{Cpu, Model};
-use genas_space::{Activation, Architecture, Attention, Fraction, Layer, Rng, Sparsity};
+use genas_space::{
+    Activation, Architecture, Attention, Float, Fraction, Layer, Norm, Position, Rng, Sparsity,
+};
 
 const EPS: f64 = 1e-5;
 
@@ -157,6 +161,86 @@ fn layernorm_gradients() {
     layernorm::layernorm_backward(&mut dx1, &mut dw1, &mut db1, &r, &x, &w, &m, &s, (n, c));
     for (a, p) in dx1.iter().zip(&dx) {
         assert!((a - p - 1.0).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn rmsnorm_gradients_and_definition() {
+    let (n, c) = (70, 9);
+    let (x, w, _, r) = layernorm_case(4, (n, c));
+    let fwd = |x: &[f64], w: &[f64]| {
+        let (mut out, mut s) = (vec![0.0; n * c], vec![0.0; n]);
+        rmsnorm::rmsnorm_forward(&mut out, &mut s, x, w, (n, c));
+        out
+    };
+    // By hand: x · w / √(mean(x²) + 1e-5).
+    let out = fwd(&x, &w);
+    for row in 0..n {
+        let xr = &x[row * c..(row + 1) * c];
+        let rms = (xr.iter().map(|v| v * v).sum::<f64>() / c as f64 + 1e-5).sqrt();
+        for i in 0..c {
+            assert!((out[row * c + i] - xr[i] * w[i] / rms).abs() < 1e-12);
+        }
+    }
+    let (mut out, mut s) = (vec![0.0; n * c], vec![0.0; n]);
+    rmsnorm::rmsnorm_forward(&mut out, &mut s, &x, &w, (n, c));
+    let (mut dx, mut dw) = (vec![0.0; n * c], vec![0.0; c]);
+    rmsnorm::rmsnorm_backward(&mut dx, &mut dw, &r, &x, &w, &s, (n, c));
+    check("rmsnorm dx", &x, &dx, |x| dot(&fwd(x, &w), &r));
+    check("rmsnorm dw", &w, &dw, |w| dot(&fwd(&x, w), &r));
+    // dx is added to, not overwritten.
+    let mut dx1 = vec![1.0; n * c];
+    let mut dw1 = vec![0.0; c];
+    rmsnorm::rmsnorm_backward(&mut dx1, &mut dw1, &r, &x, &w, &s, (n, c));
+    for (a, p) in dx1.iter().zip(&dx) {
+        assert!((a - p - 1.0).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn rope_gradients_and_definition() {
+    let mut rng = Rng::seed_from_u64(21);
+    // Two sequences of 5, 4 query heads and 2 key heads of width 6, values behind them.
+    let d = RopeDims {
+        n: 10,
+        t: 5,
+        offset: 0,
+        heads: 4,
+        kv_heads: 2,
+        head_dim: 6,
+        width: (4 + 2 + 2) * 6,
+        theta: 100.0,
+    };
+    let x = randn(d.n * d.width, &mut rng, 1.0);
+    let r = randn(d.n * d.width, &mut rng, 1.0);
+    let rotated = |x: &[f64]| {
+        let mut y = x.to_vec();
+        rope(&mut y, d, false);
+        y
+    };
+    let y = rotated(&x);
+    for row in 0..d.n {
+        let p = (row % d.t) as f64;
+        let (xr, yr) = (&x[row * d.width..], &y[row * d.width..]);
+        // Query and key heads turn pair (i, i + 3) by p · 100^(−2i/6); values stay.
+        for head in 0..6 {
+            for i in 0..3 {
+                let a = p * 100f64.powf(-(2.0 * i as f64) / 6.0);
+                let (u, v) = (xr[head * 6 + i], xr[head * 6 + i + 3]);
+                assert!((yr[head * 6 + i] - (u * a.cos() - v * a.sin())).abs() < 1e-12);
+                assert!((yr[head * 6 + i + 3] - (v * a.cos() + u * a.sin())).abs() < 1e-12);
+            }
+        }
+        assert_eq!(&yr[36..48], &xr[36..48]);
+    }
+    // The backward pass is the inverse rotation of the gradient.
+    let mut dx = r.clone();
+    rope(&mut dx, d, true);
+    check("rope", &x, &dx, |x| dot(&rotated(x), &r));
+    let mut back = y.clone();
+    rope(&mut back, d, true);
+    for (a, b) in back.iter().zip(&x) {
+        assert!((a - b).abs() < 1e-12);
     }
 }
 
@@ -403,13 +487,22 @@ fn embedding_gradients() {
     );
     let f = |wte: &[f64], wpe: &[f64]| {
         let mut o = vec![0.0; b * t * c];
-        embedding::embedding_forward(&mut o, &tokens, wte, wpe, (b, t, c));
+        embedding::embedding_forward(&mut o, &tokens, wte, Some(wpe), (b, t, c));
         dot(&o, &r)
     };
     let (mut dwte, mut dwpe) = (vec![0.0; v * c], vec![0.0; t * c]);
-    embedding::embedding_backward(&mut dwte, &mut dwpe, &r, &tokens, (b, t, c));
+    embedding::embedding_backward(&mut dwte, Some(&mut dwpe), &r, &tokens, (b, t, c));
     check("wte", &wte, &dwte, |w| f(w, &wpe));
     check("wpe", &wpe, &dwpe, |w| f(&wte, w));
+    // Without positions (rope): the token embedding alone.
+    let f = |wte: &[f64]| {
+        let mut o = vec![0.0; b * t * c];
+        embedding::embedding_forward(&mut o, &tokens, wte, None, (b, t, c));
+        dot(&o, &r)
+    };
+    let mut dwte = vec![0.0; v * c];
+    embedding::embedding_backward(&mut dwte, None, &r, &tokens, (b, t, c));
+    check("wte without wpe", &wte, &dwte, f);
 }
 
 #[test]
@@ -473,6 +566,8 @@ fn arch(layers: Vec<Layer>, share: u32, tied: bool) -> Architecture {
         tie_embeddings: tied,
         share_layers: share,
         layers,
+        norm: Default::default(),
+        position: Default::default(),
     };
     a.validate().unwrap();
     a
@@ -648,6 +743,60 @@ fn whole_model_sharing_tying_and_distillation() {
     );
     let a = arch(vec![l.clone(), l.clone(), l], 2, true);
     check_model("shared+tied+distill", &a, true);
+}
+
+#[test]
+fn whole_model_rope_and_rmsnorm_on_every_attention_kind() {
+    let full = Layer::new(
+        Attention::Full { heads: 2 },
+        12,
+        Activation::Swiglu,
+        None,
+        Sparsity::Dense,
+    );
+    let grouped = Layer::new(
+        Attention::Grouped {
+            heads: 4,
+            kv_heads: 2,
+        },
+        8,
+        Activation::Gelu,
+        None,
+        Sparsity::Dense,
+    );
+    let sliding = Layer::new(
+        Attention::Sliding {
+            heads: 2,
+            window: 3,
+        },
+        8,
+        Activation::Gelu,
+        Some(3),
+        Sparsity::Dense,
+    );
+    let linear = Layer::new(
+        Attention::Linear { heads: 2 },
+        8,
+        Activation::Relu,
+        None,
+        Sparsity::Dense,
+    );
+    let none = Layer::new(Attention::None, 8, Activation::Gelu, None, Sparsity::Dense);
+    let layers = vec![full, grouped, sliding, linear, none];
+    let rope = Position::Rope {
+        theta: Float(10_000.0),
+    };
+    for (name, norm, position, tied) in [
+        ("rope", Norm::Layernorm, rope, false),
+        ("rmsnorm", Norm::Rmsnorm, Position::Learned, true),
+        ("rope+rmsnorm", Norm::Rmsnorm, rope, false),
+    ] {
+        let mut a = arch(layers.clone(), 1, tied);
+        a.norm = norm;
+        a.position = position;
+        a.validate().unwrap();
+        check_model(name, &a, name == "rmsnorm");
+    }
 }
 
 #[test]

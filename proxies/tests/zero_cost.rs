@@ -19,6 +19,8 @@ fn tiny(layers: Vec<Layer>) -> Architecture {
         tie_embeddings: false,
         share_layers: 1,
         layers,
+        norm: Default::default(),
+        position: Default::default(),
     };
     a.validate().unwrap();
     a

@@ -850,6 +850,8 @@ mod tests {
                 None,
                 Sparsity::Dense,
             )],
+            norm: Default::default(),
+            position: Default::default(),
         };
         CandidateRecord {
             id: format!("c{i}"),

@@ -13,7 +13,8 @@ use genas_proxies::data::Dataset;
 use genas_proxies::engine::{Cpu, Model};
 use genas_search::winners::export_model;
 use genas_space::{
-    Activation, Architecture, Attention, Experiment, Fraction, Layer, Rng, Sparsity, Tokenizer,
+    Activation, Architecture, Attention, Experiment, Float, Fraction, Layer, Norm, Position, Rng,
+    Sparsity, Tokenizer,
 };
 use genas_store::export::Format;
 use serde_json::Value;
@@ -103,6 +104,8 @@ fn arch(data: &Dataset, d: u32, tie: bool, share: u32, layers: Vec<Layer>) -> Ar
         tie_embeddings: tie,
         share_layers: share,
         layers,
+        norm: Default::default(),
+        position: Default::default(),
     };
     a.validate().unwrap();
     a
@@ -138,42 +141,135 @@ fn exports_reproduce_genas_logits_in_pytorch_and_transformers() {
     let dense = Sparsity::Dense;
     let half = Sparsity::Unstructured(Fraction(0.5));
     let mq = |heads| Attention::Grouped { heads, kv_heads: 1 };
+    let rope = Position::Rope {
+        theta: Float(10_000.0),
+    };
+    let modern = |a: Architecture, position: Position, norm: Norm| {
+        let a = Architecture {
+            position,
+            norm,
+            ..a
+        };
+        a.validate().unwrap();
+        a
+    };
+    let every_kind = arch(
+        ch,
+        16,
+        false,
+        1,
+        vec![
+            layer(full(4), 32, Gelu, None, dense),
+            layer(
+                Attention::Grouped {
+                    heads: 4,
+                    kv_heads: 2,
+                },
+                24,
+                Relu,
+                None,
+                Sparsity::TwoFour,
+            ),
+            layer(
+                Attention::Sliding {
+                    heads: 2,
+                    window: 5,
+                },
+                32,
+                Swiglu,
+                Some(4),
+                half,
+            ),
+            layer(Attention::Linear { heads: 2 }, 16, Gelu, None, dense),
+            layer(Attention::None, 32, Relu, Some(8), Sparsity::TwoFour),
+        ],
+    );
     let cases = [
         Case {
             name: "every-kind",
             data: 0,
-            arch: arch(
-                ch,
-                16,
-                false,
-                1,
-                vec![
-                    layer(full(4), 32, Gelu, None, dense),
-                    layer(
-                        Attention::Grouped {
-                            heads: 4,
-                            kv_heads: 2,
-                        },
-                        24,
-                        Relu,
-                        None,
-                        Sparsity::TwoFour,
-                    ),
-                    layer(
-                        Attention::Sliding {
-                            heads: 2,
-                            window: 5,
-                        },
-                        32,
-                        Swiglu,
-                        Some(4),
-                        half,
-                    ),
-                    layer(Attention::Linear { heads: 2 }, 16, Gelu, None, dense),
-                    layer(Attention::None, 32, Relu, Some(8), Sparsity::TwoFour),
-                ],
+            arch: every_kind.clone(),
+            hf_class: None,
+        },
+        Case {
+            name: "every-kind-rope-rmsnorm",
+            data: 0,
+            arch: modern(every_kind.clone(), rope, Norm::Rmsnorm),
+            hf_class: None,
+        },
+        Case {
+            name: "every-kind-rope500k",
+            data: 1,
+            arch: modern(
+                arch(by, 16, false, 1, every_kind.layers.clone()),
+                Position::Rope {
+                    theta: Float(500_000.0),
+                },
+                Norm::Layernorm,
             ),
             hf_class: None,
+        },
+        Case {
+            name: "llama-gqa-tied",
+            data: 0,
+            arch: modern(
+                arch(
+                    ch,
+                    16,
+                    true,
+                    1,
+                    vec![
+                        layer(
+                            Attention::Grouped {
+                                heads: 4,
+                                kv_heads: 2,
+                            },
+                            40,
+                            Swiglu,
+                            None,
+                            dense,
+                        );
+                        3
+                    ],
+                ),
+                rope,
+                Norm::Rmsnorm,
+            ),
+            hf_class: Some("LlamaForCausalLM"),
+        },
+        Case {
+            name: "llama-full-untied-sparse",
+            data: 1,
+            arch: modern(
+                arch(
+                    by,
+                    24,
+                    false,
+                    1,
+                    vec![layer(full(2), 32, Swiglu, None, Sparsity::TwoFour); 2],
+                ),
+                Position::Rope {
+                    theta: Float(500_000.0),
+                },
+                Norm::Rmsnorm,
+            ),
+            hf_class: Some("LlamaForCausalLM"),
+        },
+        Case {
+            name: "llama-images-mqa",
+            data: 2,
+            arch: modern(
+                arch(
+                    im,
+                    16,
+                    false,
+                    1,
+                    vec![layer(mq(2), 32, Swiglu, None, dense); 2],
+                ),
+                rope,
+                Norm::Rmsnorm,
+            ),
+            hf_class: Some("LlamaForCausalLM"),
         },
         Case {
             name: "shared-tied",

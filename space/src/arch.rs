@@ -27,6 +27,110 @@ impl std::hash::Hash for Fraction {
     }
 }
 
+/// A real number compared by its bits, so it can be part of an `Eq` + `Hash` architecture
+/// (the rotary base).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Float(pub f64);
+
+impl PartialEq for Float {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+impl Eq for Float {}
+impl std::hash::Hash for Float {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.to_bits().hash(state)
+    }
+}
+
+/// The epsilon of every norm (LayerNorm and RMSNorm) genas builds.
+pub const NORM_EPS: f64 = 1e-5;
+
+/// The normalisation of every block's sublayers and of the final hidden state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Norm {
+    /// LayerNorm (eps 1e-5) with a weight and a bias.
+    #[default]
+    Layernorm,
+    /// RMSNorm (Zhang & Sennrich, 2019; eps 1e-5): x / rms(x) · weight, no centring, no bias.
+    Rmsnorm,
+}
+
+impl Norm {
+    /// The name used in experiment files: layernorm, rmsnorm.
+    pub fn name(self) -> &'static str {
+        match self {
+            Norm::Layernorm => "layernorm",
+            Norm::Rmsnorm => "rmsnorm",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Norm, String> {
+        match text.trim() {
+            "layernorm" => Ok(Norm::Layernorm),
+            "rmsnorm" => Ok(Norm::Rmsnorm),
+            other => Err(format!(
+                "unknown norm \"{other}\" (expected layernorm or rmsnorm)"
+            )),
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == Norm::default()
+    }
+}
+
+/// The default `rope_theta`, as in RoFormer and Llama 2.
+pub const DEFAULT_ROPE_THETA: f64 = 10_000.0;
+
+/// How the network knows where a token is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Position {
+    /// A learned embedding per position (`wpe`), added to the token embedding.
+    #[default]
+    Learned,
+    /// Rotary embeddings (Su et al., 2021) on the queries and keys of every softmax attention
+    /// layer (full, grouped, sliding), in the "rotate half" layout of GPT-NeoX and Llama:
+    /// dimension i of a head pairs with i + hd/2, rotated by position · theta^(−2i/hd). No
+    /// position parameters; linear attention and `none` blocks see no position signal.
+    Rope { theta: Float },
+}
+
+impl Position {
+    /// The name used in experiment files: learned, rope.
+    pub fn name(self) -> &'static str {
+        match self {
+            Position::Learned => "learned",
+            Position::Rope { .. } => "rope",
+        }
+    }
+
+    pub fn is_rope(self) -> bool {
+        matches!(self, Position::Rope { .. })
+    }
+
+    /// Parses `learned` or `rope` (the latter with `theta`).
+    pub fn parse(text: &str, theta: f64) -> Result<Position, String> {
+        match text.trim() {
+            "learned" => Ok(Position::Learned),
+            "rope" => Ok(Position::Rope {
+                theta: Float(theta),
+            }),
+            other => Err(format!(
+                "unknown position \"{other}\" (expected learned or rope)"
+            )),
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == Position::default()
+    }
+}
+
 /// The token-mixing sublayer of one block.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -238,6 +342,13 @@ pub struct Architecture {
     /// weights (layer i uses the weights of layer `share_layers · ⌊i / share_layers⌋`). 1 = none.
     pub share_layers: u32,
     pub layers: Vec<Layer>,
+    /// Left out of the canonical JSON when it is the default (LayerNorm), so architectures
+    /// from before the choice existed keep their ids.
+    #[serde(skip_serializing_if = "Norm::is_default")]
+    pub norm: Norm,
+    /// Left out of the canonical JSON when it is the default (learned).
+    #[serde(skip_serializing_if = "Position::is_default")]
+    pub position: Position,
 }
 
 /// The fields of an `Architecture` as read, before `validate`.
@@ -250,6 +361,10 @@ struct UncheckedArchitecture {
     tie_embeddings: bool,
     share_layers: u32,
     layers: Vec<Layer>,
+    #[serde(default)]
+    norm: Norm,
+    #[serde(default)]
+    position: Position,
 }
 
 impl TryFrom<UncheckedArchitecture> for Architecture {
@@ -263,6 +378,8 @@ impl TryFrom<UncheckedArchitecture> for Architecture {
             tie_embeddings: u.tie_embeddings,
             share_layers: u.share_layers,
             layers: u.layers,
+            norm: u.norm,
+            position: u.position,
         };
         arch.validate()?;
         Ok(arch)
@@ -312,6 +429,16 @@ impl Architecture {
         }
     }
 
+    /// Whether rotary embeddings apply to `layer`: rope is on and its attention is softmax
+    /// (full, grouped or sliding).
+    pub fn rotates(&self, layer: &Layer) -> bool {
+        self.position.is_rope()
+            && matches!(
+                layer.attention,
+                Attention::Full { .. } | Attention::Grouped { .. } | Attention::Sliding { .. }
+            )
+    }
+
     /// Index of the layer whose weights layer `i` uses.
     pub fn weight_owner(&self, i: usize) -> usize {
         let g = self.share_layers.max(1) as usize;
@@ -356,9 +483,24 @@ impl Architecture {
                 self.depth()
             ));
         }
+        if let Position::Rope {
+            theta: Float(theta),
+        } = self.position
+        {
+            if !(theta.is_finite() && theta > 1.0 && theta <= 1e12) {
+                return invalid(format!("rope theta {theta} is outside (1, 1e12]"));
+            }
+        }
         for (i, layer) in self.layers.iter().enumerate() {
             validate_layer(layer, d, self.context)
                 .map_err(|m| ArchError::Invalid(format!("layer {i}: {m}")))?;
+            if self.position.is_rope() && self.rotates(layer) && self.head_dim(layer) % 2 == 1 {
+                return invalid(format!(
+                    "layer {i}: rope needs an even head dimension, and d_model {d} / heads {} is {}",
+                    layer.attention.heads(),
+                    self.head_dim(layer)
+                ));
+            }
             let owner = self.weight_owner(i);
             if owner != i && self.layers[owner] != *layer {
                 return invalid(format!(
@@ -420,6 +562,18 @@ impl Architecture {
         }
         if self.tie_embeddings {
             out.push_str(" tied");
+        }
+        match self.position {
+            Position::Learned => {}
+            Position::Rope {
+                theta: Float(theta),
+            } if theta == DEFAULT_ROPE_THETA => out.push_str(" rope"),
+            Position::Rope {
+                theta: Float(theta),
+            } => out.push_str(&format!(" rope{theta}")),
+        }
+        if self.norm == Norm::Rmsnorm {
+            out.push_str(" rms");
         }
         out
     }
@@ -516,6 +670,8 @@ mod tests {
             tie_embeddings: false,
             share_layers: 1,
             layers: vec![layer.clone(), layer],
+            norm: Norm::Layernorm,
+            position: Position::Learned,
         }
     }
 

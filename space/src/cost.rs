@@ -3,10 +3,12 @@
 //! Notation: V vocabulary, T context, d d_model, h FFN hidden width, r FFN rank, H heads,
 //! hd = d/H head width, G key/value heads, kvd = G·hd, W sliding window. All figures are fp32.
 //!
-//! Parameters (biases and LayerNorms are counted; shared layers once):
-//! - token embedding V·d, learned positions T·d, final LayerNorm 2d, LM head V·d unless tied;
-//! - a block: LayerNorm 2d before attention (absent for `none`), q d·d, k d·kvd, v d·kvd, o d·d
-//!   (no biases), LayerNorm 2d before the FFN, FFN gelu/relu W_in d·h + b h, W_out h·d + b d;
+//! Parameters (biases and norms are counted; shared layers once). A norm is 2d for LayerNorm
+//! (weight and bias), d for RMSNorm (weight):
+//! - token embedding V·d, learned positions T·d (none with rope), final norm, LM head V·d unless
+//!   tied;
+//! - a block: a norm before attention (absent for `none`), q d·d, k d·kvd, v d·kvd, o d·d
+//!   (no biases), a norm before the FFN, FFN gelu/relu W_in d·h + b h, W_out h·d + b d;
 //!   swiglu W_gate d·h, W_in d·h, W_out h·d (no biases). Low rank replaces every FFN matrix
 //!   in·out by in·r + r·out.
 //! - `non_embedding_params` = params − token embedding − positions − untied head (Kaplan et
@@ -21,7 +23,9 @@
 //!   (T+1)/2 causal, (W(W+1)/2 + (T−W)·W)/T with a window;
 //! - linear attention per head: state update and read-out 4·hd², normaliser 2·hd, i.e.
 //!   4·d·hd + 2·d per layer;
-//! - LayerNorm, softmax, activations and the feature map are not counted.
+//! - rope: 3 FLOPs (two multiplies, an add) per rotated query and key element, 3·(d + kvd) per
+//!   softmax attention layer;
+//! - norms, softmax, activations and the feature map are not counted.
 //! - per training token: 3 × forward (backward ≈ 2 × forward).
 //!
 //! Inference state at full context (bytes): softmax attention keeps K and V, 2·kvd floats per
@@ -30,12 +34,13 @@
 //! weights (4 bytes each) plus that state.
 //!
 //! Activation memory per training token (floats the backward pass reads, as the engine caches
-//! them): embeddings d; per attention sublayer LN out d + mean/rstd 2, q k v d + 2·kvd, softmax
-//! probabilities H·k̄ (linear: φ(q), φ(k) d + kvd), mixed output d, residual d; per FFN LN out
-//! d + 2, pre- and post-activation 2h (swiglu: gate, up, product 3h), r per low-rank factor
-//! pair, residual d; final LN d + 2, logits and probabilities 2V.
+//! them): embeddings d; per attention sublayer norm out d + its statistics n (LayerNorm mean and
+//! rstd 2, RMSNorm rstd 1), q k v d + 2·kvd (rotated in place with rope), softmax probabilities
+//! H·k̄ (linear: φ(q), φ(k) d + kvd), mixed output d, residual d; per FFN norm out d + n, pre-
+//! and post-activation 2h (swiglu: gate, up, product 3h), r per low-rank factor pair, residual
+//! d; final norm d + n, logits and probabilities 2V.
 
-use crate::arch::{Activation, Architecture, Attention, Layer};
+use crate::arch::{Activation, Architecture, Attention, Layer, Norm, Position};
 use serde::{Deserialize, Serialize};
 
 pub const BYTES_PER_FLOAT: u64 = 4;
@@ -100,7 +105,22 @@ pub fn block_matrices(d: u32, layer: &Layer) -> Vec<(u64, u64)> {
     m
 }
 
-pub fn layer_cost(d_model: u32, context: u32, layer: &Layer) -> LayerCost {
+/// Parameters of one norm over `d` features, and the floats it caches per row for backward.
+fn norm_size(norm: Norm, d: u64) -> (u64, f64) {
+    match norm {
+        Norm::Layernorm => (2 * d, 2.0),
+        Norm::Rmsnorm => (d, 1.0),
+    }
+}
+
+/// What one block costs in an architecture with `norm` and `position`.
+pub fn layer_cost(
+    d_model: u32,
+    context: u32,
+    layer: &Layer,
+    norm: Norm,
+    position: Position,
+) -> LayerCost {
     let d = d_model as u64;
     let df = d_model as f64;
     let h = layer.ffn.hidden as u64;
@@ -113,7 +133,12 @@ pub fn layer_cost(d_model: u32, context: u32, layer: &Layer) -> LayerCost {
     let swiglu = layer.ffn.activation == Activation::Swiglu;
     let ffn_bias = if swiglu { 0 } else { h + d };
     let has_attn = layer.attention != Attention::None;
-    let norms = if has_attn { 4 * d } else { 2 * d };
+    let (norm_params, norm_stats) = norm_size(norm, d);
+    let norms = if has_attn {
+        2 * norm_params
+    } else {
+        norm_params
+    };
     let dense_extra = ffn_bias + norms;
 
     let heads = layer.attention.heads() as f64;
@@ -141,6 +166,12 @@ pub fn layer_cost(d_model: u32, context: u32, layer: &Layer) -> LayerCost {
         ),
         Attention::None => (0.0, 0, 0.0),
     };
+    let rotates = position.is_rope()
+        && matches!(
+            layer.attention,
+            Attention::Full { .. } | Attention::Grouped { .. } | Attention::Sliding { .. }
+        );
+    let rope = if rotates { 3.0 * (df + kvd) } else { 0.0 };
     let mut act = 0.0;
     if has_attn {
         let qkv = if matches!(layer.attention, Attention::Linear { .. }) {
@@ -148,31 +179,41 @@ pub fn layer_cost(d_model: u32, context: u32, layer: &Layer) -> LayerCost {
         } else {
             df + 2.0 * kvd
         };
-        act += (df + 2.0) + qkv + attn_cache + df + df;
+        act += (df + norm_stats) + qkv + attn_cache + df + df;
     }
     let hf = h as f64;
     let rank_floats = match layer.ffn.rank {
         Some(r) => r as f64 * if swiglu { 3.0 } else { 2.0 },
         None => 0.0,
     };
-    act += (df + 2.0) + if swiglu { 3.0 * hf } else { 2.0 * hf } + rank_floats + df;
+    act += (df + norm_stats) + if swiglu { 3.0 * hf } else { 2.0 * hf } + rank_floats + df;
     LayerCost {
         params: weights + dense_extra,
         nonzero_params: nonzero_weights + dense_extra,
-        flops_per_token: 2.0 * weights as f64 + mixing,
+        flops_per_token: 2.0 * weights as f64 + mixing + rope,
         state_bytes: state_floats * BYTES_PER_FLOAT,
         activation_floats: act,
     }
 }
 
-/// Parameters, FLOPs and activations outside the blocks: embeddings, final LN, LM head.
-pub fn outer_cost(vocab: u32, context: u32, d_model: u32, tied: bool) -> (u64, u64, f64, f64) {
+/// Parameters, embedding parameters, FLOPs and activation floats outside the blocks:
+/// embeddings, final norm, LM head.
+pub fn outer_cost(
+    vocab: u32,
+    context: u32,
+    d_model: u32,
+    tied: bool,
+    norm: Norm,
+    position: Position,
+) -> (u64, u64, f64, f64) {
     let (v, t, d) = (vocab as u64, context as u64, d_model as u64);
     let head = if tied { 0 } else { v * d };
-    let embedding = v * d + t * d + head;
-    let params = embedding + 2 * d;
+    let positions = if position.is_rope() { 0 } else { t * d };
+    let embedding = v * d + positions + head;
+    let (norm_params, norm_stats) = norm_size(norm, d);
+    let params = embedding + norm_params;
     let flops = 2.0 * (v * d) as f64;
-    let act = d as f64 + (d as f64 + 2.0) + 2.0 * v as f64;
+    let act = d as f64 + (d as f64 + norm_stats) + 2.0 * v as f64;
     (params, embedding, flops, act)
 }
 
@@ -183,6 +224,8 @@ impl Cost {
             arch.context,
             arch.d_model,
             arch.tie_embeddings,
+            arch.norm,
+            arch.position,
         );
         let mut params = outer_params;
         let mut nonzero = outer_params;
@@ -190,7 +233,7 @@ impl Cost {
         let mut state = 0u64;
         let mut act = outer_act;
         for (i, layer) in arch.layers.iter().enumerate() {
-            let c = layer_cost(arch.d_model, arch.context, layer);
+            let c = layer_cost(arch.d_model, arch.context, layer, arch.norm, arch.position);
             if arch.weight_owner(i) == i {
                 params += c.params;
                 nonzero += c.nonzero_params;
@@ -217,7 +260,7 @@ impl Cost {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arch::{Ffn, Fraction, Sparsity};
+    use crate::arch::{Ffn, Float, Fraction, Sparsity};
 
     fn layer(attention: Attention, hidden: u32) -> Layer {
         Layer {
@@ -239,6 +282,8 @@ mod tests {
             tie_embeddings: false,
             share_layers: 1,
             layers,
+            norm: Norm::Layernorm,
+            position: Position::Learned,
         }
     }
 
@@ -253,6 +298,8 @@ mod tests {
             tie_embeddings: false,
             share_layers: 1,
             layers: vec![l; 4],
+            norm: Norm::Layernorm,
+            position: Position::Learned,
         };
         assert_eq!(Cost::of(&a).params, 816_128);
     }
@@ -278,6 +325,43 @@ mod tests {
         // emb 8; attn: ln 10, qkv 24, probs 2·2.5=5, out 8, resid 8; ffn: ln 10, 2h=32,
         // resid 8; ln_f 10; logits+probs 20 → 143 floats.
         assert_eq!(c.activation_bytes_per_token, 143.0 * 4.0);
+    }
+
+    #[test]
+    fn rope_and_rmsnorm_by_hand() {
+        // The one-layer model above (776 params, 1264 FLOPs/token, 143 activation floats).
+        let mut a = arch(vec![layer(Attention::Full { heads: 2 }, 16)]);
+        a.position = Position::Rope { theta: Float(1e4) };
+        let c = Cost::of(&a);
+        // No wpe (32 params); q and k rotated: 3·(8 + 8) = 48 FLOPs.
+        assert_eq!(c.params, 776 - 32);
+        assert_eq!(c.embedding_params, 80 + 80);
+        assert_eq!(c.flops_per_token, 1264.0 + 48.0);
+        assert_eq!(c.activation_bytes_per_token, 143.0 * 4.0);
+        a.norm = Norm::Rmsnorm;
+        let c = Cost::of(&a);
+        // Three norms lose their bias (3·8) and one cached statistic per row each.
+        assert_eq!(c.params, 776 - 32 - 24);
+        assert_eq!(c.activation_bytes_per_token, 140.0 * 4.0);
+        // Grouped H4 kv1 (hd 2, kvd 2): 3·(8 + 2) = 30; linear and none are not rotated.
+        let mut g = arch(vec![layer(
+            Attention::Grouped {
+                heads: 4,
+                kv_heads: 1,
+            },
+            16,
+        )]);
+        let learned = Cost::of(&g).flops_per_token;
+        g.position = Position::Rope { theta: Float(1e4) };
+        assert_eq!(Cost::of(&g).flops_per_token - learned, 30.0);
+        for attention in [Attention::Linear { heads: 2 }, Attention::None] {
+            let mut l = arch(vec![layer(attention, 16)]);
+            let before = Cost::of(&l);
+            l.position = Position::Rope { theta: Float(1e4) };
+            let after = Cost::of(&l);
+            assert_eq!(after.flops_per_token, before.flops_per_token);
+            assert_eq!(after.params, before.params - 32);
+        }
     }
 
     #[test]

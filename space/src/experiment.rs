@@ -141,6 +141,41 @@ pub struct SpaceConfig {
     /// Every layer (every sharing group) draws its own attention / FFN / sparsity genes.
     #[serde(default)]
     pub per_layer: bool,
+    /// `layernorm`, `rmsnorm`: one choice for the whole model. (Not serialised at its default,
+    /// so keys hashed from a space written before the choice existed stay the same.)
+    #[serde(default = "default_norm", skip_serializing_if = "is_default_norm")]
+    pub norm: Vec<String>,
+    /// `learned`, `rope`: one choice for the whole model.
+    #[serde(
+        default = "default_position",
+        skip_serializing_if = "is_default_position"
+    )]
+    pub position: Vec<String>,
+    /// The rotary base of `rope`.
+    #[serde(
+        default = "default_rope_theta",
+        skip_serializing_if = "is_default_rope_theta"
+    )]
+    pub rope_theta: f64,
+}
+
+fn default_norm() -> Vec<String> {
+    vec!["layernorm".into()]
+}
+fn is_default_norm(v: &Vec<String>) -> bool {
+    *v == default_norm()
+}
+fn default_position() -> Vec<String> {
+    vec!["learned".into()]
+}
+fn is_default_position(v: &Vec<String>) -> bool {
+    *v == default_position()
+}
+fn default_rope_theta() -> f64 {
+    crate::arch::DEFAULT_ROPE_THETA
+}
+fn is_default_rope_theta(x: &f64) -> bool {
+    x.to_bits() == default_rope_theta().to_bits()
 }
 
 fn default_attention() -> Vec<String> {
@@ -589,6 +624,19 @@ impl Experiment {
         for s in &self.space.sparsity {
             Sparsity::parse(s).map_err(|m| bad("space.sparsity", m))?;
         }
+        for n in &self.space.norm {
+            crate::arch::Norm::parse(n).map_err(|m| bad("space.norm", m))?;
+        }
+        let theta = self.space.rope_theta;
+        if !(theta.is_finite() && theta > 1.0 && theta <= 1e12) {
+            return Err(bad(
+                "space.rope_theta",
+                format!("{theta} is outside (1, 1e12]"),
+            ));
+        }
+        for p in &self.space.position {
+            crate::arch::Position::parse(p, theta).map_err(|m| bad("space.position", m))?;
+        }
         Ok(())
     }
 }
@@ -633,6 +681,12 @@ impl Experiment {
             return Err(bad(
                 "space.kv_heads",
                 "applies only when space.attention lists \"grouped\": remove it or add \"grouped\"",
+            ));
+        }
+        if stated("space", "rope_theta") && !self.space.position.iter().any(|p| p == "rope") {
+            return Err(bad(
+                "space.rope_theta",
+                "applies only when space.position lists \"rope\": remove it or add \"rope\"",
             ));
         }
         if stated("space", "window") && !attention.iter().any(|a| a == "sliding") {

@@ -34,7 +34,10 @@ pub mod experiment;
 pub mod rng;
 pub mod search_space;
 
-pub use arch::{Activation, ArchError, Architecture, Attention, Ffn, Fraction, Layer, Sparsity};
+pub use arch::{
+    Activation, ArchError, Architecture, Attention, Ffn, Float, Fraction, Layer, Norm, Position,
+    Sparsity, DEFAULT_ROPE_THETA, NORM_EPS,
+};
 pub use cost::{Cost, LayerCost};
 pub use experiment::{
     Constraints, DataConfig, DataKind, Device, Experiment, ExperimentError, FidelityConfig,

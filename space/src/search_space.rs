@@ -7,7 +7,7 @@
 //! `Genome`: indices into the declared lists, one block gene set per sharing group, so that
 //! changing d_model re-derives every hidden width and rank from its ratio.
 
-use crate::arch::{Activation, Architecture, Attention, Ffn, Layer, Sparsity};
+use crate::arch::{Activation, Architecture, Attention, Ffn, Layer, Norm, Position, Sparsity};
 use crate::cost::{layer_cost, outer_cost, Cost};
 use crate::experiment::{
     parse_activation, parse_attention_kind, AttentionKind, Constraints, SpaceConfig,
@@ -50,6 +50,12 @@ pub struct Genome {
     pub share_layers: usize,
     pub tie_embeddings: usize,
     pub groups: Vec<BlockGenes>,
+    /// Index into the space's norms (absent in genomes from before the choice: 0).
+    #[serde(default)]
+    pub norm: usize,
+    /// Index into the space's positions (absent in genomes from before the choice: 0).
+    #[serde(default)]
+    pub position: usize,
 }
 
 /// One combination of the whole-model genes and how many architectures it holds.
@@ -59,6 +65,8 @@ struct GlobalChoice {
     d_model: usize,
     share_layers: usize,
     tie_embeddings: usize,
+    norm: usize,
+    position: usize,
     /// Independently drawn block gene sets (1 unless per_layer).
     draws: usize,
     /// Sharing groups = ⌈depth / share_layers⌉.
@@ -111,6 +119,8 @@ pub struct SearchSpace {
     pub share_layers: Vec<u32>,
     pub tie_embeddings: Vec<bool>,
     pub per_layer: bool,
+    pub norm: Vec<Norm>,
+    pub position: Vec<Position>,
     /// Declared values that no valid architecture can use, and ignored lists.
     pub warnings: Vec<String>,
     /// Per d_model index: the distinct valid blocks, in enumeration order.
@@ -210,6 +220,28 @@ impl SearchSpace {
             })
             .collect::<Result<Vec<_>, _>>()?;
         check_list("sparsity", &sparsity)?;
+        let norm = cfg
+            .norm
+            .iter()
+            .map(|n| {
+                Norm::parse(n).map_err(|m| SpaceError::Choice {
+                    key: "norm",
+                    message: m,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        check_list("norm", &norm)?;
+        let position = cfg
+            .position
+            .iter()
+            .map(|p| {
+                Position::parse(p, cfg.rope_theta).map_err(|m| SpaceError::Choice {
+                    key: "position",
+                    message: m,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        check_list("position", &position)?;
         check_list("ffn_ratio", &cfg.ffn_ratio)?;
         if let Some(r) = cfg
             .ffn_ratio
@@ -293,6 +325,8 @@ impl SearchSpace {
             share_layers: cfg.share_layers.clone(),
             tie_embeddings: cfg.tie_embeddings.clone(),
             per_layer: cfg.per_layer,
+            norm,
+            position,
             warnings,
             blocks: vec![],
             block_genes: vec![],
@@ -353,6 +387,34 @@ impl SearchSpace {
                 failures.join("; ")
             )));
         }
+        if self.position.iter().any(|p| p.is_rope()) {
+            for (&d, blocks) in self.d_model.iter().zip(&self.blocks) {
+                let odd = blocks.iter().find(|b| {
+                    !matches!(b.attention, Attention::Linear { .. } | Attention::None)
+                        && (d / b.attention.heads()) % 2 == 1
+                });
+                if let Some(b) = odd {
+                    return Err(SpaceError::Choice {
+                        key: "position",
+                        message: format!(
+                            "\"rope\" needs an even head dimension, and d_model {d} with {} heads gives {}: change heads or d_model, or leave rope out",
+                            b.attention.heads(),
+                            d / b.attention.heads()
+                        ),
+                    });
+                }
+            }
+            let mixes =
+                |b: &Layer| !matches!(b.attention, Attention::Linear { .. } | Attention::None);
+            if self.blocks.iter().flatten().any(|b| !mixes(b)) {
+                self.warnings.push(
+                    "position \"rope\" rotates the queries and keys of softmax attention only: \
+                     a linear or none block gets no position signal from it, and an architecture \
+                     made of them alone has none but the causal order"
+                        .into(),
+                );
+            }
+        }
         let never = |key: &str, names: Vec<String>, used: &[bool], why: &str| -> Option<String> {
             let unused: Vec<String> = names
                 .into_iter()
@@ -408,7 +470,15 @@ impl SearchSpace {
                     if blocks.is_empty() {
                         continue;
                     }
-                    for ti in 0..self.tie_embeddings.len() {
+                    let (nt, nn, np) = (
+                        self.tie_embeddings.len(),
+                        self.norm.len(),
+                        self.position.len(),
+                    );
+                    let whole_model = (0..nt).flat_map(|ti| {
+                        (0..nn).flat_map(move |ni| (0..np).map(move |pi| (ti, ni, pi)))
+                    });
+                    for (ti, ni, pi) in whole_model {
                         let groups = (depth as usize).div_ceil(share as usize);
                         let draws = if self.per_layer { groups } else { 1 };
                         let n = blocks.len();
@@ -423,6 +493,8 @@ impl SearchSpace {
                             d_model: di,
                             share_layers: si,
                             tie_embeddings: ti,
+                            norm: ni,
+                            position: pi,
                             draws,
                             groups,
                             weight,
@@ -563,6 +635,8 @@ impl SearchSpace {
             tie_embeddings: false,
             share_layers: 1,
             layers: vec![layer],
+            norm: Norm::Layernorm,
+            position: Position::Learned,
         };
         probe.validate().map_err(|e| match e {
             crate::arch::ArchError::Invalid(m) => m.trim_start_matches("layer 0: ").to_string(),
@@ -586,6 +660,11 @@ impl SearchSpace {
             .tie_embeddings
             .get(g.tie_embeddings)
             .ok_or("tie gene out of range")?;
+        let norm = *self.norm.get(g.norm).ok_or("norm gene out of range")?;
+        let position = *self
+            .position
+            .get(g.position)
+            .ok_or("position gene out of range")?;
         if share > depth {
             return Err(format!("share_layers {share} exceeds depth {depth}"));
         }
@@ -615,6 +694,8 @@ impl SearchSpace {
             tie_embeddings: tie,
             share_layers: share,
             layers,
+            norm,
+            position,
         };
         arch.validate().map_err(|e| e.to_string())?;
         Ok(arch)
@@ -656,6 +737,19 @@ impl SearchSpace {
                 .position(|&x| x == arch.tie_embeddings),
             arch.tie_embeddings.to_string(),
         )?;
+        let norm = find(
+            "norm",
+            self.norm.iter().position(|&x| x == arch.norm),
+            arch.norm.name().to_string(),
+        )?;
+        let position = find(
+            "position",
+            self.position.iter().position(|&x| x == arch.position),
+            match arch.position {
+                Position::Rope { theta } => format!("rope (theta {})", theta.0),
+                Position::Learned => "learned".to_string(),
+            },
+        )?;
         let mut groups = Vec::new();
         for owner in arch.weight_owners() {
             let layer = &arch.layers[owner];
@@ -676,6 +770,8 @@ impl SearchSpace {
             share_layers,
             tie_embeddings,
             groups,
+            norm,
+            position,
         })
     }
 
@@ -705,6 +801,8 @@ impl SearchSpace {
                 .iter()
                 .map(|&p| self.block_genes[g.d_model][p].clone())
                 .collect(),
+            norm: g.norm,
+            position: g.position,
         };
         self.decode(&genome).expect("enumerated blocks decode")
     }
@@ -735,6 +833,8 @@ impl SearchSpace {
                 (Site::DModel, self.d_model.len()),
                 (Site::Share, self.share_layers.len()),
                 (Site::Tie, self.tie_embeddings.len()),
+                (Site::Norm, self.norm.len()),
+                (Site::Position, self.position.len()),
             ] {
                 if n > 1 {
                     sites.push(site);
@@ -760,6 +860,8 @@ impl SearchSpace {
                 Site::Tie => {
                     g.tie_embeddings = other_index(rng, g.tie_embeddings, self.tie_embeddings.len())
                 }
+                Site::Norm => g.norm = other_index(rng, g.norm, self.norm.len()),
+                Site::Position => g.position = other_index(rng, g.position, self.position.len()),
                 Site::Block(t, gene) => {
                     let targets: Vec<usize> = if self.per_layer {
                         vec![t]
@@ -803,6 +905,18 @@ impl SearchSpace {
                 share_layers: pick(rng, ga.share_layers, gb.share_layers),
                 tie_embeddings: pick(rng, ga.tie_embeddings, gb.tie_embeddings),
                 groups: vec![],
+                // Drawn only where the space has a choice, so spaces without one keep the
+                // random stream they had before these genes existed.
+                norm: if self.norm.len() > 1 {
+                    pick(rng, ga.norm, gb.norm)
+                } else {
+                    ga.norm
+                },
+                position: if self.position.len() > 1 {
+                    pick(rng, ga.position, gb.position)
+                } else {
+                    ga.position
+                },
             };
             let groups = self.group_count(&c)?;
             let n = if self.per_layer { groups } else { 1 };
@@ -912,15 +1026,18 @@ impl SearchSpace {
         for g in &self.globals {
             let d = self.d_model[g.d_model];
             let depth = self.depth[g.depth] as f64;
+            let (norm, position) = (self.norm[g.norm], self.position[g.position]);
             let (outer_p, _, outer_f, outer_act) = outer_cost(
                 self.vocab_size,
                 self.context,
                 d,
                 self.tie_embeddings[g.tie_embeddings],
+                norm,
+                position,
             );
             let costs: Vec<_> = self.blocks[g.d_model]
                 .iter()
-                .map(|b| layer_cost(d, self.context, b))
+                .map(|b| layer_cost(d, self.context, b, norm, position))
                 .collect();
             let pmin = costs.iter().map(|c| c.params).min().expect("non-empty");
             let pmax = costs.iter().map(|c| c.params).max().expect("non-empty");
@@ -1046,6 +1163,8 @@ impl SearchSpace {
                     share_layers: g.share_layers,
                     tie_embeddings: g.tie_embeddings,
                     groups,
+                    norm: g.norm,
+                    position: g.position,
                 };
                 out.push(self.decode(&genome).expect("enumerated blocks decode"));
                 // Odometer over the draws.
@@ -1096,6 +1215,8 @@ enum Site {
     DModel,
     Share,
     Tie,
+    Norm,
+    Position,
     Block(usize, BlockGene),
 }
 

@@ -348,3 +348,77 @@ fn error_type_for_space_choices_names_the_key() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn norm_position_and_rope_theta_are_checked() {
+    let msg = error_of(&variant(
+        "heads = [2, 4]",
+        "heads = [2, 4]\nnorm = [\"batchnorm\"]",
+    ));
+    assert!(
+        msg.contains("space.norm: unknown norm \"batchnorm\""),
+        "{msg}"
+    );
+    let msg = error_of(&variant(
+        "heads = [2, 4]",
+        "heads = [2, 4]\nposition = [\"alibi\"]",
+    ));
+    assert!(
+        msg.contains("space.position: unknown position \"alibi\""),
+        "{msg}"
+    );
+    let msg = error_of(&variant(
+        "heads = [2, 4]",
+        "heads = [2, 4]\nrope_theta = 500000",
+    ));
+    assert!(
+        msg.contains("space.rope_theta: applies only when space.position lists \"rope\""),
+        "{msg}"
+    );
+    let msg = error_of(&variant(
+        "heads = [2, 4]",
+        "heads = [2, 4]\nposition = [\"rope\"]\nrope_theta = 0.5",
+    ));
+    assert!(
+        msg.contains("space.rope_theta: 0.5 is outside (1, 1e12]"),
+        "{msg}"
+    );
+    // d_model 12 with 4 heads gives head dimension 3, which rope cannot rotate in pairs.
+    let msg = space_error(
+        &variant(
+            "d_model = [16, 32]",
+            "d_model = [16, 12]\nposition = [\"learned\", \"rope\"]",
+        ),
+        40,
+    );
+    assert!(
+        msg.contains("\"rope\" needs an even head dimension, and d_model 12 with 4 heads gives 3"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn rope_with_blocks_it_cannot_rotate_is_said_in_space_check() {
+    let exp = parse(&variant(
+        "heads = [2, 4]",
+        "heads = [2, 4]\nattention = [\"full\", \"linear\"]\nposition = [\"rope\"]",
+    ))
+    .unwrap();
+    let space = SearchSpace::new(&exp.space, 40, exp.data.context()).unwrap();
+    let summary = space.summary(&exp.constraints).unwrap();
+    assert!(
+        summary
+            .warnings
+            .iter()
+            .any(|w| w.contains("a linear or none block gets no position signal")),
+        "{:?}",
+        summary.warnings
+    );
+    let exp = parse(&variant(
+        "heads = [2, 4]",
+        "heads = [2, 4]\nposition = [\"rope\"]",
+    ))
+    .unwrap();
+    let space = SearchSpace::new(&exp.space, 40, exp.data.context()).unwrap();
+    assert!(space.summary(&exp.constraints).unwrap().warnings.is_empty());
+}

@@ -1,6 +1,6 @@
 //! Sampling, counting, mutation and crossover over real spaces.
 
-use genas_space::{Architecture, Cost, Experiment, Rng, SearchSpace, SpaceConfig};
+use genas_space::{Architecture, Cost, Experiment, Norm, Position, Rng, SearchSpace, SpaceConfig};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -162,6 +162,8 @@ fn gene_changes(s: &SearchSpace, a: &Architecture, b: &Architecture) -> usize {
         ga.d_model != gb.d_model,
         ga.share_layers != gb.share_layers,
         ga.tie_embeddings != gb.tie_embeddings,
+        ga.norm != gb.norm,
+        ga.position != gb.position,
     ]
     .iter()
     .filter(|x| **x)
@@ -279,4 +281,94 @@ fn encode_rejects_foreign_architectures() {
     let mut b = s.sample(&mut Rng::seed_from_u64(1));
     b.vocab_size = 99;
     assert!(s.encode(&b).unwrap_err().contains("vocabulary 99"));
+}
+
+/// A small space with both whole-model choices of the modern block.
+fn modern() -> SearchSpace {
+    let cfg = space_config(
+        "depth = [1, 2]\nd_model = [8, 16]\nheads = [2]\nattention = [\"full\", \"linear\"]\nffn_ratio = [1, 2]\nnorm = [\"layernorm\", \"rmsnorm\"]\nposition = [\"learned\", \"rope\"]\nrope_theta = 500000",
+    );
+    SearchSpace::new(&cfg, 5, 16).unwrap()
+}
+
+#[test]
+fn norm_and_position_are_whole_model_genes_sampled_mutated_and_crossed() {
+    let s = modern();
+    let plain = SearchSpace::new(
+        &space_config(
+            "depth = [1, 2]\nd_model = [8, 16]\nheads = [2]\nattention = [\"full\", \"linear\"]\nffn_ratio = [1, 2]",
+        ),
+        5,
+        16,
+    )
+    .unwrap();
+    let all = s.all_architectures();
+    assert_eq!(all.len(), 4 * plain.all_architectures().len());
+    assert_eq!(
+        all.iter()
+            .map(Architecture::id)
+            .collect::<HashSet<_>>()
+            .len(),
+        all.len()
+    );
+    let mut rng = Rng::seed_from_u64(5);
+    let mut seen: HashMap<(Norm, Position), usize> = HashMap::new();
+    for _ in 0..2000 {
+        let a = s.sample(&mut rng);
+        *seen.entry((a.norm, a.position)).or_default() += 1;
+        let back = Architecture::from_json(&a.canonical_json()).unwrap();
+        assert_eq!(back, a);
+        let child = s.mutate(&a, &mut rng).expect("a mutant");
+        assert_eq!(gene_changes(&s, &a, &child), 1);
+        let b = s.sample(&mut rng);
+        let c = s.crossover(&a, &b, &mut rng).expect("a child");
+        assert!(c.norm == a.norm || c.norm == b.norm);
+        assert!(c.position == a.position || c.position == b.position);
+    }
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    for (combo, n) in &seen {
+        assert!((400..600).contains(n), "{combo:?}: {n} of 2000");
+    }
+    let rope = all.iter().find(|a| a.position.is_rope()).unwrap();
+    assert!(rope
+        .canonical_json()
+        .contains(r#""position":{"kind":"rope","theta":500000.0}"#));
+    assert!(rope.summary().contains(" rope500000"), "{}", rope.summary());
+}
+
+#[test]
+fn architectures_without_the_new_choices_keep_their_json_and_ids() {
+    // An id written by genas before norm and position existed (quick.toml's first front
+    // member on 2026-12-04), and the JSON it was computed from.
+    let json = r#"{"vocab_size":84,"context":64,"d_model":32,"tie_embeddings":true,"share_layers":1,"layers":[{"attention":{"kind":"none"},"ffn":{"hidden":32,"activation":"relu","rank":null},"sparsity":"dense"},{"attention":{"kind":"none"},"ffn":{"hidden":32,"activation":"relu","rank":null},"sparsity":"dense"}]}"#;
+    let a = Architecture::from_json(json).unwrap();
+    assert_eq!((a.norm, a.position), (Norm::Layernorm, Position::Learned));
+    assert_eq!(a.canonical_json(), json);
+    assert_eq!(a.id(), "8f56cf0457f23281");
+}
+
+#[test]
+fn spaces_that_do_not_list_the_choices_draw_as_before() {
+    // Listing the defaults changes nothing: the same draws, mutations and crossovers.
+    let base = "depth = [1, 2]\nd_model = [8, 16]\nheads = [2]\nattention = [\"full\", \"none\"]\nffn_ratio = [1, 2]\ntie_embeddings = [true, false]";
+    let a = SearchSpace::new(&space_config(base), 5, 16).unwrap();
+    let b = SearchSpace::new(
+        &space_config(&format!(
+            "{base}\nnorm = [\"layernorm\"]\nposition = [\"learned\"]"
+        )),
+        5,
+        16,
+    )
+    .unwrap();
+    let walk = |s: &SearchSpace| {
+        let mut rng = Rng::seed_from_u64(9);
+        let mut ids = Vec::new();
+        for _ in 0..50 {
+            let (x, y) = (s.sample(&mut rng), s.sample(&mut rng));
+            ids.push(s.crossover(&x, &y, &mut rng).unwrap().id());
+            ids.push(s.mutate(&x, &mut rng).unwrap().id());
+        }
+        ids
+    };
+    assert_eq!(walk(&a), walk(&b));
 }

@@ -19,18 +19,25 @@
 //! - **GPTBigCode** (`GPTBigCodeForCausalLM`, `multi_query`): every layer grouped attention
 //!   with one key/value head (multi-query);
 //!
-//! and in all three one FFN width and one activation (gelu or relu) across layers, full-rank
-//! FFNs and no cross-layer sharing. Linear attention, attention `none`, grouped attention with
-//! more than one key/value head, a mix of families, swiglu, low-rank FFNs, per-layer FFN
-//! widths and shared layers have no counterpart: the error names the first such choice and
-//! points to `pytorch`, which covers every choice. Sparse layers export to `hf` with their
-//! zeros stored, and the export says that `transformers` does not keep them at zero in further
-//! training (the `pytorch` export does, with its masks).
+//! and in all three learned positions, LayerNorm, one FFN width and one activation (gelu or
+//! relu) across layers, full-rank FFNs and no cross-layer sharing;
+//! - **Llama** (`LlamaForCausalLM`): rope, RMSNorm and swiglu, every layer full or grouped
+//!   attention with one head count and one key/value head count (any that divides the heads),
+//!   one FFN width, full rank, no sharing. genas's attention and swiglu FFN have no biases, as
+//!   Llama's (`attention_bias`, `mlp_bias` false). Llama pairs rotary dimensions as genas does
+//!   ("rotate half"), so q and k need no permutation.
+//!
+//! Linear attention, attention `none`, grouped attention with more than one key/value head
+//! outside Llama, a mix of families, swiglu outside Llama, rope or RMSNorm outside Llama,
+//! low-rank FFNs, per-layer FFN widths and shared layers have no counterpart: the error names
+//! the first such choice and points to `pytorch`, which covers every choice. Sparse layers
+//! export to `hf` with their zeros stored, and the export says that `transformers` does not
+//! keep them at zero in further training (the `pytorch` export does, with its masks).
 //!
 //! This module knows the parameter names the engine documents (`proxies/src/engine/model.rs`)
 //! but not the engine: the caller hands over the tensors, the check batch and its logits.
 
-use genas_space::{Activation, Architecture, Attention, Sparsity};
+use genas_space::{Activation, Architecture, Attention, Norm, Position, Sparsity};
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -140,6 +147,10 @@ pub enum HfFamily {
         local: Vec<bool>,
     },
     GptBigCode,
+    /// Rope, RMSNorm, swiglu, full or grouped attention with `kv_heads` key/value heads.
+    Llama {
+        kv_heads: u32,
+    },
 }
 
 impl HfFamily {
@@ -148,6 +159,7 @@ impl HfFamily {
             HfFamily::Gpt2 => "GPT2LMHeadModel",
             HfFamily::GptNeo { .. } => "GPTNeoForCausalLM",
             HfFamily::GptBigCode => "GPTBigCodeForCausalLM",
+            HfFamily::Llama { .. } => "LlamaForCausalLM",
         }
     }
 }
@@ -155,6 +167,15 @@ impl HfFamily {
 /// The `transformers` family `arch` maps onto, or the first choice that has none.
 pub fn hf_family(arch: &Architecture) -> Result<HfFamily, ExportError> {
     let no = |what: String| Err(ExportError::Unsupported(what));
+    let modern = arch.position.is_rope()
+        || arch.norm == Norm::Rmsnorm
+        || arch
+            .layers
+            .iter()
+            .any(|l| l.ffn.activation == Activation::Swiglu);
+    if modern {
+        return llama_family(arch).map_err(ExportError::Unsupported);
+    }
     if arch.share_layers > 1 {
         return no(format!(
             "cross-layer sharing (share_layers = {})",
@@ -235,6 +256,63 @@ pub fn hf_family(arch: &Architecture) -> Result<HfFamily, ExportError> {
     Ok(HfFamily::GptNeo {
         window: window.expect("some layer is sliding"),
         local,
+    })
+}
+
+/// The Llama family, or the first choice of `arch` that keeps it out (rope, RMSNorm or swiglu
+/// brought it here: only Llama has them).
+fn llama_family(arch: &Architecture) -> Result<HfFamily, String> {
+    let needs = "the Llama family needs rope, rmsnorm and swiglu together";
+    if !arch.position.is_rope() {
+        return Err(format!(
+            "learned positions with rmsnorm or swiglu ({needs})"
+        ));
+    }
+    if arch.norm != Norm::Rmsnorm {
+        return Err(format!("LayerNorm with rope or swiglu ({needs})"));
+    }
+    if arch.share_layers > 1 {
+        return Err(format!(
+            "cross-layer sharing (share_layers = {})",
+            arch.share_layers
+        ));
+    }
+    let first = &arch.layers[0];
+    for (i, l) in arch.layers.iter().enumerate() {
+        match l.attention {
+            Attention::Full { .. } | Attention::Grouped { .. } => {}
+            ref other => {
+                return Err(format!(
+                    "layer {i}'s {} attention (Llama has full and grouped attention only)",
+                    other.kind_name()
+                ))
+            }
+        }
+        if l.ffn.activation != Activation::Swiglu {
+            return Err(format!(
+                "layer {i}'s {} FFN with rope and rmsnorm ({needs})",
+                l.ffn.activation.name()
+            ));
+        }
+        if let Some(r) = l.ffn.rank {
+            return Err(format!("layer {i}'s low-rank FFN (rank {r})"));
+        }
+        if l.ffn.hidden != first.ffn.hidden {
+            return Err(format!(
+                "per-layer FFN widths (layer 0 has {}, layer {i} {})",
+                first.ffn.hidden, l.ffn.hidden
+            ));
+        }
+        let (h, g) = (l.attention.heads(), l.attention.kv_heads());
+        let (h0, g0) = (first.attention.heads(), first.attention.kv_heads());
+        if (h, g) != (h0, g0) {
+            return Err(format!(
+                "per-layer head counts (layer 0 has {h0} heads and {g0} key/value heads, layer {i} {h} and {g})"
+            ));
+        }
+    }
+    Ok(HfFamily::Llama {
+        kv_heads: first.attention.kv_heads(),
     })
 }
 
@@ -419,6 +497,9 @@ fn hf_tensors(f: &HfFamily, e: &Export) -> Result<Vec<Named>, ExportError> {
             .copied()
             .ok_or_else(|| ExportError::Inconsistent(format!("no tensor {name}")))
     };
+    if let HfFamily::Llama { kv_heads } = *f {
+        return llama_tensors(e, kv_heads, &get);
+    }
     let c = e.arch.d_model as usize;
     let mut out: Vec<Named> = Vec::new();
     let same = |out: &mut Vec<Named>, from: &Tensor, to: String| {
@@ -486,6 +567,7 @@ fn hf_tensors(f: &HfFamily, e: &Export) -> Result<Vec<Named>, ExportError> {
                 ));
                 out.push((format!("{p}.attn.c_proj.bias"), vec![c], vec![0.0; c]));
             }
+            HfFamily::Llama { .. } => unreachable!("llama_tensors names Llama's tensors"),
             HfFamily::GptNeo { .. } => {
                 // GPT-Neo does not scale scores by 1/√hd: the factor goes into q_proj.
                 let hd = c / layer.attention.heads() as usize;
@@ -512,6 +594,50 @@ fn hf_tensors(f: &HfFamily, e: &Export) -> Result<Vec<Named>, ExportError> {
         }
         out.push((format!("{p}.mlp.c_fc.bias"), vec![h], fc_b.data.clone()));
         out.push((format!("{p}.mlp.c_proj.bias"), vec![c], mp_b.data.clone()));
+    }
+    Ok(out)
+}
+
+/// Llama's names: the embedding, then per layer the two norms, q/k/v/o and gate/up/down, then
+/// the final norm and the head (untied only).
+fn llama_tensors<'a>(
+    e: &Export,
+    kv_heads: u32,
+    get: &dyn Fn(&str) -> Result<&'a Tensor, ExportError>,
+) -> Result<Vec<Named>, ExportError> {
+    let c = e.arch.d_model as usize;
+    let renamed = |from: &str, to: String| -> Result<Named, ExportError> {
+        let t = get(from)?;
+        Ok((to, t.shape.clone(), t.data.clone()))
+    };
+    let mut out = vec![
+        renamed("wte.weight", "model.embed_tokens.weight".into())?,
+        renamed("ln_f.weight", "model.norm.weight".into())?,
+    ];
+    if !e.arch.tie_embeddings {
+        out.push(renamed("lm_head.weight", "lm_head.weight".into())?);
+    }
+    for (i, layer) in e.arch.layers.iter().enumerate() {
+        let p = format!("model.layers.{i}");
+        for (from, to) in [
+            ("ln_1.weight", "input_layernorm.weight"),
+            ("ln_2.weight", "post_attention_layernorm.weight"),
+            ("attn.c_proj.weight", "self_attn.o_proj.weight"),
+            ("mlp.c_gate.weight", "mlp.gate_proj.weight"),
+            ("mlp.c_fc.weight", "mlp.up_proj.weight"),
+            ("mlp.c_proj.weight", "mlp.down_proj.weight"),
+        ] {
+            out.push(renamed(&format!("h.{i}.{from}"), format!("{p}.{to}"))?);
+        }
+        // c_attn's rows: q (C), k (kvd), v (kvd).
+        let qkv = get(&format!("h.{i}.attn.c_attn.weight"))?;
+        let kvd = kv_heads as usize * (c / layer.attention.heads() as usize);
+        let mut row0 = 0;
+        for (name, rows) in [("q_proj", c), ("k_proj", kvd), ("v_proj", kvd)] {
+            let data = qkv.data[row0 * c..(row0 + rows) * c].to_vec();
+            out.push((format!("{p}.self_attn.{name}.weight"), vec![rows, c], data));
+            row0 += rows;
+        }
     }
     Ok(out)
 }
@@ -586,6 +712,35 @@ fn hf_config(f: &HfFamily, e: &Export) -> Value {
                 "embed_dropout": 0.0,
                 "attention_dropout": 0.0,
                 "resid_dropout": 0.0,
+            })
+        }
+        HfFamily::Llama { kv_heads } => {
+            let theta = match a.position {
+                Position::Rope { theta } => theta.0,
+                Position::Learned => unreachable!("the Llama family has rope"),
+            };
+            json!({
+                "model_type": "llama",
+                "architectures": [f.class()],
+                "vocab_size": a.vocab_size,
+                "max_position_embeddings": a.context,
+                "hidden_size": a.d_model,
+                "intermediate_size": l0.ffn.hidden,
+                "num_hidden_layers": a.depth(),
+                "num_attention_heads": heads,
+                "num_key_value_heads": kv_heads,
+                "head_dim": a.d_model / heads,
+                "hidden_act": "silu",
+                "rms_norm_eps": genas_space::NORM_EPS,
+                // transformers 5 reads rope_parameters; earlier versions rope_theta.
+                "rope_parameters": {"rope_type": "default", "rope_theta": theta},
+                "rope_theta": theta,
+                "rope_scaling": null,
+                "attention_bias": false,
+                "attention_dropout": 0.0,
+                "mlp_bias": false,
+                "pretraining_tp": 1,
+                "initializer_range": 0.02,
             })
         }
     };
@@ -722,7 +877,73 @@ mod tests {
             tie_embeddings: true,
             share_layers: 1,
             layers,
+            norm: Default::default(),
+            position: Default::default(),
         }
+    }
+
+    /// `layers` with rope, RMSNorm and swiglu, as Llama has them.
+    fn llama_like(layers: Vec<Layer>) -> Architecture {
+        let mut a = arch(
+            layers
+                .into_iter()
+                .map(|mut l| {
+                    l.ffn.activation = Activation::Swiglu;
+                    l
+                })
+                .collect(),
+        );
+        a.norm = Norm::Rmsnorm;
+        a.position = Position::Rope {
+            theta: genas_space::Float(1e4),
+        };
+        a
+    }
+
+    #[test]
+    fn rope_rmsnorm_and_swiglu_go_to_llama_and_nowhere_else() {
+        let gqa = Attention::Grouped {
+            heads: 4,
+            kv_heads: 2,
+        };
+        let full = Attention::Full { heads: 2 };
+        assert_eq!(
+            hf_family(&llama_like(vec![layer(gqa.clone(), 16); 2])).unwrap(),
+            HfFamily::Llama { kv_heads: 2 }
+        );
+        assert_eq!(
+            hf_family(&llama_like(vec![layer(full.clone(), 16); 2])).unwrap(),
+            HfFamily::Llama { kv_heads: 2 }
+        );
+        let refused = |a: &Architecture| match hf_family(a) {
+            Err(ExportError::Unsupported(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        // One Llama ingredient without the others fits no family (GPT-2 has neither).
+        let mut a = arch(vec![layer(full.clone(), 16); 2]);
+        a.position = Position::Rope {
+            theta: genas_space::Float(1e4),
+        };
+        assert!(refused(&a).starts_with("LayerNorm with rope or swiglu"));
+        a.norm = Norm::Rmsnorm;
+        assert!(refused(&a).contains("layer 0's gelu FFN with rope and rmsnorm"));
+        let mut a = llama_like(vec![layer(full.clone(), 16); 2]);
+        a.norm = Norm::Layernorm;
+        assert!(refused(&a).starts_with("LayerNorm with rope or swiglu"));
+        let mut a = llama_like(vec![layer(full.clone(), 16); 2]);
+        a.position = Position::Learned;
+        assert!(refused(&a).starts_with("learned positions with rmsnorm or swiglu"));
+        let mut a = llama_like(vec![layer(full.clone(), 16), layer(gqa.clone(), 16)]);
+        assert!(refused(&a).contains("per-layer head counts"));
+        a.layers[1] = a.layers[0].clone();
+        a.layers[1].attention = Attention::Sliding {
+            heads: 2,
+            window: 4,
+        };
+        assert!(refused(&a).contains("layer 1's sliding attention"));
+        let mut a = llama_like(vec![layer(full.clone(), 16); 2]);
+        a.layers[1].ffn.rank = Some(4);
+        assert!(refused(&a).contains("layer 1's low-rank FFN (rank 4)"));
     }
 
     #[test]

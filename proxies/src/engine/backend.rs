@@ -8,6 +8,7 @@
 
 use crate::engine::cpu::attention::AttnDims;
 use crate::engine::cpu::ops::AdamW;
+use crate::engine::cpu::rope::RopeDims;
 
 /// FFN non-linearity with a single input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,20 +31,20 @@ pub trait Backend: Send + Sync {
     /// dst[..n] = src[..n]
     fn copy(&self, dst: &mut Self::Buf, src: &Self::Buf, n: usize);
 
-    /// out (B,T,C) = wte[tokens] + wpe[t]
+    /// out (B,T,C) = wte[tokens] (+ wpe[t] with learned positions)
     fn embedding_forward(
         &self,
         out: &mut Self::Buf,
         tokens: &[u32],
         wte: &Self::Buf,
-        wpe: &Self::Buf,
+        wpe: Option<&Self::Buf>,
         btc: (usize, usize, usize),
     );
-    /// dwte, dwpe += scatter of dout (B,T,C)
+    /// dwte (and dwpe) += scatter of dout (B,T,C)
     fn embedding_backward(
         &self,
         dwte: &mut Self::Buf,
-        dwpe: &mut Self::Buf,
+        dwpe: Option<&mut Self::Buf>,
         dout: &Self::Buf,
         tokens: &[u32],
         btc: (usize, usize, usize),
@@ -74,6 +75,32 @@ pub trait Backend: Send + Sync {
         rstd: &Self::Buf,
         nc: (usize, usize),
     );
+
+    /// out = inp · rstd · w (RMSNorm over C); rstd (N) cached.
+    fn rmsnorm_forward(
+        &self,
+        out: &mut Self::Buf,
+        rstd: &mut Self::Buf,
+        inp: &Self::Buf,
+        w: &Self::Buf,
+        nc: (usize, usize),
+    );
+    /// dinp += ; dw +=
+    #[allow(clippy::too_many_arguments)]
+    fn rmsnorm_backward(
+        &self,
+        dinp: &mut Self::Buf,
+        dw: &mut Self::Buf,
+        dout: &Self::Buf,
+        inp: &Self::Buf,
+        w: &Self::Buf,
+        rstd: &Self::Buf,
+        nc: (usize, usize),
+    );
+
+    /// Rotary embeddings on the query and key parts of a qkv buffer, in place; `inverse`
+    /// rotates back (the backward pass of a rotation, applied to its gradient).
+    fn rope(&self, qkv: &mut Self::Buf, d: RopeDims, inverse: bool);
 
     /// out (N,OC) = [out +] inp (N,C) · w (OC,C)ᵀ + bias; `accumulate` adds to out (residuals).
     #[allow(clippy::too_many_arguments)]

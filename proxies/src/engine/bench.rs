@@ -152,6 +152,8 @@ pub fn bench_architecture(c: &BenchConfig) -> Architecture {
         tie_embeddings: false,
         share_layers: 1,
         layers: vec![layer; c.layers as usize],
+        norm: Default::default(),
+        position: Default::default(),
     }
 }
 

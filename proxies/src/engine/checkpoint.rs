@@ -159,6 +159,8 @@ mod tests {
                 None,
                 Sparsity::Dense,
             )],
+            norm: Default::default(),
+            position: Default::default(),
         };
         Model::new(&arch, Cpu::new(1), seed)
     }

@@ -3,12 +3,15 @@
 //! Each softmax layer keeps a key/value cache: all past positions for full and grouped attention
 //! (G·hd floats each, so grouped attention caches H/G times less), the last `window` positions in
 //! a ring buffer for sliding attention. Linear attention keeps its recurrent state S (H·hd·hd) and
-//! z (H·hd), whatever the length. The step computes exactly what the batched forward pass computes
-//! at that position (a test holds the two to 1e-4).
+//! z (H·hd), whatever the length. With rope, a query and key are rotated by their absolute
+//! position (the count of tokens since the last reset) before the key is cached. The step
+//! computes exactly what the batched forward pass computes at that position (a test holds the
+//! two to 1e-4).
 
 use crate::engine::backend::Backend;
 use crate::engine::cpu::linear_attention::phi;
-use crate::engine::model::{BlockParams, Lin, Mixer, Model};
+use crate::engine::cpu::rope;
+use crate::engine::model::{BlockParams, Lin, Mixer, Model, NormP};
 use crate::engine::real::dot;
 use genas_space::{Activation, Architecture, Rng};
 
@@ -32,8 +35,8 @@ pub struct Generator {
     w: Vec<Vec<f32>>,
     blocks: Vec<BlockParams>,
     wte: usize,
-    wpe: usize,
-    lnf: (usize, usize),
+    wpe: Option<usize>,
+    lnf: NormP,
     head: usize,
     caches: Vec<Cache>,
     pos: usize,
@@ -56,6 +59,12 @@ fn layernorm(x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
         .zip(b)
         .map(|((v, w), b)| (v - mean) * rstd * w + b)
         .collect()
+}
+
+fn rmsnorm(x: &[f32], w: &[f32]) -> Vec<f32> {
+    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let rstd = 1.0 / (ms + crate::engine::cpu::layernorm::EPS as f32).sqrt();
+    x.iter().zip(w).map(|(v, w)| v * rstd * w).collect()
 }
 
 /// y = W x + b for W (out, in).
@@ -82,7 +91,7 @@ impl Generator {
             blocks: model.blocks.clone(),
             wte: model.wte,
             wpe: model.wpe,
-            lnf: (model.lnf_w, model.lnf_b),
+            lnf: model.lnf,
             head: model.head.unwrap_or(model.wte),
             caches: vec![],
             pos: 0,
@@ -136,6 +145,13 @@ impl Generator {
             .sum()
     }
 
+    fn norm(&self, p: NormP, x: &[f32]) -> Vec<f32> {
+        match p.b {
+            Some(b) => layernorm(x, &self.w[p.w], &self.w[b]),
+            None => rmsnorm(x, &self.w[p.w]),
+        }
+    }
+
     fn lin(&self, lin: Lin, x: &[f32]) -> Vec<f32> {
         let w = &self.w;
         match lin {
@@ -156,14 +172,21 @@ impl Generator {
             "generation past the context"
         );
         let tok = token as usize;
-        let mut x: Vec<f32> = (0..c)
-            .map(|i| self.w[self.wte][tok * c + i] + self.w[self.wpe][pos * c + i])
-            .collect();
+        let mut x: Vec<f32> = self.w[self.wte][tok * c..(tok + 1) * c].to_vec();
+        if let Some(wpe) = self.wpe {
+            for (xi, p) in x.iter_mut().zip(&self.w[wpe][pos * c..(pos + 1) * c]) {
+                *xi += p;
+            }
+        }
         for l in 0..self.blocks.len() {
             let bp = self.blocks[l].clone();
             if let Some(at) = &bp.attn {
-                let ln = layernorm(&x, &self.w[at.ln_w], &self.w[at.ln_b]);
-                let qkv = matvec(&self.w[at.qkv], &ln, None);
+                let ln = self.norm(at.ln, &x);
+                let mut qkv = matvec(&self.w[at.qkv], &ln, None);
+                if let (Some(theta), Mixer::Softmax(d)) = (at.rope, at.mixer) {
+                    let (cos, sin) = rope::tables::<f32>(1, pos, d.head_dim, theta);
+                    rope::rotate_row(&mut qkv, d.heads, d.kv_heads, d.head_dim, &cos, &sin, false);
+                }
                 let mut o = vec![0.0f32; c];
                 match (at.mixer, &mut self.caches[l]) {
                     (Mixer::Softmax(d), Cache::Kv { k, v, cap }) => {
@@ -234,7 +257,7 @@ impl Generator {
                 let proj = matvec(&self.w[at.proj], &o, None);
                 x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
             }
-            let ln = layernorm(&x, &self.w[bp.ln2_w], &self.w[bp.ln2_b]);
+            let ln = self.norm(bp.ln2, &x);
             let up = self.lin(bp.fc, &ln);
             let act: Vec<f32> = match (bp.act, bp.gate) {
                 (Activation::Swiglu, Some(g)) => {
@@ -250,7 +273,7 @@ impl Generator {
             let out = self.lin(bp.proj, &act);
             x.iter_mut().zip(&out).for_each(|(a, b)| *a += b);
         }
-        let lnf = layernorm(&x, &self.w[self.lnf.0], &self.w[self.lnf.1]);
+        let lnf = self.norm(self.lnf, &x);
         self.pos += 1;
         matvec(&self.w[self.head], &lnf, None)
     }

@@ -103,6 +103,8 @@ mod tests {
                 );
                 depth
             ],
+            norm: Default::default(),
+            position: Default::default(),
         }
     }
 

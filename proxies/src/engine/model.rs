@@ -10,8 +10,8 @@
 //! | name | shape | note |
 //! |---|---|---|
 //! | `wte.weight` | (V, C) | token embedding; also the LM head when tied |
-//! | `wpe.weight` | (T, C) | learned positions |
-//! | `h.{i}.ln_1.weight`, `.bias` | (C) | absent for attention `none` |
+//! | `wpe.weight` | (T, C) | learned positions; absent with rope |
+//! | `h.{i}.ln_1.weight`, `.bias` | (C) | absent for attention `none`; RMSNorm has no bias |
 //! | `h.{i}.attn.c_attn.weight` | (C + 2·kvd, C) | rows: q (C), k (kvd), v (kvd) |
 //! | `h.{i}.attn.c_proj.weight` | (C, C) | |
 //! | `h.{i}.ln_2.weight`, `.bias` | (C) | |
@@ -51,7 +51,8 @@
 
 use crate::engine::backend::{Act, Backend};
 use crate::engine::cpu::attention::AttnDims;
-use genas_space::{Activation, Architecture, Attention, Rng, Sparsity};
+use crate::engine::cpu::rope::RopeDims;
+use genas_space::{Activation, Architecture, Attention, Float, Norm, Position, Rng, Sparsity};
 
 /// One named parameter tensor.
 #[derive(Clone, Debug)]
@@ -116,22 +117,29 @@ pub(crate) enum Mixer {
     Linear { heads: usize, head_dim: usize },
 }
 
+/// A norm's parameters: LayerNorm has a weight and a bias, RMSNorm a weight only.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NormP {
+    pub(crate) w: usize,
+    pub(crate) b: Option<usize>,
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct AttnParams {
-    pub(crate) ln_w: usize,
-    pub(crate) ln_b: usize,
+    pub(crate) ln: NormP,
     pub(crate) qkv: usize,
     pub(crate) proj: usize,
     pub(crate) mixer: Mixer,
     /// Width of a qkv row: C + 2·kvd.
     pub(crate) width: usize,
+    /// The rotary base when rope rotates this layer's queries and keys.
+    pub(crate) rope: Option<f64>,
 }
 
 #[derive(Clone, Debug)]
 pub(crate) struct BlockParams {
     pub(crate) attn: Option<AttnParams>,
-    pub(crate) ln2_w: usize,
-    pub(crate) ln2_b: usize,
+    pub(crate) ln2: NormP,
     pub(crate) fc: Lin,
     pub(crate) gate: Option<Lin>,
     pub(crate) proj: Lin,
@@ -186,9 +194,8 @@ struct Acts<Buf> {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Ids {
     wte: usize,
-    wpe: usize,
-    lnf_w: usize,
-    lnf_b: usize,
+    wpe: Option<usize>,
+    lnf: NormP,
     head: Option<usize>,
 }
 
@@ -246,9 +253,9 @@ pub struct Model<B: Backend> {
     masks: Vec<Option<B::Buf>>,
     pub(crate) blocks: Vec<BlockParams>,
     pub(crate) wte: usize,
-    pub(crate) wpe: usize,
-    pub(crate) lnf_w: usize,
-    pub(crate) lnf_b: usize,
+    /// Learned positions; `None` with rope.
+    pub(crate) wpe: Option<usize>,
+    pub(crate) lnf: NormP,
     pub(crate) head: Option<usize>,
     acts: Option<Acts<B::Buf>>,
     /// Workers of data-parallel steps (`forward_backward`), created on first use.
@@ -287,6 +294,14 @@ impl Builder {
 
     fn constant(&mut self, name: String, n: usize, value: f64) -> usize {
         self.add(name, vec![n], false, vec![value; n])
+    }
+
+    /// A unit norm over `c` features named `{prefix}.weight` (and a zero `{prefix}.bias` for
+    /// LayerNorm).
+    fn norm(&mut self, prefix: &str, c: usize, norm: Norm) -> NormP {
+        let w = self.constant(format!("{prefix}.weight"), c, 1.0);
+        let b = (norm == Norm::Layernorm).then(|| self.constant(format!("{prefix}.bias"), c, 0.0));
+        NormP { w, b }
     }
 
     /// A linear map with N(0, std) weights (its product, when factorised).
@@ -393,7 +408,7 @@ pub fn sparsity_mask(w: &[f64], cols: usize, sparsity: Sparsity) -> Vec<f64> {
 
 impl<B: Backend> Model<B> {
     /// Builds the network with GPT-2 initialisation: N(0, 0.02) weights, residual projections
-    /// scaled by 1/√(2·depth), zero biases, unit LayerNorms; sparsity masks are taken from the
+    /// scaled by 1/√(2·depth), zero biases, unit norms; sparsity masks are taken from the
     /// initial magnitudes and applied. The architecture must be valid.
     pub fn new(arch: &Architecture, be: B, seed: u64) -> Model<B> {
         arch.validate()
@@ -412,7 +427,16 @@ impl<B: Backend> Model<B> {
             masks: vec![],
         };
         let wte = bld.normal("wte.weight".into(), vec![v, c], std, &mut rng);
-        let wpe = bld.normal("wpe.weight".into(), vec![t, c], std, &mut rng);
+        let wpe = match arch.position {
+            Position::Learned => Some(bld.normal("wpe.weight".into(), vec![t, c], std, &mut rng)),
+            Position::Rope { .. } => None,
+        };
+        let theta = match arch.position {
+            Position::Rope {
+                theta: Float(theta),
+            } => Some(theta),
+            Position::Learned => None,
+        };
         let mut blocks: Vec<BlockParams> = Vec::with_capacity(arch.depth());
         for (i, layer) in arch.layers.iter().enumerate() {
             let owner = arch.weight_owner(i);
@@ -428,8 +452,7 @@ impl<B: Backend> Model<B> {
                     let hd = c / heads;
                     let kv = a.kv_heads() as usize;
                     let width = c + 2 * kv * hd;
-                    let ln_w = bld.constant(format!("h.{i}.ln_1.weight"), c, 1.0);
-                    let ln_b = bld.constant(format!("h.{i}.ln_1.bias"), c, 0.0);
+                    let ln = bld.norm(&format!("h.{i}.ln_1"), c, arch.norm);
                     let qkv = bld.normal(
                         format!("h.{i}.attn.c_attn.weight"),
                         vec![width, c],
@@ -467,17 +490,16 @@ impl<B: Backend> Model<B> {
                         }),
                     };
                     Some(AttnParams {
-                        ln_w,
-                        ln_b,
+                        ln,
                         qkv,
                         proj,
                         mixer,
                         width,
+                        rope: theta.filter(|_| arch.rotates(layer)),
                     })
                 }
             };
-            let ln2_w = bld.constant(format!("h.{i}.ln_2.weight"), c, 1.0);
-            let ln2_b = bld.constant(format!("h.{i}.ln_2.bias"), c, 0.0);
+            let ln2 = bld.norm(&format!("h.{i}.ln_2"), c, arch.norm);
             let h = layer.ffn.hidden as usize;
             let swiglu = layer.ffn.activation == Activation::Swiglu;
             let rank = layer.ffn.rank;
@@ -517,8 +539,7 @@ impl<B: Backend> Model<B> {
             bld.sparsify(proj, layer.sparsity);
             blocks.push(BlockParams {
                 attn,
-                ln2_w,
-                ln2_b,
+                ln2,
                 fc,
                 gate,
                 proj,
@@ -526,8 +547,7 @@ impl<B: Backend> Model<B> {
                 hidden: h,
             });
         }
-        let lnf_w = bld.constant("ln_f.weight".into(), c, 1.0);
-        let lnf_b = bld.constant("ln_f.bias".into(), c, 0.0);
+        let lnf = bld.norm("ln_f", c, arch.norm);
         let head = (!arch.tie_embeddings)
             .then(|| bld.normal("lm_head.weight".into(), vec![v, c], std, &mut rng));
         let weights = bld.init.iter().map(|w| be.upload(w)).collect();
@@ -547,8 +567,7 @@ impl<B: Backend> Model<B> {
             blocks,
             wte,
             wpe,
-            lnf_w,
-            lnf_b,
+            lnf,
             head,
             acts: None,
             pending: None,
@@ -657,8 +676,7 @@ impl<B: Backend> Model<B> {
             ids: Ids {
                 wte: self.wte,
                 wpe: self.wpe,
-                lnf_w: self.lnf_w,
-                lnf_b: self.lnf_b,
+                lnf: self.lnf,
                 head: self.head,
             },
         }
@@ -735,8 +753,7 @@ impl<B: Backend> Model<B> {
             ids: Ids {
                 wte: self.wte,
                 wpe: self.wpe,
-                lnf_w: self.lnf_w,
-                lnf_b: self.lnf_b,
+                lnf: self.lnf,
                 head: self.head,
             },
         };
@@ -968,31 +985,36 @@ fn forward_pass<B: Backend>(
         w,
         blocks,
         arch,
-        ids:
-            Ids {
-                wte,
-                wpe,
-                lnf_w,
-                lnf_b,
-                head,
-            },
+        ids: Ids {
+            wte,
+            wpe,
+            lnf,
+            head,
+        },
         ..
     } = *net;
     let (n, c, v) = (b * t, arch.d_model as usize, arch.vocab_size as usize);
     be.install(|| {
-        be.embedding_forward(&mut a.resid[0], tokens, &w[wte], &w[wpe], (b, t, c));
+        be.embedding_forward(
+            &mut a.resid[0],
+            tokens,
+            &w[wte],
+            wpe.map(|p| &w[p]),
+            (b, t, c),
+        );
         for (l, bp) in blocks.iter().enumerate() {
             let (before, after) = a.resid.split_at_mut(l + 1);
             let (x_in, x_out) = (&before[l], &mut after[0]);
             let ba = &mut a.blocks[l];
             if let Some(at) = &bp.attn {
-                be.layernorm_forward(
+                norm_forward(
+                    be,
+                    w,
+                    at.ln,
                     &mut ba.ln1,
                     &mut ba.ln1_mean,
                     &mut ba.ln1_rstd,
                     x_in,
-                    &w[at.ln_w],
-                    &w[at.ln_b],
                     (n, c),
                 );
                 be.matmul_forward(
@@ -1003,6 +1025,9 @@ fn forward_pass<B: Backend>(
                     None,
                     (n, c, at.width),
                 );
+                if let Some(d) = rope_dims(at, n, t) {
+                    be.rope(&mut ba.qkv, d, false);
+                }
                 match at.mixer {
                     Mixer::Softmax(d) => {
                         let d = AttnDims {
@@ -1026,13 +1051,14 @@ fn forward_pass<B: Backend>(
                 be.matmul_forward(&mut ba.x_mid, true, &ba.atty, &w[at.proj], None, (n, c, c));
             }
             let h_in = if bp.attn.is_some() { &ba.x_mid } else { x_in };
-            be.layernorm_forward(
+            norm_forward(
+                be,
+                w,
+                bp.ln2,
                 &mut ba.ln2,
                 &mut ba.ln2_mean,
                 &mut ba.ln2_rstd,
                 h_in,
-                &w[bp.ln2_w],
-                &w[bp.ln2_b],
                 (n, c),
             );
             // Without a gate, fc's bias goes in with the activation (one pass over the
@@ -1082,13 +1108,14 @@ fn forward_pass<B: Backend>(
             lin_forward(be, w, bp.proj, x_out, true, &mut ba.proj_lr, &ba.act, n);
         }
         let last = &a.resid[blocks.len()];
-        be.layernorm_forward(
+        norm_forward(
+            be,
+            w,
+            lnf,
             &mut a.lnf,
             &mut a.lnf_mean,
             &mut a.lnf_rstd,
             last,
-            &w[lnf_w],
-            &w[lnf_b],
             (n, c),
         );
         let head = &w[head.unwrap_or(wte)];
@@ -1120,14 +1147,12 @@ fn backward_pass<B: Backend>(
         masks,
         blocks,
         arch,
-        ids:
-            Ids {
-                wte,
-                wpe,
-                lnf_w,
-                lnf_b,
-                head,
-            },
+        ids: Ids {
+            wte,
+            wpe,
+            lnf,
+            head,
+        },
     } = *net;
     let (b, t) = (a.b, a.t);
     let (n, c, v) = (b * t, arch.d_model as usize, arch.vocab_size as usize);
@@ -1148,14 +1173,14 @@ fn backward_pass<B: Backend>(
         );
         be.set_zero(&mut a.dx);
         let last = &a.resid[blocks.len()];
-        let [dw, db] = g.get_disjoint_mut([lnf_w, lnf_b]).expect("distinct");
-        be.layernorm_backward(
+        norm_backward(
+            be,
+            w,
+            g,
+            lnf,
             &mut a.dx,
-            dw,
-            db,
             &a.dln,
             last,
-            &w[lnf_w],
             &a.lnf_mean,
             &a.lnf_rstd,
             (n, c),
@@ -1234,14 +1259,14 @@ fn backward_pass<B: Backend>(
                     );
                 }
             }
-            let [dw, db] = g.get_disjoint_mut([bp.ln2_w, bp.ln2_b]).expect("distinct");
-            be.layernorm_backward(
+            norm_backward(
+                be,
+                w,
+                g,
+                bp.ln2,
                 &mut a.dx,
-                dw,
-                db,
                 &a.dln,
                 h_in,
-                &w[bp.ln2_w],
                 &ba.ln2_mean,
                 &ba.ln2_rstd,
                 (n, c),
@@ -1267,6 +1292,10 @@ fn backward_pass<B: Backend>(
                             ..d
                         };
                         be.attention_backward(&mut a.dqkv, &a.datty, &ba.qkv, &ba.mix_cache, d);
+                        // The gradient reached the rotated q, k; turn it back.
+                        if let Some(d) = rope_dims(at, n, t) {
+                            be.rope(&mut a.dqkv, d, true);
+                        }
                     }
                     Mixer::Linear { heads, head_dim } => {
                         be.linear_attention_backward(
@@ -1289,22 +1318,27 @@ fn backward_pass<B: Backend>(
                     &w[at.qkv],
                     (n, c, at.width),
                 );
-                let [dw, db] = g.get_disjoint_mut([at.ln_w, at.ln_b]).expect("distinct");
-                be.layernorm_backward(
+                norm_backward(
+                    be,
+                    w,
+                    g,
+                    at.ln,
                     &mut a.dx,
-                    dw,
-                    db,
                     &a.dln,
                     x_in,
-                    &w[at.ln_w],
                     &ba.ln1_mean,
                     &ba.ln1_rstd,
                     (n, c),
                 );
             }
         }
-        let [dwte, dwpe] = g.get_disjoint_mut([wte, wpe]).expect("distinct");
-        be.embedding_backward(dwte, dwpe, &a.dx, tokens, (b, t, c));
+        match wpe {
+            Some(wpe) => {
+                let [dwte, dwpe] = g.get_disjoint_mut([wte, wpe]).expect("distinct");
+                be.embedding_backward(dwte, Some(dwpe), &a.dx, tokens, (b, t, c));
+            }
+            None => be.embedding_backward(&mut g[wte], None, &a.dx, tokens, (b, t, c)),
+        }
         for (gi, m) in g.iter_mut().zip(masks.iter()) {
             if let Some(m) = m {
                 be.mul_assign(gi, m);
@@ -1312,6 +1346,65 @@ fn backward_pass<B: Backend>(
         }
     });
 }
+/// The rope layout of a softmax layer's qkv buffer of `n` rows, sequences of `t`; `None` when
+/// the layer is not rotated.
+fn rope_dims(at: &AttnParams, n: usize, t: usize) -> Option<RopeDims> {
+    match (at.rope, at.mixer) {
+        (Some(theta), Mixer::Softmax(d)) => Some(RopeDims {
+            n,
+            t,
+            offset: 0,
+            heads: d.heads,
+            kv_heads: d.kv_heads,
+            head_dim: d.head_dim,
+            width: at.width,
+            theta,
+        }),
+        _ => None,
+    }
+}
+
+/// LayerNorm or RMSNorm forward, as `p` says (RMSNorm leaves `mean` alone).
+#[allow(clippy::too_many_arguments)]
+fn norm_forward<B: Backend>(
+    be: &B,
+    w: &[B::Buf],
+    p: NormP,
+    out: &mut B::Buf,
+    mean: &mut B::Buf,
+    rstd: &mut B::Buf,
+    inp: &B::Buf,
+    nc: (usize, usize),
+) {
+    match p.b {
+        Some(b) => be.layernorm_forward(out, mean, rstd, inp, &w[p.w], &w[b], nc),
+        None => be.rmsnorm_forward(out, rstd, inp, &w[p.w], nc),
+    }
+}
+
+/// LayerNorm or RMSNorm backward: dinp += ; the norm's parameter gradients in `g` +=.
+#[allow(clippy::too_many_arguments)]
+fn norm_backward<B: Backend>(
+    be: &B,
+    w: &[B::Buf],
+    g: &mut [B::Buf],
+    p: NormP,
+    dinp: &mut B::Buf,
+    dout: &B::Buf,
+    inp: &B::Buf,
+    mean: &B::Buf,
+    rstd: &B::Buf,
+    nc: (usize, usize),
+) {
+    match p.b {
+        Some(b) => {
+            let [dw, db] = g.get_disjoint_mut([p.w, b]).expect("distinct");
+            be.layernorm_backward(dinp, dw, db, dout, inp, &w[p.w], mean, rstd, nc);
+        }
+        None => be.rmsnorm_backward(dinp, &mut g[p.w], dout, inp, &w[p.w], rstd, nc),
+    }
+}
+
 fn act_of(a: Activation) -> Act {
     match a {
         Activation::Relu => Act::Relu,

@@ -7,7 +7,7 @@ weights load with `strict=True` and the logits match genas's to float32 rounding
 
 The network (C = d_model, H heads of hd = C/H, G key/value heads):
 
-    x = wte[idx] + wpe[positions]
+    x = wte[idx] + wpe[positions]               (no wpe with position "rope")
     for each layer:  x = x + attn(ln_1(x))      (skipped for attention "none")
                      x = x + mlp(ln_2(x))
     logits = ln_f(x) @ head.T                   (head = wte.weight when tie_embeddings)
@@ -16,11 +16,16 @@ Attention is full (causal softmax), grouped (query head h reads key/value head h
 sliding (each query sees itself and the window - 1 positions before it) or linear
 (Katharopoulos et al., 2020, feature map elu(x) + 1, no 1/sqrt(hd) scaling). The FFN is
 gelu (exact erf) or relu, `c_proj(act(c_fc(x)))` with biases, or swiglu,
-`c_proj(silu(c_gate(x)) * c_fc(x))` without biases. LayerNorms use eps 1e-5.
+`c_proj(silu(c_gate(x)) * c_fc(x))` without biases. The norms are LayerNorm (weight and bias)
+or, with norm "rmsnorm", RMSNorm (x / sqrt(mean(x^2) + eps) * weight, no bias); both use eps
+1e-5. With position "rope" the queries and keys of full, grouped and sliding attention are
+rotated as in GPT-NeoX and Llama (dimension i of a head pairs with i + hd/2, turned by
+position * theta^(-2i/hd)); linear and "none" layers get no position signal.
 
 Parameter names (matrices are (out, in), like torch.nn.Linear):
 
-    wte.weight (V, C), wpe.weight (context, C), ln_f.weight/.bias, lm_head.weight (untied only)
+    wte.weight (V, C), wpe.weight (context, C; learned positions only), ln_f.weight/.bias
+    (RMSNorm: .weight only), lm_head.weight (untied only)
     h.{i}.ln_1.weight/.bias, h.{i}.attn.c_attn.weight (C + 2*G*hd, C) rows q | k | v,
     h.{i}.attn.c_proj.weight (C, C), h.{i}.ln_2.weight/.bias,
     h.{i}.mlp.c_fc.weight/.bias, h.{i}.mlp.c_gate.weight (swiglu), h.{i}.mlp.c_proj.weight/.bias
@@ -152,10 +157,36 @@ class Linear(nn.Module):
         return x + self.bias if self.bias is not None else x
 
 
+class RMSNorm(nn.Module):
+    def __init__(self, d_model, eps=1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d_model))
+        self.eps = eps
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def make_norm(kind, d_model):
+    return RMSNorm(d_model) if kind == "rmsnorm" else nn.LayerNorm(d_model, eps=1e-5)
+
+
+def rotate(x, theta, offset=0):
+    """Rotary embedding of x (B, heads, T, hd) at positions offset .. offset + T - 1."""
+    T, hd = x.shape[-2], x.shape[-1]
+    half = hd // 2
+    inv = theta ** (-torch.arange(0, hd, 2, dtype=torch.float64, device=x.device) / hd)
+    ang = torch.arange(offset, offset + T, dtype=torch.float64, device=x.device)[:, None] * inv
+    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
 class Attention(nn.Module):
-    def __init__(self, spec, d_model, masked, proj_std):
+    def __init__(self, spec, d_model, masked, proj_std, rope_theta=None):
         super().__init__()
         self.kind = spec["kind"]
+        self.rope_theta = rope_theta if self.kind in ("full", "grouped", "sliding") else None
         self.heads = spec["heads"]
         self.kv_heads = spec.get("kv_heads", self.heads) if self.kind == "grouped" else self.heads
         self.window = spec.get("window") if self.kind == "sliding" else None
@@ -171,6 +202,8 @@ class Attention(nn.Module):
         q = q.view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
         k = k.view(B, T, G, hd).transpose(1, 2)
         v = v.view(B, T, G, hd).transpose(1, 2)
+        if self.rope_theta is not None:
+            q, k = rotate(q, self.rope_theta), rotate(k, self.rope_theta)
         if G != H:  # query head h reads key/value head h // (H // G)
             k, v = k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1)
         i = torch.arange(T, device=x.device)
@@ -206,15 +239,15 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, spec, d_model, proj_std):
+    def __init__(self, spec, d_model, proj_std, norm="layernorm", rope_theta=None):
         super().__init__()
         masked = spec.get("sparsity", "dense") != "dense"
         if spec["attention"]["kind"] != "none":
-            self.ln_1 = nn.LayerNorm(d_model, eps=1e-5)
-            self.attn = Attention(spec["attention"], d_model, masked, proj_std)
+            self.ln_1 = make_norm(norm, d_model)
+            self.attn = Attention(spec["attention"], d_model, masked, proj_std, rope_theta)
         else:
             self.attn = None
-        self.ln_2 = nn.LayerNorm(d_model, eps=1e-5)
+        self.ln_2 = make_norm(norm, d_model)
         self.mlp = MLP(spec["ffn"], d_model, masked, proj_std)
 
     def forward(self, x):
@@ -233,13 +266,18 @@ class GenasLM(nn.Module):
         layers, S = arch["layers"], max(1, arch.get("share_layers", 1))
         self.owners = [S * (i // S) for i in range(len(layers))]
         proj_std = 0.02 / math.sqrt(2 * len(layers))
+        norm = arch.get("norm", "layernorm")
+        position = arch.get("position", {"kind": "learned"})
+        rope_theta = position["theta"] if position["kind"] == "rope" else None
         self.wte = nn.Embedding(V, C)
-        self.wpe = nn.Embedding(self.context, C)
         nn.init.normal_(self.wte.weight, std=0.02)
-        nn.init.normal_(self.wpe.weight, std=0.02)
-        self.h = nn.ModuleDict({str(i): Block(layers[i], C, proj_std)
+        self.wpe = None
+        if rope_theta is None:
+            self.wpe = nn.Embedding(self.context, C)
+            nn.init.normal_(self.wpe.weight, std=0.02)
+        self.h = nn.ModuleDict({str(i): Block(layers[i], C, proj_std, norm, rope_theta)
                                 for i in sorted(set(self.owners))})
-        self.ln_f = nn.LayerNorm(C, eps=1e-5)
+        self.ln_f = make_norm(norm, C)
         self.tied = arch["tie_embeddings"]
         if not self.tied:
             self.lm_head = nn.Linear(C, V, bias=False)
@@ -250,7 +288,9 @@ class GenasLM(nn.Module):
         T = idx.shape[1]
         if T > self.context:
             raise ValueError(f"sequence length {T} > context {self.context}")
-        x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
+        x = self.wte(idx)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(T, device=idx.device))
         for o in self.owners:
             x = self.h[str(o)](x)
         head = self.wte.weight if self.tied else self.lm_head.weight

@@ -1,13 +1,13 @@
-//! Token + learned position embeddings.
+//! Token embeddings, plus learned position embeddings unless the model uses rope.
 
 use crate::engine::real::Real;
 
-/// out[b, t, :] = wte[tokens[b, t], :] + wpe[t, :].
+/// out[b, t, :] = wte[tokens[b, t], :] (+ wpe[t, :]).
 pub fn embedding_forward<F: Real>(
     out: &mut [F],
     tokens: &[u32],
     wte: &[F],
-    wpe: &[F],
+    wpe: Option<&[F]>,
     (b, t, c): (usize, usize, usize),
 ) {
     for bi in 0..b {
@@ -15,9 +15,11 @@ pub fn embedding_forward<F: Real>(
             let row = bi * t + ti;
             let tok = tokens[row] as usize;
             let o = &mut out[row * c..(row + 1) * c];
-            let (e, p) = (&wte[tok * c..(tok + 1) * c], &wpe[ti * c..(ti + 1) * c]);
-            for i in 0..c {
-                o[i] = e[i] + p[i];
+            o.copy_from_slice(&wte[tok * c..(tok + 1) * c]);
+            if let Some(wpe) = wpe {
+                for (oi, &p) in o.iter_mut().zip(&wpe[ti * c..(ti + 1) * c]) {
+                    *oi += p;
+                }
             }
         }
     }
@@ -27,7 +29,7 @@ pub fn embedding_forward<F: Real>(
 /// summation order must not depend on scheduling.
 pub fn embedding_backward<F: Real>(
     dwte: &mut [F],
-    dwpe: &mut [F],
+    mut dwpe: Option<&mut [F]>,
     dout: &[F],
     tokens: &[u32],
     (b, t, c): (usize, usize, usize),
@@ -40,8 +42,10 @@ pub fn embedding_backward<F: Real>(
             for (d, &x) in dwte[tok * c..(tok + 1) * c].iter_mut().zip(g) {
                 *d += x;
             }
-            for (d, &x) in dwpe[ti * c..(ti + 1) * c].iter_mut().zip(g) {
-                *d += x;
+            if let Some(dwpe) = dwpe.as_deref_mut() {
+                for (d, &x) in dwpe[ti * c..(ti + 1) * c].iter_mut().zip(g) {
+                    *d += x;
+                }
             }
         }
     }

@@ -5,7 +5,7 @@ use crate::engine::real::Real;
 use crate::engine::simd::simd_dispatch;
 use rayon::prelude::*;
 
-pub const EPS: f64 = 1e-5;
+pub const EPS: f64 = genas_space::NORM_EPS;
 
 /// Rows per task: fixed, so reductions are summed in the same order whatever the thread count.
 const ROWS_PER_CHUNK: usize = 64;

@@ -9,6 +9,8 @@ pub mod linear_attention;
 pub mod loss;
 pub mod matmul;
 pub mod ops;
+pub mod rmsnorm;
+pub mod rope;
 
 use crate::engine::backend::{Act, Backend};
 use crate::engine::real::Real;
@@ -106,20 +108,45 @@ impl<F: Real> Backend for Cpu<F> {
         out: &mut Vec<F>,
         tokens: &[u32],
         wte: &Vec<F>,
-        wpe: &Vec<F>,
+        wpe: Option<&Vec<F>>,
         btc: (usize, usize, usize),
     ) {
-        embedding::embedding_forward(out, tokens, wte, wpe, btc);
+        embedding::embedding_forward(out, tokens, wte, wpe.map(Vec::as_slice), btc);
     }
     fn embedding_backward(
         &self,
         dwte: &mut Vec<F>,
-        dwpe: &mut Vec<F>,
+        dwpe: Option<&mut Vec<F>>,
         dout: &Vec<F>,
         tokens: &[u32],
         btc: (usize, usize, usize),
     ) {
-        embedding::embedding_backward(dwte, dwpe, dout, tokens, btc);
+        embedding::embedding_backward(dwte, dwpe.map(Vec::as_mut_slice), dout, tokens, btc);
+    }
+    fn rmsnorm_forward(
+        &self,
+        out: &mut Vec<F>,
+        rstd: &mut Vec<F>,
+        inp: &Vec<F>,
+        w: &Vec<F>,
+        nc: (usize, usize),
+    ) {
+        rmsnorm::rmsnorm_forward(out, rstd, inp, w, nc);
+    }
+    fn rmsnorm_backward(
+        &self,
+        dinp: &mut Vec<F>,
+        dw: &mut Vec<F>,
+        dout: &Vec<F>,
+        inp: &Vec<F>,
+        w: &Vec<F>,
+        rstd: &Vec<F>,
+        nc: (usize, usize),
+    ) {
+        rmsnorm::rmsnorm_backward(dinp, dw, dout, inp, w, rstd, nc);
+    }
+    fn rope(&self, qkv: &mut Vec<F>, d: rope::RopeDims, inverse: bool) {
+        rope::rope(qkv, d, inverse);
     }
     fn layernorm_forward(
         &self,
