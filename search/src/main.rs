@@ -119,6 +119,10 @@ struct ExportArgs {
     /// The initialisation the search used, or the weights of genas distill.
     #[arg(long, value_enum, default_value = "distilled")]
     weights: WeightsArg,
+    /// Multiply low-rank FFN factors out and unroll shared layers (same logits, more
+    /// parameters), so that a native transformers family fits where only those stood in the way.
+    #[arg(long)]
+    densify: bool,
     #[arg(long, default_value = "genas-archive")]
     archive: PathBuf,
     #[arg(long)]
@@ -860,6 +864,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 format,
                 &a.out,
                 a.weights.into(),
+                a.densify,
             )?;
             if a.json {
                 json(&w)

@@ -424,7 +424,7 @@ fn text_sample(data: &Dataset) -> Option<(String, Vec<u32>)> {
     Some((text, tokens))
 }
 
-/// `genas export RUN CANDIDATE --format F --out DIR [--weights W]`.
+/// `genas export RUN CANDIDATE --format F --out DIR [--weights W] [--densify]`.
 pub fn export_candidate(
     archive_dir: &Path,
     run: &str,
@@ -432,13 +432,10 @@ pub fn export_candidate(
     format: Format,
     out: &Path,
     weights: Weights,
+    densify: bool,
 ) -> Result<Written> {
     let access = RunAccess::open(archive_dir, run, false)?;
     let cand = access.candidate(name)?;
-    if format == Format::Hf {
-        // Refuse before any work.
-        export::hf_family(&cand.architecture)?;
-    }
     let model = access.model(cand, weights, 1)?;
     let distilled = access.archive.distilled(run, &cand.id)?;
     let record = serde_json::json!({
@@ -455,7 +452,7 @@ pub fn export_candidate(
         "latency_ms_per_token": cand.latency_ms_per_token,
         "distilled": distilled,
     });
-    export_model(&model, &access.loaded.data, record, format, out)
+    export_model(&model, &access.loaded.data, record, format, out, densify)
 }
 
 /// Exports `model` (trained on `data`) as `format` into `out`, with `record` as
@@ -466,6 +463,7 @@ pub fn export_model(
     record: serde_json::Value,
     format: Format,
     out: &Path,
+    densify: bool,
 ) -> Result<Written> {
     let tensors: Vec<Tensor> = model
         .params
@@ -481,15 +479,23 @@ pub fn export_model(
     let check = check_batch(data, model);
     let vocab = export_vocab(&data.vocab);
     let text = text_sample(data);
+    // The check's logits are the original network's: densifying must not change them.
+    let (arch, tensors, notes) = if densify {
+        export::densify(&model.arch, &tensors)?
+    } else {
+        (model.arch.clone(), tensors, Vec::new())
+    };
     let e = Export {
-        arch: &model.arch,
+        arch: &arch,
         tensors: &tensors,
         vocab: &vocab,
         check: &check,
         text: text.as_ref().map(|(s, t)| (s.as_str(), t.as_slice())),
         record,
     };
-    Ok(export::export(format, &e, out)?)
+    let mut w = export::export(format, &e, out)?;
+    w.notes.splice(0..0, notes);
+    Ok(w)
 }
 
 pub fn render_export(w: &Written) -> String {

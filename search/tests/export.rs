@@ -16,7 +16,7 @@ use genas_space::{
     Activation, Architecture, Attention, Experiment, Float, Fraction, Layer, Norm, Position, Rng,
     Sparsity, Tokenizer,
 };
-use genas_store::export::Format;
+use genas_store::export::{Format, GENAS_HF_CLASS};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -377,13 +377,11 @@ fn exports_reproduce_genas_logits_in_pytorch_and_transformers() {
         let data = &datasets[case.data];
         let model = noisy_model(&case.arch, 100 + k as u64);
         let record = serde_json::json!({"case": case.name});
-        let mut formats = vec![Format::Pytorch, Format::Json];
-        if case.hf_class.is_some() {
-            formats.push(Format::Hf);
-        }
+        // hf is a native family or genas's own modeling code: every architecture has one.
+        let formats = [Format::Pytorch, Format::Json, Format::Hf];
         for format in formats {
             let out: PathBuf = dir.path().join(format!("{}-{}", case.name, format.name()));
-            let w = export_model(&model, data, record.clone(), format, &out).unwrap();
+            let w = export_model(&model, data, record.clone(), format, &out, false).unwrap();
             // What every export holds.
             for f in [
                 "architecture.json",
@@ -414,13 +412,23 @@ fn exports_reproduce_genas_logits_in_pytorch_and_transformers() {
                 data.vocab_size() as usize
             );
             if format == Format::Hf {
-                assert_eq!(w.hf_class, case.hf_class);
+                assert_eq!(w.hf_class, Some(case.hf_class.unwrap_or(GENAS_HF_CLASS)));
                 let sparse = case
                     .arch
                     .layers
                     .iter()
                     .any(|l| l.sparsity != Sparsity::Dense);
-                assert_eq!(!w.notes.is_empty(), sparse, "{:?}", w.notes);
+                let custom = case.hf_class.is_none();
+                if custom {
+                    // The note says why no family fits; masks travel with the weights.
+                    assert_eq!(w.notes.len(), 1, "{:?}", w.notes);
+                    assert!(w.notes[0].starts_with("no transformers family expresses"));
+                    for f in ["configuration_genas.py", "modeling_genas.py", "model.py"] {
+                        assert!(w.files.iter().any(|x| x == f), "{f}");
+                    }
+                } else {
+                    assert_eq!(!w.notes.is_empty(), sparse, "{:?}", w.notes);
+                }
                 assert_eq!(out.join("tokenizer.json").exists(), case.data != 2);
             }
             if format == Format::Json || python.is_err() {
@@ -435,6 +443,10 @@ fn exports_reproduce_genas_logits_in_pytorch_and_transformers() {
             );
             if format == Format::Hf && case.data != 2 {
                 assert_eq!(line["tokenizer"], "ok", "{line}");
+            }
+            assert_eq!(line["generate"], "ok", "{line}");
+            if format == Format::Hf {
+                assert_eq!(line["class"], w.hf_class.unwrap(), "{line}");
             }
             diffs.push(format!("{} {}: {diff:.2e}", case.name, format.name()));
         }
@@ -464,7 +476,7 @@ fn a_corrupted_check_fails_verification() {
     let model = noisy_model(&a, 7);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("hf");
-    export_model(&model, &data, Value::Null, Format::Hf, &out).unwrap();
+    export_model(&model, &data, Value::Null, Format::Hf, &out, false).unwrap();
     // One logit off by 1e-3: the check must notice.
     let path = out.join("genas_check.json");
     let mut check: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -478,4 +490,93 @@ fn a_corrupted_check_fails_verification() {
     assert!(!o.status.success());
     let line: Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
     assert_eq!(line["ok"], false, "{line}");
+}
+
+#[test]
+fn densify_lets_low_rank_and_shared_winners_load_in_a_native_family() {
+    let python = python_ready();
+    let data = corpus(Tokenizer::Char);
+    let gpt2 = arch(
+        &data,
+        16,
+        false,
+        2,
+        vec![
+            layer(
+                Attention::Full { heads: 2 },
+                32,
+                Activation::Gelu,
+                Some(8),
+                Sparsity::Dense
+            );
+            4
+        ],
+    );
+    let llama = Architecture {
+        position: Position::Rope {
+            theta: Float(10_000.0),
+        },
+        norm: Norm::Rmsnorm,
+        ..arch(
+            &data,
+            16,
+            true,
+            1,
+            vec![
+                layer(
+                    Attention::Grouped {
+                        heads: 4,
+                        kv_heads: 2
+                    },
+                    32,
+                    Activation::Swiglu,
+                    Some(4),
+                    Sparsity::TwoFour,
+                );
+                2
+            ],
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (k, (a, class)) in [(gpt2, "GPT2LMHeadModel"), (llama, "LlamaForCausalLM")]
+        .into_iter()
+        .enumerate()
+    {
+        let model = noisy_model(&a, 40 + k as u64);
+        let plain = dir.path().join(format!("{k}-plain"));
+        let w = export_model(&model, &data, Value::Null, Format::Hf, &plain, false).unwrap();
+        assert_eq!(w.hf_class, Some(GENAS_HF_CLASS));
+        let out = dir.path().join(format!("{k}-dense"));
+        let w = export_model(&model, &data, Value::Null, Format::Hf, &out, true).unwrap();
+        assert_eq!(w.hf_class, Some(class), "{:?}", w.notes);
+        // The note gives the parameter counts before and after.
+        let note = &w.notes[0];
+        assert!(
+            note.starts_with("densified (low-rank FFNs multiplied out"),
+            "{note}"
+        );
+        let counts: Vec<usize> = note
+            .split(": ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        assert_eq!(counts[0], model.num_params(), "{note}");
+        assert!(counts[1] > counts[0], "{note}");
+        let dense = Architecture::from_json(
+            &std::fs::read_to_string(out.join("architecture.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(dense.layers.iter().all(|l| l.ffn.rank.is_none()));
+        assert_eq!(dense.share_layers, 1);
+        assert_eq!(dense.depth(), a.depth());
+        assert_eq!(genas_space::Cost::of(&dense).params as usize, counts[1]);
+        if python.is_ok() {
+            let line = run_check(&out);
+            assert!(line["ok"] == true && line["generate"] == "ok", "{line}");
+            let line = run_check(&plain);
+            assert!(line["ok"] == true && line["generate"] == "ok", "{line}");
+        }
+    }
 }

@@ -49,6 +49,11 @@ pub const CHECK_TOLERANCE: f64 = 1e-4;
 
 const MODEL_PY: &str = include_str!("export/model.py");
 const CHECK_PY: &str = include_str!("export/genas_check.py");
+const CONFIGURATION_PY: &str = include_str!("export/configuration_genas.py");
+const MODELING_PY: &str = include_str!("export/modeling_genas.py");
+
+/// The class of an `hf` export that no family fits: `modeling_genas.py`'s.
+pub const GENAS_HF_CLASS: &str = "GenasForCausalLM";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -316,21 +321,133 @@ fn llama_family(arch: &Architecture) -> Result<HfFamily, String> {
     })
 }
 
+/// The same network without low-rank factors or sharing: every FFN matrix stored as
+/// `weight_a` (r, in) and `weight_b` (out, r) becomes `weight` = B·A (computed in f64, rounded
+/// once), and every layer of a sharing group gets its own copy of the group's weights. The
+/// function is unchanged; the parameter count grows. A low-rank layer's sparsity gene becomes
+/// dense (the product of sparse factors is dense) and the zeros of its attention matrices are
+/// kept as stored values, without masks. Returns the architecture, the tensors and what changed.
+pub fn densify(
+    arch: &Architecture,
+    tensors: &[Tensor],
+) -> Result<(Architecture, Vec<Tensor>, Vec<String>), ExportError> {
+    let by_name: BTreeMap<&str, &Tensor> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+    let missing = |name: &str| ExportError::Inconsistent(format!("no tensor {name}"));
+    let mut dense = arch.clone();
+    dense.share_layers = 1;
+    let mut notes = Vec::new();
+    for (i, l) in dense.layers.iter_mut().enumerate() {
+        if l.ffn.rank.take().is_some() && l.sparsity != Sparsity::Dense {
+            notes.push(format!(
+                "layer {i}: the product of its {} sparse low-rank factors is dense; its attention matrices keep their zeros, without masks",
+                l.sparsity
+            ));
+            l.sparsity = Sparsity::Dense;
+        }
+    }
+    dense
+        .validate()
+        .map_err(|e| ExportError::Inconsistent(e.to_string()))?;
+    let mut out: Vec<Tensor> = Vec::new();
+    for t in tensors {
+        if !t.name.starts_with("h.") {
+            out.push(t.clone());
+        }
+    }
+    for i in 0..arch.depth() {
+        let owner = arch.weight_owner(i);
+        let keep_masks = dense.layers[i].sparsity != Sparsity::Dense;
+        let prefix = format!("h.{owner}.");
+        for t in tensors.iter().filter(|t| t.name.starts_with(&prefix)) {
+            let rest = &t.name[prefix.len()..];
+            let name = format!("h.{i}.{rest}");
+            if let Some(base) = rest.strip_suffix(".weight_a") {
+                let b_name = format!("{prefix}{base}.weight_b");
+                let b = by_name
+                    .get(b_name.as_str())
+                    .ok_or_else(|| missing(&b_name))?;
+                let (r, inp) = (t.shape[0], t.shape[1]);
+                let o = b.shape[0];
+                if b.shape[1] != r {
+                    return Err(ExportError::Inconsistent(format!(
+                        "{b_name} has shape {:?} for rank {r}",
+                        b.shape
+                    )));
+                }
+                let mut w = vec![0f32; o * inp];
+                for (row, wr) in w.chunks_exact_mut(inp).enumerate() {
+                    for (col, x) in wr.iter_mut().enumerate() {
+                        let sum: f64 = (0..r)
+                            .map(|k| b.data[row * r + k] as f64 * t.data[k * inp + col] as f64)
+                            .sum();
+                        *x = sum as f32;
+                    }
+                }
+                out.push(Tensor {
+                    name: format!("h.{i}.{base}.weight"),
+                    shape: vec![o, inp],
+                    data: w,
+                    mask: None,
+                });
+            } else if rest.ends_with(".weight_b") {
+                // Multiplied into its weight_a's product above.
+            } else {
+                out.push(Tensor {
+                    name,
+                    shape: t.shape.clone(),
+                    data: t.data.clone(),
+                    mask: if keep_masks { t.mask.clone() } else { None },
+                });
+            }
+        }
+    }
+    let count = |ts: &[Tensor]| ts.iter().map(|t| t.data.len()).sum::<usize>();
+    let (before, after) = (count(tensors), count(&out));
+    let mut what = Vec::new();
+    if arch.layers.iter().any(|l| l.ffn.rank.is_some()) {
+        what.push("low-rank FFNs multiplied out");
+    }
+    if arch.share_layers > 1 {
+        what.push("shared layers unrolled");
+    }
+    notes.insert(
+        0,
+        format!(
+            "densified ({}): {before} → {after} parameters, the same logits; architecture.json is the dense network",
+            if what.is_empty() { "nothing to do".to_string() } else { what.join(", ") }
+        ),
+    );
+    Ok((dense, out, notes))
+}
+
 /// Writes `e` as `format` into `dir` (created if needed; files of the same names replaced).
 pub fn export(format: Format, e: &Export, dir: &Path) -> Result<Written, ExportError> {
     check_inputs(e)?;
-    let family = match format {
-        Format::Hf => Some(hf_family(e.arch)?),
-        _ => None,
+    // hf: the native family when one fits, else genas's own modeling code.
+    let (family, custom) = match format {
+        Format::Hf => match hf_family(e.arch) {
+            Ok(f) => (Some(f), None),
+            Err(ExportError::Unsupported(why)) => (None, Some(why)),
+            Err(other) => return Err(other),
+        },
+        _ => (None, None),
     };
     fs::create_dir_all(dir).map_err(|err| io(dir, &err))?;
     let mut w = Written {
         format: format.name(),
         dir: dir.to_path_buf(),
         files: Vec::new(),
-        hf_class: family.as_ref().map(HfFamily::class),
+        hf_class: family
+            .as_ref()
+            .map(HfFamily::class)
+            .or(custom.as_ref().map(|_| GENAS_HF_CLASS)),
         notes: Vec::new(),
     };
+    if let Some(why) = &custom {
+        w.notes.push(format!(
+            "no transformers family expresses {why}: written as {GENAS_HF_CLASS} with its own modeling code (modeling_genas.py); load it with AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True)"
+        ));
+    }
     let pretty = |v: &Value| serde_json::to_string_pretty(v).expect("JSON values serialise") + "\n";
     let arch_json: Value =
         serde_json::from_str(&e.arch.canonical_json()).expect("canonical JSON parses");
@@ -347,10 +464,15 @@ pub fn export(format: Format, e: &Export, dir: &Path) -> Result<Written, ExportE
         pretty(&vocab_json(e.vocab)).as_bytes(),
         &mut w,
     )?;
-    // genas's names (with masks) for json and pytorch, the family's for hf.
-    let tensors = match &family {
-        None => genas_tensors(e.tensors),
-        Some(f) => hf_tensors(f, e)?,
+    // genas's names (with masks) for json and pytorch and under `transformer.` for the
+    // modeling code, the family's for a native hf family.
+    let tensors = match (&family, &custom) {
+        (Some(f), _) => hf_tensors(f, e)?,
+        (None, Some(_)) => genas_tensors(e.tensors)
+            .into_iter()
+            .map(|(name, shape, data)| (format!("transformer.{name}"), shape, data))
+            .collect(),
+        (None, None) => genas_tensors(e.tensors),
     };
     put(
         dir,
@@ -358,40 +480,44 @@ pub fn export(format: Format, e: &Export, dir: &Path) -> Result<Written, ExportE
         &safetensors_bytes(&tensors)?,
         &mut w,
     )?;
-    match &family {
-        None => {
-            if format == Format::Pytorch {
-                put(dir, "model.py", MODEL_PY.as_bytes(), &mut w)?;
-            }
-        }
-        Some(f) => {
+    if format == Format::Pytorch || custom.is_some() {
+        put(dir, "model.py", MODEL_PY.as_bytes(), &mut w)?;
+    }
+    if format == Format::Hf {
+        let config = match &family {
+            Some(f) => hf_config(f, e),
+            None => genas_hf_config(e, &arch_json),
+        };
+        put(dir, "config.json", pretty(&config).as_bytes(), &mut w)?;
+        if custom.is_some() {
             put(
                 dir,
-                "config.json",
-                pretty(&hf_config(f, e)).as_bytes(),
+                "configuration_genas.py",
+                CONFIGURATION_PY.as_bytes(),
                 &mut w,
             )?;
-            if let Some(tok) = tokenizer_json(e.vocab) {
-                put(dir, "tokenizer.json", pretty(&tok).as_bytes(), &mut w)?;
-                let cfg = json!({
-                    "tokenizer_class": "PreTrainedTokenizerFast",
-                    "clean_up_tokenization_spaces": false,
-                    "model_max_length": e.arch.context,
-                });
-                put(
-                    dir,
-                    "tokenizer_config.json",
-                    pretty(&cfg).as_bytes(),
-                    &mut w,
-                )?;
-            }
-            for (i, l) in e.arch.layers.iter().enumerate() {
-                if l.sparsity != Sparsity::Dense {
-                    w.notes.push(format!(
-                        "layer {i} is {} sparse: its zeros are stored, but transformers does not keep them at zero if you train further (the pytorch export does)",
-                        l.sparsity
-                    ));
-                }
+            put(dir, "modeling_genas.py", MODELING_PY.as_bytes(), &mut w)?;
+        }
+        if let Some(tok) = tokenizer_json(e.vocab) {
+            put(dir, "tokenizer.json", pretty(&tok).as_bytes(), &mut w)?;
+            let cfg = json!({
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "clean_up_tokenization_spaces": false,
+                "model_max_length": e.arch.context,
+            });
+            put(
+                dir,
+                "tokenizer_config.json",
+                pretty(&cfg).as_bytes(),
+                &mut w,
+            )?;
+        }
+        for (i, l) in e.arch.layers.iter().enumerate() {
+            if l.sparsity != Sparsity::Dense && custom.is_none() {
+                w.notes.push(format!(
+                    "layer {i} is {} sparse: its zeros are stored, but transformers does not keep them at zero if you train further (the pytorch export does)",
+                    l.sparsity
+                ));
             }
         }
     }
@@ -642,16 +768,53 @@ fn llama_tensors<'a>(
     Ok(out)
 }
 
-fn hf_config(f: &HfFamily, e: &Export) -> Value {
+/// `config.json` of an export with genas's own modeling code.
+fn genas_hf_config(e: &Export, arch_json: &Value) -> Value {
+    let mut cfg = json!({
+        "model_type": "genas",
+        "architectures": [GENAS_HF_CLASS],
+        "auto_map": {
+            "AutoConfig": "configuration_genas.GenasConfig",
+            "AutoModelForCausalLM": "modeling_genas.GenasForCausalLM",
+        },
+        "genas_architecture": arch_json,
+        "vocab_size": e.arch.vocab_size,
+        "max_position_embeddings": e.arch.context,
+        "use_cache": false,
+    });
+    common_hf_keys(&mut cfg, e);
+    // Tied or not, the modeling code holds the head itself (see configuration_genas.py).
+    cfg["tie_word_embeddings"] = false.into();
+    cfg
+}
+
+/// What every `config.json` genas writes carries.
+fn common_hf_keys(cfg: &mut Value, e: &Export) {
     let a = e.arch;
-    let l0 = &a.layers[0];
-    let act = l0.ffn.activation.name();
-    let heads = l0.attention.heads();
     // Token ids beyond the vocabulary (the library defaults) would break generation.
     let bos = match e.vocab {
         Vocab::Pixels { levels } => Value::from(*levels),
         _ => Value::Null,
     };
+    let o = cfg.as_object_mut().expect("an object");
+    o.insert("tie_word_embeddings".into(), a.tie_embeddings.into());
+    o.insert("dtype".into(), "float32".into());
+    o.insert("torch_dtype".into(), "float32".into());
+    o.entry("use_cache").or_insert(true.into());
+    o.insert("bos_token_id".into(), bos.clone());
+    o.insert("eos_token_id".into(), bos);
+    o.insert("pad_token_id".into(), Value::Null);
+    o.insert(
+        "genas".into(),
+        json!({"architecture_id": a.id(), "architecture": a.summary()}),
+    );
+}
+
+fn hf_config(f: &HfFamily, e: &Export) -> Value {
+    let a = e.arch;
+    let l0 = &a.layers[0];
+    let act = l0.ffn.activation.name();
+    let heads = l0.attention.heads();
     let gpt2_keys = |model_type: &str, class: &str| {
         json!({
             "model_type": model_type,
@@ -744,18 +907,7 @@ fn hf_config(f: &HfFamily, e: &Export) -> Value {
             })
         }
     };
-    let o = cfg.as_object_mut().expect("an object");
-    o.insert("tie_word_embeddings".into(), a.tie_embeddings.into());
-    o.insert("dtype".into(), "float32".into());
-    o.insert("torch_dtype".into(), "float32".into());
-    o.insert("use_cache".into(), true.into());
-    o.insert("bos_token_id".into(), bos.clone());
-    o.insert("eos_token_id".into(), bos);
-    o.insert("pad_token_id".into(), Value::Null);
-    o.insert(
-        "genas".into(),
-        json!({"architecture_id": a.id(), "architecture": a.summary()}),
-    );
+    common_hf_keys(&mut cfg, e);
     cfg
 }
 
