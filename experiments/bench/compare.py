@@ -12,6 +12,7 @@ are adjacent in time) with their median and range: how far one run's ratio can b
     python3 experiments/bench/compare.py --config small --rounds 5
     python3 experiments/bench/compare.py --d-model 192 --layers 3 --heads 6   # custom
     python3 experiments/bench/compare.py --json               # JSON summary on stdout
+    python3 experiments/bench/compare.py --block llama        # rope + RMSNorm + SwiGLU
 
 If `import torch` fails, says so in one line and runs (and prints) the genas side only,
 exiting 0. Needs nothing beyond the standard library (and torch for the reference side).
@@ -86,6 +87,8 @@ def genas_cmd(args, cfg):
         "--threads", str(args.threads),
         "--json",
     ]
+    if args.block == "llama":
+        cmd.append("--llama")
     if cfg["vocab"] != 65:  # not part of the agreed interface; only sent when non-default
         cmd[3:3] = ["--vocab", str(cfg["vocab"])]
     return cmd
@@ -103,6 +106,7 @@ def torch_cmd(args, cfg):
         "--steps", str(args.steps),
         "--warmup", str(args.warmup),
         "--threads", str(args.threads),
+        "--block", args.block,
         "--json",
     ]
 
@@ -208,6 +212,8 @@ def main(argv=None):
                         "current directory, else to the repository root)")
     p.add_argument("--python", default=sys.executable, help="python for torch_gpt.py")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--block", choices=("gpt2", "llama"), default="gpt2",
+                   help="llama: rope, RMSNorm and SwiGLU on both sides")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5, help="pytorch warm-up steps")
     p.add_argument("--threads", type=int, default=2)

@@ -15,6 +15,11 @@ exact same computation:
 
 Defaults (V=65, C=128, L=4, H=4, T=64) give 816,128 parameters.
 
+With --block llama (`genas bench train --llama`), the Llama block instead: no positional
+embedding, rotary embeddings on q and k ("rotate half", theta 10000), RMSNorm (eps 1e-5) in
+place of every LayerNorm, and a SwiGLU MLP down(silu(gate(x)) * up(x)) with hidden 4C and no
+biases (1,066,368 parameters at the defaults).
+
 Timing covers only the timed steps (forward, backward, optimizer.step, zero_grad),
 after the warm-up steps, measured with time.perf_counter.
 
@@ -36,11 +41,22 @@ import torch.nn.functional as F
 DEFAULT_PARAMS = 816_128
 
 
+def rotate(x, theta=10000.0):
+    """Rotary embedding of x (B, H, T, hd), GPT-NeoX / Llama layout."""
+    t, hd = x.shape[-2], x.shape[-1]
+    inv = theta ** (-torch.arange(0, hd, 2, dtype=torch.float32) / hd)
+    ang = torch.arange(t, dtype=torch.float32)[:, None] * inv
+    cos, sin = ang.cos(), ang.sin()
+    x1, x2 = x[..., : hd // 2], x[..., hd // 2:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
 class Attention(nn.Module):
-    def __init__(self, d_model, heads):
+    def __init__(self, d_model, heads, rope=False):
         super().__init__()
         assert d_model % heads == 0, "d_model must be divisible by heads"
         self.heads = heads
+        self.rope = rope
         self.q = nn.Linear(d_model, d_model, bias=False)
         self.k = nn.Linear(d_model, d_model, bias=False)
         self.v = nn.Linear(d_model, d_model, bias=False)
@@ -52,6 +68,8 @@ class Attention(nn.Module):
         q = self.q(x).view(b, t, h, c // h).transpose(1, 2)
         k = self.k(x).view(b, t, h, c // h).transpose(1, 2)
         v = self.v(x).view(b, t, h, c // h).transpose(1, 2)
+        if self.rope:
+            q, k = rotate(q), rotate(k)
         # default scale is 1/sqrt(head_dim) = 1/sqrt(C/H)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         y = y.transpose(1, 2).contiguous().view(b, t, c)
@@ -68,13 +86,28 @@ class Mlp(nn.Module):
         return self.fc2(F.gelu(self.fc1(x), approximate="none"))
 
 
-class Block(nn.Module):
-    def __init__(self, d_model, heads):
+class SwiGlu(nn.Module):
+    def __init__(self, d_model):
         super().__init__()
-        self.ln1 = nn.LayerNorm(d_model, eps=1e-5)
-        self.attn = Attention(d_model, heads)
-        self.ln2 = nn.LayerNorm(d_model, eps=1e-5)
-        self.mlp = Mlp(d_model)
+        self.gate = nn.Linear(d_model, 4 * d_model, bias=False)
+        self.up = nn.Linear(d_model, 4 * d_model, bias=False)
+        self.down = nn.Linear(4 * d_model, d_model, bias=False)
+
+    def forward(self, x):
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+def norm(d_model, llama):
+    return nn.RMSNorm(d_model, eps=1e-5) if llama else nn.LayerNorm(d_model, eps=1e-5)
+
+
+class Block(nn.Module):
+    def __init__(self, d_model, heads, llama=False):
+        super().__init__()
+        self.ln1 = norm(d_model, llama)
+        self.attn = Attention(d_model, heads, rope=llama)
+        self.ln2 = norm(d_model, llama)
+        self.mlp = SwiGlu(d_model) if llama else Mlp(d_model)
 
     def forward(self, x):
         x = x + self.attn(self.ln1(x))
@@ -83,27 +116,29 @@ class Block(nn.Module):
 
 
 class Gpt(nn.Module):
-    def __init__(self, vocab, d_model, layers, heads, seq):
+    def __init__(self, vocab, d_model, layers, heads, seq, llama=False):
         super().__init__()
         self.seq = seq
         self.tok = nn.Embedding(vocab, d_model)
-        self.pos = nn.Embedding(seq, d_model)
-        self.blocks = nn.ModuleList([Block(d_model, heads) for _ in range(layers)])
-        self.ln_f = nn.LayerNorm(d_model, eps=1e-5)
+        self.pos = None if llama else nn.Embedding(seq, d_model)
+        self.blocks = nn.ModuleList([Block(d_model, heads, llama) for _ in range(layers)])
+        self.ln_f = norm(d_model, llama)
         self.head = nn.Linear(d_model, vocab, bias=False)
 
     def forward(self, idx, targets):
         b, t = idx.shape
         pos = torch.arange(t, device=idx.device)
-        x = self.tok(idx) + self.pos(pos)
+        x = self.tok(idx) if self.pos is None else self.tok(idx) + self.pos(pos)
         for blk in self.blocks:
             x = blk(x)
         logits = self.head(self.ln_f(x))
         return F.cross_entropy(logits.view(b * t, -1), targets.reshape(b * t))
 
 
-def param_count(v, c, l, t):
+def param_count(v, c, l, t, llama=False):
     """Closed form, matches Gpt's parameter count."""
+    if llama:
+        return v * c + l * (2 * c + 4 * c * c + 3 * 4 * c * c) + c + c * v
     per_block = 2 * (2 * c) + 4 * c * c + (c * 4 * c + 4 * c) + (4 * c * c + c)
     return v * c + t * c + l * per_block + 2 * c + c * v
 
@@ -142,6 +177,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batches", type=int, default=8, help="pre-generated batches to cycle")
+    p.add_argument("--block", choices=("gpt2", "llama"), default="gpt2")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     a = p.parse_args(argv)
 
@@ -149,10 +185,11 @@ def main(argv=None):
     warnings.filterwarnings("ignore", message=".*NumPy.*")
     torch.manual_seed(a.seed)
 
-    model = Gpt(a.vocab, a.d_model, a.layers, a.heads, a.seq)
+    llama = a.block == "llama"
+    model = Gpt(a.vocab, a.d_model, a.layers, a.heads, a.seq, llama)
     n_params = sum(q.numel() for q in model.parameters())
-    assert n_params == param_count(a.vocab, a.d_model, a.layers, a.seq), n_params
-    defaults = (a.vocab, a.d_model, a.layers, a.heads, a.seq) == (65, 128, 4, 4, 64)
+    assert n_params == param_count(a.vocab, a.d_model, a.layers, a.seq, llama), n_params
+    defaults = (a.vocab, a.d_model, a.layers, a.heads, a.seq, llama) == (65, 128, 4, 4, 64, False)
     if defaults:
         assert n_params == DEFAULT_PARAMS, f"expected {DEFAULT_PARAMS} params, got {n_params}"
     model.train()
@@ -186,6 +223,7 @@ def main(argv=None):
     flops = train_flops_per_step(a.vocab, a.d_model, a.layers, a.heads, a.seq, a.batch)
     out = {
         "impl": "pytorch",
+        "block": a.block,
         "torch_version": torch.__version__,
         "threads": torch.get_num_threads(),
         "d_model": a.d_model,

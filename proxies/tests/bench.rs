@@ -17,6 +17,7 @@ fn config(gemm_profile: bool) -> BenchConfig {
         warmup: 1,
         threads: 2,
         gemm_profile,
+        llama: false,
     }
 }
 

@@ -405,6 +405,9 @@ struct BenchFuzzArgs {
 
 #[derive(Args)]
 struct BenchTrainArgs {
+    /// The Llama block (rope, RMSNorm, swiglu with hidden 4·d_model) instead of GPT-2's.
+    #[arg(long)]
+    llama: bool,
     #[arg(long, default_value_t = 128)]
     d_model: u32,
     #[arg(long, default_value_t = 4)]
@@ -679,6 +682,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 warmup: a.warmup,
                 threads: a.threads,
                 gemm_profile: a.gemm_profile,
+                llama: a.llama,
             };
             let report =
                 genas_proxies::engine::bench::bench_train(&cfg).map_err(anyhow::Error::msg)?;

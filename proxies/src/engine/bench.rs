@@ -6,7 +6,9 @@ use crate::data::Batch;
 use crate::engine::cpu::matmul::{matmul_backward, matmul_forward, profile};
 use crate::engine::train::Optimizer;
 use crate::engine::{Backend, Cpu, Model, TrainConfig};
-use genas_space::{Activation, Architecture, Attention, Cost, Ffn, Layer, Rng, Sparsity};
+use genas_space::{
+    Activation, Architecture, Attention, Cost, Ffn, Float, Layer, Norm, Position, Rng, Sparsity,
+};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -23,6 +25,8 @@ pub struct BenchConfig {
     pub threads: usize,
     /// Time every matrix product of the timed steps (`BenchReport::products`).
     pub gemm_profile: bool,
+    /// The Llama block instead of GPT-2's: rope, RMSNorm, swiglu (hidden 4·C), no wpe.
+    pub llama: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -36,6 +40,8 @@ pub struct BenchReport {
     pub seq: u32,
     pub batch: usize,
     pub vocab: u32,
+    /// "gpt2" or "llama" (rope, RMSNorm, swiglu).
+    pub block: &'static str,
     pub params: usize,
     pub steps: u32,
     pub seconds: f64,
@@ -140,10 +146,24 @@ pub fn bench_architecture(c: &BenchConfig) -> Architecture {
         attention: Attention::Full { heads: c.heads },
         ffn: Ffn {
             hidden: 4 * c.d_model,
-            activation: Activation::Gelu,
+            activation: if c.llama {
+                Activation::Swiglu
+            } else {
+                Activation::Gelu
+            },
             rank: None,
         },
         sparsity: Sparsity::Dense,
+    };
+    let (norm, position) = if c.llama {
+        (
+            Norm::Rmsnorm,
+            Position::Rope {
+                theta: Float(genas_space::DEFAULT_ROPE_THETA),
+            },
+        )
+    } else {
+        (Norm::Layernorm, Position::Learned)
     };
     Architecture {
         vocab_size: c.vocab,
@@ -152,8 +172,8 @@ pub fn bench_architecture(c: &BenchConfig) -> Architecture {
         tie_embeddings: false,
         share_layers: 1,
         layers: vec![layer; c.layers as usize],
-        norm: Default::default(),
-        position: Default::default(),
+        norm,
+        position,
     }
 }
 
@@ -232,6 +252,7 @@ pub fn bench_train(c: &BenchConfig) -> Result<BenchReport, String> {
     let gemm = gemm_gflops(&be, b * t, c.d_model as usize, 4 * c.d_model as usize);
     let achieved = gflop * steps_per_s;
     Ok(BenchReport {
+        block: if c.llama { "llama" } else { "gpt2" },
         implementation: "genas".into(),
         threads,
         d_model: c.d_model,
