@@ -191,6 +191,9 @@ pub fn render_space_check(c: &SpaceCheck) -> String {
     for w in &s.warnings {
         let _ = writeln!(out, "warning       {w}");
     }
+    for n in &s.notes {
+        let _ = writeln!(out, "note          {n}");
+    }
     out
 }
 

@@ -98,6 +98,8 @@ pub struct SpaceSummary {
     /// How many architectures are within the constraints, when counted exactly.
     pub architectures_within: Option<u64>,
     pub warnings: Vec<String>,
+    /// What the space's combinations mean that a user may not expect (not a problem).
+    pub notes: Vec<String>,
 }
 
 /// The checked space for one data set (vocabulary size and context are part of every
@@ -123,6 +125,8 @@ pub struct SearchSpace {
     pub position: Vec<Position>,
     /// Declared values that no valid architecture can use, and ignored lists.
     pub warnings: Vec<String>,
+    /// What some combinations of the space mean (rope beside linear attention, ...).
+    pub notes: Vec<String>,
     /// Per d_model index: the distinct valid blocks, in enumeration order.
     blocks: Vec<Vec<Layer>>,
     /// Per d_model index: the genes of each valid block (first genes that decode to it).
@@ -328,6 +332,7 @@ impl SearchSpace {
             norm,
             position,
             warnings,
+            notes: vec![],
             blocks: vec![],
             block_genes: vec![],
             block_index: vec![],
@@ -407,7 +412,7 @@ impl SearchSpace {
             let mixes =
                 |b: &Layer| !matches!(b.attention, Attention::Linear { .. } | Attention::None);
             if self.blocks.iter().flatten().any(|b| !mixes(b)) {
-                self.warnings.push(
+                self.notes.push(
                     "position \"rope\" rotates the queries and keys of softmax attention only: \
                      a linear or none block gets no position signal from it, and an architecture \
                      made of them alone has none but the causal order"
@@ -1115,6 +1120,7 @@ impl SearchSpace {
             constraints_exact: exact,
             architectures_within,
             warnings,
+            notes: self.notes.clone(),
         })
     }
 
