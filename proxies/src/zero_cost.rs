@@ -53,7 +53,7 @@ pub const PROXY_NAMES: [&str; 11] = [
 /// calibrated ensemble can weigh the space's design choices too (the `ridge_arch` ensemble).
 /// They are not ranked as proxies on their own. Pure functions of the architecture:
 /// [`with_descriptors`] refreshes them on scores stored by an older genas.
-pub const DESCRIPTOR_NAMES: [&str; 13] = [
+pub const DESCRIPTOR_NAMES: [&str; 15] = [
     "arch.untied_head",
     "arch.depth",
     "arch.d_model",
@@ -67,15 +67,19 @@ pub const DESCRIPTOR_NAMES: [&str; 13] = [
     "arch.ffn_rank_share",
     "arch.gelu_share",
     "arch.swiglu_share",
+    "arch.rotated_layers",
+    "arch.rmsnorm",
 ];
 
 /// The values of `DESCRIPTOR_NAMES`: 1 for an untied LM head, depth, width, mean FFN hidden
 /// width, layers with attention, the share of dense (unmasked) layers, the layers of each
 /// attention kind, the mean FFN rank as a share of full rank (1 without low rank), and the
-/// shares of GELU and SwiGLU FFNs. Short training ranks the attention kinds very differently
-/// from long training (an FFN-only block learns bigram statistics first, attention later), so
-/// an ensemble fitted to longer training needs to see them.
-pub fn descriptors(arch: &Architecture) -> [f64; 13] {
+/// shares of GELU and SwiGLU FFNs, the layers rope rotates, and 1 for RMSNorm. Short training
+/// ranks the attention kinds very differently from long training (an FFN-only block learns
+/// bigram statistics first, attention later), so an ensemble fitted to longer training needs to
+/// see them; rope helps softmax layers and leaves linear ones without positions, so it is
+/// counted per rotated layer.
+pub fn descriptors(arch: &Architecture) -> [f64; 15] {
     use genas_space::{Activation, Attention};
     let n = arch.layers.len().max(1) as f64;
     let count = |f: &dyn Fn(&genas_space::Layer) -> bool| -> f64 {
@@ -105,6 +109,8 @@ pub fn descriptors(arch: &Architecture) -> [f64; 13] {
         rank_share,
         count(&|l| l.ffn.activation == Activation::Gelu) / n,
         count(&|l| l.ffn.activation == Activation::Swiglu) / n,
+        count(&|l| arch.rotates(l)),
+        f64::from(u8::from(arch.norm == genas_space::Norm::Rmsnorm)),
     ]
 }
 

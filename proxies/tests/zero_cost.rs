@@ -371,6 +371,16 @@ fn descriptors_count_each_attention_kind_rank_and_activation() {
     assert!((d["arch.ffn_rank_share"] - (1.0 + 0.5 + 1.0 + 0.25 + 1.0) / 5.0).abs() < 1e-12);
     assert!((d["arch.gelu_share"] - 0.6).abs() < 1e-12);
     assert!((d["arch.swiglu_share"] - 0.2).abs() < 1e-12);
+    assert_eq!((d["arch.rotated_layers"], d["arch.rmsnorm"]), (0.0, 0.0));
+    // Rope rotates the three softmax layers, not the linear or none ones.
+    let mut b = a.clone();
+    b.position = genas_space::Position::Rope {
+        theta: genas_space::Float(1e4),
+    };
+    b.norm = genas_space::Norm::Rmsnorm;
+    let e = zero_cost::descriptors(&b);
+    let at = |name: &str| e[DESCRIPTOR_NAMES.iter().position(|n| *n == name).unwrap()];
+    assert_eq!((at("arch.rotated_layers"), at("arch.rmsnorm")), (3.0, 1.0));
     // Scores stored without some descriptors get them back from the architecture.
     let mut old = zero_cost::ProxyScores::default();
     old.scores.insert("snip".into(), Some(1.5));

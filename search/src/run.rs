@@ -20,10 +20,6 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-/// Architectures the search calibrates its screen on when the archive has no calibration for
-/// the space yet.
-pub const SEARCH_CALIBRATION_N: usize = 40;
-
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunRecord {
     pub id: String,
@@ -310,7 +306,7 @@ pub fn preflight(l: &Loaded, threads: usize) -> Result<SpacePlan> {
     let min_calibration = 2 * genas_proxies::calibrate::FOLDS;
     let mut plan = SpacePlan {
         exhaustive: None,
-        calibration_n: Some(SEARCH_CALIBRATION_N),
+        calibration_n: Some(exp.search.calibration as usize),
         note: None,
         warnings: summary.warnings,
     };
@@ -336,7 +332,7 @@ pub fn preflight(l: &Loaded, threads: usize) -> Result<SpacePlan> {
         plan.note = Some(format!(
             "the space holds only {k} architectures within the constraints, too few to calibrate the zero-cost proxies on (at least {min_calibration}): no screen, every proposal is distilled"
         ));
-    } else if k < SEARCH_CALIBRATION_N {
+    } else if k < exp.search.calibration as usize {
         plan.calibration_n = Some(k);
         plan.note = Some(format!(
             "the space holds only {k} architectures within the constraints: the proxies are calibrated on all of them"

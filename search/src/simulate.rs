@@ -22,7 +22,6 @@ use crate::controller::{
     reference_point, CandidateRecord, Controller, RunContext, RunPlan, RungResult,
 };
 use crate::executor::Replay;
-use crate::run::SEARCH_CALIBRATION_N;
 use crate::table::Table;
 use anyhow::{bail, Context, Result};
 use genas_proxies::calibrate::{calibrate, Ensemble};
@@ -227,7 +226,7 @@ pub fn correlations(table: &Table, plan: &RunPlan) -> Option<Correlations> {
             .collect();
         signals.push((format!("proxy {name}"), against(&x)));
     }
-    // The search's own screen: calibrated on 40 architectures against the top rung.
+    // An ensemble fitted as the search fits its screen (against the top rung), judged held out.
     let top = table.rung_steps.len() - 1;
     let (fit_on, judge): (Vec<&crate::table::Row>, Vec<&crate::table::Row>) = {
         let mut order: Vec<usize> = (0..sample.len()).collect();
@@ -552,14 +551,14 @@ pub fn bench_search(
     }
     let (_, reference_hv) = crate::controller::front_and_hypervolume(&cands, top, &plan);
     let exhaustive: f64 = table.rows.iter().map(|r| r.rungs[top].cpu_s).sum();
-    // The screen's calibration: 40 rows (fixed by the teacher seed, as a search's is), their
-    // proxies against the top rung.
+    // The screen's calibration: search.calibration rows (fixed by the teacher seed, as a
+    // search's is), their proxies against the top rung.
     let mut rng = Rng::seed_from_u64(exp.teacher.seed ^ 0xca11_b7a7e);
     let mut order: Vec<usize> = (0..table.rows.len()).collect();
     rng.shuffle(&mut order);
     let picked: Vec<&crate::table::Row> = order
         .iter()
-        .take(SEARCH_CALIBRATION_N.min(table.rows.len()))
+        .take((exp.search.calibration as usize).min(table.rows.len()))
         .map(|&i| &table.rows[i])
         .collect();
     let ensemble = fit(&picked, |r| r.rungs[top].result.eval.map(|e| -e.val_ce));

@@ -293,7 +293,13 @@ pub struct SearchConfig {
     pub device: Device,
     /// Worker threads (0 = all cores).
     pub threads: u32,
+    /// Architectures the zero-cost screen is calibrated on (each distilled at the top rung)
+    /// when the archive holds no calibration for the space yet.
+    pub calibration: u32,
 }
+
+/// The default `search.calibration`.
+pub const DEFAULT_CALIBRATION: u32 = 40;
 
 impl Default for SearchConfig {
     fn default() -> Self {
@@ -306,6 +312,7 @@ impl Default for SearchConfig {
             seed: 0,
             device: Device::Cpu,
             threads: 0,
+            calibration: DEFAULT_CALIBRATION,
         }
     }
 }
@@ -560,6 +567,13 @@ impl Experiment {
             return Err(bad(
                 "search.threads",
                 format!("{} is above the limit 1024", s.threads),
+            ));
+        }
+        // Five folds of at least two rows each, as the ensembles' cross-validation needs.
+        if !(10..=100_000).contains(&s.calibration) {
+            return Err(bad(
+                "search.calibration",
+                format!("{} is outside 10..=100000", s.calibration),
             ));
         }
         if s.tournament == 0 || s.tournament > s.population {

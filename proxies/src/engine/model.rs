@@ -44,10 +44,16 @@
 //!   attention, i.e. grouped with one key/value head): `attn.c_attn.weight` is genas's
 //!   (C + 2·hd, C) matrix as is (`nn.Linear`), plus zero biases; the rest as GPT-2 without
 //!   the transposes.
+//! - **Llama** (`LlamaForCausalLM`; rope + RMSNorm + swiglu, full or grouped attention):
+//!   `model.embed_tokens`, per layer `input_layernorm` (`ln_1`), `self_attn.{q,k,v}_proj` (the
+//!   row blocks of `c_attn`), `o_proj` (`c_proj`), `post_attention_layernorm` (`ln_2`),
+//!   `mlp.gate_proj` / `up_proj` / `down_proj` (`c_gate`, `c_fc`, `c_proj`), `model.norm`. Llama
+//!   rotates the same "rotate half" pairs as `cpu/rope.rs`: no permutation.
 //!
-//! Linear attention, attention `none`, grouped attention with 1 < G < H, low rank, sparsity
-//! masks beyond stored zeros, swiglu and sharing have no counterpart in these families: the
-//! PyTorch export covers them.
+//! The GPT families need learned positions and LayerNorm. Linear attention, attention `none`,
+//! grouped attention with 1 < G < H outside Llama, low rank, sparsity masks beyond stored
+//! zeros, swiglu outside Llama and sharing have no counterpart in these families: the `hf`
+//! export then writes genas's own modeling code around `model.py`.
 
 use crate::engine::backend::{Act, Backend};
 use crate::engine::cpu::attention::AttnDims;
