@@ -7,7 +7,8 @@ resumed runs end with the same archive as an uninterrupted run.
 
 What it does:
 1. A prepared archive: the experiment's teacher (`genas teacher train`) and the proxy
-   calibration the search screens with (`genas proxies calibrate --n 40` at the last rung),
+   calibration the search screens with (`genas proxies calibrate --n N` at the last rung, N the
+   experiment's `search.calibration`, default 40),
    so every trial starts where a search would after its expensive preparation.
 2. A reference: the search run uninterrupted on a copy of the prepared archive.
 3. Each trial: a fresh copy, `genas search` killed with SIGKILL after a random delay (uniform
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,7 +108,9 @@ def main():
         prepared = work / "prepared"
         t0 = time.time()
         genas(binary, "teacher", "train", a.experiment, "--archive", prepared)
-        genas(binary, "proxies", "calibrate", a.experiment, "--n", "40", "--archive", prepared,
+        with open(a.experiment, "rb") as f:
+            n = tomllib.load(f).get("search", {}).get("calibration", 40)
+        genas(binary, "proxies", "calibrate", a.experiment, "--n", str(n), "--archive", prepared,
               "--out", work / "calibration")
         print(f"prepared archive: teacher and calibration in {time.time() - t0:.0f} s", flush=True)
 

@@ -10,40 +10,35 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
+/// `Eq` and `Hash` for a newtype over `f64`, by its bits, so it can be part of an `Eq` +
+/// `Hash` architecture.
+macro_rules! compared_by_bits {
+    ($t:ident) => {
+        impl PartialEq for $t {
+            fn eq(&self, other: &Self) -> bool {
+                self.0.to_bits() == other.0.to_bits()
+            }
+        }
+        impl Eq for $t {}
+        impl std::hash::Hash for $t {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.0.to_bits().hash(state)
+            }
+        }
+    };
+}
+
 /// A number in `(0, 1)` compared by value (used for unstructured sparsity fractions).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Fraction(pub f64);
+compared_by_bits!(Fraction);
 
-impl PartialEq for Fraction {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.to_bits() == other.0.to_bits()
-    }
-}
-impl Eq for Fraction {}
-impl std::hash::Hash for Fraction {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.to_bits().hash(state)
-    }
-}
-
-/// A real number compared by its bits, so it can be part of an `Eq` + `Hash` architecture
-/// (the rotary base).
+/// A real number compared by its bits (the rotary base).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Float(pub f64);
-
-impl PartialEq for Float {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.to_bits() == other.0.to_bits()
-    }
-}
-impl Eq for Float {}
-impl std::hash::Hash for Float {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.to_bits().hash(state)
-    }
-}
+compared_by_bits!(Float);
 
 /// The epsilon of every norm (LayerNorm and RMSNorm) genas builds.
 pub const NORM_EPS: f64 = 1e-5;

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `json` | `architecture.json`, `candidate.json`, `model.safetensors`, `genas_vocab.json`, `genas_check.json` | `genas train architecture.json`, any safetensors reader |
 //! | `pytorch` | the same plus `model.py`, `genas_check.py` | `GenasLM.from_pretrained(DIR)` from `model.py` (PyTorch only) |
-//! | `hf` | `config.json`, `model.safetensors` (Hugging Face names), `tokenizer.json` + `tokenizer_config.json` (text), `architecture.json`, `candidate.json`, `genas_vocab.json`, `genas_check.json`, `genas_check.py` | `transformers.AutoModelForCausalLM.from_pretrained(DIR)` |
+//! | `hf` | `config.json`, `model.safetensors` (Hugging Face names), `tokenizer.json` + `tokenizer_config.json` (text), `architecture.json`, `candidate.json`, `genas_vocab.json`, `genas_check.json`, `genas_check.py`; without a native family also `configuration_genas.py`, `modeling_genas.py`, `model.py` | `transformers.AutoModelForCausalLM.from_pretrained(DIR)` (`trust_remote_code=True` for genas's own code) |
 //!
 //! `architecture.json` is the canonical architecture (the one `genas train` reads);
 //! `candidate.json` its cost figures and scores as the caller gives them. Every export carries
@@ -29,10 +29,13 @@
 //!
 //! Linear attention, attention `none`, grouped attention with more than one key/value head
 //! outside Llama, a mix of families, swiglu outside Llama, rope or RMSNorm outside Llama,
-//! low-rank FFNs, per-layer FFN widths and shared layers have no counterpart: the error names
-//! the first such choice and points to `pytorch`, which covers every choice. Sparse layers
-//! export to `hf` with their zeros stored, and the export says that `transformers` does not
-//! keep them at zero in further training (the `pytorch` export does, with its masks).
+//! low-rank FFNs, per-layer FFN widths and shared layers have no counterpart in a family: `hf`
+//! then writes `GenasForCausalLM`, genas's own modeling code (`modeling_genas.py` and
+//! `configuration_genas.py` around `model.py`, `auto_map` in `config.json`, weights under
+//! `transformer.` with their masks), and its note names the first choice no family has.
+//! [`densify`] removes low rank and sharing first, when asked. Sparse layers export to a native
+//! family with their zeros stored, and the export says that `transformers` does not keep them
+//! at zero in further training (the modeling code and `pytorch` do, with their masks).
 //!
 //! This module knows the parameter names the engine documents (`proxies/src/engine/model.rs`)
 //! but not the engine: the caller hands over the tensors, the check batch and its logits.
@@ -134,7 +137,7 @@ pub struct Written {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("the hf format cannot express {0}: export it with --format pytorch, which covers every choice")]
+    #[error("no transformers family expresses {0}")]
     Unsupported(String),
     #[error("cannot write {}: {reason}", .path.display())]
     Io { path: PathBuf, reason: String },
