@@ -163,6 +163,14 @@ impl Attention {
         }
     }
 
+    /// Causal softmax attention (full, grouped or sliding): what rope rotates.
+    pub fn is_softmax(&self) -> bool {
+        matches!(
+            self,
+            Attention::Full { .. } | Attention::Grouped { .. } | Attention::Sliding { .. }
+        )
+    }
+
     /// The short name used in experiment files: full, grouped, sliding, linear, none.
     pub fn kind_name(&self) -> &'static str {
         match self {
@@ -427,11 +435,7 @@ impl Architecture {
     /// Whether rotary embeddings apply to `layer`: rope is on and its attention is softmax
     /// (full, grouped or sliding).
     pub fn rotates(&self, layer: &Layer) -> bool {
-        self.position.is_rope()
-            && matches!(
-                layer.attention,
-                Attention::Full { .. } | Attention::Grouped { .. } | Attention::Sliding { .. }
-            )
+        self.position.is_rope() && layer.attention.is_softmax()
     }
 
     /// Index of the layer whose weights layer `i` uses.

@@ -166,11 +166,7 @@ pub fn layer_cost(
         ),
         Attention::None => (0.0, 0, 0.0),
     };
-    let rotates = position.is_rope()
-        && matches!(
-            layer.attention,
-            Attention::Full { .. } | Attention::Grouped { .. } | Attention::Sliding { .. }
-        );
+    let rotates = position.is_rope() && layer.attention.is_softmax();
     let rope = if rotates { 3.0 * (df + kvd) } else { 0.0 };
     let mut act = 0.0;
     if has_attn {

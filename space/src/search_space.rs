@@ -394,10 +394,9 @@ impl SearchSpace {
         }
         if self.position.iter().any(|p| p.is_rope()) {
             for (&d, blocks) in self.d_model.iter().zip(&self.blocks) {
-                let odd = blocks.iter().find(|b| {
-                    !matches!(b.attention, Attention::Linear { .. } | Attention::None)
-                        && (d / b.attention.heads()) % 2 == 1
-                });
+                let odd = blocks
+                    .iter()
+                    .find(|b| b.attention.is_softmax() && (d / b.attention.heads()) % 2 == 1);
                 if let Some(b) = odd {
                     return Err(SpaceError::Choice {
                         key: "position",
@@ -409,9 +408,12 @@ impl SearchSpace {
                     });
                 }
             }
-            let mixes =
-                |b: &Layer| !matches!(b.attention, Attention::Linear { .. } | Attention::None);
-            if self.blocks.iter().flatten().any(|b| !mixes(b)) {
+            if self
+                .blocks
+                .iter()
+                .flatten()
+                .any(|b| !b.attention.is_softmax())
+            {
                 self.notes.push(
                     "position \"rope\" rotates the queries and keys of softmax attention only: \
                      a linear or none block gets no position signal from it, and an architecture \
