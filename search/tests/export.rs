@@ -210,6 +210,40 @@ fn exports_reproduce_genas_logits_in_pytorch_and_transformers() {
             hf_class: None,
         },
         Case {
+            name: "gpt-neox-untied",
+            data: 0,
+            arch: modern(
+                arch(
+                    ch,
+                    16,
+                    false,
+                    1,
+                    vec![layer(full(4), 40, Gelu, None, dense); 2],
+                ),
+                rope,
+                Norm::Layernorm,
+            ),
+            hf_class: Some("GPTNeoXForCausalLM"),
+        },
+        Case {
+            name: "gpt-neox-tied-relu-sparse",
+            data: 1,
+            arch: modern(
+                arch(
+                    by,
+                    24,
+                    true,
+                    1,
+                    vec![layer(full(2), 32, Relu, None, half); 3],
+                ),
+                Position::Rope {
+                    theta: Float(500_000.0),
+                },
+                Norm::Layernorm,
+            ),
+            hf_class: Some("GPTNeoXForCausalLM"),
+        },
+        Case {
             name: "llama-gqa-tied",
             data: 0,
             arch: modern(

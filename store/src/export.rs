@@ -21,6 +21,10 @@
 //!
 //! and in all three learned positions, LayerNorm, one FFN width and one activation (gelu or
 //! relu) across layers, full-rank FFNs and no cross-layer sharing;
+//! - **GPT-NeoX** (`GPTNeoXForCausalLM`, sequential residuals): rope, LayerNorm and gelu or
+//!   relu, every layer full attention with one head count, one FFN width, full rank, no
+//!   sharing; its fused `query_key_value` holds each head's q, k, v rows together, so genas's
+//!   rows are regrouped per head; attention biases are off (`attention_bias` false);
 //! - **Llama** (`LlamaForCausalLM`): rope, RMSNorm and swiglu, every layer full or grouped
 //!   attention with one head count and one key/value head count (any that divides the heads),
 //!   one FFN width, full rank, no sharing. genas's attention and swiglu FFN have no biases, as
@@ -159,6 +163,8 @@ pub enum HfFamily {
     Llama {
         kv_heads: u32,
     },
+    /// Rope, LayerNorm, gelu or relu, full attention (sequential residuals).
+    GptNeoX,
 }
 
 impl HfFamily {
@@ -168,6 +174,7 @@ impl HfFamily {
             HfFamily::GptNeo { .. } => "GPTNeoForCausalLM",
             HfFamily::GptBigCode => "GPTBigCodeForCausalLM",
             HfFamily::Llama { .. } => "LlamaForCausalLM",
+            HfFamily::GptNeoX => "GPTNeoXForCausalLM",
         }
     }
 }
@@ -181,6 +188,13 @@ pub fn hf_family(arch: &Architecture) -> Result<HfFamily, ExportError> {
             .layers
             .iter()
             .any(|l| l.ffn.activation == Activation::Swiglu);
+    let swiglu = arch
+        .layers
+        .iter()
+        .any(|l| l.ffn.activation == Activation::Swiglu);
+    if arch.position.is_rope() && arch.norm == Norm::Layernorm && !swiglu {
+        return neox_family(arch).map_err(ExportError::Unsupported);
+    }
     if modern {
         return llama_family(arch).map_err(ExportError::Unsupported);
     }
@@ -265,6 +279,45 @@ pub fn hf_family(arch: &Architecture) -> Result<HfFamily, ExportError> {
         window: window.expect("some layer is sliding"),
         local,
     })
+}
+
+/// GPT-NeoX, or the first choice of `arch` (rope, LayerNorm, gelu or relu) that keeps it out.
+fn neox_family(arch: &Architecture) -> Result<HfFamily, String> {
+    if arch.share_layers > 1 {
+        return Err(format!(
+            "cross-layer sharing (share_layers = {})",
+            arch.share_layers
+        ));
+    }
+    let first = &arch.layers[0];
+    for (i, l) in arch.layers.iter().enumerate() {
+        if !matches!(l.attention, Attention::Full { .. }) {
+            return Err(format!(
+                "layer {i}'s {} attention with rope and LayerNorm (GPT-NeoX has full attention only; Llama needs rmsnorm and swiglu)",
+                l.attention.kind_name()
+            ));
+        }
+        if let Some(r) = l.ffn.rank {
+            return Err(format!("layer {i}'s low-rank FFN (rank {r})"));
+        }
+        if (l.ffn.hidden, l.ffn.activation) != (first.ffn.hidden, first.ffn.activation) {
+            return Err(format!(
+                "per-layer FFNs (layer 0 has {} {}, layer {i} {} {})",
+                first.ffn.hidden,
+                first.ffn.activation.name(),
+                l.ffn.hidden,
+                l.ffn.activation.name()
+            ));
+        }
+        if l.attention.heads() != first.attention.heads() {
+            return Err(format!(
+                "per-layer head counts (layer 0 has {}, layer {i} {})",
+                first.attention.heads(),
+                l.attention.heads()
+            ));
+        }
+    }
+    Ok(HfFamily::GptNeoX)
 }
 
 /// The Llama family, or the first choice of `arch` that keeps it out (rope, RMSNorm or swiglu
@@ -626,8 +679,10 @@ fn hf_tensors(f: &HfFamily, e: &Export) -> Result<Vec<Named>, ExportError> {
             .copied()
             .ok_or_else(|| ExportError::Inconsistent(format!("no tensor {name}")))
     };
-    if let HfFamily::Llama { kv_heads } = *f {
-        return llama_tensors(e, kv_heads, &get);
+    match *f {
+        HfFamily::Llama { kv_heads } => return llama_tensors(e, kv_heads, &get),
+        HfFamily::GptNeoX => return neox_tensors(e, &get),
+        _ => {}
     }
     let c = e.arch.d_model as usize;
     let mut out: Vec<Named> = Vec::new();
@@ -696,7 +751,9 @@ fn hf_tensors(f: &HfFamily, e: &Export) -> Result<Vec<Named>, ExportError> {
                 ));
                 out.push((format!("{p}.attn.c_proj.bias"), vec![c], vec![0.0; c]));
             }
-            HfFamily::Llama { .. } => unreachable!("llama_tensors names Llama's tensors"),
+            HfFamily::Llama { .. } | HfFamily::GptNeoX => {
+                unreachable!("llama_tensors and neox_tensors name their own tensors")
+            }
             HfFamily::GptNeo { .. } => {
                 // GPT-Neo does not scale scores by 1/√hd: the factor goes into q_proj.
                 let hd = c / layer.attention.heads() as usize;
@@ -813,6 +870,62 @@ fn common_hf_keys(cfg: &mut Value, e: &Export) {
     );
 }
 
+/// GPT-NeoX's names. Its fused query_key_value holds, head after head, that head's q, k and v
+/// rows; genas's c_attn holds all q rows, then all k, then all v.
+fn neox_tensors<'a>(
+    e: &Export,
+    get: &dyn Fn(&str) -> Result<&'a Tensor, ExportError>,
+) -> Result<Vec<Named>, ExportError> {
+    let c = e.arch.d_model as usize;
+    let renamed = |from: &str, to: String| -> Result<Named, ExportError> {
+        let t = get(from)?;
+        Ok((to, t.shape.clone(), t.data.clone()))
+    };
+    let mut out = vec![
+        renamed("wte.weight", "gpt_neox.embed_in.weight".into())?,
+        renamed("ln_f.weight", "gpt_neox.final_layer_norm.weight".into())?,
+        renamed("ln_f.bias", "gpt_neox.final_layer_norm.bias".into())?,
+    ];
+    // transformers 5 reads the head as lm_head, renaming embed_out on load; 4 reads embed_out.
+    let head = if e.arch.tie_embeddings {
+        "wte.weight"
+    } else {
+        "lm_head.weight"
+    };
+    out.push(renamed(head, "embed_out.weight".into())?);
+    for (i, layer) in e.arch.layers.iter().enumerate() {
+        let p = format!("gpt_neox.layers.{i}");
+        for (from, to) in [
+            ("ln_1.weight", "input_layernorm.weight"),
+            ("ln_1.bias", "input_layernorm.bias"),
+            ("ln_2.weight", "post_attention_layernorm.weight"),
+            ("ln_2.bias", "post_attention_layernorm.bias"),
+            ("attn.c_proj.weight", "attention.dense.weight"),
+            ("mlp.c_fc.weight", "mlp.dense_h_to_4h.weight"),
+            ("mlp.c_fc.bias", "mlp.dense_h_to_4h.bias"),
+            ("mlp.c_proj.weight", "mlp.dense_4h_to_h.weight"),
+            ("mlp.c_proj.bias", "mlp.dense_4h_to_h.bias"),
+        ] {
+            out.push(renamed(&format!("h.{i}.{from}"), format!("{p}.{to}"))?);
+        }
+        let qkv = get(&format!("h.{i}.attn.c_attn.weight"))?;
+        let hd = c / layer.attention.heads() as usize;
+        let mut fused = Vec::with_capacity(3 * c * c);
+        for h in 0..layer.attention.heads() as usize {
+            for part in 0..3 {
+                let row0 = part * c + h * hd;
+                fused.extend_from_slice(&qkv.data[row0 * c..(row0 + hd) * c]);
+            }
+        }
+        out.push((
+            format!("{p}.attention.query_key_value.weight"),
+            vec![3 * c, c],
+            fused,
+        ));
+    }
+    Ok(out)
+}
+
 fn hf_config(f: &HfFamily, e: &Export) -> Value {
     let a = e.arch;
     let l0 = &a.layers[0];
@@ -878,6 +991,34 @@ fn hf_config(f: &HfFamily, e: &Export) -> Value {
                 "embed_dropout": 0.0,
                 "attention_dropout": 0.0,
                 "resid_dropout": 0.0,
+            })
+        }
+        HfFamily::GptNeoX => {
+            let theta = match a.position {
+                Position::Rope { theta } => theta.0,
+                Position::Learned => unreachable!("the GPT-NeoX family has rope"),
+            };
+            json!({
+                "model_type": "gpt_neox",
+                "architectures": [f.class()],
+                "vocab_size": a.vocab_size,
+                "max_position_embeddings": a.context,
+                "hidden_size": a.d_model,
+                "intermediate_size": l0.ffn.hidden,
+                "num_hidden_layers": a.depth(),
+                "num_attention_heads": heads,
+                "hidden_act": act,
+                "layer_norm_eps": genas_space::NORM_EPS,
+                "use_parallel_residual": false,
+                "attention_bias": false,
+                // transformers 5 reads rope_parameters; earlier versions the two after it.
+                "rope_parameters": {"rope_type": "default", "rope_theta": theta, "partial_rotary_factor": 1.0},
+                "rotary_emb_base": theta,
+                "rotary_pct": 1.0,
+                "rope_scaling": null,
+                "attention_dropout": 0.0,
+                "hidden_dropout": 0.0,
+                "initializer_range": 0.02,
             })
         }
         HfFamily::Llama { kv_heads } => {
@@ -1074,12 +1215,17 @@ mod tests {
             Err(ExportError::Unsupported(why)) => why,
             other => panic!("{other:?}"),
         };
-        // One Llama ingredient without the others fits no family (GPT-2 has neither).
+        // Rope with LayerNorm and gelu over full attention is GPT-NeoX; with any other
+        // attention kind, nothing.
         let mut a = arch(vec![layer(full.clone(), 16); 2]);
         a.position = Position::Rope {
             theta: genas_space::Float(1e4),
         };
-        assert!(refused(&a).starts_with("LayerNorm with rope or swiglu"));
+        assert_eq!(hf_family(&a).unwrap(), HfFamily::GptNeoX);
+        let mut b = a.clone();
+        b.layers[1].attention = gqa.clone();
+        assert!(refused(&b).contains("layer 1's grouped attention with rope and LayerNorm"));
+        // One Llama ingredient without the others fits no family (GPT-2 has neither).
         a.norm = Norm::Rmsnorm;
         assert!(refused(&a).contains("layer 0's gelu FFN with rope and rmsnorm"));
         let mut a = llama_like(vec![layer(full.clone(), 16); 2]);

@@ -44,6 +44,11 @@
 //!   attention, i.e. grouped with one key/value head): `attn.c_attn.weight` is genas's
 //!   (C + 2·hd, C) matrix as is (`nn.Linear`), plus zero biases; the rest as GPT-2 without
 //!   the transposes.
+//! - **GPT-NeoX** (`GPTNeoXForCausalLM`; rope + LayerNorm + gelu/relu, full attention):
+//!   `gpt_neox.embed_in`, per layer `input_layernorm` / `post_attention_layernorm` (`ln_1`,
+//!   `ln_2`), `attention.query_key_value` (`c_attn`'s rows regrouped head by head: q, k, v of
+//!   head 0, then head 1, ...), `attention.dense` (`c_proj`), `mlp.dense_h_to_4h` /
+//!   `dense_4h_to_h` (`c_fc`, `c_proj`), `gpt_neox.final_layer_norm`, `embed_out`.
 //! - **Llama** (`LlamaForCausalLM`; rope + RMSNorm + swiglu, full or grouped attention):
 //!   `model.embed_tokens`, per layer `input_layernorm` (`ln_1`), `self_attn.{q,k,v}_proj` (the
 //!   row blocks of `c_attn`), `o_proj` (`c_proj`), `post_attention_layernorm` (`ln_2`),
