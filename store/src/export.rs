@@ -949,6 +949,28 @@ fn hf_config(f: &HfFamily, e: &Export) -> Value {
             "scale_attn_weights": true,
         })
     };
+    // What GPT-NeoX and Llama share: rope, no attention biases, the usual size names.
+    let rope_theta = match a.position {
+        Position::Rope { theta } => theta.0,
+        Position::Learned => 0.0,
+    };
+    let rope_keys = |model_type: &str| {
+        json!({
+            "model_type": model_type,
+            "architectures": [f.class()],
+            "vocab_size": a.vocab_size,
+            "max_position_embeddings": a.context,
+            "hidden_size": a.d_model,
+            "intermediate_size": l0.ffn.hidden,
+            "num_hidden_layers": a.depth(),
+            "num_attention_heads": heads,
+            "rope_parameters": {"rope_type": "default", "rope_theta": rope_theta},
+            "rope_scaling": null,
+            "attention_bias": false,
+            "attention_dropout": 0.0,
+            "initializer_range": 0.02,
+        })
+    };
     let mut cfg = match f {
         HfFamily::Gpt2 => {
             let mut c = gpt2_keys("gpt2", f.class());
@@ -994,61 +1016,30 @@ fn hf_config(f: &HfFamily, e: &Export) -> Value {
             })
         }
         HfFamily::GptNeoX => {
-            let theta = match a.position {
-                Position::Rope { theta } => theta.0,
-                Position::Learned => unreachable!("the GPT-NeoX family has rope"),
-            };
-            json!({
-                "model_type": "gpt_neox",
-                "architectures": [f.class()],
-                "vocab_size": a.vocab_size,
-                "max_position_embeddings": a.context,
-                "hidden_size": a.d_model,
-                "intermediate_size": l0.ffn.hidden,
-                "num_hidden_layers": a.depth(),
-                "num_attention_heads": heads,
-                "hidden_act": act,
-                "layer_norm_eps": genas_space::NORM_EPS,
-                "use_parallel_residual": false,
-                "attention_bias": false,
-                // transformers 5 reads rope_parameters; earlier versions the two after it.
-                "rope_parameters": {"rope_type": "default", "rope_theta": theta, "partial_rotary_factor": 1.0},
-                "rotary_emb_base": theta,
-                "rotary_pct": 1.0,
-                "rope_scaling": null,
-                "attention_dropout": 0.0,
-                "hidden_dropout": 0.0,
-                "initializer_range": 0.02,
-            })
+            let mut c = rope_keys("gpt_neox");
+            let o = c.as_object_mut().expect("an object");
+            o.insert("hidden_act".into(), act.into());
+            o.insert("layer_norm_eps".into(), genas_space::NORM_EPS.into());
+            o.insert("use_parallel_residual".into(), false.into());
+            o.insert("hidden_dropout".into(), 0.0.into());
+            // transformers 5 reads rope_parameters; earlier versions these two.
+            o.insert("rotary_emb_base".into(), rope_theta.into());
+            o.insert("rotary_pct".into(), 1.0.into());
+            c["rope_parameters"]["partial_rotary_factor"] = 1.0.into();
+            c
         }
         HfFamily::Llama { kv_heads } => {
-            let theta = match a.position {
-                Position::Rope { theta } => theta.0,
-                Position::Learned => unreachable!("the Llama family has rope"),
-            };
-            json!({
-                "model_type": "llama",
-                "architectures": [f.class()],
-                "vocab_size": a.vocab_size,
-                "max_position_embeddings": a.context,
-                "hidden_size": a.d_model,
-                "intermediate_size": l0.ffn.hidden,
-                "num_hidden_layers": a.depth(),
-                "num_attention_heads": heads,
-                "num_key_value_heads": kv_heads,
-                "head_dim": a.d_model / heads,
-                "hidden_act": "silu",
-                "rms_norm_eps": genas_space::NORM_EPS,
-                // transformers 5 reads rope_parameters; earlier versions rope_theta.
-                "rope_parameters": {"rope_type": "default", "rope_theta": theta},
-                "rope_theta": theta,
-                "rope_scaling": null,
-                "attention_bias": false,
-                "attention_dropout": 0.0,
-                "mlp_bias": false,
-                "pretraining_tp": 1,
-                "initializer_range": 0.02,
-            })
+            let mut c = rope_keys("llama");
+            let o = c.as_object_mut().expect("an object");
+            o.insert("num_key_value_heads".into(), (*kv_heads).into());
+            o.insert("head_dim".into(), (a.d_model / heads).into());
+            o.insert("hidden_act".into(), "silu".into());
+            o.insert("rms_norm_eps".into(), genas_space::NORM_EPS.into());
+            // transformers 5 reads rope_parameters; earlier versions rope_theta.
+            o.insert("rope_theta".into(), rope_theta.into());
+            o.insert("mlp_bias".into(), false.into());
+            o.insert("pretraining_tp".into(), 1.into());
+            c
         }
     };
     common_hf_keys(&mut cfg, e);
