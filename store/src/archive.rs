@@ -809,12 +809,14 @@ impl Archive {
         // holder record, then sled's files, and no marker until the end; it must not be
         // reported as damaged.
         let locked = has("db") && is_locked(dir);
-        let marker = match read_marker(dir)? {
+        let marker = read_marker(dir)?;
+        let creator = marker.is_none().then(|| live_other_holder(dir)).flatten();
+        let marker = match marker {
             Some(marker) => marker,
-            None if locked || live_other_holder(dir).is_some() => {
+            None if locked || creator.is_some() => {
                 return Err(StoreError::BeingCreated {
                     path: dir.to_path_buf(),
-                    holder: live_other_holder(dir),
+                    holder: creator,
                 })
             }
             None if SLED_ENTRIES.iter().any(|name| has(name)) => {

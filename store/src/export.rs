@@ -182,20 +182,16 @@ impl HfFamily {
 /// The `transformers` family `arch` maps onto, or the first choice that has none.
 pub fn hf_family(arch: &Architecture) -> Result<HfFamily, ExportError> {
     let no = |what: String| Err(ExportError::Unsupported(what));
-    let modern = arch.position.is_rope()
-        || arch.norm == Norm::Rmsnorm
-        || arch
-            .layers
-            .iter()
-            .any(|l| l.ffn.activation == Activation::Swiglu);
+    // Rope, RMSNorm and swiglu exist only in GPT-NeoX (rope alone) and Llama (all three).
     let swiglu = arch
         .layers
         .iter()
         .any(|l| l.ffn.activation == Activation::Swiglu);
-    if arch.position.is_rope() && arch.norm == Norm::Layernorm && !swiglu {
+    let rmsnorm = arch.norm == Norm::Rmsnorm;
+    if arch.position.is_rope() && !rmsnorm && !swiglu {
         return neox_family(arch).map_err(ExportError::Unsupported);
     }
-    if modern {
+    if arch.position.is_rope() || rmsnorm || swiglu {
         return llama_family(arch).map_err(ExportError::Unsupported);
     }
     if arch.share_layers > 1 {
@@ -387,8 +383,7 @@ pub fn densify(
     arch: &Architecture,
     tensors: &[Tensor],
 ) -> Result<(Architecture, Vec<Tensor>, Vec<String>), ExportError> {
-    let by_name: BTreeMap<&str, &Tensor> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();
-    let missing = |name: &str| ExportError::Inconsistent(format!("no tensor {name}"));
+    let by_name = ByName::new(tensors);
     let mut dense = arch.clone();
     dense.share_layers = 1;
     let mut notes = Vec::new();
@@ -419,9 +414,7 @@ pub fn densify(
             let name = format!("h.{i}.{rest}");
             if let Some(base) = rest.strip_suffix(".weight_a") {
                 let b_name = format!("{prefix}{base}.weight_b");
-                let b = by_name
-                    .get(b_name.as_str())
-                    .ok_or_else(|| missing(&b_name))?;
+                let b = by_name.get(&b_name)?;
                 let (r, inp) = (t.shape[0], t.shape[1]);
                 let o = b.shape[0];
                 if b.shape[1] != r {
@@ -628,6 +621,42 @@ fn check_inputs(e: &Export) -> Result<(), ExportError> {
 /// A tensor to write: name, shape, values.
 type Named = (String, Vec<usize>, Vec<f32>);
 
+/// The tensors handed over, by their genas names.
+struct ByName<'a>(BTreeMap<&'a str, &'a Tensor>);
+
+impl<'a> ByName<'a> {
+    fn new(tensors: &'a [Tensor]) -> ByName<'a> {
+        ByName(tensors.iter().map(|t| (t.name.as_str(), t)).collect())
+    }
+
+    fn get(&self, name: &str) -> Result<&'a Tensor, ExportError> {
+        self.0
+            .get(name)
+            .copied()
+            .ok_or_else(|| ExportError::Inconsistent(format!("no tensor {name}")))
+    }
+
+    /// Tensor `from` as is, under the name `to`.
+    fn renamed(&self, from: &str, to: String) -> Result<Named, ExportError> {
+        let t = self.get(from)?;
+        Ok((to, t.shape.clone(), t.data.clone()))
+    }
+
+    /// Layer `i`'s tensors `h.{i}.{from}` as `{prefix}.{to}`, for each (from, to).
+    fn layer(
+        &self,
+        out: &mut Vec<Named>,
+        i: usize,
+        prefix: &str,
+        pairs: &[(&str, &str)],
+    ) -> Result<(), ExportError> {
+        for (from, to) in pairs {
+            out.push(self.renamed(&format!("h.{i}.{from}"), format!("{prefix}.{to}"))?);
+        }
+        Ok(())
+    }
+}
+
 /// genas names, and a `P_mask` beside every masked `P`.
 fn genas_tensors(tensors: &[Tensor]) -> Vec<Named> {
     let mut out = Vec::new();
@@ -672,54 +701,30 @@ fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 
 /// Renames (and for GPT-2 transposes) genas's tensors into the family's.
 fn hf_tensors(f: &HfFamily, e: &Export) -> Result<Vec<Named>, ExportError> {
-    let by_name: BTreeMap<&str, &Tensor> = e.tensors.iter().map(|t| (t.name.as_str(), t)).collect();
-    let get = |name: &str| {
-        by_name
-            .get(name)
-            .copied()
-            .ok_or_else(|| ExportError::Inconsistent(format!("no tensor {name}")))
-    };
+    let by_name = ByName::new(e.tensors);
     match *f {
-        HfFamily::Llama { kv_heads } => return llama_tensors(e, kv_heads, &get),
-        HfFamily::GptNeoX => return neox_tensors(e, &get),
+        HfFamily::Llama { kv_heads } => return llama_tensors(e, kv_heads, &by_name),
+        HfFamily::GptNeoX => return neox_tensors(e, &by_name),
         _ => {}
     }
     let c = e.arch.d_model as usize;
-    let mut out: Vec<Named> = Vec::new();
-    let same = |out: &mut Vec<Named>, from: &Tensor, to: String| {
-        out.push((to, from.shape.clone(), from.data.clone()))
-    };
-    same(
-        &mut out,
-        get("wte.weight")?,
-        "transformer.wte.weight".into(),
-    );
-    same(
-        &mut out,
-        get("wpe.weight")?,
-        "transformer.wpe.weight".into(),
-    );
-    same(
-        &mut out,
-        get("ln_f.weight")?,
-        "transformer.ln_f.weight".into(),
-    );
-    same(&mut out, get("ln_f.bias")?, "transformer.ln_f.bias".into());
+    let mut out = Vec::new();
+    for name in ["wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias"] {
+        out.push(by_name.renamed(name, format!("transformer.{name}"))?);
+    }
     if !e.arch.tie_embeddings {
-        same(&mut out, get("lm_head.weight")?, "lm_head.weight".into());
+        out.push(by_name.renamed("lm_head.weight", "lm_head.weight".into())?);
     }
     for (i, layer) in e.arch.layers.iter().enumerate() {
-        let g = |s: &str| get(&format!("h.{i}.{s}"));
+        let g = |s: &str| by_name.get(&format!("h.{i}.{s}"));
         let p = format!("transformer.h.{i}");
-        for ln in ["ln_1", "ln_2"] {
-            for part in ["weight", "bias"] {
-                same(
-                    &mut out,
-                    g(&format!("{ln}.{part}"))?,
-                    format!("{p}.{ln}.{part}"),
-                );
-            }
-        }
+        let norms = [
+            ("ln_1.weight", "ln_1.weight"),
+            ("ln_1.bias", "ln_1.bias"),
+            ("ln_2.weight", "ln_2.weight"),
+            ("ln_2.bias", "ln_2.bias"),
+        ];
+        by_name.layer(&mut out, i, &p, &norms)?;
         let qkv = g("attn.c_attn.weight")?;
         let proj = g("attn.c_proj.weight")?;
         let (fc, fc_b) = (g("mlp.c_fc.weight")?, g("mlp.c_fc.bias")?);
@@ -786,37 +791,28 @@ fn hf_tensors(f: &HfFamily, e: &Export) -> Result<Vec<Named>, ExportError> {
 
 /// Llama's names: the embedding, then per layer the two norms, q/k/v/o and gate/up/down, then
 /// the final norm and the head (untied only).
-fn llama_tensors<'a>(
-    e: &Export,
-    kv_heads: u32,
-    get: &dyn Fn(&str) -> Result<&'a Tensor, ExportError>,
-) -> Result<Vec<Named>, ExportError> {
+fn llama_tensors(e: &Export, kv_heads: u32, by_name: &ByName) -> Result<Vec<Named>, ExportError> {
     let c = e.arch.d_model as usize;
-    let renamed = |from: &str, to: String| -> Result<Named, ExportError> {
-        let t = get(from)?;
-        Ok((to, t.shape.clone(), t.data.clone()))
-    };
     let mut out = vec![
-        renamed("wte.weight", "model.embed_tokens.weight".into())?,
-        renamed("ln_f.weight", "model.norm.weight".into())?,
+        by_name.renamed("wte.weight", "model.embed_tokens.weight".into())?,
+        by_name.renamed("ln_f.weight", "model.norm.weight".into())?,
     ];
     if !e.arch.tie_embeddings {
-        out.push(renamed("lm_head.weight", "lm_head.weight".into())?);
+        out.push(by_name.renamed("lm_head.weight", "lm_head.weight".into())?);
     }
     for (i, layer) in e.arch.layers.iter().enumerate() {
         let p = format!("model.layers.{i}");
-        for (from, to) in [
+        let pairs = [
             ("ln_1.weight", "input_layernorm.weight"),
             ("ln_2.weight", "post_attention_layernorm.weight"),
             ("attn.c_proj.weight", "self_attn.o_proj.weight"),
             ("mlp.c_gate.weight", "mlp.gate_proj.weight"),
             ("mlp.c_fc.weight", "mlp.up_proj.weight"),
             ("mlp.c_proj.weight", "mlp.down_proj.weight"),
-        ] {
-            out.push(renamed(&format!("h.{i}.{from}"), format!("{p}.{to}"))?);
-        }
+        ];
+        by_name.layer(&mut out, i, &p, &pairs)?;
         // c_attn's rows: q (C), k (kvd), v (kvd).
-        let qkv = get(&format!("h.{i}.attn.c_attn.weight"))?;
+        let qkv = by_name.get(&format!("h.{i}.attn.c_attn.weight"))?;
         let kvd = kv_heads as usize * (c / layer.attention.heads() as usize);
         let mut row0 = 0;
         for (name, rows) in [("q_proj", c), ("k_proj", kvd), ("v_proj", kvd)] {
@@ -824,6 +820,54 @@ fn llama_tensors<'a>(
             out.push((format!("{p}.self_attn.{name}.weight"), vec![rows, c], data));
             row0 += rows;
         }
+    }
+    Ok(out)
+}
+
+/// GPT-NeoX's names. Its fused query_key_value holds, head after head, that head's q, k and v
+/// rows; genas's c_attn holds all q rows, then all k, then all v.
+fn neox_tensors(e: &Export, by_name: &ByName) -> Result<Vec<Named>, ExportError> {
+    let c = e.arch.d_model as usize;
+    // transformers 5 reads the head as lm_head, renaming embed_out on load; 4 reads embed_out.
+    let head = if e.arch.tie_embeddings {
+        "wte.weight"
+    } else {
+        "lm_head.weight"
+    };
+    let mut out = vec![
+        by_name.renamed("wte.weight", "gpt_neox.embed_in.weight".into())?,
+        by_name.renamed("ln_f.weight", "gpt_neox.final_layer_norm.weight".into())?,
+        by_name.renamed("ln_f.bias", "gpt_neox.final_layer_norm.bias".into())?,
+        by_name.renamed(head, "embed_out.weight".into())?,
+    ];
+    for (i, layer) in e.arch.layers.iter().enumerate() {
+        let p = format!("gpt_neox.layers.{i}");
+        let pairs = [
+            ("ln_1.weight", "input_layernorm.weight"),
+            ("ln_1.bias", "input_layernorm.bias"),
+            ("ln_2.weight", "post_attention_layernorm.weight"),
+            ("ln_2.bias", "post_attention_layernorm.bias"),
+            ("attn.c_proj.weight", "attention.dense.weight"),
+            ("mlp.c_fc.weight", "mlp.dense_h_to_4h.weight"),
+            ("mlp.c_fc.bias", "mlp.dense_h_to_4h.bias"),
+            ("mlp.c_proj.weight", "mlp.dense_4h_to_h.weight"),
+            ("mlp.c_proj.bias", "mlp.dense_4h_to_h.bias"),
+        ];
+        by_name.layer(&mut out, i, &p, &pairs)?;
+        let qkv = by_name.get(&format!("h.{i}.attn.c_attn.weight"))?;
+        let hd = c / layer.attention.heads() as usize;
+        let mut fused = Vec::with_capacity(3 * c * c);
+        for h in 0..layer.attention.heads() as usize {
+            for part in 0..3 {
+                let row0 = part * c + h * hd;
+                fused.extend_from_slice(&qkv.data[row0 * c..(row0 + hd) * c]);
+            }
+        }
+        out.push((
+            format!("{p}.attention.query_key_value.weight"),
+            vec![3 * c, c],
+            fused,
+        ));
     }
     Ok(out)
 }
@@ -868,62 +912,6 @@ fn common_hf_keys(cfg: &mut Value, e: &Export) {
         "genas".into(),
         json!({"architecture_id": a.id(), "architecture": a.summary()}),
     );
-}
-
-/// GPT-NeoX's names. Its fused query_key_value holds, head after head, that head's q, k and v
-/// rows; genas's c_attn holds all q rows, then all k, then all v.
-fn neox_tensors<'a>(
-    e: &Export,
-    get: &dyn Fn(&str) -> Result<&'a Tensor, ExportError>,
-) -> Result<Vec<Named>, ExportError> {
-    let c = e.arch.d_model as usize;
-    let renamed = |from: &str, to: String| -> Result<Named, ExportError> {
-        let t = get(from)?;
-        Ok((to, t.shape.clone(), t.data.clone()))
-    };
-    let mut out = vec![
-        renamed("wte.weight", "gpt_neox.embed_in.weight".into())?,
-        renamed("ln_f.weight", "gpt_neox.final_layer_norm.weight".into())?,
-        renamed("ln_f.bias", "gpt_neox.final_layer_norm.bias".into())?,
-    ];
-    // transformers 5 reads the head as lm_head, renaming embed_out on load; 4 reads embed_out.
-    let head = if e.arch.tie_embeddings {
-        "wte.weight"
-    } else {
-        "lm_head.weight"
-    };
-    out.push(renamed(head, "embed_out.weight".into())?);
-    for (i, layer) in e.arch.layers.iter().enumerate() {
-        let p = format!("gpt_neox.layers.{i}");
-        for (from, to) in [
-            ("ln_1.weight", "input_layernorm.weight"),
-            ("ln_1.bias", "input_layernorm.bias"),
-            ("ln_2.weight", "post_attention_layernorm.weight"),
-            ("ln_2.bias", "post_attention_layernorm.bias"),
-            ("attn.c_proj.weight", "attention.dense.weight"),
-            ("mlp.c_fc.weight", "mlp.dense_h_to_4h.weight"),
-            ("mlp.c_fc.bias", "mlp.dense_h_to_4h.bias"),
-            ("mlp.c_proj.weight", "mlp.dense_4h_to_h.weight"),
-            ("mlp.c_proj.bias", "mlp.dense_4h_to_h.bias"),
-        ] {
-            out.push(renamed(&format!("h.{i}.{from}"), format!("{p}.{to}"))?);
-        }
-        let qkv = get(&format!("h.{i}.attn.c_attn.weight"))?;
-        let hd = c / layer.attention.heads() as usize;
-        let mut fused = Vec::with_capacity(3 * c * c);
-        for h in 0..layer.attention.heads() as usize {
-            for part in 0..3 {
-                let row0 = part * c + h * hd;
-                fused.extend_from_slice(&qkv.data[row0 * c..(row0 + hd) * c]);
-            }
-        }
-        out.push((
-            format!("{p}.attention.query_key_value.weight"),
-            vec![3 * c, c],
-            fused,
-        ));
-    }
-    Ok(out)
 }
 
 fn hf_config(f: &HfFamily, e: &Export) -> Value {
