@@ -437,7 +437,16 @@ fn a_stale_holder_record_is_replaced() {
     let root = temp();
     let dir = root.path().join("a");
     make_archive(&dir);
-    let stale = json!({"pid": u32::MAX, "host": null, "command": "genas search old.toml",
+    // Stale means: recorded on this host by a process that is gone. The host is taken from
+    // a record genas itself writes, so the test does not depend on how the host is named.
+    let host = {
+        let _open = Archive::open(&dir).expect("reopen");
+        let record: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join("holder.json")).expect("read"))
+                .expect("JSON");
+        record["host"].clone()
+    };
+    let stale = json!({"pid": u32::MAX, "host": host, "command": "genas search old.toml",
                        "since_unix_s": 0});
     fs::write(dir.join("holder.json"), stale.to_string()).expect("write");
     let archive = Archive::open(&dir).expect("a stale record does not block");
