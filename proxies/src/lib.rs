@@ -14,6 +14,7 @@ pub mod data;
 pub mod distill;
 pub mod engine;
 pub mod linalg;
+pub mod pretrained;
 pub mod stats;
 pub mod teacher;
 pub mod zero_cost;

@@ -1,0 +1,234 @@
+//! Hugging Face checkpoints written by transformers (experiments/fixtures/hf, made by its
+//! make_fixtures.py) read as genas models: the engine's logits equal transformers' on the same
+//! tokens, and whatever genas cannot compute exactly is refused with one line.
+
+use genas_proxies::engine::Cpu;
+use genas_proxies::pretrained::{Checkpoint, PretrainedError};
+use genas_space::{Attention, Norm};
+use serde_json::Value;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../experiments/fixtures/hf")
+        .join(name)
+}
+
+fn reference(dir: &Path) -> (Vec<u32>, Vec<Vec<f64>>) {
+    let r: Value = serde_json::from_slice(&fs::read(dir.join("reference.json")).unwrap()).unwrap();
+    let ids = r["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let logits = r["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    (ids, logits)
+}
+
+/// max |genas − transformers| over every logit of the reference passage.
+fn max_logit_diff(dir: &Path) -> f64 {
+    let ck = Checkpoint::open(dir).expect("opens");
+    let (ids, want) = reference(dir);
+    let t = ids.len();
+    let mut model = ck.load(Cpu::<f32>::new(1), t as u32).expect("loads");
+    model.forward(&ids, None, None, (1, t), false);
+    let got = model.logits();
+    let v = ck.architecture.vocab_size as usize;
+    let mut worst = 0f64;
+    for (pos, row) in want.iter().enumerate() {
+        for (j, &w) in row.iter().enumerate() {
+            worst = worst.max((got[pos * v + j] - w).abs());
+        }
+    }
+    worst
+}
+
+#[test]
+fn a_bf16_llama_with_grouped_attention_computes_transformers_logits() {
+    let dir = fixture("llama-gqa");
+    let ck = Checkpoint::open(&dir).expect("opens");
+    let a = &ck.architecture;
+    assert_eq!(
+        a.layers[0].attention,
+        Attention::Grouped {
+            heads: 4,
+            kv_heads: 2
+        }
+    );
+    assert_eq!(
+        (a.norm, a.tie_embeddings, a.vocab_size, a.context),
+        (Norm::Rmsnorm, false, 384, 128)
+    );
+    let diff = max_logit_diff(&dir);
+    eprintln!("max |Δlogit| {diff:.2e}");
+    assert!(diff < 2e-5, "max |Δlogit| {diff}");
+}
+
+#[test]
+fn an_f16_llama_in_shards_with_a_tied_head_computes_transformers_logits() {
+    let dir = fixture("llama-tied-sharded");
+    let ck = Checkpoint::open(&dir).expect("opens");
+    assert!(ck.architecture.tie_embeddings);
+    assert_eq!(
+        ck.architecture.layers[0].attention,
+        Attention::Full { heads: 4 }
+    );
+    let diff = max_logit_diff(&dir);
+    eprintln!("max |Δlogit| {diff:.2e}");
+    assert!(diff < 2e-5, "max |Δlogit| {diff}");
+}
+
+#[test]
+fn the_key_is_the_files_not_the_folder() {
+    let a = Checkpoint::open(&fixture("llama-gqa")).unwrap();
+    let b = Checkpoint::open(&fixture("llama-tied-sharded")).unwrap();
+    assert_ne!(a.key, b.key);
+    // The same files elsewhere: the same key.
+    let copy = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        fs::copy(fixture("llama-gqa").join(f), copy.path().join(f)).unwrap();
+    }
+    assert_eq!(Checkpoint::open(copy.path()).unwrap().key, a.key);
+    // One weight changed: another key.
+    let mut bytes = fs::read(copy.path().join("model.safetensors")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(copy.path().join("model.safetensors"), bytes).unwrap();
+    assert_ne!(Checkpoint::open(copy.path()).unwrap().key, a.key);
+}
+
+/// A copy of llama-gqa with its config edited by `edit`, opened.
+fn open_edited(edit: impl FnOnce(&mut Value)) -> Result<Checkpoint, PretrainedError> {
+    let copy = tempfile::tempdir().unwrap();
+    let src = fixture("llama-gqa");
+    let mut cfg: Value =
+        serde_json::from_slice(&fs::read(src.join("config.json")).unwrap()).unwrap();
+    edit(&mut cfg);
+    fs::write(copy.path().join("config.json"), cfg.to_string()).unwrap();
+    fs::copy(
+        src.join("model.safetensors"),
+        copy.path().join("model.safetensors"),
+    )
+    .unwrap();
+    Checkpoint::open(copy.path())
+}
+
+fn refused(edit: impl FnOnce(&mut Value), says: &str) {
+    let e = open_edited(edit).expect_err("refused").to_string();
+    assert!(e.contains(says), "{e:?} should say {says:?}");
+    assert!(!e.contains('\n'), "one line: {e:?}");
+}
+
+#[test]
+fn what_genas_cannot_compute_is_refused_in_one_line() {
+    refused(
+        |c| c["model_type"] = "qwen2".into(),
+        "model_type \"qwen2\" is not supported",
+    );
+    refused(
+        |c| {
+            c["rope_parameters"] =
+                serde_json::json!({"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0})
+        },
+        "rope scaling \"llama3\"",
+    );
+    refused(|c| c["rms_norm_eps"] = 1e-6.into(), "rms_norm_eps 1e-6");
+    refused(
+        |c| c["attention_bias"] = true.into(),
+        "attention_bias = true",
+    );
+    refused(|c| c["hidden_act"] = "gelu".into(), "hidden_act \"gelu\"");
+    refused(|c| c["head_dim"] = 16.into(), "head_dim 16");
+    refused(|c| c["num_key_value_heads"] = 3.into(), "does not divide");
+    // A config that disagrees with the weights is found before anything is allocated.
+    refused(
+        |c| c["intermediate_size"] = 4096.into(),
+        "but config.json implies [48, 4096]",
+    );
+    refused(
+        |c| c["intermediate_size"] = 1_000_000_000u64.into(),
+        "above the limit",
+    );
+    refused(
+        |c| c["num_hidden_layers"] = 3.into(),
+        "lack tensor model.layers.2",
+    );
+    refused(|c| c["mlp_bias"] = true.into(), "mlp_bias = true");
+    refused(
+        |c| {
+            c.as_object_mut().unwrap().remove("hidden_size");
+        },
+        "no positive integer \"hidden_size\"",
+    );
+}
+
+#[test]
+fn an_untied_config_needs_its_head_and_a_tied_one_ignores_a_stored_head_as_transformers_does() {
+    let src = fixture("llama-tied-sharded");
+    let copy = tempfile::tempdir().unwrap();
+    for entry in fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        fs::copy(&path, copy.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let mut cfg: Value =
+        serde_json::from_slice(&fs::read(src.join("config.json")).unwrap()).unwrap();
+    cfg["tie_word_embeddings"] = false.into();
+    fs::write(copy.path().join("config.json"), cfg.to_string()).unwrap();
+    let e = Checkpoint::open(copy.path()).unwrap_err().to_string();
+    assert!(e.contains("the weights lack tensor lm_head.weight"), "{e}");
+    let tied = open_edited(|c| c["tie_word_embeddings"] = true.into()).expect("opens");
+    assert!(tied.architecture.tie_embeddings);
+}
+
+#[test]
+fn damaged_and_missing_files_are_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Checkpoint::open(&dir.path().join("absent"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a directory"), "{e}");
+    let e = Checkpoint::open(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("cannot read config.json"), "{e}");
+    let src = fixture("llama-gqa");
+    fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
+    let e = Checkpoint::open(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("no model.safetensors"), "{e}");
+    let weights = fs::read(src.join("model.safetensors")).unwrap();
+    for cut in [3, 100, weights.len() - 10] {
+        fs::write(dir.path().join("model.safetensors"), &weights[..cut]).unwrap();
+        let e = Checkpoint::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("is not a safetensors file"), "cut at {cut}: {e}");
+        assert!(!e.contains('\n'));
+    }
+    // A shard index that points out of the folder.
+    let sharded = tempfile::tempdir().unwrap();
+    fs::copy(src.join("config.json"), sharded.path().join("config.json")).unwrap();
+    fs::write(
+        sharded.path().join("model.safetensors.index.json"),
+        r#"{"weight_map": {"model.norm.weight": "../../etc/passwd"}}"#,
+    )
+    .unwrap();
+    let e = Checkpoint::open(sharded.path()).unwrap_err().to_string();
+    assert!(e.contains("to no file name in this folder"), "{e}");
+}
+
+#[test]
+fn the_context_is_bounded_by_the_checkpoint() {
+    let ck = Checkpoint::open(&fixture("llama-gqa")).unwrap();
+    assert_eq!(ck.architecture_at(64).unwrap().context, 64);
+    let e = ck.architecture_at(129).unwrap_err().to_string();
+    assert!(e.contains("exceed the checkpoint's context of 128"), "{e}");
+}
