@@ -11,6 +11,7 @@
 //! order after a begin-of-image token (`BOS = gray_levels`), so the vocabulary is
 //! `gray_levels + 1` and the context `image_size²`.
 
+use crate::tokenize::HfTokenizer;
 use genas_space::{DataConfig, DataKind, Experiment, Tokenizer};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -50,6 +51,9 @@ pub enum Vocabulary {
     Bytes,
     /// Tokens 0..levels are gray levels (0 = black), token `levels` begins an image.
     Pixels { levels: u32 },
+    /// A Hugging Face tokenizer's ids; `size` is the model's vocabulary (a teacher's may be
+    /// padded beyond the tokenizer's entries).
+    Hf { tokenizer: HfTokenizer, size: u32 },
 }
 
 impl Vocabulary {
@@ -58,6 +62,7 @@ impl Vocabulary {
             Vocabulary::Chars { chars } => chars.len() as u32,
             Vocabulary::Bytes => 256,
             Vocabulary::Pixels { levels } => levels + 1,
+            Vocabulary::Hf { size, .. } => *size,
         }
     }
 
@@ -72,6 +77,7 @@ impl Vocabulary {
                 let bytes: Vec<u8> = tokens.iter().map(|&t| t as u8).collect();
                 String::from_utf8_lossy(&bytes).into_owned()
             }
+            Vocabulary::Hf { tokenizer, .. } => tokenizer.decode(tokens),
             Vocabulary::Pixels { levels } => tokens
                 .iter()
                 .map(|&t| {
@@ -102,6 +108,12 @@ impl Vocabulary {
             }
             Vocabulary::Bytes => "256 bytes".into(),
             Vocabulary::Pixels { levels } => format!("{levels} gray levels + begin-of-image"),
+            Vocabulary::Hf { tokenizer, size } => format!(
+                "{size} tokens of {} ({} entries, sha256 {})",
+                tokenizer.path.display(),
+                tokenizer.size,
+                tokenizer.hash
+            ),
         }
     }
 }
@@ -123,6 +135,9 @@ pub struct Dataset {
     pub fingerprint: String,
     /// Images only: rows × cols of the source images.
     pub source_image_size: Option<(u32, u32)>,
+    /// Hugging Face tokenizers only: tokens per character over the whole corpus, so losses
+    /// per token read as bits per character, comparable across tokenizers.
+    pub tokens_per_char: Option<f64>,
 }
 
 /// Figures `genas data inspect` prints.
@@ -140,16 +155,125 @@ pub struct DataSummary {
     pub validation_sequences: usize,
     pub fingerprint: String,
     pub source_image_size: Option<(u32, u32)>,
+    pub tokens_per_char: Option<f64>,
 }
 
 impl Dataset {
-    /// Loads the experiment's `[data]`.
+    /// Loads the experiment's `[data]`; a Hugging Face tokenizer's stream is cached in
+    /// [`crate::tokenize::default_cache_dir`].
     pub fn load(exp: &Experiment) -> Result<Dataset, DataError> {
-        Dataset::load_config(
-            &exp.data,
-            &exp.data_path(),
-            exp.validation_path().as_deref(),
+        Dataset::load_with(
+            exp,
+            crate::tokenize::default_cache_dir().as_deref(),
+            &|_, _| {},
         )
+    }
+
+    /// [`Dataset::load`] with the token cache in `cache` (none: encode every time) and
+    /// `progress(bytes done, bytes)` told as a Hugging Face tokenizer encodes the corpus.
+    pub fn load_with(
+        exp: &Experiment,
+        cache: Option<&Path>,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<Dataset, DataError> {
+        let path = exp.data_path();
+        let Some(tok_path) = exp.tokenizer_path() else {
+            return Dataset::load_config(&exp.data, &path, exp.validation_path().as_deref());
+        };
+        let tok = HfTokenizer::from_file(&tok_path).map_err(|reason| DataError::Bad {
+            path: exp.source.display().to_string(),
+            reason: format!("[data] tokenizer: {reason}"),
+        })?;
+        let size = match exp.teacher_dir() {
+            Some(dir) => {
+                let size =
+                    crate::pretrained::config_vocab_size(&dir).map_err(|e| DataError::Bad {
+                        path: e.dir.clone(),
+                        reason: e.reason,
+                    })?;
+                if tok.size > size {
+                    return Err(bad(
+                        &tok_path,
+                        format!(
+                            "the tokenizer has {} entries but the teacher's vocabulary only {size}",
+                            tok.size
+                        ),
+                    ));
+                }
+                size
+            }
+            None => tok.size,
+        };
+        let text = read_text_source(&path)?;
+        Dataset::from_text_hf(
+            &text,
+            &tok,
+            size,
+            exp.data.seq_len.unwrap_or(64),
+            exp.data.validation_fraction,
+            &path.display().to_string(),
+            cache,
+            progress,
+        )
+        .map_err(|reason| bad(&path, reason))
+    }
+
+    /// Encodes a corpus with a Hugging Face tokenizer (or reads the stream from `cache`) into
+    /// ids below `size`, and splits it as [`Dataset::from_text`] does.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_text_hf(
+        text: &str,
+        tok: &HfTokenizer,
+        size: u32,
+        seq_len: u32,
+        validation_fraction: f64,
+        source: &str,
+        cache: Option<&Path>,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<Dataset, String> {
+        let cached = cache.map(|dir| crate::tokenize::cache_path(dir, text, tok));
+        let stream = match cached
+            .as_deref()
+            .and_then(|p| crate::tokenize::read_cache(p, size))
+        {
+            Some(stream) => stream,
+            None => {
+                let stream = tok.encode(text, progress)?;
+                if let Some(p) = &cached {
+                    // A cache that cannot be written costs only the next run's encoding.
+                    let _ = crate::tokenize::write_cache(p, &stream);
+                }
+                stream
+            }
+        };
+        if let Some(t) = stream.iter().find(|&&t| t >= size) {
+            return Err(format!(
+                "{} gives token id {t}, beyond the vocabulary of {size}",
+                tok.path.display()
+            ));
+        }
+        let need = seq_len as usize + 1;
+        let (train, validation) = split_blocks(&stream, need, validation_fraction).ok_or_else(|| {
+            format!(
+                "corpus too small: {} tokens cannot give training and validation splits of at least {need} tokens each",
+                stream.len()
+            )
+        })?;
+        let chars = text.chars().count().max(1);
+        let mut ds = Dataset::finish(
+            DataKind::Text,
+            Vocabulary::Hf {
+                tokenizer: tok.clone(),
+                size,
+            },
+            train,
+            validation,
+            seq_len,
+            source.to_string(),
+            None,
+        );
+        ds.tokens_per_char = Some(stream.len() as f64 / chars as f64);
+        Ok(ds)
     }
 
     /// Loads data described by `cfg` from `path` (and `validation_path` for images).
@@ -160,10 +284,14 @@ impl Dataset {
     ) -> Result<Dataset, DataError> {
         match cfg.kind {
             DataKind::Text => {
+                let tokenizer = cfg.tokenizer.clone().unwrap_or(Tokenizer::Char);
+                if tokenizer.is_hf() {
+                    return Err(bad(path, "a Hugging Face tokenizer is read through an experiment file (Dataset::load)"));
+                }
                 let text = read_text_source(path)?;
                 Dataset::from_text(
                     &text,
-                    cfg.tokenizer.unwrap_or(Tokenizer::Char),
+                    tokenizer,
                     cfg.seq_len.unwrap_or(64),
                     cfg.validation_fraction,
                     &path.display().to_string(),
@@ -219,6 +347,9 @@ impl Dataset {
         let stream: Vec<u32> = match tokenizer {
             Tokenizer::Byte => text.bytes().map(u32::from).collect(),
             Tokenizer::Char => text.chars().map(u32::from).collect(),
+            Tokenizer::Teacher | Tokenizer::File(_) => {
+                return Err("a Hugging Face tokenizer is applied by Dataset::from_text_hf".into())
+            }
         };
         let need = seq_len as usize + 1;
         let (train, validation) = split_blocks(&stream, need, validation_fraction).ok_or_else(|| {
@@ -229,6 +360,7 @@ impl Dataset {
         })?;
         let (train, validation, vocab) = match tokenizer {
             Tokenizer::Byte => (train, validation, Vocabulary::Bytes),
+            Tokenizer::Teacher | Tokenizer::File(_) => unreachable!("refused above"),
             Tokenizer::Char => {
                 // Distinct code points in one pass over a seen-table (no copy, no sort).
                 let mut seen = vec![false; char::MAX as usize + 1];
@@ -332,6 +464,7 @@ impl Dataset {
             source,
             fingerprint,
             source_image_size,
+            tokens_per_char: None,
         }
     }
 
@@ -361,6 +494,7 @@ impl Dataset {
             validation_sequences: self.validation.len() / c,
             fingerprint: self.fingerprint.clone(),
             source_image_size: self.source_image_size,
+            tokens_per_char: self.tokens_per_char,
         }
     }
 }
@@ -473,11 +607,22 @@ impl Dataset {
     /// Nats → the unit a user reads: bits per character (char text), per byte, or per pixel
     /// ("bits/dim" for images).
     pub fn bits_unit(&self) -> &'static str {
+        if self.tokens_per_char.is_some() {
+            return "bits/char";
+        }
         match (&self.kind, &self.vocab) {
             (DataKind::Image, _) => "bits/dim",
             (_, Vocabulary::Bytes) => "bits/byte",
             _ => "bits/char",
         }
+    }
+}
+
+impl Dataset {
+    /// A loss in nats per token in the unit of [`Dataset::bits_unit`]: bits per token, times
+    /// tokens per character for a Hugging Face tokenizer.
+    pub fn bits(&self, nats: f64) -> f64 {
+        nats / std::f64::consts::LN_2 * self.tokens_per_char.unwrap_or(1.0)
     }
 }
 

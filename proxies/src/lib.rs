@@ -17,6 +17,7 @@ pub mod linalg;
 pub mod pretrained;
 pub mod stats;
 pub mod teacher;
+pub mod tokenize;
 pub mod zero_cost;
 
 pub use data::{Batch, DataError, DataSummary, Dataset, Split, Vocabulary};

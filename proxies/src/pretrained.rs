@@ -87,6 +87,14 @@ fn count(dir: &Path, cfg: &Value, key: &str) -> Result<u32, PretrainedError> {
         .ok_or_else(|| err(dir, format!("config.json has no positive integer {key:?}")))
 }
 
+/// The vocabulary size `dir`'s config.json declares, read without opening the weights.
+pub fn config_vocab_size(dir: &Path) -> Result<u32, PretrainedError> {
+    if !dir.is_dir() {
+        return Err(err(dir, "not a directory (a Hugging Face checkpoint is a folder with config.json and safetensors weights)"));
+    }
+    count(dir, &read_json(dir, "config.json")?, "vocab_size")
+}
+
 impl Checkpoint {
     /// Reads `dir`'s config and the headers of its weight files; refuses what genas cannot
     /// compute. Reads no weights beyond hashing them.

@@ -104,7 +104,7 @@ pub fn train_teacher<B: Backend>(
         config: cfg.clone(),
         seed,
         val_ce,
-        val_bits: val_ce / std::f64::consts::LN_2,
+        val_bits: data.bits(val_ce),
         bits_unit: data.bits_unit().to_string(),
         train_seconds: report.seconds,
     };

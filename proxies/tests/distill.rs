@@ -35,6 +35,7 @@ fn teacher_cfg() -> TeacherConfig {
         batch_size: 16,
         learning_rate: 3e-3,
         seed: 0,
+        pretrained: None,
     }
 }
 

@@ -232,3 +232,114 @@ fn the_context_is_bounded_by_the_checkpoint() {
     let e = ck.architecture_at(129).unwrap_err().to_string();
     assert!(e.contains("exceed the checkpoint's context of 128"), "{e}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Tokenizers.
+
+use genas_proxies::tokenize::{cache_path, read_cache, HfTokenizer};
+use genas_proxies::Dataset;
+
+#[test]
+fn the_tokenizer_encodes_as_the_python_tokenizers_library_does() {
+    let dir = fixture("llama-gqa");
+    let tok = HfTokenizer::from_file(&dir.join("tokenizer.json")).expect("reads");
+    assert_eq!(tok.size, 384);
+    let r: Value = serde_json::from_slice(&fs::read(dir.join("reference.json")).unwrap()).unwrap();
+    let text = r["text"].as_str().unwrap();
+    let (want, _) = reference(&dir);
+    let got = tok.encode(text, &|_, _| {}).unwrap();
+    assert_eq!(&got[..want.len()], &want[..]);
+    assert_eq!(tok.decode(&got), text);
+}
+
+#[test]
+fn a_corpus_is_encoded_in_chunks_cached_and_read_back() {
+    let tok = HfTokenizer::from_file(&fixture("tokenizer.json")).unwrap();
+    // Three plays: more than one chunk.
+    let corpus: String = ["hamlet_gut.txt", "lear_gut.txt", "othello_gut.txt"]
+        .iter()
+        .map(|f| {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/data/shakespeare");
+            fs::read_to_string(dir.join(f)).unwrap()
+        })
+        .collect();
+    let cache = tempfile::tempdir().unwrap();
+    let progress = std::sync::Mutex::new(Vec::new());
+    let a = Dataset::from_text_hf(
+        &corpus,
+        &tok,
+        384,
+        64,
+        0.1,
+        "hamlet",
+        Some(cache.path()),
+        &|d, n| {
+            progress.lock().unwrap().push((d, n));
+        },
+    )
+    .unwrap();
+    // Hamlet is larger than one chunk: the progress reached the whole text.
+    let seen = progress.into_inner().unwrap();
+    assert!(
+        seen.len() > 1 && seen.iter().any(|&(d, n)| d == n && n == corpus.len()),
+        "{seen:?}"
+    );
+    let file = cache_path(cache.path(), &corpus, &tok);
+    let cached = read_cache(&file, 384).expect("cached");
+    // Chunks cut at line ends: the stream is the lines' own encodings.
+    let per_line: Vec<u32> = corpus
+        .split_inclusive('\n')
+        .flat_map(|line| tok.encode(line, &|_, _| {}).unwrap())
+        .collect();
+    assert_eq!(cached, per_line);
+    assert!(a.tokens_per_char.unwrap() > 0.3 && a.tokens_per_char.unwrap() < 1.0);
+    assert_eq!(a.bits_unit(), "bits/char");
+    assert!((a.bits(std::f64::consts::LN_2) - a.tokens_per_char.unwrap()).abs() < 1e-12);
+    // Read back from the cache: the same data, no encoding (no progress).
+    let b = Dataset::from_text_hf(
+        &corpus,
+        &tok,
+        384,
+        64,
+        0.1,
+        "hamlet",
+        Some(cache.path()),
+        &|_, _| panic!("encoded again"),
+    )
+    .unwrap();
+    assert_eq!(a.fingerprint, b.fingerprint);
+    // A damaged cache is encoded again, to the same stream.
+    let bytes = fs::read(&file).unwrap();
+    fs::write(&file, &bytes[..bytes.len() - 3]).unwrap();
+    assert!(read_cache(&file, 384).is_none());
+    let c = Dataset::from_text_hf(
+        &corpus,
+        &tok,
+        384,
+        64,
+        0.1,
+        "hamlet",
+        Some(cache.path()),
+        &|_, _| {},
+    )
+    .unwrap();
+    assert_eq!(c.fingerprint, a.fingerprint);
+    // Ids beyond the model's vocabulary are refused in one line.
+    let e =
+        Dataset::from_text_hf(&corpus, &tok, 100, 64, 0.1, "hamlet", None, &|_, _| {}).unwrap_err();
+    assert!(e.contains("beyond the vocabulary of 100"), "{e}");
+}
+
+#[test]
+fn a_file_that_is_not_a_tokenizer_is_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokenizer.json");
+    fs::write(&path, r#"{"model": {"type": "nonsense"}}"#).unwrap();
+    let e = HfTokenizer::from_file(&path).unwrap_err();
+    assert!(
+        e.contains("is not a tokenizer.json") && !e.contains('\n'),
+        "{e}"
+    );
+    let e = HfTokenizer::from_file(&dir.path().join("absent.json")).unwrap_err();
+    assert!(e.contains("cannot read"), "{e}");
+}

@@ -3,6 +3,7 @@
 
 use crate::format::{bytes, count, flops, thousands};
 use anyhow::{Context, Result};
+use genas_proxies::pretrained::Checkpoint;
 use genas_proxies::{DataSummary, Dataset};
 use genas_space::{
     satisfies, Architecture, Cost, DataConfig, DataKind, Experiment, Rng, SearchSpace,
@@ -17,6 +18,22 @@ pub struct Loaded {
     pub experiment: Experiment,
     pub data: Dataset,
     pub space: SearchSpace,
+    /// `[teacher] pretrained`: the checkpoint, opened and checked (weights not yet read).
+    pub pretrained: Option<Checkpoint>,
+}
+
+impl Loaded {
+    /// The teacher's architecture at the data's context: the checkpoint's, or `[teacher]`'s.
+    pub fn teacher_architecture(&self) -> Result<Architecture> {
+        match &self.pretrained {
+            Some(ck) => Ok(ck.architecture_at(self.data.context)?),
+            None => Ok(genas_proxies::teacher::teacher_architecture(
+                &self.experiment.teacher,
+                self.data.vocab_size(),
+                self.data.context,
+            )),
+        }
+    }
 }
 
 /// Reads the experiment file, loads its data and builds its space.
@@ -28,14 +45,67 @@ pub fn load(path: &Path) -> Result<Loaded> {
 pub fn load_experiment(experiment: Experiment) -> Result<Loaded> {
     // A device this build cannot use is refused before any data is read.
     experiment.device_note()?;
-    let data = Dataset::load(&experiment)?;
+    // A checkpoint genas cannot compute is refused before the corpus is encoded.
+    let pretrained =
+        match experiment.teacher_dir() {
+            Some(dir) => Some(Checkpoint::open(&dir).with_context(|| {
+                format!("{}: [teacher] pretrained", experiment.source.display())
+            })?),
+            None => None,
+        };
+    let data = if experiment.tokenizer_path().is_some() {
+        // Drawn on stderr when it is a terminal, from the first report on (a cached stream
+        // reports nothing).
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "encoding the corpus [{bar:30}] {bytes}/{total_bytes} ETA {eta}",
+            )
+            .map_err(|e| anyhow::anyhow!("progress bar: {e}"))?
+            .progress_chars("=> "),
+        );
+        let data = Dataset::load_with(
+            &experiment,
+            genas_proxies::tokenize::default_cache_dir().as_deref(),
+            &|done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            },
+        );
+        bar.finish_and_clear();
+        data?
+    } else {
+        Dataset::load(&experiment)?
+    };
+    check_vocabulary_fits(&experiment, &data)?;
     let space = SearchSpace::new(&experiment.space, data.vocab_size(), data.context)
         .with_context(|| format!("{}", experiment.source.display()))?;
     Ok(Loaded {
         experiment,
         data,
         space,
+        pretrained,
     })
+}
+
+/// Refuses a vocabulary whose embedding alone exceeds `[constraints] max_params` at the
+/// space's narrowest width: no student could be drawn, and the reason would be hidden.
+fn check_vocabulary_fits(exp: &Experiment, data: &Dataset) -> Result<()> {
+    let (Some(max), Some(&d)) = (exp.constraints.max_params, exp.space.d_model.iter().min()) else {
+        return Ok(());
+    };
+    let embedding = u64::from(data.vocab_size()) * u64::from(d);
+    if embedding > max {
+        anyhow::bail!(
+            "{}: the vocabulary of {} tokens takes {} parameters in the embedding alone at the space's narrowest d_model {d}, above [constraints] max_params {}: raise max_params, or use a smaller vocabulary",
+            exp.source.display(),
+            thousands(u64::from(data.vocab_size())),
+            thousands(embedding),
+            thousands(max)
+        );
+    }
+    Ok(())
 }
 
 /// Refuses to train `arch` on batches of `batch` when the cost model says it will not fit
@@ -84,11 +154,7 @@ pub fn check_plan_memory(
         128.0 * context,
         per_position,
     );
-    let teacher = genas_proxies::teacher::teacher_architecture(
-        &exp.teacher,
-        l.data.vocab_size(),
-        l.data.context,
-    );
+    let teacher = l.teacher_architecture()?;
     let need = workers.max(1) as f64 * student
         + targets
         + memory::inference_bytes(&teacher, exp.fidelity.batch_size as usize);
@@ -339,7 +405,7 @@ pub fn data_inspect(path: &Path, opts: &InspectOptions) -> Result<DataSummary> {
         validation_path: None,
         validation_fraction: opts.validation_fraction,
         seq_len: (!looks_idx).then_some(opts.seq_len),
-        tokenizer: (!looks_idx).then_some(opts.tokenizer),
+        tokenizer: (!looks_idx).then_some(opts.tokenizer.clone()),
         image_size: looks_idx.then_some(opts.image_size),
         gray_levels: looks_idx.then_some(opts.gray_levels),
         max_images: None,
@@ -506,7 +572,6 @@ pub fn train_architecture(
             ("genas.validation_loss", validation_loss.to_string()),
         ],
     )?;
-    let ln2 = std::f64::consts::LN_2;
     let cost = Cost::of(&arch);
     let sample = match data.kind {
         DataKind::Text => data.vocab.decode(&tokens),
@@ -525,8 +590,8 @@ pub fn train_architecture(
         train_loss,
         validation_loss,
         bits_unit: data.bits_unit().into(),
-        train_bits: train_loss / ln2,
-        validation_bits: validation_loss / ln2,
+        train_bits: data.bits(train_loss),
+        validation_bits: data.bits(validation_loss),
         seconds: report.seconds,
         tokens_per_s: report.tokens_per_s,
         generation_ms_per_token,

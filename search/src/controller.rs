@@ -120,6 +120,17 @@ pub struct RunPlan {
     /// off the front. (Absent in runs recorded before it was enforced.)
     #[serde(default)]
     pub max_latency_ms_per_token: Option<f64>,
+    /// Hugging Face tokenizers: the corpus's tokens per character, which turns nats per token
+    /// into bits per character. (Absent for characters, bytes and pixels.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_char: Option<f64>,
+}
+
+impl RunPlan {
+    /// Nats per token in the run's bits unit (bits per character, byte or pixel).
+    pub fn bits(&self, nats: f64) -> f64 {
+        nats / std::f64::consts::LN_2 * self.tokens_per_char.unwrap_or(1.0)
+    }
 }
 
 /// What a search needs at hand while it runs.

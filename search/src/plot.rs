@@ -60,7 +60,7 @@ fn ticks(out: &mut String, x0: f64, xs: (f64, f64), ys: (f64, f64), xlog: bool) 
 }
 
 pub fn pareto_svg(r: &SearchReport, cands: &BTreeMap<String, CandidateRecord>) -> String {
-    let ln2 = std::f64::consts::LN_2;
+    let ln2 = std::f64::consts::LN_2 / r.tokens_per_char.unwrap_or(1.0);
     let top = r.per_rung.len().saturating_sub(1);
     let pts: Vec<(f64, f64)> = cands
         .values()

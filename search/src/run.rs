@@ -214,6 +214,7 @@ fn drive(
                 calibration_key: calibration_key.clone(),
                 data_fingerprint: l.data.fingerprint.clone(),
                 max_latency_ms_per_token: exp.constraints.max_latency_ms_per_token,
+                tokens_per_char: l.data.tokens_per_char,
             };
             record.plan = Some(p.clone());
             archive.update_run(&record.id, &serde_json::to_value(&*record)?)?;
@@ -426,6 +427,10 @@ pub struct SearchReport {
     pub status: String,
     pub wall_s: f64,
     pub bits_unit: String,
+    /// Hugging Face tokenizers: tokens per character, by which bits per token become
+    /// `bits_unit`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_per_char: Option<f64>,
     pub proposed: u32,
     pub rejected_by_constraints: u32,
     pub screened: u32,
@@ -480,7 +485,8 @@ pub fn report(archive: &Archive, id: &str) -> Result<SearchReport> {
     } else {
         "bits/char"
     };
-    let ln2 = std::f64::consts::LN_2;
+    let per_token = plan.as_ref().and_then(|p| p.tokens_per_char).unwrap_or(1.0);
+    let bits = |nats: f64| nats / std::f64::consts::LN_2 * per_token;
     let (front, hv) = match &plan {
         Some(p) if !steps.is_empty() => front_and_hypervolume(&cands, steps.len() - 1, p),
         _ => (Vec::new(), 0.0),
@@ -500,7 +506,7 @@ pub fn report(archive: &Archive, id: &str) -> Result<SearchReport> {
                 flops_per_token: c.cost.flops_per_token,
                 ms_per_token: c.latency_ms_per_token,
                 val_ce: e.val_ce,
-                val_bits: e.val_ce / ln2,
+                val_bits: bits(e.val_ce),
                 kl_to_teacher: e.kl_to_teacher,
                 agreement: e.agreement,
                 final_bits: field("val_bits"),
@@ -520,6 +526,7 @@ pub fn report(archive: &Archive, id: &str) -> Result<SearchReport> {
         },
         wall_s: record.wall_s,
         bits_unit: bits_unit.into(),
+        tokens_per_char: plan.as_ref().and_then(|p| p.tokens_per_char),
         proposed: st.proposed,
         rejected_by_constraints: st.rejected_by_constraints,
         screened: st.screened,

@@ -9,9 +9,14 @@ use crate::workers::{parallel, worker_count};
 use anyhow::{Context, Result};
 use genas_proxies::calibrate::{calibrate, Calibration};
 use genas_proxies::distill::{brief_distill, DistillConfig, DistillResult, TeacherTargets};
+use genas_proxies::engine::train::evaluate;
 use genas_proxies::engine::{checkpoint, Cpu, Model};
-use genas_proxies::teacher::{teacher_architecture, teacher_key, train_teacher, TeacherRecord};
+use genas_proxies::pretrained::Checkpoint;
+use genas_proxies::teacher::{
+    teacher_architecture, teacher_key, train_teacher, TeacherRecord, TEACHER_VAL_SEQUENCES,
+};
 use genas_proxies::zero_cost::{proxy_suite, ProxyScores, PROXY_NAMES};
+use genas_proxies::Split;
 use genas_space::{Architecture, Cost, Rng};
 use genas_store::Archive;
 use serde::Serialize;
@@ -30,6 +35,20 @@ pub struct TeacherOutcome {
 
 pub fn render_teacher(t: &TeacherOutcome) -> String {
     let r = &t.record;
+    if let Some(dir) = &r.config.pretrained {
+        return format!(
+            "teacher {} (pretrained, {}) {} {}: {} ({} params), validation {:.4} {} ({:.4} nats/token)\n",
+            r.key,
+            dir.display(),
+            if t.reused { "as recorded in" } else { "measured and recorded in" },
+            t.archive.display(),
+            r.architecture.summary(),
+            crate::format::thousands(r.params),
+            r.val_bits,
+            r.bits_unit,
+            r.val_ce,
+        );
+    }
     format!(
         "teacher {} {} in {}: {} ({} params), validation {:.4} {} ({:.4} nats/token), trained {} steps in {:.1} s\n",
         r.key,
@@ -55,6 +74,9 @@ pub fn obtain_teacher(
     say: &mut dyn FnMut(&str),
     on_step: &mut dyn FnMut(u32, f64),
 ) -> Result<(Model<Cpu<f32>>, TeacherOutcome)> {
+    if let Some(ck) = &l.pretrained {
+        return pretrained_teacher(archive, l, ck, say);
+    }
     let cfg = &l.experiment.teacher;
     let seed = l.experiment.teacher.seed;
     let arch = teacher_architecture(cfg, l.data.vocab_size(), l.data.context);
@@ -110,6 +132,89 @@ pub fn obtain_teacher(
             archive: archive.path().to_path_buf(),
         },
     ))
+}
+
+/// A `[teacher] pretrained` checkpoint as the teacher. The archive keeps its record under the
+/// hash of its files (the weights stay in the checkpoint's folder, so a checkpoint is never
+/// stored twice); the validation loss is measured on this data once and kept with it.
+fn pretrained_teacher(
+    archive: &Archive,
+    l: &Loaded,
+    ck: &Checkpoint,
+    say: &mut dyn FnMut(&str),
+) -> Result<(Model<Cpu<f32>>, TeacherOutcome)> {
+    let exp = &l.experiment;
+    let arch = ck.architecture_at(l.data.context)?;
+    check_inference_memory(&arch, exp.fidelity.batch_size as usize)
+        .with_context(|| format!("{}: [teacher] pretrained", exp.source.display()))?;
+    let mut model = ck.load(Cpu::<f32>::new(0), l.data.context)?;
+    if let Some((meta, _)) = archive.teacher(&ck.key)? {
+        let record: TeacherRecord = serde_json::from_value(meta)
+            .with_context(|| format!("archive {}: teacher {}", archive.path().display(), ck.key))?;
+        if record.data_fingerprint == l.data.fingerprint && record.architecture == arch {
+            say(&format!(
+                "using the pretrained teacher {} from {} ({:.4} {})",
+                ck.key,
+                ck.dir.display(),
+                record.val_bits,
+                record.bits_unit
+            ));
+            return Ok((
+                model,
+                TeacherOutcome {
+                    record,
+                    reused: true,
+                    archive: archive.path().to_path_buf(),
+                },
+            ));
+        }
+    }
+    say(&format!(
+        "measuring the pretrained teacher {} ({}) on this data",
+        ck.key,
+        arch.summary()
+    ));
+    let val = l.data.eval_batches(
+        Split::Validation,
+        exp.teacher.batch_size as usize,
+        TEACHER_VAL_SEQUENCES,
+    );
+    let val_ce = evaluate(&mut model, &val);
+    let record = TeacherRecord {
+        key: ck.key.clone(),
+        params: model.num_params() as u64,
+        architecture: arch,
+        data_fingerprint: l.data.fingerprint.clone(),
+        config: exp.teacher.clone(),
+        seed: exp.teacher.seed,
+        val_ce,
+        val_bits: l.data.bits(val_ce),
+        bits_unit: l.data.bits_unit().to_string(),
+        train_seconds: 0.0,
+    };
+    archive.put_teacher(&ck.key, &serde_json::to_value(&record)?, &[])?;
+    archive.flush()?;
+    Ok((
+        model,
+        TeacherOutcome {
+            record,
+            reused: false,
+            archive: archive.path().to_path_buf(),
+        },
+    ))
+}
+
+/// Refuses to run `arch` on batches of `batch` when it will not fit the memory available.
+fn check_inference_memory(arch: &Architecture, batch: usize) -> Result<()> {
+    use genas_proxies::engine::memory;
+    memory::check(
+        &format!(
+            "running the teacher ({}) on batches of {batch}",
+            arch.summary()
+        ),
+        memory::inference_bytes(arch, batch) + 4.0 * Cost::of(arch).params as f64,
+    )
+    .map_err(anyhow::Error::msg)
 }
 
 /// `genas teacher train`.

@@ -524,6 +524,7 @@ pub fn bench_search(
         calibration_key: "simulated".into(),
         data_fingerprint: "simulated".into(),
         max_latency_ms_per_token: exp.constraints.max_latency_ms_per_token,
+        tokens_per_char: None,
     };
     if table.sample_only {
         // Too few rows to simulate a search on: the correlations alone.

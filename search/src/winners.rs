@@ -305,7 +305,7 @@ pub fn distill(
             .result
             .eval
             .context("a finished distillation is evaluated")?;
-        let ln2 = std::f64::consts::LN_2;
+        let bits = |nats: f64| l.data.bits(nats);
         let rec = DistilledRecord {
             candidate: id.clone(),
             architecture: cand.architecture.summary(),
@@ -315,7 +315,7 @@ pub fn distill(
             stopped_early: r.stopped_early,
             resumed_from: r.resumed_from,
             val_ce: eval.val_ce,
-            val_bits: eval.val_ce / ln2,
+            val_bits: bits(eval.val_ce),
             bits_unit: l.data.bits_unit().to_string(),
             kl_to_teacher: eval.kl_to_teacher,
             agreement: eval.agreement,
@@ -323,7 +323,7 @@ pub fn distill(
             seconds: r.result.seconds,
             history: r.history,
             teacher_key: teacher_key.clone(),
-            search_val_bits: cand.best_rung().map(|(_, ce)| ce / ln2),
+            search_val_bits: cand.best_rung().map(|(_, ce)| bits(ce)),
             reused: false,
         };
         let bytes = checkpoint::to_bytes(
@@ -384,6 +384,11 @@ fn export_vocab(v: &Vocabulary) -> Vocab {
         Vocabulary::Chars { chars } => Vocab::Chars(chars.clone()),
         Vocabulary::Bytes => Vocab::Bytes,
         Vocabulary::Pixels { levels } => Vocab::Pixels { levels: *levels },
+        Vocabulary::Hf { tokenizer, .. } => Vocab::Tokenizer {
+            json: tokenizer.file_bytes().to_vec(),
+            sha256: tokenizer.hash.clone(),
+            entries: tokenizer.size,
+        },
     }
 }
 
@@ -418,6 +423,20 @@ fn text_sample(data: &Dataset) -> Option<(String, Vec<u32>)> {
         Vocabulary::Bytes => {
             let bytes: Vec<u8> = tokens.iter().map(|&t| t as u8).collect();
             String::from_utf8(bytes).ok()?
+        }
+        Vocabulary::Hf { .. } => {
+            // Whole tokens decode to text that encodes back to them only sometimes (a cut
+            // through a multi-byte character, merges across the cut): keep the sample only
+            // when it round-trips.
+            let text = data.vocab.decode(&tokens);
+            match &data.vocab {
+                Vocabulary::Hf { tokenizer, .. }
+                    if tokenizer.encode_one(&text).ok().as_ref() == Some(&tokens) =>
+                {
+                    text
+                }
+                _ => return None,
+            }
         }
         Vocabulary::Pixels { .. } => return None,
     };
@@ -562,6 +581,7 @@ fn encode(v: &Vocabulary, prompt: &str) -> Result<Vec<u32>> {
             })
             .collect(),
         Vocabulary::Bytes => Ok(prompt.bytes().map(u32::from).collect()),
+        Vocabulary::Hf { tokenizer, .. } => tokenizer.encode_one(prompt).map_err(|e| anyhow!(e)),
         Vocabulary::Pixels { .. } => bail!("image experiments take no --prompt"),
     }
 }

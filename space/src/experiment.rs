@@ -53,13 +53,54 @@ pub enum DataKind {
     Image,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// How text becomes tokens. In TOML: `"char"`, `"byte"`, `"teacher"` or a path to a
+/// `tokenizer.json` (relative to the experiment file).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tokenizer {
     /// One token per Unicode character; vocabulary = characters of the training split.
     Char,
     /// One token per byte; vocabulary = 256.
     Byte,
+    /// The pretrained teacher's own `tokenizer.json`; the vocabulary is the teacher's.
+    Teacher,
+    /// A Hugging Face `tokenizer.json`.
+    File(PathBuf),
+}
+
+impl Tokenizer {
+    /// Whether tokens come from a Hugging Face tokenizer (and bits per character are
+    /// converted from bits per token with the corpus's character count).
+    pub fn is_hf(&self) -> bool {
+        matches!(self, Tokenizer::Teacher | Tokenizer::File(_))
+    }
+}
+
+impl Serialize for Tokenizer {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Tokenizer::Char => s.serialize_str("char"),
+            Tokenizer::Byte => s.serialize_str("byte"),
+            Tokenizer::Teacher => s.serialize_str("teacher"),
+            Tokenizer::File(p) => s.serialize_str(&p.to_string_lossy()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Tokenizer {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(match text.as_str() {
+            "char" => Tokenizer::Char,
+            "byte" => Tokenizer::Byte,
+            "teacher" => Tokenizer::Teacher,
+            path if path.ends_with(".json") => Tokenizer::File(PathBuf::from(path)),
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "tokenizer {other:?}: expected \"char\", \"byte\", \"teacher\" or the path of a tokenizer.json"
+                )))
+            }
+        })
+    }
 }
 
 /// `[data]`: the corpus and how it becomes token sequences.
@@ -220,6 +261,10 @@ pub struct Constraints {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TeacherConfig {
+    /// A Hugging Face checkpoint folder (relative to the experiment file) to distill from
+    /// instead of training a teacher; the other keys but `seed` are then unused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<PathBuf>,
     pub depth: u32,
     pub d_model: u32,
     pub heads: u32,
@@ -238,6 +283,7 @@ pub struct TeacherConfig {
 impl Default for TeacherConfig {
     fn default() -> Self {
         TeacherConfig {
+            pretrained: None,
             depth: 4,
             d_model: 128,
             heads: 4,
@@ -411,6 +457,23 @@ impl Experiment {
         self.base_dir.join(&self.data.path)
     }
 
+    /// The pretrained teacher's folder, when `[teacher] pretrained` names one.
+    pub fn teacher_dir(&self) -> Option<PathBuf> {
+        self.teacher
+            .pretrained
+            .as_ref()
+            .map(|p| self.base_dir.join(p))
+    }
+
+    /// The `tokenizer.json` text is encoded with, when a Hugging Face tokenizer is asked for.
+    pub fn tokenizer_path(&self) -> Option<PathBuf> {
+        match &self.data.tokenizer {
+            Some(Tokenizer::File(p)) => Some(self.base_dir.join(p)),
+            Some(Tokenizer::Teacher) => self.teacher_dir().map(|d| d.join("tokenizer.json")),
+            _ => None,
+        }
+    }
+
     pub fn validation_path(&self) -> Option<PathBuf> {
         self.data
             .validation_path
@@ -432,6 +495,28 @@ impl Experiment {
                 "data.validation_fraction",
                 format!("{} is outside (0, 1)", d.validation_fraction),
             ));
+        }
+        let hf = d.tokenizer.as_ref().is_some_and(Tokenizer::is_hf);
+        match (&self.teacher.pretrained, &d.tokenizer) {
+            (None, Some(Tokenizer::Teacher)) => {
+                return Err(bad(
+                    "data.tokenizer",
+                    "\"teacher\" needs [teacher] pretrained, a checkpoint folder with its tokenizer.json".into(),
+                ))
+            }
+            (Some(_), _) if d.kind == DataKind::Image => {
+                return Err(bad(
+                    "teacher.pretrained",
+                    "applies to kind = \"text\" only (a pretrained teacher reads its own tokens)".into(),
+                ))
+            }
+            (Some(_), _) if !hf => {
+                return Err(bad(
+                    "data.tokenizer",
+                    "a pretrained teacher reads its own tokens: set tokenizer = \"teacher\" (or the path of its tokenizer.json)".into(),
+                ))
+            }
+            _ => {}
         }
         match d.kind {
             DataKind::Text => {

@@ -106,6 +106,12 @@ pub enum Vocab {
     Bytes,
     /// Tokens 0..levels are gray levels (0 black); token `levels` begins an image.
     Pixels { levels: u32 },
+    /// A Hugging Face tokenizer: its `tokenizer.json` as read, handed over as is.
+    Tokenizer {
+        json: Vec<u8>,
+        sha256: String,
+        entries: u32,
+    },
 }
 
 /// The check batch: `tokens` (B rows of T) and genas's logits for it, (B, T, V) row-major.
@@ -513,6 +519,9 @@ pub fn export(format: Format, e: &Export, dir: &Path) -> Result<Written, ExportE
         pretty(&vocab_json(e.vocab)).as_bytes(),
         &mut w,
     )?;
+    if let Vocab::Tokenizer { json, .. } = e.vocab {
+        put(dir, "tokenizer.json", json, &mut w)?;
+    }
     // genas's names (with masks) for json and pytorch and under `transformer.` for the
     // modeling code, the family's for a native hf family.
     let tensors = match (&family, &custom) {
@@ -547,8 +556,11 @@ pub fn export(format: Format, e: &Export, dir: &Path) -> Result<Written, ExportE
             )?;
             put(dir, "modeling_genas.py", MODELING_PY.as_bytes(), &mut w)?;
         }
-        if let Some(tok) = tokenizer_json(e.vocab) {
-            put(dir, "tokenizer.json", pretty(&tok).as_bytes(), &mut w)?;
+        let own = tokenizer_json(e.vocab);
+        if let Some(tok) = &own {
+            put(dir, "tokenizer.json", pretty(tok).as_bytes(), &mut w)?;
+        }
+        if own.is_some() || matches!(e.vocab, Vocab::Tokenizer { .. }) {
             let cfg = json!({
                 "tokenizer_class": "PreTrainedTokenizerFast",
                 "clean_up_tokenization_spaces": false,
@@ -1041,6 +1053,14 @@ fn vocab_json(v: &Vocab) -> Value {
             "tokens": chars.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
         }),
         Vocab::Bytes => json!({"kind": "bytes", "tokens": 256}),
+        Vocab::Tokenizer {
+            sha256, entries, ..
+        } => json!({
+            "kind": "tokenizer",
+            "file": "tokenizer.json",
+            "sha256": sha256,
+            "entries": entries,
+        }),
         Vocab::Pixels { levels } => json!({
             "kind": "pixels",
             "levels": levels,
@@ -1082,7 +1102,7 @@ fn tokenizer_json(v: &Vocab) -> Option<Value> {
             json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}),
             json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}),
         ),
-        Vocab::Pixels { .. } => return None,
+        Vocab::Pixels { .. } | Vocab::Tokenizer { .. } => return None,
     };
     Some(json!({
         "version": "1.0",
