@@ -78,6 +78,10 @@ pub fn load_experiment(experiment: Experiment) -> Result<Loaded> {
     } else {
         Dataset::load(&experiment)?
     };
+    if let Some(ck) = &pretrained {
+        ck.architecture_at(data.context)
+            .with_context(|| format!("{}: [data] seq_len", experiment.source.display()))?;
+    }
     check_vocabulary_fits(&experiment, &data)?;
     let space = SearchSpace::new(&experiment.space, data.vocab_size(), data.context)
         .with_context(|| format!("{}", experiment.source.display()))?;
@@ -98,7 +102,7 @@ fn check_vocabulary_fits(exp: &Experiment, data: &Dataset) -> Result<()> {
     let embedding = u64::from(data.vocab_size()) * u64::from(d);
     if embedding > max {
         anyhow::bail!(
-            "{}: the vocabulary of {} tokens takes {} parameters in the embedding alone at the space's narrowest d_model {d}, above [constraints] max_params {}: raise max_params, or use a smaller vocabulary",
+            "{}: the vocabulary of {} tokens takes {} parameters in the embedding alone at the space's narrowest d_model {d}, above [constraints] max_params = {}: raise max_params, or use a smaller vocabulary",
             exp.source.display(),
             thousands(u64::from(data.vocab_size())),
             thousands(embedding),

@@ -17,39 +17,12 @@ use genas_space::{
     Sparsity, Tokenizer,
 };
 use genas_store::export::{Format, GENAS_HF_CLASS};
+mod common;
+
+use common::python_ready;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// Whether `python3` can import torch and transformers; why not, otherwise. Where
-/// GENAS_REQUIRE_PYTHON is set (CI installs both), a missing import fails the test instead of
-/// skipping its Python half.
-fn python_ready() -> Result<(), String> {
-    let ready = python_imports();
-    if let Err(why) = &ready {
-        assert!(
-            std::env::var_os("GENAS_REQUIRE_PYTHON").is_none(),
-            "GENAS_REQUIRE_PYTHON is set but python3 cannot import torch and transformers: {why}"
-        );
-        eprintln!("skipping the Python checks: python3 -c \"import torch, transformers\": {why}");
-    }
-    ready
-}
-
-fn python_imports() -> Result<(), String> {
-    match Command::new("python3")
-        .args(["-c", "import torch, transformers"])
-        .output()
-    {
-        Ok(o) if o.status.success() => Ok(()),
-        Ok(o) => Err(String::from_utf8_lossy(&o.stderr)
-            .lines()
-            .last()
-            .unwrap_or("import failed")
-            .to_string()),
-        Err(e) => Err(format!("python3 not runnable: {e}")),
-    }
-}
 
 fn corpus(tokenizer: Tokenizer) -> Dataset {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,0 +1,205 @@
+//! `[teacher] pretrained` and `[data] tokenizer` end to end through the `genas` binary: a
+//! Llama checkpoint written by transformers (experiments/fixtures/hf) distilled in its own
+//! vocabulary, its students exported with its tokenizer, and every misuse refused in one line.
+
+mod common;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The binary with the token cache in `cache`, so tests leave nothing behind.
+fn genas(cache: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_genas"))
+        .args(args)
+        .current_dir(root())
+        .env("GENAS_CACHE_DIR", cache)
+        .output()
+        .expect("the genas binary runs")
+}
+
+fn json_out(o: &Output) -> Value {
+    assert!(
+        o.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+fn fails_with(o: &Output, needle: &str) {
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "stderr: {err}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(needle),
+        "{err}"
+    );
+}
+
+/// experiments/pretrained.toml with `edit` applied to its text, written beside it in `dir`
+/// with paths made absolute.
+fn experiment(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("experiments/pretrained.toml")).unwrap();
+    let exp = root().join("experiments").canonicalize().unwrap();
+    let text = text
+        .replace(
+            "\"data/shakespeare\"",
+            &format!("{:?}", exp.join("data/shakespeare/hamlet_gut.txt")),
+        )
+        .replace(
+            "\"fixtures/hf/llama-gqa\"",
+            &format!("{:?}", exp.join("fixtures/hf/llama-gqa")),
+        );
+    let path = dir.join("exp.toml");
+    std::fs::write(&path, edit(text)).unwrap();
+    path
+}
+
+#[test]
+fn a_pretrained_teacher_is_measured_once_and_its_students_leave_with_its_tokenizer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let small = |t: String| {
+        t.replace("candidates = 16", "candidates = 6")
+            .replace("calibration = 12", "calibration = 10")
+            .replace("rung_steps = [200]", "rung_steps = [40]")
+    };
+    let exp = experiment(tmp.path(), small);
+    let exp = exp.to_str().unwrap();
+    let archive = tmp.path().join("archive");
+    let archive = archive.to_str().unwrap();
+
+    let first = json_out(&genas(
+        &cache,
+        &["teacher", "train", exp, "--archive", archive, "--json"],
+    ));
+    assert_eq!(first["reused"], false);
+    let record = &first["record"];
+    assert_eq!(record["bits_unit"], "bits/char");
+    assert_eq!(
+        record["config"]["pretrained"]
+            .as_str()
+            .map(|p| p.ends_with("llama-gqa")),
+        Some(true)
+    );
+    // The trained fixture is far better than uniform over its 384 tokens.
+    let ce = record["val_ce"].as_f64().unwrap();
+    assert!(ce < 0.75 * (384f64).ln(), "{ce}");
+    // The corpus was encoded once, into the cache.
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+    let again = json_out(&genas(
+        &cache,
+        &["teacher", "train", exp, "--archive", archive, "--json"],
+    ));
+    assert_eq!(again["reused"], true);
+    assert_eq!(again["record"], *record);
+
+    let run = json_out(&genas(
+        &cache,
+        &["search", exp, "--archive", archive, "--json"],
+    ));
+    assert_eq!(run["bits_unit"], "bits/char");
+    let front = run["front"].as_array().unwrap();
+    assert!(!front.is_empty());
+    let id = front[0]["id"].as_str().unwrap();
+    // The final distillation from the pretrained teacher, in bits per character.
+    let distilled = json_out(&genas(
+        &cache,
+        &[
+            "distill",
+            "r1",
+            id,
+            "--steps",
+            "60",
+            "--archive",
+            archive,
+            "--json",
+        ],
+    ));
+    let text = distilled.to_string();
+    assert!(text.contains("bits/char"), "{text}");
+    let out = tmp.path().join("export");
+    let o = genas(
+        &cache,
+        &[
+            "export",
+            "r1",
+            id,
+            "--archive",
+            archive,
+            "--format",
+            "hf",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let fixture =
+        std::fs::read(root().join("experiments/fixtures/hf/llama-gqa/tokenizer.json")).unwrap();
+    assert_eq!(std::fs::read(out.join("tokenizer.json")).unwrap(), fixture);
+    let vocab: Value =
+        serde_json::from_slice(&std::fs::read(out.join("genas_vocab.json")).unwrap()).unwrap();
+    assert_eq!(vocab["kind"], "tokenizer");
+    assert_eq!(vocab["entries"], 384);
+    // transformers loads the student and the teacher's tokenizer: the logits, the tokenizer's
+    // round trip of a validation text and generate() agree with genas.
+    if common::python_ready().is_ok() {
+        let o = Command::new("python3")
+            .arg(out.join("genas_check.py"))
+            .output()
+            .unwrap();
+        let line = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{line} {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let line: Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(
+            (&line["ok"], &line["tokenizer"], &line["generate"]),
+            (&true.into(), &"ok".into(), &"ok".into())
+        );
+    }
+}
+
+#[test]
+fn misuse_is_refused_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let check = |edit: &dyn Fn(String) -> String, needle: &str| {
+        let exp = experiment(tmp.path(), edit);
+        fails_with(
+            &genas(&cache, &["space", "check", exp.to_str().unwrap()]),
+            needle,
+        );
+    };
+    check(
+        &|t| t.replace("pretrained = ", "# pretrained = "),
+        "\"teacher\" needs [teacher] pretrained",
+    );
+    check(
+        &|t| t.replace("tokenizer = \"teacher\"", "tokenizer = \"char\""),
+        "a pretrained teacher reads its own tokens",
+    );
+    check(
+        &|t| t.replace("tokenizer = \"teacher\"", "tokenizer = \"bpe\""),
+        "expected \"char\", \"byte\", \"teacher\" or the path of a tokenizer.json",
+    );
+    check(&|t| t.replace("llama-gqa", "absent"), "not a directory");
+    check(
+        &|t| t.replace("max_params = 60_000", "max_params = 5_000"),
+        "the vocabulary of 384 tokens takes 6,144 parameters in the embedding alone at the space's narrowest d_model 16, above [constraints] max_params = 5,000",
+    );
+    check(
+        &|t| t.replace("seq_len = 64", "seq_len = 256"),
+        "exceed the checkpoint's context of 128",
+    );
+}
