@@ -240,6 +240,22 @@ enum TeacherCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Read a Hugging Face checkpoint folder (config.json, safetensors, tokenizer.json) as a
+    /// teacher: report its size, its speed here and (with --experiment) its validation loss on
+    /// that experiment's corpus; write a check that transformers computes the same logits.
+    Import {
+        /// The checkpoint folder.
+        dir: PathBuf,
+        /// An experiment whose [data] corpus the validation loss is measured on (encoded with
+        /// the checkpoint's tokenizer unless the experiment names another tokenizer.json).
+        #[arg(long)]
+        experiment: Option<PathBuf>,
+        /// Where genas_check.json and genas_check.py go (default: teacher-KEY).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -892,6 +908,24 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 json(&s)
             } else {
                 Ok(genas_search::winners::render_samples(&s))
+            }
+        }
+        Command::Teacher(TeacherCommand::Import {
+            dir,
+            experiment,
+            out,
+            json: as_json,
+        }) => {
+            let r =
+                scoring::teacher_import(&dir, experiment.as_deref(), out.as_deref(), &mut |m| {
+                    if !as_json {
+                        eprintln!("{m}")
+                    }
+                })?;
+            if as_json {
+                json(&r)
+            } else {
+                Ok(scoring::render_import(&r))
             }
         }
         Command::Teacher(TeacherCommand::Train {

@@ -631,3 +631,232 @@ pub fn render_calibration(r: &CalibrationReport) -> String {
     );
     out
 }
+
+/// What `genas teacher import` found in a checkpoint.
+#[derive(Serialize)]
+pub struct ImportReport {
+    pub dir: PathBuf,
+    /// The key the archive would record it under (SHA-256 of its files).
+    pub key: String,
+    pub model_type: String,
+    pub architecture: String,
+    pub params: u64,
+    pub context: u32,
+    pub vocab_size: u32,
+    pub weight_bytes: u64,
+    /// With `--experiment`: the validation loss on its corpus, encoded with the checkpoint's
+    /// tokenizer.
+    pub validation: Option<ImportValidation>,
+    /// Forward throughput on this machine (batches of 8 at the context below).
+    pub tokens_per_s: f64,
+    pub measured_context: u32,
+    /// The check `genas_check.py` compares with transformers.
+    pub check: genas_store::export::Written,
+}
+
+#[derive(Serialize)]
+pub struct ImportValidation {
+    pub experiment: PathBuf,
+    pub nats_per_token: f64,
+    pub bits_per_token: f64,
+    pub bits_per_char: f64,
+    pub tokens_per_char: f64,
+    pub sequences: usize,
+}
+
+/// A short text for the tokenizer's round trip when no corpus is given.
+const IMPORT_SAMPLE: &str = "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife.";
+
+/// `genas teacher import DIR [--experiment FILE] [--out DIR]`.
+pub fn teacher_import(
+    dir: &Path,
+    experiment: Option<&Path>,
+    out: Option<&Path>,
+    say: &mut dyn FnMut(&str),
+) -> Result<ImportReport> {
+    let ck = Checkpoint::open(dir)?;
+    say(&format!(
+        "{}: {} ({} params in {} of weights), key {}",
+        dir.display(),
+        ck.architecture.summary(),
+        crate::format::thousands(Cost::of(&ck.architecture).params),
+        crate::format::bytes(ck.weight_bytes as f64),
+        ck.key
+    ));
+    let abs = dir
+        .canonicalize()
+        .with_context(|| format!("{}", dir.display()))?;
+    let data = match experiment {
+        Some(file) => {
+            let mut exp = genas_space::Experiment::from_path(file)?;
+            if exp.data.kind != genas_space::DataKind::Text {
+                anyhow::bail!(
+                    "{}: a pretrained teacher reads text; this experiment's data are images",
+                    file.display()
+                );
+            }
+            exp.teacher.pretrained = Some(abs.clone());
+            if !exp
+                .data
+                .tokenizer
+                .as_ref()
+                .is_some_and(genas_space::Tokenizer::is_hf)
+            {
+                exp.data.tokenizer = Some(genas_space::Tokenizer::Teacher);
+            }
+            if exp.tokenizer_path().is_some_and(|p| !p.exists()) {
+                anyhow::bail!(
+                    "{}: has no tokenizer.json to encode {}'s corpus with",
+                    dir.display(),
+                    file.display()
+                );
+            }
+            let data = genas_proxies::Dataset::load_with(
+                &exp,
+                genas_proxies::tokenize::default_cache_dir().as_deref(),
+                &|_, _| {},
+            )?;
+            Some((file.to_path_buf(), data))
+        }
+        None => None,
+    };
+    let context = match &data {
+        Some((_, d)) => d.context,
+        None => ck.architecture.context.min(64),
+    };
+    let mut model = ck.load(Cpu::<f32>::new(0), context)?;
+    let arch = model.arch.clone();
+    let validation = match &data {
+        Some((file, d)) => {
+            say("measuring the validation loss");
+            let val = d.eval_batches(Split::Validation, 16, TEACHER_VAL_SEQUENCES);
+            let ce = evaluate(&mut model, &val);
+            let per_char = d.tokens_per_char.unwrap_or(1.0);
+            Some(ImportValidation {
+                experiment: file.clone(),
+                nats_per_token: ce,
+                bits_per_token: ce / std::f64::consts::LN_2,
+                bits_per_char: d.bits(ce),
+                tokens_per_char: per_char,
+                sequences: val.iter().map(|b| b.b).sum(),
+            })
+        }
+        None => None,
+    };
+    // Throughput: forward passes over batches of 8 for about a second.
+    let b = 8usize;
+    let t = context as usize;
+    let mut rng = Rng::seed_from_u64(0);
+    let tokens: Vec<u32> = (0..b * t)
+        .map(|_| rng.below(u64::from(arch.vocab_size)) as u32)
+        .collect();
+    model.forward(&tokens, None, None, (b, t), false);
+    let start = std::time::Instant::now();
+    let mut reps = 0usize;
+    while reps < 2 || start.elapsed().as_secs_f64() < 1.0 {
+        model.forward(&tokens, None, None, (b, t), false);
+        reps += 1;
+    }
+    let tokens_per_s = (reps * b * t) as f64 / start.elapsed().as_secs_f64();
+    // The check: two sequences (validation ones when there is a corpus), logits in f64.
+    let seqs: Vec<Vec<u32>> = match &data {
+        Some((_, d)) => {
+            let batch = d.eval_batches(Split::Validation, 2, 2).swap_remove(0);
+            batch.inputs.chunks(batch.t).map(<[u32]>::to_vec).collect()
+        }
+        None => tokens.chunks(t).take(2).map(<[u32]>::to_vec).collect(),
+    };
+    let mut exact = ck.load(Cpu::<f64>::new(0), context)?;
+    let flat: Vec<u32> = seqs.concat();
+    exact.forward(&flat, None, None, (seqs.len(), t), false);
+    let check = genas_store::export::Check {
+        tokens: seqs,
+        logits: exact.logits(),
+    };
+    drop(exact);
+    let tok_path = dir.join("tokenizer.json");
+    let sample = if tok_path.exists() {
+        let tok = genas_proxies::tokenize::HfTokenizer::from_file(&tok_path)
+            .map_err(anyhow::Error::msg)?;
+        let ids = tok.encode_one(IMPORT_SAMPLE).map_err(anyhow::Error::msg)?;
+        Some(ids)
+    } else {
+        None
+    };
+    let out = out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(format!("teacher-{}", ck.key)));
+    let written = genas_store::export::write_checkpoint_check(
+        &out,
+        &abs,
+        arch.vocab_size as usize,
+        &check,
+        sample.as_deref().map(|ids| (IMPORT_SAMPLE, ids)),
+    )?;
+    Ok(ImportReport {
+        dir: dir.to_path_buf(),
+        key: ck.key.clone(),
+        model_type: ck.model_type.clone(),
+        architecture: arch.summary(),
+        params: Cost::of(&arch).params,
+        context: ck.architecture.context,
+        vocab_size: arch.vocab_size,
+        weight_bytes: ck.weight_bytes,
+        validation,
+        tokens_per_s,
+        measured_context: context,
+        check: written,
+    })
+}
+
+pub fn render_import(r: &ImportReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "checkpoint    {} ({}, key {})",
+        r.dir.display(),
+        r.model_type,
+        r.key
+    );
+    let _ = writeln!(s, "architecture  {}", r.architecture);
+    let _ = writeln!(
+        s,
+        "size          {} params, {} of weights on disk; context {}, vocabulary {}",
+        crate::format::thousands(r.params),
+        crate::format::bytes(r.weight_bytes as f64),
+        r.context,
+        crate::format::thousands(u64::from(r.vocab_size))
+    );
+    match &r.validation {
+        Some(v) => {
+            let _ = writeln!(
+                s,
+                "validation    {:.4} bits/token, {:.4} bits/char ({:.4} tokens/char) on {} sequences of {}",
+                v.bits_per_token,
+                v.bits_per_char,
+                v.tokens_per_char,
+                v.sequences,
+                v.experiment.display()
+            );
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "validation    (pass --experiment FILE to measure it on a corpus)"
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "speed         {} tokens/s forward on this machine (batches of 8 × {})",
+        crate::format::thousands(r.tokens_per_s.round() as u64),
+        r.measured_context
+    );
+    let _ = writeln!(
+        s,
+        "check         written to {}: python3 {}",
+        r.check.dir.display(),
+        r.check.dir.join("genas_check.py").display()
+    );
+    s
+}

@@ -101,6 +101,35 @@ fn a_pretrained_teacher_is_measured_once_and_its_students_leave_with_its_tokeniz
     assert_eq!(again["reused"], true);
     assert_eq!(again["record"], *record);
 
+    // `genas teacher import` measures the same loss, and its check passes in transformers.
+    let check = tmp.path().join("check");
+    let fixture_dir = root().join("experiments/fixtures/hf/llama-gqa");
+    let import = json_out(&genas(
+        &cache,
+        &[
+            "teacher",
+            "import",
+            fixture_dir.to_str().unwrap(),
+            "--experiment",
+            exp,
+            "--out",
+            check.to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    assert_eq!(import["key"], record["key"]);
+    let v = &import["validation"];
+    assert!(
+        (v["bits_per_char"].as_f64().unwrap() - record["val_bits"].as_f64().unwrap()).abs() < 1e-9
+    );
+    assert!((v["nats_per_token"].as_f64().unwrap() - ce).abs() < 1e-9);
+    assert_eq!(
+        (import["vocab_size"].as_u64(), import["context"].as_u64()),
+        (Some(384), Some(128))
+    );
+    assert!(import["tokens_per_s"].as_f64().unwrap() > 0.0);
+    python_check(&check);
+
     let run = json_out(&genas(
         &cache,
         &["search", exp, "--archive", archive, "--json"],
@@ -151,23 +180,31 @@ fn a_pretrained_teacher_is_measured_once_and_its_students_leave_with_its_tokeniz
     assert_eq!(vocab["entries"], 384);
     // transformers loads the student and the teacher's tokenizer: the logits, the tokenizer's
     // round trip of a validation text and generate() agree with genas.
-    if common::python_ready().is_ok() {
-        let o = Command::new("python3")
-            .arg(out.join("genas_check.py"))
-            .output()
-            .unwrap();
-        let line = String::from_utf8_lossy(&o.stdout);
-        assert!(
-            o.status.success(),
-            "{line} {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let line: Value = serde_json::from_str(line.trim()).unwrap();
-        assert_eq!(
-            (&line["ok"], &line["tokenizer"], &line["generate"]),
-            (&true.into(), &"ok".into(), &"ok".into())
-        );
+    python_check(&out);
+}
+
+/// Runs `dir/genas_check.py` where python3 has torch and transformers: logits, the tokenizer's
+/// round trip and generate() must all agree.
+fn python_check(dir: &Path) {
+    if common::python_ready().is_err() {
+        return;
     }
+    let o = Command::new("python3")
+        .arg(dir.join("genas_check.py"))
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{line} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let line: Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(
+        (&line["ok"], &line["tokenizer"], &line["generate"]),
+        (&true.into(), &"ok".into(), &"ok".into()),
+        "{line}"
+    );
 }
 
 #[test]
@@ -202,4 +239,7 @@ fn misuse_is_refused_in_one_line() {
         &|t| t.replace("seq_len = 64", "seq_len = 256"),
         "exceed the checkpoint's context of 128",
     );
+    // teacher import: a folder that is no checkpoint.
+    let o = genas(&cache, &["teacher", "import", tmp.path().to_str().unwrap()]);
+    fails_with(&o, "cannot read config.json");
 }

@@ -475,6 +475,60 @@ pub fn densify(
     Ok((dense, out, notes))
 }
 
+/// Writes into `dir` the check of a Hugging Face checkpoint genas did not write (a pretrained
+/// teacher in `model_dir`): `genas_check.json` with `check`'s sequences and genas's logits
+/// (and `text` with its tokens, for the tokenizer's round trip) and `genas_check.py`, which
+/// loads `model_dir` with transformers and compares.
+pub fn write_checkpoint_check(
+    dir: &Path,
+    model_dir: &Path,
+    vocab: usize,
+    check: &Check,
+    text: Option<(&str, &[u32])>,
+) -> Result<Written, ExportError> {
+    let n: usize = check.tokens.iter().map(Vec::len).sum();
+    if check.logits.len() != n * vocab {
+        return Err(ExportError::Inconsistent(format!(
+            "{} logits for {n} tokens of a vocabulary of {vocab}",
+            check.logits.len()
+        )));
+    }
+    fs::create_dir_all(dir).map_err(|err| io(dir, &err))?;
+    let mut w = Written {
+        format: Format::Hf.name(),
+        dir: dir.to_path_buf(),
+        files: Vec::new(),
+        hf_class: None,
+        notes: Vec::new(),
+    };
+    let mut rows = check.logits.chunks_exact(vocab);
+    let logits: Vec<Vec<Vec<f64>>> = check
+        .tokens
+        .iter()
+        .map(|seq| {
+            seq.iter()
+                .filter_map(|_| rows.next().map(<[f64]>::to_vec))
+                .collect()
+        })
+        .collect();
+    let mut json = json!({
+        "format": "hf",
+        "model_dir": model_dir,
+        "tolerance": CHECK_TOLERANCE,
+        "tokens": check.tokens,
+        "logits": logits,
+    });
+    if let Some((text, tokens)) = text {
+        json["text"] = text.into();
+        json["text_tokens"] = json!(tokens);
+    }
+    let text =
+        serde_json::to_string(&json).map_err(|e| ExportError::Inconsistent(e.to_string()))?;
+    put(dir, "genas_check.json", text.as_bytes(), &mut w)?;
+    put(dir, "genas_check.py", CHECK_PY.as_bytes(), &mut w)?;
+    Ok(w)
+}
+
 /// Writes `e` as `format` into `dir` (created if needed; files of the same names replaced).
 pub fn export(format: Format, e: &Export, dir: &Path) -> Result<Written, ExportError> {
     check_inputs(e)?;

@@ -10,6 +10,9 @@ forward passes.
 
     python3 genas_check.py [EXPORT_DIR]        (default: the directory of this script)
 
+For a checkpoint genas read rather than wrote (`genas teacher import`), genas_check.json names
+the checkpoint's folder as `model_dir`; the model and tokenizer are loaded from there.
+
 Prints one line of JSON: {"format", "class", "max_abs_diff", "tolerance", "ok", "tokenizer",
 "generate"}. Exit status: 0 when the logits agree within the tolerance, the tokenizer (if any)
 matches and generation agrees, 1 when they do not, 2 when torch or transformers is not installed.
@@ -86,6 +89,8 @@ def main():
     with open(os.path.join(directory, "genas_check.json")) as f:
         check = json.load(f)
     fmt, tol = check["format"], float(check.get("tolerance", 1e-4))
+    # The model's own folder: this one, or the checkpoint a `genas teacher import` checked.
+    directory = os.path.join(directory, check.get("model_dir", "."))
     try:
         import torch
     except ImportError as e:
