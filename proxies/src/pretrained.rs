@@ -3,8 +3,10 @@
 //! `model.safetensors.index.json`), read into a genas [`Model`] that computes the same
 //! function, so the teacher runs on the genas engine.
 //!
-//! Families: Llama (rope + RMSNorm + SwiGLU, full or grouped attention, no biases), which is
-//! the block of SmolLM2, TinyLlama and Llama 3. Weights in f32, f16 or bf16 are converted to
+//! Families: Llama (rope + RMSNorm + SwiGLU, full or grouped attention, no biases), the block
+//! of SmolLM2, TinyLlama and Llama 3; GPT-2 (DistilGPT2 and the GPT-2 sizes), GPT-Neo (global
+//! and local attention) and GPTBigCode (multi-query attention): learned positions, LayerNorm,
+//! biases on every projection, GELU's tanh form. Weights in f32, f16 or bf16 are converted to
 //! f32 on load. Everything the engine cannot compute exactly (another `model_type`, a rope
 //! scaling variant, biases, another norm epsilon, a head size other than hidden / heads) is
 //! refused with one line naming it, before any weight is allocated: every tensor's shape and
@@ -34,7 +36,7 @@ pub struct PretrainedError {
 }
 
 /// The families `[teacher] pretrained` reads, as `model_type` names them.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["llama"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["llama", "gpt2", "gpt_neo", "gpt_bigcode"];
 
 /// A checkpoint directory whose config maps onto a genas architecture; the weights are read by
 /// [`Checkpoint::load`].
@@ -42,6 +44,9 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &["llama"];
 pub struct Checkpoint {
     pub dir: PathBuf,
     pub model_type: String,
+    family: Family,
+    /// `transformer.` before GPT-family tensor names, or nothing (GPT-2's own files).
+    prefix: String,
     /// The architecture at the checkpoint's own context (`max_position_embeddings`).
     pub architecture: Architecture,
     /// Weight files, in name order, and which file holds each tensor.
@@ -108,8 +113,11 @@ impl Checkpoint {
             .and_then(Value::as_str)
             .ok_or_else(|| err(dir, "config.json names no model_type"))?
             .to_string();
-        let architecture = match model_type.as_str() {
-            "llama" => llama_architecture(dir, &cfg)?,
+        let family = match model_type.as_str() {
+            "llama" => Family::Llama,
+            "gpt2" => Family::Gpt2,
+            "gpt_neo" => Family::GptNeo,
+            "gpt_bigcode" => Family::GptBigCode,
             other => {
                 return Err(err(
                     dir,
@@ -120,10 +128,23 @@ impl Checkpoint {
                 ))
             }
         };
+        let architecture = match family {
+            Family::Llama => llama_architecture(dir, &cfg)?,
+            _ => gpt_architecture(dir, &cfg, family)?,
+        };
         let (files, tensor_file) = weight_files(dir)?;
+        // GPT-2's own files name tensors without the `transformer.` prefix.
+        let prefix =
+            if family != Family::Llama && !tensor_file.contains_key("transformer.wte.weight") {
+                ""
+            } else {
+                "transformer."
+            };
         let mut ck = Checkpoint {
             dir: dir.to_path_buf(),
             model_type,
+            family,
+            prefix: prefix.to_string(),
             architecture,
             files,
             tensor_file,
@@ -136,6 +157,7 @@ impl Checkpoint {
     }
 
     /// The architecture run at `context` tokens, which must not exceed the checkpoint's.
+    /// (A sliding window as long as the context is full attention there.)
     pub fn architecture_at(&self, context: u32) -> Result<Architecture, PretrainedError> {
         if context > self.architecture.context {
             return Err(err(
@@ -146,133 +168,227 @@ impl Checkpoint {
                 ),
             ));
         }
-        Ok(Architecture {
+        let mut arch = Architecture {
             context,
             ..self.architecture.clone()
-        })
+        };
+        for l in &mut arch.layers {
+            if let Attention::Sliding { heads, window } = l.attention {
+                if window >= context {
+                    l.attention = Attention::Full { heads };
+                }
+            }
+        }
+        Ok(arch)
     }
 
     /// The checkpoint as a genas model at `context` tokens.
     pub fn load<B: Backend>(&self, be: B, context: u32) -> Result<Model<B>, PretrainedError> {
         let arch = self.architecture_at(context)?;
         let mut model = Model::new(&arch, be, 0);
-        let names = self.genas_names();
+        let plan = self.plan();
         for file in &self.files {
             let bytes = std::fs::read(file)
                 .map_err(|e| err(&self.dir, format!("cannot read {}: {e}", file.display())))?;
             let st = SafeTensors::deserialize(&bytes)
                 .map_err(|e| err(&self.dir, format!("{}: {e}", file.display())))?;
-            for (hf, target) in &names {
-                if self.tensor_file.get(hf) != Some(file) {
+            for entry in &plan {
+                if self.tensor_file.get(&entry.hf) != Some(file) {
                     continue;
                 }
                 let view = st
-                    .tensor(hf)
-                    .map_err(|e| err(&self.dir, format!("{hf}: {e}")))?;
-                let values = to_f64(view.dtype(), view.data())
-                    .ok_or_else(|| err(&self.dir, format!("{hf}: dtype {:?}", view.dtype())))?;
-                target.write(&mut model, &values);
+                    .tensor(&entry.hf)
+                    .map_err(|e| err(&self.dir, format!("{}: {e}", entry.hf)))?;
+                let values = to_f64(view.dtype(), view.data()).ok_or_else(|| {
+                    err(&self.dir, format!("{}: dtype {:?}", entry.hf, view.dtype()))
+                })?;
+                entry.write(&mut model, &values);
             }
         }
         Ok(model)
     }
 
-    /// Each checkpoint tensor and where it goes in the genas model.
-    fn genas_names(&self) -> Vec<(String, Target)> {
-        let a = &self.architecture;
-        let c = a.d_model as usize;
-        let mut out = vec![
-            (
-                "model.embed_tokens.weight".to_string(),
-                Target::whole("wte.weight"),
-            ),
-            (
-                "model.norm.weight".to_string(),
-                Target::whole("ln_f.weight"),
-            ),
-        ];
-        if !a.tie_embeddings {
-            out.push(("lm_head.weight".into(), Target::whole("lm_head.weight")));
+    /// Every checkpoint tensor genas reads: its name, its shape, and where it goes.
+    fn plan(&self) -> Vec<Entry> {
+        match self.family {
+            Family::Llama => self.llama_plan(),
+            _ => self.gpt_plan(),
         }
-        for (i, layer) in a.layers.iter().enumerate() {
-            let p = format!("model.layers.{i}");
-            let hd = c / layer.attention.heads() as usize;
-            let kvd = layer.attention.kv_heads() as usize * hd;
-            let qkv = format!("h.{i}.attn.c_attn.weight");
-            for (from, to) in [
-                ("input_layernorm.weight", "ln_1.weight"),
-                ("post_attention_layernorm.weight", "ln_2.weight"),
-                ("self_attn.o_proj.weight", "attn.c_proj.weight"),
-                ("mlp.gate_proj.weight", "mlp.c_gate.weight"),
-                ("mlp.up_proj.weight", "mlp.c_fc.weight"),
-                ("mlp.down_proj.weight", "mlp.c_proj.weight"),
-            ] {
-                out.push((format!("{p}.{from}"), Target::whole(&format!("h.{i}.{to}"))));
-            }
-            // genas's c_attn holds q (C rows), then k and v (kvd rows each).
-            for (name, row0) in [("q_proj", 0), ("k_proj", c), ("v_proj", c + kvd)] {
-                out.push((
-                    format!("{p}.self_attn.{name}.weight"),
-                    Target {
-                        name: qkv.clone(),
-                        offset: row0 * c,
-                    },
-                ));
-            }
-        }
-        out
     }
 
-    /// The shape each tensor must have, from the architecture.
-    fn expected_shapes(&self) -> BTreeMap<String, Vec<usize>> {
+    fn llama_plan(&self) -> Vec<Entry> {
         let a = &self.architecture;
         let (v, c) = (a.vocab_size as usize, a.d_model as usize);
-        let mut out = BTreeMap::new();
-        out.insert("model.embed_tokens.weight".to_string(), vec![v, c]);
-        out.insert("model.norm.weight".to_string(), vec![c]);
+        let mut out = vec![
+            Entry::whole("model.embed_tokens.weight", vec![v, c], "wte.weight"),
+            Entry::whole("model.norm.weight", vec![c], "ln_f.weight"),
+        ];
         if !a.tie_embeddings {
-            out.insert("lm_head.weight".to_string(), vec![v, c]);
+            out.push(Entry::whole("lm_head.weight", vec![v, c], "lm_head.weight"));
         }
         for (i, layer) in a.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
             let h = layer.ffn.hidden as usize;
             let kvd = layer.attention.kv_heads() as usize * (c / layer.attention.heads() as usize);
-            for (name, shape) in [
-                ("input_layernorm.weight", vec![c]),
-                ("post_attention_layernorm.weight", vec![c]),
-                ("self_attn.q_proj.weight", vec![c, c]),
-                ("self_attn.k_proj.weight", vec![kvd, c]),
-                ("self_attn.v_proj.weight", vec![kvd, c]),
-                ("self_attn.o_proj.weight", vec![c, c]),
-                ("mlp.gate_proj.weight", vec![h, c]),
-                ("mlp.up_proj.weight", vec![h, c]),
-                ("mlp.down_proj.weight", vec![c, h]),
+            for (from, shape, to) in [
+                ("input_layernorm.weight", vec![c], "ln_1.weight"),
+                ("post_attention_layernorm.weight", vec![c], "ln_2.weight"),
+                ("self_attn.o_proj.weight", vec![c, c], "attn.c_proj.weight"),
+                ("mlp.gate_proj.weight", vec![h, c], "mlp.c_gate.weight"),
+                ("mlp.up_proj.weight", vec![h, c], "mlp.c_fc.weight"),
+                ("mlp.down_proj.weight", vec![c, h], "mlp.c_proj.weight"),
             ] {
-                out.insert(format!("{p}.{name}"), shape);
+                out.push(Entry::whole(
+                    &format!("{p}.{from}"),
+                    shape,
+                    &format!("h.{i}.{to}"),
+                ));
+            }
+            // genas's c_attn holds q (C rows), then k and v (kvd rows each).
+            let qkv = format!("h.{i}.attn.c_attn.weight");
+            for (name, rows, row0) in [
+                ("q_proj", c, 0),
+                ("k_proj", kvd, c),
+                ("v_proj", kvd, c + kvd),
+            ] {
+                let mut e =
+                    Entry::whole(&format!("{p}.self_attn.{name}.weight"), vec![rows, c], &qkv);
+                e.offset = row0 * c;
+                out.push(e);
             }
         }
         out
     }
 
+    /// GPT-2, GPT-Neo and GPTBigCode: learned positions, LayerNorm, biases everywhere.
+    fn gpt_plan(&self) -> Vec<Entry> {
+        let a = &self.architecture;
+        let t = &self.prefix;
+        let (v, c, ctx) = (
+            a.vocab_size as usize,
+            a.d_model as usize,
+            a.context as usize,
+        );
+        let mut out = vec![
+            Entry::whole(&format!("{t}wte.weight"), vec![v, c], "wte.weight"),
+            Entry {
+                truncate: true,
+                ..Entry::whole(&format!("{t}wpe.weight"), vec![ctx, c], "wpe.weight")
+            },
+            Entry::whole(&format!("{t}ln_f.weight"), vec![c], "ln_f.weight"),
+            Entry::whole(&format!("{t}ln_f.bias"), vec![c], "ln_f.bias"),
+        ];
+        if !a.tie_embeddings {
+            out.push(Entry::whole("lm_head.weight", vec![v, c], "lm_head.weight"));
+        }
+        for (i, layer) in a.layers.iter().enumerate() {
+            let p = format!("{t}h.{i}");
+            let g = |s: &str| format!("h.{i}.{s}");
+            let h = layer.ffn.hidden as usize;
+            let hd = c / layer.attention.heads() as usize;
+            let width = c + 2 * layer.attention.kv_heads() as usize * hd;
+            for n in ["ln_1.weight", "ln_1.bias", "ln_2.weight", "ln_2.bias"] {
+                out.push(Entry::whole(&format!("{p}.{n}"), vec![c], &g(n)));
+            }
+            for (n, len) in [("mlp.c_fc.bias", h), ("mlp.c_proj.bias", c)] {
+                out.push(Entry::whole(&format!("{p}.{n}"), vec![len], &g(n)));
+            }
+            match self.family {
+                Family::Gpt2 | Family::GptBigCode => {
+                    // GPT-2's Conv1D stores (in, out): transposed on the way in.
+                    let conv = self.family == Family::Gpt2;
+                    for (n, rows, cols) in [
+                        ("attn.c_attn", width, c),
+                        ("attn.c_proj", c, c),
+                        ("mlp.c_fc", h, c),
+                        ("mlp.c_proj", c, h),
+                    ] {
+                        let shape = if conv {
+                            vec![cols, rows]
+                        } else {
+                            vec![rows, cols]
+                        };
+                        out.push(Entry {
+                            transpose: conv,
+                            ..Entry::whole(
+                                &format!("{p}.{n}.weight"),
+                                shape,
+                                &g(&format!("{n}.weight")),
+                            )
+                        });
+                    }
+                    for (n, len) in [("attn.c_attn.bias", width), ("attn.c_proj.bias", c)] {
+                        out.push(Entry::whole(&format!("{p}.{n}"), vec![len], &g(n)));
+                    }
+                }
+                Family::GptNeo => {
+                    // GPT-Neo does not scale scores by 1/√hd, genas does: q is scaled up.
+                    let q = format!("{p}.attn.attention");
+                    for (n, row0, scale) in [
+                        ("q_proj", 0, (hd as f64).sqrt()),
+                        ("k_proj", c, 1.0),
+                        ("v_proj", 2 * c, 1.0),
+                    ] {
+                        out.push(Entry {
+                            offset: row0 * c,
+                            scale,
+                            ..Entry::whole(
+                                &format!("{q}.{n}.weight"),
+                                vec![c, c],
+                                &g("attn.c_attn.weight"),
+                            )
+                        });
+                    }
+                    out.push(Entry::whole(
+                        &format!("{q}.out_proj.weight"),
+                        vec![c, c],
+                        &g("attn.c_proj.weight"),
+                    ));
+                    out.push(Entry::whole(
+                        &format!("{q}.out_proj.bias"),
+                        vec![c],
+                        &g("attn.c_proj.bias"),
+                    ));
+                    out.push(Entry::whole(
+                        &format!("{p}.mlp.c_fc.weight"),
+                        vec![h, c],
+                        &g("mlp.c_fc.weight"),
+                    ));
+                    out.push(Entry::whole(
+                        &format!("{p}.mlp.c_proj.weight"),
+                        vec![c, h],
+                        &g("mlp.c_proj.weight"),
+                    ));
+                }
+                Family::Llama => unreachable!("llama_plan"),
+            }
+        }
+        out
+    }
+
+    /// Tensors a checkpoint may hold that genas recomputes rather than reads: causal-mask
+    /// buffers older GPT-2 and GPT-Neo files saved, rotary tables, and a tied head.
+    fn ignored(&self, name: &str) -> bool {
+        (self.architecture.tie_embeddings && name == "lm_head.weight")
+            || name.ends_with("rotary_emb.inv_freq")
+            || (self.family != Family::Llama
+                && (name.ends_with(".attn.bias")
+                    || name.ends_with(".attn.masked_bias")
+                    || name.ends_with(".attention.bias")
+                    || name.ends_with(".attention.masked_bias")))
+    }
+
     /// Every tensor the architecture needs is present with its shape and a supported dtype,
     /// and nothing else is (a bias the family has not would be silently dropped otherwise).
     fn check_tensors(&mut self) -> Result<(), PretrainedError> {
-        let mut expected = self.expected_shapes();
-        let tied = self.architecture.tie_embeddings;
+        let mut expected: BTreeMap<String, Vec<usize>> =
+            self.plan().into_iter().map(|e| (e.hf, e.shape)).collect();
         let mut bytes = 0u64;
         for file in &self.files {
             let (shapes, len) = read_header(&self.dir, file)?;
             bytes += len;
             for (name, (dtype, shape)) in shapes {
-                if self.tensor_file.get(&name).is_none_or(|f| f != file) {
-                    continue;
-                }
-                // A tied checkpoint may store the head anyway; it is the embedding.
-                if tied && name == "lm_head.weight" {
-                    continue;
-                }
-                // Rotary tables some versions saved are recomputed, not read.
-                if name.ends_with("rotary_emb.inv_freq") {
+                if self.tensor_file.get(&name).is_none_or(|f| f != file) || self.ignored(&name) {
                     continue;
                 }
                 let Some(want) = expected.remove(&name) else {
@@ -324,27 +440,66 @@ impl Checkpoint {
     }
 }
 
-/// Where one checkpoint tensor's values go: `offset` values into the genas parameter `name`.
-#[derive(Clone, Debug)]
-struct Target {
-    name: String,
-    offset: usize,
+/// The transformers families genas reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    Llama,
+    Gpt2,
+    GptNeo,
+    GptBigCode,
 }
 
-impl Target {
-    fn whole(name: &str) -> Target {
-        Target {
-            name: name.to_string(),
+/// One checkpoint tensor of `shape` and where its values go: `offset` values into the genas
+/// parameter `target`, transposed from (in, out) when `transpose`, times `scale`, and only as
+/// many rows as the parameter has when `truncate` (position tables longer than the context).
+#[derive(Clone, Debug)]
+struct Entry {
+    hf: String,
+    shape: Vec<usize>,
+    target: String,
+    offset: usize,
+    transpose: bool,
+    scale: f64,
+    truncate: bool,
+}
+
+impl Entry {
+    fn whole(hf: &str, shape: Vec<usize>, target: &str) -> Entry {
+        Entry {
+            hf: hf.to_string(),
+            shape,
+            target: target.to_string(),
             offset: 0,
+            transpose: false,
+            scale: 1.0,
+            truncate: false,
         }
     }
 
     fn write<B: Backend>(&self, model: &mut Model<B>, values: &[f64]) {
         let i = model
-            .param_index(&self.name)
+            .param_index(&self.target)
             .expect("the architecture has every parameter the checkpoint was checked against");
         let mut w = model.weights(i);
-        w[self.offset..self.offset + values.len()].copy_from_slice(values);
+        let mut values: Vec<f64> = if self.transpose {
+            let (rows, cols) = (self.shape[0], self.shape[1]);
+            let mut t = vec![0.0; values.len()];
+            for r in 0..rows {
+                for c in 0..cols {
+                    t[c * rows + r] = values[r * cols + c];
+                }
+            }
+            t
+        } else {
+            values.to_vec()
+        };
+        if self.scale != 1.0 {
+            values.iter_mut().for_each(|x| *x *= self.scale);
+        }
+        if self.truncate {
+            values.truncate(w.len() - self.offset);
+        }
+        w[self.offset..self.offset + values.len()].copy_from_slice(&values);
         model.set_weights(i, &w);
     }
 }
@@ -463,6 +618,141 @@ fn llama_architecture(dir: &Path, cfg: &Value) -> Result<Architecture, Pretraine
         position: Position::Rope {
             theta: Float(theta),
         },
+    };
+    arch.validate().map_err(|e| {
+        err(
+            dir,
+            format!("config.json describes no model genas can build: {e}"),
+        )
+    })?;
+    Ok(arch)
+}
+
+/// GPT-2, GPT-Neo or GPTBigCode config as a genas architecture (learned positions, LayerNorm,
+/// biases on every projection), or the first thing genas cannot compute.
+fn gpt_architecture(
+    dir: &Path,
+    cfg: &Value,
+    family: Family,
+) -> Result<Architecture, PretrainedError> {
+    let no = |what: String| Err(err(dir, what));
+    let key =
+        |gpt2: &'static str, neo: &'static str| if family == Family::GptNeo { neo } else { gpt2 };
+    let d = count(dir, cfg, key("n_embd", "hidden_size"))?;
+    let depth = count(dir, cfg, key("n_layer", "num_layers"))?;
+    let heads = count(dir, cfg, key("n_head", "num_heads"))?;
+    let context = count(dir, cfg, key("n_positions", "max_position_embeddings"))?;
+    let vocab = count(dir, cfg, "vocab_size")?;
+    let inner_key = key("n_inner", "intermediate_size");
+    let hidden = match cfg.get(inner_key) {
+        None | Some(Value::Null) => d
+            .checked_mul(4)
+            .ok_or_else(|| err(dir, "hidden size too large"))?,
+        Some(_) => count(dir, cfg, inner_key)?,
+    };
+    if d % heads != 0 {
+        return no(format!(
+            "the width {d} is not a multiple of the {heads} heads"
+        ));
+    }
+    let act_name = cfg
+        .get("activation_function")
+        .and_then(Value::as_str)
+        .unwrap_or("gelu_new");
+    let activation = match act_name {
+        "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
+        "gelu" => Activation::Gelu,
+        "relu" => Activation::Relu,
+        other => {
+            return no(format!(
+                "activation_function {other:?} (genas has gelu, gelu_new and relu)"
+            ))
+        }
+    };
+    let eps = cfg
+        .get("layer_norm_epsilon")
+        .and_then(Value::as_f64)
+        .unwrap_or(1e-5);
+    if (eps - NORM_EPS).abs() > 1e-12 {
+        return no(format!(
+            "layer_norm_epsilon {eps:e} (genas's norms use {NORM_EPS:e})"
+        ));
+    }
+    let flag = |k: &str| cfg.get(k).and_then(Value::as_bool);
+    if family != Family::GptNeo {
+        if flag("scale_attn_weights") == Some(false) {
+            return no("scale_attn_weights = false (genas scales scores by 1/√head_dim)".into());
+        }
+        if flag("scale_attn_by_inverse_layer_idx") == Some(true) {
+            return no("scale_attn_by_inverse_layer_idx = true".into());
+        }
+    }
+    let attention: Vec<Attention> = match family {
+        Family::GptBigCode => {
+            if flag("multi_query") == Some(false) {
+                return no(
+                    "multi_query = false (genas reads GPTBigCode's multi-query attention only)"
+                        .into(),
+                );
+            }
+            vec![Attention::Grouped { heads, kv_heads: 1 }; depth as usize]
+        }
+        Family::GptNeo => {
+            // attention_types: [[["global", "local"], repeats], ...], expanded in order.
+            let types = cfg.get("attention_types").and_then(Value::as_array);
+            let mut kinds = Vec::new();
+            for group in types.into_iter().flatten() {
+                let (Some(pattern), Some(n)) = (
+                    group.get(0).and_then(Value::as_array),
+                    group.get(1).and_then(Value::as_u64),
+                ) else {
+                    return no("attention_types is not [[[kinds...], repeats], ...]".into());
+                };
+                for _ in 0..n.min(u64::from(depth) + 1) {
+                    for k in pattern {
+                        kinds.push(k.as_str().unwrap_or("?").to_string());
+                    }
+                }
+            }
+            if kinds.len() != depth as usize {
+                return no(format!(
+                    "attention_types lists {} layers, num_layers is {depth}",
+                    kinds.len()
+                ));
+            }
+            let window = count(dir, cfg, "window_size")?;
+            let mut out = Vec::new();
+            for k in kinds {
+                out.push(match k.as_str() {
+                    "global" => Attention::Full { heads },
+                    "local" if window < context => Attention::Sliding { heads, window },
+                    "local" => Attention::Full { heads },
+                    other => {
+                        return no(format!(
+                            "attention type {other:?} (GPT-Neo has global and local)"
+                        ))
+                    }
+                });
+            }
+            out
+        }
+        _ => vec![Attention::Full { heads }; depth as usize],
+    };
+    let arch = Architecture {
+        vocab_size: vocab,
+        context,
+        d_model: d,
+        tie_embeddings: flag("tie_word_embeddings").unwrap_or(true),
+        share_layers: 1,
+        layers: attention
+            .into_iter()
+            .map(|a| Layer {
+                attention_bias: true,
+                ..Layer::new(a, hidden, activation, None, Sparsity::Dense)
+            })
+            .collect(),
+        norm: Norm::Layernorm,
+        position: Position::Learned,
     };
     arch.validate().map_err(|e| {
         err(

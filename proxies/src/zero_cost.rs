@@ -107,7 +107,7 @@ pub fn descriptors(arch: &Architecture) -> [f64; 15] {
         count(&|l| matches!(l.attention, Attention::Sliding { .. })),
         count(&|l| matches!(l.attention, Attention::Linear { .. })),
         rank_share,
-        count(&|l| l.ffn.activation == Activation::Gelu) / n,
+        count(&|l| matches!(l.ffn.activation, Activation::Gelu | Activation::GeluTanh)) / n,
         count(&|l| l.ffn.activation == Activation::Swiglu) / n,
         count(&|l| arch.rotates(l)),
         f64::from(u8::from(arch.norm == genas_space::Norm::Rmsnorm)),

@@ -135,6 +135,39 @@ fn built_parameters_equal_the_cost_model_with_rope_and_rmsnorm() {
     }
 }
 
+/// `mixed`'s layers with GPT-2's attention biases and GELU's tanh form (the none layer
+/// keeps no bias).
+fn gpt2_like(vocab: u32, t: u32) -> Architecture {
+    let mut a = mixed(vocab, t);
+    for l in &mut a.layers {
+        l.attention_bias = l.attention != Attention::None;
+        if l.ffn.activation != Activation::Swiglu {
+            l.ffn.activation = Activation::GeluTanh;
+        }
+    }
+    a
+}
+
+#[test]
+fn built_parameters_equal_the_cost_model_with_attention_biases() {
+    let a = gpt2_like(40, 16);
+    assert!(a.layers.iter().any(|l| l.attention_bias));
+    let m = Model::new(&a, Cpu::<f32>::new(1), 0);
+    let cost = Cost::of(&a);
+    assert_eq!(m.num_params() as u64, cost.params, "{}", a.summary());
+    assert_eq!(m.num_nonzero_params() as u64, cost.nonzero_params);
+    let biases = m
+        .params
+        .iter()
+        .filter(|p| p.name.ends_with("attn.c_attn.bias"))
+        .count();
+    assert_eq!(biases, a.layers.iter().filter(|l| l.attention_bias).count());
+    // Without biases, the same draw gives the same weights: ids and inits are unchanged.
+    let plain = Model::new(&mixed(40, 16), Cpu::<f32>::new(1), 0);
+    let wte = |m: &Model<Cpu<f32>>| m.weights(m.param_index("wte.weight").unwrap());
+    assert_eq!(wte(&m), wte(&plain));
+}
+
 /// Every (norm, position) pair but the default one.
 fn modern_choices() -> [(Norm, Position); 3] {
     let rope = Position::Rope {
@@ -291,6 +324,7 @@ fn generation_with_caches_matches_the_batched_forward() {
         ),
     ];
     archs.extend(modern);
+    archs.push(gpt2_like(11, t));
     for a in archs {
         let mut m = Model::new(&a, Cpu::<f32>::new(1), 8);
         // Perturb the weights so that every path matters.

@@ -1,8 +1,9 @@
 //! Gradient checks against central finite differences, in f64 through the very kernels training
 //! uses: each layer kind alone (L = Σ r ⊙ out for a random r, so dout = r), then whole models
 //! covering every attention kind, sparsity, sharing, low rank, swiglu, tied embeddings, rotary
-//! positions and RMSNorm.
+//! positions, RMSNorm, attention biases and GELU's tanh form.
 
+use genas_proxies::engine::backend::Act;
 use genas_proxies::engine::cpu::attention::{attention_backward, attention_forward, AttnDims};
 use genas_proxies::engine::cpu::linear_attention::{
     linear_attention_backward, linear_attention_forward,
@@ -399,14 +400,14 @@ fn linear_attention_gradients_and_definition() {
 fn bias_in_the_activation_pass_gradients() {
     let mut rng = Rng::seed_from_u64(15);
     let (rows, width) = (37, 3);
-    for gelu in [true, false] {
-        let name = if gelu { "gelu" } else { "relu" };
+    for act in [Act::Gelu, Act::GeluTanh, Act::Relu] {
+        let name = format!("{act:?}");
         let pre = randn(rows * width, &mut rng, 1.0);
         let bias = randn(width, &mut rng, 1.0);
         let r = randn(rows * width, &mut rng, 1.0);
         let run = |pre: &[f64], bias: &[f64]| {
             let mut o = vec![0.0; rows * width];
-            activation::bias_act_forward(gelu, &mut o, pre, bias, (rows, width));
+            activation::bias_act_forward(act, &mut o, pre, bias, (rows, width));
             o
         };
         let out = run(&pre, &bias);
@@ -417,15 +418,15 @@ fn bias_in_the_activation_pass_gradients() {
             }
         }
         let mut want = vec![0.0; rows * width];
-        if gelu {
-            activation::gelu_forward(&mut want, &summed);
-        } else {
-            activation::relu_forward(&mut want, &summed);
+        match act {
+            Act::Gelu => activation::gelu_forward(&mut want, &summed),
+            Act::GeluTanh => activation::gelu_tanh_forward(&mut want, &summed),
+            Act::Relu => activation::relu_forward(&mut want, &summed),
         }
         assert_eq!(out, want, "{name} forward");
         let mut d = r.clone();
         let mut db = vec![0.5; width];
-        activation::bias_act_backward(gelu, &mut d, &mut db, &pre, &out, &bias, (rows, width));
+        activation::bias_act_backward(act, &mut d, &mut db, &pre, &out, &bias, (rows, width));
         // dbias is added to, not overwritten.
         db.iter_mut().for_each(|x| *x -= 0.5);
         check(&format!("{name} dpre"), &pre, &d, |p| {
@@ -456,6 +457,26 @@ fn activation_gradients() {
     let mut o = vec![0.0f64; 1];
     activation::gelu_forward(&mut o, &[1.0]);
     assert!((o[0] - 0.841_344_746_068_542_9).abs() < 1e-12);
+    // GELU's tanh form: against finite differences, and against its definition at 1 and −3
+    // (½x(1 + tanh(√(2/π)(x + 0.044715x³))), worked in f64 by hand: 0.8411919906082768 and
+    // −0.0036373920817729).
+    // (Within ±~4: further out the derivative is below what central differences of a sum of
+    // 40 terms resolve; the saturation is checked below.)
+    let xt: Vec<f64> = x.iter().map(|v| v / 2.0).collect();
+    d.copy_from_slice(&r);
+    activation::gelu_tanh_backward(&mut d, &xt);
+    check("gelu_tanh", &xt, &d, |x| {
+        let mut o = vec![0.0; n];
+        activation::gelu_tanh_forward(&mut o, x);
+        dot(&o, &r)
+    });
+    let mut o = vec![0.0f64; 2];
+    activation::gelu_tanh_forward(&mut o, &[1.0, -3.0]);
+    assert!((o[0] - 0.841_191_990_608_276_8).abs() < 1e-12, "{}", o[0]);
+    assert!((o[1] + 0.003_637_392_081_772_9).abs() < 1e-12, "{}", o[1]);
+    // Far out it saturates to x and 0 without NaN.
+    activation::gelu_tanh_forward(&mut o, &[60.0, -60.0]);
+    assert_eq!(o, [60.0, 0.0]);
     d.copy_from_slice(&r);
     activation::relu_backward(&mut d, &x);
     check("relu", &x, &d, |x| {
@@ -677,6 +698,44 @@ fn whole_model_full_and_grouped_attention() {
         Sparsity::Dense,
     );
     check_model("full+grouped", &arch(vec![l1, l2], 1, false), false);
+}
+
+#[test]
+fn whole_model_attention_biases_and_gelu_tanh() {
+    // GPT-2's block: biases on q/k/v and the output projection, GELU's tanh form; with learned
+    // positions and with rope (biases go in before the rotation).
+    let biased = |a: Attention, act: Activation| Layer {
+        attention_bias: true,
+        ..Layer::new(a, 12, act, None, Sparsity::Dense)
+    };
+    let l1 = biased(Attention::Full { heads: 2 }, Activation::GeluTanh);
+    let l2 = biased(
+        Attention::Grouped {
+            heads: 4,
+            kv_heads: 2,
+        },
+        Activation::Gelu,
+    );
+    let l3 = Layer::new(
+        Attention::Sliding {
+            heads: 2,
+            window: 3,
+        },
+        8,
+        Activation::GeluTanh,
+        None,
+        Sparsity::Dense,
+    );
+    let a = arch(vec![l1.clone(), l2.clone(), l3.clone()], 1, false);
+    // (check_model moves every weight, the zero-initialised biases too.)
+    check_model("biases+gelu_tanh", &a, false);
+    let rope = Architecture {
+        position: Position::Rope {
+            theta: Float(10_000.0),
+        },
+        ..arch(vec![l1, l2, l3], 1, true)
+    };
+    check_model("biases+rope", &rope, true);
 }
 
 #[test]

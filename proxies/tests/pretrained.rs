@@ -92,6 +92,67 @@ fn an_f16_llama_in_shards_with_a_tied_head_computes_transformers_logits() {
 }
 
 #[test]
+fn gpt2_with_conv1d_weights_biases_and_gelu_new_computes_transformers_logits() {
+    let dir = fixture("gpt2");
+    let ck = Checkpoint::open(&dir).expect("opens");
+    let l0 = &ck.architecture.layers[0];
+    assert_eq!(l0.attention, Attention::Full { heads: 4 });
+    assert!(l0.attention_bias && ck.architecture.tie_embeddings);
+    assert_eq!(
+        (l0.ffn.hidden, l0.ffn.activation),
+        (192, genas_space::Activation::GeluTanh)
+    );
+    let diff = max_logit_diff(&dir);
+    eprintln!("max |Δlogit| {diff:.2e}");
+    assert!(diff < 2e-5, "max |Δlogit| {diff}");
+}
+
+#[test]
+fn gpt_neo_with_a_local_layer_computes_transformers_logits() {
+    let dir = fixture("gpt-neo");
+    let ck = Checkpoint::open(&dir).expect("opens");
+    let kinds: Vec<_> = ck
+        .architecture
+        .layers
+        .iter()
+        .map(|l| l.attention.clone())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            Attention::Full { heads: 4 },
+            Attention::Sliding {
+                heads: 4,
+                window: 16
+            }
+        ]
+    );
+    let diff = max_logit_diff(&dir);
+    eprintln!("max |Δlogit| {diff:.2e}");
+    assert!(diff < 2e-5, "max |Δlogit| {diff}");
+    // At a context no longer than the window, local attention is full attention.
+    let short = ck.architecture_at(16).unwrap();
+    assert_eq!(short.layers[1].attention, Attention::Full { heads: 4 });
+}
+
+#[test]
+fn gpt_bigcode_with_multi_query_attention_computes_transformers_logits() {
+    let dir = fixture("gpt-bigcode");
+    let ck = Checkpoint::open(&dir).expect("opens");
+    assert_eq!(
+        ck.architecture.layers[0].attention,
+        Attention::Grouped {
+            heads: 4,
+            kv_heads: 1
+        }
+    );
+    assert!(!ck.architecture.tie_embeddings);
+    let diff = max_logit_diff(&dir);
+    eprintln!("max |Δlogit| {diff:.2e}");
+    assert!(diff < 2e-5, "max |Δlogit| {diff}");
+}
+
+#[test]
 fn the_key_is_the_files_not_the_folder() {
     let a = Checkpoint::open(&fixture("llama-gqa")).unwrap();
     let b = Checkpoint::open(&fixture("llama-tied-sharded")).unwrap();
@@ -112,8 +173,16 @@ fn the_key_is_the_files_not_the_folder() {
 
 /// A copy of llama-gqa with its config edited by `edit`, opened.
 fn open_edited(edit: impl FnOnce(&mut Value)) -> Result<Checkpoint, PretrainedError> {
+    open_edited_copy("llama-gqa", edit)
+}
+
+/// A copy of fixture `name` (a single weight file) with its config edited by `edit`, opened.
+fn open_edited_copy(
+    name: &str,
+    edit: impl FnOnce(&mut Value),
+) -> Result<Checkpoint, PretrainedError> {
     let copy = tempfile::tempdir().unwrap();
-    let src = fixture("llama-gqa");
+    let src = fixture(name);
     let mut cfg: Value =
         serde_json::from_slice(&fs::read(src.join("config.json")).unwrap()).unwrap();
     edit(&mut cfg);
@@ -172,6 +241,54 @@ fn what_genas_cannot_compute_is_refused_in_one_line() {
             c.as_object_mut().unwrap().remove("hidden_size");
         },
         "no positive integer \"hidden_size\"",
+    );
+}
+
+#[test]
+fn what_genas_cannot_compute_of_the_gpt_families_is_refused_in_one_line() {
+    let refused_in = |name: &str, edit: &dyn Fn(&mut Value), says: &str| {
+        let e = open_edited_copy(name, edit)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains(says) && !e.contains('\n'),
+            "{e:?} should say {says:?}"
+        );
+    };
+    refused_in(
+        "gpt2",
+        &|c| c["activation_function"] = "gelu_fast".into(),
+        "activation_function \"gelu_fast\"",
+    );
+    refused_in(
+        "gpt2",
+        &|c| c["layer_norm_epsilon"] = 1e-6.into(),
+        "layer_norm_epsilon 1e-6",
+    );
+    refused_in(
+        "gpt2",
+        &|c| c["scale_attn_by_inverse_layer_idx"] = true.into(),
+        "scale_attn_by_inverse_layer_idx",
+    );
+    refused_in(
+        "gpt2",
+        &|c| c["n_inner"] = 100.into(),
+        "but config.json implies",
+    );
+    refused_in(
+        "gpt-bigcode",
+        &|c| c["multi_query"] = false.into(),
+        "multi_query = false",
+    );
+    refused_in(
+        "gpt-neo",
+        &|c| c["attention_types"] = serde_json::json!([[["global"], 3]]),
+        "attention_types lists 3 layers, num_layers is 2",
+    );
+    refused_in(
+        "gpt-neo",
+        &|c| c["attention_types"] = serde_json::json!([[["global", "sparse"], 1]]),
+        "attention type \"sparse\"",
     );
 }
 

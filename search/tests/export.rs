@@ -109,8 +109,12 @@ fn exports_reproduce_genas_logits_in_pytorch_and_transformers() {
     let python = python_ready();
     let datasets = [corpus(Tokenizer::Char), corpus(Tokenizer::Byte), images()];
     let (ch, by, im) = (&datasets[0], &datasets[1], &datasets[2]);
-    use Activation::{Gelu, Relu, Swiglu};
+    use Activation::{Gelu, GeluTanh, Relu, Swiglu};
     let full = |h| Attention::Full { heads: h };
+    let biased = |l: Layer| Layer {
+        attention_bias: true,
+        ..l
+    };
     let dense = Sparsity::Dense;
     let half = Sparsity::Unstructured(Fraction(0.5));
     let mq = |heads| Attention::Grouped { heads, kv_heads: 1 };
@@ -364,6 +368,60 @@ fn exports_reproduce_genas_logits_in_pytorch_and_transformers() {
                 ]
             }),
             hf_class: Some("GPTNeoForCausalLM"),
+        },
+        Case {
+            // GPT-2 itself: attention biases and gelu_new.
+            name: "gpt2-biases-gelu-tanh",
+            data: 1,
+            arch: arch(
+                by,
+                24,
+                true,
+                1,
+                vec![biased(layer(full(4), 48, GeluTanh, None, dense)); 2],
+            ),
+            hf_class: Some("GPT2LMHeadModel"),
+        },
+        Case {
+            name: "gpt-bigcode-biases",
+            data: 0,
+            arch: arch(
+                ch,
+                16,
+                false,
+                1,
+                vec![biased(layer(mq(4), 32, GeluTanh, None, dense)); 2],
+            ),
+            hf_class: Some("GPTBigCodeForCausalLM"),
+        },
+        Case {
+            // Biases with rope, and with a sliding layer: no family writes these.
+            name: "biases-rope-sliding",
+            data: 0,
+            arch: modern(
+                arch(
+                    ch,
+                    16,
+                    false,
+                    1,
+                    vec![
+                        biased(layer(full(4), 32, GeluTanh, None, dense)),
+                        biased(layer(
+                            Attention::Sliding {
+                                heads: 2,
+                                window: 5,
+                            },
+                            32,
+                            Gelu,
+                            None,
+                            dense,
+                        )),
+                    ],
+                ),
+                rope,
+                Norm::Layernorm,
+            ),
+            hf_class: None,
         },
         Case {
             name: "gpt-bigcode",

@@ -201,6 +201,9 @@ impl fmt::Display for Attention {
 pub enum Activation {
     /// Exact (erf) GELU; FFN = W_out·gelu(W_in·x + b_in) + b_out.
     Gelu,
+    /// GELU's tanh approximation, ½x(1 + tanh(√(2/π)(x + 0.044715x³))), as GPT-2 ("gelu_new")
+    /// and GPTBigCode ("gelu_pytorch_tanh") use it; same shape as gelu.
+    GeluTanh,
     /// ReLU; same shape as gelu.
     Relu,
     /// SwiGLU (Shazeer, 2020); FFN = W_out·(silu(W_gate·x) ⊙ W_in·x), no biases.
@@ -211,6 +214,7 @@ impl Activation {
     pub fn name(self) -> &'static str {
         match self {
             Activation::Gelu => "gelu",
+            Activation::GeluTanh => "gelu_tanh",
             Activation::Relu => "relu",
             Activation::Swiglu => "swiglu",
         }
@@ -305,6 +309,14 @@ pub struct Layer {
     pub attention: Attention,
     pub ffn: Ffn,
     pub sparsity: Sparsity,
+    /// Biases on the attention's q/k/v and output projections, as GPT-2 has them (genas's own
+    /// blocks have none). Left out of the canonical JSON when false, so ids stay as they were.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub attention_bias: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Layer {
@@ -323,6 +335,7 @@ impl Layer {
                 rank,
             },
             sparsity,
+            attention_bias: false,
         }
     }
 }
@@ -541,8 +554,9 @@ impl Architecture {
             let l = &self.layers[i];
             let rank = l.ffn.rank.map(|r| format!(" r{r}")).unwrap_or_default();
             let s = format!(
-                "{} ffn{}{} {} {}",
+                "{}{} ffn{}{} {} {}",
                 l.attention,
+                if l.attention_bias { "+bias" } else { "" },
                 l.ffn.hidden,
                 rank,
                 l.ffn.activation.name(),
@@ -591,6 +605,9 @@ fn validate_layer(layer: &Layer, d: u32, context: u32) -> Result<(), String> {
         }
     }
     match layer.attention {
+        Attention::None if layer.attention_bias => {
+            return Err("attention_bias on a layer without attention".into())
+        }
         Attention::None => {}
         _ if heads == 0 => return Err("heads must be at least 1".into()),
         _ if !d.is_multiple_of(heads) => {
@@ -661,6 +678,7 @@ mod tests {
                 rank: None,
             },
             sparsity: Sparsity::Dense,
+            attention_bias: false,
         };
         Architecture {
             vocab_size: 65,

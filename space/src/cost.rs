@@ -94,7 +94,7 @@ pub fn block_matrices(d: u32, layer: &Layer) -> Vec<(u64, u64)> {
     let h = layer.ffn.hidden as u64;
     let full: Vec<(u64, u64)> = match layer.ffn.activation {
         Activation::Swiglu => vec![(d, h), (d, h), (h, d)],
-        Activation::Gelu | Activation::Relu => vec![(d, h), (h, d)],
+        Activation::Gelu | Activation::GeluTanh | Activation::Relu => vec![(d, h), (h, d)],
     };
     for (i, o) in full {
         match layer.ffn.rank {
@@ -139,7 +139,14 @@ pub fn layer_cost(
     } else {
         norm_params
     };
-    let dense_extra = ffn_bias + norms;
+    // q, k, v and output biases (GPT-2's blocks): like the FFN's, counted as parameters only.
+    let attn_bias = if layer.attention_bias && has_attn {
+        let kvd = layer.attention.kv_heads() as u64 * (d / layer.attention.heads() as u64);
+        2 * d + 2 * kvd
+    } else {
+        0
+    };
+    let dense_extra = ffn_bias + norms + attn_bias;
 
     let heads = layer.attention.heads() as f64;
     let hd = if has_attn { df / heads } else { 0.0 };
@@ -267,6 +274,7 @@ mod tests {
                 rank: None,
             },
             sparsity: Sparsity::Dense,
+            attention_bias: false,
         }
     }
 

@@ -851,11 +851,12 @@ pub fn parse_activation(s: &str) -> Result<crate::arch::Activation, String> {
     use crate::arch::Activation;
     Ok(match s {
         "gelu" => Activation::Gelu,
+        "gelu_tanh" => Activation::GeluTanh,
         "relu" => Activation::Relu,
         "swiglu" => Activation::Swiglu,
         other => {
             return Err(format!(
-                "unknown activation \"{other}\" (expected gelu, relu or swiglu)"
+                "unknown activation \"{other}\" (expected gelu, gelu_tanh, relu or swiglu)"
             ))
         }
     })

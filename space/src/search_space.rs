@@ -634,6 +634,7 @@ impl SearchSpace {
                 .sparsity
                 .get(g.sparsity)
                 .ok_or("sparsity gene out of range")?,
+            attention_bias: false,
         };
         let probe = Architecture {
             vocab_size: self.vocab_size,

@@ -277,6 +277,11 @@ pub fn hf_family(arch: &Architecture) -> Result<HfFamily, ExportError> {
             }
         }
     }
+    if let Some(i) = arch.layers.iter().position(|l| l.attention_bias) {
+        return no(format!(
+            "layer {i}'s q/k/v biases with sliding attention (GPT-Neo has none)"
+        ));
+    }
     Ok(HfFamily::GptNeo {
         window: window.expect("some layer is sliding"),
         local,
@@ -285,6 +290,9 @@ pub fn hf_family(arch: &Architecture) -> Result<HfFamily, ExportError> {
 
 /// GPT-NeoX, or the first choice of `arch` (rope, LayerNorm, gelu or relu) that keeps it out.
 fn neox_family(arch: &Architecture) -> Result<HfFamily, String> {
+    if let Some(i) = arch.layers.iter().position(|l| l.attention_bias) {
+        return Err(format!("layer {i}'s attention biases with rope"));
+    }
     if arch.share_layers > 1 {
         return Err(format!(
             "cross-layer sharing (share_layers = {})",
@@ -325,6 +333,9 @@ fn neox_family(arch: &Architecture) -> Result<HfFamily, String> {
 /// The Llama family, or the first choice of `arch` that keeps it out (rope, RMSNorm or swiglu
 /// brought it here: only Llama has them).
 fn llama_family(arch: &Architecture) -> Result<HfFamily, String> {
+    if let Some(i) = arch.layers.iter().position(|l| l.attention_bias) {
+        return Err(format!("layer {i}'s attention biases with rope"));
+    }
     let needs = "the Llama family needs rope, rmsnorm and swiglu together";
     if !arch.position.is_rope() {
         return Err(format!(
@@ -814,13 +825,17 @@ fn hf_tensors(f: &HfFamily, e: &Export) -> Result<Vec<Named>, ExportError> {
                         (name, vec![rows, cols], t.data.clone())
                     });
                 }
-                // genas's attention projections have no biases.
-                out.push((
-                    format!("{p}.attn.c_attn.bias"),
-                    vec![width],
-                    vec![0.0; width],
-                ));
-                out.push((format!("{p}.attn.c_proj.bias"), vec![c], vec![0.0; c]));
+                // The attention biases, or zeros for a layer without them.
+                let bias = |name: &str, n: usize| -> Result<Named, ExportError> {
+                    let data = if layer.attention_bias {
+                        g(&format!("attn.{name}.bias"))?.data.clone()
+                    } else {
+                        vec![0.0; n]
+                    };
+                    Ok((format!("{p}.attn.{name}.bias"), vec![n], data))
+                };
+                out.push(bias("c_attn", width)?);
+                out.push(bias("c_proj", c)?);
             }
             HfFamily::Llama { .. } | HfFamily::GptNeoX => {
                 unreachable!("llama_tensors and neox_tensors name their own tensors")
@@ -840,7 +855,12 @@ fn hf_tensors(f: &HfFamily, e: &Export) -> Result<Vec<Named>, ExportError> {
                     vec![c, c],
                     proj.data.clone(),
                 ));
-                out.push((format!("{a}.out_proj.bias"), vec![c], vec![0.0; c]));
+                let out_bias = if layer.attention_bias {
+                    g("attn.c_proj.bias")?.data.clone()
+                } else {
+                    vec![0.0; c]
+                };
+                out.push((format!("{a}.out_proj.bias"), vec![c], out_bias));
                 out.push((format!("{p}.mlp.c_fc.weight"), vec![h, c], fc.data.clone()));
                 out.push((
                     format!("{p}.mlp.c_proj.weight"),
@@ -983,7 +1003,11 @@ fn common_hf_keys(cfg: &mut Value, e: &Export) {
 fn hf_config(f: &HfFamily, e: &Export) -> Value {
     let a = e.arch;
     let l0 = &a.layers[0];
-    let act = l0.ffn.activation.name();
+    // transformers' names: "gelu" is the exact one, "gelu_new" GPT-2's tanh approximation.
+    let act = match l0.ffn.activation {
+        Activation::GeluTanh => "gelu_new",
+        other => other.name(),
+    };
     let heads = l0.attention.heads();
     let gpt2_keys = |model_type: &str, class: &str| {
         json!({

@@ -14,6 +14,8 @@ use crate::engine::cpu::rope::RopeDims;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Act {
     Gelu,
+    /// GELU's tanh approximation (GPT-2's "gelu_new").
+    GeluTanh,
     Relu,
 }
 

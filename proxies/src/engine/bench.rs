@@ -154,6 +154,7 @@ pub fn bench_architecture(c: &BenchConfig) -> Architecture {
             rank: None,
         },
         sparsity: Sparsity::Dense,
+        attention_bias: false,
     };
     let (norm, position) = if c.llama {
         (

@@ -80,6 +80,11 @@ fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
+fn gelu_tanh(x: f32) -> f32 {
+    let u = 0.797_884_6 * (x + 0.044_715 * x * x * x);
+    0.5 * x * (1.0 + u.tanh())
+}
+
 impl Generator {
     pub fn new<B: Backend>(model: &Model<B>) -> Generator {
         let w = (0..model.params.len())
@@ -182,7 +187,7 @@ impl Generator {
             let bp = self.blocks[l].clone();
             if let Some(at) = &bp.attn {
                 let ln = self.norm(at.ln, &x);
-                let mut qkv = matvec(&self.w[at.qkv], &ln, None);
+                let mut qkv = matvec(&self.w[at.qkv], &ln, at.qkv_bias.map(|i| &self.w[i][..]));
                 if let (Some(theta), Mixer::Softmax(d)) = (at.rope, at.mixer) {
                     let (cos, sin) = rope::tables::<f32>(1, pos, d.head_dim, theta);
                     rope::rotate_row(&mut qkv, d.heads, d.kv_heads, d.head_dim, &cos, &sin, false);
@@ -254,7 +259,7 @@ impl Generator {
                     }
                     _ => unreachable!("cache kind follows the layer kind"),
                 }
-                let proj = matvec(&self.w[at.proj], &o, None);
+                let proj = matvec(&self.w[at.proj], &o, at.proj_bias.map(|i| &self.w[i][..]));
                 x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
             }
             let ln = self.norm(bp.ln2, &x);
@@ -268,6 +273,7 @@ impl Generator {
                         .collect()
                 }
                 (Activation::Relu, _) => up.iter().map(|&u| u.max(0.0)).collect(),
+                (Activation::GeluTanh, _) => up.iter().map(|&u| gelu_tanh(u)).collect(),
                 _ => up.iter().map(|&u| gelu(u)).collect(),
             };
             let out = self.lin(bp.proj, &act);

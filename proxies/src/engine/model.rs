@@ -140,6 +140,9 @@ pub(crate) struct AttnParams {
     pub(crate) ln: NormP,
     pub(crate) qkv: usize,
     pub(crate) proj: usize,
+    /// The q/k/v and output biases, when the layer has them (`attention_bias`).
+    pub(crate) qkv_bias: Option<usize>,
+    pub(crate) proj_bias: Option<usize>,
     pub(crate) mixer: Mixer,
     /// Width of a qkv row: C + 2·kvd.
     pub(crate) width: usize,
@@ -471,6 +474,9 @@ impl<B: Backend> Model<B> {
                         &mut rng,
                     );
                     bld.sparsify_rows(qkv, layer.sparsity, &[c, kv * hd, kv * hd]);
+                    let qkv_bias = layer
+                        .attention_bias
+                        .then(|| bld.constant(format!("h.{i}.attn.c_attn.bias"), width, 0.0));
                     let proj = bld.normal(
                         format!("h.{i}.attn.c_proj.weight"),
                         vec![c, c],
@@ -478,6 +484,9 @@ impl<B: Backend> Model<B> {
                         &mut rng,
                     );
                     bld.sparsify_rows(proj, layer.sparsity, &[c]);
+                    let proj_bias = layer
+                        .attention_bias
+                        .then(|| bld.constant(format!("h.{i}.attn.c_proj.bias"), c, 0.0));
                     let mixer = match *a {
                         Attention::Linear { .. } => Mixer::Linear {
                             heads,
@@ -504,6 +513,8 @@ impl<B: Backend> Model<B> {
                         ln,
                         qkv,
                         proj,
+                        qkv_bias,
+                        proj_bias,
                         mixer,
                         width,
                         rope: theta.filter(|_| arch.rotates(layer)),
@@ -1033,7 +1044,7 @@ fn forward_pass<B: Backend>(
                     false,
                     &ba.ln1,
                     &w[at.qkv],
-                    None,
+                    at.qkv_bias.map(|i| &w[i]),
                     (n, c, at.width),
                 );
                 if let Some(d) = rope_dims(at, n, t) {
@@ -1059,7 +1070,14 @@ fn forward_pass<B: Backend>(
                     }
                 }
                 be.copy(&mut ba.x_mid, x_in, n * c);
-                be.matmul_forward(&mut ba.x_mid, true, &ba.atty, &w[at.proj], None, (n, c, c));
+                be.matmul_forward(
+                    &mut ba.x_mid,
+                    true,
+                    &ba.atty,
+                    &w[at.proj],
+                    at.proj_bias.map(|i| &w[i]),
+                    (n, c, c),
+                );
             }
             let h_in = if bp.attn.is_some() { &ba.x_mid } else { x_in };
             norm_forward(
@@ -1284,11 +1302,12 @@ fn backward_pass<B: Backend>(
             );
             if let Some(at) = &bp.attn {
                 // x_mid = x_in + proj(mix(qkv(LN1(x_in)))).
+                let (dw, db) = weight_and_bias_grads(g, at.proj, at.proj_bias);
                 be.matmul_backward(
                     Some(&mut a.datty),
                     false,
-                    &mut g[at.proj],
-                    None,
+                    dw,
+                    db,
                     &a.dx,
                     &ba.atty,
                     &w[at.proj],
@@ -1319,11 +1338,12 @@ fn backward_pass<B: Backend>(
                         );
                     }
                 }
+                let (dw, db) = weight_and_bias_grads(g, at.qkv, at.qkv_bias);
                 be.matmul_backward(
                     Some(&mut a.dln),
                     false,
-                    &mut g[at.qkv],
-                    None,
+                    dw,
+                    db,
                     &a.dqkv,
                     &ba.ln1,
                     &w[at.qkv],
@@ -1419,7 +1439,23 @@ fn norm_backward<B: Backend>(
 fn act_of(a: Activation) -> Act {
     match a {
         Activation::Relu => Act::Relu,
-        _ => Act::Gelu,
+        Activation::GeluTanh => Act::GeluTanh,
+        Activation::Gelu | Activation::Swiglu => Act::Gelu,
+    }
+}
+
+/// The gradient buffers of a weight and, when there is one, its bias.
+fn weight_and_bias_grads<T>(
+    g: &mut [T],
+    w: usize,
+    bias: Option<usize>,
+) -> (&mut T, Option<&mut T>) {
+    match bias {
+        Some(b) => {
+            let [dw, db] = g.get_disjoint_mut([w, b]).expect("distinct");
+            (dw, Some(db))
+        }
+        None => (&mut g[w], None),
     }
 }
 

@@ -15,7 +15,8 @@ The network (C = d_model, H heads of hd = C/H, G key/value heads):
 Attention is full (causal softmax), grouped (query head h reads key/value head h // (H/G)),
 sliding (each query sees itself and the window - 1 positions before it) or linear
 (Katharopoulos et al., 2020, feature map elu(x) + 1, no 1/sqrt(hd) scaling). The FFN is
-gelu (exact erf) or relu, `c_proj(act(c_fc(x)))` with biases, or swiglu,
+gelu (exact erf), gelu_tanh (GPT-2's tanh approximation) or relu, `c_proj(act(c_fc(x)))`
+with biases, or swiglu,
 `c_proj(silu(c_gate(x)) * c_fc(x))` without biases. The norms are LayerNorm (weight and bias)
 or, with norm "rmsnorm", RMSNorm (x / sqrt(mean(x^2) + eps) * weight, no bias); both use eps
 1e-5. With position "rope" the queries and keys of full, grouped and sliding attention are
@@ -28,6 +29,7 @@ Parameter names (matrices are (out, in), like torch.nn.Linear):
     (RMSNorm: .weight only), lm_head.weight (untied only)
     h.{i}.ln_1.weight/.bias, h.{i}.attn.c_attn.weight (C + 2*G*hd, C) rows q | k | v,
     h.{i}.attn.c_proj.weight (C, C), h.{i}.ln_2.weight/.bias,
+    h.{i}.attn.c_attn.bias and h.{i}.attn.c_proj.bias (layers with "attention_bias" only),
     h.{i}.mlp.c_fc.weight/.bias, h.{i}.mlp.c_gate.weight (swiglu), h.{i}.mlp.c_proj.weight/.bias
 
 A low-rank FFN matrix `X.weight` (out, in) is stored as `X.weight_a` (r, in) and `X.weight_b`
@@ -183,7 +185,7 @@ def rotate(x, theta, offset=0):
 
 
 class Attention(nn.Module):
-    def __init__(self, spec, d_model, masked, proj_std, rope_theta=None):
+    def __init__(self, spec, d_model, masked, proj_std, rope_theta=None, bias=False):
         super().__init__()
         self.kind = spec["kind"]
         self.rope_theta = rope_theta if self.kind in ("full", "grouped", "sliding") else None
@@ -192,8 +194,8 @@ class Attention(nn.Module):
         self.window = spec.get("window") if self.kind == "sliding" else None
         self.hd = d_model // self.heads
         kvd = self.kv_heads * self.hd
-        self.c_attn = Linear(d_model, d_model + 2 * kvd, bias=False, masked=masked)
-        self.c_proj = Linear(d_model, d_model, bias=False, masked=masked, std=proj_std)
+        self.c_attn = Linear(d_model, d_model + 2 * kvd, bias=bias, masked=masked)
+        self.c_proj = Linear(d_model, d_model, bias=bias, masked=masked, std=proj_std)
 
     def forward(self, x):
         B, T, C = x.shape
@@ -234,8 +236,12 @@ class MLP(nn.Module):
     def forward(self, x):
         if self.act == "swiglu":
             return self.c_proj(F.silu(self.c_gate(x)) * self.c_fc(x))
-        act = F.gelu if self.act == "gelu" else F.relu
-        return self.c_proj(act(self.c_fc(x)))
+        h = self.c_fc(x)
+        if self.act == "gelu":
+            return self.c_proj(F.gelu(h))
+        if self.act == "gelu_tanh":
+            return self.c_proj(F.gelu(h, approximate="tanh"))
+        return self.c_proj(F.relu(h))
 
 
 class Block(nn.Module):
@@ -244,7 +250,8 @@ class Block(nn.Module):
         masked = spec.get("sparsity", "dense") != "dense"
         if spec["attention"]["kind"] != "none":
             self.ln_1 = make_norm(norm, d_model)
-            self.attn = Attention(spec["attention"], d_model, masked, proj_std, rope_theta)
+            self.attn = Attention(spec["attention"], d_model, masked, proj_std, rope_theta,
+                                  bias=spec.get("attention_bias", False))
         else:
             self.attn = None
         self.ln_2 = make_norm(norm, d_model)

@@ -1,7 +1,9 @@
-//! FFN non-linearities, elementwise: exact GELU, ReLU, and SwiGLU's silu(gate) ⊙ up.
+//! FFN non-linearities, elementwise: exact GELU, its tanh approximation, ReLU, and SwiGLU's
+//! silu(gate) ⊙ up.
 //! Each parallel chunk runs a `simd_dispatch!` kernel, so the f32 `exp`/`erf` polynomials
 //! vectorise.
 
+use crate::engine::backend::Act;
 use crate::engine::cpu::ops::add_partials_in_order;
 use crate::engine::real::Real;
 use crate::engine::simd::{simd_dispatch, Simd};
@@ -27,6 +29,34 @@ fn gelu_grad<F: Real, S: Simd>(x: F, y: F) -> F {
     cdf + x * pdf
 }
 
+/// √(2/π) and the cubic coefficient of GELU's tanh approximation.
+const TANH_C: f64 = 0.797_884_560_802_865_4;
+const TANH_A: f64 = 0.044_715;
+
+/// tanh(u) = 1 − 2 / (e^{2u} + 1): ±1 in the limits, no NaN for large |u|.
+#[inline(always)]
+fn tanh<F: Real, S: Simd>(u: F) -> F {
+    let two = F::from_f64(2.0);
+    F::ONE - two / ((two * u).exp_s::<S>() + F::ONE)
+}
+
+/// ½x(1 + tanh(√(2/π)(x + 0.044715x³))).
+#[inline(always)]
+fn gelu_tanh<F: Real, S: Simd>(x: F) -> F {
+    let u = F::from_f64(TANH_C) * (x + F::from_f64(TANH_A) * x * x * x);
+    F::from_f64(0.5) * x * (F::ONE + tanh::<F, S>(u))
+}
+
+/// d/dx: ½(1 + t) + ½x(1 − t²)·√(2/π)(1 + 3·0.044715x²), t = tanh(u).
+#[inline(always)]
+fn gelu_tanh_grad<F: Real, S: Simd>(x: F) -> F {
+    let c = F::from_f64(TANH_C);
+    let a = F::from_f64(TANH_A);
+    let half = F::from_f64(0.5);
+    let t = tanh::<F, S>(c * (x + a * x * x * x));
+    half * (F::ONE + t) + half * x * (F::ONE - t * t) * c * (F::ONE + F::from_f64(3.0) * a * x * x)
+}
+
 #[inline(always)]
 fn sigmoid<F: Real, S: Simd>(x: F) -> F {
     F::ONE / (F::ONE + (-x).exp_s::<S>())
@@ -45,6 +75,47 @@ simd_dispatch! {
     fn gelu_grad_chunk<F: Real>(d: &mut [F], x: &[F], y: &[F]) {
         for ((d, &x), &y) in d.iter_mut().zip(x).zip(y) {
             *d *= gelu_grad::<F, S>(x, y);
+        }
+    }
+}
+
+simd_dispatch! {
+    fn gelu_tanh_chunk<F: Real>(o: &mut [F], x: &[F]) {
+        for (o, &x) in o.iter_mut().zip(x) {
+            *o = gelu_tanh::<F, S>(x);
+        }
+    }
+}
+
+simd_dispatch! {
+    fn gelu_tanh_grad_chunk<F: Real>(d: &mut [F], x: &[F]) {
+        for (d, &x) in d.iter_mut().zip(x) {
+            *d *= gelu_tanh_grad::<F, S>(x);
+        }
+    }
+}
+
+simd_dispatch! {
+    /// out = gelu_tanh(pre + bias), over whole rows of `bias.len()`.
+    fn bias_gelu_tanh_rows<F: Real>(out: &mut [F], pre: &[F], bias: &[F]) {
+        for (o, p) in out.chunks_exact_mut(bias.len()).zip(pre.chunks_exact(bias.len())) {
+            for ((o, &p), &b) in o.iter_mut().zip(p).zip(bias) {
+                *o = gelu_tanh::<F, S>(p + b);
+            }
+        }
+    }
+}
+
+simd_dispatch! {
+    /// d = d · gelu_tanh′(pre + bias) in place and db += d, over whole rows of `bias.len()`.
+    fn bias_gelu_tanh_grad_rows<F: Real>(d: &mut [F], db: &mut [F], pre: &[F], bias: &[F]) {
+        let w = bias.len();
+        let db = &mut db[..w];
+        for (d, p) in d.chunks_exact_mut(w).zip(pre.chunks_exact(w)) {
+            for ((d, db), (&p, &b)) in d.iter_mut().zip(db.iter_mut()).zip(p.iter().zip(bias)) {
+                *d *= gelu_tanh_grad::<F, S>(p + b);
+                *db += *d;
+            }
         }
     }
 }
@@ -140,7 +211,7 @@ simd_dispatch! {
 /// that wrote `pre`. `pre` stays as the product left it; backward adds the bias again
 /// (`bias_act_backward`) instead of this pass writing the sums back.
 pub fn bias_act_forward<F: Real>(
-    gelu: bool,
+    act: Act,
     out: &mut [F],
     pre: &[F],
     bias: &[F],
@@ -151,12 +222,10 @@ pub fn bias_act_forward<F: Real>(
     out[..rows * width]
         .par_chunks_mut(per_task)
         .zip(pre[..rows * width].par_chunks(per_task))
-        .for_each(|(o, p)| {
-            if gelu {
-                bias_gelu_rows(o, p, bias)
-            } else {
-                bias_relu_rows(o, p, bias)
-            }
+        .for_each(|(o, p)| match act {
+            Act::Gelu => bias_gelu_rows(o, p, bias),
+            Act::GeluTanh => bias_gelu_tanh_rows(o, p, bias),
+            Act::Relu => bias_relu_rows(o, p, bias),
         });
 }
 
@@ -167,7 +236,7 @@ const GRAD_ROWS: usize = 16;
 /// Backward of `bias_act_forward`: d = d · act′(pre + bias) in place (dout in, dinp out), and
 /// dbias += Σ_rows d, the bias gradient taken in the same pass instead of a second read of d.
 pub fn bias_act_backward<F: Real>(
-    gelu: bool,
+    act: Act,
     d: &mut [F],
     dbias: &mut [F],
     pre: &[F],
@@ -184,12 +253,10 @@ pub fn bias_act_backward<F: Real>(
         .zip(pre[..rows * width].par_chunks(per_task))
         .zip(out[..rows * width].par_chunks(per_task))
         .zip(partials.par_chunks_mut(width))
-        .for_each(|(((d, p), y), db)| {
-            if gelu {
-                bias_gelu_grad_rows(d, db, p, y, bias)
-            } else {
-                bias_relu_grad_rows(d, db, p, bias)
-            }
+        .for_each(|(((d, p), y), db)| match act {
+            Act::Gelu => bias_gelu_grad_rows(d, db, p, y, bias),
+            Act::GeluTanh => bias_gelu_tanh_grad_rows(d, db, p, bias),
+            Act::Relu => bias_relu_grad_rows(d, db, p, bias),
         });
     add_partials_in_order(&mut dbias[..width], &partials);
 }
@@ -206,6 +273,19 @@ pub fn gelu_backward<F: Real>(d: &mut [F], inp: &[F], out: &[F]) {
         .zip(inp.par_chunks(CHUNK))
         .zip(out.par_chunks(CHUNK))
         .for_each(|((d, x), y)| gelu_grad_chunk(d, x, y));
+}
+
+pub fn gelu_tanh_forward<F: Real>(out: &mut [F], inp: &[F]) {
+    out.par_chunks_mut(CHUNK)
+        .zip(inp.par_chunks(CHUNK))
+        .for_each(|(o, x)| gelu_tanh_chunk(o, x));
+}
+
+/// d = d · gelu_tanh′(inp) in place (dout in, dinp out).
+pub fn gelu_tanh_backward<F: Real>(d: &mut [F], inp: &[F]) {
+    d.par_chunks_mut(CHUNK)
+        .zip(inp.par_chunks(CHUNK))
+        .for_each(|(d, x)| gelu_tanh_grad_chunk(d, x));
 }
 
 pub fn relu_forward<F: Real>(out: &mut [F], inp: &[F]) {

@@ -252,6 +252,7 @@ impl<F: Real> Backend for Cpu<F> {
     fn act_forward(&self, act: Act, out: &mut Vec<F>, inp: &Vec<F>, n: usize) {
         match act {
             Act::Gelu => activation::gelu_forward(&mut out[..n], &inp[..n]),
+            Act::GeluTanh => activation::gelu_tanh_forward(&mut out[..n], &inp[..n]),
             Act::Relu => activation::relu_forward(&mut out[..n], &inp[..n]),
         }
     }
@@ -263,7 +264,7 @@ impl<F: Real> Backend for Cpu<F> {
         bias: &Vec<F>,
         rows_width: (usize, usize),
     ) {
-        activation::bias_act_forward(act == Act::Gelu, out, pre, bias, rows_width);
+        activation::bias_act_forward(act, out, pre, bias, rows_width);
     }
     fn bias_act_backward(
         &self,
@@ -275,11 +276,12 @@ impl<F: Real> Backend for Cpu<F> {
         bias: &Vec<F>,
         rows_width: (usize, usize),
     ) {
-        activation::bias_act_backward(act == Act::Gelu, d, dbias, pre, out, bias, rows_width);
+        activation::bias_act_backward(act, d, dbias, pre, out, bias, rows_width);
     }
     fn act_backward(&self, act: Act, d: &mut Vec<F>, inp: &Vec<F>, out: &Vec<F>, n: usize) {
         match act {
             Act::Gelu => activation::gelu_backward(&mut d[..n], &inp[..n], &out[..n]),
+            Act::GeluTanh => activation::gelu_tanh_backward(&mut d[..n], &inp[..n]),
             Act::Relu => activation::relu_backward(&mut d[..n], &inp[..n]),
         }
     }
