@@ -123,7 +123,13 @@ fn main() {
         });
         time("fc, then bias + gelu in one pass", fc_flop, || {
             matmul::matmul_forward(&mut pre, false, &ln, &wfc, None, (n, c, hidden), par);
-            activation::bias_act_forward(true, &mut y, &pre, &bfc, (n, hidden));
+            activation::bias_act_forward(
+                genas_proxies::engine::backend::Act::Gelu,
+                &mut y,
+                &pre,
+                &bfc,
+                (n, hidden),
+            );
         });
 
         let xi = data(n * c, 4.0);
