@@ -3,8 +3,9 @@
 //! Owns the data sets as token streams (`data`: text corpora and IDX images, the deterministic
 //! train/validation split, the data fingerprint), the training engine that builds generator
 //! networks from an `Architecture` (`engine`), the zero-cost proxies (`zero_cost`), the teacher
-//! (`teacher`), brief and full knowledge distillation (`distill`), and the statistics that
-//! calibrate proxies against distillation (`calibrate`, `stats`, `linalg`).
+//! (`teacher`, or a Hugging Face checkpoint read by `pretrained`), Hugging Face tokenizers and
+//! their token cache (`tokenize`), brief and full knowledge distillation (`distill`), and the
+//! statistics that calibrate proxies against distillation (`calibrate`, `stats`, `linalg`).
 //!
 //! It must not decide what to evaluate next (that is `genas-search`) nor know how results are
 //! stored (`genas-store`).
