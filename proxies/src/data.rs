@@ -54,6 +54,8 @@ pub enum Vocabulary {
     /// A Hugging Face tokenizer's ids; `size` is the model's vocabulary (a teacher's may be
     /// padded beyond the tokenizer's entries).
     Hf { tokenizer: HfTokenizer, size: u32 },
+    /// Ids that stand for nothing (benchmarks at a given vocabulary size).
+    Ids { size: u32 },
 }
 
 impl Vocabulary {
@@ -62,7 +64,7 @@ impl Vocabulary {
             Vocabulary::Chars { chars } => chars.len() as u32,
             Vocabulary::Bytes => 256,
             Vocabulary::Pixels { levels } => levels + 1,
-            Vocabulary::Hf { size, .. } => *size,
+            Vocabulary::Hf { size, .. } | Vocabulary::Ids { size } => *size,
         }
     }
 
@@ -78,6 +80,7 @@ impl Vocabulary {
                 String::from_utf8_lossy(&bytes).into_owned()
             }
             Vocabulary::Hf { tokenizer, .. } => tokenizer.decode(tokens),
+            Vocabulary::Ids { .. } => tokens.iter().map(|t| format!("<{t}>")).collect(),
             Vocabulary::Pixels { levels } => tokens
                 .iter()
                 .map(|&t| {
@@ -108,6 +111,7 @@ impl Vocabulary {
             }
             Vocabulary::Bytes => "256 bytes".into(),
             Vocabulary::Pixels { levels } => format!("{levels} gray levels + begin-of-image"),
+            Vocabulary::Ids { size } => format!("{size} ids"),
             Vocabulary::Hf { tokenizer, size } => format!(
                 "{size} tokens of {} ({} entries, sha256 {})",
                 tokenizer.path.display(),
@@ -407,6 +411,20 @@ impl Dataset {
             source.to_string(),
             None,
         ))
+    }
+
+    /// A text data set of ids below `size` that stand for nothing: benchmarks of the
+    /// distillation machinery at a real vocabulary size without a tokenizer or corpus.
+    pub fn from_ids(train: Vec<u32>, validation: Vec<u32>, size: u32, context: u32) -> Dataset {
+        Dataset::finish(
+            DataKind::Text,
+            Vocabulary::Ids { size },
+            train,
+            validation,
+            context,
+            "ids".into(),
+            None,
+        )
     }
 
     fn from_images(

@@ -20,9 +20,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Vocabularies up to this size cache the teacher's full distribution; larger ones its top
-/// `TOP_K` probabilities (the rest of the mass spread evenly over the other tokens).
+/// `DistillConfig::top_k` probabilities (the rest of the mass spread evenly over the other
+/// tokens).
 pub const DENSE_VOCAB_MAX: usize = 1024;
-pub const TOP_K: usize = 64;
+/// The default k of the top-k cache.
+pub const TOP_K: usize = genas_space::experiment::DEFAULT_TOP_K as usize;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DistillConfig {
@@ -36,6 +38,18 @@ pub struct DistillConfig {
     pub seed: u64,
     /// Validation sequences every result is read on.
     pub val_sequences: usize,
+    /// k of the top-k soft targets (vocabularies over `DENSE_VOCAB_MAX`). Left out of the
+    /// serialised form at its default, so cache keys of earlier runs stay.
+    #[serde(default = "default_top_k", skip_serializing_if = "is_default_top_k")]
+    pub top_k: usize,
+}
+
+fn default_top_k() -> usize {
+    TOP_K
+}
+
+fn is_default_top_k(k: &usize) -> bool {
+    *k == TOP_K
 }
 
 /// A teacher's distribution over the vocabulary for every position of one batch.
@@ -52,29 +66,56 @@ pub enum SoftTargets {
 }
 
 impl SoftTargets {
-    /// softmax(logits / temperature) of (n, v) logits, kept whole when v ≤ DENSE_VOCAB_MAX.
-    pub fn from_logits(logits: &[f64], (n, v): (usize, usize), temperature: f64) -> SoftTargets {
-        let mut probs = vec![0f32; n * v];
-        for (z, p) in logits.chunks_exact(v).zip(probs.chunks_exact_mut(v)) {
+    /// softmax(logits / temperature) of (n, v) logits, kept whole when v ≤ DENSE_VOCAB_MAX,
+    /// else the `top_k` most probable tokens of each row.
+    pub fn from_logits(
+        logits: &[f64],
+        (n, v): (usize, usize),
+        temperature: f64,
+        top_k: usize,
+    ) -> SoftTargets {
+        use rayon::prelude::*;
+        // One row's softmax at temperature, in f64, rounded to f32 once.
+        let softmax = |z: &[f64], p: &mut [f32]| {
             let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let e: Vec<f64> = z.iter().map(|x| ((x - max) / temperature).exp()).collect();
             let s: f64 = e.iter().sum();
             for (pk, ek) in p.iter_mut().zip(&e) {
                 *pk = (ek / s) as f32;
             }
-        }
+        };
+        let rows = &logits[..n * v];
         if v <= DENSE_VOCAB_MAX {
+            let mut probs = vec![0f32; n * v];
+            probs
+                .par_chunks_mut(v)
+                .zip(rows.par_chunks(v))
+                .for_each(|(p, z)| softmax(z, p));
             return SoftTargets::Dense(probs);
         }
-        let k = TOP_K.min(v);
+        // Row by row, holding one row's distribution at a time rather than all n.
+        let k = top_k.clamp(1, v);
+        let picked: Vec<(Vec<u32>, Vec<f32>)> = rows
+            .par_chunks(v)
+            .map_init(
+                || (vec![0f32; v], Vec::with_capacity(v)),
+                |(p, order): &mut (Vec<f32>, Vec<u32>), z| {
+                    softmax(z, p);
+                    order.clear();
+                    order.extend(0..v as u32);
+                    order.select_nth_unstable_by(k - 1, |a, b| {
+                        p[*b as usize].total_cmp(&p[*a as usize])
+                    });
+                    let ix = order[..k].to_vec();
+                    let pr = ix.iter().map(|&i| p[i as usize]).collect();
+                    (ix, pr)
+                },
+            )
+            .collect();
         let (mut index, mut prob) = (Vec::with_capacity(n * k), Vec::with_capacity(n * k));
-        let mut order: Vec<u32> = Vec::with_capacity(v);
-        for p in probs.chunks_exact(v) {
-            order.clear();
-            order.extend(0..v as u32);
-            order.select_nth_unstable_by(k - 1, |a, b| p[*b as usize].total_cmp(&p[*a as usize]));
-            index.extend_from_slice(&order[..k]);
-            prob.extend(order[..k].iter().map(|&i| p[i as usize]));
+        for (ix, pr) in picked {
+            index.extend(ix);
+            prob.extend(pr);
         }
         SoftTargets::TopK { k, index, prob }
     }
@@ -93,6 +134,27 @@ impl SoftTargets {
                     row.fill(rest);
                     for (&i, &p) in ix.iter().zip(pr) {
                         row[i as usize] = p as f64;
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// [`SoftTargets::dense`] in f32, as the loss reads it: one pass, no f64 copy (at a
+    /// vocabulary of 50,257 a step's distributions are 200 MB in f32).
+    pub fn dense_f32(&self, (n, v): (usize, usize)) -> Vec<f32> {
+        match self {
+            SoftTargets::Dense(p) => p.clone(),
+            SoftTargets::TopK { k, index, prob } => {
+                let mut out = vec![0f32; n * v];
+                for (r, row) in out.chunks_exact_mut(v).enumerate().take(n) {
+                    let (ix, pr) = (&index[r * k..(r + 1) * k], &prob[r * k..(r + 1) * k]);
+                    let kept: f64 = pr.iter().map(|&x| x as f64).sum();
+                    let rest = ((1.0 - kept) / (v - k).max(1) as f64).max(0.0) as f32;
+                    row.fill(rest);
+                    for (&i, &p) in ix.iter().zip(pr) {
+                        row[i as usize] = p;
                     }
                 }
                 out
@@ -163,7 +225,7 @@ impl TeacherTargets {
             .map(|(i, b)| {
                 let z = teacher_logits(teacher, b);
                 progress(i + 1, total);
-                SoftTargets::from_logits(&z, (b.b * b.t, v), cfg.temperature)
+                SoftTargets::from_logits(&z, (b.b * b.t, v), cfg.temperature, cfg.top_k)
             })
             .collect();
         let val = data.eval_batches(Split::Validation, cfg.batch_size, cfg.val_sequences);
@@ -176,7 +238,7 @@ impl TeacherTargets {
                     .expect("targets given");
                 ce += l.ce * (b.b * b.t) as f64;
                 tokens += b.b * b.t;
-                SoftTargets::from_logits(&teacher.logits(), (b.b * b.t, v), 1.0)
+                SoftTargets::from_logits(&teacher.logits(), (b.b * b.t, v), 1.0, cfg.top_k)
             })
             .collect();
         TeacherTargets {
@@ -225,17 +287,25 @@ pub fn evaluate_against_teacher<B: Backend>(
             .expect("targets given");
         ce += l.ce * n as f64;
         let z = model.logits();
-        let p = tp.dense((n, v));
+        let p = tp.dense_f32((n, v));
         for (zr, pr) in z.chunks_exact(v).zip(p.chunks_exact(v)) {
             let max = zr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let lse = max + zr.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+            // Top-k rows repeat one value: its logarithm is kept, not recomputed.
+            let (mut last_p, mut last_ln) = (f64::NAN, 0.0);
             kl += pr
                 .iter()
                 .zip(zr)
                 .filter(|(&pk, _)| pk > 0.0)
-                .map(|(&pk, &zk)| pk * (pk.ln() - (zk - lse)))
+                .map(|(&pk, &zk)| {
+                    let pk = f64::from(pk);
+                    if pk != last_p {
+                        (last_p, last_ln) = (pk, pk.ln());
+                    }
+                    pk * (last_ln - (zk - lse))
+                })
                 .sum::<f64>();
-            agree += usize::from(argmax(zr) == argmax(pr));
+            agree += usize::from(argmax(zr) == argmax_f32(pr));
         }
         tokens += n;
     }
@@ -248,6 +318,17 @@ pub fn evaluate_against_teacher<B: Backend>(
 }
 
 fn argmax(x: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// `argmax` of f32 values (the first of equal maxima, as there).
+fn argmax_f32(x: &[f32]) -> usize {
     let mut best = 0;
     for (i, &v) in x.iter().enumerate() {
         if v > x[best] {
@@ -286,7 +367,7 @@ pub fn brief_distill<B: Backend>(
         let batch = &targets.schedule[step as usize];
         let p = model
             .be
-            .upload(&targets.soft[step as usize].dense((batch.b * batch.t, targets.vocab)));
+            .upload_f32(targets.soft[step as usize].dense_f32((batch.b * batch.t, targets.vocab)));
         match train_step(
             model,
             &mut opt,
@@ -546,9 +627,9 @@ pub fn full_distill<B: Backend>(
         let step = state.step;
         let batch = data.train_batch(d.batch_size, &mut state.rng);
         let z = teacher_logits(teacher, &batch);
-        let p = model.be.upload(
-            &SoftTargets::from_logits(&z, (batch.b * batch.t, v), d.temperature)
-                .dense((batch.b * batch.t, v)),
+        let p = model.be.upload_f32(
+            SoftTargets::from_logits(&z, (batch.b * batch.t, v), d.temperature, d.top_k)
+                .dense_f32((batch.b * batch.t, v)),
         );
         let s = train_step(
             model,

@@ -87,6 +87,7 @@ fn cfg(steps: u32) -> DistillConfig {
         alpha: 0.5,
         seed: 5,
         val_sequences: 32,
+        top_k: 64,
     }
 }
 
@@ -94,7 +95,7 @@ fn cfg(steps: u32) -> DistillConfig {
 fn soft_targets_are_distributions_at_temperature() {
     // Dense: softmax(z / T) per row.
     let z = [1.0, 2.0, 3.0, 0.0, 0.0, 0.0];
-    let s = SoftTargets::from_logits(&z, (2, 3), 2.0);
+    let s = SoftTargets::from_logits(&z, (2, 3), 2.0, 64);
     let p = s.dense((2, 3));
     let e: Vec<f64> = [0.5f64, 1.0, 1.5].iter().map(|x| x.exp()).collect();
     let sum: f64 = e.iter().sum();
@@ -105,7 +106,7 @@ fn soft_targets_are_distributions_at_temperature() {
     // A large vocabulary keeps the top 64 exactly and spreads the rest of the mass.
     let v = 2000;
     let z: Vec<f64> = (0..v).map(|i| (i % 97) as f64 * 0.1).collect();
-    let s = SoftTargets::from_logits(&z, (1, v), 1.0);
+    let s = SoftTargets::from_logits(&z, (1, v), 1.0, 64);
     assert!(matches!(s, SoftTargets::TopK { k: 64, .. }));
     let p = s.dense((1, v));
     assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-4);
@@ -116,6 +117,34 @@ fn soft_targets_are_distributions_at_temperature() {
         "the most probable token is exact"
     );
     assert!(s.bytes() < 4 * v / 4);
+    // Another k keeps that many: the k most probable tokens, exactly.
+    let z: Vec<f64> = (0..v).map(|i| i as f64 * 1e-3).collect();
+    let s8 = SoftTargets::from_logits(&z, (1, v), 1.0, 8);
+    let SoftTargets::TopK { k: 8, index, .. } = &s8 else {
+        panic!("top 8")
+    };
+    let mut kept = index.clone();
+    kept.sort_unstable();
+    assert_eq!(kept, ((v - 8) as u32..v as u32).collect::<Vec<_>>());
+    assert_eq!(s8.bytes(), 8 * 8);
+    let full = SoftTargets::from_logits(&z, (1, v), 1.0, v).dense((1, v));
+    let p8 = s8.dense((1, v));
+    assert!((p8.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+    assert_eq!(p8[v - 1], full[v - 1]);
+}
+
+#[test]
+fn top_k_is_left_out_of_keys_at_its_default() {
+    let json = serde_json::to_string(&cfg(10)).unwrap();
+    assert!(!json.contains("top_k"), "{json}");
+    let other = DistillConfig {
+        top_k: 16,
+        ..cfg(10)
+    };
+    let json16 = serde_json::to_string(&other).unwrap();
+    assert!(json16.contains("\"top_k\":16"), "{json16}");
+    let back: DistillConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.top_k, 64);
 }
 
 #[test]
@@ -282,4 +311,33 @@ fn a_teacher_is_keyed_by_everything_that_determines_it() {
     );
     assert!(rec.val_ce < (65f64).ln() - 0.5, "{}", rec.val_ce);
     assert!((rec.val_bits - rec.val_ce / std::f64::consts::LN_2).abs() < 1e-12);
+}
+
+#[test]
+fn the_vocabulary_benchmark_reports_the_cache_it_builds() {
+    use genas_proxies::engine::bench::{bench_distill, DistillBenchConfig};
+    let c = DistillBenchConfig {
+        vocab: 3000,
+        top_k: 8,
+        teacher_d_model: 32,
+        teacher_layers: 1,
+        d_model: 32,
+        layers: 1,
+        seq: 8,
+        batch: 2,
+        steps: 3,
+        threads: 1,
+    };
+    let r = bench_distill(&c).expect("runs");
+    // 3 steps of 16 positions and 8 validation sequences of 8, each position k ids + k probs.
+    let positions = 3 * 16 + 8 * 8;
+    assert_eq!(r.targets_bytes, (positions * 8 * 8) as u64);
+    assert_eq!(r.dense_bytes, (positions * 3000 * 4) as u64);
+    assert!(
+        r.kept_mass > 8.0 / 3000.0 * 0.5 && r.kept_mass < 1.0,
+        "{}",
+        r.kept_mass
+    );
+    assert!(r.distill_ms_per_step > 0.0 && r.hard_ms_per_step > 0.0);
+    assert_eq!(r.tokens_per_step, 16);
 }

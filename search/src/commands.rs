@@ -151,7 +151,7 @@ pub fn check_plan_memory(
     let per_position = if vocab <= genas_proxies::distill::DENSE_VOCAB_MAX as f64 {
         vocab
     } else {
-        2.0 * genas_proxies::distill::TOP_K as f64
+        2.0 * exp.fidelity.top_k.min(l.data.vocab_size()) as f64
     };
     let targets = memory::soft_target_bytes(
         f64::from(steps) * batch * context,
@@ -688,4 +688,59 @@ fn render_bench_line(r: &genas_proxies::engine::bench::BenchReport) -> String {
         100.0 * r.gemm_fraction,
         r.gemm_gflops
     )
+}
+
+/// `genas bench distill`.
+pub fn render_bench_distill(r: &genas_proxies::engine::bench::DistillBenchReport) -> String {
+    let mb = |x: Option<f64>| x.map_or("n/a".to_string(), |v| format!("{v:.0} MB"));
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "vocabulary {}, top-{} soft targets, {} steps of {} tokens, {} threads",
+        thousands(u64::from(r.vocab)),
+        r.top_k,
+        r.steps,
+        r.tokens_per_step,
+        r.threads
+    );
+    let _ = writeln!(
+        s,
+        "teacher    {} ({} params)",
+        r.teacher,
+        thousands(r.teacher_params)
+    );
+    let _ = writeln!(
+        s,
+        "student    {} ({} params)",
+        r.student,
+        thousands(r.student_params)
+    );
+    let _ = writeln!(
+        s,
+        "targets    {:.2} s to compute; {} cached, {} as dense f32 ({:.0}× smaller); top {} keep {:.1}% of the mass (random teacher)",
+        r.targets_seconds,
+        bytes(r.targets_bytes as f64),
+        bytes(r.dense_bytes as f64),
+        r.dense_bytes as f64 / r.targets_bytes.max(1) as f64,
+        r.top_k,
+        100.0 * r.kept_mass
+    );
+    let _ = writeln!(
+        s,
+        "distill    {:.1} ms/step against {:.1} ms/step on hard labels alone ({:.2}×); its closing evaluation {:.2} s",
+        r.distill_ms_per_step, r.hard_ms_per_step, r.distill_over_hard, r.eval_seconds
+    );
+    let _ = writeln!(
+        s,
+        "peak RSS   targets {}, distillation {}, hard labels {}{}",
+        mb(r.peak_mb_targets),
+        mb(r.peak_mb_distill),
+        mb(r.peak_mb_hard),
+        if r.peak_resets {
+            ""
+        } else {
+            " (running peaks: this system does not reset them)"
+        }
+    );
+    s
 }

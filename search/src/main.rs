@@ -333,6 +333,10 @@ struct TrainArgs {
 enum BenchCommand {
     /// Training steps/s of a plain GPT on random tokens, against the GEMM throughput.
     Train(BenchTrainArgs),
+    /// The teacher's top-k soft-target cache and one brief distillation at a real vocabulary
+    /// size (GPT-2's 50,257) on random ids: time and memory, against hard-label training of
+    /// the same student in the same run.
+    Distill(BenchDistillArgs),
     /// Mutation fuzzing of every reader of user input (experiment files, architecture JSON,
     /// IDX files, text): counts inputs that make genas panic or break an invariant.
     Fuzz(BenchFuzzArgs),
@@ -451,6 +455,35 @@ struct BenchTrainArgs {
     json: bool,
 }
 
+#[derive(Args)]
+struct BenchDistillArgs {
+    #[arg(long, default_value_t = 50_257)]
+    vocab: u32,
+    /// k of the top-k soft targets ([fidelity] top_k).
+    #[arg(long, default_value_t = 64)]
+    top_k: usize,
+    #[arg(long, default_value_t = 128)]
+    teacher_d_model: u32,
+    #[arg(long, default_value_t = 2)]
+    teacher_layers: u32,
+    /// The student's width and depth (heads: one per 32 features).
+    #[arg(long, default_value_t = 64)]
+    d_model: u32,
+    #[arg(long, default_value_t = 2)]
+    layers: u32,
+    #[arg(long, default_value_t = 64)]
+    seq: u32,
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    #[arg(long, default_value_t = 20)]
+    steps: u32,
+    /// Worker threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum SpaceCommand {
     /// Validate an experiment file and report the size and cost range of its space.
@@ -547,6 +580,25 @@ fn check_args(command: &Command) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Train(a)) => {
             within("--steps", a.steps.into(), 1, 1_000_000)?;
             within("--warmup", a.warmup.into(), 0, 1_000_000)?;
+            threads(a.threads)
+        }
+        Command::Bench(BenchCommand::Distill(a)) => {
+            within("--vocab", a.vocab.into(), 2, 1 << 20)?;
+            within("--top-k", a.top_k as u128, 1, 65_536)?;
+            within("--steps", a.steps.into(), 1, 100_000)?;
+            within("--seq", a.seq.into(), 2, 65_536)?;
+            within("--batch", a.batch as u128, 1, 65_536)?;
+            for (flag, d) in [
+                ("--d-model", a.d_model),
+                ("--teacher-d-model", a.teacher_d_model),
+            ] {
+                within(flag, d.into(), 32, 65_536)?;
+                if d % 32 != 0 {
+                    anyhow::bail!("{flag} {d} is not a multiple of 32 (one head per 32 features)");
+                }
+            }
+            within("--layers", a.layers.into(), 1, 1024)?;
+            within("--teacher-layers", a.teacher_layers.into(), 1, 1024)?;
             threads(a.threads)
         }
         Command::Bench(BenchCommand::Fuzz(a)) => {
@@ -706,6 +758,27 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 Ok(serde_json::to_string(&report)? + "\n")
             } else {
                 Ok(commands::render_bench(&report))
+            }
+        }
+        Command::Bench(BenchCommand::Distill(a)) => {
+            let cfg = genas_proxies::engine::bench::DistillBenchConfig {
+                vocab: a.vocab,
+                top_k: a.top_k,
+                teacher_d_model: a.teacher_d_model,
+                teacher_layers: a.teacher_layers,
+                d_model: a.d_model,
+                layers: a.layers,
+                seq: a.seq,
+                batch: a.batch,
+                steps: a.steps,
+                threads: a.threads,
+            };
+            let report =
+                genas_proxies::engine::bench::bench_distill(&cfg).map_err(anyhow::Error::msg)?;
+            if a.json {
+                Ok(serde_json::to_string(&report)? + "\n")
+            } else {
+                Ok(commands::render_bench_distill(&report))
             }
         }
         Command::Bench(BenchCommand::Fuzz(a)) => {

@@ -379,8 +379,8 @@ const CHECK_SEQUENCES: usize = 2;
 /// Characters (or bytes) of the tokenizer round-trip sample.
 const TEXT_SAMPLE: usize = 400;
 
-fn export_vocab(v: &Vocabulary) -> Vocab {
-    match v {
+fn export_vocab(v: &Vocabulary) -> Result<Vocab> {
+    Ok(match v {
         Vocabulary::Chars { chars } => Vocab::Chars(chars.clone()),
         Vocabulary::Bytes => Vocab::Bytes,
         Vocabulary::Pixels { levels } => Vocab::Pixels { levels: *levels },
@@ -389,7 +389,8 @@ fn export_vocab(v: &Vocabulary) -> Vocab {
             sha256: tokenizer.hash.clone(),
             entries: tokenizer.size,
         },
-    }
+        Vocabulary::Ids { .. } => bail!("ids that stand for nothing have no vocabulary to export"),
+    })
 }
 
 /// The check batch (the first validation sequences, whole context) and the logits of `model`'s
@@ -438,7 +439,7 @@ fn text_sample(data: &Dataset) -> Option<(String, Vec<u32>)> {
                 _ => return None,
             }
         }
-        Vocabulary::Pixels { .. } => return None,
+        Vocabulary::Pixels { .. } | Vocabulary::Ids { .. } => return None,
     };
     Some((text, tokens))
 }
@@ -496,7 +497,7 @@ pub fn export_model(
         })
         .collect();
     let check = check_batch(data, model);
-    let vocab = export_vocab(&data.vocab);
+    let vocab = export_vocab(&data.vocab)?;
     let text = text_sample(data);
     // The check's logits are the original network's: densifying must not change them.
     let (arch, tensors, notes) = if densify {
@@ -583,6 +584,7 @@ fn encode(v: &Vocabulary, prompt: &str) -> Result<Vec<u32>> {
         Vocabulary::Bytes => Ok(prompt.bytes().map(u32::from).collect()),
         Vocabulary::Hf { tokenizer, .. } => tokenizer.encode_one(prompt).map_err(|e| anyhow!(e)),
         Vocabulary::Pixels { .. } => bail!("image experiments take no --prompt"),
+        Vocabulary::Ids { .. } => bail!("ids that stand for nothing take no --prompt"),
     }
 }
 

@@ -380,6 +380,18 @@ pub struct FidelityConfig {
     pub alpha: f64,
     /// Steps of the final full distillation of front members.
     pub final_steps: u32,
+    /// Vocabularies over 1,024 tokens: the teacher's distribution is cached as its `top_k`
+    /// most probable tokens, the rest of the mass spread evenly over the others. Left out of
+    /// the canonical form at its default, so keys of earlier runs stay.
+    #[serde(skip_serializing_if = "is_default_top_k")]
+    pub top_k: u32,
+}
+
+/// The default `[fidelity] top_k`.
+pub const DEFAULT_TOP_K: u32 = 64;
+
+fn is_default_top_k(k: &u32) -> bool {
+    *k == DEFAULT_TOP_K
 }
 
 impl Default for FidelityConfig {
@@ -393,6 +405,7 @@ impl Default for FidelityConfig {
             temperature: 2.0,
             alpha: 0.5,
             final_steps: 2000,
+            top_k: DEFAULT_TOP_K,
         }
     }
 }
@@ -699,6 +712,12 @@ impl Experiment {
         }
         if f.eta < 2 {
             return Err(bad("fidelity.eta", format!("{} must be at least 2", f.eta)));
+        }
+        if !(1..=65_536).contains(&f.top_k) {
+            return Err(bad(
+                "fidelity.top_k",
+                format!("{} is outside 1..=65536", f.top_k),
+            ));
         }
         if f.batch_size == 0 || f.final_steps == 0 {
             return Err(bad(

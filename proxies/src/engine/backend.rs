@@ -28,6 +28,9 @@ pub trait Backend: Send + Sync {
 
     fn zeros(&self, n: usize) -> Self::Buf;
     fn upload(&self, host: &[f64]) -> Self::Buf;
+    /// `upload` of f32 values (soft targets), without an f64 copy on the way (and, where the
+    /// buffer is host f32, without any copy).
+    fn upload_f32(&self, host: Vec<f32>) -> Self::Buf;
     fn download(&self, buf: &Self::Buf) -> Vec<f64>;
     fn set_zero(&self, buf: &mut Self::Buf);
     /// dst[..n] = src[..n]

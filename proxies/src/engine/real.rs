@@ -38,6 +38,12 @@ pub trait Real:
     fn usize(n: usize) -> Self {
         Self::from_f64(n as f64)
     }
+    /// f32 values as this type: the same vector for f32, widened for f64.
+    fn vec_from_f32(v: Vec<f32>) -> Vec<Self> {
+        v.into_iter()
+            .map(|x| Self::from_f64(f64::from(x)))
+            .collect()
+    }
     /// exp with `S`'s instructions (f32: the FMA polynomial; f64: libm).
     #[inline(always)]
     fn exp_s<S: Simd>(self) -> Self {
@@ -98,6 +104,9 @@ pub trait Real:
 impl Real for f32 {
     const ZERO: f32 = 0.0;
     const ONE: f32 = 1.0;
+    fn vec_from_f32(v: Vec<f32>) -> Vec<f32> {
+        v
+    }
     #[inline]
     fn from_f64(x: f64) -> f32 {
         x as f32

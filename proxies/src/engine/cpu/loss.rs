@@ -43,10 +43,16 @@ pub fn loss_forward_backward<F: Real>(
             let sum_t: f64 = z.iter().map(|&x| ((x - max).to_f64() / temp).exp()).sum();
             lse_t = max.to_f64() / temp + sum_t.ln();
             let mut kl = 0.0;
+            // Top-k targets repeat one value over most of the row: its logarithm is kept
+            // rather than recomputed (the same value, so the same sum).
+            let (mut last_p, mut last_ln) = (f64::NAN, 0.0);
             for k in 0..v {
                 let pk = p[k].to_f64();
                 if pk > 0.0 {
-                    kl += pk * (pk.ln() - (z[k].to_f64() / temp - lse_t));
+                    if pk != last_p {
+                        (last_p, last_ln) = (pk, pk.ln());
+                    }
+                    kl += pk * (last_ln - (z[k].to_f64() / temp - lse_t));
                 }
             }
             loss = alpha * ce + (1.0 - alpha) * temp * temp * kl;

@@ -93,6 +93,9 @@ impl<F: Real> Backend for Cpu<F> {
     fn upload(&self, host: &[f64]) -> Vec<F> {
         host.iter().map(|&x| F::from_f64(x)).collect()
     }
+    fn upload_f32(&self, host: Vec<f32>) -> Vec<F> {
+        F::vec_from_f32(host)
+    }
     fn download(&self, buf: &Vec<F>) -> Vec<f64> {
         buf.iter().map(|x| x.to_f64()).collect()
     }
