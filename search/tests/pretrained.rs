@@ -170,7 +170,10 @@ fn a_pretrained_teacher_is_measured_once_and_its_students_leave_with_its_tokeniz
             "--json",
         ],
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The student is in the teacher's family: one directory AutoTokenizer and
+    // AutoModelForCausalLM both load.
+    let written = json_out(&o);
+    assert_eq!(written["hf_class"], "LlamaForCausalLM", "{written}");
     let fixture =
         std::fs::read(root().join("experiments/fixtures/hf/llama-gqa/tokenizer.json")).unwrap();
     assert_eq!(std::fs::read(out.join("tokenizer.json")).unwrap(), fixture);
@@ -181,6 +184,32 @@ fn a_pretrained_teacher_is_measured_once_and_its_students_leave_with_its_tokeniz
     // transformers loads the student and the teacher's tokenizer: the logits, the tokenizer's
     // round trip of a validation text and generate() agree with genas.
     python_check(&out);
+    // Samples continue a prompt encoded with the teacher's tokenizer.
+    let samples = json_out(&genas(
+        &cache,
+        &[
+            "sample",
+            "r1",
+            id,
+            "--archive",
+            archive,
+            "--n",
+            "2",
+            "--length",
+            "12",
+            "--prompt",
+            "To be, or",
+            "--json",
+        ],
+    ));
+    let texts = samples["texts"].as_array().unwrap();
+    assert_eq!(texts.len(), 2);
+    assert!(
+        texts
+            .iter()
+            .all(|t| t.as_str().unwrap().starts_with("To be, or")),
+        "{samples}"
+    );
 }
 
 /// Runs `dir/genas_check.py` where python3 has torch and transformers: logits, the tokenizer's
