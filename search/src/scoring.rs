@@ -725,6 +725,18 @@ pub fn teacher_import(
         Some((_, d)) => d.context,
         None => ck.architecture.context.min(64),
     };
+    // The f32 model, its f64 twin for the check's logits and a batch of 8 in flight: refused in
+    // one line when that cannot fit, before anything is allocated.
+    {
+        use genas_proxies::engine::memory;
+        let arch = ck.architecture_at(context)?;
+        let params = Cost::of(&arch).params as f64;
+        memory::check(
+            &format!("reading {} ({}) and checking it in f64", dir.display(), arch.summary()),
+            12.0 * params + 3.0 * memory::inference_bytes(&arch, 8),
+        )
+        .map_err(anyhow::Error::msg)?;
+    }
     let mut model = ck.load(Cpu::<f32>::new(0), context)?;
     let arch = model.arch.clone();
     let validation = match &data {
