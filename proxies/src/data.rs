@@ -256,13 +256,7 @@ impl Dataset {
                 tok.path.display()
             ));
         }
-        let need = seq_len as usize + 1;
-        let (train, validation) = split_blocks(&stream, need, validation_fraction).ok_or_else(|| {
-            format!(
-                "corpus too small: {} tokens cannot give training and validation splits of at least {need} tokens each",
-                stream.len()
-            )
-        })?;
+        let (train, validation) = split_text(&stream, seq_len, validation_fraction)?;
         let chars = text.chars().count().max(1);
         let mut ds = Dataset::finish(
             DataKind::Text,
@@ -355,13 +349,7 @@ impl Dataset {
                 return Err("a Hugging Face tokenizer is applied by Dataset::from_text_hf".into())
             }
         };
-        let need = seq_len as usize + 1;
-        let (train, validation) = split_blocks(&stream, need, validation_fraction).ok_or_else(|| {
-            format!(
-                "corpus too small: {} tokens cannot give training and validation splits of at least {need} tokens each",
-                stream.len()
-            )
-        })?;
+        let (train, validation) = split_text(&stream, seq_len, validation_fraction)?;
         let (train, validation, vocab) = match tokenizer {
             Tokenizer::Byte => (train, validation, Vocabulary::Bytes),
             Tokenizer::Teacher | Tokenizer::File(_) => unreachable!("refused above"),
@@ -642,6 +630,21 @@ impl Dataset {
     pub fn bits(&self, nats: f64) -> f64 {
         nats / std::f64::consts::LN_2 * self.tokens_per_char.unwrap_or(1.0)
     }
+}
+
+/// A text token stream split into training and validation blocks, or why it is too small.
+fn split_text(
+    stream: &[u32],
+    seq_len: u32,
+    validation_fraction: f64,
+) -> Result<(Vec<u32>, Vec<u32>), String> {
+    let need = seq_len as usize + 1;
+    split_blocks(stream, need, validation_fraction).ok_or_else(|| {
+        format!(
+            "corpus too small: {} tokens cannot give training and validation splits of at least {need} tokens each",
+            stream.len()
+        )
+    })
 }
 
 /// Reads a UTF-8 text file, or every `*.txt` file of a folder in name order joined by `\n`.

@@ -339,26 +339,26 @@ impl Checkpoint {
                             )
                         });
                     }
-                    out.push(Entry::whole(
-                        &format!("{q}.out_proj.weight"),
-                        vec![c, c],
-                        &g("attn.c_proj.weight"),
-                    ));
-                    out.push(Entry::whole(
-                        &format!("{q}.out_proj.bias"),
-                        vec![c],
-                        &g("attn.c_proj.bias"),
-                    ));
-                    out.push(Entry::whole(
-                        &format!("{p}.mlp.c_fc.weight"),
-                        vec![h, c],
-                        &g("mlp.c_fc.weight"),
-                    ));
-                    out.push(Entry::whole(
-                        &format!("{p}.mlp.c_proj.weight"),
-                        vec![c, h],
-                        &g("mlp.c_proj.weight"),
-                    ));
+                    for (from, shape, to) in [
+                        (
+                            format!("{q}.out_proj.weight"),
+                            vec![c, c],
+                            "attn.c_proj.weight",
+                        ),
+                        (format!("{q}.out_proj.bias"), vec![c], "attn.c_proj.bias"),
+                        (
+                            format!("{p}.mlp.c_fc.weight"),
+                            vec![h, c],
+                            "mlp.c_fc.weight",
+                        ),
+                        (
+                            format!("{p}.mlp.c_proj.weight"),
+                            vec![c, h],
+                            "mlp.c_proj.weight",
+                        ),
+                    ] {
+                        out.push(Entry::whole(&from, shape, &g(to)));
+                    }
                 }
                 Family::Llama => unreachable!("llama_plan"),
             }

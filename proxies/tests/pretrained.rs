@@ -56,6 +56,13 @@ fn max_logit_diff(dir: &Path) -> f64 {
     worst
 }
 
+/// genas's logits for the reference passage equal transformers' (the fixture's `reference.json`).
+fn assert_matches_transformers(dir: &Path) {
+    let diff = max_logit_diff(dir);
+    eprintln!("{}: max |Δlogit| {diff:.2e}", dir.display());
+    assert!(diff < 2e-5, "{}: max |Δlogit| {diff}", dir.display());
+}
+
 #[test]
 fn a_bf16_llama_with_grouped_attention_computes_transformers_logits() {
     let dir = fixture("llama-gqa");
@@ -72,9 +79,7 @@ fn a_bf16_llama_with_grouped_attention_computes_transformers_logits() {
         (a.norm, a.tie_embeddings, a.vocab_size, a.context),
         (Norm::Rmsnorm, false, 384, 128)
     );
-    let diff = max_logit_diff(&dir);
-    eprintln!("max |Δlogit| {diff:.2e}");
-    assert!(diff < 2e-5, "max |Δlogit| {diff}");
+    assert_matches_transformers(&dir);
 }
 
 #[test]
@@ -86,9 +91,7 @@ fn an_f16_llama_in_shards_with_a_tied_head_computes_transformers_logits() {
         ck.architecture.layers[0].attention,
         Attention::Full { heads: 4 }
     );
-    let diff = max_logit_diff(&dir);
-    eprintln!("max |Δlogit| {diff:.2e}");
-    assert!(diff < 2e-5, "max |Δlogit| {diff}");
+    assert_matches_transformers(&dir);
 }
 
 #[test]
@@ -102,9 +105,7 @@ fn gpt2_with_conv1d_weights_biases_and_gelu_new_computes_transformers_logits() {
         (l0.ffn.hidden, l0.ffn.activation),
         (192, genas_space::Activation::GeluTanh)
     );
-    let diff = max_logit_diff(&dir);
-    eprintln!("max |Δlogit| {diff:.2e}");
-    assert!(diff < 2e-5, "max |Δlogit| {diff}");
+    assert_matches_transformers(&dir);
 }
 
 #[test]
@@ -127,9 +128,7 @@ fn gpt_neo_with_a_local_layer_computes_transformers_logits() {
             }
         ]
     );
-    let diff = max_logit_diff(&dir);
-    eprintln!("max |Δlogit| {diff:.2e}");
-    assert!(diff < 2e-5, "max |Δlogit| {diff}");
+    assert_matches_transformers(&dir);
     // At a context no longer than the window, local attention is full attention.
     let short = ck.architecture_at(16).unwrap();
     assert_eq!(short.layers[1].attention, Attention::Full { heads: 4 });
@@ -147,9 +146,7 @@ fn gpt_bigcode_with_multi_query_attention_computes_transformers_logits() {
         }
     );
     assert!(!ck.architecture.tie_embeddings);
-    let diff = max_logit_diff(&dir);
-    eprintln!("max |Δlogit| {diff:.2e}");
-    assert!(diff < 2e-5, "max |Δlogit| {diff}");
+    assert_matches_transformers(&dir);
 }
 
 #[test]
@@ -382,20 +379,14 @@ fn a_corpus_is_encoded_in_chunks_cached_and_read_back() {
         .collect();
     let cache = tempfile::tempdir().unwrap();
     let progress = std::sync::Mutex::new(Vec::new());
-    let a = Dataset::from_text_hf(
-        &corpus,
-        &tok,
-        384,
-        64,
-        0.1,
-        "hamlet",
-        Some(cache.path()),
-        &|d, n| {
-            progress.lock().unwrap().push((d, n));
-        },
-    )
+    let load = |size: u32, cache: Option<&Path>, progress: &(dyn Fn(usize, usize) + Sync)| {
+        Dataset::from_text_hf(&corpus, &tok, size, 64, 0.1, "plays", cache, progress)
+    };
+    let a = load(384, Some(cache.path()), &|d, n| {
+        progress.lock().unwrap().push((d, n));
+    })
     .unwrap();
-    // Hamlet is larger than one chunk: the progress reached the whole text.
+    // The plays are larger than one chunk: the progress reached the whole text.
     let seen = progress.into_inner().unwrap();
     assert!(
         seen.len() > 1 && seen.iter().any(|&(d, n)| d == n && n == corpus.len()),
@@ -413,37 +404,16 @@ fn a_corpus_is_encoded_in_chunks_cached_and_read_back() {
     assert_eq!(a.bits_unit(), "bits/char");
     assert!((a.bits(std::f64::consts::LN_2) - a.tokens_per_char.unwrap()).abs() < 1e-12);
     // Read back from the cache: the same data, no encoding (no progress).
-    let b = Dataset::from_text_hf(
-        &corpus,
-        &tok,
-        384,
-        64,
-        0.1,
-        "hamlet",
-        Some(cache.path()),
-        &|_, _| panic!("encoded again"),
-    )
-    .unwrap();
+    let b = load(384, Some(cache.path()), &|_, _| panic!("encoded again")).unwrap();
     assert_eq!(a.fingerprint, b.fingerprint);
     // A damaged cache is encoded again, to the same stream.
     let bytes = fs::read(&file).unwrap();
     fs::write(&file, &bytes[..bytes.len() - 3]).unwrap();
     assert!(read_cache(&file, 384).is_none());
-    let c = Dataset::from_text_hf(
-        &corpus,
-        &tok,
-        384,
-        64,
-        0.1,
-        "hamlet",
-        Some(cache.path()),
-        &|_, _| {},
-    )
-    .unwrap();
+    let c = load(384, Some(cache.path()), &|_, _| {}).unwrap();
     assert_eq!(c.fingerprint, a.fingerprint);
     // Ids beyond the model's vocabulary are refused in one line.
-    let e =
-        Dataset::from_text_hf(&corpus, &tok, 100, 64, 0.1, "hamlet", None, &|_, _| {}).unwrap_err();
+    let e = load(100, None, &|_, _| {}).unwrap_err();
     assert!(e.contains("beyond the vocabulary of 100"), "{e}");
 }
 

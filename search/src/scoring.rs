@@ -33,34 +33,53 @@ pub struct TeacherOutcome {
     pub archive: PathBuf,
 }
 
+impl TeacherOutcome {
+    fn new(record: TeacherRecord, reused: bool, archive: &Archive) -> TeacherOutcome {
+        TeacherOutcome {
+            record,
+            reused,
+            archive: archive.path().to_path_buf(),
+        }
+    }
+}
+
 pub fn render_teacher(t: &TeacherOutcome) -> String {
     let r = &t.record;
-    if let Some(dir) = &r.config.pretrained {
-        return format!(
-            "teacher {} (pretrained, {}) {} {}: {} ({} params), validation {:.4} {} ({:.4} nats/token)\n",
-            r.key,
-            dir.display(),
-            if t.reused { "as recorded in" } else { "measured and recorded in" },
-            t.archive.display(),
-            r.architecture.summary(),
-            crate::format::thousands(r.params),
-            r.val_bits,
-            r.bits_unit,
-            r.val_ce,
-        );
-    }
+    let (what, how) = match &r.config.pretrained {
+        Some(dir) => (
+            format!("(pretrained, {})", dir.display()),
+            if t.reused {
+                "as recorded in"
+            } else {
+                "measured and recorded in"
+            },
+        ),
+        None => (
+            String::new(),
+            if t.reused {
+                "reused from"
+            } else {
+                "trained and stored in"
+            },
+        ),
+    };
+    let trained = match &r.config.pretrained {
+        Some(_) => String::new(),
+        None => format!(
+            ", trained {} steps in {:.1} s",
+            r.config.steps, r.train_seconds
+        ),
+    };
     format!(
-        "teacher {} {} in {}: {} ({} params), validation {:.4} {} ({:.4} nats/token), trained {} steps in {:.1} s\n",
+        "teacher {}{}{what} {how} {}: {} ({} params), validation {:.4} {} ({:.4} nats/token){trained}\n",
         r.key,
-        if t.reused { "reused from" } else { "trained and stored" },
+        if what.is_empty() { "" } else { " " },
         t.archive.display(),
         r.architecture.summary(),
         crate::format::thousands(r.params),
         r.val_bits,
         r.bits_unit,
         r.val_ce,
-        r.config.steps,
-        r.train_seconds,
     )
 }
 
@@ -96,14 +115,7 @@ pub fn obtain_teacher(
                 "using the stored teacher {key} ({:.4} {})",
                 record.val_bits, record.bits_unit
             ));
-            return Ok((
-                model,
-                TeacherOutcome {
-                    record,
-                    reused: true,
-                    archive: archive.path().to_path_buf(),
-                },
-            ));
+            return Ok((model, TeacherOutcome::new(record, true, archive)));
         }
     }
     say(&format!(
@@ -124,14 +136,7 @@ pub fn obtain_teacher(
         .map_err(|e| anyhow::anyhow!("teacher {key}: {e}"))?;
     archive.put_teacher(&key, &serde_json::to_value(&record)?, &bytes)?;
     archive.flush()?;
-    Ok((
-        model,
-        TeacherOutcome {
-            record,
-            reused: false,
-            archive: archive.path().to_path_buf(),
-        },
-    ))
+    Ok((model, TeacherOutcome::new(record, false, archive)))
 }
 
 /// A `[teacher] pretrained` checkpoint as the teacher. The archive keeps its record under the
@@ -159,14 +164,7 @@ fn pretrained_teacher(
                 record.val_bits,
                 record.bits_unit
             ));
-            return Ok((
-                model,
-                TeacherOutcome {
-                    record,
-                    reused: true,
-                    archive: archive.path().to_path_buf(),
-                },
-            ));
+            return Ok((model, TeacherOutcome::new(record, true, archive)));
         }
     }
     say(&format!(
@@ -194,14 +192,7 @@ fn pretrained_teacher(
     };
     archive.put_teacher(&ck.key, &serde_json::to_value(&record)?, &[])?;
     archive.flush()?;
-    Ok((
-        model,
-        TeacherOutcome {
-            record,
-            reused: false,
-            archive: archive.path().to_path_buf(),
-        },
-    ))
+    Ok((model, TeacherOutcome::new(record, false, archive)))
 }
 
 /// Refuses to run `arch` on batches of `batch` when it will not fit the memory available.
@@ -732,7 +723,11 @@ pub fn teacher_import(
         let arch = ck.architecture_at(context)?;
         let params = Cost::of(&arch).params as f64;
         memory::check(
-            &format!("reading {} ({}) and checking it in f64", dir.display(), arch.summary()),
+            &format!(
+                "reading {} ({}) and checking it in f64",
+                dir.display(),
+                arch.summary()
+            ),
             12.0 * params + 3.0 * memory::inference_bytes(&arch, 8),
         )
         .map_err(anyhow::Error::msg)?;
