@@ -149,6 +149,17 @@ pub fn resume(
     drive(&archive, &mut record, None, o.threads, stop, say, progress)
 }
 
+/// A run resumes only with the teacher it started with (a pretrained checkpoint's files can
+/// change under it, and its soft targets with them).
+fn teacher_unchanged(run: &str, started: &str, now: &str) -> Result<()> {
+    if started != now {
+        bail!(
+            "run {run}: its teacher changed since it started (key {started} now {now}): restore the checkpoint it started with, or start a new run"
+        );
+    }
+    Ok(())
+}
+
 fn drive(
     archive: &Archive,
     record: &mut RunRecord,
@@ -182,6 +193,10 @@ fn drive(
     for w in &space_plan.warnings {
         say(&format!("warning: {w}"));
     }
+    // A pretrained teacher whose files changed is refused before it is read or recorded.
+    if let (Some(p), Some(ck)) = (&record.plan, &l.pretrained) {
+        teacher_unchanged(&record.id, &p.teacher_key, &ck.key)?;
+    }
     let teacher_steps = exp.teacher.steps as usize;
     let (mut teacher, t) = obtain_teacher(archive, &l, false, say, &mut |step, loss| {
         progress(
@@ -203,6 +218,7 @@ fn drive(
                     l.data.fingerprint
                 );
             }
+            teacher_unchanged(&record.id, &p.teacher_key, &t.record.key)?;
             p.clone()
         }
         None => {

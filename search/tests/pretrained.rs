@@ -272,3 +272,59 @@ fn misuse_is_refused_in_one_line() {
     let o = genas(&cache, &["teacher", "import", tmp.path().to_str().unwrap()]);
     fails_with(&o, "cannot read config.json");
 }
+
+#[test]
+fn a_run_resumes_only_with_the_checkpoint_it_started_with() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let ckpt = tmp.path().join("ckpt");
+    std::fs::create_dir(&ckpt).unwrap();
+    let src = root().join("experiments/fixtures/hf/llama-gqa");
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(src.join(f), ckpt.join(f)).unwrap();
+    }
+    let exp = experiment(tmp.path(), |t| {
+        t.replace(
+            &format!("{:?}", src.canonicalize().unwrap()),
+            &format!("{ckpt:?}"),
+        )
+        .replace("candidates = 16", "candidates = 4")
+        .replace("calibration = 12", "calibration = 10")
+        .replace("rung_steps = [200]", "rung_steps = [20]")
+    });
+    let archive = tmp.path().join("archive");
+    let (exp, archive) = (exp.to_str().unwrap(), archive.to_str().unwrap());
+    json_out(&genas(
+        &cache,
+        &["search", exp, "--archive", archive, "--json"],
+    ));
+    let show = |cache: &Path| genas(cache, &["show", "r1", "--archive", archive, "--json"]).stdout;
+    let before = show(&cache);
+    // One weight changed: the resume is refused in one line, and nothing is recorded.
+    let weights = ckpt.join("model.safetensors");
+    let good = std::fs::read(&weights).unwrap();
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    std::fs::write(&weights, &bad).unwrap();
+    let o = genas(&cache, &["resume", "r1", "--archive", archive]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(
+        errors[0].contains("its teacher changed since it started"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("measuring"),
+        "refused before the teacher is read: {err}"
+    );
+    assert_eq!(show(&cache), before);
+    // The same files again: it resumes.
+    std::fs::write(&weights, &good).unwrap();
+    json_out(&genas(
+        &cache,
+        &["resume", "r1", "--archive", archive, "--json"],
+    ));
+}
