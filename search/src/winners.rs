@@ -71,6 +71,18 @@ impl RunAccess {
                     loaded.data.fingerprint
                 );
             }
+            // Only distillation reads the teacher; export and sample do not need it unchanged.
+            let changed = loaded
+                .pretrained
+                .as_ref()
+                .filter(|ck| ck.key != plan.teacher_key);
+            if let Some(ck) = changed.filter(|_| writable) {
+                bail!(
+                    "run {run}: its teacher changed since it ran (key {} now {}): restore the checkpoint it ran with",
+                    plan.teacher_key,
+                    ck.key
+                );
+            }
         }
         Ok(RunAccess {
             archive,

@@ -321,6 +321,38 @@ fn a_run_resumes_only_with_the_checkpoint_it_started_with() {
         "refused before the teacher is read: {err}"
     );
     assert_eq!(show(&cache), before);
+    // Nor is a front member distilled from the changed teacher.
+    let front = json_out(&genas(
+        &cache,
+        &["front", "r1", "--archive", archive, "--json"],
+    ));
+    let id = front["front"][0]["id"].as_str().unwrap().to_string();
+    fails_with(
+        &genas(
+            &cache,
+            &["distill", "r1", &id, "--steps", "5", "--archive", archive],
+        ),
+        "its teacher changed since it ran",
+    );
+    // Export needs no teacher: it still works.
+    let out = tmp.path().join("export");
+    let o = genas(
+        &cache,
+        &[
+            "export",
+            "r1",
+            &id,
+            "--archive",
+            archive,
+            "--format",
+            "hf",
+            "--weights",
+            "init",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The same files again: it resumes.
     std::fs::write(&weights, &good).unwrap();
     json_out(&genas(
