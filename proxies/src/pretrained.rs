@@ -18,6 +18,7 @@
 
 use crate::engine::backend::Backend;
 use crate::engine::model::Model;
+use genas_space::arch::limits::MAX_CONTEXT;
 use genas_space::{
     Activation, Architecture, Attention, Float, Layer, Norm, Position, Sparsity, NORM_EPS,
 };
@@ -516,7 +517,9 @@ fn llama_architecture(dir: &Path, cfg: &Value) -> Result<Architecture, Pretraine
     let layers = count(dir, cfg, "num_hidden_layers")?;
     let hidden = count(dir, cfg, "intermediate_size")?;
     let vocab = count(dir, cfg, "vocab_size")?;
-    let context = count(dir, cfg, "max_position_embeddings")?;
+    // Rope has no position table: a context beyond genas's limit is only an upper bound on
+    // the sequences it will run at, and is capped there.
+    let context = count(dir, cfg, "max_position_embeddings")?.min(MAX_CONTEXT);
     if d % heads != 0 {
         return no(format!(
             "hidden_size {d} is not a multiple of num_attention_heads {heads}"

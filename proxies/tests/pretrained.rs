@@ -340,6 +340,13 @@ fn damaged_and_missing_files_are_refused_in_one_line() {
 }
 
 #[test]
+fn a_rope_model_with_a_context_beyond_the_limit_is_capped_not_refused() {
+    // Llama 3's 131,072 positions: rope has no table, so genas caps the context.
+    let ck = open_edited(|c| c["max_position_embeddings"] = 131_072.into()).expect("opens");
+    assert_eq!(ck.architecture.context, 65_536);
+}
+
+#[test]
 fn the_context_is_bounded_by_the_checkpoint() {
     let ck = Checkpoint::open(&fixture("llama-gqa")).unwrap();
     assert_eq!(ck.architecture_at(64).unwrap().context, 64);
