@@ -505,6 +505,24 @@ impl Entry {
     }
 }
 
+/// The config's norm epsilon `key` (transformers' `default` when absent) is genas's, or the
+/// one line saying it is not.
+fn norm_eps_is_genas(
+    dir: &Path,
+    cfg: &Value,
+    key: &str,
+    default: f64,
+) -> Result<(), PretrainedError> {
+    let eps = cfg.get(key).and_then(Value::as_f64).unwrap_or(default);
+    if (eps - NORM_EPS).abs() > 1e-12 {
+        return Err(err(
+            dir,
+            format!("{key} {eps:e} (genas's norms use {NORM_EPS:e})"),
+        ));
+    }
+    Ok(())
+}
+
 /// The Llama config as a genas architecture, or the first thing genas cannot compute.
 fn llama_architecture(dir: &Path, cfg: &Value) -> Result<Architecture, PretrainedError> {
     let no = |what: String| Err(err(dir, what));
@@ -552,15 +570,7 @@ fn llama_architecture(dir: &Path, cfg: &Value) -> Result<Architecture, Pretraine
             return no(format!("{key} = true (genas's Llama block has no biases)"));
         }
     }
-    let eps = cfg
-        .get("rms_norm_eps")
-        .and_then(Value::as_f64)
-        .unwrap_or(1e-6);
-    if (eps - NORM_EPS).abs() > 1e-12 {
-        return no(format!(
-            "rms_norm_eps {eps:e} (genas's norms use {NORM_EPS:e})"
-        ));
-    }
+    norm_eps_is_genas(dir, cfg, "rms_norm_eps", 1e-6)?;
     // transformers 5 writes rope_parameters; earlier versions rope_theta and rope_scaling.
     let params = cfg.get("rope_parameters").filter(|v| !v.is_null());
     let rope_type = params
@@ -672,15 +682,7 @@ fn gpt_architecture(
             ))
         }
     };
-    let eps = cfg
-        .get("layer_norm_epsilon")
-        .and_then(Value::as_f64)
-        .unwrap_or(1e-5);
-    if (eps - NORM_EPS).abs() > 1e-12 {
-        return no(format!(
-            "layer_norm_epsilon {eps:e} (genas's norms use {NORM_EPS:e})"
-        ));
-    }
+    norm_eps_is_genas(dir, cfg, "layer_norm_epsilon", 1e-5)?;
     let flag = |k: &str| cfg.get(k).and_then(Value::as_bool);
     if family != Family::GptNeo {
         if flag("scale_attn_weights") == Some(false) {
