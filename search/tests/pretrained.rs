@@ -265,6 +265,15 @@ fn misuse_is_refused_in_one_line() {
         "the vocabulary of 384 tokens takes 6,144 parameters in the embedding alone at the space's narrowest d_model 16, above [constraints] max_params = 5,000",
     );
     check(
+        &|t| {
+            t.replace(
+                "batch_size = 16\n\n[search]",
+                "batch_size = 16\nsteps = 400\n\n[search]",
+            )
+        },
+        "teacher.steps",
+    );
+    check(
         &|t| t.replace("seq_len = 64", "seq_len = 256"),
         "exceed the checkpoint's context of 128",
     );

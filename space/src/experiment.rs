@@ -774,6 +774,26 @@ impl Experiment {
             key: key.to_string(),
             message: message.to_string(),
         };
+        if self.teacher.pretrained.is_some() {
+            // The checkpoint's config and weights decide these; batch_size (of its validation
+            // pass) and seed (of the distillation schedule) still apply.
+            for key in [
+                "depth",
+                "d_model",
+                "heads",
+                "ffn_ratio",
+                "steps",
+                "learning_rate",
+            ] {
+                if stated("teacher", key) {
+                    return Err(ExperimentError::Invalid {
+                        file: file.to_string(),
+                        key: format!("teacher.{key}"),
+                        message: "has no effect with teacher.pretrained (the checkpoint's config and weights decide it): remove it".into(),
+                    });
+                }
+            }
+        }
         if stated("search", "tournament") && self.search.strategy != Strategy::Evolution {
             return Err(bad(
                 "search.tournament",
