@@ -457,10 +457,7 @@ impl Dataset {
                 h.update(&bytes);
             }
         }
-        let fingerprint = h.finalize()[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let fingerprint = crate::hex16(h);
         Dataset {
             kind,
             vocab,

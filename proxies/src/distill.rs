@@ -75,12 +75,13 @@ impl SoftTargets {
         top_k: usize,
     ) -> SoftTargets {
         use rayon::prelude::*;
-        // One row's softmax at temperature, in f64, rounded to f32 once.
-        let softmax = |z: &[f64], p: &mut [f32]| {
+        // One row's softmax at temperature, in f64 (`e` is scratch), rounded to f32 once.
+        let softmax = |z: &[f64], p: &mut [f32], e: &mut Vec<f64>| {
             let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let e: Vec<f64> = z.iter().map(|x| ((x - max) / temperature).exp()).collect();
+            e.clear();
+            e.extend(z.iter().map(|x| ((x - max) / temperature).exp()));
             let s: f64 = e.iter().sum();
-            for (pk, ek) in p.iter_mut().zip(&e) {
+            for (pk, ek) in p.iter_mut().zip(e.iter()) {
                 *pk = (ek / s) as f32;
             }
         };
@@ -90,59 +91,39 @@ impl SoftTargets {
             probs
                 .par_chunks_mut(v)
                 .zip(rows.par_chunks(v))
-                .for_each(|(p, z)| softmax(z, p));
+                .for_each_init(|| Vec::with_capacity(v), |e, (p, z)| softmax(z, p, e));
             return SoftTargets::Dense(probs);
         }
         // Row by row, holding one row's distribution at a time rather than all n.
         let k = top_k.clamp(1, v);
-        let picked: Vec<(Vec<u32>, Vec<f32>)> = rows
-            .par_chunks(v)
-            .map_init(
-                || (vec![0f32; v], Vec::with_capacity(v)),
-                |(p, order): &mut (Vec<f32>, Vec<u32>), z| {
-                    softmax(z, p);
+        let (mut index, mut prob) = (vec![0u32; n * k], vec![0f32; n * k]);
+        rows.par_chunks(v)
+            .zip(index.par_chunks_mut(k).zip(prob.par_chunks_mut(k)))
+            .for_each_init(
+                || (vec![0f32; v], Vec::with_capacity(v), Vec::with_capacity(v)),
+                |(p, order, e): &mut (Vec<f32>, Vec<u32>, Vec<f64>), (z, (ix, pr))| {
+                    softmax(z, p, e);
                     order.clear();
                     order.extend(0..v as u32);
                     order.select_nth_unstable_by(k - 1, |a, b| {
                         p[*b as usize].total_cmp(&p[*a as usize])
                     });
-                    let ix = order[..k].to_vec();
-                    let pr = ix.iter().map(|&i| p[i as usize]).collect();
-                    (ix, pr)
+                    ix.copy_from_slice(&order[..k]);
+                    for (o, &i) in pr.iter_mut().zip(ix.iter()) {
+                        *o = p[i as usize];
+                    }
                 },
-            )
-            .collect();
-        let (mut index, mut prob) = (Vec::with_capacity(n * k), Vec::with_capacity(n * k));
-        for (ix, pr) in picked {
-            index.extend(ix);
-            prob.extend(pr);
-        }
+            );
         SoftTargets::TopK { k, index, prob }
     }
 
-    /// The (n, v) probabilities these targets stand for.
-    pub fn dense(&self, (n, v): (usize, usize)) -> Vec<f64> {
-        match self {
-            SoftTargets::Dense(p) => p.iter().map(|&x| x as f64).collect(),
-            SoftTargets::TopK { k, index, prob } => {
-                let mut out = vec![0.0; n * v];
-                for r in 0..n {
-                    let (ix, pr) = (&index[r * k..(r + 1) * k], &prob[r * k..(r + 1) * k]);
-                    let kept: f64 = pr.iter().map(|&x| x as f64).sum();
-                    let rest = ((1.0 - kept) / (v - k).max(1) as f64).max(0.0);
-                    let row = &mut out[r * v..(r + 1) * v];
-                    row.fill(rest);
-                    for (&i, &p) in ix.iter().zip(pr) {
-                        row[i as usize] = p as f64;
-                    }
-                }
-                out
-            }
-        }
+    /// The (n, v) probabilities these targets stand for, as the loss reads them.
+    pub fn dense(&self, shape: (usize, usize)) -> Vec<f64> {
+        self.dense_f32(shape).into_iter().map(f64::from).collect()
     }
 
-    /// [`SoftTargets::dense`] in f32, as the loss reads it: one pass, no f64 copy (at a
-    /// vocabulary of 50,257 a step's distributions are 200 MB in f32).
+    /// The (n, v) probabilities in f32, as the loss reads them: the remainder mass spread
+    /// evenly beside the top k (at a vocabulary of 50,257 a step's distributions are 200 MB).
     pub fn dense_f32(&self, (n, v): (usize, usize)) -> Vec<f32> {
         match self {
             SoftTargets::Dense(p) => p.clone(),
@@ -305,7 +286,7 @@ pub fn evaluate_against_teacher<B: Backend>(
                     pk * (last_ln - (zk - lse))
                 })
                 .sum::<f64>();
-            agree += usize::from(argmax(zr) == argmax_f32(pr));
+            agree += usize::from(argmax(zr) == argmax(pr));
         }
         tokens += n;
     }
@@ -317,18 +298,7 @@ pub fn evaluate_against_teacher<B: Backend>(
     }
 }
 
-fn argmax(x: &[f64]) -> usize {
-    let mut best = 0;
-    for (i, &v) in x.iter().enumerate() {
-        if v > x[best] {
-            best = i;
-        }
-    }
-    best
-}
-
-/// `argmax` of f32 values (the first of equal maxima, as there).
-fn argmax_f32(x: &[f32]) -> usize {
+fn argmax<T: PartialOrd + Copy>(x: &[T]) -> usize {
     let mut best = 0;
     for (i, &v) in x.iter().enumerate() {
         if v > x[best] {

@@ -21,4 +21,13 @@ pub mod teacher;
 pub mod tokenize;
 pub mod zero_cost;
 
+/// The first 16 hex digits of a SHA-256: the form of every key and fingerprint genas keeps.
+pub fn hex16(h: sha2::Sha256) -> String {
+    use sha2::Digest;
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 pub use data::{Batch, DataError, DataSummary, Dataset, Split, Vocabulary};

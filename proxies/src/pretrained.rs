@@ -173,13 +173,7 @@ impl Checkpoint {
             context,
             ..self.architecture.clone()
         };
-        for l in &mut arch.layers {
-            if let Attention::Sliding { heads, window } = l.attention {
-                if window >= context {
-                    l.attention = Attention::Full { heads };
-                }
-            }
-        }
+        windows_within(&mut arch);
         Ok(arch)
     }
 
@@ -434,10 +428,7 @@ impl Checkpoint {
                 .map_err(|e| err(&self.dir, format!("cannot read {}: {e}", path.display())))?;
             h.update(n.to_le_bytes());
         }
-        Ok(h.finalize()[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect())
+        Ok(crate::hex16(h))
     }
 }
 
@@ -485,11 +476,7 @@ impl Entry {
         let mut values: Vec<f64> = if self.transpose {
             let (rows, cols) = (self.shape[0], self.shape[1]);
             let mut t = vec![0.0; values.len()];
-            for r in 0..rows {
-                for c in 0..cols {
-                    t[c * rows + r] = values[r * cols + c];
-                }
-            }
+            crate::engine::simd::transpose_scalar(&mut t, rows, values, cols, rows, cols);
             t
         } else {
             values.to_vec()
@@ -730,8 +717,7 @@ fn gpt_architecture(
             for k in kinds {
                 out.push(match k.as_str() {
                     "global" => Attention::Full { heads },
-                    "local" if window < context => Attention::Sliding { heads, window },
-                    "local" => Attention::Full { heads },
+                    "local" => Attention::Sliding { heads, window },
                     other => {
                         return no(format!(
                             "attention type {other:?} (GPT-Neo has global and local)"
@@ -743,7 +729,7 @@ fn gpt_architecture(
         }
         _ => vec![Attention::Full { heads }; depth as usize],
     };
-    let arch = Architecture {
+    let mut arch = Architecture {
         vocab_size: vocab,
         context,
         d_model: d,
@@ -759,6 +745,7 @@ fn gpt_architecture(
         norm: Norm::Layernorm,
         position: Position::Learned,
     };
+    windows_within(&mut arch);
     arch.validate().map_err(|e| {
         err(
             dir,
@@ -766,6 +753,18 @@ fn gpt_architecture(
         )
     })?;
     Ok(arch)
+}
+
+/// A sliding window as long as the context sees every position: it is full attention there
+/// (and an `Architecture` holds only windows shorter than its context).
+fn windows_within(arch: &mut Architecture) {
+    for l in &mut arch.layers {
+        if let Attention::Sliding { heads, window } = l.attention {
+            if window >= arch.context {
+                l.attention = Attention::Full { heads };
+            }
+        }
+    }
 }
 
 /// The weight files and which holds each tensor: `model.safetensors`, or the shards that

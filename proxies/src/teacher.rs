@@ -72,10 +72,7 @@ pub fn teacher_key(
         )
         .as_bytes(),
     );
-    h.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex16(h)
 }
 
 /// Trains the teacher of `cfg` on `data` and scores it on the validation split.

@@ -64,14 +64,6 @@ impl Serialize for HfTokenizer {
     }
 }
 
-/// 16 hex digits of a SHA-256.
-fn hex16(h: Sha256) -> String {
-    h.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 impl HfTokenizer {
     /// Reads `path`; the error is one line naming it.
     pub fn from_file(path: &Path) -> Result<HfTokenizer, String> {
@@ -99,7 +91,7 @@ impl HfTokenizer {
         let mut h = Sha256::new();
         h.update(&bytes);
         Ok(HfTokenizer {
-            hash: hex16(h),
+            hash: crate::hex16(h),
             path: path.to_path_buf(),
             size: size as u32,
             inner: Arc::new(inner),
@@ -192,7 +184,7 @@ fn chunks(text: &str, target: usize) -> Vec<&str> {
 pub fn cache_path(dir: &Path, text: &str, tok: &HfTokenizer) -> PathBuf {
     let mut h = Sha256::new();
     h.update(text.as_bytes());
-    dir.join(format!("{}-{}.tokens", hex16(h), tok.hash))
+    dir.join(format!("{}-{}.tokens", crate::hex16(h), tok.hash))
 }
 
 const CACHE_MAGIC: &[u8; 8] = b"genastok";

@@ -150,8 +150,15 @@ fn pretrained_teacher(
 ) -> Result<(Model<Cpu<f32>>, TeacherOutcome)> {
     let exp = &l.experiment;
     let arch = ck.architecture_at(l.data.context)?;
-    check_inference_memory(&arch, exp.fidelity.batch_size as usize)
-        .with_context(|| format!("{}: [teacher] pretrained", exp.source.display()))?;
+    // The f32 weights once more while the checkpoint's tensors are converted.
+    let converting = 4.0 * Cost::of(&arch).params as f64;
+    check_inference_memory(
+        "running the teacher",
+        &arch,
+        exp.fidelity.batch_size as usize,
+        converting,
+    )
+    .with_context(|| format!("{}: [teacher] pretrained", exp.source.display()))?;
     let mut model = ck.load(Cpu::<f32>::new(0), l.data.context)?;
     if let Some((meta, _)) = archive.teacher(&ck.key)? {
         let record: TeacherRecord = serde_json::from_value(meta)
@@ -195,15 +202,13 @@ fn pretrained_teacher(
     Ok((model, TeacherOutcome::new(record, false, archive)))
 }
 
-/// Refuses to run `arch` on batches of `batch` when it will not fit the memory available.
-fn check_inference_memory(arch: &Architecture, batch: usize) -> Result<()> {
+/// Refuses `what` (running `arch` on batches of `batch`, plus `extra` bytes) when it will not
+/// fit the memory available: one line instead of an allocation that aborts.
+fn check_inference_memory(what: &str, arch: &Architecture, batch: usize, extra: f64) -> Result<()> {
     use genas_proxies::engine::memory;
     memory::check(
-        &format!(
-            "running the teacher ({}) on batches of {batch}",
-            arch.summary()
-        ),
-        memory::inference_bytes(arch, batch) + 4.0 * Cost::of(arch).params as f64,
+        &format!("{what} ({}) on batches of {batch}", arch.summary()),
+        memory::inference_bytes(arch, batch) + extra,
     )
     .map_err(anyhow::Error::msg)
 }
@@ -292,10 +297,7 @@ pub fn calibration_key(l: &Loaded, cfg: &DistillConfig, teacher: &str) -> Result
     h.update(serde_json::to_string(&l.experiment.constraints)?.as_bytes());
     h.update(serde_json::to_string(cfg)?.as_bytes());
     h.update(teacher.as_bytes());
-    Ok(h.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(genas_proxies::hex16(h))
 }
 
 /// The brief-distillation settings of an experiment's `[fidelity]` at `steps`.
@@ -716,22 +718,16 @@ pub fn teacher_import(
         Some((_, d)) => d.context,
         None => ck.architecture.context.min(64),
     };
-    // The f32 model, its f64 twin for the check's logits and a batch of 8 in flight: refused in
-    // one line when that cannot fit, before anything is allocated.
-    {
-        use genas_proxies::engine::memory;
-        let arch = ck.architecture_at(context)?;
-        let params = Cost::of(&arch).params as f64;
-        memory::check(
-            &format!(
-                "reading {} ({}) and checking it in f64",
-                dir.display(),
-                arch.summary()
-            ),
-            12.0 * params + 3.0 * memory::inference_bytes(&arch, 8),
-        )
-        .map_err(anyhow::Error::msg)?;
-    }
+    // The f32 model and, for the check's logits, its f64 twin (twice its size), each with a
+    // batch of 8 in flight: refused in one line when that cannot fit, before anything is read.
+    let arch = ck.architecture_at(context)?;
+    let twin = 2.0 * genas_proxies::engine::memory::inference_bytes(&arch, 8);
+    check_inference_memory(
+        &format!("reading {} and checking it in f64", dir.display()),
+        &arch,
+        8,
+        twin,
+    )?;
     let mut model = ck.load(Cpu::<f32>::new(0), context)?;
     let arch = model.arch.clone();
     let validation = match &data {

@@ -200,13 +200,6 @@ pub fn hf_family(arch: &Architecture) -> Result<HfFamily, ExportError> {
     if arch.position.is_rope() || rmsnorm || swiglu {
         return llama_family(arch).map_err(ExportError::Unsupported);
     }
-    if arch.share_layers > 1 {
-        return no(format!(
-            "cross-layer sharing (share_layers = {})",
-            arch.share_layers
-        ));
-    }
-    let first = &arch.layers[0];
     for (i, l) in arch.layers.iter().enumerate() {
         match l.attention {
             Attention::Linear { .. } => return no(format!("layer {i}'s linear attention")),
@@ -221,30 +214,8 @@ pub fn hf_family(arch: &Architecture) -> Result<HfFamily, ExportError> {
         if l.ffn.activation == Activation::Swiglu {
             return no(format!("layer {i}'s swiglu FFN"));
         }
-        if let Some(r) = l.ffn.rank {
-            return no(format!("layer {i}'s low-rank FFN (rank {r})"));
-        }
-        if l.ffn.hidden != first.ffn.hidden {
-            return no(format!(
-                "per-layer FFN widths (layer 0 has {}, layer {i} {})",
-                first.ffn.hidden, l.ffn.hidden
-            ));
-        }
-        if l.ffn.activation != first.ffn.activation {
-            return no(format!(
-                "per-layer activations (layer 0 {}, layer {i} {})",
-                first.ffn.activation.name(),
-                l.ffn.activation.name()
-            ));
-        }
-        if l.attention.heads() != first.attention.heads() {
-            return no(format!(
-                "per-layer head counts (layer 0 has {}, layer {i} {})",
-                first.attention.heads(),
-                l.attention.heads()
-            ));
-        }
     }
+    uniform_dense(arch).map_err(ExportError::Unsupported)?;
     let kinds: Vec<&Attention> = arch.layers.iter().map(|l| &l.attention).collect();
     if kinds.iter().all(|a| matches!(a, Attention::Full { .. })) {
         return Ok(HfFamily::Gpt2);
@@ -290,16 +261,7 @@ pub fn hf_family(arch: &Architecture) -> Result<HfFamily, ExportError> {
 
 /// GPT-NeoX, or the first choice of `arch` (rope, LayerNorm, gelu or relu) that keeps it out.
 fn neox_family(arch: &Architecture) -> Result<HfFamily, String> {
-    if let Some(i) = arch.layers.iter().position(|l| l.attention_bias) {
-        return Err(format!("layer {i}'s attention biases with rope"));
-    }
-    if arch.share_layers > 1 {
-        return Err(format!(
-            "cross-layer sharing (share_layers = {})",
-            arch.share_layers
-        ));
-    }
-    let first = &arch.layers[0];
+    no_attention_bias(arch)?;
     for (i, l) in arch.layers.iter().enumerate() {
         if !matches!(l.attention, Attention::Full { .. }) {
             return Err(format!(
@@ -307,35 +269,15 @@ fn neox_family(arch: &Architecture) -> Result<HfFamily, String> {
                 l.attention.kind_name()
             ));
         }
-        if let Some(r) = l.ffn.rank {
-            return Err(format!("layer {i}'s low-rank FFN (rank {r})"));
-        }
-        if (l.ffn.hidden, l.ffn.activation) != (first.ffn.hidden, first.ffn.activation) {
-            return Err(format!(
-                "per-layer FFNs (layer 0 has {} {}, layer {i} {} {})",
-                first.ffn.hidden,
-                first.ffn.activation.name(),
-                l.ffn.hidden,
-                l.ffn.activation.name()
-            ));
-        }
-        if l.attention.heads() != first.attention.heads() {
-            return Err(format!(
-                "per-layer head counts (layer 0 has {}, layer {i} {})",
-                first.attention.heads(),
-                l.attention.heads()
-            ));
-        }
     }
+    uniform_dense(arch)?;
     Ok(HfFamily::GptNeoX)
 }
 
 /// The Llama family, or the first choice of `arch` that keeps it out (rope, RMSNorm or swiglu
 /// brought it here: only Llama has them).
 fn llama_family(arch: &Architecture) -> Result<HfFamily, String> {
-    if let Some(i) = arch.layers.iter().position(|l| l.attention_bias) {
-        return Err(format!("layer {i}'s attention biases with rope"));
-    }
+    no_attention_bias(arch)?;
     let needs = "the Llama family needs rope, rmsnorm and swiglu together";
     if !arch.position.is_rope() {
         return Err(format!(
@@ -345,13 +287,6 @@ fn llama_family(arch: &Architecture) -> Result<HfFamily, String> {
     if arch.norm != Norm::Rmsnorm {
         return Err(format!("LayerNorm with rope or swiglu ({needs})"));
     }
-    if arch.share_layers > 1 {
-        return Err(format!(
-            "cross-layer sharing (share_layers = {})",
-            arch.share_layers
-        ));
-    }
-    let first = &arch.layers[0];
     for (i, l) in arch.layers.iter().enumerate() {
         match l.attention {
             Attention::Full { .. } | Attention::Grouped { .. } => {}
@@ -368,6 +303,37 @@ fn llama_family(arch: &Architecture) -> Result<HfFamily, String> {
                 l.ffn.activation.name()
             ));
         }
+    }
+    uniform_dense(arch)?;
+    let first = &arch.layers[0];
+    if let Some((i, l)) = arch
+        .layers
+        .iter()
+        .enumerate()
+        .find(|(_, l)| l.attention.kv_heads() != first.attention.kv_heads())
+    {
+        return Err(format!(
+            "per-layer key/value head counts (layer 0 has {}, layer {i} {})",
+            first.attention.kv_heads(),
+            l.attention.kv_heads()
+        ));
+    }
+    Ok(HfFamily::Llama {
+        kv_heads: first.attention.kv_heads(),
+    })
+}
+
+/// What every native family needs beyond its own block: no cross-layer sharing, and in every
+/// layer a full-rank FFN of layer 0's width and activation, and layer 0's number of heads.
+fn uniform_dense(arch: &Architecture) -> Result<(), String> {
+    if arch.share_layers > 1 {
+        return Err(format!(
+            "cross-layer sharing (share_layers = {})",
+            arch.share_layers
+        ));
+    }
+    let first = &arch.layers[0];
+    for (i, l) in arch.layers.iter().enumerate() {
         if let Some(r) = l.ffn.rank {
             return Err(format!("layer {i}'s low-rank FFN (rank {r})"));
         }
@@ -377,17 +343,30 @@ fn llama_family(arch: &Architecture) -> Result<HfFamily, String> {
                 first.ffn.hidden, l.ffn.hidden
             ));
         }
-        let (h, g) = (l.attention.heads(), l.attention.kv_heads());
-        let (h0, g0) = (first.attention.heads(), first.attention.kv_heads());
-        if (h, g) != (h0, g0) {
+        if l.ffn.activation != first.ffn.activation {
             return Err(format!(
-                "per-layer head counts (layer 0 has {h0} heads and {g0} key/value heads, layer {i} {h} and {g})"
+                "per-layer activations (layer 0 {}, layer {i} {})",
+                first.ffn.activation.name(),
+                l.ffn.activation.name()
+            ));
+        }
+        if l.attention.heads() != first.attention.heads() {
+            return Err(format!(
+                "per-layer head counts (layer 0 has {}, layer {i} {})",
+                first.attention.heads(),
+                l.attention.heads()
             ));
         }
     }
-    Ok(HfFamily::Llama {
-        kv_heads: first.attention.kv_heads(),
-    })
+    Ok(())
+}
+
+/// The rope families (GPT-NeoX, Llama) are written without attention biases.
+fn no_attention_bias(arch: &Architecture) -> Result<(), String> {
+    match arch.layers.iter().position(|l| l.attention_bias) {
+        Some(i) => Err(format!("layer {i}'s attention biases with rope")),
+        None => Ok(()),
+    }
 }
 
 /// The same network without low-rank factors or sharing: every FFN matrix stored as
