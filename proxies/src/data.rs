@@ -415,6 +415,33 @@ impl Dataset {
         )
     }
 
+    /// The token streams of a data set read back where its source is not at hand (a worker
+    /// on another machine): text as bare ids, images as pixel tokens. Batches, and so
+    /// training, are those of the original; what the tokens stand for is not kept.
+    pub fn from_tokens(
+        kind: DataKind,
+        train: Vec<u32>,
+        validation: Vec<u32>,
+        vocab_size: u32,
+        context: u32,
+    ) -> Dataset {
+        let vocab = match kind {
+            DataKind::Text => Vocabulary::Ids { size: vocab_size },
+            DataKind::Image => Vocabulary::Pixels {
+                levels: vocab_size.saturating_sub(1),
+            },
+        };
+        Dataset::finish(
+            kind,
+            vocab,
+            train,
+            validation,
+            context,
+            "tokens".into(),
+            None,
+        )
+    }
+
     fn from_images(
         train: &IdxImages,
         validation: &IdxImages,

@@ -1,10 +1,12 @@
 //! Where evaluations run. The controller decides *what* to evaluate and commits results in
 //! queue order; an [`Executor`] only runs a batch of evaluation jobs and hands each result
-//! back as it finishes. A job is plain data: the architecture, its initialisation seed and the
-//! distillation settings; the executor brings the inputs they refer to (the teacher's cached
-//! soft targets, the proxy batch).
+//! back as it finishes. A job is plain, serialisable data: the architecture, its
+//! initialisation seed and the distillation settings; the executor brings the inputs they
+//! refer to (the teacher's cached soft targets, the proxy batch). Every executor trains a job
+//! through [`run_job`], so where a job runs does not change its result.
 //!
-//! - [`Local`]: today's worker threads, one single-threaded engine each.
+//! - [`Local`]: worker threads on this machine, one single-threaded engine each.
+//! - `Slurm` (`crate::slurm`): one job array per batch on a Slurm cluster.
 //! - [`Replay`]: a tabulated benchmark (`genas bench table`) read back instead of training, for
 //!   simulating searches (`genas bench search`).
 //!
@@ -17,11 +19,12 @@ use genas_proxies::engine::{Cpu, Model};
 use genas_proxies::zero_cost::{proxy_suite, ProxyScores};
 use genas_proxies::Batch;
 use genas_space::Architecture;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// One brief distillation to run.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub id: String,
     pub architecture: Architecture,
@@ -35,11 +38,33 @@ pub struct Job {
 }
 
 /// What a job produced.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Output {
     pub result: DistillResult,
     pub latency_ms_per_token: Option<f64>,
+    /// The executor could not get a result (a Slurm task that failed every try): `result`
+    /// says why. Recorded in the run like a diverged result, never cached as one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failed: bool,
 }
+
+/// Trains `job` on `be` against `targets`: what every executor runs, here or on another
+/// machine.
+pub fn run_job(job: &Job, targets: &TeacherTargets, be: &Cpu<f32>) -> Output {
+    let mut m = Model::new(&job.architecture, be.clone(), job.init_seed);
+    let result = brief_distill(&mut m, targets, &job.config);
+    let latency_ms_per_token =
+        (job.measure_latency && result.eval.is_some()).then(|| latency_ms(&m));
+    Output {
+        result,
+        latency_ms_per_token,
+        failed: false,
+    }
+}
+
+/// An executor that cannot go on (Slurm refused a submission, the shared directory is not
+/// writable): one line. Results already handed back stay committed.
+pub type ExecError = String;
 
 /// Runs evaluation jobs.
 pub trait Executor: Sync {
@@ -52,7 +77,7 @@ pub trait Executor: Sync {
         workers: usize,
         stop: &AtomicBool,
         done: &(dyn Fn(usize, Output) -> bool + Sync),
-    );
+    ) -> Result<(), ExecError>;
 
     /// The zero-cost proxies of each architecture (initialised with `init_seed(seed, id)`),
     /// on `workers` threads; `progress(done, total)`.
@@ -63,6 +88,44 @@ pub trait Executor: Sync {
         workers: usize,
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Vec<ProxyScores>;
+}
+
+/// The executor an experiment's `[executor]` names.
+pub enum Chosen<'a> {
+    Local(Local<'a>),
+    Slurm(Box<crate::slurm::Slurm<'a>>),
+}
+
+impl<'a> Chosen<'a> {
+    /// `local` as it is, or the Slurm executor over its inputs (whose proxies it computes):
+    /// the shared directory resolved (default `ARCHIVE/slurm`), the teacher's targets written
+    /// into it under their content name, and the worker program found.
+    pub fn of(
+        exp: &genas_space::Experiment,
+        archive_dir: &std::path::Path,
+        local: Local<'a>,
+        say: &'a (dyn Fn(&str) + Sync),
+    ) -> anyhow::Result<Chosen<'a>> {
+        if exp.executor.kind == genas_space::ExecutorKind::Local {
+            return Ok(Chosen::Local(local));
+        }
+        let cluster =
+            crate::slurm::Cluster::of(exp, archive_dir, say).map_err(anyhow::Error::msg)?;
+        let targets = genas_proxies::inputs::store(&cluster.inputs(), local.targets)
+            .map_err(|e| anyhow::anyhow!("executor.shared_dir: {e}"))?;
+        Ok(Chosen::Slurm(Box::new(crate::slurm::Slurm {
+            cluster,
+            targets,
+            local,
+        })))
+    }
+
+    pub fn executor(&self) -> &dyn Executor {
+        match self {
+            Chosen::Local(l) => l,
+            Chosen::Slurm(s) => s.as_ref(),
+        }
+    }
 }
 
 /// Worker threads on this machine, each with its own single-threaded CPU engine.
@@ -78,7 +141,7 @@ impl Executor for Local<'_> {
         workers: usize,
         stop: &AtomicBool,
         done: &(dyn Fn(usize, Output) -> bool + Sync),
-    ) {
+    ) -> Result<(), ExecError> {
         let next = AtomicUsize::new(0);
         let halted = AtomicBool::new(false);
         std::thread::scope(|s| {
@@ -91,23 +154,14 @@ impl Executor for Local<'_> {
                         }
                         let i = next.fetch_add(1, Ordering::SeqCst);
                         let Some(job) = jobs.get(i) else { break };
-                        let mut m = Model::new(&job.architecture, be.clone(), job.init_seed);
-                        let result = brief_distill(&mut m, self.targets, &job.config);
-                        let latency_ms_per_token =
-                            (job.measure_latency && result.eval.is_some()).then(|| latency_ms(&m));
-                        if !done(
-                            i,
-                            Output {
-                                result,
-                                latency_ms_per_token,
-                            },
-                        ) {
+                        if !done(i, run_job(job, self.targets, &be)) {
                             halted.store(true, Ordering::SeqCst);
                         }
                     }
                 });
             }
         });
+        Ok(())
     }
 
     fn proxies(
@@ -155,10 +209,10 @@ impl Executor for Replay<'_> {
         _workers: usize,
         stop: &AtomicBool,
         done: &(dyn Fn(usize, Output) -> bool + Sync),
-    ) {
+    ) -> Result<(), ExecError> {
         for (i, job) in jobs.iter().enumerate() {
             if stop.load(Ordering::SeqCst) {
-                return;
+                return Ok(());
             }
             let row = self.row(&job.id);
             // Looked up by steps: a schedule may use some of the table's rungs.
@@ -171,6 +225,7 @@ impl Executor for Replay<'_> {
                     } else {
                         None
                     },
+                    failed: false,
                 },
                 // Not in the table: recorded as a failed evaluation, never invented.
                 _ => Output {
@@ -185,12 +240,14 @@ impl Executor for Replay<'_> {
                         seconds: 0.0,
                     },
                     latency_ms_per_token: None,
+                    failed: false,
                 },
             };
             if !done(i, output) {
-                return;
+                return Ok(());
             }
         }
+        Ok(())
     }
 
     fn proxies(

@@ -18,6 +18,7 @@ pub mod plot;
 pub mod run;
 pub mod scoring;
 pub mod simulate;
+pub mod slurm;
 pub mod table;
 pub mod winners;
 pub mod workers;

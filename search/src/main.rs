@@ -60,6 +60,15 @@ enum Command {
     Export(ExportArgs),
     /// Generate from a candidate: text samples, or a PNG grid of images.
     Sample(SampleCmdArgs),
+    /// Run one evaluation job written by the Slurm executor (what each array task runs):
+    /// reads JOB_DIR/INDEX.json, writes JOB_DIR/INDEX.out.json.
+    Worker(WorkerArgs),
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    /// JOB_DIR/INDEX: the batch directory and the job's index in it.
+    task: PathBuf,
 }
 
 #[derive(Args)]
@@ -648,6 +657,10 @@ fn check_args(command: &Command) -> anyhow::Result<()> {
 fn run(cli: Cli) -> anyhow::Result<String> {
     check_args(&cli.command)?;
     match cli.command {
+        Command::Worker(a) => {
+            let out = genas_search::slurm::work(&a.task).map_err(anyhow::Error::msg)?;
+            Ok(format!("result written to {}\n", out.display()))
+        }
         Command::Space(SpaceCommand::Check {
             file,
             json: as_json,

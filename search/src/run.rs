@@ -246,19 +246,29 @@ fn drive(
     if let Some(note) = &space_plan.note {
         say(note);
     }
-    let ensemble = match space_plan.calibration_n {
-        Some(n) => Some(screen_ensemble(
-            archive, &l, &targets, &cfg, &plan, &t, n, workers, say, progress,
-        )?),
-        None => None,
-    };
     let mut rng = Rng::seed_from_u64(exp.search.seed ^ 0x9e37_79b9);
     let proxy_batch = l
         .data
         .train_batch(exp.fidelity.batch_size as usize, &mut rng);
-    let executor = crate::executor::Local {
+    let local = crate::executor::Local {
         targets: &targets,
         proxy_batch: &proxy_batch,
+    };
+    let say_line = |m: &str| eprintln!("{m}");
+    let chosen = crate::executor::Chosen::of(exp, archive.path(), local, &say_line)?;
+    if let crate::executor::Chosen::Slurm(x) = &chosen {
+        say(&format!(
+            "evaluating on Slurm through {} (at most {} task(s) of a batch at a time)",
+            x.cluster.shared.display(),
+            exp.executor.max_in_flight
+        ));
+    }
+    let executor = chosen.executor();
+    let ensemble = match space_plan.calibration_n {
+        Some(n) => Some(screen_ensemble(
+            archive, &l, &cfg, &plan, &t, n, executor, workers, say, progress,
+        )?),
+        None => None,
     };
     let cx = RunContext {
         experiment: exp,
@@ -268,7 +278,7 @@ fn drive(
         plan,
         ensemble,
         exhaustive: space_plan.exhaustive,
-        executor: &executor,
+        executor,
         workers,
         stop,
     };
@@ -373,11 +383,11 @@ pub fn exhaustive_order(
 fn screen_ensemble(
     archive: &Archive,
     l: &Loaded,
-    targets: &TeacherTargets,
     cfg: &genas_proxies::distill::DistillConfig,
     plan: &RunPlan,
     t: &TeacherOutcome,
     n: usize,
+    executor: &dyn crate::executor::Executor,
     workers: usize,
     say: &mut dyn FnMut(&str),
     progress: &(dyn Fn(&str, usize, usize) + Sync),
@@ -394,7 +404,7 @@ fn screen_ensemble(
     say(&format!(
         "no calibration of the proxies for this space yet: calibrating on {n} architectures"
     ));
-    let (rows, calibration, _) = calibrate_with(l, targets, cfg, n, 1, workers, &|d, n, _| {
+    let (rows, calibration, _) = calibrate_with(l, cfg, n, 1, executor, workers, &|d, n, _| {
         progress("calibrating the proxies", d, n)
     })?;
     let tau = calibration

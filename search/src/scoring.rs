@@ -5,10 +5,11 @@
 
 use crate::commands::{load, Loaded};
 use crate::controller::init_seed;
+use crate::executor::{Executor, Job};
 use crate::workers::{parallel, worker_count};
 use anyhow::{Context, Result};
 use genas_proxies::calibrate::{calibrate, Calibration};
-use genas_proxies::distill::{brief_distill, DistillConfig, DistillResult, TeacherTargets};
+use genas_proxies::distill::{DistillConfig, DistillResult, TeacherTargets};
 use genas_proxies::engine::train::evaluate;
 use genas_proxies::engine::{checkpoint, Cpu, Model};
 use genas_proxies::pretrained::Checkpoint;
@@ -23,6 +24,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
 
 /// A teacher ready for use, and where it came from.
 #[derive(Serialize)]
@@ -423,8 +426,23 @@ pub fn proxies_calibrate(
         targets.seconds,
         n
     ));
-    let (candidates, calibration, noise_ceiling) =
-        calibrate_with(&l, &targets, &cfg, n, o.repeats, o.threads, progress)?;
+    let mut rng = Rng::seed_from_u64(l.experiment.search.seed ^ 0x9e37_79b9);
+    let proxy_batch = l.data.train_batch(cfg.batch_size, &mut rng);
+    let local = crate::executor::Local {
+        targets: &targets,
+        proxy_batch: &proxy_batch,
+    };
+    let say_line = |m: &str| eprintln!("{m}");
+    let chosen = crate::executor::Chosen::of(&l.experiment, &o.archive, local, &say_line)?;
+    let (candidates, calibration, noise_ceiling) = calibrate_with(
+        &l,
+        &cfg,
+        n,
+        o.repeats,
+        chosen.executor(),
+        o.threads,
+        progress,
+    )?;
 
     let n = candidates.len() as f64;
     let proxy_ms = candidates.iter().map(|c| c.proxies.millis).sum::<f64>() / n;
@@ -466,15 +484,15 @@ pub fn proxies_calibrate(
 }
 
 /// The calibration itself: `n` distinct architectures sampled within the constraints, each
-/// scored with every proxy and `repeats` brief distillations on `targets`, side by side on
-/// `threads` workers (0 = every core). Returns the rows, the calibration and, with 2+
-/// repeats, the noise ceiling.
+/// scored with every proxy (here, on `threads` workers, 0 = every core) and `repeats` brief
+/// distillations run by `executor` (on its teacher targets). Returns the rows, the
+/// calibration and, with 2+ repeats, the noise ceiling.
 pub fn calibrate_with(
     l: &Loaded,
-    targets: &TeacherTargets,
     cfg: &DistillConfig,
     n: usize,
     repeats: usize,
+    executor: &dyn Executor,
     threads: usize,
     progress: &(dyn Fn(usize, usize, &CandidateRow) + Sync),
 ) -> Result<(Vec<CandidateRow>, Calibration, Option<f64>)> {
@@ -482,33 +500,69 @@ pub fn calibrate_with(
     let mut rng = Rng::seed_from_u64(seed ^ 0xca11_b7a7e);
     let archs = sample_distinct(l, n, &mut rng)?;
     let proxy_batch = l.data.train_batch(cfg.batch_size, &mut rng);
-    // The same initialisation seeds as the search's, so a calibration row and a search
-    // evaluation of one architecture agree.
-    let candidates = parallel(
+    let workers = worker_count(threads);
+    // The proxies take milliseconds: here, side by side.
+    let proxies = parallel(
         &archs,
-        worker_count(threads),
+        workers,
         &|arch: &Architecture, be: &Cpu<f32>| {
             let model_seed = init_seed(seed, &arch.id());
             let mut m = Model::new(arch, be.clone(), model_seed);
-            let proxies = proxy_suite(arch, &mut m, &proxy_batch, model_seed);
-            let distill = brief_distill(&mut m, targets, cfg);
-            let repeats = (1..repeats.max(1))
-                .map(|r| {
-                    let s = model_seed.wrapping_add((r as u64) << 32);
-                    brief_distill(&mut Model::new(arch, be.clone(), s), targets, cfg)
-                })
-                .collect();
-            CandidateRow {
-                id: arch.id(),
-                architecture: arch.summary(),
-                params: Cost::of(arch).params,
-                proxies,
-                distill,
-                repeats,
-            }
+            proxy_suite(arch, &mut m, &proxy_batch, model_seed)
         },
-        progress,
+        &|_, _, _| {},
     );
+    // The distillations are jobs: the same initialisation seeds as the search's, so a
+    // calibration row and a search evaluation of one architecture agree; a repeat r starts
+    // from another seed.
+    let repeats = repeats.max(1);
+    let jobs: Vec<Job> = archs
+        .iter()
+        .flat_map(|arch| {
+            let model_seed = init_seed(seed, &arch.id());
+            (0..repeats).map(move |r| Job {
+                id: arch.id(),
+                architecture: arch.clone(),
+                init_seed: model_seed.wrapping_add((r as u64) << 32),
+                rung: 0,
+                config: cfg.clone(),
+                measure_latency: false,
+            })
+        })
+        .collect();
+    let results: Mutex<Vec<Vec<Option<DistillResult>>>> =
+        Mutex::new(vec![vec![None; repeats]; archs.len()]);
+    let rows_done = Mutex::new(0usize);
+    let row = |i: usize, all: &[Option<DistillResult>]| CandidateRow {
+        id: archs[i].id(),
+        architecture: archs[i].summary(),
+        params: Cost::of(&archs[i]).params,
+        proxies: proxies[i].clone(),
+        distill: all[0].clone().expect("complete"),
+        repeats: all[1..]
+            .iter()
+            .map(|d| d.clone().expect("complete"))
+            .collect(),
+    };
+    let stop = AtomicBool::new(false);
+    executor
+        .run(&jobs, workers, &stop, &|k, out| {
+            let (i, r) = (k / repeats, k % repeats);
+            let mut res = results.lock().expect("results");
+            res[i][r] = Some(out.result);
+            if res[i].iter().all(Option::is_some) {
+                let mut d = rows_done.lock().expect("rows");
+                *d += 1;
+                progress(*d, archs.len(), &row(i, &res[i]));
+            }
+            true
+        })
+        .map_err(anyhow::Error::msg)?;
+    let results = results.into_inner().expect("results");
+    if results.iter().flatten().any(Option::is_none) {
+        anyhow::bail!("calibration stopped before every architecture was distilled");
+    }
+    let candidates: Vec<CandidateRow> = (0..archs.len()).map(|i| row(i, &results[i])).collect();
     let rows: Vec<(ProxyScores, Option<f64>)> = candidates
         .iter()
         .map(|c| (c.proxies.clone(), c.quality()))

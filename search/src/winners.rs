@@ -250,8 +250,8 @@ pub fn distill(
     let cfg = final_config(l, steps);
     let mut teacher: Option<(Model<Cpu<f32>>, String, TeacherTargets)> = None;
     let mut out = Vec::new();
-    for (k, id) in ids.iter().enumerate() {
-        let cand = access.candidate(id)?;
+    let mut pending = Vec::new();
+    for id in &ids {
         if let Some(done) = access.archive.distilled(run, id)? {
             let mut rec: DistilledRecord = serde_json::from_value(done)
                 .with_context(|| format!("run {run}: unreadable distillation of {id}"))?;
@@ -265,6 +265,16 @@ pub fn distill(
                 continue;
             }
         }
+        pending.push(id.clone());
+    }
+    if l.experiment.executor.kind == genas_space::ExecutorKind::Slurm && !pending.is_empty() {
+        out.extend(distill_on_slurm(
+            &access, o, run, &pending, steps, &cfg, stop, say,
+        )?);
+        return Ok(out);
+    }
+    for (k, id) in pending.iter().enumerate() {
+        let cand = access.candidate(id)?;
         if teacher.is_none() {
             let (mut t, outcome) = obtain_teacher(&access.archive, l, false, say, &mut |_, _| {})?;
             let targets = TeacherTargets::compute(&mut t, &l.data, &cfg.distill, 0);
@@ -283,7 +293,7 @@ pub fn distill(
         say(&format!(
             "[{}/{}] distilling {id} {} for {steps} steps",
             k + 1,
-            ids.len(),
+            pending.len(),
             cand.architecture.summary()
         ));
         let label = format!("distill {id}");
@@ -313,31 +323,6 @@ pub fn distill(
             ),
             Err(e) => bail!("distilling {id}: {e}"),
         };
-        let eval = r
-            .result
-            .eval
-            .context("a finished distillation is evaluated")?;
-        let bits = |nats: f64| l.data.bits(nats);
-        let rec = DistilledRecord {
-            candidate: id.clone(),
-            architecture: cand.architecture.summary(),
-            requested_steps: steps,
-            steps: r.result.steps,
-            best_step: r.best_step,
-            stopped_early: r.stopped_early,
-            resumed_from: r.resumed_from,
-            val_ce: eval.val_ce,
-            val_bits: bits(eval.val_ce),
-            bits_unit: l.data.bits_unit().to_string(),
-            kl_to_teacher: eval.kl_to_teacher,
-            agreement: eval.agreement,
-            train_loss: r.result.train_loss,
-            seconds: r.result.seconds,
-            history: r.history,
-            teacher_key: teacher_key.clone(),
-            search_val_bits: cand.best_rung().map(|(_, ce)| bits(ce)),
-            reused: false,
-        };
         let bytes = checkpoint::to_bytes(
             &model,
             &[
@@ -346,15 +331,167 @@ pub fn distill(
             ],
         )
         .map_err(|e| anyhow!("weights of {id}: {e}"))?;
-        access
-            .archive
-            .put_distilled(run, id, &serde_json::to_value(&rec)?, &bytes)?;
-        say(&format!(
-            "{id}: {:.4} {} after {} steps (best at {}), {:.1} s",
-            rec.val_bits, rec.bits_unit, rec.steps, rec.best_step, rec.seconds
-        ));
-        out.push(rec);
+        out.push(store_distilled(
+            &access,
+            run,
+            id,
+            steps,
+            r,
+            teacher_key,
+            &bytes,
+            say,
+        )?);
     }
+    Ok(out)
+}
+
+/// Records a finished final distillation of `id` and its weights in the archive.
+#[allow(clippy::too_many_arguments)]
+fn store_distilled(
+    access: &RunAccess,
+    run: &str,
+    id: &str,
+    steps: u32,
+    r: FullResult,
+    teacher_key: &str,
+    weights: &[u8],
+    say: &mut dyn FnMut(&str),
+) -> Result<DistilledRecord> {
+    let l = &access.loaded;
+    let cand = access.candidate(id)?;
+    let eval = r
+        .result
+        .eval
+        .context("a finished distillation is evaluated")?;
+    let bits = |nats: f64| l.data.bits(nats);
+    let rec = DistilledRecord {
+        candidate: id.to_string(),
+        architecture: cand.architecture.summary(),
+        requested_steps: steps,
+        steps: r.result.steps,
+        best_step: r.best_step,
+        stopped_early: r.stopped_early,
+        resumed_from: r.resumed_from,
+        val_ce: eval.val_ce,
+        val_bits: bits(eval.val_ce),
+        bits_unit: l.data.bits_unit().to_string(),
+        kl_to_teacher: eval.kl_to_teacher,
+        agreement: eval.agreement,
+        train_loss: r.result.train_loss,
+        seconds: r.result.seconds,
+        history: r.history,
+        teacher_key: teacher_key.to_string(),
+        search_val_bits: cand.best_rung().map(|(_, ce)| bits(ce)),
+        reused: false,
+    };
+    access
+        .archive
+        .put_distilled(run, id, &serde_json::to_value(&rec)?, weights)?;
+    say(&format!(
+        "{id}: {:.4} {} after {} steps (best at {}), {:.1} s",
+        rec.val_bits, rec.bits_unit, rec.steps, rec.best_step, rec.seconds
+    ));
+    Ok(rec)
+}
+
+/// The final distillations of `ids` as one Slurm job array of long tasks, each checkpointing
+/// in the shared directory (a task preempted or out of time resumes when submitted again).
+/// Results are stored as they arrive; a coordinator stopped or killed leaves its tasks running,
+/// and running `genas distill` again adopts them.
+#[allow(clippy::too_many_arguments)]
+fn distill_on_slurm(
+    access: &RunAccess,
+    o: &DistillOptions,
+    run: &str,
+    ids: &[String],
+    steps: u32,
+    cfg: &FullConfig,
+    stop: &AtomicBool,
+    say: &mut dyn FnMut(&str),
+) -> Result<Vec<DistilledRecord>> {
+    use crate::slurm::{Cluster, FinalJob, FinalOutput, Task};
+    let l = &access.loaded;
+    let say_line = |m: &str| eprintln!("{m}");
+    let cluster = Cluster::of(&l.experiment, &o.archive, &say_line).map_err(anyhow::Error::msg)?;
+    let (teacher, outcome) = obtain_teacher(&access.archive, l, false, say, &mut |_, _| {})?;
+    let teacher_key = outcome.record.key.clone();
+    let inputs = cluster.inputs();
+    let tname = genas_proxies::inputs::store_teacher(&inputs, &teacher).map_err(|e| anyhow!(e))?;
+    drop(teacher);
+    let dname = genas_proxies::inputs::store_data(&inputs, &l.data).map_err(|e| anyhow!(e))?;
+    let seed = l.experiment.teacher.seed;
+    let tasks: Vec<Task> = ids
+        .iter()
+        .map(|id| {
+            let cand = access.candidate(id)?;
+            Ok(Task::Final(FinalJob {
+                run: run.to_string(),
+                candidate: id.clone(),
+                architecture: cand.architecture.clone(),
+                init_seed: init_seed(seed, id),
+                config: cfg.clone(),
+                teacher: tname.clone(),
+                data: dname.clone(),
+                threads: l.experiment.executor.cpus_per_task as usize,
+            }))
+        })
+        .collect::<Result<_>>()?;
+    let names: Vec<String> = ids
+        .iter()
+        .map(|id| format!("final distillation of {id}"))
+        .collect();
+    say(&format!(
+        "distilling {} front member(s) for {steps} steps on Slurm through {}",
+        ids.len(),
+        cluster.shared.display()
+    ));
+    let mut out = Vec::new();
+    let mut failed = Vec::new();
+    let mut error = None;
+    let finished = cluster
+        .run_tasks::<FinalOutput>(&tasks, &names, stop, &mut |i, r| {
+            let id = &ids[i];
+            let f = match r {
+                Ok(f) => f,
+                // Failed every try: the others go on.
+                Err(why) => {
+                    failed.push(format!("{id}: {why}"));
+                    return true;
+                }
+            };
+            let stored = std::fs::read(&f.weights)
+                .with_context(|| format!("weights of {id}: {}", f.weights.display()))
+                .and_then(|w| {
+                    store_distilled(access, run, id, steps, f.result, &teacher_key, &w, say)
+                });
+            match stored {
+                Ok(rec) => out.push(rec),
+                Err(e) => {
+                    error = Some(e);
+                    return false;
+                }
+            }
+            true
+        })
+        .map_err(anyhow::Error::msg)?;
+    if let Some(e) = error {
+        return Err(e);
+    }
+    if !finished {
+        bail!(
+            "stopped; the tasks still queued keep running: run genas distill {run} again to collect them"
+        );
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} final distillation(s) failed: {}",
+            failed.len(),
+            ids.len(),
+            failed.join("; ")
+        );
+    }
+    // In the front's order, as a local run gives them.
+    out.sort_by_key(|r| ids.iter().position(|id| *id == r.candidate));
     Ok(out)
 }
 

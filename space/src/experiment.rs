@@ -38,6 +38,8 @@ pub struct Experiment {
     pub search: SearchConfig,
     #[serde(default)]
     pub fidelity: FidelityConfig,
+    #[serde(default)]
+    pub executor: ExecutorConfig,
     /// Folder the experiment file sits in; relative data paths are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -410,6 +412,67 @@ impl Default for FidelityConfig {
     }
 }
 
+/// Where brief distillations run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutorKind {
+    /// Worker threads on this machine.
+    #[default]
+    Local,
+    /// One Slurm job array per batch; each task runs `genas worker`.
+    Slurm,
+}
+
+/// `[executor]`: where the search's evaluations run. Only `kind = "slurm"` reads the rest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutorConfig {
+    pub kind: ExecutorKind,
+    /// `sbatch --partition`, `--account`, `--time` (Slurm's forms: "30", "1:00:00",
+    /// "1-00:00:00") and `--mem` ("2G") of each task; unset: the cluster's defaults.
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub time: Option<String>,
+    pub mem: Option<String>,
+    /// `sbatch --cpus-per-task`. A task trains one candidate on one engine thread, so more
+    /// only helps a cluster that charges memory by CPU.
+    pub cpus_per_task: u32,
+    /// More `sbatch` arguments, each one word (`["--qos=short", "--constraint=avx512"]`).
+    pub sbatch_args: Vec<String>,
+    /// A directory every node sees (relative to the experiment file); jobs, their inputs,
+    /// results and logs go there. Default: `slurm/` inside the archive directory.
+    pub shared_dir: Option<String>,
+    /// Seconds between looks at the queue and the result files.
+    pub poll_interval: f64,
+    /// Tasks of one array running at once (`--array=...%N`).
+    pub max_in_flight: u32,
+    /// Times a task that failed, timed out or vanished is submitted again before its
+    /// candidate is recorded as failed.
+    pub retries: u32,
+    /// The genas program the tasks run (default: this one, which must be reachable on the
+    /// nodes at the same path).
+    pub worker: Option<String>,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            kind: ExecutorKind::Local,
+            partition: None,
+            account: None,
+            time: None,
+            mem: None,
+            cpus_per_task: 1,
+            sbatch_args: Vec::new(),
+            shared_dir: None,
+            poll_interval: 5.0,
+            max_in_flight: 64,
+            retries: 2,
+            worker: None,
+        }
+    }
+}
+
 /// Byte offset → 1-based (line, column).
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
@@ -755,6 +818,58 @@ impl Experiment {
         for p in &self.space.position {
             crate::arch::Position::parse(p, theta).map_err(|m| bad("space.position", m))?;
         }
+        let x = &self.executor;
+        if !(x.poll_interval.is_finite() && (0.05..=3600.0).contains(&x.poll_interval)) {
+            return Err(bad(
+                "executor.poll_interval",
+                format!("{} is outside [0.05, 3600] seconds", x.poll_interval),
+            ));
+        }
+        if !(1..=10_000).contains(&x.max_in_flight) {
+            return Err(bad(
+                "executor.max_in_flight",
+                format!("{} is outside 1..=10000", x.max_in_flight),
+            ));
+        }
+        if !(1..=1024).contains(&x.cpus_per_task) {
+            return Err(bad(
+                "executor.cpus_per_task",
+                format!("{} is outside 1..=1024", x.cpus_per_task),
+            ));
+        }
+        if x.retries > 100 {
+            return Err(bad(
+                "executor.retries",
+                format!("{} is more than 100", x.retries),
+            ));
+        }
+        // Each becomes one word of the sbatch command line or of the task script.
+        let words = [
+            ("executor.partition", &x.partition),
+            ("executor.account", &x.account),
+            ("executor.time", &x.time),
+            ("executor.mem", &x.mem),
+            ("executor.shared_dir", &x.shared_dir),
+            ("executor.worker", &x.worker),
+        ];
+        for (key, value) in words {
+            if let Some(v) = value {
+                if v.is_empty() || v.chars().any(char::is_control) {
+                    return Err(bad(
+                        key,
+                        format!("{v:?} is empty or holds a control character"),
+                    ));
+                }
+            }
+        }
+        for a in &x.sbatch_args {
+            if a.is_empty() || a.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(bad(
+                    "executor.sbatch_args",
+                    format!("{a:?}: each argument is one word without whitespace"),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -826,6 +941,17 @@ impl Experiment {
                 "space.rope_theta",
                 "applies only when space.position lists \"rope\": remove it or add \"rope\"",
             ));
+        }
+        if self.executor.kind == ExecutorKind::Local {
+            if let Some(t) = table.get("executor").and_then(toml::Value::as_table) {
+                if let Some(key) = t.keys().find(|k| *k != "kind") {
+                    return Err(ExperimentError::Invalid {
+                        file: file.to_string(),
+                        key: format!("executor.{key}"),
+                        message: "applies to kind = \"slurm\" only: remove it or set kind".into(),
+                    });
+                }
+            }
         }
         if stated("space", "window") && !attention.iter().any(|a| a == "sliding") {
             return Err(bad(

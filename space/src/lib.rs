@@ -40,8 +40,9 @@ pub use arch::{
 };
 pub use cost::{Cost, LayerCost};
 pub use experiment::{
-    Constraints, DataConfig, DataKind, Device, Experiment, ExperimentError, FidelityConfig,
-    Objective, SearchConfig, SpaceConfig, Strategy, TeacherConfig, Tokenizer,
+    Constraints, DataConfig, DataKind, Device, ExecutorConfig, ExecutorKind, Experiment,
+    ExperimentError, FidelityConfig, Objective, SearchConfig, SpaceConfig, Strategy, TeacherConfig,
+    Tokenizer,
 };
 pub use rng::Rng;
 pub use search_space::{satisfies, Genome, SearchSpace, SpaceError, SpaceSummary};

@@ -1,0 +1,426 @@
+//! What evaluation jobs read, as files that another process or another machine can read, each
+//! a safetensors file named by the SHA-256 of its bytes and written once per run:
+//! - the teacher's side of every brief distillation (`TeacherTargets`): the batch schedule,
+//!   its soft targets, the validation batches and the teacher's validation distribution;
+//! - for final distillations, the teacher's weights (a genas checkpoint, its architecture in
+//!   the header) and the data set's token streams.
+//!
+//! A job refers to a file by its name, so a worker reads exactly what the coordinator wrote,
+//! and a file that changed underneath is refused rather than trained on.
+//!
+//! It knows nothing of jobs, executors or where the directory is.
+
+use crate::data::{Batch, Dataset};
+use crate::distill::{SoftTargets, TeacherTargets};
+use crate::engine::{checkpoint, Backend, Model};
+use genas_space::{Architecture, DataKind};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Metadata key of the scalars and shapes.
+const META: &str = "genas.targets";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Meta {
+    temperature: f64,
+    vocab: usize,
+    teacher_val_ce: f64,
+    seconds: f64,
+    /// (b, t) of each schedule batch, then of each validation batch.
+    schedule: Vec<(usize, usize)>,
+    val: Vec<(usize, usize)>,
+    /// k of each top-k target (0: dense), schedule then validation.
+    soft_k: Vec<usize>,
+    val_k: Vec<usize>,
+}
+
+fn u32_bytes(x: &[u32]) -> Vec<u8> {
+    x.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn f32_bytes(x: &[f32]) -> Vec<u8> {
+    x.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn k_of(s: &SoftTargets) -> usize {
+    match s {
+        SoftTargets::Dense(_) => 0,
+        SoftTargets::TopK { k, .. } => *k,
+    }
+}
+
+/// The safetensors bytes of `t`.
+pub fn encode(t: &TeacherTargets) -> Result<Vec<u8>, String> {
+    let meta = Meta {
+        temperature: t.temperature,
+        vocab: t.vocab,
+        teacher_val_ce: t.teacher_val_ce,
+        seconds: t.seconds,
+        schedule: t.schedule.iter().map(|b| (b.b, b.t)).collect(),
+        val: t.val.iter().map(|b| (b.b, b.t)).collect(),
+        soft_k: t.soft.iter().map(k_of).collect(),
+        val_k: t.val_probs.iter().map(k_of).collect(),
+    };
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut put = |prefix: &str, batches: &[Batch], soft: &[SoftTargets]| {
+        for (i, (b, s)) in batches.iter().zip(soft).enumerate() {
+            let n = b.b * b.t;
+            tensors.push((
+                format!("{prefix}.{i}.inputs"),
+                Dtype::U32,
+                vec![n],
+                u32_bytes(&b.inputs),
+            ));
+            tensors.push((
+                format!("{prefix}.{i}.targets"),
+                Dtype::U32,
+                vec![n],
+                u32_bytes(&b.targets),
+            ));
+            match s {
+                SoftTargets::Dense(p) => tensors.push((
+                    format!("{prefix}.{i}.probs"),
+                    Dtype::F32,
+                    vec![p.len()],
+                    f32_bytes(p),
+                )),
+                SoftTargets::TopK { index, prob, .. } => {
+                    tensors.push((
+                        format!("{prefix}.{i}.index"),
+                        Dtype::U32,
+                        vec![index.len()],
+                        u32_bytes(index),
+                    ));
+                    tensors.push((
+                        format!("{prefix}.{i}.probs"),
+                        Dtype::F32,
+                        vec![prob.len()],
+                        f32_bytes(prob),
+                    ));
+                }
+            }
+        }
+    };
+    put("schedule", &t.schedule, &t.soft);
+    put("val", &t.val, &t.val_probs);
+    let views = tensors
+        .iter()
+        .map(|(n, d, s, b)| {
+            TensorView::new(*d, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| format!("{n}: {e}"))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let meta = serde_json::to_string(&meta).map_err(|e| e.to_string())?;
+    safetensors::serialize(views, Some(HashMap::from([(META.to_string(), meta)])))
+        .map_err(|e| e.to_string())
+}
+
+/// Reads what `encode` wrote.
+pub fn decode(bytes: &[u8]) -> Result<TeacherTargets, String> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a targets file ({e})"))?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
+    let meta: Meta = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(META))
+        .ok_or("not a targets file (no genas.targets metadata)")
+        .and_then(|s| serde_json::from_str(s).map_err(|_| "unreadable targets metadata"))?;
+    let u32s = |name: &str, len: usize| -> Result<Vec<u32>, String> {
+        let t = st.tensor(name).map_err(|_| format!("missing {name}"))?;
+        if t.dtype() != Dtype::U32 || t.shape() != [len] {
+            return Err(format!("{name} has the wrong type or length"));
+        }
+        Ok(t.data()
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    };
+    let f32s = |name: &str, len: usize| -> Result<Vec<f32>, String> {
+        let t = st.tensor(name).map_err(|_| format!("missing {name}"))?;
+        if t.dtype() != Dtype::F32 || t.shape() != [len] {
+            return Err(format!("{name} has the wrong type or length"));
+        }
+        Ok(t.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    };
+    let v = meta.vocab;
+    let get = |prefix: &str,
+               shapes: &[(usize, usize)],
+               ks: &[usize]|
+     -> Result<(Vec<Batch>, Vec<SoftTargets>), String> {
+        if shapes.len() != ks.len() {
+            return Err("targets metadata disagrees with itself".into());
+        }
+        let mut batches = Vec::with_capacity(shapes.len());
+        let mut soft = Vec::with_capacity(shapes.len());
+        for (i, (&(b, t), &k)) in shapes.iter().zip(ks).enumerate() {
+            let n = b
+                .checked_mul(t)
+                .ok_or_else(|| format!("{prefix}.{i}: batch shape overflows"))?;
+            batches.push(Batch {
+                b,
+                t,
+                inputs: u32s(&format!("{prefix}.{i}.inputs"), n)?,
+                targets: u32s(&format!("{prefix}.{i}.targets"), n)?,
+            });
+            let per_row = if k == 0 { v } else { k };
+            let len = n
+                .checked_mul(per_row)
+                .ok_or_else(|| format!("{prefix}.{i}: target shape overflows"))?;
+            let probs = f32s(&format!("{prefix}.{i}.probs"), len)?;
+            soft.push(if k == 0 {
+                SoftTargets::Dense(probs)
+            } else {
+                SoftTargets::TopK {
+                    k,
+                    index: u32s(&format!("{prefix}.{i}.index"), len)?,
+                    prob: probs,
+                }
+            });
+        }
+        Ok((batches, soft))
+    };
+    let (schedule, soft) = get("schedule", &meta.schedule, &meta.soft_k)?;
+    let (val, val_probs) = get("val", &meta.val, &meta.val_k)?;
+    Ok(TeacherTargets {
+        temperature: meta.temperature,
+        vocab: v,
+        schedule,
+        soft,
+        val,
+        val_probs,
+        teacher_val_ce: meta.teacher_val_ce,
+        seconds: meta.seconds,
+    })
+}
+
+/// The name a targets file is kept under: 32 hex digits of the SHA-256 of its bytes.
+pub fn content_name(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The file of `name` in `dir`.
+pub fn path_in(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.safetensors"))
+}
+
+/// Writes `bytes` into `dir` under their content name (unless a file of that name is there
+/// already) and returns the name. The file appears whole or not at all (temporary file, then
+/// rename).
+pub fn store_bytes(dir: &Path, bytes: &[u8]) -> Result<String, String> {
+    let name = content_name(bytes);
+    let path = path_in(dir, &name);
+    if path.is_file() {
+        return Ok(name);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            format!("{}: {e}", path.display())
+        })?;
+    Ok(name)
+}
+
+/// The bytes of file `name` in `dir`, refused when they no longer match their name.
+pub fn load_bytes(dir: &Path, name: &str) -> Result<Vec<u8>, String> {
+    let path = path_in(dir, name);
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let found = content_name(&bytes);
+    if found != name {
+        return Err(format!(
+            "{}: its content changed (hash {found}); it is not the file the job refers to",
+            path.display()
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Writes `t` into `dir` under its content name; returns the name.
+pub fn store(dir: &Path, t: &TeacherTargets) -> Result<String, String> {
+    store_bytes(dir, &encode(t)?)
+}
+
+/// Reads the targets file `name` from `dir`.
+pub fn load(dir: &Path, name: &str) -> Result<TeacherTargets, String> {
+    let bytes = load_bytes(dir, name)?;
+    decode(&bytes).map_err(|e| format!("{}: {e}", path_in(dir, name).display()))
+}
+
+/// Writes a teacher's weights (with its architecture) into `dir`; returns the name.
+pub fn store_teacher<B: Backend>(dir: &Path, teacher: &Model<B>) -> Result<String, String> {
+    store_bytes(dir, &checkpoint::to_bytes(teacher, &[])?)
+}
+
+/// The teacher `name` of `dir`, on `be`.
+pub fn load_teacher<B: Backend>(dir: &Path, name: &str, be: B) -> Result<Model<B>, String> {
+    let bytes = load_bytes(dir, name)?;
+    let what = path_in(dir, name).display().to_string();
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| format!("{what}: {e}"))?;
+    let arch = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("genas.architecture"))
+        .ok_or_else(|| format!("{what}: no architecture in its header"))?;
+    let arch = Architecture::from_json(arch).map_err(|e| format!("{what}: {e}"))?;
+    let mut m = Model::new(&arch, be, 0);
+    checkpoint::from_bytes(&mut m, &bytes, &what).map_err(|e| e.to_string())?;
+    Ok(m)
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DataMeta {
+    kind: DataKind,
+    vocab_size: u32,
+    context: u32,
+}
+
+/// Writes a data set's token streams into `dir`; returns the name.
+pub fn store_data(dir: &Path, d: &Dataset) -> Result<String, String> {
+    let meta = DataMeta {
+        kind: d.kind,
+        vocab_size: d.vocab_size(),
+        context: d.context,
+    };
+    let (train, val) = (u32_bytes(&d.train), u32_bytes(&d.validation));
+    let views = vec![
+        (
+            "train".to_string(),
+            TensorView::new(Dtype::U32, vec![d.train.len()], &train).map_err(|e| e.to_string())?,
+        ),
+        (
+            "validation".to_string(),
+            TensorView::new(Dtype::U32, vec![d.validation.len()], &val)
+                .map_err(|e| e.to_string())?,
+        ),
+    ];
+    let meta = serde_json::to_string(&meta).map_err(|e| e.to_string())?;
+    let bytes = safetensors::serialize(views, Some(HashMap::from([(META.to_string(), meta)])))
+        .map_err(|e| e.to_string())?;
+    store_bytes(dir, &bytes)
+}
+
+/// The data set `name` of `dir` (`Dataset::from_tokens`).
+pub fn load_data(dir: &Path, name: &str) -> Result<Dataset, String> {
+    let bytes = load_bytes(dir, name)?;
+    let what = path_in(dir, name).display().to_string();
+    let bad = |e: String| format!("{what}: {e}");
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let meta: DataMeta = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(META))
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| bad("not a data file".into()))?;
+    let stream = |n: &str| -> Result<Vec<u32>, String> {
+        let t = st.tensor(n).map_err(|_| bad(format!("missing {n}")))?;
+        if t.dtype() != Dtype::U32 {
+            return Err(bad(format!("{n} is not u32")));
+        }
+        Ok(t.data()
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    };
+    Ok(Dataset::from_tokens(
+        meta.kind,
+        stream("train")?,
+        stream("validation")?,
+        meta.vocab_size,
+        meta.context,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn targets(top_k: bool) -> TeacherTargets {
+        let batch = |seed: u32, b: usize, t: usize| Batch {
+            b,
+            t,
+            inputs: (0..(b * t) as u32).map(|i| (i * 7 + seed) % 11).collect(),
+            targets: (0..(b * t) as u32).map(|i| (i * 5 + seed) % 11).collect(),
+        };
+        let soft = |n: usize, salt: f32| {
+            if top_k {
+                SoftTargets::TopK {
+                    k: 3,
+                    index: (0..n * 3).map(|i| (i % 11) as u32).collect(),
+                    prob: (0..n * 3).map(|i| i as f32 * 0.01 + salt).collect(),
+                }
+            } else {
+                SoftTargets::Dense((0..n * 11).map(|i| i as f32 * 1e-3 + salt).collect())
+            }
+        };
+        TeacherTargets {
+            temperature: 2.0,
+            vocab: 11,
+            schedule: vec![batch(1, 2, 4), batch(2, 2, 4)],
+            soft: vec![soft(8, 0.5), soft(8, 0.25)],
+            // A short last validation batch, as `eval_batches` gives.
+            val: vec![batch(3, 2, 4), batch(4, 1, 4)],
+            val_probs: vec![soft(8, 0.125), soft(4, 0.0625)],
+            teacher_val_ce: 1.234,
+            seconds: 0.5,
+        }
+    }
+
+    fn same(a: &TeacherTargets, b: &TeacherTargets) {
+        assert_eq!(a.temperature, b.temperature);
+        assert_eq!(a.vocab, b.vocab);
+        assert_eq!(a.teacher_val_ce, b.teacher_val_ce);
+        assert_eq!(a.schedule, b.schedule);
+        assert_eq!(a.val, b.val);
+        assert_eq!(a.soft, b.soft);
+        assert_eq!(a.val_probs, b.val_probs);
+    }
+
+    #[test]
+    fn dense_and_top_k_targets_come_back_bit_for_bit() {
+        for top_k in [false, true] {
+            let t = targets(top_k);
+            same(&t, &decode(&encode(&t).unwrap()).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_stored_file_is_named_by_its_content_and_a_changed_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = targets(false);
+        let name = store(dir.path(), &t).unwrap();
+        assert_eq!(name.len(), 32);
+        // Storing the same targets again names the same file and rewrites nothing.
+        assert_eq!(store(dir.path(), &t).unwrap(), name);
+        same(&t, &load(dir.path(), &name).unwrap());
+        let other = store(dir.path(), &targets(true)).unwrap();
+        assert_ne!(other, name);
+
+        let path = path_in(dir.path(), &name);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = load(dir.path(), &name).err().unwrap();
+        assert!(e.contains("its content changed"), "{e}");
+        assert!(load(dir.path(), "0123").err().unwrap().contains("0123"));
+    }
+
+    #[test]
+    fn a_file_that_is_not_targets_is_refused_in_one_line() {
+        let e = decode(b"not safetensors").err().unwrap();
+        assert!(e.starts_with("not a targets file"), "{e}");
+        assert!(!e.contains('\n'));
+    }
+}

@@ -1,0 +1,165 @@
+//! A rung's evaluations: cache hits known at once, the rest as jobs for the executor,
+//! every result committed in queue order with the controller state that consumed it.
+
+use super::{
+    cache_key, front_and_hypervolume, init_seed, to_value, Controller, Progress, RunPlan,
+    RungResult,
+};
+use crate::executor::{Job, Output};
+use anyhow::Result;
+use genas_proxies::distill::DistillResult;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// A rung result waiting for its turn to be committed: the result, the measured latency and
+/// the cache key to store it under (none for a cache hit).
+type Finished = (RungResult, Option<f64>, Option<String>);
+
+impl Controller<'_> {
+    /// Evaluates the current rung's queue; false if stopped before it completed.
+    pub(super) fn rung(&mut self, progress: &Progress) -> Result<bool> {
+        let rung = self.state.rung;
+        let cfg = self.rung_config(rung);
+        let top = rung == self.top();
+        let pending: Vec<String> = self
+            .state
+            .queue
+            .iter()
+            .filter(|id| !self.cands[*id].rungs.iter().any(|r| r.rung == rung))
+            .cloned()
+            .collect();
+        let label = format!(
+            "round {} rung {} ({} steps)",
+            self.state.round + 1,
+            rung + 1,
+            cfg.steps
+        );
+        let total = self.state.queue.len();
+        let already = total - pending.len();
+        // Results are committed in queue order: one waits until those before it are in.
+        // Cache hits are known at once; the executor runs the rest.
+        let finished: Mutex<BTreeMap<usize, Finished>> = Mutex::new(BTreeMap::new());
+        let committed = Mutex::new(0usize);
+        let error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+        let seed = self.cx.experiment.teacher.seed;
+        let (plan, archive, stop, workers, executor) = (
+            self.cx.plan.clone(),
+            self.cx.archive,
+            self.cx.stop,
+            self.cx.workers,
+            self.cx.executor,
+        );
+        // The jobs, and for each its place in the queue and its cache key.
+        let mut batch: Vec<Job> = Vec::new();
+        let mut slots: Vec<(usize, String)> = Vec::new();
+        for (i, id) in pending.iter().enumerate() {
+            let key = cache_key(id, &plan, &cfg);
+            let cached = archive
+                .cached(&key)
+                .ok()
+                .flatten()
+                .and_then(|v| serde_json::from_value::<DistillResult>(v).ok());
+            match cached {
+                // The top rung measures latency, so it always trains.
+                Some(result) if !top => {
+                    let rr = RungResult {
+                        rung,
+                        steps: cfg.steps,
+                        result,
+                        cached: true,
+                    };
+                    finished.lock().expect("f").insert(i, (rr, None, None));
+                }
+                _ => {
+                    slots.push((i, key));
+                    batch.push(Job {
+                        id: id.clone(),
+                        architecture: self.cands[id].architecture.clone(),
+                        init_seed: init_seed(seed, id),
+                        rung,
+                        config: cfg.clone(),
+                        measure_latency: top,
+                    });
+                }
+            }
+        }
+        let this = Mutex::new(&mut *self);
+        // Commits every result that is next in queue order; false once a commit failed.
+        let commit_ready = || -> bool {
+            let mut c = committed.lock().expect("c");
+            loop {
+                let item = finished.lock().expect("f").remove(&*c);
+                let Some((rr, lat, ck)) = item else { break };
+                let pid = pending[*c].clone();
+                let mut me = this.lock().expect("controller");
+                if let Err(e) = me.record_result(&pid, rr, lat, ck, &plan) {
+                    *error.lock().expect("e") = Some(e);
+                    return false;
+                }
+                *c += 1;
+                progress(&label, already + *c, total);
+            }
+            true
+        };
+        let mut ran = Ok(());
+        if commit_ready() && !batch.is_empty() {
+            ran = executor.run(&batch, workers, stop, &|k, out: Output| {
+                let (i, key) = &slots[k];
+                finished.lock().expect("f").insert(
+                    *i,
+                    (
+                        RungResult {
+                            rung,
+                            steps: cfg.steps,
+                            result: out.result,
+                            cached: false,
+                        },
+                        out.latency_ms_per_token,
+                        // A result the executor could not get is no distillation result.
+                        (!out.failed).then(|| key.clone()),
+                    ),
+                );
+                commit_ready()
+            });
+        }
+        if let Some(e) = error.into_inner().expect("e") {
+            return Err(e);
+        }
+        ran.map_err(anyhow::Error::msg)?;
+        let done = committed.into_inner().expect("c");
+        if done < pending.len() {
+            return Ok(false);
+        }
+        self.finish_rung()?;
+        Ok(true)
+    }
+
+    pub(super) fn record_result(
+        &mut self,
+        id: &str,
+        rr: RungResult,
+        latency: Option<f64>,
+        cache: Option<String>,
+        plan: &RunPlan,
+    ) -> Result<()> {
+        let rung = rr.rung;
+        let cache_entry = match cache {
+            Some(k) => vec![(k, to_value(&rr.result)?)],
+            None => vec![],
+        };
+        {
+            let c = self.cands.get_mut(id).expect("queued");
+            c.rungs.push(rr);
+            if latency.is_some() {
+                c.latency_ms_per_token = latency;
+            }
+        }
+        self.state.evaluations += 1;
+        self.state.per_rung[rung] += 1;
+        let (front, hv) = front_and_hypervolume(&self.cands, self.top(), plan);
+        self.state.front = front;
+        self.state.hypervolume.push((self.state.evaluations, hv));
+        let ev = serde_json::json!({"event": "evaluated", "candidate": id, "rung": rung, "hypervolume": hv});
+        self.commit(&[id], &[ev], &cache_entry)
+    }
+}

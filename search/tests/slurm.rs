@@ -1,0 +1,476 @@
+//! The Slurm executor against a real Slurm cluster (`experiments/slurm/cluster.sh start`):
+//! a search on Slurm gives the same archive as a local one; a coordinator killed at random
+//! moments and resumed neither duplicates nor loses work; tasks that fail (a worker that
+//! exits non-zero, one cancelled with `scancel`) are submitted again, and a task that fails
+//! every try is recorded as failed while the search goes on.
+//!
+//! Without a cluster (`sinfo` fails or lists no usable node) the tests say they skipped.
+//! CI starts one and sets GENAS_REQUIRE_SLURM, which turns a missing cluster into a failure.
+
+mod common;
+
+use common::{genas, ok_json, run_and_kill, s};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Whether a Slurm cluster answers here; panics when one is required and none does.
+fn cluster() -> bool {
+    let up = Command::new("sinfo")
+        .args(["--noheader", "--format", "%t"])
+        .output()
+        .map(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| matches!(l.trim(), "idle" | "mix" | "alloc"))
+        })
+        .unwrap_or(false);
+    if !up {
+        assert!(
+            std::env::var_os("GENAS_REQUIRE_SLURM").is_none(),
+            "GENAS_REQUIRE_SLURM is set but no Slurm cluster answers (experiments/slurm/cluster.sh start)"
+        );
+        eprintln!("skipped: no Slurm cluster answers here (experiments/slurm/cluster.sh start)");
+    }
+    up
+}
+
+/// search.rs's small evolution search, then `executor` as the [executor] section's body
+/// (none: local).
+fn experiment(dir: &Path, name: &str, executor: Option<&str>) -> PathBuf {
+    let tail = format!(
+        r#"[constraints]
+max_params = 20_000
+[search]
+strategy = "evolution"
+candidates = 12
+population = 4
+objectives = ["quality", "params"]
+calibration = 10
+[fidelity]
+batch_size = 8
+rung_steps = [20, 40]
+eta = 2
+screen_keep = 0.75
+{}"#,
+        executor.map_or(String::new(), |x| format!("[executor]\n{x}\n"))
+    );
+    common::small_experiment(&dir.join(format!("{name}.toml")), "slurm-test", &tail)
+}
+
+const SLURM: &str = "kind = \"slurm\"\npoll_interval = 0.1";
+
+/// What must be equal between two runs (as search.rs's): every candidate with its proxies,
+/// screen decision and rung results (wall times and latency aside), the front and the
+/// hypervolume history.
+fn essence(archive: &Path) -> (Value, Value) {
+    let mut show = ok_json(&genas(&["show", "r1", "--archive", s(archive), "--json"]));
+    for c in show["candidates"].as_array_mut().unwrap() {
+        c["proxies"]["millis"] = Value::Null;
+        for r in c["rungs"].as_array_mut().unwrap() {
+            r["result"]["seconds"] = Value::Null;
+        }
+        c["latency_ms_per_token"] = Value::Null;
+    }
+    let mut report = show["report"].take();
+    report["wall_s"] = Value::Null;
+    for f in report["front"].as_array_mut().unwrap() {
+        f["ms_per_token"] = Value::Null;
+    }
+    (report, show["candidates"].take())
+}
+
+fn search(exp: &Path, archive: &Path) -> Value {
+    ok_json(&genas(&[
+        "search",
+        s(exp),
+        "--archive",
+        s(archive),
+        "--plot",
+        s(&archive.with_extension("svg")),
+        "--json",
+    ]))
+}
+
+fn assert_same(a: &Path, b: &Path) {
+    let (ra, ca) = essence(a);
+    let (rb, cb) = essence(b);
+    assert_eq!(ca, cb, "candidates differ");
+    assert_eq!(ra["front"], rb["front"]);
+    assert_eq!(ra["hypervolume_history"], rb["hypervolume_history"]);
+    assert_eq!(ra["per_rung"], rb["per_rung"]);
+}
+
+/// The local twin of a test's Slurm search.
+fn local_search(dir: &Path) -> PathBuf {
+    let exp = experiment(dir, "local", None);
+    let archive = dir.join("local");
+    search(&exp, &archive);
+    archive
+}
+
+/// Every batch directory of a shared directory.
+fn batches(shared: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(shared.join("jobs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// For every task ever submitted (by key): how many times a worker finished it, from the
+/// tasks' logs, and whether its result is there.
+fn runs_per_task(shared: &Path) -> std::collections::BTreeMap<String, (usize, bool)> {
+    let mut runs = std::collections::BTreeMap::new();
+    let mut logs = String::new();
+    for b in batches(shared) {
+        let keys: Vec<String> =
+            serde_json::from_slice(&std::fs::read(b.join("keys.json")).unwrap()).unwrap();
+        for k in keys {
+            let result = shared.join("results").join(format!("{k}.out.json"));
+            runs.insert(k, (0, result.is_file()));
+        }
+        for e in std::fs::read_dir(&b).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "log") {
+                logs.push_str(&std::fs::read_to_string(&p).unwrap());
+            }
+        }
+    }
+    for line in logs.lines() {
+        if let Some(path) = line.strip_prefix("result written to ") {
+            let k = Path::new(path.trim())
+                .file_name()
+                .unwrap()
+                .to_string_lossy();
+            let k = k.trim_end_matches(".out.json").to_string();
+            runs.get_mut(&k).expect("a result of a submitted task").0 += 1;
+        }
+    }
+    runs
+}
+
+/// Every task submitted ran exactly once and left its result.
+fn each_ran_once(shared: &Path) -> usize {
+    let runs = runs_per_task(shared);
+    for (k, (n, result)) in &runs {
+        assert!(*result, "task {k} has no result");
+        assert_eq!(*n, 1, "task {k} ran {n} times");
+    }
+    runs.len()
+}
+
+/// A worker program for the tests: `body` (sh) runs first, with $TASK the task
+/// (SHARED/jobs/BATCH/INDEX), $SHARED, $KEY the task's key and $MARK a path of its own for
+/// markers (in `dir/marks`, which outlives retries in other batches); then genas's worker.
+fn wrapper(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let marks = dir.join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            r#"#!/bin/sh
+TASK="$2"
+SHARED=$(dirname "$(dirname "$(dirname "$TASK")")")
+KEY=$(sed -n 's/.*"key": "\([0-9a-f]*\)".*/\1/p' "$TASK.json")
+MARK="{}/$KEY"
+{body}
+exec '{}' "$@"
+"#,
+            marks.display(),
+            env!("CARGO_BIN_EXE_genas")
+        ),
+    )
+    .unwrap();
+    let _ = Command::new("chmod").arg("+x").arg(&path).status();
+    path
+}
+
+#[test]
+fn a_search_on_slurm_gives_the_archive_of_a_local_one() {
+    if !cluster() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let local = local_search(dir.path());
+    let exp = experiment(dir.path(), "slurm", Some(SLURM));
+    let archive = dir.path().join("slurm");
+    let r = search(&exp, &archive);
+    assert_eq!(r["status"], "finished");
+    assert_same(&local, &archive);
+    // Calibration and every rung ran as array tasks, each job exactly once, and the inputs
+    // went to the default shared directory once.
+    let shared = archive.join("slurm");
+    let tasks = each_ran_once(&shared);
+    assert!(tasks >= 10 + 15, "{tasks} tasks");
+    let inputs: Vec<_> = std::fs::read_dir(shared.join("inputs")).unwrap().collect();
+    assert_eq!(inputs.len(), 1);
+    // A worker asked for a task that is not one says so in one line.
+    let o = genas(&["worker", s(&dir.path().join("nothing/0"))]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with("error: ") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
+fn a_coordinator_killed_at_random_moments_and_resumed_duplicates_and_loses_nothing() {
+    if !cluster() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let local = local_search(dir.path());
+    let exp = experiment(dir.path(), "slurm", Some(SLURM));
+    let archive = dir.path().join("slurm");
+    let plot = dir.path().join("p.svg");
+    // The teacher first, so that the kills land among the evaluations.
+    ok_json(&genas(&[
+        "teacher",
+        "train",
+        s(&exp),
+        "--archive",
+        s(&archive),
+        "--json",
+    ]));
+    let mut delay = 400.0f64;
+    let mut finished = run_and_kill(
+        &[
+            "search",
+            s(&exp),
+            "--archive",
+            s(&archive),
+            "--plot",
+            s(&plot),
+        ],
+        Some("run r1"),
+        Duration::from_millis(delay as u64),
+    );
+    let mut kills = usize::from(!finished);
+    while !finished && kills < 40 {
+        delay *= 1.3;
+        finished = run_and_kill(
+            &["resume", "r1", "--archive", s(&archive), "--plot", s(&plot)],
+            None,
+            Duration::from_millis(delay as u64),
+        );
+        kills += usize::from(!finished);
+    }
+    assert!(kills >= 3, "only {kills} kills");
+    let r = ok_json(&genas(&[
+        "resume",
+        "r1",
+        "--archive",
+        s(&archive),
+        "--plot",
+        s(&plot),
+        "--json",
+    ]));
+    assert_eq!(r["status"], "finished");
+    assert_same(&local, &archive);
+    // No task ran twice and none was lost: each ran exactly once, whichever coordinator
+    // submitted it.
+    eprintln!("{kills} kills");
+    each_ran_once(&archive.join("slurm"));
+}
+
+#[test]
+fn failed_and_cancelled_tasks_are_run_again_and_the_archive_is_unchanged() {
+    if !cluster() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let local = local_search(dir.path());
+    // The first try of every task exits 3; the first try of task 1 of each batch then hangs
+    // until the test cancels it.
+    let worker = wrapper(
+        dir.path(),
+        "flaky.sh",
+        r#"if [ ! -e "$MARK.failed" ]; then touch "$MARK.failed"; echo "failing on purpose" >&2; exit 3; fi
+case "$KEY" in [0-7]*) if [ ! -e "$MARK.hung" ]; then echo "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}" > "$MARK.hung"; sleep 600; fi;; esac"#,
+    );
+    let x = format!(
+        "{SLURM}\nretries = 2\nworker = \"{}\"",
+        worker.file_name().unwrap().to_string_lossy()
+    );
+    let exp = experiment(dir.path(), "slurm", Some(&x));
+    let archive = dir.path().join("slurm");
+    let shared = archive.join("slurm");
+    let marks = dir.path().join("marks");
+    let over = dir.path().join("over");
+    let canceller = std::thread::spawn({
+        let (marks, over) = (marks.clone(), over.clone());
+        move || {
+            // Cancels every hung task as it appears, until the search is over.
+            let until = Instant::now() + Duration::from_secs(600);
+            let mut cancelled = std::collections::BTreeSet::new();
+            while Instant::now() < until && !over.exists() {
+                for e in std::fs::read_dir(&marks).unwrap() {
+                    let p = e.unwrap().path();
+                    if p.to_string_lossy().ends_with(".hung") && !cancelled.contains(&p) {
+                        let id = std::fs::read_to_string(&p).unwrap();
+                        if id.trim().is_empty() {
+                            continue; // being written
+                        }
+                        let ok = Command::new("scancel")
+                            .arg(id.trim())
+                            .status()
+                            .is_ok_and(|s| s.success());
+                        assert!(ok, "scancel {id}");
+                        cancelled.insert(p);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            cancelled.len()
+        }
+    });
+    let r = search(&exp, &archive);
+    std::fs::write(&over, "").unwrap();
+    let cancelled = canceller.join().unwrap();
+    assert_eq!(r["status"], "finished");
+    assert!(cancelled >= 3, "{cancelled} tasks cancelled");
+    assert_same(&local, &archive);
+    // Every job failed once on purpose, and its log says so.
+    let b = &batches(&shared)[0];
+    let log = std::fs::read_to_string(b.join("0.log")).unwrap();
+    assert!(log.contains("failing on purpose"), "{log}");
+}
+
+#[test]
+fn a_task_that_fails_every_try_is_recorded_as_failed_and_the_search_goes_on() {
+    if !cluster() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Task 0 of every batch always fails.
+    let worker = wrapper(
+        dir.path(),
+        "broken.sh",
+        r#"case "$TASK" in */0) echo "task 0 is broken" >&2; exit 7;; esac"#,
+    );
+    let x = format!(
+        "{SLURM}\nretries = 1\nworker = \"{}\"",
+        worker.file_name().unwrap().to_string_lossy()
+    );
+    // A space too small to calibrate on: the rungs are the only batches.
+    let exp = experiment(dir.path(), "slurm", Some(&x));
+    let text = std::fs::read_to_string(&exp)
+        .unwrap()
+        .replace("max_params = 20_000", "max_params = 5_000");
+    std::fs::write(&exp, text).unwrap();
+    let archive = dir.path().join("slurm");
+    let r = search(&exp, &archive);
+    assert_eq!(r["status"], "finished", "{r}");
+    let show = ok_json(&genas(&["show", "r1", "--archive", s(&archive), "--json"]));
+    let results: Vec<&Value> = show["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["rungs"].as_array().unwrap())
+        .map(|r| &r["result"])
+        .collect();
+    let failed: Vec<&&Value> = results
+        .iter()
+        .filter(|r| {
+            r["diverged"]
+                .as_str()
+                .is_some_and(|d| d.contains("failed on Slurm"))
+        })
+        .collect();
+    assert!(!failed.is_empty(), "{show}");
+    assert!(failed.len() < results.len());
+    let why = failed[0]["diverged"].as_str().unwrap();
+    assert!(
+        why.contains("2 time(s)") && why.contains("task 0 is broken"),
+        "{why}"
+    );
+    assert!(why.contains("FAILED") && why.contains("7:0"), "{why}");
+    // The other candidates were evaluated and the front holds some of them.
+    assert!(!r["front"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn a_front_distilled_on_slurm_matches_a_local_one_even_when_a_task_is_preempted() {
+    if !cluster() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let local = local_search(dir.path());
+    // The first try of every final distillation is killed (SIGKILL) once it has written a
+    // checkpoint, as a preempted task would be; brief distillations run as they are.
+    let worker = wrapper(
+        dir.path(),
+        "preempted.sh",
+        &format!(
+            r#"if grep -q '"kind": "final"' "$TASK.json" && [ ! -e "$MARK.preempted" ]; then
+  touch "$MARK.preempted"
+  '{}' "$@" & pid=$!
+  while [ ! -e "$SHARED/results/$KEY.ckpt/distill.safetensors" ] && kill -0 $pid 2>/dev/null; do sleep 0.05; done
+  kill -9 $pid; echo "preempted on purpose" >&2; exit 1
+fi"#,
+            env!("CARGO_BIN_EXE_genas")
+        ),
+    );
+    let x = format!(
+        "{SLURM}\nworker = \"{}\"",
+        worker.file_name().unwrap().to_string_lossy()
+    );
+    let exp = experiment(dir.path(), "slurm", Some(&x));
+    let archive = dir.path().join("slurm");
+    search(&exp, &archive);
+    let distill = |a: &Path| {
+        ok_json(&genas(&[
+            "distill",
+            "r1",
+            "--front",
+            "--steps",
+            "300",
+            "--archive",
+            s(a),
+            "--json",
+        ]))
+    };
+    let (mut l, mut r) = (distill(&local), distill(&archive));
+    let (l, r) = (l.as_array_mut().unwrap(), r.as_array_mut().unwrap());
+    assert!(!l.is_empty());
+    assert_eq!(l.len(), r.len());
+    let mut resumed = 0;
+    for (a, b) in l.iter_mut().zip(r.iter_mut()) {
+        assert!(a["resumed_from"].is_null());
+        resumed += usize::from(b["resumed_from"].as_u64().is_some());
+        for v in [&mut *a, &mut *b] {
+            v["seconds"] = Value::Null;
+            v["resumed_from"] = Value::Null;
+        }
+    }
+    assert_eq!(l, r, "final distillations differ");
+    // Every task was preempted after a checkpoint and resumed from it.
+    assert_eq!(resumed, r.len());
+    // Distilling again reuses what the archive holds and submits nothing.
+    let again = distill(&archive);
+    assert!(again
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["reused"] == true));
+    // The weights were stored: a distilled member samples.
+    let id = r[0]["candidate"].as_str().unwrap();
+    let o = genas(&[
+        "sample",
+        "r1",
+        id,
+        "--archive",
+        s(&archive),
+        "--n",
+        "1",
+        "--length",
+        "10",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
