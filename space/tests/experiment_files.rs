@@ -423,3 +423,56 @@ fn rope_beside_blocks_it_cannot_rotate_is_noted_in_space_check() {
     let space = SearchSpace::new(&exp.space, 40, exp.data.context()).unwrap();
     assert!(space.summary(&exp.constraints).unwrap().notes.is_empty());
 }
+
+#[test]
+fn executor_settings_are_checked_and_slurm_keys_need_slurm() {
+    let with = |body: &str| format!("{MINIMAL}\n[executor]\n{body}\n");
+    let e = parse(&with(
+        "kind = \"slurm\"\npartition = \"gpu\"\nsbatch_args = [\"--qos=short\"]",
+    ))
+    .unwrap();
+    assert_eq!(e.executor.kind, genas_space::ExecutorKind::Slurm);
+    assert_eq!(e.executor.partition.as_deref(), Some("gpu"));
+    assert_eq!(e.executor.retries, 2);
+    // The default is local, and the Slurm keys are errors beside it.
+    assert_eq!(
+        parse(MINIMAL).unwrap().executor.kind,
+        genas_space::ExecutorKind::Local
+    );
+    assert_eq!(
+        error_of(&with("partition = \"gpu\"")),
+        "exp.toml: executor.partition: applies to kind = \"slurm\" only: remove it or set kind"
+    );
+    for (body, key) in [
+        (
+            "kind = \"slurm\"\npoll_interval = 0",
+            "executor.poll_interval",
+        ),
+        (
+            "kind = \"slurm\"\npoll_interval = nan",
+            "executor.poll_interval",
+        ),
+        (
+            "kind = \"slurm\"\nmax_in_flight = 0",
+            "executor.max_in_flight",
+        ),
+        (
+            "kind = \"slurm\"\ncpus_per_task = 0",
+            "executor.cpus_per_task",
+        ),
+        ("kind = \"slurm\"\nretries = 1000", "executor.retries"),
+        ("kind = \"slurm\"\ntime = \"\"", "executor.time"),
+        ("kind = \"slurm\"\nworker = \"a\\nb\"", "executor.worker"),
+        (
+            "kind = \"slurm\"\nsbatch_args = [\"--qos short\"]",
+            "executor.sbatch_args",
+        ),
+    ] {
+        let msg = error_of(&with(body));
+        assert!(
+            msg.starts_with(&format!("exp.toml: {key}: ")),
+            "{body}: {msg}"
+        );
+    }
+    assert!(error_of(&with("kind = \"kubernetes\"")).contains("kubernetes"));
+}
