@@ -328,6 +328,17 @@ pub fn brief_distill<B: Backend>(
     targets: &TeacherTargets,
     cfg: &DistillConfig,
 ) -> DistillResult {
+    brief_distill_traced(model, targets, cfg, &mut |_| {})
+}
+
+/// `brief_distill`, telling `on_step` the loss of every step (the PyTorch runner's parity
+/// tests compare them).
+pub fn brief_distill_traced<B: Backend>(
+    model: &mut Model<B>,
+    targets: &TeacherTargets,
+    cfg: &DistillConfig,
+    on_step: &mut dyn FnMut(f64),
+) -> DistillResult {
     let start = Instant::now();
     let steps = cfg.steps.min(targets.schedule.len() as u32);
     let tcfg = TrainConfig::new(steps, cfg.batch_size, cfg.learning_rate, cfg.seed);
@@ -346,7 +357,10 @@ pub fn brief_distill<B: Backend>(
             &tcfg,
             step,
         ) {
-            Ok(s) => recent.push(s.loss),
+            Ok(s) => {
+                on_step(s.loss);
+                recent.push(s.loss);
+            }
             Err(e) => {
                 return DistillResult {
                     steps: step,

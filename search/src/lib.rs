@@ -17,6 +17,7 @@ pub mod fuzz;
 pub mod pareto;
 pub mod plot;
 pub mod run;
+pub mod runner;
 pub mod scoring;
 pub mod simulate;
 pub mod slurm;

@@ -520,6 +520,31 @@ pub fn write_checkpoint_check(
 }
 
 /// Writes `e` as `format` into `dir` (created if needed; files of the same names replaced).
+/// The bare PyTorch module of a network: `model.py`, `architecture.json` and
+/// `model.safetensors` (masks included), without the vocabulary, record or check an export
+/// carries. What the PyTorch runner trains.
+pub fn write_module(
+    dir: &Path,
+    arch: &Architecture,
+    tensors: &[Tensor],
+) -> Result<(), ExportError> {
+    fs::create_dir_all(dir).map_err(|err| io(dir, &err))?;
+    let mut w = Written {
+        format: Format::Pytorch.name(),
+        dir: dir.to_path_buf(),
+        files: Vec::new(),
+        hf_class: None,
+        notes: Vec::new(),
+    };
+    let arch_json: Value =
+        serde_json::from_str(&arch.canonical_json()).expect("canonical JSON parses");
+    let text = serde_json::to_string_pretty(&arch_json).expect("JSON values serialise") + "\n";
+    put(dir, "architecture.json", text.as_bytes(), &mut w)?;
+    put(dir, "model.py", MODEL_PY.as_bytes(), &mut w)?;
+    let bytes = safetensors_bytes(&genas_tensors(tensors))?;
+    put(dir, "model.safetensors", &bytes, &mut w)
+}
+
 pub fn export(format: Format, e: &Export, dir: &Path) -> Result<Written, ExportError> {
     check_inputs(e)?;
     // hf: the native family when one fits, else genas's own modeling code.

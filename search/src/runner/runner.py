@@ -1,0 +1,196 @@
+"""genas's brief distillation in PyTorch: one evaluation job, step for step as the genas engine
+runs it.
+
+This file was written by genas beside `model.py` (the candidate's network) and reads a job
+directory genas wrote:
+
+    job.json             the recipe: steps, learning-rate schedule, AdamW settings and decay
+                         groups, clipping, distillation temperature and alpha
+    model/               `genas export --format pytorch` of the candidate at its initial
+                         weights: model.py, architecture.json, model.safetensors (with masks)
+    targets.safetensors  the teacher's side (genas_proxies::inputs): the batch schedule, its
+                         soft targets, the validation batches and their teacher distribution
+
+and writes `result.json`: the loss of every step, the mean of the last 20, the validation
+cross-entropy, KL(teacher || student) and top-1 agreement, the device and the time.
+
+The recipe (genas `engine/train.rs`, `engine/cpu/loss.rs`, `engine/cpu/ops.rs`):
+    loss  = alpha * CE(softmax(z), y) + (1 - alpha) * T^2 * KL(p_T || softmax(z / T)),
+            averaged over positions
+    lr    = linear warm-up over `warmup_steps`, then cosine to `learning_rate * min_lr_ratio`
+    clip  = every gradient times min(1, grad_clip / ||g||), ||g|| the global L2 norm
+    AdamW = m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+            w -= lr * (m / c1 / (sqrt(v / c2) + eps) + wd * w), wd only for decayed tensors
+
+Usage: python runner.py JOB_DIR [--device cpu|cuda|auto]
+Needs only torch and the Python standard library.
+"""
+
+import json
+import math
+import os
+import struct
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def read_safetensors(path):
+    """(tensors by name, metadata) of a safetensors file; U32 tensors come back as int64."""
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    meta = header.pop("__metadata__", {}) or {}
+    body = memoryview(data)[8 + n:]
+    kinds = {"F32": torch.float32, "F64": torch.float64, "U32": torch.int32,
+             "I64": torch.int64, "I32": torch.int32}
+    out = {}
+    for name, t in header.items():
+        a, b = t["data_offsets"]
+        dtype = kinds[t["dtype"]]
+        x = torch.frombuffer(bytearray(body[a:b]), dtype=dtype) if b > a else torch.empty(0, dtype=dtype)
+        x = x.reshape(t["shape"])
+        out[name] = x.long() if t["dtype"] == "U32" else x
+    return out, meta
+
+
+def dense(tensors, prefix, k, n, v, device):
+    """The (n, v) probabilities of one batch's targets, as genas's loss reads them: top-k
+    targets get the rest of the mass spread evenly over the other tokens."""
+    prob = tensors[prefix + ".probs"].to(device)
+    if k == 0:
+        return prob.reshape(n, v)
+    index = tensors[prefix + ".index"].to(device).reshape(n, k)
+    prob = prob.reshape(n, k)
+    kept = prob.double().sum(-1, keepdim=True)
+    rest = ((1.0 - kept) / max(v - k, 1)).clamp(min=0.0).float()
+    out = rest.expand(n, v).clone()
+    out.scatter_(1, index, prob)
+    return out
+
+
+def lr_at(step, c):
+    lr, warm = c["learning_rate"], c["warmup_steps"]
+    if step < warm:
+        return lr * (step + 1) / warm
+    span = max(c["steps"] - warm, 1)
+    progress = min((step - warm) / span, 1.0)
+    floor = lr * c["min_lr_ratio"]
+    return floor + 0.5 * (lr - floor) * (1.0 + math.cos(math.pi * progress))
+
+
+def kl_rows(p, logq):
+    """KL(p || q) of each row, terms with p = 0 left out."""
+    safe = torch.where(p > 0, p, torch.ones_like(p))
+    return torch.where(p > 0, p * (safe.log() - logq), torch.zeros_like(p)).sum(-1)
+
+
+def main(job_dir, device):
+    started = time.time()
+    with open(os.path.join(job_dir, "job.json")) as f:
+        job = json.load(f)
+    model_dir = os.path.join(job_dir, "model")
+    sys.path.insert(0, model_dir)
+    from model import GenasLM, load_safetensors  # the candidate's own module
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda: this torch has no CUDA device")
+    with open(os.path.join(model_dir, "architecture.json")) as f:
+        arch = json.load(f)
+    model = GenasLM(arch)
+    model.load_state_dict(load_safetensors(os.path.join(model_dir, "model.safetensors")))
+    model.to(device).train()
+    params = dict(model.named_parameters())
+    decay = set(job["decay"])
+    unknown = set(job["decay"]) - set(params)
+    if unknown:
+        raise SystemExit(f"error: job.json names parameters the model lacks: {sorted(unknown)}")
+
+    tensors, meta = read_safetensors(job["targets"])
+    info = json.loads(meta["genas.targets"])
+    v, temp, alpha = info["vocab"], job["temperature"], job["alpha"]
+    c = job["train"]
+    steps = min(c["steps"], len(info["schedule"]))
+    m = {k: torch.zeros_like(p) for k, p in params.items()}
+    s = {k: torch.zeros_like(p) for k, p in params.items()}
+    losses, diverged = [], None
+    for step in range(steps):
+        b, t = info["schedule"][step]
+        n = b * t
+        pre = f"schedule.{step}"
+        x = tensors[pre + ".inputs"].reshape(b, t).to(device)
+        y = tensors[pre + ".targets"].to(device)
+        p = dense(tensors, pre, info["soft_k"][step], n, v, device)
+        z = model(x).reshape(n, v)
+        ce = F.cross_entropy(z, y)
+        kl = kl_rows(p, F.log_softmax(z / temp, dim=-1)).mean()
+        loss = alpha * ce + (1.0 - alpha) * temp * temp * kl
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        value = loss.item()
+        grads = {k: q.grad if q.grad is not None else torch.zeros_like(q) for k, q in params.items()}
+        norm = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads.values()))
+        if not math.isfinite(value) or not math.isfinite(norm):
+            what = "the loss" if not math.isfinite(value) else "the gradient norm"
+            diverged = f"training diverged at step {step}: {what} is {value if not math.isfinite(value) else norm}"
+            break
+        losses.append(value)
+        scale = c["grad_clip"] / norm if norm > c["grad_clip"] else 1.0
+        lr = lr_at(step, c)
+        c1 = 1.0 - c["beta1"] ** (step + 1)
+        c2 = 1.0 - c["beta2"] ** (step + 1)
+        with torch.no_grad():
+            for k, w in params.items():
+                g = grads[k] * scale
+                m[k].mul_(c["beta1"]).add_(g, alpha=1.0 - c["beta1"])
+                s[k].mul_(c["beta2"]).add_(g * g, alpha=1.0 - c["beta2"])
+                upd = (m[k] / c1) / ((s[k] / c2).sqrt() + c["eps"])
+                if k in decay:
+                    upd = upd + c["weight_decay"] * w
+                w.sub_(lr * upd)
+
+    result = {"steps": len(losses), "losses": losses, "diverged": diverged,
+              "device": torch.cuda.get_device_name() if device == "cuda" else "cpu"}
+    tail = losses[-20:]
+    result["train_loss"] = sum(tail) / len(tail) if tail else None
+    if diverged is None:
+        model.eval()
+        ce_sum, kl_sum, agree, tokens = 0.0, 0.0, 0, 0
+        with torch.no_grad():
+            for i, (b, t) in enumerate(info["val"]):
+                n = b * t
+                pre = f"val.{i}"
+                x = tensors[pre + ".inputs"].reshape(b, t).to(device)
+                y = tensors[pre + ".targets"].to(device)
+                p = dense(tensors, pre, info["val_k"][i], n, v, device)
+                z = model(x).reshape(n, v).double()
+                logq = F.log_softmax(z, dim=-1)
+                ce_sum += float(F.nll_loss(logq, y, reduction="sum"))
+                kl_sum += float(kl_rows(p.double(), logq).sum())
+                agree += int((z.argmax(-1) == p.argmax(-1)).sum())
+                tokens += n
+        tokens = max(tokens, 1)
+        result["eval"] = {"val_ce": ce_sum / tokens, "kl_to_teacher": kl_sum / tokens,
+                          "agreement": agree / tokens}
+    result["seconds"] = time.time() - started
+    tmp = os.path.join(job_dir, f".result.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(result, f)
+    os.replace(tmp, os.path.join(job_dir, "result.json"))
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    dev = "cpu"
+    if "--device" in args:
+        i = args.index("--device")
+        dev = args[i + 1] if i + 1 < len(args) else ""
+        del args[i:i + 2]
+    if len(args) != 1 or dev not in ("cpu", "cuda", "auto"):
+        raise SystemExit("usage: python runner.py JOB_DIR [--device cpu|cuda|auto]")
+    main(args[0], dev)
