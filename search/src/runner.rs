@@ -14,7 +14,6 @@ use anyhow::{bail, Context, Result};
 use genas_proxies::distill::{DistillResult, Evaluation};
 use genas_proxies::engine::train::TrainConfig;
 use genas_proxies::engine::{Cpu, Model};
-use genas_store::export::Tensor;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::process::Command;
@@ -80,17 +79,7 @@ impl TorchResult {
 /// `schedule_len` batches.
 pub fn write_job(dir: &Path, job: &Job, targets: &Path, schedule_len: usize) -> Result<()> {
     let model = Model::new(&job.architecture, Cpu::<f32>::new(1), job.init_seed);
-    let tensors: Vec<Tensor> = model
-        .params
-        .iter()
-        .enumerate()
-        .map(|(i, p)| Tensor {
-            name: p.name.clone(),
-            shape: p.shape.clone(),
-            data: model.weights(i).iter().map(|&x| x as f32).collect(),
-            mask: model.mask(i).map(|m| m.iter().map(|&x| x as f32).collect()),
-        })
-        .collect();
+    let tensors = crate::winners::model_tensors(&model);
     genas_store::export::write_module(&dir.join("model"), &model.arch, &tensors)?;
     let c = &job.config;
     let steps = c.steps.min(u32::try_from(schedule_len).unwrap_or(u32::MAX));

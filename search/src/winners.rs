@@ -626,15 +626,9 @@ pub fn export_candidate(
 
 /// Exports `model` (trained on `data`) as `format` into `out`, with `record` as
 /// `candidate.json` and the check batch drawn from `data`'s validation split.
-pub fn export_model(
-    model: &Model<Cpu<f32>>,
-    data: &Dataset,
-    record: serde_json::Value,
-    format: Format,
-    out: &Path,
-    densify: bool,
-) -> Result<Written> {
-    let tensors: Vec<Tensor> = model
+/// Every parameter of `model` (f32, with its mask) as the export formats take them.
+pub fn model_tensors(model: &Model<Cpu<f32>>) -> Vec<Tensor> {
+    model
         .params
         .iter()
         .enumerate()
@@ -644,7 +638,18 @@ pub fn export_model(
             data: model.weights(i).iter().map(|&x| x as f32).collect(),
             mask: model.mask(i).map(|m| m.iter().map(|&x| x as f32).collect()),
         })
-        .collect();
+        .collect()
+}
+
+pub fn export_model(
+    model: &Model<Cpu<f32>>,
+    data: &Dataset,
+    record: serde_json::Value,
+    format: Format,
+    out: &Path,
+    densify: bool,
+) -> Result<Written> {
+    let tensors = model_tensors(model);
     let check = check_batch(data, model);
     let vocab = export_vocab(&data.vocab)?;
     let text = text_sample(data);

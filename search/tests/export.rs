@@ -19,7 +19,7 @@ use genas_space::{
 use genas_store::export::{Format, GENAS_HF_CLASS};
 mod common;
 
-use common::python_ready;
+use common::{arch, python_ready};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -67,21 +67,6 @@ fn noisy_model(arch: &Architecture, seed: u64) -> Model<Cpu<f32>> {
         m.set_weights(i, &w);
     }
     m
-}
-
-fn arch(data: &Dataset, d: u32, tie: bool, share: u32, layers: Vec<Layer>) -> Architecture {
-    let a = Architecture {
-        vocab_size: data.vocab_size(),
-        context: data.context,
-        d_model: d,
-        tie_embeddings: tie,
-        share_layers: share,
-        layers,
-        norm: Default::default(),
-        position: Default::default(),
-    };
-    a.validate().unwrap();
-    a
 }
 
 /// Runs the export's own check; returns its JSON line.

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::python_ready;
+use common::{arch, python_ready};
 use genas_proxies::data::Dataset;
 use genas_proxies::distill::{brief_distill_traced, DistillConfig, TeacherTargets};
 use genas_proxies::engine::{Cpu, Model};
@@ -33,21 +33,6 @@ fn wide_vocabulary() -> Dataset {
     let mut rng = Rng::seed_from_u64(7);
     let mut ids = |n: usize| (0..n).map(|_| rng.index(1500) as u32).collect::<Vec<u32>>();
     Dataset::from_ids(ids(20_000), ids(2_000), 1500, 16)
-}
-
-fn arch(data: &Dataset, d: u32, tie: bool, share: u32, layers: Vec<Layer>) -> Architecture {
-    let a = Architecture {
-        vocab_size: data.vocab_size(),
-        context: data.context,
-        d_model: d,
-        tie_embeddings: tie,
-        share_layers: share,
-        layers,
-        norm: Default::default(),
-        position: Default::default(),
-    };
-    a.validate().unwrap();
-    a
 }
 
 /// A teacher (untrained but not uniform: its own initialisation) and its targets for 50 steps.

@@ -2,11 +2,10 @@
 //! killed with SIGKILL at several points and resumed each time ends with the same archive
 //! (candidates, results, front, hypervolume history) as an uninterrupted one.
 
-use serde_json::Value;
 
 mod common;
 
-use common::{genas, ok_json, run_and_kill, s};
+use common::{essence, genas, ok_json, run_and_kill, s};
 use std::path::{Path, PathBuf};
 
 use std::time::Duration;
@@ -32,25 +31,6 @@ screen_keep = 0.75
 "#
         ),
     )
-}
-
-/// What must be equal between two runs: every candidate's architecture, proxies, screen
-/// decision and rung results (wall times aside), the front and the hypervolume history.
-fn essence(archive: &Path) -> (Value, Value) {
-    let mut show = ok_json(&genas(&["show", "r1", "--archive", s(archive), "--json"]));
-    for c in show["candidates"].as_array_mut().unwrap() {
-        c["proxies"]["millis"] = Value::Null;
-        for r in c["rungs"].as_array_mut().unwrap() {
-            r["result"]["seconds"] = Value::Null;
-        }
-        c["latency_ms_per_token"] = Value::Null;
-    }
-    let mut report = show["report"].take();
-    report["wall_s"] = Value::Null;
-    for f in report["front"].as_array_mut().unwrap() {
-        f["ms_per_token"] = Value::Null;
-    }
-    (report, show["candidates"].take())
 }
 
 #[test]

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{genas, ok_json, run_and_kill, s};
+use common::{essence, genas, ok_json, run_and_kill, s};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -62,24 +62,11 @@ screen_keep = 0.75
 
 const SLURM: &str = "kind = \"slurm\"\npoll_interval = 0.1";
 
-/// What must be equal between two runs (as search.rs's): every candidate with its proxies,
-/// screen decision and rung results (wall times and latency aside), the front and the
-/// hypervolume history.
-fn essence(archive: &Path) -> (Value, Value) {
-    let mut show = ok_json(&genas(&["show", "r1", "--archive", s(archive), "--json"]));
-    for c in show["candidates"].as_array_mut().unwrap() {
-        c["proxies"]["millis"] = Value::Null;
-        for r in c["rungs"].as_array_mut().unwrap() {
-            r["result"]["seconds"] = Value::Null;
-        }
-        c["latency_ms_per_token"] = Value::Null;
-    }
-    let mut report = show["report"].take();
-    report["wall_s"] = Value::Null;
-    for f in report["front"].as_array_mut().unwrap() {
-        f["ms_per_token"] = Value::Null;
-    }
-    (report, show["candidates"].take())
+/// The [executor] body of a Slurm search whose tasks run `worker` (beside the experiment),
+/// with `more` settings.
+fn with_worker(worker: &Path, more: &str) -> String {
+    let name = worker.file_name().unwrap().to_string_lossy();
+    format!("{SLURM}\n{more}worker = \"{name}\"")
 }
 
 fn search(exp: &Path, archive: &Path) -> Value {
@@ -294,10 +281,7 @@ fn failed_and_cancelled_tasks_are_run_again_and_the_archive_is_unchanged() {
         r#"if [ ! -e "$MARK.failed" ]; then touch "$MARK.failed"; echo "failing on purpose" >&2; exit 3; fi
 case "$KEY" in [0-7]*) if [ ! -e "$MARK.hung" ]; then echo "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}" > "$MARK.hung"; sleep 600; fi;; esac"#,
     );
-    let x = format!(
-        "{SLURM}\nretries = 2\nworker = \"{}\"",
-        worker.file_name().unwrap().to_string_lossy()
-    );
+    let x = with_worker(&worker, "retries = 2\n");
     let exp = experiment(dir.path(), "slurm", Some(&x));
     let archive = dir.path().join("slurm");
     let shared = archive.join("slurm");
@@ -362,10 +346,7 @@ fn a_task_that_fails_every_try_is_recorded_as_failed_and_the_search_goes_on() {
         "broken.sh",
         r#"case "$TASK" in */0) echo "task 0 is broken" >&2; exit 7;; esac"#,
     );
-    let x = format!(
-        "{SLURM}\nretries = 1\nworker = \"{}\"",
-        worker.file_name().unwrap().to_string_lossy()
-    );
+    let x = with_worker(&worker, "retries = 1\n");
     // A space too small to calibrate on: the rungs are the only batches.
     let exp = experiment(dir.path(), "slurm", Some(&x));
     let text = std::fs::read_to_string(&exp)
@@ -425,10 +406,7 @@ fi"#,
             env!("CARGO_BIN_EXE_genas")
         ),
     );
-    let x = format!(
-        "{SLURM}\nworker = \"{}\"",
-        worker.file_name().unwrap().to_string_lossy()
-    );
+    let x = with_worker(&worker, "");
     let exp = experiment(dir.path(), "slurm", Some(&x));
     let archive = dir.path().join("slurm");
     search(&exp, &archive);

@@ -10,7 +10,21 @@ use genas_space::{satisfies, Architecture, Cost};
 /// proposing.
 const UNIFORM_DRAWS: usize = 100_000;
 
-impl Controller<'_> {
+impl<'a> Controller<'a> {
+    /// What the strategy sees of the run.
+    pub(super) fn pool(&mut self) -> Pool<'_> {
+        let s = &self.cx.experiment.search;
+        Pool {
+            space: self.cx.space,
+            rng: &mut self.state.rng,
+            population: &self.state.population,
+            cands: &self.cands,
+            objectives: &self.cx.plan.objectives,
+            size: s.population as usize,
+            tournament: s.tournament as usize,
+        }
+    }
+
     /// Draws one architecture within the constraints, not yet in the run; `None` when none
     /// can be found (a space nearly exhausted, or constraints almost nothing meets).
     fn draw(&mut self, strategy: &dyn Strategy) -> Option<(Architecture, String)> {
@@ -19,18 +33,8 @@ impl Controller<'_> {
             let next = all.get(self.state.proposed as usize)?;
             return Some((next.clone(), "exhaustive".into()));
         }
-        let s = &self.cx.experiment.search;
         for _ in 0..256 {
-            let mut pool = Pool {
-                space: self.cx.space,
-                rng: &mut self.state.rng,
-                population: &self.state.population,
-                cands: &self.cands,
-                objectives: &self.cx.plan.objectives,
-                size: s.population as usize,
-                tournament: s.tournament as usize,
-            };
-            if let Some((a, origin)) = strategy.propose(&mut pool) {
+            if let Some((a, origin)) = strategy.propose(&mut self.pool()) {
                 if !satisfies(&Cost::of(&a), &self.cx.experiment.constraints) {
                     self.state.rejected_by_constraints += 1;
                     continue;

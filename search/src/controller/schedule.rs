@@ -43,7 +43,6 @@ impl Controller<'_> {
     }
 
     pub(super) fn end_round(&mut self) -> Result<()> {
-        let s = &self.cx.experiment.search;
         let evaluated: Vec<String> = self
             .state
             .batch
@@ -51,16 +50,8 @@ impl Controller<'_> {
             .filter(|id| !self.cands[*id].screened_out)
             .cloned()
             .collect();
-        let pool = strategy::Pool {
-            space: self.cx.space,
-            rng: &mut self.state.rng,
-            population: &self.state.population,
-            cands: &self.cands,
-            objectives: &self.cx.plan.objectives,
-            size: s.population as usize,
-            tournament: s.tournament as usize,
-        };
-        let next = strategy::of(s.strategy).next_population(&pool, evaluated);
+        let kind = self.cx.experiment.search.strategy;
+        let next = strategy::of(kind).next_population(&self.pool(), evaluated);
         self.state.population = next;
         self.state.round += 1;
         self.state.batch.clear();

@@ -213,3 +213,44 @@ fn python_imports() -> Result<(), String> {
         Err(e) => Err(format!("python3 not runnable: {e}")),
     }
 }
+
+/// What must be equal between two runs: every candidate's architecture, proxies, screen
+/// decision and rung results (wall times aside), the front and the hypervolume history.
+pub fn essence(archive: &Path) -> (Value, Value) {
+    let mut show = ok_json(&genas(&["show", "r1", "--archive", s(archive), "--json"]));
+    for c in show["candidates"].as_array_mut().unwrap() {
+        c["proxies"]["millis"] = Value::Null;
+        for r in c["rungs"].as_array_mut().unwrap() {
+            r["result"]["seconds"] = Value::Null;
+        }
+        c["latency_ms_per_token"] = Value::Null;
+    }
+    let mut report = show["report"].take();
+    report["wall_s"] = Value::Null;
+    for f in report["front"].as_array_mut().unwrap() {
+        f["ms_per_token"] = Value::Null;
+    }
+    (report, show["candidates"].take())
+}
+
+/// An architecture over `data`'s vocabulary and context, learned positions and LayerNorm.
+pub fn arch(
+    data: &genas_proxies::data::Dataset,
+    d: u32,
+    tie: bool,
+    share: u32,
+    layers: Vec<genas_space::Layer>,
+) -> genas_space::Architecture {
+    let a = genas_space::Architecture {
+        vocab_size: data.vocab_size(),
+        context: data.context,
+        d_model: d,
+        tie_embeddings: tie,
+        share_layers: share,
+        layers,
+        norm: Default::default(),
+        position: Default::default(),
+    };
+    a.validate().unwrap();
+    a
+}
