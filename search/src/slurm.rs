@@ -410,7 +410,9 @@ impl Cluster<'_> {
         &self,
         batches: &mut BTreeMap<String, Vec<String>>,
     ) -> Result<BTreeSet<String>, String> {
+        // This user's tasks only: a big cluster's whole queue is thousands of lines.
         let out = run_command(Command::new("squeue").args([
+            "--me",
             "--noheader",
             "--array",
             "--format",

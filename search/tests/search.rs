@@ -2,7 +2,6 @@
 //! killed with SIGKILL at several points and resumed each time ends with the same archive
 //! (candidates, results, front, hypervolume history) as an uninterrupted one.
 
-
 mod common;
 
 use common::{essence, genas, ok_json, run_and_kill, s};
