@@ -43,8 +43,8 @@ pub fn load(path: &Path) -> Result<Loaded> {
 
 /// Loads the data of a parsed experiment and builds its space.
 pub fn load_experiment(experiment: Experiment) -> Result<Loaded> {
-    // A device this build cannot use is refused before any data is read.
-    experiment.device_note()?;
+    // A device that cannot be used is refused before any data is read.
+    crate::runner::device_plan(&experiment)?;
     // A checkpoint genas cannot compute is refused before the corpus is encoded.
     let pretrained =
         match experiment.teacher_dir() {
@@ -509,7 +509,9 @@ pub fn train_architecture(
         .with_context(|| format!("cannot read {}", arch_path.display()))?;
     let arch = Architecture::from_json(&text).with_context(|| arch_path.display().to_string())?;
     let exp = Experiment::from_path(experiment)?;
-    exp.device_note()?;
+    if let crate::runner::DevicePlan::Engine { note: Some(n) } = crate::runner::device_plan(&exp)? {
+        eprintln!("{n}");
+    }
     let data = Dataset::load(&exp)?;
     if arch.vocab_size != data.vocab_size() || arch.context != data.context {
         anyhow::bail!(

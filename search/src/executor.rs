@@ -94,6 +94,7 @@ pub trait Executor: Sync {
 pub enum Chosen<'a> {
     Local(Local<'a>),
     Slurm(Box<crate::slurm::Slurm<'a>>),
+    Torch(Box<crate::runner::Torch<'a>>),
 }
 
 impl<'a> Chosen<'a> {
@@ -107,7 +108,26 @@ impl<'a> Chosen<'a> {
         say: &'a (dyn Fn(&str) + Sync),
     ) -> anyhow::Result<Chosen<'a>> {
         if exp.executor.kind == genas_space::ExecutorKind::Local {
-            return Ok(Chosen::Local(local));
+            return match crate::runner::device_plan(exp)? {
+                crate::runner::DevicePlan::Engine { .. } => Ok(Chosen::Local(local)),
+                crate::runner::DevicePlan::Torch { device, python, .. } => {
+                    let root = archive_dir.join("torch");
+                    let inputs = root.join("inputs");
+                    let name = genas_proxies::inputs::store(&inputs, local.targets)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    Ok(Chosen::Torch(Box::new(crate::runner::Torch {
+                        device,
+                        python,
+                        dir: std::path::absolute(root.join("jobs"))?,
+                        targets: std::path::absolute(genas_proxies::inputs::path_in(
+                            &inputs, &name,
+                        ))?,
+                        schedule_len: local.targets.schedule.len(),
+                        parallel: exp.search.device_jobs as usize,
+                        local,
+                    })))
+                }
+            };
         }
         let cluster =
             crate::slurm::Cluster::of(exp, archive_dir, say).map_err(anyhow::Error::msg)?;
@@ -124,6 +144,7 @@ impl<'a> Chosen<'a> {
         match self {
             Chosen::Local(l) => l,
             Chosen::Slurm(s) => s.as_ref(),
+            Chosen::Torch(t) => t.as_ref(),
         }
     }
 }

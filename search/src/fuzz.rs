@@ -173,7 +173,6 @@ pub fn run(target: Target, input: &[u8]) -> Result<bool, String> {
             let Ok(exp) = Experiment::from_str_in(text, "fuzz.toml", Path::new(".")) else {
                 return Ok(false);
             };
-            let _ = exp.device_note();
             let Ok(space) = SearchSpace::new(&exp.space, 84, exp.data.context().max(2)) else {
                 return Ok(false);
             };

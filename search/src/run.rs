@@ -179,7 +179,7 @@ fn drive(
         }
     };
     let exp = &l.experiment;
-    if let Some(note) = exp.device_note()? {
+    if let Some(note) = crate::scoring::device_note(exp)? {
         say(&note);
     }
     if exp.fidelity.rung_steps.is_empty() {

@@ -7,16 +7,27 @@
 //! trains and writes `result.json` (every step's loss, the validation figures, the device).
 //! Users install nothing from genas but torch.
 //!
-//! It knows the job and the export, not the controller or where jobs come from.
+//! `[search] device = "cuda"` (or `"auto"` on a machine where torch sees a GPU) sends the
+//! search's brief distillations, calibration included, through the runner ([`Torch`], an
+//! executor): `device_jobs` jobs train side by side on the device, and results are committed
+//! in queue order as on the CPU. They are not bit-reproducible on a GPU (kernels differ from
+//! run to run in their last bits); a resumed run never re-runs a committed result. The
+//! teacher and the final distillation stay on the CPU engine for now.
+//!
+//! It knows the job, the export and the executor interface, not the controller.
 
-use crate::executor::{Job, Output};
+use crate::executor::{ExecError, Executor, Job, Local, Output};
 use anyhow::{bail, Context, Result};
 use genas_proxies::distill::{DistillResult, Evaluation};
 use genas_proxies::engine::train::TrainConfig;
-use genas_proxies::engine::{Cpu, Model};
+use genas_proxies::engine::{checkpoint, Cpu, Model};
+use genas_proxies::zero_cost::ProxyScores;
+use genas_space::{Architecture, Device, Experiment};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// The runner, as shipped.
 pub const RUNNER_PY: &str = include_str!("runner/runner.py");
@@ -122,4 +133,202 @@ pub fn run(dir: &Path, python: &str, device: &str) -> Result<TorchResult> {
     let path = dir.join("result.json");
     let bytes = std::fs::read(&path).with_context(|| format!("{}", path.display()))?;
     serde_json::from_slice(&bytes).with_context(|| format!("{}: unreadable", path.display()))
+}
+
+/// The Python that runs the runner: `GENAS_PYTHON`, else `python3`.
+pub fn python() -> String {
+    std::env::var("GENAS_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Where an experiment's training runs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DevicePlan {
+    /// The genas engine on the CPU; a note for the user when the experiment asked for more.
+    Engine { note: Option<String> },
+    /// The PyTorch runner on `device` ("cuda"; "cpu" under `GENAS_RUNNER_DEVICE=cpu`, which
+    /// tries the GPU path on a machine without one), with `python`.
+    Torch {
+        device: String,
+        python: String,
+        note: String,
+    },
+}
+
+type Probe = Result<(String, bool, String), String>;
+
+/// What `python` says of torch: `Ok((version, has CUDA, device name))` or why it cannot say.
+/// Asked once per process (importing torch takes a second or two).
+fn probe(python: &str) -> Probe {
+    static SEEN: std::sync::Mutex<Vec<(String, Probe)>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = seen.iter().find(|(p, _)| p == python) {
+        return p.clone();
+    }
+    let p = ask_torch(python);
+    seen.push((python.to_string(), p.clone()));
+    p
+}
+
+fn ask_torch(python: &str) -> Probe {
+    let code = "import torch; c = torch.cuda.is_available(); \
+                print(torch.__version__, int(c), torch.cuda.get_device_name() if c else 'none', sep='|')";
+    let o = Command::new(python)
+        .args(["-c", code])
+        .output()
+        .map_err(|e| format!("{python} could not be run ({e})"))?;
+    if !o.status.success() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        let line = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Err(format!("{python} cannot import torch ({})", line.trim()));
+    }
+    let out = String::from_utf8_lossy(&o.stdout);
+    let mut parts = out.trim().splitn(3, '|');
+    let (v, c, name) = (parts.next(), parts.next(), parts.next());
+    match (v, c, name) {
+        (Some(v), Some(c), Some(name)) => Ok((v.to_string(), c == "1", name.to_string())),
+        _ => Err(format!(
+            "{python} printed {:?} for torch's version",
+            out.trim()
+        )),
+    }
+}
+
+/// The device plan of `exp`, decided before anything is trained: `cuda` without torch, or
+/// with a torch that sees no GPU, is one line saying which.
+pub fn device_plan(exp: &Experiment) -> Result<DevicePlan> {
+    let file = exp.source.display();
+    let cpu_only = std::env::var("GENAS_RUNNER_DEVICE").is_ok_and(|d| d == "cpu");
+    let python = python();
+    match exp.search.device {
+        Device::Cpu => Ok(DevicePlan::Engine { note: None }),
+        Device::Cuda => {
+            let (version, cuda, name) =
+                probe(&python).map_err(|e| anyhow::anyhow!("{file}: search.device = \"cuda\": {e}; install PyTorch with CUDA support, or use \"cpu\""))?;
+            if !cuda && !cpu_only {
+                bail!(
+                    "{file}: search.device = \"cuda\": torch {version} ({python}) sees no CUDA device; use \"cpu\" or \"auto\""
+                );
+            }
+            let device = if cuda && !cpu_only { "cuda" } else { "cpu" };
+            Ok(DevicePlan::Torch {
+                device: device.into(),
+                note: format!(
+                    "brief distillations through PyTorch {version} on {} ({} at a time); the teacher and final distillation on the CPU engine",
+                    if device == "cuda" { name } else { "the CPU (GENAS_RUNNER_DEVICE=cpu)".into() },
+                    exp.search.device_jobs
+                ),
+                python,
+            })
+        }
+        Device::Auto => match probe(&python) {
+            Ok((version, true, name)) if !cpu_only => Ok(DevicePlan::Torch {
+                device: "cuda".into(),
+                note: format!(
+                    "search.device = \"auto\": brief distillations through PyTorch {version} on {name} ({} at a time); the teacher and final distillation on the CPU engine",
+                    exp.search.device_jobs
+                ),
+                python,
+            }),
+            Ok((version, _, _)) => Ok(DevicePlan::Engine {
+                note: Some(format!(
+                    "search.device = \"auto\": torch {version} sees no CUDA device: training on the CPU"
+                )),
+            }),
+            Err(e) => Ok(DevicePlan::Engine {
+                note: Some(format!("search.device = \"auto\": {e}: training on the CPU")),
+            }),
+        },
+    }
+}
+
+/// The runner as an executor: each job in its own directory under `dir`, `parallel` at once
+/// on `device`.
+pub struct Torch<'a> {
+    pub device: String,
+    pub python: String,
+    pub dir: PathBuf,
+    /// The teacher targets file and its schedule's length.
+    pub targets: PathBuf,
+    pub schedule_len: usize,
+    pub parallel: usize,
+    /// The zero-cost proxies are computed by the engine here: they take milliseconds.
+    pub local: Local<'a>,
+}
+
+impl Torch<'_> {
+    fn one(&self, job: &Job) -> Output {
+        let run = || -> Result<Output> {
+            let mut h = Sha256::new();
+            h.update(serde_json::to_vec(job)?);
+            h.update(self.targets.to_string_lossy().as_bytes());
+            let jd = self.dir.join(genas_proxies::hex16(h));
+            std::fs::create_dir_all(&jd).with_context(|| jd.display().to_string())?;
+            write_job(&jd, job, &self.targets, self.schedule_len)?;
+            let r = run(&jd, &self.python, &self.device)?;
+            let mut out = r.output();
+            if job.measure_latency && out.result.eval.is_some() {
+                // Generation latency is the CPU engine's, on the trained weights.
+                let bytes = std::fs::read(jd.join("trained.safetensors"))
+                    .with_context(|| format!("{}: trained weights", jd.display()))?;
+                let mut m = Model::new(&job.architecture, Cpu::<f32>::new(1), job.init_seed);
+                checkpoint::from_bytes(&mut m, &bytes, "trained weights")?;
+                out.latency_ms_per_token = Some(crate::controller::latency_ms(&m));
+            }
+            let _ = std::fs::remove_dir_all(&jd);
+            Ok(out)
+        };
+        run().unwrap_or_else(|e| Output {
+            result: DistillResult {
+                steps: job.config.steps,
+                train_loss: None,
+                eval: None,
+                diverged: Some(format!("{e:#}").replace('\n', " ")),
+                seconds: 0.0,
+            },
+            latency_ms_per_token: None,
+            failed: true,
+        })
+    }
+}
+
+impl Executor for Torch<'_> {
+    fn run(
+        &self,
+        jobs: &[Job],
+        _workers: usize,
+        stop: &AtomicBool,
+        done: &(dyn Fn(usize, Output) -> bool + Sync),
+    ) -> Result<(), ExecError> {
+        let next = AtomicUsize::new(0);
+        let halted = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for _ in 0..self.parallel.clamp(1, jobs.len().max(1)) {
+                s.spawn(|| loop {
+                    if stop.load(Ordering::SeqCst) || halted.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(job) = jobs.get(i) else { break };
+                    if !done(i, self.one(job)) {
+                        halted.store(true, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        Ok(())
+    }
+
+    fn proxies(
+        &self,
+        archs: &[Architecture],
+        seed: u64,
+        workers: usize,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Vec<ProxyScores> {
+        self.local.proxies(archs, seed, workers, progress)
+    }
 }

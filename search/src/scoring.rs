@@ -27,6 +27,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 
+/// What to tell the user about where training runs, if anything.
+pub fn device_note(exp: &genas_space::Experiment) -> Result<Option<String>> {
+    Ok(match crate::runner::device_plan(exp)? {
+        crate::runner::DevicePlan::Engine { note } => note,
+        crate::runner::DevicePlan::Torch { note, .. } => Some(note),
+    })
+}
+
 /// A teacher ready for use, and where it came from.
 #[derive(Serialize)]
 pub struct TeacherOutcome {
@@ -225,7 +233,7 @@ pub fn teacher_train(
     on_step: &mut dyn FnMut(u32, f64),
 ) -> Result<TeacherOutcome> {
     let l = load(file)?;
-    if let Some(note) = l.experiment.device_note()? {
+    if let Some(note) = device_note(&l.experiment)? {
         say(&note);
     }
     let archive = Archive::open(archive_dir)?;
@@ -411,7 +419,7 @@ pub fn proxies_calibrate(
         }
     }
     crate::commands::check_plan_memory(&l, &summary, steps, worker_count(o.threads))?;
-    if let Some(note) = l.experiment.device_note()? {
+    if let Some(note) = device_note(&l.experiment)? {
         say(&note);
     }
     let archive = Archive::open(&o.archive)?;

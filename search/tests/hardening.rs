@@ -112,7 +112,7 @@ fn absurd_architectures_are_refused_by_field_before_any_allocation() {
 }
 
 #[test]
-fn device_cuda_is_refused_and_auto_says_cpu() {
+fn device_cuda_without_a_usable_torch_is_refused_and_auto_says_cpu() {
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("a");
     let cuda = small_experiment(
@@ -120,12 +120,35 @@ fn device_cuda_is_refused_and_auto_says_cpu() {
         "cuda",
         "[search]\ndevice = \"cuda\"\n",
     );
+    // A Python without torch, and (where torch is installed) one that sees no GPU.
+    let no_torch = dir.path().join("no-torch.sh");
+    std::fs::write(
+        &no_torch,
+        "#!/bin/sh\necho \"ModuleNotFoundError: No module named 'torch'\" >&2\nexit 1\n",
+    )
+    .unwrap();
+    let _ = std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&no_torch)
+        .status();
+    let cpu_torch = common::python_ready().is_ok() && !has_cuda();
     for args in [
         vec!["search", s(&cuda), "--archive", s(&archive)],
         vec!["teacher", "train", s(&cuda), "--archive", s(&archive)],
         vec!["proxies", "calibrate", s(&cuda), "--archive", s(&archive)],
     ] {
-        fails_with(&genas(&args), &["search.device", "no GPU path"]);
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_genas"))
+            .args(&args)
+            .env("GENAS_PYTHON", &no_torch)
+            .output()
+            .unwrap();
+        fails_with(
+            &o,
+            &["search.device", "cannot import torch", "No module named"],
+        );
+        if cpu_torch {
+            fails_with(&genas(&args), &["search.device", "sees no CUDA device"]);
+        }
     }
     assert!(!archive.exists(), "nothing is created for a refused device");
     let auto = small_experiment(
@@ -133,10 +156,28 @@ fn device_cuda_is_refused_and_auto_says_cpu() {
         "auto",
         "[search]\ndevice = \"auto\"\n",
     );
-    let o = genas(&["teacher", "train", s(&auto), "--archive", s(&archive)]);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_genas"))
+        .args(["teacher", "train", s(&auto), "--archive", s(&archive)])
+        .env("GENAS_PYTHON", &no_torch)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
-    assert!(err.contains("training on the CPU"), "{err}");
+    assert!(
+        err.contains("cannot import torch") && err.contains("training on the CPU"),
+        "{err}"
+    );
+}
+
+/// Whether python3's torch sees a GPU.
+fn has_cuda() -> bool {
+    std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)",
+        ])
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 #[test]

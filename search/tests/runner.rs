@@ -196,3 +196,78 @@ fn the_pytorch_runner_trains_as_the_engine_does_for_every_space_choice() {
     }
     eprintln!("{report}");
 }
+
+/// `genas search` of a small experiment with `search` appended to its [search] section, the
+/// runner's device forced to torch's CPU: the run's candidates.
+fn search_on(dir: &Path, name: &str, search: &str) -> serde_json::Value {
+    let exp = common::small_experiment(
+        &dir.join(format!("{name}.toml")),
+        "runner-test",
+        &format!(
+            "[constraints]\nmax_params = 20_000\n[search]\ncandidates = 8\npopulation = 4\ncalibration = 10\n{search}[fidelity]\nbatch_size = 8\nrung_steps = [20, 40]\neta = 2\n"
+        ),
+    );
+    let archive = dir.join(name);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_genas"))
+        .args([
+            "search",
+            common::s(&exp),
+            "--archive",
+            common::s(&archive),
+            "--json",
+        ])
+        .args(["--plot", common::s(&dir.join(format!("{name}.svg")))])
+        .env("GENAS_RUNNER_DEVICE", "cpu")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{err}");
+    // The runner's inputs are there only when the runner trained.
+    let inputs = archive.join("torch/inputs");
+    assert_eq!(inputs.is_dir(), search.contains("cuda"), "{err}");
+    let show = common::genas(&["show", "r1", "--archive", common::s(&archive), "--json"]);
+    common::ok_json(&show)
+}
+
+#[test]
+fn a_search_through_the_runner_matches_the_engine_to_float_rounding() {
+    if python_ready().is_err() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let engine = search_on(dir.path(), "engine", "");
+    let torch = search_on(dir.path(), "torch", "device = \"cuda\"\ndevice_jobs = 2\n");
+    let (a, b) = (
+        engine["candidates"].as_array().unwrap(),
+        torch["candidates"].as_array().unwrap(),
+    );
+    // The same decisions: the same candidates, screened and promoted alike.
+    let ids = |c: &[serde_json::Value]| c.iter().map(|c| c["id"].clone()).collect::<Vec<_>>();
+    assert_eq!(ids(a), ids(b));
+    let mut rungs = 0;
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x["screened_out"], y["screened_out"]);
+        let (rx, ry) = (
+            x["rungs"].as_array().unwrap(),
+            y["rungs"].as_array().unwrap(),
+        );
+        assert_eq!(rx.len(), ry.len(), "{}", x["id"]);
+        for (p, q) in rx.iter().zip(ry) {
+            let (p, q) = (
+                p["result"]["eval"]["val_ce"].as_f64().unwrap(),
+                q["result"]["eval"]["val_ce"].as_f64().unwrap(),
+            );
+            assert!(((p - q) / p).abs() < 1e-4, "{}: {p} against {q}", x["id"]);
+            rungs += 1;
+        }
+        // The top rung's latency is measured on the engine, from the runner's weights.
+        if rx.len() == 2 {
+            assert!(y["latency_ms_per_token"].as_f64().is_some_and(|l| l > 0.0));
+        }
+    }
+    assert!(rungs >= 4, "{rungs} rung results");
+    assert_eq!(
+        engine["report"]["front"].as_array().unwrap().len(),
+        torch["report"]["front"].as_array().unwrap().len()
+    );
+}

@@ -12,7 +12,8 @@ directory genas wrote:
                          soft targets, the validation batches and their teacher distribution
 
 and writes `result.json`: the loss of every step, the mean of the last 20, the validation
-cross-entropy, KL(teacher || student) and top-1 agreement, the device and the time.
+cross-entropy, KL(teacher || student) and top-1 agreement, the device and the time; and the
+trained weights, `trained.safetensors`.
 
 The recipe (genas `engine/train.rs`, `engine/cpu/loss.rs`, `engine/cpu/ops.rs`):
     loss  = alpha * CE(softmax(z), y) + (1 - alpha) * T^2 * KL(p_T || softmax(z / T)),
@@ -177,6 +178,11 @@ def main(job_dir, device):
         tokens = max(tokens, 1)
         result["eval"] = {"val_ce": ce_sum / tokens, "kl_to_teacher": kl_sum / tokens,
                           "agreement": agree / tokens}
+    if diverged is None:
+        # The trained weights, for what genas measures on its own engine (generation latency).
+        from model import save_safetensors
+        save_safetensors({k: t.detach().cpu() for k, t in model.state_dict().items()},
+                         os.path.join(job_dir, "trained.safetensors"))
     result["seconds"] = time.time() - started
     tmp = os.path.join(job_dir, f".result.{os.getpid()}.tmp")
     with open(tmp, "w") as f:
