@@ -18,6 +18,7 @@ pub mod pareto;
 pub mod plot;
 pub mod run;
 pub mod runner;
+pub mod runner_check;
 pub mod scoring;
 pub mod simulate;
 pub mod slurm;

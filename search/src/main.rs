@@ -356,6 +356,22 @@ enum BenchCommand {
     /// Compare random, evolution and NSGA-II (with and without the screen, other eta and
     /// screen_keep) on a table, with a simulated clock: anytime hypervolume over seeds.
     Search(BenchSearchArgs),
+    /// Write what experiments/gpu/check.sh runs: PyTorch runner jobs for parity on a GPU (one
+    /// per space choice) and for the default experiment's rung, with the engine's results.
+    Runner(BenchRunnerArgs),
+}
+
+#[derive(Args)]
+struct BenchRunnerArgs {
+    /// Folder to write (made if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// Jobs of the default experiment's rung.
+    #[arg(long, default_value_t = 8)]
+    candidates: usize,
+    /// The genas repository (for its shipped data).
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
 }
 
 #[derive(Args)]
@@ -610,6 +626,9 @@ fn check_args(command: &Command) -> anyhow::Result<()> {
             within("--teacher-layers", a.teacher_layers.into(), 1, 1024)?;
             threads(a.threads)
         }
+        Command::Bench(BenchCommand::Runner(a)) => {
+            within("--candidates", a.candidates as u128, 0, 1000)
+        }
         Command::Bench(BenchCommand::Fuzz(a)) => {
             within("--inputs", a.inputs.into(), 1, 1_000_000_000)?;
             threads(a.threads)
@@ -772,6 +791,13 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             } else {
                 Ok(commands::render_bench(&report))
             }
+        }
+        Command::Bench(BenchCommand::Runner(a)) => {
+            let n = genas_search::runner_check::write_fixtures(&a.repo, &a.out, a.candidates)?;
+            Ok(format!(
+                "{n} runner jobs with the engine's results written to {}\n",
+                a.out.display()
+            ))
         }
         Command::Bench(BenchCommand::Distill(a)) => {
             let cfg = genas_proxies::engine::bench::DistillBenchConfig {

@@ -35,7 +35,7 @@ pub const RUNNER_PY: &str = include_str!("runner/runner.py");
 /// What `job.json` holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TorchJob {
-    /// The teacher targets file (absolute).
+    /// The teacher targets file (a relative path is read against the job directory).
     pub targets: String,
     pub temperature: f64,
     pub alpha: f64,
@@ -95,7 +95,8 @@ pub fn write_job(dir: &Path, job: &Job, targets: &Path, schedule_len: usize) -> 
     let c = &job.config;
     let steps = c.steps.min(u32::try_from(schedule_len).unwrap_or(u32::MAX));
     let torch = TorchJob {
-        targets: std::path::absolute(targets)?.display().to_string(),
+        // A relative path is read against the job directory.
+        targets: targets.display().to_string(),
         temperature: c.temperature,
         alpha: c.alpha,
         decay: model

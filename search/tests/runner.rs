@@ -10,138 +10,34 @@
 
 mod common;
 
-use common::{arch, python_ready};
-use genas_proxies::data::Dataset;
-use genas_proxies::distill::{brief_distill_traced, DistillConfig, TeacherTargets};
+use common::python_ready;
+use genas_proxies::distill::brief_distill_traced;
 use genas_proxies::engine::{Cpu, Model};
 use genas_search::executor::Job;
-use genas_space::{
-    Activation, Architecture, Attention, Float, Fraction, Layer, Norm, Position, Rng, Sparsity,
-    Tokenizer,
-};
 use std::path::Path;
-
-fn corpus() -> Dataset {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../experiments/data/shakespeare/sonnets_gut.txt");
-    let text = std::fs::read_to_string(&path).unwrap();
-    Dataset::from_text(&text, Tokenizer::Char, 24, 0.1, "sonnets").unwrap()
-}
-
-/// Token ids over a vocabulary of 1,500: the teacher's targets are cached as their top 64.
-fn wide_vocabulary() -> Dataset {
-    let mut rng = Rng::seed_from_u64(7);
-    let mut ids = |n: usize| (0..n).map(|_| rng.index(1500) as u32).collect::<Vec<u32>>();
-    Dataset::from_ids(ids(20_000), ids(2_000), 1500, 16)
-}
-
-/// A teacher (untrained but not uniform: its own initialisation) and its targets for 50 steps.
-fn targets(data: &Dataset, cfg: &DistillConfig) -> TeacherTargets {
-    let layer = Layer::new(
-        Attention::Full { heads: 2 },
-        64,
-        Activation::Gelu,
-        None,
-        Sparsity::Dense,
-    );
-    let t = arch(data, 32, false, 1, vec![layer; 2]);
-    let mut teacher = Model::new(&t, Cpu::<f32>::new(1), 99);
-    TeacherTargets::compute(&mut teacher, data, cfg, cfg.steps)
-}
 
 #[test]
 fn the_pytorch_runner_trains_as_the_engine_does_for_every_space_choice() {
     if python_ready().is_err() {
         return;
     }
-    use Activation::{Gelu, GeluTanh, Relu, Swiglu};
-    let dense = Sparsity::Dense;
-    let l = Layer::new;
-    let (text, wide) = (corpus(), wide_vocabulary());
-    let every_kind = |d: &Dataset| {
-        arch(
-            d,
-            16,
-            false,
-            1,
-            vec![
-                l(Attention::Full { heads: 4 }, 32, Gelu, None, dense),
-                l(
-                    Attention::Grouped {
-                        heads: 4,
-                        kv_heads: 2,
-                    },
-                    24,
-                    Relu,
-                    None,
-                    Sparsity::TwoFour,
-                ),
-                l(
-                    Attention::Sliding {
-                        heads: 2,
-                        window: 5,
-                    },
-                    32,
-                    Swiglu,
-                    Some(4),
-                    Sparsity::Unstructured(Fraction(0.5)),
-                ),
-                l(Attention::Linear { heads: 2 }, 16, Gelu, None, dense),
-                l(Attention::None, 32, Relu, Some(8), Sparsity::TwoFour),
-            ],
-        )
+    use genas_search::runner_check::{
+        parity_cases, parity_config, random_teacher_targets, sonnets, wide_vocabulary,
     };
-    let modern = Architecture {
-        position: Position::Rope {
-            theta: Float(10_000.0),
-        },
-        norm: Norm::Rmsnorm,
-        ..every_kind(&text)
-    };
-    let biased = Layer {
-        attention_bias: true,
-        ..l(
-            Attention::Grouped {
-                heads: 4,
-                kv_heads: 1,
-            },
-            48,
-            GeluTanh,
-            None,
-            dense,
-        )
-    };
-    let cases: Vec<(&str, &Dataset, Architecture)> = vec![
-        (
-            "every attention kind, masks, low rank",
-            &text,
-            every_kind(&text),
-        ),
-        ("rope and rmsnorm", &text, modern),
-        (
-            "shared, tied, multi-query, biases, gelu_tanh",
-            &text,
-            arch(&text, 16, true, 2, vec![biased; 4]),
-        ),
-        ("top-k targets (vocabulary 1,500)", &wide, every_kind(&wide)),
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let data = [sonnets(&root).unwrap(), wide_vocabulary()];
+    let cfg = parity_config();
+    let targets = [
+        random_teacher_targets(&data[0], &cfg, 32),
+        random_teacher_targets(&data[1], &cfg, 32),
     ];
     let dir = tempfile::tempdir().unwrap();
     let mut report = String::new();
-    for (k, (name, data, a)) in cases.iter().enumerate() {
+    for (k, (name, d, a)) in parity_cases(&data[0], &data[1]).into_iter().enumerate() {
         a.validate().unwrap();
-        let cfg = DistillConfig {
-            steps: 50,
-            batch_size: 4,
-            learning_rate: 3e-3,
-            temperature: 2.0,
-            alpha: 0.5,
-            seed: 5,
-            val_sequences: 16,
-            top_k: 64,
-        };
-        let t = targets(data, &cfg);
+        let t = &targets[d];
         let targets_dir = dir.path().join("inputs");
-        let tname = genas_proxies::inputs::store(&targets_dir, &t).unwrap();
+        let tname = genas_proxies::inputs::store(&targets_dir, t).unwrap();
         let job = Job {
             id: a.id(),
             architecture: a.clone(),
@@ -151,9 +47,9 @@ fn the_pytorch_runner_trains_as_the_engine_does_for_every_space_choice() {
             measure_latency: false,
         };
         // The engine.
-        let mut m = Model::new(a, Cpu::<f32>::new(1), job.init_seed);
+        let mut m = Model::new(&a, Cpu::<f32>::new(1), job.init_seed);
         let mut losses = Vec::new();
-        let ours = brief_distill_traced(&mut m, &t, &cfg, &mut |l| losses.push(l));
+        let ours = brief_distill_traced(&mut m, t, &cfg, &mut |l| losses.push(l));
         // The runner.
         let jd = dir.path().join(format!("job{k}"));
         genas_search::runner::write_job(
@@ -269,5 +165,46 @@ fn a_search_through_the_runner_matches_the_engine_to_float_rounding() {
     assert_eq!(
         engine["report"]["front"].as_array().unwrap().len(),
         torch["report"]["front"].as_array().unwrap().len()
+    );
+}
+
+#[test]
+fn the_gpu_check_runs_end_to_end_on_the_cpu() {
+    if python_ready().is_err() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let o = std::process::Command::new("bash")
+        .arg(root.join("experiments/gpu/check.sh"))
+        .args([
+            "--device",
+            "cpu",
+            "--jobs",
+            "1",
+            "--candidates",
+            "1",
+            "--out",
+        ])
+        .arg(dir.path())
+        .env("GENAS", env!("CARGO_BIN_EXE_genas"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("gpu-check.json")).unwrap()).unwrap();
+    let parity = report["parity"].as_array().unwrap();
+    assert_eq!(parity.len(), 4, "{report}");
+    assert!(parity.iter().all(|r| r["ok"] == true), "{report}");
+    assert!(report["speed"]["ratio"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["throughput"]["candidates"], 1);
+    assert!(
+        out.contains("candidates/h") && out.contains("steps/s"),
+        "{out}"
     );
 }

@@ -89,6 +89,54 @@ def kl_rows(p, logq):
     return torch.where(p > 0, p * (safe.log() - logq), torch.zeros_like(p)).sum(-1)
 
 
+class Recipe:
+    """genas's training step: the loss (with soft targets `p`, or hard labels alone when p is
+    None), global-norm clipping and AdamW with genas's decay groups."""
+
+    def __init__(self, model, c, decay, temperature=1.0, alpha=1.0):
+        self.model, self.c, self.decay = model, c, decay
+        self.temp, self.alpha = temperature, alpha
+        self.params = dict(model.named_parameters())
+        self.m = {k: torch.zeros_like(q) for k, q in self.params.items()}
+        self.s = {k: torch.zeros_like(q) for k, q in self.params.items()}
+
+    def step(self, step, x, y, p):
+        """One step on inputs x (B, T), targets y (B*T); returns (loss, None) or (None, why
+        it diverged)."""
+        c, model = self.c, self.model
+        z = model(x)
+        z = z.reshape(-1, z.shape[-1])
+        ce = F.cross_entropy(z, y)
+        if p is None:
+            loss = ce
+        else:
+            kl = kl_rows(p, F.log_softmax(z / self.temp, dim=-1)).mean()
+            loss = self.alpha * ce + (1.0 - self.alpha) * self.temp * self.temp * kl
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        value = loss.item()
+        params = self.params
+        grads = {k: q.grad if q.grad is not None else torch.zeros_like(q) for k, q in params.items()}
+        norm = math.sqrt(float(sum(g.double().pow(2).sum() for g in grads.values())))
+        if not math.isfinite(value) or not math.isfinite(norm):
+            what, bad = ("the loss", value) if not math.isfinite(value) else ("the gradient norm", norm)
+            return None, f"training diverged at step {step}: {what} is {bad}"
+        scale = c["grad_clip"] / norm if norm > c["grad_clip"] else 1.0
+        lr = lr_at(step, c)
+        c1 = 1.0 - c["beta1"] ** (step + 1)
+        c2 = 1.0 - c["beta2"] ** (step + 1)
+        with torch.no_grad():
+            for k, w in params.items():
+                g = grads[k] * scale
+                self.m[k].mul_(c["beta1"]).add_(g, alpha=1.0 - c["beta1"])
+                self.s[k].mul_(c["beta2"]).add_(g * g, alpha=1.0 - c["beta2"])
+                upd = (self.m[k] / c1) / ((self.s[k] / c2).sqrt() + c["eps"])
+                if k in self.decay:
+                    upd = upd + c["weight_decay"] * w
+                w.sub_(lr * upd)
+        return value, None
+
+
 def main(job_dir, device):
     started = time.time()
     with open(os.path.join(job_dir, "job.json")) as f:
@@ -97,6 +145,9 @@ def main(job_dir, device):
     sys.path.insert(0, model_dir)
     from model import GenasLM, load_safetensors  # the candidate's own module
 
+    # Full float32 matrix products on a GPU (TF32 would round inputs to 10 bits).
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -112,13 +163,12 @@ def main(job_dir, device):
     if unknown:
         raise SystemExit(f"error: job.json names parameters the model lacks: {sorted(unknown)}")
 
-    tensors, meta = read_safetensors(job["targets"])
+    tensors, meta = read_safetensors(os.path.join(job_dir, job["targets"]))
     info = json.loads(meta["genas.targets"])
     v, temp, alpha = info["vocab"], job["temperature"], job["alpha"]
     c = job["train"]
     steps = min(c["steps"], len(info["schedule"]))
-    m = {k: torch.zeros_like(p) for k, p in params.items()}
-    s = {k: torch.zeros_like(p) for k, p in params.items()}
+    recipe = Recipe(model, c, decay, temp, alpha)
     losses, diverged = [], None
     for step in range(steps):
         b, t = info["schedule"][step]
@@ -127,33 +177,11 @@ def main(job_dir, device):
         x = tensors[pre + ".inputs"].reshape(b, t).to(device)
         y = tensors[pre + ".targets"].to(device)
         p = dense(tensors, pre, info["soft_k"][step], n, v, device)
-        z = model(x).reshape(n, v)
-        ce = F.cross_entropy(z, y)
-        kl = kl_rows(p, F.log_softmax(z / temp, dim=-1)).mean()
-        loss = alpha * ce + (1.0 - alpha) * temp * temp * kl
-        model.zero_grad(set_to_none=True)
-        loss.backward()
-        value = loss.item()
-        grads = {k: q.grad if q.grad is not None else torch.zeros_like(q) for k, q in params.items()}
-        norm = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads.values()))
-        if not math.isfinite(value) or not math.isfinite(norm):
-            what = "the loss" if not math.isfinite(value) else "the gradient norm"
-            diverged = f"training diverged at step {step}: {what} is {value if not math.isfinite(value) else norm}"
+        value, why = recipe.step(step, x, y, p)
+        if why is not None:
+            diverged = why
             break
         losses.append(value)
-        scale = c["grad_clip"] / norm if norm > c["grad_clip"] else 1.0
-        lr = lr_at(step, c)
-        c1 = 1.0 - c["beta1"] ** (step + 1)
-        c2 = 1.0 - c["beta2"] ** (step + 1)
-        with torch.no_grad():
-            for k, w in params.items():
-                g = grads[k] * scale
-                m[k].mul_(c["beta1"]).add_(g, alpha=1.0 - c["beta1"])
-                s[k].mul_(c["beta2"]).add_(g * g, alpha=1.0 - c["beta2"])
-                upd = (m[k] / c1) / ((s[k] / c2).sqrt() + c["eps"])
-                if k in decay:
-                    upd = upd + c["weight_decay"] * w
-                w.sub_(lr * upd)
 
     result = {"steps": len(losses), "losses": losses, "diverged": diverged,
               "device": torch.cuda.get_device_name() if device == "cuda" else "cpu"}
