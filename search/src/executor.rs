@@ -62,6 +62,66 @@ pub fn run_job(job: &Job, targets: &TeacherTargets, be: &Cpu<f32>) -> Output {
     }
 }
 
+impl Output {
+    /// A result the executor could not get: `why`, recorded like a divergence, never cached.
+    pub fn failed(steps: u32, why: String) -> Output {
+        Output {
+            result: DistillResult {
+                steps,
+                train_loss: None,
+                eval: None,
+                diverged: Some(why),
+                seconds: 0.0,
+            },
+            latency_ms_per_token: None,
+            failed: true,
+        }
+    }
+}
+
+/// The last non-empty line a failed program wrote on stderr.
+pub(crate) fn last_line(stderr: &[u8]) -> String {
+    let err = String::from_utf8_lossy(stderr);
+    err.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+/// Runs `jobs` on `threads` threads, each with its own state from `init`, calling
+/// `done(index, output)` as each finishes; stops taking jobs once `stop` is set or `done`
+/// returns false.
+pub(crate) fn side_by_side<S>(
+    jobs: &[Job],
+    threads: usize,
+    stop: &AtomicBool,
+    done: &(dyn Fn(usize, Output) -> bool + Sync),
+    init: &(dyn Fn() -> S + Sync),
+    run: &(dyn Fn(&mut S, &Job) -> Output + Sync),
+) {
+    let next = AtomicUsize::new(0);
+    let halted = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..threads.clamp(1, jobs.len().max(1)) {
+            s.spawn(|| {
+                let mut state = init();
+                loop {
+                    if stop.load(Ordering::SeqCst) || halted.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(job) = jobs.get(i) else { break };
+                    if !done(i, run(&mut state, job)) {
+                        halted.store(true, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+}
+
 /// An executor that cannot go on (Slurm refused a submission, the shared directory is not
 /// writable): one line. Results already handed back stay committed.
 pub type ExecError = String;
@@ -163,25 +223,14 @@ impl Executor for Local<'_> {
         stop: &AtomicBool,
         done: &(dyn Fn(usize, Output) -> bool + Sync),
     ) -> Result<(), ExecError> {
-        let next = AtomicUsize::new(0);
-        let halted = AtomicBool::new(false);
-        std::thread::scope(|s| {
-            for _ in 0..workers.min(jobs.len()).max(1) {
-                s.spawn(|| {
-                    let be = Cpu::<f32>::new(1);
-                    loop {
-                        if stop.load(Ordering::SeqCst) || halted.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(job) = jobs.get(i) else { break };
-                        if !done(i, run_job(job, self.targets, &be)) {
-                            halted.store(true, Ordering::SeqCst);
-                        }
-                    }
-                });
-            }
-        });
+        side_by_side(
+            jobs,
+            workers,
+            stop,
+            done,
+            &|| Cpu::<f32>::new(1),
+            &|be, job| run_job(job, self.targets, be),
+        );
         Ok(())
     }
 

@@ -16,7 +16,7 @@
 //!
 //! It knows the job, the export and the executor interface, not the controller.
 
-use crate::executor::{ExecError, Executor, Job, Local, Output};
+use crate::executor::{last_line, side_by_side, ExecError, Executor, Job, Local, Output};
 use anyhow::{bail, Context, Result};
 use genas_proxies::distill::{DistillResult, Evaluation};
 use genas_proxies::engine::train::TrainConfig;
@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 
 /// The runner, as shipped.
 pub const RUNNER_PY: &str = include_str!("runner/runner.py");
@@ -123,13 +123,11 @@ pub fn run(dir: &Path, python: &str, device: &str) -> Result<TorchResult> {
         .output()
         .with_context(|| format!("{python} could not be run"))?;
     if !o.status.success() {
-        let err = String::from_utf8_lossy(&o.stderr);
-        let line = err
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        bail!("the PyTorch runner failed ({}): {}", o.status, line.trim());
+        bail!(
+            "the PyTorch runner failed ({}): {}",
+            o.status,
+            last_line(&o.stderr)
+        );
     }
     let path = dir.join("result.json");
     let bytes = std::fs::read(&path).with_context(|| format!("{}", path.display()))?;
@@ -178,13 +176,10 @@ fn ask_torch(python: &str) -> Probe {
         .output()
         .map_err(|e| format!("{python} could not be run ({e})"))?;
     if !o.status.success() {
-        let err = String::from_utf8_lossy(&o.stderr);
-        let line = err
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        return Err(format!("{python} cannot import torch ({})", line.trim()));
+        return Err(format!(
+            "{python} cannot import torch ({})",
+            last_line(&o.stderr)
+        ));
     }
     let out = String::from_utf8_lossy(&o.stdout);
     let mut parts = out.trim().splitn(3, '|');
@@ -282,16 +277,8 @@ impl Torch<'_> {
             let _ = std::fs::remove_dir_all(&jd);
             Ok(out)
         };
-        run().unwrap_or_else(|e| Output {
-            result: DistillResult {
-                steps: job.config.steps,
-                train_loss: None,
-                eval: None,
-                diverged: Some(format!("{e:#}").replace('\n', " ")),
-                seconds: 0.0,
-            },
-            latency_ms_per_token: None,
-            failed: true,
+        run().unwrap_or_else(|e| {
+            Output::failed(job.config.steps, format!("{e:#}").replace('\n', " "))
         })
     }
 }
@@ -304,21 +291,8 @@ impl Executor for Torch<'_> {
         stop: &AtomicBool,
         done: &(dyn Fn(usize, Output) -> bool + Sync),
     ) -> Result<(), ExecError> {
-        let next = AtomicUsize::new(0);
-        let halted = AtomicBool::new(false);
-        std::thread::scope(|s| {
-            for _ in 0..self.parallel.clamp(1, jobs.len().max(1)) {
-                s.spawn(|| loop {
-                    if stop.load(Ordering::SeqCst) || halted.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(job) = jobs.get(i) else { break };
-                    if !done(i, self.one(job)) {
-                        halted.store(true, Ordering::SeqCst);
-                    }
-                });
-            }
+        side_by_side(jobs, self.parallel, stop, done, &|| (), &|_, job| {
+            self.one(job)
         });
         Ok(())
     }

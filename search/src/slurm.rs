@@ -26,9 +26,7 @@
 //! It must not know about the archive, the strategies or the fidelity schedule.
 
 use crate::executor::{run_job, ExecError, Executor, Job, Local, Output};
-use genas_proxies::distill::{
-    dir_store, full_distill, DistillResult, FullConfig, FullResult, TeacherTargets,
-};
+use genas_proxies::distill::{dir_store, full_distill, FullConfig, FullResult, TeacherTargets};
 use genas_proxies::engine::{checkpoint, Cpu, Model};
 use genas_proxies::zero_cost::ProxyScores;
 use genas_space::{Architecture, ExecutorConfig};
@@ -193,13 +191,11 @@ fn run_command(cmd: &mut Command) -> Result<String, String> {
         .output()
         .map_err(|e| format!("{name} could not be run ({e}); is Slurm installed here?"))?;
     if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let line = err
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        return Err(format!("{name} failed ({}): {}", out.status, line.trim()));
+        return Err(format!(
+            "{name} failed ({}): {}",
+            out.status,
+            crate::executor::last_line(&out.stderr)
+        ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -599,17 +595,7 @@ impl Executor for Slurm<'_> {
         let names: Vec<String> = jobs.iter().map(|j| format!("job {}", j.id)).collect();
         self.cluster
             .run_tasks::<Output>(&tasks, &names, stop, &mut |i, out| {
-                let out = out.unwrap_or_else(|why| Output {
-                    result: DistillResult {
-                        steps: jobs[i].config.steps,
-                        train_loss: None,
-                        eval: None,
-                        diverged: Some(why),
-                        seconds: 0.0,
-                    },
-                    latency_ms_per_token: None,
-                    failed: true,
-                });
+                let out = out.unwrap_or_else(|why| Output::failed(jobs[i].config.steps, why));
                 done(i, out)
             })?;
         Ok(())

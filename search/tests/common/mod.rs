@@ -233,7 +233,8 @@ pub fn essence(archive: &Path) -> (Value, Value) {
     (report, show["candidates"].take())
 }
 
-/// An architecture over `data`'s vocabulary and context, learned positions and LayerNorm.
+/// An architecture over `data`'s vocabulary and context, learned positions and LayerNorm,
+/// checked valid.
 pub fn arch(
     data: &genas_proxies::data::Dataset,
     d: u32,
@@ -241,16 +242,7 @@ pub fn arch(
     share: u32,
     layers: Vec<genas_space::Layer>,
 ) -> genas_space::Architecture {
-    let a = genas_space::Architecture {
-        vocab_size: data.vocab_size(),
-        context: data.context,
-        d_model: d,
-        tie_embeddings: tie,
-        share_layers: share,
-        layers,
-        norm: Default::default(),
-        position: Default::default(),
-    };
+    let a = genas_search::runner_check::plain(data, d, tie, share, layers);
     a.validate().unwrap();
     a
 }
