@@ -509,8 +509,9 @@ pub fn train_architecture(
         .with_context(|| format!("cannot read {}", arch_path.display()))?;
     let arch = Architecture::from_json(&text).with_context(|| arch_path.display().to_string())?;
     let exp = Experiment::from_path(experiment)?;
-    if let crate::runner::DevicePlan::Engine { note: Some(n) } = crate::runner::device_plan(&exp)? {
-        eprintln!("{n}");
+    // `genas train` always trains on the engine; say so where the experiment asks for more.
+    if let Some(n) = crate::runner::device_plan(&exp)?.note() {
+        eprintln!("{n} (genas train: on the CPU engine)");
     }
     let data = Dataset::load(&exp)?;
     if arch.vocab_size != data.vocab_size() || arch.context != data.context {

@@ -179,8 +179,8 @@ fn drive(
         }
     };
     let exp = &l.experiment;
-    if let Some(note) = crate::scoring::device_note(exp)? {
-        say(&note);
+    if let Some(note) = crate::runner::device_plan(exp)?.note() {
+        say(note);
     }
     if exp.fidelity.rung_steps.is_empty() {
         bail!("{}: [fidelity] rung_steps is empty", exp.source.display());

@@ -153,6 +153,16 @@ pub enum DevicePlan {
     },
 }
 
+impl DevicePlan {
+    /// What to tell the user about where training runs, if anything.
+    pub fn note(&self) -> Option<&str> {
+        match self {
+            DevicePlan::Engine { note } => note.as_deref(),
+            DevicePlan::Torch { note, .. } => Some(note),
+        }
+    }
+}
+
 type Probe = Result<(String, bool, String), String>;
 
 /// What `python` says of torch: `Ok((version, has CUDA, device name))` or why it cannot say.

@@ -63,44 +63,46 @@ pub fn wide_vocabulary() -> Dataset {
     Dataset::from_ids(ids(20_000), ids(2_000), 1500, 16)
 }
 
+/// Every attention kind in one network over `d`: full, grouped (2 key/value heads), sliding,
+/// linear and none, with 2:4 and unstructured masks, low-rank FFNs, gelu, relu and swiglu.
+pub fn every_kind(d: &Dataset) -> Architecture {
+    use Activation::{Gelu, Relu, Swiglu};
+    let (dense, l) = (Sparsity::Dense, Layer::new);
+    plain(
+        d,
+        16,
+        false,
+        1,
+        vec![
+            l(Attention::Full { heads: 4 }, 32, Gelu, None, dense),
+            l(
+                Attention::Grouped {
+                    heads: 4,
+                    kv_heads: 2,
+                },
+                24,
+                Relu,
+                None,
+                Sparsity::TwoFour,
+            ),
+            l(
+                Attention::Sliding {
+                    heads: 2,
+                    window: 5,
+                },
+                32,
+                Swiglu,
+                Some(4),
+                Sparsity::Unstructured(Fraction(0.5)),
+            ),
+            l(Attention::Linear { heads: 2 }, 16, Gelu, None, dense),
+            l(Attention::None, 32, Relu, Some(8), Sparsity::TwoFour),
+        ],
+    )
+}
+
 /// One architecture per space choice: (name, which data set: 0 text, 1 wide, architecture).
 pub fn parity_cases(text: &Dataset, wide: &Dataset) -> Vec<(&'static str, usize, Architecture)> {
-    use Activation::{Gelu, GeluTanh, Relu, Swiglu};
-    let dense = Sparsity::Dense;
-    let l = Layer::new;
-    let every_kind = |d: &Dataset| {
-        plain(
-            d,
-            16,
-            false,
-            1,
-            vec![
-                l(Attention::Full { heads: 4 }, 32, Gelu, None, dense),
-                l(
-                    Attention::Grouped {
-                        heads: 4,
-                        kv_heads: 2,
-                    },
-                    24,
-                    Relu,
-                    None,
-                    Sparsity::TwoFour,
-                ),
-                l(
-                    Attention::Sliding {
-                        heads: 2,
-                        window: 5,
-                    },
-                    32,
-                    Swiglu,
-                    Some(4),
-                    Sparsity::Unstructured(Fraction(0.5)),
-                ),
-                l(Attention::Linear { heads: 2 }, 16, Gelu, None, dense),
-                l(Attention::None, 32, Relu, Some(8), Sparsity::TwoFour),
-            ],
-        )
-    };
     let modern = Architecture {
         position: Position::Rope {
             theta: Float(10_000.0),
@@ -110,15 +112,15 @@ pub fn parity_cases(text: &Dataset, wide: &Dataset) -> Vec<(&'static str, usize,
     };
     let biased = Layer {
         attention_bias: true,
-        ..l(
+        ..Layer::new(
             Attention::Grouped {
                 heads: 4,
                 kv_heads: 1,
             },
             48,
-            GeluTanh,
+            Activation::GeluTanh,
             None,
-            dense,
+            Sparsity::Dense,
         )
     };
     vec![

@@ -27,14 +27,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 
-/// What to tell the user about where training runs, if anything.
-pub fn device_note(exp: &genas_space::Experiment) -> Result<Option<String>> {
-    Ok(match crate::runner::device_plan(exp)? {
-        crate::runner::DevicePlan::Engine { note } => note,
-        crate::runner::DevicePlan::Torch { note, .. } => Some(note),
-    })
-}
-
 /// A teacher ready for use, and where it came from.
 #[derive(Serialize)]
 pub struct TeacherOutcome {
@@ -233,8 +225,8 @@ pub fn teacher_train(
     on_step: &mut dyn FnMut(u32, f64),
 ) -> Result<TeacherOutcome> {
     let l = load(file)?;
-    if let Some(note) = device_note(&l.experiment)? {
-        say(&note);
+    if let Some(note) = crate::runner::device_plan(&l.experiment)?.note() {
+        say(note);
     }
     let archive = Archive::open(archive_dir)?;
     Ok(obtain_teacher(&archive, &l, retrain, say, on_step)?.1)
@@ -419,8 +411,8 @@ pub fn proxies_calibrate(
         }
     }
     crate::commands::check_plan_memory(&l, &summary, steps, worker_count(o.threads))?;
-    if let Some(note) = device_note(&l.experiment)? {
-        say(&note);
+    if let Some(note) = crate::runner::device_plan(&l.experiment)?.note() {
+        say(note);
     }
     let archive = Archive::open(&o.archive)?;
     let (mut teacher, outcome) = obtain_teacher(&archive, &l, false, say, on_step)?;
@@ -434,6 +426,8 @@ pub fn proxies_calibrate(
         targets.seconds,
         n
     ));
+    // calibrate_with scores the proxies on its own batch; the executor only distills, so
+    // its proxy batch goes unused here.
     let mut rng = Rng::seed_from_u64(l.experiment.search.seed ^ 0x9e37_79b9);
     let proxy_batch = l.data.train_batch(cfg.batch_size, &mut rng);
     let local = crate::executor::Local {

@@ -115,37 +115,8 @@ fn exports_reproduce_genas_logits_in_pytorch_and_transformers() {
         a.validate().unwrap();
         a
     };
-    let every_kind = arch(
-        ch,
-        16,
-        false,
-        1,
-        vec![
-            layer(full(4), 32, Gelu, None, dense),
-            layer(
-                Attention::Grouped {
-                    heads: 4,
-                    kv_heads: 2,
-                },
-                24,
-                Relu,
-                None,
-                Sparsity::TwoFour,
-            ),
-            layer(
-                Attention::Sliding {
-                    heads: 2,
-                    window: 5,
-                },
-                32,
-                Swiglu,
-                Some(4),
-                half,
-            ),
-            layer(Attention::Linear { heads: 2 }, 16, Gelu, None, dense),
-            layer(Attention::None, 32, Relu, Some(8), Sparsity::TwoFour),
-        ],
-    );
+    // The runner's parity case over the characters: every attention kind, masks, low rank.
+    let every_kind = genas_search::runner_check::every_kind(ch);
     let cases = [
         Case {
             name: "every-kind",

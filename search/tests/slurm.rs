@@ -273,8 +273,8 @@ fn failed_and_cancelled_tasks_are_run_again_and_the_archive_is_unchanged() {
     }
     let dir = tempfile::tempdir().unwrap();
     let local = local_search(dir.path());
-    // The first try of every task exits 3; the first try of task 1 of each batch then hangs
-    // until the test cancels it.
+    // The first try of every task exits 3; the second try of the tasks whose key starts with
+    // 0-7 (about half) then hangs until the test cancels it.
     let worker = wrapper(
         dir.path(),
         "flaky.sh",
@@ -347,7 +347,7 @@ fn a_task_that_fails_every_try_is_recorded_as_failed_and_the_search_goes_on() {
         r#"case "$TASK" in */0) echo "task 0 is broken" >&2; exit 7;; esac"#,
     );
     let x = with_worker(&worker, "retries = 1\n");
-    // A space too small to calibrate on: the rungs are the only batches.
+    // A tighter parameter limit: a smaller space, a quicker search.
     let exp = experiment(dir.path(), "slurm", Some(&x));
     let text = std::fs::read_to_string(&exp)
         .unwrap()
