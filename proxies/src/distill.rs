@@ -11,7 +11,8 @@ use crate::data::{Batch, Dataset, Split};
 use crate::engine::backend::Backend;
 use crate::engine::model::Model;
 use crate::engine::train::{train_step, Optimizer, TrainConfig, TrainError};
-use genas_space::Rng;
+use crate::inherit::Parent;
+use genas_space::{Architecture, Rng, StudentInit};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -42,6 +43,10 @@ pub struct DistillConfig {
     /// serialised form at its default, so cache keys of earlier runs stay.
     #[serde(default = "default_top_k", skip_serializing_if = "is_default_top_k")]
     pub top_k: usize,
+    /// How the student's weights start (`[fidelity] init`). Left out of the serialised form
+    /// at its default (drawn), so cache keys of earlier runs stay.
+    #[serde(default, skip_serializing_if = "StudentInit::is_random")]
+    pub init: StudentInit,
 }
 
 fn default_top_k() -> usize {
@@ -165,7 +170,13 @@ pub struct TeacherTargets {
     pub teacher_val_ce: f64,
     /// Time spent computing all this, s.
     pub seconds: f64,
+    /// The pruned teacher students start from, when `init` is `teacher`.
+    pub parent: Option<Parent>,
 }
+
+/// Sequences of the training batch the teacher's importance is measured on (`init =
+/// "teacher"`).
+const PARENT_SEQUENCES: usize = 64;
 
 /// Teacher logits for one batch, (B·T, V).
 fn teacher_logits<B: Backend>(teacher: &mut Model<B>, batch: &Batch) -> Vec<f64> {
@@ -222,6 +233,13 @@ impl TeacherTargets {
                 SoftTargets::from_logits(&teacher.logits(), (b.b * b.t, v), 1.0, cfg.top_k)
             })
             .collect();
+        // A fixed batch of its own, so a student's inherited weights depend only on the
+        // teacher, the data and the seed.
+        let parent = (cfg.init == StudentInit::Teacher).then(|| {
+            let mut rng = Rng::seed_from_u64(cfg.seed ^ 0x70a2_e47b);
+            let b = data.train_batch(PARENT_SEQUENCES, &mut rng);
+            Parent::measure(teacher, &b.inputs, (b.b, b.t))
+        });
         TeacherTargets {
             temperature: cfg.temperature,
             vocab: v,
@@ -231,6 +249,16 @@ impl TeacherTargets {
             val_probs,
             teacher_val_ce: ce / tokens.max(1) as f64,
             seconds: start.elapsed().as_secs_f64(),
+            parent,
+        }
+    }
+
+    /// A student to distill against these targets, at its initial weights: drawn from `seed`,
+    /// or, with a `parent`, pruned from the teacher where its shapes fit (the rest drawn).
+    pub fn student<B: Backend>(&self, arch: &Architecture, be: B, seed: u64) -> Model<B> {
+        match &self.parent {
+            Some(p) => Model::with_initial(arch, be, seed, p.initial(arch)),
+            None => Model::new(arch, be, seed),
         }
     }
 

@@ -34,6 +34,10 @@ struct Meta {
     /// k of each top-k target (0: dense), schedule then validation.
     soft_k: Vec<usize>,
     val_k: Vec<usize>,
+    /// The pruned teacher students start from (`init = "teacher"`); its weights are the
+    /// `parent.NAME` tensors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parent: Option<crate::inherit::Parent>,
 }
 
 fn u32_bytes(x: &[u32]) -> Vec<u8> {
@@ -62,6 +66,7 @@ pub fn encode(t: &TeacherTargets) -> Result<Vec<u8>, String> {
         val: t.val.iter().map(|b| (b.b, b.t)).collect(),
         soft_k: t.soft.iter().map(k_of).collect(),
         val_k: t.val_probs.iter().map(k_of).collect(),
+        parent: t.parent.clone(),
     };
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     let mut put = |prefix: &str, batches: &[Batch], soft: &[SoftTargets]| {
@@ -105,6 +110,17 @@ pub fn encode(t: &TeacherTargets) -> Result<Vec<u8>, String> {
     };
     put("schedule", &t.schedule, &t.soft);
     put("val", &t.val, &t.val_probs);
+    if let Some(p) = &t.parent {
+        for (name, w) in p.weights() {
+            let w: Vec<f32> = w.iter().map(|&x| x as f32).collect();
+            tensors.push((
+                format!("parent.{name}"),
+                Dtype::F32,
+                vec![w.len()],
+                f32_bytes(&w),
+            ));
+        }
+    }
     let views = tensors
         .iter()
         .map(|(n, d, s, b)| {
@@ -187,6 +203,25 @@ pub fn decode(bytes: &[u8]) -> Result<TeacherTargets, String> {
     };
     let (schedule, soft) = get("schedule", &meta.schedule, &meta.soft_k)?;
     let (val, val_probs) = get("val", &meta.val, &meta.val_k)?;
+    let parent = match meta.parent {
+        None => None,
+        Some(p) => {
+            let mut weights = std::collections::BTreeMap::new();
+            for (name, _) in st.tensors() {
+                if let Some(param) = name.strip_prefix("parent.") {
+                    let len = st
+                        .tensor(&name)
+                        .map_err(|e| e.to_string())?
+                        .shape()
+                        .iter()
+                        .product();
+                    let w = f32s(&name, len)?;
+                    weights.insert(param.to_string(), w.iter().map(|&x| x as f64).collect());
+                }
+            }
+            Some(p.with_weights(weights)?)
+        }
+    };
     Ok(TeacherTargets {
         temperature: meta.temperature,
         vocab: v,
@@ -196,6 +231,7 @@ pub fn decode(bytes: &[u8]) -> Result<TeacherTargets, String> {
         val_probs,
         teacher_val_ce: meta.teacher_val_ce,
         seconds: meta.seconds,
+        parent,
     })
 }
 
@@ -374,6 +410,7 @@ mod tests {
             val_probs: vec![soft(8, 0.125), soft(4, 0.0625)],
             teacher_val_ce: 1.234,
             seconds: 0.5,
+            parent: None,
         }
     }
 
@@ -393,6 +430,43 @@ mod tests {
             let t = targets(top_k);
             same(&t, &decode(&encode(&t).unwrap()).unwrap());
         }
+    }
+
+    #[test]
+    fn the_pruned_teacher_comes_back_whole_and_a_partial_one_is_refused() {
+        use genas_space::{Activation, Attention, Layer, Sparsity};
+        let arch = Architecture {
+            vocab_size: 11,
+            context: 4,
+            d_model: 8,
+            tie_embeddings: false,
+            share_layers: 1,
+            layers: vec![
+                Layer::new(
+                    Attention::Full { heads: 2 },
+                    16,
+                    Activation::Gelu,
+                    None,
+                    Sparsity::Dense
+                );
+                2
+            ],
+            norm: Default::default(),
+            position: Default::default(),
+        };
+        let mut teacher = Model::new(&arch, crate::engine::Cpu::<f32>::new(1), 3);
+        let mut t = targets(false);
+        let b = t.schedule[0].clone();
+        let parent = crate::inherit::Parent::measure(&mut teacher, &b.inputs, (b.b, b.t));
+        t.parent = Some(parent.clone());
+        let back = decode(&encode(&t).unwrap()).unwrap();
+        same(&t, &back);
+        assert_eq!(back.parent.as_ref(), Some(&parent), "rankings and weights");
+        assert_eq!(parent.weights().len(), teacher.params.len());
+        let mut partial = parent.weights().clone();
+        partial.remove("h.1.mlp.c_fc.weight");
+        let err = parent.clone().with_weights(partial).unwrap_err();
+        assert!(err.contains("h.1.mlp.c_fc.weight is missing"), "{err}");
     }
 
     #[test]

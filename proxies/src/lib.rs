@@ -15,6 +15,7 @@ pub mod calibrate;
 pub mod data;
 pub mod distill;
 pub mod engine;
+pub mod inherit;
 pub mod inputs;
 pub mod linalg;
 pub mod pretrained;

@@ -88,6 +88,7 @@ fn cfg(steps: u32) -> DistillConfig {
         seed: 5,
         val_sequences: 32,
         top_k: 64,
+        init: Default::default(),
     }
 }
 
@@ -340,4 +341,171 @@ fn the_vocabulary_benchmark_reports_the_cache_it_builds() {
     );
     assert!(r.distill_ms_per_step > 0.0 && r.hard_ms_per_step > 0.0);
     assert_eq!(r.tokens_per_step, 16);
+}
+
+fn measured_parent(t: &mut Model<Cpu<f32>>) -> genas_proxies::inherit::Parent {
+    let batch = data().train_batch(32, &mut genas_space::Rng::seed_from_u64(3));
+    genas_proxies::inherit::Parent::measure(t, &batch.inputs, (batch.b, batch.t))
+}
+
+#[test]
+fn a_student_of_the_teachers_shape_inherits_it_whole() {
+    let mut t = teacher();
+    let parent = measured_parent(&mut t);
+    let arch = t.arch.clone();
+    let initial = parent.initial(&arch);
+    assert_eq!(
+        initial.len(),
+        t.params.len(),
+        "every parameter is inherited"
+    );
+    let m = Model::with_initial(&arch, Cpu::<f32>::new(1), 9, initial);
+    for i in 0..t.params.len() {
+        assert_eq!(m.weights(i), t.weights(i), "{}", t.params[i].name);
+    }
+}
+
+/// Students of every kind the engine builds, narrower and shallower than the test teacher
+/// (d_model 32, 2 layers of 2 heads, FFN 64).
+fn pruned_students() -> Vec<(&'static str, Architecture)> {
+    use genas_space::{Float, Position};
+    let base = |attention, hidden, act, rank, sparsity| Architecture {
+        vocab_size: data().vocab_size(),
+        context: data().context,
+        d_model: 16,
+        tie_embeddings: true,
+        share_layers: 1,
+        layers: vec![Layer::new(attention, hidden, act, rank, sparsity)],
+        norm: Default::default(),
+        position: Default::default(),
+    };
+    let full1 = || Attention::Full { heads: 1 };
+    let mut v = vec![
+        (
+            "full, one head",
+            base(full1(), 32, Activation::Gelu, None, Sparsity::Dense),
+        ),
+        (
+            "full, two narrower heads",
+            base(
+                Attention::Full { heads: 2 },
+                32,
+                Activation::Gelu,
+                None,
+                Sparsity::Dense,
+            ),
+        ),
+        (
+            "grouped (multi-query)",
+            base(
+                Attention::Grouped {
+                    heads: 2,
+                    kv_heads: 1,
+                },
+                32,
+                Activation::Gelu,
+                None,
+                Sparsity::Dense,
+            ),
+        ),
+        (
+            "sliding",
+            base(
+                Attention::Sliding {
+                    heads: 1,
+                    window: 8,
+                },
+                32,
+                Activation::Gelu,
+                None,
+                Sparsity::Dense,
+            ),
+        ),
+        (
+            "linear",
+            base(
+                Attention::Linear { heads: 1 },
+                32,
+                Activation::Gelu,
+                None,
+                Sparsity::Dense,
+            ),
+        ),
+        (
+            "no attention",
+            base(Attention::None, 32, Activation::Gelu, None, Sparsity::Dense),
+        ),
+        (
+            "low-rank FFN",
+            base(full1(), 32, Activation::Gelu, Some(8), Sparsity::Dense),
+        ),
+        (
+            "2:4 sparse",
+            base(full1(), 32, Activation::Gelu, None, Sparsity::TwoFour),
+        ),
+        (
+            "relu",
+            base(full1(), 32, Activation::Relu, None, Sparsity::Dense),
+        ),
+    ];
+    let mut untied = base(full1(), 32, Activation::Gelu, None, Sparsity::Dense);
+    untied.tie_embeddings = false;
+    v.push(("untied head", untied));
+    let mut rope = base(
+        Attention::Full { heads: 2 },
+        32,
+        Activation::Gelu,
+        None,
+        Sparsity::Dense,
+    );
+    rope.position = Position::Rope {
+        theta: Float(10_000.0),
+    };
+    v.push(("rope", rope));
+    let mut deep = base(full1(), 32, Activation::Gelu, None, Sparsity::Dense);
+    deep.layers.push(deep.layers[0].clone());
+    v.push(("two layers", deep));
+    for (_, a) in &v {
+        a.validate().unwrap();
+    }
+    v
+}
+
+#[test]
+fn pruned_students_inherit_what_fits_and_start_closer_to_the_teacher() {
+    let mut t = teacher();
+    let parent = measured_parent(&mut t);
+    let targets = TeacherTargets::compute(&mut t, data(), &cfg(30), 30);
+    for (what, arch) in pruned_students() {
+        let initial = parent.initial(&arch);
+        let random = Model::new(&arch, Cpu::<f32>::new(1), 4);
+        // Every matrix the student has is inherited (norms and biases too).
+        for p in &random.params {
+            assert!(
+                initial.contains_key(&p.name),
+                "{what}: {} is not inherited",
+                p.name
+            );
+        }
+        let mut inherited = Model::with_initial(&arch, Cpu::<f32>::new(1), 4, initial);
+        let mut random = random;
+        let kl = |m: &mut Model<Cpu<f32>>| {
+            genas_proxies::distill::evaluate_against_teacher(m, &targets).kl_to_teacher
+        };
+        let (ki, kr) = (kl(&mut inherited), kl(&mut random));
+        println!("{what}: KL to the teacher at the start, inherited {ki:.3}, drawn {kr:.3}");
+        assert!(ki < kr, "{what}: inherited {ki} vs drawn {kr}");
+        let ri = brief_distill(&mut inherited, &targets, &cfg(30))
+            .eval
+            .unwrap();
+        let rr = brief_distill(&mut random, &targets, &cfg(30)).eval.unwrap();
+        println!(
+            "{what}: after 30 steps, inherited {:.3}, drawn {:.3}",
+            ri.kl_to_teacher, rr.kl_to_teacher
+        );
+        assert!(
+            ri.kl_to_teacher < rr.kl_to_teacher,
+            "{what}: {ri:?} vs {rr:?}"
+        );
+    }
 }

@@ -51,7 +51,7 @@ pub struct Output {
 /// Trains `job` on `be` against `targets`: what every executor runs, here or on another
 /// machine.
 pub fn run_job(job: &Job, targets: &TeacherTargets, be: &Cpu<f32>) -> Output {
-    let mut m = Model::new(&job.architecture, be.clone(), job.init_seed);
+    let mut m = targets.student(&job.architecture, be.clone(), job.init_seed);
     let result = brief_distill(&mut m, targets, &job.config);
     let latency_ms_per_token =
         (job.measure_latency && result.eval.is_some()).then(|| latency_ms(&m));
@@ -182,7 +182,6 @@ impl<'a> Chosen<'a> {
                         targets: std::path::absolute(genas_proxies::inputs::path_in(
                             &inputs, &name,
                         ))?,
-                        schedule_len: local.targets.schedule.len(),
                         parallel: exp.search.device_jobs as usize,
                         local,
                     })))

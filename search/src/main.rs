@@ -408,7 +408,8 @@ struct BenchTableArgs {
     /// enough for the correlations, not for simulating searches.
     #[arg(long)]
     sample_only: bool,
-    /// 1: the sample at final_steps only; 2: also at 3 × final_steps.
+    /// 1: the sample at final_steps only; 2: also at 3 × final_steps; 0 (with --sample-only):
+    /// the sample's rungs alone, to compare another rung recipe with a table's finals.
     #[arg(long, default_value_t = 2)]
     final_fidelities: usize,
     /// Seeds the final sample.
@@ -643,7 +644,10 @@ fn check_args(command: &Command) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Table(a)) => {
             within("--final-sample", a.final_sample as u128, 0, 1_000_000)?;
-            within("--final-fidelities", a.final_fidelities as u128, 1, 2)?;
+            within("--final-fidelities", a.final_fidelities as u128, 0, 2)?;
+            if a.final_fidelities == 0 && !a.sample_only {
+                anyhow::bail!("--final-fidelities 0 needs --sample-only: a whole table without finals has no final quality to rank against");
+            }
             threads(a.threads)
         }
         Command::Resume(a) => threads(a.threads),

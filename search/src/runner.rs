@@ -18,7 +18,7 @@
 
 use crate::executor::{last_line, side_by_side, ExecError, Executor, Job, Local, Output};
 use anyhow::{bail, Context, Result};
-use genas_proxies::distill::{DistillResult, Evaluation};
+use genas_proxies::distill::{DistillResult, Evaluation, TeacherTargets};
 use genas_proxies::engine::train::TrainConfig;
 use genas_proxies::engine::{checkpoint, Cpu, Model};
 use genas_proxies::zero_cost::ProxyScores;
@@ -85,18 +85,19 @@ impl TorchResult {
     }
 }
 
-/// Writes the job directory `dir` for `job`: the candidate at its initial weights, the
-/// settings, and `runner.py`. `targets` is the teacher targets file, whose schedule has
-/// `schedule_len` batches.
-pub fn write_job(dir: &Path, job: &Job, targets: &Path, schedule_len: usize) -> Result<()> {
-    let model = Model::new(&job.architecture, Cpu::<f32>::new(1), job.init_seed);
+/// Writes the job directory `dir` for `job`: the candidate at its initial weights (drawn, or
+/// pruned from the teacher with `init = "teacher"`), the settings, and `runner.py`. `file` is
+/// the teacher targets file holding `targets`.
+pub fn write_job(dir: &Path, job: &Job, file: &Path, targets: &TeacherTargets) -> Result<()> {
+    let (targets_file, schedule_len) = (file, targets.schedule.len());
+    let model = targets.student(&job.architecture, Cpu::<f32>::new(1), job.init_seed);
     let tensors = crate::winners::model_tensors(&model);
     genas_store::export::write_module(&dir.join("model"), &model.arch, &tensors)?;
     let c = &job.config;
     let steps = c.steps.min(u32::try_from(schedule_len).unwrap_or(u32::MAX));
     let torch = TorchJob {
         // A relative path is read against the job directory.
-        targets: targets.display().to_string(),
+        targets: targets_file.display().to_string(),
         temperature: c.temperature,
         alpha: c.alpha,
         decay: model
@@ -257,11 +258,11 @@ pub struct Torch<'a> {
     pub device: String,
     pub python: String,
     pub dir: PathBuf,
-    /// The teacher targets file and its schedule's length.
+    /// The file of `local`'s teacher targets.
     pub targets: PathBuf,
-    pub schedule_len: usize,
     pub parallel: usize,
-    /// The zero-cost proxies are computed by the engine here: they take milliseconds.
+    /// Its teacher targets, in memory. The zero-cost proxies are computed by the engine here:
+    /// they take milliseconds.
     pub local: Local<'a>,
 }
 
@@ -273,7 +274,7 @@ impl Torch<'_> {
             h.update(self.targets.to_string_lossy().as_bytes());
             let jd = self.dir.join(genas_proxies::hex16(h));
             std::fs::create_dir_all(&jd).with_context(|| jd.display().to_string())?;
-            write_job(&jd, job, &self.targets, self.schedule_len)?;
+            write_job(&jd, job, &self.targets, self.local.targets)?;
             let r = run(&jd, &self.python, &self.device)?;
             let mut out = r.output();
             if job.measure_latency && out.result.eval.is_some() {

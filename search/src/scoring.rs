@@ -321,6 +321,7 @@ pub fn experiment_distill_config(exp: &genas_space::Experiment, steps: u32) -> D
         seed: exp.teacher.seed,
         val_sequences: 128,
         top_k: f.top_k as usize,
+        init: f.init,
     }
 }
 

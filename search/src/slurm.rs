@@ -318,7 +318,7 @@ fn final_distill(
     let mut teacher = genas_proxies::inputs::load_teacher(inputs, &f.teacher, be.clone())?;
     let data = genas_proxies::inputs::load_data(inputs, &f.data)?;
     let targets = TeacherTargets::compute(&mut teacher, &data, &f.config.distill, 0);
-    let mut model = Model::new(&f.architecture, be, f.init_seed);
+    let mut model = targets.student(&f.architecture, be, f.init_seed);
     std::fs::create_dir_all(ckpt).map_err(|e| format!("{}: {e}", ckpt.display()))?;
     let mut store = dir_store(ckpt);
     let r = full_distill(

@@ -129,7 +129,8 @@ pub struct TableOptions {
     pub final_sample: usize,
     /// Tabulate only the sampled architectures.
     pub sample_only: bool,
-    /// Final fidelities: 1 = `final_steps`, 2 = also 3 × `final_steps`.
+    /// Final fidelities: 1 = `final_steps`, 2 = also 3 × `final_steps`, 0 = none (the
+    /// sample's rungs alone).
     pub final_fidelities: usize,
     pub threads: usize,
     pub seed: u64,
@@ -204,7 +205,7 @@ pub fn make_table(
     let rung_steps = exp.fidelity.rung_steps.clone();
     let finals: Vec<u32> = [exp.fidelity.final_steps, 3 * exp.fidelity.final_steps]
         .into_iter()
-        .take(o.final_fidelities.clamp(1, 2))
+        .take(o.final_fidelities.min(2))
         .collect();
     let longest = finals.iter().chain(&rung_steps).copied().max().unwrap_or(1);
     let summary = l
@@ -221,17 +222,25 @@ pub fn make_table(
         .map(|&i| all[i].id())
         .collect();
     let finals_said: Vec<String> = finals.iter().map(|f| f.to_string()).collect();
-    say(&format!(
-        "{} architectures within the constraints; {} of them also at {} steps{}",
-        all.len(),
-        sampled.len(),
-        finals_said.join(" and "),
-        if o.sample_only {
-            " (only those are tabulated)"
-        } else {
-            ""
-        }
-    ));
+    say(&if finals.is_empty() {
+        format!(
+            "{} architectures within the constraints; the rungs of a sample of {} of them",
+            all.len(),
+            sampled.len()
+        )
+    } else {
+        format!(
+            "{} architectures within the constraints; {} of them also at {} steps{}",
+            all.len(),
+            sampled.len(),
+            finals_said.join(" and "),
+            if o.sample_only {
+                " (only those are tabulated)"
+            } else {
+                ""
+            }
+        )
+    });
     let all: Vec<Architecture> = if o.sample_only {
         all.into_iter()
             .filter(|a| sampled.contains(&a.id()))
@@ -284,6 +293,7 @@ pub fn make_table(
         &mut |d, n| progress("caching soft targets", d, n),
     );
     drop(teacher);
+    let student = |a: &Architecture, be: &Cpu<f32>, seed: u64| targets.student(a, be.clone(), seed);
     let mut rng = Rng::seed_from_u64(exp.search.seed ^ 0x9e37_79b9);
     let proxy_batch = l
         .data
@@ -318,7 +328,9 @@ pub fn make_table(
         .collect();
     jobs.extend(
         all.iter()
-            .filter(|a| sampled.contains(&a.id()) && !final_done.contains_key(&a.id()))
+            .filter(|a| {
+                !finals.is_empty() && sampled.contains(&a.id()) && !final_done.contains_key(&a.id())
+            })
             .map(Job::Finals),
     );
     // Longest first, so the last minutes are not one worker alone on a 3× final.
@@ -347,7 +359,7 @@ pub fn make_table(
                         let cfg = distill_config(&l, steps);
                         let ((result, lat), cpu_s) = be.install(|| {
                             timed(|| {
-                                let mut m = Model::new(a, be.clone(), init_seed(seed, &id));
+                                let mut m = student(a, be, init_seed(seed, &id));
                                 let result = brief_distill(&mut m, &targets, &cfg);
                                 let top = r + 1 == rung_steps.len();
                                 let lat = (top && result.eval.is_some()).then(|| latency_ms(&m));
@@ -380,7 +392,7 @@ pub fn make_table(
                             let cfg = distill_config(&l, steps);
                             let (result, cpu_s) = be.install(|| {
                                 timed(|| {
-                                    let mut m = Model::new(a, be.clone(), init_seed(seed, &id));
+                                    let mut m = student(a, be, init_seed(seed, &id));
                                     brief_distill(&mut m, &targets, &cfg)
                                 })
                             });

@@ -282,6 +282,11 @@ pub fn distill(
         }
         let (t, teacher_key, targets) = teacher.as_mut().expect("set above");
         let mut model = access.model(cand, Weights::Init, o.threads)?;
+        if targets.parent.is_some() {
+            // `[fidelity] init = "teacher"`: the student starts pruned from the teacher.
+            let seed = init_seed(l.experiment.teacher.seed, &cand.id);
+            model = targets.student(&cand.architecture, Cpu::<f32>::new(o.threads), seed);
+        }
         let mut store = ArchiveCheckpoints {
             archive: &access.archive,
             run,

@@ -56,7 +56,7 @@ fn the_pytorch_runner_trains_as_the_engine_does_for_every_space_choice() {
             &jd,
             &job,
             &genas_proxies::inputs::path_in(&targets_dir, &tname),
-            t.schedule.len(),
+            t,
         )
         .unwrap();
         let theirs = genas_search::runner::run(&jd, "python3", "cpu").unwrap();

@@ -394,6 +394,26 @@ pub struct FidelityConfig {
     /// the canonical form at its default, so keys of earlier runs stay.
     #[serde(skip_serializing_if = "is_default_top_k")]
     pub top_k: u32,
+    /// How a student's weights start: drawn (`"random"`, the default) or pruned from the
+    /// teacher's (`"teacher"`, Minitron-style). Left out of the canonical form at its
+    /// default, so keys of earlier runs stay.
+    #[serde(skip_serializing_if = "StudentInit::is_random")]
+    pub init: StudentInit,
+}
+
+/// `[fidelity] init`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StudentInit {
+    #[default]
+    Random,
+    Teacher,
+}
+
+impl StudentInit {
+    pub fn is_random(&self) -> bool {
+        *self == StudentInit::Random
+    }
 }
 
 /// The default `[fidelity] top_k`.
@@ -415,6 +435,7 @@ impl Default for FidelityConfig {
             alpha: 0.5,
             final_steps: 2000,
             top_k: DEFAULT_TOP_K,
+            init: StudentInit::Random,
         }
     }
 }

@@ -41,8 +41,8 @@ pub use arch::{
 pub use cost::{Cost, LayerCost};
 pub use experiment::{
     Constraints, DataConfig, DataKind, Device, ExecutorConfig, ExecutorKind, Experiment,
-    ExperimentError, FidelityConfig, Objective, SearchConfig, SpaceConfig, Strategy, TeacherConfig,
-    Tokenizer,
+    ExperimentError, FidelityConfig, Objective, SearchConfig, SpaceConfig, Strategy, StudentInit,
+    TeacherConfig, Tokenizer,
 };
 pub use rng::Rng;
 pub use search_space::{satisfies, Genome, SearchSpace, SpaceError, SpaceSummary};

@@ -435,6 +435,7 @@ pub fn bench_distill(c: &DistillBenchConfig) -> Result<DistillBenchReport, Strin
         seed: 0,
         val_sequences,
         top_k: c.top_k,
+        init: Default::default(),
     };
     let mut teacher = Model::new(&teacher_arch, be.clone(), 1);
     let resets = reset_peak_memory();

@@ -96,7 +96,8 @@ pub fn load<B: Backend>(
     from_bytes(model, &bytes, &p)
 }
 
-/// Loads a safetensors image (named `what` in errors) into `model`.
+/// Loads a safetensors image (named `what` in errors) into `model`; its sparsity masks are
+/// then the loaded weights' zeros (`Model::masks_from_zeros`).
 pub fn from_bytes<B: Backend>(
     model: &mut Model<B>,
     bytes: &[u8],
@@ -136,6 +137,7 @@ pub fn from_bytes<B: Backend>(
             .collect();
         model.set_weights(i, &host);
     }
+    model.masks_from_zeros();
     Ok(meta)
 }
 

@@ -64,6 +64,7 @@ use crate::engine::backend::{Act, Backend};
 use crate::engine::cpu::attention::AttnDims;
 use crate::engine::cpu::rope::RopeDims;
 use genas_space::{Activation, Architecture, Attention, Float, Norm, Position, Rng, Sparsity};
+use std::collections::BTreeMap;
 
 /// One named parameter tensor.
 #[derive(Clone, Debug)]
@@ -290,10 +291,17 @@ struct Builder {
     params: Vec<ParamInfo>,
     init: Vec<Vec<f64>>,
     masks: Vec<Option<Vec<f64>>>,
+    /// Initial values by parameter name that replace the drawn ones (of the same length).
+    initial: BTreeMap<String, Vec<f64>>,
 }
 
 impl Builder {
     fn add(&mut self, name: String, shape: Vec<usize>, decay: bool, init: Vec<f64>) -> usize {
+        // The draw happens either way, so the parameters after this one are drawn alike.
+        let init = match self.initial.remove(&name) {
+            Some(v) if v.len() == init.len() => v,
+            _ => init,
+        };
         self.params.push(ParamInfo { name, shape, decay });
         self.init.push(init);
         self.masks.push(None);
@@ -425,6 +433,18 @@ impl<B: Backend> Model<B> {
     /// scaled by 1/√(2·depth), zero biases, unit norms; sparsity masks are taken from the
     /// initial magnitudes and applied. The architecture must be valid.
     pub fn new(arch: &Architecture, be: B, seed: u64) -> Model<B> {
+        Model::with_initial(arch, be, seed, BTreeMap::new())
+    }
+
+    /// `new`, with the initial values of the parameters named in `initial` (of their exact
+    /// size) taken from it instead of drawn; sparsity masks are then taken from those values.
+    /// The others are drawn as `new` draws them.
+    pub fn with_initial(
+        arch: &Architecture,
+        be: B,
+        seed: u64,
+        initial: BTreeMap<String, Vec<f64>>,
+    ) -> Model<B> {
         arch.validate()
             .expect("Model::new needs a valid architecture");
         let mut rng = Rng::seed_from_u64(seed);
@@ -439,6 +459,7 @@ impl<B: Backend> Model<B> {
             params: vec![],
             init: vec![],
             masks: vec![],
+            initial,
         };
         let wte = bld.normal("wte.weight".into(), vec![v, c], std, &mut rng);
         let wpe = match arch.position {
@@ -652,6 +673,22 @@ impl<B: Backend> Model<B> {
                 }
             }
         });
+    }
+
+    /// Takes every sparsity mask from the weights' zeros: what masked training leaves, since
+    /// a masked weight starts at zero and never moves. Weights read back from a file hold
+    /// their masks this way, whatever initialisation the model was built with.
+    pub fn masks_from_zeros(&mut self) {
+        for i in 0..self.params.len() {
+            if self.masks[i].is_some() {
+                let m: Vec<f64> = self
+                    .weights(i)
+                    .iter()
+                    .map(|&w| if w == 0.0 { 0.0 } else { 1.0 })
+                    .collect();
+                self.masks[i] = Some(self.be.upload(&m));
+            }
+        }
     }
 
     pub fn mask(&self, i: usize) -> Option<Vec<f64>> {
@@ -875,6 +912,18 @@ impl<B: Backend> Model<B> {
     pub fn residual(&self, l: usize) -> Vec<f64> {
         let a = self.acts.as_ref().expect("forward first");
         let mut d = self.be.download(&a.resid[l]);
+        d.truncate(a.b * a.t * self.arch.d_model as usize);
+        d
+    }
+
+    /// Block `l`'s attention output after the last forward, before its output projection:
+    /// (B·T, d_model), heads side by side. Empty for a block without attention.
+    pub fn attention_output(&self, l: usize) -> Vec<f64> {
+        let a = self.acts.as_ref().expect("forward first");
+        if self.blocks[l].attn.is_none() {
+            return Vec::new();
+        }
+        let mut d = self.be.download(&a.blocks[l].atty);
         d.truncate(a.b * a.t * self.arch.d_model as usize);
         d
     }
