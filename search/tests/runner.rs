@@ -35,62 +35,149 @@ fn the_pytorch_runner_trains_as_the_engine_does_for_every_space_choice() {
     let mut report = String::new();
     for (k, (name, d, a)) in parity_cases(&data[0], &data[1]).into_iter().enumerate() {
         a.validate().unwrap();
-        let t = &targets[d];
-        let targets_dir = dir.path().join("inputs");
-        let tname = genas_proxies::inputs::store(&targets_dir, t).unwrap();
-        let job = Job {
-            id: a.id(),
-            architecture: a.clone(),
-            init_seed: 1000 + k as u64,
-            rung: 0,
-            config: cfg.clone(),
-            measure_latency: false,
-        };
-        // The engine.
-        let mut m = Model::new(&a, Cpu::<f32>::new(1), job.init_seed);
-        let mut losses = Vec::new();
-        let ours = brief_distill_traced(&mut m, t, &cfg, &mut |l| losses.push(l));
-        // The runner.
-        let jd = dir.path().join(format!("job{k}"));
-        genas_search::runner::write_job(
-            &jd,
-            &job,
-            &genas_proxies::inputs::path_in(&targets_dir, &tname),
-            t,
-        )
-        .unwrap();
-        let theirs = genas_search::runner::run(&jd, "python3", "cpu").unwrap();
-        assert_eq!(theirs.device, "cpu");
-        assert_eq!(theirs.losses.len(), 50, "{name}");
-        let worst = losses
-            .iter()
-            .zip(&theirs.losses)
-            .map(|(a, b)| ((a - b) / a).abs())
-            .fold(0.0, f64::max);
-        let (e, r) = (ours.eval.unwrap(), theirs.eval.unwrap());
-        let ce = ((e.val_ce - r.val_ce) / e.val_ce).abs();
-        report += &format!(
-            "{name}: worst step loss {worst:.1e}, val CE {ce:.1e} (genas {:.5}, torch {:.5}), KL {:.5}/{:.5}, agreement {:.4}/{:.4}\n",
-            e.val_ce, r.val_ce, e.kl_to_teacher, r.kl_to_teacher, e.agreement, r.agreement
+        same_under_both(
+            dir.path(),
+            name,
+            &a,
+            &targets[d],
+            1000 + k as u64,
+            &mut report,
         );
-        assert!(
-            worst < 1e-4,
-            "{name}: a step's loss differs by {worst:.2e}\n{report}"
-        );
-        assert!(
-            ce < 1e-4,
-            "{name}: validation CE differs by {ce:.2e}\n{report}"
-        );
-        assert!(
-            (e.kl_to_teacher - r.kl_to_teacher).abs() < 1e-4 * e.kl_to_teacher.max(1e-3),
-            "{name}\n{report}"
-        );
-        // The record genas keeps from a runner's result.
-        let out = theirs.output();
-        assert_eq!(out.result.steps, ours.steps);
-        assert!(out.result.diverged.is_none());
     }
     eprintln!("{report}");
+}
+
+#[test]
+fn a_student_pruned_from_the_teacher_trains_under_the_runner_as_on_the_engine() {
+    if python_ready().is_err() {
+        return;
+    }
+    use genas_search::runner_check::{parity_cases, parity_config, sonnets};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let (text, wide) = (
+        sonnets(&root).unwrap(),
+        genas_search::runner_check::wide_vocabulary(),
+    );
+    let cfg = genas_proxies::distill::DistillConfig {
+        init: genas_space::StudentInit::Teacher,
+        ..parity_config()
+    };
+    // A random teacher wide and deep enough for every case's heads, layers and FFNs.
+    let layer = genas_space::Layer::new(
+        genas_space::Attention::Full { heads: 4 },
+        64,
+        genas_space::Activation::Gelu,
+        None,
+        genas_space::Sparsity::Dense,
+    );
+    let ta = genas_search::runner_check::plain(&text, 32, false, 1, vec![layer; 6]);
+    let mut teacher = Model::new(&ta, Cpu::<f32>::new(0), 99);
+    let t = genas_proxies::distill::TeacherTargets::compute(&mut teacher, &text, &cfg, cfg.steps);
+    assert!(
+        t.parent.is_some(),
+        "init = teacher measures the pruned teacher"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut report = String::new();
+    for (k, (name, d, a)) in parity_cases(&text, &wide).into_iter().enumerate() {
+        if d != 0 {
+            continue;
+        }
+        // The runner starts from the inherited weights, not drawn ones.
+        let drawn = Model::new(&a, Cpu::<f32>::new(1), 7);
+        let inherited = t.student(&a, Cpu::<f32>::new(1), 7);
+        for (i, p) in drawn.params.iter().enumerate() {
+            let matrix = p.shape.len() == 2 && p.name.contains("attn.c_")
+                || p.name.starts_with("wte")
+                || p.name.starts_with("lm_head");
+            if matrix {
+                assert_ne!(
+                    drawn.weights(i),
+                    inherited.weights(i),
+                    "{name}: {} is not inherited",
+                    p.name
+                );
+            }
+        }
+        same_under_both(dir.path(), name, &a, &t, 2000 + k as u64, &mut report);
+    }
+    eprintln!("{report}");
+}
+
+/// Runs the brief distillation of `a` against `t` (its initial weights as `t` gives them) on
+/// the engine and under the runner on torch's CPU, asserts they agree, and adds a line to
+/// `report`.
+fn same_under_both(
+    root: &Path,
+    name: &str,
+    a: &genas_space::Architecture,
+    t: &genas_proxies::distill::TeacherTargets,
+    init_seed: u64,
+    report: &mut String,
+) {
+    let cfg = genas_search::runner_check::parity_config();
+    let cfg = genas_proxies::distill::DistillConfig {
+        init: if t.parent.is_some() {
+            genas_space::StudentInit::Teacher
+        } else {
+            genas_space::StudentInit::Random
+        },
+        ..cfg
+    };
+    let k = init_seed;
+    let targets_dir = root.join("inputs");
+    let tname = genas_proxies::inputs::store(&targets_dir, t).unwrap();
+    let job = Job {
+        id: a.id(),
+        architecture: a.clone(),
+        init_seed,
+        rung: 0,
+        config: cfg.clone(),
+        measure_latency: false,
+    };
+    // The engine.
+    let mut m = t.student(a, Cpu::<f32>::new(1), job.init_seed);
+    let mut losses = Vec::new();
+    let ours = brief_distill_traced(&mut m, t, &cfg, &mut |l| losses.push(l));
+    // The runner.
+    let jd = root.join(format!("job{k}"));
+    genas_search::runner::write_job(
+        &jd,
+        &job,
+        &genas_proxies::inputs::path_in(&targets_dir, &tname),
+        t,
+    )
+    .unwrap();
+    let theirs = genas_search::runner::run(&jd, "python3", "cpu").unwrap();
+    assert_eq!(theirs.device, "cpu");
+    assert_eq!(theirs.losses.len(), 50, "{name}");
+    let worst = losses
+        .iter()
+        .zip(&theirs.losses)
+        .map(|(a, b)| ((a - b) / a).abs())
+        .fold(0.0, f64::max);
+    let (e, r) = (ours.eval.unwrap(), theirs.eval.unwrap());
+    let ce = ((e.val_ce - r.val_ce) / e.val_ce).abs();
+    *report += &format!(
+        "{name}: worst step loss {worst:.1e}, val CE {ce:.1e} (genas {:.5}, torch {:.5}), KL {:.5}/{:.5}, agreement {:.4}/{:.4}\n",
+        e.val_ce, r.val_ce, e.kl_to_teacher, r.kl_to_teacher, e.agreement, r.agreement
+    );
+    assert!(
+        worst < 1e-4,
+        "{name}: a step's loss differs by {worst:.2e}\n{report}"
+    );
+    assert!(
+        ce < 1e-4,
+        "{name}: validation CE differs by {ce:.2e}\n{report}"
+    );
+    assert!(
+        (e.kl_to_teacher - r.kl_to_teacher).abs() < 1e-4 * e.kl_to_teacher.max(1e-3),
+        "{name}\n{report}"
+    );
+    // The record genas keeps from a runner's result.
+    let out = theirs.output();
+    assert_eq!(out.result.steps, ours.steps);
+    assert!(out.result.diverged.is_none());
 }
 
 /// `genas search` of a small experiment with `search` appended to its [search] section, the
