@@ -37,8 +37,9 @@ fn cluster() -> bool {
     up
 }
 
-/// search.rs's small evolution search, then `executor` as the [executor] section's body
-/// (none: local).
+/// search.rs's small evolution search, its students started from the teacher (so the pruned
+/// teacher travels to the workers in the targets file, and final tasks measure it again from
+/// the teacher's weights), then `executor` as the [executor] section's body (none: local).
 fn experiment(dir: &Path, name: &str, executor: Option<&str>) -> PathBuf {
     let tail = format!(
         r#"[constraints]
@@ -54,6 +55,7 @@ batch_size = 8
 rung_steps = [20, 40]
 eta = 2
 screen_keep = 0.75
+init = "teacher"
 {}"#,
         executor.map_or(String::new(), |x| format!("[executor]\n{x}\n"))
     );
