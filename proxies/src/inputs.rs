@@ -134,6 +134,41 @@ pub fn encode(t: &TeacherTargets) -> Result<Vec<u8>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The safetensors bytes of a batch schedule alone (`schedule.I.inputs`, `schedule.I.targets`,
+/// U32; the shapes under the `genas.batches` metadata key): what the PyTorch runner trains a
+/// teacher on.
+pub fn encode_batches(batches: &[Batch]) -> Result<Vec<u8>, String> {
+    let shapes: Vec<(usize, usize)> = batches.iter().map(|b| (b.b, b.t)).collect();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (i, b) in batches.iter().enumerate() {
+        let n = b.b * b.t;
+        tensors.push((
+            format!("schedule.{i}.inputs"),
+            vec![n],
+            u32_bytes(&b.inputs),
+        ));
+        tensors.push((
+            format!("schedule.{i}.targets"),
+            vec![n],
+            u32_bytes(&b.targets),
+        ));
+    }
+    let views = tensors
+        .iter()
+        .map(|(n, s, b)| {
+            TensorView::new(Dtype::U32, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| format!("{n}: {e}"))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let meta = serde_json::json!({ "schedule": shapes }).to_string();
+    safetensors::serialize(
+        views,
+        Some(HashMap::from([("genas.batches".to_string(), meta)])),
+    )
+    .map_err(|e| e.to_string())
+}
+
 /// Reads what `encode` wrote.
 pub fn decode(bytes: &[u8]) -> Result<TeacherTargets, String> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a targets file ({e})"))?;

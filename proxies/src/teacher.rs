@@ -85,15 +85,34 @@ pub fn train_teacher<B: Backend>(
 ) -> Result<(Model<B>, TeacherRecord), TrainError> {
     let arch = teacher_architecture(cfg, data.vocab_size(), data.context);
     let mut model = Model::new(&arch, be, seed);
-    let tcfg = TrainConfig::new(cfg.steps, cfg.batch_size as usize, cfg.learning_rate, seed);
-    let report = train(&mut model, data, &tcfg, on_step)?;
+    let report = train(&mut model, data, &teacher_train_config(cfg, seed), on_step)?;
+    let record = teacher_record(&mut model, cfg, data, seed, report.seconds);
+    Ok((model, record))
+}
+
+/// The recipe the teacher of `cfg` trains with; its batches are `data.train_batch(batch_size)`
+/// drawn in turn from `Rng::seed_from_u64(seed)`.
+pub fn teacher_train_config(cfg: &TeacherConfig, seed: u64) -> TrainConfig {
+    TrainConfig::new(cfg.steps, cfg.batch_size as usize, cfg.learning_rate, seed)
+}
+
+/// The record of a trained teacher `model` of `cfg`: its key, and its quality measured on
+/// the validation split.
+pub fn teacher_record<B: Backend>(
+    model: &mut Model<B>,
+    cfg: &TeacherConfig,
+    data: &Dataset,
+    seed: u64,
+    train_seconds: f64,
+) -> TeacherRecord {
+    let arch = model.arch.clone();
     let val = data.eval_batches(
         Split::Validation,
         cfg.batch_size as usize,
         TEACHER_VAL_SEQUENCES,
     );
-    let val_ce = evaluate(&mut model, &val);
-    let record = TeacherRecord {
+    let val_ce = evaluate(model, &val);
+    TeacherRecord {
         key: teacher_key(&arch, cfg, &data.fingerprint, seed),
         params: model.num_params() as u64,
         architecture: arch,
@@ -103,7 +122,6 @@ pub fn train_teacher<B: Backend>(
         val_ce,
         val_bits: data.bits(val_ce),
         bits_unit: data.bits_unit().to_string(),
-        train_seconds: report.seconds,
-    };
-    Ok((model, record))
+        train_seconds,
+    }
 }

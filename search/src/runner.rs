@@ -35,7 +35,11 @@ pub const RUNNER_PY: &str = include_str!("runner/runner.py");
 /// What `job.json` holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TorchJob {
-    /// The teacher targets file (a relative path is read against the job directory).
+    /// "distill" (a brief distillation) or "train" (the teacher, on hard labels).
+    #[serde(default = "distill_kind")]
+    pub kind: String,
+    /// The teacher targets file, or for "train" the batches file (a relative path is read
+    /// against the job directory).
     pub targets: String,
     pub temperature: f64,
     pub alpha: f64,
@@ -85,34 +89,110 @@ impl TorchResult {
     }
 }
 
+fn distill_kind() -> String {
+    "distill".into()
+}
+
 /// Writes the job directory `dir` for `job`: the candidate at its initial weights (drawn, or
 /// pruned from the teacher with `init = "teacher"`), the settings, and `runner.py`. `file` is
 /// the teacher targets file holding `targets`.
 pub fn write_job(dir: &Path, job: &Job, file: &Path, targets: &TeacherTargets) -> Result<()> {
-    let (targets_file, schedule_len) = (file, targets.schedule.len());
     let model = targets.student(&job.architecture, Cpu::<f32>::new(1), job.init_seed);
-    let tensors = crate::winners::model_tensors(&model);
-    genas_store::export::write_module(&dir.join("model"), &model.arch, &tensors)?;
     let c = &job.config;
-    let steps = c.steps.min(u32::try_from(schedule_len).unwrap_or(u32::MAX));
+    let steps = c
+        .steps
+        .min(u32::try_from(targets.schedule.len()).unwrap_or(u32::MAX));
+    let train = TrainConfig::new(steps, c.batch_size, c.learning_rate, c.seed);
+    write_torch_job(
+        dir,
+        &model,
+        "distill",
+        file,
+        (c.temperature, c.alpha),
+        train,
+    )
+}
+
+/// Writes a job directory: `model` at its weights as the module genas exports, `job.json`
+/// (`kind`, the file it reads, temperature and alpha, the decay groups and `train`), and
+/// `runner.py`.
+fn write_torch_job(
+    dir: &Path,
+    model: &Model<Cpu<f32>>,
+    kind: &str,
+    file: &Path,
+    (temperature, alpha): (f64, f64),
+    train: TrainConfig,
+) -> Result<()> {
+    let tensors = crate::winners::model_tensors(model);
+    genas_store::export::write_module(&dir.join("model"), &model.arch, &tensors)?;
     let torch = TorchJob {
+        kind: kind.into(),
         // A relative path is read against the job directory.
-        targets: targets_file.display().to_string(),
-        temperature: c.temperature,
-        alpha: c.alpha,
+        targets: file.display().to_string(),
+        temperature,
+        alpha,
         decay: model
             .params
             .iter()
             .filter(|p| p.decay)
             .map(|p| p.name.clone())
             .collect(),
-        train: TrainConfig::new(steps, c.batch_size, c.learning_rate, c.seed),
+        train,
     };
     std::fs::write(dir.join("job.json"), serde_json::to_vec_pretty(&torch)?)
         .with_context(|| format!("cannot write {}", dir.display()))?;
     std::fs::write(dir.join("runner.py"), RUNNER_PY)
         .with_context(|| format!("cannot write {}", dir.display()))?;
     Ok(())
+}
+
+/// Trains the teacher of `cfg` under the runner on `device`, in a job directory under `dir`:
+/// genas's initial weights, the batches genas's own training draws (written as a batches
+/// file), genas's recipe on the hard labels. The trained weights come back and are scored on
+/// the engine, as `train_teacher` scores them. Returns the teacher, its record, and the loss
+/// of every step.
+pub fn train_teacher(
+    cfg: &genas_space::TeacherConfig,
+    data: &genas_proxies::Dataset,
+    seed: u64,
+    dir: &Path,
+    python: &str,
+    device: &str,
+) -> Result<(
+    Model<Cpu<f32>>,
+    genas_proxies::teacher::TeacherRecord,
+    Vec<f64>,
+)> {
+    use genas_proxies::teacher::{teacher_architecture, teacher_record, teacher_train_config};
+    let arch = teacher_architecture(cfg, data.vocab_size(), data.context);
+    let mut model = Model::new(&arch, Cpu::<f32>::new(0), seed);
+    let train = teacher_train_config(cfg, seed);
+    let mut rng = genas_space::Rng::seed_from_u64(train.seed);
+    let batches: Vec<_> = (0..train.steps)
+        .map(|_| data.train_batch(train.batch_size, &mut rng))
+        .collect();
+    let bytes = genas_proxies::inputs::encode_batches(&batches).map_err(anyhow::Error::msg)?;
+    drop(batches);
+    let inputs = dir.join("inputs");
+    let name = genas_proxies::inputs::store_bytes(&inputs, &bytes).map_err(anyhow::Error::msg)?;
+    let jd = dir
+        .join("jobs")
+        .join(format!("teacher-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&jd);
+    std::fs::create_dir_all(&jd).with_context(|| jd.display().to_string())?;
+    let file = std::path::absolute(genas_proxies::inputs::path_in(&inputs, &name))?;
+    write_torch_job(&jd, &model, "train", &file, (1.0, 1.0), train)?;
+    let r = run(&jd, python, device)?;
+    if let Some(why) = &r.diverged {
+        bail!("the teacher's training under PyTorch failed: {why}");
+    }
+    let trained = std::fs::read(jd.join("trained.safetensors"))
+        .with_context(|| format!("{}: trained weights", jd.display()))?;
+    checkpoint::from_bytes(&mut model, &trained, "the teacher's trained weights")?;
+    let _ = std::fs::remove_dir_all(&jd);
+    let record = teacher_record(&mut model, cfg, data, seed, r.seconds);
+    Ok((model, record, r.losses))
 }
 
 /// Runs the job in `dir` with `python` on `device` ("cpu", "cuda" or "auto").

@@ -131,10 +131,22 @@ pub fn obtain_teacher(
             ": the archive has none for this data and [teacher] config"
         }
     ));
-    let (model, record) = train_teacher(cfg, &l.data, seed, Cpu::<f32>::new(0), |s| {
-        on_step(s.step, s.loss)
-    })
-    .with_context(|| "training the teacher")?;
+    let (model, record) = match crate::runner::device_plan(&l.experiment)? {
+        crate::runner::DevicePlan::Torch { device, python, .. } => {
+            say(&format!("the teacher trains under PyTorch on {device}"));
+            let dir = archive.path().join("torch");
+            let (m, r, _) =
+                crate::runner::train_teacher(cfg, &l.data, seed, &dir, &python, &device)
+                    .with_context(|| "training the teacher")?;
+            (m, r)
+        }
+        crate::runner::DevicePlan::Engine { .. } => {
+            train_teacher(cfg, &l.data, seed, Cpu::<f32>::new(0), |s| {
+                on_step(s.step, s.loss)
+            })
+            .with_context(|| "training the teacher")?
+        }
+    };
     let bytes = checkpoint::to_bytes(&model, &[("genas.teacher_key", key.clone())])
         .map_err(|e| anyhow::anyhow!("teacher {key}: {e}"))?;
     archive.put_teacher(&key, &serde_json::to_value(&record)?, &bytes)?;

@@ -295,3 +295,50 @@ fn the_gpu_check_runs_end_to_end_on_the_cpu() {
         "{out}"
     );
 }
+
+#[test]
+fn the_teacher_trains_under_the_runner_as_on_the_engine() {
+    if python_ready().is_err() {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let data = genas_search::runner_check::sonnets(&root).unwrap();
+    let cfg = genas_space::TeacherConfig {
+        depth: 2,
+        d_model: 32,
+        heads: 2,
+        ffn_ratio: 2.0,
+        steps: 50,
+        batch_size: 8,
+        learning_rate: 3e-3,
+        seed: 4,
+        pretrained: None,
+    };
+    let mut ours = Vec::new();
+    let (_, engine) =
+        genas_proxies::teacher::train_teacher(&cfg, &data, 4, Cpu::<f32>::new(1), |s| {
+            ours.push(s.loss)
+        })
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, torch, theirs) =
+        genas_search::runner::train_teacher(&cfg, &data, 4, dir.path(), "python3", "cpu").unwrap();
+    assert_eq!(theirs.len(), 50);
+    let worst = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| ((a - b) / a).abs())
+        .fold(0.0, f64::max);
+    let ce = ((engine.val_ce - torch.val_ce) / engine.val_ce).abs();
+    eprintln!(
+        "teacher: worst step loss {worst:.1e}, val CE {ce:.1e} (genas {:.5}, torch {:.5})",
+        engine.val_ce, torch.val_ce
+    );
+    assert!(worst < 1e-4, "a step's loss differs by {worst:.2e}");
+    assert!(ce < 1e-4, "validation CE differs by {ce:.2e}");
+    assert_eq!(
+        torch.key, engine.key,
+        "the same teacher, wherever it trained"
+    );
+    assert!(engine.val_ce < ours[0], "it learned");
+}

@@ -15,6 +15,10 @@ and writes `result.json`: the loss of every step, the mean of the last 20, the v
 cross-entropy, KL(teacher || student) and top-1 agreement, the device and the time; and the
 trained weights, `trained.safetensors`.
 
+A job of kind "train" (the teacher) names a file of batches alone (genas_proxies::inputs::
+encode_batches) instead of targets: it trains on the hard labels and leaves the validation to
+genas, which reads the trained weights.
+
 The recipe (genas `engine/train.rs`, `engine/cpu/loss.rs`, `engine/cpu/ops.rs`):
     loss  = alpha * CE(softmax(z), y) + (1 - alpha) * T^2 * KL(p_T || softmax(z / T)),
             averaged over positions
@@ -164,8 +168,9 @@ def main(job_dir, device):
         raise SystemExit(f"error: job.json names parameters the model lacks: {sorted(unknown)}")
 
     tensors, meta = read_safetensors(os.path.join(job_dir, job["targets"]))
-    info = json.loads(meta["genas.targets"])
-    v, temp, alpha = info["vocab"], job["temperature"], job["alpha"]
+    teacher = job.get("kind", "distill") == "train"
+    info = json.loads(meta["genas.batches" if teacher else "genas.targets"])
+    temp, alpha = job["temperature"], job["alpha"]
     c = job["train"]
     steps = min(c["steps"], len(info["schedule"]))
     recipe = Recipe(model, c, decay, temp, alpha)
@@ -176,7 +181,7 @@ def main(job_dir, device):
         pre = f"schedule.{step}"
         x = tensors[pre + ".inputs"].reshape(b, t).to(device)
         y = tensors[pre + ".targets"].to(device)
-        p = dense(tensors, pre, info["soft_k"][step], n, v, device)
+        p = None if teacher else dense(tensors, pre, info["soft_k"][step], n, info["vocab"], device)
         value, why = recipe.step(step, x, y, p)
         if why is not None:
             diverged = why
@@ -187,7 +192,8 @@ def main(job_dir, device):
               "device": torch.cuda.get_device_name() if device == "cuda" else "cpu"}
     tail = losses[-20:]
     result["train_loss"] = sum(tail) / len(tail) if tail else None
-    if diverged is None:
+    if diverged is None and not teacher:
+        v = info["vocab"]
         model.eval()
         ce_sum, kl_sum, agree, tokens = 0.0, 0.0, 0, 0
         with torch.no_grad():
