@@ -35,17 +35,33 @@ pub const RUNNER_PY: &str = include_str!("runner/runner.py");
 /// What `job.json` holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TorchJob {
-    /// "distill" (a brief distillation) or "train" (the teacher, on hard labels).
+    /// "distill" (a brief distillation), "train" (the teacher, on hard labels) or "final"
+    /// (a full distillation, `genas distill`).
     #[serde(default = "distill_kind")]
     pub kind: String,
-    /// The teacher targets file, or for "train" the batches file (a relative path is read
-    /// against the job directory).
+    /// The teacher targets file (for "final", its validation set alone), or for "train" the
+    /// batches file (a relative path is read against the job directory).
     pub targets: String,
     pub temperature: f64,
     pub alpha: f64,
     /// Parameters under weight decay (matrices and embeddings).
     pub decay: Vec<String>,
     pub train: TrainConfig,
+    /// "final": the training schedule's batches file, the teacher's module folder, and the
+    /// full distillation's settings.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub final_: Option<FinalSettings>,
+}
+
+/// A "final" job's own settings (`distill::FullConfig`, the soft targets' k, the files).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FinalSettings {
+    pub batches: String,
+    pub teacher: String,
+    pub top_k: usize,
+    pub eval_every: u32,
+    pub checkpoint_every: u32,
+    pub patience: u32,
 }
 
 /// What `result.json` holds.
@@ -60,6 +76,16 @@ pub struct TorchResult {
     /// "cpu" or the GPU's name.
     pub device: String,
     pub seconds: f64,
+    /// A "final" job's: the step whose weights were kept, whether it stopped early, the step
+    /// it resumed from, and (step, validation CE) at every evaluation.
+    #[serde(default)]
+    pub best_step: Option<u32>,
+    #[serde(default)]
+    pub stopped_early: Option<bool>,
+    #[serde(default)]
+    pub resumed_from: Option<u32>,
+    #[serde(default)]
+    pub history: Option<Vec<(u32, f64)>>,
 }
 
 impl TorchResult {
@@ -110,6 +136,7 @@ pub fn write_job(dir: &Path, job: &Job, file: &Path, targets: &TeacherTargets) -
         file,
         (c.temperature, c.alpha),
         train,
+        None,
     )
 }
 
@@ -123,10 +150,12 @@ fn write_torch_job(
     file: &Path,
     (temperature, alpha): (f64, f64),
     train: TrainConfig,
+    final_: Option<FinalSettings>,
 ) -> Result<()> {
     let tensors = crate::winners::model_tensors(model);
     genas_store::export::write_module(&dir.join("model"), &model.arch, &tensors)?;
     let torch = TorchJob {
+        final_,
         kind: kind.into(),
         // A relative path is read against the job directory.
         targets: file.display().to_string(),
@@ -182,7 +211,7 @@ pub fn train_teacher(
     let _ = std::fs::remove_dir_all(&jd);
     std::fs::create_dir_all(&jd).with_context(|| jd.display().to_string())?;
     let file = std::path::absolute(genas_proxies::inputs::path_in(&inputs, &name))?;
-    write_torch_job(&jd, &model, "train", &file, (1.0, 1.0), train)?;
+    write_torch_job(&jd, &model, "train", &file, (1.0, 1.0), train, None)?;
     let r = run(&jd, python, device)?;
     if let Some(why) = &r.diverged {
         bail!("the teacher's training under PyTorch failed: {why}");
@@ -193,6 +222,75 @@ pub fn train_teacher(
     let _ = std::fs::remove_dir_all(&jd);
     let record = teacher_record(&mut model, cfg, data, seed, r.seconds);
     Ok((model, record, r.losses))
+}
+
+/// `genas distill`'s full distillation of `student` (at its initial weights) under the
+/// runner on `device`, in the job directory `jd`: the teacher's module and logits at every
+/// step, the training schedule genas's own full distillation draws (a batches file), the
+/// validation set of `val`, evaluation, early stopping and checkpoints as `full_distill` does
+/// them. A checkpoint left in `jd` by an interrupted run of the same job is resumed. On
+/// success `student` holds the best weights and `jd` is removed; returns the result, the loss
+/// of every step and the device it trained on.
+#[allow(clippy::too_many_arguments)]
+pub fn final_distill(
+    student: &mut Model<Cpu<f32>>,
+    teacher: &Model<Cpu<f32>>,
+    data: &genas_proxies::Dataset,
+    val: &TeacherTargets,
+    cfg: &genas_proxies::distill::FullConfig,
+    jd: &Path,
+    python: &str,
+    device: &str,
+) -> Result<(genas_proxies::distill::FullResult, Vec<f64>, String)> {
+    let d = &cfg.distill;
+    let inputs = jd.join("inputs");
+    // The batches full_distill draws: one per step from Rng(seed), in turn.
+    let mut rng = genas_space::Rng::seed_from_u64(d.seed);
+    let batches: Vec<_> = (0..d.steps)
+        .map(|_| data.train_batch(d.batch_size, &mut rng))
+        .collect();
+    let bytes = genas_proxies::inputs::encode_batches(&batches).map_err(anyhow::Error::msg)?;
+    drop(batches);
+    let bname = genas_proxies::inputs::store_bytes(&inputs, &bytes).map_err(anyhow::Error::msg)?;
+    let vname = genas_proxies::inputs::store(&inputs, val).map_err(anyhow::Error::msg)?;
+    let rel = |name: &str| format!("inputs/{name}.safetensors");
+    let tensors = crate::winners::model_tensors(teacher);
+    genas_store::export::write_module(&jd.join("teacher"), &teacher.arch, &tensors)?;
+    let train = TrainConfig::new(d.steps, d.batch_size, d.learning_rate, d.seed);
+    let settings = FinalSettings {
+        batches: rel(&bname),
+        teacher: "teacher".into(),
+        top_k: d.top_k,
+        eval_every: cfg.eval_every,
+        checkpoint_every: cfg.checkpoint_every,
+        patience: cfg.patience,
+    };
+    write_torch_job(
+        jd,
+        student,
+        "final",
+        Path::new(&rel(&vname)),
+        (d.temperature, d.alpha),
+        train,
+        Some(settings),
+    )?;
+    let r = run(jd, python, device)?;
+    if let Some(why) = &r.diverged {
+        bail!("{why}");
+    }
+    let bytes = std::fs::read(jd.join("trained.safetensors"))
+        .with_context(|| format!("{}: trained weights", jd.display()))?;
+    checkpoint::from_bytes(student, &bytes, "the distilled weights")?;
+    let out = r.output();
+    let full = genas_proxies::distill::FullResult {
+        result: out.result,
+        best_step: r.best_step.unwrap_or(r.steps),
+        stopped_early: r.stopped_early.unwrap_or(false),
+        resumed_from: r.resumed_from,
+        history: r.history.clone().unwrap_or_default(),
+    };
+    let _ = std::fs::remove_dir_all(jd);
+    Ok((full, r.losses, r.device))
 }
 
 /// Runs the job in `dir` with `python` on `device` ("cpu", "cuda" or "auto").
@@ -304,7 +402,7 @@ pub fn device_plan(exp: &Experiment) -> Result<DevicePlan> {
             Ok(DevicePlan::Torch {
                 device: device.into(),
                 note: format!(
-                    "brief distillations through PyTorch {version} on {} ({} at a time); the teacher and final distillation on the CPU engine",
+                    "training through PyTorch {version} on {}: the teacher, brief distillations ({} at a time) and final distillations",
                     if device == "cuda" { name } else { "the CPU (GENAS_RUNNER_DEVICE=cpu)".into() },
                     exp.search.device_jobs
                 ),
@@ -315,7 +413,7 @@ pub fn device_plan(exp: &Experiment) -> Result<DevicePlan> {
             Ok((version, true, name)) if !cpu_only => Ok(DevicePlan::Torch {
                 device: "cuda".into(),
                 note: format!(
-                    "search.device = \"auto\": brief distillations through PyTorch {version} on {name} ({} at a time); the teacher and final distillation on the CPU engine",
+                    "search.device = \"auto\": training through PyTorch {version} on {name}: the teacher, brief distillations ({} at a time) and final distillations",
                     exp.search.device_jobs
                 ),
                 python,

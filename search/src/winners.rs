@@ -174,6 +174,10 @@ pub struct DistilledRecord {
     /// True when this invocation found it already done.
     #[serde(default)]
     pub reused: bool,
+    /// Where it trained, when through the PyTorch runner: "cpu" or the GPU's name (absent:
+    /// the genas engine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 pub struct DistillOptions {
@@ -273,6 +277,10 @@ pub fn distill(
         )?);
         return Ok(out);
     }
+    let plan = crate::runner::device_plan(&l.experiment)?;
+    if let (Some(note), false) = (plan.note(), pending.is_empty()) {
+        say(note);
+    }
     for (k, id) in pending.iter().enumerate() {
         let cand = access.candidate(id)?;
         if teacher.is_none() {
@@ -286,6 +294,51 @@ pub fn distill(
             // `[fidelity] init = "teacher"`: the student starts pruned from the teacher.
             let seed = init_seed(l.experiment.teacher.seed, &cand.id);
             model = targets.student(&cand.architecture, Cpu::<f32>::new(o.threads), seed);
+        }
+        if let crate::runner::DevicePlan::Torch { device, python, .. } = &plan {
+            // Under PyTorch: the runner checkpoints in its job directory, and a rerun of the
+            // same request resumes from there.
+            let jd = access
+                .archive
+                .path()
+                .join("torch")
+                .join("final")
+                .join(format!("{run}-{id}-{steps}"));
+            say(&format!(
+                "[{}/{}] distilling {id} {} for {steps} steps under PyTorch on {device}{}",
+                k + 1,
+                pending.len(),
+                cand.architecture.summary(),
+                if jd.join("checkpoint.pt").is_file() {
+                    ", resuming from its checkpoint"
+                } else {
+                    ""
+                }
+            ));
+            let (r, _, on) = crate::runner::final_distill(
+                &mut model, t, &l.data, targets, &cfg, &jd, python, device,
+            )
+            .with_context(|| format!("distilling {id}"))?;
+            let bytes = checkpoint::to_bytes(
+                &model,
+                &[
+                    ("genas.run", run.to_string()),
+                    ("genas.candidate", id.clone()),
+                ],
+            )
+            .map_err(|e| anyhow!("weights of {id}: {e}"))?;
+            out.push(store_distilled(
+                &access,
+                run,
+                id,
+                steps,
+                r,
+                teacher_key,
+                &bytes,
+                Some(on),
+                say,
+            )?);
+            continue;
         }
         let mut store = ArchiveCheckpoints {
             archive: &access.archive,
@@ -344,6 +397,7 @@ pub fn distill(
             r,
             teacher_key,
             &bytes,
+            None,
             say,
         )?);
     }
@@ -360,6 +414,7 @@ fn store_distilled(
     r: FullResult,
     teacher_key: &str,
     weights: &[u8],
+    device: Option<String>,
     say: &mut dyn FnMut(&str),
 ) -> Result<DistilledRecord> {
     let l = &access.loaded;
@@ -388,6 +443,7 @@ fn store_distilled(
         teacher_key: teacher_key.to_string(),
         search_val_bits: cand.best_rung().map(|(_, ce)| bits(ce)),
         reused: false,
+        device,
     };
     access
         .archive
@@ -467,7 +523,17 @@ fn distill_on_slurm(
             let stored = std::fs::read(&f.weights)
                 .with_context(|| format!("weights of {id}: {}", f.weights.display()))
                 .and_then(|w| {
-                    store_distilled(access, run, id, steps, f.result, &teacher_key, &w, say)
+                    store_distilled(
+                        access,
+                        run,
+                        id,
+                        steps,
+                        f.result,
+                        &teacher_key,
+                        &w,
+                        None,
+                        say,
+                    )
                 });
             match stored {
                 Ok(rec) => out.push(rec),

@@ -253,6 +253,32 @@ fn a_search_through_the_runner_matches_the_engine_to_float_rounding() {
         engine["report"]["front"].as_array().unwrap().len(),
         torch["report"]["front"].as_array().unwrap().len()
     );
+    // `genas distill --front`: under device = "cuda" through the runner, as on the engine.
+    let distill = |name: &str| -> serde_json::Value {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_genas"))
+            .args(["distill", "r1", "--front", "--steps", "40", "--json"])
+            .args(["--archive", common::s(&dir.path().join(name))])
+            .env("GENAS_RUNNER_DEVICE", "cpu")
+            .output()
+            .unwrap();
+        common::ok_json(&o)
+    };
+    let (de, dt) = (distill("engine"), distill("torch"));
+    let (de, dt) = (de.as_array().unwrap(), dt.as_array().unwrap());
+    assert_eq!(de.len(), dt.len());
+    assert!(!de.is_empty());
+    for (x, y) in de.iter().zip(dt) {
+        assert_eq!(x["candidate"], y["candidate"]);
+        assert_eq!(x["best_step"], y["best_step"]);
+        assert_eq!(x.get("device"), None, "the engine");
+        assert_eq!(y["device"], "cpu", "the runner, on torch's CPU");
+        let (p, q) = (x["val_ce"].as_f64().unwrap(), y["val_ce"].as_f64().unwrap());
+        assert!(
+            ((p - q) / p).abs() < 1e-4,
+            "{}: {p} against {q}",
+            x["candidate"]
+        );
+    }
 }
 
 #[test]
@@ -341,4 +367,113 @@ fn the_teacher_trains_under_the_runner_as_on_the_engine() {
         "the same teacher, wherever it trained"
     );
     assert!(engine.val_ce < ours[0], "it learned");
+}
+
+#[test]
+fn a_final_distillation_runs_under_the_runner_as_on_the_engine_and_resumes_after_a_kill() {
+    if python_ready().is_err() {
+        return;
+    }
+    use genas_proxies::distill::{dir_store, full_distill, FullConfig, TeacherTargets};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let data = genas_search::runner_check::sonnets(&root).unwrap();
+    let tcfg = genas_space::TeacherConfig {
+        depth: 1,
+        d_model: 32,
+        heads: 2,
+        ffn_ratio: 2.0,
+        steps: 30,
+        batch_size: 8,
+        learning_rate: 3e-3,
+        seed: 4,
+        pretrained: None,
+    };
+    let (mut teacher, _) =
+        genas_proxies::teacher::train_teacher(&tcfg, &data, 4, Cpu::<f32>::new(1), |_| {}).unwrap();
+    let cfg = FullConfig {
+        distill: genas_proxies::distill::DistillConfig {
+            steps: 60,
+            ..genas_search::runner_check::parity_config()
+        },
+        eval_every: 10,
+        checkpoint_every: 10,
+        patience: 100,
+    };
+    let val = TeacherTargets::compute(&mut teacher, &data, &cfg.distill, 0);
+    let a = genas_search::runner_check::every_kind(&data);
+    // The engine.
+    let dir = tempfile::tempdir().unwrap();
+    let mut ours = Vec::new();
+    let mut m = Model::new(&a, Cpu::<f32>::new(1), 11);
+    let e = full_distill(
+        &mut m,
+        &mut teacher,
+        &data,
+        &val,
+        &cfg,
+        &mut dir_store(&dir.path().join("engine")),
+        |_, l| {
+            ours.push(l);
+            std::ops::ControlFlow::Continue(())
+        },
+    )
+    .unwrap();
+    // The runner, SIGKILLed once its first checkpoint is written, then run again.
+    let jd = dir.path().join("final");
+    let killer = dir.path().join("kill-after-checkpoint.sh");
+    std::fs::write(
+        &killer,
+        "#!/bin/sh\npython3 \"$@\" &\npid=$!\nwhile [ ! -f \"$2/checkpoint.pt\" ]; do sleep 0.05; done\nkill -9 $pid\nexit 9\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&killer, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut t = Model::new(&a, Cpu::<f32>::new(1), 11);
+    let killed = genas_search::runner::final_distill(
+        &mut t,
+        &teacher,
+        &data,
+        &val,
+        &cfg,
+        &jd,
+        killer.to_str().unwrap(),
+        "cpu",
+    );
+    assert!(killed.is_err(), "the first run was killed");
+    assert!(jd.join("checkpoint.pt").is_file());
+    let (r, theirs, device) = genas_search::runner::final_distill(
+        &mut t, &teacher, &data, &val, &cfg, &jd, "python3", "cpu",
+    )
+    .unwrap();
+    assert_eq!(device, "cpu");
+    let resumed = r.resumed_from.expect("it resumed from the checkpoint");
+    assert!(resumed >= 10 && resumed < 60, "{resumed}");
+    assert_eq!(
+        theirs.len(),
+        60,
+        "every step's loss, before and after the kill"
+    );
+    let worst = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| ((a - b) / a).abs())
+        .fold(0.0, f64::max);
+    let (ee, re) = (e.result.eval.unwrap(), r.result.eval.unwrap());
+    let ce = ((ee.val_ce - re.val_ce) / ee.val_ce).abs();
+    eprintln!(
+        "final distillation: worst step loss {worst:.1e}, val CE {ce:.1e} (genas {:.5}, torch {:.5}), resumed from step {resumed}",
+        ee.val_ce, re.val_ce
+    );
+    assert!(worst < 1e-4, "a step's loss differs by {worst:.2e}");
+    assert!(ce < 1e-4, "validation CE differs by {ce:.2e}");
+    assert_eq!(r.best_step, e.best_step);
+    assert_eq!(r.history.len(), e.history.len());
+    for ((sa, a), (sb, b)) in e.history.iter().zip(&r.history) {
+        assert_eq!(sa, sb);
+        assert!(((a - b) / a).abs() < 1e-4, "{a} vs {b}");
+    }
+    assert!(
+        !jd.exists(),
+        "the job directory goes once its result is read"
+    );
 }

@@ -19,6 +19,14 @@ A job of kind "train" (the teacher) names a file of batches alone (genas_proxies
 encode_batches) instead of targets: it trains on the hard labels and leaves the validation to
 genas, which reads the trained weights.
 
+A job of kind "final" (genas distill) is genas's full distillation (`distill::full_distill`):
+the batches file is its training schedule, `teacher/` the teacher's module, whose logits at
+temperature T are the soft targets of every step (top-k with the rest spread evenly over
+vocabularies above 1,024 tokens); the targets file holds the validation set alone. It
+evaluates every `eval_every` steps, keeps the best weights, stops after `patience`
+evaluations without a new best, and checkpoints every `checkpoint_every` steps to
+`checkpoint.pt`, from which a rerun of the same job resumes.
+
 The recipe (genas `engine/train.rs`, `engine/cpu/loss.rs`, `engine/cpu/ops.rs`):
     loss  = alpha * CE(softmax(z), y) + (1 - alpha) * T^2 * KL(p_T || softmax(z / T)),
             averaged over positions
@@ -141,6 +149,132 @@ class Recipe:
         return value, None
 
 
+def evaluate(model, tensors, info, device):
+    """Validation cross-entropy, KL(teacher || student) and top-1 agreement over the targets
+    file's validation batches, as genas's evaluate_against_teacher computes them."""
+    v = info["vocab"]
+    was_training = model.training
+    model.eval()
+    ce_sum, kl_sum, agree, tokens = 0.0, 0.0, 0, 0
+    with torch.no_grad():
+        for i, (b, t) in enumerate(info["val"]):
+            n = b * t
+            pre = f"val.{i}"
+            x = tensors[pre + ".inputs"].reshape(b, t).to(device)
+            y = tensors[pre + ".targets"].to(device)
+            p = dense(tensors, pre, info["val_k"][i], n, v, device)
+            z = model(x).reshape(n, v).double()
+            logq = F.log_softmax(z, dim=-1)
+            ce_sum += float(F.nll_loss(logq, y, reduction="sum"))
+            kl_sum += float(kl_rows(p.double(), logq).sum())
+            agree += int((z.argmax(-1) == p.argmax(-1)).sum())
+            tokens += n
+    model.train(was_training)
+    tokens = max(tokens, 1)
+    return {"val_ce": ce_sum / tokens, "kl_to_teacher": kl_sum / tokens,
+            "agreement": agree / tokens}
+
+
+def soft_targets(z, temperature, top_k):
+    """genas's SoftTargets::from_logits then dense_f32: softmax(z / T) in float64 rounded to
+    float32 once; above 1,024 tokens only the top k kept and the rest spread evenly."""
+    n, v = z.shape
+    z = z.double()
+    e = ((z - z.max(-1, keepdim=True).values) / temperature).exp()
+    p = (e / e.sum(-1, keepdim=True)).float()
+    if v <= 1024:
+        return p
+    k = max(1, min(top_k, v))
+    prob, index = p.topk(k, dim=-1)
+    kept = prob.double().sum(-1, keepdim=True)
+    rest = ((1.0 - kept) / max(v - k, 1)).clamp(min=0.0).float()
+    out = rest.expand(n, v).clone()
+    out.scatter_(1, index, prob)
+    return out
+
+
+def final(job_dir, job, model, decay, device, started):
+    """genas's full distillation; returns the result record (the best weights are in model)."""
+    sys.path.insert(0, os.path.join(job_dir, "teacher"))
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "genas_teacher_model", os.path.join(job_dir, "teacher", "model.py"))
+    tm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tm)
+    with open(os.path.join(job_dir, "teacher", "architecture.json")) as f:
+        teacher = tm.GenasLM(json.load(f))
+    teacher.load_state_dict(tm.load_safetensors(os.path.join(job_dir, "teacher", "model.safetensors")))
+    teacher.to(device).eval()
+    batches, bmeta = read_safetensors(os.path.join(job_dir, job["batches"]))
+    schedule = json.loads(bmeta["genas.batches"])["schedule"]
+    tensors, meta = read_safetensors(os.path.join(job_dir, job["targets"]))
+    info = json.loads(meta["genas.targets"])
+    c = job["train"]
+    temp, alpha, top_k = job["temperature"], job["alpha"], job["top_k"]
+    recipe = Recipe(model, c, decay, temp, alpha)
+    params = recipe.params
+    state = {"step": 0, "best_val": math.inf, "best_step": 0, "bad_evals": 0, "history": [],
+             "recent": [], "seconds": 0.0, "losses": []}
+    best = {k: w.detach().clone() for k, w in params.items()}
+    resumed_from = None
+    ckpt = os.path.join(job_dir, "checkpoint.pt")
+    if os.path.exists(ckpt):
+        saved = torch.load(ckpt, map_location=device)
+        if saved["job"] == job:
+            with torch.no_grad():
+                for k, w in params.items():
+                    w.copy_(saved["weights"][k])
+            recipe.m, recipe.s = saved["m"], saved["s"]
+            best = saved["best"]
+            state = saved["state"]
+            resumed_from = state["step"]
+    before = state["seconds"]
+    steps = min(c["steps"], len(schedule))
+    stopped_early = False
+    while state["step"] < steps:
+        step = state["step"]
+        b, t = schedule[step]
+        pre = f"schedule.{step}"
+        x = batches[pre + ".inputs"].reshape(b, t).to(device)
+        y = batches[pre + ".targets"].to(device)
+        with torch.no_grad():
+            zt = teacher(x).reshape(b * t, -1)
+        p = soft_targets(zt, temp, top_k)
+        value, why = recipe.step(step, x, y, p)
+        if why is not None:
+            return {"steps": step, "losses": state["losses"], "diverged": why}
+        state["losses"].append(value)
+        state["recent"] = (state["recent"] + [value])[-20:]
+        state["step"] += 1
+        if state["step"] % job["eval_every"] == 0 or state["step"] == steps:
+            val_ce = evaluate(model, tensors, info, device)["val_ce"]
+            state["history"].append([state["step"], val_ce])
+            if val_ce < state["best_val"]:
+                state["best_val"], state["best_step"], state["bad_evals"] = val_ce, state["step"], 0
+                best = {k: w.detach().clone() for k, w in params.items()}
+            else:
+                state["bad_evals"] += 1
+            stopped_early = state["bad_evals"] >= job["patience"] and state["step"] < steps
+        if state["step"] % job["checkpoint_every"] == 0 or state["step"] == steps or stopped_early:
+            state["seconds"] = before + time.time() - started
+            tmp = ckpt + f".{os.getpid()}.tmp"
+            torch.save({"job": job, "weights": {k: w.detach() for k, w in params.items()},
+                        "m": recipe.m, "s": recipe.s, "best": best, "state": state}, tmp)
+            os.replace(tmp, ckpt)
+        if stopped_early:
+            break
+    with torch.no_grad():
+        for k, w in params.items():
+            w.copy_(best[k])
+    tail = state["recent"]
+    return {"steps": state["step"], "losses": state["losses"], "diverged": None,
+            "train_loss": sum(tail) / len(tail) if tail else None,
+            "eval": evaluate(model, tensors, info, device),
+            "best_step": state["best_step"], "stopped_early": stopped_early,
+            "resumed_from": resumed_from, "history": state["history"],
+            "seconds": before + time.time() - started}
+
+
 def main(job_dir, device):
     started = time.time()
     with open(os.path.join(job_dir, "job.json")) as f:
@@ -167,6 +301,11 @@ def main(job_dir, device):
     if unknown:
         raise SystemExit(f"error: job.json names parameters the model lacks: {sorted(unknown)}")
 
+    if job.get("kind") == "final":
+        result = final(job_dir, job, model, decay, device, started)
+        result["device"] = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+        finish(job_dir, model, result, started)
+        return
     tensors, meta = read_safetensors(os.path.join(job_dir, job["targets"]))
     teacher = job.get("kind", "distill") == "train"
     info = json.loads(meta["genas.batches" if teacher else "genas.targets"])
@@ -193,31 +332,19 @@ def main(job_dir, device):
     tail = losses[-20:]
     result["train_loss"] = sum(tail) / len(tail) if tail else None
     if diverged is None and not teacher:
-        v = info["vocab"]
-        model.eval()
-        ce_sum, kl_sum, agree, tokens = 0.0, 0.0, 0, 0
-        with torch.no_grad():
-            for i, (b, t) in enumerate(info["val"]):
-                n = b * t
-                pre = f"val.{i}"
-                x = tensors[pre + ".inputs"].reshape(b, t).to(device)
-                y = tensors[pre + ".targets"].to(device)
-                p = dense(tensors, pre, info["val_k"][i], n, v, device)
-                z = model(x).reshape(n, v).double()
-                logq = F.log_softmax(z, dim=-1)
-                ce_sum += float(F.nll_loss(logq, y, reduction="sum"))
-                kl_sum += float(kl_rows(p.double(), logq).sum())
-                agree += int((z.argmax(-1) == p.argmax(-1)).sum())
-                tokens += n
-        tokens = max(tokens, 1)
-        result["eval"] = {"val_ce": ce_sum / tokens, "kl_to_teacher": kl_sum / tokens,
-                          "agreement": agree / tokens}
-    if diverged is None:
-        # The trained weights, for what genas measures on its own engine (generation latency).
+        result["eval"] = evaluate(model, tensors, info, device)
+    result["seconds"] = time.time() - started
+    finish(job_dir, model, result, started)
+
+
+def finish(job_dir, model, result, started):
+    """Writes the trained weights (unless training diverged) and result.json."""
+    if result.get("diverged") is None:
+        # The trained weights, for what genas measures on its own engine.
         from model import save_safetensors
         save_safetensors({k: t.detach().cpu() for k, t in model.state_dict().items()},
                          os.path.join(job_dir, "trained.safetensors"))
-    result["seconds"] = time.time() - started
+    result.setdefault("seconds", time.time() - started)
     tmp = os.path.join(job_dir, f".result.{os.getpid()}.tmp")
     with open(tmp, "w") as f:
         json.dump(result, f)
