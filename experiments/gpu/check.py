@@ -6,7 +6,8 @@ On the fixtures `genas bench runner` wrote (jobs with the genas engine's results
 2. speed: steps/s of the `genas bench train` network (d128, 4 layers, batch 32, context 64)
    under the runner's recipe against plain PyTorch eager (torch.optim.AdamW, clip_grad_norm_);
 3. throughput: candidates per hour for the default experiment's rung (its space, 400 steps),
-   `--jobs` runner processes side by side, against the engine on one CPU core.
+   with 1, 2, 4 and 8 runner processes side by side (`--jobs`), against the engine on one CPU
+   core, and the count that gives the most: what `search.device_jobs` should be there.
 Prints one table and writes it as JSON.
 """
 
@@ -134,7 +135,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("fixtures")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    ap.add_argument("--jobs", type=int, default=4)
+    ap.add_argument("--jobs", default="1,2,4,8",
+                    help="runner processes side by side, one throughput run per value (comma-separated)")
     ap.add_argument("--speed-steps", type=int, default=50)
     ap.add_argument("--out", default="gpu-check.json")
     a = ap.parse_args()
@@ -144,7 +146,17 @@ def main():
               "torch": torch.__version__}
     report["parity"] = parity(a.fixtures, a.device)
     report["speed"] = speed(a.fixtures, a.device, a.speed_steps)
-    report["throughput"] = throughput(a.fixtures, a.device, a.jobs)
+    try:
+        counts = [int(j) for j in a.jobs.split(",")]
+    except ValueError:
+        raise SystemExit(f"error: --jobs {a.jobs}: not a comma-separated list of counts")
+    if not counts or min(counts) < 1:
+        raise SystemExit(f"error: --jobs {a.jobs}: every count must be at least 1")
+    runs = [t for t in (throughput(a.fixtures, a.device, j) for j in counts) if t]
+    report["throughput"] = runs
+    # search.device_jobs: the count with the most candidates per hour.
+    report["best_device_jobs"] = (max(runs, key=lambda t: t["runner_candidates_per_hour"])["jobs_at_once"]
+                                  if runs else None)
     with open(a.out, "w") as f:
         json.dump(report, f, indent=1)
 
@@ -154,11 +166,12 @@ def main():
         print(f"{r['case']:<22} {r['steps']:>5} {r['worst_step_rel']:>11.1e} {r['val_ce_rel']:>9.1e}  {'yes' if r['ok'] else 'NO'}")
     s = report["speed"]
     print(f"{s['model']}: runner {s['runner_steps_per_s']:.1f} steps/s, eager {s['eager_steps_per_s']:.1f} steps/s, ratio {s['ratio']:.2f}")
-    t = report["throughput"]
-    if t:
+    for t in report["throughput"]:
         print(f"default rung ({t['steps']} steps): {t['runner_candidates_per_hour']:.0f} candidates/h "
               f"({t['candidates']} jobs, {t['jobs_at_once']} at once, {t['wall_s']:.1f} s); "
               f"engine {t['engine_candidates_per_hour_per_core']:.0f}/h per CPU core")
+    if report["best_device_jobs"]:
+        print(f"most candidates per hour with search.device_jobs = {report['best_device_jobs']}")
     print(f"written to {a.out}")
     if not all(r["ok"] for r in report["parity"]):
         raise SystemExit("error: the runner disagrees with the engine beyond 1e-4")

@@ -4,7 +4,7 @@
 # and candidates per hour for the default experiment's rung. Prints one table and writes it as
 # JSON (OUT/gpu-check.json). See experiments/gpu/README.md.
 #
-# usage: experiments/gpu/check.sh [--device cuda|cpu] [--jobs K] [--candidates N]
+# usage: experiments/gpu/check.sh [--device cuda|cpu] [--jobs K,K,...] [--candidates N]
 #                                 [--fixtures DIR] [--out DIR]
 # The fixtures (jobs with the engine's own results) are written by genas bench runner: by the
 # genas at $GENAS (default target/release/genas) unless --fixtures names a folder it wrote
@@ -12,7 +12,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-device=cuda jobs=4 candidates=8 fixtures="" out=gpu-check
+device=cuda jobs=1,2,4,8 candidates=8 fixtures="" out=gpu-check
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) device=$2; shift 2 ;;

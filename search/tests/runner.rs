@@ -294,7 +294,7 @@ fn the_gpu_check_runs_end_to_end_on_the_cpu() {
             "--device",
             "cpu",
             "--jobs",
-            "1",
+            "1,2",
             "--candidates",
             "1",
             "--out",
@@ -315,9 +315,15 @@ fn the_gpu_check_runs_end_to_end_on_the_cpu() {
     assert_eq!(parity.len(), 4, "{report}");
     assert!(parity.iter().all(|r| r["ok"] == true), "{report}");
     assert!(report["speed"]["ratio"].as_f64().unwrap() > 0.0);
-    assert_eq!(report["throughput"]["candidates"], 1);
+    let runs = report["throughput"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "one throughput run per --jobs count");
+    assert!(runs.iter().all(|t| t["candidates"] == 1));
+    let best = report["best_device_jobs"].as_u64().unwrap();
+    assert!(best == 1 || best == 2, "{report}");
     assert!(
-        out.contains("candidates/h") && out.contains("steps/s"),
+        out.contains("candidates/h")
+            && out.contains("steps/s")
+            && out.contains("search.device_jobs"),
         "{out}"
     );
 }
