@@ -4,7 +4,8 @@
 //! train/validation split, the data fingerprint), the training engine that builds generator
 //! networks from an `Architecture` (`engine`), the zero-cost proxies (`zero_cost`), the teacher
 //! (`teacher`, or a Hugging Face checkpoint read by `pretrained`), Hugging Face tokenizers and
-//! their token cache (`tokenize`), brief and full knowledge distillation (`distill`), the
+//! their token cache (`tokenize`), brief and full knowledge distillation (`distill`), students
+//! initialised from the teacher's pruned weights (`inherit`), the
 //! teacher's soft targets as a content-addressed file that workers read (`inputs`), and the
 //! statistics that calibrate proxies against distillation (`calibrate`, `stats`, `linalg`).
 //!
