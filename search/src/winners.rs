@@ -130,7 +130,23 @@ impl RunAccess {
             memory::inference_bytes(&cand.architecture, 8),
         )
         .map_err(anyhow::Error::msg)?;
-        let mut model = Model::new(&cand.architecture, Cpu::<f32>::new(threads), seed);
+        let exp = &self.loaded.experiment;
+        let mut model =
+            if weights == Weights::Init && exp.fidelity.init == genas_space::StudentInit::Teacher {
+                // The initial weights the run's students started from: pruned from its teacher.
+                let (mut t, _) = obtain_teacher(
+                    &self.archive,
+                    &self.loaded,
+                    false,
+                    &mut |_| {},
+                    &mut |_, _| {},
+                )?;
+                let cfg = distill_config(&self.loaded, 0);
+                let targets = TeacherTargets::compute(&mut t, &self.loaded.data, &cfg, 0);
+                targets.student(&cand.architecture, Cpu::<f32>::new(threads), seed)
+            } else {
+                Model::new(&cand.architecture, Cpu::<f32>::new(threads), seed)
+            };
         if weights == Weights::Distilled {
             let run = &self.record.id;
             let bytes = self.archive.weights(run, &cand.id)?.with_context(|| {
@@ -289,13 +305,18 @@ pub fn distill(
             teacher = Some((t, outcome.record.key, targets));
         }
         let (t, teacher_key, targets) = teacher.as_mut().expect("set above");
-        let mut model = access.model(cand, Weights::Init, o.threads)?;
-        if targets.parent.is_some() {
-            // `[fidelity] init = "teacher"`: the student starts pruned from the teacher.
-            let seed = init_seed(l.experiment.teacher.seed, &cand.id);
-            model = targets.student(&cand.architecture, Cpu::<f32>::new(o.threads), seed);
-        }
-        if let crate::runner::DevicePlan::Torch { device, python, .. } = &plan {
+        // The student at its initial weights: drawn, or with `[fidelity] init = "teacher"`
+        // pruned from the teacher.
+        let fresh = |targets: &TeacherTargets| -> Result<Model<Cpu<f32>>> {
+            if targets.parent.is_some() {
+                let seed = init_seed(l.experiment.teacher.seed, &cand.id);
+                Ok(targets.student(&cand.architecture, Cpu::<f32>::new(o.threads), seed))
+            } else {
+                access.model(cand, Weights::Init, o.threads)
+            }
+        };
+        let mut model = fresh(targets)?;
+        let (r, device) = if let crate::runner::DevicePlan::Torch { device, python, .. } = &plan {
             // Under PyTorch: the runner checkpoints in its job directory, and a rerun of the
             // same request resumes from there.
             let jd = access
@@ -319,67 +340,50 @@ pub fn distill(
                 &mut model, t, &l.data, targets, &cfg, &jd, python, device,
             )
             .with_context(|| format!("distilling {id}"))?;
-            let bytes = checkpoint::to_bytes(
-                &model,
-                &[
-                    ("genas.run", run.to_string()),
-                    ("genas.candidate", id.clone()),
-                ],
-            )
-            .map_err(|e| anyhow!("weights of {id}: {e}"))?;
-            out.push(store_distilled(
-                &access,
+            (r, Some(on))
+        } else {
+            let mut store = ArchiveCheckpoints {
+                archive: &access.archive,
                 run,
-                id,
-                steps,
-                r,
-                teacher_key,
-                &bytes,
-                Some(on),
-                say,
-            )?);
-            continue;
-        }
-        let mut store = ArchiveCheckpoints {
-            archive: &access.archive,
-            run,
-            candidate: id,
-        };
-        if store.load().map_err(|e| anyhow!(e))?.is_some() {
-            say(&format!("{id}: resuming from its checkpoint"));
-        }
-        say(&format!(
-            "[{}/{}] distilling {id} {} for {steps} steps",
-            k + 1,
-            pending.len(),
-            cand.architecture.summary()
-        ));
-        let label = format!("distill {id}");
-        let on_step = |s: u32, _: f64| {
-            progress(&label, s as usize + 1, steps as usize);
-            if stop.load(Ordering::SeqCst) {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
+                candidate: id,
+            };
+            if store.load().map_err(|e| anyhow!(e))?.is_some() {
+                say(&format!("{id}: resuming from its checkpoint"));
             }
-        };
-        let mut result = full_distill(&mut model, t, &l.data, targets, &cfg, &mut store, on_step);
-        if let Err(DistillError::Foreign(what)) = &result {
-            // An unfinished distillation with other settings (another --steps): this request
-            // replaces it.
             say(&format!(
-                "{id}: dropping the checkpoint of an unfinished distillation ({what}) and starting over"
+                "[{}/{}] distilling {id} {} for {steps} steps",
+                k + 1,
+                pending.len(),
+                cand.architecture.summary()
             ));
-            access.archive.remove_checkpoint(run, id)?;
-            model = access.model(cand, Weights::Init, o.threads)?;
-            result = full_distill(&mut model, t, &l.data, targets, &cfg, &mut store, on_step);
-        }
-        let r: FullResult = match result {
-            Ok(r) => r,
-            Err(DistillError::Stopped(step)) => bail!(
-                "stopped at step {step} of {id}; run genas distill {run} {id} again to resume from its last checkpoint"
-            ),
-            Err(e) => bail!("distilling {id}: {e}"),
+            let label = format!("distill {id}");
+            let on_step = |s: u32, _: f64| {
+                progress(&label, s as usize + 1, steps as usize);
+                if stop.load(Ordering::SeqCst) {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            };
+            let mut result =
+                full_distill(&mut model, t, &l.data, targets, &cfg, &mut store, on_step);
+            if let Err(DistillError::Foreign(what)) = &result {
+                // An unfinished distillation with other settings (another --steps): this
+                // request replaces it.
+                say(&format!(
+                    "{id}: dropping the checkpoint of an unfinished distillation ({what}) and starting over"
+                ));
+                access.archive.remove_checkpoint(run, id)?;
+                model = fresh(targets)?;
+                result = full_distill(&mut model, t, &l.data, targets, &cfg, &mut store, on_step);
+            }
+            match result {
+                Ok(r) => (r, None),
+                Err(DistillError::Stopped(step)) => bail!(
+                    "stopped at step {step} of {id}; run genas distill {run} {id} again to resume from its last checkpoint"
+                ),
+                Err(e) => bail!("distilling {id}: {e}"),
+            }
         };
         let bytes = checkpoint::to_bytes(
             &model,
@@ -397,7 +401,7 @@ pub fn distill(
             r,
             teacher_key,
             &bytes,
-            None,
+            device,
             say,
         )?);
     }

@@ -371,3 +371,70 @@ screen_keep = 1.0
     let p = image.pixel(4 + 2 * 36 + 10, 4 + 36 + 10).unwrap();
     assert_eq!((p.red(), p.green(), p.blue()), (255, 255, 255));
 }
+
+#[test]
+fn a_teacher_initialised_run_exports_its_students_inherited_initial_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = common::small_experiment(
+        &dir.path().join("e.toml"),
+        "e",
+        &format!("{}init = \"teacher\"\n", common::TINY_SEARCH),
+    );
+    let archive = dir.path().join("a");
+    let report = ok_json(&genas(&[
+        "search",
+        s(&exp),
+        "--archive",
+        s(&archive),
+        "--plot",
+        s(&dir.path().join("f.svg")),
+        "--json",
+    ]));
+    let member = report["front"][0]["id"].as_str().unwrap().to_string();
+    let out = dir.path().join("init");
+    ok_json(&genas(&[
+        "export",
+        "r1",
+        &member,
+        "--format",
+        "pytorch",
+        "--weights",
+        "init",
+        "--out",
+        s(&out),
+        "--archive",
+        s(&archive),
+        "--json",
+    ]));
+    let arch: genas_space::Architecture =
+        serde_json::from_slice(&std::fs::read(out.join("architecture.json")).unwrap()).unwrap();
+    let mut exported =
+        genas_proxies::engine::Model::new(&arch, genas_proxies::engine::Cpu::<f32>::new(1), 0);
+    genas_proxies::engine::checkpoint::load(&mut exported, &out.join("model.safetensors")).unwrap();
+    // Not the drawn weights of its seed (the embedding is the teacher's, pruned).
+    let seed = genas_search::controller::init_seed(0, &arch.id());
+    let drawn =
+        genas_proxies::engine::Model::new(&arch, genas_proxies::engine::Cpu::<f32>::new(1), seed);
+    let wte = drawn.param_index("wte.weight").unwrap();
+    assert_ne!(exported.weights(wte), drawn.weights(wte));
+    // The same as a student the run's brief distillation started from: exported twice alike.
+    let again = dir.path().join("again");
+    ok_json(&genas(&[
+        "export",
+        "r1",
+        &member,
+        "--format",
+        "pytorch",
+        "--weights",
+        "init",
+        "--out",
+        s(&again),
+        "--archive",
+        s(&archive),
+        "--json",
+    ]));
+    assert_eq!(
+        std::fs::read(out.join("model.safetensors")).unwrap(),
+        std::fs::read(again.join("model.safetensors")).unwrap()
+    );
+}
