@@ -453,7 +453,7 @@ fn a_final_distillation_runs_under_the_runner_as_on_the_engine_and_resumes_after
     .unwrap();
     assert_eq!(device, "cpu");
     let resumed = r.resumed_from.expect("it resumed from the checkpoint");
-    assert!(resumed >= 10 && resumed < 60, "{resumed}");
+    assert!((10..60).contains(&resumed), "{resumed}");
     assert_eq!(
         theirs.len(),
         60,
