@@ -581,6 +581,14 @@ impl Dataset {
         }
     }
 
+    /// The training schedule of `steps` batches of `b` sequences drawn in turn from
+    /// `Rng::seed_from_u64(seed)`: what training (`engine::train`), brief and full
+    /// distillation with that seed step through.
+    pub fn train_schedule(&self, b: usize, steps: u32, seed: u64) -> Vec<Batch> {
+        let mut rng = genas_space::Rng::seed_from_u64(seed);
+        (0..steps).map(|_| self.train_batch(b, &mut rng)).collect()
+    }
+
     /// A batch of `b` training sequences at random positions drawn from `rng`.
     pub fn train_batch(&self, b: usize, rng: &mut genas_space::Rng) -> Batch {
         let n = self.positions(Split::Train);

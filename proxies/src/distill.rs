@@ -178,6 +178,15 @@ pub struct TeacherTargets {
 /// "teacher"`).
 const PARENT_SEQUENCES: usize = 64;
 
+/// The teacher pruned for its students (`init = "teacher"`), measured on a fixed training
+/// batch of its own, so a student's inherited weights depend only on the teacher, the data
+/// and `seed`.
+pub fn parent_of<B: Backend>(teacher: &mut Model<B>, data: &Dataset, seed: u64) -> Parent {
+    let mut rng = Rng::seed_from_u64(seed ^ 0x70a2_e47b);
+    let b = data.train_batch(PARENT_SEQUENCES, &mut rng);
+    Parent::measure(teacher, &b.inputs, (b.b, b.t))
+}
+
 /// Teacher logits for one batch, (B·T, V).
 fn teacher_logits<B: Backend>(teacher: &mut Model<B>, batch: &Batch) -> Vec<f64> {
     teacher.forward(&batch.inputs, None, None, (batch.b, batch.t), false);
@@ -206,10 +215,7 @@ impl TeacherTargets {
     ) -> TeacherTargets {
         let start = Instant::now();
         let v = data.vocab_size() as usize;
-        let mut rng = Rng::seed_from_u64(cfg.seed);
-        let schedule: Vec<Batch> = (0..schedule_steps)
-            .map(|_| data.train_batch(cfg.batch_size, &mut rng))
-            .collect();
+        let schedule = data.train_schedule(cfg.batch_size, schedule_steps, cfg.seed);
         let total = schedule.len();
         let soft = schedule
             .iter()
@@ -233,13 +239,7 @@ impl TeacherTargets {
                 SoftTargets::from_logits(&teacher.logits(), (b.b * b.t, v), 1.0, cfg.top_k)
             })
             .collect();
-        // A fixed batch of its own, so a student's inherited weights depend only on the
-        // teacher, the data and the seed.
-        let parent = (cfg.init == StudentInit::Teacher).then(|| {
-            let mut rng = Rng::seed_from_u64(cfg.seed ^ 0x70a2_e47b);
-            let b = data.train_batch(PARENT_SEQUENCES, &mut rng);
-            Parent::measure(teacher, &b.inputs, (b.b, b.t))
-        });
+        let parent = (cfg.init == StudentInit::Teacher).then(|| parent_of(teacher, data, cfg.seed));
         TeacherTargets {
             temperature: cfg.temperature,
             vocab: v,

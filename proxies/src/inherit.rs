@@ -31,7 +31,9 @@ use std::collections::BTreeMap;
 pub struct Parent {
     arch: Architecture,
     #[serde(skip)]
-    weights: BTreeMap<String, Vec<f64>>,
+    weights: BTreeMap<String, Vec<f32>>,
+    /// The size of every weight: what `with_weights` checks a file's tensors against.
+    sizes: BTreeMap<String, usize>,
     /// Residual channels, most important first.
     channels: Vec<usize>,
     /// Layers (weight owners), most important first.
@@ -58,14 +60,19 @@ fn keep(rank: &[usize], k: usize) -> Vec<usize> {
     kept
 }
 
-fn activate(act: Activation, x: f64) -> f64 {
+/// |act(x)| of a neuron's pre-activation x, the importance a neuron adds up: GELU by its tanh
+/// form and swiglu by its gate alone. An approximation of the engine's activation, kept as it
+/// is because the shipped benchmark tables (experiments/benchmarks/*-teacher-v1) were measured
+/// with it: the engine's exact activation reorders near-equal neurons and changes 2 of 20
+/// quick32 students.
+fn activation_magnitude(act: Activation, x: f64) -> f64 {
     match act {
         Activation::Relu => x.max(0.0),
-        Activation::Swiglu => x / (1.0 + (-x).exp()),
-        Activation::Gelu | Activation::GeluTanh => {
-            0.5 * x
-                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
-        }
+        Activation::Swiglu => (x / (1.0 + (-x).exp())).abs(),
+        Activation::Gelu | Activation::GeluTanh => (0.5
+            * x
+            * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh()))
+        .abs(),
     }
 }
 
@@ -146,7 +153,7 @@ impl Parent {
             let mut imp = vec![0.0; hidden];
             for row in pre.chunks_exact(hidden) {
                 for (s, &x) in imp.iter_mut().zip(row) {
-                    *s += activate(layer.ffn.activation, x).abs();
+                    *s += activation_magnitude(layer.ffn.activation, x);
                 }
             }
             neurons[l] = ranked(&imp);
@@ -155,9 +162,18 @@ impl Parent {
             .params
             .iter()
             .enumerate()
-            .map(|(i, p)| (p.name.clone(), teacher.weights(i)))
+            .map(|(i, p)| {
+                let w = teacher.weights(i).into_iter().map(|x| x as f32).collect();
+                (p.name.clone(), w)
+            })
+            .collect();
+        let sizes = teacher
+            .params
+            .iter()
+            .map(|p| (p.name.clone(), p.numel()))
             .collect();
         Parent {
+            sizes,
             channels: ranked(&channel),
             arch,
             weights,
@@ -173,29 +189,34 @@ impl Parent {
         &self.arch
     }
 
-    /// The teacher's weights by parameter name.
-    pub fn weights(&self) -> &BTreeMap<String, Vec<f64>> {
+    /// The teacher's weights by parameter name (as the engine holds them, f32).
+    pub fn weights(&self) -> &BTreeMap<String, Vec<f32>> {
         &self.weights
     }
 
-    /// A deserialised `Parent` with its teacher's `weights` back, checked against the
-    /// teacher's architecture: every parameter of its size, every ranking a permutation of
-    /// what it ranks.
-    pub fn with_weights(mut self, weights: BTreeMap<String, Vec<f64>>) -> Result<Parent, String> {
-        let shape = Model::new(&self.arch, crate::engine::Cpu::<f32>::new(1), 0);
-        for p in &shape.params {
-            match weights.get(&p.name) {
-                Some(w) if w.len() == p.numel() => {}
-                _ => {
-                    return Err(format!(
-                        "the teacher's {} is missing or of the wrong size",
-                        p.name
-                    ))
-                }
+    /// The teacher's parameter `name` when it holds exactly `len` values: `initial` takes
+    /// nothing else, so weights that do not fit the architecture are never indexed.
+    fn get(&self, name: &str, len: usize) -> Option<&[f32]> {
+        self.weights
+            .get(name)
+            .map(Vec::as_slice)
+            .filter(|w| w.len() == len)
+    }
+
+    /// A deserialised `Parent` with its teacher's `weights` back: every weight it was
+    /// measured with, of its size, and its rankings checked against the teacher's architecture
+    /// (each a permutation of what it ranks). Weights that do not fit the architecture are
+    /// never read (`get`).
+    pub fn with_weights(mut self, weights: BTreeMap<String, Vec<f32>>) -> Result<Parent, String> {
+        for (name, &n) in &self.sizes {
+            if weights.get(name).map(Vec::len) != Some(n) {
+                return Err(format!(
+                    "the teacher's {name} is missing or of the wrong size"
+                ));
             }
         }
-        if weights.len() != shape.params.len() {
-            return Err("the teacher has parameters its architecture does not".into());
+        if weights.len() != self.sizes.len() {
+            return Err("the teacher has weights it was not measured with".into());
         }
         let perm = |r: &[usize], n: usize| {
             let mut s = r.to_vec();
@@ -240,22 +261,24 @@ impl Parent {
             return out;
         }
         let ch = keep(&self.channels, cs);
-        let w = |name: &str| self.weights.get(name);
         let v = t.vocab_size as usize;
+        let w = |name: &str, len: usize| self.get(name, len);
         // A tied student's one matrix is also its output layer: it takes the teacher's head,
         // which decides the logits (measured: it starts and ends closer to the teacher than
         // one that takes the input embedding).
         let tied_source = if student.tie_embeddings {
-            w("lm_head.weight").or_else(|| w("wte.weight"))
+            w("lm_head.weight", v * ct).or_else(|| w("wte.weight", v * ct))
         } else {
-            w("wte.weight")
+            w("wte.weight", v * ct)
         };
         if let Some(wte) = tied_source {
             out.insert("wte.weight".into(), columns(wte, v, ct, &ch));
         }
-        if let (Some(wpe), Position::Learned, Position::Learned) =
-            (w("wpe.weight"), t.position, student.position)
-        {
+        if let (Some(wpe), Position::Learned, Position::Learned) = (
+            w("wpe.weight", t.context as usize * ct),
+            t.position,
+            student.position,
+        ) {
             if student.context <= t.context {
                 let rows = student.context as usize;
                 out.insert(
@@ -264,31 +287,25 @@ impl Parent {
                 );
             }
         }
-        let teacher_head = w("lm_head.weight").or_else(|| w("wte.weight"));
+        let teacher_head = w("lm_head.weight", v * ct).or_else(|| w("wte.weight", v * ct));
         if let (false, Some(head)) = (student.tie_embeddings, teacher_head) {
             out.insert("lm_head.weight".into(), columns(head, v, ct, &ch));
         }
         for suffix in ["weight", "bias"] {
-            if let Some(x) = w(&format!("ln_f.{suffix}")) {
+            if let Some(x) = w(&format!("ln_f.{suffix}"), ct) {
                 out.insert(format!("ln_f.{suffix}"), pick(x, &ch));
             }
         }
         // Layers: the student's k weight owners take the teacher's k most important layers,
         // in their order.
+        // A deeper student takes every teacher layer, in order, and draws the rest.
         let owners: Vec<usize> = student.weight_owners().collect();
-        let mut from = keep(&self.layers, owners.len());
-        if from.len() < owners.len() {
-            // A deeper student: the teacher's layers in turn, then drawn.
-            from = (0..owners.len())
-                .filter_map(|i| self.layers.get(i).copied())
-                .collect();
-            from.sort_unstable();
-        }
+        let from = keep(&self.layers, owners.len());
         for (&s, &tl) in owners.iter().zip(&from) {
             let (sl, tl_) = (&student.layers[s], &t.layers[tl]);
             for n in ["ln_1", "ln_2"] {
                 for suffix in ["weight", "bias"] {
-                    if let Some(x) = w(&format!("h.{tl}.{n}.{suffix}")) {
+                    if let Some(x) = w(&format!("h.{tl}.{n}.{suffix}"), ct) {
                         out.insert(format!("h.{s}.{n}.{suffix}"), pick(x, &ch));
                     }
                 }
@@ -318,13 +335,16 @@ impl Parent {
         if ds > dt {
             return;
         }
-        let Some(qkv) = self.weights.get(&format!("h.{tl}.attn.c_attn.weight")) else {
-            return;
-        };
-        let Some(proj) = self.weights.get(&format!("h.{tl}.attn.c_proj.weight")) else {
-            return;
-        };
         let kvt = ta.kv_heads() as usize;
+        let Some(qkv) = self.get(
+            &format!("h.{tl}.attn.c_attn.weight"),
+            (ct + 2 * kvt * dt) * ct,
+        ) else {
+            return;
+        };
+        let Some(proj) = self.get(&format!("h.{tl}.attn.c_proj.weight"), ct * ct) else {
+            return;
+        };
         let kvs = sa.kv_heads() as usize;
         // Rows of the teacher's fused projection: q of head k, dim d; k and v of kv group g.
         let q_row = |k: usize, d: usize| k * dt + d;
@@ -352,7 +372,7 @@ impl Parent {
                 let norm = |r: usize| {
                     qkv[r * ct..(r + 1) * ct]
                         .iter()
-                        .map(|x| x * x)
+                        .map(|&x| f64::from(x) * f64::from(x))
                         .sum::<f64>()
                         .sqrt()
                 };
@@ -369,7 +389,8 @@ impl Parent {
             .iter()
             .map(|&k| keep(&self.value_dims[tl][k], ds))
             .collect();
-        let row = |r: usize| -> Vec<f64> { ch.iter().map(|&j| qkv[r * ct + j]).collect() };
+        let row =
+            |r: usize| -> Vec<f64> { ch.iter().map(|&j| f64::from(qkv[r * ct + j])).collect() };
         let mut fused: Vec<f64> = Vec::with_capacity((cs + 2 * kvs * ds) * cs);
         for (i, &k) in heads.iter().enumerate() {
             for &d in &qk[i] {
@@ -406,10 +427,10 @@ impl Parent {
             .collect();
         let mut p = Vec::with_capacity(cs * cs);
         for &r in ch {
-            p.extend(cols.iter().map(|&j| proj[r * ct + j]));
+            p.extend(cols.iter().map(|&j| f64::from(proj[r * ct + j])));
         }
         out.insert(format!("h.{s}.attn.c_proj.weight"), p);
-        if let Some(b) = self.weights.get(&format!("h.{tl}.attn.c_proj.bias")) {
+        if let Some(b) = self.get(&format!("h.{tl}.attn.c_proj.bias"), ct) {
             out.insert(format!("h.{s}.attn.c_proj.bias"), pick(b, ch));
         }
     }
@@ -433,24 +454,26 @@ impl Parent {
             return;
         }
         let neurons = keep(&self.neurons[tl], hs);
-        let w = |n: &str| self.weights.get(&format!("h.{tl}.mlp.{n}"));
-        let full = |n: &str| {
-            w(&format!("{n}.weight")).cloned().or_else(|| {
-                // A low-rank teacher: its product.
-                let (a, b) = (w(&format!("{n}.weight_a"))?, w(&format!("{n}.weight_b"))?);
-                let r = a.len() / if n == "c_proj" { ht } else { ct };
-                let (rows, cols) = if n == "c_proj" { (ct, ht) } else { (ht, ct) };
-                let mut m = vec![0.0; rows * cols];
-                for i in 0..rows {
-                    for k in 0..r {
-                        let bik = b[i * r + k];
-                        for j in 0..cols {
-                            m[i * cols + j] += bik * a[k * cols + j];
-                        }
+        let w = |n: &str, len: usize| self.get(&format!("h.{tl}.mlp.{n}"), len);
+        // A teacher matrix whole, (rows × cols); a low-rank teacher's as its product.
+        let full = |n: &str| -> Option<Vec<f64>> {
+            let (rows, cols) = if n == "c_proj" { (ct, ht) } else { (ht, ct) };
+            let Some(r) = tl_.ffn.rank.map(|r| r as usize) else {
+                let m = w(&format!("{n}.weight"), rows * cols)?;
+                return Some(m.iter().map(|&x| f64::from(x)).collect());
+            };
+            let a = w(&format!("{n}.weight_a"), r * cols)?;
+            let b = w(&format!("{n}.weight_b"), rows * r)?;
+            let mut m = vec![0.0; rows * cols];
+            for i in 0..rows {
+                for k in 0..r {
+                    let bik = f64::from(b[i * r + k]);
+                    for j in 0..cols {
+                        m[i * cols + j] += bik * f64::from(a[k * cols + j]);
                     }
                 }
-                Some(m)
-            })
+            }
+            Some(m)
         };
         let mut mats: Vec<(&str, Vec<f64>, usize, usize)> = Vec::new();
         for n in ["c_fc", "c_gate"] {
@@ -464,7 +487,7 @@ impl Parent {
                 }
                 mats.push((n, sub, hs, ch.len()));
             }
-            if let Some(b) = w(&format!("{n}.bias")) {
+            if let Some(b) = w(&format!("{n}.bias"), ht) {
                 out.insert(format!("h.{s}.mlp.{n}.bias"), pick(b, &neurons));
             }
         }
@@ -475,7 +498,7 @@ impl Parent {
             }
             mats.push(("c_proj", sub, ch.len(), hs));
         }
-        if let Some(b) = w("c_proj.bias") {
+        if let Some(b) = w("c_proj.bias", ct) {
             out.insert(format!("h.{s}.mlp.c_proj.bias"), pick(b, ch));
         }
         for (n, m, rows, cols) in mats {
@@ -495,15 +518,15 @@ impl Parent {
 }
 
 /// `x` at the indices `idx`.
-fn pick(x: &[f64], idx: &[usize]) -> Vec<f64> {
-    idx.iter().map(|&i| x[i]).collect()
+fn pick(x: &[f32], idx: &[usize]) -> Vec<f64> {
+    idx.iter().map(|&i| f64::from(x[i])).collect()
 }
 
 /// Columns `cols` of a (rows × width) matrix.
-fn columns(m: &[f64], rows: usize, width: usize, cols: &[usize]) -> Vec<f64> {
+fn columns(m: &[f32], rows: usize, width: usize, cols: &[usize]) -> Vec<f64> {
     let mut out = Vec::with_capacity(rows * cols.len());
     for r in 0..rows {
-        out.extend(cols.iter().map(|&j| m[r * width + j]));
+        out.extend(cols.iter().map(|&j| f64::from(m[r * width + j])));
     }
     out
 }

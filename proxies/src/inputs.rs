@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 const META: &str = "genas.targets";
 
 #[derive(serde::Serialize, serde::Deserialize)]
-struct Meta {
+struct Meta<P> {
     temperature: f64,
     vocab: usize,
     teacher_val_ce: f64,
@@ -36,8 +36,8 @@ struct Meta {
     val_k: Vec<usize>,
     /// The pruned teacher students start from (`init = "teacher"`); its weights are the
     /// `parent.NAME` tensors.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    parent: Option<crate::inherit::Parent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent: Option<P>,
 }
 
 fn u32_bytes(x: &[u32]) -> Vec<u8> {
@@ -66,7 +66,7 @@ pub fn encode(t: &TeacherTargets) -> Result<Vec<u8>, String> {
         val: t.val.iter().map(|b| (b.b, b.t)).collect(),
         soft_k: t.soft.iter().map(k_of).collect(),
         val_k: t.val_probs.iter().map(k_of).collect(),
-        parent: t.parent.clone(),
+        parent: t.parent.as_ref(),
     };
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     let mut put = |prefix: &str, batches: &[Batch], soft: &[SoftTargets]| {
@@ -112,12 +112,11 @@ pub fn encode(t: &TeacherTargets) -> Result<Vec<u8>, String> {
     put("val", &t.val, &t.val_probs);
     if let Some(p) = &t.parent {
         for (name, w) in p.weights() {
-            let w: Vec<f32> = w.iter().map(|&x| x as f32).collect();
             tensors.push((
                 format!("parent.{name}"),
                 Dtype::F32,
                 vec![w.len()],
-                f32_bytes(&w),
+                f32_bytes(w),
             ));
         }
     }
@@ -173,7 +172,7 @@ pub fn encode_batches(batches: &[Batch]) -> Result<Vec<u8>, String> {
 pub fn decode(bytes: &[u8]) -> Result<TeacherTargets, String> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a targets file ({e})"))?;
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
-    let meta: Meta = header
+    let meta: Meta<crate::inherit::Parent> = header
         .metadata()
         .as_ref()
         .and_then(|m| m.get(META))
@@ -250,8 +249,7 @@ pub fn decode(bytes: &[u8]) -> Result<TeacherTargets, String> {
                         .shape()
                         .iter()
                         .product();
-                    let w = f32s(&name, len)?;
-                    weights.insert(param.to_string(), w.iter().map(|&x| x as f64).collect());
+                    weights.insert(param.to_string(), f32s(&name, len)?);
                 }
             }
             Some(p.with_weights(weights)?)

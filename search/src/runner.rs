@@ -176,6 +176,20 @@ fn write_torch_job(
     Ok(())
 }
 
+/// Writes the training schedule `data.train_schedule(b, steps, seed)` as a batches file in
+/// `inputs`; returns its content name.
+fn store_schedule(
+    inputs: &Path,
+    data: &genas_proxies::Dataset,
+    b: usize,
+    steps: u32,
+    seed: u64,
+) -> Result<String> {
+    let bytes = genas_proxies::inputs::encode_batches(&data.train_schedule(b, steps, seed))
+        .map_err(anyhow::Error::msg)?;
+    genas_proxies::inputs::store_bytes(inputs, &bytes).map_err(anyhow::Error::msg)
+}
+
 /// Trains the teacher of `cfg` under the runner on `device`, in a job directory under `dir`:
 /// genas's initial weights, the batches genas's own training draws (written as a batches
 /// file), genas's recipe on the hard labels. The trained weights come back and are scored on
@@ -197,14 +211,8 @@ pub fn train_teacher(
     let arch = teacher_architecture(cfg, data.vocab_size(), data.context);
     let mut model = Model::new(&arch, Cpu::<f32>::new(0), seed);
     let train = teacher_train_config(cfg, seed);
-    let mut rng = genas_space::Rng::seed_from_u64(train.seed);
-    let batches: Vec<_> = (0..train.steps)
-        .map(|_| data.train_batch(train.batch_size, &mut rng))
-        .collect();
-    let bytes = genas_proxies::inputs::encode_batches(&batches).map_err(anyhow::Error::msg)?;
-    drop(batches);
     let inputs = dir.join("inputs");
-    let name = genas_proxies::inputs::store_bytes(&inputs, &bytes).map_err(anyhow::Error::msg)?;
+    let name = store_schedule(&inputs, data, train.batch_size, train.steps, train.seed)?;
     let jd = dir
         .join("jobs")
         .join(format!("teacher-{}", std::process::id()));
@@ -244,14 +252,7 @@ pub fn final_distill(
 ) -> Result<(genas_proxies::distill::FullResult, Vec<f64>, String)> {
     let d = &cfg.distill;
     let inputs = jd.join("inputs");
-    // The batches full_distill draws: one per step from Rng(seed), in turn.
-    let mut rng = genas_space::Rng::seed_from_u64(d.seed);
-    let batches: Vec<_> = (0..d.steps)
-        .map(|_| data.train_batch(d.batch_size, &mut rng))
-        .collect();
-    let bytes = genas_proxies::inputs::encode_batches(&batches).map_err(anyhow::Error::msg)?;
-    drop(batches);
-    let bname = genas_proxies::inputs::store_bytes(&inputs, &bytes).map_err(anyhow::Error::msg)?;
+    let bname = store_schedule(&inputs, data, d.batch_size, d.steps, d.seed)?;
     let vname = genas_proxies::inputs::store(&inputs, val).map_err(anyhow::Error::msg)?;
     let rel = |name: &str| format!("inputs/{name}.safetensors");
     let tensors = crate::winners::model_tensors(teacher);

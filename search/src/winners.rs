@@ -141,9 +141,10 @@ impl RunAccess {
                     &mut |_| {},
                     &mut |_, _| {},
                 )?;
-                let cfg = distill_config(&self.loaded, 0);
-                let targets = TeacherTargets::compute(&mut t, &self.loaded.data, &cfg, 0);
-                targets.student(&cand.architecture, Cpu::<f32>::new(threads), seed)
+                let parent =
+                    genas_proxies::distill::parent_of(&mut t, &self.loaded.data, exp.teacher.seed);
+                let initial = parent.initial(&cand.architecture);
+                Model::with_initial(&cand.architecture, Cpu::<f32>::new(threads), seed, initial)
             } else {
                 Model::new(&cand.architecture, Cpu::<f32>::new(threads), seed)
             };

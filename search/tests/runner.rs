@@ -328,6 +328,21 @@ fn the_gpu_check_runs_end_to_end_on_the_cpu() {
     );
 }
 
+/// A d32 teacher of `depth` layers trained `steps` steps (seed 4).
+fn small_teacher(depth: u32, steps: u32) -> genas_space::TeacherConfig {
+    genas_space::TeacherConfig {
+        depth,
+        d_model: 32,
+        heads: 2,
+        ffn_ratio: 2.0,
+        steps,
+        batch_size: 8,
+        learning_rate: 3e-3,
+        seed: 4,
+        pretrained: None,
+    }
+}
+
 #[test]
 fn the_teacher_trains_under_the_runner_as_on_the_engine() {
     if python_ready().is_err() {
@@ -335,17 +350,7 @@ fn the_teacher_trains_under_the_runner_as_on_the_engine() {
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let data = genas_search::runner_check::sonnets(&root).unwrap();
-    let cfg = genas_space::TeacherConfig {
-        depth: 2,
-        d_model: 32,
-        heads: 2,
-        ffn_ratio: 2.0,
-        steps: 50,
-        batch_size: 8,
-        learning_rate: 3e-3,
-        seed: 4,
-        pretrained: None,
-    };
+    let cfg = small_teacher(2, 50);
     let mut ours = Vec::new();
     let (_, engine) =
         genas_proxies::teacher::train_teacher(&cfg, &data, 4, Cpu::<f32>::new(1), |s| {
@@ -383,17 +388,7 @@ fn a_final_distillation_runs_under_the_runner_as_on_the_engine_and_resumes_after
     use genas_proxies::distill::{dir_store, full_distill, FullConfig, TeacherTargets};
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let data = genas_search::runner_check::sonnets(&root).unwrap();
-    let tcfg = genas_space::TeacherConfig {
-        depth: 1,
-        d_model: 32,
-        heads: 2,
-        ffn_ratio: 2.0,
-        steps: 30,
-        batch_size: 8,
-        learning_rate: 3e-3,
-        seed: 4,
-        pretrained: None,
-    };
+    let tcfg = small_teacher(1, 30);
     let (mut teacher, _) =
         genas_proxies::teacher::train_teacher(&tcfg, &data, 4, Cpu::<f32>::new(1), |_| {}).unwrap();
     let cfg = FullConfig {

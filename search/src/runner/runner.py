@@ -195,7 +195,7 @@ def soft_targets(z, temperature, top_k):
 
 def final(job_dir, job, model, decay, device, started):
     """genas's full distillation; returns the result record (the best weights are in model)."""
-    sys.path.insert(0, os.path.join(job_dir, "teacher"))
+    # The teacher's model.py under a module name of its own (the student's is `model`).
     import importlib.util
     spec = importlib.util.spec_from_file_location(
         "genas_teacher_model", os.path.join(job_dir, "teacher", "model.py"))
