@@ -638,16 +638,20 @@ pub fn full_distill<B: Backend>(
     while state.step < d.steps {
         let step = state.step;
         let batch = data.train_batch(d.batch_size, &mut state.rng);
-        let z = teacher_logits(teacher, &batch);
-        let p = model.be.upload_f32(
-            SoftTargets::from_logits(&z, (batch.b * batch.t, v), d.temperature, d.top_k)
-                .dense_f32((batch.b * batch.t, v)),
-        );
+        // α = 1 trains on the hard labels alone (the ablation of `genas report --ablate-kd`):
+        // the teacher is only read for validation.
+        let p = (d.alpha < 1.0).then(|| {
+            let z = teacher_logits(teacher, &batch);
+            model.be.upload_f32(
+                SoftTargets::from_logits(&z, (batch.b * batch.t, v), d.temperature, d.top_k)
+                    .dense_f32((batch.b * batch.t, v)),
+            )
+        });
         let s = train_step(
             model,
             &mut opt,
             &batch,
-            Some((&p, d.temperature, d.alpha)),
+            p.as_ref().map(|p| (p, d.temperature, d.alpha)),
             &tcfg,
             step,
         )?;

@@ -287,6 +287,65 @@ fn full_distillation_stops_early_and_keeps_the_best_weights() {
 }
 
 #[test]
+fn alpha_one_trains_on_the_hard_labels_alone() {
+    // The ablation of `genas report --ablate-kd`: with α = 1 a full distillation is plain
+    // training on the same batches (bit for bit), and differs from distillation at α < 1.
+    let mut t = teacher();
+    let c = FullConfig {
+        distill: DistillConfig {
+            alpha: 1.0,
+            ..cfg(12)
+        },
+        eval_every: 12,
+        checkpoint_every: 12,
+        patience: 100,
+    };
+    let val = TeacherTargets::compute(&mut t, data(), &c.distill, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut hard = student(16, 5);
+    let r = full_distill(
+        &mut hard,
+        &mut t,
+        data(),
+        &val,
+        &c,
+        &mut dir_store(&dir.path().join("hard")),
+        |_, _| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    assert_eq!((r.result.steps, r.best_step), (12, 12));
+    let d = &c.distill;
+    let mut plain = student(16, 5);
+    genas_proxies::engine::train::train(
+        &mut plain,
+        data(),
+        &genas_proxies::engine::TrainConfig::new(d.steps, d.batch_size, d.learning_rate, d.seed),
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(weights(&hard), weights(&plain));
+    let soft = FullConfig {
+        distill: DistillConfig {
+            alpha: 0.5,
+            ..c.distill.clone()
+        },
+        ..c.clone()
+    };
+    let mut distilled = student(16, 5);
+    full_distill(
+        &mut distilled,
+        &mut t,
+        data(),
+        &val,
+        &soft,
+        &mut dir_store(&dir.path().join("soft")),
+        |_, _| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    assert_ne!(weights(&distilled), weights(&hard));
+}
+
+#[test]
 fn a_teacher_is_keyed_by_everything_that_determines_it() {
     let cfg = teacher_cfg();
     let a = teacher_architecture(&cfg, 65, 64);

@@ -48,6 +48,10 @@
 //! - `run_distilled`: run id ++ `0x00` ++ candidate id → the record JSON of its finished final
 //!   distillation, written in one transaction with its weights (`run_weights`) and the
 //!   removal of its checkpoint.
+//! - `run_ablations`: run id ++ `0x00` ++ ablation key (`CANDIDATE/ARM/STEPS`) → the record
+//!   JSON of a finished training run `genas report --ablate-kd` compares against the final
+//!   distillation, written in one transaction with the removal of its checkpoint (kept in
+//!   `run_checkpoints` under the same key while it runs).
 //!
 //! The run trees above are created when an archive is opened, so an archive written before
 //! they existed gains them (empty) on its first writable open; the schema stays 1. One
@@ -68,8 +72,8 @@ use serde_json::Value;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use sled::IVec;
 
-pub use holder::Holder;
-use holder::{format_utc, one_line, write_atomically};
+pub use holder::{format_utc, Holder};
+use holder::{one_line, write_atomically};
 
 /// Version of the archive layout this genas writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -93,6 +97,7 @@ const RUN_WEIGHTS_TREE: &str = "run_weights";
 const EVAL_CACHE_TREE: &str = "eval_cache";
 const RUN_CHECKPOINTS_TREE: &str = "run_checkpoints";
 const RUN_DISTILLED_TREE: &str = "run_distilled";
+const RUN_ABLATIONS_TREE: &str = "run_ablations";
 /// The `meta` record holding the number of the last run created.
 const LAST_RUN: &str = "last_run";
 /// The `meta` record counting flushes (u64 big-endian), and the file recording the count
@@ -227,6 +232,7 @@ pub struct Archive {
     eval_cache: sled::Tree,
     run_checkpoints: sled::Tree,
     run_distilled: sled::Tree,
+    run_ablations: sled::Tree,
     path: PathBuf,
     schema_version: u32,
     holder: Holder,
@@ -728,6 +734,39 @@ impl Archive {
         }
     }
 
+    /// Records a finished ablation training `key` of run `run` (see `run_ablations`) and
+    /// removes the checkpoint kept under the same key, in one transaction, then flushes.
+    pub fn put_ablation(&self, run: &str, key: &str, record: &Value) -> Result<(), StoreError> {
+        self.require_run(run)?;
+        self.check_key("ablation", key)?;
+        let k = IVec::from(run_entry_key(run, key.as_bytes()));
+        let record = IVec::from(record.to_string().into_bytes());
+        (&self.run_ablations, &self.run_checkpoints)
+            .transaction(|(ablations, checkpoints)| -> Tx<()> {
+                ablations.insert(k.clone(), record.clone())?;
+                checkpoints.remove(k.clone())?;
+                Ok(())
+            })
+            .map_err(|e| self.transaction_error("store a finished ablation", e))?;
+        self.flush()
+    }
+
+    /// The record of the finished ablation training `key` of run `run`.
+    pub fn ablation(&self, run: &str, key: &str) -> Result<Option<Value>, StoreError> {
+        self.check_key("run", run)?;
+        self.check_key("ablation", key)?;
+        match self
+            .run_ablations
+            .get(run_entry_key(run, key.as_bytes()))
+            .map_err(|e| self.sled_error("read an ablation record", e))?
+        {
+            None => Ok(None),
+            Some(value) => self
+                .decode_json(&value, || format!("ablation record {key} of run {run}"))
+                .map(Some),
+        }
+    }
+
     /// Writes everything stored so far to disk, then records in `seal.json` how many
     /// flushes the database has seen, so a log that later loses its tail is recognised as
     /// damaged instead of opening as an older archive. A read-only open has nothing to
@@ -981,6 +1020,7 @@ impl Archive {
             eval_cache: open_tree(&db, dir, EVAL_CACHE_TREE)?,
             run_checkpoints: open_tree(&db, dir, RUN_CHECKPOINTS_TREE)?,
             run_distilled: open_tree(&db, dir, RUN_DISTILLED_TREE)?,
+            run_ablations: open_tree(&db, dir, RUN_ABLATIONS_TREE)?,
             db,
             path: dir.to_path_buf(),
             schema_version,

@@ -41,4 +41,4 @@
 pub mod archive;
 pub mod export;
 
-pub use archive::{Archive, Holder, StoreError, SCHEMA_VERSION};
+pub use archive::{format_utc, Archive, Holder, StoreError, SCHEMA_VERSION};

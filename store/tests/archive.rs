@@ -802,6 +802,41 @@ fn weights_round_trip() {
 }
 
 #[test]
+fn an_ablation_replaces_its_checkpoint_and_survives_a_reopen() {
+    let root = temp();
+    let dir = root.path().join("a");
+    {
+        let archive = Archive::open(&dir).expect("create");
+        let run = archive.create_run(&json!({})).expect("run");
+        let key = "c1/scratch/100";
+        archive
+            .put_checkpoint(&run, key, &[7, 7])
+            .expect("checkpoint");
+        archive
+            .put_checkpoint(&run, "c1", &[1])
+            .expect("distillation checkpoint");
+        assert_eq!(archive.ablation(&run, key).expect("read"), None);
+        archive
+            .put_ablation(&run, key, &json!({"val_bits": 3.5}))
+            .expect("put");
+        assert_eq!(archive.checkpoint(&run, key).expect("read"), None);
+        // The distillation's own checkpoint is another key and stays.
+        assert_eq!(archive.checkpoint(&run, "c1").expect("read"), Some(vec![1]));
+        assert!(archive.put_ablation("r9", key, &json!({})).is_err());
+        assert!(archive.put_ablation(&run, "", &json!({})).is_err());
+    }
+    let archive = Archive::open_existing(&dir).expect("reopen");
+    assert_eq!(
+        archive.ablation("r1", "c1/scratch/100").expect("read"),
+        Some(json!({"val_bits": 3.5}))
+    );
+    assert_eq!(
+        archive.ablation("r1", "c1/scratch/200").expect("read"),
+        None
+    );
+}
+
+#[test]
 fn an_archive_from_before_runs_gains_the_run_trees() {
     let root = temp();
     let dir = root.path().join("a");

@@ -161,7 +161,7 @@ fn current_command() -> String {
 }
 
 /// Seconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS UTC` (proleptic Gregorian calendar).
-pub(super) fn format_utc(unix_s: u64) -> String {
+pub fn format_utc(unix_s: u64) -> String {
     let days = unix_s / 86_400;
     let second_of_day = unix_s % 86_400;
     // Days since 1970-01-01 to a civil date (H. Hinnant's `civil_from_days`), shifted so
