@@ -3,9 +3,10 @@
 //! Owns the search controller (strategies, constraints, the fidelity schedule, the Pareto
 //! front), where evaluations run (`executor`: worker threads here; `slurm`: job arrays on a
 //! Slurm cluster, each task a `genas worker`), what happens to the winners (final
-//! distillation, export, sampling) and the commands behind the `genas` binary. Every command
-//! is a library function returning data plus a renderer, so all logic is testable without
-//! spawning the binary; `main.rs` only parses arguments and prints.
+//! distillation, export, sampling), the trade-off report of a run (`report`) and the commands
+//! behind the `genas` binary. Every command is a library function returning data plus a
+//! renderer, so all logic is testable without spawning the binary; `main.rs` only parses
+//! arguments and prints.
 //!
 //! Nothing depends on this crate. It is the only one that knows all three others.
 
@@ -16,6 +17,7 @@ pub mod format;
 pub mod fuzz;
 pub mod pareto;
 pub mod plot;
+pub mod report;
 pub mod run;
 pub mod runner;
 pub mod runner_check;

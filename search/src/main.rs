@@ -60,6 +60,10 @@ enum Command {
     Export(ExportArgs),
     /// Generate from a candidate: text samples, or a PNG grid of images.
     Sample(SampleCmdArgs),
+    /// The trade-off study of a run as one HTML page and report.md: the front against the
+    /// teacher (size, memory, FLOPs, measured speed, quality), plots, what each gene did,
+    /// distillation's own value (--ablate-kd), samples, calibration.
+    Report(ReportArgs),
     /// Run one evaluation job written by the Slurm executor (what each array task runs):
     /// reads JOB_DIR/INDEX.json, writes JOB_DIR/INDEX.out.json.
     Worker(WorkerArgs),
@@ -132,6 +136,27 @@ struct ExportArgs {
     /// parameters), so that a native transformers family fits where only those stood in the way.
     #[arg(long)]
     densify: bool,
+    #[arg(long, default_value = "genas-archive")]
+    archive: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Run id (see genas runs).
+    run: String,
+    /// Directory to write report.html, report.md, plots/ and samples/ (default report-RUN).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Train every front member on hard labels alone (from drawn weights, and from the
+    /// pruned teacher where the run starts students there) with its final distillation's
+    /// recipe, to measure what distillation itself is worth; stored in the archive and reused.
+    #[arg(long)]
+    ablate_kd: bool,
+    /// Engine threads for --ablate-kd's training (0 = every core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     #[arg(long, default_value = "genas-archive")]
     archive: PathBuf,
     #[arg(long)]
@@ -651,6 +676,7 @@ fn check_args(command: &Command) -> anyhow::Result<()> {
             threads(a.threads)
         }
         Command::Resume(a) => threads(a.threads),
+        Command::Report(a) => threads(a.threads),
         Command::Distill(a) => {
             if let Some(s) = a.steps {
                 within("--steps", s.into(), 1, 100_000_000)?;
@@ -1024,6 +1050,24 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 json(&s)
             } else {
                 Ok(genas_search::winners::render_samples(&s))
+            }
+        }
+        Command::Report(a) => {
+            let opts = genas_search::report::ReportOptions {
+                out: a
+                    .out
+                    .unwrap_or_else(|| genas_search::report::default_out(&a.run)),
+                archive: a.archive,
+                ablate_kd: a.ablate_kd,
+                threads: a.threads,
+            };
+            let r = with_progress(a.json, |say, progress| {
+                genas_search::report::report(&opts, &a.run, &STOP, say, progress)
+            })?;
+            if a.json {
+                json(&r)
+            } else {
+                Ok(genas_search::report::render_summary(&r))
             }
         }
         Command::Teacher(TeacherCommand::Import {

@@ -206,10 +206,11 @@ pub struct DistillOptions {
 }
 
 /// The final distillation's checkpoint, kept in the archive under the run and candidate.
-struct ArchiveCheckpoints<'a> {
-    archive: &'a Archive,
-    run: &'a str,
-    candidate: &'a str,
+pub(crate) struct ArchiveCheckpoints<'a> {
+    pub(crate) archive: &'a Archive,
+    pub(crate) run: &'a str,
+    /// The candidate id (or an ablation's key: `genas report --ablate-kd`).
+    pub(crate) candidate: &'a str,
 }
 
 impl CheckpointStore for ArchiveCheckpoints<'_> {
@@ -892,7 +893,7 @@ const ZOOM: usize = 4;
 const GAP: usize = 4;
 
 /// Images (gray levels, raster order) side by side in a near-square grid, as PNG.
-fn image_grid(images: &[Vec<u32>], side: usize, levels: u32) -> Result<Vec<u8>> {
+pub(crate) fn image_grid(images: &[Vec<u32>], side: usize, levels: u32) -> Result<Vec<u8>> {
     use resvg::tiny_skia::{Pixmap, PremultipliedColorU8};
     let cols = (images.len() as f64).sqrt().ceil() as usize;
     let rows = images.len().div_ceil(cols);
