@@ -197,6 +197,17 @@ fn a_report_shows_every_section_and_every_stored_figure_with_its_unit() {
     let summary = ab["summary"].as_array().unwrap();
     assert_eq!(summary.len(), 2);
     assert_eq!(summary[0]["n"], front.len());
+    // Inheritance on its own: inherited − scratch over the members, both on hard labels.
+    let rows_ab = ab["rows"].as_array().unwrap();
+    let d: Vec<f64> = rows_ab
+        .iter()
+        .map(|r| {
+            r["arms"][1]["val_bits"].as_f64().unwrap() - r["arms"][0]["val_bits"].as_f64().unwrap()
+        })
+        .collect();
+    let mean = d.iter().sum::<f64>() / d.len() as f64;
+    assert!((ab["inheritance"]["mean"].as_f64().unwrap() - mean).abs() < 1e-12);
+    both(&format!("{mean:+.3}"), "inheritance's mean");
 
     // Calibration: every stored correlation.
     for p in rep["calibration"]["proxies"].as_array().unwrap() {
@@ -293,6 +304,59 @@ fn a_report_of_an_unfinished_run_says_so_and_bad_requests_get_one_line() {
 }
 
 #[test]
+fn an_image_report_shows_every_models_samples_as_a_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/data/fashion-mnist");
+    let data_section = format!(
+        r#"kind = "image"
+path = "{0}/train-10k-images-idx3-ubyte"
+validation_path = "{0}/val-2k-images-idx3-ubyte"
+image_size = 8
+gray_levels = 8
+max_images = 300"#,
+        data.display()
+    );
+    let exp = common::experiment_on(
+        &dir.path().join("img.toml"),
+        "img-report",
+        &data_section,
+        "[search]\nstrategy = \"random\"\ncandidates = 4\n[fidelity]\nbatch_size = 8\nrung_steps = [10]\nscreen_keep = 1.0\n",
+    );
+    let (a, r) = common::search_into(dir.path(), &exp);
+    let id = r["front"][0]["id"].as_str().unwrap().to_string();
+    ok_json(&genas(&[
+        "distill",
+        "r1",
+        &id,
+        "--steps",
+        "30",
+        "--archive",
+        s(&a),
+        "--json",
+    ]));
+    let out = dir.path().join("rep");
+    let (rep, _) = report(&a, &out, &[]);
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("bits/dim"));
+    // The teacher's grid and the distilled member's, inline and as files; the others say
+    // why they have none.
+    assert_eq!(html.matches("src=\"data:image/png;base64,").count(), 2);
+    for name in ["teacher", &id[..8]] {
+        let png = std::fs::read(out.join("samples").join(format!("{name}.png"))).unwrap();
+        let img = resvg::tiny_skia::Pixmap::decode_png(&png).unwrap();
+        assert!(img.width() > 8 && img.height() > 8);
+    }
+    let missing = rep["samples"]["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| !m["missing"].is_null())
+        .count();
+    assert_eq!(missing, r["front"].as_array().unwrap().len() - 1);
+    layout_check(&out.join("report.html"));
+}
+
+#[test]
 fn ablate_kd_needs_the_final_distillation_first() {
     let dir = tempfile::tempdir().unwrap();
     let exp = small(dir.path());
@@ -358,7 +422,7 @@ window.addEventListener('load', () => {
       if (p.x < q.x + q.width - 0.5 && q.x < p.x + p.width - 0.5 && p.y < q.y + q.height - 0.5 && q.y < p.y + p.height - 0.5) r.overlap.push(k + ':' + a + '|' + b);
     }
   });
-  document.querySelectorAll('img').forEach(i => { r.images++; if (!(i.naturalWidth > 0)) r.broken++; });
+  document.querySelectorAll('img').forEach(i => { r.images++; if (!(i.complete && i.naturalWidth > 0)) r.broken++; });
   document.title = 'CHECK' + JSON.stringify(r) + 'CHECK';
 });
 </script>"#;

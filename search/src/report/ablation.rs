@@ -49,16 +49,34 @@ pub struct Row {
     pub arms: Vec<Option<AblationRecord>>,
 }
 
-/// Distillation against one arm over the members: the paired difference in bits
-/// (distilled − arm; negative: distillation is better).
+/// A paired comparison over the members: the mean difference in bits (for an arm:
+/// distilled − arm, negative when distillation is better; for `inheritance`: inherited −
+/// scratch, both on hard labels, negative when the inherited start is better).
 #[derive(Clone, Debug, Serialize)]
 pub struct ArmSummary {
     pub arm: String,
     pub n: usize,
     pub mean: f64,
     pub interval: Option<(f64, f64)>,
-    /// Members where distillation ended better.
-    pub distillation_better: usize,
+    /// Members where the first of the two ended better (the difference is negative).
+    pub better: usize,
+}
+
+fn paired(arm: &str, d: &[f64]) -> ArmSummary {
+    let n = d.len();
+    let mean = d.iter().sum::<f64>() / n.max(1) as f64;
+    let interval = (n >= 2).then(|| {
+        let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        let half = t975(n - 1) * (var / n as f64).sqrt();
+        (mean - half, mean + half)
+    });
+    ArmSummary {
+        arm: arm.to_string(),
+        n,
+        mean,
+        interval,
+        better: d.iter().filter(|x| **x < 0.0).count(),
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -66,6 +84,8 @@ pub struct Section {
     pub arms: Vec<String>,
     pub rows: Vec<Row>,
     pub summary: Vec<ArmSummary>,
+    /// Inherited against scratch, both on hard labels (runs with `init = "teacher"`).
+    pub inheritance: Option<ArmSummary>,
     /// Why the table is empty or partial, and how to fill it.
     pub note: Option<String>,
     /// Trainings this report ran (the rest were read from the archive).
@@ -120,22 +140,21 @@ fn summarise(arms: &[String], rows: &[Row]) -> Vec<ArmSummary> {
                 .iter()
                 .filter_map(|r| Some(r.distilled_bits - r.arms[k].as_ref()?.val_bits))
                 .collect();
-            let n = d.len();
-            let mean = d.iter().sum::<f64>() / n.max(1) as f64;
-            let interval = (n >= 2).then(|| {
-                let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-                let half = t975(n - 1) * (var / n as f64).sqrt();
-                (mean - half, mean + half)
-            });
-            ArmSummary {
-                arm: arm.clone(),
-                n,
-                mean,
-                interval,
-                distillation_better: d.iter().filter(|x| **x < 0.0).count(),
-            }
+            paired(arm, &d)
         })
         .collect()
+}
+
+/// What starting from the pruned teacher is worth on its own: inherited − scratch, both on
+/// hard labels.
+fn inheritance(arms: &[String], rows: &[Row]) -> Option<ArmSummary> {
+    let s = arms.iter().position(|a| a == SCRATCH)?;
+    let i = arms.iter().position(|a| a == INHERITED)?;
+    let d: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| Some(r.arms[i].as_ref()?.val_bits - r.arms[s].as_ref()?.val_bits))
+        .collect();
+    (!d.is_empty()).then(|| paired("inheritance", &d))
 }
 
 /// What the archive already holds, trained by an earlier `--ablate-kd`.
@@ -180,6 +199,7 @@ pub fn stored(access: &RunAccess, search: &SearchReport) -> Result<Section> {
     };
     Ok(Section {
         summary: summarise(&arms, &rows),
+        inheritance: inheritance(&arms, &rows),
         arms,
         rows,
         note,

@@ -90,6 +90,8 @@ struct Value {
     x: Option<f64>,
     /// Categorical: share of layers at each level.
     shares: BTreeMap<String, f64>,
+    /// Numeric: the smallest and largest value over the layers.
+    range: Option<(f64, f64)>,
 }
 
 const GENES: [(&str, Kind); 15] = [
@@ -124,6 +126,7 @@ fn numeric(values: &[f64]) -> Value {
             label: "n/a".into(),
             x: None,
             shares: BTreeMap::new(),
+            range: None,
         };
     }
     let same = values.iter().all(|v| (v - values[0]).abs() < 1e-9);
@@ -137,10 +140,13 @@ fn numeric(values: &[f64]) -> Value {
             .join(",")
     };
     let x = values.iter().map(|v| v.max(1e-9).log2()).sum::<f64>() / values.len() as f64;
+    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     Value {
         label,
         x: Some(x),
         shares: BTreeMap::new(),
+        range: Some((lo, hi)),
     }
 }
 
@@ -158,6 +164,7 @@ fn categorical(levels: &[String]) -> Value {
         label,
         x: None,
         shares,
+        range: None,
     }
 }
 
@@ -459,26 +466,21 @@ pub fn estimate(cands: &[&CandidateRecord], bits_per_nat: f64, first_rung: Optio
     for &g in &varied {
         match GENES[g].1 {
             Kind::Numeric => {
-                let with_x: Vec<&Value> = vals
+                // From the smallest to the largest value any layer has: every layer (the
+                // mean log2 over them) moved across that range.
+                let (lo, hi) = vals
                     .iter()
-                    .map(|v| &v[g])
-                    .filter(|v| v.x.is_some())
-                    .collect();
-                let lo = with_x
-                    .iter()
-                    .min_by(|a, b| a.x.unwrap_or(0.0).total_cmp(&b.x.unwrap_or(0.0)));
-                let hi = with_x
-                    .iter()
-                    .max_by(|a, b| a.x.unwrap_or(0.0).total_cmp(&b.x.unwrap_or(0.0)));
-                if let (Some(lo), Some(hi)) = (lo, hi) {
-                    if lo.label != hi.label {
-                        contrasts.push(Contrast {
-                            gene: g,
-                            from: lo.label.clone(),
-                            to: hi.label.clone(),
-                            step: RegStep::Numeric(hi.x.unwrap_or(0.0) - lo.x.unwrap_or(0.0)),
-                        });
-                    }
+                    .filter_map(|v| v[g].range)
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), (l, h)| {
+                        (a.min(l), b.max(h))
+                    });
+                if hi > lo {
+                    contrasts.push(Contrast {
+                        gene: g,
+                        from: fmt_num(lo),
+                        to: fmt_num(hi),
+                        step: RegStep::Numeric(hi.log2() - lo.log2()),
+                    });
                 }
             }
             Kind::Categorical => {
@@ -525,7 +527,8 @@ pub fn estimate(cands: &[&CandidateRecord], bits_per_nat: f64, first_rung: Optio
                 .push((from, to));
         }
     }
-    for (g, from, to) in pairs.keys() {
+    // A change only pairs show needs at least MIN_PAIRS of them to be worth a row.
+    for ((g, from, to), _) in pairs.iter().filter(|(_, ps)| ps.len() >= MIN_PAIRS) {
         if !contrasts
             .iter()
             .any(|c| c.gene == *g && c.from == *from && c.to == *to)

@@ -143,7 +143,8 @@ pub struct Report {
     /// Says so when the run has not finished (still going, or stopped).
     pub unfinished: Option<String>,
     pub rows: Vec<TradeRow>,
-    pub teacher_train_steps: Option<u32>,
+    /// How the teacher and the students were trained: what a comparison between them rests on.
+    pub recipe: String,
     pub candidates: usize,
     pub effects: effects::Effects,
     pub ablation: ablation::Section,
@@ -311,8 +312,30 @@ pub fn report(
     );
     let calibration = calibration_section(&access, &search, &cands)?;
     let plots = svg::plots(&search, &cands, &rows, data.bits(1.0));
-    let teacher_train_steps = (!outcome.record.key.is_empty() && l.pretrained.is_none())
-        .then_some(l.experiment.teacher.steps);
+    let (tc, fc) = (&l.experiment.teacher, &l.experiment.fidelity);
+    let teacher_how = if l.pretrained.is_some() {
+        format!("the pretrained checkpoint {}", outcome.record.key)
+    } else {
+        format!(
+            "trained {} steps of {} sequences on the hard labels",
+            tc.steps, tc.batch_size
+        )
+    };
+    let rungs: Vec<String> = fc.rung_steps.iter().map(|s| s.to_string()).collect();
+    let recipe = format!(
+        "Teacher ({} parameters): {teacher_how}. Students: distilled from it (α = {} on the hard labels, the rest on its soft targets at T = {}) in batches of {}, {} steps at the search's rungs and {} in the final distillation, starting from {}.",
+        crate::format::thousands(tcost.params),
+        fc.alpha,
+        fc.temperature,
+        fc.batch_size,
+        rungs.join(", "),
+        fc.final_steps,
+        if fc.init == genas_space::StudentInit::Teacher {
+            "the teacher's weights pruned to their shape, so their training continues the teacher's"
+        } else {
+            "drawn weights"
+        }
+    );
     let mut r = Report {
         data: data.source.clone(),
         kind: if data.kind == DataKind::Image {
@@ -323,7 +346,7 @@ pub fn report(
         context: data.context,
         unfinished,
         rows,
-        teacher_train_steps,
+        recipe,
         candidates: access.candidates.len(),
         effects,
         ablation,

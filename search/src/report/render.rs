@@ -397,23 +397,34 @@ pub fn headlines(r: &Report) -> Vec<String> {
 }
 
 pub fn ablation_text(s: &Section, unit: &str) -> Vec<String> {
+    let ci = |a: &super::ablation::ArmSummary| {
+        a.interval.map_or(String::new(), |(lo, hi)| {
+            format!(" [95% CI {lo:+.3}, {hi:+.3}]")
+        })
+    };
     let mut out = Vec::new();
-    for a in &s.summary {
-        if a.n == 0 {
-            continue;
-        }
+    for a in s.summary.iter().filter(|a| a.n > 0) {
         let what = if a.arm == super::ablation::SCRATCH {
             "training from scratch on hard labels (drawn initial weights, no teacher)"
         } else {
             "training on hard labels from the same pruned-teacher initial weights (soft targets removed, inheritance kept)"
         };
         out.push(format!(
-            "Against {what}: distillation ends {} {unit} on average{} over {} members, better in {} of {}.",
-            format_args!("{:+.3}", a.mean),
-            a.interval
-                .map_or(String::new(), |(lo, hi)| format!(" [95% CI {lo:+.3}, {hi:+.3}]")),
+            "Against {what}: distillation ends {:+.3} {unit} on average{} over {} members, better in {} of {}.",
+            a.mean,
+            ci(a),
             a.n,
-            a.distillation_better,
+            a.better,
+            a.n
+        ));
+    }
+    if let Some(a) = &s.inheritance {
+        out.push(format!(
+            "Starting from the pruned teacher instead of drawn weights, both on hard labels: {:+.3} {unit} on average{} over {} members, better in {} of {}.",
+            a.mean,
+            ci(a),
+            a.n,
+            a.better,
             a.n
         ));
     }
@@ -507,7 +518,10 @@ fn run_line(r: &Report) -> String {
         s.hypervolume,
         s.objectives
             .iter()
-            .map(|o| format!("{o:?}").to_lowercase())
+            .map(|o| serde_json::to_value(o)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| format!("{o:?}").to_lowercase()))
             .collect::<Vec<_>>()
             .join(", ")
     )
@@ -555,7 +569,12 @@ fn html(r: &Report) -> String {
         let _ = writeln!(s, "<h2 id=\"{}\">{}</h2>", SECTIONS[k].0, SECTIONS[k].1);
     };
     h2(&mut s, 0);
-    let _ = writeln!(s, "<p>{}</p>", esc(&run_line(r)));
+    let _ = writeln!(
+        s,
+        "<p>{}</p>\n<p class=\"muted\">{}</p>",
+        esc(&run_line(r)),
+        esc(&r.recipe)
+    );
     for h in headlines(r) {
         let _ = writeln!(s, "<p class=\"lead\">{}</p>", esc(&h));
     }
@@ -704,14 +723,8 @@ fn constant_list(e: &Effects) -> String {
 
 fn method_line(r: &Report) -> String {
     format!(
-        "Made by genas {} on {} in {:.1} s from the archive's records of run {} (nothing in the run was changed). Teacher: {}{}.",
-        r.genas,
-        r.generated,
-        r.seconds,
-        r.search.run,
-        r.rows.first().map_or("-".into(), |t| t.architecture.clone()),
-        r.teacher_train_steps
-            .map_or(String::new(), |s| format!(", trained {s} steps on the same data"))
+        "Made by genas {} on {} in {:.1} s from the archive's records of run {} (the search's records were read, not changed). {}",
+        r.genas, r.generated, r.seconds, r.search.run, r.recipe
     )
 }
 
@@ -728,7 +741,7 @@ fn markdown(r: &Report) -> String {
         let _ = writeln!(s, "## {}\n", SECTIONS[k].1);
     };
     h2(&mut s, 0);
-    let _ = writeln!(s, "{}\n", run_line(r));
+    let _ = writeln!(s, "{}\n\n{}\n", run_line(r), r.recipe);
     for h in headlines(r) {
         let _ = writeln!(s, "- {h}");
     }

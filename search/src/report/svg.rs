@@ -113,11 +113,14 @@ struct Scatter<'a> {
     xfmt: fn(f64) -> String,
 }
 
-/// Tick positions (log10) between `lo` and `hi` (log10): 1, 2, 5 × 10^k, or every digit
-/// × 10^k for a range under a decade, 3 to 6 of them; else 4 points inside the range.
+/// Tick positions (log10) between `lo` and `hi` (log10): the first of 1, 2, 5 × 10^k;
+/// 1, 3 × 10^k; 10^k; every digit × 10^k (a range under a decade) that puts 3 to 6 inside;
+/// else 4 points inside the range.
 fn ticks_log(lo: f64, hi: f64) -> Vec<f64> {
     for mults in [
         &[1.0, 2.0, 5.0][..],
+        &[1.0, 3.0][..],
+        &[1.0][..],
         &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0][..],
     ] {
         let mut t = Vec::new();
@@ -466,5 +469,21 @@ mod tests {
         assert_eq!(short(1_234_567.0), "1.23M");
         assert_eq!(short(12.0), "12");
         assert_eq!(short(0.0042), "4.20e-3");
+    }
+
+    #[test]
+    fn log_ticks_are_round_numbers_three_to_six_of_them() {
+        let at = |lo: f64, hi: f64| -> Vec<i64> {
+            ticks_log(lo.log10(), hi.log10())
+                .into_iter()
+                .map(|t| 10f64.powf(t).round() as i64)
+                .collect()
+        };
+        assert_eq!(
+            at(5e3, 1.1e6),
+            [10_000, 30_000, 100_000, 300_000, 1_000_000]
+        );
+        assert_eq!(at(900.0, 60e3), [1000, 2000, 5000, 10_000, 20_000, 50_000]);
+        assert_eq!(at(4.5e3, 15.9e3), [5000, 6000, 7000, 8000, 9000, 10_000]);
     }
 }
