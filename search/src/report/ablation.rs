@@ -275,7 +275,7 @@ pub fn run(
             todo.len(),
             if resuming { ", resuming from its checkpoint" } else { "" }
         ));
-        let label = format!("{arm} {}", &id[..id.len().min(8)]);
+        let label = format!("{arm} {}", id.chars().take(8).collect::<String>());
         let on_step = |s: u32, _: f64| {
             progress(&label, s as usize + 1, *steps as usize);
             if stop.load(Ordering::SeqCst) {

@@ -202,10 +202,14 @@ pub fn report(
         );
     }
     let data = &l.data;
-    let unfinished = match (search.status.as_str(), &search.live) {
+    let holder = access.archive.live().map(|h| h.to_string());
+    let unfinished = match (search.status.as_str(), holder) {
         ("finished", None) => None,
-        (_, Some(live)) => Some(format!(
-            "This run is still going ({live}). Every figure below is as of its last commit and will change."
+        ("finished", Some(h)) => Some(format!(
+            "Read while {h} holds the archive: every figure below is as of its last commit."
+        )),
+        (_, Some(h)) => Some(format!(
+            "This run is still going ({h} holds the archive). Every figure below is as of its last commit and will change."
         )),
         (status, None) => Some(format!(
             "This run has not finished (status: {status}). Every figure below is as of its last commit; genas resume {run} continues it."
