@@ -306,16 +306,7 @@ fn a_report_of_an_unfinished_run_says_so_and_bad_requests_get_one_line() {
 #[test]
 fn an_image_report_shows_every_models_samples_as_a_grid() {
     let dir = tempfile::tempdir().unwrap();
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/data/fashion-mnist");
-    let data_section = format!(
-        r#"kind = "image"
-path = "{0}/train-10k-images-idx3-ubyte"
-validation_path = "{0}/val-2k-images-idx3-ubyte"
-image_size = 8
-gray_levels = 8
-max_images = 300"#,
-        data.display()
-    );
+    let data_section = common::fashion8();
     let exp = common::experiment_on(
         &dir.path().join("img.toml"),
         "img-report",

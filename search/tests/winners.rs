@@ -313,16 +313,7 @@ screen_keep = 0.5
 #[test]
 fn image_runs_sample_a_png_grid() {
     let dir = tempfile::tempdir().unwrap();
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/data/fashion-mnist");
-    let data_section = format!(
-        r#"kind = "image"
-path = "{0}/train-10k-images-idx3-ubyte"
-validation_path = "{0}/val-2k-images-idx3-ubyte"
-image_size = 8
-gray_levels = 8
-max_images = 300"#,
-        data.display()
-    );
+    let data_section = common::fashion8();
     let exp = common::experiment_on(
         &dir.path().join("img.toml"),
         "img-test",

@@ -149,11 +149,34 @@ fn text_width(text: &str, size: f64) -> f64 {
     text.chars().count() as f64 * 0.62 * size
 }
 
-fn scatter(s: &Scatter) -> String {
-    let mut out = format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" font-family="DejaVu Sans, Verdana, sans-serif" role="img"><title>{}</title><rect width="100%" height="100%" fill="white"/>"##,
-        esc(s.title)
+/// An SVG of the plots' size with a white ground and `title` above the plot area.
+fn open(title: &str) -> String {
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" font-family="DejaVu Sans, Verdana, sans-serif" role="img"><title>{0}</title><rect width="100%" height="100%" fill="white"/><text x="{1:.1}" y="18" text-anchor="middle" font-size="14" font-weight="bold">{0}</text>"##,
+        esc(title),
+        (LEFT + W - RIGHT) / 2.0
+    )
+}
+
+/// The plot area's frame and the axis labels.
+fn frame(out: &mut String, xlabel: &str, ylabel: &str) {
+    let (l, r, t, b) = (LEFT, W - RIGHT, TOP, H - BOTTOM);
+    let _ = write!(
+        out,
+        r##"<rect x="{l}" y="{t}" width="{:.1}" height="{:.1}" fill="none" stroke="#444"/><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="12">{}</text><text x="16" y="{:.1}" font-size="12" text-anchor="middle" transform="rotate(-90 16 {:.1})">{}</text>"##,
+        r - l,
+        b - t,
+        (l + r) / 2.0,
+        b + 33.0,
+        esc(xlabel),
+        (t + b) / 2.0,
+        (t + b) / 2.0,
+        esc(ylabel)
     );
+}
+
+fn scatter(s: &Scatter) -> String {
+    let mut out = open(s.title);
     let finite: Vec<(f64, f64)> = s
         .points
         .iter()
@@ -176,12 +199,6 @@ fn scatter(s: &Scatter) -> String {
     let (l, r, t, b) = (LEFT, W - RIGHT, TOP, H - BOTTOM);
     let px = |x: f64| l + (x.log10() - x0) / (x1 - x0) * (r - l);
     let py = |y: f64| b - (y - y0) / (y1 - y0) * (b - t);
-    let _ = write!(
-        out,
-        r##"<text x="{:.1}" y="18" text-anchor="middle" font-size="14" font-weight="bold">{}</text>"##,
-        (l + r) / 2.0,
-        esc(s.title)
-    );
     // x tick labels: inside the picture, right of the y labels, clear of each other.
     let mut right_of_last = l - 4.0;
     for v in ticks_log(x0, x1) {
@@ -209,18 +226,7 @@ fn scatter(s: &Scatter) -> String {
             y + 4.0
         );
     }
-    let _ = write!(
-        out,
-        r##"<rect x="{l}" y="{t}" width="{:.1}" height="{:.1}" fill="none" stroke="#444"/><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="12">{}</text><text x="16" y="{:.1}" font-size="12" text-anchor="middle" transform="rotate(-90 16 {:.1})">{}</text>"##,
-        r - l,
-        b - t,
-        (l + r) / 2.0,
-        b + 33.0,
-        esc(s.xlabel),
-        (t + b) / 2.0,
-        (t + b) / 2.0,
-        esc(s.ylabel)
-    );
+    frame(&mut out, s.xlabel, s.ylabel);
     for &((xa, ya), (xb, yb)) in &s.links {
         if xa > 0.0 && xb > 0.0 {
             let _ = write!(
@@ -275,21 +281,12 @@ fn scatter(s: &Scatter) -> String {
 }
 
 fn line_plot(title: &str, xlabel: &str, ylabel: &str, pts: &[(f64, f64)]) -> String {
-    let mut out = format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" font-family="DejaVu Sans, Verdana, sans-serif" role="img"><title>{}</title><rect width="100%" height="100%" fill="white"/>"##,
-        esc(title)
-    );
+    let mut out = open(title);
     let (l, r, t, b) = (LEFT, W - RIGHT, TOP, H - BOTTOM);
     let xmax = pts.last().map_or(1.0, |p| p.0).max(1.0);
     let ymax = pts.iter().map(|p| p.1).fold(0.0f64, f64::max).max(1e-9) * 1.08;
     let px = |x: f64| l + x / xmax * (r - l);
     let py = |y: f64| b - y / ymax * (b - t);
-    let _ = write!(
-        out,
-        r##"<text x="{:.1}" y="18" text-anchor="middle" font-size="14" font-weight="bold">{}</text>"##,
-        (l + r) / 2.0,
-        esc(title)
-    );
     for k in 0..=4 {
         let f = k as f64 / 4.0;
         let x = l + f * (r - l);
@@ -304,18 +301,7 @@ fn line_plot(title: &str, xlabel: &str, ylabel: &str, pts: &[(f64, f64)]) -> Str
             f * ymax
         );
     }
-    let _ = write!(
-        out,
-        r##"<rect x="{l}" y="{t}" width="{:.1}" height="{:.1}" fill="none" stroke="#444"/><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="12">{}</text><text x="16" y="{:.1}" font-size="12" text-anchor="middle" transform="rotate(-90 16 {:.1})">{}</text>"##,
-        r - l,
-        b - t,
-        (l + r) / 2.0,
-        b + 33.0,
-        esc(xlabel),
-        (t + b) / 2.0,
-        (t + b) / 2.0,
-        esc(ylabel)
-    );
+    frame(&mut out, xlabel, ylabel);
     let mut path = String::new();
     for (k, &(x, y)) in pts.iter().enumerate() {
         let _ = write!(

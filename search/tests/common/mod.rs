@@ -40,6 +40,21 @@ attention = ["full", "linear", "none"]
 ffn_ratio = [1, 2]
 tie_embeddings = [true, false]"#;
 
+/// The [data] body of a small image experiment: 300 of the shipped Fashion-MNIST images at
+/// 8×8 and 8 gray levels.
+pub fn fashion8() -> String {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/data/fashion-mnist");
+    format!(
+        r#"kind = "image"
+path = "{0}/train-10k-images-idx3-ubyte"
+validation_path = "{0}/val-2k-images-idx3-ubyte"
+image_size = 8
+gray_levels = 8
+max_images = 300"#,
+        data.display()
+    )
+}
+
 /// A space of eight architectures: depth × attention × FFN ratio.
 pub const EIGHT_SPACE: &str = r#"depth = [1, 2]
 d_model = [32]
