@@ -269,6 +269,10 @@ pub struct CandidateRow {
     pub distill: DistillResult,
     /// Further brief distillations from other initialisations (`--repeats`).
     pub repeats: Vec<DistillResult>,
+    /// The architecture itself, so `genas report` can read its genes (absent from
+    /// calibrations stored before it was kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spec: Option<Architecture>,
 }
 
 impl CandidateRow {
@@ -558,6 +562,7 @@ pub fn calibrate_with(
             .iter()
             .map(|d| d.clone().expect("complete"))
             .collect(),
+        spec: Some(archs[i].clone()),
     };
     let stop = AtomicBool::new(false);
     executor

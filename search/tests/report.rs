@@ -234,6 +234,20 @@ fn a_report_shows_every_section_and_every_stored_figure_with_its_unit() {
             assert!(md.contains(t), "sample not in report.md");
         }
     }
+    // The gene effects read quality at the top rung from the run's candidates and from its
+    // calibration's architectures (40 drawn at random and trained with the same recipe, less
+    // those the search also evaluated: each architecture counts once, and the small space has
+    // 48).
+    let q = &rep["effects"]["quality"];
+    assert_eq!(q["steps"], 20);
+    let top = r["per_rung"][0][1].as_u64().unwrap();
+    assert_eq!(q["from_run"].as_u64().unwrap(), top);
+    let cal = q["from_calibration"].as_u64().unwrap();
+    assert!((20..=40).contains(&cal) && cal + top <= 48, "{q}");
+    both(
+        &format!("{cal} architectures of its calibration"),
+        "the calibration's share",
+    );
     // The gene effects: one row per change the run shows, each cell an estimate or a reason.
     for row in rep["effects"]["rows"].as_array().unwrap() {
         assert_eq!(row["cells"].as_array().unwrap().len(), 5);

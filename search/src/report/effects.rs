@@ -16,7 +16,7 @@
 //! among what the run evaluated.
 
 use crate::controller::CandidateRecord;
-use genas_space::{Architecture, Attention};
+use genas_space::{Architecture, Attention, Cost};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -63,8 +63,8 @@ pub struct EffectRow {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Effects {
-    /// The rung quality is read at: (steps, candidates with a result).
-    pub quality_rung: Option<(u32, usize)>,
+    /// The rung quality is read at, and whose results.
+    pub quality: Option<QualitySource>,
     /// Candidates behind the costs and behind the latencies.
     pub n_cost: usize,
     pub n_latency: usize,
@@ -365,22 +365,57 @@ enum RegStep {
 
 /// The effects of every gene on every outcome over `cands`. `bits_per_nat` turns validation
 /// cross-entropy into the run's bits unit; quality is read at the first rung.
-pub fn estimate(cands: &[&CandidateRecord], bits_per_nat: f64, first_rung: Option<u32>) -> Effects {
-    let vals: Vec<Vec<Value>> = cands.iter().map(|c| values(&c.architecture)).collect();
-    let n = cands.len();
-    // Outcomes per candidate (None where not measured).
-    let outcome = |k: usize, i: usize| -> Option<f64> {
-        let c = cands[i];
-        match k {
-            0 => c
+/// One architecture the effects are read from: its costs, and its quality and latency where
+/// measured.
+#[derive(Clone, Debug)]
+pub struct Obs {
+    pub architecture: Architecture,
+    pub cost: Cost,
+    /// Validation bits at the rung the effects read quality at.
+    pub quality: Option<f64>,
+    /// Measured generation latency, ms/token.
+    pub latency: Option<f64>,
+}
+
+impl Obs {
+    /// A run's candidate: its quality at rung `rung` (if it got there), in bits.
+    pub fn of(c: &CandidateRecord, rung: usize, bits_per_nat: f64) -> Obs {
+        Obs {
+            architecture: c.architecture.clone(),
+            cost: c.cost.clone(),
+            quality: c
                 .rungs
-                .first()
+                .iter()
+                .find(|r| r.rung == rung)
                 .and_then(|r| r.result.eval)
                 .map(|e| e.val_ce * bits_per_nat),
-            1 => Some((c.cost.params as f64).log2()),
-            2 => Some(((c.cost.memory_bytes).max(1) as f64).log2()),
+            latency: c.latency_ms_per_token,
+        }
+    }
+}
+
+/// Where the quality column comes from: the rung's steps, and how many of the observations
+/// are the run's candidates and how many its calibration's architectures.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct QualitySource {
+    pub steps: u32,
+    pub from_run: usize,
+    pub from_calibration: usize,
+}
+
+/// The effects of every gene on every outcome over `obs`.
+pub fn estimate(obs: &[Obs], source: Option<QualitySource>) -> Effects {
+    let vals: Vec<Vec<Value>> = obs.iter().map(|c| values(&c.architecture)).collect();
+    let n = obs.len();
+    // Outcomes per observation (None where not measured).
+    let outcome = |k: usize, i: usize| -> Option<f64> {
+        let c = &obs[i];
+        match k {
+            0 => c.quality,
+            1 => Some((c.cost.params.max(1) as f64).log2()),
+            2 => Some((c.cost.memory_bytes.max(1) as f64).log2()),
             3 => Some(c.cost.flops_per_token.max(1.0).log2()),
-            _ => c.latency_ms_per_token.filter(|v| *v > 0.0).map(f64::log2),
+            _ => c.latency.filter(|v| *v > 0.0).map(f64::log2),
         }
     };
     let n_quality = (0..n).filter(|&i| outcome(0, i).is_some()).count();
@@ -603,13 +638,13 @@ pub fn estimate(cands: &[&CandidateRecord], bits_per_nat: f64, first_rung: Optio
                         (_, None) => {
                             let m = (0..n).filter(|&i| outcome(k, i).is_some()).count();
                             Some(Err(if m < p + MIN_DF {
-                                format!("too thin: {m} candidates, {p} coefficients")
+                                format!("too thin: {m} architectures, {p} coefficients")
                             } else {
-                                format!("not separable: genes collinear in {m} candidates")
+                                format!("not separable: genes collinear in {m} architectures")
                             }))
                         }
                         (_, Some((_, _, df, m))) if *df < MIN_DF => Some(Err(format!(
-                            "too thin: {m} candidates, {p} coefficients"
+                            "too thin: {m} architectures, {p} coefficients"
                         ))),
                         (step, Some((beta, cov, df, m))) => {
                             let (est, var) = match step {
@@ -666,7 +701,7 @@ pub fn estimate(cands: &[&CandidateRecord], bits_per_nat: f64, first_rung: Optio
 
     let findings = findings(&rows, n_quality, p);
     Effects {
-        quality_rung: first_rung.map(|s| (s, n_quality)),
+        quality: source,
         n_cost: n,
         n_latency,
         rows,
@@ -688,7 +723,7 @@ fn findings(rows: &[EffectRow], n_quality: usize, p: usize) -> Vec<String> {
     clear.sort_by(|a, b| b.1.estimate.abs().total_cmp(&a.1.estimate.abs()));
     if clear.is_empty() {
         out.push(format!(
-            "No change's effect on quality is clear from these {n_quality} candidates: every 95% interval includes zero."
+            "No change's effect on quality is clear from these {n_quality} architectures: every 95% interval includes zero."
         ));
     } else {
         let list: Vec<String> = clear
@@ -723,7 +758,7 @@ fn findings(rows: &[EffectRow], n_quality: usize, p: usize) -> Vec<String> {
     }
     if thin > 0 {
         out.push(format!(
-            "{thin} change(s) have no estimate: {n_quality} candidates with a quality are too few for the {p} coefficients of a regression on every gene, and too few pairs differ in one gene alone. A run with more candidates narrows this."
+            "{thin} change(s) have no estimate: {n_quality} architectures with a quality are too few for the {p} coefficients of a regression on every gene, and too few pairs differ in one gene alone. A run with more candidates narrows this."
         ));
     }
     out
@@ -732,20 +767,10 @@ fn findings(rows: &[EffectRow], n_quality: usize, p: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::RungResult;
-    use genas_proxies::distill::{DistillResult, Evaluation};
-    use genas_space::{Activation, Cost, Layer, Sparsity};
+    use genas_space::{Activation, Layer, Sparsity};
 
-    /// A one-rung candidate with the given genes whose quality (bits, at bits_per_nat 1) is
-    /// `bits`.
-    fn cand(
-        i: usize,
-        relu: bool,
-        wide: bool,
-        deep: bool,
-        tied: bool,
-        bits: f64,
-    ) -> CandidateRecord {
+    /// An architecture with the given genes whose quality is `bits`.
+    fn cand(_i: usize, relu: bool, wide: bool, deep: bool, tied: bool, bits: f64) -> Obs {
         let d = if wide { 64 } else { 32 };
         let act = if relu {
             Activation::Relu
@@ -769,33 +794,11 @@ mod tests {
             norm: Default::default(),
             position: Default::default(),
         };
-        CandidateRecord {
-            id: format!("c{i}"),
-            index: i as u32,
-            round: 0,
+        Obs {
             cost: Cost::of(&architecture),
             architecture,
-            origin: "test".into(),
-            proxies: None,
-            screen_score: None,
-            screened_out: false,
-            rungs: vec![RungResult {
-                rung: 0,
-                steps: 10,
-                result: DistillResult {
-                    steps: 10,
-                    train_loss: None,
-                    eval: Some(Evaluation {
-                        val_ce: bits,
-                        kl_to_teacher: 0.0,
-                        agreement: 0.0,
-                    }),
-                    diverged: None,
-                    seconds: 0.0,
-                },
-                cached: false,
-            }],
-            latency_ms_per_token: None,
+            quality: Some(bits),
+            latency: None,
         }
     }
 
@@ -823,8 +826,7 @@ mod tests {
             let (r, w, d) = (k & 1 == 1, k & 2 == 2, k & 4 == 4);
             cs.push(cand(k, r, w, d, false, truth(r, w, d, false)));
         }
-        let refs: Vec<&CandidateRecord> = cs.iter().collect();
-        let e = estimate(&refs, 1.0, Some(10));
+        let e = estimate(&cs, None);
         let Estimate::Value(c) = quality(&e, "activation", "gelu → relu") else {
             panic!("no estimate")
         };
@@ -863,8 +865,7 @@ mod tests {
             let t = r ^ w ^ d;
             cs.push(cand(k, r, w, d, t, truth(r, w, d, t)));
         }
-        let refs: Vec<&CandidateRecord> = cs.iter().collect();
-        let e = estimate(&refs, 1.0, Some(10));
+        let e = estimate(&cs, None);
         for (gene, change, effect) in [
             ("activation", "gelu → relu", 0.2),
             ("width", "32 → 64", -0.1),
@@ -884,8 +885,7 @@ mod tests {
         assert!((c.estimate + 0.03).abs() < 1e-9);
 
         // Four of them cannot carry five coefficients: too thin, said so.
-        let refs: Vec<&CandidateRecord> = cs.iter().take(4).collect();
-        let e = estimate(&refs, 1.0, Some(10));
+        let e = estimate(&cs[..4], None);
         let thin = e
             .rows
             .iter()

@@ -309,11 +309,7 @@ pub fn report(
     drop(fast_teacher);
 
     let cands: Vec<&CandidateRecord> = access.candidates.values().collect();
-    let effects = effects::estimate(
-        &cands,
-        data.bits(1.0),
-        l.experiment.fidelity.rung_steps.first().copied(),
-    );
+    let effects = gene_effects(&access, &search, data.bits(1.0))?;
     let calibration = calibration_section(&access, &search, &cands)?;
     let plots = svg::plots(&search, &cands, &rows, data.bits(1.0));
     let (tc, fc) = (&l.experiment.teacher, &l.experiment.fidelity);
@@ -549,6 +545,65 @@ fn calibration_section(
         screen_in_run,
         search_vs_final,
     }))
+}
+
+/// The observations the gene effects are read from: every candidate of the run (costs; quality
+/// where it reached the top rung; latency as measured there), and the architectures of the
+/// run's calibration, drawn at random from the space and trained with the top rung's recipe
+/// (costs and quality), where the stored calibration kept them.
+fn gene_effects(
+    access: &RunAccess,
+    search: &SearchReport,
+    bits_per_nat: f64,
+) -> Result<effects::Effects> {
+    let top = search.per_rung.len().saturating_sub(1);
+    let steps = search.per_rung.last().map(|r| r.0);
+    let mut obs: Vec<effects::Obs> = access
+        .candidates
+        .values()
+        .map(|c| effects::Obs::of(c, top, bits_per_nat))
+        .collect();
+    let from_run = obs.iter().filter(|o| o.quality.is_some()).count();
+    let mut from_calibration = 0;
+    let seen: std::collections::BTreeSet<String> =
+        obs.iter().map(|o| o.architecture.id()).collect();
+    let stored = match &access.record.plan {
+        Some(plan) => access.archive.calibration(&plan.calibration_key)?,
+        None => None,
+    };
+    if let (Some(v), Some(steps)) = (stored, steps) {
+        if v["steps"].as_u64() == Some(u64::from(steps)) {
+            for row in v["candidates"].as_array().into_iter().flatten() {
+                let Ok(arch) = serde_json::from_value::<Architecture>(row["spec"].clone()) else {
+                    continue;
+                };
+                if seen.contains(&arch.id()) {
+                    continue;
+                }
+                // The mean over its repeats; a diverged one has no quality.
+                let ces: Option<Vec<f64>> = std::iter::once(&row["distill"])
+                    .chain(row["repeats"].as_array().into_iter().flatten())
+                    .map(|d| d["eval"]["val_ce"].as_f64())
+                    .collect();
+                let quality = ces.map(|c| c.iter().sum::<f64>() / c.len() as f64 * bits_per_nat);
+                from_calibration += usize::from(quality.is_some());
+                obs.push(effects::Obs {
+                    cost: cost::Cost::of(&arch),
+                    architecture: arch,
+                    quality,
+                    latency: None,
+                });
+            }
+        }
+    }
+    Ok(effects::estimate(
+        &obs,
+        steps.map(|steps| effects::QualitySource {
+            steps,
+            from_run,
+            from_calibration,
+        }),
+    ))
 }
 
 /// The architecture's cost figures (for plots of the teacher beside the candidates).

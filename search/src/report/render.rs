@@ -242,7 +242,7 @@ fn cell_text(e: &Estimate, k: usize) -> String {
                         "pairs"
                     }
                 } else {
-                    "cands, regression"
+                    "archs, regression"
                 }
             )
         }
@@ -535,13 +535,22 @@ fn tradeoff_note(r: &Report) -> String {
 }
 
 fn effects_intro(e: &Effects, unit: &str) -> String {
-    let q = e
-        .quality_rung
-        .map_or("no rung result".to_string(), |(s, n)| {
-            format!("{unit} after the first rung ({s} steps) of {n} candidates")
-        });
+    let q = e.quality.as_ref().map_or("no rung result".to_string(), |q| {
+        let cal = if q.from_calibration > 0 {
+            format!(
+                " and {} architectures of its calibration (drawn at random from the space, trained with the same recipe)",
+                q.from_calibration
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "{unit} after the top rung ({} steps) of {} of the run's candidates{cal}",
+            q.steps, q.from_run
+        )
+    });
     format!(
-        "Quality: {q}. Costs: the cost model's params, memory and FLOPs/token of all {} candidates the run proposed; latency as measured at the top rung ({} candidates). Each change is read from the pairs of candidates that differ in that gene alone when there are at least 2, otherwise from a least-squares regression on every gene (numeric genes on a log2 scale, per-layer genes as the share of layers). A factor below ×1 means the change makes that cost smaller. The search chose its candidates, so these are associations among them, not a designed experiment.",
+        "Quality: {q}. Costs: the cost model's params, memory and FLOPs/token of all {} architectures; latency as measured at the top rung ({} candidates). Each change is read from the pairs of architectures that differ in that gene alone when there are at least 2, otherwise from a least-squares regression on every gene (numeric genes on a log2 scale, per-layer genes as the share of layers). A factor below ×1 means the change makes that cost smaller. The search chose its candidates, so these are associations among them, not a designed experiment.",
         e.n_cost, e.n_latency
     )
 }
