@@ -679,7 +679,7 @@ pub fn estimate(obs: &[Obs], source: Option<QualitySource>) -> Effects {
                                     method: "regression",
                                 }))
                             } else {
-                                Some(Err("no candidate with this result has it".to_string()))
+                                Some(Err("not varied among the architectures with this result".to_string()))
                             }
                         }
                     };
@@ -749,7 +749,11 @@ fn findings(rows: &[EffectRow], n_quality: usize, p: usize) -> Vec<String> {
         .count();
     let thin = rows
         .iter()
-        .filter(|r| matches!(r.cells[0], Estimate::Thin(_)))
+        .filter(|r| matches!(&r.cells[0], Estimate::Thin(w) if w.starts_with("too thin")))
+        .count();
+    let other = rows
+        .iter()
+        .filter(|r| matches!(&r.cells[0], Estimate::Thin(w) if !w.starts_with("too thin")))
         .count();
     if unclear > 0 {
         out.push(format!(
@@ -759,6 +763,11 @@ fn findings(rows: &[EffectRow], n_quality: usize, p: usize) -> Vec<String> {
     if thin > 0 {
         out.push(format!(
             "{thin} change(s) have no estimate: {n_quality} architectures with a quality are too few for the {p} coefficients of a regression on every gene, and too few pairs differ in one gene alone. A run with more candidates narrows this."
+        ));
+    }
+    if other > 0 {
+        out.push(format!(
+            "{other} change(s) have no quality estimate because the architectures with a quality do not vary in them, or fewer than two of the pairs that show them have a quality."
         ));
     }
     out
