@@ -95,17 +95,20 @@ pub fn search(
     let l = load_experiment(exp.clone())?;
     let space_plan = preflight(&l, o.threads)?;
     let archive = Archive::open(&o.archive)?;
-    let base_dir = exp.base_dir.clone();
+    // Absolute, so that `genas resume`, `distill`, `sample` and `report` find the run's data
+    // from any working directory, not only from the one the search started in.
+    let base_dir = if exp.base_dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        exp.base_dir.clone()
+    };
+    let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
     let record = RunRecord {
         id: String::new(),
         name: exp.name.clone(),
         experiment_toml: text,
         source: file.to_path_buf(),
-        base_dir: if base_dir.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            base_dir
-        },
+        base_dir,
         seed: exp.search.seed,
         created_unix_s: now_unix(),
         status: "running".into(),

@@ -362,6 +362,42 @@ fn an_image_report_shows_every_models_samples_as_a_grid() {
 }
 
 #[test]
+fn a_run_searched_with_relative_paths_reports_from_any_directory() {
+    // The experiment names its data relative to itself and the search runs from its folder;
+    // the report then runs from elsewhere and still finds the data.
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/data/shakespeare");
+    std::os::unix::fs::symlink(&corpus, dir.path().join("corpus")).unwrap();
+    let exp = small(dir.path());
+    let text = std::fs::read_to_string(&exp).unwrap();
+    let relative = text.replace(
+        &format!("path = \"{}\"", corpus.display()),
+        "path = \"corpus\"",
+    );
+    assert_ne!(relative, text);
+    std::fs::write(&exp, relative).unwrap();
+    let run = |cwd: &Path, args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_genas"))
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    run(
+        dir.path(),
+        &["search", "e.toml", "--archive", "a", "--json"],
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    run(
+        elsewhere.path(),
+        &["report", "r1", "--archive", s(&a), "--out", "rep", "--json"],
+    );
+    assert!(elsewhere.path().join("rep").join("report.html").is_file());
+}
+
+#[test]
 fn ablate_kd_needs_the_final_distillation_first() {
     let dir = tempfile::tempdir().unwrap();
     let exp = small(dir.path());
