@@ -226,6 +226,44 @@ impl CheckpointStore for ArchiveCheckpoints<'_> {
     }
 }
 
+impl ArchiveCheckpoints<'_> {
+    /// `full_distill` of `model` from this store's checkpoint (if any), drawing `progress`
+    /// with each step done and stopping at the next step once `stop` is set. A checkpoint of
+    /// other settings (an unfinished run with another --steps) is dropped, told to `dropped`,
+    /// and the training starts over from `fresh()`. The distillation's own error (stopped,
+    /// diverged) is returned for the caller to word.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn full_distill(
+        &mut self,
+        model: &mut Model<Cpu<f32>>,
+        fresh: &dyn Fn() -> Result<Model<Cpu<f32>>>,
+        teacher: &mut Model<Cpu<f32>>,
+        data: &Dataset,
+        val: &TeacherTargets,
+        cfg: &FullConfig,
+        stop: &AtomicBool,
+        progress: &dyn Fn(usize),
+        dropped: &mut dyn FnMut(&str),
+    ) -> Result<Result<FullResult, DistillError>> {
+        let on_step = |s: u32, _: f64| {
+            progress(s as usize + 1);
+            if stop.load(Ordering::SeqCst) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        };
+        let result = full_distill(model, teacher, data, val, cfg, self, on_step);
+        if let Err(DistillError::Foreign(what)) = &result {
+            dropped(what);
+            self.archive.remove_checkpoint(self.run, self.candidate)?;
+            *model = fresh()?;
+            return Ok(full_distill(model, teacher, data, val, cfg, self, on_step));
+        }
+        Ok(result)
+    }
+}
+
 /// The full-distillation settings for `steps`: evaluate 10 times over the run, checkpoint at
 /// every evaluation, stop after 3 evaluations without a new best validation loss.
 pub fn final_config(l: &Loaded, steps: u32) -> FullConfig {
@@ -359,26 +397,23 @@ pub fn distill(
                 cand.architecture.summary()
             ));
             let label = format!("distill {id}");
-            let on_step = |s: u32, _: f64| {
-                progress(&label, s as usize + 1, steps as usize);
-                if stop.load(Ordering::SeqCst) {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            };
-            let mut result =
-                full_distill(&mut model, t, &l.data, targets, &cfg, &mut store, on_step);
-            if let Err(DistillError::Foreign(what)) = &result {
+            let result = store.full_distill(
+                &mut model,
+                &|| fresh(targets),
+                t,
+                &l.data,
+                targets,
+                &cfg,
+                stop,
+                &|done| progress(&label, done, steps as usize),
                 // An unfinished distillation with other settings (another --steps): this
                 // request replaces it.
-                say(&format!(
-                    "{id}: dropping the checkpoint of an unfinished distillation ({what}) and starting over"
-                ));
-                access.archive.remove_checkpoint(run, id)?;
-                model = fresh(targets)?;
-                result = full_distill(&mut model, t, &l.data, targets, &cfg, &mut store, on_step);
-            }
+                &mut |what| {
+                    say(&format!(
+                        "{id}: dropping the checkpoint of an unfinished distillation ({what}) and starting over"
+                    ))
+                },
+            )?;
             match result {
                 Ok(r) => (r, None),
                 Err(DistillError::Stopped(step)) => bail!(

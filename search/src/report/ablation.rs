@@ -9,18 +9,17 @@
 //! (`run_ablations`) under `CANDIDATE/ARM/STEPS`, checkpointed while it trains (a killed run
 //! resumes), and reused by every later report.
 
-use super::effects::t975;
+use super::effects::mean_interval;
 use crate::controller::init_seed;
 use crate::run::SearchReport;
 use crate::scoring::obtain_teacher;
 use crate::winners::{final_config, ArchiveCheckpoints, RunAccess};
 use anyhow::{anyhow, bail, Context, Result};
-use genas_proxies::distill::{full_distill, CheckpointStore, DistillError, TeacherTargets};
+use genas_proxies::distill::{CheckpointStore, DistillError, TeacherTargets};
 use genas_proxies::engine::{Cpu, Model};
 use genas_space::StudentInit;
 use serde::{Deserialize, Serialize};
-use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 /// A finished hard-label training, as the archive keeps it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -63,16 +62,10 @@ pub struct ArmSummary {
 }
 
 fn paired(arm: &str, d: &[f64]) -> ArmSummary {
-    let n = d.len();
-    let mean = d.iter().sum::<f64>() / n.max(1) as f64;
-    let interval = (n >= 2).then(|| {
-        let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-        let half = t975(n - 1) * (var / n as f64).sqrt();
-        (mean - half, mean + half)
-    });
+    let (mean, interval) = mean_interval(d);
     ArmSummary {
         arm: arm.to_string(),
-        n,
+        n: d.len(),
         mean,
         interval,
         better: d.iter().filter(|x| **x < 0.0).count(),
@@ -276,37 +269,18 @@ pub fn run(
             if resuming { ", resuming from its checkpoint" } else { "" }
         ));
         let label = format!("{arm} {}", id.chars().take(8).collect::<String>());
-        let on_step = |s: u32, _: f64| {
-            progress(&label, s as usize + 1, *steps as usize);
-            if stop.load(Ordering::SeqCst) {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        };
         let mut model = fresh();
-        let mut result = full_distill(
+        let result = store.full_distill(
             &mut model,
+            &|| Ok(fresh()),
             &mut teacher,
             &l.data,
             val,
             &cfg,
-            &mut store,
-            on_step,
-        );
-        if let Err(DistillError::Foreign(_)) = &result {
-            access.archive.remove_checkpoint(run, &k_)?;
-            model = fresh();
-            result = full_distill(
-                &mut model,
-                &mut teacher,
-                &l.data,
-                val,
-                &cfg,
-                &mut store,
-                on_step,
-            );
-        }
+            stop,
+            &|done| progress(&label, done, *steps as usize),
+            &mut |_| {},
+        )?;
         let r = match result {
             Ok(r) => r,
             Err(DistillError::Stopped(step)) => bail!(

@@ -269,19 +269,25 @@ pub fn t975(df: usize) -> f64 {
     }
 }
 
-/// Mean and 95% t interval of paired differences.
-fn pairs_cell(d: &[f64]) -> Cell {
+/// Mean of `d` and its 95% t interval (none from a single value).
+pub fn mean_interval(d: &[f64]) -> (f64, Option<(f64, f64)>) {
     let n = d.len();
-    let mean = d.iter().sum::<f64>() / n as f64;
+    let mean = d.iter().sum::<f64>() / n.max(1) as f64;
     let interval = (n >= 2).then(|| {
         let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
         let half = t975(n - 1) * (var / n as f64).sqrt();
         (mean - half, mean + half)
     });
+    (mean, interval)
+}
+
+/// The estimate of paired differences.
+fn pairs_cell(d: &[f64]) -> Cell {
+    let (estimate, interval) = mean_interval(d);
     Cell {
-        estimate: mean,
+        estimate,
         interval,
-        n,
+        n: d.len(),
         method: "pairs",
     }
 }

@@ -17,17 +17,17 @@ pub mod effects;
 pub mod render;
 pub mod svg;
 
-use crate::controller::{latency_ms, CandidateRecord};
+use crate::controller::CandidateRecord;
 use crate::run::{report as search_report, SearchReport};
 use crate::scoring::obtain_teacher;
 use crate::winners::{final_config, RunAccess, Weights};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use genas_proxies::data::Vocabulary;
 use genas_proxies::distill::{evaluate_against_teacher, TeacherTargets};
 use genas_proxies::engine::{Cpu, Generator, Model, SampleConfig};
 use genas_space::{cost, Architecture, DataKind, Rng};
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 /// What `genas report` is asked.
@@ -160,18 +160,26 @@ pub struct Report {
 }
 
 /// Median generation latency of `model`, ms/token, over 5 measurements, each generating
-/// contexts (`controller::latency_ms`) until at least 40 ms have passed, so a model of a few
-/// µs per token is not timed on a clock tick.
+/// contexts from token 0 (as `controller::latency_ms` does) until at least 40 ms have passed,
+/// so a model of a few µs per token is not timed on a clock tick. The generator holds its own
+/// copy of the weights and runs on one thread, whatever the model's engine.
 fn measured_ms(model: &Model<Cpu<f32>>) -> f64 {
+    let mut gen = Generator::new(model);
+    let n = (model.arch.context as usize).max(32);
+    let cfg = SampleConfig {
+        temperature: 1.0,
+        top_k: None,
+    };
+    let mut rng = Rng::seed_from_u64(0);
     let mut v: Vec<f64> = (0..5)
         .map(|_| {
             let start = std::time::Instant::now();
-            let (mut sum, mut n) = (0.0, 0);
-            while n == 0 || start.elapsed().as_secs_f64() < 0.04 {
-                sum += latency_ms(model);
-                n += 1;
+            let mut tokens = 0;
+            while tokens == 0 || start.elapsed().as_secs_f64() < 0.04 {
+                gen.generate(&[0], n, cfg, &mut rng);
+                tokens += n;
             }
-            sum / n as f64
+            start.elapsed().as_secs_f64() * 1e3 / tokens as f64
         })
         .collect();
     v.sort_by(f64::total_cmp);
@@ -226,15 +234,15 @@ pub fn report(
     say("measuring the teacher and the front (quality on the validation sequences, generation speed)");
     let (mut teacher, outcome) = obtain_teacher(&access.archive, l, false, say, &mut |_, _| {})?;
     let final_steps = l.experiment.fidelity.final_steps.max(1);
-    let cfg = final_config(l, final_steps);
-    // Validation targets only: the teacher's own quality on the sequences every student is
-    // read on.
+    let mut cfg = final_config(l, final_steps);
+    // Validation targets only, for the teacher's own quality on the sequences every student
+    // is read on: no pruned teacher to measure for them.
+    cfg.distill.init = genas_space::StudentInit::Random;
     let val = TeacherTargets::compute(&mut teacher, data, &cfg.distill, 0);
     let teval = evaluate_against_teacher(&mut teacher, &val);
     let tarch = teacher.arch.clone();
     let tcost = cost::Cost::of(&tarch);
-    let mut fast_teacher = clone_to_threads(&teacher, 1)?;
-    let t_ms = measured_ms(&fast_teacher);
+    let t_ms = measured_ms(&teacher);
     let teacher_bits = data.bits(teval.val_ce);
     let mut rows = vec![TradeRow {
         name: "teacher".into(),
@@ -305,8 +313,7 @@ pub fn report(
     }
 
     say("generating samples");
-    let samples = sample_all(&access, &mut fast_teacher, &mut members)?;
-    drop(fast_teacher);
+    let samples = sample_all(&access, &mut teacher, &mut members)?;
 
     let cands: Vec<&CandidateRecord> = access.candidates.values().collect();
     let effects = gene_effects(&access, &search, data.bits(1.0))?;
@@ -369,15 +376,6 @@ pub fn report(
     let files = render::write(&r, &o.out)?;
     r.files = files;
     Ok(r)
-}
-
-/// The same network on an engine with `threads` threads (generation is timed on one).
-fn clone_to_threads(m: &Model<Cpu<f32>>, threads: usize) -> Result<Model<Cpu<f32>>> {
-    let bytes = genas_proxies::engine::checkpoint::to_bytes(m, &[])
-        .map_err(|e| anyhow!("the teacher's weights: {e}"))?;
-    let mut out = Model::new(&m.arch, Cpu::<f32>::new(threads), 0);
-    genas_proxies::engine::checkpoint::from_bytes(&mut out, &bytes, "the teacher's weights")?;
-    Ok(out)
 }
 
 /// Prompts: the opening tokens of three validation sequences spread over the split.
@@ -606,14 +604,9 @@ fn gene_effects(
     ))
 }
 
-/// The architecture's cost figures (for plots of the teacher beside the candidates).
-pub fn arch_cost(a: &Architecture) -> cost::Cost {
-    cost::Cost::of(a)
-}
-
 /// Where `genas report` writes by default: `report-RUN/`.
 pub fn default_out(run: &str) -> PathBuf {
-    Path::new(&format!("report-{run}")).to_path_buf()
+    PathBuf::from(format!("report-{run}"))
 }
 
 /// What `genas report` prints: the headlines, and where the page went.
