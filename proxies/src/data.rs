@@ -190,11 +190,12 @@ impl Dataset {
         })?;
         let size = match exp.teacher_dir() {
             Some(dir) => {
-                let size =
-                    crate::pretrained::config_vocab_size(&dir).map_err(|e| DataError::Bad {
+                let size = genas_interop::pretrained::config_vocab_size(&dir).map_err(|e| {
+                    DataError::Bad {
                         path: e.dir.clone(),
                         reason: e.reason,
-                    })?;
+                    }
+                })?;
                 if tok.size > size {
                     return Err(bad(
                         &tok_path,
@@ -484,7 +485,7 @@ impl Dataset {
                 h.update(&bytes);
             }
         }
-        let fingerprint = crate::hex16(h);
+        let fingerprint = genas_space::hex16(h);
         Dataset {
             kind,
             vocab,
@@ -529,13 +530,12 @@ impl Dataset {
     }
 }
 
-/// One batch of B sequences of T tokens: `inputs` and next-token `targets`, both (B, T).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Batch {
-    pub b: usize,
-    pub t: usize,
-    pub inputs: Vec<u32>,
-    pub targets: Vec<u32>,
+pub use genas_engine::Batch;
+
+impl genas_engine::TrainBatches for Dataset {
+    fn train_batch(&self, b: usize, rng: &mut genas_space::Rng) -> Batch {
+        Dataset::train_batch(self, b, rng)
+    }
 }
 
 /// Which split a batch is drawn from.

@@ -8,10 +8,10 @@
 //! T = 1 and top-1 agreement with the teacher, per token.
 
 use crate::data::{Batch, Dataset, Split};
-use crate::engine::backend::Backend;
-use crate::engine::model::Model;
-use crate::engine::train::{train_step, Optimizer, TrainConfig, TrainError};
 use crate::inherit::Parent;
+use genas_engine::backend::Backend;
+use genas_engine::model::Model;
+use genas_engine::train::{train_step, Optimizer, TrainConfig, TrainError};
 use genas_space::{Architecture, Rng, StudentInit};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
@@ -47,6 +47,25 @@ pub struct DistillConfig {
     /// at its default (drawn), so cache keys of earlier runs stay.
     #[serde(default, skip_serializing_if = "StudentInit::is_random")]
     pub init: StudentInit,
+}
+
+impl DistillConfig {
+    /// The brief-distillation settings of `exp`'s `[fidelity]` at `steps`: what every rung,
+    /// calibration and table evaluation uses.
+    pub fn of_experiment(exp: &genas_space::Experiment, steps: u32) -> DistillConfig {
+        let f = &exp.fidelity;
+        DistillConfig {
+            steps,
+            batch_size: f.batch_size as usize,
+            learning_rate: f.learning_rate,
+            temperature: f.temperature,
+            alpha: f.alpha,
+            seed: exp.teacher.seed,
+            val_sequences: 128,
+            top_k: f.top_k as usize,
+            init: f.init,
+        }
+    }
 }
 
 fn default_top_k() -> usize {

@@ -21,7 +21,7 @@
 //!
 //! It knows the engine's parameter names; it must not know how a student is then trained.
 
-use crate::engine::{Backend, Model};
+use genas_engine::{Backend, Model};
 use genas_space::{Activation, Architecture, Position};
 use std::collections::BTreeMap;
 

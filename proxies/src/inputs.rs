@@ -12,7 +12,7 @@
 
 use crate::data::{Batch, Dataset};
 use crate::distill::{SoftTargets, TeacherTargets};
-use crate::engine::{checkpoint, Backend, Model};
+use genas_engine::{checkpoint, Backend, Model};
 use genas_space::{Architecture, DataKind};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use sha2::{Digest, Sha256};
@@ -487,7 +487,7 @@ mod tests {
             norm: Default::default(),
             position: Default::default(),
         };
-        let mut teacher = Model::new(&arch, crate::engine::Cpu::<f32>::new(1), 3);
+        let mut teacher = Model::new(&arch, genas_engine::Cpu::<f32>::new(1), 3);
         let mut t = targets(false);
         let b = t.schedule[0].clone();
         let parent = crate::inherit::Parent::measure(&mut teacher, &b.inputs, (b.b, b.t));

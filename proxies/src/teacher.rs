@@ -4,9 +4,9 @@
 //! its weights (data fingerprint, architecture, training budget, seed).
 
 use crate::data::{Dataset, Split};
-use crate::engine::backend::Backend;
-use crate::engine::model::Model;
-use crate::engine::train::{evaluate, train, StepStats, TrainConfig, TrainError};
+use genas_engine::backend::Backend;
+use genas_engine::model::Model;
+use genas_engine::train::{evaluate, train, StepStats, TrainConfig, TrainError};
 use genas_space::{Activation, Architecture, Attention, Layer, Sparsity, TeacherConfig};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -72,7 +72,7 @@ pub fn teacher_key(
         )
         .as_bytes(),
     );
-    crate::hex16(h)
+    genas_space::hex16(h)
 }
 
 /// Trains the teacher of `cfg` on `data` and scores it on the validation split.

@@ -91,7 +91,7 @@ impl HfTokenizer {
         let mut h = Sha256::new();
         h.update(&bytes);
         Ok(HfTokenizer {
-            hash: crate::hex16(h),
+            hash: genas_space::hex16(h),
             path: path.to_path_buf(),
             size: size as u32,
             inner: Arc::new(inner),
@@ -184,7 +184,7 @@ fn chunks(text: &str, target: usize) -> Vec<&str> {
 pub fn cache_path(dir: &Path, text: &str, tok: &HfTokenizer) -> PathBuf {
     let mut h = Sha256::new();
     h.update(text.as_bytes());
-    dir.join(format!("{}-{}.tokens", crate::hex16(h), tok.hash))
+    dir.join(format!("{}-{}.tokens", genas_space::hex16(h), tok.hash))
 }
 
 const CACHE_MAGIC: &[u8; 8] = b"genastok";

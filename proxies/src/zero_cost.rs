@@ -26,9 +26,9 @@
 //! measures them per search space.
 
 use crate::data::Batch;
-use crate::engine::backend::Backend;
-use crate::engine::model::Model;
 use crate::linalg;
+use genas_engine::backend::Backend;
+use genas_engine::model::Model;
 use genas_space::{Architecture, Cost, Rng};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -1,7 +1,7 @@
 //! The data readers on the shipped corpora and on bad files.
 
-use genas_proxies::data::{dequantise, parse_idx_images, read_text_source};
-use genas_proxies::{Dataset, Vocabulary};
+use genas_scoring::data::{dequantise, parse_idx_images, read_text_source};
+use genas_scoring::{Dataset, Vocabulary};
 use genas_space::{DataConfig, DataKind, Experiment, Tokenizer};
 use std::path::{Path, PathBuf};
 
@@ -278,9 +278,9 @@ fn a_gzip_stream_that_inflates_past_the_limit_is_refused() {
     e.write_all(&body).unwrap();
     e.finish().unwrap();
     assert!(gz.len() < 10_000, "{}", gz.len());
-    let err = genas_proxies::data::decode_idx_images(&gz, 100_000).unwrap_err();
+    let err = genas_scoring::data::decode_idx_images(&gz, 100_000).unwrap_err();
     assert!(err.contains("inflates past 100000 bytes"), "{err}");
     // Under the limit the same stream reads.
-    let images = genas_proxies::data::decode_idx_images(&gz, 2_000_000).unwrap();
+    let images = genas_scoring::data::decode_idx_images(&gz, 2_000_000).unwrap();
     assert_eq!((images.count, images.rows, images.cols), (64, 128, 128));
 }

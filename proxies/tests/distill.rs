@@ -1,12 +1,12 @@
 //! Teacher, brief and full distillation on the shipped Shakespeare corpus.
 
-use genas_proxies::distill::{
+use genas_engine::{Cpu, Model};
+use genas_scoring::distill::{
     brief_distill, dir_store, full_distill, DistillConfig, DistillError, FullConfig, SoftTargets,
     TeacherTargets,
 };
-use genas_proxies::engine::{Cpu, Model};
-use genas_proxies::teacher::{teacher_architecture, teacher_key, train_teacher};
-use genas_proxies::Dataset;
+use genas_scoring::teacher::{teacher_architecture, teacher_key, train_teacher};
+use genas_scoring::Dataset;
 use genas_space::{
     Activation, Architecture, Attention, Experiment, Layer, Sparsity, TeacherConfig,
 };
@@ -155,7 +155,7 @@ fn brief_distillation_moves_the_student_toward_the_teacher() {
     assert_eq!(targets.schedule.len(), 40);
     assert!(targets.teacher_val_ce < (data().vocab_size() as f64).ln());
     let mut untrained = student(32, 1);
-    let before = genas_proxies::distill::evaluate_against_teacher(&mut untrained, &targets);
+    let before = genas_scoring::distill::evaluate_against_teacher(&mut untrained, &targets);
     let mut s = student(32, 1);
     let r = brief_distill(&mut s, &targets, &cfg(40));
     assert_eq!(r.diverged, None);
@@ -316,10 +316,10 @@ fn alpha_one_trains_on_the_hard_labels_alone() {
     assert_eq!((r.result.steps, r.best_step), (12, 12));
     let d = &c.distill;
     let mut plain = student(16, 5);
-    genas_proxies::engine::train::train(
+    genas_engine::train::train(
         &mut plain,
         data(),
-        &genas_proxies::engine::TrainConfig::new(d.steps, d.batch_size, d.learning_rate, d.seed),
+        &genas_engine::TrainConfig::new(d.steps, d.batch_size, d.learning_rate, d.seed),
         |_| {},
     )
     .unwrap();
@@ -375,7 +375,7 @@ fn a_teacher_is_keyed_by_everything_that_determines_it() {
 
 #[test]
 fn the_vocabulary_benchmark_reports_the_cache_it_builds() {
-    use genas_proxies::engine::bench::{bench_distill, DistillBenchConfig};
+    use genas_scoring::distill_bench::{bench_distill, DistillBenchConfig};
     let c = DistillBenchConfig {
         vocab: 3000,
         top_k: 8,
@@ -402,9 +402,9 @@ fn the_vocabulary_benchmark_reports_the_cache_it_builds() {
     assert_eq!(r.tokens_per_step, 16);
 }
 
-fn measured_parent(t: &mut Model<Cpu<f32>>) -> genas_proxies::inherit::Parent {
+fn measured_parent(t: &mut Model<Cpu<f32>>) -> genas_scoring::inherit::Parent {
     let batch = data().train_batch(32, &mut genas_space::Rng::seed_from_u64(3));
-    genas_proxies::inherit::Parent::measure(t, &batch.inputs, (batch.b, batch.t))
+    genas_scoring::inherit::Parent::measure(t, &batch.inputs, (batch.b, batch.t))
 }
 
 #[test]
@@ -549,7 +549,7 @@ fn pruned_students_inherit_what_fits_and_start_closer_to_the_teacher() {
         let mut inherited = Model::with_initial(&arch, Cpu::<f32>::new(1), 4, initial);
         let mut random = random;
         let kl = |m: &mut Model<Cpu<f32>>| {
-            genas_proxies::distill::evaluate_against_teacher(m, &targets).kl_to_teacher
+            genas_scoring::distill::evaluate_against_teacher(m, &targets).kl_to_teacher
         };
         let (ki, kr) = (kl(&mut inherited), kl(&mut random));
         println!("{what}: KL to the teacher at the start, inherited {ki:.3}, drawn {kr:.3}");

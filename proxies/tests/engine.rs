@@ -1,9 +1,9 @@
 //! The engine on real architectures and real data.
 
-use genas_proxies::engine::generate::sample_token;
-use genas_proxies::engine::train::{evaluate, train, train_step, Optimizer};
-use genas_proxies::engine::{Cpu, Generator, Model, SampleConfig, TrainConfig, TrainError};
-use genas_proxies::{Dataset, Split};
+use genas_engine::generate::sample_token;
+use genas_engine::train::{evaluate, train, train_step, Optimizer};
+use genas_engine::{Cpu, Generator, Model, SampleConfig, TrainConfig, TrainError};
+use genas_scoring::{Dataset, Split};
 use genas_space::{
     Activation, Architecture, Attention, Cost, Experiment, Float, Fraction, Layer, Norm, Position,
     Rng, SearchSpace, Sparsity,

@@ -2,8 +2,8 @@
 //! make_fixtures.py) read as genas models: the engine's logits equal transformers' on the same
 //! tokens, and whatever genas cannot compute exactly is refused with one line.
 
-use genas_proxies::engine::Cpu;
-use genas_proxies::pretrained::{Checkpoint, PretrainedError};
+use genas_engine::Cpu;
+use genas_interop::pretrained::{Checkpoint, PretrainedError};
 use genas_space::{Attention, Norm};
 use serde_json::Value;
 use std::fs;
@@ -357,8 +357,8 @@ fn the_context_is_bounded_by_the_checkpoint() {
 // ---------------------------------------------------------------------------------------------
 // Tokenizers.
 
-use genas_proxies::tokenize::{cache_path, read_cache, HfTokenizer};
-use genas_proxies::Dataset;
+use genas_scoring::tokenize::{cache_path, read_cache, HfTokenizer};
+use genas_scoring::Dataset;
 
 #[test]
 fn the_tokenizer_encodes_as_the_python_tokenizers_library_does() {

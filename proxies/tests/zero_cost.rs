@@ -2,10 +2,10 @@
 //! against central finite differences on tiny f64 networks, and the whole suite on a real
 //! architecture of the default space with real data.
 
-use genas_proxies::data::Batch;
-use genas_proxies::engine::{Cpu, Model};
-use genas_proxies::zero_cost::{self, DESCRIPTOR_NAMES, PROXY_NAMES};
-use genas_proxies::Dataset;
+use genas_engine::{Cpu, Model};
+use genas_scoring::data::Batch;
+use genas_scoring::zero_cost::{self, DESCRIPTOR_NAMES, PROXY_NAMES};
+use genas_scoring::Dataset;
 use genas_space::{
     Activation, Architecture, Attention, Experiment, Layer, Rng, SearchSpace, Sparsity,
 };

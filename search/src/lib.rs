@@ -1,29 +1,16 @@
-//! genas-search: what to evaluate next, and the `genas` command line.
+//! genas-search: what to evaluate next.
 //!
-//! Owns the search controller (strategies, constraints, the fidelity schedule, the Pareto
-//! front), where evaluations run (`executor`: worker threads here; `slurm`: job arrays on a
-//! Slurm cluster, each task a `genas worker`), what happens to the winners (final
-//! distillation, export, sampling), the trade-off report of a run (`report`) and the commands
-//! behind the `genas` binary. Every command is a library function returning data plus a
-//! renderer, so all logic is testable without spawning the binary; `main.rs` only parses
-//! arguments and prints.
+//! Owns the search controller (`controller`: proposing through a strategy, one file each,
+//! filtering by the cost-model constraints, the zero-cost screen, successive halving with
+//! promotion by Pareto rank, the run's front and hypervolume, exact resume from the archive),
+//! the Pareto front and hypervolume themselves (`pareto`), and the job boundary (`job`: `Job`,
+//! `Output`, the `Executor` trait, `init_seed`), which is all an executor knows of a search.
 //!
-//! Nothing depends on this crate. It is the only one that knows all three others.
+//! The controller is the only writer of a run's records in the archive. It must not know
+//! where or how a job runs (`genas-exec`), nor files, commands or reports (the `genas` app).
 
-pub mod commands;
 pub mod controller;
-pub mod executor;
-pub mod format;
-pub mod fuzz;
+pub mod job;
 pub mod pareto;
-pub mod plot;
-pub mod report;
-pub mod run;
-pub mod runner;
-pub mod runner_check;
-pub mod scoring;
-pub mod simulate;
-pub mod slurm;
-pub mod table;
-pub mod winners;
-pub mod workers;
+
+pub use job::{init_seed, ExecError, Executor, Job, Output};

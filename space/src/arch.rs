@@ -406,7 +406,7 @@ impl TryFrom<UncheckedArchitecture> for Architecture {
 /// checked against them) and every reader of an architecture (JSON files, archive records,
 /// the teacher), so an absurd size is refused with its field's name before anything is
 /// allocated. Whether a buildable architecture fits the machine's memory is a separate check
-/// (`genas_proxies::engine::memory`).
+/// (`genas_engine::memory`).
 pub mod limits {
     pub const MAX_DEPTH: u32 = 1024;
     pub const MAX_D_MODEL: u32 = 65_536;

@@ -46,3 +46,12 @@ pub use experiment::{
 };
 pub use rng::Rng;
 pub use search_space::{satisfies, Genome, SearchSpace, SpaceError, SpaceSummary};
+
+/// The first 16 hex digits of a SHA-256: the form of every key and fingerprint genas keeps.
+pub fn hex16(h: sha2::Sha256) -> String {
+    use sha2::Digest;
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -1,8 +1,6 @@
 //! genas-store: what genas *remembers*.
 //!
-//! Owns the archive, one sled database in a directory ([`Archive`]), and the formats a winner
-//! leaves in ([`export`]: JSON spec, Hugging Face `config.json` + safetensors, a standalone
-//! PyTorch module, each with `genas_check.json` to verify it). Implemented so far: creating and opening an archive under a versioned
+//! Owns the archive, one sled database in a directory ([`Archive`]): creating and opening an archive under a versioned
 //! schema ([`SCHEMA_VERSION`]), refusing one that is newer, damaged, not an archive at all
 //! or in use by another process (named by pid, command and start time) without changing a
 //! byte of it; teachers (metadata and weights, stored in one transaction) and calibration
@@ -39,6 +37,5 @@
 //! chosen.
 
 pub mod archive;
-pub mod export;
 
 pub use archive::{format_utc, Archive, Holder, StoreError, SCHEMA_VERSION};

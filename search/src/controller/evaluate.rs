@@ -2,12 +2,11 @@
 //! every result committed in queue order with the controller state that consumed it.
 
 use super::{
-    cache_key, front_and_hypervolume, init_seed, to_value, Controller, Progress, RunPlan,
-    RungResult,
+    cache_key, front_and_hypervolume, to_value, Controller, Progress, RunPlan, RungResult,
 };
-use crate::executor::{Job, Output};
+use crate::job::{init_seed, Job, Output};
 use anyhow::Result;
-use genas_proxies::distill::DistillResult;
+use genas_scoring::distill::DistillResult;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 

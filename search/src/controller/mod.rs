@@ -28,12 +28,11 @@ pub mod strategy;
 pub use front::{front_and_hypervolume, objectives, reference_point, selection_order};
 pub use screen::screen_order;
 
-use crate::executor::Executor;
+use crate::job::Executor;
 use anyhow::{Context, Result};
-use genas_proxies::calibrate::Ensemble;
-use genas_proxies::distill::{DistillConfig, DistillResult};
-use genas_proxies::engine::{Cpu, Generator, Model, SampleConfig};
-use genas_proxies::zero_cost::ProxyScores;
+use genas_scoring::calibrate::Ensemble;
+use genas_scoring::distill::{DistillConfig, DistillResult};
+use genas_scoring::zero_cost::ProxyScores;
 use genas_space::{Architecture, Cost, Experiment, Objective, Rng, SearchSpace};
 use genas_store::Archive;
 use serde::{Deserialize, Serialize};
@@ -186,13 +185,6 @@ pub fn initial_state(seed: u64, rungs: usize) -> ControllerState {
     }
 }
 
-/// The initialisation seed of a candidate: from the run seed and the architecture id, so the
-/// same architecture gets the same result whatever order it is evaluated in.
-pub fn init_seed(seed: u64, arch_id: &str) -> u64 {
-    let h = Sha256::digest(arch_id.as_bytes());
-    seed ^ u64::from_le_bytes(h[..8].try_into().expect("8 bytes"))
-}
-
 /// The cross-run cache key of a brief distillation.
 pub fn cache_key(arch_id: &str, plan: &RunPlan, cfg: &DistillConfig) -> String {
     let mut h = Sha256::new();
@@ -292,24 +284,6 @@ impl<'a> Controller<'a> {
             None => candidates,
         }
     }
-}
-
-/// Generation latency of a trained candidate: one context of tokens, ms/token.
-pub fn latency_ms(model: &Model<Cpu<f32>>) -> f64 {
-    let mut g = Generator::new(model);
-    let n = (model.arch.context as usize).max(32);
-    let mut rng = Rng::seed_from_u64(0);
-    let start = std::time::Instant::now();
-    g.generate(
-        &[0],
-        n,
-        SampleConfig {
-            temperature: 1.0,
-            top_k: None,
-        },
-        &mut rng,
-    );
-    start.elapsed().as_secs_f64() * 1e3 / n as f64
 }
 
 #[cfg(test)]

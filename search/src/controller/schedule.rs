@@ -3,12 +3,12 @@
 
 use super::{selection_order, strategy, Controller, Phase};
 use anyhow::Result;
-use genas_proxies::distill::DistillConfig;
+use genas_scoring::distill::DistillConfig;
 
 impl Controller<'_> {
     pub(super) fn rung_config(&self, rung: usize) -> DistillConfig {
         let steps = self.cx.experiment.fidelity.rung_steps[rung];
-        crate::scoring::experiment_distill_config(self.cx.experiment, steps)
+        DistillConfig::of_experiment(self.cx.experiment, steps)
     }
 
     pub(super) fn finish_rung(&mut self) -> Result<()> {

@@ -4,7 +4,7 @@
 use super::{objectives, CandidateRecord, Controller, Phase, Progress};
 use crate::pareto;
 use anyhow::Result;
-use genas_proxies::zero_cost::ProxyScores;
+use genas_scoring::zero_cost::ProxyScores;
 use genas_space::{Architecture, Objective};
 use std::collections::BTreeMap;
 

@@ -1,0 +1,292 @@
+//! What `experiments/gpu/check.sh` runs on a machine with a GPU, written by `genas bench
+//! runner --out DIR` with the engine's own results beside it:
+//! - `parity/CASE/`: one runner job per space choice (every attention kind, masks, low rank,
+//!   rope + RMSNorm, sharing, tying, multi-query, biases, top-k targets), 50 steps, and
+//!   `reference.json`, the engine's loss at every step and its validation figures;
+//! - `default/N/`: jobs of the default experiment's rung (`experiments/quick.toml`: its space,
+//!   batch and steps), on a randomly initialised teacher's targets, and `reference.json` with
+//!   the engine's time for each on one core here;
+//! - `bench/model/`: the `genas bench train` network (d128, 4 layers, 4 heads, context 64), for
+//!   steps/s under the runner's recipe against plain PyTorch eager.
+//!
+//! The inputs go to `inputs/` and jobs name them by relative path, so the folder can be carried
+//! to another machine.
+
+use anyhow::{Context, Result};
+use genas_engine::{Cpu, Model};
+use genas_exec::torch::write_job;
+use genas_scoring::data::Dataset;
+use genas_scoring::distill::{brief_distill_traced, DistillConfig, Evaluation, TeacherTargets};
+use genas_search::job::Job;
+use genas_space::{
+    satisfies, Activation, Architecture, Attention, Cost, Experiment, Float, Fraction, Layer, Norm,
+    Position, Rng, SearchSpace, Sparsity, Tokenizer,
+};
+use serde::Serialize;
+use std::path::Path;
+
+/// The engine's side of a job.
+#[derive(Clone, Debug, Serialize)]
+pub struct Reference {
+    pub name: String,
+    pub losses: Vec<f64>,
+    pub eval: Option<Evaluation>,
+    /// Seconds the engine took on one core.
+    pub seconds: f64,
+}
+
+/// An architecture over `data`'s vocabulary and context, learned positions and LayerNorm.
+pub fn plain(data: &Dataset, d: u32, tie: bool, share: u32, layers: Vec<Layer>) -> Architecture {
+    Architecture {
+        vocab_size: data.vocab_size(),
+        context: data.context,
+        d_model: d,
+        tie_embeddings: tie,
+        share_layers: share,
+        layers,
+        norm: Norm::default(),
+        position: Position::default(),
+    }
+}
+
+/// The shipped sonnets at context 24, characters.
+pub fn sonnets(root: &Path) -> Result<Dataset> {
+    let path = root.join("experiments/data/shakespeare/sonnets_gut.txt");
+    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    Dataset::from_text(&text, Tokenizer::Char, 24, 0.1, "sonnets").map_err(anyhow::Error::msg)
+}
+
+/// Ids over a vocabulary of 1,500 at context 16: the teacher's targets are kept as their top 64.
+pub fn wide_vocabulary() -> Dataset {
+    let mut rng = Rng::seed_from_u64(7);
+    let mut ids = |n: usize| (0..n).map(|_| rng.index(1500) as u32).collect::<Vec<u32>>();
+    Dataset::from_ids(ids(20_000), ids(2_000), 1500, 16)
+}
+
+/// Every attention kind in one network over `d`: full, grouped (2 key/value heads), sliding,
+/// linear and none, with 2:4 and unstructured masks, low-rank FFNs, gelu, relu and swiglu.
+pub fn every_kind(d: &Dataset) -> Architecture {
+    use Activation::{Gelu, Relu, Swiglu};
+    let (dense, l) = (Sparsity::Dense, Layer::new);
+    plain(
+        d,
+        16,
+        false,
+        1,
+        vec![
+            l(Attention::Full { heads: 4 }, 32, Gelu, None, dense),
+            l(
+                Attention::Grouped {
+                    heads: 4,
+                    kv_heads: 2,
+                },
+                24,
+                Relu,
+                None,
+                Sparsity::TwoFour,
+            ),
+            l(
+                Attention::Sliding {
+                    heads: 2,
+                    window: 5,
+                },
+                32,
+                Swiglu,
+                Some(4),
+                Sparsity::Unstructured(Fraction(0.5)),
+            ),
+            l(Attention::Linear { heads: 2 }, 16, Gelu, None, dense),
+            l(Attention::None, 32, Relu, Some(8), Sparsity::TwoFour),
+        ],
+    )
+}
+
+/// One architecture per space choice: (name, which data set: 0 text, 1 wide, architecture).
+pub fn parity_cases(text: &Dataset, wide: &Dataset) -> Vec<(&'static str, usize, Architecture)> {
+    let modern = Architecture {
+        position: Position::Rope {
+            theta: Float(10_000.0),
+        },
+        norm: Norm::Rmsnorm,
+        ..every_kind(text)
+    };
+    let biased = Layer {
+        attention_bias: true,
+        ..Layer::new(
+            Attention::Grouped {
+                heads: 4,
+                kv_heads: 1,
+            },
+            48,
+            Activation::GeluTanh,
+            None,
+            Sparsity::Dense,
+        )
+    };
+    vec![
+        ("every-kind", 0, every_kind(text)),
+        ("rope-rmsnorm", 0, modern),
+        (
+            "shared-tied-mq-bias",
+            0,
+            plain(text, 16, true, 2, vec![biased; 4]),
+        ),
+        ("top-k", 1, every_kind(wide)),
+    ]
+}
+
+/// The parity cases' distillation settings.
+pub fn parity_config() -> DistillConfig {
+    DistillConfig {
+        steps: 50,
+        batch_size: 4,
+        learning_rate: 3e-3,
+        temperature: 2.0,
+        alpha: 0.5,
+        seed: 5,
+        val_sequences: 16,
+        top_k: 64,
+        init: Default::default(),
+    }
+}
+
+/// Targets of a teacher at its random initialisation (not uniform) for `cfg.steps` steps.
+pub fn random_teacher_targets(data: &Dataset, cfg: &DistillConfig, d: u32) -> TeacherTargets {
+    let layer = Layer::new(
+        Attention::Full { heads: 2 },
+        2 * d,
+        Activation::Gelu,
+        None,
+        Sparsity::Dense,
+    );
+    let t = plain(data, d, false, 1, vec![layer; 2]);
+    let mut teacher = Model::new(&t, Cpu::<f32>::new(0), 99);
+    TeacherTargets::compute(&mut teacher, data, cfg, cfg.steps)
+}
+
+/// Writes one job with its reference; the engine runs it on one core.
+fn job_with_reference(
+    dir: &Path,
+    inputs: &Path,
+    name: &str,
+    job: &Job,
+    t: &TeacherTargets,
+) -> Result<()> {
+    let tname = genas_scoring::inputs::store(inputs, t).map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(dir)?;
+    let rel = pathdiff(inputs, dir).join(format!("{tname}.safetensors"));
+    write_job(dir, job, &rel, t)?;
+    let mut m = Model::new(&job.architecture, Cpu::<f32>::new(1), job.init_seed);
+    let mut losses = Vec::new();
+    let start = std::time::Instant::now();
+    let r = brief_distill_traced(&mut m, t, &job.config, &mut |l| losses.push(l));
+    let reference = Reference {
+        name: name.to_string(),
+        losses,
+        eval: r.eval,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    std::fs::write(
+        dir.join("reference.json"),
+        serde_json::to_vec_pretty(&reference)?,
+    )?;
+    Ok(())
+}
+
+/// `to` relative to `from`, both under one root folder (`../..` up to their common part).
+fn pathdiff(to: &Path, from: &Path) -> std::path::PathBuf {
+    let (to, from): (Vec<_>, Vec<_>) = (to.components().collect(), from.components().collect());
+    let common = to.iter().zip(&from).take_while(|(a, b)| a == b).count();
+    let mut out = std::path::PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for c in &to[common..] {
+        out.push(c);
+    }
+    out
+}
+
+/// `genas bench runner --out DIR`: the parity cases, `candidates` jobs of the default
+/// experiment's rung, and the benchmark model. `root` is the repository (for the shipped data).
+pub fn write_fixtures(root: &Path, out: &Path, candidates: usize) -> Result<usize> {
+    let inputs = out.join("inputs");
+    let (text, wide) = (sonnets(root)?, wide_vocabulary());
+    let cfg = parity_config();
+    let mut written = 0;
+    let targets = [
+        random_teacher_targets(&text, &cfg, 32),
+        random_teacher_targets(&wide, &cfg, 32),
+    ];
+    for (k, (name, d, arch)) in parity_cases(&text, &wide).into_iter().enumerate() {
+        arch.validate()
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        let job = Job {
+            id: arch.id(),
+            architecture: arch,
+            init_seed: 1000 + k as u64,
+            rung: 0,
+            config: cfg.clone(),
+            measure_latency: false,
+        };
+        job_with_reference(
+            &out.join("parity").join(name),
+            &inputs,
+            name,
+            &job,
+            &targets[d],
+        )?;
+        written += 1;
+    }
+    // The default experiment's rung: its space, batch, steps and context, on its corpus.
+    let exp = Experiment::from_path(&root.join("experiments/quick.toml"))?;
+    let corpus = Dataset::load(&exp)?;
+    let space = SearchSpace::new(&exp.space, corpus.vocab_size(), corpus.context)?;
+    let steps = *exp.fidelity.rung_steps.last().unwrap_or(&400);
+    let dcfg = genas_scoring::distill::DistillConfig::of_experiment(&exp, steps);
+    let t = random_teacher_targets(&corpus, &dcfg, 64);
+    let mut rng = Rng::seed_from_u64(11);
+    let mut k = 0;
+    while k < candidates {
+        let a = space.sample(&mut rng);
+        if !satisfies(&Cost::of(&a), &exp.constraints) {
+            continue;
+        }
+        let job = Job {
+            id: a.id(),
+            init_seed: genas_search::init_seed(0, &a.id()),
+            architecture: a,
+            rung: 0,
+            config: dcfg.clone(),
+            measure_latency: false,
+        };
+        let name = format!("{k}");
+        job_with_reference(&out.join("default").join(&name), &inputs, &name, &job, &t)?;
+        k += 1;
+        written += 1;
+    }
+    // The benchmark model of `genas bench train`.
+    let bench = plain(
+        &Dataset::from_ids(vec![0; 4096], vec![0; 512], 256, 64),
+        128,
+        false,
+        1,
+        vec![
+            Layer::new(
+                Attention::Full { heads: 4 },
+                512,
+                Activation::Gelu,
+                None,
+                Sparsity::Dense,
+            );
+            4
+        ],
+    );
+    let m = Model::new(&bench, Cpu::<f32>::new(1), 0);
+    genas_interop::export::write_module(
+        &out.join("bench/model"),
+        &bench,
+        &genas_interop::model_tensors(&m),
+    )?;
+    Ok(written)
+}

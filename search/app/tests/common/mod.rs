@@ -1,0 +1,263 @@
+//! What the end-to-end tests share: the binary, and a small experiment over the shipped
+//! corpus whose teacher trains in well under a second.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn genas(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_genas"))
+        .args(args)
+        .output()
+        .expect("the genas binary runs")
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The [data] section body for quick.toml's corpus at context 32.
+pub fn corpus32() -> String {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/data/shakespeare");
+    format!(
+        r#"kind = "text"
+path = "{}"
+tokenizer = "char"
+seq_len = 32"#,
+        data.display()
+    )
+}
+
+/// The small space of `small_experiment`.
+pub const SMALL_SPACE: &str = r#"depth = [1, 2]
+d_model = [16, 32]
+heads = [2]
+attention = ["full", "linear", "none"]
+ffn_ratio = [1, 2]
+tie_embeddings = [true, false]"#;
+
+/// The [data] body of a small image experiment: 300 of the shipped Fashion-MNIST images at
+/// 8×8 and 8 gray levels.
+pub fn fashion8() -> String {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/data/fashion-mnist");
+    format!(
+        r#"kind = "image"
+path = "{0}/train-10k-images-idx3-ubyte"
+validation_path = "{0}/val-2k-images-idx3-ubyte"
+image_size = 8
+gray_levels = 8
+max_images = 300"#,
+        data.display()
+    )
+}
+
+/// A space of eight architectures: depth × attention × FFN ratio.
+pub const EIGHT_SPACE: &str = r#"depth = [1, 2]
+d_model = [32]
+heads = [2]
+attention = ["full", "linear"]
+ffn_ratio = [1, 2]"#;
+
+/// Writes `path`: quick.toml's corpus at context 32, a small space, a one-layer teacher of
+/// 20 steps, then `tail` (more sections: [search], [fidelity], [constraints]).
+pub fn small_experiment(path: &Path, name: &str, tail: &str) -> PathBuf {
+    experiment_with(path, name, &corpus32(), SMALL_SPACE, tail)
+}
+
+/// Writes `path`: quick.toml's corpus at context 32, the [space] body `space`, the one-layer
+/// 20-step teacher, then `tail`.
+pub fn space_experiment(path: &Path, name: &str, space: &str, tail: &str) -> PathBuf {
+    experiment_with(path, name, &corpus32(), space, tail)
+}
+
+/// Writes `path`: the [data] section `data` (its lines, without the header), the small space
+/// and one-layer 20-step teacher of `small_experiment`, then `tail`.
+pub fn experiment_on(path: &Path, name: &str, data: &str, tail: &str) -> PathBuf {
+    experiment_with(path, name, data, SMALL_SPACE, tail)
+}
+
+/// Writes `path`: [data] body `data`, [space] body `space`, a one-layer teacher of 20 steps,
+/// then `tail`.
+pub fn experiment_with(path: &Path, name: &str, data: &str, space: &str, tail: &str) -> PathBuf {
+    let text = format!(
+        r#"name = "{name}"
+[data]
+{data}
+[space]
+{space}
+[teacher]
+depth = 1
+d_model = 32
+heads = 2
+ffn_ratio = 2
+steps = 20
+batch_size = 8
+learning_rate = 3e-3
+{tail}"#
+    );
+    std::fs::write(path, text).unwrap();
+    path.to_path_buf()
+}
+
+/// [search] and [fidelity] of a search of four candidates with rungs of 5 and 10 steps.
+pub const TINY_SEARCH: &str =
+    "[search]\ncandidates = 4\npopulation = 4\n[fidelity]\nrung_steps = [5, 10]\nbatch_size = 4\n";
+
+/// `genas search EXP` into `archive` (plot beside it), which must succeed: what it said on
+/// stderr.
+pub fn search_said(exp: &Path, archive: &Path) -> String {
+    let plot = archive.with_extension("svg");
+    let o = genas(&[
+        "search",
+        s(exp),
+        "--archive",
+        s(archive),
+        "--plot",
+        s(&plot),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{err}");
+    err
+}
+
+/// The JSON a successful command printed.
+pub fn ok_json(o: &Output) -> Value {
+    assert!(
+        o.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("JSON on stdout")
+}
+
+/// Starts `args`, waits until its stderr shows `ready` (when given), lets it run `delay`,
+/// then kills it with SIGKILL. Returns whether it had already finished.
+pub fn run_and_kill(args: &[&str], ready: Option<&str>, delay: Duration) -> bool {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_genas"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    if let Some(r) = ready {
+        let until = Instant::now() + Duration::from_secs(120);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(l) if l.contains(r) => break,
+                _ if Instant::now() > until => panic!("never saw {r:?}"),
+                _ => {}
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+        }
+    }
+    std::thread::sleep(delay);
+    let done = child.try_wait().unwrap().is_some();
+    let _ = child.kill();
+    let _ = child.wait();
+    done
+}
+
+/// `genas search EXP --json` into the archive `dir/a` (plot in `dir`): the archive and the report.
+pub fn search_into(dir: &Path, exp: &Path) -> (PathBuf, Value) {
+    let archive = dir.join("a");
+    let plot = dir.join("front.svg");
+    let r = ok_json(&genas(&[
+        "search",
+        s(exp),
+        "--archive",
+        s(&archive),
+        "--plot",
+        s(&plot),
+        "--json",
+    ]));
+    (archive, r)
+}
+
+/// Exit status 1 (not a signal: an abort would be one), exactly one stderr line starting
+/// with "error: " that contains every needle.
+pub fn fails_with(o: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "status {:?}: {err}", o.status);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "stderr: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "{n:?} not in {err}");
+    }
+}
+
+/// Whether `python3` can import torch and transformers; why not, otherwise. Where
+/// GENAS_REQUIRE_PYTHON is set (CI installs both), a missing import fails the test instead of
+/// skipping its Python half.
+pub fn python_ready() -> Result<(), String> {
+    let ready = python_imports();
+    if let Err(why) = &ready {
+        assert!(
+            std::env::var_os("GENAS_REQUIRE_PYTHON").is_none(),
+            "GENAS_REQUIRE_PYTHON is set but python3 cannot import torch and transformers: {why}"
+        );
+        eprintln!("skipping the Python checks: python3 -c \"import torch, transformers\": {why}");
+    }
+    ready
+}
+
+fn python_imports() -> Result<(), String> {
+    match Command::new("python3")
+        .args(["-c", "import torch, transformers"])
+        .output()
+    {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .last()
+            .unwrap_or("import failed")
+            .to_string()),
+        Err(e) => Err(format!("python3 not runnable: {e}")),
+    }
+}
+
+/// What must be equal between two runs: every candidate's architecture, proxies, screen
+/// decision and rung results (wall times aside), the front and the hypervolume history.
+pub fn essence(archive: &Path) -> (Value, Value) {
+    let mut show = ok_json(&genas(&["show", "r1", "--archive", s(archive), "--json"]));
+    for c in show["candidates"].as_array_mut().unwrap() {
+        c["proxies"]["millis"] = Value::Null;
+        for r in c["rungs"].as_array_mut().unwrap() {
+            r["result"]["seconds"] = Value::Null;
+        }
+        c["latency_ms_per_token"] = Value::Null;
+    }
+    let mut report = show["report"].take();
+    report["wall_s"] = Value::Null;
+    for f in report["front"].as_array_mut().unwrap() {
+        f["ms_per_token"] = Value::Null;
+    }
+    (report, show["candidates"].take())
+}
+
+/// An architecture over `data`'s vocabulary and context, learned positions and LayerNorm,
+/// checked valid.
+pub fn arch(
+    data: &genas_scoring::data::Dataset,
+    d: u32,
+    tie: bool,
+    share: u32,
+    layers: Vec<genas_space::Layer>,
+) -> genas_space::Architecture {
+    let a = genas_app::runner_check::plain(data, d, tie, share, layers);
+    a.validate().unwrap();
+    a
+}

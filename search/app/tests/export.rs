@@ -1,0 +1,603 @@
+//! Exports checked the way a user would check them: `python3 DIR/genas_check.py` loads the
+//! `pytorch` export with its standalone `model.py` and the `hf` export with
+//! `transformers.AutoModelForCausalLM`, and compares the logits with the ones genas computed
+//! (max abs difference < 1e-4), plus the tokenizer round trip for `hf` text exports. Every space
+//! choice goes through `pytorch`; every transformers family through `hf`. Weights are the
+//! initialisation plus noise, so that LayerNorms, biases and masks all matter.
+//!
+//! When `python3 -c "import torch, transformers"` fails the Python half is skipped, and the test
+//! says why on stderr; what genas writes is still checked. CI installs both and sets
+//! GENAS_REQUIRE_PYTHON, which turns a failed import into a failure.
+
+use genas_app::winners::export_model;
+use genas_engine::{Cpu, Model};
+use genas_interop::export::{Format, GENAS_HF_CLASS};
+use genas_scoring::data::Dataset;
+use genas_space::{
+    Activation, Architecture, Attention, Experiment, Float, Fraction, Layer, Norm, Position, Rng,
+    Sparsity, Tokenizer,
+};
+mod common;
+
+use common::{arch, python_ready};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn corpus(tokenizer: Tokenizer) -> Dataset {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../experiments/data/shakespeare/sonnets_gut.txt");
+    let text = std::fs::read_to_string(&path).unwrap();
+    Dataset::from_text(&text, tokenizer, 24, 0.1, "sonnets").unwrap()
+}
+
+fn images() -> Dataset {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/fashion.toml");
+    let mut e = Experiment::from_path(&path).unwrap();
+    e.data.max_images = Some(200);
+    Dataset::load(&e).unwrap()
+}
+
+fn layer(
+    attention: Attention,
+    hidden: u32,
+    act: Activation,
+    rank: Option<u32>,
+    s: Sparsity,
+) -> Layer {
+    Layer::new(attention, hidden, act, rank, s)
+}
+
+/// The network of `arch` with its initial weights plus N(0, 0.1) noise, masked weights kept
+/// at zero.
+fn noisy_model(arch: &Architecture, seed: u64) -> Model<Cpu<f32>> {
+    let mut m = Model::new(arch, Cpu::<f32>::new(1), seed);
+    let mut rng = Rng::seed_from_u64(seed + 1);
+    for i in 0..m.params.len() {
+        let mask = m.mask(i);
+        let w: Vec<f64> = m
+            .weights(i)
+            .iter()
+            .enumerate()
+            .map(|(k, &x)| {
+                let keep = mask.as_ref().map_or(1.0, |m| m[k]);
+                (x + 0.1 * rng.normal()) * keep
+            })
+            .collect();
+        m.set_weights(i, &w);
+    }
+    m
+}
+
+/// Runs the export's own check; returns its JSON line.
+fn run_check(dir: &Path) -> Value {
+    let o = Command::new("python3")
+        .arg(dir.join("genas_check.py"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let line: Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|_| panic!("{out} {}", String::from_utf8_lossy(&o.stderr)));
+    assert!(o.status.success(), "{} failed: {line}", dir.display());
+    line
+}
+
+struct Case {
+    name: &'static str,
+    data: usize,
+    arch: Architecture,
+    hf_class: Option<&'static str>,
+}
+
+#[test]
+fn exports_reproduce_genas_logits_in_pytorch_and_transformers() {
+    let python = python_ready();
+    let datasets = [corpus(Tokenizer::Char), corpus(Tokenizer::Byte), images()];
+    let (ch, by, im) = (&datasets[0], &datasets[1], &datasets[2]);
+    use Activation::{Gelu, GeluTanh, Relu, Swiglu};
+    let full = |h| Attention::Full { heads: h };
+    let biased = |l: Layer| Layer {
+        attention_bias: true,
+        ..l
+    };
+    let dense = Sparsity::Dense;
+    let half = Sparsity::Unstructured(Fraction(0.5));
+    let mq = |heads| Attention::Grouped { heads, kv_heads: 1 };
+    let rope = Position::Rope {
+        theta: Float(10_000.0),
+    };
+    let modern = |a: Architecture, position: Position, norm: Norm| {
+        let a = Architecture {
+            position,
+            norm,
+            ..a
+        };
+        a.validate().unwrap();
+        a
+    };
+    // The runner's parity case over the characters: every attention kind, masks, low rank.
+    let every_kind = genas_app::runner_check::every_kind(ch);
+    let cases = [
+        Case {
+            name: "every-kind",
+            data: 0,
+            arch: every_kind.clone(),
+            hf_class: None,
+        },
+        Case {
+            name: "every-kind-rope-rmsnorm",
+            data: 0,
+            arch: modern(every_kind.clone(), rope, Norm::Rmsnorm),
+            hf_class: None,
+        },
+        Case {
+            name: "every-kind-rope500k",
+            data: 1,
+            arch: modern(
+                arch(by, 16, false, 1, every_kind.layers.clone()),
+                Position::Rope {
+                    theta: Float(500_000.0),
+                },
+                Norm::Layernorm,
+            ),
+            hf_class: None,
+        },
+        Case {
+            name: "gpt-neox-untied",
+            data: 0,
+            arch: modern(
+                arch(
+                    ch,
+                    16,
+                    false,
+                    1,
+                    vec![layer(full(4), 40, Gelu, None, dense); 2],
+                ),
+                rope,
+                Norm::Layernorm,
+            ),
+            hf_class: Some("GPTNeoXForCausalLM"),
+        },
+        Case {
+            name: "gpt-neox-tied-relu-sparse",
+            data: 1,
+            arch: modern(
+                arch(
+                    by,
+                    24,
+                    true,
+                    1,
+                    vec![layer(full(2), 32, Relu, None, half); 3],
+                ),
+                Position::Rope {
+                    theta: Float(500_000.0),
+                },
+                Norm::Layernorm,
+            ),
+            hf_class: Some("GPTNeoXForCausalLM"),
+        },
+        Case {
+            name: "llama-gqa-tied",
+            data: 0,
+            arch: modern(
+                arch(
+                    ch,
+                    16,
+                    true,
+                    1,
+                    vec![
+                        layer(
+                            Attention::Grouped {
+                                heads: 4,
+                                kv_heads: 2,
+                            },
+                            40,
+                            Swiglu,
+                            None,
+                            dense,
+                        );
+                        3
+                    ],
+                ),
+                rope,
+                Norm::Rmsnorm,
+            ),
+            hf_class: Some("LlamaForCausalLM"),
+        },
+        Case {
+            name: "llama-full-untied-sparse",
+            data: 1,
+            arch: modern(
+                arch(
+                    by,
+                    24,
+                    false,
+                    1,
+                    vec![layer(full(2), 32, Swiglu, None, Sparsity::TwoFour); 2],
+                ),
+                Position::Rope {
+                    theta: Float(500_000.0),
+                },
+                Norm::Rmsnorm,
+            ),
+            hf_class: Some("LlamaForCausalLM"),
+        },
+        Case {
+            name: "llama-images-mqa",
+            data: 2,
+            arch: modern(
+                arch(
+                    im,
+                    16,
+                    false,
+                    1,
+                    vec![layer(mq(2), 32, Swiglu, None, dense); 2],
+                ),
+                rope,
+                Norm::Rmsnorm,
+            ),
+            hf_class: Some("LlamaForCausalLM"),
+        },
+        Case {
+            name: "shared-tied",
+            data: 1,
+            arch: arch(
+                by,
+                16,
+                true,
+                2,
+                // Sharing groups of 2: each group's two layers are the same genes.
+                [
+                    vec![layer(mq(4), 32, Swiglu, None, Sparsity::TwoFour); 2],
+                    vec![layer(Attention::Linear { heads: 4 }, 24, Gelu, Some(8), half); 2],
+                ]
+                .concat(),
+            ),
+            hf_class: None,
+        },
+        Case {
+            name: "images",
+            data: 2,
+            arch: arch(
+                im,
+                16,
+                false,
+                1,
+                vec![
+                    layer(
+                        Attention::Sliding {
+                            heads: 2,
+                            window: 14,
+                        },
+                        32,
+                        Swiglu,
+                        None,
+                        dense,
+                    ),
+                    layer(Attention::Linear { heads: 2 }, 32, Gelu, None, dense),
+                ],
+            ),
+            hf_class: None,
+        },
+        Case {
+            name: "gpt2-untied-sparse",
+            data: 0,
+            arch: arch(
+                ch,
+                16,
+                false,
+                1,
+                vec![layer(full(4), 40, Gelu, None, half); 2],
+            ),
+            hf_class: Some("GPT2LMHeadModel"),
+        },
+        Case {
+            name: "gpt2-bytes-relu",
+            data: 1,
+            arch: arch(
+                by,
+                24,
+                true,
+                1,
+                vec![layer(full(2), 48, Relu, None, dense); 2],
+            ),
+            hf_class: Some("GPT2LMHeadModel"),
+        },
+        Case {
+            name: "gpt-neo",
+            data: 0,
+            arch: arch(ch, 16, true, 1, {
+                let sliding = layer(
+                    Attention::Sliding {
+                        heads: 4,
+                        window: 5,
+                    },
+                    32,
+                    Gelu,
+                    None,
+                    dense,
+                );
+                vec![
+                    sliding.clone(),
+                    layer(full(4), 32, Gelu, None, dense),
+                    sliding,
+                ]
+            }),
+            hf_class: Some("GPTNeoForCausalLM"),
+        },
+        Case {
+            // GPT-2 itself: attention biases and gelu_new.
+            name: "gpt2-biases-gelu-tanh",
+            data: 1,
+            arch: arch(
+                by,
+                24,
+                true,
+                1,
+                vec![biased(layer(full(4), 48, GeluTanh, None, dense)); 2],
+            ),
+            hf_class: Some("GPT2LMHeadModel"),
+        },
+        Case {
+            name: "gpt-bigcode-biases",
+            data: 0,
+            arch: arch(
+                ch,
+                16,
+                false,
+                1,
+                vec![biased(layer(mq(4), 32, GeluTanh, None, dense)); 2],
+            ),
+            hf_class: Some("GPTBigCodeForCausalLM"),
+        },
+        Case {
+            // Biases with rope, and with a sliding layer: no family writes these.
+            name: "biases-rope-sliding",
+            data: 0,
+            arch: modern(
+                arch(
+                    ch,
+                    16,
+                    false,
+                    1,
+                    vec![
+                        biased(layer(full(4), 32, GeluTanh, None, dense)),
+                        biased(layer(
+                            Attention::Sliding {
+                                heads: 2,
+                                window: 5,
+                            },
+                            32,
+                            Gelu,
+                            None,
+                            dense,
+                        )),
+                    ],
+                ),
+                rope,
+                Norm::Layernorm,
+            ),
+            hf_class: None,
+        },
+        Case {
+            name: "gpt-bigcode",
+            data: 2,
+            arch: arch(
+                im,
+                16,
+                false,
+                1,
+                vec![layer(mq(4), 32, Relu, None, dense); 2],
+            ),
+            hf_class: Some("GPTBigCodeForCausalLM"),
+        },
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut diffs = Vec::new();
+    for (k, case) in cases.iter().enumerate() {
+        let data = &datasets[case.data];
+        let model = noisy_model(&case.arch, 100 + k as u64);
+        let record = serde_json::json!({"case": case.name});
+        // hf is a native family or genas's own modeling code: every architecture has one.
+        let formats = [Format::Pytorch, Format::Json, Format::Hf];
+        for format in formats {
+            let out: PathBuf = dir.path().join(format!("{}-{}", case.name, format.name()));
+            let w = export_model(&model, data, record.clone(), format, &out, false).unwrap();
+            // What every export holds.
+            for f in [
+                "architecture.json",
+                "candidate.json",
+                "genas_check.json",
+                "genas_vocab.json",
+                "model.safetensors",
+            ] {
+                assert!(
+                    w.files.iter().any(|x| x == f),
+                    "{} lacks {f}",
+                    out.display()
+                );
+            }
+            let spec = std::fs::read_to_string(out.join("architecture.json")).unwrap();
+            assert_eq!(Architecture::from_json(&spec).unwrap(), case.arch);
+            let check: Value = serde_json::from_str(
+                &std::fs::read_to_string(out.join("genas_check.json")).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(check["tokens"].as_array().unwrap().len(), 2);
+            assert_eq!(
+                check["tokens"][0].as_array().unwrap().len(),
+                data.context as usize
+            );
+            assert_eq!(
+                check["logits"][1][3].as_array().unwrap().len(),
+                data.vocab_size() as usize
+            );
+            if format == Format::Hf {
+                assert_eq!(w.hf_class, Some(case.hf_class.unwrap_or(GENAS_HF_CLASS)));
+                let sparse = case
+                    .arch
+                    .layers
+                    .iter()
+                    .any(|l| l.sparsity != Sparsity::Dense);
+                let custom = case.hf_class.is_none();
+                if custom {
+                    // The note says why no family fits; masks travel with the weights.
+                    assert_eq!(w.notes.len(), 1, "{:?}", w.notes);
+                    assert!(w.notes[0].starts_with("no transformers family expresses"));
+                    for f in ["configuration_genas.py", "modeling_genas.py", "model.py"] {
+                        assert!(w.files.iter().any(|x| x == f), "{f}");
+                    }
+                } else {
+                    assert_eq!(!w.notes.is_empty(), sparse, "{:?}", w.notes);
+                }
+                assert_eq!(out.join("tokenizer.json").exists(), case.data != 2);
+            }
+            if format == Format::Json || python.is_err() {
+                continue;
+            }
+            let line = run_check(&out);
+            let diff = line["max_abs_diff"].as_f64().unwrap();
+            assert!(
+                line["ok"] == true && diff < 1e-4,
+                "{}: {line}",
+                out.display()
+            );
+            if format == Format::Hf && case.data != 2 {
+                assert_eq!(line["tokenizer"], "ok", "{line}");
+            }
+            assert_eq!(line["generate"], "ok", "{line}");
+            if format == Format::Hf {
+                assert_eq!(line["class"], w.hf_class.unwrap(), "{line}");
+            }
+            diffs.push(format!("{} {}: {diff:.2e}", case.name, format.name()));
+        }
+    }
+    println!("max |logit difference|: {}", diffs.join(", "));
+}
+
+#[test]
+fn a_corrupted_check_fails_verification() {
+    if python_ready().is_err() {
+        return;
+    }
+    let data = corpus(Tokenizer::Char);
+    let a = arch(
+        &data,
+        16,
+        true,
+        1,
+        vec![layer(
+            Attention::Full { heads: 2 },
+            32,
+            Activation::Gelu,
+            None,
+            Sparsity::Dense,
+        )],
+    );
+    let model = noisy_model(&a, 7);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("hf");
+    export_model(&model, &data, Value::Null, Format::Hf, &out, false).unwrap();
+    // One logit off by 1e-3: the check must notice.
+    let path = out.join("genas_check.json");
+    let mut check: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let x = check["logits"][0][5][2].as_f64().unwrap();
+    check["logits"][0][5][2] = (x + 1e-3).into();
+    std::fs::write(&path, check.to_string()).unwrap();
+    let o = Command::new("python3")
+        .arg(out.join("genas_check.py"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let line: Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+    assert_eq!(line["ok"], false, "{line}");
+}
+
+#[test]
+fn densify_lets_low_rank_and_shared_winners_load_in_a_native_family() {
+    let python = python_ready();
+    let data = corpus(Tokenizer::Char);
+    let gpt2 = arch(
+        &data,
+        16,
+        false,
+        2,
+        vec![
+            layer(
+                Attention::Full { heads: 2 },
+                32,
+                Activation::Gelu,
+                Some(8),
+                Sparsity::Dense
+            );
+            4
+        ],
+    );
+    let llama = Architecture {
+        position: Position::Rope {
+            theta: Float(10_000.0),
+        },
+        norm: Norm::Rmsnorm,
+        ..arch(
+            &data,
+            16,
+            true,
+            1,
+            vec![
+                layer(
+                    Attention::Grouped {
+                        heads: 4,
+                        kv_heads: 2
+                    },
+                    32,
+                    Activation::Swiglu,
+                    Some(4),
+                    Sparsity::TwoFour,
+                );
+                2
+            ],
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (k, (a, class)) in [(gpt2, "GPT2LMHeadModel"), (llama, "LlamaForCausalLM")]
+        .into_iter()
+        .enumerate()
+    {
+        let model = noisy_model(&a, 40 + k as u64);
+        let plain = dir.path().join(format!("{k}-plain"));
+        let w = export_model(&model, &data, Value::Null, Format::Hf, &plain, false).unwrap();
+        assert_eq!(w.hf_class, Some(GENAS_HF_CLASS));
+        let out = dir.path().join(format!("{k}-dense"));
+        let w = export_model(&model, &data, Value::Null, Format::Hf, &out, true).unwrap();
+        assert_eq!(w.hf_class, Some(class), "{:?}", w.notes);
+        // The note gives the parameter counts before and after.
+        let note = &w.notes[0];
+        assert!(
+            note.starts_with("densified (low-rank FFNs multiplied out"),
+            "{note}"
+        );
+        let counts: Vec<usize> = note
+            .split(": ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        assert_eq!(counts[0], model.num_params(), "{note}");
+        assert!(counts[1] > counts[0], "{note}");
+        let dense = Architecture::from_json(
+            &std::fs::read_to_string(out.join("architecture.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(dense.layers.iter().all(|l| l.ffn.rank.is_none()));
+        assert_eq!(dense.share_layers, 1);
+        assert_eq!(dense.depth(), a.depth());
+        assert_eq!(genas_space::Cost::of(&dense).params as usize, counts[1]);
+        if python.is_ok() {
+            let line = run_check(&out);
+            assert!(line["ok"] == true && line["generate"] == "ok", "{line}");
+            let line = run_check(&plain);
+            assert!(line["ok"] == true && line["generate"] == "ok", "{line}");
+        }
+    }
+}

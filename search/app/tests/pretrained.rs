@@ -1,0 +1,371 @@
+//! `[teacher] pretrained` and `[data] tokenizer` end to end through the `genas` binary: a
+//! Llama checkpoint written by transformers (experiments/fixtures/hf) distilled in its own
+//! vocabulary, its students exported with its tokenizer, and every misuse refused in one line.
+
+mod common;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The binary with the token cache in `cache`, so tests leave nothing behind.
+fn genas(cache: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_genas"))
+        .args(args)
+        .current_dir(root())
+        .env("GENAS_CACHE_DIR", cache)
+        .output()
+        .expect("the genas binary runs")
+}
+
+fn json_out(o: &Output) -> Value {
+    assert!(
+        o.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+fn fails_with(o: &Output, needle: &str) {
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "stderr: {err}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(needle),
+        "{err}"
+    );
+}
+
+/// experiments/pretrained.toml with `edit` applied to its text, written beside it in `dir`
+/// with paths made absolute.
+fn experiment(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("experiments/pretrained.toml")).unwrap();
+    let exp = root().join("experiments").canonicalize().unwrap();
+    let text = text
+        .replace(
+            "\"data/shakespeare\"",
+            &format!("{:?}", exp.join("data/shakespeare/hamlet_gut.txt")),
+        )
+        .replace(
+            "\"fixtures/hf/llama-gqa\"",
+            &format!("{:?}", exp.join("fixtures/hf/llama-gqa")),
+        );
+    let path = dir.join("exp.toml");
+    std::fs::write(&path, edit(text)).unwrap();
+    path
+}
+
+#[test]
+fn a_pretrained_teacher_is_measured_once_and_its_students_leave_with_its_tokenizer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let small = |t: String| {
+        t.replace("candidates = 16", "candidates = 6")
+            .replace("calibration = 12", "calibration = 10")
+            .replace("rung_steps = [200]", "rung_steps = [40]")
+    };
+    let exp = experiment(tmp.path(), small);
+    let exp = exp.to_str().unwrap();
+    let archive = tmp.path().join("archive");
+    let archive = archive.to_str().unwrap();
+
+    let first = json_out(&genas(
+        &cache,
+        &["teacher", "train", exp, "--archive", archive, "--json"],
+    ));
+    assert_eq!(first["reused"], false);
+    let record = &first["record"];
+    assert_eq!(record["bits_unit"], "bits/char");
+    assert_eq!(
+        record["config"]["pretrained"]
+            .as_str()
+            .map(|p| p.ends_with("llama-gqa")),
+        Some(true)
+    );
+    // The trained fixture is far better than uniform over its 384 tokens.
+    let ce = record["val_ce"].as_f64().unwrap();
+    assert!(ce < 0.75 * (384f64).ln(), "{ce}");
+    // The corpus was encoded once, into the cache.
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+    let again = json_out(&genas(
+        &cache,
+        &["teacher", "train", exp, "--archive", archive, "--json"],
+    ));
+    assert_eq!(again["reused"], true);
+    assert_eq!(again["record"], *record);
+
+    // `genas teacher import` measures the same loss, and its check passes in transformers.
+    let check = tmp.path().join("check");
+    let fixture_dir = root().join("experiments/fixtures/hf/llama-gqa");
+    let import = json_out(&genas(
+        &cache,
+        &[
+            "teacher",
+            "import",
+            fixture_dir.to_str().unwrap(),
+            "--experiment",
+            exp,
+            "--out",
+            check.to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    assert_eq!(import["key"], record["key"]);
+    let v = &import["validation"];
+    assert!(
+        (v["bits_per_char"].as_f64().unwrap() - record["val_bits"].as_f64().unwrap()).abs() < 1e-9
+    );
+    assert!((v["nats_per_token"].as_f64().unwrap() - ce).abs() < 1e-9);
+    assert_eq!(
+        (import["vocab_size"].as_u64(), import["context"].as_u64()),
+        (Some(384), Some(128))
+    );
+    assert!(import["tokens_per_s"].as_f64().unwrap() > 0.0);
+    python_check(&check);
+
+    let run = json_out(&genas(
+        &cache,
+        &["search", exp, "--archive", archive, "--json"],
+    ));
+    assert_eq!(run["bits_unit"], "bits/char");
+    let front = run["front"].as_array().unwrap();
+    assert!(!front.is_empty());
+    let id = front[0]["id"].as_str().unwrap();
+    // The final distillation from the pretrained teacher, in bits per character.
+    let distilled = json_out(&genas(
+        &cache,
+        &[
+            "distill",
+            "r1",
+            id,
+            "--steps",
+            "60",
+            "--archive",
+            archive,
+            "--json",
+        ],
+    ));
+    let text = distilled.to_string();
+    assert!(text.contains("bits/char"), "{text}");
+    let out = tmp.path().join("export");
+    let o = genas(
+        &cache,
+        &[
+            "export",
+            "r1",
+            id,
+            "--archive",
+            archive,
+            "--format",
+            "hf",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    // The student is in the teacher's family: one directory AutoTokenizer and
+    // AutoModelForCausalLM both load.
+    let written = json_out(&o);
+    assert_eq!(written["hf_class"], "LlamaForCausalLM", "{written}");
+    let fixture =
+        std::fs::read(root().join("experiments/fixtures/hf/llama-gqa/tokenizer.json")).unwrap();
+    assert_eq!(std::fs::read(out.join("tokenizer.json")).unwrap(), fixture);
+    let vocab: Value =
+        serde_json::from_slice(&std::fs::read(out.join("genas_vocab.json")).unwrap()).unwrap();
+    assert_eq!(vocab["kind"], "tokenizer");
+    assert_eq!(vocab["entries"], 384);
+    // transformers loads the student and the teacher's tokenizer: the logits, the tokenizer's
+    // round trip of a validation text and generate() agree with genas.
+    python_check(&out);
+    // Samples continue a prompt encoded with the teacher's tokenizer.
+    let samples = json_out(&genas(
+        &cache,
+        &[
+            "sample",
+            "r1",
+            id,
+            "--archive",
+            archive,
+            "--n",
+            "2",
+            "--length",
+            "12",
+            "--prompt",
+            "To be, or",
+            "--json",
+        ],
+    ));
+    let texts = samples["texts"].as_array().unwrap();
+    assert_eq!(texts.len(), 2);
+    assert!(
+        texts
+            .iter()
+            .all(|t| t.as_str().unwrap().starts_with("To be, or")),
+        "{samples}"
+    );
+}
+
+/// Runs `dir/genas_check.py` where python3 has torch and transformers: logits, the tokenizer's
+/// round trip and generate() must all agree.
+fn python_check(dir: &Path) {
+    if common::python_ready().is_err() {
+        return;
+    }
+    let o = Command::new("python3")
+        .arg(dir.join("genas_check.py"))
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{line} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let line: Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(
+        (&line["ok"], &line["tokenizer"], &line["generate"]),
+        (&true.into(), &"ok".into(), &"ok".into()),
+        "{line}"
+    );
+}
+
+#[test]
+fn misuse_is_refused_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let check = |edit: &dyn Fn(String) -> String, needle: &str| {
+        let exp = experiment(tmp.path(), edit);
+        fails_with(
+            &genas(&cache, &["space", "check", exp.to_str().unwrap()]),
+            needle,
+        );
+    };
+    check(
+        &|t| t.replace("pretrained = ", "# pretrained = "),
+        "\"teacher\" needs [teacher] pretrained",
+    );
+    check(
+        &|t| t.replace("tokenizer = \"teacher\"", "tokenizer = \"char\""),
+        "a pretrained teacher reads its own tokens",
+    );
+    check(
+        &|t| t.replace("tokenizer = \"teacher\"", "tokenizer = \"bpe\""),
+        "expected \"char\", \"byte\", \"teacher\" or the path of a tokenizer.json",
+    );
+    check(&|t| t.replace("llama-gqa", "absent"), "not a directory");
+    check(
+        &|t| t.replace("max_params = 60_000", "max_params = 5_000"),
+        "the vocabulary of 384 tokens takes 6,144 parameters in the embedding alone at the space's narrowest d_model 16, above [constraints] max_params = 5,000",
+    );
+    check(
+        &|t| {
+            t.replace(
+                "batch_size = 16\n\n[search]",
+                "batch_size = 16\nsteps = 400\n\n[search]",
+            )
+        },
+        "teacher.steps",
+    );
+    check(
+        &|t| t.replace("seq_len = 64", "seq_len = 256"),
+        "exceed the checkpoint's context of 128",
+    );
+    // teacher import: a folder that is no checkpoint.
+    let o = genas(&cache, &["teacher", "import", tmp.path().to_str().unwrap()]);
+    fails_with(&o, "cannot read config.json");
+}
+
+#[test]
+fn a_run_resumes_only_with_the_checkpoint_it_started_with() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let ckpt = tmp.path().join("ckpt");
+    std::fs::create_dir(&ckpt).unwrap();
+    let src = root().join("experiments/fixtures/hf/llama-gqa");
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(src.join(f), ckpt.join(f)).unwrap();
+    }
+    let exp = experiment(tmp.path(), |t| {
+        t.replace(
+            &format!("{:?}", src.canonicalize().unwrap()),
+            &format!("{ckpt:?}"),
+        )
+        .replace("candidates = 16", "candidates = 4")
+        .replace("calibration = 12", "calibration = 10")
+        .replace("rung_steps = [200]", "rung_steps = [20]")
+    });
+    let archive = tmp.path().join("archive");
+    let (exp, archive) = (exp.to_str().unwrap(), archive.to_str().unwrap());
+    json_out(&genas(
+        &cache,
+        &["search", exp, "--archive", archive, "--json"],
+    ));
+    let show = |cache: &Path| genas(cache, &["show", "r1", "--archive", archive, "--json"]).stdout;
+    let before = show(&cache);
+    // One weight changed: the resume is refused in one line, and nothing is recorded.
+    let weights = ckpt.join("model.safetensors");
+    let good = std::fs::read(&weights).unwrap();
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    std::fs::write(&weights, &bad).unwrap();
+    let o = genas(&cache, &["resume", "r1", "--archive", archive]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(
+        errors[0].contains("its teacher changed since it started"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("measuring"),
+        "refused before the teacher is read: {err}"
+    );
+    assert_eq!(show(&cache), before);
+    // Nor is a front member distilled from the changed teacher.
+    let front = json_out(&genas(
+        &cache,
+        &["front", "r1", "--archive", archive, "--json"],
+    ));
+    let id = front["front"][0]["id"].as_str().unwrap().to_string();
+    fails_with(
+        &genas(
+            &cache,
+            &["distill", "r1", &id, "--steps", "5", "--archive", archive],
+        ),
+        "its teacher changed since it ran",
+    );
+    // Export needs no teacher: it still works.
+    let out = tmp.path().join("export");
+    let o = genas(
+        &cache,
+        &[
+            "export",
+            "r1",
+            &id,
+            "--archive",
+            archive,
+            "--format",
+            "hf",
+            "--weights",
+            "init",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The same files again: it resumes.
+    std::fs::write(&weights, &good).unwrap();
+    json_out(&genas(
+        &cache,
+        &["resume", "r1", "--archive", archive, "--json"],
+    ));
+}

@@ -1,0 +1,480 @@
+//! The PyTorch runner against the genas engine: one brief distillation job, run by both from
+//! the same initial weights on the same batches and soft targets, agrees step for step (every
+//! training loss to 1e-4 relative over 50 steps) and in the end (validation cross-entropy to
+//! 1e-4), for every space choice: each attention kind, sparsity masks (held at zero), low
+//! rank, sharing, tying, rope and RMSNorm, every activation, attention biases, and a
+//! vocabulary large enough for top-k targets.
+//!
+//! Without `import torch` the tests say they skipped; CI installs torch and sets
+//! GENAS_REQUIRE_PYTHON, which turns that into a failure.
+
+mod common;
+
+use common::python_ready;
+use genas_engine::{Cpu, Model};
+use genas_scoring::distill::brief_distill_traced;
+use genas_search::job::Job;
+use std::path::Path;
+
+#[test]
+fn the_pytorch_runner_trains_as_the_engine_does_for_every_space_choice() {
+    if python_ready().is_err() {
+        return;
+    }
+    use genas_app::runner_check::{
+        parity_cases, parity_config, random_teacher_targets, sonnets, wide_vocabulary,
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let data = [sonnets(&root).unwrap(), wide_vocabulary()];
+    let cfg = parity_config();
+    let targets = [
+        random_teacher_targets(&data[0], &cfg, 32),
+        random_teacher_targets(&data[1], &cfg, 32),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut report = String::new();
+    for (k, (name, d, a)) in parity_cases(&data[0], &data[1]).into_iter().enumerate() {
+        a.validate().unwrap();
+        same_under_both(
+            dir.path(),
+            name,
+            &a,
+            &targets[d],
+            1000 + k as u64,
+            &mut report,
+        );
+    }
+    eprintln!("{report}");
+}
+
+#[test]
+fn a_student_pruned_from_the_teacher_trains_under_the_runner_as_on_the_engine() {
+    if python_ready().is_err() {
+        return;
+    }
+    use genas_app::runner_check::{parity_cases, parity_config, sonnets};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let (text, wide) = (
+        sonnets(&root).unwrap(),
+        genas_app::runner_check::wide_vocabulary(),
+    );
+    let cfg = genas_scoring::distill::DistillConfig {
+        init: genas_space::StudentInit::Teacher,
+        ..parity_config()
+    };
+    // A random teacher wide and deep enough for every case's heads, layers and FFNs.
+    let layer = genas_space::Layer::new(
+        genas_space::Attention::Full { heads: 4 },
+        64,
+        genas_space::Activation::Gelu,
+        None,
+        genas_space::Sparsity::Dense,
+    );
+    let ta = genas_app::runner_check::plain(&text, 32, false, 1, vec![layer; 6]);
+    let mut teacher = Model::new(&ta, Cpu::<f32>::new(0), 99);
+    let t = genas_scoring::distill::TeacherTargets::compute(&mut teacher, &text, &cfg, cfg.steps);
+    assert!(
+        t.parent.is_some(),
+        "init = teacher measures the pruned teacher"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut report = String::new();
+    for (k, (name, d, a)) in parity_cases(&text, &wide).into_iter().enumerate() {
+        if d != 0 {
+            continue;
+        }
+        // The runner starts from the inherited weights, not drawn ones.
+        let drawn = Model::new(&a, Cpu::<f32>::new(1), 7);
+        let inherited = t.student(&a, Cpu::<f32>::new(1), 7);
+        for (i, p) in drawn.params.iter().enumerate() {
+            let matrix = p.shape.len() == 2 && p.name.contains("attn.c_")
+                || p.name.starts_with("wte")
+                || p.name.starts_with("lm_head");
+            if matrix {
+                assert_ne!(
+                    drawn.weights(i),
+                    inherited.weights(i),
+                    "{name}: {} is not inherited",
+                    p.name
+                );
+            }
+        }
+        same_under_both(dir.path(), name, &a, &t, 2000 + k as u64, &mut report);
+    }
+    eprintln!("{report}");
+}
+
+/// Runs the brief distillation of `a` against `t` (its initial weights as `t` gives them) on
+/// the engine and under the runner on torch's CPU, asserts they agree, and adds a line to
+/// `report`.
+fn same_under_both(
+    root: &Path,
+    name: &str,
+    a: &genas_space::Architecture,
+    t: &genas_scoring::distill::TeacherTargets,
+    init_seed: u64,
+    report: &mut String,
+) {
+    let cfg = genas_app::runner_check::parity_config();
+    let cfg = genas_scoring::distill::DistillConfig {
+        init: if t.parent.is_some() {
+            genas_space::StudentInit::Teacher
+        } else {
+            genas_space::StudentInit::Random
+        },
+        ..cfg
+    };
+    let k = init_seed;
+    let targets_dir = root.join("inputs");
+    let tname = genas_scoring::inputs::store(&targets_dir, t).unwrap();
+    let job = Job {
+        id: a.id(),
+        architecture: a.clone(),
+        init_seed,
+        rung: 0,
+        config: cfg.clone(),
+        measure_latency: false,
+    };
+    // The engine.
+    let mut m = t.student(a, Cpu::<f32>::new(1), job.init_seed);
+    let mut losses = Vec::new();
+    let ours = brief_distill_traced(&mut m, t, &cfg, &mut |l| losses.push(l));
+    // The runner.
+    let jd = root.join(format!("job{k}"));
+    genas_exec::torch::write_job(
+        &jd,
+        &job,
+        &genas_scoring::inputs::path_in(&targets_dir, &tname),
+        t,
+    )
+    .unwrap();
+    let theirs = genas_exec::torch::run(&jd, "python3", "cpu").unwrap();
+    assert_eq!(theirs.device, "cpu");
+    assert_eq!(theirs.losses.len(), 50, "{name}");
+    let worst = losses
+        .iter()
+        .zip(&theirs.losses)
+        .map(|(a, b)| ((a - b) / a).abs())
+        .fold(0.0, f64::max);
+    let (e, r) = (ours.eval.unwrap(), theirs.eval.unwrap());
+    let ce = ((e.val_ce - r.val_ce) / e.val_ce).abs();
+    *report += &format!(
+        "{name}: worst step loss {worst:.1e}, val CE {ce:.1e} (genas {:.5}, torch {:.5}), KL {:.5}/{:.5}, agreement {:.4}/{:.4}\n",
+        e.val_ce, r.val_ce, e.kl_to_teacher, r.kl_to_teacher, e.agreement, r.agreement
+    );
+    assert!(
+        worst < 1e-4,
+        "{name}: a step's loss differs by {worst:.2e}\n{report}"
+    );
+    assert!(
+        ce < 1e-4,
+        "{name}: validation CE differs by {ce:.2e}\n{report}"
+    );
+    assert!(
+        (e.kl_to_teacher - r.kl_to_teacher).abs() < 1e-4 * e.kl_to_teacher.max(1e-3),
+        "{name}\n{report}"
+    );
+    // The record genas keeps from a runner's result.
+    let out = theirs.output();
+    assert_eq!(out.result.steps, ours.steps);
+    assert!(out.result.diverged.is_none());
+}
+
+/// `genas search` of a small experiment with `search` appended to its [search] section, the
+/// runner's device forced to torch's CPU: the run's candidates.
+fn search_on(dir: &Path, name: &str, search: &str) -> serde_json::Value {
+    let exp = common::small_experiment(
+        &dir.join(format!("{name}.toml")),
+        "runner-test",
+        &format!(
+            "[constraints]\nmax_params = 20_000\n[search]\ncandidates = 8\npopulation = 4\ncalibration = 10\n{search}[fidelity]\nbatch_size = 8\nrung_steps = [20, 40]\neta = 2\n"
+        ),
+    );
+    let archive = dir.join(name);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_genas"))
+        .args([
+            "search",
+            common::s(&exp),
+            "--archive",
+            common::s(&archive),
+            "--json",
+        ])
+        .args(["--plot", common::s(&dir.join(format!("{name}.svg")))])
+        .env("GENAS_RUNNER_DEVICE", "cpu")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{err}");
+    // The runner's inputs are there only when the runner trained.
+    let inputs = archive.join("torch/inputs");
+    assert_eq!(inputs.is_dir(), search.contains("cuda"), "{err}");
+    let show = common::genas(&["show", "r1", "--archive", common::s(&archive), "--json"]);
+    common::ok_json(&show)
+}
+
+#[test]
+fn a_search_through_the_runner_matches_the_engine_to_float_rounding() {
+    if python_ready().is_err() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let engine = search_on(dir.path(), "engine", "");
+    let torch = search_on(dir.path(), "torch", "device = \"cuda\"\ndevice_jobs = 2\n");
+    let (a, b) = (
+        engine["candidates"].as_array().unwrap(),
+        torch["candidates"].as_array().unwrap(),
+    );
+    // The same decisions: the same candidates, screened and promoted alike.
+    let ids = |c: &[serde_json::Value]| c.iter().map(|c| c["id"].clone()).collect::<Vec<_>>();
+    assert_eq!(ids(a), ids(b));
+    let mut rungs = 0;
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x["screened_out"], y["screened_out"]);
+        let (rx, ry) = (
+            x["rungs"].as_array().unwrap(),
+            y["rungs"].as_array().unwrap(),
+        );
+        assert_eq!(rx.len(), ry.len(), "{}", x["id"]);
+        for (p, q) in rx.iter().zip(ry) {
+            let (p, q) = (
+                p["result"]["eval"]["val_ce"].as_f64().unwrap(),
+                q["result"]["eval"]["val_ce"].as_f64().unwrap(),
+            );
+            assert!(((p - q) / p).abs() < 1e-4, "{}: {p} against {q}", x["id"]);
+            rungs += 1;
+        }
+        // The top rung's latency is measured on the engine, from the runner's weights.
+        if rx.len() == 2 {
+            assert!(y["latency_ms_per_token"].as_f64().is_some_and(|l| l > 0.0));
+        }
+    }
+    assert!(rungs >= 4, "{rungs} rung results");
+    assert_eq!(
+        engine["report"]["front"].as_array().unwrap().len(),
+        torch["report"]["front"].as_array().unwrap().len()
+    );
+    // `genas distill --front`: under device = "cuda" through the runner, as on the engine.
+    let distill = |name: &str| -> serde_json::Value {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_genas"))
+            .args(["distill", "r1", "--front", "--steps", "40", "--json"])
+            .args(["--archive", common::s(&dir.path().join(name))])
+            .env("GENAS_RUNNER_DEVICE", "cpu")
+            .output()
+            .unwrap();
+        common::ok_json(&o)
+    };
+    let (de, dt) = (distill("engine"), distill("torch"));
+    let (de, dt) = (de.as_array().unwrap(), dt.as_array().unwrap());
+    assert_eq!(de.len(), dt.len());
+    assert!(!de.is_empty());
+    for (x, y) in de.iter().zip(dt) {
+        assert_eq!(x["candidate"], y["candidate"]);
+        assert_eq!(x["best_step"], y["best_step"]);
+        assert_eq!(x.get("device"), None, "the engine");
+        assert_eq!(y["device"], "cpu", "the runner, on torch's CPU");
+        let (p, q) = (x["val_ce"].as_f64().unwrap(), y["val_ce"].as_f64().unwrap());
+        assert!(
+            ((p - q) / p).abs() < 1e-4,
+            "{}: {p} against {q}",
+            x["candidate"]
+        );
+    }
+}
+
+#[test]
+fn the_gpu_check_runs_end_to_end_on_the_cpu() {
+    if python_ready().is_err() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let o = std::process::Command::new("bash")
+        .arg(root.join("experiments/gpu/check.sh"))
+        .args([
+            "--device",
+            "cpu",
+            "--jobs",
+            "1,2",
+            "--candidates",
+            "1",
+            "--out",
+        ])
+        .arg(dir.path())
+        .env("GENAS", env!("CARGO_BIN_EXE_genas"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("gpu-check.json")).unwrap()).unwrap();
+    let parity = report["parity"].as_array().unwrap();
+    assert_eq!(parity.len(), 4, "{report}");
+    assert!(parity.iter().all(|r| r["ok"] == true), "{report}");
+    assert!(report["speed"]["ratio"].as_f64().unwrap() > 0.0);
+    let runs = report["throughput"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "one throughput run per --jobs count");
+    assert!(runs.iter().all(|t| t["candidates"] == 1));
+    let best = report["best_device_jobs"].as_u64().unwrap();
+    assert!(best == 1 || best == 2, "{report}");
+    assert!(
+        out.contains("candidates/h")
+            && out.contains("steps/s")
+            && out.contains("search.device_jobs"),
+        "{out}"
+    );
+}
+
+/// A d32 teacher of `depth` layers trained `steps` steps (seed 4).
+fn small_teacher(depth: u32, steps: u32) -> genas_space::TeacherConfig {
+    genas_space::TeacherConfig {
+        depth,
+        d_model: 32,
+        heads: 2,
+        ffn_ratio: 2.0,
+        steps,
+        batch_size: 8,
+        learning_rate: 3e-3,
+        seed: 4,
+        pretrained: None,
+    }
+}
+
+#[test]
+fn the_teacher_trains_under_the_runner_as_on_the_engine() {
+    if python_ready().is_err() {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let data = genas_app::runner_check::sonnets(&root).unwrap();
+    let cfg = small_teacher(2, 50);
+    let mut ours = Vec::new();
+    let (_, engine) =
+        genas_scoring::teacher::train_teacher(&cfg, &data, 4, Cpu::<f32>::new(1), |s| {
+            ours.push(s.loss)
+        })
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, torch, theirs) =
+        genas_exec::torch::train_teacher(&cfg, &data, 4, dir.path(), "python3", "cpu").unwrap();
+    assert_eq!(theirs.len(), 50);
+    let worst = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| ((a - b) / a).abs())
+        .fold(0.0, f64::max);
+    let ce = ((engine.val_ce - torch.val_ce) / engine.val_ce).abs();
+    eprintln!(
+        "teacher: worst step loss {worst:.1e}, val CE {ce:.1e} (genas {:.5}, torch {:.5})",
+        engine.val_ce, torch.val_ce
+    );
+    assert!(worst < 1e-4, "a step's loss differs by {worst:.2e}");
+    assert!(ce < 1e-4, "validation CE differs by {ce:.2e}");
+    assert_eq!(
+        torch.key, engine.key,
+        "the same teacher, wherever it trained"
+    );
+    assert!(engine.val_ce < ours[0], "it learned");
+}
+
+#[test]
+fn a_final_distillation_runs_under_the_runner_as_on_the_engine_and_resumes_after_a_kill() {
+    if python_ready().is_err() {
+        return;
+    }
+    use genas_scoring::distill::{dir_store, full_distill, FullConfig, TeacherTargets};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let data = genas_app::runner_check::sonnets(&root).unwrap();
+    let tcfg = small_teacher(1, 30);
+    let (mut teacher, _) =
+        genas_scoring::teacher::train_teacher(&tcfg, &data, 4, Cpu::<f32>::new(1), |_| {}).unwrap();
+    let cfg = FullConfig {
+        distill: genas_scoring::distill::DistillConfig {
+            steps: 60,
+            ..genas_app::runner_check::parity_config()
+        },
+        eval_every: 10,
+        checkpoint_every: 10,
+        patience: 100,
+    };
+    let val = TeacherTargets::compute(&mut teacher, &data, &cfg.distill, 0);
+    let a = genas_app::runner_check::every_kind(&data);
+    // The engine.
+    let dir = tempfile::tempdir().unwrap();
+    let mut ours = Vec::new();
+    let mut m = Model::new(&a, Cpu::<f32>::new(1), 11);
+    let e = full_distill(
+        &mut m,
+        &mut teacher,
+        &data,
+        &val,
+        &cfg,
+        &mut dir_store(&dir.path().join("engine")),
+        |_, l| {
+            ours.push(l);
+            std::ops::ControlFlow::Continue(())
+        },
+    )
+    .unwrap();
+    // The runner, SIGKILLed once its first checkpoint is written, then run again.
+    let jd = dir.path().join("final");
+    let killer = dir.path().join("kill-after-checkpoint.sh");
+    std::fs::write(
+        &killer,
+        "#!/bin/sh\npython3 \"$@\" &\npid=$!\nwhile [ ! -f \"$2/checkpoint.pt\" ]; do sleep 0.05; done\nkill -9 $pid\nexit 9\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&killer, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut t = Model::new(&a, Cpu::<f32>::new(1), 11);
+    let killed = genas_exec::torch::final_distill(
+        &mut t,
+        &teacher,
+        &data,
+        &val,
+        &cfg,
+        &jd,
+        killer.to_str().unwrap(),
+        "cpu",
+    );
+    assert!(killed.is_err(), "the first run was killed");
+    assert!(jd.join("checkpoint.pt").is_file());
+    let (r, theirs, device) = genas_exec::torch::final_distill(
+        &mut t, &teacher, &data, &val, &cfg, &jd, "python3", "cpu",
+    )
+    .unwrap();
+    assert_eq!(device, "cpu");
+    let resumed = r.resumed_from.expect("it resumed from the checkpoint");
+    assert!((10..60).contains(&resumed), "{resumed}");
+    assert_eq!(
+        theirs.len(),
+        60,
+        "every step's loss, before and after the kill"
+    );
+    let worst = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| ((a - b) / a).abs())
+        .fold(0.0, f64::max);
+    let (ee, re) = (e.result.eval.unwrap(), r.result.eval.unwrap());
+    let ce = ((ee.val_ce - re.val_ce) / ee.val_ce).abs();
+    eprintln!(
+        "final distillation: worst step loss {worst:.1e}, val CE {ce:.1e} (genas {:.5}, torch {:.5}), resumed from step {resumed}",
+        ee.val_ce, re.val_ce
+    );
+    assert!(worst < 1e-4, "a step's loss differs by {worst:.2e}");
+    assert!(ce < 1e-4, "validation CE differs by {ce:.2e}");
+    assert_eq!(r.best_step, e.best_step);
+    assert_eq!(r.history.len(), e.history.len());
+    for ((sa, a), (sb, b)) in e.history.iter().zip(&r.history) {
+        assert_eq!(sa, sb);
+        assert!(((a - b) / a).abs() < 1e-4, "{a} vs {b}");
+    }
+    assert!(
+        !jd.exists(),
+        "the job directory goes once its result is read"
+    );
+}

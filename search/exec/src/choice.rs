@@ -1,0 +1,68 @@
+//! The executor an experiment's `[executor]` and `[search] device` name, set up over its
+//! inputs.
+
+use crate::local::Local;
+use crate::slurm::{Cluster, Slurm};
+use crate::torch::{device_plan, DevicePlan, Torch};
+use anyhow::anyhow;
+use genas_search::job::Executor;
+use genas_space::{ExecutorKind, Experiment};
+use std::path::Path;
+
+/// The executor an experiment's `[executor]` names.
+pub enum ExecutorChoice<'a> {
+    Local(Local<'a>),
+    Slurm(Box<Slurm<'a>>),
+    Torch(Box<Torch<'a>>),
+}
+
+impl<'a> ExecutorChoice<'a> {
+    /// `local` as it is, the PyTorch runner over its inputs, or the Slurm executor over its
+    /// inputs (whose proxies it computes): the shared directory resolved (default
+    /// `ARCHIVE/slurm`), the teacher's targets written into it under their content name, and
+    /// the worker program found.
+    pub fn of(
+        exp: &Experiment,
+        archive_dir: &Path,
+        local: Local<'a>,
+        say: &'a (dyn Fn(&str) + Sync),
+    ) -> anyhow::Result<ExecutorChoice<'a>> {
+        if exp.executor.kind == ExecutorKind::Local {
+            return match device_plan(exp)? {
+                DevicePlan::Engine { .. } => Ok(ExecutorChoice::Local(local)),
+                DevicePlan::Torch { device, python, .. } => {
+                    let root = archive_dir.join("torch");
+                    let inputs = root.join("inputs");
+                    let name = genas_scoring::inputs::store(&inputs, local.targets)
+                        .map_err(|e| anyhow!("{e}"))?;
+                    Ok(ExecutorChoice::Torch(Box::new(Torch {
+                        device,
+                        python,
+                        dir: std::path::absolute(root.join("jobs"))?,
+                        targets: std::path::absolute(genas_scoring::inputs::path_in(
+                            &inputs, &name,
+                        ))?,
+                        parallel: exp.search.device_jobs as usize,
+                        local,
+                    })))
+                }
+            };
+        }
+        let cluster = Cluster::of(exp, archive_dir, say).map_err(anyhow::Error::msg)?;
+        let targets = genas_scoring::inputs::store(&cluster.inputs(), local.targets)
+            .map_err(|e| anyhow!("executor.shared_dir: {e}"))?;
+        Ok(ExecutorChoice::Slurm(Box::new(Slurm {
+            cluster,
+            targets,
+            local,
+        })))
+    }
+
+    pub fn executor(&self) -> &dyn Executor {
+        match self {
+            ExecutorChoice::Local(l) => l,
+            ExecutorChoice::Slurm(s) => s.as_ref(),
+            ExecutorChoice::Torch(t) => t.as_ref(),
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! genas-exec: where evaluation jobs run.
+//!
+//! Every executor implements `genas_search::job::Executor` and trains a job through
+//! [`local::run_job`] (or the PyTorch runner's exact copy of that recipe), so where a job runs
+//! does not change its result:
+//!
+//! - [`local`]: worker threads on this machine (one pool for all side-by-side work);
+//! - [`slurm`]: one job array per batch on a Slurm cluster, each task a `genas worker`, and
+//!   the final distillations as tasks of their own;
+//! - [`torch`]: the PyTorch runner, `device_jobs` jobs side by side on a GPU, plus teacher
+//!   training and final distillation through it;
+//! - [`replay`]: a tabulated benchmark read back instead of training;
+//! - [`choice`]: the executor an experiment names, set up over its inputs.
+//!
+//! It knows the job boundary of `genas-search` (`Job`, `Output`, `Executor`), never the
+//! controller, the strategies, the schedule or the archive.
+
+pub mod choice;
+pub mod local;
+pub mod replay;
+pub mod slurm;
+pub mod torch;
+
+pub use choice::ExecutorChoice;
+pub use local::{parallel, run_job, worker_count, Local};
+pub use replay::{Replay, Table};

@@ -1,0 +1,154 @@
+//! Worker threads on this machine: one pool for every kind of work that runs side by side
+//! (evaluation jobs, zero-cost proxies, tabulated candidates, the PyTorch runner's jobs).
+//! Each worker owns its state (a single-threaded CPU engine, or nothing) and takes the next
+//! item; every result depends only on its item, so what the caller gets does not depend on
+//! the number of workers.
+
+use genas_engine::{latency_ms, Cpu, Model};
+use genas_scoring::distill::{brief_distill, TeacherTargets};
+use genas_scoring::zero_cost::{proxy_suite, ProxyScores};
+use genas_scoring::Batch;
+use genas_search::job::{init_seed, ExecError, Executor, Job, Output};
+use genas_space::Architecture;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Worker threads for `threads` (0 = every core).
+pub fn worker_count(threads: usize) -> usize {
+    match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        t => t,
+    }
+}
+
+/// The pool: runs `run` over `items` on `threads` threads, each with its own state from
+/// `init`, calling `done(index, result)` as each finishes (from the worker's thread); stops
+/// taking items once `stop` is set or `done` returns false.
+pub fn side_by_side<T: Sync, R, S>(
+    items: &[T],
+    threads: usize,
+    stop: &AtomicBool,
+    done: &(dyn Fn(usize, R) -> bool + Sync),
+    init: &(dyn Fn() -> S + Sync),
+    run: &(dyn Fn(&mut S, &T) -> R + Sync),
+) {
+    let next = AtomicUsize::new(0);
+    let halted = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..threads.clamp(1, items.len().max(1)) {
+            s.spawn(|| {
+                let mut state = init();
+                loop {
+                    if stop.load(Ordering::SeqCst) || halted.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(item) = items.get(i) else { break };
+                    if !done(i, run(&mut state, item)) {
+                        halted.store(true, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// `f` over `items` on `workers` threads of the pool (one single-threaded engine each);
+/// results in item order. `progress(done, total, result)` is called as each item finishes.
+pub fn parallel<T: Sync, R: Send>(
+    items: &[T],
+    workers: usize,
+    f: &(dyn Fn(&T, &Cpu<f32>) -> R + Sync),
+    progress: &(dyn Fn(usize, usize, &R) + Sync),
+) -> Vec<R> {
+    let finished = AtomicUsize::new(0);
+    let slots: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    side_by_side(
+        items,
+        workers,
+        &AtomicBool::new(false),
+        &|i, r: R| {
+            progress(finished.fetch_add(1, Ordering::SeqCst) + 1, items.len(), &r);
+            slots.lock().expect("no worker panics holding it")[i] = Some(r);
+            true
+        },
+        &|| Cpu::<f32>::new(1),
+        &|be, x| f(x, be),
+    );
+    slots
+        .into_inner()
+        .expect("workers finished")
+        .into_iter()
+        .map(|r| r.expect("every item done"))
+        .collect()
+}
+
+/// Trains `job` on `be` against `targets`: what every executor runs, here or on another
+/// machine.
+pub fn run_job(job: &Job, targets: &TeacherTargets, be: &Cpu<f32>) -> Output {
+    let mut m = targets.student(&job.architecture, be.clone(), job.init_seed);
+    let result = brief_distill(&mut m, targets, &job.config);
+    let latency_ms_per_token =
+        (job.measure_latency && result.eval.is_some()).then(|| latency_ms(&m));
+    Output {
+        result,
+        latency_ms_per_token,
+        failed: false,
+    }
+}
+
+/// The last non-empty line a failed program wrote on stderr.
+pub(crate) fn last_line(stderr: &[u8]) -> String {
+    let err = String::from_utf8_lossy(stderr);
+    err.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+/// Worker threads on this machine, each with its own single-threaded CPU engine.
+pub struct Local<'a> {
+    pub targets: &'a TeacherTargets,
+    pub proxy_batch: &'a Batch,
+}
+
+impl Executor for Local<'_> {
+    fn run(
+        &self,
+        jobs: &[Job],
+        workers: usize,
+        stop: &AtomicBool,
+        done: &(dyn Fn(usize, Output) -> bool + Sync),
+    ) -> Result<(), ExecError> {
+        side_by_side(
+            jobs,
+            workers,
+            stop,
+            done,
+            &|| Cpu::<f32>::new(1),
+            &|be, job| run_job(job, self.targets, be),
+        );
+        Ok(())
+    }
+
+    fn proxies(
+        &self,
+        archs: &[Architecture],
+        seed: u64,
+        workers: usize,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Vec<ProxyScores> {
+        let pb = self.proxy_batch;
+        parallel(
+            archs,
+            workers,
+            &|a: &Architecture, be: &Cpu<f32>| {
+                let mut m = Model::new(a, be.clone(), init_seed(seed, &a.id()));
+                proxy_suite(a, &mut m, pb, init_seed(seed, &a.id()))
+            },
+            &|d, n, _| progress(d, n),
+        )
+    }
+}

@@ -1,0 +1,220 @@
+//! A tabulated benchmark (`genas bench table`, in the manner of NAS-Bench-201 and
+//! HW-GPT-Bench): the table's format, read and written, and [`Replay`], the executor that
+//! reads a job's result back from it instead of training, for simulating searches on a
+//! simulated clock (`genas bench search`).
+
+use genas_scoring::distill::DistillResult;
+use genas_scoring::zero_cost::{with_descriptors, ProxyScores};
+use genas_search::job::{ExecError, Executor, Job, Output};
+use genas_space::{Architecture, Cost};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A table that cannot be read: one line naming the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TableError(pub String);
+
+/// Version of the table format this genas writes and reads.
+pub const TABLE_VERSION: u32 = 1;
+
+/// One brief distillation in the table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evaluated {
+    pub steps: u32,
+    pub result: DistillResult,
+    /// CPU time of the evaluation (its thread's), seconds.
+    pub cpu_s: f64,
+}
+
+/// One architecture of the table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    pub id: String,
+    pub architecture: Architecture,
+    pub cost: Cost,
+    pub proxies: ProxyScores,
+    /// CPU time of the proxy suite, seconds.
+    pub proxies_cpu_s: f64,
+    /// One per rung of `[fidelity] rung_steps`, in order.
+    pub rungs: Vec<Evaluated>,
+    /// Generation latency after the top rung, ms/token (measured on the machine named in
+    /// the provenance).
+    pub latency_ms_per_token: Option<f64>,
+    /// For the sampled rows: at `final_steps` and at 3 × `final_steps`.
+    pub finals: Vec<Evaluated>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Provenance {
+    pub command: String,
+    pub genas: String,
+    pub commit: String,
+    pub machine: String,
+    pub cores: usize,
+    pub workers: usize,
+    pub created_unix_s: u64,
+    pub wall_s: f64,
+}
+
+/// A tabulated benchmark.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Table {
+    pub format: String,
+    pub version: u32,
+    pub provenance: Provenance,
+    /// The experiment file's text.
+    pub experiment_toml: String,
+    pub teacher_key: String,
+    pub teacher_val_bits: f64,
+    pub rung_steps: Vec<u32>,
+    pub final_steps: Vec<u32>,
+    /// Only the sampled architectures were tabulated (`--sample-only`): enough to correlate
+    /// the rungs and proxies with the final quality, not to simulate a search.
+    #[serde(default)]
+    pub sample_only: bool,
+    pub rows: Vec<Row>,
+}
+
+impl Table {
+    /// Reads a table written by `genas bench table` (gzip JSON).
+    pub fn read(path: &Path) -> Result<Table, TableError> {
+        let raw = std::fs::read(path)
+            .map_err(|e| TableError(format!("cannot read {}: {e}", path.display())))?;
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(flate2::read::GzDecoder::new(raw.as_slice()), 1 << 32),
+            &mut text,
+        )
+        .map_err(|e| {
+            TableError(format!(
+                "{}: not a gzip-compressed table: {e}",
+                path.display()
+            ))
+        })?;
+        let mut table: Table = serde_json::from_slice(&text)
+            .map_err(|e| TableError(format!("{}: not a genas table: {e}", path.display())))?;
+        if table.format != "genas-table" || table.version > TABLE_VERSION {
+            return Err(TableError(format!(
+                "{}: a {} table of version {}; this genas reads genas-table up to version {TABLE_VERSION}",
+                path.display(),
+                table.format,
+                table.version
+            )));
+        }
+        // Descriptors are functions of the architecture: a table made by an older genas gets
+        // this one's.
+        for r in &mut table.rows {
+            r.proxies = with_descriptors(std::mem::take(&mut r.proxies), &r.architecture);
+        }
+        Ok(table)
+    }
+    /// Writes the table as gzip JSON, atomically (a temporary file renamed into place).
+    pub fn write(&self, out: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_vec(self)?;
+        let tmp = PathBuf::from(format!("{}.tmp", out.display()));
+        {
+            let f = std::fs::File::create(&tmp).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot write {}: {e}", tmp.display()))
+            })?;
+            let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::best());
+            gz.write_all(&json)?;
+            gz.finish()?.sync_all()?;
+        }
+        std::fs::rename(&tmp, out).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot write {}: {e}", out.display()))
+        })
+    }
+}
+
+/// A tabulated benchmark read back: every job's result is the table's, at no cost.
+pub struct Replay<'a> {
+    rows: BTreeMap<&'a str, &'a Row>,
+}
+
+impl<'a> Replay<'a> {
+    pub fn new(table: &'a Table) -> Replay<'a> {
+        Replay {
+            rows: table.rows.iter().map(|r| (r.id.as_str(), r)).collect(),
+        }
+    }
+
+    /// The table's row of `id`.
+    pub fn row(&self, id: &str) -> Option<&'a Row> {
+        self.rows.get(id).copied()
+    }
+}
+
+impl Executor for Replay<'_> {
+    fn run(
+        &self,
+        jobs: &[Job],
+        _workers: usize,
+        stop: &AtomicBool,
+        done: &(dyn Fn(usize, Output) -> bool + Sync),
+    ) -> Result<(), ExecError> {
+        for (i, job) in jobs.iter().enumerate() {
+            if stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let row = self.row(&job.id);
+            // Looked up by steps: a schedule may use some of the table's rungs.
+            let evaluated = row.and_then(|r| r.rungs.iter().find(|e| e.steps == job.config.steps));
+            let output = match evaluated {
+                Some(e) => Output {
+                    result: e.result.clone(),
+                    latency_ms_per_token: if job.measure_latency {
+                        row.and_then(|r| r.latency_ms_per_token)
+                    } else {
+                        None
+                    },
+                    failed: false,
+                },
+                // Not in the table: recorded as a failed evaluation, never invented.
+                _ => Output {
+                    result: DistillResult {
+                        steps: job.config.steps,
+                        train_loss: None,
+                        eval: None,
+                        diverged: Some(format!(
+                            "not in the table at rung {} ({} steps)",
+                            job.rung, job.config.steps
+                        )),
+                        seconds: 0.0,
+                    },
+                    latency_ms_per_token: None,
+                    failed: false,
+                },
+            };
+            if !done(i, output) {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn proxies(
+        &self,
+        archs: &[Architecture],
+        _seed: u64,
+        _workers: usize,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Vec<ProxyScores> {
+        archs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                progress(i + 1, archs.len());
+                self.row(&a.id())
+                    .map(|r| r.proxies.clone())
+                    .unwrap_or_else(|| ProxyScores {
+                        scores: Default::default(),
+                        millis: 0.0,
+                    })
+            })
+            .collect()
+    }
+}

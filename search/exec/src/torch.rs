@@ -1,0 +1,500 @@
+//! The PyTorch runner: a brief distillation job trained by PyTorch (on a GPU, or on the CPU
+//! for the parity tests) with genas's exact recipe, through the standalone module genas
+//! exports and verifies (`model.py`). genas writes a job directory: `model/` (the candidate's
+//! pytorch export at its initial weights, masks included), `job.json` (the training settings
+//! and AdamW's decay groups), and a reference to the teacher targets file
+//! (`genas_scoring::inputs`); `runner.py`, shipped inside the binary and written beside them,
+//! trains and writes `result.json` (every step's loss, the validation figures, the device).
+//! Users install nothing from genas but torch.
+//!
+//! `[search] device = "cuda"` (or `"auto"` on a machine where torch sees a GPU) sends the
+//! search's brief distillations, calibration included, through the runner ([`Torch`], an
+//! executor): `device_jobs` jobs train side by side on the device, and results are committed
+//! in queue order as on the CPU. They are not bit-reproducible on a GPU (kernels differ from
+//! run to run in their last bits); a resumed run never re-runs a committed result. The
+//! teacher and the final distillation stay on the CPU engine for now.
+//!
+//! It knows the job boundary, the export and the executor interface, not the controller.
+
+use crate::local::{last_line, side_by_side, Local};
+use anyhow::{bail, Context, Result};
+use genas_engine::train::TrainConfig;
+use genas_engine::{checkpoint, Cpu, Model};
+use genas_scoring::distill::{DistillResult, Evaluation, TeacherTargets};
+use genas_scoring::zero_cost::ProxyScores;
+use genas_search::job::{ExecError, Executor, Job, Output};
+use genas_space::{Architecture, Device, Experiment};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+
+/// The runner, as shipped.
+pub use genas_interop::RUNNER_PY;
+
+/// What `job.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TorchJob {
+    /// "distill" (a brief distillation), "train" (the teacher, on hard labels) or "final"
+    /// (a full distillation, `genas distill`).
+    #[serde(default = "distill_kind")]
+    pub kind: String,
+    /// The teacher targets file (for "final", its validation set alone), or for "train" the
+    /// batches file (a relative path is read against the job directory).
+    pub targets: String,
+    pub temperature: f64,
+    pub alpha: f64,
+    /// Parameters under weight decay (matrices and embeddings).
+    pub decay: Vec<String>,
+    pub train: TrainConfig,
+    /// "final": the training schedule's batches file, the teacher's module folder, and the
+    /// full distillation's settings.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub final_: Option<FinalSettings>,
+}
+
+/// A "final" job's own settings (`distill::FullConfig`, the soft targets' k, the files).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FinalSettings {
+    pub batches: String,
+    pub teacher: String,
+    pub top_k: usize,
+    pub eval_every: u32,
+    pub checkpoint_every: u32,
+    pub patience: u32,
+}
+
+/// What `result.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TorchResult {
+    pub steps: u32,
+    /// The loss of every step.
+    pub losses: Vec<f64>,
+    pub diverged: Option<String>,
+    pub train_loss: Option<f64>,
+    pub eval: Option<Evaluation>,
+    /// "cpu" or the GPU's name.
+    pub device: String,
+    pub seconds: f64,
+    /// A "final" job's: the step whose weights were kept, whether it stopped early, the step
+    /// it resumed from, and (step, validation CE) at every evaluation.
+    #[serde(default)]
+    pub best_step: Option<u32>,
+    #[serde(default)]
+    pub stopped_early: Option<bool>,
+    #[serde(default)]
+    pub resumed_from: Option<u32>,
+    #[serde(default)]
+    pub history: Option<Vec<(u32, f64)>>,
+}
+
+impl TorchResult {
+    /// The result record genas keeps, as the engine would have written it.
+    pub fn output(&self) -> Output {
+        let finite = self
+            .eval
+            .is_some_and(|e| e.val_ce.is_finite() && e.kl_to_teacher.is_finite());
+        Output {
+            result: DistillResult {
+                steps: self.steps,
+                train_loss: if self.diverged.is_some() {
+                    None
+                } else {
+                    self.train_loss
+                },
+                eval: if finite { self.eval } else { None },
+                diverged: self
+                    .diverged
+                    .clone()
+                    .or_else(|| (!finite).then(|| "validation loss is not finite".to_string())),
+                seconds: self.seconds,
+            },
+            latency_ms_per_token: None,
+            failed: false,
+        }
+    }
+}
+
+fn distill_kind() -> String {
+    "distill".into()
+}
+
+/// Writes the job directory `dir` for `job`: the candidate at its initial weights (drawn, or
+/// pruned from the teacher with `init = "teacher"`), the settings, and `runner.py`. `file` is
+/// the teacher targets file holding `targets`.
+pub fn write_job(dir: &Path, job: &Job, file: &Path, targets: &TeacherTargets) -> Result<()> {
+    let model = targets.student(&job.architecture, Cpu::<f32>::new(1), job.init_seed);
+    let c = &job.config;
+    let steps = c
+        .steps
+        .min(u32::try_from(targets.schedule.len()).unwrap_or(u32::MAX));
+    let train = TrainConfig::new(steps, c.batch_size, c.learning_rate, c.seed);
+    write_torch_job(
+        dir,
+        &model,
+        "distill",
+        file,
+        (c.temperature, c.alpha),
+        train,
+        None,
+    )
+}
+
+/// Writes a job directory: `model` at its weights as the module genas exports, `job.json`
+/// (`kind`, the file it reads, temperature and alpha, the decay groups and `train`), and
+/// `runner.py`.
+fn write_torch_job(
+    dir: &Path,
+    model: &Model<Cpu<f32>>,
+    kind: &str,
+    file: &Path,
+    (temperature, alpha): (f64, f64),
+    train: TrainConfig,
+    final_: Option<FinalSettings>,
+) -> Result<()> {
+    let tensors = genas_interop::model_tensors(model);
+    genas_interop::export::write_module(&dir.join("model"), &model.arch, &tensors)?;
+    let torch = TorchJob {
+        final_,
+        kind: kind.into(),
+        // A relative path is read against the job directory.
+        targets: file.display().to_string(),
+        temperature,
+        alpha,
+        decay: model
+            .params
+            .iter()
+            .filter(|p| p.decay)
+            .map(|p| p.name.clone())
+            .collect(),
+        train,
+    };
+    std::fs::write(dir.join("job.json"), serde_json::to_vec_pretty(&torch)?)
+        .with_context(|| format!("cannot write {}", dir.display()))?;
+    std::fs::write(dir.join("runner.py"), RUNNER_PY)
+        .with_context(|| format!("cannot write {}", dir.display()))?;
+    Ok(())
+}
+
+/// Writes the training schedule `data.train_schedule(b, steps, seed)` as a batches file in
+/// `inputs`; returns its content name.
+fn store_schedule(
+    inputs: &Path,
+    data: &genas_scoring::Dataset,
+    b: usize,
+    steps: u32,
+    seed: u64,
+) -> Result<String> {
+    let bytes = genas_scoring::inputs::encode_batches(&data.train_schedule(b, steps, seed))
+        .map_err(anyhow::Error::msg)?;
+    genas_scoring::inputs::store_bytes(inputs, &bytes).map_err(anyhow::Error::msg)
+}
+
+/// Trains the teacher of `cfg` under the runner on `device`, in a job directory under `dir`:
+/// genas's initial weights, the batches genas's own training draws (written as a batches
+/// file), genas's recipe on the hard labels. The trained weights come back and are scored on
+/// the engine, as `train_teacher` scores them. Returns the teacher, its record, and the loss
+/// of every step.
+pub fn train_teacher(
+    cfg: &genas_space::TeacherConfig,
+    data: &genas_scoring::Dataset,
+    seed: u64,
+    dir: &Path,
+    python: &str,
+    device: &str,
+) -> Result<(
+    Model<Cpu<f32>>,
+    genas_scoring::teacher::TeacherRecord,
+    Vec<f64>,
+)> {
+    use genas_scoring::teacher::{teacher_architecture, teacher_record, teacher_train_config};
+    let arch = teacher_architecture(cfg, data.vocab_size(), data.context);
+    let mut model = Model::new(&arch, Cpu::<f32>::new(0), seed);
+    let train = teacher_train_config(cfg, seed);
+    let inputs = dir.join("inputs");
+    let name = store_schedule(&inputs, data, train.batch_size, train.steps, train.seed)?;
+    let jd = dir
+        .join("jobs")
+        .join(format!("teacher-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&jd);
+    std::fs::create_dir_all(&jd).with_context(|| jd.display().to_string())?;
+    let file = std::path::absolute(genas_scoring::inputs::path_in(&inputs, &name))?;
+    write_torch_job(&jd, &model, "train", &file, (1.0, 1.0), train, None)?;
+    let r = run(&jd, python, device)?;
+    if let Some(why) = &r.diverged {
+        bail!("the teacher's training under PyTorch failed: {why}");
+    }
+    let trained = std::fs::read(jd.join("trained.safetensors"))
+        .with_context(|| format!("{}: trained weights", jd.display()))?;
+    checkpoint::from_bytes(&mut model, &trained, "the teacher's trained weights")?;
+    let _ = std::fs::remove_dir_all(&jd);
+    let record = teacher_record(&mut model, cfg, data, seed, r.seconds);
+    Ok((model, record, r.losses))
+}
+
+/// `genas distill`'s full distillation of `student` (at its initial weights) under the
+/// runner on `device`, in the job directory `jd`: the teacher's module and logits at every
+/// step, the training schedule genas's own full distillation draws (a batches file), the
+/// validation set of `val`, evaluation, early stopping and checkpoints as `full_distill` does
+/// them. A checkpoint left in `jd` by an interrupted run of the same job is resumed. On
+/// success `student` holds the best weights and `jd` is removed; returns the result, the loss
+/// of every step and the device it trained on.
+#[allow(clippy::too_many_arguments)]
+pub fn final_distill(
+    student: &mut Model<Cpu<f32>>,
+    teacher: &Model<Cpu<f32>>,
+    data: &genas_scoring::Dataset,
+    val: &TeacherTargets,
+    cfg: &genas_scoring::distill::FullConfig,
+    jd: &Path,
+    python: &str,
+    device: &str,
+) -> Result<(genas_scoring::distill::FullResult, Vec<f64>, String)> {
+    let d = &cfg.distill;
+    let inputs = jd.join("inputs");
+    let bname = store_schedule(&inputs, data, d.batch_size, d.steps, d.seed)?;
+    let vname = genas_scoring::inputs::store(&inputs, val).map_err(anyhow::Error::msg)?;
+    let rel = |name: &str| format!("inputs/{name}.safetensors");
+    let tensors = genas_interop::model_tensors(teacher);
+    genas_interop::export::write_module(&jd.join("teacher"), &teacher.arch, &tensors)?;
+    let train = TrainConfig::new(d.steps, d.batch_size, d.learning_rate, d.seed);
+    let settings = FinalSettings {
+        batches: rel(&bname),
+        teacher: "teacher".into(),
+        top_k: d.top_k,
+        eval_every: cfg.eval_every,
+        checkpoint_every: cfg.checkpoint_every,
+        patience: cfg.patience,
+    };
+    write_torch_job(
+        jd,
+        student,
+        "final",
+        Path::new(&rel(&vname)),
+        (d.temperature, d.alpha),
+        train,
+        Some(settings),
+    )?;
+    let r = run(jd, python, device)?;
+    if let Some(why) = &r.diverged {
+        bail!("{why}");
+    }
+    let bytes = std::fs::read(jd.join("trained.safetensors"))
+        .with_context(|| format!("{}: trained weights", jd.display()))?;
+    checkpoint::from_bytes(student, &bytes, "the distilled weights")?;
+    let out = r.output();
+    let full = genas_scoring::distill::FullResult {
+        result: out.result,
+        best_step: r.best_step.unwrap_or(r.steps),
+        stopped_early: r.stopped_early.unwrap_or(false),
+        resumed_from: r.resumed_from,
+        history: r.history.clone().unwrap_or_default(),
+    };
+    let _ = std::fs::remove_dir_all(jd);
+    Ok((full, r.losses, r.device))
+}
+
+/// Runs the job in `dir` with `python` on `device` ("cpu", "cuda" or "auto").
+pub fn run(dir: &Path, python: &str, device: &str) -> Result<TorchResult> {
+    let o = Command::new(python)
+        .arg(dir.join("runner.py"))
+        .arg(dir)
+        .args(["--device", device])
+        .output()
+        .with_context(|| format!("{python} could not be run"))?;
+    if !o.status.success() {
+        bail!(
+            "the PyTorch runner failed ({}): {}",
+            o.status,
+            last_line(&o.stderr)
+        );
+    }
+    let path = dir.join("result.json");
+    let bytes = std::fs::read(&path).with_context(|| format!("{}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{}: unreadable", path.display()))
+}
+
+/// The Python that runs the runner: `GENAS_PYTHON`, else `python3`.
+pub fn python() -> String {
+    std::env::var("GENAS_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Where an experiment's training runs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DevicePlan {
+    /// The genas engine on the CPU; a note for the user when the experiment asked for more.
+    Engine { note: Option<String> },
+    /// The PyTorch runner on `device` ("cuda"; "cpu" under `GENAS_RUNNER_DEVICE=cpu`, which
+    /// tries the GPU path on a machine without one), with `python`.
+    Torch {
+        device: String,
+        python: String,
+        note: String,
+    },
+}
+
+impl DevicePlan {
+    /// What to tell the user about where training runs, if anything.
+    pub fn note(&self) -> Option<&str> {
+        match self {
+            DevicePlan::Engine { note } => note.as_deref(),
+            DevicePlan::Torch { note, .. } => Some(note),
+        }
+    }
+}
+
+type Probe = Result<(String, bool, String), String>;
+
+/// What `python` says of torch: `Ok((version, has CUDA, device name))` or why it cannot say.
+/// Asked once per process (importing torch takes a second or two).
+fn probe(python: &str) -> Probe {
+    static SEEN: std::sync::Mutex<Vec<(String, Probe)>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = seen.iter().find(|(p, _)| p == python) {
+        return p.clone();
+    }
+    let p = ask_torch(python);
+    seen.push((python.to_string(), p.clone()));
+    p
+}
+
+fn ask_torch(python: &str) -> Probe {
+    let code = "import torch; c = torch.cuda.is_available(); \
+                print(torch.__version__, int(c), torch.cuda.get_device_name() if c else 'none', sep='|')";
+    let o = Command::new(python)
+        .args(["-c", code])
+        .output()
+        .map_err(|e| format!("{python} could not be run ({e})"))?;
+    if !o.status.success() {
+        return Err(format!(
+            "{python} cannot import torch ({})",
+            last_line(&o.stderr)
+        ));
+    }
+    let out = String::from_utf8_lossy(&o.stdout);
+    let mut parts = out.trim().splitn(3, '|');
+    let (v, c, name) = (parts.next(), parts.next(), parts.next());
+    match (v, c, name) {
+        (Some(v), Some(c), Some(name)) => Ok((v.to_string(), c == "1", name.to_string())),
+        _ => Err(format!(
+            "{python} printed {:?} for torch's version",
+            out.trim()
+        )),
+    }
+}
+
+/// The device plan of `exp`, decided before anything is trained: `cuda` without torch, or
+/// with a torch that sees no GPU, is one line saying which.
+pub fn device_plan(exp: &Experiment) -> Result<DevicePlan> {
+    let file = exp.source.display();
+    let cpu_only = std::env::var("GENAS_RUNNER_DEVICE").is_ok_and(|d| d == "cpu");
+    let python = python();
+    match exp.search.device {
+        Device::Cpu => Ok(DevicePlan::Engine { note: None }),
+        Device::Cuda => {
+            let (version, cuda, name) =
+                probe(&python).map_err(|e| anyhow::anyhow!("{file}: search.device = \"cuda\": {e}; install PyTorch with CUDA support, or use \"cpu\""))?;
+            if !cuda && !cpu_only {
+                bail!(
+                    "{file}: search.device = \"cuda\": torch {version} ({python}) sees no CUDA device; use \"cpu\" or \"auto\""
+                );
+            }
+            let device = if cuda && !cpu_only { "cuda" } else { "cpu" };
+            Ok(DevicePlan::Torch {
+                device: device.into(),
+                note: format!(
+                    "training through PyTorch {version} on {}: the teacher, brief distillations ({} at a time) and final distillations",
+                    if device == "cuda" { name } else { "the CPU (GENAS_RUNNER_DEVICE=cpu)".into() },
+                    exp.search.device_jobs
+                ),
+                python,
+            })
+        }
+        Device::Auto => match probe(&python) {
+            Ok((version, true, name)) if !cpu_only => Ok(DevicePlan::Torch {
+                device: "cuda".into(),
+                note: format!(
+                    "search.device = \"auto\": training through PyTorch {version} on {name}: the teacher, brief distillations ({} at a time) and final distillations",
+                    exp.search.device_jobs
+                ),
+                python,
+            }),
+            Ok((version, _, _)) => Ok(DevicePlan::Engine {
+                note: Some(format!(
+                    "search.device = \"auto\": torch {version} sees no CUDA device: training on the CPU"
+                )),
+            }),
+            Err(e) => Ok(DevicePlan::Engine {
+                note: Some(format!("search.device = \"auto\": {e}: training on the CPU")),
+            }),
+        },
+    }
+}
+
+/// The runner as an executor: each job in its own directory under `dir`, `parallel` at once
+/// on `device`.
+pub struct Torch<'a> {
+    pub device: String,
+    pub python: String,
+    pub dir: PathBuf,
+    /// The file of `local`'s teacher targets.
+    pub targets: PathBuf,
+    pub parallel: usize,
+    /// Its teacher targets, in memory. The zero-cost proxies are computed by the engine here:
+    /// they take milliseconds.
+    pub local: Local<'a>,
+}
+
+impl Torch<'_> {
+    fn one(&self, job: &Job) -> Output {
+        let run = || -> Result<Output> {
+            let mut h = Sha256::new();
+            h.update(serde_json::to_vec(job)?);
+            h.update(self.targets.to_string_lossy().as_bytes());
+            let jd = self.dir.join(genas_space::hex16(h));
+            std::fs::create_dir_all(&jd).with_context(|| jd.display().to_string())?;
+            write_job(&jd, job, &self.targets, self.local.targets)?;
+            let r = run(&jd, &self.python, &self.device)?;
+            let mut out = r.output();
+            if job.measure_latency && out.result.eval.is_some() {
+                // Generation latency is the CPU engine's, on the trained weights.
+                let bytes = std::fs::read(jd.join("trained.safetensors"))
+                    .with_context(|| format!("{}: trained weights", jd.display()))?;
+                let mut m = Model::new(&job.architecture, Cpu::<f32>::new(1), job.init_seed);
+                checkpoint::from_bytes(&mut m, &bytes, "trained weights")?;
+                out.latency_ms_per_token = Some(genas_engine::latency_ms(&m));
+            }
+            let _ = std::fs::remove_dir_all(&jd);
+            Ok(out)
+        };
+        run().unwrap_or_else(|e| {
+            Output::failed(job.config.steps, format!("{e:#}").replace('\n', " "))
+        })
+    }
+}
+
+impl Executor for Torch<'_> {
+    fn run(
+        &self,
+        jobs: &[Job],
+        _workers: usize,
+        stop: &AtomicBool,
+        done: &(dyn Fn(usize, Output) -> bool + Sync),
+    ) -> Result<(), ExecError> {
+        side_by_side(jobs, self.parallel, stop, done, &|| (), &|_, job| {
+            self.one(job)
+        });
+        Ok(())
+    }
+
+    fn proxies(
+        &self,
+        archs: &[Architecture],
+        seed: u64,
+        workers: usize,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Vec<ProxyScores> {
+        self.local.proxies(archs, seed, workers, progress)
+    }
+}

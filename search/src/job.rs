@@ -1,0 +1,101 @@
+//! The job boundary between deciding and executing. The controller decides *what* to
+//! evaluate and commits results in queue order; an [`Executor`] only runs a batch of
+//! evaluation jobs and hands each result back as it finishes. A job is plain, serialisable
+//! data: the architecture, its initialisation seed and the distillation settings; the
+//! executor brings the inputs they refer to (the teacher's cached soft targets, the proxy
+//! batch). Executors live in `genas-exec`; the controller knows only this trait.
+
+use genas_scoring::distill::{DistillConfig, DistillResult};
+use genas_scoring::zero_cost::ProxyScores;
+use genas_space::Architecture;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::sync::atomic::AtomicBool;
+
+/// One brief distillation to run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub architecture: Architecture,
+    /// Seed of the initial weights.
+    pub init_seed: u64,
+    /// Which rung of the schedule (for executors that look results up).
+    pub rung: usize,
+    pub config: DistillConfig,
+    /// Measure generation latency after training (the top rung does).
+    pub measure_latency: bool,
+}
+
+/// What a job produced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Output {
+    pub result: DistillResult,
+    pub latency_ms_per_token: Option<f64>,
+    /// The executor could not get a result (a Slurm task that failed every try): `result`
+    /// says why. Recorded in the run like a diverged result, never cached as one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failed: bool,
+}
+
+impl Output {
+    /// A result the executor could not get: `why`, recorded like a divergence, never cached.
+    pub fn failed(steps: u32, why: String) -> Output {
+        Output {
+            result: DistillResult {
+                steps,
+                train_loss: None,
+                eval: None,
+                diverged: Some(why),
+                seconds: 0.0,
+            },
+            latency_ms_per_token: None,
+            failed: true,
+        }
+    }
+}
+
+/// The initialisation seed of a candidate: from the run seed and the architecture id, so the
+/// same architecture gets the same result whatever order it is evaluated in.
+pub fn init_seed(seed: u64, arch_id: &str) -> u64 {
+    let h = Sha256::digest(arch_id.as_bytes());
+    seed ^ u64::from_le_bytes(h[..8].try_into().expect("8 bytes"))
+}
+
+/// An executor that cannot go on (Slurm refused a submission, the shared directory is not
+/// writable, the PyTorch runner failed): one line. Results already handed back stay committed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecError {
+    /// The cluster refused or lost work: sbatch, squeue or the shared directory.
+    #[error("{0}")]
+    Cluster(String),
+    /// The PyTorch runner could not run or returned no result.
+    #[error("{0}")]
+    Runner(String),
+    /// A job's inputs or outputs could not be written or read.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Runs evaluation jobs.
+pub trait Executor: Sync {
+    /// Runs `jobs` on up to `workers` at a time, calling `done(index, output)` as each
+    /// finishes (in any order, from any thread). Returns early, leaving jobs unrun, once
+    /// `stop` is set or `done` returns false.
+    fn run(
+        &self,
+        jobs: &[Job],
+        workers: usize,
+        stop: &AtomicBool,
+        done: &(dyn Fn(usize, Output) -> bool + Sync),
+    ) -> Result<(), ExecError>;
+
+    /// The zero-cost proxies of each architecture (initialised with `init_seed(seed, id)`),
+    /// on `workers` threads; `progress(done, total)`.
+    fn proxies(
+        &self,
+        archs: &[Architecture],
+        seed: u64,
+        workers: usize,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Vec<ProxyScores>;
+}

@@ -1,0 +1,893 @@
+//! Teachers from Hugging Face checkpoints: a directory as transformers' `save_pretrained`
+//! writes it (`config.json`, `model.safetensors` or shards listed in
+//! `model.safetensors.index.json`), read into a genas [`Model`] that computes the same
+//! function, so the teacher runs on the genas engine.
+//!
+//! Families: Llama (rope + RMSNorm + SwiGLU, full or grouped attention, no biases), the block
+//! of SmolLM2, TinyLlama and Llama 3; GPT-2 (DistilGPT2 and the GPT-2 sizes), GPT-Neo (global
+//! and local attention) and GPTBigCode (multi-query attention): learned positions, LayerNorm,
+//! biases on every projection, GELU's tanh form. Weights in f32, f16 or bf16 are converted to
+//! f32 on load. Everything the engine cannot compute exactly (another `model_type`, a rope
+//! scaling variant, biases, another norm epsilon, a head size other than hidden / heads) is
+//! refused with one line naming it, before any weight is allocated: every tensor's shape and
+//! dtype is checked against the config first, so the memory a checkpoint takes is bounded by
+//! its files.
+//!
+//! A checkpoint's key is the SHA-256 of its config and weight files (names, lengths and
+//! bytes): the same files are the same teacher wherever they lie.
+
+use genas_engine::backend::Backend;
+use genas_engine::model::Model;
+use genas_space::arch::limits::MAX_CONTEXT;
+use genas_space::{
+    Activation, Architecture, Attention, Float, Layer, Norm, Position, Sparsity, NORM_EPS,
+};
+use safetensors::tensor::{Dtype, SafeTensors};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Why a checkpoint cannot be a teacher. `Display` is one line naming the directory.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{dir}: {reason}")]
+pub struct PretrainedError {
+    pub dir: String,
+    pub reason: String,
+}
+
+/// The families `[teacher] pretrained` reads, as `model_type` names them.
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["llama", "gpt2", "gpt_neo", "gpt_bigcode"];
+
+/// A checkpoint directory whose config maps onto a genas architecture; the weights are read by
+/// [`Checkpoint::load`].
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub model_type: String,
+    family: Family,
+    /// `transformer.` before GPT-family tensor names, or nothing (GPT-2's own files).
+    prefix: String,
+    /// The architecture at the checkpoint's own context (`max_position_embeddings`).
+    pub architecture: Architecture,
+    /// Weight files, in name order, and which file holds each tensor.
+    files: Vec<PathBuf>,
+    tensor_file: BTreeMap<String, PathBuf>,
+    /// 16 hex digits of SHA-256 over config and weight files.
+    pub key: String,
+    /// Bytes of the weight files.
+    pub weight_bytes: u64,
+}
+
+fn err(dir: &Path, reason: impl Into<String>) -> PretrainedError {
+    PretrainedError {
+        dir: dir.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Files larger than this are not parsed as JSON (a config or an index is a few kilobytes).
+const MAX_JSON_BYTES: u64 = 64 << 20;
+
+fn read_json(dir: &Path, name: &str) -> Result<Value, PretrainedError> {
+    let path = dir.join(name);
+    let len = std::fs::metadata(&path)
+        .map_err(|e| err(dir, format!("cannot read {name}: {e}")))?
+        .len();
+    if len > MAX_JSON_BYTES {
+        return Err(err(
+            dir,
+            format!("{name} is {len} bytes, too large for a config"),
+        ));
+    }
+    let bytes = std::fs::read(&path).map_err(|e| err(dir, format!("cannot read {name}: {e}")))?;
+    serde_json::from_slice(&bytes).map_err(|e| err(dir, format!("{name} is not JSON: {e}")))
+}
+
+/// A config entry as a positive integer that fits u32.
+fn count(dir: &Path, cfg: &Value, key: &str) -> Result<u32, PretrainedError> {
+    cfg.get(key)
+        .and_then(Value::as_u64)
+        .filter(|&n| n >= 1 && n <= u32::MAX as u64)
+        .map(|n| n as u32)
+        .ok_or_else(|| err(dir, format!("config.json has no positive integer {key:?}")))
+}
+
+/// The vocabulary size `dir`'s config.json declares, read without opening the weights.
+pub fn config_vocab_size(dir: &Path) -> Result<u32, PretrainedError> {
+    if !dir.is_dir() {
+        return Err(err(dir, "not a directory (a Hugging Face checkpoint is a folder with config.json and safetensors weights)"));
+    }
+    count(dir, &read_json(dir, "config.json")?, "vocab_size")
+}
+
+impl Checkpoint {
+    /// Reads `dir`'s config and the headers of its weight files; refuses what genas cannot
+    /// compute. Reads no weights beyond hashing them.
+    pub fn open(dir: &Path) -> Result<Checkpoint, PretrainedError> {
+        if !dir.is_dir() {
+            return Err(err(dir, "not a directory (a Hugging Face checkpoint is a folder with config.json and safetensors weights)"));
+        }
+        let cfg = read_json(dir, "config.json")?;
+        let model_type = cfg
+            .get("model_type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| err(dir, "config.json names no model_type"))?
+            .to_string();
+        let family = match model_type.as_str() {
+            "llama" => Family::Llama,
+            "gpt2" => Family::Gpt2,
+            "gpt_neo" => Family::GptNeo,
+            "gpt_bigcode" => Family::GptBigCode,
+            other => {
+                return Err(err(
+                    dir,
+                    format!(
+                        "model_type {other:?} is not supported as a teacher (supported: {})",
+                        SUPPORTED_MODEL_TYPES.join(", ")
+                    ),
+                ))
+            }
+        };
+        let architecture = match family {
+            Family::Llama => llama_architecture(dir, &cfg)?,
+            _ => gpt_architecture(dir, &cfg, family)?,
+        };
+        let (files, tensor_file) = weight_files(dir)?;
+        // GPT-2's own files name tensors without the `transformer.` prefix.
+        let prefix =
+            if family != Family::Llama && !tensor_file.contains_key("transformer.wte.weight") {
+                ""
+            } else {
+                "transformer."
+            };
+        let mut ck = Checkpoint {
+            dir: dir.to_path_buf(),
+            model_type,
+            family,
+            prefix: prefix.to_string(),
+            architecture,
+            files,
+            tensor_file,
+            key: String::new(),
+            weight_bytes: 0,
+        };
+        ck.check_tensors()?;
+        ck.key = ck.hash_files()?;
+        Ok(ck)
+    }
+
+    /// The architecture run at `context` tokens, which must not exceed the checkpoint's.
+    /// (A sliding window as long as the context is full attention there.)
+    pub fn architecture_at(&self, context: u32) -> Result<Architecture, PretrainedError> {
+        if context > self.architecture.context {
+            return Err(err(
+                &self.dir,
+                format!(
+                    "the data's sequences of {context} tokens exceed the checkpoint's context of {} (max_position_embeddings)",
+                    self.architecture.context
+                ),
+            ));
+        }
+        let mut arch = Architecture {
+            context,
+            ..self.architecture.clone()
+        };
+        windows_within(&mut arch);
+        Ok(arch)
+    }
+
+    /// The checkpoint as a genas model at `context` tokens.
+    pub fn load<B: Backend>(&self, be: B, context: u32) -> Result<Model<B>, PretrainedError> {
+        let arch = self.architecture_at(context)?;
+        let mut model = Model::new(&arch, be, 0);
+        let plan = self.plan();
+        for file in &self.files {
+            let bytes = std::fs::read(file)
+                .map_err(|e| err(&self.dir, format!("cannot read {}: {e}", file.display())))?;
+            let st = SafeTensors::deserialize(&bytes)
+                .map_err(|e| err(&self.dir, format!("{}: {e}", file.display())))?;
+            for entry in &plan {
+                if self.tensor_file.get(&entry.hf) != Some(file) {
+                    continue;
+                }
+                let view = st
+                    .tensor(&entry.hf)
+                    .map_err(|e| err(&self.dir, format!("{}: {e}", entry.hf)))?;
+                let values = to_f64(view.dtype(), view.data()).ok_or_else(|| {
+                    err(&self.dir, format!("{}: dtype {:?}", entry.hf, view.dtype()))
+                })?;
+                entry.write(&mut model, &values);
+            }
+        }
+        Ok(model)
+    }
+
+    /// Every checkpoint tensor genas reads: its name, its shape, and where it goes.
+    fn plan(&self) -> Vec<Entry> {
+        match self.family {
+            Family::Llama => self.llama_plan(),
+            _ => self.gpt_plan(),
+        }
+    }
+
+    fn llama_plan(&self) -> Vec<Entry> {
+        let a = &self.architecture;
+        let (v, c) = (a.vocab_size as usize, a.d_model as usize);
+        let mut out = vec![
+            Entry::whole("model.embed_tokens.weight", vec![v, c], "wte.weight"),
+            Entry::whole("model.norm.weight", vec![c], "ln_f.weight"),
+        ];
+        if !a.tie_embeddings {
+            out.push(Entry::whole("lm_head.weight", vec![v, c], "lm_head.weight"));
+        }
+        for (i, layer) in a.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            let h = layer.ffn.hidden as usize;
+            let kvd = layer.attention.kv_heads() as usize * (c / layer.attention.heads() as usize);
+            for (from, shape, to) in [
+                ("input_layernorm.weight", vec![c], "ln_1.weight"),
+                ("post_attention_layernorm.weight", vec![c], "ln_2.weight"),
+                ("self_attn.o_proj.weight", vec![c, c], "attn.c_proj.weight"),
+                ("mlp.gate_proj.weight", vec![h, c], "mlp.c_gate.weight"),
+                ("mlp.up_proj.weight", vec![h, c], "mlp.c_fc.weight"),
+                ("mlp.down_proj.weight", vec![c, h], "mlp.c_proj.weight"),
+            ] {
+                out.push(Entry::whole(
+                    &format!("{p}.{from}"),
+                    shape,
+                    &format!("h.{i}.{to}"),
+                ));
+            }
+            // genas's c_attn holds q (C rows), then k and v (kvd rows each).
+            let qkv = format!("h.{i}.attn.c_attn.weight");
+            for (name, rows, row0) in [
+                ("q_proj", c, 0),
+                ("k_proj", kvd, c),
+                ("v_proj", kvd, c + kvd),
+            ] {
+                let mut e =
+                    Entry::whole(&format!("{p}.self_attn.{name}.weight"), vec![rows, c], &qkv);
+                e.offset = row0 * c;
+                out.push(e);
+            }
+        }
+        out
+    }
+
+    /// GPT-2, GPT-Neo and GPTBigCode: learned positions, LayerNorm, biases everywhere.
+    fn gpt_plan(&self) -> Vec<Entry> {
+        let a = &self.architecture;
+        let t = &self.prefix;
+        let (v, c, ctx) = (
+            a.vocab_size as usize,
+            a.d_model as usize,
+            a.context as usize,
+        );
+        let mut out = vec![
+            Entry::whole(&format!("{t}wte.weight"), vec![v, c], "wte.weight"),
+            Entry {
+                truncate: true,
+                ..Entry::whole(&format!("{t}wpe.weight"), vec![ctx, c], "wpe.weight")
+            },
+            Entry::whole(&format!("{t}ln_f.weight"), vec![c], "ln_f.weight"),
+            Entry::whole(&format!("{t}ln_f.bias"), vec![c], "ln_f.bias"),
+        ];
+        if !a.tie_embeddings {
+            out.push(Entry::whole("lm_head.weight", vec![v, c], "lm_head.weight"));
+        }
+        for (i, layer) in a.layers.iter().enumerate() {
+            let p = format!("{t}h.{i}");
+            let g = |s: &str| format!("h.{i}.{s}");
+            let h = layer.ffn.hidden as usize;
+            let hd = c / layer.attention.heads() as usize;
+            let width = c + 2 * layer.attention.kv_heads() as usize * hd;
+            for n in ["ln_1.weight", "ln_1.bias", "ln_2.weight", "ln_2.bias"] {
+                out.push(Entry::whole(&format!("{p}.{n}"), vec![c], &g(n)));
+            }
+            for (n, len) in [("mlp.c_fc.bias", h), ("mlp.c_proj.bias", c)] {
+                out.push(Entry::whole(&format!("{p}.{n}"), vec![len], &g(n)));
+            }
+            match self.family {
+                Family::Gpt2 | Family::GptBigCode => {
+                    // GPT-2's Conv1D stores (in, out): transposed on the way in.
+                    let conv = self.family == Family::Gpt2;
+                    for (n, rows, cols) in [
+                        ("attn.c_attn", width, c),
+                        ("attn.c_proj", c, c),
+                        ("mlp.c_fc", h, c),
+                        ("mlp.c_proj", c, h),
+                    ] {
+                        let shape = if conv {
+                            vec![cols, rows]
+                        } else {
+                            vec![rows, cols]
+                        };
+                        out.push(Entry {
+                            transpose: conv,
+                            ..Entry::whole(
+                                &format!("{p}.{n}.weight"),
+                                shape,
+                                &g(&format!("{n}.weight")),
+                            )
+                        });
+                    }
+                    for (n, len) in [("attn.c_attn.bias", width), ("attn.c_proj.bias", c)] {
+                        out.push(Entry::whole(&format!("{p}.{n}"), vec![len], &g(n)));
+                    }
+                }
+                Family::GptNeo => {
+                    // GPT-Neo does not scale scores by 1/√hd, genas does: q is scaled up.
+                    let q = format!("{p}.attn.attention");
+                    for (n, row0, scale) in [
+                        ("q_proj", 0, (hd as f64).sqrt()),
+                        ("k_proj", c, 1.0),
+                        ("v_proj", 2 * c, 1.0),
+                    ] {
+                        out.push(Entry {
+                            offset: row0 * c,
+                            scale,
+                            ..Entry::whole(
+                                &format!("{q}.{n}.weight"),
+                                vec![c, c],
+                                &g("attn.c_attn.weight"),
+                            )
+                        });
+                    }
+                    for (from, shape, to) in [
+                        (
+                            format!("{q}.out_proj.weight"),
+                            vec![c, c],
+                            "attn.c_proj.weight",
+                        ),
+                        (format!("{q}.out_proj.bias"), vec![c], "attn.c_proj.bias"),
+                        (
+                            format!("{p}.mlp.c_fc.weight"),
+                            vec![h, c],
+                            "mlp.c_fc.weight",
+                        ),
+                        (
+                            format!("{p}.mlp.c_proj.weight"),
+                            vec![c, h],
+                            "mlp.c_proj.weight",
+                        ),
+                    ] {
+                        out.push(Entry::whole(&from, shape, &g(to)));
+                    }
+                }
+                Family::Llama => unreachable!("llama_plan"),
+            }
+        }
+        out
+    }
+
+    /// Tensors a checkpoint may hold that genas recomputes rather than reads: causal-mask
+    /// buffers older GPT-2 and GPT-Neo files saved, rotary tables, and a tied head.
+    fn ignored(&self, name: &str) -> bool {
+        (self.architecture.tie_embeddings && name == "lm_head.weight")
+            || name.ends_with("rotary_emb.inv_freq")
+            || (self.family != Family::Llama
+                && (name.ends_with(".attn.bias")
+                    || name.ends_with(".attn.masked_bias")
+                    || name.ends_with(".attention.bias")
+                    || name.ends_with(".attention.masked_bias")))
+    }
+
+    /// Every tensor the architecture needs is present with its shape and a supported dtype,
+    /// and nothing else is (a bias the family has not would be silently dropped otherwise).
+    fn check_tensors(&mut self) -> Result<(), PretrainedError> {
+        let mut expected: BTreeMap<String, Vec<usize>> =
+            self.plan().into_iter().map(|e| (e.hf, e.shape)).collect();
+        let mut bytes = 0u64;
+        for file in &self.files {
+            let (shapes, len) = read_header(&self.dir, file)?;
+            bytes += len;
+            for (name, (dtype, shape)) in shapes {
+                if self.tensor_file.get(&name).is_none_or(|f| f != file) || self.ignored(&name) {
+                    continue;
+                }
+                let Some(want) = expected.remove(&name) else {
+                    return Err(err(
+                        &self.dir,
+                        format!("tensor {name} has no place in a {} genas can build (biases and extra modules are not supported)", self.model_type),
+                    ));
+                };
+                if shape != want {
+                    return Err(err(
+                        &self.dir,
+                        format!(
+                            "tensor {name} has shape {shape:?}, but config.json implies {want:?}"
+                        ),
+                    ));
+                }
+                if dtype.is_none() {
+                    return Err(err(
+                        &self.dir,
+                        format!("tensor {name}'s dtype is not one genas reads (f32, f16, bf16)"),
+                    ));
+                }
+            }
+        }
+        if let Some((name, _)) = expected.into_iter().next() {
+            return Err(err(&self.dir, format!("the weights lack tensor {name}")));
+        }
+        self.weight_bytes = bytes;
+        Ok(())
+    }
+
+    fn hash_files(&self) -> Result<String, PretrainedError> {
+        let mut h = Sha256::new();
+        let config = self.dir.join("config.json");
+        for path in std::iter::once(&config).chain(&self.files) {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            let mut file = std::fs::File::open(path)
+                .map_err(|e| err(&self.dir, format!("cannot read {}: {e}", path.display())))?;
+            h.update(name.unwrap_or_default().as_bytes());
+            h.update([0]);
+            let n = std::io::copy(&mut file, &mut h)
+                .map_err(|e| err(&self.dir, format!("cannot read {}: {e}", path.display())))?;
+            h.update(n.to_le_bytes());
+        }
+        Ok(genas_space::hex16(h))
+    }
+}
+
+/// The transformers families genas reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    Llama,
+    Gpt2,
+    GptNeo,
+    GptBigCode,
+}
+
+/// One checkpoint tensor of `shape` and where its values go: `offset` values into the genas
+/// parameter `target`, transposed from (in, out) when `transpose`, times `scale`, and only as
+/// many rows as the parameter has when `truncate` (position tables longer than the context).
+#[derive(Clone, Debug)]
+struct Entry {
+    hf: String,
+    shape: Vec<usize>,
+    target: String,
+    offset: usize,
+    transpose: bool,
+    scale: f64,
+    truncate: bool,
+}
+
+impl Entry {
+    fn whole(hf: &str, shape: Vec<usize>, target: &str) -> Entry {
+        Entry {
+            hf: hf.to_string(),
+            shape,
+            target: target.to_string(),
+            offset: 0,
+            transpose: false,
+            scale: 1.0,
+            truncate: false,
+        }
+    }
+
+    fn write<B: Backend>(&self, model: &mut Model<B>, values: &[f64]) {
+        let i = model
+            .param_index(&self.target)
+            .expect("the architecture has every parameter the checkpoint was checked against");
+        let mut w = model.weights(i);
+        let mut values: Vec<f64> = if self.transpose {
+            let (rows, cols) = (self.shape[0], self.shape[1]);
+            let mut t = vec![0.0; values.len()];
+            genas_engine::simd::transpose_scalar(&mut t, rows, values, cols, rows, cols);
+            t
+        } else {
+            values.to_vec()
+        };
+        if self.scale != 1.0 {
+            values.iter_mut().for_each(|x| *x *= self.scale);
+        }
+        if self.truncate {
+            values.truncate(w.len() - self.offset);
+        }
+        w[self.offset..self.offset + values.len()].copy_from_slice(&values);
+        model.set_weights(i, &w);
+    }
+}
+
+/// The config's norm epsilon `key` (transformers' `default` when absent) is genas's, or the
+/// one line saying it is not.
+fn norm_eps_is_genas(
+    dir: &Path,
+    cfg: &Value,
+    key: &str,
+    default: f64,
+) -> Result<(), PretrainedError> {
+    let eps = cfg.get(key).and_then(Value::as_f64).unwrap_or(default);
+    if (eps - NORM_EPS).abs() > 1e-12 {
+        return Err(err(
+            dir,
+            format!("{key} {eps:e} (genas's norms use {NORM_EPS:e})"),
+        ));
+    }
+    Ok(())
+}
+
+/// The Llama config as a genas architecture, or the first thing genas cannot compute.
+fn llama_architecture(dir: &Path, cfg: &Value) -> Result<Architecture, PretrainedError> {
+    let no = |what: String| Err(err(dir, what));
+    let d = count(dir, cfg, "hidden_size")?;
+    let heads = count(dir, cfg, "num_attention_heads")?;
+    let kv_heads = match cfg.get("num_key_value_heads") {
+        None | Some(Value::Null) => heads,
+        Some(_) => count(dir, cfg, "num_key_value_heads")?,
+    };
+    let layers = count(dir, cfg, "num_hidden_layers")?;
+    let hidden = count(dir, cfg, "intermediate_size")?;
+    let vocab = count(dir, cfg, "vocab_size")?;
+    // Rope has no position table: a context beyond genas's limit is only an upper bound on
+    // the sequences it will run at, and is capped there.
+    let context = count(dir, cfg, "max_position_embeddings")?.min(MAX_CONTEXT);
+    if d % heads != 0 {
+        return no(format!(
+            "hidden_size {d} is not a multiple of num_attention_heads {heads}"
+        ));
+    }
+    if let Some(hd) = cfg.get("head_dim").filter(|v| !v.is_null()) {
+        if hd.as_u64() != Some((d / heads) as u64) {
+            return no(format!(
+                "head_dim {hd} differs from hidden_size / num_attention_heads = {} (genas heads split the width)",
+                d / heads
+            ));
+        }
+    }
+    if heads % kv_heads != 0 {
+        return no(format!(
+            "num_key_value_heads {kv_heads} does not divide num_attention_heads {heads}"
+        ));
+    }
+    let act = cfg
+        .get("hidden_act")
+        .and_then(Value::as_str)
+        .unwrap_or("silu");
+    if act != "silu" {
+        return no(format!(
+            "hidden_act {act:?} (genas's SwiGLU gates with silu)"
+        ));
+    }
+    for key in ["attention_bias", "mlp_bias"] {
+        if cfg.get(key).and_then(Value::as_bool) == Some(true) {
+            return no(format!("{key} = true (genas's Llama block has no biases)"));
+        }
+    }
+    norm_eps_is_genas(dir, cfg, "rms_norm_eps", 1e-6)?;
+    // transformers 5 writes rope_parameters; earlier versions rope_theta and rope_scaling.
+    let params = cfg.get("rope_parameters").filter(|v| !v.is_null());
+    let rope_type = params
+        .and_then(|p| p.get("rope_type").or_else(|| p.get("type")))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let scaling = cfg.get("rope_scaling").filter(|v| !v.is_null());
+    if rope_type != "default" || scaling.is_some() {
+        let named = scaling
+            .and_then(|s| s.get("rope_type").or_else(|| s.get("type")))
+            .and_then(Value::as_str)
+            .unwrap_or(rope_type);
+        return no(format!(
+            "rope scaling {named:?} is not supported (only plain rope)"
+        ));
+    }
+    if let Some(f) = params
+        .and_then(|p| p.get("partial_rotary_factor"))
+        .and_then(Value::as_f64)
+    {
+        if f != 1.0 {
+            return no(format!(
+                "partial_rotary_factor {f} (genas rotates whole heads)"
+            ));
+        }
+    }
+    let theta = params
+        .and_then(|p| p.get("rope_theta"))
+        .or_else(|| cfg.get("rope_theta"))
+        .and_then(Value::as_f64)
+        .unwrap_or(genas_space::DEFAULT_ROPE_THETA);
+    let attention = if kv_heads == heads {
+        Attention::Full { heads }
+    } else {
+        Attention::Grouped { heads, kv_heads }
+    };
+    let arch = Architecture {
+        vocab_size: vocab,
+        context,
+        d_model: d,
+        tie_embeddings: cfg
+            .get("tie_word_embeddings")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+        share_layers: 1,
+        layers: (0..layers)
+            .map(|_| {
+                Layer::new(
+                    attention.clone(),
+                    hidden,
+                    Activation::Swiglu,
+                    None,
+                    Sparsity::Dense,
+                )
+            })
+            .collect(),
+        norm: Norm::Rmsnorm,
+        position: Position::Rope {
+            theta: Float(theta),
+        },
+    };
+    arch.validate().map_err(|e| {
+        err(
+            dir,
+            format!("config.json describes no model genas can build: {e}"),
+        )
+    })?;
+    Ok(arch)
+}
+
+/// GPT-2, GPT-Neo or GPTBigCode config as a genas architecture (learned positions, LayerNorm,
+/// biases on every projection), or the first thing genas cannot compute.
+fn gpt_architecture(
+    dir: &Path,
+    cfg: &Value,
+    family: Family,
+) -> Result<Architecture, PretrainedError> {
+    let no = |what: String| Err(err(dir, what));
+    let key =
+        |gpt2: &'static str, neo: &'static str| if family == Family::GptNeo { neo } else { gpt2 };
+    let d = count(dir, cfg, key("n_embd", "hidden_size"))?;
+    let depth = count(dir, cfg, key("n_layer", "num_layers"))?;
+    let heads = count(dir, cfg, key("n_head", "num_heads"))?;
+    let context = count(dir, cfg, key("n_positions", "max_position_embeddings"))?;
+    let vocab = count(dir, cfg, "vocab_size")?;
+    let inner_key = key("n_inner", "intermediate_size");
+    let hidden = match cfg.get(inner_key) {
+        None | Some(Value::Null) => d
+            .checked_mul(4)
+            .ok_or_else(|| err(dir, "hidden size too large"))?,
+        Some(_) => count(dir, cfg, inner_key)?,
+    };
+    if d % heads != 0 {
+        return no(format!(
+            "the width {d} is not a multiple of the {heads} heads"
+        ));
+    }
+    let act_name = cfg
+        .get("activation_function")
+        .and_then(Value::as_str)
+        .unwrap_or("gelu_new");
+    let activation = match act_name {
+        "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
+        "gelu" => Activation::Gelu,
+        "relu" => Activation::Relu,
+        other => {
+            return no(format!(
+                "activation_function {other:?} (genas has gelu, gelu_new and relu)"
+            ))
+        }
+    };
+    norm_eps_is_genas(dir, cfg, "layer_norm_epsilon", 1e-5)?;
+    let flag = |k: &str| cfg.get(k).and_then(Value::as_bool);
+    if family != Family::GptNeo {
+        if flag("scale_attn_weights") == Some(false) {
+            return no("scale_attn_weights = false (genas scales scores by 1/√head_dim)".into());
+        }
+        if flag("scale_attn_by_inverse_layer_idx") == Some(true) {
+            return no("scale_attn_by_inverse_layer_idx = true".into());
+        }
+    }
+    let attention: Vec<Attention> = match family {
+        Family::GptBigCode => {
+            if flag("multi_query") == Some(false) {
+                return no(
+                    "multi_query = false (genas reads GPTBigCode's multi-query attention only)"
+                        .into(),
+                );
+            }
+            vec![Attention::Grouped { heads, kv_heads: 1 }; depth as usize]
+        }
+        Family::GptNeo => {
+            // attention_types: [[["global", "local"], repeats], ...], expanded in order.
+            let types = cfg.get("attention_types").and_then(Value::as_array);
+            let mut kinds = Vec::new();
+            for group in types.into_iter().flatten() {
+                let (Some(pattern), Some(n)) = (
+                    group.get(0).and_then(Value::as_array),
+                    group.get(1).and_then(Value::as_u64),
+                ) else {
+                    return no("attention_types is not [[[kinds...], repeats], ...]".into());
+                };
+                for _ in 0..n.min(u64::from(depth) + 1) {
+                    for k in pattern {
+                        kinds.push(k.as_str().unwrap_or("?").to_string());
+                    }
+                }
+            }
+            if kinds.len() != depth as usize {
+                return no(format!(
+                    "attention_types lists {} layers, num_layers is {depth}",
+                    kinds.len()
+                ));
+            }
+            let window = count(dir, cfg, "window_size")?;
+            let mut out = Vec::new();
+            for k in kinds {
+                out.push(match k.as_str() {
+                    "global" => Attention::Full { heads },
+                    "local" => Attention::Sliding { heads, window },
+                    other => {
+                        return no(format!(
+                            "attention type {other:?} (GPT-Neo has global and local)"
+                        ))
+                    }
+                });
+            }
+            out
+        }
+        _ => vec![Attention::Full { heads }; depth as usize],
+    };
+    let mut arch = Architecture {
+        vocab_size: vocab,
+        context,
+        d_model: d,
+        tie_embeddings: flag("tie_word_embeddings").unwrap_or(true),
+        share_layers: 1,
+        layers: attention
+            .into_iter()
+            .map(|a| Layer {
+                attention_bias: true,
+                ..Layer::new(a, hidden, activation, None, Sparsity::Dense)
+            })
+            .collect(),
+        norm: Norm::Layernorm,
+        position: Position::Learned,
+    };
+    windows_within(&mut arch);
+    arch.validate().map_err(|e| {
+        err(
+            dir,
+            format!("config.json describes no model genas can build: {e}"),
+        )
+    })?;
+    Ok(arch)
+}
+
+/// A sliding window as long as the context sees every position: it is full attention there
+/// (and an `Architecture` holds only windows shorter than its context).
+fn windows_within(arch: &mut Architecture) {
+    for l in &mut arch.layers {
+        if let Attention::Sliding { heads, window } = l.attention {
+            if window >= arch.context {
+                l.attention = Attention::Full { heads };
+            }
+        }
+    }
+}
+
+/// The weight files and which holds each tensor: `model.safetensors`, or the shards that
+/// `model.safetensors.index.json` maps.
+fn weight_files(dir: &Path) -> Result<(Vec<PathBuf>, BTreeMap<String, PathBuf>), PretrainedError> {
+    let single = dir.join("model.safetensors");
+    let index = "model.safetensors.index.json";
+    if dir.join(index).exists() {
+        let idx = read_json(dir, index)?;
+        let map = idx
+            .get("weight_map")
+            .and_then(Value::as_object)
+            .ok_or_else(|| err(dir, format!("{index} has no weight_map")))?;
+        let mut files = BTreeSet::new();
+        let mut tensor_file = BTreeMap::new();
+        for (name, file) in map {
+            let file = file
+                .as_str()
+                .filter(|f| !f.contains('/') && !f.contains('\\') && *f != ".." && !f.is_empty())
+                .ok_or_else(|| {
+                    err(
+                        dir,
+                        format!("{index} maps {name} to no file name in this folder"),
+                    )
+                })?;
+            let path = dir.join(file);
+            files.insert(path.clone());
+            tensor_file.insert(name.clone(), path);
+        }
+        return Ok((files.into_iter().collect(), tensor_file));
+    }
+    if single.exists() {
+        let (shapes, _) = read_header(dir, &single)?;
+        let tensor_file = shapes.into_keys().map(|n| (n, single.clone())).collect();
+        return Ok((vec![single], tensor_file));
+    }
+    if dir.join("pytorch_model.bin").exists() {
+        return Err(err(dir, "holds pytorch_model.bin only; genas reads safetensors (transformers' save_pretrained writes it by default)"));
+    }
+    Err(err(
+        dir,
+        "has no model.safetensors nor model.safetensors.index.json",
+    ))
+}
+
+type Shapes = BTreeMap<String, (Option<Dtype>, Vec<usize>)>;
+
+/// The tensors a safetensors file declares (`None` for a dtype genas does not read), from its
+/// header alone, checked to lie within the file; and the file's length.
+fn read_header(dir: &Path, file: &Path) -> Result<(Shapes, u64), PretrainedError> {
+    use std::io::Read;
+    let name = file.display();
+    let bad = |why: &str| err(dir, format!("{name} is not a safetensors file ({why})"));
+    let mut f =
+        std::fs::File::open(file).map_err(|e| err(dir, format!("cannot read {name}: {e}")))?;
+    let len = f
+        .metadata()
+        .map_err(|e| err(dir, format!("cannot read {name}: {e}")))?
+        .len();
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n).map_err(|_| bad("too short"))?;
+    let n = u64::from_le_bytes(n);
+    if n > MAX_JSON_BYTES || 8 + n > len {
+        return Err(bad(&format!("a header of {n} bytes")));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header)
+        .map_err(|e| err(dir, format!("cannot read {name}: {e}")))?;
+    let header: BTreeMap<String, Value> =
+        serde_json::from_slice(&header).map_err(|_| bad("a garbled header"))?;
+    let data_len = len - 8 - n;
+    let mut out = BTreeMap::new();
+    for (tname, info) in header {
+        if tname == "__metadata__" {
+            continue;
+        }
+        let dtype_name = info.get("dtype").and_then(Value::as_str).unwrap_or("");
+        let (dtype, size) = match dtype_name {
+            "F32" => (Some(Dtype::F32), 4),
+            "F16" => (Some(Dtype::F16), 2),
+            "BF16" => (Some(Dtype::BF16), 2),
+            _ => (None, 0),
+        };
+        let ints = |key: &str| -> Option<Vec<u64>> {
+            info.get(key)?
+                .as_array()?
+                .iter()
+                .map(Value::as_u64)
+                .collect()
+        };
+        let (Some(shape), Some(offsets)) = (ints("shape"), ints("data_offsets")) else {
+            return Err(bad(&format!("tensor {tname} lacks a shape or offsets")));
+        };
+        let [start, end] = offsets[..] else {
+            return Err(bad(&format!("tensor {tname}'s offsets")));
+        };
+        let numel = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+        let fits = start <= end && end <= data_len;
+        let sized = dtype.is_none() || numel.and_then(|k| k.checked_mul(size)) == Some(end - start);
+        if !fits || !sized {
+            return Err(bad(&format!("tensor {tname} does not lie within the file")));
+        }
+        let shape = shape.iter().map(|&d| d as usize).collect();
+        out.insert(tname, (dtype, shape));
+    }
+    Ok((out, len))
+}
+
+/// Little-endian f32, f16 or bf16 values as f64; `None` for another dtype.
+pub fn to_f64(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f64>> {
+    Some(match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f64())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f64())
+            .collect(),
+        _ => return None,
+    })
+}
