@@ -165,18 +165,24 @@ pub struct DataSummary {
 impl Dataset {
     /// Loads the experiment's `[data]`; a Hugging Face tokenizer's stream is cached in
     /// [`crate::tokenize::default_cache_dir`].
+    /// An experiment with a pretrained teacher and a tokenizer needs the teacher's vocabulary
+    /// size: [`Dataset::load_with`].
     pub fn load(exp: &Experiment) -> Result<Dataset, DataError> {
         Dataset::load_with(
             exp,
+            None,
             crate::tokenize::default_cache_dir().as_deref(),
             &|_, _| {},
         )
     }
 
-    /// [`Dataset::load`] with the token cache in `cache` (none: encode every time) and
-    /// `progress(bytes done, bytes)` told as a Hugging Face tokenizer encodes the corpus.
+    /// [`Dataset::load`] for a pretrained teacher whose vocabulary holds `teacher_vocab`
+    /// entries (its `config.json`'s `vocab_size`, which the tokenizer's ids must stay below),
+    /// with the token cache in `cache` (none: encode every time) and `progress(bytes done,
+    /// bytes)` told as a Hugging Face tokenizer encodes the corpus.
     pub fn load_with(
         exp: &Experiment,
+        teacher_vocab: Option<u32>,
         cache: Option<&Path>,
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<Dataset, DataError> {
@@ -190,12 +196,12 @@ impl Dataset {
         })?;
         let size = match exp.teacher_dir() {
             Some(dir) => {
-                let size = genas_interop::pretrained::config_vocab_size(&dir).map_err(|e| {
-                    DataError::Bad {
-                        path: e.dir.clone(),
-                        reason: e.reason,
-                    }
-                })?;
+                let Some(size) = teacher_vocab else {
+                    return Err(bad(
+                        &dir,
+                        "the pretrained teacher's vocabulary size is needed to read its tokenizer's ids (Dataset::load_with)",
+                    ));
+                };
                 if tok.size > size {
                     return Err(bad(
                         &tok_path,

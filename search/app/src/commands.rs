@@ -67,6 +67,7 @@ pub fn load_experiment(experiment: Experiment) -> Result<Loaded> {
         );
         let data = Dataset::load_with(
             &experiment,
+            teacher_vocab(&experiment)?,
             genas_scoring::tokenize::default_cache_dir().as_deref(),
             &|done, total| {
                 bar.set_length(total as u64);
@@ -91,6 +92,25 @@ pub fn load_experiment(experiment: Experiment) -> Result<Loaded> {
         space,
         pretrained,
     })
+}
+
+/// The vocabulary size of the experiment's pretrained teacher (`vocab_size` in its
+/// `config.json`), which a tokenizer's ids must stay below; none without one.
+pub fn teacher_vocab(exp: &Experiment) -> Result<Option<u32>> {
+    Ok(exp
+        .teacher_dir()
+        .map(|dir| genas_interop::pretrained::config_vocab_size(&dir))
+        .transpose()?)
+}
+
+/// The experiment's data set, without a progress bar.
+pub fn load_dataset(exp: &Experiment) -> Result<Dataset> {
+    Ok(Dataset::load_with(
+        exp,
+        teacher_vocab(exp)?,
+        genas_scoring::tokenize::default_cache_dir().as_deref(),
+        &|_, _| {},
+    )?)
 }
 
 /// Refuses a vocabulary whose embedding alone exceeds `[constraints] max_params` at the
@@ -390,7 +410,7 @@ impl Default for InspectOptions {
 pub fn data_inspect(path: &Path, opts: &InspectOptions) -> Result<DataSummary> {
     if path.extension().is_some_and(|e| e == "toml") {
         let exp = Experiment::from_path(path)?;
-        return Ok(Dataset::load(&exp)?.summary());
+        return Ok(load_dataset(&exp)?.summary());
     }
     // The first 4 bytes tell an IDX file (00 00 08 ..) or a gzip stream (1f 8b) from text.
     let mut magic = [0u8; 4];
@@ -513,7 +533,7 @@ pub fn train_architecture(
     if let Some(n) = genas_exec::torch::device_plan(&exp)?.note() {
         eprintln!("{n} (genas train: on the CPU engine)");
     }
-    let data = Dataset::load(&exp)?;
+    let data = load_dataset(&exp)?;
     if arch.vocab_size != data.vocab_size() || arch.context != data.context {
         anyhow::bail!(
             "{}: the architecture is for vocabulary {} and context {}, but {} gives {} and {}",

@@ -762,11 +762,7 @@ pub fn teacher_import(
                     file.display()
                 );
             }
-            let data = genas_scoring::Dataset::load_with(
-                &exp,
-                genas_scoring::tokenize::default_cache_dir().as_deref(),
-                &|_, _| {},
-            )?;
+            let data = crate::commands::load_dataset(&exp)?;
             Some((file.to_path_buf(), data))
         }
         None => None,
