@@ -67,6 +67,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
@@ -195,6 +196,25 @@ pub enum StoreError {
         shown(.path)
     )]
     UnknownRun { path: PathBuf, run: String },
+    /// A stored record is JSON but not the record the caller reads (written by another
+    /// version of genas, or a caller's bug); it was left as it was.
+    #[error(
+        "archive {}: {what} is not a record this genas reads ({reason}); use the genas that \
+         wrote it, or start a new archive",
+        shown(.path)
+    )]
+    Unreadable {
+        path: PathBuf,
+        what: String,
+        reason: String,
+    },
+    /// A caller's record cannot be written as JSON (a map with keys that are not strings).
+    #[error("archive {}: cannot store {what}: {reason} (a bug in the caller; please report it)", shown(.path))]
+    Unstorable {
+        path: PathBuf,
+        what: String,
+        reason: String,
+    },
 }
 
 fn shown(path: &Path) -> String {
@@ -319,14 +339,14 @@ impl Archive {
     /// Stores a teacher under `key` (the caller's hash of the data fingerprint and teacher
     /// configuration), replacing any earlier one; metadata and weights land in one
     /// transaction, so a reader never sees one without the other.
-    pub fn put_teacher(
+    pub fn put_teacher<M: Serialize + ?Sized>(
         &self,
         key: &str,
-        meta: &serde_json::Value,
+        meta: &M,
         weights: &[u8],
     ) -> Result<(), StoreError> {
         self.check_key("teacher", key)?;
-        let meta = sled::IVec::from(meta.to_string().into_bytes());
+        let meta = self.encode("a teacher's metadata", meta)?;
         let weights = sled::IVec::from(weights);
         let stored = (&self.teacher_meta, &self.teacher_weights).transaction(
             |(metas, weight_sets)| -> Tx<()> {
@@ -339,7 +359,10 @@ impl Archive {
     }
 
     /// The teacher stored under `key`: its metadata and weight bytes.
-    pub fn teacher(&self, key: &str) -> Result<Option<(serde_json::Value, Vec<u8>)>, StoreError> {
+    pub fn teacher<M: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<(M, Vec<u8>)>, StoreError> {
         self.check_key("teacher", key)?;
         let read = (&self.teacher_meta, &self.teacher_weights).transaction(
             |(metas, weight_sets)| -> Tx<_> {
@@ -348,7 +371,7 @@ impl Archive {
         );
         match read.map_err(|e| self.transaction_error("read a teacher", e))? {
             (Some(meta), Some(weights)) => {
-                let meta = self.decode_json(&meta, || format!("teacher {key:?}'s metadata"))?;
+                let meta = self.decode(&meta, || format!("teacher {key:?}'s metadata"))?;
                 Ok(Some((meta, weights.to_vec())))
             }
             (None, None) => Ok(None),
@@ -358,13 +381,13 @@ impl Archive {
     }
 
     /// Every stored teacher's key and metadata (not its weights), in key order.
-    pub fn teachers(&self) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+    pub fn teachers<M: DeserializeOwned>(&self) -> Result<Vec<(String, M)>, StoreError> {
         let mut teachers = Vec::new();
         for entry in self.teacher_meta.iter() {
             let (key, meta) = entry.map_err(|e| self.sled_error("list teachers", e))?;
             let key = String::from_utf8(key.to_vec())
                 .map_err(|_| self.damaged("a teacher key is not UTF-8".into()))?;
-            let meta = self.decode_json(&meta, || format!("teacher {key:?}'s metadata"))?;
+            let meta = self.decode(&meta, || format!("teacher {key:?}'s metadata"))?;
             teachers.push((key, meta));
         }
         Ok(teachers)
@@ -372,7 +395,11 @@ impl Archive {
 
     /// Stores `table` as the calibration table for `key` (a space key). It replaces the
     /// previous table for that key; the previous ones stay in the history.
-    pub fn put_calibration(&self, key: &str, table: &serde_json::Value) -> Result<(), StoreError> {
+    pub fn put_calibration<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        table: &T,
+    ) -> Result<(), StoreError> {
         self.check_key("calibration", key)?;
         let id = self
             .db
@@ -381,13 +408,13 @@ impl Archive {
         let mut entry_key = calibration_prefix(key);
         entry_key.extend_from_slice(&id.to_be_bytes());
         self.calibration
-            .insert(entry_key, table.to_string().into_bytes())
+            .insert(entry_key, self.encode("a calibration table", table)?)
             .map_err(|e| self.sled_error("store a calibration table", e))?;
         Ok(())
     }
 
     /// The latest calibration table stored for `key`.
-    pub fn calibration(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    pub fn calibration<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
         self.check_key("calibration", key)?;
         match self
             .calibration
@@ -397,27 +424,30 @@ impl Archive {
             None => Ok(None),
             Some(entry) => {
                 let (_, table) = entry.map_err(|e| self.sled_error("read a calibration", e))?;
-                self.decode_json(&table, || format!("calibration table {key:?}"))
+                self.decode(&table, || format!("calibration table {key:?}"))
                     .map(Some)
             }
         }
     }
 
     /// Every calibration table stored for `key`, oldest first; the last is the current one.
-    pub fn calibration_history(&self, key: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+    pub fn calibration_history<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Vec<T>, StoreError> {
         self.check_key("calibration", key)?;
         let mut tables = Vec::new();
         for entry in self.calibration.scan_prefix(calibration_prefix(key)) {
             let (_, table) = entry.map_err(|e| self.sled_error("read a calibration", e))?;
-            tables.push(self.decode_json(&table, || format!("calibration table {key:?}"))?);
+            tables.push(self.decode(&table, || format!("calibration table {key:?}"))?);
         }
         Ok(tables)
     }
 
     /// Creates a run: allocates the next id (`r1`, `r2`, ...; monotonic, never reused) and
     /// stores `record` under it, flushed to disk. Returns the id.
-    pub fn create_run(&self, record: &Value) -> Result<String, StoreError> {
-        let record = IVec::from(record.to_string().into_bytes());
+    pub fn create_run<R: Serialize + ?Sized>(&self, record: &R) -> Result<String, StoreError> {
+        let record = self.encode("a run's record", record)?;
         let created = (&self.meta, &self.runs).transaction(|(meta, runs)| -> Tx<u64> {
             let last = match meta.get(LAST_RUN)? {
                 None => 0,
@@ -439,7 +469,7 @@ impl Archive {
     }
 
     /// The record of run `id`, or `None` if there is no such run.
-    pub fn run(&self, id: &str) -> Result<Option<Value>, StoreError> {
+    pub fn run<R: DeserializeOwned>(&self, id: &str) -> Result<Option<R>, StoreError> {
         self.check_key("run", id)?;
         let Some(number) = parse_run_id(id) else {
             return Ok(None);
@@ -451,20 +481,20 @@ impl Archive {
         {
             None => Ok(None),
             Some(record) => self
-                .decode_json(&record, || format!("run {id}'s record"))
+                .decode(&record, || format!("run {id}'s record"))
                 .map(Some),
         }
     }
 
     /// Every run's id and record, in creation order (`r2` before `r10`).
-    pub fn runs(&self) -> Result<Vec<(String, Value)>, StoreError> {
+    pub fn runs<R: DeserializeOwned>(&self) -> Result<Vec<(String, R)>, StoreError> {
         let mut runs = Vec::new();
         for entry in self.runs.iter() {
             let (key, record) = entry.map_err(|e| self.sled_error("list runs", e))?;
             let id = decode_u64(&key)
                 .map(run_id)
                 .ok_or_else(|| self.damaged("a run key is not a run number".into()))?;
-            let record = self.decode_json(&record, || format!("run {id}'s record"))?;
+            let record = self.decode(&record, || format!("run {id}'s record"))?;
             runs.push((id, record));
         }
         Ok(runs)
@@ -472,9 +502,13 @@ impl Archive {
 
     /// Replaces the record of run `id` and flushes it to disk; `UnknownRun` if there is no
     /// such run.
-    pub fn update_run(&self, id: &str, record: &Value) -> Result<(), StoreError> {
+    pub fn update_run<R: Serialize + ?Sized>(
+        &self,
+        id: &str,
+        record: &R,
+    ) -> Result<(), StoreError> {
         let number = self.run_number(id)?;
-        let record = IVec::from(record.to_string().into_bytes());
+        let record = self.encode("a run's record", record)?;
         let updated = self.runs.transaction(|runs| -> Tx<()> {
             if runs.get(number.to_be_bytes())?.is_none() {
                 return Err(ConflictableTransactionError::Abort(self.unknown_run(id)));
@@ -491,23 +525,28 @@ impl Archive {
     /// `state`, appends `events` to the run's event log and upserts `cache` entries of the
     /// evaluation cache shared by all runs. Afterwards either all of it is visible or none:
     /// an unknown run or an invalid candidate or cache key aborts the whole commit.
-    pub fn commit(
+    pub fn commit<C: Serialize, S: Serialize + ?Sized, E: Serialize, V: Serialize>(
         &self,
         run: &str,
-        candidates: &[(String, Value)],
-        state: &Value,
-        events: &[Value],
-        cache: &[(String, Value)],
+        candidates: &[(String, C)],
+        state: &S,
+        events: &[E],
+        cache: &[(String, V)],
     ) -> Result<(), StoreError> {
         let number = self.run_number(run)?;
-        let json = |value: &Value| IVec::from(value.to_string().into_bytes());
-        let state = json(state);
+        let state = self.encode("a run's state", state)?;
         let candidates: Vec<(&str, IVec)> = candidates
             .iter()
-            .map(|(id, v)| (id.as_str(), json(v)))
-            .collect();
-        let events: Vec<IVec> = events.iter().map(json).collect();
-        let cache: Vec<(&str, IVec)> = cache.iter().map(|(k, v)| (k.as_str(), json(v))).collect();
+            .map(|(id, v)| Ok((id.as_str(), self.encode("a candidate's record", v)?)))
+            .collect::<Result<_, StoreError>>()?;
+        let events: Vec<IVec> = events
+            .iter()
+            .map(|e| self.encode("an event", e))
+            .collect::<Result<_, StoreError>>()?;
+        let cache: Vec<(&str, IVec)> = cache
+            .iter()
+            .map(|(k, v)| Ok((k.as_str(), self.encode("an evaluation cache entry", v)?)))
+            .collect::<Result<_, StoreError>>()?;
         let abort = ConflictableTransactionError::Abort;
         let trees = (
             &self.runs,
@@ -555,7 +594,7 @@ impl Archive {
 
     /// The controller state last committed for run `run`; `None` if none was (or there is no
     /// such run).
-    pub fn state(&self, run: &str) -> Result<Option<Value>, StoreError> {
+    pub fn state<S: DeserializeOwned>(&self, run: &str) -> Result<Option<S>, StoreError> {
         self.check_key("run", run)?;
         match self
             .run_states
@@ -564,13 +603,17 @@ impl Archive {
         {
             None => Ok(None),
             Some(state) => self
-                .decode_json(&state, || format!("run {run}'s state"))
+                .decode(&state, || format!("run {run}'s state"))
                 .map(Some),
         }
     }
 
     /// The record of candidate `id` in run `run`.
-    pub fn candidate(&self, run: &str, id: &str) -> Result<Option<Value>, StoreError> {
+    pub fn candidate<C: DeserializeOwned>(
+        &self,
+        run: &str,
+        id: &str,
+    ) -> Result<Option<C>, StoreError> {
         self.check_key("run", run)?;
         self.check_key("candidate", id)?;
         match self
@@ -580,19 +623,22 @@ impl Archive {
         {
             None => Ok(None),
             Some(record) => self
-                .decode_json(&record, || format!("run {run}'s candidate {id:?}"))
+                .decode(&record, || format!("run {run}'s candidate {id:?}"))
                 .map(Some),
         }
     }
 
     /// Every candidate of run `run` (none if there is no such run), in key order.
-    pub fn candidates(&self, run: &str) -> Result<Vec<(String, Value)>, StoreError> {
+    pub fn candidates<C: DeserializeOwned>(
+        &self,
+        run: &str,
+    ) -> Result<Vec<(String, C)>, StoreError> {
         self.check_key("run", run)?;
         let mut candidates = Vec::new();
         for (id, record) in self.scan_run(&self.run_candidates, run, "list candidates")? {
             let id = String::from_utf8(id)
                 .map_err(|_| self.damaged(format!("a candidate id of run {run} is not UTF-8")))?;
-            let record = self.decode_json(&record, || format!("run {run}'s candidate {id:?}"))?;
+            let record = self.decode(&record, || format!("run {run}'s candidate {id:?}"))?;
             candidates.push((id, record));
         }
         Ok(candidates)
@@ -600,19 +646,19 @@ impl Archive {
 
     /// The events of run `run` (none if there is no such run), in the order they were
     /// committed.
-    pub fn events(&self, run: &str) -> Result<Vec<Value>, StoreError> {
+    pub fn events<E: DeserializeOwned>(&self, run: &str) -> Result<Vec<E>, StoreError> {
         self.check_key("run", run)?;
         let mut events = Vec::new();
         for (seq, event) in self.scan_run(&self.run_events, run, "read a run's events")? {
             let seq = decode_u64(&seq)
                 .ok_or_else(|| self.damaged(format!("an event key of run {run} is garbled")))?;
-            events.push(self.decode_json(&event, || format!("run {run}'s event {seq}"))?);
+            events.push(self.decode(&event, || format!("run {run}'s event {seq}"))?);
         }
         Ok(events)
     }
 
     /// The evaluation cache's entry for `key`.
-    pub fn cached(&self, key: &str) -> Result<Option<Value>, StoreError> {
+    pub fn cached<V: DeserializeOwned>(&self, key: &str) -> Result<Option<V>, StoreError> {
         self.check_key("cache", key)?;
         match self
             .eval_cache
@@ -621,7 +667,7 @@ impl Archive {
         {
             None => Ok(None),
             Some(value) => self
-                .decode_json(&value, || format!("evaluation cache entry {key:?}"))
+                .decode(&value, || format!("evaluation cache entry {key:?}"))
                 .map(Some),
         }
     }
@@ -688,17 +734,17 @@ impl Archive {
 
     /// Records the finished final distillation of candidate `candidate` in run `run`: its
     /// record and its weights, and removes its checkpoint, in one transaction, then flushes.
-    pub fn put_distilled(
+    pub fn put_distilled<D: Serialize + ?Sized>(
         &self,
         run: &str,
         candidate: &str,
-        record: &Value,
+        record: &D,
         weights: &[u8],
     ) -> Result<(), StoreError> {
         self.require_run(run)?;
         self.check_key("candidate", candidate)?;
         let key = IVec::from(run_entry_key(run, candidate.as_bytes()));
-        let record = IVec::from(record.to_string().into_bytes());
+        let record = self.encode("a distillation record", record)?;
         let weights = IVec::from(weights);
         let trees = (
             &self.run_distilled,
@@ -717,7 +763,11 @@ impl Archive {
     }
 
     /// The record of candidate `candidate`'s finished final distillation in run `run`.
-    pub fn distilled(&self, run: &str, candidate: &str) -> Result<Option<Value>, StoreError> {
+    pub fn distilled<D: DeserializeOwned>(
+        &self,
+        run: &str,
+        candidate: &str,
+    ) -> Result<Option<D>, StoreError> {
         self.check_key("run", run)?;
         self.check_key("candidate", candidate)?;
         match self
@@ -727,7 +777,7 @@ impl Archive {
         {
             None => Ok(None),
             Some(value) => self
-                .decode_json(&value, || {
+                .decode(&value, || {
                     format!("distillation record of {candidate} in run {run}")
                 })
                 .map(Some),
@@ -736,11 +786,16 @@ impl Archive {
 
     /// Records a finished ablation training `key` of run `run` (see `run_ablations`) and
     /// removes the checkpoint kept under the same key, in one transaction, then flushes.
-    pub fn put_ablation(&self, run: &str, key: &str, record: &Value) -> Result<(), StoreError> {
+    pub fn put_ablation<A: Serialize + ?Sized>(
+        &self,
+        run: &str,
+        key: &str,
+        record: &A,
+    ) -> Result<(), StoreError> {
         self.require_run(run)?;
         self.check_key("ablation", key)?;
         let k = IVec::from(run_entry_key(run, key.as_bytes()));
-        let record = IVec::from(record.to_string().into_bytes());
+        let record = self.encode("an ablation record", record)?;
         (&self.run_ablations, &self.run_checkpoints)
             .transaction(|(ablations, checkpoints)| -> Tx<()> {
                 ablations.insert(k.clone(), record.clone())?;
@@ -752,7 +807,11 @@ impl Archive {
     }
 
     /// The record of the finished ablation training `key` of run `run`.
-    pub fn ablation(&self, run: &str, key: &str) -> Result<Option<Value>, StoreError> {
+    pub fn ablation<A: DeserializeOwned>(
+        &self,
+        run: &str,
+        key: &str,
+    ) -> Result<Option<A>, StoreError> {
         self.check_key("run", run)?;
         self.check_key("ablation", key)?;
         match self
@@ -762,7 +821,7 @@ impl Archive {
         {
             None => Ok(None),
             Some(value) => self
-                .decode_json(&value, || format!("ablation record {key} of run {run}"))
+                .decode(&value, || format!("ablation record {key} of run {run}"))
                 .map(Some),
         }
     }
@@ -1040,10 +1099,36 @@ impl Archive {
         Ok(())
     }
 
+    /// A record as the archive stores it: its JSON text, written from its `serde_json::Value`
+    /// (maps in key order), so a record stores the same bytes however the caller built it.
+    fn encode<T: Serialize + ?Sized>(&self, what: &str, record: &T) -> Result<IVec, StoreError> {
+        let value = serde_json::to_value(record).map_err(|e| StoreError::Unstorable {
+            path: self.path.clone(),
+            what: what.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(IVec::from(value.to_string().into_bytes()))
+    }
+
+    /// A stored record read as `T`: damaged if it is not JSON, unreadable if it is JSON of
+    /// another shape.
+    fn decode<T: DeserializeOwned>(
+        &self,
+        bytes: &[u8],
+        what: impl Fn() -> String,
+    ) -> Result<T, StoreError> {
+        let value = self.decode_json(bytes, &what)?;
+        serde_json::from_value(value).map_err(|e| StoreError::Unreadable {
+            path: self.path.clone(),
+            what: what(),
+            reason: e.to_string(),
+        })
+    }
+
     fn decode_json(
         &self,
         bytes: &[u8],
-        what: impl FnOnce() -> String,
+        what: impl Fn() -> String,
     ) -> Result<serde_json::Value, StoreError> {
         serde_json::from_slice(bytes).map_err(|_| self.damaged(format!("{} is not JSON", what())))
     }

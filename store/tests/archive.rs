@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use genas_store::{Archive, StoreError, SCHEMA_VERSION};
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// Every file and directory under `dir` with its bytes, to show that a refused open changed
 /// nothing.
@@ -94,16 +94,19 @@ fn create_reopen_and_read_back() {
 
     let archive = Archive::open_existing(&dir).expect("reopen");
     assert_eq!(archive.schema_version(), 1);
-    let (meta, weights) = archive.teacher("b-key").expect("read").expect("present");
+    let (meta, weights) = archive
+        .teacher::<Value>("b-key")
+        .expect("read")
+        .expect("present");
     assert_eq!(meta, json!({"depth": 4}));
     assert_eq!(weights, vec![9u8; 100_000]);
     assert_eq!(
-        archive.teacher("a-key").expect("read"),
+        archive.teacher::<Value>("a-key").expect("read"),
         Some((json!({"depth": 2}), vec![]))
     );
-    assert_eq!(archive.teacher("c-key").expect("read"), None);
+    assert_eq!(archive.teacher::<Value>("c-key").expect("read"), None);
     assert_eq!(
-        archive.teachers().expect("list"),
+        archive.teachers::<Value>().expect("list"),
         vec![
             ("a-key".to_string(), json!({"depth": 2})),
             ("b-key".to_string(), json!({"depth": 4})),
@@ -140,10 +143,10 @@ fn put_teacher_replaces_metadata_and_weights_together() {
         .put_teacher("k", &json!({"v": 2}), &[2; 3])
         .expect("put again");
     assert_eq!(
-        archive.teacher("k").expect("read"),
+        archive.teacher::<Value>("k").expect("read"),
         Some((json!({"v": 2}), vec![2; 3]))
     );
-    assert_eq!(archive.teachers().expect("list").len(), 1);
+    assert_eq!(archive.teachers::<Value>().expect("list").len(), 1);
 }
 
 #[test]
@@ -152,7 +155,7 @@ fn calibration_replaces_the_table_and_keeps_history() {
     let dir = root.path().join("a");
     {
         let archive = Archive::open(&dir).expect("create");
-        assert_eq!(archive.calibration("s").expect("read"), None);
+        assert_eq!(archive.calibration::<Value>("s").expect("read"), None);
         archive.put_calibration("s", &json!({"v": 1})).expect("put");
         archive.put_calibration("s", &json!({"v": 2})).expect("put");
         // A key that extends another must not be read as part of its history.
@@ -160,22 +163,22 @@ fn calibration_replaces_the_table_and_keeps_history() {
             .put_calibration("s2", &json!({"v": 9}))
             .expect("put");
         assert_eq!(
-            archive.calibration("s").expect("read"),
+            archive.calibration::<Value>("s").expect("read"),
             Some(json!({"v": 2}))
         );
     }
     let archive = Archive::open(&dir).expect("reopen");
     archive.put_calibration("s", &json!({"v": 3})).expect("put");
     assert_eq!(
-        archive.calibration("s").expect("read"),
+        archive.calibration::<Value>("s").expect("read"),
         Some(json!({"v": 3}))
     );
     assert_eq!(
-        archive.calibration_history("s").expect("history"),
+        archive.calibration_history::<Value>("s").expect("history"),
         vec![json!({"v": 1}), json!({"v": 2}), json!({"v": 3})]
     );
     assert_eq!(
-        archive.calibration("s2").expect("read"),
+        archive.calibration::<Value>("s2").expect("read"),
         Some(json!({"v": 9}))
     );
 }
@@ -191,7 +194,7 @@ fn invalid_keys_are_refused() {
         assert!(matches!(error, StoreError::InvalidKey { .. }), "{error}");
         assert_one_line_naming(&error, root.path());
         assert!(archive.put_teacher(key, &json!(1), &[]).is_err());
-        assert!(archive.teacher(key).is_err());
+        assert!(archive.teacher::<Value>(key).is_err());
     }
 }
 
@@ -547,7 +550,7 @@ fn runs_are_numbered_in_creation_order_and_updated_in_place() {
     let dir = root.path().join("a");
     {
         let archive = Archive::open(&dir).expect("create");
-        assert!(archive.runs().expect("list").is_empty());
+        assert!(archive.runs::<Value>().expect("list").is_empty());
         for n in 1..=11 {
             let id = archive.create_run(&json!({"n": n})).expect("create run");
             assert_eq!(id, format!("r{n}"));
@@ -557,7 +560,7 @@ fn runs_are_numbered_in_creation_order_and_updated_in_place() {
             .expect("update");
     }
     let archive = Archive::open_existing(&dir).expect("reopen");
-    let runs = archive.runs().expect("list");
+    let runs = archive.runs::<Value>().expect("list");
     let ids: Vec<&str> = runs.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(
         ids,
@@ -565,14 +568,17 @@ fn runs_are_numbered_in_creation_order_and_updated_in_place() {
     );
     assert_eq!(runs[9].1, json!({"n": 10, "status": "done"}));
     assert_eq!(
-        archive.run("r10").expect("read"),
+        archive.run::<Value>("r10").expect("read"),
         Some(json!({"n": 10, "status": "done"}))
     );
-    assert_eq!(archive.run("r2").expect("read"), Some(json!({"n": 2})));
+    assert_eq!(
+        archive.run::<Value>("r2").expect("read"),
+        Some(json!({"n": 2}))
+    );
     // Numbering goes on after a reopen.
     assert_eq!(archive.create_run(&json!({})).expect("create"), "r12");
     for id in ["r13", "r0", "r01", "run1", "r", "r1x", "1"] {
-        assert_eq!(archive.run(id).expect("read"), None, "{id}");
+        assert_eq!(archive.run::<Value>(id).expect("read"), None, "{id}");
     }
 }
 
@@ -590,27 +596,29 @@ fn unknown_runs_are_refused() {
             "{message}"
         );
         let error = archive
-            .commit(id, &[], &json!({}), &[], &[])
+            .commit::<Value, _, Value, Value>(id, &[], &json!({}), &[], &[])
             .expect_err("refused");
         assert!(matches!(error, StoreError::UnknownRun { .. }), "{error}");
         let error = archive.put_weights(id, "c", &[1]).expect_err("refused");
         assert!(matches!(error, StoreError::UnknownRun { .. }), "{error}");
     }
     // Reads of a run that does not exist find nothing.
-    assert_eq!(archive.state("r2").expect("read"), None);
-    assert!(archive.candidates("r2").expect("read").is_empty());
-    assert!(archive.events("r2").expect("read").is_empty());
+    assert_eq!(archive.state::<Value>("r2").expect("read"), None);
+    assert!(archive.candidates::<Value>("r2").expect("read").is_empty());
+    assert!(archive.events::<Value>("r2").expect("read").is_empty());
     // Invalid run ids are invalid keys.
     for id in ["", "r1\0", "r\n1"] {
         let error = archive.update_run(id, &json!({})).expect_err("refused");
         assert!(matches!(error, StoreError::InvalidKey { .. }), "{error}");
         assert_one_line_naming(&error, root.path());
-        assert!(archive.state(id).is_err());
-        assert!(archive.events(id).is_err());
-        assert!(archive.candidates(id).is_err());
-        assert!(archive.commit(id, &[], &json!({}), &[], &[]).is_err());
+        assert!(archive.state::<Value>(id).is_err());
+        assert!(archive.events::<Value>(id).is_err());
+        assert!(archive.candidates::<Value>(id).is_err());
+        assert!(archive
+            .commit::<Value, Value, Value, Value>(id, &[], &json!({}), &[], &[])
+            .is_err());
     }
-    assert_eq!(archive.run("r1").expect("read"), Some(json!({})));
+    assert_eq!(archive.run::<Value>("r1").expect("read"), Some(json!({})));
 }
 
 fn candidates(list: &[(&str, serde_json::Value)]) -> Vec<(String, serde_json::Value)> {
@@ -627,9 +635,9 @@ fn commits_replace_state_upsert_candidates_and_append_events() {
         let archive = Archive::open(&dir).expect("create");
         let run = archive.create_run(&json!({"space": "s"})).expect("run");
         let other = archive.create_run(&json!({})).expect("run");
-        assert_eq!(archive.state(&run).expect("read"), None);
+        assert_eq!(archive.state::<Value>(&run).expect("read"), None);
         archive
-            .commit(
+            .commit::<Value, Value, Value, Value>(
                 &run,
                 &candidates(&[("b", json!({"score": 2})), ("a", json!({"score": 1}))]),
                 &json!({"step": 1}),
@@ -637,22 +645,28 @@ fn commits_replace_state_upsert_candidates_and_append_events() {
                 &candidates(&[("eval-a", json!(0.5))]),
             )
             .expect("commit");
-        assert_eq!(archive.state(&run).expect("read"), Some(json!({"step": 1})));
         assert_eq!(
-            archive.candidates(&run).expect("read"),
+            archive.state::<Value>(&run).expect("read"),
+            Some(json!({"step": 1}))
+        );
+        assert_eq!(
+            archive.candidates::<Value>(&run).expect("read"),
             candidates(&[("a", json!({"score": 1})), ("b", json!({"score": 2}))])
         );
         assert_eq!(
-            archive.events(&run).expect("read"),
+            archive.events::<Value>(&run).expect("read"),
             vec![json!({"e": 1}), json!({"e": 2})]
         );
-        assert_eq!(archive.cached("eval-a").expect("read"), Some(json!(0.5)));
-        assert_eq!(archive.cached("eval-b").expect("read"), None);
+        assert_eq!(
+            archive.cached::<Value>("eval-a").expect("read"),
+            Some(json!(0.5))
+        );
+        assert_eq!(archive.cached::<Value>("eval-b").expect("read"), None);
 
         // 298 events: sequence numbers past one byte must still come back in order.
         let many: Vec<_> = (3..=300).map(|e| json!({"e": e})).collect();
         archive
-            .commit(
+            .commit::<Value, Value, Value, Value>(
                 &run,
                 &candidates(&[("a", json!({"score": 3})), ("c", json!({"score": 4}))]),
                 &json!({"step": 2}),
@@ -662,7 +676,7 @@ fn commits_replace_state_upsert_candidates_and_append_events() {
             .expect("commit");
         // The other run: its own state, candidates and events, sharing the cache.
         archive
-            .commit(
+            .commit::<Value, _, Value, Value>(
                 &other,
                 &candidates(&[("a", json!("other"))]),
                 &json!("other"),
@@ -672,13 +686,16 @@ fn commits_replace_state_upsert_candidates_and_append_events() {
             .expect("commit");
         // A commit with nothing but the state.
         archive
-            .commit(&run, &[], &json!({"step": 3}), &[], &[])
+            .commit::<Value, _, Value, Value>(&run, &[], &json!({"step": 3}), &[], &[])
             .expect("commit");
     }
     let archive = Archive::open_existing(&dir).expect("reopen");
-    assert_eq!(archive.state("r1").expect("read"), Some(json!({"step": 3})));
     assert_eq!(
-        archive.candidates("r1").expect("read"),
+        archive.state::<Value>("r1").expect("read"),
+        Some(json!({"step": 3}))
+    );
+    assert_eq!(
+        archive.candidates::<Value>("r1").expect("read"),
         candidates(&[
             ("a", json!({"score": 3})),
             ("b", json!({"score": 2})),
@@ -686,25 +703,43 @@ fn commits_replace_state_upsert_candidates_and_append_events() {
         ])
     );
     assert_eq!(
-        archive.candidate("r1", "c").expect("read"),
+        archive.candidate::<Value>("r1", "c").expect("read"),
         Some(json!({"score": 4}))
     );
-    assert_eq!(archive.candidate("r1", "d").expect("read"), None);
+    assert_eq!(archive.candidate::<Value>("r1", "d").expect("read"), None);
     let expected: Vec<_> = (1..=300).map(|e| json!({"e": e})).collect();
-    assert_eq!(archive.events("r1").expect("read"), expected);
-    assert_eq!(archive.cached("eval-a").expect("read"), Some(json!(0.7)));
-    assert_eq!(archive.cached("eval-b").expect("read"), Some(json!(0.1)));
-    assert_eq!(archive.state("r2").expect("read"), Some(json!("other")));
+    assert_eq!(archive.events::<Value>("r1").expect("read"), expected);
     assert_eq!(
-        archive.candidates("r2").expect("read"),
+        archive.cached::<Value>("eval-a").expect("read"),
+        Some(json!(0.7))
+    );
+    assert_eq!(
+        archive.cached::<Value>("eval-b").expect("read"),
+        Some(json!(0.1))
+    );
+    assert_eq!(
+        archive.state::<Value>("r2").expect("read"),
+        Some(json!("other"))
+    );
+    assert_eq!(
+        archive.candidates::<Value>("r2").expect("read"),
         candidates(&[("a", json!("other"))])
     );
-    assert_eq!(archive.events("r2").expect("read"), vec![json!("other")]);
+    assert_eq!(
+        archive.events::<Value>("r2").expect("read"),
+        vec![json!("other")]
+    );
     // Appending goes on after the reopen.
     archive
-        .commit("r1", &[], &json!({"step": 4}), &[json!({"e": 301})], &[])
+        .commit::<Value, Value, Value, Value>(
+            "r1",
+            &[],
+            &json!({"step": 4}),
+            &[json!({"e": 301})],
+            &[],
+        )
         .expect("commit");
-    let events = archive.events("r1").expect("read");
+    let events = archive.events::<Value>("r1").expect("read");
     assert_eq!(events.len(), 301);
     assert_eq!(events[300], json!({"e": 301}));
 }
@@ -715,7 +750,7 @@ fn a_commit_that_fails_midway_leaves_nothing_behind() {
     let archive = Archive::open(root.path()).expect("create");
     let run = archive.create_run(&json!({})).expect("run");
     archive
-        .commit(
+        .commit::<Value, Value, Value, Value>(
             &run,
             &candidates(&[("a", json!(1))]),
             &json!({"step": 1}),
@@ -728,7 +763,7 @@ fn a_commit_that_fails_midway_leaves_nothing_behind() {
     // written into the transaction.
     for bad in ["", "c\u{0}", "c\nd"] {
         let error = archive
-            .commit(
+            .commit::<Value, Value, Value, Value>(
                 &run,
                 &candidates(&[("a", json!(2)), ("b", json!(2)), (bad, json!(2))]),
                 &json!({"step": 2}),
@@ -749,7 +784,7 @@ fn a_commit_that_fails_midway_leaves_nothing_behind() {
         assert_one_line_naming(&error, root.path());
         // A bad cache key, after the state and events.
         let error = archive
-            .commit(
+            .commit::<Value, Value, Value, Value>(
                 &run,
                 &candidates(&[("b", json!(2))]),
                 &json!({"step": 2}),
@@ -762,20 +797,23 @@ fn a_commit_that_fails_midway_leaves_nothing_behind() {
             "{error}"
         );
     }
-    assert_eq!(archive.state(&run).expect("read"), Some(json!({"step": 1})));
     assert_eq!(
-        archive.candidates(&run).expect("read"),
+        archive.state::<Value>(&run).expect("read"),
+        Some(json!({"step": 1}))
+    );
+    assert_eq!(
+        archive.candidates::<Value>(&run).expect("read"),
         candidates(&[("a", json!(1))])
     );
-    assert_eq!(archive.events(&run).expect("read"), vec![json!(1)]);
-    assert_eq!(archive.cached("k1").expect("read"), Some(json!(1)));
-    assert_eq!(archive.cached("k2").expect("read"), None);
+    assert_eq!(archive.events::<Value>(&run).expect("read"), vec![json!(1)]);
+    assert_eq!(archive.cached::<Value>("k1").expect("read"), Some(json!(1)));
+    assert_eq!(archive.cached::<Value>("k2").expect("read"), None);
     // The event count was not advanced by the failed commits.
     archive
-        .commit(&run, &[], &json!({"step": 2}), &[json!(2)], &[])
+        .commit::<Value, _, _, Value>(&run, &[], &json!({"step": 2}), &[json!(2)], &[])
         .expect("commit");
     assert_eq!(
-        archive.events(&run).expect("read"),
+        archive.events::<Value>(&run).expect("read"),
         vec![json!(1), json!(2)]
     );
 }
@@ -815,7 +853,7 @@ fn an_ablation_replaces_its_checkpoint_and_survives_a_reopen() {
         archive
             .put_checkpoint(&run, "c1", &[1])
             .expect("distillation checkpoint");
-        assert_eq!(archive.ablation(&run, key).expect("read"), None);
+        assert_eq!(archive.ablation::<Value>(&run, key).expect("read"), None);
         archive
             .put_ablation(&run, key, &json!({"val_bits": 3.5}))
             .expect("put");
@@ -827,11 +865,15 @@ fn an_ablation_replaces_its_checkpoint_and_survives_a_reopen() {
     }
     let archive = Archive::open_existing(&dir).expect("reopen");
     assert_eq!(
-        archive.ablation("r1", "c1/scratch/100").expect("read"),
+        archive
+            .ablation::<Value>("r1", "c1/scratch/100")
+            .expect("read"),
         Some(json!({"val_bits": 3.5}))
     );
     assert_eq!(
-        archive.ablation("r1", "c1/scratch/200").expect("read"),
+        archive
+            .ablation::<Value>("r1", "c1/scratch/200")
+            .expect("read"),
         None
     );
 }
@@ -860,12 +902,12 @@ fn an_archive_from_before_runs_gains_the_run_trees() {
     {
         let archive = Archive::open_existing(&dir).expect("opens");
         assert_eq!(archive.schema_version(), 1);
-        assert!(archive.runs().expect("list").is_empty());
-        assert_eq!(archive.cached("k").expect("read"), None);
+        assert!(archive.runs::<Value>().expect("list").is_empty());
+        assert_eq!(archive.cached::<Value>("k").expect("read"), None);
         let run = archive.create_run(&json!({"old": true})).expect("run");
         assert_eq!(run, "r1");
         archive
-            .commit(
+            .commit::<Value, _, _, Value>(
                 &run,
                 &candidates(&[("c", json!(1))]),
                 &json!(1),
@@ -873,10 +915,10 @@ fn an_archive_from_before_runs_gains_the_run_trees() {
                 &[],
             )
             .expect("commit");
-        assert!(archive.teacher("t").expect("read").is_some());
+        assert!(archive.teacher::<Value>("t").expect("read").is_some());
     }
     let archive = Archive::open_existing(&dir).expect("reopens");
-    assert_eq!(archive.state("r1").expect("read"), Some(json!(1)));
+    assert_eq!(archive.state::<Value>("r1").expect("read"), Some(json!(1)));
 }
 
 /// Environment variable that hands the committing child process its archive.
@@ -932,39 +974,52 @@ fn commits_survive_a_kill() {
     assert!(!status.success(), "the child was killed, not finished");
 
     let archive = Archive::open_existing(&dir).expect("reopen after the kill");
-    let state = archive.state("r1").expect("read").expect("a state");
+    let state = archive
+        .state::<Value>("r1")
+        .expect("read")
+        .expect("a state");
     let k = state["k"].as_u64().expect("k");
     assert!(k >= 5, "state {state} lost a commit that had returned");
-    let events = archive.events("r1").expect("read");
+    let events = archive.events::<Value>("r1").expect("read");
     let expected: Vec<_> = (1..=k).map(|i| json!({"k": i})).collect();
     assert_eq!(events, expected, "events disagree with state {state}");
-    let names = archive.candidates("r1").expect("read");
+    let names = archive.candidates::<Value>("r1").expect("read");
     assert_eq!(
         names.len() as u64,
         k,
         "candidates disagree with state {state}"
     );
     assert_eq!(
-        archive.candidate("r1", &format!("c{k}")).expect("read"),
+        archive
+            .candidate::<Value>("r1", &format!("c{k}"))
+            .expect("read"),
         Some(json!({"k": k}))
     );
     assert_eq!(
         archive
-            .candidate("r1", &format!("c{}", k + 1))
+            .candidate::<Value>("r1", &format!("c{}", k + 1))
             .expect("read"),
         None
     );
     assert_eq!(
-        archive.cached(&format!("key{k}")).expect("read"),
+        archive.cached::<Value>(&format!("key{k}")).expect("read"),
         Some(json!(k))
     );
     assert_eq!(
-        archive.cached(&format!("key{}", k + 1)).expect("read"),
+        archive
+            .cached::<Value>(&format!("key{}", k + 1))
+            .expect("read"),
         None
     );
     // The archive goes on from there.
     archive
-        .commit("r1", &[], &json!({"k": k + 1}), &[json!({"k": k + 1})], &[])
+        .commit::<Value, Value, Value, Value>(
+            "r1",
+            &[],
+            &json!({"k": k + 1}),
+            &[json!({"k": k + 1})],
+            &[],
+        )
         .expect("commit after the kill");
 }
 
@@ -979,7 +1034,7 @@ fn child_commits_until_killed() {
     // Bounded, in case the parent never kills it.
     for k in 1..=100_000u64 {
         archive
-            .commit(
+            .commit::<Value, Value, Value, Value>(
                 "r1",
                 &[(format!("c{k}"), json!({"k": k}))],
                 &json!({"k": k}),

@@ -2,22 +2,33 @@
 //!
 //! Every command is a library function returning data plus a renderer, so all logic is
 //! testable without spawning the binary; `main.rs` only parses arguments (clap, with its own
-//! ranges) and prints. The commands: loading an experiment and the preflights (`commands`),
-//! the search and its runs (`run`), the teacher and the calibration (`scoring`), what happens
-//! to the winners (`winners`: final distillation, export, sampling), the trade-off report
-//! (`report`), plots (`plot`), the tabulated benchmark (`table`) and its replay
-//! (`simulate`), the input fuzzer (`fuzz`) and the GPU parity check's jobs (`runner_check`).
+//! ranges) and prints. The modules, by what a user does:
+//!
+//! - `experiment`: an experiment loaded (data read, space built) and the preflights;
+//! - `inspect`: `space check`, `space sample`, `data inspect`;
+//! - `train`: `train` one architecture, and the engine benchmarks' renderers;
+//! - `teacher`, `calibration`: the teacher (trained or imported) and the proxies' calibration;
+//! - `search`: `search`, `resume`, `front`; `runs`: a run's records and report (`runs`, `show`);
+//! - `winners`: `distill`, `export`, `sample` of a run's winners;
+//! - `report`: the trade-off study of a run (HTML and Markdown);
+//! - `plot`: every picture, and `format`: every number a user reads;
+//! - `tabulate` (`bench table`), `simulate` (`bench search` on a table), `fuzz` (`bench fuzz`)
+//!   and `gpu_check` (`bench runner`: the GPU check's jobs).
 //!
 //! Nothing depends on this crate: it is the only one that knows all the others.
 
-pub mod commands;
+pub mod calibration;
+pub mod experiment;
 pub mod format;
 pub mod fuzz;
+pub mod gpu_check;
+pub mod inspect;
 pub mod plot;
 pub mod report;
-pub mod run;
-pub mod runner_check;
-pub mod scoring;
+pub mod runs;
+pub mod search;
 pub mod simulate;
-pub mod table;
+pub mod tabulate;
+pub mod teacher;
+pub mod train;
 pub mod winners;

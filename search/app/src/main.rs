@@ -1,9 +1,10 @@
-//! `genas`: the command line. Parses arguments, calls `genas_app::commands`, prints. Every
+//! `genas`: the command line. Parses arguments, calls the `genas_app` commands, prints. Every
 //! error is one line on stderr with a non-zero exit status.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use genas_app::commands::{self, InspectOptions};
-use genas_app::scoring;
+use genas_app::inspect::{self, InspectOptions};
+use genas_app::train;
+use genas_app::{calibration, teacher};
 use genas_space::Tokenizer;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::PathBuf;
@@ -714,19 +715,19 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             file,
             json: as_json,
         }) => {
-            let check = commands::space_check(&file)?;
+            let check = inspect::space_check(&file)?;
             if as_json {
                 json(&check)
             } else {
-                Ok(commands::render_space_check(&check))
+                Ok(inspect::render_space_check(&check))
             }
         }
         Command::Space(SpaceCommand::Sample(a)) => {
-            let samples = commands::space_sample(&a.file, a.n, a.seed, a.unconstrained)?;
+            let samples = inspect::space_sample(&a.file, a.n, a.seed, a.unconstrained)?;
             if a.json {
                 json(&samples)
             } else {
-                Ok(commands::render_samples(&samples))
+                Ok(inspect::render_samples(&samples))
             }
         }
         Command::Data(DataCommand::Inspect(a)) => {
@@ -753,15 +754,15 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 gray_levels: a.gray_levels,
                 validation_fraction: a.validation_fraction,
             };
-            let summary = commands::data_inspect(&a.file, &opts)?;
+            let summary = inspect::data_inspect(&a.file, &opts)?;
             if a.json {
                 json(&summary)
             } else {
-                Ok(commands::render_data(&summary))
+                Ok(inspect::render_data(&summary))
             }
         }
         Command::Train(a) => {
-            let opts = commands::TrainOptions {
+            let opts = train::TrainOptions {
                 steps: a.steps,
                 seed: a.seed,
                 batch_size: a.batch_size,
@@ -770,23 +771,22 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 out: a.out,
             };
             let quiet = a.json;
-            let summary =
-                commands::train_architecture(&a.arch, &a.experiment, &opts, |s, total| {
-                    let every = (total / 10).max(1);
-                    if !quiet && (s.step + 1) % every == 0 {
-                        eprintln!(
-                            "step {:>6}/{total}  loss {:.4}  lr {:.2e}  |g| {:.3}",
-                            s.step + 1,
-                            s.loss,
-                            s.lr,
-                            s.grad_norm
-                        );
-                    }
-                })?;
+            let summary = train::train_architecture(&a.arch, &a.experiment, &opts, |s, total| {
+                let every = (total / 10).max(1);
+                if !quiet && (s.step + 1) % every == 0 {
+                    eprintln!(
+                        "step {:>6}/{total}  loss {:.4}  lr {:.2e}  |g| {:.3}",
+                        s.step + 1,
+                        s.loss,
+                        s.lr,
+                        s.grad_norm
+                    );
+                }
+            })?;
             if a.json {
                 json(&summary)
             } else {
-                Ok(commands::render_train(&summary))
+                Ok(train::render_train(&summary))
             }
         }
         Command::Bench(BenchCommand::Train(a)) => {
@@ -818,11 +818,11 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             if a.json {
                 Ok(serde_json::to_string(&report)? + "\n")
             } else {
-                Ok(commands::render_bench(&report))
+                Ok(train::render_bench(&report))
             }
         }
         Command::Bench(BenchCommand::Runner(a)) => {
-            let n = genas_app::runner_check::write_fixtures(&a.repo, &a.out, a.candidates)?;
+            let n = genas_app::gpu_check::write_fixtures(&a.repo, &a.out, a.candidates)?;
             Ok(format!(
                 "{n} runner jobs with the engine's results written to {}\n",
                 a.out.display()
@@ -846,7 +846,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             if a.json {
                 Ok(serde_json::to_string(&report)? + "\n")
             } else {
-                Ok(commands::render_bench_distill(&report))
+                Ok(train::render_bench_distill(&report))
             }
         }
         Command::Bench(BenchCommand::Fuzz(a)) => {
@@ -901,7 +901,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                         a.table.display()
                     );
                 }
-                let svg = simulate::plot_svg(&b);
+                let svg = genas_app::plot::anytime::plot_svg(&b);
                 let bytes = match p.extension().and_then(|e| e.to_str()) {
                     Some("png") => genas_app::plot::svg_to_png(&svg, 2.0)
                         .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
@@ -917,7 +917,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             }
         }
         Command::Bench(BenchCommand::Table(a)) => {
-            let opts = genas_app::table::TableOptions {
+            let opts = genas_app::tabulate::TableOptions {
                 out: a.out.clone(),
                 archive: a.archive.clone(),
                 final_sample: a.final_sample,
@@ -927,7 +927,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 seed: a.seed,
             };
             let t = with_progress(a.json, |say, progress| {
-                genas_app::table::make_table(&a.file, &opts, say, progress)
+                genas_app::tabulate::make_table(&a.file, &opts, say, progress)
             })?;
             if a.json {
                 json(&serde_json::json!({
@@ -936,53 +936,53 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                     "provenance": t.provenance,
                 }))
             } else {
-                Ok(genas_app::table::render(&t) + &format!("written to {}\n", a.out.display()))
+                Ok(genas_app::tabulate::render(&t) + &format!("written to {}\n", a.out.display()))
             }
         }
         Command::Search(a) => {
-            let opts = genas_app::run::SearchOptions {
+            let opts = genas_app::search::SearchOptions {
                 archive: a.archive.clone(),
                 seed: a.seed,
                 threads: a.threads,
             };
             let r = with_progress(a.json, |say, progress| {
-                genas_app::run::search(&a.file, &opts, &STOP, say, progress)
+                genas_app::search::search(&a.file, &opts, &STOP, say, progress)
             });
             finish_search(r, &a.archive, a.plot, a.json)
         }
         Command::Resume(a) => {
-            let opts = genas_app::run::SearchOptions {
+            let opts = genas_app::search::SearchOptions {
                 archive: a.archive.clone(),
                 seed: None,
                 threads: a.threads,
             };
             let r = with_progress(a.json, |say, progress| {
-                genas_app::run::resume(&a.run, &opts, &STOP, say, progress)
+                genas_app::search::resume(&a.run, &opts, &STOP, say, progress)
             });
             finish_search(r, &a.archive, a.plot, a.json)
         }
         Command::Runs(a) => {
-            let lines = genas_app::run::runs(&a.archive)?;
+            let lines = genas_app::runs::runs(&a.archive)?;
             if a.json {
                 json(&lines)
             } else {
-                Ok(genas_app::run::render_runs(&lines))
+                Ok(genas_app::runs::render_runs(&lines))
             }
         }
         Command::Show(a) => {
-            let s = genas_app::run::show(&a.archive, &a.run)?;
+            let s = genas_app::runs::show(&a.archive, &a.run)?;
             if a.json {
                 json(&s)
             } else {
-                Ok(genas_app::run::render_show(&s))
+                Ok(genas_app::runs::render_show(&s))
             }
         }
         Command::Front(a) => {
-            let r = genas_app::run::front(&a.archive, &a.run, a.plot.as_deref())?;
+            let r = genas_app::search::front(&a.archive, &a.run, a.plot.as_deref())?;
             if a.json {
                 json(&r)
             } else {
-                let mut out = genas_app::run::render_report(&r);
+                let mut out = genas_app::runs::render_report(&r);
                 if let Some(p) = &a.plot {
                     out += &format!("\nplot written to {}\n", p.display());
                 }
@@ -990,19 +990,26 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             }
         }
         Command::Distill(a) => {
-            let opts = genas_app::winners::DistillOptions {
+            let opts = genas_app::winners::distill::DistillOptions {
                 archive: a.archive,
                 steps: a.steps,
                 threads: a.threads,
             };
             let names = a.candidate.map(|c| vec![c]);
             let recs = with_progress(a.json, |say, progress| {
-                genas_app::winners::distill(&opts, &a.run, names.as_deref(), &STOP, say, progress)
+                genas_app::winners::distill::distill(
+                    &opts,
+                    &a.run,
+                    names.as_deref(),
+                    &STOP,
+                    say,
+                    progress,
+                )
             })?;
             if a.json {
                 json(&recs)
             } else {
-                Ok(genas_app::winners::render_distilled(&recs))
+                Ok(genas_app::winners::distill::render_distilled(&recs))
             }
         }
         Command::Export(a) => {
@@ -1011,7 +1018,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 FormatArg::Hf => genas_interop::export::Format::Hf,
                 FormatArg::Pytorch => genas_interop::export::Format::Pytorch,
             };
-            let w = genas_app::winners::export_candidate(
+            let w = genas_app::winners::export::export_candidate(
                 &a.archive,
                 &a.run,
                 &a.candidate,
@@ -1023,11 +1030,11 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             if a.json {
                 json(&w)
             } else {
-                Ok(genas_app::winners::render_export(&w))
+                Ok(genas_app::winners::export::render_export(&w))
             }
         }
         Command::Sample(a) => {
-            let opts = genas_app::winners::SampleOptions {
+            let opts = genas_app::winners::sample::SampleOptions {
                 n: a.n,
                 length: a.length,
                 temperature: a.temperature,
@@ -1037,11 +1044,11 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 weights: a.weights.into(),
                 out: a.out,
             };
-            let s = genas_app::winners::sample(&a.archive, &a.run, &a.candidate, &opts)?;
+            let s = genas_app::winners::sample::sample(&a.archive, &a.run, &a.candidate, &opts)?;
             if a.json {
                 json(&s)
             } else {
-                Ok(genas_app::winners::render_samples(&s))
+                Ok(genas_app::winners::sample::render_samples(&s))
             }
         }
         Command::Report(a) => {
@@ -1069,7 +1076,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             json: as_json,
         }) => {
             let r =
-                scoring::teacher_import(&dir, experiment.as_deref(), out.as_deref(), &mut |m| {
+                teacher::teacher_import(&dir, experiment.as_deref(), out.as_deref(), &mut |m| {
                     if !as_json {
                         eprintln!("{m}")
                     }
@@ -1077,7 +1084,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             if as_json {
                 json(&r)
             } else {
-                Ok(scoring::render_import(&r))
+                Ok(teacher::render_import(&r))
             }
         }
         Command::Teacher(TeacherCommand::Train {
@@ -1086,7 +1093,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             retrain,
             json: as_json,
         }) => {
-            let t = scoring::teacher_train(
+            let t = teacher::teacher_train(
                 &file,
                 &archive,
                 retrain,
@@ -1096,7 +1103,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             if as_json {
                 json(&t)
             } else {
-                Ok(scoring::render_teacher(&t))
+                Ok(teacher::render_teacher(&t))
             }
         }
         Command::Proxies(ProxiesCommand::Calibrate(CalibrateArgs {
@@ -1118,7 +1125,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             }
         }
         Command::Proxies(ProxiesCommand::Calibrate(a)) => {
-            let opts = scoring::CalibrateOptions {
+            let opts = calibration::CalibrateOptions {
                 n: a.n.unwrap_or(CALIBRATE_N),
                 steps: a.steps,
                 archive: a.archive,
@@ -1127,7 +1134,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 repeats: a.repeats,
             };
             let quiet = a.json;
-            let r = scoring::proxies_calibrate(
+            let r = calibration::proxies_calibrate(
                 &a.file,
                 &opts,
                 &mut |m| eprintln!("{m}"),
@@ -1144,7 +1151,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             if a.json {
                 json(&r)
             } else {
-                Ok(scoring::render_calibration(&r))
+                Ok(calibration::render_calibration(&r))
             }
         }
     }
@@ -1201,14 +1208,14 @@ fn with_progress<R>(
 }
 
 fn finish_search(
-    r: anyhow::Result<genas_app::run::SearchReport>,
+    r: anyhow::Result<genas_app::runs::SearchReport>,
     archive: &std::path::Path,
     plot: Option<PathBuf>,
     as_json: bool,
 ) -> anyhow::Result<String> {
     let r = r?;
     let plot = plot.unwrap_or_else(|| PathBuf::from(format!("front-{}.svg", r.run)));
-    genas_app::run::front(archive, &r.run, Some(&plot))?;
+    genas_app::search::front(archive, &r.run, Some(&plot))?;
     if STOP.load(Ordering::SeqCst) && r.status != "finished" {
         eprintln!(
             "interrupted after the last commit; continue with: genas resume {} --archive {}",
@@ -1219,7 +1226,7 @@ fn finish_search(
     if as_json {
         json(&r)
     } else {
-        Ok(genas_app::run::render_report(&r) + &format!("\nplot written to {}\n", plot.display()))
+        Ok(genas_app::runs::render_report(&r) + &format!("\nplot written to {}\n", plot.display()))
     }
 }
 

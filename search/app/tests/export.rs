@@ -9,7 +9,7 @@
 //! says why on stderr; what genas writes is still checked. CI installs both and sets
 //! GENAS_REQUIRE_PYTHON, which turns a failed import into a failure.
 
-use genas_app::winners::export_model;
+use genas_app::winners::export::export_model;
 use genas_engine::{Cpu, Model};
 use genas_interop::export::{Format, GENAS_HF_CLASS};
 use genas_scoring::data::Dataset;
@@ -116,7 +116,7 @@ fn exports_reproduce_genas_logits_in_pytorch_and_transformers() {
         a
     };
     // The runner's parity case over the characters: every attention kind, masks, low rank.
-    let every_kind = genas_app::runner_check::every_kind(ch);
+    let every_kind = genas_app::gpu_check::every_kind(ch);
     let cases = [
         Case {
             name: "every-kind",

@@ -21,7 +21,7 @@ fn the_pytorch_runner_trains_as_the_engine_does_for_every_space_choice() {
     if python_ready().is_err() {
         return;
     }
-    use genas_app::runner_check::{
+    use genas_app::gpu_check::{
         parity_cases, parity_config, random_teacher_targets, sonnets, wide_vocabulary,
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -52,11 +52,11 @@ fn a_student_pruned_from_the_teacher_trains_under_the_runner_as_on_the_engine() 
     if python_ready().is_err() {
         return;
     }
-    use genas_app::runner_check::{parity_cases, parity_config, sonnets};
+    use genas_app::gpu_check::{parity_cases, parity_config, sonnets};
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let (text, wide) = (
         sonnets(&root).unwrap(),
-        genas_app::runner_check::wide_vocabulary(),
+        genas_app::gpu_check::wide_vocabulary(),
     );
     let cfg = genas_scoring::distill::DistillConfig {
         init: genas_space::StudentInit::Teacher,
@@ -70,7 +70,7 @@ fn a_student_pruned_from_the_teacher_trains_under_the_runner_as_on_the_engine() 
         None,
         genas_space::Sparsity::Dense,
     );
-    let ta = genas_app::runner_check::plain(&text, 32, false, 1, vec![layer; 6]);
+    let ta = genas_app::gpu_check::plain(&text, 32, false, 1, vec![layer; 6]);
     let mut teacher = Model::new(&ta, Cpu::<f32>::new(0), 99);
     let t = genas_scoring::distill::TeacherTargets::compute(&mut teacher, &text, &cfg, cfg.steps);
     assert!(
@@ -115,7 +115,7 @@ fn same_under_both(
     init_seed: u64,
     report: &mut String,
 ) {
-    let cfg = genas_app::runner_check::parity_config();
+    let cfg = genas_app::gpu_check::parity_config();
     let cfg = genas_scoring::distill::DistillConfig {
         init: if t.parent.is_some() {
             genas_space::StudentInit::Teacher
@@ -349,7 +349,7 @@ fn the_teacher_trains_under_the_runner_as_on_the_engine() {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let data = genas_app::runner_check::sonnets(&root).unwrap();
+    let data = genas_app::gpu_check::sonnets(&root).unwrap();
     let cfg = small_teacher(2, 50);
     let mut ours = Vec::new();
     let (_, engine) =
@@ -387,21 +387,21 @@ fn a_final_distillation_runs_under_the_runner_as_on_the_engine_and_resumes_after
     }
     use genas_scoring::distill::{dir_store, full_distill, FullConfig, TeacherTargets};
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let data = genas_app::runner_check::sonnets(&root).unwrap();
+    let data = genas_app::gpu_check::sonnets(&root).unwrap();
     let tcfg = small_teacher(1, 30);
     let (mut teacher, _) =
         genas_scoring::teacher::train_teacher(&tcfg, &data, 4, Cpu::<f32>::new(1), |_| {}).unwrap();
     let cfg = FullConfig {
         distill: genas_scoring::distill::DistillConfig {
             steps: 60,
-            ..genas_app::runner_check::parity_config()
+            ..genas_app::gpu_check::parity_config()
         },
         eval_every: 10,
         checkpoint_every: 10,
         patience: 100,
     };
     let val = TeacherTargets::compute(&mut teacher, &data, &cfg.distill, 0);
-    let a = genas_app::runner_check::every_kind(&data);
+    let a = genas_app::gpu_check::every_kind(&data);
     // The engine.
     let dir = tempfile::tempdir().unwrap();
     let mut ours = Vec::new();

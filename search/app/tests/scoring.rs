@@ -107,7 +107,7 @@ fn calibration_scores_every_proxy_stores_the_table_and_ignores_the_thread_count(
     {
         let arch = genas_store::Archive::open_existing(&archive).unwrap();
         let table = arch
-            .calibration(a["key"].as_str().unwrap())
+            .calibration::<serde_json::Value>(a["key"].as_str().unwrap())
             .unwrap()
             .unwrap();
         assert_eq!(table["calibration"], a["calibration"]);

@@ -291,7 +291,10 @@ screen_keep = 0.5
     let archive = genas_store::Archive::open_existing(&a).unwrap();
     assert!(archive.checkpoint("r1", other).unwrap().is_none());
     assert_eq!(
-        archive.distilled("r1", other).unwrap().unwrap()["steps"],
+        archive
+            .distilled::<serde_json::Value>("r1", other)
+            .unwrap()
+            .unwrap()["steps"],
         200
     );
     drop(archive);

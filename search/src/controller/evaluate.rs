@@ -1,9 +1,7 @@
 //! A rung's evaluations: cache hits known at once, the rest as jobs for the executor,
 //! every result committed in queue order with the controller state that consumed it.
 
-use super::{
-    cache_key, front_and_hypervolume, to_value, Controller, Progress, RunPlan, RungResult,
-};
+use super::{cache_key, front_and_hypervolume, Controller, Progress, RunPlan, RungResult};
 use crate::job::{init_seed, Job, Output};
 use anyhow::Result;
 use genas_scoring::distill::DistillResult;
@@ -53,11 +51,8 @@ impl Controller<'_> {
         let mut slots: Vec<(usize, String)> = Vec::new();
         for (i, id) in pending.iter().enumerate() {
             let key = cache_key(id, &plan, &cfg);
-            let cached = archive
-                .cached(&key)
-                .ok()
-                .flatten()
-                .and_then(|v| serde_json::from_value::<DistillResult>(v).ok());
+            // An entry this genas cannot read is a miss, never an error.
+            let cached = archive.cached::<DistillResult>(&key).ok().flatten();
             match cached {
                 // The top rung measures latency, so it always trains.
                 Some(result) if !top => {
@@ -143,7 +138,7 @@ impl Controller<'_> {
     ) -> Result<()> {
         let rung = rr.rung;
         let cache_entry = match cache {
-            Some(k) => vec![(k, to_value(&rr.result)?)],
+            Some(k) => vec![(k, serde_json::to_value(&rr.result)?)],
             None => vec![],
         };
         {

@@ -26,10 +26,11 @@ mod screen;
 pub mod strategy;
 
 pub use front::{front_and_hypervolume, objectives, reference_point, selection_order};
+pub use propose::exhaustive_order;
 pub use screen::screen_order;
 
 use crate::job::Executor;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use genas_scoring::calibrate::Ensemble;
 use genas_scoring::distill::{DistillConfig, DistillResult};
 use genas_scoring::zero_cost::ProxyScores;
@@ -209,10 +210,6 @@ pub struct Controller<'a> {
     pub cands: BTreeMap<String, CandidateRecord>,
 }
 
-fn to_value<T: Serialize>(x: &T) -> Result<Value> {
-    Ok(serde_json::to_value(x)?)
-}
-
 /// Why `run` returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -224,17 +221,12 @@ impl<'a> Controller<'a> {
     /// Loads the run's state and candidates from the archive (a fresh state if none).
     pub fn open(cx: RunContext<'a>) -> Result<Controller<'a>> {
         let rungs = cx.experiment.fidelity.rung_steps.len();
-        let state = match cx.archive.state(&cx.run)? {
-            Some(v) => serde_json::from_value(v)
-                .with_context(|| format!("run {}: unreadable controller state", cx.run))?,
+        let state = match cx.archive.state::<ControllerState>(&cx.run)? {
+            Some(state) => state,
             None => initial_state(cx.experiment.search.seed, rungs),
         };
-        let mut cands = BTreeMap::new();
-        for (id, v) in cx.archive.candidates(&cx.run)? {
-            let c: CandidateRecord = serde_json::from_value(v)
-                .with_context(|| format!("run {}: unreadable candidate {id}", cx.run))?;
-            cands.insert(id, c);
-        }
+        let cands: BTreeMap<String, CandidateRecord> =
+            cx.archive.candidates(&cx.run)?.into_iter().collect();
         Ok(Controller { cx, state, cands })
     }
 
@@ -244,13 +236,13 @@ impl<'a> Controller<'a> {
         events: &[Value],
         cache: &[(String, Value)],
     ) -> Result<()> {
-        let c: Vec<(String, Value)> = changed
+        let c: Vec<(String, &CandidateRecord)> = changed
             .iter()
-            .map(|id| Ok((id.to_string(), to_value(&self.cands[*id])?)))
-            .collect::<Result<_>>()?;
+            .map(|id| (id.to_string(), &self.cands[*id]))
+            .collect();
         self.cx
             .archive
-            .commit(&self.cx.run, &c, &to_value(&self.state)?, events, cache)?;
+            .commit(&self.cx.run, &c, &self.state, events, cache)?;
         Ok(())
     }
 

@@ -10,6 +10,12 @@ use genas_space::{satisfies, Architecture, Cost};
 /// proposing.
 const UNIFORM_DRAWS: usize = 100_000;
 
+/// The order an exhaustive run proposes the whole space in: fixed by the search seed.
+pub fn exhaustive_order(mut all: Vec<Architecture>, seed: u64) -> Vec<Architecture> {
+    genas_space::Rng::seed_from_u64(seed ^ 0xe4a0_5717).shuffle(&mut all);
+    all
+}
+
 impl<'a> Controller<'a> {
     /// What the strategy sees of the run.
     pub(super) fn pool(&mut self) -> Pool<'_> {

@@ -10,9 +10,10 @@
 //! resumes), and reused by every later report.
 
 use super::effects::mean_interval;
-use crate::run::SearchReport;
-use crate::scoring::obtain_teacher;
-use crate::winners::{final_config, ArchiveCheckpoints, RunAccess};
+use crate::runs::SearchReport;
+use crate::teacher::obtain_teacher;
+use crate::winners::distill::{final_config, ArchiveCheckpoints};
+use crate::winners::RunAccess;
 use anyhow::{anyhow, bail, Context, Result};
 use genas_engine::{Cpu, Model};
 use genas_scoring::distill::{CheckpointStore, DistillError, TeacherTargets};
@@ -108,7 +109,7 @@ fn distilled(access: &RunAccess, search: &SearchReport) -> Result<(Vec<Distilled
     let run = &access.record.id;
     let (mut done, mut missing) = (Vec::new(), Vec::new());
     for f in &search.front {
-        match access.archive.distilled(run, &f.id)? {
+        match access.archive.distilled::<serde_json::Value>(run, &f.id)? {
             Some(d) => {
                 let steps = d["requested_steps"]
                     .as_u64()
@@ -162,10 +163,7 @@ pub fn stored(access: &RunAccess, search: &SearchReport) -> Result<Section> {
         for arm in &arms {
             let rec = access
                 .archive
-                .ablation(run, &key(&id, arm, steps))?
-                .map(serde_json::from_value::<AblationRecord>)
-                .transpose()
-                .with_context(|| format!("run {run}: ablation record of {id}"))?;
+                .ablation::<AblationRecord>(run, &key(&id, arm, steps))?;
             absent += usize::from(rec.is_none());
             got.push(rec);
         }
@@ -225,7 +223,9 @@ pub fn run(
         .flat_map(|(id, _, steps, _)| arms.iter().map(move |a| (id.clone(), *steps, a.clone())))
         .filter(|(id, steps, arm)| {
             !matches!(
-                access.archive.ablation(run, &key(id, arm, *steps)),
+                access
+                    .archive
+                    .ablation::<serde_json::Value>(run, &key(id, arm, *steps)),
                 Ok(Some(_))
             )
         })
@@ -303,9 +303,7 @@ pub fn run(
             seconds: r.result.seconds,
             teacher_key: outcome.record.key.clone(),
         };
-        access
-            .archive
-            .put_ablation(run, &k_, &serde_json::to_value(&rec)?)?;
+        access.archive.put_ablation(run, &k_, &rec)?;
         say(&format!(
             "{id} ({arm}, hard labels): {:.4} {} after {} steps, {:.1} s",
             rec.val_bits, rec.bits_unit, rec.steps, rec.seconds

@@ -14,12 +14,13 @@
 
 pub mod ablation;
 pub mod effects;
+pub mod plots;
 pub mod render;
-pub mod svg;
 
-use crate::run::{report as search_report, SearchReport};
-use crate::scoring::obtain_teacher;
-use crate::winners::{final_config, RunAccess, Weights};
+use crate::runs::{report as search_report, SearchReport};
+use crate::teacher::obtain_teacher;
+use crate::winners::distill::final_config;
+use crate::winners::{RunAccess, Weights};
 use anyhow::{bail, Context, Result};
 use genas_engine::{Cpu, Generator, Model, SampleConfig};
 use genas_scoring::data::Vocabulary;
@@ -203,7 +204,12 @@ pub fn report(
     let Some(plan) = &access.record.plan else {
         bail!("run {run} stopped before it had a teacher and a plan: genas resume {run} first");
     };
-    if l.pretrained.is_none() && access.archive.teacher(&plan.teacher_key)?.is_none() {
+    if l.pretrained.is_none()
+        && access
+            .archive
+            .teacher::<serde_json::Value>(&plan.teacher_key)?
+            .is_none()
+    {
         bail!(
             "the archive holds no teacher {} for run {run} (it stopped while training it): genas resume {run} first",
             plan.teacher_key
@@ -268,7 +274,9 @@ pub fn report(
     let mut members: Vec<(&CandidateRecord, Option<Model<Cpu<f32>>>)> = Vec::new();
     for f in &search.front {
         let cand = access.candidate(&f.id)?;
-        let distilled = access.archive.distilled(run, &cand.id)?;
+        let distilled = access
+            .archive
+            .distilled::<serde_json::Value>(run, &cand.id)?;
         let model = if distilled.is_some() {
             Some(access.model(cand, Weights::Distilled, 1)?)
         } else {
@@ -318,7 +326,7 @@ pub fn report(
     let cands: Vec<&CandidateRecord> = access.candidates.values().collect();
     let effects = gene_effects(&access, &search, data.bits(1.0))?;
     let calibration = calibration_section(&access, &search, &cands)?;
-    let plots = svg::plots(&search, &cands, &rows, data.bits(1.0));
+    let plots = plots::plots(&search, &cands, &rows, data.bits(1.0));
     let (tc, fc) = (&l.experiment.teacher, &l.experiment.fidelity);
     let teacher_how = if l.pretrained.is_some() {
         format!("the pretrained checkpoint {}", outcome.record.key)
@@ -430,7 +438,7 @@ fn sample_all(
             let images: Vec<Vec<u32>> = (0..SAMPLE_IMAGES)
                 .map(|_| gen.generate(&[*levels], side * side, cfg, &mut rng))
                 .collect();
-            let png = crate::winners::image_grid(&images, side, *levels)?;
+            let png = crate::winners::sample::image_grid(&images, side, *levels)?;
             return Ok(ModelSamples {
                 name: name.into(),
                 texts: Vec::new(),
@@ -505,7 +513,10 @@ fn calibration_section(
     let Some(plan) = &access.record.plan else {
         return Ok(None);
     };
-    let Some(v) = access.archive.calibration(&plan.calibration_key)? else {
+    let Some(v) = access
+        .archive
+        .calibration::<serde_json::Value>(&plan.calibration_key)?
+    else {
         return Ok(None);
     };
     let c = &v["calibration"];
@@ -566,7 +577,9 @@ fn gene_effects(
     let seen: std::collections::BTreeSet<String> =
         obs.iter().map(|o| o.architecture.id()).collect();
     let stored = match &access.record.plan {
-        Some(plan) => access.archive.calibration(&plan.calibration_key)?,
+        Some(plan) => access
+            .archive
+            .calibration::<serde_json::Value>(&plan.calibration_key)?,
         None => None,
     };
     if let (Some(v), Some(steps)) = (stored, steps) {

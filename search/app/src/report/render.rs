@@ -4,8 +4,8 @@
 
 use super::ablation::Section;
 use super::effects::{Effects, Estimate, OUTCOMES};
-use super::svg::short_unit;
 use super::{Report, TradeRow};
+use crate::format::short_unit;
 use crate::format::thousands;
 use anyhow::{Context, Result};
 use std::fmt::Write as _;

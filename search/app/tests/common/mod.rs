@@ -257,7 +257,7 @@ pub fn arch(
     share: u32,
     layers: Vec<genas_space::Layer>,
 ) -> genas_space::Architecture {
-    let a = genas_app::runner_check::plain(data, d, tie, share, layers);
+    let a = genas_app::gpu_check::plain(data, d, tie, share, layers);
     a.validate().unwrap();
     a
 }

@@ -1,10 +1,7 @@
-//! The report's plots as self-contained SVG: quality against each cost (log scale) with the
-//! candidates the run evaluated, the front, the front after its final distillation and the
-//! teacher; and the hypervolume after every evaluation.
+//! Charts as self-contained SVG: a scatter of marks on a log x axis with 1-2-5 ticks (with
+//! links between pairs of points) and a line plot, with labels measured so none is clipped.
+//! The report's plots are drawn with these.
 
-use super::TradeRow;
-use crate::run::SearchReport;
-use genas_search::controller::CandidateRecord;
 use std::fmt::Write as _;
 
 const W: f64 = 520.0;
@@ -14,61 +11,14 @@ const RIGHT: f64 = 14.0;
 const TOP: f64 = 30.0;
 const BOTTOM: f64 = 96.0;
 
-/// Three significant digits, trailing zeros dropped.
-fn sig3(v: f64) -> String {
-    let s = if v.abs() >= 100.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    };
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
-    }
-}
-
-/// A compact quantity with an SI prefix and a unit: 28.4 kB, 3.55 MB, 0 B.
-pub fn short_unit(x: f64, unit: &str) -> String {
-    let a = x.abs();
-    let (v, p) = if a >= 1e9 {
-        (x / 1e9, "G")
-    } else if a >= 1e6 {
-        (x / 1e6, "M")
-    } else if a >= 1e3 {
-        (x / 1e3, "k")
-    } else {
-        (x, "")
-    };
-    format!("{} {p}{unit}", sig3(v))
-}
-
-/// A compact number: 7.1k, 77.3k, 1.23M, 12.
-pub fn short(x: f64) -> String {
-    let a = x.abs();
-    if a >= 1e9 {
-        format!("{}G", sig3(x / 1e9))
-    } else if a >= 1e6 {
-        format!("{}M", sig3(x / 1e6))
-    } else if a >= 1e3 {
-        format!("{}k", sig3(x / 1e3))
-    } else if a >= 1.0 || a == 0.0 {
-        sig3(x)
-    } else {
-        format!("{x:.2e}")
-    }
-}
-
-fn esc(s: &str) -> String {
+pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
 
 #[derive(Clone, Copy)]
-enum Mark {
+pub enum Mark {
     Candidate,
     Front,
     Final,
@@ -103,14 +53,14 @@ fn mark(out: &mut String, m: Mark, x: f64, y: f64) {
 }
 
 /// Quality against one cost: points per kind of mark, x on a log scale.
-struct Scatter<'a> {
-    title: &'a str,
-    xlabel: &'a str,
-    ylabel: &'a str,
-    points: Vec<(Mark, f64, f64)>,
+pub struct Scatter<'a> {
+    pub title: &'a str,
+    pub xlabel: &'a str,
+    pub ylabel: &'a str,
+    pub points: Vec<(Mark, f64, f64)>,
     /// Lines from a front member's search quality to its final quality.
-    links: Vec<((f64, f64), (f64, f64))>,
-    xfmt: fn(f64) -> String,
+    pub links: Vec<((f64, f64), (f64, f64))>,
+    pub xfmt: fn(f64) -> String,
 }
 
 /// Tick positions (log10) between `lo` and `hi` (log10): the first of 1, 2, 5 × 10^k;
@@ -175,7 +125,7 @@ fn frame(out: &mut String, xlabel: &str, ylabel: &str) {
     );
 }
 
-fn scatter(s: &Scatter) -> String {
+pub fn scatter(s: &Scatter) -> String {
     let mut out = open(s.title);
     let finite: Vec<(f64, f64)> = s
         .points
@@ -280,7 +230,7 @@ fn scatter(s: &Scatter) -> String {
     out
 }
 
-fn line_plot(title: &str, xlabel: &str, ylabel: &str, pts: &[(f64, f64)]) -> String {
+pub fn line_plot(title: &str, xlabel: &str, ylabel: &str, pts: &[(f64, f64)]) -> String {
     let mut out = open(title);
     let (l, r, t, b) = (LEFT, W - RIGHT, TOP, H - BOTTOM);
     let xmax = pts.last().map_or(1.0, |p| p.0).max(1.0);
@@ -320,142 +270,9 @@ fn line_plot(title: &str, xlabel: &str, ylabel: &str, pts: &[(f64, f64)]) -> Str
     out
 }
 
-fn bytes(x: f64) -> String {
-    short_unit(x, "B")
-}
-
-fn ms(x: f64) -> String {
-    if x >= 1.0 {
-        format!("{x:.1} ms")
-    } else {
-        format!("{:.0} µs", x * 1e3)
-    }
-}
-
-/// One quality-against-cost plot: file stem, title, x label, the cost of a candidate and of
-/// a table row, and how its ticks read.
-type CostAxis = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&CandidateRecord) -> Option<f64>,
-    fn(&TradeRow) -> f64,
-    fn(f64) -> String,
-);
-
-/// (file stem, SVG) of every plot.
-pub fn plots(
-    r: &SearchReport,
-    cands: &[&CandidateRecord],
-    rows: &[TradeRow],
-    bits_per_nat: f64,
-) -> Vec<(String, String)> {
-    let top = r.per_rung.len().saturating_sub(1);
-    let evaluated: Vec<(&CandidateRecord, f64)> = cands
-        .iter()
-        .filter_map(|c| {
-            let (rung, ce) = c.best_rung()?;
-            (rung == top).then_some((*c, ce * bits_per_nat))
-        })
-        .collect();
-    let ylabel = format!("validation {}", r.bits_unit);
-    let costs: [CostAxis; 4] = [
-        (
-            "quality-params",
-            "Quality against parameters",
-            "parameters (log scale)",
-            |c| Some(c.cost.params as f64),
-            |t| t.params as f64,
-            short,
-        ),
-        (
-            "quality-memory",
-            "Quality against memory",
-            "f32 weights + KV/state at a full context (log scale)",
-            |c| Some(c.cost.memory_bytes as f64),
-            |t| t.memory_bytes() as f64,
-            bytes,
-        ),
-        (
-            "quality-flops",
-            "Quality against FLOPs per token",
-            "FLOPs per generated token (log scale)",
-            |c| Some(c.cost.flops_per_token),
-            |t| t.flops_per_token,
-            short,
-        ),
-        (
-            "quality-latency",
-            "Quality against generation latency",
-            "ms per generated token, one thread (log scale)",
-            |c| c.latency_ms_per_token,
-            |t| t.ms_per_token,
-            ms,
-        ),
-    ];
-    let mut out = Vec::new();
-    for (stem, title, xlabel, of_cand, of_row, xfmt) in costs {
-        let mut points: Vec<(Mark, f64, f64)> = evaluated
-            .iter()
-            .filter_map(|(c, y)| Some((Mark::Candidate, of_cand(c)?, *y)))
-            .collect();
-        let mut links = Vec::new();
-        for row in rows {
-            let x = of_row(row);
-            if row.name == "teacher" {
-                if let Some(y) = row.search_bits {
-                    points.push((Mark::Teacher, x, y));
-                }
-                continue;
-            }
-            if let Some(y) = row.search_bits {
-                points.push((Mark::Front, x, y));
-                if let Some(f) = row.final_bits {
-                    points.push((Mark::Final, x, f));
-                    links.push(((x, y), (x, f)));
-                }
-            }
-        }
-        let svg = scatter(&Scatter {
-            title,
-            xlabel,
-            ylabel: &ylabel,
-            points,
-            links,
-            xfmt,
-        });
-        out.push((stem.to_string(), svg));
-    }
-    let hv: Vec<(f64, f64)> = r
-        .hypervolume_history
-        .iter()
-        .map(|&(e, v)| (e as f64, v))
-        .collect();
-    out.push((
-        "hypervolume".to_string(),
-        line_plot(
-            "Hypervolume after every evaluation",
-            "evaluations",
-            "hypervolume (normalised by the reference point)",
-            &hv,
-        ),
-    ));
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn short_numbers_keep_three_significant_digits() {
-        assert_eq!(short(7104.0), "7.1k");
-        assert_eq!(short(999.0), "999");
-        assert_eq!(short(77312.0), "77.3k");
-        assert_eq!(short(1_234_567.0), "1.23M");
-        assert_eq!(short(12.0), "12");
-        assert_eq!(short(0.0042), "4.20e-3");
-    }
 
     #[test]
     fn log_ticks_are_round_numbers_three_to_six_of_them() {

@@ -14,8 +14,9 @@
 //! the same command continues from it. The finished table is one gzip-compressed JSON document
 //! with its provenance (command, genas version and commit, machine, date).
 
-use crate::commands::load;
-use crate::scoring::{distill_config, obtain_teacher};
+use crate::experiment::distill_config;
+use crate::experiment::load;
+use crate::teacher::obtain_teacher;
 use anyhow::{bail, Context, Result};
 use genas_engine::latency_ms;
 use genas_engine::{Backend, Cpu, Model};
@@ -124,7 +125,7 @@ pub fn make_table(
         .space
         .summary(&exp.constraints)
         .with_context(|| file.display().to_string())?;
-    crate::commands::check_plan_memory(&l, &summary, longest, workers)?;
+    crate::experiment::check_plan_memory(&l, &summary, longest, workers)?;
     // The uniform sample for the final fidelities, fixed by --seed.
     let mut order: Vec<usize> = (0..all.len()).collect();
     Rng::seed_from_u64(o.seed ^ 0x7ab1_e5ee).shuffle(&mut order);

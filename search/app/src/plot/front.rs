@@ -1,9 +1,8 @@
-//! The Pareto plot as a self-contained SVG: validation bits per unit against parameters (log
-//! scale) for every candidate that reached the top rung, the front joined as a staircase, and
-//! the hypervolume after every evaluation beside it. [`svg_to_png`] rasterises it (or any SVG
-//! genas writes) with the bundled DejaVu Sans, so a PNG looks the same on every machine.
+//! The search's Pareto plot: validation bits per unit against parameters (log scale) for every
+//! candidate that reached the top rung, the front joined as a staircase, and the hypervolume
+//! after every evaluation beside it.
 
-use crate::run::SearchReport;
+use crate::runs::SearchReport;
 use genas_search::controller::CandidateRecord;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -177,38 +176,4 @@ pub fn pareto_svg(r: &SearchReport, cands: &BTreeMap<String, CandidateRecord>) -
     );
     out.push('\n');
     out
-}
-
-/// DejaVu Sans (Bitstream Vera licence; see `search/assets/README.md`).
-const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
-
-/// Renders an SVG genas wrote to PNG bytes at `scale` pixels per SVG unit, with the bundled
-/// font standing in for every font family.
-pub fn svg_to_png(svg: &str, scale: f32) -> Result<Vec<u8>, String> {
-    use resvg::{tiny_skia, usvg};
-    let mut opt = usvg::Options {
-        font_family: "DejaVu Sans".into(),
-        ..usvg::Options::default()
-    };
-    let db = opt.fontdb_mut();
-    db.load_font_data(FONT.to_vec());
-    db.set_sans_serif_family("DejaVu Sans");
-    db.set_serif_family("DejaVu Sans");
-    db.set_monospace_family("DejaVu Sans");
-    let tree = usvg::Tree::from_str(svg, &opt).map_err(|e| format!("SVG not readable: {e}"))?;
-    let size = tree.size();
-    let (w, h) = (
-        (size.width() * scale).ceil() as u32,
-        (size.height() * scale).ceil() as u32,
-    );
-    let mut pixmap =
-        tiny_skia::Pixmap::new(w, h).ok_or_else(|| format!("cannot make a {w}×{h} image"))?;
-    resvg::render(
-        &tree,
-        tiny_skia::Transform::from_scale(scale, scale),
-        &mut pixmap.as_mut(),
-    );
-    pixmap
-        .encode_png()
-        .map_err(|e| format!("PNG encoding: {e}"))
 }

@@ -1,0 +1,468 @@
+//! The teacher commands: `genas teacher train` (train and store an experiment's teacher, or
+//! reuse the stored one; through the PyTorch runner under `device = "cuda"`) and `genas
+//! teacher import` (a Hugging Face checkpoint checked against the experiment, its validation
+//! loss and speed measured), and [`obtain_teacher`], which every command that needs the
+//! teacher calls.
+
+use crate::experiment::{load, LoadedExperiment};
+use anyhow::{Context, Result};
+use genas_engine::train::evaluate;
+use genas_engine::{checkpoint, Cpu, Model};
+use genas_interop::pretrained::Checkpoint;
+use genas_scoring::teacher::{
+    teacher_architecture, teacher_key, train_teacher, TeacherRecord, TEACHER_VAL_SEQUENCES,
+};
+use genas_scoring::Split;
+use genas_space::{Architecture, Cost, Rng};
+use genas_store::Archive;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// A teacher ready for use, and where it came from.
+#[derive(Serialize)]
+pub struct TeacherOutcome {
+    pub record: TeacherRecord,
+    /// True when the stored teacher was reused, false when it was trained now.
+    pub reused: bool,
+    pub archive: PathBuf,
+}
+
+impl TeacherOutcome {
+    fn new(record: TeacherRecord, reused: bool, archive: &Archive) -> TeacherOutcome {
+        TeacherOutcome {
+            record,
+            reused,
+            archive: archive.path().to_path_buf(),
+        }
+    }
+}
+
+pub fn render_teacher(t: &TeacherOutcome) -> String {
+    let r = &t.record;
+    let (what, how) = match &r.config.pretrained {
+        Some(dir) => (
+            format!("(pretrained, {})", dir.display()),
+            if t.reused {
+                "as recorded in"
+            } else {
+                "measured and recorded in"
+            },
+        ),
+        None => (
+            String::new(),
+            if t.reused {
+                "reused from"
+            } else {
+                "trained and stored in"
+            },
+        ),
+    };
+    let trained = match &r.config.pretrained {
+        Some(_) => String::new(),
+        None => format!(
+            ", trained {} steps in {:.1} s",
+            r.config.steps, r.train_seconds
+        ),
+    };
+    format!(
+        "teacher {}{}{what} {how} {}: {} ({} params), validation {:.4} {} ({:.4} nats/token){trained}\n",
+        r.key,
+        if what.is_empty() { "" } else { " " },
+        t.archive.display(),
+        r.architecture.summary(),
+        crate::format::thousands(r.params),
+        r.val_bits,
+        r.bits_unit,
+        r.val_ce,
+    )
+}
+
+/// The experiment's teacher from `archive`, trained and stored first when the archive has
+/// none for this data, `[teacher]` config and seed (`retrain` replaces a stored one).
+/// `say` is told which of the two happens before any long work starts.
+pub fn obtain_teacher(
+    archive: &Archive,
+    l: &LoadedExperiment,
+    retrain: bool,
+    say: &mut dyn FnMut(&str),
+    on_step: &mut dyn FnMut(u32, f64),
+) -> Result<(Model<Cpu<f32>>, TeacherOutcome)> {
+    if let Some(ck) = &l.pretrained {
+        return pretrained_teacher(archive, l, ck, say);
+    }
+    let cfg = &l.experiment.teacher;
+    let seed = l.experiment.teacher.seed;
+    let arch = teacher_architecture(cfg, l.data.vocab_size(), l.data.context);
+    arch.validate()
+        .with_context(|| format!("{}: [teacher]", l.experiment.source.display()))?;
+    let key = teacher_key(&arch, cfg, &l.data.fingerprint, seed);
+    let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
+    crate::experiment::check_training_memory("the teacher", &arch, cfg.batch_size as usize, shards)
+        .with_context(|| format!("{}: [teacher]", l.experiment.source.display()))?;
+    if !retrain {
+        if let Some((record, weights)) = archive.teacher::<TeacherRecord>(&key)? {
+            let mut model = Model::new(&arch, Cpu::<f32>::new(0), seed);
+            checkpoint::from_bytes(&mut model, &weights, &format!("teacher {key}"))?;
+            say(&format!(
+                "using the stored teacher {key} ({:.4} {})",
+                record.val_bits, record.bits_unit
+            ));
+            return Ok((model, TeacherOutcome::new(record, true, archive)));
+        }
+    }
+    say(&format!(
+        "training the teacher {key} ({}, {} steps){}",
+        arch.summary(),
+        cfg.steps,
+        if retrain {
+            ""
+        } else {
+            ": the archive has none for this data and [teacher] config"
+        }
+    ));
+    let (model, record) = match genas_exec::torch::device_plan(&l.experiment)? {
+        genas_exec::torch::DevicePlan::Torch { device, python, .. } => {
+            say(&format!("the teacher trains under PyTorch on {device}"));
+            let dir = archive.path().join("torch");
+            let (m, r, _) =
+                genas_exec::torch::train_teacher(cfg, &l.data, seed, &dir, &python, &device)
+                    .with_context(|| "training the teacher")?;
+            (m, r)
+        }
+        genas_exec::torch::DevicePlan::Engine { .. } => {
+            train_teacher(cfg, &l.data, seed, Cpu::<f32>::new(0), |s| {
+                on_step(s.step, s.loss)
+            })
+            .with_context(|| "training the teacher")?
+        }
+    };
+    let bytes = checkpoint::to_bytes(&model, &[("genas.teacher_key", key.clone())])
+        .map_err(|e| anyhow::anyhow!("teacher {key}: {e}"))?;
+    archive.put_teacher(&key, &record, &bytes)?;
+    archive.flush()?;
+    Ok((model, TeacherOutcome::new(record, false, archive)))
+}
+
+/// A `[teacher] pretrained` checkpoint as the teacher. The archive keeps its record under the
+/// hash of its files (the weights stay in the checkpoint's folder, so a checkpoint is never
+/// stored twice); the validation loss is measured on this data once and kept with it.
+fn pretrained_teacher(
+    archive: &Archive,
+    l: &LoadedExperiment,
+    ck: &Checkpoint,
+    say: &mut dyn FnMut(&str),
+) -> Result<(Model<Cpu<f32>>, TeacherOutcome)> {
+    let exp = &l.experiment;
+    let arch = ck.architecture_at(l.data.context)?;
+    // The f32 weights once more while the checkpoint's tensors are converted.
+    let converting = 4.0 * Cost::of(&arch).params as f64;
+    check_inference_memory(
+        "running the teacher",
+        &arch,
+        exp.fidelity.batch_size as usize,
+        converting,
+    )
+    .with_context(|| format!("{}: [teacher] pretrained", exp.source.display()))?;
+    let mut model = ck.load(Cpu::<f32>::new(0), l.data.context)?;
+    if let Some((record, _)) = archive.teacher::<TeacherRecord>(&ck.key)? {
+        if record.data_fingerprint == l.data.fingerprint && record.architecture == arch {
+            say(&format!(
+                "using the pretrained teacher {} from {} ({:.4} {})",
+                ck.key,
+                ck.dir.display(),
+                record.val_bits,
+                record.bits_unit
+            ));
+            return Ok((model, TeacherOutcome::new(record, true, archive)));
+        }
+    }
+    say(&format!(
+        "measuring the pretrained teacher {} ({}) on this data",
+        ck.key,
+        arch.summary()
+    ));
+    let val = l.data.eval_batches(
+        Split::Validation,
+        exp.teacher.batch_size as usize,
+        TEACHER_VAL_SEQUENCES,
+    );
+    let val_ce = evaluate(&mut model, &val);
+    let record = TeacherRecord {
+        key: ck.key.clone(),
+        params: model.num_params() as u64,
+        architecture: arch,
+        data_fingerprint: l.data.fingerprint.clone(),
+        config: exp.teacher.clone(),
+        seed: exp.teacher.seed,
+        val_ce,
+        val_bits: l.data.bits(val_ce),
+        bits_unit: l.data.bits_unit().to_string(),
+        train_seconds: 0.0,
+    };
+    archive.put_teacher(&ck.key, &record, &[])?;
+    archive.flush()?;
+    Ok((model, TeacherOutcome::new(record, false, archive)))
+}
+
+/// Refuses `what` (running `arch` on batches of `batch`, plus `extra` bytes) when it will not
+/// fit the memory available: one line instead of an allocation that aborts.
+fn check_inference_memory(what: &str, arch: &Architecture, batch: usize, extra: f64) -> Result<()> {
+    use genas_engine::memory;
+    memory::check(
+        &format!("{what} ({}) on batches of {batch}", arch.summary()),
+        memory::inference_bytes(arch, batch) + extra,
+    )
+    .map_err(anyhow::Error::msg)
+}
+
+/// `genas teacher train`.
+pub fn teacher_train(
+    file: &Path,
+    archive_dir: &Path,
+    retrain: bool,
+    say: &mut dyn FnMut(&str),
+    on_step: &mut dyn FnMut(u32, f64),
+) -> Result<TeacherOutcome> {
+    let l = load(file)?;
+    if let Some(note) = genas_exec::torch::device_plan(&l.experiment)?.note() {
+        say(note);
+    }
+    let archive = Archive::open(archive_dir)?;
+    Ok(obtain_teacher(&archive, &l, retrain, say, on_step)?.1)
+}
+
+/// What `genas teacher import` found in a checkpoint.
+#[derive(Serialize)]
+pub struct ImportReport {
+    pub dir: PathBuf,
+    /// The key the archive would record it under (SHA-256 of its files).
+    pub key: String,
+    pub model_type: String,
+    pub architecture: String,
+    pub params: u64,
+    pub context: u32,
+    pub vocab_size: u32,
+    pub weight_bytes: u64,
+    /// With `--experiment`: the validation loss on its corpus, encoded with the checkpoint's
+    /// tokenizer.
+    pub validation: Option<ImportValidation>,
+    /// Forward throughput on this machine (batches of 8 at the context below).
+    pub tokens_per_s: f64,
+    pub measured_context: u32,
+    /// The check `genas_check.py` compares with transformers.
+    pub check: genas_interop::export::Written,
+}
+
+#[derive(Serialize)]
+pub struct ImportValidation {
+    pub experiment: PathBuf,
+    pub nats_per_token: f64,
+    pub bits_per_token: f64,
+    pub bits_per_char: f64,
+    pub tokens_per_char: f64,
+    pub sequences: usize,
+}
+
+/// A short text for the tokenizer's round trip when no corpus is given.
+const IMPORT_SAMPLE: &str = "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife.";
+
+/// `genas teacher import DIR [--experiment FILE] [--out DIR]`.
+pub fn teacher_import(
+    dir: &Path,
+    experiment: Option<&Path>,
+    out: Option<&Path>,
+    say: &mut dyn FnMut(&str),
+) -> Result<ImportReport> {
+    let ck = Checkpoint::open(dir)?;
+    say(&format!(
+        "{}: {} ({} params in {} of weights), key {}",
+        dir.display(),
+        ck.architecture.summary(),
+        crate::format::thousands(Cost::of(&ck.architecture).params),
+        crate::format::bytes(ck.weight_bytes as f64),
+        ck.key
+    ));
+    let abs = dir
+        .canonicalize()
+        .with_context(|| format!("{}", dir.display()))?;
+    let data = match experiment {
+        Some(file) => {
+            let mut exp = genas_space::Experiment::from_path(file)?;
+            if exp.data.kind != genas_space::DataKind::Text {
+                anyhow::bail!(
+                    "{}: a pretrained teacher reads text; this experiment's data are images",
+                    file.display()
+                );
+            }
+            exp.teacher.pretrained = Some(abs.clone());
+            if !exp
+                .data
+                .tokenizer
+                .as_ref()
+                .is_some_and(genas_space::Tokenizer::is_hf)
+            {
+                exp.data.tokenizer = Some(genas_space::Tokenizer::Teacher);
+            }
+            if exp.tokenizer_path().is_some_and(|p| !p.exists()) {
+                anyhow::bail!(
+                    "{}: has no tokenizer.json to encode {}'s corpus with",
+                    dir.display(),
+                    file.display()
+                );
+            }
+            let data = crate::experiment::load_dataset(&exp)?;
+            Some((file.to_path_buf(), data))
+        }
+        None => None,
+    };
+    let context = match &data {
+        Some((_, d)) => d.context,
+        None => ck.architecture.context.min(64),
+    };
+    // The f32 model and, for the check's logits, its f64 twin (twice its size), each with a
+    // batch of 8 in flight: refused in one line when that cannot fit, before anything is read.
+    let arch = ck.architecture_at(context)?;
+    let twin = 2.0 * genas_engine::memory::inference_bytes(&arch, 8);
+    check_inference_memory(
+        &format!("reading {} and checking it in f64", dir.display()),
+        &arch,
+        8,
+        twin,
+    )?;
+    let mut model = ck.load(Cpu::<f32>::new(0), context)?;
+    let arch = model.arch.clone();
+    let validation = match &data {
+        Some((file, d)) => {
+            say("measuring the validation loss");
+            let val = d.eval_batches(Split::Validation, 16, TEACHER_VAL_SEQUENCES);
+            let ce = evaluate(&mut model, &val);
+            let per_char = d.tokens_per_char.unwrap_or(1.0);
+            Some(ImportValidation {
+                experiment: file.clone(),
+                nats_per_token: ce,
+                bits_per_token: ce / std::f64::consts::LN_2,
+                bits_per_char: d.bits(ce),
+                tokens_per_char: per_char,
+                sequences: val.iter().map(|b| b.b).sum(),
+            })
+        }
+        None => None,
+    };
+    // Throughput: forward passes over batches of 8 for about a second.
+    let b = 8usize;
+    let t = context as usize;
+    let mut rng = Rng::seed_from_u64(0);
+    let tokens: Vec<u32> = (0..b * t)
+        .map(|_| rng.below(u64::from(arch.vocab_size)) as u32)
+        .collect();
+    model.forward(&tokens, None, None, (b, t), false);
+    let start = std::time::Instant::now();
+    let mut reps = 0usize;
+    while reps < 2 || start.elapsed().as_secs_f64() < 1.0 {
+        model.forward(&tokens, None, None, (b, t), false);
+        reps += 1;
+    }
+    let tokens_per_s = (reps * b * t) as f64 / start.elapsed().as_secs_f64();
+    // The check: two sequences (validation ones when there is a corpus), logits in f64.
+    let seqs: Vec<Vec<u32>> = match &data {
+        Some((_, d)) => {
+            let batch = d.eval_batches(Split::Validation, 2, 2).swap_remove(0);
+            batch.inputs.chunks(batch.t).map(<[u32]>::to_vec).collect()
+        }
+        None => tokens.chunks(t).take(2).map(<[u32]>::to_vec).collect(),
+    };
+    let mut exact = ck.load(Cpu::<f64>::new(0), context)?;
+    let flat: Vec<u32> = seqs.concat();
+    exact.forward(&flat, None, None, (seqs.len(), t), false);
+    let check = genas_interop::export::Check {
+        tokens: seqs,
+        logits: exact.logits(),
+    };
+    drop(exact);
+    let tok_path = dir.join("tokenizer.json");
+    let sample = if tok_path.exists() {
+        let tok = genas_scoring::tokenize::HfTokenizer::from_file(&tok_path)
+            .map_err(anyhow::Error::msg)?;
+        let ids = tok.encode_one(IMPORT_SAMPLE).map_err(anyhow::Error::msg)?;
+        Some(ids)
+    } else {
+        None
+    };
+    let out = out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(format!("teacher-{}", ck.key)));
+    let written = genas_interop::export::write_checkpoint_check(
+        &out,
+        &abs,
+        arch.vocab_size as usize,
+        &check,
+        sample.as_deref().map(|ids| (IMPORT_SAMPLE, ids)),
+    )?;
+    Ok(ImportReport {
+        dir: dir.to_path_buf(),
+        key: ck.key.clone(),
+        model_type: ck.model_type.clone(),
+        architecture: arch.summary(),
+        params: Cost::of(&arch).params,
+        context: ck.architecture.context,
+        vocab_size: arch.vocab_size,
+        weight_bytes: ck.weight_bytes,
+        validation,
+        tokens_per_s,
+        measured_context: context,
+        check: written,
+    })
+}
+
+pub fn render_import(r: &ImportReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "checkpoint    {} ({}, key {})",
+        r.dir.display(),
+        r.model_type,
+        r.key
+    );
+    let _ = writeln!(s, "architecture  {}", r.architecture);
+    let _ = writeln!(
+        s,
+        "size          {} params, {} of weights on disk; context {}, vocabulary {}",
+        crate::format::thousands(r.params),
+        crate::format::bytes(r.weight_bytes as f64),
+        r.context,
+        crate::format::thousands(u64::from(r.vocab_size))
+    );
+    match &r.validation {
+        Some(v) => {
+            let _ = writeln!(
+                s,
+                "validation    {:.4} bits/token, {:.4} bits/char ({:.4} tokens/char) on {} sequences of {}",
+                v.bits_per_token,
+                v.bits_per_char,
+                v.tokens_per_char,
+                v.sequences,
+                v.experiment.display()
+            );
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "validation    (pass --experiment FILE to measure it on a corpus)"
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "speed         {} tokens/s forward on this machine (batches of 8 × {})",
+        crate::format::thousands(r.tokens_per_s.round() as u64),
+        r.measured_context
+    );
+    let _ = writeln!(
+        s,
+        "check         written to {}: python3 {}",
+        r.check.dir.display(),
+        r.check.dir.join("genas_check.py").display()
+    );
+    s
+}

@@ -1,0 +1,160 @@
+//! What happens to a run's winners: the final full distillation of front members
+//! (`genas distill`, checkpointed in the archive and resumed after a kill), their export to
+//! training code (`genas export`, formats in `genas_interop::export`) and sampling from them
+//! (`genas sample`: text, or a PNG grid of images).
+//!
+//! This module opens a run's winners for the three (`distill`, `export`, `sample`).
+//! Candidates are named by their id or any unique prefix of it. Weights are either the
+//! candidate's initialisation (the seed the search used) or its distilled weights.
+
+pub mod distill;
+pub mod export;
+pub mod sample;
+
+use crate::experiment::{load_experiment, LoadedExperiment};
+use crate::runs::{experiment_of, load_run, RunRecord};
+use crate::teacher::obtain_teacher;
+use anyhow::{bail, Context, Result};
+use genas_engine::{checkpoint, Cpu, Model};
+use genas_search::controller::CandidateRecord;
+use genas_search::init_seed;
+use genas_store::Archive;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Which weights of a candidate to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weights {
+    /// As initialised for the search (seed from the run's seed and the architecture id).
+    Init,
+    /// From `genas distill`.
+    Distilled,
+}
+
+impl Weights {
+    pub fn name(self) -> &'static str {
+        match self {
+            Weights::Init => "init",
+            Weights::Distilled => "distilled",
+        }
+    }
+}
+
+/// A run opened for its winners: the archive, the run's record and candidates, and its
+/// experiment with the data loaded.
+pub struct RunAccess {
+    pub archive: Archive,
+    pub record: RunRecord,
+    pub candidates: BTreeMap<String, CandidateRecord>,
+    pub loaded: LoadedExperiment,
+}
+
+impl RunAccess {
+    /// `writable` for a command that stores results (distill); otherwise the archive is
+    /// read from a copy and never changed, even while a search holds it.
+    pub fn open(archive_dir: &Path, run: &str, writable: bool) -> Result<RunAccess> {
+        let archive = if writable {
+            Archive::open_existing(archive_dir)?
+        } else {
+            Archive::open_read_only(archive_dir)?
+        };
+        let (record, _, candidates) = load_run(&archive, run)?;
+        let loaded = load_experiment(experiment_of(&record)?)?;
+        if let Some(plan) = &record.plan {
+            if plan.data_fingerprint != loaded.data.fingerprint {
+                bail!(
+                    "run {run}: its data changed since it ran (fingerprint {} now {})",
+                    plan.data_fingerprint,
+                    loaded.data.fingerprint
+                );
+            }
+            // Only distillation reads the teacher; export and sample do not need it unchanged.
+            let changed = loaded
+                .pretrained
+                .as_ref()
+                .filter(|ck| ck.key != plan.teacher_key);
+            if let Some(ck) = changed.filter(|_| writable) {
+                bail!(
+                    "run {run}: its teacher changed since it ran (key {} now {}): restore the checkpoint it ran with",
+                    plan.teacher_key,
+                    ck.key
+                );
+            }
+        }
+        Ok(RunAccess {
+            archive,
+            record,
+            candidates,
+            loaded,
+        })
+    }
+
+    /// The candidate whose id is or starts with `name`.
+    pub fn candidate(&self, name: &str) -> Result<&CandidateRecord> {
+        let run = &self.record.id;
+        let matches: Vec<&CandidateRecord> = self
+            .candidates
+            .values()
+            .filter(|c| c.id.starts_with(name))
+            .collect();
+        match matches.as_slice() {
+            [one] if !name.is_empty() => Ok(one),
+            [] | [_] => bail!("run {run} has no candidate {name:?} (see genas show {run})"),
+            many => bail!(
+                "{name:?} names {} candidates of run {run} ({}, ...): give more of the id",
+                many.len(),
+                many.iter()
+                    .take(3)
+                    .map(|c| c.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    /// The candidate's network with the chosen weights (f32 engine, `threads` threads, 0 =
+    /// every core).
+    pub fn model(
+        &self,
+        cand: &CandidateRecord,
+        weights: Weights,
+        threads: usize,
+    ) -> Result<Model<Cpu<f32>>> {
+        let seed = init_seed(self.loaded.experiment.teacher.seed, &cand.id);
+        use genas_engine::memory;
+        memory::check(
+            &format!("candidate {}", cand.id),
+            memory::inference_bytes(&cand.architecture, 8),
+        )
+        .map_err(anyhow::Error::msg)?;
+        let exp = &self.loaded.experiment;
+        let mut model =
+            if weights == Weights::Init && exp.fidelity.init == genas_space::StudentInit::Teacher {
+                // The initial weights the run's students started from: pruned from its teacher.
+                let (mut t, _) = obtain_teacher(
+                    &self.archive,
+                    &self.loaded,
+                    false,
+                    &mut |_| {},
+                    &mut |_, _| {},
+                )?;
+                let parent =
+                    genas_scoring::distill::parent_of(&mut t, &self.loaded.data, exp.teacher.seed);
+                let initial = parent.initial(&cand.architecture);
+                Model::with_initial(&cand.architecture, Cpu::<f32>::new(threads), seed, initial)
+            } else {
+                Model::new(&cand.architecture, Cpu::<f32>::new(threads), seed)
+            };
+        if weights == Weights::Distilled {
+            let run = &self.record.id;
+            let bytes = self.archive.weights(run, &cand.id)?.with_context(|| {
+                format!(
+                    "candidate {} of run {run} has no distilled weights: run genas distill {run} {} first, or pass --weights init",
+                    cand.id, cand.id
+                )
+            })?;
+            checkpoint::from_bytes(&mut model, &bytes, &format!("weights of {}", cand.id))?;
+        }
+        Ok(model)
+    }
+}
