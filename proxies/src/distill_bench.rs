@@ -75,7 +75,21 @@ fn peak_mb() -> Option<f64> {
     genas_engine::generate::peak_memory_bytes().map(|b| b as f64 / 1e6)
 }
 
-pub fn bench_distill(c: &DistillBenchConfig) -> Result<DistillBenchReport, String> {
+/// Why the distillation benchmark could not run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DistillBenchError {
+    /// The benchmark's sizes make no valid teacher or student.
+    #[error(transparent)]
+    Architecture(#[from] genas_space::ArchError),
+    #[error(transparent)]
+    Memory(#[from] genas_engine::memory::MemoryError),
+    #[error("the benchmark distillation diverged: {0}")]
+    Diverged(String),
+    #[error(transparent)]
+    Train(#[from] genas_engine::TrainError),
+}
+
+pub fn bench_distill(c: &DistillBenchConfig) -> Result<DistillBenchReport, DistillBenchError> {
     let gpt = |d: u32, layers: u32| Architecture {
         vocab_size: c.vocab,
         context: c.seq,
@@ -102,7 +116,7 @@ pub fn bench_distill(c: &DistillBenchConfig) -> Result<DistillBenchReport, Strin
         gpt(c.d_model, c.layers),
     );
     for a in [&teacher_arch, &student_arch] {
-        a.validate().map_err(|e| e.to_string())?;
+        a.validate()?;
     }
     let be = Cpu::<f32>::new(c.threads);
     let threads = be.threads();
@@ -164,7 +178,7 @@ pub fn bench_distill(c: &DistillBenchConfig) -> Result<DistillBenchReport, Strin
     let mut student = Model::new(&student_arch, be.clone(), 2);
     let r = brief_distill(&mut student, &targets, &cfg);
     if let Some(why) = r.diverged {
-        return Err(format!("the benchmark distillation diverged: {why}"));
+        return Err(DistillBenchError::Diverged(why));
     }
     let peak_mb_distill = peak_mb();
     // brief_distill's time includes its closing evaluation against the teacher: timed again
@@ -181,8 +195,7 @@ pub fn bench_distill(c: &DistillBenchConfig) -> Result<DistillBenchReport, Strin
     let tcfg = TrainConfig::new(c.steps, c.batch, 3e-3, 0);
     let start = Instant::now();
     for (step, batch) in targets.schedule.iter().enumerate() {
-        train_step(&mut hard, &mut opt, batch, None, &tcfg, step as u32)
-            .map_err(|e| e.to_string())?;
+        train_step(&mut hard, &mut opt, batch, None, &tcfg, step as u32)?;
     }
     let hard_ms_per_step = 1e3 * start.elapsed().as_secs_f64() / f64::from(c.steps);
     let peak_mb_hard = peak_mb();

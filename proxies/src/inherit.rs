@@ -25,6 +25,17 @@ use genas_engine::{Backend, Model};
 use genas_space::{Activation, Architecture, Position};
 use std::collections::BTreeMap;
 
+/// Weights that do not fit the parent's architecture: one line naming the tensor.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InheritError(pub String);
+
+impl From<InheritError> for String {
+    fn from(e: InheritError) -> String {
+        e.0
+    }
+}
+
 /// A teacher's weights and the rankings that prune it to a student's shape. Serialises
 /// without the weights (the targets file keeps them as tensors; `with_weights` puts them back).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -207,43 +218,49 @@ impl Parent {
     /// measured with, of its size, and its rankings checked against the teacher's architecture
     /// (each a permutation of what it ranks). Weights that do not fit the architecture are
     /// never read (`get`).
-    pub fn with_weights(mut self, weights: BTreeMap<String, Vec<f32>>) -> Result<Parent, String> {
-        for (name, &n) in &self.sizes {
-            if weights.get(name).map(Vec::len) != Some(n) {
-                return Err(format!(
-                    "the teacher's {name} is missing or of the wrong size"
-                ));
+    pub fn with_weights(
+        mut self,
+        weights: BTreeMap<String, Vec<f32>>,
+    ) -> Result<Parent, InheritError> {
+        (|| -> Result<Parent, String> {
+            for (name, &n) in &self.sizes {
+                if weights.get(name).map(Vec::len) != Some(n) {
+                    return Err(format!(
+                        "the teacher's {name} is missing or of the wrong size"
+                    ));
+                }
             }
-        }
-        if weights.len() != self.sizes.len() {
-            return Err("the teacher has weights it was not measured with".into());
-        }
-        let perm = |r: &[usize], n: usize| {
-            let mut s = r.to_vec();
-            s.sort_unstable();
-            s == (0..n).collect::<Vec<_>>()
-        };
-        let a = &self.arch;
-        let c = a.d_model as usize;
-        let depth = a.depth();
-        let ok = perm(&self.channels, c)
-            && perm(&self.layers, a.weight_owners().count())
-            && self.layers.iter().all(|&l| l == a.weight_owner(l))
-            && self.heads.len() == depth
-            && self.value_dims.len() == depth
-            && self.neurons.len() == depth
-            && a.layers.iter().enumerate().all(|(l, layer)| {
-                let h = layer.attention.heads() as usize;
-                perm(&self.heads[l], h)
-                    && self.value_dims[l].len() == h
-                    && self.value_dims[l].iter().all(|d| perm(d, c / h.max(1)))
-                    && perm(&self.neurons[l], layer.ffn.hidden as usize)
-            });
-        if !ok {
-            return Err("the teacher's rankings do not fit its architecture".into());
-        }
-        self.weights = weights;
-        Ok(self)
+            if weights.len() != self.sizes.len() {
+                return Err("the teacher has weights it was not measured with".into());
+            }
+            let perm = |r: &[usize], n: usize| {
+                let mut s = r.to_vec();
+                s.sort_unstable();
+                s == (0..n).collect::<Vec<_>>()
+            };
+            let a = &self.arch;
+            let c = a.d_model as usize;
+            let depth = a.depth();
+            let ok = perm(&self.channels, c)
+                && perm(&self.layers, a.weight_owners().count())
+                && self.layers.iter().all(|&l| l == a.weight_owner(l))
+                && self.heads.len() == depth
+                && self.value_dims.len() == depth
+                && self.neurons.len() == depth
+                && a.layers.iter().enumerate().all(|(l, layer)| {
+                    let h = layer.attention.heads() as usize;
+                    perm(&self.heads[l], h)
+                        && self.value_dims[l].len() == h
+                        && self.value_dims[l].iter().all(|d| perm(d, c / h.max(1)))
+                        && perm(&self.neurons[l], layer.ffn.hidden as usize)
+                });
+            if !ok {
+                return Err("the teacher's rankings do not fit its architecture".into());
+            }
+            self.weights = weights;
+            Ok(self)
+        })()
+        .map_err(InheritError)
     }
 
     /// Initial values, by parameter name, for `student` (see the module's doc). Empty when

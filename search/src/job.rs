@@ -71,9 +71,13 @@ pub enum ExecError {
     /// The PyTorch runner could not run or returned no result.
     #[error("{0}")]
     Runner(String),
-    /// A job's inputs or outputs could not be written or read.
+    /// The device an experiment names cannot be used (no torch, or no GPU it sees).
     #[error("{0}")]
-    Io(String),
+    Device(String),
+    /// A job's inputs (the teacher's targets, weights, token streams) could not be written
+    /// or read where the executor needs them.
+    #[error("{0}")]
+    Inputs(String),
 }
 
 /// Runs evaluation jobs.

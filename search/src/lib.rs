@@ -10,7 +10,9 @@
 //! where or how a job runs (`genas-exec`), nor files, commands or reports (the `genas` app).
 
 pub mod controller;
+pub mod error;
 pub mod job;
 pub mod pareto;
 
+pub use error::SearchError;
 pub use job::{init_seed, ExecError, Executor, Job, Output};

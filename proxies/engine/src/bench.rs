@@ -178,9 +178,22 @@ pub fn bench_architecture(c: &BenchConfig) -> Architecture {
     }
 }
 
-pub fn bench_train(c: &BenchConfig) -> Result<BenchReport, String> {
+/// Why the engine benchmark could not run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BenchError {
+    /// The benchmark's sizes make no valid network.
+    #[error(transparent)]
+    Architecture(#[from] genas_space::ArchError),
+    #[error(transparent)]
+    Memory(#[from] crate::memory::MemoryError),
+    /// A step's gradient norm was not finite.
+    #[error("gradient norm {0}")]
+    Diverged(f64),
+}
+
+pub fn bench_train(c: &BenchConfig) -> Result<BenchReport, BenchError> {
     let arch = bench_architecture(c);
-    arch.validate().map_err(|e| e.to_string())?;
+    arch.validate()?;
     let be = Cpu::<f32>::new(c.threads);
     let threads = be.threads();
     super::memory::check(
@@ -225,7 +238,7 @@ pub fn bench_train(c: &BenchConfig) -> Result<BenchReport, String> {
         let loss = model.forward_backward(&batch.inputs, &batch.targets, (b, t));
         let t2 = Instant::now();
         opt.update(&mut model, cfg.lr_at(step), &cfg)
-            .map_err(|n| format!("gradient norm {n}"))?;
+            .map_err(BenchError::Diverged)?;
         let t3 = Instant::now();
         phase[0] += (t2 - t0).as_secs_f64();
         phase[1] += (t3 - t2).as_secs_f64();

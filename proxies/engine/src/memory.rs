@@ -52,20 +52,33 @@ pub fn available_bytes() -> f64 {
         .unwrap_or(FALLBACK_LIMIT_BYTES)
 }
 
-/// `Ok` when `need` bytes fit in `available`; otherwise one line saying what needs how much.
-pub fn check_fits(what: &str, need: f64, available: f64) -> Result<(), String> {
+/// A computation that would not fit: what needs how many bytes, and how many there are.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "{what} needs about {} of memory (cost-model estimate), more than the {} available",
+    human(*.need),
+    human(*.available)
+)]
+pub struct MemoryError {
+    pub what: String,
+    pub need: f64,
+    pub available: f64,
+}
+
+/// `Ok` when `need` bytes fit in `available`; otherwise what needs how much.
+pub fn check_fits(what: &str, need: f64, available: f64) -> Result<(), MemoryError> {
     if need.is_finite() && need <= available {
         return Ok(());
     }
-    Err(format!(
-        "{what} needs about {} of memory (cost-model estimate), more than the {} available",
-        human(need),
-        human(available)
-    ))
+    Err(MemoryError {
+        what: what.to_string(),
+        need,
+        available,
+    })
 }
 
 /// `Ok` when `need` bytes fit in the memory available now.
-pub fn check(what: &str, need: f64) -> Result<(), String> {
+pub fn check(what: &str, need: f64) -> Result<(), MemoryError> {
     check_fits(what, need, available_bytes())
 }
 
@@ -123,7 +136,9 @@ mod tests {
     #[test]
     fn over_budget_is_one_line_naming_both_sizes() {
         assert!(check_fits("x", 1e6, 2e6).is_ok());
-        let e = check_fits("training d65536 L1024", 3.0 * (1u64 << 40) as f64, 8e9).unwrap_err();
+        let e = check_fits("training d65536 L1024", 3.0 * (1u64 << 40) as f64, 8e9)
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains('\n'));
         assert!(e.contains("3072.0 GiB") && e.contains("7.5 GiB"), "{e}");
         assert!(check_fits("x", f64::NAN, 1e9).is_err());

@@ -4,8 +4,7 @@
 use crate::local::Local;
 use crate::slurm::{Cluster, Slurm};
 use crate::torch::{device_plan, DevicePlan, Torch};
-use anyhow::anyhow;
-use genas_search::job::Executor;
+use genas_search::job::{ExecError, Executor};
 use genas_space::{ExecutorKind, Experiment};
 use std::path::Path;
 
@@ -26,7 +25,7 @@ impl<'a> ExecutorChoice<'a> {
         archive_dir: &Path,
         local: Local<'a>,
         say: &'a (dyn Fn(&str) + Sync),
-    ) -> anyhow::Result<ExecutorChoice<'a>> {
+    ) -> Result<ExecutorChoice<'a>, ExecError> {
         if exp.executor.kind == ExecutorKind::Local {
             return match device_plan(exp)? {
                 DevicePlan::Engine { .. } => Ok(ExecutorChoice::Local(local)),
@@ -34,23 +33,25 @@ impl<'a> ExecutorChoice<'a> {
                     let root = archive_dir.join("torch");
                     let inputs = root.join("inputs");
                     let name = genas_scoring::inputs::store(&inputs, local.targets)
-                        .map_err(|e| anyhow!("{e}"))?;
+                        .map_err(|e| ExecError::Inputs(e.0))?;
+                    let absolute = |p: std::path::PathBuf| {
+                        std::path::absolute(&p)
+                            .map_err(|e| ExecError::Inputs(format!("{}: {e}", p.display())))
+                    };
                     Ok(ExecutorChoice::Torch(Box::new(Torch {
                         device,
                         python,
-                        dir: std::path::absolute(root.join("jobs"))?,
-                        targets: std::path::absolute(genas_scoring::inputs::path_in(
-                            &inputs, &name,
-                        ))?,
+                        dir: absolute(root.join("jobs"))?,
+                        targets: absolute(genas_scoring::inputs::path_in(&inputs, &name))?,
                         parallel: exp.search.device_jobs as usize,
                         local,
                     })))
                 }
             };
         }
-        let cluster = Cluster::of(exp, archive_dir, say).map_err(anyhow::Error::msg)?;
+        let cluster = Cluster::of(exp, archive_dir, say)?;
         let targets = genas_scoring::inputs::store(&cluster.inputs(), local.targets)
-            .map_err(|e| anyhow!("executor.shared_dir: {e}"))?;
+            .map_err(|e| ExecError::Inputs(format!("executor.shared_dir: {e}")))?;
         Ok(ExecutorChoice::Slurm(Box::new(Slurm {
             cluster,
             targets,

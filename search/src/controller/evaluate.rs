@@ -2,8 +2,8 @@
 //! every result committed in queue order with the controller state that consumed it.
 
 use super::{cache_key, front_and_hypervolume, Controller, Progress, RunPlan, RungResult};
+use crate::error::{Result, SearchError};
 use crate::job::{init_seed, Job, Output};
-use anyhow::Result;
 use genas_scoring::distill::DistillResult;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -37,7 +37,7 @@ impl Controller<'_> {
         // Cache hits are known at once; the executor runs the rest.
         let finished: Mutex<BTreeMap<usize, Finished>> = Mutex::new(BTreeMap::new());
         let committed = Mutex::new(0usize);
-        let error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+        let error: Mutex<Option<SearchError>> = Mutex::new(None);
         let seed = self.cx.experiment.teacher.seed;
         let (plan, archive, stop, workers, executor) = (
             self.cx.plan.clone(),
@@ -119,7 +119,7 @@ impl Controller<'_> {
         if let Some(e) = error.into_inner().expect("e") {
             return Err(e);
         }
-        ran.map_err(anyhow::Error::msg)?;
+        ran?;
         let done = committed.into_inner().expect("c");
         if done < pending.len() {
             return Ok(false);

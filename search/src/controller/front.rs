@@ -2,8 +2,8 @@
 //! the top rung and its hypervolume, and the selection order promotion and parents use.
 
 use super::{CandidateRecord, RunPlan};
+use crate::error::Result;
 use crate::pareto;
-use anyhow::Result;
 use genas_space::{Experiment, Objective, SearchSpace};
 use std::collections::BTreeMap;
 

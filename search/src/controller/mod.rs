@@ -29,8 +29,8 @@ pub use front::{front_and_hypervolume, objectives, reference_point, selection_or
 pub use propose::exhaustive_order;
 pub use screen::screen_order;
 
+use crate::error::Result;
 use crate::job::Executor;
-use anyhow::Result;
 use genas_scoring::calibrate::Ensemble;
 use genas_scoring::distill::{DistillConfig, DistillResult};
 use genas_scoring::zero_cost::ProxyScores;

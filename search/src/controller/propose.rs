@@ -3,7 +3,7 @@
 
 use super::strategy::{self, Pool, Strategy};
 use super::{CandidateRecord, Controller, Phase};
-use anyhow::Result;
+use crate::error::Result;
 use genas_space::{satisfies, Architecture, Cost};
 
 /// Uniform draws tried for an architecture not yet in the run before the run stops

@@ -2,7 +2,7 @@
 //! Pareto rank, and the end of a round (the strategy's next population).
 
 use super::{selection_order, strategy, Controller, Phase};
-use anyhow::Result;
+use crate::error::Result;
 use genas_scoring::distill::DistillConfig;
 
 impl Controller<'_> {

@@ -2,8 +2,8 @@
 //! `screen_keep` share first by Pareto rank over (predicted quality, cost) goes on to the rungs.
 
 use super::{objectives, CandidateRecord, Controller, Phase, Progress};
+use crate::error::Result;
 use crate::pareto;
-use anyhow::Result;
 use genas_scoring::zero_cost::ProxyScores;
 use genas_space::{Architecture, Objective};
 use std::collections::BTreeMap;
