@@ -30,6 +30,25 @@ pub enum DataError {
     Invalid(String),
 }
 
+/// A reason with no file to name: the corpus or images as given.
+impl From<String> for DataError {
+    fn from(why: String) -> DataError {
+        DataError::Invalid(why)
+    }
+}
+
+impl From<&str> for DataError {
+    fn from(why: &str) -> DataError {
+        DataError::Invalid(why.to_string())
+    }
+}
+
+impl From<crate::tokenize::TokenizerError> for DataError {
+    fn from(e: crate::tokenize::TokenizerError) -> DataError {
+        DataError::Invalid(e.0)
+    }
+}
+
 impl From<DataError> for String {
     fn from(e: DataError) -> String {
         e.to_string()
@@ -251,46 +270,44 @@ impl Dataset {
         cache: Option<&Path>,
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<Dataset, DataError> {
-        (|| -> Result<Dataset, String> {
-            let cached = cache.map(|dir| crate::tokenize::cache_path(dir, text, tok));
-            let stream = match cached
-                .as_deref()
-                .and_then(|p| crate::tokenize::read_cache(p, size))
-            {
-                Some(stream) => stream,
-                None => {
-                    let stream = tok.encode(text, progress)?;
-                    if let Some(p) = &cached {
-                        // A cache that cannot be written costs only the next run's encoding.
-                        let _ = crate::tokenize::write_cache(p, &stream);
-                    }
-                    stream
+        let cached = cache.map(|dir| crate::tokenize::cache_path(dir, text, tok));
+        let stream = match cached
+            .as_deref()
+            .and_then(|p| crate::tokenize::read_cache(p, size))
+        {
+            Some(stream) => stream,
+            None => {
+                let stream = tok.encode(text, progress)?;
+                if let Some(p) = &cached {
+                    // A cache that cannot be written costs only the next run's encoding.
+                    let _ = crate::tokenize::write_cache(p, &stream);
                 }
-            };
-            if let Some(t) = stream.iter().find(|&&t| t >= size) {
-                return Err(format!(
-                    "{} gives token id {t}, beyond the vocabulary of {size}",
-                    tok.path.display()
-                ));
+                stream
             }
-            let (train, validation) = split_text(&stream, seq_len, validation_fraction)?;
-            let chars = text.chars().count().max(1);
-            let mut ds = Dataset::finish(
-                DataKind::Text,
-                Vocabulary::Hf {
-                    tokenizer: tok.clone(),
-                    size,
-                },
-                train,
-                validation,
-                seq_len,
-                source.to_string(),
-                None,
-            );
-            ds.tokens_per_char = Some(stream.len() as f64 / chars as f64);
-            Ok(ds)
-        })()
-        .map_err(DataError::Invalid)
+        };
+        if let Some(t) = stream.iter().find(|&&t| t >= size) {
+            return Err(format!(
+                "{} gives token id {t}, beyond the vocabulary of {size}",
+                tok.path.display()
+            )
+            .into());
+        }
+        let (train, validation) = split_text(&stream, seq_len, validation_fraction)?;
+        let chars = text.chars().count().max(1);
+        let mut ds = Dataset::finish(
+            DataKind::Text,
+            Vocabulary::Hf {
+                tokenizer: tok.clone(),
+                size,
+            },
+            train,
+            validation,
+            seq_len,
+            source.to_string(),
+            None,
+        );
+        ds.tokens_per_char = Some(stream.len() as f64 / chars as f64);
+        Ok(ds)
     }
 
     /// Loads data described by `cfg` from `path` (and `validation_path` for images).
@@ -359,68 +376,65 @@ impl Dataset {
         validation_fraction: f64,
         source: &str,
     ) -> Result<Dataset, DataError> {
-        (|| -> Result<Dataset, String> {
-            // Characters are first kept as code points and mapped to vocabulary indices after the
-            // split, since the vocabulary is the training split's.
-            let stream: Vec<u32> = match tokenizer {
-                Tokenizer::Byte => text.bytes().map(u32::from).collect(),
-                Tokenizer::Char => text.chars().map(u32::from).collect(),
-                Tokenizer::Teacher | Tokenizer::File(_) => {
-                    return Err("a Hugging Face tokenizer is applied by Dataset::from_text_hf".into())
-                }
-            };
-            let (train, validation) = split_text(&stream, seq_len, validation_fraction)?;
-            let (train, validation, vocab) = match tokenizer {
-                Tokenizer::Byte => (train, validation, Vocabulary::Bytes),
-                Tokenizer::Teacher | Tokenizer::File(_) => unreachable!("refused above"),
-                Tokenizer::Char => {
-                    // Distinct code points in one pass over a seen-table (no copy, no sort).
-                    let mut seen = vec![false; char::MAX as usize + 1];
-                    for &c in &train {
-                        seen[c as usize] = true;
-                    }
-                    let points: Vec<u32> = (0..seen.len() as u32)
-                        .filter(|&c| seen[c as usize])
-                        .collect();
-                    let mut index: HashMap<u32, u32> = points
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &c)| (c, i as u32))
-                        .collect();
-                    let mut chars: Vec<char> =
-                        points.iter().filter_map(|&c| char::from_u32(c)).collect();
-                    let replacement = u32::from('\u{FFFD}');
-                    if validation.iter().any(|c| !index.contains_key(c))
-                        && !index.contains_key(&replacement)
-                    {
-                        index.insert(replacement, chars.len() as u32);
-                        chars.push('\u{FFFD}');
-                    }
-                    // Every code point not in the index has the replacement token (added above
-                    // whenever the validation split needs it).
-                    let unknown = index.get(&replacement).copied().unwrap_or(0);
-                    let map = |s: Vec<u32>| -> Vec<u32> {
-                        s.iter()
-                            .map(|c| index.get(c).copied().unwrap_or(unknown))
-                            .collect()
-                    };
-                    (map(train), map(validation), Vocabulary::Chars { chars })
-                }
-            };
-            if vocab.size() < 2 {
-                return Err("the training split holds a single distinct character; a language model needs at least 2".into());
+        // Characters are first kept as code points and mapped to vocabulary indices after the
+        // split, since the vocabulary is the training split's.
+        let stream: Vec<u32> = match tokenizer {
+            Tokenizer::Byte => text.bytes().map(u32::from).collect(),
+            Tokenizer::Char => text.chars().map(u32::from).collect(),
+            Tokenizer::Teacher | Tokenizer::File(_) => {
+                return Err("a Hugging Face tokenizer is applied by Dataset::from_text_hf".into())
             }
-            Ok(Dataset::finish(
-                DataKind::Text,
-                vocab,
-                train,
-                validation,
-                seq_len,
-                source.to_string(),
-                None,
-            ))
-        })()
-        .map_err(DataError::Invalid)
+        };
+        let (train, validation) = split_text(&stream, seq_len, validation_fraction)?;
+        let (train, validation, vocab) = match tokenizer {
+            Tokenizer::Byte => (train, validation, Vocabulary::Bytes),
+            Tokenizer::Teacher | Tokenizer::File(_) => unreachable!("refused above"),
+            Tokenizer::Char => {
+                // Distinct code points in one pass over a seen-table (no copy, no sort).
+                let mut seen = vec![false; char::MAX as usize + 1];
+                for &c in &train {
+                    seen[c as usize] = true;
+                }
+                let points: Vec<u32> = (0..seen.len() as u32)
+                    .filter(|&c| seen[c as usize])
+                    .collect();
+                let mut index: HashMap<u32, u32> = points
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &c)| (c, i as u32))
+                    .collect();
+                let mut chars: Vec<char> =
+                    points.iter().filter_map(|&c| char::from_u32(c)).collect();
+                let replacement = u32::from('\u{FFFD}');
+                if validation.iter().any(|c| !index.contains_key(c))
+                    && !index.contains_key(&replacement)
+                {
+                    index.insert(replacement, chars.len() as u32);
+                    chars.push('\u{FFFD}');
+                }
+                // Every code point not in the index has the replacement token (added above
+                // whenever the validation split needs it).
+                let unknown = index.get(&replacement).copied().unwrap_or(0);
+                let map = |s: Vec<u32>| -> Vec<u32> {
+                    s.iter()
+                        .map(|c| index.get(c).copied().unwrap_or(unknown))
+                        .collect()
+                };
+                (map(train), map(validation), Vocabulary::Chars { chars })
+            }
+        };
+        if vocab.size() < 2 {
+            return Err("the training split holds a single distinct character; a language model needs at least 2".into());
+        }
+        Ok(Dataset::finish(
+            DataKind::Text,
+            vocab,
+            train,
+            validation,
+            seq_len,
+            source.to_string(),
+            None,
+        ))
     }
 
     /// A text data set of ids below `size` that stand for nothing: benchmarks of the
@@ -881,90 +895,84 @@ pub const MAX_IDX_BYTES: u64 = 4 << 30;
 /// inflates past `max_bytes` (a corrupt or hostile file) is refused instead of filling
 /// memory.
 pub fn decode_idx_images(raw: &[u8], max_bytes: u64) -> Result<IdxImages, DataError> {
-    (|| -> Result<IdxImages, String> {
-        if !raw.starts_with(&[0x1f, 0x8b]) {
-            return Ok(parse_idx_images(raw)?);
-        }
-        let mut out = Vec::new();
-        let limited = std::io::Read::take(flate2::read::GzDecoder::new(raw), max_bytes + 1);
-        std::io::Read::read_to_end(&mut { limited }, &mut out)
-            .map_err(|e| format!("corrupt gzip data: {e}"))?;
-        if out.len() as u64 > max_bytes {
-            return Err(format!(
-                "the gzip stream inflates past {max_bytes} bytes, more than an IDX image file genas reads"
-            ));
-        }
-        Ok(parse_idx_images(&out)?)
-    })()
-    .map_err(DataError::Invalid)
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return parse_idx_images(raw);
+    }
+    let mut out = Vec::new();
+    let limited = std::io::Read::take(flate2::read::GzDecoder::new(raw), max_bytes + 1);
+    std::io::Read::read_to_end(&mut { limited }, &mut out)
+        .map_err(|e| format!("corrupt gzip data: {e}"))?;
+    if out.len() as u64 > max_bytes {
+        return Err(format!(
+            "the gzip stream inflates past {max_bytes} bytes, more than an IDX image file genas reads"
+        ).into());
+    }
+    parse_idx_images(&out)
 }
 
 /// Parses IDX image bytes; the error says what is wrong with the header or body.
 pub fn parse_idx_images(bytes: &[u8]) -> Result<IdxImages, DataError> {
-    (|| -> Result<IdxImages, String> {
-        if bytes.is_empty() {
-            return Err("the file is empty".into());
-        }
-        if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
-            return Err("not an IDX file (the first two bytes of an IDX header are zero)".into());
-        }
-        let (kind, ndims) = (bytes[2], bytes[3] as usize);
-        if kind != 0x08 {
-            let name = match kind {
-                0x09 => "signed byte",
-                0x0B => "short",
-                0x0C => "int",
-                0x0D => "float",
-                0x0E => "double",
-                _ => "unknown",
-            };
-            return Err(format!("IDX element type 0x{kind:02X} ({name}) is not supported; images must be unsigned bytes (0x08)"));
-        }
-        if ndims != 3 {
-            return Err(format!(
-                "IDX file has {ndims} dimension(s); images need 3 (count, rows, cols)"
-            ));
-        }
-        let header = 4 + 4 * ndims;
-        if bytes.len() < header {
-            return Err(format!(
-                "truncated IDX header: {} bytes, need {header}",
-                bytes.len()
-            ));
-        }
-        let dim = |i: usize| {
-            u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize
+    if bytes.is_empty() {
+        return Err("the file is empty".into());
+    }
+    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
+        return Err("not an IDX file (the first two bytes of an IDX header are zero)".into());
+    }
+    let (kind, ndims) = (bytes[2], bytes[3] as usize);
+    if kind != 0x08 {
+        let name = match kind {
+            0x09 => "signed byte",
+            0x0B => "short",
+            0x0C => "int",
+            0x0D => "float",
+            0x0E => "double",
+            _ => "unknown",
         };
-        let (count, rows, cols) = (dim(0), dim(1), dim(2));
-        if count == 0 || rows == 0 || cols == 0 {
-            return Err(format!(
-                "IDX header describes {count} images of {rows}×{cols}: nothing to train on"
-            ));
-        }
-        let body = count
-            .checked_mul(rows)
-            .and_then(|x| x.checked_mul(cols))
-            .ok_or("IDX header dimensions overflow")?;
-        let have = bytes.len() - header;
-        if have < body {
-            return Err(format!(
-                "truncated IDX body: the header promises {count} images of {rows}×{cols} ({body} bytes), the file holds {have}"
-            ));
-        }
-        if have > body {
-            return Err(format!(
-                "{} bytes follow the {count} images the IDX header describes",
-                have - body
-            ));
-        }
-        Ok(IdxImages {
-            count,
-            rows: rows as u32,
-            cols: cols as u32,
-            pixels: bytes[header..].to_vec(),
-        })
-    })()
-    .map_err(DataError::Invalid)
+        return Err(format!("IDX element type 0x{kind:02X} ({name}) is not supported; images must be unsigned bytes (0x08)").into());
+    }
+    if ndims != 3 {
+        return Err(format!(
+            "IDX file has {ndims} dimension(s); images need 3 (count, rows, cols)"
+        )
+        .into());
+    }
+    let header = 4 + 4 * ndims;
+    if bytes.len() < header {
+        return Err(format!("truncated IDX header: {} bytes, need {header}", bytes.len()).into());
+    }
+    let dim = |i: usize| {
+        u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize
+    };
+    let (count, rows, cols) = (dim(0), dim(1), dim(2));
+    if count == 0 || rows == 0 || cols == 0 {
+        return Err(format!(
+            "IDX header describes {count} images of {rows}×{cols}: nothing to train on"
+        )
+        .into());
+    }
+    let body = count
+        .checked_mul(rows)
+        .and_then(|x| x.checked_mul(cols))
+        .ok_or("IDX header dimensions overflow")?;
+    let have = bytes.len() - header;
+    if have < body {
+        return Err(format!(
+            "truncated IDX body: the header promises {count} images of {rows}×{cols} ({body} bytes), the file holds {have}"
+        ).into());
+    }
+    if have > body {
+        return Err(format!(
+            "{} bytes follow the {count} images the IDX header describes",
+            have - body
+        )
+        .into());
+    }
+    Ok(IdxImages {
+        count,
+        rows: rows as u32,
+        cols: cols as u32,
+        pixels: bytes[header..].to_vec(),
+    })
 }
 
 /// Evenly spaced images form the validation split (see `split_blocks`).

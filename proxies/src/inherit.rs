@@ -30,6 +30,18 @@ use std::collections::BTreeMap;
 #[error("{0}")]
 pub struct InheritError(pub String);
 
+impl From<String> for InheritError {
+    fn from(why: String) -> InheritError {
+        InheritError(why)
+    }
+}
+
+impl From<&str> for InheritError {
+    fn from(why: &str) -> InheritError {
+        InheritError(why.to_string())
+    }
+}
+
 impl From<InheritError> for String {
     fn from(e: InheritError) -> String {
         e.0
@@ -222,45 +234,40 @@ impl Parent {
         mut self,
         weights: BTreeMap<String, Vec<f32>>,
     ) -> Result<Parent, InheritError> {
-        (|| -> Result<Parent, String> {
-            for (name, &n) in &self.sizes {
-                if weights.get(name).map(Vec::len) != Some(n) {
-                    return Err(format!(
-                        "the teacher's {name} is missing or of the wrong size"
-                    ));
-                }
+        for (name, &n) in &self.sizes {
+            if weights.get(name).map(Vec::len) != Some(n) {
+                return Err(format!("the teacher's {name} is missing or of the wrong size").into());
             }
-            if weights.len() != self.sizes.len() {
-                return Err("the teacher has weights it was not measured with".into());
-            }
-            let perm = |r: &[usize], n: usize| {
-                let mut s = r.to_vec();
-                s.sort_unstable();
-                s == (0..n).collect::<Vec<_>>()
-            };
-            let a = &self.arch;
-            let c = a.d_model as usize;
-            let depth = a.depth();
-            let ok = perm(&self.channels, c)
-                && perm(&self.layers, a.weight_owners().count())
-                && self.layers.iter().all(|&l| l == a.weight_owner(l))
-                && self.heads.len() == depth
-                && self.value_dims.len() == depth
-                && self.neurons.len() == depth
-                && a.layers.iter().enumerate().all(|(l, layer)| {
-                    let h = layer.attention.heads() as usize;
-                    perm(&self.heads[l], h)
-                        && self.value_dims[l].len() == h
-                        && self.value_dims[l].iter().all(|d| perm(d, c / h.max(1)))
-                        && perm(&self.neurons[l], layer.ffn.hidden as usize)
-                });
-            if !ok {
-                return Err("the teacher's rankings do not fit its architecture".into());
-            }
-            self.weights = weights;
-            Ok(self)
-        })()
-        .map_err(InheritError)
+        }
+        if weights.len() != self.sizes.len() {
+            return Err("the teacher has weights it was not measured with".into());
+        }
+        let perm = |r: &[usize], n: usize| {
+            let mut s = r.to_vec();
+            s.sort_unstable();
+            s == (0..n).collect::<Vec<_>>()
+        };
+        let a = &self.arch;
+        let c = a.d_model as usize;
+        let depth = a.depth();
+        let ok = perm(&self.channels, c)
+            && perm(&self.layers, a.weight_owners().count())
+            && self.layers.iter().all(|&l| l == a.weight_owner(l))
+            && self.heads.len() == depth
+            && self.value_dims.len() == depth
+            && self.neurons.len() == depth
+            && a.layers.iter().enumerate().all(|(l, layer)| {
+                let h = layer.attention.heads() as usize;
+                perm(&self.heads[l], h)
+                    && self.value_dims[l].len() == h
+                    && self.value_dims[l].iter().all(|d| perm(d, c / h.max(1)))
+                    && perm(&self.neurons[l], layer.ffn.hidden as usize)
+            });
+        if !ok {
+            return Err("the teacher's rankings do not fit its architecture".into());
+        }
+        self.weights = weights;
+        Ok(self)
     }
 
     /// Initial values, by parameter name, for `student` (see the module's doc). Empty when

@@ -26,6 +26,18 @@ const MAX_TOKENIZER_BYTES: u64 = 512 << 20;
 #[error("{0}")]
 pub struct TokenizerError(pub String);
 
+impl From<String> for TokenizerError {
+    fn from(why: String) -> TokenizerError {
+        TokenizerError(why)
+    }
+}
+
+impl From<&str> for TokenizerError {
+    fn from(why: &str) -> TokenizerError {
+        TokenizerError(why.to_string())
+    }
+}
+
 impl From<TokenizerError> for String {
     fn from(e: TokenizerError) -> String {
         e.0
@@ -78,39 +90,35 @@ impl Serialize for HfTokenizer {
 impl HfTokenizer {
     /// Reads `path`; the error is one line naming it.
     pub fn from_file(path: &Path) -> Result<HfTokenizer, TokenizerError> {
-        (|| -> Result<HfTokenizer, String> {
-            let name = path.display();
-            let len = std::fs::metadata(path)
-                .map_err(|e| format!("cannot read {name}: {e}"))?
-                .len();
-            if len > MAX_TOKENIZER_BYTES {
-                return Err(format!(
-                    "{name}: {len} bytes is too large for a tokenizer.json"
-                ));
-            }
-            let bytes = std::fs::read(path).map_err(|e| format!("cannot read {name}: {e}"))?;
-            let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| {
-                let e = e.to_string().replace('\n', " ");
-                format!("{name} is not a tokenizer.json transformers' tokenizers can read: {e}")
-            })?;
-            let size = inner.get_vocab_size(true);
-            if size < 2 || size > genas_space::arch::limits::MAX_VOCAB as usize {
-                return Err(format!(
-                    "{name}: a vocabulary of {size} entries (genas takes 2 to {})",
-                    genas_space::arch::limits::MAX_VOCAB
-                ));
-            }
-            let mut h = Sha256::new();
-            h.update(&bytes);
-            Ok(HfTokenizer {
-                hash: genas_space::hex16(h),
-                path: path.to_path_buf(),
-                size: size as u32,
-                inner: Arc::new(inner),
-                bytes: Arc::new(bytes),
-            })
-        })()
-        .map_err(TokenizerError)
+        let name = path.display();
+        let len = std::fs::metadata(path)
+            .map_err(|e| format!("cannot read {name}: {e}"))?
+            .len();
+        if len > MAX_TOKENIZER_BYTES {
+            return Err(format!("{name}: {len} bytes is too large for a tokenizer.json").into());
+        }
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {name}: {e}"))?;
+        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| {
+            let e = e.to_string().replace('\n', " ");
+            format!("{name} is not a tokenizer.json transformers' tokenizers can read: {e}")
+        })?;
+        let size = inner.get_vocab_size(true);
+        if size < 2 || size > genas_space::arch::limits::MAX_VOCAB as usize {
+            return Err(format!(
+                "{name}: a vocabulary of {size} entries (genas takes 2 to {})",
+                genas_space::arch::limits::MAX_VOCAB
+            )
+            .into());
+        }
+        let mut h = Sha256::new();
+        h.update(&bytes);
+        Ok(HfTokenizer {
+            hash: genas_space::hex16(h),
+            path: path.to_path_buf(),
+            size: size as u32,
+            inner: Arc::new(inner),
+            bytes: Arc::new(bytes),
+        })
     }
 
     /// The ids of `text`, without special tokens, encoded in parallel chunks cut after line
@@ -120,28 +128,25 @@ impl HfTokenizer {
         text: &str,
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<Vec<u32>, TokenizerError> {
-        (|| -> Result<Vec<u32>, String> {
-            use rayon::prelude::*;
-            let chunks = chunks(text, CHUNK_BYTES);
-            let done = std::sync::atomic::AtomicUsize::new(0);
-            let parts: Result<Vec<Vec<u32>>, String> = chunks
-                .par_iter()
-                .map(|chunk| {
-                    let enc = self.inner.encode_fast(*chunk, false).map_err(|e| {
-                        format!(
-                            "{}: {}",
-                            self.path.display(),
-                            e.to_string().replace('\n', " ")
-                        )
-                    })?;
-                    let d = done.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
-                    progress(d + chunk.len(), text.len());
-                    Ok(enc.get_ids().to_vec())
-                })
-                .collect();
-            Ok(parts?.concat())
-        })()
-        .map_err(TokenizerError)
+        use rayon::prelude::*;
+        let chunks = chunks(text, CHUNK_BYTES);
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let parts: Result<Vec<Vec<u32>>, String> = chunks
+            .par_iter()
+            .map(|chunk| {
+                let enc = self.inner.encode_fast(*chunk, false).map_err(|e| {
+                    format!(
+                        "{}: {}",
+                        self.path.display(),
+                        e.to_string().replace('\n', " ")
+                    )
+                })?;
+                let d = done.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+                progress(d + chunk.len(), text.len());
+                Ok(enc.get_ids().to_vec())
+            })
+            .collect();
+        Ok(parts?.concat())
     }
 
     /// The file as read, to hand over beside an exported model.
@@ -151,19 +156,16 @@ impl HfTokenizer {
 
     /// The ids of a short text (a prompt), without special tokens.
     pub fn encode_one(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        (|| -> Result<Vec<u32>, String> {
-            self.inner
-                .encode_fast(text, false)
-                .map(|e| e.get_ids().to_vec())
-                .map_err(|e| {
-                    format!(
-                        "{}: {}",
-                        self.path.display(),
-                        e.to_string().replace('\n', " ")
-                    )
-                })
-        })()
-        .map_err(TokenizerError)
+        self.inner
+            .encode_fast(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| {
+                TokenizerError(format!(
+                    "{}: {}",
+                    self.path.display(),
+                    e.to_string().replace('\n', " ")
+                ))
+            })
     }
 
     /// The text of `ids` (special tokens kept); lossy where ids are out of the vocabulary.

@@ -5,7 +5,7 @@
 //! # fn main() -> Result<(), genas_store::StoreError> {
 //! let archive = Archive::open(std::path::Path::new("genas-archive"))?; // created if absent
 //! archive.put_calibration("space-3f2a", &serde_json::json!({"ms_per_token": 0.41}))?;
-//! let table = archive.calibration("space-3f2a")?;
+//! let table: Option<serde_json::Value> = archive.calibration("space-3f2a")?;
 //! # Ok(()) }
 //! ```
 //!

@@ -10,31 +10,40 @@
 //! way), plus an evaluation cache shared by all runs. One
 //! [`Archive::commit`] writes a step's candidates, state, events and cache entries in a
 //! single sled transaction and flushes it before it returns, so a killed search resumes
-//! from its last commit with everything consistent. The values are JSON the caller defines.
+//! from its last commit with everything consistent. Records are the caller's serde types,
+//! stored as JSON; a stored record read as a type it does not fit is
+//! [`StoreError::Unreadable`], never a panic.
 //!
 //! ```no_run
 //! use genas_store::Archive;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct TeacherMeta {
+//!     steps: u32,
+//! }
+//!
 //! # fn main() -> Result<(), genas_store::StoreError> {
 //! let archive = Archive::open(std::path::Path::new("genas-archive"))?;
-//! archive.put_teacher("data-1f3c/teacher-9a0b", &serde_json::json!({"steps": 600}), &[0u8; 16])?;
-//! for (key, meta) in archive.teachers()? {
-//!     println!("{key}: {meta}");
+//! archive.put_teacher("data-1f3c/teacher-9a0b", &TeacherMeta { steps: 600 }, &[0u8; 16])?;
+//! for (key, meta) in archive.teachers::<TeacherMeta>()? {
+//!     println!("{key}: {} steps", meta.steps);
 //! }
 //! let run = archive.create_run(&serde_json::json!({"space": "space-3f2a"}))?;
 //! archive.commit(
 //!     &run,
-//!     &[("c-01ab".into(), serde_json::json!({"score": 0.93}))],
+//!     &[("c-01ab".to_string(), serde_json::json!({"score": 0.93}))],
 //!     &serde_json::json!({"generation": 1}),
 //!     &[serde_json::json!({"evaluated": "c-01ab"})],
-//!     &[("eval/c-01ab".into(), serde_json::json!(0.93))],
+//!     &[("eval/c-01ab".to_string(), 0.93)],
 //! )?;
-//! let resumed_from = archive.state(&run)?;
+//! let resumed_from: Option<serde_json::Value> = archive.state(&run)?;
 //! # Ok(()) }
 //! ```
 //!
 //! Every [`StoreError`] is one line that names the archive and says what to do. The archive
-//! knows `genas-space` types (what it stores) but must not know how candidates are scored or
-//! chosen.
+//! knows no other genas crate: it stores the records its callers define, and must not know
+//! how candidates are scored or chosen.
 
 pub mod archive;
 

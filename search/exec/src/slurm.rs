@@ -61,12 +61,13 @@ pub struct TaskFile {
 
 /// A task's key: 16 hex digits of the SHA-256 of its JSON.
 pub fn task_key(task: &Task) -> Result<String, ExecError> {
-    (|| -> Result<String, String> {
-        let mut h = Sha256::new();
-        h.update(serde_json::to_vec(task).map_err(|e| e.to_string())?);
-        Ok(genas_space::hex16(h))
-    })()
-    .map_err(ExecError::Cluster)
+    task_key_inner(task).map_err(ExecError::Cluster)
+}
+
+fn task_key_inner(task: &Task) -> Result<String, String> {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(task).map_err(|e| e.to_string())?);
+    Ok(genas_space::hex16(h))
 }
 
 /// Where a task last ran: recorded before each submission, completed with the job id after.
@@ -126,28 +127,33 @@ impl<'a> Cluster<'a> {
         archive_dir: &Path,
         say: &'a (dyn Fn(&str) + Sync),
     ) -> Result<Cluster<'a>, ExecError> {
-        (|| -> Result<Cluster<'a>, String> {
-            let x = &exp.executor;
-            let shared = match &x.shared_dir {
-                Some(d) => exp.base_dir.join(d),
-                None => archive_dir.join("slurm"),
-            };
-            let shared = std::path::absolute(&shared)
-                .map_err(|e| format!("executor.shared_dir {}: {e}", shared.display()))?;
-            let worker = match &x.worker {
-                Some(w) => std::path::absolute(exp.base_dir.join(w))
-                    .map_err(|e| format!("executor.worker {w}: {e}"))?,
-                None => std::env::current_exe()
-                    .map_err(|e| format!("the path of this genas program: {e}"))?,
-            };
-            Ok(Cluster {
-                config: x.clone(),
-                shared,
-                worker,
-                say,
-            })
-        })()
-        .map_err(ExecError::Cluster)
+        Self::of_inner(exp, archive_dir, say).map_err(ExecError::Cluster)
+    }
+
+    fn of_inner(
+        exp: &genas_space::Experiment,
+        archive_dir: &Path,
+        say: &'a (dyn Fn(&str) + Sync),
+    ) -> Result<Cluster<'a>, String> {
+        let x = &exp.executor;
+        let shared = match &x.shared_dir {
+            Some(d) => exp.base_dir.join(d),
+            None => archive_dir.join("slurm"),
+        };
+        let shared = std::path::absolute(&shared)
+            .map_err(|e| format!("executor.shared_dir {}: {e}", shared.display()))?;
+        let worker = match &x.worker {
+            Some(w) => std::path::absolute(exp.base_dir.join(w))
+                .map_err(|e| format!("executor.worker {w}: {e}"))?,
+            None => std::env::current_exe()
+                .map_err(|e| format!("the path of this genas program: {e}"))?,
+        };
+        Ok(Cluster {
+            config: x.clone(),
+            shared,
+            worker,
+            say,
+        })
     }
 
     /// The directory of the content-addressed inputs.
@@ -246,75 +252,75 @@ fn log_tail(path: &Path, n: usize) -> String {
 /// the inputs it names in `DIR/../../inputs`, trains, and writes `results/KEY.out.json` whole
 /// or not at all (a final distillation writes its weights first).
 pub fn work(task: &Path) -> Result<PathBuf, ExecError> {
-    (|| -> Result<PathBuf, String> {
-        let dir = task
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let index = task
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if index.parse::<usize>().is_err() {
-            return Err(format!(
-                "{}: a task is JOB_DIR/INDEX, INDEX a number",
-                task.display()
-            ));
+    work_inner(task).map_err(ExecError::Cluster)
+}
+
+fn work_inner(task: &Path) -> Result<PathBuf, String> {
+    let dir = task
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let index = task
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if index.parse::<usize>().is_err() {
+        return Err(format!(
+            "{}: a task is JOB_DIR/INDEX, INDEX a number",
+            task.display()
+        ));
+    }
+    let job_path = dir.join(format!("{index}.json"));
+    let text =
+        std::fs::read_to_string(&job_path).map_err(|e| format!("{}: {e}", job_path.display()))?;
+    let file: TaskFile = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not a genas task ({e})", job_path.display()))?;
+    if task_key(&file.task).map_err(|e| e.to_string())? != file.key {
+        return Err(format!(
+            "{}: its task does not match its key {}",
+            job_path.display(),
+            file.key
+        ));
+    }
+    let shared = dir
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| format!("{}: not inside SHARED/jobs/BATCH", dir.display()))?;
+    let inputs = inputs_dir(shared);
+    let results = shared.join("results");
+    let key = &file.key;
+    let bytes = match file.task {
+        Task::Brief { job, targets } => {
+            job.architecture
+                .validate()
+                .map_err(|e| format!("{}: {e}", job_path.display()))?;
+            let targets = genas_scoring::inputs::load(&inputs, &targets)?;
+            serde_json::to_vec(&run_job(&job, &targets, &Cpu::<f32>::new(1)))
         }
-        let job_path = dir.join(format!("{index}.json"));
-        let text = std::fs::read_to_string(&job_path)
-            .map_err(|e| format!("{}: {e}", job_path.display()))?;
-        let file: TaskFile = serde_json::from_str(&text)
-            .map_err(|e| format!("{}: not a genas task ({e})", job_path.display()))?;
-        if task_key(&file.task).map_err(|e| e.to_string())? != file.key {
-            return Err(format!(
-                "{}: its task does not match its key {}",
-                job_path.display(),
-                file.key
-            ));
+        Task::Final(f) => {
+            f.architecture
+                .validate()
+                .map_err(|e| format!("{}: {e}", job_path.display()))?;
+            let weights = std::path::absolute(results.join(format!("{key}.weights.safetensors")))
+                .map_err(|e| e.to_string())?;
+            let result =
+                final_distill(&f, &inputs, &results.join(format!("{key}.ckpt")), |model| {
+                    let bytes = checkpoint::to_bytes(
+                        model,
+                        &[
+                            ("genas.run", f.run.clone()),
+                            ("genas.candidate", f.candidate.clone()),
+                        ],
+                    )?;
+                    write_atomic(&weights, &bytes)
+                })?;
+            serde_json::to_vec(&FinalOutput { result, weights })
         }
-        let shared = dir
-            .parent()
-            .and_then(Path::parent)
-            .ok_or_else(|| format!("{}: not inside SHARED/jobs/BATCH", dir.display()))?;
-        let inputs = inputs_dir(shared);
-        let results = shared.join("results");
-        let key = &file.key;
-        let bytes = match file.task {
-            Task::Brief { job, targets } => {
-                job.architecture
-                    .validate()
-                    .map_err(|e| format!("{}: {e}", job_path.display()))?;
-                let targets = genas_scoring::inputs::load(&inputs, &targets)?;
-                serde_json::to_vec(&run_job(&job, &targets, &Cpu::<f32>::new(1)))
-            }
-            Task::Final(f) => {
-                f.architecture
-                    .validate()
-                    .map_err(|e| format!("{}: {e}", job_path.display()))?;
-                let weights =
-                    std::path::absolute(results.join(format!("{key}.weights.safetensors")))
-                        .map_err(|e| e.to_string())?;
-                let result =
-                    final_distill(&f, &inputs, &results.join(format!("{key}.ckpt")), |model| {
-                        let bytes = checkpoint::to_bytes(
-                            model,
-                            &[
-                                ("genas.run", f.run.clone()),
-                                ("genas.candidate", f.candidate.clone()),
-                            ],
-                        )?;
-                        write_atomic(&weights, &bytes)
-                    })?;
-                serde_json::to_vec(&FinalOutput { result, weights })
-            }
-        }
-        .map_err(|e| e.to_string())?;
-        let out_path = results.join(format!("{key}.out.json"));
-        write_atomic(&out_path, &bytes)?;
-        Ok(out_path)
-    })()
-    .map_err(ExecError::Cluster)
+    }
+    .map_err(|e| e.to_string())?;
+    let out_path = results.join(format!("{key}.out.json"));
+    write_atomic(&out_path, &bytes)?;
+    Ok(out_path)
 }
 
 /// A final distillation from its inputs, checkpointing into `ckpt`; `save` gets the trained
@@ -466,134 +472,140 @@ impl Cluster<'_> {
         stop: &AtomicBool,
         done: &mut dyn FnMut(usize, Result<O, String>) -> bool,
     ) -> Result<bool, ExecError> {
-        (|| -> Result<bool, String> {
-            let keys = tasks
-                .iter()
-                .map(task_key)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| e.to_string())?;
-            let results = self.results();
-            std::fs::create_dir_all(&results).map_err(|e| format!("{}: {e}", results.display()))?;
-            let file = |key: &str, what: &str| results.join(format!("{key}.{what}"));
-            // Failed tries of each task in this call.
-            let mut failures: BTreeMap<usize, u32> = BTreeMap::new();
-            let mut open: BTreeSet<usize> = (0..tasks.len()).collect();
-            let mut batches = BTreeMap::new();
-            let poll = Duration::from_secs_f64(self.config.poll_interval);
-            let mut adopted = false;
-            loop {
-                if stop.load(Ordering::SeqCst) {
-                    return Ok(false);
-                }
-                // The queue first, then the files: a task that leaves the queue has written its
-                // result before it exited.
-                let flying = self.in_flight(&mut batches)?;
-                if !adopted {
-                    adopted = true;
-                    let n = open.iter().filter(|&&i| flying.contains(&keys[i])).count();
-                    if n > 0 {
-                        (self.say)(&format!(
-                            "slurm: adopting {n} task(s) still queued or running"
-                        ));
-                    }
-                }
-                let finished: Vec<(usize, O)> = open
-                    .iter()
-                    .filter_map(|&i| {
-                        Self::read_json::<O>(&file(&keys[i], "out.json")).map(|o| (i, o))
-                    })
-                    .collect();
-                for (i, out) in finished {
-                    open.remove(&i);
-                    if !done(i, Ok(out)) {
-                        return Ok(false);
-                    }
-                }
-                if open.is_empty() {
-                    return Ok(true);
-                }
-                let mut again: Vec<usize> = Vec::new();
-                let mut submitting = BTreeSet::new();
-                let idle: Vec<usize> = open
-                    .iter()
-                    .copied()
-                    .filter(|&i| !flying.contains(&keys[i]))
-                    .collect();
-                for i in idle {
-                    if !submitting.insert(keys[i].clone()) {
-                        continue; // the same task twice in one call: one run serves both
-                    }
-                    let Some(was) = Self::read_json::<Where>(&file(&keys[i], "where.json")) else {
-                        again.push(i);
-                        continue;
-                    };
-                    // It ran (or was about to) and is neither queued nor done: a failed try.
-                    let state = was
-                        .job
-                        .as_deref()
-                        .and_then(|id| task_state(id, was.index))
-                        .unwrap_or_else(|| "left the queue without a result".into());
-                    let log_path = was.dir.join(format!("{}.log", was.index));
-                    let log = log_tail(&log_path, LOG_LINES);
-                    let tries = failures.entry(i).or_insert(0);
-                    *tries += 1;
-                    if *tries > self.config.retries {
-                        let message = format!(
-                            "failed on Slurm {tries} time(s) (last: {state}; log {}: {log})",
-                            log_path.display()
-                        );
-                        (self.say)(&format!("slurm: {} {message}", names[i]));
-                        submitting.remove(&keys[i]);
-                        open.remove(&i);
-                        if !done(i, Err(message)) {
-                            return Ok(false);
-                        }
-                        continue;
-                    }
+        self.run_tasks_inner(tasks, names, stop, done)
+            .map_err(ExecError::Cluster)
+    }
+
+    fn run_tasks_inner<O: DeserializeOwned>(
+        &self,
+        tasks: &[Task],
+        names: &[String],
+        stop: &AtomicBool,
+        done: &mut dyn FnMut(usize, Result<O, String>) -> bool,
+    ) -> Result<bool, String> {
+        let keys = tasks
+            .iter()
+            .map(task_key)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let results = self.results();
+        std::fs::create_dir_all(&results).map_err(|e| format!("{}: {e}", results.display()))?;
+        let file = |key: &str, what: &str| results.join(format!("{key}.{what}"));
+        // Failed tries of each task in this call.
+        let mut failures: BTreeMap<usize, u32> = BTreeMap::new();
+        let mut open: BTreeSet<usize> = (0..tasks.len()).collect();
+        let mut batches = BTreeMap::new();
+        let poll = Duration::from_secs_f64(self.config.poll_interval);
+        let mut adopted = false;
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+            // The queue first, then the files: a task that leaves the queue has written its
+            // result before it exited.
+            let flying = self.in_flight(&mut batches)?;
+            if !adopted {
+                adopted = true;
+                let n = open.iter().filter(|&&i| flying.contains(&keys[i])).count();
+                if n > 0 {
                     (self.say)(&format!(
-                        "slurm: {} failed ({state}; {log}); submitting it again",
-                        names[i]
-                    ));
-                    again.push(i);
-                }
-                if open.is_empty() {
-                    return Ok(true);
-                }
-                if again.is_empty() {
-                    std::thread::sleep(poll);
-                    continue;
-                }
-                for chunk in again.chunks(MAX_ARRAY) {
-                    let batch: Vec<(&str, &Task)> = chunk
-                        .iter()
-                        .map(|&i| (keys[i].as_str(), &tasks[i]))
-                        .collect();
-                    let (dir, name) = self.write_batch(&batch)?;
-                    // Recorded before submitting: a coordinator killed in between counts the task
-                    // as a failed try and submits it again, nothing runs twice.
-                    let record = |job: Option<String>| -> Result<(), String> {
-                        for (index, (key, _)) in batch.iter().enumerate() {
-                            let w = Where {
-                                dir: dir.clone(),
-                                index,
-                                job: job.clone(),
-                            };
-                            let bytes = serde_json::to_vec(&w).map_err(|e| e.to_string())?;
-                            write_atomic(&file(key, "where.json"), &bytes)?;
-                        }
-                        Ok(())
-                    };
-                    record(None)?;
-                    let id = self.submit(&dir, &name, batch.len())?;
-                    record(Some(id.clone()))?;
-                    (self.say)(&format!(
-                        "slurm: submitted {} task(s) as {name}, job {id}",
-                        batch.len()
+                        "slurm: adopting {n} task(s) still queued or running"
                     ));
                 }
             }
-        })()
-        .map_err(ExecError::Cluster)
+            let finished: Vec<(usize, O)> = open
+                .iter()
+                .filter_map(|&i| Self::read_json::<O>(&file(&keys[i], "out.json")).map(|o| (i, o)))
+                .collect();
+            for (i, out) in finished {
+                open.remove(&i);
+                if !done(i, Ok(out)) {
+                    return Ok(false);
+                }
+            }
+            if open.is_empty() {
+                return Ok(true);
+            }
+            let mut again: Vec<usize> = Vec::new();
+            let mut submitting = BTreeSet::new();
+            let idle: Vec<usize> = open
+                .iter()
+                .copied()
+                .filter(|&i| !flying.contains(&keys[i]))
+                .collect();
+            for i in idle {
+                if !submitting.insert(keys[i].clone()) {
+                    continue; // the same task twice in one call: one run serves both
+                }
+                let Some(was) = Self::read_json::<Where>(&file(&keys[i], "where.json")) else {
+                    again.push(i);
+                    continue;
+                };
+                // It ran (or was about to) and is neither queued nor done: a failed try.
+                let state = was
+                    .job
+                    .as_deref()
+                    .and_then(|id| task_state(id, was.index))
+                    .unwrap_or_else(|| "left the queue without a result".into());
+                let log_path = was.dir.join(format!("{}.log", was.index));
+                let log = log_tail(&log_path, LOG_LINES);
+                let tries = failures.entry(i).or_insert(0);
+                *tries += 1;
+                if *tries > self.config.retries {
+                    let message = format!(
+                        "failed on Slurm {tries} time(s) (last: {state}; log {}: {log})",
+                        log_path.display()
+                    );
+                    (self.say)(&format!("slurm: {} {message}", names[i]));
+                    submitting.remove(&keys[i]);
+                    open.remove(&i);
+                    if !done(i, Err(message)) {
+                        return Ok(false);
+                    }
+                    continue;
+                }
+                (self.say)(&format!(
+                    "slurm: {} failed ({state}; {log}); submitting it again",
+                    names[i]
+                ));
+                again.push(i);
+            }
+            if open.is_empty() {
+                return Ok(true);
+            }
+            if again.is_empty() {
+                std::thread::sleep(poll);
+                continue;
+            }
+            for chunk in again.chunks(MAX_ARRAY) {
+                let batch: Vec<(&str, &Task)> = chunk
+                    .iter()
+                    .map(|&i| (keys[i].as_str(), &tasks[i]))
+                    .collect();
+                let (dir, name) = self.write_batch(&batch)?;
+                // Recorded before submitting: a coordinator killed in between counts the task
+                // as a failed try and submits it again, nothing runs twice.
+                let record = |job: Option<String>| -> Result<(), String> {
+                    for (index, (key, _)) in batch.iter().enumerate() {
+                        let w = Where {
+                            dir: dir.clone(),
+                            index,
+                            job: job.clone(),
+                        };
+                        let bytes = serde_json::to_vec(&w).map_err(|e| e.to_string())?;
+                        write_atomic(&file(key, "where.json"), &bytes)?;
+                    }
+                    Ok(())
+                };
+                record(None)?;
+                let id = self.submit(&dir, &name, batch.len())?;
+                record(Some(id.clone()))?;
+                (self.say)(&format!(
+                    "slurm: submitted {} task(s) as {name}, job {id}",
+                    batch.len()
+                ));
+            }
+        }
     }
 }
 

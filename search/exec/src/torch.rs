@@ -139,24 +139,25 @@ pub fn write_job(
     file: &Path,
     targets: &TeacherTargets,
 ) -> std::result::Result<(), ExecError> {
-    (|| -> Result<()> {
-        let model = targets.student(&job.architecture, Cpu::<f32>::new(1), job.init_seed);
-        let c = &job.config;
-        let steps = c
-            .steps
-            .min(u32::try_from(targets.schedule.len()).unwrap_or(u32::MAX));
-        let train = TrainConfig::new(steps, c.batch_size, c.learning_rate, c.seed);
-        write_torch_job(
-            dir,
-            &model,
-            "distill",
-            file,
-            (c.temperature, c.alpha),
-            train,
-            None,
-        )
-    })()
-    .map_err(runner_error)
+    write_job_inner(dir, job, file, targets).map_err(runner_error)
+}
+
+fn write_job_inner(dir: &Path, job: &Job, file: &Path, targets: &TeacherTargets) -> Result<()> {
+    let model = targets.student(&job.architecture, Cpu::<f32>::new(1), job.init_seed);
+    let c = &job.config;
+    let steps = c
+        .steps
+        .min(u32::try_from(targets.schedule.len()).unwrap_or(u32::MAX));
+    let train = TrainConfig::new(steps, c.batch_size, c.learning_rate, c.seed);
+    write_torch_job(
+        dir,
+        &model,
+        "distill",
+        file,
+        (c.temperature, c.alpha),
+        train,
+        None,
+    )
 }
 
 /// Writes a job directory: `model` at its weights as the module genas exports, `job.json`
@@ -209,6 +210,13 @@ fn store_schedule(
     genas_scoring::inputs::store_bytes(inputs, &bytes).map_err(anyhow::Error::msg)
 }
 
+/// A teacher trained under the runner: the model, its record, the loss of every step.
+pub type TrainedTeacher = (
+    Model<Cpu<f32>>,
+    genas_scoring::teacher::TeacherRecord,
+    Vec<f64>,
+);
+
 /// Trains the teacher of `cfg` under the runner on `device`, in a job directory under `dir`:
 /// genas's initial weights, the batches genas's own training draws (written as a batches
 /// file), genas's recipe on the hard labels. The trained weights come back and are scored on
@@ -221,44 +229,41 @@ pub fn train_teacher(
     dir: &Path,
     python: &str,
     device: &str,
-) -> std::result::Result<
-    (
-        Model<Cpu<f32>>,
-        genas_scoring::teacher::TeacherRecord,
-        Vec<f64>,
-    ),
-    ExecError,
-> {
-    (|| -> Result<(
-    Model<Cpu<f32>>,
-    genas_scoring::teacher::TeacherRecord,
-    Vec<f64>,
-)> {
-        use genas_scoring::teacher::{teacher_architecture, teacher_record, teacher_train_config};
-        let arch = teacher_architecture(cfg, data.vocab_size(), data.context);
-        let mut model = Model::new(&arch, Cpu::<f32>::new(0), seed);
-        let train = teacher_train_config(cfg, seed);
-        let inputs = dir.join("inputs");
-        let name = store_schedule(&inputs, data, train.batch_size, train.steps, train.seed)?;
-        let jd = dir
-            .join("jobs")
-            .join(format!("teacher-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&jd);
-        std::fs::create_dir_all(&jd).with_context(|| jd.display().to_string())?;
-        let file = std::path::absolute(genas_scoring::inputs::path_in(&inputs, &name))?;
-        write_torch_job(&jd, &model, "train", &file, (1.0, 1.0), train, None)?;
-        let r = run(&jd, python, device)?;
-        if let Some(why) = &r.diverged {
-            bail!("the teacher's training under PyTorch failed: {why}");
-        }
-        let trained = std::fs::read(jd.join("trained.safetensors"))
-            .with_context(|| format!("{}: trained weights", jd.display()))?;
-        checkpoint::from_bytes(&mut model, &trained, "the teacher's trained weights")?;
-        let _ = std::fs::remove_dir_all(&jd);
-        let record = teacher_record(&mut model, cfg, data, seed, r.seconds);
-        Ok((model, record, r.losses))
-    })()
-    .map_err(runner_error)
+) -> std::result::Result<TrainedTeacher, ExecError> {
+    train_teacher_inner(cfg, data, seed, dir, python, device).map_err(runner_error)
+}
+
+fn train_teacher_inner(
+    cfg: &genas_space::TeacherConfig,
+    data: &genas_scoring::Dataset,
+    seed: u64,
+    dir: &Path,
+    python: &str,
+    device: &str,
+) -> Result<TrainedTeacher> {
+    use genas_scoring::teacher::{teacher_architecture, teacher_record, teacher_train_config};
+    let arch = teacher_architecture(cfg, data.vocab_size(), data.context);
+    let mut model = Model::new(&arch, Cpu::<f32>::new(0), seed);
+    let train = teacher_train_config(cfg, seed);
+    let inputs = dir.join("inputs");
+    let name = store_schedule(&inputs, data, train.batch_size, train.steps, train.seed)?;
+    let jd = dir
+        .join("jobs")
+        .join(format!("teacher-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&jd);
+    std::fs::create_dir_all(&jd).with_context(|| jd.display().to_string())?;
+    let file = std::path::absolute(genas_scoring::inputs::path_in(&inputs, &name))?;
+    write_torch_job(&jd, &model, "train", &file, (1.0, 1.0), train, None)?;
+    let r = run(&jd, python, device)?;
+    if let Some(why) = &r.diverged {
+        bail!("the teacher's training under PyTorch failed: {why}");
+    }
+    let trained = std::fs::read(jd.join("trained.safetensors"))
+        .with_context(|| format!("{}: trained weights", jd.display()))?;
+    checkpoint::from_bytes(&mut model, &trained, "the teacher's trained weights")?;
+    let _ = std::fs::remove_dir_all(&jd);
+    let record = teacher_record(&mut model, cfg, data, seed, r.seconds);
+    Ok((model, record, r.losses))
 }
 
 /// `genas distill`'s full distillation of `student` (at its initial weights) under the
@@ -279,74 +284,86 @@ pub fn final_distill(
     python: &str,
     device: &str,
 ) -> std::result::Result<(genas_scoring::distill::FullResult, Vec<f64>, String), ExecError> {
-    (|| -> Result<(genas_scoring::distill::FullResult, Vec<f64>, String)> {
-        let d = &cfg.distill;
-        let inputs = jd.join("inputs");
-        let bname = store_schedule(&inputs, data, d.batch_size, d.steps, d.seed)?;
-        let vname = genas_scoring::inputs::store(&inputs, val).map_err(anyhow::Error::msg)?;
-        let rel = |name: &str| format!("inputs/{name}.safetensors");
-        let tensors = genas_interop::model_tensors(teacher);
-        genas_interop::export::write_module(&jd.join("teacher"), &teacher.arch, &tensors)?;
-        let train = TrainConfig::new(d.steps, d.batch_size, d.learning_rate, d.seed);
-        let settings = FinalSettings {
-            batches: rel(&bname),
-            teacher: "teacher".into(),
-            top_k: d.top_k,
-            eval_every: cfg.eval_every,
-            checkpoint_every: cfg.checkpoint_every,
-            patience: cfg.patience,
-        };
-        write_torch_job(
-            jd,
-            student,
-            "final",
-            Path::new(&rel(&vname)),
-            (d.temperature, d.alpha),
-            train,
-            Some(settings),
-        )?;
-        let r = run(jd, python, device)?;
-        if let Some(why) = &r.diverged {
-            bail!("{why}");
-        }
-        let bytes = std::fs::read(jd.join("trained.safetensors"))
-            .with_context(|| format!("{}: trained weights", jd.display()))?;
-        checkpoint::from_bytes(student, &bytes, "the distilled weights")?;
-        let out = r.output();
-        let full = genas_scoring::distill::FullResult {
-            result: out.result,
-            best_step: r.best_step.unwrap_or(r.steps),
-            stopped_early: r.stopped_early.unwrap_or(false),
-            resumed_from: r.resumed_from,
-            history: r.history.clone().unwrap_or_default(),
-        };
-        let _ = std::fs::remove_dir_all(jd);
-        Ok((full, r.losses, r.device))
-    })()
-    .map_err(runner_error)
+    final_distill_inner(student, teacher, data, val, cfg, jd, python, device).map_err(runner_error)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn final_distill_inner(
+    student: &mut Model<Cpu<f32>>,
+    teacher: &Model<Cpu<f32>>,
+    data: &genas_scoring::Dataset,
+    val: &TeacherTargets,
+    cfg: &genas_scoring::distill::FullConfig,
+    jd: &Path,
+    python: &str,
+    device: &str,
+) -> Result<(genas_scoring::distill::FullResult, Vec<f64>, String)> {
+    let d = &cfg.distill;
+    let inputs = jd.join("inputs");
+    let bname = store_schedule(&inputs, data, d.batch_size, d.steps, d.seed)?;
+    let vname = genas_scoring::inputs::store(&inputs, val).map_err(anyhow::Error::msg)?;
+    let rel = |name: &str| format!("inputs/{name}.safetensors");
+    let tensors = genas_interop::model_tensors(teacher);
+    genas_interop::export::write_module(&jd.join("teacher"), &teacher.arch, &tensors)?;
+    let train = TrainConfig::new(d.steps, d.batch_size, d.learning_rate, d.seed);
+    let settings = FinalSettings {
+        batches: rel(&bname),
+        teacher: "teacher".into(),
+        top_k: d.top_k,
+        eval_every: cfg.eval_every,
+        checkpoint_every: cfg.checkpoint_every,
+        patience: cfg.patience,
+    };
+    write_torch_job(
+        jd,
+        student,
+        "final",
+        Path::new(&rel(&vname)),
+        (d.temperature, d.alpha),
+        train,
+        Some(settings),
+    )?;
+    let r = run(jd, python, device)?;
+    if let Some(why) = &r.diverged {
+        bail!("{why}");
+    }
+    let bytes = std::fs::read(jd.join("trained.safetensors"))
+        .with_context(|| format!("{}: trained weights", jd.display()))?;
+    checkpoint::from_bytes(student, &bytes, "the distilled weights")?;
+    let out = r.output();
+    let full = genas_scoring::distill::FullResult {
+        result: out.result,
+        best_step: r.best_step.unwrap_or(r.steps),
+        stopped_early: r.stopped_early.unwrap_or(false),
+        resumed_from: r.resumed_from,
+        history: r.history.clone().unwrap_or_default(),
+    };
+    let _ = std::fs::remove_dir_all(jd);
+    Ok((full, r.losses, r.device))
 }
 
 /// Runs the job in `dir` with `python` on `device` ("cpu", "cuda" or "auto").
 pub fn run(dir: &Path, python: &str, device: &str) -> std::result::Result<TorchResult, ExecError> {
-    (|| -> Result<TorchResult> {
-        let o = Command::new(python)
-            .arg(dir.join("runner.py"))
-            .arg(dir)
-            .args(["--device", device])
-            .output()
-            .with_context(|| format!("{python} could not be run"))?;
-        if !o.status.success() {
-            bail!(
-                "the PyTorch runner failed ({}): {}",
-                o.status,
-                last_line(&o.stderr)
-            );
-        }
-        let path = dir.join("result.json");
-        let bytes = std::fs::read(&path).with_context(|| format!("{}", path.display()))?;
-        serde_json::from_slice(&bytes).with_context(|| format!("{}: unreadable", path.display()))
-    })()
-    .map_err(runner_error)
+    run_inner(dir, python, device).map_err(runner_error)
+}
+
+fn run_inner(dir: &Path, python: &str, device: &str) -> Result<TorchResult> {
+    let o = Command::new(python)
+        .arg(dir.join("runner.py"))
+        .arg(dir)
+        .args(["--device", device])
+        .output()
+        .with_context(|| format!("{python} could not be run"))?;
+    if !o.status.success() {
+        bail!(
+            "the PyTorch runner failed ({}): {}",
+            o.status,
+            last_line(&o.stderr)
+        );
+    }
+    let path = dir.join("result.json");
+    let bytes = std::fs::read(&path).with_context(|| format!("{}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{}: unreadable", path.display()))
 }
 
 /// The Python that runs the runner: `GENAS_PYTHON`, else `python3`.
@@ -421,52 +438,53 @@ fn ask_torch(python: &str) -> Probe {
 /// The device plan of `exp`, decided before anything is trained: `cuda` without torch, or
 /// with a torch that sees no GPU, is one line saying which.
 pub fn device_plan(exp: &Experiment) -> std::result::Result<DevicePlan, ExecError> {
-    (|| -> Result<DevicePlan> {
-        let file = exp.source.display();
-        let cpu_only = std::env::var("GENAS_RUNNER_DEVICE").is_ok_and(|d| d == "cpu");
-        let python = python();
-        match exp.search.device {
-            Device::Cpu => Ok(DevicePlan::Engine { note: None }),
-            Device::Cuda => {
-                let (version, cuda, name) =
-                    probe(&python).map_err(|e| anyhow::anyhow!("{file}: search.device = \"cuda\": {e}; install PyTorch with CUDA support, or use \"cpu\""))?;
-                if !cuda && !cpu_only {
-                    bail!(
-                        "{file}: search.device = \"cuda\": torch {version} ({python}) sees no CUDA device; use \"cpu\" or \"auto\""
-                    );
-                }
-                let device = if cuda && !cpu_only { "cuda" } else { "cpu" };
-                Ok(DevicePlan::Torch {
-                    device: device.into(),
-                    note: format!(
-                        "training through PyTorch {version} on {}: the teacher, brief distillations ({} at a time) and final distillations",
-                        if device == "cuda" { name } else { "the CPU (GENAS_RUNNER_DEVICE=cpu)".into() },
-                        exp.search.device_jobs
-                    ),
-                    python,
-                })
+    device_plan_inner(exp).map_err(device_error)
+}
+
+fn device_plan_inner(exp: &Experiment) -> Result<DevicePlan> {
+    let file = exp.source.display();
+    let cpu_only = std::env::var("GENAS_RUNNER_DEVICE").is_ok_and(|d| d == "cpu");
+    let python = python();
+    match exp.search.device {
+        Device::Cpu => Ok(DevicePlan::Engine { note: None }),
+        Device::Cuda => {
+            let (version, cuda, name) =
+                probe(&python).map_err(|e| anyhow::anyhow!("{file}: search.device = \"cuda\": {e}; install PyTorch with CUDA support, or use \"cpu\""))?;
+            if !cuda && !cpu_only {
+                bail!(
+                    "{file}: search.device = \"cuda\": torch {version} ({python}) sees no CUDA device; use \"cpu\" or \"auto\""
+                );
             }
-            Device::Auto => match probe(&python) {
-                Ok((version, true, name)) if !cpu_only => Ok(DevicePlan::Torch {
-                    device: "cuda".into(),
-                    note: format!(
-                        "search.device = \"auto\": training through PyTorch {version} on {name}: the teacher, brief distillations ({} at a time) and final distillations",
-                        exp.search.device_jobs
-                    ),
-                    python,
-                }),
-                Ok((version, _, _)) => Ok(DevicePlan::Engine {
-                    note: Some(format!(
-                        "search.device = \"auto\": torch {version} sees no CUDA device: training on the CPU"
-                    )),
-                }),
-                Err(e) => Ok(DevicePlan::Engine {
-                    note: Some(format!("search.device = \"auto\": {e}: training on the CPU")),
-                }),
-            },
+            let device = if cuda && !cpu_only { "cuda" } else { "cpu" };
+            Ok(DevicePlan::Torch {
+                device: device.into(),
+                note: format!(
+                    "training through PyTorch {version} on {}: the teacher, brief distillations ({} at a time) and final distillations",
+                    if device == "cuda" { name } else { "the CPU (GENAS_RUNNER_DEVICE=cpu)".into() },
+                    exp.search.device_jobs
+                ),
+                python,
+            })
         }
-    })()
-    .map_err(device_error)
+        Device::Auto => match probe(&python) {
+            Ok((version, true, name)) if !cpu_only => Ok(DevicePlan::Torch {
+                device: "cuda".into(),
+                note: format!(
+                    "search.device = \"auto\": training through PyTorch {version} on {name}: the teacher, brief distillations ({} at a time) and final distillations",
+                    exp.search.device_jobs
+                ),
+                python,
+            }),
+            Ok((version, _, _)) => Ok(DevicePlan::Engine {
+                note: Some(format!(
+                    "search.device = \"auto\": torch {version} sees no CUDA device: training on the CPU"
+                )),
+            }),
+            Err(e) => Ok(DevicePlan::Engine {
+                note: Some(format!("search.device = \"auto\": {e}: training on the CPU")),
+            }),
+        },
+    }
 }
 
 /// The runner as an executor: each job in its own directory under `dir`, `parallel` at once
