@@ -265,6 +265,6 @@ fn bad_inputs_get_one_line_and_a_failing_status() {
             "--seq-len",
             "1",
         ]),
-        "--seq-len is out of range",
+        "--seq-len <SEQ_LEN>': 1 is not in 2..=65536",
     );
 }
