@@ -1,0 +1,454 @@
+//! A generator network built at run time from an `Architecture`, with forward and backward
+//! passes over any `Backend`.
+//!
+//! Shapes: B batch, T sequence, N = B·T rows, C d_model, V vocabulary, H heads, hd = C/H,
+//! G key/value heads, kvd = G·hd, h FFN hidden, r FFN rank.
+//!
+//! Parameter names (one scheme, GPT-2's, so export is a rename; matrices are stored
+//! (out, in) like `torch.nn.Linear`, whereas GPT-2's `Conv1D` stores (in, out)):
+//!
+//! | name | shape | note |
+//! |---|---|---|
+//! | `wte.weight` | (V, C) | token embedding; also the LM head when tied |
+//! | `wpe.weight` | (T, C) | learned positions; absent with rope |
+//! | `h.{i}.ln_1.weight`, `.bias` | (C) | absent for attention `none`; RMSNorm has no bias |
+//! | `h.{i}.attn.c_attn.weight` | (C + 2·kvd, C) | rows: q (C), k (kvd), v (kvd) |
+//! | `h.{i}.attn.c_proj.weight` | (C, C) | |
+//! | `h.{i}.ln_2.weight`, `.bias` | (C) | |
+//! | `h.{i}.mlp.c_fc.weight`, `.bias` | (h, C), (h) | up projection; no bias for swiglu |
+//! | `h.{i}.mlp.c_gate.weight` | (h, C) | swiglu only |
+//! | `h.{i}.mlp.c_proj.weight`, `.bias` | (C, h), (C) | no bias for swiglu |
+//! | `ln_f.weight`, `.bias` | (C) | |
+//! | `lm_head.weight` | (V, C) | absent when tied |
+//!
+//! A low-rank FFN matrix `X.weight` (out, in) is stored as `X.weight_a` (r, in) and
+//! `X.weight_b` (out, r): W = B·A. With cross-layer sharing only the first layer of each group
+//! (`Architecture::weight_owner`) has parameters; the others use them and add their gradients
+//! into them.
+//!
+//! Hugging Face mapping (export renames; the exporter's logit check in issue 6 verifies it):
+//! - **GPT-2** (`GPT2LMHeadModel`; uniform full attention, GELU): every name above under
+//!   `transformer.`, except `lm_head.weight`. GPT-2's `Conv1D` stores (in, out), so `c_attn`,
+//!   `c_proj`, `c_fc` weights are transposed; its `attn.c_attn.bias` and `attn.c_proj.bias`
+//!   are zeros (genas has none). The head is `lm_head.weight`, tied unless the config sets
+//!   `tie_word_embeddings = false`. (HF's `gelu_new` is the tanh approximation: the config
+//!   must name `activation_function = "gelu"` for the exact GELU genas trains.)
+//! - **GPT-Neo** (`GPTNeoForCausalLM`; a mix of full and sliding-window layers, "global" and
+//!   "local" with one `window_size`): `transformer.h.{i}.attn.attention.{q,k,v}_proj.weight`
+//!   are the q, k, v row blocks of `c_attn.weight` (`nn.Linear` layout, no transpose);
+//!   `attn.attention.out_proj.weight` (+ zero bias) is `c_proj`; `mlp.c_fc`, `mlp.c_proj` keep
+//!   genas's (out, in) layout. GPT-Neo does not scale attention scores by 1/√hd, so the
+//!   exporter folds that factor into `q_proj`. GPT-Neo's local attention window counts the
+//!   token itself the same way genas does.
+//! - **GPTBigCode** (`GPTBigCodeForCausalLM`, `multi_query = true`; uniform multi-query
+//!   attention, i.e. grouped with one key/value head): `attn.c_attn.weight` is genas's
+//!   (C + 2·hd, C) matrix as is (`nn.Linear`), plus zero biases; the rest as GPT-2 without
+//!   the transposes.
+//! - **GPT-NeoX** (`GPTNeoXForCausalLM`; rope + LayerNorm + gelu/relu, full attention):
+//!   `gpt_neox.embed_in`, per layer `input_layernorm` / `post_attention_layernorm` (`ln_1`,
+//!   `ln_2`), `attention.query_key_value` (`c_attn`'s rows regrouped head by head: q, k, v of
+//!   head 0, then head 1, ...), `attention.dense` (`c_proj`), `mlp.dense_h_to_4h` /
+//!   `dense_4h_to_h` (`c_fc`, `c_proj`), `gpt_neox.final_layer_norm`, `embed_out`.
+//! - **Llama** (`LlamaForCausalLM`; rope + RMSNorm + swiglu, full or grouped attention):
+//!   `model.embed_tokens`, per layer `input_layernorm` (`ln_1`), `self_attn.{q,k,v}_proj` (the
+//!   row blocks of `c_attn`), `o_proj` (`c_proj`), `post_attention_layernorm` (`ln_2`),
+//!   `mlp.gate_proj` / `up_proj` / `down_proj` (`c_gate`, `c_fc`, `c_proj`), `model.norm`. Llama
+//!   rotates the same "rotate half" pairs as `cpu/rope.rs`: no permutation.
+//!
+//! The GPT families need learned positions and LayerNorm. Linear attention, attention `none`,
+//! grouped attention with 1 < G < H outside Llama, low rank, sparsity masks beyond stored
+//! zeros, swiglu outside Llama and sharing have no counterpart in these families: the `hf`
+//! export then writes genas's own modeling code around `model.py`.
+
+mod init;
+mod pass;
+mod probes;
+mod shards;
+
+pub use init::sparsity_mask;
+use pass::*;
+pub use probes::FfnProbe;
+use shards::Shard;
+
+use crate::backend::Backend;
+use crate::cpu::attention::AttnDims;
+use genas_space::{Activation, Architecture};
+
+/// One named parameter tensor.
+#[derive(Clone, Debug)]
+pub struct ParamInfo {
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// AdamW weight decay applies (matrices and embeddings, not biases or LayerNorms).
+    pub decay: bool,
+}
+
+impl ParamInfo {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// A linear map in → out, dense or factorised, with an optional bias.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Lin {
+    Dense {
+        w: usize,
+        bias: Option<usize>,
+        inp: usize,
+        out: usize,
+    },
+    LowRank {
+        a: usize,
+        b: usize,
+        bias: Option<usize>,
+        inp: usize,
+        out: usize,
+        rank: usize,
+    },
+}
+
+impl Lin {
+    fn bias(&self) -> Option<usize> {
+        match *self {
+            Lin::Dense { bias, .. } | Lin::LowRank { bias, .. } => bias,
+        }
+    }
+    /// The same layer without its bias, when `drop`.
+    fn without_bias(mut self, drop: bool) -> Lin {
+        if drop {
+            match &mut self {
+                Lin::Dense { bias, .. } | Lin::LowRank { bias, .. } => *bias = None,
+            }
+        }
+        self
+    }
+    fn rank(&self) -> usize {
+        match *self {
+            Lin::Dense { .. } => 0,
+            Lin::LowRank { rank, .. } => rank,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Mixer {
+    Softmax(AttnDims),
+    Linear { heads: usize, head_dim: usize },
+}
+
+/// A norm's parameters: LayerNorm has a weight and a bias, RMSNorm a weight only.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NormP {
+    pub(crate) w: usize,
+    pub(crate) b: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct AttnParams {
+    pub(crate) ln: NormP,
+    pub(crate) qkv: usize,
+    pub(crate) proj: usize,
+    /// The q/k/v and output biases, when the layer has them (`attention_bias`).
+    pub(crate) qkv_bias: Option<usize>,
+    pub(crate) proj_bias: Option<usize>,
+    pub(crate) mixer: Mixer,
+    /// Width of a qkv row: C + 2·kvd.
+    pub(crate) width: usize,
+    /// The rotary base when rope rotates this layer's queries and keys.
+    pub(crate) rope: Option<f64>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct BlockParams {
+    pub(crate) attn: Option<AttnParams>,
+    pub(crate) ln2: NormP,
+    pub(crate) fc: Lin,
+    pub(crate) gate: Option<Lin>,
+    pub(crate) proj: Lin,
+    pub(crate) act: Activation,
+    pub(crate) hidden: usize,
+}
+
+/// Per-layer activations kept for backward, sized for (B, T).
+struct BlockActs<Buf> {
+    ln1: Buf,
+    ln1_mean: Buf,
+    ln1_rstd: Buf,
+    qkv: Buf,
+    /// Softmax probabilities (B,H,T,T) or linear-attention normalisers (B,H,T).
+    mix_cache: Buf,
+    atty: Buf,
+    x_mid: Buf,
+    ln2: Buf,
+    ln2_mean: Buf,
+    ln2_rstd: Buf,
+    fc_lr: Buf,
+    fc_pre: Buf,
+    gate_lr: Buf,
+    gate_pre: Buf,
+    act: Buf,
+    proj_lr: Buf,
+}
+
+struct Acts<Buf> {
+    b: usize,
+    t: usize,
+    /// resid[0] = embeddings, resid[l + 1] = output of block l.
+    resid: Vec<Buf>,
+    blocks: Vec<BlockActs<Buf>>,
+    lnf: Buf,
+    lnf_mean: Buf,
+    lnf_rstd: Buf,
+    logits: Buf,
+    dlogits: Buf,
+    // Backward scratch, sized for the widest layer.
+    dx: Buf,
+    dln: Buf,
+    dqkv: Buf,
+    datty: Buf,
+    dh1: Buf,
+    dh2: Buf,
+    dh3: Buf,
+    dlr: Buf,
+}
+
+/// Indices of the parameters outside the blocks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ids {
+    wte: usize,
+    wpe: Option<usize>,
+    lnf: NormP,
+    head: Option<usize>,
+}
+
+/// What a forward or backward pass reads: the weights, masks and layout (shared by every
+/// worker of a data-parallel step).
+#[derive(Clone, Copy)]
+pub(crate) struct Net<'a, B: Backend> {
+    w: &'a [B::Buf],
+    masks: &'a [Option<B::Buf>],
+    blocks: &'a [BlockParams],
+    arch: &'a Architecture,
+    ids: Ids,
+}
+
+/// Parameter infos, weights (mutable), gradients and the backend, borrowed together.
+pub(crate) type OptimizerView<'a, B> = (
+    &'a [ParamInfo],
+    &'a mut [<B as Backend>::Buf],
+    GradParts<'a, B>,
+    &'a B,
+);
+
+/// The gradient as a weighted sum of parts: parameter i's gradient is Σ_s weights[s]·parts[s][i].
+/// One part of weight 1 when it is held whole; after a data-parallel step, the shards' own
+/// gradients, so that the optimizer combines them as it reads them (one pass over memory
+/// instead of three).
+pub(crate) struct GradParts<'a, B: Backend> {
+    pub parts: Vec<&'a [B::Buf]>,
+    pub weights: Vec<f64>,
+}
+
+impl<B: Backend> GradParts<'_, B> {
+    /// Parameter i's parts.
+    pub fn of(&self, i: usize) -> Vec<&B::Buf> {
+        self.parts.iter().map(|p| &p[i]).collect()
+    }
+}
+
+/// Loss figures of one forward pass (means over positions).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Loss {
+    /// The optimised loss (cross-entropy, or the distillation mix).
+    pub loss: f64,
+    /// Cross-entropy to the data, nats/token.
+    pub ce: f64,
+}
+
+/// A network, its parameters and gradients on backend `B`.
+pub struct Model<B: Backend> {
+    pub arch: Architecture,
+    pub be: B,
+    pub params: Vec<ParamInfo>,
+    weights: Vec<B::Buf>,
+    grads: Vec<B::Buf>,
+    masks: Vec<Option<B::Buf>>,
+    pub(crate) blocks: Vec<BlockParams>,
+    pub(crate) wte: usize,
+    /// Learned positions; `None` with rope.
+    pub(crate) wpe: Option<usize>,
+    pub(crate) lnf: NormP,
+    pub(crate) head: Option<usize>,
+    acts: Option<Acts<B::Buf>>,
+    /// Workers of data-parallel steps (`forward_backward`), created on first use.
+    shards: Vec<Shard<B>>,
+    /// Set by a data-parallel step: `grads` is stale and the gradient is Σ f_s · shard s's
+    /// gradients with these fractions, until something needs it whole (`grads_whole`).
+    pending: Option<Vec<f64>>,
+}
+
+impl<B: Backend> Model<B> {
+    /// Number of parameters (shared weights once).
+    pub fn num_params(&self) -> usize {
+        self.params.iter().map(ParamInfo::numel).sum()
+    }
+
+    /// Parameters that can be non-zero (masked weights excluded).
+    pub fn num_nonzero_params(&self) -> usize {
+        self.params
+            .iter()
+            .zip(&self.masks)
+            .map(|(p, m)| match m {
+                Some(m) => self.be.download(m).iter().filter(|&&x| x != 0.0).count(),
+                None => p.numel(),
+            })
+            .sum()
+    }
+
+    pub fn param_index(&self, name: &str) -> Option<usize> {
+        self.params.iter().position(|p| p.name == name)
+    }
+
+    pub fn weights(&self, i: usize) -> Vec<f64> {
+        self.be.download(&self.weights[i])
+    }
+
+    pub fn set_weights(&mut self, i: usize, host: &[f64]) {
+        assert_eq!(
+            host.len(),
+            self.params[i].numel(),
+            "{}",
+            self.params[i].name
+        );
+        self.weights[i] = self.be.upload(host);
+    }
+
+    pub fn grad(&mut self, i: usize) -> Vec<f64> {
+        self.grads_whole();
+        self.be.download(&self.grads[i])
+    }
+
+    /// Combines the shards' gradients of the last data-parallel step into `grads`, as
+    /// Σ (n_s / N)·g_s in shard order (no-op when they already are).
+    fn grads_whole(&mut self) {
+        let Some(fractions) = self.pending.take() else {
+            return;
+        };
+        let (be, grads, shards) = (&self.be, &mut self.grads, &self.shards);
+        be.install(|| {
+            for (i, g) in grads.iter_mut().enumerate() {
+                be.set_zero(g);
+                for (sh, &f) in shards.iter().zip(&fractions) {
+                    be.axpy(g, f, &sh.grads[i]);
+                }
+            }
+        });
+    }
+
+    pub fn mask(&self, i: usize) -> Option<Vec<f64>> {
+        self.masks[i].as_ref().map(|m| self.be.download(m))
+    }
+
+    /// The logits of the last forward pass, (B, T, V).
+    pub fn logits(&self) -> Vec<f64> {
+        let a = self.acts.as_ref().expect("forward first");
+        let n = a.b * a.t * self.arch.vocab_size as usize;
+        let mut l = self.be.download(&a.logits);
+        l.truncate(n);
+        l
+    }
+
+    /// What the optimizer needs at once: (info, weights, gradients, backend).
+    pub(crate) fn parts(&mut self) -> OptimizerView<'_, B> {
+        let grads = match &self.pending {
+            Some(fractions) => GradParts {
+                parts: self.shards.iter().map(|sh| &sh.grads[..]).collect(),
+                weights: fractions.clone(),
+            },
+            None => GradParts {
+                parts: vec![&self.grads[..]],
+                weights: vec![1.0],
+            },
+        };
+        (&self.params, &mut self.weights, grads, &self.be)
+    }
+
+    fn ensure_acts(&mut self, b: usize, t: usize) {
+        if self.acts.as_ref().is_some_and(|a| a.b == b && a.t == t) {
+            return;
+        }
+        self.acts = Some(alloc_acts(&self.be, &self.blocks, &self.arch, b, t));
+    }
+
+    fn net(&self) -> Net<'_, B> {
+        Net {
+            w: &self.weights,
+            masks: &self.masks,
+            blocks: &self.blocks,
+            arch: &self.arch,
+            ids: Ids {
+                wte: self.wte,
+                wpe: self.wpe,
+                lnf: self.lnf,
+                head: self.head,
+            },
+        }
+    }
+
+    /// Forward pass over `tokens` (B, T). With `targets` it returns the loss (and, when
+    /// `with_grad`, leaves dlogits ready for `backward`); `teacher` adds the distillation term:
+    /// (probabilities (B·T, V) at temperature, temperature, alpha).
+    pub fn forward(
+        &mut self,
+        tokens: &[u32],
+        targets: Option<&[u32]>,
+        teacher: Option<(&B::Buf, f64, f64)>,
+        (b, t): (usize, usize),
+        with_grad: bool,
+    ) -> Option<Loss> {
+        assert!(t <= self.arch.context as usize && tokens.len() == b * t);
+        self.ensure_acts(b, t);
+        let mut acts = self.acts.take().expect("allocated");
+        let loss = forward_pass(
+            &self.net(),
+            &self.be,
+            &mut acts,
+            tokens,
+            targets,
+            teacher,
+            (b, t),
+            with_grad,
+        );
+        self.acts = Some(acts);
+        loss
+    }
+
+    /// Gradients of the loss of the last `forward(.., with_grad = true)` into the parameter
+    /// gradients (zeroed first). Masked weights get zero gradient.
+    pub fn backward(&mut self, tokens: &[u32]) {
+        let mut acts = self.acts.take().expect("forward first");
+        self.pending = None; // overwritten whole below
+        let mut grads = std::mem::take(&mut self.grads);
+        backward_pass(&self.net(), &self.be, &mut acts, &mut grads, tokens, None);
+        self.grads = grads;
+        self.acts = Some(acts);
+    }
+
+    /// Replaces the loss gradient left by the last `forward(.., with_grad = true)` with
+    /// `dlogits` (B·T, V), so `backward` differentiates another function of the logits
+    /// (synflow and jacob_cov use R = Σ logits).
+    pub fn set_logit_grad(&mut self, dlogits: &[f64]) {
+        let a = self.acts.as_mut().expect("forward first");
+        let n = a.b * a.t * self.arch.vocab_size as usize;
+        assert_eq!(dlogits.len(), n);
+        let mut full = dlogits.to_vec();
+        full.resize(self.be.download(&a.dlogits).len(), 0.0);
+        a.dlogits = self.be.upload(&full);
+    }
+
+    /// Number of blocks.
+    pub fn depth(&self) -> usize {
+        self.blocks.len()
+    }
+}
