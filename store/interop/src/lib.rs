@@ -12,6 +12,7 @@
 //! soft targets, archives or searches.
 
 pub mod export;
+pub mod names;
 pub mod pretrained;
 pub mod tensors;
 

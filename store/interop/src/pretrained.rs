@@ -16,6 +16,7 @@
 //! A checkpoint's key is the SHA-256 of its config and weight files (names, lengths and
 //! bytes): the same files are the same teacher wherever they lie.
 
+use crate::names::{GPT, GPT_NEO_ATTENTION, LLAMA};
 use genas_engine::backend::Backend;
 use genas_engine::model::Model;
 use genas_space::arch::limits::MAX_CONTEXT;
@@ -214,40 +215,40 @@ impl Checkpoint {
     fn llama_plan(&self) -> Vec<Entry> {
         let a = &self.architecture;
         let (v, c) = (a.vocab_size as usize, a.d_model as usize);
-        let mut out = vec![
-            Entry::whole("model.embed_tokens.weight", vec![v, c], "wte.weight"),
-            Entry::whole("model.norm.weight", vec![c], "ln_f.weight"),
-        ];
-        if !a.tie_embeddings {
-            out.push(Entry::whole("lm_head.weight", vec![v, c], "lm_head.weight"));
+        let mut out = Vec::new();
+        for (ours, theirs) in LLAMA.global {
+            let shape = if *ours == "ln_f.weight" {
+                vec![c]
+            } else {
+                vec![v, c]
+            };
+            if !(*ours == "lm_head.weight" && a.tie_embeddings) {
+                out.push(Entry::whole(theirs, shape, ours));
+            }
         }
+        let [q_proj, k_proj, v_proj] = LLAMA.qkv.expect("Llama's q, k and v are separate");
         for (i, layer) in a.layers.iter().enumerate() {
-            let p = format!("model.layers.{i}");
+            let p = format!("{}.{i}", LLAMA.layers);
             let h = layer.ffn.hidden as usize;
             let kvd = layer.attention.kv_heads() as usize * (c / layer.attention.heads() as usize);
-            for (from, shape, to) in [
-                ("input_layernorm.weight", vec![c], "ln_1.weight"),
-                ("post_attention_layernorm.weight", vec![c], "ln_2.weight"),
-                ("self_attn.o_proj.weight", vec![c, c], "attn.c_proj.weight"),
-                ("mlp.gate_proj.weight", vec![h, c], "mlp.c_gate.weight"),
-                ("mlp.up_proj.weight", vec![h, c], "mlp.c_fc.weight"),
-                ("mlp.down_proj.weight", vec![c, h], "mlp.c_proj.weight"),
-            ] {
+            for (ours, theirs) in LLAMA.layer {
+                // (out, in) of each matrix; the norms are vectors.
+                let shape = match *ours {
+                    "attn.c_proj.weight" => vec![c, c],
+                    "mlp.c_gate.weight" | "mlp.c_fc.weight" => vec![h, c],
+                    "mlp.c_proj.weight" => vec![c, h],
+                    _ => vec![c],
+                };
                 out.push(Entry::whole(
-                    &format!("{p}.{from}"),
+                    &format!("{p}.{theirs}"),
                     shape,
-                    &format!("h.{i}.{to}"),
+                    &format!("h.{i}.{ours}"),
                 ));
             }
             // genas's c_attn holds q (C rows), then k and v (kvd rows each).
             let qkv = format!("h.{i}.attn.c_attn.weight");
-            for (name, rows, row0) in [
-                ("q_proj", c, 0),
-                ("k_proj", kvd, c),
-                ("v_proj", kvd, c + kvd),
-            ] {
-                let mut e =
-                    Entry::whole(&format!("{p}.self_attn.{name}.weight"), vec![rows, c], &qkv);
+            for (name, rows, row0) in [(q_proj, c, 0), (k_proj, kvd, c), (v_proj, kvd, c + kvd)] {
+                let mut e = Entry::whole(&format!("{p}.{name}"), vec![rows, c], &qkv);
                 e.offset = row0 * c;
                 out.push(e);
             }
@@ -264,29 +265,34 @@ impl Checkpoint {
             a.d_model as usize,
             a.context as usize,
         );
-        let mut out = vec![
-            Entry::whole(&format!("{t}wte.weight"), vec![v, c], "wte.weight"),
-            Entry {
-                truncate: true,
-                ..Entry::whole(&format!("{t}wpe.weight"), vec![ctx, c], "wpe.weight")
-            },
-            Entry::whole(&format!("{t}ln_f.weight"), vec![c], "ln_f.weight"),
-            Entry::whole(&format!("{t}ln_f.bias"), vec![c], "ln_f.bias"),
-        ];
+        let mut out: Vec<Entry> = GPT
+            .global
+            .iter()
+            .map(|(ours, theirs)| {
+                let theirs = format!("{t}{theirs}");
+                match *ours {
+                    "wte.weight" => Entry::whole(&theirs, vec![v, c], ours),
+                    // A checkpoint's positions beyond the context are left out.
+                    "wpe.weight" => Entry {
+                        truncate: true,
+                        ..Entry::whole(&theirs, vec![ctx, c], ours)
+                    },
+                    _ => Entry::whole(&theirs, vec![c], ours),
+                }
+            })
+            .collect();
         if !a.tie_embeddings {
             out.push(Entry::whole("lm_head.weight", vec![v, c], "lm_head.weight"));
         }
         for (i, layer) in a.layers.iter().enumerate() {
-            let p = format!("{t}h.{i}");
+            let p = format!("{t}{}.{i}", GPT.layers);
             let g = |s: &str| format!("h.{i}.{s}");
             let h = layer.ffn.hidden as usize;
             let hd = c / layer.attention.heads() as usize;
             let width = c + 2 * layer.attention.kv_heads() as usize * hd;
-            for n in ["ln_1.weight", "ln_1.bias", "ln_2.weight", "ln_2.bias"] {
-                out.push(Entry::whole(&format!("{p}.{n}"), vec![c], &g(n)));
-            }
-            for (n, len) in [("mlp.c_fc.bias", h), ("mlp.c_proj.bias", c)] {
-                out.push(Entry::whole(&format!("{p}.{n}"), vec![len], &g(n)));
+            for (ours, theirs) in GPT.layer {
+                let len = if *ours == "mlp.c_fc.bias" { h } else { c };
+                out.push(Entry::whole(&format!("{p}.{theirs}"), vec![len], &g(ours)));
             }
             match self.family {
                 Family::Gpt2 | Family::GptBigCode => {
@@ -318,17 +324,17 @@ impl Checkpoint {
                 }
                 Family::GptNeo => {
                     // GPT-Neo does not scale scores by 1/√hd, genas does: q is scaled up.
-                    let q = format!("{p}.attn.attention");
+                    let [q_proj, k_proj, v_proj, out_proj] = GPT_NEO_ATTENTION;
                     for (n, row0, scale) in [
-                        ("q_proj", 0, (hd as f64).sqrt()),
-                        ("k_proj", c, 1.0),
-                        ("v_proj", 2 * c, 1.0),
+                        (q_proj, 0, (hd as f64).sqrt()),
+                        (k_proj, c, 1.0),
+                        (v_proj, 2 * c, 1.0),
                     ] {
                         out.push(Entry {
                             offset: row0 * c,
                             scale,
                             ..Entry::whole(
-                                &format!("{q}.{n}.weight"),
+                                &format!("{p}.{n}"),
                                 vec![c, c],
                                 &g("attn.c_attn.weight"),
                             )
@@ -336,11 +342,11 @@ impl Checkpoint {
                     }
                     for (from, shape, to) in [
                         (
-                            format!("{q}.out_proj.weight"),
+                            format!("{p}.{out_proj}.weight"),
                             vec![c, c],
                             "attn.c_proj.weight",
                         ),
-                        (format!("{q}.out_proj.bias"), vec![c], "attn.c_proj.bias"),
+                        (format!("{p}.{out_proj}.bias"), vec![c], "attn.c_proj.bias"),
                         (
                             format!("{p}.mlp.c_fc.weight"),
                             vec![h, c],

@@ -26,39 +26,8 @@
 //! (`Architecture::weight_owner`) has parameters; the others use them and add their gradients
 //! into them.
 //!
-//! Hugging Face mapping (export renames; the exporter's logit check in issue 6 verifies it):
-//! - **GPT-2** (`GPT2LMHeadModel`; uniform full attention, GELU): every name above under
-//!   `transformer.`, except `lm_head.weight`. GPT-2's `Conv1D` stores (in, out), so `c_attn`,
-//!   `c_proj`, `c_fc` weights are transposed; its `attn.c_attn.bias` and `attn.c_proj.bias`
-//!   are zeros (genas has none). The head is `lm_head.weight`, tied unless the config sets
-//!   `tie_word_embeddings = false`. (HF's `gelu_new` is the tanh approximation: the config
-//!   must name `activation_function = "gelu"` for the exact GELU genas trains.)
-//! - **GPT-Neo** (`GPTNeoForCausalLM`; a mix of full and sliding-window layers, "global" and
-//!   "local" with one `window_size`): `transformer.h.{i}.attn.attention.{q,k,v}_proj.weight`
-//!   are the q, k, v row blocks of `c_attn.weight` (`nn.Linear` layout, no transpose);
-//!   `attn.attention.out_proj.weight` (+ zero bias) is `c_proj`; `mlp.c_fc`, `mlp.c_proj` keep
-//!   genas's (out, in) layout. GPT-Neo does not scale attention scores by 1/√hd, so the
-//!   exporter folds that factor into `q_proj`. GPT-Neo's local attention window counts the
-//!   token itself the same way genas does.
-//! - **GPTBigCode** (`GPTBigCodeForCausalLM`, `multi_query = true`; uniform multi-query
-//!   attention, i.e. grouped with one key/value head): `attn.c_attn.weight` is genas's
-//!   (C + 2·hd, C) matrix as is (`nn.Linear`), plus zero biases; the rest as GPT-2 without
-//!   the transposes.
-//! - **GPT-NeoX** (`GPTNeoXForCausalLM`; rope + LayerNorm + gelu/relu, full attention):
-//!   `gpt_neox.embed_in`, per layer `input_layernorm` / `post_attention_layernorm` (`ln_1`,
-//!   `ln_2`), `attention.query_key_value` (`c_attn`'s rows regrouped head by head: q, k, v of
-//!   head 0, then head 1, ...), `attention.dense` (`c_proj`), `mlp.dense_h_to_4h` /
-//!   `dense_4h_to_h` (`c_fc`, `c_proj`), `gpt_neox.final_layer_norm`, `embed_out`.
-//! - **Llama** (`LlamaForCausalLM`; rope + RMSNorm + swiglu, full or grouped attention):
-//!   `model.embed_tokens`, per layer `input_layernorm` (`ln_1`), `self_attn.{q,k,v}_proj` (the
-//!   row blocks of `c_attn`), `o_proj` (`c_proj`), `post_attention_layernorm` (`ln_2`),
-//!   `mlp.gate_proj` / `up_proj` / `down_proj` (`c_gate`, `c_fc`, `c_proj`), `model.norm`. Llama
-//!   rotates the same "rotate half" pairs as `cpu/rope.rs`: no permutation.
-//!
-//! The GPT families need learned positions and LayerNorm. Linear attention, attention `none`,
-//! grouped attention with 1 < G < H outside Llama, low rank, sparsity masks beyond stored
-//! zeros, swiglu outside Llama and sharing have no counterpart in these families: the `hf`
-//! export then writes genas's own modeling code around `model.py`.
+//! The Hugging Face families' names for these, shared by import and export, are
+//! `genas_interop::names`.
 
 mod init;
 mod pass;

@@ -23,8 +23,8 @@ biases (1,066,368 parameters at the defaults).
 Timing covers only the timed steps (forward, backward, optimizer.step, zero_grad),
 after the warm-up steps, measured with time.perf_counter.
 
-    python3 experiments/bench/torch_gpt.py                 # readable line
-    python3 experiments/bench/torch_gpt.py --json          # one JSON object on stdout
+    python3 experiments/engine-bench/torch_gpt.py                 # readable line
+    python3 experiments/engine-bench/torch_gpt.py --json          # one JSON object on stdout
 """
 
 import argparse

@@ -8,11 +8,11 @@ the ratio genas / pytorch, genas's gemm_fraction, and each round's own ratio (it
 are adjacent in time) with their median and range: how far one run's ratio can be trusted.
 
     cargo build --release
-    python3 experiments/bench/compare.py                      # small + large, 3 rounds
-    python3 experiments/bench/compare.py --config small --rounds 5
-    python3 experiments/bench/compare.py --d-model 192 --layers 3 --heads 6   # custom
-    python3 experiments/bench/compare.py --json               # JSON summary on stdout
-    python3 experiments/bench/compare.py --block llama        # rope + RMSNorm + SwiGLU
+    python3 experiments/engine-bench/compare.py                      # small + large, 3 rounds
+    python3 experiments/engine-bench/compare.py --config small --rounds 5
+    python3 experiments/engine-bench/compare.py --d-model 192 --layers 3 --heads 6   # custom
+    python3 experiments/engine-bench/compare.py --json               # JSON summary on stdout
+    python3 experiments/engine-bench/compare.py --block llama        # rope + RMSNorm + SwiGLU
 
 If `import torch` fails, says so in one line and runs (and prints) the genas side only,
 exiting 0. Needs nothing beyond the standard library (and torch for the reference side).
