@@ -212,14 +212,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                         a.table.display()
                     );
                 }
-                let svg = genas_app::plot::anytime::plot_svg(&b);
-                let bytes = match p.extension().and_then(|e| e.to_str()) {
-                    Some("png") => genas_app::plot::svg_to_png(&svg, 2.0)
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
-                    _ => svg.into_bytes(),
-                };
-                std::fs::write(p, bytes)
-                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
+                genas_app::plot::write(genas_app::plot::anytime::plot_svg(&b), p)?;
             }
             if a.json {
                 json(&b)

@@ -7,7 +7,7 @@ use crate::experiment::distill_config;
 use crate::experiment::{load_experiment, LoadedExperiment};
 use crate::runs::{experiment_of, load_run, read_run, report, RunRecord, SearchReport};
 use crate::teacher::{obtain_teacher, TeacherOutcome};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use genas_scoring::calibrate::Ensemble;
 use genas_scoring::distill::TeacherTargets;
 use genas_search::controller::exhaustive_order;
@@ -395,16 +395,5 @@ pub fn write_plot(
     cands: &BTreeMap<String, CandidateRecord>,
     path: &Path,
 ) -> Result<()> {
-    let svg = crate::plot::front::pareto_svg(r, cands);
-    let bytes = match path.extension().and_then(|e| e.to_str()) {
-        Some(e) if e.eq_ignore_ascii_case("svg") => svg.into_bytes(),
-        Some(e) if e.eq_ignore_ascii_case("png") => {
-            crate::plot::svg_to_png(&svg, 2.0).map_err(|e| anyhow!("{}: {e}", path.display()))?
-        }
-        _ => bail!(
-            "{}: the plot is written as SVG or PNG; name a .svg or .png file",
-            path.display()
-        ),
-    };
-    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+    crate::plot::write(crate::plot::front::pareto_svg(r, cands), path)
 }

@@ -42,3 +42,19 @@ pub fn svg_to_png(svg: &str, scale: f32) -> Result<Vec<u8>, String> {
         .encode_png()
         .map_err(|e| format!("PNG encoding: {e}"))
 }
+
+/// Writes `svg` to `path`: as it is for a `.svg` name, rasterised for a `.png` one; any other
+/// name is refused with one line, and nothing is written.
+pub fn write(svg: String, path: &std::path::Path) -> anyhow::Result<()> {
+    let bytes = match path.extension().and_then(|e| e.to_str()) {
+        Some(e) if e.eq_ignore_ascii_case("svg") => svg.into_bytes(),
+        Some(e) if e.eq_ignore_ascii_case("png") => {
+            svg_to_png(&svg, 2.0).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        _ => anyhow::bail!(
+            "{}: the plot is written as SVG or PNG; name a .svg or .png file",
+            path.display()
+        ),
+    };
+    std::fs::write(path, bytes).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
