@@ -1,7 +1,7 @@
 //! Attention alone on the large benchmark model's shapes (B16 T128 H8 hd32), one thread, long
 //! enough to profile:
 //!
-//!     cargo run --release -p genas-proxies --example attention [-- forward|backward|both [REPS [LAYERS]]]
+//!     cargo run --release -p genas-engine --example attention [-- forward|backward|both [REPS [LAYERS]]]
 //!
 //! LAYERS (default 1) sets of qkv / probabilities / output buffers are used in turn, as a
 //! training step's layers do: with 1 every call finds its data in cache, with 6 (the large model)

@@ -1,7 +1,7 @@
 //! Per-kernel timings of the CPU engine on the benchmark model's shapes (B32 T64 C128 H4,
 //! FFN 512): where a training step's time goes, kernel by kernel.
 //!
-//!     cargo run --release -p genas-proxies --example kernels [-- THREADS]
+//!     cargo run --release -p genas-engine --example kernels [-- THREADS]
 //!
 //! `GENAS_SIMD=avx2|baseline` forces a narrower instruction set for comparison. Figures are
 //! means over 20 repetitions after one warm-up; GFLOP/s counts multiply-adds as 2 FLOPs.

@@ -1,6 +1,6 @@
 //! The boundary between the model code and the kernels that run it.
 //!
-//! The model (`model.rs`) owns buffers of type `B::Buf` and calls only these methods, with the
+//! The model (`model/`) owns buffers of type `B::Buf` and calls only these methods, with the
 //! shapes spelled out; it never touches buffer contents except through `upload` / `download`.
 //! Only the CPU backend exists today; a device backend would implement the same trait over
 //! device memory.

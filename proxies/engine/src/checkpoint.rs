@@ -1,4 +1,4 @@
-//! Weights as safetensors (f32, little-endian), named as `model.rs` documents, with the canonical
+//! Weights as safetensors (f32, little-endian), named as `model/mod.rs` documents, with the canonical
 //! architecture JSON and any caller metadata (data fingerprint, steps) in the header.
 
 use crate::backend::Backend;

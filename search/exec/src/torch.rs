@@ -12,7 +12,9 @@
 //! executor): `device_jobs` jobs train side by side on the device, and results are committed
 //! in queue order as on the CPU. They are not bit-reproducible on a GPU (kernels differ from
 //! run to run in their last bits); a resumed run never re-runs a committed result. The
-//! teacher and the final distillation stay on the CPU engine for now.
+//! teacher's training ([`train_teacher`]) and the final distillation ([`final_distill`]) run
+//! through the runner too; the teacher's soft targets and validation and the zero-cost proxies
+//! are computed on the CPU engine.
 //!
 //! It knows the job boundary, the export and the executor interface, not the controller.
 

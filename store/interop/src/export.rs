@@ -41,7 +41,7 @@
 //! family with their zeros stored, and the export says that `transformers` does not keep them
 //! at zero in further training (the modeling code and `pytorch` do, with their masks).
 //!
-//! This module knows the parameter names the engine documents (`proxies/engine/src/model.rs`)
+//! This module knows the parameter names the engine documents (`proxies/engine/src/model/mod.rs`)
 //! but not the engine: the caller hands over the tensors, the check batch and its logits.
 
 mod densify;

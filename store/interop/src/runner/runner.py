@@ -8,14 +8,14 @@ directory genas wrote:
                          groups, clipping, distillation temperature and alpha
     model/               `genas export --format pytorch` of the candidate at its initial
                          weights: model.py, architecture.json, model.safetensors (with masks)
-    targets.safetensors  the teacher's side (genas_proxies::inputs): the batch schedule, its
+    targets.safetensors  the teacher's side (genas_scoring::inputs): the batch schedule, its
                          soft targets, the validation batches and their teacher distribution
 
 and writes `result.json`: the loss of every step, the mean of the last 20, the validation
 cross-entropy, KL(teacher || student) and top-1 agreement, the device and the time; and the
 trained weights, `trained.safetensors`.
 
-A job of kind "train" (the teacher) names a file of batches alone (genas_proxies::inputs::
+A job of kind "train" (the teacher) names a file of batches alone (genas_scoring::inputs::
 encode_batches) instead of targets: it trains on the hard labels and leaves the validation to
 genas, which reads the trained weights.
 
