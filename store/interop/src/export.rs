@@ -88,13 +88,6 @@ impl Format {
             Format::Pytorch => "pytorch",
         }
     }
-
-    pub fn parse(text: &str) -> Result<Format, String> {
-        Format::ALL
-            .into_iter()
-            .find(|f| f.name() == text)
-            .ok_or_else(|| format!("unknown export format \"{text}\" (json, hf or pytorch)"))
-    }
 }
 
 /// One parameter under its genas name, (out, in) for matrices, with its 0/1 sparsity mask.
