@@ -62,8 +62,11 @@ fn bad(path: &Path, reason: impl Into<String>) -> DataError {
     }
 }
 
+/// The largest corpus file or IDX file genas reads (the preflights bound what it then builds).
+const MAX_DATA_FILE_BYTES: u64 = 16 << 30;
+
 fn read(path: &Path) -> Result<Vec<u8>, DataError> {
-    std::fs::read(path).map_err(|e| DataError::Io {
+    genas_space::files::read_bounded(path, MAX_DATA_FILE_BYTES).map_err(|e| DataError::Io {
         path: path.display().to_string(),
         reason: e.to_string(),
     })

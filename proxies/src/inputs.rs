@@ -333,7 +333,9 @@ pub fn store_bytes(dir: &Path, bytes: &[u8]) -> Result<String, InputsError> {
 /// The bytes of file `name` in `dir`, refused when they no longer match their name.
 pub fn load_bytes(dir: &Path, name: &str) -> Result<Vec<u8>, InputsError> {
     let path = path_in(dir, name);
-    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // Inputs are genas's own files, as large as a teacher's targets: only the kind is checked.
+    let bytes = genas_space::files::read_bounded(&path, u64::MAX >> 1)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let found = content_name(&bytes);
     if found != name {
         return Err(format!(

@@ -91,13 +91,8 @@ impl HfTokenizer {
     /// Reads `path`; the error is one line naming it.
     pub fn from_file(path: &Path) -> Result<HfTokenizer, TokenizerError> {
         let name = path.display();
-        let len = std::fs::metadata(path)
-            .map_err(|e| format!("cannot read {name}: {e}"))?
-            .len();
-        if len > MAX_TOKENIZER_BYTES {
-            return Err(format!("{name}: {len} bytes is too large for a tokenizer.json").into());
-        }
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {name}: {e}"))?;
+        let bytes = genas_space::files::read_bounded(path, MAX_TOKENIZER_BYTES)
+            .map_err(|e| format!("cannot read {name}: {e}"))?;
         let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| {
             let e = e.to_string().replace('\n', " ");
             format!("{name} is not a tokenizer.json transformers' tokenizers can read: {e}")

@@ -233,6 +233,20 @@ fn what_genas_cannot_compute_is_refused_in_one_line() {
         "lack tensor model.layers.2",
     );
     refused(|c| c["mlp_bias"] = true.into(), "mlp_bias = true");
+    // Counts are checked before anything is sized from them: a layer count near 2^32 once
+    // allocated the layer list first and aborted.
+    refused(
+        |c| c["num_hidden_layers"] = 4_294_967_295u64.into(),
+        "num_hidden_layers = 4294967295 is above the limit genas computes (1024)",
+    );
+    refused(
+        |c| c["num_attention_heads"] = 4_294_967_295u64.into(),
+        "num_attention_heads = 4294967295 is above the limit",
+    );
+    refused(
+        |c| c["vocab_size"] = 2_097_152u64.into(),
+        "vocab_size = 2097152 is above the limit genas computes (1048576)",
+    );
     refused(
         |c| {
             c.as_object_mut().unwrap().remove("hidden_size");
@@ -256,6 +270,16 @@ fn what_genas_cannot_compute_of_the_gpt_families_is_refused_in_one_line() {
         "gpt2",
         &|c| c["activation_function"] = "gelu_fast".into(),
         "activation_function \"gelu_fast\"",
+    );
+    refused_in(
+        "gpt2",
+        &|c| c["n_layer"] = 4_294_967_295u64.into(),
+        "n_layer = 4294967295 is above the limit genas computes (1024)",
+    );
+    refused_in(
+        "gpt-neo",
+        &|c| c["num_layers"] = 4_294_967_295u64.into(),
+        "num_layers = 4294967295 is above the limit",
     );
     refused_in(
         "gpt2",
@@ -337,6 +361,41 @@ fn damaged_and_missing_files_are_refused_in_one_line() {
     .unwrap();
     let e = Checkpoint::open(sharded.path()).unwrap_err().to_string();
     assert!(e.contains("to no file name in this folder"), "{e}");
+}
+
+#[test]
+fn a_device_or_a_fifo_in_place_of_a_file_is_refused_without_reading_it() {
+    let src = fixture("llama-gqa");
+    // config.json that is /dev/zero: once read until memory ran out.
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("config.json")).unwrap();
+    fs::copy(
+        src.join("model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let e = Checkpoint::open(dir.path()).unwrap_err().to_string();
+    assert!(
+        e.contains("cannot read config.json: not a regular file"),
+        "{e}"
+    );
+    // Weights that are a FIFO: opening one for reading would wait for a writer forever.
+    let dir = tempfile::tempdir().unwrap();
+    fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
+    let fifo = dir.path().join("model.safetensors");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let e = Checkpoint::open(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("not a regular file") && !e.contains('\n'), "{e}");
+    // A tokenizer.json that is /dev/zero.
+    let zero = tempfile::tempdir().unwrap();
+    let tok = zero.path().join("tokenizer.json");
+    std::os::unix::fs::symlink("/dev/zero", &tok).unwrap();
+    let e = HfTokenizer::from_file(&tok).unwrap_err().to_string();
+    assert!(e.contains("not a regular file"), "{e}");
 }
 
 #[test]

@@ -510,12 +510,17 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// Experiment files larger than this are refused (real ones are a few kilobytes).
+pub const MAX_EXPERIMENT_BYTES: u64 = 4 << 20;
+
 impl Experiment {
     /// Reads and checks an experiment file.
     pub fn from_path(path: &Path) -> Result<Experiment, ExperimentError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ExperimentError::Io {
-            path: path.display().to_string(),
-            reason: e.to_string(),
+        let text = crate::files::read_text_bounded(path, MAX_EXPERIMENT_BYTES).map_err(|e| {
+            ExperimentError::Io {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            }
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut exp = Experiment::from_str_in(&text, &path.display().to_string(), &base)?;

@@ -7,7 +7,9 @@
 //! genas draws from.
 //!
 //! It must not know about training, data files, storage or the command line: the vocabulary
-//! size and context length come in as numbers from whoever read the data.
+//! size and context length come in as numbers from whoever read the data. It owns one rule
+//! every crate follows when it reads a file a user names (`files`: regular files only, through
+//! a byte limit).
 //!
 //! ```
 //! use genas_space::{Experiment, SearchSpace, Rng, Cost};
@@ -31,6 +33,7 @@
 pub mod arch;
 pub mod cost;
 pub mod experiment;
+pub mod files;
 pub mod rng;
 pub mod search_space;
 
@@ -42,7 +45,7 @@ pub use cost::{Cost, LayerCost};
 pub use experiment::{
     Constraints, DataConfig, DataKind, Device, ExecutorConfig, ExecutorKind, Experiment,
     ExperimentError, FidelityConfig, Objective, SearchConfig, SpaceConfig, Strategy, StudentInit,
-    TeacherConfig, Tokenizer,
+    TeacherConfig, Tokenizer, MAX_EXPERIMENT_BYTES,
 };
 pub use rng::Rng;
 pub use search_space::{satisfies, Genome, SearchSpace, SpaceError, SpaceSummary};

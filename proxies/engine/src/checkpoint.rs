@@ -89,9 +89,12 @@ pub fn load<B: Backend>(
     path: &Path,
 ) -> Result<HashMap<String, String>, CheckpointError> {
     let p = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| CheckpointError::Read {
-        path: p.clone(),
-        reason: e.to_string(),
+    // Weights of any size, from a regular file only.
+    let bytes = genas_space::files::read_bounded(path, u64::MAX >> 1).map_err(|e| {
+        CheckpointError::Read {
+            path: p.clone(),
+            reason: e.to_string(),
+        }
     })?;
     from_bytes(model, &bytes, &p)
 }

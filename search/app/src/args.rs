@@ -173,7 +173,7 @@ pub struct SampleCmdArgs {
     #[arg(long, default_value_t = 0.8, value_parser = temperature)]
     pub temperature: f64,
     /// Sample among the k most likely tokens only.
-    #[arg(long)]
+    #[arg(long, value_parser = count(1, 1 << 20))]
     pub top_k: Option<usize>,
     /// Text the samples continue (text experiments; default a newline).
     #[arg(long)]

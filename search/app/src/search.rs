@@ -39,8 +39,8 @@ pub fn search(
     say: &mut dyn FnMut(&str),
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<SearchReport> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text = genas_space::files::read_text_bounded(file, genas_space::MAX_EXPERIMENT_BYTES)
+        .with_context(|| format!("cannot read {}", file.display()))?;
     let mut exp = Experiment::from_path(file)?;
     if let Some(s) = o.seed {
         exp.search.seed = s;

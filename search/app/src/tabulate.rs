@@ -91,8 +91,8 @@ pub fn make_table(
         bail!("--sample-only needs a --final-sample of at least 1");
     }
     let start = std::time::Instant::now();
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text = genas_space::files::read_text_bounded(file, genas_space::MAX_EXPERIMENT_BYTES)
+        .with_context(|| format!("cannot read {}", file.display()))?;
     let l = load(file)?;
     let exp = &l.experiment;
     let workers = genas_exec::local::worker_count(if o.threads == 0 {

@@ -10,6 +10,9 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+/// Architecture JSON files larger than this are refused (one is a few kilobytes).
+const MAX_ARCHITECTURE_BYTES: u64 = 16 << 20;
+
 /// `genas train`: options.
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
@@ -59,7 +62,7 @@ pub fn train_architecture(
         checkpoint, generate, train, Cpu, Generator, Model, SampleConfig, TrainConfig,
     };
     use genas_scoring::Split;
-    let text = std::fs::read_to_string(arch_path)
+    let text = genas_space::files::read_text_bounded(arch_path, MAX_ARCHITECTURE_BYTES)
         .with_context(|| format!("cannot read {}", arch_path.display()))?;
     let arch = Architecture::from_json(&text).with_context(|| arch_path.display().to_string())?;
     let exp = Experiment::from_path(experiment)?;

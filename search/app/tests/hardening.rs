@@ -412,6 +412,18 @@ fn numbers_that_would_ask_for_unbounded_resources_are_refused() {
             ],
             "--temperature",
         ),
+        (
+            vec![
+                "sample",
+                "r1",
+                "x",
+                "--top-k",
+                "0",
+                "--archive",
+                s(&archive),
+            ],
+            "--top-k",
+        ),
         (vec!["bench", "fuzz", "--threads", "100000"], "--threads"),
     ] {
         fails_with(&genas(&args), &[needle]);
@@ -425,4 +437,38 @@ fn numbers_that_would_ask_for_unbounded_resources_are_refused() {
         let e = small_experiment(&dir.path().join("b.toml"), "b", tail);
         fails_with(&genas(&["space", "check", s(&e)]), &[key]);
     }
+}
+
+#[test]
+fn a_device_or_a_fifo_named_as_a_file_is_refused_without_reading_it() {
+    // Each of these once read /dev/zero until memory ran out, or waited on the FIFO forever.
+    let dir = tempfile::tempdir().unwrap();
+    let exp = small_experiment(&dir.path().join("e.toml"), "e", "");
+    let fifo = dir.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for named in ["/dev/zero", s(&fifo)] {
+        for args in [
+            vec!["space", "check", named],
+            vec!["train", named, "--experiment", s(&exp)],
+            vec!["bench", "search", s(&exp), "--table", named],
+        ] {
+            fails_with(&genas(&args), &["not a regular file"]);
+        }
+    }
+    // A task file of `genas worker` that is a FIFO.
+    let batch = dir.path().join("shared/jobs/b");
+    std::fs::create_dir_all(&batch).unwrap();
+    assert!(std::process::Command::new("mkfifo")
+        .arg(batch.join("0.json"))
+        .status()
+        .unwrap()
+        .success());
+    fails_with(
+        &genas(&["worker", s(&batch.join("0"))]),
+        &["not a regular file"],
+    );
 }

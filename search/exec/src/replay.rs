@@ -18,6 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[error("{0}")]
 pub struct TableError(pub String);
 
+/// The largest (compressed) table file genas reads; tables of 20,000 rows are a few MB.
+const MAX_TABLE_FILE_BYTES: u64 = 1 << 30;
+
 /// Version of the table format this genas writes and reads.
 pub const TABLE_VERSION: u32 = 1;
 
@@ -82,7 +85,7 @@ pub struct Table {
 impl Table {
     /// Reads a table written by `genas bench table` (gzip JSON).
     pub fn read(path: &Path) -> Result<Table, TableError> {
-        let raw = std::fs::read(path)
+        let raw = genas_space::files::read_bounded(path, MAX_TABLE_FILE_BYTES)
             .map_err(|e| TableError(format!("cannot read {}: {e}", path.display())))?;
         let mut text = Vec::new();
         std::io::Read::read_to_end(

@@ -271,8 +271,9 @@ fn work_inner(task: &Path) -> Result<PathBuf, String> {
         ));
     }
     let job_path = dir.join(format!("{index}.json"));
-    let text =
-        std::fs::read_to_string(&job_path).map_err(|e| format!("{}: {e}", job_path.display()))?;
+    // A task file is a job's settings: kilobytes.
+    let text = genas_space::files::read_text_bounded(&job_path, 64 << 20)
+        .map_err(|e| format!("{}: {e}", job_path.display()))?;
     let file: TaskFile = serde_json::from_str(&text)
         .map_err(|e| format!("{}: not a genas task ({e})", job_path.display()))?;
     if task_key(&file.task).map_err(|e| e.to_string())? != file.key {

@@ -71,27 +71,41 @@ fn err(dir: &Path, reason: impl Into<String>) -> PretrainedError {
 const MAX_JSON_BYTES: u64 = 64 << 20;
 
 fn read_json(dir: &Path, name: &str) -> Result<Value, PretrainedError> {
-    let path = dir.join(name);
-    let len = std::fs::metadata(&path)
-        .map_err(|e| err(dir, format!("cannot read {name}: {e}")))?
-        .len();
-    if len > MAX_JSON_BYTES {
-        return Err(err(
-            dir,
-            format!("{name} is {len} bytes, too large for a config"),
-        ));
-    }
-    let bytes = std::fs::read(&path).map_err(|e| err(dir, format!("cannot read {name}: {e}")))?;
+    let bytes = genas_space::files::read_bounded(&dir.join(name), MAX_JSON_BYTES)
+        .map_err(|e| err(dir, format!("cannot read {name}: {e}")))?;
     serde_json::from_slice(&bytes).map_err(|e| err(dir, format!("{name} is not JSON: {e}")))
 }
 
-/// A config entry as a positive integer that fits u32.
+/// The most the engine computes for a count a config may hold, by its key in any family;
+/// positions are not sized from (a learned table is cut to the data's context).
+fn limit_of(key: &str) -> u64 {
+    use genas_space::arch::limits::*;
+    match key {
+        "num_hidden_layers" | "n_layer" | "num_layers" => MAX_DEPTH.into(),
+        "hidden_size" | "n_embd" => MAX_D_MODEL.into(),
+        "num_attention_heads" | "num_key_value_heads" | "n_head" | "num_heads" => MAX_HEADS.into(),
+        "intermediate_size" | "n_inner" => MAX_FFN_HIDDEN.into(),
+        "vocab_size" => MAX_VOCAB.into(),
+        _ => u32::MAX.into(),
+    }
+}
+
+/// A config entry as a positive integer within the engine's limit for it: checked before
+/// anything is sized from it.
 fn count(dir: &Path, cfg: &Value, key: &str) -> Result<u32, PretrainedError> {
-    cfg.get(key)
+    let n = cfg
+        .get(key)
         .and_then(Value::as_u64)
-        .filter(|&n| n >= 1 && n <= u32::MAX as u64)
-        .map(|n| n as u32)
-        .ok_or_else(|| err(dir, format!("config.json has no positive integer {key:?}")))
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| err(dir, format!("config.json has no positive integer {key:?}")))?;
+    let limit = limit_of(key);
+    if n > limit {
+        return Err(err(
+            dir,
+            format!("config.json's {key} = {n} is above the limit genas computes ({limit})"),
+        ));
+    }
+    Ok(n as u32)
 }
 
 /// The vocabulary size `dir`'s config.json declares, read without opening the weights.
@@ -824,6 +838,13 @@ fn read_header(dir: &Path, file: &Path) -> Result<(Shapes, u64), PretrainedError
     use std::io::Read;
     let name = file.display();
     let bad = |why: &str| err(dir, format!("{name} is not a safetensors file ({why})"));
+    // A FIFO or a device would block or never end: only regular files are opened.
+    if !std::fs::metadata(file)
+        .map_err(|e| err(dir, format!("cannot read {name}: {e}")))?
+        .is_file()
+    {
+        return Err(bad("not a regular file"));
+    }
     let mut f =
         std::fs::File::open(file).map_err(|e| err(dir, format!("cannot read {name}: {e}")))?;
     let len = f
