@@ -901,6 +901,23 @@ impl Experiment {
                 }
             }
         }
+        // sbatch reads these itself; a malformed one would fail every task of the run.
+        if let Some(t) = &x.time {
+            if !slurm_time(t) {
+                return Err(bad(
+                    "executor.time",
+                    format!("{t:?} is not a Slurm time limit (minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED)"),
+                ));
+            }
+        }
+        if let Some(m) = &x.mem {
+            if !slurm_mem(m) {
+                return Err(bad(
+                    "executor.mem",
+                    format!("{m:?} is not a Slurm memory size (a whole number with an optional K, M, G or T)"),
+                ));
+            }
+        }
         for a in &x.sbatch_args {
             if a.is_empty() || a.chars().any(|c| c.is_control() || c.is_whitespace()) {
                 return Err(bad(
@@ -1027,6 +1044,34 @@ pub enum AttentionKind {
     Sliding,
     Linear,
     None,
+}
+
+/// Whether `t` is a time limit `sbatch --time` takes: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM,
+/// D-HH:MM:SS, or UNLIMITED / infinite.
+fn slurm_time(t: &str) -> bool {
+    if t.eq_ignore_ascii_case("unlimited") || t.eq_ignore_ascii_case("infinite") {
+        return true;
+    }
+    let number = |p: &str| !p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit());
+    let (days, clock) = match t.split_once('-') {
+        Some((d, rest)) => (Some(d), rest),
+        None => (None, t),
+    };
+    let parts: Vec<&str> = clock.split(':').collect();
+    if !parts.iter().all(|p| number(p)) || days.is_some_and(|d| !number(d)) {
+        return false;
+    }
+    (1..=3).contains(&parts.len())
+}
+
+/// Whether `m` is a memory size `sbatch --mem` takes: a whole number with an optional K, M, G
+/// or T.
+fn slurm_mem(m: &str) -> bool {
+    let digits = m.trim_end_matches(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']);
+    m.len() - digits.len() <= 1
+        && !digits.is_empty()
+        && digits.len() <= 12
+        && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 pub fn parse_attention_kind(s: &str) -> Result<AttentionKind, String> {

@@ -462,6 +462,11 @@ fn executor_settings_are_checked_and_slurm_keys_need_slurm() {
         ),
         ("kind = \"slurm\"\nretries = 1000", "executor.retries"),
         ("kind = \"slurm\"\ntime = \"\"", "executor.time"),
+        ("kind = \"slurm\"\ntime = \"garbage\"", "executor.time"),
+        ("kind = \"slurm\"\ntime = \"1:2:3:4\"", "executor.time"),
+        ("kind = \"slurm\"\ntime = \"-1\"", "executor.time"),
+        ("kind = \"slurm\"\nmem = \"4GB\"", "executor.mem"),
+        ("kind = \"slurm\"\nmem = \"lots\"", "executor.mem"),
         ("kind = \"slurm\"\nworker = \"a\\nb\"", "executor.worker"),
         (
             "kind = \"slurm\"\nsbatch_args = [\"--qos short\"]",
@@ -475,4 +480,19 @@ fn executor_settings_are_checked_and_slurm_keys_need_slurm() {
         );
     }
     assert!(error_of(&with("kind = \"kubernetes\"")).contains("kubernetes"));
+    // Every form sbatch takes is accepted.
+    for time in [
+        "30",
+        "30:00",
+        "1:00:00",
+        "2-12",
+        "2-12:30",
+        "2-12:30:00",
+        "UNLIMITED",
+    ] {
+        parse(&with(&format!("kind = \"slurm\"\ntime = \"{time}\""))).expect(time);
+    }
+    for mem in ["4G", "4096", "512M", "1T"] {
+        parse(&with(&format!("kind = \"slurm\"\nmem = \"{mem}\""))).expect(mem);
+    }
 }

@@ -73,6 +73,7 @@ pub struct WorkerArgs {
 #[derive(Args)]
 pub struct DistillArgs {
     /// Run id (see genas runs).
+    #[arg(value_parser = run_id)]
     pub run: String,
     /// Candidate id or a unique prefix (see genas front RUN).
     #[arg(required_unless_present = "front", conflicts_with = "front")]
@@ -116,6 +117,7 @@ impl From<WeightsArg> for genas_app::winners::Weights {
 
 #[derive(Args)]
 pub struct ExportArgs {
+    #[arg(value_parser = run_id)]
     pub run: String,
     /// Candidate id or a unique prefix.
     pub candidate: String,
@@ -140,6 +142,7 @@ pub struct ExportArgs {
 #[derive(Args)]
 pub struct ReportArgs {
     /// Run id (see genas runs).
+    #[arg(value_parser = run_id)]
     pub run: String,
     /// Directory to write report.html, report.md, plots/ and samples/ (default report-RUN).
     #[arg(long)]
@@ -160,6 +163,7 @@ pub struct ReportArgs {
 
 #[derive(Args)]
 pub struct SampleCmdArgs {
+    #[arg(value_parser = run_id)]
     pub run: String,
     /// Candidate id or a unique prefix.
     pub candidate: String,
@@ -214,6 +218,7 @@ pub struct SearchArgs {
 #[derive(Args)]
 pub struct ResumeArgs {
     /// Run id (see genas runs).
+    #[arg(value_parser = run_id)]
     pub run: String,
     #[arg(long, default_value = "genas-archive")]
     pub archive: PathBuf,
@@ -235,6 +240,7 @@ pub struct ArchiveArgs {
 
 #[derive(Args)]
 pub struct RunArgs {
+    #[arg(value_parser = run_id)]
     pub run: String,
     #[arg(long, default_value = "genas-archive")]
     pub archive: PathBuf,
@@ -244,6 +250,7 @@ pub struct RunArgs {
 
 #[derive(Args)]
 pub struct FrontArgs {
+    #[arg(value_parser = run_id)]
     pub run: String,
     #[arg(long, default_value = "genas-archive")]
     pub archive: PathBuf,
@@ -646,5 +653,19 @@ pub fn fraction(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(f) if f > 0.0 && f < 1.0 => Ok(f),
         _ => Err("must lie strictly between 0 and 1".into()),
+    }
+}
+
+/// A run id as the archive names runs: `r1`, `r2`, …
+pub fn run_id(text: &str) -> Result<String, String> {
+    let digits = text.strip_prefix('r').unwrap_or_default();
+    let number = !digits.is_empty()
+        && digits.len() <= 20
+        && !digits.starts_with('0')
+        && digits.bytes().all(|b| b.is_ascii_digit());
+    if number {
+        Ok(text.to_string())
+    } else {
+        Err("not a run id (runs are named r1, r2, ...: see genas runs)".into())
     }
 }

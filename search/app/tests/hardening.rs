@@ -472,3 +472,27 @@ fn a_device_or_a_fifo_named_as_a_file_is_refused_without_reading_it() {
         &["not a regular file"],
     );
 }
+
+#[test]
+fn a_malformed_run_id_and_an_unwritable_report_folder_are_refused_first() {
+    // An empty run id was once "an invalid run key (a bug in the caller)".
+    for args in [
+        vec!["show", ""],
+        vec!["front", "r01"],
+        vec!["resume", "run1"],
+        vec!["report", "r"],
+    ] {
+        fails_with(&genas(&args), &["not a run id (runs are named r1, r2, ..."]);
+    }
+    // --out under a file: refused before the run is read or anything measured.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let out = file.join("report");
+    let archive = dir.path().join("no-archive");
+    fails_with(
+        &genas(&["report", "r1", "--out", s(&out), "--archive", s(&archive)]),
+        &["--out", "is not a folder"],
+    );
+    assert!(!archive.exists());
+}

@@ -28,7 +28,7 @@ use genas_scoring::distill::{evaluate_against_teacher, TeacherTargets};
 use genas_search::controller::CandidateRecord;
 use genas_space::{cost, Architecture, DataKind, Rng};
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 /// What `genas report` is asked.
@@ -197,6 +197,8 @@ pub fn report(
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<Report> {
     let start = std::time::Instant::now();
+    // The folder is written last; that it can be is known before anything is measured.
+    check_writable(&o.out)?;
     let access = RunAccess::open(&o.archive, run, o.ablate_kd)?;
     let search = search_report(&access.archive, run)?;
     let l = &access.loaded;
@@ -384,6 +386,32 @@ pub fn report(
     let files = render::write(&r, &o.out)?;
     r.files = files;
     Ok(r)
+}
+
+/// `Ok` when `out` is a folder genas can write into, or can be made as one: tried with a
+/// temporary file in it (or in its nearest existing parent), which is removed at once, so a
+/// refused report leaves nothing behind.
+fn check_writable(out: &Path) -> Result<()> {
+    let mut at = out;
+    while !at.exists() {
+        match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => at = p,
+            _ => {
+                at = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !at.is_dir() {
+        bail!("--out {}: {} is not a folder", out.display(), at.display());
+    }
+    tempfile::tempfile_in(at).map(drop).with_context(|| {
+        format!(
+            "--out {}: cannot write into {}",
+            out.display(),
+            at.display()
+        )
+    })
 }
 
 /// Prompts: the opening tokens of three validation sequences spread over the split.
