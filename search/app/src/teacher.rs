@@ -404,7 +404,8 @@ pub fn teacher_import(
         key: ck.key.clone(),
         model_type: ck.model_type.clone(),
         architecture: arch.summary(),
-        params: Cost::of(&arch).params,
+        // The checkpoint's own size, at its own context, as its first line says.
+        params: Cost::of(&ck.architecture).params,
         context: ck.architecture.context,
         vocab_size: arch.vocab_size,
         weight_bytes: ck.weight_bytes,

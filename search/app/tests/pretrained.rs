@@ -369,3 +369,37 @@ fn a_run_resumes_only_with_the_checkpoint_it_started_with() {
         &["resume", "r1", "--archive", archive, "--json"],
     ));
 }
+
+#[test]
+fn an_imported_checkpoint_has_one_size_its_own_at_its_own_context() {
+    // GPT-2's learned positions make the size depend on the context: the first line and the
+    // size line once gave two counts for one checkpoint (the second at the measuring context).
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture_dir = root().join("experiments/fixtures/hf/gpt2");
+    let o = genas(
+        tmp.path(),
+        &[
+            "teacher",
+            "import",
+            fixture_dir.to_str().unwrap(),
+            "--out",
+            tmp.path().join("check").to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let count_in = |text: &str, before: &str, after: &str| -> u64 {
+        text.split(before)
+            .nth(1)
+            .and_then(|s| s.split(after).next())
+            .map(|n| n.trim().replace(',', ""))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no parameter count in {text:?}"))
+    };
+    let first = count_in(&String::from_utf8_lossy(&o.stderr), " (", " params in");
+    let size = count_in(&String::from_utf8_lossy(&o.stdout), "size ", " params,");
+    assert_eq!(first, size);
+    // d48, two layers with biases, tied, 128 learned positions, 384 tokens.
+    let (d, h, v, t) = (48u64, 192u64, 384u64, 128u64);
+    let layer = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * h + h) + (h * d + d);
+    assert_eq!(size, v * d + t * d + 2 * layer + 2 * d);
+}
