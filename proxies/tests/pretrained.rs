@@ -498,3 +498,41 @@ fn a_file_that_is_not_a_tokenizer_is_refused_in_one_line() {
         .to_string();
     assert!(e.contains("cannot read"), "{e}");
 }
+
+#[test]
+fn weights_that_are_not_finite_are_refused_before_the_teacher_is_used() {
+    // NaN weights once imported with exit 0 and poisoned the archive with a null loss.
+    let src = fixture("llama-gqa");
+    let weights = fs::read(src.join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&weights[8..8 + n]).unwrap();
+    let t = &header["model.norm.weight"];
+    let start = 8 + n + t["data_offsets"][0].as_u64().unwrap() as usize;
+    for (what, bf16, f16, f32) in [
+        ("NaN", 0x7fc0u16, 0x7e00u16, 0x7fc0_0000u32),
+        ("inf", 0x7f80, 0x7c00, 0x7f80_0000),
+    ] {
+        let mut bad = weights.clone();
+        match t["dtype"].as_str().unwrap() {
+            "BF16" => bad[start..start + 2].copy_from_slice(&bf16.to_le_bytes()),
+            "F16" => bad[start..start + 2].copy_from_slice(&f16.to_le_bytes()),
+            "F32" => bad[start..start + 4].copy_from_slice(&f32.to_le_bytes()),
+            other => panic!("the fixture's dtype {other}"),
+        }
+        let dir = tempfile::tempdir().unwrap();
+        fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
+        fs::write(dir.path().join("model.safetensors"), &bad).unwrap();
+        let ck = Checkpoint::open(dir.path()).expect("the header is sound");
+        let e = ck
+            .load(Cpu::<f32>::new(1), 16)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            e.contains(&format!("model.norm.weight holds {what} at element 0"))
+                && e.contains("must be finite")
+                && !e.contains('\n'),
+            "{e}"
+        );
+    }
+}

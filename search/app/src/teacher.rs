@@ -5,7 +5,7 @@
 //! teacher calls.
 
 use crate::experiment::{load, LoadedExperiment};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use genas_engine::train::evaluate;
 use genas_engine::{checkpoint, Cpu, Model};
 use genas_interop::pretrained::Checkpoint;
@@ -78,6 +78,19 @@ pub fn render_teacher(t: &TeacherOutcome) -> String {
     )
 }
 
+/// A teacher whose validation loss is not a finite number is refused before it is stored:
+/// JSON has no NaN, and every later read of the record would fail.
+fn finite_record(r: &TeacherRecord) -> Result<()> {
+    if !(r.val_ce.is_finite() && r.val_bits.is_finite()) {
+        bail!(
+            "teacher {}: its validation loss is {} nats/token; a teacher must give finite losses (nothing was stored)",
+            r.key,
+            r.val_ce
+        );
+    }
+    Ok(())
+}
+
 /// The experiment's teacher from `archive`, trained and stored first when the archive has
 /// none for this data, `[teacher]` config and seed (`retrain` replaces a stored one).
 /// `say` is told which of the two happens before any long work starts.
@@ -139,6 +152,7 @@ pub fn obtain_teacher(
     };
     let bytes = checkpoint::to_bytes(&model, &[("genas.teacher_key", key.clone())])
         .map_err(|e| anyhow::anyhow!("teacher {key}: {e}"))?;
+    finite_record(&record)?;
     archive.put_teacher(&key, &record, &bytes)?;
     archive.flush()?;
     Ok((model, TeacherOutcome::new(record, false, archive)))
@@ -200,6 +214,7 @@ fn pretrained_teacher(
         bits_unit: l.data.bits_unit().to_string(),
         train_seconds: 0.0,
     };
+    finite_record(&record)?;
     archive.put_teacher(&ck.key, &record, &[])?;
     archive.flush()?;
     Ok((model, TeacherOutcome::new(record, false, archive)))

@@ -212,6 +212,16 @@ impl Checkpoint {
                 let values = to_f64(view.dtype(), view.data()).ok_or_else(|| {
                     err(&self.dir, format!("{}: dtype {:?}", entry.hf, view.dtype()))
                 })?;
+                // A NaN or an infinity would poison every figure computed from the teacher.
+                if let Some(at) = values.iter().position(|x| !x.is_finite()) {
+                    return Err(err(
+                        &self.dir,
+                        format!(
+                            "{} holds {} at element {at}: a teacher's weights must be finite",
+                            entry.hf, values[at]
+                        ),
+                    ));
+                }
                 entry.write(&mut model, &values);
             }
         }
