@@ -101,6 +101,9 @@ pub fn resume(
     say: &mut dyn FnMut(&str),
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<SearchReport> {
+    // A writable open rewrites sled's files: a resume that cannot proceed (no such run) is
+    // found out on a read-only view first, so it leaves the archive as it was.
+    read_run(&Archive::open_read_only(&o.archive)?, run)?;
     let archive = Archive::open_existing(&o.archive)?;
     let mut record = read_run(&archive, run)?;
     say(&format!("resuming run {run} of {}", record.name));

@@ -305,3 +305,28 @@ fn a_running_search_can_be_watched_from_another_process() {
     assert_eq!(runs[0]["live"], false);
     assert_eq!(runs[0]["status"], "finished");
 }
+
+#[test]
+fn a_resume_that_fails_on_a_sound_archive_changes_nothing() {
+    // `genas resume r99` once rewrote sled's snapshot on its writable open, then failed.
+    let dir = tempfile::tempdir().unwrap();
+    let exp = small_experiment(&dir.path().join("e.toml"), "e", TINY_SEARCH);
+    let archive = dir.path().join("archive");
+    ok_json(&genas(&[
+        "search",
+        s(&exp),
+        "--archive",
+        s(&archive),
+        "--json",
+    ]));
+    let before = hash_tree(&archive);
+    let o = genas(&["resume", "r99", "--archive", s(&archive)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("no run r99"), "{err}");
+    assert_eq!(
+        hash_tree(&archive),
+        before,
+        "the failed resume changed the archive"
+    );
+}
