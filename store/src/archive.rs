@@ -1215,7 +1215,8 @@ fn run_id(number: u64) -> String {
 
 /// The number of a run id of the form `run_id` writes (`r` and a decimal number without
 /// leading zeros, at least 1); `None` for anything else.
-fn parse_run_id(id: &str) -> Option<u64> {
+/// The number of run id `id` (`r1` → 1), or `None` for what is not a run id.
+pub fn parse_run_id(id: &str) -> Option<u64> {
     let digits = id.strip_prefix('r')?;
     if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;

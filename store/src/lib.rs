@@ -47,4 +47,4 @@
 
 pub mod archive;
 
-pub use archive::{format_utc, Archive, Holder, StoreError, SCHEMA_VERSION};
+pub use archive::{format_utc, parse_run_id, Archive, Holder, StoreError, SCHEMA_VERSION};

@@ -658,12 +658,7 @@ pub fn fraction(text: &str) -> Result<f64, String> {
 
 /// A run id as the archive names runs: `r1`, `r2`, …
 pub fn run_id(text: &str) -> Result<String, String> {
-    let digits = text.strip_prefix('r').unwrap_or_default();
-    let number = !digits.is_empty()
-        && digits.len() <= 20
-        && !digits.starts_with('0')
-        && digits.bytes().all(|b| b.is_ascii_digit());
-    if number {
+    if genas_store::parse_run_id(text).is_some() {
         Ok(text.to_string())
     } else {
         Err("not a run id (runs are named r1, r2, ...: see genas runs)".into())

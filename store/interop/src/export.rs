@@ -63,7 +63,7 @@ use std::path::{Path, PathBuf};
 /// The largest difference `genas_check.py` accepts between genas's logits and the export's.
 pub const CHECK_TOLERANCE: f64 = 1e-4;
 
-pub const MODEL_PY: &str = include_str!("export/model.py");
+const MODEL_PY: &str = include_str!("export/model.py");
 const CHECK_PY: &str = include_str!("export/genas_check.py");
 const CONFIGURATION_PY: &str = include_str!("export/configuration_genas.py");
 const MODELING_PY: &str = include_str!("export/modeling_genas.py");

@@ -21,7 +21,3 @@ pub use tensors::model_tensors;
 /// The PyTorch runner: one evaluation job (or teacher training, or final distillation) read
 /// from a directory, trained through `model.py` with genas's recipe, its result written back.
 pub const RUNNER_PY: &str = include_str!("runner/runner.py");
-
-/// The standalone PyTorch module every `pytorch` and `hf` export carries, and the runner
-/// trains through.
-pub const MODEL_PY: &str = export::MODEL_PY;
