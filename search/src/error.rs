@@ -17,6 +17,15 @@ pub enum SearchError {
     /// The space cannot give the reference point (nothing in it satisfies the constraints).
     #[error(transparent)]
     Space(#[from] SpaceError),
+    /// Every job of a batch failed (`Output::failed`): nothing evaluates, so the search
+    /// stops rather than record a whole batch of failures. The failures are recorded; a
+    /// resumed run evaluates them again.
+    #[error("every job of {label} failed ({jobs} job(s)): {why}")]
+    AllFailed {
+        label: String,
+        jobs: usize,
+        why: String,
+    },
     /// A result could not be written as JSON for the evaluation cache.
     #[error("cannot encode an evaluation result: {0}")]
     Encode(#[from] serde_json::Error),

@@ -31,25 +31,27 @@ pub struct Job {
 pub struct Output {
     pub result: DistillResult,
     pub latency_ms_per_token: Option<f64>,
-    /// The executor could not get a result (a Slurm task that failed every try): `result`
-    /// says why. Recorded in the run like a diverged result, never cached as one.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub failed: bool,
+    /// The executor could not get a result (the PyTorch runner exited non-zero, a Slurm task
+    /// failed every try): the class of failure, one short phrase; `result.diverged` holds it
+    /// with the error's last lines. Recorded in the run as a failure, never cached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 impl Output {
-    /// A result the executor could not get: `why`, recorded like a divergence, never cached.
-    pub fn failed(steps: u32, why: String) -> Output {
+    /// A result the executor could not get: `class` (a short phrase naming what failed, the
+    /// same for every job that failed the same way) and `detail` (the error's last lines).
+    pub fn failed(steps: u32, class: &str, detail: &str) -> Output {
         Output {
             result: DistillResult {
                 steps,
                 train_loss: None,
                 eval: None,
-                diverged: Some(why),
+                diverged: Some(format!("{class}: {detail}")),
                 seconds: 0.0,
             },
             latency_ms_per_token: None,
-            failed: true,
+            failed: Some(class.to_string()),
         }
     }
 }

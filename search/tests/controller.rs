@@ -13,6 +13,7 @@ use genas_scoring::zero_cost::ProxyScores;
 use genas_search::controller::{
     reference_point, CandidateRecord, Controller, ControllerState, Outcome, RunContext, RunPlan,
 };
+use genas_search::error::SearchError;
 use genas_search::job::{ExecError, Executor, Job, Output};
 use genas_search::pareto;
 use genas_space::{satisfies, Architecture, Cost, Experiment, Objective, SearchSpace, Strategy};
@@ -21,6 +22,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 const VOCAB: u32 = 32;
 const CONTEXT: u32 = 16;
@@ -191,6 +193,47 @@ impl Executor for StopAfter<'_> {
     }
 }
 
+/// `Replay`, but a job that `fails` names a class for is handed back as failed, as an
+/// executor hands back one it could not run.
+struct Failing<'a> {
+    replay: &'a Replay<'a>,
+    /// The class a job of (architecture id, rung) fails with, if it fails.
+    fails: &'a (dyn Fn(&str, usize) -> Option<&'static str> + Sync),
+}
+
+impl Executor for Failing<'_> {
+    fn run(
+        &self,
+        jobs: &[Job],
+        workers: usize,
+        stop: &AtomicBool,
+        done: &(dyn Fn(usize, Output) -> bool + Sync),
+    ) -> Result<(), ExecError> {
+        self.replay.run(
+            jobs,
+            workers,
+            stop,
+            &|i, out| match (self.fails)(&jobs[i].id, jobs[i].rung) {
+                Some(class) => done(
+                    i,
+                    Output::failed(jobs[i].config.steps, class, "its last lines"),
+                ),
+                None => done(i, out),
+            },
+        )
+    }
+
+    fn proxies(
+        &self,
+        archs: &[Architecture],
+        seed: u64,
+        workers: usize,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Vec<ProxyScores> {
+        self.replay.proxies(archs, seed, workers, progress)
+    }
+}
+
 struct Run {
     _dir: tempfile::TempDir,
     archive: Archive,
@@ -213,6 +256,17 @@ impl Run {
 
     /// Opens the controller on the run and drives it until it finishes or `executor` stops it.
     fn drive(&self, exp: &Experiment, executor: &dyn Executor, stop: &AtomicBool) -> Outcome {
+        self.try_drive(exp, executor, stop, &|_| {}).expect("runs")
+    }
+
+    /// `drive`, its warnings to `warn`, its error returned.
+    fn try_drive(
+        &self,
+        exp: &Experiment,
+        executor: &dyn Executor,
+        stop: &AtomicBool,
+        warn: &(dyn Fn(&str) + Sync),
+    ) -> Result<Outcome, SearchError> {
         let space = space(exp);
         let plan = RunPlan {
             objectives: exp.search.objectives.clone(),
@@ -234,9 +288,10 @@ impl Run {
             executor,
             workers: 1,
             stop,
+            warn,
         };
         let mut c = Controller::open(cx).expect("opens");
-        c.run(&|_, _, _| {}).expect("runs")
+        c.run(&|_, _, _| {})
     }
 
     fn candidates(&self) -> Vec<CandidateRecord> {
@@ -431,5 +486,124 @@ fn a_run_stopped_after_any_commit_resumes_to_the_archive_of_a_run_never_stopped(
                 "{name}: stopped every {after}"
             );
         }
+    }
+}
+
+#[test]
+fn jobs_that_fail_are_recorded_as_failures_with_one_warning_per_class_and_never_promoted() {
+    let table = table(&experiment("random", 24, 0));
+    let replay = Replay::new(&table);
+    // About a third of the first rung's jobs fail, in two classes.
+    let fails = |id: &str, rung: usize| -> Option<&'static str> {
+        match (rung, jitter(id)) {
+            (0, j) if j < 0.15 => Some("the runner failed"),
+            (0, j) if j < 0.3 => Some("a task failed on Slurm every try"),
+            _ => None,
+        }
+    };
+    for (name, _) in strategies() {
+        let exp = experiment(name, 24, 3);
+        let run = Run::new();
+        let warnings = Mutex::new(Vec::<String>::new());
+        let executor = Failing {
+            replay: &replay,
+            fails: &fails,
+        };
+        let outcome = run
+            .try_drive(&exp, &executor, &AtomicBool::new(false), &|w| {
+                warnings.lock().unwrap().push(w.to_string())
+            })
+            .expect("some jobs of every batch succeed");
+        assert_eq!(outcome, Outcome::Finished, "{name}");
+        let cands = run.candidates();
+        let failed: Vec<&CandidateRecord> = cands
+            .iter()
+            .filter(|c| c.rungs.iter().any(|r| r.failed.is_some()))
+            .collect();
+        assert!(!failed.is_empty(), "{name}: some failed");
+        for c in &failed {
+            let r = &c.rungs[0];
+            let class = fails(&c.id, 0).expect("it was made to fail");
+            assert_eq!(r.failed.as_deref(), Some(class), "{name}: {}", c.id);
+            assert_eq!(
+                r.result.diverged.as_deref(),
+                Some(format!("{class}: its last lines").as_str())
+            );
+            assert!(r.result.eval.is_none());
+            assert_eq!(c.rungs.len(), 1, "{name}: {} failed and was promoted", c.id);
+        }
+        // One warning per class and batch, naming how many of the batch failed that way.
+        let warnings = warnings.into_inner().unwrap();
+        assert!(!warnings.is_empty(), "{name}");
+        for class in ["the runner failed", "a task failed on Slurm every try"] {
+            let lines: Vec<&String> = warnings.iter().filter(|w| w.contains(class)).collect();
+            assert!(!lines.is_empty(), "{name}: {class}: {warnings:?}");
+            for w in &lines {
+                assert!(
+                    w.starts_with("warning: ") && w.contains(" job(s) of round "),
+                    "{w}"
+                );
+            }
+        }
+        // (batch, class), each once: the warning less its count.
+        let once: BTreeSet<&str> = warnings
+            .iter()
+            .filter_map(|w| w.split_once(" job(s) of ").map(|(_, rest)| rest))
+            .collect();
+        assert_eq!(once.len(), warnings.len(), "{name}: {warnings:?}");
+    }
+}
+
+#[test]
+fn a_batch_whose_every_job_fails_stops_the_run_and_a_resume_evaluates_them_again() {
+    let table = table(&experiment("random", 18, 0));
+    let replay = Replay::new(&table);
+    for (name, _) in strategies() {
+        let exp = experiment(name, 18, 5);
+        let whole = finished(&exp, &table);
+        // Every job of the first rung fails: the run stops there with the failure.
+        let run = Run::new();
+        let broken = Failing {
+            replay: &replay,
+            fails: &|_, rung| (rung == 0).then_some("the runner failed"),
+        };
+        let warned = Mutex::new(Vec::<String>::new());
+        let e = run
+            .try_drive(&exp, &broken, &AtomicBool::new(false), &|w| {
+                warned.lock().unwrap().push(w.to_string())
+            })
+            .expect_err("every job failed");
+        let SearchError::AllFailed { jobs, ref why, .. } = e else {
+            panic!("{name}: {e}");
+        };
+        assert!(jobs > 0);
+        assert_eq!(why, "the runner failed: its last lines");
+        assert!(
+            e.to_string()
+                .starts_with("every job of round 1 rung 1 (50 steps) failed ("),
+            "{e}"
+        );
+        let warned = warned.into_inner().unwrap();
+        assert_eq!(warned.len(), 1, "{name}: {warned:?}");
+        assert!(
+            warned[0].contains(&format!("{jobs} of {jobs} job(s)")),
+            "{}",
+            warned[0]
+        );
+        // The failures are recorded as failures.
+        let cands = run.candidates();
+        let failed = cands
+            .iter()
+            .filter(|c| c.rungs.len() == 1 && c.rungs[0].failed.is_some())
+            .count();
+        assert_eq!(failed, jobs, "{name}");
+        // Resumed with an executor that works, every failed job is evaluated again: the run
+        // ends with the candidates of a run that never failed.
+        assert_eq!(
+            run.drive(&exp, &replay, &AtomicBool::new(false)),
+            Outcome::Finished
+        );
+        assert_eq!(run.candidates(), whole.candidates(), "{name}");
+        assert_eq!(run.state().front, whole.state().front, "{name}");
     }
 }

@@ -17,6 +17,7 @@ use genas_space::{Architecture, Cost, Rng};
 use genas_store::Archive;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -184,6 +185,7 @@ pub fn proxies_calibrate(
         }
     }
     crate::experiment::check_plan_memory(&l, &summary, steps, worker_count(o.threads))?;
+    genas_exec::ExecutorChoice::check(&l.experiment, &o.archive)?;
     if let Some(note) = genas_exec::torch::device_plan(&l.experiment)?.note() {
         say(note);
     }
@@ -217,6 +219,7 @@ pub fn proxies_calibrate(
         chosen.executor(),
         o.threads,
         progress,
+        &say_line,
     )?;
 
     let n = candidates.len() as f64;
@@ -260,8 +263,10 @@ pub fn proxies_calibrate(
 
 /// The calibration itself: `n` distinct architectures sampled within the constraints, each
 /// scored with every proxy (here, on `threads` workers, 0 = every core) and `repeats` brief
-/// distillations run by `executor` (on its teacher targets). Returns the rows, the
-/// calibration and, with 2+ repeats, the noise ceiling.
+/// distillations run by `executor` (on its teacher targets). An architecture whose
+/// distillation the executor could not run is left out, with a warning to `warn`; none
+/// left is an error. Returns the rows, the calibration and, with 2+ repeats, the noise
+/// ceiling.
 pub fn calibrate_with(
     l: &LoadedExperiment,
     cfg: &DistillConfig,
@@ -270,6 +275,7 @@ pub fn calibrate_with(
     executor: &dyn Executor,
     threads: usize,
     progress: &(dyn Fn(usize, usize, &CandidateRow) + Sync),
+    warn: &dyn Fn(&str),
 ) -> Result<(Vec<CandidateRow>, Calibration, Option<f64>)> {
     let seed = l.experiment.teacher.seed;
     let mut rng = Rng::seed_from_u64(seed ^ 0xca11_b7a7e);
@@ -321,9 +327,18 @@ pub fn calibrate_with(
         spec: Some(archs[i].clone()),
     };
     let stop = AtomicBool::new(false);
+    // A job the executor could not run is no measurement: its architecture is left out of
+    // the calibration (never counted as a divergence), and the first failure kept to say why.
+    let failures: Mutex<(BTreeSet<usize>, Option<String>)> = Mutex::new((BTreeSet::new(), None));
     executor
         .run(&jobs, workers, &stop, &|k, out| {
             let (i, r) = (k / repeats, k % repeats);
+            if out.failed.is_some() {
+                let mut f = failures.lock().expect("failures");
+                f.0.insert(i);
+                f.1.get_or_insert_with(|| out.result.diverged.clone().unwrap_or_default());
+                return true;
+            }
             let mut res = results.lock().expect("results");
             res[i][r] = Some(out.result);
             if res[i].iter().all(Option::is_some) {
@@ -334,11 +349,23 @@ pub fn calibrate_with(
             true
         })
         .map_err(anyhow::Error::msg)?;
+    let (failed, why) = failures.into_inner().expect("failures");
+    if let Some(why) = why {
+        if failed.len() == archs.len() {
+            anyhow::bail!("calibration: every brief distillation failed: {why}");
+        }
+        warn(&format!(
+            "warning: calibration: {} of {} architecture(s) left out, their brief distillation failed: {why}",
+            failed.len(),
+            archs.len()
+        ));
+    }
     let results = results.into_inner().expect("results");
-    if results.iter().flatten().any(Option::is_none) {
+    let kept: Vec<usize> = (0..archs.len()).filter(|i| !failed.contains(i)).collect();
+    if kept.iter().any(|&i| results[i].iter().any(Option::is_none)) {
         anyhow::bail!("calibration stopped before every architecture was distilled");
     }
-    let candidates: Vec<CandidateRow> = (0..archs.len()).map(|i| row(i, &results[i])).collect();
+    let candidates: Vec<CandidateRow> = kept.iter().map(|&i| row(i, &results[i])).collect();
     let rows: Vec<(ProxyScores, Option<f64>)> = candidates
         .iter()
         .map(|c| (c.proxies.clone(), c.quality()))

@@ -48,7 +48,7 @@ pub fn search(
     // Load and check before creating the run, so bad data or a plan that cannot work never
     // leaves a run behind.
     let l = load_experiment(exp.clone())?;
-    let space_plan = preflight(&l, o.threads)?;
+    let space_plan = preflight(&l, o.threads, &o.archive)?;
     let archive = Archive::open(&o.archive)?;
     // Absolute, so that `genas resume`, `distill`, `sample` and `report` find the run's data
     // from any working directory, not only from the one the search started in.
@@ -58,7 +58,9 @@ pub fn search(
         exp.base_dir.clone()
     };
     let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
-    let record = RunRecord {
+    // The run is created once everything it needs is in hand (the teacher, the calibration,
+    // the executor): a search that cannot start leaves no run behind.
+    let mut record = RunRecord {
         id: String::new(),
         name: exp.name.clone(),
         experiment_toml: text,
@@ -70,18 +72,6 @@ pub fn search(
         wall_s: 0.0,
         plan: None,
     };
-    let id = archive.create_run(&record)?;
-    let mut record = RunRecord {
-        id: id.clone(),
-        ..record
-    };
-    archive.update_run(&id, &record)?;
-    say(&format!(
-        "run {id} of {} in {} (seed {})",
-        exp.name,
-        archive.path().display(),
-        exp.search.seed
-    ));
     drive(
         &archive,
         &mut record,
@@ -135,7 +125,7 @@ fn drive(
         Some(loaded) => loaded,
         None => {
             let l = load_experiment(experiment_of(record)?)?;
-            let plan = preflight(&l, threads)?;
+            let plan = preflight(&l, threads, archive.path())?;
             (l, plan)
         }
     };
@@ -193,8 +183,8 @@ fn drive(
                 max_latency_ms_per_token: exp.constraints.max_latency_ms_per_token,
                 tokens_per_char: l.data.tokens_per_char,
             };
+            // Stored with the run when it is created, below.
             record.plan = Some(p.clone());
-            archive.update_run(&record.id, &*record)?;
             p
         }
     };
@@ -231,6 +221,16 @@ fn drive(
         )?),
         None => None,
     };
+    if record.id.is_empty() {
+        record.id = archive.create_run(&*record)?;
+        say(&format!(
+            "run {} of {} in {} (seed {})",
+            record.id,
+            exp.name,
+            archive.path().display(),
+            exp.search.seed
+        ));
+    }
     let cx = RunContext {
         experiment: exp,
         space: &l.space,
@@ -242,11 +242,27 @@ fn drive(
         executor,
         workers,
         stop,
+        warn: &say_line,
     };
     let mut c = Controller::open(cx)?;
     record.status = "running".into();
     archive.update_run(&record.id, &*record)?;
-    let outcome = c.run(progress)?;
+    let outcome = match c.run(progress) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            // What was committed stays; the run is marked failed (never left "running") and
+            // resumes from there.
+            record.status = "failed".into();
+            record.wall_s += start.elapsed().as_secs_f64();
+            archive.update_run(&record.id, &*record)?;
+            archive.flush()?;
+            bail!(
+                "{e}; run {} is marked failed and keeps what it committed: genas resume {} continues it once the cause is fixed",
+                record.id,
+                record.id
+            );
+        }
+    };
     record.status = match outcome {
         Outcome::Finished => "finished",
         Outcome::Interrupted => "interrupted",
@@ -271,13 +287,15 @@ pub struct SpacePlan {
     pub warnings: Vec<String>,
 }
 
-/// Checks everything about a search of `l` that can be known before it starts (the space
-/// within the constraints, the memory it will hold) and decides how small spaces are
+/// Checks everything about a search of `l` that can be known before it starts (the
+/// executor's commands, settings and folders, with the archive at `archive`; the space
+/// within the constraints; the memory it will hold) and decides how small spaces are
 /// searched: a space no larger than the budget is evaluated exhaustively, one smaller than
 /// the calibration sample is calibrated on what it holds, or not at all when that is too
 /// few to cross-validate.
-pub fn preflight(l: &LoadedExperiment, threads: usize) -> Result<SpacePlan> {
+pub fn preflight(l: &LoadedExperiment, threads: usize, archive: &Path) -> Result<SpacePlan> {
     let exp = &l.experiment;
+    genas_exec::ExecutorChoice::check(exp, archive)?;
     let file = exp.source.display().to_string();
     let summary = l
         .space
@@ -356,9 +374,16 @@ fn screen_ensemble(
     say(&format!(
         "no calibration of the proxies for this space yet: calibrating on {n} architectures"
     ));
-    let (rows, calibration, _) = calibrate_with(l, cfg, n, 1, executor, workers, &|d, n, _| {
-        progress("calibrating the proxies", d, n)
-    })?;
+    let (rows, calibration, _) = calibrate_with(
+        l,
+        cfg,
+        n,
+        1,
+        executor,
+        workers,
+        &|d, n, _| progress("calibrating the proxies", d, n),
+        &|m| eprintln!("{m}"),
+    )?;
     let tau = calibration
         .ensembles
         .iter()

@@ -468,6 +468,7 @@ fn as_candidate(r: &genas_exec::replay::Row, with_rungs: bool) -> CandidateRecor
                     steps: e.steps,
                     result: e.result.clone(),
                     cached: false,
+                    failed: None,
                 })
                 .collect()
         } else {
@@ -606,6 +607,7 @@ pub fn bench_search(
                 executor: &replay,
                 workers: 1,
                 stop: &stop,
+                warn: &|m: &str| eprintln!("{m}"),
             };
             let mut c = Controller::open(cx)?;
             c.run(&|_, _, _| {})?;

@@ -3,38 +3,12 @@
 
 mod common;
 
-use common::{genas, ok_json, s, small_experiment, space_experiment, EIGHT_SPACE, TINY_SEARCH};
-use sha2::{Digest, Sha256};
+use common::{
+    genas, hash_tree, ok_json, s, small_experiment, space_experiment, EIGHT_SPACE, TINY_SEARCH,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Every file under `dir` (relative path and content hash), in order.
-fn hash_tree(dir: &Path) -> Vec<(PathBuf, String)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                out.push((p.strip_prefix(dir).unwrap().to_path_buf(), "dir".into()));
-                stack.push(p);
-            } else {
-                let bytes = std::fs::read(&p).unwrap();
-                let h: String = Sha256::digest(&bytes)
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
-                out.push((p.strip_prefix(dir).unwrap().to_path_buf(), h));
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

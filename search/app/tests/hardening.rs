@@ -4,8 +4,8 @@
 mod common;
 
 use common::{
-    fails_with, genas, ok_json, s, search_said, small_experiment, space_experiment, EIGHT_SPACE,
-    TINY_SEARCH,
+    fails_with, genas, hash_tree, ok_json, s, search_said, small_experiment, space_experiment,
+    EIGHT_SPACE, TINY_SEARCH,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -495,4 +495,165 @@ fn a_malformed_run_id_and_an_unwritable_report_folder_are_refused_first() {
         &["--out", "is not a folder"],
     );
     assert!(!archive.exists());
+}
+
+/// A `python` that answers torch's probe (torch 2.4, no GPU) and fails every runner job as a
+/// Python without torch would.
+fn broken_python(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("python");
+    std::fs::write(
+        &path,
+        "#!/bin/sh\nif [ \"$1\" = \"-c\" ]; then echo '2.4.0|0|none'; exit 0; fi\n\
+         echo 'Traceback (most recent call last):' >&2\n\
+         echo \"ModuleNotFoundError: No module named 'torch'\" >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// `genas runs` of `archive`: (id, status) of each run.
+fn run_statuses(archive: &Path) -> Vec<(String, String)> {
+    let runs = ok_json(&genas(&["runs", "--archive", s(archive), "--json"]));
+    runs.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap_or_default().to_string(),
+                r["status"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_runner_that_fails_every_job_stops_the_search_with_its_error_and_a_failed_run() {
+    // Every job once came back "diverged" and the search ended with exit 0, saying nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let tail = "[search]\ncandidates = 8\npopulation = 4\n[fidelity]\nrung_steps = [5, 10]\nbatch_size = 4\n";
+    let cpu = experiment(dir.path(), "cpu", EIGHT_SPACE, tail);
+    let cuda = experiment(
+        dir.path(),
+        "cuda",
+        EIGHT_SPACE,
+        &tail.replace("[search]\n", "[search]\ndevice = \"cuda\"\n"),
+    );
+    let archive = dir.path().join("archive");
+    // The teacher, trained on the engine (the runner would train it otherwise).
+    ok_json(&genas(&[
+        "teacher",
+        "train",
+        s(&cpu),
+        "--archive",
+        s(&archive),
+        "--json",
+    ]));
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_genas"))
+        .args(["search", s(&cuda), "--archive", s(&archive)])
+        .env("GENAS_PYTHON", broken_python(dir.path()))
+        .env("GENAS_RUNNER_DEVICE", "cpu")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let warning = err
+        .lines()
+        .find(|l| l.starts_with("warning: 4 of 4 job(s) of round 1 rung 1"))
+        .unwrap_or_else(|| panic!("no warning: {err}"));
+    assert!(
+        warning.contains("running the PyTorch runner")
+            && warning.contains("No module named 'torch'"),
+        "{warning}"
+    );
+    let last = err.lines().last().unwrap();
+    assert!(
+        last.starts_with("error: every job of round 1 rung 1 (5 steps) failed (4 job(s))")
+            && last.contains("run r1 is marked failed")
+            && last.contains("genas resume r1")
+            && last.contains("Traceback (most recent call last): | ModuleNotFoundError"),
+        "{last}"
+    );
+    // The run is "failed", never left "running"; each failure is recorded as one, with the
+    // error's last lines.
+    assert_eq!(run_statuses(&archive), [("r1".into(), "failed".into())]);
+    let show = ok_json(&genas(&["show", "r1", "--archive", s(&archive), "--json"]));
+    let rungs: Vec<&Value> = show["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["rungs"].as_array().unwrap())
+        .collect();
+    assert_eq!(rungs.len(), 4);
+    for r in rungs {
+        assert_eq!(r["failed"], "running the PyTorch runner", "{r}");
+        assert!(r["result"]["diverged"]
+            .as_str()
+            .is_some_and(|d| d.contains("exit status: 1")));
+    }
+}
+
+#[test]
+fn executor_settings_are_checked_before_a_run_is_created() {
+    // A search on Slurm without sbatch, with a shared_dir that cannot be created or a worker
+    // that does not exist, once failed only after the run was created and the teacher loaded,
+    // leaving the run "running".
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let archive = dir.path().join("archive");
+    // An archive with a finished run in it, which every failed search must leave as it was.
+    let exp = small_experiment(&dir.path().join("e.toml"), "e", TINY_SEARCH);
+    ok_json(&genas(&[
+        "search",
+        s(&exp),
+        "--archive",
+        s(&archive),
+        "--json",
+    ]));
+    let before = hash_tree(&archive);
+    let this = env!("CARGO_BIN_EXE_genas");
+    let cases: [(String, Option<&str>, &[&str]); 4] = [
+        (
+            format!(
+                "worker = \"{}\"\n",
+                dir.path().join("no-such-genas").display()
+            ),
+            None,
+            &["executor.worker", "no-such-genas"],
+        ),
+        (
+            format!(
+                "worker = \"{this}\"\nshared_dir = \"{}\"\n",
+                file.join("shared").display()
+            ),
+            None,
+            &["executor.shared_dir", "cannot be written"],
+        ),
+        (
+            format!("worker = \"{this}\"\n"),
+            Some("/nonexistent"),
+            &["sbatch could not be run", "is Slurm installed here"],
+        ),
+        (
+            format!("worker = \"{this}\"\ntime = \"garbage\"\n"),
+            None,
+            &["time"],
+        ),
+    ];
+    for (executor, path, needles) in cases {
+        let exp = small_experiment(
+            &dir.path().join("slurm.toml"),
+            "e",
+            &format!("{TINY_SEARCH}[executor]\nkind = \"slurm\"\n{executor}"),
+        );
+        let mut cmd = std::process::Command::new(this);
+        cmd.args(["search", s(&exp), "--archive", s(&archive)]);
+        if let Some(p) = path {
+            cmd.env("PATH", p);
+        }
+        fails_with(&cmd.output().unwrap(), needles);
+        assert_eq!(hash_tree(&archive), before, "{executor}");
+    }
 }

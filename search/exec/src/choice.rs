@@ -59,6 +59,18 @@ impl<'a> ExecutorChoice<'a> {
         })))
     }
 
+    /// Checks everything the executor of `exp` needs before a run is created or anything
+    /// is trained: the device (`device_plan`), and for Slurm its commands, controller,
+    /// settings, worker program and shared directory (`Cluster::check`).
+    pub fn check(exp: &Experiment, archive_dir: &Path) -> Result<(), ExecError> {
+        device_plan(exp)?;
+        if exp.executor.kind == ExecutorKind::Local {
+            return Ok(());
+        }
+        let quiet = |_: &str| {};
+        Cluster::of(exp, archive_dir, &quiet)?.check()
+    }
+
     pub fn executor(&self) -> &dyn Executor {
         match self {
             ExecutorChoice::Local(l) => l,

@@ -93,19 +93,28 @@ pub fn run_job(job: &Job, targets: &TeacherTargets, be: &Cpu<f32>) -> Output {
     Output {
         result,
         latency_ms_per_token,
-        failed: false,
+        failed: None,
     }
 }
 
 /// The last non-empty line a failed program wrote on stderr.
 pub(crate) fn last_line(stderr: &[u8]) -> String {
-    let err = String::from_utf8_lossy(stderr);
-    err.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
-        .to_string()
+    last_lines(stderr, 1)
+}
+
+/// The last `n` non-empty lines of a program's output, trimmed, as one line joined by " | "
+/// ("no output" when there are none).
+pub(crate) fn last_lines(output: &[u8], n: usize) -> String {
+    let text = String::from_utf8_lossy(output);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.is_empty() {
+        return "no output".into();
+    }
+    lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
 /// Worker threads on this machine, each with its own single-threaded CPU engine.

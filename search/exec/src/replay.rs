@@ -174,7 +174,7 @@ impl Executor for Replay<'_> {
                     } else {
                         None
                     },
-                    failed: false,
+                    failed: None,
                 },
                 // Not in the table: recorded as a failed evaluation, never invented.
                 _ => Output {
@@ -189,7 +189,7 @@ impl Executor for Replay<'_> {
                         seconds: 0.0,
                     },
                     latency_ms_per_token: None,
-                    failed: false,
+                    failed: None,
                 },
             };
             if !done(i, output) {

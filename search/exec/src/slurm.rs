@@ -25,7 +25,7 @@
 //!
 //! It must not know about the archive, the strategies or the fidelity schedule.
 
-use crate::local::{last_line, run_job, Local};
+use crate::local::{last_line, last_lines, run_job, Local};
 use genas_engine::{checkpoint, Cpu, Model};
 use genas_scoring::distill::{dir_store, full_distill, FullConfig, FullResult, TeacherTargets};
 use genas_scoring::zero_cost::ProxyScores;
@@ -234,18 +234,21 @@ fn task_state(job_id: &str, index: usize) -> Option<String> {
 
 /// The last `n` non-empty lines of a log, one line joined by " | ".
 fn log_tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    if lines.is_empty() {
-        return "no log".into();
+    // A log can be long: only its end is read.
+    const TAIL: u64 = 64 * 1024;
+    let read = || -> std::io::Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(path)?;
+        let len = f.metadata()?.len();
+        f.seek(SeekFrom::Start(len.saturating_sub(TAIL)))?;
+        let mut bytes = Vec::new();
+        f.take(TAIL).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    };
+    match read() {
+        Ok(bytes) if bytes.iter().any(|b| !b.is_ascii_whitespace()) => last_lines(&bytes, n),
+        _ => "no log".into(),
     }
-    lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
 /// Runs one task: what `genas worker DIR/INDEX` does on a node. Reads `DIR/INDEX.json` and
@@ -388,16 +391,11 @@ impl Cluster<'_> {
     }
 
     /// Submits the whole batch in `dir` as one array; returns its job id.
-    fn submit(&self, dir: &Path, name: &str, n: usize) -> Result<String, String> {
+    /// `sbatch` with the settings of `[executor]` every task of it is submitted with.
+    fn sbatch(&self) -> Command {
         let c = &self.config;
         let mut cmd = Command::new("sbatch");
-        cmd.arg("--parsable")
-            .arg(format!("--job-name={name}"))
-            .arg(format!("--array=0-{}%{}", n - 1, c.max_in_flight))
-            .arg(format!("--output={}/%a.log", dir.display()))
-            .arg("--open-mode=append")
-            .arg(format!("--chdir={}", dir.display()))
-            .arg("--ntasks=1")
+        cmd.arg("--ntasks=1")
             .arg(format!("--cpus-per-task={}", c.cpus_per_task));
         for (flag, value) in [
             ("--partition", &c.partition),
@@ -409,7 +407,84 @@ impl Cluster<'_> {
                 cmd.arg(format!("{flag}={v}"));
             }
         }
-        cmd.args(&c.sbatch_args).arg(dir.join("task.sh"));
+        cmd.args(&c.sbatch_args);
+        cmd
+    }
+
+    /// Everything the cluster needs, checked before a run is created or anything trained:
+    /// the worker program is an executable file, the shared directory can be written (the
+    /// nearest existing folder of it, so nothing is created here), and the Slurm controller
+    /// answers and would take a task with the `[executor]` settings (`sbatch --test-only`:
+    /// the partition, account, time, memory and extra flags are checked by Slurm itself,
+    /// nothing is queued).
+    pub fn check(&self) -> Result<(), ExecError> {
+        self.check_inner().map_err(ExecError::Cluster)
+    }
+
+    fn check_inner(&self) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let w = &self.worker;
+        match std::fs::metadata(w) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
+            Ok(_) => {
+                return Err(format!(
+                    "executor.worker {}: not an executable file",
+                    w.display()
+                ))
+            }
+            Err(e) => return Err(format!("executor.worker {}: {e}", w.display())),
+        }
+        let shared = &self.shared;
+        let existing = shared
+            .ancestors()
+            .find(|a| a.exists())
+            .unwrap_or(Path::new("/"));
+        tempfile::tempfile_in(existing).map_err(|e| {
+            format!(
+                "executor.shared_dir {}: cannot be written ({}: {e})",
+                shared.display(),
+                existing.display()
+            )
+        })?;
+        let mut cmd = self.sbatch();
+        cmd.arg("--test-only")
+            .arg("--job-name=genas-check")
+            .arg("--output=/dev/null")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| {
+            format!("sbatch could not be run ({e}); is Slurm installed here, and on the PATH?")
+        })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write;
+            // The script Slurm checks: it is never queued.
+            let _ = stdin.write_all(b"#!/bin/sh\ntrue\n");
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("sbatch --test-only: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "Slurm would not take a task with these [executor] settings (sbatch --test-only {}): {}",
+                out.status,
+                last_lines(&out.stderr, 2)
+            ));
+        }
+        run_command(Command::new("squeue").args(["--noheader", "--me", "--format=%i"]))?;
+        Ok(())
+    }
+
+    fn submit(&self, dir: &Path, name: &str, n: usize) -> Result<String, String> {
+        let c = &self.config;
+        let mut cmd = self.sbatch();
+        cmd.arg("--parsable")
+            .arg(format!("--job-name={name}"))
+            .arg(format!("--array=0-{}%{}", n - 1, c.max_in_flight))
+            .arg(format!("--output={}/%a.log", dir.display()))
+            .arg("--open-mode=append")
+            .arg(format!("--chdir={}", dir.display()))
+            .arg(dir.join("task.sh"));
         let out = run_command(&mut cmd)?;
         // --parsable prints "jobid" or "jobid;cluster".
         let id = out.trim().split(';').next().unwrap_or("").to_string();
@@ -554,10 +629,10 @@ impl Cluster<'_> {
                 *tries += 1;
                 if *tries > self.config.retries {
                     let message = format!(
-                        "failed on Slurm {tries} time(s) (last: {state}; log {}: {log})",
+                        "{tries} time(s) (last: {state}; log {}: {log})",
                         log_path.display()
                     );
-                    (self.say)(&format!("slurm: {} {message}", names[i]));
+                    (self.say)(&format!("slurm: {} failed {message}", names[i]));
                     submitting.remove(&keys[i]);
                     open.remove(&i);
                     if !done(i, Err(message)) {
@@ -628,7 +703,13 @@ impl Executor for Slurm<'_> {
         let names: Vec<String> = jobs.iter().map(|j| format!("job {}", j.id)).collect();
         self.cluster
             .run_tasks::<Output>(&tasks, &names, stop, &mut |i, out| {
-                let out = out.unwrap_or_else(|why| Output::failed(jobs[i].config.steps, why));
+                let out = out.unwrap_or_else(|why| {
+                    Output::failed(
+                        jobs[i].config.steps,
+                        "a task failed on Slurm every try",
+                        &why,
+                    )
+                });
                 done(i, out)
             })?;
         Ok(())

@@ -18,7 +18,7 @@
 //!
 //! It knows the job boundary, the export and the executor interface, not the controller.
 
-use crate::local::{last_line, side_by_side, Local};
+use crate::local::{last_line, last_lines, side_by_side, Local};
 use anyhow::{bail, Context, Result};
 use genas_engine::train::TrainConfig;
 use genas_engine::{checkpoint, Cpu, Model};
@@ -41,6 +41,12 @@ fn runner_error(e: anyhow::Error) -> ExecError {
 fn device_error(e: anyhow::Error) -> ExecError {
     ExecError::Device(format!("{e:#}"))
 }
+
+/// Lines of the runner's error output kept when it fails.
+const ERROR_LINES: usize = 5;
+
+/// The most `result.json` may hold: a loss per step and a few figures (a million steps fit).
+const MAX_RESULT_BYTES: u64 = 256 << 20;
 
 /// The runner, as shipped.
 pub use genas_interop::RUNNER_PY;
@@ -123,7 +129,7 @@ impl TorchResult {
                 seconds: self.seconds,
             },
             latency_ms_per_token: None,
-            failed: false,
+            failed: None,
         }
     }
 }
@@ -260,9 +266,8 @@ fn train_teacher_inner(
     if let Some(why) = &r.diverged {
         bail!("the teacher's training under PyTorch failed: {why}");
     }
-    let trained = std::fs::read(jd.join("trained.safetensors"))
-        .with_context(|| format!("{}: trained weights", jd.display()))?;
-    checkpoint::from_bytes(&mut model, &trained, "the teacher's trained weights")?;
+    checkpoint::load(&mut model, &jd.join("trained.safetensors"))
+        .context("the teacher's trained weights")?;
     let _ = std::fs::remove_dir_all(&jd);
     let record = teacher_record(&mut model, cfg, data, seed, r.seconds);
     Ok((model, record, r.losses))
@@ -329,9 +334,7 @@ fn final_distill_inner(
     if let Some(why) = &r.diverged {
         bail!("{why}");
     }
-    let bytes = std::fs::read(jd.join("trained.safetensors"))
-        .with_context(|| format!("{}: trained weights", jd.display()))?;
-    checkpoint::from_bytes(student, &bytes, "the distilled weights")?;
+    checkpoint::load(student, &jd.join("trained.safetensors")).context("the distilled weights")?;
     let out = r.output();
     let full = genas_scoring::distill::FullResult {
         result: out.result,
@@ -360,11 +363,12 @@ fn run_inner(dir: &Path, python: &str, device: &str) -> Result<TorchResult> {
         bail!(
             "the PyTorch runner failed ({}): {}",
             o.status,
-            last_line(&o.stderr)
+            last_lines(&o.stderr, ERROR_LINES)
         );
     }
     let path = dir.join("result.json");
-    let bytes = std::fs::read(&path).with_context(|| format!("{}", path.display()))?;
+    let bytes = genas_space::files::read_bounded(&path, MAX_RESULT_BYTES)
+        .with_context(|| format!("{}", path.display()))?;
     serde_json::from_slice(&bytes).with_context(|| format!("{}: unreadable", path.display()))
 }
 
@@ -503,31 +507,43 @@ pub struct Torch<'a> {
     pub local: Local<'a>,
 }
 
+/// The classes of a runner job's failure, as the search's warnings group them.
+const WRITING: &str = "writing the PyTorch runner's job";
+const RUNNING: &str = "running the PyTorch runner";
+const READING: &str = "reading the PyTorch runner's trained weights";
+
 impl Torch<'_> {
     fn one(&self, job: &Job) -> Output {
-        let run = || -> Result<Output> {
-            let mut h = Sha256::new();
-            h.update(serde_json::to_vec(job)?);
-            h.update(self.targets.to_string_lossy().as_bytes());
-            let jd = self.dir.join(genas_space::hex16(h));
-            std::fs::create_dir_all(&jd).with_context(|| jd.display().to_string())?;
-            write_job(&jd, job, &self.targets, self.local.targets)?;
-            let r = run(&jd, &self.python, &self.device)?;
-            let mut out = r.output();
-            if job.measure_latency && out.result.eval.is_some() {
-                // Generation latency is the CPU engine's, on the trained weights.
-                let bytes = std::fs::read(jd.join("trained.safetensors"))
-                    .with_context(|| format!("{}: trained weights", jd.display()))?;
-                let mut m = Model::new(&job.architecture, Cpu::<f32>::new(1), job.init_seed);
-                checkpoint::from_bytes(&mut m, &bytes, "trained weights")?;
-                out.latency_ms_per_token = Some(genas_engine::latency_ms(&m));
-            }
-            let _ = std::fs::remove_dir_all(&jd);
-            Ok(out)
+        let steps = job.config.steps;
+        let failed = |class: &str, e: &dyn std::fmt::Display| {
+            Output::failed(steps, class, &e.to_string().replace('\n', " "))
         };
-        run().unwrap_or_else(|e| {
-            Output::failed(job.config.steps, format!("{e:#}").replace('\n', " "))
-        })
+        let jd = {
+            let mut h = Sha256::new();
+            h.update(serde_json::to_vec(job).unwrap_or_default());
+            h.update(self.targets.to_string_lossy().as_bytes());
+            self.dir.join(genas_space::hex16(h))
+        };
+        if let Err(e) = std::fs::create_dir_all(&jd) {
+            return failed(WRITING, &format!("{}: {e}", jd.display()));
+        }
+        if let Err(e) = write_job(&jd, job, &self.targets, self.local.targets) {
+            return failed(WRITING, &e);
+        }
+        let mut out = match run(&jd, &self.python, &self.device) {
+            Ok(r) => r.output(),
+            Err(e) => return failed(RUNNING, &e),
+        };
+        if job.measure_latency && out.result.eval.is_some() {
+            // Generation latency is the CPU engine's, on the trained weights.
+            let mut m = Model::new(&job.architecture, Cpu::<f32>::new(1), job.init_seed);
+            if let Err(e) = checkpoint::load(&mut m, &jd.join("trained.safetensors")) {
+                return failed(READING, &e);
+            }
+            out.latency_ms_per_token = Some(genas_engine::latency_ms(&m));
+        }
+        let _ = std::fs::remove_dir_all(&jd);
+        out
     }
 }
 

@@ -22,7 +22,13 @@ impl Controller<'_> {
             .state
             .queue
             .iter()
-            .filter(|id| !self.cands[*id].rungs.iter().any(|r| r.rung == rung))
+            // A failed result is evaluated again.
+            .filter(|id| {
+                !self.cands[*id]
+                    .rungs
+                    .iter()
+                    .any(|r| r.rung == rung && r.failed.is_none())
+            })
             .cloned()
             .collect();
         let label = format!(
@@ -61,6 +67,7 @@ impl Controller<'_> {
                         steps: cfg.steps,
                         result,
                         cached: true,
+                        failed: None,
                     };
                     finished.lock().expect("f").insert(i, (rr, None, None));
                 }
@@ -95,10 +102,17 @@ impl Controller<'_> {
             }
             true
         };
+        // Failures by class: how many, and the first one's message.
+        let failures: Mutex<BTreeMap<String, (usize, String)>> = Mutex::new(BTreeMap::new());
         let mut ran = Ok(());
         if commit_ready() && !batch.is_empty() {
             ran = executor.run(&batch, workers, stop, &|k, out: Output| {
                 let (i, key) = &slots[k];
+                if let Some(class) = &out.failed {
+                    let mut f = failures.lock().expect("failures");
+                    let why = out.result.diverged.clone().unwrap_or_default();
+                    f.entry(class.clone()).or_insert((0, why)).0 += 1;
+                }
                 finished.lock().expect("f").insert(
                     *i,
                     (
@@ -107,10 +121,11 @@ impl Controller<'_> {
                             steps: cfg.steps,
                             result: out.result,
                             cached: false,
+                            failed: out.failed.clone(),
                         },
                         out.latency_ms_per_token,
                         // A result the executor could not get is no distillation result.
-                        (!out.failed).then(|| key.clone()),
+                        out.failed.is_none().then(|| key.clone()),
                     ),
                 );
                 commit_ready()
@@ -120,6 +135,26 @@ impl Controller<'_> {
             return Err(e);
         }
         ran?;
+        let failures = failures.into_inner().expect("failures");
+        for (n, why) in failures.values() {
+            (self.cx.warn)(&format!(
+                "warning: {n} of {} job(s) of {label} failed: {why}",
+                batch.len()
+            ));
+        }
+        let failed: usize = failures.values().map(|(n, _)| n).sum();
+        if failed > 0 && failed == batch.len() {
+            let why = failures
+                .values()
+                .map(|(_, why)| why.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(SearchError::AllFailed {
+                label,
+                jobs: batch.len(),
+                why,
+            });
+        }
         let done = committed.into_inner().expect("c");
         if done < pending.len() {
             return Ok(false);
@@ -143,6 +178,8 @@ impl Controller<'_> {
         };
         {
             let c = self.cands.get_mut(id).expect("queued");
+            // A failure at this rung, evaluated again, gives way to the new result.
+            c.rungs.retain(|r| r.rung != rung || r.failed.is_none());
             c.rungs.push(rr);
             if latency.is_some() {
                 c.latency_ms_per_token = latency;

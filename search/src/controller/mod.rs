@@ -70,6 +70,10 @@ pub struct RungResult {
     pub result: DistillResult,
     /// Taken from the cross-run evaluation cache.
     pub cached: bool,
+    /// The executor could not get a result (`Output::failed`): the class of failure;
+    /// `result.diverged` says why. A resumed run evaluates it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 impl CandidateRecord {
@@ -160,6 +164,8 @@ pub struct RunContext<'a> {
     pub exhaustive: Option<Vec<Architecture>>,
     /// Runs the brief distillations and the proxy suite.
     pub executor: &'a dyn Executor,
+    /// Told of jobs that failed, one line per class of failure and rung.
+    pub warn: &'a (dyn Fn(&str) + Sync),
     pub workers: usize,
     pub stop: &'a AtomicBool,
 }

@@ -409,7 +409,7 @@ fn distill_on_slurm(
                 Ok(f) => f,
                 // Failed every try: the others go on.
                 Err(why) => {
-                    failed.push(format!("{id}: {why}"));
+                    failed.push(format!("{id}: failed on Slurm {why}"));
                     return true;
                 }
             };

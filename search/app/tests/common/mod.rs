@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 use serde_json::Value;
+use sha2::Digest;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -260,4 +261,31 @@ pub fn arch(
     let a = genas_app::gpu_check::plain(data, d, tie, share, layers);
     a.validate().unwrap();
     a
+}
+
+/// Every file under `dir` (relative path and content hash), in order.
+pub fn hash_tree(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.push((p.strip_prefix(dir).unwrap().to_path_buf(), "dir".into()));
+                stack.push(p);
+            } else {
+                let bytes = std::fs::read(&p).unwrap();
+                let h: String = sha2::Sha256::digest(&bytes)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                out.push((p.strip_prefix(dir).unwrap().to_path_buf(), h));
+            }
+        }
+    }
+    out.sort();
+    out
 }
