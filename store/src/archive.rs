@@ -79,7 +79,8 @@ use holder::{one_line, write_atomically};
 /// Version of the archive layout this genas writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
 
-const MARKER_FILE: &str = "genas-archive.json";
+/// The file that marks a directory as a genas archive.
+pub const MARKER_FILE: &str = "genas-archive.json";
 const MARKER_FORMAT: &str = "genas-archive";
 /// Entries sled keeps in an archive directory; one of them without the marker means an
 /// archive whose creation never finished or whose marker was lost.
@@ -207,6 +208,35 @@ pub enum StoreError {
         path: PathBuf,
         what: String,
         reason: String,
+    },
+    /// A caller's record holds a number that is not finite (NaN or an infinity), which JSON
+    /// cannot hold (serde_json would write `null`, and reading it back would fail): nothing
+    /// was written.
+    #[error(
+        "archive {}: refusing to store {what}: {at} is {value}, not a finite number; nothing \
+         was written",
+        shown(.path)
+    )]
+    NonFinite {
+        path: PathBuf,
+        what: String,
+        /// Where in the record, as `field.field[index]`.
+        at: String,
+        value: String,
+    },
+    /// A stored record holds `null` where a number belongs: a NaN or an infinity an
+    /// earlier genas wrote (serde_json writes them as `null`). The archive opens; this
+    /// record cannot be used.
+    #[error(
+        "archive {}: {what} holds null at {at} where a number belongs (a NaN or infinity \
+         stored by a genas that did not refuse them): this record cannot be used; write it \
+         again (a teacher: genas teacher train --retrain)",
+        shown(.path)
+    )]
+    NullFigure {
+        path: PathBuf,
+        what: String,
+        at: String,
     },
     /// A caller's record cannot be written as JSON (a map with keys that are not strings).
     #[error("archive {}: cannot store {what}: {reason} (a bug in the caller; please report it)", shown(.path))]
@@ -1102,6 +1132,21 @@ impl Archive {
     /// A record as the archive stores it: its JSON text, written from its `serde_json::Value`
     /// (maps in key order), so a record stores the same bytes however the caller built it.
     fn encode<T: Serialize + ?Sized>(&self, what: &str, record: &T) -> Result<IVec, StoreError> {
+        // serde_json writes NaN and the infinities as `null`: they are refused first.
+        let unstorable = |e: String| StoreError::Unstorable {
+            path: self.path.clone(),
+            what: what.to_string(),
+            reason: e,
+        };
+        let tree = serde_value::to_value(record).map_err(|e| unstorable(e.to_string()))?;
+        if let Some((at, value)) = non_finite(&tree, "") {
+            return Err(StoreError::NonFinite {
+                path: self.path.clone(),
+                what: what.to_string(),
+                at,
+                value,
+            });
+        }
         let value = serde_json::to_value(record).map_err(|e| StoreError::Unstorable {
             path: self.path.clone(),
             what: what.to_string(),
@@ -1118,10 +1163,24 @@ impl Archive {
         what: impl Fn() -> String,
     ) -> Result<T, StoreError> {
         let value = self.decode_json(bytes, &what)?;
-        serde_json::from_value(value).map_err(|e| StoreError::Unreadable {
-            path: self.path.clone(),
-            what: what(),
-            reason: e.to_string(),
+        // The field that did not read is named, and a `null` where a number belongs is said
+        // to be what it is: a non-finite figure an earlier genas wrote as JSON `null`.
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let at = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            if inner.starts_with("invalid type: null, expected f") {
+                StoreError::NullFigure {
+                    path: self.path.clone(),
+                    what: what(),
+                    at,
+                }
+            } else {
+                StoreError::Unreadable {
+                    path: self.path.clone(),
+                    what: what(),
+                    reason: format!("{at}: {inner}"),
+                }
+            }
         })
     }
 
@@ -1211,6 +1270,41 @@ fn run_entry_key(run: &str, rest: &[u8]) -> Vec<u8> {
 
 fn run_id(number: u64) -> String {
     format!("r{number}")
+}
+
+/// The first number in `v` that is not finite: where (from `at`, as `a.b[2]`) and what it is.
+fn non_finite(v: &serde_value::Value, at: &str) -> Option<(String, String)> {
+    use serde_value::Value as V;
+    let here = || {
+        if at.is_empty() {
+            "the record".to_string()
+        } else {
+            at.to_string()
+        }
+    };
+    let bad = |x: f64| (!x.is_finite()).then(|| (here(), format!("{x}")));
+    match v {
+        V::F32(x) => bad(f64::from(*x)),
+        V::F64(x) => bad(*x),
+        V::Option(Some(x)) | V::Newtype(x) => non_finite(x, at),
+        V::Seq(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| non_finite(x, &format!("{at}[{i}]"))),
+        V::Map(entries) => entries.iter().find_map(|(k, x)| {
+            let key = match k {
+                V::String(k) => k.clone(),
+                other => format!("{other:?}"),
+            };
+            let field = if at.is_empty() {
+                key
+            } else {
+                format!("{at}.{key}")
+            };
+            non_finite(k, &format!("{field} (its key)")).or_else(|| non_finite(x, &field))
+        }),
+        _ => None,
+    }
 }
 
 /// The number of a run id of the form `run_id` writes (`r` and a decimal number without

@@ -47,4 +47,6 @@
 
 pub mod archive;
 
-pub use archive::{format_utc, parse_run_id, Archive, Holder, StoreError, SCHEMA_VERSION};
+pub use archive::{
+    format_utc, parse_run_id, Archive, Holder, StoreError, MARKER_FILE, SCHEMA_VERSION,
+};

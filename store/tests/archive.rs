@@ -1045,3 +1045,129 @@ fn child_commits_until_killed() {
         println!("committed {k}");
     }
 }
+
+/// A record with figures, as the app's records hold them.
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+struct Figures {
+    name: String,
+    loss: f64,
+    per_step: Vec<f32>,
+    eval: Option<BTreeMap<String, f64>>,
+}
+
+#[test]
+fn a_non_finite_number_is_never_stored_and_one_stored_before_is_named_on_read() {
+    // NaN was once written as JSON null, and every later read of the record failed with
+    // "invalid type: null, expected f64".
+    let root = temp();
+    let dir = root.path().join("a");
+    let archive = Archive::open(&dir).expect("create");
+    let run = archive.create_run(&json!({})).expect("run");
+    let good = Figures {
+        name: "t".into(),
+        loss: 1.5,
+        per_step: vec![2.0, 1.0],
+        eval: Some(BTreeMap::from([("ce".to_string(), 1.25)])),
+    };
+    archive.put_teacher("t", &good, &[1, 2]).expect("stored");
+    let bad = [
+        (
+            Figures {
+                loss: f64::NAN,
+                ..good_copy(&good)
+            },
+            "loss",
+            "NaN",
+        ),
+        (
+            Figures {
+                per_step: vec![1.0, f32::INFINITY],
+                ..good_copy(&good)
+            },
+            "per_step[1]",
+            "inf",
+        ),
+        (
+            Figures {
+                eval: Some(BTreeMap::from([("ce".to_string(), f64::NEG_INFINITY)])),
+                ..good_copy(&good)
+            },
+            "eval.ce",
+            "-inf",
+        ),
+    ];
+    for (record, at, value) in &bad {
+        for error in [
+            archive.put_teacher("t", record, &[3]).expect_err("refused"),
+            archive.update_run(&run, record).expect_err("refused"),
+            archive.put_calibration("c", record).expect_err("refused"),
+            archive
+                .commit::<&Figures, Value, Value, Value>(
+                    &run,
+                    &[("cand".to_string(), record)],
+                    &json!({"step": 1}),
+                    &[],
+                    &[],
+                )
+                .expect_err("refused"),
+            archive
+                .commit::<Value, Figures, Value, Value>(&run, &[], record, &[], &[])
+                .expect_err("refused"),
+        ] {
+            assert!(matches!(error, StoreError::NonFinite { .. }), "{error}");
+            let message = assert_one_line_naming(&error, root.path());
+            assert!(
+                message.contains(&format!("{at} is {value}, not a finite number")),
+                "{message}"
+            );
+        }
+    }
+    // Nothing was written: the teacher is the good one, the run has no state.
+    assert_eq!(
+        archive.teacher::<Figures>("t").expect("read").map(|t| t.0),
+        Some(good_copy(&good))
+    );
+    assert_eq!(archive.state::<Value>(&run).expect("read"), None);
+    assert_eq!(archive.calibration::<Value>("c").expect("read"), None);
+    drop(archive);
+    // A record that holds null where a number belongs (as an earlier genas wrote NaN): the
+    // archive opens, other records read, and that one is refused naming the field.
+    let archive = Archive::open(&dir).expect("opens");
+    archive
+        .put_teacher(
+            "old",
+            &json!({"name": "t", "loss": null, "per_step": [1.0], "eval": null}),
+            &[1],
+        )
+        .expect("stored as JSON");
+    let error = archive.teacher::<Figures>("old").expect_err("refused");
+    assert!(matches!(error, StoreError::NullFigure { .. }), "{error}");
+    let message = assert_one_line_naming(&error, root.path());
+    assert!(
+        message.contains("holds null at loss where a number belongs"),
+        "{message}"
+    );
+    assert!(archive.teacher::<Figures>("t").expect("read").is_some());
+    // Another shape names the field too.
+    archive
+        .put_teacher(
+            "other",
+            &json!({"name": "t", "loss": 1.0, "per_step": ["x"], "eval": null}),
+            &[1],
+        )
+        .expect("stored as JSON");
+    let error = archive.teacher::<Figures>("other").expect_err("refused");
+    assert!(
+        error.to_string().contains("per_step[0]: invalid type"),
+        "{error}"
+    );
+}
+
+fn good_copy(f: &Figures) -> Figures {
+    Figures {
+        name: f.name.clone(),
+        loss: f.loss,
+        per_step: f.per_step.clone(),
+        eval: f.eval.clone(),
+    }
+}

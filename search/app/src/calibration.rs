@@ -189,6 +189,9 @@ pub fn proxies_calibrate(
     if let Some(note) = genas_exec::torch::device_plan(&l.experiment)?.note() {
         say(note);
     }
+    if let Some(view) = crate::teacher::existing_read_only(&o.archive)? {
+        crate::teacher::check_stored_teacher(&view, &l)?;
+    }
     let archive = Archive::open(&o.archive)?;
     let (mut teacher, outcome) = obtain_teacher(&archive, &l, false, say, on_step)?;
     let cfg = distill_config(&l, steps);
@@ -267,6 +270,7 @@ pub fn proxies_calibrate(
 /// distillation the executor could not run is left out, with a warning to `warn`; none
 /// left is an error. Returns the rows, the calibration and, with 2+ repeats, the noise
 /// ceiling.
+#[allow(clippy::too_many_arguments)]
 pub fn calibrate_with(
     l: &LoadedExperiment,
     cfg: &DistillConfig,

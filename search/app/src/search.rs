@@ -49,6 +49,7 @@ pub fn search(
     // leaves a run behind.
     let l = load_experiment(exp.clone())?;
     let space_plan = preflight(&l, o.threads, &o.archive)?;
+    check_stored_records(&o.archive, &l)?;
     let archive = Archive::open(&o.archive)?;
     // Absolute, so that `genas resume`, `distill`, `sample` and `report` find the run's data
     // from any working directory, not only from the one the search started in.
@@ -98,6 +99,28 @@ pub fn resume(
     let mut record = read_run(&archive, run)?;
     say(&format!("resuming run {run} of {}", record.name));
     drive(&archive, &mut record, None, o.threads, stop, say, progress)
+}
+
+/// The records of an existing archive a search of `l` will read (its teacher and its
+/// calibration), read first on a read-only view: one this genas cannot use fails the search
+/// before the writable open, which rewrites sled's files.
+fn check_stored_records(path: &Path, l: &LoadedExperiment) -> Result<()> {
+    let Some(archive) = crate::teacher::existing_read_only(path)? else {
+        return Ok(());
+    };
+    crate::teacher::check_stored_teacher(&archive, l)?;
+    let key = crate::teacher::expected_teacher_key(l);
+    let last = l
+        .experiment
+        .fidelity
+        .rung_steps
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(1);
+    let calibration = crate::calibration::calibration_key(l, &distill_config(l, last), &key)?;
+    archive.calibration::<serde_json::Value>(&calibration)?;
+    Ok(())
 }
 
 /// A run resumes only with the teacher it started with (a pretrained checkpoint's files can

@@ -517,6 +517,34 @@ pub fn bench_search(
     let (vocab, context) = (first.architecture.vocab_size, first.architecture.context);
     let space = SearchSpace::new(&exp.space, vocab, context)
         .with_context(|| exp.source.display().to_string())?;
+    // A table answers for the space it was made from: every architecture the experiment
+    // could propose must be in it (a sample-only table is read for its correlations alone).
+    if !table.sample_only {
+        let within = space
+            .architectures_within(
+                &exp.constraints,
+                crate::tabulate::MAX_TABLE_ARCHITECTURES as u128,
+            )
+            .with_context(|| {
+                format!(
+                    "{}: its space within the constraints holds more architectures than a table can",
+                    exp.source.display()
+                )
+            })?;
+        let rows: std::collections::BTreeSet<&str> =
+            table.rows.iter().map(|r| r.id.as_str()).collect();
+        let missing = within
+            .iter()
+            .filter(|a| !rows.contains(a.id().as_str()))
+            .count();
+        if missing > 0 {
+            bail!(
+                "{}: {missing} of the {} architectures within its constraints are not in the table, which was made for another space or constraints: replay a table made by genas bench table of this experiment",
+                exp.source.display(),
+                within.len()
+            );
+        }
+    }
     let objectives = exp.search.objectives.clone();
     let reference = reference_point(&objectives, &space, exp)?;
     let plan = RunPlan {

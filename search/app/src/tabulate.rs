@@ -20,7 +20,7 @@ use crate::teacher::obtain_teacher;
 use anyhow::{bail, Context, Result};
 use genas_engine::latency_ms;
 use genas_engine::{Backend, Cpu, Model};
-use genas_exec::replay::{Evaluated, Provenance, Row, Table, TABLE_VERSION};
+use genas_exec::replay::{Evaluated, Provenance, Recipe, Row, Table, TABLE_VERSION};
 use genas_scoring::distill::{brief_distill, TeacherTargets};
 use genas_scoring::zero_cost::proxy_suite;
 use genas_search::init_seed;
@@ -28,7 +28,7 @@ use genas_space::{Architecture, Cost, Rng};
 use genas_store::Archive;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -49,13 +49,18 @@ pub struct TableOptions {
     pub seed: u64,
 }
 
-/// What one unit of work produced, as written to the partial file.
+/// What one unit of work produced, as written to the partial file; its first line is the
+/// recipe the rows were measured from.
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Done {
+    Recipe(Box<Recipe>),
     Row(Box<Row>),
     Finals { id: String, finals: Vec<Evaluated> },
 }
+
+/// The most a partial file may hold (20,000 rows are some tens of MB).
+const MAX_PARTIAL_BYTES: u64 = 4 << 30;
 
 /// CPU time of the calling thread, seconds.
 fn thread_cpu_s() -> Option<f64> {
@@ -162,15 +167,47 @@ pub fn make_table(
         all
     };
 
-    // What an earlier run of this command left.
+    let recipe = Recipe {
+        data_fingerprint: l.data.fingerprint.clone(),
+        teacher_key: crate::teacher::expected_teacher_key(&l),
+        architectures: {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            for a in &all {
+                h.update(a.id().as_bytes());
+                h.update(b"\n");
+            }
+            genas_space::hex16(h)
+        },
+        rung_steps: rung_steps.clone(),
+        final_steps: finals.clone(),
+        distill: serde_json::to_value(distill_config(&l, longest))?,
+        seeds: vec![exp.teacher.seed, exp.search.seed, o.seed],
+        genas: env!("CARGO_PKG_VERSION").into(),
+    };
+
+    // What an earlier run of this command left: continued only if measured the same way.
     let partial = PathBuf::from(format!("{}.partial.jsonl", o.out.display()));
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
     let mut final_done: BTreeMap<String, Vec<Evaluated>> = BTreeMap::new();
-    if let Ok(f) = std::fs::File::open(&partial) {
-        for line in std::io::BufReader::new(f).lines() {
-            let line = line.with_context(|| format!("cannot read {}", partial.display()))?;
+    let mut has_recipe = false;
+    if partial.exists() {
+        let text = genas_space::files::read_text_bounded(&partial, MAX_PARTIAL_BYTES)
+            .with_context(|| format!("cannot read {}", partial.display()))?;
+        for line in text.lines() {
             // A torn last line (a kill mid-write) is dropped and redone.
-            match serde_json::from_str::<Done>(&line) {
+            match serde_json::from_str::<Done>(line) {
+                Ok(Done::Recipe(r)) => {
+                    let differs = recipe.differences(&r);
+                    if !differs.is_empty() {
+                        bail!(
+                            "{}: its rows were measured from a different recipe ({}): it is not continued; remove it to start this table afresh, or give another --out",
+                            partial.display(),
+                            differs.join(", ")
+                        );
+                    }
+                    has_recipe = true;
+                }
                 Ok(Done::Row(r)) => {
                     rows.insert(r.id.clone(), *r);
                 }
@@ -180,6 +217,13 @@ pub fn make_table(
                 Err(_) => {}
             }
         }
+        let rows_left = !rows.is_empty() || !final_done.is_empty();
+        if rows_left && !has_recipe {
+            bail!(
+                "{} does not say what its rows were measured from (an older genas wrote it): it is not continued; remove it to start this table afresh",
+                partial.display()
+            );
+        }
         say(&format!(
             "continuing {}: {} rows and {} final evaluations already done",
             partial.display(),
@@ -188,6 +232,9 @@ pub fn make_table(
         ));
     }
 
+    if let Some(view) = crate::teacher::existing_read_only(&o.archive)? {
+        crate::teacher::check_stored_teacher(&view, &l)?;
+    }
     let archive = Archive::open(&o.archive)?;
     let (mut teacher, t) = obtain_teacher(&archive, &l, false, say, &mut |step, loss| {
         progress(
@@ -228,6 +275,9 @@ pub fn make_table(
             .and_then(|_| f.flush())
             .with_context(|| format!("cannot write {}", partial.display()))
     };
+    if !has_recipe {
+        record(&Done::Recipe(Box::new(recipe.clone())))?;
+    }
 
     // Work: a row for every architecture not done, then the finals of the sample.
     enum Job<'a> {
@@ -337,6 +387,7 @@ pub fn make_table(
             Done::Finals { id, finals } => {
                 final_done.insert(id, finals);
             }
+            Done::Recipe(_) => {}
         }
     }
     let mut out_rows: Vec<Row> = all.iter().filter_map(|a| rows.remove(&a.id())).collect();
@@ -344,6 +395,13 @@ pub fn make_table(
         if let Some(f) = final_done.remove(&r.id) {
             r.finals = f;
         }
+    }
+    if t.record.key != recipe.teacher_key {
+        bail!(
+            "the teacher's key {} is not the one its recipe expected ({}): a bug, please report it",
+            t.record.key,
+            recipe.teacher_key
+        );
     }
     let table = Table {
         format: "genas-table".into(),
@@ -366,6 +424,7 @@ pub fn make_table(
         rung_steps,
         final_steps: finals,
         sample_only: o.sample_only,
+        recipe: Some(recipe),
         rows: out_rows,
     };
     table.write(&o.out)?;

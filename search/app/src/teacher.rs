@@ -91,6 +91,35 @@ fn finite_record(r: &TeacherRecord) -> Result<()> {
     Ok(())
 }
 
+/// The archive at `path` on a read-only view, if there is one there: for reading, before a
+/// writable open (which rewrites sled's files), what a command will need, so that a record
+/// it cannot use fails it with the archive as it was.
+pub fn existing_read_only(path: &Path) -> Result<Option<Archive>> {
+    if !path.join(genas_store::MARKER_FILE).exists() {
+        return Ok(None);
+    }
+    Ok(Some(Archive::open_read_only(path)?))
+}
+
+/// Fails if the archive holds the teacher `l` names in a record this genas cannot use.
+pub fn check_stored_teacher(archive: &Archive, l: &LoadedExperiment) -> Result<()> {
+    archive.teacher::<TeacherRecord>(&expected_teacher_key(l))?;
+    Ok(())
+}
+
+/// The key of the teacher `l` names, known before it is trained or read: a checkpoint's own,
+/// or the key of the [teacher] config on this data.
+pub fn expected_teacher_key(l: &LoadedExperiment) -> String {
+    match &l.pretrained {
+        Some(ck) => ck.key.clone(),
+        None => {
+            let cfg = &l.experiment.teacher;
+            let arch = teacher_architecture(cfg, l.data.vocab_size(), l.data.context);
+            teacher_key(&arch, cfg, &l.data.fingerprint, cfg.seed)
+        }
+    }
+}
+
 /// The experiment's teacher from `archive`, trained and stored first when the archive has
 /// none for this data, `[teacher]` config and seed (`retrain` replaces a stored one).
 /// `say` is told which of the two happens before any long work starts.
@@ -242,6 +271,9 @@ pub fn teacher_train(
     let l = load(file)?;
     if let Some(note) = genas_exec::torch::device_plan(&l.experiment)?.note() {
         say(note);
+    }
+    if let (Some(view), false) = (existing_read_only(archive_dir)?, retrain) {
+        check_stored_teacher(&view, &l)?;
     }
     let archive = Archive::open(archive_dir)?;
     Ok(obtain_teacher(&archive, &l, retrain, say, on_step)?.1)

@@ -657,3 +657,74 @@ fn executor_settings_are_checked_before_a_run_is_created() {
         assert_eq!(hash_tree(&archive), before, "{executor}");
     }
 }
+
+#[test]
+fn an_archive_holding_a_non_finite_figure_opens_and_names_the_record() {
+    // A NaN teacher loss was once stored as null; from then on every search failed with
+    // "invalid type: null, expected f64" and left a run "running".
+    let dir = tempfile::tempdir().unwrap();
+    let exp = small_experiment(&dir.path().join("e.toml"), "e", TINY_SEARCH);
+    let archive = dir.path().join("archive");
+    ok_json(&genas(&[
+        "search",
+        s(&exp),
+        "--archive",
+        s(&archive),
+        "--json",
+    ]));
+    {
+        // As an earlier genas left it: the teacher's validation loss written as null.
+        let a = genas_store::Archive::open_existing(&archive).unwrap();
+        let teachers = a.teachers::<Value>().unwrap();
+        let (key, mut record) = teachers.into_iter().next().unwrap();
+        let (_, weights) = a.teacher::<Value>(&key).unwrap().unwrap();
+        record["val_ce"] = Value::Null;
+        a.put_teacher(&key, &record, &weights).unwrap();
+        a.flush().unwrap();
+    }
+    let before = hash_tree(&archive);
+    fails_with(
+        &genas(&["search", s(&exp), "--archive", s(&archive)]),
+        &[
+            "teacher",
+            "holds null at val_ce where a number belongs",
+            "this record cannot be used",
+            "genas teacher train --retrain",
+        ],
+    );
+    assert_eq!(
+        hash_tree(&archive),
+        before,
+        "the failed search left a trace"
+    );
+    // Nor does any other command that needs the teacher, or that fails on its arguments.
+    let out = dir.path().join("report");
+    for args in [
+        vec!["teacher", "train", s(&exp)],
+        vec!["distill", "r1", "--front"],
+        vec!["report", "r1", "--ablate-kd", "--out", s(&out)],
+        vec!["proxies", "calibrate", s(&exp), "--n", "10"],
+        vec!["bench", "table", s(&exp), "--out", s(&out)],
+    ] {
+        let mut args = args.clone();
+        args.extend(["--archive", s(&archive)]);
+        // (A command may say what it plans first; the error is its last line.)
+        let o = genas(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        let last = err.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("error: ") && last.contains("holds null at val_ce where a number"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(hash_tree(&archive), before, "{args:?} left a trace");
+    }
+    fails_with(
+        &genas(&["distill", "r1", "nosuch", "--archive", s(&archive)]),
+        &["no candidate \"nosuch\""],
+    );
+    assert_eq!(hash_tree(&archive), before);
+    // The archive opens, and what does not touch that record reads as before.
+    assert_eq!(run_statuses(&archive), [("r1".into(), "finished".into())]);
+    ok_json(&genas(&["show", "r1", "--archive", s(&archive), "--json"]));
+}

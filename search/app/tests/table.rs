@@ -143,6 +143,13 @@ fn a_table_row_is_what_the_search_measures() {
     // An interrupted tabulation: the partial file of three rows is continued, not redone.
     let again = dir.path().join("u.json.gz");
     let partial = dir.path().join("u.json.gz.partial.jsonl");
+    let recipe = |change: &dyn Fn(&mut Value)| {
+        let mut r = table["recipe"].clone();
+        assert!(r["teacher_key"].as_str().is_some(), "{r}");
+        change(&mut r);
+        r["kind"] = "recipe".into();
+        r.to_string() + "\n"
+    };
     let lines: String = rows[..3]
         .iter()
         .map(|r| {
@@ -152,18 +159,53 @@ fn a_table_row_is_what_the_search_measures() {
             row.to_string() + "\n"
         })
         .collect();
-    std::fs::write(&partial, lines + "{\"kind\": \"row\", \"id\": \"torn").unwrap();
-    let o = genas(&[
-        "bench",
-        "table",
-        s(&exp),
-        "--out",
-        s(&again),
-        "--final-sample",
-        "3",
-        "--archive",
-        s(&archive),
-    ]);
+    let continue_table = || {
+        genas(&[
+            "bench",
+            "table",
+            s(&exp),
+            "--out",
+            s(&again),
+            "--final-sample",
+            "3",
+            "--archive",
+            s(&archive),
+        ])
+    };
+    // Rows measured from another teacher, another schedule, or from who knows what (no
+    // recipe, as an older genas wrote them) are refused, and the partial file kept as it was.
+    for (head, needles) in [
+        (
+            recipe(&|r| r["teacher_key"] = "0123456789abcdef".into()),
+            vec![
+                "measured from a different recipe (the teacher)",
+                "not continued",
+            ],
+        ),
+        (
+            recipe(&|r| {
+                r["rung_steps"] = serde_json::json!([5, 20]);
+                r["data_fingerprint"] = "other".into();
+            }),
+            vec!["a different recipe (the corpus, the rung steps)"],
+        ),
+        (
+            String::new(),
+            vec!["does not say what its rows were measured from"],
+        ),
+    ] {
+        let text = head + &lines;
+        std::fs::write(&partial, &text).unwrap();
+        fails_with(&continue_table(), &needles);
+        assert_eq!(std::fs::read_to_string(&partial).unwrap(), text);
+        assert!(!again.exists());
+    }
+    std::fs::write(
+        &partial,
+        recipe(&|_| {}) + &lines + "{\"kind\": \"row\", \"id\": \"torn",
+    )
+    .unwrap();
+    let o = continue_table();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(
@@ -239,6 +281,18 @@ fn simulated_searches_replay_the_table_exactly_and_reproducibly() {
     // The real search of this space (exhaustive: 8 architectures, budget 12).
     search_said(&exp, &archive);
     let real_hv = real_hypervolumes(&archive);
+    // A table made for another space answers nothing about this one: refused, where it once
+    // reported 1.0000 of the reference.
+    let other = space_experiment(
+        &dir.path().join("other.toml"),
+        "other",
+        &EIGHT_SPACE.replace("d_model = [32]", "d_model = [48]"),
+        "[search]\ncandidates = 12\npopulation = 8\n[fidelity]\nrung_steps = [5, 10]\nbatch_size = 4\n",
+    );
+    fails_with(
+        &genas(&["bench", "search", s(&other), "--table", s(&out)]),
+        &["8 of the 8 architectures within its constraints are not in the table"],
+    );
     let bench = |plot: &Path| bench_search(&exp, &out, &["--seeds", "3", "--plot", s(plot)]);
     let a = bench(&dir.path().join("p.svg"));
     let b = bench(&dir.path().join("q.svg"));

@@ -63,6 +63,54 @@ pub struct Provenance {
     pub wall_s: f64,
 }
 
+/// What a table's figures were measured from. A table is continued (`genas bench table`
+/// over its partial file) only with the same recipe; one measured from another corpus,
+/// teacher, space or schedule is another table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Recipe {
+    /// The corpus as tokenised (`Dataset::fingerprint`).
+    pub data_fingerprint: String,
+    pub teacher_key: String,
+    /// A hash of the ids of the architectures tabulated, in order (the space within its
+    /// constraints, or its sample).
+    pub architectures: String,
+    pub rung_steps: Vec<u32>,
+    pub final_steps: Vec<u32>,
+    /// The brief distillation's settings at the longest fidelity.
+    pub distill: serde_json::Value,
+    /// The seeds of the initial weights, of the proxies' batch and of the final sample.
+    pub seeds: Vec<u64>,
+    /// The genas that measured it.
+    pub genas: String,
+}
+
+impl Recipe {
+    /// The names of the fields in which `other` differs from this one.
+    pub fn differences(&self, other: &Recipe) -> Vec<&'static str> {
+        let mut d = Vec::new();
+        let mut check = |same: bool, name: &'static str| {
+            if !same {
+                d.push(name);
+            }
+        };
+        check(
+            self.data_fingerprint == other.data_fingerprint,
+            "the corpus",
+        );
+        check(self.teacher_key == other.teacher_key, "the teacher");
+        check(
+            self.architectures == other.architectures,
+            "the architectures (space, constraints or sample)",
+        );
+        check(self.rung_steps == other.rung_steps, "the rung steps");
+        check(self.final_steps == other.final_steps, "the final steps");
+        check(self.distill == other.distill, "the distillation recipe");
+        check(self.seeds == other.seeds, "the seeds");
+        check(self.genas == other.genas, "the genas version");
+        d
+    }
+}
+
 /// A tabulated benchmark.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Table {
@@ -79,6 +127,9 @@ pub struct Table {
     /// the rungs and proxies with the final quality, not to simulate a search.
     #[serde(default)]
     pub sample_only: bool,
+    /// What the figures were measured from (absent in tables made before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<Recipe>,
     pub rows: Vec<Row>,
 }
 

@@ -199,14 +199,13 @@ pub fn report(
     let start = std::time::Instant::now();
     // The folder is written last; that it can be is known before anything is measured.
     check_writable(&o.out)?;
-    let access = RunAccess::open(&o.archive, run, o.ablate_kd)?;
+    let access = RunAccess::open(&o.archive, run)?;
     let search = search_report(&access.archive, run)?;
-    let l = &access.loaded;
     // A report reads what the run made; it never trains the run's teacher itself.
-    let Some(plan) = &access.record.plan else {
+    let Some(plan) = access.record.plan.clone() else {
         bail!("run {run} stopped before it had a teacher and a plan: genas resume {run} first");
     };
-    if l.pretrained.is_none()
+    if access.loaded.pretrained.is_none()
         && access
             .archive
             .teacher::<serde_json::Value>(&plan.teacher_key)?
@@ -217,7 +216,7 @@ pub fn report(
             plan.teacher_key
         );
     }
-    let data = &l.data;
+    crate::teacher::check_stored_teacher(&access.archive, &access.loaded)?;
     let holder = access.archive.live().map(|h| h.to_string());
     let unfinished = match (search.status.as_str(), holder) {
         ("finished", None) => None,
@@ -232,7 +231,15 @@ pub fn report(
         )),
     };
 
-    // The ablation first: it is the long part, and it writes to the archive.
+    // The ablation first: it is the long part, and it writes to the archive (opened
+    // writable only now, once the checks above passed on the read-only view).
+    let access = if o.ablate_kd {
+        access.writable(&o.archive)?
+    } else {
+        access
+    };
+    let l = &access.loaded;
+    let data = &l.data;
     let ablation = if o.ablate_kd {
         ablation::run(&access, &search, o.threads, stop, say, progress)?
     } else {

@@ -143,7 +143,9 @@ pub fn distill(
     say: &mut dyn FnMut(&str),
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<Vec<DistilledRecord>> {
-    let access = RunAccess::open(&o.archive, run, true)?;
+    // Everything that can refuse is checked on a read-only view; the archive is opened
+    // writable only when there is something to distill.
+    let access = RunAccess::open(&o.archive, run)?;
     let ids: Vec<String> = match names {
         Some(names) => names
             .iter()
@@ -180,7 +182,14 @@ pub fn distill(
         }
         pending.push(id.clone());
     }
-    if l.experiment.executor.kind == genas_space::ExecutorKind::Slurm && !pending.is_empty() {
+    if pending.is_empty() {
+        return Ok(out);
+    }
+    genas_exec::ExecutorChoice::check(&l.experiment, &o.archive)?;
+    crate::teacher::check_stored_teacher(&access.archive, l)?;
+    let access = access.writable(&o.archive)?;
+    let l = &access.loaded;
+    if l.experiment.executor.kind == genas_space::ExecutorKind::Slurm {
         out.extend(distill_on_slurm(
             &access, o, run, &pending, steps, &cfg, stop, say,
         )?);

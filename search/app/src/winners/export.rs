@@ -88,7 +88,7 @@ pub fn export_candidate(
     weights: Weights,
     densify: bool,
 ) -> Result<Written> {
-    let access = RunAccess::open(archive_dir, run, false)?;
+    let access = RunAccess::open(archive_dir, run)?;
     let cand = access.candidate(name)?;
     let model = access.model(cand, weights, 1)?;
     let distilled = access

@@ -50,14 +50,13 @@ pub struct RunAccess {
 }
 
 impl RunAccess {
-    /// `writable` for a command that stores results (distill); otherwise the archive is
-    /// read from a copy and never changed, even while a search holds it.
-    pub fn open(archive_dir: &Path, run: &str, writable: bool) -> Result<RunAccess> {
-        let archive = if writable {
-            Archive::open_existing(archive_dir)?
-        } else {
-            Archive::open_read_only(archive_dir)?
-        };
+    /// The run on a read-only view of the archive (a copy, never changed, readable even
+    /// while a search holds it); a command that stores results makes it [`writable`] once
+    /// its checks have passed.
+    ///
+    /// [`writable`]: RunAccess::writable
+    pub fn open(archive_dir: &Path, run: &str) -> Result<RunAccess> {
+        let archive = Archive::open_read_only(archive_dir)?;
         let (record, _, candidates) = load_run(&archive, run)?;
         let loaded = load_experiment(experiment_of(&record)?)?;
         if let Some(plan) = &record.plan {
@@ -68,12 +67,23 @@ impl RunAccess {
                     loaded.data.fingerprint
                 );
             }
-            // Only distillation reads the teacher; export and sample do not need it unchanged.
-            let changed = loaded
-                .pretrained
-                .as_ref()
-                .filter(|ck| ck.key != plan.teacher_key);
-            if let Some(ck) = changed.filter(|_| writable) {
+        }
+        Ok(RunAccess {
+            archive,
+            record,
+            candidates,
+            loaded,
+        })
+    }
+
+    /// This access made writable, for a command about to store results: the run's teacher
+    /// must be the one it ran with, and the archive is opened writable (which rewrites sled's
+    /// files) only now, after everything that can refuse was checked on the read-only view,
+    /// so a command that fails first leaves the archive as it was.
+    pub fn writable(self, archive_dir: &Path) -> Result<RunAccess> {
+        let run = self.record.id.clone();
+        if let (Some(plan), Some(ck)) = (&self.record.plan, &self.loaded.pretrained) {
+            if ck.key != plan.teacher_key {
                 bail!(
                     "run {run}: its teacher changed since it ran (key {} now {}): restore the checkpoint it ran with",
                     plan.teacher_key,
@@ -81,11 +91,14 @@ impl RunAccess {
                 );
             }
         }
+        drop(self.archive);
+        let archive = Archive::open_existing(archive_dir)?;
+        let (record, _, candidates) = load_run(&archive, &run)?;
         Ok(RunAccess {
             archive,
             record,
             candidates,
-            loaded,
+            loaded: self.loaded,
         })
     }
 

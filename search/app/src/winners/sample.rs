@@ -57,7 +57,7 @@ fn encode(v: &Vocabulary, prompt: &str) -> Result<Vec<u32>> {
 
 /// `genas sample RUN CANDIDATE`.
 pub fn sample(archive_dir: &Path, run: &str, name: &str, o: &SampleOptions) -> Result<Samples> {
-    let access = RunAccess::open(archive_dir, run, false)?;
+    let access = RunAccess::open(archive_dir, run)?;
     let cand = access.candidate(name)?;
     let model = access.model(cand, o.weights, 1)?;
     let data = &access.loaded.data;
