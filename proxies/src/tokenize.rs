@@ -93,10 +93,17 @@ impl HfTokenizer {
         let name = path.display();
         let bytes = genas_space::files::read_bounded(path, MAX_TOKENIZER_BYTES)
             .map_err(|e| format!("cannot read {name}: {e}"))?;
-        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| {
-            let e = e.to_string().replace('\n', " ");
+        let unreadable = |e: String| {
+            let e = e.replace('\n', " ");
             format!("{name} is not a tokenizer.json transformers' tokenizers can read: {e}")
-        })?;
+        };
+        // The tokenizers crate panics on some malformed JSON (found by `genas bench fuzz`):
+        // the JSON is checked first, and a panic that remains is an error, not an abort.
+        serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
+            .map_err(|e| unreadable(e.to_string()))?;
+        let inner = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(&bytes))
+            .map_err(|_| unreadable("its reader failed on it".into()))?
+            .map_err(|e| unreadable(e.to_string()))?;
         let size = inner.get_vocab_size(true);
         if size < 2 || size > genas_space::arch::limits::MAX_VOCAB as usize {
             return Err(format!(

@@ -374,7 +374,9 @@ pub enum BenchCommand {
     /// the same student in the same run.
     Distill(BenchDistillArgs),
     /// Mutation fuzzing of every reader of user input (experiment files, architecture JSON,
-    /// IDX files, text): counts inputs that make genas panic or break an invariant.
+    /// IDX files, text, checkpoint configs, shard indexes and safetensors headers,
+    /// tokenizer.json, tables, worker task files): counts inputs that make genas panic or
+    /// break an invariant.
     Fuzz(BenchFuzzArgs),
     /// Tabulate a small space: every architecture within the constraints at every rung, a
     /// uniform sample also at the final fidelity and 3× it, with proxies, cost, latency and
@@ -457,6 +459,17 @@ pub enum FuzzTargetArg {
     Architecture,
     Idx,
     Text,
+    /// A checkpoint's config.json.
+    Config,
+    /// A sharded checkpoint's model.safetensors.index.json.
+    ShardIndex,
+    /// A checkpoint's safetensors header.
+    Safetensors,
+    Tokenizer,
+    /// A table of genas bench table.
+    Table,
+    /// A task file of genas worker.
+    WorkerTask,
 }
 
 #[derive(Args)]
@@ -464,7 +477,7 @@ pub struct BenchFuzzArgs {
     /// Inputs per target.
     #[arg(long, default_value_t = 250_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     pub inputs: u64,
-    /// Only these targets (default: all four).
+    /// Only these targets (default: all of them).
     #[arg(long, value_enum)]
     pub target: Vec<FuzzTargetArg>,
     #[arg(long, default_value_t = 0)]

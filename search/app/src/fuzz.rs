@@ -7,8 +7,15 @@
 //! it fails when anything panics, or when an accepted input breaks an invariant (an
 //! architecture's canonical JSON must read back as itself).
 //!
+//! The readers of files a user points genas at are fuzzed the same way, each input written to
+//! a scratch folder and read back by the function the command calls: a Hugging Face
+//! checkpoint's `config.json`, its shard index and its safetensors headers (seeded from the
+//! shipped fixtures, then the weights loaded when the checkpoint is accepted), `tokenizer.json`,
+//! tabulated benchmarks (the JSON mutated, then gzipped), and the task files `genas worker`
+//! reads (re-keyed after mutation, so that the checks behind the key are reached).
+//!
 //! It owns nothing the readers use: it only calls the same functions the commands call, in
-//! process, on bytes instead of files. Seeded by genas's own `Rng`, so a run is repeatable.
+//! process. Seeded by genas's own `Rng`, so a run is repeatable.
 
 use genas_engine::memory;
 use genas_scoring::data::{decode_idx_images, Dataset};
@@ -27,14 +34,26 @@ pub enum Target {
     Architecture,
     Idx,
     Text,
+    CheckpointConfig,
+    ShardIndex,
+    SafetensorsHeader,
+    Tokenizer,
+    Table,
+    WorkerTask,
 }
 
 impl Target {
-    pub const ALL: [Target; 4] = [
+    pub const ALL: [Target; 10] = [
         Target::Experiment,
         Target::Architecture,
         Target::Idx,
         Target::Text,
+        Target::CheckpointConfig,
+        Target::ShardIndex,
+        Target::SafetensorsHeader,
+        Target::Tokenizer,
+        Target::Table,
+        Target::WorkerTask,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,9 +62,26 @@ impl Target {
             Target::Architecture => "architecture",
             Target::Idx => "idx",
             Target::Text => "text",
+            Target::CheckpointConfig => "config",
+            Target::ShardIndex => "shard-index",
+            Target::SafetensorsHeader => "safetensors",
+            Target::Tokenizer => "tokenizer",
+            Target::Table => "table",
+            Target::WorkerTask => "worker-task",
         }
     }
+
+    /// Whether its inputs are read from a file (written to a scratch folder first).
+    fn reads_a_file(self) -> bool {
+        !matches!(
+            self,
+            Target::Experiment | Target::Architecture | Target::Idx | Target::Text
+        )
+    }
 }
+
+/// The shipped checkpoint fixtures the checkpoint targets start from.
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../experiments/fixtures/hf");
 
 /// One target's figures.
 #[derive(Clone, Debug, Serialize)]
@@ -101,6 +137,20 @@ pub fn fuzz(targets: &[Target], inputs: u64, seed: u64, threads: usize) -> FuzzR
 fn fuzz_target(target: Target, inputs: u64, seed: u64, threads: usize) -> TargetReport {
     let start = Instant::now();
     let corpus = seeds(target);
+    if corpus.is_empty() {
+        // The checkpoint fixtures are read from the source tree genas was built in.
+        return TargetReport {
+            target,
+            inputs: 0,
+            accepted: 0,
+            failures: 0,
+            examples: vec![Failure {
+                message: format!("skipped: no seed input (the fixtures under {FIXTURES})"),
+                input: String::new(),
+            }],
+            seconds: 0.0,
+        };
+    }
     let accepted = Mutex::new(0u64);
     let failures = Mutex::new((0u64, Vec::<Failure>::new()));
     std::thread::scope(|s| {
@@ -113,9 +163,26 @@ fn fuzz_target(target: Target, inputs: u64, seed: u64, threads: usize) -> Target
                     seed ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ target as u64,
                 );
                 let (mut ok, mut bad, mut examples) = (0u64, 0u64, Vec::new());
+                // A scratch folder of this thread's, for the readers of files.
+                let scratch = match target.reads_a_file().then(Scratch::new).transpose() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let mut f = failures.lock().expect("failures");
+                        f.0 += share;
+                        f.1.push(Failure {
+                            message: format!("no scratch folder: {e}"),
+                            input: String::new(),
+                        });
+                        return;
+                    }
+                };
                 for _ in 0..share {
                     let input = mutate(corpus, target, &mut rng);
-                    match catch_unwind(AssertUnwindSafe(|| run(target, &input))) {
+                    let read = || match &scratch {
+                        Some(dir) => run_file(target, &input, dir),
+                        None => run(target, &input),
+                    };
+                    match catch_unwind(AssertUnwindSafe(read)) {
                         Ok(Ok(true)) => ok += 1,
                         Ok(Ok(false)) => {}
                         Ok(Err(message)) => {
@@ -237,12 +304,297 @@ pub fn run(target: Target, input: &[u8]) -> Result<bool, String> {
                 Err(_) => Ok(false),
             }
         }
+        // The readers of files are fed through one (`run_file`).
+        _ => Err(format!("{} is read from a file", target.name())),
     }
+}
+
+/// A thread's scratch folder: copies of the checkpoint fixtures, a tokenizer, a table and a
+/// worker's shared folder, each input written over one of their files.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> std::io::Result<Scratch> {
+        let dir = tempfile::tempdir()?;
+        for name in ["gpt2", "llama-gqa", "llama-tied-sharded"] {
+            let to = dir.path().join(name);
+            std::fs::create_dir_all(&to)?;
+            for e in std::fs::read_dir(Path::new(FIXTURES).join(name))? {
+                let e = e?;
+                std::fs::copy(e.path(), to.join(e.file_name()))?;
+            }
+        }
+        std::fs::create_dir_all(dir.path().join("shared/jobs/b"))?;
+        Ok(Scratch { dir })
+    }
+
+    fn path(&self, rel: &str) -> std::path::PathBuf {
+        self.dir.path().join(rel)
+    }
+}
+
+/// The fixture a checkpoint input goes into: its first byte picks one.
+fn fixture_of(input: &[u8], choices: &[&'static str]) -> &'static str {
+    choices[usize::from(input.first().copied().unwrap_or(0)) % choices.len()]
+}
+
+/// A checkpoint accepted by `Checkpoint::open` is loaded too, at a short context.
+fn open_and_load(dir: &Path) -> Result<bool, String> {
+    match genas_interop::pretrained::Checkpoint::open(dir) {
+        Ok(ck) => {
+            let context = ck.architecture.context.min(8);
+            let _ = ck.load(genas_engine::Cpu::<f32>::new(1), context);
+            Ok(true)
+        }
+        Err(_) => Ok(false),
+    }
+}
+
+/// Feeds one input to a reader of files, through a file in `scratch` (see [`run`]).
+fn run_file(target: Target, input: &[u8], scratch: &Scratch) -> Result<bool, String> {
+    let write = |rel: &str, bytes: &[u8]| {
+        std::fs::write(scratch.path(rel), bytes).map_err(|e| format!("scratch: {e}"))
+    };
+    match target {
+        Target::CheckpointConfig => {
+            let name = fixture_of(input, &["gpt2", "llama-gqa"]);
+            write(&format!("{name}/config.json"), &input[1.min(input.len())..])?;
+            let r = open_and_load(&scratch.path(name));
+            restore(scratch, name, "config.json")?;
+            r
+        }
+        Target::ShardIndex => {
+            let name = "llama-tied-sharded";
+            write(&format!("{name}/model.safetensors.index.json"), input)?;
+            let r = open_and_load(&scratch.path(name));
+            restore(scratch, name, "model.safetensors.index.json")?;
+            r
+        }
+        Target::SafetensorsHeader => {
+            // The header mutated, the tensors' bytes as they were.
+            let name = fixture_of(input, &["gpt2", "llama-gqa"]);
+            let original = std::fs::read(Path::new(FIXTURES).join(name).join("model.safetensors"))
+                .map_err(|e| format!("fixture: {e}"))?;
+            let data = original.get(header_len(&original)..).unwrap_or_default();
+            // The input is the header's JSON; its length is written before it.
+            let json = &input[1.min(input.len())..];
+            let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+            bytes.extend_from_slice(json);
+            bytes.extend_from_slice(data);
+            write(&format!("{name}/model.safetensors"), &bytes)?;
+            let r = open_and_load(&scratch.path(name));
+            restore(scratch, name, "model.safetensors")?;
+            r
+        }
+        Target::Tokenizer => {
+            write("tokenizer.json", input)?;
+            match genas_scoring::tokenize::HfTokenizer::from_file(&scratch.path("tokenizer.json")) {
+                Ok(t) => {
+                    let _ = t.encode_one("But, soft! what light through yonder window breaks?");
+                    Ok(true)
+                }
+                Err(_) => Ok(false),
+            }
+        }
+        Target::Table => {
+            // Mostly the JSON mutated then compressed; sometimes the compressed bytes.
+            let bytes = if input.first().is_some_and(|b| b % 8 == 0) {
+                input.to_vec()
+            } else {
+                gzip(input)
+            };
+            write("t.json.gz", &bytes)?;
+            match genas_exec::replay::Table::read(&scratch.path("t.json.gz")) {
+                Ok(t) => {
+                    let _ = genas_exec::replay::Replay::new(&t);
+                    Ok(true)
+                }
+                Err(_) => Ok(false),
+            }
+        }
+        Target::WorkerTask => {
+            // A task that still parses is given its own key, so the checks behind it run.
+            let bytes = match serde_json::from_slice::<genas_exec::slurm::Task>(input) {
+                Ok(task) => {
+                    let key = genas_exec::slurm::task_key(&task).map_err(|e| e.to_string())?;
+                    serde_json::to_vec(&genas_exec::slurm::TaskFile { key, task })
+                        .map_err(|e| e.to_string())?
+                }
+                Err(_) => input.to_vec(),
+            };
+            write("shared/jobs/b/0.json", &bytes)?;
+            // No inputs are in the shared folder: a sound task stops at reading them.
+            Ok(genas_exec::slurm::work(&scratch.path("shared/jobs/b/0")).is_ok())
+        }
+        _ => run(target, input),
+    }
+}
+
+/// Puts a fixture's file back after an input was written over it.
+fn restore(scratch: &Scratch, name: &str, file: &str) -> Result<(), String> {
+    std::fs::copy(
+        Path::new(FIXTURES).join(name).join(file),
+        scratch.path(&format!("{name}/{file}")),
+    )
+    .map(|_| ())
+    .map_err(|e| format!("scratch: {e}"))
+}
+
+/// The length of a safetensors file's header (its 8 length bytes and JSON).
+fn header_len(bytes: &[u8]) -> usize {
+    let n = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes);
+    usize::try_from(n).map_or(bytes.len(), |n| (8 + n).min(bytes.len()))
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = Vec::new();
+    let mut e = flate2::write::GzEncoder::new(&mut gz, flate2::Compression::fast());
+    let _ = e.write_all(bytes);
+    let _ = e.finish();
+    gz
+}
+
+/// A small table of the shakespeare space, as JSON: two rows with results at two rungs.
+fn table_seed() -> Vec<u8> {
+    use genas_exec::replay::{Evaluated, Provenance, Row, Table, TABLE_VERSION};
+    use genas_scoring::distill::{DistillResult, Evaluation};
+    let exp = shakespeare();
+    let space = SearchSpace::new(&exp.space, 84, 64).expect("its space builds");
+    let mut rng = Rng::seed_from_u64(3);
+    let rows = (0..2)
+        .map(|i| {
+            let architecture = space.sample(&mut rng);
+            let result = |steps: u32| Evaluated {
+                steps,
+                result: DistillResult {
+                    steps,
+                    train_loss: Some(2.0),
+                    eval: Some(Evaluation {
+                        val_ce: 2.5 - f64::from(i),
+                        kl_to_teacher: 0.3,
+                        agreement: 0.4,
+                    }),
+                    diverged: None,
+                    seconds: 0.1,
+                },
+                cpu_s: 0.1,
+            };
+            Row {
+                id: architecture.id(),
+                cost: Cost::of(&architecture),
+                proxies: genas_scoring::zero_cost::ProxyScores {
+                    scores: [("synflow".to_string(), Some(1.5))].into_iter().collect(),
+                    millis: 1.0,
+                },
+                proxies_cpu_s: 0.01,
+                rungs: vec![result(50), result(200)],
+                latency_ms_per_token: Some(0.2),
+                finals: vec![result(800)],
+                architecture,
+            }
+        })
+        .collect();
+    let table = Table {
+        format: "genas-table".into(),
+        version: TABLE_VERSION,
+        provenance: Provenance {
+            command: "genas bench fuzz".into(),
+            genas: env!("CARGO_PKG_VERSION").into(),
+            commit: "none".into(),
+            machine: "none".into(),
+            cores: 1,
+            workers: 1,
+            created_unix_s: 0,
+            wall_s: 1.0,
+        },
+        experiment_toml: String::new(),
+        teacher_key: "0123456789abcdef".into(),
+        teacher_val_bits: 3.0,
+        rung_steps: vec![50, 200],
+        final_steps: vec![800],
+        sample_only: false,
+        recipe: None,
+        rows,
+    };
+    serde_json::to_vec(&table).expect("serialises")
+}
+
+/// A task file's task as `genas worker` reads it: a brief distillation of the shakespeare
+/// space.
+fn task_seed() -> Vec<u8> {
+    let exp = shakespeare();
+    let space = SearchSpace::new(&exp.space, 84, 64).expect("its space builds");
+    let architecture = space.sample(&mut Rng::seed_from_u64(5));
+    let task = genas_exec::slurm::Task::Brief {
+        job: genas_search::job::Job {
+            id: architecture.id(),
+            init_seed: 7,
+            rung: 0,
+            config: genas_scoring::distill::DistillConfig::of_experiment(&exp, 50),
+            measure_latency: false,
+            architecture,
+        },
+        targets: "0123456789abcdef".into(),
+    };
+    serde_json::to_vec_pretty(&task).expect("serialises")
+}
+
+fn shakespeare() -> Experiment {
+    Experiment::from_str_in(
+        include_str!("../../../experiments/shakespeare.toml"),
+        "seed.toml",
+        Path::new("."),
+    )
+    .expect("the shipped experiment parses")
 }
 
 /// The seed inputs of a target.
 fn seeds(target: Target) -> Vec<Vec<u8>> {
+    let fixture = |name: &str, file: &str, tag: u8| -> Vec<Vec<u8>> {
+        match std::fs::read(Path::new(FIXTURES).join(name).join(file)) {
+            Ok(bytes) => {
+                let mut v = vec![tag];
+                v.extend(bytes);
+                vec![v]
+            }
+            Err(_) => Vec::new(),
+        }
+    };
     match target {
+        Target::CheckpointConfig => [fixture("gpt2", "config.json", 0), fixture("llama-gqa", "config.json", 1)].concat(),
+        Target::ShardIndex => {
+            fixture("llama-tied-sharded", "model.safetensors.index.json", 0)
+                .into_iter()
+                .map(|v| v[1..].to_vec())
+                .collect()
+        }
+        Target::SafetensorsHeader => ["gpt2", "llama-gqa"]
+            .iter()
+            .enumerate()
+            .flat_map(|(i, name)| {
+                fixture(name, "model.safetensors", i as u8)
+                    .into_iter()
+                    .map(|v| {
+                        // The tag, then the header's JSON without its length.
+                        let n = header_len(&v[1..]);
+                        let mut seed = vec![v[0]];
+                        seed.extend_from_slice(v.get(9..1 + n).unwrap_or_default());
+                        seed
+                    })
+            })
+            .collect(),
+        Target::Tokenizer => fixture(".", "tokenizer.json", 0)
+            .into_iter()
+            .map(|v| v[1..].to_vec())
+            .collect(),
+        Target::Table => vec![table_seed()],
+        Target::WorkerTask => vec![task_seed()],
         Target::Experiment => [
             include_str!("../../../experiments/quick.toml"),
             include_str!("../../../experiments/shakespeare.toml"),
@@ -340,10 +692,7 @@ const INTERESTING: &[&str] = &[
 fn mutate(corpus: &[Vec<u8>], target: Target, rng: &mut Rng) -> Vec<u8> {
     let mut x = corpus[rng.index(corpus.len())].clone();
     let rounds = 1 + rng.index(3);
-    let textual = matches!(
-        target,
-        Target::Experiment | Target::Architecture | Target::Text
-    );
+    let textual = target != Target::Idx;
     for _ in 0..rounds {
         let len = x.len();
         // Text formats: half the mutations swap a number for an edge value, which keeps the

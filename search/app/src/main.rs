@@ -172,6 +172,12 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                         FuzzTargetArg::Architecture => Target::Architecture,
                         FuzzTargetArg::Idx => Target::Idx,
                         FuzzTargetArg::Text => Target::Text,
+                        FuzzTargetArg::Config => Target::CheckpointConfig,
+                        FuzzTargetArg::ShardIndex => Target::ShardIndex,
+                        FuzzTargetArg::Safetensors => Target::SafetensorsHeader,
+                        FuzzTargetArg::Tokenizer => Target::Tokenizer,
+                        FuzzTargetArg::Table => Target::Table,
+                        FuzzTargetArg::WorkerTask => Target::WorkerTask,
                     })
                     .collect()
             };

@@ -8,7 +8,21 @@ use common::{genas, ok_json};
 #[test]
 fn every_reader_survives_mutated_inputs() {
     let r = ok_json(&genas(&[
-        "bench", "fuzz", "--inputs", "25000", "--seed", "11", "--json",
+        "bench",
+        "fuzz",
+        "--inputs",
+        "25000",
+        "--seed",
+        "11",
+        "--json",
+        "--target",
+        "experiment",
+        "--target",
+        "architecture",
+        "--target",
+        "idx",
+        "--target",
+        "text",
     ]));
     assert_eq!(r["failures"], 0, "{r}");
     assert_eq!(r["inputs"], 100_000, "{r}");
@@ -46,5 +60,43 @@ fn a_run_is_repeatable_for_its_seed() {
         .zip(b["targets"].as_array().unwrap())
     {
         assert_eq!(x["accepted"], y["accepted"]);
+    }
+}
+
+#[test]
+fn every_reader_of_a_file_survives_mutated_files() {
+    // Checkpoint configs, shard indexes, safetensors headers, tokenizer.json, tables and
+    // worker task files, each written to a file and read by the command's own reader. (The
+    // tokenizers crate once panicked on a tokenizer.json with a syntax error.)
+    let r = ok_json(&genas(&[
+        "bench",
+        "fuzz",
+        "--inputs",
+        "4000",
+        "--seed",
+        "11",
+        "--json",
+        "--target",
+        "config",
+        "--target",
+        "shard-index",
+        "--target",
+        "safetensors",
+        "--target",
+        "tokenizer",
+        "--target",
+        "table",
+        "--target",
+        "worker-task",
+    ]));
+    assert_eq!(r["failures"], 0, "{r}");
+    assert_eq!(r["inputs"], 24_000, "{r}");
+    for t in r["targets"].as_array().unwrap() {
+        let accepted = t["accepted"].as_u64().unwrap();
+        assert!(accepted < 4000, "{t}");
+        // A worker's task never completes here: the shared folder holds no inputs.
+        if t["target"] != "worker_task" {
+            assert!(accepted > 3, "{t}");
+        }
     }
 }
