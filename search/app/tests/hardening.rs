@@ -4,8 +4,8 @@
 mod common;
 
 use common::{
-    fails_with, genas, hash_tree, ok_json, s, search_said, small_experiment, space_experiment,
-    EIGHT_SPACE, TINY_SEARCH,
+    fails_last, fails_with, genas, hash_tree, ok_json, s, search_said, small_experiment,
+    space_experiment, EIGHT_SPACE, TINY_SEARCH,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -709,14 +709,7 @@ fn an_archive_holding_a_non_finite_figure_opens_and_names_the_record() {
         let mut args = args.clone();
         args.extend(["--archive", s(&archive)]);
         // (A command may say what it plans first; the error is its last line.)
-        let o = genas(&args);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
-        let last = err.lines().last().unwrap_or_default();
-        assert!(
-            last.starts_with("error: ") && last.contains("holds null at val_ce where a number"),
-            "{args:?}: {err}"
-        );
+        fails_last(&genas(&args), &["holds null at val_ce where a number"]);
         assert_eq!(hash_tree(&archive), before, "{args:?} left a trace");
     }
     fails_with(

@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{fails_with, genas, ok_json, s, search_said, space_experiment, EIGHT_SPACE};
+use common::{
+    fails_last, fails_with, genas, ok_json, s, search_said, space_experiment, EIGHT_SPACE,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -196,7 +198,7 @@ fn a_table_row_is_what_the_search_measures() {
     ] {
         let text = head + &lines;
         std::fs::write(&partial, &text).unwrap();
-        fails_with(&continue_table(), &needles);
+        fails_last(&continue_table(), &needles);
         assert_eq!(std::fs::read_to_string(&partial).unwrap(), text);
         assert!(!again.exists());
     }

@@ -200,6 +200,18 @@ pub fn fails_with(o: &Output, needles: &[&str]) {
     }
 }
 
+/// Exit status 1 and a last stderr line starting with "error: " that contains every needle
+/// (for commands that say what they plan before they refuse).
+pub fn fails_last(o: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "status {:?}: {err}", o.status);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: "), "{err}");
+    for n in needles {
+        assert!(last.contains(n), "{n:?} not in {err}");
+    }
+}
+
 /// Whether `python3` can import torch and transformers; why not, otherwise. Where
 /// GENAS_REQUIRE_PYTHON is set (CI installs both), a missing import fails the test instead of
 /// skipping its Python half.
