@@ -9,7 +9,7 @@
 
 use crate::data::{Batch, Dataset, Split};
 use crate::inherit::Parent;
-use genas_engine::backend::Backend;
+use genas_engine::backend::{Backend, Soft};
 use genas_engine::model::Model;
 use genas_engine::train::{train_step, Optimizer, TrainConfig, TrainError};
 use genas_space::{Architecture, Rng, StudentInit};
@@ -167,6 +167,15 @@ impl SoftTargets {
         }
     }
 
+    /// These targets as the loss reads them: dense ones uploaded to `be`, top-k ones as they
+    /// are (the loss reads the k tokens and the rest's mass, never an (n, v) spread).
+    pub fn for_loss<B: Backend>(&self, be: &B) -> Soft<'_, B::Buf> {
+        match self {
+            SoftTargets::Dense(p) => Soft::Dense(be.upload_f32(p.clone())),
+            SoftTargets::TopK { k, index, prob } => Soft::TopK { k: *k, index, prob },
+        }
+    }
+
     pub fn bytes(&self) -> usize {
         match self {
             SoftTargets::Dense(p) => 4 * p.len(),
@@ -315,6 +324,17 @@ pub fn evaluate_against_teacher<B: Backend>(
             .expect("targets given");
         ce += l.ce * n as f64;
         let z = model.logits();
+        // Top-k targets are read as they are, never spread into an (n, v) buffer.
+        if let SoftTargets::TopK { k, index, prob } = tp {
+            for (r, zr) in z.chunks_exact(v).enumerate().take(n) {
+                let top = (&index[r * k..(r + 1) * k], &prob[r * k..(r + 1) * k]);
+                let (row_kl, same) = top_k_eval(zr, top);
+                kl += row_kl;
+                agree += usize::from(same);
+            }
+            tokens += n;
+            continue;
+        }
         let p = tp.dense_f32((n, v));
         for (zr, pr) in z.chunks_exact(v).zip(p.chunks_exact(v)) {
             let max = zr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -343,6 +363,45 @@ pub fn evaluate_against_teacher<B: Backend>(
         kl_to_teacher: kl / n,
         agreement: agree as f64 / n,
     }
+}
+
+/// KL(teacher ‖ softmax(z)) of one row whose teacher is top-k targets `(index, prob)` (the
+/// rest of the mass spread evenly, as `SoftTargets::dense_f32` spreads it), and whether the
+/// student's most probable token is the teacher's (the first of the teacher's most probable,
+/// as `argmax` of the spread row picks it).
+fn top_k_eval(z: &[f64], (ix, pr): (&[u32], &[f32])) -> (f64, bool) {
+    let (v, k) = (z.len(), ix.len());
+    let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let lse = max + z.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+    let rest = genas_engine::cpu::loss::top_k_rest(pr, v);
+    let (mut kl, mut s_top) = (0.0, 0.0);
+    for (&j, &pj) in ix.iter().zip(pr) {
+        let (pj, sj) = (f64::from(pj), z[j as usize] - lse);
+        s_top += sj;
+        if pj > 0.0 {
+            kl += pj * (pj.ln() - sj);
+        }
+    }
+    if rest > 0.0 && v > k {
+        let s_all = z.iter().sum::<f64>() - v as f64 * lse;
+        kl += (v - k) as f64 * rest * rest.ln() - rest * (s_all - s_top);
+    }
+    // The teacher's first most probable token: among the k, or the first of the others.
+    let best = pr.iter().map(|&p| f64::from(p)).fold(rest, f64::max);
+    let mut first = ix
+        .iter()
+        .zip(pr)
+        .filter(|(_, &p)| f64::from(p) == best)
+        .map(|(&j, _)| j as usize)
+        .min()
+        .unwrap_or(usize::MAX);
+    if rest == best && v > k {
+        let mut in_top: Vec<u32> = ix.to_vec();
+        in_top.sort_unstable();
+        let other = (0..v).find(|j| in_top.binary_search(&(*j as u32)).is_err());
+        first = first.min(other.unwrap_or(usize::MAX));
+    }
+    (kl, argmax(z) == first)
 }
 
 fn argmax<T: PartialOrd + Copy>(x: &[T]) -> usize {
@@ -393,9 +452,7 @@ pub fn brief_distill_traced<B: Backend>(
     let mut recent = Vec::new();
     for step in 0..steps {
         let batch = &targets.schedule[step as usize];
-        let p = model
-            .be
-            .upload_f32(targets.soft[step as usize].dense_f32((batch.b * batch.t, targets.vocab)));
+        let p = targets.soft[step as usize].for_loss(&model.be);
         match train_step(
             model,
             &mut opt,
@@ -659,13 +716,11 @@ pub fn full_distill<B: Backend>(
         let batch = data.train_batch(d.batch_size, &mut state.rng);
         // α = 1 trains on the hard labels alone (the ablation of `genas report --ablate-kd`):
         // the teacher is only read for validation.
-        let p = (d.alpha < 1.0).then(|| {
+        let soft = (d.alpha < 1.0).then(|| {
             let z = teacher_logits(teacher, &batch);
-            model.be.upload_f32(
-                SoftTargets::from_logits(&z, (batch.b * batch.t, v), d.temperature, d.top_k)
-                    .dense_f32((batch.b * batch.t, v)),
-            )
+            SoftTargets::from_logits(&z, (batch.b * batch.t, v), d.temperature, d.top_k)
         });
+        let p = soft.as_ref().map(|s| s.for_loss(&model.be));
         let s = train_step(
             model,
             &mut opt,

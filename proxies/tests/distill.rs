@@ -568,3 +568,68 @@ fn pruned_students_inherit_what_fits_and_start_closer_to_the_teacher() {
         );
     }
 }
+
+#[test]
+fn top_k_targets_distil_and_evaluate_as_their_dense_spread_does() {
+    // A vocabulary over DENSE_VOCAB_MAX: the targets are top-k. The loss and the evaluation
+    // read them as they are; spreading them densely (as genas once did) gives the same.
+    let v = 1500u32;
+    let mut rng = genas_space::Rng::seed_from_u64(4);
+    let mut ids =
+        |n: usize| -> Vec<u32> { (0..n).map(|_| rng.below(u64::from(v)) as u32).collect() };
+    let (train, val) = (ids(20_000), ids(3_000));
+    let data = Dataset::from_ids(train, val, v, 16);
+    let t_arch = teacher_architecture(&teacher_cfg(), v, 16);
+    let c = DistillConfig {
+        top_k: 8,
+        temperature: 1.5,
+        alpha: 0.3,
+        val_sequences: 16,
+        ..cfg(6)
+    };
+    let compute = || {
+        let mut t = Model::new(&t_arch, Cpu::<f32>::new(1), 3);
+        TeacherTargets::compute(&mut t, &data, &c, 6)
+    };
+    let sparse = compute();
+    assert!(matches!(sparse.soft[0], SoftTargets::TopK { k: 8, .. }));
+    let mut spread = compute();
+    let dense = |s: &[SoftTargets], b: &[genas_engine::Batch]| -> Vec<SoftTargets> {
+        s.iter()
+            .zip(b)
+            .map(|(s, b)| SoftTargets::Dense(s.dense_f32((b.b * b.t, v as usize))))
+            .collect()
+    };
+    spread.soft = dense(&spread.soft, &spread.schedule);
+    spread.val_probs = dense(&spread.val_probs, &spread.val);
+    let student = || {
+        let a = Architecture {
+            vocab_size: v,
+            context: 16,
+            ..student(32, 0).arch.clone()
+        };
+        Model::new(&a, Cpu::<f64>::new(1), 9)
+    };
+    // The evaluation of one student against both.
+    let mut s = student();
+    let (a, b) = (
+        genas_scoring::distill::evaluate_against_teacher(&mut s, &sparse),
+        genas_scoring::distill::evaluate_against_teacher(&mut s, &spread),
+    );
+    assert_eq!(a.val_ce, b.val_ce);
+    assert!(
+        (a.kl_to_teacher - b.kl_to_teacher).abs() < 1e-9,
+        "{a:?} {b:?}"
+    );
+    assert_eq!(a.agreement, b.agreement);
+    // A brief distillation on each, in f64: the same training to rounding.
+    let (mut x, mut y) = (student(), student());
+    let (rx, ry) = (
+        brief_distill(&mut x, &sparse, &c),
+        brief_distill(&mut y, &spread, &c),
+    );
+    let (ex, ey) = (rx.eval.unwrap(), ry.eval.unwrap());
+    assert!((ex.val_ce - ey.val_ce).abs() < 1e-9, "{ex:?} {ey:?}");
+    assert!((ex.kl_to_teacher - ey.kl_to_teacher).abs() < 1e-9);
+    assert!((rx.train_loss.unwrap() - ry.train_loss.unwrap()).abs() < 1e-9);
+}

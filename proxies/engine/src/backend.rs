@@ -19,6 +19,20 @@ pub enum Act {
     Relu,
 }
 
+/// A teacher's soft targets for one batch, as a backend's loss reads them.
+pub enum Soft<'a, Buf> {
+    /// (N, V) probabilities on the backend.
+    Dense(Buf),
+    /// The k most probable tokens of each of the N rows and their probabilities, (N, k) each,
+    /// on the host; the rest of each row's mass is spread evenly over the other V − k tokens
+    /// (`cpu::loss::SoftRef::TopK`). Never spread into an (N, V) buffer.
+    TopK {
+        k: usize,
+        index: &'a [u32],
+        prob: &'a [f32],
+    },
+}
+
 pub trait Backend: Send + Sync {
     type Buf: Send + Sync;
 
@@ -205,15 +219,16 @@ pub trait Backend: Send + Sync {
         n: usize,
     );
 
-    /// Loss over logits (N,V) with optional teacher probabilities (N,V) at `temperature` mixed
-    /// by `alpha`; writes dlogits when given. Returns (loss, hard-label CE), means over N.
+    /// Loss over logits (N,V) with optional teacher soft targets (dense or top-k) at
+    /// `temperature` mixed by `alpha`; writes dlogits when given. Returns (loss, hard-label
+    /// CE), means over N.
     #[allow(clippy::too_many_arguments)]
     fn loss(
         &self,
         dlogits: Option<&mut Self::Buf>,
         logits: &Self::Buf,
         targets: &[u32],
-        teacher: Option<(&Self::Buf, f64, f64)>,
+        teacher: Option<(&Soft<'_, Self::Buf>, f64, f64)>,
         nv: (usize, usize),
     ) -> (f64, f64);
 

@@ -26,7 +26,7 @@ pub mod real;
 pub mod simd;
 pub mod train;
 
-pub use backend::Backend;
+pub use backend::{Backend, Soft};
 pub use batch::{Batch, TrainBatches};
 pub use cpu::Cpu;
 pub use generate::{latency_ms, Generator, SampleConfig};

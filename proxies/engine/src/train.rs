@@ -3,7 +3,7 @@
 //! evaluation on a fixed validation set. A non-finite loss or gradient ends training with
 //! `TrainError::Diverged` instead of corrupting the weights.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Soft};
 use crate::batch::{Batch, TrainBatches};
 use crate::cpu::ops::AdamW;
 use crate::model::Model;
@@ -178,7 +178,7 @@ pub fn train_step<B: Backend>(
     model: &mut Model<B>,
     opt: &mut Optimizer<B>,
     batch: &Batch,
-    teacher: Option<(&B::Buf, f64, f64)>,
+    teacher: Option<(&Soft<'_, B::Buf>, f64, f64)>,
     cfg: &TrainConfig,
     step: u32,
 ) -> Result<StepStats, TrainError> {

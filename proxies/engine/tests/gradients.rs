@@ -541,7 +541,7 @@ fn loss_gradients_with_and_without_distillation() {
     for distill in [
         None,
         Some(loss::Distill {
-            teacher_probs: &teacher[..],
+            soft: loss::SoftRef::Dense(&teacher[..]),
             temperature: 2.0,
             alpha: 0.3,
         }),
@@ -567,12 +567,112 @@ fn loss_gradients_with_and_without_distillation() {
         }
     }
     let d = loss::Distill {
-        teacher_probs: &own[..],
+        soft: loss::SoftRef::Dense(&own[..]),
         temperature: t,
         alpha: 0.25,
     };
     let (l, ce) = loss::loss_forward_backward(None, &z, &y, Some(&d), (n, v));
     assert!((l - 0.25 * ce).abs() < 1e-12, "{l} {ce}");
+}
+
+/// Top-k rows of `probs` (n, v): the k largest of each row and their probabilities (f32),
+/// and the same rows spread densely as the loss once read them (the rest of each row's mass
+/// evenly over the other v − k tokens).
+fn top_k_rows(probs: &[f64], (n, v): (usize, usize), k: usize) -> (Vec<u32>, Vec<f32>, Vec<f64>) {
+    let (mut index, mut prob, mut dense) = (Vec::new(), Vec::new(), vec![0.0; n * v]);
+    for (r, row) in probs.chunks(v).enumerate() {
+        let mut order: Vec<usize> = (0..v).collect();
+        order.sort_by(|a, b| row[*b].total_cmp(&row[*a]));
+        let ix: Vec<u32> = order[..k].iter().map(|&i| i as u32).collect();
+        let pr: Vec<f32> = order[..k].iter().map(|&i| row[i] as f32).collect();
+        let rest = loss::top_k_rest(&pr, v);
+        let out = &mut dense[r * v..(r + 1) * v];
+        out.fill(rest);
+        for (&i, &p) in ix.iter().zip(&pr) {
+            out[i as usize] = f64::from(p);
+        }
+        index.extend(ix);
+        prob.extend(pr);
+    }
+    (index, prob, dense)
+}
+
+#[test]
+fn top_k_targets_give_the_dense_loss_and_gradient_without_spreading_them() {
+    let mut rng = Rng::seed_from_u64(9);
+    let (n, v) = (5, 40);
+    let z = randn(n * v, &mut rng, 2.0);
+    let y = [2u32, 0, 39, 7, 7];
+    let mut teacher = randn(n * v, &mut rng, 3.0);
+    for row in teacher.chunks_mut(v) {
+        let m = row.iter().cloned().fold(f64::MIN, f64::max);
+        let s: f64 = row.iter().map(|x| (x - m).exp()).sum();
+        for x in row.iter_mut() {
+            *x = (*x - m).exp() / s;
+        }
+    }
+    for (k, temperature, alpha) in [(1, 1.0, 0.5), (4, 2.0, 0.3), (8, 0.7, 0.0), (40, 2.0, 0.1)] {
+        let (index, prob, dense) = top_k_rows(&teacher, (n, v), k);
+        let sparse = loss::Distill {
+            soft: loss::SoftRef::TopK {
+                k,
+                index: &index,
+                prob: &prob,
+            },
+            temperature,
+            alpha,
+        };
+        let spread = loss::Distill {
+            soft: loss::SoftRef::Dense(&dense[..]),
+            temperature,
+            alpha,
+        };
+        let (mut ds, mut dd) = (vec![0.0; n * v], vec![0.0; n * v]);
+        let (ls, cs) = loss::loss_forward_backward(Some(&mut ds), &z, &y, Some(&sparse), (n, v));
+        let (ld, cd) = loss::loss_forward_backward(Some(&mut dd), &z, &y, Some(&spread), (n, v));
+        assert!((ls - ld).abs() < 1e-9, "k {k}: {ls} against {ld}");
+        assert_eq!(cs, cd);
+        for (a, b) in ds.iter().zip(&dd) {
+            assert!((a - b).abs() < 1e-12, "k {k}: {a} against {b}");
+        }
+        // And against finite differences of its own loss.
+        check("top-k loss", &z, &ds, |z| {
+            loss::loss_forward_backward(None, z, &y, Some(&sparse), (n, v)).0
+        });
+    }
+    // A row whose k tokens hold all the mass: nothing is spread (the rest is 0).
+    let mut index = vec![0u32; n * 2];
+    let mut prob = vec![0f32; n * 2];
+    for r in 0..n {
+        index[2 * r] = r as u32;
+        index[2 * r + 1] = (r + 10) as u32;
+        prob[2 * r] = 0.75;
+        prob[2 * r + 1] = 0.25;
+    }
+    let mut dense = vec![0.0; n * v];
+    for r in 0..n {
+        dense[r * v + r] = 0.75;
+        dense[r * v + r + 10] = 0.25;
+    }
+    let d = |soft| loss::Distill {
+        soft,
+        temperature: 1.5,
+        alpha: 0.2,
+    };
+    let a = loss::loss_forward_backward(
+        None,
+        &z,
+        &y,
+        Some(&d(loss::SoftRef::TopK {
+            k: 2,
+            index: &index,
+            prob: &prob,
+        })),
+        (n, v),
+    );
+    let b =
+        loss::loss_forward_backward(None, &z, &y, Some(&d(loss::SoftRef::Dense(&dense))), (n, v));
+    assert!((a.0 - b.0).abs() < 1e-9, "{a:?} {b:?}");
 }
 
 // ---------------------------------------------------------------- whole models
@@ -621,7 +721,7 @@ fn check_model(name: &str, a: &Architecture, teacher: bool) {
         p
     });
     let loss_of = |m: &mut Model<Cpu<f64>>, grad: bool| {
-        let t_buf = probs.clone();
+        let t_buf = probs.clone().map(genas_engine::Soft::Dense);
         m.forward(
             &tokens,
             Some(&targets),

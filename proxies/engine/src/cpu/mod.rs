@@ -12,7 +12,7 @@ pub mod ops;
 pub mod rmsnorm;
 pub mod rope;
 
-use crate::backend::{Act, Backend};
+use crate::backend::{Act, Backend, Soft};
 use crate::real::Real;
 use attention::AttnDims;
 use gemm::Parallelism;
@@ -313,11 +313,14 @@ impl<F: Real> Backend for Cpu<F> {
         dlogits: Option<&mut Vec<F>>,
         logits: &Vec<F>,
         targets: &[u32],
-        teacher: Option<(&Vec<F>, f64, f64)>,
+        teacher: Option<(&Soft<'_, Vec<F>>, f64, f64)>,
         nv: (usize, usize),
     ) -> (f64, f64) {
-        let distill = teacher.map(|(p, temperature, alpha)| loss::Distill {
-            teacher_probs: p.as_slice(),
+        let distill = teacher.map(|(soft, temperature, alpha)| loss::Distill {
+            soft: match soft {
+                Soft::Dense(p) => loss::SoftRef::Dense(p.as_slice()),
+                Soft::TopK { k, index, prob } => loss::SoftRef::TopK { k: *k, index, prob },
+            },
             temperature,
             alpha,
         });

@@ -39,7 +39,7 @@ use pass::*;
 pub use probes::FfnProbe;
 use shards::Shard;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Soft};
 use crate::cpu::attention::AttnDims;
 use genas_space::{Activation, Architecture};
 
@@ -372,7 +372,7 @@ impl<B: Backend> Model<B> {
         &mut self,
         tokens: &[u32],
         targets: Option<&[u32]>,
-        teacher: Option<(&B::Buf, f64, f64)>,
+        teacher: Option<(&Soft<'_, B::Buf>, f64, f64)>,
         (b, t): (usize, usize),
         with_grad: bool,
     ) -> Option<Loss> {

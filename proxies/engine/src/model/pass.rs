@@ -2,7 +2,7 @@
 //! kernels of `cpu/` behind the `Backend` boundary (shapes as in the module doc).
 
 use super::*;
-use crate::backend::{Act, Backend};
+use crate::backend::{Act, Backend, Soft};
 use crate::cpu::attention::AttnDims;
 use crate::cpu::rope::RopeDims;
 use genas_space::{Activation, Architecture};
@@ -92,7 +92,7 @@ pub(super) fn forward_pass<B: Backend>(
     a: &mut Acts<B::Buf>,
     tokens: &[u32],
     targets: Option<&[u32]>,
-    teacher: Option<(&B::Buf, f64, f64)>,
+    teacher: Option<(&Soft<'_, B::Buf>, f64, f64)>,
     (b, t): (usize, usize),
     with_grad: bool,
 ) -> Option<Loss> {
