@@ -390,7 +390,6 @@ impl Cluster<'_> {
         Ok((dir, format!("genas-{batch}")))
     }
 
-    /// Submits the whole batch in `dir` as one array; returns its job id.
     /// `sbatch` with the settings of `[executor]` every task of it is submitted with.
     fn sbatch(&self) -> Command {
         let c = &self.config;
@@ -475,6 +474,7 @@ impl Cluster<'_> {
         Ok(())
     }
 
+    /// Submits the whole batch in `dir` as one array; returns its job id.
     fn submit(&self, dir: &Path, name: &str, n: usize) -> Result<String, String> {
         let c = &self.config;
         let mut cmd = self.sbatch();
