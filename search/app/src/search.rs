@@ -267,10 +267,10 @@ fn drive(
         stop,
         warn: &say_line,
     };
-    let mut c = Controller::open(cx)?;
     record.status = "running".into();
     archive.update_run(&record.id, &*record)?;
-    let outcome = match c.run(progress) {
+    let ran = Controller::open(cx).and_then(|mut c| c.run(progress));
+    let outcome = match ran {
         Ok(outcome) => outcome,
         Err(e) => {
             // What was committed stays; the run is marked failed (never left "running") and
