@@ -370,22 +370,13 @@ pub fn evaluate_against_teacher<B: Backend>(
 /// student's most probable token is the teacher's (the first of the teacher's most probable,
 /// as `argmax` of the spread row picks it).
 fn top_k_eval(z: &[f64], (ix, pr): (&[u32], &[f32])) -> (f64, bool) {
+    use genas_engine::cpu::loss::{top_k_kl, top_k_rest};
     let (v, k) = (z.len(), ix.len());
     let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let lse = max + z.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
-    let rest = genas_engine::cpu::loss::top_k_rest(pr, v);
-    let (mut kl, mut s_top) = (0.0, 0.0);
-    for (&j, &pj) in ix.iter().zip(pr) {
-        let (pj, sj) = (f64::from(pj), z[j as usize] - lse);
-        s_top += sj;
-        if pj > 0.0 {
-            kl += pj * (pj.ln() - sj);
-        }
-    }
-    if rest > 0.0 && v > k {
-        let s_all = z.iter().sum::<f64>() - v as f64 * lse;
-        kl += (v - k) as f64 * rest * rest.ln() - rest * (s_all - s_top);
-    }
+    let s_all = z.iter().sum::<f64>() - v as f64 * lse;
+    let kl = top_k_kl(|j| z[j] - lse, s_all, (ix, pr), v);
+    let rest = top_k_rest(pr, v);
     // The teacher's first most probable token: among the k, or the first of the others.
     let best = pr.iter().map(|&p| f64::from(p)).fold(rest, f64::max);
     let mut first = ix

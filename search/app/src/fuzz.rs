@@ -313,25 +313,44 @@ pub fn run(target: Target, input: &[u8]) -> Result<bool, String> {
 /// worker's shared folder, each input written over one of their files.
 struct Scratch {
     dir: tempfile::TempDir,
+    /// The fixtures' files by `NAME/FILE`, read once: an input's file is put back from here.
+    fixtures: std::collections::BTreeMap<String, Vec<u8>>,
 }
 
 impl Scratch {
     fn new() -> std::io::Result<Scratch> {
         let dir = tempfile::tempdir()?;
+        let mut fixtures = std::collections::BTreeMap::new();
         for name in ["gpt2", "llama-gqa", "llama-tied-sharded"] {
-            let to = dir.path().join(name);
-            std::fs::create_dir_all(&to)?;
+            std::fs::create_dir_all(dir.path().join(name))?;
             for e in std::fs::read_dir(Path::new(FIXTURES).join(name))? {
                 let e = e?;
-                std::fs::copy(e.path(), to.join(e.file_name()))?;
+                let rel = format!("{name}/{}", e.file_name().to_string_lossy());
+                let bytes = std::fs::read(e.path())?;
+                std::fs::write(dir.path().join(&rel), &bytes)?;
+                fixtures.insert(rel, bytes);
             }
         }
         std::fs::create_dir_all(dir.path().join("shared/jobs/b"))?;
-        Ok(Scratch { dir })
+        Ok(Scratch { dir, fixtures })
     }
 
     fn path(&self, rel: &str) -> std::path::PathBuf {
         self.dir.path().join(rel)
+    }
+
+    /// A fixture's file as shipped.
+    fn fixture(&self, rel: &str) -> Result<&[u8], String> {
+        self.fixtures
+            .get(rel)
+            .map(Vec::as_slice)
+            .ok_or_else(|| format!("no fixture {rel}"))
+    }
+
+    /// Puts a fixture's file back after an input was written over it.
+    fn restore(&self, name: &str, file: &str) -> Result<(), String> {
+        let rel = format!("{name}/{file}");
+        std::fs::write(self.path(&rel), self.fixture(&rel)?).map_err(|e| format!("scratch: {e}"))
     }
 }
 
@@ -362,22 +381,21 @@ fn run_file(target: Target, input: &[u8], scratch: &Scratch) -> Result<bool, Str
             let name = fixture_of(input, &["gpt2", "llama-gqa"]);
             write(&format!("{name}/config.json"), &input[1.min(input.len())..])?;
             let r = open_and_load(&scratch.path(name));
-            restore(scratch, name, "config.json")?;
+            scratch.restore(name, "config.json")?;
             r
         }
         Target::ShardIndex => {
             let name = "llama-tied-sharded";
             write(&format!("{name}/model.safetensors.index.json"), input)?;
             let r = open_and_load(&scratch.path(name));
-            restore(scratch, name, "model.safetensors.index.json")?;
+            scratch.restore(name, "model.safetensors.index.json")?;
             r
         }
         Target::SafetensorsHeader => {
             // The header mutated, the tensors' bytes as they were.
             let name = fixture_of(input, &["gpt2", "llama-gqa"]);
-            let original = std::fs::read(Path::new(FIXTURES).join(name).join("model.safetensors"))
-                .map_err(|e| format!("fixture: {e}"))?;
-            let data = original.get(header_len(&original)..).unwrap_or_default();
+            let original = scratch.fixture(&format!("{name}/model.safetensors"))?;
+            let data = original.get(header_len(original)..).unwrap_or_default();
             // The input is the header's JSON; its length is written before it.
             let json = &input[1.min(input.len())..];
             let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
@@ -385,7 +403,7 @@ fn run_file(target: Target, input: &[u8], scratch: &Scratch) -> Result<bool, Str
             bytes.extend_from_slice(data);
             write(&format!("{name}/model.safetensors"), &bytes)?;
             let r = open_and_load(&scratch.path(name));
-            restore(scratch, name, "model.safetensors")?;
+            scratch.restore(name, "model.safetensors")?;
             r
         }
         Target::Tokenizer => {
@@ -430,16 +448,6 @@ fn run_file(target: Target, input: &[u8], scratch: &Scratch) -> Result<bool, Str
         }
         _ => run(target, input),
     }
-}
-
-/// Puts a fixture's file back after an input was written over it.
-fn restore(scratch: &Scratch, name: &str, file: &str) -> Result<(), String> {
-    std::fs::copy(
-        Path::new(FIXTURES).join(name).join(file),
-        scratch.path(&format!("{name}/{file}")),
-    )
-    .map(|_| ())
-    .map_err(|e| format!("scratch: {e}"))
 }
 
 /// The length of a safetensors file's header (its 8 length bytes and JSON).

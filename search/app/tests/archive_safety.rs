@@ -4,7 +4,8 @@
 mod common;
 
 use common::{
-    genas, hash_tree, ok_json, s, small_experiment, space_experiment, EIGHT_SPACE, TINY_SEARCH,
+    genas, hash_tree, ok_json, s, search_into, small_experiment, space_experiment, EIGHT_SPACE,
+    TINY_SEARCH,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -285,14 +286,7 @@ fn a_resume_that_fails_on_a_sound_archive_changes_nothing() {
     // `genas resume r99` once rewrote sled's snapshot on its writable open, then failed.
     let dir = tempfile::tempdir().unwrap();
     let exp = small_experiment(&dir.path().join("e.toml"), "e", TINY_SEARCH);
-    let archive = dir.path().join("archive");
-    ok_json(&genas(&[
-        "search",
-        s(&exp),
-        "--archive",
-        s(&archive),
-        "--json",
-    ]));
+    let (archive, _) = search_into(dir.path(), &exp);
     let before = hash_tree(&archive);
     let o = genas(&["resume", "r99", "--archive", s(&archive)]);
     let err = String::from_utf8_lossy(&o.stderr);

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{
-    fails_last, fails_with, genas, hash_tree, ok_json, s, search_said, small_experiment,
-    space_experiment, EIGHT_SPACE, TINY_SEARCH,
+    fails_last, fails_with, genas, hash_tree, ok_json, s, search_into, search_said,
+    small_experiment, space_experiment, EIGHT_SPACE, TINY_SEARCH,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -664,14 +664,7 @@ fn an_archive_holding_a_non_finite_figure_opens_and_names_the_record() {
     // "invalid type: null, expected f64" and left a run "running".
     let dir = tempfile::tempdir().unwrap();
     let exp = small_experiment(&dir.path().join("e.toml"), "e", TINY_SEARCH);
-    let archive = dir.path().join("archive");
-    ok_json(&genas(&[
-        "search",
-        s(&exp),
-        "--archive",
-        s(&archive),
-        "--json",
-    ]));
+    let (archive, _) = search_into(dir.path(), &exp);
     {
         // As an earlier genas left it: the teacher's validation loss written as null.
         let a = genas_store::Archive::open_existing(&archive).unwrap();

@@ -43,6 +43,38 @@ pub fn top_k_rest(prob: &[f32], v: usize) -> f64 {
     f64::from(((1.0 - kept) / (v - k).max(1) as f64).max(0.0) as f32)
 }
 
+/// KL(p ‖ q) of one top-k row: `s(j)` is the student's log-probability ln q_j at token j,
+/// `s_all` its sum over the whole vocabulary of `v` tokens, `(index, prob)` the row's k
+/// tokens and their probabilities, the rest of the mass spread evenly (`top_k_rest`):
+///   Σ_top p_j (ln p_j − s_j) + (V − k) r ln r − r (s_all − Σ_top s_j).
+/// The loss (at temperature) and the evaluation against the teacher both read it.
+pub fn top_k_kl(
+    s: impl Fn(usize) -> f64,
+    s_all: f64,
+    (index, prob): (&[u32], &[f32]),
+    v: usize,
+) -> f64 {
+    let k = index.len();
+    let rest = top_k_rest(prob, v);
+    let (mut kl, mut s_top) = (0.0, 0.0);
+    for (&j, &pj) in index.iter().zip(prob) {
+        let (pj, sj) = (f64::from(pj), s(j as usize));
+        s_top += sj;
+        if pj > 0.0 {
+            kl += pj * (pj.ln() - sj);
+        }
+    }
+    if rest > 0.0 && v > k {
+        kl += (v - k) as f64 * rest * rest.ln() - rest * (s_all - s_top);
+    }
+    kl
+}
+
+thread_local! {
+    /// A row's exponentials for `top_k_row`, kept from step to step on each thread.
+    static SCRATCH: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Per-position losses, reduced in a fixed order. Returns (loss, hard-label CE) as means.
 pub fn loss_forward_backward<F: Real>(
     dlogits: Option<&mut [F]>,
@@ -101,7 +133,7 @@ pub fn loss_forward_backward<F: Real>(
         }
         (loss, ce)
     };
-    let row = |i: usize, drow: Option<&mut [F]>, scratch: &mut Vec<f64>| match distill {
+    let row = |i: usize, drow: Option<&mut [F]>| match distill {
         None => dense(i, drow, None),
         Some(Distill {
             soft: SoftRef::Dense(p),
@@ -115,19 +147,18 @@ pub fn loss_forward_backward<F: Real>(
         ) => {
             let top = (&index[i * k..(i + 1) * k], &prob[i * k..(i + 1) * k]);
             let z = &logits[i * v..(i + 1) * v];
-            top_k_row(z, targets[i] as usize, top, d, inv_n, drow, scratch)
+            SCRATCH.with_borrow_mut(|scratch| {
+                top_k_row(z, targets[i] as usize, top, d, inv_n, drow, scratch)
+            })
         }
     };
     let rows: Vec<(f64, f64)> = match dlogits {
         Some(d) => d[..n * v]
             .par_chunks_mut(v)
             .enumerate()
-            .map_init(Vec::new, |s, (i, dz)| row(i, Some(dz), s))
+            .map(|(i, dz)| row(i, Some(dz)))
             .collect(),
-        None => (0..n)
-            .into_par_iter()
-            .map_init(Vec::new, |s, i| row(i, None, s))
-            .collect(),
+        None => (0..n).into_par_iter().map(|i| row(i, None)).collect(),
     };
     let (mut loss, mut ce) = (0.0, 0.0);
     for (l, c) in rows {
@@ -149,7 +180,7 @@ fn top_k_row<F: Real>(
     drow: Option<&mut [F]>,
     scratch: &mut Vec<f64>,
 ) -> (f64, f64) {
-    let (v, k) = (z.len(), ix.len());
+    let v = z.len();
     let (alpha, temp) = (d.alpha, d.temperature);
     let max = z.iter().fold(f64::NEG_INFINITY, |m, x| m.max(x.to_f64()));
     scratch.clear();
@@ -177,19 +208,9 @@ fn top_k_row<F: Real>(
     let lse_t = max / temp + sum_t.ln();
     let ce = lse - z[y].to_f64();
     let s = |j: usize| z[j].to_f64() / temp - lse_t;
+    let s_all = sum_z / temp - v as f64 * lse_t;
+    let kl = top_k_kl(s, s_all, (ix, pr), v);
     let rest = top_k_rest(pr, v);
-    let (mut kl, mut s_top) = (0.0, 0.0);
-    for (&j, &pj) in ix.iter().zip(pr) {
-        let (pj, sj) = (f64::from(pj), s(j as usize));
-        s_top += sj;
-        if pj > 0.0 {
-            kl += pj * (pj.ln() - sj);
-        }
-    }
-    if rest > 0.0 && v > k {
-        let s_all = sum_z / temp - v as f64 * lse_t;
-        kl += (v - k) as f64 * rest * rest.ln() - rest * (s_all - s_top);
-    }
     let loss = alpha * ce + (1.0 - alpha) * temp * temp * kl;
     if let Some(dz) = drow {
         let (inv_sum, inv_sum_t) = (1.0 / sum, 1.0 / sum_t);
