@@ -283,9 +283,9 @@ fn masked_weights_stay_zero_and_shared_layers_stay_shared() {
     assert!(moved > 0);
 }
 
-#[test]
-fn generation_with_caches_matches_the_batched_forward() {
-    let t = 12;
+/// Architectures covering every layer kind, norm, position and sharing choice, at context t
+/// and vocabulary 11.
+fn every_kind(t: u32) -> Vec<Architecture> {
     let l = |a| Layer::new(a, 32, Activation::Gelu, None, Sparsity::Dense);
     let modern = modern_choices().map(|(norm, position)| Architecture {
         norm,
@@ -325,20 +325,31 @@ fn generation_with_caches_matches_the_batched_forward() {
     ];
     archs.extend(modern);
     archs.push(gpt2_like(11, t));
+    archs
+}
+
+/// `m`'s weights moved off their initial values (masks kept), so that every path matters.
+fn perturbed<B: genas_engine::Backend>(m: &mut Model<B>, rng: &mut Rng) {
+    for i in 0..m.params.len() {
+        let mask = m.mask(i);
+        let w: Vec<f64> = m
+            .weights(i)
+            .iter()
+            .enumerate()
+            .map(|(k, x)| (x + rng.normal() * 0.2) * mask.as_ref().map_or(1.0, |mk| mk[k]))
+            .collect();
+        m.set_weights(i, &w);
+    }
+}
+
+#[test]
+fn generation_with_caches_matches_the_batched_forward() {
+    let t = 12;
+    let archs = every_kind(t);
     for a in archs {
         let mut m = Model::new(&a, Cpu::<f32>::new(1), 8);
-        // Perturb the weights so that every path matters.
         let mut rng = Rng::seed_from_u64(9);
-        for i in 0..m.params.len() {
-            let mask = m.mask(i);
-            let w: Vec<f64> = m
-                .weights(i)
-                .iter()
-                .enumerate()
-                .map(|(k, x)| (x + rng.normal() * 0.2) * mask.as_ref().map_or(1.0, |mk| mk[k]))
-                .collect();
-            m.set_weights(i, &w);
-        }
+        perturbed(&mut m, &mut rng);
         let tokens: Vec<u32> = (0..t).map(|_| rng.below(11) as u32).collect();
         m.forward(&tokens, None, None, (1, t as usize), false);
         let full = m.logits();
@@ -360,6 +371,98 @@ fn generation_with_caches_matches_the_batched_forward() {
             "{}",
             a.summary()
         );
+    }
+}
+
+/// Everything `infer` hands out, widened to f64: the logits in row order, and per layer the
+/// probe's input, output, attention output and FFN pre-activation, rows in order.
+fn inferred<B: genas_engine::Backend>(
+    m: &mut Model<B>,
+    tokens: &[u32],
+    bt: (usize, usize),
+    plan: Option<genas_engine::model::InferPlan>,
+) -> (Vec<f64>, Vec<[Vec<f64>; 4]>) {
+    let depth = m.depth();
+    let mut layers: Vec<[Vec<f64>; 4]> = (0..depth).map(|_| Default::default()).collect();
+    let mut logits = Vec::new();
+    let mut next_row = 0;
+    let mut probe = |r: &genas_engine::model::LayerRows| {
+        let l = &mut layers[r.layer];
+        for (acc, part) in l
+            .iter_mut()
+            .zip([&r.input, &r.output, &r.attention, &r.ffn_pre])
+        {
+            acc.extend_from_slice(part);
+        }
+    };
+    let mut sink = |first: usize, rows: usize, h: genas_engine::real::Host<'_>| {
+        assert_eq!(first, next_row, "logit blocks come in row order");
+        next_row += rows;
+        logits.extend(h.to_f64());
+    };
+    match plan {
+        Some(p) => m.infer_as(tokens, bt, p, Some(&mut probe), Some(&mut sink)),
+        None => m.infer(tokens, bt, Some(&mut probe), Some(&mut sink)),
+    }
+    assert_eq!(next_row, bt.0 * bt.1);
+    (logits, layers)
+}
+
+#[test]
+fn inference_without_gradients_equals_the_forward() {
+    let t = 12;
+    let (b, v) = (5usize, 11usize);
+    for a in every_kind(t) {
+        let mut rng = Rng::seed_from_u64(4);
+        let tokens: Vec<u32> = (0..b * t as usize).map(|_| rng.below(11) as u32).collect();
+        let bt = (b, t as usize);
+        // f32 at the default plan (one chunk, one block here): equal to the bit.
+        let mut m = Model::new(&a, Cpu::<f32>::new(2), 8);
+        perturbed(&mut m, &mut rng);
+        let plan = m.infer_plan(bt, 4);
+        assert_eq!((plan.sequences, plan.logit_rows), (b, b * t as usize));
+        m.forward(&tokens, None, None, bt, false);
+        let want = m.logits();
+        let want_layers: Vec<[Vec<f64>; 4]> = (0..m.depth())
+            .map(|l| {
+                [
+                    m.residual(l),
+                    m.residual(l + 1),
+                    m.attention_output(l),
+                    m.ffn_preactivation(l),
+                ]
+            })
+            .collect();
+        let (logits, layers) = inferred(&mut m, &tokens, bt, None);
+        assert!(logits == want, "{}: logits differ", a.summary());
+        assert!(layers == want_layers, "{}: a probe differs", a.summary());
+        // Cut into chunks of 2 sequences and logit blocks of 7 rows (neither dividing the
+        // batch): the same values to rounding, in f32 and f64.
+        let cut = genas_engine::model::InferPlan {
+            sequences: 2,
+            logit_rows: 7,
+            bytes: 0,
+        };
+        let (logits, layers) = inferred(&mut m, &tokens, bt, Some(cut));
+        let worst = |x: &[f64], y: &[f64]| {
+            assert_eq!(x.len(), y.len());
+            x.iter().zip(y).fold(0f64, |w, (p, q)| w.max((p - q).abs()))
+        };
+        assert!(worst(&logits, &want) < 1e-5, "{}", a.summary());
+        for (got, want) in layers.iter().zip(&want_layers) {
+            for (g, w) in got.iter().zip(want) {
+                assert!(worst(g, w) < 1e-5, "{}", a.summary());
+            }
+        }
+        let mut exact = Model::new(&a, Cpu::<f64>::new(2), 8);
+        for i in 0..m.params.len() {
+            exact.set_weights(i, &m.weights(i));
+        }
+        exact.forward(&tokens, None, None, bt, false);
+        let want = exact.logits();
+        let (logits, _) = inferred(&mut exact, &tokens, bt, Some(cut));
+        assert!(worst(&logits, &want) < 1e-12, "{}", a.summary());
+        assert_eq!(logits.len(), b * t as usize * v);
     }
 }
 

@@ -9,6 +9,7 @@
 use crate::cpu::attention::AttnDims;
 use crate::cpu::ops::AdamW;
 use crate::cpu::rope::RopeDims;
+use crate::real::Host;
 
 /// FFN non-linearity with a single input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,9 +47,14 @@ pub trait Backend: Send + Sync {
     /// buffer is host f32, without any copy).
     fn upload_f32(&self, host: Vec<f32>) -> Self::Buf;
     fn download(&self, buf: &Self::Buf) -> Vec<f64>;
+    /// Calls `f` with the first `n` values of `buf` as the host sees them, without widening
+    /// them to f64 (a device backend would copy them over once).
+    fn with_host<R>(&self, buf: &Self::Buf, n: usize, f: impl FnOnce(Host<'_>) -> R) -> R;
     fn set_zero(&self, buf: &mut Self::Buf);
     /// dst[..n] = src[..n]
     fn copy(&self, dst: &mut Self::Buf, src: &Self::Buf, n: usize);
+    /// dst[..n] = src[offset..offset + n]
+    fn copy_from(&self, dst: &mut Self::Buf, src: &Self::Buf, offset: usize, n: usize);
 
     /// out (B,T,C) = wte[tokens] (+ wpe[t] with learned positions)
     fn embedding_forward(
@@ -153,6 +159,9 @@ pub trait Backend: Send + Sync {
         qkv: &Self::Buf,
         d: AttnDims,
     );
+    /// `attention_forward` keeping no probabilities: a forward without gradients, whose
+    /// working memory is a query tile's scores per worker, never (B, H, T, T).
+    fn attention_infer(&self, out: &mut Self::Buf, qkv: &Self::Buf, d: AttnDims);
     fn attention_backward(
         &self,
         dqkv: &mut Self::Buf,

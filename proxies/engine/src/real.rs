@@ -6,6 +6,33 @@ use std::fmt::Debug;
 use std::iter::Sum;
 use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
 
+/// Values as the host holds them, in the engine's scalar: what a reader of a model's logits
+/// gets without a copy (`Backend::with_host`).
+#[derive(Clone, Copy, Debug)]
+pub enum Host<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+}
+
+impl Host<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Host::F32(x) => x.len(),
+            Host::F64(x) => x.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The values widened to f64 (exact).
+    pub fn to_f64(&self) -> Vec<f64> {
+        match self {
+            Host::F32(x) => x.iter().map(|&v| f64::from(v)).collect(),
+            Host::F64(x) => x.to_vec(),
+        }
+    }
+}
+
 pub trait Real:
     Copy
     + Send
@@ -38,6 +65,8 @@ pub trait Real:
     fn usize(n: usize) -> Self {
         Self::from_f64(n as f64)
     }
+    /// `values` as a `Host` view.
+    fn host(values: &[Self]) -> Host<'_>;
     /// f32 values as this type: the same vector for f32, widened for f64.
     fn vec_from_f32(v: Vec<f32>) -> Vec<Self> {
         v.into_iter()
@@ -104,6 +133,9 @@ pub trait Real:
 impl Real for f32 {
     const ZERO: f32 = 0.0;
     const ONE: f32 = 1.0;
+    fn host(values: &[f32]) -> Host<'_> {
+        Host::F32(values)
+    }
     fn vec_from_f32(v: Vec<f32>) -> Vec<f32> {
         v
     }
@@ -188,6 +220,9 @@ impl Real for f32 {
 impl Real for f64 {
     const ZERO: f64 = 0.0;
     const ONE: f64 = 1.0;
+    fn host(values: &[f64]) -> Host<'_> {
+        Host::F64(values)
+    }
     #[inline]
     fn from_f64(x: f64) -> f64 {
         x

@@ -149,6 +149,16 @@ impl<F: Real> Scratch<F> {
             ds: vec![F::ZERO; t * t],
         }
     }
+
+    /// What the forward without kept probabilities needs: no (T, T) backward buffer.
+    fn for_inference(d: AttnDims) -> Scratch<F> {
+        let tp = round_up(d.t);
+        Scratch {
+            kt: vec![F::ZERO; d.head_dim * tp],
+            blk: vec![F::ZERO; ROWS * tp],
+            ds: Vec::new(),
+        }
+    }
 }
 
 // Which entries of a probability (or dS) row are written and read. Query tile i0 (rows
@@ -160,15 +170,18 @@ impl<F: Real> Scratch<F> {
 // after j0). Entries outside the spans are never written nor read, so no row is cleared.
 
 simd_dispatch! {
-    /// One batch element: out_b (T, C), probs_b (H, T, T) from qkv_b (T, C + 2·G·hd).
-    /// Queries go in tiles of 8: S = Q·Kᵀ and O = P·V are small register-blocked products over
-    /// the tile's key span; the 1/√hd scale is applied inside the exponent.
-    fn forward_one<F: Real>(out_b: &mut [F], probs_b: &mut [F], qkv_b: &[F], d: AttnDims, scratch: &mut Scratch<F>) {
+    /// One batch element: out_b (T, C), and with `probs_b` (H, T, T) the probabilities kept for
+    /// backward, from qkv_b (T, C + 2·G·hd). Queries go in tiles of 8: S = Q·Kᵀ and O = P·V are
+    /// small register-blocked products over the tile's key span; the 1/√hd scale is applied
+    /// inside the exponent. Without `probs_b` (inference) a tile's probabilities stay in the
+    /// tile's scratch rows: the same values, so the same output to the bit.
+    fn forward_one<F: Real>(out_b: &mut [F], probs_b: Option<&mut [F]>, qkv_b: &[F], d: AttnDims, scratch: &mut Scratch<F>) {
         let (t, c, w, hd) = (d.t, d.c(), d.qkv_width(), d.head_dim);
         let tp = round_up(t);
         let scale = F::ONE / F::usize(hd).sqrt();
         let Scratch { kt, blk: sblk, .. } = scratch;
-        let prefetch = d.prefetches(std::mem::size_of::<F>());
+        let mut probs_b = probs_b;
+        let prefetch = probs_b.is_some() && d.prefetches(std::mem::size_of::<F>());
         for h in 0..d.heads {
             let (ko, vo) = (d.k_offset(h), d.v_offset(h));
             if h % (d.heads / d.kv_heads) == 0 {
@@ -180,7 +193,7 @@ simd_dispatch! {
                 let rows = ROWS.min(t - i0);
                 let (a, b) = span(d.first_key(i0), i0 + rows - 1, tp);
                 let bt = b.min(t);
-                if prefetch && h + 1 < d.heads {
+                if let Some(probs_b) = probs_b.as_deref().filter(|_| prefetch && h + 1 < d.heads) {
                     prefetch_head(&d, h + 1, i0, i0 + rows, a..bt, (probs_b, true), qkv_b, None, (out_b, true));
                 }
                 F::small_gemm::<S>(&mut sblk[a..], tp, &qkv_b[i0 * w + h * hd..], (w, 1), &kt[a..], tp, (rows, hd, b - a), false);
@@ -199,23 +212,42 @@ simd_dispatch! {
                     row[a..lo].fill(F::ZERO);
                     row[i + 1..b].fill(F::ZERO);
                     let inv = F::ONE / F::sum_of::<S>(&row[a..b]);
-                    let p = &mut probs_b[(h * t + i) * t + a..(h * t + i) * t + bt];
-                    let (pc, pr) = p.as_chunks_mut::<LANES>();
-                    let (xc, xr) = row[a..bt].as_chunks::<LANES>();
-                    for (p, x) in pc.iter_mut().zip(xc) {
-                        let x = *x;
-                        *p = std::array::from_fn(|l| x[l] * inv);
-                    }
-                    for (p, &x) in pr.iter_mut().zip(xr) {
-                        *p = x * inv;
+                    match probs_b.as_deref_mut() {
+                        Some(probs_b) => {
+                            let p = &mut probs_b[(h * t + i) * t + a..(h * t + i) * t + bt];
+                            let (pc, pr) = p.as_chunks_mut::<LANES>();
+                            let (xc, xr) = row[a..bt].as_chunks::<LANES>();
+                            for (p, x) in pc.iter_mut().zip(xc) {
+                                let x = *x;
+                                *p = std::array::from_fn(|l| x[l] * inv);
+                            }
+                            for (p, &x) in pr.iter_mut().zip(xr) {
+                                *p = x * inv;
+                            }
+                        }
+                        None => {
+                            let (xc, xr) = row[a..bt].as_chunks_mut::<LANES>();
+                            for x in xc {
+                                let y = *x;
+                                *x = std::array::from_fn(|l| y[l] * inv);
+                            }
+                            for x in xr {
+                                *x = *x * inv;
+                            }
+                        }
                     }
                 }
-                // O = P · V over the tile's keys [a, bt).
+                // O = P · V over the tile's keys [a, bt): from the kept probabilities, or from
+                // the tile's rows.
+                let (p, sp) = match probs_b.as_deref() {
+                    Some(probs_b) => (&probs_b[(h * t + i0) * t + a..], t),
+                    None => (&sblk[a..], tp),
+                };
                 F::small_gemm::<S>(
                     &mut out_b[i0 * c + h * hd..],
                     c,
-                    &probs_b[(h * t + i0) * t + a..],
-                    (t, 1),
+                    p,
+                    (sp, 1),
                     &qkv_b[a * w + vo..],
                     w,
                     (rows, bt - a, hd),
@@ -306,11 +338,27 @@ pub fn attention_forward<F: Real>(out: &mut [F], probs: &mut [F], qkv: &[F], d: 
             |scratch, (bi, (out_b, probs_b))| {
                 forward_one(
                     out_b,
-                    probs_b,
+                    Some(probs_b),
                     &qkv[bi * t * w..(bi + 1) * t * w],
                     d,
                     scratch,
                 )
+            },
+        );
+}
+
+/// `attention_forward` without keeping the probabilities (no gradient wanted): each task holds
+/// one query tile's scores at a time (`Scratch::for_inference`, 8 rows of T), never a (B, H, T,
+/// T) buffer. Writes the same `out` to the bit.
+pub fn attention_infer<F: Real>(out: &mut [F], qkv: &[F], d: AttnDims) {
+    let (t, c, w) = (d.t, d.c(), d.qkv_width());
+    out[..d.b * t * c]
+        .par_chunks_mut(t * c)
+        .enumerate()
+        .for_each_init(
+            || Scratch::for_inference(d),
+            |scratch, (bi, out_b)| {
+                forward_one(out_b, None, &qkv[bi * t * w..(bi + 1) * t * w], d, scratch)
             },
         );
 }

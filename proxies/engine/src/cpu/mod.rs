@@ -99,11 +99,22 @@ impl<F: Real> Backend for Cpu<F> {
     fn download(&self, buf: &Vec<F>) -> Vec<f64> {
         buf.iter().map(|x| x.to_f64()).collect()
     }
+    fn with_host<R>(
+        &self,
+        buf: &Vec<F>,
+        n: usize,
+        f: impl FnOnce(crate::real::Host<'_>) -> R,
+    ) -> R {
+        f(F::host(&buf[..n]))
+    }
     fn set_zero(&self, buf: &mut Vec<F>) {
         buf.fill(F::ZERO);
     }
     fn copy(&self, dst: &mut Vec<F>, src: &Vec<F>, n: usize) {
         dst[..n].copy_from_slice(&src[..n]);
+    }
+    fn copy_from(&self, dst: &mut Vec<F>, src: &Vec<F>, offset: usize, n: usize) {
+        dst[..n].copy_from_slice(&src[offset..offset + n]);
     }
 
     fn embedding_forward(
@@ -221,6 +232,9 @@ impl<F: Real> Backend for Cpu<F> {
     }
     fn attention_forward(&self, out: &mut Vec<F>, probs: &mut Vec<F>, qkv: &Vec<F>, d: AttnDims) {
         attention::attention_forward(out, probs, qkv, d);
+    }
+    fn attention_infer(&self, out: &mut Vec<F>, qkv: &Vec<F>, d: AttnDims) {
+        attention::attention_infer(out, qkv, d);
     }
     fn attention_backward(
         &self,

@@ -29,11 +29,13 @@
 //! The Hugging Face families' names for these, shared by import and export, are
 //! `genas_interop::names`.
 
+mod infer;
 mod init;
 mod pass;
 mod probes;
 mod shards;
 
+pub use infer::{InferPlan, LayerProbe, LayerRows, LogitSink, INFER_BYTES, LOGIT_BYTES};
 pub use init::sparsity_mask;
 use pass::*;
 pub use probes::FfnProbe;
@@ -140,6 +142,8 @@ pub(crate) struct BlockParams {
 }
 
 /// Per-layer activations kept for backward, sized for (B, T).
+/// One block's activations (or, as `BlockActs<usize>`, their lengths).
+#[derive(Clone, Copy)]
 struct BlockActs<Buf> {
     ln1: Buf,
     ln1_mean: Buf,
@@ -158,6 +162,59 @@ struct BlockActs<Buf> {
     gate_pre: Buf,
     act: Buf,
     proj_lr: Buf,
+}
+
+impl<T> BlockActs<T> {
+    fn map<U>(self, mut f: impl FnMut(T) -> U) -> BlockActs<U> {
+        BlockActs {
+            ln1: f(self.ln1),
+            ln1_mean: f(self.ln1_mean),
+            ln1_rstd: f(self.ln1_rstd),
+            qkv: f(self.qkv),
+            mix_cache: f(self.mix_cache),
+            atty: f(self.atty),
+            x_mid: f(self.x_mid),
+            ln2: f(self.ln2),
+            ln2_mean: f(self.ln2_mean),
+            ln2_rstd: f(self.ln2_rstd),
+            fc_lr: f(self.fc_lr),
+            fc_pre: f(self.fc_pre),
+            gate_lr: f(self.gate_lr),
+            gate_pre: f(self.gate_pre),
+            act: f(self.act),
+            proj_lr: f(self.proj_lr),
+        }
+    }
+}
+
+impl BlockActs<usize> {
+    /// Each length the larger of the two.
+    fn max(self, o: &BlockActs<usize>) -> BlockActs<usize> {
+        BlockActs {
+            ln1: self.ln1.max(o.ln1),
+            ln1_mean: self.ln1_mean.max(o.ln1_mean),
+            ln1_rstd: self.ln1_rstd.max(o.ln1_rstd),
+            qkv: self.qkv.max(o.qkv),
+            mix_cache: self.mix_cache.max(o.mix_cache),
+            atty: self.atty.max(o.atty),
+            x_mid: self.x_mid.max(o.x_mid),
+            ln2: self.ln2.max(o.ln2),
+            ln2_mean: self.ln2_mean.max(o.ln2_mean),
+            ln2_rstd: self.ln2_rstd.max(o.ln2_rstd),
+            fc_lr: self.fc_lr.max(o.fc_lr),
+            fc_pre: self.fc_pre.max(o.fc_pre),
+            gate_lr: self.gate_lr.max(o.gate_lr),
+            gate_pre: self.gate_pre.max(o.gate_pre),
+            act: self.act.max(o.act),
+            proj_lr: self.proj_lr.max(o.proj_lr),
+        }
+    }
+
+    fn total(&self) -> usize {
+        let mut sum = 0;
+        self.map(|k| sum += k);
+        sum
+    }
 }
 
 struct Acts<Buf> {

@@ -25,41 +25,16 @@ pub(super) fn alloc_acts<B: Backend>(
     let mut max_gated_h = 0;
     let mut blocks = Vec::with_capacity(blocks_p.len());
     for bp in blocks_p {
-        let (width, cache) = match &bp.attn {
-            None => (0, 0),
-            Some(a) => match a.mixer {
-                Mixer::Softmax(d) => (a.width, b * d.heads * t * t),
-                Mixer::Linear { heads, .. } => (a.width, b * heads * t),
-            },
-        };
+        let width = bp.attn.as_ref().map_or(0, |a| a.width);
         let h = bp.hidden;
         let r = bp.fc.rank().max(bp.proj.rank());
         max_width = max_width.max(width);
         max_h = max_h.max(h);
         max_r = max_r.max(r);
-        let has_attn = bp.attn.is_some();
-        let gated = bp.gate.is_some();
-        if gated {
+        if bp.gate.is_some() {
             max_gated_h = max_gated_h.max(h);
         }
-        blocks.push(BlockActs {
-            ln1: z(if has_attn { n * c } else { 0 }),
-            ln1_mean: z(if has_attn { n } else { 0 }),
-            ln1_rstd: z(if has_attn { n } else { 0 }),
-            qkv: z(n * width),
-            mix_cache: z(cache),
-            atty: z(if has_attn { n * c } else { 0 }),
-            x_mid: z(if has_attn { n * c } else { 0 }),
-            ln2: z(n * c),
-            ln2_mean: z(n),
-            ln2_rstd: z(n),
-            fc_lr: z(n * bp.fc.rank()),
-            fc_pre: z(n * h),
-            gate_lr: z(if gated { n * bp.fc.rank() } else { 0 }),
-            gate_pre: z(if gated { n * h } else { 0 }),
-            act: z(n * h),
-            proj_lr: z(n * bp.proj.rank()),
-        });
+        blocks.push(block_sizes(bp, (b, t, c), true).map(z));
     }
     Acts {
         b,
@@ -79,6 +54,45 @@ pub(super) fn alloc_acts<B: Backend>(
         dh2: z(n * max_gated_h),
         dh3: z(n * max_gated_h),
         dlr: z(n * max_r),
+    }
+}
+
+/// The length of each of a block's buffers for a (b, t) batch of width c; `keep`: with the
+/// attention probabilities backward reads (training), without for a forward without gradients.
+pub(super) fn block_sizes(
+    bp: &BlockParams,
+    (b, t, c): (usize, usize, usize),
+    keep: bool,
+) -> BlockActs<usize> {
+    let n = b * t;
+    let (width, cache) = match &bp.attn {
+        None => (0, 0),
+        Some(a) => match a.mixer {
+            Mixer::Softmax(d) => (a.width, if keep { b * d.heads * t * t } else { 0 }),
+            Mixer::Linear { heads, .. } => (a.width, b * heads * t),
+        },
+    };
+    let h = bp.hidden;
+    let has_attn = bp.attn.is_some();
+    let gated = bp.gate.is_some();
+    let if_attn = |k: usize| if has_attn { k } else { 0 };
+    BlockActs {
+        ln1: if_attn(n * c),
+        ln1_mean: if_attn(n),
+        ln1_rstd: if_attn(n),
+        qkv: n * width,
+        mix_cache: cache,
+        atty: if_attn(n * c),
+        x_mid: if_attn(n * c),
+        ln2: n * c,
+        ln2_mean: n,
+        ln2_rstd: n,
+        fc_lr: n * bp.fc.rank(),
+        fc_pre: n * h,
+        gate_lr: if gated { n * bp.fc.rank() } else { 0 },
+        gate_pre: if gated { n * h } else { 0 },
+        act: n * h,
+        proj_lr: n * bp.proj.rank(),
     }
 }
 
@@ -119,115 +133,15 @@ pub(super) fn forward_pass<B: Backend>(
         );
         for (l, bp) in blocks.iter().enumerate() {
             let (before, after) = a.resid.split_at_mut(l + 1);
-            let (x_in, x_out) = (&before[l], &mut after[0]);
-            let ba = &mut a.blocks[l];
-            if let Some(at) = &bp.attn {
-                norm_forward(
-                    be,
-                    w,
-                    at.ln,
-                    &mut ba.ln1,
-                    &mut ba.ln1_mean,
-                    &mut ba.ln1_rstd,
-                    x_in,
-                    (n, c),
-                );
-                be.matmul_forward(
-                    &mut ba.qkv,
-                    false,
-                    &ba.ln1,
-                    &w[at.qkv],
-                    at.qkv_bias.map(|i| &w[i]),
-                    (n, c, at.width),
-                );
-                if let Some(d) = rope_dims(at, n, t) {
-                    be.rope(&mut ba.qkv, d, false);
-                }
-                match at.mixer {
-                    Mixer::Softmax(d) => {
-                        let d = AttnDims {
-                            b,
-                            t,
-                            window: d.window.min(t),
-                            ..d
-                        };
-                        be.attention_forward(&mut ba.atty, &mut ba.mix_cache, &ba.qkv, d);
-                    }
-                    Mixer::Linear { heads, head_dim } => {
-                        be.linear_attention_forward(
-                            &mut ba.atty,
-                            &mut ba.mix_cache,
-                            &ba.qkv,
-                            (b, t, heads, head_dim),
-                        );
-                    }
-                }
-                be.copy(&mut ba.x_mid, x_in, n * c);
-                be.matmul_forward(
-                    &mut ba.x_mid,
-                    true,
-                    &ba.atty,
-                    &w[at.proj],
-                    at.proj_bias.map(|i| &w[i]),
-                    (n, c, c),
-                );
-            }
-            let h_in = if bp.attn.is_some() { &ba.x_mid } else { x_in };
-            norm_forward(
+            block_forward(
                 be,
                 w,
-                bp.ln2,
-                &mut ba.ln2,
-                &mut ba.ln2_mean,
-                &mut ba.ln2_rstd,
-                h_in,
-                (n, c),
+                bp,
+                &mut a.blocks[l],
+                (&before[l], &mut after[0]),
+                (b, t, c),
+                true,
             );
-            // Without a gate, fc's bias goes in with the activation (one pass over the
-            // pre-activations instead of bias rows laid under the product and read back).
-            let fc_bias = if bp.gate.is_none() {
-                bp.fc.bias()
-            } else {
-                None
-            };
-            lin_forward(
-                be,
-                w,
-                bp.fc.without_bias(fc_bias.is_some()),
-                &mut ba.fc_pre,
-                false,
-                &mut ba.fc_lr,
-                &ba.ln2,
-                n,
-            );
-            let nh = n * bp.hidden;
-            match bp.gate {
-                Some(g) => {
-                    lin_forward(
-                        be,
-                        w,
-                        g,
-                        &mut ba.gate_pre,
-                        false,
-                        &mut ba.gate_lr,
-                        &ba.ln2,
-                        n,
-                    );
-                    be.swiglu_forward(&mut ba.act, &ba.gate_pre, &ba.fc_pre, nh);
-                }
-                None => match fc_bias {
-                    Some(bi) => be.bias_act_forward(
-                        act_of(bp.act),
-                        &mut ba.act,
-                        &ba.fc_pre,
-                        &w[bi],
-                        (n, bp.hidden),
-                    ),
-                    None => be.act_forward(act_of(bp.act), &mut ba.act, &ba.fc_pre, nh),
-                },
-            }
-            be.copy(x_out, h_in, n * c);
-            lin_forward(be, w, bp.proj, x_out, true, &mut ba.proj_lr, &ba.act, n);
         }
         let last = &a.resid[blocks.len()];
         norm_forward(
@@ -252,6 +166,133 @@ pub(super) fn forward_pass<B: Backend>(
             Loss { loss, ce }
         })
     })
+}
+
+/// One block's forward, x_in (B·T, C) → x_out. `keep`: keep the attention probabilities for
+/// backward (training); without, softmax attention writes none (`attention_infer`) and
+/// `ba.mix_cache` is read only by linear attention. Both write the same values.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn block_forward<B: Backend>(
+    be: &B,
+    w: &[B::Buf],
+    bp: &BlockParams,
+    ba: &mut BlockActs<B::Buf>,
+    (x_in, x_out): (&B::Buf, &mut B::Buf),
+    (b, t, c): (usize, usize, usize),
+    keep: bool,
+) {
+    let n = b * t;
+    if let Some(at) = &bp.attn {
+        norm_forward(
+            be,
+            w,
+            at.ln,
+            &mut ba.ln1,
+            &mut ba.ln1_mean,
+            &mut ba.ln1_rstd,
+            x_in,
+            (n, c),
+        );
+        be.matmul_forward(
+            &mut ba.qkv,
+            false,
+            &ba.ln1,
+            &w[at.qkv],
+            at.qkv_bias.map(|i| &w[i]),
+            (n, c, at.width),
+        );
+        if let Some(d) = rope_dims(at, n, t) {
+            be.rope(&mut ba.qkv, d, false);
+        }
+        match at.mixer {
+            Mixer::Softmax(d) => {
+                let d = AttnDims {
+                    b,
+                    t,
+                    window: d.window.min(t),
+                    ..d
+                };
+                if keep {
+                    be.attention_forward(&mut ba.atty, &mut ba.mix_cache, &ba.qkv, d);
+                } else {
+                    be.attention_infer(&mut ba.atty, &ba.qkv, d);
+                }
+            }
+            Mixer::Linear { heads, head_dim } => {
+                be.linear_attention_forward(
+                    &mut ba.atty,
+                    &mut ba.mix_cache,
+                    &ba.qkv,
+                    (b, t, heads, head_dim),
+                );
+            }
+        }
+        be.copy(&mut ba.x_mid, x_in, n * c);
+        be.matmul_forward(
+            &mut ba.x_mid,
+            true,
+            &ba.atty,
+            &w[at.proj],
+            at.proj_bias.map(|i| &w[i]),
+            (n, c, c),
+        );
+    }
+    let h_in = if bp.attn.is_some() { &ba.x_mid } else { x_in };
+    norm_forward(
+        be,
+        w,
+        bp.ln2,
+        &mut ba.ln2,
+        &mut ba.ln2_mean,
+        &mut ba.ln2_rstd,
+        h_in,
+        (n, c),
+    );
+    // Without a gate, fc's bias goes in with the activation (one pass over the
+    // pre-activations instead of bias rows laid under the product and read back).
+    let fc_bias = if bp.gate.is_none() {
+        bp.fc.bias()
+    } else {
+        None
+    };
+    lin_forward(
+        be,
+        w,
+        bp.fc.without_bias(fc_bias.is_some()),
+        &mut ba.fc_pre,
+        false,
+        &mut ba.fc_lr,
+        &ba.ln2,
+        n,
+    );
+    let nh = n * bp.hidden;
+    match bp.gate {
+        Some(g) => {
+            lin_forward(
+                be,
+                w,
+                g,
+                &mut ba.gate_pre,
+                false,
+                &mut ba.gate_lr,
+                &ba.ln2,
+                n,
+            );
+            be.swiglu_forward(&mut ba.act, &ba.gate_pre, &ba.fc_pre, nh);
+        }
+        None => match fc_bias {
+            Some(bi) => be.bias_act_forward(
+                act_of(bp.act),
+                &mut ba.act,
+                &ba.fc_pre,
+                &w[bi],
+                (n, bp.hidden),
+            ),
+            None => be.act_forward(act_of(bp.act), &mut ba.act, &ba.fc_pre, nh),
+        },
+    }
+    be.copy(x_out, h_in, n * c);
+    lin_forward(be, w, bp.proj, x_out, true, &mut ba.proj_lr, &ba.act, n);
 }
 
 /// Gradients of the loss of the last `forward(.., with_grad = true)` into the parameter

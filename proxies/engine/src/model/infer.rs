@@ -1,0 +1,229 @@
+//! The forward pass without gradients, in bounded memory: what a teacher runs to give soft
+//! targets, its validation loss and its importance, and what an imported checkpoint is checked
+//! with. It keeps one block's activations (reused layer after layer, never one set per layer),
+//! computes softmax attention a query tile at a time with no (B, H, T, T) probabilities
+//! (`attention_infer`), runs the batch in chunks of whole sequences, and hands the logits to
+//! the caller a block of rows at a time, as the backend holds them (no f64 copy).
+//!
+//! The chunks and logit blocks are as large as `INFER_BYTES` and `LOGIT_BYTES` allow: below
+//! them (every batch of the shipped experiments) the whole batch is one chunk and one block,
+//! the products have the shapes `forward` gives them, and every value equals `forward`'s to the
+//! bit. Above them the same values are computed on fewer rows at a time, equal to float
+//! rounding.
+
+use super::pass::{block_forward, block_sizes, norm_forward};
+use super::*;
+use crate::real::Host;
+
+/// Bytes of one chunk's activations (one block's buffers and the two residual streams).
+pub const INFER_BYTES: usize = 1 << 30;
+/// Bytes of one block of logits.
+pub const LOGIT_BYTES: usize = 256 << 20;
+
+/// What a layer probe is shown after block `layer` ran on rows `first..first + rows` of the
+/// batch (whole sequences), each (rows, width) row-major, widened to f64.
+pub struct LayerRows {
+    pub layer: usize,
+    pub first: usize,
+    pub rows: usize,
+    /// The block's input (the residual stream before it), (rows, C).
+    pub input: Vec<f64>,
+    /// The block's output, (rows, C).
+    pub output: Vec<f64>,
+    /// The attention output before its projection, heads side by side, (rows, C); empty for a
+    /// block without attention.
+    pub attention: Vec<f64>,
+    /// The FFN's pre-activation (for swiglu the gate's input), bias included, (rows, hidden).
+    pub ffn_pre: Vec<f64>,
+}
+
+/// Called by `Model::infer` after every block of every chunk.
+pub type LayerProbe<'a> = dyn FnMut(&LayerRows) + 'a;
+/// Called by `Model::infer` with (first row, rows, logits (rows, V)), rows in order.
+pub type LogitSink<'a> = dyn FnMut(usize, usize, Host<'_>) + 'a;
+
+/// How `infer` cuts a (b, t) batch: sequences per chunk and logit rows per block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InferPlan {
+    pub sequences: usize,
+    pub logit_rows: usize,
+    /// Bytes of the chunk's activations and of a logit block, at `elem` bytes a value.
+    pub bytes: usize,
+}
+
+impl<B: Backend> Model<B> {
+    /// Values of one row across one block's buffers when run without gradients, plus the two
+    /// residual streams and the final norm.
+    fn infer_row_values(&self, t: usize) -> usize {
+        let c = self.arch.d_model as usize;
+        let widest = self
+            .blocks
+            .iter()
+            .map(|bp| block_sizes(bp, (1, t, c), false))
+            .reduce(|a, b| a.max(&b))
+            .map_or(0, |s| s.total());
+        widest.div_ceil(t) + 3 * c + 2
+    }
+
+    /// How a (b, t) batch is cut, with `elem`-byte values.
+    pub fn infer_plan(&self, (b, t): (usize, usize), elem: usize) -> InferPlan {
+        let v = self.arch.vocab_size as usize;
+        let per_seq = self.infer_row_values(t) * t * elem;
+        let sequences = (INFER_BYTES / per_seq.max(1)).clamp(1, b.max(1));
+        let logit_rows = (LOGIT_BYTES / (v * elem).max(1)).clamp(1, sequences * t);
+        InferPlan {
+            sequences,
+            logit_rows,
+            bytes: sequences * per_seq + logit_rows * v * elem,
+        }
+    }
+
+    /// Runs `tokens` (B, T) forward without gradients: `probe` sees every block's rows,
+    /// `logits` every row's logits, a block of rows at a time in order. Keeps nothing of the
+    /// pass (`logits()` and the probes of `forward` still read the last `forward`).
+    pub fn infer(
+        &mut self,
+        tokens: &[u32],
+        (b, t): (usize, usize),
+        probe: Option<&mut LayerProbe<'_>>,
+        logits: Option<&mut LogitSink<'_>>,
+    ) {
+        let plan = self.infer_plan((b, t), self.value_bytes());
+        self.infer_as(tokens, (b, t), plan, probe, logits);
+    }
+
+    /// `infer` cut as `plan` says (`plan.bytes` is not read).
+    pub fn infer_as(
+        &mut self,
+        tokens: &[u32],
+        (b, t): (usize, usize),
+        plan: InferPlan,
+        mut probe: Option<&mut LayerProbe<'_>>,
+        mut logits: Option<&mut LogitSink<'_>>,
+    ) {
+        assert!(t <= self.arch.context as usize && tokens.len() == b * t);
+        assert!(plan.sequences > 0 && plan.logit_rows > 0);
+        let (c, v) = (self.arch.d_model as usize, self.arch.vocab_size as usize);
+        let be = &self.be;
+        let rows_max = plan.sequences * t;
+        let sizes = self
+            .blocks
+            .iter()
+            .map(|bp| block_sizes(bp, (plan.sequences, t, c), false))
+            .reduce(|a, b| a.max(&b));
+        let Some(sizes) = sizes else {
+            return;
+        };
+        let z = |k: usize| be.zeros(k);
+        let mut ba = sizes.map(z);
+        let mut x = z(rows_max * c);
+        let mut y = z(rows_max * c);
+        let (mut lnf, mut lnf_mean, mut lnf_rstd) = (z(rows_max * c), z(rows_max), z(rows_max));
+        let mut lnf_rows = z(plan.logit_rows * c);
+        let mut out = z(plan.logit_rows * v);
+        let net = self.net();
+        for s0 in (0..b).step_by(plan.sequences) {
+            let nb = plan.sequences.min(b - s0);
+            let (first, n) = (s0 * t, nb * t);
+            be.install(|| {
+                be.embedding_forward(
+                    &mut x,
+                    &tokens[first..first + n],
+                    &net.w[net.ids.wte],
+                    net.ids.wpe.map(|p| &net.w[p]),
+                    (nb, t, c),
+                )
+            });
+            for (l, bp) in net.blocks.iter().enumerate() {
+                be.install(|| {
+                    block_forward(be, net.w, bp, &mut ba, (&x, &mut y), (nb, t, c), false)
+                });
+                if let Some(p) = probe.as_deref_mut() {
+                    p(&self.layer_rows(l, first, n, (&x, &y), &ba));
+                }
+                std::mem::swap(&mut x, &mut y);
+            }
+            let Some(sink) = logits.as_deref_mut() else {
+                continue;
+            };
+            be.install(|| {
+                norm_forward(
+                    be,
+                    net.w,
+                    net.ids.lnf,
+                    &mut lnf,
+                    &mut lnf_mean,
+                    &mut lnf_rstd,
+                    &x,
+                    (n, c),
+                )
+            });
+            let head = &net.w[net.ids.head.unwrap_or(net.ids.wte)];
+            for r0 in (0..n).step_by(plan.logit_rows) {
+                let rows = plan.logit_rows.min(n - r0);
+                be.install(|| {
+                    let inp = if rows == n {
+                        &lnf
+                    } else {
+                        be.copy_from(&mut lnf_rows, &lnf, r0 * c, rows * c);
+                        &lnf_rows
+                    };
+                    be.matmul_forward(&mut out, false, inp, head, None, (rows, c, v))
+                });
+                be.with_host(&out, rows * v, |h| sink(first + r0, rows, h));
+            }
+        }
+    }
+
+    /// Bytes of one of the backend's values (8 for the f64 twin, 4 otherwise).
+    pub fn value_bytes(&self) -> usize {
+        let probe = self.be.zeros(1);
+        self.be.with_host(&probe, 1, |h| match h {
+            Host::F32(_) => 4,
+            Host::F64(_) => 8,
+        })
+    }
+
+    /// What a layer probe sees of block `l` on rows first..first + n.
+    fn layer_rows(
+        &self,
+        l: usize,
+        first: usize,
+        n: usize,
+        (x, y): (&B::Buf, &B::Buf),
+        ba: &BlockActs<B::Buf>,
+    ) -> LayerRows {
+        let c = self.arch.d_model as usize;
+        let bp = &self.blocks[l];
+        let host = |buf: &B::Buf, k: usize| self.be.with_host(buf, k, |h| h.to_f64());
+        let h = bp.hidden;
+        let pre = if bp.gate.is_some() {
+            &ba.gate_pre
+        } else {
+            &ba.fc_pre
+        };
+        let mut ffn_pre = host(pre, n * h);
+        // Without a gate, fc's bias is added in the activation's pass, not stored in fc_pre.
+        if let Some(bi) = bp.fc.bias().filter(|_| bp.gate.is_none()) {
+            let bias = self.be.download(&self.weights[bi]);
+            for row in ffn_pre.chunks_exact_mut(h) {
+                for (x, b) in row.iter_mut().zip(&bias) {
+                    *x += b;
+                }
+            }
+        }
+        LayerRows {
+            layer: l,
+            first,
+            rows: n,
+            input: host(x, n * c),
+            output: host(y, n * c),
+            attention: if bp.attn.is_some() {
+                host(&ba.atty, n * c)
+            } else {
+                Vec::new()
+            },
+            ffn_pre,
+        }
+    }
+}
