@@ -10,7 +10,9 @@
 use crate::data::{Batch, Dataset, Split};
 use crate::inherit::Parent;
 use genas_engine::backend::{Backend, Soft};
+use genas_engine::cpu::loss::add_ce;
 use genas_engine::model::Model;
+use genas_engine::real::{Host, Real};
 use genas_engine::train::{train_step, Optimizer, TrainConfig, TrainError};
 use genas_space::{Architecture, Rng, StudentInit};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -98,47 +100,109 @@ impl SoftTargets {
         temperature: f64,
         top_k: usize,
     ) -> SoftTargets {
+        let mut s = SoftTargets::empty((n, v), top_k);
+        s.fill(0, &logits[..n * v], v, temperature);
+        s
+    }
+
+    /// Targets for (n, v) logits not computed yet, every row zero until `fill`ed: dense when
+    /// v ≤ DENSE_VOCAB_MAX, else the `top_k` most probable tokens of each row.
+    pub fn empty((n, v): (usize, usize), top_k: usize) -> SoftTargets {
+        if v <= DENSE_VOCAB_MAX {
+            return SoftTargets::Dense(vec![0f32; n * v]);
+        }
+        let k = top_k.clamp(1, v);
+        SoftTargets::TopK {
+            k,
+            index: vec![0u32; n * k],
+            prob: vec![0f32; n * k],
+        }
+    }
+
+    /// Rows `first..` from their logits (rows, v): softmax(logits / temperature) in f64,
+    /// rounded to f32 once, kept whole or as its top k.
+    pub fn fill<F: Real>(&mut self, first: usize, logits: &[F], v: usize, temperature: f64) {
         use rayon::prelude::*;
+        let rows = logits.len() / v;
         // One row's softmax at temperature, in f64 (`e` is scratch), rounded to f32 once.
-        let softmax = |z: &[f64], p: &mut [f32], e: &mut Vec<f64>| {
-            let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let softmax = |z: &[F], p: &mut [f32], e: &mut Vec<f64>| {
+            let max = z.iter().fold(f64::NEG_INFINITY, |m, x| m.max(x.to_f64()));
             e.clear();
-            e.extend(z.iter().map(|x| ((x - max) / temperature).exp()));
+            e.extend(z.iter().map(|x| ((x.to_f64() - max) / temperature).exp()));
             let s: f64 = e.iter().sum();
             for (pk, ek) in p.iter_mut().zip(e.iter()) {
                 *pk = (ek / s) as f32;
             }
         };
-        let rows = &logits[..n * v];
-        if v <= DENSE_VOCAB_MAX {
-            let mut probs = vec![0f32; n * v];
-            probs
+        match self {
+            SoftTargets::Dense(probs) => probs[first * v..(first + rows) * v]
                 .par_chunks_mut(v)
-                .zip(rows.par_chunks(v))
-                .for_each_init(|| Vec::with_capacity(v), |e, (p, z)| softmax(z, p, e));
-            return SoftTargets::Dense(probs);
+                .zip(logits.par_chunks(v))
+                .for_each_init(|| Vec::with_capacity(v), |e, (p, z)| softmax(z, p, e)),
+            // Row by row, holding one row's distribution at a time rather than all n.
+            SoftTargets::TopK { k, index, prob } => {
+                let k = *k;
+                let span = first * k..(first + rows) * k;
+                logits
+                    .par_chunks(v)
+                    .zip(
+                        index[span.clone()]
+                            .par_chunks_mut(k)
+                            .zip(prob[span].par_chunks_mut(k)),
+                    )
+                    .for_each_init(
+                        || (vec![0f32; v], Vec::with_capacity(v), Vec::with_capacity(v)),
+                        |(p, order, e): &mut (Vec<f32>, Vec<u32>, Vec<f64>), (z, (ix, pr))| {
+                            softmax(z, p, e);
+                            order.clear();
+                            order.extend(0..v as u32);
+                            order.select_nth_unstable_by(k - 1, |a, b| {
+                                p[*b as usize].total_cmp(&p[*a as usize])
+                            });
+                            ix.copy_from_slice(&order[..k]);
+                            for (o, &i) in pr.iter_mut().zip(ix.iter()) {
+                                *o = p[i as usize];
+                            }
+                        },
+                    )
+            }
         }
-        // Row by row, holding one row's distribution at a time rather than all n.
-        let k = top_k.clamp(1, v);
-        let (mut index, mut prob) = (vec![0u32; n * k], vec![0f32; n * k]);
-        rows.par_chunks(v)
-            .zip(index.par_chunks_mut(k).zip(prob.par_chunks_mut(k)))
-            .for_each_init(
-                || (vec![0f32; v], Vec::with_capacity(v), Vec::with_capacity(v)),
-                |(p, order, e): &mut (Vec<f32>, Vec<u32>, Vec<f64>), (z, (ix, pr))| {
-                    softmax(z, p, e);
-                    order.clear();
-                    order.extend(0..v as u32);
-                    order.select_nth_unstable_by(k - 1, |a, b| {
-                        p[*b as usize].total_cmp(&p[*a as usize])
-                    });
-                    ix.copy_from_slice(&order[..k]);
-                    for (o, &i) in pr.iter_mut().zip(ix.iter()) {
-                        *o = p[i as usize];
-                    }
-                },
-            );
-        SoftTargets::TopK { k, index, prob }
+    }
+
+    /// `fill` from logits as a backend holds them.
+    pub fn fill_host(&mut self, first: usize, logits: Host<'_>, v: usize, temperature: f64) {
+        match logits {
+            Host::F32(z) => self.fill(first, z, v, temperature),
+            Host::F64(z) => self.fill(first, z, v, temperature),
+        }
+    }
+
+    /// A teacher's targets at `temperature` for `batch`, run without gradients
+    /// (`Model::infer`: no activations kept, logits read a block of rows at a time), and with
+    /// `ce` the Σ of its per-row cross-entropy to the batch's targets, in row order.
+    pub fn of_teacher<B: Backend>(
+        teacher: &mut Model<B>,
+        batch: &Batch,
+        temperature: f64,
+        top_k: usize,
+        ce: bool,
+    ) -> (SoftTargets, f64) {
+        let v = teacher.arch.vocab_size as usize;
+        let n = batch.b * batch.t;
+        let mut soft = SoftTargets::empty((n, v), top_k);
+        let mut sum = 0.0;
+        let mut sink = |first: usize, rows: usize, z: Host<'_>| {
+            if ce {
+                let y = &batch.targets[first..first + rows];
+                sum = match z {
+                    Host::F32(z) => add_ce(sum, z, y, v),
+                    Host::F64(z) => add_ce(sum, z, y, v),
+                };
+            }
+            soft.fill_host(first, z, v, temperature);
+        };
+        teacher.infer(&batch.inputs, (batch.b, batch.t), None, Some(&mut sink));
+        (soft, sum)
     }
 
     /// The (n, v) probabilities these targets stand for, as the loss reads them.
@@ -215,12 +279,6 @@ pub fn parent_of<B: Backend>(teacher: &mut Model<B>, data: &Dataset, seed: u64) 
     Parent::measure(teacher, &b.inputs, (b.b, b.t))
 }
 
-/// Teacher logits for one batch, (B·T, V).
-fn teacher_logits<B: Backend>(teacher: &mut Model<B>, batch: &Batch) -> Vec<f64> {
-    teacher.forward(&batch.inputs, None, None, (batch.b, batch.t), false);
-    teacher.logits()
-}
-
 impl TeacherTargets {
     /// Runs the teacher over the first `schedule_steps` batches of the schedule seeded by
     /// `cfg.seed` and over the validation set.
@@ -249,9 +307,9 @@ impl TeacherTargets {
             .iter()
             .enumerate()
             .map(|(i, b)| {
-                let z = teacher_logits(teacher, b);
+                let (s, _) = SoftTargets::of_teacher(teacher, b, cfg.temperature, cfg.top_k, false);
                 progress(i + 1, total);
-                SoftTargets::from_logits(&z, (b.b * b.t, v), cfg.temperature, cfg.top_k)
+                s
             })
             .collect();
         let val = data.eval_batches(Split::Validation, cfg.batch_size, cfg.val_sequences);
@@ -259,12 +317,12 @@ impl TeacherTargets {
         let val_probs = val
             .iter()
             .map(|b| {
-                let l = teacher
-                    .forward(&b.inputs, Some(&b.targets), None, (b.b, b.t), false)
-                    .expect("targets given");
-                ce += l.ce * (b.b * b.t) as f64;
-                tokens += b.b * b.t;
-                SoftTargets::from_logits(&teacher.logits(), (b.b * b.t, v), 1.0, cfg.top_k)
+                let n = b.b * b.t;
+                let (s, sum) = SoftTargets::of_teacher(teacher, b, 1.0, cfg.top_k, true);
+                // The mean per batch, then weighted by its rows: as the loss's `ce` was.
+                ce += sum * (1.0 / n as f64) * n as f64;
+                tokens += n;
+                s
             })
             .collect();
         let parent = (cfg.init == StudentInit::Teacher).then(|| parent_of(teacher, data, cfg.seed));
@@ -317,44 +375,65 @@ pub fn evaluate_against_teacher<B: Backend>(
 ) -> Evaluation {
     let v = targets.vocab;
     let (mut ce, mut kl, mut agree, mut tokens) = (0.0, 0.0, 0usize, 0usize);
+    // One row widened to f64 at a time: the student runs without gradients (`Model::infer`)
+    // and its logits are read a block of rows at a time, never copied whole.
+    let mut zr = Vec::with_capacity(v);
     for (b, tp) in targets.val.iter().zip(&targets.val_probs) {
         let n = b.b * b.t;
-        let l = model
-            .forward(&b.inputs, Some(&b.targets), None, (b.b, b.t), false)
-            .expect("targets given");
-        ce += l.ce * n as f64;
-        let z = model.logits();
-        // Top-k targets are read as they are, never spread into an (n, v) buffer.
-        if let SoftTargets::TopK { k, index, prob } = tp {
-            for (r, zr) in z.chunks_exact(v).enumerate().take(n) {
+        // Dense targets are small (v ≤ DENSE_VOCAB_MAX); top-k ones are read as they are,
+        // never spread into an (n, v) buffer.
+        let dense = match tp {
+            SoftTargets::Dense(_) => Some(tp.dense_f32((n, v))),
+            SoftTargets::TopK { .. } => None,
+        };
+        let mut sum = 0.0;
+        let mut row = |r: usize, zr: &[f64]| match (tp, &dense) {
+            (SoftTargets::TopK { k, index, prob }, _) => {
                 let top = (&index[r * k..(r + 1) * k], &prob[r * k..(r + 1) * k]);
                 let (row_kl, same) = top_k_eval(zr, top);
                 kl += row_kl;
                 agree += usize::from(same);
             }
-            tokens += n;
-            continue;
-        }
-        let p = tp.dense_f32((n, v));
-        for (zr, pr) in z.chunks_exact(v).zip(p.chunks_exact(v)) {
-            let max = zr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let lse = max + zr.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
-            // Top-k rows repeat one value: its logarithm is kept, not recomputed.
-            let (mut last_p, mut last_ln) = (f64::NAN, 0.0);
-            kl += pr
-                .iter()
-                .zip(zr)
-                .filter(|(&pk, _)| pk > 0.0)
-                .map(|(&pk, &zk)| {
-                    let pk = f64::from(pk);
-                    if pk != last_p {
-                        (last_p, last_ln) = (pk, pk.ln());
-                    }
-                    pk * (last_ln - (zk - lse))
-                })
-                .sum::<f64>();
-            agree += usize::from(argmax(zr) == argmax(pr));
-        }
+            (_, Some(p)) => {
+                let pr = &p[r * v..(r + 1) * v];
+                let max = zr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let lse = max + zr.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+                // Top-k rows repeat one value: its logarithm is kept, not recomputed.
+                let (mut last_p, mut last_ln) = (f64::NAN, 0.0);
+                kl += pr
+                    .iter()
+                    .zip(zr)
+                    .filter(|(&pk, _)| pk > 0.0)
+                    .map(|(&pk, &zk)| {
+                        let pk = f64::from(pk);
+                        if pk != last_p {
+                            (last_p, last_ln) = (pk, pk.ln());
+                        }
+                        pk * (last_ln - (zk - lse))
+                    })
+                    .sum::<f64>();
+                agree += usize::from(argmax(zr) == argmax(pr));
+            }
+            (SoftTargets::Dense(_), None) => unreachable!("dense targets are spread above"),
+        };
+        let mut sink = |first: usize, rows: usize, z: Host<'_>| {
+            let y = &b.targets[first..first + rows];
+            sum = match z {
+                Host::F32(z) => add_ce(sum, z, y, v),
+                Host::F64(z) => add_ce(sum, z, y, v),
+            };
+            for i in 0..rows {
+                zr.clear();
+                match z {
+                    Host::F32(z) => zr.extend(z[i * v..(i + 1) * v].iter().map(|&x| f64::from(x))),
+                    Host::F64(z) => zr.extend_from_slice(&z[i * v..(i + 1) * v]),
+                }
+                row(first + i, &zr);
+            }
+        };
+        model.infer(&b.inputs, (b.b, b.t), None, Some(&mut sink));
+        // The mean per batch, then weighted by its rows: as the loss's `ce` was.
+        ce += sum * (1.0 / n as f64) * n as f64;
         tokens += n;
     }
     let n = tokens.max(1) as f64;
@@ -673,7 +752,6 @@ pub fn full_distill<B: Backend>(
     let d = &cfg.distill;
     let tcfg = TrainConfig::new(d.steps, d.batch_size, d.learning_rate, d.seed);
     let mut opt = Optimizer::new(model);
-    let v = data.vocab_size() as usize;
     let mut state = FullState {
         arch_id: model.arch.id(),
         config: cfg.clone(),
@@ -707,10 +785,8 @@ pub fn full_distill<B: Backend>(
         let batch = data.train_batch(d.batch_size, &mut state.rng);
         // α = 1 trains on the hard labels alone (the ablation of `genas report --ablate-kd`):
         // the teacher is only read for validation.
-        let soft = (d.alpha < 1.0).then(|| {
-            let z = teacher_logits(teacher, &batch);
-            SoftTargets::from_logits(&z, (batch.b * batch.t, v), d.temperature, d.top_k)
-        });
+        let soft = (d.alpha < 1.0)
+            .then(|| SoftTargets::of_teacher(teacher, &batch, d.temperature, d.top_k, false).0);
         let p = soft.as_ref().map(|s| s.for_loss(&model.be));
         let s = train_step(
             model,

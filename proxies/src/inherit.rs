@@ -21,6 +21,7 @@
 //!
 //! It knows the engine's parameter names; it must not know how a student is then trained.
 
+use genas_engine::model::LayerRows;
 use genas_engine::{Backend, Model};
 use genas_space::{Activation, Architecture, Position};
 use std::collections::BTreeMap;
@@ -109,28 +110,62 @@ impl Parent {
         let arch = teacher.arch.clone();
         let c = arch.d_model as usize;
         let n = b * t;
-        teacher.forward(tokens, None, None, (b, t), false);
         let depth = arch.depth();
-        let resid: Vec<Vec<f64>> = (0..=depth).map(|l| teacher.residual(l)).collect();
+        // Sums over rows, taken block by block as the teacher runs without gradients
+        // (`Model::infer`): each layer's rows come in order, so every per-layer sum is the one a
+        // whole-batch pass gives; the channels' sum runs over the residual streams in order.
         let mut channel = vec![0.0; c];
-        for r in &resid {
-            for row in r.chunks_exact(c) {
-                for (s, x) in channel.iter_mut().zip(row) {
-                    *s += x.abs();
+        let mut cos = vec![0.0; depth];
+        let mut norm: Vec<Vec<f64>> = vec![Vec::new(); depth];
+        let mut dim: Vec<Vec<f64>> = vec![Vec::new(); depth];
+        let mut imp: Vec<Vec<f64>> = vec![Vec::new(); depth];
+        let mut probe = |r: &LayerRows| {
+            let l = r.layer;
+            let layer = &arch.layers[l];
+            let add_abs = |channel: &mut [f64], x: &[f64]| {
+                for row in x.chunks_exact(c) {
+                    for (s, x) in channel.iter_mut().zip(row) {
+                        *s += x.abs();
+                    }
                 }
+            };
+            if l == 0 {
+                add_abs(&mut channel, &r.input);
             }
-        }
-        let mut block = vec![0.0; depth];
-        for (l, bi) in block.iter_mut().enumerate() {
-            let mut cos = 0.0;
-            for (x, y) in resid[l].chunks_exact(c).zip(resid[l + 1].chunks_exact(c)) {
+            add_abs(&mut channel, &r.output);
+            for (x, y) in r.input.chunks_exact(c).zip(r.output.chunks_exact(c)) {
                 let (xy, xx, yy) = x.iter().zip(y).fold((0.0, 0.0, 0.0), |(a, p, q), (u, v)| {
                     (a + u * v, p + u * u, q + v * v)
                 });
-                cos += xy / (xx.sqrt() * yy.sqrt()).max(1e-30);
+                cos[l] += xy / (xx.sqrt() * yy.sqrt()).max(1e-30);
             }
-            *bi = 1.0 - cos / n as f64;
-        }
+            let h = layer.attention.heads() as usize;
+            if let Some(hd) = c.checked_div(h) {
+                norm[l].resize(h, 0.0);
+                dim[l].resize(c, 0.0);
+                for row in r.attention.chunks_exact(c) {
+                    for (k, nk) in norm[l].iter_mut().enumerate() {
+                        *nk += row[k * hd..(k + 1) * hd]
+                            .iter()
+                            .map(|v| v * v)
+                            .sum::<f64>()
+                            .sqrt();
+                    }
+                    for (s, v) in dim[l].iter_mut().zip(row) {
+                        *s += v.abs();
+                    }
+                }
+            }
+            let hidden = layer.ffn.hidden as usize;
+            imp[l].resize(hidden, 0.0);
+            for row in r.ffn_pre.chunks_exact(hidden) {
+                for (s, &x) in imp[l].iter_mut().zip(row) {
+                    *s += activation_magnitude(layer.ffn.activation, x);
+                }
+            }
+        };
+        teacher.infer(tokens, (b, t), Some(&mut probe), None);
+        let block: Vec<f64> = cos.iter().map(|c| 1.0 - c / n as f64).collect();
         // Only weight owners have weights of their own; a shared group counts as its owner.
         let owners: Vec<usize> = arch.weight_owners().collect();
         let owner_score: Vec<f64> = owners
@@ -150,36 +185,14 @@ impl Parent {
         let mut value_dims = vec![Vec::new(); depth];
         let mut neurons = vec![Vec::new(); depth];
         for l in 0..depth {
-            let layer = &arch.layers[l];
-            let h = layer.attention.heads() as usize;
+            let h = arch.layers[l].attention.heads() as usize;
             if let Some(hd) = c.checked_div(h) {
-                let y = teacher.attention_output(l);
-                let mut norm = vec![0.0; h];
-                let mut dim = vec![0.0; c];
-                for row in y.chunks_exact(c) {
-                    for (k, nk) in norm.iter_mut().enumerate() {
-                        *nk += row[k * hd..(k + 1) * hd]
-                            .iter()
-                            .map(|v| v * v)
-                            .sum::<f64>()
-                            .sqrt();
-                    }
-                    for (s, v) in dim.iter_mut().zip(row) {
-                        *s += v.abs();
-                    }
-                }
-                heads[l] = ranked(&norm);
-                value_dims[l] = (0..h).map(|k| ranked(&dim[k * hd..(k + 1) * hd])).collect();
+                heads[l] = ranked(&norm[l]);
+                value_dims[l] = (0..h)
+                    .map(|k| ranked(&dim[l][k * hd..(k + 1) * hd]))
+                    .collect();
             }
-            let hidden = layer.ffn.hidden as usize;
-            let pre = teacher.ffn_preactivation(l);
-            let mut imp = vec![0.0; hidden];
-            for row in pre.chunks_exact(hidden) {
-                for (s, &x) in imp.iter_mut().zip(row) {
-                    *s += activation_magnitude(layer.ffn.activation, x);
-                }
-            }
-            neurons[l] = ranked(&imp);
+            neurons[l] = ranked(&imp[l]);
         }
         let weights = teacher
             .params

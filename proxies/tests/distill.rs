@@ -633,3 +633,53 @@ fn top_k_targets_distil_and_evaluate_as_their_dense_spread_does() {
     assert!((ex.kl_to_teacher - ey.kl_to_teacher).abs() < 1e-9);
     assert!((rx.train_loss.unwrap() - ry.train_loss.unwrap()).abs() < 1e-9);
 }
+
+#[test]
+fn a_teachers_targets_and_loss_without_gradients_are_those_of_its_forward() {
+    // `SoftTargets::of_teacher` runs the teacher without gradients and reads its logits a block
+    // at a time: the targets equal `from_logits` of the forward's logits and the summed
+    // cross-entropy the loss's, to the bit, for dense (V ≤ 1024) and top-k (V > 1024) targets.
+    for v in [65u32, 1500] {
+        let arch = Architecture {
+            vocab_size: v,
+            context: 16,
+            d_model: 32,
+            tie_embeddings: true,
+            share_layers: 1,
+            layers: vec![
+                Layer::new(
+                    Attention::Grouped {
+                        heads: 4,
+                        kv_heads: 2
+                    },
+                    64,
+                    Activation::Swiglu,
+                    None,
+                    Sparsity::Dense
+                );
+                2
+            ],
+            norm: Default::default(),
+            position: Default::default(),
+        };
+        let mut teacher = Model::new(&arch, Cpu::<f32>::new(2), 5);
+        let mut rng = genas_space::Rng::seed_from_u64(1);
+        let (b, t) = (3usize, 16usize);
+        let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(v.into()) as u32).collect();
+        let targets: Vec<u32> = (0..b * t).map(|_| rng.below(v.into()) as u32).collect();
+        let batch = genas_engine::Batch {
+            inputs: tokens.clone(),
+            targets: targets.clone(),
+            b,
+            t,
+        };
+        let l = teacher
+            .forward(&tokens, Some(&targets), None, (b, t), false)
+            .unwrap();
+        let want = SoftTargets::from_logits(&teacher.logits(), (b * t, v as usize), 2.0, 16);
+        let (got, ce_sum) = SoftTargets::of_teacher(&mut teacher, &batch, 2.0, 16, true);
+        assert_eq!(got, want, "vocabulary {v}");
+        assert_eq!(matches!(got, SoftTargets::TopK { .. }), v > 1024);
+        assert_eq!(ce_sum * (1.0 / (b * t) as f64), l.ce, "vocabulary {v}");
+    }
+}

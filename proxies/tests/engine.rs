@@ -421,6 +421,13 @@ fn inference_without_gradients_equals_the_forward() {
         perturbed(&mut m, &mut rng);
         let plan = m.infer_plan(bt, 4);
         assert_eq!((plan.sequences, plan.logit_rows), (b, b * t as usize));
+        // The preflights' estimate from the architecture alone counts what `infer` allocates.
+        assert_eq!(
+            genas_engine::memory::infer_row_values(&a, t as usize),
+            m.infer_buffer_values(t as usize),
+            "{}",
+            a.summary()
+        );
         m.forward(&tokens, None, None, bt, false);
         let want = m.logits();
         let want_layers: Vec<[Vec<f64>; 4]> = (0..m.depth())

@@ -30,6 +30,104 @@ pub fn inference_bytes(arch: &Architecture, batch: usize) -> f64 {
         + cost.activation_bytes_per_token * batch as f64 * arch.context as f64
 }
 
+/// Bytes of `arch`'s weights at `elem` bytes a value: a model that only runs forward (its
+/// gradients are allocated by its first backward pass).
+pub fn weight_bytes(arch: &Architecture, elem: usize) -> f64 {
+    (elem * Cost::of(arch).params as usize) as f64
+}
+
+/// Peak bytes while `Model::new` builds `arch` at `elem` bytes a value: every value is drawn in
+/// f64 first, then uploaded and freed tensor by tensor.
+pub fn build_bytes(arch: &Architecture, elem: usize) -> f64 {
+    weight_bytes(arch, 8).max(weight_bytes(arch, elem))
+}
+
+/// Values per row of the buffers a forward without gradients (`Model::infer`) holds at
+/// sequence length `t`: one block's buffers sized for the widest layer, the two residual
+/// streams and the final norm. `Model::infer_buffer_values` counts what it allocates; a test
+/// holds the two equal.
+pub fn infer_row_values(arch: &Architecture, t: usize) -> usize {
+    let c = arch.d_model as usize;
+    let mut widest = [0usize; 16];
+    for layer in &arch.layers {
+        let a = &layer.attention;
+        let (has_attn, width, cache) = if a.heads() == 0 {
+            (false, 0, 0)
+        } else if a.is_softmax() {
+            let hd = c / a.heads() as usize;
+            (true, c + 2 * a.kv_heads() as usize * hd, 0)
+        } else {
+            (true, 3 * c, a.heads() as usize)
+        };
+        let attn = |k: usize| if has_attn { k } else { 0 };
+        let h = layer.ffn.hidden as usize;
+        let r = layer.ffn.rank.unwrap_or(0) as usize;
+        let gated = layer.ffn.activation == genas_space::Activation::Swiglu;
+        let gate = |k: usize| if gated { k } else { 0 };
+        let sizes = [
+            attn(c),
+            attn(1),
+            attn(1),
+            width,
+            cache,
+            attn(c),
+            attn(c),
+            c,
+            1,
+            1,
+            r,
+            h,
+            gate(r),
+            gate(h),
+            h,
+            r,
+        ];
+        for (w, s) in widest.iter_mut().zip(sizes) {
+            *w = (*w).max(s);
+        }
+    }
+    let _ = t;
+    widest.iter().sum::<usize>() + 3 * c + 2
+}
+
+/// How `Model::infer` cuts a (b, t) batch of `arch`, with `elem`-byte values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InferPlan {
+    /// Sequences per chunk.
+    pub sequences: usize,
+    /// Rows per block of logits.
+    pub logit_rows: usize,
+    /// Bytes of a chunk's buffers and of a block of logits.
+    pub bytes: usize,
+}
+
+/// Bytes of one chunk's buffers in a forward without gradients.
+pub const INFER_BYTES: usize = 1 << 30;
+/// Bytes of one block of logits.
+pub const LOGIT_BYTES: usize = 256 << 20;
+
+/// The plan `Model::infer` runs a (b, t) batch of `arch` with: as many whole sequences per
+/// chunk as `INFER_BYTES` holds (at least one), as many logit rows per block as
+/// `LOGIT_BYTES` holds (at least one, at most a chunk's rows).
+pub fn infer_plan(arch: &Architecture, (b, t): (usize, usize), elem: usize) -> InferPlan {
+    let v = arch.vocab_size as usize;
+    let per_seq = infer_row_values(arch, t) * t * elem;
+    let sequences = (INFER_BYTES / per_seq.max(1)).clamp(1, b.max(1));
+    let logit_rows = (LOGIT_BYTES / (v * elem).max(1)).clamp(1, sequences * t);
+    InferPlan {
+        sequences,
+        logit_rows,
+        bytes: sequences * per_seq + logit_rows * v * elem,
+    }
+}
+
+/// Peak bytes of running `arch` forward without gradients (`Model::infer`) on batches of
+/// `batch` sequences at its context, f32: its build, then its weights and one chunk's buffers.
+pub fn forward_only_bytes(arch: &Architecture, batch: usize) -> f64 {
+    let plan = infer_plan(arch, (batch, arch.context as usize), 4);
+    build_bytes(arch, 4).max(weight_bytes(arch, 4) + plan.bytes as f64)
+}
+
 /// Bytes of a teacher's cached soft targets: `positions` training positions at `per_position`
 /// floats each, plus the validation set's distributions.
 pub fn soft_target_bytes(

@@ -175,10 +175,18 @@ pub fn check_plan_memory(
         128.0 * context,
         per_position,
     );
+    // The teacher runs without gradients on the fidelity's batches (soft targets), and keeps
+    // an f32 copy of its weights for students it initialises (`init = "teacher"`).
     let teacher = l.teacher_architecture()?;
+    let parent = if exp.fidelity.init == genas_space::StudentInit::Teacher {
+        memory::weight_bytes(&teacher, 4)
+    } else {
+        0.0
+    };
     let need = workers.max(1) as f64 * student
         + targets
-        + memory::inference_bytes(&teacher, exp.fidelity.batch_size as usize);
+        + memory::forward_only_bytes(&teacher, exp.fidelity.batch_size as usize)
+        + parent;
     memory::check(
         &format!(
             "{} ({} candidates side by side, the largest of {} parameters, and the teacher's soft targets for {steps} steps of fidelity.batch_size {})",

@@ -198,14 +198,21 @@ fn pretrained_teacher(
 ) -> Result<(Model<Cpu<f32>>, TeacherOutcome)> {
     let exp = &l.experiment;
     let arch = ck.architecture_at(l.data.context)?;
-    // The f32 weights once more while the checkpoint's tensors are converted.
-    let converting = 4.0 * Cost::of(&arch).params as f64;
-    check_inference_memory(
-        "running the teacher",
-        &arch,
-        exp.fidelity.batch_size as usize,
-        converting,
+    // Read (one file and a tensor in f64 at a time), then run without gradients on the
+    // larger of the teacher's and the fidelity's batches.
+    let batch = exp.teacher.batch_size.max(exp.fidelity.batch_size) as usize;
+    let need = genas_engine::memory::forward_only_bytes(&arch, batch).max(
+        genas_engine::memory::weight_bytes(&arch, 4)
+            + genas_interop::pretrained::load_bytes(&arch, ck.largest_file_bytes()),
+    );
+    genas_engine::memory::check(
+        &format!(
+            "running the teacher ({}) on batches of {batch}",
+            arch.summary()
+        ),
+        need,
     )
+    .map_err(anyhow::Error::msg)
     .with_context(|| format!("{}: [teacher] pretrained", exp.source.display()))?;
     let mut model = ck.load(Cpu::<f32>::new(0), l.data.context)?;
     if let Some((record, _)) = archive.teacher::<TeacherRecord>(&ck.key)? {
@@ -249,16 +256,45 @@ fn pretrained_teacher(
     Ok((model, TeacherOutcome::new(record, false, archive)))
 }
 
-/// Refuses `what` (running `arch` on batches of `batch`, plus `extra` bytes) when it will not
-/// fit the memory available: one line instead of an allocation that aborts.
-fn check_inference_memory(what: &str, arch: &Architecture, batch: usize, extra: f64) -> Result<()> {
-    use genas_engine::memory;
-    memory::check(
-        &format!("{what} ({}) on batches of {batch}", arch.summary()),
-        memory::inference_bytes(arch, batch) + extra,
-    )
-    .map_err(anyhow::Error::msg)
+/// Tokens per forward pass of the import's throughput measurement.
+const THROUGHPUT_TOKENS: usize = 4096;
+/// Positions of each check sequence whose logits the import's check keeps, at most.
+const CHECK_POSITIONS: usize = 64;
+
+/// The positions of a t-token sequence the import's check compares: every one up to
+/// CHECK_POSITIONS, else CHECK_POSITIONS of them evenly spread, the first and the last among
+/// them (ascending).
+fn check_positions(t: usize) -> Vec<usize> {
+    if t <= CHECK_POSITIONS {
+        return (0..t).collect();
+    }
+    let mut p: Vec<usize> = (0..CHECK_POSITIONS)
+        .map(|i| i * (t - 1) / (CHECK_POSITIONS - 1))
+        .collect();
+    p.dedup();
+    p
 }
+
+/// Peak bytes of `genas teacher import` for `arch` (at the context it runs), whose largest
+/// weight file has `file_bytes`: the larger of the f32 model with its validation and
+/// throughput passes (without gradients) and the f64 twin with its check, each while its
+/// largest file is read (`PretrainedCheckpoint::load`).
+pub fn import_bytes(arch: &Architecture, file_bytes: u64) -> f64 {
+    use genas_engine::memory::{build_bytes, infer_plan, weight_bytes};
+    let t = arch.context as usize;
+    let load = genas_interop::pretrained::load_bytes(arch, file_bytes);
+    let phase = |elem: usize, run: f64| {
+        build_bytes(arch, elem).max(weight_bytes(arch, elem) + load.max(run))
+    };
+    let v = arch.vocab_size as f64;
+    let check = 2.0 * CHECK_POSITIONS.min(t) as f64 * v * (8.0 + JSON_BYTES_PER_VALUE);
+    let f32_run = infer_plan(arch, (16, t), 4).bytes as f64;
+    let f64_run = infer_plan(arch, (2, t), 8).bytes as f64 + check;
+    phase(4, f32_run).max(phase(8, f64_run))
+}
+
+/// Bytes a logit takes in the check's JSON text as it is written (about 20 characters).
+const JSON_BYTES_PER_VALUE: f64 = 24.0;
 
 /// `genas teacher train`.
 pub fn teacher_train(
@@ -367,16 +403,20 @@ pub fn teacher_import(
         Some((_, d)) => d.context,
         None => ck.architecture.context.min(64),
     };
-    // The f32 model and, for the check's logits, its f64 twin (twice its size), each with a
-    // batch of 8 in flight: refused in one line when that cannot fit, before anything is read.
+    // The f32 model run without gradients, then (the f32 one dropped) its f64 twin on the
+    // check's two sequences: refused in one line when the larger cannot fit, before anything
+    // is read.
     let arch = ck.architecture_at(context)?;
-    let twin = 2.0 * genas_engine::memory::inference_bytes(&arch, 8);
-    check_inference_memory(
-        &format!("reading {} and checking it in f64", dir.display()),
-        &arch,
-        8,
-        twin,
-    )?;
+    let need = import_bytes(&arch, ck.largest_file_bytes());
+    genas_engine::memory::check(
+        &format!(
+            "reading {} ({}) and checking it in f64",
+            dir.display(),
+            arch.summary()
+        ),
+        need,
+    )
+    .map_err(anyhow::Error::msg)?;
     let mut model = ck.load(Cpu::<f32>::new(0), context)?;
     let arch = model.arch.clone();
     let validation = match &data {
@@ -396,22 +436,26 @@ pub fn teacher_import(
         }
         None => None,
     };
-    // Throughput: forward passes over batches of 8 for about a second.
-    let b = 8usize;
+    // Throughput: forward passes without gradients (as the teacher runs for its soft targets)
+    // over THROUGHPUT_TOKENS-token batches for about a second.
     let t = context as usize;
+    let b = (THROUGHPUT_TOKENS / t).clamp(1, 8);
     let mut rng = Rng::seed_from_u64(0);
     let tokens: Vec<u32> = (0..b * t)
         .map(|_| rng.below(u64::from(arch.vocab_size)) as u32)
         .collect();
-    model.forward(&tokens, None, None, (b, t), false);
+    let mut ignore = |_: usize, _: usize, _: genas_engine::real::Host<'_>| {};
+    model.infer(&tokens, (b, t), None, Some(&mut ignore));
     let start = std::time::Instant::now();
     let mut reps = 0usize;
     while reps < 2 || start.elapsed().as_secs_f64() < 1.0 {
-        model.forward(&tokens, None, None, (b, t), false);
+        model.infer(&tokens, (b, t), None, Some(&mut ignore));
         reps += 1;
     }
     let tokens_per_s = (reps * b * t) as f64 / start.elapsed().as_secs_f64();
-    // The check: two sequences (validation ones when there is a corpus), logits in f64.
+    drop(model);
+    // The check: two sequences (validation ones when there is a corpus), logits in f64 at
+    // `check_positions` of each.
     let seqs: Vec<Vec<u32>> = match &data {
         Some((_, d)) => {
             let batch = d.eval_batches(Split::Validation, 2, 2).swap_remove(0);
@@ -421,12 +465,29 @@ pub fn teacher_import(
     };
     let mut exact = ck.load(Cpu::<f64>::new(0), context)?;
     let flat: Vec<u32> = seqs.concat();
-    exact.forward(&flat, None, None, (seqs.len(), t), false);
+    let v = arch.vocab_size as usize;
+    let positions = check_positions(t);
+    let mut logits = Vec::with_capacity(seqs.len() * positions.len() * v);
+    let mut keep = |first: usize, rows: usize, z: genas_engine::real::Host<'_>| {
+        let z = match z {
+            genas_engine::real::Host::F64(z) => z,
+            genas_engine::real::Host::F32(_) => unreachable!("the twin runs in f64"),
+        };
+        for r in first..first + rows {
+            if positions.binary_search(&(r % t)).is_ok() {
+                let i = r - first;
+                logits.extend_from_slice(&z[i * v..(i + 1) * v]);
+            }
+        }
+    };
+    exact.infer(&flat, (seqs.len(), t), None, Some(&mut keep));
+    drop(exact);
+    let all = positions.len() == t;
     let check = genas_interop::export::Check {
         tokens: seqs,
-        logits: exact.logits(),
+        logits,
+        positions: (!all).then_some(positions),
     };
-    drop(exact);
     let tok_path = dir.join("tokenizer.json");
     let sample = if tok_path.exists() {
         let tok = genas_scoring::tokenize::HfTokenizer::from_file(&tok_path)

@@ -403,3 +403,62 @@ fn an_imported_checkpoint_has_one_size_its_own_at_its_own_context() {
     let layer = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * h + h) + (h * d + d);
     assert_eq!(size, v * d + t * d + 2 * layer + 2 * d);
 }
+
+#[test]
+fn an_import_at_a_long_context_checks_a_few_positions_of_each_sequence() {
+    // At seq_len 128 (the checkpoint's context) the check keeps 64 positions of each of its two
+    // sequences, the first and the last among them, not 128 × the vocabulary; transformers
+    // agrees at those positions, and a changed logit at one of them is caught.
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let exp = experiment(tmp.path(), |t| t.replace("seq_len = 64", "seq_len = 128"));
+    let check = tmp.path().join("check");
+    let fixture_dir = root().join("experiments/fixtures/hf/llama-gqa");
+    let import = json_out(&genas(
+        &cache,
+        &[
+            "teacher",
+            "import",
+            fixture_dir.to_str().unwrap(),
+            "--experiment",
+            exp.to_str().unwrap(),
+            "--out",
+            check.to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    assert_eq!(import["measured_context"], 128);
+    let file = check.join("genas_check.json");
+    let mut json: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let positions: Vec<u64> = json["positions"]
+        .as_array()
+        .expect("positions listed")
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    assert_eq!(positions.len(), 64);
+    assert_eq!((positions[0], positions[63]), (0, 127));
+    assert!(positions.windows(2).all(|w| w[0] < w[1]));
+    let logits = json["logits"].as_array().unwrap();
+    assert_eq!(logits.len(), 2);
+    for seq in logits {
+        assert_eq!(seq.as_array().unwrap().len(), 64);
+        assert_eq!(seq[0].as_array().unwrap().len(), 384);
+    }
+    python_check(&check);
+    if common::python_ready().is_ok() {
+        let x = json["logits"][1][40][7].as_f64().unwrap();
+        json["logits"][1][40][7] = (x + 0.01).into();
+        std::fs::write(&file, serde_json::to_vec(&json).unwrap()).unwrap();
+        let o = Command::new("python3")
+            .arg(check.join("genas_check.py"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+}

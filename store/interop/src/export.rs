@@ -116,11 +116,14 @@ pub enum Vocab {
     },
 }
 
-/// The check batch: `tokens` (B rows of T) and genas's logits for it, (B, T, V) row-major.
+/// The check batch: `tokens` (B rows of T) and genas's logits for it, (B, T, V) row-major, or
+/// with `positions` (B, P, V) at those positions of every row only (an imported checkpoint at
+/// a long context: its check holds a few positions' logits, not T × V per sequence).
 #[derive(Clone, Debug)]
 pub struct Check {
     pub tokens: Vec<Vec<u32>>,
     pub logits: Vec<f64>,
+    pub positions: Option<Vec<usize>>,
 }
 
 /// Everything an export writes from.
@@ -168,7 +171,10 @@ pub fn write_checkpoint_check(
     check: &Check,
     text: Option<(&str, &[u32])>,
 ) -> Result<Written, ExportError> {
-    let n: usize = check.tokens.iter().map(Vec::len).sum();
+    let n: usize = match &check.positions {
+        Some(p) => p.len() * check.tokens.len(),
+        None => check.tokens.iter().map(Vec::len).sum(),
+    };
     if check.logits.len() != n * vocab {
         return Err(ExportError::Inconsistent(format!(
             "{} logits for {n} tokens of a vocabulary of {vocab}",
@@ -188,7 +194,8 @@ pub fn write_checkpoint_check(
         .tokens
         .iter()
         .map(|seq| {
-            seq.iter()
+            let per_row = check.positions.as_ref().map_or(seq.len(), Vec::len);
+            (0..per_row)
                 .filter_map(|_| rows.next().map(<[f64]>::to_vec))
                 .collect()
         })
@@ -200,6 +207,9 @@ pub fn write_checkpoint_check(
         "tokens": check.tokens,
         "logits": logits,
     });
+    if let Some(p) = &check.positions {
+        json["positions"] = json!(p);
+    }
     if let Some((text, tokens)) = text {
         json["text"] = text.into();
         json["text_tokens"] = json!(tokens);

@@ -67,6 +67,17 @@ fn err(dir: &Path, reason: impl Into<String>) -> PretrainedError {
     }
 }
 
+/// Bytes `Checkpoint::load` holds beside the model while it reads `arch`'s weights from files
+/// of at most `file_bytes`: one file read whole, and its largest tensor in f64 on the way in
+/// with the buffer it is uploaded into.
+pub fn load_bytes(arch: &Architecture, file_bytes: u64) -> f64 {
+    let c = arch.d_model as f64;
+    let widest_ffn = arch.layers.iter().map(|l| l.ffn.hidden).max().unwrap_or(0) as f64;
+    let embedding = f64::from(arch.vocab_size) * c;
+    let largest = embedding.max(widest_ffn * c).max(3.0 * c * c);
+    file_bytes as f64 + 16.0 * largest
+}
+
 /// Files larger than this are not parsed as JSON (a config or an index is a few kilobytes).
 const MAX_JSON_BYTES: u64 = 64 << 20;
 
@@ -443,6 +454,16 @@ impl Checkpoint {
         }
         self.weight_bytes = bytes;
         Ok(())
+    }
+
+    /// Bytes of the largest weight file (what `load` holds at once).
+    pub fn largest_file_bytes(&self) -> u64 {
+        self.files
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .max()
+            .unwrap_or(0)
     }
 
     fn hash_files(&self) -> Result<String, PretrainedError> {

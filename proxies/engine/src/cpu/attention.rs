@@ -232,7 +232,7 @@ simd_dispatch! {
                                 *x = std::array::from_fn(|l| y[l] * inv);
                             }
                             for x in xr {
-                                *x = *x * inv;
+                                *x *= inv;
                             }
                         }
                     }

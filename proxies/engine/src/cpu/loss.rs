@@ -70,6 +70,35 @@ pub fn top_k_kl(
     kl
 }
 
+/// A row's largest logit and ln Σ exp(z), as the loss computes them.
+#[inline]
+pub fn log_sum_exp<F: Real>(z: &[F]) -> (F, f64) {
+    let max = z
+        .iter()
+        .copied()
+        .fold(F::from_f64(f64::NEG_INFINITY), F::max);
+    let sum: f64 = z.iter().map(|&x| (x - max).to_f64().exp()).sum();
+    (max, max.to_f64() + sum.ln())
+}
+
+/// Cross-entropy of one row of logits against token `y`, nats: the loss's hard-label term,
+/// to the bit.
+pub fn row_ce<F: Real>(z: &[F], y: usize) -> f64 {
+    log_sum_exp(z).1 - z[y].to_f64()
+}
+
+/// `acc` + Σ `row_ce` over (n, v) logits and their targets, added in row order: over a batch's
+/// rows from 0, block after block, n times the mean the loss returns, to the bit.
+pub fn add_ce<F: Real>(acc: f64, logits: &[F], targets: &[u32], v: usize) -> f64 {
+    use rayon::prelude::*;
+    let rows: Vec<f64> = logits
+        .par_chunks(v)
+        .zip(targets.par_iter())
+        .map(|(z, &y)| row_ce(z, y as usize))
+        .collect();
+    rows.iter().fold(acc, |s, &c| s + c)
+}
+
 thread_local! {
     /// A row's exponentials for `top_k_row`, kept from step to step on each thread.
     static SCRATCH: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -89,12 +118,7 @@ pub fn loss_forward_backward<F: Real>(
     let dense = |i: usize, drow: Option<&mut [F]>, p: Option<&[F]>| -> (f64, f64) {
         let z = &logits[i * v..(i + 1) * v];
         let y = targets[i] as usize;
-        let max = z
-            .iter()
-            .copied()
-            .fold(F::from_f64(f64::NEG_INFINITY), F::max);
-        let sum: f64 = z.iter().map(|&x| (x - max).to_f64().exp()).sum();
-        let lse = max.to_f64() + sum.ln();
+        let (max, lse) = log_sum_exp(z);
         let ce = lse - z[y].to_f64();
         let mut loss = ce;
         let (alpha, temp) = distill

@@ -5,7 +5,7 @@
 //! (`attention_infer`), runs the batch in chunks of whole sequences, and hands the logits to
 //! the caller a block of rows at a time, as the backend holds them (no f64 copy).
 //!
-//! The chunks and logit blocks are as large as `INFER_BYTES` and `LOGIT_BYTES` allow: below
+//! The chunks and logit blocks are as large as `memory::INFER_BYTES` and `LOGIT_BYTES` allow: below
 //! them (every batch of the shipped experiments) the whole batch is one chunk and one block,
 //! the products have the shapes `forward` gives them, and every value equals `forward`'s to the
 //! bit. Above them the same values are computed on fewer rows at a time, equal to float
@@ -13,12 +13,8 @@
 
 use super::pass::{block_forward, block_sizes, norm_forward};
 use super::*;
+use crate::memory::InferPlan;
 use crate::real::Host;
-
-/// Bytes of one chunk's activations (one block's buffers and the two residual streams).
-pub const INFER_BYTES: usize = 1 << 30;
-/// Bytes of one block of logits.
-pub const LOGIT_BYTES: usize = 256 << 20;
 
 /// What a layer probe is shown after block `layer` ran on rows `first..first + rows` of the
 /// batch (whole sequences), each (rows, width) row-major, widened to f64.
@@ -42,19 +38,10 @@ pub type LayerProbe<'a> = dyn FnMut(&LayerRows) + 'a;
 /// Called by `Model::infer` with (first row, rows, logits (rows, V)), rows in order.
 pub type LogitSink<'a> = dyn FnMut(usize, usize, Host<'_>) + 'a;
 
-/// How `infer` cuts a (b, t) batch: sequences per chunk and logit rows per block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InferPlan {
-    pub sequences: usize,
-    pub logit_rows: usize,
-    /// Bytes of the chunk's activations and of a logit block, at `elem` bytes a value.
-    pub bytes: usize,
-}
-
 impl<B: Backend> Model<B> {
-    /// Values of one row across one block's buffers when run without gradients, plus the two
-    /// residual streams and the final norm.
-    fn infer_row_values(&self, t: usize) -> usize {
+    /// Values per row of the buffers `infer` allocates at sequence length `t` (what
+    /// `memory::infer_row_values` estimates from the architecture alone).
+    pub fn infer_buffer_values(&self, t: usize) -> usize {
         let c = self.arch.d_model as usize;
         let widest = self
             .blocks
@@ -65,17 +52,9 @@ impl<B: Backend> Model<B> {
         widest.div_ceil(t) + 3 * c + 2
     }
 
-    /// How a (b, t) batch is cut, with `elem`-byte values.
-    pub fn infer_plan(&self, (b, t): (usize, usize), elem: usize) -> InferPlan {
-        let v = self.arch.vocab_size as usize;
-        let per_seq = self.infer_row_values(t) * t * elem;
-        let sequences = (INFER_BYTES / per_seq.max(1)).clamp(1, b.max(1));
-        let logit_rows = (LOGIT_BYTES / (v * elem).max(1)).clamp(1, sequences * t);
-        InferPlan {
-            sequences,
-            logit_rows,
-            bytes: sequences * per_seq + logit_rows * v * elem,
-        }
+    /// How a (b, t) batch is cut, with `elem`-byte values (`memory::infer_plan`).
+    pub fn infer_plan(&self, bt: (usize, usize), elem: usize) -> InferPlan {
+        crate::memory::infer_plan(&self.arch, bt, elem)
     }
 
     /// Runs `tokens` (B, T) forward without gradients: `probe` sees every block's rows,

@@ -35,7 +35,8 @@ mod pass;
 mod probes;
 mod shards;
 
-pub use infer::{InferPlan, LayerProbe, LayerRows, LogitSink, INFER_BYTES, LOGIT_BYTES};
+pub use crate::memory::InferPlan;
+pub use infer::{LayerProbe, LayerRows, LogitSink};
 pub use init::sparsity_mask;
 use pass::*;
 pub use probes::FfnProbe;
@@ -351,12 +352,22 @@ impl<B: Backend> Model<B> {
     }
 
     pub fn grad(&mut self, i: usize) -> Vec<f64> {
+        self.ensure_grads();
         self.grads_whole();
         self.be.download(&self.grads[i])
     }
 
     /// Combines the shards' gradients of the last data-parallel step into `grads`, as
     /// Σ (n_s / N)·g_s in shard order (no-op when they already are).
+    /// Allocates the gradients (zero) on first need: a model that only runs forward never
+    /// holds them.
+    fn ensure_grads(&mut self) {
+        if self.grads.len() != self.params.len() {
+            let be = &self.be;
+            self.grads = self.params.iter().map(|p| be.zeros(p.numel())).collect();
+        }
+    }
+
     fn grads_whole(&mut self) {
         let Some(fractions) = self.pending.take() else {
             return;
@@ -387,6 +398,9 @@ impl<B: Backend> Model<B> {
 
     /// What the optimizer needs at once: (info, weights, gradients, backend).
     pub(crate) fn parts(&mut self) -> OptimizerView<'_, B> {
+        if self.pending.is_none() {
+            self.ensure_grads();
+        }
         let grads = match &self.pending {
             Some(fractions) => GradParts {
                 parts: self.shards.iter().map(|sh| &sh.grads[..]).collect(),
@@ -455,6 +469,7 @@ impl<B: Backend> Model<B> {
     pub fn backward(&mut self, tokens: &[u32]) {
         let mut acts = self.acts.take().expect("forward first");
         self.pending = None; // overwritten whole below
+        self.ensure_grads();
         let mut grads = std::mem::take(&mut self.grads);
         backward_pass(&self.net(), &self.be, &mut acts, &mut grads, tokens, None);
         self.grads = grads;

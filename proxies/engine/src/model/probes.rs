@@ -16,6 +16,7 @@ impl<B: Backend> Model<B> {
     pub fn backward_probed(&mut self, tokens: &[u32], probe: &mut FfnProbe<'_, B>) {
         let mut acts = self.acts.take().expect("forward first");
         self.pending = None; // overwritten whole below
+        self.ensure_grads();
         let mut grads = std::mem::take(&mut self.grads);
         backward_pass(
             &self.net(),

@@ -41,6 +41,7 @@ fn check_batch(data: &Dataset, model: &Model<Cpu<f32>>) -> Check {
     Check {
         tokens: batch.inputs.chunks(batch.t).map(<[u32]>::to_vec).collect(),
         logits: exact.logits(),
+        positions: None,
     }
 }
 
