@@ -47,6 +47,8 @@ pub trait Backend: Send + Sync {
     /// buffer is host f32, without any copy).
     fn upload_f32(&self, host: Vec<f32>) -> Self::Buf;
     fn download(&self, buf: &Self::Buf) -> Vec<f64>;
+    /// buf[offset..offset + values.len()] = values, converted as `upload` converts them.
+    fn write_at(&self, buf: &mut Self::Buf, offset: usize, values: &[f64]);
     /// Calls `f` with the first `n` values of `buf` as the host sees them, without widening
     /// them to f64 (a device backend would copy them over once).
     fn with_host<R>(&self, buf: &Self::Buf, n: usize, f: impl FnOnce(Host<'_>) -> R) -> R;

@@ -4,9 +4,12 @@
 //! multiple of the vector width, windows shorter and longer than a tile, grouped heads.
 //! The probability cache and the gradient buffer start out as NaN, so an entry the kernels
 //! read without having written, or forget to write, shows up. The longest shapes take the
-//! path that prefetches the next head's rows (checked), so its indexing is exercised too.
+//! path that prefetches the next head's rows (checked), so its indexing is exercised too. The
+//! forward without probabilities (`attention_infer`) gives the forward's output to the bit.
 
-use genas_engine::cpu::attention::{attention_backward, attention_forward, AttnDims};
+use genas_engine::cpu::attention::{
+    attention_backward, attention_forward, attention_infer, AttnDims,
+};
 use genas_space::Rng;
 
 /// out (B, T, C) and dqkv (B, T, C + 2·G·hd) for upstream gradient `dout`, computed from the
@@ -93,6 +96,15 @@ fn f32_kernels_match_the_definition_on_tiled_shapes() {
                 let mut out = vec![f32::NAN; n * c];
                 let mut probs = vec![f32::NAN; d.b * heads * t * t];
                 attention_forward(&mut out, &mut probs, &q32, d);
+                // Without probabilities, split over blocks of queries (t = 130: three): the
+                // same output to the bit.
+                let mut inferred = vec![f32::NAN; n * c];
+                attention_infer(&mut inferred, &q32, d);
+                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert!(
+                    bits(&inferred) == bits(&out),
+                    "attention_infer t{t} h{heads}/{kv_heads}"
+                );
                 let mut dqkv = vec![f32::NAN; n * w];
                 attention_backward(&mut dqkv, &g32, &q32, &probs, d);
                 let name = format!("t{t} hd{head_dim} h{heads}/{kv_heads} window {window}");

@@ -202,8 +202,7 @@ fn pretrained_teacher(
     // larger of the teacher's and the fidelity's batches.
     let batch = exp.teacher.batch_size.max(exp.fidelity.batch_size) as usize;
     let need = genas_engine::memory::forward_only_bytes(&arch, batch).max(
-        genas_engine::memory::weight_bytes(&arch, 4)
-            + genas_interop::pretrained::load_bytes(&arch, ck.largest_file_bytes()),
+        genas_engine::memory::weight_bytes(&arch, 4) + genas_interop::pretrained::load_bytes(&arch),
     );
     genas_engine::memory::check(
         &format!(
@@ -259,7 +258,7 @@ fn pretrained_teacher(
 /// Tokens per forward pass of the import's throughput measurement.
 const THROUGHPUT_TOKENS: usize = 4096;
 /// Positions of each check sequence whose logits the import's check keeps, at most.
-const CHECK_POSITIONS: usize = 64;
+const CHECK_POSITIONS: usize = 16;
 
 /// The positions of a t-token sequence the import's check compares: every one up to
 /// CHECK_POSITIONS, else CHECK_POSITIONS of them evenly spread, the first and the last among
@@ -275,14 +274,13 @@ fn check_positions(t: usize) -> Vec<usize> {
     p
 }
 
-/// Peak bytes of `genas teacher import` for `arch` (at the context it runs), whose largest
-/// weight file has `file_bytes`: the larger of the f32 model with its validation and
+/// Peak bytes of `genas teacher import` for `arch` (at the context it runs): the larger of the f32 model with its validation and
 /// throughput passes (without gradients) and the f64 twin with its check, each while its
-/// largest file is read (`PretrainedCheckpoint::load`).
-pub fn import_bytes(arch: &Architecture, file_bytes: u64) -> f64 {
+/// weights are read (`Checkpoint::load`).
+pub fn import_bytes(arch: &Architecture) -> f64 {
     use genas_engine::memory::{build_bytes, infer_plan, weight_bytes};
     let t = arch.context as usize;
-    let load = genas_interop::pretrained::load_bytes(arch, file_bytes);
+    let load = genas_interop::pretrained::load_bytes(arch);
     let phase = |elem: usize, run: f64| {
         build_bytes(arch, elem).max(weight_bytes(arch, elem) + load.max(run))
     };
@@ -330,9 +328,13 @@ pub struct ImportReport {
     /// With `--experiment`: the validation loss on its corpus, encoded with the checkpoint's
     /// tokenizer.
     pub validation: Option<ImportValidation>,
-    /// Forward throughput on this machine (batches of 8 at the context below).
+    /// Forward throughput on this machine without gradients (batches of `measured_batch`
+    /// sequences at the context below).
     pub tokens_per_s: f64,
+    pub measured_batch: usize,
     pub measured_context: u32,
+    /// The preflight's estimate of this command's peak memory (`import_bytes`), bytes.
+    pub estimated_peak_bytes: f64,
     /// The check `genas_check.py` compares with transformers.
     pub check: genas_interop::export::Written,
 }
@@ -407,7 +409,7 @@ pub fn teacher_import(
     // check's two sequences: refused in one line when the larger cannot fit, before anything
     // is read.
     let arch = ck.architecture_at(context)?;
-    let need = import_bytes(&arch, ck.largest_file_bytes());
+    let need = import_bytes(&arch);
     genas_engine::memory::check(
         &format!(
             "reading {} ({}) and checking it in f64",
@@ -519,7 +521,9 @@ pub fn teacher_import(
         weight_bytes: ck.weight_bytes,
         validation,
         tokens_per_s,
+        measured_batch: b,
         measured_context: context,
+        estimated_peak_bytes: need,
         check: written,
     })
 }
@@ -563,9 +567,15 @@ pub fn render_import(r: &ImportReport) -> String {
     }
     let _ = writeln!(
         s,
-        "speed         {} tokens/s forward on this machine (batches of 8 × {})",
+        "speed         {} tokens/s forward on this machine (batches of {} × {})",
         crate::format::thousands(r.tokens_per_s.round() as u64),
+        r.measured_batch,
         r.measured_context
+    );
+    let _ = writeln!(
+        s,
+        "memory        about {} at the peak (the preflight's estimate)",
+        crate::format::bytes(r.estimated_peak_bytes)
     );
     let _ = writeln!(
         s,

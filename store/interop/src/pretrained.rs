@@ -67,15 +67,15 @@ fn err(dir: &Path, reason: impl Into<String>) -> PretrainedError {
     }
 }
 
-/// Bytes `Checkpoint::load` holds beside the model while it reads `arch`'s weights from files
-/// of at most `file_bytes`: one file read whole, and its largest tensor in f64 on the way in
-/// with the buffer it is uploaded into.
-pub fn load_bytes(arch: &Architecture, file_bytes: u64) -> f64 {
+/// Bytes `Checkpoint::load` holds beside the model while it reads `arch`'s weights: the files
+/// are mapped and each tensor's pages let go once it is written, so one tensor at a time, in
+/// its file (at most f32, 4 bytes a value), in f64, and transposed or scaled once more in f64.
+pub fn load_bytes(arch: &Architecture) -> f64 {
     let c = arch.d_model as f64;
     let widest_ffn = arch.layers.iter().map(|l| l.ffn.hidden).max().unwrap_or(0) as f64;
     let embedding = f64::from(arch.vocab_size) * c;
     let largest = embedding.max(widest_ffn * c).max(3.0 * c * c);
-    file_bytes as f64 + 16.0 * largest
+    (4.0 + 8.0 + 8.0) * largest
 }
 
 /// Files larger than this are not parsed as JSON (a config or an index is a few kilobytes).
@@ -209,9 +209,13 @@ impl Checkpoint {
         let mut model = Model::new(&arch, be, 0);
         let plan = self.plan();
         for file in &self.files {
-            let bytes = std::fs::read(file)
-                .map_err(|e| err(&self.dir, format!("cannot read {}: {e}", file.display())))?;
-            let st = SafeTensors::deserialize(&bytes)
+            let cannot =
+                |e: std::io::Error| err(&self.dir, format!("cannot read {}: {e}", file.display()));
+            let f = std::fs::File::open(file).map_err(cannot)?;
+            // SAFETY: the mapping is read only, and a checkpoint's files are not written while
+            // genas reads them (the key, a hash of their bytes, is checked against the archive).
+            let map = unsafe { memmap2::Mmap::map(&f) }.map_err(cannot)?;
+            let st = SafeTensors::deserialize(&map)
                 .map_err(|e| err(&self.dir, format!("{}: {e}", file.display())))?;
             for entry in &plan {
                 if self.tensor_file.get(&entry.hf) != Some(file) {
@@ -234,6 +238,20 @@ impl Checkpoint {
                     ));
                 }
                 entry.write(&mut model, &values);
+                // The tensor's pages are read: let them go from this process's memory (they
+                // are the file's, read again if ever needed), so a checkpoint costs one tensor
+                // at a time, not a file.
+                let start = view.data().as_ptr() as usize - map.as_ptr() as usize;
+                // SAFETY: nothing borrowed from this range is used after this point (`view` and
+                // `values` are dropped or copied), and the mapping is read only, so
+                // dropping its pages only means reading them from the file again.
+                let _ = unsafe {
+                    map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        start,
+                        view.data().len(),
+                    )
+                };
             }
         }
         Ok(model)
@@ -456,16 +474,6 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// Bytes of the largest weight file (what `load` holds at once).
-    pub fn largest_file_bytes(&self) -> u64 {
-        self.files
-            .iter()
-            .filter_map(|f| std::fs::metadata(f).ok())
-            .map(|m| m.len())
-            .max()
-            .unwrap_or(0)
-    }
-
     fn hash_files(&self) -> Result<String, PretrainedError> {
         let mut h = Sha256::new();
         let config = self.dir.join("config.json");
@@ -523,23 +531,25 @@ impl Entry {
         let i = model
             .param_index(&self.target)
             .expect("the architecture has every parameter the checkpoint was checked against");
-        let mut w = model.weights(i);
-        let mut values: Vec<f64> = if self.transpose {
+        let len = model.params[i].numel();
+        let owned: Vec<f64>;
+        let mut values = values;
+        if self.transpose {
             let (rows, cols) = (self.shape[0], self.shape[1]);
             let mut t = vec![0.0; values.len()];
             genas_engine::simd::transpose_scalar(&mut t, rows, values, cols, rows, cols);
-            t
-        } else {
-            values.to_vec()
-        };
+            owned = t;
+            values = &owned;
+        }
+        let scaled: Vec<f64>;
         if self.scale != 1.0 {
-            values.iter_mut().for_each(|x| *x *= self.scale);
+            scaled = values.iter().map(|x| x * self.scale).collect();
+            values = &scaled;
         }
         if self.truncate {
-            values.truncate(w.len() - self.offset);
+            values = &values[..values.len().min(len - self.offset)];
         }
-        w[self.offset..self.offset + values.len()].copy_from_slice(&values);
-        model.set_weights(i, &w);
+        model.write_weights(i, self.offset, values);
     }
 }
 

@@ -174,8 +174,11 @@ simd_dispatch! {
     /// backward, from qkv_b (T, C + 2·G·hd). Queries go in tiles of 8: S = Q·Kᵀ and O = P·V are
     /// small register-blocked products over the tile's key span; the 1/√hd scale is applied
     /// inside the exponent. Without `probs_b` (inference) a tile's probabilities stay in the
-    /// tile's scratch rows: the same values, so the same output to the bit.
-    fn forward_one<F: Real>(out_b: &mut [F], probs_b: Option<&mut [F]>, qkv_b: &[F], d: AttnDims, scratch: &mut Scratch<F>) {
+    /// tile's scratch rows: the same values, so the same output to the bit. Only the queries
+    /// `queries` = (q0, q1) are computed, out_b holding their rows (q0 a multiple of 8; every
+    /// query for training, whose probabilities are per element).
+    fn forward_one<F: Real>(out_b: &mut [F], probs_b: Option<&mut [F]>, qkv_b: &[F], d: AttnDims, queries: (usize, usize), scratch: &mut Scratch<F>) {
+        let (q0, q1) = queries;
         let (t, c, w, hd) = (d.t, d.c(), d.qkv_width(), d.head_dim);
         let tp = round_up(t);
         let scale = F::ONE / F::usize(hd).sqrt();
@@ -189,8 +192,8 @@ simd_dispatch! {
                 // multiply-adds along the key axis rather than T dot products.
                 F::transpose::<S>(kt, tp, &qkv_b[ko..], w, t, hd);
             }
-            for i0 in (0..t).step_by(ROWS) {
-                let rows = ROWS.min(t - i0);
+            for i0 in (q0..q1).step_by(ROWS) {
+                let rows = ROWS.min(q1 - i0);
                 let (a, b) = span(d.first_key(i0), i0 + rows - 1, tp);
                 let bt = b.min(t);
                 if let Some(probs_b) = probs_b.as_deref().filter(|_| prefetch && h + 1 < d.heads) {
@@ -244,7 +247,7 @@ simd_dispatch! {
                     None => (&sblk[a..], tp),
                 };
                 F::small_gemm::<S>(
-                    &mut out_b[i0 * c + h * hd..],
+                    &mut out_b[(i0 - q0) * c + h * hd..],
                     c,
                     p,
                     (sp, 1),
@@ -341,6 +344,7 @@ pub fn attention_forward<F: Real>(out: &mut [F], probs: &mut [F], qkv: &[F], d: 
                     Some(probs_b),
                     &qkv[bi * t * w..(bi + 1) * t * w],
                     d,
+                    (0, t),
                     scratch,
                 )
             },
@@ -349,19 +353,32 @@ pub fn attention_forward<F: Real>(out: &mut [F], probs: &mut [F], qkv: &[F], d: 
 
 /// `attention_forward` without keeping the probabilities (no gradient wanted): each task holds
 /// one query tile's scores at a time (`Scratch::for_inference`, 8 rows of T), never a (B, H, T,
-/// T) buffer. Writes the same `out` to the bit.
+/// T) buffer. Work is split over the batch and, within each sequence, over blocks of
+/// `QUERY_BLOCK` queries, so a batch of one sequence (a teacher at a long context) keeps every
+/// thread busy. Every query's row is computed as `attention_forward` computes it: the same
+/// `out` to the bit.
 pub fn attention_infer<F: Real>(out: &mut [F], qkv: &[F], d: AttnDims) {
     let (t, c, w) = (d.t, d.c(), d.qkv_width());
     out[..d.b * t * c]
         .par_chunks_mut(t * c)
         .enumerate()
-        .for_each_init(
-            || Scratch::for_inference(d),
-            |scratch, (bi, out_b)| {
-                forward_one(out_b, None, &qkv[bi * t * w..(bi + 1) * t * w], d, scratch)
-            },
-        );
+        .for_each(|(bi, out_b)| {
+            let qkv_b = &qkv[bi * t * w..(bi + 1) * t * w];
+            out_b
+                .par_chunks_mut(QUERY_BLOCK * c)
+                .enumerate()
+                .for_each_init(
+                    || Scratch::for_inference(d),
+                    |scratch, (k, rows)| {
+                        let q0 = k * QUERY_BLOCK;
+                        forward_one(rows, None, qkv_b, d, (q0, q0 + rows.len() / c), scratch)
+                    },
+                )
+        });
 }
+
+/// Queries per task of `attention_infer` (a multiple of the 8-row tile).
+const QUERY_BLOCK: usize = 64;
 
 /// Writes dqkv (B, T, C + 2·G·hd) from dout (B, T, C).
 pub fn attention_backward<F: Real>(

@@ -96,6 +96,11 @@ impl<F: Real> Backend for Cpu<F> {
     fn upload_f32(&self, host: Vec<f32>) -> Vec<F> {
         F::vec_from_f32(host)
     }
+    fn write_at(&self, buf: &mut Vec<F>, offset: usize, values: &[f64]) {
+        for (d, &x) in buf[offset..offset + values.len()].iter_mut().zip(values) {
+            *d = F::from_f64(x);
+        }
+    }
     fn download(&self, buf: &Vec<F>) -> Vec<f64> {
         buf.iter().map(|x| x.to_f64()).collect()
     }

@@ -351,6 +351,17 @@ impl<B: Backend> Model<B> {
         self.weights[i] = self.be.upload(host);
     }
 
+    /// Writes `values` into parameter `i` from element `offset` on, in place (a checkpoint's
+    /// tensor into its part of a fused parameter, without a copy of the whole parameter).
+    pub fn write_weights(&mut self, i: usize, offset: usize, values: &[f64]) {
+        assert!(
+            offset + values.len() <= self.params[i].numel(),
+            "{}",
+            self.params[i].name
+        );
+        self.be.write_at(&mut self.weights[i], offset, values);
+    }
+
     pub fn grad(&mut self, i: usize) -> Vec<f64> {
         self.ensure_grads();
         self.grads_whole();
