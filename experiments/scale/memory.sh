@@ -2,8 +2,10 @@
 # The memory table (issue 31, item 6): `genas teacher import` of eight teachers (about 1M to
 # 135M parameters, contexts 64 to 2048, vocabularies 256 to 49,152), each made here by
 # make_teacher.py with weights drawn, imported against the shipped Shakespeare corpus at its
-# context. Prints, per teacher, the preflight's estimate of the peak (the import's
-# `estimated_peak_bytes`), the measured peak RSS (/usr/bin/time) and their ratio.
+# context. Prints, per teacher, what the process held at the preflight (the program, the
+# corpus and its tokenizer, as loaded), the preflight's estimate of the peak (that plus the cost
+# model's estimate for the teacher: `estimated_peak_bytes`), the measured peak RSS
+# (/usr/bin/time), their ratio, and the peak before the preflight (the corpus's encoding).
 #
 #   bash experiments/scale/memory.sh [OUT_DIR]        (default /tmp/genas-memory)
 #
@@ -30,13 +32,13 @@ t135m-v49k-t64 576 30 9 3 1536 49152 64
 t135m-v49k-t512 576 30 9 3 1536 49152 512
 t135m-v49k-t2048 576 30 9 3 1536 49152 2048
 "
-printf '%-18s %12s %10s %10s %7s\n' teacher params estimate measured ratio
+printf '%-18s %12s %8s %10s %10s %7s %12s\n' teacher params held estimate measured ratio "before (enc)"
 echo "$CONFIGS" | while read -r name d l h kv ffn v t; do
   [ -n "$name" ] || continue
   dir="$OUT/$name"
   if [ ! -f "$dir/model.safetensors" ]; then
     "$PYTHON" experiments/scale/make_teacher.py "$dir" --context "$t" --hidden "$d" \
-      --layers "$l" --heads "$h" --kv-heads "$kv" --intermediate "$ffn" --vocab "$v" >/dev/null
+      --layers "$l" --heads "$h" --kv-heads "$kv" --intermediate "$ffn" --vocab "$v" >/dev/null 2>&1
   fi
   sed -e "s|@TEACHER@|$dir|" -e "s|@DATA@|$PWD/experiments/data/shakespeare|" \
     -e "s|@SEQ_LEN@|$t|" experiments/scale/scale.toml >"$dir.toml"
@@ -48,6 +50,8 @@ name, d = sys.argv[1], sys.argv[2]
 r = json.load(open(f"{d}.json"))
 measured = int(open(f"{d}.time").read().split()[-1]) * 1024
 est = r["estimated_peak_bytes"]
-print(f"{name:<18} {r['params']:>12,} {est / 2**20:>8.0f} MB {measured / 2**20:>7.0f} MB {est / measured:>7.2f}")
+held, before = r["held_bytes"], r["peak_before_bytes"]
+print(f"{name:<18} {r['params']:>12,} {held / 2**20:>5.0f} MB {est / 2**20:>7.0f} MB "
+      f"{measured / 2**20:>7.0f} MB {est / measured:>7.2f} {before / 2**20:>9.0f} MB")
 PY
 done

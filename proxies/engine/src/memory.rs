@@ -150,6 +150,18 @@ pub fn available_bytes() -> f64 {
         .unwrap_or(FALLBACK_LIMIT_BYTES)
 }
 
+/// This process's resident memory now and its peak so far (`VmRSS`, `VmHWM` in
+/// `/proc/self/status`), bytes; `None` where the system does not say.
+pub fn process_bytes() -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| -> Option<f64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024.0)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
 /// A computation that would not fit: what needs how many bytes, and how many there are.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error(

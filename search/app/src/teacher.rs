@@ -274,10 +274,11 @@ fn check_positions(t: usize) -> Vec<usize> {
     p
 }
 
-/// Peak bytes of `genas teacher import` for `arch` (at the context it runs): the larger of the f32 model with its validation and
+/// Peak bytes of `genas teacher import` for `arch` (at the context it runs, its widest batch
+/// `batch` sequences): the larger of the f32 model with its validation and
 /// throughput passes (without gradients) and the f64 twin with its check, each while its
 /// weights are read (`Checkpoint::load`).
-pub fn import_bytes(arch: &Architecture) -> f64 {
+pub fn import_bytes(arch: &Architecture, batch: usize) -> f64 {
     use genas_engine::memory::{build_bytes, infer_plan, weight_bytes};
     let t = arch.context as usize;
     let load = genas_interop::pretrained::load_bytes(arch);
@@ -286,10 +287,15 @@ pub fn import_bytes(arch: &Architecture) -> f64 {
     };
     let v = arch.vocab_size as f64;
     let check = 2.0 * CHECK_POSITIONS.min(t) as f64 * v * (8.0 + JSON_BYTES_PER_VALUE);
-    let f32_run = infer_plan(arch, (16, t), 4).bytes as f64;
+    let f32_run = infer_plan(arch, (batch, t), 4).bytes as f64;
     let f64_run = infer_plan(arch, (2, t), 8).bytes as f64 + check;
-    phase(4, f32_run).max(phase(8, f64_run))
+    phase(4, f32_run).max(phase(8, f64_run)) * ALLOCATOR_SLACK
 }
+
+/// What the allocator holds beyond the buffers counted: memory freed between the import's
+/// phases that glibc keeps for reuse rather than returning (measured 3–6% on the memory table,
+/// experiments/scale/memory.sh).
+const ALLOCATOR_SLACK: f64 = 1.05;
 
 /// Bytes a logit takes in the check's JSON text as it is written (about 20 characters).
 const JSON_BYTES_PER_VALUE: f64 = 24.0;
@@ -333,8 +339,15 @@ pub struct ImportReport {
     pub tokens_per_s: f64,
     pub measured_batch: usize,
     pub measured_context: u32,
-    /// The preflight's estimate of this command's peak memory (`import_bytes`), bytes.
+    /// The preflight's estimate of this command's peak memory, bytes: what the process held
+    /// when it made it (`held_bytes`: the program, the corpus and its tokenizer, as loaded) and
+    /// what the cost model says the model's part needs on top (`import_bytes`), or the peak
+    /// already reached before it (`peak_before_bytes`) where that is larger.
     pub estimated_peak_bytes: f64,
+    pub held_bytes: f64,
+    pub teacher_bytes: f64,
+    /// The process's peak before the preflight (the corpus's encoding), bytes.
+    pub peak_before_bytes: f64,
     /// The check `genas_check.py` compares with transformers.
     pub check: genas_interop::export::Written,
 }
@@ -409,7 +422,18 @@ pub fn teacher_import(
     // check's two sequences: refused in one line when the larger cannot fit, before anything
     // is read.
     let arch = ck.architecture_at(context)?;
-    let need = import_bytes(&arch);
+    let val = data
+        .as_ref()
+        .map(|(_, d)| d.eval_batches(Split::Validation, 16, TEACHER_VAL_SEQUENCES));
+    let t = context as usize;
+    let throughput_batch = (THROUGHPUT_TOKENS / t).clamp(1, 8);
+    let widest = val
+        .iter()
+        .flatten()
+        .map(|b| b.b)
+        .fold(throughput_batch, usize::max);
+    let need = import_bytes(&arch, widest);
+    let (held, peak_before) = genas_engine::memory::process_bytes().unwrap_or((0.0, 0.0));
     genas_engine::memory::check(
         &format!(
             "reading {} ({}) and checking it in f64",
@@ -424,8 +448,8 @@ pub fn teacher_import(
     let validation = match &data {
         Some((file, d)) => {
             say("measuring the validation loss");
-            let val = d.eval_batches(Split::Validation, 16, TEACHER_VAL_SEQUENCES);
-            let ce = evaluate(&mut model, &val);
+            let val = val.as_deref().unwrap_or_default();
+            let ce = evaluate(&mut model, val);
             let per_char = d.tokens_per_char.unwrap_or(1.0);
             Some(ImportValidation {
                 experiment: file.clone(),
@@ -440,8 +464,7 @@ pub fn teacher_import(
     };
     // Throughput: forward passes without gradients (as the teacher runs for its soft targets)
     // over THROUGHPUT_TOKENS-token batches for about a second.
-    let t = context as usize;
-    let b = (THROUGHPUT_TOKENS / t).clamp(1, 8);
+    let b = throughput_batch;
     let mut rng = Rng::seed_from_u64(0);
     let tokens: Vec<u32> = (0..b * t)
         .map(|_| rng.below(u64::from(arch.vocab_size)) as u32)
@@ -523,7 +546,10 @@ pub fn teacher_import(
         tokens_per_s,
         measured_batch: b,
         measured_context: context,
-        estimated_peak_bytes: need,
+        estimated_peak_bytes: peak_before.max(held + need),
+        held_bytes: held,
+        teacher_bytes: need,
+        peak_before_bytes: peak_before,
         check: written,
     })
 }
@@ -574,8 +600,10 @@ pub fn render_import(r: &ImportReport) -> String {
     );
     let _ = writeln!(
         s,
-        "memory        about {} at the peak (the preflight's estimate)",
-        crate::format::bytes(r.estimated_peak_bytes)
+        "memory        about {} at the peak (the preflight's estimate: {} held, {} for the teacher)",
+        crate::format::bytes(r.estimated_peak_bytes),
+        crate::format::bytes(r.held_bytes),
+        crate::format::bytes(r.teacher_bytes)
     );
     let _ = writeln!(
         s,

@@ -68,14 +68,15 @@ fn err(dir: &Path, reason: impl Into<String>) -> PretrainedError {
 }
 
 /// Bytes `Checkpoint::load` holds beside the model while it reads `arch`'s weights: the files
-/// are mapped and each tensor's pages let go once it is written, so one tensor at a time, in
-/// its file (at most f32, 4 bytes a value), in f64, and transposed or scaled once more in f64.
+/// are mapped and each tensor's pages let go once it is written, so one tensor at a time: its
+/// pages (at most f32, 4 bytes a value) and its values in f64; a block's matrix once more when
+/// it is transposed (GPT-2's Conv1D) or scaled (GPT-Neo's queries).
 pub fn load_bytes(arch: &Architecture) -> f64 {
     let c = arch.d_model as f64;
     let widest_ffn = arch.layers.iter().map(|l| l.ffn.hidden).max().unwrap_or(0) as f64;
-    let embedding = f64::from(arch.vocab_size) * c;
-    let largest = embedding.max(widest_ffn * c).max(3.0 * c * c);
-    (4.0 + 8.0 + 8.0) * largest
+    let block = (widest_ffn * c).max(3.0 * c * c);
+    let largest = (f64::from(arch.vocab_size) * c).max(block);
+    (4.0 + 8.0) * largest + 8.0 * block
 }
 
 /// Files larger than this are not parsed as JSON (a config or an index is a few kilobytes).
