@@ -423,7 +423,7 @@ fn inference_without_gradients_equals_the_forward() {
         assert_eq!((plan.sequences, plan.logit_rows), (b, b * t as usize));
         // The preflights' estimate from the architecture alone counts what `infer` allocates.
         assert_eq!(
-            genas_engine::memory::infer_row_values(&a, t as usize),
+            genas_engine::memory::infer_row_values(&a),
             m.infer_buffer_values(t as usize),
             "{}",
             a.summary()

@@ -42,11 +42,11 @@ pub fn build_bytes(arch: &Architecture, elem: usize) -> f64 {
     weight_bytes(arch, 8).max(weight_bytes(arch, elem))
 }
 
-/// Values per row of the buffers a forward without gradients (`Model::infer`) holds at
-/// sequence length `t`: one block's buffers sized for the widest layer, the two residual
+/// Values per row of the buffers a forward without gradients (`Model::infer`) holds: one
+/// block's buffers sized for the widest layer, the two residual
 /// streams and the final norm. `Model::infer_buffer_values` counts what it allocates; a test
 /// holds the two equal.
-pub fn infer_row_values(arch: &Architecture, t: usize) -> usize {
+pub fn infer_row_values(arch: &Architecture) -> usize {
     let c = arch.d_model as usize;
     let mut widest = [0usize; 16];
     for layer in &arch.layers {
@@ -86,7 +86,6 @@ pub fn infer_row_values(arch: &Architecture, t: usize) -> usize {
             *w = (*w).max(s);
         }
     }
-    let _ = t;
     widest.iter().sum::<usize>() + 3 * c + 2
 }
 
@@ -97,7 +96,7 @@ pub struct InferPlan {
     pub sequences: usize,
     /// Rows per block of logits.
     pub logit_rows: usize,
-    /// Bytes of a chunk's buffers and of a block of logits.
+    /// Bytes of a chunk's buffers and of a block of logits (with its rows of the final norm).
     pub bytes: usize,
 }
 
@@ -111,13 +110,15 @@ pub const LOGIT_BYTES: usize = 256 << 20;
 /// `LOGIT_BYTES` holds (at least one, at most a chunk's rows).
 pub fn infer_plan(arch: &Architecture, (b, t): (usize, usize), elem: usize) -> InferPlan {
     let v = arch.vocab_size as usize;
-    let per_seq = infer_row_values(arch, t) * t * elem;
+    let per_seq = infer_row_values(arch) * t * elem;
     let sequences = (INFER_BYTES / per_seq.max(1)).clamp(1, b.max(1));
     let logit_rows = (LOGIT_BYTES / (v * elem).max(1)).clamp(1, sequences * t);
+    let c = arch.d_model as usize;
     InferPlan {
         sequences,
         logit_rows,
-        bytes: sequences * per_seq + logit_rows * v * elem,
+        // A block of logits, and of the final norm's rows it is computed from.
+        bytes: sequences * per_seq + logit_rows * (v + c) * elem,
     }
 }
 

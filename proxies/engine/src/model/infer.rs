@@ -47,8 +47,8 @@ impl<B: Backend> Model<B> {
             .blocks
             .iter()
             .map(|bp| block_sizes(bp, (1, t, c), false))
-            .reduce(|a, b| a.max(&b))
-            .map_or(0, |s| s.total());
+            .fold(BlockActs::default(), |a, b| a.max(&b))
+            .total();
         widest.div_ceil(t) + 3 * c + 2
     }
 
@@ -89,10 +89,7 @@ impl<B: Backend> Model<B> {
             .blocks
             .iter()
             .map(|bp| block_sizes(bp, (plan.sequences, t, c), false))
-            .reduce(|a, b| a.max(&b));
-        let Some(sizes) = sizes else {
-            return;
-        };
+            .fold(BlockActs::default(), |a, b| a.max(&b));
         let z = |k: usize| be.zeros(k);
         let mut ba = sizes.map(z);
         let mut x = z(rows_max * c);

@@ -144,7 +144,7 @@ pub(crate) struct BlockParams {
 
 /// Per-layer activations kept for backward, sized for (B, T).
 /// One block's activations (or, as `BlockActs<usize>`, their lengths).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct BlockActs<Buf> {
     ln1: Buf,
     ln1_mean: Buf,
