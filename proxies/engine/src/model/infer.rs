@@ -172,22 +172,6 @@ impl<B: Backend> Model<B> {
         let c = self.arch.d_model as usize;
         let bp = &self.blocks[l];
         let host = |buf: &B::Buf, k: usize| self.be.with_host(buf, k, |h| h.to_f64());
-        let h = bp.hidden;
-        let pre = if bp.gate.is_some() {
-            &ba.gate_pre
-        } else {
-            &ba.fc_pre
-        };
-        let mut ffn_pre = host(pre, n * h);
-        // Without a gate, fc's bias is added in the activation's pass, not stored in fc_pre.
-        if let Some(bi) = bp.fc.bias().filter(|_| bp.gate.is_none()) {
-            let bias = self.be.download(&self.weights[bi]);
-            for row in ffn_pre.chunks_exact_mut(h) {
-                for (x, b) in row.iter_mut().zip(&bias) {
-                    *x += b;
-                }
-            }
-        }
         LayerRows {
             layer: l,
             first,
@@ -199,7 +183,7 @@ impl<B: Backend> Model<B> {
             } else {
                 Vec::new()
             },
-            ffn_pre,
+            ffn_pre: self.ffn_pre_of(l, ba, n),
         }
     }
 }

@@ -64,15 +64,21 @@ impl<B: Backend> Model<B> {
     /// nonlinearity (for swiglu, the gate's input, whose sign sets the gate open or shut).
     pub fn ffn_preactivation(&self, l: usize) -> Vec<f64> {
         let a = self.acts.as_ref().expect("forward first");
-        let (ba, bp) = (&a.blocks[l], &self.blocks[l]);
+        self.ffn_pre_of(l, &a.blocks[l], a.b * a.t)
+    }
+
+    /// Block `l`'s FFN pre-activation held in `ba`, its first `n` rows widened to f64, with
+    /// fc's bias added where the activation's pass adds it (no gate): what `forward` and
+    /// `infer` both hand out.
+    pub(super) fn ffn_pre_of(&self, l: usize, ba: &BlockActs<B::Buf>, n: usize) -> Vec<f64> {
+        let bp = &self.blocks[l];
         let h = bp.hidden;
         let buf = if bp.gate.is_some() {
             &ba.gate_pre
         } else {
             &ba.fc_pre
         };
-        let mut d = self.be.download(buf);
-        d.truncate(a.b * a.t * h);
+        let mut d = self.be.with_host(buf, n * h, |x| x.to_f64());
         // Without a gate, fc's bias is added in the activation's pass, not stored in fc_pre.
         if let Some(bi) = bp.fc.bias().filter(|_| bp.gate.is_none()) {
             let bias = self.be.download(&self.weights[bi]);
