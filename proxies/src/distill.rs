@@ -10,7 +10,7 @@
 use crate::data::{Batch, Dataset, Split};
 use crate::inherit::Parent;
 use genas_engine::backend::{Backend, Soft};
-use genas_engine::cpu::loss::add_ce;
+use genas_engine::cpu::loss::add_ce_host;
 use genas_engine::model::Model;
 use genas_engine::real::{Host, Real};
 use genas_engine::train::{train_step, Optimizer, TrainConfig, TrainError};
@@ -194,10 +194,7 @@ impl SoftTargets {
         let mut sink = |first: usize, rows: usize, z: Host<'_>| {
             if ce {
                 let y = &batch.targets[first..first + rows];
-                sum = match z {
-                    Host::F32(z) => add_ce(sum, z, y, v),
-                    Host::F64(z) => add_ce(sum, z, y, v),
-                };
+                sum = add_ce_host(sum, z, y, v);
             }
             soft.fill_host(first, z, v, temperature);
         };
@@ -418,16 +415,10 @@ pub fn evaluate_against_teacher<B: Backend>(
         };
         let mut sink = |first: usize, rows: usize, z: Host<'_>| {
             let y = &b.targets[first..first + rows];
-            sum = match z {
-                Host::F32(z) => add_ce(sum, z, y, v),
-                Host::F64(z) => add_ce(sum, z, y, v),
-            };
+            sum = add_ce_host(sum, z, y, v);
             for i in 0..rows {
                 zr.clear();
-                match z {
-                    Host::F32(z) => zr.extend(z[i * v..(i + 1) * v].iter().map(|&x| f64::from(x))),
-                    Host::F64(z) => zr.extend_from_slice(&z[i * v..(i + 1) * v]),
-                }
+                z.extend_f64(i * v..(i + 1) * v, &mut zr);
                 row(first + i, &zr);
             }
         };

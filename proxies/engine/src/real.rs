@@ -24,6 +24,13 @@ impl Host<'_> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Appends values `range`, widened to f64 (exact), to `out`.
+    pub fn extend_f64(&self, range: std::ops::Range<usize>, out: &mut Vec<f64>) {
+        match self {
+            Host::F32(x) => out.extend(x[range].iter().map(|&v| f64::from(v))),
+            Host::F64(x) => out.extend_from_slice(&x[range]),
+        }
+    }
     /// The values widened to f64 (exact).
     pub fn to_f64(&self) -> Vec<f64> {
         match self {

@@ -5,7 +5,7 @@
 
 use crate::backend::{Backend, Soft};
 use crate::batch::{Batch, TrainBatches};
-use crate::cpu::loss::add_ce;
+use crate::cpu::loss::add_ce_host;
 use crate::cpu::ops::AdamW;
 use crate::model::Model;
 use crate::real::Host;
@@ -265,10 +265,7 @@ pub fn evaluate<B: Backend>(model: &mut Model<B>, batches: &[Batch]) -> f64 {
         let mut sum = 0.0;
         let mut sink = |first: usize, rows: usize, z: Host<'_>| {
             let y = &b.targets[first..first + rows];
-            sum = match z {
-                Host::F32(z) => add_ce(sum, z, y, v),
-                Host::F64(z) => add_ce(sum, z, y, v),
-            };
+            sum = add_ce_host(sum, z, y, v);
         };
         model.infer(&b.inputs, (b.b, b.t), None, Some(&mut sink));
         total += sum * (1.0 / n as f64) * n as f64;

@@ -494,14 +494,9 @@ pub fn teacher_import(
     let positions = check_positions(t);
     let mut logits = Vec::with_capacity(seqs.len() * positions.len() * v);
     let mut keep = |first: usize, rows: usize, z: genas_engine::real::Host<'_>| {
-        use genas_engine::real::Host;
         for r in first..first + rows {
             if positions.binary_search(&(r % t)).is_ok() {
-                let row = (r - first) * v..(r - first + 1) * v;
-                match z {
-                    Host::F64(z) => logits.extend_from_slice(&z[row]),
-                    Host::F32(z) => logits.extend(z[row].iter().map(|&x| f64::from(x))),
-                }
+                z.extend_f64((r - first) * v..(r - first + 1) * v, &mut logits);
             }
         }
     };

@@ -32,6 +32,25 @@ fn json_out(o: &Output) -> Value {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
 }
 
+/// `genas teacher import DIR --experiment EXP --out CHECK --json`, succeeded, as JSON.
+fn import_json(cache: &Path, dir: &Path, exp: &Path, check: &Path) -> Value {
+    let arg = |p: &Path| p.to_str().unwrap().to_string();
+    let (dir, exp, check) = (arg(dir), arg(exp), arg(check));
+    json_out(&genas(
+        cache,
+        &[
+            "teacher",
+            "import",
+            &dir,
+            "--experiment",
+            &exp,
+            "--out",
+            &check,
+            "--json",
+        ],
+    ))
+}
+
 fn fails_with(o: &Output, needle: &str) {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
@@ -104,19 +123,7 @@ fn a_pretrained_teacher_is_measured_once_and_its_students_leave_with_its_tokeniz
     // `genas teacher import` measures the same loss, and its check passes in transformers.
     let check = tmp.path().join("check");
     let fixture_dir = root().join("experiments/fixtures/hf/llama-gqa");
-    let import = json_out(&genas(
-        &cache,
-        &[
-            "teacher",
-            "import",
-            fixture_dir.to_str().unwrap(),
-            "--experiment",
-            exp,
-            "--out",
-            check.to_str().unwrap(),
-            "--json",
-        ],
-    ));
+    let import = import_json(&cache, &fixture_dir, Path::new(exp), &check);
     assert_eq!(import["key"], record["key"]);
     let v = &import["validation"];
     assert!(
@@ -414,19 +421,7 @@ fn an_import_at_a_long_context_checks_a_few_positions_of_each_sequence() {
     let exp = experiment(tmp.path(), |t| t.replace("seq_len = 64", "seq_len = 128"));
     let check = tmp.path().join("check");
     let fixture_dir = root().join("experiments/fixtures/hf/llama-gqa");
-    let import = json_out(&genas(
-        &cache,
-        &[
-            "teacher",
-            "import",
-            fixture_dir.to_str().unwrap(),
-            "--experiment",
-            exp.to_str().unwrap(),
-            "--out",
-            check.to_str().unwrap(),
-            "--json",
-        ],
-    ));
+    let import = import_json(&cache, &fixture_dir, &exp, &check);
     assert_eq!(import["measured_context"], 128);
     let file = check.join("genas_check.json");
     let mut json: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();

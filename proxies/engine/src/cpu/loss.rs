@@ -99,6 +99,14 @@ pub fn add_ce<F: Real>(acc: f64, logits: &[F], targets: &[u32], v: usize) -> f64
     rows.iter().fold(acc, |s, &c| s + c)
 }
 
+/// `add_ce` over logits as a backend hands them out (`Backend::with_host`).
+pub fn add_ce_host(acc: f64, logits: crate::real::Host<'_>, targets: &[u32], v: usize) -> f64 {
+    match logits {
+        crate::real::Host::F32(z) => add_ce(acc, z, targets, v),
+        crate::real::Host::F64(z) => add_ce(acc, z, targets, v),
+    }
+}
+
 thread_local! {
     /// A row's exponentials for `top_k_row`, kept from step to step on each thread.
     static SCRATCH: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };

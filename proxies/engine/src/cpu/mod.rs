@@ -104,6 +104,9 @@ impl<F: Real> Backend for Cpu<F> {
     fn download(&self, buf: &Vec<F>) -> Vec<f64> {
         buf.iter().map(|x| x.to_f64()).collect()
     }
+    fn value_bytes(&self) -> usize {
+        std::mem::size_of::<F>()
+    }
     fn with_host<R>(
         &self,
         buf: &Vec<F>,

@@ -67,7 +67,7 @@ impl<B: Backend> Model<B> {
         probe: Option<&mut LayerProbe<'_>>,
         logits: Option<&mut LogitSink<'_>>,
     ) {
-        let plan = self.infer_plan((b, t), self.value_bytes());
+        let plan = self.infer_plan((b, t), self.be.value_bytes());
         self.infer_as(tokens, (b, t), plan, probe, logits);
     }
 
@@ -95,7 +95,12 @@ impl<B: Backend> Model<B> {
         let mut x = z(rows_max * c);
         let mut y = z(rows_max * c);
         let (mut lnf, mut lnf_mean, mut lnf_rstd) = (z(rows_max * c), z(rows_max), z(rows_max));
-        let mut lnf_rows = z(plan.logit_rows * c);
+        // Rows of the final norm copied out only when a chunk's logits take several blocks.
+        let mut lnf_rows = z(if plan.logit_rows < rows_max {
+            plan.logit_rows * c
+        } else {
+            0
+        });
         let mut out = z(plan.logit_rows * v);
         let net = self.net();
         for s0 in (0..b).step_by(plan.sequences) {
@@ -149,15 +154,6 @@ impl<B: Backend> Model<B> {
                 be.with_host(&out, rows * v, |h| sink(first + r0, rows, h));
             }
         }
-    }
-
-    /// Bytes of one of the backend's values (8 for the f64 twin, 4 otherwise).
-    pub fn value_bytes(&self) -> usize {
-        let probe = self.be.zeros(1);
-        self.be.with_host(&probe, 1, |h| match h {
-            Host::F32(_) => 4,
-            Host::F64(_) => 8,
-        })
     }
 
     /// What a layer probe sees of block `l` on rows first..first + n.
