@@ -11,37 +11,15 @@
 //! order after a begin-of-image token (`BOS = gray_levels`), so the vocabulary is
 //! `gray_levels + 1` and the context `image_size²`.
 
+pub use crate::corpus::DataError;
+use crate::corpus::{bad, io, Corpus, MAX_DATA_FILE_BYTES};
 use crate::tokenize::HfTokenizer;
+use crate::tokens::{TokenFile, TokenWriter, Tokens};
 use genas_space::{DataConfig, DataKind, Experiment, Tokenizer};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-
-/// Why a data file cannot be used. `Display` is one line naming the file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DataError {
-    #[error("cannot read {path}: {reason}")]
-    Io { path: String, reason: String },
-    #[error("{path}: {reason}")]
-    Bad { path: String, reason: String },
-    /// Text or images that make no data set (too short, too few images), before a path is known.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-/// A reason with no file to name: the corpus or images as given.
-impl From<String> for DataError {
-    fn from(why: String) -> DataError {
-        DataError::Invalid(why)
-    }
-}
-
-impl From<&str> for DataError {
-    fn from(why: &str) -> DataError {
-        DataError::Invalid(why.to_string())
-    }
-}
+use std::path::Path;
 
 impl From<crate::tokenize::TokenizerError> for DataError {
     fn from(e: crate::tokenize::TokenizerError) -> DataError {
@@ -49,27 +27,8 @@ impl From<crate::tokenize::TokenizerError> for DataError {
     }
 }
 
-impl From<DataError> for String {
-    fn from(e: DataError) -> String {
-        e.to_string()
-    }
-}
-
-fn bad(path: &Path, reason: impl Into<String>) -> DataError {
-    DataError::Bad {
-        path: path.display().to_string(),
-        reason: reason.into(),
-    }
-}
-
-/// The largest corpus file or IDX file genas reads (the preflights bound what it then builds).
-const MAX_DATA_FILE_BYTES: u64 = 16 << 30;
-
 fn read(path: &Path) -> Result<Vec<u8>, DataError> {
-    genas_space::files::read_bounded(path, MAX_DATA_FILE_BYTES).map_err(|e| DataError::Io {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })
+    genas_space::files::read_bounded(path, MAX_DATA_FILE_BYTES).map_err(|e| io(path, e))
 }
 
 /// How tokens map to what they stand for.
@@ -159,8 +118,9 @@ pub struct Dataset {
     pub kind: DataKind,
     pub vocab: Vocabulary,
     /// Text: one token stream. Images: `train.len() / context` images of `context` pixels.
-    pub train: Vec<u32>,
-    pub validation: Vec<u32>,
+    /// A Hugging Face tokenizer's splits are views of one mapped token file.
+    pub train: Tokens,
+    pub validation: Tokens,
     /// Tokens per training sequence.
     pub context: u32,
     /// What was read, for reports.
@@ -246,10 +206,22 @@ impl Dataset {
             }
             None => tok.size,
         };
-        let text = read_text_source(&path)?;
-        Dataset::from_text_hf(
-            &text,
+        let corpus = Corpus::open(&path, exp.data.text_field.as_deref())?;
+        let eos = match exp.data.eos_token.as_deref() {
+            Some("") => None,
+            Some(name) => Some(tok.token_id(name).ok_or_else(|| DataError::Bad {
+                path: exp.source.display().to_string(),
+                reason: format!(
+                    "[data] eos_token {name:?} is not a token of {}",
+                    tok_path.display()
+                ),
+            })?),
+            None => tok.end_of_text(),
+        };
+        Dataset::from_corpus_hf(
+            &corpus,
             &tok,
+            eos,
             size,
             exp.data.seq_len.unwrap_or(64),
             exp.data.validation_fraction,
@@ -257,15 +229,20 @@ impl Dataset {
             cache,
             progress,
         )
-        .map_err(|reason| bad(&path, reason))
+        .map_err(|e| match e {
+            DataError::Invalid(reason) => bad(&path, reason),
+            e => e,
+        })
     }
 
-    /// Encodes a corpus with a Hugging Face tokenizer (or reads the stream from `cache`) into
-    /// ids below `size`, and splits it as [`Dataset::from_text`] does.
+    /// Encodes a corpus with a Hugging Face tokenizer as it streams into a token file of ids
+    /// below `size` (`eos` after each document), or maps the file a previous run left in
+    /// `cache`, and splits it as [`Dataset::from_text`] does, into views of the file.
     #[allow(clippy::too_many_arguments)]
-    pub fn from_text_hf(
-        text: &str,
+    pub fn from_corpus_hf(
+        corpus: &Corpus,
         tok: &HfTokenizer,
+        eos: Option<u32>,
         size: u32,
         seq_len: u32,
         validation_fraction: f64,
@@ -273,30 +250,36 @@ impl Dataset {
         cache: Option<&Path>,
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<Dataset, DataError> {
-        let cached = cache.map(|dir| crate::tokenize::cache_path(dir, text, tok));
-        let stream = match cached
-            .as_deref()
-            .and_then(|p| crate::tokenize::read_cache(p, size))
-        {
-            Some(stream) => stream,
-            None => {
-                let stream = tok.encode(text, progress)?;
-                if let Some(p) = &cached {
-                    // A cache that cannot be written costs only the next run's encoding.
-                    let _ = crate::tokenize::write_cache(p, &stream);
-                }
-                stream
+        let cached = match cache {
+            Some(dir) => Some(crate::tokenize::cache_path(
+                dir,
+                &corpus.fingerprint()?,
+                tok,
+                eos,
+            )),
+            None => None,
+        };
+        let file = match cached.as_deref().map(|p| TokenFile::open(p, size)) {
+            Some(Ok(file)) => file,
+            _ => {
+                let stream_error = |e: std::io::Error| {
+                    DataError::Invalid(format!("cannot write the token stream: {e}"))
+                };
+                // A cache that cannot be written costs only the next run's encoding.
+                let mut out = match cached
+                    .as_deref()
+                    .map(|p| TokenWriter::create(size, Some(p)))
+                {
+                    Some(Ok(w)) => w,
+                    _ => TokenWriter::create(size, None).map_err(stream_error)?,
+                };
+                tok.encode_corpus(corpus, eos, &mut out, progress)?;
+                out.finish().map_err(stream_error)?
             }
         };
-        if let Some(t) = stream.iter().find(|&&t| t >= size) {
-            return Err(format!(
-                "{} gives token id {t}, beyond the vocabulary of {size}",
-                tok.path.display()
-            )
-            .into());
-        }
+        let chars = file.chars().max(1);
+        let stream = Tokens::from(file);
         let (train, validation) = split_text(&stream, seq_len, validation_fraction)?;
-        let chars = text.chars().count().max(1);
         let mut ds = Dataset::finish(
             DataKind::Text,
             Vocabulary::Hf {
@@ -325,7 +308,7 @@ impl Dataset {
                 if tokenizer.is_hf() {
                     return Err(bad(path, "a Hugging Face tokenizer is read through an experiment file (Dataset::load)"));
                 }
-                let text = read_text_source(path)?;
+                let text = Corpus::open(path, cfg.text_field.as_deref())?.read_string()?;
                 Dataset::from_text(
                     &text,
                     tokenizer,
@@ -388,16 +371,18 @@ impl Dataset {
                 return Err("a Hugging Face tokenizer is applied by Dataset::from_text_hf".into())
             }
         };
-        let (train, validation) = split_text(&stream, seq_len, validation_fraction)?;
+        let (train, validation) = split_text(&Tokens::from(stream), seq_len, validation_fraction)?;
         let (train, validation, vocab) = match tokenizer {
             Tokenizer::Byte => (train, validation, Vocabulary::Bytes),
             Tokenizer::Teacher | Tokenizer::File(_) => unreachable!("refused above"),
             Tokenizer::Char => {
                 // Distinct code points in one pass over a seen-table (no copy, no sort).
                 let mut seen = vec![false; char::MAX as usize + 1];
-                for &c in &train {
-                    seen[c as usize] = true;
-                }
+                train.for_each_block(65_536, |block| {
+                    for &c in block {
+                        seen[c as usize] = true;
+                    }
+                });
                 let points: Vec<u32> = (0..seen.len() as u32)
                     .filter(|&c| seen[c as usize])
                     .collect();
@@ -409,7 +394,7 @@ impl Dataset {
                 let mut chars: Vec<char> =
                     points.iter().filter_map(|&c| char::from_u32(c)).collect();
                 let replacement = u32::from('\u{FFFD}');
-                if validation.iter().any(|c| !index.contains_key(c))
+                if validation.iter().any(|c| !index.contains_key(&c))
                     && !index.contains_key(&replacement)
                 {
                     index.insert(replacement, chars.len() as u32);
@@ -418,10 +403,11 @@ impl Dataset {
                 // Every code point not in the index has the replacement token (added above
                 // whenever the validation split needs it).
                 let unknown = index.get(&replacement).copied().unwrap_or(0);
-                let map = |s: Vec<u32>| -> Vec<u32> {
+                let map = |s: Tokens| -> Tokens {
                     s.iter()
-                        .map(|c| index.get(c).copied().unwrap_or(unknown))
-                        .collect()
+                        .map(|c| index.get(&c).copied().unwrap_or(unknown))
+                        .collect::<Vec<u32>>()
+                        .into()
                 };
                 (map(train), map(validation), Vocabulary::Chars { chars })
             }
@@ -446,8 +432,8 @@ impl Dataset {
         Dataset::finish(
             DataKind::Text,
             Vocabulary::Ids { size },
-            train,
-            validation,
+            train.into(),
+            validation.into(),
             context,
             "ids".into(),
             None,
@@ -473,8 +459,8 @@ impl Dataset {
         Dataset::finish(
             kind,
             vocab,
-            train,
-            validation,
+            train.into(),
+            validation.into(),
             context,
             "tokens".into(),
             None,
@@ -493,8 +479,8 @@ impl Dataset {
         Dataset::finish(
             DataKind::Image,
             Vocabulary::Pixels { levels },
-            train_tokens,
-            val_tokens,
+            train_tokens.into(),
+            val_tokens.into(),
             size * size,
             source,
             Some((train.rows, train.cols)),
@@ -504,8 +490,8 @@ impl Dataset {
     fn finish(
         kind: DataKind,
         vocab: Vocabulary,
-        train: Vec<u32>,
-        validation: Vec<u32>,
+        train: Tokens,
+        validation: Tokens,
         context: u32,
         source: String,
         source_image_size: Option<(u32, u32)>,
@@ -517,11 +503,11 @@ impl Dataset {
         for stream in [&train, &validation] {
             h.update((stream.len() as u64).to_le_bytes());
             // Little-endian bytes of each token, hashed 64k tokens at a time.
-            for chunk in stream.chunks(65_536) {
+            stream.for_each_block(65_536, |chunk| {
                 bytes.clear();
                 bytes.extend(chunk.iter().flat_map(|t| t.to_le_bytes()));
                 h.update(&bytes);
-            }
+            });
         }
         let fingerprint = genas_space::hex16(h);
         Dataset {
@@ -584,7 +570,7 @@ pub enum Split {
 }
 
 impl Dataset {
-    fn stream(&self, split: Split) -> &[u32] {
+    fn stream(&self, split: Split) -> &Tokens {
         match split {
             Split::Train => &self.train,
             Split::Validation => &self.validation,
@@ -607,14 +593,13 @@ impl Dataset {
         let t = self.context as usize;
         match self.bos() {
             Some(bos) => {
-                let img = &s[k * t..(k + 1) * t];
                 inputs.push(bos);
-                inputs.extend_from_slice(&img[..t - 1]);
-                targets.extend_from_slice(img);
+                s.extend_into(k * t, t - 1, inputs);
+                s.extend_into(k * t, t, targets);
             }
             None => {
-                inputs.extend_from_slice(&s[k..k + t]);
-                targets.extend_from_slice(&s[k + 1..k + t + 1]);
+                s.extend_into(k, t, inputs);
+                s.extend_into(k + 1, t, targets);
             }
         }
     }
@@ -704,10 +689,10 @@ impl Dataset {
 
 /// A text token stream split into training and validation blocks, or why it is too small.
 fn split_text(
-    stream: &[u32],
+    stream: &Tokens,
     seq_len: u32,
     validation_fraction: f64,
-) -> Result<(Vec<u32>, Vec<u32>), String> {
+) -> Result<(Tokens, Tokens), String> {
     let need = seq_len as usize + 1;
     split_blocks(stream, need, validation_fraction).ok_or_else(|| {
         format!(
@@ -717,79 +702,35 @@ fn split_text(
     })
 }
 
-/// Reads a UTF-8 text file, or every `*.txt` file of a folder in name order joined by `\n`.
+/// Reads a corpus (a UTF-8 text file, or a folder of text files in name order) whole, its
+/// documents joined by `\n`: [`Corpus::read_string`].
 pub fn read_text_source(path: &Path) -> Result<String, DataError> {
-    let files: Vec<PathBuf> = if path.is_dir() {
-        let entries = std::fs::read_dir(path).map_err(|e| DataError::Io {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "txt"))
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            return Err(bad(path, "the folder holds no .txt files"));
-        }
-        files
-    } else {
-        vec![path.to_path_buf()]
-    };
-    let mut out = String::new();
-    for (i, f) in files.iter().enumerate() {
-        let bytes = read(f)?;
-        let text = check_text(f, bytes)?;
-        if i > 0 {
-            out.push('\n');
-        }
-        out.push_str(&text);
-    }
-    Ok(out)
+    Corpus::open(path, None)?.read_string()
 }
 
-/// One clear error for empty, binary and non-UTF-8 files.
-fn check_text(path: &Path, bytes: Vec<u8>) -> Result<String, DataError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(bad(path, "the file is empty"));
-    }
-    if let Some(at) = bytes.iter().position(|&b| b == 0) {
-        return Err(bad(
-            path,
-            format!("binary data, not text (NUL byte at offset {at})"),
-        ));
-    }
-    String::from_utf8(bytes).map_err(|e| {
-        bad(
-            path,
-            format!(
-                "not UTF-8 text (invalid byte at offset {})",
-                e.utf8_error().valid_up_to()
-            ),
-        )
-    })
-}
-
-/// Splits a stream into blocks and returns (training, validation) concatenations. Validation
+/// Splits a stream into blocks and returns (training, validation) views of it. Validation
 /// takes `round(blocks · fraction)` (at least one) evenly spaced blocks. Blocks hold
 /// min(4096, len / 20) tokens but at least `min_len`; `None` when a split would be shorter.
-fn split_blocks(stream: &[u32], min_len: usize, fraction: f64) -> Option<(Vec<u32>, Vec<u32>)> {
-    let block = (stream.len() / 20).clamp(min_len, 4096.max(min_len));
-    let blocks = stream.len().div_ceil(block);
+fn split_blocks(stream: &Tokens, min_len: usize, fraction: f64) -> Option<(Tokens, Tokens)> {
+    let len = stream.len();
+    let block = (len / 20).clamp(min_len, 4096.max(min_len));
+    let blocks = len.div_ceil(block);
     let n_val = ((blocks as f64 * fraction).round() as usize).max(1);
     if n_val >= blocks {
         return None;
     }
     let is_val = evenly_spaced(blocks, n_val);
-    let mut train = Vec::with_capacity(stream.len());
-    let mut val = Vec::new();
-    for (i, chunk) in stream.chunks(block).enumerate() {
-        if is_val[i] {
-            val.extend_from_slice(chunk);
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for (i, &v) in is_val.iter().enumerate() {
+        let start = i * block;
+        let part = (start, block.min(len - start));
+        if v {
+            val.push(part);
         } else {
-            train.extend_from_slice(chunk);
+            train.push(part);
         }
     }
+    let (train, val) = (stream.select(&train), stream.select(&val));
     (train.len() >= min_len && val.len() >= min_len).then_some((train, val))
 }
 

@@ -393,7 +393,10 @@ pub fn store_data(dir: &Path, d: &Dataset) -> Result<String, InputsError> {
         vocab_size: d.vocab_size(),
         context: d.context,
     };
-    let (train, val) = (u32_bytes(&d.train), u32_bytes(&d.validation));
+    let (train, val) = (
+        u32_bytes(&d.train.to_vec()),
+        u32_bytes(&d.validation.to_vec()),
+    );
     let views = vec![
         (
             "train".to_string(),

@@ -1,7 +1,9 @@
 //! genas-scoring: how a candidate's quality is *estimated*, cheaply.
 //!
 //! Owns the data sets as token streams (`data`: text corpora and IDX images, the deterministic
-//! train/validation split, the data fingerprint), Hugging Face tokenizers and their token cache
+//! train/validation split, the data fingerprint), corpora read as streams of documents from
+//! text, JSON Lines and Parquet files (`corpus`), token streams in memory or in mapped token
+//! files and their views (`tokens`), Hugging Face tokenizers and their token cache
 //! (`tokenize`), the teacher genas trains (`teacher`; a pretrained one is read by
 //! `genas-interop`), brief and full knowledge distillation (`distill`) and its benchmark at a
 //! real vocabulary (`distill_bench`), students initialised from the teacher's pruned weights
@@ -14,6 +16,7 @@
 //! (`genas-store`).
 
 pub mod calibrate;
+pub mod corpus;
 pub mod data;
 pub mod distill;
 pub mod distill_bench;
@@ -23,6 +26,7 @@ pub mod linalg;
 pub mod stats;
 pub mod teacher;
 pub mod tokenize;
+pub mod tokens;
 pub mod zero_cost;
 
 pub use data::{Batch, DataError, DataSummary, Dataset, Split, Vocabulary};

@@ -1,14 +1,17 @@
 //! Hugging Face tokenizers (`tokenizer.json`: BPE, Unigram, WordPiece, as the file says) for
 //! text corpora, and the cache of the token streams they produce.
 //!
-//! A corpus is encoded once, in parallel: it is cut after line ends into chunks of about
-//! [`CHUNK_BYTES`], each chunk encoded without special tokens, the ids concatenated. (So a
-//! tokenizer that marks the start of a text, as SentencePiece's "▁" prefix does, marks each
-//! chunk's start; a chunk always starts at a line start.) The stream is cached under a key of
-//! the text's SHA-256 and the tokenizer file's, so a second run reads it instead.
+//! A corpus is encoded once, as it streams, in parallel: each document is cut after line ends
+//! into chunks of about [`CHUNK_BYTES`], each chunk encoded without special tokens, the ids
+//! written in order to a token file (`tokens`), the end-of-text token after each document.
+//! (So a tokenizer that marks the start of a text, as SentencePiece's "▁" prefix does, marks
+//! each chunk's start; a chunk always starts at a line start.) The file is kept under a key of
+//! the corpus's fingerprint and the tokenizer file's hash, so a second run maps it instead.
 //!
 //! It knows nothing of splits or models: `data` cuts the stream, `pretrained` reads teachers.
 
+use crate::corpus::{Corpus, DataError, Piece};
+use crate::tokens::{PushError, TokenWriter};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -124,7 +127,8 @@ impl HfTokenizer {
     }
 
     /// The ids of `text`, without special tokens, encoded in parallel chunks cut after line
-    /// ends; `progress(done, total)` is told bytes as chunks finish.
+    /// ends (as [`HfTokenizer::encode_corpus`] cuts a corpus); `progress(done, total)` is told
+    /// bytes as chunks finish.
     pub fn encode(
         &self,
         text: &str,
@@ -136,19 +140,121 @@ impl HfTokenizer {
         let parts: Result<Vec<Vec<u32>>, String> = chunks
             .par_iter()
             .map(|chunk| {
-                let enc = self.inner.encode_fast(*chunk, false).map_err(|e| {
-                    format!(
-                        "{}: {}",
-                        self.path.display(),
-                        e.to_string().replace('\n', " ")
-                    )
-                })?;
+                let ids = self.encode_chunk(chunk)?;
                 let d = done.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
                 progress(d + chunk.len(), text.len());
-                Ok(enc.get_ids().to_vec())
+                Ok(ids)
             })
             .collect();
         Ok(parts?.concat())
+    }
+
+    fn encode_chunk(&self, chunk: &str) -> Result<Vec<u32>, String> {
+        self.inner
+            .encode_fast(chunk, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| {
+                format!(
+                    "{}: {}",
+                    self.path.display(),
+                    e.to_string().replace('\n', " ")
+                )
+            })
+    }
+
+    /// Encodes a corpus as it streams into `out`: each document cut after line ends into
+    /// chunks of about [`CHUNK_BYTES`], [`BATCH_BYTES`] of chunks encoded at once in parallel,
+    /// the ids written in order, and `eos` after every document (without it, documents are
+    /// joined by a newline, so a folder of text files encodes as their joined text did).
+    /// `progress(done, total)` is told the corpus's bytes read as batches finish. Holds one
+    /// batch of text and its ids, whatever the corpus's size.
+    pub fn encode_corpus(
+        &self,
+        corpus: &Corpus,
+        eos: Option<u32>,
+        out: &mut TokenWriter,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<(), DataError> {
+        let total = corpus.bytes as usize;
+        let mut batch: Vec<Chunk> = Vec::new();
+        let mut held = 0usize;
+        let mut chunker = Chunker::new(CHUNK_BYTES);
+        let mut separate = false;
+        let mut cuts = Vec::new();
+        corpus.read(&mut |piece, done| {
+            match piece {
+                Piece::Text(text) => {
+                    if separate {
+                        chunker.push("\n", &mut cuts);
+                        separate = false;
+                    }
+                    chunker.push(text, &mut cuts);
+                }
+                Piece::End => match eos {
+                    Some(_) => {
+                        chunker.finish(&mut cuts);
+                        held += cuts.iter().map(String::len).sum::<usize>();
+                        batch.extend(cuts.drain(..).map(Chunk::Text));
+                        batch.push(Chunk::End);
+                    }
+                    None => separate = true,
+                },
+            }
+            held += cuts.iter().map(String::len).sum::<usize>();
+            batch.extend(cuts.drain(..).map(Chunk::Text));
+            if held >= BATCH_BYTES {
+                self.flush(&mut batch, eos, out)?;
+                held = 0;
+                progress(done as usize, total);
+            }
+            Ok(())
+        })?;
+        chunker.finish(&mut cuts);
+        batch.extend(cuts.drain(..).map(Chunk::Text));
+        self.flush(&mut batch, eos, out)?;
+        progress(total, total);
+        Ok(())
+    }
+
+    /// Encodes a batch of chunks in parallel and writes the ids in order.
+    fn flush(
+        &self,
+        batch: &mut Vec<Chunk>,
+        eos: Option<u32>,
+        out: &mut TokenWriter,
+    ) -> Result<(), DataError> {
+        use rayon::prelude::*;
+        let encoded: Result<Vec<(Vec<u32>, u64)>, String> = batch
+            .par_iter()
+            .map(|c| match c {
+                Chunk::Text(t) => Ok((self.encode_chunk(t)?, t.chars().count() as u64)),
+                Chunk::End => Ok((eos.into_iter().collect(), 0)),
+            })
+            .collect();
+        for (ids, chars) in encoded? {
+            out.push(&ids).map_err(|e| match e {
+                PushError::Beyond(t) => DataError::Invalid(format!(
+                    "{} gives token id {t}, beyond the vocabulary",
+                    self.path.display()
+                )),
+                PushError::Io(e) => {
+                    DataError::Invalid(format!("cannot write the token stream: {e}"))
+                }
+            })?;
+            out.add_chars(chars);
+        }
+        batch.clear();
+        Ok(())
+    }
+
+    /// The id of `token` (an added or regular entry), if the tokenizer has it.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// The tokenizer's end-of-text token, by the names the usual families give it.
+    pub fn end_of_text(&self) -> Option<u32> {
+        END_OF_TEXT.iter().find_map(|t| self.token_id(t))
     }
 
     /// The file as read, to hand over beside an exported model.
@@ -178,73 +284,94 @@ impl HfTokenizer {
     }
 }
 
+/// Names of a document's end across tokenizer families (GPT-2, Qwen, SmolLM; Llama 3;
+/// Llama 2, Mistral; Gemma), the first the tokenizer has is taken.
+const END_OF_TEXT: [&str; 4] = ["<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>"];
+
+/// Bytes of chunks encoded at once, across threads, before their ids are written.
+pub const BATCH_BYTES: usize = 16 << 20;
+
+/// What a batch holds: a chunk of text, or the end of a document.
+enum Chunk {
+    Text(String),
+    End,
+}
+
+/// Cuts a text that arrives in pieces exactly as [`chunks`] cuts it whole: after the first
+/// line end at or beyond `target` bytes, or at `4 × target` bytes (a character boundary)
+/// when no line ends by then.
+struct Chunker {
+    target: usize,
+    buf: String,
+}
+
+impl Chunker {
+    fn new(target: usize) -> Chunker {
+        Chunker {
+            target: target.max(1),
+            buf: String::new(),
+        }
+    }
+
+    /// Adds text; the chunks now certain go to `out`.
+    fn push(&mut self, text: &str, out: &mut Vec<String>) {
+        self.buf.push_str(text);
+        self.cut_all(false, out);
+    }
+
+    /// The rest, as chunks.
+    fn finish(&mut self, out: &mut Vec<String>) {
+        self.cut_all(true, out);
+    }
+
+    fn cut_all(&mut self, end: bool, out: &mut Vec<String>) {
+        let mut start = 0;
+        while let Some(cut) = self.cut(&self.buf[start..], end) {
+            out.push(self.buf[start..start + cut].to_string());
+            start += cut;
+        }
+        self.buf.drain(..start);
+    }
+
+    /// Where the next chunk of `rest` ends, once that is certain.
+    fn cut(&self, rest: &str, end: bool) -> Option<usize> {
+        let (t, limit) = (self.target, 4 * self.target);
+        if rest.is_empty() || (rest.len() <= t && !end) {
+            return None;
+        }
+        if rest.len() <= t {
+            return Some(rest.len());
+        }
+        let floor = |mut at: usize| {
+            while !rest.is_char_boundary(at) {
+                at -= 1;
+            }
+            at
+        };
+        match rest.as_bytes()[t..].iter().position(|&b| b == b'\n') {
+            Some(i) if t + i < limit => Some(t + i + 1),
+            Some(_) => Some(floor(limit)),
+            None if rest.len() > limit => Some(floor(limit)),
+            None => end.then_some(rest.len()),
+        }
+    }
+}
+
 /// `text` cut after a line end once a chunk holds `target` bytes (a line longer than that
 /// is cut at a char boundary).
-fn chunks(text: &str, target: usize) -> Vec<&str> {
+fn chunks(text: &str, target: usize) -> Vec<String> {
+    let mut c = Chunker::new(target);
     let mut out = Vec::new();
-    let mut rest = text;
-    while !rest.is_empty() {
-        if rest.len() <= target {
-            out.push(rest);
-            break;
-        }
-        let mut cut = match rest[target..].find('\n') {
-            Some(i) => target + i + 1,
-            None => rest.len(),
-        };
-        if cut > 4 * target {
-            cut = 4 * target;
-            while !rest.is_char_boundary(cut) {
-                cut -= 1;
-            }
-        }
-        out.push(&rest[..cut]);
-        rest = &rest[cut..];
-    }
+    c.push(text, &mut out);
+    c.finish(&mut out);
     out
 }
 
-/// The cache file of `text` under `tok` in `dir`: `<text sha>-<tokenizer sha>.tokens`.
-pub fn cache_path(dir: &Path, text: &str, tok: &HfTokenizer) -> PathBuf {
-    let mut h = Sha256::new();
-    h.update(text.as_bytes());
-    dir.join(format!("{}-{}.tokens", genas_space::hex16(h), tok.hash))
-}
-
-const CACHE_MAGIC: &[u8; 8] = b"genastok";
-
-/// The cached stream at `path`, if it is there and whole (anything else is recomputed).
-pub fn read_cache(path: &Path, vocab: u32) -> Option<Vec<u32>> {
-    let bytes = std::fs::read(path).ok()?;
-    let body = bytes.strip_prefix(CACHE_MAGIC)?;
-    let (n, rest) = body.split_at_checked(8)?;
-    let n = u64::from_le_bytes(n.try_into().ok()?) as usize;
-    if rest.len() != n.checked_mul(4)? {
-        return None;
-    }
-    let ids: Vec<u32> = rest
-        .chunks_exact(4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    ids.iter().all(|&t| t < vocab).then_some(ids)
-}
-
-/// Writes the stream through a temporary file and a rename; a failure only costs the cache.
-pub fn write_cache(path: &Path, ids: &[u32]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut bytes = Vec::with_capacity(16 + 4 * ids.len());
-    bytes.extend_from_slice(CACHE_MAGIC);
-    bytes.extend_from_slice(&(ids.len() as u64).to_le_bytes());
-    for t in ids {
-        bytes.extend_from_slice(&t.to_le_bytes());
-    }
-    let tmp = path.with_extension(format!("tokens.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, &bytes)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+/// The token file of a corpus (its [`Corpus::fingerprint`]) under `tok`, with `eos` ending
+/// each document, in `dir`: `<corpus>-<tokenizer>[-eos<id>].tokens`.
+pub fn cache_path(dir: &Path, corpus: &str, tok: &HfTokenizer, eos: Option<u32>) -> PathBuf {
+    let eos = eos.map(|e| format!("-eos{e}")).unwrap_or_default();
+    dir.join(format!("{corpus}-{}{eos}.tokens", tok.hash))
 }
 
 /// Where token streams are cached: `$GENAS_CACHE_DIR`, else `$XDG_CACHE_HOME/genas/tokens`,
@@ -270,9 +397,66 @@ mod tests {
         let cs = chunks(&text, 7);
         assert_eq!(cs.concat(), text);
         assert!(cs[..cs.len() - 1].iter().all(|c| c.ends_with('\n')));
-        let long = "é".repeat(100);
-        let cs = chunks(&long, 10);
-        assert_eq!(cs.concat(), long);
-        assert!(cs.iter().all(|c| c.len() <= 40));
+        // A target inside a character (é is 2 bytes, 語 3) cuts at a boundary, never panics.
+        for long in ["é".repeat(100), "語a".repeat(100)] {
+            for target in [7, 10, 11] {
+                let cs = chunks(&long, target);
+                assert_eq!(cs.concat(), long);
+                assert!(cs.iter().all(|c| c.len() <= 4 * target));
+            }
+        }
+    }
+
+    #[test]
+    fn text_arriving_in_pieces_is_cut_as_the_whole_text_is() {
+        // The rule applied to the whole text, written out independently of the chunker.
+        fn reference(text: &str, t: usize) -> Vec<String> {
+            let mut out = Vec::new();
+            let mut rest = text;
+            while !rest.is_empty() {
+                if rest.len() <= t {
+                    out.push(rest.to_string());
+                    break;
+                }
+                let mut cut = match rest.as_bytes()[t..].iter().position(|&b| b == b'\n') {
+                    Some(i) => t + i + 1,
+                    None => rest.len(),
+                };
+                if cut > 4 * t {
+                    cut = 4 * t;
+                    while !rest.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                }
+                out.push(rest[..cut].to_string());
+                rest = &rest[cut..];
+            }
+            out
+        }
+        let mut rng = genas_space::Rng::seed_from_u64(7);
+        let alphabet = ["a", "b", "\n", "é", "語", " "];
+        for case in 0..200 {
+            let n = rng.index(400);
+            let text: String = (0..n)
+                .map(|_| alphabet[rng.index(alphabet.len())])
+                .collect();
+            let t = 1 + rng.index(12);
+            let want = reference(&text, t);
+            assert_eq!(chunks(&text, t), want, "case {case}");
+            // The same text pushed in random pieces (at character boundaries).
+            let mut c = Chunker::new(t);
+            let mut got = Vec::new();
+            let mut at = 0;
+            while at < text.len() {
+                let mut end = (at + 1 + rng.index(30)).min(text.len());
+                while !text.is_char_boundary(end) {
+                    end += 1;
+                }
+                c.push(&text[at..end], &mut got);
+                at = end;
+            }
+            c.finish(&mut got);
+            assert_eq!(got, want, "case {case} in pieces");
+        }
     }
 }

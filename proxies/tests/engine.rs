@@ -547,7 +547,7 @@ fn training_is_deterministic_and_learns_shakespeare() {
     // The cross-entropy of the validation split under the training split's unigram
     // distribution: what a model that ignores context achieves at best.
     let mut counts = vec![1.0f64; data.vocab_size() as usize];
-    for &t in &data.train {
+    for t in data.train.iter() {
         counts[t as usize] += 1.0;
     }
     let total: f64 = counts.iter().sum();

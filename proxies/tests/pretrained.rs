@@ -416,7 +416,9 @@ fn the_context_is_bounded_by_the_checkpoint() {
 // ---------------------------------------------------------------------------------------------
 // Tokenizers.
 
-use genas_scoring::tokenize::{cache_path, read_cache, HfTokenizer};
+use genas_scoring::corpus::Corpus;
+use genas_scoring::tokenize::{cache_path, HfTokenizer};
+use genas_scoring::tokens::{TokenFile, Tokens};
 use genas_scoring::Dataset;
 
 #[test]
@@ -433,54 +435,168 @@ fn the_tokenizer_encodes_as_the_python_tokenizers_library_does() {
 }
 
 #[test]
-fn a_corpus_is_encoded_in_chunks_cached_and_read_back() {
+fn a_corpus_is_encoded_as_it_streams_cached_mapped_and_read_back() {
     let tok = HfTokenizer::from_file(&fixture("tokenizer.json")).unwrap();
-    // Three plays: more than one chunk.
-    let corpus: String = ["hamlet_gut.txt", "lear_gut.txt", "othello_gut.txt"]
+    // Three plays in a folder: documents of more than one chunk each.
+    let plays = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/data/shakespeare");
+    let names = ["hamlet_gut.txt", "lear_gut.txt", "othello_gut.txt"];
+    for f in names {
+        fs::copy(src.join(f), plays.path().join(f)).unwrap();
+    }
+    let texts: Vec<String> = names
         .iter()
-        .map(|f| {
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/data/shakespeare");
-            fs::read_to_string(dir.join(f)).unwrap()
-        })
+        .map(|f| fs::read_to_string(src.join(f)).unwrap())
         .collect();
+    let corpus = Corpus::open(plays.path(), None).unwrap();
     let cache = tempfile::tempdir().unwrap();
     let progress = std::sync::Mutex::new(Vec::new());
-    let load = |size: u32, cache: Option<&Path>, progress: &(dyn Fn(usize, usize) + Sync)| {
-        Dataset::from_text_hf(&corpus, &tok, size, 64, 0.1, "plays", cache, progress)
+    let load = |size: u32,
+                eos: Option<u32>,
+                cache: Option<&Path>,
+                progress: &(dyn Fn(usize, usize) + Sync)| {
+        Dataset::from_corpus_hf(&corpus, &tok, eos, size, 64, 0.1, "plays", cache, progress)
     };
-    let a = load(384, Some(cache.path()), &|d, n| {
+    let a = load(384, None, Some(cache.path()), &|d, n| {
         progress.lock().unwrap().push((d, n));
     })
     .unwrap();
-    // The plays are larger than one chunk: the progress reached the whole text.
+    // Progress is told in the corpus's bytes, up to the whole corpus.
     let seen = progress.into_inner().unwrap();
+    let bytes = texts.iter().map(String::len).sum::<usize>();
     assert!(
-        seen.len() > 1 && seen.iter().any(|&(d, n)| d == n && n == corpus.len()),
+        seen.iter().all(|&(_, n)| n == bytes) && seen.last() == Some(&(bytes, bytes)),
         "{seen:?}"
     );
-    let file = cache_path(cache.path(), &corpus, &tok);
-    let cached = read_cache(&file, 384).expect("cached");
-    // Chunks cut at line ends: the stream is the lines' own encodings.
-    let per_line: Vec<u32> = corpus
+    // Without an end-of-text token the documents are joined by a newline, and chunks are cut
+    // at line ends: the stream is the joined text's lines' own encodings.
+    let joined = texts.join("\n");
+    let file = cache_path(cache.path(), &corpus.fingerprint().unwrap(), &tok, None);
+    let cached = TokenFile::open(&file, 384).expect("cached");
+    assert_eq!(cached.width(), 2, "ids below 65,536 take two bytes");
+    let per_line: Vec<u32> = joined
         .split_inclusive('\n')
         .flat_map(|line| tok.encode(line, &|_, _| {}).unwrap())
         .collect();
-    assert_eq!(cached, per_line);
-    assert!(a.tokens_per_char.unwrap() > 0.3 && a.tokens_per_char.unwrap() < 1.0);
+    assert_eq!(Tokens::from(cached).to_vec(), per_line);
+    assert_eq!(
+        fs::metadata(&file).unwrap().len(),
+        32 + 2 * per_line.len() as u64
+    );
+    // The splits are views of the mapped file; together they are the stream.
+    assert!(a.train.is_mapped() && a.validation.is_mapped());
+    assert_eq!(a.train.len() + a.validation.len(), per_line.len());
+    let tpc = a.tokens_per_char.unwrap();
+    assert!((tpc - per_line.len() as f64 / joined.chars().count() as f64).abs() < 1e-12);
     assert_eq!(a.bits_unit(), "bits/char");
-    assert!((a.bits(std::f64::consts::LN_2) - a.tokens_per_char.unwrap()).abs() < 1e-12);
-    // Read back from the cache: the same data, no encoding (no progress).
-    let b = load(384, Some(cache.path()), &|_, _| panic!("encoded again")).unwrap();
-    assert_eq!(a.fingerprint, b.fingerprint);
+    let batch = a.train_batch(4, &mut genas_space::Rng::seed_from_u64(3));
+    assert_eq!(batch.inputs.len(), 4 * 64);
+    // Read back from the cache: the same data, nothing encoded (no progress).
+    let again = load(384, None, Some(cache.path()), &|_, _| {
+        panic!("encoded again")
+    })
+    .unwrap();
+    assert_eq!(again.fingerprint, a.fingerprint);
+    assert_eq!(again.train, a.train);
     // A damaged cache is encoded again, to the same stream.
-    let bytes = fs::read(&file).unwrap();
-    fs::write(&file, &bytes[..bytes.len() - 3]).unwrap();
-    assert!(read_cache(&file, 384).is_none());
-    let c = load(384, Some(cache.path()), &|_, _| {}).unwrap();
+    let raw = fs::read(&file).unwrap();
+    fs::write(&file, &raw[..raw.len() - 3]).unwrap();
+    assert!(TokenFile::open(&file, 384).is_err());
+    let c = load(384, None, Some(cache.path()), &|_, _| {}).unwrap();
     assert_eq!(c.fingerprint, a.fingerprint);
-    // Ids beyond the model's vocabulary are refused in one line.
-    let e = load(100, None, &|_, _| {}).unwrap_err().to_string();
-    assert!(e.contains("beyond the vocabulary of 100"), "{e}");
+    // Without a cache the stream is encoded to an unnamed file: the same data.
+    let d = load(384, None, None, &|_, _| {}).unwrap();
+    assert_eq!(d.fingerprint, a.fingerprint);
+    // With an end-of-text token, each document is encoded on its own and ended by it.
+    let eos = 7;
+    let e = load(384, Some(eos), Some(cache.path()), &|_, _| {}).unwrap();
+    let want: Vec<u32> = texts
+        .iter()
+        .flat_map(|t| {
+            let mut ids: Vec<u32> = t
+                .split_inclusive('\n')
+                .flat_map(|line| tok.encode(line, &|_, _| {}).unwrap())
+                .collect();
+            ids.push(eos);
+            ids
+        })
+        .collect();
+    let mut got = e.train.to_vec();
+    got.extend(e.validation.to_vec());
+    got.sort_unstable();
+    let mut sorted = want.clone();
+    sorted.sort_unstable();
+    assert_eq!(got, sorted, "the splits hold the stream's tokens");
+    let f = cache_path(
+        cache.path(),
+        &corpus.fingerprint().unwrap(),
+        &tok,
+        Some(eos),
+    );
+    assert_eq!(
+        Tokens::from(TokenFile::open(&f, 384).unwrap()).to_vec(),
+        want
+    );
+    assert_ne!(e.fingerprint, a.fingerprint);
+    // Ids beyond the model's vocabulary are refused in one line, and no cache is left.
+    let err = load(100, None, None, &|_, _| {}).unwrap_err().to_string();
+    assert!(err.contains("beyond the vocabulary"), "{err}");
+}
+
+#[test]
+fn json_lines_and_parquet_corpora_encode_their_documents() {
+    let tok = HfTokenizer::from_file(&fixture("tokenizer.json")).unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/fixtures/corpus");
+    // The documents as Python's json module wrote them, read here by serde_json.
+    let docs: Vec<String> = fs::read_to_string(dir.join("docs.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(docs.len(), 62);
+    let eos = 3;
+    let want: Vec<u32> = docs
+        .iter()
+        .flat_map(|d| {
+            let mut ids = tok.encode(d, &|_, _| {}).unwrap();
+            ids.push(eos);
+            ids
+        })
+        .collect();
+    for name in ["docs.parquet", "docs.jsonl"] {
+        let corpus = Corpus::open(&dir.join(name), None).unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let ds = Dataset::from_corpus_hf(
+            &corpus,
+            &tok,
+            Some(eos),
+            384,
+            16,
+            0.1,
+            name,
+            Some(cache.path()),
+            &|_, _| {},
+        )
+        .unwrap();
+        let f = cache_path(
+            cache.path(),
+            &corpus.fingerprint().unwrap(),
+            &tok,
+            Some(eos),
+        );
+        assert_eq!(
+            Tokens::from(TokenFile::open(&f, 384).unwrap()).to_vec(),
+            want,
+            "{name}"
+        );
+        assert_eq!(ds.train.len() + ds.validation.len(), want.len());
+    }
 }
 
 #[test]

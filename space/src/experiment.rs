@@ -110,7 +110,8 @@ impl<'de> Deserialize<'de> for Tokenizer {
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
     pub kind: DataKind,
-    /// A UTF-8 text file or a folder of `.txt` files (text), or an IDX image file (image).
+    /// Text: a UTF-8 text file, a JSON Lines (`.jsonl`) or Parquet (`.parquet`) file of
+    /// documents, or a folder of such files (read in name order); images: an IDX image file.
     /// Relative to the experiment file.
     pub path: PathBuf,
     /// Image experiments only: a separate IDX file for validation. Without it, and for text,
@@ -125,6 +126,16 @@ pub struct DataConfig {
     /// Text only.
     #[serde(default)]
     pub tokenizer: Option<Tokenizer>,
+    /// Text only: the field of a `.jsonl` record or the column of a `.parquet` file that holds
+    /// a document's text ("text" when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_field: Option<String>,
+    /// Text with a Hugging Face tokenizer only: the token that ends each document (each
+    /// `.txt` file, `.jsonl` record or `.parquet` row). When absent, the tokenizer's own
+    /// end-of-text token if it has one of the usual names; `""` for none (documents are then
+    /// joined by a newline, as character and byte corpora are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eos_token: Option<String>,
     /// Images only: images are resampled (area average) to image_size × image_size.
     #[serde(default)]
     pub image_size: Option<u32>,
@@ -646,8 +657,32 @@ impl Experiment {
                     }
                     _ => {}
                 }
+                if d.eos_token.is_some() && !hf {
+                    return Err(bad(
+                        "data.eos_token",
+                        "applies to a Hugging Face tokenizer only (characters and bytes join documents by a newline)".into(),
+                    ));
+                }
+                if let Some(f) = &d.text_field {
+                    if f.is_empty() || f.len() > 256 {
+                        return Err(bad(
+                            "data.text_field",
+                            "must name a field of 1 to 256 bytes".into(),
+                        ));
+                    }
+                }
             }
             DataKind::Image => {
+                if d.text_field.is_some() || d.eos_token.is_some() {
+                    return Err(bad(
+                        if d.text_field.is_some() {
+                            "data.text_field"
+                        } else {
+                            "data.eos_token"
+                        },
+                        "applies to kind = \"text\" only".into(),
+                    ));
+                }
                 if d.tokenizer.is_some() {
                     return Err(bad(
                         "data.tokenizer",

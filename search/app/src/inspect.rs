@@ -251,6 +251,8 @@ pub fn data_inspect(path: &Path, opts: &InspectOptions) -> Result<DataSummary> {
         image_size: looks_idx.then_some(opts.image_size),
         gray_levels: looks_idx.then_some(opts.gray_levels),
         max_images: None,
+        text_field: None,
+        eos_token: None,
     };
     Ok(Dataset::load_config(&cfg, path, None)?.summary())
 }

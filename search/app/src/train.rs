@@ -108,7 +108,7 @@ pub fn train_architecture(
     let train_loss = train::evaluate(&mut model, &tr);
     // Generation: two contexts' worth of tokens (at least 64) after one prompt token.
     let mut generator = Generator::new(&model);
-    let prompt = vec![data.bos().unwrap_or(data.validation[0])];
+    let prompt = vec![data.bos().unwrap_or(data.validation.get(0))];
     let n = (2 * data.context as usize).max(64);
     let mut rng = Rng::seed_from_u64(o.seed);
     let start = std::time::Instant::now();

@@ -435,7 +435,9 @@ fn prompts(access: &RunAccess) -> Vec<Vec<u32>> {
             // Start after a line break where one is near, so a prompt begins a line.
             if let Vocabulary::Chars { chars } = &data.vocab {
                 if let Some(nl) = chars.iter().position(|&c| c == '\n') {
-                    if let Some(p) = v[at..(at + 200).min(v.len() - len)]
+                    let end = (at + 200).min(v.len() - len);
+                    if let Some(p) = v
+                        .slice(at, end.saturating_sub(at))
                         .iter()
                         .position(|&t| t as usize == nl)
                     {
@@ -443,7 +445,7 @@ fn prompts(access: &RunAccess) -> Vec<Vec<u32>> {
                     }
                 }
             }
-            v[at..at + len].to_vec()
+            v.slice(at, len)
         })
         .collect()
 }

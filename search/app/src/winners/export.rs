@@ -47,7 +47,9 @@ fn check_batch(data: &Dataset, model: &Model<Cpu<f32>>) -> Check {
 
 /// A validation text and its tokens, when the vocabulary is text and they round-trip.
 fn text_sample(data: &Dataset) -> Option<(String, Vec<u32>)> {
-    let tokens: Vec<u32> = data.validation.iter().take(TEXT_SAMPLE).copied().collect();
+    let tokens: Vec<u32> = data
+        .validation
+        .slice(0, TEXT_SAMPLE.min(data.validation.len()));
     let text = match &data.vocab {
         Vocabulary::Chars { chars } => {
             // A validation character the training split lacks has no token of its own.
