@@ -17,6 +17,7 @@ use genas_engine::train::{train_step, Optimizer, TrainConfig, TrainError};
 use genas_space::{Architecture, Rng, StudentInit};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -245,14 +246,86 @@ impl SoftTargets {
     }
 }
 
+/// One step of the training schedule: its batch and the teacher's soft targets for it,
+/// borrowed where they are held, read out where they are mapped.
+pub struct Step<'a> {
+    pub batch: Cow<'a, Batch>,
+    pub soft: Cow<'a, SoftTargets>,
+}
+
+/// The training schedule's steps with their soft targets: held in memory ([`Held`]) or read
+/// a step at a time from shard files (`inputs::Shards`), so a job reads only the steps it
+/// trains.
+pub trait Steps: Send + Sync {
+    /// Steps there are.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Step `i` (< `len`).
+    fn step(&self, i: usize) -> Step<'_>;
+    /// Bytes held in memory.
+    fn held_bytes(&self) -> usize;
+    /// The concrete source (`inputs` stores shards it already has without reading them).
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// Steps held in memory.
+#[derive(Default)]
+pub struct Held {
+    pub batches: Vec<Batch>,
+    pub soft: Vec<SoftTargets>,
+}
+
+impl Steps for Held {
+    fn len(&self) -> usize {
+        self.batches.len()
+    }
+
+    fn step(&self, i: usize) -> Step<'_> {
+        Step {
+            batch: Cow::Borrowed(&self.batches[i]),
+            soft: Cow::Borrowed(&self.soft[i]),
+        }
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.soft.iter().map(SoftTargets::bytes).sum::<usize>()
+            + self.batches.iter().map(|b| 8 * b.inputs.len()).sum::<usize>()
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// Where computed steps go, in order: held ([`Held`]) or written as shards
+/// (`inputs::ShardWriter`) as they are computed.
+pub trait StepSink {
+    fn put(&mut self, batch: Batch, soft: SoftTargets) -> Result<(), String>;
+    fn finish(self: Box<Self>) -> Result<Box<dyn Steps>, String>;
+}
+
+impl StepSink for Held {
+    fn put(&mut self, batch: Batch, soft: SoftTargets) -> Result<(), String> {
+        self.batches.push(batch);
+        self.soft.push(soft);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<Box<dyn Steps>, String> {
+        Ok(self)
+    }
+}
+
 /// The teacher's side of every distillation with one configuration: the fixed training
 /// schedule with soft targets at temperature, and the validation set with the teacher's
 /// distribution at T = 1.
 pub struct TeacherTargets {
     pub temperature: f64,
     pub vocab: usize,
-    pub schedule: Vec<Batch>,
-    pub soft: Vec<SoftTargets>,
+    /// The schedule's batches and their soft targets.
+    pub schedule: Box<dyn Steps>,
     pub val: Vec<Batch>,
     pub val_probs: Vec<SoftTargets>,
     /// The teacher's own validation cross-entropy, nats/token.
@@ -296,19 +369,42 @@ impl TeacherTargets {
         schedule_steps: u32,
         progress: &mut dyn FnMut(usize, usize),
     ) -> TeacherTargets {
+        let held = TeacherTargets::compute_into(
+            teacher,
+            data,
+            cfg,
+            schedule_steps,
+            Box::<Held>::default(),
+            progress,
+        );
+        match held {
+            Ok(t) => t,
+            Err(e) => unreachable!("steps held in memory cannot fail to be kept: {e}"),
+        }
+    }
+
+    /// `compute_with_progress`, handing each step to `sink` as it is computed (shards written
+    /// as they fill: the schedule is never held whole); an error of the sink stops it.
+    pub fn compute_into<B: Backend>(
+        teacher: &mut Model<B>,
+        data: &Dataset,
+        cfg: &DistillConfig,
+        schedule_steps: u32,
+        mut sink: Box<dyn StepSink>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<TeacherTargets, String> {
         let start = Instant::now();
         let v = data.vocab_size() as usize;
-        let schedule = data.train_schedule(cfg.batch_size, schedule_steps, cfg.seed);
-        let total = schedule.len();
-        let soft = schedule
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                let (s, _) = SoftTargets::of_teacher(teacher, b, cfg.temperature, cfg.top_k, false);
-                progress(i + 1, total);
-                s
-            })
-            .collect();
+        // Batches drawn in turn from the seed, as `Dataset::train_schedule` draws them.
+        let mut rng = Rng::seed_from_u64(cfg.seed);
+        let total = schedule_steps as usize;
+        for i in 0..total {
+            let b = data.train_batch(cfg.batch_size, &mut rng);
+            let (s, _) = SoftTargets::of_teacher(teacher, &b, cfg.temperature, cfg.top_k, false);
+            sink.put(b, s)?;
+            progress(i + 1, total);
+        }
+        let schedule = sink.finish()?;
         let val = data.eval_batches(Split::Validation, cfg.batch_size, cfg.val_sequences);
         let (mut ce, mut tokens) = (0.0, 0usize);
         let val_probs = val
@@ -323,17 +419,16 @@ impl TeacherTargets {
             })
             .collect();
         let parent = (cfg.init == StudentInit::Teacher).then(|| parent_of(teacher, data, cfg.seed));
-        TeacherTargets {
+        Ok(TeacherTargets {
             temperature: cfg.temperature,
             vocab: v,
             schedule,
-            soft,
             val,
             val_probs,
             teacher_val_ce: ce / tokens.max(1) as f64,
             seconds: start.elapsed().as_secs_f64(),
             parent,
-        }
+        })
     }
 
     /// A student to distill against these targets, at its initial weights: drawn from `seed`,
@@ -345,13 +440,9 @@ impl TeacherTargets {
         }
     }
 
-    /// Memory held by the cached soft targets, bytes.
+    /// Memory held by the cached soft targets (and the schedule where it is held), bytes.
     pub fn bytes(&self) -> usize {
-        self.soft
-            .iter()
-            .chain(&self.val_probs)
-            .map(SoftTargets::bytes)
-            .sum()
+        self.schedule.held_bytes() + self.val_probs.iter().map(SoftTargets::bytes).sum::<usize>()
     }
 }
 
@@ -512,12 +603,12 @@ pub fn brief_distill_traced<B: Backend>(
     let mut opt = Optimizer::new(model);
     let mut recent = Vec::new();
     for step in 0..steps {
-        let batch = &targets.schedule[step as usize];
-        let p = targets.soft[step as usize].for_loss(&model.be);
+        let Step { batch, soft } = targets.schedule.step(step as usize);
+        let p = soft.for_loss(&model.be);
         match train_step(
             model,
             &mut opt,
-            batch,
+            &batch,
             Some((&p, cfg.temperature, cfg.alpha)),
             &tcfg,
             step,

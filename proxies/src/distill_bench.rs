@@ -159,10 +159,8 @@ pub fn bench_distill(c: &DistillBenchConfig) -> Result<DistillBenchReport, Disti
     let targets_seconds = start.elapsed().as_secs_f64();
     let peak_mb_targets = peak_mb();
     drop(teacher);
-    let kept: Vec<f64> = targets
-        .soft
-        .iter()
-        .map(|s| match s {
+    let kept: Vec<f64> = (0..targets.schedule.len())
+        .map(|i| match &*targets.schedule.step(i).soft {
             SoftTargets::TopK { k, prob, .. } => {
                 prob.chunks_exact(*k)
                     .map(|row| row.iter().map(|&p| f64::from(p)).sum::<f64>())
@@ -194,8 +192,9 @@ pub fn bench_distill(c: &DistillBenchConfig) -> Result<DistillBenchReport, Disti
     let mut opt = Optimizer::new(&hard);
     let tcfg = TrainConfig::new(c.steps, c.batch, 3e-3, 0);
     let start = Instant::now();
-    for (step, batch) in targets.schedule.iter().enumerate() {
-        train_step(&mut hard, &mut opt, batch, None, &tcfg, step as u32)?;
+    for step in 0..targets.schedule.len() {
+        let batch = targets.schedule.step(step).batch;
+        train_step(&mut hard, &mut opt, &batch, None, &tcfg, step as u32)?;
     }
     let hard_ms_per_step = 1e3 * start.elapsed().as_secs_f64() / f64::from(c.steps);
     let peak_mb_hard = peak_mb();

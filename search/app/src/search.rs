@@ -212,10 +212,21 @@ fn drive(
         }
     };
     say("caching the teacher's soft targets for the rung schedule");
-    let targets =
-        TeacherTargets::compute_with_progress(&mut teacher, &l.data, &cfg, last, &mut |d, n| {
-            progress("caching soft targets", d, n)
-        });
+    // Written as shards as they are computed (ARCHIVE/targets, content-addressed, kept for a
+    // resume), so the schedule is never held whole; jobs read the steps they train.
+    let shards = genas_scoring::inputs::ShardWriter::new(
+        &archive.path().join("targets"),
+        l.data.vocab_size() as usize,
+    );
+    let targets = TeacherTargets::compute_into(
+        &mut teacher,
+        &l.data,
+        &cfg,
+        last,
+        Box::new(shards),
+        &mut |d, n| progress("caching soft targets", d, n),
+    )
+    .map_err(|e| anyhow::anyhow!("the teacher's soft targets: {e}"))?;
     drop(teacher);
     if let Some(note) = &space_plan.note {
         say(note);

@@ -298,7 +298,9 @@ fn work_inner(task: &Path) -> Result<PathBuf, String> {
             job.architecture
                 .validate()
                 .map_err(|e| format!("{}: {e}", job_path.display()))?;
-            let targets = genas_scoring::inputs::load(&inputs, &targets)?;
+            // Only the shards of the steps this job trains are read (and checked).
+            let targets =
+                genas_scoring::inputs::load_steps(&inputs, &targets, job.config.steps as usize)?;
             serde_json::to_vec(&run_job(&job, &targets, &Cpu::<f32>::new(1)))
         }
         Task::Final(f) => {

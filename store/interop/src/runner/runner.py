@@ -8,8 +8,11 @@ directory genas wrote:
                          groups, clipping, distillation temperature and alpha
     model/               `genas export --format pytorch` of the candidate at its initial
                          weights: model.py, architecture.json, model.safetensors (with masks)
-    targets.safetensors  the teacher's side (genas_scoring::inputs): the batch schedule, its
-                         soft targets, the validation batches and their teacher distribution
+    targets.safetensors  the teacher's side (genas_scoring::inputs): the validation batches
+                         and their teacher distribution, and the names of the shards beside it
+                         that hold the batch schedule and its soft targets, a range of steps
+                         each; a shard is read when a step of it is trained, after its bytes
+                         are checked against its name (the first 32 hex digits of SHA-256)
 
 and writes `result.json`: the loss of every step, the mean of the last 20, the validation
 cross-entropy, KL(teacher || student) and top-1 agreement, the device and the time; and the
@@ -39,6 +42,7 @@ Usage: python runner.py JOB_DIR [--device cpu|cuda|auto]
 Needs only torch and the Python standard library.
 """
 
+import hashlib
 import json
 import math
 import os
@@ -68,6 +72,56 @@ def read_safetensors(path):
         x = x.reshape(t["shape"])
         out[name] = x.long() if t["dtype"] == "U32" else x
     return out, meta
+
+
+def read_header(path):
+    """(header without metadata, metadata, byte offset of the data) of a safetensors file."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    meta = header.pop("__metadata__", {}) or {}
+    return header, meta, 8 + n
+
+
+class Shards:
+    """The schedule's steps from the shards beside a targets file, a step at a time: a shard
+    is checked against its name the first time one of its steps is read, and only the
+    step's tensors are read from it."""
+
+    def __init__(self, targets_path, info):
+        self.dir = os.path.dirname(targets_path)
+        self.shards = info.get("shards", [])
+        self.headers = {}
+
+    def step(self, i):
+        """The tensors `schedule.{i}.*` (U32 as int64), by name."""
+        shard = next((s for s in self.shards if s["first"] <= i < s["first"] + s["steps"]), None)
+        if shard is None:
+            raise SystemExit(f"error: no shard of the targets file holds step {i}")
+        name = shard["name"]
+        path = os.path.join(self.dir, name + ".safetensors")
+        if name not in self.headers:
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 24), b""):
+                    h.update(block)
+            if h.hexdigest()[:32] != name:
+                raise SystemExit(f"error: {path}: its content changed; it is not the shard the job refers to")
+            self.headers[name] = read_header(path)
+        header, _, start = self.headers[name]
+        kinds = {"F32": torch.float32, "U32": torch.int32}
+        out = {}
+        prefix = f"schedule.{i}."
+        with open(path, "rb") as f:
+            for tname, t in header.items():
+                if not tname.startswith(prefix):
+                    continue
+                a, b = t["data_offsets"]
+                f.seek(start + a)
+                x = torch.frombuffer(bytearray(f.read(b - a)), dtype=kinds[t["dtype"]]) if b > a \
+                    else torch.empty(0, dtype=kinds[t["dtype"]])
+                out[tname] = x.long() if t["dtype"] == "U32" else x
+        return out
 
 
 def dense(tensors, prefix, k, n, v, device):
@@ -309,6 +363,7 @@ def main(job_dir, device):
     tensors, meta = read_safetensors(os.path.join(job_dir, job["targets"]))
     teacher = job.get("kind", "distill") == "train"
     info = json.loads(meta["genas.batches" if teacher else "genas.targets"])
+    shards = None if teacher else Shards(os.path.join(job_dir, job["targets"]), info)
     temp, alpha = job["temperature"], job["alpha"]
     c = job["train"]
     steps = min(c["steps"], len(info["schedule"]))
@@ -318,9 +373,10 @@ def main(job_dir, device):
         b, t = info["schedule"][step]
         n = b * t
         pre = f"schedule.{step}"
-        x = tensors[pre + ".inputs"].reshape(b, t).to(device)
-        y = tensors[pre + ".targets"].to(device)
-        p = None if teacher else dense(tensors, pre, info["soft_k"][step], n, info["vocab"], device)
+        held = tensors if teacher else shards.step(step)
+        x = held[pre + ".inputs"].reshape(b, t).to(device)
+        y = held[pre + ".targets"].to(device)
+        p = None if teacher else dense(held, pre, info["soft_k"][step], n, info["vocab"], device)
         value, why = recipe.step(step, x, y, p)
         if why is not None:
             diverged = why
