@@ -291,7 +291,11 @@ impl Steps for Held {
 
     fn held_bytes(&self) -> usize {
         self.soft.iter().map(SoftTargets::bytes).sum::<usize>()
-            + self.batches.iter().map(|b| 8 * b.inputs.len()).sum::<usize>()
+            + self
+                .batches
+                .iter()
+                .map(|b| 8 * b.inputs.len())
+                .sum::<usize>()
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

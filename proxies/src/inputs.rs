@@ -236,7 +236,13 @@ impl ShardWriter {
             soft_k: self.pending.soft.iter().map(k_of).collect(),
         };
         let mut tensors = Vec::new();
-        for (j, (b, s)) in self.pending.batches.iter().zip(&self.pending.soft).enumerate() {
+        for (j, (b, s)) in self
+            .pending
+            .batches
+            .iter()
+            .zip(&self.pending.soft)
+            .enumerate()
+        {
             step_tensors("schedule", self.first + j, b, s, &mut tensors);
         }
         self.pending = Held::default();
@@ -327,8 +333,10 @@ impl Shards {
                     .into());
                 }
             }
-            let st = SafeTensors::deserialize(&map).map_err(|e| format!("{what}: not a shard ({e})"))?;
-            let (_, header) = SafeTensors::read_metadata(&map).map_err(|e| format!("{what}: {e}"))?;
+            let st =
+                SafeTensors::deserialize(&map).map_err(|e| format!("{what}: not a shard ({e})"))?;
+            let (_, header) =
+                SafeTensors::read_metadata(&map).map_err(|e| format!("{what}: {e}"))?;
             let meta: ShardMeta = header
                 .metadata()
                 .as_ref()
@@ -340,17 +348,22 @@ impl Shards {
                 || meta.soft_k.len() != r.steps
                 || meta.vocab != vocab
             {
-                return Err(format!("{what}: its steps are not those the targets file names").into());
+                return Err(
+                    format!("{what}: its steps are not those the targets file names").into(),
+                );
             }
             let base = map.as_ptr() as usize;
-            let range = |name: &str, dtype: Dtype, len: usize| -> Result<std::ops::Range<usize>, String> {
-                let t = st.tensor(name).map_err(|_| format!("{what}: missing {name}"))?;
-                if t.dtype() != dtype || t.shape() != [len] {
-                    return Err(format!("{what}: {name} has the wrong type or length"));
-                }
-                let start = t.data().as_ptr() as usize - base;
-                Ok(start..start + t.data().len())
-            };
+            let range =
+                |name: &str, dtype: Dtype, len: usize| -> Result<std::ops::Range<usize>, String> {
+                    let t = st
+                        .tensor(name)
+                        .map_err(|_| format!("{what}: missing {name}"))?;
+                    if t.dtype() != dtype || t.shape() != [len] {
+                        return Err(format!("{what}: {name} has the wrong type or length"));
+                    }
+                    let start = t.data().as_ptr() as usize - base;
+                    Ok(start..start + t.data().len())
+                };
             for (j, (&(b, t), &k)) in meta.schedule.iter().zip(&meta.soft_k).enumerate() {
                 let i = r.first + j;
                 let n = b
@@ -413,7 +426,10 @@ fn hash_released(map: &memmap2::Mmap) -> String {
         release(map, at..end);
         at = end;
     }
-    h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Lets this process's pages of `range` of a read-only mapping go (read again if needed).
@@ -962,7 +978,9 @@ mod tests {
             held.soft.push(SoftTargets::TopK {
                 k: 8,
                 index: (0..n * 8).map(|j| ((j + i) % 11) as u32).collect(),
-                prob: (0..n * 8).map(|j| (j % 7) as f32 * 0.01 + i as f32).collect(),
+                prob: (0..n * 8)
+                    .map(|j| (j % 7) as f32 * 0.01 + i as f32)
+                    .collect(),
             });
         }
         t.schedule = Box::new(held);
@@ -976,11 +994,20 @@ mod tests {
         let t = many(300);
         let name = store(dir.path(), &t).unwrap();
         let back = load(dir.path(), &name).unwrap();
-        let (_, refs) = back.schedule.as_any().downcast_ref::<Shards>().unwrap().refs();
+        let (_, refs) = back
+            .schedule
+            .as_any()
+            .downcast_ref::<Shards>()
+            .unwrap()
+            .refs();
         assert!(refs.len() >= 2, "{refs:?}");
         assert_eq!(refs.iter().map(|r| r.steps).sum::<usize>(), 300);
         same(&t, &back);
-        assert_eq!(back.schedule.held_bytes(), 0, "nothing of the schedule is held");
+        assert_eq!(
+            back.schedule.held_bytes(),
+            0,
+            "nothing of the schedule is held"
+        );
         // Computing into a shard writer gives the same shards as storing held steps.
         let mut w = Box::new(ShardWriter::new(dir.path(), t.vocab));
         for i in 0..300 {
@@ -988,7 +1015,10 @@ mod tests {
             w.put(s.batch.into_owned(), s.soft.into_owned()).unwrap();
         }
         let written = w.finish().unwrap();
-        assert_eq!(written.as_any().downcast_ref::<Shards>().unwrap().refs().1, refs);
+        assert_eq!(
+            written.as_any().downcast_ref::<Shards>().unwrap().refs().1,
+            refs
+        );
         // A changed last shard: a job of the first steps does not read it and trains; the
         // whole schedule is refused, naming the shard.
         let last = path_in(dir.path(), &refs[refs.len() - 1].name);
@@ -1000,16 +1030,25 @@ mod tests {
         assert_eq!(first.schedule.len(), refs[0].steps);
         assert_eq!(first.schedule.step(9).soft, t.schedule.step(9).soft);
         let e = load(dir.path(), &name).err().unwrap().0;
-        assert!(e.contains("its content changed") && e.contains(&refs[refs.len() - 1].name), "{e}");
+        assert!(
+            e.contains("its content changed") && e.contains(&refs[refs.len() - 1].name),
+            "{e}"
+        );
         // A missing shard is one line naming it.
         std::fs::remove_file(&last).unwrap();
         let e = load(dir.path(), &name).err().unwrap().0;
-        assert!(e.contains(&refs[refs.len() - 1].name) && !e.contains('\n'), "{e}");
+        assert!(
+            e.contains(&refs[refs.len() - 1].name) && !e.contains('\n'),
+            "{e}"
+        );
     }
 
     #[test]
     fn a_file_that_is_not_targets_is_refused_in_one_line() {
-        let e = decode(b"not safetensors", Path::new("."), usize::MAX).err().unwrap().0;
+        let e = decode(b"not safetensors", Path::new("."), usize::MAX)
+            .err()
+            .unwrap()
+            .0;
         assert!(e.starts_with("not a targets file"), "{e}");
         assert!(!e.contains('\n'));
     }

@@ -592,7 +592,10 @@ fn top_k_targets_distil_and_evaluate_as_their_dense_spread_does() {
         TeacherTargets::compute(&mut t, &data, &c, 6)
     };
     let sparse = compute();
-    assert!(matches!(sparse.soft[0], SoftTargets::TopK { k: 8, .. }));
+    assert!(matches!(
+        *sparse.schedule.step(0).soft,
+        SoftTargets::TopK { k: 8, .. }
+    ));
     let mut spread = compute();
     let dense = |s: &[SoftTargets], b: &[genas_engine::Batch]| -> Vec<SoftTargets> {
         s.iter()
@@ -600,7 +603,19 @@ fn top_k_targets_distil_and_evaluate_as_their_dense_spread_does() {
             .map(|(s, b)| SoftTargets::Dense(s.dense_f32((b.b * b.t, v as usize))))
             .collect()
     };
-    spread.soft = dense(&spread.soft, &spread.schedule);
+    let steps: Vec<_> = (0..spread.schedule.len())
+        .map(|i| spread.schedule.step(i))
+        .collect();
+    let held = genas_scoring::distill::Held {
+        batches: steps.iter().map(|s| s.batch.clone().into_owned()).collect(),
+        soft: steps.iter().map(|s| s.soft.clone().into_owned()).collect(),
+    };
+    drop(steps);
+    let held = genas_scoring::distill::Held {
+        soft: dense(&held.soft, &held.batches),
+        ..held
+    };
+    spread.schedule = Box::new(held);
     spread.val_probs = dense(&spread.val_probs, &spread.val);
     let student = || {
         let a = Architecture {
