@@ -264,7 +264,7 @@ pub trait Steps: Send + Sync {
     }
     /// Step `i` (< `len`).
     fn step(&self, i: usize) -> Step<'_>;
-    /// Bytes held in memory.
+    /// Bytes of soft targets held in memory.
     fn held_bytes(&self) -> usize;
     /// The concrete source (`inputs` stores shards it already has without reading them).
     fn as_any(&self) -> &dyn std::any::Any;
@@ -290,12 +290,7 @@ impl Steps for Held {
     }
 
     fn held_bytes(&self) -> usize {
-        self.soft.iter().map(SoftTargets::bytes).sum::<usize>()
-            + self
-                .batches
-                .iter()
-                .map(|b| 8 * b.inputs.len())
-                .sum::<usize>()
+        self.soft.iter().map(SoftTargets::bytes).sum()
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
@@ -444,7 +439,7 @@ impl TeacherTargets {
         }
     }
 
-    /// Memory held by the cached soft targets (and the schedule where it is held), bytes.
+    /// Memory held by the cached soft targets, bytes.
     pub fn bytes(&self) -> usize {
         self.schedule.held_bytes() + self.val_probs.iter().map(SoftTargets::bytes).sum::<usize>()
     }

@@ -645,11 +645,11 @@ pub fn path_in(dir: &Path, name: &str) -> PathBuf {
 
 /// Writes `bytes` into `dir` under their content name (unless a file of that name is there
 /// already) and returns the name. The file appears whole or not at all (temporary file, then
-/// rename).
+/// rename). A file of that name whose bytes no longer match it (damaged) is replaced.
 pub fn store_bytes(dir: &Path, bytes: &[u8]) -> Result<String, InputsError> {
     let name = content_name(bytes);
     let path = path_in(dir, &name);
-    if path.is_file() {
+    if holds(&path, &name) {
         return Ok(name);
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -661,6 +661,25 @@ pub fn store_bytes(dir: &Path, bytes: &[u8]) -> Result<String, InputsError> {
             format!("{}: {e}", path.display())
         })?;
     Ok(name)
+}
+
+/// Whether the file at `path` is there with the bytes `name` names (hashed as it streams).
+fn holds(path: &Path, name: &str) -> bool {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(_) => return false,
+        }
+    }
+    let found: String = h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect();
+    found == name
 }
 
 /// The bytes of file `name` in `dir`, refused when they no longer match their name.
@@ -708,14 +727,14 @@ pub fn store(dir: &Path, t: &TeacherTargets) -> Result<String, InputsError> {
 }
 
 /// Puts the file `from` into `dir` as `name` (a hard link where the file system allows,
-/// else a copy through a temporary file), unless it is there.
+/// else a copy through a temporary file), unless it is there whole.
 fn copy_in(from: &Path, dir: &Path, name: &str) -> Result<(), InputsError> {
     let path = path_in(dir, name);
-    if path.is_file() {
+    if holds(&path, name) {
         return Ok(());
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    if std::fs::hard_link(from, &path).is_ok() {
+    if !path.exists() && std::fs::hard_link(from, &path).is_ok() {
         return Ok(());
     }
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
