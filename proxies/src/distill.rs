@@ -264,6 +264,8 @@ pub trait Steps: Send + Sync {
     }
     /// Step `i` (< `len`).
     fn step(&self, i: usize) -> Step<'_>;
+    /// Step `i`'s batch shape (b, t) and its targets' k (0: dense), without reading it.
+    fn shape(&self, i: usize) -> (usize, usize, usize);
     /// Bytes of soft targets held in memory.
     fn held_bytes(&self) -> usize;
     /// The concrete source (`inputs` stores shards it already has without reading them).
@@ -287,6 +289,15 @@ impl Steps for Held {
             batch: Cow::Borrowed(&self.batches[i]),
             soft: Cow::Borrowed(&self.soft[i]),
         }
+    }
+
+    fn shape(&self, i: usize) -> (usize, usize, usize) {
+        let b = &self.batches[i];
+        let k = match &self.soft[i] {
+            SoftTargets::Dense(_) => 0,
+            SoftTargets::TopK { k, .. } => *k,
+        };
+        (b.b, b.t, k)
     }
 
     fn held_bytes(&self) -> usize {

@@ -168,20 +168,21 @@ fn serialize(tensors: &[Tensor], key: &str, meta: String) -> Result<Vec<u8>, Inp
 /// The targets file of `t` whose schedule is in `shards`: the scalars, the shards' names
 /// (so its own content name covers theirs), the validation set and the parent.
 fn encode_manifest(t: &TeacherTargets, shards: &[ShardRef]) -> Result<Vec<u8>, InputsError> {
-    let steps: Vec<Step<'_>> = (0..t.schedule.len()).map(|i| t.schedule.step(i)).collect();
+    // Shapes only: no step is read.
+    let shapes: Vec<(usize, usize, usize)> =
+        (0..t.schedule.len()).map(|i| t.schedule.shape(i)).collect();
     let meta = Meta {
         temperature: t.temperature,
         vocab: t.vocab,
         teacher_val_ce: t.teacher_val_ce,
         seconds: t.seconds,
-        schedule: steps.iter().map(|s| (s.batch.b, s.batch.t)).collect(),
+        schedule: shapes.iter().map(|&(b, t, _)| (b, t)).collect(),
         val: t.val.iter().map(|b| (b.b, b.t)).collect(),
-        soft_k: steps.iter().map(|s| k_of(&s.soft)).collect(),
+        soft_k: shapes.iter().map(|&(_, _, k)| k).collect(),
         val_k: t.val_probs.iter().map(k_of).collect(),
         shards: shards.to_vec(),
         parent: t.parent.as_ref(),
     };
-    drop(steps);
     let mut tensors: Vec<Tensor> = Vec::new();
     for (i, (b, s)) in t.val.iter().zip(&t.val_probs).enumerate() {
         step_tensors("val", i, b, s, &mut tensors);
@@ -495,6 +496,11 @@ impl Steps for Shards {
         }
     }
 
+    fn shape(&self, i: usize) -> (usize, usize, usize) {
+        let at = &self.steps[i];
+        (at.b, at.t, at.k)
+    }
+
     fn held_bytes(&self) -> usize {
         0
     }
@@ -678,7 +684,10 @@ fn holds(path: &Path, name: &str) -> bool {
             Err(_) => return false,
         }
     }
-    let found: String = h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let found: String = h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     found == name
 }
 
