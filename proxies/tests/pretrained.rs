@@ -434,6 +434,12 @@ fn the_tokenizer_encodes_as_the_python_tokenizers_library_does() {
     assert_eq!(tok.decode(&got), text);
 }
 
+/// The token file a corpus left in the cache, read back whole.
+fn cached_stream(cache: &Path, corpus: &Corpus, tok: &HfTokenizer, eos: Option<u32>) -> Vec<u32> {
+    let f = cache_path(cache, &corpus.fingerprint().unwrap(), tok, eos);
+    Tokens::from(TokenFile::open(&f, 384).unwrap()).to_vec()
+}
+
 #[test]
 fn a_corpus_is_encoded_as_it_streams_cached_mapped_and_read_back() {
     let tok = HfTokenizer::from_file(&fixture("tokenizer.json")).unwrap();
@@ -527,16 +533,7 @@ fn a_corpus_is_encoded_as_it_streams_cached_mapped_and_read_back() {
     let mut sorted = want.clone();
     sorted.sort_unstable();
     assert_eq!(got, sorted, "the splits hold the stream's tokens");
-    let f = cache_path(
-        cache.path(),
-        &corpus.fingerprint().unwrap(),
-        &tok,
-        Some(eos),
-    );
-    assert_eq!(
-        Tokens::from(TokenFile::open(&f, 384).unwrap()).to_vec(),
-        want
-    );
+    assert_eq!(cached_stream(cache.path(), &corpus, &tok, Some(eos)), want);
     assert_ne!(e.fingerprint, a.fingerprint);
     // Ids beyond the model's vocabulary are refused in one line, and no cache is left.
     let err = load(100, None, None, &|_, _| {}).unwrap_err().to_string();
@@ -584,14 +581,8 @@ fn json_lines_and_parquet_corpora_encode_their_documents() {
             &|_, _| {},
         )
         .unwrap();
-        let f = cache_path(
-            cache.path(),
-            &corpus.fingerprint().unwrap(),
-            &tok,
-            Some(eos),
-        );
         assert_eq!(
-            Tokens::from(TokenFile::open(&f, 384).unwrap()).to_vec(),
+            cached_stream(cache.path(), &corpus, &tok, Some(eos)),
             want,
             "{name}"
         );

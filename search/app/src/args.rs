@@ -470,6 +470,10 @@ pub enum FuzzTargetArg {
     Table,
     /// A task file of genas worker.
     WorkerTask,
+    /// A JSON Lines corpus file.
+    Jsonl,
+    /// A Parquet corpus file.
+    Parquet,
 }
 
 #[derive(Args)]

@@ -40,10 +40,12 @@ pub enum Target {
     Tokenizer,
     Table,
     WorkerTask,
+    JsonLines,
+    Parquet,
 }
 
 impl Target {
-    pub const ALL: [Target; 10] = [
+    pub const ALL: [Target; 12] = [
         Target::Experiment,
         Target::Architecture,
         Target::Idx,
@@ -54,6 +56,8 @@ impl Target {
         Target::Tokenizer,
         Target::Table,
         Target::WorkerTask,
+        Target::JsonLines,
+        Target::Parquet,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +72,8 @@ impl Target {
             Target::Tokenizer => "tokenizer",
             Target::Table => "table",
             Target::WorkerTask => "worker-task",
+            Target::JsonLines => "jsonl",
+            Target::Parquet => "parquet",
         }
     }
 
@@ -82,6 +88,12 @@ impl Target {
 
 /// The shipped checkpoint fixtures the checkpoint targets start from.
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../experiments/fixtures/hf");
+
+/// The shipped corpus fixtures the `.jsonl` and `.parquet` targets start from.
+const CORPORA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../experiments/fixtures/corpus"
+);
 
 /// One target's figures.
 #[derive(Clone, Debug, Serialize)]
@@ -446,6 +458,18 @@ fn run_file(target: Target, input: &[u8], scratch: &Scratch) -> Result<bool, Str
             // No inputs are in the shared folder: a sound task stops at reading them.
             Ok(genas_exec::slurm::work(&scratch.path("shared/jobs/b/0")).is_ok())
         }
+        Target::JsonLines | Target::Parquet => {
+            // A corpus file read through to its last document, as a data set reads it.
+            let file = if target == Target::Parquet {
+                "c.parquet"
+            } else {
+                "c.jsonl"
+            };
+            write(file, input)?;
+            let corpus = genas_scoring::corpus::Corpus::open(&scratch.path(file), None)
+                .map_err(|e| e.to_string())?;
+            Ok(corpus.read(&mut |_, _| Ok(())).is_ok())
+        }
         _ => run(target, input),
     }
 }
@@ -603,6 +627,16 @@ fn seeds(target: Target) -> Vec<Vec<u8>> {
             .collect(),
         Target::Table => vec![table_seed()],
         Target::WorkerTask => vec![task_seed()],
+        Target::JsonLines | Target::Parquet => {
+            let file = if target == Target::Parquet {
+                "docs.parquet"
+            } else {
+                "docs.jsonl"
+            };
+            std::fs::read(Path::new(CORPORA).join(file))
+                .into_iter()
+                .collect()
+        }
         Target::Experiment => [
             include_str!("../../../experiments/quick.toml"),
             include_str!("../../../experiments/shakespeare.toml"),

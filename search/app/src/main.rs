@@ -178,6 +178,8 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                         FuzzTargetArg::Tokenizer => Target::Tokenizer,
                         FuzzTargetArg::Table => Target::Table,
                         FuzzTargetArg::WorkerTask => Target::WorkerTask,
+                        FuzzTargetArg::Jsonl => Target::JsonLines,
+                        FuzzTargetArg::Parquet => Target::Parquet,
                     })
                     .collect()
             };

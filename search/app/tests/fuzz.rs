@@ -65,9 +65,10 @@ fn a_run_is_repeatable_for_its_seed() {
 
 #[test]
 fn every_reader_of_a_file_survives_mutated_files() {
-    // Checkpoint configs, shard indexes, safetensors headers, tokenizer.json, tables and
-    // worker task files, each written to a file and read by the command's own reader. (The
-    // tokenizers crate once panicked on a tokenizer.json with a syntax error.)
+    // Checkpoint configs, shard indexes, safetensors headers, tokenizer.json, tables, worker
+    // task files and JSON Lines and Parquet corpora, each written to a file and read by the
+    // command's own reader. (The tokenizers crate once panicked on a tokenizer.json with a
+    // syntax error.)
     let r = ok_json(&genas(&[
         "bench",
         "fuzz",
@@ -88,9 +89,13 @@ fn every_reader_of_a_file_survives_mutated_files() {
         "table",
         "--target",
         "worker-task",
+        "--target",
+        "jsonl",
+        "--target",
+        "parquet",
     ]));
     assert_eq!(r["failures"], 0, "{r}");
-    assert_eq!(r["inputs"], 24_000, "{r}");
+    assert_eq!(r["inputs"], 32_000, "{r}");
     for t in r["targets"].as_array().unwrap() {
         let accepted = t["accepted"].as_u64().unwrap();
         assert!(accepted < 4000, "{t}");

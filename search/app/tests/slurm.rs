@@ -196,8 +196,17 @@ fn a_search_on_slurm_gives_the_archive_of_a_local_one() {
     let shared = archive.join("slurm");
     let tasks = each_ran_once(&shared);
     assert!(tasks >= 10 + 15, "{tasks} tasks");
-    let inputs: Vec<_> = std::fs::read_dir(shared.join("inputs")).unwrap().collect();
-    assert_eq!(inputs.len(), 1);
+    // The targets file and the one shard of this short schedule, each named by its content.
+    let inputs: Vec<_> = std::fs::read_dir(shared.join("inputs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(inputs.len(), 2, "{inputs:?}");
+    for p in &inputs {
+        let name = p.file_stem().unwrap().to_string_lossy().to_string();
+        let bytes = std::fs::read(p).unwrap();
+        assert_eq!(genas_scoring::inputs::content_name(&bytes), name);
+    }
     // A worker asked for a task that is not one says so in one line.
     let o = genas(&["worker", s(&dir.path().join("nothing/0"))]);
     assert!(!o.status.success());
