@@ -12,6 +12,7 @@
 
 use crate::data::{Batch, Dataset};
 use crate::distill::{Held, SoftTargets, Step, StepSink, Steps, TeacherTargets};
+use crate::tokens::release;
 use genas_engine::{checkpoint, Backend, Model};
 use genas_space::{Architecture, DataKind};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -431,20 +432,6 @@ fn hash_released(map: &memmap2::Mmap) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// Lets this process's pages of `range` of a read-only mapping go (read again if needed).
-fn release(map: &memmap2::Mmap, range: std::ops::Range<usize>) {
-    let page = 4096;
-    let start = range.start.div_ceil(page) * page;
-    let end = (range.end / page) * page;
-    if end > start {
-        // SAFETY: the mapping is read only and shared with its file: dropping pages only
-        // means reading them from the file again; nothing borrowed from them is held.
-        let _ = unsafe {
-            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
-        };
-    }
 }
 
 fn le_u32(bytes: &[u8]) -> Vec<u32> {

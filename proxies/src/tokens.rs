@@ -232,20 +232,26 @@ impl TokenFile {
     /// Lets this process's pages of tokens `at..at + n` go (they are read again from the
     /// file if needed), so scanning a stream does not hold it.
     fn release(&self, at: usize, n: usize) {
-        let page = 4096;
-        let start = (HEADER + at * self.width).div_ceil(page) * page;
-        let end = (HEADER + (at + n) * self.width) / page * page;
-        if end > start {
-            // SAFETY: the mapping is read only and shared with the file: dropping its pages
-            // only means reading them from the file again; no slice of them is held.
-            let _ = unsafe {
-                self.map.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    start,
-                    end - start,
-                )
-            };
-        }
+        release(
+            &self.map,
+            HEADER + at * self.width..HEADER + (at + n) * self.width,
+        );
+    }
+}
+
+/// Lets this process's whole pages within `range` of a read-only mapping go: they are read
+/// from the file again if needed, so scanning a mapped file does not hold it.
+pub(crate) fn release(map: &Mmap, range: std::ops::Range<usize>) {
+    let page = 4096;
+    let start = range.start.div_ceil(page) * page;
+    let end = (range.end / page) * page;
+    if end > start {
+        // SAFETY: the mapping is read only and shared with its file: dropping pages only
+        // means reading them from the file again; the files genas maps are never changed in
+        // place, so what is read again is what was there.
+        let _ = unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+        };
     }
 }
 
