@@ -182,6 +182,7 @@ impl HfTokenizer {
         let mut separate = false;
         let mut cuts = Vec::new();
         corpus.read(&mut |piece, done| {
+            let mut ended = false;
             match piece {
                 Piece::Text(text) => {
                     if separate {
@@ -190,18 +191,17 @@ impl HfTokenizer {
                     }
                     chunker.push(text, &mut cuts);
                 }
-                Piece::End => match eos {
-                    Some(_) => {
-                        chunker.finish(&mut cuts);
-                        held += cuts.iter().map(String::len).sum::<usize>();
-                        batch.extend(cuts.drain(..).map(Chunk::Text));
-                        batch.push(Chunk::End);
-                    }
-                    None => separate = true,
-                },
+                Piece::End if eos.is_some() => {
+                    chunker.finish(&mut cuts);
+                    ended = true;
+                }
+                Piece::End => separate = true,
             }
             held += cuts.iter().map(String::len).sum::<usize>();
             batch.extend(cuts.drain(..).map(Chunk::Text));
+            if ended {
+                batch.push(Chunk::End);
+            }
             if held >= BATCH_BYTES {
                 self.flush(&mut batch, eos, out)?;
                 held = 0;

@@ -100,7 +100,8 @@ impl TokenWriter {
         if let Some((tmp, path)) = &self.paths {
             std::fs::rename(tmp, path)?;
         }
-        TokenFile::map(file, self.vocab)
+        // Every id was checked below the vocabulary as it was pushed: not scanned again.
+        TokenFile::map(file, None)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     }
 }
@@ -146,10 +147,11 @@ impl TokenFile {
     /// otherwise (a cache that fails is written again).
     pub fn open(path: &Path, vocab: u32) -> Result<TokenFile, String> {
         let file = File::open(path).map_err(|e| e.to_string())?;
-        TokenFile::map(file, vocab)
+        TokenFile::map(file, Some(vocab))
     }
 
-    fn map(file: File, vocab: u32) -> Result<TokenFile, String> {
+    /// Maps a token file whose header is checked, and, given a vocabulary, every id.
+    fn map(file: File, vocab: Option<u32>) -> Result<TokenFile, String> {
         // SAFETY: token files are written once through a temporary file and a rename, and
         // never changed in place; a mapping only ever sees a whole file.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| e.to_string())?;
@@ -177,6 +179,9 @@ impl TokenFile {
         };
         // Every id is checked once (an id beyond the vocabulary would index past an
         // embedding), a block at a time, and the pages let go.
+        let Some(vocab) = vocab else {
+            return Ok(t);
+        };
         let mut buf = Vec::with_capacity(SCAN);
         let mut at = 0;
         while at < t.count {
@@ -386,7 +391,17 @@ impl Tokens {
 
     /// Token `i`.
     pub fn get(&self, i: usize) -> u32 {
-        self.slice(i, 1)[0]
+        let mut at = 0;
+        self.segments(i, 1, |from, _| at = from);
+        match &*self.base {
+            Base::Owned(v) => v[at],
+            Base::Mapped(t) => {
+                let b = &t.map[HEADER + at * t.width..HEADER + (at + 1) * t.width];
+                b.iter()
+                    .rev()
+                    .fold(0, |x, &byte| (x << 8) | u32::from(byte))
+            }
+        }
     }
 
     /// Every token, copied.
