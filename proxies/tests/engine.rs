@@ -409,6 +409,42 @@ fn inferred<B: genas_engine::Backend>(
 }
 
 #[test]
+fn training_memory_estimates_count_what_the_engine_allocates() {
+    use genas_engine::memory;
+    let t = 12usize;
+    for a in every_kind(t as u32) {
+        let mut rng = Rng::seed_from_u64(5);
+        for b in [1usize, 3] {
+            let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(11) as u32).collect();
+            let mut m = Model::new(&a, Cpu::<f32>::new(1), 8);
+            assert_eq!(
+                m.held_values(),
+                memory::model_values(&a, false),
+                "{}",
+                a.summary()
+            );
+            m.forward(&tokens, Some(&tokens), None, (b, t), true);
+            m.backward(&tokens);
+            assert_eq!(
+                m.act_values(),
+                memory::train_act_values(&a, (b, t)),
+                "{} at b = {b}",
+                a.summary()
+            );
+            assert_eq!(
+                m.held_values(),
+                memory::model_values(&a, true),
+                "{}",
+                a.summary()
+            );
+            // The logit gradient written in place keeps the buffers as they were.
+            m.fill_logit_grad(1.0);
+            assert_eq!(m.act_values(), memory::train_act_values(&a, (b, t)));
+        }
+    }
+}
+
+#[test]
 fn inference_without_gradients_equals_the_forward() {
     let t = 12;
     let (b, v) = (5usize, 11usize);

@@ -49,10 +49,12 @@ pub trait Backend: Send + Sync {
     fn download(&self, buf: &Self::Buf) -> Vec<f64>;
     /// buf[offset..offset + values.len()] = values, converted as `upload` converts them.
     fn write_at(&self, buf: &mut Self::Buf, offset: usize, values: &[f64]);
-    /// Calls `f` with the first `n` values of `buf` as the host sees them, without widening
-    /// them to f64 (a device backend would copy them over once).
+    /// Values `buf` holds.
+    fn len(&self, buf: &Self::Buf) -> usize;
     /// Bytes of one value in this backend's buffers.
     fn value_bytes(&self) -> usize;
+    /// Calls `f` with the first `n` values of `buf` as the host sees them, without widening
+    /// them to f64 (a device backend would copy them over once).
     fn with_host<R>(&self, buf: &Self::Buf, n: usize, f: impl FnOnce(Host<'_>) -> R) -> R;
     fn set_zero(&self, buf: &mut Self::Buf);
     /// dst[..n] = src[..n]

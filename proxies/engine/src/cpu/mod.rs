@@ -104,6 +104,9 @@ impl<F: Real> Backend for Cpu<F> {
     fn download(&self, buf: &Vec<F>) -> Vec<f64> {
         buf.iter().map(|x| x.to_f64()).collect()
     }
+    fn len(&self, buf: &Vec<F>) -> usize {
+        buf.len()
+    }
     fn value_bytes(&self) -> usize {
         std::mem::size_of::<F>()
     }

@@ -58,7 +58,8 @@ impl<B: Backend> Model<B> {
     }
 
     /// Runs `tokens` (B, T) forward without gradients: `probe` sees every block's rows,
-    /// `logits` every row's logits, a block of rows at a time in order. Keeps nothing of the
+    /// `logits` every row's logits, a block of rows at a time in order (chunks sized with the
+    /// probe's rows counted, `memory::probed_plan`). Keeps nothing of the
     /// pass (`logits()` and the probes of `forward` still read the last `forward`).
     pub fn infer(
         &mut self,
@@ -67,7 +68,12 @@ impl<B: Backend> Model<B> {
         probe: Option<&mut LayerProbe<'_>>,
         logits: Option<&mut LogitSink<'_>>,
     ) {
-        let plan = self.infer_plan((b, t), self.be.value_bytes());
+        let elem = self.be.value_bytes();
+        let plan = if probe.is_some() {
+            crate::memory::probed_plan(&self.arch, (b, t), elem)
+        } else {
+            self.infer_plan((b, t), elem)
+        };
         self.infer_as(tokens, (b, t), plan, probe, logits);
     }
 

@@ -166,6 +166,27 @@ struct BlockActs<Buf> {
 }
 
 impl<T> BlockActs<T> {
+    fn refs(&self) -> BlockActs<&T> {
+        BlockActs {
+            ln1: &self.ln1,
+            ln1_mean: &self.ln1_mean,
+            ln1_rstd: &self.ln1_rstd,
+            qkv: &self.qkv,
+            mix_cache: &self.mix_cache,
+            atty: &self.atty,
+            x_mid: &self.x_mid,
+            ln2: &self.ln2,
+            ln2_mean: &self.ln2_mean,
+            ln2_rstd: &self.ln2_rstd,
+            fc_lr: &self.fc_lr,
+            fc_pre: &self.fc_pre,
+            gate_lr: &self.gate_lr,
+            gate_pre: &self.gate_pre,
+            act: &self.act,
+            proj_lr: &self.proj_lr,
+        }
+    }
+
     fn map<U>(self, mut f: impl FnMut(T) -> U) -> BlockActs<U> {
         BlockActs {
             ln1: f(self.ln1),
@@ -429,6 +450,8 @@ impl<B: Backend> Model<B> {
         if self.acts.as_ref().is_some_and(|a| a.b == b && a.t == t) {
             return;
         }
+        // The old buffers go before the new ones are made: never both at once.
+        self.acts = None;
         self.acts = Some(alloc_acts(&self.be, &self.blocks, &self.arch, b, t));
     }
 
@@ -494,9 +517,71 @@ impl<B: Backend> Model<B> {
         let a = self.acts.as_mut().expect("forward first");
         let n = a.b * a.t * self.arch.vocab_size as usize;
         assert_eq!(dlogits.len(), n);
-        let mut full = dlogits.to_vec();
-        full.resize(self.be.download(&a.dlogits).len(), 0.0);
-        a.dlogits = self.be.upload(&full);
+        self.be.set_zero(&mut a.dlogits);
+        self.be.write_at(&mut a.dlogits, 0, dlogits);
+    }
+
+    /// `set_logit_grad` with every entry `value`, written in place a block at a time: no
+    /// (B·T, V) vector on the host.
+    pub fn fill_logit_grad(&mut self, value: f64) {
+        const BLOCK: usize = 1 << 16;
+        let a = self.acts.as_mut().expect("forward first");
+        let n = a.b * a.t * self.arch.vocab_size as usize;
+        self.be.set_zero(&mut a.dlogits);
+        let block = vec![value; BLOCK.min(n)];
+        for start in (0..n).step_by(BLOCK) {
+            let k = BLOCK.min(n - start);
+            self.be.write_at(&mut a.dlogits, start, &block[..k]);
+        }
+    }
+
+    /// Lets go of what training left allocated (the activations and backward buffers, the
+    /// gradients, the data-parallel shards): a model that will only run without gradients
+    /// (a trained teacher) holds its weights alone.
+    pub fn release_buffers(&mut self) {
+        self.acts = None;
+        self.grads = Vec::new();
+        self.shards = Vec::new();
+        self.pending = None;
+    }
+
+    /// Values of the activation and backward buffers the last `forward` left allocated
+    /// (what `memory::train_act_values` estimates from the architecture alone); 0 before one.
+    pub fn act_values(&self) -> usize {
+        let Some(a) = &self.acts else { return 0 };
+        let be = &self.be;
+        let len = |x: &B::Buf| be.len(x);
+        let blocks: usize = a.blocks.iter().map(|k| k.refs().map(len).total()).sum();
+        let resid: usize = a.resid.iter().map(len).sum();
+        blocks
+            + resid
+            + [
+                &a.lnf,
+                &a.lnf_mean,
+                &a.lnf_rstd,
+                &a.logits,
+                &a.dlogits,
+                &a.dx,
+                &a.dln,
+                &a.dqkv,
+                &a.datty,
+                &a.dh1,
+                &a.dh2,
+                &a.dh3,
+                &a.dlr,
+            ]
+            .into_iter()
+            .map(len)
+            .sum::<usize>()
+    }
+
+    /// Values of the weights, their gradients (once a backward pass made them) and the sparsity
+    /// masks (what `memory::model_values` estimates).
+    pub fn held_values(&self) -> usize {
+        let len = |x: &B::Buf| self.be.len(x);
+        self.weights.iter().map(len).sum::<usize>()
+            + self.grads.iter().map(len).sum::<usize>()
+            + self.masks.iter().flatten().map(len).sum::<usize>()
     }
 
     /// Number of blocks.
