@@ -44,7 +44,11 @@
 //! - `run_weights`: run id ++ `0x00` ++ candidate id → weight bytes (safetensors).
 //! - `eval_cache`: cache key → value JSON, shared by all runs.
 //! - `run_checkpoints`: run id ++ `0x00` ++ candidate id → the last checkpoint (safetensors) of
-//!   the candidate's final distillation while it is under way; removed when it finishes.
+//!   the candidate's final distillation while it is under way, in archives written before
+//!   checkpoints became files: `checkpoints/SHA256(key).safetensors` in the archive's folder,
+//!   written whole and renamed into place (a checkpoint holds a student's weights, best weights
+//!   and optimizer moments in f64: sled would keep every replaced one in memory until it
+//!   reclaims it). Removed when the distillation finishes.
 //! - `run_distilled`: run id ++ `0x00` ++ candidate id → the record JSON of its finished final
 //!   distillation, written in one transaction with its weights (`run_weights`) and the
 //!   removal of its checkpoint.
@@ -265,6 +269,14 @@ struct Marker {
     schema_version: u64,
     created_by: String,
 }
+
+/// Bytes of pages sled keeps cached in memory (its default is 1 GiB): a final distillation's
+/// checkpoints, written again and again, would otherwise stay resident up to that. Records are
+/// small and read once; the archive's reads do not need more.
+pub const CACHE_BYTES: u64 = 64 << 20;
+
+/// The folder of an archive that holds final distillations' checkpoints under way.
+pub const CHECKPOINT_DIR: &str = "checkpoints";
 
 /// An open archive. sled holds an exclusive lock on it until this is dropped.
 pub struct Archive {
@@ -724,8 +736,9 @@ impl Archive {
             .map_err(|e| self.sled_error("read a candidate's weights", e))
     }
 
-    /// Replaces the checkpoint of candidate `candidate`'s final distillation in run `run` and
-    /// flushes it, so a killed distillation resumes from it.
+    /// Replaces the checkpoint of candidate `candidate`'s final distillation in run `run`, on
+    /// disk before it returns (a file in `CHECKPOINT_DIR`, written whole and renamed into
+    /// place), so a killed distillation resumes from it.
     pub fn put_checkpoint(
         &self,
         run: &str,
@@ -734,10 +747,21 @@ impl Archive {
     ) -> Result<(), StoreError> {
         self.require_run(run)?;
         self.check_key("candidate", candidate)?;
-        self.run_checkpoints
-            .insert(run_entry_key(run, candidate.as_bytes()), bytes)
-            .map_err(|e| self.sled_error("store a distillation checkpoint", e))?;
-        self.flush()
+        let path = self.checkpoint_path(run, candidate);
+        let dir = self.path.join(CHECKPOINT_DIR);
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        (|| {
+            fs::create_dir_all(&dir)?;
+            write_atomically(&dir, name, bytes)?;
+            // The rename itself on disk.
+            fs::File::open(&dir)?.sync_all()
+        })()
+        .map_err(|e| io_error(&self.path, "store a distillation checkpoint", &e))?;
+        // An archive written before checkpoints were files may hold one in sled.
+        self.remove_sled_checkpoint(run, candidate)
     }
 
     /// The checkpoint of candidate `candidate`'s final distillation in run `run`, while one
@@ -745,6 +769,11 @@ impl Archive {
     pub fn checkpoint(&self, run: &str, candidate: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.check_key("run", run)?;
         self.check_key("candidate", candidate)?;
+        match fs::read(self.checkpoint_path(run, candidate)) {
+            Ok(bytes) => return Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&self.path, "read a distillation checkpoint", &e)),
+        }
         self.run_checkpoints
             .get(run_entry_key(run, candidate.as_bytes()))
             .map(|bytes| bytes.map(|bytes| bytes.to_vec()))
@@ -756,10 +785,40 @@ impl Archive {
     pub fn remove_checkpoint(&self, run: &str, candidate: &str) -> Result<(), StoreError> {
         self.check_key("run", run)?;
         self.check_key("candidate", candidate)?;
-        self.run_checkpoints
-            .remove(run_entry_key(run, candidate.as_bytes()))
+        self.remove_checkpoint_file(run, candidate)?;
+        self.remove_sled_checkpoint(run, candidate)
+    }
+
+    /// Where the checkpoint of `candidate` in `run` is kept: named by the SHA-256 of its key,
+    /// so any run id and candidate id make a plain file name.
+    fn checkpoint_path(&self, run: &str, candidate: &str) -> PathBuf {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(run_entry_key(run, candidate.as_bytes()));
+        let name: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        self.path
+            .join(CHECKPOINT_DIR)
+            .join(format!("{name}.safetensors"))
+    }
+
+    fn remove_checkpoint_file(&self, run: &str, candidate: &str) -> Result<(), StoreError> {
+        match fs::remove_file(self.checkpoint_path(run, candidate)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(io_error(&self.path, "remove a distillation checkpoint", &e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn remove_sled_checkpoint(&self, run: &str, candidate: &str) -> Result<(), StoreError> {
+        let key = run_entry_key(run, candidate.as_bytes());
+        let had = self
+            .run_checkpoints
+            .remove(key)
             .map_err(|e| self.sled_error("remove a distillation checkpoint", e))?;
-        self.flush()
+        if had.is_some() {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// Records the finished final distillation of candidate `candidate` in run `run`: its
@@ -789,7 +848,9 @@ impl Archive {
                 Ok(())
             })
             .map_err(|e| self.transaction_error("store a finished distillation", e))?;
-        self.flush()
+        self.flush()?;
+        // After the record: a kill in between leaves a checkpoint the record makes unused.
+        self.remove_checkpoint_file(run, candidate)
     }
 
     /// The record of candidate `candidate`'s finished final distillation in run `run`.
@@ -833,7 +894,8 @@ impl Archive {
                 Ok(())
             })
             .map_err(|e| self.transaction_error("store a finished ablation", e))?;
-        self.flush()
+        self.flush()?;
+        self.remove_checkpoint_file(run, key)
     }
 
     /// The record of the finished ablation training `key` of run `run`.
@@ -983,6 +1045,7 @@ impl Archive {
     ) -> Result<sled::Db, StoreError> {
         let db = sled::Config::new()
             .path(files)
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|e| sled_error(dir, "open", e))?;
         if !db
@@ -1477,3 +1540,4 @@ mod tests {
         assert!(matches!(error, StoreError::InUse { .. }), "{error}");
     }
 }
+

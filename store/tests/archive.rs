@@ -1171,3 +1171,41 @@ fn good_copy(f: &Figures) -> Figures {
         eval: f.eval.clone(),
     }
 }
+
+#[test]
+fn a_distillation_checkpoint_is_a_file_replaced_whole_and_gone_once_distilled() {
+    let root = temp();
+    let dir = root.path().join("a");
+    let files = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        match std::fs::read_dir(dir.join(genas_store::archive::CHECKPOINT_DIR)) {
+            Ok(entries) => entries.map(|e| e.expect("entry").path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    };
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    {
+        let archive = Archive::open(&dir).expect("create");
+        let run = archive.create_run(&json!({})).expect("run");
+        // Any candidate id, slashes and all, makes one plain file; a new checkpoint replaces it.
+        archive.put_checkpoint(&run, "c/1", &[1, 2]).expect("first");
+        archive.put_checkpoint(&run, "c/1", &big).expect("second");
+        assert_eq!(files(&dir).len(), 1, "{:?}", files(&dir));
+        assert_eq!(std::fs::read(&files(&dir)[0]).expect("read"), big);
+    }
+    // Kept on disk across a reopen, as a kill would leave it.
+    let archive = Archive::open_existing(&dir).expect("reopen");
+    assert_eq!(archive.checkpoint("r1", "c/1").expect("read"), Some(big));
+    assert_eq!(archive.checkpoint("r1", "c/2").expect("read"), None);
+    archive
+        .put_distilled("r1", "c/1", &json!({"val_bits": 2.0}), &[9])
+        .expect("distilled");
+    assert_eq!(archive.checkpoint("r1", "c/1").expect("read"), None);
+    assert!(files(&dir).is_empty(), "{:?}", files(&dir));
+    archive.put_checkpoint("r1", "c/2", &[3]).expect("another");
+    archive.remove_checkpoint("r1", "c/2").expect("remove");
+    assert!(files(&dir).is_empty());
+    // Removing what is not there is no error.
+    archive
+        .remove_checkpoint("r1", "c/2")
+        .expect("remove again");
+}
