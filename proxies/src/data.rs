@@ -629,15 +629,33 @@ impl Dataset {
         }
     }
 
+    /// Bytes of the token file the splits are views of, where it is mapped (one file for both).
+    pub fn mapped_bytes(&self) -> usize {
+        self.train
+            .mapped_bytes()
+            .max(self.validation.mapped_bytes())
+    }
+
+    /// Whole sequences `split` holds (images: its positions).
+    fn available_sequences(&self, split: Split) -> usize {
+        match self.kind {
+            DataKind::Image => self.positions(split),
+            DataKind::Text => self.stream(split).len().saturating_sub(1) / self.context as usize,
+        }
+    }
+
+    /// How many sequences `eval_batches(split, _, max_sequences)` reads.
+    pub fn eval_sequences(&self, split: Split, max_sequences: usize) -> usize {
+        let available = self.available_sequences(split);
+        available.min(max_sequences).max(1).min(available)
+    }
+
     /// A fixed evaluation set: up to `max_sequences` evenly spaced, non-overlapping sequences of
     /// the split (text: every token predicted at most once), in batches of at most `b`.
     pub fn eval_batches(&self, split: Split, b: usize, max_sequences: usize) -> Vec<Batch> {
         let t = self.context as usize;
-        let available = match self.kind {
-            DataKind::Image => self.positions(split),
-            DataKind::Text => self.stream(split).len().saturating_sub(1) / t,
-        };
-        let count = available.min(max_sequences).max(1).min(available);
+        let available = self.available_sequences(split);
+        let count = self.eval_sequences(split, max_sequences);
         let mut out = Vec::new();
         let mut start = 0;
         while start < count {

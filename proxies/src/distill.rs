@@ -348,7 +348,7 @@ pub struct TeacherTargets {
 
 /// Sequences of the training batch the teacher's importance is measured on (`init =
 /// "teacher"`).
-const PARENT_SEQUENCES: usize = 64;
+pub const PARENT_SEQUENCES: usize = 64;
 
 /// The teacher pruned for its students (`init = "teacher"`), measured on a fixed training
 /// batch of its own, so a student's inherited weights depend only on the teacher, the data
@@ -428,6 +428,9 @@ impl TeacherTargets {
                 s
             })
             .collect();
+        // What the passes above freed goes back before the parent's pass, so the estimate of
+        // what is held from here on (`footprint`) is what is resident.
+        genas_engine::memory::give_back();
         let parent = (cfg.init == StudentInit::Teacher).then(|| parent_of(teacher, data, cfg.seed));
         Ok(TeacherTargets {
             temperature: cfg.temperature,

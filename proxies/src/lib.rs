@@ -20,6 +20,7 @@ pub mod corpus;
 pub mod data;
 pub mod distill;
 pub mod distill_bench;
+pub mod footprint;
 pub mod inherit;
 pub mod inputs;
 pub mod linalg;

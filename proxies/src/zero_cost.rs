@@ -241,7 +241,7 @@ fn with_abs_weights<B: Backend, R>(model: &mut Model<B>, f: impl FnOnce(&mut Mod
 fn sum_of_logits_backward<B: Backend>(model: &mut Model<B>, batch: &Batch) {
     let (b, t) = (batch.b, batch.t);
     model.forward(&batch.inputs, None, None, (b, t), true);
-    model.set_logit_grad(&vec![1.0; b * t * model.arch.vocab_size as usize]);
+    model.fill_logit_grad(1.0);
     model.backward(&batch.inputs);
 }
 
