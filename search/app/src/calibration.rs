@@ -184,7 +184,7 @@ pub fn proxies_calibrate(
             n = k;
         }
     }
-    crate::experiment::check_plan_memory(&l, &summary, steps, worker_count(o.threads))?;
+    crate::experiment::check_plan_memory(&l, steps, worker_count(o.threads))?;
     genas_exec::ExecutorChoice::check(&l.experiment, &o.archive)?;
     if let Some(note) = genas_exec::torch::device_plan(&l.experiment)?.note() {
         say(note);

@@ -7,7 +7,7 @@ use crate::format::thousands;
 use anyhow::{Context, Result};
 use genas_interop::pretrained::Checkpoint;
 use genas_scoring::Dataset;
-use genas_space::{Architecture, Experiment, SearchSpace, SpaceSummary};
+use genas_space::{Architecture, Experiment, SearchSpace};
 use std::path::Path;
 
 /// An experiment with its data loaded and its space checked against that data.
@@ -145,59 +145,17 @@ pub fn check_training_memory(
     .map_err(anyhow::Error::msg)
 }
 
-/// The memory a search or calibration of `l` will hold at once, checked before any work:
-/// `workers` candidates training side by side (bounded by the space's largest), the teacher's
-/// cached soft targets for `steps` steps, and the teacher itself.
+/// The memory a search, calibration or table of `l` will hold at its peak
+/// (`crate::memory::search`: the teacher and its soft targets, then `workers` students side by
+/// side, the largest the space holds within the constraints), checked before any work.
 pub fn check_plan_memory(
     l: &LoadedExperiment,
-    summary: &SpaceSummary,
     steps: u32,
     workers: usize,
-) -> Result<()> {
-    use genas_engine::memory;
-    let exp = &l.experiment;
-    let max_params = exp
-        .constraints
-        .max_params
-        .map_or(summary.max_params, |m| m.min(summary.max_params));
-    let batch = exp.fidelity.batch_size as f64;
-    let context = l.data.context as f64;
-    let student =
-        4.0 * max_params as f64 * 6.0 + summary.max_activation_bytes_per_token * batch * context;
-    let vocab = l.data.vocab_size() as f64;
-    let per_position = if vocab <= genas_scoring::distill::DENSE_VOCAB_MAX as f64 {
-        vocab
-    } else {
-        2.0 * exp.fidelity.top_k.min(l.data.vocab_size()) as f64
-    };
-    let targets = memory::soft_target_bytes(
-        f64::from(steps) * batch * context,
-        128.0 * context,
-        per_position,
-    );
-    // The teacher runs without gradients on the fidelity's batches (soft targets), and keeps
-    // an f32 copy of its weights for students it initialises (`init = "teacher"`).
-    let teacher = l.teacher_architecture()?;
-    let parent = if exp.fidelity.init == genas_space::StudentInit::Teacher {
-        memory::weight_bytes(&teacher, 4)
-    } else {
-        0.0
-    };
-    let need = workers.max(1) as f64 * student
-        + targets
-        + memory::forward_only_bytes(&teacher, exp.fidelity.batch_size as usize)
-        + parent;
-    memory::check(
-        &format!(
-            "{} ({} candidates side by side, the largest of {} parameters, and the teacher's soft targets for {steps} steps of fidelity.batch_size {})",
-            exp.source.display(),
-            workers.max(1),
-            max_params,
-            exp.fidelity.batch_size
-        ),
-        need,
-    )
-    .map_err(anyhow::Error::msg)
+) -> Result<crate::memory::Estimate> {
+    let estimate = crate::memory::search(l, steps, workers)?;
+    estimate.check()?;
+    Ok(estimate)
 }
 
 /// The brief-distillation settings of an experiment's `[fidelity]` at `steps`.

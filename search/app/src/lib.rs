@@ -23,6 +23,7 @@ pub mod format;
 pub mod fuzz;
 pub mod gpu_check;
 pub mod inspect;
+pub mod memory;
 pub mod plot;
 pub mod report;
 pub mod runs;

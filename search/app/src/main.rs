@@ -543,6 +543,7 @@ fn finish_search(
 }
 
 fn main() -> ExitCode {
+    genas_engine::memory::map_large_allocations();
     // A bug must still end in one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
         let msg = info

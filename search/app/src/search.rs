@@ -167,6 +167,7 @@ fn drive(
     for w in &space_plan.warnings {
         say(&format!("warning: {w}"));
     }
+    say(&space_plan.memory.line());
     // A pretrained teacher whose files changed is refused before it is read or recorded.
     if let (Some(p), Some(ck)) = (&record.plan, &l.pretrained) {
         teacher_unchanged(&record.id, &p.teacher_key, &ck.key)?;
@@ -228,6 +229,7 @@ fn drive(
     )
     .map_err(|e| anyhow::anyhow!("the teacher's soft targets: {e}"))?;
     drop(teacher);
+    genas_engine::memory::give_back();
     if let Some(note) = &space_plan.note {
         say(note);
     }
@@ -319,6 +321,8 @@ pub struct SpacePlan {
     pub note: Option<String>,
     /// The space's own warnings (values that can never be valid, ...).
     pub warnings: Vec<String>,
+    /// The estimate of the run's peak memory, as the preflight checked it.
+    pub memory: crate::memory::Estimate,
 }
 
 /// Checks everything about a search of `l` that can be known before it starts (the
@@ -341,7 +345,7 @@ pub fn preflight(l: &LoadedExperiment, threads: usize, archive: &Path) -> Result
         threads
     });
     let last = exp.fidelity.rung_steps.iter().copied().max().unwrap_or(1);
-    crate::experiment::check_plan_memory(l, &summary, last, workers)?;
+    let memory = crate::experiment::check_plan_memory(l, last, workers)?;
     let budget = exp.search.candidates as usize;
     let min_calibration = 2 * genas_scoring::calibrate::FOLDS;
     let mut plan = SpacePlan {
@@ -349,6 +353,7 @@ pub fn preflight(l: &LoadedExperiment, threads: usize, archive: &Path) -> Result
         calibration_n: Some(exp.search.calibration as usize),
         note: None,
         warnings: summary.warnings,
+        memory,
     };
     // Counted exactly by the summary for spaces it enumerates; larger ones are never small.
     let Some(k) = summary.architectures_within.map(|k| k as usize) else {

@@ -130,6 +130,24 @@ pub fn obtain_teacher(
     say: &mut dyn FnMut(&str),
     on_step: &mut dyn FnMut(u32, f64),
 ) -> Result<(Model<Cpu<f32>>, TeacherOutcome)> {
+    let teacher = teacher_of(archive, l, retrain, say, on_step).map(|(mut model, outcome)| {
+        // It only runs without gradients from here on.
+        model.release_buffers();
+        (model, outcome)
+    });
+    // What training or measuring it freed goes back to the system: the memory estimates count
+    // only what is held from here on (`crate::memory`).
+    genas_engine::memory::give_back();
+    teacher
+}
+
+fn teacher_of(
+    archive: &Archive,
+    l: &LoadedExperiment,
+    retrain: bool,
+    say: &mut dyn FnMut(&str),
+    on_step: &mut dyn FnMut(u32, f64),
+) -> Result<(Model<Cpu<f32>>, TeacherOutcome)> {
     if let Some(ck) = &l.pretrained {
         return pretrained_teacher(archive, l, ck, say);
     }
@@ -289,13 +307,8 @@ pub fn import_bytes(arch: &Architecture, batch: usize) -> f64 {
     let check = 2.0 * CHECK_POSITIONS.min(t) as f64 * v * (8.0 + JSON_BYTES_PER_VALUE);
     let f32_run = infer_plan(arch, (batch, t), 4).bytes as f64;
     let f64_run = infer_plan(arch, (2, t), 8).bytes as f64 + check;
-    phase(4, f32_run).max(phase(8, f64_run)) * ALLOCATOR_SLACK
+    phase(4, f32_run).max(phase(8, f64_run))
 }
-
-/// What the allocator holds beyond the buffers counted: memory freed between the import's
-/// phases that glibc keeps for reuse rather than returning (measured 3–6% on the memory table,
-/// experiments/scale/memory.sh).
-const ALLOCATOR_SLACK: f64 = 1.05;
 
 /// Bytes a logit takes in the check's JSON text as it is written (about 20 characters).
 const JSON_BYTES_PER_VALUE: f64 = 24.0;
@@ -541,7 +554,9 @@ pub fn teacher_import(
         tokens_per_s,
         measured_batch: b,
         measured_context: context,
-        estimated_peak_bytes: peak_before.max(held + need),
+        // As every command's estimate is made (`crate::memory::Estimate::peak`).
+        estimated_peak_bytes: peak_before
+            .max((held + crate::memory::RUNTIME_BYTES + need) * crate::memory::ALLOCATOR_SLACK),
         held_bytes: held,
         teacher_bytes: need,
         peak_before_bytes: peak_before,

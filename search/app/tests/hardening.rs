@@ -714,3 +714,38 @@ fn an_archive_holding_a_non_finite_figure_opens_and_names_the_record() {
     assert_eq!(run_statuses(&archive), [("r1".into(), "finished".into())]);
     ok_json(&genas(&["show", "r1", "--archive", s(&archive), "--json"]));
 }
+
+#[test]
+fn a_search_too_large_for_memory_is_refused_before_its_archive_is_written_and_runs_say_their_peak()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let exp = small_experiment(
+        &dir.path().join("e.toml"),
+        "e",
+        "[search]\ncandidates = 4\n[fidelity]\nrung_steps = [5]\nbatch_size = 4000000\n",
+    );
+    let archive = dir.path().join("a");
+    fails_with(
+        &genas(&["search", s(&exp), "--archive", s(&archive)]),
+        &["students side by side", "needs about", "available"],
+    );
+    assert!(!archive.exists(), "nothing written");
+    // A search that fits says the peak it expects, and what makes it.
+    let ok = small_experiment(&dir.path().join("ok.toml"), "ok", TINY_SEARCH);
+    let b = dir.path().join("b");
+    let said = search_said(&ok, &b);
+    assert!(said.contains("estimated peak memory"), "{said}");
+    // Its final distillation says its own, before it writes anything.
+    let o = genas(&[
+        "distill",
+        "r1",
+        "--front",
+        "--steps",
+        "2",
+        "--archive",
+        s(&b),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("estimated peak memory"), "{err}");
+}

@@ -187,6 +187,18 @@ pub fn distill(
     }
     genas_exec::ExecutorChoice::check(&l.experiment, &o.archive)?;
     crate::teacher::check_stored_teacher(&access.archive, l)?;
+    // Distilled here (Slurm's tasks hold their own): refused before the archive is written.
+    let memory = if l.experiment.executor.kind == genas_space::ExecutorKind::Slurm {
+        None
+    } else {
+        let students: Vec<genas_space::Architecture> = pending
+            .iter()
+            .map(|id| access.candidate(id).map(|c| c.architecture.clone()))
+            .collect::<Result<_>>()?;
+        let memory = crate::memory::distill(l, &students, steps)?;
+        memory.check()?;
+        Some(memory)
+    };
     let access = access.writable(&o.archive)?;
     let l = &access.loaded;
     if l.experiment.executor.kind == genas_space::ExecutorKind::Slurm {
@@ -198,6 +210,9 @@ pub fn distill(
     let plan = genas_exec::torch::device_plan(&l.experiment)?;
     if let (Some(note), false) = (plan.note(), pending.is_empty()) {
         say(note);
+    }
+    if let Some(m) = &memory {
+        say(&m.line());
     }
     for (k, id) in pending.iter().enumerate() {
         let cand = access.candidate(id)?;
