@@ -629,13 +629,6 @@ impl Dataset {
         }
     }
 
-    /// Bytes of the token file the splits are views of, where it is mapped (one file for both).
-    pub fn mapped_bytes(&self) -> usize {
-        self.train
-            .mapped_bytes()
-            .max(self.validation.mapped_bytes())
-    }
-
     /// Whole sequences `split` holds (images: its positions).
     fn available_sequences(&self, split: Split) -> usize {
         match self.kind {

@@ -352,15 +352,6 @@ impl Tokens {
         matches!(&*self.base, Base::Mapped(_))
     }
 
-    /// Bytes of the mapped file these tokens are a view of (0 in memory): what the reads of a
-    /// long run can make resident, page by page.
-    pub fn mapped_bytes(&self) -> usize {
-        match &*self.base {
-            Base::Mapped(f) => f.len() * f.width(),
-            Base::Owned(_) => 0,
-        }
-    }
-
     /// Calls `f(base position, length)` for the base ranges that make view positions
     /// `start..start + n`, in order. Panics past the end (callers index within `len`).
     fn segments(&self, start: usize, n: usize, mut f: impl FnMut(usize, usize)) {

@@ -270,10 +270,10 @@ struct Marker {
     created_by: String,
 }
 
-/// Bytes of pages sled keeps cached in memory (its default is 1 GiB): a final distillation's
-/// checkpoints, written again and again, would otherwise stay resident up to that. Records are
-/// small and read once; the archive's reads do not need more.
-pub const CACHE_BYTES: u64 = 64 << 20;
+/// Bytes of pages sled keeps cached in memory (its default is 1 GiB, which it fills as it
+/// reads an archive's records and weights, all counted in the process's memory). Records are
+/// small and read a few at a time; the archive's reads need no more.
+pub const CACHE_BYTES: u64 = 16 << 20;
 
 /// The folder of an archive that holds final distillations' checkpoints under way.
 pub const CHECKPOINT_DIR: &str = "checkpoints";
@@ -1540,4 +1540,3 @@ mod tests {
         assert!(matches!(error, StoreError::InUse { .. }), "{error}");
     }
 }
-

@@ -24,9 +24,9 @@ pub const ALLOCATOR_SLACK: f64 = 1.05;
 
 /// What a command makes resident after its preflight beyond what it allocates: the pages of
 /// genas's code it runs from then on, its threads' stacks and the allocator's per-thread
-/// arenas (measured 8–12 MB on the memory table's smallest teachers, where nothing else hides
+/// arenas (measured 3–8 MB on the memory table's smallest teachers, where nothing else hides
 /// them).
-pub const RUNTIME_BYTES: f64 = 8e6;
+pub const RUNTIME_BYTES: f64 = 6e6;
 
 /// One phase of a command: what it holds at once, part by part.
 #[derive(Clone, Debug)]
@@ -47,7 +47,7 @@ pub struct Estimate {
     /// What the estimate is for, as the refusal names it.
     pub what: String,
     /// Resident bytes of the process when the estimate was made (the program, the data as
-    /// loaded), with the corpus's mapped token file counted whole.
+    /// loaded).
     pub held: f64,
     pub phases: Vec<Phase>,
 }
@@ -72,6 +72,16 @@ impl Estimate {
             .map_err(anyhow::Error::msg)
     }
 
+    /// This estimate with what the process holds measured again, as the work starts: the
+    /// preflight's figure (what the check counts, a bound) still holds what it read to decide
+    /// (a read-only view of the archive, the run's records).
+    pub fn reheld(self) -> Estimate {
+        Estimate {
+            held: held_now(),
+            ..self
+        }
+    }
+
     /// One line for the user: the peak and what makes it.
     pub fn line(&self) -> String {
         let mb = |b: f64| format!("{:.0} MB", b / 1e6);
@@ -94,12 +104,14 @@ impl Estimate {
     }
 }
 
-/// Resident bytes of this process now (0 where the system does not say), with the corpus's
-/// mapped token file counted whole: the batches of a long run read all of it.
-fn held_now(l: &LoadedExperiment) -> f64 {
+/// Resident bytes of this process now (0 where the system does not say). The pages of the
+/// corpus's mapped token file are not counted: clean file pages the kernel takes back when it
+/// needs them (a long run's resident memory shows them as its batches read them, up to the
+/// file's size).
+fn held_now() -> f64 {
     // What is free goes back first: only what is live stays held through the command.
     genas_engine::memory::give_back();
-    genas_engine::memory::process_bytes().map_or(0.0, |(rss, _)| rss) + l.data.mapped_bytes() as f64
+    genas_engine::memory::process_bytes().map_or(0.0, |(rss, _)| rss)
 }
 
 /// The phases of obtaining `l`'s teacher: a pretrained one read, and measured unless the
@@ -289,7 +301,7 @@ pub fn search(l: &LoadedExperiment, steps: u32, workers: usize) -> Result<Estima
             workers,
             exp.fidelity.batch_size
         ),
-        held: held_now(l),
+        held: held_now(),
         phases,
     })
 }
@@ -333,7 +345,7 @@ pub fn distill(l: &LoadedExperiment, students: &[Architecture], steps: u32) -> R
             exp.source.display(),
             students.len()
         ),
-        held: held_now(l),
+        held: held_now(),
         phases,
     })
 }

@@ -167,11 +167,12 @@ fn drive(
     for w in &space_plan.warnings {
         say(&format!("warning: {w}"));
     }
-    say(&space_plan.memory.line());
     // A pretrained teacher whose files changed is refused before it is read or recorded.
     if let (Some(p), Some(ck)) = (&record.plan, &l.pretrained) {
         teacher_unchanged(&record.id, &p.teacher_key, &ck.key)?;
     }
+    // Said as the work starts, with what is held then.
+    say(&space_plan.memory.clone().reheld().line());
     let teacher_steps = exp.teacher.steps as usize;
     let (mut teacher, t) = obtain_teacher(archive, &l, false, say, &mut |step, loss| {
         progress(

@@ -188,7 +188,7 @@ pub fn distill(
     genas_exec::ExecutorChoice::check(&l.experiment, &o.archive)?;
     crate::teacher::check_stored_teacher(&access.archive, l)?;
     // Distilled here (Slurm's tasks hold their own): refused before the archive is written.
-    let memory = if l.experiment.executor.kind == genas_space::ExecutorKind::Slurm {
+    let mut memory = if l.experiment.executor.kind == genas_space::ExecutorKind::Slurm {
         None
     } else {
         let students: Vec<genas_space::Architecture> = pending
@@ -211,12 +211,14 @@ pub fn distill(
     if let (Some(note), false) = (plan.note(), pending.is_empty()) {
         say(note);
     }
-    if let Some(m) = &memory {
-        say(&m.line());
-    }
     for (k, id) in pending.iter().enumerate() {
         let cand = access.candidate(id)?;
         if teacher.is_none() {
+            // Said as the work starts, with what is held then (the check above counted the
+            // read-only view the preflight read, a bound).
+            if let Some(m) = memory.take() {
+                say(&m.reheld().line());
+            }
             let (mut t, outcome) = obtain_teacher(&access.archive, l, false, say, &mut |_, _| {})?;
             let targets = TeacherTargets::compute(&mut t, &l.data, &cfg.distill, 0);
             teacher = Some((t, outcome.record.key, targets));
