@@ -168,19 +168,15 @@ fn teacher_phases(l: &LoadedExperiment, teacher: &Architecture, stored: bool) ->
     phases
 }
 
-/// The phase of computing the soft targets for a schedule at `cfg` and the validation set
-/// (`positions` of it), and measuring the parent students are pruned from.
+/// The phase of computing the soft targets for a schedule at `cfg` and the validation set,
+/// and measuring the parent students are pruned from.
 fn targets_phase(
     l: &LoadedExperiment,
     teacher: &Architecture,
     cfg: &DistillConfig,
     shards: bool,
 ) -> Vec<Phase> {
-    let val = validation_bytes(
-        val_positions(l, cfg),
-        teacher.vocab_size as usize,
-        cfg.top_k,
-    );
+    let val = validation(l, teacher, cfg);
     let mut phases = vec![Phase {
         name: "the teacher's soft targets",
         parts: vec![
@@ -242,8 +238,21 @@ fn shard_bytes(teacher: &Architecture, cfg: &DistillConfig) -> f64 {
     3.0 * shard
 }
 
-fn val_positions(l: &LoadedExperiment, cfg: &DistillConfig) -> usize {
-    l.data.eval_sequences(Split::Validation, cfg.val_sequences) * l.data.context as usize
+/// Bytes of the validation set's batches and targets, held through a distillation.
+fn validation(l: &LoadedExperiment, teacher: &Architecture, cfg: &DistillConfig) -> f64 {
+    let positions =
+        l.data.eval_sequences(Split::Validation, cfg.val_sequences) * l.data.context as usize;
+    validation_bytes(positions, teacher.vocab_size as usize, cfg.top_k)
+}
+
+/// Bytes of the parent students are pruned from, kept through the students' phase
+/// (`init = "teacher"`).
+fn kept_parent(teacher: &Architecture, cfg: &DistillConfig) -> f64 {
+    if cfg.init == StudentInit::Teacher {
+        parent_bytes(teacher)
+    } else {
+        0.0
+    }
 }
 
 /// The students a search of `l` may train: every architecture within the constraints where
@@ -275,16 +284,7 @@ pub fn search(l: &LoadedExperiment, steps: u32, workers: usize) -> Result<Estima
         brief = brief.max(brief_bytes(&a, &cfg));
         proxies = proxies.max(proxies_bytes(&a, cfg.batch_size));
     }
-    let val = validation_bytes(
-        val_positions(l, &cfg),
-        teacher.vocab_size as usize,
-        cfg.top_k,
-    );
-    let parent = if cfg.init == StudentInit::Teacher {
-        parent_bytes(&teacher)
-    } else {
-        0.0
-    };
+    let (val, parent) = (validation(l, &teacher, &cfg), kept_parent(&teacher, &cfg));
     let workers = workers.max(1) as f64;
     phases.push(Phase {
         name: "the students",
@@ -320,16 +320,7 @@ pub fn distill(l: &LoadedExperiment, students: &[Architecture], steps: u32) -> R
         .iter()
         .map(|a| full_student_bytes(a, &teacher, &cfg).max(evaluation_bytes(a, cfg.batch_size)))
         .fold(0.0, f64::max);
-    let val = validation_bytes(
-        val_positions(l, &cfg),
-        teacher.vocab_size as usize,
-        cfg.top_k,
-    );
-    let parent = if cfg.init == StudentInit::Teacher {
-        parent_bytes(&teacher)
-    } else {
-        0.0
-    };
+    let (val, parent) = (validation(l, &teacher, &cfg), kept_parent(&teacher, &cfg));
     phases.push(Phase {
         name: "the final distillation",
         parts: vec![
