@@ -22,6 +22,13 @@ pub fn soft_bytes(positions: usize, vocab: usize, top_k: usize) -> f64 {
     }
 }
 
+/// Bytes of one training step's batch (tokens and targets) and its soft targets, for
+/// `batch` sequences of `arch`'s context.
+pub fn step_bytes(arch: &Architecture, batch: usize, top_k: usize) -> f64 {
+    let n = batch * arch.context as usize;
+    8.0 * n as f64 + soft_bytes(n, arch.vocab_size as usize, top_k)
+}
+
 /// Bytes of the validation set a distillation is read on, held for the whole run: the
 /// `positions` tokens and their targets, and the teacher's distribution at each.
 pub fn validation_bytes(positions: usize, vocab: usize, top_k: usize) -> f64 {
@@ -55,10 +62,8 @@ pub fn parent_bytes(teacher: &Architecture) -> f64 {
 /// schedule's steps (one step's batch and soft targets read out at a time), then read against
 /// the validation set.
 pub fn brief_bytes(arch: &Architecture, cfg: &DistillConfig) -> f64 {
-    let t = arch.context as usize;
-    let n = cfg.batch_size * t;
-    let step = 8.0 * n as f64 + soft_bytes(n, arch.vocab_size as usize, cfg.top_k);
-    let train = training_bytes(arch, cfg.batch_size, 1) + step;
+    let train =
+        training_bytes(arch, cfg.batch_size, 1) + step_bytes(arch, cfg.batch_size, cfg.top_k);
     build_bytes(arch, 4).max(train + evaluation_bytes(arch, cfg.batch_size))
 }
 
@@ -107,10 +112,8 @@ pub fn proxies_bytes(arch: &Architecture, batch: usize) -> f64 {
 pub fn full_student_bytes(arch: &Architecture, teacher: &Architecture, cfg: &DistillConfig) -> f64 {
     let t = arch.context as usize;
     let p = Cost::of(arch).params as f64;
-    let n = cfg.batch_size * t;
     let teacher_step = infer_bytes(teacher, (cfg.batch_size, t), 4, true, false)
-        + soft_bytes(n, teacher.vocab_size as usize, cfg.top_k)
-        + 8.0 * n as f64;
+        + step_bytes(teacher, cfg.batch_size, cfg.top_k);
     let best = 8.0 * p;
     // The optimizer's moments read out, the four tensors' bytes and the serialised file, f64
     // throughout (the archive writes the file as it is).

@@ -67,7 +67,9 @@ const CHUNK_OFFSET: usize = 16;
 fn matrices_written(count: usize, t: usize, window: usize) -> usize {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
-    static SEEN: OnceLock<Mutex<HashMap<(usize, usize, usize), usize>>> = OnceLock::new();
+    /// Pages written, by (matrices up to two, t, window).
+    type Seen = Mutex<HashMap<(usize, usize, usize), usize>>;
+    static SEEN: OnceLock<Seen> = OnceLock::new();
     let key = (count.min(2), t, window);
     let seen = SEEN.get_or_init(Default::default);
     let cached = seen.lock().ok().and_then(|m| m.get(&key).copied());
@@ -362,16 +364,6 @@ pub fn infer_bytes(
 pub fn forward_only_bytes(arch: &Architecture, batch: usize) -> f64 {
     let plan = infer_plan(arch, (batch, arch.context as usize), 4);
     build_bytes(arch, 4).max(weight_bytes(arch, 4) + plan.bytes as f64)
-}
-
-/// Bytes of a teacher's cached soft targets: `positions` training positions at `per_position`
-/// floats each, plus the validation set's distributions.
-pub fn soft_target_bytes(
-    train_positions: f64,
-    val_positions: f64,
-    floats_per_position: f64,
-) -> f64 {
-    4.0 * floats_per_position * (train_positions + val_positions)
 }
 
 /// Memory this process may still take: `MemAvailable` on Linux, or the fallback.

@@ -11,7 +11,7 @@ use genas_engine::memory::{
 };
 use genas_scoring::distill::DistillConfig;
 use genas_scoring::footprint::{
-    brief_bytes, evaluation_bytes, full_student_bytes, parent_bytes, proxies_bytes, soft_bytes,
+    brief_bytes, evaluation_bytes, full_student_bytes, parent_bytes, proxies_bytes, step_bytes,
     teacher_pass_bytes, validation_bytes,
 };
 use genas_scoring::Split;
@@ -232,8 +232,7 @@ fn targets_phase(
 /// computed, the same as tensors, and the serialised file, each about `SHARD_BYTES` (less when
 /// the whole schedule is smaller).
 fn shard_bytes(teacher: &Architecture, cfg: &DistillConfig) -> f64 {
-    let n = cfg.batch_size * teacher.context as usize;
-    let step = 8.0 * n as f64 + soft_bytes(n, teacher.vocab_size as usize, cfg.top_k);
+    let step = step_bytes(teacher, cfg.batch_size, cfg.top_k);
     let shard = (genas_scoring::inputs::SHARD_BYTES as f64 + step).min(f64::from(cfg.steps) * step);
     3.0 * shard
 }
