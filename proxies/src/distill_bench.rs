@@ -110,6 +110,7 @@ pub fn bench_distill(c: &DistillBenchConfig) -> Result<DistillBenchReport, Disti
         ],
         norm: Norm::Layernorm,
         position: Position::Learned,
+        norm_eps: genas_space::Float(genas_space::NORM_EPS),
     };
     let (teacher_arch, student_arch) = (
         gpt(c.teacher_d_model, c.teacher_layers),

@@ -14,7 +14,8 @@
 //! layers in their order; attention takes the most important heads (grouped students average
 //! the key/value heads of a group, as GQA conversion does); rope keeps its frequencies (a
 //! student head of half the width takes every second rotary pair); the FFN takes the most
-//! important neurons (a low-rank FFN the best rank-r factors of the pruned matrix). Sparsity
+//! important neurons (a low-rank FFN the best rank-r factors of the pruned matrix); q/k/v
+//! biases and query/key norms follow the rows and dims they belong to. Sparsity
 //! masks are then taken from these magnitudes (`Model::with_initial`). What has no counterpart
 //! in the teacher (a wider FFN's extra neurons, more heads than the teacher's, positions past
 //! its context, biases it lacks) keeps its drawn value.
@@ -140,10 +141,11 @@ impl Parent {
                 cos[l] += xy / (xx.sqrt() * yy.sqrt()).max(1e-30);
             }
             let h = layer.attention.heads() as usize;
-            if let Some(hd) = c.checked_div(h) {
+            if h > 0 {
+                let hd = arch.head_dim(layer) as usize;
                 norm[l].resize(h, 0.0);
-                dim[l].resize(c, 0.0);
-                for row in r.attention.chunks_exact(c) {
+                dim[l].resize(h * hd, 0.0);
+                for row in r.attention.chunks_exact(h * hd) {
                     for (k, nk) in norm[l].iter_mut().enumerate() {
                         *nk += row[k * hd..(k + 1) * hd]
                             .iter()
@@ -186,7 +188,8 @@ impl Parent {
         let mut neurons = vec![Vec::new(); depth];
         for l in 0..depth {
             let h = arch.layers[l].attention.heads() as usize;
-            if let Some(hd) = c.checked_div(h) {
+            if h > 0 {
+                let hd = arch.head_dim(&arch.layers[l]) as usize;
                 heads[l] = ranked(&norm[l]);
                 value_dims[l] = (0..h)
                     .map(|k| ranked(&dim[l][k * hd..(k + 1) * hd]))
@@ -273,7 +276,9 @@ impl Parent {
                 let h = layer.attention.heads() as usize;
                 perm(&self.heads[l], h)
                     && self.value_dims[l].len() == h
-                    && self.value_dims[l].iter().all(|d| perm(d, c / h.max(1)))
+                    && self.value_dims[l]
+                        .iter()
+                        .all(|d| perm(d, a.head_dim(layer) as usize))
                     && perm(&self.neurons[l], layer.ffn.hidden as usize)
             });
         if !ok {
@@ -367,26 +372,27 @@ impl Parent {
         if hs == 0 || ht == 0 || hs > ht {
             return;
         }
+        let (sl, tl_) = (&student.layers[s], &t.layers[tl]);
         let (cs, ct) = (student.d_model as usize, t.d_model as usize);
-        let (ds, dt) = (cs / hs, ct / ht);
+        let (ds, dt) = (student.head_dim(sl) as usize, t.head_dim(tl_) as usize);
         if ds > dt {
             return;
         }
+        // The teacher's queries are qt wide (ct unless it names its head_dim).
+        let qt = ht * dt;
         let kvt = ta.kv_heads() as usize;
-        let Some(qkv) = self.get(
-            &format!("h.{tl}.attn.c_attn.weight"),
-            (ct + 2 * kvt * dt) * ct,
-        ) else {
+        let width_t = qt + 2 * kvt * dt;
+        let Some(qkv) = self.get(&format!("h.{tl}.attn.c_attn.weight"), width_t * ct) else {
             return;
         };
-        let Some(proj) = self.get(&format!("h.{tl}.attn.c_proj.weight"), ct * ct) else {
+        let Some(proj) = self.get(&format!("h.{tl}.attn.c_proj.weight"), ct * qt) else {
             return;
         };
         let kvs = sa.kv_heads() as usize;
         // Rows of the teacher's fused projection: q of head k, dim d; k and v of kv group g.
         let q_row = |k: usize, d: usize| k * dt + d;
-        let k_row = |k: usize, d: usize| ct + (k / (ht / kvt)) * dt + d;
-        let v_row = |k: usize, d: usize| ct + kvt * dt + (k / (ht / kvt)) * dt + d;
+        let k_row = |k: usize, d: usize| qt + (k / (ht / kvt)) * dt + d;
+        let v_row = |k: usize, d: usize| qt + kvt * dt + (k / (ht / kvt)) * dt + d;
         let heads = keep(&self.heads[tl], hs);
         // Query/key dims: with rope on either side, the dims that keep the rotary frequencies
         // (a pair i of a head of width ds is pair i·dt/ds of the teacher's); otherwise the
@@ -426,45 +432,74 @@ impl Parent {
             .iter()
             .map(|&k| keep(&self.value_dims[tl][k], ds))
             .collect();
-        let row =
-            |r: usize| -> Vec<f64> { ch.iter().map(|&j| f64::from(qkv[r * ct + j])).collect() };
-        let mut fused: Vec<f64> = Vec::with_capacity((cs + 2 * kvs * ds) * cs);
-        for (i, &k) in heads.iter().enumerate() {
-            for &d in &qk[i] {
-                fused.extend(row(q_row(k, d)));
-            }
-        }
-        // Keys and values: student group g averages its heads' teacher keys/values.
+        // The student's rows of the fused projection, each as the teacher rows it takes (a
+        // key or value row averages its group's heads, as GQA conversion does).
         let group = hs / kvs;
+        let mut rows: Vec<Vec<usize>> = Vec::with_capacity(hs * ds + 2 * kvs * ds);
+        for (i, &k) in heads.iter().enumerate() {
+            rows.extend(qk[i].iter().map(|&d| vec![q_row(k, d)]));
+        }
         for part in 0..2 {
             for g in 0..kvs {
                 for d in 0..ds {
-                    let mut acc = vec![0.0; cs];
-                    for i in g * group..(g + 1) * group {
-                        let k = heads[i];
-                        let r = if part == 0 {
-                            k_row(k, qk[i][d])
-                        } else {
-                            v_row(k, vd[i][d])
-                        };
-                        for (a, x) in acc.iter_mut().zip(row(r)) {
-                            *a += x / group as f64;
-                        }
-                    }
-                    fused.extend(acc);
+                    rows.push(
+                        (g * group..(g + 1) * group)
+                            .map(|i| {
+                                let k = heads[i];
+                                if part == 0 {
+                                    k_row(k, qk[i][d])
+                                } else {
+                                    v_row(k, vd[i][d])
+                                }
+                            })
+                            .collect(),
+                    );
                 }
             }
         }
+        // (Summed as x / n term by term, from zero: for one row, the row itself.)
+        let mean_of = |from: &[usize], value: &dyn Fn(usize) -> Vec<f64>| -> Vec<f64> {
+            let n = from.len() as f64;
+            let mut acc: Vec<f64> = Vec::new();
+            for &r in from {
+                let v = value(r);
+                acc.resize(v.len(), 0.0);
+                for (a, x) in acc.iter_mut().zip(v) {
+                    *a += x / n;
+                }
+            }
+            acc
+        };
+        let row =
+            |r: usize| -> Vec<f64> { ch.iter().map(|&j| f64::from(qkv[r * ct + j])).collect() };
+        let fused: Vec<f64> = rows.iter().flat_map(|from| mean_of(from, &row)).collect();
         out.insert(format!("h.{s}.attn.c_attn.weight"), fused);
+        // The q/k/v biases (GPT-2's, Qwen2's) of the same rows, where both have them.
+        if sl.has_qkv_bias() {
+            if let Some(b) = self.get(&format!("h.{tl}.attn.c_attn.bias"), width_t) {
+                let one = |r: usize| vec![f64::from(b[r])];
+                let bias: Vec<f64> = rows.iter().flat_map(|from| mean_of(from, &one)).collect();
+                out.insert(format!("h.{s}.attn.c_attn.bias"), bias);
+            }
+        }
+        // Query/key norms (Qwen3's): the norm's weights on the kept dims, where every kept
+        // head keeps the same dims (with rope it does: the rotary frequencies).
+        if sl.qk_norm && qk.windows(2).all(|w| w[0] == w[1]) {
+            for n in ["q_norm", "k_norm"] {
+                if let Some(w) = self.get(&format!("h.{tl}.attn.{n}.weight"), dt) {
+                    out.insert(format!("h.{s}.attn.{n}.weight"), pick(w, &qk[0]));
+                }
+            }
+        }
         // The output projection: kept channels × the kept value dims of the kept heads.
         let cols: Vec<usize> = heads
             .iter()
             .zip(&vd)
             .flat_map(|(&k, dims)| dims.iter().map(move |&d| k * dt + d))
             .collect();
-        let mut p = Vec::with_capacity(cs * cs);
+        let mut p = Vec::with_capacity(cs * cols.len());
         for &r in ch {
-            p.extend(cols.iter().map(|&j| f64::from(proj[r * ct + j])));
+            p.extend(cols.iter().map(|&j| f64::from(proj[r * qt + j])));
         }
         out.insert(format!("h.{s}.attn.c_proj.weight"), p);
         if let Some(b) = self.get(&format!("h.{tl}.attn.c_proj.bias"), ct) {

@@ -940,6 +940,7 @@ mod tests {
             ],
             norm: Default::default(),
             position: Default::default(),
+            norm_eps: genas_space::Float(genas_space::NORM_EPS),
         };
         let mut teacher = Model::new(&arch, genas_engine::Cpu::<f32>::new(1), 3);
         let mut t = targets(false);

@@ -35,6 +35,7 @@ pub fn teacher_architecture(cfg: &TeacherConfig, vocab: u32, context: u32) -> Ar
             .collect(),
         norm: Default::default(),
         position: Default::default(),
+        norm_eps: genas_space::Float(genas_space::NORM_EPS),
     }
 }
 

@@ -73,6 +73,7 @@ fn student(d: u32, seed: u64) -> Model<Cpu<f32>> {
         )],
         norm: Default::default(),
         position: Default::default(),
+        norm_eps: genas_space::Float(genas_space::NORM_EPS),
     };
     a.validate().unwrap();
     Model::new(&a, Cpu::<f32>::new(1), seed)
@@ -437,6 +438,7 @@ fn pruned_students() -> Vec<(&'static str, Architecture)> {
         layers: vec![Layer::new(attention, hidden, act, rank, sparsity)],
         norm: Default::default(),
         position: Default::default(),
+        norm_eps: genas_space::Float(genas_space::NORM_EPS),
     };
     let full1 = || Attention::Full { heads: 1 };
     let mut v = vec![
@@ -473,6 +475,7 @@ fn pruned_students() -> Vec<(&'static str, Architecture)> {
                 Attention::Sliding {
                     heads: 1,
                     window: 8,
+                    kv_heads: None,
                 },
                 32,
                 Activation::Gelu,
@@ -519,6 +522,7 @@ fn pruned_students() -> Vec<(&'static str, Architecture)> {
     );
     rope.position = Position::Rope {
         theta: Float(10_000.0),
+        scaling: None,
     };
     v.push(("rope", rope));
     let mut deep = base(full1(), 32, Activation::Gelu, None, Sparsity::Dense);
@@ -676,6 +680,7 @@ fn a_teachers_targets_and_loss_without_gradients_are_those_of_its_forward() {
             ],
             norm: Default::default(),
             position: Default::default(),
+            norm_eps: genas_space::Float(genas_space::NORM_EPS),
         };
         let mut teacher = Model::new(&arch, Cpu::<f32>::new(2), 5);
         let mut rng = genas_space::Rng::seed_from_u64(1);

@@ -36,6 +36,7 @@ fn arch(
         layers,
         norm: Default::default(),
         position: Default::default(),
+        norm_eps: genas_space::Float(genas_space::NORM_EPS),
     };
     a.validate().unwrap();
     a
@@ -69,6 +70,7 @@ fn mixed(vocab: u32, context: u32) -> Architecture {
                 Attention::Sliding {
                     heads: 2,
                     window: 5,
+                    kv_heads: None,
                 },
                 48,
                 Activation::Relu,
@@ -148,6 +150,88 @@ fn gpt2_like(vocab: u32, t: u32) -> Architecture {
     a
 }
 
+/// The blocks of Qwen2 (q/k/v biases only), Qwen3 (query/key norms, heads wider than
+/// d_model / heads) and Mistral (grouped sliding attention), with Llama 3's rope scaling and
+/// an epsilon of 1e-6; a low-rank, a sparse and a linear-attention layer beside them.
+fn qwen_mistral_like(vocab: u32, t: u32) -> Architecture {
+    let l = |a| Layer::new(a, 48, Activation::Swiglu, None, Sparsity::Dense);
+    let layers = vec![
+        Layer {
+            qkv_bias: true,
+            ..l(Attention::Grouped {
+                heads: 4,
+                kv_heads: 2,
+            })
+        },
+        Layer {
+            qk_norm: true,
+            head_dim: Some(12),
+            ..l(Attention::Grouped {
+                heads: 4,
+                kv_heads: 1,
+            })
+        },
+        Layer {
+            head_dim: Some(4),
+            sparsity: Sparsity::TwoFour,
+            ..l(Attention::Sliding {
+                heads: 4,
+                window: 5,
+                kv_heads: Some(2),
+            })
+        },
+        Layer {
+            qk_norm: true,
+            qkv_bias: true,
+            head_dim: Some(6),
+            ffn: genas_space::Ffn {
+                rank: Some(8),
+                ..l(Attention::None).ffn
+            },
+            ..l(Attention::Full { heads: 2 })
+        },
+        Layer {
+            head_dim: Some(10),
+            ..l(Attention::Linear { heads: 2 })
+        },
+    ];
+    Architecture {
+        norm: Norm::Rmsnorm,
+        position: Position::Rope {
+            theta: Float(5e5),
+            scaling: Some(genas_space::RopeScaling::Llama3 {
+                factor: Float(8.0),
+                low_freq_factor: Float(1.0),
+                high_freq_factor: Float(4.0),
+                original_context: 8,
+            }),
+        },
+        norm_eps: Float(1e-6),
+        ..arch(vocab, t, 32, layers, 1, false)
+    }
+}
+
+#[test]
+fn built_parameters_equal_the_cost_model_with_qwen_and_mistral_blocks() {
+    let a = qwen_mistral_like(40, 16);
+    a.validate().unwrap();
+    let m = Model::new(&a, Cpu::<f32>::new(1), 0);
+    let cost = Cost::of(&a);
+    assert_eq!(m.num_params() as u64, cost.params, "{}", a.summary());
+    assert_eq!(m.num_nonzero_params() as u64, cost.nonzero_params);
+    let shape = |n: &str| m.params[m.param_index(n).unwrap()].shape.clone();
+    // Queries 4 × 12 = 48 wide at d_model 32, one key/value head of 12.
+    assert_eq!(shape("h.1.attn.c_attn.weight"), [48 + 2 * 12, 32]);
+    assert_eq!(shape("h.1.attn.c_proj.weight"), [32, 48]);
+    assert_eq!(shape("h.1.attn.q_norm.weight"), [12]);
+    assert_eq!(shape("h.0.attn.c_attn.bias"), [32 + 2 * 16]);
+    assert!(m.param_index("h.0.attn.c_proj.bias").is_none());
+    // Without the new options, the same draw gives the same weights.
+    let plain = Model::new(&mixed(40, 16), Cpu::<f32>::new(1), 0);
+    let wte = |m: &Model<Cpu<f32>>| m.weights(m.param_index("wte.weight").unwrap());
+    assert_eq!(wte(&m), wte(&plain));
+}
+
 #[test]
 fn built_parameters_equal_the_cost_model_with_attention_biases() {
     let a = gpt2_like(40, 16);
@@ -172,6 +256,7 @@ fn built_parameters_equal_the_cost_model_with_attention_biases() {
 fn modern_choices() -> [(Norm, Position); 3] {
     let rope = Position::Rope {
         theta: Float(10_000.0),
+        scaling: None,
     };
     [
         (Norm::Layernorm, rope),
@@ -302,6 +387,7 @@ fn every_kind(t: u32) -> Vec<Architecture> {
                 l(Attention::Sliding {
                     heads: 2,
                     window: 4,
+                    kv_heads: None,
                 }),
                 l(Attention::Linear { heads: 4 }),
             ],
@@ -325,6 +411,7 @@ fn every_kind(t: u32) -> Vec<Architecture> {
     ];
     archs.extend(modern);
     archs.push(gpt2_like(11, t));
+    archs.push(qwen_mistral_like(11, t));
     archs
 }
 

@@ -4,7 +4,7 @@
 
 use genas_engine::Cpu;
 use genas_interop::pretrained::{Checkpoint, PretrainedError};
-use genas_space::{Attention, Norm};
+use genas_space::{Attention, Float, Norm, Position, RopeScaling};
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -124,7 +124,8 @@ fn gpt_neo_with_a_local_layer_computes_transformers_logits() {
             Attention::Full { heads: 4 },
             Attention::Sliding {
                 heads: 4,
-                window: 16
+                window: 16,
+                kv_heads: None,
             }
         ]
     );
@@ -132,6 +133,124 @@ fn gpt_neo_with_a_local_layer_computes_transformers_logits() {
     // At a context no longer than the window, local attention is full attention.
     let short = ck.architecture_at(16).unwrap();
     assert_eq!(short.layers[1].attention, Attention::Full { heads: 4 });
+}
+
+#[test]
+fn qwen2_with_qkv_biases_and_its_epsilon_computes_transformers_logits() {
+    let dir = fixture("qwen2");
+    let ck = Checkpoint::open(&dir).expect("opens");
+    let a = &ck.architecture;
+    let l0 = &a.layers[0];
+    assert!(l0.qkv_bias && !l0.attention_bias && !l0.qk_norm && l0.head_dim.is_none());
+    assert_eq!(a.norm_eps.0, 1e-6);
+    assert_eq!(
+        a.position,
+        Position::Rope {
+            theta: Float(1e6),
+            scaling: None
+        }
+    );
+    assert_eq!(
+        l0.attention,
+        Attention::Grouped {
+            heads: 4,
+            kv_heads: 2
+        }
+    );
+    assert_matches_transformers(&dir);
+}
+
+#[test]
+fn qwen3_with_query_key_norms_and_a_wider_head_computes_transformers_logits() {
+    let dir = fixture("qwen3");
+    let ck = Checkpoint::open(&dir).expect("opens");
+    let a = &ck.architecture;
+    let l0 = &a.layers[0];
+    assert!(l0.qk_norm && !l0.qkv_bias && !l0.attention_bias);
+    // 4 heads of 16 at a width of 48.
+    assert_eq!((l0.head_dim, a.attn_width(l0)), (Some(16), 64));
+    assert_eq!(a.norm_eps.0, 1e-6);
+    assert_matches_transformers(&dir);
+}
+
+#[test]
+fn mistral_with_a_grouped_sliding_window_computes_transformers_logits() {
+    let dir = fixture("mistral");
+    let ck = Checkpoint::open(&dir).expect("opens");
+    assert_eq!(
+        ck.architecture.layers[0].attention,
+        Attention::Sliding {
+            heads: 4,
+            window: 16,
+            kv_heads: Some(2)
+        }
+    );
+    assert!(!ck.architecture.tie_embeddings);
+    assert_matches_transformers(&dir);
+    // Within the window it is grouped attention.
+    let short = ck.architecture_at(16).unwrap();
+    assert_eq!(
+        short.layers[0].attention,
+        Attention::Grouped {
+            heads: 4,
+            kv_heads: 2
+        }
+    );
+}
+
+#[test]
+fn llama3_rope_scaling_computes_transformers_logits() {
+    let dir = fixture("llama3");
+    let ck = Checkpoint::open(&dir).expect("opens");
+    assert_eq!(
+        ck.architecture.position,
+        Position::Rope {
+            theta: Float(5e5),
+            scaling: Some(RopeScaling::Llama3 {
+                factor: Float(8.0),
+                low_freq_factor: Float(1.0),
+                high_freq_factor: Float(4.0),
+                original_context: 64
+            })
+        }
+    );
+    assert_matches_transformers(&dir);
+    // The scaling matters: as plain rope the same weights give other logits.
+    let copy = tempfile::tempdir().unwrap();
+    fs::copy(
+        dir.join("model.safetensors"),
+        copy.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let mut cfg: Value =
+        serde_json::from_slice(&fs::read(dir.join("config.json")).unwrap()).unwrap();
+    cfg["rope_parameters"] = serde_json::json!({"rope_type": "default", "rope_theta": 5e5});
+    fs::write(copy.path().join("config.json"), cfg.to_string()).unwrap();
+    let plain = Checkpoint::open(copy.path()).unwrap();
+    let (ids, want) = reference(&dir);
+    let t = ids.len();
+    let mut model = plain.load(Cpu::<f32>::new(1), t as u32).unwrap();
+    model.forward(&ids, None, None, (1, t), false);
+    let got = model.logits();
+    let v = want[0].len();
+    let worst = (0..t * v)
+        .map(|i| (got[i] - want[i / v][i % v]).abs())
+        .fold(0.0, f64::max);
+    assert!(worst > 1e-2, "plain rope differs by only {worst}");
+}
+
+#[test]
+fn linear_rope_scaling_computes_transformers_logits() {
+    let dir = fixture("llama-linear");
+    let ck = Checkpoint::open(&dir).expect("opens");
+    assert_eq!(
+        ck.architecture.position,
+        Position::Rope {
+            theta: Float(1e4),
+            scaling: Some(RopeScaling::Linear { factor: Float(2.0) })
+        }
+    );
+    assert_matches_transformers(&dir);
 }
 
 #[test]
@@ -201,23 +320,57 @@ fn refused(edit: impl FnOnce(&mut Value), says: &str) {
 #[test]
 fn what_genas_cannot_compute_is_refused_in_one_line() {
     refused(
-        |c| c["model_type"] = "qwen2".into(),
-        "model_type \"qwen2\" is not supported",
+        |c| c["model_type"] = "falcon".into(),
+        "model_type \"falcon\" is not supported",
     );
     refused(
         |c| {
             c["rope_parameters"] =
-                serde_json::json!({"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0})
+                serde_json::json!({"rope_type": "yarn", "rope_theta": 5e5, "factor": 8.0})
         },
-        "rope scaling \"llama3\"",
+        "rope scaling \"yarn\" is not supported (genas has default, linear and llama3)",
     );
-    refused(|c| c["rms_norm_eps"] = 1e-6.into(), "rms_norm_eps 1e-6");
+    refused(
+        |c| c["rope_parameters"] = serde_json::json!({"rope_type": "llama3", "rope_theta": 5e5}),
+        "rope scaling \"llama3\" names no number original_max_position_embeddings",
+    );
+    refused(
+        |c| {
+            c["rope_parameters"] =
+                serde_json::json!({"rope_type": "default", "partial_rotary_factor": 0.5})
+        },
+        "partial_rotary_factor 0.5",
+    );
+    refused(
+        |c| c["rms_norm_eps"] = 0.5.into(),
+        "rms_norm_eps 5e-1 is outside",
+    );
+    // Biases the config promises but the weights lack.
     refused(
         |c| c["attention_bias"] = true.into(),
-        "attention_bias = true",
+        "the weights lack tensor model.layers.0.self_attn.k_proj.bias",
     );
     refused(|c| c["hidden_act"] = "gelu".into(), "hidden_act \"gelu\"");
-    refused(|c| c["head_dim"] = 16.into(), "head_dim 16");
+    refused(
+        |c| c["head_dim"] = 16.into(),
+        "has shape [24, 48], but config.json implies [32, 48]",
+    );
+    refused(
+        |c| {
+            c["model_type"] = "qwen2".into();
+            c["use_sliding_window"] = true.into();
+        },
+        "use_sliding_window = true",
+    );
+    refused(
+        |c| c["layer_types"] = serde_json::json!(["full_attention", "sliding_attention"]),
+        "layer_types lists \"sliding_attention\"",
+    );
+    // Qwen2's q/k/v biases are part of the family: a Llama file without them is not Qwen2.
+    refused(
+        |c| c["model_type"] = "qwen2".into(),
+        "the weights lack tensor model.layers.0.self_attn.k_proj.bias",
+    );
     refused(|c| c["num_key_value_heads"] = 3.into(), "does not divide");
     // A config that disagrees with the weights is found before anything is allocated.
     refused(
@@ -283,8 +436,8 @@ fn what_genas_cannot_compute_of_the_gpt_families_is_refused_in_one_line() {
     );
     refused_in(
         "gpt2",
-        &|c| c["layer_norm_epsilon"] = 1e-6.into(),
-        "layer_norm_epsilon 1e-6",
+        &|c| c["layer_norm_epsilon"] = 0.5.into(),
+        "layer_norm_epsilon 5e-1 is outside what genas builds",
     );
     refused_in(
         "gpt2",

@@ -21,6 +21,7 @@ fn tiny(layers: Vec<Layer>) -> Architecture {
         layers,
         norm: Default::default(),
         position: Default::default(),
+        norm_eps: genas_space::Float(genas_space::NORM_EPS),
     };
     a.validate().unwrap();
     a
@@ -350,6 +351,7 @@ fn descriptors_count_each_attention_kind_rank_and_activation() {
             Attention::Sliding {
                 heads: 2,
                 window: 3,
+                kv_heads: None,
             },
             Activation::Swiglu,
             None,
@@ -376,6 +378,7 @@ fn descriptors_count_each_attention_kind_rank_and_activation() {
     let mut b = a.clone();
     b.position = genas_space::Position::Rope {
         theta: genas_space::Float(1e4),
+        scaling: None,
     };
     b.norm = genas_space::Norm::Rmsnorm;
     let e = zero_cost::descriptors(&b);

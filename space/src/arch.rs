@@ -40,17 +40,26 @@ compared_by_bits!(Fraction);
 pub struct Float(pub f64);
 compared_by_bits!(Float);
 
-/// The epsilon of every norm (LayerNorm and RMSNorm) genas builds.
+/// The epsilon of every norm (LayerNorm and RMSNorm) genas builds unless an architecture
+/// names another (`Architecture::norm_eps`: Qwen's 1e-6).
 pub const NORM_EPS: f64 = 1e-5;
+
+fn is_default_eps(eps: &Float) -> bool {
+    eps.0.to_bits() == NORM_EPS.to_bits()
+}
+
+fn default_eps() -> Float {
+    Float(NORM_EPS)
+}
 
 /// The normalisation of every block's sublayers and of the final hidden state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Norm {
-    /// LayerNorm (eps 1e-5) with a weight and a bias.
+    /// LayerNorm (eps `Architecture::norm_eps`) with a weight and a bias.
     #[default]
     Layernorm,
-    /// RMSNorm (Zhang & Sennrich, 2019; eps 1e-5): x / rms(x) · weight, no centring, no bias.
+    /// RMSNorm (Zhang & Sennrich, 2019): x / √(mean(x²) + eps) · weight, no centring, no bias.
     Rmsnorm,
 }
 
@@ -90,9 +99,102 @@ pub enum Position {
     Learned,
     /// Rotary embeddings (Su et al., 2021) on the queries and keys of every softmax attention
     /// layer (full, grouped, sliding), in the "rotate half" layout of GPT-NeoX and Llama:
-    /// dimension i of a head pairs with i + hd/2, rotated by position · theta^(−2i/hd). No
-    /// position parameters; linear attention and `none` blocks see no position signal.
-    Rope { theta: Float },
+    /// dimension i of a head pairs with i + hd/2, rotated by position · theta^(−2i/hd)
+    /// (frequencies changed by `scaling` when there is one: `rope_inv_freq`). No position
+    /// parameters; linear attention and `none` blocks see no position signal.
+    Rope {
+        theta: Float,
+        /// Left out of the canonical JSON when absent, so ids stay as they were.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scaling: Option<RopeScaling>,
+    },
+}
+
+/// A change to rope's frequencies, as transformers' `rope_type`s define them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RopeScaling {
+    /// Positions divided by `factor` (every frequency divided by it).
+    Linear { factor: Float },
+    /// Llama 3.x: wavelengths longer than `original_context / low_freq_factor` are stretched by
+    /// `factor`, those shorter than `original_context / high_freq_factor` kept, and the band
+    /// between interpolated smoothly.
+    Llama3 {
+        factor: Float,
+        low_freq_factor: Float,
+        high_freq_factor: Float,
+        original_context: u32,
+    },
+}
+
+impl RopeScaling {
+    /// transformers' `rope_type` name: linear, llama3.
+    pub fn name(self) -> &'static str {
+        match self {
+            RopeScaling::Linear { .. } => "linear",
+            RopeScaling::Llama3 { .. } => "llama3",
+        }
+    }
+
+    fn validate(self) -> Result<(), String> {
+        let finite_above = |name: &str, x: f64, low: f64| {
+            if x.is_finite() && x > low && x <= 1e6 {
+                Ok(())
+            } else {
+                Err(format!("rope scaling {name} {x} is outside ({low}, 1e6]"))
+            }
+        };
+        match self {
+            RopeScaling::Linear { factor } => finite_above("factor", factor.0, 0.0),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_context,
+            } => {
+                finite_above("factor", factor.0, 0.0)?;
+                finite_above("low_freq_factor", low_freq_factor.0, 0.0)?;
+                finite_above("high_freq_factor", high_freq_factor.0, low_freq_factor.0)?;
+                if original_context == 0 {
+                    return Err("rope scaling original_context must be at least 1".into());
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The rotary frequencies θ^(−2i/hd), i < hd/2, of a head of `head_dim`, changed by `scaling`
+/// as transformers changes them (computed in f64).
+pub fn rope_inv_freq(theta: f64, scaling: Option<RopeScaling>, head_dim: usize) -> Vec<f64> {
+    let plain = (0..head_dim / 2).map(|i| theta.powf(-((2 * i) as f64) / head_dim as f64));
+    match scaling {
+        None => plain.collect(),
+        Some(RopeScaling::Linear { factor }) => plain.map(|f| f / factor.0).collect(),
+        Some(RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_context,
+        }) => {
+            let (factor, low, high) = (factor.0, low_freq_factor.0, high_freq_factor.0);
+            let old = f64::from(original_context);
+            let (low_wavelen, high_wavelen) = (old / low, old / high);
+            plain
+                .map(|f| {
+                    let wavelen = 2.0 * std::f64::consts::PI / f;
+                    if wavelen < high_wavelen {
+                        f
+                    } else if wavelen > low_wavelen {
+                        f / factor
+                    } else {
+                        let smooth = (old / wavelen - low) / (high - low);
+                        (1.0 - smooth) * f / factor + smooth * f
+                    }
+                })
+                .collect()
+        }
+    }
 }
 
 impl Position {
@@ -114,6 +216,7 @@ impl Position {
             "learned" => Ok(Position::Learned),
             "rope" => Ok(Position::Rope {
                 theta: Float(theta),
+                scaling: None,
             }),
             other => Err(format!(
                 "unknown position \"{other}\" (expected learned or rope)"
@@ -136,8 +239,14 @@ pub enum Attention {
     /// (`kv_heads = 1` is multi-query attention).
     Grouped { heads: u32, kv_heads: u32 },
     /// Causal softmax attention restricted to the last `window` positions (the token itself
-    /// included).
-    Sliding { heads: u32, window: u32 },
+    /// included); with `kv_heads`, grouped as `Grouped` is (Mistral's layers).
+    Sliding {
+        heads: u32,
+        window: u32,
+        /// Left out of the canonical JSON when absent (as many key/value heads as heads).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kv_heads: Option<u32>,
+    },
     /// Causal linear attention with the elu(x)+1 feature map (Katharopoulos et al., 2020).
     Linear { heads: u32 },
     /// No token mixing: the block is LayerNorm + FFN only.
@@ -158,7 +267,11 @@ impl Attention {
     /// Number of key/value heads (equal to `heads` except for grouped attention).
     pub fn kv_heads(&self) -> u32 {
         match *self {
-            Attention::Grouped { kv_heads, .. } => kv_heads,
+            Attention::Grouped { kv_heads, .. }
+            | Attention::Sliding {
+                kv_heads: Some(kv_heads),
+                ..
+            } => kv_heads,
             _ => self.heads(),
         }
     }
@@ -188,7 +301,16 @@ impl fmt::Display for Attention {
         match *self {
             Attention::Full { heads } => write!(f, "full/h{heads}"),
             Attention::Grouped { heads, kv_heads } => write!(f, "grouped/h{heads}kv{kv_heads}"),
-            Attention::Sliding { heads, window } => write!(f, "sliding/h{heads}w{window}"),
+            Attention::Sliding {
+                heads,
+                window,
+                kv_heads: None,
+            } => write!(f, "sliding/h{heads}w{window}"),
+            Attention::Sliding {
+                heads,
+                window,
+                kv_heads: Some(kv),
+            } => write!(f, "sliding/h{heads}kv{kv}w{window}"),
             Attention::Linear { heads } => write!(f, "linear/h{heads}"),
             Attention::None => write!(f, "none"),
         }
@@ -310,9 +432,21 @@ pub struct Layer {
     pub ffn: Ffn,
     pub sparsity: Sparsity,
     /// Biases on the attention's q/k/v and output projections, as GPT-2 has them (genas's own
-    /// blocks have none). Left out of the canonical JSON when false, so ids stay as they were.
+    /// blocks have none). Left out of the canonical JSON when false, so ids stay as they were;
+    /// so are the three fields below at their defaults.
     #[serde(default, skip_serializing_if = "is_false")]
     pub attention_bias: bool,
+    /// Biases on the q/k/v projections only, none on the output (Qwen2).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub qkv_bias: bool,
+    /// RMSNorm over each query and key head (one weight of the head's width for the queries,
+    /// one for the keys), after the projection and before rope (Qwen3).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub qk_norm: bool,
+    /// The width of a head when it is not d_model / heads (Qwen3: 128 at d_model 1024 with
+    /// 16 heads): queries are heads · head_dim wide and the output projection reads that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<u32>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -336,7 +470,15 @@ impl Layer {
             },
             sparsity,
             attention_bias: false,
+            qkv_bias: false,
+            qk_norm: false,
+            head_dim: None,
         }
+    }
+
+    /// Whether the q/k/v projection has a bias (`attention_bias` or `qkv_bias`).
+    pub fn has_qkv_bias(&self) -> bool {
+        self.attention_bias || self.qkv_bias
     }
 }
 
@@ -365,6 +507,9 @@ pub struct Architecture {
     /// Left out of the canonical JSON when it is the default (learned).
     #[serde(skip_serializing_if = "Position::is_default")]
     pub position: Position,
+    /// The epsilon of every norm; left out of the canonical JSON at `NORM_EPS`.
+    #[serde(skip_serializing_if = "is_default_eps")]
+    pub norm_eps: Float,
 }
 
 /// The fields of an `Architecture` as read, before `validate`.
@@ -381,6 +526,8 @@ struct UncheckedArchitecture {
     norm: Norm,
     #[serde(default)]
     position: Position,
+    #[serde(default = "default_eps")]
+    norm_eps: Float,
 }
 
 impl TryFrom<UncheckedArchitecture> for Architecture {
@@ -396,6 +543,7 @@ impl TryFrom<UncheckedArchitecture> for Architecture {
             layers: u.layers,
             norm: u.norm,
             position: u.position,
+            norm_eps: u.norm_eps,
         };
         arch.validate()?;
         Ok(arch)
@@ -437,11 +585,31 @@ impl Architecture {
         self.layers.len()
     }
 
-    /// Head dimension of a layer's attention (d_model / heads); 0 for `none`.
+    /// Head dimension of a layer's attention (its `head_dim`, else d_model / heads); 0 for
+    /// `none`.
     pub fn head_dim(&self, layer: &Layer) -> u32 {
         match layer.attention.heads() {
             0 => 0,
-            h => self.d_model / h,
+            h => layer.head_dim.unwrap_or(self.d_model / h),
+        }
+    }
+
+    /// Width of a layer's queries and of its attention output: heads · head dimension
+    /// (d_model unless the layer names its `head_dim`).
+    pub fn attn_width(&self, layer: &Layer) -> u32 {
+        layer.attention.heads() * self.head_dim(layer)
+    }
+
+    /// The rope frequencies of `layer`'s heads when rope rotates it.
+    pub fn rope_inv_freq(&self, layer: &Layer) -> Option<Vec<f64>> {
+        match self.position {
+            Position::Rope {
+                theta: Float(theta),
+                scaling,
+            } if self.rotates(layer) => {
+                Some(rope_inv_freq(theta, scaling, self.head_dim(layer) as usize))
+            }
+            _ => None,
         }
     }
 
@@ -497,19 +665,26 @@ impl Architecture {
         }
         if let Position::Rope {
             theta: Float(theta),
+            scaling,
         } = self.position
         {
             if !(theta.is_finite() && theta > 1.0 && theta <= 1e12) {
                 return invalid(format!("rope theta {theta} is outside (1, 1e12]"));
             }
+            if let Some(s) = scaling {
+                s.validate().map_err(ArchError::Invalid)?;
+            }
+        }
+        let eps = self.norm_eps.0;
+        if !(eps.is_finite() && eps > 0.0 && eps <= 0.1) {
+            return invalid(format!("norm_eps {eps} is outside (0, 0.1]"));
         }
         for (i, layer) in self.layers.iter().enumerate() {
             validate_layer(layer, d, self.context)
                 .map_err(|m| ArchError::Invalid(format!("layer {i}: {m}")))?;
             if self.position.is_rope() && self.rotates(layer) && self.head_dim(layer) % 2 == 1 {
                 return invalid(format!(
-                    "layer {i}: rope needs an even head dimension, and d_model {d} / heads {} is {}",
-                    layer.attention.heads(),
+                    "layer {i}: rope needs an even head dimension, and this layer's is {}",
                     self.head_dim(layer)
                 ));
             }
@@ -554,9 +729,12 @@ impl Architecture {
             let l = &self.layers[i];
             let rank = l.ffn.rank.map(|r| format!(" r{r}")).unwrap_or_default();
             let s = format!(
-                "{}{} ffn{}{} {} {}",
+                "{}{}{}{}{} ffn{}{} {} {}",
                 l.attention,
+                l.head_dim.map(|hd| format!(" hd{hd}")).unwrap_or_default(),
                 if l.attention_bias { "+bias" } else { "" },
+                if l.qkv_bias { "+qkvbias" } else { "" },
+                if l.qk_norm { "+qknorm" } else { "" },
                 l.ffn.hidden,
                 rank,
                 l.ffn.activation.name(),
@@ -580,13 +758,22 @@ impl Architecture {
             Position::Learned => {}
             Position::Rope {
                 theta: Float(theta),
-            } if theta == DEFAULT_ROPE_THETA => out.push_str(" rope"),
-            Position::Rope {
-                theta: Float(theta),
-            } => out.push_str(&format!(" rope{theta}")),
+                scaling,
+            } => {
+                out.push_str(" rope");
+                if theta != DEFAULT_ROPE_THETA {
+                    out.push_str(&theta.to_string());
+                }
+                if let Some(s) = scaling {
+                    out.push_str(&format!("/{}", s.name()));
+                }
+            }
         }
         if self.norm == Norm::Rmsnorm {
             out.push_str(" rms");
+        }
+        if !is_default_eps(&self.norm_eps) {
+            out.push_str(&format!(" eps{:e}", self.norm_eps.0));
         }
         out
     }
@@ -605,15 +792,43 @@ fn validate_layer(layer: &Layer, d: u32, context: u32) -> Result<(), String> {
         }
     }
     match layer.attention {
-        Attention::None if layer.attention_bias => {
-            return Err("attention_bias on a layer without attention".into())
+        Attention::None
+            if layer.attention_bias
+                || layer.qkv_bias
+                || layer.qk_norm
+                || layer.head_dim.is_some() =>
+        {
+            return Err(
+                "attention_bias, qkv_bias, qk_norm or head_dim on a layer without attention".into(),
+            )
         }
         Attention::None => {}
         _ if heads == 0 => return Err("heads must be at least 1".into()),
-        _ if !d.is_multiple_of(heads) => {
+        _ if layer.head_dim.is_none() && !d.is_multiple_of(heads) => {
             return Err(format!("heads {heads} do not divide d_model {d}"))
         }
         _ => {}
+    }
+    if layer.attention_bias && layer.qkv_bias {
+        return Err(
+            "attention_bias already puts biases on q/k/v: qkv_bias is one or the other".into(),
+        );
+    }
+    if layer.qk_norm && !layer.attention.is_softmax() {
+        return Err("qk_norm needs softmax attention (full, grouped or sliding)".into());
+    }
+    if let Some(hd) = layer.head_dim {
+        if hd == 0 || hd > MAX_D_MODEL || u64::from(hd) * u64::from(heads) > u64::from(MAX_D_MODEL)
+        {
+            return Err(format!(
+                "head_dim {hd} must be at least 1, with heads · head_dim at most {MAX_D_MODEL}"
+            ));
+        }
+        if heads > 0 && hd * heads == d && d.is_multiple_of(heads) {
+            return Err(format!(
+                "head_dim {hd} is d_model / heads: leave it out (one architecture, one id)"
+            ));
+        }
     }
     match layer.attention {
         Attention::Grouped { heads, kv_heads }
@@ -626,6 +841,15 @@ fn validate_layer(layer: &Layer, d: u32, context: u32) -> Result<(), String> {
         Attention::Sliding { window, .. } if window == 0 || window >= context => {
             return Err(format!(
                 "sliding window {window} must be between 1 and the context {context} (exclusive)"
+            ));
+        }
+        Attention::Sliding {
+            heads,
+            kv_heads: Some(kv_heads),
+            ..
+        } if kv_heads == 0 || kv_heads >= heads || heads % kv_heads != 0 => {
+            return Err(format!(
+                "sliding attention's kv_heads must be below heads and divide them (kv_heads {kv_heads}, heads {heads})"
             ));
         }
         _ => {}
@@ -650,6 +874,9 @@ fn validate_layer(layer: &Layer, d: u32, context: u32) -> Result<(), String> {
     if layer.sparsity == Sparsity::TwoFour {
         // Groups of 4 run along every sparsified matrix's input dimension.
         let mut inputs = vec![("d_model", d), ("ffn hidden", h)];
+        if let Some(hd) = layer.head_dim {
+            inputs.push(("heads · head_dim", heads * hd));
+        }
         if let Some(r) = layer.ffn.rank {
             inputs.push(("ffn rank", r));
         }
@@ -679,6 +906,9 @@ mod tests {
             },
             sparsity: Sparsity::Dense,
             attention_bias: false,
+            head_dim: None,
+            qk_norm: false,
+            qkv_bias: false,
         };
         Architecture {
             vocab_size: 65,
@@ -689,6 +919,7 @@ mod tests {
             layers: vec![layer.clone(), layer],
             norm: Norm::Layernorm,
             position: Position::Learned,
+            norm_eps: crate::Float(crate::NORM_EPS),
         }
     }
 
@@ -756,6 +987,7 @@ mod tests {
             l.attention = Attention::Sliding {
                 heads: 4,
                 window: 64,
+                kv_heads: None,
             };
         }
         assert!(a

@@ -1,14 +1,16 @@
 //! The analytic cost model: what an architecture costs before it is built.
 //!
 //! Notation: V vocabulary, T context, d d_model, h FFN hidden width, r FFN rank, H heads,
-//! hd = d/H head width, G key/value heads, kvd = G·hd, W sliding window. All figures are fp32.
+//! hd head width (d/H unless the layer names its `head_dim`), dq = H·hd the queries' width (d
+//! unless `head_dim`), G key/value heads, kvd = G·hd, W sliding window. All figures are fp32.
 //!
 //! Parameters (biases and norms are counted; shared layers once). A norm is 2d for LayerNorm
 //! (weight and bias), d for RMSNorm (weight):
 //! - token embedding V·d, learned positions T·d (none with rope), final norm, LM head V·d unless
 //!   tied;
-//! - a block: a norm before attention (absent for `none`), q d·d, k d·kvd, v d·kvd, o d·d
-//!   (no biases), a norm before the FFN, FFN gelu/relu W_in d·h + b h, W_out h·d + b d;
+//! - a block: a norm before attention (absent for `none`), q d·dq, k d·kvd, v d·kvd, o dq·d
+//!   (biases dq + 2·kvd on q/k/v with `qkv_bias` or `attention_bias`, and d on o with the
+//!   latter; `qk_norm` 2·hd), a norm before the FFN, FFN gelu/relu W_in d·h + b h, W_out h·d + b d;
 //!   swiglu W_gate d·h, W_in d·h, W_out h·d (no biases). Low rank replaces every FFN matrix
 //!   in·out by in·r + r·out.
 //! - `non_embedding_params` = params − token embedding − positions − untied head (Kaplan et
@@ -19,11 +21,11 @@
 //! is 2 FLOPs; sparse weights are counted dense, as the engine computes them):
 //! - 2 × the weights of every matrix a token passes through (every layer, shared or not) and
 //!   2·V·d for the LM head;
-//! - softmax attention mixing 4·d·k̄, where k̄ is the mean number of keys a query sees:
+//! - softmax attention mixing 4·dq·k̄, where k̄ is the mean number of keys a query sees:
 //!   (T+1)/2 causal, (W(W+1)/2 + (T−W)·W)/T with a window;
 //! - linear attention per head: state update and read-out 4·hd², normaliser 2·hd, i.e.
 //!   4·d·hd + 2·d per layer;
-//! - rope: 3 FLOPs (two multiplies, an add) per rotated query and key element, 3·(d + kvd) per
+//! - rope: 3 FLOPs (two multiplies, an add) per rotated query and key element, 3·(dq + kvd) per
 //!   softmax attention layer;
 //! - norms, softmax, activations and the feature map are not counted.
 //! - per training token: 3 × forward (backward ≈ 2 × forward).
@@ -35,8 +37,9 @@
 //!
 //! Activation memory per training token (floats the backward pass reads, as the engine caches
 //! them): embeddings d; per attention sublayer norm out d + its statistics n (LayerNorm mean and
-//! rstd 2, RMSNorm rstd 1), q k v d + 2·kvd (rotated in place with rope), softmax probabilities
-//! H·k̄ (linear: φ(q), φ(k) d + kvd), mixed output d, residual d; per FFN norm out d + n, pre-
+//! rstd 2, RMSNorm rstd 1), q k v dq + 2·kvd (rotated in place with rope; with `qk_norm` the
+//! queries and keys before it, dq + kvd, and a statistic per head, H + G), softmax
+//! probabilities H·k̄ (linear: φ(q), φ(k) dq + kvd), mixed output dq, residual d; per FFN norm out d + n, pre-
 //! and post-activation 2h (swiglu: gate, up, product 3h), r per low-rank factor pair, residual
 //! d; final norm d + n, logits and probabilities 2V.
 
@@ -82,14 +85,28 @@ pub fn mean_keys(context: u32, window: Option<u32>) -> f64 {
     }
 }
 
+/// A layer's attention widths (hd, dq, kvd) at d_model `d`; zeros without attention.
+pub fn attention_widths(d: u32, layer: &Layer) -> (u64, u64, u64) {
+    match layer.attention.heads() {
+        0 => (0, 0, 0),
+        heads => {
+            let hd = u64::from(layer.head_dim.unwrap_or(d / heads));
+            (
+                hd,
+                u64::from(heads) * hd,
+                u64::from(layer.attention.kv_heads()) * hd,
+            )
+        }
+    }
+}
+
 /// The (in, out) shapes of a block's sparsifiable matrices: attention projections then FFN.
 pub fn block_matrices(d: u32, layer: &Layer) -> Vec<(u64, u64)> {
+    let (_, dq, kvd) = attention_widths(d, layer);
     let d = d as u64;
     let mut m = Vec::new();
     if layer.attention != Attention::None {
-        let hd = d / layer.attention.heads() as u64;
-        let kvd = layer.attention.kv_heads() as u64 * hd;
-        m.extend([(d, d), (d, kvd), (d, kvd), (d, d)]);
+        m.extend([(d, dq), (d, kvd), (d, kvd), (dq, d)]);
     }
     let h = layer.ffn.hidden as u64;
     let full: Vec<(u64, u64)> = match layer.ffn.activation {
@@ -139,50 +156,53 @@ pub fn layer_cost(
     } else {
         norm_params
     };
-    // q, k, v and output biases (GPT-2's blocks): like the FFN's, counted as parameters only.
-    let attn_bias = if layer.attention_bias && has_attn {
-        let kvd = layer.attention.kv_heads() as u64 * (d / layer.attention.heads() as u64);
-        2 * d + 2 * kvd
+    // q, k, v and output biases (GPT-2's blocks; q, k, v only for Qwen2's) and the query and
+    // key norms: like the FFN's biases, counted as parameters only.
+    let (hd_u, dq_u, kvd_u) = attention_widths(d_model, layer);
+    let qkv_bias = if layer.has_qkv_bias() {
+        dq_u + 2 * kvd_u
     } else {
         0
     };
-    let dense_extra = ffn_bias + norms + attn_bias;
+    let proj_bias = if layer.attention_bias { d } else { 0 };
+    let qk_norm = if layer.qk_norm { 2 * hd_u } else { 0 };
+    let dense_extra = ffn_bias + norms + qkv_bias + proj_bias + qk_norm;
 
     let heads = layer.attention.heads() as f64;
-    let hd = if has_attn { df / heads } else { 0.0 };
-    let kvd = layer.attention.kv_heads() as f64 * hd;
+    let (hd, dq, kvd) = (hd_u as f64, dq_u as f64, kvd_u as f64);
     let t = context as u64;
     let (mixing, state_floats, attn_cache) = match layer.attention {
         Attention::Full { .. } | Attention::Grouped { .. } => {
             let k = mean_keys(context, None);
-            (4.0 * df * k, 2 * kvd as u64 * t, heads * k)
+            (4.0 * dq * k, 2 * kvd_u * t, heads * k)
         }
         Attention::Sliding { window, .. } => {
             let k = mean_keys(context, Some(window));
-            (
-                4.0 * df * k,
-                2 * kvd as u64 * (window as u64).min(t),
-                heads * k,
-            )
+            (4.0 * dq * k, 2 * kvd_u * (window as u64).min(t), heads * k)
         }
         Attention::Linear { .. } => (
-            4.0 * df * hd + 2.0 * df,
+            4.0 * dq * hd + 2.0 * dq,
             (heads * (hd * hd + hd)) as u64,
             // φ(q), φ(k) are cached in place of probabilities.
-            df + kvd,
+            dq + kvd,
         ),
         Attention::None => (0.0, 0, 0.0),
     };
     let rotates = position.is_rope() && layer.attention.is_softmax();
-    let rope = if rotates { 3.0 * (df + kvd) } else { 0.0 };
+    let rope = if rotates { 3.0 * (dq + kvd) } else { 0.0 };
     let mut act = 0.0;
     if has_attn {
         let qkv = if matches!(layer.attention, Attention::Linear { .. }) {
             0.0
         } else {
-            df + 2.0 * kvd
+            dq + 2.0 * kvd
         };
-        act += (df + norm_stats) + qkv + attn_cache + df + df;
+        let normed = if layer.qk_norm {
+            dq + kvd + heads + layer.attention.kv_heads() as f64
+        } else {
+            0.0
+        };
+        act += (df + norm_stats) + qkv + normed + attn_cache + dq + df;
     }
     let hf = h as f64;
     let rank_floats = match layer.ffn.rank {
@@ -275,6 +295,9 @@ mod tests {
             },
             sparsity: Sparsity::Dense,
             attention_bias: false,
+            head_dim: None,
+            qk_norm: false,
+            qkv_bias: false,
         }
     }
 
@@ -288,6 +311,7 @@ mod tests {
             layers,
             norm: Norm::Layernorm,
             position: Position::Learned,
+            norm_eps: crate::Float(crate::NORM_EPS),
         }
     }
 
@@ -304,6 +328,7 @@ mod tests {
             layers: vec![l; 4],
             norm: Norm::Layernorm,
             position: Position::Learned,
+            norm_eps: crate::Float(crate::NORM_EPS),
         };
         assert_eq!(Cost::of(&a).params, 816_128);
     }
@@ -335,7 +360,10 @@ mod tests {
     fn rope_and_rmsnorm_by_hand() {
         // The one-layer model above (776 params, 1264 FLOPs/token, 143 activation floats).
         let mut a = arch(vec![layer(Attention::Full { heads: 2 }, 16)]);
-        a.position = Position::Rope { theta: Float(1e4) };
+        a.position = Position::Rope {
+            theta: Float(1e4),
+            scaling: None,
+        };
         let c = Cost::of(&a);
         // No wpe (32 params); q and k rotated: 3·(8 + 8) = 48 FLOPs.
         assert_eq!(c.params, 776 - 32);
@@ -356,12 +384,18 @@ mod tests {
             16,
         )]);
         let learned = Cost::of(&g).flops_per_token;
-        g.position = Position::Rope { theta: Float(1e4) };
+        g.position = Position::Rope {
+            theta: Float(1e4),
+            scaling: None,
+        };
         assert_eq!(Cost::of(&g).flops_per_token - learned, 30.0);
         for attention in [Attention::Linear { heads: 2 }, Attention::None] {
             let mut l = arch(vec![layer(attention, 16)]);
             let before = Cost::of(&l);
-            l.position = Position::Rope { theta: Float(1e4) };
+            l.position = Position::Rope {
+                theta: Float(1e4),
+                scaling: None,
+            };
             let after = Cost::of(&l);
             assert_eq!(after.flops_per_token, before.flops_per_token);
             assert_eq!(after.params, before.params - 32);
@@ -399,6 +433,7 @@ mod tests {
             Attention::Sliding {
                 heads: 2,
                 window: 2,
+                kv_heads: None,
             },
             16,
         )]));

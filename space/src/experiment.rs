@@ -211,6 +211,32 @@ pub struct SpaceConfig {
         skip_serializing_if = "is_default_rope_theta"
     )]
     pub rope_theta: f64,
+    /// Rope's frequency scaling (`{ type = "linear", factor = 2.0 }` or `{ type = "llama3",
+    /// factor, low_freq_factor, high_freq_factor, original_context }`), as the teacher's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<crate::arch::RopeScaling>,
+    /// The epsilon of every norm (Qwen: 1e-6).
+    #[serde(
+        default = "default_norm_eps",
+        skip_serializing_if = "is_default_norm_eps"
+    )]
+    pub norm_eps: f64,
+    /// Biases on every attention block's q/k/v projections, none on its output (Qwen2).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub qkv_bias: bool,
+    /// RMSNorm over every query and key head of softmax attention (Qwen3).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub qk_norm: bool,
+    /// Every attention head this wide, whatever d_model / heads is (Qwen3, Mistral-Nemo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<u32>,
+}
+
+fn default_norm_eps() -> f64 {
+    crate::arch::NORM_EPS
+}
+fn is_default_norm_eps(x: &f64) -> bool {
+    x.to_bits() == default_norm_eps().to_bits()
 }
 
 fn default_norm() -> Vec<String> {
@@ -892,6 +918,18 @@ impl Experiment {
         for p in &self.space.position {
             crate::arch::Position::parse(p, theta).map_err(|m| bad("space.position", m))?;
         }
+        let eps = self.space.norm_eps;
+        if !(eps.is_finite() && eps > 0.0 && eps <= 0.1) {
+            return Err(bad("space.norm_eps", format!("{eps} is outside (0, 0.1]")));
+        }
+        if let Some(hd) = self.space.head_dim {
+            if hd == 0 || hd > crate::arch::limits::MAX_D_MODEL {
+                return Err(bad(
+                    "space.head_dim",
+                    format!("{hd} is outside 1..={}", crate::arch::limits::MAX_D_MODEL),
+                ));
+            }
+        }
         let x = &self.executor;
         if !(x.poll_interval.is_finite() && (0.05..=3600.0).contains(&x.poll_interval)) {
             return Err(bad(
@@ -1030,6 +1068,12 @@ impl Experiment {
         if stated("space", "rope_theta") && !self.space.position.iter().any(|p| p == "rope") {
             return Err(bad(
                 "space.rope_theta",
+                "applies only when space.position lists \"rope\": remove it or add \"rope\"",
+            ));
+        }
+        if stated("space", "rope_scaling") && !self.space.position.iter().any(|p| p == "rope") {
+            return Err(bad(
+                "space.rope_scaling",
                 "applies only when space.position lists \"rope\": remove it or add \"rope\"",
             ));
         }

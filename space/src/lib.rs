@@ -38,8 +38,8 @@ pub mod rng;
 pub mod search_space;
 
 pub use arch::{
-    Activation, ArchError, Architecture, Attention, Ffn, Float, Fraction, Layer, Norm, Position,
-    Sparsity, DEFAULT_ROPE_THETA, NORM_EPS,
+    rope_inv_freq, Activation, ArchError, Architecture, Attention, Ffn, Float, Fraction, Layer,
+    Norm, Position, RopeScaling, Sparsity, DEFAULT_ROPE_THETA, NORM_EPS,
 };
 pub use cost::{Cost, LayerCost};
 pub use experiment::{

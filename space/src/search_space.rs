@@ -7,7 +7,9 @@
 //! `Genome`: indices into the declared lists, one block gene set per sharing group, so that
 //! changing d_model re-derives every hidden width and rank from its ratio.
 
-use crate::arch::{Activation, Architecture, Attention, Ffn, Layer, Norm, Position, Sparsity};
+use crate::arch::{
+    Activation, Architecture, Attention, Ffn, Float, Layer, Norm, Position, Sparsity,
+};
 use crate::cost::{layer_cost, outer_cost, Cost};
 use crate::experiment::{
     parse_activation, parse_attention_kind, AttentionKind, Constraints, SpaceConfig,
@@ -123,6 +125,11 @@ pub struct SearchSpace {
     pub per_layer: bool,
     pub norm: Vec<Norm>,
     pub position: Vec<Position>,
+    /// Fixed for every architecture of the space (`SpaceConfig`'s fields of these names).
+    pub norm_eps: f64,
+    pub qkv_bias: bool,
+    pub qk_norm: bool,
+    pub head_dim: Option<u32>,
     /// Declared values that no valid architecture can use, and ignored lists.
     pub warnings: Vec<String>,
     /// What some combinations of the space mean (rope beside linear attention, ...).
@@ -239,10 +246,18 @@ impl SearchSpace {
             .position
             .iter()
             .map(|p| {
-                Position::parse(p, cfg.rope_theta).map_err(|m| SpaceError::Choice {
-                    key: "position",
-                    message: m,
-                })
+                Position::parse(p, cfg.rope_theta)
+                    .map(|p| match p {
+                        Position::Rope { theta, .. } => Position::Rope {
+                            theta,
+                            scaling: cfg.rope_scaling,
+                        },
+                        learned => learned,
+                    })
+                    .map_err(|m| SpaceError::Choice {
+                        key: "position",
+                        message: m,
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         check_list("position", &position)?;
@@ -331,6 +346,10 @@ impl SearchSpace {
             per_layer: cfg.per_layer,
             norm,
             position,
+            norm_eps: cfg.norm_eps,
+            qkv_bias: cfg.qkv_bias,
+            qk_norm: cfg.qk_norm,
+            head_dim: cfg.head_dim,
             warnings,
             notes: vec![],
             blocks: vec![],
@@ -394,16 +413,17 @@ impl SearchSpace {
         }
         if self.position.iter().any(|p| p.is_rope()) {
             for (&d, blocks) in self.d_model.iter().zip(&self.blocks) {
+                let hd = |b: &Layer| b.head_dim.unwrap_or(d / b.attention.heads());
                 let odd = blocks
                     .iter()
-                    .find(|b| b.attention.is_softmax() && (d / b.attention.heads()) % 2 == 1);
+                    .find(|b| b.attention.is_softmax() && hd(b) % 2 == 1);
                 if let Some(b) = odd {
                     return Err(SpaceError::Choice {
                         key: "position",
                         message: format!(
                             "\"rope\" needs an even head dimension, and d_model {d} with {} heads gives {}: change heads or d_model, or leave rope out",
                             b.attention.heads(),
-                            d / b.attention.heads()
+                            hd(b)
                         ),
                     });
                 }
@@ -600,6 +620,7 @@ impl SearchSpace {
                     .window
                     .get(g.window)
                     .ok_or("window gene out of range")?,
+                kv_heads: None,
             },
             AttentionKind::Linear => Attention::Linear { heads },
             AttentionKind::None => Attention::None,
@@ -621,7 +642,6 @@ impl SearchSpace {
             (r < full).then_some(r)
         };
         let layer = Layer {
-            attention,
             ffn: Ffn {
                 hidden,
                 activation: *self
@@ -635,6 +655,13 @@ impl SearchSpace {
                 .get(g.sparsity)
                 .ok_or("sparsity gene out of range")?,
             attention_bias: false,
+            qkv_bias: self.qkv_bias && attention != Attention::None,
+            qk_norm: self.qk_norm && attention.is_softmax(),
+            // Left out where it is d_model / heads anyway (one architecture, one id).
+            head_dim: self
+                .head_dim
+                .filter(|&hd| attention != Attention::None && hd * heads != d),
+            attention,
         };
         let probe = Architecture {
             vocab_size: self.vocab_size,
@@ -645,6 +672,7 @@ impl SearchSpace {
             layers: vec![layer],
             norm: Norm::Layernorm,
             position: Position::Learned,
+            norm_eps: Float(self.norm_eps),
         };
         probe.validate().map_err(|e| match e {
             crate::arch::ArchError::Invalid(m) => m.trim_start_matches("layer 0: ").to_string(),
@@ -704,6 +732,7 @@ impl SearchSpace {
             layers,
             norm,
             position,
+            norm_eps: Float(self.norm_eps),
         };
         arch.validate().map_err(|e| e.to_string())?;
         Ok(arch)
@@ -754,7 +783,7 @@ impl SearchSpace {
             "position",
             self.position.iter().position(|&x| x == arch.position),
             match arch.position {
-                Position::Rope { theta } => format!("rope (theta {})", theta.0),
+                Position::Rope { theta, .. } => format!("rope (theta {})", theta.0),
                 Position::Learned => "learned".to_string(),
             },
         )?;

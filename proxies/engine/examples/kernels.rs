@@ -136,7 +136,7 @@ fn main() {
         let (w, bias) = (vec![1f32; c], vec![0f32; c]);
         let (mut o, mut mean, mut rstd) = (vec![0f32; n * c], vec![0f32; n], vec![0f32; n]);
         time("layernorm forward", 0.0, || {
-            layernorm::layernorm_forward(&mut o, &mut mean, &mut rstd, &xi, &w, &bias, (n, c))
+            layernorm::layernorm_forward(&mut o, &mut mean, &mut rstd, &xi, &w, &bias, (n, c), 1e-5)
         });
         let (mut di, mut dw, mut db) = (vec![0f32; n * c], vec![0f32; c], vec![0f32; c]);
         time("layernorm backward", 0.0, || {

@@ -8,6 +8,7 @@
 
 use crate::cpu::attention::AttnDims;
 use crate::cpu::ops::AdamW;
+use crate::cpu::rmsnorm::HeadsDims;
 use crate::cpu::rope::RopeDims;
 use crate::real::Host;
 
@@ -91,6 +92,7 @@ pub trait Backend: Send + Sync {
         w: &Self::Buf,
         b: &Self::Buf,
         nc: (usize, usize),
+        eps: f64,
     );
     /// dinp += ; dw, db +=
     #[allow(clippy::too_many_arguments)]
@@ -115,6 +117,7 @@ pub trait Backend: Send + Sync {
         inp: &Self::Buf,
         w: &Self::Buf,
         nc: (usize, usize),
+        eps: f64,
     );
     /// dinp += ; dw +=
     #[allow(clippy::too_many_arguments)]
@@ -127,6 +130,33 @@ pub trait Backend: Send + Sync {
         w: &Self::Buf,
         rstd: &Self::Buf,
         nc: (usize, usize),
+    );
+
+    /// RMSNorm over each query and key head of a qkv buffer, in place (`qk_norm`); the heads
+    /// before it and their rstd kept in `pre` and `rstd` unless those are empty.
+    #[allow(clippy::too_many_arguments)]
+    fn qk_norm_forward(
+        &self,
+        qkv: &mut Self::Buf,
+        pre: &mut Self::Buf,
+        rstd: &mut Self::Buf,
+        wq: &Self::Buf,
+        wk: &Self::Buf,
+        d: HeadsDims,
+    );
+    /// The gradient at the normed heads of `dqkv` becomes the gradient at their inputs, in
+    /// place; dwq, dwk +=.
+    #[allow(clippy::too_many_arguments)]
+    fn qk_norm_backward(
+        &self,
+        dqkv: &mut Self::Buf,
+        dwq: &mut Self::Buf,
+        dwk: &mut Self::Buf,
+        pre: &Self::Buf,
+        rstd: &Self::Buf,
+        wq: &Self::Buf,
+        wk: &Self::Buf,
+        d: HeadsDims,
     );
 
     /// Rotary embeddings on the query and key parts of a qkv buffer, in place; `inverse`

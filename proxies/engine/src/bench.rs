@@ -155,12 +155,16 @@ pub fn bench_architecture(c: &BenchConfig) -> Architecture {
         },
         sparsity: Sparsity::Dense,
         attention_bias: false,
+        head_dim: None,
+        qk_norm: false,
+        qkv_bias: false,
     };
     let (norm, position) = if c.llama {
         (
             Norm::Rmsnorm,
             Position::Rope {
                 theta: Float(genas_space::DEFAULT_ROPE_THETA),
+                scaling: None,
             },
         )
     } else {
@@ -175,6 +179,7 @@ pub fn bench_architecture(c: &BenchConfig) -> Architecture {
         layers: vec![layer; c.layers as usize],
         norm,
         position,
+        norm_eps: genas_space::Float(genas_space::NORM_EPS),
     }
 }
 

@@ -166,6 +166,7 @@ mod tests {
             )],
             norm: Default::default(),
             position: Default::default(),
+            norm_eps: genas_space::Float(genas_space::NORM_EPS),
         };
         Model::new(&arch, Cpu::new(1), seed)
     }

@@ -49,11 +49,11 @@ pub struct SampleConfig {
     pub top_k: Option<usize>,
 }
 
-fn layernorm(x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
+fn layernorm(x: &[f32], w: &[f32], b: &[f32], eps: f64) -> Vec<f32> {
     let c = x.len() as f32;
     let mean = x.iter().sum::<f32>() / c;
     let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / c;
-    let rstd = 1.0 / (var + crate::cpu::layernorm::EPS as f32).sqrt();
+    let rstd = 1.0 / (var + eps as f32).sqrt();
     x.iter()
         .zip(w)
         .zip(b)
@@ -61,9 +61,9 @@ fn layernorm(x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
         .collect()
 }
 
-fn rmsnorm(x: &[f32], w: &[f32]) -> Vec<f32> {
+fn rmsnorm(x: &[f32], w: &[f32], eps: f64) -> Vec<f32> {
     let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
-    let rstd = 1.0 / (ms + crate::cpu::layernorm::EPS as f32).sqrt();
+    let rstd = 1.0 / (ms + eps as f32).sqrt();
     x.iter().zip(w).map(|(v, w)| v * rstd * w).collect()
 }
 
@@ -152,8 +152,8 @@ impl Generator {
 
     fn norm(&self, p: NormP, x: &[f32]) -> Vec<f32> {
         match p.b {
-            Some(b) => layernorm(x, &self.w[p.w], &self.w[b]),
-            None => rmsnorm(x, &self.w[p.w]),
+            Some(b) => layernorm(x, &self.w[p.w], &self.w[b], p.eps),
+            None => rmsnorm(x, &self.w[p.w], p.eps),
         }
     }
 
@@ -188,17 +188,34 @@ impl Generator {
             if let Some(at) = &bp.attn {
                 let ln = self.norm(at.ln, &x);
                 let mut qkv = matvec(&self.w[at.qkv], &ln, at.qkv_bias.map(|i| &self.w[i][..]));
-                if let (Some(theta), Mixer::Softmax(d)) = (at.rope, at.mixer) {
-                    let (cos, sin) = rope::tables::<f32>(1, pos, d.head_dim, theta);
+                if let (Some((wq, wk, eps)), Mixer::Softmax(d)) = (at.qk_norm, at.mixer) {
+                    let hd = d.head_dim;
+                    for (j, head) in qkv[..(d.heads + d.kv_heads) * hd]
+                        .chunks_exact_mut(hd)
+                        .enumerate()
+                    {
+                        let w = if j < d.heads {
+                            &self.w[wq]
+                        } else {
+                            &self.w[wk]
+                        };
+                        let normed = rmsnorm(head, w, eps);
+                        head.copy_from_slice(&normed);
+                    }
+                }
+                if let (Some(rope), Mixer::Softmax(d)) = (at.rope, at.mixer) {
+                    let (cos, sin) = rope::tables::<f32>(1, pos, d.head_dim, rope);
                     rope::rotate_row(&mut qkv, d.heads, d.kv_heads, d.head_dim, &cos, &sin, false);
                 }
-                let mut o = vec![0.0f32; c];
+                // Queries (and the attention's output) are H·hd wide: C unless `head_dim`.
+                let q = at.inner;
+                let mut o = vec![0.0f32; q];
                 match (at.mixer, &mut self.caches[l]) {
                     (Mixer::Softmax(d), Cache::Kv { k, v, cap }) => {
                         let (hd, kvd) = (d.head_dim, d.kv_heads * d.head_dim);
                         let slot = pos % *cap;
-                        k[slot * kvd..(slot + 1) * kvd].copy_from_slice(&qkv[c..c + kvd]);
-                        v[slot * kvd..(slot + 1) * kvd].copy_from_slice(&qkv[c + kvd..c + 2 * kvd]);
+                        k[slot * kvd..(slot + 1) * kvd].copy_from_slice(&qkv[q..q + kvd]);
+                        v[slot * kvd..(slot + 1) * kvd].copy_from_slice(&qkv[q + kvd..q + 2 * kvd]);
                         let first = (pos + 1).saturating_sub(*cap);
                         let scale = 1.0 / (hd as f32).sqrt();
                         let group = d.heads / d.kv_heads;
@@ -237,8 +254,8 @@ impl Generator {
                     ) => {
                         for h in 0..heads {
                             let fq: Vec<f32> = (0..hd).map(|e| phi(qkv[h * hd + e])).collect();
-                            let fk: Vec<f32> = (0..hd).map(|e| phi(qkv[c + h * hd + e])).collect();
-                            let vv = &qkv[2 * c + h * hd..2 * c + (h + 1) * hd];
+                            let fk: Vec<f32> = (0..hd).map(|e| phi(qkv[q + h * hd + e])).collect();
+                            let vv = &qkv[2 * q + h * hd..2 * q + (h + 1) * hd];
                             let (sh, zh) = (
                                 &mut s[h * hd * hd..(h + 1) * hd * hd],
                                 &mut z[h * hd..(h + 1) * hd],

@@ -146,30 +146,38 @@ pub fn model_values(arch: &Architecture, grads: bool) -> usize {
 /// `Model::act_values` counts what it allocated; a test holds the two equal.
 pub fn train_act_values(arch: &Architecture, (b, t): (usize, usize)) -> usize {
     let (n, c, v) = (b * t, arch.d_model as usize, arch.vocab_size as usize);
-    let (mut blocks, mut width_max, mut h_max, mut gated_max, mut r_max) = (0, 0, 0, 0, 0);
+    let (mut blocks, mut width_max, mut inner_max, mut h_max, mut gated_max, mut r_max) =
+        (0, 0, 0, 0, 0, 0);
     for layer in &arch.layers {
         let a = &layer.attention;
         let heads = a.heads() as usize;
+        let (_, inner, kvd) = widths(arch, layer);
         let (attn, width, cache) = if heads == 0 {
             (0, 0, 0)
         } else if a.is_softmax() {
-            let hd = c / heads;
             // ln1, its two row statistics, the attention's output and the mid-block stream.
             (
-                3 * n * c + 2 * n,
-                c + 2 * a.kv_heads() as usize * hd,
+                2 * n * c + n * inner + 2 * n,
+                inner + 2 * kvd,
                 b * heads * t * t,
             )
         } else {
-            (3 * n * c + 2 * n, 3 * c, b * heads * t)
+            (2 * n * c + n * inner + 2 * n, 3 * inner, b * heads * t)
+        };
+        // The query and key heads before their norms, and a statistic per head.
+        let qk = if layer.qk_norm {
+            n * (inner + kvd) + n * (heads + a.kv_heads() as usize)
+        } else {
+            0
         };
         let h = layer.ffn.hidden as usize;
         let r = layer.ffn.rank.unwrap_or(0) as usize;
         let gated = layer.ffn.activation == genas_space::Activation::Swiglu;
         let gate = if gated { n * (r + h) } else { 0 };
         // ln2 and its statistics, the FFN's low-rank factors, pre-activations and activation.
-        blocks += attn + n * width + cache + n * c + 2 * n + 2 * n * r + 2 * n * h + gate;
+        blocks += attn + n * width + qk + cache + n * c + 2 * n + 2 * n * r + 2 * n * h + gate;
         width_max = width_max.max(width);
+        inner_max = inner_max.max(inner);
         h_max = h_max.max(h);
         r_max = r_max.max(r);
         if gated {
@@ -178,8 +186,14 @@ pub fn train_act_values(arch: &Architecture, (b, t): (usize, usize)) -> usize {
     }
     let streams = (arch.layers.len() + 1) * n * c;
     let head = n * c + 2 * n + 2 * n * v;
-    let scratch = n * (3 * c + width_max + h_max + 2 * gated_max + r_max);
+    let scratch = n * (2 * c + inner_max + width_max + h_max + 2 * gated_max + r_max);
     blocks + streams + head + scratch
+}
+
+/// A layer's attention widths (hd, H·hd, kvd), as values.
+fn widths(arch: &Architecture, layer: &genas_space::Layer) -> (usize, usize, usize) {
+    let (hd, inner, kvd) = genas_space::cost::attention_widths(arch.d_model, layer);
+    (hd as usize, inner as usize, kvd as usize)
 }
 
 /// Bytes to run `arch` forward through `Model::forward` on `batch` sequences at its context
@@ -222,11 +236,8 @@ pub fn largest_block_tensor(arch: &Architecture) -> usize {
         .flat_map(|l| genas_space::cost::block_matrices(arch.d_model, l))
         .map(|(i, o)| (i * o) as usize);
     let qkv = arch.layers.iter().map(|l| {
-        let a = &l.attention;
-        match a.heads() as usize {
-            0 => 0,
-            h => c * (c + 2 * a.kv_heads() as usize * (c / h)),
-        }
+        let (_, inner, kvd) = widths(arch, l);
+        c * (inner + 2 * kvd)
     });
     matrices.chain(qkv).max().unwrap_or(0)
 }
@@ -240,26 +251,28 @@ pub fn infer_row_values(arch: &Architecture) -> usize {
     let mut widest = [0usize; 16];
     for layer in &arch.layers {
         let a = &layer.attention;
+        let (_, inner, kvd) = widths(arch, layer);
         let (has_attn, width, cache) = if a.heads() == 0 {
             (false, 0, 0)
         } else if a.is_softmax() {
-            let hd = c / a.heads() as usize;
-            (true, c + 2 * a.kv_heads() as usize * hd, 0)
+            (true, inner + 2 * kvd, 0)
         } else {
-            (true, 3 * c, a.heads() as usize)
+            (true, 3 * inner, a.heads() as usize)
         };
         let attn = |k: usize| if has_attn { k } else { 0 };
         let h = layer.ffn.hidden as usize;
         let r = layer.ffn.rank.unwrap_or(0) as usize;
         let gated = layer.ffn.activation == genas_space::Activation::Swiglu;
         let gate = |k: usize| if gated { k } else { 0 };
+        // `BlockActs`' fields in order (without the query and key heads before their norms,
+        // which a pass without gradients does not keep).
         let sizes = [
             attn(c),
             attn(1),
             attn(1),
             width,
             cache,
-            attn(c),
+            inner,
             attn(c),
             c,
             1,
@@ -483,6 +496,7 @@ mod tests {
             ],
             norm: Default::default(),
             position: Default::default(),
+            norm_eps: genas_space::Float(genas_space::NORM_EPS),
         }
     }
 

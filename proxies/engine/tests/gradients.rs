@@ -144,11 +144,11 @@ fn layernorm_gradients() {
     let (x, w, b, r) = layernorm_case(2, (n, c));
     let fwd = |x: &[f64], w: &[f64], b: &[f64]| {
         let (mut out, mut m, mut s) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
-        layernorm::layernorm_forward(&mut out, &mut m, &mut s, x, w, b, (n, c));
+        layernorm::layernorm_forward(&mut out, &mut m, &mut s, x, w, b, (n, c), 1e-5);
         dot(&out, &r)
     };
     let (mut out, mut m, mut s) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
-    layernorm::layernorm_forward(&mut out, &mut m, &mut s, &x, &w, &b, (n, c));
+    layernorm::layernorm_forward(&mut out, &mut m, &mut s, &x, &w, &b, (n, c), 1e-5);
     let (mut dx, mut dw, mut db) = (vec![0.0; n * c], vec![0.0; c], vec![0.0; c]);
     layernorm::layernorm_backward(&mut dx, &mut dw, &mut db, &r, &x, &w, &m, &s, (n, c));
     check("layernorm dx", &x, &dx, |x| fwd(x, &w, &b));
@@ -169,7 +169,7 @@ fn rmsnorm_gradients_and_definition() {
     let (x, w, _, r) = layernorm_case(4, (n, c));
     let fwd = |x: &[f64], w: &[f64]| {
         let (mut out, mut s) = (vec![0.0; n * c], vec![0.0; n]);
-        rmsnorm::rmsnorm_forward(&mut out, &mut s, x, w, (n, c));
+        rmsnorm::rmsnorm_forward(&mut out, &mut s, x, w, (n, c), 1e-5);
         out
     };
     // By hand: x · w / √(mean(x²) + 1e-5).
@@ -182,7 +182,7 @@ fn rmsnorm_gradients_and_definition() {
         }
     }
     let (mut out, mut s) = (vec![0.0; n * c], vec![0.0; n]);
-    rmsnorm::rmsnorm_forward(&mut out, &mut s, &x, &w, (n, c));
+    rmsnorm::rmsnorm_forward(&mut out, &mut s, &x, &w, (n, c), 1e-5);
     let (mut dx, mut dw) = (vec![0.0; n * c], vec![0.0; c]);
     rmsnorm::rmsnorm_backward(&mut dx, &mut dw, &r, &x, &w, &s, (n, c));
     check("rmsnorm dx", &x, &dx, |x| dot(&fwd(x, &w), &r));
@@ -194,6 +194,90 @@ fn rmsnorm_gradients_and_definition() {
     for (a, p) in dx1.iter().zip(&dx) {
         assert!((a - p - 1.0).abs() < 1e-12);
     }
+}
+
+#[test]
+fn query_key_head_norm_gradients_and_definition() {
+    // 3 rows of 3 query heads and 1 key head of width 4, then the values (untouched).
+    let d = rmsnorm::HeadsDims {
+        n: 3,
+        width: (3 + 1 + 1) * 4,
+        heads: 3,
+        kv_heads: 1,
+        head_dim: 4,
+        eps: 1e-6,
+    };
+    let mut rng = Rng::seed_from_u64(8);
+    let x = randn(d.n * d.width, &mut rng, 1.5);
+    let r = randn(d.n * d.width, &mut rng, 1.0);
+    let wq: Vec<f64> = randn(4, &mut rng, 0.5).iter().map(|v| 1.0 + v).collect();
+    let wk: Vec<f64> = randn(4, &mut rng, 0.5).iter().map(|v| 1.0 + v).collect();
+    let fwd = |x: &[f64], wq: &[f64], wk: &[f64]| {
+        let mut out = x.to_vec();
+        let (mut pre, mut rs) = (vec![0.0; d.n * 16], vec![0.0; d.n * 4]);
+        rmsnorm::heads_forward(&mut out, &mut pre, &mut rs, wq, wk, d);
+        out
+    };
+    // By hand: each head of 4 normalised on its own; the values as they were.
+    let out = fwd(&x, &wq, &wk);
+    for row in 0..d.n {
+        for head in 0..5 {
+            let at = row * d.width + head * 4;
+            let xs = &x[at..at + 4];
+            let rms = (xs.iter().map(|v| v * v).sum::<f64>() / 4.0 + 1e-6).sqrt();
+            for e in 0..4 {
+                let want = match head {
+                    0..=2 => xs[e] * wq[e] / rms,
+                    3 => xs[e] * wk[e] / rms,
+                    _ => xs[e],
+                };
+                assert!((out[at + e] - want).abs() < 1e-12, "row {row} head {head}");
+            }
+        }
+    }
+    // Without buffers to keep, the same values.
+    let mut bare = x.clone();
+    rmsnorm::heads_forward(&mut bare, &mut [], &mut [], &wq, &wk, d);
+    assert_eq!(bare, out);
+    let mut normed = x.clone();
+    let (mut pre, mut rs) = (vec![0.0; d.n * 16], vec![0.0; d.n * 4]);
+    rmsnorm::heads_forward(&mut normed, &mut pre, &mut rs, &wq, &wk, d);
+    let mut dx = r.clone();
+    let (mut dwq, mut dwk) = (vec![0.0; 4], vec![0.0; 4]);
+    rmsnorm::heads_backward(&mut dx, &mut dwq, &mut dwk, &pre, &rs, &wq, &wk, d);
+    check("qk norm dx", &x, &dx, |x| dot(&fwd(x, &wq, &wk), &r));
+    check("qk norm dwq", &wq, &dwq, |w| dot(&fwd(&x, w, &wk), &r));
+    check("qk norm dwk", &wk, &dwk, |w| dot(&fwd(&x, &wq, w), &r));
+}
+
+#[test]
+fn rope_scaling_frequencies_as_transformers_computes_them() {
+    use genas_space::{rope_inv_freq, RopeScaling};
+    // transformers 5.25's inv_freq for head_dim 12, theta 5e5 (experiments/fixtures/hf/llama3
+    // and llama-linear, printed from model.model.rotary_emb.inv_freq, float32).
+    let llama3 = RopeScaling::Llama3 {
+        factor: Float(8.0),
+        low_freq_factor: Float(1.0),
+        high_freq_factor: Float(4.0),
+        original_context: 64,
+    };
+    let want = [
+        1.0,
+        0.018_723_189_8,
+        0.001_574_901_05,
+        1.767_766_81e-4,
+        1.984_250_78e-5,
+        2.227_247_48e-6,
+    ];
+    for (got, want) in rope_inv_freq(5e5, Some(llama3), 12).iter().zip(want) {
+        assert!((got / want - 1.0).abs() < 1e-6, "{got} vs {want}");
+    }
+    let linear = RopeScaling::Linear { factor: Float(2.0) };
+    let plain = rope_inv_freq(1e4, None, 12);
+    for (l, p) in rope_inv_freq(1e4, Some(linear), 12).iter().zip(&plain) {
+        assert_eq!(*l, p / 2.0);
+    }
+    assert_eq!(plain[1], 1e4f64.powf(-2.0 / 12.0));
 }
 
 #[test]
@@ -209,6 +293,7 @@ fn rope_gradients_and_definition() {
         head_dim: 6,
         width: (4 + 2 + 2) * 6,
         theta: 100.0,
+        scaling: Some(genas_space::RopeScaling::Linear { factor: Float(1.5) }),
     };
     let x = randn(d.n * d.width, &mut rng, 1.0);
     let r = randn(d.n * d.width, &mut rng, 1.0);
@@ -221,10 +306,11 @@ fn rope_gradients_and_definition() {
     for row in 0..d.n {
         let p = (row % d.t) as f64;
         let (xr, yr) = (&x[row * d.width..], &y[row * d.width..]);
-        // Query and key heads turn pair (i, i + 3) by p · 100^(−2i/6); values stay.
+        // Query and key heads turn pair (i, i + 3) by p · 100^(−2i/6) / 1.5 (linear scaling
+        // by 1.5); values stay.
         for head in 0..6 {
             for i in 0..3 {
-                let a = p * 100f64.powf(-(2.0 * i as f64) / 6.0);
+                let a = p * 100f64.powf(-(2.0 * i as f64) / 6.0) / 1.5;
                 let (u, v) = (xr[head * 6 + i], xr[head * 6 + i + 3]);
                 assert!((yr[head * 6 + i] - (u * a.cos() - v * a.sin())).abs() < 1e-12);
                 assert!((yr[head * 6 + i + 3] - (v * a.cos() + u * a.sin())).abs() < 1e-12);
@@ -252,14 +338,14 @@ fn layernorm_in_f32_matches_f64() {
     let f = |v: &[f64]| -> Vec<f32> { v.iter().map(|&x| x as f32).collect() };
     let run64 = || {
         let (mut out, mut m, mut s) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
-        layernorm::layernorm_forward(&mut out, &mut m, &mut s, &x, &w, &b, (n, c));
+        layernorm::layernorm_forward(&mut out, &mut m, &mut s, &x, &w, &b, (n, c), 1e-5);
         let (mut dx, mut dw, mut db) = (vec![0.0; n * c], vec![0.0; c], vec![0.0; c]);
         layernorm::layernorm_backward(&mut dx, &mut dw, &mut db, &r, &x, &w, &m, &s, (n, c));
         [out, dx, dw, db]
     };
     let (x32, w32, b32, r32) = (f(&x), f(&w), f(&b), f(&r));
     let (mut out, mut m, mut s) = (vec![0f32; n * c], vec![0f32; n], vec![0f32; n]);
-    layernorm::layernorm_forward(&mut out, &mut m, &mut s, &x32, &w32, &b32, (n, c));
+    layernorm::layernorm_forward(&mut out, &mut m, &mut s, &x32, &w32, &b32, (n, c), 1e-5);
     let (mut dx, mut dw, mut db) = (vec![0f32; n * c], vec![0f32; c], vec![0f32; c]);
     layernorm::layernorm_backward(&mut dx, &mut dw, &mut db, &r32, &x32, &w32, &m, &s, (n, c));
     for (name, (got, want)) in ["out", "dx", "dw", "db"]
@@ -687,6 +773,7 @@ fn arch(layers: Vec<Layer>, share: u32, tied: bool) -> Architecture {
         layers,
         norm: Default::default(),
         position: Default::default(),
+        norm_eps: genas_space::Float(genas_space::NORM_EPS),
     };
     a.validate().unwrap();
     a
@@ -818,6 +905,7 @@ fn whole_model_attention_biases_and_gelu_tanh() {
         Attention::Sliding {
             heads: 2,
             window: 3,
+            kv_heads: None,
         },
         8,
         Activation::GeluTanh,
@@ -830,10 +918,81 @@ fn whole_model_attention_biases_and_gelu_tanh() {
     let rope = Architecture {
         position: Position::Rope {
             theta: Float(10_000.0),
+            scaling: None,
         },
         ..arch(vec![l1, l2, l3], 1, true)
     };
     check_model("biases+rope", &rope, true);
+}
+
+#[test]
+fn whole_model_qwen_and_mistral_blocks() {
+    // Qwen2: q/k/v biases without an output bias, epsilon 1e-6; Qwen3: query/key norms and
+    // heads wider than d_model / heads; Mistral: grouped sliding attention; all with rope
+    // scaled as Llama 3 does, RMSNorm and swiglu.
+    let layer = |a: Attention| Layer::new(a, 12, Activation::Swiglu, None, Sparsity::Dense);
+    let qwen2 = Layer {
+        qkv_bias: true,
+        ..layer(Attention::Grouped {
+            heads: 4,
+            kv_heads: 2,
+        })
+    };
+    let qwen3 = Layer {
+        qk_norm: true,
+        head_dim: Some(6),
+        ..layer(Attention::Grouped {
+            heads: 2,
+            kv_heads: 1,
+        })
+    };
+    let mistral = Layer {
+        head_dim: Some(4),
+        ..layer(Attention::Sliding {
+            heads: 4,
+            window: 3,
+            kv_heads: Some(2),
+        })
+    };
+    let narrow = Layer {
+        qk_norm: true,
+        qkv_bias: true,
+        head_dim: Some(2),
+        ..layer(Attention::Full { heads: 3 })
+    };
+    let scaled = Position::Rope {
+        theta: Float(500.0),
+        scaling: Some(genas_space::RopeScaling::Llama3 {
+            factor: Float(4.0),
+            low_freq_factor: Float(1.0),
+            high_freq_factor: Float(2.0),
+            original_context: 8,
+        }),
+    };
+    let a = Architecture {
+        norm: Norm::Rmsnorm,
+        position: scaled,
+        norm_eps: Float(1e-6),
+        ..arch(vec![qwen2, qwen3, mistral, narrow], 1, false)
+    };
+    a.validate().unwrap();
+    check_model("qwen+mistral", &a, true);
+    // Learned positions and LayerNorm with the same blocks. (Without rope a key bias adds
+    // the same to every score of a query, so its gradient is exactly zero and a finite
+    // difference only measures rounding: the biases are checked above, with rope.)
+    let layers = a
+        .layers
+        .iter()
+        .map(|l| Layer {
+            qkv_bias: false,
+            ..l.clone()
+        })
+        .collect();
+    let plain = Architecture {
+        norm_eps: Float(1e-3),
+        ..arch(layers, 1, true)
+    };
+    check_model("qwen+mistral learned", &plain, false);
 }
 
 #[test]
@@ -842,6 +1001,7 @@ fn whole_model_sliding_linear_and_none() {
         Attention::Sliding {
             heads: 2,
             window: 3,
+            kv_heads: None,
         },
         8,
         Activation::Gelu,
@@ -925,6 +1085,7 @@ fn whole_model_rope_and_rmsnorm_on_every_attention_kind() {
         Attention::Sliding {
             heads: 2,
             window: 3,
+            kv_heads: None,
         },
         8,
         Activation::Gelu,
@@ -942,6 +1103,7 @@ fn whole_model_rope_and_rmsnorm_on_every_attention_kind() {
     let layers = vec![full, grouped, sliding, linear, none];
     let rope = Position::Rope {
         theta: Float(10_000.0),
+        scaling: None,
     };
     for (name, norm, position, tied) in [
         ("rope", Norm::Layernorm, rope, false),

@@ -46,6 +46,7 @@ pub fn plain(data: &Dataset, d: u32, tie: bool, share: u32, layers: Vec<Layer>) 
         layers,
         norm: Norm::default(),
         position: Position::default(),
+        norm_eps: genas_space::Float(genas_space::NORM_EPS),
     }
 }
 
@@ -89,6 +90,7 @@ pub fn every_kind(d: &Dataset) -> Architecture {
                 Attention::Sliding {
                     heads: 2,
                     window: 5,
+                    kv_heads: None,
                 },
                 32,
                 Swiglu,
@@ -106,6 +108,7 @@ pub fn parity_cases(text: &Dataset, wide: &Dataset) -> Vec<(&'static str, usize,
     let modern = Architecture {
         position: Position::Rope {
             theta: Float(10_000.0),
+            scaling: None,
         },
         norm: Norm::Rmsnorm,
         ..every_kind(text)

@@ -105,6 +105,7 @@ fn exports_reproduce_genas_logits_in_pytorch_and_transformers() {
     let mq = |heads| Attention::Grouped { heads, kv_heads: 1 };
     let rope = Position::Rope {
         theta: Float(10_000.0),
+        scaling: None,
     };
     let modern = |a: Architecture, position: Position, norm: Norm| {
         let a = Architecture {
@@ -137,6 +138,7 @@ fn exports_reproduce_genas_logits_in_pytorch_and_transformers() {
                 arch(by, 16, false, 1, every_kind.layers.clone()),
                 Position::Rope {
                     theta: Float(500_000.0),
+                    scaling: None,
                 },
                 Norm::Layernorm,
             ),
@@ -171,6 +173,7 @@ fn exports_reproduce_genas_logits_in_pytorch_and_transformers() {
                 ),
                 Position::Rope {
                     theta: Float(500_000.0),
+                    scaling: None,
                 },
                 Norm::Layernorm,
             ),
@@ -217,6 +220,7 @@ fn exports_reproduce_genas_logits_in_pytorch_and_transformers() {
                 ),
                 Position::Rope {
                     theta: Float(500_000.0),
+                    scaling: None,
                 },
                 Norm::Rmsnorm,
             ),
@@ -268,6 +272,7 @@ fn exports_reproduce_genas_logits_in_pytorch_and_transformers() {
                         Attention::Sliding {
                             heads: 2,
                             window: 14,
+                            kv_heads: None,
                         },
                         32,
                         Swiglu,
@@ -311,6 +316,7 @@ fn exports_reproduce_genas_logits_in_pytorch_and_transformers() {
                     Attention::Sliding {
                         heads: 4,
                         window: 5,
+                        kv_heads: None,
                     },
                     32,
                     Gelu,
@@ -366,6 +372,7 @@ fn exports_reproduce_genas_logits_in_pytorch_and_transformers() {
                             Attention::Sliding {
                                 heads: 2,
                                 window: 5,
+                                kv_heads: None,
                             },
                             32,
                             Gelu,
@@ -402,7 +409,8 @@ fn exports_reproduce_genas_logits_in_pytorch_and_transformers() {
         let formats = [Format::Pytorch, Format::Json, Format::Hf];
         for format in formats {
             let out: PathBuf = dir.path().join(format!("{}-{}", case.name, format.name()));
-            let w = export_model(&model, data, record.clone(), format, &out, false).unwrap();
+            let w =
+                export_model(&model, data, record.clone(), (format, None), &out, false).unwrap();
             // What every export holds.
             for f in [
                 "architecture.json",
@@ -497,7 +505,7 @@ fn a_corrupted_check_fails_verification() {
     let model = noisy_model(&a, 7);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("hf");
-    export_model(&model, &data, Value::Null, Format::Hf, &out, false).unwrap();
+    export_model(&model, &data, Value::Null, (Format::Hf, None), &out, false).unwrap();
     // One logit off by 1e-3: the check must notice.
     let path = out.join("genas_check.json");
     let mut check: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -536,6 +544,7 @@ fn densify_lets_low_rank_and_shared_winners_load_in_a_native_family() {
     let llama = Architecture {
         position: Position::Rope {
             theta: Float(10_000.0),
+            scaling: None,
         },
         norm: Norm::Rmsnorm,
         ..arch(
@@ -565,10 +574,18 @@ fn densify_lets_low_rank_and_shared_winners_load_in_a_native_family() {
     {
         let model = noisy_model(&a, 40 + k as u64);
         let plain = dir.path().join(format!("{k}-plain"));
-        let w = export_model(&model, &data, Value::Null, Format::Hf, &plain, false).unwrap();
+        let w = export_model(
+            &model,
+            &data,
+            Value::Null,
+            (Format::Hf, None),
+            &plain,
+            false,
+        )
+        .unwrap();
         assert_eq!(w.hf_class, Some(GENAS_HF_CLASS));
         let out = dir.path().join(format!("{k}-dense"));
-        let w = export_model(&model, &data, Value::Null, Format::Hf, &out, true).unwrap();
+        let w = export_model(&model, &data, Value::Null, (Format::Hf, None), &out, true).unwrap();
         assert_eq!(w.hf_class, Some(class), "{:?}", w.notes);
         // The note gives the parameter counts before and after.
         let note = &w.notes[0];

@@ -305,6 +305,7 @@ mod tests {
             )],
             norm: Default::default(),
             position: Default::default(),
+            norm_eps: genas_space::Float(genas_space::NORM_EPS),
         };
         CandidateRecord {
             id: format!("c{i}"),

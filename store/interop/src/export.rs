@@ -50,7 +50,7 @@ mod vocab;
 
 pub use densify::densify;
 use families::*;
-pub use families::{hf_family, HfFamily};
+pub use families::{hf_family, hf_family_for, HfFamily};
 use vocab::*;
 
 use genas_space::{Architecture, Sparsity};
@@ -136,6 +136,9 @@ pub struct Export<'a> {
     pub text: Option<(&'a str, &'a [u32])>,
     /// `candidate.json`: cost figures, scores and provenance.
     pub record: Value,
+    /// The `model_type` of the pretrained teacher the model was distilled from: `hf` writes
+    /// the teacher's family where the model fits it (`hf_family_for`).
+    pub teacher_family: Option<&'a str>,
 }
 
 /// What an export wrote.
@@ -251,7 +254,7 @@ pub fn export(format: Format, e: &Export, dir: &Path) -> Result<Written, ExportE
     check_inputs(e)?;
     // hf: the native family when one fits, else genas's own modeling code.
     let (family, custom) = match format {
-        Format::Hf => match hf_family(e.arch) {
+        Format::Hf => match hf_family_for(e.arch, e.teacher_family) {
             Ok(f) => (Some(f), None),
             Err(ExportError::Unsupported(why)) => (None, Some(why)),
             Err(other) => return Err(other),
@@ -517,6 +520,7 @@ mod tests {
             layers,
             norm: Default::default(),
             position: Default::default(),
+            norm_eps: genas_space::Float(genas_space::NORM_EPS),
         }
     }
 
@@ -534,6 +538,7 @@ mod tests {
         a.norm = Norm::Rmsnorm;
         a.position = Position::Rope {
             theta: genas_space::Float(1e4),
+            scaling: None,
         };
         a
     }
@@ -562,6 +567,7 @@ mod tests {
         let mut a = arch(vec![layer(full.clone(), 16); 2]);
         a.position = Position::Rope {
             theta: genas_space::Float(1e4),
+            scaling: None,
         };
         assert_eq!(hf_family(&a).unwrap(), HfFamily::GptNeoX);
         let mut b = a.clone();
@@ -582,6 +588,7 @@ mod tests {
         a.layers[1].attention = Attention::Sliding {
             heads: 2,
             window: 4,
+            kv_heads: None,
         };
         assert!(refused(&a).contains("layer 1's sliding attention"));
         let mut a = llama_like(vec![layer(full.clone(), 16); 2]);
@@ -595,6 +602,7 @@ mod tests {
         let local = Attention::Sliding {
             heads: 2,
             window: 4,
+            kv_heads: None,
         };
         let mq = Attention::Grouped {
             heads: 2,

@@ -17,8 +17,10 @@
 //!   scores by 1/√hd, so q carries that factor.
 //! - **GPT-NeoX** (`GPTNeoXForCausalLM`): `attention.query_key_value` holds each head's q, k
 //!   and v rows together, so `c_attn`'s rows are regrouped head by head.
-//! - **Llama** (`LlamaForCausalLM`): `self_attn.{q,k,v}_proj` are the row blocks of `c_attn`;
-//!   Llama rotates the same "rotate half" pairs as genas, so q and k need no permutation.
+//! - **Llama** (`LlamaForCausalLM`): `self_attn.{q,k,v}_proj` are the row blocks of `c_attn`
+//!   (their biases, where a layer has them, the blocks of `c_attn.bias`); Llama rotates the
+//!   same "rotate half" pairs as genas, so q and k need no permutation. **Qwen2**, **Qwen3** and
+//!   **Mistral** name their tensors as Llama does; Qwen3 adds `self_attn.{q,k}_norm`.
 
 /// A family's names for the tensors it stores whole.
 pub struct Names {
@@ -55,6 +57,16 @@ pub const LLAMA: Names = Names {
         "self_attn.v_proj.weight",
     ]),
 };
+
+/// The output projection's bias of a Llama-block layer with `attention_bias` (Llama's and
+/// Qwen3's option; Qwen2 has q/k/v biases only).
+pub const LLAMA_O_BIAS: &str = "self_attn.o_proj.bias";
+
+/// Qwen3's per-head query and key norms: (the family's name, genas's under `h.{i}.`).
+pub const LLAMA_QK_NORM: [(&str, &str); 2] = [
+    ("self_attn.q_norm.weight", "attn.q_norm.weight"),
+    ("self_attn.k_norm.weight", "attn.k_norm.weight"),
+];
 
 /// GPT-NeoX. Its head is `embed_out` (the embedding itself when tied), and its fused
 /// `attention.query_key_value` is regrouped head by head by the exporter.

@@ -16,12 +16,12 @@
 //! A checkpoint's key is the SHA-256 of its config and weight files (names, lengths and
 //! bytes): the same files are the same teacher wherever they lie.
 
-use crate::names::{GPT, GPT_NEO_ATTENTION, LLAMA};
+use crate::names::{GPT, GPT_NEO_ATTENTION, LLAMA, LLAMA_O_BIAS, LLAMA_QK_NORM};
 use genas_engine::backend::Backend;
 use genas_engine::model::Model;
 use genas_space::arch::limits::MAX_CONTEXT;
 use genas_space::{
-    Activation, Architecture, Attention, Float, Layer, Norm, Position, Sparsity, NORM_EPS,
+    Activation, Architecture, Attention, Float, Layer, Norm, Position, RopeScaling, Sparsity,
 };
 use safetensors::tensor::{Dtype, SafeTensors};
 use serde_json::Value;
@@ -38,7 +38,15 @@ pub struct PretrainedError {
 }
 
 /// The families `[teacher] pretrained` reads, as `model_type` names them.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["llama", "gpt2", "gpt_neo", "gpt_bigcode"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
+    "llama",
+    "qwen2",
+    "qwen3",
+    "mistral",
+    "gpt2",
+    "gpt_neo",
+    "gpt_bigcode",
+];
 
 /// A checkpoint directory whose config maps onto a genas architecture; the weights are read by
 /// [`Checkpoint::load`].
@@ -74,7 +82,16 @@ fn err(dir: &Path, reason: impl Into<String>) -> PretrainedError {
 pub fn load_bytes(arch: &Architecture) -> f64 {
     let c = arch.d_model as f64;
     let widest_ffn = arch.layers.iter().map(|l| l.ffn.hidden).max().unwrap_or(0) as f64;
-    let block = (widest_ffn * c).max(3.0 * c * c);
+    let widest_qkv = arch
+        .layers
+        .iter()
+        .map(|l| {
+            let (_, q, kvd) = genas_space::cost::attention_widths(arch.d_model, l);
+            q + 2 * kvd
+        })
+        .max()
+        .unwrap_or(0) as f64;
+    let block = (widest_ffn * c).max(widest_qkv * c);
     let largest = (f64::from(arch.vocab_size) * c).max(block);
     (4.0 + 8.0) * largest + 8.0 * block
 }
@@ -143,6 +160,9 @@ impl Checkpoint {
             .to_string();
         let family = match model_type.as_str() {
             "llama" => Family::Llama,
+            "qwen2" => Family::Qwen2,
+            "qwen3" => Family::Qwen3,
+            "mistral" => Family::Mistral,
             "gpt2" => Family::Gpt2,
             "gpt_neo" => Family::GptNeo,
             "gpt_bigcode" => Family::GptBigCode,
@@ -156,18 +176,19 @@ impl Checkpoint {
                 ))
             }
         };
-        let architecture = match family {
-            Family::Llama => llama_architecture(dir, &cfg)?,
-            _ => gpt_architecture(dir, &cfg, family)?,
+        let architecture = if family.llama_block() {
+            llama_architecture(dir, &cfg, family)?
+        } else {
+            gpt_architecture(dir, &cfg, family)?
         };
         let (files, tensor_file) = weight_files(dir)?;
         // GPT-2's own files name tensors without the `transformer.` prefix.
-        let prefix =
-            if family != Family::Llama && !tensor_file.contains_key("transformer.wte.weight") {
-                ""
-            } else {
-                "transformer."
-            };
+        let prefix = if !family.llama_block() && !tensor_file.contains_key("transformer.wte.weight")
+        {
+            ""
+        } else {
+            "transformer."
+        };
         let mut ck = Checkpoint {
             dir: dir.to_path_buf(),
             model_type,
@@ -260,9 +281,10 @@ impl Checkpoint {
 
     /// Every checkpoint tensor genas reads: its name, its shape, and where it goes.
     fn plan(&self) -> Vec<Entry> {
-        match self.family {
-            Family::Llama => self.llama_plan(),
-            _ => self.gpt_plan(),
+        if self.family.llama_block() {
+            self.llama_plan()
+        } else {
+            self.gpt_plan()
         }
     }
 
@@ -284,11 +306,13 @@ impl Checkpoint {
         for (i, layer) in a.layers.iter().enumerate() {
             let p = format!("{}.{i}", LLAMA.layers);
             let h = layer.ffn.hidden as usize;
-            let kvd = layer.attention.kv_heads() as usize * (c / layer.attention.heads() as usize);
+            let hd = a.head_dim(layer) as usize;
+            let q = a.attn_width(layer) as usize;
+            let kvd = layer.attention.kv_heads() as usize * hd;
             for (ours, theirs) in LLAMA.layer {
                 // (out, in) of each matrix; the norms are vectors.
                 let shape = match *ours {
-                    "attn.c_proj.weight" => vec![c, c],
+                    "attn.c_proj.weight" => vec![c, q],
                     "mlp.c_gate.weight" | "mlp.c_fc.weight" => vec![h, c],
                     "mlp.c_proj.weight" => vec![c, h],
                     _ => vec![c],
@@ -299,12 +323,39 @@ impl Checkpoint {
                     &format!("h.{i}.{ours}"),
                 ));
             }
-            // genas's c_attn holds q (C rows), then k and v (kvd rows each).
+            // genas's c_attn holds q (H·hd rows), then k and v (kvd rows each); its bias the
+            // same blocks.
+            let blocks = [(q_proj, q, 0), (k_proj, kvd, q), (v_proj, kvd, q + kvd)];
             let qkv = format!("h.{i}.attn.c_attn.weight");
-            for (name, rows, row0) in [(q_proj, c, 0), (k_proj, kvd, c), (v_proj, kvd, c + kvd)] {
+            for (name, rows, row0) in blocks {
                 let mut e = Entry::whole(&format!("{p}.{name}"), vec![rows, c], &qkv);
                 e.offset = row0 * c;
                 out.push(e);
+            }
+            if layer.has_qkv_bias() {
+                let bias = format!("h.{i}.attn.c_attn.bias");
+                for (name, rows, row0) in blocks {
+                    let name = name.replace(".weight", ".bias");
+                    let mut e = Entry::whole(&format!("{p}.{name}"), vec![rows], &bias);
+                    e.offset = row0;
+                    out.push(e);
+                }
+            }
+            if layer.attention_bias {
+                out.push(Entry::whole(
+                    &format!("{p}.{LLAMA_O_BIAS}"),
+                    vec![c],
+                    &format!("h.{i}.attn.c_proj.bias"),
+                ));
+            }
+            if layer.qk_norm {
+                for (theirs, ours) in LLAMA_QK_NORM {
+                    out.push(Entry::whole(
+                        &format!("{p}.{theirs}"),
+                        vec![hd],
+                        &format!("h.{i}.{ours}"),
+                    ));
+                }
             }
         }
         out
@@ -415,7 +466,7 @@ impl Checkpoint {
                         out.push(Entry::whole(&from, shape, &g(to)));
                     }
                 }
-                Family::Llama => unreachable!("llama_plan"),
+                _ => unreachable!("llama_plan reads the Llama block's families"),
             }
         }
         out
@@ -426,7 +477,7 @@ impl Checkpoint {
     fn ignored(&self, name: &str) -> bool {
         (self.architecture.tie_embeddings && name == "lm_head.weight")
             || name.ends_with("rotary_emb.inv_freq")
-            || (self.family != Family::Llama
+            || (!self.family.llama_block()
                 && (name.ends_with(".attn.bias")
                     || name.ends_with(".attn.masked_bias")
                     || name.ends_with(".attention.bias")
@@ -496,9 +547,23 @@ impl Checkpoint {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Family {
     Llama,
+    Qwen2,
+    Qwen3,
+    Mistral,
     Gpt2,
     GptNeo,
     GptBigCode,
+}
+
+impl Family {
+    /// Llama's block (rope, RMSNorm, SwiGLU) and Llama's tensor names: Llama, Qwen2, Qwen3,
+    /// Mistral.
+    fn llama_block(self) -> bool {
+        matches!(
+            self,
+            Family::Llama | Family::Qwen2 | Family::Qwen3 | Family::Mistral
+        )
+    }
 }
 
 /// One checkpoint tensor of `shape` and where its values go: `offset` values into the genas
@@ -554,26 +619,40 @@ impl Entry {
     }
 }
 
-/// The config's norm epsilon `key` (transformers' `default` when absent) is genas's, or the
-/// one line saying it is not.
-fn norm_eps_is_genas(
-    dir: &Path,
-    cfg: &Value,
-    key: &str,
-    default: f64,
-) -> Result<(), PretrainedError> {
-    let eps = cfg.get(key).and_then(Value::as_f64).unwrap_or(default);
-    if (eps - NORM_EPS).abs() > 1e-12 {
+/// The config's norm epsilon `key` (transformers' `default` when absent), within what genas
+/// builds (0, 0.1], or the one line saying it is not.
+fn norm_eps(dir: &Path, cfg: &Value, key: &str, default: f64) -> Result<Float, PretrainedError> {
+    let eps = match cfg.get(key) {
+        None | Some(Value::Null) => default,
+        Some(v) => v
+            .as_f64()
+            .ok_or_else(|| err(dir, format!("config.json's {key} {v} is not a number")))?,
+    };
+    if !(eps.is_finite() && eps > 0.0 && eps <= 0.1) {
         return Err(err(
             dir,
-            format!("{key} {eps:e} (genas's norms use {NORM_EPS:e})"),
+            format!("{key} {eps:e} is outside what genas builds (0, 0.1]"),
         ));
     }
-    Ok(())
+    Ok(Float(eps))
 }
 
-/// The Llama config as a genas architecture, or the first thing genas cannot compute.
-fn llama_architecture(dir: &Path, cfg: &Value) -> Result<Architecture, PretrainedError> {
+/// A Llama-block config (Llama, Qwen2, Qwen3, Mistral) as a genas architecture, or the first
+/// thing genas cannot compute.
+///
+/// Read: the sizes, `num_key_value_heads`, `head_dim` (any even width), `hidden_act` (silu),
+/// `rms_norm_eps`, `rope_theta` and `rope_scaling` (or transformers 5's `rope_parameters`:
+/// default, linear, llama3), `tie_word_embeddings`; Llama's and Qwen3's `attention_bias`
+/// (biases on q, k, v and o); Qwen2's q/k/v biases (always there); Qwen3's q/k norms (always
+/// there); Mistral's `sliding_window` on every layer. Refused, by key and value: another
+/// activation, `mlp_bias`, other rope types or a partial rotary factor, Qwen's
+/// `use_sliding_window` (windows on some layers only), `layer_types` other than full attention
+/// on every layer (outside Mistral's window).
+fn llama_architecture(
+    dir: &Path,
+    cfg: &Value,
+    family: Family,
+) -> Result<Architecture, PretrainedError> {
     let no = |what: String| Err(err(dir, what));
     let d = count(dir, cfg, "hidden_size")?;
     let heads = count(dir, cfg, "num_attention_heads")?;
@@ -587,19 +666,25 @@ fn llama_architecture(dir: &Path, cfg: &Value) -> Result<Architecture, Pretraine
     // Rope has no position table: a context beyond genas's limit is only an upper bound on
     // the sequences it will run at, and is capped there.
     let context = count(dir, cfg, "max_position_embeddings")?.min(MAX_CONTEXT);
-    if d % heads != 0 {
-        return no(format!(
-            "hidden_size {d} is not a multiple of num_attention_heads {heads}"
-        ));
-    }
-    if let Some(hd) = cfg.get("head_dim").filter(|v| !v.is_null()) {
-        if hd.as_u64() != Some((d / heads) as u64) {
-            return no(format!(
-                "head_dim {hd} differs from hidden_size / num_attention_heads = {} (genas heads split the width)",
-                d / heads
-            ));
+    let head_dim = match cfg.get("head_dim") {
+        None | Some(Value::Null) => {
+            if d % heads != 0 {
+                return no(format!(
+                    "hidden_size {d} is not a multiple of num_attention_heads {heads} (and no head_dim is given)"
+                ));
+            }
+            None
         }
-    }
+        Some(v) => {
+            let hd = v
+                .as_u64()
+                .filter(|&hd| hd >= 1 && hd <= u64::from(genas_space::arch::limits::MAX_D_MODEL))
+                .ok_or_else(|| err(dir, format!("config.json's head_dim {v} is not a positive integer within genas's limits")))?
+                as u32;
+            // A head_dim that is hidden / heads is the plain layout (one architecture, one id).
+            (d % heads != 0 || hd != d / heads).then_some(hd)
+        }
+    };
     if heads % kv_heads != 0 {
         return no(format!(
             "num_key_value_heads {kv_heads} does not divide num_attention_heads {heads}"
@@ -614,29 +699,131 @@ fn llama_architecture(dir: &Path, cfg: &Value) -> Result<Architecture, Pretraine
             "hidden_act {act:?} (genas's SwiGLU gates with silu)"
         ));
     }
-    for key in ["attention_bias", "mlp_bias"] {
-        if cfg.get(key).and_then(Value::as_bool) == Some(true) {
-            return no(format!("{key} = true (genas's Llama block has no biases)"));
+    let flag = |key: &str| cfg.get(key).and_then(Value::as_bool) == Some(true);
+    if flag("mlp_bias") {
+        return no("mlp_bias = true (genas's SwiGLU FFN has no biases)".into());
+    }
+    let attention_bias = flag("attention_bias");
+    if attention_bias && matches!(family, Family::Qwen2 | Family::Mistral) {
+        return no(format!(
+            "attention_bias = true ({} has no such option in transformers)",
+            family_name(family)
+        ));
+    }
+    if flag("use_sliding_window") {
+        return no(
+            "use_sliding_window = true (windows on the layers past max_window_layers only; genas reads Qwen's full-attention layers)"
+                .into(),
+        );
+    }
+    let window = match family {
+        Family::Mistral => match cfg.get("sliding_window") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(count(dir, cfg, "sliding_window")?),
+        },
+        _ => None,
+    };
+    if let Some(types) = cfg.get("layer_types").and_then(Value::as_array) {
+        let want = if window.is_some() {
+            "sliding_attention"
+        } else {
+            "full_attention"
+        };
+        if let Some(other) = types.iter().find(|t| t.as_str() != Some(want)) {
+            return no(format!(
+                "layer_types lists {other} (genas reads {want} on every layer here)"
+            ));
         }
     }
-    norm_eps_is_genas(dir, cfg, "rms_norm_eps", 1e-6)?;
-    // transformers 5 writes rope_parameters; earlier versions rope_theta and rope_scaling.
+    let eps = norm_eps(dir, cfg, "rms_norm_eps", 1e-6)?;
+    let (theta, scaling) = rope_settings(dir, cfg)?;
+    let attention = match window {
+        Some(window) => Attention::Sliding {
+            heads,
+            window,
+            kv_heads: (kv_heads != heads).then_some(kv_heads),
+        },
+        None if kv_heads == heads => Attention::Full { heads },
+        None => Attention::Grouped { heads, kv_heads },
+    };
+    let layer = Layer {
+        attention_bias,
+        qkv_bias: family == Family::Qwen2,
+        qk_norm: family == Family::Qwen3,
+        head_dim,
+        ..Layer::new(
+            attention.clone(),
+            hidden,
+            Activation::Swiglu,
+            None,
+            Sparsity::Dense,
+        )
+    };
+    let mut arch = Architecture {
+        vocab_size: vocab,
+        context,
+        d_model: d,
+        tie_embeddings: cfg
+            .get("tie_word_embeddings")
+            .and_then(Value::as_bool)
+            .unwrap_or(family != Family::Mistral),
+        share_layers: 1,
+        layers: vec![layer; layers as usize],
+        norm: Norm::Rmsnorm,
+        position: Position::Rope {
+            theta: Float(theta),
+            scaling,
+        },
+        norm_eps: eps,
+    };
+    windows_within(&mut arch);
+    arch.validate().map_err(|e| {
+        err(
+            dir,
+            format!("config.json describes no model genas can build: {e}"),
+        )
+    })?;
+    Ok(arch)
+}
+
+/// The `model_type` of a family.
+fn family_name(family: Family) -> &'static str {
+    match family {
+        Family::Llama => "llama",
+        Family::Qwen2 => "qwen2",
+        Family::Qwen3 => "qwen3",
+        Family::Mistral => "mistral",
+        Family::Gpt2 => "gpt2",
+        Family::GptNeo => "gpt_neo",
+        Family::GptBigCode => "gpt_bigcode",
+    }
+}
+
+/// The rope base and scaling a config names: transformers 5 writes `rope_parameters` (with
+/// `rope_theta` inside), earlier versions `rope_theta` and `rope_scaling`. Types default,
+/// linear and llama3; anything else refused with its name.
+fn rope_settings(dir: &Path, cfg: &Value) -> Result<(f64, Option<RopeScaling>), PretrainedError> {
+    let no = |what: String| Err(err(dir, what));
     let params = cfg.get("rope_parameters").filter(|v| !v.is_null());
-    let rope_type = params
+    let scaling = cfg.get("rope_scaling").filter(|v| !v.is_null());
+    // The scaling's own table: rope_scaling when given, else rope_parameters.
+    let table = scaling.or(params);
+    let rope_type = table
         .and_then(|p| p.get("rope_type").or_else(|| p.get("type")))
         .and_then(Value::as_str)
         .unwrap_or("default");
-    let scaling = cfg.get("rope_scaling").filter(|v| !v.is_null());
-    if rope_type != "default" || scaling.is_some() {
-        let named = scaling
-            .and_then(|s| s.get("rope_type").or_else(|| s.get("type")))
-            .and_then(Value::as_str)
-            .unwrap_or(rope_type);
-        return no(format!(
-            "rope scaling {named:?} is not supported (only plain rope)"
-        ));
-    }
-    if let Some(f) = params
+    let number = |key: &str| -> Result<f64, PretrainedError> {
+        table
+            .and_then(|t| t.get(key))
+            .and_then(Value::as_f64)
+            .ok_or_else(|| {
+                err(
+                    dir,
+                    format!("rope scaling {rope_type:?} names no number {key}"),
+                )
+            })
+    };
+    if let Some(f) = table
         .and_then(|p| p.get("partial_rotary_factor"))
         .and_then(Value::as_f64)
     {
@@ -646,48 +833,47 @@ fn llama_architecture(dir: &Path, cfg: &Value) -> Result<Architecture, Pretraine
             ));
         }
     }
+    let scaling = match rope_type {
+        "default" => None,
+        "linear" => Some(RopeScaling::Linear {
+            factor: Float(number("factor")?),
+        }),
+        "llama3" => {
+            let original = number("original_max_position_embeddings")?;
+            if !(original >= 1.0 && original <= f64::from(u32::MAX) && original.fract() == 0.0) {
+                return no(format!(
+                    "rope scaling llama3's original_max_position_embeddings {original} is not a positive integer"
+                ));
+            }
+            Some(RopeScaling::Llama3 {
+                factor: Float(number("factor")?),
+                low_freq_factor: Float(number("low_freq_factor")?),
+                high_freq_factor: Float(number("high_freq_factor")?),
+                original_context: original as u32,
+            })
+        }
+        other => {
+            return no(format!(
+                "rope scaling {other:?} is not supported (genas has default, linear and llama3)"
+            ))
+        }
+    };
+    if let Some(t) = table {
+        // What would change the function beyond the frequencies is refused by name.
+        for key in ["attention_factor", "mscale", "mscale_all_dim"] {
+            if let Some(v) = t.get(key).filter(|v| !v.is_null()) {
+                if v.as_f64() != Some(1.0) {
+                    return no(format!("rope scaling's {key} {v} (genas scales no scores)"));
+                }
+            }
+        }
+    }
     let theta = params
         .and_then(|p| p.get("rope_theta"))
         .or_else(|| cfg.get("rope_theta"))
         .and_then(Value::as_f64)
         .unwrap_or(genas_space::DEFAULT_ROPE_THETA);
-    let attention = if kv_heads == heads {
-        Attention::Full { heads }
-    } else {
-        Attention::Grouped { heads, kv_heads }
-    };
-    let arch = Architecture {
-        vocab_size: vocab,
-        context,
-        d_model: d,
-        tie_embeddings: cfg
-            .get("tie_word_embeddings")
-            .and_then(Value::as_bool)
-            .unwrap_or(true),
-        share_layers: 1,
-        layers: (0..layers)
-            .map(|_| {
-                Layer::new(
-                    attention.clone(),
-                    hidden,
-                    Activation::Swiglu,
-                    None,
-                    Sparsity::Dense,
-                )
-            })
-            .collect(),
-        norm: Norm::Rmsnorm,
-        position: Position::Rope {
-            theta: Float(theta),
-        },
-    };
-    arch.validate().map_err(|e| {
-        err(
-            dir,
-            format!("config.json describes no model genas can build: {e}"),
-        )
-    })?;
-    Ok(arch)
+    Ok((theta, scaling))
 }
 
 /// GPT-2, GPT-Neo or GPTBigCode config as a genas architecture (learned positions, LayerNorm,
@@ -731,7 +917,7 @@ fn gpt_architecture(
             ))
         }
     };
-    norm_eps_is_genas(dir, cfg, "layer_norm_epsilon", 1e-5)?;
+    let eps = norm_eps(dir, cfg, "layer_norm_epsilon", 1e-5)?;
     let flag = |k: &str| cfg.get(k).and_then(Value::as_bool);
     if family != Family::GptNeo {
         if flag("scale_attn_weights") == Some(false) {
@@ -779,7 +965,11 @@ fn gpt_architecture(
             for k in kinds {
                 out.push(match k.as_str() {
                     "global" => Attention::Full { heads },
-                    "local" => Attention::Sliding { heads, window },
+                    "local" => Attention::Sliding {
+                        heads,
+                        window,
+                        kv_heads: None,
+                    },
                     other => {
                         return no(format!(
                             "attention type {other:?} (GPT-Neo has global and local)"
@@ -806,6 +996,7 @@ fn gpt_architecture(
             .collect(),
         norm: Norm::Layernorm,
         position: Position::Learned,
+        norm_eps: eps,
     };
     windows_within(&mut arch);
     arch.validate().map_err(|e| {
@@ -821,9 +1012,17 @@ fn gpt_architecture(
 /// (and an `Architecture` holds only windows shorter than its context).
 fn windows_within(arch: &mut Architecture) {
     for l in &mut arch.layers {
-        if let Attention::Sliding { heads, window } = l.attention {
+        if let Attention::Sliding {
+            heads,
+            window,
+            kv_heads,
+        } = l.attention
+        {
             if window >= arch.context {
-                l.attention = Attention::Full { heads };
+                l.attention = match kv_heads {
+                    Some(kv_heads) => Attention::Grouped { heads, kv_heads },
+                    None => Attention::Full { heads },
+                };
             }
         }
     }

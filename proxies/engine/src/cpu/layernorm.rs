@@ -1,18 +1,17 @@
-//! LayerNorm over the last dimension (eps 1e-5), with the mean and 1/std cached for backward.
+//! LayerNorm over the last dimension (eps the architecture's, 1e-5 unless it names another),
+//! with the mean and 1/std cached for backward.
 
 use crate::cpu::ops::add_partials_in_order;
 use crate::real::Real;
 use crate::simd::simd_dispatch;
 use rayon::prelude::*;
 
-pub const EPS: f64 = genas_space::NORM_EPS;
-
 /// Rows per task: fixed, so reductions are summed in the same order whatever the thread count.
 const ROWS_PER_CHUNK: usize = 64;
 
 simd_dispatch! {
-    fn forward_rows<F: Real>(out: &mut [F], mean: &mut [F], rstd: &mut [F], inp: &[F], w: &[F], b: &[F], c: usize) {
-        let eps = F::from_f64(EPS);
+    fn forward_rows<F: Real>(out: &mut [F], mean: &mut [F], rstd: &mut [F], inp: &[F], w: &[F], b: &[F], c: usize, eps: f64) {
+        let eps = F::from_f64(eps);
         let inv_c = F::ONE / F::usize(c);
         // Zipped iterators over slices cut to c: indexed loops over slices of unproven length
         // keep a bounds check per element and stay scalar.
@@ -71,7 +70,8 @@ simd_dispatch! {
     }
 }
 
-/// out[n, c] = (inp − mean) · rstd · w + b;  mean[n], rstd[n] cached.
+/// out[n, c] = (inp − mean) · rstd · w + b, rstd = 1/√(var + eps);  mean[n], rstd[n] cached.
+#[allow(clippy::too_many_arguments)]
 pub fn layernorm_forward<F: Real>(
     out: &mut [F],
     mean: &mut [F],
@@ -80,6 +80,7 @@ pub fn layernorm_forward<F: Real>(
     w: &[F],
     b: &[F],
     (n, c): (usize, usize),
+    eps: f64,
 ) {
     let rows = ROWS_PER_CHUNK;
     out[..n * c]
@@ -87,7 +88,7 @@ pub fn layernorm_forward<F: Real>(
         .zip(mean[..n].par_chunks_mut(rows))
         .zip(rstd[..n].par_chunks_mut(rows))
         .zip(inp[..n * c].par_chunks(c * rows))
-        .for_each(|(((o, m), r), x)| forward_rows(o, m, r, x, &w[..c], &b[..c], c));
+        .for_each(|(((o, m), r), x)| forward_rows(o, m, r, x, &w[..c], &b[..c], c, eps));
 }
 
 /// dinp[n, c] += LN′ · dout; dw, db accumulate.

@@ -155,8 +155,9 @@ impl<F: Real> Backend for Cpu<F> {
         inp: &Vec<F>,
         w: &Vec<F>,
         nc: (usize, usize),
+        eps: f64,
     ) {
-        rmsnorm::rmsnorm_forward(out, rstd, inp, w, nc);
+        rmsnorm::rmsnorm_forward(out, rstd, inp, w, nc, eps);
     }
     fn rmsnorm_backward(
         &self,
@@ -170,6 +171,30 @@ impl<F: Real> Backend for Cpu<F> {
     ) {
         rmsnorm::rmsnorm_backward(dinp, dw, dout, inp, w, rstd, nc);
     }
+    fn qk_norm_forward(
+        &self,
+        qkv: &mut Vec<F>,
+        pre: &mut Vec<F>,
+        rstd: &mut Vec<F>,
+        wq: &Vec<F>,
+        wk: &Vec<F>,
+        d: rmsnorm::HeadsDims,
+    ) {
+        rmsnorm::heads_forward(qkv, pre, rstd, wq, wk, d);
+    }
+    fn qk_norm_backward(
+        &self,
+        dqkv: &mut Vec<F>,
+        dwq: &mut Vec<F>,
+        dwk: &mut Vec<F>,
+        pre: &Vec<F>,
+        rstd: &Vec<F>,
+        wq: &Vec<F>,
+        wk: &Vec<F>,
+        d: rmsnorm::HeadsDims,
+    ) {
+        rmsnorm::heads_backward(dqkv, dwq, dwk, pre, rstd, wq, wk, d);
+    }
     fn rope(&self, qkv: &mut Vec<F>, d: rope::RopeDims, inverse: bool) {
         rope::rope(qkv, d, inverse);
     }
@@ -182,8 +207,9 @@ impl<F: Real> Backend for Cpu<F> {
         w: &Vec<F>,
         b: &Vec<F>,
         nc: (usize, usize),
+        eps: f64,
     ) {
-        layernorm::layernorm_forward(out, mean, rstd, inp, w, b, nc);
+        layernorm::layernorm_forward(out, mean, rstd, inp, w, b, nc, eps);
     }
     fn layernorm_backward(
         &self,

@@ -1,7 +1,7 @@
-//! RMSNorm over the last dimension (eps 1e-5, as LayerNorm): out = x · rstd · w with
-//! rstd = 1/√(mean(x²) + eps); no centring, no bias. rstd is cached for backward.
+//! RMSNorm over the last dimension: out = x · rstd · w with rstd = 1/√(mean(x²) + eps) (eps the
+//! architecture's); no centring, no bias. rstd is cached for backward. Also over every query and
+//! key head of a qkv buffer (`heads_forward`, `heads_backward`: Qwen3's q_norm and k_norm).
 
-use crate::cpu::layernorm::EPS;
 use crate::cpu::ops::add_partials_in_order;
 use crate::real::Real;
 use crate::simd::simd_dispatch;
@@ -11,8 +11,8 @@ use rayon::prelude::*;
 const ROWS_PER_CHUNK: usize = 64;
 
 simd_dispatch! {
-    fn forward_rows<F: Real>(out: &mut [F], rstd: &mut [F], inp: &[F], w: &[F], c: usize) {
-        let eps = F::from_f64(EPS);
+    fn forward_rows<F: Real>(out: &mut [F], rstd: &mut [F], inp: &[F], w: &[F], c: usize, eps: f64) {
+        let eps = F::from_f64(eps);
         let inv_c = F::ONE / F::usize(c);
         let w = &w[..c];
         for ((o, x), r) in out.chunks_exact_mut(c).zip(inp.chunks_exact(c)).zip(rstd.iter_mut()) {
@@ -64,13 +64,14 @@ pub fn rmsnorm_forward<F: Real>(
     inp: &[F],
     w: &[F],
     (n, c): (usize, usize),
+    eps: f64,
 ) {
     let rows = ROWS_PER_CHUNK;
     out[..n * c]
         .par_chunks_mut(c * rows)
         .zip(rstd[..n].par_chunks_mut(rows))
         .zip(inp[..n * c].par_chunks(c * rows))
-        .for_each(|((o, r), x)| forward_rows(o, r, x, &w[..c], c));
+        .for_each(|((o, r), x)| forward_rows(o, r, x, &w[..c], c, eps));
 }
 
 /// dinp[n, c] += RMSNorm′ · dout; dw accumulates.
@@ -104,4 +105,140 @@ pub fn rmsnorm_backward<F: Real>(
             );
         });
     add_partials_in_order(&mut dw[..c], &pw);
+}
+
+/// Where the query and key heads lie in a qkv buffer, for their RMSNorm (`qk_norm`).
+#[derive(Clone, Copy, Debug)]
+pub struct HeadsDims {
+    /// Rows (B·T).
+    pub n: usize,
+    /// Row width: H·hd queries, G·hd keys, then the values.
+    pub width: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub eps: f64,
+}
+
+impl HeadsDims {
+    /// Heads normalised per row (H + G) and the values they span ((H + G)·hd).
+    pub fn normed(&self) -> (usize, usize) {
+        let k = self.heads + self.kv_heads;
+        (k, k * self.head_dim)
+    }
+}
+
+/// RMSNorm over every query head (weight `wq`) and key head (weight `wk`) of each row of `qkv`,
+/// in place. The heads as they were go to `pre` (N, (H+G)·hd) and each head's rstd to `rstd`
+/// (N, H+G), for backward; both may be empty when no backward follows.
+pub fn heads_forward<F: Real>(
+    qkv: &mut [F],
+    pre: &mut [F],
+    rstd: &mut [F],
+    wq: &[F],
+    wk: &[F],
+    d: HeadsDims,
+) {
+    let (k, span) = d.normed();
+    let hd = d.head_dim;
+    let eps = F::from_f64(d.eps);
+    let inv = F::ONE / F::usize(hd);
+    let keep = !pre.is_empty();
+    let row = |row: &mut [F], pre: Option<&mut [F]>, rs_out: Option<&mut [F]>| {
+        if let Some(pre) = pre {
+            pre.copy_from_slice(&row[..span]);
+        }
+        let mut rs_out = rs_out;
+        for (j, head) in row[..span].chunks_exact_mut(hd).enumerate() {
+            let w = if j < d.heads { wq } else { wk };
+            let ms = head.iter().fold(F::ZERO, |acc, &x| acc + x * x) * inv;
+            let rs = F::ONE / (ms + eps).sqrt();
+            for (x, &wi) in head.iter_mut().zip(&w[..hd]) {
+                *x = *x * rs * wi;
+            }
+            if let Some(o) = rs_out.as_deref_mut() {
+                o[j] = rs;
+            }
+        }
+    };
+    if keep {
+        qkv[..d.n * d.width]
+            .par_chunks_mut(d.width)
+            .zip(pre[..d.n * span].par_chunks_mut(span))
+            .zip(rstd[..d.n * k].par_chunks_mut(k))
+            .for_each(|((q, p), s)| row(q, Some(p), Some(s)));
+    } else {
+        qkv[..d.n * d.width]
+            .par_chunks_mut(d.width)
+            .for_each(|q| row(q, None, None));
+    }
+}
+
+/// The backward pass of `heads_forward`: `dqkv`'s query and key heads, the gradient at the
+/// norms' outputs, become the gradient at their inputs, in place; the weights' gradients are
+/// added to `dwq` and `dwk`.
+#[allow(clippy::too_many_arguments)]
+pub fn heads_backward<F: Real>(
+    dqkv: &mut [F],
+    dwq: &mut [F],
+    dwk: &mut [F],
+    pre: &[F],
+    rstd: &[F],
+    wq: &[F],
+    wk: &[F],
+    d: HeadsDims,
+) {
+    let (k, span) = d.normed();
+    let hd = d.head_dim;
+    let inv = F::ONE / F::usize(hd);
+    let rows = ROWS_PER_CHUNK;
+    let chunks = d.n.div_ceil(rows);
+    // Per chunk: the query weight's partial gradient, then the key weight's.
+    let mut partial = vec![F::ZERO; chunks * 2 * hd];
+    dqkv[..d.n * d.width]
+        .par_chunks_mut(d.width * rows)
+        .zip(partial.par_chunks_mut(2 * hd))
+        .enumerate()
+        .for_each(|(chunk, (dq, pw))| {
+            let r0 = chunk * rows;
+            let mut norm = vec![F::ZERO; hd];
+            let mut dnorm = vec![F::ZERO; hd];
+            for (i, drow) in dq.chunks_exact_mut(d.width).enumerate() {
+                let r = r0 + i;
+                let x_row = &pre[r * span..(r + 1) * span];
+                for (j, (g, x)) in drow[..span]
+                    .chunks_exact_mut(hd)
+                    .zip(x_row.chunks_exact(hd))
+                    .enumerate()
+                {
+                    let (w, pwj) = if j < d.heads {
+                        (wq, &mut pw[..hd])
+                    } else {
+                        (wk, &mut pw[hd..])
+                    };
+                    let rs = rstd[r * k + j];
+                    let mut dot = F::ZERO;
+                    for e in 0..hd {
+                        norm[e] = x[e] * rs;
+                        dnorm[e] = w[e] * g[e];
+                        pwj[e] += norm[e] * g[e];
+                        dot += dnorm[e] * norm[e];
+                    }
+                    let mean = dot * inv;
+                    for e in 0..hd {
+                        g[e] = (dnorm[e] - norm[e] * mean) * rs;
+                    }
+                }
+            }
+        });
+    let (mut pq, mut pk) = (
+        Vec::with_capacity(chunks * hd),
+        Vec::with_capacity(chunks * hd),
+    );
+    for c in partial.chunks_exact(2 * hd) {
+        pq.extend_from_slice(&c[..hd]);
+        pk.extend_from_slice(&c[hd..]);
+    }
+    add_partials_in_order(&mut dwq[..hd], &pq);
+    add_partials_in_order(&mut dwk[..hd], &pk);
 }

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! The map is a rotation, so its backward pass is the inverse rotation (sin → −sin) applied to
-//! the gradient, in place. The angles are computed in f64 and rounded once.
+//! the gradient, in place. The angles are computed in f64 and rounded once; the frequencies
+//! are `genas_space::rope_inv_freq`'s (θ^(−2i/hd), changed by the architecture's scaling).
 
 use crate::real::Real;
 use rayon::prelude::*;
@@ -28,15 +29,19 @@ pub struct RopeDims {
     /// Row width: H·hd queries, then G·hd keys, then the values.
     pub width: usize,
     pub theta: f64,
+    pub scaling: Option<genas_space::RopeScaling>,
 }
 
 /// cos and sin of every (position, pair) angle, `t × hd/2` each, for positions
 /// `offset..offset + t`.
-pub fn tables<F: Real>(t: usize, offset: usize, head_dim: usize, theta: f64) -> (Vec<F>, Vec<F>) {
+pub fn tables<F: Real>(
+    t: usize,
+    offset: usize,
+    head_dim: usize,
+    (theta, scaling): (f64, Option<genas_space::RopeScaling>),
+) -> (Vec<F>, Vec<F>) {
     let half = head_dim / 2;
-    let inv: Vec<f64> = (0..half)
-        .map(|i| theta.powf(-((2 * i) as f64) / head_dim as f64))
-        .collect();
+    let inv = genas_space::rope_inv_freq(theta, scaling, head_dim);
     let mut cos = Vec::with_capacity(t * half);
     let mut sin = Vec::with_capacity(t * half);
     for p in offset..offset + t {
@@ -75,7 +80,7 @@ pub fn rotate_row<F: Real>(
 /// Rotates the queries and keys of every row of `qkv` in place (`inverse`: back).
 pub fn rope<F: Real>(qkv: &mut [F], d: RopeDims, inverse: bool) {
     let half = d.head_dim / 2;
-    let (cos, sin) = tables::<F>(d.t, d.offset, d.head_dim, d.theta);
+    let (cos, sin) = tables::<F>(d.t, d.offset, d.head_dim, (d.theta, d.scaling));
     qkv[..d.n * d.width]
         .par_chunks_mut(d.width)
         .enumerate()

@@ -26,8 +26,8 @@ pub struct LayerRows {
     pub input: Vec<f64>,
     /// The block's output, (rows, C).
     pub output: Vec<f64>,
-    /// The attention output before its projection, heads side by side, (rows, C); empty for a
-    /// block without attention.
+    /// The attention output before its projection, heads side by side, (rows, H·hd) (C unless
+    /// the layer names its `head_dim`); empty for a block without attention.
     pub attention: Vec<f64>,
     /// The FFN's pre-activation (for swiglu the gate's input), bias included, (rows, hidden).
     pub ffn_pre: Vec<f64>,
@@ -180,10 +180,9 @@ impl<B: Backend> Model<B> {
             rows: n,
             input: host(x, n * c),
             output: host(y, n * c),
-            attention: if bp.attn.is_some() {
-                host(&ba.atty, n * c)
-            } else {
-                Vec::new()
+            attention: match &bp.attn {
+                Some(at) => host(&ba.atty, n * at.inner),
+                None => Vec::new(),
             },
             ffn_pre: self.ffn_pre_of(l, ba, n),
         }

@@ -52,10 +52,10 @@ impl Builder {
 
     /// A unit norm over `c` features named `{prefix}.weight` (and a zero `{prefix}.bias` for
     /// LayerNorm).
-    pub(super) fn norm(&mut self, prefix: &str, c: usize, norm: Norm) -> NormP {
+    pub(super) fn norm(&mut self, prefix: &str, c: usize, norm: Norm, eps: f64) -> NormP {
         let w = self.constant(format!("{prefix}.weight"), c, 1.0);
         let b = (norm == Norm::Layernorm).then(|| self.constant(format!("{prefix}.bias"), c, 0.0));
-        NormP { w, b }
+        NormP { w, b, eps }
     }
 
     /// A linear map with N(0, std) weights (its product, when factorised).
@@ -198,12 +198,14 @@ impl<B: Backend> Model<B> {
             Position::Learned => Some(bld.normal("wpe.weight".into(), vec![t, c], std, &mut rng)),
             Position::Rope { .. } => None,
         };
-        let theta = match arch.position {
+        let rope = match arch.position {
             Position::Rope {
                 theta: Float(theta),
-            } => Some(theta),
+                scaling,
+            } => Some((theta, scaling)),
             Position::Learned => None,
         };
+        let eps = arch.norm_eps.0;
         let mut blocks: Vec<BlockParams> = Vec::with_capacity(arch.depth());
         for (i, layer) in arch.layers.iter().enumerate() {
             let owner = arch.weight_owner(i);
@@ -216,23 +218,31 @@ impl<B: Backend> Model<B> {
                 Attention::None => None,
                 ref a => {
                     let heads = a.heads() as usize;
-                    let hd = c / heads;
+                    let hd = arch.head_dim(layer) as usize;
+                    let inner = heads * hd;
                     let kv = a.kv_heads() as usize;
-                    let width = c + 2 * kv * hd;
-                    let ln = bld.norm(&format!("h.{i}.ln_1"), c, arch.norm);
+                    let width = inner + 2 * kv * hd;
+                    let ln = bld.norm(&format!("h.{i}.ln_1"), c, arch.norm, eps);
                     let qkv = bld.normal(
                         format!("h.{i}.attn.c_attn.weight"),
                         vec![width, c],
                         std,
                         &mut rng,
                     );
-                    bld.sparsify_rows(qkv, layer.sparsity, &[c, kv * hd, kv * hd]);
+                    bld.sparsify_rows(qkv, layer.sparsity, &[inner, kv * hd, kv * hd]);
                     let qkv_bias = layer
-                        .attention_bias
+                        .has_qkv_bias()
                         .then(|| bld.constant(format!("h.{i}.attn.c_attn.bias"), width, 0.0));
+                    let qk_norm = layer.qk_norm.then(|| {
+                        (
+                            bld.constant(format!("h.{i}.attn.q_norm.weight"), hd, 1.0),
+                            bld.constant(format!("h.{i}.attn.k_norm.weight"), hd, 1.0),
+                            eps,
+                        )
+                    });
                     let proj = bld.normal(
                         format!("h.{i}.attn.c_proj.weight"),
-                        vec![c, c],
+                        vec![c, inner],
                         resid_std,
                         &mut rng,
                     );
@@ -268,13 +278,15 @@ impl<B: Backend> Model<B> {
                         proj,
                         qkv_bias,
                         proj_bias,
+                        qk_norm,
                         mixer,
+                        inner,
                         width,
-                        rope: theta.filter(|_| arch.rotates(layer)),
+                        rope: rope.filter(|_| arch.rotates(layer)),
                     })
                 }
             };
-            let ln2 = bld.norm(&format!("h.{i}.ln_2"), c, arch.norm);
+            let ln2 = bld.norm(&format!("h.{i}.ln_2"), c, arch.norm, eps);
             let h = layer.ffn.hidden as usize;
             let swiglu = layer.ffn.activation == Activation::Swiglu;
             let rank = layer.ffn.rank;
@@ -322,7 +334,7 @@ impl<B: Backend> Model<B> {
                 hidden: h,
             });
         }
-        let lnf = bld.norm("ln_f", c, arch.norm);
+        let lnf = bld.norm("ln_f", c, arch.norm, arch.norm_eps.0);
         let head = (!arch.tie_embeddings)
             .then(|| bld.normal("lm_head.weight".into(), vec![v, c], std, &mut rng));
         // Each drawn tensor freed once uploaded (a 135M-parameter model's draw is 1 GB of f64);

@@ -1,7 +1,8 @@
 //! A generator network built at run time from an `Architecture`, with forward and backward
 //! passes over any `Backend`.
 //!
-//! Shapes: B batch, T sequence, N = B·T rows, C d_model, V vocabulary, H heads, hd = C/H,
+//! Shapes: B batch, T sequence, N = B·T rows, C d_model, V vocabulary, H heads, hd = C/H
+//! (unless the layer names its `head_dim`), Q = H·hd,
 //! G key/value heads, kvd = G·hd, h FFN hidden, r FFN rank.
 //!
 //! Parameter names (one scheme, GPT-2's, so export is a rename; matrices are stored
@@ -12,8 +13,9 @@
 //! | `wte.weight` | (V, C) | token embedding; also the LM head when tied |
 //! | `wpe.weight` | (T, C) | learned positions; absent with rope |
 //! | `h.{i}.ln_1.weight`, `.bias` | (C) | absent for attention `none`; RMSNorm has no bias |
-//! | `h.{i}.attn.c_attn.weight` | (C + 2·kvd, C) | rows: q (C), k (kvd), v (kvd) |
-//! | `h.{i}.attn.c_proj.weight` | (C, C) | |
+//! | `h.{i}.attn.c_attn.weight`, `.bias` | (Q + 2·kvd, C) | rows: q (Q = H·hd), k (kvd), v (kvd); bias with `attention_bias` or `qkv_bias` |
+//! | `h.{i}.attn.q_norm.weight`, `k_norm.weight` | (hd) | `qk_norm` only |
+//! | `h.{i}.attn.c_proj.weight`, `.bias` | (C, Q) | bias with `attention_bias` |
 //! | `h.{i}.ln_2.weight`, `.bias` | (C) | |
 //! | `h.{i}.mlp.c_fc.weight`, `.bias` | (h, C), (h) | up projection; no bias for swiglu |
 //! | `h.{i}.mlp.c_gate.weight` | (h, C) | swiglu only |
@@ -114,6 +116,8 @@ pub(crate) enum Mixer {
 pub(crate) struct NormP {
     pub(crate) w: usize,
     pub(crate) b: Option<usize>,
+    /// The architecture's `norm_eps`.
+    pub(crate) eps: f64,
 }
 
 #[derive(Clone, Debug)]
@@ -121,14 +125,18 @@ pub(crate) struct AttnParams {
     pub(crate) ln: NormP,
     pub(crate) qkv: usize,
     pub(crate) proj: usize,
-    /// The q/k/v and output biases, when the layer has them (`attention_bias`).
+    /// The q/k/v biases (`attention_bias` or `qkv_bias`) and the output's (`attention_bias`).
     pub(crate) qkv_bias: Option<usize>,
     pub(crate) proj_bias: Option<usize>,
+    /// The query and key heads' RMSNorm weights (`qk_norm`), and their epsilon.
+    pub(crate) qk_norm: Option<(usize, usize, f64)>,
     pub(crate) mixer: Mixer,
-    /// Width of a qkv row: C + 2·kvd.
+    /// Width of the queries and of the attention's output: H·hd (C unless `head_dim`).
+    pub(crate) inner: usize,
+    /// Width of a qkv row: H·hd + 2·kvd.
     pub(crate) width: usize,
-    /// The rotary base when rope rotates this layer's queries and keys.
-    pub(crate) rope: Option<f64>,
+    /// The rotary base and scaling when rope rotates this layer's queries and keys.
+    pub(crate) rope: Option<(f64, Option<genas_space::RopeScaling>)>,
 }
 
 #[derive(Clone, Debug)]
@@ -150,6 +158,10 @@ struct BlockActs<Buf> {
     ln1_mean: Buf,
     ln1_rstd: Buf,
     qkv: Buf,
+    /// With `qk_norm`: the query and key heads before their norm (B·T, (H+G)·hd) and each
+    /// head's rstd (B·T, H+G).
+    qk_pre: Buf,
+    qk_rstd: Buf,
     /// Softmax probabilities (B,H,T,T) or linear-attention normalisers (B,H,T).
     mix_cache: Buf,
     atty: Buf,
@@ -172,6 +184,8 @@ impl<T> BlockActs<T> {
             ln1_mean: &self.ln1_mean,
             ln1_rstd: &self.ln1_rstd,
             qkv: &self.qkv,
+            qk_pre: &self.qk_pre,
+            qk_rstd: &self.qk_rstd,
             mix_cache: &self.mix_cache,
             atty: &self.atty,
             x_mid: &self.x_mid,
@@ -193,6 +207,8 @@ impl<T> BlockActs<T> {
             ln1_mean: f(self.ln1_mean),
             ln1_rstd: f(self.ln1_rstd),
             qkv: f(self.qkv),
+            qk_pre: f(self.qk_pre),
+            qk_rstd: f(self.qk_rstd),
             mix_cache: f(self.mix_cache),
             atty: f(self.atty),
             x_mid: f(self.x_mid),
@@ -217,6 +233,8 @@ impl BlockActs<usize> {
             ln1_mean: self.ln1_mean.max(o.ln1_mean),
             ln1_rstd: self.ln1_rstd.max(o.ln1_rstd),
             qkv: self.qkv.max(o.qkv),
+            qk_pre: self.qk_pre.max(o.qk_pre),
+            qk_rstd: self.qk_rstd.max(o.qk_rstd),
             mix_cache: self.mix_cache.max(o.mix_cache),
             atty: self.atty.max(o.atty),
             x_mid: self.x_mid.max(o.x_mid),

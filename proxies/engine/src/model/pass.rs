@@ -4,6 +4,7 @@
 use super::*;
 use crate::backend::{Act, Backend, Soft};
 use crate::cpu::attention::AttnDims;
+use crate::cpu::rmsnorm::HeadsDims;
 use crate::cpu::rope::RopeDims;
 use genas_space::{Activation, Architecture};
 
@@ -18,6 +19,7 @@ pub(super) fn alloc_acts<B: Backend>(
     let (n, c, v) = (b * t, arch.d_model as usize, arch.vocab_size as usize);
     let z = |k: usize| be.zeros(k);
     let mut max_width = 0;
+    let mut max_inner = 0;
     let mut max_h = 0;
     let mut max_r = 0;
     // Widest gated FFN: only swiglu's backward needs dh2 and dh3 (an ungated activation's
@@ -26,6 +28,7 @@ pub(super) fn alloc_acts<B: Backend>(
     let mut blocks = Vec::with_capacity(blocks_p.len());
     for bp in blocks_p {
         let width = bp.attn.as_ref().map_or(0, |a| a.width);
+        max_inner = max_inner.max(bp.attn.as_ref().map_or(0, |a| a.inner));
         let h = bp.hidden;
         let r = bp.fc.rank().max(bp.proj.rank());
         max_width = max_width.max(width);
@@ -49,7 +52,7 @@ pub(super) fn alloc_acts<B: Backend>(
         dx: z(n * c),
         dln: z(n * c),
         dqkv: z(n * max_width),
-        datty: z(n * c),
+        datty: z(n * max_inner),
         dh1: z(n * max_h),
         dh2: z(n * max_gated_h),
         dh3: z(n * max_gated_h),
@@ -76,13 +79,23 @@ pub(super) fn block_sizes(
     let has_attn = bp.attn.is_some();
     let gated = bp.gate.is_some();
     let if_attn = |k: usize| if has_attn { k } else { 0 };
+    let inner = bp.attn.as_ref().map_or(0, |a| a.inner);
+    let (qk_pre, qk_rstd) = match bp.attn.as_ref().map(|a| (a.qk_norm, heads_dims(a, n))) {
+        Some((Some(_), Some(d))) if keep => {
+            let (k, span) = d.normed();
+            (n * span, n * k)
+        }
+        _ => (0, 0),
+    };
     BlockActs {
         ln1: if_attn(n * c),
         ln1_mean: if_attn(n),
         ln1_rstd: if_attn(n),
         qkv: n * width,
+        qk_pre,
+        qk_rstd,
         mix_cache: cache,
-        atty: if_attn(n * c),
+        atty: n * inner,
         x_mid: if_attn(n * c),
         ln2: n * c,
         ln2_mean: n,
@@ -201,6 +214,16 @@ pub(super) fn block_forward<B: Backend>(
             at.qkv_bias.map(|i| &w[i]),
             (n, c, at.width),
         );
+        if let (Some((wq, wk, _)), Some(d)) = (at.qk_norm, heads_dims(at, n)) {
+            be.qk_norm_forward(
+                &mut ba.qkv,
+                &mut ba.qk_pre,
+                &mut ba.qk_rstd,
+                &w[wq],
+                &w[wk],
+                d,
+            );
+        }
         if let Some(d) = rope_dims(at, n, t) {
             be.rope(&mut ba.qkv, d, false);
         }
@@ -234,7 +257,7 @@ pub(super) fn block_forward<B: Backend>(
             &ba.atty,
             &w[at.proj],
             at.proj_bias.map(|i| &w[i]),
-            (n, c, c),
+            (n, at.inner, c),
         );
     }
     let h_in = if bp.attn.is_some() { &ba.x_mid } else { x_in };
@@ -445,7 +468,7 @@ pub(super) fn backward_pass<B: Backend>(
                     &a.dx,
                     &ba.atty,
                     &w[at.proj],
-                    (n, c, c),
+                    (n, at.inner, c),
                 );
                 match at.mixer {
                     Mixer::Softmax(d) => {
@@ -459,6 +482,20 @@ pub(super) fn backward_pass<B: Backend>(
                         // The gradient reached the rotated q, k; turn it back.
                         if let Some(d) = rope_dims(at, n, t) {
                             be.rope(&mut a.dqkv, d, true);
+                        }
+                        // Then through the heads' norms to the projection's output.
+                        if let (Some((wq, wk, _)), Some(d)) = (at.qk_norm, heads_dims(at, n)) {
+                            let [dwq, dwk] = g.get_disjoint_mut([wq, wk]).expect("distinct");
+                            be.qk_norm_backward(
+                                &mut a.dqkv,
+                                dwq,
+                                dwk,
+                                &ba.qk_pre,
+                                &ba.qk_rstd,
+                                &w[wq],
+                                &w[wk],
+                                d,
+                            );
                         }
                     }
                     Mixer::Linear { heads, head_dim } => {
@@ -516,7 +553,7 @@ pub(super) fn backward_pass<B: Backend>(
 /// the layer is not rotated.
 pub(super) fn rope_dims(at: &AttnParams, n: usize, t: usize) -> Option<RopeDims> {
     match (at.rope, at.mixer) {
-        (Some(theta), Mixer::Softmax(d)) => Some(RopeDims {
+        (Some((theta, scaling)), Mixer::Softmax(d)) => Some(RopeDims {
             n,
             t,
             offset: 0,
@@ -525,8 +562,25 @@ pub(super) fn rope_dims(at: &AttnParams, n: usize, t: usize) -> Option<RopeDims>
             head_dim: d.head_dim,
             width: at.width,
             theta,
+            scaling,
         }),
         _ => None,
+    }
+}
+
+/// Where a softmax layer's query and key heads lie in its qkv buffer of `n` rows, for their
+/// norms; `None` for linear attention (whose layers have none).
+pub(super) fn heads_dims(at: &AttnParams, n: usize) -> Option<HeadsDims> {
+    match at.mixer {
+        Mixer::Softmax(d) => Some(HeadsDims {
+            n,
+            width: at.width,
+            heads: d.heads,
+            kv_heads: d.kv_heads,
+            head_dim: d.head_dim,
+            eps: at.qk_norm.map_or(0.0, |(_, _, eps)| eps),
+        }),
+        Mixer::Linear { .. } => None,
     }
 }
 
@@ -543,8 +597,8 @@ pub(super) fn norm_forward<B: Backend>(
     nc: (usize, usize),
 ) {
     match p.b {
-        Some(b) => be.layernorm_forward(out, mean, rstd, inp, &w[p.w], &w[b], nc),
-        None => be.rmsnorm_forward(out, rstd, inp, &w[p.w], nc),
+        Some(b) => be.layernorm_forward(out, mean, rstd, inp, &w[p.w], &w[b], nc, p.eps),
+        None => be.rmsnorm_forward(out, rstd, inp, &w[p.w], nc, p.eps),
     }
 }
 

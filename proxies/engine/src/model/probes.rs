@@ -56,7 +56,7 @@ impl<B: Backend> Model<B> {
             return Vec::new();
         }
         let mut d = self.be.download(&a.blocks[l].atty);
-        d.truncate(a.b * a.t * self.arch.d_model as usize);
+        d.truncate(a.b * a.t * self.arch.attn_width(&self.arch.layers[l]) as usize);
         d
     }
 

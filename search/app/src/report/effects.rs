@@ -808,6 +808,7 @@ mod tests {
             layers: vec![layer; if deep { 2 } else { 1 }],
             norm: Default::default(),
             position: Default::default(),
+            norm_eps: genas_space::Float(genas_space::NORM_EPS),
         };
         Obs {
             cost: Cost::of(&architecture),

@@ -111,16 +111,29 @@ pub fn export_candidate(
         "latency_ms_per_token": cand.latency_ms_per_token,
         "distilled": distilled,
     });
-    export_model(&model, &access.loaded.data, record, format, out, densify)
+    let teacher = access
+        .loaded
+        .pretrained
+        .as_ref()
+        .map(|c| c.model_type.as_str());
+    export_model(
+        &model,
+        &access.loaded.data,
+        record,
+        (format, teacher),
+        out,
+        densify,
+    )
 }
 
 /// Exports `model` (trained on `data`) as `format` into `out`, with `record` as
-/// `candidate.json` and the check batch drawn from `data`'s validation split.
+/// `candidate.json` and the check batch drawn from `data`'s validation split; `teacher`, the
+/// `model_type` of the pretrained teacher it was distilled from, is the family `hf` prefers.
 pub fn export_model(
     model: &Model<Cpu<f32>>,
     data: &Dataset,
     record: serde_json::Value,
-    format: Format,
+    (format, teacher): (Format, Option<&str>),
     out: &Path,
     densify: bool,
 ) -> Result<Written> {
@@ -141,6 +154,7 @@ pub fn export_model(
         check: &check,
         text: text.as_ref().map(|(s, t)| (s.as_str(), t.as_slice())),
         record,
+        teacher_family: teacher,
     };
     let mut w = export::export(format, &e, out)?;
     w.notes.splice(0..0, notes);

@@ -3,8 +3,8 @@
 //! `crate::names`) and its `config.json`; and genas's own modeling code's config where none fits.
 
 use super::*;
-use crate::names::{self, GPT_NEOX, GPT_PREFIX, LLAMA};
-use genas_space::{Activation, Architecture, Attention, Norm, Position};
+use crate::names::{self, GPT_NEOX, GPT_PREFIX, LLAMA, LLAMA_QK_NORM};
+use genas_space::{Activation, Architecture, Attention, Norm, Position, RopeScaling};
 use serde_json::{json, Value};
 
 /// A `transformers` family an architecture maps onto.
@@ -17,21 +17,49 @@ pub enum HfFamily {
         local: Vec<bool>,
     },
     GptBigCode,
-    /// Rope, RMSNorm, swiglu, full or grouped attention with `kv_heads` key/value heads.
+    /// Rope, RMSNorm, swiglu, full or grouped attention with `kv_heads` key/value heads (and
+    /// the architecture's rope scaling, head width and norm epsilon, as the three below).
     Llama {
         kv_heads: u32,
+    },
+    /// Llama's block with biases on q, k and v (zeros where the student has none).
+    Qwen2 {
+        kv_heads: u32,
+    },
+    /// Llama's block with RMSNorm over every query and key head.
+    Qwen3 {
+        kv_heads: u32,
+    },
+    /// Llama's block, with a sliding window on every layer when `window`.
+    Mistral {
+        kv_heads: u32,
+        window: Option<u32>,
     },
     /// Rope, LayerNorm, gelu or relu, full attention (sequential residuals).
     GptNeoX,
 }
 
 impl HfFamily {
+    /// The key/value heads of a Llama-block family.
+    fn kv_heads(&self) -> Option<u32> {
+        match *self {
+            HfFamily::Llama { kv_heads }
+            | HfFamily::Qwen2 { kv_heads }
+            | HfFamily::Qwen3 { kv_heads }
+            | HfFamily::Mistral { kv_heads, .. } => Some(kv_heads),
+            _ => None,
+        }
+    }
+
     pub fn class(&self) -> &'static str {
         match self {
             HfFamily::Gpt2 => "GPT2LMHeadModel",
             HfFamily::GptNeo { .. } => "GPTNeoForCausalLM",
             HfFamily::GptBigCode => "GPTBigCodeForCausalLM",
             HfFamily::Llama { .. } => "LlamaForCausalLM",
+            HfFamily::Qwen2 { .. } => "Qwen2ForCausalLM",
+            HfFamily::Qwen3 { .. } => "Qwen3ForCausalLM",
+            HfFamily::Mistral { .. } => "MistralForCausalLM",
             HfFamily::GptNeoX => "GPTNeoXForCausalLM",
         }
     }
@@ -39,6 +67,13 @@ impl HfFamily {
 
 /// The `transformers` family `arch` maps onto, or the first choice that has none.
 pub fn hf_family(arch: &Architecture) -> Result<HfFamily, ExportError> {
+    hf_family_for(arch, None)
+}
+
+/// The family `arch` maps onto, preferring the family of the teacher it was distilled from
+/// (`teacher`: its `model_type`) where the architecture fits both: a plain Llama block leaves
+/// as a Qwen2 or Mistral model when its teacher was one.
+pub fn hf_family_for(arch: &Architecture, teacher: Option<&str>) -> Result<HfFamily, ExportError> {
     let no = |what: String| Err(ExportError::Unsupported(what));
     // Rope, RMSNorm and swiglu exist only in GPT-NeoX (rope alone) and Llama (all three).
     let swiglu = arch
@@ -50,8 +85,9 @@ pub fn hf_family(arch: &Architecture) -> Result<HfFamily, ExportError> {
         return neox_family(arch).map_err(ExportError::Unsupported);
     }
     if arch.position.is_rope() || rmsnorm || swiglu {
-        return llama_family(arch).map_err(ExportError::Unsupported);
+        return llama_family(arch, teacher).map_err(ExportError::Unsupported);
     }
+    llama_block_only(arch).map_err(ExportError::Unsupported)?;
     for (i, l) in arch.layers.iter().enumerate() {
         match l.attention {
             Attention::Linear { .. } => return no(format!("layer {i}'s linear attention")),
@@ -111,9 +147,47 @@ pub fn hf_family(arch: &Architecture) -> Result<HfFamily, ExportError> {
     })
 }
 
+/// What only the Llama-block families express (q/k/v biases alone, q/k norms, a head width
+/// other than d_model / heads, grouped sliding attention, rope scaling): refused elsewhere.
+fn llama_block_only(arch: &Architecture) -> Result<(), String> {
+    for (i, l) in arch.layers.iter().enumerate() {
+        let what = if l.qkv_bias {
+            "q/k/v biases without an output bias"
+        } else if l.qk_norm {
+            "query/key norms"
+        } else if l.head_dim.is_some() {
+            "head_dim other than d_model / heads"
+        } else if matches!(
+            l.attention,
+            Attention::Sliding {
+                kv_heads: Some(_),
+                ..
+            }
+        ) {
+            "grouped sliding attention"
+        } else {
+            continue;
+        };
+        return Err(format!(
+            "layer {i}'s {what} (only the Llama-block families have them, with rope, rmsnorm and swiglu)"
+        ));
+    }
+    if let Position::Rope {
+        scaling: Some(s), ..
+    } = arch.position
+    {
+        return Err(format!(
+            "rope scaling {} outside the Llama-block families (rmsnorm and swiglu)",
+            s.name()
+        ));
+    }
+    Ok(())
+}
+
 /// GPT-NeoX, or the first choice of `arch` (rope, LayerNorm, gelu or relu) that keeps it out.
 pub(super) fn neox_family(arch: &Architecture) -> Result<HfFamily, String> {
     no_attention_bias(arch)?;
+    llama_block_only(arch)?;
     for (i, l) in arch.layers.iter().enumerate() {
         if !matches!(l.attention, Attention::Full { .. }) {
             return Err(format!(
@@ -126,9 +200,11 @@ pub(super) fn neox_family(arch: &Architecture) -> Result<HfFamily, String> {
     Ok(HfFamily::GptNeoX)
 }
 
-/// The Llama family, or the first choice of `arch` that keeps it out (rope, RMSNorm or swiglu
-/// brought it here: only Llama has them).
-pub(super) fn llama_family(arch: &Architecture) -> Result<HfFamily, String> {
+/// A Llama-block family (Llama, Qwen2, Qwen3, Mistral), or the first choice of `arch` that
+/// keeps it out (rope, RMSNorm or swiglu brought it here: only these have them). q/k norms
+/// make it Qwen3, q/k/v biases Qwen2, sliding windows Mistral; a plain block is the teacher's
+/// family where that is Qwen2 or Mistral, else Llama.
+pub(super) fn llama_family(arch: &Architecture, teacher: Option<&str>) -> Result<HfFamily, String> {
     no_attention_bias(arch)?;
     let needs = "the Llama family needs rope, rmsnorm and swiglu together";
     if !arch.position.is_rope() {
@@ -139,12 +215,16 @@ pub(super) fn llama_family(arch: &Architecture) -> Result<HfFamily, String> {
     if arch.norm != Norm::Rmsnorm {
         return Err(format!("LayerNorm with rope or swiglu ({needs})"));
     }
+    let mut window = None;
     for (i, l) in arch.layers.iter().enumerate() {
         match l.attention {
-            Attention::Full { .. } | Attention::Grouped { .. } => {}
+            Attention::Full { .. } | Attention::Grouped { .. } if i == 0 || window.is_none() => {}
+            Attention::Sliding { window: w, .. } if i == 0 || window == Some(w) => {
+                window = Some(w)
+            }
             ref other => {
                 return Err(format!(
-                    "layer {i}'s {} attention (Llama has full and grouped attention only)",
+                    "layer {i}'s {} attention (the Llama-block families have full or grouped attention, or one sliding window on every layer)",
                     other.kind_name()
                 ))
             }
@@ -158,21 +238,45 @@ pub(super) fn llama_family(arch: &Architecture) -> Result<HfFamily, String> {
     }
     uniform_dense(arch)?;
     let first = &arch.layers[0];
-    if let Some((i, l)) = arch
-        .layers
-        .iter()
-        .enumerate()
-        .find(|(_, l)| l.attention.kv_heads() != first.attention.kv_heads())
-    {
+    for (i, l) in arch.layers.iter().enumerate() {
+        let differs = if l.attention.kv_heads() != first.attention.kv_heads() {
+            "key/value head counts"
+        } else if arch.head_dim(l) != arch.head_dim(first) {
+            "head widths"
+        } else if l.qkv_bias != first.qkv_bias {
+            "q/k/v biases"
+        } else if l.qk_norm != first.qk_norm {
+            "query/key norms"
+        } else {
+            continue;
+        };
         return Err(format!(
-            "per-layer key/value head counts (layer 0 has {}, layer {i} {})",
-            first.attention.kv_heads(),
-            l.attention.kv_heads()
+            "per-layer {differs} (layer 0 and layer {i} differ)"
         ));
     }
-    Ok(HfFamily::Llama {
-        kv_heads: first.attention.kv_heads(),
-    })
+    let kv_heads = first.attention.kv_heads();
+    match (first.qk_norm, first.qkv_bias, window) {
+        (true, true, _) => Err(
+            "q/k/v biases with query/key norms (Qwen3 has norms without biases, Qwen2 biases without norms)".into(),
+        ),
+        (true, false, Some(_)) | (false, true, Some(_)) => Err(
+            "sliding windows with Qwen's q/k/v biases or query/key norms (Mistral has neither)".into(),
+        ),
+        (true, false, None) => Ok(HfFamily::Qwen3 { kv_heads }),
+        (false, true, None) => Ok(HfFamily::Qwen2 { kv_heads }),
+        (false, false, Some(w)) => Ok(HfFamily::Mistral {
+            kv_heads,
+            window: Some(w),
+        }),
+        (false, false, None) => Ok(match teacher {
+            Some("qwen2") => HfFamily::Qwen2 { kv_heads },
+            Some("mistral") => HfFamily::Mistral {
+                kv_heads,
+                window: None,
+            },
+            _ => HfFamily::Llama { kv_heads },
+        }),
+    }
 }
 
 /// What every native family needs beyond its own block: no cross-layer sharing, and in every
@@ -235,10 +339,11 @@ pub(super) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// Renames (and for GPT-2 transposes) genas's tensors into the family's.
 pub(super) fn hf_tensors(f: &HfFamily, e: &Export) -> Result<Vec<Named>, ExportError> {
     let by_name = ByName::new(e.tensors);
-    match *f {
-        HfFamily::Llama { kv_heads } => return llama_tensors(e, kv_heads, &by_name),
-        HfFamily::GptNeoX => return neox_tensors(e, &by_name),
-        _ => {}
+    if f.kv_heads().is_some() {
+        return llama_tensors(e, f, &by_name);
+    }
+    if *f == HfFamily::GptNeoX {
+        return neox_tensors(e, &by_name);
     }
     let c = e.arch.d_model as usize;
     let mut out = Vec::new();
@@ -293,9 +398,6 @@ pub(super) fn hf_tensors(f: &HfFamily, e: &Export) -> Result<Vec<Named>, ExportE
                 out.push(bias("c_attn", width)?);
                 out.push(bias("c_proj", c)?);
             }
-            HfFamily::Llama { .. } | HfFamily::GptNeoX => {
-                unreachable!("llama_tensors and neox_tensors name their own tensors")
-            }
             HfFamily::GptNeo { .. } => {
                 // GPT-Neo does not scale scores by 1/√hd: the factor goes into q_proj.
                 let hd = c / layer.attention.heads() as usize;
@@ -324,6 +426,7 @@ pub(super) fn hf_tensors(f: &HfFamily, e: &Export) -> Result<Vec<Named>, ExportE
                     mp.data.clone(),
                 ));
             }
+            _ => unreachable!("llama_tensors and neox_tensors name their own tensors"),
         }
         for (ours, theirs) in biases {
             let t = if ours == "mlp.c_fc.bias" { fc_b } else { mp_b };
@@ -333,11 +436,12 @@ pub(super) fn hf_tensors(f: &HfFamily, e: &Export) -> Result<Vec<Named>, ExportE
     Ok(out)
 }
 
-/// Llama's names: the embedding, then per layer the two norms, q/k/v/o and gate/up/down, then
-/// the final norm and the head (untied only).
+/// Llama's names (Qwen2's, Qwen3's and Mistral's are the same): the embedding, then per layer
+/// the two norms, q/k/v/o and gate/up/down, then the final norm and the head (untied only);
+/// Qwen2's q/k/v biases (zeros for a student without them) and Qwen3's q/k norms.
 pub(super) fn llama_tensors(
     e: &Export,
-    kv_heads: u32,
+    f: &HfFamily,
     by_name: &ByName,
 ) -> Result<Vec<Named>, ExportError> {
     let c = e.arch.d_model as usize;
@@ -351,14 +455,39 @@ pub(super) fn llama_tensors(
     for (i, layer) in e.arch.layers.iter().enumerate() {
         let p = format!("{}.{i}", LLAMA.layers);
         by_name.layer(&mut out, i, &p, LLAMA.layer)?;
-        // c_attn's rows: q (C), k (kvd), v (kvd).
+        // c_attn's rows: q (H·hd), k (kvd), v (kvd).
         let qkv = by_name.get(&format!("h.{i}.attn.c_attn.weight"))?;
-        let kvd = kv_heads as usize * (c / layer.attention.heads() as usize);
+        let q = e.arch.attn_width(layer) as usize;
+        let kvd = layer.attention.kv_heads() as usize * e.arch.head_dim(layer) as usize;
+        let blocks = [(q_proj, q), (k_proj, kvd), (v_proj, kvd)];
         let mut row0 = 0;
-        for (name, rows) in [(q_proj, c), (k_proj, kvd), (v_proj, kvd)] {
+        for (name, rows) in blocks {
             let data = qkv.data[row0 * c..(row0 + rows) * c].to_vec();
             out.push((format!("{p}.{name}"), vec![rows, c], data));
             row0 += rows;
+        }
+        if matches!(f, HfFamily::Qwen2 { .. }) {
+            let bias = if layer.qkv_bias {
+                Some(by_name.get(&format!("h.{i}.attn.c_attn.bias"))?)
+            } else {
+                None
+            };
+            let mut row0 = 0;
+            for (name, rows) in blocks {
+                let data =
+                    bias.map_or_else(|| vec![0.0; rows], |b| b.data[row0..row0 + rows].to_vec());
+                out.push((
+                    format!("{p}.{}", name.replace(".weight", ".bias")),
+                    vec![rows],
+                    data,
+                ));
+                row0 += rows;
+            }
+        }
+        if layer.qk_norm {
+            for (theirs, ours) in LLAMA_QK_NORM {
+                out.push(by_name.renamed(&format!("h.{i}.{ours}"), format!("{p}.{theirs}"))?);
+            }
         }
     }
     Ok(out)
@@ -466,7 +595,7 @@ pub(super) fn hf_config(f: &HfFamily, e: &Export) -> Value {
             "n_head": heads,
             "n_inner": l0.ffn.hidden,
             "activation_function": act,
-            "layer_norm_epsilon": 1e-5,
+            "layer_norm_epsilon": a.norm_eps.0,
             "resid_pdrop": 0.0,
             "embd_pdrop": 0.0,
             "attn_pdrop": 0.0,
@@ -474,10 +603,31 @@ pub(super) fn hf_config(f: &HfFamily, e: &Export) -> Value {
         })
     };
     // What GPT-NeoX and Llama share: rope, no attention biases, the usual size names.
-    let rope_theta = match a.position {
-        Position::Rope { theta } => theta.0,
-        Position::Learned => 0.0,
+    let (rope_theta, scaling) = match a.position {
+        Position::Rope { theta, scaling } => (theta.0, scaling),
+        Position::Learned => (0.0, None),
     };
+    // transformers 5's rope_parameters: the type, the base and the scaling's own numbers.
+    let mut rope_parameters = json!({"rope_type": "default", "rope_theta": rope_theta});
+    match scaling {
+        None => {}
+        Some(RopeScaling::Linear { factor }) => {
+            rope_parameters["rope_type"] = "linear".into();
+            rope_parameters["factor"] = factor.0.into();
+        }
+        Some(RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_context,
+        }) => {
+            rope_parameters["rope_type"] = "llama3".into();
+            rope_parameters["factor"] = factor.0.into();
+            rope_parameters["low_freq_factor"] = low_freq_factor.0.into();
+            rope_parameters["high_freq_factor"] = high_freq_factor.0.into();
+            rope_parameters["original_max_position_embeddings"] = original_context.into();
+        }
+    }
     let rope_keys = |model_type: &str| {
         json!({
             "model_type": model_type,
@@ -488,7 +638,7 @@ pub(super) fn hf_config(f: &HfFamily, e: &Export) -> Value {
             "intermediate_size": l0.ffn.hidden,
             "num_hidden_layers": a.depth(),
             "num_attention_heads": heads,
-            "rope_parameters": {"rope_type": "default", "rope_theta": rope_theta},
+            "rope_parameters": rope_parameters,
             "rope_scaling": null,
             "attention_bias": false,
             "attention_dropout": 0.0,
@@ -533,7 +683,7 @@ pub(super) fn hf_config(f: &HfFamily, e: &Export) -> Value {
                 "window_size": window,
                 "intermediate_size": l0.ffn.hidden,
                 "activation_function": act,
-                "layer_norm_epsilon": 1e-5,
+                "layer_norm_epsilon": a.norm_eps.0,
                 "embed_dropout": 0.0,
                 "attention_dropout": 0.0,
                 "resid_dropout": 0.0,
@@ -543,7 +693,7 @@ pub(super) fn hf_config(f: &HfFamily, e: &Export) -> Value {
             let mut c = rope_keys("gpt_neox");
             let o = c.as_object_mut().expect("an object");
             o.insert("hidden_act".into(), act.into());
-            o.insert("layer_norm_eps".into(), genas_space::NORM_EPS.into());
+            o.insert("layer_norm_eps".into(), a.norm_eps.0.into());
             o.insert("use_parallel_residual".into(), false.into());
             o.insert("hidden_dropout".into(), 0.0.into());
             // transformers 5 reads rope_parameters; earlier versions these two.
@@ -552,17 +702,48 @@ pub(super) fn hf_config(f: &HfFamily, e: &Export) -> Value {
             c["rope_parameters"]["partial_rotary_factor"] = 1.0.into();
             c
         }
-        HfFamily::Llama { kv_heads } => {
-            let mut c = rope_keys("llama");
+        HfFamily::Llama { kv_heads }
+        | HfFamily::Qwen2 { kv_heads }
+        | HfFamily::Qwen3 { kv_heads }
+        | HfFamily::Mistral { kv_heads, .. } => {
+            let model_type = match f {
+                HfFamily::Qwen2 { .. } => "qwen2",
+                HfFamily::Qwen3 { .. } => "qwen3",
+                HfFamily::Mistral { .. } => "mistral",
+                _ => "llama",
+            };
+            let mut c = rope_keys(model_type);
             let o = c.as_object_mut().expect("an object");
             o.insert("num_key_value_heads".into(), (*kv_heads).into());
-            o.insert("head_dim".into(), (a.d_model / heads).into());
+            o.insert("head_dim".into(), a.head_dim(l0).into());
             o.insert("hidden_act".into(), "silu".into());
-            o.insert("rms_norm_eps".into(), genas_space::NORM_EPS.into());
+            o.insert("rms_norm_eps".into(), a.norm_eps.0.into());
             // transformers 5 reads rope_parameters; earlier versions rope_theta.
             o.insert("rope_theta".into(), rope_theta.into());
-            o.insert("mlp_bias".into(), false.into());
-            o.insert("pretraining_tp".into(), 1.into());
+            match f {
+                HfFamily::Llama { .. } => {
+                    o.insert("mlp_bias".into(), false.into());
+                    o.insert("pretraining_tp".into(), 1.into());
+                }
+                HfFamily::Qwen2 { .. } | HfFamily::Qwen3 { .. } => {
+                    // Full attention on every layer.
+                    o.insert("use_sliding_window".into(), false.into());
+                    o.insert("sliding_window".into(), Value::Null);
+                    o.insert("max_window_layers".into(), a.depth().into());
+                    o.insert(
+                        "layer_types".into(),
+                        vec!["full_attention"; a.depth()].into(),
+                    );
+                    if matches!(f, HfFamily::Qwen2 { .. }) {
+                        o.remove("attention_bias");
+                    }
+                }
+                HfFamily::Mistral { window, .. } => {
+                    o.insert("sliding_window".into(), (*window).into());
+                    o.remove("attention_bias");
+                }
+                _ => {}
+            }
             c
         }
     };

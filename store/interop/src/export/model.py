@@ -5,7 +5,8 @@ only `torch` and the Python standard library, and it reproduces the network gena
 exactly: the same layers, in the same order, with the same parameter names and shapes, so the
 weights load with `strict=True` and the logits match genas's to float32 rounding.
 
-The network (C = d_model, H heads of hd = C/H, G key/value heads):
+The network (C = d_model, H heads of hd = C/H unless the layer names its "head_dim", Q = H*hd,
+G key/value heads):
 
     x = wte[idx] + wpe[positions]               (no wpe with position "rope")
     for each layer:  x = x + attn(ln_1(x))      (skipped for attention "none")
@@ -13,23 +14,29 @@ The network (C = d_model, H heads of hd = C/H, G key/value heads):
     logits = ln_f(x) @ head.T                   (head = wte.weight when tie_embeddings)
 
 Attention is full (causal softmax), grouped (query head h reads key/value head h // (H/G)),
-sliding (each query sees itself and the window - 1 positions before it) or linear
+sliding (each query sees itself and the window - 1 positions before it; grouped too with
+"kv_heads") or linear
 (Katharopoulos et al., 2020, feature map elu(x) + 1, no 1/sqrt(hd) scaling). The FFN is
 gelu (exact erf), gelu_tanh (GPT-2's tanh approximation) or relu, `c_proj(act(c_fc(x)))`
 with biases, or swiglu,
 `c_proj(silu(c_gate(x)) * c_fc(x))` without biases. The norms are LayerNorm (weight and bias)
 or, with norm "rmsnorm", RMSNorm (x / sqrt(mean(x^2) + eps) * weight, no bias); both use eps
-1e-5. With position "rope" the queries and keys of full, grouped and sliding attention are
-rotated as in GPT-NeoX and Llama (dimension i of a head pairs with i + hd/2, turned by
-position * theta^(-2i/hd)); linear and "none" layers get no position signal.
+"norm_eps" (1e-5 when absent). With position "rope" the queries and keys of full, grouped and
+sliding attention are rotated as in GPT-NeoX and Llama (dimension i of a head pairs with
+i + hd/2, turned by position * theta^(-2i/hd), the frequencies changed by the "scaling" of
+type "linear" or "llama3" as transformers changes them); linear and "none" layers get no
+position signal. A layer with "qk_norm" applies RMSNorm over every query and key head (weights
+q_norm, k_norm of hd) after the projection and before rope.
 
 Parameter names (matrices are (out, in), like torch.nn.Linear):
 
     wte.weight (V, C), wpe.weight (context, C; learned positions only), ln_f.weight/.bias
     (RMSNorm: .weight only), lm_head.weight (untied only)
-    h.{i}.ln_1.weight/.bias, h.{i}.attn.c_attn.weight (C + 2*G*hd, C) rows q | k | v,
-    h.{i}.attn.c_proj.weight (C, C), h.{i}.ln_2.weight/.bias,
-    h.{i}.attn.c_attn.bias and h.{i}.attn.c_proj.bias (layers with "attention_bias" only),
+    h.{i}.ln_1.weight/.bias, h.{i}.attn.c_attn.weight (Q + 2*G*hd, C) rows q | k | v,
+    h.{i}.attn.c_proj.weight (C, Q), h.{i}.ln_2.weight/.bias,
+    h.{i}.attn.c_attn.bias (layers with "attention_bias" or "qkv_bias"),
+    h.{i}.attn.c_proj.bias (layers with "attention_bias"),
+    h.{i}.attn.q_norm.weight, h.{i}.attn.k_norm.weight (hd; layers with "qk_norm"),
     h.{i}.mlp.c_fc.weight/.bias, h.{i}.mlp.c_gate.weight (swiglu), h.{i}.mlp.c_proj.weight/.bias
 
 A low-rank FFN matrix `X.weight` (out, in) is stored as `X.weight_a` (r, in) and `X.weight_b`
@@ -169,15 +176,41 @@ class RMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
-def make_norm(kind, d_model):
-    return RMSNorm(d_model) if kind == "rmsnorm" else nn.LayerNorm(d_model, eps=1e-5)
+def make_norm(kind, d_model, eps=1e-5):
+    return RMSNorm(d_model, eps) if kind == "rmsnorm" else nn.LayerNorm(d_model, eps=eps)
 
 
-def rotate(x, theta, offset=0):
-    """Rotary embedding of x (B, heads, T, hd) at positions offset .. offset + T - 1."""
+def rope_inv_freq(rope, hd):
+    """The rotary frequencies theta^(-2i/hd), i < hd/2, in float64, changed by the scaling
+    ("linear": divided by its factor; "llama3": long wavelengths divided by the factor, short
+    ones kept, the band between interpolated), as transformers computes them."""
+    theta, scaling = rope["theta"], rope.get("scaling")
+    inv = [theta ** (-(2 * i) / hd) for i in range(hd // 2)]
+    if scaling is not None and scaling["type"] == "linear":
+        inv = [f / scaling["factor"] for f in inv]
+    elif scaling is not None and scaling["type"] == "llama3":
+        factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+        old = scaling["original_context"]
+        out = []
+        for f in inv:
+            wavelen = 2 * math.pi / f
+            if wavelen < old / high:
+                out.append(f)
+            elif wavelen > old / low:
+                out.append(f / factor)
+            else:
+                smooth = (old / wavelen - low) / (high - low)
+                out.append((1 - smooth) * f / factor + smooth * f)
+        inv = out
+    return torch.tensor(inv, dtype=torch.float64)
+
+
+def rotate(x, rope, offset=0):
+    """Rotary embedding of x (B, heads, T, hd) at positions offset .. offset + T - 1, with the
+    architecture's `position` dict `rope` (its theta and scaling)."""
     T, hd = x.shape[-2], x.shape[-1]
     half = hd // 2
-    inv = theta ** (-torch.arange(0, hd, 2, dtype=torch.float64, device=x.device) / hd)
+    inv = rope_inv_freq(rope, hd).to(x.device)
     ang = torch.arange(offset, offset + T, dtype=torch.float64, device=x.device)[:, None] * inv
     cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
     x1, x2 = x[..., :half], x[..., half:]
@@ -185,27 +218,35 @@ def rotate(x, theta, offset=0):
 
 
 class Attention(nn.Module):
-    def __init__(self, spec, d_model, masked, proj_std, rope_theta=None, bias=False):
+    def __init__(self, layer, d_model, masked, proj_std, rope=None, eps=1e-5):
         super().__init__()
+        spec = layer["attention"]
         self.kind = spec["kind"]
-        self.rope_theta = rope_theta if self.kind in ("full", "grouped", "sliding") else None
+        self.rope = rope if self.kind in ("full", "grouped", "sliding") else None
         self.heads = spec["heads"]
-        self.kv_heads = spec.get("kv_heads", self.heads) if self.kind == "grouped" else self.heads
+        self.kv_heads = spec.get("kv_heads") or self.heads
         self.window = spec.get("window") if self.kind == "sliding" else None
-        self.hd = d_model // self.heads
-        kvd = self.kv_heads * self.hd
-        self.c_attn = Linear(d_model, d_model + 2 * kvd, bias=bias, masked=masked)
-        self.c_proj = Linear(d_model, d_model, bias=bias, masked=masked, std=proj_std)
+        self.hd = layer.get("head_dim") or d_model // self.heads
+        q, kvd = self.heads * self.hd, self.kv_heads * self.hd
+        bias = layer.get("attention_bias", False)
+        self.c_attn = Linear(d_model, q + 2 * kvd, bias=bias or layer.get("qkv_bias", False),
+                             masked=masked)
+        self.c_proj = Linear(q, d_model, bias=bias, masked=masked, std=proj_std)
+        self.q_norm = self.k_norm = None
+        if layer.get("qk_norm", False):
+            self.q_norm, self.k_norm = RMSNorm(self.hd, eps), RMSNorm(self.hd, eps)
 
     def forward(self, x):
         B, T, C = x.shape
         H, G, hd = self.heads, self.kv_heads, self.hd
-        q, k, v = self.c_attn(x).split([C, G * hd, G * hd], dim=-1)
+        q, k, v = self.c_attn(x).split([H * hd, G * hd, G * hd], dim=-1)
         q = q.view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
         k = k.view(B, T, G, hd).transpose(1, 2)
         v = v.view(B, T, G, hd).transpose(1, 2)
-        if self.rope_theta is not None:
-            q, k = rotate(q, self.rope_theta), rotate(k, self.rope_theta)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope is not None:
+            q, k = rotate(q, self.rope), rotate(k, self.rope)
         if G != H:  # query head h reads key/value head h // (H // G)
             k, v = k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1)
         i = torch.arange(T, device=x.device)
@@ -220,7 +261,7 @@ class Attention(nn.Module):
             att = (q @ k.transpose(-1, -2)) / math.sqrt(hd)
             att = att.masked_fill(~causal, float("-inf")).softmax(-1)
             o = att @ v
-        return self.c_proj(o.transpose(1, 2).reshape(B, T, C))
+        return self.c_proj(o.transpose(1, 2).reshape(B, T, H * hd))
 
 
 class MLP(nn.Module):
@@ -245,16 +286,15 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, spec, d_model, proj_std, norm="layernorm", rope_theta=None):
+    def __init__(self, spec, d_model, proj_std, norm="layernorm", rope=None, eps=1e-5):
         super().__init__()
         masked = spec.get("sparsity", "dense") != "dense"
         if spec["attention"]["kind"] != "none":
-            self.ln_1 = make_norm(norm, d_model)
-            self.attn = Attention(spec["attention"], d_model, masked, proj_std, rope_theta,
-                                  bias=spec.get("attention_bias", False))
+            self.ln_1 = make_norm(norm, d_model, eps)
+            self.attn = Attention(spec, d_model, masked, proj_std, rope, eps)
         else:
             self.attn = None
-        self.ln_2 = make_norm(norm, d_model)
+        self.ln_2 = make_norm(norm, d_model, eps)
         self.mlp = MLP(spec["ffn"], d_model, masked, proj_std)
 
     def forward(self, x):
@@ -275,16 +315,17 @@ class GenasLM(nn.Module):
         proj_std = 0.02 / math.sqrt(2 * len(layers))
         norm = arch.get("norm", "layernorm")
         position = arch.get("position", {"kind": "learned"})
-        rope_theta = position["theta"] if position["kind"] == "rope" else None
+        rope = position if position["kind"] == "rope" else None
+        eps = arch.get("norm_eps", 1e-5)
         self.wte = nn.Embedding(V, C)
         nn.init.normal_(self.wte.weight, std=0.02)
         self.wpe = None
-        if rope_theta is None:
+        if rope is None:
             self.wpe = nn.Embedding(self.context, C)
             nn.init.normal_(self.wpe.weight, std=0.02)
-        self.h = nn.ModuleDict({str(i): Block(layers[i], C, proj_std, norm, rope_theta)
+        self.h = nn.ModuleDict({str(i): Block(layers[i], C, proj_std, norm, rope, eps)
                                 for i in sorted(set(self.owners))})
-        self.ln_f = make_norm(norm, C)
+        self.ln_f = make_norm(norm, C, eps)
         self.tied = arch["tie_embeddings"]
         if not self.tied:
             self.lm_head = nn.Linear(C, V, bias=False)
