@@ -136,7 +136,8 @@ impl RopeScaling {
         }
     }
 
-    fn validate(self) -> Result<(), String> {
+    /// Whether its numbers are ones genas computes with; the message names the first that is not.
+    pub fn validate(self) -> Result<(), String> {
         let finite_above = |name: &str, x: f64, low: f64| {
             if x.is_finite() && x > low && x <= 1e6 {
                 Ok(())

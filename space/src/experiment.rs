@@ -918,6 +918,11 @@ impl Experiment {
         for p in &self.space.position {
             crate::arch::Position::parse(p, theta).map_err(|m| bad("space.position", m))?;
         }
+        if let Some(scaling) = self.space.rope_scaling {
+            scaling
+                .validate()
+                .map_err(|m| bad("space.rope_scaling", m))?;
+        }
         let eps = self.space.norm_eps;
         if !(eps.is_finite() && eps > 0.0 && eps <= 0.1) {
             return Err(bad("space.norm_eps", format!("{eps} is outside (0, 0.1]")));

@@ -372,3 +372,85 @@ fn spaces_that_do_not_list_the_choices_draw_as_before() {
     };
     assert_eq!(walk(&a), walk(&b));
 }
+
+/// The settings a pretrained teacher's family brings (Qwen's epsilon and q/k/v biases,
+/// Qwen3's query/key norms and head width, Llama 3's rope scaling) reach every architecture
+/// of the space where they apply, and the canonical JSON carries them; a space without them
+/// writes none of their keys.
+#[test]
+fn a_teachers_family_settings_reach_every_architecture() {
+    let cfg = space_config(
+        "depth = [1, 2]\nd_model = [16, 32]\nheads = [2, 4]\nattention = [\"full\", \"grouped\", \"linear\", \"none\"]\nkv_heads = [1]\nactivation = [\"swiglu\"]\nposition = [\"rope\"]\nrope_theta = 1e6\nrope_scaling = { type = \"llama3\", factor = 8.0, low_freq_factor = 1.0, high_freq_factor = 4.0, original_context = 8 }\nnorm = [\"rmsnorm\"]\nnorm_eps = 1e-6\nqkv_bias = true\nqk_norm = true\nhead_dim = 8",
+    );
+    let s = SearchSpace::new(&cfg, 11, 16).unwrap();
+    let all = s.all_architectures();
+    assert!(!all.is_empty());
+    for a in &all {
+        assert_eq!(a.norm_eps.0, 1e-6);
+        assert!(matches!(
+            a.position,
+            Position::Rope {
+                scaling: Some(genas_space::RopeScaling::Llama3 { .. }),
+                ..
+            }
+        ));
+        for l in &a.layers {
+            let has_attn = l.attention.heads() > 0;
+            assert_eq!(l.qkv_bias, has_attn, "{}", a.summary());
+            assert_eq!(l.qk_norm, l.attention.is_softmax(), "{}", a.summary());
+            if has_attn {
+                assert_eq!(a.head_dim(l), 8);
+                // Left out where it is d_model / heads anyway.
+                assert_eq!(l.head_dim.is_none(), a.d_model / l.attention.heads() == 8);
+            }
+        }
+        let json = a.canonical_json();
+        assert!(json.contains("\"norm_eps\":1e-6") && json.contains("\"scaling\""));
+        // The space's own encoding finds it again.
+        assert_eq!(s.decode(&s.encode(a).unwrap()).unwrap(), *a);
+    }
+    let plain = SearchSpace::new(
+        &space_config("depth = [1]\nd_model = [16]\nheads = [2]\nposition = [\"rope\"]"),
+        11,
+        16,
+    )
+    .unwrap();
+    for a in plain.all_architectures() {
+        let json = a.canonical_json();
+        for key in [
+            "norm_eps", "scaling", "qkv_bias", "qk_norm", "head_dim", "kv_heads",
+        ] {
+            assert!(!json.contains(key), "{json}");
+        }
+    }
+}
+
+#[test]
+fn a_teachers_family_settings_are_checked_in_one_line() {
+    let refused = |space: &str, says: &str| {
+        let text = format!(
+            "[data]\nkind = \"text\"\npath = \"x\"\nseq_len = 16\n[space]\ndepth = [1]\nd_model = [16]\nheads = [2]\n{space}\n"
+        );
+        let e = Experiment::from_str_in(&text, "t.toml", Path::new("."))
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains(says) && !e.contains('\n'),
+            "{e:?} should say {says:?}"
+        );
+    };
+    refused("norm_eps = 0.5", "space.norm_eps");
+    refused("head_dim = 0", "space.head_dim");
+    refused(
+        "rope_scaling = { type = \"linear\", factor = 2.0 }",
+        "space.rope_scaling",
+    );
+    refused(
+        "position = [\"rope\"]\nrope_scaling = { type = \"yarn\", factor = 2.0 }",
+        "yarn",
+    );
+    refused(
+        "position = [\"rope\"]\nrope_scaling = { type = \"linear\", factor = -2.0 }",
+        "space.rope_scaling: rope scaling factor -2 is outside (0, 1e6]",
+    );
+}

@@ -126,6 +126,51 @@ pub fn parity_cases(text: &Dataset, wide: &Dataset) -> Vec<(&'static str, usize,
             Sparsity::Dense,
         )
     };
+    // Today's teachers' blocks: Qwen2's q/k/v biases, Qwen3's query/key norms over heads
+    // wider than d_model / heads, Mistral's grouped sliding window, Llama 3's rope scaling and
+    // Qwen's epsilon.
+    let swiglu = |a| Layer::new(a, 32, Activation::Swiglu, None, Sparsity::Dense);
+    let families = Architecture {
+        position: Position::Rope {
+            theta: Float(5e5),
+            scaling: Some(genas_space::RopeScaling::Llama3 {
+                factor: Float(8.0),
+                low_freq_factor: Float(1.0),
+                high_freq_factor: Float(4.0),
+                original_context: 8,
+            }),
+        },
+        norm: Norm::Rmsnorm,
+        norm_eps: Float(1e-6),
+        ..plain(
+            text,
+            16,
+            true,
+            1,
+            vec![
+                Layer {
+                    qkv_bias: true,
+                    ..swiglu(Attention::Grouped {
+                        heads: 4,
+                        kv_heads: 2,
+                    })
+                },
+                Layer {
+                    qk_norm: true,
+                    head_dim: Some(4),
+                    ..swiglu(Attention::Grouped {
+                        heads: 2,
+                        kv_heads: 1,
+                    })
+                },
+                swiglu(Attention::Sliding {
+                    heads: 4,
+                    window: 5,
+                    kv_heads: Some(2),
+                }),
+            ],
+        )
+    };
     vec![
         ("every-kind", 0, every_kind(text)),
         ("rope-rmsnorm", 0, modern),
@@ -135,6 +180,7 @@ pub fn parity_cases(text: &Dataset, wide: &Dataset) -> Vec<(&'static str, usize,
             plain(text, 16, true, 2, vec![biased; 4]),
         ),
         ("top-k", 1, every_kind(wide)),
+        ("qwen-mistral-llama3", 0, families),
     ]
 }
 

@@ -618,3 +618,149 @@ fn densify_lets_low_rank_and_shared_winners_load_in_a_native_family() {
         }
     }
 }
+
+/// The Llama-block families of today's teachers: each student block leaves as the family
+/// that expresses it (Qwen2 for q/k/v biases, Qwen3 for query/key norms and wider heads,
+/// Mistral for grouped sliding windows, Llama with Llama 3's rope scaling), a plain block as
+/// its teacher's family, and what none of them has as genas's own code; `model.py` computes
+/// every one. Each export's check loads it as a user would and compares the logits.
+#[test]
+fn todays_teacher_families_export_natively_and_reproduce_genas_logits() {
+    use genas_space::RopeScaling;
+    let python = python_ready();
+    let data = corpus(Tokenizer::Byte);
+    let swiglu = |a: Attention| layer(a, 48, Activation::Swiglu, None, Sparsity::Dense);
+    let gqa = Attention::Grouped {
+        heads: 4,
+        kv_heads: 2,
+    };
+    let llama_block = |layers: Vec<Layer>, position: Position, eps: f64| {
+        let a = Architecture {
+            norm: Norm::Rmsnorm,
+            position,
+            norm_eps: Float(eps),
+            ..arch(&data, 32, true, 1, layers)
+        };
+        a.validate().unwrap();
+        a
+    };
+    let rope = |theta: f64| Position::Rope {
+        theta: Float(theta),
+        scaling: None,
+    };
+    let llama3 = Position::Rope {
+        theta: Float(5e5),
+        scaling: Some(RopeScaling::Llama3 {
+            factor: Float(8.0),
+            low_freq_factor: Float(1.0),
+            high_freq_factor: Float(4.0),
+            original_context: 8,
+        }),
+    };
+    let qwen2 = Layer {
+        qkv_bias: true,
+        ..swiglu(gqa.clone())
+    };
+    let qwen3 = Layer {
+        qk_norm: true,
+        head_dim: Some(12),
+        ..swiglu(gqa.clone())
+    };
+    let mistral = swiglu(Attention::Sliding {
+        heads: 4,
+        window: 5,
+        kv_heads: Some(2),
+    });
+    // (name, architecture, the teacher's model_type, the class hf must write)
+    let cases: Vec<(&str, Architecture, Option<&str>, &str)> = vec![
+        (
+            "qwen2",
+            llama_block(vec![qwen2.clone(); 2], rope(1e6), 1e-6),
+            Some("qwen2"),
+            "Qwen2ForCausalLM",
+        ),
+        (
+            "qwen3",
+            llama_block(vec![qwen3.clone(); 2], rope(1e6), 1e-6),
+            Some("qwen3"),
+            "Qwen3ForCausalLM",
+        ),
+        (
+            "mistral",
+            llama_block(vec![mistral.clone(); 2], rope(1e4), 1e-5),
+            Some("mistral"),
+            "MistralForCausalLM",
+        ),
+        (
+            "llama3-scaling",
+            llama_block(vec![swiglu(gqa.clone()); 2], llama3, 1e-5),
+            Some("llama"),
+            "LlamaForCausalLM",
+        ),
+        (
+            "plain-block-of-a-qwen2-teacher",
+            llama_block(vec![swiglu(gqa.clone()); 2], rope(1e6), 1e-6),
+            Some("qwen2"),
+            "Qwen2ForCausalLM",
+        ),
+        (
+            "plain-block-of-a-mistral-teacher",
+            llama_block(
+                vec![swiglu(Attention::Full { heads: 2 }); 2],
+                Position::Rope {
+                    theta: Float(1e4),
+                    scaling: Some(RopeScaling::Linear { factor: Float(2.0) }),
+                },
+                1e-5,
+            ),
+            Some("mistral"),
+            "MistralForCausalLM",
+        ),
+        (
+            "plain-block-of-a-qwen3-teacher",
+            llama_block(vec![swiglu(gqa.clone()); 2], rope(1e6), 1e-6),
+            Some("qwen3"),
+            "LlamaForCausalLM",
+        ),
+        (
+            // Per-layer blocks of three families at once: no family, genas's own code.
+            "mixed-families",
+            llama_block(vec![qwen2, qwen3, mistral], llama3, 1e-6),
+            Some("qwen2"),
+            GENAS_HF_CLASS,
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut diffs = Vec::new();
+    for (k, (name, a, teacher, class)) in cases.iter().enumerate() {
+        let model = noisy_model(a, 300 + k as u64);
+        for format in [Format::Pytorch, Format::Hf] {
+            let out = dir.path().join(format!("{name}-{}", format.name()));
+            let w =
+                export_model(&model, &data, Value::Null, (format, *teacher), &out, false).unwrap();
+            if format == Format::Hf {
+                assert_eq!(w.hf_class, Some(*class), "{name}: {:?}", w.notes);
+                let cfg: Value = serde_json::from_str(
+                    &std::fs::read_to_string(out.join("config.json")).unwrap(),
+                )
+                .unwrap();
+                if *class != GENAS_HF_CLASS {
+                    assert_eq!(cfg["rms_norm_eps"].as_f64(), Some(a.norm_eps.0), "{name}");
+                }
+            }
+            if python.is_err() {
+                continue;
+            }
+            let line = run_check(&out);
+            let diff = line["max_abs_diff"].as_f64().unwrap();
+            assert!(line["ok"] == true && diff < 1e-4, "{name}: {line}");
+            assert_eq!(line["generate"], "ok", "{line}");
+            if format == Format::Hf {
+                assert_eq!(line["class"], *class, "{line}");
+                assert_eq!(line["tokenizer"], "ok", "{line}");
+            }
+            diffs.push(format!("{name} {}: {diff:.2e}", format.name()));
+        }
+    }
+    println!("max |logit difference|: {}", diffs.join(", "));
+}

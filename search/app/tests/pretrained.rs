@@ -65,7 +65,18 @@ fn fails_with(o: &Output, needle: &str) {
 /// experiments/pretrained.toml with `edit` applied to its text, written beside it in `dir`
 /// with paths made absolute.
 fn experiment(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
-    let text = std::fs::read_to_string(root().join("experiments/pretrained.toml")).unwrap();
+    shipped_experiment("pretrained.toml", "llama-gqa", dir, edit)
+}
+
+/// experiments/`file` (whose teacher is fixtures/hf/`fixture`) with `edit` applied to its
+/// text, written in `dir` with paths made absolute; the corpus cut to Hamlet.
+fn shipped_experiment(
+    file: &str,
+    fixture: &str,
+    dir: &Path,
+    edit: impl Fn(String) -> String,
+) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("experiments").join(file)).unwrap();
     let exp = root().join("experiments").canonicalize().unwrap();
     let text = text
         .replace(
@@ -73,12 +84,109 @@ fn experiment(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
             &format!("{:?}", exp.join("data/shakespeare/hamlet_gut.txt")),
         )
         .replace(
-            "\"fixtures/hf/llama-gqa\"",
-            &format!("{:?}", exp.join("fixtures/hf/llama-gqa")),
+            &format!("\"fixtures/hf/{fixture}\""),
+            &format!("{:?}", exp.join("fixtures/hf").join(fixture)),
         );
     let path = dir.join("exp.toml");
     std::fs::write(&path, edit(text)).unwrap();
     path
+}
+
+/// experiments/qwen2.toml end to end: a Qwen2.5-shaped teacher written by transformers,
+/// students with its q/k/v biases, epsilon and rope base, searched, distilled, exported as
+/// Qwen2ForCausalLM with its tokenizer (checked by transformers' AutoTokenizer, the logits
+/// and generate()), and sampled from a prompt.
+#[test]
+fn a_qwen2_teacher_leaves_qwen2_students_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let exp = shipped_experiment("qwen2.toml", "qwen2", tmp.path(), |t| {
+        t.replace("candidates = 16", "candidates = 6")
+            .replace("calibration = 12", "calibration = 10")
+            .replace("rung_steps = [200]", "rung_steps = [40]")
+    });
+    let exp = exp.to_str().unwrap();
+    let archive = tmp.path().join("archive");
+    let archive = archive.to_str().unwrap();
+    let run = json_out(&genas(
+        &cache,
+        &["search", exp, "--archive", archive, "--json"],
+    ));
+    let front = run["front"].as_array().unwrap();
+    assert!(!front.is_empty());
+    // Every student keeps the teacher's block.
+    for m in front {
+        let s = m["summary"].as_str().unwrap_or_default().to_string()
+            + m["architecture"].to_string().as_str();
+        assert!(s.contains("qkv"), "{m}");
+    }
+    let id = front[front.len() - 1]["id"].as_str().unwrap();
+    json_out(&genas(
+        &cache,
+        &[
+            "distill",
+            "r1",
+            id,
+            "--steps",
+            "60",
+            "--archive",
+            archive,
+            "--json",
+        ],
+    ));
+    let out = tmp.path().join("export");
+    let written = json_out(&genas(
+        &cache,
+        &[
+            "export",
+            "r1",
+            id,
+            "--archive",
+            archive,
+            "--format",
+            "hf",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    assert_eq!(written["hf_class"], "Qwen2ForCausalLM", "{written}");
+    let cfg: Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        (&cfg["model_type"], cfg["rms_norm_eps"].as_f64()),
+        (&Value::from("qwen2"), Some(1e-6))
+    );
+    assert_eq!(cfg["rope_parameters"]["rope_theta"].as_f64(), Some(1e6));
+    let fixture =
+        std::fs::read(root().join("experiments/fixtures/hf/qwen2/tokenizer.json")).unwrap();
+    assert_eq!(std::fs::read(out.join("tokenizer.json")).unwrap(), fixture);
+    python_check(&out);
+    let samples = json_out(&genas(
+        &cache,
+        &[
+            "sample",
+            "r1",
+            id,
+            "--archive",
+            archive,
+            "--n",
+            "2",
+            "--length",
+            "12",
+            "--prompt",
+            "To be, or",
+            "--json",
+        ],
+    ));
+    let texts = samples["texts"].as_array().unwrap();
+    assert_eq!(texts.len(), 2);
+    assert!(
+        texts
+            .iter()
+            .all(|t| t.as_str().unwrap().starts_with("To be, or")),
+        "{samples}"
+    );
 }
 
 #[test]
