@@ -25,11 +25,15 @@
 //!   relu, every layer full attention with one head count, one FFN width, full rank, no
 //!   sharing; its fused `query_key_value` holds each head's q, k, v rows together, so genas's
 //!   rows are regrouped per head; attention biases are off (`attention_bias` false);
-//! - **Llama** (`LlamaForCausalLM`): rope, RMSNorm and swiglu, every layer full or grouped
-//!   attention with one head count and one key/value head count (any that divides the heads),
-//!   one FFN width, full rank, no sharing. genas's attention and swiglu FFN have no biases, as
-//!   Llama's (`attention_bias`, `mlp_bias` false). Llama pairs rotary dimensions as genas does
-//!   ("rotate half"), so q and k need no permutation.
+//! - **Llama** (`LlamaForCausalLM`): rope (with its scaling), RMSNorm and swiglu, every layer
+//!   full or grouped attention with one head count, one key/value head count (any that divides
+//!   the heads) and one head width, one FFN width, full rank, no sharing; no attention biases
+//!   (`attention_bias`, `mlp_bias` false). Llama pairs rotary dimensions as genas does ("rotate
+//!   half"), so q and k need no permutation. The same block with query/key norms is
+//!   **Qwen3** (`Qwen3ForCausalLM`), with q/k/v biases **Qwen2** (`Qwen2ForCausalLM`), with one
+//!   sliding window on every layer **Mistral** (`MistralForCausalLM`); a plain block takes the
+//!   family of the teacher it was distilled from where that is Qwen2 or Mistral
+//!   ([`hf_family_for`]).
 //!
 //! Linear attention, attention `none`, grouped attention with more than one key/value head
 //! outside Llama, a mix of families, swiglu outside Llama, rope or RMSNorm outside Llama,

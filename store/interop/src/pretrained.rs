@@ -3,15 +3,17 @@
 //! `model.safetensors.index.json`), read into a genas [`Model`] that computes the same
 //! function, so the teacher runs on the genas engine.
 //!
-//! Families: Llama (rope + RMSNorm + SwiGLU, full or grouped attention, no biases), the block
-//! of SmolLM2, TinyLlama and Llama 3; GPT-2 (DistilGPT2 and the GPT-2 sizes), GPT-Neo (global
-//! and local attention) and GPTBigCode (multi-query attention): learned positions, LayerNorm,
-//! biases on every projection, GELU's tanh form. Weights in f32, f16 or bf16 are converted to
-//! f32 on load. Everything the engine cannot compute exactly (another `model_type`, a rope
-//! scaling variant, biases, another norm epsilon, a head size other than hidden / heads) is
-//! refused with one line naming it, before any weight is allocated: every tensor's shape and
-//! dtype is checked against the config first, so the memory a checkpoint takes is bounded by
-//! its files.
+//! Families: the Llama block (rope + RMSNorm + SwiGLU, full or grouped attention) as Llama
+//! (SmolLM2, TinyLlama, Llama 3.x with its `llama3` or `linear` rope scaling, `attention_bias`),
+//! Qwen2 (q/k/v biases), Qwen3 (query/key norms, a head width of its own) and Mistral (a
+//! sliding window on every layer) write it; GPT-2 (DistilGPT2 and the GPT-2 sizes), GPT-Neo
+//! (global and local attention) and GPTBigCode (multi-query attention): learned positions,
+//! LayerNorm, biases on every projection, GELU's tanh form. Each config's norm epsilon is the
+//! architecture's. Weights in f32, f16 or bf16 are converted to f32 on load. Everything the
+//! engine cannot compute exactly (another `model_type`, another rope type, a partial rotary
+//! factor, Qwen's partial sliding windows, a tensor the config does not account for) is refused
+//! with one line naming it, before any weight is allocated: every tensor's shape and dtype is
+//! checked against the config first, so the memory a checkpoint takes is bounded by its files.
 //!
 //! A checkpoint's key is the SHA-256 of its config and weight files (names, lengths and
 //! bytes): the same files are the same teacher wherever they lie.
