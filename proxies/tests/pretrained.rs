@@ -482,6 +482,12 @@ fn an_untied_config_needs_its_head_and_a_tied_one_ignores_a_stored_head_as_trans
     assert!(e.contains("the weights lack tensor lm_head.weight"), "{e}");
     let tied = open_edited(|c| c["tie_word_embeddings"] = true.into()).expect("opens");
     assert!(tied.architecture.tie_embeddings);
+    // Without the key, untied, as transformers' Llama-block configs default.
+    let unsaid = open_edited(|c| {
+        c.as_object_mut().unwrap().remove("tie_word_embeddings");
+    })
+    .expect("opens");
+    assert!(!unsaid.architecture.tie_embeddings);
 }
 
 #[test]

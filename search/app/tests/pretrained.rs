@@ -162,31 +162,7 @@ fn a_qwen2_teacher_leaves_qwen2_students_end_to_end() {
         std::fs::read(root().join("experiments/fixtures/hf/qwen2/tokenizer.json")).unwrap();
     assert_eq!(std::fs::read(out.join("tokenizer.json")).unwrap(), fixture);
     python_check(&out);
-    let samples = json_out(&genas(
-        &cache,
-        &[
-            "sample",
-            "r1",
-            id,
-            "--archive",
-            archive,
-            "--n",
-            "2",
-            "--length",
-            "12",
-            "--prompt",
-            "To be, or",
-            "--json",
-        ],
-    ));
-    let texts = samples["texts"].as_array().unwrap();
-    assert_eq!(texts.len(), 2);
-    assert!(
-        texts
-            .iter()
-            .all(|t| t.as_str().unwrap().starts_with("To be, or")),
-        "{samples}"
-    );
+    samples_continue_the_prompt(&cache, archive, id);
 }
 
 #[test]
@@ -300,8 +276,14 @@ fn a_pretrained_teacher_is_measured_once_and_its_students_leave_with_its_tokeniz
     // round trip of a validation text and generate() agree with genas.
     python_check(&out);
     // Samples continue a prompt encoded with the teacher's tokenizer.
+    samples_continue_the_prompt(&cache, archive, id);
+}
+
+/// `genas sample` of candidate `id` of run r1: two samples, each continuing a prompt encoded
+/// with the teacher's tokenizer.
+fn samples_continue_the_prompt(cache: &Path, archive: &str, id: &str) {
     let samples = json_out(&genas(
-        &cache,
+        cache,
         &[
             "sample",
             "r1",

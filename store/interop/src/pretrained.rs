@@ -765,10 +765,11 @@ fn llama_architecture(
         vocab_size: vocab,
         context,
         d_model: d,
+        // Absent, transformers takes these families' class default: untied.
         tie_embeddings: cfg
             .get("tie_word_embeddings")
             .and_then(Value::as_bool)
-            .unwrap_or(family != Family::Mistral),
+            .unwrap_or(false),
         share_layers: 1,
         layers: vec![layer; layers as usize],
         norm: Norm::Rmsnorm,
