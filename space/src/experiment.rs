@@ -1064,7 +1064,11 @@ impl Experiment {
             ));
         }
         let attention = &self.space.attention;
-        if stated("space", "kv_heads") && !attention.iter().any(|a| a == "grouped") {
+        if stated("space", "kv_heads")
+            && !attention
+                .iter()
+                .any(|a| a == "grouped" || a == "grouped_sliding")
+        {
             return Err(bad(
                 "space.kv_heads",
                 "applies only when space.attention lists \"grouped\": remove it or add \"grouped\"",
@@ -1105,7 +1109,11 @@ impl Experiment {
                 }
             }
         }
-        if stated("space", "window") && !attention.iter().any(|a| a == "sliding") {
+        if stated("space", "window")
+            && !attention
+                .iter()
+                .any(|a| a == "sliding" || a == "grouped_sliding")
+        {
             return Err(bad(
                 "space.window",
                 "applies only when space.attention lists \"sliding\": remove it or add \"sliding\"",
@@ -1126,6 +1134,8 @@ pub enum AttentionKind {
     Full,
     Grouped,
     Sliding,
+    /// Sliding with grouped key/value heads (Mistral's layers): draws kv_heads and window.
+    GroupedSliding,
     Linear,
     None,
 }
@@ -1163,11 +1173,12 @@ pub fn parse_attention_kind(s: &str) -> Result<AttentionKind, String> {
         "full" => AttentionKind::Full,
         "grouped" => AttentionKind::Grouped,
         "sliding" => AttentionKind::Sliding,
+        "grouped_sliding" => AttentionKind::GroupedSliding,
         "linear" => AttentionKind::Linear,
         "none" => AttentionKind::None,
         other => {
             return Err(format!(
-            "unknown attention kind \"{other}\" (expected full, grouped, sliding, linear or none)"
+            "unknown attention kind \"{other}\" (expected full, grouped, sliding, grouped_sliding, linear or none)"
         ))
         }
     })

@@ -285,13 +285,20 @@ impl SearchSpace {
         }
         let warnings = Vec::new();
         let uses = |k: AttentionKind| attention.contains(&k);
-        if uses(AttentionKind::Grouped) {
+        // The first listed kind that draws key/value heads, and a window.
+        let needs_kv = attention
+            .iter()
+            .find(|k| k.uses_kv_heads())
+            .map(|k| k.name());
+        let needs_window = attention.iter().find(|k| k.uses_window()).map(|k| k.name());
+        let (grouped, sliding) = (needs_kv.is_some(), needs_window.is_some());
+        if let Some(kind) = needs_kv {
             check_range("kv_heads", &cfg.kv_heads, 1, MAX_HEADS).map_err(|e| match e {
                 SpaceError::Choice { message, .. } if cfg.kv_heads.is_empty() => {
                     SpaceError::Choice {
                         key: "kv_heads",
                         message: format!(
-                            "{message}, but attention lists \"grouped\", which needs it"
+                            "{message}, but attention lists \"{kind}\", which needs it"
                         ),
                     }
                 }
@@ -300,21 +307,23 @@ impl SearchSpace {
         } else if !cfg.kv_heads.is_empty() {
             return Err(SpaceError::Choice {
                 key: "kv_heads",
-                message: "applies only when attention lists \"grouped\"".into(),
+                message: "applies only when attention lists \"grouped\" or \"grouped_sliding\""
+                    .into(),
             });
         }
-        if uses(AttentionKind::Sliding) {
+        if let Some(kind) = needs_window {
             check_range("window", &cfg.window, 1, u32::MAX).map_err(|e| match e {
                 SpaceError::Choice { message, .. } if cfg.window.is_empty() => SpaceError::Choice {
                     key: "window",
-                    message: format!("{message}, but attention lists \"sliding\", which needs it"),
+                    message: format!("{message}, but attention lists \"{kind}\", which needs it"),
                 },
                 e => e,
             })?;
         } else if !cfg.window.is_empty() {
             return Err(SpaceError::Choice {
                 key: "window",
-                message: "applies only when attention lists \"sliding\"".into(),
+                message: "applies only when attention lists \"sliding\" or \"grouped_sliding\""
+                    .into(),
             });
         }
         if vocab_size < 2 || context < 2 {
@@ -323,7 +332,6 @@ impl SearchSpace {
             )));
         }
 
-        let (grouped, sliding) = (uses(AttentionKind::Grouped), uses(AttentionKind::Sliding));
         let mut space = SearchSpace {
             vocab_size,
             context,
@@ -380,10 +388,10 @@ impl SearchSpace {
                         if self.kind_of(&genes).uses_heads() {
                             used_heads[genes.heads] = true;
                         }
-                        if self.attention[genes.attention] == AttentionKind::Grouped {
+                        if self.attention[genes.attention].uses_kv_heads() {
                             used_kv[genes.kv_heads] = true;
                         }
-                        if self.attention[genes.attention] == AttentionKind::Sliding {
+                        if self.attention[genes.attention].uses_window() {
                             used_window[genes.window] = true;
                         }
                         used_sparsity[genes.sparsity] = true;
@@ -559,12 +567,12 @@ impl SearchSpace {
             } else {
                 1
             };
-            let kvs = if kind == AttentionKind::Grouped {
+            let kvs = if kind.uses_kv_heads() {
                 self.kv_heads.len()
             } else {
                 1
             };
-            let windows = if kind == AttentionKind::Sliding {
+            let windows = if kind.uses_window() {
                 self.window.len()
             } else {
                 1
@@ -621,6 +629,19 @@ impl SearchSpace {
                     .get(g.window)
                     .ok_or("window gene out of range")?,
                 kv_heads: None,
+            },
+            AttentionKind::GroupedSliding => Attention::Sliding {
+                heads,
+                window: *self
+                    .window
+                    .get(g.window)
+                    .ok_or("window gene out of range")?,
+                kv_heads: Some(
+                    *self
+                        .kv_heads
+                        .get(g.kv_heads)
+                        .ok_or("kv_heads gene out of range")?,
+                ),
             },
             AttentionKind::Linear => Attention::Linear { heads },
             AttentionKind::None => Attention::None,
@@ -1022,14 +1043,14 @@ impl SearchSpace {
         } else if !before.uses_heads() {
             b.heads = rng.index(self.heads.len());
         }
-        if kind != AttentionKind::Grouped {
+        if !kind.uses_kv_heads() {
             b.kv_heads = 0;
-        } else if before != AttentionKind::Grouped {
+        } else if !before.uses_kv_heads() {
             b.kv_heads = rng.index(self.kv_heads.len());
         }
-        if kind != AttentionKind::Sliding {
+        if !kind.uses_window() {
             b.window = 0;
-        } else if before != AttentionKind::Sliding {
+        } else if !before.uses_window() {
             b.window = rng.index(self.window.len());
         }
     }
@@ -1319,5 +1340,27 @@ impl BlockGene {
 impl AttentionKind {
     fn uses_heads(self) -> bool {
         self != AttentionKind::None
+    }
+
+    /// The name used in experiment files.
+    fn name(self) -> &'static str {
+        match self {
+            AttentionKind::Full => "full",
+            AttentionKind::Grouped => "grouped",
+            AttentionKind::Sliding => "sliding",
+            AttentionKind::GroupedSliding => "grouped_sliding",
+            AttentionKind::Linear => "linear",
+            AttentionKind::None => "none",
+        }
+    }
+
+    /// Draws a key/value head count: grouped, grouped_sliding.
+    fn uses_kv_heads(self) -> bool {
+        matches!(self, AttentionKind::Grouped | AttentionKind::GroupedSliding)
+    }
+
+    /// Draws a window: sliding, grouped_sliding.
+    fn uses_window(self) -> bool {
+        matches!(self, AttentionKind::Sliding | AttentionKind::GroupedSliding)
     }
 }

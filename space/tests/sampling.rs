@@ -454,3 +454,42 @@ fn a_teachers_family_settings_are_checked_in_one_line() {
         "space.rope_scaling: rope scaling factor -2 is outside (0, 1e6]",
     );
 }
+
+/// `grouped_sliding` (Mistral's layers) draws both a key/value head count and a window; its
+/// blocks are sliding attention with grouped keys and values, and mutation keeps the genes
+/// it uses.
+#[test]
+fn grouped_sliding_draws_key_value_heads_and_a_window() {
+    let cfg = space_config(
+        "depth = [2]\nd_model = [16]\nheads = [4]\nattention = [\"grouped_sliding\", \"full\"]\nkv_heads = [1, 2]\nwindow = [4, 8]\nper_layer = true",
+    );
+    let s = SearchSpace::new(&cfg, 11, 16).unwrap();
+    let all = s.all_architectures();
+    // Blocks: full/h4, and grouped sliding with kv 1 or 2 and window 4 or 8: 5; two layers: 25.
+    assert_eq!(all.len(), 25);
+    let mut seen = HashSet::new();
+    for a in &all {
+        for l in &a.layers {
+            if let genas_space::Attention::Sliding {
+                window, kv_heads, ..
+            } = l.attention
+            {
+                seen.insert((window, kv_heads));
+            }
+        }
+        assert_eq!(s.decode(&s.encode(a).unwrap()).unwrap(), *a);
+    }
+    let want: HashSet<(u32, Option<u32>)> =
+        [(4, Some(1)), (4, Some(2)), (8, Some(1)), (8, Some(2))]
+            .into_iter()
+            .collect();
+    assert_eq!(seen, want);
+    let mut rng = Rng::seed_from_u64(3);
+    for _ in 0..200 {
+        let a = s.sample(&mut rng);
+        if let Some(m) = s.mutate(&a, &mut rng) {
+            m.validate().unwrap();
+            s.encode(&m).unwrap();
+        }
+    }
+}
