@@ -284,7 +284,6 @@ impl SearchSpace {
             });
         }
         let warnings = Vec::new();
-        let uses = |k: AttentionKind| attention.contains(&k);
         // The first listed kind that draws key/value heads, and a window.
         let needs_kv = attention
             .iter()
