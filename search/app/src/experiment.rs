@@ -81,8 +81,12 @@ pub fn load_experiment(experiment: Experiment) -> Result<LoadedExperiment> {
             .with_context(|| format!("{}: [data] seq_len", experiment.source.display()))?;
     }
     check_vocabulary_fits(&experiment, &data)?;
-    let space = SearchSpace::new(&experiment.space, data.vocab_size(), data.context)
+    let mut space = SearchSpace::new(&experiment.space, data.vocab_size(), data.context)
         .with_context(|| format!("{}", experiment.source.display()))?;
+    // `genas space check` says what the space lacks of a pretrained teacher's block.
+    if let Some(note) = pretrained.as_ref().and_then(|ck| ck.family_note(&space)) {
+        space.notes.push(note);
+    }
     Ok(LoadedExperiment {
         experiment,
         data,

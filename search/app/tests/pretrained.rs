@@ -106,6 +106,26 @@ fn a_qwen2_teacher_leaves_qwen2_students_end_to_end() {
             .replace("rung_steps = [200]", "rung_steps = [40]")
     });
     let exp = exp.to_str().unwrap();
+    // The space keeps the teacher's block; one without its biases and epsilon is told so.
+    let check = |file: &str| {
+        let o = genas(&cache, &["space", "check", file]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(!check(exp).contains("the teacher is a"), "{}", check(exp));
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let bare = shipped_experiment("qwen2.toml", "qwen2", &other, |t| {
+        t.replace("norm_eps = 1e-6\n", "")
+            .replace("qkv_bias = true ", "# ")
+    });
+    let said = check(bare.to_str().unwrap());
+    assert!(
+        said.contains("the teacher is a qwen2 model")
+            && said.contains("norm_eps = 1e-6")
+            && said.contains("qkv_bias = true"),
+        "{said}"
+    );
     let archive = tmp.path().join("archive");
     let archive = archive.to_str().unwrap();
     let run = json_out(&genas(

@@ -22,6 +22,7 @@ use crate::names::{GPT, GPT_NEO_ATTENTION, LLAMA, LLAMA_O_BIAS, LLAMA_QK_NORM};
 use genas_engine::backend::Backend;
 use genas_engine::model::Model;
 use genas_space::arch::limits::MAX_CONTEXT;
+use genas_space::SearchSpace;
 use genas_space::{
     Activation, Architecture, Attention, Float, Layer, Norm, Position, RopeScaling, Sparsity,
 };
@@ -205,6 +206,51 @@ impl Checkpoint {
         ck.check_tensors()?;
         ck.key = ck.hash_files()?;
         Ok(ck)
+    }
+
+    /// What a space lacks of this teacher's block for its students to leave in the teacher's
+    /// family (`genas export --format hf`): the settings to add, as `[space]` keys, or `None`
+    /// when the space keeps them (or the teacher is not of a Llama-block family).
+    pub fn family_note(&self, space: &SearchSpace) -> Option<String> {
+        if !self.family.llama_block() {
+            return None;
+        }
+        let t = &self.architecture;
+        let l = &t.layers[0];
+        let mut add: Vec<String> = Vec::new();
+        if !space.activation.contains(&Activation::Swiglu) {
+            add.push("activation = [\"swiglu\"]".into());
+        }
+        if !space.norm.contains(&Norm::Rmsnorm) {
+            add.push("norm = [\"rmsnorm\"]".into());
+        }
+        if !space.position.contains(&t.position) {
+            if let Position::Rope { theta, scaling } = t.position {
+                add.push(format!("position = [\"rope\"], rope_theta = {}", theta.0));
+                if let Some(s) = scaling {
+                    add.push(format!(
+                        "rope_scaling (type \"{}\", as the teacher's)",
+                        s.name()
+                    ));
+                }
+            }
+        }
+        if space.norm_eps.to_bits() != t.norm_eps.0.to_bits() {
+            add.push(format!("norm_eps = {:e}", t.norm_eps.0));
+        }
+        if l.qkv_bias && !space.qkv_bias {
+            add.push("qkv_bias = true".into());
+        }
+        if l.qk_norm && !space.qk_norm {
+            add.push("qk_norm = true".into());
+        }
+        (!add.is_empty()).then(|| {
+            format!(
+                "the teacher is a {} model; students leave as one (export --format hf) only with its block: add {} to [space]",
+                self.model_type,
+                add.join("; ")
+            )
+        })
     }
 
     /// The architecture run at `context` tokens, which must not exceed the checkpoint's.
