@@ -155,21 +155,7 @@ fn a_qwen2_teacher_leaves_qwen2_students_end_to_end() {
         ],
     ));
     let out = tmp.path().join("export");
-    let written = json_out(&genas(
-        &cache,
-        &[
-            "export",
-            "r1",
-            id,
-            "--archive",
-            archive,
-            "--format",
-            "hf",
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ],
-    ));
+    let written = export_hf(&cache, archive, id, &out);
     assert_eq!(written["hf_class"], "Qwen2ForCausalLM", "{written}");
     let cfg: Value =
         serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
@@ -266,24 +252,9 @@ fn a_pretrained_teacher_is_measured_once_and_its_students_leave_with_its_tokeniz
     let text = distilled.to_string();
     assert!(text.contains("bits/char"), "{text}");
     let out = tmp.path().join("export");
-    let o = genas(
-        &cache,
-        &[
-            "export",
-            "r1",
-            id,
-            "--archive",
-            archive,
-            "--format",
-            "hf",
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ],
-    );
     // The student is in the teacher's family: one directory AutoTokenizer and
     // AutoModelForCausalLM both load.
-    let written = json_out(&o);
+    let written = export_hf(&cache, archive, id, &out);
     assert_eq!(written["hf_class"], "LlamaForCausalLM", "{written}");
     let fixture =
         std::fs::read(root().join("experiments/fixtures/hf/llama-gqa/tokenizer.json")).unwrap();
@@ -297,6 +268,25 @@ fn a_pretrained_teacher_is_measured_once_and_its_students_leave_with_its_tokeniz
     python_check(&out);
     // Samples continue a prompt encoded with the teacher's tokenizer.
     samples_continue_the_prompt(&cache, archive, id);
+}
+
+/// `genas export r1 ID --format hf --out OUT --json`, succeeded, as JSON.
+fn export_hf(cache: &Path, archive: &str, id: &str, out: &Path) -> Value {
+    json_out(&genas(
+        cache,
+        &[
+            "export",
+            "r1",
+            id,
+            "--archive",
+            archive,
+            "--format",
+            "hf",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+    ))
 }
 
 /// `genas sample` of candidate `id` of run r1: two samples, each continuing a prompt encoded
