@@ -4,7 +4,7 @@
 
 use crate::data::Dataset;
 use crate::distill::{
-    brief_distill, evaluate_against_teacher, DistillConfig, SoftTargets, TeacherTargets,
+    brief_distill_traced, evaluate_against_teacher, DistillConfig, SoftTargets, TeacherTargets,
 };
 use genas_engine::train::{train_step, Optimizer};
 use genas_engine::{memory, Cpu, Model, TrainConfig};
@@ -175,17 +175,21 @@ pub fn bench_distill(c: &DistillBenchConfig) -> Result<DistillBenchReport, Disti
 
     reset_peak_memory();
     let mut student = Model::new(&student_arch, be.clone(), 2);
-    let r = brief_distill(&mut student, &targets, &cfg);
+    // Each step's end, stamped: the per-step figures are the time between the first step's end
+    // and the last's, so neither the first step's allocations nor the closing evaluation count,
+    // for either kind of step (a figure by subtraction came out at zero on a busy machine).
+    let mut stamps = Vec::new();
+    let r = brief_distill_traced(&mut student, &targets, &cfg, &mut |_| {
+        stamps.push(Instant::now())
+    });
     if let Some(why) = r.diverged {
         return Err(DistillBenchError::Diverged(why));
     }
     let peak_mb_distill = peak_mb();
-    // brief_distill's time includes its closing evaluation against the teacher: timed again
-    // here and taken out, so the per-step figure compares with hard-label steps.
+    let distill_ms_per_step = ms_per_step(&stamps, r.seconds, c.steps);
     let start = Instant::now();
     evaluate_against_teacher(&mut student, &targets);
     let eval_seconds = start.elapsed().as_secs_f64();
-    let distill_ms_per_step = 1e3 * (r.seconds - eval_seconds).max(0.0) / f64::from(c.steps);
     drop(student);
 
     reset_peak_memory();
@@ -193,11 +197,13 @@ pub fn bench_distill(c: &DistillBenchConfig) -> Result<DistillBenchReport, Disti
     let mut opt = Optimizer::new(&hard);
     let tcfg = TrainConfig::new(c.steps, c.batch, 3e-3, 0);
     let start = Instant::now();
+    let mut stamps = Vec::new();
     for step in 0..targets.schedule.len() {
         let batch = targets.schedule.step(step).batch;
         train_step(&mut hard, &mut opt, &batch, None, &tcfg, step as u32)?;
+        stamps.push(Instant::now());
     }
-    let hard_ms_per_step = 1e3 * start.elapsed().as_secs_f64() / f64::from(c.steps);
+    let hard_ms_per_step = ms_per_step(&stamps, start.elapsed().as_secs_f64(), c.steps);
     let peak_mb_hard = peak_mb();
     Ok(DistillBenchReport {
         vocab: c.vocab,
@@ -222,4 +228,15 @@ pub fn bench_distill(c: &DistillBenchConfig) -> Result<DistillBenchReport, Disti
         peak_mb_hard,
         peak_resets: resets,
     })
+}
+
+/// Milliseconds per step from each step's end (`stamps`): the span from the first to the last
+/// over the steps between; with one step, `seconds` (the whole run) over `steps`.
+fn ms_per_step(stamps: &[Instant], seconds: f64, steps: u32) -> f64 {
+    match stamps {
+        [first, .., last] => {
+            1e3 * last.duration_since(*first).as_secs_f64() / (stamps.len() - 1) as f64
+        }
+        _ => 1e3 * seconds / f64::from(steps.max(1)),
+    }
 }
