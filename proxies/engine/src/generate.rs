@@ -62,9 +62,18 @@ fn layernorm(x: &[f32], w: &[f32], b: &[f32], eps: f64) -> Vec<f32> {
 }
 
 fn rmsnorm(x: &[f32], w: &[f32], eps: f64) -> Vec<f32> {
+    let mut out = x.to_vec();
+    rmsnorm_in_place(&mut out, w, eps);
+    out
+}
+
+/// x · w / √(mean(x²) + eps), in place (a query or key head's norm: no vector per head).
+fn rmsnorm_in_place(x: &mut [f32], w: &[f32], eps: f64) {
     let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
     let rstd = 1.0 / (ms + eps as f32).sqrt();
-    x.iter().zip(w).map(|(v, w)| v * rstd * w).collect()
+    for (v, w) in x.iter_mut().zip(w) {
+        *v = *v * rstd * w;
+    }
 }
 
 /// y = W x + b for W (out, in).
@@ -199,8 +208,7 @@ impl Generator {
                         } else {
                             &self.w[wk]
                         };
-                        let normed = rmsnorm(head, w, eps);
-                        head.copy_from_slice(&normed);
+                        rmsnorm_in_place(head, w, eps);
                     }
                 }
                 if let (Some(rope), Mixer::Softmax(d)) = (at.rope, at.mixer) {

@@ -141,19 +141,7 @@ fn a_qwen2_teacher_leaves_qwen2_students_end_to_end() {
         assert!(s.contains("qkv"), "{m}");
     }
     let id = front[front.len() - 1]["id"].as_str().unwrap();
-    json_out(&genas(
-        &cache,
-        &[
-            "distill",
-            "r1",
-            id,
-            "--steps",
-            "60",
-            "--archive",
-            archive,
-            "--json",
-        ],
-    ));
+    distill_briefly(&cache, archive, id);
     let out = tmp.path().join("export");
     let written = export_hf(&cache, archive, id, &out);
     assert_eq!(written["hf_class"], "Qwen2ForCausalLM", "{written}");
@@ -236,19 +224,7 @@ fn a_pretrained_teacher_is_measured_once_and_its_students_leave_with_its_tokeniz
     assert!(!front.is_empty());
     let id = front[0]["id"].as_str().unwrap();
     // The final distillation from the pretrained teacher, in bits per character.
-    let distilled = json_out(&genas(
-        &cache,
-        &[
-            "distill",
-            "r1",
-            id,
-            "--steps",
-            "60",
-            "--archive",
-            archive,
-            "--json",
-        ],
-    ));
+    let distilled = distill_briefly(&cache, archive, id);
     let text = distilled.to_string();
     assert!(text.contains("bits/char"), "{text}");
     let out = tmp.path().join("export");
@@ -268,6 +244,23 @@ fn a_pretrained_teacher_is_measured_once_and_its_students_leave_with_its_tokeniz
     python_check(&out);
     // Samples continue a prompt encoded with the teacher's tokenizer.
     samples_continue_the_prompt(&cache, archive, id);
+}
+
+/// `genas distill r1 ID --steps 60 --json`, succeeded, as JSON.
+fn distill_briefly(cache: &Path, archive: &str, id: &str) -> Value {
+    json_out(&genas(
+        cache,
+        &[
+            "distill",
+            "r1",
+            id,
+            "--steps",
+            "60",
+            "--archive",
+            archive,
+            "--json",
+        ],
+    ))
 }
 
 /// `genas export r1 ID --format hf --out OUT --json`, succeeded, as JSON.

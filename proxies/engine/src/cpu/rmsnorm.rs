@@ -129,8 +129,9 @@ impl HeadsDims {
 }
 
 /// RMSNorm over every query head (weight `wq`) and key head (weight `wk`) of each row of `qkv`,
-/// in place. The heads as they were go to `pre` (N, (H+G)·hd) and each head's rstd to `rstd`
-/// (N, H+G), for backward; both may be empty when no backward follows.
+/// in place: the row kernels above, with a head as a row. The heads as they were go to `pre`
+/// (N, (H+G)·hd) and each head's rstd to `rstd` (N, H+G), for backward; both may be empty when
+/// no backward follows (a chunk's scratch then holds them).
 pub fn heads_forward<F: Real>(
     qkv: &mut [F],
     pre: &mut [F],
@@ -140,43 +141,36 @@ pub fn heads_forward<F: Real>(
     d: HeadsDims,
 ) {
     let (k, span) = d.normed();
-    let hd = d.head_dim;
-    let eps = F::from_f64(d.eps);
-    let inv = F::ONE / F::usize(hd);
-    let keep = !pre.is_empty();
-    let row = |row: &mut [F], pre: Option<&mut [F]>, rs_out: Option<&mut [F]>| {
-        if let Some(pre) = pre {
-            pre.copy_from_slice(&row[..span]);
-        }
-        let mut rs_out = rs_out;
-        for (j, head) in row[..span].chunks_exact_mut(hd).enumerate() {
-            let w = if j < d.heads { wq } else { wk };
-            let ms = head.iter().fold(F::ZERO, |acc, &x| acc + x * x) * inv;
-            let rs = F::ONE / (ms + eps).sqrt();
-            for (x, &wi) in head.iter_mut().zip(&w[..hd]) {
-                *x = *x * rs * wi;
-            }
-            if let Some(o) = rs_out.as_deref_mut() {
-                o[j] = rs;
-            }
+    let (hd, q, rows) = (d.head_dim, d.heads * d.head_dim, ROWS_PER_CHUNK);
+    let block = |qkv: &mut [F], pre: &mut [F], rstd: &mut [F]| {
+        let heads = qkv.chunks_exact_mut(d.width);
+        for ((row, x), rs) in heads
+            .zip(pre.chunks_exact_mut(span))
+            .zip(rstd.chunks_exact_mut(k))
+        {
+            x.copy_from_slice(&row[..span]);
+            let (rq, rk) = rs.split_at_mut(d.heads);
+            forward_rows(&mut row[..q], rq, &x[..q], wq, hd, d.eps);
+            forward_rows(&mut row[q..span], rk, &x[q..], wk, hd, d.eps);
         }
     };
-    if keep {
-        qkv[..d.n * d.width]
-            .par_chunks_mut(d.width)
-            .zip(pre[..d.n * span].par_chunks_mut(span))
-            .zip(rstd[..d.n * k].par_chunks_mut(k))
-            .for_each(|((q, p), s)| row(q, Some(p), Some(s)));
+    let chunks = qkv[..d.n * d.width].par_chunks_mut(d.width * rows);
+    if pre.is_empty() {
+        chunks.for_each(|c| {
+            let n = c.len() / d.width;
+            block(c, &mut vec![F::ZERO; n * span], &mut vec![F::ZERO; n * k]);
+        });
     } else {
-        qkv[..d.n * d.width]
-            .par_chunks_mut(d.width)
-            .for_each(|q| row(q, None, None));
+        chunks
+            .zip(pre[..d.n * span].par_chunks_mut(span * rows))
+            .zip(rstd[..d.n * k].par_chunks_mut(k * rows))
+            .for_each(|((c, p), r)| block(c, p, r));
     }
 }
 
 /// The backward pass of `heads_forward`: `dqkv`'s query and key heads, the gradient at the
-/// norms' outputs, become the gradient at their inputs, in place; the weights' gradients are
-/// added to `dwq` and `dwk`.
+/// norms' outputs, become the gradient at their inputs, in place (the row kernel's, a head as a
+/// row); the weights' gradients are added to `dwq` and `dwk`.
 #[allow(clippy::too_many_arguments)]
 pub fn heads_backward<F: Real>(
     dqkv: &mut [F],
@@ -189,56 +183,27 @@ pub fn heads_backward<F: Real>(
     d: HeadsDims,
 ) {
     let (k, span) = d.normed();
-    let hd = d.head_dim;
-    let inv = F::ONE / F::usize(hd);
-    let rows = ROWS_PER_CHUNK;
+    let (hd, q, rows) = (d.head_dim, d.heads * d.head_dim, ROWS_PER_CHUNK);
     let chunks = d.n.div_ceil(rows);
-    // Per chunk: the query weight's partial gradient, then the key weight's.
-    let mut partial = vec![F::ZERO; chunks * 2 * hd];
+    // Per chunk, the query weight's partial gradient and the key weight's, each in one buffer.
+    let (mut pq, mut pk) = (vec![F::ZERO; chunks * hd], vec![F::ZERO; chunks * hd]);
     dqkv[..d.n * d.width]
         .par_chunks_mut(d.width * rows)
-        .zip(partial.par_chunks_mut(2 * hd))
-        .enumerate()
-        .for_each(|(chunk, (dq, pw))| {
-            let r0 = chunk * rows;
-            let mut norm = vec![F::ZERO; hd];
-            let mut dnorm = vec![F::ZERO; hd];
-            for (i, drow) in dq.chunks_exact_mut(d.width).enumerate() {
-                let r = r0 + i;
-                let x_row = &pre[r * span..(r + 1) * span];
-                for (j, (g, x)) in drow[..span]
-                    .chunks_exact_mut(hd)
-                    .zip(x_row.chunks_exact(hd))
-                    .enumerate()
-                {
-                    let (w, pwj) = if j < d.heads {
-                        (wq, &mut pw[..hd])
-                    } else {
-                        (wk, &mut pw[hd..])
-                    };
-                    let rs = rstd[r * k + j];
-                    let mut dot = F::ZERO;
-                    for e in 0..hd {
-                        norm[e] = x[e] * rs;
-                        dnorm[e] = w[e] * g[e];
-                        pwj[e] += norm[e] * g[e];
-                        dot += dnorm[e] * norm[e];
-                    }
-                    let mean = dot * inv;
-                    for e in 0..hd {
-                        g[e] = (dnorm[e] - norm[e] * mean) * rs;
-                    }
-                }
+        .zip(pre[..d.n * span].par_chunks(span * rows))
+        .zip(rstd[..d.n * k].par_chunks(k * rows))
+        .zip(pq.par_chunks_mut(hd).zip(pk.par_chunks_mut(hd)))
+        .for_each(|(((block, x), rs), (pwq, pwk))| {
+            let mut g = vec![F::ZERO; span];
+            let rows = block.chunks_exact_mut(d.width).zip(x.chunks_exact(span));
+            for ((row, x), rs) in rows.zip(rs.chunks_exact(k)) {
+                // The kernel adds to its input's gradient: the output's is moved aside first.
+                g.copy_from_slice(&row[..span]);
+                row[..span].fill(F::ZERO);
+                let (rq, rk) = rs.split_at(d.heads);
+                backward_rows(&mut row[..q], pwq, &g[..q], &x[..q], wq, rq, hd);
+                backward_rows(&mut row[q..span], pwk, &g[q..], &x[q..], wk, rk, hd);
             }
         });
-    let (mut pq, mut pk) = (
-        Vec::with_capacity(chunks * hd),
-        Vec::with_capacity(chunks * hd),
-    );
-    for c in partial.chunks_exact(2 * hd) {
-        pq.extend_from_slice(&c[..hd]);
-        pk.extend_from_slice(&c[hd..]);
-    }
     add_partials_in_order(&mut dwq[..hd], &pq);
     add_partials_in_order(&mut dwk[..hd], &pk);
 }
