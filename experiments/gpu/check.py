@@ -61,7 +61,7 @@ def speed(fixtures, device, steps):
     sys.path.insert(0, model_dir)
     sys.path.insert(0, os.path.join(fixtures, "parity", sorted(os.listdir(os.path.join(fixtures, "parity")))[0]))
     from model import GenasLM
-    from runner import Recipe
+    from runner import Options, Recipe
     with open(os.path.join(model_dir, "architecture.json")) as f:
         arch = json.load(f)
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -84,8 +84,8 @@ def speed(fixtures, device, steps):
 
     model = GenasLM(arch).to(device).train()
     decay = {k for k, p in model.named_parameters() if p.dim() >= 2}
-    recipe = Recipe(model, c, decay)
-    ours = timed(lambda i: recipe.step(i, x, y, None))
+    recipe = Recipe(model, c, decay, Options({}, device))
+    ours = timed(lambda i: (recipe.step(i, x, y, None), recipe.settle([])))
 
     plain_model = GenasLM(arch).to(device).train()
     opt = torch.optim.AdamW(plain_model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)

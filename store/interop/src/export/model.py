@@ -15,8 +15,10 @@ G key/value heads):
 
 Attention is full (causal softmax), grouped (query head h reads key/value head h // (H/G)),
 sliding (each query sees itself and the window - 1 positions before it; grouped too with
-"kv_heads") or linear
-(Katharopoulos et al., 2020, feature map elu(x) + 1, no 1/sqrt(hd) scaling). The FFN is
+"kv_heads") or linear (Katharopoulos et al., 2020, feature map elu(x) + 1, no 1/sqrt(hd)
+scaling). Softmax attention goes through torch's scaled_dot_product_attention (flash or
+memory-efficient kernels where the device has them; sliding windows as a boolean mask), and
+linear attention runs in chunks with a running sum, so no (T, T) matrix is kept. The FFN is
 gelu (exact erf), gelu_tanh (GPT-2's tanh approximation) or relu, `c_proj(act(c_fc(x)))`
 with biases, or swiglu,
 `c_proj(silu(c_gate(x)) * c_fc(x))` without biases. The norms are LayerNorm (weight and bias)
@@ -72,6 +74,7 @@ import struct
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 # --- safetensors, read and written with torch alone ---------------------------------------
 
@@ -205,16 +208,74 @@ def rope_inv_freq(rope, hd):
     return torch.tensor(inv, dtype=torch.float64)
 
 
-def rotate(x, rope, offset=0):
-    """Rotary embedding of x (B, heads, T, hd) at positions offset .. offset + T - 1, with the
+_ROPE_TABLES = {}
+
+
+def rope_tables(rope, hd, T, device, dtype):
+    """(cos, sin), each (T, hd/2), of positions 0 .. T - 1: computed in float64 once per
+    rope, head width, length, device and dtype, then kept."""
+    key = (json.dumps(rope, sort_keys=True), hd, T, str(device), dtype)
+    if key not in _ROPE_TABLES:
+        inv = rope_inv_freq(rope, hd).to(device)
+        ang = torch.arange(T, dtype=torch.float64, device=device)[:, None] * inv
+        _ROPE_TABLES[key] = (ang.cos().to(dtype), ang.sin().to(dtype))
+    return _ROPE_TABLES[key]
+
+
+def rotate(x, rope):
+    """Rotary embedding of x (B, heads, T, hd) at positions 0 .. T - 1, with the
     architecture's `position` dict `rope` (its theta and scaling)."""
     T, hd = x.shape[-2], x.shape[-1]
     half = hd // 2
-    inv = rope_inv_freq(rope, hd).to(x.device)
-    ang = torch.arange(offset, offset + T, dtype=torch.float64, device=x.device)[:, None] * inv
-    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+    cos, sin = rope_tables(rope, hd, T, x.device, x.dtype)
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
+_WINDOW_MASKS = {}
+
+
+def window_mask(T, window, device):
+    """(T, T) booleans, True where query i may read key j: j <= i and i - j < window."""
+    key = (T, window, str(device))
+    if key not in _WINDOW_MASKS:
+        i = torch.arange(T, device=device)
+        d = i[:, None] - i[None, :]
+        _WINDOW_MASKS[key] = (d >= 0) & (d < window)
+    return _WINDOW_MASKS[key]
+
+
+# Queries reading shared key/value heads inside scaled_dot_product_attention (torch >= 2.5).
+_GQA = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
+
+# Linear attention runs in chunks of this many positions: exact within a chunk, a running
+# sum of phi(k) v^T across chunks, so no (T, T) matrix is ever made.
+LINEAR_CHUNK = 64
+
+
+def linear_attention(q, k, v):
+    """Causal linear attention (elu + 1 feature map) of q, k, v (B, H, T, hd):
+    o_t = phi(q_t) S_t / phi(q_t) z_t with S_t = sum_{s<=t} phi(k_s) v_s^T and
+    z_t = sum_{s<=t} phi(k_s), in chunks of LINEAR_CHUNK positions."""
+    B, H, T, hd = q.shape
+    phi = lambda t: torch.where(t > 0, t + 1, torch.exp(t.clamp(max=0)))
+    q, k = phi(q), phi(k)
+    c = min(LINEAR_CHUNK, T)
+    pad = -T % c
+    if pad:  # padded keys are zero features: they add nothing to any sum
+        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+    n = (T + pad) // c
+    q, k, v = (t.reshape(B, H, n, c, hd) for t in (q, k, v))
+    kv = k.transpose(-1, -2) @ v                      # (B, H, n, hd, hd), each chunk's sum
+    s = kv.cumsum(2) - kv                             # what the chunks before hold
+    z = k.sum(-2)                                     # (B, H, n, hd)
+    zs = z.cumsum(2) - z
+    causal = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
+    a = (q @ k.transpose(-1, -2)).masked_fill(~causal, 0)  # within the chunk
+    num = a @ v + q @ s
+    den = a.sum(-1) + (q * zs[..., None, :]).sum(-1)
+    o = num / den[..., None]
+    return o.reshape(B, H, n * c, hd)[:, :, :T]
 
 
 class Attention(nn.Module):
@@ -247,20 +308,18 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rope is not None:
             q, k = rotate(q, self.rope), rotate(k, self.rope)
+        gqa = {}
         if G != H:  # query head h reads key/value head h // (H // G)
-            k, v = k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1)
-        i = torch.arange(T, device=x.device)
-        causal = i[None, :] <= i[:, None]  # (query, key)
+            if _GQA and self.kind != "linear":
+                gqa = {"enable_gqa": True}
+            else:
+                k, v = k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1)
         if self.kind == "linear":
-            phi = lambda t: torch.where(t > 0, t + 1, torch.exp(t.clamp(max=0)))  # elu + 1
-            a = (phi(q) @ phi(k).transpose(-1, -2)).masked_fill(~causal, 0)
-            o = (a @ v) / a.sum(-1, keepdim=True)
+            o = linear_attention(q, k, v)
+        elif self.window is not None and self.window < T:
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=window_mask(T, self.window, x.device), **gqa)
         else:
-            if self.window is not None:
-                causal = causal & (i[:, None] - i[None, :] < self.window)
-            att = (q @ k.transpose(-1, -2)) / math.sqrt(hd)
-            att = att.masked_fill(~causal, float("-inf")).softmax(-1)
-            o = att @ v
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, **gqa)
         return self.c_proj(o.transpose(1, 2).reshape(B, T, H * hd))
 
 
@@ -327,12 +386,15 @@ class GenasLM(nn.Module):
                                 for i in sorted(set(self.owners))})
         self.ln_f = make_norm(norm, C, eps)
         self.tied = arch["tie_embeddings"]
+        self.checkpointing = False
         if not self.tied:
             self.lm_head = nn.Linear(C, V, bias=False)
             nn.init.normal_(self.lm_head.weight, std=0.02)
 
-    def forward(self, idx):
-        """Token ids (B, T), T <= context -> logits (B, T, vocab_size)."""
+    def hidden(self, idx):
+        """Token ids (B, T), T <= context -> the final norm's output (B, T, d_model). With
+        `checkpointing` set, each block's activations are recomputed in the backward pass
+        instead of kept (torch.utils.checkpoint): less memory, the same gradients."""
         T = idx.shape[1]
         if T > self.context:
             raise ValueError(f"sequence length {T} > context {self.context}")
@@ -340,9 +402,20 @@ class GenasLM(nn.Module):
         if self.wpe is not None:
             x = x + self.wpe(torch.arange(T, device=idx.device))
         for o in self.owners:
-            x = self.h[str(o)](x)
-        head = self.wte.weight if self.tied else self.lm_head.weight
-        return self.ln_f(x) @ head.T
+            block = self.h[str(o)]
+            if self.checkpointing and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return self.ln_f(x)
+
+    def head(self):
+        """The output projection (vocab_size, d_model): logits = hidden @ head().T."""
+        return self.wte.weight if self.tied else self.lm_head.weight
+
+    def forward(self, idx):
+        """Token ids (B, T), T <= context -> logits (B, T, vocab_size)."""
+        return self.hidden(idx) @ self.head().T
 
     @classmethod
     def from_pretrained(cls, directory):

@@ -124,19 +124,99 @@ class Shards:
         return out
 
 
-def dense(tensors, prefix, k, n, v, device):
-    """The (n, v) probabilities of one batch's targets, as genas's loss reads them: top-k
-    targets get the rest of the mass spread evenly over the other tokens."""
-    prob = tensors[prefix + ".probs"].to(device)
-    if k == 0:
-        return prob.reshape(n, v)
-    index = tensors[prefix + ".index"].to(device).reshape(n, k)
-    prob = prob.reshape(n, k)
-    kept = prob.double().sum(-1, keepdim=True)
-    rest = ((1.0 - kept) / max(v - k, 1)).clamp(min=0.0).float()
-    out = rest.expand(n, v).clone()
-    out.scatter_(1, index, prob)
-    return out
+class Targets:
+    """The teacher's side of a batch's rows: none (hard labels only), dense probabilities
+    (n, V), or the top k of each row (index, prob: (n, k)) with the rest of the mass spread
+    evenly over the other V - k tokens, as genas's loss reads them. Never expanded to a dense
+    (n, V) tensor: the loss uses the closed form."""
+
+    def __init__(self, v, p=None, index=None, prob=None):
+        self.v, self.p, self.index, self.prob = v, p, index, prob
+
+    @staticmethod
+    def of(tensors, prefix, k, n, v, device):
+        prob = tensors[prefix + ".probs"].to(device)
+        if k == 0:
+            return Targets(v, p=prob.reshape(n, v))
+        return Targets(v, index=tensors[prefix + ".index"].to(device).reshape(n, k),
+                       prob=prob.reshape(n, k))
+
+    def rows(self, a, b):
+        if self.p is not None:
+            return Targets(self.v, p=self.p[a:b])
+        return Targets(self.v, index=self.index[a:b], prob=self.prob[a:b])
+
+    def rest(self):
+        """Each row's mass per token outside its top k (rows, 1), float32, as genas spreads
+        it."""
+        k = self.prob.shape[1]
+        kept = self.prob.double().sum(-1, keepdim=True)
+        return ((1.0 - kept) / max(self.v - k, 1)).clamp(min=0.0).float()
+
+    def entropy_part(self):
+        """sum over rows of sum_i p_i log p_i (terms with p_i = 0 left out), float64: the part
+        of KL(p || q) that does not depend on the student."""
+        def plogp(x):
+            x = x.double()
+            return torch.where(x > 0, x * torch.where(x > 0, x, torch.ones_like(x)).log(),
+                               torch.zeros_like(x)).sum()
+        if self.p is not None:
+            return plogp(self.p)
+        k = self.prob.shape[1]
+        return plogp(self.prob) + (self.v - k) * plogp(self.rest())
+
+    def cross_part(self, logq):
+        """sum over rows of sum_i p_i log q_i, in logq's dtype."""
+        if self.p is not None:
+            return (self.p.to(logq.dtype) * logq).sum()
+        picked = logq.gather(1, self.index)
+        r = self.rest().to(logq.dtype)
+        return (self.prob.to(logq.dtype) * picked).sum() + \
+            (r[:, 0] * (logq.sum(-1) - picked.sum(-1))).sum()
+
+    def argmax(self):
+        """The teacher's most probable token of each row (the lowest index among ties)."""
+        if self.p is not None:
+            return self.p.argmax(-1)
+        top = self.prob == self.prob.max(-1, keepdim=True).values
+        return torch.where(top, self.index, torch.full_like(self.index, self.v)).min(-1).values
+
+
+# Positions x vocabulary entries of the logits the loss makes at once; above it the rows are
+# taken in chunks whose logits are recomputed in the backward pass (torch.utils.checkpoint),
+# so the (positions, vocabulary) logits never exist whole.
+LOSS_ELEMENTS = 1 << 25
+
+
+def chunk_rows(n, v, rows):
+    return rows if rows > 0 else max(1, min(n, LOSS_ELEMENTS // max(v, 1)))
+
+
+def chunk_loss(h, w, y, tg, temp, alpha):
+    """sum over the rows of h (rows, C) of alpha * CE + (1 - alpha) * T^2 * KL(p || q_T),
+    with logits h @ w.T in float32; CE alone when tg is None."""
+    z = (h @ w.T).float()
+    ce = F.cross_entropy(z, y, reduction="sum")
+    if tg is None:
+        return ce
+    kl = tg.entropy_part().float() - tg.cross_part(F.log_softmax(z / temp, dim=-1))
+    return alpha * ce + (1.0 - alpha) * temp * temp * kl
+
+
+def loss_sum(h, w, y, tg, temp, alpha, rows):
+    """chunk_loss over all rows, `rows` at a time (one piece when they all fit)."""
+    n = h.shape[0]
+    if rows >= n:
+        return chunk_loss(h, w, y, tg, temp, alpha)
+    total = 0.0
+    for a in range(0, n, rows):
+        b = min(a + rows, n)
+        part = torch.utils.checkpoint.checkpoint(
+            lambda hc, a=a, b=b: chunk_loss(hc, w, y[a:b], None if tg is None else tg.rows(a, b),
+                                            temp, alpha),
+            h[a:b], use_reentrant=False)
+        total = total + part
+    return total
 
 
 def lr_at(step, c):
@@ -149,63 +229,113 @@ def lr_at(step, c):
     return floor + 0.5 * (lr - floor) * (1.0 + math.cos(math.pi * progress))
 
 
-def kl_rows(p, logq):
-    """KL(p || q) of each row, terms with p = 0 left out."""
-    safe = torch.where(p > 0, p, torch.ones_like(p))
-    return torch.where(p > 0, p * (safe.log() - logq), torch.zeros_like(p)).sum(-1)
+class Options:
+    """How the job runs on its device, none of which changes the recipe: `precision` "fp32"
+    (exact) or "bf16" (autocast to bfloat16, float32 master weights), `micro_batch`
+    sequences per forward/backward (0: the whole batch; the gradients of the micro-batches
+    are summed into exactly the step of the whole batch), `checkpointing` (each block's
+    activations recomputed in the backward pass), and `loss_rows` (rows of logits made at once
+    by the loss; 0: as many as LOSS_ELEMENTS allows)."""
+
+    def __init__(self, job, device):
+        self.device = device
+        self.precision = job.get("precision", "fp32")
+        if self.precision not in ("fp32", "bf16"):
+            raise SystemExit(f"error: job.json: precision {self.precision!r} is not fp32 or bf16")
+        self.micro_batch = int(job.get("micro_batch", 0))
+        self.checkpointing = bool(job.get("checkpointing", False))
+        self.loss_rows = int(job.get("loss_rows", 0))
+
+    def autocast(self):
+        kind = "cuda" if self.device.startswith("cuda") else "cpu"
+        return torch.autocast(kind, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+
+def make_adamw(model, c, decay):
+    """torch's AdamW (fused where it can be) with genas's decay groups: its update
+    w <- w (1 - lr wd) - lr m/c1 / (sqrt(v)/sqrt(c2) + eps) is genas's
+    w <- w - lr (m/c1 / (sqrt(v/c2) + eps) + wd w) to float rounding."""
+    named = list(model.named_parameters())
+    groups = [{"params": [q for k, q in named if k in decay], "weight_decay": c["weight_decay"]},
+              {"params": [q for k, q in named if k not in decay], "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    kw = {"lr": c["learning_rate"], "betas": (c["beta1"], c["beta2"]), "eps": c["eps"]}
+    try:
+        return torch.optim.AdamW(groups, fused=True, **kw)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups, foreach=True, **kw)
 
 
 class Recipe:
-    """genas's training step: the loss (with soft targets `p`, or hard labels alone when p is
-    None), global-norm clipping and AdamW with genas's decay groups."""
+    """genas's training step: the loss (with soft targets, or hard labels alone), global-norm
+    clipping and AdamW with genas's decay groups. No step waits for the device: each step's
+    loss and gradient norm stay on it until `settle` reads them."""
 
-    def __init__(self, model, c, decay, temperature=1.0, alpha=1.0):
-        self.model, self.c, self.decay = model, c, decay
+    def __init__(self, model, c, decay, opts, temperature=1.0, alpha=1.0):
+        self.model, self.c, self.decay, self.opts = model, c, decay, opts
         self.temp, self.alpha = temperature, alpha
-        self.params = dict(model.named_parameters())
-        self.m = {k: torch.zeros_like(q) for k, q in self.params.items()}
-        self.s = {k: torch.zeros_like(q) for k, q in self.params.items()}
+        self.params = [q for _, q in model.named_parameters()]
+        self.opt = make_adamw(model, c, decay)
+        self.pending = []  # (step, loss, norm) on the device, not yet read
+        model.checkpointing = opts.checkpointing
 
-    def step(self, step, x, y, p):
-        """One step on inputs x (B, T), targets y (B*T); returns (loss, None) or (None, why
-        it diverged)."""
-        c, model = self.c, self.model
-        z = model(x)
-        z = z.reshape(-1, z.shape[-1])
-        ce = F.cross_entropy(z, y)
-        if p is None:
-            loss = ce
-        else:
-            kl = kl_rows(p, F.log_softmax(z / self.temp, dim=-1)).mean()
-            loss = self.alpha * ce + (1.0 - self.alpha) * self.temp * self.temp * kl
-        model.zero_grad(set_to_none=True)
-        loss.backward()
-        value = loss.item()
-        params = self.params
-        grads = {k: q.grad if q.grad is not None else torch.zeros_like(q) for k, q in params.items()}
-        norm = math.sqrt(float(sum(g.double().pow(2).sum() for g in grads.values())))
-        if not math.isfinite(value) or not math.isfinite(norm):
-            what, bad = ("the loss", value) if not math.isfinite(value) else ("the gradient norm", norm)
-            return None, f"training diverged at step {step}: {what} is {bad}"
-        scale = c["grad_clip"] / norm if norm > c["grad_clip"] else 1.0
+    def step(self, step, x, y, tg):
+        """One step on inputs x (B, T), targets y (B*T) and the teacher's side tg (or None)."""
+        c, model, opts = self.c, self.model, self.opts
+        B, T = x.shape
+        n = B * T
+        mb = opts.micro_batch if 0 < opts.micro_batch < B else B
+        w = model.head()
+        rows = chunk_rows(mb * T, w.shape[0], opts.loss_rows)
+        self.opt.zero_grad(set_to_none=False)
+        total = None
+        for s in range(0, B, mb):
+            e = min(s + mb, B)
+            with opts.autocast():
+                h = model.hidden(x[s:e]).reshape((e - s) * T, -1)
+                part = loss_sum(h, model.head(), y[s * T:e * T],
+                                None if tg is None else tg.rows(s * T, e * T),
+                                self.temp, self.alpha, rows) / n
+            part.backward()
+            total = part.detach() if total is None else total + part.detach()
+        grads = []
+        for q in self.params:
+            if q.grad is None:  # a parameter the loss does not reach still decays
+                q.grad = torch.zeros_like(q)
+            grads.append(q.grad)
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        scale = torch.where(norm > c["grad_clip"], c["grad_clip"] / norm, torch.ones_like(norm))
+        torch._foreach_mul_(grads, scale)
         lr = lr_at(step, c)
-        c1 = 1.0 - c["beta1"] ** (step + 1)
-        c2 = 1.0 - c["beta2"] ** (step + 1)
-        with torch.no_grad():
-            for k, w in params.items():
-                g = grads[k] * scale
-                self.m[k].mul_(c["beta1"]).add_(g, alpha=1.0 - c["beta1"])
-                self.s[k].mul_(c["beta2"]).add_(g * g, alpha=1.0 - c["beta2"])
-                upd = (self.m[k] / c1) / ((self.s[k] / c2).sqrt() + c["eps"])
-                if k in self.decay:
-                    upd = upd + c["weight_decay"] * w
-                w.sub_(lr * upd)
-        return value, None
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        self.opt.step()
+        self.pending.append((step, total, norm))
+
+    def settle(self, losses):
+        """Appends the pending steps' losses to `losses` up to the first that diverged;
+        returns why it diverged, or None."""
+        if not self.pending:
+            return None
+        steps = [s for s, _, _ in self.pending]
+        values = torch.stack([torch.stack([l.float(), g.float()]) for _, l, g in self.pending]).tolist()
+        self.pending = []
+        for step, (value, norm) in zip(steps, values):
+            if not math.isfinite(value) or not math.isfinite(norm):
+                what, bad = ("the loss", value) if not math.isfinite(value) else ("the gradient norm", norm)
+                return f"training diverged at step {step}: {what} is {bad}"
+            losses.append(value)
+        return None
 
 
-def evaluate(model, tensors, info, device):
+# Steps trained between looks at their losses (each look waits for the device).
+SETTLE_EVERY = 32
+
+
+def evaluate(model, tensors, info, device, opts):
     """Validation cross-entropy, KL(teacher || student) and top-1 agreement over the targets
-    file's validation batches, as genas's evaluate_against_teacher computes them."""
+    file's validation batches, as genas's evaluate_against_teacher computes them (in float64,
+    a chunk of rows at a time)."""
     v = info["vocab"]
     was_training = model.training
     model.eval()
@@ -216,12 +346,19 @@ def evaluate(model, tensors, info, device):
             pre = f"val.{i}"
             x = tensors[pre + ".inputs"].reshape(b, t).to(device)
             y = tensors[pre + ".targets"].to(device)
-            p = dense(tensors, pre, info["val_k"][i], n, v, device)
-            z = model(x).reshape(n, v).double()
-            logq = F.log_softmax(z, dim=-1)
-            ce_sum += float(F.nll_loss(logq, y, reduction="sum"))
-            kl_sum += float(kl_rows(p.double(), logq).sum())
-            agree += int((z.argmax(-1) == p.argmax(-1)).sum())
+            tg = Targets.of(tensors, pre, info["val_k"][i], n, v, device)
+            with opts.autocast():
+                h = model.hidden(x).reshape(n, -1)
+            w = model.head()
+            rows = chunk_rows(n, v, opts.loss_rows)
+            for a in range(0, n, rows):
+                e = min(a + rows, n)
+                z = (h[a:e] @ w.T).double()
+                logq = F.log_softmax(z, dim=-1)
+                part = tg.rows(a, e)
+                ce_sum += float(F.nll_loss(logq, y[a:e], reduction="sum"))
+                kl_sum += float(part.entropy_part() - part.cross_part(logq))
+                agree += int((z.argmax(-1) == part.argmax()).sum())
             tokens += n
     model.train(was_training)
     tokens = max(tokens, 1)
@@ -229,35 +366,59 @@ def evaluate(model, tensors, info, device):
             "agreement": agree / tokens}
 
 
-def soft_targets(z, temperature, top_k):
-    """genas's SoftTargets::from_logits then dense_f32: softmax(z / T) in float64 rounded to
-    float32 once; above 1,024 tokens only the top k kept and the rest spread evenly."""
-    n, v = z.shape
-    z = z.double()
-    e = ((z - z.max(-1, keepdim=True).values) / temperature).exp()
-    p = (e / e.sum(-1, keepdim=True)).float()
+def soft_targets(teacher, x, temperature, top_k, opts):
+    """The teacher's soft targets of inputs x, as genas's SoftTargets::from_logits then
+    reads them: softmax(z / T) in float64 rounded to float32 once; above 1,024 tokens only
+    the top k kept (the rest spread evenly by Targets). A chunk of rows at a time."""
+    with torch.no_grad():
+        with opts.autocast():
+            h = teacher.hidden(x)
+        h = h.reshape(-1, h.shape[-1])
+        w = teacher.head()
+        n, v = h.shape[0], w.shape[0]
+        k = max(1, min(top_k, v))
+        rows = chunk_rows(n, v, opts.loss_rows)
+        ps, idx = [], []
+        for a in range(0, n, rows):
+            z = (h[a:a + rows] @ w.T).double()
+            e = ((z - z.max(-1, keepdim=True).values) / temperature).exp()
+            p = (e / e.sum(-1, keepdim=True)).float()
+            if v <= 1024:
+                ps.append(p)
+            else:
+                prob, index = p.topk(k, dim=-1)
+                ps.append(prob)
+                idx.append(index)
     if v <= 1024:
-        return p
-    k = max(1, min(top_k, v))
-    prob, index = p.topk(k, dim=-1)
-    kept = prob.double().sum(-1, keepdim=True)
-    rest = ((1.0 - kept) / max(v - k, 1)).clamp(min=0.0).float()
-    out = rest.expand(n, v).clone()
-    out.scatter_(1, index, prob)
-    return out
+        return Targets(v, p=torch.cat(ps))
+    return Targets(v, index=torch.cat(idx), prob=torch.cat(ps))
 
 
-def final(job_dir, job, model, decay, device, started):
-    """genas's full distillation; returns the result record (the best weights are in model)."""
-    # The teacher's model.py under a module name of its own (the student's is `model`).
+def load_module(path, name):
+    """The Python module at `path`, under `name` (each job's model.py on its own)."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        "genas_teacher_model", os.path.join(job_dir, "teacher", "model.py"))
-    tm = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tm)
-    with open(os.path.join(job_dir, "teacher", "architecture.json")) as f:
-        teacher = tm.GenasLM(json.load(f))
-    teacher.load_state_dict(tm.load_safetensors(os.path.join(job_dir, "teacher", "model.safetensors")))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_model(directory, name):
+    """(module, model) of an exported module folder: model.py, architecture.json, weights."""
+    mod = load_module(os.path.join(directory, "model.py"), name)
+    with open(os.path.join(directory, "architecture.json")) as f:
+        model = mod.GenasLM(json.load(f))
+    model.load_state_dict(mod.load_safetensors(os.path.join(directory, "model.safetensors")))
+    return mod, model
+
+
+# The format of checkpoint.pt; a checkpoint of another format is not resumed.
+CHECKPOINT_FORMAT = 2
+
+
+def final(job_dir, job, model, decay, device, opts, started):
+    """genas's full distillation; returns the result record (the best weights are in model)."""
+    _, teacher = load_model(os.path.join(job_dir, "teacher"), "genas_teacher_model")
     teacher.to(device).eval()
     batches, bmeta = read_safetensors(os.path.join(job_dir, job["batches"]))
     schedule = json.loads(bmeta["genas.batches"])["schedule"]
@@ -265,8 +426,8 @@ def final(job_dir, job, model, decay, device, started):
     info = json.loads(meta["genas.targets"])
     c = job["train"]
     temp, alpha, top_k = job["temperature"], job["alpha"], job["top_k"]
-    recipe = Recipe(model, c, decay, temp, alpha)
-    params = recipe.params
+    recipe = Recipe(model, c, decay, opts, temp, alpha)
+    params = dict(model.named_parameters())
     state = {"step": 0, "best_val": math.inf, "best_step": 0, "bad_evals": 0, "history": [],
              "recent": [], "seconds": 0.0, "losses": []}
     best = {k: w.detach().clone() for k, w in params.items()}
@@ -274,11 +435,11 @@ def final(job_dir, job, model, decay, device, started):
     ckpt = os.path.join(job_dir, "checkpoint.pt")
     if os.path.exists(ckpt):
         saved = torch.load(ckpt, map_location=device)
-        if saved["job"] == job:
+        if saved.get("format") == CHECKPOINT_FORMAT and saved["job"] == job:
             with torch.no_grad():
                 for k, w in params.items():
                     w.copy_(saved["weights"][k])
-            recipe.m, recipe.s = saved["m"], saved["s"]
+            recipe.opt.load_state_dict(saved["optimizer"])
             best = saved["best"]
             state = saved["state"]
             resumed_from = state["step"]
@@ -291,17 +452,18 @@ def final(job_dir, job, model, decay, device, started):
         pre = f"schedule.{step}"
         x = batches[pre + ".inputs"].reshape(b, t).to(device)
         y = batches[pre + ".targets"].to(device)
-        with torch.no_grad():
-            zt = teacher(x).reshape(b * t, -1)
-        p = soft_targets(zt, temp, top_k)
-        value, why = recipe.step(step, x, y, p)
-        if why is not None:
-            return {"steps": step, "losses": state["losses"], "diverged": why}
-        state["losses"].append(value)
-        state["recent"] = (state["recent"] + [value])[-20:]
+        recipe.step(step, x, y, soft_targets(teacher, x, temp, top_k, opts))
         state["step"] += 1
-        if state["step"] % job["eval_every"] == 0 or state["step"] == steps:
-            val_ce = evaluate(model, tensors, info, device)["val_ce"]
+        evaluating = state["step"] % job["eval_every"] == 0 or state["step"] == steps
+        saving = state["step"] % job["checkpoint_every"] == 0 or state["step"] == steps
+        if evaluating or saving or len(recipe.pending) >= SETTLE_EVERY:
+            done = len(state["losses"])
+            why = recipe.settle(state["losses"])
+            if why is not None:
+                return {"steps": len(state["losses"]), "losses": state["losses"], "diverged": why}
+            state["recent"] = (state["recent"] + state["losses"][done:])[-20:]
+        if evaluating:
+            val_ce = evaluate(model, tensors, info, device, opts)["val_ce"]
             state["history"].append([state["step"], val_ce])
             if val_ce < state["best_val"]:
                 state["best_val"], state["best_step"], state["bad_evals"] = val_ce, state["step"], 0
@@ -309,56 +471,63 @@ def final(job_dir, job, model, decay, device, started):
             else:
                 state["bad_evals"] += 1
             stopped_early = state["bad_evals"] >= job["patience"] and state["step"] < steps
-        if state["step"] % job["checkpoint_every"] == 0 or state["step"] == steps or stopped_early:
+        if saving or stopped_early:
             state["seconds"] = before + time.time() - started
             tmp = ckpt + f".{os.getpid()}.tmp"
-            torch.save({"job": job, "weights": {k: w.detach() for k, w in params.items()},
-                        "m": recipe.m, "s": recipe.s, "best": best, "state": state}, tmp)
+            torch.save({"format": CHECKPOINT_FORMAT, "job": job,
+                        "weights": {k: w.detach() for k, w in params.items()},
+                        "optimizer": recipe.opt.state_dict(), "best": best, "state": state}, tmp)
             os.replace(tmp, ckpt)
         if stopped_early:
             break
+    why = recipe.settle(state["losses"])
+    if why is not None:
+        return {"steps": len(state["losses"]), "losses": state["losses"], "diverged": why}
     with torch.no_grad():
         for k, w in params.items():
             w.copy_(best[k])
     tail = state["recent"]
     return {"steps": state["step"], "losses": state["losses"], "diverged": None,
             "train_loss": sum(tail) / len(tail) if tail else None,
-            "eval": evaluate(model, tensors, info, device),
+            "eval": evaluate(model, tensors, info, device, opts),
             "best_step": state["best_step"], "stopped_early": stopped_early,
             "resumed_from": resumed_from, "history": state["history"],
             "seconds": before + time.time() - started}
 
 
-def main(job_dir, device):
-    started = time.time()
-    with open(os.path.join(job_dir, "job.json")) as f:
-        job = json.load(f)
-    model_dir = os.path.join(job_dir, "model")
-    sys.path.insert(0, model_dir)
-    from model import GenasLM, load_safetensors  # the candidate's own module
-
-    # Full float32 matrix products on a GPU (TF32 would round inputs to 10 bits).
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+def resolve_device(device):
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda: this torch has no CUDA device")
-    with open(os.path.join(model_dir, "architecture.json")) as f:
-        arch = json.load(f)
-    model = GenasLM(arch)
-    model.load_state_dict(load_safetensors(os.path.join(model_dir, "model.safetensors")))
+    return device
+
+
+def device_name(device):
+    return torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
+
+
+def run_job(job_dir, device):
+    """Runs the job in `job_dir` and writes its result.json (and trained weights)."""
+    started = time.time()
+    with open(os.path.join(job_dir, "job.json")) as f:
+        job = json.load(f)
+    opts = Options(job, device)
+    # Full float32 matrix products on a GPU (TF32 would round inputs to 10 bits).
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    mod, model = load_model(os.path.join(job_dir, "model"), "genas_student_model")
     model.to(device).train()
     params = dict(model.named_parameters())
     decay = set(job["decay"])
-    unknown = set(job["decay"]) - set(params)
+    unknown = decay - set(params)
     if unknown:
         raise SystemExit(f"error: job.json names parameters the model lacks: {sorted(unknown)}")
 
     if job.get("kind") == "final":
-        result = final(job_dir, job, model, decay, device, started)
-        result["device"] = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-        finish(job_dir, model, result, started)
+        result = final(job_dir, job, model, decay, device, opts, started)
+        result["device"] = device_name(device)
+        finish(job_dir, mod, model, result, started)
         return
     tensors, meta = read_safetensors(os.path.join(job_dir, job["targets"]))
     teacher = job.get("kind", "distill") == "train"
@@ -367,44 +536,64 @@ def main(job_dir, device):
     temp, alpha = job["temperature"], job["alpha"]
     c = job["train"]
     steps = min(c["steps"], len(info["schedule"]))
-    recipe = Recipe(model, c, decay, temp, alpha)
+    recipe = Recipe(model, c, decay, opts, temp, alpha)
     losses, diverged = [], None
     for step in range(steps):
         b, t = info["schedule"][step]
-        n = b * t
         pre = f"schedule.{step}"
         held = tensors if teacher else shards.step(step)
         x = held[pre + ".inputs"].reshape(b, t).to(device)
         y = held[pre + ".targets"].to(device)
-        p = None if teacher else dense(held, pre, info["soft_k"][step], n, info["vocab"], device)
-        value, why = recipe.step(step, x, y, p)
-        if why is not None:
-            diverged = why
-            break
-        losses.append(value)
+        tg = None if teacher else Targets.of(held, pre, info["soft_k"][step], b * t, info["vocab"], device)
+        recipe.step(step, x, y, tg)
+        if len(recipe.pending) >= SETTLE_EVERY or step + 1 == steps:
+            diverged = recipe.settle(losses)
+            if diverged is not None:
+                break
 
     result = {"steps": len(losses), "losses": losses, "diverged": diverged,
-              "device": torch.cuda.get_device_name() if device == "cuda" else "cpu"}
+              "device": device_name(device)}
     tail = losses[-20:]
     result["train_loss"] = sum(tail) / len(tail) if tail else None
     if diverged is None and not teacher:
-        result["eval"] = evaluate(model, tensors, info, device)
+        result["eval"] = evaluate(model, tensors, info, device, opts)
     result["seconds"] = time.time() - started
-    finish(job_dir, model, result, started)
+    finish(job_dir, mod, model, result, started)
 
 
-def finish(job_dir, model, result, started):
+def finish(job_dir, mod, model, result, started):
     """Writes the trained weights (unless training diverged) and result.json."""
     if result.get("diverged") is None:
         # The trained weights, for what genas measures on its own engine.
-        from model import save_safetensors
-        save_safetensors({k: t.detach().cpu() for k, t in model.state_dict().items()},
-                         os.path.join(job_dir, "trained.safetensors"))
+        mod.save_safetensors({k: t.detach().cpu() for k, t in model.state_dict().items()},
+                             os.path.join(job_dir, "trained.safetensors"))
     result.setdefault("seconds", time.time() - started)
     tmp = os.path.join(job_dir, f".result.{os.getpid()}.tmp")
     with open(tmp, "w") as f:
         json.dump(result, f)
     os.replace(tmp, os.path.join(job_dir, "result.json"))
+
+
+def serve(device):
+    """A long-lived runner: reads job directories from stdin, one per line, runs each, and
+    answers one line per job on stdout: `done DIR`, or `failed DIR: why` (the job's error,
+    one line). Torch is imported once; the process ends when stdin closes."""
+    out = sys.stdout
+    sys.stdout = sys.stderr  # whatever a job prints must not be taken for an answer
+    for line in sys.stdin:
+        job_dir = line.strip()
+        if not job_dir:
+            continue
+        try:
+            run_job(job_dir, device)
+            answer = f"done {job_dir}"
+        except (Exception, SystemExit) as e:  # a job's failure is its own, not the slot's
+            why = " ".join(str(e).split()) or type(e).__name__
+            answer = f"failed {job_dir}: {why}"
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        out.write(answer + "\n")
+        out.flush()
 
 
 if __name__ == "__main__":
@@ -414,6 +603,12 @@ if __name__ == "__main__":
         i = args.index("--device")
         dev = args[i + 1] if i + 1 < len(args) else ""
         del args[i:i + 2]
-    if len(args) != 1 or dev not in ("cpu", "cuda", "auto"):
-        raise SystemExit("usage: python runner.py JOB_DIR [--device cpu|cuda|auto]")
-    main(args[0], dev)
+    serving = args == ["--serve"]
+    if (len(args) != 1 and not serving) or dev not in ("cpu", "cuda", "auto"):
+        raise SystemExit("usage: python runner.py JOB_DIR [--device cpu|cuda|auto]\n"
+                         "       python runner.py --serve [--device cpu|cuda|auto]")
+    dev = resolve_device(dev)
+    if serving:
+        serve(dev)
+    else:
+        run_job(args[0], dev)
