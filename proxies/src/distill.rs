@@ -14,7 +14,7 @@ use genas_engine::cpu::loss::add_ce_host;
 use genas_engine::model::Model;
 use genas_engine::real::{Host, Real};
 use genas_engine::train::{train_step, Optimizer, TrainConfig, TrainError};
-use genas_space::{Architecture, Rng, StudentInit};
+use genas_space::{Architecture, Precision, Rng, StudentInit};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -50,6 +50,12 @@ pub struct DistillConfig {
     /// at its default (drawn), so cache keys of earlier runs stay.
     #[serde(default, skip_serializing_if = "StudentInit::is_random")]
     pub init: StudentInit,
+    /// How the PyTorch runner computes (`[fidelity] precision`); the engine computes in
+    /// float32 and refuses bf16 before anything runs. Left out of the serialised form at its
+    /// default, so cache keys of earlier runs stay and a bf16 result is never taken for an
+    /// fp32 one.
+    #[serde(default, skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
 }
 
 impl DistillConfig {
@@ -67,6 +73,7 @@ impl DistillConfig {
             val_sequences: 128,
             top_k: f.top_k as usize,
             init: f.init,
+            precision: f.precision,
         }
     }
 }

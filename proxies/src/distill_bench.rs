@@ -152,6 +152,7 @@ pub fn bench_distill(c: &DistillBenchConfig) -> Result<DistillBenchReport, Disti
         val_sequences,
         top_k: c.top_k,
         init: Default::default(),
+        precision: Default::default(),
     };
     let mut teacher = Model::new(&teacher_arch, be.clone(), 1);
     let resets = reset_peak_memory();

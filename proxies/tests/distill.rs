@@ -90,6 +90,7 @@ fn cfg(steps: u32) -> DistillConfig {
         val_sequences: 32,
         top_k: 64,
         init: Default::default(),
+        precision: Default::default(),
     }
 }
 

@@ -383,6 +383,19 @@ pub struct SearchConfig {
     /// Architectures the zero-cost screen is calibrated on (each distilled at the top rung)
     /// when the archive holds no calibration for the space yet.
     pub calibration: u32,
+    /// The PyTorch runner: sequences per forward/backward pass (their gradients summed into
+    /// the step of the whole batch); 0 lets the device's memory model choose. Left out of the
+    /// canonical form at 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub micro_batch: u32,
+    /// The PyTorch runner: recompute each block's activations in the backward pass instead
+    /// of keeping them (less device memory, about a third more compute, the same result).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub checkpointing: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The default `search.device_jobs`. Not yet chosen by measurement: no GPU has been lent to
@@ -405,6 +418,8 @@ impl Default for SearchConfig {
             device_jobs: DEFAULT_DEVICE_JOBS,
             threads: 0,
             calibration: DEFAULT_CALIBRATION,
+            micro_batch: 0,
+            checkpointing: false,
         }
     }
 }
@@ -436,6 +451,34 @@ pub struct FidelityConfig {
     /// default, so keys of earlier runs stay.
     #[serde(skip_serializing_if = "StudentInit::is_random")]
     pub init: StudentInit,
+    /// How the PyTorch runner computes: `"fp32"` (the default; the engine's numbers to float
+    /// rounding) or `"bf16"` (autocast to bfloat16 with float32 master weights). Left out of
+    /// the canonical form at its default.
+    #[serde(skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
+}
+
+/// `[fidelity] precision`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Bf16,
+}
+
+impl Precision {
+    pub fn is_fp32(&self) -> bool {
+        *self == Precision::Fp32
+    }
+
+    /// The runner's name of it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        }
+    }
 }
 
 /// `[fidelity] init`.
@@ -473,6 +516,7 @@ impl Default for FidelityConfig {
             final_steps: 2000,
             top_k: DEFAULT_TOP_K,
             init: StudentInit::Random,
+            precision: Precision::Fp32,
         }
     }
 }
@@ -1085,6 +1129,18 @@ impl Experiment {
                 "space.rope_scaling",
                 "applies only when space.position lists \"rope\": remove it or add \"rope\"",
             ));
+        }
+        for (table, key) in [
+            ("search", "micro_batch"),
+            ("search", "checkpointing"),
+            ("fidelity", "precision"),
+        ] {
+            if stated(table, key) && self.search.device == Device::Cpu {
+                return Err(bad(
+                    &format!("{table}.{key}"),
+                    "applies to the PyTorch runner only (device = \"cuda\" or \"auto\"): remove it or set device",
+                ));
+            }
         }
         if stated("search", "device_jobs") && self.search.device == Device::Cpu {
             return Err(bad(

@@ -196,6 +196,7 @@ pub fn parity_config() -> DistillConfig {
         val_sequences: 16,
         top_k: 64,
         init: Default::default(),
+        precision: Default::default(),
     }
 }
 
@@ -224,7 +225,7 @@ fn job_with_reference(
     let tname = genas_scoring::inputs::store(inputs, t).map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(dir)?;
     let rel = pathdiff(inputs, dir).join(format!("{tname}.safetensors"));
-    write_job(dir, job, &rel, t)?;
+    write_job(dir, job, &rel, t, &Default::default())?;
     let mut m = Model::new(&job.architecture, Cpu::<f32>::new(1), job.init_seed);
     let mut losses = Vec::new();
     let start = std::time::Instant::now();

@@ -182,12 +182,23 @@ fn teacher_of(
         }
     ));
     let (model, record) = match genas_exec::torch::device_plan(&l.experiment)? {
-        genas_exec::torch::DevicePlan::Torch { device, python, .. } => {
+        genas_exec::torch::DevicePlan::Torch {
+            device,
+            python,
+            options,
+            ..
+        } => {
             say(&format!("the teacher trains under PyTorch on {device}"));
             let dir = archive.path().join("torch");
-            let (m, r, _) =
-                genas_exec::torch::train_teacher(cfg, &l.data, seed, &dir, &python, &device)
-                    .with_context(|| "training the teacher")?;
+            let (m, r, _) = genas_exec::torch::train_teacher(
+                cfg,
+                &l.data,
+                seed,
+                &dir,
+                (&python, &device),
+                &options,
+            )
+            .with_context(|| "training the teacher")?;
             (m, r)
         }
         genas_exec::torch::DevicePlan::Engine { .. } => {

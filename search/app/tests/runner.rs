@@ -41,6 +41,7 @@ fn the_pytorch_runner_trains_as_the_engine_does_for_every_space_choice() {
             &a,
             &targets[d],
             1000 + k as u64,
+            (&Default::default(), 1e-4),
             &mut report,
         );
     }
@@ -99,28 +100,46 @@ fn a_student_pruned_from_the_teacher_trains_under_the_runner_as_on_the_engine() 
                 );
             }
         }
-        same_under_both(dir.path(), name, &a, &t, 2000 + k as u64, &mut report);
+        same_under_both(
+            dir.path(),
+            name,
+            &a,
+            &t,
+            2000 + k as u64,
+            (&Default::default(), 1e-4),
+            &mut report,
+        );
     }
     eprintln!("{report}");
 }
 
 /// Runs the brief distillation of `a` against `t` (its initial weights as `t` gives them) on
-/// the engine and under the runner on torch's CPU, asserts they agree, and adds a line to
-/// `report`.
+/// the engine and under the runner on torch's CPU with `options`, asserts they agree to `tol`
+/// (relative: every step's loss, the validation CE and KL), and adds a line to `report`.
+/// Returns the worst step's and the validation CE's relative differences.
 fn same_under_both(
     root: &Path,
     name: &str,
     a: &genas_space::Architecture,
     t: &genas_scoring::distill::TeacherTargets,
     init_seed: u64,
+    (options, tol): (&genas_exec::torch::RunnerOptions, f64),
     report: &mut String,
-) {
+) -> (f64, f64) {
     let cfg = genas_app::gpu_check::parity_config();
     let cfg = genas_scoring::distill::DistillConfig {
         init: if t.parent.is_some() {
             genas_space::StudentInit::Teacher
         } else {
             genas_space::StudentInit::Random
+        },
+        ..cfg
+    };
+    let cfg = genas_scoring::distill::DistillConfig {
+        precision: if options.precision == "bf16" {
+            genas_space::Precision::Bf16
+        } else {
+            genas_space::Precision::Fp32
         },
         ..cfg
     };
@@ -146,6 +165,7 @@ fn same_under_both(
         &job,
         &genas_scoring::inputs::path_in(&targets_dir, &tname),
         t,
+        options,
     )
     .unwrap();
     let theirs = genas_exec::torch::run(&jd, "python3", "cpu").unwrap();
@@ -163,21 +183,86 @@ fn same_under_both(
         e.val_ce, r.val_ce, e.kl_to_teacher, r.kl_to_teacher, e.agreement, r.agreement
     );
     assert!(
-        worst < 1e-4,
+        worst < tol,
         "{name}: a step's loss differs by {worst:.2e}\n{report}"
     );
     assert!(
-        ce < 1e-4,
+        ce < tol,
         "{name}: validation CE differs by {ce:.2e}\n{report}"
     );
     assert!(
-        (e.kl_to_teacher - r.kl_to_teacher).abs() < 1e-4 * e.kl_to_teacher.max(1e-3),
+        (e.kl_to_teacher - r.kl_to_teacher).abs() < tol * e.kl_to_teacher.max(1e-3),
         "{name}\n{report}"
     );
     // The record genas keeps from a runner's result.
     let out = theirs.output();
     assert_eq!(out.result.steps, ours.steps);
     assert!(out.result.diverged.is_none());
+    (worst, ce)
+}
+
+/// What the runner does to fit a device changes nothing beyond float rounding: micro-batches
+/// of one sequence (their gradients summed into the whole batch's step), every block
+/// recomputed in the backward pass, and the loss over chunks of 7 rows (each chunk's logits
+/// recomputed, top-k targets in closed form) train as the engine does, for every parity case.
+/// bf16 autocast (float32 master weights) stays within its documented tolerance
+/// (`BF16_TOLERANCE`) on torch's CPU, and is measurably not fp32.
+#[test]
+fn micro_batches_checkpointing_loss_chunks_and_bf16_train_as_the_engine_does() {
+    if python_ready().is_err() {
+        return;
+    }
+    use genas_app::gpu_check::{
+        parity_cases, parity_config, random_teacher_targets, sonnets, wide_vocabulary,
+    };
+    use genas_exec::torch::{RunnerOptions, BF16_TOLERANCE};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let data = [sonnets(&root).unwrap(), wide_vocabulary()];
+    let cfg = parity_config();
+    let targets = [
+        random_teacher_targets(&data[0], &cfg, 32),
+        random_teacher_targets(&data[1], &cfg, 32),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut report = String::new();
+    let fitted = RunnerOptions {
+        micro_batch: 1,
+        checkpointing: true,
+        loss_rows: 7,
+        ..Default::default()
+    };
+    let bf16 = RunnerOptions {
+        precision: "bf16".into(),
+        ..Default::default()
+    };
+    let mut bf16_worst = 0.0f64;
+    for (k, (name, d, a)) in parity_cases(&data[0], &data[1]).into_iter().enumerate() {
+        let seed = 3000 + k as u64;
+        same_under_both(
+            dir.path(),
+            name,
+            &a,
+            &targets[d],
+            seed,
+            (&fitted, 1e-4),
+            &mut report,
+        );
+        let (worst, ce) = same_under_both(
+            dir.path(),
+            &format!("{name} bf16"),
+            &a,
+            &targets[d],
+            seed,
+            (&bf16, BF16_TOLERANCE),
+            &mut report,
+        );
+        bf16_worst = bf16_worst.max(worst).max(ce);
+    }
+    eprintln!("{report}");
+    assert!(
+        bf16_worst > 1e-4,
+        "bf16 ran in float32: {bf16_worst:.1e}\n{report}"
+    );
 }
 
 /// `genas search` of a small experiment with `search` appended to its [search] section, the
@@ -367,8 +452,15 @@ fn the_teacher_trains_under_the_runner_as_on_the_engine() {
         })
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (_, torch, theirs) =
-        genas_exec::torch::train_teacher(&cfg, &data, 4, dir.path(), "python3", "cpu").unwrap();
+    let (_, torch, theirs) = genas_exec::torch::train_teacher(
+        &cfg,
+        &data,
+        4,
+        dir.path(),
+        ("python3", "cpu"),
+        &Default::default(),
+    )
+    .unwrap();
     assert_eq!(theirs.len(), 50);
     let worst = ours
         .iter()
@@ -446,13 +538,20 @@ fn a_final_distillation_runs_under_the_runner_as_on_the_engine_and_resumes_after
         &val,
         &cfg,
         &jd,
-        killer.to_str().unwrap(),
-        "cpu",
+        (killer.to_str().unwrap(), "cpu"),
+        &Default::default(),
     );
     assert!(killed.is_err(), "the first run was killed");
     assert!(jd.join("checkpoint.pt").is_file());
     let (r, theirs, device) = genas_exec::torch::final_distill(
-        &mut t, &teacher, &data, &val, &cfg, &jd, "python3", "cpu",
+        &mut t,
+        &teacher,
+        &data,
+        &val,
+        &cfg,
+        &jd,
+        ("python3", "cpu"),
+        &Default::default(),
     )
     .unwrap();
     assert_eq!(device, "cpu");

@@ -29,7 +29,12 @@ impl<'a> ExecutorChoice<'a> {
         if exp.executor.kind == ExecutorKind::Local {
             return match device_plan(exp)? {
                 DevicePlan::Engine { .. } => Ok(ExecutorChoice::Local(local)),
-                DevicePlan::Torch { device, python, .. } => {
+                DevicePlan::Torch {
+                    device,
+                    python,
+                    options,
+                    ..
+                } => {
                     let root = archive_dir.join("torch");
                     let inputs = root.join("inputs");
                     let name = genas_scoring::inputs::store(&inputs, local.targets)
@@ -44,6 +49,7 @@ impl<'a> ExecutorChoice<'a> {
                         dir: absolute(root.join("jobs"))?,
                         targets: absolute(genas_scoring::inputs::path_in(&inputs, &name))?,
                         parallel: exp.search.device_jobs as usize,
+                        options,
                         local,
                     })))
                 }

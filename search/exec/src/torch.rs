@@ -70,6 +70,63 @@ pub struct TorchJob {
     /// full distillation's settings.
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub final_: Option<FinalSettings>,
+    /// How it runs on the device.
+    #[serde(flatten)]
+    pub options: RunnerOptions,
+}
+
+/// The bound on bf16's relative difference from the engine's float32: every step's loss over
+/// the parity cases' 50 steps, the validation CE and KL. Held by the test
+/// `micro_batches_checkpointing_loss_chunks_and_bf16_train_as_the_engine_does` on torch's
+/// CPU, where the worst measured is 1.2e-4 (a step's loss) and 2.8e-5 (validation CE); it
+/// leaves room for the longer sums of larger models. fp32 stays within 1e-6.
+pub const BF16_TOLERANCE: f64 = 1e-2;
+
+/// How a runner job runs on its device; none of it changes the recipe. In fp32 the result
+/// is the engine's to float rounding whatever the micro-batch, checkpointing or loss chunks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunnerOptions {
+    /// "fp32" or "bf16" (autocast, float32 master weights).
+    pub precision: String,
+    /// Sequences per forward/backward pass, their gradients summed into the step of the
+    /// whole batch (0: the whole batch).
+    pub micro_batch: u32,
+    /// Each block's activations recomputed in the backward pass.
+    pub checkpointing: bool,
+    /// Rows of logits the loss makes at once (0: as many as 2^25 entries hold).
+    pub loss_rows: u32,
+}
+
+impl Default for RunnerOptions {
+    fn default() -> Self {
+        RunnerOptions {
+            precision: "fp32".into(),
+            micro_batch: 0,
+            checkpointing: false,
+            loss_rows: 0,
+        }
+    }
+}
+
+impl RunnerOptions {
+    /// The options `exp` states (`[fidelity] precision`, `[search] micro_batch` and
+    /// `checkpointing`).
+    pub fn of(exp: &Experiment) -> RunnerOptions {
+        RunnerOptions {
+            precision: exp.fidelity.precision.name().into(),
+            micro_batch: exp.search.micro_batch,
+            checkpointing: exp.search.checkpointing,
+            loss_rows: 0,
+        }
+    }
+
+    /// These options at `precision`.
+    pub fn at(&self, precision: genas_space::Precision) -> RunnerOptions {
+        RunnerOptions {
+            precision: precision.name().into(),
+            ..self.clone()
+        }
+    }
 }
 
 /// A "final" job's own settings (`distill::FullConfig`, the soft targets' k, the files).
@@ -146,11 +203,18 @@ pub fn write_job(
     job: &Job,
     file: &Path,
     targets: &TeacherTargets,
+    options: &RunnerOptions,
 ) -> std::result::Result<(), ExecError> {
-    write_job_inner(dir, job, file, targets).map_err(runner_error)
+    write_job_inner(dir, job, file, targets, options).map_err(runner_error)
 }
 
-fn write_job_inner(dir: &Path, job: &Job, file: &Path, targets: &TeacherTargets) -> Result<()> {
+fn write_job_inner(
+    dir: &Path,
+    job: &Job,
+    file: &Path,
+    targets: &TeacherTargets,
+    options: &RunnerOptions,
+) -> Result<()> {
     let model = targets.student(&job.architecture, Cpu::<f32>::new(1), job.init_seed);
     let c = &job.config;
     let steps = c
@@ -165,6 +229,7 @@ fn write_job_inner(dir: &Path, job: &Job, file: &Path, targets: &TeacherTargets)
         (c.temperature, c.alpha),
         train,
         None,
+        options.at(c.precision),
     )
 }
 
@@ -179,6 +244,7 @@ fn write_torch_job(
     (temperature, alpha): (f64, f64),
     train: TrainConfig,
     final_: Option<FinalSettings>,
+    options: RunnerOptions,
 ) -> Result<()> {
     let tensors = genas_interop::model_tensors(model);
     genas_interop::export::write_module(&dir.join("model"), &model.arch, &tensors)?;
@@ -196,6 +262,7 @@ fn write_torch_job(
             .map(|p| p.name.clone())
             .collect(),
         train,
+        options,
     };
     std::fs::write(dir.join("job.json"), serde_json::to_vec_pretty(&torch)?)
         .with_context(|| format!("cannot write {}", dir.display()))?;
@@ -235,10 +302,10 @@ pub fn train_teacher(
     data: &genas_scoring::Dataset,
     seed: u64,
     dir: &Path,
-    python: &str,
-    device: &str,
+    (python, device): (&str, &str),
+    options: &RunnerOptions,
 ) -> std::result::Result<TrainedTeacher, ExecError> {
-    train_teacher_inner(cfg, data, seed, dir, python, device).map_err(runner_error)
+    train_teacher_inner(cfg, data, seed, dir, (python, device), options).map_err(runner_error)
 }
 
 fn train_teacher_inner(
@@ -246,8 +313,8 @@ fn train_teacher_inner(
     data: &genas_scoring::Dataset,
     seed: u64,
     dir: &Path,
-    python: &str,
-    device: &str,
+    (python, device): (&str, &str),
+    options: &RunnerOptions,
 ) -> Result<TrainedTeacher> {
     use genas_scoring::teacher::{teacher_architecture, teacher_record, teacher_train_config};
     let arch = teacher_architecture(cfg, data.vocab_size(), data.context);
@@ -261,7 +328,16 @@ fn train_teacher_inner(
     let _ = std::fs::remove_dir_all(&jd);
     std::fs::create_dir_all(&jd).with_context(|| jd.display().to_string())?;
     let file = std::path::absolute(genas_scoring::inputs::path_in(&inputs, &name))?;
-    write_torch_job(&jd, &model, "train", &file, (1.0, 1.0), train, None)?;
+    write_torch_job(
+        &jd,
+        &model,
+        "train",
+        &file,
+        (1.0, 1.0),
+        train,
+        None,
+        options.clone(),
+    )?;
     let r = run(&jd, python, device)?;
     if let Some(why) = &r.diverged {
         bail!("the teacher's training under PyTorch failed: {why}");
@@ -288,10 +364,20 @@ pub fn final_distill(
     val: &TeacherTargets,
     cfg: &genas_scoring::distill::FullConfig,
     jd: &Path,
-    python: &str,
-    device: &str,
+    (python, device): (&str, &str),
+    options: &RunnerOptions,
 ) -> std::result::Result<(genas_scoring::distill::FullResult, Vec<f64>, String), ExecError> {
-    final_distill_inner(student, teacher, data, val, cfg, jd, python, device).map_err(runner_error)
+    final_distill_inner(
+        student,
+        teacher,
+        data,
+        val,
+        cfg,
+        jd,
+        (python, device),
+        options,
+    )
+    .map_err(runner_error)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -302,8 +388,8 @@ fn final_distill_inner(
     val: &TeacherTargets,
     cfg: &genas_scoring::distill::FullConfig,
     jd: &Path,
-    python: &str,
-    device: &str,
+    (python, device): (&str, &str),
+    options: &RunnerOptions,
 ) -> Result<(genas_scoring::distill::FullResult, Vec<f64>, String)> {
     let d = &cfg.distill;
     let inputs = jd.join("inputs");
@@ -329,6 +415,7 @@ fn final_distill_inner(
         (d.temperature, d.alpha),
         train,
         Some(settings),
+        options.at(d.precision),
     )?;
     let r = run(jd, python, device)?;
     if let Some(why) = &r.diverged {
@@ -388,6 +475,7 @@ pub enum DevicePlan {
         device: String,
         python: String,
         note: String,
+        options: RunnerOptions,
     },
 }
 
@@ -451,6 +539,20 @@ fn device_plan_inner(exp: &Experiment) -> Result<DevicePlan> {
     let file = exp.source.display();
     let cpu_only = std::env::var("GENAS_RUNNER_DEVICE").is_ok_and(|d| d == "cpu");
     let python = python();
+    let plan = device_plan_of(exp, cpu_only, python)?;
+    if let (DevicePlan::Engine { .. }, genas_space::Precision::Bf16) =
+        (&plan, exp.fidelity.precision)
+    {
+        bail!(
+            "{file}: fidelity.precision = \"bf16\" needs the PyTorch runner on a GPU, and training runs on the CPU engine here (float32 only): remove it or use a machine whose torch sees a GPU"
+        );
+    }
+    Ok(plan)
+}
+
+fn device_plan_of(exp: &Experiment, cpu_only: bool, python: String) -> Result<DevicePlan> {
+    let file = exp.source.display();
+    let options = RunnerOptions::of(exp);
     match exp.search.device {
         Device::Cpu => Ok(DevicePlan::Engine { note: None }),
         Device::Cuda => {
@@ -470,6 +572,7 @@ fn device_plan_inner(exp: &Experiment) -> Result<DevicePlan> {
                     exp.search.device_jobs
                 ),
                 python,
+                options,
             })
         }
         Device::Auto => match probe(&python) {
@@ -480,6 +583,7 @@ fn device_plan_inner(exp: &Experiment) -> Result<DevicePlan> {
                     exp.search.device_jobs
                 ),
                 python,
+                options,
             }),
             Ok((version, _, _)) => Ok(DevicePlan::Engine {
                 note: Some(format!(
@@ -502,6 +606,7 @@ pub struct Torch<'a> {
     /// The file of `local`'s teacher targets.
     pub targets: PathBuf,
     pub parallel: usize,
+    pub options: RunnerOptions,
     /// Its teacher targets, in memory. The zero-cost proxies are computed by the engine here:
     /// they take milliseconds.
     pub local: Local<'a>,
@@ -527,7 +632,7 @@ impl Torch<'_> {
         if let Err(e) = std::fs::create_dir_all(&jd) {
             return failed(WRITING, &format!("{}: {e}", jd.display()));
         }
-        if let Err(e) = write_job(&jd, job, &self.targets, self.local.targets) {
+        if let Err(e) = write_job(&jd, job, &self.targets, self.local.targets, &self.options) {
             return failed(WRITING, &e);
         }
         let mut out = match run(&jd, &self.python, &self.device) {

@@ -235,7 +235,12 @@ pub fn distill(
             }
         };
         let mut model = fresh(targets)?;
-        let (r, device) = if let genas_exec::torch::DevicePlan::Torch { device, python, .. } = &plan
+        let (r, device) = if let genas_exec::torch::DevicePlan::Torch {
+            device,
+            python,
+            options,
+            ..
+        } = &plan
         {
             // Under PyTorch: the runner checkpoints in its job directory, and a rerun of the
             // same request resumes from there.
@@ -257,7 +262,14 @@ pub fn distill(
                 }
             ));
             let (r, _, on) = genas_exec::torch::final_distill(
-                &mut model, t, &l.data, targets, &cfg, &jd, python, device,
+                &mut model,
+                t,
+                &l.data,
+                targets,
+                &cfg,
+                &jd,
+                (python, device),
+                options,
             )
             .with_context(|| format!("distilling {id}"))?;
             (r, Some(on))
