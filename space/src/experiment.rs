@@ -392,6 +392,17 @@ pub struct SearchConfig {
     /// of keeping them (less device memory, about a third more compute, the same result).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub checkpointing: bool,
+    /// The GPUs the runner's slots use, by torch's numbering (`device_jobs` slots each);
+    /// empty: every GPU torch sees. Left out of the canonical form when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<u32>,
+}
+
+impl SearchConfig {
+    /// The largest `micro_batch` accepted (larger than any batch a rung trains).
+    pub fn max_micro_batch(&self) -> u32 {
+        1 << 16
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -420,6 +431,7 @@ impl Default for SearchConfig {
             calibration: DEFAULT_CALIBRATION,
             micro_batch: 0,
             checkpointing: false,
+            gpus: Vec::new(),
         }
     }
 }
@@ -901,6 +913,23 @@ impl Experiment {
                 format!("{} is outside 1..=256", s.device_jobs),
             ));
         }
+        if s.gpus.len() > 64 {
+            return Err(bad(
+                "search.gpus",
+                format!("lists {} GPUs; at most 64", s.gpus.len()),
+            ));
+        }
+        for (i, g) in s.gpus.iter().enumerate() {
+            if s.gpus[..i].contains(g) {
+                return Err(bad("search.gpus", format!("GPU {g} is listed twice")));
+            }
+        }
+        if s.micro_batch > s.max_micro_batch() {
+            return Err(bad(
+                "search.micro_batch",
+                format!("{} is outside 0..={}", s.micro_batch, s.max_micro_batch()),
+            ));
+        }
         let f = &self.fidelity;
         if !(f.screen_keep > 0.0 && f.screen_keep <= 1.0) {
             return Err(bad(
@@ -1133,6 +1162,7 @@ impl Experiment {
         for (table, key) in [
             ("search", "micro_batch"),
             ("search", "checkpointing"),
+            ("search", "gpus"),
             ("fidelity", "precision"),
         ] {
             if stated(table, key) && self.search.device == Device::Cpu {

@@ -33,6 +33,7 @@ impl<'a> ExecutorChoice<'a> {
                     device,
                     python,
                     options,
+                    gpus,
                     ..
                 } => {
                     let root = archive_dir.join("torch");
@@ -43,12 +44,19 @@ impl<'a> ExecutorChoice<'a> {
                         std::path::absolute(&p)
                             .map_err(|e| ExecError::Inputs(format!("{}: {e}", p.display())))
                     };
+                    let slots = crate::slots::Slots::new(
+                        &python,
+                        &device,
+                        &gpus,
+                        exp.search.device_jobs as usize,
+                        &root.join("slots"),
+                        Box::new(|line: &str| eprintln!("{line}")),
+                    )
+                    .map_err(|e| ExecError::Runner(format!("{}: {e}", root.display())))?;
                     Ok(ExecutorChoice::Torch(Box::new(Torch {
-                        device,
-                        python,
+                        slots,
                         dir: absolute(root.join("jobs"))?,
                         targets: absolute(genas_scoring::inputs::path_in(&inputs, &name))?,
-                        parallel: exp.search.device_jobs as usize,
                         options,
                         local,
                     })))

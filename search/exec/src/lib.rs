@@ -7,8 +7,10 @@
 //! - [`local`]: worker threads on this machine (one pool for all side-by-side work);
 //! - [`slurm`]: one job array per batch on a Slurm cluster, each task a `genas worker`, and
 //!   the final distillations as tasks of their own;
-//! - [`torch`]: the PyTorch runner, `device_jobs` jobs side by side on a GPU, plus teacher
+//! - [`torch`]: the PyTorch runner, `device_jobs` jobs side by side on each GPU, plus teacher
 //!   training and final distillation through it;
+//! - [`slots`]: the long-lived runner processes those jobs go to, one per slot, each pinned
+//!   to its GPU;
 //! - [`replay`]: a tabulated benchmark read back instead of training;
 //! - [`choice`]: the executor an experiment names, set up over its inputs.
 //!
@@ -18,6 +20,7 @@
 pub mod choice;
 pub mod local;
 pub mod replay;
+pub mod slots;
 pub mod slurm;
 pub mod torch;
 

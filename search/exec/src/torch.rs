@@ -224,8 +224,7 @@ fn write_job_inner(
     write_torch_job(
         dir,
         &model,
-        "distill",
-        file,
+        ("distill", file),
         (c.temperature, c.alpha),
         train,
         None,
@@ -239,8 +238,7 @@ fn write_job_inner(
 fn write_torch_job(
     dir: &Path,
     model: &Model<Cpu<f32>>,
-    kind: &str,
-    file: &Path,
+    (kind, file): (&str, &Path),
     (temperature, alpha): (f64, f64),
     train: TrainConfig,
     final_: Option<FinalSettings>,
@@ -331,8 +329,7 @@ fn train_teacher_inner(
     write_torch_job(
         &jd,
         &model,
-        "train",
-        &file,
+        ("train", &file),
         (1.0, 1.0),
         train,
         None,
@@ -391,6 +388,35 @@ fn final_distill_inner(
     (python, device): (&str, &str),
     options: &RunnerOptions,
 ) -> Result<(genas_scoring::distill::FullResult, Vec<f64>, String)> {
+    write_final_inner(student, teacher, data, val, cfg, jd, options)?;
+    let r = run(jd, python, device)?;
+    read_final_inner(student, jd, &r)
+}
+
+/// Writes the job directory `jd` of [`final_distill`] (kept as it is where it holds the
+/// same job, so its checkpoint is resumed), to be run by [`run`] or a slot.
+#[allow(clippy::too_many_arguments)]
+pub fn write_final(
+    student: &Model<Cpu<f32>>,
+    teacher: &Model<Cpu<f32>>,
+    data: &genas_scoring::Dataset,
+    val: &TeacherTargets,
+    cfg: &genas_scoring::distill::FullConfig,
+    jd: &Path,
+    options: &RunnerOptions,
+) -> std::result::Result<(), ExecError> {
+    write_final_inner(student, teacher, data, val, cfg, jd, options).map_err(runner_error)
+}
+
+fn write_final_inner(
+    student: &Model<Cpu<f32>>,
+    teacher: &Model<Cpu<f32>>,
+    data: &genas_scoring::Dataset,
+    val: &TeacherTargets,
+    cfg: &genas_scoring::distill::FullConfig,
+    jd: &Path,
+    options: &RunnerOptions,
+) -> Result<()> {
     let d = &cfg.distill;
     let inputs = jd.join("inputs");
     let bname = store_schedule(&inputs, data, d.batch_size, d.steps, d.seed)?;
@@ -410,14 +436,30 @@ fn final_distill_inner(
     write_torch_job(
         jd,
         student,
-        "final",
-        Path::new(&rel(&vname)),
+        ("final", Path::new(&rel(&vname))),
         (d.temperature, d.alpha),
         train,
         Some(settings),
         options.at(d.precision),
-    )?;
-    let r = run(jd, python, device)?;
+    )
+}
+
+/// The outcome of a final job that ran in `jd` with result `r`: the best weights loaded into
+/// `student` (an architecture's model at any weights), `jd` removed; the result, the loss of
+/// every step and the device.
+pub fn read_final(
+    student: &mut Model<Cpu<f32>>,
+    jd: &Path,
+    r: &TorchResult,
+) -> std::result::Result<(genas_scoring::distill::FullResult, Vec<f64>, String), ExecError> {
+    read_final_inner(student, jd, r).map_err(runner_error)
+}
+
+fn read_final_inner(
+    student: &mut Model<Cpu<f32>>,
+    jd: &Path,
+    r: &TorchResult,
+) -> Result<(genas_scoring::distill::FullResult, Vec<f64>, String)> {
     if let Some(why) = &r.diverged {
         bail!("{why}");
     }
@@ -431,7 +473,7 @@ fn final_distill_inner(
         history: r.history.clone().unwrap_or_default(),
     };
     let _ = std::fs::remove_dir_all(jd);
-    Ok((full, r.losses, r.device))
+    Ok((full, r.losses.clone(), r.device.clone()))
 }
 
 /// Runs the job in `dir` with `python` on `device` ("cpu", "cuda" or "auto").
@@ -453,6 +495,11 @@ fn run_inner(dir: &Path, python: &str, device: &str) -> Result<TorchResult> {
             last_lines(&o.stderr, ERROR_LINES)
         );
     }
+    read_result(dir)
+}
+
+/// The `result.json` a runner wrote in `dir`, read with a bound.
+pub(crate) fn read_result(dir: &Path) -> Result<TorchResult> {
     let path = dir.join("result.json");
     let bytes = genas_space::files::read_bounded(&path, MAX_RESULT_BYTES)
         .with_context(|| format!("{}", path.display()))?;
@@ -476,6 +523,9 @@ pub enum DevicePlan {
         python: String,
         note: String,
         options: RunnerOptions,
+        /// The GPUs the slots are pinned to (`CUDA_VISIBLE_DEVICES`), `search.device_jobs`
+        /// each; none pinned when empty.
+        gpus: Vec<u32>,
     },
 }
 
@@ -489,9 +539,19 @@ impl DevicePlan {
     }
 }
 
-type Probe = Result<(String, bool, String), String>;
+/// What `python` says of torch: its version, whether it sees CUDA, the first device's name and
+/// how many devices it sees.
+#[derive(Clone, Debug)]
+struct TorchInfo {
+    version: String,
+    cuda: bool,
+    name: String,
+    devices: u32,
+}
 
-/// What `python` says of torch: `Ok((version, has CUDA, device name))` or why it cannot say.
+type Probe = Result<TorchInfo, String>;
+
+/// What `python` says of torch, or why it cannot say.
 /// Asked once per process (importing torch takes a second or two).
 fn probe(python: &str) -> Probe {
     static SEEN: std::sync::Mutex<Vec<(String, Probe)>> = std::sync::Mutex::new(Vec::new());
@@ -506,7 +566,8 @@ fn probe(python: &str) -> Probe {
 
 fn ask_torch(python: &str) -> Probe {
     let code = "import torch; c = torch.cuda.is_available(); \
-                print(torch.__version__, int(c), torch.cuda.get_device_name() if c else 'none', sep='|')";
+                print(torch.__version__, int(c), torch.cuda.device_count() if c else 0, \
+                torch.cuda.get_device_name() if c else 'none', sep='|')";
     let o = Command::new(python)
         .args(["-c", code])
         .output()
@@ -518,10 +579,15 @@ fn ask_torch(python: &str) -> Probe {
         ));
     }
     let out = String::from_utf8_lossy(&o.stdout);
-    let mut parts = out.trim().splitn(3, '|');
-    let (v, c, name) = (parts.next(), parts.next(), parts.next());
-    match (v, c, name) {
-        (Some(v), Some(c), Some(name)) => Ok((v.to_string(), c == "1", name.to_string())),
+    let mut parts = out.trim().splitn(4, '|');
+    let (v, c, n, name) = (parts.next(), parts.next(), parts.next(), parts.next());
+    match (v, c, n.and_then(|n| n.parse().ok()), name) {
+        (Some(v), Some(c), Some(devices), Some(name)) => Ok(TorchInfo {
+            version: v.to_string(),
+            cuda: c == "1",
+            name: name.to_string(),
+            devices,
+        }),
         _ => Err(format!(
             "{python} printed {:?} for torch's version",
             out.trim()
@@ -553,59 +619,96 @@ fn device_plan_inner(exp: &Experiment) -> Result<DevicePlan> {
 fn device_plan_of(exp: &Experiment, cpu_only: bool, python: String) -> Result<DevicePlan> {
     let file = exp.source.display();
     let options = RunnerOptions::of(exp);
+    let what = |on: &str, gpus: &[u32]| {
+        let slots = exp.search.device_jobs as usize * gpus.len().max(1);
+        format!(
+            "training through PyTorch on {on}: the teacher, brief distillations ({slots} at a time: {} per {}) and final distillations",
+            exp.search.device_jobs,
+            if gpus.is_empty() { "device".to_string() } else { format!("GPU, GPUs {gpus:?}") }
+        )
+    };
+    let torch = |info: &TorchInfo, device: &str| -> Result<DevicePlan> {
+        let listed = &exp.search.gpus;
+        let gpus: Vec<u32> = if device == "cuda" {
+            if let Some(g) = listed.iter().find(|&&g| g >= info.devices) {
+                bail!(
+                    "{file}: search.gpus lists GPU {g}, but torch {} sees {} (numbered from 0)",
+                    info.version,
+                    info.devices
+                );
+            }
+            if listed.is_empty() {
+                (0..info.devices).collect()
+            } else {
+                listed.clone()
+            }
+        } else {
+            // Torch's CPU (GENAS_RUNNER_DEVICE=cpu): slots pinned as listed, for trying the
+            // GPU path's plumbing on a machine without one.
+            listed.clone()
+        };
+        let on = if device == "cuda" {
+            format!("{} ({} {})", info.name, info.version, device)
+        } else {
+            format!("the CPU (torch {}, GENAS_RUNNER_DEVICE=cpu)", info.version)
+        };
+        Ok(DevicePlan::Torch {
+            device: device.into(),
+            note: what(&on, &gpus),
+            python: python.clone(),
+            options: options.clone(),
+            gpus,
+        })
+    };
     match exp.search.device {
         Device::Cpu => Ok(DevicePlan::Engine { note: None }),
         Device::Cuda => {
-            let (version, cuda, name) =
-                probe(&python).map_err(|e| anyhow::anyhow!("{file}: search.device = \"cuda\": {e}; install PyTorch with CUDA support, or use \"cpu\""))?;
-            if !cuda && !cpu_only {
+            let info = probe(&python).map_err(|e| anyhow::anyhow!("{file}: search.device = \"cuda\": {e}; install PyTorch with CUDA support, or use \"cpu\""))?;
+            if !info.cuda && !cpu_only {
                 bail!(
-                    "{file}: search.device = \"cuda\": torch {version} ({python}) sees no CUDA device; use \"cpu\" or \"auto\""
+                    "{file}: search.device = \"cuda\": torch {} ({python}) sees no CUDA device; use \"cpu\" or \"auto\"",
+                    info.version
                 );
             }
-            let device = if cuda && !cpu_only { "cuda" } else { "cpu" };
-            Ok(DevicePlan::Torch {
-                device: device.into(),
-                note: format!(
-                    "training through PyTorch {version} on {}: the teacher, brief distillations ({} at a time) and final distillations",
-                    if device == "cuda" { name } else { "the CPU (GENAS_RUNNER_DEVICE=cpu)".into() },
-                    exp.search.device_jobs
-                ),
-                python,
-                options,
-            })
+            torch(
+                &info,
+                if info.cuda && !cpu_only {
+                    "cuda"
+                } else {
+                    "cpu"
+                },
+            )
         }
         Device::Auto => match probe(&python) {
-            Ok((version, true, name)) if !cpu_only => Ok(DevicePlan::Torch {
-                device: "cuda".into(),
-                note: format!(
-                    "search.device = \"auto\": training through PyTorch {version} on {name}: the teacher, brief distillations ({} at a time) and final distillations",
-                    exp.search.device_jobs
-                ),
-                python,
-                options,
-            }),
-            Ok((version, _, _)) => Ok(DevicePlan::Engine {
+            Ok(info) if info.cuda && !cpu_only => {
+                let mut plan = torch(&info, "cuda")?;
+                if let DevicePlan::Torch { note, .. } = &mut plan {
+                    *note = format!("search.device = \"auto\": {note}");
+                }
+                Ok(plan)
+            }
+            Ok(info) => Ok(DevicePlan::Engine {
                 note: Some(format!(
-                    "search.device = \"auto\": torch {version} sees no CUDA device: training on the CPU"
+                    "search.device = \"auto\": torch {} sees no CUDA device: training on the CPU",
+                    info.version
                 )),
             }),
             Err(e) => Ok(DevicePlan::Engine {
-                note: Some(format!("search.device = \"auto\": {e}: training on the CPU")),
+                note: Some(format!(
+                    "search.device = \"auto\": {e}: training on the CPU"
+                )),
             }),
         },
     }
 }
 
-/// The runner as an executor: each job in its own directory under `dir`, `parallel` at once
-/// on `device`.
+/// The runner as an executor: each job in its own directory under `dir`, one per device slot
+/// at once.
 pub struct Torch<'a> {
-    pub device: String,
-    pub python: String,
+    pub slots: crate::slots::Slots,
     pub dir: PathBuf,
     /// The file of `local`'s teacher targets.
     pub targets: PathBuf,
-    pub parallel: usize,
     pub options: RunnerOptions,
     /// Its teacher targets, in memory. The zero-cost proxies are computed by the engine here:
     /// they take milliseconds.
@@ -635,7 +738,7 @@ impl Torch<'_> {
         if let Err(e) = write_job(&jd, job, &self.targets, self.local.targets, &self.options) {
             return failed(WRITING, &e);
         }
-        let mut out = match run(&jd, &self.python, &self.device) {
+        let mut out = match self.slots.run(&jd) {
             Ok(r) => r.output(),
             Err(e) => return failed(RUNNING, &e),
         };
@@ -660,7 +763,7 @@ impl Executor for Torch<'_> {
         stop: &AtomicBool,
         done: &(dyn Fn(usize, Output) -> bool + Sync),
     ) -> Result<(), ExecError> {
-        side_by_side(jobs, self.parallel, stop, done, &|| (), &|_, job| {
+        side_by_side(jobs, self.slots.len(), stop, done, &|| (), &|_, job| {
             self.one(job)
         });
         Ok(())

@@ -211,6 +211,31 @@ pub fn distill(
     if let (Some(note), false) = (plan.note(), pending.is_empty()) {
         say(note);
     }
+    if let genas_exec::torch::DevicePlan::Torch {
+        device,
+        python,
+        options,
+        gpus,
+        ..
+    } = &plan
+    {
+        if let Some(m) = memory.take() {
+            say(&m.reheld().line());
+        }
+        let (mut t, outcome) = obtain_teacher(&access.archive, l, false, say, &mut |_, _| {})?;
+        let targets = TeacherTargets::compute(&mut t, &l.data, &cfg.distill, 0);
+        let runner = Runner {
+            device,
+            python,
+            options,
+            gpus,
+        };
+        let teacher = (&t, outcome.record.key.as_str(), &targets);
+        out.extend(distill_under_torch(
+            &access, o, run, &pending, &cfg, teacher, runner, stop, say,
+        )?);
+        return Ok(out);
+    }
     for (k, id) in pending.iter().enumerate() {
         let cand = access.candidate(id)?;
         if teacher.is_none() {
@@ -235,45 +260,7 @@ pub fn distill(
             }
         };
         let mut model = fresh(targets)?;
-        let (r, device) = if let genas_exec::torch::DevicePlan::Torch {
-            device,
-            python,
-            options,
-            ..
-        } = &plan
-        {
-            // Under PyTorch: the runner checkpoints in its job directory, and a rerun of the
-            // same request resumes from there.
-            let jd = access
-                .archive
-                .path()
-                .join("torch")
-                .join("final")
-                .join(format!("{run}-{id}-{steps}"));
-            say(&format!(
-                "[{}/{}] distilling {id} {} for {steps} steps under PyTorch on {device}{}",
-                k + 1,
-                pending.len(),
-                cand.architecture.summary(),
-                if jd.join("checkpoint.pt").is_file() {
-                    ", resuming from its checkpoint"
-                } else {
-                    ""
-                }
-            ));
-            let (r, _, on) = genas_exec::torch::final_distill(
-                &mut model,
-                t,
-                &l.data,
-                targets,
-                &cfg,
-                &jd,
-                (python, device),
-                options,
-            )
-            .with_context(|| format!("distilling {id}"))?;
-            (r, Some(on))
-        } else {
+        let (r, device) = {
             let mut store = ArchiveCheckpoints {
                 archive: &access.archive,
                 run,
@@ -333,6 +320,135 @@ pub fn distill(
             device,
             say,
         )?);
+    }
+    Ok(out)
+}
+
+/// Where the PyTorch runner trains: the device plan's parts.
+struct Runner<'a> {
+    device: &'a str,
+    python: &'a str,
+    options: &'a genas_exec::torch::RunnerOptions,
+    gpus: &'a [u32],
+}
+
+/// The final distillations of `pending` under the PyTorch runner, side by side: one job per
+/// member (`ARCHIVE/torch/final/RUN-ID-STEPS`, kept until its result is stored, so a rerun
+/// resumes each from its checkpoint), as many at once as there are device slots, each stored
+/// as it finishes.
+#[allow(clippy::too_many_arguments)]
+fn distill_under_torch(
+    access: &RunAccess,
+    o: &DistillOptions,
+    run: &str,
+    pending: &[String],
+    cfg: &FullConfig,
+    (t, teacher_key, targets): (&Model<Cpu<f32>>, &str, &TeacherTargets),
+    runner: Runner,
+    stop: &AtomicBool,
+    say: &mut dyn FnMut(&str),
+) -> Result<Vec<DistilledRecord>> {
+    let l = &access.loaded;
+    let steps = cfg.distill.steps;
+    let root = access.archive.path().join("torch");
+    let mut jobs = Vec::new();
+    for (k, id) in pending.iter().enumerate() {
+        let cand = access.candidate(id)?;
+        // The student at its initial weights: drawn, or with `[fidelity] init = "teacher"`
+        // pruned from the teacher.
+        let model = if targets.parent.is_some() {
+            let seed = init_seed(l.experiment.teacher.seed, &cand.id);
+            targets.student(&cand.architecture, Cpu::<f32>::new(o.threads), seed)
+        } else {
+            access.model(cand, Weights::Init, o.threads)?
+        };
+        let jd = root.join("final").join(format!("{run}-{id}-{steps}"));
+        say(&format!(
+            "[{}/{}] distilling {id} {} for {steps} steps under PyTorch on {}{}",
+            k + 1,
+            pending.len(),
+            cand.architecture.summary(),
+            runner.device,
+            if jd.join("checkpoint.pt").is_file() {
+                ", resuming from its checkpoint"
+            } else {
+                ""
+            }
+        ));
+        genas_exec::torch::write_final(&model, t, &l.data, targets, cfg, &jd, runner.options)
+            .with_context(|| format!("distilling {id}"))?;
+        jobs.push(jd);
+    }
+    let slots = genas_exec::slots::Slots::new(
+        runner.python,
+        runner.device,
+        runner.gpus,
+        l.experiment.search.device_jobs as usize,
+        &root.join("slots"),
+        Box::new(|line: &str| eprintln!("{line}")),
+    )
+    .with_context(|| root.display().to_string())?;
+    if slots.len() > 1 && jobs.len() > 1 {
+        say(&format!(
+            "{} distillations at a time, one per device slot",
+            slots.len().min(jobs.len())
+        ));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut out = Vec::new();
+    std::thread::scope(|s| -> Result<()> {
+        let slots = &slots;
+        let jobs = &jobs;
+        s.spawn(move || {
+            genas_exec::local::side_by_side(
+                jobs,
+                slots.len(),
+                stop,
+                &|i, r| tx.send((i, r)).is_ok(),
+                &|| (),
+                &|_, jd| slots.run(jd),
+            )
+        });
+        for (i, r) in rx {
+            let id = &pending[i];
+            let r = r
+                .map_err(|e| anyhow!(e))
+                .with_context(|| format!("distilling {id}"))?;
+            let cand = access.candidate(id)?;
+            let mut model = Model::new(&cand.architecture, Cpu::<f32>::new(o.threads), 0);
+            let (r, _, on) = genas_exec::torch::read_final(&mut model, &jobs[i], &r)
+                .with_context(|| format!("distilling {id}"))?;
+            let bytes = checkpoint::to_bytes(
+                &model,
+                &[
+                    ("genas.run", run.to_string()),
+                    ("genas.candidate", id.clone()),
+                ],
+            )
+            .map_err(|e| anyhow!("weights of {id}: {e}"))?;
+            let rec = store_distilled(
+                access,
+                run,
+                id,
+                steps,
+                r,
+                teacher_key,
+                &bytes,
+                Some(on),
+                say,
+            )?;
+            out.push((i, rec));
+        }
+        Ok(())
+    })?;
+    out.sort_by_key(|(i, _)| *i);
+    let out: Vec<DistilledRecord> = out.into_iter().map(|(_, r)| r).collect();
+    if out.len() < pending.len() {
+        bail!(
+            "stopped after {} of {} distillations; run genas distill {run} again to resume the others from their checkpoints",
+            out.len(),
+            pending.len()
+        );
     }
     Ok(out)
 }
