@@ -17,6 +17,8 @@ set -euo pipefail
 
 readonly MARKER='# written by genas experiments/slurm/cluster.sh'
 readonly CONF=/etc/slurm/slurm.conf
+# Beside slurm.conf, where slurmd looks for it: the node's GPUs (see write_conf).
+readonly GRES_CONF=/etc/slurm/gres.conf
 # Our own client calls use exactly the file we write, whatever the caller's environment says.
 export SLURM_CONF=$CONF
 
@@ -207,6 +209,33 @@ write_conf() {
         overrides="SlurmdParameters=config_overrides"
     fi
     mkdir -p "$(dirname "$CONF")"
+    # GENAS_SLURM_GPUS=N (default 2) declares N GPUs, a GRES of type gpu backed by character
+    # devices made under STATE_DIR/gpu (each a copy of /dev/null's numbers: no GPU is there),
+    # so Slurm schedules them, counts them and sets CUDA_VISIBLE_DEVICES in each task's
+    # environment as on a GPU node, which is what genas's tests of --gres need. 0 declares
+    # none.
+    local gpus=${GENAS_SLURM_GPUS:-2} gres_line="" node_gres=""
+    [[ $gpus =~ ^[0-9]{1,2}$ ]] || die "GENAS_SLURM_GPUS must be a number from 0 to 99"
+    if ((gpus > 0)); then
+        mkdir -p "$STATE/gpu"
+        local i
+        for ((i = 0; i < gpus; i++)); do
+            [[ -c $STATE/gpu/nvidia$i ]] || { rm -f -- "$STATE/gpu/nvidia$i"; mknod "$STATE/gpu/nvidia$i" c 1 3; }
+        done
+        gres_line="GresTypes=gpu"
+        node_gres="Gres=gpu:$gpus"
+        ours_or_absent "$GRES_CONF" || die "$GRES_CONF exists and was not written by this script; move it away first"
+        {
+            echo "$MARKER"
+            echo "# state dir: $STATE"
+            echo "AutoDetect=off"
+            echo "Name=gpu File=$STATE/gpu/nvidia[0-$((gpus - 1))]"
+        } >"$GRES_CONF.tmp.$$"
+        chmod 0644 "$GRES_CONF.tmp.$$"
+        mv -f -- "$GRES_CONF.tmp.$$" "$GRES_CONF"
+    elif ours_or_absent "$GRES_CONF"; then
+        rm -f -- "$GRES_CONF"
+    fi
     # Written beside the target and renamed, so a client never reads half a file.
     cat >"$CONF.tmp.$$" <<EOF
 $MARKER
@@ -249,7 +278,8 @@ SlurmdLogFile=$SLURMD_LOG
 SlurmctldDebug=info
 SlurmdDebug=info
 $overrides
-$node_line State=UNKNOWN
+$gres_line
+$node_line $node_gres State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
     chmod 0644 "$CONF.tmp.$$"
@@ -357,6 +387,9 @@ cmd_stop() {
     if ours_for_this_state "$CONF"; then
         rm -f -- "$CONF"
         say "removed $CONF"
+    fi
+    if ours_for_this_state "$GRES_CONF"; then
+        rm -f -- "$GRES_CONF"
     fi
     return 0
 }

@@ -558,6 +558,11 @@ pub struct ExecutorConfig {
     /// `sbatch --cpus-per-task`. A task trains one candidate on one engine thread, so more
     /// only helps a cluster that charges memory by CPU.
     pub cpus_per_task: u32,
+    /// GPUs of each task (`sbatch --gres=gpu:N`), where `[search] device = "cuda"`: the task
+    /// trains through the PyTorch runner on the GPU Slurm gives it (`CUDA_VISIBLE_DEVICES`).
+    /// Left out of the canonical form at 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub gpus_per_task: u32,
     /// More `sbatch` arguments, each one word (`["--qos=short", "--constraint=avx512"]`).
     pub sbatch_args: Vec<String>,
     /// A directory every node sees (relative to the experiment file); jobs, their inputs,
@@ -584,6 +589,7 @@ impl Default for ExecutorConfig {
             time: None,
             mem: None,
             cpus_per_task: 1,
+            gpus_per_task: 0,
             sbatch_args: Vec::new(),
             shared_dir: None,
             poll_interval: 5.0,
@@ -1178,10 +1184,32 @@ impl Experiment {
                 "applies to device = \"cuda\" or \"auto\" only: remove it or set device",
             ));
         }
-        if self.executor.kind == ExecutorKind::Slurm && self.search.device != Device::Cpu {
+        let slurm = self.executor.kind == ExecutorKind::Slurm;
+        if slurm && self.search.device == Device::Auto {
             return Err(bad(
                 "search.device",
-                "the Slurm executor trains on the nodes' CPUs for now: use device = \"cpu\" with kind = \"slurm\"",
+                "\"auto\" is decided on this machine, not on the Slurm nodes: with kind = \"slurm\" use \"cuda\" (and executor.gpus_per_task) or \"cpu\"",
+            ));
+        }
+        if slurm && self.search.device == Device::Cuda && self.executor.gpus_per_task == 0 {
+            return Err(bad(
+                "executor.gpus_per_task",
+                "device = \"cuda\" on Slurm needs GPUs for its tasks: set gpus_per_task = 1",
+            ));
+        }
+        if self.executor.gpus_per_task > 0 && !(slurm && self.search.device == Device::Cuda) {
+            return Err(bad(
+                "executor.gpus_per_task",
+                "applies to kind = \"slurm\" with search.device = \"cuda\" only: remove it or set both",
+            ));
+        }
+        if self.executor.gpus_per_task > 16 {
+            return Err(bad(
+                "executor.gpus_per_task",
+                &format!(
+                    "{} is outside 0..=16 (a task trains on one GPU)",
+                    self.executor.gpus_per_task
+                ),
             ));
         }
         if self.executor.kind == ExecutorKind::Local {

@@ -573,6 +573,7 @@ fn task_seed() -> Vec<u8> {
             architecture,
         },
         targets: "0123456789abcdef".into(),
+        runner: None,
     };
     serde_json::to_vec_pretty(&task).expect("serialises")
 }

@@ -471,3 +471,175 @@ fi"#,
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// `experiment`'s search with `[search] device = "cuda"`: trained through the PyTorch runner.
+fn on_cuda(dir: &Path, name: &str, executor: Option<&str>) -> PathBuf {
+    let path = experiment(dir, name, executor);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("[search]\n"));
+    // Fewer candidates than the CPU tests: each runner job starts an interpreter.
+    assert!(text.contains("candidates = 12\n"));
+    std::fs::write(
+        &path,
+        text.replacen("[search]\n", "[search]\ndevice = \"cuda\"\n", 1)
+            .replacen("candidates = 12\n", "candidates = 8\n", 1),
+    )
+    .unwrap();
+    path
+}
+
+/// `genas` with the runner on torch's CPU (the test cluster's GPUs are Slurm's bookkeeping
+/// only: `cluster.sh` declares them over stand-in devices) and `python` as its interpreter.
+fn genas_on_runner(python: &Path, args: &[&str]) -> Value {
+    let o = Command::new(env!("CARGO_BIN_EXE_genas"))
+        .args(args)
+        .env("GENAS_RUNNER_DEVICE", "cpu")
+        .env("GENAS_PYTHON", python)
+        .output()
+        .unwrap();
+    ok_json(&o)
+}
+
+/// `device = "cuda"` on Slurm: every task asks for a GPU (`gpus_per_task = 1`, passed as
+/// `--gres=gpu:1`), sees the one Slurm gave it in CUDA_VISIBLE_DEVICES, and trains through
+/// the PyTorch runner there, brief and final distillations alike; the archive is the one the
+/// runner gives on this machine (the same decisions, every figure within 1e-6).
+#[test]
+fn on_slurm_with_gpus_each_task_trains_through_the_runner_on_its_own_gpu() {
+    if !cluster() || common::python_ready().is_err() {
+        return;
+    }
+    let gres = Command::new("sinfo")
+        .args(["--noheader", "--format", "%G"])
+        .output()
+        .unwrap();
+    if !String::from_utf8_lossy(&gres.stdout).contains("gpu:") {
+        assert!(
+            std::env::var_os("GENAS_REQUIRE_SLURM").is_none(),
+            "GENAS_REQUIRE_SLURM is set but the cluster declares no GPU (cluster.sh start declares two)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The interpreter the tasks run: records the task's job and GPU, then python3.
+    let seen = dir.path().join("seen.log");
+    let python = dir.path().join("python-seen.sh");
+    std::fs::write(
+        &python,
+        format!(
+            "#!/bin/sh\necho \"${{SLURM_JOB_ID:-none}} ${{CUDA_VISIBLE_DEVICES:-unset}}\" >> '{}'\nexec python3 \"$@\"\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    let _ = Command::new("chmod").arg("+x").arg(&python).status();
+    // The same search through the runner here, and on Slurm's GPUs.
+    let search_with = |exp: &Path, archive: &Path| {
+        genas_on_runner(
+            &python,
+            &[
+                "search",
+                s(exp),
+                "--archive",
+                s(archive),
+                "--plot",
+                s(&archive.with_extension("svg")),
+                "--json",
+            ],
+        )
+    };
+    let here = dir.path().join("here");
+    search_with(&on_cuda(dir.path(), "here", None), &here);
+    let here_runs = std::fs::read_to_string(&seen).unwrap().lines().count();
+    assert!(here_runs > 0, "the local search ran the runner");
+    std::fs::remove_file(&seen).unwrap();
+    let x = format!("{SLURM}\ngpus_per_task = 1");
+    let archive = dir.path().join("gpu");
+    search_with(&on_cuda(dir.path(), "gpu", Some(&x)), &archive);
+    let (ra, ca) = essence(&here);
+    let (rb, cb) = essence(&archive);
+    let mut diffs = Vec::new();
+    differences(&ca, &cb, "", &mut diffs);
+    assert!(diffs.is_empty(), "candidates differ: {diffs:?}");
+    differences(&ra["front"], &rb["front"], "front", &mut diffs);
+    assert!(diffs.is_empty(), "fronts differ: {diffs:?}");
+    // Every runner started on Slurm was in a job and saw one of the node's two GPUs.
+    let lines = std::fs::read_to_string(&seen).unwrap();
+    let lines: Vec<&str> = lines.lines().collect();
+    assert!(!lines.is_empty());
+    for l in &lines {
+        let (job, gpu) = l.split_once(' ').unwrap();
+        assert_ne!(job, "none", "{lines:?}");
+        assert!(gpu == "0" || gpu == "1", "{lines:?}");
+    }
+    // The front's final distillations: Slurm tasks on GPUs through the runner, as here.
+    let distill = |a: &Path| {
+        genas_on_runner(
+            &python,
+            &[
+                "distill",
+                "r1",
+                "--front",
+                "--steps",
+                "40",
+                "--archive",
+                s(a),
+                "--json",
+            ],
+        )
+    };
+    let (mut l, mut r) = (distill(&here), distill(&archive));
+    let (l, r) = (l.as_array_mut().unwrap(), r.as_array_mut().unwrap());
+    assert!(!l.is_empty());
+    for v in l.iter_mut().chain(r.iter_mut()) {
+        assert_eq!(v["device"], "cpu", "trained by the runner: {v}");
+        v["seconds"] = Value::Null;
+    }
+    let mut diffs = Vec::new();
+    differences(
+        &Value::from(l.clone()),
+        &Value::from(r.clone()),
+        "",
+        &mut diffs,
+    );
+    assert!(diffs.is_empty(), "final distillations differ: {diffs:?}");
+    let finals = std::fs::read_to_string(&seen).unwrap().lines().count();
+    assert!(
+        finals > lines.len(),
+        "the final tasks ran the runner on Slurm"
+    );
+}
+
+/// Where two JSON values differ (paths, with both values), at most 10; numbers within 1e-6
+/// relative are the same (torch's kernels on another process's thread count round
+/// differently in the last bits).
+fn differences(a: &Value, b: &Value, at: &str, out: &mut Vec<String>) {
+    if out.len() >= 10 {
+        return;
+    }
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (k, v) in x {
+                differences(
+                    v,
+                    y.get(k).unwrap_or(&Value::Null),
+                    &format!("{at}.{k}"),
+                    out,
+                );
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (v, w)) in x.iter().zip(y).enumerate() {
+                differences(v, w, &format!("{at}[{i}]"), out);
+            }
+        }
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            if (x - y).abs() > 1e-6 * x.abs().max(y.abs()) {
+                out.push(format!("{at}: {x} vs {y}"));
+            }
+        }
+        _ if a != b => out.push(format!("{at}: {a} vs {b}")),
+        _ => {}
+    }
+}

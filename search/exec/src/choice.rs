@@ -67,6 +67,7 @@ impl<'a> ExecutorChoice<'a> {
         let targets = genas_scoring::inputs::store(&cluster.inputs(), local.targets)
             .map_err(|e| ExecError::Inputs(format!("executor.shared_dir: {e}")))?;
         Ok(ExecutorChoice::Slurm(Box::new(Slurm {
+            runner: crate::slurm::node_runner(exp),
             cluster,
             targets,
             local,

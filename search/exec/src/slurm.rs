@@ -46,8 +46,14 @@ use std::time::Duration;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Task {
-    /// A brief distillation on the run's cached teacher targets; writes an [`Output`].
-    Brief { job: Job, targets: String },
+    /// A brief distillation on the run's cached teacher targets; writes an [`Output`]. With
+    /// `runner`, trained through the PyTorch runner on the task's GPU.
+    Brief {
+        job: Job,
+        targets: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        runner: Option<NodeRunner>,
+    },
     /// A final distillation of a front member; writes a [`FinalOutput`] and the weights.
     Final(FinalJob),
 }
@@ -92,6 +98,33 @@ pub struct FinalJob {
     pub data: String,
     /// Engine threads of the task.
     pub threads: usize,
+    /// Trained through the PyTorch runner on the task's GPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<NodeRunner>,
+}
+
+/// The runner of `exp`'s tasks: with `[search] device = "cuda"`, PyTorch on the GPU each task
+/// is given (torch's CPU under GENAS_RUNNER_DEVICE=cpu, which tries the path on a cluster
+/// without GPUs); none on the CPU engine.
+pub fn node_runner(exp: &genas_space::Experiment) -> Option<NodeRunner> {
+    (exp.search.device == genas_space::Device::Cuda).then(|| {
+        let cpu_only = std::env::var("GENAS_RUNNER_DEVICE").is_ok_and(|d| d == "cpu");
+        NodeRunner {
+            python: crate::torch::python(),
+            device: if cpu_only { "cpu" } else { "cuda" }.into(),
+            options: crate::torch::RunnerOptions::of(exp),
+        }
+    })
+}
+
+/// How a task trains through the PyTorch runner on its node: the interpreter, the device
+/// (`cuda`: the GPU Slurm gave the task, which it sees as device 0 through
+/// CUDA_VISIBLE_DEVICES) and the runner's options.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeRunner {
+    pub python: String,
+    pub device: String,
+    pub options: crate::torch::RunnerOptions,
 }
 
 /// What a final distillation task wrote, and where its weights are.
@@ -100,6 +133,9 @@ pub struct FinalOutput {
     pub result: FullResult,
     /// `results/KEY.weights.safetensors`.
     pub weights: PathBuf,
+    /// The PyTorch runner's device ("cpu" or the GPU's name); none on the engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// Slurm array indices run from 0 below this (Slurm's default `MaxArraySize` is 1001).
@@ -169,6 +205,8 @@ impl<'a> Cluster<'a> {
 /// The Slurm executor over one run's brief distillations.
 pub struct Slurm<'a> {
     pub cluster: Cluster<'a>,
+    /// Tasks train through the PyTorch runner on their GPU.
+    pub runner: Option<NodeRunner>,
     /// The name of the teacher targets in the inputs directory.
     pub targets: String,
     /// The zero-cost proxies are computed here: they take milliseconds.
@@ -294,14 +332,32 @@ fn work_inner(task: &Path) -> Result<PathBuf, String> {
     let results = shared.join("results");
     let key = &file.key;
     let bytes = match file.task {
-        Task::Brief { job, targets } => {
+        Task::Brief {
+            job,
+            targets,
+            runner,
+        } => {
             job.architecture
                 .validate()
                 .map_err(|e| format!("{}: {e}", job_path.display()))?;
             // Only the shards of the steps this job trains are read (and checked).
-            let targets =
+            let loaded =
                 genas_scoring::inputs::load_steps(&inputs, &targets, job.config.steps as usize)?;
-            serde_json::to_vec(&run_job(&job, &targets, &Cpu::<f32>::new(1)))
+            let out = match runner {
+                None => run_job(&job, &loaded, &Cpu::<f32>::new(1)),
+                Some(r) => {
+                    let file =
+                        std::path::absolute(genas_scoring::inputs::path_in(&inputs, &targets))
+                            .map_err(|e| e.to_string())?;
+                    let jd = results.join(format!("{key}.torch"));
+                    let _ = std::fs::remove_dir_all(&jd);
+                    std::fs::create_dir_all(&jd).map_err(|e| format!("{}: {e}", jd.display()))?;
+                    crate::torch::torch_job(&jd, &job, &file, &loaded, &r.options, &|jd| {
+                        crate::torch::run(jd, &r.python, &r.device)
+                    })
+                }
+            };
+            serde_json::to_vec(&out)
         }
         Task::Final(f) => {
             f.architecture
@@ -309,7 +365,7 @@ fn work_inner(task: &Path) -> Result<PathBuf, String> {
                 .map_err(|e| format!("{}: {e}", job_path.display()))?;
             let weights = std::path::absolute(results.join(format!("{key}.weights.safetensors")))
                 .map_err(|e| e.to_string())?;
-            let result =
+            let (result, device) =
                 final_distill(&f, &inputs, &results.join(format!("{key}.ckpt")), |model| {
                     let bytes = checkpoint::to_bytes(
                         model,
@@ -320,7 +376,11 @@ fn work_inner(task: &Path) -> Result<PathBuf, String> {
                     )?;
                     write_atomic(&weights, &bytes)
                 })?;
-            serde_json::to_vec(&FinalOutput { result, weights })
+            serde_json::to_vec(&FinalOutput {
+                result,
+                weights,
+                device,
+            })
         }
     }
     .map_err(|e| e.to_string())?;
@@ -330,18 +390,31 @@ fn work_inner(task: &Path) -> Result<PathBuf, String> {
 }
 
 /// A final distillation from its inputs, checkpointing into `ckpt`; `save` gets the trained
-/// model before the result is returned.
+/// model before the result is returned with the runner's device (none on the engine).
 fn final_distill(
     f: &FinalJob,
     inputs: &Path,
     ckpt: &Path,
     save: impl FnOnce(&Model<Cpu<f32>>) -> Result<(), String>,
-) -> Result<FullResult, String> {
+) -> Result<(FullResult, Option<String>), String> {
     let be = Cpu::<f32>::new(f.threads);
     let mut teacher = genas_scoring::inputs::load_teacher(inputs, &f.teacher, be.clone())?;
     let data = genas_scoring::inputs::load_data(inputs, &f.data)?;
     let targets = TeacherTargets::compute(&mut teacher, &data, &f.config.distill, 0);
     let mut model = targets.student(&f.architecture, be, f.init_seed);
+    if let Some(r) = &f.runner {
+        // The runner's job directory is the task's checkpoint directory: a task run again
+        // (preempted, out of time) resumes from the runner's checkpoint there.
+        let jd = ckpt.with_extension("torch");
+        let distilled = crate::torch::write_final(
+            &model, &teacher, &data, &targets, &f.config, &jd, &r.options,
+        )
+        .and_then(|_| crate::torch::run(&jd, &r.python, &r.device))
+        .and_then(|out| crate::torch::read_final(&mut model, &jd, &out))
+        .map_err(|e| format!("distilling {}: {e}", f.candidate))?;
+        save(&model)?;
+        return Ok((distilled.0, Some(distilled.2)));
+    }
     std::fs::create_dir_all(ckpt).map_err(|e| format!("{}: {e}", ckpt.display()))?;
     let mut store = dir_store(ckpt);
     let r = full_distill(
@@ -355,7 +428,7 @@ fn final_distill(
     )
     .map_err(|e| format!("distilling {}: {e}", f.candidate))?;
     save(&model)?;
-    Ok(r)
+    Ok((r, None))
 }
 
 impl Cluster<'_> {
@@ -398,6 +471,9 @@ impl Cluster<'_> {
         let mut cmd = Command::new("sbatch");
         cmd.arg("--ntasks=1")
             .arg(format!("--cpus-per-task={}", c.cpus_per_task));
+        if c.gpus_per_task > 0 {
+            cmd.arg(format!("--gres=gpu:{}", c.gpus_per_task));
+        }
         for (flag, value) in [
             ("--partition", &c.partition),
             ("--account", &c.account),
@@ -700,6 +776,7 @@ impl Executor for Slurm<'_> {
             .map(|job| Task::Brief {
                 job: job.clone(),
                 targets: self.targets.clone(),
+                runner: self.runner.clone(),
             })
             .collect();
         let names: Vec<String> = jobs.iter().map(|j| format!("job {}", j.id)).collect();

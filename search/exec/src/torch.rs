@@ -605,6 +605,19 @@ fn device_plan_inner(exp: &Experiment) -> Result<DevicePlan> {
     let file = exp.source.display();
     let cpu_only = std::env::var("GENAS_RUNNER_DEVICE").is_ok_and(|d| d == "cpu");
     let python = python();
+    if exp.executor.kind == genas_space::ExecutorKind::Slurm {
+        // The tasks decide on their nodes (`slurm::node_runner`); the teacher and what the
+        // coordinator computes stay on this machine's engine.
+        return Ok(DevicePlan::Engine {
+            note: (exp.search.device == Device::Cuda).then(|| {
+                format!(
+                    "brief and final distillations through PyTorch on the Slurm tasks' GPUs ({} each{}); the teacher on this machine's CPU engine",
+                    exp.executor.gpus_per_task,
+                    if cpu_only { ", torch's CPU under GENAS_RUNNER_DEVICE=cpu" } else { "" }
+                )
+            }),
+        });
+    }
     let plan = device_plan_of(exp, cpu_only, python)?;
     if let (DevicePlan::Engine { .. }, genas_space::Precision::Bf16) =
         (&plan, exp.fidelity.precision)
@@ -735,24 +748,50 @@ impl Torch<'_> {
         if let Err(e) = std::fs::create_dir_all(&jd) {
             return failed(WRITING, &format!("{}: {e}", jd.display()));
         }
-        if let Err(e) = write_job(&jd, job, &self.targets, self.local.targets, &self.options) {
-            return failed(WRITING, &e);
-        }
-        let mut out = match self.slots.run(&jd) {
-            Ok(r) => r.output(),
-            Err(e) => return failed(RUNNING, &e),
-        };
-        if job.measure_latency && out.result.eval.is_some() {
-            // Generation latency is the CPU engine's, on the trained weights.
-            let mut m = Model::new(&job.architecture, Cpu::<f32>::new(1), job.init_seed);
-            if let Err(e) = checkpoint::load(&mut m, &jd.join("trained.safetensors")) {
-                return failed(READING, &e);
-            }
-            out.latency_ms_per_token = Some(genas_engine::latency_ms(&m));
-        }
-        let _ = std::fs::remove_dir_all(&jd);
-        out
+        torch_job(
+            &jd,
+            job,
+            &self.targets,
+            self.local.targets,
+            &self.options,
+            &|jd| self.slots.run(jd).map_err(ExecError::Runner),
+        )
     }
+}
+
+/// A brief distillation through the runner in the job directory `jd` (removed after):
+/// written, run by `run`, its result read back as genas keeps it (the generation latency, where
+/// the job asks for it, the CPU engine's on the trained weights). A failure is the job's
+/// output, classed as the search's warnings group them.
+pub fn torch_job(
+    jd: &Path,
+    job: &Job,
+    file: &Path,
+    targets: &TeacherTargets,
+    options: &RunnerOptions,
+    run: &dyn Fn(&Path) -> std::result::Result<TorchResult, ExecError>,
+) -> Output {
+    let steps = job.config.steps;
+    let failed = |class: &str, e: &dyn std::fmt::Display| {
+        Output::failed(steps, class, &e.to_string().replace('\n', " "))
+    };
+    if let Err(e) = write_job(jd, job, file, targets, options) {
+        return failed(WRITING, &e);
+    }
+    let mut out = match run(jd) {
+        Ok(r) => r.output(),
+        Err(e) => return failed(RUNNING, &e),
+    };
+    if job.measure_latency && out.result.eval.is_some() {
+        // Generation latency is the CPU engine's, on the trained weights.
+        let mut m = Model::new(&job.architecture, Cpu::<f32>::new(1), job.init_seed);
+        if let Err(e) = checkpoint::load(&mut m, &jd.join("trained.safetensors")) {
+            return failed(READING, &e);
+        }
+        out.latency_ms_per_token = Some(genas_engine::latency_ms(&m));
+    }
+    let _ = std::fs::remove_dir_all(jd);
+    out
 }
 
 impl Executor for Torch<'_> {

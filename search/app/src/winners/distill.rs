@@ -541,6 +541,7 @@ fn distill_on_slurm(
                 teacher: tname.clone(),
                 data: dname.clone(),
                 threads: l.experiment.executor.cpus_per_task as usize,
+                runner: genas_exec::slurm::node_runner(&l.experiment),
             }))
         })
         .collect::<Result<_>>()?;
@@ -578,7 +579,7 @@ fn distill_on_slurm(
                         f.result,
                         &teacher_key,
                         &w,
-                        None,
+                        f.device,
                         say,
                     )
                 });
