@@ -159,6 +159,9 @@ pub fn check_plan_memory(
 ) -> Result<crate::memory::Estimate> {
     let estimate = crate::memory::search(l, steps, workers)?;
     estimate.check()?;
+    if let Some(line) = crate::memory::device(l, steps)? {
+        eprintln!("{line}");
+    }
     Ok(estimate)
 }
 

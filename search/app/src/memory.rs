@@ -278,9 +278,18 @@ pub fn search(l: &LoadedExperiment, steps: u32, workers: usize) -> Result<Estima
     // Whether this archive holds the teacher already is not known before it is opened.
     let mut phases = teacher_phases(l, &teacher, false);
     phases.extend(targets_phase(l, &teacher, &cfg, true));
+    // Students train here on the engine, or elsewhere (the PyTorch runner's device, Slurm's
+    // nodes), where this process computes only their zero-cost proxies.
+    let trains_here = exp.executor.kind == genas_space::ExecutorKind::Local
+        && matches!(
+            genas_exec::torch::device_plan(exp),
+            Ok(genas_exec::torch::DevicePlan::Engine { .. })
+        );
     let (mut brief, mut proxies) = (0.0f64, 0.0f64);
     for a in students(l) {
-        brief = brief.max(brief_bytes(&a, &cfg));
+        if trains_here {
+            brief = brief.max(brief_bytes(&a, &cfg));
+        }
         proxies = proxies.max(proxies_bytes(&a, cfg.batch_size));
     }
     let (val, parent) = (validation(l, &teacher, &cfg), kept_parent(&teacher, &cfg));
@@ -290,7 +299,14 @@ pub fn search(l: &LoadedExperiment, steps: u32, workers: usize) -> Result<Estima
         parts: vec![
             ("the parent", parent),
             ("the validation set's targets", val),
-            ("students side by side", workers * brief.max(proxies)),
+            (
+                if trains_here {
+                    "students side by side"
+                } else {
+                    "zero-cost proxies side by side (the students train on the device)"
+                },
+                workers * brief.max(proxies),
+            ),
         ],
     });
     Ok(Estimate {
@@ -338,4 +354,55 @@ pub fn distill(l: &LoadedExperiment, students: &[Architecture], steps: u32) -> R
         held: held_now(),
         phases,
     })
+}
+
+/// The device preflight of a search of `l` through the PyTorch runner with rungs up to
+/// `steps`: every student the space holds within its constraints must fit a device slot at
+/// some micro-batch (`genas_exec::device_memory`); the largest one's figures, or why not in
+/// one line. None where training is not on a device whose memory is known.
+pub fn device(l: &LoadedExperiment, steps: u32) -> Result<Option<String>> {
+    let exp = &l.experiment;
+    let Ok(genas_exec::torch::DevicePlan::Torch {
+        options,
+        slot_memory: Some(budget),
+        ..
+    }) = genas_exec::torch::device_plan(exp)
+    else {
+        return Ok(None);
+    };
+    let cfg = DistillConfig::of_experiment(exp, steps);
+    let options = options.at(cfg.precision);
+    let targets = if l.data.vocab_size() as usize > genas_scoring::distill::DENSE_VOCAB_MAX {
+        genas_exec::device_memory::Targets::TopK(cfg.top_k as u64)
+    } else {
+        genas_exec::device_memory::Targets::Dense
+    };
+    let mut largest: Option<(u64, String)> = None;
+    for a in students(l) {
+        let job = genas_exec::device_memory::DeviceJob {
+            arch: &a,
+            batch: cfg.batch_size as u64,
+            seq: u64::from(a.context),
+            targets,
+            teacher: None,
+            options: &options,
+        };
+        let e = genas_exec::device_memory::fit(&job, budget).map_err(|why| {
+            anyhow::anyhow!(
+                "{}: the PyTorch runner: the student {} ({}) {why}; lower [constraints] max_params, fidelity.batch_size or search.device_jobs, or set search.checkpointing = true",
+                exp.source.display(),
+                a.summary(),
+                a.id()
+            )
+        })?;
+        if largest.as_ref().is_none_or(|(t, _)| e.total() > *t) {
+            largest = Some((e.total(), format!("{} ({})", e.line(), a.summary())));
+        }
+    }
+    Ok(largest.map(|(_, line)| {
+        format!(
+            "device memory per slot {:.0} MB; the largest student needs {line}",
+            budget as f64 / 1e6
+        )
+    }))
 }

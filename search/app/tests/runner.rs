@@ -730,3 +730,237 @@ fn slots_pin_their_processes_restart_one_that_dies_and_train_as_a_single_run() {
     drop(slots);
     assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 5);
 }
+
+/// The device memory model's activations against what autograd keeps on torch's CPU
+/// (`experiments/gpu/saved_activations.py`: every distinct storage `saved_tensors_hooks`
+/// packs, parameters left out), over the layer kinds and the runner's options: within 15%
+/// in float32 and 15% in bf16 for each configuration (measured: within 5% and 9%).
+#[test]
+fn the_device_memory_model_counts_what_autograd_saves() {
+    if python_ready().is_err() {
+        return;
+    }
+    use genas_exec::device_memory::{activation_bytes, Targets};
+    use genas_exec::torch::RunnerOptions;
+    use genas_space::{
+        Activation, Architecture, Attention, Float, Layer, Norm, Position, Sparsity,
+    };
+    let base = |v: u32, layers: Vec<Layer>| Architecture {
+        vocab_size: v,
+        context: 256,
+        d_model: 64,
+        tie_embeddings: true,
+        share_layers: 1,
+        layers,
+        norm: Norm::Layernorm,
+        position: Position::Learned,
+        norm_eps: Float(1e-5),
+    };
+    let l = |a, h, act| Layer::new(a, h, act, None, Sparsity::Dense);
+    let gpt2 = base(
+        500,
+        vec![l(Attention::Full { heads: 4 }, 256, Activation::GeluTanh); 3],
+    );
+    let llama = Architecture {
+        norm: Norm::Rmsnorm,
+        position: Position::Rope {
+            theta: Float(1e4),
+            scaling: None,
+        },
+        ..base(
+            3000,
+            vec![
+                l(
+                    Attention::Grouped {
+                        heads: 8,
+                        kv_heads: 2
+                    },
+                    160,
+                    Activation::Swiglu
+                );
+                3
+            ],
+        )
+    };
+    let qwen3 = Architecture {
+        layers: vec![
+            Layer {
+                qk_norm: true,
+                qkv_bias: true,
+                head_dim: Some(16),
+                ..l(
+                    Attention::Grouped {
+                        heads: 8,
+                        kv_heads: 4,
+                    },
+                    160,
+                    Activation::Swiglu,
+                )
+            };
+            2
+        ],
+        ..llama.clone()
+    };
+    let mixed = base(
+        1200,
+        vec![
+            l(
+                Attention::Sliding {
+                    heads: 4,
+                    window: 32,
+                    kv_heads: None,
+                },
+                128,
+                Activation::Relu,
+            ),
+            l(Attention::Linear { heads: 4 }, 128, Activation::Gelu),
+            Layer::new(
+                Attention::Full { heads: 2 },
+                192,
+                Activation::Swiglu,
+                Some(16),
+                Sparsity::TwoFour,
+            ),
+            l(Attention::None, 128, Activation::Gelu),
+        ],
+    );
+    let fp32 = RunnerOptions::default();
+    let opts = |f: &dyn Fn(&mut RunnerOptions)| {
+        let mut o = RunnerOptions::default();
+        f(&mut o);
+        o
+    };
+    let cases: Vec<(&str, &Architecture, Targets, RunnerOptions, f64)> = vec![
+        ("gpt2 dense", &gpt2, Targets::Dense, fp32.clone(), 0.10),
+        ("gpt2 hard labels", &gpt2, Targets::Hard, fp32.clone(), 0.10),
+        ("llama top-k", &llama, Targets::TopK(16), fp32.clone(), 0.10),
+        ("qwen3 top-k", &qwen3, Targets::TopK(16), fp32.clone(), 0.10),
+        (
+            "sliding linear sparse low-rank",
+            &mixed,
+            Targets::TopK(8),
+            fp32.clone(),
+            0.10,
+        ),
+        (
+            "llama checkpointed",
+            &llama,
+            Targets::TopK(16),
+            opts(&|o| o.checkpointing = true),
+            0.10,
+        ),
+        (
+            "llama loss in chunks of 64 rows",
+            &llama,
+            Targets::TopK(16),
+            opts(&|o| o.loss_rows = 64),
+            0.10,
+        ),
+        (
+            "gpt2 bf16",
+            &gpt2,
+            Targets::Dense,
+            opts(&|o| o.precision = "bf16".into()),
+            0.15,
+        ),
+        (
+            "llama bf16",
+            &llama,
+            Targets::TopK(16),
+            opts(&|o| o.precision = "bf16".into()),
+            0.15,
+        ),
+    ];
+    let (b, t) = (2u64, 128u64);
+    let json: Vec<serde_json::Value> = cases
+        .iter()
+        .map(|(_, a, tg, o, _)| {
+            a.validate().unwrap();
+            serde_json::json!({
+                "arch": a,
+                "b": b,
+                "t": t,
+                "targets": match tg {
+                    Targets::Hard => serde_json::json!("hard"),
+                    Targets::Dense => serde_json::json!("dense"),
+                    Targets::TopK(k) => serde_json::json!(k),
+                },
+                "options": o,
+            })
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cases.json");
+    std::fs::write(&file, serde_json::to_vec(&json).unwrap()).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let o = std::process::Command::new("python3")
+        .arg(root.join("experiments/gpu/saved_activations.py"))
+        .arg(&root)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let measured: Vec<u64> = serde_json::from_slice(&o.stdout).unwrap();
+    let mut table = String::new();
+    let mut worst = Vec::new();
+    for ((name, a, tg, o, tol), m) in cases.iter().zip(&measured) {
+        let (est, _) = activation_bytes(a, b, t, *tg, o);
+        let ratio = est as f64 / *m as f64;
+        table += &format!(
+            "{name:<32} measured {:>9} B  model {:>9} B  ratio {ratio:.3}\n",
+            m, est
+        );
+        if (ratio - 1.0).abs() > *tol {
+            worst.push(name.to_string());
+        }
+    }
+    eprintln!("{table}");
+    assert!(
+        worst.is_empty(),
+        "off by more than allowed: {worst:?}\n{table}"
+    );
+}
+
+/// The device preflight: a search whose students cannot fit a device slot at any
+/// micro-batch is refused before anything is written, in one line with the figures; with
+/// room, it says what the largest student needs.
+#[test]
+fn a_search_too_large_for_the_devices_memory_is_refused_in_one_line() {
+    if python_ready().is_err() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exp = common::small_experiment(
+        &dir.path().join("e.toml"),
+        "device-memory",
+        "[constraints]\nmax_params = 20_000\n[search]\ndevice = \"cuda\"\ndevice_jobs = 2\ncandidates = 4\npopulation = 4\ncalibration = 10\n[fidelity]\nbatch_size = 8\nrung_steps = [5]\n",
+    );
+    let run = |memory: &str, archive: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_genas"))
+            .args(["search", common::s(&exp), "--archive", common::s(archive)])
+            .args(["--plot", common::s(&dir.path().join("p.svg"))])
+            .env("GENAS_RUNNER_DEVICE", "cpu")
+            .env("GENAS_DEVICE_MEMORY", memory)
+            .output()
+            .unwrap()
+    };
+    // 300 MB a slot: less than torch's own context.
+    let small = dir.path().join("small");
+    let o = run("600M", &small);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("the PyTorch runner: the student") && err.contains("micro-batch 1"),
+        "{err}"
+    );
+    assert!(!small.exists(), "nothing written");
+    let o = run("nonsense", &small);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("GENAS_DEVICE_MEMORY=nonsense"));
+    // 8 GB: it runs and says what the largest student needs.
+    let o = run("16G", &dir.path().join("large"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("device memory per slot 8590 MB"), "{err}");
+}

@@ -34,6 +34,7 @@ impl<'a> ExecutorChoice<'a> {
                     python,
                     options,
                     gpus,
+                    slot_memory,
                     ..
                 } => {
                     let root = archive_dir.join("torch");
@@ -55,6 +56,7 @@ impl<'a> ExecutorChoice<'a> {
                     .map_err(|e| ExecError::Runner(format!("{}: {e}", root.display())))?;
                     Ok(ExecutorChoice::Torch(Box::new(Torch {
                         slots,
+                        slot_memory,
                         dir: absolute(root.join("jobs"))?,
                         targets: absolute(genas_scoring::inputs::path_in(&inputs, &name))?,
                         options,

@@ -12,12 +12,14 @@
 //! - [`slots`]: the long-lived runner processes those jobs go to, one per slot, each pinned
 //!   to its GPU;
 //! - [`replay`]: a tabulated benchmark read back instead of training;
-//! - [`choice`]: the executor an experiment names, set up over its inputs.
+//! - [`choice`]: the executor an experiment names, set up over its inputs;
+//! - [`device_memory`]: what a runner job takes on its device, and the micro-batch that fits.
 //!
 //! It knows the job boundary of `genas-search` (`Job`, `Output`, `Executor`), never the
 //! controller, the strategies, the schedule or the archive.
 
 pub mod choice;
+pub mod device_memory;
 pub mod local;
 pub mod replay;
 pub mod slots;

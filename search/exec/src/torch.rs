@@ -526,6 +526,9 @@ pub enum DevicePlan {
         /// The GPUs the slots are pinned to (`CUDA_VISIBLE_DEVICES`), `search.device_jobs`
         /// each; none pinned when empty.
         gpus: Vec<u32>,
+        /// Bytes of memory each slot may use (a GPU's over its `device_jobs`): the GPU's as
+        /// torch reports it, or GENAS_DEVICE_MEMORY's; none known on torch's CPU.
+        slot_memory: Option<u64>,
     },
 }
 
@@ -547,6 +550,8 @@ struct TorchInfo {
     cuda: bool,
     name: String,
     devices: u32,
+    /// Bytes of the first GPU's memory.
+    memory: u64,
 }
 
 type Probe = Result<TorchInfo, String>;
@@ -567,6 +572,7 @@ fn probe(python: &str) -> Probe {
 fn ask_torch(python: &str) -> Probe {
     let code = "import torch; c = torch.cuda.is_available(); \
                 print(torch.__version__, int(c), torch.cuda.device_count() if c else 0, \
+                torch.cuda.get_device_properties(0).total_memory if c else 0, \
                 torch.cuda.get_device_name() if c else 'none', sep='|')";
     let o = Command::new(python)
         .args(["-c", code])
@@ -579,14 +585,27 @@ fn ask_torch(python: &str) -> Probe {
         ));
     }
     let out = String::from_utf8_lossy(&o.stdout);
-    let mut parts = out.trim().splitn(4, '|');
-    let (v, c, n, name) = (parts.next(), parts.next(), parts.next(), parts.next());
-    match (v, c, n.and_then(|n| n.parse().ok()), name) {
-        (Some(v), Some(c), Some(devices), Some(name)) => Ok(TorchInfo {
+    let mut parts = out.trim().splitn(5, '|');
+    let (v, c, n, m, name) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    );
+    match (
+        v,
+        c,
+        n.and_then(|n| n.parse().ok()),
+        m.and_then(|m| m.parse().ok()),
+        name,
+    ) {
+        (Some(v), Some(c), Some(devices), Some(memory), Some(name)) => Ok(TorchInfo {
             version: v.to_string(),
             cuda: c == "1",
             name: name.to_string(),
             devices,
+            memory,
         }),
         _ => Err(format!(
             "{python} printed {:?} for torch's version",
@@ -629,6 +648,37 @@ fn device_plan_inner(exp: &Experiment) -> Result<DevicePlan> {
     Ok(plan)
 }
 
+/// GENAS_DEVICE_MEMORY: the memory of each GPU to plan for instead of what torch reports
+/// (bytes, or with a suffix K, M, G: "24G"), e.g. to leave room for another process.
+fn device_memory_override() -> Result<Option<u64>> {
+    let Ok(text) = std::env::var("GENAS_DEVICE_MEMORY") else {
+        return Ok(None);
+    };
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let scale: u64 = match unit.trim() {
+        "" => 1,
+        "K" | "k" => 1 << 10,
+        "M" | "m" => 1 << 20,
+        "G" | "g" => 1 << 30,
+        _ => bail!("GENAS_DEVICE_MEMORY={text}: not a size (bytes, or a number with K, M or G)"),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|&n| n > 0)
+        .map(Some)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "GENAS_DEVICE_MEMORY={text}: not a size (bytes, or a number with K, M or G)"
+            )
+        })
+}
+
 fn device_plan_of(exp: &Experiment, cpu_only: bool, python: String) -> Result<DevicePlan> {
     let file = exp.source.display();
     let options = RunnerOptions::of(exp);
@@ -665,12 +715,14 @@ fn device_plan_of(exp: &Experiment, cpu_only: bool, python: String) -> Result<De
         } else {
             format!("the CPU (torch {}, GENAS_RUNNER_DEVICE=cpu)", info.version)
         };
+        let memory = device_memory_override()?.or((device == "cuda").then_some(info.memory));
         Ok(DevicePlan::Torch {
             device: device.into(),
             note: what(&on, &gpus),
             python: python.clone(),
             options: options.clone(),
             gpus,
+            slot_memory: memory.map(|m| m / u64::from(exp.search.device_jobs.max(1))),
         })
     };
     match exp.search.device {
@@ -719,6 +771,9 @@ fn device_plan_of(exp: &Experiment, cpu_only: bool, python: String) -> Result<De
 /// at once.
 pub struct Torch<'a> {
     pub slots: crate::slots::Slots,
+    /// Bytes each slot may use: each job's micro-batch is the largest that fits
+    /// (`device_memory::fit`), and a job that fits at none fails saying so.
+    pub slot_memory: Option<u64>,
     pub dir: PathBuf,
     /// The file of `local`'s teacher targets.
     pub targets: PathBuf,
@@ -732,6 +787,48 @@ pub struct Torch<'a> {
 const WRITING: &str = "writing the PyTorch runner's job";
 const RUNNING: &str = "running the PyTorch runner";
 const READING: &str = "reading the PyTorch runner's trained weights";
+const DEVICE_MEMORY: &str = "too large for the device's memory";
+
+/// `options` with the micro-batch at which a job training `arch` with `cfg` (from `teacher`'s
+/// logits in a final job) fits in `slot_memory` bytes (`device_memory::fit`); as they are
+/// where the memory is not known. Why not, in one line, where it fits at none.
+pub fn fitted(
+    arch: &Architecture,
+    cfg: &genas_scoring::distill::DistillConfig,
+    seq: u32,
+    teacher: Option<&Architecture>,
+    options: &RunnerOptions,
+    slot_memory: Option<u64>,
+) -> std::result::Result<RunnerOptions, String> {
+    let Some(budget) = slot_memory else {
+        return Ok(options.clone());
+    };
+    let options = options.at(cfg.precision);
+    let targets = if arch.vocab_size as usize > genas_scoring::distill::DENSE_VOCAB_MAX {
+        crate::device_memory::Targets::TopK(cfg.top_k as u64)
+    } else {
+        crate::device_memory::Targets::Dense
+    };
+    let job = crate::device_memory::DeviceJob {
+        arch,
+        batch: cfg.batch_size as u64,
+        seq: u64::from(seq),
+        targets,
+        teacher,
+        options: &options,
+    };
+    let e = crate::device_memory::fit(&job, budget).map_err(|why| {
+        format!(
+            "{} ({}) {why}; set search.checkpointing = true, lower fidelity.batch_size or search.device_jobs",
+            arch.summary(),
+            arch.id()
+        )
+    })?;
+    Ok(RunnerOptions {
+        micro_batch: e.micro_batch as u32,
+        ..options
+    })
+}
 
 impl Torch<'_> {
     fn one(&self, job: &Job) -> Output {
@@ -748,12 +845,23 @@ impl Torch<'_> {
         if let Err(e) = std::fs::create_dir_all(&jd) {
             return failed(WRITING, &format!("{}: {e}", jd.display()));
         }
+        let options = match fitted(
+            &job.architecture,
+            &job.config,
+            job.architecture.context,
+            None,
+            &self.options,
+            self.slot_memory,
+        ) {
+            Ok(o) => o,
+            Err(why) => return failed(DEVICE_MEMORY, &why),
+        };
         torch_job(
             &jd,
             job,
             &self.targets,
             self.local.targets,
-            &self.options,
+            &options,
             &|jd| self.slots.run(jd).map_err(ExecError::Runner),
         )
     }

@@ -216,6 +216,7 @@ pub fn distill(
         python,
         options,
         gpus,
+        slot_memory,
         ..
     } = &plan
     {
@@ -229,6 +230,7 @@ pub fn distill(
             python,
             options,
             gpus,
+            slot_memory: *slot_memory,
         };
         let teacher = (&t, outcome.record.key.as_str(), &targets);
         out.extend(distill_under_torch(
@@ -330,6 +332,7 @@ struct Runner<'a> {
     python: &'a str,
     options: &'a genas_exec::torch::RunnerOptions,
     gpus: &'a [u32],
+    slot_memory: Option<u64>,
 }
 
 /// The final distillations of `pending` under the PyTorch runner, side by side: one job per
@@ -375,7 +378,16 @@ fn distill_under_torch(
                 ""
             }
         ));
-        genas_exec::torch::write_final(&model, t, &l.data, targets, cfg, &jd, runner.options)
+        let options = genas_exec::torch::fitted(
+            &cand.architecture,
+            &cfg.distill,
+            l.data.context,
+            Some(&t.arch),
+            runner.options,
+            runner.slot_memory,
+        )
+        .map_err(|why| anyhow!("distilling {id} under PyTorch: {why}"))?;
+        genas_exec::torch::write_final(&model, t, &l.data, targets, cfg, &jd, &options)
             .with_context(|| format!("distilling {id}"))?;
         jobs.push(jd);
     }
