@@ -401,6 +401,10 @@ pub struct BenchRunnerArgs {
     /// The genas repository (for its shipped data).
     #[arg(long, default_value = ".")]
     pub repo: PathBuf,
+    /// Also the real-scale fixtures (`real/`: vocabulary 49,152, context 1,024, students of
+    /// 12M to 50M parameters, a SmolLM2-135M-shaped teacher); about two minutes here.
+    #[arg(long)]
+    pub real: bool,
 }
 
 #[derive(Args)]

@@ -9,6 +9,15 @@
 //! - `bench/model/`: the `genas bench train` network (d128, 4 layers, 4 heads, context 64), for
 //!   steps/s under the runner's recipe against plain PyTorch eager.
 //!
+//! - `real/` (`--real`): the shapes the runner exists for, vocabulary 49,152 and context 1,024:
+//!   `parity/` one student of about 12M parameters (Llama blocks: grouped attention, rope,
+//!   RMSNorm, swiglu) trained 3 steps of 2 sequences by the engine, with its reference;
+//!   `students/NAME/architecture.json` for students of about 12M, 25M and 50M parameters, each
+//!   with `estimate.json`, the device memory model's figures for 8 sequences in fp32 and bf16;
+//!   `teacher/architecture.json`, SmolLM2-135M's shape (the check draws its weights on the
+//!   device: they would not fit the folder); and `batches.safetensors`, 20 steps of 8
+//!   sequences, for the slots' throughput.
+//!
 //! The inputs go to `inputs/` and jobs name them by relative path, so the folder can be carried
 //! to another machine.
 
@@ -255,6 +264,153 @@ fn pathdiff(to: &Path, from: &Path) -> std::path::PathBuf {
         out.push(c);
     }
     out
+}
+
+/// SmolLM2-135M's shape (`HuggingFaceTB/SmolLM2-135M`'s config.json): d 576, 30 Llama blocks of
+/// 9 query and 3 key/value heads, swiglu 1536, RMSNorm (eps 1e-5), rope theta 100,000, tied
+/// embeddings over 49,152 tokens, context `context`.
+pub fn smollm2_135m(context: u32) -> Architecture {
+    llama_blocks(49_152, context, 576, 30, (9, 3), 1536)
+}
+
+/// Llama blocks: `depth` of grouped attention (`heads` query, key/value), swiglu `ffn`, rope
+/// theta 100,000, RMSNorm, tied embeddings.
+pub fn llama_blocks(
+    vocab: u32,
+    context: u32,
+    d: u32,
+    depth: usize,
+    (heads, kv_heads): (u32, u32),
+    ffn: u32,
+) -> Architecture {
+    Architecture {
+        vocab_size: vocab,
+        context,
+        d_model: d,
+        tie_embeddings: true,
+        share_layers: 1,
+        layers: vec![
+            Layer::new(
+                Attention::Grouped { heads, kv_heads },
+                ffn,
+                Activation::Swiglu,
+                None,
+                Sparsity::Dense,
+            );
+            depth
+        ],
+        norm: Norm::Rmsnorm,
+        position: Position::Rope {
+            theta: Float(1e5),
+            scaling: None,
+        },
+        norm_eps: Float(genas_space::NORM_EPS),
+    }
+}
+
+/// The real-scale students: about 12M, 25M and 50M parameters (most of the smallest is its
+/// 49,152-token embedding).
+pub fn real_students(context: u32) -> Vec<(&'static str, Architecture)> {
+    vec![
+        ("12M", llama_blocks(49_152, context, 192, 4, (6, 2), 512)),
+        ("25M", llama_blocks(49_152, context, 384, 6, (6, 2), 1024)),
+        ("50M", llama_blocks(49_152, context, 576, 8, (9, 3), 1536)),
+    ]
+}
+
+/// `genas bench runner --real`: the `real/` fixtures (see the module's doc).
+pub fn write_real_fixtures(out: &Path) -> Result<usize> {
+    let (v, t) = (49_152u32, 1024u32);
+    let mut rng = Rng::seed_from_u64(21);
+    let mut ids = |n: usize| {
+        (0..n)
+            .map(|_| rng.index(v as usize) as u32)
+            .collect::<Vec<u32>>()
+    };
+    let data = Dataset::from_ids(ids(200_000), ids(8_192), v, t);
+    let real = out.join("real");
+    let inputs = out.join("inputs");
+    // Parity: a 12M student, 3 steps of 2 sequences, top-64 targets.
+    let cfg = DistillConfig {
+        steps: 3,
+        batch_size: 2,
+        learning_rate: 3e-3,
+        temperature: 2.0,
+        alpha: 0.5,
+        seed: 5,
+        val_sequences: 2,
+        top_k: 64,
+        init: Default::default(),
+        precision: Default::default(),
+    };
+    let targets = random_teacher_targets(&data, &cfg, 32);
+    let (name, arch) = real_students(t).remove(0);
+    let job = Job {
+        id: arch.id(),
+        architecture: arch,
+        init_seed: 3,
+        rung: 0,
+        config: cfg,
+        measure_latency: false,
+    };
+    job_with_reference(
+        &real.join("parity").join(name),
+        &inputs,
+        name,
+        &job,
+        &targets,
+    )?;
+    // The students' shapes and their device memory at 8 sequences.
+    let mut written = 1;
+    for (name, arch) in real_students(t) {
+        let dir = real.join("students").join(name);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join("architecture.json"),
+            serde_json::to_vec_pretty(&arch)?,
+        )?;
+        let mut estimates = serde_json::Map::new();
+        for precision in ["fp32", "bf16"] {
+            let options = genas_exec::torch::RunnerOptions {
+                precision: precision.into(),
+                ..Default::default()
+            };
+            let job = genas_exec::device_memory::DeviceJob {
+                arch: &arch,
+                batch: 8,
+                seq: u64::from(t),
+                targets: genas_exec::device_memory::Targets::TopK(64),
+                teacher: None,
+                options: &options,
+            };
+            let e = genas_exec::device_memory::estimate(&job, 8);
+            estimates.insert(
+                precision.into(),
+                serde_json::json!({
+                    "total": e.total(),
+                    "without_context": e.total() - e.context,
+                    "activations": e.activations,
+                    "params": Cost::of(&arch).params,
+                    "line": e.line(),
+                }),
+            );
+        }
+        std::fs::write(
+            dir.join("estimate.json"),
+            serde_json::to_vec_pretty(&estimates)?,
+        )?;
+        written += 1;
+    }
+    let teacher = real.join("teacher");
+    std::fs::create_dir_all(&teacher)?;
+    std::fs::write(
+        teacher.join("architecture.json"),
+        serde_json::to_vec_pretty(&smollm2_135m(t))?,
+    )?;
+    let batches = genas_scoring::inputs::encode_batches(&data.train_schedule(8, 20, 9))
+        .map_err(anyhow::Error::msg)?;
+    std::fs::write(real.join("batches.safetensors"), batches)?;
+    Ok(written)
 }
 
 /// `genas bench runner --out DIR`: the parity cases, `candidates` jobs of the default

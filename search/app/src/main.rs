@@ -133,7 +133,10 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             }
         }
         Command::Bench(BenchCommand::Runner(a)) => {
-            let n = genas_app::gpu_check::write_fixtures(&a.repo, &a.out, a.candidates)?;
+            let mut n = genas_app::gpu_check::write_fixtures(&a.repo, &a.out, a.candidates)?;
+            if a.real {
+                n += genas_app::gpu_check::write_real_fixtures(&a.out)?;
+            }
             Ok(format!(
                 "{n} runner jobs with the engine's results written to {}\n",
                 a.out.display()

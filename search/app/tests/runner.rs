@@ -417,6 +417,7 @@ fn the_gpu_check_runs_end_to_end_on_the_cpu() {
             "1,2",
             "--candidates",
             "1",
+            "--small",
             "--out",
         ])
         .arg(dir.path())

@@ -40,6 +40,9 @@ pub enum Targets {
 pub struct DeviceEstimate {
     /// Sequences per forward/backward pass.
     pub micro_batch: u64,
+    /// Rows of logits the loss makes at once (the runner's `loss_rows`; 0: its default
+    /// chunks of LOSS_ELEMENTS).
+    pub loss_rows: u64,
     pub weights: u64,
     pub gradients: u64,
     pub optimizer: u64,
@@ -306,6 +309,7 @@ pub fn estimate(job: &DeviceJob, micro_batch: u64) -> DeviceEstimate {
     });
     DeviceEstimate {
         micro_batch,
+        loss_rows: job.options.loss_rows as u64,
         weights: 4 * (params + masked),
         gradients: 4 * params,
         optimizer: 8 * params,
@@ -318,9 +322,31 @@ pub fn estimate(job: &DeviceJob, micro_batch: u64) -> DeviceEstimate {
 }
 
 /// The job's estimate at the largest micro-batch (at most its batch, `options.micro_batch`
-/// when set) whose total fits in `budget` bytes; why not, with the smallest's figures, when
-/// none does.
+/// when set) whose total fits in `budget` bytes, with the loss over all its rows at once
+/// where that fits too (chunks cost a second pass through the head); why not, with the
+/// smallest's figures, when none does.
 pub fn fit(job: &DeviceJob, budget: u64) -> Result<DeviceEstimate, String> {
+    let e = fit_chunked(job, budget)?;
+    if job.options.loss_rows == 0 {
+        let whole = RunnerOptions {
+            loss_rows: u32::try_from(e.micro_batch * job.seq).unwrap_or(u32::MAX),
+            ..job.options.clone()
+        };
+        let unchunked = estimate(
+            &DeviceJob {
+                options: &whole,
+                ..job.clone()
+            },
+            e.micro_batch,
+        );
+        if unchunked.total() <= budget {
+            return Ok(unchunked);
+        }
+    }
+    Ok(e)
+}
+
+fn fit_chunked(job: &DeviceJob, budget: u64) -> Result<DeviceEstimate, String> {
     let most = match job.options.micro_batch {
         0 => job.batch,
         m => (m as u64).min(job.batch),
@@ -397,6 +423,10 @@ mod tests {
         );
         // Room for the whole batch: all of it; for 4 to 7 sequences: 4 (halving from 16).
         assert_eq!(fit(&job, totals[15]).unwrap().micro_batch, 16);
+        // With room for the logits of every row, the loss takes them at once.
+        let whole = fit(&job, 80 << 30).unwrap();
+        assert_eq!((whole.micro_batch, whole.loss_rows), (16, 16 * 1024));
+        assert_eq!(fit(&job, totals[15]).unwrap().loss_rows, 0);
         assert_eq!(fit(&job, totals[5]).unwrap().micro_batch, 4);
         assert_eq!(fit(&job, totals[0]).unwrap().micro_batch, 1);
         let e = fit(&job, totals[0] - 1).unwrap_err();

@@ -826,6 +826,7 @@ pub fn fitted(
     })?;
     Ok(RunnerOptions {
         micro_batch: e.micro_batch as u32,
+        loss_rows: e.loss_rows as u32,
         ..options
     })
 }
