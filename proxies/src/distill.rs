@@ -318,6 +318,41 @@ impl Steps for Held {
 
 /// Where computed steps go, in order: held ([`Held`]) or written as shards
 /// (`inputs::ShardWriter`) as they are computed.
+/// Where a teacher's passes without gradients run (its soft targets and cross-entropy): the
+/// engine (a `Model`), or elsewhere (the PyTorch runner on a device, `genas_exec::torch`).
+pub trait TeacherPass {
+    /// Each batch's soft targets at `temperature` (the top `top_k` above `DENSE_VOCAB_MAX`)
+    /// and, with `ce`, the Σ of its rows' cross-entropy to the batch's targets.
+    fn pass(
+        &mut self,
+        batches: &[Batch],
+        temperature: f64,
+        top_k: usize,
+        ce: bool,
+    ) -> Result<Vec<(SoftTargets, f64)>, String>;
+
+    /// Batches handed to one call (a device amortises its calls; the engine takes one, so
+    /// no more than a step's targets are held at once).
+    fn batches_per_call(&self) -> usize {
+        1
+    }
+}
+
+impl<B: Backend> TeacherPass for Model<B> {
+    fn pass(
+        &mut self,
+        batches: &[Batch],
+        temperature: f64,
+        top_k: usize,
+        ce: bool,
+    ) -> Result<Vec<(SoftTargets, f64)>, String> {
+        Ok(batches
+            .iter()
+            .map(|b| SoftTargets::of_teacher(self, b, temperature, top_k, ce))
+            .collect())
+    }
+}
+
 pub trait StepSink {
     fn put(&mut self, batch: Batch, soft: SoftTargets) -> Result<(), String>;
     fn finish(self: Box<Self>) -> Result<Box<dyn Steps>, String>;
@@ -407,6 +442,21 @@ impl TeacherTargets {
         data: &Dataset,
         cfg: &DistillConfig,
         schedule_steps: u32,
+        sink: Box<dyn StepSink>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<TeacherTargets, String> {
+        TeacherTargets::compute_via(teacher, None, data, cfg, schedule_steps, sink, progress)
+    }
+
+    /// `compute_into` with the teacher's passes (soft targets and validation cross-entropy)
+    /// run by `pass` where one is given (the engine's `teacher` still measures the parent for
+    /// `init = "teacher"`); the same targets to float rounding, kept by `sink` as they come.
+    pub fn compute_via<B: Backend>(
+        teacher: &mut Model<B>,
+        mut pass: Option<&mut dyn TeacherPass>,
+        data: &Dataset,
+        cfg: &DistillConfig,
+        schedule_steps: u32,
         mut sink: Box<dyn StepSink>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<TeacherTargets, String> {
@@ -415,20 +465,48 @@ impl TeacherTargets {
         // Batches drawn in turn from the seed, as `Dataset::train_schedule` draws them.
         let mut rng = Rng::seed_from_u64(cfg.seed);
         let total = schedule_steps as usize;
-        for i in 0..total {
-            let b = data.train_batch(cfg.batch_size, &mut rng);
-            let (s, _) = SoftTargets::of_teacher(teacher, &b, cfg.temperature, cfg.top_k, false);
-            sink.put(b, s)?;
-            progress(i + 1, total);
+        let per_call = pass.as_ref().map_or(1, |p| p.batches_per_call()).max(1);
+        let mut done = 0;
+        while done < total {
+            let batches: Vec<Batch> = (0..per_call.min(total - done))
+                .map(|_| data.train_batch(cfg.batch_size, &mut rng))
+                .collect();
+            let soft = match pass.as_deref_mut() {
+                Some(p) => p.pass(&batches, cfg.temperature, cfg.top_k, false)?,
+                None => teacher.pass(&batches, cfg.temperature, cfg.top_k, false)?,
+            };
+            if soft.len() != batches.len() {
+                return Err(format!(
+                    "the teacher's pass gave {} batches' targets for {}",
+                    soft.len(),
+                    batches.len()
+                ));
+            }
+            for (b, (s, _)) in batches.into_iter().zip(soft) {
+                sink.put(b, s)?;
+                done += 1;
+                progress(done, total);
+            }
         }
         let schedule = sink.finish()?;
         let val = data.eval_batches(Split::Validation, cfg.batch_size, cfg.val_sequences);
+        let passed = match pass {
+            Some(p) => p.pass(&val, 1.0, cfg.top_k, true)?,
+            None => teacher.pass(&val, 1.0, cfg.top_k, true)?,
+        };
+        if passed.len() != val.len() {
+            return Err(format!(
+                "the teacher's pass gave {} validation batches' targets for {}",
+                passed.len(),
+                val.len()
+            ));
+        }
         let (mut ce, mut tokens) = (0.0, 0usize);
         let val_probs = val
             .iter()
-            .map(|b| {
+            .zip(passed)
+            .map(|(b, (s, sum))| {
                 let n = b.b * b.t;
-                let (s, sum) = SoftTargets::of_teacher(teacher, b, 1.0, cfg.top_k, true);
                 // The mean per batch, then weighted by its rows: as the loss's `ce` was.
                 ce += sum * (1.0 / n as f64) * n as f64;
                 tokens += n;

@@ -220,8 +220,33 @@ fn drive(
         &archive.path().join("targets"),
         l.data.vocab_size() as usize,
     );
-    let targets = TeacherTargets::compute_into(
+    // Under the PyTorch runner the teacher's passes run on the device (its first GPU).
+    let mut on_device = match genas_exec::torch::device_plan(exp)? {
+        genas_exec::torch::DevicePlan::Torch {
+            device,
+            python,
+            options,
+            gpus,
+            ..
+        } => {
+            say(&format!(
+                "the teacher's soft targets and validation loss under PyTorch on {device}"
+            ));
+            Some(genas_exec::torch::RunnerTeacher::new(
+                &teacher,
+                &archive.path().join("torch").join("teacher-pass"),
+                (&python, &device),
+                gpus.first().copied(),
+                &options,
+            )?)
+        }
+        genas_exec::torch::DevicePlan::Engine { .. } => None,
+    };
+    let targets = TeacherTargets::compute_via(
         &mut teacher,
+        on_device
+            .as_mut()
+            .map(|p| p as &mut dyn genas_scoring::distill::TeacherPass),
         &l.data,
         &cfg,
         last,
@@ -229,6 +254,7 @@ fn drive(
         &mut |d, n| progress("caching soft targets", d, n),
     )
     .map_err(|e| anyhow::anyhow!("the teacher's soft targets: {e}"))?;
+    drop(on_device);
     drop(teacher);
     genas_engine::memory::give_back();
     if let Some(note) = &space_plan.note {

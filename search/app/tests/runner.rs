@@ -965,3 +965,112 @@ fn a_search_too_large_for_the_devices_memory_is_refused_in_one_line() {
     assert!(o.status.success(), "{err}");
     assert!(err.contains("device memory per slot 8590 MB"), "{err}");
 }
+
+/// The teacher's side computed on the device: its soft targets for the schedule (dense over
+/// the sonnets' characters, top 64 over a 1,500-token vocabulary) and its validation
+/// cross-entropy, computed by the runner (`RunnerTeacher`, one long-lived slot) on torch's CPU,
+/// equal the engine's: the same batches, the same top-k sets, every probability and the
+/// cross-entropy within 1e-6 relative.
+#[test]
+fn the_teachers_soft_targets_and_validation_loss_under_the_runner_are_the_engines() {
+    if python_ready().is_err() {
+        return;
+    }
+    use genas_app::gpu_check::{parity_config, plain, sonnets, wide_vocabulary};
+    use genas_scoring::distill::{Held, SoftTargets, TeacherTargets};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = tempfile::tempdir().unwrap();
+    let mut report = String::new();
+    for (name, data) in [
+        ("dense", sonnets(&root).unwrap()),
+        ("top-k", wide_vocabulary()),
+    ] {
+        let cfg = genas_scoring::distill::DistillConfig {
+            steps: 20,
+            ..parity_config()
+        };
+        let layer = genas_space::Layer::new(
+            genas_space::Attention::Full { heads: 2 },
+            64,
+            genas_space::Activation::Gelu,
+            None,
+            genas_space::Sparsity::Dense,
+        );
+        let ta = plain(&data, 32, false, 1, vec![layer; 2]);
+        let mut teacher = Model::new(&ta, Cpu::<f32>::new(0), 99);
+        let engine = TeacherTargets::compute(&mut teacher, &data, &cfg, 20);
+        let mut pass = genas_exec::torch::RunnerTeacher::new(
+            &teacher,
+            &dir.path().join(name),
+            ("python3", "cpu"),
+            None,
+            &Default::default(),
+        )
+        .unwrap();
+        let runner = TeacherTargets::compute_via(
+            &mut teacher,
+            Some(&mut pass),
+            &data,
+            &cfg,
+            20,
+            Box::<Held>::default(),
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(engine.schedule.len(), runner.schedule.len());
+        let mut worst = 0.0f64;
+        let rel = |a: f32, b: f32| ((a - b).abs() / a.abs().max(1e-30)) as f64;
+        let mut same = |x: &SoftTargets, y: &SoftTargets| match (x, y) {
+            (SoftTargets::Dense(p), SoftTargets::Dense(q)) => {
+                assert_eq!(p.len(), q.len());
+                for (a, b) in p.iter().zip(q) {
+                    worst = worst.max(rel(*a, *b));
+                }
+            }
+            (
+                SoftTargets::TopK { k, index, prob },
+                SoftTargets::TopK {
+                    k: k2,
+                    index: i2,
+                    prob: p2,
+                },
+            ) => {
+                assert_eq!(k, k2);
+                for r in 0..index.len() / k {
+                    let row = |ix: &[u32], pr: &[f32]| {
+                        let mut v: Vec<(u32, f32)> = ix[r * k..(r + 1) * k]
+                            .iter()
+                            .copied()
+                            .zip(pr[r * k..(r + 1) * k].iter().copied())
+                            .collect();
+                        v.sort_by_key(|e| e.0);
+                        v
+                    };
+                    let (a, b) = (row(index, prob), row(i2, p2));
+                    let sa: Vec<u32> = a.iter().map(|e| e.0).collect();
+                    let sb: Vec<u32> = b.iter().map(|e| e.0).collect();
+                    assert_eq!(sa, sb, "{name}: row {r}'s top {k} differ");
+                    for (x, y) in a.iter().zip(&b) {
+                        worst = worst.max(rel(x.1, y.1));
+                    }
+                }
+            }
+            _ => panic!("{name}: dense against top-k"),
+        };
+        for i in 0..engine.schedule.len() {
+            let (e, r) = (engine.schedule.step(i), runner.schedule.step(i));
+            assert_eq!(e.batch.inputs, r.batch.inputs, "{name}: step {i}'s batch");
+            same(&e.soft, &r.soft);
+        }
+        for (e, r) in engine.val_probs.iter().zip(&runner.val_probs) {
+            same(e, r);
+        }
+        let ce = ((engine.teacher_val_ce - runner.teacher_val_ce) / engine.teacher_val_ce).abs();
+        report += &format!(
+            "{name}: worst probability {worst:.1e}, validation CE {ce:.1e} ({:.6} / {:.6})\n",
+            engine.teacher_val_ce, runner.teacher_val_ce
+        );
+        assert!(worst < 1e-6 && ce < 1e-6, "{report}");
+    }
+    eprintln!("{report}");
+}

@@ -927,3 +927,164 @@ impl Executor for Torch<'_> {
         self.local.proxies(archs, seed, workers, progress)
     }
 }
+
+/// The teacher's passes without gradients through the PyTorch runner (`TeacherPass`): its
+/// soft targets and validation cross-entropy computed on the device by one long-lived slot,
+/// a call's batches at a time, read back into the engine's form (`SoftTargets`), so
+/// `TeacherTargets::compute_via` writes them as it writes the engine's.
+pub struct RunnerTeacher {
+    dir: PathBuf,
+    slots: crate::slots::Slots,
+    options: RunnerOptions,
+    vocab: usize,
+}
+
+/// Batches of one runner teacher pass.
+const TEACHER_BATCHES_PER_CALL: usize = 16;
+
+impl RunnerTeacher {
+    /// The runner's pass of `teacher` (its module written into `dir`), on `device` with
+    /// `python`, pinned to `gpu` when given.
+    pub fn new(
+        teacher: &Model<Cpu<f32>>,
+        dir: &Path,
+        (python, device): (&str, &str),
+        gpu: Option<u32>,
+        options: &RunnerOptions,
+    ) -> std::result::Result<RunnerTeacher, ExecError> {
+        let inner = || -> Result<RunnerTeacher> {
+            std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+            let tensors = genas_interop::model_tensors(teacher);
+            genas_interop::export::write_module(&dir.join("teacher"), &teacher.arch, &tensors)?;
+            let gpus: Vec<u32> = gpu.into_iter().collect();
+            let slots = crate::slots::Slots::new(
+                python,
+                device,
+                &gpus,
+                1,
+                &dir.join("slot"),
+                Box::new(|l: &str| eprintln!("{l}")),
+            )
+            .with_context(|| dir.display().to_string())?;
+            Ok(RunnerTeacher {
+                dir: dir.to_path_buf(),
+                slots,
+                options: options.clone(),
+                vocab: teacher.arch.vocab_size as usize,
+            })
+        };
+        inner().map_err(runner_error)
+    }
+
+    fn pass_inner(
+        &mut self,
+        batches: &[genas_scoring::data::Batch],
+        temperature: f64,
+        top_k: usize,
+        ce: bool,
+    ) -> Result<Vec<(genas_scoring::distill::SoftTargets, f64)>> {
+        let bytes = genas_scoring::inputs::encode_batches(batches).map_err(anyhow::Error::msg)?;
+        std::fs::write(self.dir.join("batches.safetensors"), bytes)?;
+        let mut job = serde_json::to_value(&self.options)?;
+        for (k, v) in [
+            ("kind", serde_json::json!("teacher")),
+            ("batches", serde_json::json!("batches.safetensors")),
+            ("temperature", serde_json::json!(temperature)),
+            ("top_k", serde_json::json!(top_k)),
+            ("ce", serde_json::json!(ce)),
+        ] {
+            job[k] = v;
+        }
+        std::fs::write(self.dir.join("job.json"), serde_json::to_vec(&job)?)?;
+        let _ = std::fs::remove_file(self.dir.join("out.safetensors"));
+        self.slots.run(&self.dir).map_err(anyhow::Error::msg)?;
+        // What the pass can hold: each batch's rows times k (or the vocabulary), 8 bytes an
+        // entry, and a header.
+        let v = self.vocab;
+        let dense = v <= genas_scoring::distill::DENSE_VOCAB_MAX;
+        let k = top_k.clamp(1, v.max(1));
+        let rows: usize = batches.iter().map(|b| b.b * b.t).sum();
+        let most = rows * if dense { 4 * v } else { 8 * k } + (1 << 20) + batches.len() * 512;
+        let path = self.dir.join("out.safetensors");
+        let bytes = genas_space::files::read_bounded(&path, most as u64)
+            .with_context(|| path.display().to_string())?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let sums: Vec<f64> = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("genas.teacher_pass"))
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+            .and_then(|t| serde_json::from_value(t["ce"].clone()).ok())
+            .context("the teacher pass's output has no cross-entropy")?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let f32s = |name: &str, n: usize| -> Result<Vec<f32>> {
+            let t = st
+                .tensor(name)
+                .with_context(|| format!("{}: no {name}", path.display()))?;
+            if t.dtype() != safetensors::Dtype::F32 || t.data().len() != 4 * n {
+                bail!("{}: {name} is not {n} float32 values", path.display());
+            }
+            Ok(t.data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect())
+        };
+        let mut out = Vec::with_capacity(batches.len());
+        for (i, b) in batches.iter().enumerate() {
+            let n = b.b * b.t;
+            let soft = if dense {
+                genas_scoring::distill::SoftTargets::Dense(f32s(&format!("step.{i}.probs"), n * v)?)
+            } else {
+                let name = format!("step.{i}.index");
+                let t = st
+                    .tensor(&name)
+                    .with_context(|| format!("{}: no {name}", path.display()))?;
+                if t.dtype() != safetensors::Dtype::I32 || t.data().len() != 4 * n * k {
+                    bail!("{}: {name} is not {} int32 values", path.display(), n * k);
+                }
+                let index: Vec<u32> = t
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .map(|x| u32::try_from(x).ok().filter(|&x| (x as usize) < v))
+                    .collect::<Option<_>>()
+                    .with_context(|| {
+                        format!(
+                            "{}: {name} holds a token outside the vocabulary",
+                            path.display()
+                        )
+                    })?;
+                genas_scoring::distill::SoftTargets::TopK {
+                    k,
+                    index,
+                    prob: f32s(&format!("step.{i}.probs"), n * k)?,
+                }
+            };
+            let sum = sums
+                .get(i)
+                .copied()
+                .context("a batch's cross-entropy is missing")?;
+            out.push((soft, sum));
+        }
+        Ok(out)
+    }
+}
+
+impl genas_scoring::distill::TeacherPass for RunnerTeacher {
+    fn pass(
+        &mut self,
+        batches: &[genas_scoring::data::Batch],
+        temperature: f64,
+        top_k: usize,
+        ce: bool,
+    ) -> std::result::Result<Vec<(genas_scoring::distill::SoftTargets, f64)>, String> {
+        self.pass_inner(batches, temperature, top_k, ce)
+            .map_err(|e| format!("the teacher's pass under PyTorch: {e:#}"))
+    }
+
+    fn batches_per_call(&self) -> usize {
+        TEACHER_BATCHES_PER_CALL
+    }
+}

@@ -22,6 +22,10 @@ A job of kind "train" (the teacher) names a file of batches alone (genas_scoring
 encode_batches) instead of targets: it trains on the hard labels and leaves the validation to
 genas, which reads the trained weights.
 
+A job of kind "teacher" computes the teacher's side on the device (`teacher_pass`): the soft
+targets of a batches file's batches and their cross-entropy, which genas writes into its
+content-addressed targets as the engine's would be.
+
 A job of kind "final" (genas distill) is genas's full distillation (`distill::full_distill`):
 the batches file is its training schedule, `teacher/` the teacher's module, whose logits at
 temperature T are the soft targets of every step (top-k with the rest spread evenly over
@@ -366,10 +370,13 @@ def evaluate(model, tensors, info, device, opts):
             "agreement": agree / tokens}
 
 
-def soft_targets(teacher, x, temperature, top_k, opts):
+def soft_targets(teacher, x, temperature, top_k, opts, y=None):
     """The teacher's soft targets of inputs x, as genas's SoftTargets::from_logits then
     reads them: softmax(z / T) in float64 rounded to float32 once; above 1,024 tokens only
-    the top k kept (the rest spread evenly by Targets). A chunk of rows at a time."""
+    the top k kept (the rest spread evenly by Targets). A chunk of rows at a time. With
+    targets y, also the sum of each row's cross-entropy (float64, temperature 1): returns
+    (Targets, that sum)."""
+    ce = 0.0
     with torch.no_grad():
         with opts.autocast():
             h = teacher.hidden(x)
@@ -381,6 +388,8 @@ def soft_targets(teacher, x, temperature, top_k, opts):
         ps, idx = [], []
         for a in range(0, n, rows):
             z = (h[a:a + rows] @ w.T).double()
+            if y is not None:
+                ce += float(F.cross_entropy(z, y[a:a + rows], reduction="sum"))
             e = ((z - z.max(-1, keepdim=True).values) / temperature).exp()
             p = (e / e.sum(-1, keepdim=True)).float()
             if v <= 1024:
@@ -389,9 +398,35 @@ def soft_targets(teacher, x, temperature, top_k, opts):
                 prob, index = p.topk(k, dim=-1)
                 ps.append(prob)
                 idx.append(index)
-    if v <= 1024:
-        return Targets(v, p=torch.cat(ps))
-    return Targets(v, index=torch.cat(idx), prob=torch.cat(ps))
+    tg = Targets(v, p=torch.cat(ps)) if v <= 1024 else \
+        Targets(v, index=torch.cat(idx), prob=torch.cat(ps))
+    return tg if y is None else (tg, ce)
+
+
+def teacher_pass(job_dir, job, device, opts, mod):
+    """A job of kind "teacher": the soft targets of every batch of the batches file at the
+    job's temperature (top k above 1,024 tokens), and with "ce" each batch's summed
+    cross-entropy, computed on the device a chunk of rows at a time. Writes `out.safetensors`:
+    `step.I.probs` (F32, rows x k or rows x V) and `step.I.index` (I32, rows x k), and the sums
+    as metadata `genas.teacher_pass` ({"ce": [...]})."""
+    _, teacher = load_model(os.path.join(job_dir, "teacher"), "genas_teacher_model")
+    teacher.to(device).eval()
+    batches, bmeta = read_safetensors(os.path.join(job_dir, job["batches"]))
+    schedule = json.loads(bmeta["genas.batches"])["schedule"]
+    out, sums = {}, []
+    for i, (b, t) in enumerate(schedule):
+        x = batches[f"schedule.{i}.inputs"].reshape(b, t).to(device)
+        y = batches[f"schedule.{i}.targets"].to(device)
+        tg, ce = soft_targets(teacher, x, job["temperature"], job["top_k"], opts, y)
+        if tg.p is not None:
+            out[f"step.{i}.probs"] = tg.p.cpu()
+        else:
+            out[f"step.{i}.probs"] = tg.prob.cpu()
+            out[f"step.{i}.index"] = tg.index.to(torch.int32).cpu()
+        sums.append(ce)
+    tmp = os.path.join(job_dir, f".out.{os.getpid()}.tmp")
+    mod.save_safetensors(out, tmp, {"genas.teacher_pass": json.dumps({"ce": sums})})
+    os.replace(tmp, os.path.join(job_dir, "out.safetensors"))
 
 
 def load_module(path, name):
@@ -516,6 +551,16 @@ def run_job(job_dir, device):
     # Full float32 matrix products on a GPU (TF32 would round inputs to 10 bits).
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    if job.get("kind") == "teacher":
+        mod = load_module(os.path.join(job_dir, "teacher", "model.py"), "genas_teacher_module")
+        teacher_pass(job_dir, job, device, opts, mod)
+        tmp = os.path.join(job_dir, f".result.{os.getpid()}.tmp")
+        with open(tmp, "w") as f:
+            json.dump({"steps": 0, "losses": [], "diverged": None, "train_loss": None,
+                       "eval": None, "device": device_name(device),
+                       "seconds": time.time() - started}, f)
+        os.replace(tmp, os.path.join(job_dir, "result.json"))
+        return
     mod, model = load_model(os.path.join(job_dir, "model"), "genas_student_model")
     model.to(device).train()
     params = dict(model.named_parameters())
