@@ -200,9 +200,7 @@ def real_speed(fixtures, device, batch, steps):
         for precision in ("fp32", "bf16"):
             opts = R.Options({"precision": precision}, device)
             peak_reset(device)
-            model = M.GenasLM(arch).to(device).train()
-            decay = {n for n, p in model.named_parameters() if p.dim() >= 2}
-            recipe = R.Recipe(model, RECIPE, decay, opts, 2.0, 0.5)
+            model, recipe = fresh_recipe(R, M, arch, opts, device)
 
             def ours(i):
                 recipe.step(i, x, y, tg)
@@ -213,8 +211,7 @@ def real_speed(fixtures, device, batch, steps):
             # The loss over every row at once, as genas runs it where the device has room.
             whole = R.Options({"precision": precision, "loss_rows": batch * T}, device)
             peak_reset(device)
-            model = M.GenasLM(arch).to(device).train()
-            recipe = R.Recipe(model, RECIPE, decay, whole, 2.0, 0.5)
+            model, recipe = fresh_recipe(R, M, arch, whole, device)
 
             def ours_whole(i):
                 recipe.step(i, x, y, tg)
@@ -259,9 +256,7 @@ def real_speed(fixtures, device, batch, steps):
     for precision in ("fp32", "bf16"):
         opts = R.Options({"precision": precision}, device)
         peak_reset(device)
-        model = M.GenasLM(arch).to(device).train()
-        decay = {n for n, p in model.named_parameters() if p.dim() >= 2}
-        recipe = R.Recipe(model, RECIPE, decay, opts, 2.0, 0.5)
+        model, recipe = fresh_recipe(R, M, arch, opts, device)
 
         def step(i):
             recipe.step(i, x, y, R.soft_targets(teacher, x, 2.0, 64, opts))
@@ -270,6 +265,13 @@ def real_speed(fixtures, device, batch, steps):
                        "steps_per_s": timed_steps(step, device, steps), "peak_bytes": peak(device)})
         del model, recipe
     return rows, finals
+
+
+def fresh_recipe(R, M, arch, opts, device):
+    """A drawn model of `arch` on the device and the runner's recipe over it."""
+    model = M.GenasLM(arch).to(device).train()
+    decay = {n for n, p in model.named_parameters() if p.dim() >= 2}
+    return model, R.Recipe(model, RECIPE, decay, opts, 2.0, 0.5)
 
 
 def timed_steps(step_fn, device, steps):

@@ -21,16 +21,8 @@ fn the_pytorch_runner_trains_as_the_engine_does_for_every_space_choice() {
     if python_ready().is_err() {
         return;
     }
-    use genas_app::gpu_check::{
-        parity_cases, parity_config, random_teacher_targets, sonnets, wide_vocabulary,
-    };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let data = [sonnets(&root).unwrap(), wide_vocabulary()];
-    let cfg = parity_config();
-    let targets = [
-        random_teacher_targets(&data[0], &cfg, 32),
-        random_teacher_targets(&data[1], &cfg, 32),
-    ];
+    use genas_app::gpu_check::parity_cases;
+    let (data, targets) = parity_inputs();
     let dir = tempfile::tempdir().unwrap();
     let mut report = String::new();
     for (k, (name, d, a)) in parity_cases(&data[0], &data[1]).into_iter().enumerate() {
@@ -111,6 +103,23 @@ fn a_student_pruned_from_the_teacher_trains_under_the_runner_as_on_the_engine() 
         );
     }
     eprintln!("{report}");
+}
+
+/// The parity cases' data sets (the sonnets, a 1,500-token vocabulary) and a random teacher's
+/// targets over each.
+fn parity_inputs() -> (
+    [genas_scoring::Dataset; 2],
+    [genas_scoring::distill::TeacherTargets; 2],
+) {
+    use genas_app::gpu_check::{parity_config, random_teacher_targets, sonnets, wide_vocabulary};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let data = [sonnets(&root).unwrap(), wide_vocabulary()];
+    let cfg = parity_config();
+    let targets = [
+        random_teacher_targets(&data[0], &cfg, 32),
+        random_teacher_targets(&data[1], &cfg, 32),
+    ];
+    (data, targets)
 }
 
 /// Runs the brief distillation of `a` against `t` (its initial weights as `t` gives them) on
@@ -212,17 +221,9 @@ fn micro_batches_checkpointing_loss_chunks_and_bf16_train_as_the_engine_does() {
     if python_ready().is_err() {
         return;
     }
-    use genas_app::gpu_check::{
-        parity_cases, parity_config, random_teacher_targets, sonnets, wide_vocabulary,
-    };
+    use genas_app::gpu_check::parity_cases;
     use genas_exec::torch::{RunnerOptions, BF16_TOLERANCE};
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let data = [sonnets(&root).unwrap(), wide_vocabulary()];
-    let cfg = parity_config();
-    let targets = [
-        random_teacher_targets(&data[0], &cfg, 32),
-        random_teacher_targets(&data[1], &cfg, 32),
-    ];
+    let (data, targets) = parity_inputs();
     let dir = tempfile::tempdir().unwrap();
     let mut report = String::new();
     let fitted = RunnerOptions {
