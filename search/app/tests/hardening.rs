@@ -498,15 +498,27 @@ fn a_malformed_run_id_and_an_unwritable_report_folder_are_refused_first() {
 }
 
 /// A `python` that answers torch's probe (torch 2.4, no GPU) and fails every runner job as a
-/// Python without torch would.
-fn broken_python(dir: &Path) -> PathBuf {
+/// Python without torch would; with `teacher_pass`, the teacher's pass (its slot's runner under
+/// `torch/teacher-pass`) runs on python3 and only the students' jobs fail.
+fn broken_python(dir: &Path, teacher_pass: bool) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let path = dir.join("python");
+    let path = dir.join(if teacher_pass {
+        "python"
+    } else {
+        "python-none"
+    });
     std::fs::write(
         &path,
-        "#!/bin/sh\nif [ \"$1\" = \"-c\" ]; then echo '2.4.0|0|none'; exit 0; fi\n\
-         echo 'Traceback (most recent call last):' >&2\n\
-         echo \"ModuleNotFoundError: No module named 'torch'\" >&2\nexit 1\n",
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = \"-c\" ]; then echo '2.4.0|0|0|0|none'; exit 0; fi\n\
+             {}echo 'Traceback (most recent call last):' >&2\n\
+             echo \"ModuleNotFoundError: No module named 'torch'\" >&2\nexit 1\n",
+            if teacher_pass {
+                "case \"$1\" in *teacher-pass*) exec python3 \"$@\" ;; esac\n"
+            } else {
+                ""
+            }
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -550,9 +562,27 @@ fn a_runner_that_fails_every_job_stops_the_search_with_its_error_and_a_failed_ru
         s(&archive),
         "--json",
     ]));
+    // A runner that cannot even run the teacher's pass stops the search there, in one line,
+    // before a run is created.
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_genas"))
         .args(["search", s(&cuda), "--archive", s(&archive)])
-        .env("GENAS_PYTHON", broken_python(dir.path()))
+        .env("GENAS_PYTHON", broken_python(dir.path(), false))
+        .env("GENAS_RUNNER_DEVICE", "cpu")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap();
+    assert!(
+        last.starts_with("error: the teacher's soft targets: the teacher's pass under PyTorch")
+            && last.contains("No module named 'torch'"),
+        "{last}"
+    );
+    assert!(run_statuses(&archive).is_empty(), "{err}");
+    // Students' jobs that all fail.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_genas"))
+        .args(["search", s(&cuda), "--archive", s(&archive)])
+        .env("GENAS_PYTHON", broken_python(dir.path(), true))
         .env("GENAS_RUNNER_DEVICE", "cpu")
         .output()
         .unwrap();
