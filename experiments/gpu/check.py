@@ -198,27 +198,20 @@ def real_speed(fixtures, device, batch, steps):
         tg = R.Targets(V, index=torch.randint(0, V, (batch * T, k), generator=gen).to(device),
                        prob=(torch.rand(batch * T, k, generator=gen) / k).to(device))
         for precision in ("fp32", "bf16"):
-            opts = R.Options({"precision": precision}, device)
-            peak_reset(device)
-            model, recipe = fresh_recipe(R, M, arch, opts, device)
+            def runner_run(opts):
+                """Steps/s and peak memory of the runner's recipe on a drawn model."""
+                peak_reset(device)
+                model, recipe = fresh_recipe(R, M, arch, opts, device)
 
-            def ours(i):
-                recipe.step(i, x, y, tg)
-                recipe.settle([])
-            runner_sps = timed_steps(ours, device, steps)
-            runner_peak = peak(device)
-            del model, recipe
+                def ours(i):
+                    recipe.step(i, x, y, tg)
+                    recipe.settle([])
+                return timed_steps(ours, device, steps), peak(device)
+            runner_sps, runner_peak = runner_run(R.Options({"precision": precision}, device))
             # The loss over every row at once, as genas runs it where the device has room.
-            whole = R.Options({"precision": precision, "loss_rows": batch * T}, device)
-            peak_reset(device)
-            model, recipe = fresh_recipe(R, M, arch, whole, device)
-
-            def ours_whole(i):
-                recipe.step(i, x, y, tg)
-                recipe.settle([])
-            whole_sps = timed_steps(ours_whole, device, steps)
-            whole_peak = peak(device)
-            del model, recipe
+            whole_sps, whole_peak = runner_run(
+                R.Options({"precision": precision, "loss_rows": batch * T}, device))
+            opts = R.Options({"precision": precision}, device)
             peak_reset(device)
             plain = M.GenasLM(arch).to(device).train()
             opt = torch.optim.AdamW(plain.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)

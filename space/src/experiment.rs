@@ -398,12 +398,8 @@ pub struct SearchConfig {
     pub gpus: Vec<u32>,
 }
 
-impl SearchConfig {
-    /// The largest `micro_batch` accepted (larger than any batch a rung trains).
-    pub fn max_micro_batch(&self) -> u32 {
-        1 << 16
-    }
-}
+/// The largest `search.micro_batch` accepted (larger than any batch a rung trains).
+pub const MAX_MICRO_BATCH: u32 = 1 << 16;
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
@@ -930,10 +926,10 @@ impl Experiment {
                 return Err(bad("search.gpus", format!("GPU {g} is listed twice")));
             }
         }
-        if s.micro_batch > s.max_micro_batch() {
+        if s.micro_batch > MAX_MICRO_BATCH {
             return Err(bad(
                 "search.micro_batch",
-                format!("{} is outside 0..={}", s.micro_batch, s.max_micro_batch()),
+                format!("{} is outside 0..={MAX_MICRO_BATCH}", s.micro_batch),
             ));
         }
         let f = &self.fidelity;

@@ -372,11 +372,7 @@ pub fn device(l: &LoadedExperiment, steps: u32) -> Result<Option<String>> {
     };
     let cfg = DistillConfig::of_experiment(exp, steps);
     let options = options.at(cfg.precision);
-    let targets = if l.data.vocab_size() as usize > genas_scoring::distill::DENSE_VOCAB_MAX {
-        genas_exec::device_memory::Targets::TopK(cfg.top_k as u64)
-    } else {
-        genas_exec::device_memory::Targets::Dense
-    };
+    let targets = genas_exec::device_memory::Targets::of(l.data.vocab_size(), cfg.top_k);
     let mut largest: Option<(u64, String)> = None;
     for a in students(l) {
         let job = genas_exec::device_memory::DeviceJob {

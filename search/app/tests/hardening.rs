@@ -564,12 +564,15 @@ fn a_runner_that_fails_every_job_stops_the_search_with_its_error_and_a_failed_ru
     ]));
     // A runner that cannot even run the teacher's pass stops the search there, in one line,
     // before a run is created.
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_genas"))
-        .args(["search", s(&cuda), "--archive", s(&archive)])
-        .env("GENAS_PYTHON", broken_python(dir.path(), false))
-        .env("GENAS_RUNNER_DEVICE", "cpu")
-        .output()
-        .unwrap();
+    let search_with = |python: PathBuf| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_genas"))
+            .args(["search", s(&cuda), "--archive", s(&archive)])
+            .env("GENAS_PYTHON", python)
+            .env("GENAS_RUNNER_DEVICE", "cpu")
+            .output()
+            .unwrap()
+    };
+    let o = search_with(broken_python(dir.path(), false));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     let last = err.lines().last().unwrap();
@@ -580,12 +583,7 @@ fn a_runner_that_fails_every_job_stops_the_search_with_its_error_and_a_failed_ru
     );
     assert!(run_statuses(&archive).is_empty(), "{err}");
     // Students' jobs that all fail.
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_genas"))
-        .args(["search", s(&cuda), "--archive", s(&archive)])
-        .env("GENAS_PYTHON", broken_python(dir.path(), true))
-        .env("GENAS_RUNNER_DEVICE", "cpu")
-        .output()
-        .unwrap();
+    let o = search_with(broken_python(dir.path(), true));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     let warning = err

@@ -35,6 +35,18 @@ pub enum Targets {
     TopK(u64),
 }
 
+impl Targets {
+    /// A distillation's targets over `vocab` tokens: dense up to `DENSE_VOCAB_MAX`, else the
+    /// top `top_k` (as `SoftTargets` keeps them).
+    pub fn of(vocab: u32, top_k: usize) -> Targets {
+        if vocab as usize > genas_scoring::distill::DENSE_VOCAB_MAX {
+            Targets::TopK(top_k as u64)
+        } else {
+            Targets::Dense
+        }
+    }
+}
+
 /// One runner job's device memory, by part, in bytes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeviceEstimate {
@@ -220,7 +232,7 @@ pub fn activation_bytes(
     let v = arch.vocab_size as u64;
     let c = arch.d_model as u64;
     let nb = narrow(options);
-    let (_, masked) = parameters(arch);
+    let (params, masked) = parameters(arch);
     let blocks: Vec<u64> = arch
         .layers
         .iter()
@@ -239,7 +251,6 @@ pub fn activation_bytes(
     saved += masked * nb;
     if options.precision == "bf16" {
         // autocast's bf16 copies of every matrix a product reads.
-        let (params, _) = parameters(arch);
         saved += params * 2;
     }
     // The final norm, its output (read by the head), the token ids and targets' indices.

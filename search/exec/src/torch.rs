@@ -804,16 +804,11 @@ pub fn fitted(
         return Ok(options.clone());
     };
     let options = options.at(cfg.precision);
-    let targets = if arch.vocab_size as usize > genas_scoring::distill::DENSE_VOCAB_MAX {
-        crate::device_memory::Targets::TopK(cfg.top_k as u64)
-    } else {
-        crate::device_memory::Targets::Dense
-    };
     let job = crate::device_memory::DeviceJob {
         arch,
         batch: cfg.batch_size as u64,
         seq: u64::from(seq),
-        targets,
+        targets: crate::device_memory::Targets::of(arch.vocab_size, cfg.top_k),
         teacher,
         options: &options,
     };

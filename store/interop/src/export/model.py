@@ -211,10 +211,11 @@ def rope_inv_freq(rope, hd):
 _ROPE_TABLES = {}
 
 
-def rope_tables(rope, hd, T, device, dtype):
+def rope_tables(rope, hd, T, device, dtype, name=None):
     """(cos, sin), each (T, hd/2), of positions 0 .. T - 1: computed in float64 once per
-    rope, head width, length, device and dtype, then kept."""
-    key = (json.dumps(rope, sort_keys=True), hd, T, str(device), dtype)
+    rope (`name`: its JSON, made here when not given), head width, length, device and dtype,
+    then kept."""
+    key = (name or json.dumps(rope, sort_keys=True), hd, T, str(device), dtype)
     if key not in _ROPE_TABLES:
         inv = rope_inv_freq(rope, hd).to(device)
         ang = torch.arange(T, dtype=torch.float64, device=device)[:, None] * inv
@@ -222,12 +223,12 @@ def rope_tables(rope, hd, T, device, dtype):
     return _ROPE_TABLES[key]
 
 
-def rotate(x, rope):
+def rotate(x, rope, name=None):
     """Rotary embedding of x (B, heads, T, hd) at positions 0 .. T - 1, with the
-    architecture's `position` dict `rope` (its theta and scaling)."""
+    architecture's `position` dict `rope` (its theta and scaling; `name` its JSON)."""
     T, hd = x.shape[-2], x.shape[-1]
     half = hd // 2
-    cos, sin = rope_tables(rope, hd, T, x.device, x.dtype)
+    cos, sin = rope_tables(rope, hd, T, x.device, x.dtype, name)
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
@@ -284,6 +285,7 @@ class Attention(nn.Module):
         spec = layer["attention"]
         self.kind = spec["kind"]
         self.rope = rope if self.kind in ("full", "grouped", "sliding") else None
+        self.rope_name = json.dumps(rope, sort_keys=True) if self.rope is not None else None
         self.heads = spec["heads"]
         self.kv_heads = spec.get("kv_heads") or self.heads
         self.window = spec.get("window") if self.kind == "sliding" else None
@@ -307,7 +309,7 @@ class Attention(nn.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rope is not None:
-            q, k = rotate(q, self.rope), rotate(k, self.rope)
+            q, k = rotate(q, self.rope, self.rope_name), rotate(k, self.rope, self.rope_name)
         gqa = {}
         if G != H:  # query head h reads key/value head h // (H // G)
             if _GQA and self.kind != "linear":

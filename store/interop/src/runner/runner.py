@@ -134,8 +134,13 @@ class Targets:
     evenly over the other V - k tokens, as genas's loss reads them. Never expanded to a dense
     (n, V) tensor: the loss uses the closed form."""
 
-    def __init__(self, v, p=None, index=None, prob=None):
+    def __init__(self, v, p=None, index=None, prob=None, rest=None):
         self.v, self.p, self.index, self.prob = v, p, index, prob
+        # Each row's mass per token outside its top k (rows, 1), float32, as genas spreads it.
+        if prob is not None and rest is None:
+            kept = prob.double().sum(-1, keepdim=True)
+            rest = ((1.0 - kept) / max(v - prob.shape[1], 1)).clamp(min=0.0).float()
+        self.rest = rest
 
     @staticmethod
     def of(tensors, prefix, k, n, v, device):
@@ -148,14 +153,7 @@ class Targets:
     def rows(self, a, b):
         if self.p is not None:
             return Targets(self.v, p=self.p[a:b])
-        return Targets(self.v, index=self.index[a:b], prob=self.prob[a:b])
-
-    def rest(self):
-        """Each row's mass per token outside its top k (rows, 1), float32, as genas spreads
-        it."""
-        k = self.prob.shape[1]
-        kept = self.prob.double().sum(-1, keepdim=True)
-        return ((1.0 - kept) / max(self.v - k, 1)).clamp(min=0.0).float()
+        return Targets(self.v, index=self.index[a:b], prob=self.prob[a:b], rest=self.rest[a:b])
 
     def entropy_part(self):
         """sum over rows of sum_i p_i log p_i (terms with p_i = 0 left out), float64: the part
@@ -167,14 +165,14 @@ class Targets:
         if self.p is not None:
             return plogp(self.p)
         k = self.prob.shape[1]
-        return plogp(self.prob) + (self.v - k) * plogp(self.rest())
+        return plogp(self.prob) + (self.v - k) * plogp(self.rest)
 
     def cross_part(self, logq):
         """sum over rows of sum_i p_i log q_i, in logq's dtype."""
         if self.p is not None:
             return (self.p.to(logq.dtype) * logq).sum()
         picked = logq.gather(1, self.index)
-        r = self.rest().to(logq.dtype)
+        r = self.rest.to(logq.dtype)
         return (self.prob.to(logq.dtype) * picked).sum() + \
             (r[:, 0] * (logq.sum(-1) - picked.sum(-1))).sum()
 
@@ -197,29 +195,33 @@ def chunk_rows(n, v, rows):
 
 
 def chunk_loss(h, w, y, tg, temp, alpha):
-    """sum over the rows of h (rows, C) of alpha * CE + (1 - alpha) * T^2 * KL(p || q_T),
-    with logits h @ w.T in float32; CE alone when tg is None."""
+    """sum over the rows of h (rows, C) of alpha * CE - (1 - alpha) * T^2 * sum p log q_T,
+    with logits h @ w.T in float32 (CE alone when tg is None): the loss but for the part of
+    KL(p || q_T) that does not depend on the student, which `loss_sum` adds once."""
     z = (h @ w.T).float()
     ce = F.cross_entropy(z, y, reduction="sum")
     if tg is None:
         return ce
-    kl = tg.entropy_part().float() - tg.cross_part(F.log_softmax(z / temp, dim=-1))
-    return alpha * ce + (1.0 - alpha) * temp * temp * kl
+    return alpha * ce - (1.0 - alpha) * temp * temp * tg.cross_part(F.log_softmax(z / temp, dim=-1))
 
 
 def loss_sum(h, w, y, tg, temp, alpha, rows):
-    """chunk_loss over all rows, `rows` at a time (one piece when they all fit)."""
+    """sum over all rows of alpha * CE + (1 - alpha) * T^2 * KL(p || q_T), `rows` at a time
+    (one piece when they all fit; chunks recomputed in the backward pass)."""
     n = h.shape[0]
     if rows >= n:
-        return chunk_loss(h, w, y, tg, temp, alpha)
-    total = 0.0
-    for a in range(0, n, rows):
-        b = min(a + rows, n)
-        part = torch.utils.checkpoint.checkpoint(
-            lambda hc, a=a, b=b: chunk_loss(hc, w, y[a:b], None if tg is None else tg.rows(a, b),
-                                            temp, alpha),
-            h[a:b], use_reentrant=False)
-        total = total + part
+        total = chunk_loss(h, w, y, tg, temp, alpha)
+    else:
+        total = 0.0
+        for a in range(0, n, rows):
+            b = min(a + rows, n)
+            part = torch.utils.checkpoint.checkpoint(
+                lambda hc, a=a, b=b: chunk_loss(hc, w, y[a:b], None if tg is None else tg.rows(a, b),
+                                                temp, alpha),
+                h[a:b], use_reentrant=False)
+            total = total + part
+    if tg is not None:
+        total = total + (1.0 - alpha) * temp * temp * tg.entropy_part().float()
     return total
 
 
