@@ -8,7 +8,7 @@
 //! T = 1 and top-1 agreement with the teacher, per token.
 
 use crate::data::{Batch, Dataset, Split};
-use crate::inherit::Parent;
+use crate::inherit::{Importance, Parent};
 use genas_engine::backend::{Backend, Soft};
 use genas_engine::cpu::loss::add_ce_host;
 use genas_engine::model::Model;
@@ -336,6 +336,10 @@ pub trait TeacherPass {
     fn batches_per_call(&self) -> usize {
         1
     }
+
+    /// The teacher's activation sums on `batch` (`Importance`), which rank it for the
+    /// students pruned from it (`init = "teacher"`).
+    fn importance(&mut self, batch: &Batch) -> Result<Importance, String>;
 }
 
 impl<B: Backend> TeacherPass for Model<B> {
@@ -350,6 +354,10 @@ impl<B: Backend> TeacherPass for Model<B> {
             .iter()
             .map(|b| SoftTargets::of_teacher(self, b, temperature, top_k, ce))
             .collect())
+    }
+
+    fn importance(&mut self, batch: &Batch) -> Result<Importance, String> {
+        Ok(Importance::measure(self, &batch.inputs, (batch.b, batch.t)))
     }
 }
 
@@ -396,9 +404,14 @@ pub const PARENT_SEQUENCES: usize = 64;
 /// batch of its own, so a student's inherited weights depend only on the teacher, the data
 /// and `seed`.
 pub fn parent_of<B: Backend>(teacher: &mut Model<B>, data: &Dataset, seed: u64) -> Parent {
-    let mut rng = Rng::seed_from_u64(seed ^ 0x70a2_e47b);
-    let b = data.train_batch(PARENT_SEQUENCES, &mut rng);
+    let b = parent_batch(data, seed);
     Parent::measure(teacher, &b.inputs, (b.b, b.t))
+}
+
+/// The training batch of `PARENT_SEQUENCES` the teacher's importance is measured on.
+pub fn parent_batch(data: &Dataset, seed: u64) -> Batch {
+    let mut rng = Rng::seed_from_u64(seed ^ 0x70a2_e47b);
+    data.train_batch(PARENT_SEQUENCES, &mut rng)
 }
 
 impl TeacherTargets {
@@ -448,9 +461,10 @@ impl TeacherTargets {
         TeacherTargets::compute_via(teacher, None, data, cfg, schedule_steps, sink, progress)
     }
 
-    /// `compute_into` with the teacher's passes (soft targets and validation cross-entropy)
-    /// run by `pass` where one is given (the engine's `teacher` still measures the parent for
-    /// `init = "teacher"`); the same targets to float rounding, kept by `sink` as they come.
+    /// `compute_into` with the teacher's passes (soft targets, validation cross-entropy, and
+    /// the activation sums that rank the parent for `init = "teacher"`) run by `pass` where
+    /// one is given (`teacher` then only lends the parent its weights); the same targets to
+    /// float rounding, kept by `sink` as they come.
     pub fn compute_via<B: Backend>(
         teacher: &mut Model<B>,
         mut pass: Option<&mut dyn TeacherPass>,
@@ -490,7 +504,7 @@ impl TeacherTargets {
         }
         let schedule = sink.finish()?;
         let val = data.eval_batches(Split::Validation, cfg.batch_size, cfg.val_sequences);
-        let passed = match pass {
+        let passed = match pass.as_deref_mut() {
             Some(p) => p.pass(&val, 1.0, cfg.top_k, true)?,
             None => teacher.pass(&val, 1.0, cfg.top_k, true)?,
         };
@@ -516,7 +530,17 @@ impl TeacherTargets {
         // What the passes above freed goes back before the parent's pass, so the estimate of
         // what is held from here on (`footprint`) is what is resident.
         genas_engine::memory::give_back();
-        let parent = (cfg.init == StudentInit::Teacher).then(|| parent_of(teacher, data, cfg.seed));
+        let parent = match cfg.init {
+            StudentInit::Teacher => {
+                let b = parent_batch(data, cfg.seed);
+                let sums = match pass {
+                    Some(p) => p.importance(&b)?,
+                    None => Importance::measure(teacher, &b.inputs, (b.b, b.t)),
+                };
+                Some(Parent::ranked_by(teacher, &sums).map_err(String::from)?)
+            }
+            StudentInit::Random => None,
+        };
         Ok(TeacherTargets {
             temperature: cfg.temperature,
             vocab: v,

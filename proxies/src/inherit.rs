@@ -101,6 +101,124 @@ fn activation_magnitude(act: Activation, x: f64) -> f64 {
     }
 }
 
+/// What `Parent` ranks the teacher by: sums over the rows of a batch the teacher ran on, in
+/// the order `Model::infer` shows them (`add`), or computed elsewhere (the PyTorch runner's
+/// teacher job) and checked against the teacher's architecture (`fits`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Importance {
+    /// Rows (sequences × positions) summed over.
+    pub rows: usize,
+    /// Per residual channel: Σ |x| over the embedding sum and every block's output.
+    pub channel: Vec<f64>,
+    /// Per layer: Σ over rows of cos(the block's input, its output).
+    pub cos: Vec<f64>,
+    /// Per layer and head: Σ over rows of the L2 norm of the head's attention output.
+    pub head_norm: Vec<Vec<f64>>,
+    /// Per layer: Σ |attention output| of each value dimension, heads side by side.
+    pub value_abs: Vec<Vec<f64>>,
+    /// Per layer and FFN neuron: Σ |act(pre-activation)| (`activation_magnitude`).
+    pub neuron: Vec<Vec<f64>>,
+}
+
+impl Importance {
+    /// Empty sums shaped for `arch`.
+    pub fn new(arch: &Architecture) -> Importance {
+        let width = |f: &dyn Fn(&genas_space::Layer) -> usize| -> Vec<Vec<f64>> {
+            arch.layers.iter().map(|l| vec![0.0; f(l)]).collect()
+        };
+        let heads = |l: &genas_space::Layer| l.attention.heads() as usize;
+        Importance {
+            rows: 0,
+            channel: vec![0.0; arch.d_model as usize],
+            cos: vec![0.0; arch.depth()],
+            head_norm: width(&heads),
+            value_abs: width(&|l| heads(l) * arch.head_dim(l) as usize),
+            neuron: width(&|l| l.ffn.hidden as usize),
+        }
+    }
+
+    /// Whether every sum has the shape `arch` gives it and is finite.
+    pub fn fits(&self, arch: &Architecture) -> bool {
+        let shape = Importance::new(arch);
+        let same = |a: &[Vec<f64>], b: &[Vec<f64>]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.len() == y.len())
+        };
+        let finite = |v: &[f64]| v.iter().all(|x| x.is_finite());
+        self.channel.len() == shape.channel.len()
+            && self.cos.len() == shape.cos.len()
+            && same(&self.head_norm, &shape.head_norm)
+            && same(&self.value_abs, &shape.value_abs)
+            && same(&self.neuron, &shape.neuron)
+            && finite(&self.channel)
+            && finite(&self.cos)
+            && [&self.head_norm, &self.value_abs, &self.neuron]
+                .iter()
+                .all(|v| v.iter().all(|v| finite(v)))
+    }
+
+    /// Adds the rows a layer probe of `Model::infer` shows (`arch` the teacher's).
+    pub fn add(&mut self, arch: &Architecture, r: &LayerRows) {
+        let c = arch.d_model as usize;
+        let l = r.layer;
+        let layer = &arch.layers[l];
+        let add_abs = |channel: &mut [f64], x: &[f64]| {
+            for row in x.chunks_exact(c) {
+                for (s, x) in channel.iter_mut().zip(row) {
+                    *s += x.abs();
+                }
+            }
+        };
+        if l == 0 {
+            add_abs(&mut self.channel, &r.input);
+            self.rows += r.rows;
+        }
+        add_abs(&mut self.channel, &r.output);
+        for (x, y) in r.input.chunks_exact(c).zip(r.output.chunks_exact(c)) {
+            let (xy, xx, yy) = x.iter().zip(y).fold((0.0, 0.0, 0.0), |(a, p, q), (u, v)| {
+                (a + u * v, p + u * u, q + v * v)
+            });
+            self.cos[l] += xy / (xx.sqrt() * yy.sqrt()).max(1e-30);
+        }
+        let h = layer.attention.heads() as usize;
+        if h > 0 {
+            let hd = arch.head_dim(layer) as usize;
+            for row in r.attention.chunks_exact(h * hd) {
+                for (k, nk) in self.head_norm[l].iter_mut().enumerate() {
+                    *nk += row[k * hd..(k + 1) * hd]
+                        .iter()
+                        .map(|v| v * v)
+                        .sum::<f64>()
+                        .sqrt();
+                }
+                for (s, v) in self.value_abs[l].iter_mut().zip(row) {
+                    *s += v.abs();
+                }
+            }
+        }
+        let hidden = layer.ffn.hidden as usize;
+        for row in r.ffn_pre.chunks_exact(hidden) {
+            for (s, &x) in self.neuron[l].iter_mut().zip(row) {
+                *s += activation_magnitude(layer.ffn.activation, x);
+            }
+        }
+    }
+
+    /// The sums of `teacher` run on `tokens` (B, T) without gradients, block by block
+    /// (`Model::infer`): each layer's rows come in order, so every per-layer sum is the one a
+    /// whole-batch pass gives; the channels' sum runs over the residual streams in order.
+    pub fn measure<B: Backend>(
+        teacher: &mut Model<B>,
+        tokens: &[u32],
+        (b, t): (usize, usize),
+    ) -> Importance {
+        let arch = teacher.arch.clone();
+        let mut sums = Importance::new(&arch);
+        let mut probe = |r: &LayerRows| sums.add(&arch, r);
+        teacher.infer(tokens, (b, t), Some(&mut probe), None);
+        sums
+    }
+}
+
 impl Parent {
     /// Ranks the teacher's channels, layers, heads and neurons on `tokens` (B, T).
     pub fn measure<B: Backend>(
@@ -108,66 +226,26 @@ impl Parent {
         tokens: &[u32],
         (b, t): (usize, usize),
     ) -> Parent {
+        let sums = Importance::measure(teacher, tokens, (b, t));
+        Parent::ranked_by(teacher, &sums).expect("the engine's sums fit its teacher")
+    }
+
+    /// The teacher's weights ranked by `sums` of its activations (`Importance`), which must
+    /// fit its architecture.
+    pub fn ranked_by<B: Backend>(
+        teacher: &Model<B>,
+        sums: &Importance,
+    ) -> Result<Parent, InheritError> {
         let arch = teacher.arch.clone();
-        let c = arch.d_model as usize;
-        let n = b * t;
+        if !sums.fits(&arch) || sums.rows == 0 {
+            return Err("the teacher's activation sums do not fit its architecture".into());
+        }
         let depth = arch.depth();
-        // Sums over rows, taken block by block as the teacher runs without gradients
-        // (`Model::infer`): each layer's rows come in order, so every per-layer sum is the one a
-        // whole-batch pass gives; the channels' sum runs over the residual streams in order.
-        let mut channel = vec![0.0; c];
-        let mut cos = vec![0.0; depth];
-        let mut norm: Vec<Vec<f64>> = vec![Vec::new(); depth];
-        let mut dim: Vec<Vec<f64>> = vec![Vec::new(); depth];
-        let mut imp: Vec<Vec<f64>> = vec![Vec::new(); depth];
-        let mut probe = |r: &LayerRows| {
-            let l = r.layer;
-            let layer = &arch.layers[l];
-            let add_abs = |channel: &mut [f64], x: &[f64]| {
-                for row in x.chunks_exact(c) {
-                    for (s, x) in channel.iter_mut().zip(row) {
-                        *s += x.abs();
-                    }
-                }
-            };
-            if l == 0 {
-                add_abs(&mut channel, &r.input);
-            }
-            add_abs(&mut channel, &r.output);
-            for (x, y) in r.input.chunks_exact(c).zip(r.output.chunks_exact(c)) {
-                let (xy, xx, yy) = x.iter().zip(y).fold((0.0, 0.0, 0.0), |(a, p, q), (u, v)| {
-                    (a + u * v, p + u * u, q + v * v)
-                });
-                cos[l] += xy / (xx.sqrt() * yy.sqrt()).max(1e-30);
-            }
-            let h = layer.attention.heads() as usize;
-            if h > 0 {
-                let hd = arch.head_dim(layer) as usize;
-                norm[l].resize(h, 0.0);
-                dim[l].resize(h * hd, 0.0);
-                for row in r.attention.chunks_exact(h * hd) {
-                    for (k, nk) in norm[l].iter_mut().enumerate() {
-                        *nk += row[k * hd..(k + 1) * hd]
-                            .iter()
-                            .map(|v| v * v)
-                            .sum::<f64>()
-                            .sqrt();
-                    }
-                    for (s, v) in dim[l].iter_mut().zip(row) {
-                        *s += v.abs();
-                    }
-                }
-            }
-            let hidden = layer.ffn.hidden as usize;
-            imp[l].resize(hidden, 0.0);
-            for row in r.ffn_pre.chunks_exact(hidden) {
-                for (s, &x) in imp[l].iter_mut().zip(row) {
-                    *s += activation_magnitude(layer.ffn.activation, x);
-                }
-            }
-        };
-        teacher.infer(tokens, (b, t), Some(&mut probe), None);
-        let block: Vec<f64> = cos.iter().map(|c| 1.0 - c / n as f64).collect();
+        let block: Vec<f64> = sums
+            .cos
+            .iter()
+            .map(|c| 1.0 - c / sums.rows as f64)
+            .collect();
         // Only weight owners have weights of their own; a shared group counts as its owner.
         let owners: Vec<usize> = arch.weight_owners().collect();
         let owner_score: Vec<f64> = owners
@@ -190,12 +268,12 @@ impl Parent {
             let h = arch.layers[l].attention.heads() as usize;
             if h > 0 {
                 let hd = arch.head_dim(&arch.layers[l]) as usize;
-                heads[l] = ranked(&norm[l]);
+                heads[l] = ranked(&sums.head_norm[l]);
                 value_dims[l] = (0..h)
-                    .map(|k| ranked(&dim[l][k * hd..(k + 1) * hd]))
+                    .map(|k| ranked(&sums.value_abs[l][k * hd..(k + 1) * hd]))
                     .collect();
             }
-            neurons[l] = ranked(&imp[l]);
+            neurons[l] = ranked(&sums.neuron[l]);
         }
         let weights = teacher
             .params
@@ -211,16 +289,16 @@ impl Parent {
             .iter()
             .map(|p| (p.name.clone(), p.numel()))
             .collect();
-        Parent {
+        Ok(Parent {
             sizes,
-            channels: ranked(&channel),
+            channels: ranked(&sums.channel),
             arch,
             weights,
             layers,
             heads,
             value_dims,
             neurons,
-        }
+        })
     }
 
     /// The teacher's architecture.

@@ -337,26 +337,40 @@ fn block_contribution<B: Backend>(model: &Model<B>) -> Vec<f64> {
     xl.iter().zip(&x0).map(|(a, b)| a - b).collect()
 }
 
+/// The perturbation of the input `zen_score` adds: the name of the input embedding every token
+/// gets (its positions when learned, the token embedding itself under rope, which has no
+/// position parameters) and its values plus α·N(0, 1) drawn from `seed`, entry by entry.
+pub fn zen_input<B: Backend>(model: &Model<B>, seed: u64) -> (String, Vec<f64>) {
+    let name = ["wpe.weight", "wte.weight"]
+        .into_iter()
+        .find(|n| model.param_index(n).is_some())
+        .expect("every model has a token embedding");
+    let input = model.param_index(name).expect("found above");
+    let mut rng = Rng::seed_from_u64(seed);
+    let noisy = model
+        .weights(input)
+        .iter()
+        .map(|x| x + ZEN_ALPHA * rng.normal())
+        .collect();
+    (name.to_string(), noisy)
+}
+
+/// zen_score's perturbation scale α.
+pub const ZEN_ALPHA: f64 = 0.01;
+
 pub fn zen_score<B: Backend>(model: &mut Model<B>, batch: &Batch, seed: u64) -> Option<f64> {
-    const ALPHA: f64 = 0.01;
     let (b, t) = (batch.b, batch.t);
     model.forward(&batch.inputs, None, None, (b, t), false);
     let f0 = block_contribution(model);
-    // The input embedding the model adds to every token: its positions when learned, the
-    // token embedding itself under rope (which has no position parameters).
-    let input = model
-        .param_index("wpe.weight")
-        .or_else(|| model.param_index("wte.weight"))
-        .expect("every model has a token embedding");
+    let (name, noisy) = zen_input(model, seed);
+    let input = model.param_index(&name).expect("zen_input's");
     let saved = model.weights(input);
-    let mut rng = Rng::seed_from_u64(seed);
-    let noisy: Vec<f64> = saved.iter().map(|x| x + ALPHA * rng.normal()).collect();
     model.set_weights(input, &noisy);
     model.forward(&batch.inputs, None, None, (b, t), false);
     let f1 = block_contribution(model);
     model.set_weights(input, &saved);
     let mean = f1.iter().zip(&f0).map(|(a, b)| (a - b).abs()).sum::<f64>() / f0.len() as f64;
-    ln_pos(mean / ALPHA)
+    ln_pos(mean / ZEN_ALPHA)
 }
 
 /// Σ over matrices of ln Σ_θ mean|g| / std(g), from `grads[s][m]` = gradient of matrix m on
@@ -412,6 +426,19 @@ pub fn zico<B: Backend>(model: &mut Model<B>, batch: &Batch) -> Option<f64> {
     zico_score(&grads)
 }
 
+/// The proxies of `PROXY_NAMES` measured on the network (the rest are the cost model's), in
+/// that order: what a PyTorch runner computes on a device.
+pub const MEASURED_NAMES: [&str; 8] = [
+    "synflow",
+    "snip",
+    "grad_norm",
+    "fisher",
+    "jacob_cov",
+    "naswot",
+    "zen_score",
+    "zico",
+];
+
 /// Every proxy of `PROXY_NAMES` for `model` (at initialisation) on `batch`. The weights are
 /// left as they were.
 pub fn proxy_suite<B: Backend + Clone>(
@@ -422,19 +449,31 @@ pub fn proxy_suite<B: Backend + Clone>(
 ) -> ProxyScores {
     let start = Instant::now();
     let g = gradient_proxies(model, batch);
-    let values: [(&str, Option<f64>); 11] = [
+    let measured = [
+        synflow(model, batch),
+        g.snip,
+        g.grad_norm,
+        g.fisher,
+        jacob_cov(model, batch),
+        naswot(model, batch),
+        zen_score(model, batch, seed),
+        zico(model, batch),
+    ];
+    scores_of(arch, measured, start.elapsed().as_secs_f64() * 1e3)
+}
+
+/// The scores of `arch`: the `measured` values of `MEASURED_NAMES` (its network's, measured
+/// here or on a device in `millis` ms) with the cost model's proxies and the descriptors.
+pub fn scores_of(arch: &Architecture, measured: [Option<f64>; 8], millis: f64) -> ProxyScores {
+    let own = [
         ("params", Some(params(arch))),
         ("non_embedding_params", Some(non_embedding_params(arch))),
         ("flops", Some(flops(arch))),
-        ("synflow", synflow(model, batch)),
-        ("snip", g.snip),
-        ("grad_norm", g.grad_norm),
-        ("fisher", g.fisher),
-        ("jacob_cov", jacob_cov(model, batch)),
-        ("naswot", naswot(model, batch)),
-        ("zen_score", zen_score(model, batch, seed)),
-        ("zico", zico(model, batch)),
     ];
+    let values: Vec<(&str, Option<f64>)> = own
+        .into_iter()
+        .chain(MEASURED_NAMES.into_iter().zip(measured))
+        .collect();
     debug_assert!(values.iter().map(|v| v.0).eq(PROXY_NAMES));
     let described = DESCRIPTOR_NAMES.iter().zip(descriptors(arch));
     ProxyScores {
@@ -443,6 +482,6 @@ pub fn proxy_suite<B: Backend + Clone>(
             .map(|(k, v)| (k.to_string(), v))
             .chain(described.map(|(k, v)| (k.to_string(), Some(v))))
             .collect(),
-        millis: start.elapsed().as_secs_f64() * 1e3,
+        millis,
     }
 }

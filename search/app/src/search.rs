@@ -229,8 +229,13 @@ fn drive(
             gpus,
             ..
         } => {
+            let importance = if cfg.init == genas_space::StudentInit::Teacher {
+                ", the importance that prunes it"
+            } else {
+                ""
+            };
             say(&format!(
-                "the teacher's soft targets and validation loss under PyTorch on {device}"
+                "the teacher's soft targets, validation loss{importance} under PyTorch on {device}"
             ));
             Some(genas_exec::torch::RunnerTeacher::new(
                 &teacher,

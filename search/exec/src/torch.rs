@@ -24,7 +24,7 @@ use genas_engine::train::TrainConfig;
 use genas_engine::{checkpoint, Cpu, Model};
 use genas_scoring::distill::{DistillResult, Evaluation, TeacherTargets};
 use genas_scoring::zero_cost::ProxyScores;
-use genas_search::job::{ExecError, Executor, Job, Output};
+use genas_search::job::{init_seed, ExecError, Executor, Job, Output};
 use genas_space::{Architecture, Device, Experiment};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -162,6 +162,9 @@ pub struct TorchResult {
     pub resumed_from: Option<u32>,
     #[serde(default)]
     pub history: Option<Vec<(u32, f64)>>,
+    /// A "proxies" job's: each of `zero_cost::MEASURED_NAMES` (null where undefined).
+    #[serde(default)]
+    pub proxies: Option<std::collections::BTreeMap<String, Option<f64>>>,
 }
 
 impl TorchResult {
@@ -778,8 +781,7 @@ pub struct Torch<'a> {
     /// The file of `local`'s teacher targets.
     pub targets: PathBuf,
     pub options: RunnerOptions,
-    /// Its teacher targets, in memory. The zero-cost proxies are computed by the engine here:
-    /// they take milliseconds.
+    /// Its teacher targets and the zero-cost proxies' batch, in memory.
     pub local: Local<'a>,
 }
 
@@ -912,6 +914,8 @@ impl Executor for Torch<'_> {
         Ok(())
     }
 
+    /// On the device, one job per architecture on the slots side by side; one that fails
+    /// there (too large for the device's memory, say) is scored by the engine, with a warning.
     fn proxies(
         &self,
         archs: &[Architecture],
@@ -919,19 +923,155 @@ impl Executor for Torch<'_> {
         workers: usize,
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Vec<ProxyScores> {
-        self.local.proxies(archs, seed, workers, progress)
+        let batch = match self.write_proxy_batch() {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("warning: the zero-cost proxies run on the engine: {e:#}");
+                return self.local.proxies(archs, seed, workers, progress);
+            }
+        };
+        let out: Vec<std::sync::Mutex<Option<ProxyScores>>> =
+            archs.iter().map(|_| Default::default()).collect();
+        let index: Vec<usize> = (0..archs.len()).collect();
+        let count = std::sync::atomic::AtomicUsize::new(0);
+        side_by_side(
+            &index,
+            self.slots.len(),
+            &AtomicBool::new(false),
+            &|i, s: ProxyScores| {
+                *out[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+                let done = 1 + count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                progress(done, archs.len());
+                true
+            },
+            &|| (),
+            &|_, &i| {
+                let a = &archs[i];
+                self.proxies_of(a, &batch, init_seed(seed, &a.id()))
+                    .unwrap_or_else(|e| {
+                        eprintln!(
+                            "warning: candidate {}'s zero-cost proxies run on the engine: {e:#}",
+                            a.id()
+                        );
+                        let mut m = Model::new(a, Cpu::<f32>::new(1), init_seed(seed, &a.id()));
+                        genas_scoring::zero_cost::proxy_suite(
+                            a,
+                            &mut m,
+                            self.local.proxy_batch,
+                            init_seed(seed, &a.id()),
+                        )
+                    })
+            },
+        );
+        out.into_iter()
+            .map(|m| {
+                m.into_inner()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+}
+
+impl Torch<'_> {
+    /// The proxies' batch as a batches file in the runner's directory; its path.
+    fn write_proxy_batch(&self) -> Result<PathBuf> {
+        let bytes =
+            genas_scoring::inputs::encode_batches(std::slice::from_ref(self.local.proxy_batch))
+                .map_err(anyhow::Error::msg)?;
+        std::fs::create_dir_all(&self.dir).with_context(|| self.dir.display().to_string())?;
+        let path = self.dir.join("proxy-batch.safetensors");
+        std::fs::write(&path, bytes).with_context(|| path.display().to_string())?;
+        Ok(path)
+    }
+
+    /// `arch`'s zero-cost proxies at its initial weights (drawn from `seed`, as the engine
+    /// draws them) computed by a runner job: the candidate's module, the batch, and the rows
+    /// of its input embedding zen_score reads, perturbed as `zero_cost::zen_input` perturbs
+    /// them.
+    fn proxies_of(&self, arch: &Architecture, batch: &Path, seed: u64) -> Result<ProxyScores> {
+        use genas_scoring::zero_cost::{scores_of, zen_input, MEASURED_NAMES};
+        let jd = self.dir.join(format!("proxies-{}", arch.id()));
+        std::fs::create_dir_all(&jd).with_context(|| jd.display().to_string())?;
+        let model = Model::new(arch, Cpu::<f32>::new(1), seed);
+        let tensors = genas_interop::model_tensors(&model);
+        genas_interop::export::write_module(&jd.join("model"), arch, &tensors)?;
+        // Only the rows the batch reads: its positions, or under rope its tokens.
+        let (name, noisy) = zen_input(&model, seed);
+        let pb = self.local.proxy_batch;
+        let rows: Vec<usize> = if name == "wpe.weight" {
+            (0..pb.t).collect()
+        } else {
+            let mut t: Vec<usize> = pb.inputs.iter().map(|&x| x as usize).collect();
+            t.sort_unstable();
+            t.dedup();
+            t
+        };
+        let c = arch.d_model as usize;
+        let index: Vec<u8> = rows
+            .iter()
+            .flat_map(|&r| (r as i64).to_le_bytes())
+            .collect();
+        let values: Vec<u8> = rows
+            .iter()
+            .flat_map(|&r| noisy[r * c..(r + 1) * c].iter())
+            .flat_map(|&x| (x as f32).to_le_bytes())
+            .collect();
+        use safetensors::tensor::TensorView;
+        let views = [
+            (
+                "rows",
+                TensorView::new(safetensors::Dtype::I64, vec![rows.len()], &index)?,
+            ),
+            (
+                "values",
+                TensorView::new(safetensors::Dtype::F32, vec![rows.len(), c], &values)?,
+            ),
+        ];
+        std::fs::write(
+            jd.join("zen.safetensors"),
+            safetensors::serialize(views, None)?,
+        )?;
+        let mut job = serde_json::to_value(&self.options)?;
+        job["kind"] = serde_json::json!("proxies");
+        job["batches"] = serde_json::json!(batch.display().to_string());
+        job["zen"] = serde_json::json!(name);
+        job["decay"] = serde_json::json!(model
+            .params
+            .iter()
+            .filter(|p| p.decay)
+            .map(|p| p.name.clone())
+            .collect::<Vec<_>>());
+        std::fs::write(jd.join("job.json"), serde_json::to_vec(&job)?)?;
+        let result = self.slots.run(&jd).map_err(anyhow::Error::msg)?;
+        let got = result
+            .proxies
+            .context("the runner's result has no proxies")?;
+        let mut measured = [None; 8];
+        for (m, name) in measured.iter_mut().zip(MEASURED_NAMES) {
+            *m = *got
+                .get(name)
+                .with_context(|| format!("the runner's result has no {name}"))?;
+            if m.is_some_and(|x| !x.is_finite()) {
+                bail!("the runner's {name} is not finite");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&jd);
+        Ok(scores_of(arch, measured, result.seconds * 1e3))
     }
 }
 
 /// The teacher's passes without gradients through the PyTorch runner (`TeacherPass`): its
-/// soft targets and validation cross-entropy computed on the device by one long-lived slot,
-/// a call's batches at a time, read back into the engine's form (`SoftTargets`), so
-/// `TeacherTargets::compute_via` writes them as it writes the engine's.
+/// soft targets, validation cross-entropy and activation sums (`Importance`) computed on the
+/// device by one long-lived slot, a call's batches at a time, read back into the engine's
+/// form (`SoftTargets`), so `TeacherTargets::compute_via` writes them as it writes the
+/// engine's.
 pub struct RunnerTeacher {
     dir: PathBuf,
     slots: crate::slots::Slots,
     options: RunnerOptions,
     vocab: usize,
+    arch: genas_space::Architecture,
 }
 
 /// Batches of one runner teacher pass.
@@ -966,6 +1106,7 @@ impl RunnerTeacher {
                 slots,
                 options: options.clone(),
                 vocab: teacher.arch.vocab_size as usize,
+                arch: teacher.arch.clone(),
             })
         };
         inner().map_err(runner_error)
@@ -978,21 +1119,6 @@ impl RunnerTeacher {
         top_k: usize,
         ce: bool,
     ) -> Result<Vec<(genas_scoring::distill::SoftTargets, f64)>> {
-        let bytes = genas_scoring::inputs::encode_batches(batches).map_err(anyhow::Error::msg)?;
-        std::fs::write(self.dir.join("batches.safetensors"), bytes)?;
-        let mut job = serde_json::to_value(&self.options)?;
-        for (k, v) in [
-            ("kind", serde_json::json!("teacher")),
-            ("batches", serde_json::json!("batches.safetensors")),
-            ("temperature", serde_json::json!(temperature)),
-            ("top_k", serde_json::json!(top_k)),
-            ("ce", serde_json::json!(ce)),
-        ] {
-            job[k] = v;
-        }
-        std::fs::write(self.dir.join("job.json"), serde_json::to_vec(&job)?)?;
-        let _ = std::fs::remove_file(self.dir.join("out.safetensors"));
-        self.slots.run(&self.dir).map_err(anyhow::Error::msg)?;
         // What the pass can hold: each batch's rows times k (or the vocabulary), 8 bytes an
         // entry, and a header.
         let v = self.vocab;
@@ -1000,9 +1126,13 @@ impl RunnerTeacher {
         let k = top_k.clamp(1, v.max(1));
         let rows: usize = batches.iter().map(|b| b.b * b.t).sum();
         let most = rows * if dense { 4 * v } else { 8 * k } + (1 << 20) + batches.len() * 512;
+        let settings = [
+            ("temperature", serde_json::json!(temperature)),
+            ("top_k", serde_json::json!(top_k)),
+            ("ce", serde_json::json!(ce)),
+        ];
+        let bytes = self.run_pass("teacher", batches, &settings, most)?;
         let path = self.dir.join("out.safetensors");
-        let bytes = genas_space::files::read_bounded(&path, most as u64)
-            .with_context(|| path.display().to_string())?;
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let sums: Vec<f64> = meta
@@ -1067,6 +1197,101 @@ impl RunnerTeacher {
     }
 }
 
+impl RunnerTeacher {
+    /// Writes `job.json` of `kind` (with `extra` settings) and `batches` beside the teacher,
+    /// runs it on the slot, and reads back `out.safetensors`, at most `most` bytes.
+    fn run_pass(
+        &mut self,
+        kind: &str,
+        batches: &[genas_scoring::data::Batch],
+        extra: &[(&str, serde_json::Value)],
+        most: usize,
+    ) -> Result<Vec<u8>> {
+        let bytes = genas_scoring::inputs::encode_batches(batches).map_err(anyhow::Error::msg)?;
+        std::fs::write(self.dir.join("batches.safetensors"), bytes)?;
+        let mut job = serde_json::to_value(&self.options)?;
+        job["kind"] = serde_json::json!(kind);
+        job["batches"] = serde_json::json!("batches.safetensors");
+        for (k, v) in extra {
+            job[*k] = v.clone();
+        }
+        std::fs::write(self.dir.join("job.json"), serde_json::to_vec(&job)?)?;
+        let _ = std::fs::remove_file(self.dir.join("out.safetensors"));
+        self.slots.run(&self.dir).map_err(anyhow::Error::msg)?;
+        let path = self.dir.join("out.safetensors");
+        genas_space::files::read_bounded(&path, most as u64)
+            .with_context(|| path.display().to_string())
+    }
+
+    fn importance_inner(
+        &mut self,
+        batch: &genas_scoring::data::Batch,
+        arch: &genas_space::Architecture,
+    ) -> Result<genas_scoring::inherit::Importance> {
+        use genas_scoring::inherit::Importance;
+        let mut sums = Importance::new(arch);
+        let values = sums.channel.len()
+            + sums.cos.len()
+            + [&sums.head_norm, &sums.value_abs, &sums.neuron]
+                .iter()
+                .flat_map(|v| v.iter().map(Vec::len))
+                .sum::<usize>();
+        let most = 8 * values + (1 << 16) + 256 * 3 * arch.depth();
+        let bytes = self.run_pass("importance", std::slice::from_ref(batch), &[], most)?;
+        let path = self.dir.join("out.safetensors");
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        sums.rows = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("genas.importance"))
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+            .and_then(|t| t["rows"].as_u64())
+            .and_then(|r| usize::try_from(r).ok())
+            .context("the importance pass's output has no row count")?;
+        if sums.rows != batch.b * batch.t {
+            bail!(
+                "{}: {} rows summed for a batch of {}",
+                path.display(),
+                sums.rows,
+                batch.b * batch.t
+            );
+        }
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let read = |name: &str, into: &mut Vec<f64>| -> Result<()> {
+            let t = st
+                .tensor(name)
+                .with_context(|| format!("{}: no {name}", path.display()))?;
+            if t.dtype() != safetensors::Dtype::F64 || t.data().len() != 8 * into.len() {
+                bail!(
+                    "{}: {name} is not {} float64 values",
+                    path.display(),
+                    into.len()
+                );
+            }
+            for (x, c) in into.iter_mut().zip(t.data().chunks_exact(8)) {
+                *x = f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            }
+            Ok(())
+        };
+        read("importance.channel", &mut sums.channel)?;
+        read("importance.cos", &mut sums.cos)?;
+        for l in 0..arch.depth() {
+            read(&format!("importance.head_norm.{l}"), &mut sums.head_norm[l])?;
+            read(&format!("importance.value_abs.{l}"), &mut sums.value_abs[l])?;
+            read(&format!("importance.neuron.{l}"), &mut sums.neuron[l])?;
+        }
+        if !sums.fits(arch) {
+            bail!(
+                "{}: the teacher's activation sums are not finite",
+                path.display()
+            );
+        }
+        Ok(sums)
+    }
+}
+
 impl genas_scoring::distill::TeacherPass for RunnerTeacher {
     fn pass(
         &mut self,
@@ -1077,6 +1302,15 @@ impl genas_scoring::distill::TeacherPass for RunnerTeacher {
     ) -> std::result::Result<Vec<(genas_scoring::distill::SoftTargets, f64)>, String> {
         self.pass_inner(batches, temperature, top_k, ce)
             .map_err(|e| format!("the teacher's pass under PyTorch: {e:#}"))
+    }
+
+    fn importance(
+        &mut self,
+        batch: &genas_scoring::data::Batch,
+    ) -> std::result::Result<genas_scoring::inherit::Importance, String> {
+        let arch = self.arch.clone();
+        self.importance_inner(batch, &arch)
+            .map_err(|e| format!("the teacher's importance under PyTorch: {e:#}"))
     }
 
     fn batches_per_call(&self) -> usize {

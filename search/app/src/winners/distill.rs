@@ -224,7 +224,25 @@ pub fn distill(
             say(&m.reheld().line());
         }
         let (mut t, outcome) = obtain_teacher(&access.archive, l, false, say, &mut |_, _| {})?;
-        let targets = TeacherTargets::compute(&mut t, &l.data, &cfg.distill, 0);
+        // The validation targets and the parent's measurement on the device too.
+        let mut pass = genas_exec::torch::RunnerTeacher::new(
+            &t,
+            &access.archive.path().join("torch").join("teacher-pass"),
+            (python, device),
+            gpus.first().copied(),
+            options,
+        )?;
+        let targets = TeacherTargets::compute_via(
+            &mut t,
+            Some(&mut pass),
+            &l.data,
+            &cfg.distill,
+            0,
+            Box::<genas_scoring::distill::Held>::default(),
+            &mut |_, _| {},
+        )
+        .map_err(|e| anyhow!("the teacher's validation targets: {e}"))?;
+        drop(pass);
         let runner = Runner {
             device,
             python,

@@ -26,6 +26,12 @@ A job of kind "teacher" computes the teacher's side on the device (`teacher_pass
 targets of a batches file's batches and their cross-entropy, which genas writes into its
 content-addressed targets as the engine's would be.
 
+A job of kind "importance" computes on the device the sums genas ranks the teacher by
+before pruning it for its students (`importance`).
+
+A job of kind "proxies" computes the zero-cost proxies of the candidate in `model/` at its
+initial weights on one batch (`proxy_values`).
+
 A job of kind "final" (genas distill) is genas's full distillation (`distill::full_distill`):
 the batches file is its training schedule, `teacher/` the teacher's module, whose logits at
 temperature T are the soft targets of every step (top-k with the rest spread evenly over
@@ -431,6 +437,319 @@ def teacher_pass(job_dir, job, device, opts, mod):
     os.replace(tmp, os.path.join(job_dir, "out.safetensors"))
 
 
+def activation_magnitude(act, x):
+    """|act(x)| of pre-activations x (float64) as genas's `inherit::activation_magnitude`
+    reads them: GELU by its tanh form, swiglu by its gate alone."""
+    if act == "relu":
+        return x.clamp(min=0.0)
+    if act == "swiglu":
+        return (x / (1.0 + (-x).exp())).abs()
+    return (0.5 * x * (1.0 + (math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)).tanh())).abs()
+
+
+IMPORTANCE_VALUES = 1 << 25
+
+
+def importance(teacher, x, opts):
+    """The sums genas ranks a teacher by (genas_scoring::inherit::Importance) of inputs x
+    (B, T), run without gradients a few sequences at a time: per residual channel the sum of
+    |x| over the embedding sum and every block's output; per layer the sum over rows of
+    cos(block input, block output); per head the sum of its attention output's L2 norm and per
+    value dimension of its |output|; per FFN neuron the sum of |act(pre-activation)|. Sums in
+    float64 of the device's values."""
+    arch, layers = teacher.arch, teacher.arch["layers"]
+    C, depth = arch["d_model"], len(layers)
+    dev = x.device
+    f64 = {"dtype": torch.float64, "device": dev}
+    channel, cos = torch.zeros(C, **f64), torch.zeros(depth, **f64)
+    head_norm, value_abs, neuron = [], [], []
+    for spec in layers:
+        H = spec["attention"]["heads"] if spec["attention"]["kind"] != "none" else 0
+        hd = spec.get("head_dim") or C // max(H, 1)
+        head_norm.append(torch.zeros(H, **f64))
+        value_abs.append(torch.zeros(H * hd, **f64))
+        neuron.append(torch.zeros(spec["ffn"]["hidden"], **f64))
+    at = [0]  # the layer being run (a shared block runs for several)
+
+    def on_attention(module, args):
+        l = at[0]
+        H = head_norm[l].shape[0]
+        a = args[0].double().reshape(-1, H, value_abs[l].shape[0] // H)
+        head_norm[l] += a.norm(dim=-1).sum(0)
+        value_abs[l] += a.abs().sum(0).reshape(-1)
+
+    def on_ffn(module, args, out):
+        l = at[0]
+        pre = out.double().reshape(-1, neuron[l].shape[0])
+        neuron[l] += activation_magnitude(layers[l]["ffn"]["activation"], pre).sum(0)
+
+    hooks = []
+    for o in sorted(set(teacher.owners)):
+        block = teacher.h[str(o)]
+        if block.attn is not None:
+            hooks.append(block.attn.c_proj.register_forward_pre_hook(on_attention))
+        pre = block.mlp.c_gate if block.mlp.act == "swiglu" else block.mlp.c_fc
+        hooks.append(pre.register_forward_hook(on_ffn))
+    B, T = x.shape
+    widest = max([C] + [v.shape[0] for v in value_abs] + [n.shape[0] for n in neuron])
+    step = max(1, IMPORTANCE_VALUES // max(T * widest, 1))
+    try:
+        with torch.no_grad(), opts.autocast():
+            for a in range(0, B, step):
+                xi = x[a:a + step]
+                h = teacher.wte(xi)
+                if teacher.wpe is not None:
+                    h = h + teacher.wpe(torch.arange(T, device=dev))
+                channel += h.double().abs().sum((0, 1))
+                for l, o in enumerate(teacher.owners):
+                    at[0] = l
+                    y = teacher.h[str(o)](h)
+                    u, v = h.double().reshape(-1, C), y.double().reshape(-1, C)
+                    channel += v.abs().sum(0)
+                    norms = (u.pow(2).sum(-1).sqrt() * v.pow(2).sum(-1).sqrt()).clamp(min=1e-30)
+                    cos[l] += ((u * v).sum(-1) / norms).sum()
+                    h = y
+    finally:
+        for hook in hooks:
+            hook.remove()
+    out = {"importance.channel": channel, "importance.cos": cos}
+    for l in range(depth):
+        out[f"importance.head_norm.{l}"] = head_norm[l]
+        out[f"importance.value_abs.{l}"] = value_abs[l]
+        out[f"importance.neuron.{l}"] = neuron[l]
+    return {k: t.cpu() for k, t in out.items()}, B * T
+
+
+def importance_pass(job_dir, job, device, opts, mod):
+    """A job of kind "importance": the teacher's activation sums (`importance`) on the one
+    batch of the batches file, written to `out.safetensors` (float64 tensors
+    `importance.channel`, `importance.cos`, and per layer L `importance.head_norm.L`,
+    `importance.value_abs.L`, `importance.neuron.L`; the rows summed over as metadata
+    `genas.importance`, {"rows": N})."""
+    _, teacher = load_model(os.path.join(job_dir, "teacher"), "genas_teacher_model")
+    teacher.to(device).eval()
+    batches, bmeta = read_safetensors(os.path.join(job_dir, job["batches"]))
+    schedule = json.loads(bmeta["genas.batches"])["schedule"]
+    if len(schedule) != 1:
+        raise SystemExit(f"error: an importance job takes one batch, not {len(schedule)}")
+    b, t = schedule[0]
+    x = batches["schedule.0.inputs"].reshape(b, t).to(device)
+    out, rows = importance(teacher, x, opts)
+    tmp = os.path.join(job_dir, f".out.{os.getpid()}.tmp")
+    mod.save_safetensors(out, tmp, {"genas.importance": json.dumps({"rows": rows})})
+    os.replace(tmp, os.path.join(job_dir, "out.safetensors"))
+
+
+ZEN_ALPHA = 0.01
+JACOB_COV_K = 1e-5
+
+
+def ln_pos(x):
+    """ln of a positive, finite sum; None otherwise (genas's `zero_cost::ln_pos`)."""
+    return math.log(x) if x > 0.0 and math.isfinite(x) else None
+
+
+def finite(x):
+    return x if math.isfinite(x) else None
+
+
+class Probed:
+    """A forward of `model` that keeps what the zero-cost proxies read: the input embeddings
+    `x0` (a leaf when `grad_input`), the residual stream after the last block `last` (before
+    the final norm), each block's FFN activation output `acts` (the input of its output
+    projection, gradients retained under `keep_acts`) and FFN pre-activation `pres` (for
+    swiglu the gate's input), block by block as the network runs them (a shared block once
+    per layer it serves)."""
+
+    def __init__(self, model, x, keep_acts=False, grad_input=False, keep_pres=False,
+                 embedding=None):
+        self.acts, self.pres, hooks = [], [], []
+
+        def on_act(module, args):
+            a = args[0]
+            if keep_acts and a.requires_grad:
+                a.retain_grad()
+            self.acts.append(a)
+
+        def on_pre(module, args, out):
+            self.pres.append(out.detach())
+
+        for o in sorted(set(model.owners)):
+            mlp = model.h[str(o)].mlp
+            if keep_acts:
+                hooks.append(mlp.c_proj.register_forward_pre_hook(on_act))
+            if keep_pres:
+                pre = mlp.c_gate if mlp.act == "swiglu" else mlp.c_fc
+                hooks.append(pre.register_forward_hook(on_pre))
+        T = x.shape[1]
+        try:
+            wte = model.wte.weight if embedding is None or embedding[0] != "wte.weight" \
+                else embedding[1]
+            h = F.embedding(x, wte)
+            if model.wpe is not None:
+                wpe = model.wpe.weight if embedding is None or embedding[0] != "wpe.weight" \
+                    else embedding[1]
+                h = h + wpe[:T]
+            if grad_input:
+                h = h.detach().requires_grad_(True)
+            self.x0 = h
+            for o in model.owners:
+                h = model.h[str(o)](h)
+            self.last = h
+            self.hidden = model.ln_f(h)
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+
+def sum_of_logits(model, hidden):
+    """R = sum of every logit of `hidden` (B, T, C) @ head.T, without the logits: the sum
+    over rows of hidden times the head's column sums (the same gradients, dR/dlogit = 1)."""
+    return (hidden.reshape(-1, hidden.shape[-1]).sum(0) * model.head().sum(0)).sum()
+
+
+def mean_ce(model, hidden, y, opts):
+    n = y.shape[0]
+    w = model.head()
+    rows = chunk_rows(n, w.shape[0], opts.loss_rows)
+    return loss_sum(hidden.reshape(n, -1), w, y, None, 1.0, 1.0, rows) / n
+
+
+def saliency(mats):
+    """(sum |w g|, sum g^2) over the matrices, float64 (a matrix the backward did not reach
+    adds nothing)."""
+    got = [w for w in mats if w.grad is not None]
+    sal = sum(float((w.detach().double() * w.grad.double()).abs().sum()) for w in got)
+    sq = sum(float(w.grad.double().pow(2).sum()) for w in got)
+    return sal, sq
+
+
+def proxy_values(model, x, y, decay, zen, opts):
+    """genas's zero-cost proxies (genas_scoring::zero_cost) of `model` at its initial
+    weights on inputs x (B, T) and targets y (B*T): snip, grad_norm and fisher from one
+    cross-entropy backward; synflow with every weight replaced by its absolute value and
+    R = sum of logits; jacob_cov from dR/d(input embeddings) per sequence; naswot from the
+    sign pattern of every FFN pre-activation; zen_score from the blocks' contribution with the
+    input embedding perturbed (`zen`: its name and perturbed rows, as genas drew them); zico
+    from the gradients of up to 4 sub-batches. Values in float64, None where undefined. The
+    weights are left as they were."""
+    B, T = x.shape
+    named = dict(model.named_parameters())
+    mats = [named[k] for k in sorted(decay)]
+    out = {}
+    model.zero_grad(set_to_none=False)
+    with opts.autocast():
+        run = Probed(model, x, keep_acts=True)
+        loss = mean_ce(model, run.hidden, y, opts)
+    loss.backward()
+    fisher = 0.0
+    for a in run.acts:
+        s = (a.detach().double() * a.grad.double()).reshape(B, T, -1).sum(1)
+        fisher += float((0.5 * s * s).sum()) / B
+    sal, sq = saliency(mats)
+    out["snip"], out["grad_norm"], out["fisher"] = ln_pos(sal), ln_pos(math.sqrt(sq)), ln_pos(fisher)
+    del run, loss
+    # synflow
+    saved = {k: p.detach().clone() for k, p in named.items()}
+    with torch.no_grad():
+        for p in named.values():
+            p.abs_()
+    model.zero_grad(set_to_none=False)
+    with opts.autocast():
+        r = sum_of_logits(model, Probed(model, x).hidden)
+    r.backward()
+    out["synflow"] = ln_pos(saliency(mats)[0])
+    with torch.no_grad():
+        for k, p in named.items():
+            p.copy_(saved[k])
+    del saved
+    # jacob_cov
+    model.zero_grad(set_to_none=False)
+    with opts.autocast():
+        run = Probed(model, x, grad_input=True)
+        r = sum_of_logits(model, run.hidden)
+    r.backward()
+    z = run.x0.grad.double().reshape(B, -1)
+    z = z - z.mean(1, keepdim=True)
+    norms = z.norm(dim=1, keepdim=True)
+    if bool((norms == 0).any()) or not bool(torch.isfinite(norms).all()):
+        out["jacob_cov"] = None
+    else:
+        z = z / norms
+        lam = torch.linalg.eigvalsh(z @ z.T).clamp(min=0.0) + JACOB_COV_K
+        out["jacob_cov"] = finite(float(-(lam.log() + 1.0 / lam).sum()))
+    del run, r
+    model.zero_grad(set_to_none=False)
+    with torch.no_grad(), opts.autocast():
+        # naswot
+        run = Probed(model, x, keep_pres=True)
+        codes = torch.cat([(p.reshape(B, -1) > 0).double() for p in run.pres], dim=1)
+        k = codes @ codes.T + (1.0 - codes) @ (1.0 - codes).T
+        sign, logdet = torch.linalg.slogdet(k)
+        out["naswot"] = finite(float(logdet)) if float(sign) != 0.0 else None
+        # zen_score
+        f0 = (run.last - run.x0).double()
+        del run, codes, k
+        name, rows, values = zen
+        noisy = named[name].detach().clone()
+        noisy[rows] = values.to(noisy.dtype)
+        run = Probed(model, x, embedding=(name, noisy))
+        f1 = (run.last - run.x0).double()
+        out["zen_score"] = ln_pos(float((f1 - f0).abs().mean()) / ZEN_ALPHA)
+        del run, f0, f1, noisy
+    # zico
+    splits = min(B, 4)
+    if splits < 2:
+        out["zico"] = None
+    else:
+        grads = []
+        for s in range(splits):
+            r0, r1 = s * B // splits, (s + 1) * B // splits
+            model.zero_grad(set_to_none=False)
+            with opts.autocast():
+                run = Probed(model, x[r0:r1])
+                loss = mean_ce(model, run.hidden, y[r0 * T:r1 * T], opts)
+            loss.backward()
+            grads.append([torch.zeros(w.numel(), dtype=torch.float64, device=w.device)
+                          if w.grad is None else w.grad.detach().double().reshape(-1).clone()
+                          for w in mats])
+        total, any_ = 0.0, False
+        for m in range(len(mats)):
+            g = torch.stack([gs[m] for gs in grads])
+            mean_abs, var = g.abs().mean(0), g.var(0, unbiased=False)
+            keep = var > 0
+            total_m = float((mean_abs[keep] / var[keep].sqrt()).sum())
+            if total_m > 0:
+                total += math.log(total_m)
+                any_ = True
+        out["zico"] = finite(total) if any_ else None
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+def proxies_job(job_dir, job, model, device, opts, started):
+    """A job of kind "proxies": the zero-cost proxies of the candidate in `model/` at its
+    initial weights, on the one batch of the batches file; `zen.safetensors` holds the
+    perturbed rows of its input embedding (`rows`, I64, and `values`, F32). Writes
+    result.json: {"proxies": {name: value or null}, "device", "seconds"} (and a result
+    record's other fields, empty)."""
+    batches, bmeta = read_safetensors(os.path.join(job_dir, job["batches"]))
+    schedule = json.loads(bmeta["genas.batches"])["schedule"]
+    if len(schedule) != 1:
+        raise SystemExit(f"error: a proxies job takes one batch, not {len(schedule)}")
+    b, t = schedule[0]
+    x = batches["schedule.0.inputs"].reshape(b, t).to(device)
+    y = batches["schedule.0.targets"].to(device)
+    zen, _ = read_safetensors(os.path.join(job_dir, "zen.safetensors"))
+    name = job["zen"]
+    if name not in dict(model.named_parameters()):
+        raise SystemExit(f"error: job.json: the model has no {name}")
+    values = proxy_values(model, x, y, set(job["decay"]),
+                          (name, zen["rows"].to(device), zen["values"].to(device)), opts)
+    return {"steps": 0, "losses": [], "diverged": None, "train_loss": None, "eval": None,
+            "proxies": values, "device": device_name(device), "seconds": time.time() - started}
+
+
 def load_module(path, name):
     """The Python module at `path`, under `name` (each job's model.py on its own)."""
     import importlib.util
@@ -553,9 +872,10 @@ def run_job(job_dir, device):
     # Full float32 matrix products on a GPU (TF32 would round inputs to 10 bits).
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    if job.get("kind") == "teacher":
+    if job.get("kind") in ("teacher", "importance"):
         mod = load_module(os.path.join(job_dir, "teacher", "model.py"), "genas_teacher_module")
-        teacher_pass(job_dir, job, device, opts, mod)
+        work = teacher_pass if job["kind"] == "teacher" else importance_pass
+        work(job_dir, job, device, opts, mod)
         tmp = os.path.join(job_dir, f".result.{os.getpid()}.tmp")
         with open(tmp, "w") as f:
             json.dump({"steps": 0, "losses": [], "diverged": None, "train_loss": None,
@@ -571,6 +891,13 @@ def run_job(job_dir, device):
     if unknown:
         raise SystemExit(f"error: job.json names parameters the model lacks: {sorted(unknown)}")
 
+    if job.get("kind") == "proxies":
+        result = proxies_job(job_dir, job, model, device, opts, started)
+        tmp = os.path.join(job_dir, f".result.{os.getpid()}.tmp")
+        with open(tmp, "w") as f:
+            json.dump(result, f)
+        os.replace(tmp, os.path.join(job_dir, "result.json"))
+        return
     if job.get("kind") == "final":
         result = final(job_dir, job, model, decay, device, opts, started)
         result["device"] = device_name(device)
