@@ -472,16 +472,18 @@ fi"#,
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// `experiment`'s search with `[search] device = "cuda"`: trained through the PyTorch runner.
-fn on_cuda(dir: &Path, name: &str, executor: Option<&str>) -> PathBuf {
+/// `experiment`'s search of 6 candidates, with `cuda` under `[search] device = "cuda"`
+/// (trained through the PyTorch runner), else on the engine.
+fn on_cuda(dir: &Path, name: &str, executor: Option<&str>, cuda: bool) -> PathBuf {
     let path = experiment(dir, name, executor);
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("[search]\n"));
     // Fewer candidates than the CPU tests: each runner job starts an interpreter.
     assert!(text.contains("candidates = 12\n"));
+    let device = if cuda { "device = \"cuda\"\n" } else { "" };
     std::fs::write(
         &path,
-        text.replacen("[search]\n", "[search]\ndevice = \"cuda\"\n", 1)
+        text.replacen("[search]\n", &format!("[search]\n{device}"), 1)
             .replacen("candidates = 12\n", "candidates = 6\n", 1),
     )
     .unwrap();
@@ -502,8 +504,9 @@ fn genas_on_runner(python: &Path, args: &[&str]) -> Value {
 
 /// `device = "cuda"` on Slurm: every task asks for a GPU (`gpus_per_task = 1`, passed as
 /// `--gres=gpu:1`), sees the one Slurm gave it in CUDA_VISIBLE_DEVICES, and trains through
-/// the PyTorch runner there; the archive is the one the runner gives on this machine (the same
-/// decisions, every figure within 1e-6). (Final tasks take the same path through
+/// the PyTorch runner there; the archive is the one genas's engine gives on this machine (the
+/// same decisions, every figure within 1e-4, the runner's parity bound; `runner.rs` holds the
+/// runner on this machine to the engine). (Final tasks take the same path through
 /// `slurm::final_distill`; they are left out here to keep CI within its time.)
 #[test]
 fn on_slurm_with_gpus_each_task_trains_through_the_runner_on_its_own_gpu() {
@@ -550,19 +553,17 @@ fn on_slurm_with_gpus_each_task_trains_through_the_runner_on_its_own_gpu() {
         )
     };
     let here = dir.path().join("here");
-    search_with(&on_cuda(dir.path(), "here", None), &here);
-    let here_runs = std::fs::read_to_string(&seen).unwrap().lines().count();
-    assert!(here_runs > 0, "the local search ran the runner");
-    std::fs::remove_file(&seen).unwrap();
+    search_with(&on_cuda(dir.path(), "here", None, false), &here);
+    assert!(!seen.exists(), "the local search ran on the engine");
     let x = format!("{SLURM}\ngpus_per_task = 1");
     let archive = dir.path().join("gpu");
-    search_with(&on_cuda(dir.path(), "gpu", Some(&x)), &archive);
+    search_with(&on_cuda(dir.path(), "gpu", Some(&x), true), &archive);
     let (ra, ca) = essence(&here);
     let (rb, cb) = essence(&archive);
     let mut diffs = Vec::new();
-    differences(&ca, &cb, "", &mut diffs);
+    differences(&ca, &cb, "", 1e-4, &mut diffs);
     assert!(diffs.is_empty(), "candidates differ: {diffs:?}");
-    differences(&ra["front"], &rb["front"], "front", &mut diffs);
+    differences(&ra["front"], &rb["front"], "front", 1e-4, &mut diffs);
     assert!(diffs.is_empty(), "fronts differ: {diffs:?}");
     // Every runner started on Slurm was in a job and saw one of the node's two GPUs.
     let lines = std::fs::read_to_string(&seen).unwrap();
@@ -575,10 +576,9 @@ fn on_slurm_with_gpus_each_task_trains_through_the_runner_on_its_own_gpu() {
     }
 }
 
-/// Where two JSON values differ (paths, with both values), at most 10; numbers within 1e-6
-/// relative are the same (torch's kernels on another process's thread count round
-/// differently in the last bits).
-fn differences(a: &Value, b: &Value, at: &str, out: &mut Vec<String>) {
+/// Where two JSON values differ (paths, with both values), at most 10; numbers within `tol`
+/// relative are the same.
+fn differences(a: &Value, b: &Value, at: &str, tol: f64, out: &mut Vec<String>) {
     if out.len() >= 10 {
         return;
     }
@@ -589,18 +589,19 @@ fn differences(a: &Value, b: &Value, at: &str, out: &mut Vec<String>) {
                     v,
                     y.get(k).unwrap_or(&Value::Null),
                     &format!("{at}.{k}"),
+                    tol,
                     out,
                 );
             }
         }
         (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
             for (i, (v, w)) in x.iter().zip(y).enumerate() {
-                differences(v, w, &format!("{at}[{i}]"), out);
+                differences(v, w, &format!("{at}[{i}]"), tol, out);
             }
         }
         (Value::Number(x), Value::Number(y)) => {
             let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-            if (x - y).abs() > 1e-6 * x.abs().max(y.abs()) {
+            if (x - y).abs() > tol * x.abs().max(y.abs()) {
                 out.push(format!("{at}: {x} vs {y}"));
             }
         }

@@ -1012,11 +1012,13 @@ impl Torch<'_> {
             .iter()
             .flat_map(|&r| (r as i64).to_le_bytes())
             .collect();
-        let values: Vec<u8> = rows
-            .iter()
-            .flat_map(|&r| noisy[r * c..(r + 1) * c].iter())
-            .flat_map(|&x| (x as f32).to_le_bytes())
-            .collect();
+        let mut values: Vec<u8> = Vec::with_capacity(4 * c * rows.len());
+        for &r in &rows {
+            let row = noisy
+                .get(r * c..(r + 1) * c)
+                .with_context(|| format!("{name} has no row {r}"))?;
+            values.extend(row.iter().flat_map(|&x| (x as f32).to_le_bytes()));
+        }
         use safetensors::tensor::TensorView;
         let views = [
             (
