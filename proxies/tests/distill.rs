@@ -36,6 +36,7 @@ fn teacher_cfg() -> TeacherConfig {
         learning_rate: 3e-3,
         seed: 0,
         pretrained: None,
+        checkpoint: None,
     }
 }
 

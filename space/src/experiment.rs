@@ -304,6 +304,11 @@ pub struct TeacherConfig {
     /// instead of training a teacher; the other keys but `seed` are then unused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pretrained: Option<PathBuf>,
+    /// A teacher genas trained and wrote (`genas teacher export`), relative to the experiment
+    /// file: read instead of training when the archive has no teacher of this config, data
+    /// and seed, and refused unless it was trained for exactly those.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<PathBuf>,
     pub depth: u32,
     pub d_model: u32,
     pub heads: u32,
@@ -323,6 +328,7 @@ impl Default for TeacherConfig {
     fn default() -> Self {
         TeacherConfig {
             pretrained: None,
+            checkpoint: None,
             depth: 4,
             d_model: 128,
             heads: 4,
@@ -669,6 +675,14 @@ impl Experiment {
             .map(|p| self.base_dir.join(p))
     }
 
+    /// The trained teacher's file, when `[teacher] checkpoint` names one.
+    pub fn teacher_checkpoint(&self) -> Option<PathBuf> {
+        self.teacher
+            .checkpoint
+            .as_ref()
+            .map(|p| self.base_dir.join(p))
+    }
+
     /// The `tokenizer.json` text is encoded with, when a Hugging Face tokenizer is asked for.
     pub fn tokenizer_path(&self) -> Option<PathBuf> {
         match &self.data.tokenizer {
@@ -698,6 +712,12 @@ impl Experiment {
             return Err(bad(
                 "data.validation_fraction",
                 format!("{} is outside (0, 1)", d.validation_fraction),
+            ));
+        }
+        if self.teacher.pretrained.is_some() && self.teacher.checkpoint.is_some() {
+            return Err(bad(
+                "teacher.checkpoint",
+                "names a teacher genas trained, and teacher.pretrained another: keep one".into(),
             ));
         }
         let hf = d.tokenizer.as_ref().is_some_and(Tokenizer::is_hf);

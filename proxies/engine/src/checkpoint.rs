@@ -99,6 +99,16 @@ pub fn load<B: Backend>(
     from_bytes(model, &bytes, &p)
 }
 
+/// The metadata in the header of a safetensors image (named `what` in errors), without reading
+/// its tensors.
+pub fn metadata(bytes: &[u8], what: &str) -> Result<HashMap<String, String>, CheckpointError> {
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| CheckpointError::Mismatch {
+        path: what.to_string(),
+        reason: format!("not a safetensors file ({e})"),
+    })?;
+    Ok(header.metadata().clone().unwrap_or_default())
+}
+
 /// Loads a safetensors image (named `what` in errors) into `model`; its sparsity masks are
 /// then the loaded weights' zeros (`Model::masks_from_zeros`).
 pub fn from_bytes<B: Backend>(

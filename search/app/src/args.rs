@@ -276,6 +276,17 @@ pub enum TeacherCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write the teacher the archive holds for an experiment's [teacher] config and data to a
+    /// file the experiment can name as `[teacher] checkpoint`: it is then read, not trained.
+    Export {
+        /// Experiment file (TOML).
+        file: PathBuf,
+        #[arg(long, default_value = "genas-archive")]
+        archive: PathBuf,
+        /// The file to write (safetensors).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Read a Hugging Face checkpoint folder (config.json, safetensors, tokenizer.json) as a
     /// teacher: report its size, its speed here and (with --experiment) its validation loss on
     /// that experiment's corpus; write a check that transformers computes the same logits.

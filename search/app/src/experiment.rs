@@ -4,6 +4,7 @@
 //! Errors carry their context (file, key) and render as one line.
 
 use crate::format::thousands;
+use crate::shipped::ShippedTeacher;
 use anyhow::{Context, Result};
 use genas_interop::pretrained::Checkpoint;
 use genas_scoring::Dataset;
@@ -17,6 +18,9 @@ pub struct LoadedExperiment {
     pub space: SearchSpace,
     /// `[teacher] pretrained`: the checkpoint, opened and checked (weights not yet read).
     pub pretrained: Option<Checkpoint>,
+    /// `[teacher] checkpoint`: the teacher genas trained for this config and data, read and
+    /// checked (`shipped::read`).
+    pub shipped: Option<ShippedTeacher>,
 }
 
 impl LoadedExperiment {
@@ -87,11 +91,27 @@ pub fn load_experiment(experiment: Experiment) -> Result<LoadedExperiment> {
     if let Some(note) = pretrained.as_ref().and_then(|ck| ck.family_note(&space)) {
         space.notes.push(note);
     }
+    // A trained teacher's file is checked before anything is written: it must be the teacher
+    // this [teacher] config trains on this data.
+    let shipped = match experiment.teacher_checkpoint() {
+        Some(path) => {
+            let cfg = &experiment.teacher;
+            let arch =
+                genas_scoring::teacher::teacher_architecture(cfg, data.vocab_size(), data.context);
+            let key = genas_scoring::teacher::teacher_key(&arch, cfg, &data.fingerprint, cfg.seed);
+            let (t, _) = crate::shipped::read(&path, &arch, &key).with_context(|| {
+                format!("{}: [teacher] checkpoint", experiment.source.display())
+            })?;
+            Some(t)
+        }
+        None => None,
+    };
     Ok(LoadedExperiment {
         experiment,
         data,
         space,
         pretrained,
+        shipped,
     })
 }
 

@@ -28,6 +28,7 @@ pub mod plot;
 pub mod report;
 pub mod runs;
 pub mod search;
+pub mod shipped;
 pub mod simulate;
 pub mod tabulate;
 pub mod teacher;

@@ -384,6 +384,9 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 Ok(genas_app::report::render_summary(&r))
             }
         }
+        Command::Teacher(TeacherCommand::Export { file, archive, out }) => {
+            teacher::teacher_export(&file, &archive, &out)
+        }
         Command::Teacher(TeacherCommand::Import {
             dir,
             experiment,

@@ -170,6 +170,25 @@ fn teacher_of(
             ));
             return Ok((model, TeacherOutcome::new(record, true, archive)));
         }
+        // The teacher this config trains, read from the file the experiment ships with it.
+        if let Some(shipped) = &l.shipped {
+            let (t, stored) =
+                crate::shipped::read(&shipped.path, &arch, &key).with_context(|| {
+                    format!("{}: [teacher] checkpoint", l.experiment.source.display())
+                })?;
+            let mut model = Model::new(&arch, Cpu::<f32>::new(0), seed);
+            checkpoint::from_bytes(&mut model, &stored, &format!("teacher {key}"))?;
+            say(&format!(
+                "using the teacher {key} from {} ({} steps, {:.4} {})",
+                t.path.display(),
+                t.record.config.steps,
+                t.record.val_bits,
+                t.record.bits_unit
+            ));
+            archive.put_teacher(&key, &t.record, &stored)?;
+            archive.flush()?;
+            return Ok((model, TeacherOutcome::new(t.record, true, archive)));
+        }
     }
     say(&format!(
         "training the teacher {key} ({}, {} steps){}",
@@ -341,6 +360,43 @@ pub fn teacher_train(
     }
     let archive = Archive::open(archive_dir)?;
     Ok(obtain_teacher(&archive, &l, retrain, say, on_step)?.1)
+}
+
+/// Writes the teacher `archive_dir` holds for the experiment `file`'s [teacher] config and data
+/// to `out` (`shipped::write`), read-only on the archive; what was written, in one line.
+pub fn teacher_export(file: &Path, archive_dir: &Path, out: &Path) -> Result<String> {
+    let l = load(file)?;
+    if l.pretrained.is_some() {
+        bail!(
+            "{}: its teacher is a pretrained checkpoint folder already: nothing to export",
+            file.display()
+        );
+    }
+    let Some(archive) = existing_read_only(archive_dir)? else {
+        bail!("no archive at {}", archive_dir.display());
+    };
+    let key = expected_teacher_key(&l);
+    let Some((record, weights)) = archive.teacher::<TeacherRecord>(&key)? else {
+        bail!(
+            "{} holds no teacher {key} for {}'s [teacher] config and data: run genas teacher train {} --archive {} first",
+            archive_dir.display(),
+            file.display(),
+            file.display(),
+            archive_dir.display()
+        );
+    };
+    let mut model = Model::new(&record.architecture, Cpu::<f32>::new(0), record.seed);
+    checkpoint::from_bytes(&mut model, &weights, &format!("teacher {key}"))?;
+    crate::shipped::write(&model, &record, out)?;
+    Ok(format!(
+        "teacher {key} ({}, {} params, {} steps, validation {:.4} {}) written to {}\n",
+        record.architecture.summary(),
+        crate::format::thousands(record.params),
+        record.config.steps,
+        record.val_bits,
+        record.bits_unit,
+        out.display()
+    ))
 }
 
 /// What `genas teacher import` found in a checkpoint.

@@ -777,3 +777,129 @@ fn a_search_too_large_for_memory_is_refused_before_its_archive_is_written_and_ru
     assert!(o.status.success(), "{err}");
     assert!(err.contains("estimated peak memory"), "{err}");
 }
+
+/// A teacher genas trained, written with `genas teacher export` and named by `[teacher]
+/// checkpoint`, is read instead of trained: the same record and the same weights (exported
+/// again, the same bytes). A file is taken only for the teacher it was trained as: another
+/// [teacher] config, a file that is not a teacher's, a missing file, and a pretrained teacher
+/// beside it are each refused in one line before any archive is made.
+#[test]
+fn a_shipped_teacher_is_read_not_trained_and_only_for_its_own_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let plain = small_experiment(&d.join("plain.toml"), "t", "");
+    let trained = ok_json(&genas(&[
+        "teacher",
+        "train",
+        s(&plain),
+        "--archive",
+        s(&d.join("a1")),
+        "--json",
+    ]));
+    assert_eq!(trained["reused"], false);
+    let file = d.join("teacher.safetensors");
+    let o = genas(&[
+        "teacher",
+        "export",
+        s(&plain),
+        "--archive",
+        s(&d.join("a1")),
+        "--out",
+        s(&file),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let key = trained["record"]["key"].as_str().unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains(key));
+    // Read, not trained: the same record, and the same weights.
+    let shipped = small_experiment(
+        &d.join("shipped.toml"),
+        "t",
+        "checkpoint = \"teacher.safetensors\"\n",
+    );
+    let o = genas(&[
+        "teacher",
+        "train",
+        s(&shipped),
+        "--archive",
+        s(&d.join("a2")),
+        "--json",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        err.contains(&format!("using the teacher {key} from")),
+        "{err}"
+    );
+    let read = ok_json(&o);
+    assert_eq!(read["record"], trained["record"]);
+    let again = d.join("again.safetensors");
+    let o = genas(&[
+        "teacher",
+        "export",
+        s(&shipped),
+        "--archive",
+        s(&d.join("a2")),
+        "--out",
+        s(&again),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
+    // Refused, each in one line, with no archive made.
+    let refused = |name: &str, tail: &str, needles: &[&str]| {
+        let exp = small_experiment(&d.join(format!("{name}.toml")), "t", tail);
+        let archive = d.join(format!("refused-{name}"));
+        let o = genas(&["search", s(&exp), "--archive", s(&archive)]);
+        fails_with(&o, needles);
+        assert!(!archive.exists(), "{name}");
+    };
+    std::fs::write(d.join("garbage.safetensors"), b"not a checkpoint at all").unwrap();
+    refused(
+        "other",
+        "checkpoint = \"teacher.safetensors\"\nseed = 5\n",
+        &[
+            "[teacher] checkpoint",
+            key,
+            "trained for another [teacher] config",
+        ],
+    );
+    refused(
+        "garbage",
+        "checkpoint = \"garbage.safetensors\"\n",
+        &["[teacher] checkpoint", "not a teacher file"],
+    );
+    refused(
+        "missing",
+        "checkpoint = \"nowhere.safetensors\"\n",
+        &["[teacher] checkpoint", "cannot read", "nowhere.safetensors"],
+    );
+    refused(
+        "both",
+        "checkpoint = \"teacher.safetensors\"\npretrained = \"somewhere\"\n",
+        &["teacher.checkpoint", "keep one"],
+    );
+    // Export needs the archive and its teacher.
+    let o = genas(&[
+        "teacher",
+        "export",
+        s(&plain),
+        "--archive",
+        s(&d.join("none")),
+        "--out",
+        s(&d.join("x.safetensors")),
+    ]);
+    fails_with(&o, &["no archive at"]);
+    let other = small_experiment(&d.join("other2.toml"), "t", "seed = 6\n");
+    let o = genas(&[
+        "teacher",
+        "export",
+        s(&other),
+        "--archive",
+        s(&d.join("a1")),
+        "--out",
+        s(&d.join("x.safetensors")),
+    ]);
+    fails_with(&o, &["holds no teacher", "genas teacher train"]);
+    assert!(!d.join("x.safetensors").exists());
+}

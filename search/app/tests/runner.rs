@@ -454,6 +454,7 @@ fn small_teacher(depth: u32, steps: u32) -> genas_space::TeacherConfig {
         learning_rate: 3e-3,
         seed: 4,
         pretrained: None,
+        checkpoint: None,
     }
 }
 
