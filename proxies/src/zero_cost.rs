@@ -426,18 +426,9 @@ pub fn zico<B: Backend>(model: &mut Model<B>, batch: &Batch) -> Option<f64> {
     zico_score(&grads)
 }
 
-/// The proxies of `PROXY_NAMES` measured on the network (the rest are the cost model's), in
-/// that order: what a PyTorch runner computes on a device.
-pub const MEASURED_NAMES: [&str; 8] = [
-    "synflow",
-    "snip",
-    "grad_norm",
-    "fisher",
-    "jacob_cov",
-    "naswot",
-    "zen_score",
-    "zico",
-];
+/// The proxies of `PROXY_NAMES` measured on the network (the first three are the cost
+/// model's), in that order: what a PyTorch runner computes on a device.
+pub const MEASURED_NAMES: &[&str] = PROXY_NAMES.split_at(3).1;
 
 /// Every proxy of `PROXY_NAMES` for `model` (at initialisation) on `batch`. The weights are
 /// left as they were.
@@ -472,7 +463,7 @@ pub fn scores_of(arch: &Architecture, measured: [Option<f64>; 8], millis: f64) -
     ];
     let values: Vec<(&str, Option<f64>)> = own
         .into_iter()
-        .chain(MEASURED_NAMES.into_iter().zip(measured))
+        .chain(MEASURED_NAMES.iter().copied().zip(measured))
         .collect();
     debug_assert!(values.iter().map(|v| v.0).eq(PROXY_NAMES));
     let described = DESCRIPTOR_NAMES.iter().zip(descriptors(arch));

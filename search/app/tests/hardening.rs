@@ -797,16 +797,19 @@ fn a_shipped_teacher_is_read_not_trained_and_only_for_its_own_config() {
         "--json",
     ]));
     assert_eq!(trained["reused"], false);
+    let export = |exp: &Path, archive: &str, out: &Path| {
+        genas(&[
+            "teacher",
+            "export",
+            s(exp),
+            "--archive",
+            s(&d.join(archive)),
+            "--out",
+            s(out),
+        ])
+    };
     let file = d.join("teacher.safetensors");
-    let o = genas(&[
-        "teacher",
-        "export",
-        s(&plain),
-        "--archive",
-        s(&d.join("a1")),
-        "--out",
-        s(&file),
-    ]);
+    let o = export(&plain, "a1", &file);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let key = trained["record"]["key"].as_str().unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).contains(key));
@@ -832,15 +835,7 @@ fn a_shipped_teacher_is_read_not_trained_and_only_for_its_own_config() {
     let read = ok_json(&o);
     assert_eq!(read["record"], trained["record"]);
     let again = d.join("again.safetensors");
-    let o = genas(&[
-        "teacher",
-        "export",
-        s(&shipped),
-        "--archive",
-        s(&d.join("a2")),
-        "--out",
-        s(&again),
-    ]);
+    let o = export(&shipped, "a2", &again);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(
         std::fs::read(&file).unwrap(),
@@ -880,26 +875,12 @@ fn a_shipped_teacher_is_read_not_trained_and_only_for_its_own_config() {
         &["teacher.checkpoint", "keep one"],
     );
     // Export needs the archive and its teacher.
-    let o = genas(&[
-        "teacher",
-        "export",
-        s(&plain),
-        "--archive",
-        s(&d.join("none")),
-        "--out",
-        s(&d.join("x.safetensors")),
-    ]);
-    fails_with(&o, &["no archive at"]);
+    fails_with(
+        &export(&plain, "none", &d.join("x.safetensors")),
+        &["no archive at"],
+    );
     let other = small_experiment(&d.join("other2.toml"), "t", "seed = 6\n");
-    let o = genas(&[
-        "teacher",
-        "export",
-        s(&other),
-        "--archive",
-        s(&d.join("a1")),
-        "--out",
-        s(&d.join("x.safetensors")),
-    ]);
+    let o = export(&other, "a1", &d.join("x.safetensors"));
     fails_with(&o, &["holds no teacher", "genas teacher train"]);
     assert!(!d.join("x.safetensors").exists());
 }

@@ -1162,7 +1162,7 @@ fn the_zero_cost_proxies_under_the_runner_are_the_engines() {
         for ((name, o), r) in names.iter().zip(&ours).zip(&theirs) {
             assert_eq!(o.scores.len(), r.scores.len(), "{name}");
             let mut line = format!("{name}:");
-            for p in genas_scoring::zero_cost::MEASURED_NAMES {
+            for &p in genas_scoring::zero_cost::MEASURED_NAMES {
                 let (a, b) = (o.scores[p], r.scores[p]);
                 let (Some(a), Some(b)) = (a, b) else {
                     assert_eq!(a, b, "{name}: {p}");

@@ -1050,7 +1050,7 @@ impl Torch<'_> {
             .proxies
             .context("the runner's result has no proxies")?;
         let mut measured = [None; 8];
-        for (m, name) in measured.iter_mut().zip(MEASURED_NAMES) {
+        for (m, &name) in measured.iter_mut().zip(MEASURED_NAMES) {
             *m = *got
                 .get(name)
                 .with_context(|| format!("the runner's result has no {name}"))?;

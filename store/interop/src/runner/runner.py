@@ -520,6 +520,25 @@ def importance(teacher, x, opts):
     return {k: t.cpu() for k, t in out.items()}, B * T
 
 
+def one_batch(job_dir, job, device):
+    """The inputs (B, T) and targets (B*T) of the one batch of the job's batches file."""
+    batches, bmeta = read_safetensors(os.path.join(job_dir, job["batches"]))
+    schedule = json.loads(bmeta["genas.batches"])["schedule"]
+    if len(schedule) != 1:
+        raise SystemExit(f"error: a {job['kind']} job takes one batch, not {len(schedule)}")
+    b, t = schedule[0]
+    return (batches["schedule.0.inputs"].reshape(b, t).to(device),
+            batches["schedule.0.targets"].to(device))
+
+
+def write_result(job_dir, result):
+    """Writes result.json whole or not at all."""
+    tmp = os.path.join(job_dir, f".result.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(result, f)
+    os.replace(tmp, os.path.join(job_dir, "result.json"))
+
+
 def importance_pass(job_dir, job, device, opts, mod):
     """A job of kind "importance": the teacher's activation sums (`importance`) on the one
     batch of the batches file, written to `out.safetensors` (float64 tensors
@@ -528,12 +547,7 @@ def importance_pass(job_dir, job, device, opts, mod):
     `genas.importance`, {"rows": N})."""
     _, teacher = load_model(os.path.join(job_dir, "teacher"), "genas_teacher_model")
     teacher.to(device).eval()
-    batches, bmeta = read_safetensors(os.path.join(job_dir, job["batches"]))
-    schedule = json.loads(bmeta["genas.batches"])["schedule"]
-    if len(schedule) != 1:
-        raise SystemExit(f"error: an importance job takes one batch, not {len(schedule)}")
-    b, t = schedule[0]
-    x = batches["schedule.0.inputs"].reshape(b, t).to(device)
+    x, _ = one_batch(job_dir, job, device)
     out, rows = importance(teacher, x, opts)
     tmp = os.path.join(job_dir, f".out.{os.getpid()}.tmp")
     mod.save_safetensors(out, tmp, {"genas.importance": json.dumps({"rows": rows})})
@@ -733,13 +747,7 @@ def proxies_job(job_dir, job, model, device, opts, started):
     perturbed rows of its input embedding (`rows`, I64, and `values`, F32). Writes
     result.json: {"proxies": {name: value or null}, "device", "seconds"} (and a result
     record's other fields, empty)."""
-    batches, bmeta = read_safetensors(os.path.join(job_dir, job["batches"]))
-    schedule = json.loads(bmeta["genas.batches"])["schedule"]
-    if len(schedule) != 1:
-        raise SystemExit(f"error: a proxies job takes one batch, not {len(schedule)}")
-    b, t = schedule[0]
-    x = batches["schedule.0.inputs"].reshape(b, t).to(device)
-    y = batches["schedule.0.targets"].to(device)
+    x, y = one_batch(job_dir, job, device)
     zen, _ = read_safetensors(os.path.join(job_dir, "zen.safetensors"))
     name = job["zen"]
     if name not in dict(model.named_parameters()):
@@ -876,12 +884,9 @@ def run_job(job_dir, device):
         mod = load_module(os.path.join(job_dir, "teacher", "model.py"), "genas_teacher_module")
         work = teacher_pass if job["kind"] == "teacher" else importance_pass
         work(job_dir, job, device, opts, mod)
-        tmp = os.path.join(job_dir, f".result.{os.getpid()}.tmp")
-        with open(tmp, "w") as f:
-            json.dump({"steps": 0, "losses": [], "diverged": None, "train_loss": None,
-                       "eval": None, "device": device_name(device),
-                       "seconds": time.time() - started}, f)
-        os.replace(tmp, os.path.join(job_dir, "result.json"))
+        write_result(job_dir, {"steps": 0, "losses": [], "diverged": None, "train_loss": None,
+                               "eval": None, "device": device_name(device),
+                               "seconds": time.time() - started})
         return
     mod, model = load_model(os.path.join(job_dir, "model"), "genas_student_model")
     model.to(device).train()
@@ -892,11 +897,7 @@ def run_job(job_dir, device):
         raise SystemExit(f"error: job.json names parameters the model lacks: {sorted(unknown)}")
 
     if job.get("kind") == "proxies":
-        result = proxies_job(job_dir, job, model, device, opts, started)
-        tmp = os.path.join(job_dir, f".result.{os.getpid()}.tmp")
-        with open(tmp, "w") as f:
-            json.dump(result, f)
-        os.replace(tmp, os.path.join(job_dir, "result.json"))
+        write_result(job_dir, proxies_job(job_dir, job, model, device, opts, started))
         return
     if job.get("kind") == "final":
         result = final(job_dir, job, model, decay, device, opts, started)
@@ -942,10 +943,7 @@ def finish(job_dir, mod, model, result, started):
         mod.save_safetensors({k: t.detach().cpu() for k, t in model.state_dict().items()},
                              os.path.join(job_dir, "trained.safetensors"))
     result.setdefault("seconds", time.time() - started)
-    tmp = os.path.join(job_dir, f".result.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(result, f)
-    os.replace(tmp, os.path.join(job_dir, "result.json"))
+    write_result(job_dir, result)
 
 
 def serve(device):
