@@ -90,5 +90,8 @@ pub fn write(model: &Model<Cpu<f32>>, record: &TeacherRecord, path: &Path) -> Re
     .map_err(|e| anyhow::anyhow!("teacher {}: {e}", record.key))?;
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::anyhow!("cannot write {}: {e}", path.display())
+    })
 }

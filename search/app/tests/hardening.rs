@@ -883,4 +883,11 @@ fn a_shipped_teacher_is_read_not_trained_and_only_for_its_own_config() {
     let o = export(&other, "a1", &d.join("x.safetensors"));
     fails_with(&o, &["holds no teacher", "genas teacher train"]);
     assert!(!d.join("x.safetensors").exists());
+    // A destination it cannot write: one line, and nothing left beside it.
+    std::fs::create_dir(d.join("a-folder")).unwrap();
+    fails_with(
+        &export(&plain, "a1", &d.join("a-folder")),
+        &["cannot write", "a-folder"],
+    );
+    assert!(!d.join("a-folder.tmp").exists());
 }
