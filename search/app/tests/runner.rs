@@ -324,6 +324,24 @@ fn a_search_through_the_runner_matches_the_engine_to_float_rounding() {
         "torch",
         "device = \"cuda\"\ndevice_jobs = 2\ngpus = [0, 1]\n",
     );
+    // One slot instead of four (two per "GPU"): the same archive, to the bit, proxies included.
+    let one = search_on(dir.path(), "one", "device = \"cuda\"\ndevice_jobs = 1\n");
+    let results = |v: &serde_json::Value| {
+        let mut out = Vec::new();
+        for c in v["candidates"].as_array().unwrap() {
+            assert!(c["proxies"]["scores"].is_object(), "{c}");
+            out.push(format!(
+                "{} {} {}",
+                c["id"], c["screened_out"], c["proxies"]["scores"]
+            ));
+            for r in c["rungs"].as_array().unwrap() {
+                let r = &r["result"];
+                out.push(format!("{} {} {}", r["steps"], r["train_loss"], r["eval"]));
+            }
+        }
+        out
+    };
+    assert_eq!(results(&torch), results(&one));
     let (a, b) = (
         engine["candidates"].as_array().unwrap(),
         torch["candidates"].as_array().unwrap(),
