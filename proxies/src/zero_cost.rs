@@ -341,18 +341,23 @@ fn block_contribution<B: Backend>(model: &Model<B>) -> Vec<f64> {
 /// gets (its positions when learned, the token embedding itself under rope, which has no
 /// position parameters) and its values plus α·N(0, 1) drawn from `seed`, entry by entry.
 pub fn zen_input<B: Backend>(model: &Model<B>, seed: u64) -> (String, Vec<f64>) {
-    let name = ["wpe.weight", "wte.weight"]
+    let name = zen_name(model);
+    let input = model.param_index(name).expect("found above");
+    (name.to_string(), perturbed(&model.weights(input), seed))
+}
+
+/// The input embedding zen_score perturbs: positions when learned, else the tokens'.
+fn zen_name<B: Backend>(model: &Model<B>) -> &'static str {
+    ["wpe.weight", "wte.weight"]
         .into_iter()
         .find(|n| model.param_index(n).is_some())
-        .expect("every model has a token embedding");
-    let input = model.param_index(name).expect("found above");
+        .expect("every model has a token embedding")
+}
+
+/// `w` plus α·N(0, 1) drawn from `seed`, entry by entry.
+fn perturbed(w: &[f64], seed: u64) -> Vec<f64> {
     let mut rng = Rng::seed_from_u64(seed);
-    let noisy = model
-        .weights(input)
-        .iter()
-        .map(|x| x + ZEN_ALPHA * rng.normal())
-        .collect();
-    (name.to_string(), noisy)
+    w.iter().map(|x| x + ZEN_ALPHA * rng.normal()).collect()
 }
 
 /// zen_score's perturbation scale α.
@@ -362,10 +367,11 @@ pub fn zen_score<B: Backend>(model: &mut Model<B>, batch: &Batch, seed: u64) -> 
     let (b, t) = (batch.b, batch.t);
     model.forward(&batch.inputs, None, None, (b, t), false);
     let f0 = block_contribution(model);
-    let (name, noisy) = zen_input(model, seed);
-    let input = model.param_index(&name).expect("zen_input's");
+    let name = zen_name(model);
+    let input = model.param_index(name).expect("found above");
+    // The embedding read once: kept to restore, and perturbed as `zen_input` perturbs it.
     let saved = model.weights(input);
-    model.set_weights(input, &noisy);
+    model.set_weights(input, &perturbed(&saved, seed));
     model.forward(&batch.inputs, None, None, (b, t), false);
     let f1 = block_contribution(model);
     model.set_weights(input, &saved);
