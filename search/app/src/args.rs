@@ -152,7 +152,18 @@ pub struct ReportArgs {
     /// recipe, to measure what distillation itself is worth; stored in the archive and reused.
     #[arg(long)]
     pub ablate_kd: bool,
-    /// Engine threads for --ablate-kd's training (0 = every core).
+    /// Compare the front with what a practitioner builds without a search, at its smallest,
+    /// middle and largest finally distilled member's size: the teacher with fewer layers,
+    /// narrower, and both (pruned from the teacher), and the front of a random search at the
+    /// same budget (run once as a run of its own), each distilled with the final recipe at
+    /// --baseline-seeds seeds; stored in the archive and reused.
+    #[arg(long)]
+    pub baselines: bool,
+    /// Training seeds of each baseline and of the members they are read against (at least 2
+    /// for an interval).
+    #[arg(long, default_value_t = genas_app::report::baselines::DEFAULT_SEEDS, value_parser = steps(1, 32))]
+    pub baseline_seeds: u32,
+    /// Engine threads for --ablate-kd's and --baselines' training (0 = every core).
     #[arg(long, default_value_t = 0, value_parser = threads())]
     pub threads: usize,
     #[arg(long, default_value = "genas-archive")]
@@ -399,6 +410,30 @@ pub enum BenchCommand {
     /// Write what experiments/gpu/check.sh runs: PyTorch runner jobs for parity on a GPU (one
     /// per space choice) and for the default experiment's rung, with the engine's results.
     Runner(BenchRunnerArgs),
+    /// The front against hand-designed students (depth-only, width-only, uniform, pruned from
+    /// the teacher) and a random search at the same budget, at three sizes, with intervals
+    /// over training seeds: searches, distils the front and writes the report as needed
+    /// (everything stored in the archive; a stopped bench continues).
+    Baselines(BenchBaselinesArgs),
+}
+
+#[derive(Args)]
+pub struct BenchBaselinesArgs {
+    /// Experiment file (TOML).
+    pub file: PathBuf,
+    #[arg(long, default_value = "genas-archive")]
+    pub archive: PathBuf,
+    /// Where the report goes (default report-RUN).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Training seeds of each baseline and of the members they are read against.
+    #[arg(long, default_value_t = genas_app::report::baselines::DEFAULT_SEEDS, value_parser = steps(1, 32))]
+    pub seeds: u32,
+    /// Engine threads (0 = every core).
+    #[arg(long, default_value_t = 0, value_parser = threads())]
+    pub threads: usize,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]

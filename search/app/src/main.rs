@@ -231,6 +231,29 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 Ok(simulate::render(&b))
             }
         }
+        Command::Bench(BenchCommand::Baselines(a)) => {
+            let stem = a
+                .file
+                .file_stem()
+                .map_or("run".into(), |s| s.to_string_lossy().to_string());
+            let opts = genas_app::report::baselines::BenchOptions {
+                archive: a.archive,
+                out: a
+                    .out
+                    .unwrap_or_else(|| PathBuf::from(format!("baselines-{stem}"))),
+                seeds: a.seeds,
+                threads: a.threads,
+            };
+            let r = with_progress(a.json, |say, progress| {
+                genas_app::report::baselines::bench(&a.file, &opts, &STOP, say, progress)
+            })?;
+            if a.json {
+                json(&r)
+            } else {
+                Ok(genas_app::report::render::baselines_markdown(&r)
+                    + &format!("report written to {}\n", opts.out.display()))
+            }
+        }
         Command::Bench(BenchCommand::Table(a)) => {
             let opts = genas_app::tabulate::TableOptions {
                 out: a.out.clone(),
@@ -373,6 +396,8 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                     .unwrap_or_else(|| genas_app::report::default_out(&a.run)),
                 archive: a.archive,
                 ablate_kd: a.ablate_kd,
+                baselines: a.baselines,
+                baseline_seeds: a.baseline_seeds,
                 threads: a.threads,
             };
             let r = with_progress(a.json, |say, progress| {

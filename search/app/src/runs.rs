@@ -30,6 +30,10 @@ pub struct RunRecord {
     pub status: String,
     pub wall_s: f64,
     pub plan: Option<RunPlan>,
+    /// Set on a run `genas report --baselines` made as another run's baseline: that run's id
+    /// (its experiment is the other run's with `[search] strategy = "random"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_of: Option<String>,
 }
 
 /// The experiment of a run, parsed again from its stored text.
@@ -346,6 +350,9 @@ pub fn render_runs(lines: &[RunLine]) -> String {
 /// `genas show`: the run and every candidate.
 #[derive(Serialize)]
 pub struct ShowReport {
+    /// The run's record: its experiment text as it started, seed, plan (and, for a random
+    /// search made by `genas report --baselines`, whose baseline it is).
+    pub record: RunRecord,
     pub report: SearchReport,
     pub candidates: Vec<CandidateRecord>,
 }
@@ -353,10 +360,14 @@ pub struct ShowReport {
 pub fn show(archive_dir: &Path, id: &str) -> Result<ShowReport> {
     let archive = Archive::open_read_only(archive_dir)?;
     let report = report(&archive, id)?;
-    let (_, _, cands) = load_run(&archive, id)?;
+    let (record, _, cands) = load_run(&archive, id)?;
     let mut candidates: Vec<CandidateRecord> = cands.into_values().collect();
     candidates.sort_by_key(|c| c.index);
-    Ok(ShowReport { report, candidates })
+    Ok(ShowReport {
+        record,
+        report,
+        candidates,
+    })
 }
 
 pub fn render_show(s: &ShowReport) -> String {

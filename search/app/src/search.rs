@@ -72,6 +72,7 @@ pub fn search(
         status: "running".into(),
         wall_s: 0.0,
         plan: None,
+        baseline_of: None,
     };
     drive(
         &archive,
@@ -340,6 +341,85 @@ fn drive(
     archive.update_run(&record.id, &*record)?;
     archive.flush()?;
     report(archive, &record.id)
+}
+
+/// The random search of run `of`'s experiment (`[search] strategy = "random"`, everything else
+/// as it ran: space, constraints, proposals, rungs, screen, seed) in the same archive, for
+/// `genas report --baselines`: made the first time (its calibration, teacher and soft targets
+/// are the run's, read from the archive), resumed while unfinished, read once finished.
+pub fn random_twin(
+    archive: &Archive,
+    of: &RunRecord,
+    threads: usize,
+    stop: &AtomicBool,
+    say: &mut dyn FnMut(&str),
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
+) -> Result<SearchReport> {
+    if let Some(mut twin) = find_twin(archive, &of.id)? {
+        if twin.status == "finished" {
+            return report(archive, &twin.id);
+        }
+        say(&format!(
+            "resuming run {}, the random search of run {} at its budget",
+            twin.id, of.id
+        ));
+        return drive(archive, &mut twin, None, threads, stop, say, progress);
+    }
+    let mut table: toml::Table = of
+        .experiment_toml
+        .parse()
+        .with_context(|| format!("run {}: its experiment text", of.id))?;
+    let search = table
+        .entry("search")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let Some(search) = search.as_table_mut() else {
+        bail!("run {}: its experiment's [search] is not a table", of.id);
+    };
+    search.insert("strategy".into(), toml::Value::String("random".into()));
+    // Random search has no selection: the experiment refuses a tournament size with it.
+    search.remove("tournament");
+    let text = format!(
+        "# The random search of run {} at its budget, made by genas report --baselines.\n{}",
+        of.id,
+        toml::to_string(&table).context("writing the random search's experiment")?
+    );
+    let mut record = RunRecord {
+        id: String::new(),
+        name: format!("{} (random search, baseline of {})", of.name, of.id),
+        experiment_toml: text,
+        source: of.source.clone(),
+        base_dir: of.base_dir.clone(),
+        seed: of.seed,
+        created_unix_s: now_unix(),
+        status: "running".into(),
+        wall_s: 0.0,
+        plan: None,
+        baseline_of: Some(of.id.clone()),
+    };
+    let l = load_experiment(experiment_of(&record)?)?;
+    let plan = preflight(&l, threads, archive.path())?;
+    say(&format!(
+        "searching the space of run {} at random with its budget ({} proposals), as its baseline",
+        of.id, l.experiment.search.candidates
+    ));
+    drive(
+        archive,
+        &mut record,
+        Some((l, plan)),
+        threads,
+        stop,
+        say,
+        progress,
+    )
+}
+
+/// The random search `random_twin` made for run `of`, if any.
+pub fn find_twin(archive: &Archive, of: &str) -> Result<Option<RunRecord>> {
+    Ok(archive
+        .runs::<RunRecord>()?
+        .into_iter()
+        .map(|(_, r)| r)
+        .find(|r| r.baseline_of.as_deref() == Some(of)))
 }
 
 /// What a search will do with its space, decided before the teacher or anything expensive.

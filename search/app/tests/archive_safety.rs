@@ -11,19 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let target = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            copy_tree(&p, &target);
-        } else {
-            std::fs::copy(&p, &target).unwrap();
-        }
-    }
-}
-
 /// Every file of the archive (sled's, the marker, the seal), relative.
 fn files(dir: &Path) -> Vec<PathBuf> {
     hash_tree(dir)
@@ -153,7 +140,7 @@ fn damaged_archives_are_refused_unchanged_and_reads_change_nothing() {
         ] {
             let case = dir.path().join("case");
             let _ = std::fs::remove_dir_all(&case);
-            copy_tree(&pristine, &case);
+            common::copy_dir(&pristine, &case);
             damage(&case.join(&file), how);
             let damaged = hash_tree(&case);
             cases += 1;
@@ -198,7 +185,7 @@ fn damaged_archives_are_refused_unchanged_and_reads_change_nothing() {
     );
     // The truncation the issue reported: db cut to 1000 bytes, refused as damaged by runs.
     let case = dir.path().join("truncated");
-    copy_tree(&pristine, &case);
+    common::copy_dir(&pristine, &case);
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(case.join("db"))

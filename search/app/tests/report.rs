@@ -518,3 +518,170 @@ window.addEventListener('load', () => {
         }
     }
 }
+
+/// The small space searched by evolution (so `--baselines` has a random search to run).
+fn evolved(dir: &Path) -> std::path::PathBuf {
+    common::small_experiment(
+        &dir.join("e.toml"),
+        "baselines-test",
+        r#"[constraints]
+max_params = 20_000
+[search]
+strategy = "evolution"
+candidates = 10
+population = 4
+tournament = 2
+objectives = ["quality", "params"]
+[fidelity]
+batch_size = 8
+rung_steps = [20]
+screen_keep = 0.6
+init = "teacher"
+"#,
+    )
+}
+
+/// What `--baselines` measured, without its timings.
+fn baseline_figures(rep: &Value) -> Value {
+    let b = &rep["baselines"];
+    serde_json::json!({ "sizes": b["sizes"], "rows": b["rows"], "random": b["random"] })
+}
+
+#[test]
+fn baselines_are_trained_once_per_seed_resume_exactly_and_are_read_against_the_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = evolved(dir.path());
+    let (a, _) = common::search_into(dir.path(), &exp);
+    ok_json(&genas(&[
+        "distill",
+        "r1",
+        "--front",
+        "--steps",
+        "30",
+        "--archive",
+        s(&a),
+        "--json",
+    ]));
+    let before = essence(&a);
+    let args = ["--baselines", "--baseline-seeds", "2"];
+
+    // Without --baselines the report says how to get them, and trains nothing.
+    let (rep, _) = report(&a, &dir.path().join("rep0"), &[]);
+    assert!(rep["baselines"]["note"]
+        .as_str()
+        .unwrap()
+        .contains("genas report r1 --baselines"));
+    assert!(rep["baselines"]["random"].is_null());
+
+    // A copy measured in one go, against the original killed after its first training was
+    // stored (the random search done, the next training under way) and measured again.
+    let whole = dir.path().join("whole");
+    common::copy_dir(&a, &whole);
+    let (once, _) = report(&whole, &dir.path().join("rep1"), &args);
+    let out = dir.path().join("rep2");
+    let mut killed = vec!["report", "r1", "--archive", s(&a), "--out", s(&out)];
+    killed.extend(args);
+    assert!(
+        !common::run_and_kill(&killed, Some(" at seed 1: "), Duration::from_millis(200)),
+        "it finished before it was killed"
+    );
+    let (resumed, _) = report(&a, &out, &args);
+    assert!(
+        resumed["baselines"]["trained_now"].as_u64().unwrap()
+            < once["baselines"]["trained_now"].as_u64().unwrap()
+    );
+    assert_eq!(baseline_figures(&resumed), baseline_figures(&once));
+    // The run itself is unchanged; the random search is a run of its own.
+    assert_eq!(essence(&a), before);
+    let runs = ok_json(&genas(&["runs", "--archive", s(&a), "--json"]));
+    let twin = &runs.as_array().unwrap()[1];
+    assert_eq!(twin["id"], "r2");
+    assert_eq!(twin["status"], "finished");
+    let b = &once["baselines"];
+    assert_eq!(b["random"]["run"], "r2");
+    assert_eq!(b["random"]["proposed"], 10);
+    let show = ok_json(&genas(&["show", "r2", "--archive", s(&a), "--json"]));
+    let text = show["record"]["experiment_toml"].as_str().unwrap();
+    assert!(
+        text.contains("strategy = \"random\"") && !text.contains("tournament"),
+        "{text}"
+    );
+    assert_eq!(show["record"]["baseline_of"], "r1");
+
+    // Three sizes spanning the distilled front (fewer when it has fewer members).
+    let front = before.0["front"].as_array().unwrap().len();
+    let sizes = b["sizes"].as_array().unwrap();
+    assert_eq!(sizes.len(), front.min(3));
+    let params: Vec<f64> = sizes
+        .iter()
+        .map(|z| z["params"].as_f64().unwrap())
+        .collect();
+    assert!(params.windows(2).all(|w| w[0] < w[1]));
+    let finals: Vec<f64> = before.0["front"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["final_bits"].as_f64().unwrap())
+        .collect();
+    let (lo, hi) = (
+        finals.iter().copied().fold(f64::MAX, f64::min),
+        finals.iter().copied().fold(f64::MIN, f64::max),
+    );
+    let mut trained = 0;
+    for z in sizes {
+        assert_eq!(z["bits"].as_array().unwrap().len(), 2);
+        assert!(z["bits"].as_array().unwrap().iter().all(Value::is_f64));
+        trained += 1;
+    }
+    let rows = b["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4 * sizes.len());
+    for r in rows {
+        let size = &sizes[r["size"].as_u64().unwrap() as usize];
+        let kind = r["kind"].as_str().unwrap();
+        if r["architecture"].get("Ok").is_none() {
+            // The one-layer teacher has no shallower student.
+            assert_eq!(kind, "depth-only", "{r}");
+            let why = r["architecture"]["Err"].as_str().unwrap();
+            assert_eq!(why, "the teacher allows no depth-only student");
+            assert!(r["difference"].is_null());
+            continue;
+        }
+        let p = r["params"].as_f64().unwrap();
+        if kind != "random" {
+            let target = size["params"].as_f64().unwrap();
+            assert!((p / target - 1.0).abs() <= 0.05, "{kind}: {p} for {target}");
+        } else {
+            assert!(r["candidate"].is_string());
+        }
+        assert!(
+            r["bits"].as_array().unwrap().iter().all(Value::is_f64),
+            "{r}"
+        );
+        trained += 2;
+        let f = r["front_bits"].as_f64().unwrap();
+        assert!(f >= lo - 1e-12 && f <= hi + 1e-12, "{f} outside {lo}..{hi}");
+        let d = &r["difference"];
+        assert_eq!(d["n"], 2);
+        let (m, ci) = (
+            d["mean"].as_f64().unwrap(),
+            d["interval"].as_array().unwrap(),
+        );
+        assert!(ci[0].as_f64().unwrap() <= m && m <= ci[1].as_f64().unwrap());
+    }
+    // Each training once (the anchors at seed 0 are their final distillations); sizes
+    // sharing a baseline share its trainings.
+    let first = once["baselines"]["trained_now"].as_u64().unwrap() as usize;
+    assert!(first <= trained && first > 0, "{first} of {trained}");
+
+    // Read back, nothing trained again; the page shows them, the plot marks them.
+    let (again, _) = report(&a, &dir.path().join("rep3"), &args);
+    assert_eq!(again["baselines"]["trained_now"], 0);
+    assert_eq!(baseline_figures(&again), baseline_figures(&once));
+    let html = std::fs::read_to_string(dir.path().join("rep3").join("report.html")).unwrap();
+    assert!(html.contains("Against width-only: the front is"));
+    assert!(html.contains("The random search at the same budget (run r2"));
+    let svg = std::fs::read_to_string(dir.path().join("rep3/plots/quality-params.svg")).unwrap();
+    assert!(svg.contains(">width-only</text>") && svg.contains(">random search</text>"));
+    // The table and the plot's longer legend lay out (chromium).
+    layout_check(&dir.path().join("rep3").join("report.html"));
+}

@@ -11,18 +11,6 @@ use serde_json::Value;
 use std::path::Path;
 use std::time::Instant;
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 fn one_line_error(args: &[&str], needle: &str) {
     fails_with(&genas(args), &[needle]);
 }
@@ -56,7 +44,7 @@ screen_keep = 0.5
         .collect();
     assert!(!front.is_empty());
     let b = dir.path().join("b");
-    copy_dir(&a, &b);
+    common::copy_dir(&a, &b);
 
     // Uninterrupted, every front member: 1500 steps beat the search's 20.
     let start = Instant::now();

@@ -23,6 +23,11 @@ pub enum Mark {
     Front,
     Final,
     Teacher,
+    /// The report's baselines (`report::baselines`).
+    DepthOnly,
+    WidthOnly,
+    Uniform,
+    RandomSearch,
 }
 
 fn mark(out: &mut String, m: Mark, x: f64, y: f64) {
@@ -49,8 +54,56 @@ fn mark(out: &mut String, m: Mark, x: f64, y: f64) {
             x - 5.0,
             y - 5.0
         ),
+        Mark::DepthOnly => write!(
+            out,
+            r##"<path d="M{:.1},{:.1} L{:.1},{:.1} L{x:.1},{:.1} Z" fill="white" stroke="#ef6c00" stroke-width="2"/>"##,
+            x - 5.5,
+            y - 4.5,
+            x + 5.5,
+            y - 4.5,
+            y + 5.5
+        ),
+        Mark::WidthOnly => write!(
+            out,
+            r##"<path d="M{:.1},{:.1} L{:.1},{:.1} L{x:.1},{:.1} Z" fill="white" stroke="#1565c0" stroke-width="2"/>"##,
+            x - 5.5,
+            y + 4.5,
+            x + 5.5,
+            y + 4.5,
+            y - 5.5
+        ),
+        Mark::Uniform => write!(
+            out,
+            r##"<rect x="{:.1}" y="{:.1}" width="9" height="9" fill="white" stroke="#2e7d32" stroke-width="2"/>"##,
+            x - 4.5,
+            y - 4.5
+        ),
+        Mark::RandomSearch => write!(
+            out,
+            r##"<path d="M{:.1},{:.1} L{:.1},{:.1} M{:.1},{:.1} L{:.1},{:.1}" stroke="#6d4c41" stroke-width="2.2"/>"##,
+            x - 4.5,
+            y - 4.5,
+            x + 4.5,
+            y + 4.5,
+            x - 4.5,
+            y + 4.5,
+            x + 4.5,
+            y - 4.5
+        ),
     };
 }
+
+/// Every mark, in the order they are drawn (later on top) and listed, with its legend.
+const MARKS: [(Mark, &str); 8] = [
+    (Mark::Candidate, "evaluated candidate"),
+    (Mark::Front, "front (search)"),
+    (Mark::Final, "front (final distillation)"),
+    (Mark::Teacher, "teacher"),
+    (Mark::DepthOnly, "depth-only"),
+    (Mark::WidthOnly, "width-only"),
+    (Mark::Uniform, "uniform"),
+    (Mark::RandomSearch, "random search"),
+];
 
 /// Quality against one cost: points per kind of mark, x on a log scale.
 pub struct Scatter<'a> {
@@ -189,7 +242,7 @@ pub fn scatter(s: &Scatter) -> String {
             );
         }
     }
-    for order in [Mark::Candidate, Mark::Front, Mark::Final, Mark::Teacher] {
+    for order in MARKS.map(|(m, _)| m) {
         for &(m, x, y) in &s.points {
             if std::mem::discriminant(&m) == std::mem::discriminant(&order)
                 && x > 0.0
@@ -201,23 +254,21 @@ pub fn scatter(s: &Scatter) -> String {
         }
     }
     // Legend, top right.
-    let kinds: Vec<(Mark, &str)> = [
-        (Mark::Candidate, "evaluated candidate"),
-        (Mark::Front, "front (search)"),
-        (Mark::Final, "front (final distillation)"),
-        (Mark::Teacher, "teacher"),
-    ]
-    .into_iter()
-    .filter(|(m, _)| {
-        s.points
-            .iter()
-            .any(|(p, _, _)| std::mem::discriminant(p) == std::mem::discriminant(m))
-    })
-    .collect();
-    // Legend under the x label, two entries a row.
-    for (k, (m, name)) in kinds.iter().enumerate() {
-        let x = l + 10.0 + (k % 2) as f64 * 220.0;
-        let y = H - 34.0 + (k / 2) as f64 * 17.0;
+    let kinds: Vec<(Mark, &str)> = MARKS
+        .into_iter()
+        .filter(|(m, _)| {
+            s.points
+                .iter()
+                .any(|(p, _, _)| std::mem::discriminant(p) == std::mem::discriminant(m))
+        })
+        .collect();
+    // Legend under the x label, left to right, a new row where the next entry would not fit.
+    let (mut x, mut y) = (l + 10.0, H - 34.0);
+    for (m, name) in &kinds {
+        let width = 12.0 + text_width(name, 12.0) + 18.0;
+        if x > l + 10.0 && x + width - 18.0 > W - RIGHT {
+            (x, y) = (l + 10.0, y + 17.0);
+        }
         mark(&mut out, *m, x, y);
         let _ = write!(
             out,
@@ -225,6 +276,7 @@ pub fn scatter(s: &Scatter) -> String {
             x + 12.0,
             y + 4.0
         );
+        x += width;
     }
     out.push_str("</svg>\n");
     out

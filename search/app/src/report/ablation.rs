@@ -14,10 +14,11 @@ use crate::runs::SearchReport;
 use crate::teacher::obtain_teacher;
 use crate::winners::distill::{final_config, ArchiveCheckpoints};
 use crate::winners::RunAccess;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use genas_engine::{Cpu, Model};
-use genas_scoring::distill::{CheckpointStore, DistillError, TeacherTargets};
+use genas_scoring::distill::{DistillError, FullConfig, TeacherTargets};
 use genas_search::init_seed;
+use genas_space::Architecture;
 use genas_space::StudentInit;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::AtomicBool;
@@ -27,6 +28,13 @@ use std::sync::atomic::AtomicBool;
 pub struct AblationRecord {
     pub candidate: String,
     pub arm: String,
+    #[serde(flatten)]
+    pub trained: Trained,
+}
+
+/// What a training the report ran ended with (kept flat in the records that hold it).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Trained {
     pub requested_steps: u32,
     pub steps: u32,
     pub best_step: u32,
@@ -105,7 +113,10 @@ fn key(id: &str, arm: &str, steps: u32) -> String {
 type Distilled = (String, String, u32, f64);
 
 /// The front's final distillations, and the members without one.
-fn distilled(access: &RunAccess, search: &SearchReport) -> Result<(Vec<Distilled>, Vec<String>)> {
+pub(super) fn distilled(
+    access: &RunAccess,
+    search: &SearchReport,
+) -> Result<(Vec<Distilled>, Vec<String>)> {
     let run = &access.record.id;
     let (mut done, mut missing) = (Vec::new(), Vec::new());
     for f in &search.front {
@@ -132,7 +143,7 @@ fn summarise(arms: &[String], rows: &[Row]) -> Vec<ArmSummary> {
         .map(|(k, arm)| {
             let d: Vec<f64> = rows
                 .iter()
-                .filter_map(|r| Some(r.distilled_bits - r.arms[k].as_ref()?.val_bits))
+                .filter_map(|r| Some(r.distilled_bits - r.arms[k].as_ref()?.trained.val_bits))
                 .collect();
             paired(arm, &d)
         })
@@ -146,7 +157,9 @@ fn inheritance(arms: &[String], rows: &[Row]) -> Option<ArmSummary> {
     let i = arms.iter().position(|a| a == INHERITED)?;
     let d: Vec<f64> = rows
         .iter()
-        .filter_map(|r| Some(r.arms[i].as_ref()?.val_bits - r.arms[s].as_ref()?.val_bits))
+        .filter_map(|r| {
+            Some(r.arms[i].as_ref()?.trained.val_bits - r.arms[s].as_ref()?.trained.val_bits)
+        })
         .collect();
     (!d.is_empty()).then(|| paired("inheritance", &d))
 }
@@ -234,7 +247,16 @@ pub fn run(
         say("the hard-label trainings are stored: reusing them");
         return stored(access, search);
     }
-    let (mut teacher, outcome) = obtain_teacher(&access.archive, l, false, say, &mut |_, _| {})?;
+    let (teacher, outcome) = obtain_teacher(&access.archive, l, false, say, &mut |_, _| {})?;
+    let mut trainer = Trainer {
+        access,
+        teacher,
+        teacher_key: outcome.record.key.clone(),
+        threads,
+        stop,
+        progress,
+        rerun: format!("genas report {run} --ablate-kd"),
+    };
     let mut targets: Option<(u32, TeacherTargets)> = None;
     for (k, (id, steps, arm)) in todo.iter().enumerate() {
         let cand = access.candidate(id)?;
@@ -243,56 +265,123 @@ pub fn run(
         if targets.as_ref().is_none_or(|(s, _)| s != steps) {
             targets = Some((
                 *steps,
-                TeacherTargets::compute(&mut teacher, &l.data, &cfg.distill, 0),
+                TeacherTargets::compute(&mut trainer.teacher, &l.data, &cfg.distill, 0),
             ));
         }
         let (_, val) = targets.as_ref().expect("set above");
-        let seed = init_seed(l.experiment.teacher.seed, &cand.id);
-        let fresh = || -> Model<Cpu<f32>> {
-            if arm == INHERITED {
-                val.student(&cand.architecture, Cpu::<f32>::new(threads), seed)
-            } else {
-                Model::new(&cand.architecture, Cpu::<f32>::new(threads), seed)
-            }
-        };
         let k_ = key(id, arm, *steps);
-        let mut store = ArchiveCheckpoints {
-            archive: &access.archive,
-            run,
-            candidate: &k_,
-        };
-        let resuming = store.load().map_err(|e| anyhow!(e))?.is_some();
         say(&format!(
             "[{}/{}] training {id} on hard labels alone ({arm} initial weights) for {steps} steps{}",
             k + 1,
             todo.len(),
-            if resuming { ", resuming from its checkpoint" } else { "" }
+            trainer.resuming(&k_)?
         ));
-        let label = format!("{arm} {}", id.chars().take(8).collect::<String>());
+        let trained = trainer.train(
+            &k_,
+            &cand.architecture,
+            arm == INHERITED,
+            init_seed(l.experiment.teacher.seed, &cand.id),
+            val,
+            &cfg,
+        )?;
+        let rec = AblationRecord {
+            candidate: id.clone(),
+            arm: arm.clone(),
+            trained,
+        };
+        access.archive.put_ablation(run, &k_, &rec)?;
+        say(&format!(
+            "{id} ({arm}, hard labels): {:.4} {} after {} steps, {:.1} s",
+            rec.trained.val_bits, rec.trained.bits_unit, rec.trained.steps, rec.trained.seconds
+        ));
+    }
+    let mut section = stored(access, search)?;
+    section.trained_now = todo.len();
+    Ok(section)
+}
+
+/// What the report's trainings share (the hard-label ablation's and the baselines'): the run,
+/// the teacher, the engine's threads, how to stop and what resumes a stopped training.
+pub(super) struct Trainer<'a> {
+    pub access: &'a RunAccess,
+    pub teacher: Model<Cpu<f32>>,
+    pub teacher_key: String,
+    pub threads: usize,
+    pub stop: &'a AtomicBool,
+    pub progress: &'a (dyn Fn(&str, usize, usize) + Sync),
+    /// The command that resumes a stopped training.
+    pub rerun: String,
+}
+
+impl Trainer<'_> {
+    /// ", resuming from its checkpoint" when the training `key` has one, else nothing.
+    pub(super) fn resuming(&self, key: &str) -> Result<&'static str> {
+        let held = self
+            .access
+            .archive
+            .checkpoint(&self.access.record.id, key)?;
+        Ok(if held.is_some() {
+            ", resuming from its checkpoint"
+        } else {
+            ""
+        })
+    }
+
+    /// Trains `arch` with `cfg` against `val` (from the teacher pruned to its shape when
+    /// `pruned` and `val` holds a parent, else drawn from `seed`), checkpointed in the archive
+    /// under `key` so a stopped training resumes where it was, and says what it ended with.
+    /// The caller stores the record.
+    pub(super) fn train(
+        &mut self,
+        key: &str,
+        arch: &Architecture,
+        pruned: bool,
+        seed: u64,
+        val: &TeacherTargets,
+        cfg: &FullConfig,
+    ) -> Result<Trained> {
+        let access = self.access;
+        let run = &access.record.id;
+        let l = &access.loaded;
+        let threads = self.threads;
+        let fresh = || -> Model<Cpu<f32>> {
+            if pruned {
+                val.student(arch, Cpu::<f32>::new(threads), seed)
+            } else {
+                Model::new(arch, Cpu::<f32>::new(threads), seed)
+            }
+        };
+        let mut store = ArchiveCheckpoints {
+            archive: &access.archive,
+            run,
+            candidate: key,
+        };
+        let label: String = key.chars().take(40).collect();
+        let steps = cfg.distill.steps as usize;
+        let progress = self.progress;
         let mut model = fresh();
         let result = store.full_distill(
             &mut model,
             &|| Ok(fresh()),
-            &mut teacher,
+            &mut self.teacher,
             &l.data,
             val,
-            &cfg,
-            stop,
-            &|done| progress(&label, done, *steps as usize),
+            cfg,
+            self.stop,
+            &|done| progress(&label, done, steps),
             &mut |_| {},
         )?;
         let r = match result {
             Ok(r) => r,
             Err(DistillError::Stopped(step)) => bail!(
-                "stopped at step {step} of {id}'s hard-label training; genas report {run} --ablate-kd resumes it from its last checkpoint"
+                "stopped at step {step} of the training {key}; {} resumes it from its last checkpoint",
+                self.rerun
             ),
-            Err(e) => bail!("training {id} on hard labels: {e}"),
+            Err(e) => bail!("training {key}: {e}"),
         };
         let eval = r.result.eval.context("a finished training is evaluated")?;
-        let rec = AblationRecord {
-            candidate: id.clone(),
-            arm: arm.clone(),
-            requested_steps: *steps,
+        Ok(Trained {
+            requested_steps: cfg.distill.steps,
             steps: r.result.steps,
             best_step: r.best_step,
             val_ce: eval.val_ce,
@@ -301,15 +390,7 @@ pub fn run(
             kl_to_teacher: eval.kl_to_teacher,
             agreement: eval.agreement,
             seconds: r.result.seconds,
-            teacher_key: outcome.record.key.clone(),
-        };
-        access.archive.put_ablation(run, &k_, &rec)?;
-        say(&format!(
-            "{id} ({arm}, hard labels): {:.4} {} after {} steps, {:.1} s",
-            rec.val_bits, rec.bits_unit, rec.steps, rec.seconds
-        ));
+            teacher_key: self.teacher_key.clone(),
+        })
     }
-    let mut section = stored(access, search)?;
-    section.trained_now = todo.len();
-    Ok(section)
 }

@@ -5,17 +5,21 @@
 //! memory, FLOPs, measured generation speed, quality before and after the final distillation,
 //! ratios), the plots of quality against every cost, what each gene of the space did
 //! (`effects`), distillation's own value (`ablation`: the front trained on hard labels alone,
-//! stored in the archive and reused), samples side by side, and the calibration of the proxies.
-//! It reads the archive and never changes a record of the search; only `--ablate-kd` adds its
-//! own records.
+//! stored in the archive and reused), the front against hand-designed students and a random
+//! search at the same budget (`baselines`, their shapes from `shapes`), samples side by side,
+//! and the calibration of the proxies. It reads the archive and never changes a record of the
+//! search; only `--ablate-kd` and `--baselines` add their own records (and `--baselines` the
+//! random search's run).
 //!
 //! It must not know how a search decides (it reads the controller's records as they are) nor
 //! how a model trains (the engine and `proxies::distill` do that).
 
 pub mod ablation;
+pub mod baselines;
 pub mod effects;
 pub mod plots;
 pub mod render;
+pub mod shapes;
 
 use crate::runs::{report as search_report, SearchReport};
 use crate::teacher::obtain_teacher;
@@ -38,7 +42,11 @@ pub struct ReportOptions {
     pub out: PathBuf,
     /// Train the front on hard labels alone (stored, reused) for the distillation section.
     pub ablate_kd: bool,
-    /// Engine threads for the ablation's training (0 = every core).
+    /// Train the baselines and run the random search (stored, reused) for their section.
+    pub baselines: bool,
+    /// Training seeds of every baseline (and of the front members they are read against).
+    pub baseline_seeds: u32,
+    /// Engine threads for the ablation's and the baselines' training (0 = every core).
     pub threads: usize,
 }
 
@@ -149,6 +157,7 @@ pub struct Report {
     pub candidates: usize,
     pub effects: effects::Effects,
     pub ablation: ablation::Section,
+    pub baselines: baselines::Section,
     pub samples: SampleSection,
     pub calibration: Option<CalibrationSection>,
     pub generated: String,
@@ -233,7 +242,7 @@ pub fn report(
 
     // The ablation first: it is the long part, and it writes to the archive (opened
     // writable only now, once the checks above passed on the read-only view).
-    let access = if o.ablate_kd {
+    let access = if o.ablate_kd || o.baselines {
         access.writable(&o.archive)?
     } else {
         access
@@ -244,6 +253,19 @@ pub fn report(
         ablation::run(&access, &search, o.threads, stop, say, progress)?
     } else {
         ablation::stored(&access, &search)?
+    };
+    let baselines = if o.baselines {
+        baselines::run(
+            &access,
+            &search,
+            o.baseline_seeds,
+            o.threads,
+            stop,
+            say,
+            progress,
+        )?
+    } else {
+        baselines::stored(&access, &search, o.baseline_seeds)?
     };
 
     say("measuring the teacher and the front (quality on the validation sequences, generation speed)");
@@ -335,7 +357,7 @@ pub fn report(
     let cands: Vec<&CandidateRecord> = access.candidates.values().collect();
     let effects = gene_effects(&access, &search, data.bits(1.0))?;
     let calibration = calibration_section(&access, &search, &cands)?;
-    let plots = plots::plots(&search, &cands, &rows, data.bits(1.0));
+    let plots = plots::plots(&search, &cands, &rows, &baselines, data.bits(1.0));
     let (tc, fc) = (&l.experiment.teacher, &l.experiment.fidelity);
     let teacher_how = if l.pretrained.is_some() {
         format!("the pretrained checkpoint {}", outcome.record.key)
@@ -374,6 +396,7 @@ pub fn report(
         candidates: access.candidates.len(),
         effects,
         ablation,
+        baselines,
         samples,
         calibration,
         generated: genas_store::format_utc(
@@ -675,6 +698,12 @@ pub fn render_summary(r: &Report) -> String {
         out += &format!("{f}\n");
     }
     if let Some(n) = &r.ablation.note {
+        out += &format!("{n}\n");
+    }
+    for f in render::baselines_text(&r.baselines, &r.search.bits_unit) {
+        out += &format!("{f}\n");
+    }
+    if let Some(n) = &r.baselines.note {
         out += &format!("{n}\n");
     }
     let html = r.files.iter().find(|p| p.ends_with("report.html"));

@@ -2,6 +2,8 @@
 //! evaluated, the front, the front after its final distillation and the teacher; and the
 //! hypervolume after every evaluation. Drawn by `crate::plot::chart`.
 
+use super::baselines::Section;
+use super::shapes::Kind;
 use super::TradeRow;
 use crate::format::{bytes_short, ms_short, short};
 use crate::plot::chart::{line_plot, scatter, Mark, Scatter};
@@ -24,6 +26,7 @@ pub fn plots(
     r: &SearchReport,
     cands: &[&CandidateRecord],
     rows: &[TradeRow],
+    baselines: &Section,
     bits_per_nat: f64,
 ) -> Vec<(String, String)> {
     let top = r.per_rung.len().saturating_sub(1);
@@ -92,6 +95,9 @@ pub fn plots(
                 }
             }
         }
+        if stem == "quality-params" {
+            points.extend(baseline_points(baselines));
+        }
         let svg = scatter(&Scatter {
             title,
             xlabel,
@@ -117,4 +123,22 @@ pub fn plots(
         ),
     ));
     out
+}
+
+/// Each trained baseline at its parameter count and its mean quality over the seeds trained.
+fn baseline_points(s: &Section) -> Vec<(Mark, f64, f64)> {
+    s.rows
+        .iter()
+        .filter_map(|r| {
+            let bits: Vec<f64> = r.bits.iter().flatten().copied().collect();
+            let mean = bits.iter().sum::<f64>() / bits.len() as f64;
+            let mark = match r.kind {
+                Kind::DepthOnly => Mark::DepthOnly,
+                Kind::WidthOnly => Mark::WidthOnly,
+                Kind::Uniform => Mark::Uniform,
+                Kind::Random => Mark::RandomSearch,
+            };
+            (!bits.is_empty()).then_some((mark, r.params?, mean))
+        })
+        .collect()
 }

@@ -12,12 +12,13 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// The page's sections, in order: (id, heading). Tests check every one is present.
-pub const SECTIONS: [(&str, &str); 8] = [
+pub const SECTIONS: [(&str, &str); 9] = [
     ("summary", "Summary"),
     ("tradeoff", "The front against the teacher"),
     ("plots", "Quality against each cost"),
     ("effects", "What each decision did"),
     ("distillation", "Distillation's own value"),
+    ("baselines", "Against the obvious students"),
     ("samples", "Samples"),
     ("calibration", "Calibration of the search's signals"),
     ("method", "How this report was made"),
@@ -296,9 +297,9 @@ fn ablation_table(s: &Section, unit: &str) -> Table {
                 bits(r.distilled_bits),
             ];
             for a in &r.arms {
-                c.push(opt(a.as_ref().map(|a| a.val_bits), bits));
+                c.push(opt(a.as_ref().map(|a| a.trained.val_bits), bits));
                 c.push(opt(
-                    a.as_ref().map(|a| r.distilled_bits - a.val_bits),
+                    a.as_ref().map(|a| r.distilled_bits - a.trained.val_bits),
                     |d| format!("{d:+.3}"),
                 ));
             }
@@ -587,7 +588,10 @@ fn html(r: &Report) -> String {
     for h in headlines(r) {
         let _ = writeln!(s, "<p class=\"lead\">{}</p>", esc(&h));
     }
-    for f in ablation_text(&r.ablation, u) {
+    for f in ablation_text(&r.ablation, u)
+        .into_iter()
+        .chain(baselines_text(&r.baselines, u))
+    {
         let _ = writeln!(s, "<p class=\"lead\">{}</p>", esc(&f));
     }
     h2(&mut s, 1);
@@ -637,6 +641,17 @@ fn html(r: &Report) -> String {
         s += &ablation_table(&r.ablation, u).html();
     }
     h2(&mut s, 5);
+    let _ = writeln!(s, "<p class=\"muted\">{}</p>", esc(BASELINES_NOTE));
+    for f in baselines_text(&r.baselines, u) {
+        let _ = writeln!(s, "<p>{}</p>", esc(&f));
+    }
+    if let Some(n) = &r.baselines.note {
+        let _ = writeln!(s, "<p class=\"banner\">{}</p>", esc(n));
+    }
+    if !r.baselines.rows.is_empty() {
+        s += &baselines_table(&r.baselines, u).html();
+    }
+    h2(&mut s, 6);
     let sm = &r.samples;
     if r.kind == "image" {
         let _ = writeln!(
@@ -704,7 +719,7 @@ fn html(r: &Report) -> String {
             s.push_str("</div>\n");
         }
     }
-    h2(&mut s, 6);
+    h2(&mut s, 7);
     match calibration_tables(r) {
         Some((intro, p, e)) => {
             let _ = writeln!(s, "<p>{}</p><h3>Proxies</h3>", esc(&intro));
@@ -714,11 +729,13 @@ fn html(r: &Report) -> String {
         }
         None => s.push_str("<p>The archive holds no calibration for this run's space.</p>\n"),
     }
-    h2(&mut s, 7);
+    h2(&mut s, 8);
     let _ = writeln!(s, "<p class=\"muted\">{}</p>", esc(&method_line(r)));
     s.push_str("</body></html>\n");
     s
 }
+
+const BASELINES_NOTE: &str = "At the front's smallest, middle and largest finally distilled member (by parameters): students of the same parameter count (±5%) a practitioner builds without a search — the teacher with fewer layers (depth-only), with every layer narrower (width-only: channels, heads and FFN neurons), and both by one factor (uniform), each pruned from the teacher by importance — and the member of a random search's front (same proposals, rungs and screen) nearest that size. Each is distilled with the final distillation's recipe and steps at every seed; the front member is trained again at the same seeds. The front's quality at a baseline's parameter count is read along the final distillations' front (log scale between members). Negative Δ: the front is better. Stored in the archive by genas report --baselines and reused afterwards.";
 
 const ABLATION_NOTE: &str = "Each front member trained on the hard labels alone (α = 1: no soft targets), with its final distillation's steps, batches, seed, learning rate, evaluation and early stopping, against that final distillation. Negative Δ: distillation ended better. Stored in the archive by genas report --ablate-kd and reused afterwards.";
 
@@ -754,7 +771,10 @@ fn markdown(r: &Report) -> String {
     for h in headlines(r) {
         let _ = writeln!(s, "- {h}");
     }
-    for f in ablation_text(&r.ablation, u) {
+    for f in ablation_text(&r.ablation, u)
+        .into_iter()
+        .chain(baselines_text(&r.baselines, u))
+    {
         let _ = writeln!(s, "- {f}");
     }
     s.push('\n');
@@ -802,6 +822,19 @@ fn markdown(r: &Report) -> String {
     }
     s.push('\n');
     h2(&mut s, 5);
+    let _ = writeln!(s, "{BASELINES_NOTE}\n");
+    for f in baselines_text(&r.baselines, u) {
+        let _ = writeln!(s, "- {f}");
+    }
+    if let Some(n) = &r.baselines.note {
+        let _ = writeln!(s, "\n> {n}");
+    }
+    if !r.baselines.rows.is_empty() {
+        s.push('\n');
+        s += &baselines_table(&r.baselines, u).md();
+    }
+    s.push('\n');
+    h2(&mut s, 6);
     let sm = &r.samples;
     if r.kind == "image" {
         for m in &sm.models {
@@ -831,7 +864,7 @@ fn markdown(r: &Report) -> String {
             }
         }
     }
-    h2(&mut s, 6);
+    h2(&mut s, 7);
     match calibration_tables(r) {
         Some((intro, p, e)) => {
             let _ = writeln!(s, "{intro}\n\nProxies:\n");
@@ -842,8 +875,118 @@ fn markdown(r: &Report) -> String {
         None => s.push_str("The archive holds no calibration for this run's space.\n"),
     }
     s.push('\n');
-    h2(&mut s, 7);
+    h2(&mut s, 8);
     let _ = writeln!(s, "{}", method_line(r));
+    s
+}
+
+fn baselines_table(s: &super::baselines::Section, unit: &str) -> Table {
+    let head = vec![
+        "size (member, params)".to_string(),
+        "baseline".to_string(),
+        "architecture".to_string(),
+        "params".to_string(),
+        format!("front at its params: {unit}"),
+        format!("baseline: {unit}"),
+        "seeds".to_string(),
+        format!("Δ front − baseline: {unit} [95% CI]"),
+    ];
+    let numeric = vec![false, false, false, true, true, true, true, true];
+    let rows = s
+        .rows
+        .iter()
+        .map(|r| {
+            let size = &s.sizes[r.size];
+            let trained: Vec<f64> = r.bits.iter().flatten().copied().collect();
+            let mean =
+                (!trained.is_empty()).then(|| trained.iter().sum::<f64>() / trained.len() as f64);
+            let arch = match &r.architecture {
+                Ok(a) => match &r.candidate {
+                    Some(c) => format!("{} ({a})", short_id(c)),
+                    None => a.clone(),
+                },
+                Err(why) => why.clone(),
+            };
+            let front = r.front_bits.map(|b| {
+                if r.beyond_front {
+                    format!("{} (front's end)", bits(b))
+                } else {
+                    bits(b)
+                }
+            });
+            vec![
+                format!(
+                    "{} ({})",
+                    short_id(&size.anchor),
+                    thousands(size.params.round() as u64)
+                ),
+                r.kind.name().to_string(),
+                arch,
+                opt(r.params, |p| thousands(p.round() as u64)),
+                front.unwrap_or_else(|| "—".into()),
+                opt(mean, bits),
+                format!("{}/{}", trained.len(), s.seeds),
+                r.difference.as_ref().map_or("—".into(), |d| {
+                    d.interval.map_or(format!("{:+.3}", d.mean), |(lo, hi)| {
+                        format!("{:+.3} [{lo:+.3}, {hi:+.3}]", d.mean)
+                    })
+                }),
+            ]
+        })
+        .collect();
+    Table {
+        head,
+        rows,
+        numeric,
+    }
+}
+
+/// One line per kind of baseline (how often the front is better or worse beyond the
+/// interval), and the random search's hypervolume against the run's.
+pub fn baselines_text(s: &super::baselines::Section, unit: &str) -> Vec<String> {
+    use super::shapes::Kind;
+    let mut out = Vec::new();
+    for kind in Kind::ALL {
+        let rows: Vec<_> = s.rows.iter().filter(|r| r.kind == kind).collect();
+        let judged: Vec<_> = rows.iter().filter_map(|r| r.difference.as_ref()).collect();
+        if judged.is_empty() {
+            continue;
+        }
+        let better = judged.iter().filter(|d| d.verdict() < 0).count();
+        let worse = judged.iter().filter(|d| d.verdict() > 0).count();
+        let mean = judged.iter().map(|d| d.mean).sum::<f64>() / judged.len() as f64;
+        out.push(format!(
+            "Against {}: the front is better beyond the interval at {better} of {} sizes, worse at {worse}; {mean:+.3} {unit} on average.",
+            kind.name(),
+            judged.len()
+        ));
+    }
+    if let Some(r) = &s.random {
+        if r.status == "finished" {
+            out.push(format!(
+                "The random search at the same budget (run {}, {} proposals, {} evaluations) reached hypervolume {:.4}; this run {:.4}.",
+                r.run, r.proposed, r.evaluations, r.hypervolume, s.hypervolume
+            ));
+        }
+    }
+    out
+}
+
+/// The baselines section as Markdown: its lines, its note and its table (`genas bench
+/// baselines` prints it).
+pub fn baselines_markdown(r: &Report) -> String {
+    let u = &r.search.bits_unit;
+    let mut s = String::new();
+    for f in baselines_text(&r.baselines, u) {
+        let _ = writeln!(s, "- {f}");
+    }
+    if let Some(n) = &r.baselines.note {
+        let _ = writeln!(s, "\n> {n}");
+    }
+    if !r.baselines.rows.is_empty() {
+        s.push('\n');
+        s += &baselines_table(&r.baselines, u).md();
+    }
     s
 }
 

@@ -301,3 +301,17 @@ pub fn hash_tree(dir: &Path) -> Vec<(PathBuf, String)> {
     out.sort();
     out
 }
+
+/// Copies the folder `from` (an archive) to `to`, recursively.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let target = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &target);
+        } else {
+            std::fs::copy(&p, &target).unwrap();
+        }
+    }
+}
