@@ -685,3 +685,61 @@ fn baselines_are_trained_once_per_seed_resume_exactly_and_are_read_against_the_f
     // The table and the plot's longer legend lay out (chromium).
     layout_check(&dir.path().join("rep3").join("report.html"));
 }
+
+#[test]
+fn bench_baselines_searches_distils_and_reports_once_then_reuses_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = evolved(dir.path());
+    let mut text = std::fs::read_to_string(&exp).unwrap();
+    text.push_str("final_steps = 30\n");
+    std::fs::write(&exp, text).unwrap();
+    let a = dir.path().join("a");
+    let out = dir.path().join("b");
+    let bench = || {
+        genas(&[
+            "bench",
+            "baselines",
+            s(&exp),
+            "--archive",
+            s(&a),
+            "--out",
+            s(&out),
+            "--seeds",
+            "1",
+            "--json",
+        ])
+    };
+    let first = ok_json(&bench());
+    let b = &first["baselines"];
+    assert_eq!(first["search"]["run"], "r1");
+    assert_eq!(b["random"]["run"], "r2");
+    assert!(b["trained_now"].as_u64().unwrap() > 0);
+    // One seed: differences without intervals.
+    assert!(b["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| !r["difference"].is_null())
+        .all(|r| r["difference"]["n"] == 1 && r["difference"]["interval"].is_null()));
+    assert!(out.join("report.md").is_file());
+    // Again: the run, its final distillations and the baselines are all reused.
+    let again = ok_json(&bench());
+    assert_eq!(again["search"]["run"], "r1");
+    assert_eq!(again["baselines"]["trained_now"], 0);
+    assert_eq!(baseline_figures(&again), baseline_figures(&first));
+    let runs = ok_json(&genas(&["runs", "--archive", s(&a), "--json"]));
+    assert_eq!(runs.as_array().unwrap().len(), 2);
+    // A file it cannot read: one line, nothing made.
+    let missing = dir.path().join("nope.toml");
+    fails_with(
+        &genas(&[
+            "bench",
+            "baselines",
+            s(&missing),
+            "--archive",
+            s(&dir.path().join("a2")),
+        ]),
+        &["cannot read", "nope.toml"],
+    );
+    assert!(!dir.path().join("a2").exists());
+}
