@@ -154,8 +154,13 @@ fn text_width(text: &str, size: f64) -> f64 {
 
 /// An SVG of the plots' size with a white ground and `title` above the plot area.
 fn open(title: &str) -> String {
+    open_tall(title, H)
+}
+
+/// `open` with the picture `height` tall (a scatter whose legend needs more rows).
+fn open_tall(title: &str, height: f64) -> String {
     format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" font-family="DejaVu Sans, Verdana, sans-serif" role="img"><title>{0}</title><rect width="100%" height="100%" fill="white"/><text x="{1:.1}" y="18" text-anchor="middle" font-size="14" font-weight="bold">{0}</text>"##,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {height}" width="{W}" height="{height}" font-family="DejaVu Sans, Verdana, sans-serif" role="img"><title>{0}</title><rect width="100%" height="100%" fill="white"/><text x="{1:.1}" y="18" text-anchor="middle" font-size="14" font-weight="bold">{0}</text>"##,
         esc(title),
         (LEFT + W - RIGHT) / 2.0
     )
@@ -179,7 +184,27 @@ fn frame(out: &mut String, xlabel: &str, ylabel: &str) {
 }
 
 pub fn scatter(s: &Scatter) -> String {
-    let mut out = open(s.title);
+    // The legend's entries (the kinds of mark present), laid out under the x label left to
+    // right, a new row where the next would not fit; the picture grows by the rows past two.
+    let kinds: Vec<(Mark, &str)> = MARKS
+        .into_iter()
+        .filter(|(m, _)| {
+            s.points
+                .iter()
+                .any(|(p, _, _)| std::mem::discriminant(p) == std::mem::discriminant(m))
+        })
+        .collect();
+    let mut legend = Vec::new();
+    let (mut x, mut y) = (LEFT + 10.0, H - 34.0);
+    for (m, name) in &kinds {
+        let width = 12.0 + text_width(name, 12.0) + 18.0;
+        if x > LEFT + 10.0 && x + width - 18.0 > W - RIGHT {
+            (x, y) = (LEFT + 10.0, y + 17.0);
+        }
+        legend.push((*m, *name, x, y));
+        x += width;
+    }
+    let mut out = open_tall(s.title, H.max(y + 17.0));
     let finite: Vec<(f64, f64)> = s
         .points
         .iter()
@@ -253,30 +278,14 @@ pub fn scatter(s: &Scatter) -> String {
             }
         }
     }
-    // Legend, top right.
-    let kinds: Vec<(Mark, &str)> = MARKS
-        .into_iter()
-        .filter(|(m, _)| {
-            s.points
-                .iter()
-                .any(|(p, _, _)| std::mem::discriminant(p) == std::mem::discriminant(m))
-        })
-        .collect();
-    // Legend under the x label, left to right, a new row where the next entry would not fit.
-    let (mut x, mut y) = (l + 10.0, H - 34.0);
-    for (m, name) in &kinds {
-        let width = 12.0 + text_width(name, 12.0) + 18.0;
-        if x > l + 10.0 && x + width - 18.0 > W - RIGHT {
-            (x, y) = (l + 10.0, y + 17.0);
-        }
-        mark(&mut out, *m, x, y);
+    for (m, name, x, y) in legend {
+        mark(&mut out, m, x, y);
         let _ = write!(
             out,
             r##"<text x="{:.1}" y="{:.1}" font-size="12">{name}</text>"##,
             x + 12.0,
             y + 4.0
         );
-        x += width;
     }
     out.push_str("</svg>\n");
     out
