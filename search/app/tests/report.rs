@@ -16,21 +16,35 @@ use std::process::Command;
 use std::time::Duration;
 
 fn small(dir: &Path) -> std::path::PathBuf {
+    small_by(dir, "strategy = \"random\"\n")
+}
+
+/// The small space searched by evolution (so `--baselines` has a random search to run).
+fn evolved(dir: &Path) -> std::path::PathBuf {
+    small_by(
+        dir,
+        "strategy = \"evolution\"\npopulation = 4\ntournament = 2\n",
+    )
+}
+
+/// The report tests' small experiment, searched with `strategy` (its [search] lines).
+fn small_by(dir: &Path, strategy: &str) -> std::path::PathBuf {
     common::small_experiment(
         &dir.join("e.toml"),
         "report-test",
-        r#"[constraints]
+        &format!(
+            r#"[constraints]
 max_params = 20_000
 [search]
-strategy = "random"
-candidates = 10
+{strategy}candidates = 10
 objectives = ["quality", "params"]
 [fidelity]
 batch_size = 8
 rung_steps = [20]
 screen_keep = 0.6
 init = "teacher"
-"#,
+"#
+        ),
     )
 }
 
@@ -517,28 +531,6 @@ window.addEventListener('load', () => {
             );
         }
     }
-}
-
-/// The small space searched by evolution (so `--baselines` has a random search to run).
-fn evolved(dir: &Path) -> std::path::PathBuf {
-    common::small_experiment(
-        &dir.join("e.toml"),
-        "baselines-test",
-        r#"[constraints]
-max_params = 20_000
-[search]
-strategy = "evolution"
-candidates = 10
-population = 4
-tournament = 2
-objectives = ["quality", "params"]
-[fidelity]
-batch_size = 8
-rung_steps = [20]
-screen_keep = 0.6
-init = "teacher"
-"#,
-    )
 }
 
 /// What `--baselines` measured, without its timings.

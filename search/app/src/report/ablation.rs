@@ -247,16 +247,7 @@ pub fn run(
         say("the hard-label trainings are stored: reusing them");
         return stored(access, search);
     }
-    let (teacher, outcome) = obtain_teacher(&access.archive, l, false, say, &mut |_, _| {})?;
-    let mut trainer = Trainer {
-        access,
-        teacher,
-        teacher_key: outcome.record.key.clone(),
-        threads,
-        stop,
-        progress,
-        rerun: format!("genas report {run} --ablate-kd"),
-    };
+    let mut trainer = Trainer::new(access, threads, stop, progress, "--ablate-kd", say)?;
     let mut targets: Option<(u32, TeacherTargets)> = None;
     for (k, (id, steps, arm)) in todo.iter().enumerate() {
         let cand = access.candidate(id)?;
@@ -313,7 +304,30 @@ pub(super) struct Trainer<'a> {
     pub rerun: String,
 }
 
-impl Trainer<'_> {
+impl<'a> Trainer<'a> {
+    /// The run's teacher (read from the archive) with what the trainings of `genas report RUN
+    /// FLAG` share.
+    pub(super) fn new(
+        access: &'a RunAccess,
+        threads: usize,
+        stop: &'a AtomicBool,
+        progress: &'a (dyn Fn(&str, usize, usize) + Sync),
+        flag: &str,
+        say: &mut dyn FnMut(&str),
+    ) -> Result<Trainer<'a>> {
+        let (teacher, outcome) =
+            obtain_teacher(&access.archive, &access.loaded, false, say, &mut |_, _| {})?;
+        Ok(Trainer {
+            access,
+            teacher,
+            teacher_key: outcome.record.key,
+            threads,
+            stop,
+            progress,
+            rerun: format!("genas report {} {flag}", access.record.id),
+        })
+    }
+
     /// ", resuming from its checkpoint" when the training `key` has one, else nothing.
     pub(super) fn resuming(&self, key: &str) -> Result<&'static str> {
         let held = self

@@ -19,7 +19,6 @@ use super::ablation::{distilled, Trained, Trainer};
 use super::effects::mean_interval;
 use super::shapes::{hand_designed, Kind};
 use crate::runs::{load_run, SearchReport};
-use crate::teacher::obtain_teacher;
 use crate::winners::distill::final_config;
 use crate::winners::RunAccess;
 use anyhow::{bail, Result};
@@ -466,16 +465,7 @@ pub fn run(
     let todo: Vec<&Job> = todo.into_iter().filter(|j| seen.insert(&j.key)).collect();
     if !todo.is_empty() {
         let l = &access.loaded;
-        let (teacher, outcome) = obtain_teacher(&access.archive, l, false, say, &mut |_, _| {})?;
-        let mut trainer = Trainer {
-            access,
-            teacher,
-            teacher_key: outcome.record.key.clone(),
-            threads,
-            stop,
-            progress,
-            rerun: format!("genas report {run} --baselines"),
-        };
+        let mut trainer = Trainer::new(access, threads, stop, progress, "--baselines", say)?;
         // The validation targets and the pruned teacher, measured at the run's own seed (a
         // replicate seed changes the training, not what students start from).
         let mut cfg = final_config(l, 1);

@@ -630,27 +630,9 @@ fn html(r: &Report) -> String {
         );
     }
     h2(&mut s, 4);
-    let _ = writeln!(s, "<p class=\"muted\">{}</p>", esc(ABLATION_NOTE));
-    for f in ablation_text(&r.ablation, u) {
-        let _ = writeln!(s, "<p>{}</p>", esc(&f));
-    }
-    if let Some(n) = &r.ablation.note {
-        let _ = writeln!(s, "<p class=\"banner\">{}</p>", esc(n));
-    }
-    if !r.ablation.rows.is_empty() {
-        s += &ablation_table(&r.ablation, u).html();
-    }
+    html_part(&mut s, ablation_part(r));
     h2(&mut s, 5);
-    let _ = writeln!(s, "<p class=\"muted\">{}</p>", esc(BASELINES_NOTE));
-    for f in baselines_text(&r.baselines, u) {
-        let _ = writeln!(s, "<p>{}</p>", esc(&f));
-    }
-    if let Some(n) = &r.baselines.note {
-        let _ = writeln!(s, "<p class=\"banner\">{}</p>", esc(n));
-    }
-    if !r.baselines.rows.is_empty() {
-        s += &baselines_table(&r.baselines, u).html();
-    }
+    html_part(&mut s, baselines_part(r));
     h2(&mut s, 6);
     let sm = &r.samples;
     if r.kind == "image" {
@@ -735,6 +717,64 @@ fn html(r: &Report) -> String {
     s
 }
 
+/// A section of findings: what it is, its lines, why it is partial, its table.
+struct Part<'a> {
+    about: &'a str,
+    lines: Vec<String>,
+    note: Option<&'a str>,
+    table: Option<Table>,
+}
+
+fn ablation_part(r: &Report) -> Part<'_> {
+    let u = &r.search.bits_unit;
+    Part {
+        about: ABLATION_NOTE,
+        lines: ablation_text(&r.ablation, u),
+        note: r.ablation.note.as_deref(),
+        table: (!r.ablation.rows.is_empty()).then(|| ablation_table(&r.ablation, u)),
+    }
+}
+
+fn baselines_part(r: &Report) -> Part<'_> {
+    let u = &r.search.bits_unit;
+    Part {
+        about: BASELINES_NOTE,
+        lines: baselines_text(&r.baselines, u),
+        note: r.baselines.note.as_deref(),
+        table: (!r.baselines.rows.is_empty()).then(|| baselines_table(&r.baselines, u)),
+    }
+}
+
+/// A part in HTML: what it is muted, why it is partial as a banner.
+fn html_part(s: &mut String, p: Part) {
+    let _ = writeln!(s, "<p class=\"muted\">{}</p>", esc(p.about));
+    for f in p.lines {
+        let _ = writeln!(s, "<p>{}</p>", esc(&f));
+    }
+    if let Some(n) = p.note {
+        let _ = writeln!(s, "<p class=\"banner\">{}</p>", esc(n));
+    }
+    if let Some(t) = p.table {
+        *s += &t.html();
+    }
+}
+
+/// A part in Markdown.
+fn md_part(s: &mut String, p: Part) {
+    let _ = writeln!(s, "{}\n", p.about);
+    for f in p.lines {
+        let _ = writeln!(s, "- {f}");
+    }
+    if let Some(n) = p.note {
+        let _ = writeln!(s, "\n> {n}");
+    }
+    if let Some(t) = p.table {
+        s.push('\n');
+        *s += &t.md();
+    }
+    s.push('\n');
+}
+
 const BASELINES_NOTE: &str = "At the front's smallest, middle and largest finally distilled member (by parameters): students of the same parameter count (±5%) a practitioner builds without a search — the teacher with fewer layers (depth-only), with every layer narrower (width-only: channels, heads and FFN neurons), and both by one factor (uniform), each pruned from the teacher by importance — and the member of a random search's front (same proposals, rungs and screen) nearest that size. Each is distilled with the final distillation's recipe and steps at every seed; the front member is trained again at the same seeds. The front's quality at a baseline's parameter count is read along the final distillations' front (log scale between members). Negative Δ: the front is better. Stored in the archive by genas report --baselines and reused afterwards.";
 
 const ABLATION_NOTE: &str = "Each front member trained on the hard labels alone (α = 1: no soft targets), with its final distillation's steps, batches, seed, learning rate, evaluation and early stopping, against that final distillation. Negative Δ: distillation ended better. Stored in the archive by genas report --ablate-kd and reused afterwards.";
@@ -809,31 +849,9 @@ fn markdown(r: &Report) -> String {
     }
     s.push('\n');
     h2(&mut s, 4);
-    let _ = writeln!(s, "{ABLATION_NOTE}\n");
-    for f in ablation_text(&r.ablation, u) {
-        let _ = writeln!(s, "- {f}");
-    }
-    if let Some(n) = &r.ablation.note {
-        let _ = writeln!(s, "\n> {n}");
-    }
-    if !r.ablation.rows.is_empty() {
-        s.push('\n');
-        s += &ablation_table(&r.ablation, u).md();
-    }
-    s.push('\n');
+    md_part(&mut s, ablation_part(r));
     h2(&mut s, 5);
-    let _ = writeln!(s, "{BASELINES_NOTE}\n");
-    for f in baselines_text(&r.baselines, u) {
-        let _ = writeln!(s, "- {f}");
-    }
-    if let Some(n) = &r.baselines.note {
-        let _ = writeln!(s, "\n> {n}");
-    }
-    if !r.baselines.rows.is_empty() {
-        s.push('\n');
-        s += &baselines_table(&r.baselines, u).md();
-    }
-    s.push('\n');
+    md_part(&mut s, baselines_part(r));
     h2(&mut s, 6);
     let sm = &r.samples;
     if r.kind == "image" {
@@ -975,18 +993,8 @@ pub fn baselines_text(s: &super::baselines::Section, unit: &str) -> Vec<String> 
 /// The baselines section as Markdown: its lines, its note and its table (`genas bench
 /// baselines` prints it).
 pub fn baselines_markdown(r: &Report) -> String {
-    let u = &r.search.bits_unit;
     let mut s = String::new();
-    for f in baselines_text(&r.baselines, u) {
-        let _ = writeln!(s, "- {f}");
-    }
-    if let Some(n) = &r.baselines.note {
-        let _ = writeln!(s, "\n> {n}");
-    }
-    if !r.baselines.rows.is_empty() {
-        s.push('\n');
-        s += &baselines_table(&r.baselines, u).md();
-    }
+    md_part(&mut s, baselines_part(r));
     s
 }
 
