@@ -332,15 +332,23 @@ pub fn render_runs(lines: &[RunLine]) -> String {
     } else {
         ""
     };
+    // As wide as the longest name (a random search `report --baselines` made is named for
+    // the run it is the baseline of).
+    let w = lines
+        .iter()
+        .map(|l| l.experiment.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(16);
     let mut out = live.to_string()
         + &format!(
-            "{:<6} {:<16} {:<12} {:>9} {:>11} {:>6} {:>12}\n",
+            "{:<6} {:<w$} {:<12} {:>9} {:>11} {:>6} {:>12}\n",
             "run", "experiment", "status", "proposed", "evaluations", "front", "hypervolume"
         );
     for l in lines {
         let _ = writeln!(
             out,
-            "{:<6} {:<16} {:<12} {:>9} {:>11} {:>6} {:>12.4}",
+            "{:<6} {:<w$} {:<12} {:>9} {:>11} {:>6} {:>12.4}",
             l.id, l.experiment, l.status, l.proposed, l.evaluations, l.front, l.hypervolume
         );
     }
@@ -404,4 +412,33 @@ pub fn render_show(s: &ShowReport) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_runs_table_stays_aligned_with_a_long_name() {
+        let line = |id: &str, name: &str| RunLine {
+            id: id.into(),
+            experiment: name.into(),
+            status: "finished".into(),
+            proposed: 32,
+            evaluations: 16,
+            front: 7,
+            hypervolume: 0.5,
+            live: false,
+        };
+        let t = render_runs(&[
+            line("r1", "quick"),
+            line("r2", "quick (random search, baseline of r1)"),
+        ]);
+        let at: Vec<usize> = t
+            .lines()
+            .map(|l| l.find("status").or_else(|| l.find("finished")).unwrap())
+            .collect();
+        assert_eq!(at.len(), 3);
+        assert!(at.iter().all(|&a| a == at[0]), "{t}");
+    }
 }
