@@ -423,7 +423,7 @@ pub struct BenchBaselinesArgs {
     pub file: PathBuf,
     #[arg(long, default_value = "genas-archive")]
     pub archive: PathBuf,
-    /// Where the report goes (default report-RUN).
+    /// Where the report goes (default baselines-STEM, STEM the file name without .toml).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Training seeds of each baseline and of the members they are read against.
