@@ -414,7 +414,7 @@ fn a_run_searched_with_relative_paths_reports_from_any_directory() {
 #[test]
 fn ablate_kd_needs_the_final_distillation_first() {
     let dir = tempfile::tempdir().unwrap();
-    let exp = small(dir.path());
+    let exp = evolved(dir.path());
     let (a, _) = common::search_into(dir.path(), &exp);
     let before = essence(&a);
     fails_with(
@@ -430,9 +430,29 @@ fn ablate_kd_needs_the_final_distillation_first() {
         &["genas distill r1 --front"],
     );
     assert_eq!(essence(&a), before);
+    // So do the baselines, and no random search is made for them (the run is an evolution).
+    fails_with(
+        &genas(&[
+            "report",
+            "r1",
+            "--baselines",
+            "--archive",
+            s(&a),
+            "--out",
+            s(&dir.path().join("rep")),
+        ]),
+        &["--baselines", "genas distill r1 --front"],
+    );
+    assert_eq!(essence(&a), before);
+    let runs = ok_json(&genas(&["runs", "--archive", s(&a), "--json"]));
+    assert_eq!(runs.as_array().unwrap().len(), 1);
     // Without it the report says what is missing and how to get it.
     let (rep, _) = report(&a, &dir.path().join("rep"), &[]);
     assert!(rep["ablation"]["note"]
+        .as_str()
+        .unwrap()
+        .contains("genas distill r1 --front"));
+    assert!(rep["baselines"]["note"]
         .as_str()
         .unwrap()
         .contains("genas distill r1 --front"));
