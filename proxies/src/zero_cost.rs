@@ -337,17 +337,39 @@ fn block_contribution<B: Backend>(model: &Model<B>) -> Vec<f64> {
     xl.iter().zip(&x0).map(|(a, b)| a - b).collect()
 }
 
-/// The perturbation of the input `zen_score` adds: the name of the input embedding every token
-/// gets (its positions when learned, the token embedding itself under rope, which has no
-/// position parameters) and its values plus α·N(0, 1) drawn from `seed`, entry by entry.
-pub fn zen_input<B: Backend>(model: &Model<B>, seed: u64) -> (String, Vec<f64>) {
-    let name = zen_name(model);
-    let input = model.param_index(name).expect("found above");
-    (name.to_string(), perturbed(&model.weights(input), seed))
+/// The perturbation of the input `zen_score` adds, for the rows `rows` (ascending, within
+/// the table) of the input embedding `zen_name` names: those rows' values plus α·N(0, 1), drawn from `seed` entry by entry over the whole table as
+/// `zen_score` draws them, so the rows equal its; only the rows are kept. None when a row is
+/// past the table or `rows` is not ascending.
+pub fn zen_rows<B: Backend>(model: &Model<B>, seed: u64, rows: &[usize]) -> Option<Vec<f64>> {
+    let input = model.param_index(zen_name(model)).expect("zen_name's");
+    let w = model.weights(input);
+    let c = model.arch.d_model as usize;
+    if !rows.windows(2).all(|p| p[0] < p[1]) || rows.last().is_some_and(|&r| (r + 1) * c > w.len())
+    {
+        return None;
+    }
+    let mut rng = Rng::seed_from_u64(seed);
+    let mut out = Vec::with_capacity(rows.len() * c);
+    let mut at = 0;
+    for &r in rows {
+        // The draws of the rows before it, taken and dropped: one normal per entry.
+        for _ in at..r * c {
+            rng.normal();
+        }
+        out.extend(
+            w[r * c..(r + 1) * c]
+                .iter()
+                .map(|x| x + ZEN_ALPHA * rng.normal()),
+        );
+        at = (r + 1) * c;
+    }
+    Some(out)
 }
 
-/// The input embedding zen_score perturbs: positions when learned, else the tokens'.
-fn zen_name<B: Backend>(model: &Model<B>) -> &'static str {
+/// The input embedding zen_score perturbs, the one every token gets: its positions when
+/// learned, the token embedding itself under rope (no position parameters).
+pub fn zen_name<B: Backend>(model: &Model<B>) -> &'static str {
     ["wpe.weight", "wte.weight"]
         .into_iter()
         .find(|n| model.param_index(n).is_some())
@@ -369,7 +391,7 @@ pub fn zen_score<B: Backend>(model: &mut Model<B>, batch: &Batch, seed: u64) -> 
     let f0 = block_contribution(model);
     let name = zen_name(model);
     let input = model.param_index(name).expect("found above");
-    // The embedding read once: kept to restore, and perturbed as `zen_input` perturbs it.
+    // The embedding read once: kept to restore, and perturbed as `zen_rows` draws it.
     let saved = model.weights(input);
     model.set_weights(input, &perturbed(&saved, seed));
     model.forward(&batch.inputs, None, None, (b, t), false);

@@ -393,3 +393,44 @@ fn descriptors_count_each_attention_kind_rank_and_activation() {
     assert_eq!(new.get("arch.depth"), Some(5.0));
     assert_eq!(new.get("arch.linear_layers"), Some(1.0));
 }
+
+/// zen_score's perturbation of chosen rows: the whole table's draw (α·N(0, 1) entry by entry
+/// from the seed, worked here) restricted to them, so a runner job that gets only the rows its
+/// batch reads perturbs them as the engine does; rows out of order or past the table refused.
+#[test]
+fn zen_rows_are_the_rows_of_the_whole_tables_perturbation() {
+    for position in ["learned", "rope"] {
+        let mut a = one_layer(Activation::Gelu);
+        a.position = genas_space::Position::parse(position, 10_000.0).unwrap();
+        let m = model(&a);
+        let name = zero_cost::zen_name(&m);
+        assert_eq!(
+            name,
+            if position == "rope" {
+                "wte.weight"
+            } else {
+                "wpe.weight"
+            }
+        );
+        let w = m.weights(m.param_index(name).unwrap());
+        let mut rng = Rng::seed_from_u64(11);
+        let whole: Vec<f64> = w
+            .iter()
+            .map(|x| x + zero_cost::ZEN_ALPHA * rng.normal())
+            .collect();
+        let c = a.d_model as usize;
+        let n = w.len() / c;
+        let all: Vec<usize> = (0..n).collect();
+        assert_eq!(zero_cost::zen_rows(&m, 11, &all).unwrap(), whole);
+        let some = [1, 3, n - 1];
+        let got = zero_cost::zen_rows(&m, 11, &some).unwrap();
+        let want: Vec<f64> = some
+            .iter()
+            .flat_map(|&r| whole[r * c..(r + 1) * c].iter().copied())
+            .collect();
+        assert_eq!(got, want);
+        assert!(zero_cost::zen_rows(&m, 11, &[3, 1]).is_none());
+        assert!(zero_cost::zen_rows(&m, 11, &[1, 1]).is_none());
+        assert!(zero_cost::zen_rows(&m, 11, &[n]).is_none());
+    }
+}

@@ -987,18 +987,17 @@ impl Torch<'_> {
 
     /// `arch`'s zero-cost proxies at its initial weights (drawn from `seed`, as the engine
     /// draws them) computed by a runner job: the candidate's module, the batch, and the rows
-    /// of its input embedding zen_score reads, perturbed as `zero_cost::zen_input` perturbs
-    /// them.
+    /// of its input embedding zen_score reads, perturbed as `zero_cost::zen_rows` draws them.
     fn proxies_of(&self, arch: &Architecture, batch: &Path, seed: u64) -> Result<ProxyScores> {
-        use genas_scoring::zero_cost::{scores_of, zen_input, MEASURED_NAMES};
+        use genas_scoring::zero_cost::{scores_of, zen_name, zen_rows, MEASURED_NAMES};
         let jd = self.dir.join(format!("proxies-{}", arch.id()));
         std::fs::create_dir_all(&jd).with_context(|| jd.display().to_string())?;
         let model = Model::new(arch, Cpu::<f32>::new(1), seed);
         let tensors = genas_interop::model_tensors(&model);
         genas_interop::export::write_module(&jd.join("model"), arch, &tensors)?;
         // Only the rows the batch reads: its positions, or under rope its tokens.
-        let (name, noisy) = zen_input(&model, seed);
         let pb = self.local.proxy_batch;
+        let name = zen_name(&model);
         let rows: Vec<usize> = if name == "wpe.weight" {
             (0..pb.t).collect()
         } else {
@@ -1007,18 +1006,21 @@ impl Torch<'_> {
             t.dedup();
             t
         };
+        let noisy = zen_rows(&model, seed, &rows).with_context(|| {
+            format!(
+                "the proxy batch reads past the input embedding of {}",
+                arch.id()
+            )
+        })?;
         let c = arch.d_model as usize;
         let index: Vec<u8> = rows
             .iter()
             .flat_map(|&r| (r as i64).to_le_bytes())
             .collect();
-        let mut values: Vec<u8> = Vec::with_capacity(4 * c * rows.len());
-        for &r in &rows {
-            let row = noisy
-                .get(r * c..(r + 1) * c)
-                .with_context(|| format!("{name} has no row {r}"))?;
-            values.extend(row.iter().flat_map(|&x| (x as f32).to_le_bytes()));
-        }
+        let values: Vec<u8> = noisy
+            .iter()
+            .flat_map(|&x| (x as f32).to_le_bytes())
+            .collect();
         use safetensors::tensor::TensorView;
         let views = [
             (

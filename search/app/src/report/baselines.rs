@@ -180,8 +180,8 @@ fn three(n: usize) -> Vec<usize> {
 struct Planned {
     sizes: Vec<Size>,
     rows: Vec<Row>,
-    /// (row index or None for an anchor, size, seed, job)
-    jobs: Vec<(Option<usize>, usize, u32, Job)>,
+    /// (the row it fills, or None for the size's anchor; the size; the training)
+    jobs: Vec<(Option<usize>, usize, Job)>,
     random: Option<RandomRun>,
     missing: Vec<String>,
 }
@@ -238,7 +238,6 @@ fn plan(access: &RunAccess, search: &SearchReport, seeds: u32) -> Result<Planned
             jobs.push((
                 None,
                 s,
-                k,
                 Job {
                     key: key(FRONT, id, k, *steps),
                     arm: FRONT.into(),
@@ -307,7 +306,6 @@ fn plan(access: &RunAccess, search: &SearchReport, seeds: u32) -> Result<Planned
                     jobs.push((
                         Some(r),
                         s,
-                        k,
                         Job {
                             key: key(kind.key(), &id, k, *steps),
                             arm: kind.key().into(),
@@ -335,13 +333,14 @@ fn plan(access: &RunAccess, search: &SearchReport, seeds: u32) -> Result<Planned
 fn fill(access: &RunAccess, p: &mut Planned) -> Result<usize> {
     let run = &access.record.id;
     let mut absent = 0;
-    for (row, size, seed, job) in &p.jobs {
+    for (row, size, job) in &p.jobs {
         let got = access.archive.ablation::<BaselineRecord>(run, &job.key)?;
         absent += usize::from(got.is_none());
         let bits = got.map(|g| g.trained.val_bits);
+        let k = job.seed as usize;
         match row {
-            Some(r) => p.rows[*r].bits[*seed as usize] = bits,
-            None => p.sizes[*size].bits[*seed as usize] = bits,
+            Some(r) => p.rows[*r].bits[k] = bits,
+            None => p.sizes[*size].bits[k] = bits,
         }
     }
     for row in &mut p.rows {
@@ -452,7 +451,7 @@ pub fn run(
     let todo: Vec<&Job> = p
         .jobs
         .iter()
-        .map(|(_, _, _, j)| j)
+        .map(|(_, _, j)| j)
         .filter(|j| {
             !matches!(
                 access.archive.ablation::<serde_json::Value>(run, &j.key),
