@@ -69,17 +69,45 @@ fn noisy_model(arch: &Architecture, seed: u64) -> Model<Cpu<f32>> {
     m
 }
 
-/// Runs the export's own check; returns its JSON line.
-fn run_check(dir: &Path) -> Value {
+/// Runs each export's own `genas_check.py` as its `__main__`, with its own argv, in one Python
+/// process, so that torch and transformers are imported once for all of them rather than once
+/// a folder (about 3 s each; `a_corrupted_check_fails_verification` runs the script as a user
+/// does, in a process of its own). Returns each check's JSON line, in order, and fails on a
+/// check that exits non-zero.
+fn run_checks(dirs: &[PathBuf]) -> Vec<Value> {
+    const DRIVER: &str = r#"
+import contextlib, io, json, runpy, sys
+for d in sys.argv[1:]:
+    script, out, code = d + "/genas_check.py", io.StringIO(), 0
+    sys.argv = [script]
+    try:
+        with contextlib.redirect_stdout(out):
+            runpy.run_path(script, run_name="__main__")
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    print(json.dumps({"code": code, "out": out.getvalue()}), flush=True)
+"#;
     let o = Command::new("python3")
-        .arg(dir.join("genas_check.py"))
+        .args(["-c", DRIVER])
+        .args(dirs)
         .output()
         .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    let line: Value = serde_json::from_str(out.trim())
-        .unwrap_or_else(|_| panic!("{out} {}", String::from_utf8_lossy(&o.stderr)));
-    assert!(o.status.success(), "{} failed: {line}", dir.display());
-    line
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "the checks' driver failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let runs: Vec<&str> = stdout.lines().collect();
+    assert_eq!(runs.len(), dirs.len(), "{stdout}{stderr}");
+    dirs.iter()
+        .zip(runs)
+        .map(|(dir, run)| {
+            let run: Value = serde_json::from_str(run).unwrap();
+            let out = run["out"].as_str().unwrap();
+            let line: Value = serde_json::from_str(out.trim())
+                .unwrap_or_else(|_| panic!("{}: {out} {stderr}", dir.display()));
+            assert_eq!(run["code"], 0, "{} failed: {line}", dir.display());
+            line
+        })
+        .collect()
 }
 
 struct Case {
@@ -400,7 +428,8 @@ fn exports_reproduce_genas_logits_in_pytorch_and_transformers() {
         },
     ];
     let dir = tempfile::tempdir().unwrap();
-    let mut diffs = Vec::new();
+    // (folder, case, format, the class hf wrote): checked all at once after the loop.
+    let mut checks = Vec::new();
     for (k, case) in cases.iter().enumerate() {
         let data = &datasets[case.data];
         let model = noisy_model(&case.arch, 100 + k as u64);
@@ -460,25 +489,28 @@ fn exports_reproduce_genas_logits_in_pytorch_and_transformers() {
                 }
                 assert_eq!(out.join("tokenizer.json").exists(), case.data != 2);
             }
-            if format == Format::Json || python.is_err() {
-                continue;
+            if format != Format::Json && python.is_ok() {
+                checks.push((out, case, format, w.hf_class));
             }
-            let line = run_check(&out);
-            let diff = line["max_abs_diff"].as_f64().unwrap();
-            assert!(
-                line["ok"] == true && diff < 1e-4,
-                "{}: {line}",
-                out.display()
-            );
-            if format == Format::Hf && case.data != 2 {
-                assert_eq!(line["tokenizer"], "ok", "{line}");
-            }
-            assert_eq!(line["generate"], "ok", "{line}");
-            if format == Format::Hf {
-                assert_eq!(line["class"], w.hf_class.unwrap(), "{line}");
-            }
-            diffs.push(format!("{} {}: {diff:.2e}", case.name, format.name()));
         }
+    }
+    let lines = run_checks(&checks.iter().map(|c| c.0.clone()).collect::<Vec<_>>());
+    let mut diffs = Vec::new();
+    for ((out, case, format, hf_class), line) in checks.iter().zip(lines) {
+        let diff = line["max_abs_diff"].as_f64().unwrap();
+        assert!(
+            line["ok"] == true && diff < 1e-4,
+            "{}: {line}",
+            out.display()
+        );
+        if *format == Format::Hf && case.data != 2 {
+            assert_eq!(line["tokenizer"], "ok", "{line}");
+        }
+        assert_eq!(line["generate"], "ok", "{line}");
+        if *format == Format::Hf {
+            assert_eq!(line["class"], hf_class.unwrap(), "{line}");
+        }
+        diffs.push(format!("{} {}: {diff:.2e}", case.name, format.name()));
     }
     println!("max |logit difference|: {}", diffs.join(", "));
 }
@@ -611,10 +643,9 @@ fn densify_lets_low_rank_and_shared_winners_load_in_a_native_family() {
         assert_eq!(dense.depth(), a.depth());
         assert_eq!(genas_space::Cost::of(&dense).params as usize, counts[1]);
         if python.is_ok() {
-            let line = run_check(&out);
-            assert!(line["ok"] == true && line["generate"] == "ok", "{line}");
-            let line = run_check(&plain);
-            assert!(line["ok"] == true && line["generate"] == "ok", "{line}");
+            for line in run_checks(&[out, plain]) {
+                assert!(line["ok"] == true && line["generate"] == "ok", "{line}");
+            }
         }
     }
 }
@@ -731,7 +762,7 @@ fn todays_teacher_families_export_natively_and_reproduce_genas_logits() {
         ),
     ];
     let dir = tempfile::tempdir().unwrap();
-    let mut diffs = Vec::new();
+    let mut checks = Vec::new();
     for (k, (name, a, teacher, class)) in cases.iter().enumerate() {
         let model = noisy_model(a, 300 + k as u64);
         for format in [Format::Pytorch, Format::Hf] {
@@ -748,19 +779,22 @@ fn todays_teacher_families_export_natively_and_reproduce_genas_logits() {
                     assert_eq!(cfg["rms_norm_eps"].as_f64(), Some(a.norm_eps.0), "{name}");
                 }
             }
-            if python.is_err() {
-                continue;
+            if python.is_ok() {
+                checks.push((out, *name, format, *class));
             }
-            let line = run_check(&out);
-            let diff = line["max_abs_diff"].as_f64().unwrap();
-            assert!(line["ok"] == true && diff < 1e-4, "{name}: {line}");
-            assert_eq!(line["generate"], "ok", "{line}");
-            if format == Format::Hf {
-                assert_eq!(line["class"], *class, "{line}");
-                assert_eq!(line["tokenizer"], "ok", "{line}");
-            }
-            diffs.push(format!("{name} {}: {diff:.2e}", format.name()));
         }
+    }
+    let lines = run_checks(&checks.iter().map(|c| c.0.clone()).collect::<Vec<_>>());
+    let mut diffs = Vec::new();
+    for ((_, name, format, class), line) in checks.iter().zip(lines) {
+        let diff = line["max_abs_diff"].as_f64().unwrap();
+        assert!(line["ok"] == true && diff < 1e-4, "{name}: {line}");
+        assert_eq!(line["generate"], "ok", "{line}");
+        if *format == Format::Hf {
+            assert_eq!(line["class"], *class, "{line}");
+            assert_eq!(line["tokenizer"], "ok", "{line}");
+        }
+        diffs.push(format!("{name} {}: {diff:.2e}", format.name()));
     }
     println!("max |logit difference|: {}", diffs.join(", "));
 }
