@@ -11,7 +11,7 @@
 //! It knows the runner's serve protocol, not what a job holds.
 
 use crate::local::last_lines;
-use crate::torch::{read_result, TorchResult, RUNNER_PY};
+use crate::torch::{read_result, runner_threads, TorchResult, RUNNER_PY};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -219,6 +219,9 @@ impl Slots {
             .stderr(log);
         if let Some(g) = slot.gpu {
             cmd.env("CUDA_VISIBLE_DEVICES", g.to_string());
+        }
+        if let Some(n) = runner_threads(&self.device, self.count) {
+            cmd.env("OMP_NUM_THREADS", n.to_string());
         }
         let mut child = cmd
             .spawn()

@@ -484,11 +484,33 @@ pub fn run(dir: &Path, python: &str, device: &str) -> std::result::Result<TorchR
     run_inner(dir, python, device).map_err(runner_error)
 }
 
+/// Torch's threads (`OMP_NUM_THREADS`) for one of `processes` runner processes on `device`,
+/// unless the user set it: none said for one process on a GPU. Torch otherwise gives every
+/// process a thread per core, and K slots on torch's CPU spin K times as many threads as there
+/// are cores (four slots on two cores ran a small search 2.6× slower than with one thread
+/// each). On torch's CPU every process gets one thread, however many share the machine, so
+/// that a job's numbers do not depend on the slot count (torch's CPU sums split by thread);
+/// on a GPU the slots share the cores, whose threads only feed it.
+pub fn runner_threads(device: &str, processes: usize) -> Option<usize> {
+    if std::env::var_os("OMP_NUM_THREADS").is_some() {
+        return None;
+    }
+    if device == "cpu" {
+        return Some(1);
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (processes > 1).then(|| (cores / processes).max(1))
+}
+
 fn run_inner(dir: &Path, python: &str, device: &str) -> Result<TorchResult> {
-    let o = Command::new(python)
-        .arg(dir.join("runner.py"))
+    let mut cmd = Command::new(python);
+    cmd.arg(dir.join("runner.py"))
         .arg(dir)
-        .args(["--device", device])
+        .args(["--device", device]);
+    if let Some(n) = runner_threads(device, 1) {
+        cmd.env("OMP_NUM_THREADS", n.to_string());
+    }
+    let o = cmd
         .output()
         .with_context(|| format!("{python} could not be run"))?;
     if !o.status.success() {
@@ -1319,5 +1341,27 @@ impl genas_scoring::distill::TeacherPass for RunnerTeacher {
 
     fn batches_per_call(&self) -> usize {
         TEACHER_BATCHES_PER_CALL
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runner_threads;
+
+    /// On torch's CPU a runner uses one thread whatever the slot count; on a GPU the slots
+    /// share the cores and a lone process is left to torch. (OMP_NUM_THREADS set by whoever
+    /// runs the tests decides instead, and then nothing is said.)
+    #[test]
+    fn runner_threads_share_the_cores() {
+        if std::env::var_os("OMP_NUM_THREADS").is_some() {
+            assert_eq!(runner_threads("cpu", 4), None);
+            return;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(runner_threads("cpu", 1), Some(1));
+        assert_eq!(runner_threads("cpu", 8), Some(1));
+        assert_eq!(runner_threads("cuda", 1), None);
+        assert_eq!(runner_threads("cuda", 2), Some((cores / 2).max(1)));
+        assert_eq!(runner_threads("cuda", 4 * cores), Some(1));
     }
 }
