@@ -153,6 +153,7 @@ fn table(exp: &Experiment) -> Table {
         rung_steps: vec![50, 200],
         final_steps: Vec::new(),
         sample_only: false,
+        sampled_from: None,
         recipe: None,
         rows,
     }

@@ -464,10 +464,26 @@ pub struct BenchSearchArgs {
     #[arg(long, default_value_t = 20, value_parser = count(1, 10_000))]
     pub seeds: usize,
     /// Proposals per simulated run (default: the experiment's search.candidates).
-    #[arg(long, value_parser = steps(1, 1_000_000))]
+    #[arg(long, value_parser = steps(1, 1_000_000), conflicts_with = "surrogate")]
     pub candidates: Option<u32>,
-    /// Write the anytime curves here (.svg or .png).
+    /// Replay against boosted trees fitted to the table (a uniform sample of a space too large
+    /// to tabulate, genas bench table --sample N) instead of its rows: random, evolution and
+    /// NSGA-II with and without the screen, at each of --budgets, against the best front the
+    /// surrogate knows.
     #[arg(long)]
+    pub surrogate: bool,
+    /// With --surrogate: proposals per run, one set of runs each.
+    #[arg(long, value_delimiter = ',', default_value = "32,64,200", value_parser = steps(1, 100_000), requires = "surrogate")]
+    pub budgets: Vec<u32>,
+    /// With --surrogate: the held-out Kendall τ (top rung) the surrogate must reach to be used.
+    #[arg(long, default_value_t = genas_exec::surrogate::MIN_HELD_OUT_TAU, value_parser = tau, allow_negative_numbers = true, requires = "surrogate")]
+    pub min_tau: f64,
+    /// With --surrogate: architectures drawn uniformly from the space and predicted, beside the
+    /// runs', for the best front the surrogate knows.
+    #[arg(long, default_value_t = 20_000, value_parser = count(10, 1_000_000), requires = "surrogate")]
+    pub pool: usize,
+    /// Write the anytime curves here (.svg or .png).
+    #[arg(long, conflicts_with = "surrogate")]
     pub plot: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
@@ -491,7 +507,12 @@ pub struct BenchTableArgs {
     /// the sample's rungs alone, to compare another rung recipe with a table's finals.
     #[arg(long, default_value_t = 2, value_parser = count(0, 2))]
     pub final_fidelities: usize,
-    /// Seeds the final sample.
+    /// Tabulate a uniform sample of this many architectures within the constraints instead of
+    /// the whole space (for spaces too large to enumerate; the final sample is drawn from it).
+    /// Searches are replayed against such a table with genas bench search --surrogate.
+    #[arg(long, value_parser = count(1, 1_000_000))]
+    pub sample: Option<usize>,
+    /// Seeds the final sample (and the --sample).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Workers (0 = the experiment's search.threads, or every core).
@@ -691,6 +712,15 @@ pub fn count(lo: u64, hi: u64) -> clap::builder::RangedU64ValueParser<usize> {
 /// Steps, sizes and other u32 numbers in `lo..=hi`.
 pub fn steps(lo: u64, hi: u64) -> clap::builder::RangedU64ValueParser<u32> {
     clap::builder::RangedU64ValueParser::new().range(lo..=hi)
+}
+
+/// A Kendall τ: a number from −1 to 1.
+pub fn tau(text: &str) -> Result<f64, String> {
+    let t: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if !(-1.0..=1.0).contains(&t) {
+        return Err(format!("{text} is not a Kendall τ (from -1 to 1)"));
+    }
+    Ok(t)
 }
 
 /// A model width: 32 to 65,536, a multiple of 32 (one head per 32 features).

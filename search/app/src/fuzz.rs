@@ -551,6 +551,7 @@ fn table_seed() -> Vec<u8> {
         rung_steps: vec![50, 200],
         final_steps: vec![800],
         sample_only: false,
+        sampled_from: None,
         recipe: None,
         rows,
     };

@@ -30,6 +30,7 @@ pub mod runs;
 pub mod search;
 pub mod shipped;
 pub mod simulate;
+pub mod surrogate_bench;
 pub mod tabulate;
 pub mod teacher;
 pub mod train;

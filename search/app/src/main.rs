@@ -204,8 +204,23 @@ fn run(cli: Cli) -> anyhow::Result<String> {
         }
         Command::Bench(BenchCommand::Search(a)) => {
             use genas_app::simulate;
-            let exp = genas_space::Experiment::from_path(&a.file)?;
             let table = genas_exec::replay::Table::read(&a.table)?;
+            if a.surrogate {
+                use genas_app::surrogate_bench as sb;
+                let opts = sb::SurrogateOptions {
+                    seeds: a.seeds,
+                    budgets: a.budgets.clone(),
+                    min_tau: a.min_tau,
+                    pool: a.pool,
+                };
+                let b = with_progress(a.json, |say, progress| {
+                    sb::bench_search_surrogate(&a.file, &table, &opts, say, &|d, n| {
+                        progress("simulated runs", d, n)
+                    })
+                })?;
+                return if a.json { json(&b) } else { Ok(sb::render(&b)) };
+            }
+            let exp = genas_space::Experiment::from_path(&a.file)?;
             let configs = simulate::default_configs(&exp, &table.rung_steps);
             let configs = match a.candidates {
                 Some(n) => simulate::with_candidates(configs, n),
@@ -263,6 +278,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 final_fidelities: a.final_fidelities,
                 threads: a.threads,
                 seed: a.seed,
+                sample: a.sample.unwrap_or(0),
             };
             let t = with_progress(a.json, |say, progress| {
                 genas_app::tabulate::make_table(&a.file, &opts, say, progress)

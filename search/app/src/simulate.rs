@@ -25,6 +25,7 @@ use genas_scoring::calibrate::{calibrate, Ensemble};
 use genas_search::controller::{
     reference_point, CandidateRecord, Controller, RunContext, RunPlan, RungResult,
 };
+use genas_search::job::Executor;
 use genas_space::{Experiment, Objective, Rng, SearchSpace, Strategy};
 use genas_store::Archive;
 use serde::Serialize;
@@ -448,7 +449,7 @@ pub fn render_table_calibration(r: &TableCalibration, table: &Path) -> String {
 }
 
 /// A table row as the controller's candidate record (with its rung results, or none).
-fn as_candidate(r: &genas_exec::replay::Row, with_rungs: bool) -> CandidateRecord {
+pub(crate) fn as_candidate(r: &genas_exec::replay::Row, with_rungs: bool) -> CandidateRecord {
     CandidateRecord {
         id: r.id.clone(),
         index: 0,
@@ -500,26 +501,19 @@ pub fn bench_search(
 ) -> Result<SearchBench> {
     let start = std::time::Instant::now();
     let first = table.rows.first().context("the table is empty")?;
-    for c in configs {
-        let mut at = table.rung_steps.iter();
-        if c.rung_steps.is_empty()
-            || !c.rung_steps.iter().all(|s| at.any(|t| t == s))
-            || c.rung_steps.last() != table.rung_steps.last()
-        {
-            bail!(
-                "{}: rungs {:?} are not drawn from the table's rungs {:?} ending at its top rung",
-                c.name,
-                c.rung_steps,
-                table.rung_steps
-            );
-        }
-    }
+    check_rungs(table, configs)?;
     let (vocab, context) = (first.architecture.vocab_size, first.architecture.context);
     let space = SearchSpace::new(&exp.space, vocab, context)
         .with_context(|| exp.source.display().to_string())?;
     // A table answers for the space it was made from: every architecture the experiment
     // could propose must be in it (a sample-only table is read for its correlations alone).
     if !table.sample_only {
+        if let Some(size) = table.sampled_from {
+            bail!(
+                "the table is a uniform sample of {} of a space of {size:.3e} architectures: a search is replayed against a surrogate fitted to it (--surrogate), not against its rows",
+                table.rows.len()
+            );
+        }
         let within = space
             .architectures_within(
                 &exp.constraints,
@@ -546,16 +540,7 @@ pub fn bench_search(
         }
     }
     let objectives = exp.search.objectives.clone();
-    let reference = reference_point(&objectives, &space, exp)?;
-    let plan = RunPlan {
-        objectives: objectives.clone(),
-        reference,
-        teacher_key: table.teacher_key.clone(),
-        calibration_key: "simulated".into(),
-        data_fingerprint: "simulated".into(),
-        max_latency_ms_per_token: exp.constraints.max_latency_ms_per_token,
-        tokens_per_char: None,
-    };
+    let plan = plan_for(exp, &space, table)?;
     if table.sample_only {
         // Too few rows to simulate a search on: the correlations alone.
         return Ok(SearchBench {
@@ -582,77 +567,35 @@ pub fn bench_search(
     }
     let (_, reference_hv) = genas_search::controller::front_and_hypervolume(&cands, top, &plan);
     let exhaustive: f64 = table.rows.iter().map(|r| r.rungs[top].cpu_s).sum();
-    // The screen's calibration: search.calibration rows (fixed by the teacher seed, as a
-    // search's is), their proxies against the top rung.
-    let mut rng = Rng::seed_from_u64(exp.teacher.seed ^ 0xca11_b7a7e);
-    let mut order: Vec<usize> = (0..table.rows.len()).collect();
-    rng.shuffle(&mut order);
-    let picked: Vec<&genas_exec::replay::Row> = order
+    let (ensemble, calibration_compute) = calibration_of(exp, table);
+    let cpu = |id: &str, steps: Option<u32>| -> f64 {
+        replay.row(id).map_or(0.0, |r| match steps {
+            None => r.proxies_cpu_s,
+            Some(s) => r
+                .rungs
+                .iter()
+                .find(|e| e.steps == s)
+                .map_or(0.0, |e| e.cpu_s),
+        })
+    };
+    let whole: Vec<genas_space::Architecture> =
+        table.rows.iter().map(|r| r.architecture.clone()).collect();
+    let bench = Bench {
+        exp,
+        space: &space,
+        plan: &plan,
+        executor: &replay,
+        cpu: &cpu,
+        ensemble: &ensemble,
+        calibration_compute,
+        whole: Some(&whole),
+    };
+    let runs = simulate_runs(&bench, configs, seeds, progress)?;
+    let reports = configs
         .iter()
-        .take((exp.search.calibration as usize).min(table.rows.len()))
-        .map(|&i| &table.rows[i])
+        .zip(runs)
+        .map(|(cfg, t)| summarise(cfg, t, reference_hv, exhaustive))
         .collect();
-    let ensemble = fit(&picked, |r| r.rungs[top].result.eval.map(|e| -e.val_ce));
-    let calibration_compute: f64 = picked
-        .iter()
-        .map(|r| r.rungs[top].cpu_s + r.proxies_cpu_s)
-        .sum();
-
-    // As a search plans it: a space no larger than the budget is evaluated exhaustively.
-    let scratch = scratch_dir()?;
-    let total = configs.len() * seeds;
-    let mut reports = Vec::new();
-    for (ci, cfg) in configs.iter().enumerate() {
-        let mut trajectories = Vec::new();
-        // As a search plans it: a space no larger than the budget is evaluated exhaustively.
-        let whole_space = table.rows.len() <= cfg.candidates as usize;
-        for seed in 0..seeds as u64 {
-            let mut e = exp.clone();
-            e.search.seed = seed;
-            e.search.strategy = cfg.strategy;
-            e.search.candidates = cfg.candidates;
-            e.fidelity.eta = cfg.eta;
-            e.fidelity.screen_keep = cfg.screen_keep;
-            e.fidelity.rung_steps = cfg.rung_steps.clone();
-            let dir = scratch.path().join(format!("c{ci}-s{seed}"));
-            let archive = Archive::open(&dir)?;
-            let run =
-                archive.create_run(&serde_json::json!({"simulated": cfg.name, "seed": seed}))?;
-            let stop = AtomicBool::new(false);
-            let cx = RunContext {
-                experiment: &e,
-                space: &space,
-                archive: &archive,
-                run: run.clone(),
-                plan: plan.clone(),
-                ensemble: (cfg.screen && !whole_space).then(|| ensemble.clone()),
-                exhaustive: whole_space.then(|| {
-                    genas_search::controller::exhaustive_order(
-                        table.rows.iter().map(|r| r.architecture.clone()).collect(),
-                        seed,
-                    )
-                }),
-                executor: &replay,
-                workers: 1,
-                stop: &stop,
-                warn: &|m: &str| eprintln!("{m}"),
-            };
-            let mut c = Controller::open(cx)?;
-            c.run(&|_, _, _| {})?;
-            let events = archive.events(&run)?;
-            let base = if cfg.screen && !whole_space {
-                calibration_compute
-            } else {
-                0.0
-            };
-            trajectories.push(trajectory(seed, &events, &replay, &cfg.rung_steps, base));
-            drop(c);
-            drop(archive);
-            let _ = std::fs::remove_dir_all(&dir);
-            progress(ci * seeds + seed as usize + 1, total);
-        }
-        reports.push(summarise(cfg, trajectories, reference_hv, exhaustive));
-    }
     Ok(SearchBench {
         table_rows: table.rows.len(),
         sample_only: false,
@@ -665,6 +608,165 @@ pub fn bench_search(
         correlations: correlations(table, &plan),
         wall_s: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Refuses a configuration whose rungs are not the table's (ending at its top rung).
+pub(crate) fn check_rungs(table: &Table, configs: &[Config]) -> Result<()> {
+    for c in configs {
+        let mut at = table.rung_steps.iter();
+        if c.rung_steps.is_empty()
+            || !c.rung_steps.iter().all(|s| at.any(|t| t == s))
+            || c.rung_steps.last() != table.rung_steps.last()
+        {
+            bail!(
+                "{}: rungs {:?} are not drawn from the table's rungs {:?} ending at its top rung",
+                c.name,
+                c.rung_steps,
+                table.rung_steps
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The plan a simulated run of `exp` on `table` keeps: its objectives and reference point.
+pub(crate) fn plan_for(exp: &Experiment, space: &SearchSpace, table: &Table) -> Result<RunPlan> {
+    let objectives = exp.search.objectives.clone();
+    let reference = reference_point(&objectives, space, exp)?;
+    Ok(RunPlan {
+        objectives,
+        reference,
+        teacher_key: table.teacher_key.clone(),
+        calibration_key: "simulated".into(),
+        data_fingerprint: "simulated".into(),
+        max_latency_ms_per_token: exp.constraints.max_latency_ms_per_token,
+        tokens_per_char: None,
+    })
+}
+
+/// The screen's calibration: `search.calibration` rows of the table (fixed by the teacher
+/// seed, as a search's is), their proxies against the top rung; and the CPU seconds it cost
+/// (their top rung and proxies).
+pub(crate) fn calibration_of(exp: &Experiment, table: &Table) -> (Ensemble, f64) {
+    let top = table.rung_steps.len().saturating_sub(1);
+    let mut rng = Rng::seed_from_u64(exp.teacher.seed ^ 0xca11_b7a7e);
+    let mut order: Vec<usize> = (0..table.rows.len()).collect();
+    rng.shuffle(&mut order);
+    let picked: Vec<&genas_exec::replay::Row> = order
+        .iter()
+        .take((exp.search.calibration as usize).min(table.rows.len()))
+        .map(|&i| &table.rows[i])
+        .collect();
+    let ensemble = fit(&picked, |r| {
+        r.rungs
+            .get(top)
+            .and_then(|e| e.result.eval.map(|e| -e.val_ce))
+    });
+    let compute = picked
+        .iter()
+        .map(|r| r.rungs.get(top).map_or(0.0, |e| e.cpu_s) + r.proxies_cpu_s)
+        .sum();
+    (ensemble, compute)
+}
+
+/// What simulated searches read their results from.
+pub(crate) struct Bench<'a> {
+    pub exp: &'a Experiment,
+    pub space: &'a SearchSpace,
+    pub plan: &'a RunPlan,
+    pub executor: &'a (dyn Executor + Sync),
+    /// The CPU seconds the clock is charged for a candidate's proxies (`None`) or its brief
+    /// distillation of `steps` steps.
+    pub cpu: &'a (dyn Fn(&str, Option<u32>) -> f64 + Sync),
+    /// The screen's calibration, and the CPU seconds a screened run is charged for it.
+    pub ensemble: &'a Ensemble,
+    pub calibration_compute: f64,
+    /// The whole space within the constraints, where it is known: a run whose budget covers
+    /// it evaluates it exhaustively, as a search plans it.
+    pub whole: Option<&'a [genas_space::Architecture]>,
+}
+
+/// Every configuration's runs, one per seed: each the real controller, its own archive in a
+/// scratch directory, the seeds run side by side on the machine's cores (each run is
+/// deterministic, so the order they finish in changes nothing).
+pub(crate) fn simulate_runs(
+    b: &Bench,
+    configs: &[Config],
+    seeds: usize,
+    progress: &dyn Fn(usize, usize),
+) -> Result<Vec<Vec<Trajectory>>> {
+    let scratch = scratch_dir()?;
+    let total = configs.len() * seeds;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut out = Vec::new();
+    for (ci, cfg) in configs.iter().enumerate() {
+        let whole_space = b
+            .whole
+            .filter(|w| w.len() <= cfg.candidates as usize)
+            .map(|w| w.to_vec());
+        let one = |seed: u64| -> Result<Trajectory> {
+            let mut e = b.exp.clone();
+            e.search.seed = seed;
+            e.search.strategy = cfg.strategy;
+            e.search.candidates = cfg.candidates;
+            e.fidelity.eta = cfg.eta;
+            e.fidelity.screen_keep = cfg.screen_keep;
+            e.fidelity.rung_steps = cfg.rung_steps.clone();
+            let dir = scratch.path().join(format!("c{ci}-s{seed}"));
+            let archive = Archive::open(&dir)?;
+            let run =
+                archive.create_run(&serde_json::json!({"simulated": cfg.name, "seed": seed}))?;
+            let stop = AtomicBool::new(false);
+            let screened = cfg.screen && whole_space.is_none();
+            let cx = RunContext {
+                experiment: &e,
+                space: b.space,
+                archive: &archive,
+                run: run.clone(),
+                plan: b.plan.clone(),
+                ensemble: screened.then(|| b.ensemble.clone()),
+                exhaustive: whole_space
+                    .clone()
+                    .map(|w| genas_search::controller::exhaustive_order(w, seed)),
+                executor: b.executor,
+                workers: 1,
+                stop: &stop,
+                warn: &|m: &str| eprintln!("{m}"),
+            };
+            let mut c = Controller::open(cx)?;
+            c.run(&|_, _, _| {})?;
+            let events = archive.events(&run)?;
+            let base = if screened { b.calibration_compute } else { 0.0 };
+            drop(c);
+            drop(archive);
+            let _ = std::fs::remove_dir_all(&dir);
+            Ok(trajectory(seed, &events, b.cpu, &cfg.rung_steps, base))
+        };
+        let one = &one;
+        let mut trajectories = Vec::with_capacity(seeds);
+        let all: Vec<u64> = (0..seeds as u64).collect();
+        for chunk in all.chunks(workers) {
+            let done: Vec<Result<Trajectory>> = std::thread::scope(|s| {
+                let handles: Vec<_> = chunk
+                    .iter()
+                    .map(|&seed| s.spawn(move || one(seed)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(anyhow::anyhow!("a simulated run panicked")))
+                    })
+                    .collect()
+            });
+            for t in done {
+                trajectories.push(t?);
+            }
+            progress(ci * seeds + trajectories.len(), total);
+        }
+        out.push(trajectories);
+    }
+    Ok(out)
 }
 
 /// A directory for the runs' archives: in memory where the machine has one (/dev/shm), so
@@ -686,7 +788,7 @@ fn scratch_dir() -> Result<tempfile::TempDir> {
 fn trajectory(
     seed: u64,
     events: &[serde_json::Value],
-    replay: &Replay,
+    cpu: &(dyn Fn(&str, Option<u32>) -> f64 + Sync),
     rung_steps: &[u32],
     base: f64,
 ) -> Trajectory {
@@ -707,20 +809,13 @@ fn trajectory(
                     .unwrap_or_default();
             }
             Some("screened") => {
-                compute += last_batch
-                    .iter()
-                    .filter_map(|id| replay.row(id))
-                    .map(|r| r.proxies_cpu_s)
-                    .sum::<f64>();
+                compute += last_batch.iter().map(|id| cpu(id, None)).sum::<f64>();
             }
             Some("evaluated") => {
                 let id = ev["candidate"].as_str().unwrap_or_default();
                 let rung = ev["rung"].as_u64().unwrap_or(0) as usize;
                 let steps = rung_steps.get(rung).copied().unwrap_or(0);
-                compute += replay
-                    .row(id)
-                    .and_then(|r| r.rungs.iter().find(|e| e.steps == steps))
-                    .map_or(0.0, |e| e.cpu_s);
+                compute += cpu(id, Some(steps));
                 hv = ev["hypervolume"].as_f64().unwrap_or(hv);
                 points.push((compute, hv));
             }

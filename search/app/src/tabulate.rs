@@ -47,6 +47,40 @@ pub struct TableOptions {
     pub final_fidelities: usize,
     pub threads: usize,
     pub seed: u64,
+    /// Tabulate a uniform sample of this many architectures within the constraints instead of
+    /// enumerating the space (0: enumerate), for spaces too large to tabulate whole.
+    pub sample: usize,
+}
+
+/// The most draws `sample_space` makes per architecture it keeps.
+const DRAWS_PER_SAMPLE: usize = 200;
+
+/// `n` distinct architectures drawn uniformly from `space` within `constraints` (by rejection),
+/// fixed by `seed`, in the order drawn.
+pub fn sample_space(
+    space: &genas_space::SearchSpace,
+    constraints: &genas_space::Constraints,
+    n: usize,
+    seed: u64,
+) -> Result<Vec<Architecture>> {
+    let mut rng = Rng::seed_from_u64(seed ^ 0x5a3b_1e5e);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::with_capacity(n.min(1 << 20));
+    let mut draws = 0usize;
+    while out.len() < n {
+        if draws >= n.saturating_mul(DRAWS_PER_SAMPLE) {
+            bail!(
+                "--sample {n}: {} distinct architectures within the constraints in {draws} draws; the space within them is smaller or rarer than that (enumerate it without --sample, or ask for fewer)",
+                out.len()
+            );
+        }
+        draws += 1;
+        let a = space.sample(&mut rng);
+        if genas_space::satisfies(&Cost::of(&a), constraints) && seen.insert(a.id()) {
+            out.push(a);
+        }
+    }
+    Ok(out)
 }
 
 /// What one unit of work produced, as written to the partial file; its first line is the
@@ -105,15 +139,19 @@ pub fn make_table(
     } else {
         o.threads
     });
-    let all = l
-        .space
-        .architectures_within(&exp.constraints, MAX_TABLE_ARCHITECTURES as u128)
-        .with_context(|| {
-            format!(
-                "{}: a table enumerates its space, and this one holds more than {MAX_TABLE_ARCHITECTURES} architectures",
-                file.display()
-            )
-        })?;
+    let all = if o.sample > 0 {
+        sample_space(&l.space, &exp.constraints, o.sample, o.seed)
+            .with_context(|| file.display().to_string())?
+    } else {
+        l.space
+            .architectures_within(&exp.constraints, MAX_TABLE_ARCHITECTURES as u128)
+            .with_context(|| {
+                format!(
+                    "{}: a table enumerates its space, and this one holds more than {MAX_TABLE_ARCHITECTURES} architectures: tabulate a uniform sample of it with --sample N (and replay searches against a surrogate fitted to it, genas bench search --surrogate)",
+                    file.display()
+                )
+            })?
+    };
     if all.is_empty() {
         bail!(
             "{}: no architecture meets the [constraints]",
@@ -140,16 +178,23 @@ pub fn make_table(
         .map(|&i| all[i].id())
         .collect();
     let finals_said: Vec<String> = finals.iter().map(|f| f.to_string()).collect();
+    let within = if o.sample > 0 {
+        format!(
+            "a uniform sample of {} of the space's {:.3e} architectures, those within the constraints",
+            all.len(),
+            l.space.size_approx()
+        )
+    } else {
+        format!("{} architectures within the constraints", all.len())
+    };
     say(&if finals.is_empty() {
         format!(
-            "{} architectures within the constraints; the rungs of a sample of {} of them",
-            all.len(),
+            "{within}; the rungs of a sample of {} of them",
             sampled.len()
         )
     } else {
         format!(
-            "{} architectures within the constraints; {} of them also at {} steps{}",
-            all.len(),
+            "{within}; {} of them also at {} steps{}",
             sampled.len(),
             finals_said.join(" and "),
             if o.sample_only {
@@ -424,6 +469,7 @@ pub fn make_table(
         rung_steps,
         final_steps: finals,
         sample_only: o.sample_only,
+        sampled_from: (o.sample > 0).then(|| l.space.size_approx()),
         recipe: Some(recipe),
         rows: out_rows,
     };

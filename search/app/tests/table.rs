@@ -528,3 +528,152 @@ fn calibrating_on_the_shipped_table_reports_what_bench_search_does() {
     ]);
     fails_with(&o, &["[100, 400]", "[1000, 3000]"]);
 }
+
+/// A per-layer space of about 5·10⁵ architectures (depth 2 or 3, each layer its own attention
+/// kind, FFN ratio, rank and sparsity): too large to tabulate, sampled instead.
+const PER_LAYER_SPACE: &str = r#"depth = [2, 3]
+d_model = [16]
+heads = [2]
+attention = ["full", "grouped", "sliding", "linear", "none"]
+kv_heads = [1]
+window = [4]
+ffn_ratio = [1, 2, 3, 4]
+sparsity = ["dense", "2:4"]
+ffn_rank = [1.0, 0.5]
+tie_embeddings = [true]
+per_layer = true"#;
+
+/// `genas bench table --sample`: a uniform sample of a space too large to enumerate, its final
+/// sample drawn from it; `genas bench search --surrogate` fits boosted trees to it and replays
+/// every strategy against them, reproducibly; the table's rows alone are not replayed.
+#[test]
+fn a_sampled_table_of_a_per_layer_space_is_replayed_against_its_surrogate() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = space_experiment(
+        &dir.path().join("pl.toml"),
+        "per-layer",
+        PER_LAYER_SPACE,
+        "[search]\ncandidates = 12\npopulation = 6\ncalibration = 10\n[fidelity]\nrung_steps = [5, 10]\nbatch_size = 4\nfinal_steps = 6\n",
+    );
+    let archive = dir.path().join("a");
+    let out = dir.path().join("t.json.gz");
+    let table_args = |n: &str| {
+        vec![
+            "bench".to_string(),
+            "table".into(),
+            s(&exp).into(),
+            "--out".into(),
+            s(&out).into(),
+            "--sample".into(),
+            n.into(),
+            "--final-sample".into(),
+            "12".into(),
+            "--final-fidelities".into(),
+            "1".into(),
+            "--archive".into(),
+            s(&archive).into(),
+            "--json".into(),
+        ]
+    };
+    let args = table_args("60");
+    ok_json(&genas(&args.iter().map(String::as_str).collect::<Vec<_>>()));
+    let t = read_table(&out);
+    let rows = t["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 60);
+    let size = t["sampled_from"].as_f64().unwrap();
+    assert!(size > 100_000.0, "{size}");
+    let ids: std::collections::BTreeSet<&str> =
+        rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 60, "distinct architectures");
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r["finals"].as_array().unwrap().len() == 1)
+            .count(),
+        12
+    );
+    // Per-layer: some sampled architecture has layers that differ.
+    assert!(rows.iter().any(|r| {
+        let l = r["architecture"]["layers"].as_array().unwrap();
+        l.iter().any(|x| x != &l[0])
+    }));
+
+    // Its rows are not a space to replay.
+    let o = genas(&["bench", "search", s(&exp), "--table", s(&out)]);
+    fails_with(&o, &["uniform sample of 60", "--surrogate"]);
+
+    let surrogate = |extra: &[&str]| {
+        let mut a = vec![
+            "bench",
+            "search",
+            s(&exp),
+            "--table",
+            s(&out),
+            "--surrogate",
+            "--budgets",
+            "6,12",
+            "--seeds",
+            "2",
+            "--pool",
+            "200",
+        ];
+        a.extend_from_slice(extra);
+        genas(&a)
+    };
+    // Sixty rows of ten-step trainings: the trees cannot be trusted at the default 0.8, and a
+    // surrogate that cannot reach the bar asked for is refused in one line.
+    fails_last(&surrogate(&["--min-tau", "1.0"]), &["below the 1.00"]);
+    let b = ok_json(&surrogate(&["--min-tau=-1", "--json"]));
+    assert_eq!(b["fit"]["rows"], 60);
+    let taus = b["fit"]["held_out_tau"].as_array().unwrap();
+    assert_eq!(taus.len(), 2);
+    assert_eq!(taus[1][0], 10);
+    assert_eq!(b["fit"]["final_tau"][1], 12);
+    let runs = b["rows"].as_array().unwrap();
+    // Three strategies with and without the screen, the experiment's (evolution) and random
+    // with the top rung alone, with and without it: ten configurations at two budgets.
+    assert_eq!(runs.len(), 20);
+    for r in runs {
+        let name = r["config"]["name"].as_str().unwrap();
+        let m = r["share"][0].as_f64().unwrap();
+        assert!(m > 0.0 && m <= 1.0 + 1e-9, "{name}: {r}");
+        for x in r["shares"].as_array().unwrap() {
+            assert!(
+                x.as_f64().unwrap() <= 1.0 + 1e-12,
+                "{name}: a run beyond the best front known"
+            );
+        }
+        assert_eq!(
+            r["against_random"].is_null(),
+            name.starts_with("random"),
+            "{name}"
+        );
+        assert!(r["compute_s"].as_f64().unwrap() > 0.0);
+    }
+    assert!(b["known"].as_u64().unwrap() >= b["pool"].as_u64().unwrap());
+    // The same figures again.
+    let again = ok_json(&surrogate(&["--min-tau=-1", "--json"]));
+    assert_eq!(again["rows"], b["rows"]);
+    assert_eq!(again["reference_hypervolume"], b["reference_hypervolume"]);
+
+    // A sample larger than the space within the constraints: one line, the table untouched.
+    let before = std::fs::read(&out).unwrap();
+    let exp_small = space_experiment(
+        &dir.path().join("small.toml"),
+        "per-layer",
+        EIGHT_SPACE,
+        "[fidelity]\nrung_steps = [5, 10]\nbatch_size = 4\nfinal_steps = 6\n",
+    );
+    let o = genas(&[
+        "bench",
+        "table",
+        s(&exp_small),
+        "--out",
+        s(&out),
+        "--sample",
+        "9",
+        "--archive",
+        s(&archive),
+    ]);
+    fails_with(&o, &["--sample 9", "8 distinct architectures"]);
+    assert_eq!(std::fs::read(&out).unwrap(), before);
+}

@@ -12,6 +12,8 @@
 //! - [`slots`]: the long-lived runner processes those jobs go to, one per slot, each pinned
 //!   to its GPU;
 //! - [`replay`]: a tabulated benchmark read back instead of training;
+//! - [`surrogate`]: boosted trees fitted to a sampled table, read back for any architecture
+//!   of a space too large to tabulate;
 //! - [`choice`]: the executor an experiment names, set up over its inputs;
 //! - [`device_memory`]: what a runner job takes on its device, and the micro-batch that fits.
 //!
@@ -24,6 +26,7 @@ pub mod local;
 pub mod replay;
 pub mod slots;
 pub mod slurm;
+pub mod surrogate;
 pub mod torch;
 
 pub use choice::ExecutorChoice;

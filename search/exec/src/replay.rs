@@ -127,6 +127,11 @@ pub struct Table {
     /// the rungs and proxies with the final quality, not to simulate a search.
     #[serde(default)]
     pub sample_only: bool,
+    /// The rows are a uniform sample (`genas bench table --sample`) of a space of about this
+    /// many architectures, too large to tabulate whole: a search is replayed against a
+    /// surrogate fitted to it (`genas bench search --surrogate`), not against its rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled_from: Option<f64>,
     /// What the figures were measured from (absent in tables made before it was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipe: Option<Recipe>,
