@@ -46,6 +46,8 @@ pub struct Config {
     pub rung_steps: Vec<u32>,
     /// Proposals per run (search.candidates).
     pub candidates: u32,
+    /// Architectures the screen is calibrated on (search.calibration).
+    pub calibration: u32,
 }
 
 /// The configurations `genas bench search` compares by default.
@@ -59,6 +61,7 @@ pub fn default_configs(exp: &Experiment, table_rungs: &[u32]) -> Vec<Config> {
         eta: f.eta,
         rung_steps: f.rung_steps.clone(),
         candidates: exp.search.candidates,
+        calibration: exp.search.calibration,
     };
     let mut out = Vec::new();
     for strategy in [Strategy::Random, Strategy::Evolution, Strategy::Nsga2] {
@@ -567,7 +570,8 @@ pub fn bench_search(
     }
     let (_, reference_hv) = genas_search::controller::front_and_hypervolume(&cands, top, &plan);
     let exhaustive: f64 = table.rows.iter().map(|r| r.rungs[top].cpu_s).sum();
-    let (ensemble, calibration_compute) = calibration_of(exp, table);
+    let (_, calibration_compute) = calibration_of(exp, table, exp.search.calibration);
+    let calibration = |n: u32| calibration_of(exp, table, n);
     let cpu = |id: &str, steps: Option<u32>| -> f64 {
         replay.row(id).map_or(0.0, |r| match steps {
             None => r.proxies_cpu_s,
@@ -586,8 +590,7 @@ pub fn bench_search(
         plan: &plan,
         executor: &replay,
         cpu: &cpu,
-        ensemble: &ensemble,
-        calibration_compute,
+        calibration: &calibration,
         whole: Some(&whole),
     };
     let runs = simulate_runs(&bench, configs, seeds, progress)?;
@@ -647,14 +650,14 @@ pub(crate) fn plan_for(exp: &Experiment, space: &SearchSpace, table: &Table) -> 
 /// The screen's calibration: `search.calibration` rows of the table (fixed by the teacher
 /// seed, as a search's is), their proxies against the top rung; and the CPU seconds it cost
 /// (their top rung and proxies).
-pub(crate) fn calibration_of(exp: &Experiment, table: &Table) -> (Ensemble, f64) {
+pub(crate) fn calibration_of(exp: &Experiment, table: &Table, size: u32) -> (Ensemble, f64) {
     let top = table.rung_steps.len().saturating_sub(1);
     let mut rng = Rng::seed_from_u64(exp.teacher.seed ^ 0xca11_b7a7e);
     let mut order: Vec<usize> = (0..table.rows.len()).collect();
     rng.shuffle(&mut order);
     let picked: Vec<&genas_exec::replay::Row> = order
         .iter()
-        .take((exp.search.calibration as usize).min(table.rows.len()))
+        .take((size as usize).min(table.rows.len()))
         .map(|&i| &table.rows[i])
         .collect();
     let ensemble = fit(&picked, |r| {
@@ -678,9 +681,9 @@ pub(crate) struct Bench<'a> {
     /// The CPU seconds the clock is charged for a candidate's proxies (`None`) or its brief
     /// distillation of `steps` steps.
     pub cpu: &'a (dyn Fn(&str, Option<u32>) -> f64 + Sync),
-    /// The screen's calibration, and the CPU seconds a screened run is charged for it.
-    pub ensemble: &'a Ensemble,
-    pub calibration_compute: f64,
+    /// The screen's calibration on so many architectures, and the CPU seconds a screened run
+    /// is charged for it.
+    pub calibration: &'a (dyn Fn(u32) -> (Ensemble, f64) + Sync),
     /// The whole space within the constraints, where it is known: a run whose budget covers
     /// it evaluates it exhaustively, as a search plans it.
     pub whole: Option<&'a [genas_space::Architecture]>,
@@ -704,6 +707,7 @@ pub(crate) fn simulate_runs(
             .whole
             .filter(|w| w.len() <= cfg.candidates as usize)
             .map(|w| w.to_vec());
+        let (ensemble, calibration_compute) = (b.calibration)(cfg.calibration);
         let one = |seed: u64| -> Result<Trajectory> {
             let mut e = b.exp.clone();
             e.search.seed = seed;
@@ -724,7 +728,7 @@ pub(crate) fn simulate_runs(
                 archive: &archive,
                 run: run.clone(),
                 plan: b.plan.clone(),
-                ensemble: screened.then(|| b.ensemble.clone()),
+                ensemble: screened.then(|| ensemble.clone()),
                 exhaustive: whole_space
                     .clone()
                     .map(|w| genas_search::controller::exhaustive_order(w, seed)),
@@ -736,7 +740,7 @@ pub(crate) fn simulate_runs(
             let mut c = Controller::open(cx)?;
             c.run(&|_, _, _| {})?;
             let events = archive.events(&run)?;
-            let base = if screened { b.calibration_compute } else { 0.0 };
+            let base = if screened { calibration_compute } else { 0.0 };
             drop(c);
             drop(archive);
             let _ = std::fs::remove_dir_all(&dir);

@@ -91,12 +91,31 @@ pub struct SurrogateBench {
 }
 
 /// Random, evolution and NSGA-II, each with and without the screen, at the experiment's
-/// schedule; the experiment's strategy and random with the top rung alone.
+/// schedule; the experiment's strategy and random with the top rung alone; and the
+/// experiment's strategy screened after a calibration on 10 and on 20 architectures instead of
+/// `search.calibration`.
 pub fn surrogate_configs(exp: &genas_space::Experiment, table: &Table) -> Vec<Config> {
-    default_configs(exp, &table.rung_steps)
+    let mut out: Vec<Config> = default_configs(exp, &table.rung_steps)
         .into_iter()
         .filter(|c| !c.name.contains(" keep"))
-        .collect()
+        .collect();
+    let strategy = exp.search.strategy;
+    if let Some(base) = out
+        .iter()
+        .find(|c| c.strategy == strategy && c.screen && c.rung_steps == exp.fidelity.rung_steps)
+        .cloned()
+    {
+        for n in [10, 20] {
+            if n != exp.search.calibration {
+                out.push(Config {
+                    name: format!("{} calibration {n}", base.name),
+                    calibration: n,
+                    ..base.clone()
+                });
+            }
+        }
+    }
+    out
 }
 
 pub fn bench_search_surrogate(
@@ -149,7 +168,8 @@ pub fn bench_search_surrogate(
         );
     }
     let plan = plan_for(exp, &l.space, table)?;
-    let (ensemble, calibration_compute) = calibration_of(exp, table);
+    let (_, calibration_compute) = calibration_of(exp, table, exp.search.calibration);
+    let calibration = |n: u32| calibration_of(exp, table, n);
 
     // The zero-cost proxies, computed as the table computed them: the same batch and seeds.
     let mut rng = Rng::seed_from_u64(exp.search.seed ^ 0x9e37_79b9);
@@ -186,8 +206,7 @@ pub fn bench_search_surrogate(
         plan: &plan,
         executor: &replay,
         cpu: &cpu,
-        ensemble: &ensemble,
-        calibration_compute,
+        calibration: &calibration,
         whole: None,
     };
     say(&format!(
@@ -319,7 +338,7 @@ pub fn render(b: &SurrogateBench) -> String {
         .iter()
         .map(|n| format!("{:>44}", format!("{n} evaluations: HV share, − random")))
         .collect();
-    let _ = writeln!(out, "{:<22}{}", "configuration", heads.join(""));
+    let _ = writeln!(out, "{:<32}{}", "configuration", heads.join(""));
     for name in &names {
         let cells: Vec<String> = b
             .budgets
@@ -339,7 +358,7 @@ pub fn render(b: &SurrogateBench) -> String {
                 format!("{:>44}", format!("{m:.3} [{lo:.3},{hi:.3}]{vs}"))
             })
             .collect();
-        let _ = writeln!(out, "{name:<22}{}", cells.join(""));
+        let _ = writeln!(out, "{name:<32}{}", cells.join(""));
     }
     let _ = writeln!(
         out,

@@ -630,8 +630,19 @@ fn a_sampled_table_of_a_per_layer_space_is_replayed_against_its_surrogate() {
     assert_eq!(b["fit"]["final_tau"][1], 12);
     let runs = b["rows"].as_array().unwrap();
     // Three strategies with and without the screen, the experiment's (evolution) and random
-    // with the top rung alone, with and without it: ten configurations at two budgets.
-    assert_eq!(runs.len(), 20);
+    // with the top rung alone, with and without it, and evolution screened after a calibration
+    // on 20 architectures instead of the experiment's 10: eleven configurations at two budgets.
+    assert_eq!(runs.len(), 22);
+    let cal = runs
+        .iter()
+        .find(|r| r["config"]["name"] == "evolution calibration 20 n12")
+        .unwrap();
+    assert_eq!(cal["config"]["calibration"], 20);
+    let plain = runs
+        .iter()
+        .find(|r| r["config"]["name"] == "evolution n12")
+        .unwrap();
+    assert_eq!(plain["config"]["calibration"], 10);
     for r in runs {
         let name = r["config"]["name"].as_str().unwrap();
         let m = r["share"][0].as_f64().unwrap();
