@@ -572,16 +572,7 @@ pub fn bench_search(
     let exhaustive: f64 = table.rows.iter().map(|r| r.rungs[top].cpu_s).sum();
     let (_, calibration_compute) = calibration_of(exp, table, exp.search.calibration);
     let calibration = |n: u32| calibration_of(exp, table, n);
-    let cpu = |id: &str, steps: Option<u32>| -> f64 {
-        replay.row(id).map_or(0.0, |r| match steps {
-            None => r.proxies_cpu_s,
-            Some(s) => r
-                .rungs
-                .iter()
-                .find(|e| e.steps == s)
-                .map_or(0.0, |e| e.cpu_s),
-        })
-    };
+    let cpu = |id: &str, steps: Option<u32>| replay.row(id).map_or(0.0, |r| r.cpu_s(steps));
     let whole: Vec<genas_space::Architecture> =
         table.rows.iter().map(|r| r.architecture.clone()).collect();
     let bench = Bench {

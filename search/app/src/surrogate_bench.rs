@@ -190,16 +190,7 @@ pub fn bench_search_surrogate(
         })
     };
     let replay = SurrogateReplay::new(&surrogate, &proxies_of);
-    let cpu = |id: &str, steps: Option<u32>| -> f64 {
-        replay.row(id).map_or(0.0, |r| match steps {
-            None => r.proxies_cpu_s,
-            Some(s) => r
-                .rungs
-                .iter()
-                .find(|e| e.steps == s)
-                .map_or(0.0, |e| e.cpu_s),
-        })
-    };
+    let cpu = |id: &str, steps: Option<u32>| replay.row(id).map_or(0.0, |r| r.cpu_s(steps));
     let bench = Bench {
         exp,
         space: &l.space,

@@ -51,6 +51,21 @@ pub struct Row {
     pub finals: Vec<Evaluated>,
 }
 
+impl Row {
+    /// The CPU seconds of its proxy suite (`None`) or of its brief distillation of `steps`
+    /// steps (0 where it has none): what a simulated clock charges for it.
+    pub fn cpu_s(&self, steps: Option<u32>) -> f64 {
+        match steps {
+            None => self.proxies_cpu_s,
+            Some(s) => self
+                .rungs
+                .iter()
+                .find(|e| e.steps == s)
+                .map_or(0.0, |e| e.cpu_s),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Provenance {
     pub command: String,
