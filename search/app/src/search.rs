@@ -442,7 +442,8 @@ pub struct SpacePlan {
 /// within the constraints; the memory it will hold) and decides how small spaces are
 /// searched: a space no larger than the budget is evaluated exhaustively, one smaller than
 /// the calibration sample is calibrated on what it holds, or not at all when that is too
-/// few to cross-validate.
+/// few to cross-validate. With `fidelity.screen_keep = 1` (the default) there is no screen
+/// and nothing is calibrated.
 pub fn preflight(l: &LoadedExperiment, threads: usize, archive: &Path) -> Result<SpacePlan> {
     let exp = &l.experiment;
     genas_exec::ExecutorChoice::check(exp, archive)?;
@@ -460,9 +461,10 @@ pub fn preflight(l: &LoadedExperiment, threads: usize, archive: &Path) -> Result
     let memory = crate::experiment::check_plan_memory(l, last, workers)?;
     let budget = exp.search.candidates as usize;
     let min_calibration = 2 * genas_scoring::calibrate::FOLDS;
+    let screened = exp.fidelity.screen_keep < 1.0;
     let mut plan = SpacePlan {
         exhaustive: None,
-        calibration_n: Some(exp.search.calibration as usize),
+        calibration_n: screened.then_some(exp.search.calibration as usize),
         note: None,
         warnings: summary.warnings,
         memory,
@@ -484,12 +486,12 @@ pub fn preflight(l: &LoadedExperiment, threads: usize, archive: &Path) -> Result
         plan.note = Some(format!(
             "the space holds {k} architectures within the constraints, no more than search.candidates = {budget}: evaluating every one once, without calibration or the zero-cost screen"
         ));
-    } else if k < min_calibration {
+    } else if screened && k < min_calibration {
         plan.calibration_n = None;
         plan.note = Some(format!(
             "the space holds only {k} architectures within the constraints, too few to calibrate the zero-cost proxies on (at least {min_calibration}): no screen, every proposal is distilled"
         ));
-    } else if k < exp.search.calibration as usize {
+    } else if screened && k < exp.search.calibration as usize {
         plan.calibration_n = Some(k);
         plan.note = Some(format!(
             "the space holds only {k} architectures within the constraints: the proxies are calibrated on all of them"

@@ -4,8 +4,8 @@
 //! commits to a real, temporary archive) with the [`Replay`] executor, so it makes exactly the
 //! decisions a search would make with those results. Its clock is simulated: every evaluation
 //! advances it by the CPU time the table recorded for it, every screened proposal by its
-//! proxy suite's, and a screened configuration starts with the calibration's cost (40 brief
-//! distillations at the top rung).
+//! proxy suite's, and a screened configuration starts with the calibration's cost
+//! (`search.calibration` brief distillations at the top rung).
 //!
 //! For each configuration (strategy, with or without the screen, `eta`, `screen_keep`, the
 //! table's top rung alone, a budget) and seed it records the hypervolume against simulated
@@ -50,14 +50,23 @@ pub struct Config {
     pub calibration: u32,
 }
 
+/// The share the screened configurations keep where the experiment itself has no screen.
+pub const SCREEN_KEEP_COMPARED: f64 = 0.5;
+
 /// The configurations `genas bench search` compares by default.
 pub fn default_configs(exp: &Experiment, table_rungs: &[u32]) -> Vec<Config> {
     let f = &exp.fidelity;
+    // The screened configurations keep the experiment's share, or half where it has no screen.
+    let keep = if f.screen_keep < 1.0 {
+        f.screen_keep
+    } else {
+        SCREEN_KEEP_COMPARED
+    };
     let base = |name: String, strategy, screen| Config {
         name,
         strategy,
         screen,
-        screen_keep: f.screen_keep,
+        screen_keep: keep,
         eta: f.eta,
         rung_steps: f.rung_steps.clone(),
         candidates: exp.search.candidates,
@@ -71,7 +80,7 @@ pub fn default_configs(exp: &Experiment, table_rungs: &[u32]) -> Vec<Config> {
     }
     let strategy = exp.search.strategy;
     let s = strategy_name(strategy);
-    for (keep, eta) in [(0.25, f.eta), (f.screen_keep, 2), (f.screen_keep, 4)] {
+    for (keep, eta) in [(0.25, f.eta), (keep, 2), (keep, 4)] {
         out.push(Config {
             screen_keep: keep,
             eta,

@@ -105,7 +105,7 @@ pub fn surrogate_configs(exp: &genas_space::Experiment, table: &Table) -> Vec<Co
         .find(|c| c.strategy == strategy && c.screen && c.rung_steps == exp.fidelity.rung_steps)
         .cloned()
     {
-        for n in [10, 20] {
+        for n in [10, 20, 40] {
             if n != exp.search.calibration {
                 out.push(Config {
                     name: format!("{} calibration {n}", base.name),

@@ -268,12 +268,12 @@ fn a_space_no_larger_than_the_budget_is_searched_exhaustively() {
 fn a_space_smaller_than_the_calibration_sample_calibrates_on_what_it_holds() {
     let dir = tempfile::tempdir().unwrap();
     // 2 depths × 3 attention kinds (none needs no heads) × 2 FFN ratios × 2 tyings = 24,
-    // more than the budget of 12 and fewer than the 40 a search calibrates on.
+    // more than the budget of 12 and fewer than the 40 the screened search calibrates on.
     let exp = experiment(
         dir.path(),
         "small",
         "depth = [1, 2]\nd_model = [32]\nheads = [2]\nattention = [\"full\", \"linear\", \"none\"]\nffn_ratio = [1, 2]\ntie_embeddings = [true, false]",
-        "[search]\ncandidates = 12\npopulation = 6\n[fidelity]\nrung_steps = [5, 10]\nbatch_size = 4\n",
+        "[search]\ncandidates = 12\npopulation = 6\ncalibration = 40\n[fidelity]\nscreen_keep = 0.5\nrung_steps = [5, 10]\nbatch_size = 4\n",
     );
     let check = ok_json(&genas(&["space", "check", s(&exp), "--json"]));
     let k = check["space"]["architectures_within"].as_u64().unwrap();
@@ -307,6 +307,44 @@ fn a_space_smaller_than_the_calibration_sample_calibrates_on_what_it_holds() {
         serde_json::from_slice(&std::fs::read(dir.path().join("cal/calibration.json")).unwrap())
             .unwrap();
     assert_eq!(c["candidates"].as_array().unwrap().len() as u64, k);
+}
+
+/// The default, `screen_keep = 1`: no calibration runs and every proposal within the
+/// constraints is distilled; with the screen on, the same search calibrates and screens.
+#[test]
+fn without_the_screen_nothing_is_calibrated_and_every_proposal_is_distilled() {
+    let dir = tempfile::tempdir().unwrap();
+    let tail =
+        "[search]\ncandidates = 6\npopulation = 3\n[fidelity]\nrung_steps = [5]\nbatch_size = 4\n";
+    let plain = small_experiment(&dir.path().join("plain.toml"), "plain", tail);
+    let archive = dir.path().join("a");
+    let err = search_said(&plain, &archive);
+    assert!(!err.contains("calibrat"), "{err}");
+    let r = ok_json(&genas(&["front", "r1", "--archive", s(&archive), "--json"]));
+    assert_eq!(r["screened"], 0, "{r}");
+    let proposed = r["proposed"].as_u64().unwrap();
+    let rejected = r["rejected_by_constraints"].as_u64().unwrap();
+    assert_eq!(
+        r["per_rung"][0][1].as_u64().unwrap(),
+        proposed - rejected,
+        "{r}"
+    );
+
+    let screened = small_experiment(
+        &dir.path().join("screened.toml"),
+        "screened",
+        &tail.replace("[fidelity]\n", "[fidelity]\nscreen_keep = 0.5\n"),
+    );
+    let err = search_said(&screened, &dir.path().join("b"));
+    assert!(err.contains("calibrating on"), "{err}");
+    let r = ok_json(&genas(&[
+        "front",
+        "r1",
+        "--archive",
+        s(&dir.path().join("b")),
+        "--json",
+    ]));
+    assert!(r["screened"].as_u64().unwrap() > 0, "{r}");
 }
 
 #[test]

@@ -287,7 +287,7 @@ fn search_on(dir: &Path, name: &str, search: &str) -> serde_json::Value {
         &dir.join(format!("{name}.toml")),
         "runner-test",
         &format!(
-            "[constraints]\nmax_params = 20_000\n[search]\ncandidates = 8\npopulation = 4\ncalibration = 10\n{search}[fidelity]\nbatch_size = 8\nrung_steps = [20, 40]\neta = 2\n"
+            "[constraints]\nmax_params = 20_000\n[search]\ncandidates = 8\npopulation = 4\ncalibration = 10\n{search}[fidelity]\nscreen_keep = 0.5\nbatch_size = 8\nrung_steps = [20, 40]\neta = 2\n"
         ),
     );
     let archive = dir.join(name);
@@ -948,7 +948,7 @@ fn a_search_too_large_for_the_devices_memory_is_refused_in_one_line() {
     let exp = common::small_experiment(
         &dir.path().join("e.toml"),
         "device-memory",
-        "[constraints]\nmax_params = 20_000\n[search]\ndevice = \"cuda\"\ndevice_jobs = 2\ncandidates = 4\npopulation = 4\ncalibration = 10\n[fidelity]\nbatch_size = 8\nrung_steps = [5]\n",
+        "[constraints]\nmax_params = 20_000\n[search]\ndevice = \"cuda\"\ndevice_jobs = 2\ncandidates = 4\npopulation = 4\ncalibration = 10\n[fidelity]\nscreen_keep = 0.5\nbatch_size = 8\nrung_steps = [5]\n",
     );
     let run = |memory: &str, archive: &Path| {
         std::process::Command::new(env!("CARGO_BIN_EXE_genas"))

@@ -631,18 +631,25 @@ fn a_sampled_table_of_a_per_layer_space_is_replayed_against_its_surrogate() {
     let runs = b["rows"].as_array().unwrap();
     // Three strategies with and without the screen, the experiment's (evolution) and random
     // with the top rung alone, with and without it, and evolution screened after a calibration
-    // on 20 architectures instead of the experiment's 10: eleven configurations at two budgets.
-    assert_eq!(runs.len(), 22);
-    let cal = runs
-        .iter()
-        .find(|r| r["config"]["name"] == "evolution calibration 20 n12")
-        .unwrap();
-    assert_eq!(cal["config"]["calibration"], 20);
+    // on 20 and on 40 architectures instead of the experiment's 10: twelve configurations at
+    // two budgets.
+    assert_eq!(runs.len(), 24);
+    for n in [20, 40] {
+        let cal = runs
+            .iter()
+            .find(|r| r["config"]["name"] == format!("evolution calibration {n} n12").as_str())
+            .unwrap();
+        assert_eq!(cal["config"]["calibration"], n);
+    }
     let plain = runs
         .iter()
         .find(|r| r["config"]["name"] == "evolution n12")
         .unwrap();
     assert_eq!(plain["config"]["calibration"], 10);
+    // The experiment has no screen (screen_keep left at its default, 1): its screened twins
+    // keep half of each round, as bench search compares them.
+    assert_eq!(plain["config"]["screen_keep"], 0.5);
+    assert_eq!(plain["config"]["screen"], true);
     for r in runs {
         let name = r["config"]["name"].as_str().unwrap();
         let m = r["share"][0].as_f64().unwrap();

@@ -105,8 +105,7 @@ learning_rate = 3e-3
 }
 
 /// [search] and [fidelity] of a search of four candidates with rungs of 5 and 10 steps.
-pub const TINY_SEARCH: &str =
-    "[search]\ncandidates = 4\npopulation = 4\n[fidelity]\nrung_steps = [5, 10]\nbatch_size = 4\n";
+pub const TINY_SEARCH: &str = "[search]\ncandidates = 4\npopulation = 4\n[fidelity]\nscreen_keep = 0.5\nrung_steps = [5, 10]\nbatch_size = 4\n";
 
 /// `genas search EXP` into `archive` (plot beside it), which must succeed: what it said on
 /// stderr.
