@@ -37,6 +37,7 @@ fn small_by(dir: &Path, strategy: &str) -> std::path::PathBuf {
 max_params = 20_000
 [search]
 {strategy}candidates = 10
+calibration = 40
 objectives = ["quality", "params"]
 [fidelity]
 batch_size = 8
