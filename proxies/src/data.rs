@@ -207,17 +207,7 @@ impl Dataset {
             None => tok.size,
         };
         let corpus = Corpus::open(&path, exp.data.text_field.as_deref())?;
-        let eos = match exp.data.eos_token.as_deref() {
-            Some("") => None,
-            Some(name) => Some(tok.token_id(name).ok_or_else(|| DataError::Bad {
-                path: exp.source.display().to_string(),
-                reason: format!(
-                    "[data] eos_token {name:?} is not a token of {}",
-                    tok_path.display()
-                ),
-            })?),
-            None => tok.end_of_text(),
-        };
+        let eos = eos_token(exp, &tok)?;
         Dataset::from_corpus_hf(
             &corpus,
             &tok,
@@ -612,13 +602,30 @@ impl Dataset {
         (0..steps).map(|_| self.train_batch(b, &mut rng)).collect()
     }
 
+    /// The sequences (indices into the training positions) of the `steps` batches of `b`
+    /// that `train_schedule(b, steps, seed)` and a distillation seeded with `seed` draw, step
+    /// after step: what `genas export --with-training` hands to `train.py` as genas's batch
+    /// order.
+    pub fn train_indices(&self, b: usize, steps: u32, seed: u64) -> Vec<u32> {
+        let mut rng = genas_space::Rng::seed_from_u64(seed);
+        let n = self.positions(Split::Train);
+        (0..steps as usize * b)
+            .map(|_| self.draw(n, &mut rng) as u32)
+            .collect()
+    }
+
+    /// The next training sequence `train_batch` takes.
+    fn draw(&self, n: usize, rng: &mut genas_space::Rng) -> usize {
+        rng.index(n)
+    }
+
     /// A batch of `b` training sequences at random positions drawn from `rng`.
     pub fn train_batch(&self, b: usize, rng: &mut genas_space::Rng) -> Batch {
         let n = self.positions(Split::Train);
         let t = self.context as usize;
         let (mut inputs, mut targets) = (Vec::with_capacity(b * t), Vec::with_capacity(b * t));
         for _ in 0..b {
-            let k = rng.index(n);
+            let k = self.draw(n, rng);
             self.sequence(Split::Train, k, &mut inputs, &mut targets);
         }
         Batch {
@@ -696,6 +703,22 @@ impl Dataset {
     pub fn bits(&self, nats: f64) -> f64 {
         nats / std::f64::consts::LN_2 * self.tokens_per_char.unwrap_or(1.0)
     }
+}
+
+/// The token `exp`'s corpus puts after every document under the Hugging Face tokenizer
+/// `tok`: `[data] eos_token` (none where it is empty), else the tokenizer's end of text.
+pub fn eos_token(exp: &Experiment, tok: &HfTokenizer) -> Result<Option<u32>, DataError> {
+    Ok(match exp.data.eos_token.as_deref() {
+        Some("") => None,
+        Some(name) => Some(tok.token_id(name).ok_or_else(|| DataError::Bad {
+            path: exp.source.display().to_string(),
+            reason: format!(
+                "[data] eos_token {name:?} is not a token of {}",
+                tok.path.display()
+            ),
+        })?),
+        None => tok.end_of_text(),
+    })
 }
 
 /// A text token stream split into training and validation blocks, or why it is too small.
@@ -958,6 +981,27 @@ fn split_images(all: IdxImages, fraction: f64) -> Result<(IdxImages, IdxImages),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_training_indices_are_the_sequences_of_the_schedule() {
+        let text: String = (0..3000)
+            .map(|i| ((i * 7 % 26) as u8 + b'a') as char)
+            .collect();
+        let ds = Dataset::from_text(&text, Tokenizer::Char, 16, 0.1, "t").unwrap();
+        let (b, steps, seed) = (3, 5, 42);
+        let schedule = ds.train_schedule(b, steps, seed);
+        let indices = ds.train_indices(b, steps, seed);
+        assert_eq!(indices.len(), b * steps as usize);
+        for (s, batch) in schedule.iter().enumerate() {
+            let (mut inputs, mut targets) = (Vec::new(), Vec::new());
+            for &k in &indices[s * b..(s + 1) * b] {
+                ds.sequence(Split::Train, k as usize, &mut inputs, &mut targets);
+            }
+            assert_eq!(batch.inputs, inputs, "step {s}");
+            assert_eq!(batch.targets, targets, "step {s}");
+        }
+        assert_ne!(indices, ds.train_indices(b, steps, seed + 1));
+    }
 
     #[test]
     fn evenly_spaced_marks_k_of_n() {

@@ -826,6 +826,9 @@ struct FullState {
     history: Vec<(u32, f64)>,
     recent: Vec<f64>,
     seconds: f64,
+    /// The loss of every step done (absent from checkpoints written before it was kept).
+    #[serde(default)]
+    losses: Vec<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -838,6 +841,11 @@ pub struct FullResult {
     pub resumed_from: Option<u32>,
     /// (step, validation cross-entropy) at every evaluation.
     pub history: Vec<(u32, f64)>,
+    /// The training loss of every step (of those since a checkpoint written before genas
+    /// kept them, after a resume), what `train.py` of `genas export --with-training`
+    /// reproduces.
+    #[serde(default)]
+    pub losses: Vec<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -968,6 +976,7 @@ pub fn full_distill<B: Backend>(
         history: Vec::new(),
         recent: Vec::new(),
         seconds: 0.0,
+        losses: Vec::new(),
     };
     let mut best: Vec<Vec<f64>> = (0..model.params.len()).map(|i| model.weights(i)).collect();
     let mut resumed_from = None;
@@ -1001,6 +1010,7 @@ pub fn full_distill<B: Backend>(
             step,
         )?;
         state.recent.push(s.loss);
+        state.losses.push(s.loss);
         if state.recent.len() > 20 {
             state.recent.remove(0);
         }
@@ -1050,6 +1060,7 @@ pub fn full_distill<B: Backend>(
         stopped_early,
         resumed_from,
         history: state.history,
+        losses: state.losses,
     })
 }
 

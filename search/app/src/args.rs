@@ -133,6 +133,10 @@ pub struct ExportArgs {
     /// parameters), so that a native transformers family fits where only those stood in the way.
     #[arg(long)]
     pub densify: bool,
+    /// Also write train.py and train.toml (pytorch and hf): genas's final distillation of
+    /// this candidate in plain PyTorch, to continue it anywhere (torchrun for several GPUs).
+    #[arg(long)]
+    pub with_training: bool,
     #[arg(long, default_value = "genas-archive")]
     pub archive: PathBuf,
     #[arg(long)]

@@ -372,7 +372,12 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                 FormatArg::Hf => genas_interop::export::Format::Hf,
                 FormatArg::Pytorch => genas_interop::export::Format::Pytorch,
             };
-            let w = genas_app::winners::export::export_candidate(
+            let export = if a.with_training {
+                genas_app::winners::export::export_with_training
+            } else {
+                genas_app::winners::export::export_candidate
+            };
+            let w = export(
                 &a.archive,
                 &a.run,
                 &a.candidate,

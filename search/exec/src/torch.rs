@@ -474,6 +474,7 @@ fn read_final_inner(
         stopped_early: r.stopped_early.unwrap_or(false),
         resumed_from: r.resumed_from,
         history: r.history.clone().unwrap_or_default(),
+        losses: r.losses.clone(),
     };
     let _ = std::fs::remove_dir_all(jd);
     Ok((full, r.losses.clone(), r.device.clone()))

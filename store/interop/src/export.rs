@@ -68,6 +68,9 @@ use std::path::{Path, PathBuf};
 pub const CHECK_TOLERANCE: f64 = 1e-4;
 
 const MODEL_PY: &str = include_str!("export/model.py");
+/// `train.py` of `genas export --with-training`: genas's final distillation in plain PyTorch,
+/// reading the corpus itself, for one process or several under `torchrun`.
+pub const TRAIN_PY: &str = include_str!("export/train.py");
 const CHECK_PY: &str = include_str!("export/genas_check.py");
 const CONFIGURATION_PY: &str = include_str!("export/configuration_genas.py");
 const MODELING_PY: &str = include_str!("export/modeling_genas.py");
@@ -155,6 +158,53 @@ pub struct Written {
     pub hf_class: Option<&'static str>,
     /// What the user should know about the export (one line each).
     pub notes: Vec<String>,
+    /// A native `hf` family's tensors whose zeros further training must keep.
+    #[serde(skip)]
+    pub fixed_zeros: FixedZeros,
+}
+
+/// The tensors of a native `hf` export whose zeros further training must keep (`train.py` of
+/// `genas export --with-training` reads them from `train.toml`): `absent`, tensors the family
+/// needs that genas's network does not have (all zeros: the attention biases of a student
+/// without them); `masked`, the sparse matrices (their zeros are the mask). genas's own
+/// modeling code and `pytorch` keep their masks as buffers and have neither.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FixedZeros {
+    pub absent: Vec<String>,
+    pub masked: Vec<String>,
+}
+
+/// [`FixedZeros`] of `e` in `family`: the family's tensors of a probe whose every weight is 1
+/// and every masked-out weight 0, so the family's own renaming, transposes, splits and
+/// regroupings carry the mask (and a tensor it makes up is all zeros).
+fn fixed_zeros(family: &HfFamily, e: &Export) -> Result<FixedZeros, ExportError> {
+    let probe: Vec<Tensor> = e
+        .tensors
+        .iter()
+        .map(|t| Tensor {
+            data: t.mask.clone().unwrap_or_else(|| vec![1.0; t.data.len()]),
+            ..t.clone()
+        })
+        .collect();
+    let mut out = FixedZeros::default();
+    let probe = Export {
+        arch: e.arch,
+        tensors: &probe,
+        vocab: e.vocab,
+        check: e.check,
+        text: e.text,
+        record: Value::Null,
+        teacher_family: e.teacher_family,
+    };
+    for (name, _, data) in hf_tensors(family, &probe)? {
+        let zeros = data.iter().filter(|&&x| x == 0.0).count();
+        if zeros == data.len() && !data.is_empty() {
+            out.absent.push(name);
+        } else if zeros > 0 {
+            out.masked.push(name);
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +245,7 @@ pub fn write_checkpoint_check(
         files: Vec::new(),
         hf_class: None,
         notes: Vec::new(),
+        fixed_zeros: FixedZeros::default(),
     };
     let mut rows = check.logits.chunks_exact(vocab);
     let logits: Vec<Vec<Vec<f64>>> = check
@@ -244,6 +295,7 @@ pub fn write_module(
         files: Vec::new(),
         hf_class: None,
         notes: Vec::new(),
+        fixed_zeros: FixedZeros::default(),
     };
     let arch_json: Value =
         serde_json::from_str(&arch.canonical_json()).expect("canonical JSON parses");
@@ -275,6 +327,10 @@ pub fn export(format: Format, e: &Export, dir: &Path) -> Result<Written, ExportE
             .map(HfFamily::class)
             .or(custom.as_ref().map(|_| GENAS_HF_CLASS)),
         notes: Vec::new(),
+        fixed_zeros: match &family {
+            Some(f) => fixed_zeros(f, e)?,
+            None => FixedZeros::default(),
+        },
     };
     if let Some(why) = &custom {
         w.notes.push(format!(
@@ -354,7 +410,7 @@ pub fn export(format: Format, e: &Export, dir: &Path) -> Result<Written, ExportE
         for (i, l) in e.arch.layers.iter().enumerate() {
             if l.sparsity != Sparsity::Dense && custom.is_none() {
                 w.notes.push(format!(
-                    "layer {i} is {} sparse: its zeros are stored, but transformers does not keep them at zero if you train further (the pytorch export does)",
+                    "layer {i} is {} sparse: its zeros are stored, but transformers does not keep them at zero if you train further (the pytorch export and the train.py of --with-training do)",
                     l.sparsity
                 ));
             }
@@ -598,6 +654,67 @@ mod tests {
         let mut a = llama_like(vec![layer(full.clone(), 16); 2]);
         a.layers[1].ffn.rank = Some(4);
         assert!(refused(&a).contains("layer 1's low-rank FFN (rank 4)"));
+    }
+
+    /// A GPT-2 export of layers without attention biases (the family has them: zeros it must
+    /// keep) whose second layer is 2:4 sparse (its matrices keep their zeros), and a Llama one
+    /// with neither; genas's own code has neither list.
+    #[test]
+    fn a_native_family_names_the_zeros_further_training_must_keep() {
+        let full = Attention::Full { heads: 2 };
+        let mut a = arch(vec![layer(full.clone(), 16); 2]);
+        a.layers[1].sparsity = Sparsity::TwoFour;
+        let model = genas_engine::Model::new(&a, genas_engine::Cpu::<f32>::new(1), 7);
+        let tensors = crate::model_tensors(&model);
+        let vocab = Vocab::Chars("abcdefghij".chars().collect());
+        let check = Check {
+            tokens: vec![vec![0; 8]],
+            logits: vec![0.0; 80],
+            positions: None,
+        };
+        let e = |arch| Export {
+            arch,
+            tensors: &tensors,
+            vocab: &vocab,
+            check: &check,
+            text: None,
+            record: Value::Null,
+            teacher_family: None,
+        };
+        let f = fixed_zeros(&hf_family(&a).unwrap(), &e(&a)).unwrap();
+        let mut absent = f.absent.clone();
+        absent.sort();
+        assert_eq!(
+            absent,
+            [0, 1]
+                .iter()
+                .flat_map(
+                    |i| ["c_attn", "c_proj"].map(|m| format!("transformer.h.{i}.attn.{m}.bias"))
+                )
+                .collect::<Vec<_>>()
+        );
+        assert!(!f.masked.is_empty());
+        for name in &f.masked {
+            assert!(
+                name.starts_with("transformer.h.1.") && name.ends_with(".weight"),
+                "{name}"
+            );
+        }
+        // Every matrix the engine masks is listed, under the family's name.
+        let engine_masked = tensors.iter().filter(|t| t.mask.is_some()).count();
+        assert_eq!(f.masked.len(), engine_masked);
+        // Dense, biasless Llama blocks: nothing to keep.
+        let dense = llama_like(vec![layer(full, 16); 2]);
+        let model = genas_engine::Model::new(&dense, genas_engine::Cpu::<f32>::new(1), 7);
+        let tensors = crate::model_tensors(&model);
+        let e = Export {
+            tensors: &tensors,
+            ..e(&dense)
+        };
+        assert_eq!(
+            fixed_zeros(&hf_family(&dense).unwrap(), &e).unwrap(),
+            FixedZeros::default()
+        );
     }
 
     #[test]

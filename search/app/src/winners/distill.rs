@@ -50,6 +50,10 @@ pub struct DistilledRecord {
     /// the genas engine).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// The training loss of every step (absent from records written before genas kept them),
+    /// what `train.py` of `genas export --with-training` reproduces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub losses: Vec<f64>,
 }
 
 pub struct DistillOptions {
@@ -523,6 +527,7 @@ fn store_distilled(
         search_val_bits: cand.best_rung().map(|(_, ce)| bits(ce)),
         reused: false,
         device,
+        losses: r.losses,
     };
     access.archive.put_distilled(run, id, &rec, weights)?;
     say(&format!(
