@@ -386,31 +386,32 @@ fn train_py_of_an_image_run_exported_for_transformers_reproduces_genas_distill()
     assert_parity("image (hf)", &rec, &log);
 }
 
-/// A run distilled from a pretrained Llama teacher (experiments/fixtures/hf/llama-gqa, written
-/// by transformers) in its own vocabulary, exported as `hf`: train.py tokenizes Hamlet with the
-/// teacher's tokenizer and runs the teacher through transformers.
-#[test]
-fn train_py_of_a_pretrained_teacher_run_reproduces_genas_distill() {
-    if common::python_ready().is_err() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+/// `experiments/FILE` with its teacher `fixtures/hf/FIXTURE` and the corpus `corpus` (relative
+/// to experiments/), paths made absolute, `edit` applied; searched, its largest front member
+/// distilled for `steps` steps and exported `--with-training` as `hf`; train.py's run checked
+/// against genas's. Returns the export folder, train.py's output folder and genas's record.
+fn pretrained_case(
+    dir: &Path,
+    file: &str,
+    fixture: &str,
+    corpus: &str,
+    steps: u32,
+    edit: impl Fn(String) -> String,
+) -> (PathBuf, PathBuf, Value) {
     let experiments = root().join("experiments").canonicalize().unwrap();
-    let text = std::fs::read_to_string(experiments.join("pretrained.toml"))
+    let text = std::fs::read_to_string(experiments.join(file))
         .unwrap()
         .replace(
             "\"data/shakespeare\"",
-            &format!("{:?}", experiments.join("data/shakespeare/hamlet_gut.txt")),
+            &format!("{:?}", experiments.join(corpus)),
         )
         .replace(
-            "\"fixtures/hf/llama-gqa\"",
-            &format!("{:?}", experiments.join("fixtures/hf/llama-gqa")),
-        )
-        .replace("candidates = 16", "candidates = 4")
-        .replace("rung_steps = [200]", "rung_steps = [20]");
-    let exp = dir.path().join("exp.toml");
-    std::fs::write(&exp, text).unwrap();
-    let cache = dir.path().join("cache");
+            &format!("\"fixtures/hf/{fixture}\""),
+            &format!("{:?}", experiments.join("fixtures/hf").join(fixture)),
+        );
+    let exp = dir.join("exp.toml");
+    std::fs::write(&exp, edit(text)).unwrap();
+    let cache = dir.join("cache");
     let run = |a: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_genas"))
             .args(a)
@@ -418,14 +419,40 @@ fn train_py_of_a_pretrained_teacher_run_reproduces_genas_distill() {
             .output()
             .unwrap()
     };
-    let out = dir.path().join("export");
-    let rec = distil_and_export(&exp, &dir.path().join("a"), 12, "hf", &out, &run);
+    let out = dir.join("export");
+    let rec = distil_and_export(&exp, &dir.join("a"), steps, "hf", &out, &run);
     let config = std::fs::read_to_string(out.join("train.toml")).unwrap();
     assert!(config.contains("kind = \"pretrained\""), "{config}");
+    assert!(config.contains("tokenizer = \"hf\""), "{config}");
     assert!(out.join("tokenizer.json").is_file());
-    let one = dir.path().join("one");
+    let one = dir.join("one");
     let log = train(&out, &one, &[]);
-    assert_parity("pretrained teacher (hf)", &rec, &log);
+    assert_parity(&format!("{file}, pretrained teacher (hf)"), &rec, &log);
+    (out, one, rec)
+}
+
+/// A run distilled from a pretrained Llama teacher (experiments/fixtures/hf/llama-gqa, written
+/// by transformers) in its own vocabulary, exported as `hf`: train.py tokenizes Hamlet with the
+/// teacher's tokenizer and runs the teacher through transformers. The member is 2:4 sparse and
+/// leaves as a native Llama: train.py keeps its zeros.
+#[test]
+fn train_py_of_a_pretrained_teacher_run_reproduces_genas_distill() {
+    if common::python_ready().is_err() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (out, one, rec) = pretrained_case(
+        dir.path(),
+        "pretrained.toml",
+        "llama-gqa",
+        "data/shakespeare/hamlet_gut.txt",
+        12,
+        |t| {
+            t.replace("candidates = 16", "candidates = 4")
+                .replace("rung_steps = [200]", "rung_steps = [20]")
+        },
+    );
+    let config = std::fs::read_to_string(out.join("train.toml")).unwrap();
     // The member is sparse (this search's largest is): it leaves as a native Llama with its
     // zeros stored, train.toml lists its masked matrices, and train.py keeps their zeros.
     let arch = rec["architecture"].as_str().unwrap();
@@ -433,9 +460,8 @@ fn train_py_of_a_pretrained_teacher_run_reproduces_genas_distill() {
         arch.contains("2:4") || arch.contains("unstructured"),
         "{arch}"
     );
-    {
-        assert!(config.contains("masked = ["), "{config}");
-        let check = r#"
+    assert!(config.contains("masked = ["), "{config}");
+    let check = r#"
 import sys, tomllib
 from safetensors.torch import load_file as load_safetensors
 cfg = tomllib.load(open(sys.argv[1] + "/train.toml", "rb"))
@@ -444,11 +470,70 @@ b = load_safetensors(sys.argv[2] + "/trained/model.safetensors")
 for name in cfg["model"]["masked"]:
     zeros = a[name] == 0
     assert zeros.any() and (b[name][zeros] == 0).all() and (b[name][~zeros] != a[name][~zeros]).any(), name
-print(len(cfg["model"]["masked"]))
 "#;
-        let o = python(&["-c", check, s(&out), s(&one)]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = python(&["-c", check, s(&out), s(&one)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Students of the Qwen2 fixture without its q/k/v biases leave as Qwen2ForCausalLM with
+/// zero biases, which train.py keeps at zero (`frozen`); the corpus is a JSON Lines file of
+/// documents (the fixture's tokenizer has no end-of-text token: a newline joins them).
+#[test]
+fn train_py_of_a_qwen2_run_on_json_lines_keeps_the_biases_the_student_lacks() {
+    if common::python_ready().is_err() {
+        return;
     }
+    let dir = tempfile::tempdir().unwrap();
+    let (out, one, _) = pretrained_case(
+        dir.path(),
+        "qwen2.toml",
+        "qwen2",
+        "fixtures/corpus/docs.jsonl",
+        12,
+        |t| {
+            t.replace("candidates = 16", "candidates = 4")
+                .replace("rung_steps = [200]", "rung_steps = [20]")
+                .replace("qkv_bias = true ", "# ")
+                .replace("screen_keep = 0.5", "screen_keep = 1.0")
+        },
+    );
+    let config = std::fs::read_to_string(out.join("train.toml")).unwrap();
+    assert!(config.contains("frozen = ["), "{config}");
+    assert!(config.contains("docs.jsonl"), "{config}");
+    let check = r#"
+import sys, tomllib
+from safetensors.torch import load_file as load_safetensors
+cfg = tomllib.load(open(sys.argv[1] + "/train.toml", "rb"))
+b = load_safetensors(sys.argv[2] + "/trained/model.safetensors")
+assert cfg["model"]["frozen"] and all(n.endswith("_proj.bias") for n in cfg["model"]["frozen"])
+for name in cfg["model"]["frozen"]:
+    assert (b[name] == 0).all(), name
+"#;
+    let o = python(&["-c", check, s(&out), s(&one)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A byte-level run (the bytes of Hamlet) exported as `hf`.
+#[test]
+fn train_py_of_a_byte_level_run_reproduces_genas_distill() {
+    if common::python_ready().is_err() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let hamlet = root()
+        .join("experiments/data/shakespeare/hamlet_gut.txt")
+        .canonicalize()
+        .unwrap();
+    let data = format!(
+        "kind = \"text\"\npath = {:?}\ntokenizer = \"byte\"\nseq_len = 32",
+        hamlet
+    );
+    let exp = common::experiment_on(&dir.path().join("e.toml"), "bytes", &data, TEXT_SEARCH);
+    let out = dir.path().join("export");
+    let rec = distil_and_export(&exp, &dir.path().join("a"), 16, "hf", &out, &|a| genas(a));
+    assert_eq!(rec["bits_unit"], "bits/byte");
+    let log = train(&out, &dir.path().join("one"), &[]);
+    assert_parity("bytes (hf)", &rec, &log);
 }
 
 /// A format train.py cannot train from, and a candidate that does not exist, are refused.
