@@ -34,7 +34,17 @@ pub struct RunRecord {
     /// (its experiment is the other run's with `[search] strategy = "random"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline_of: Option<String>,
+    /// The defaults its experiment text is read with: [`DEFAULTS`] for runs started since,
+    /// 0 (absent) for runs started before the search defaults changed, whose text is read
+    /// with those of then, so that they resume exactly.
+    #[serde(default)]
+    pub defaults: u32,
 }
+
+/// The version of the search defaults new runs are read with. 1: no zero-cost screen
+/// (`screen_keep = 1`) and a calibration of 20 where there is one; before (0): the screen on
+/// at `screen_keep = 0.5`, a calibration of 40.
+pub const DEFAULTS: u32 = 1;
 
 /// The experiment of a run, parsed again from its stored text.
 pub fn experiment_of(r: &RunRecord) -> Result<Experiment> {
@@ -43,6 +53,22 @@ pub fn experiment_of(r: &RunRecord) -> Result<Experiment> {
         &r.source.display().to_string(),
         &r.base_dir,
     )?;
+    if r.defaults < 1 {
+        // Parsed above, so the text is TOML; a key it leaves out had the defaults of then.
+        let table: toml::Table = r.experiment_toml.parse().unwrap_or_default();
+        let has = |section: &str, key: &str| {
+            table
+                .get(section)
+                .and_then(|s| s.as_table())
+                .is_some_and(|s| s.contains_key(key))
+        };
+        if !has("fidelity", "screen_keep") {
+            e.fidelity.screen_keep = 0.5;
+        }
+        if !has("search", "calibration") {
+            e.search.calibration = 40;
+        }
+    }
     e.source = r.source.clone();
     e.base_dir = r.base_dir.clone();
     if e.name.is_empty() {
@@ -417,6 +443,52 @@ pub fn render_show(s: &ShowReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run started before the defaults changed is read with those of then, unless its text
+    /// sets the keys; a run started since, with today's.
+    #[test]
+    fn a_run_is_read_with_the_defaults_it_started_under() {
+        let record = |text: &str, defaults: u32| RunRecord {
+            id: "r1".into(),
+            name: "e".into(),
+            experiment_toml: text.into(),
+            source: PathBuf::from("e.toml"),
+            base_dir: PathBuf::from("."),
+            seed: 0,
+            created_unix_s: 0,
+            status: "running".into(),
+            wall_s: 0.0,
+            plan: None,
+            baseline_of: None,
+            defaults,
+        };
+        let bare = "name = \"e\"\n[data]\nkind = \"text\"\npath = \"d.txt\"\nseq_len = 16\n[space]\ndepth = [1]\nd_model = [32]\nheads = [2]\n";
+        let old = experiment_of(&record(bare, 0)).unwrap();
+        assert_eq!(
+            (old.fidelity.screen_keep, old.search.calibration),
+            (0.5, 40)
+        );
+        let new = experiment_of(&record(bare, DEFAULTS)).unwrap();
+        assert_eq!(
+            (new.fidelity.screen_keep, new.search.calibration),
+            (
+                genas_space::experiment::DEFAULT_SCREEN_KEEP,
+                genas_space::experiment::DEFAULT_CALIBRATION
+            )
+        );
+        let set = format!("{bare}[search]\ncalibration = 12\n[fidelity]\nscreen_keep = 1.0\n");
+        let old_set = experiment_of(&record(&set, 0)).unwrap();
+        assert_eq!(
+            (old_set.fidelity.screen_keep, old_set.search.calibration),
+            (1.0, 12)
+        );
+        // What an archive of then holds has no `defaults`: it reads as 0.
+        let json = serde_json::to_value(record(bare, 0)).unwrap();
+        let mut json = json.as_object().unwrap().clone();
+        json.remove("defaults");
+        let back: RunRecord = serde_json::from_value(json.into()).unwrap();
+        assert_eq!(back.defaults, 0);
+    }
 
     #[test]
     fn the_runs_table_stays_aligned_with_a_long_name() {

@@ -73,6 +73,7 @@ pub fn search(
         wall_s: 0.0,
         plan: None,
         baseline_of: None,
+        defaults: crate::runs::DEFAULTS,
     };
     drive(
         &archive,
@@ -395,6 +396,8 @@ pub fn random_twin(
         wall_s: 0.0,
         plan: None,
         baseline_of: Some(of.id.clone()),
+        // Read as the run it is a baseline of is.
+        defaults: of.defaults,
     };
     let l = load_experiment(experiment_of(&record)?)?;
     let plan = preflight(&l, threads, archive.path())?;
