@@ -609,14 +609,10 @@ impl Dataset {
     pub fn train_indices(&self, b: usize, steps: u32, seed: u64) -> Vec<u32> {
         let mut rng = genas_space::Rng::seed_from_u64(seed);
         let n = self.positions(Split::Train);
+        // Drawn as `train_batch` draws them (its test holds the two together).
         (0..steps as usize * b)
-            .map(|_| self.draw(n, &mut rng) as u32)
+            .map(|_| rng.index(n) as u32)
             .collect()
-    }
-
-    /// The next training sequence `train_batch` takes.
-    fn draw(&self, n: usize, rng: &mut genas_space::Rng) -> usize {
-        rng.index(n)
     }
 
     /// A batch of `b` training sequences at random positions drawn from `rng`.
@@ -625,7 +621,7 @@ impl Dataset {
         let t = self.context as usize;
         let (mut inputs, mut targets) = (Vec::with_capacity(b * t), Vec::with_capacity(b * t));
         for _ in 0..b {
-            let k = self.draw(n, rng);
+            let k = rng.index(n);
             self.sequence(Split::Train, k, &mut inputs, &mut targets);
         }
         Batch {

@@ -7,7 +7,7 @@
 //! smooth function of its size plus a term fixed by its id, and a few diverge at the first
 //! rung, so the tests read decisions, not training.
 
-use genas_exec::replay::{Evaluated, Provenance, Replay, Row, Table, TABLE_VERSION};
+use genas_exec::replay::{Evaluated, Replay, Row, Table};
 use genas_scoring::distill::{DistillResult, Evaluation};
 use genas_scoring::zero_cost::ProxyScores;
 use genas_search::controller::{
@@ -134,29 +134,12 @@ fn table(exp: &Experiment) -> Table {
             }
         })
         .collect();
-    Table {
-        format: "genas-table".into(),
-        version: TABLE_VERSION,
-        provenance: Provenance {
-            command: "made by tests/controller.rs".into(),
-            genas: env!("CARGO_PKG_VERSION").into(),
-            commit: "none".into(),
-            machine: "none".into(),
-            cores: 1,
-            workers: 1,
-            created_unix_s: 0,
-            wall_s: 0.0,
-        },
-        experiment_toml: String::new(),
-        teacher_key: "teacher-test".into(),
-        teacher_val_bits: 3.0,
-        rung_steps: vec![50, 200],
-        final_steps: Vec::new(),
-        sample_only: false,
-        sampled_from: None,
-        recipe: None,
+    Table::made_by(
+        "made by tests/controller.rs",
+        "teacher-test",
+        (vec![50, 200], Vec::new()),
         rows,
-    }
+    )
 }
 
 /// `Replay`, stopping the run once `after` outputs have been handed back.

@@ -494,7 +494,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 /// A small table of the shakespeare space, as JSON: two rows with results at two rungs.
 fn table_seed() -> Vec<u8> {
-    use genas_exec::replay::{Evaluated, Provenance, Row, Table, TABLE_VERSION};
+    use genas_exec::replay::{Evaluated, Row, Table};
     use genas_scoring::distill::{DistillResult, Evaluation};
     let exp = shakespeare();
     let space = SearchSpace::new(&exp.space, 84, 64).expect("its space builds");
@@ -532,29 +532,13 @@ fn table_seed() -> Vec<u8> {
             }
         })
         .collect();
-    let table = Table {
-        format: "genas-table".into(),
-        version: TABLE_VERSION,
-        provenance: Provenance {
-            command: "genas bench fuzz".into(),
-            genas: env!("CARGO_PKG_VERSION").into(),
-            commit: "none".into(),
-            machine: "none".into(),
-            cores: 1,
-            workers: 1,
-            created_unix_s: 0,
-            wall_s: 1.0,
-        },
-        experiment_toml: String::new(),
-        teacher_key: "0123456789abcdef".into(),
-        teacher_val_bits: 3.0,
-        rung_steps: vec![50, 200],
-        final_steps: vec![800],
-        sample_only: false,
-        sampled_from: None,
-        recipe: None,
+    let mut table = Table::made_by(
+        "genas bench fuzz",
+        "0123456789abcdef",
+        (vec![50, 200], vec![800]),
         rows,
-    };
+    );
+    table.provenance.wall_s = 1.0;
     serde_json::to_vec(&table).expect("serialises")
 }
 

@@ -8,7 +8,7 @@ use common::{
     TINY_SEARCH,
 };
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Every file of the archive (sled's, the marker, the seal), relative.
@@ -210,7 +210,7 @@ fn a_running_search_can_be_watched_from_another_process() {
         "[search]\ncandidates = 8\npopulation = 4\n[fidelity]\nrung_steps = [150, 300]\nbatch_size = 8\n",
     );
     let archive = dir.path().join("a");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_genas"))
+    let mut child = common::genas_command()
         .args([
             "search",
             s(&exp),

@@ -137,7 +137,7 @@ fn device_cuda_without_a_usable_torch_is_refused_and_auto_says_cpu() {
         vec!["teacher", "train", s(&cuda), "--archive", s(&archive)],
         vec!["proxies", "calibrate", s(&cuda), "--archive", s(&archive)],
     ] {
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_genas"))
+        let o = common::genas_command()
             .args(&args)
             .env("GENAS_PYTHON", &no_torch)
             .output()
@@ -156,7 +156,7 @@ fn device_cuda_without_a_usable_torch_is_refused_and_auto_says_cpu() {
         "auto",
         "[search]\ndevice = \"auto\"\n",
     );
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_genas"))
+    let o = common::genas_command()
         .args(["teacher", "train", s(&auto), "--archive", s(&archive)])
         .env("GENAS_PYTHON", &no_torch)
         .output()
@@ -599,7 +599,7 @@ fn a_runner_that_fails_every_job_stops_the_search_with_its_error_and_a_failed_ru
     // A runner that cannot even run the teacher's pass stops the search there, in one line,
     // before a run is created.
     let search_with = |python: PathBuf| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_genas"))
+        common::genas_command()
             .args(["search", s(&cuda), "--archive", s(&archive)])
             .env("GENAS_PYTHON", python)
             .env("GENAS_RUNNER_DEVICE", "cpu")

@@ -291,7 +291,7 @@ fn search_on(dir: &Path, name: &str, search: &str) -> serde_json::Value {
         ),
     );
     let archive = dir.join(name);
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_genas"))
+    let o = common::genas_command()
         .args([
             "search",
             common::s(&exp),
@@ -388,7 +388,7 @@ fn a_search_through_the_runner_matches_the_engine_to_float_rounding() {
     );
     // `genas distill --front`: under device = "cuda" through the runner, as on the engine.
     let distill = |name: &str| -> serde_json::Value {
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_genas"))
+        let o = common::genas_command()
             .args(["distill", "r1", "--front", "--steps", "40", "--json"])
             .args(["--archive", common::s(&dir.path().join(name))])
             .env("GENAS_RUNNER_DEVICE", "cpu")
@@ -951,7 +951,7 @@ fn a_search_too_large_for_the_devices_memory_is_refused_in_one_line() {
         "[constraints]\nmax_params = 20_000\n[search]\ndevice = \"cuda\"\ndevice_jobs = 2\ncandidates = 4\npopulation = 4\ncalibration = 10\n[fidelity]\nscreen_keep = 0.5\nbatch_size = 8\nrung_steps = [5]\n",
     );
     let run = |memory: &str, archive: &Path| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_genas"))
+        common::genas_command()
             .args(["search", common::s(&exp), "--archive", common::s(archive)])
             .args(["--plot", common::s(&dir.path().join("p.svg"))])
             .env("GENAS_RUNNER_DEVICE", "cpu")

@@ -154,6 +154,39 @@ pub struct Table {
 }
 
 impl Table {
+    /// A table made in code rather than measured (tests, `genas bench fuzz`): `command` says
+    /// what made it; no machine, no recipe, not a sample.
+    pub fn made_by(
+        command: &str,
+        teacher_key: &str,
+        (rung_steps, final_steps): (Vec<u32>, Vec<u32>),
+        rows: Vec<Row>,
+    ) -> Table {
+        Table {
+            format: "genas-table".into(),
+            version: TABLE_VERSION,
+            provenance: Provenance {
+                command: command.into(),
+                genas: env!("CARGO_PKG_VERSION").into(),
+                commit: "none".into(),
+                machine: "none".into(),
+                cores: 1,
+                workers: 1,
+                created_unix_s: 0,
+                wall_s: 0.0,
+            },
+            experiment_toml: String::new(),
+            teacher_key: teacher_key.into(),
+            teacher_val_bits: 3.0,
+            rung_steps,
+            final_steps,
+            sample_only: false,
+            sampled_from: None,
+            recipe: None,
+            rows,
+        }
+    }
+
     /// Reads a table written by `genas bench table` (gzip JSON).
     pub fn read(path: &Path) -> Result<Table, TableError> {
         let raw = genas_space::files::read_bounded(path, MAX_TABLE_FILE_BYTES)
@@ -222,6 +255,49 @@ impl<'a> Replay<'a> {
     }
 }
 
+/// What replaying `job` against `row` gives: the row's rung of the job's steps (a schedule may
+/// use some of a table's rungs), with its latency where the job measures it; without one, a
+/// failed evaluation saying `missing()`, never an invented figure.
+pub(crate) fn replayed(row: Option<&Row>, job: &Job, missing: impl FnOnce() -> String) -> Output {
+    match row.and_then(|r| r.rungs.iter().find(|e| e.steps == job.config.steps)) {
+        Some(e) => Output {
+            result: e.result.clone(),
+            latency_ms_per_token: if job.measure_latency {
+                row.and_then(|r| r.latency_ms_per_token)
+            } else {
+                None
+            },
+            failed: None,
+        },
+        None => Output {
+            result: DistillResult {
+                steps: job.config.steps,
+                train_loss: None,
+                eval: None,
+                diverged: Some(missing()),
+                seconds: 0.0,
+            },
+            latency_ms_per_token: None,
+            failed: None,
+        },
+    }
+}
+
+/// A replaying executor's `run`: each job's `output` handed over in order, until told to stop.
+pub(crate) fn replay_each(
+    jobs: &[Job],
+    stop: &AtomicBool,
+    done: &(dyn Fn(usize, Output) -> bool + Sync),
+    output: impl Fn(&Job) -> Output,
+) -> Result<(), ExecError> {
+    for (i, job) in jobs.iter().enumerate() {
+        if stop.load(Ordering::SeqCst) || !done(i, output(job)) {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
 impl Executor for Replay<'_> {
     fn run(
         &self,
@@ -230,44 +306,14 @@ impl Executor for Replay<'_> {
         stop: &AtomicBool,
         done: &(dyn Fn(usize, Output) -> bool + Sync),
     ) -> Result<(), ExecError> {
-        for (i, job) in jobs.iter().enumerate() {
-            if stop.load(Ordering::SeqCst) {
-                return Ok(());
-            }
-            let row = self.row(&job.id);
-            // Looked up by steps: a schedule may use some of the table's rungs.
-            let evaluated = row.and_then(|r| r.rungs.iter().find(|e| e.steps == job.config.steps));
-            let output = match evaluated {
-                Some(e) => Output {
-                    result: e.result.clone(),
-                    latency_ms_per_token: if job.measure_latency {
-                        row.and_then(|r| r.latency_ms_per_token)
-                    } else {
-                        None
-                    },
-                    failed: None,
-                },
-                // Not in the table: recorded as a failed evaluation, never invented.
-                _ => Output {
-                    result: DistillResult {
-                        steps: job.config.steps,
-                        train_loss: None,
-                        eval: None,
-                        diverged: Some(format!(
-                            "not in the table at rung {} ({} steps)",
-                            job.rung, job.config.steps
-                        )),
-                        seconds: 0.0,
-                    },
-                    latency_ms_per_token: None,
-                    failed: None,
-                },
-            };
-            if !done(i, output) {
-                return Ok(());
-            }
-        }
-        Ok(())
+        replay_each(jobs, stop, done, |job| {
+            replayed(self.row(&job.id), job, || {
+                format!(
+                    "not in the table at rung {} ({} steps)",
+                    job.rung, job.config.steps
+                )
+            })
+        })
     }
 
     fn proxies(

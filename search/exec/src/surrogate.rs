@@ -15,7 +15,7 @@
 //!
 //! It knows tables and architectures, not how either was measured.
 
-use crate::replay::{Evaluated, Row, Table};
+use crate::replay::{replay_each, replayed, Evaluated, Row, Table};
 use genas_scoring::distill::{DistillResult, Evaluation};
 use genas_scoring::stats::kendall_tau_b;
 use genas_scoring::zero_cost::ProxyScores;
@@ -24,7 +24,7 @@ use genas_space::{Activation, Architecture, Attention, Cost, Rng, Sparsity};
 use smartcore::linalg::basic::matrix::DenseMatrix;
 use smartcore::xgboost::{XGRegressor, XGRegressorParameters};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 
 /// The held-out Kendall τ (top rung, validation CE) a surrogate must reach to stand in for
@@ -400,10 +400,7 @@ impl Surrogate {
                 id: a.id(),
                 architecture: a.clone(),
                 cost: Cost::of(a),
-                proxies: ProxyScores {
-                    scores: Default::default(),
-                    millis: 0.0,
-                },
+                proxies: ProxyScores::default(),
                 proxies_cpu_s: proxies_cpu[i].exp(),
                 rungs: self
                     .rungs
@@ -502,41 +499,11 @@ impl Executor for SurrogateReplay<'_> {
         stop: &AtomicBool,
         done: &(dyn Fn(usize, Output) -> bool + Sync),
     ) -> Result<(), ExecError> {
-        for (i, job) in jobs.iter().enumerate() {
-            if stop.load(Ordering::SeqCst) {
-                return Ok(());
-            }
-            let row = self.row_of(&job.architecture);
-            let output = match row.rungs.iter().find(|e| e.steps == job.config.steps) {
-                Some(e) => Output {
-                    result: e.result.clone(),
-                    latency_ms_per_token: if job.measure_latency {
-                        row.latency_ms_per_token
-                    } else {
-                        None
-                    },
-                    failed: None,
-                },
-                None => Output {
-                    result: DistillResult {
-                        steps: job.config.steps,
-                        train_loss: None,
-                        eval: None,
-                        diverged: Some(format!(
-                            "the surrogate knows no rung of {} steps",
-                            job.config.steps
-                        )),
-                        seconds: 0.0,
-                    },
-                    latency_ms_per_token: None,
-                    failed: None,
-                },
-            };
-            if !done(i, output) {
-                return Ok(());
-            }
-        }
-        Ok(())
+        replay_each(jobs, stop, done, |job| {
+            replayed(Some(&self.row_of(&job.architecture)), job, || {
+                format!("the surrogate knows no rung of {} steps", job.config.steps)
+            })
+        })
     }
 
     fn proxies(
@@ -575,9 +542,8 @@ impl Executor for SurrogateReplay<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replay::{Provenance, TABLE_VERSION};
     use genas_space::{Experiment, SearchSpace};
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A per-layer space of about 10⁶ architectures (depth 2–3, five attention kinds, four FFN
     /// ratios, two ranks, two sparsities per layer).
@@ -640,27 +606,13 @@ mod tests {
 
     fn table(rows: Vec<Row>) -> Table {
         Table {
-            format: "genas-table".into(),
-            version: TABLE_VERSION,
-            provenance: Provenance {
-                command: "made by surrogate.rs's tests".into(),
-                genas: env!("CARGO_PKG_VERSION").into(),
-                commit: "none".into(),
-                machine: "none".into(),
-                cores: 1,
-                workers: 1,
-                created_unix_s: 0,
-                wall_s: 0.0,
-            },
-            experiment_toml: String::new(),
-            teacher_key: "teacher-test".into(),
-            teacher_val_bits: 3.0,
-            rung_steps: vec![50, 200],
-            final_steps: vec![800],
-            sample_only: false,
             sampled_from: Some(1e6),
-            recipe: None,
-            rows,
+            ..Table::made_by(
+                "made by surrogate.rs's tests",
+                "teacher-test",
+                (vec![50, 200], vec![800]),
+                rows,
+            )
         }
     }
 
@@ -684,10 +636,7 @@ mod tests {
             id: a.id(),
             architecture: a.clone(),
             cost: Cost::of(a),
-            proxies: ProxyScores {
-                scores: Default::default(),
-                millis: 0.0,
-            },
+            proxies: ProxyScores::default(),
             proxies_cpu_s: 0.01,
             rungs: vec![eval(50, ce + 0.4), eval(200, ce)],
             latency_ms_per_token: Some(0.01 * a.layers.len() as f64),

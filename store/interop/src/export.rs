@@ -158,9 +158,6 @@ pub struct Written {
     pub hf_class: Option<&'static str>,
     /// What the user should know about the export (one line each).
     pub notes: Vec<String>,
-    /// A native `hf` family's tensors whose zeros further training must keep.
-    #[serde(skip)]
-    pub fixed_zeros: FixedZeros,
 }
 
 /// The tensors of a native `hf` export whose zeros further training must keep (`train.py` of
@@ -174,10 +171,17 @@ pub struct FixedZeros {
     pub masked: Vec<String>,
 }
 
-/// [`FixedZeros`] of `e` in `family`: the family's tensors of a probe whose every weight is 1
-/// and every masked-out weight 0, so the family's own renaming, transposes, splits and
-/// regroupings carry the mask (and a tensor it makes up is all zeros).
-fn fixed_zeros(family: &HfFamily, e: &Export) -> Result<FixedZeros, ExportError> {
+/// [`FixedZeros`] of `e` as `hf` writes it: none for genas's own modeling code; for a native
+/// family, that family's tensors of a probe whose every weight is 1 and every masked-out weight
+/// 0, so the family's own renaming, transposes, splits and regroupings carry the mask (and a
+/// tensor it makes up is all zeros). The probe holds two more copies of the weights while it
+/// runs, so only `--with-training` asks for it.
+pub fn fixed_zeros(e: &Export) -> Result<FixedZeros, ExportError> {
+    let family = match hf_family_for(e.arch, e.teacher_family) {
+        Ok(f) => f,
+        Err(ExportError::Unsupported(_)) => return Ok(FixedZeros::default()),
+        Err(other) => return Err(other),
+    };
     let probe: Vec<Tensor> = e
         .tensors
         .iter()
@@ -196,7 +200,7 @@ fn fixed_zeros(family: &HfFamily, e: &Export) -> Result<FixedZeros, ExportError>
         record: Value::Null,
         teacher_family: e.teacher_family,
     };
-    for (name, _, data) in hf_tensors(family, &probe)? {
+    for (name, _, data) in hf_tensors(&family, &probe)? {
         let zeros = data.iter().filter(|&&x| x == 0.0).count();
         if zeros == data.len() && !data.is_empty() {
             out.absent.push(name);
@@ -245,7 +249,6 @@ pub fn write_checkpoint_check(
         files: Vec::new(),
         hf_class: None,
         notes: Vec::new(),
-        fixed_zeros: FixedZeros::default(),
     };
     let mut rows = check.logits.chunks_exact(vocab);
     let logits: Vec<Vec<Vec<f64>>> = check
@@ -295,7 +298,6 @@ pub fn write_module(
         files: Vec::new(),
         hf_class: None,
         notes: Vec::new(),
-        fixed_zeros: FixedZeros::default(),
     };
     let arch_json: Value =
         serde_json::from_str(&arch.canonical_json()).expect("canonical JSON parses");
@@ -327,10 +329,6 @@ pub fn export(format: Format, e: &Export, dir: &Path) -> Result<Written, ExportE
             .map(HfFamily::class)
             .or(custom.as_ref().map(|_| GENAS_HF_CLASS)),
         notes: Vec::new(),
-        fixed_zeros: match &family {
-            Some(f) => fixed_zeros(f, e)?,
-            None => FixedZeros::default(),
-        },
     };
     if let Some(why) = &custom {
         w.notes.push(format!(
@@ -681,7 +679,7 @@ mod tests {
             record: Value::Null,
             teacher_family: None,
         };
-        let f = fixed_zeros(&hf_family(&a).unwrap(), &e(&a)).unwrap();
+        let f = fixed_zeros(&e(&a)).unwrap();
         let mut absent = f.absent.clone();
         absent.sort();
         assert_eq!(
@@ -703,6 +701,10 @@ mod tests {
         // Every matrix the engine masks is listed, under the family's name.
         let engine_masked = tensors.iter().filter(|t| t.mask.is_some()).count();
         assert_eq!(f.masked.len(), engine_masked);
+        // genas's own modeling code keeps its masks as buffers: nothing to list.
+        let mut own = a.clone();
+        own.layers[0].attention = Attention::Linear { heads: 2 };
+        assert_eq!(fixed_zeros(&e(&own)).unwrap(), FixedZeros::default());
         // Dense, biasless Llama blocks: nothing to keep.
         let dense = llama_like(vec![layer(full, 16); 2]);
         let model = genas_engine::Model::new(&dense, genas_engine::Cpu::<f32>::new(1), 7);
@@ -711,10 +713,7 @@ mod tests {
             tensors: &tensors,
             ..e(&dense)
         };
-        assert_eq!(
-            fixed_zeros(&hf_family(&dense).unwrap(), &e).unwrap(),
-            FixedZeros::default()
-        );
+        assert_eq!(fixed_zeros(&e).unwrap(), FixedZeros::default());
     }
 
     #[test]

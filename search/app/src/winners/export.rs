@@ -4,7 +4,7 @@
 use super::{RunAccess, Weights};
 use anyhow::{bail, Context, Result};
 use genas_engine::{Cpu, Model};
-use genas_interop::export::{self, Check, Export, Format, Vocab, Written};
+use genas_interop::export::{self, Check, Export, FixedZeros, Format, Vocab, Written};
 use genas_scoring::data::{Dataset, Split, Vocabulary};
 use std::path::Path;
 
@@ -93,18 +93,19 @@ pub fn export_candidate(
 ) -> Result<Written> {
     let access = RunAccess::open(archive_dir, run)?;
     let cand = access.candidate(name)?;
-    export_of(&access, cand, format, out, weights, densify)
+    Ok(export_of(&access, cand, format, out, (weights, densify), false)?.0)
 }
 
-/// [`export_candidate`] of `cand`, a candidate of the run `access` opened.
+/// [`export_candidate`] of `cand`, a candidate of the run `access` opened; with `training`,
+/// also the zeros further training must keep ([`export::fixed_zeros`]).
 fn export_of(
     access: &RunAccess,
     cand: &genas_search::controller::CandidateRecord,
     format: Format,
     out: &Path,
-    weights: Weights,
-    densify: bool,
-) -> Result<Written> {
+    (weights, densify): (Weights, bool),
+    training: bool,
+) -> Result<(Written, FixedZeros)> {
     let run = access.record.id.as_str();
     let model = access.model(cand, weights, 1)?;
     let distilled = access
@@ -129,13 +130,13 @@ fn export_of(
         .pretrained
         .as_ref()
         .map(|c| c.model_type.as_str());
-    export_model(
+    export_model_with(
         &model,
         &access.loaded.data,
         record,
         (format, teacher),
         out,
-        densify,
+        (densify, training),
     )
 }
 
@@ -150,6 +151,26 @@ pub fn export_model(
     out: &Path,
     densify: bool,
 ) -> Result<Written> {
+    Ok(export_model_with(
+        model,
+        data,
+        record,
+        (format, teacher),
+        out,
+        (densify, false),
+    )?
+    .0)
+}
+
+/// [`export_model`], and with `training` the zeros further training must keep.
+fn export_model_with(
+    model: &Model<Cpu<f32>>,
+    data: &Dataset,
+    record: serde_json::Value,
+    (format, teacher): (Format, Option<&str>),
+    out: &Path,
+    (densify, training): (bool, bool),
+) -> Result<(Written, FixedZeros)> {
     let tensors = genas_interop::model_tensors(model);
     let check = check_batch(data, model);
     let vocab = export_vocab(&data.vocab)?;
@@ -171,7 +192,12 @@ pub fn export_model(
     };
     let mut w = export::export(format, &e, out)?;
     w.notes.splice(0..0, notes);
-    Ok(w)
+    let fixed = if training && format == Format::Hf {
+        export::fixed_zeros(&e)?
+    } else {
+        FixedZeros::default()
+    };
+    Ok((w, fixed))
 }
 
 pub fn render_export(w: &Written) -> String {
@@ -255,7 +281,7 @@ pub fn export_with_training(
         ),
     };
 
-    let mut w = export_of(&access, &cand, format, out, weights, densify)?;
+    let (mut w, fixed) = export_of(&access, &cand, format, out, (weights, densify), true)?;
     if let Some(t) = &teacher_model {
         let record = serde_json::json!({
             "run": run,
@@ -286,14 +312,7 @@ pub fn export_with_training(
     };
     write("genas_batches.safetensors", &bytes)?;
     let q = |s: &str| toml::Value::String(s.to_string()).to_string();
-    let f = |x: f64| {
-        let s = format!("{x:?}");
-        if s.contains(['.', 'e', 'E']) {
-            s
-        } else {
-            format!("{s}.0")
-        }
-    };
+    let f = |x: f64| toml::Value::Float(x).to_string();
     let mut text =
         format!(
         "# The recipe of genas's final distillation of {id} (run {run} of {name}), exactly, and\n\
@@ -310,16 +329,16 @@ pub fn export_with_training(
     // A native transformers family's tensors that stand for nothing in genas's network, and
     // its sparse matrices: train.py keeps their zeros, as genas's network has them.
     let list = |names: &[String]| names.iter().map(|n| q(n)).collect::<Vec<_>>().join(", ");
-    if !w.fixed_zeros.absent.is_empty() {
+    if !fixed.absent.is_empty() {
         text += &format!(
             "frozen = [{}]   # zeros the family needs, absent from genas's network\n",
-            list(&w.fixed_zeros.absent)
+            list(&fixed.absent)
         );
     }
-    if !w.fixed_zeros.masked.is_empty() {
+    if !fixed.masked.is_empty() {
         text += &format!(
             "masked = [{}]   # sparse: their zeros stay zero\n",
-            list(&w.fixed_zeros.masked)
+            list(&fixed.masked)
         );
     }
     text += "\n[teacher]\n";

@@ -10,8 +10,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The genas binary, run from a scratch folder of the build (`CARGO_TARGET_TMPDIR`), so that
+/// what it writes into its working directory (`genas search`'s default `front-RUN.svg`) lands
+/// there and never in the source tree.
+pub fn genas_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_genas"));
+    c.current_dir(env!("CARGO_TARGET_TMPDIR"));
+    c
+}
+
 pub fn genas(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_genas"))
+    genas_command()
         .args(args)
         .output()
         .expect("the genas binary runs")
@@ -137,7 +146,7 @@ pub fn ok_json(o: &Output) -> Value {
 /// Starts `args`, waits until its stderr shows `ready` (when given), lets it run `delay`,
 /// then kills it with SIGKILL. Returns whether it had already finished.
 pub fn run_and_kill(args: &[&str], ready: Option<&str>, delay: Duration) -> bool {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_genas"))
+    let mut child = genas_command()
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
