@@ -56,6 +56,11 @@ pub struct DistillConfig {
     /// fp32 one.
     #[serde(default, skip_serializing_if = "Precision::is_fp32")]
     pub precision: Precision,
+    /// Trains only the parameters whose names start with one of these (blockwise local
+    /// distillation: one sub-block of the teacher's network, the rest held); empty = all.
+    /// Left out of the serialised form when empty, so cache keys of earlier runs stay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub train_only: Vec<String>,
 }
 
 impl DistillConfig {
@@ -74,6 +79,7 @@ impl DistillConfig {
             top_k: f.top_k as usize,
             init: f.init,
             precision: f.precision,
+            train_only: Vec::new(),
         }
     }
 }
@@ -723,6 +729,7 @@ pub fn brief_distill_traced<B: Backend>(
     let steps = cfg.steps.min(targets.schedule.len() as u32);
     let tcfg = TrainConfig::new(steps, cfg.batch_size, cfg.learning_rate, cfg.seed);
     let mut opt = Optimizer::new(model);
+    opt.train_only(model, &cfg.train_only);
     let mut recent = Vec::new();
     for step in 0..steps {
         let Step { batch, soft } = targets.schedule.step(step as usize);

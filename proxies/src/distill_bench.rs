@@ -153,6 +153,7 @@ pub fn bench_distill(c: &DistillBenchConfig) -> Result<DistillBenchReport, Disti
         top_k: c.top_k,
         init: Default::default(),
         precision: Default::default(),
+        train_only: Vec::new(),
     };
     let mut teacher = Model::new(&teacher_arch, be.clone(), 1);
     let resets = reset_peak_memory();

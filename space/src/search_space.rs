@@ -604,6 +604,23 @@ impl SearchSpace {
         out
     }
 
+    /// Every distinct valid layer the space offers at width `d` (none when `d` is not one of
+    /// its `d_model`), in gene order: what blockwise search draws its sub-block variants from.
+    pub fn layers_at(&self, d: u32) -> Vec<Layer> {
+        let Some(di) = self.d_model.iter().position(|&x| x == d) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Layer> = Vec::new();
+        for g in self.all_block_genes() {
+            if let Ok(layer) = self.decode_block(di, &g) {
+                if !out.contains(&layer) {
+                    out.push(layer);
+                }
+            }
+        }
+        out
+    }
+
     /// The block these genes describe at d_model index `di`, if valid.
     fn decode_block(&self, di: usize, g: &BlockGenes) -> Result<Layer, String> {
         let d = self.d_model[di];

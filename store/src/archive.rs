@@ -56,6 +56,9 @@
 //!   JSON of a finished training run `genas report --ablate-kd` compares against the final
 //!   distillation, written in one transaction with the removal of its checkpoint (kept in
 //!   `run_checkpoints` under the same key while it runs).
+//! - `run_blocks`: run id ++ `0x00` ++ block key → the record JSON of a finished blockwise
+//!   local distillation (one sub-block variant of one layer trained against the teacher),
+//!   written in one transaction with its weights (`run_weights`, under `block-` ++ key).
 //!
 //! The run trees above are created when an archive is opened, so an archive written before
 //! they existed gains them (empty) on its first writable open; the schema stays 1. One
@@ -104,6 +107,7 @@ const EVAL_CACHE_TREE: &str = "eval_cache";
 const RUN_CHECKPOINTS_TREE: &str = "run_checkpoints";
 const RUN_DISTILLED_TREE: &str = "run_distilled";
 const RUN_ABLATIONS_TREE: &str = "run_ablations";
+const RUN_BLOCKS_TREE: &str = "run_blocks";
 /// The `meta` record holding the number of the last run created.
 const LAST_RUN: &str = "last_run";
 /// The `meta` record counting flushes (u64 big-endian), and the file recording the count
@@ -295,6 +299,7 @@ pub struct Archive {
     run_checkpoints: sled::Tree,
     run_distilled: sled::Tree,
     run_ablations: sled::Tree,
+    run_blocks: sled::Tree,
     path: PathBuf,
     schema_version: u32,
     holder: Holder,
@@ -918,6 +923,45 @@ impl Archive {
         }
     }
 
+    /// Records a finished blockwise local distillation `key` of run `run` and its trained
+    /// weights (safetensors bytes, readable as `weights(run, "block-" ++ key)`) in one
+    /// transaction, then flushes.
+    pub fn put_block<B: Serialize + ?Sized>(
+        &self,
+        run: &str,
+        key: &str,
+        record: &B,
+        weights: &[u8],
+    ) -> Result<(), StoreError> {
+        self.require_run(run)?;
+        self.check_key("block", key)?;
+        let k = IVec::from(run_entry_key(run, key.as_bytes()));
+        let w = IVec::from(run_entry_key(run, format!("block-{key}").as_bytes()));
+        let record = self.encode("a block record", record)?;
+        let weights = IVec::from(weights);
+        (&self.run_blocks, &self.run_weights)
+            .transaction(|(blocks, weight_tree)| -> Tx<()> {
+                blocks.insert(k.clone(), record.clone())?;
+                weight_tree.insert(w.clone(), weights.clone())?;
+                Ok(())
+            })
+            .map_err(|e| self.transaction_error("store a trained block", e))?;
+        self.flush()
+    }
+
+    /// Every finished blockwise local distillation of run `run`, by key.
+    pub fn blocks<B: DeserializeOwned>(&self, run: &str) -> Result<Vec<(String, B)>, StoreError> {
+        self.check_key("run", run)?;
+        let mut out = Vec::new();
+        for (key, record) in self.scan_run(&self.run_blocks, run, "list trained blocks")? {
+            let key = String::from_utf8(key)
+                .map_err(|_| self.damaged(format!("a block key of run {run} is not UTF-8")))?;
+            let record = self.decode(&record, || format!("run {run}'s block {key:?}"))?;
+            out.push((key, record));
+        }
+        Ok(out)
+    }
+
     /// Writes everything stored so far to disk, then records in `seal.json` how many
     /// flushes the database has seen, so a log that later loses its tail is recognised as
     /// damaged instead of opening as an older archive. A read-only open has nothing to
@@ -1173,6 +1217,7 @@ impl Archive {
             run_checkpoints: open_tree(&db, dir, RUN_CHECKPOINTS_TREE)?,
             run_distilled: open_tree(&db, dir, RUN_DISTILLED_TREE)?,
             run_ablations: open_tree(&db, dir, RUN_ABLATIONS_TREE)?,
+            run_blocks: open_tree(&db, dir, RUN_BLOCKS_TREE)?,
             db,
             path: dir.to_path_buf(),
             schema_version,

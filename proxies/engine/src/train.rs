@@ -78,6 +78,10 @@ pub struct Optimizer<B: Backend> {
     m: Vec<B::Buf>,
     v: Vec<B::Buf>,
     pub step: u64,
+    /// Parameters this optimiser leaves as they are: no update, no weight decay, and their
+    /// gradients left out of the clipping norm (blockwise distillation trains one sub-block
+    /// of a network whose other weights are the teacher's). Empty: every parameter trains.
+    frozen: Vec<bool>,
 }
 
 impl<B: Backend> Optimizer<B> {
@@ -92,7 +96,31 @@ impl<B: Backend> Optimizer<B> {
             .iter()
             .map(|p| model.be.zeros(p.numel()))
             .collect();
-        Optimizer { m, v, step: 0 }
+        Optimizer {
+            m,
+            v,
+            step: 0,
+            frozen: Vec::new(),
+        }
+    }
+
+    /// Trains only the parameters whose names start with one of `prefixes` (every
+    /// parameter when `prefixes` is empty); returns how many parameters train.
+    pub fn train_only(&mut self, model: &Model<B>, prefixes: &[String]) -> usize {
+        if prefixes.is_empty() {
+            self.frozen.clear();
+            return model.params.len();
+        }
+        self.frozen = model
+            .params
+            .iter()
+            .map(|p| !prefixes.iter().any(|x| p.name.starts_with(x.as_str())))
+            .collect();
+        self.frozen.iter().filter(|f| !**f).count()
+    }
+
+    fn trains(&self, i: usize) -> bool {
+        !self.frozen.get(i).copied().unwrap_or(false)
     }
 
     /// The moments (m, v) per parameter, on the host, for a checkpoint.
@@ -117,6 +145,7 @@ impl<B: Backend> Optimizer<B> {
         let (params, weights, grads, be) = model.parts();
         let norm = be.install(|| {
             (0..params.len())
+                .filter(|&i| self.trains(i))
                 .map(|i| be.sum_squares(&grads.of(i), &grads.weights))
                 .sum::<f64>()
                 .sqrt()
@@ -138,9 +167,12 @@ impl<B: Backend> Optimizer<B> {
                 1.0
             },
         };
-        let (m, v) = (&mut self.m, &mut self.v);
+        let (m, v, frozen) = (&mut self.m, &mut self.v, &self.frozen);
         be.install(|| {
             for i in 0..params.len() {
+                if frozen.get(i).copied().unwrap_or(false) {
+                    continue;
+                }
                 be.adamw(
                     &mut weights[i],
                     &grads.of(i),

@@ -206,6 +206,7 @@ pub fn parity_config() -> DistillConfig {
         top_k: 64,
         init: Default::default(),
         precision: Default::default(),
+        train_only: Vec::new(),
     }
 }
 
@@ -342,6 +343,7 @@ pub fn write_real_fixtures(out: &Path) -> Result<usize> {
         top_k: 64,
         init: Default::default(),
         precision: Default::default(),
+        train_only: Vec::new(),
     };
     let targets = random_teacher_targets(&data, &cfg, 32);
     let (name, arch) = real_students(t).remove(0);

@@ -8,7 +8,8 @@
 //! - `inspect`: `space check`, `space sample`, `data inspect`;
 //! - `train`: `train` one architecture, and the engine benchmarks' renderers;
 //! - `teacher`, `calibration`: the teacher (trained or imported) and the proxies' calibration;
-//! - `search`: `search`, `resume`, `front`; `runs`: a run's records and report (`runs`, `show`);
+//! - `search`: `search`, `resume`, `front`; `blockwise`: the search by sub-blocks; `runs`: a
+//!   run's records and report (`runs`, `show`);
 //! - `winners`: `distill`, `export`, `sample` of a run's winners;
 //! - `report`: the trade-off study of a run (HTML and Markdown);
 //! - `plot`: every picture, and `format`: every number a user reads;
@@ -17,6 +18,7 @@
 //!
 //! Nothing depends on this crate: it is the only one that knows all the others.
 
+pub mod blockwise;
 pub mod calibration;
 pub mod experiment;
 pub mod format;

@@ -48,6 +48,9 @@ pub fn search(
     // Load and check before creating the run, so bad data or a plan that cannot work never
     // leaves a run behind.
     let l = load_experiment(exp.clone())?;
+    if !l.experiment.search.mode.is_search() {
+        crate::blockwise::check(&l)?;
+    }
     let space_plan = preflight(&l, o.threads, &o.archive)?;
     check_stored_records(&o.archive, &l)?;
     let archive = Archive::open(&o.archive)?;
@@ -185,6 +188,14 @@ fn drive(
     })?;
     let last = *exp.fidelity.rung_steps.iter().max().expect("non-empty");
     let cfg = distill_config(&l, last);
+    let blockwise = !exp.search.mode.is_search();
+    // The schedule the soft targets are cached for: every rung's, and a blockwise run's
+    // sub-block training.
+    let schedule = if blockwise {
+        last.max(exp.search.block_steps)
+    } else {
+        last
+    };
     let calibration_key = crate::calibration::calibration_key(&l, &cfg, &t.record.key)?;
     let plan = match &record.plan {
         Some(p) => {
@@ -256,12 +267,17 @@ fn drive(
             .map(|p| p as &mut dyn genas_scoring::distill::TeacherPass),
         &l.data,
         &cfg,
-        last,
+        schedule,
         Box::new(shards),
         &mut |d, n| progress("caching soft targets", d, n),
     )
     .map_err(|e| anyhow::anyhow!("the teacher's soft targets: {e}"))?;
     drop(on_device);
+    if blockwise {
+        return drive_blockwise(
+            archive, record, &l, &plan, &teacher, &targets, workers, stop, say, progress, start,
+        );
+    }
     drop(teacher);
     genas_engine::memory::give_back();
     if let Some(note) = &space_plan.note {
@@ -341,6 +357,63 @@ fn drive(
     record.wall_s += start.elapsed().as_secs_f64();
     archive.update_run(&record.id, &*record)?;
     archive.flush()?;
+    report(archive, &record.id)
+}
+
+/// A blockwise run (`[search] mode = "blockwise"`) from its teacher and soft targets: created
+/// if new, driven to its end or until stopped, and marked as `drive` marks a search.
+#[allow(clippy::too_many_arguments)]
+fn drive_blockwise(
+    archive: &Archive,
+    record: &mut RunRecord,
+    l: &LoadedExperiment,
+    plan: &RunPlan,
+    teacher: &genas_engine::Model<genas_engine::Cpu<f32>>,
+    targets: &TeacherTargets,
+    workers: usize,
+    stop: &AtomicBool,
+    say: &mut dyn FnMut(&str),
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
+    start: std::time::Instant,
+) -> Result<SearchReport> {
+    if record.id.is_empty() {
+        record.id = archive.create_run(&*record)?;
+        say(&format!(
+            "run {} of {} in {} (blockwise)",
+            record.id,
+            l.experiment.name,
+            archive.path().display()
+        ));
+    }
+    record.status = "running".into();
+    archive.update_run(&record.id, &*record)?;
+    let b = crate::blockwise::Blockwise {
+        l,
+        archive,
+        run: &record.id,
+        plan,
+        teacher,
+        targets,
+        workers,
+        stop,
+    };
+    let ended = b.run(say, progress);
+    record.wall_s += start.elapsed().as_secs_f64();
+    record.status = match &ended {
+        Ok(crate::blockwise::Ended::Finished) => "finished",
+        Ok(crate::blockwise::Ended::Interrupted) => "interrupted",
+        Err(_) => "failed",
+    }
+    .into();
+    archive.update_run(&record.id, &*record)?;
+    archive.flush()?;
+    if let Err(e) = ended {
+        bail!(
+            "{e}; run {} is marked failed and keeps what it stored: genas resume {} continues it once the cause is fixed",
+            record.id,
+            record.id
+        );
+    }
     report(archive, &record.id)
 }
 

@@ -857,6 +857,13 @@ impl Torch<'_> {
         let failed = |class: &str, e: &dyn std::fmt::Display| {
             Output::failed(steps, class, &e.to_string().replace('\n', " "))
         };
+        if !job.config.train_only.is_empty() {
+            // The runner's script trains every weight; blockwise jobs run on the engine.
+            return failed(
+                "blockwise job",
+                &"the PyTorch runner trains every weight and cannot hold the teacher's while one sub-block trains; run blockwise distillation on the CPU engine (device = \"cpu\")",
+            );
+        }
         let jd = {
             let mut h = Sha256::new();
             h.update(serde_json::to_vec(job).unwrap_or_default());

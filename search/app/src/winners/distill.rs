@@ -276,7 +276,9 @@ pub fn distill(
         // The student at its initial weights: drawn, or with `[fidelity] init = "teacher"`
         // pruned from the teacher.
         let fresh = |targets: &TeacherTargets| -> Result<Model<Cpu<f32>>> {
-            if targets.parent.is_some() {
+            if let Some(model) = access.assembled(cand, o.threads)? {
+                Ok(model)
+            } else if targets.parent.is_some() {
                 let seed = init_seed(l.experiment.teacher.seed, &cand.id);
                 Ok(targets.student(&cand.architecture, Cpu::<f32>::new(o.threads), seed))
             } else {
@@ -379,9 +381,11 @@ fn distill_under_torch(
     let mut jobs = Vec::new();
     for (k, id) in pending.iter().enumerate() {
         let cand = access.candidate(id)?;
-        // The student at its initial weights: drawn, or with `[fidelity] init = "teacher"`
-        // pruned from the teacher.
-        let model = if targets.parent.is_some() {
+        // The student at its initial weights: assembled by a blockwise run, drawn, or with
+        // `[fidelity] init = "teacher"` pruned from the teacher.
+        let model = if let Some(model) = access.assembled(cand, o.threads)? {
+            model
+        } else if targets.parent.is_some() {
             let seed = init_seed(l.experiment.teacher.seed, &cand.id);
             targets.student(&cand.architecture, Cpu::<f32>::new(o.threads), seed)
         } else {

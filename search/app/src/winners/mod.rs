@@ -125,6 +125,28 @@ impl RunAccess {
         }
     }
 
+    /// The initial weights a blockwise run assembled for `cand` from its trained sub-blocks
+    /// (what its final distillation and `--weights init` start from); none for a candidate
+    /// of a search.
+    pub fn assembled(
+        &self,
+        cand: &CandidateRecord,
+        threads: usize,
+    ) -> Result<Option<Model<Cpu<f32>>>> {
+        let run = &self.record.id;
+        let Some(bytes) = self.archive.weights(run, &format!("init-{}", cand.id))? else {
+            return Ok(None);
+        };
+        let seed = init_seed(self.loaded.experiment.teacher.seed, &cand.id);
+        let mut model = Model::new(&cand.architecture, Cpu::<f32>::new(threads), seed);
+        checkpoint::from_bytes(
+            &mut model,
+            &bytes,
+            &format!("assembled weights of {}", cand.id),
+        )?;
+        Ok(Some(model))
+    }
+
     /// The candidate's network with the chosen weights (f32 engine, `threads` threads, 0 =
     /// every core).
     pub fn model(
@@ -141,6 +163,11 @@ impl RunAccess {
         )
         .map_err(anyhow::Error::msg)?;
         let exp = &self.loaded.experiment;
+        if weights == Weights::Init {
+            if let Some(model) = self.assembled(cand, threads)? {
+                return Ok(model);
+            }
+        }
         let mut model =
             if weights == Weights::Init && exp.fidelity.init == genas_space::StudentInit::Teacher {
                 // The initial weights the run's students started from: pruned from its teacher.

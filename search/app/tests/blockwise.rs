@@ -1,0 +1,284 @@
+//! `[search] mode = "blockwise"` end to end: every sub-block variant trained in the teacher's
+//! network with the rest held, the realised members assembled from those trained blocks,
+//! an exact resume after kill -9, and bad blockwise experiments refused before anything is
+//! written.
+
+mod common;
+
+use common::*;
+use genas_app::blockwise::BlockRecord;
+use genas_engine::{checkpoint, Cpu, Model};
+use genas_search::controller::CandidateRecord;
+use genas_store::Archive;
+use std::path::Path;
+use std::time::Duration;
+
+const SPACE: &str = r#"depth = [2]
+d_model = [32]
+heads = [1, 2]
+attention = ["full", "grouped", "linear", "none"]
+kv_heads = [1]
+ffn_ratio = [1, 2]
+activation = ["gelu", "relu"]
+per_layer = true"#;
+
+/// The blockwise experiment over a two-layer teacher of the shipped corpus.
+fn blockwise(dir: &Path, block_steps: u32, tail: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"name = "bw"
+[data]
+{}
+[space]
+{SPACE}
+[teacher]
+depth = 2
+d_model = 32
+heads = 2
+ffn_ratio = 2
+steps = 20
+batch_size = 8
+learning_rate = 3e-3
+[search]
+mode = "blockwise"
+block_steps = {block_steps}
+realise = 3
+[fidelity]
+rung_steps = [10]
+batch_size = 4
+init = "teacher"
+{tail}"#,
+        corpus32()
+    );
+    let p = dir.join("bw.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn model_of(arch: &genas_space::Architecture, bytes: &[u8]) -> Model<Cpu<f32>> {
+    let mut m = Model::new(arch, Cpu::<f32>::new(1), 0);
+    checkpoint::from_bytes(&mut m, bytes, "test").unwrap();
+    m
+}
+
+fn weights_named(m: &Model<Cpu<f32>>, name: &str) -> Vec<f64> {
+    m.weights(m.param_index(name).unwrap())
+}
+
+#[test]
+fn every_variant_trains_alone_and_the_front_is_assembled_from_the_trained_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = blockwise(dir.path(), 10, "");
+    let (archive, report) = search_into(dir.path(), &exp);
+    let front = report["front"].as_array().unwrap();
+    assert!(!front.is_empty(), "{report}");
+    let a = Archive::open_read_only(&archive).unwrap();
+    let blocks: Vec<(String, BlockRecord)> = a.blocks("r1").unwrap();
+    // Two layers × (attention variants other than the teacher's + FFN variants other than
+    // the teacher's): full/h1, grouped/h2kv1, linear/h1, linear/h2, none; ffn 32 gelu,
+    // ffn 32 relu, ffn 64 relu.
+    assert_eq!(
+        blocks.len(),
+        2 * (5 + 3),
+        "{:?}",
+        blocks.iter().map(|b| &b.0).collect::<Vec<_>>()
+    );
+    let models: Vec<(BlockRecord, Model<Cpu<f32>>)> = blocks
+        .into_iter()
+        .map(|(k, b)| {
+            let bytes = a.weights("r1", &format!("block-{k}")).unwrap().unwrap();
+            let m = model_of(&b.architecture, &bytes);
+            (b, m)
+        })
+        .collect();
+    // Every block scored, and what it did not train is the teacher's: two blocks of
+    // different slots agree on every weight outside both.
+    for (b, _) in &models {
+        let e = b.result.eval.expect("scored");
+        assert!(e.kl_to_teacher > 0.0 && e.val_ce.is_finite(), "{b:?}");
+    }
+    let (b0, m0) = models
+        .iter()
+        .find(|(b, _)| b.layer == 0 && b.variant == "linear/h2")
+        .unwrap();
+    let (b1, m1) = models
+        .iter()
+        .find(|(b, _)| b.layer == 1 && b.variant.starts_with("ffn 32"))
+        .unwrap();
+    let own = |b: &BlockRecord, name: &str| {
+        genas_app::blockwise::SubBlock::prefixes(b.sub_block, b.layer)
+            .iter()
+            .any(|p| name.starts_with(p.as_str()))
+    };
+    let mut shared = 0;
+    for p in &m0.params {
+        if own(b0, &p.name) || own(b1, &p.name) {
+            continue;
+        }
+        assert_eq!(
+            weights_named(m0, &p.name),
+            weights_named(m1, &p.name),
+            "{}",
+            p.name
+        );
+        shared += 1;
+    }
+    assert!(shared > 5);
+    // A realised member's initial weights are its trained blocks', the teacher's elsewhere.
+    let cands: Vec<(String, CandidateRecord)> = a.candidates("r1").unwrap();
+    assert_eq!(cands.len(), 3);
+    let mut checked = 0;
+    for (id, c) in &cands {
+        assert!(c.origin.starts_with("blockwise"), "{}", c.origin);
+        let init = model_of(
+            &c.architecture,
+            &a.weights("r1", &format!("init-{id}")).unwrap().unwrap(),
+        );
+        for (b, m) in &models {
+            // This block is in the member when its layer has the block's variant there.
+            let mine = &b.architecture.layers[b.layer];
+            let theirs = &c.architecture.layers[b.layer];
+            let same = match b.sub_block {
+                genas_app::blockwise::SubBlock::Attention => mine.attention == theirs.attention,
+                genas_app::blockwise::SubBlock::Ffn => mine.ffn == theirs.ffn,
+            };
+            if !same {
+                continue;
+            }
+            for p in &m.params {
+                if own(b, &p.name) {
+                    assert_eq!(
+                        weights_named(&init, &p.name),
+                        weights_named(m, &p.name),
+                        "{id} {}",
+                        p.name
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 0, "no member holds a trained block");
+    // The report, the final distillation from the assembled weights and export take them
+    // as any candidate.
+    let id = front[0]["id"].as_str().unwrap();
+    let o = genas(&[
+        "distill",
+        "r1",
+        id,
+        "--steps",
+        "5",
+        "--archive",
+        s(&archive),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = dir.path().join("rep");
+    let o = genas(&["report", "r1", "--archive", s(&archive), "--out", s(&out)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read_to_string(out.join("report.md"))
+        .unwrap()
+        .contains(id));
+}
+
+#[test]
+fn a_blockwise_run_killed_while_blocks_train_resumes_to_the_same_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = blockwise(dir.path(), 300, "");
+    let whole = dir.path().join("whole");
+    ok_json(&genas(&[
+        "search",
+        s(&exp),
+        "--archive",
+        s(&whole),
+        "--json",
+        "--threads",
+        "1",
+    ]));
+    let cut = dir.path().join("cut");
+    let args = ["search", s(&exp), "--archive", s(&cut), "--threads", "1"];
+    let finished = run_and_kill(
+        &args,
+        Some("sub-block variants"),
+        Duration::from_millis(1500),
+    );
+    assert!(!finished, "the run ended before the kill: make it longer");
+    let stored = Archive::open_read_only(&cut)
+        .unwrap()
+        .blocks::<BlockRecord>("r1")
+        .unwrap()
+        .len();
+    assert!(stored < 16, "every block was stored before the kill");
+    ok_json(&genas(&[
+        "resume",
+        "r1",
+        "--archive",
+        s(&cut),
+        "--json",
+        "--threads",
+        "1",
+    ]));
+    let (a, b) = (
+        Archive::open_read_only(&whole).unwrap(),
+        Archive::open_read_only(&cut).unwrap(),
+    );
+    let blocks = |x: &Archive| -> Vec<(String, serde_json::Value)> {
+        x.blocks::<BlockRecord>("r1")
+            .unwrap()
+            .into_iter()
+            .map(|(k, mut r)| {
+                r.result.seconds = 0.0;
+                (k, serde_json::to_value(r).unwrap())
+            })
+            .collect()
+    };
+    assert_eq!(blocks(&a), blocks(&b));
+    let (ra, ca) = essence(&whole);
+    let (rb, cb) = essence(&cut);
+    assert_eq!(ca, cb);
+    assert_eq!(ra["front"], rb["front"]);
+}
+
+#[test]
+fn blockwise_experiments_it_cannot_run_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &str, &[&str]); 4] = [
+        (
+            "d_model = [32]",
+            "d_model = [16, 32]",
+            &["keeps the teacher's depth and width", "d_model = [32]"],
+        ),
+        (
+            "init = \"teacher\"",
+            "init = \"random\"",
+            &["fidelity.init", "init = \"teacher\""],
+        ),
+        (
+            "per_layer = true",
+            "per_layer = true\nsparsity = [\"dense\", \"2:4\"]",
+            &["sparsity = [\"dense\"]"],
+        ),
+        (
+            "[fidelity]",
+            "[executor]\nkind = \"slurm\"\n[fidelity]",
+            &["CPU engine"],
+        ),
+    ];
+    for (from, to, needles) in cases {
+        let exp = blockwise(dir.path(), 10, "");
+        let text = std::fs::read_to_string(&exp).unwrap().replacen(from, to, 1);
+        std::fs::write(&exp, text).unwrap();
+        let archive = dir.path().join("never");
+        let o = genas(&["search", s(&exp), "--archive", s(&archive)]);
+        fails_with(&o, needles);
+        assert!(!archive.exists(), "{to}: an archive was written");
+    }
+    // Settings of the blockwise mode are refused in a search.
+    let exp = small_experiment(
+        &dir.path().join("s.toml"),
+        "s",
+        "[search]\nblock_steps = 5\n",
+    );
+    fails_with(
+        &genas(&["search", s(&exp), "--archive", s(&dir.path().join("never"))]),
+        &["search.block_steps", "blockwise"],
+    );
+}
