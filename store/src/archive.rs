@@ -57,8 +57,10 @@
 //!   distillation, written in one transaction with the removal of its checkpoint (kept in
 //!   `run_checkpoints` under the same key while it runs).
 //! - `run_blocks`: run id ++ `0x00` ++ block key → the record JSON of a finished blockwise
-//!   local distillation (one sub-block variant of one layer trained against the teacher),
-//!   written in one transaction with its weights (`run_weights`, under `block-` ++ key).
+//!   local distillation (one sub-block variant of one layer trained against the teacher). Its
+//!   weights are a file, `blocks/SHA256(key).safetensors` in the archive's folder, written
+//!   whole and renamed into place before the record (sled would hold every one of them in
+//!   memory for the rest of the process: a blockwise run writes hundreds).
 //!
 //! The run trees above are created when an archive is opened, so an archive written before
 //! they existed gains them (empty) on its first writable open; the schema stays 1. One
@@ -281,6 +283,8 @@ pub const CACHE_BYTES: u64 = 16 << 20;
 
 /// The folder of an archive that holds final distillations' checkpoints under way.
 pub const CHECKPOINT_DIR: &str = "checkpoints";
+/// The folder (in the archive's) of blockwise runs' trained blocks.
+pub const BLOCK_DIR: &str = "blocks";
 
 /// An open archive. sled holds an exclusive lock on it until this is dropped.
 pub struct Archive {
@@ -794,15 +798,18 @@ impl Archive {
         self.remove_sled_checkpoint(run, candidate)
     }
 
-    /// Where the checkpoint of `candidate` in `run` is kept: named by the SHA-256 of its key,
-    /// so any run id and candidate id make a plain file name.
+    /// Where the checkpoint of `candidate` in `run` is kept.
     fn checkpoint_path(&self, run: &str, candidate: &str) -> PathBuf {
+        self.entry_file(CHECKPOINT_DIR, run, candidate)
+    }
+
+    /// The file of entry `key` of run `run` in the archive's folder `dir`: named by the
+    /// SHA-256 of the pair, so any run id and key make a plain file name.
+    fn entry_file(&self, dir: &str, run: &str, key: &str) -> PathBuf {
         use sha2::Digest;
-        let digest = sha2::Sha256::digest(run_entry_key(run, candidate.as_bytes()));
+        let digest = sha2::Sha256::digest(run_entry_key(run, key.as_bytes()));
         let name: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        self.path
-            .join(CHECKPOINT_DIR)
-            .join(format!("{name}.safetensors"))
+        self.path.join(dir).join(format!("{name}.safetensors"))
     }
 
     fn remove_checkpoint_file(&self, run: &str, candidate: &str) -> Result<(), StoreError> {
@@ -924,8 +931,9 @@ impl Archive {
     }
 
     /// Records a finished blockwise local distillation `key` of run `run` and its trained
-    /// weights (safetensors bytes, readable as `weights(run, "block-" ++ key)`) in one
-    /// transaction, then flushes.
+    /// weights (safetensors bytes, read back by [`Archive::block_weights`]): the weights'
+    /// file first, whole and renamed into place, then the record, flushed. A kill between
+    /// leaves a file no record names, which the block's next training replaces.
     pub fn put_block<B: Serialize + ?Sized>(
         &self,
         run: &str,
@@ -935,18 +943,43 @@ impl Archive {
     ) -> Result<(), StoreError> {
         self.require_run(run)?;
         self.check_key("block", key)?;
-        let k = IVec::from(run_entry_key(run, key.as_bytes()));
-        let w = IVec::from(run_entry_key(run, format!("block-{key}").as_bytes()));
         let record = self.encode("a block record", record)?;
-        let weights = IVec::from(weights);
-        (&self.run_blocks, &self.run_weights)
-            .transaction(|(blocks, weight_tree)| -> Tx<()> {
-                blocks.insert(k.clone(), record.clone())?;
-                weight_tree.insert(w.clone(), weights.clone())?;
-                Ok(())
-            })
-            .map_err(|e| self.transaction_error("store a trained block", e))?;
+        let path = self.entry_file(BLOCK_DIR, run, key);
+        let dir = self.path.join(BLOCK_DIR);
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        (|| {
+            fs::create_dir_all(&dir)?;
+            write_atomically(&dir, name, weights)?;
+            fs::File::open(&dir)?.sync_all()
+        })()
+        .map_err(|e| io_error(&self.path, "store a trained block's weights", &e))?;
+        self.run_blocks
+            .insert(run_entry_key(run, key.as_bytes()), record)
+            .map_err(|e| self.sled_error("store a trained block", e))?;
         self.flush()
+    }
+
+    /// The weights of the finished block `key` of run `run`; `None` if it has no record.
+    pub fn block_weights(&self, run: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.check_key("run", run)?;
+        self.check_key("block", key)?;
+        let recorded = self
+            .run_blocks
+            .contains_key(run_entry_key(run, key.as_bytes()))
+            .map_err(|e| self.sled_error("read a trained block", e))?;
+        if !recorded {
+            return Ok(None);
+        }
+        match fs::read(self.entry_file(BLOCK_DIR, run, key)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(self.damaged(format!(
+                "run {run}'s block {key} has a record but its weights' file is missing"
+            ))),
+            Err(e) => Err(io_error(&self.path, "read a trained block's weights", &e)),
+        }
     }
 
     /// Every finished blockwise local distillation of run `run`, by key.

@@ -25,6 +25,16 @@ pub fn to_bytes<B: Backend>(
     model: &Model<B>,
     metadata: &[(&str, String)],
 ) -> Result<Vec<u8>, String> {
+    to_bytes_of(model, &|_| true, metadata)
+}
+
+/// `to_bytes` of the parameters whose names `keep` accepts (a trained sub-block of a network
+/// whose other weights are stored elsewhere), read back with [`tensors`].
+pub fn to_bytes_of<B: Backend>(
+    model: &Model<B>,
+    keep: &dyn Fn(&str) -> bool,
+    metadata: &[(&str, String)],
+) -> Result<Vec<u8>, String> {
     let mut meta: BTreeMap<String, String> = metadata
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
@@ -36,7 +46,9 @@ pub fn to_bytes<B: Backend>(
         serde_json::to_value(&meta).map_err(|e| e.to_string())?,
     );
     // Tensors in name order, the data laid out in the same order.
-    let mut order: Vec<usize> = (0..model.params.len()).collect();
+    let mut order: Vec<usize> = (0..model.params.len())
+        .filter(|&i| keep(&model.params[i].name))
+        .collect();
     order.sort_by(|&a, &b| model.params[a].name.cmp(&model.params[b].name));
     let mut data: Vec<u8> = Vec::new();
     for &i in &order {
@@ -107,6 +119,30 @@ pub fn metadata(bytes: &[u8], what: &str) -> Result<HashMap<String, String>, Che
         reason: format!("not a safetensors file ({e})"),
     })?;
     Ok(header.metadata().clone().unwrap_or_default())
+}
+
+/// Every F32 tensor of a safetensors image (named `what` in errors) by name, widened to f64.
+pub fn tensors(bytes: &[u8], what: &str) -> Result<BTreeMap<String, Vec<f64>>, CheckpointError> {
+    let bad = |reason: String| CheckpointError::Mismatch {
+        path: what.to_string(),
+        reason,
+    };
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+    st.tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            if t.dtype() != Dtype::F32 {
+                return Err(bad(format!("tensor {name} is {:?}, not F32", t.dtype())));
+            }
+            let host = t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+                .collect();
+            Ok((name, host))
+        })
+        .collect()
 }
 
 /// Loads a safetensors image (named `what` in errors) into `model`; its sparsity masks are

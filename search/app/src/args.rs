@@ -419,6 +419,33 @@ pub enum BenchCommand {
     /// over training seeds: searches, distils the front and writes the report as needed
     /// (everything stored in the archive; a stopped bench continues).
     Baselines(BenchBaselinesArgs),
+    /// How well a blockwise run's summed sub-block scores rank whole architectures: draws
+    /// architectures from its slots, distils each from its trained blocks at the top rung (and
+    /// for the final distillation with --final-steps), and reports Kendall τ of the summed,
+    /// calibrated and parameter-count predictions (everything stored; a stopped bench
+    /// continues).
+    Blockwise(BenchBlockwiseArgs),
+}
+
+#[derive(Args)]
+pub struct BenchBlockwiseArgs {
+    /// The blockwise run.
+    pub run: String,
+    #[arg(long, default_value = "genas-archive")]
+    pub archive: PathBuf,
+    /// Architectures drawn.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(3..=10_000))]
+    pub sample: u32,
+    /// Steps of each one's final distillation (0: the top rung only).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub final_steps: u32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Engine threads (0 = every core).
+    #[arg(long, default_value_t = 0, value_parser = threads())]
+    pub threads: usize,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]

@@ -269,6 +269,23 @@ fn run(cli: Cli) -> anyhow::Result<String> {
                     + &format!("report written to {}\n", opts.out.display()))
             }
         }
+        Command::Bench(BenchCommand::Blockwise(a)) => {
+            let opts = genas_app::blockwise::bench::BenchOptions {
+                archive: a.archive,
+                sample: a.sample as usize,
+                final_steps: a.final_steps,
+                seed: a.seed,
+                threads: a.threads,
+            };
+            let r = with_progress(a.json, |say, progress| {
+                genas_app::blockwise::bench::bench(&a.run, &opts, &STOP, say, progress)
+            })?;
+            if a.json {
+                json(&r)
+            } else {
+                Ok(genas_app::blockwise::bench::render(&r))
+            }
+        }
         Command::Bench(BenchCommand::Table(a)) => {
             let opts = genas_app::tabulate::TableOptions {
                 out: a.out.clone(),

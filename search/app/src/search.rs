@@ -274,6 +274,9 @@ fn drive(
     .map_err(|e| anyhow::anyhow!("the teacher's soft targets: {e}"))?;
     drop(on_device);
     if blockwise {
+        // Kept for its weights only (the assembly reads them): its passes' buffers go.
+        teacher.release_buffers();
+        genas_engine::memory::give_back();
         return drive_blockwise(
             archive, record, &l, &plan, &teacher, &targets, workers, stop, say, progress, start,
         );

@@ -82,47 +82,33 @@ fn every_variant_trains_alone_and_the_front_is_assembled_from_the_trained_blocks
         "{:?}",
         blocks.iter().map(|b| &b.0).collect::<Vec<_>>()
     );
-    let models: Vec<(BlockRecord, Model<Cpu<f32>>)> = blocks
-        .into_iter()
-        .map(|(k, b)| {
-            let bytes = a.weights("r1", &format!("block-{k}")).unwrap().unwrap();
-            let m = model_of(&b.architecture, &bytes);
-            (b, m)
-        })
-        .collect();
-    // Every block scored, and what it did not train is the teacher's: two blocks of
-    // different slots agree on every weight outside both.
-    for (b, _) in &models {
-        let e = b.result.eval.expect("scored");
-        assert!(e.kl_to_teacher > 0.0 && e.val_ce.is_finite(), "{b:?}");
-    }
-    let (b0, m0) = models
-        .iter()
-        .find(|(b, _)| b.layer == 0 && b.variant == "linear/h2")
-        .unwrap();
-    let (b1, m1) = models
-        .iter()
-        .find(|(b, _)| b.layer == 1 && b.variant.starts_with("ffn 32"))
-        .unwrap();
     let own = |b: &BlockRecord, name: &str| {
         genas_app::blockwise::SubBlock::prefixes(b.sub_block, b.layer)
             .iter()
             .any(|p| name.starts_with(p.as_str()))
     };
-    let mut shared = 0;
-    for p in &m0.params {
-        if own(b0, &p.name) || own(b1, &p.name) {
-            continue;
-        }
-        assert_eq!(
-            weights_named(m0, &p.name),
-            weights_named(m1, &p.name),
-            "{}",
-            p.name
-        );
-        shared += 1;
+    // Every block scored, and stored as what it trained: its sub-block's tensors, all of
+    // them, nothing of the teacher's held rest.
+    let models: Vec<(BlockRecord, std::collections::BTreeMap<String, Vec<f64>>)> = blocks
+        .into_iter()
+        .map(|(k, b)| {
+            let bytes = a.block_weights("r1", &k).unwrap().unwrap();
+            (b, checkpoint::tensors(&bytes, "test").unwrap())
+        })
+        .collect();
+    for (b, t) in &models {
+        let e = b.result.eval.expect("scored");
+        assert!(e.kl_to_teacher > 0.0 && e.val_ce.is_finite(), "{b:?}");
+        let full = Model::new(&b.architecture, Cpu::<f32>::new(1), 0);
+        let mut mine: Vec<&String> = full
+            .params
+            .iter()
+            .map(|p| &p.name)
+            .filter(|n| own(b, n))
+            .collect();
+        mine.sort();
+        assert_eq!(t.keys().collect::<Vec<_>>(), mine, "{}", b.variant);
     }
-    assert!(shared > 5);
     // A realised member's initial weights are its trained blocks', the teacher's elsewhere.
     let cands: Vec<(String, CandidateRecord)> = a.candidates("r1").unwrap();
     assert_eq!(cands.len(), 3);
@@ -144,16 +130,9 @@ fn every_variant_trains_alone_and_the_front_is_assembled_from_the_trained_blocks
             if !same {
                 continue;
             }
-            for p in &m.params {
-                if own(b, &p.name) {
-                    assert_eq!(
-                        weights_named(&init, &p.name),
-                        weights_named(m, &p.name),
-                        "{id} {}",
-                        p.name
-                    );
-                    checked += 1;
-                }
+            for (name, w) in m {
+                assert_eq!(&weights_named(&init, name), w, "{id} {name}");
+                checked += 1;
             }
         }
     }
@@ -177,6 +156,40 @@ fn every_variant_trains_alone_and_the_front_is_assembled_from_the_trained_blocks
     assert!(std::fs::read_to_string(out.join("report.md"))
         .unwrap()
         .contains(id));
+    // The bench of its scores: drawn architectures measured and stored, τ within [-1, 1], the
+    // same rows when run again (read back, not retrained).
+    let bench = |sample: &str| {
+        ok_json(&genas(&[
+            "bench",
+            "blockwise",
+            "r1",
+            "--archive",
+            s(&archive),
+            "--sample",
+            sample,
+            "--final-steps",
+            "4",
+            "--threads",
+            "1",
+            "--json",
+        ]))
+    };
+    let first = bench("5");
+    let rows = first["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 5);
+    assert!(rows
+        .iter()
+        .all(|r| r["final_ce"].as_f64().is_some_and(f64::is_finite)));
+    for t in [&first["rung"], &first["final"]] {
+        for k in ["summed", "calibrated", "params"] {
+            let x = t[k].as_f64().unwrap();
+            assert!((-1.0..=1.0).contains(&x), "{k} {x}");
+        }
+    }
+    assert_eq!(first["blocks"], 16);
+    assert_eq!(bench("5")["rows"], first["rows"]);
+    // A larger draw begins with the smaller one.
+    assert_eq!(bench("6")["rows"].as_array().unwrap()[..5], rows[..]);
 }
 
 #[test]
@@ -271,6 +284,13 @@ fn blockwise_experiments_it_cannot_run_are_refused_before_anything_is_written() 
         fails_with(&o, needles);
         assert!(!archive.exists(), "{to}: an archive was written");
     }
+    // The bench of a search that is not blockwise is refused.
+    let exp = small_experiment(&dir.path().join("t.toml"), "t", TINY_SEARCH);
+    let (archive, _) = search_into(dir.path(), &exp);
+    fails_with(
+        &genas(&["bench", "blockwise", "r1", "--archive", s(&archive)]),
+        &["not a blockwise run"],
+    );
     // Settings of the blockwise mode are refused in a search.
     let exp = small_experiment(
         &dir.path().join("s.toml"),

@@ -16,6 +16,8 @@
 //! uninterrupted one. Blocks train on local threads with the CPU engine (the PyTorch runner
 //! and Slurm do not yet return trained weights).
 
+pub mod bench;
+
 use crate::experiment::{distill_config, LoadedExperiment};
 use anyhow::{anyhow, bail, Context, Result};
 use genas_engine::{checkpoint, Cpu, Model};
@@ -274,7 +276,10 @@ impl Blockwise<'_> {
                     let seed = init_seed(seed0, &arch.id());
                     let mut model = self.targets.student(&arch, Cpu::<f32>::new(1), seed);
                     let result = brief_distill(&mut model, self.targets, &c);
-                    let bytes = checkpoint::to_bytes(&model, &[]).unwrap_or_default();
+                    // Only what it trained: the rest is the teacher's.
+                    let own = c.train_only.clone();
+                    let keep = |name: &str| own.iter().any(|p| name.starts_with(p.as_str()));
+                    let bytes = checkpoint::to_bytes_of(&model, &keep, &[]).unwrap_or_default();
                     let rec = BlockRecord {
                         layer: s.layer,
                         sub_block: s.sub,
@@ -304,6 +309,32 @@ impl Blockwise<'_> {
         });
         result?;
         Ok(!self.stop.load(Ordering::SeqCst))
+    }
+
+    /// Every slot's variants' replace-one scores (minus the KL to the teacher; the teacher's
+    /// own 0; `None` for a variant with no finished, finite result).
+    pub fn scores(
+        slots: &[Slot],
+        base: &Architecture,
+        blocks: &BTreeMap<String, BlockRecord>,
+    ) -> Vec<Vec<Option<f64>>> {
+        slots
+            .iter()
+            .map(|s| {
+                (0..s.variants.len())
+                    .map(|v| {
+                        if v == 0 {
+                            Some(0.0)
+                        } else {
+                            blocks
+                                .get(&block_key(s, base, v))
+                                .and_then(|b| b.result.eval)
+                                .map(|e| -e.kl_to_teacher)
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     /// The replace-one score of every variant (minus its KL to the teacher; the teacher's
@@ -344,20 +375,13 @@ impl Blockwise<'_> {
         let mut offset = base_cost.clone();
         let mut kept: Vec<Vec<usize>> = Vec::new();
         let mut table: Vec<Vec<Variant>> = Vec::new();
-        for s in slots {
+        let scores = Blockwise::scores(slots, base, blocks);
+        for (s, slot_scores) in slots.iter().zip(&scores) {
             let mut vars = Vec::new();
             let mut idx = Vec::new();
-            for v in 0..s.variants.len() {
-                let score = if v == 0 {
-                    0.0
-                } else {
-                    match blocks
-                        .get(&block_key(s, base, v))
-                        .and_then(|b| b.result.eval)
-                    {
-                        Some(e) => -e.kl_to_teacher,
-                        None => continue,
-                    }
+            for (v, score) in slot_scores.iter().enumerate() {
+                let Some(score) = *score else {
+                    continue;
                 };
                 let delta: Vec<f64> = costs(&replaced(base, s, v))
                     .iter()
@@ -512,7 +536,7 @@ impl Blockwise<'_> {
     ) -> Result<Model<Cpu<f32>>> {
         let arch = assemble_arch(base, slots, picks);
         let mut model = Model::new(&arch, Cpu::<f32>::new(threads), 0);
-        let mut sources: Vec<(Vec<String>, Model<Cpu<f32>>)> = Vec::new();
+        let mut trained: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         for (s, &p) in slots.iter().zip(picks) {
             if p == 0 {
                 continue;
@@ -520,22 +544,28 @@ impl Blockwise<'_> {
             let key = block_key(s, base, p);
             let bytes = self
                 .archive
-                .weights(self.run, &format!("block-{key}"))?
-                .with_context(|| format!("blockwise: block {key} has no stored weights"))?;
-            let mut m = Model::new(&replaced(base, s, p), Cpu::<f32>::new(1), 0);
-            checkpoint::from_bytes(&mut m, &bytes, &format!("block {key}"))?;
-            sources.push((s.sub.prefixes(s.layer), m));
+                .block_weights(self.run, &key)?
+                .with_context(|| format!("blockwise: block {key} is not trained"))?;
+            trained.extend(checkpoint::tensors(&bytes, &format!("block {key}"))?);
         }
         for i in 0..model.params.len() {
-            let name = model.params[i].name.clone();
-            let from = sources
-                .iter()
-                .find(|(prefixes, _)| prefixes.iter().any(|p| name.starts_with(p.as_str())))
-                .map_or(self.teacher, |(_, m)| m);
-            let j = from
-                .param_index(&name)
-                .with_context(|| format!("blockwise: {name} is in no trained block"))?;
-            model.set_weights(i, &from.weights(j));
+            let (name, numel) = (&model.params[i].name, model.params[i].numel());
+            let w = match trained.remove(name) {
+                Some(w) => w,
+                None => {
+                    let j = self.teacher.param_index(name).with_context(|| {
+                        format!("blockwise: {name} is neither the teacher's nor a trained block's")
+                    })?;
+                    self.teacher.weights(j)
+                }
+            };
+            if w.len() != numel {
+                bail!(
+                    "blockwise: {name} holds {} weights, expected {numel}",
+                    w.len()
+                );
+            }
+            model.set_weights(i, &w);
         }
         Ok(model)
     }
