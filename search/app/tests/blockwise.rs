@@ -302,3 +302,92 @@ fn blockwise_experiments_it_cannot_run_are_refused_before_anything_is_written() 
         &["search.block_steps", "blockwise"],
     );
 }
+
+#[test]
+fn a_pretrained_teacher_is_searched_blockwise_and_its_members_leave_with_their_assembled_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/fixtures/hf/llama-gqa");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/data/shakespeare");
+    let exp = dir.path().join("p.toml");
+    std::fs::write(
+        &exp,
+        format!(
+            r#"name = "bwp"
+[data]
+kind = "text"
+path = "{}"
+tokenizer = "teacher"
+seq_len = 32
+[space]
+depth = [2]
+d_model = [48]
+per_layer = true
+heads = [2, 4]
+attention = ["full", "grouped", "none"]
+kv_heads = [1, 2]
+ffn_ratio = [1, 2]
+activation = ["swiglu"]
+position = ["rope"]
+norm = ["rmsnorm"]
+[teacher]
+pretrained = "{}"
+batch_size = 8
+[search]
+mode = "blockwise"
+block_steps = 10
+realise = 3
+[fidelity]
+rung_steps = [10]
+batch_size = 4
+init = "teacher"
+"#,
+            data.display(),
+            fixture.display()
+        ),
+    )
+    .unwrap();
+    let (archive, report) = search_into(dir.path(), &exp);
+    let front = report["front"].as_array().unwrap();
+    assert!(!front.is_empty(), "{report}");
+    // Llama's grouped attention (4 heads, 2 key/value heads) is the teacher's own variant:
+    // every other one was trained, in both layers.
+    let blocks = Archive::open_read_only(&archive)
+        .unwrap()
+        .blocks::<BlockRecord>("r1")
+        .unwrap();
+    assert!(blocks
+        .iter()
+        .any(|(_, b)| b.layer == 1 && b.variant == "none"));
+    assert!(!blocks.iter().any(|(_, b)| b.variant == "grouped/h4kv2"));
+    if python_ready().is_err() {
+        return;
+    }
+    let id = front[front.len() - 1]["id"].as_str().unwrap();
+    let out = dir.path().join("hf");
+    let o = genas(&[
+        "export",
+        "r1",
+        id,
+        "--format",
+        "hf",
+        "--weights",
+        "init",
+        "--out",
+        s(&out),
+        "--archive",
+        s(&archive),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let check = std::process::Command::new("python3")
+        .arg(out.join("genas_check.py"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let said: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(said["ok"], true, "{said}");
+}
