@@ -286,7 +286,25 @@ pub fn search(l: &LoadedExperiment, steps: u32, workers: usize) -> Result<Estima
             Ok(genas_exec::torch::DevicePlan::Engine { .. })
         );
     let (mut brief, mut proxies) = (0.0f64, 0.0f64);
-    for a in students(l) {
+    // A blockwise run trains the teacher with one sub-block replaced, whatever the
+    // constraints, and keeps the teacher for its weights.
+    let blockwise = !exp.search.mode.is_search();
+    let trained = if blockwise {
+        crate::blockwise::slots(l, &teacher)?
+            .iter()
+            .flat_map(|s| {
+                s.variants.iter().map(|v| {
+                    let mut a = teacher.clone();
+                    a.layers[s.layer] = v.clone();
+                    a
+                })
+            })
+            .chain(students(l))
+            .collect()
+    } else {
+        students(l)
+    };
+    for a in trained {
         if trains_here {
             brief = brief.max(brief_bytes(&a, &cfg));
         }
@@ -297,6 +315,14 @@ pub fn search(l: &LoadedExperiment, steps: u32, workers: usize) -> Result<Estima
     phases.push(Phase {
         name: "the students",
         parts: vec![
+            (
+                "the teacher kept for its weights",
+                if blockwise {
+                    weight_bytes(&teacher, 4)
+                } else {
+                    0.0
+                },
+            ),
             ("the parent", parent),
             ("the validation set's targets", val),
             (

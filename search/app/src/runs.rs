@@ -132,6 +132,9 @@ pub struct SearchReport {
     /// archive: who, and that this is its state as of its last commit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live: Option<String>,
+    /// A blockwise run: its sub-block variants trained so far (and summed CPU seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<(usize, f64)>,
 }
 
 pub fn load_run(
@@ -232,6 +235,12 @@ pub fn report(archive: &Archive, id: &str) -> Result<SearchReport> {
         live: archive.live().map(|h| {
             format!("live view: the archive is in use by {h}; shown as of its last commit")
         }),
+        blocks: if exp.search.mode.is_search() {
+            None
+        } else {
+            let b = archive.blocks::<crate::blockwise::BlockRecord>(id)?;
+            Some((b.len(), b.iter().map(|(_, b)| b.result.seconds).sum()))
+        },
     })
 }
 
@@ -239,6 +248,12 @@ pub fn render_report(r: &SearchReport) -> String {
     let mut out = String::new();
     if let Some(live) = &r.live {
         let _ = writeln!(out, "{live}");
+    }
+    if let Some((n, seconds)) = r.blocks {
+        let _ = writeln!(
+            out,
+            "blockwise: {n} sub-block variants distilled against the teacher ({seconds:.0} CPU s)"
+        );
     }
     let rungs: Vec<String> = r
         .per_rung

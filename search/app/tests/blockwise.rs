@@ -71,6 +71,7 @@ fn every_variant_trains_alone_and_the_front_is_assembled_from_the_trained_blocks
     let (archive, report) = search_into(dir.path(), &exp);
     let front = report["front"].as_array().unwrap();
     assert!(!front.is_empty(), "{report}");
+    assert_eq!(report["blocks"][0], 16, "{report}");
     let a = Archive::open_read_only(&archive).unwrap();
     let blocks: Vec<(String, BlockRecord)> = a.blocks("r1").unwrap();
     // Two layers × (attention variants other than the teacher's + FFN variants other than
