@@ -7,9 +7,10 @@
 //! (`tokenize`), the teacher genas trains (`teacher`; a pretrained one is read by
 //! `genas-interop`), brief and full knowledge distillation (`distill`) and its benchmark at a
 //! real vocabulary (`distill_bench`), students initialised from the teacher's pruned weights
-//! (`inherit`), the teacher's soft targets as a content-addressed file that workers read
-//! (`inputs`), the zero-cost proxies (`zero_cost`), and the statistics that calibrate proxies
-//! against distillation (`calibrate`, `stats`, `linalg`).
+//! (`inherit`), blockwise local distillation of one sub-block against the teacher's (`local`),
+//! the teacher's soft targets as a content-addressed file that workers read (`inputs`), the
+//! zero-cost proxies (`zero_cost`), and the statistics that calibrate proxies against
+//! distillation (`calibrate`, `stats`, `linalg`).
 //!
 //! It trains and runs networks through `genas-engine`. It must not decide what to evaluate
 //! next (`genas-search`), where an evaluation runs (`genas-exec`) nor how results are stored
@@ -24,6 +25,7 @@ pub mod footprint;
 pub mod inherit;
 pub mod inputs;
 pub mod linalg;
+pub mod local;
 pub mod stats;
 pub mod teacher;
 pub mod tokenize;

@@ -746,3 +746,85 @@ fn a_teachers_targets_and_loss_without_gradients_are_those_of_its_forward() {
         assert_eq!(ce_sum * (1.0 / (b * t) as f64), l.ce, "vocabulary {v}");
     }
 }
+
+#[test]
+fn the_normalised_error_and_its_gradient_match_a_hand_worked_case_and_finite_differences() {
+    use genas_scoring::local::normalised_mse;
+    // y − y_t = (1, −2), y_t − x = (3, 4): 5 / 25.
+    let (loss, grad) = normalised_mse(&[2.0, 0.0], &[1.0, 2.0], &[-2.0, -2.0]);
+    assert!((loss - 0.2).abs() < 1e-15);
+    assert_eq!(grad, vec![2.0 / 25.0, -4.0 / 25.0]);
+    let y = [0.3, -1.2, 0.7];
+    let (yt, x) = ([0.1, 0.4, -0.2], [1.0, 0.0, 0.5]);
+    let (_, g) = normalised_mse(&y, &yt, &x);
+    for k in 0..3 {
+        let h = 1e-6;
+        let (mut up, mut down) = (y, y);
+        up[k] += h;
+        down[k] -= h;
+        let fd = (normalised_mse(&up, &yt, &x).0 - normalised_mse(&down, &yt, &x).0) / (2.0 * h);
+        assert!((fd - g[k]).abs() < 1e-8, "{k}: {fd} {}", g[k]);
+    }
+}
+
+#[test]
+fn a_sub_block_trained_locally_learns_the_teachers_output_and_moves_nothing_else() {
+    use genas_scoring::local::{local_distill, SubBlock};
+    let mut t = teacher();
+    let targets = TeacherTargets::compute(&mut t, data(), &cfg(40), 40);
+    let parent = measured_parent(&mut t);
+    for (layer, attention) in [(0, false), (1, true)] {
+        // The teacher with one sub-block narrower: layer 0's FFN at half width, or layer 1's
+        // attention with one head fewer of key/values.
+        let mut arch = t.arch.clone();
+        if attention {
+            arch.layers[layer].attention = Attention::Grouped {
+                heads: 2,
+                kv_heads: 1,
+            };
+        } else {
+            arch.layers[layer].ffn.hidden /= 2;
+        }
+        let prefixes = if attention {
+            vec![format!("h.{layer}.attn."), format!("h.{layer}.ln_1.")]
+        } else {
+            vec![format!("h.{layer}.mlp."), format!("h.{layer}.ln_2.")]
+        };
+        let c = DistillConfig {
+            train_only: prefixes.clone(),
+            ..cfg(40)
+        };
+        let mut s = Model::with_initial(&arch, Cpu::<f32>::new(1), 1, parent.initial(&arch));
+        let before = genas_scoring::distill::evaluate_against_teacher(&mut s, &targets);
+        let start = weights(&s);
+        // The first step's error, for the trend.
+        let first = {
+            let mut one = Model::with_initial(&arch, Cpu::<f32>::new(1), 1, parent.initial(&arch));
+            let r = local_distill(
+                &mut one,
+                &mut t,
+                &targets,
+                &DistillConfig {
+                    steps: 1,
+                    ..c.clone()
+                },
+                SubBlock { layer, attention },
+            );
+            r.train_loss.unwrap()
+        };
+        let r = local_distill(&mut s, &mut t, &targets, &c, SubBlock { layer, attention });
+        assert_eq!(r.diverged, None);
+        assert!(
+            r.train_loss.unwrap() < 0.7 * first,
+            "{first} → {:?}",
+            r.train_loss
+        );
+        let e = r.eval.unwrap();
+        assert!(e.kl_to_teacher < before.kl_to_teacher, "{before:?} → {e:?}");
+        let after = weights(&s);
+        for (i, p) in s.params.iter().enumerate() {
+            let own = prefixes.iter().any(|x| p.name.starts_with(x.as_str()));
+            assert_eq!(start[i] != after[i], own, "{}", p.name);
+        }
+    }
+}

@@ -760,3 +760,80 @@ fn image_batches_start_with_the_begin_token() {
     let val = data.eval_batches(Split::Validation, 64, 100);
     assert_eq!(val.iter().map(|b| b.b).sum::<usize>(), 100);
 }
+
+#[test]
+fn one_blocks_backward_matches_finite_differences_of_its_output() {
+    // f(θ) = Σ r ⊙ (block l's output, or its attention half's): `backward_block(l, r, ..)`
+    // must give ∂f/∂θ for that block's weights and zero for every other.
+    let (b, t) = (2usize, 6u32);
+    let mut rng = Rng::seed_from_u64(3);
+    let mut checked = 0;
+    for a in every_kind(t).into_iter().filter(|a| a.share_layers == 1) {
+        let mut m = Model::new(&a, Cpu::<f64>::new(1), 5);
+        perturbed(&mut m, &mut rng);
+        let v = a.vocab_size as usize;
+        let tokens: Vec<u32> = (0..b * t as usize)
+            .map(|i| ((i * 7 + 3) % v) as u32)
+            .collect();
+        for l in 0..a.layers.len() {
+            for attention_only in [false, true] {
+                if attention_only && a.layers[l].attention == Attention::None {
+                    continue;
+                }
+                m.forward(&tokens, Some(&tokens), None, (b, t as usize), true);
+                let y = m.block_output(l, attention_only);
+                let r: Vec<f64> = (0..y.len()).map(|_| rng.normal()).collect();
+                m.backward_block(l, &r, attention_only);
+                // The forward that stops at the block leaves the same output and gradients.
+                let full: Vec<Vec<f64>> = (0..m.params.len()).map(|i| m.grad(i)).collect();
+                m.forward_blocks(&tokens, (b, t as usize), l, true);
+                assert_eq!(m.block_output(l, attention_only), y);
+                m.backward_block(l, &r, attention_only);
+                for (i, g) in full.iter().enumerate() {
+                    assert_eq!(&m.grad(i), g, "{}", m.params[i].name);
+                }
+                let f = |m: &mut Model<Cpu<f64>>| {
+                    m.forward(&tokens, Some(&tokens), None, (b, t as usize), false);
+                    let y = m.block_output(l, attention_only);
+                    y.iter().zip(&r).map(|(y, r)| y * r).sum::<f64>()
+                };
+                for i in 0..m.params.len() {
+                    let name = m.params[i].name.clone();
+                    let g = m.grad(i);
+                    let ffn = name.starts_with(&format!("h.{l}.mlp."))
+                        || name.starts_with(&format!("h.{l}.ln_2."));
+                    let mine = name.starts_with(&format!("h.{l}.")) && !(attention_only && ffn);
+                    if !mine {
+                        assert!(g.iter().all(|x| *x == 0.0), "{name} has a gradient");
+                        continue;
+                    }
+                    let w0 = m.weights(i);
+                    let mask = m.mask(i);
+                    for k in [0, w0.len() / 2, w0.len() - 1] {
+                        if mask.as_ref().is_some_and(|mk| mk[k] == 0.0) {
+                            continue;
+                        }
+                        let h = 1e-5;
+                        let mut w = w0.clone();
+                        w[k] = w0[k] + h;
+                        m.set_weights(i, &w);
+                        let up = f(&mut m);
+                        w[k] = w0[k] - h;
+                        m.set_weights(i, &w);
+                        let down = f(&mut m);
+                        m.set_weights(i, &w0);
+                        let fd = (up - down) / (2.0 * h);
+                        assert!(
+                            (fd - g[k]).abs() <= 1e-6 * (1.0 + fd.abs()),
+                            "{} {name}[{k}] (attention only: {attention_only}): backward {} finite difference {fd}",
+                            a.summary(),
+                            g[k]
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 200, "{checked}");
+}

@@ -355,6 +355,27 @@ impl Mode {
     }
 }
 
+/// What a blockwise run trains each sub-block variant on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockObjective {
+    /// The normalised squared error of the sub-block's output against the teacher's, from
+    /// the teacher's input to it (Puzzle's blockwise local distillation): each step runs the
+    /// network up to the block and that block's backward only.
+    #[default]
+    Mse,
+    /// The distillation loss at the model's output (KL to the teacher's soft targets and the
+    /// hard labels, as brief distillation), every other weight held: each step runs the whole
+    /// network forward and backward.
+    Kl,
+}
+
+impl BlockObjective {
+    pub fn is_mse(&self) -> bool {
+        *self == BlockObjective::Mse
+    }
+}
+
 /// The default `search.block_steps`.
 pub const DEFAULT_BLOCK_STEPS: u32 = 200;
 /// The default `search.realise`.
@@ -399,6 +420,10 @@ pub struct SearchConfig {
     pub mode: Mode,
     /// Blockwise: steps each sub-block variant trains against the teacher.
     pub block_steps: u32,
+    /// Blockwise: what a sub-block variant trains on. Left out of the canonical form at its
+    /// default.
+    #[serde(skip_serializing_if = "BlockObjective::is_mse")]
+    pub block_objective: BlockObjective,
     /// Blockwise: architectures realised from the exact front (spread over its parameter
     /// range) and distilled at the top rung, as the search's candidates are.
     pub realise: u32,
@@ -463,6 +488,7 @@ impl Default for SearchConfig {
             // is what the shipped experiments were measured with.
             mode: Mode::Search,
             block_steps: DEFAULT_BLOCK_STEPS,
+            block_objective: BlockObjective::Mse,
             realise: DEFAULT_REALISE,
             strategy: Strategy::Evolution,
             candidates: 64,
@@ -1195,7 +1221,7 @@ impl Experiment {
                 }
             }
         }
-        for key in ["block_steps", "realise"] {
+        for key in ["block_steps", "block_objective", "realise"] {
             if stated("search", key) && self.search.mode != Mode::Blockwise {
                 return Err(bad(
                     &format!("search.{key}"),

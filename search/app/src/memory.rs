@@ -323,6 +323,16 @@ pub fn search(l: &LoadedExperiment, steps: u32, workers: usize) -> Result<Estima
                     0.0
                 },
             ),
+            (
+                "a teacher per worker, its passes up to the block",
+                if blockwise && exp.search.block_objective == genas_space::BlockObjective::Mse {
+                    workers
+                        * (weight_bytes(&teacher, 4)
+                            + teacher_pass_bytes(&teacher, cfg.batch_size, cfg.top_k))
+                } else {
+                    0.0
+                },
+            ),
             ("the parent", parent),
             ("the validation set's targets", val),
             (

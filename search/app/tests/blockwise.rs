@@ -22,8 +22,9 @@ ffn_ratio = [1, 2]
 activation = ["gelu", "relu"]
 per_layer = true"#;
 
-/// The blockwise experiment over a two-layer teacher of the shipped corpus.
-fn blockwise(dir: &Path, block_steps: u32, tail: &str) -> std::path::PathBuf {
+/// The blockwise experiment over a two-layer teacher of the shipped corpus; `search`: more
+/// lines of its [search].
+fn blockwise(dir: &Path, block_steps: u32, search: &str) -> std::path::PathBuf {
     let text = format!(
         r#"name = "bw"
 [data]
@@ -42,11 +43,12 @@ learning_rate = 3e-3
 mode = "blockwise"
 block_steps = {block_steps}
 realise = 3
+{search}
 [fidelity]
 rung_steps = [10]
 batch_size = 4
 init = "teacher"
-{tail}"#,
+"#,
         corpus32()
     );
     let p = dir.join("bw.toml");
@@ -100,6 +102,15 @@ fn every_variant_trains_alone_and_the_front_is_assembled_from_the_trained_blocks
     for (b, t) in &models {
         let e = b.result.eval.expect("scored");
         assert!(e.kl_to_teacher > 0.0 && e.val_ce.is_finite(), "{b:?}");
+        // Trained on the normalised error of its output, the default; dropping the attention
+        // leaves the error at exactly the teacher's attention's share: 1.
+        assert_eq!(b.objective, genas_space::BlockObjective::Mse);
+        let mse = b.result.train_loss.unwrap();
+        if b.variant == "none" {
+            assert!((mse - 1.0).abs() < 1e-9, "{mse}");
+        } else {
+            assert!(mse > 0.0 && mse < 1.0, "{} {mse}", b.variant);
+        }
         let full = Model::new(&b.architecture, Cpu::<f32>::new(1), 0);
         let mut mine: Vec<&String> = full
             .params
@@ -196,7 +207,8 @@ fn every_variant_trains_alone_and_the_front_is_assembled_from_the_trained_blocks
 #[test]
 fn a_blockwise_run_killed_while_blocks_train_resumes_to_the_same_end() {
     let dir = tempfile::tempdir().unwrap();
-    let exp = blockwise(dir.path(), 300, "");
+    // The objective at the model's output: every block trains through the whole network.
+    let exp = blockwise(dir.path(), 300, "block_objective = \"kl\"");
     let whole = dir.path().join("whole");
     ok_json(&genas(&[
         "search",
@@ -245,6 +257,11 @@ fn a_blockwise_run_killed_while_blocks_train_resumes_to_the_same_end() {
             .collect()
     };
     assert_eq!(blocks(&a), blocks(&b));
+    assert!(a
+        .blocks::<BlockRecord>("r1")
+        .unwrap()
+        .iter()
+        .all(|(_, r)| r.objective == genas_space::BlockObjective::Kl));
     let (ra, ca) = essence(&whole);
     let (rb, cb) = essence(&cut);
     assert_eq!(ca, cb);

@@ -528,6 +528,93 @@ impl<B: Backend> Model<B> {
         self.acts = Some(acts);
     }
 
+    /// The embedding and blocks `0..=upto` over `tokens` (B, T), nothing above (no logits,
+    /// no loss): what `block_input`, `block_output` and, `with_grad`, `backward_block` read.
+    pub fn forward_blocks(
+        &mut self,
+        tokens: &[u32],
+        (b, t): (usize, usize),
+        upto: usize,
+        with_grad: bool,
+    ) {
+        assert!(t <= self.arch.context as usize && tokens.len() == b * t);
+        assert!(upto < self.blocks.len());
+        self.ensure_acts(b, t);
+        let mut acts = self.acts.take().expect("allocated");
+        pass::forward_blocks(
+            &self.net(),
+            &self.be,
+            &mut acts,
+            tokens,
+            (b, t),
+            upto,
+            with_grad,
+        );
+        self.acts = Some(acts);
+    }
+
+    /// The activation at block `l`'s input after the last `forward` (B·T, C): the residual
+    /// stream the block reads.
+    pub fn block_input(&self, l: usize) -> Vec<f64> {
+        let a = self.acts.as_ref().expect("forward first");
+        self.be.download(&a.resid[l])
+    }
+
+    /// Block `l`'s output after the last `forward` (B·T, C); with `attention_only`, the
+    /// output of its attention half (the residual stream between attention and FFN; the
+    /// block's input when it has no attention).
+    pub fn block_output(&self, l: usize, attention_only: bool) -> Vec<f64> {
+        let a = self.acts.as_ref().expect("forward first");
+        if !attention_only {
+            self.be.download(&a.resid[l + 1])
+        } else if self.blocks[l].attn.is_some() {
+            self.be.download(&a.blocks[l].x_mid)
+        } else {
+            self.be.download(&a.resid[l])
+        }
+    }
+
+    /// Gradients of a function of block `l`'s output (of its attention half with
+    /// `attention_only`) whose gradient there is `dy` (B·T, C), after a `forward(..,
+    /// with_grad = true)`: into the parameter gradients of that block (its FFN's too unless
+    /// `attention_only`), every other gradient zero. What blockwise local distillation trains
+    /// a sub-block with, against the teacher's output of the same sub-block.
+    pub fn backward_block(&mut self, l: usize, dy: &[f64], attention_only: bool) {
+        let mut a = self.acts.take().expect("forward first");
+        let (b, t, c) = (a.b, a.t, self.arch.d_model as usize);
+        assert_eq!(dy.len(), b * t * c);
+        self.pending = None;
+        self.ensure_grads();
+        let mut g = std::mem::take(&mut self.grads);
+        let net = self.net();
+        let be = &self.be;
+        be.install(|| {
+            for gi in g.iter_mut() {
+                be.set_zero(gi);
+            }
+            be.set_zero(&mut a.dx);
+            be.write_at(&mut a.dx, 0, dy);
+            pass::block_backward(
+                be,
+                net.w,
+                &mut g,
+                &net.blocks[l],
+                &mut a,
+                l,
+                (b, t, c),
+                attention_only,
+                None,
+            );
+            for (gi, m) in g.iter_mut().zip(net.masks.iter()) {
+                if let Some(m) = m {
+                    be.mul_assign(gi, m);
+                }
+            }
+        });
+        self.grads = g;
+        self.acts = Some(a);
+    }
+
     /// Replaces the loss gradient left by the last `forward(.., with_grad = true)` with
     /// `dlogits` (B·T, V), so `backward` differentiates another function of the logits
     /// (synflow and jacob_cov use R = Σ logits).

@@ -181,6 +181,48 @@ pub(super) fn forward_pass<B: Backend>(
     })
 }
 
+/// The embedding and blocks `0..=upto` over `tokens` (B, T), nothing above: the activations a
+/// block's local training reads (`keep`: keep what its backward needs).
+pub(super) fn forward_blocks<B: Backend>(
+    net: &Net<'_, B>,
+    be: &B,
+    a: &mut Acts<B::Buf>,
+    tokens: &[u32],
+    (b, t): (usize, usize),
+    upto: usize,
+    keep: bool,
+) {
+    let Net {
+        w,
+        blocks,
+        arch,
+        ids: Ids { wte, wpe, .. },
+        ..
+    } = *net;
+    let c = arch.d_model as usize;
+    be.install(|| {
+        be.embedding_forward(
+            &mut a.resid[0],
+            tokens,
+            &w[wte],
+            wpe.map(|p| &w[p]),
+            (b, t, c),
+        );
+        for (l, bp) in blocks.iter().enumerate().take(upto + 1) {
+            let (before, after) = a.resid.split_at_mut(l + 1);
+            block_forward(
+                be,
+                w,
+                bp,
+                &mut a.blocks[l],
+                (&before[l], &mut after[0]),
+                (b, t, c),
+                keep,
+            );
+        }
+    });
+}
+
 /// One block's forward, x_in (B·T, C) → x_out. `keep`: keep the attention probabilities for
 /// backward (training); without, softmax attention writes none (`attention_infer`) and
 /// `ba.mix_cache` is read only by linear attention. Both write the same values.
@@ -372,167 +414,7 @@ pub(super) fn backward_pass<B: Backend>(
             (n, c),
         );
         for (l, bp) in blocks.iter().enumerate().rev() {
-            let x_in = &a.resid[l];
-            let ba = &a.blocks[l];
-            let h_in = if bp.attn.is_some() { &ba.x_mid } else { x_in };
-            let nh = n * bp.hidden;
-            // FFN: x_out = h_in + proj(act(fc(LN2(h_in)))).
-            lin_backward(
-                be,
-                w,
-                g,
-                bp.proj,
-                &mut a.dh1,
-                false,
-                &mut a.dlr,
-                &a.dx,
-                &ba.act,
-                &ba.proj_lr,
-                n,
-            );
-            if let Some(p) = probe.as_mut() {
-                p(l, bp.hidden, &ba.act, &a.dh1);
-            }
-            match bp.gate {
-                Some(gate) => {
-                    be.swiglu_backward(
-                        &mut a.dh3,
-                        &mut a.dh2,
-                        &ba.gate_pre,
-                        &ba.fc_pre,
-                        &a.dh1,
-                        nh,
-                    );
-                    lin_backward(
-                        be, w, g, bp.fc, &mut a.dln, false, &mut a.dlr, &a.dh2, &ba.ln2, &ba.fc_lr,
-                        n,
-                    );
-                    lin_backward(
-                        be,
-                        w,
-                        g,
-                        gate,
-                        &mut a.dln,
-                        true,
-                        &mut a.dlr,
-                        &a.dh3,
-                        &ba.ln2,
-                        &ba.gate_lr,
-                        n,
-                    );
-                }
-                None => {
-                    // fc's bias went in with the activation (see forward), and its gradient
-                    // comes out of the activation's backward pass.
-                    let fc_bias = bp.fc.bias();
-                    match fc_bias {
-                        Some(bi) => be.bias_act_backward(
-                            act_of(bp.act),
-                            &mut a.dh1,
-                            &mut g[bi],
-                            &ba.fc_pre,
-                            &ba.act,
-                            &w[bi],
-                            (n, bp.hidden),
-                        ),
-                        None => {
-                            be.act_backward(act_of(bp.act), &mut a.dh1, &ba.fc_pre, &ba.act, nh)
-                        }
-                    }
-                    let fc = bp.fc.without_bias(fc_bias.is_some());
-                    lin_backward(
-                        be, w, g, fc, &mut a.dln, false, &mut a.dlr, &a.dh1, &ba.ln2, &ba.fc_lr, n,
-                    );
-                }
-            }
-            norm_backward(
-                be,
-                w,
-                g,
-                bp.ln2,
-                &mut a.dx,
-                &a.dln,
-                h_in,
-                &ba.ln2_mean,
-                &ba.ln2_rstd,
-                (n, c),
-            );
-            if let Some(at) = &bp.attn {
-                // x_mid = x_in + proj(mix(qkv(LN1(x_in)))).
-                let (dw, db) = weight_and_bias_grads(g, at.proj, at.proj_bias);
-                be.matmul_backward(
-                    Some(&mut a.datty),
-                    false,
-                    dw,
-                    db,
-                    &a.dx,
-                    &ba.atty,
-                    &w[at.proj],
-                    (n, at.inner, c),
-                );
-                match at.mixer {
-                    Mixer::Softmax(d) => {
-                        let d = AttnDims {
-                            b,
-                            t,
-                            window: d.window.min(t),
-                            ..d
-                        };
-                        be.attention_backward(&mut a.dqkv, &a.datty, &ba.qkv, &ba.mix_cache, d);
-                        // The gradient reached the rotated q, k; turn it back.
-                        if let Some(d) = rope_dims(at, n, t) {
-                            be.rope(&mut a.dqkv, d, true);
-                        }
-                        // Then through the heads' norms to the projection's output.
-                        if let (Some((wq, wk, _)), Some(d)) = (at.qk_norm, heads_dims(at, n)) {
-                            let [dwq, dwk] = g.get_disjoint_mut([wq, wk]).expect("distinct");
-                            be.qk_norm_backward(
-                                &mut a.dqkv,
-                                dwq,
-                                dwk,
-                                &ba.qk_pre,
-                                &ba.qk_rstd,
-                                &w[wq],
-                                &w[wk],
-                                d,
-                            );
-                        }
-                    }
-                    Mixer::Linear { heads, head_dim } => {
-                        be.linear_attention_backward(
-                            &mut a.dqkv,
-                            &a.datty,
-                            &ba.qkv,
-                            &ba.atty,
-                            &ba.mix_cache,
-                            (b, t, heads, head_dim),
-                        );
-                    }
-                }
-                let (dw, db) = weight_and_bias_grads(g, at.qkv, at.qkv_bias);
-                be.matmul_backward(
-                    Some(&mut a.dln),
-                    false,
-                    dw,
-                    db,
-                    &a.dqkv,
-                    &ba.ln1,
-                    &w[at.qkv],
-                    (n, c, at.width),
-                );
-                norm_backward(
-                    be,
-                    w,
-                    g,
-                    at.ln,
-                    &mut a.dx,
-                    &a.dln,
-                    x_in,
-                    &ba.ln1_mean,
-                    &ba.ln1_rstd,
-                    (n, c),
-                );
-            }
+            block_backward(be, w, g, bp, a, l, (b, t, c), false, probe.as_deref_mut());
         }
         match wpe {
             Some(wpe) => {
@@ -547,6 +429,177 @@ pub(super) fn backward_pass<B: Backend>(
             }
         }
     });
+}
+
+/// One block's backward: from the gradient at its output in `a.dx` (at its attention's
+/// output, x_mid, when `attention_only`: the FFN half is then skipped) to the gradient at its
+/// input, left in `a.dx`; its parameters' gradients are accumulated into `g`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn block_backward<B: Backend>(
+    be: &B,
+    w: &[B::Buf],
+    g: &mut [B::Buf],
+    bp: &BlockParams,
+    a: &mut Acts<B::Buf>,
+    l: usize,
+    (b, t, c): (usize, usize, usize),
+    attention_only: bool,
+    mut probe: Option<&mut FfnProbe<'_, B>>,
+) {
+    let n = b * t;
+    let x_in = &a.resid[l];
+    let ba = &a.blocks[l];
+    let h_in = if bp.attn.is_some() { &ba.x_mid } else { x_in };
+    let nh = n * bp.hidden;
+    if !attention_only {
+        // FFN: x_out = h_in + proj(act(fc(LN2(h_in)))).
+        lin_backward(
+            be,
+            w,
+            g,
+            bp.proj,
+            &mut a.dh1,
+            false,
+            &mut a.dlr,
+            &a.dx,
+            &ba.act,
+            &ba.proj_lr,
+            n,
+        );
+        if let Some(p) = probe.as_mut() {
+            p(l, bp.hidden, &ba.act, &a.dh1);
+        }
+        match bp.gate {
+            Some(gate) => {
+                be.swiglu_backward(&mut a.dh3, &mut a.dh2, &ba.gate_pre, &ba.fc_pre, &a.dh1, nh);
+                lin_backward(
+                    be, w, g, bp.fc, &mut a.dln, false, &mut a.dlr, &a.dh2, &ba.ln2, &ba.fc_lr, n,
+                );
+                lin_backward(
+                    be,
+                    w,
+                    g,
+                    gate,
+                    &mut a.dln,
+                    true,
+                    &mut a.dlr,
+                    &a.dh3,
+                    &ba.ln2,
+                    &ba.gate_lr,
+                    n,
+                );
+            }
+            None => {
+                // fc's bias went in with the activation (see forward), and its gradient
+                // comes out of the activation's backward pass.
+                let fc_bias = bp.fc.bias();
+                match fc_bias {
+                    Some(bi) => be.bias_act_backward(
+                        act_of(bp.act),
+                        &mut a.dh1,
+                        &mut g[bi],
+                        &ba.fc_pre,
+                        &ba.act,
+                        &w[bi],
+                        (n, bp.hidden),
+                    ),
+                    None => be.act_backward(act_of(bp.act), &mut a.dh1, &ba.fc_pre, &ba.act, nh),
+                }
+                let fc = bp.fc.without_bias(fc_bias.is_some());
+                lin_backward(
+                    be, w, g, fc, &mut a.dln, false, &mut a.dlr, &a.dh1, &ba.ln2, &ba.fc_lr, n,
+                );
+            }
+        }
+        norm_backward(
+            be,
+            w,
+            g,
+            bp.ln2,
+            &mut a.dx,
+            &a.dln,
+            h_in,
+            &ba.ln2_mean,
+            &ba.ln2_rstd,
+            (n, c),
+        );
+    }
+    if let Some(at) = &bp.attn {
+        // x_mid = x_in + proj(mix(qkv(LN1(x_in)))).
+        let (dw, db) = weight_and_bias_grads(g, at.proj, at.proj_bias);
+        be.matmul_backward(
+            Some(&mut a.datty),
+            false,
+            dw,
+            db,
+            &a.dx,
+            &ba.atty,
+            &w[at.proj],
+            (n, at.inner, c),
+        );
+        match at.mixer {
+            Mixer::Softmax(d) => {
+                let d = AttnDims {
+                    b,
+                    t,
+                    window: d.window.min(t),
+                    ..d
+                };
+                be.attention_backward(&mut a.dqkv, &a.datty, &ba.qkv, &ba.mix_cache, d);
+                // The gradient reached the rotated q, k; turn it back.
+                if let Some(d) = rope_dims(at, n, t) {
+                    be.rope(&mut a.dqkv, d, true);
+                }
+                // Then through the heads' norms to the projection's output.
+                if let (Some((wq, wk, _)), Some(d)) = (at.qk_norm, heads_dims(at, n)) {
+                    let [dwq, dwk] = g.get_disjoint_mut([wq, wk]).expect("distinct");
+                    be.qk_norm_backward(
+                        &mut a.dqkv,
+                        dwq,
+                        dwk,
+                        &ba.qk_pre,
+                        &ba.qk_rstd,
+                        &w[wq],
+                        &w[wk],
+                        d,
+                    );
+                }
+            }
+            Mixer::Linear { heads, head_dim } => {
+                be.linear_attention_backward(
+                    &mut a.dqkv,
+                    &a.datty,
+                    &ba.qkv,
+                    &ba.atty,
+                    &ba.mix_cache,
+                    (b, t, heads, head_dim),
+                );
+            }
+        }
+        let (dw, db) = weight_and_bias_grads(g, at.qkv, at.qkv_bias);
+        be.matmul_backward(
+            Some(&mut a.dln),
+            false,
+            dw,
+            db,
+            &a.dqkv,
+            &ba.ln1,
+            &w[at.qkv],
+            (n, c, at.width),
+        );
+        norm_backward(
+            be,
+            w,
+            g,
+            at.ln,
+            &mut a.dx,
+            &a.dln,
+            x_in,
+            &ba.ln1_mean,
+            &ba.ln1_rstd,
+            (n, c),
+        );
+    }
 }
 
 /// The rope layout of a softmax layer's qkv buffer of `n` rows, sequences of `t`; `None` when

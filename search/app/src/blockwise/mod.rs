@@ -22,13 +22,14 @@ use crate::experiment::{distill_config, LoadedExperiment};
 use anyhow::{anyhow, bail, Context, Result};
 use genas_engine::{checkpoint, Cpu, Model};
 use genas_scoring::distill::{brief_distill, DistillResult, TeacherTargets};
+use genas_scoring::local::local_distill;
 use genas_search::blockwise::{front, Choice, Variant};
 use genas_search::controller::{
     front_and_hypervolume, initial_state, CandidateRecord, ControllerState, Phase, RunPlan,
     RungResult,
 };
 use genas_search::init_seed;
-use genas_space::{satisfies, Architecture, Cost, Layer, Sparsity};
+use genas_space::{satisfies, Architecture, BlockObjective, Cost, Layer, Sparsity};
 use genas_store::Archive;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -154,6 +155,8 @@ pub struct BlockRecord {
     /// The teacher with this one sub-block replaced.
     pub architecture: Architecture,
     pub steps: u32,
+    /// What it trained on (its `train_loss` is that objective's).
+    pub objective: BlockObjective,
     /// Its eval is the replace-one score: KL to the teacher and validation loss.
     pub result: DistillResult,
 }
@@ -254,6 +257,7 @@ impl Blockwise<'_> {
         let steps = self.l.experiment.search.block_steps;
         let cfg = distill_config(self.l, steps);
         let seed0 = self.l.experiment.teacher.seed;
+        let objective = self.l.experiment.search.block_objective;
         let next = AtomicUsize::new(0);
         let (tx, rx) = mpsc::channel::<(usize, BlockRecord, Vec<u8>)>();
         let mut stored = done.len().min(total);
@@ -262,34 +266,49 @@ impl Blockwise<'_> {
             for _ in 0..self.workers.max(1).min(jobs.len().max(1)) {
                 let tx = tx.clone();
                 let (jobs, next, cfg) = (&jobs, &next, &cfg);
-                scope.spawn(move || loop {
-                    if self.stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    let k = next.fetch_add(1, Ordering::SeqCst);
-                    let Some((s, v, _)) = jobs.get(k) else {
-                        return;
-                    };
-                    let arch = replaced(base, s, *v);
-                    let mut c = cfg.clone();
-                    c.train_only = s.sub.prefixes(s.layer);
-                    let seed = init_seed(seed0, &arch.id());
-                    let mut model = self.targets.student(&arch, Cpu::<f32>::new(1), seed);
-                    let result = brief_distill(&mut model, self.targets, &c);
-                    // Only what it trained: the rest is the teacher's.
-                    let own = c.train_only.clone();
-                    let keep = |name: &str| own.iter().any(|p| name.starts_with(p.as_str()));
-                    let bytes = checkpoint::to_bytes_of(&model, &keep, &[]).unwrap_or_default();
-                    let rec = BlockRecord {
-                        layer: s.layer,
-                        sub_block: s.sub,
-                        variant: s.sub.describe(&s.variants[*v]),
-                        architecture: arch,
-                        steps: c.steps,
-                        result,
-                    };
-                    if tx.send((k, rec, bytes)).is_err() {
-                        return;
+                scope.spawn(move || {
+                    // Each thread's own teacher, for the local objective's passes.
+                    let mut teacher =
+                        (objective == BlockObjective::Mse).then(|| copy_of(self.teacher));
+                    loop {
+                        if self.stop.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        let k = next.fetch_add(1, Ordering::SeqCst);
+                        let Some((s, v, _)) = jobs.get(k) else {
+                            return;
+                        };
+                        let arch = replaced(base, s, *v);
+                        let mut c = cfg.clone();
+                        c.train_only = s.sub.prefixes(s.layer);
+                        let seed = init_seed(seed0, &arch.id());
+                        let mut model = self.targets.student(&arch, Cpu::<f32>::new(1), seed);
+                        let result = match teacher.as_mut() {
+                            Some(t) => {
+                                let sub = genas_scoring::local::SubBlock {
+                                    layer: s.layer,
+                                    attention: s.sub == SubBlock::Attention,
+                                };
+                                local_distill(&mut model, t, self.targets, &c, sub)
+                            }
+                            None => brief_distill(&mut model, self.targets, &c),
+                        };
+                        // Only what it trained: the rest is the teacher's.
+                        let own = c.train_only.clone();
+                        let keep = |name: &str| own.iter().any(|p| name.starts_with(p.as_str()));
+                        let bytes = checkpoint::to_bytes_of(&model, &keep, &[]).unwrap_or_default();
+                        let rec = BlockRecord {
+                            layer: s.layer,
+                            sub_block: s.sub,
+                            variant: s.sub.describe(&s.variants[*v]),
+                            architecture: arch,
+                            steps: c.steps,
+                            objective,
+                            result,
+                        };
+                        if tx.send((k, rec, bytes)).is_err() {
+                            return;
+                        }
                     }
                 });
             }
@@ -569,6 +588,15 @@ impl Blockwise<'_> {
         }
         Ok(model)
     }
+}
+
+/// A copy of `m`'s network and weights (one thread's teacher).
+fn copy_of(m: &Model<Cpu<f32>>) -> Model<Cpu<f32>> {
+    let mut c = Model::new(&m.arch, Cpu::<f32>::new(1), 0);
+    for i in 0..m.params.len() {
+        c.set_weights(i, &m.weights(i));
+    }
+    c
 }
 
 /// No events and no cache entries, for a commit.
