@@ -2,9 +2,10 @@
 //! distillation): the student keeps the teacher's depth and width, and each layer's attention
 //! and FFN sub-block is one of the variants the space offers at that width (the teacher's own
 //! among them). Every variant of every layer is distilled once, in place in the teacher's
-//! network with every other weight held at the teacher's (KL at the model's output), and
-//! scored by what replacing that one sub-block costs: its KL to the teacher and its
-//! validation loss. The exact choice over every combination (`genas_search::blockwise`) then
+//! network with every other weight held at the teacher's (on the normalised error of its
+//! output against the teacher's sub-block's, `genas_scoring::local`, or on the KL at the
+//! model's output: `[search] block_objective`), and scored by what replacing that one
+//! sub-block costs: its KL to the teacher and its validation loss. The exact choice over every combination (`genas_search::blockwise`) then
 //! gives the front of summed score against parameters within the constraints; members spread
 //! over it are assembled from their trained sub-blocks (the init weights `genas distill`,
 //! `export` and `sample` start from), distilled at the top rung and committed as the run's
