@@ -757,6 +757,18 @@ pub fn brief_distill_traced<B: Backend>(
             }
         }
     }
+    evaluated(model, targets, steps, &recent, start)
+}
+
+/// The result of a brief training of `steps` steps whose losses were `recent`, begun at
+/// `start`: `model` evaluated against the teacher, the mean of the last 20 losses.
+pub fn evaluated<B: Backend>(
+    model: &mut Model<B>,
+    targets: &TeacherTargets,
+    steps: u32,
+    recent: &[f64],
+    start: Instant,
+) -> DistillResult {
     let eval = evaluate_against_teacher(model, targets);
     let tail = &recent[recent.len().saturating_sub(20)..];
     let finite = eval.val_ce.is_finite() && eval.kl_to_teacher.is_finite();

@@ -5,9 +5,7 @@
 //! teacher and the network up to the block and the backward of that block alone, so a step
 //! costs about the blocks below it, not the whole network and its vocabulary.
 
-use crate::distill::{
-    evaluate_against_teacher, DistillConfig, DistillResult, Step, TeacherTargets,
-};
+use crate::distill::{evaluated, DistillConfig, DistillResult, Step, TeacherTargets};
 use genas_engine::train::Optimizer;
 use genas_engine::{Backend, Model, TrainConfig};
 use std::time::Instant;
@@ -96,15 +94,5 @@ pub fn local_distill<B: Backend>(
         }
         recent.push(loss);
     }
-    // Back to whole-network buffers for the evaluation.
-    let eval = evaluate_against_teacher(model, targets);
-    let tail = &recent[recent.len().saturating_sub(20)..];
-    let finite = eval.val_ce.is_finite() && eval.kl_to_teacher.is_finite();
-    DistillResult {
-        steps,
-        train_loss: (!tail.is_empty()).then(|| tail.iter().sum::<f64>() / tail.len() as f64),
-        eval: finite.then_some(eval),
-        diverged: (!finite).then(|| format!("validation loss is {}", eval.val_ce)),
-        seconds: start.elapsed().as_secs_f64(),
-    }
+    evaluated(model, targets, steps, &recent, start)
 }

@@ -756,19 +756,8 @@ impl Archive {
     ) -> Result<(), StoreError> {
         self.require_run(run)?;
         self.check_key("candidate", candidate)?;
-        let path = self.checkpoint_path(run, candidate);
-        let dir = self.path.join(CHECKPOINT_DIR);
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
-        (|| {
-            fs::create_dir_all(&dir)?;
-            write_atomically(&dir, name, bytes)?;
-            // The rename itself on disk.
-            fs::File::open(&dir)?.sync_all()
-        })()
-        .map_err(|e| io_error(&self.path, "store a distillation checkpoint", &e))?;
+        self.put_entry_file(CHECKPOINT_DIR, run, candidate, bytes)
+            .map_err(|e| io_error(&self.path, "store a distillation checkpoint", &e))?;
         // An archive written before checkpoints were files may hold one in sled.
         self.remove_sled_checkpoint(run, candidate)
     }
@@ -801,6 +790,21 @@ impl Archive {
     /// Where the checkpoint of `candidate` in `run` is kept.
     fn checkpoint_path(&self, run: &str, candidate: &str) -> PathBuf {
         self.entry_file(CHECKPOINT_DIR, run, candidate)
+    }
+
+    /// Writes `entry_file(dir, run, key)` whole and renames it into place, on disk (the
+    /// rename too) before it returns.
+    fn put_entry_file(&self, dir: &str, run: &str, key: &str, bytes: &[u8]) -> io::Result<()> {
+        let path = self.entry_file(dir, run, key);
+        let dir = self.path.join(dir);
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        fs::create_dir_all(&dir)?;
+        write_atomically(&dir, name, bytes)?;
+        // The rename itself on disk.
+        fs::File::open(&dir)?.sync_all()
     }
 
     /// The file of entry `key` of run `run` in the archive's folder `dir`: named by the
@@ -944,18 +948,8 @@ impl Archive {
         self.require_run(run)?;
         self.check_key("block", key)?;
         let record = self.encode("a block record", record)?;
-        let path = self.entry_file(BLOCK_DIR, run, key);
-        let dir = self.path.join(BLOCK_DIR);
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
-        (|| {
-            fs::create_dir_all(&dir)?;
-            write_atomically(&dir, name, weights)?;
-            fs::File::open(&dir)?.sync_all()
-        })()
-        .map_err(|e| io_error(&self.path, "store a trained block's weights", &e))?;
+        self.put_entry_file(BLOCK_DIR, run, key, weights)
+            .map_err(|e| io_error(&self.path, "store a trained block's weights", &e))?;
         self.run_blocks
             .insert(run_entry_key(run, key.as_bytes()), record)
             .map_err(|e| self.sled_error("store a trained block", e))?;

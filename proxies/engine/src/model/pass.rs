@@ -127,35 +127,12 @@ pub(super) fn forward_pass<B: Backend>(
         w,
         blocks,
         arch,
-        ids: Ids {
-            wte,
-            wpe,
-            lnf,
-            head,
-        },
+        ids: Ids { wte, lnf, head, .. },
         ..
     } = *net;
     let (n, c, v) = (b * t, arch.d_model as usize, arch.vocab_size as usize);
     be.install(|| {
-        be.embedding_forward(
-            &mut a.resid[0],
-            tokens,
-            &w[wte],
-            wpe.map(|p| &w[p]),
-            (b, t, c),
-        );
-        for (l, bp) in blocks.iter().enumerate() {
-            let (before, after) = a.resid.split_at_mut(l + 1);
-            block_forward(
-                be,
-                w,
-                bp,
-                &mut a.blocks[l],
-                (&before[l], &mut after[0]),
-                (b, t, c),
-                true,
-            );
-        }
+        embed_and_blocks(net, be, a, tokens, (b, t), blocks.len(), true);
         let last = &a.resid[blocks.len()];
         norm_forward(
             be,
@@ -192,6 +169,19 @@ pub(super) fn forward_blocks<B: Backend>(
     upto: usize,
     keep: bool,
 ) {
+    be.install(|| embed_and_blocks(net, be, a, tokens, (b, t), upto + 1, keep));
+}
+
+/// The embedding and the first `count` blocks (in the backend's pool already).
+fn embed_and_blocks<B: Backend>(
+    net: &Net<'_, B>,
+    be: &B,
+    a: &mut Acts<B::Buf>,
+    tokens: &[u32],
+    (b, t): (usize, usize),
+    count: usize,
+    keep: bool,
+) {
     let Net {
         w,
         blocks,
@@ -200,27 +190,25 @@ pub(super) fn forward_blocks<B: Backend>(
         ..
     } = *net;
     let c = arch.d_model as usize;
-    be.install(|| {
-        be.embedding_forward(
-            &mut a.resid[0],
-            tokens,
-            &w[wte],
-            wpe.map(|p| &w[p]),
+    be.embedding_forward(
+        &mut a.resid[0],
+        tokens,
+        &w[wte],
+        wpe.map(|p| &w[p]),
+        (b, t, c),
+    );
+    for (l, bp) in blocks.iter().enumerate().take(count) {
+        let (before, after) = a.resid.split_at_mut(l + 1);
+        block_forward(
+            be,
+            w,
+            bp,
+            &mut a.blocks[l],
+            (&before[l], &mut after[0]),
             (b, t, c),
+            keep,
         );
-        for (l, bp) in blocks.iter().enumerate().take(upto + 1) {
-            let (before, after) = a.resid.split_at_mut(l + 1);
-            block_forward(
-                be,
-                w,
-                bp,
-                &mut a.blocks[l],
-                (&before[l], &mut after[0]),
-                (b, t, c),
-                keep,
-            );
-        }
-    });
+    }
 }
 
 /// One block's forward, x_in (B·T, C) → x_out. `keep`: keep the attention probabilities for
