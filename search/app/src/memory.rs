@@ -326,9 +326,14 @@ pub fn search(l: &LoadedExperiment, steps: u32, workers: usize) -> Result<Estima
             (
                 "a teacher per worker, its passes up to the block",
                 if blockwise && exp.search.block_objective == genas_space::BlockObjective::Mse {
+                    // Its forward allocates the training forward's buffers (f32).
                     workers
                         * (weight_bytes(&teacher, 4)
-                            + teacher_pass_bytes(&teacher, cfg.batch_size, cfg.top_k))
+                            + 4.0
+                                * genas_engine::memory::train_act_values(
+                                    &teacher,
+                                    (cfg.batch_size, teacher.context as usize),
+                                ) as f64)
                 } else {
                     0.0
                 },
