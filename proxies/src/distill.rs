@@ -726,10 +726,7 @@ pub fn brief_distill_traced<B: Backend>(
     on_step: &mut dyn FnMut(f64),
 ) -> DistillResult {
     let start = Instant::now();
-    let steps = cfg.steps.min(targets.schedule.len() as u32);
-    let tcfg = TrainConfig::new(steps, cfg.batch_size, cfg.learning_rate, cfg.seed);
-    let mut opt = Optimizer::new(model);
-    opt.train_only(model, &cfg.train_only);
+    let (steps, tcfg, mut opt) = brief_setup(model, targets, cfg);
     let mut recent = Vec::new();
     for step in 0..steps {
         let Step { batch, soft } = targets.schedule.step(step as usize);
@@ -758,6 +755,20 @@ pub fn brief_distill_traced<B: Backend>(
         }
     }
     evaluated(model, targets, steps, &recent, start)
+}
+
+/// What a brief training of `model` on `targets`' schedule at `cfg` steps by: its steps (at
+/// most the schedule's), the schedule, and an optimiser over the weights `cfg` trains.
+pub fn brief_setup<B: Backend>(
+    model: &Model<B>,
+    targets: &TeacherTargets,
+    cfg: &DistillConfig,
+) -> (u32, TrainConfig, Optimizer<B>) {
+    let steps = cfg.steps.min(targets.schedule.len() as u32);
+    let tcfg = TrainConfig::new(steps, cfg.batch_size, cfg.learning_rate, cfg.seed);
+    let mut opt = Optimizer::new(model);
+    opt.train_only(model, &cfg.train_only);
+    (steps, tcfg, opt)
 }
 
 /// The result of a brief training of `steps` steps whose losses were `recent`, begun at

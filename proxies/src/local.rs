@@ -5,9 +5,8 @@
 //! teacher and the network up to the block and the backward of that block alone, so a step
 //! costs about the blocks below it, not the whole network and its vocabulary.
 
-use crate::distill::{evaluated, DistillConfig, DistillResult, Step, TeacherTargets};
-use genas_engine::train::Optimizer;
-use genas_engine::{Backend, Model, TrainConfig};
+use crate::distill::{brief_setup, evaluated, DistillConfig, DistillResult, Step, TeacherTargets};
+use genas_engine::{Backend, Model};
 use std::time::Instant;
 
 /// Which sub-block trains: layer `layer`'s attention half (`attention`) or its FFN half.
@@ -53,10 +52,7 @@ pub fn local_distill<B: Backend>(
     sub: SubBlock,
 ) -> DistillResult {
     let start = Instant::now();
-    let steps = cfg.steps.min(targets.schedule.len() as u32);
-    let tcfg = TrainConfig::new(steps, cfg.batch_size, cfg.learning_rate, cfg.seed);
-    let mut opt = Optimizer::new(model);
-    opt.train_only(model, &cfg.train_only);
+    let (steps, tcfg, mut opt) = brief_setup(model, targets, cfg);
     let l = sub.layer;
     let mut recent = Vec::new();
     for step in 0..steps {
