@@ -310,6 +310,9 @@ pub struct Archive {
     /// For a read-only open: the private copy sled runs on (removed on drop), and the process
     /// that held the archive when the copy was taken, if any.
     snapshot: Option<(tempfile::TempDir, Option<Holder>)>,
+    /// Held while a flush counts, flushes and seals: threads that store side by side (the
+    /// blockwise jobs' results) flush one at a time, so their seals never share a temporary.
+    flushing: std::sync::Mutex<()>,
 }
 
 impl fmt::Debug for Archive {
@@ -997,6 +1000,8 @@ impl Archive {
         if self.snapshot.is_some() {
             return Ok(());
         }
+        // A thread that panicked holding it left nothing half done that this flush relies on.
+        let _one_at_a_time = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
         let flushes = self
             .meta
             .update_and_fetch(FLUSHES, |old| {
@@ -1250,6 +1255,7 @@ impl Archive {
             schema_version,
             holder,
             snapshot: None,
+            flushing: std::sync::Mutex::new(()),
         })
     }
 

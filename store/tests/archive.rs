@@ -1209,3 +1209,37 @@ fn a_distillation_checkpoint_is_a_file_replaced_whole_and_gone_once_distilled() 
         .remove_checkpoint("r1", "c/2")
         .expect("remove again");
 }
+
+#[test]
+fn blocks_stored_from_many_threads_at_once_are_all_kept_and_sealed() {
+    // Blockwise jobs store their results from the executor's worker threads: every store
+    // flushes and seals, and the seals of threads flushing together must not collide.
+    let tmp = temp();
+    let dir = tmp.path().join("a");
+    let archive = Archive::open(&dir).expect("create");
+    let run = archive.create_run(&json!({})).expect("create run");
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let (archive, run) = (&archive, &run);
+            s.spawn(move || {
+                for i in 0..25 {
+                    let key = format!("{t}-{i}");
+                    archive
+                        .put_block(run, &key, &json!({"t": t, "i": i}), key.as_bytes())
+                        .expect("stored while others store");
+                }
+            });
+        }
+    });
+    drop(archive);
+    let archive = Archive::open(&dir).expect("reopens sealed");
+    let blocks: Vec<(String, Value)> = archive.blocks(&run).expect("list");
+    assert_eq!(blocks.len(), 200);
+    for (k, v) in &blocks {
+        assert_eq!(format!("{}-{}", v["t"], v["i"]), *k);
+        assert_eq!(
+            archive.block_weights(&run, k).unwrap().unwrap(),
+            k.as_bytes()
+        );
+    }
+}
