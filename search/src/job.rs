@@ -7,7 +7,7 @@
 
 use genas_scoring::distill::{DistillConfig, DistillResult};
 use genas_scoring::zero_cost::ProxyScores;
-use genas_space::Architecture;
+use genas_space::{Architecture, BlockObjective};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::sync::atomic::AtomicBool;
@@ -52,6 +52,48 @@ impl Output {
             },
             latency_ms_per_token: None,
             failed: Some(class.to_string()),
+        }
+    }
+}
+
+/// One blockwise local distillation: the teacher's network with one sub-block replaced by a
+/// variant, that sub-block trained with every other weight held at the teacher's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockJob {
+    /// The block's archive key.
+    pub id: String,
+    /// The teacher with the one sub-block replaced.
+    pub architecture: Architecture,
+    /// Seed of the weights the teacher's cannot give (where the variant is larger).
+    pub init_seed: u64,
+    /// The recipe; `train_only` names the sub-block's parameters, the only ones trained.
+    pub config: DistillConfig,
+    pub layer: usize,
+    /// The attention half (else the FFN half).
+    pub attention: bool,
+    pub objective: BlockObjective,
+}
+
+/// What a block job produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockOutput {
+    /// Its eval is the replace-one score (KL to the teacher, validation loss).
+    pub result: DistillResult,
+    /// The trained tensors (those `train_only` names) as a safetensors file; empty when
+    /// `failed`.
+    pub weights: Vec<u8>,
+    /// As [`Output::failed`]: the executor could not get a result.
+    pub failed: Option<String>,
+}
+
+impl BlockOutput {
+    /// A block the executor could not train (see [`Output::failed`]).
+    pub fn failed(steps: u32, class: &str, detail: &str) -> BlockOutput {
+        let o = Output::failed(steps, class, detail);
+        BlockOutput {
+            result: o.result,
+            weights: Vec::new(),
+            failed: o.failed,
         }
     }
 }
@@ -104,4 +146,19 @@ pub trait Executor: Sync {
         workers: usize,
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Vec<ProxyScores>;
+
+    /// Runs blockwise local distillations as [`Executor::run`] runs jobs. An executor that
+    /// cannot train sub-blocks says so in one line, before running any.
+    fn blocks(
+        &self,
+        jobs: &[BlockJob],
+        workers: usize,
+        stop: &AtomicBool,
+        done: &(dyn Fn(usize, BlockOutput) -> bool + Sync),
+    ) -> Result<(), ExecError> {
+        let _ = (jobs, workers, stop, done);
+        Err(ExecError::Runner(
+            "this executor does not train sub-blocks: blockwise search runs on the CPU engine, on local threads or Slurm".into(),
+        ))
+    }
 }

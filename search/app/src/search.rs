@@ -293,6 +293,7 @@ fn drive(
     let local = genas_exec::local::Local {
         targets: &targets,
         proxy_batch: &proxy_batch,
+        teacher: None,
     };
     let say_line = |m: &str| eprintln!("{m}");
     let chosen = genas_exec::ExecutorChoice::of(exp, archive.path(), local, &say_line)?;
@@ -400,7 +401,25 @@ fn drive_blockwise(
         workers,
         stop,
     };
-    let ended = b.run(say, progress);
+    // The executor's proxy batch goes unused: blocks are scored by training them.
+    let unused = l.data.train_batch(1, &mut Rng::seed_from_u64(0));
+    let local = genas_exec::local::Local {
+        targets,
+        proxy_batch: &unused,
+        teacher: Some(teacher),
+    };
+    let say_line = |m: &str| eprintln!("{m}");
+    let ended = genas_exec::ExecutorChoice::of(&l.experiment, archive.path(), local, &say_line)
+        .map_err(anyhow::Error::from)
+        .and_then(|chosen| {
+            if let genas_exec::ExecutorChoice::Slurm(x) = &chosen {
+                say(&format!(
+                    "distilling sub-blocks on Slurm through {}",
+                    x.cluster.shared.display()
+                ));
+            }
+            b.run(chosen.executor(), say, progress)
+        });
     record.wall_s += start.elapsed().as_secs_f64();
     record.status = match &ended {
         Ok(crate::blockwise::Ended::Finished) => "finished",

@@ -13,49 +13,6 @@ use genas_store::Archive;
 use std::path::Path;
 use std::time::Duration;
 
-const SPACE: &str = r#"depth = [2]
-d_model = [32]
-heads = [1, 2]
-attention = ["full", "grouped", "linear", "none"]
-kv_heads = [1]
-ffn_ratio = [1, 2]
-activation = ["gelu", "relu"]
-per_layer = true"#;
-
-/// The blockwise experiment over a two-layer teacher of the shipped corpus; `search`: more
-/// lines of its [search].
-fn blockwise(dir: &Path, block_steps: u32, search: &str) -> std::path::PathBuf {
-    let text = format!(
-        r#"name = "bw"
-[data]
-{}
-[space]
-{SPACE}
-[teacher]
-depth = 2
-d_model = 32
-heads = 2
-ffn_ratio = 2
-steps = 20
-batch_size = 8
-learning_rate = 3e-3
-[search]
-mode = "blockwise"
-block_steps = {block_steps}
-realise = 3
-{search}
-[fidelity]
-rung_steps = [10]
-batch_size = 4
-init = "teacher"
-"#,
-        corpus32()
-    );
-    let p = dir.join("bw.toml");
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
 fn model_of(arch: &genas_space::Architecture, bytes: &[u8]) -> Model<Cpu<f32>> {
     let mut m = Model::new(arch, Cpu::<f32>::new(1), 0);
     checkpoint::from_bytes(&mut m, bytes, "test").unwrap();
@@ -69,7 +26,7 @@ fn weights_named(m: &Model<Cpu<f32>>, name: &str) -> Vec<f64> {
 #[test]
 fn every_variant_trains_alone_and_the_front_is_assembled_from_the_trained_blocks() {
     let dir = tempfile::tempdir().unwrap();
-    let exp = blockwise(dir.path(), 10, "");
+    let exp = blockwise_experiment(dir.path(), 10, "", "");
     let (archive, report) = search_into(dir.path(), &exp);
     let front = report["front"].as_array().unwrap();
     assert!(!front.is_empty(), "{report}");
@@ -208,7 +165,7 @@ fn every_variant_trains_alone_and_the_front_is_assembled_from_the_trained_blocks
 fn a_blockwise_run_killed_while_blocks_train_resumes_to_the_same_end() {
     let dir = tempfile::tempdir().unwrap();
     // The objective at the model's output: every block trains through the whole network.
-    let exp = blockwise(dir.path(), 300, "block_objective = \"kl\"");
+    let exp = blockwise_experiment(dir.path(), 300, "block_objective = \"kl\"", "");
     let whole = dir.path().join("whole");
     ok_json(&genas(&[
         "search",
@@ -271,7 +228,7 @@ fn a_blockwise_run_killed_while_blocks_train_resumes_to_the_same_end() {
 #[test]
 fn blockwise_experiments_it_cannot_run_are_refused_before_anything_is_written() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &str, &[&str]); 4] = [
+    let cases: [(&str, &str, &[&str]); 3] = [
         (
             "d_model = [32]",
             "d_model = [16, 32]",
@@ -287,14 +244,9 @@ fn blockwise_experiments_it_cannot_run_are_refused_before_anything_is_written() 
             "per_layer = true\nsparsity = [\"dense\", \"2:4\"]",
             &["sparsity = [\"dense\"]"],
         ),
-        (
-            "[fidelity]",
-            "[executor]\nkind = \"slurm\"\n[fidelity]",
-            &["CPU engine"],
-        ),
     ];
     for (from, to, needles) in cases {
-        let exp = blockwise(dir.path(), 10, "");
+        let exp = blockwise_experiment(dir.path(), 10, "", "");
         let text = std::fs::read_to_string(&exp).unwrap().replacen(from, to, 1);
         std::fs::write(&exp, text).unwrap();
         let archive = dir.path().join("never");
@@ -302,6 +254,16 @@ fn blockwise_experiments_it_cannot_run_are_refused_before_anything_is_written() 
         fails_with(&o, needles);
         assert!(!archive.exists(), "{to}: an archive was written");
     }
+    // The PyTorch runner does not train sub-blocks (torch's CPU stands in for the GPU here).
+    let exp = blockwise_experiment(dir.path(), 10, "device = \"cuda\"", "");
+    let archive = dir.path().join("never");
+    let o = genas_command()
+        .args(["search", s(&exp), "--archive", s(&archive)])
+        .env("GENAS_RUNNER_DEVICE", "cpu")
+        .output()
+        .unwrap();
+    fails_with(&o, &["CPU engine", "search.device = \"cpu\""]);
+    assert!(!archive.exists());
     // The bench of a search that is not blockwise is refused.
     let exp = small_experiment(&dir.path().join("t.toml"), "t", TINY_SEARCH);
     let (archive, _) = search_into(dir.path(), &exp);

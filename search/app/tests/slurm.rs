@@ -626,3 +626,60 @@ fn differences(a: &Value, b: &Value, at: &str, tol: f64, out: &mut Vec<String>) 
         _ => {}
     }
 }
+
+#[test]
+fn a_blockwise_search_on_slurm_trains_each_block_as_a_task_and_ends_as_a_local_one() {
+    if !cluster() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ld, sd) = (dir.path().join("local"), dir.path().join("slurm"));
+    std::fs::create_dir_all(&ld).unwrap();
+    std::fs::create_dir_all(&sd).unwrap();
+    let local_exp = common::blockwise_experiment(&ld, 10, "", "");
+    let slurm_exp = common::blockwise_experiment(&sd, 10, "", &format!("[executor]\n{SLURM}"));
+    let (la, sa) = (ld.join("a"), sd.join("a"));
+    search(&local_exp, &la);
+    let r = search(&slurm_exp, &sa);
+    assert_eq!(r["status"], "finished", "{r}");
+    // The same blocks, to the bit: records (seconds aside) and trained tensors.
+    let (lx, sx) = (
+        genas_store::Archive::open_read_only(&la).unwrap(),
+        genas_store::Archive::open_read_only(&sa).unwrap(),
+    );
+    let blocks = |a: &genas_store::Archive| -> Vec<(String, Value, Vec<u8>)> {
+        a.blocks::<genas_app::blockwise::BlockRecord>("r1")
+            .unwrap()
+            .into_iter()
+            .map(|(k, b)| {
+                let mut v = serde_json::to_value(&b).unwrap();
+                v["result"]["seconds"] = Value::Null;
+                let w = a.block_weights("r1", &k).unwrap().unwrap();
+                (k, v, w)
+            })
+            .collect()
+    };
+    let (lb, sb) = (blocks(&lx), blocks(&sx));
+    assert_eq!(lb.len(), 16);
+    assert_eq!(lb, sb);
+    drop((lx, sx));
+    let strip = |a: &Path| {
+        let (mut report, cands) = essence(a);
+        report["blocks"] = Value::Null;
+        (report, cands)
+    };
+    let (lr, lc) = strip(&la);
+    let (sr, sc) = strip(&sa);
+    assert_eq!(lc, sc, "candidates differ");
+    assert_eq!(lr["front"], sr["front"]);
+    assert_eq!(lr["hypervolume_history"], sr["hypervolume_history"]);
+    // Every block ran once as an array task; the teacher's weights went to the inputs once,
+    // beside its targets, named by their content.
+    let shared = sa.join("slurm");
+    assert_eq!(each_ran_once(&shared), 16);
+    let inputs: Vec<_> = std::fs::read_dir(shared.join("inputs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(inputs.len(), 3, "{inputs:?}");
+}

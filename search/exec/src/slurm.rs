@@ -25,11 +25,11 @@
 //!
 //! It must not know about the archive, the strategies or the fidelity schedule.
 
-use crate::local::{last_line, last_lines, run_job, Local};
+use crate::local::{last_line, last_lines, run_block, run_job, Local};
 use genas_engine::{checkpoint, Cpu, Model};
 use genas_scoring::distill::{dir_store, full_distill, FullConfig, FullResult, TeacherTargets};
 use genas_scoring::zero_cost::ProxyScores;
-use genas_search::job::{ExecError, Executor, Job, Output};
+use genas_search::job::{BlockJob, BlockOutput, ExecError, Executor, Job, Output};
 use genas_space::{Architecture, ExecutorConfig};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -56,6 +56,26 @@ pub enum Task {
     },
     /// A final distillation of a front member; writes a [`FinalOutput`] and the weights.
     Final(FinalJob),
+    /// A blockwise local distillation on the run's cached teacher targets (and, for the
+    /// normalised error, the teacher's weights); writes a [`BlockFile`] and the trained
+    /// sub-block's tensors.
+    Block {
+        job: BlockJob,
+        targets: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        teacher: Option<String>,
+    },
+}
+
+/// What a block task wrote, and where its trained tensors are.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BlockFile {
+    pub result: genas_scoring::distill::DistillResult,
+    /// `results/KEY.block.safetensors`; none when `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 /// What `jobs/BATCH/INDEX.json` holds: a task and its key.
@@ -209,6 +229,8 @@ pub struct Slurm<'a> {
     pub runner: Option<NodeRunner>,
     /// The name of the teacher targets in the inputs directory.
     pub targets: String,
+    /// The name of the teacher's weights there, where block jobs train against it.
+    pub teacher: Option<String>,
     /// The zero-cost proxies are computed here: they take milliseconds.
     pub local: Local<'a>,
 }
@@ -358,6 +380,37 @@ fn work_inner(task: &Path) -> Result<PathBuf, String> {
                 }
             };
             serde_json::to_vec(&out)
+        }
+        Task::Block {
+            job,
+            targets,
+            teacher,
+        } => {
+            job.architecture
+                .validate()
+                .map_err(|e| format!("{}: {e}", job_path.display()))?;
+            let loaded =
+                genas_scoring::inputs::load_steps(&inputs, &targets, job.config.steps as usize)?;
+            let be = Cpu::<f32>::new(1);
+            let mut teacher = match &teacher {
+                Some(t) => Some(genas_scoring::inputs::load_teacher(&inputs, t, be.clone())?),
+                None => None,
+            };
+            let out = run_block(&job, &loaded, teacher.as_mut(), &be);
+            let weights = match out.failed {
+                Some(_) => None,
+                None => {
+                    let w = std::path::absolute(results.join(format!("{key}.block.safetensors")))
+                        .map_err(|e| e.to_string())?;
+                    write_atomic(&w, &out.weights)?;
+                    Some(w)
+                }
+            };
+            serde_json::to_vec(&BlockFile {
+                result: out.result,
+                weights,
+                failed: out.failed,
+            })
         }
         Task::Final(f) => {
             f.architecture
@@ -803,6 +856,68 @@ impl Executor for Slurm<'_> {
     ) -> Vec<ProxyScores> {
         self.local.proxies(archs, seed, workers, progress)
     }
+
+    /// Each block a task on the CPU engine of its node (the runner does not train blocks);
+    /// its trained tensors come back through the shared directory.
+    fn blocks(
+        &self,
+        jobs: &[BlockJob],
+        _workers: usize,
+        stop: &AtomicBool,
+        done: &(dyn Fn(usize, BlockOutput) -> bool + Sync),
+    ) -> Result<(), ExecError> {
+        if self.runner.is_some() {
+            return Err(ExecError::Runner(
+                "the PyTorch runner does not train sub-blocks: a blockwise search on Slurm runs on the CPU engine (search.device = \"cpu\")".into(),
+            ));
+        }
+        let tasks: Vec<Task> = jobs
+            .iter()
+            .map(|job| Task::Block {
+                job: job.clone(),
+                targets: self.targets.clone(),
+                teacher: (job.objective == genas_space::BlockObjective::Mse)
+                    .then(|| self.teacher.clone())
+                    .flatten(),
+            })
+            .collect();
+        let names: Vec<String> = jobs.iter().map(|j| format!("block {}", j.id)).collect();
+        self.cluster
+            .run_tasks::<BlockFile>(&tasks, &names, stop, &mut |i, out| {
+                let steps = jobs[i].config.steps;
+                let out = match out {
+                    Err(why) => {
+                        BlockOutput::failed(steps, "a task failed on Slurm every try", &why)
+                    }
+                    Ok(f) => match (&f.failed, &f.weights) {
+                        (None, Some(w)) => match read_block(w, &jobs[i]) {
+                            Ok(weights) => BlockOutput {
+                                result: f.result,
+                                weights,
+                                failed: None,
+                            },
+                            Err(why) => {
+                                BlockOutput::failed(steps, "its weights are unreadable", &why)
+                            }
+                        },
+                        _ => BlockOutput {
+                            result: f.result,
+                            weights: Vec::new(),
+                            failed: Some(f.failed.unwrap_or_else(|| "no weights".into())),
+                        },
+                    },
+                };
+                done(i, out)
+            })?;
+        Ok(())
+    }
+}
+
+/// A block task's trained tensors, read with a bound: four bytes per parameter of the
+/// network it trained in, and a megabyte for the header.
+fn read_block(path: &Path, job: &BlockJob) -> Result<Vec<u8>, String> {
+    let limit = 4 * genas_space::Cost::of(&job.architecture).params + (1 << 20);
+    genas_space::files::read_bounded(path, limit).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@
 //! Everything a blockwise run trains is stored as it finishes (`Archive::put_block`, the
 //! assembled weights under `init-ID`, candidates committed one by one); a resumed run skips
 //! what is stored, and since every job is seeded from its architecture, it ends exactly as an
-//! uninterrupted one. Blocks train on local threads with the CPU engine (the PyTorch runner
-//! and Slurm do not yet return trained weights).
+//! uninterrupted one. Blocks are jobs of the run's executor (`Executor::blocks`): on local
+//! threads or as Slurm tasks, with the CPU engine (the PyTorch runner does not train them).
 
 pub mod bench;
 
@@ -23,19 +23,18 @@ use crate::experiment::{distill_config, LoadedExperiment};
 use anyhow::{anyhow, bail, Context, Result};
 use genas_engine::{checkpoint, Cpu, Model};
 use genas_scoring::distill::{brief_distill, DistillResult, TeacherTargets};
-use genas_scoring::local::local_distill;
 use genas_search::blockwise::{front, Choice, Variant};
 use genas_search::controller::{
     front_and_hypervolume, initial_state, CandidateRecord, ControllerState, Phase, RunPlan,
     RungResult,
 };
 use genas_search::init_seed;
+use genas_search::job::{BlockJob, BlockOutput, Executor};
 use genas_space::{satisfies, Architecture, BlockObjective, Cost, Layer, Sparsity};
 use genas_store::Archive;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
 
 /// Which half of a layer a variant replaces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,13 +177,14 @@ fn replaced(base: &Architecture, s: &Slot, v: usize) -> Architecture {
 pub fn check(l: &LoadedExperiment) -> Result<()> {
     let exp = &l.experiment;
     let file = exp.source.display();
-    let torch = matches!(
-        genas_exec::torch::device_plan(exp)?,
-        genas_exec::torch::DevicePlan::Torch { .. }
-    );
-    if exp.executor.kind == genas_space::ExecutorKind::Slurm || torch {
+    let torch = exp.search.device == genas_space::Device::Cuda
+        || matches!(
+            genas_exec::torch::device_plan(exp)?,
+            genas_exec::torch::DevicePlan::Torch { .. }
+        );
+    if torch {
         bail!(
-            "{file}: mode = \"blockwise\" trains its sub-blocks on local threads with the CPU engine: remove [executor] and set search.device = \"cpu\""
+            "{file}: mode = \"blockwise\" trains its sub-blocks with the CPU engine, on local threads or Slurm: set search.device = \"cpu\""
         );
     }
     slots(l, &l.teacher_architecture()?)?;
@@ -210,10 +210,11 @@ pub enum Ended {
 }
 
 impl Blockwise<'_> {
-    /// Trains what is not stored yet, chooses, realises and commits; `Interrupted` when
-    /// `stop` was set (what finished is stored).
+    /// Trains what is not stored yet through `executor`, chooses, realises and commits;
+    /// `Interrupted` when `stop` was set (what finished is stored).
     pub fn run(
         &self,
+        executor: &dyn Executor,
         say: &mut dyn FnMut(&str),
         progress: &(dyn Fn(&str, usize, usize) + Sync),
     ) -> Result<Ended> {
@@ -225,7 +226,7 @@ impl Blockwise<'_> {
             "blockwise: {} slots, {total} sub-block variants to distil against the teacher, {reachable:.3e} architectures reachable",
             slots.len()
         ));
-        if !self.train_blocks(&slots, &base, total, progress)? {
+        if !self.train_blocks(executor, &slots, &base, total, progress)? {
             return Ok(Ended::Interrupted);
         }
         let blocks: BTreeMap<String, BlockRecord> =
@@ -239,9 +240,11 @@ impl Blockwise<'_> {
         self.realise(&slots, &base, &chosen.0, progress)
     }
 
-    /// Distils every variant not stored yet on `workers` threads; false when stopped.
+    /// Distils every variant not stored yet through `executor` (`workers` at a time where it
+    /// runs them here), storing each as it comes back; false when stopped.
     fn train_blocks(
         &self,
+        executor: &dyn Executor,
         slots: &[Slot],
         base: &Architecture,
         total: usize,
@@ -249,7 +252,7 @@ impl Blockwise<'_> {
     ) -> Result<bool> {
         let done: BTreeMap<String, BlockRecord> =
             self.archive.blocks(self.run)?.into_iter().collect();
-        let jobs: Vec<(&Slot, usize, String)> = slots
+        let pending: Vec<(&Slot, usize, String)> = slots
             .iter()
             .flat_map(|s| (1..s.variants.len()).map(move |v| (s, v)))
             .map(|(s, v)| (s, v, block_key(s, base, v)))
@@ -259,75 +262,75 @@ impl Blockwise<'_> {
         let cfg = distill_config(self.l, steps);
         let seed0 = self.l.experiment.teacher.seed;
         let objective = self.l.experiment.search.block_objective;
-        let next = AtomicUsize::new(0);
-        let (tx, rx) = mpsc::channel::<(usize, BlockRecord, Vec<u8>)>();
-        let mut stored = done.len().min(total);
-        progress("distilling sub-blocks", stored, total);
-        let result: Result<()> = std::thread::scope(|scope| {
-            for _ in 0..self.workers.max(1).min(jobs.len().max(1)) {
-                let tx = tx.clone();
-                let (jobs, next, cfg) = (&jobs, &next, &cfg);
-                scope.spawn(move || {
-                    // Each thread's own teacher, for the local objective's passes.
-                    let mut teacher =
-                        (objective == BlockObjective::Mse).then(|| copy_of(self.teacher));
-                    loop {
-                        if self.stop.load(Ordering::SeqCst) {
-                            return;
-                        }
-                        let k = next.fetch_add(1, Ordering::SeqCst);
-                        let Some((s, v, _)) = jobs.get(k) else {
-                            return;
-                        };
-                        let arch = replaced(base, s, *v);
-                        let mut c = cfg.clone();
-                        c.train_only = s.sub.prefixes(s.layer);
-                        let seed = init_seed(seed0, &arch.id());
-                        let mut model = self.targets.student(&arch, Cpu::<f32>::new(1), seed);
-                        let result = match teacher.as_mut() {
-                            Some(t) => {
-                                let sub = genas_scoring::local::SubBlock {
-                                    layer: s.layer,
-                                    attention: s.sub == SubBlock::Attention,
-                                };
-                                local_distill(&mut model, t, self.targets, &c, sub)
-                            }
-                            None => brief_distill(&mut model, self.targets, &c),
-                        };
-                        // Only what it trained: the rest is the teacher's.
-                        let own = c.train_only.clone();
-                        let keep = |name: &str| own.iter().any(|p| name.starts_with(p.as_str()));
-                        let bytes = checkpoint::to_bytes_of(&model, &keep, &[]).unwrap_or_default();
-                        let rec = BlockRecord {
-                            layer: s.layer,
-                            sub_block: s.sub,
-                            variant: s.sub.describe(&s.variants[*v]),
-                            architecture: arch,
-                            steps: c.steps,
-                            objective,
-                            result,
-                        };
-                        if tx.send((k, rec, bytes)).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-            drop(tx);
-            for (k, rec, bytes) in rx {
-                if bytes.is_empty() {
-                    bail!(
-                        "blockwise: the weights of {} could not be written",
-                        jobs[k].2
-                    );
+        let jobs: Vec<BlockJob> = pending
+            .iter()
+            .map(|(s, v, key)| {
+                let architecture = replaced(base, s, *v);
+                let mut config = cfg.clone();
+                config.train_only = s.sub.prefixes(s.layer);
+                BlockJob {
+                    id: key.clone(),
+                    init_seed: init_seed(seed0, &architecture.id()),
+                    architecture,
+                    config,
+                    layer: s.layer,
+                    attention: s.sub == SubBlock::Attention,
+                    objective,
                 }
-                self.archive.put_block(self.run, &jobs[k].2, &rec, &bytes)?;
-                stored += 1;
-                progress("distilling sub-blocks", stored, total);
+            })
+            .collect();
+        let stored = AtomicUsize::new(done.len().min(total));
+        progress(
+            "distilling sub-blocks",
+            stored.load(Ordering::SeqCst),
+            total,
+        );
+        // The first block that could not be stored or trained ends the run (what finished
+        // stays stored); the rest are not waited for.
+        let failure: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
+        executor.blocks(&jobs, self.workers, self.stop, &|i, out: BlockOutput| {
+            let (s, v, key) = &pending[i];
+            let stored_ok = match &out.failed {
+                Some(why) => Err(anyhow!(
+                    "blockwise: block {key} could not be trained: {}",
+                    out.result.diverged.as_deref().unwrap_or(why)
+                )),
+                None => {
+                    let rec = BlockRecord {
+                        layer: s.layer,
+                        sub_block: s.sub,
+                        variant: s.sub.describe(&s.variants[*v]),
+                        architecture: jobs[i].architecture.clone(),
+                        steps: jobs[i].config.steps,
+                        objective,
+                        result: out.result,
+                    };
+                    self.archive
+                        .put_block(self.run, key, &rec, &out.weights)
+                        .map_err(anyhow::Error::from)
+                }
+            };
+            match stored_ok {
+                Ok(()) => {
+                    progress(
+                        "distilling sub-blocks",
+                        stored.fetch_add(1, Ordering::SeqCst) + 1,
+                        total,
+                    );
+                    true
+                }
+                Err(e) => {
+                    failure
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(e);
+                    false
+                }
             }
-            Ok(())
-        });
-        result?;
+        })?;
+        if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
         Ok(!self.stop.load(Ordering::SeqCst))
     }
 
@@ -589,15 +592,6 @@ impl Blockwise<'_> {
         }
         Ok(model)
     }
-}
-
-/// A copy of `m`'s network and weights (one thread's teacher).
-fn copy_of(m: &Model<Cpu<f32>>) -> Model<Cpu<f32>> {
-    let mut c = Model::new(&m.arch, Cpu::<f32>::new(1), 0);
-    for i in 0..m.params.len() {
-        c.set_weights(i, &m.weights(i));
-    }
-    c
 }
 
 /// No events and no cache entries, for a commit.

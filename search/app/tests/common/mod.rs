@@ -323,3 +323,47 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+pub const BLOCKWISE_SPACE: &str = r#"depth = [2]
+d_model = [32]
+heads = [1, 2]
+attention = ["full", "grouped", "linear", "none"]
+kv_heads = [1]
+ffn_ratio = [1, 2]
+activation = ["gelu", "relu"]
+per_layer = true"#;
+
+/// The blockwise experiment over a two-layer teacher of the shipped corpus; `search`: more
+/// lines of its [search]; `tail`: sections after the rest (an [executor]).
+pub fn blockwise_experiment(dir: &Path, block_steps: u32, search: &str, tail: &str) -> PathBuf {
+    let text = format!(
+        r#"name = "bw"
+[data]
+{}
+[space]
+{BLOCKWISE_SPACE}
+[teacher]
+depth = 2
+d_model = 32
+heads = 2
+ffn_ratio = 2
+steps = 20
+batch_size = 8
+learning_rate = 3e-3
+[search]
+mode = "blockwise"
+block_steps = {block_steps}
+realise = 3
+{search}
+[fidelity]
+rung_steps = [10]
+batch_size = 4
+init = "teacher"
+{tail}
+"#,
+        corpus32()
+    );
+    let p = dir.join("bw.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
