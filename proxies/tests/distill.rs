@@ -769,10 +769,25 @@ fn the_normalised_error_and_its_gradient_match_a_hand_worked_case_and_finite_dif
 
 #[test]
 fn a_sub_block_trained_locally_learns_the_teachers_output_and_moves_nothing_else() {
-    use genas_scoring::local::{local_distill, SubBlock};
+    use genas_scoring::local::{
+        cache_activations, local_distill, Activations, LayerActivations, SubBlock,
+    };
     let mut t = teacher();
     let targets = TeacherTargets::compute(&mut t, data(), &cfg(40), 40);
     let parent = measured_parent(&mut t);
+    // The teacher's activations, cached once for every layer; a second call finds them.
+    let dir = tempfile::tempdir().unwrap();
+    let (files, (b, bt)) = cache_activations(&mut t, &targets, 40, dir.path()).unwrap();
+    assert_eq!(files.len(), t.arch.layers.len());
+    let stamp = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let made: Vec<_> = files.iter().map(|p| stamp(p)).collect();
+    assert_eq!(
+        cache_activations(&mut t, &targets, 40, dir.path())
+            .unwrap()
+            .0,
+        files
+    );
+    assert_eq!(files.iter().map(|p| stamp(p)).collect::<Vec<_>>(), made);
     for (layer, attention) in [(0, false), (1, true)] {
         // The teacher with one sub-block narrower: layer 0's FFN at half width, or layer 1's
         // attention with one head fewer of key/values.
@@ -802,7 +817,7 @@ fn a_sub_block_trained_locally_learns_the_teachers_output_and_moves_nothing_else
             let mut one = Model::with_initial(&arch, Cpu::<f32>::new(1), 1, parent.initial(&arch));
             let r = local_distill(
                 &mut one,
-                &mut t,
+                Activations::Teacher(&mut t),
                 &targets,
                 &DistillConfig {
                     steps: 1,
@@ -812,8 +827,29 @@ fn a_sub_block_trained_locally_learns_the_teachers_output_and_moves_nothing_else
             );
             r.train_loss.unwrap()
         };
-        let r = local_distill(&mut s, &mut t, &targets, &c, SubBlock { layer, attention });
+        let r = local_distill(
+            &mut s,
+            Activations::Teacher(&mut t),
+            &targets,
+            &c,
+            SubBlock { layer, attention },
+        );
         assert_eq!(r.diverged, None);
+        // On the cached activations, a step runs the one block: the same training, to the bit.
+        let mut cached = Model::with_initial(&arch, Cpu::<f32>::new(1), 1, parent.initial(&arch));
+        let d = t.arch.d_model as usize;
+        let mut acts = LayerActivations::open(&files[layer], 40, (b, bt, d)).unwrap();
+        let rc = local_distill(
+            &mut cached,
+            Activations::Cached(&mut acts),
+            &targets,
+            &c,
+            SubBlock { layer, attention },
+        );
+        assert_eq!((rc.train_loss, rc.eval), (r.train_loss, r.eval));
+        assert_eq!(weights(&cached), weights(&s));
+        // A cache of another size is refused.
+        assert!(LayerActivations::open(&files[layer], 41, (b, bt, d)).is_err());
         assert!(
             r.train_loss.unwrap() < 0.7 * first,
             "{first} → {:?}",

@@ -461,6 +461,37 @@ fn generation_with_caches_matches_the_batched_forward() {
     }
 }
 
+#[test]
+fn generation_timed_sub_block_by_sub_block_gives_the_same_tokens_and_finds_the_wide_ffn() {
+    // Layer 1's FFN 64 times as wide as layer 0's: its share of the time must show it.
+    let layer = |hidden| {
+        Layer::new(
+            Attention::Full { heads: 2 },
+            hidden,
+            Activation::Gelu,
+            None,
+            Sparsity::Dense,
+        )
+    };
+    let a = arch(50, 64, 64, vec![layer(64), layer(4096)], 1, false);
+    let m = Model::new(&a, Cpu::<f32>::new(1), 3);
+    let cfg = SampleConfig {
+        temperature: 1.0,
+        top_k: None,
+    };
+    let plain = Generator::new(&m).generate(&[1], 40, cfg, &mut Rng::seed_from_u64(4));
+    let mut g = Generator::new(&m);
+    g.profile();
+    let timed = g.generate(&[1], 40, cfg, &mut Rng::seed_from_u64(4));
+    assert_eq!(plain, timed, "timing changes nothing generated");
+    let t = genas_engine::sub_block_latency_ms(&m);
+    assert_eq!(t.layers.len(), 2);
+    let parts: f64 = t.layers.iter().map(|l| l[0] + l[1]).sum();
+    assert!(t.layers.iter().flatten().all(|&x| x > 0.0), "{t:?}");
+    assert!(parts < t.total, "{t:?}: the halves are within the whole");
+    assert!(t.layers[1][1] > 4.0 * t.layers[0][1], "{t:?}");
+}
+
 /// Everything `infer` hands out, widened to f64: the logits in row order, and per layer the
 /// probe's input, output, attention output and FFN pre-activation, rows in order.
 fn inferred<B: genas_engine::Backend>(

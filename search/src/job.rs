@@ -72,6 +72,10 @@ pub struct BlockJob {
     /// The attention half (else the FFN half).
     pub attention: bool,
     pub objective: BlockObjective,
+    /// The layer's cached teacher activations (`genas_scoring::local::cache_activations`),
+    /// where the executor reads them: what the normalised error trains on (the KL needs none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activations: Option<std::path::PathBuf>,
 }
 
 /// What a block job produced.
@@ -82,6 +86,8 @@ pub struct BlockOutput {
     /// The trained tensors (those `train_only` names) as a safetensors file; empty when
     /// `failed`.
     pub weights: Vec<u8>,
+    /// Its network's generation latency, sub-block by sub-block, where it trained.
+    pub latency: Option<genas_engine::SubBlockLatency>,
     /// As [`Output::failed`]: the executor could not get a result.
     pub failed: Option<String>,
 }
@@ -93,6 +99,7 @@ impl BlockOutput {
         BlockOutput {
             result: o.result,
             weights: Vec::new(),
+            latency: None,
             failed: o.failed,
         }
     }

@@ -40,6 +40,9 @@ pub struct Generator {
     head: usize,
     caches: Vec<Cache>,
     pos: usize,
+    /// Seconds each layer's attention and FFN half took, summed over the steps since
+    /// `profile` turned it on.
+    profile: Option<Vec<[f64; 2]>>,
 }
 
 /// Sampling settings: temperature 0 is greedy; `top_k` keeps the k most likely tokens.
@@ -109,9 +112,20 @@ impl Generator {
             head: model.head.unwrap_or(model.wte),
             caches: vec![],
             pos: 0,
+            profile: None,
         };
         g.reset();
         g
+    }
+
+    /// Times every layer's attention and FFN half from now on (from zero).
+    pub fn profile(&mut self) {
+        self.profile = Some(vec![[0.0; 2]; self.blocks.len()]);
+    }
+
+    /// Seconds each layer's attention and FFN half took since `profile`.
+    pub fn profiled(&self) -> Option<&[[f64; 2]]> {
+        self.profile.as_deref()
     }
 
     /// Forgets the sequence so far.
@@ -192,6 +206,7 @@ impl Generator {
                 *xi += p;
             }
         }
+        let mut clock = self.profile.as_ref().map(|_| std::time::Instant::now());
         for l in 0..self.blocks.len() {
             let bp = self.blocks[l].clone();
             if let Some(at) = &bp.attn {
@@ -287,6 +302,7 @@ impl Generator {
                 let proj = matvec(&self.w[at.proj], &o, at.proj_bias.map(|i| &self.w[i][..]));
                 x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
             }
+            self.lap(&mut clock, l, 0);
             let ln = self.norm(bp.ln2, &x);
             let up = self.lin(bp.fc, &ln);
             let act: Vec<f32> = match (bp.act, bp.gate) {
@@ -303,10 +319,21 @@ impl Generator {
             };
             let out = self.lin(bp.proj, &act);
             x.iter_mut().zip(&out).for_each(|(a, b)| *a += b);
+            self.lap(&mut clock, l, 1);
         }
         let lnf = self.norm(self.lnf, &x);
         self.pos += 1;
         matvec(&self.w[self.head], &lnf, None)
+    }
+
+    /// While profiling: the time since `clock` goes to layer `l`'s half `half` (0 attention,
+    /// 1 FFN), and `clock` restarts.
+    fn lap(&mut self, clock: &mut Option<std::time::Instant>, l: usize, half: usize) {
+        if let (Some(p), Some(c)) = (self.profile.as_mut(), clock.as_mut()) {
+            let now = std::time::Instant::now();
+            p[l][half] += (now - *c).as_secs_f64();
+            *c = now;
+        }
     }
 
     /// Feeds `prompt` (non-empty), then samples `n` tokens. When the context fills, the window
@@ -369,6 +396,65 @@ pub fn peak_memory_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// Generation latency, as [`latency_ms`] measures it, taken apart: milliseconds per token in
+/// each layer's attention and FFN half, and in all (the embedding, the final norm and the
+/// head are the rest).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SubBlockLatency {
+    pub layers: Vec<[f64; 2]>,
+    pub total: f64,
+}
+
+/// [`SubBlockLatency`] of `model` over the same generation as [`latency_ms`], repeated (at
+/// least 5 times, until 25 ms have passed, at most 50) and each figure the median of the
+/// repeats: a block of a small network takes microseconds, which one generation times
+/// poorly.
+pub fn sub_block_latency_ms(model: &Model<crate::Cpu<f32>>) -> SubBlockLatency {
+    let mut g = Generator::new(model);
+    let n = (model.arch.context as usize).max(32);
+    let per = 1e3 / n as f64;
+    let mut reps: Vec<(Vec<[f64; 2]>, f64)> = Vec::new();
+    let began = std::time::Instant::now();
+    while reps.len() < 5 || (reps.len() < 50 && began.elapsed().as_secs_f64() < 0.025) {
+        g.profile();
+        let mut rng = Rng::seed_from_u64(0);
+        let start = std::time::Instant::now();
+        g.generate(
+            &[0],
+            n,
+            SampleConfig {
+                temperature: 1.0,
+                top_k: None,
+            },
+            &mut rng,
+        );
+        let total = start.elapsed().as_secs_f64() * per;
+        let layers = g
+            .profiled()
+            .unwrap_or(&[])
+            .iter()
+            .map(|[a, f]| [a * per, f * per])
+            .collect();
+        reps.push((layers, total));
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let k = v.len();
+        if k % 2 == 1 {
+            v[k / 2]
+        } else {
+            (v[k / 2 - 1] + v[k / 2]) / 2.0
+        }
+    };
+    let depth = reps[0].0.len();
+    SubBlockLatency {
+        layers: (0..depth)
+            .map(|l| [0, 1].map(|h| median(reps.iter().map(|r| r.0[l][h]).collect())))
+            .collect(),
+        total: median(reps.iter().map(|r| r.1).collect()),
+    }
 }
 
 /// Generation latency of a trained model on one thread of `model`'s backend: a context of

@@ -29,7 +29,7 @@ pub mod train;
 pub use backend::{Backend, Soft};
 pub use batch::{Batch, TrainBatches};
 pub use cpu::Cpu;
-pub use generate::{latency_ms, Generator, SampleConfig};
+pub use generate::{latency_ms, sub_block_latency_ms, Generator, SampleConfig, SubBlockLatency};
 pub use model::{Loss, Model, ParamInfo};
 pub use real::Real;
 pub use train::{TrainConfig, TrainError, TrainReport};

@@ -211,7 +211,6 @@ pub fn proxies_calibrate(
     let local = genas_exec::local::Local {
         targets: &targets,
         proxy_batch: &proxy_batch,
-        teacher: None,
     };
     let say_line = |m: &str| eprintln!("{m}");
     let chosen = genas_exec::ExecutorChoice::of(&l.experiment, &o.archive, local, &say_line)?;

@@ -312,6 +312,35 @@ pub fn search(l: &LoadedExperiment, steps: u32, workers: usize) -> Result<Estima
     }
     let (val, parent) = (validation(l, &teacher, &cfg), kept_parent(&teacher, &cfg));
     let workers = workers.max(1) as f64;
+    let mse = blockwise && exp.search.block_objective == genas_space::BlockObjective::Mse;
+    if mse {
+        // Before the blocks train: a copy of the teacher runs every step once (its forward
+        // allocates the training forward's buffers, f32), written through a buffer per layer.
+        phases.push(Phase {
+            name: "caching the teacher's activations",
+            parts: vec![
+                (
+                    "the teacher kept for its weights",
+                    weight_bytes(&teacher, 4),
+                ),
+                (
+                    "a copy of the teacher and its passes",
+                    weight_bytes(&teacher, 4)
+                        + 4.0
+                            * genas_engine::memory::train_act_values(
+                                &teacher,
+                                (cfg.batch_size, teacher.context as usize),
+                            ) as f64,
+                ),
+                (
+                    "a write buffer per layer",
+                    teacher.layers.len() as f64 * (1u64 << 20) as f64,
+                ),
+                ("the parent", parent),
+                ("the validation set's targets", val),
+            ],
+        });
+    }
     phases.push(Phase {
         name: "the students",
         parts: vec![
@@ -324,16 +353,14 @@ pub fn search(l: &LoadedExperiment, steps: u32, workers: usize) -> Result<Estima
                 },
             ),
             (
-                "a teacher per worker, its passes up to the block",
-                if blockwise && exp.search.block_objective == genas_space::BlockObjective::Mse {
-                    // Its forward allocates the training forward's buffers (f32).
+                "the teacher's cached activations read a step at a time",
+                if mse {
+                    // One step's record as read (f32) and as the three vectors a step uses.
                     workers
-                        * (weight_bytes(&teacher, 4)
-                            + 4.0
-                                * genas_engine::memory::train_act_values(
-                                    &teacher,
-                                    (cfg.batch_size, teacher.context as usize),
-                                ) as f64)
+                        * 12.0
+                        * 3.0
+                        * (cfg.batch_size * teacher.context as usize) as f64
+                        * teacher.d_model as f64
                 } else {
                     0.0
                 },

@@ -293,7 +293,6 @@ fn drive(
     let local = genas_exec::local::Local {
         targets: &targets,
         proxy_batch: &proxy_batch,
-        teacher: None,
     };
     let say_line = |m: &str| eprintln!("{m}");
     let chosen = genas_exec::ExecutorChoice::of(exp, archive.path(), local, &say_line)?;
@@ -406,7 +405,6 @@ fn drive_blockwise(
     let local = genas_exec::local::Local {
         targets,
         proxy_batch: &unused,
-        teacher: Some(teacher),
     };
     let say_line = |m: &str| eprintln!("{m}");
     let ended = genas_exec::ExecutorChoice::of(&l.experiment, archive.path(), local, &say_line)

@@ -31,6 +31,11 @@ fn every_variant_trains_alone_and_the_front_is_assembled_from_the_trained_blocks
     let front = report["front"].as_array().unwrap();
     assert!(!front.is_empty(), "{report}");
     assert_eq!(report["blocks"][0], 16, "{report}");
+    // The teacher's activations the blocks trained on are gone once every block is stored.
+    let cached = std::fs::read_dir(archive.join("activations"))
+        .unwrap()
+        .count();
+    assert_eq!(cached, 0);
     let a = Archive::open_read_only(&archive).unwrap();
     let blocks: Vec<(String, BlockRecord)> = a.blocks("r1").unwrap();
     // Two layers × (attention variants other than the teacher's + FFN variants other than
@@ -58,6 +63,10 @@ fn every_variant_trains_alone_and_the_front_is_assembled_from_the_trained_blocks
         .collect();
     for (b, t) in &models {
         let e = b.result.eval.expect("scored");
+        // Timed where it trained, sub-block by sub-block.
+        let timing = b.latency.as_ref().expect("timed");
+        assert_eq!(timing.layers.len(), 2);
+        assert!(timing.total > 0.0 && timing.layers.iter().flatten().all(|&x| x > 0.0));
         assert!(e.kl_to_teacher > 0.0 && e.val_ce.is_finite(), "{b:?}");
         // Trained on the normalised error of its output, the default; dropping the attention
         // leaves the error at exactly the teacher's attention's share: 1.
@@ -159,6 +168,37 @@ fn every_variant_trains_alone_and_the_front_is_assembled_from_the_trained_blocks
     assert_eq!(bench("5")["rows"], first["rows"]);
     // A larger draw begins with the smaller one.
     assert_eq!(bench("6")["rows"].as_array().unwrap()[..5], rows[..]);
+    // The realised members are timed as the search's top rung times its candidates.
+    let (_, cands) = essence_with_latency(&archive);
+    assert!(cands
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["latency_ms_per_token"].as_f64().is_some_and(|x| x > 0.0)));
+    // A latency bound below any combination's summed timings: one line after the blocks.
+    let tight = dir.path().join("tight");
+    std::fs::create_dir_all(&tight).unwrap();
+    let exp = blockwise_experiment(
+        &tight,
+        10,
+        "",
+        "[constraints]\nmax_latency_ms_per_token = 1e-9",
+    );
+    let o = genas(&["search", s(&exp), "--archive", s(&tight.join("a"))]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        last.starts_with("error: ")
+            && last.contains("no combination of the variants meets the constraints"),
+        "{err}"
+    );
+}
+
+/// `genas show`'s candidates, as they are stored.
+fn essence_with_latency(archive: &Path) -> (serde_json::Value, serde_json::Value) {
+    let mut show = ok_json(&genas(&["show", "r1", "--archive", s(archive), "--json"]));
+    (show["report"].take(), show["candidates"].take())
 }
 
 #[test]
@@ -209,6 +249,7 @@ fn a_blockwise_run_killed_while_blocks_train_resumes_to_the_same_end() {
             .into_iter()
             .map(|(k, mut r)| {
                 r.result.seconds = 0.0;
+                r.latency = None;
                 (k, serde_json::to_value(r).unwrap())
             })
             .collect()

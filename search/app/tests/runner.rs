@@ -1155,7 +1155,6 @@ fn the_zero_cost_proxies_under_the_runner_are_the_engines() {
         let local = genas_exec::local::Local {
             targets: &t,
             proxy_batch: &batch,
-            teacher: None,
         };
         let archs: Vec<genas_space::Architecture> = cases
             .iter()
@@ -1182,7 +1181,6 @@ fn the_zero_cost_proxies_under_the_runner_are_the_engines() {
             local: genas_exec::local::Local {
                 targets: &t,
                 proxy_batch: &batch,
-                teacher: None,
             },
         };
         let done = std::sync::atomic::AtomicUsize::new(0);

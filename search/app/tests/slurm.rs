@@ -654,6 +654,7 @@ fn a_blockwise_search_on_slurm_trains_each_block_as_a_task_and_ends_as_a_local_o
             .map(|(k, b)| {
                 let mut v = serde_json::to_value(&b).unwrap();
                 v["result"]["seconds"] = Value::Null;
+                v["latency"] = Value::Null;
                 let w = a.block_weights("r1", &k).unwrap().unwrap();
                 (k, v, w)
             })
@@ -673,13 +674,25 @@ fn a_blockwise_search_on_slurm_trains_each_block_as_a_task_and_ends_as_a_local_o
     assert_eq!(lc, sc, "candidates differ");
     assert_eq!(lr["front"], sr["front"]);
     assert_eq!(lr["hypervolume_history"], sr["hypervolume_history"]);
-    // Every block ran once as an array task; the teacher's weights went to the inputs once,
-    // beside its targets, named by their content.
+    // Every block ran once as an array task, each reading its layer's cached activations
+    // from the inputs; once all were done, those went (the targets and their shard stay).
     let shared = sa.join("slurm");
     assert_eq!(each_ran_once(&shared), 16);
-    let inputs: Vec<_> = std::fs::read_dir(shared.join("inputs"))
+    let mut tasks = String::new();
+    for b in batches(&shared) {
+        for e in std::fs::read_dir(&b).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "json") && p.file_stem().unwrap() != "keys" {
+                tasks += &std::fs::read_to_string(&p).unwrap();
+            }
+        }
+    }
+    assert_eq!(tasks.matches("-L0.f32").count(), 8, "{tasks}");
+    assert_eq!(tasks.matches("-L1.f32").count(), 8);
+    let inputs: Vec<String> = std::fs::read_dir(shared.join("inputs"))
         .unwrap()
-        .map(|e| e.unwrap().path())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(inputs.len(), 3, "{inputs:?}");
+    assert_eq!(inputs.len(), 2, "{inputs:?}");
+    assert!(!inputs.iter().any(|n| n.ends_with(".f32")), "{inputs:?}");
 }

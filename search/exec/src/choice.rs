@@ -18,8 +18,8 @@ pub enum ExecutorChoice<'a> {
 impl<'a> ExecutorChoice<'a> {
     /// `local` as it is, the PyTorch runner over its inputs, or the Slurm executor over its
     /// inputs (whose proxies it computes): the shared directory resolved (default
-    /// `ARCHIVE/slurm`), the teacher's targets (and the teacher, where `local` lends it for
-    /// block jobs) written into it under their content name, and the worker program found.
+    /// `ARCHIVE/slurm`), the teacher's targets written into it under their content name, and
+    /// the worker program found.
     pub fn of(
         exp: &Experiment,
         archive_dir: &Path,
@@ -68,19 +68,10 @@ impl<'a> ExecutorChoice<'a> {
         let cluster = Cluster::of(exp, archive_dir, say)?;
         let targets = genas_scoring::inputs::store(&cluster.inputs(), local.targets)
             .map_err(|e| ExecError::Inputs(format!("executor.shared_dir: {e}")))?;
-        // Block jobs on the normalised error run the teacher: its weights go once.
-        let teacher = match local.teacher {
-            Some(t) => Some(
-                genas_scoring::inputs::store_teacher(&cluster.inputs(), t)
-                    .map_err(|e| ExecError::Inputs(format!("executor.shared_dir: {e}")))?,
-            ),
-            None => None,
-        };
         Ok(ExecutorChoice::Slurm(Box::new(Slurm {
             runner: crate::slurm::node_runner(exp),
             cluster,
             targets,
-            teacher,
             local,
         })))
     }

@@ -4,9 +4,9 @@
 //! item; every result depends only on its item, so what the caller gets does not depend on
 //! the number of workers.
 
-use genas_engine::{checkpoint, latency_ms, Cpu, Model};
+use genas_engine::{checkpoint, latency_ms, sub_block_latency_ms, Cpu, Model};
 use genas_scoring::distill::{brief_distill, TeacherTargets};
-use genas_scoring::local::{local_distill, SubBlock};
+use genas_scoring::local::{local_distill, Activations, LayerActivations, SubBlock};
 use genas_scoring::zero_cost::{proxy_suite, ProxyScores};
 use genas_scoring::Batch;
 use genas_search::job::{init_seed, BlockJob, BlockOutput, ExecError, Executor, Job, Output};
@@ -99,49 +99,62 @@ pub fn run_job(job: &Job, targets: &TeacherTargets, be: &Cpu<f32>) -> Output {
     }
 }
 
-/// Trains block `job` on `be` against `targets`, and for the normalised-error objective
-/// against `teacher` (its passes give the sub-block's input and output; the KL objective
-/// needs none): what every executor runs for a block, here or on another machine. The
-/// weights it returns are the sub-block's own tensors, the rest being the teacher's.
-pub fn run_block(
-    job: &BlockJob,
-    targets: &TeacherTargets,
-    teacher: Option<&mut Model<Cpu<f32>>>,
-    be: &Cpu<f32>,
-) -> BlockOutput {
+/// Trains block `job` on `be` against `targets` (and, for the normalised error, the
+/// teacher's activations cached in `job.activations`): what every executor runs for a block,
+/// here or on another machine. The weights it returns are the sub-block's own tensors, the
+/// rest being the teacher's.
+pub fn run_block(job: &BlockJob, targets: &TeacherTargets, be: &Cpu<f32>) -> BlockOutput {
     let c = &job.config;
     let mut model = targets.student(&job.architecture, be.clone(), job.init_seed);
-    let result = match (job.objective, teacher) {
-        (BlockObjective::Mse, Some(t)) => {
+    let result = match job.objective {
+        BlockObjective::Mse => {
+            let Some(path) = &job.activations else {
+                return BlockOutput::failed(
+                    c.steps,
+                    "no teacher activations",
+                    "the normalised error trains on the teacher's cached activations",
+                );
+            };
+            let steps = (c.steps as usize).min(targets.schedule.len());
+            let (b, t, _) = targets.schedule.shape(0);
+            let d = job.architecture.d_model as usize;
+            let mut cache = match LayerActivations::open(path, steps, (b, t, d)) {
+                Ok(cache) => cache,
+                Err(e) => {
+                    return BlockOutput::failed(
+                        c.steps,
+                        "the teacher's activations are unreadable",
+                        &e,
+                    )
+                }
+            };
             let sub = SubBlock {
                 layer: job.layer,
                 attention: job.attention,
             };
-            local_distill(&mut model, t, targets, c, sub)
+            local_distill(&mut model, Activations::Cached(&mut cache), targets, c, sub)
         }
-        (BlockObjective::Mse, None) => {
-            return BlockOutput::failed(
-                c.steps,
-                "no teacher to train against",
-                "the normalised error needs the teacher's activations",
-            )
-        }
-        (BlockObjective::Kl, _) => brief_distill(&mut model, targets, c),
+        BlockObjective::Kl => brief_distill(&mut model, targets, c),
     };
+    // Timed where it trained, as the search's top rung times its candidates: the sub-block's
+    // share and every other's (the teacher's), for the choice's latency cost.
+    let latency = result.eval.is_some().then(|| sub_block_latency_ms(&model));
     let own = |name: &str| c.train_only.iter().any(|p| name.starts_with(p.as_str()));
     match checkpoint::to_bytes_of(&model, &own, &[("genas.block", job.id.clone())]) {
         Ok(weights) => BlockOutput {
             result,
             weights,
+            latency,
             failed: None,
         },
         Err(e) => BlockOutput::failed(c.steps, "the trained weights could not be written", &e),
     }
 }
 
-/// A copy of `m`'s network and weights on a one-thread engine (one worker's teacher).
-pub fn engine_copy(m: &Model<Cpu<f32>>) -> Model<Cpu<f32>> {
-    let mut c = Model::new(&m.arch, Cpu::<f32>::new(1), 0);
+/// A copy of `m`'s network and weights on an engine of `threads` threads (one worker's
+/// teacher: one).
+pub fn engine_copy(m: &Model<Cpu<f32>>, threads: usize) -> Model<Cpu<f32>> {
+    let mut c = Model::new(&m.arch, Cpu::<f32>::new(threads), 0);
     for i in 0..m.params.len() {
         c.set_weights(i, &m.weights(i));
     }
@@ -172,8 +185,6 @@ pub(crate) fn last_lines(output: &[u8], n: usize) -> String {
 pub struct Local<'a> {
     pub targets: &'a TeacherTargets,
     pub proxy_batch: &'a Batch,
-    /// The teacher, for block jobs on the normalised error (each worker runs its own copy).
-    pub teacher: Option<&'a Model<Cpu<f32>>>,
 }
 
 impl Executor for Local<'_> {
@@ -221,15 +232,13 @@ impl Executor for Local<'_> {
         stop: &AtomicBool,
         done: &(dyn Fn(usize, BlockOutput) -> bool + Sync),
     ) -> Result<(), ExecError> {
-        let mse = jobs.iter().any(|j| j.objective == BlockObjective::Mse);
         side_by_side(
             jobs,
             workers,
             stop,
             done,
-            // Each worker's own teacher, for the normalised error's passes.
-            &|| self.teacher.filter(|_| mse).map(engine_copy),
-            &|teacher, job| run_block(job, self.targets, teacher.as_mut(), &Cpu::<f32>::new(1)),
+            &|| Cpu::<f32>::new(1),
+            &|be, job| run_block(job, self.targets, be),
         );
         Ok(())
     }

@@ -57,13 +57,14 @@ pub enum Task {
     /// A final distillation of a front member; writes a [`FinalOutput`] and the weights.
     Final(FinalJob),
     /// A blockwise local distillation on the run's cached teacher targets (and, for the
-    /// normalised error, the teacher's weights); writes a [`BlockFile`] and the trained
-    /// sub-block's tensors.
+    /// normalised error, the teacher's cached activations); writes a [`BlockFile`] and the
+    /// trained sub-block's tensors.
     Block {
         job: BlockJob,
         targets: String,
+        /// The layer's cached teacher activations, by file name in the inputs directory.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        teacher: Option<String>,
+        activations: Option<String>,
     },
 }
 
@@ -74,6 +75,8 @@ pub struct BlockFile {
     /// `results/KEY.block.safetensors`; none when `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<genas_engine::SubBlockLatency>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
 }
@@ -229,8 +232,6 @@ pub struct Slurm<'a> {
     pub runner: Option<NodeRunner>,
     /// The name of the teacher targets in the inputs directory.
     pub targets: String,
-    /// The name of the teacher's weights there, where block jobs train against it.
-    pub teacher: Option<String>,
     /// The zero-cost proxies are computed here: they take milliseconds.
     pub local: Local<'a>,
 }
@@ -382,21 +383,25 @@ fn work_inner(task: &Path) -> Result<PathBuf, String> {
             serde_json::to_vec(&out)
         }
         Task::Block {
-            job,
+            mut job,
             targets,
-            teacher,
+            activations,
         } => {
             job.architecture
                 .validate()
                 .map_err(|e| format!("{}: {e}", job_path.display()))?;
+            if let Some(name) = activations {
+                if name.contains(['/', '\\']) || name.starts_with('.') {
+                    return Err(format!(
+                        "{}: activations {name:?} is not a file name",
+                        job_path.display()
+                    ));
+                }
+                job.activations = Some(inputs.join(name));
+            }
             let loaded =
                 genas_scoring::inputs::load_steps(&inputs, &targets, job.config.steps as usize)?;
-            let be = Cpu::<f32>::new(1);
-            let mut teacher = match &teacher {
-                Some(t) => Some(genas_scoring::inputs::load_teacher(&inputs, t, be.clone())?),
-                None => None,
-            };
-            let out = run_block(&job, &loaded, teacher.as_mut(), &be);
+            let out = run_block(&job, &loaded, &Cpu::<f32>::new(1));
             let weights = match out.failed {
                 Some(_) => None,
                 None => {
@@ -409,6 +414,7 @@ fn work_inner(task: &Path) -> Result<PathBuf, String> {
             serde_json::to_vec(&BlockFile {
                 result: out.result,
                 weights,
+                latency: out.latency,
                 failed: out.failed,
             })
         }
@@ -871,46 +877,92 @@ impl Executor for Slurm<'_> {
                 "the PyTorch runner does not train sub-blocks: a blockwise search on Slurm runs on the CPU engine (search.device = \"cpu\")".into(),
             ));
         }
-        let tasks: Vec<Task> = jobs
-            .iter()
-            .map(|job| Task::Block {
-                job: job.clone(),
+        let inputs = self.cluster.inputs();
+        let mut tasks: Vec<Task> = Vec::new();
+        for job in jobs {
+            // The cached activations go to the inputs once (linked where the file system
+            // allows), and the task names them there.
+            let activations = match &job.activations {
+                Some(p) => Some(share_file(p, &inputs).map_err(ExecError::Inputs)?),
+                None => None,
+            };
+            tasks.push(Task::Block {
+                job: BlockJob {
+                    activations: None,
+                    ..job.clone()
+                },
                 targets: self.targets.clone(),
-                teacher: (job.objective == genas_space::BlockObjective::Mse)
-                    .then(|| self.teacher.clone())
-                    .flatten(),
-            })
-            .collect();
+                activations,
+            });
+        }
         let names: Vec<String> = jobs.iter().map(|j| format!("block {}", j.id)).collect();
-        self.cluster
-            .run_tasks::<BlockFile>(&tasks, &names, stop, &mut |i, out| {
-                let steps = jobs[i].config.steps;
-                let out = match out {
-                    Err(why) => {
-                        BlockOutput::failed(steps, "a task failed on Slurm every try", &why)
-                    }
-                    Ok(f) => match (&f.failed, &f.weights) {
-                        (None, Some(w)) => match read_block(w, &jobs[i]) {
-                            Ok(weights) => BlockOutput {
-                                result: f.result,
-                                weights,
-                                failed: None,
+        let all_done =
+            self.cluster
+                .run_tasks::<BlockFile>(&tasks, &names, stop, &mut |i, out| {
+                    let steps = jobs[i].config.steps;
+                    let out = match out {
+                        Err(why) => {
+                            BlockOutput::failed(steps, "a task failed on Slurm every try", &why)
+                        }
+                        Ok(f) => match (&f.failed, &f.weights) {
+                            (None, Some(w)) => match read_block(w, &jobs[i]) {
+                                Ok(weights) => BlockOutput {
+                                    result: f.result,
+                                    weights,
+                                    latency: f.latency,
+                                    failed: None,
+                                },
+                                Err(why) => {
+                                    BlockOutput::failed(steps, "its weights are unreadable", &why)
+                                }
                             },
-                            Err(why) => {
-                                BlockOutput::failed(steps, "its weights are unreadable", &why)
-                            }
+                            _ => BlockOutput {
+                                result: f.result,
+                                weights: Vec::new(),
+                                latency: None,
+                                failed: Some(f.failed.unwrap_or_else(|| "no weights".into())),
+                            },
                         },
-                        _ => BlockOutput {
-                            result: f.result,
-                            weights: Vec::new(),
-                            failed: Some(f.failed.unwrap_or_else(|| "no weights".into())),
-                        },
-                    },
-                };
-                done(i, out)
-            })?;
+                    };
+                    done(i, out)
+                })?;
+        if all_done {
+            // No task reads them any more (a task not yet done keeps them for its retry).
+            for t in &tasks {
+                if let Task::Block {
+                    activations: Some(name),
+                    ..
+                } = t
+                {
+                    let _ = std::fs::remove_file(inputs.join(name));
+                }
+            }
+        }
         Ok(())
     }
+}
+
+/// `path` in `inputs` under its own name (a hard link, else a copy renamed into place; kept
+/// where it is already there at the same size): its name there.
+fn share_file(path: &Path, inputs: &Path) -> Result<String, String> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| format!("{}: not a file", path.display()))?;
+    let to = inputs.join(&name);
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
+    if size(&to).is_some() && size(&to) == size(path) {
+        return Ok(name);
+    }
+    std::fs::create_dir_all(inputs).map_err(|e| format!("{}: {e}", inputs.display()))?;
+    let _ = std::fs::remove_file(&to);
+    if std::fs::hard_link(path, &to).is_err() {
+        let tmp = inputs.join(format!(".{name}.{}.tmp", std::process::id()));
+        std::fs::copy(path, &tmp)
+            .and_then(|_| std::fs::rename(&tmp, &to))
+            .map_err(|e| format!("{}: {e}", to.display()))?;
+    }
+    Ok(name)
 }
 
 /// A block task's trained tensors, read with a bound: four bytes per parameter of the

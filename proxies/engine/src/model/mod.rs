@@ -553,6 +553,27 @@ impl<B: Backend> Model<B> {
         self.acts = Some(acts);
     }
 
+    /// Block `l` alone over `x`, the residual stream at its input (B·T, C): what
+    /// `block_output` and, `with_grad`, `backward_block` then read, as after a
+    /// `forward_blocks` whose blocks below `l` gave `x`. Blockwise local distillation runs
+    /// it on the teacher's activations cached once, instead of the blocks below each step.
+    pub fn forward_block_from(
+        &mut self,
+        l: usize,
+        x: &[f64],
+        (b, t): (usize, usize),
+        with_grad: bool,
+    ) {
+        let c = self.arch.d_model as usize;
+        assert!(t <= self.arch.context as usize && x.len() == b * t * c);
+        assert!(l < self.blocks.len());
+        self.ensure_acts(b, t);
+        let mut acts = self.acts.take().expect("allocated");
+        self.be.write_at(&mut acts.resid[l], 0, x);
+        pass::block_from(&self.net(), &self.be, &mut acts, l, (b, t), with_grad);
+        self.acts = Some(acts);
+    }
+
     /// The activation at block `l`'s input after the last `forward` (B·T, C): the residual
     /// stream the block reads.
     pub fn block_input(&self, l: usize) -> Vec<f64> {

@@ -172,6 +172,30 @@ pub(super) fn forward_blocks<B: Backend>(
     be.install(|| embed_and_blocks(net, be, a, tokens, (b, t), upto + 1, keep));
 }
 
+/// Block `l` alone over the residual stream already in `a.resid[l]`.
+pub(super) fn block_from<B: Backend>(
+    net: &Net<'_, B>,
+    be: &B,
+    a: &mut Acts<B::Buf>,
+    l: usize,
+    (b, t): (usize, usize),
+    keep: bool,
+) {
+    let c = net.arch.d_model as usize;
+    be.install(|| {
+        let (before, after) = a.resid.split_at_mut(l + 1);
+        block_forward(
+            be,
+            net.w,
+            &net.blocks[l],
+            &mut a.blocks[l],
+            (&before[l], &mut after[0]),
+            (b, t, c),
+            keep,
+        );
+    });
+}
+
 /// The embedding and the first `count` blocks (in the backend's pool already).
 fn embed_and_blocks<B: Backend>(
     net: &Net<'_, B>,

@@ -21,8 +21,9 @@ pub mod bench;
 
 use crate::experiment::{distill_config, LoadedExperiment};
 use anyhow::{anyhow, bail, Context, Result};
-use genas_engine::{checkpoint, Cpu, Model};
+use genas_engine::{checkpoint, sub_block_latency_ms, Cpu, Model, SubBlockLatency};
 use genas_scoring::distill::{brief_distill, DistillResult, TeacherTargets};
+use genas_scoring::local::cache_activations;
 use genas_search::blockwise::{front, Choice, Variant};
 use genas_search::controller::{
     front_and_hypervolume, initial_state, CandidateRecord, ControllerState, Phase, RunPlan,
@@ -159,6 +160,10 @@ pub struct BlockRecord {
     pub objective: BlockObjective,
     /// Its eval is the replace-one score: KL to the teacher and validation loss.
     pub result: DistillResult,
+    /// Its network's generation latency, sub-block by sub-block, timed where it trained
+    /// (none for a block that diverged, or trained before genas timed blocks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<SubBlockLatency>,
 }
 
 /// The archive key of slot `s`'s variant `v`.
@@ -237,7 +242,7 @@ impl Blockwise<'_> {
             chosen.1,
             chosen.0.len()
         ));
-        self.realise(&slots, &base, &chosen.0, progress)
+        self.realise(&slots, &base, &chosen.0, &blocks, say, progress)
     }
 
     /// Distils every variant not stored yet through `executor` (`workers` at a time where it
@@ -262,6 +267,19 @@ impl Blockwise<'_> {
         let cfg = distill_config(self.l, steps);
         let seed0 = self.l.experiment.teacher.seed;
         let objective = self.l.experiment.search.block_objective;
+        // The normalised error trains on the teacher's activations, cached once for every
+        // layer (found again on a resume) and dropped once every block is stored.
+        let cache = if objective.is_mse() && !pending.is_empty() {
+            let mut teacher = genas_exec::local::engine_copy(self.teacher, self.workers.max(1));
+            let dir = self.archive.path().join("activations");
+            Some(
+                cache_activations(&mut teacher, self.targets, cfg.steps as usize, &dir)
+                    .map_err(|e| anyhow!("blockwise: {e}"))?
+                    .0,
+            )
+        } else {
+            None
+        };
         let jobs: Vec<BlockJob> = pending
             .iter()
             .map(|(s, v, key)| {
@@ -276,6 +294,7 @@ impl Blockwise<'_> {
                     layer: s.layer,
                     attention: s.sub == SubBlock::Attention,
                     objective,
+                    activations: cache.as_ref().map(|c| c[s.layer].clone()),
                 }
             })
             .collect();
@@ -304,6 +323,7 @@ impl Blockwise<'_> {
                         steps: jobs[i].config.steps,
                         objective,
                         result: out.result,
+                        latency: out.latency,
                     };
                     self.archive
                         .put_block(self.run, key, &rec, &out.weights)
@@ -331,7 +351,13 @@ impl Blockwise<'_> {
         if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
         }
-        Ok(!self.stop.load(Ordering::SeqCst))
+        let finished = !self.stop.load(Ordering::SeqCst);
+        if finished {
+            for p in cache.iter().flatten() {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        Ok(finished)
     }
 
     /// Every slot's variants' replace-one scores (minus the KL to the teacher; the teacher's
@@ -384,6 +410,13 @@ impl Blockwise<'_> {
             }
             v
         };
+        // Generation latency where the constraints bound it: each variant's sub-block as timed
+        // in its own job, the teacher's as timed in the others', and the rest (embedding, head)
+        // alike; summed, as Puzzle sums per-block latencies.
+        let latency = match c.max_latency_ms_per_token {
+            Some(_) => Some(latency_table(slots, base, blocks)?),
+            None => None,
+        };
         let base_cost = costs(base);
         let mut limits: Vec<f64> = {
             let mut v = vec![c.max_params.map_or(f64::INFINITY, |x| x as f64)];
@@ -396,23 +429,45 @@ impl Blockwise<'_> {
             v
         };
         let mut offset = base_cost.clone();
+        if let (Some((_, rest)), Some(max)) = (&latency, c.max_latency_ms_per_token) {
+            offset.push(*rest);
+            limits.push(max);
+        }
         let mut kept: Vec<Vec<usize>> = Vec::new();
         let mut table: Vec<Vec<Variant>> = Vec::new();
         let scores = Blockwise::scores(slots, base, blocks);
-        for (s, slot_scores) in slots.iter().zip(&scores) {
+        for (si, (s, slot_scores)) in slots.iter().zip(&scores).enumerate() {
             let mut vars = Vec::new();
             let mut idx = Vec::new();
             for (v, score) in slot_scores.iter().enumerate() {
                 let Some(score) = *score else {
                     continue;
                 };
-                let delta: Vec<f64> = costs(&replaced(base, s, v))
+                let mut delta: Vec<f64> = costs(&replaced(base, s, v))
                     .iter()
                     .zip(&base_cost)
                     .map(|(x, b)| x - b)
                     .collect();
+                if let Some((table, _)) = &latency {
+                    let Some(ms) = table[si][v] else {
+                        continue; // untimed: it cannot be held to the bound
+                    };
+                    delta.push(ms);
+                }
                 vars.push(Variant { score, cost: delta });
                 idx.push(v);
+            }
+            if vars.is_empty() {
+                bail!(
+                    "blockwise: no variant of layer {}'s {} has a finite score{}",
+                    s.layer,
+                    s.sub.name(),
+                    if latency.is_some() {
+                        " and a timing"
+                    } else {
+                        ""
+                    }
+                );
             }
             // Shifted so that every cost is nonnegative; the shift goes to the offset.
             for (d, off) in offset.iter_mut().enumerate() {
@@ -464,8 +519,12 @@ impl Blockwise<'_> {
         slots: &[Slot],
         base: &Architecture,
         chosen: &[Vec<usize>],
+        blocks: &BTreeMap<String, BlockRecord>,
+        say: &mut dyn FnMut(&str),
         progress: &(dyn Fn(&str, usize, usize) + Sync),
     ) -> Result<Ended> {
+        // What the blocks' timings predict, said beside what each member measures.
+        let timings = latency_table(slots, base, blocks).ok();
         let exp = &self.l.experiment;
         let top = exp.fidelity.rung_steps.len() - 1;
         let steps = exp.fidelity.rung_steps[top];
@@ -492,6 +551,18 @@ impl Blockwise<'_> {
             self.archive
                 .put_weights(self.run, &format!("init-{id}"), &bytes)?;
             let result = brief_distill(&mut model, self.targets, &cfg);
+            // Timed as its blocks were (the search's top rung's generation, repeated).
+            let latency = result
+                .eval
+                .is_some()
+                .then(|| sub_block_latency_ms(&model).total);
+            if let (Some(t), Some(ms)) = (&timings, latency) {
+                if let Some(p) = predicted_latency(t, picks) {
+                    say(&format!(
+                        "blockwise: {id} generates at {ms:.4} ms/token; its blocks' timings predict {p:.4}"
+                    ));
+                }
+            }
             let origin = slots
                 .iter()
                 .zip(picks)
@@ -520,7 +591,7 @@ impl Blockwise<'_> {
                     cached: false,
                     failed: None,
                 }],
-                latency_ms_per_token: None,
+                latency_ms_per_token: latency,
             };
             cands.insert(id.clone(), rec);
             state.proposed += 1;
@@ -594,6 +665,84 @@ impl Blockwise<'_> {
     }
 }
 
+/// The generation latency of every slot's variants (ms/token): a trained variant's sub-block as
+/// timed in its own job, the teacher's own (variant 0) as the median of its timings in the
+/// jobs of the other slots, where it was the teacher's; and the rest of the network (the
+/// embedding, the final norm and the head), the median over all jobs. An architecture's
+/// latency is then the rest plus its sub-blocks'.
+pub fn latency_table(
+    slots: &[Slot],
+    base: &Architecture,
+    blocks: &BTreeMap<String, BlockRecord>,
+) -> Result<(Vec<Vec<Option<f64>>>, f64)> {
+    let timed: Vec<(&BlockRecord, &SubBlockLatency)> = blocks
+        .values()
+        .filter_map(|b| b.latency.as_ref().map(|t| (b, t)))
+        .filter(|(_, t)| t.layers.len() == base.layers.len())
+        .collect();
+    if timed.is_empty() {
+        bail!(
+            "blockwise: constraints.max_latency_ms_per_token needs the blocks' timings, and none of this run's blocks was timed (trained before genas timed them)"
+        );
+    }
+    let half = |s: &Slot| usize::from(s.sub == SubBlock::Ffn);
+    let table = slots
+        .iter()
+        .map(|s| {
+            (0..s.variants.len())
+                .map(|v| {
+                    if v > 0 {
+                        blocks
+                            .get(&block_key(s, base, v))
+                            .and_then(|b| b.latency.as_ref())
+                            .and_then(|t| t.layers.get(s.layer))
+                            .map(|l| l[half(s)])
+                    } else {
+                        median(
+                            timed
+                                .iter()
+                                .filter(|(b, _)| b.layer != s.layer || b.sub_block != s.sub)
+                                .map(|(_, t)| t.layers[s.layer][half(s)])
+                                .collect(),
+                        )
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let rest = median(
+        timed
+            .iter()
+            .map(|(_, t)| t.total - t.layers.iter().map(|l| l[0] + l[1]).sum::<f64>())
+            .collect(),
+    )
+    .unwrap_or(0.0);
+    Ok((table, rest))
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// The generation latency `latency_table` predicts for `picks` (ms/token).
+pub fn predicted_latency(table: &(Vec<Vec<Option<f64>>>, f64), picks: &[usize]) -> Option<f64> {
+    picks
+        .iter()
+        .enumerate()
+        .map(|(s, &p)| table.0[s][p])
+        .sum::<Option<f64>>()
+        .map(|x| x + table.1)
+}
+
 /// No events and no cache entries, for a commit.
 fn nothing() -> (
     &'static [serde_json::Value],
@@ -609,4 +758,112 @@ pub fn assemble_arch(base: &Architecture, slots: &[Slot], picks: &[usize]) -> Ar
         a.layers[s.layer] = s.sub.apply(&a.layers[s.layer], &s.variants[p]);
     }
     a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use genas_space::{Activation, Attention};
+
+    #[test]
+    fn latencies_are_summed_from_each_variants_own_timing_and_the_teachers_median() {
+        let layer = |heads, hidden| {
+            Layer::new(
+                Attention::Full { heads },
+                hidden,
+                Activation::Gelu,
+                None,
+                Sparsity::Dense,
+            )
+        };
+        let base = Architecture {
+            vocab_size: 10,
+            context: 8,
+            d_model: 8,
+            tie_embeddings: true,
+            share_layers: 1,
+            layers: vec![layer(2, 16), layer(2, 16)],
+            norm: Default::default(),
+            position: Default::default(),
+            norm_eps: genas_space::Float(genas_space::NORM_EPS),
+        };
+        // Each slot: the teacher's sub-block and one other (one head; half the FFN).
+        let slots: Vec<Slot> = (0..2)
+            .flat_map(|l| {
+                [
+                    Slot {
+                        layer: l,
+                        sub: SubBlock::Attention,
+                        variants: vec![layer(2, 16), layer(1, 16)],
+                    },
+                    Slot {
+                        layer: l,
+                        sub: SubBlock::Ffn,
+                        variants: vec![layer(2, 16), layer(2, 8)],
+                    },
+                ]
+            })
+            .collect();
+        // Job k timed the teacher's sub-blocks at 1.0 + 0.1·k, its own at 0.5, and the rest
+        // of the network at 2.0 + k.
+        let mut blocks = BTreeMap::new();
+        for (k, s) in slots.iter().enumerate() {
+            let t = 1.0 + 0.1 * k as f64;
+            let mut layers = vec![[t, t]; 2];
+            layers[s.layer][usize::from(s.sub == SubBlock::Ffn)] = 0.5;
+            let sum: f64 = layers.iter().map(|l| l[0] + l[1]).sum();
+            blocks.insert(
+                block_key(s, &base, 1),
+                BlockRecord {
+                    layer: s.layer,
+                    sub_block: s.sub,
+                    variant: String::new(),
+                    architecture: replaced(&base, s, 1),
+                    steps: 1,
+                    objective: BlockObjective::Mse,
+                    result: DistillResult {
+                        steps: 1,
+                        train_loss: None,
+                        eval: None,
+                        diverged: None,
+                        seconds: 0.0,
+                    },
+                    latency: Some(SubBlockLatency {
+                        layers,
+                        total: sum + 2.0 + k as f64,
+                    }),
+                },
+            );
+        }
+        let (table, rest) = latency_table(&slots, &base, &blocks).unwrap();
+        // The rest: the median of 2, 3, 4, 5.
+        assert!((rest - 3.5).abs() < 1e-12, "{rest}");
+        for (k, row) in table.iter().enumerate() {
+            assert_eq!(row[1], Some(0.5));
+            // The teacher's: the median of the other three jobs' timings of it.
+            let mut others: Vec<f64> = (0..4)
+                .filter(|&j| j != k)
+                .map(|j| 1.0 + 0.1 * j as f64)
+                .collect();
+            others.sort_by(f64::total_cmp);
+            assert!((row[0].unwrap() - others[1]).abs() < 1e-12, "{k}: {row:?}");
+        }
+        let p = predicted_latency(&(table.clone(), rest), &[1, 1, 1, 0]).unwrap();
+        assert!((p - (3.5 + 1.5 + table[3][0].unwrap())).abs() < 1e-12);
+        // Blocks timed by no job: refused in one line.
+        let untimed: BTreeMap<String, BlockRecord> = blocks
+            .into_iter()
+            .map(|(k, mut b)| {
+                b.latency = None;
+                (k, b)
+            })
+            .collect();
+        let e = latency_table(&slots, &base, &untimed)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("max_latency_ms_per_token") && !e.contains('\n'),
+            "{e}"
+        );
+    }
 }
