@@ -948,7 +948,8 @@ fn a_search_too_large_for_the_devices_memory_is_refused_in_one_line() {
     let exp = common::small_experiment(
         &dir.path().join("e.toml"),
         "device-memory",
-        "[constraints]\nmax_params = 20_000\n[search]\ndevice = \"cuda\"\ndevice_jobs = 2\ncandidates = 4\npopulation = 4\ncalibration = 10\n[fidelity]\nscreen_keep = 0.5\nbatch_size = 8\nrung_steps = [5]\n",
+        // The run that fits is as short as a search goes: two students, no screen.
+        "[constraints]\nmax_params = 20_000\n[search]\ndevice = \"cuda\"\ndevice_jobs = 2\ncandidates = 2\npopulation = 2\ntournament = 2\n[fidelity]\nbatch_size = 8\nrung_steps = [5]\n",
     );
     let run = |memory: &str, archive: &Path| {
         common::genas_command()
