@@ -295,8 +295,14 @@ fn blockwise_experiments_it_cannot_run_are_refused_before_anything_is_written() 
         fails_with(&o, needles);
         assert!(!archive.exists(), "{to}: an archive was written");
     }
-    // The PyTorch runner does not train sub-blocks (torch's CPU stands in for the GPU here).
-    let exp = blockwise_experiment(dir.path(), 10, "device = \"cuda\"", "");
+    // On Slurm, blocks train on each node's CPU engine, not the runner (torch's CPU stands in
+    // for the GPU here).
+    let exp = blockwise_experiment(
+        dir.path(),
+        10,
+        "device = \"cuda\"",
+        "[executor]\nkind = \"slurm\"\ngpus_per_task = 1",
+    );
     let archive = dir.path().join("never");
     let o = genas_command()
         .args(["search", s(&exp), "--archive", s(&archive)])

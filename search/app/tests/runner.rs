@@ -1213,3 +1213,76 @@ fn the_zero_cost_proxies_under_the_runner_are_the_engines() {
     }
     eprintln!("{report}");
 }
+
+/// Blockwise search with its blocks trained through the runner (torch's CPU standing in for
+/// the GPU), against the engine in the same archive (so on the same teacher): every block on
+/// the normalised error (read from the cached activations) and on the KL at the output ends
+/// with the engine's objective, replace-one score and weights, to float rounding.
+#[test]
+fn blockwise_blocks_train_under_the_runner_as_on_the_engine() {
+    let Some(_one) = torch_ready() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (name, search) in [("mse", ""), ("kl", "block_objective = \"kl\"")] {
+        let d = dir.path().join(name);
+        let (e, t) = (d.join("engine"), d.join("torch"));
+        std::fs::create_dir_all(&e).unwrap();
+        std::fs::create_dir_all(&t).unwrap();
+        let archive = d.join("a");
+        let on_engine = common::blockwise_experiment(&e, 10, search, "");
+        let on_torch =
+            common::blockwise_experiment(&t, 10, &format!("{search}\ndevice = \"cuda\""), "");
+        for exp in [&on_engine, &on_torch] {
+            let o = common::genas_command()
+                .args(["search", common::s(exp), "--archive", common::s(&archive)])
+                .args(["--plot", common::s(&d.join("p.svg")), "--json"])
+                .env("GENAS_RUNNER_DEVICE", "cpu")
+                .output()
+                .unwrap();
+            common::ok_json(&o);
+        }
+        let a = genas_store::Archive::open_read_only(&archive).unwrap();
+        let blocks = |run: &str| {
+            a.blocks::<genas_app::blockwise::BlockRecord>(run)
+                .unwrap()
+                .into_iter()
+                .map(|(k, b)| {
+                    let w = a.block_weights(run, &k).unwrap().unwrap();
+                    (k, b, genas_engine::checkpoint::tensors(&w, "test").unwrap())
+                })
+                .collect::<Vec<_>>()
+        };
+        let (engine, torch) = (blocks("r1"), blocks("r2"));
+        assert_eq!(engine.len(), 16);
+        assert_eq!(engine.len(), torch.len());
+        let close = |x: f64, y: f64, what: &str| {
+            assert!(
+                (x - y).abs() <= 1e-4 * x.abs().max(1e-3),
+                "{name} {what}: {x} against {y}"
+            );
+        };
+        for ((k, x, wx), (l, y, wy)) in engine.iter().zip(&torch) {
+            assert_eq!(k, l);
+            assert_eq!(x.objective, y.objective);
+            close(
+                x.result.train_loss.unwrap(),
+                y.result.train_loss.unwrap(),
+                &format!("{k} loss"),
+            );
+            let (ex, ey) = (x.result.eval.unwrap(), y.result.eval.unwrap());
+            close(ex.val_ce, ey.val_ce, &format!("{k} val_ce"));
+            close(ex.kl_to_teacher, ey.kl_to_teacher, &format!("{k} kl"));
+            assert!(y.latency.is_some(), "timed on the engine");
+            assert_eq!(wx.keys().collect::<Vec<_>>(), wy.keys().collect::<Vec<_>>());
+            for (n, v) in wx {
+                let worst = v
+                    .iter()
+                    .zip(&wy[n])
+                    .map(|(p, q)| (p - q).abs())
+                    .fold(0.0, f64::max);
+                assert!(worst < 1e-4, "{name} {k} {n}: max |Δw| {worst}");
+            }
+        }
+    }
+}

@@ -24,8 +24,8 @@ use genas_engine::train::TrainConfig;
 use genas_engine::{checkpoint, Cpu, Model};
 use genas_scoring::distill::{DistillResult, Evaluation, TeacherTargets};
 use genas_scoring::zero_cost::ProxyScores;
-use genas_search::job::{init_seed, ExecError, Executor, Job, Output};
-use genas_space::{Architecture, Device, Experiment};
+use genas_search::job::{init_seed, BlockJob, BlockOutput, ExecError, Executor, Job, Output};
+use genas_space::{Architecture, BlockObjective, Device, Experiment};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -70,9 +70,26 @@ pub struct TorchJob {
     /// full distillation's settings.
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub final_: Option<FinalSettings>,
+    /// "distill" and "block": only the parameters under these prefixes train (empty: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub train_only: Vec<String>,
+    /// "block": which sub-block trains, on which cached activations.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<BlockSettings>,
     /// How it runs on the device.
     #[serde(flatten)]
     pub options: RunnerOptions,
+}
+
+/// A "block" job's own settings: layer `layer`'s attention half (`attention`) or FFN half,
+/// trained on the normalised error against the teacher's activations in `activations`
+/// (`genas_scoring::local::cache_activations`' file of that layer), batches of `shape`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockSettings {
+    pub layer: usize,
+    pub attention: bool,
+    pub activations: String,
+    pub shape: (usize, usize),
 }
 
 /// The bound on bf16's relative difference from the engine's float32: every step's loss over
@@ -231,13 +248,15 @@ fn write_job_inner(
         (c.temperature, c.alpha),
         train,
         None,
+        Default::default(),
         options.at(c.precision),
     )
 }
 
 /// Writes a job directory: `model` at its weights as the module genas exports, `job.json`
-/// (`kind`, the file it reads, temperature and alpha, the decay groups and `train`), and
-/// `runner.py`.
+/// (`kind`, the file it reads, temperature and alpha, the decay groups and `train`; for a
+/// blockwise job the parameters it trains and its block's settings), and `runner.py`.
+#[allow(clippy::too_many_arguments)]
 fn write_torch_job(
     dir: &Path,
     model: &Model<Cpu<f32>>,
@@ -245,12 +264,15 @@ fn write_torch_job(
     (temperature, alpha): (f64, f64),
     train: TrainConfig,
     final_: Option<FinalSettings>,
+    (train_only, block): (Vec<String>, Option<BlockSettings>),
     options: RunnerOptions,
 ) -> Result<()> {
     let tensors = genas_interop::model_tensors(model);
     genas_interop::export::write_module(&dir.join("model"), &model.arch, &tensors)?;
     let torch = TorchJob {
         final_,
+        train_only,
+        block,
         kind: kind.into(),
         // A relative path is read against the job directory.
         targets: file.display().to_string(),
@@ -336,6 +358,7 @@ fn train_teacher_inner(
         (1.0, 1.0),
         train,
         None,
+        Default::default(),
         options.clone(),
     )?;
     let r = run(&jd, python, device)?;
@@ -443,6 +466,7 @@ fn write_final_inner(
         (d.temperature, d.alpha),
         train,
         Some(settings),
+        Default::default(),
         options.at(d.precision),
     )
 }
@@ -930,6 +954,91 @@ pub fn torch_job(
     out
 }
 
+/// Trains block `job` through the runner in `jd` (written, then run by `run`): the
+/// normalised error on the teacher's cached activations (`job.activations`), or the KL at
+/// the output, with only the sub-block's parameters trained; its trained tensors read back,
+/// and its network timed sub-block by sub-block on the engine, as a brief job's latency is.
+pub fn torch_block(
+    jd: &Path,
+    job: &BlockJob,
+    file: &Path,
+    targets: &TeacherTargets,
+    options: &RunnerOptions,
+    run: &dyn Fn(&Path) -> std::result::Result<TorchResult, ExecError>,
+) -> BlockOutput {
+    let c = &job.config;
+    let failed = |class: &str, e: &dyn std::fmt::Display| {
+        BlockOutput::failed(c.steps, class, &e.to_string().replace('\n', " "))
+    };
+    let mut model = targets.student(&job.architecture, Cpu::<f32>::new(1), job.init_seed);
+    let steps = c
+        .steps
+        .min(u32::try_from(targets.schedule.len()).unwrap_or(u32::MAX));
+    let block = match (job.objective, &job.activations) {
+        (BlockObjective::Kl, _) => None,
+        (BlockObjective::Mse, Some(a)) => match std::path::absolute(a) {
+            Ok(a) => {
+                let (b, t, _) = targets.schedule.shape(0);
+                Some(BlockSettings {
+                    layer: job.layer,
+                    attention: job.attention,
+                    activations: a.display().to_string(),
+                    shape: (b, t),
+                })
+            }
+            Err(e) => return failed(WRITING, &e),
+        },
+        (BlockObjective::Mse, None) => {
+            return failed(
+                WRITING,
+                &"the normalised error needs the teacher's cached activations",
+            )
+        }
+    };
+    let kind = if block.is_some() { "block" } else { "distill" };
+    let written = write_torch_job(
+        jd,
+        &model,
+        (kind, file),
+        (c.temperature, c.alpha),
+        TrainConfig::new(steps, c.batch_size, c.learning_rate, c.seed),
+        None,
+        (c.train_only.clone(), block),
+        options.at(c.precision),
+    );
+    if let Err(e) = written {
+        return failed(WRITING, &e);
+    }
+    let result = match run(jd) {
+        Ok(r) => r.output().result,
+        Err(e) => return failed(RUNNING, &e),
+    };
+    if result.eval.is_none() {
+        let _ = std::fs::remove_dir_all(jd);
+        return BlockOutput {
+            result,
+            weights: Vec::new(),
+            latency: None,
+            failed: None,
+        };
+    }
+    if let Err(e) = checkpoint::load(&mut model, &jd.join("trained.safetensors")) {
+        return failed(READING, &e);
+    }
+    let own = |name: &str| c.train_only.iter().any(|p| name.starts_with(p.as_str()));
+    let out = match checkpoint::to_bytes_of(&model, &own, &[("genas.block", job.id.clone())]) {
+        Ok(weights) => BlockOutput {
+            result,
+            weights,
+            latency: Some(genas_engine::sub_block_latency_ms(&model)),
+            failed: None,
+        },
+        Err(e) => failed(READING, &e),
+    };
+    let _ = std::fs::remove_dir_all(jd);
+    out
+}
+
 impl Executor for Torch<'_> {
     fn run(
         &self,
@@ -940,6 +1049,51 @@ impl Executor for Torch<'_> {
     ) -> Result<(), ExecError> {
         side_by_side(jobs, self.slots.len(), stop, done, &|| (), &|_, job| {
             self.one(job)
+        });
+        Ok(())
+    }
+
+    /// Each block a runner job on the slots side by side (its memory fitted as a brief
+    /// distillation of its network, which bounds it).
+    fn blocks(
+        &self,
+        jobs: &[BlockJob],
+        _workers: usize,
+        stop: &AtomicBool,
+        done: &(dyn Fn(usize, BlockOutput) -> bool + Sync),
+    ) -> Result<(), ExecError> {
+        side_by_side(jobs, self.slots.len(), stop, done, &|| (), &|_, job| {
+            let failed = |class: &str, e: &dyn std::fmt::Display| {
+                BlockOutput::failed(job.config.steps, class, &e.to_string())
+            };
+            let jd = {
+                let mut h = Sha256::new();
+                h.update(serde_json::to_vec(job).unwrap_or_default());
+                h.update(self.targets.to_string_lossy().as_bytes());
+                self.dir.join(format!("block-{}", genas_space::hex16(h)))
+            };
+            if let Err(e) = std::fs::create_dir_all(&jd) {
+                return failed(WRITING, &format!("{}: {e}", jd.display()));
+            }
+            let options = match fitted(
+                &job.architecture,
+                &job.config,
+                job.architecture.context,
+                None,
+                &self.options,
+                self.slot_memory,
+            ) {
+                Ok(o) => o,
+                Err(why) => return failed(DEVICE_MEMORY, &why),
+            };
+            torch_block(
+                &jd,
+                job,
+                &self.targets,
+                self.local.targets,
+                &options,
+                &|jd| self.slots.run(jd).map_err(ExecError::Runner),
+            )
         });
         Ok(())
     }

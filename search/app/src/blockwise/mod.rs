@@ -15,7 +15,8 @@
 //! assembled weights under `init-ID`, candidates committed one by one); a resumed run skips
 //! what is stored, and since every job is seeded from its architecture, it ends exactly as an
 //! uninterrupted one. Blocks are jobs of the run's executor (`Executor::blocks`): on local
-//! threads or as Slurm tasks, with the CPU engine (the PyTorch runner does not train them).
+//! threads or as Slurm tasks with the CPU engine, or through the PyTorch runner on this
+//! machine's devices.
 
 pub mod bench;
 
@@ -182,14 +183,11 @@ fn replaced(base: &Architecture, s: &Slot, v: usize) -> Architecture {
 pub fn check(l: &LoadedExperiment) -> Result<()> {
     let exp = &l.experiment;
     let file = exp.source.display();
-    let torch = exp.search.device == genas_space::Device::Cuda
-        || matches!(
-            genas_exec::torch::device_plan(exp)?,
-            genas_exec::torch::DevicePlan::Torch { .. }
-        );
-    if torch {
+    if exp.executor.kind == genas_space::ExecutorKind::Slurm
+        && genas_exec::slurm::node_runner(exp).is_some()
+    {
         bail!(
-            "{file}: mode = \"blockwise\" trains its sub-blocks with the CPU engine, on local threads or Slurm: set search.device = \"cpu\""
+            "{file}: mode = \"blockwise\" on Slurm trains its sub-blocks with the CPU engine of each node: set search.device = \"cpu\" (the PyTorch runner trains them on this machine's GPUs)"
         );
     }
     slots(l, &l.teacher_architecture()?)?;

@@ -263,11 +263,26 @@ class Options:
         return torch.autocast(kind, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
 
-def make_adamw(model, c, decay):
-    """torch's AdamW (fused where it can be) with genas's decay groups: its update
-    w <- w (1 - lr wd) - lr m/c1 / (sqrt(v)/sqrt(c2) + eps) is genas's
-    w <- w - lr (m/c1 / (sqrt(v/c2) + eps) + wd w) to float rounding."""
+def trained_params(model, train_only):
+    """The parameters a job trains, by name: all, or those under a `train_only` prefix (the
+    rest are held: no gradient, no update, no decay, outside the clipping norm, as genas's
+    `Optimizer::train_only`)."""
     named = list(model.named_parameters())
+    if not train_only:
+        return named
+    kept = []
+    for k, q in named:
+        if any(k.startswith(p) for p in train_only):
+            kept.append((k, q))
+        else:
+            q.requires_grad_(False)
+    return kept
+
+
+def make_adamw(named, c, decay):
+    """torch's AdamW (fused where it can be) with genas's decay groups over the `named`
+    parameters: its update w <- w (1 - lr wd) - lr m/c1 / (sqrt(v)/sqrt(c2) + eps) is genas's
+    w <- w - lr (m/c1 / (sqrt(v/c2) + eps) + wd w) to float rounding."""
     groups = [{"params": [q for k, q in named if k in decay], "weight_decay": c["weight_decay"]},
               {"params": [q for k, q in named if k not in decay], "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
@@ -283,11 +298,12 @@ class Recipe:
     clipping and AdamW with genas's decay groups. No step waits for the device: each step's
     loss and gradient norm stay on it until `settle` reads them."""
 
-    def __init__(self, model, c, decay, opts, temperature=1.0, alpha=1.0):
+    def __init__(self, model, c, decay, opts, temperature=1.0, alpha=1.0, train_only=()):
         self.model, self.c, self.decay, self.opts = model, c, decay, opts
         self.temp, self.alpha = temperature, alpha
-        self.params = [q for _, q in model.named_parameters()]
-        self.opt = make_adamw(model, c, decay)
+        named = trained_params(model, train_only)
+        self.params = [q for _, q in named]
+        self.opt = make_adamw(named, c, decay) if named else None
         self.pending = []  # (step, loss, norm) on the device, not yet read
         model.checkpointing = opts.checkpointing
 
@@ -299,7 +315,8 @@ class Recipe:
         mb = opts.micro_batch if 0 < opts.micro_batch < B else B
         w = model.head()
         rows = chunk_rows(mb * T, w.shape[0], opts.loss_rows)
-        self.opt.zero_grad(set_to_none=False)
+        if self.opt is not None:
+            self.opt.zero_grad(set_to_none=False)
         total = None
         for s in range(0, B, mb):
             e = min(s + mb, B)
@@ -308,8 +325,30 @@ class Recipe:
                 part = loss_sum(h, model.head(), y[s * T:e * T],
                                 None if tg is None else tg.rows(s * T, e * T),
                                 self.temp, self.alpha, rows) / n
-            part.backward()
+            if part.requires_grad:  # else nothing trains (a dropped sub-block)
+                part.backward()
             total = part.detach() if total is None else total + part.detach()
+        self.update(step, total)
+
+    def step_on(self, step, loss_fn):
+        """One step on the loss `loss_fn()` computes from the model (blockwise local
+        distillation's error of one sub-block)."""
+        if self.opt is not None:
+            self.opt.zero_grad(set_to_none=False)
+        with self.opts.autocast():
+            loss = loss_fn()
+        if loss.requires_grad:
+            loss.backward()
+        self.update(step, loss.detach())
+
+    def update(self, step, total):
+        """Clips the gradients of the trained parameters to their global norm and takes the
+        optimiser's step at `step`'s learning rate; `total` is the step's loss. With nothing
+        to train (a dropped sub-block), only the loss is kept."""
+        c = self.c
+        if not self.params:
+            self.pending.append((step, total, torch.zeros((), device=total.device)))
+            return
         grads = []
         for q in self.params:
             if q.grad is None:  # a parameter the loss does not reach still decays
@@ -911,7 +950,14 @@ def run_job(job_dir, device):
     temp, alpha = job["temperature"], job["alpha"]
     c = job["train"]
     steps = min(c["steps"], len(info["schedule"]))
-    recipe = Recipe(model, c, decay, opts, temp, alpha)
+    if job.get("kind") == "block":
+        result = block_job(job, model, decay, device, opts, steps)
+        if result.get("diverged") is None:
+            result["eval"] = evaluate(model, tensors, info, device, opts)
+        result["device"] = device_name(device)
+        finish(job_dir, mod, model, result, started)
+        return
+    recipe = Recipe(model, c, decay, opts, temp, alpha, job.get("train_only", []))
     losses, diverged = [], None
     for step in range(steps):
         b, t = info["schedule"][step]
@@ -934,6 +980,50 @@ def run_job(job_dir, device):
         result["eval"] = evaluate(model, tensors, info, device, opts)
     result["seconds"] = time.time() - started
     finish(job_dir, mod, model, result, started)
+
+
+def block_job(job, model, decay, device, opts, steps):
+    """Blockwise local distillation: layer `layer`'s attention half (`attention`) or FFN half
+    trained on the normalised error of its output against the teacher's,
+    |y - y_t|^2 / |y_t - x|^2 with x the sub-block's input, from the teacher's activations
+    cached in `activations` (per step: the block's input, its attention half's output and its
+    output, B*T x C float32 each, one record after another), every weight outside
+    `train_only` held: genas_scoring::local's recipe."""
+    c = job["train"]
+    layer, attention = int(job["layer"]), bool(job["attention"])
+    b, t = job["shape"]
+    n = b * t * model.arch["d_model"]
+    recipe = Recipe(model, c, decay, opts, train_only=job["train_only"])
+    block = model.h[str(layer)]
+    losses, diverged = [], None
+    with open(job["activations"], "rb") as f:
+        for step in range(steps):
+            f.seek(step * 3 * n * 4)
+            raw = f.read(3 * n * 4)
+            if len(raw) != 3 * n * 4:
+                raise SystemExit(f"error: {job['activations']}: no step {step} of {b}x{t}")
+            rec = torch.frombuffer(bytearray(raw), dtype=torch.float32)
+            x, mid, out = (rec[k * n:(k + 1) * n].reshape(b, t, -1).to(device) for k in range(3))
+
+            def loss():
+                if attention:
+                    y = x + block.attn(block.ln_1(x)) if block.attn is not None else x
+                    target, base = mid, x
+                else:
+                    y = block(x)
+                    target, base = out, mid
+                branch = ((target - base).double() ** 2).sum()
+                scale = torch.where(branch > 0, 1.0 / branch, torch.ones_like(branch))
+                return ((y.double() - target.double()) ** 2).sum() * scale
+
+            recipe.step_on(step, loss)
+            if len(recipe.pending) >= SETTLE_EVERY or step + 1 == steps:
+                diverged = recipe.settle(losses)
+                if diverged is not None:
+                    break
+    tail = losses[-20:]
+    return {"steps": len(losses), "losses": losses, "diverged": diverged,
+            "train_loss": sum(tail) / len(tail) if tail else None}
 
 
 def finish(job_dir, mod, model, result, started):
