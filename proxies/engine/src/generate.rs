@@ -419,18 +419,7 @@ pub fn sub_block_latency_ms(model: &Model<crate::Cpu<f32>>) -> SubBlockLatency {
     let began = std::time::Instant::now();
     while reps.len() < 5 || (reps.len() < 50 && began.elapsed().as_secs_f64() < 0.025) {
         g.profile();
-        let mut rng = Rng::seed_from_u64(0);
-        let start = std::time::Instant::now();
-        g.generate(
-            &[0],
-            n,
-            SampleConfig {
-                temperature: 1.0,
-                top_k: None,
-            },
-            &mut rng,
-        );
-        let total = start.elapsed().as_secs_f64() * per;
+        let total = timed_generation(&mut g, model);
         let layers = g
             .profiled()
             .unwrap_or(&[])
@@ -460,7 +449,12 @@ pub fn sub_block_latency_ms(model: &Model<crate::Cpu<f32>>) -> SubBlockLatency {
 /// Generation latency of a trained model on one thread of `model`'s backend: a context of
 /// tokens (at least 32) from token 0, ms/token.
 pub fn latency_ms(model: &Model<crate::Cpu<f32>>) -> f64 {
-    let mut g = Generator::new(model);
+    timed_generation(&mut Generator::new(model), model)
+}
+
+/// The latency measure's generation on `g` (a context of tokens, at least 32, from token 0,
+/// sampled at temperature 1 from a fixed seed): ms/token.
+fn timed_generation(g: &mut Generator, model: &Model<crate::Cpu<f32>>) -> f64 {
     let n = (model.arch.context as usize).max(32);
     let mut rng = Rng::seed_from_u64(0);
     let start = std::time::Instant::now();

@@ -22,7 +22,7 @@ use crate::local::{last_line, last_lines, side_by_side, Local};
 use anyhow::{bail, Context, Result};
 use genas_engine::train::TrainConfig;
 use genas_engine::{checkpoint, Cpu, Model};
-use genas_scoring::distill::{DistillResult, Evaluation, TeacherTargets};
+use genas_scoring::distill::{DistillConfig, DistillResult, Evaluation, TeacherTargets};
 use genas_scoring::zero_cost::ProxyScores;
 use genas_search::job::{init_seed, BlockJob, BlockOutput, ExecError, Executor, Job, Output};
 use genas_space::{Architecture, BlockObjective, Device, Experiment};
@@ -876,6 +876,34 @@ pub fn fitted(
 }
 
 impl Torch<'_> {
+    /// A job's directory (named `prefix` and the hash of the job and the targets file) and
+    /// the runner's options fitted to the slot's memory; or the failure's class and why.
+    fn prepare<J: Serialize>(
+        &self,
+        prefix: &str,
+        job: &J,
+        arch: &Architecture,
+        config: &DistillConfig,
+    ) -> std::result::Result<(PathBuf, RunnerOptions), (&'static str, String)> {
+        let jd = {
+            let mut h = Sha256::new();
+            h.update(serde_json::to_vec(job).unwrap_or_default());
+            h.update(self.targets.to_string_lossy().as_bytes());
+            self.dir.join(format!("{prefix}{}", genas_space::hex16(h)))
+        };
+        std::fs::create_dir_all(&jd).map_err(|e| (WRITING, format!("{}: {e}", jd.display())))?;
+        let options = fitted(
+            arch,
+            config,
+            arch.context,
+            None,
+            &self.options,
+            self.slot_memory,
+        )
+        .map_err(|why| (DEVICE_MEMORY, why))?;
+        Ok((jd, options))
+    }
+
     fn one(&self, job: &Job) -> Output {
         let steps = job.config.steps;
         let failed = |class: &str, e: &dyn std::fmt::Display| {
@@ -888,25 +916,9 @@ impl Torch<'_> {
                 &"the PyTorch runner trains every weight and cannot hold the teacher's while one sub-block trains; run blockwise distillation on the CPU engine (device = \"cpu\")",
             );
         }
-        let jd = {
-            let mut h = Sha256::new();
-            h.update(serde_json::to_vec(job).unwrap_or_default());
-            h.update(self.targets.to_string_lossy().as_bytes());
-            self.dir.join(genas_space::hex16(h))
-        };
-        if let Err(e) = std::fs::create_dir_all(&jd) {
-            return failed(WRITING, &format!("{}: {e}", jd.display()));
-        }
-        let options = match fitted(
-            &job.architecture,
-            &job.config,
-            job.architecture.context,
-            None,
-            &self.options,
-            self.slot_memory,
-        ) {
-            Ok(o) => o,
-            Err(why) => return failed(DEVICE_MEMORY, &why),
+        let (jd, options) = match self.prepare("", job, &job.architecture, &job.config) {
+            Ok(p) => p,
+            Err((class, why)) => return failed(class, &why),
         };
         torch_job(
             &jd,
@@ -1066,25 +1078,9 @@ impl Executor for Torch<'_> {
             let failed = |class: &str, e: &dyn std::fmt::Display| {
                 BlockOutput::failed(job.config.steps, class, &e.to_string())
             };
-            let jd = {
-                let mut h = Sha256::new();
-                h.update(serde_json::to_vec(job).unwrap_or_default());
-                h.update(self.targets.to_string_lossy().as_bytes());
-                self.dir.join(format!("block-{}", genas_space::hex16(h)))
-            };
-            if let Err(e) = std::fs::create_dir_all(&jd) {
-                return failed(WRITING, &format!("{}: {e}", jd.display()));
-            }
-            let options = match fitted(
-                &job.architecture,
-                &job.config,
-                job.architecture.context,
-                None,
-                &self.options,
-                self.slot_memory,
-            ) {
-                Ok(o) => o,
-                Err(why) => return failed(DEVICE_MEMORY, &why),
+            let (jd, options) = match self.prepare("block-", job, &job.architecture, &job.config) {
+                Ok(p) => p,
+                Err((class, why)) => return failed(class, &why),
             };
             torch_block(
                 &jd,
