@@ -11,6 +11,7 @@
 use crate::distill::{brief_setup, evaluated, DistillConfig, DistillResult, Step, TeacherTargets};
 use genas_engine::{Backend, Model};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -86,9 +87,10 @@ pub fn local_distill<B: Backend>(
                     teacher.block_output(l, true)
                 };
                 model.forward_blocks(&batch.inputs, bt, l, true);
-                (x, y_t)
+                (Cow::Owned(x), Cow::Owned(y_t))
             }
             Activations::Cached(cache) => {
+                let (b, t) = (cache.b, cache.t);
                 let [input, mid, out] = match cache.read(step as usize) {
                     Ok(v) => v,
                     Err(e) => {
@@ -102,11 +104,11 @@ pub fn local_distill<B: Backend>(
                     }
                 };
                 // The blocks below are the teacher's: the block's input is the teacher's.
-                model.forward_block_from(l, &input, (cache.b, cache.t), true);
+                model.forward_block_from(l, input, (b, t), true);
                 if sub.attention {
-                    (input, mid)
+                    (Cow::Borrowed(&input[..]), Cow::Borrowed(&mid[..]))
                 } else {
-                    (mid, out)
+                    (Cow::Borrowed(&mid[..]), Cow::Borrowed(&out[..]))
                 }
             }
         };
@@ -146,6 +148,7 @@ pub struct LayerActivations {
     c: usize,
     steps: usize,
     buf: Vec<u8>,
+    parts: [Vec<f64>; 3],
 }
 
 impl LayerActivations {
@@ -175,11 +178,13 @@ impl LayerActivations {
             c,
             steps,
             buf: Vec::new(),
+            parts: Default::default(),
         })
     }
 
-    /// Step `i`'s block input, attention output and block output.
-    pub fn read(&mut self, i: usize) -> Result<[Vec<f64>; 3], String> {
+    /// Step `i`'s block input, attention output and block output (read into buffers kept
+    /// from step to step).
+    pub fn read(&mut self, i: usize) -> Result<&[Vec<f64>; 3], String> {
         if i >= self.steps {
             return Err(format!("step {i} of {} cached", self.steps));
         }
@@ -190,13 +195,15 @@ impl LayerActivations {
             .and_then(|_| self.file.read_exact(&mut self.buf))
             .map_err(|e| format!("step {i}: {e}"))?;
         let n = rec / 3 / 4;
-        let part = |k: usize| -> Vec<f64> {
-            self.buf[k * n * 4..(k + 1) * n * 4]
-                .chunks_exact(4)
-                .map(|w| f32::from_le_bytes([w[0], w[1], w[2], w[3]]) as f64)
-                .collect()
-        };
-        Ok([part(0), part(1), part(2)])
+        for (k, part) in self.parts.iter_mut().enumerate() {
+            part.clear();
+            part.extend(
+                self.buf[k * n * 4..(k + 1) * n * 4]
+                    .chunks_exact(4)
+                    .map(|w| f32::from_le_bytes([w[0], w[1], w[2], w[3]]) as f64),
+            );
+        }
+        Ok(&self.parts)
     }
 }
 

@@ -248,7 +248,7 @@ fn write_job_inner(
         (c.temperature, c.alpha),
         train,
         None,
-        Default::default(),
+        (c.train_only.clone(), None),
         options.at(c.precision),
     )
 }
@@ -909,13 +909,6 @@ impl Torch<'_> {
         let failed = |class: &str, e: &dyn std::fmt::Display| {
             Output::failed(steps, class, &e.to_string().replace('\n', " "))
         };
-        if !job.config.train_only.is_empty() {
-            // The runner's script trains every weight; blockwise jobs run on the engine.
-            return failed(
-                "blockwise job",
-                &"the PyTorch runner trains every weight and cannot hold the teacher's while one sub-block trains; run blockwise distillation on the CPU engine (device = \"cpu\")",
-            );
-        }
         let (jd, options) = match self.prepare("", job, &job.architecture, &job.config) {
             Ok(p) => p,
             Err((class, why)) => return failed(class, &why),
