@@ -158,8 +158,22 @@ fn every_variant_trains_alone_and_the_front_is_assembled_from_the_trained_blocks
     assert!(rows
         .iter()
         .all(|r| r["final_ce"].as_f64().is_some_and(f64::is_finite)));
+    // A row's score is minus the summed distances of its slots' replacements (√KL each).
+    for r in rows {
+        let kl: Vec<f64> = r["slot_kl"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_f64().unwrap())
+            .collect();
+        assert_eq!(kl.len(), 4, "{r}"); // two layers, two halves each
+        assert!(kl.iter().all(|k| *k >= 0.0), "{r}");
+        let distance: f64 = kl.iter().map(|k| k.sqrt()).sum();
+        let score = r["attention_score"].as_f64().unwrap() + r["ffn_score"].as_f64().unwrap();
+        assert!((score + distance).abs() < 1e-12, "{score} {distance}");
+    }
     for t in [&first["rung"], &first["final"]] {
-        for k in ["summed", "calibrated", "params"] {
+        for k in ["summed", "calibrated", "summed_kl", "params"] {
             let x = t[k].as_f64().unwrap();
             assert!((-1.0..=1.0).contains(&x), "{k} {x}");
         }

@@ -2,14 +2,15 @@
 //! whole architectures. Architectures drawn uniformly from its slots (one scored variant per
 //! slot, within the constraints) are assembled from their trained blocks and distilled at
 //! the top rung and, with `--final-steps`, for the final distillation; the bench reports
-//! Kendall τ of the summed score against both qualities, of the score calibrated (a ridge fit
-//! of the quality on the attention and FFN halves of the sum, each architecture predicted
-//! by the fit to all the others), and of the parameter count alone for comparison, plus the
+//! Kendall τ of the summed score (the search's: minus the summed distances, [`block_score`])
+//! against both qualities, of the score calibrated (a ridge fit of the quality on the
+//! attention and FFN halves of the sum, each architecture predicted by the fit to all the
+//! others), and for comparison of the summed KLs and of the parameter count alone, plus the
 //! cost of the blockwise distillation. Every measurement is stored in the archive as it
 //! finishes (an ablation record under `blockwise-bench/ID/STEPS`), so a stopped bench
 //! continues.
 
-use super::{assemble_arch, slots, BlockRecord, Blockwise, SubBlock};
+use super::{assemble_arch, block_score, slots, BlockRecord, Blockwise, SubBlock};
 use crate::experiment::distill_config;
 use crate::teacher::obtain_teacher;
 use crate::winners::distill::{final_config, ArchiveCheckpoints};
@@ -42,17 +43,23 @@ pub struct BenchRow {
     /// The summed replace-one scores of its attention and of its FFN sub-blocks.
     pub attention_score: f64,
     pub ffn_score: f64,
+    /// Each slot's replace-one KL to the teacher (nats/token; 0 where it keeps the
+    /// teacher's sub-block), in slot order: layer by layer, attention then FFN.
+    pub slot_kl: Vec<f64>,
     /// Validation loss (nats/token) after the top rung's distillation from its assembled
     /// weights, and after the final one.
     pub rung_ce: f64,
     pub final_ce: Option<f64>,
 }
 
-/// Kendall τ of three predictors against one quality (positive: ranked alike).
+/// Kendall τ of four predictors against one quality (positive: ranked alike): the summed
+/// score the search maximises, that sum calibrated, the summed KLs (the score before it was
+/// a distance) and the parameter count.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Taus {
     pub summed: f64,
     pub calibrated: f64,
+    pub summed_kl: f64,
     pub params: f64,
 }
 
@@ -100,9 +107,14 @@ fn taus(rows: &[BenchRow], quality: &[f64]) -> Taus {
         })
         .collect();
     let params: Vec<f64> = rows.iter().map(|r| r.params as f64).collect();
+    let kl: Vec<f64> = rows
+        .iter()
+        .map(|r| -r.slot_kl.iter().sum::<f64>())
+        .collect();
     Taus {
         summed: kendall_tau_b(&summed, &good),
         calibrated: kendall_tau_b(&predicted, &good),
+        summed_kl: kendall_tau_b(&kl, &good),
         params: kendall_tau_b(&params, &good),
     }
 }
@@ -154,14 +166,14 @@ pub fn bench(
         workers: 1,
         stop,
     };
-    let scores = Blockwise::scores(&slots, &base, &blocks);
+    let kls = Blockwise::kls(&slots, &base, &blocks);
     // The draw: one scored variant per slot, uniformly; distinct, within the constraints.
     let mut rng = Rng::seed_from_u64(o.seed ^ 0xb10c);
     let mut drawn: Vec<Vec<usize>> = Vec::new();
     let mut tries = 0;
     while drawn.len() < o.sample && tries < 100 * o.sample {
         tries += 1;
-        let picks: Vec<usize> = scores
+        let picks: Vec<usize> = kls
             .iter()
             .map(|s| {
                 let ok: Vec<usize> = (0..s.len()).filter(|&v| s[v].is_some()).collect();
@@ -237,13 +249,17 @@ pub fn bench(
         } else {
             None
         };
+        let slot_kl: Vec<f64> = kls
+            .iter()
+            .zip(picks)
+            .map(|(k, &p)| k[p].unwrap_or(0.0))
+            .collect();
         let half = |sub: SubBlock| -> f64 {
             slots
                 .iter()
-                .zip(picks)
-                .zip(&scores)
-                .filter(|((s, _), _)| s.sub == sub)
-                .map(|((_, &p), sc)| sc[p].unwrap_or(0.0))
+                .zip(&slot_kl)
+                .filter(|(s, _)| s.sub == sub)
+                .map(|(_, &k)| block_score(k))
                 .sum()
         };
         rows.push(BenchRow {
@@ -251,6 +267,7 @@ pub fn bench(
             params: Cost::of(&arch).params,
             attention_score: half(SubBlock::Attention),
             ffn_score: half(SubBlock::Ffn),
+            slot_kl,
             rung_ce,
             final_ce,
         });
@@ -288,11 +305,11 @@ pub fn render(r: &BenchReport) -> String {
         "{} architectures drawn; Kendall τ against their quality (positive: ranked alike)\n\n",
         r.rows.len()
     );
-    out += "| quality | summed score | calibrated | parameters alone |\n|---|---|---|---|\n";
+    out += "| quality | summed score | calibrated | summed KL | parameters alone |\n|---|---|---|---|---|\n";
     let line = |name: String, t: &Taus| {
         format!(
-            "| {name} | {:.3} | {:.3} | {:.3} |\n",
-            t.summed, t.calibrated, t.params
+            "| {name} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+            t.summed, t.calibrated, t.summed_kl, t.params
         )
     };
     out += &line(format!("top rung ({} steps)", r.rung_steps), &r.rung);

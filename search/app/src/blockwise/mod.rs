@@ -167,6 +167,17 @@ pub struct BlockRecord {
     pub latency: Option<SubBlockLatency>,
 }
 
+/// The score of a variant whose replacement alone moves the teacher's output by `kl`
+/// (nats/token): minus its square root, a distance. For a small change KL is half a squared
+/// distance in the Fisher metric, and distances of changes made one after another add (the
+/// triangle inequality) where squared ones add only for orthogonal changes; an architecture
+/// replaces several sub-blocks at once, so its summed score is minus the summed distances. On
+/// `experiments/blockwise.toml` the summed distances rank 50 drawn architectures by their
+/// final quality at Kendall τ 0.72, the summed KLs at 0.67 (docs/measurements.md).
+pub fn block_score(kl: f64) -> f64 {
+    -kl.max(0.0).sqrt()
+}
+
 /// The archive key of slot `s`'s variant `v`.
 pub fn block_key(s: &Slot, base: &Architecture, v: usize) -> String {
     format!("{}-{}-{}", s.layer, s.sub.name(), replaced(base, s, v).id())
@@ -358,9 +369,9 @@ impl Blockwise<'_> {
         Ok(finished)
     }
 
-    /// Every slot's variants' replace-one scores (minus the KL to the teacher; the teacher's
-    /// own 0; `None` for a variant with no finished, finite result).
-    pub fn scores(
+    /// Every slot's variants' replace-one KL to the teacher (the teacher's own 0; `None` for a
+    /// variant with no finished, finite result).
+    pub fn kls(
         slots: &[Slot],
         base: &Architecture,
         blocks: &BTreeMap<String, BlockRecord>,
@@ -376,7 +387,8 @@ impl Blockwise<'_> {
                             blocks
                                 .get(&block_key(s, base, v))
                                 .and_then(|b| b.result.eval)
-                                .map(|e| -e.kl_to_teacher)
+                                .map(|e| e.kl_to_teacher.max(0.0))
+                                .filter(|k| k.is_finite())
                         }
                     })
                     .collect()
@@ -384,8 +396,21 @@ impl Blockwise<'_> {
             .collect()
     }
 
-    /// The replace-one score of every variant (minus its KL to the teacher; the teacher's
-    /// own is 0; a variant that diverged is left out), the exact front of summed score
+    /// Every slot's variants' replace-one scores, [`block_score`] of their KL (the teacher's
+    /// own 0; `None` for a variant with no finished, finite result).
+    pub fn scores(
+        slots: &[Slot],
+        base: &Architecture,
+        blocks: &BTreeMap<String, BlockRecord>,
+    ) -> Vec<Vec<Option<f64>>> {
+        Self::kls(slots, base, blocks)
+            .into_iter()
+            .map(|s| s.into_iter().map(|k| k.map(block_score)).collect())
+            .collect()
+    }
+
+    /// The replace-one score of every variant ([`block_score`]; the teacher's own is 0; a
+    /// variant that diverged is left out), the exact front of summed score
     /// against the constrained costs, and the members realised: spread evenly over the
     /// front's parameter range. Returns them and the front's size.
     fn choose(
