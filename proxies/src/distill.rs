@@ -277,6 +277,11 @@ pub trait Steps: Send + Sync {
     }
     /// Step `i` (< `len`).
     fn step(&self, i: usize) -> Step<'_>;
+    /// Step `i`'s batch alone, its soft targets not read (what needs only the tokens: the
+    /// teacher's activations for blockwise distillation).
+    fn batch(&self, i: usize) -> Cow<'_, Batch> {
+        self.step(i).batch
+    }
     /// Step `i`'s batch shape (b, t) and its targets' k (0: dense), without reading it.
     fn shape(&self, i: usize) -> (usize, usize, usize);
     /// Bytes of soft targets held in memory.

@@ -483,6 +483,21 @@ impl Steps for Shards {
         }
     }
 
+    fn batch(&self, i: usize) -> std::borrow::Cow<'_, Batch> {
+        let at = &self.steps[i];
+        let map = &self.maps[at.shard];
+        let batch = Batch {
+            b: at.b,
+            t: at.t,
+            inputs: le_u32(&map[at.inputs.clone()]),
+            targets: le_u32(&map[at.targets.clone()]),
+        };
+        for r in [&at.inputs, &at.targets] {
+            release(map, r.clone());
+        }
+        std::borrow::Cow::Owned(batch)
+    }
+
     fn shape(&self, i: usize) -> (usize, usize, usize) {
         let at = &self.steps[i];
         (at.b, at.t, at.k)
@@ -1019,6 +1034,11 @@ mod tests {
         assert!(refs.len() >= 2, "{refs:?}");
         assert_eq!(refs.iter().map(|r| r.steps).sum::<usize>(), 300);
         same(&t, &back);
+        // The batch alone is the step's batch, for held steps and shards alike.
+        for i in [0, 150, 299] {
+            assert_eq!(*back.schedule.batch(i), *t.schedule.step(i).batch, "{i}");
+            assert_eq!(*t.schedule.batch(i), *t.schedule.step(i).batch, "{i}");
+        }
         assert_eq!(
             back.schedule.held_bytes(),
             0,

@@ -8,7 +8,7 @@
 //! every layer at once, a file per layer, read back a step at a time), a step costs the one
 //! block's forward and backward.
 
-use crate::distill::{brief_setup, evaluated, DistillConfig, DistillResult, Step, TeacherTargets};
+use crate::distill::{brief_setup, evaluated, DistillConfig, DistillResult, TeacherTargets};
 use genas_engine::{Backend, Model};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
@@ -77,7 +77,7 @@ pub fn local_distill<B: Backend>(
         // FFN) and the teacher's output of it, y_t.
         let (x, y_t) = match &mut teacher {
             Activations::Teacher(teacher) => {
-                let Step { batch, .. } = targets.schedule.step(step as usize);
+                let batch = targets.schedule.batch(step as usize);
                 let bt = (batch.b, batch.t);
                 teacher.forward_blocks(&batch.inputs, bt, l, false);
                 let y_t = teacher.block_output(l, sub.attention);
@@ -214,7 +214,9 @@ fn record_bytes(b: usize, t: usize, c: usize) -> usize {
 /// The cache files of `teacher`'s activations over the first `steps` steps of `targets`'
 /// schedule, one per layer (`dir/NAME-L{l}.f32`, NAME from the teacher's weights and the
 /// steps' tokens, so a resumed run finds them and another teacher or schedule never does):
-/// computed in one teacher pass per step for every layer at once, or found. Every step must
+/// computed in one teacher pass per step for every layer at once, or found. Only the steps'
+/// batches are read (twice: to name the files, then to compute them), never their soft
+/// targets. Every step must
 /// have one batch shape (b, t), returned with the paths.
 pub fn cache_activations<B: Backend>(
     teacher: &mut Model<B>,
@@ -245,7 +247,7 @@ pub fn cache_activations<B: Backend>(
         if targets.schedule.shape(i).0 != b || targets.schedule.shape(i).1 != t {
             return Err(format!("step {i}'s batch is not {b}×{t}"));
         }
-        let Step { batch, .. } = targets.schedule.step(i);
+        let batch = targets.schedule.batch(i);
         let bytes: Vec<u8> = batch.inputs.iter().flat_map(|t| t.to_le_bytes()).collect();
         h.update(&bytes);
     }
@@ -275,7 +277,7 @@ pub fn cache_activations<B: Backend>(
         .collect::<Result<_, _>>()?;
     let written = (|| -> Result<(), String> {
         for i in 0..steps {
-            let Step { batch, .. } = targets.schedule.step(i);
+            let batch = targets.schedule.batch(i);
             teacher.forward_blocks(&batch.inputs, (b, t), depth - 1, false);
             for (l, w) in out.iter_mut().enumerate() {
                 for part in [
