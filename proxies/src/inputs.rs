@@ -454,14 +454,9 @@ impl Steps for Shards {
     }
 
     fn step(&self, i: usize) -> Step<'_> {
+        let batch = self.batch(i);
         let at = &self.steps[i];
         let map = &self.maps[at.shard];
-        let batch = Batch {
-            b: at.b,
-            t: at.t,
-            inputs: le_u32(&map[at.inputs.clone()]),
-            targets: le_u32(&map[at.targets.clone()]),
-        };
         let prob = le_f32(&map[at.probs.clone()]);
         let soft = match &at.index {
             None => SoftTargets::Dense(prob),
@@ -471,14 +466,11 @@ impl Steps for Shards {
                 prob,
             },
         };
-        for r in [&at.inputs, &at.targets, &at.probs]
-            .into_iter()
-            .chain(at.index.as_ref())
-        {
+        for r in std::iter::once(&at.probs).chain(at.index.as_ref()) {
             release(map, r.clone());
         }
         Step {
-            batch: std::borrow::Cow::Owned(batch),
+            batch,
             soft: std::borrow::Cow::Owned(soft),
         }
     }
