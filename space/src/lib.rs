@@ -43,9 +43,9 @@ pub use arch::{
 };
 pub use cost::{Cost, LayerCost};
 pub use experiment::{
-    BlockObjective, Constraints, DataConfig, DataKind, Device, ExecutorConfig, ExecutorKind,
-    Experiment, ExperimentError, FidelityConfig, Objective, Precision, SearchConfig, SpaceConfig,
-    Strategy, StudentInit, TeacherConfig, Tokenizer, MAX_EXPERIMENT_BYTES,
+    BlockObjective, BlockScore, Constraints, DataConfig, DataKind, Device, ExecutorConfig,
+    ExecutorKind, Experiment, ExperimentError, FidelityConfig, Objective, Precision, SearchConfig,
+    SpaceConfig, Strategy, StudentInit, TeacherConfig, Tokenizer, MAX_EXPERIMENT_BYTES,
 };
 pub use rng::Rng;
 pub use search_space::{satisfies, Genome, SearchSpace, SpaceError, SpaceSummary};

@@ -41,10 +41,11 @@ pub struct RunRecord {
     pub defaults: u32,
 }
 
-/// The version of the search defaults new runs are read with. 1: no zero-cost screen
+/// The version of the search defaults new runs are read with. 2: blockwise scores a variant
+/// by its distance (`block_score = "distance"`); before (1): by its KL. 1: no zero-cost screen
 /// (`screen_keep = 1`) and a calibration of 20 where there is one; before (0): the screen on
 /// at `screen_keep = 0.5`, a calibration of 40.
-pub const DEFAULTS: u32 = 1;
+pub const DEFAULTS: u32 = 2;
 
 /// The experiment of a run, parsed again from its stored text.
 pub fn experiment_of(r: &RunRecord) -> Result<Experiment> {
@@ -53,21 +54,24 @@ pub fn experiment_of(r: &RunRecord) -> Result<Experiment> {
         &r.source.display().to_string(),
         &r.base_dir,
     )?;
+    // Parsed above, so the text is TOML; a key it leaves out had the defaults of then.
+    let table: toml::Table = r.experiment_toml.parse().unwrap_or_default();
+    let has = |section: &str, key: &str| {
+        table
+            .get(section)
+            .and_then(|s| s.as_table())
+            .is_some_and(|s| s.contains_key(key))
+    };
     if r.defaults < 1 {
-        // Parsed above, so the text is TOML; a key it leaves out had the defaults of then.
-        let table: toml::Table = r.experiment_toml.parse().unwrap_or_default();
-        let has = |section: &str, key: &str| {
-            table
-                .get(section)
-                .and_then(|s| s.as_table())
-                .is_some_and(|s| s.contains_key(key))
-        };
         if !has("fidelity", "screen_keep") {
             e.fidelity.screen_keep = 0.5;
         }
         if !has("search", "calibration") {
             e.search.calibration = 40;
         }
+    }
+    if r.defaults < 2 && !has("search", "block_score") {
+        e.search.block_score = genas_space::BlockScore::Kl;
     }
     e.source = r.source.clone();
     e.base_dir = r.base_dir.clone();
@@ -458,6 +462,7 @@ pub fn render_show(s: &ShowReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use genas_space::BlockScore;
 
     /// A run started before the defaults changed is read with those of then, unless its text
     /// sets the keys; a run started since, with today's.
@@ -491,6 +496,23 @@ mod tests {
                 genas_space::experiment::DEFAULT_CALIBRATION
             )
         );
+        // Blockwise scores by the distance since 2, by the KL before.
+        for (d, score) in [
+            (0, BlockScore::Kl),
+            (1, BlockScore::Kl),
+            (DEFAULTS, BlockScore::Distance),
+        ] {
+            assert_eq!(
+                experiment_of(&record(bare, d)).unwrap().search.block_score,
+                score
+            );
+        }
+        // A run of then that states the score keeps it.
+        let blockwise = format!(
+            "{bare}per_layer = true\n[search]\nmode = \"blockwise\"\nblock_score = \"distance\"\n[fidelity]\ninit = \"teacher\"\n"
+        );
+        let e = experiment_of(&record(&blockwise, 1)).unwrap();
+        assert_eq!(e.search.block_score, BlockScore::Distance);
         let set = format!("{bare}[search]\ncalibration = 12\n[fidelity]\nscreen_keep = 1.0\n");
         let old_set = experiment_of(&record(&set, 0)).unwrap();
         assert_eq!(

@@ -172,8 +172,11 @@ fn every_variant_trains_alone_and_the_front_is_assembled_from_the_trained_blocks
         let score = r["attention_score"].as_f64().unwrap() + r["ffn_score"].as_f64().unwrap();
         assert!((score + distance).abs() < 1e-12, "{score} {distance}");
     }
+    // A new run scores by the distance: its summed score is the summed distance.
+    assert_eq!(first["block_score"], "distance");
     for t in [&first["rung"], &first["final"]] {
-        for k in ["summed", "calibrated", "summed_kl", "params"] {
+        assert_eq!(t["summed"], t["summed_distance"]);
+        for k in ["summed", "calibrated", "summed_distance", "summed_kl", "params"] {
             let x = t[k].as_f64().unwrap();
             assert!((-1.0..=1.0).contains(&x), "{k} {x}");
         }
@@ -333,15 +336,18 @@ fn blockwise_experiments_it_cannot_run_are_refused_before_anything_is_written() 
         &["not a blockwise run"],
     );
     // Settings of the blockwise mode are refused in a search.
-    let exp = small_experiment(
-        &dir.path().join("s.toml"),
-        "s",
-        "[search]\nblock_steps = 5\n",
-    );
-    fails_with(
-        &genas(&["search", s(&exp), "--archive", s(&dir.path().join("never"))]),
-        &["search.block_steps", "blockwise"],
-    );
+    for key in ["block_steps = 5", "block_score = \"kl\""] {
+        let exp = small_experiment(
+            &dir.path().join("s.toml"),
+            "s",
+            &format!("[search]\n{key}\n"),
+        );
+        let name = key.split(' ').next().unwrap();
+        fails_with(
+            &genas(&["search", s(&exp), "--archive", s(&dir.path().join("never"))]),
+            &[&format!("search.{name}"), "blockwise"],
+        );
+    }
 }
 
 #[test]

@@ -2,8 +2,7 @@
 //! whole architectures. Architectures drawn uniformly from its slots (one scored variant per
 //! slot, within the constraints) are assembled from their trained blocks and distilled at
 //! the top rung and, with `--final-steps`, for the final distillation; the bench reports
-//! Kendall τ of the summed score (the search's: minus the summed distances, [`block_score`])
-//! against both qualities, of the score calibrated (a ridge fit of the quality on the
+//! Kendall τ of the summed score (the run's, [`block_score`]) against both qualities, of the score calibrated (a ridge fit of the quality on the
 //! attention and FFN halves of the sum, each architecture predicted by the fit to all the
 //! others), and for comparison of the summed KLs and of the parameter count alone, plus the
 //! cost of the blockwise distillation. Every measurement is stored in the archive as it
@@ -18,7 +17,7 @@ use crate::winners::RunAccess;
 use anyhow::{anyhow, bail, Result};
 use genas_scoring::distill::{brief_distill, DistillError, TeacherTargets};
 use genas_scoring::stats::{kendall_tau_b, ridge};
-use genas_space::{satisfies, Cost, Rng};
+use genas_space::{satisfies, BlockScore, Cost, Rng};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -52,13 +51,14 @@ pub struct BenchRow {
     pub final_ce: Option<f64>,
 }
 
-/// Kendall τ of four predictors against one quality (positive: ranked alike): the summed
-/// score the search maximises, that sum calibrated, the summed KLs (the score before it was
-/// a distance) and the parameter count.
+/// Kendall τ of predictors against one quality (positive: ranked alike): the summed score
+/// the run's search maximises (its `block_score`), that sum calibrated, the summed distances
+/// and the summed KLs whatever the run scores by, and the parameter count.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Taus {
     pub summed: f64,
     pub calibrated: f64,
+    pub summed_distance: f64,
     pub summed_kl: f64,
     pub params: f64,
 }
@@ -66,6 +66,8 @@ pub struct Taus {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BenchReport {
     pub run: String,
+    /// What the run scores a variant by (`summed` in the τs is that score).
+    pub block_score: BlockScore,
     /// Sub-block variants distilled, their steps each, and their summed CPU seconds.
     pub blocks: usize,
     pub block_steps: u32,
@@ -107,14 +109,16 @@ fn taus(rows: &[BenchRow], quality: &[f64]) -> Taus {
         })
         .collect();
     let params: Vec<f64> = rows.iter().map(|r| r.params as f64).collect();
-    let kl: Vec<f64> = rows
-        .iter()
-        .map(|r| -r.slot_kl.iter().sum::<f64>())
-        .collect();
+    let by = |kind: BlockScore| -> Vec<f64> {
+        rows.iter()
+            .map(|r| r.slot_kl.iter().map(|&k| block_score(kind, k)).sum())
+            .collect()
+    };
     Taus {
         summed: kendall_tau_b(&summed, &good),
         calibrated: kendall_tau_b(&predicted, &good),
-        summed_kl: kendall_tau_b(&kl, &good),
+        summed_distance: kendall_tau_b(&by(BlockScore::Distance), &good),
+        summed_kl: kendall_tau_b(&by(BlockScore::Kl), &good),
         params: kendall_tau_b(&params, &good),
     }
 }
@@ -259,7 +263,7 @@ pub fn bench(
                 .iter()
                 .zip(&slot_kl)
                 .filter(|(s, _)| s.sub == sub)
-                .map(|(_, &k)| block_score(k))
+                .map(|(_, &k)| block_score(exp.search.block_score, k))
                 .sum()
         };
         rows.push(BenchRow {
@@ -283,6 +287,7 @@ pub fn bench(
     });
     Ok(BenchReport {
         run: run.to_string(),
+        block_score: exp.search.block_score,
         blocks: blocks.len(),
         block_steps: exp.search.block_steps,
         block_seconds: blocks.values().map(|b| b.result.seconds).sum(),
@@ -305,11 +310,17 @@ pub fn render(r: &BenchReport) -> String {
         "{} architectures drawn; Kendall τ against their quality (positive: ranked alike)\n\n",
         r.rows.len()
     );
-    out += "| quality | summed score | calibrated | summed KL | parameters alone |\n|---|---|---|---|---|\n";
+    let score = match r.block_score {
+        BlockScore::Distance => "distance",
+        BlockScore::Kl => "KL",
+    };
+    out += &format!(
+        "| quality | summed distance | summed KL | calibrated ({score}, the run's score) | parameters alone |\n|---|---|---|---|---|\n"
+    );
     let line = |name: String, t: &Taus| {
         format!(
             "| {name} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
-            t.summed, t.calibrated, t.summed_kl, t.params
+            t.summed_distance, t.summed_kl, t.calibrated, t.params
         )
     };
     out += &line(format!("top rung ({} steps)", r.rung_steps), &r.rung);

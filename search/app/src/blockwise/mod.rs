@@ -32,7 +32,7 @@ use genas_search::controller::{
 };
 use genas_search::init_seed;
 use genas_search::job::{BlockJob, BlockOutput, Executor};
-use genas_space::{satisfies, Architecture, BlockObjective, Cost, Layer, Sparsity};
+use genas_space::{satisfies, Architecture, BlockObjective, BlockScore, Cost, Layer, Sparsity};
 use genas_store::Archive;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -168,14 +168,13 @@ pub struct BlockRecord {
 }
 
 /// The score of a variant whose replacement alone moves the teacher's output by `kl`
-/// (nats/token): minus its square root, a distance. For a small change KL is half a squared
-/// distance in the Fisher metric, and distances of changes made one after another add (the
-/// triangle inequality) where squared ones add only for orthogonal changes; an architecture
-/// replaces several sub-blocks at once, so its summed score is minus the summed distances. On
-/// `experiments/blockwise.toml` the summed distances rank 80 drawn architectures by their
-/// final quality at Kendall τ 0.76, the summed KLs at 0.71 (docs/measurements.md).
-pub fn block_score(kl: f64) -> f64 {
-    -kl.max(0.0).sqrt()
+/// (nats/token), as `kind` says (`BlockScore`: minus √KL, a distance, or minus the KL); an
+/// architecture's score is the sum over its sub-blocks.
+pub fn block_score(kind: BlockScore, kl: f64) -> f64 {
+    match kind {
+        BlockScore::Distance => -kl.max(0.0).sqrt(),
+        BlockScore::Kl => -kl.max(0.0),
+    }
 }
 
 /// The archive key of slot `s`'s variant `v`.
@@ -399,13 +398,18 @@ impl Blockwise<'_> {
     /// Every slot's variants' replace-one scores, [`block_score`] of their KL (the teacher's
     /// own 0; `None` for a variant with no finished, finite result).
     pub fn scores(
+        kind: BlockScore,
         slots: &[Slot],
         base: &Architecture,
         blocks: &BTreeMap<String, BlockRecord>,
     ) -> Vec<Vec<Option<f64>>> {
         Self::kls(slots, base, blocks)
             .into_iter()
-            .map(|s| s.into_iter().map(|k| k.map(block_score)).collect())
+            .map(|s| {
+                s.into_iter()
+                    .map(|k| k.map(|k| block_score(kind, k)))
+                    .collect()
+            })
             .collect()
     }
 
@@ -458,7 +462,7 @@ impl Blockwise<'_> {
         }
         let mut kept: Vec<Vec<usize>> = Vec::new();
         let mut table: Vec<Vec<Variant>> = Vec::new();
-        let scores = Blockwise::scores(slots, base, blocks);
+        let scores = Blockwise::scores(self.l.experiment.search.block_score, slots, base, blocks);
         for (si, (s, slot_scores)) in slots.iter().zip(&scores).enumerate() {
             let mut vars = Vec::new();
             let mut idx = Vec::new();
@@ -787,6 +791,18 @@ pub fn assemble_arch(base: &Architecture, slots: &[Slot], picks: &[usize]) -> Ar
 mod tests {
     use super::*;
     use genas_space::{Activation, Attention};
+
+    #[test]
+    fn a_variant_scores_minus_its_distance_or_minus_its_kl() {
+        assert_eq!(block_score(BlockScore::Distance, 0.25), -0.5);
+        assert_eq!(block_score(BlockScore::Kl, 0.25), -0.25);
+        // Two changes of KL 0.04 each cost less than one of 0.16 by the KL (0.08), as much
+        // by the distance (0.4): distances add along a chain of changes.
+        let two = 2.0 * block_score(BlockScore::Distance, 0.04);
+        assert!((two - block_score(BlockScore::Distance, 0.16)).abs() < 1e-12);
+        // A KL a hair below zero (rounding) is no change.
+        assert_eq!(block_score(BlockScore::Distance, -1e-12), 0.0);
+    }
 
     #[test]
     fn latencies_are_summed_from_each_variants_own_timing_and_the_teachers_median() {
