@@ -70,7 +70,7 @@ pub fn experiment_of(r: &RunRecord) -> Result<Experiment> {
             e.search.calibration = 40;
         }
     }
-    if r.defaults < 2 && !has("search", "block_score") {
+    if r.defaults < 2 && !e.search.mode.is_search() && !has("search", "block_score") {
         e.search.block_score = genas_space::BlockScore::Kl;
     }
     e.source = r.source.clone();
@@ -496,23 +496,25 @@ mod tests {
                 genas_space::experiment::DEFAULT_CALIBRATION
             )
         );
-        // Blockwise scores by the distance since 2, by the KL before.
-        for (d, score) in [
+        // Blockwise scores by the distance since 2, by the KL before; a run of then that
+        // states the score keeps it, and a search's experiment is read as it was.
+        let blockwise = |line: &str| {
+            format!("{bare}per_layer = true\n[search]\nmode = \"blockwise\"\n{line}[fidelity]\ninit = \"teacher\"\n")
+        };
+        let score =
+            |text: &str, d: u32| experiment_of(&record(text, d)).unwrap().search.block_score;
+        for (d, expected) in [
             (0, BlockScore::Kl),
             (1, BlockScore::Kl),
             (DEFAULTS, BlockScore::Distance),
         ] {
+            assert_eq!(score(&blockwise(""), d), expected, "{d}");
             assert_eq!(
-                experiment_of(&record(bare, d)).unwrap().search.block_score,
-                score
+                score(&blockwise("block_score = \"distance\"\n"), d),
+                BlockScore::Distance
             );
+            assert_eq!(score(bare, d), BlockScore::Distance);
         }
-        // A run of then that states the score keeps it.
-        let blockwise = format!(
-            "{bare}per_layer = true\n[search]\nmode = \"blockwise\"\nblock_score = \"distance\"\n[fidelity]\ninit = \"teacher\"\n"
-        );
-        let e = experiment_of(&record(&blockwise, 1)).unwrap();
-        assert_eq!(e.search.block_score, BlockScore::Distance);
         let set = format!("{bare}[search]\ncalibration = 12\n[fidelity]\nscreen_keep = 1.0\n");
         let old_set = experiment_of(&record(&set, 0)).unwrap();
         assert_eq!(

@@ -176,7 +176,13 @@ fn every_variant_trains_alone_and_the_front_is_assembled_from_the_trained_blocks
     assert_eq!(first["block_score"], "distance");
     for t in [&first["rung"], &first["final"]] {
         assert_eq!(t["summed"], t["summed_distance"]);
-        for k in ["summed", "calibrated", "summed_distance", "summed_kl", "params"] {
+        for k in [
+            "summed",
+            "calibrated",
+            "summed_distance",
+            "summed_kl",
+            "params",
+        ] {
             let x = t[k].as_f64().unwrap();
             assert!((-1.0..=1.0).contains(&x), "{k} {x}");
         }
