@@ -863,8 +863,9 @@ impl Executor for Slurm<'_> {
         self.local.proxies(archs, seed, workers, progress)
     }
 
-    /// Each block a task on the CPU engine of its node (the runner does not train blocks);
-    /// its trained tensors come back through the shared directory.
+    /// Each block a task on the CPU engine of its node (the runner's block jobs read the
+    /// cached activations on this machine, not yet on a node); its trained tensors come back
+    /// through the shared directory.
     fn blocks(
         &self,
         jobs: &[BlockJob],
@@ -874,7 +875,7 @@ impl Executor for Slurm<'_> {
     ) -> Result<(), ExecError> {
         if self.runner.is_some() {
             return Err(ExecError::Runner(
-                "the PyTorch runner does not train sub-blocks: a blockwise search on Slurm runs on the CPU engine (search.device = \"cpu\")".into(),
+                "a blockwise search on Slurm trains its sub-blocks on the CPU engine of each node, not through the PyTorch runner (search.device = \"cpu\")".into(),
             ));
         }
         let inputs = self.cluster.inputs();

@@ -904,25 +904,35 @@ impl Torch<'_> {
         Ok((jd, options))
     }
 
+    /// One job through the runner: its directory and fitted options ([`Self::prepare`]),
+    /// then `train` there on a slot; a job that cannot be prepared fails in one line, as
+    /// `failed` builds its output.
+    fn through<J: Serialize, O>(
+        &self,
+        prefix: &str,
+        job: &J,
+        (arch, config): (&Architecture, &DistillConfig),
+        failed: fn(u32, &str, &str) -> O,
+        train: impl FnOnce(&Path, &RunnerOptions, &RunOn<'_>) -> O,
+    ) -> O {
+        match self.prepare(prefix, job, arch, config) {
+            Ok((jd, options)) => train(&jd, &options, &|jd| {
+                self.slots.run(jd).map_err(ExecError::Runner)
+            }),
+            Err((class, why)) => failed(config.steps, class, &why.replace('\n', " ")),
+        }
+    }
+
     fn one(&self, job: &Job) -> Output {
-        let steps = job.config.steps;
-        let failed = |class: &str, e: &dyn std::fmt::Display| {
-            Output::failed(steps, class, &e.to_string().replace('\n', " "))
-        };
-        let (jd, options) = match self.prepare("", job, &job.architecture, &job.config) {
-            Ok(p) => p,
-            Err((class, why)) => return failed(class, &why),
-        };
-        torch_job(
-            &jd,
-            job,
-            &self.targets,
-            self.local.targets,
-            &options,
-            &|jd| self.slots.run(jd).map_err(ExecError::Runner),
-        )
+        let of = (&job.architecture, &job.config);
+        self.through("", job, of, Output::failed, |jd, options, run| {
+            torch_job(jd, job, &self.targets, self.local.targets, options, run)
+        })
     }
 }
+
+/// How a job directory is run: on a slot, or by a test's stand-in.
+type RunOn<'a> = dyn Fn(&Path) -> std::result::Result<TorchResult, ExecError> + 'a;
 
 /// A brief distillation through the runner in the job directory `jd` (removed after):
 /// written, run by `run`, its result read back as genas keeps it (the generation latency, where
@@ -934,7 +944,7 @@ pub fn torch_job(
     file: &Path,
     targets: &TeacherTargets,
     options: &RunnerOptions,
-    run: &dyn Fn(&Path) -> std::result::Result<TorchResult, ExecError>,
+    run: &RunOn<'_>,
 ) -> Output {
     let steps = job.config.steps;
     let failed = |class: &str, e: &dyn std::fmt::Display| {
@@ -969,7 +979,7 @@ pub fn torch_block(
     file: &Path,
     targets: &TeacherTargets,
     options: &RunnerOptions,
-    run: &dyn Fn(&Path) -> std::result::Result<TorchResult, ExecError>,
+    run: &RunOn<'_>,
 ) -> BlockOutput {
     let c = &job.config;
     let failed = |class: &str, e: &dyn std::fmt::Display| {
@@ -1068,20 +1078,15 @@ impl Executor for Torch<'_> {
         done: &(dyn Fn(usize, BlockOutput) -> bool + Sync),
     ) -> Result<(), ExecError> {
         side_by_side(jobs, self.slots.len(), stop, done, &|| (), &|_, job| {
-            let failed = |class: &str, e: &dyn std::fmt::Display| {
-                BlockOutput::failed(job.config.steps, class, &e.to_string())
-            };
-            let (jd, options) = match self.prepare("block-", job, &job.architecture, &job.config) {
-                Ok(p) => p,
-                Err((class, why)) => return failed(class, &why),
-            };
-            torch_block(
-                &jd,
+            let of = (&job.architecture, &job.config);
+            self.through(
+                "block-",
                 job,
-                &self.targets,
-                self.local.targets,
-                &options,
-                &|jd| self.slots.run(jd).map_err(ExecError::Runner),
+                of,
+                BlockOutput::failed,
+                |jd, options, run| {
+                    torch_block(jd, job, &self.targets, self.local.targets, options, run)
+                },
             )
         });
         Ok(())

@@ -1009,8 +1009,8 @@ def block_job(job, model, decay, device, opts, steps):
                 if attention:
                     y = x + block.attn(block.ln_1(x)) if block.attn is not None else x
                     target, base = mid, x
-                else:
-                    y = block(x)
+                else:  # the FFN half alone, from the attention half's cached output
+                    y = mid + block.mlp(block.ln_2(mid))
                     target, base = out, mid
                 branch = ((target - base).double() ** 2).sum()
                 scale = torch.where(branch > 0, 1.0 / branch, torch.ones_like(branch))
