@@ -76,7 +76,7 @@ pub fn proxies_bytes(arch: &Architecture, batch: usize) -> f64 {
     let (n, c) = (batch * t, arch.d_model as usize);
     let p = Cost::of(arch).params as usize;
     let largest = largest_tensor(arch);
-    let hidden = arch.layers.iter().map(|l| l.ffn.hidden as usize);
+    let hidden = arch.layers.iter().map(|l| l.ffn_hidden() as usize);
     let (h_max, h_sum) = (hidden.clone().max().unwrap_or(0), hidden.sum::<usize>());
     let splits = batch.min(4);
     let extra = [

@@ -133,7 +133,7 @@ impl Importance {
             cos: vec![0.0; arch.depth()],
             head_norm: width(&heads),
             value_abs: width(&|l| heads(l) * arch.head_dim(l) as usize),
-            neuron: width(&|l| l.ffn.hidden as usize),
+            neuron: width(&|l| l.ffn_hidden() as usize),
         }
     }
 
@@ -195,10 +195,11 @@ impl Importance {
                 }
             }
         }
-        let hidden = layer.ffn.hidden as usize;
-        for row in r.ffn_pre.chunks_exact(hidden) {
-            for (s, &x) in self.neuron[l].iter_mut().zip(row) {
-                *s += activation_magnitude(layer.ffn.activation, x);
+        if let Some(ffn) = &layer.ffn {
+            for row in r.ffn_pre.chunks_exact(ffn.hidden as usize) {
+                for (s, &x) in self.neuron[l].iter_mut().zip(row) {
+                    *s += activation_magnitude(ffn.activation, x);
+                }
             }
         }
     }
@@ -357,7 +358,7 @@ impl Parent {
                     && self.value_dims[l]
                         .iter()
                         .all(|d| perm(d, a.head_dim(layer) as usize))
-                    && perm(&self.neurons[l], layer.ffn.hidden as usize)
+                    && perm(&self.neurons[l], layer.ffn_hidden() as usize)
             });
         if !ok {
             return Err("the teacher's rankings do not fit its architecture".into());
@@ -424,6 +425,13 @@ impl Parent {
         for (&s, &tl) in owners.iter().zip(&from) {
             let (sl, tl_) = (&student.layers[s], &t.layers[tl]);
             for n in ["ln_1", "ln_2"] {
+                let absent = match n {
+                    "ln_1" => sl.attention == genas_space::Attention::None,
+                    _ => sl.ffn.is_none(),
+                };
+                if absent {
+                    continue;
+                }
                 for suffix in ["weight", "bias"] {
                     if let Some(x) = w(&format!("h.{tl}.{n}.{suffix}"), ct) {
                         out.insert(format!("h.{s}.{n}.{suffix}"), pick(x, &ch));
@@ -595,12 +603,16 @@ impl Parent {
         ch: &[usize],
     ) {
         let ct = self.arch.d_model as usize;
-        let (hs, ht) = (sl.ffn.hidden as usize, tl_.ffn.hidden as usize);
+        // A student without an FFN takes nothing; one whose teacher layer has none draws it.
+        let (Some(sf), Some(tf)) = (&sl.ffn, &tl_.ffn) else {
+            return;
+        };
+        let (hs, ht) = (sf.hidden as usize, tf.hidden as usize);
         if hs > ht {
             return;
         }
         let gated = |a: Activation| a == Activation::Swiglu;
-        if gated(sl.ffn.activation) != gated(tl_.ffn.activation) && gated(sl.ffn.activation) {
+        if gated(sf.activation) != gated(tf.activation) && gated(sf.activation) {
             return;
         }
         let neurons = keep(&self.neurons[tl], hs);
@@ -608,7 +620,7 @@ impl Parent {
         // A teacher matrix whole, (rows × cols); a low-rank teacher's as its product.
         let full = |n: &str| -> Option<Vec<f64>> {
             let (rows, cols) = if n == "c_proj" { (ct, ht) } else { (ht, ct) };
-            let Some(r) = tl_.ffn.rank.map(|r| r as usize) else {
+            let Some(r) = tf.rank.map(|r| r as usize) else {
                 let m = w(&format!("{n}.weight"), rows * cols)?;
                 return Some(m.iter().map(|&x| f64::from(x)).collect());
             };
@@ -627,7 +639,7 @@ impl Parent {
         };
         let mut mats: Vec<(&str, Vec<f64>, usize, usize)> = Vec::new();
         for n in ["c_fc", "c_gate"] {
-            if n == "c_gate" && !gated(sl.ffn.activation) {
+            if n == "c_gate" && !gated(sf.activation) {
                 continue;
             }
             if let Some(m) = full(n) {
@@ -652,7 +664,7 @@ impl Parent {
             out.insert(format!("h.{s}.mlp.c_proj.bias"), pick(b, ch));
         }
         for (n, m, rows, cols) in mats {
-            match sl.ffn.rank {
+            match sf.rank {
                 None => {
                     out.insert(format!("h.{s}.mlp.{n}.weight"), m);
                 }

@@ -73,7 +73,8 @@ pub const DESCRIPTOR_NAMES: [&str; 15] = [
 
 /// The values of `DESCRIPTOR_NAMES`: 1 for an untied LM head, depth, width, mean FFN hidden
 /// width, layers with attention, the share of dense (unmasked) layers, the layers of each
-/// attention kind, the mean FFN rank as a share of full rank (1 without low rank), and the
+/// attention kind, the mean FFN rank as a share of full rank (1 without low rank or without
+/// an FFN), and the
 /// shares of GELU and SwiGLU FFNs, the layers rope rotates, and 1 for RMSNorm. Short training
 /// ranks the attention kinds very differently from long training (an FFN-only block learns
 /// bigram statistics first, attention later), so an ensemble fitted to longer training needs to
@@ -85,13 +86,18 @@ pub fn descriptors(arch: &Architecture) -> [f64; 15] {
     let count = |f: &dyn Fn(&genas_space::Layer) -> bool| -> f64 {
         arch.layers.iter().filter(|l| f(l)).count() as f64
     };
-    let hidden = arch.layers.iter().map(|l| l.ffn.hidden as f64).sum::<f64>() / n;
+    let hidden = arch
+        .layers
+        .iter()
+        .map(|l| l.ffn_hidden() as f64)
+        .sum::<f64>()
+        / n;
     let rank_share = arch
         .layers
         .iter()
         .map(|l| {
-            let full = l.ffn.hidden.min(arch.d_model).max(1) as f64;
-            l.ffn.rank.map_or(1.0, |r| (r as f64 / full).min(1.0))
+            let full = l.ffn_hidden().min(arch.d_model).max(1) as f64;
+            l.ffn_rank().map_or(1.0, |r| (r as f64 / full).min(1.0))
         })
         .sum::<f64>()
         / n;
@@ -107,8 +113,12 @@ pub fn descriptors(arch: &Architecture) -> [f64; 15] {
         count(&|l| matches!(l.attention, Attention::Sliding { .. })),
         count(&|l| matches!(l.attention, Attention::Linear { .. })),
         rank_share,
-        count(&|l| matches!(l.ffn.activation, Activation::Gelu | Activation::GeluTanh)) / n,
-        count(&|l| l.ffn.activation == Activation::Swiglu) / n,
+        count(&|l| {
+            l.ffn
+                .as_ref()
+                .is_some_and(|f| matches!(f.activation, Activation::Gelu | Activation::GeluTanh))
+        }) / n,
+        count(&|l| l.swiglu()) / n,
         count(&|l| arch.rotates(l)),
         f64::from(u8::from(arch.norm == genas_space::Norm::Rmsnorm)),
     ]

@@ -798,7 +798,9 @@ fn a_sub_block_trained_locally_learns_the_teachers_output_and_moves_nothing_else
                 kv_heads: 1,
             };
         } else {
-            arch.layers[layer].ffn.hidden /= 2;
+            if let Some(f) = arch.layers[layer].ffn.as_mut() {
+                f.hidden /= 2;
+            }
         }
         let prefixes = if attention {
             vec![format!("h.{layer}.attn."), format!("h.{layer}.ln_1.")]

@@ -85,6 +85,17 @@ fn mixed(vocab: u32, context: u32) -> Architecture {
                 Sparsity::Dense,
             ),
             Layer::new(Attention::None, 32, Activation::Gelu, None, Sparsity::Dense),
+            // Attention without an FFN (blockwise search's no-op FFN).
+            Layer {
+                ffn: None,
+                ..Layer::new(
+                    Attention::Full { heads: 2 },
+                    1,
+                    Activation::Gelu,
+                    None,
+                    Sparsity::Dense,
+                )
+            },
         ],
         1,
         false,
@@ -143,8 +154,12 @@ fn gpt2_like(vocab: u32, t: u32) -> Architecture {
     let mut a = mixed(vocab, t);
     for l in &mut a.layers {
         l.attention_bias = l.attention != Attention::None;
-        if l.ffn.activation != Activation::Swiglu {
-            l.ffn.activation = Activation::GeluTanh;
+        if let Some(f) = l
+            .ffn
+            .as_mut()
+            .filter(|f| f.activation != Activation::Swiglu)
+        {
+            f.activation = Activation::GeluTanh;
         }
     }
     a
@@ -184,10 +199,11 @@ fn qwen_mistral_like(vocab: u32, t: u32) -> Architecture {
             qk_norm: true,
             qkv_bias: true,
             head_dim: Some(6),
-            ffn: genas_space::Ffn {
+            ffn: Some(genas_space::Ffn {
+                hidden: 48,
+                activation: Activation::Swiglu,
                 rank: Some(8),
-                ..l(Attention::None).ffn
-            },
+            }),
             ..l(Attention::Full { heads: 2 })
         },
         Layer {

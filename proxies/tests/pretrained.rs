@@ -102,8 +102,8 @@ fn gpt2_with_conv1d_weights_biases_and_gelu_new_computes_transformers_logits() {
     assert_eq!(l0.attention, Attention::Full { heads: 4 });
     assert!(l0.attention_bias && ck.architecture.tie_embeddings);
     assert_eq!(
-        (l0.ffn.hidden, l0.ffn.activation),
-        (192, genas_space::Activation::GeluTanh)
+        l0.ffn.as_ref().map(|f| (f.hidden, f.activation)),
+        Some((192, genas_space::Activation::GeluTanh))
     );
     assert_matches_transformers(&dir);
 }

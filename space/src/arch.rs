@@ -425,12 +425,16 @@ impl TryFrom<String> for Sparsity {
     }
 }
 
-/// One transformer block: pre-LN attention (unless `none`) then pre-LN FFN, each residual.
+/// One transformer block: pre-LN attention (unless `none`) then pre-LN FFN (unless absent),
+/// each residual.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Layer {
     pub attention: Attention,
-    pub ffn: Ffn,
+    /// `None`: no FFN, and no norm before it (the block is attention only, or the identity
+    /// with attention `none` too). Written as `null`; a layer with an FFN serialises as it
+    /// always did, so ids stay as they were.
+    pub ffn: Option<Ffn>,
     pub sparsity: Sparsity,
     /// Biases on the attention's q/k/v and output projections, as GPT-2 has them (genas's own
     /// blocks have none). Left out of the canonical JSON when false, so ids stay as they were;
@@ -464,17 +468,34 @@ impl Layer {
     ) -> Layer {
         Layer {
             attention,
-            ffn: Ffn {
+            ffn: Some(Ffn {
                 hidden,
                 activation,
                 rank,
-            },
+            }),
             sparsity,
             attention_bias: false,
             qkv_bias: false,
             qk_norm: false,
             head_dim: None,
         }
+    }
+
+    /// The FFN's hidden width; 0 without an FFN.
+    pub fn ffn_hidden(&self) -> u32 {
+        self.ffn.as_ref().map_or(0, |f| f.hidden)
+    }
+
+    /// The FFN's low-rank factor width, if it has an FFN and the FFN is factorised.
+    pub fn ffn_rank(&self) -> Option<u32> {
+        self.ffn.as_ref().and_then(|f| f.rank)
+    }
+
+    /// Whether the FFN uses SwiGLU (false without an FFN).
+    pub fn swiglu(&self) -> bool {
+        self.ffn
+            .as_ref()
+            .is_some_and(|f| f.activation == Activation::Swiglu)
     }
 
     /// Whether the q/k/v projection has a bias (`attention_bias` or `qkv_bias`).
@@ -728,17 +749,22 @@ impl Architecture {
                 j += 1;
             }
             let l = &self.layers[i];
-            let rank = l.ffn.rank.map(|r| format!(" r{r}")).unwrap_or_default();
+            let ffn = match &l.ffn {
+                Some(f) => format!(
+                    "ffn{}{} {}",
+                    f.hidden,
+                    f.rank.map(|r| format!(" r{r}")).unwrap_or_default(),
+                    f.activation.name()
+                ),
+                None => "no-ffn".to_string(),
+            };
             let s = format!(
-                "{}{}{}{}{} ffn{}{} {} {}",
+                "{}{}{}{}{} {ffn} {}",
                 l.attention,
                 l.head_dim.map(|hd| format!(" hd{hd}")).unwrap_or_default(),
                 if l.attention_bias { "+bias" } else { "" },
                 if l.qkv_bias { "+qkvbias" } else { "" },
                 if l.qk_norm { "+qknorm" } else { "" },
-                l.ffn.hidden,
-                rank,
-                l.ffn.activation.name(),
                 l.sparsity
             );
             parts.push(if j - i > 1 {
@@ -786,7 +812,7 @@ fn validate_layer(layer: &Layer, d: u32, context: u32) -> Result<(), String> {
     for (field, value, limit) in [
         ("heads", heads, MAX_HEADS),
         ("kv_heads", layer.attention.kv_heads(), MAX_HEADS),
-        ("ffn hidden", layer.ffn.hidden, MAX_FFN_HIDDEN),
+        ("ffn hidden", layer.ffn_hidden(), MAX_FFN_HIDDEN),
     ] {
         if value > limit {
             return Err(format!("{field} {value} is above the limit {limit}"));
@@ -855,11 +881,11 @@ fn validate_layer(layer: &Layer, d: u32, context: u32) -> Result<(), String> {
         }
         _ => {}
     }
-    let h = layer.ffn.hidden;
-    if h == 0 {
-        return Err("ffn hidden width must be at least 1".into());
+    let h = layer.ffn_hidden();
+    if layer.ffn.is_some() && h == 0 {
+        return Err("ffn hidden width must be at least 1 (a layer without an FFN has none)".into());
     }
-    if let Some(r) = layer.ffn.rank {
+    if let Some(r) = layer.ffn_rank() {
         if r == 0 || r >= d.min(h) {
             return Err(format!(
                 "ffn rank {r} must be between 1 and min(d_model, hidden) = {} (exclusive)",
@@ -874,11 +900,14 @@ fn validate_layer(layer: &Layer, d: u32, context: u32) -> Result<(), String> {
     }
     if layer.sparsity == Sparsity::TwoFour {
         // Groups of 4 run along every sparsified matrix's input dimension.
-        let mut inputs = vec![("d_model", d), ("ffn hidden", h)];
+        let mut inputs = vec![("d_model", d)];
+        if layer.ffn.is_some() {
+            inputs.push(("ffn hidden", h));
+        }
         if let Some(hd) = layer.head_dim {
             inputs.push(("heads · head_dim", heads * hd));
         }
-        if let Some(r) = layer.ffn.rank {
+        if let Some(r) = layer.ffn_rank() {
             inputs.push(("ffn rank", r));
         }
         for (name, n) in inputs {
@@ -900,11 +929,11 @@ mod tests {
                 heads: 4,
                 kv_heads: 2,
             },
-            ffn: Ffn {
+            ffn: Some(Ffn {
                 hidden: 128,
                 activation: Activation::Gelu,
                 rank: None,
-            },
+            }),
             sparsity: Sparsity::Dense,
             attention_bias: false,
             head_dim: None,
@@ -936,7 +965,7 @@ mod tests {
         assert_eq!(a.id(), b.id());
         assert_eq!(a.id().len(), 16);
         let mut c = a.clone();
-        c.layers[1].ffn.hidden = 64;
+        c.layers[1].ffn.as_mut().unwrap().hidden = 64;
         assert_ne!(a.id(), c.id());
     }
 
@@ -977,7 +1006,7 @@ mod tests {
         );
         let mut a = example();
         a.share_layers = 2;
-        a.layers[1].ffn.hidden = 64;
+        a.layers[1].ffn.as_mut().unwrap().hidden = 64;
         assert!(a
             .validate()
             .unwrap_err()
@@ -998,7 +1027,7 @@ mod tests {
             .contains("sliding window 64"));
         let mut a = example();
         for l in &mut a.layers {
-            l.ffn.hidden = 126;
+            l.ffn.as_mut().unwrap().hidden = 126;
             l.sparsity = Sparsity::TwoFour;
         }
         assert!(a

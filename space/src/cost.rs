@@ -108,13 +108,16 @@ pub fn block_matrices(d: u32, layer: &Layer) -> Vec<(u64, u64)> {
     if layer.attention != Attention::None {
         m.extend([(d, dq), (d, kvd), (d, kvd), (dq, d)]);
     }
-    let h = layer.ffn.hidden as u64;
-    let full: Vec<(u64, u64)> = match layer.ffn.activation {
+    let Some(ffn) = &layer.ffn else {
+        return m;
+    };
+    let h = ffn.hidden as u64;
+    let full: Vec<(u64, u64)> = match ffn.activation {
         Activation::Swiglu => vec![(d, h), (d, h), (h, d)],
         Activation::Gelu | Activation::GeluTanh | Activation::Relu => vec![(d, h), (h, d)],
     };
     for (i, o) in full {
-        match layer.ffn.rank {
+        match ffn.rank {
             Some(r) => m.extend([(i, r as u64), (r as u64, o)]),
             None => m.push((i, o)),
         }
@@ -140,22 +143,19 @@ pub fn layer_cost(
 ) -> LayerCost {
     let d = d_model as u64;
     let df = d_model as f64;
-    let h = layer.ffn.hidden as u64;
+    let h = layer.ffn_hidden() as u64;
+    let has_ffn = layer.ffn.is_some();
     let matrices = block_matrices(d_model, layer);
     let weights: u64 = matrices.iter().map(|(i, o)| i * o).sum();
     let nonzero_weights: u64 = matrices
         .iter()
         .map(|(i, o)| layer.sparsity.kept(i * o))
         .sum();
-    let swiglu = layer.ffn.activation == Activation::Swiglu;
-    let ffn_bias = if swiglu { 0 } else { h + d };
+    let swiglu = layer.swiglu();
+    let ffn_bias = if swiglu || !has_ffn { 0 } else { h + d };
     let has_attn = layer.attention != Attention::None;
     let (norm_params, norm_stats) = norm_size(norm, d);
-    let norms = if has_attn {
-        2 * norm_params
-    } else {
-        norm_params
-    };
+    let norms = norm_params * (u64::from(has_attn) + u64::from(has_ffn));
     // q, k, v and output biases (GPT-2's blocks; q, k, v only for Qwen2's) and the query and
     // key norms: like the FFN's biases, counted as parameters only.
     let (hd_u, dq_u, kvd_u) = attention_widths(d_model, layer);
@@ -205,11 +205,15 @@ pub fn layer_cost(
         act += (df + norm_stats) + qkv + normed + attn_cache + dq + df;
     }
     let hf = h as f64;
-    let rank_floats = match layer.ffn.rank {
+    let rank_floats = match layer.ffn_rank() {
         Some(r) => r as f64 * if swiglu { 3.0 } else { 2.0 },
         None => 0.0,
     };
-    act += (df + norm_stats) + if swiglu { 3.0 * hf } else { 2.0 * hf } + rank_floats + df;
+    if has_ffn {
+        act += (df + norm_stats) + if swiglu { 3.0 * hf } else { 2.0 * hf } + rank_floats;
+    }
+    // The block's output (the next block's residual stream).
+    act += df;
     LayerCost {
         params: weights + dense_extra,
         nonzero_params: nonzero_weights + dense_extra,
@@ -288,11 +292,11 @@ mod tests {
     fn layer(attention: Attention, hidden: u32) -> Layer {
         Layer {
             attention,
-            ffn: Ffn {
+            ffn: Some(Ffn {
                 hidden,
                 activation: Activation::Gelu,
                 rank: None,
-            },
+            }),
             sparsity: Sparsity::Dense,
             attention_bias: false,
             head_dim: None,
@@ -468,11 +472,11 @@ mod tests {
     #[test]
     fn low_rank_swiglu_and_sparsity() {
         let mut l = layer(Attention::Full { heads: 2 }, 16);
-        l.ffn = Ffn {
+        l.ffn = Some(Ffn {
             hidden: 16,
             activation: Activation::Swiglu,
             rank: Some(4),
-        };
+        });
         l.sparsity = Sparsity::Unstructured(Fraction(0.5));
         let c = Cost::of(&arch(vec![l.clone()]));
         // FFN: gate, in (8→16) and out (16→8) at rank 4: 3 matrices → (8·4+4·16)·2 + (16·4+4·8)

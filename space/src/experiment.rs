@@ -176,7 +176,7 @@ pub struct SpaceConfig {
     /// Window lengths for `sliding` attention.
     #[serde(default)]
     pub window: Vec<u32>,
-    /// FFN hidden width = round(ffn_ratio · d_model).
+    /// FFN hidden width = round(ffn_ratio · d_model); 0: no FFN (and no norm before it).
     #[serde(default = "default_ffn_ratio")]
     pub ffn_ratio: Vec<f64>,
     #[serde(default = "default_activation")]

@@ -265,11 +265,11 @@ impl SearchSpace {
         if let Some(r) = cfg
             .ffn_ratio
             .iter()
-            .find(|r| !(r.is_finite() && **r > 0.0 && **r <= 64.0))
+            .find(|r| !(r.is_finite() && **r >= 0.0 && **r <= 64.0))
         {
             return Err(SpaceError::Choice {
                 key: "ffn_ratio",
-                message: format!("{r} is outside (0, 64]"),
+                message: format!("{r} is outside [0, 64] (0: no FFN)"),
             });
         }
         check_list("ffn_rank", &cfg.ffn_rank)?;
@@ -666,27 +666,33 @@ impl SearchSpace {
             .ffn_ratio
             .get(g.ffn_ratio)
             .ok_or("ffn_ratio gene out of range")?;
-        let hidden = ((ratio * d as f64).round() as u32).max(1);
-        let rank_fraction = *self
-            .ffn_rank
-            .get(g.ffn_rank)
-            .ok_or("ffn_rank gene out of range")?;
-        let full = d.min(hidden);
-        let rank = if rank_fraction >= 1.0 {
+        // Ratio 0 drops the FFN (and its norm); activation and rank then mean nothing.
+        let ffn = if ratio == 0.0 {
             None
         } else {
-            let r = ((rank_fraction * full as f64).round() as u32).max(1);
-            (r < full).then_some(r)
-        };
-        let layer = Layer {
-            ffn: Ffn {
+            let hidden = ((ratio * d as f64).round() as u32).max(1);
+            let rank_fraction = *self
+                .ffn_rank
+                .get(g.ffn_rank)
+                .ok_or("ffn_rank gene out of range")?;
+            let full = d.min(hidden);
+            let rank = if rank_fraction >= 1.0 {
+                None
+            } else {
+                let r = ((rank_fraction * full as f64).round() as u32).max(1);
+                (r < full).then_some(r)
+            };
+            Some(Ffn {
                 hidden,
                 activation: *self
                     .activation
                     .get(g.activation)
                     .ok_or("activation gene out of range")?,
                 rank,
-            },
+            })
+        };
+        let layer = Layer {
+            ffn,
             sparsity: *self
                 .sparsity
                 .get(g.sparsity)

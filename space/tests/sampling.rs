@@ -493,3 +493,60 @@ fn grouped_sliding_draws_key_value_heads_and_a_window() {
         }
     }
 }
+
+#[test]
+fn ffn_ratio_zero_drops_the_ffn_as_one_block_whatever_its_activation_and_rank() {
+    use genas_space::Attention;
+    let cfg = space_config(
+        "depth = [1]\nd_model = [8]\nheads = [2]\nattention = [\"full\", \"none\"]\nffn_ratio = [0, 1]\nactivation = [\"gelu\", \"relu\"]\nffn_rank = [1.0, 0.5]\nper_layer = true",
+    );
+    let s = SearchSpace::new(&cfg, 5, 16).unwrap();
+    let all = s.all_architectures();
+    // Per attention kind: one block without an FFN, and ffn 8 × {gelu, relu} × {full, r4}.
+    assert_eq!(all.len(), 2 * (1 + 4));
+    assert_eq!(
+        s.summary(&Default::default()).unwrap().architectures,
+        Some(10)
+    );
+    let without: Vec<&Architecture> = all.iter().filter(|a| a.layers[0].ffn.is_none()).collect();
+    assert_eq!(without.len(), 2);
+    for a in &without {
+        assert!(
+            a.canonical_json().contains("\"ffn\":null"),
+            "{}",
+            a.canonical_json()
+        );
+        assert_eq!(&Architecture::from_json(&a.canonical_json()).unwrap(), *a);
+        assert!(a.summary().contains("no-ffn"), "{}", a.summary());
+    }
+    // Dropping a gelu FFN of width 8 at d_model 8 drops c_fc and c_proj with their biases
+    // (2 · (64 + 8)) and ln_2 (16): 160 parameters.
+    let attention_only = without
+        .iter()
+        .find(|a| a.layers[0].attention != Attention::None)
+        .unwrap();
+    let with_ffn = all
+        .iter()
+        .find(|a| {
+            a.layers[0].attention == attention_only.layers[0].attention
+                && a.layers[0].ffn.as_ref().is_some_and(|f| {
+                    f.rank.is_none() && f.activation == genas_space::Activation::Gelu
+                })
+        })
+        .unwrap();
+    assert_eq!(
+        Cost::of(with_ffn).params - Cost::of(attention_only).params,
+        160
+    );
+    // A negative ratio is refused in one line that says what 0 means.
+    let err = SearchSpace::new(
+        &space_config("depth = [1]\nd_model = [8]\nheads = [2]\nffn_ratio = [-1]"),
+        5,
+        16,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("outside [0, 64] (0: no FFN)"),
+        "{err}"
+    );
+}

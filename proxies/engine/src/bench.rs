@@ -144,7 +144,7 @@ fn products_alone(threads: usize, shapes: &[profile::Product]) -> Vec<profile::P
 pub fn bench_architecture(c: &BenchConfig) -> Architecture {
     let layer = Layer {
         attention: Attention::Full { heads: c.heads },
-        ffn: Ffn {
+        ffn: Some(Ffn {
             hidden: 4 * c.d_model,
             activation: if c.llama {
                 Activation::Swiglu
@@ -152,7 +152,7 @@ pub fn bench_architecture(c: &BenchConfig) -> Architecture {
                 Activation::Gelu
             },
             rank: None,
-        },
+        }),
         sparsity: Sparsity::Dense,
         attention_bias: false,
         head_dim: None,

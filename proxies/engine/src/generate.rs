@@ -303,22 +303,24 @@ impl Generator {
                 x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
             }
             self.lap(&mut clock, l, 0);
-            let ln = self.norm(bp.ln2, &x);
-            let up = self.lin(bp.fc, &ln);
-            let act: Vec<f32> = match (bp.act, bp.gate) {
-                (Activation::Swiglu, Some(g)) => {
-                    let gate = self.lin(g, &ln);
-                    gate.iter()
-                        .zip(&up)
-                        .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
-                        .collect()
-                }
-                (Activation::Relu, _) => up.iter().map(|&u| u.max(0.0)).collect(),
-                (Activation::GeluTanh, _) => up.iter().map(|&u| gelu_tanh(u)).collect(),
-                _ => up.iter().map(|&u| gelu(u)).collect(),
-            };
-            let out = self.lin(bp.proj, &act);
-            x.iter_mut().zip(&out).for_each(|(a, b)| *a += b);
+            if let Some(m) = &bp.mlp {
+                let ln = self.norm(m.ln, &x);
+                let up = self.lin(m.fc, &ln);
+                let act: Vec<f32> = match (m.act, m.gate) {
+                    (Activation::Swiglu, Some(g)) => {
+                        let gate = self.lin(g, &ln);
+                        gate.iter()
+                            .zip(&up)
+                            .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
+                            .collect()
+                    }
+                    (Activation::Relu, _) => up.iter().map(|&u| u.max(0.0)).collect(),
+                    (Activation::GeluTanh, _) => up.iter().map(|&u| gelu_tanh(u)).collect(),
+                    _ => up.iter().map(|&u| gelu(u)).collect(),
+                };
+                let out = self.lin(m.proj, &act);
+                x.iter_mut().zip(&out).for_each(|(a, b)| *a += b);
+            }
             self.lap(&mut clock, l, 1);
         }
         let lnf = self.norm(self.lnf, &x);

@@ -170,12 +170,18 @@ pub fn train_act_values(arch: &Architecture, (b, t): (usize, usize)) -> usize {
         } else {
             0
         };
-        let h = layer.ffn.hidden as usize;
-        let r = layer.ffn.rank.unwrap_or(0) as usize;
-        let gated = layer.ffn.activation == genas_space::Activation::Swiglu;
+        let h = layer.ffn_hidden() as usize;
+        let r = layer.ffn_rank().unwrap_or(0) as usize;
+        let gated = layer.swiglu();
         let gate = if gated { n * (r + h) } else { 0 };
-        // ln2 and its statistics, the FFN's low-rank factors, pre-activations and activation.
-        blocks += attn + n * width + qk + cache + n * c + 2 * n + 2 * n * r + 2 * n * h + gate;
+        // ln2 and its statistics (none without an FFN), the FFN's low-rank factors,
+        // pre-activations and activation.
+        let ln2 = if layer.ffn.is_some() {
+            n * c + 2 * n
+        } else {
+            0
+        };
+        blocks += attn + n * width + qk + cache + ln2 + 2 * n * r + 2 * n * h + gate;
         width_max = width_max.max(width);
         inner_max = inner_max.max(inner);
         h_max = h_max.max(h);
@@ -260,10 +266,11 @@ pub fn infer_row_values(arch: &Architecture) -> usize {
             (true, 3 * inner, a.heads() as usize)
         };
         let attn = |k: usize| if has_attn { k } else { 0 };
-        let h = layer.ffn.hidden as usize;
-        let r = layer.ffn.rank.unwrap_or(0) as usize;
-        let gated = layer.ffn.activation == genas_space::Activation::Swiglu;
+        let h = layer.ffn_hidden() as usize;
+        let r = layer.ffn_rank().unwrap_or(0) as usize;
+        let gated = layer.swiglu();
         let gate = |k: usize| if gated { k } else { 0 };
+        let ffn = |k: usize| if layer.ffn.is_some() { k } else { 0 };
         // `BlockActs`' fields in order (without the query and key heads before their norms,
         // which a pass without gradients does not keep).
         let sizes = [
@@ -274,9 +281,9 @@ pub fn infer_row_values(arch: &Architecture) -> usize {
             cache,
             inner,
             attn(c),
-            c,
-            1,
-            1,
+            ffn(c),
+            ffn(1),
+            ffn(1),
             r,
             h,
             gate(r),
@@ -327,7 +334,7 @@ fn probe_row_bytes(arch: &Architecture) -> usize {
     let h = arch
         .layers
         .iter()
-        .map(|l| l.ffn.hidden as usize)
+        .map(|l| l.ffn_hidden() as usize)
         .max()
         .unwrap_or(0);
     8 * (3 * c + h)

@@ -1023,6 +1023,35 @@ fn whole_model_sliding_linear_and_none() {
     );
 }
 
+/// Layers without an FFN (blockwise search's no-op FFN): attention alone, and a layer with
+/// neither half (the identity), between layers that have both.
+#[test]
+fn whole_model_layers_without_an_ffn() {
+    let full = Layer::new(
+        Attention::Full { heads: 2 },
+        8,
+        Activation::Gelu,
+        None,
+        Sparsity::Dense,
+    );
+    let attention_only = Layer {
+        ffn: None,
+        ..full.clone()
+    };
+    let identity = Layer {
+        ffn: None,
+        ..Layer::new(Attention::None, 8, Activation::Gelu, None, Sparsity::Dense)
+    };
+    let a = arch(vec![full.clone(), attention_only, identity, full], 1, false);
+    let m = Model::new(&a, Cpu::<f64>::new(1), 0);
+    for i in [1, 2] {
+        assert!(m.param_index(&format!("h.{i}.ln_2.weight")).is_none());
+        assert!(m.param_index(&format!("h.{i}.mlp.c_fc.weight")).is_none());
+    }
+    assert_eq!(m.num_params() as u64, genas_space::Cost::of(&a).params);
+    check_model("attention only + identity", &a, false);
+}
+
 #[test]
 fn whole_model_sparsity_low_rank_and_swiglu() {
     let l1 = Layer::new(

@@ -74,7 +74,8 @@ pub fn wide_vocabulary() -> Dataset {
 }
 
 /// Every attention kind in one network over `d`: full, grouped (2 key/value heads), sliding,
-/// linear and none, with 2:4 and unstructured masks, low-rank FFNs, gelu, relu and swiglu.
+/// linear and none, with 2:4 and unstructured masks, low-rank FFNs, gelu, relu and swiglu, and
+/// a layer without an FFN.
 pub fn every_kind(d: &Dataset) -> Architecture {
     use Activation::{Gelu, Relu, Swiglu};
     let (dense, l) = (Sparsity::Dense, Layer::new);
@@ -108,6 +109,11 @@ pub fn every_kind(d: &Dataset) -> Architecture {
             ),
             l(Attention::Linear { heads: 2 }, 16, Gelu, None, dense),
             l(Attention::None, 32, Relu, Some(8), Sparsity::TwoFour),
+            // Attention without an FFN (blockwise search's no-op FFN).
+            Layer {
+                ffn: None,
+                ..l(Attention::Full { heads: 2 }, 1, Gelu, None, dense)
+            },
         ],
     )
 }

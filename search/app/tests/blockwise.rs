@@ -30,7 +30,7 @@ fn every_variant_trains_alone_and_the_front_is_assembled_from_the_trained_blocks
     let (archive, report) = search_into(dir.path(), &exp);
     let front = report["front"].as_array().unwrap();
     assert!(!front.is_empty(), "{report}");
-    assert_eq!(report["blocks"][0], 16, "{report}");
+    assert_eq!(report["blocks"][0], 18, "{report}");
     // The teacher's activations the blocks trained on are gone once every block is stored.
     let cached = std::fs::read_dir(archive.join("activations"))
         .unwrap()
@@ -39,13 +39,18 @@ fn every_variant_trains_alone_and_the_front_is_assembled_from_the_trained_blocks
     let a = Archive::open_read_only(&archive).unwrap();
     let blocks: Vec<(String, BlockRecord)> = a.blocks("r1").unwrap();
     // Two layers × (attention variants other than the teacher's + FFN variants other than
-    // the teacher's): full/h1, grouped/h2kv1, linear/h1, linear/h2, none; ffn 32 gelu,
-    // ffn 32 relu, ffn 64 relu.
+    // the teacher's): full/h1, grouped/h2kv1, linear/h1, linear/h2, none; no FFN (ratio 0),
+    // ffn 32 gelu, ffn 32 relu, ffn 64 relu.
     assert_eq!(
         blocks.len(),
-        2 * (5 + 3),
+        2 * (5 + 4),
         "{:?}",
         blocks.iter().map(|b| &b.0).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        blocks.iter().filter(|b| b.1.variant == "no ffn").count(),
+        2,
+        "one no-op FFN per layer"
     );
     let own = |b: &BlockRecord, name: &str| {
         genas_app::blockwise::SubBlock::prefixes(b.sub_block, b.layer)
@@ -69,10 +74,10 @@ fn every_variant_trains_alone_and_the_front_is_assembled_from_the_trained_blocks
         assert!(timing.total > 0.0 && timing.layers.iter().flatten().all(|&x| x > 0.0));
         assert!(e.kl_to_teacher > 0.0 && e.val_ce.is_finite(), "{b:?}");
         // Trained on the normalised error of its output, the default; dropping the attention
-        // leaves the error at exactly the teacher's attention's share: 1.
+        // or the FFN leaves the error at exactly the teacher's sub-block's share: 1.
         assert_eq!(b.objective, genas_space::BlockObjective::Mse);
         let mse = b.result.train_loss.unwrap();
-        if b.variant == "none" {
+        if b.variant == "none" || b.variant == "no ffn" {
             assert!((mse - 1.0).abs() < 1e-9, "{mse}");
         } else {
             assert!(mse > 0.0 && mse < 1.0, "{} {mse}", b.variant);
@@ -187,7 +192,7 @@ fn every_variant_trains_alone_and_the_front_is_assembled_from_the_trained_blocks
             assert!((-1.0..=1.0).contains(&x), "{k} {x}");
         }
     }
-    assert_eq!(first["blocks"], 16);
+    assert_eq!(first["blocks"], 18);
     assert_eq!(bench("5")["rows"], first["rows"]);
     // A larger draw begins with the smaller one.
     assert_eq!(bench("6")["rows"].as_array().unwrap()[..5], rows[..]);

@@ -638,7 +638,7 @@ fn densify_lets_low_rank_and_shared_winners_load_in_a_native_family() {
             &std::fs::read_to_string(out.join("architecture.json")).unwrap(),
         )
         .unwrap();
-        assert!(dense.layers.iter().all(|l| l.ffn.rank.is_none()));
+        assert!(dense.layers.iter().all(|l| l.ffn_rank().is_none()));
         assert_eq!(dense.share_layers, 1);
         assert_eq!(dense.depth(), a.depth());
         assert_eq!(genas_space::Cost::of(&dense).params as usize, counts[1]);

@@ -1254,7 +1254,7 @@ fn blockwise_blocks_train_under_the_runner_as_on_the_engine() {
                 .collect::<Vec<_>>()
         };
         let (engine, torch) = (blocks("r1"), blocks("r2"));
-        assert_eq!(engine.len(), 16);
+        assert_eq!(engine.len(), 18);
         assert_eq!(engine.len(), torch.len());
         let close = |x: f64, y: f64, what: &str| {
             assert!(

@@ -661,7 +661,7 @@ fn a_blockwise_search_on_slurm_trains_each_block_as_a_task_and_ends_as_a_local_o
             .collect()
     };
     let (lb, sb) = (blocks(&lx), blocks(&sx));
-    assert_eq!(lb.len(), 16);
+    assert_eq!(lb.len(), 18);
     assert_eq!(lb, sb);
     drop((lx, sx));
     let strip = |a: &Path| {
@@ -677,7 +677,7 @@ fn a_blockwise_search_on_slurm_trains_each_block_as_a_task_and_ends_as_a_local_o
     // Every block ran once as an array task, each reading its layer's cached activations
     // from the inputs; once all were done, those went (the targets and their shard stay).
     let shared = sa.join("slurm");
-    assert_eq!(each_ran_once(&shared), 16);
+    assert_eq!(each_ran_once(&shared), 18);
     let mut tasks = String::new();
     for b in batches(&shared) {
         for e in std::fs::read_dir(&b).unwrap() {
@@ -687,8 +687,8 @@ fn a_blockwise_search_on_slurm_trains_each_block_as_a_task_and_ends_as_a_local_o
             }
         }
     }
-    assert_eq!(tasks.matches("-L0.f32").count(), 8, "{tasks}");
-    assert_eq!(tasks.matches("-L1.f32").count(), 8);
+    assert_eq!(tasks.matches("-L0.f32").count(), 9, "{tasks}");
+    assert_eq!(tasks.matches("-L1.f32").count(), 9);
     let inputs: Vec<String> = std::fs::read_dir(shared.join("inputs"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

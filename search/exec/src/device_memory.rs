@@ -202,19 +202,15 @@ fn block_elements(arch: &Architecture, layer: &genas_space::Layer, t: u64) -> (u
             }
         }
     }
-    norm(&mut wide, &mut narrow);
-    let h = layer.ffn.hidden as u64;
-    narrow += match layer.ffn.activation {
-        Activation::Swiglu => 4 * h,
-        _ => 2 * h,
-    };
-    if let Some(r) = layer.ffn.rank {
-        let mats = if layer.ffn.activation == Activation::Swiglu {
-            3
-        } else {
-            2
-        };
-        narrow += mats * r as u64;
+    // A layer without an FFN saves nothing for it, its norm included.
+    if let Some(ffn) = &layer.ffn {
+        norm(&mut wide, &mut narrow);
+        let h = ffn.hidden as u64;
+        let swiglu = ffn.activation == Activation::Swiglu;
+        narrow += if swiglu { 4 * h } else { 2 * h };
+        if let Some(r) = ffn.rank {
+            narrow += if swiglu { 3 } else { 2 } * r as u64;
+        }
     }
     (wide, narrow, per_sequence)
 }
@@ -311,7 +307,7 @@ pub fn estimate(job: &DeviceJob, micro_batch: u64) -> DeviceEstimate {
             .iter()
             .map(|l| {
                 let (_, q, kv) = genas_space::cost::attention_widths(t.d_model, l);
-                (q + 2 * kv).max(2 * l.ffn.hidden as u64)
+                (q + 2 * kv).max(2 * l.ffn_hidden() as u64)
             })
             .max()
             .unwrap_or(0);

@@ -87,16 +87,20 @@ pub fn features(a: &Architecture, depth: usize) -> Vec<f64> {
             Attention::Full { heads } => (4, heads, 0),
         };
         kinds[kind] += 1.0;
-        let act = match l.ffn.activation {
+        // A layer without an FFN counts under no activation (its own code, 4), at ratio 0
+        // and full rank.
+        let act = l.ffn.as_ref().map_or(4, |f| match f.activation {
             Activation::Gelu => 0,
             Activation::GeluTanh => 1,
             Activation::Relu => 2,
             Activation::Swiglu => 3,
-        };
-        acts[act] += 1.0;
-        let r = f64::from(l.ffn.hidden) / d;
-        let frac = l.ffn.rank.map_or(1.0, |k| {
-            f64::from(k) / f64::from(l.ffn.hidden.min(a.d_model).max(1))
+        });
+        if let Some(a) = acts.get_mut(act) {
+            *a += 1.0;
+        }
+        let r = f64::from(l.ffn_hidden()) / d;
+        let frac = l.ffn_rank().map_or(1.0, |k| {
+            f64::from(k) / f64::from(l.ffn_hidden().min(a.d_model).max(1))
         });
         let sp = match l.sparsity {
             Sparsity::Dense => 0.0,
@@ -107,7 +111,7 @@ pub fn features(a: &Architecture, depth: usize) -> Vec<f64> {
         ratio += r;
         min_ratio = min_ratio.min(r);
         max_ratio = max_ratio.max(r);
-        low_rank += f64::from(u8::from(l.ffn.rank.is_some()));
+        low_rank += f64::from(u8::from(l.ffn_rank().is_some()));
         rank += frac;
         sparse += sp;
         per_layer.extend([

@@ -588,7 +588,9 @@ mod tests {
             layers
                 .into_iter()
                 .map(|mut l| {
-                    l.ffn.activation = Activation::Swiglu;
+                    if let Some(f) = l.ffn.as_mut() {
+                        f.activation = Activation::Swiglu;
+                    }
                     l
                 })
                 .collect(),
@@ -650,8 +652,23 @@ mod tests {
         };
         assert!(refused(&a).contains("layer 1's sliding attention"));
         let mut a = llama_like(vec![layer(full.clone(), 16); 2]);
-        a.layers[1].ffn.rank = Some(4);
+        a.layers[1].ffn.as_mut().unwrap().rank = Some(4);
         assert!(refused(&a).contains("layer 1's low-rank FFN (rank 4)"));
+        // A layer without an FFN (blockwise search's no-op) has no family, in either path.
+        let mut a = llama_like(vec![layer(full.clone(), 16); 2]);
+        a.layers[1].ffn = None;
+        assert!(
+            refused(&a).contains("layer 1 without an FFN"),
+            "{}",
+            refused(&a)
+        );
+        let mut a = arch(vec![layer(full.clone(), 16); 2]);
+        a.layers[0].ffn = None;
+        assert!(
+            refused(&a).contains("layer 0 without an FFN"),
+            "{}",
+            refused(&a)
+        );
     }
 
     /// A GPT-2 export of layers without attention biases (the family has them: zeros it must

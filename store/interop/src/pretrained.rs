@@ -84,7 +84,12 @@ fn err(dir: &Path, reason: impl Into<String>) -> PretrainedError {
 /// it is transposed (GPT-2's Conv1D) or scaled (GPT-Neo's queries).
 pub fn load_bytes(arch: &Architecture) -> f64 {
     let c = arch.d_model as f64;
-    let widest_ffn = arch.layers.iter().map(|l| l.ffn.hidden).max().unwrap_or(0) as f64;
+    let widest_ffn = arch
+        .layers
+        .iter()
+        .map(|l| l.ffn_hidden())
+        .max()
+        .unwrap_or(0) as f64;
     let widest_qkv = arch
         .layers
         .iter()
@@ -353,7 +358,7 @@ impl Checkpoint {
         let [q_proj, k_proj, v_proj] = LLAMA.qkv.expect("Llama's q, k and v are separate");
         for (i, layer) in a.layers.iter().enumerate() {
             let p = format!("{}.{i}", LLAMA.layers);
-            let h = layer.ffn.hidden as usize;
+            let h = layer.ffn_hidden() as usize;
             let hd = a.head_dim(layer) as usize;
             let q = a.attn_width(layer) as usize;
             let kvd = layer.attention.kv_heads() as usize * hd;
@@ -440,7 +445,7 @@ impl Checkpoint {
         for (i, layer) in a.layers.iter().enumerate() {
             let p = format!("{t}{}.{i}", GPT.layers);
             let g = |s: &str| format!("h.{i}.{s}");
-            let h = layer.ffn.hidden as usize;
+            let h = layer.ffn_hidden() as usize;
             let hd = c / layer.attention.heads() as usize;
             let width = c + 2 * layer.attention.kv_heads() as usize * hd;
             for (ours, theirs) in GPT.layer {

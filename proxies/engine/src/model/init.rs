@@ -286,53 +286,55 @@ impl<B: Backend> Model<B> {
                     })
                 }
             };
-            let ln2 = bld.norm(&format!("h.{i}.ln_2"), c, arch.norm, eps);
-            let h = layer.ffn.hidden as usize;
-            let swiglu = layer.ffn.activation == Activation::Swiglu;
-            let rank = layer.ffn.rank;
-            let fc = bld.linear(
-                &format!("h.{i}.mlp.c_fc"),
-                c,
-                h,
-                rank,
-                !swiglu,
-                std,
-                &mut rng,
-            );
-            bld.sparsify(fc, layer.sparsity);
-            let gate = swiglu.then(|| {
-                bld.linear(
-                    &format!("h.{i}.mlp.c_gate"),
+            let mlp = layer.ffn.as_ref().map(|ffn| {
+                let ln = bld.norm(&format!("h.{i}.ln_2"), c, arch.norm, eps);
+                let h = ffn.hidden as usize;
+                let swiglu = ffn.activation == Activation::Swiglu;
+                let rank = ffn.rank;
+                let fc = bld.linear(
+                    &format!("h.{i}.mlp.c_fc"),
                     c,
                     h,
                     rank,
-                    false,
+                    !swiglu,
                     std,
                     &mut rng,
-                )
+                );
+                bld.sparsify(fc, layer.sparsity);
+                let gate = swiglu.then(|| {
+                    bld.linear(
+                        &format!("h.{i}.mlp.c_gate"),
+                        c,
+                        h,
+                        rank,
+                        false,
+                        std,
+                        &mut rng,
+                    )
+                });
+                if let Some(g) = gate {
+                    bld.sparsify(g, layer.sparsity);
+                }
+                let proj = bld.linear(
+                    &format!("h.{i}.mlp.c_proj"),
+                    h,
+                    c,
+                    rank,
+                    !swiglu,
+                    resid_std,
+                    &mut rng,
+                );
+                bld.sparsify(proj, layer.sparsity);
+                MlpParams {
+                    ln,
+                    fc,
+                    gate,
+                    proj,
+                    act: ffn.activation,
+                    hidden: h,
+                }
             });
-            if let Some(g) = gate {
-                bld.sparsify(g, layer.sparsity);
-            }
-            let proj = bld.linear(
-                &format!("h.{i}.mlp.c_proj"),
-                h,
-                c,
-                rank,
-                !swiglu,
-                resid_std,
-                &mut rng,
-            );
-            bld.sparsify(proj, layer.sparsity);
-            blocks.push(BlockParams {
-                attn,
-                ln2,
-                fc,
-                gate,
-                proj,
-                act: layer.ffn.activation,
-                hidden: h,
-            });
+            blocks.push(BlockParams { attn, mlp });
         }
         let lnf = bld.norm("ln_f", c, arch.norm, arch.norm_eps.0);
         let head = (!arch.tie_embeddings)

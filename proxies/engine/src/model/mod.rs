@@ -139,15 +139,23 @@ pub(crate) struct AttnParams {
     pub(crate) rope: Option<(f64, Option<genas_space::RopeScaling>)>,
 }
 
+/// A block's FFN half and the norm before it.
 #[derive(Clone, Debug)]
-pub(crate) struct BlockParams {
-    pub(crate) attn: Option<AttnParams>,
-    pub(crate) ln2: NormP,
+pub(crate) struct MlpParams {
+    pub(crate) ln: NormP,
     pub(crate) fc: Lin,
     pub(crate) gate: Option<Lin>,
     pub(crate) proj: Lin,
     pub(crate) act: Activation,
     pub(crate) hidden: usize,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct BlockParams {
+    /// `None` for attention `none`.
+    pub(crate) attn: Option<AttnParams>,
+    /// `None` for a layer without an FFN.
+    pub(crate) mlp: Option<MlpParams>,
 }
 
 /// Per-layer activations kept for backward, sized for (B, T).

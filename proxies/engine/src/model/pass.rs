@@ -29,13 +29,13 @@ pub(super) fn alloc_acts<B: Backend>(
     for bp in blocks_p {
         let width = bp.attn.as_ref().map_or(0, |a| a.width);
         max_inner = max_inner.max(bp.attn.as_ref().map_or(0, |a| a.inner));
-        let h = bp.hidden;
-        let r = bp.fc.rank().max(bp.proj.rank());
         max_width = max_width.max(width);
-        max_h = max_h.max(h);
-        max_r = max_r.max(r);
-        if bp.gate.is_some() {
-            max_gated_h = max_gated_h.max(h);
+        if let Some(m) = &bp.mlp {
+            max_h = max_h.max(m.hidden);
+            max_r = max_r.max(m.fc.rank().max(m.proj.rank()));
+            if m.gate.is_some() {
+                max_gated_h = max_gated_h.max(m.hidden);
+            }
         }
         blocks.push(block_sizes(bp, (b, t, c), true).map(z));
     }
@@ -75,10 +75,12 @@ pub(super) fn block_sizes(
             Mixer::Linear { heads, .. } => (a.width, b * heads * t),
         },
     };
-    let h = bp.hidden;
     let has_attn = bp.attn.is_some();
-    let gated = bp.gate.is_some();
     let if_attn = |k: usize| if has_attn { k } else { 0 };
+    let if_ffn = |k: usize| if bp.mlp.is_some() { k } else { 0 };
+    let (h, fc_r, proj_r, gated) = bp.mlp.as_ref().map_or((0, 0, 0, false), |m| {
+        (m.hidden, m.fc.rank(), m.proj.rank(), m.gate.is_some())
+    });
     let inner = bp.attn.as_ref().map_or(0, |a| a.inner);
     let (qk_pre, qk_rstd) = match bp.attn.as_ref().map(|a| (a.qk_norm, heads_dims(a, n))) {
         Some((Some(_), Some(d))) if keep => {
@@ -97,15 +99,15 @@ pub(super) fn block_sizes(
         mix_cache: cache,
         atty: n * inner,
         x_mid: if_attn(n * c),
-        ln2: n * c,
-        ln2_mean: n,
-        ln2_rstd: n,
-        fc_lr: n * bp.fc.rank(),
+        ln2: if_ffn(n * c),
+        ln2_mean: if_ffn(n),
+        ln2_rstd: if_ffn(n),
+        fc_lr: n * fc_r,
         fc_pre: n * h,
-        gate_lr: if gated { n * bp.fc.rank() } else { 0 },
+        gate_lr: if gated { n * fc_r } else { 0 },
         gate_pre: if gated { n * h } else { 0 },
         act: n * h,
-        proj_lr: n * bp.proj.rank(),
+        proj_lr: n * proj_r,
     }
 }
 
@@ -315,10 +317,14 @@ pub(super) fn block_forward<B: Backend>(
         );
     }
     let h_in = if bp.attn.is_some() { &ba.x_mid } else { x_in };
+    be.copy(x_out, h_in, n * c);
+    let Some(m) = &bp.mlp else {
+        return;
+    };
     norm_forward(
         be,
         w,
-        bp.ln2,
+        m.ln,
         &mut ba.ln2,
         &mut ba.ln2_mean,
         &mut ba.ln2_rstd,
@@ -327,23 +333,19 @@ pub(super) fn block_forward<B: Backend>(
     );
     // Without a gate, fc's bias goes in with the activation (one pass over the
     // pre-activations instead of bias rows laid under the product and read back).
-    let fc_bias = if bp.gate.is_none() {
-        bp.fc.bias()
-    } else {
-        None
-    };
+    let fc_bias = if m.gate.is_none() { m.fc.bias() } else { None };
     lin_forward(
         be,
         w,
-        bp.fc.without_bias(fc_bias.is_some()),
+        m.fc.without_bias(fc_bias.is_some()),
         &mut ba.fc_pre,
         false,
         &mut ba.fc_lr,
         &ba.ln2,
         n,
     );
-    let nh = n * bp.hidden;
-    match bp.gate {
+    let nh = n * m.hidden;
+    match m.gate {
         Some(g) => {
             lin_forward(
                 be,
@@ -359,17 +361,16 @@ pub(super) fn block_forward<B: Backend>(
         }
         None => match fc_bias {
             Some(bi) => be.bias_act_forward(
-                act_of(bp.act),
+                act_of(m.act),
                 &mut ba.act,
                 &ba.fc_pre,
                 &w[bi],
-                (n, bp.hidden),
+                (n, m.hidden),
             ),
-            None => be.act_forward(act_of(bp.act), &mut ba.act, &ba.fc_pre, nh),
+            None => be.act_forward(act_of(m.act), &mut ba.act, &ba.fc_pre, nh),
         },
     }
-    be.copy(x_out, h_in, n * c);
-    lin_forward(be, w, bp.proj, x_out, true, &mut ba.proj_lr, &ba.act, n);
+    lin_forward(be, w, m.proj, x_out, true, &mut ba.proj_lr, &ba.act, n);
 }
 
 /// Gradients of the loss of the last `forward(.., with_grad = true)` into the parameter
@@ -462,14 +463,15 @@ pub(super) fn block_backward<B: Backend>(
     let x_in = &a.resid[l];
     let ba = &a.blocks[l];
     let h_in = if bp.attn.is_some() { &ba.x_mid } else { x_in };
-    let nh = n * bp.hidden;
-    if !attention_only {
+    // Without an FFN, x_out = h_in: the gradient at the output is the gradient at h_in.
+    if let Some(m) = bp.mlp.as_ref().filter(|_| !attention_only) {
+        let nh = n * m.hidden;
         // FFN: x_out = h_in + proj(act(fc(LN2(h_in)))).
         lin_backward(
             be,
             w,
             g,
-            bp.proj,
+            m.proj,
             &mut a.dh1,
             false,
             &mut a.dlr,
@@ -479,13 +481,13 @@ pub(super) fn block_backward<B: Backend>(
             n,
         );
         if let Some(p) = probe.as_mut() {
-            p(l, bp.hidden, &ba.act, &a.dh1);
+            p(l, m.hidden, &ba.act, &a.dh1);
         }
-        match bp.gate {
+        match m.gate {
             Some(gate) => {
                 be.swiglu_backward(&mut a.dh3, &mut a.dh2, &ba.gate_pre, &ba.fc_pre, &a.dh1, nh);
                 lin_backward(
-                    be, w, g, bp.fc, &mut a.dln, false, &mut a.dlr, &a.dh2, &ba.ln2, &ba.fc_lr, n,
+                    be, w, g, m.fc, &mut a.dln, false, &mut a.dlr, &a.dh2, &ba.ln2, &ba.fc_lr, n,
                 );
                 lin_backward(
                     be,
@@ -504,20 +506,20 @@ pub(super) fn block_backward<B: Backend>(
             None => {
                 // fc's bias went in with the activation (see forward), and its gradient
                 // comes out of the activation's backward pass.
-                let fc_bias = bp.fc.bias();
+                let fc_bias = m.fc.bias();
                 match fc_bias {
                     Some(bi) => be.bias_act_backward(
-                        act_of(bp.act),
+                        act_of(m.act),
                         &mut a.dh1,
                         &mut g[bi],
                         &ba.fc_pre,
                         &ba.act,
                         &w[bi],
-                        (n, bp.hidden),
+                        (n, m.hidden),
                     ),
-                    None => be.act_backward(act_of(bp.act), &mut a.dh1, &ba.fc_pre, &ba.act, nh),
+                    None => be.act_backward(act_of(m.act), &mut a.dh1, &ba.fc_pre, &ba.act, nh),
                 }
-                let fc = bp.fc.without_bias(fc_bias.is_some());
+                let fc = m.fc.without_bias(fc_bias.is_some());
                 lin_backward(
                     be, w, g, fc, &mut a.dln, false, &mut a.dlr, &a.dh1, &ba.ln2, &ba.fc_lr, n,
                 );
@@ -527,7 +529,7 @@ pub(super) fn block_backward<B: Backend>(
             be,
             w,
             g,
-            bp.ln2,
+            m.ln,
             &mut a.dx,
             &a.dln,
             h_in,

@@ -61,7 +61,8 @@ impl<B: Backend> Model<B> {
     }
 
     /// Block `l`'s FFN pre-activation after the last forward, (B·T, hidden): the input of the
-    /// nonlinearity (for swiglu, the gate's input, whose sign sets the gate open or shut).
+    /// nonlinearity (for swiglu, the gate's input, whose sign sets the gate open or shut);
+    /// empty for a layer without an FFN.
     pub fn ffn_preactivation(&self, l: usize) -> Vec<f64> {
         let a = self.acts.as_ref().expect("forward first");
         self.ffn_pre_of(l, &a.blocks[l], a.b * a.t)
@@ -71,16 +72,18 @@ impl<B: Backend> Model<B> {
     /// fc's bias added where the activation's pass adds it (no gate): what `forward` and
     /// `infer` both hand out.
     pub(super) fn ffn_pre_of(&self, l: usize, ba: &BlockActs<B::Buf>, n: usize) -> Vec<f64> {
-        let bp = &self.blocks[l];
-        let h = bp.hidden;
-        let buf = if bp.gate.is_some() {
+        let Some(m) = &self.blocks[l].mlp else {
+            return Vec::new();
+        };
+        let h = m.hidden;
+        let buf = if m.gate.is_some() {
             &ba.gate_pre
         } else {
             &ba.fc_pre
         };
         let mut d = self.be.with_host(buf, n * h, |x| x.to_f64());
         // Without a gate, fc's bias is added in the activation's pass, not stored in fc_pre.
-        if let Some(bi) = bp.fc.bias().filter(|_| bp.gate.is_none()) {
+        if let Some(bi) = m.fc.bias().filter(|_| m.gate.is_none()) {
             let bias = self.be.download(&self.weights[bi]);
             for row in d.chunks_exact_mut(h) {
                 for (x, b) in row.iter_mut().zip(&bias) {

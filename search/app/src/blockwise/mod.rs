@@ -82,13 +82,13 @@ impl SubBlock {
     pub fn describe(self, layer: &Layer) -> String {
         match self {
             SubBlock::Attention => layer.attention.to_string(),
-            SubBlock::Ffn => {
-                let f = &layer.ffn;
-                match f.rank {
+            SubBlock::Ffn => match &layer.ffn {
+                None => "no ffn".to_string(),
+                Some(f) => match f.rank {
                     Some(r) => format!("ffn {} {} r{r}", f.hidden, f.activation.name()),
                     None => format!("ffn {} {}", f.hidden, f.activation.name()),
-                }
-            }
+                },
+            },
         }
     }
 }

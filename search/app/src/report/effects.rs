@@ -213,25 +213,30 @@ fn values(a: &Architecture) -> Vec<Value> {
         numeric(
             &layers
                 .iter()
-                .map(|l| l.ffn.hidden as f64 / d)
+                .map(|l| l.ffn_hidden() as f64 / d)
                 .collect::<Vec<_>>(),
         ),
         categorical(
             &layers
                 .iter()
-                .map(|l| match l.ffn.rank {
-                    None => "full".to_string(),
-                    Some(r) => format!(
-                        "{:.2}",
-                        r as f64 / (l.ffn.hidden.min(a.d_model)).max(1) as f64
-                    ),
+                .map(|l| match (&l.ffn, l.ffn_rank()) {
+                    (None, _) => "no FFN".to_string(),
+                    (Some(_), None) => "full".to_string(),
+                    (Some(f), Some(r)) => {
+                        format!("{:.2}", r as f64 / (f.hidden.min(a.d_model)).max(1) as f64)
+                    }
                 })
                 .collect::<Vec<_>>(),
         ),
         categorical(
             &layers
                 .iter()
-                .map(|l| l.ffn.activation.name().to_string())
+                .map(|l| {
+                    l.ffn
+                        .as_ref()
+                        .map_or("no FFN", |f| f.activation.name())
+                        .to_string()
+                })
                 .collect::<Vec<_>>(),
         ),
         categorical(

@@ -60,8 +60,10 @@ impl Kind {
 fn scale_layer(layer: &Layer, s: f64, d: u32) -> Option<Layer> {
     let scale = |n: u32| ((f64::from(n) * s).round() as u32).clamp(1, n.max(1));
     let mut out = layer.clone();
-    out.ffn.hidden = scale(layer.ffn.hidden);
-    out.ffn.rank = layer.ffn.rank.map(scale);
+    if let Some(f) = out.ffn.as_mut() {
+        f.hidden = scale(f.hidden);
+        f.rank = f.rank.map(scale);
+    }
     let heads = layer.attention.heads();
     if heads == 0 {
         return Some(out);
@@ -208,7 +210,7 @@ mod tests {
             assert!(w.d_model < 128);
             assert!((params(&w) / target - 1.0).abs() <= TOLERANCE, "{target}");
             let s = f64::from(w.d_model) / 128.0;
-            assert!((f64::from(w.layers[0].ffn.hidden) - 512.0 * s).abs() <= 0.5);
+            assert!((f64::from(w.layers[0].ffn_hidden()) - 512.0 * s).abs() <= 0.5);
             assert_eq!(w.d_model % w.layers[0].attention.heads(), 0);
             // Uniform: depth falls with the width, by the same factor.
             let u = hand_designed(&t, Kind::Uniform, target).unwrap();

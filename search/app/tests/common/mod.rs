@@ -329,7 +329,7 @@ d_model = [32]
 heads = [1, 2]
 attention = ["full", "grouped", "linear", "none"]
 kv_heads = [1]
-ffn_ratio = [1, 2]
+ffn_ratio = [0, 1, 2]
 activation = ["gelu", "relu"]
 per_layer = true"#;
 

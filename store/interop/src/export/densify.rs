@@ -19,7 +19,7 @@ pub fn densify(
     dense.share_layers = 1;
     let mut notes = Vec::new();
     for (i, l) in dense.layers.iter_mut().enumerate() {
-        if l.ffn.rank.take().is_some() && l.sparsity != Sparsity::Dense {
+        if l.ffn.as_mut().and_then(|f| f.rank.take()).is_some() && l.sparsity != Sparsity::Dense {
             notes.push(format!(
                 "layer {i}: the product of its {} sparse low-rank factors is dense; its attention matrices keep their zeros, without masks",
                 l.sparsity
@@ -84,7 +84,7 @@ pub fn densify(
     let count = |ts: &[Tensor]| ts.iter().map(|t| t.data.len()).sum::<usize>();
     let (before, after) = (count(tensors), count(&out));
     let mut what = Vec::new();
-    if arch.layers.iter().any(|l| l.ffn.rank.is_some()) {
+    if arch.layers.iter().any(|l| l.ffn_rank().is_some()) {
         what.push("low-rank FFNs multiplied out");
     }
     if arch.share_layers > 1 {

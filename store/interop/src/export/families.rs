@@ -76,10 +76,7 @@ pub fn hf_family(arch: &Architecture) -> Result<HfFamily, ExportError> {
 pub fn hf_family_for(arch: &Architecture, teacher: Option<&str>) -> Result<HfFamily, ExportError> {
     let no = |what: String| Err(ExportError::Unsupported(what));
     // Rope, RMSNorm and swiglu exist only in GPT-NeoX (rope alone) and Llama (all three).
-    let swiglu = arch
-        .layers
-        .iter()
-        .any(|l| l.ffn.activation == Activation::Swiglu);
+    let swiglu = arch.layers.iter().any(|l| l.swiglu());
     let rmsnorm = arch.norm == Norm::Rmsnorm;
     if arch.position.is_rope() && !rmsnorm && !swiglu {
         return neox_family(arch).map_err(ExportError::Unsupported);
@@ -99,7 +96,7 @@ pub fn hf_family_for(arch: &Architecture, teacher: Option<&str>) -> Result<HfFam
             }
             _ => {}
         }
-        if l.ffn.activation == Activation::Swiglu {
+        if l.swiglu() {
             return no(format!("layer {i}'s swiglu FFN"));
         }
     }
@@ -229,11 +226,15 @@ pub(super) fn llama_family(arch: &Architecture, teacher: Option<&str>) -> Result
                 ))
             }
         }
-        if l.ffn.activation != Activation::Swiglu {
-            return Err(format!(
-                "layer {i}'s {} FFN with rope and rmsnorm ({needs})",
-                l.ffn.activation.name()
-            ));
+        match &l.ffn {
+            None => return Err(no_ffn(i)),
+            Some(f) if f.activation != Activation::Swiglu => {
+                return Err(format!(
+                    "layer {i}'s {} FFN with rope and rmsnorm ({needs})",
+                    f.activation.name()
+                ));
+            }
+            Some(_) => {}
         }
     }
     uniform_dense(arch)?;
@@ -279,6 +280,11 @@ pub(super) fn llama_family(arch: &Architecture, teacher: Option<&str>) -> Result
     }
 }
 
+/// Why a layer without an FFN has no native family.
+fn no_ffn(i: usize) -> String {
+    format!("layer {i} without an FFN (every transformers family has one in each layer)")
+}
+
 /// What every native family needs beyond its own block: no cross-layer sharing, and in every
 /// layer a full-rank FFN of layer 0's width and activation, and layer 0's number of heads.
 pub(super) fn uniform_dense(arch: &Architecture) -> Result<(), String> {
@@ -289,21 +295,23 @@ pub(super) fn uniform_dense(arch: &Architecture) -> Result<(), String> {
         ));
     }
     let first = &arch.layers[0];
+    let first_ffn = first.ffn.as_ref().ok_or_else(|| no_ffn(0))?;
     for (i, l) in arch.layers.iter().enumerate() {
-        if let Some(r) = l.ffn.rank {
+        let ffn = l.ffn.as_ref().ok_or_else(|| no_ffn(i))?;
+        if let Some(r) = ffn.rank {
             return Err(format!("layer {i}'s low-rank FFN (rank {r})"));
         }
-        if l.ffn.hidden != first.ffn.hidden {
+        if ffn.hidden != first_ffn.hidden {
             return Err(format!(
                 "per-layer FFN widths (layer 0 has {}, layer {i} {})",
-                first.ffn.hidden, l.ffn.hidden
+                first_ffn.hidden, ffn.hidden
             ));
         }
-        if l.ffn.activation != first.ffn.activation {
+        if ffn.activation != first_ffn.activation {
             return Err(format!(
                 "per-layer activations (layer 0 {}, layer {i} {})",
-                first.ffn.activation.name(),
-                l.ffn.activation.name()
+                first_ffn.activation.name(),
+                ffn.activation.name()
             ));
         }
         if l.attention.heads() != first.attention.heads() {
@@ -367,7 +375,7 @@ pub(super) fn hf_tensors(f: &HfFamily, e: &Export) -> Result<Vec<Named>, ExportE
         let proj = g("attn.c_proj.weight")?;
         let (fc, fc_b) = (g("mlp.c_fc.weight")?, g("mlp.c_fc.bias")?);
         let (mp, mp_b) = (g("mlp.c_proj.weight")?, g("mlp.c_proj.bias")?);
-        let h = layer.ffn.hidden as usize;
+        let h = layer.ffn_hidden() as usize;
         let width = qkv.shape[0];
         match f {
             HfFamily::Gpt2 | HfFamily::GptBigCode => {
@@ -579,9 +587,11 @@ pub(super) fn hf_config(f: &HfFamily, e: &Export) -> Value {
     let a = e.arch;
     let l0 = &a.layers[0];
     // transformers' names: "gelu" is the exact one, "gelu_new" GPT-2's tanh approximation.
-    let act = match l0.ffn.activation {
-        Activation::GeluTanh => "gelu_new",
-        other => other.name(),
+    // Every layer has an FFN here (`uniform_dense` refused the rest).
+    let act = match l0.ffn.as_ref().map(|f| f.activation) {
+        Some(Activation::GeluTanh) => "gelu_new",
+        Some(other) => other.name(),
+        None => "none",
     };
     let heads = l0.attention.heads();
     let gpt2_keys = |model_type: &str, class: &str| {
@@ -593,7 +603,7 @@ pub(super) fn hf_config(f: &HfFamily, e: &Export) -> Value {
             "n_embd": a.d_model,
             "n_layer": a.depth(),
             "n_head": heads,
-            "n_inner": l0.ffn.hidden,
+            "n_inner": l0.ffn_hidden(),
             "activation_function": act,
             "layer_norm_epsilon": a.norm_eps.0,
             "resid_pdrop": 0.0,
@@ -635,7 +645,7 @@ pub(super) fn hf_config(f: &HfFamily, e: &Export) -> Value {
             "vocab_size": a.vocab_size,
             "max_position_embeddings": a.context,
             "hidden_size": a.d_model,
-            "intermediate_size": l0.ffn.hidden,
+            "intermediate_size": l0.ffn_hidden(),
             "num_hidden_layers": a.depth(),
             "num_attention_heads": heads,
             "rope_parameters": rope_parameters,
@@ -681,7 +691,7 @@ pub(super) fn hf_config(f: &HfFamily, e: &Export) -> Value {
                 "num_heads": heads,
                 "attention_types": types,
                 "window_size": window,
-                "intermediate_size": l0.ffn.hidden,
+                "intermediate_size": l0.ffn_hidden(),
                 "activation_function": act,
                 "layer_norm_epsilon": a.norm_eps.0,
                 "embed_dropout": 0.0,

@@ -10,7 +10,7 @@ G key/value heads):
 
     x = wte[idx] + wpe[positions]               (no wpe with position "rope")
     for each layer:  x = x + attn(ln_1(x))      (skipped for attention "none")
-                     x = x + mlp(ln_2(x))
+                     x = x + mlp(ln_2(x))       (skipped for "ffn": null)
     logits = ln_f(x) @ head.T                   (head = wte.weight when tie_embeddings)
 
 Attention is full (causal softmax), grouped (query head h reads key/value head h // (H/G)),
@@ -40,6 +40,7 @@ Parameter names (matrices are (out, in), like torch.nn.Linear):
     h.{i}.attn.c_proj.bias (layers with "attention_bias"),
     h.{i}.attn.q_norm.weight, h.{i}.attn.k_norm.weight (hd; layers with "qk_norm"),
     h.{i}.mlp.c_fc.weight/.bias, h.{i}.mlp.c_gate.weight (swiglu), h.{i}.mlp.c_proj.weight/.bias
+    (a layer whose "ffn" is null has neither ln_2 nor mlp)
 
 A low-rank FFN matrix `X.weight` (out, in) is stored as `X.weight_a` (r, in) and `X.weight_b`
 (out, r), so X(x) = x @ weight_a.T @ weight_b.T + bias. With `share_layers` = S, layer i uses
@@ -355,13 +356,18 @@ class Block(nn.Module):
             self.attn = Attention(spec, d_model, masked, proj_std, rope, eps)
         else:
             self.attn = None
-        self.ln_2 = make_norm(norm, d_model, eps)
-        self.mlp = MLP(spec["ffn"], d_model, masked, proj_std)
+        if spec.get("ffn") is not None:
+            self.ln_2 = make_norm(norm, d_model, eps)
+            self.mlp = MLP(spec["ffn"], d_model, masked, proj_std)
+        else:
+            self.mlp = None
 
     def forward(self, x):
         if self.attn is not None:
             x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
+        if self.mlp is not None:
+            x = x + self.mlp(self.ln_2(x))
+        return x
 
 
 class GenasLM(nn.Module):

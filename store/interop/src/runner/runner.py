@@ -507,7 +507,7 @@ def importance(teacher, x, opts):
         hd = spec.get("head_dim") or C // max(H, 1)
         head_norm.append(torch.zeros(H, **f64))
         value_abs.append(torch.zeros(H * hd, **f64))
-        neuron.append(torch.zeros(spec["ffn"]["hidden"], **f64))
+        neuron.append(torch.zeros(spec["ffn"]["hidden"] if spec.get("ffn") else 0, **f64))
     at = [0]  # the layer being run (a shared block runs for several)
 
     def on_attention(module, args):
@@ -527,8 +527,9 @@ def importance(teacher, x, opts):
         block = teacher.h[str(o)]
         if block.attn is not None:
             hooks.append(block.attn.c_proj.register_forward_pre_hook(on_attention))
-        pre = block.mlp.c_gate if block.mlp.act == "swiglu" else block.mlp.c_fc
-        hooks.append(pre.register_forward_hook(on_ffn))
+        if block.mlp is not None:
+            pre = block.mlp.c_gate if block.mlp.act == "swiglu" else block.mlp.c_fc
+            hooks.append(pre.register_forward_hook(on_ffn))
     B, T = x.shape
     widest = max([C] + [v.shape[0] for v in value_abs] + [n.shape[0] for n in neuron])
     step = max(1, IMPORTANCE_VALUES // max(T * widest, 1))
@@ -629,6 +630,8 @@ class Probed:
 
         for o in sorted(set(model.owners)):
             mlp = model.h[str(o)].mlp
+            if mlp is None:
+                continue
             if keep_acts:
                 hooks.append(mlp.c_proj.register_forward_pre_hook(on_act))
             if keep_pres:
@@ -1010,7 +1013,7 @@ def block_job(job, model, decay, device, opts, steps):
                     y = x + block.attn(block.ln_1(x)) if block.attn is not None else x
                     target, base = mid, x
                 else:  # the FFN half alone, from the attention half's cached output
-                    y = mid + block.mlp(block.ln_2(mid))
+                    y = mid + block.mlp(block.ln_2(mid)) if block.mlp is not None else mid
                     target, base = out, mid
                 branch = ((target - base).double() ** 2).sum()
                 scale = torch.where(branch > 0, 1.0 / branch, torch.ones_like(branch))
