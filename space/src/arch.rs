@@ -893,6 +893,15 @@ fn validate_layer(layer: &Layer, d: u32, context: u32) -> Result<(), String> {
             ));
         }
     }
+    if layer.attention == Attention::None
+        && layer.ffn.is_none()
+        && layer.sparsity != Sparsity::Dense
+    {
+        return Err(format!(
+            "sparsity {} on a layer with neither attention nor an FFN (it has no matrices)",
+            layer.sparsity
+        ));
+    }
     if let Sparsity::Unstructured(Fraction(f)) = layer.sparsity {
         if !(f > 0.0 && f < 1.0) {
             return Err(format!("unstructured sparsity {f} is outside (0, 1)"));
@@ -1035,6 +1044,20 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("ffn hidden (126) divisible by 4"));
+        // Without an FFN: its hidden width is not checked for 2:4, and a layer with neither
+        // half may not claim a sparsity.
+        let mut a = example();
+        a.layers[0].ffn = None;
+        a.validate().unwrap();
+        a.layers[0].attention = Attention::None;
+        a.layers[0].sparsity = Sparsity::TwoFour;
+        assert!(a
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("neither attention nor an FFN"));
+        a.layers[0].sparsity = Sparsity::Dense;
+        a.validate().unwrap();
         assert!(matches!(
             Architecture::from_json("{\"vocab_size\": 3}"),
             Err(ArchError::Json(_))
