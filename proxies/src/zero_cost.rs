@@ -107,7 +107,7 @@ pub fn descriptors(arch: &Architecture) -> [f64; 15] {
         arch.d_model as f64,
         hidden,
         count(&|l| l.attention != Attention::None),
-        count(&|l| l.sparsity == genas_space::Sparsity::Dense) / n,
+        count(&|l| !l.is_sparse()) / n,
         count(&|l| matches!(l.attention, Attention::Full { .. })),
         count(&|l| matches!(l.attention, Attention::Grouped { .. })),
         count(&|l| matches!(l.attention, Attention::Sliding { .. })),

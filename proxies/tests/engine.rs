@@ -66,6 +66,7 @@ fn mixed(vocab: u32, context: u32) -> Architecture {
                 Some(8),
                 Sparsity::TwoFour,
             ),
+            // 2:4 attention over an FFN of its own sparsity.
             Layer::new(
                 Attention::Sliding {
                     heads: 2,
@@ -75,8 +76,9 @@ fn mixed(vocab: u32, context: u32) -> Architecture {
                 48,
                 Activation::Relu,
                 None,
-                Sparsity::Unstructured(Fraction(0.5)),
-            ),
+                Sparsity::Dense,
+            )
+            .with_sparsities(Sparsity::TwoFour, Sparsity::Unstructured(Fraction(0.5))),
             Layer::new(
                 Attention::Linear { heads: 2 },
                 64,
@@ -203,6 +205,7 @@ fn qwen_mistral_like(vocab: u32, t: u32) -> Architecture {
                 hidden: 48,
                 activation: Activation::Swiglu,
                 rank: Some(8),
+                sparsity: None,
             }),
             ..l(Attention::Full { heads: 2 })
         },

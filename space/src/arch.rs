@@ -354,6 +354,11 @@ pub struct Ffn {
     /// Low-rank factorisation: every FFN matrix W (in × out) becomes A (in × r) · B (r × out).
     /// `None` = full rank.
     pub rank: Option<u32>,
+    /// The FFN matrices' sparsity where it is not the layer's (a blockwise variant of one
+    /// half under the other half's sparsity); absent: the layer's. Left out of the canonical
+    /// JSON when absent, so ids stay as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparsity: Option<Sparsity>,
 }
 
 /// Which weights of a block's linear layers (attention projections and FFN matrices, low-rank
@@ -472,6 +477,7 @@ impl Layer {
                 hidden,
                 activation,
                 rank,
+                sparsity: None,
             }),
             sparsity,
             attention_bias: false,
@@ -479,6 +485,42 @@ impl Layer {
             qk_norm: false,
             head_dim: None,
         }
+    }
+
+    /// The sparsity of the attention's matrices: the layer's.
+    pub fn attention_sparsity(&self) -> Sparsity {
+        self.sparsity
+    }
+
+    /// The sparsity of the FFN's matrices: the FFN's own where it names one, else the layer's.
+    pub fn ffn_sparsity(&self) -> Sparsity {
+        self.ffn
+            .as_ref()
+            .and_then(|f| f.sparsity)
+            .unwrap_or(self.sparsity)
+    }
+
+    /// Whether any of its matrices is masked.
+    pub fn is_sparse(&self) -> bool {
+        (self.attention != Attention::None && self.sparsity != Sparsity::Dense)
+            || (self.ffn.is_some() && self.ffn_sparsity() != Sparsity::Dense)
+    }
+
+    /// This layer with sparsity `attention` on its attention's matrices and `ffn` on its FFN's,
+    /// written the one way validation accepts: the layer's sparsity is the attention's (the
+    /// FFN's without attention, dense with neither half), and the FFN names its own only where
+    /// it differs.
+    pub fn with_sparsities(mut self, attention: Sparsity, ffn: Sparsity) -> Layer {
+        self.sparsity = match (&self.attention, &self.ffn) {
+            (Attention::None, Some(_)) => ffn,
+            (Attention::None, None) => Sparsity::Dense,
+            _ => attention,
+        };
+        let layer = self.sparsity;
+        if let Some(f) = self.ffn.as_mut() {
+            f.sparsity = (ffn != layer).then_some(ffn);
+        }
+        self
     }
 
     /// The FFN's hidden width; 0 without an FFN.
@@ -758,8 +800,12 @@ impl Architecture {
                 ),
                 None => "no-ffn".to_string(),
             };
+            let ffn_sparsity = match l.ffn.as_ref().and_then(|f| f.sparsity) {
+                Some(s) => format!(" ffn:{s}"),
+                None => String::new(),
+            };
             let s = format!(
-                "{}{}{}{}{} {ffn} {}",
+                "{}{}{}{}{} {ffn} {}{ffn_sparsity}",
                 l.attention,
                 l.head_dim.map(|hd| format!(" hd{hd}")).unwrap_or_default(),
                 if l.attention_bias { "+bias" } else { "" },
@@ -902,27 +948,42 @@ fn validate_layer(layer: &Layer, d: u32, context: u32) -> Result<(), String> {
             layer.sparsity
         ));
     }
-    if let Sparsity::Unstructured(Fraction(f)) = layer.sparsity {
-        if !(f > 0.0 && f < 1.0) {
-            return Err(format!("unstructured sparsity {f} is outside (0, 1)"));
+    if let Some(s) = layer.ffn.as_ref().and_then(|f| f.sparsity) {
+        if layer.attention == Attention::None {
+            return Err(format!(
+                "the FFN's own sparsity {s} on a layer without attention: give it as the layer's"
+            ));
+        }
+        if s == layer.sparsity {
+            return Err(format!(
+                "the FFN's own sparsity {s} is the layer's: leave it out (one architecture, one id)"
+            ));
         }
     }
-    if layer.sparsity == Sparsity::TwoFour {
-        // Groups of 4 run along every sparsified matrix's input dimension.
-        let mut inputs = vec![("d_model", d)];
-        if layer.ffn.is_some() {
-            inputs.push(("ffn hidden", h));
+    for s in [layer.sparsity, layer.ffn_sparsity()] {
+        if let Sparsity::Unstructured(Fraction(f)) = s {
+            if !(f > 0.0 && f < 1.0) {
+                return Err(format!("unstructured sparsity {f} is outside (0, 1)"));
+            }
         }
+    }
+    // Groups of 4 run along every sparsified matrix's input dimension.
+    let mut inputs = Vec::new();
+    if layer.attention != Attention::None && layer.sparsity == Sparsity::TwoFour {
+        inputs.push(("d_model", d));
         if let Some(hd) = layer.head_dim {
             inputs.push(("heads · head_dim", heads * hd));
         }
+    }
+    if layer.ffn.is_some() && layer.ffn_sparsity() == Sparsity::TwoFour {
+        inputs.extend([("d_model", d), ("ffn hidden", h)]);
         if let Some(r) = layer.ffn_rank() {
             inputs.push(("ffn rank", r));
         }
-        for (name, n) in inputs {
-            if n % 4 != 0 {
-                return Err(format!("2:4 sparsity needs {name} ({n}) divisible by 4"));
-            }
+    }
+    for (name, n) in inputs {
+        if n % 4 != 0 {
+            return Err(format!("2:4 sparsity needs {name} ({n}) divisible by 4"));
         }
     }
     Ok(())
@@ -942,6 +1003,7 @@ mod tests {
                 hidden: 128,
                 activation: Activation::Gelu,
                 rank: None,
+                sparsity: None,
             }),
             sparsity: Sparsity::Dense,
             attention_bias: false,
@@ -1058,10 +1120,99 @@ mod tests {
             .contains("neither attention nor an FFN"));
         a.layers[0].sparsity = Sparsity::Dense;
         a.validate().unwrap();
+        // An FFN's own sparsity: accepted where it differs from its layer's, under attention.
+        let half = Sparsity::Unstructured(Fraction(0.5));
+        let mut a = example();
+        a.layers[0].ffn.as_mut().unwrap().sparsity = Some(half);
+        a.validate().unwrap();
+        assert_eq!(
+            (a.layers[0].attention_sparsity(), a.layers[0].ffn_sparsity()),
+            (Sparsity::Dense, half)
+        );
+        a.layers[0].sparsity = half;
+        assert!(a
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("leave it out"));
+        a.layers[0].sparsity = Sparsity::Dense;
+        a.layers[0].attention = Attention::None;
+        assert!(a
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("give it as the layer's"));
+        // 2:4 on the FFN alone checks the FFN's widths, not the attention's.
+        let mut a = example();
+        a.layers[0].ffn.as_mut().unwrap().hidden = 126;
+        a.layers[0] = a.layers[0]
+            .clone()
+            .with_sparsities(Sparsity::TwoFour, Sparsity::Dense);
+        a.validate().unwrap();
+        a.layers[0] = a.layers[0]
+            .clone()
+            .with_sparsities(Sparsity::Dense, Sparsity::TwoFour);
+        assert!(a
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("ffn hidden (126) divisible by 4"));
         assert!(matches!(
             Architecture::from_json("{\"vocab_size\": 3}"),
             Err(ArchError::Json(_))
         ));
+    }
+
+    #[test]
+    fn sparsities_per_half_are_written_one_way() {
+        let half = Sparsity::Unstructured(Fraction(0.5));
+        let l = example().layers[0].clone();
+        // The same sparsity on both halves is the layer's, with nothing on the FFN: the JSON
+        // and id of a layer written before FFNs could name their own.
+        let same = l.clone().with_sparsities(half, half);
+        assert_eq!(
+            (same.sparsity, same.ffn.as_ref().unwrap().sparsity),
+            (half, None)
+        );
+        let before = serde_json::to_string(&l).unwrap();
+        assert!(!before.contains("\"sparsity\":null"), "{before}");
+        assert_eq!(
+            serde_json::to_string(&l.clone().with_sparsities(Sparsity::Dense, Sparsity::Dense))
+                .unwrap(),
+            before
+        );
+        // Different ones: the FFN names its own.
+        let ffn = l.clone().with_sparsities(Sparsity::Dense, half);
+        assert_eq!(ffn.ffn.as_ref().unwrap().sparsity, Some(half));
+        assert!(ffn.is_sparse());
+        // Without attention, the FFN's is the layer's; with neither half, dense.
+        let mut none = l.clone();
+        none.attention = Attention::None;
+        let none = none.with_sparsities(Sparsity::TwoFour, half);
+        assert_eq!(
+            (none.sparsity, none.ffn.as_ref().unwrap().sparsity),
+            (half, None)
+        );
+        let mut identity = none.clone();
+        identity.ffn = None;
+        let identity = identity.with_sparsities(half, half);
+        assert_eq!(identity.sparsity, Sparsity::Dense);
+        assert!(!identity.is_sparse());
+        // Each comes out valid.
+        for layer in [same, ffn, none, identity] {
+            let mut a = example();
+            a.layers[0] = layer;
+            a.validate().unwrap();
+        }
+        // The summary says an FFN's own.
+        let mut a = example();
+        a.layers[1] = a.layers[1].clone().with_sparsities(Sparsity::Dense, half);
+        assert!(
+            a.summary()
+                .contains("ffn128 gelu dense ffn:unstructured:0.5"),
+            "{}",
+            a.summary()
+        );
     }
 
     #[test]

@@ -43,7 +43,7 @@
 //! and post-activation 2h (swiglu: gate, up, product 3h), r per low-rank factor pair, residual
 //! d; final norm d + n, logits and probabilities 2V.
 
-use crate::arch::{Activation, Architecture, Attention, Layer, Norm, Position};
+use crate::arch::{Activation, Architecture, Attention, Layer, Norm, Position, Sparsity};
 use serde::{Deserialize, Serialize};
 
 pub const BYTES_PER_FLOAT: u64 = 4;
@@ -100,14 +100,17 @@ pub fn attention_widths(d: u32, layer: &Layer) -> (u64, u64, u64) {
     }
 }
 
-/// The (in, out) shapes of a block's sparsifiable matrices: attention projections then FFN.
-pub fn block_matrices(d: u32, layer: &Layer) -> Vec<(u64, u64)> {
+/// The (in, out) shapes of a block's sparsifiable matrices, each with its sparsity: attention
+/// projections then FFN.
+pub fn block_matrices(d: u32, layer: &Layer) -> Vec<(u64, u64, Sparsity)> {
     let (_, dq, kvd) = attention_widths(d, layer);
     let d = d as u64;
     let mut m = Vec::new();
     if layer.attention != Attention::None {
-        m.extend([(d, dq), (d, kvd), (d, kvd), (dq, d)]);
+        let s = layer.attention_sparsity();
+        m.extend([(d, dq, s), (d, kvd, s), (d, kvd, s), (dq, d, s)]);
     }
+    let s = layer.ffn_sparsity();
     let Some(ffn) = &layer.ffn else {
         return m;
     };
@@ -118,8 +121,8 @@ pub fn block_matrices(d: u32, layer: &Layer) -> Vec<(u64, u64)> {
     };
     for (i, o) in full {
         match ffn.rank {
-            Some(r) => m.extend([(i, r as u64), (r as u64, o)]),
-            None => m.push((i, o)),
+            Some(r) => m.extend([(i, r as u64, s), (r as u64, o, s)]),
+            None => m.push((i, o, s)),
         }
     }
     m
@@ -146,11 +149,8 @@ pub fn layer_cost(
     let h = layer.ffn_hidden() as u64;
     let has_ffn = layer.ffn.is_some();
     let matrices = block_matrices(d_model, layer);
-    let weights: u64 = matrices.iter().map(|(i, o)| i * o).sum();
-    let nonzero_weights: u64 = matrices
-        .iter()
-        .map(|(i, o)| layer.sparsity.kept(i * o))
-        .sum();
+    let weights: u64 = matrices.iter().map(|(i, o, _)| i * o).sum();
+    let nonzero_weights: u64 = matrices.iter().map(|(i, o, s)| s.kept(i * o)).sum();
     let swiglu = layer.swiglu();
     let ffn_bias = if swiglu || !has_ffn { 0 } else { h + d };
     let has_attn = layer.attention != Attention::None;
@@ -296,6 +296,7 @@ mod tests {
                 hidden,
                 activation: Activation::Gelu,
                 rank: None,
+                sparsity: None,
             }),
             sparsity: Sparsity::Dense,
             attention_bias: false,
@@ -476,6 +477,7 @@ mod tests {
             hidden: 16,
             activation: Activation::Swiglu,
             rank: Some(4),
+            sparsity: None,
         });
         l.sparsity = Sparsity::Unstructured(Fraction(0.5));
         let c = Cost::of(&arch(vec![l.clone()]));
@@ -493,7 +495,31 @@ mod tests {
             (48.0 + 12.0 - 32.0) * 4.0
         );
         l.sparsity = Sparsity::TwoFour;
-        assert_eq!(Cost::of(&arch(vec![l])).nonzero_params, c.nonzero_params);
+        assert_eq!(
+            Cost::of(&arch(vec![l.clone()])).nonzero_params,
+            c.nonzero_params
+        );
+        // Each half at its own sparsity: a dense attention over the half-sparse FFN keeps
+        // every attention weight and half the FFN's (288 / 2); the other way round, the
+        // reverse. Parameters stay as they are.
+        let halves =
+            |attention, ffn| Cost::of(&arch(vec![l.clone().with_sparsities(attention, ffn)]));
+        let half = Sparsity::Unstructured(Fraction(0.5));
+        let ffn_sparse = halves(Sparsity::Dense, half);
+        assert_eq!(ffn_sparse.params, c.params);
+        assert_eq!(ffn_sparse.nonzero_params, c.params - 144);
+        assert_eq!(halves(half, Sparsity::Dense).nonzero_params, c.params - 128);
+    }
+
+    #[test]
+    fn without_an_ffn_a_layer_counts_neither_its_ffn_nor_its_norm() {
+        let mut l = layer(Attention::Full { heads: 2 }, 16);
+        let with = Cost::of(&arch(vec![l.clone()]));
+        l.ffn = None;
+        let without = Cost::of(&arch(vec![l]));
+        // ffn 16 at d_model 8: c_fc 8·16 + 16 and c_proj 16·8 + 8 (280), ln_2 16.
+        assert_eq!(with.params - without.params, 280 + 16);
+        assert_eq!(with.flops_per_token - without.flops_per_token, 2.0 * 256.0);
     }
 
     #[test]

@@ -689,6 +689,7 @@ impl SearchSpace {
                     .get(g.activation)
                     .ok_or("activation gene out of range")?,
                 rank,
+                sparsity: None,
             })
         };
         let layer = Layer {

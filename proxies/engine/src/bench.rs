@@ -152,6 +152,7 @@ pub fn bench_architecture(c: &BenchConfig) -> Architecture {
                 Activation::Gelu
             },
             rank: None,
+            sparsity: None,
         }),
         sparsity: Sparsity::Dense,
         attention_bias: false,

@@ -129,11 +129,12 @@ pub fn model_values(arch: &Architecture, grads: bool) -> usize {
         .layers
         .iter()
         .enumerate()
-        .filter(|(i, l)| arch.weight_owner(*i) == *i && l.sparsity != genas_space::Sparsity::Dense)
+        .filter(|(i, _)| arch.weight_owner(*i) == *i)
         .map(|(_, l)| {
             genas_space::cost::block_matrices(arch.d_model, l)
                 .iter()
-                .map(|(i, o)| (i * o) as usize)
+                .filter(|(_, _, s)| *s != genas_space::Sparsity::Dense)
+                .map(|(i, o, _)| (i * o) as usize)
                 .sum::<usize>()
         })
         .sum();
@@ -240,7 +241,7 @@ pub fn largest_block_tensor(arch: &Architecture) -> usize {
         .layers
         .iter()
         .flat_map(|l| genas_space::cost::block_matrices(arch.d_model, l))
-        .map(|(i, o)| (i * o) as usize);
+        .map(|(i, o, _)| (i * o) as usize);
     let qkv = arch.layers.iter().map(|l| {
         let (_, inner, kvd) = widths(arch, l);
         c * (inner + 2 * kvd)

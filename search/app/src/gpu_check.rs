@@ -74,8 +74,8 @@ pub fn wide_vocabulary() -> Dataset {
 }
 
 /// Every attention kind in one network over `d`: full, grouped (2 key/value heads), sliding,
-/// linear and none, with 2:4 and unstructured masks, low-rank FFNs, gelu, relu and swiglu, and
-/// a layer without an FFN.
+/// linear and none, with 2:4 and unstructured masks (one on an FFN alone), low-rank FFNs, gelu,
+/// relu and swiglu, and a layer without an FFN.
 pub fn every_kind(d: &Dataset) -> Architecture {
     use Activation::{Gelu, Relu, Swiglu};
     let (dense, l) = (Sparsity::Dense, Layer::new);
@@ -96,6 +96,7 @@ pub fn every_kind(d: &Dataset) -> Architecture {
                 None,
                 Sparsity::TwoFour,
             ),
+            // A dense attention over a sparse FFN of its own.
             l(
                 Attention::Sliding {
                     heads: 2,
@@ -105,8 +106,9 @@ pub fn every_kind(d: &Dataset) -> Architecture {
                 32,
                 Swiglu,
                 Some(4),
-                Sparsity::Unstructured(Fraction(0.5)),
-            ),
+                dense,
+            )
+            .with_sparsities(dense, Sparsity::Unstructured(Fraction(0.5))),
             l(Attention::Linear { heads: 2 }, 16, Gelu, None, dense),
             l(Attention::None, 32, Relu, Some(8), Sparsity::TwoFour),
             // Attention without an FFN (blockwise search's no-op FFN).

@@ -134,11 +134,12 @@ fn parameters(arch: &Architecture) -> (u64, u64) {
         .layers
         .iter()
         .enumerate()
-        .filter(|(i, l)| i % s == 0 && l.sparsity != Sparsity::Dense)
+        .filter(|(i, _)| i % s == 0)
         .map(|(_, l)| {
             genas_space::cost::block_matrices(arch.d_model, l)
                 .iter()
-                .map(|(i, o)| i * o)
+                .filter(|(_, _, s)| *s != Sparsity::Dense)
+                .map(|(i, o, _)| i * o)
                 .sum::<u64>()
         })
         .sum();

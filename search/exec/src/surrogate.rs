@@ -102,11 +102,14 @@ pub fn features(a: &Architecture, depth: usize) -> Vec<f64> {
         let frac = l.ffn_rank().map_or(1.0, |k| {
             f64::from(k) / f64::from(l.ffn_hidden().min(a.d_model).max(1))
         });
-        let sp = match l.sparsity {
+        let share = |s: Sparsity| match s {
             Sparsity::Dense => 0.0,
             Sparsity::TwoFour => 0.5,
             Sparsity::Unstructured(x) => x.0,
         };
+        // The mean over its halves (the layer's where they agree, as they do unless the FFN
+        // names its own).
+        let sp = (share(l.attention_sparsity()) + share(l.ffn_sparsity())) / 2.0;
         heads += f64::from(l.attention.heads());
         ratio += r;
         min_ratio = min_ratio.min(r);

@@ -57,7 +57,7 @@ use families::*;
 pub use families::{hf_family, hf_family_for, HfFamily};
 use vocab::*;
 
-use genas_space::{Architecture, Sparsity};
+use genas_space::Architecture;
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -406,10 +406,13 @@ pub fn export(format: Format, e: &Export, dir: &Path) -> Result<Written, ExportE
             )?;
         }
         for (i, l) in e.arch.layers.iter().enumerate() {
-            if l.sparsity != Sparsity::Dense && custom.is_none() {
+            if l.is_sparse() && custom.is_none() {
+                let what = match l.ffn.as_ref().and_then(|f| f.sparsity) {
+                    Some(f) => format!("{} sparse (its FFN {f})", l.sparsity),
+                    None => format!("{} sparse", l.sparsity),
+                };
                 w.notes.push(format!(
-                    "layer {i} is {} sparse: its zeros are stored, but transformers does not keep them at zero if you train further (the pytorch export and the train.py of --with-training do)",
-                    l.sparsity
+                    "layer {i} is {what}: its zeros are stored, but transformers does not keep them at zero if you train further (the pytorch export and the train.py of --with-training do)"
                 ));
             }
         }
@@ -562,7 +565,7 @@ fn check_json(format: Format, e: &Export) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use genas_space::{Activation, Attention, Layer, Norm, Position};
+    use genas_space::{Activation, Attention, Layer, Norm, Position, Sparsity};
 
     fn layer(attention: Attention, hidden: u32) -> Layer {
         Layer::new(attention, hidden, Activation::Gelu, None, Sparsity::Dense)

@@ -300,7 +300,7 @@ impl<B: Backend> Model<B> {
                     std,
                     &mut rng,
                 );
-                bld.sparsify(fc, layer.sparsity);
+                bld.sparsify(fc, layer.ffn_sparsity());
                 let gate = swiglu.then(|| {
                     bld.linear(
                         &format!("h.{i}.mlp.c_gate"),
@@ -313,7 +313,7 @@ impl<B: Backend> Model<B> {
                     )
                 });
                 if let Some(g) = gate {
-                    bld.sparsify(g, layer.sparsity);
+                    bld.sparsify(g, layer.ffn_sparsity());
                 }
                 let proj = bld.linear(
                     &format!("h.{i}.mlp.c_proj"),
@@ -324,7 +324,7 @@ impl<B: Backend> Model<B> {
                     resid_std,
                     &mut rng,
                 );
-                bld.sparsify(proj, layer.sparsity);
+                bld.sparsify(proj, layer.ffn_sparsity());
                 MlpParams {
                     ln,
                     fc,

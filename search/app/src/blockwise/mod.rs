@@ -32,7 +32,10 @@ use genas_search::controller::{
 };
 use genas_search::init_seed;
 use genas_search::job::{BlockJob, BlockOutput, Executor};
-use genas_space::{satisfies, Architecture, BlockObjective, BlockScore, Cost, Layer, Sparsity};
+use genas_space::{
+    satisfies, Architecture, Attention, BlockObjective, BlockScore, Cost, Layer, Objective,
+    Sparsity,
+};
 use genas_store::Archive;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -62,35 +65,98 @@ impl SubBlock {
         }
     }
 
-    /// `base` with this sub-block taken from `donor`.
+    /// `base` with this sub-block taken from `donor`, its sparsity included (the other
+    /// half keeps its own).
     pub fn apply(self, base: &Layer, donor: &Layer) -> Layer {
         let mut out = base.clone();
-        match self {
+        let (attention, ffn) = match self {
             SubBlock::Attention => {
                 out.attention = donor.attention.clone();
                 out.attention_bias = donor.attention_bias;
                 out.qkv_bias = donor.qkv_bias;
                 out.qk_norm = donor.qk_norm;
                 out.head_dim = donor.head_dim;
+                (donor.attention_sparsity(), base.ffn_sparsity())
             }
-            SubBlock::Ffn => out.ffn = donor.ffn.clone(),
-        }
-        out
+            SubBlock::Ffn => {
+                out.ffn = donor.ffn.clone();
+                (base.attention_sparsity(), donor.ffn_sparsity())
+            }
+        };
+        out.with_sparsities(attention, ffn)
     }
 
-    /// The variant's short name.
+    /// The variant's short name (its sparsity at the end unless dense).
     pub fn describe(self, layer: &Layer) -> String {
-        match self {
-            SubBlock::Attention => layer.attention.to_string(),
+        let (name, sparsity) = match self {
+            SubBlock::Attention => (layer.attention.to_string(), layer.attention_sparsity()),
             SubBlock::Ffn => match &layer.ffn {
-                None => "no ffn".to_string(),
-                Some(f) => match f.rank {
-                    Some(r) => format!("ffn {} {} r{r}", f.hidden, f.activation.name()),
-                    None => format!("ffn {} {}", f.hidden, f.activation.name()),
-                },
+                None => return "no ffn".to_string(),
+                Some(f) => (
+                    match f.rank {
+                        Some(r) => format!("ffn {} {} r{r}", f.hidden, f.activation.name()),
+                        None => format!("ffn {} {}", f.hidden, f.activation.name()),
+                    },
+                    layer.ffn_sparsity(),
+                ),
             },
+        };
+        match (sparsity, self, &layer.attention) {
+            (Sparsity::Dense, ..) | (_, SubBlock::Attention, Attention::None) => name,
+            (s, ..) => format!("{name} {s}"),
         }
     }
+}
+
+/// A cost the exact choice keeps apart (each additive over sub-blocks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Axis {
+    Params,
+    NonzeroParams,
+    Flops,
+}
+
+impl Axis {
+    fn of(self, k: &Cost) -> f64 {
+        match self {
+            Axis::Params => k.params as f64,
+            Axis::NonzeroParams => k.nonzero_params as f64,
+            Axis::Flops => k.flops_per_token,
+        }
+    }
+
+    fn limit(self, c: &genas_space::Constraints) -> f64 {
+        let bound = |x: Option<u64>| x.map_or(f64::INFINITY, |x| x as f64);
+        match self {
+            Axis::Params => bound(c.max_params),
+            Axis::NonzeroParams => bound(c.max_nonzero_params),
+            Axis::Flops => c.max_flops_per_token.unwrap_or(f64::INFINITY),
+        }
+    }
+}
+
+/// The costs the choice keeps apart: the front's size first (the members spread over it):
+/// non-zero parameters where the objectives weigh those and not all parameters (a sparse
+/// variant is smaller only there), else parameters; then the other count and FLOPs per token
+/// where the constraints bound them.
+pub fn cost_axes(objectives: &[Objective], c: &genas_space::Constraints) -> Vec<Axis> {
+    let nonzero =
+        objectives.contains(&Objective::NonzeroParams) && !objectives.contains(&Objective::Params);
+    let mut v = if nonzero {
+        vec![Axis::NonzeroParams]
+    } else {
+        vec![Axis::Params]
+    };
+    if nonzero && c.max_params.is_some() {
+        v.push(Axis::Params);
+    }
+    if !nonzero && c.max_nonzero_params.is_some() {
+        v.push(Axis::NonzeroParams);
+    }
+    if c.max_flops_per_token.is_some() {
+        v.push(Axis::Flops);
+    }
+    v
 }
 
 /// One slot of the choice: a layer's sub-block and the donors of its variants (the
@@ -116,13 +182,6 @@ pub fn slots(l: &LoadedExperiment, base: &Architecture) -> Result<Vec<Slot>> {
     }
     if base.share_layers != 1 {
         bail!("{file}: mode = \"blockwise\" needs a teacher whose layers share no weights");
-    }
-    if space.sparsity.iter().any(|s| *s != Sparsity::Dense)
-        || base.layers.iter().any(|l| l.sparsity != Sparsity::Dense)
-    {
-        bail!(
-            "{file}: mode = \"blockwise\" needs sparsity = [\"dense\"] (a layer's sparsity covers both its sub-blocks, so it is not yet a sub-block variant)"
-        );
     }
     let options = space.layers_at(base.d_model);
     let mut out = Vec::new();
@@ -424,18 +483,10 @@ impl Blockwise<'_> {
         blocks: &BTreeMap<String, BlockRecord>,
     ) -> Result<(Vec<Vec<usize>>, usize)> {
         let c = &self.l.experiment.constraints;
-        // Costs the constraints bound, all additive over sub-blocks: parameters always,
-        // non-zero parameters and FLOPs per token where bounded.
+        let axes = cost_axes(&self.l.experiment.search.objectives, c);
         let costs = |a: &Architecture| -> Vec<f64> {
             let k = Cost::of(a);
-            let mut v = vec![k.params as f64];
-            if c.max_nonzero_params.is_some() {
-                v.push(k.nonzero_params as f64);
-            }
-            if c.max_flops_per_token.is_some() {
-                v.push(k.flops_per_token);
-            }
-            v
+            axes.iter().map(|x| x.of(&k)).collect()
         };
         // Generation latency where the constraints bound it: each variant's sub-block as timed
         // in its own job, the teacher's as timed in the others', and the rest (embedding, head)
@@ -445,16 +496,7 @@ impl Blockwise<'_> {
             None => None,
         };
         let base_cost = costs(base);
-        let mut limits: Vec<f64> = {
-            let mut v = vec![c.max_params.map_or(f64::INFINITY, |x| x as f64)];
-            if let Some(x) = c.max_nonzero_params {
-                v.push(x as f64);
-            }
-            if let Some(x) = c.max_flops_per_token {
-                v.push(x);
-            }
-            v
-        };
+        let mut limits: Vec<f64> = axes.iter().map(|x| x.limit(c)).collect();
         let mut offset = base_cost.clone();
         if let (Some((_, rest)), Some(max)) = (&latency, c.max_latency_ms_per_token) {
             offset.push(*rest);
@@ -526,7 +568,7 @@ impl Blockwise<'_> {
         if picks.is_empty() {
             bail!("blockwise: no combination of the variants meets the constraints");
         }
-        // The front's (score, params) corners, spread by parameters.
+        // The front's (score, size) corners, spread by size.
         let n = picks.len();
         let k = (self.l.experiment.search.realise as usize).min(n);
         let mut chosen: Vec<Vec<usize>> = Vec::new();
@@ -790,7 +832,7 @@ pub fn assemble_arch(base: &Architecture, slots: &[Slot], picks: &[usize]) -> Ar
 #[cfg(test)]
 mod tests {
     use super::*;
-    use genas_space::{Activation, Attention};
+    use genas_space::{Activation, Attention, Sparsity};
 
     #[test]
     fn a_variant_scores_minus_its_distance_or_minus_its_kl() {
@@ -802,6 +844,61 @@ mod tests {
         assert!((two - block_score(BlockScore::Distance, 0.16)).abs() < 1e-12);
         // A KL a hair below zero (rounding) is no change.
         assert_eq!(block_score(BlockScore::Distance, -1e-12), 0.0);
+    }
+
+    #[test]
+    fn the_front_is_sized_by_what_the_objectives_weigh() {
+        use genas_space::{Constraints, Objective::*};
+        let none = Constraints::default();
+        assert_eq!(cost_axes(&[Quality, Params], &none), [Axis::Params]);
+        assert_eq!(
+            cost_axes(&[Quality, NonzeroParams], &none),
+            [Axis::NonzeroParams]
+        );
+        // Both weighed: all parameters size the front, as before.
+        assert_eq!(
+            cost_axes(&[Quality, Params, NonzeroParams], &none),
+            [Axis::Params]
+        );
+        let bounded = Constraints {
+            max_params: Some(10),
+            max_nonzero_params: Some(5),
+            max_flops_per_token: Some(1.0),
+            ..Constraints::default()
+        };
+        assert_eq!(
+            cost_axes(&[Quality, NonzeroParams], &bounded),
+            [Axis::NonzeroParams, Axis::Params, Axis::Flops]
+        );
+        assert_eq!(
+            cost_axes(&[Quality, Params], &bounded),
+            [Axis::Params, Axis::NonzeroParams, Axis::Flops]
+        );
+        let limits: Vec<f64> = cost_axes(&[Quality, NonzeroParams], &bounded)
+            .iter()
+            .map(|x| x.limit(&bounded))
+            .collect();
+        assert_eq!(limits, [5.0, 10.0, 1.0]);
+        let layer = Layer::new(
+            Attention::Full { heads: 2 },
+            16,
+            Activation::Gelu,
+            None,
+            Sparsity::Dense,
+        )
+        .with_sparsities(Sparsity::Dense, Sparsity::TwoFour);
+        let k = Cost::of(&Architecture {
+            vocab_size: 10,
+            context: 8,
+            d_model: 8,
+            tie_embeddings: true,
+            share_layers: 1,
+            layers: vec![layer],
+            norm: Default::default(),
+            position: Default::default(),
+            norm_eps: genas_space::Float(genas_space::NORM_EPS),
+        });
+        assert!(Axis::NonzeroParams.of(&k) < Axis::Params.of(&k));
     }
 
     #[test]

@@ -242,7 +242,10 @@ fn values(a: &Architecture) -> Vec<Value> {
         categorical(
             &layers
                 .iter()
-                .map(|l| l.sparsity.to_string())
+                .map(|l| match l.ffn.as_ref().and_then(|f| f.sparsity) {
+                    Some(f) => format!("{} / ffn {f}", l.sparsity),
+                    None => l.sparsity.to_string(),
+                })
                 .collect::<Vec<_>>(),
         ),
         categorical(&[if a.share_layers > 1 {

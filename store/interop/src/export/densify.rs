@@ -7,9 +7,9 @@ use genas_space::{Architecture, Sparsity};
 /// The same network without low-rank factors or sharing: every FFN matrix stored as
 /// `weight_a` (r, in) and `weight_b` (out, r) becomes `weight` = B·A (computed in f64, rounded
 /// once), and every layer of a sharing group gets its own copy of the group's weights. The
-/// function is unchanged; the parameter count grows. A low-rank layer's sparsity gene becomes
-/// dense (the product of sparse factors is dense) and the zeros of its attention matrices are
-/// kept as stored values, without masks. Returns the architecture, the tensors and what changed.
+/// function is unchanged; the parameter count grows. A sparse low-rank FFN becomes a dense one
+/// (the product of sparse factors is dense); its layer's attention keeps its sparsity and
+/// masks. Returns the architecture, the tensors and what changed.
 pub fn densify(
     arch: &Architecture,
     tensors: &[Tensor],
@@ -19,12 +19,14 @@ pub fn densify(
     dense.share_layers = 1;
     let mut notes = Vec::new();
     for (i, l) in dense.layers.iter_mut().enumerate() {
-        if l.ffn.as_mut().and_then(|f| f.rank.take()).is_some() && l.sparsity != Sparsity::Dense {
+        let ffn = l.ffn_sparsity();
+        if l.ffn.as_mut().and_then(|f| f.rank.take()).is_some() && ffn != Sparsity::Dense {
             notes.push(format!(
-                "layer {i}: the product of its {} sparse low-rank factors is dense; its attention matrices keep their zeros, without masks",
-                l.sparsity
+                "layer {i}: the product of its FFN's {ffn} sparse low-rank factors is dense, without masks"
             ));
-            l.sparsity = Sparsity::Dense;
+            *l = l
+                .clone()
+                .with_sparsities(l.attention_sparsity(), Sparsity::Dense);
         }
     }
     dense
@@ -38,7 +40,15 @@ pub fn densify(
     }
     for i in 0..arch.depth() {
         let owner = arch.weight_owner(i);
-        let keep_masks = dense.layers[i].sparsity != Sparsity::Dense;
+        let layer = &dense.layers[i];
+        let keep_masks = |rest: &str| {
+            let s = if rest.starts_with("mlp.") {
+                layer.ffn_sparsity()
+            } else {
+                layer.attention_sparsity()
+            };
+            s != Sparsity::Dense
+        };
         let prefix = format!("h.{owner}.");
         for t in tensors.iter().filter(|t| t.name.starts_with(&prefix)) {
             let rest = &t.name[prefix.len()..];
@@ -76,7 +86,11 @@ pub fn densify(
                     name,
                     shape: t.shape.clone(),
                     data: t.data.clone(),
-                    mask: if keep_masks { t.mask.clone() } else { None },
+                    mask: if keep_masks(rest) {
+                        t.mask.clone()
+                    } else {
+                        None
+                    },
                 });
             }
         }

@@ -46,7 +46,8 @@ A low-rank FFN matrix `X.weight` (out, in) is stored as `X.weight_a` (r, in) and
 (out, r), so X(x) = x @ weight_a.T @ weight_b.T + bias. With `share_layers` = S, layer i uses
 the weights of layer S * (i // S), and only those layers appear under `h`. In a sparse layer
 every matrix P has a 0/1 buffer `P_mask`; the forward pass uses P * P_mask, so masked weights
-stay zero when you train the model further.
+stay zero when you train the model further. An FFN whose "ffn" names its own "sparsity" is
+masked by that one, its layer's attention by the layer's.
 
 Usage:
 
@@ -357,8 +358,10 @@ class Block(nn.Module):
         else:
             self.attn = None
         if spec.get("ffn") is not None:
+            # The FFN's own sparsity where it names one, else the layer's.
+            ffn_masked = spec["ffn"].get("sparsity", spec.get("sparsity", "dense")) != "dense"
             self.ln_2 = make_norm(norm, d_model, eps)
-            self.mlp = MLP(spec["ffn"], d_model, masked, proj_std)
+            self.mlp = MLP(spec["ffn"], d_model, ffn_masked, proj_std)
         else:
             self.mlp = None
 
