@@ -695,4 +695,25 @@ fn a_blockwise_search_on_slurm_trains_each_block_as_a_task_and_ends_as_a_local_o
         .collect();
     assert_eq!(inputs.len(), 2, "{inputs:?}");
     assert!(!inputs.iter().any(|n| n.ends_with(".f32")), "{inputs:?}");
+    // The final distillation of a member starts from its assembled blocks on Slurm as here:
+    // the same result, figure for figure (a task that drew or pruned its start would not).
+    let distill = |a: &Path| {
+        let mut v = ok_json(&genas(&[
+            "distill",
+            "r1",
+            "--front",
+            "--steps",
+            "20",
+            "--archive",
+            s(a),
+            "--json",
+        ]));
+        for d in v.as_array_mut().unwrap() {
+            d["seconds"] = Value::Null;
+        }
+        v
+    };
+    let (l, r) = (distill(&la), distill(&sa));
+    assert!(!l.as_array().unwrap().is_empty());
+    assert_eq!(l, r, "final distillations differ");
 }

@@ -124,6 +124,10 @@ pub struct FinalJob {
     /// Trained through the PyTorch runner on the task's GPU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner: Option<NodeRunner>,
+    /// The initial weights a blockwise run assembled for the candidate (a checkpoint, by
+    /// file name in the inputs directory); none: drawn, or pruned from the teacher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial: Option<String>,
 }
 
 /// The runner of `exp`'s tasks: with `[search] device = "cuda"`, PyTorch on the GPU each task
@@ -461,6 +465,15 @@ fn final_distill(
     let data = genas_scoring::inputs::load_data(inputs, &f.data)?;
     let targets = TeacherTargets::compute(&mut teacher, &data, &f.config.distill, 0);
     let mut model = targets.student(&f.architecture, be, f.init_seed);
+    if let Some(name) = &f.initial {
+        let bytes = genas_scoring::inputs::load_bytes(inputs, name).map_err(|e| e.to_string())?;
+        checkpoint::from_bytes(
+            &mut model,
+            &bytes,
+            &format!("assembled weights of {}", f.candidate),
+        )
+        .map_err(|e| e.to_string())?;
+    }
     if let Some(r) = &f.runner {
         // The runner's job directory is the task's checkpoint directory: a task run again
         // (preempted, out of time) resumes from the runner's checkpoint there.

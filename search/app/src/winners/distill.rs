@@ -571,6 +571,13 @@ fn distill_on_slurm(
         .iter()
         .map(|id| {
             let cand = access.candidate(id)?;
+            // A blockwise member starts from its assembled blocks, as it does here.
+            let initial = match access.archive.weights(run, &format!("init-{id}"))? {
+                Some(bytes) => Some(
+                    genas_scoring::inputs::store_bytes(&inputs, &bytes).map_err(|e| anyhow!(e))?,
+                ),
+                None => None,
+            };
             Ok(Task::Final(FinalJob {
                 run: run.to_string(),
                 candidate: id.clone(),
@@ -581,6 +588,7 @@ fn distill_on_slurm(
                 data: dname.clone(),
                 threads: l.experiment.executor.cpus_per_task as usize,
                 runner: genas_exec::slurm::node_runner(&l.experiment),
+                initial,
             }))
         })
         .collect::<Result<_>>()?;
