@@ -437,8 +437,10 @@ impl TryFrom<String> for Sparsity {
 pub struct Layer {
     pub attention: Attention,
     /// `None`: no FFN, and no norm before it (the block is attention only, or the identity
-    /// with attention `none` too). Written as `null`; a layer with an FFN serialises as it
-    /// always did, so ids stay as they were.
+    /// with attention `none` too). Written as `null`, and required: a layer that leaves the
+    /// key out is refused rather than read as one without an FFN. A layer with an FFN
+    /// serialises as it always did, so ids stay as they were.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub ffn: Option<Ffn>,
     pub sparsity: Sparsity,
     /// Biases on the attention's q/k/v and output projections, as GPT-2 has them (genas's own
@@ -1161,6 +1163,25 @@ mod tests {
             Architecture::from_json("{\"vocab_size\": 3}"),
             Err(ArchError::Json(_))
         ));
+        // "ffn" may be null, but not missing.
+        let json = example().canonical_json();
+        let null = json.replacen(
+            "\"ffn\":{\"hidden\":128,\"activation\":\"gelu\",\"rank\":null}",
+            "\"ffn\":null",
+            1,
+        );
+        assert_ne!(null, json);
+        assert!(Architecture::from_json(&null).unwrap().layers[0]
+            .ffn
+            .is_none());
+        let missing = json.replacen(
+            "\"ffn\":{\"hidden\":128,\"activation\":\"gelu\",\"rank\":null},",
+            "",
+            1,
+        );
+        assert_ne!(missing, json);
+        let err = Architecture::from_json(&missing).unwrap_err().to_string();
+        assert!(err.contains("missing field `ffn`"), "{err}");
     }
 
     #[test]

@@ -11,11 +11,12 @@
 //! - a block: a norm before attention (absent for `none`), q d·dq, k d·kvd, v d·kvd, o dq·d
 //!   (biases dq + 2·kvd on q/k/v with `qkv_bias` or `attention_bias`, and d on o with the
 //!   latter; `qk_norm` 2·hd), a norm before the FFN, FFN gelu/relu W_in d·h + b h, W_out h·d + b d;
-//!   swiglu W_gate d·h, W_in d·h, W_out h·d (no biases). Low rank replaces every FFN matrix
-//!   in·out by in·r + r·out.
+//!   swiglu W_gate d·h, W_in d·h, W_out h·d (no biases); neither the norm nor the FFN for a
+//!   layer without one. Low rank replaces every FFN matrix in·out by in·r + r·out.
 //! - `non_embedding_params` = params − token embedding − positions − untied head (Kaplan et
 //!   al. 2020; the LiteTransformerSearch proxy).
-//! - `nonzero_params`: sparsity keeps `Sparsity::kept(numel)` of every attention and FFN matrix.
+//! - `nonzero_params`: sparsity keeps `Sparsity::kept(numel)` of every attention and FFN matrix
+//!   (the attention's at the layer's sparsity, the FFN's at its own where it names one).
 //!
 //! FLOPs per token (forward, averaged over the T positions of a full context; a multiply-add
 //! is 2 FLOPs; sparse weights are counted dense, as the engine computes them):
@@ -40,8 +41,8 @@
 //! rstd 2, RMSNorm rstd 1), q k v dq + 2·kvd (rotated in place with rope; with `qk_norm` the
 //! queries and keys before it, dq + kvd, and a statistic per head, H + G), softmax
 //! probabilities H·k̄ (linear: φ(q), φ(k) dq + kvd), mixed output dq, residual d; per FFN norm out d + n, pre-
-//! and post-activation 2h (swiglu: gate, up, product 3h), r per low-rank factor pair, residual
-//! d; final norm d + n, logits and probabilities 2V.
+//! and post-activation 2h (swiglu: gate, up, product 3h), r per low-rank factor pair (none of
+//! these without an FFN); the block's output d; final norm d + n, logits and probabilities 2V.
 
 use crate::arch::{Activation, Architecture, Attention, Layer, Norm, Position, Sparsity};
 use serde::{Deserialize, Serialize};
