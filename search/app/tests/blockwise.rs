@@ -139,6 +139,56 @@ fn every_variant_trains_alone_and_the_front_is_assembled_from_the_trained_blocks
     assert!(std::fs::read_to_string(out.join("report.md"))
         .unwrap()
         .contains(id));
+    // The KD ablation's inherited arm starts where the member's final distillation did, from
+    // its assembled blocks: with other assembled weights (its distilled ones, in a copy of
+    // the archive) that arm ends elsewhere, and the drawn arm where it did.
+    let o = genas(&[
+        "distill",
+        "r1",
+        "--front",
+        "--steps",
+        "5",
+        "--archive",
+        s(&archive),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let copy = dir.path().join("copy");
+    copy_dir(&archive, &copy);
+    {
+        let c = Archive::open(&copy).unwrap();
+        let distilled = c.weights("r1", id).unwrap().expect("distilled weights");
+        c.put_weights("r1", &format!("init-{id}"), &distilled)
+            .unwrap();
+    }
+    let ablated = |a: &Path| {
+        let o = genas(&[
+            "report",
+            "r1",
+            "--archive",
+            s(a),
+            "--out",
+            s(&a.with_extension("rep")),
+            "--ablate-kd",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let x = Archive::open_read_only(a).unwrap();
+        let arm = |name: &str| -> serde_json::Value {
+            let mut v: serde_json::Value = x
+                .ablation("r1", &format!("{id}/{name}/5"))
+                .unwrap()
+                .unwrap();
+            v["seconds"] = serde_json::Value::Null;
+            v
+        };
+        (arm("scratch"), arm("inherited"))
+    };
+    let (scratch, inherited) = ablated(&archive);
+    let (scratch_c, inherited_c) = ablated(&copy);
+    assert_eq!(scratch, scratch_c);
+    assert_ne!(
+        inherited["val_ce"], inherited_c["val_ce"],
+        "{inherited} {inherited_c}"
+    );
     // The bench of its scores: drawn architectures measured and stored, τ within [-1, 1], the
     // same rows when run again (read back, not retrained).
     let bench = |sample: &str| {

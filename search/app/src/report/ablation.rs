@@ -4,7 +4,8 @@
 //!
 //! Two arms: `scratch` starts from the drawn initial weights the member's seed gives (no
 //! teacher at all); `inherited`, for runs whose students start from the pruned teacher
-//! (`[fidelity] init = "teacher"`), starts from those weights, so the soft targets' share of
+//! (`[fidelity] init = "teacher"`), starts from those weights (a blockwise member from its
+//! assembled blocks, as its final distillation does), so the soft targets' share of
 //! the gain is told apart from the inheritance's. Each result is stored in the archive
 //! (`run_ablations`) under `CANDIDATE/ARM/STEPS`, checkpointed while it trains (a killed run
 //! resumes), and reused by every later report.
@@ -15,7 +16,7 @@ use crate::teacher::obtain_teacher;
 use crate::winners::distill::{final_config, ArchiveCheckpoints};
 use crate::winners::RunAccess;
 use anyhow::{bail, Context, Result};
-use genas_engine::{Cpu, Model};
+use genas_engine::{checkpoint, Cpu, Model};
 use genas_scoring::distill::{DistillError, FullConfig, TeacherTargets};
 use genas_search::init_seed;
 use genas_space::Architecture;
@@ -96,6 +97,28 @@ pub struct Section {
 
 pub const SCRATCH: &str = "scratch";
 pub const INHERITED: &str = "inherited";
+
+/// Where a training starts.
+pub(super) enum Start {
+    /// Drawn from the seed.
+    Drawn,
+    /// The teacher pruned to the architecture's shape (where the targets hold a parent).
+    Pruned,
+    /// A blockwise member's assembled blocks (a checkpoint): what its final distillation
+    /// starts from.
+    Assembled(Vec<u8>),
+}
+
+impl Start {
+    /// What `cand` inherits in `access`'s run: its assembled blocks when a blockwise run
+    /// made it, else the pruned teacher.
+    pub(super) fn inherited(access: &RunAccess, cand: &str) -> Result<Start> {
+        let init = access
+            .archive
+            .weights(&access.record.id, &format!("init-{cand}"))?;
+        Ok(init.map_or(Start::Pruned, Start::Assembled))
+    }
+}
 
 fn arms(access: &RunAccess) -> Vec<String> {
     let mut a = vec![SCRATCH.to_string()];
@@ -267,10 +290,15 @@ pub fn run(
             todo.len(),
             trainer.resuming(&k_)?
         ));
+        let start = if arm == INHERITED {
+            Start::inherited(access, id)?
+        } else {
+            Start::Drawn
+        };
         let trained = trainer.train(
             &k_,
             &cand.architecture,
-            arm == INHERITED,
+            start,
             init_seed(l.experiment.teacher.seed, &cand.id),
             val,
             &cfg,
@@ -341,15 +369,16 @@ impl<'a> Trainer<'a> {
         })
     }
 
-    /// Trains `arch` with `cfg` against `val` (from the teacher pruned to its shape when
-    /// `pruned` and `val` holds a parent, else drawn from `seed`), checkpointed in the archive
+    /// Trains `arch` with `cfg` against `val` from `start` (the pruned teacher needs `val` to
+    /// hold a parent; drawn and assembled models take `seed`'s draw under what they load),
+    /// checkpointed in the archive
     /// under `key` so a stopped training resumes where it was, and says what it ended with.
     /// The caller stores the record.
     pub(super) fn train(
         &mut self,
         key: &str,
         arch: &Architecture,
-        pruned: bool,
+        start: Start,
         seed: u64,
         val: &TeacherTargets,
         cfg: &FullConfig,
@@ -358,12 +387,16 @@ impl<'a> Trainer<'a> {
         let run = &access.record.id;
         let l = &access.loaded;
         let threads = self.threads;
-        let fresh = || -> Model<Cpu<f32>> {
-            if pruned {
-                val.student(arch, Cpu::<f32>::new(threads), seed)
-            } else {
-                Model::new(arch, Cpu::<f32>::new(threads), seed)
-            }
+        let fresh = || -> Result<Model<Cpu<f32>>> {
+            Ok(match &start {
+                Start::Pruned => val.student(arch, Cpu::<f32>::new(threads), seed),
+                Start::Drawn => Model::new(arch, Cpu::<f32>::new(threads), seed),
+                Start::Assembled(bytes) => {
+                    let mut m = Model::new(arch, Cpu::<f32>::new(threads), seed);
+                    checkpoint::from_bytes(&mut m, bytes, &format!("assembled weights of {key}"))?;
+                    m
+                }
+            })
         };
         let mut store = ArchiveCheckpoints {
             archive: &access.archive,
@@ -373,10 +406,10 @@ impl<'a> Trainer<'a> {
         let label: String = key.chars().take(40).collect();
         let steps = cfg.distill.steps as usize;
         let progress = self.progress;
-        let mut model = fresh();
+        let mut model = fresh()?;
         let result = store.full_distill(
             &mut model,
-            &|| Ok(fresh()),
+            &fresh,
             &mut self.teacher,
             &l.data,
             val,

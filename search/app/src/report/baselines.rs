@@ -15,7 +15,7 @@
 //! t-interval. Everything trained is stored in the archive (`run_ablations`, under
 //! `baseline/…`), checkpointed while it trains, and reused by every later report.
 
-use super::ablation::{distilled, Trained, Trainer};
+use super::ablation::{distilled, Start, Trained, Trainer};
 use super::effects::mean_interval;
 use super::shapes::{hand_designed, Kind};
 use crate::runs::{load_run, SearchReport};
@@ -489,7 +489,14 @@ pub fn run(
                 job.steps,
                 trainer.resuming(&job.key)?
             ));
-            let trained = trainer.train(&job.key, &job.arch, job.pruned, init, &targets, &cfg)?;
+            // A front member starts where its final distillation did (a blockwise member from
+            // its assembled blocks); a baseline from the pruned teacher or drawn.
+            let start = match (job.pruned, job.arm == FRONT) {
+                (true, true) => Start::inherited(access, &job.id)?,
+                (true, false) => Start::Pruned,
+                (false, _) => Start::Drawn,
+            };
+            let trained = trainer.train(&job.key, &job.arch, start, init, &targets, &cfg)?;
             let line = format!(
                 "{what} at seed {}: {:.4} {} after {} steps, {:.1} s",
                 job.seed, trained.val_bits, trained.bits_unit, trained.steps, trained.seconds
