@@ -618,7 +618,7 @@ impl Blockwise<'_> {
             let bytes = checkpoint::to_bytes(&model, &[("genas.blockwise", "init".into())])
                 .map_err(|e| anyhow!("blockwise: the weights of {id}: {e}"))?;
             self.archive
-                .put_weights(self.run, &format!("init-{id}"), &bytes)?;
+                .put_weights(self.run, &crate::winners::init_key(&id), &bytes)?;
             let result = brief_distill(&mut model, self.targets, &cfg);
             // Timed as its blocks were (the search's top rung's generation, repeated).
             let latency = result

@@ -113,10 +113,9 @@ impl Start {
     /// What `cand` inherits in `access`'s run: its assembled blocks when a blockwise run
     /// made it, else the pruned teacher.
     pub(super) fn inherited(access: &RunAccess, cand: &str) -> Result<Start> {
-        let init = access
-            .archive
-            .weights(&access.record.id, &format!("init-{cand}"))?;
-        Ok(init.map_or(Start::Pruned, Start::Assembled))
+        Ok(access
+            .assembled_bytes(cand)?
+            .map_or(Start::Pruned, Start::Assembled))
     }
 }
 

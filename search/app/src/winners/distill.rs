@@ -572,7 +572,7 @@ fn distill_on_slurm(
         .map(|id| {
             let cand = access.candidate(id)?;
             // A blockwise member starts from its assembled blocks, as it does here.
-            let initial = match access.archive.weights(run, &format!("init-{id}"))? {
+            let initial = match access.assembled_bytes(id)? {
                 Some(bytes) => Some(
                     genas_scoring::inputs::store_bytes(&inputs, &bytes).map_err(|e| anyhow!(e))?,
                 ),

@@ -40,6 +40,12 @@ impl Weights {
     }
 }
 
+/// The archive key of the weights a blockwise run assembled for candidate `id`: what its
+/// final distillation, its KD ablation and `--weights init` start from.
+pub fn init_key(id: &str) -> String {
+    format!("init-{id}")
+}
+
 /// A run opened for its winners: the archive, the run's record and candidates, and its
 /// experiment with the data loaded.
 pub struct RunAccess {
@@ -125,6 +131,12 @@ impl RunAccess {
         }
     }
 
+    /// The checkpoint a blockwise run assembled for candidate `id` ([`init_key`]); none for a
+    /// candidate of a search.
+    pub fn assembled_bytes(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.archive.weights(&self.record.id, &init_key(id))?)
+    }
+
     /// The initial weights a blockwise run assembled for `cand` from its trained sub-blocks
     /// (what its final distillation and `--weights init` start from); none for a candidate
     /// of a search.
@@ -133,8 +145,7 @@ impl RunAccess {
         cand: &CandidateRecord,
         threads: usize,
     ) -> Result<Option<Model<Cpu<f32>>>> {
-        let run = &self.record.id;
-        let Some(bytes) = self.archive.weights(run, &format!("init-{}", cand.id))? else {
+        let Some(bytes) = self.assembled_bytes(&cand.id)? else {
             return Ok(None);
         };
         let seed = init_seed(self.loaded.experiment.teacher.seed, &cand.id);
