@@ -24,6 +24,19 @@ pub struct Job {
     pub config: DistillConfig,
     /// Measure generation latency after training (the top rung does).
     pub measure_latency: bool,
+    /// The network's whole initial weights, a genas checkpoint on this machine named by its
+    /// content (a blockwise member's assembled blocks, see [`initial_name`]); none: drawn
+    /// from `init_seed`, or pruned from the teacher, as the recipe says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial: Option<std::path::PathBuf>,
+}
+
+/// The file name a job's initial weights go under: named by their content, so that a shared
+/// directory holding several runs' never hands one job another's weights.
+pub fn initial_name(bytes: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(bytes);
+    format!("init-{}.safetensors", genas_space::hex16(h))
 }
 
 /// What a job produced.

@@ -312,6 +312,7 @@ pub fn calibrate_with(
                 rung: 0,
                 config: cfg.clone(),
                 measure_latency: false,
+                initial: None,
             })
         })
         .collect();

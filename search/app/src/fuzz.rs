@@ -555,10 +555,12 @@ fn task_seed() -> Vec<u8> {
             rung: 0,
             config: genas_scoring::distill::DistillConfig::of_experiment(&exp, 50),
             measure_latency: false,
+            initial: None,
             architecture,
         },
         targets: "0123456789abcdef".into(),
         runner: None,
+        initial: Some("init-0123456789abcdef.safetensors".into()),
     };
     serde_json::to_vec_pretty(&task).expect("serialises")
 }

@@ -362,6 +362,7 @@ pub fn write_real_fixtures(out: &Path) -> Result<usize> {
         rung: 0,
         config: cfg,
         measure_latency: false,
+        initial: None,
     };
     job_with_reference(
         &real.join("parity").join(name),
@@ -444,6 +445,7 @@ pub fn write_fixtures(root: &Path, out: &Path, candidates: usize) -> Result<usiz
             rung: 0,
             config: cfg.clone(),
             measure_latency: false,
+            initial: None,
         };
         job_with_reference(
             &out.join("parity").join(name),
@@ -475,6 +477,7 @@ pub fn write_fixtures(root: &Path, out: &Path, candidates: usize) -> Result<usiz
             rung: 0,
             config: dcfg.clone(),
             measure_latency: false,
+            initial: None,
         };
         let name = format!("{k}");
         job_with_reference(&out.join("default").join(&name), &inputs, &name, &job, &t)?;

@@ -36,6 +36,8 @@ fn every_variant_trains_alone_and_the_front_is_assembled_from_the_trained_blocks
         .unwrap()
         .count();
     assert_eq!(cached, 0);
+    // So are the members' assembled weights their jobs started from (the archive keeps them).
+    assert!(!archive.join("members").exists());
     let a = Archive::open_read_only(&archive).unwrap();
     let blocks: Vec<(String, BlockRecord)> = a.blocks("r1").unwrap();
     // Two layers × (attention variants other than the teacher's + FFN variants other than
@@ -474,22 +476,6 @@ fn blockwise_experiments_it_cannot_run_are_refused_before_anything_is_written() 
         fails_with(&o, needles);
         assert!(!archive.exists(), "{to}: an archive was written");
     }
-    // On Slurm, blocks train on each node's CPU engine, not the runner (torch's CPU stands in
-    // for the GPU here).
-    let exp = blockwise_experiment(
-        dir.path(),
-        10,
-        "device = \"cuda\"",
-        "[executor]\nkind = \"slurm\"\ngpus_per_task = 1",
-    );
-    let archive = dir.path().join("never");
-    let o = genas_command()
-        .args(["search", s(&exp), "--archive", s(&archive)])
-        .env("GENAS_RUNNER_DEVICE", "cpu")
-        .output()
-        .unwrap();
-    fails_with(&o, &["CPU engine", "search.device = \"cpu\""]);
-    assert!(!archive.exists());
     // The bench of a search that is not blockwise is refused.
     let exp = small_experiment(&dir.path().join("t.toml"), "t", TINY_SEARCH);
     let (archive, _) = search_into(dir.path(), &exp);

@@ -172,6 +172,7 @@ fn same_under_both(
         rung: 0,
         config: cfg.clone(),
         measure_latency: false,
+        initial: None,
     };
     // The engine.
     let mut m = t.student(a, Cpu::<f32>::new(1), job.init_seed);
@@ -672,6 +673,7 @@ fn slots_pin_their_processes_restart_one_that_dies_and_train_as_a_single_run() {
                 rung: 0,
                 config: cfg.clone(),
                 measure_latency: false,
+                initial: None,
             };
             let jd = dir.path().join(format!("job{k}"));
             genas_exec::torch::write_job(&jd, &job, &file, &t, &Default::default()).unwrap();
@@ -1217,7 +1219,8 @@ fn the_zero_cost_proxies_under_the_runner_are_the_engines() {
 /// Blockwise search with its blocks trained through the runner (torch's CPU standing in for
 /// the GPU), against the engine in the same archive (so on the same teacher): every block on
 /// the normalised error (read from the cached activations) and on the KL at the output ends
-/// with the engine's objective, replace-one score and weights, to float rounding.
+/// with the engine's objective, replace-one score and weights, to float rounding; the front's
+/// members, distilled at the top rung from their assembled blocks, with the engine's results.
 #[test]
 fn blockwise_blocks_train_under_the_runner_as_on_the_engine() {
     let Some(_one) = torch_ready() else {
@@ -1284,5 +1287,44 @@ fn blockwise_blocks_train_under_the_runner_as_on_the_engine() {
                 assert!(worst < 1e-4, "{name} {k} {n}: max |Δw| {worst}");
             }
         }
+        // The same members, distilled at the top rung through the runner as on the engine.
+        let members = |run: &str| {
+            let mut c: Vec<genas_search::controller::CandidateRecord> = a
+                .candidates(run)
+                .unwrap()
+                .into_iter()
+                .map(|(_, c)| c)
+                .collect();
+            c.sort_by_key(|c| c.index);
+            c
+        };
+        let (engine, torch) = (members("r1"), members("r2"));
+        assert_eq!(engine.len(), 3);
+        assert_eq!(
+            engine.iter().map(|c| &c.id).collect::<Vec<_>>(),
+            torch.iter().map(|c| &c.id).collect::<Vec<_>>()
+        );
+        for (x, y) in engine.iter().zip(&torch) {
+            assert_eq!(y.rungs.len(), 1);
+            let (rx, ry) = (&x.rungs[0], &y.rungs[0]);
+            assert!(rx.failed.is_none() && ry.failed.is_none());
+            close(
+                rx.result.train_loss.unwrap(),
+                ry.result.train_loss.unwrap(),
+                &format!("{} loss", x.id),
+            );
+            let (ex, ey) = (rx.result.eval.unwrap(), ry.result.eval.unwrap());
+            close(ex.val_ce, ey.val_ce, &format!("{} val_ce", x.id));
+            close(ex.kl_to_teacher, ey.kl_to_teacher, &format!("{} kl", x.id));
+            assert!(y.latency_ms_per_token.is_some_and(|l| l > 0.0));
+        }
+        // Trained by torch, not by the engine: its float sums are not the engine's to the bit.
+        assert!(
+            engine
+                .iter()
+                .zip(&torch)
+                .any(|(x, y)| x.rungs[0].result.train_loss != y.rungs[0].result.train_loss),
+            "{name}: the members' results are the engine's to the bit"
+        );
     }
 }

@@ -636,11 +636,46 @@ fn a_blockwise_search_on_slurm_trains_each_block_as_a_task_and_ends_as_a_local_o
     let (ld, sd) = (dir.path().join("local"), dir.path().join("slurm"));
     std::fs::create_dir_all(&ld).unwrap();
     std::fs::create_dir_all(&sd).unwrap();
+    // The front's members are tasks too, each starting from its assembled blocks. While
+    // `refuse` exists every try of a member's task fails, so the run ends in one line with
+    // its blocks stored and its members recorded as failed; the resume distils them again.
+    let refuse = sd.join("refuse");
+    std::fs::write(&refuse, "").unwrap();
+    let worker = wrapper(
+        &sd,
+        "refusing.sh",
+        &format!(
+            r#"if [ -e '{}' ] && grep -q '"kind": "brief"' "$TASK.json"; then echo "members refused" >&2; exit 7; fi"#,
+            refuse.display()
+        ),
+    );
     let local_exp = common::blockwise_experiment(&ld, 10, "", "");
-    let slurm_exp = common::blockwise_experiment(&sd, 10, "", &format!("[executor]\n{SLURM}"));
+    let slurm_exp = common::blockwise_experiment(
+        &sd,
+        10,
+        "",
+        &format!("[executor]\n{}", with_worker(&worker, "retries = 1\n")),
+    );
     let (la, sa) = (ld.join("a"), sd.join("a"));
     search(&local_exp, &la);
-    let r = search(&slurm_exp, &sa);
+    let o = genas(&["search", s(&slurm_exp), "--archive", s(&sa), "--json"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("none of the 3 member(s) of the front could be distilled")
+            && err.contains("members refused"),
+        "{err}"
+    );
+    let show = ok_json(&genas(&["show", "r1", "--archive", s(&sa), "--json"]));
+    let failed = show["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["rungs"][0]["failed"].is_string())
+        .count();
+    assert_eq!(failed, 3, "{show}");
+    std::fs::remove_file(&refuse).unwrap();
+    let r = ok_json(&genas(&["resume", "r1", "--archive", s(&sa), "--json"]));
     assert_eq!(r["status"], "finished", "{r}");
     // The same blocks, to the bit: records (seconds aside) and trained tensors.
     let (lx, sx) = (
@@ -673,11 +708,21 @@ fn a_blockwise_search_on_slurm_trains_each_block_as_a_task_and_ends_as_a_local_o
     let (sr, sc) = strip(&sa);
     assert_eq!(lc, sc, "candidates differ");
     assert_eq!(lr["front"], sr["front"]);
-    assert_eq!(lr["hypervolume_history"], sr["hypervolume_history"]);
-    // Every block ran once as an array task, each reading its layer's cached activations
-    // from the inputs; once all were done, those went (the targets and their shard stay).
+    // The failed tries count as evaluations, as the search's own do; the front ends the same.
+    let last = |r: &Value| r["hypervolume_history"].as_array().unwrap().last().unwrap()[1].clone();
+    assert_eq!(last(&lr), last(&sr));
+    // Every block and member ran once as an array task, each block reading its layer's
+    // cached activations and each member its assembled weights from the inputs; once all
+    // were done, those went (the targets and their shard stay). The refused tries never
+    // reached genas (the resume's targets file, hence its members' keys, are its own).
     let shared = sa.join("slurm");
-    assert_eq!(each_ran_once(&shared), 18);
+    let runs = runs_per_task(&shared);
+    assert_eq!(runs.len(), 18 + 2 * 3, "{runs:?}");
+    assert!(
+        runs.values().all(|&(n, result)| n == usize::from(result)),
+        "{runs:?}"
+    );
+    assert_eq!(runs.values().filter(|r| r.1).count(), 18 + 3, "{runs:?}");
     let mut tasks = String::new();
     for b in batches(&shared) {
         for e in std::fs::read_dir(&b).unwrap() {
@@ -689,12 +734,23 @@ fn a_blockwise_search_on_slurm_trains_each_block_as_a_task_and_ends_as_a_local_o
     }
     assert_eq!(tasks.matches("-L0.f32").count(), 9, "{tasks}");
     assert_eq!(tasks.matches("-L1.f32").count(), 9);
+    // Each member's task, in the failed batch and again in the resume's.
+    assert_eq!(
+        tasks.matches("\"initial\": \"init-").count(),
+        2 * 3,
+        "{tasks}"
+    );
     let inputs: Vec<String> = std::fs::read_dir(shared.join("inputs"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(inputs.len(), 2, "{inputs:?}");
-    assert!(!inputs.iter().any(|n| n.ends_with(".f32")), "{inputs:?}");
+    assert!(!inputs.is_empty());
+    assert!(
+        !inputs
+            .iter()
+            .any(|n| n.ends_with(".f32") || n.starts_with("init-")),
+        "{inputs:?}"
+    );
     // The final distillation of a member starts from its assembled blocks on Slurm as here:
     // the same result, figure for figure (a task that drew or pruned its start would not).
     let distill = |a: &Path| {
@@ -716,4 +772,76 @@ fn a_blockwise_search_on_slurm_trains_each_block_as_a_task_and_ends_as_a_local_o
     let (l, r) = (distill(&la), distill(&sa));
     assert!(!l.as_array().unwrap().is_empty());
     assert_eq!(l, r, "final distillations differ");
+}
+
+/// A blockwise search on Slurm with `device = "cuda"`: every block and every member of the
+/// front is a task that trains through the PyTorch runner on its node (torch's CPU standing
+/// in for the GPU), the block reading its layer's cached activations from the inputs, the
+/// member its assembled weights; the blocks, the members and the front are the engine's on
+/// this machine, every figure within 1e-4 (the runner's parity bound).
+#[test]
+fn a_blockwise_search_on_slurm_with_gpus_trains_blocks_and_members_through_the_runner() {
+    if !cluster() || common::python_ready().is_err() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ld, gd) = (dir.path().join("local"), dir.path().join("gpu"));
+    std::fs::create_dir_all(&ld).unwrap();
+    std::fs::create_dir_all(&gd).unwrap();
+    let local_exp = common::blockwise_experiment(&ld, 10, "", "");
+    let gpu_exp = common::blockwise_experiment(
+        &gd,
+        10,
+        "device = \"cuda\"",
+        &format!("[executor]\n{SLURM}\ngpus_per_task = 1"),
+    );
+    let (la, ga) = (ld.join("a"), gd.join("a"));
+    search(&local_exp, &la);
+    let python = Path::new("python3");
+    let r = genas_on_runner(
+        python,
+        &["search", s(&gpu_exp), "--archive", s(&ga), "--json"],
+    );
+    assert_eq!(r["status"], "finished", "{r}");
+    let blocks = |a: &Path| -> Value {
+        let a = genas_store::Archive::open_read_only(a).unwrap();
+        let b = a.blocks::<genas_app::blockwise::BlockRecord>("r1").unwrap();
+        let mut v = serde_json::to_value(&b).unwrap();
+        for b in v.as_array_mut().unwrap() {
+            b[1]["result"]["seconds"] = Value::Null;
+            b[1]["latency"] = Value::Null;
+        }
+        v
+    };
+    let (lb, gb) = (blocks(&la), blocks(&ga));
+    assert_eq!(lb.as_array().unwrap().len(), 18);
+    let mut diffs = Vec::new();
+    differences(&lb, &gb, "blocks", 1e-4, &mut diffs);
+    assert!(diffs.is_empty(), "blocks differ: {diffs:?}");
+    let (lr, lc) = essence(&la);
+    let (gr, gc) = essence(&ga);
+    assert_eq!(lc.as_array().unwrap().len(), 3);
+    differences(&lc, &gc, "", 1e-4, &mut diffs);
+    assert!(diffs.is_empty(), "members differ: {diffs:?}");
+    differences(&lr["front"], &gr["front"], "front", 1e-4, &mut diffs);
+    assert!(diffs.is_empty(), "fronts differ: {diffs:?}");
+    // Trained by torch on the nodes, not by the engine: not the engine's sums to the bit.
+    assert_ne!(lc, gc);
+    // Every block and member ran once as an array task through the runner.
+    let shared = ga.join("slurm");
+    assert_eq!(each_ran_once(&shared), 18 + 3);
+    let torch_dirs = std::fs::read_dir(shared.join("results"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".torch")
+        })
+        .count();
+    assert_eq!(
+        torch_dirs, 0,
+        "each runner job directory is removed once read"
+    );
 }

@@ -88,7 +88,10 @@ pub fn parallel<T: Sync, R: Send>(
 /// Trains `job` on `be` against `targets`: what every executor runs, here or on another
 /// machine.
 pub fn run_job(job: &Job, targets: &TeacherTargets, be: &Cpu<f32>) -> Output {
-    let mut m = targets.student(&job.architecture, be.clone(), job.init_seed);
+    let mut m = match start(job, targets, be.clone()) {
+        Ok(m) => m,
+        Err(e) => return Output::failed(job.config.steps, UNREADABLE_START, &e),
+    };
     let result = brief_distill(&mut m, targets, &job.config);
     let latency_ms_per_token =
         (job.measure_latency && result.eval.is_some()).then(|| latency_ms(&m));
@@ -97,6 +100,26 @@ pub fn run_job(job: &Job, targets: &TeacherTargets, be: &Cpu<f32>) -> Output {
         latency_ms_per_token,
         failed: None,
     }
+}
+
+/// How a job whose initial weights cannot be read fails (one class for every such job).
+pub const UNREADABLE_START: &str = "its initial weights are unreadable";
+
+/// `job`'s network at its initial weights on `be`: the checkpoint `job.initial` names where
+/// it names one (read with a bound: four bytes a parameter and a megabyte of header), else
+/// drawn from its seed or pruned from the teacher.
+pub fn start(job: &Job, targets: &TeacherTargets, be: Cpu<f32>) -> Result<Model<Cpu<f32>>, String> {
+    let Some(path) = &job.initial else {
+        return Ok(targets.student(&job.architecture, be, job.init_seed));
+    };
+    // Every weight (and mask) comes from the checkpoint: nothing to prune.
+    let mut m = Model::new(&job.architecture, be, job.init_seed);
+    let limit = 4 * genas_space::Cost::of(&job.architecture).params + (1 << 20);
+    let bytes = genas_space::files::read_bounded(path, limit)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    checkpoint::from_bytes(&mut m, &bytes, &path.display().to_string())
+        .map_err(|e| e.to_string())?;
+    Ok(m)
 }
 
 /// Trains block `job` on `be` against `targets` (and, for the normalised error, the

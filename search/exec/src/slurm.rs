@@ -53,6 +53,10 @@ pub enum Task {
         targets: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         runner: Option<NodeRunner>,
+        /// The job's initial weights, by file name in the inputs directory (its own
+        /// `initial`, a path on the coordinator, is left out).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        initial: Option<String>,
     },
     /// A final distillation of a front member; writes a [`FinalOutput`] and the weights.
     Final(FinalJob),
@@ -65,6 +69,9 @@ pub enum Task {
         /// The layer's cached teacher activations, by file name in the inputs directory.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         activations: Option<String>,
+        /// Trained through the PyTorch runner on the task's GPU.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        runner: Option<NodeRunner>,
     },
 }
 
@@ -360,13 +367,17 @@ fn work_inner(task: &Path) -> Result<PathBuf, String> {
     let key = &file.key;
     let bytes = match file.task {
         Task::Brief {
-            job,
+            mut job,
             targets,
             runner,
+            initial,
         } => {
             job.architecture
                 .validate()
                 .map_err(|e| format!("{}: {e}", job_path.display()))?;
+            if let Some(name) = initial {
+                job.initial = Some(inputs.join(input_name(&name, "initial weights", &job_path)?));
+            }
             // Only the shards of the steps this job trains are read (and checked).
             let loaded =
                 genas_scoring::inputs::load_steps(&inputs, &targets, job.config.steps as usize)?;
@@ -390,22 +401,30 @@ fn work_inner(task: &Path) -> Result<PathBuf, String> {
             mut job,
             targets,
             activations,
+            runner,
         } => {
             job.architecture
                 .validate()
                 .map_err(|e| format!("{}: {e}", job_path.display()))?;
             if let Some(name) = activations {
-                if name.contains(['/', '\\']) || name.starts_with('.') {
-                    return Err(format!(
-                        "{}: activations {name:?} is not a file name",
-                        job_path.display()
-                    ));
-                }
-                job.activations = Some(inputs.join(name));
+                job.activations = Some(inputs.join(input_name(&name, "activations", &job_path)?));
             }
             let loaded =
                 genas_scoring::inputs::load_steps(&inputs, &targets, job.config.steps as usize)?;
-            let out = run_block(&job, &loaded, &Cpu::<f32>::new(1));
+            let out = match runner {
+                None => run_block(&job, &loaded, &Cpu::<f32>::new(1)),
+                Some(r) => {
+                    let file =
+                        std::path::absolute(genas_scoring::inputs::path_in(&inputs, &targets))
+                            .map_err(|e| e.to_string())?;
+                    let jd = results.join(format!("{key}.torch"));
+                    let _ = std::fs::remove_dir_all(&jd);
+                    std::fs::create_dir_all(&jd).map_err(|e| format!("{}: {e}", jd.display()))?;
+                    crate::torch::torch_block(&jd, &job, &file, &loaded, &r.options, &|jd| {
+                        crate::torch::run(jd, &r.python, &r.device)
+                    })
+                }
+            };
             let weights = match out.failed {
                 Some(_) => None,
                 None => {
@@ -450,6 +469,17 @@ fn work_inner(task: &Path) -> Result<PathBuf, String> {
     let out_path = results.join(format!("{key}.out.json"));
     write_atomic(&out_path, &bytes)?;
     Ok(out_path)
+}
+
+/// `name`, a task's `what` in the inputs directory, when it is a plain file name there.
+fn input_name<'a>(name: &'a str, what: &str, job_path: &Path) -> Result<&'a str, String> {
+    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+        return Err(format!(
+            "{}: {what} {name:?} is not a file name",
+            job_path.display()
+        ));
+    }
+    Ok(name)
 }
 
 /// A final distillation from its inputs, checkpointing into `ckpt`; `save` gets the trained
@@ -843,16 +873,27 @@ impl Executor for Slurm<'_> {
         stop: &AtomicBool,
         done: &(dyn Fn(usize, Output) -> bool + Sync),
     ) -> Result<(), ExecError> {
-        let tasks: Vec<Task> = jobs
-            .iter()
-            .map(|job| Task::Brief {
-                job: job.clone(),
+        let inputs = self.cluster.inputs();
+        let mut tasks: Vec<Task> = Vec::new();
+        for job in jobs {
+            // Initial weights go to the inputs under their content's name, as activations do.
+            let initial = match &job.initial {
+                Some(p) => Some(share_file(p, &inputs).map_err(ExecError::Inputs)?),
+                None => None,
+            };
+            tasks.push(Task::Brief {
+                job: Job {
+                    initial: None,
+                    ..job.clone()
+                },
                 targets: self.targets.clone(),
                 runner: self.runner.clone(),
-            })
-            .collect();
+                initial,
+            });
+        }
         let names: Vec<String> = jobs.iter().map(|j| format!("job {}", j.id)).collect();
-        self.cluster
+        let all_done = self
+            .cluster
             .run_tasks::<Output>(&tasks, &names, stop, &mut |i, out| {
                 let out = out.unwrap_or_else(|why| {
                     Output::failed(
@@ -863,6 +904,17 @@ impl Executor for Slurm<'_> {
                 });
                 done(i, out)
             })?;
+        if all_done {
+            for t in &tasks {
+                if let Task::Brief {
+                    initial: Some(name),
+                    ..
+                } = t
+                {
+                    let _ = std::fs::remove_file(inputs.join(name));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -876,8 +928,8 @@ impl Executor for Slurm<'_> {
         self.local.proxies(archs, seed, workers, progress)
     }
 
-    /// Each block a task on the CPU engine of its node (the runner's block jobs read the
-    /// cached activations on this machine, not yet on a node); its trained tensors come back
+    /// Each block a task, on the CPU engine of its node or through the runner on its GPU,
+    /// reading its layer's cached activations from the inputs; its trained tensors come back
     /// through the shared directory.
     fn blocks(
         &self,
@@ -886,11 +938,6 @@ impl Executor for Slurm<'_> {
         stop: &AtomicBool,
         done: &(dyn Fn(usize, BlockOutput) -> bool + Sync),
     ) -> Result<(), ExecError> {
-        if self.runner.is_some() {
-            return Err(ExecError::Runner(
-                "a blockwise search on Slurm trains its sub-blocks on the CPU engine of each node, not through the PyTorch runner (search.device = \"cpu\")".into(),
-            ));
-        }
         let inputs = self.cluster.inputs();
         let mut tasks: Vec<Task> = Vec::new();
         for job in jobs {
@@ -907,6 +954,7 @@ impl Executor for Slurm<'_> {
                 },
                 targets: self.targets.clone(),
                 activations,
+                runner: self.runner.clone(),
             });
         }
         let names: Vec<String> = jobs.iter().map(|j| format!("block {}", j.id)).collect();

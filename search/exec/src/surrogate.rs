@@ -758,6 +758,7 @@ mod tests {
             rung,
             config: genas_scoring::distill::DistillConfig::of_experiment(&experiment(), steps),
             measure_latency: rung == 1,
+            initial: None,
         };
         let jobs = vec![
             job(&fresh[0], 200, 1),

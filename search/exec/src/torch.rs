@@ -215,9 +215,9 @@ fn distill_kind() -> String {
     "distill".into()
 }
 
-/// Writes the job directory `dir` for `job`: the candidate at its initial weights (drawn, or
-/// pruned from the teacher with `init = "teacher"`), the settings, and `runner.py`. `file` is
-/// the teacher targets file holding `targets`.
+/// Writes the job directory `dir` for `job`: the candidate at its initial weights (those
+/// `job.initial` names, else drawn, or pruned from the teacher with `init = "teacher"`), the
+/// settings, and `runner.py`. `file` is the teacher targets file holding `targets`.
 pub fn write_job(
     dir: &Path,
     job: &Job,
@@ -235,7 +235,8 @@ fn write_job_inner(
     targets: &TeacherTargets,
     options: &RunnerOptions,
 ) -> Result<()> {
-    let model = targets.student(&job.architecture, Cpu::<f32>::new(1), job.init_seed);
+    let model =
+        crate::local::start(job, targets, Cpu::<f32>::new(1)).map_err(anyhow::Error::msg)?;
     let c = &job.config;
     let steps = c
         .steps

@@ -80,6 +80,7 @@ impl Controller<'_> {
                         rung,
                         config: cfg.clone(),
                         measure_latency: top,
+                        initial: None,
                     });
                 }
             }

@@ -14,16 +14,17 @@
 //! Everything a blockwise run trains is stored as it finishes (`Archive::put_block`, the
 //! assembled weights under `init-ID`, candidates committed one by one); a resumed run skips
 //! what is stored, and since every job is seeded from its architecture, it ends exactly as an
-//! uninterrupted one. Blocks are jobs of the run's executor (`Executor::blocks`): on local
-//! threads or as Slurm tasks with the CPU engine, or through the PyTorch runner on this
-//! machine's devices.
+//! uninterrupted one. Blocks are jobs of the run's executor (`Executor::blocks`) and so are
+//! the members' top-rung distillations (`Executor::run`, each job naming its assembled
+//! weights): on local threads or as Slurm tasks, on the CPU engine or through the PyTorch
+//! runner.
 
 pub mod bench;
 
 use crate::experiment::{distill_config, LoadedExperiment};
 use anyhow::{anyhow, bail, Context, Result};
-use genas_engine::{checkpoint, sub_block_latency_ms, Cpu, Model, SubBlockLatency};
-use genas_scoring::distill::{brief_distill, DistillResult, TeacherTargets};
+use genas_engine::{checkpoint, Cpu, Model, SubBlockLatency};
+use genas_scoring::distill::{DistillResult, TeacherTargets};
 use genas_scoring::local::cache_activations;
 use genas_search::blockwise::{front, Choice, Variant};
 use genas_search::controller::{
@@ -31,7 +32,7 @@ use genas_search::controller::{
     RungResult,
 };
 use genas_search::init_seed;
-use genas_search::job::{BlockJob, BlockOutput, Executor};
+use genas_search::job::{initial_name, BlockJob, BlockOutput, Executor, Job, Output};
 use genas_space::{
     satisfies, Architecture, Attention, BlockObjective, BlockScore, Cost, Layer, Objective,
     Sparsity,
@@ -250,15 +251,6 @@ fn replaced(base: &Architecture, s: &Slot, v: usize) -> Architecture {
 /// Refuses, in one line, a blockwise experiment this genas cannot run: checked before a run
 /// is created.
 pub fn check(l: &LoadedExperiment) -> Result<()> {
-    let exp = &l.experiment;
-    let file = exp.source.display();
-    if exp.executor.kind == genas_space::ExecutorKind::Slurm
-        && genas_exec::slurm::node_runner(exp).is_some()
-    {
-        bail!(
-            "{file}: mode = \"blockwise\" on Slurm trains its sub-blocks with the CPU engine of each node: set search.device = \"cpu\" (the PyTorch runner trains them on this machine's GPUs)"
-        );
-    }
     slots(l, &l.teacher_architecture()?)?;
     Ok(())
 }
@@ -309,7 +301,7 @@ impl Blockwise<'_> {
             chosen.1,
             chosen.0.len()
         ));
-        self.realise(&slots, &base, &chosen.0, &blocks, say, progress)
+        self.realise(executor, &slots, &base, &chosen.0, &blocks, say, progress)
     }
 
     /// Distils every variant not stored yet through `executor` (`workers` at a time where it
@@ -581,10 +573,16 @@ impl Blockwise<'_> {
         Ok((chosen, n))
     }
 
-    /// Assembles, stores and distils the chosen architectures at the top rung, committing
-    /// each as a candidate; false when stopped.
+    /// Assembles and stores the chosen architectures, and distils them at the top rung as
+    /// jobs of `executor` (`workers` at a time where it runs them here), each starting from
+    /// its assembled weights; each result is committed as a candidate in the order chosen,
+    /// whatever order they finish in. A member the executor could not distil is recorded as
+    /// failed (said, one line per class of failure) and distilled again on a resume, as the
+    /// search's jobs are; false when stopped.
+    #[allow(clippy::too_many_arguments)]
     fn realise(
         &self,
+        executor: &dyn Executor,
         slots: &[Slot],
         base: &Architecture,
         chosen: &[Vec<usize>],
@@ -598,94 +596,201 @@ impl Blockwise<'_> {
         let top = exp.fidelity.rung_steps.len() - 1;
         let steps = exp.fidelity.rung_steps[top];
         let cfg = distill_config(self.l, steps);
-        let mut state: ControllerState = self
+        let state: ControllerState = self
             .archive
             .state(self.run)?
             .unwrap_or_else(|| initial_state(exp.search.seed, top + 1));
-        let mut cands: BTreeMap<String, CandidateRecord> =
+        let cands: BTreeMap<String, CandidateRecord> =
             self.archive.candidates(self.run)?.into_iter().collect();
+        let settled = |id: &str| {
+            cands
+                .get(id)
+                .is_some_and(|c| c.rungs.iter().any(|r| r.failed.is_none()))
+        };
+        // Each member still to distil: its assembled weights stored under `init-ID` (where
+        // `genas distill`, export and sample start from) and written beside the archive,
+        // named by their content, for its job.
+        let dir = self.archive.path().join("members");
+        let mut jobs: Vec<Job> = Vec::new();
+        let mut picked: Vec<&[usize]> = Vec::new();
         for (j, picks) in chosen.iter().enumerate() {
-            progress("realising the front", j, chosen.len());
+            progress("assembling the front", j, chosen.len());
             if self.stop.load(Ordering::SeqCst) {
                 return Ok(Ended::Interrupted);
             }
             let arch = assemble_arch(base, slots, picks);
             let id = arch.id();
-            if cands.contains_key(&id) {
+            if settled(&id) || jobs.iter().any(|job| job.id == id) {
                 continue;
             }
-            let mut model = self.assemble(slots, base, picks, 0)?;
+            let model = self.assemble(slots, base, picks, 1)?;
             let bytes = checkpoint::to_bytes(&model, &[("genas.blockwise", "init".into())])
                 .map_err(|e| anyhow!("blockwise: the weights of {id}: {e}"))?;
             self.archive
                 .put_weights(self.run, &crate::winners::init_key(&id), &bytes)?;
-            let result = brief_distill(&mut model, self.targets, &cfg);
-            // Timed as its blocks were (the search's top rung's generation, repeated).
-            let latency = result
-                .eval
-                .is_some()
-                .then(|| sub_block_latency_ms(&model).total);
-            if let (Some(t), Some(ms)) = (&timings, latency) {
-                if let Some(p) = predicted_latency(t, picks) {
-                    say(&format!(
-                        "blockwise: {id} generates at {ms:.4} ms/token; its blocks' timings predict {p:.4}"
-                    ));
-                }
-            }
-            let origin = slots
-                .iter()
-                .zip(picks)
-                .filter(|(_, &p)| p != 0)
-                .map(|(s, &p)| format!("L{} {}", s.layer, s.sub.describe(&s.variants[p])))
-                .collect::<Vec<_>>();
-            let origin = if origin.is_empty() {
-                "blockwise: the teacher".to_string()
-            } else {
-                format!("blockwise: {}", origin.join(", "))
-            };
-            let rec = CandidateRecord {
-                id: id.clone(),
-                index: cands.len() as u32,
-                round: 0,
-                cost: Cost::of(&arch),
+            let path = dir.join(initial_name(&bytes));
+            write_once(&path, &bytes)?;
+            jobs.push(Job {
+                init_seed: init_seed(exp.teacher.seed, &id),
+                id,
                 architecture: arch,
-                origin,
-                proxies: None,
-                screen_score: None,
-                screened_out: false,
-                rungs: vec![RungResult {
-                    rung: top,
-                    steps,
-                    result,
-                    cached: false,
-                    failed: None,
-                }],
-                latency_ms_per_token: latency,
-            };
-            cands.insert(id.clone(), rec);
-            state.proposed += 1;
-            state.evaluations += 1;
-            state.per_rung[top] += 1;
-            state.phase = Phase::Rung;
-            let (f, hv) = front_and_hypervolume(&cands, top, self.plan);
-            state.front = f;
-            state.hypervolume.push((state.evaluations, hv));
-            let (events, cache) = nothing();
-            self.archive.commit(
-                self.run,
-                &[(id.clone(), &cands[&id])],
-                &state,
-                events,
-                cache,
-            )?;
+                rung: top,
+                config: cfg.clone(),
+                measure_latency: true,
+                initial: Some(path),
+            });
+            picked.push(picks);
         }
+        progress("assembling the front", chosen.len(), chosen.len());
+        let already = chosen.len() - jobs.len();
+        progress("realising the front", already, chosen.len());
+        let commits = std::sync::Mutex::new(Commits {
+            next: 0,
+            finished: BTreeMap::new(),
+            state,
+            cands,
+            said: Vec::new(),
+            failures: BTreeMap::new(),
+            error: None,
+        });
+        let ran = if jobs.is_empty() {
+            Ok(())
+        } else {
+            executor.run(&jobs, self.workers, self.stop, &|i, out: Output| {
+                let mut c = commits.lock().unwrap_or_else(|p| p.into_inner());
+                c.finished.insert(i, out);
+                // Every result next in the order chosen is committed.
+                while let Some(out) = {
+                    let next = c.next;
+                    c.finished.remove(&next)
+                } {
+                    let k = c.next;
+                    if let Err(e) = self.commit_member(
+                        &mut c,
+                        &jobs[k],
+                        picked[k],
+                        slots,
+                        out,
+                        timings.as_ref(),
+                    ) {
+                        c.error = Some(e);
+                        return false;
+                    }
+                    c.next += 1;
+                    progress("realising the front", already + c.next, chosen.len());
+                }
+                true
+            })
+        };
+        let c = commits.into_inner().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = c.error {
+            return Err(e);
+        }
+        ran.map_err(|e| anyhow!("{e}"))?;
+        for line in &c.said {
+            say(line);
+        }
+        let failed: usize = c.failures.values().map(|(n, _)| n).sum();
+        if failed > 0 && failed == jobs.len() {
+            let why = c.failures.values().map(|(_, why)| why.as_str());
+            bail!(
+                "blockwise: none of the {failed} member(s) of the front could be distilled: {}",
+                why.collect::<Vec<_>>().join("; ")
+            );
+        }
+        // Said whatever the output, as the search's failed jobs are.
+        for (n, why) in c.failures.values() {
+            eprintln!(
+                "warning: {n} of {} member(s) of the front could not be distilled: {why}",
+                jobs.len()
+            );
+        }
+        if c.next < jobs.len() {
+            return Ok(Ended::Interrupted);
+        }
+        let mut state = c.state;
         state.phase = Phase::Done;
         let (events, cache) = nothing();
         let unchanged: [(String, CandidateRecord); 0] = [];
         self.archive
             .commit(self.run, &unchanged, &state, events, cache)?;
-        progress("realising the front", chosen.len(), chosen.len());
+        // No job reads them any more (the archive keeps each under `init-ID`).
+        let _ = std::fs::remove_dir_all(&dir);
         Ok(Ended::Finished)
+    }
+
+    /// Commits member `job` (the variants `picks`) with what its distillation gave: a new
+    /// candidate, or the one whose earlier try failed.
+    fn commit_member(
+        &self,
+        c: &mut Commits,
+        job: &Job,
+        picks: &[usize],
+        slots: &[Slot],
+        out: Output,
+        timings: Option<&(Vec<Vec<Option<f64>>>, f64)>,
+    ) -> Result<()> {
+        let id = &job.id;
+        if let Some(class) = &out.failed {
+            let why = out.result.diverged.clone().unwrap_or_default();
+            c.failures.entry(class.clone()).or_insert((0, why)).0 += 1;
+        }
+        if let (Some(t), Some(ms)) = (timings, out.latency_ms_per_token) {
+            if let Some(p) = predicted_latency(t, picks) {
+                c.said.push(format!(
+                    "blockwise: {id} generates at {ms:.4} ms/token; its blocks' timings predict {p:.4}"
+                ));
+            }
+        }
+        let rung = RungResult {
+            rung: job.rung,
+            steps: job.config.steps,
+            result: out.result,
+            cached: false,
+            failed: out.failed,
+        };
+        let new = !c.cands.contains_key(id);
+        let index = c.cands.len() as u32;
+        let rec = c
+            .cands
+            .entry(id.clone())
+            .or_insert_with(|| CandidateRecord {
+                id: id.clone(),
+                index,
+                round: 0,
+                cost: Cost::of(&job.architecture),
+                architecture: job.architecture.clone(),
+                origin: origin(slots, picks),
+                proxies: None,
+                screen_score: None,
+                screened_out: false,
+                rungs: Vec::new(),
+                latency_ms_per_token: None,
+            });
+        // A failure, distilled again, gives way to the new result.
+        rec.rungs
+            .retain(|r| r.rung != job.rung || r.failed.is_none());
+        rec.rungs.push(rung);
+        if out.latency_ms_per_token.is_some() {
+            rec.latency_ms_per_token = out.latency_ms_per_token;
+        }
+        let state = &mut c.state;
+        state.proposed += u32::from(new);
+        state.evaluations += 1;
+        state.per_rung[job.rung] += 1;
+        state.phase = Phase::Rung;
+        let (f, hv) = front_and_hypervolume(&c.cands, job.rung, self.plan);
+        state.front = f;
+        state.hypervolume.push((state.evaluations, hv));
+        let (events, cache) = nothing();
+        self.archive.commit(
+            self.run,
+            &[(id.clone(), &c.cands[id])],
+            state,
+            events,
+            cache,
+        )?;
+        Ok(())
     }
 
     /// The network of `picks` with every sub-block's weights from its trained block (the
@@ -813,6 +918,51 @@ pub fn predicted_latency(table: &(Vec<Vec<Option<f64>>>, f64), picks: &[usize]) 
 }
 
 /// No events and no cache entries, for a commit.
+/// The realisation's results on their way to the archive, committed in the order chosen.
+struct Commits {
+    /// The next member to commit.
+    next: usize,
+    /// Results in before their turn, by member.
+    finished: BTreeMap<usize, Output>,
+    state: ControllerState,
+    cands: BTreeMap<String, CandidateRecord>,
+    /// What to say once the executor is done (each member's measured and predicted latency).
+    said: Vec<String>,
+    /// Members that could not be distilled, by class: how many, and the first one's message.
+    failures: BTreeMap<String, (usize, String)>,
+    /// The first commit that failed: the run ends with it.
+    error: Option<anyhow::Error>,
+}
+
+/// How a member of `picks` came about: its replaced sub-blocks.
+fn origin(slots: &[Slot], picks: &[usize]) -> String {
+    let replaced = slots
+        .iter()
+        .zip(picks)
+        .filter(|(_, &p)| p != 0)
+        .map(|(s, &p)| format!("L{} {}", s.layer, s.sub.describe(&s.variants[p])))
+        .collect::<Vec<_>>();
+    if replaced.is_empty() {
+        "blockwise: the teacher".to_string()
+    } else {
+        format!("blockwise: {}", replaced.join(", "))
+    }
+}
+
+/// Writes `bytes` to `path` unless it is there already (its name is its content's), through
+/// a temporary file renamed into place.
+fn write_once(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() == bytes.len() as u64) {
+        return Ok(());
+    }
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
 fn nothing() -> (
     &'static [serde_json::Value],
     &'static [(String, serde_json::Value)],
