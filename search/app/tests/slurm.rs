@@ -658,7 +658,15 @@ fn a_blockwise_search_on_slurm_trains_each_block_as_a_task_and_ends_as_a_local_o
     );
     let (la, sa) = (ld.join("a"), sd.join("a"));
     search(&local_exp, &la);
-    let o = genas(&["search", s(&slurm_exp), "--archive", s(&sa), "--json"]);
+    let o = genas(&[
+        "search",
+        s(&slurm_exp),
+        "--archive",
+        s(&sa),
+        "--plot",
+        s(&sa.with_extension("svg")),
+        "--json",
+    ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
@@ -675,7 +683,15 @@ fn a_blockwise_search_on_slurm_trains_each_block_as_a_task_and_ends_as_a_local_o
         .count();
     assert_eq!(failed, 3, "{show}");
     std::fs::remove_file(&refuse).unwrap();
-    let r = ok_json(&genas(&["resume", "r1", "--archive", s(&sa), "--json"]));
+    let r = ok_json(&genas(&[
+        "resume",
+        "r1",
+        "--archive",
+        s(&sa),
+        "--plot",
+        s(&sa.with_extension("svg")),
+        "--json",
+    ]));
     assert_eq!(r["status"], "finished", "{r}");
     // The same blocks, to the bit: records (seconds aside) and trained tensors.
     let (lx, sx) = (
@@ -800,7 +816,15 @@ fn a_blockwise_search_on_slurm_with_gpus_trains_blocks_and_members_through_the_r
     let python = Path::new("python3");
     let r = genas_on_runner(
         python,
-        &["search", s(&gpu_exp), "--archive", s(&ga), "--json"],
+        &[
+            "search",
+            s(&gpu_exp),
+            "--archive",
+            s(&ga),
+            "--plot",
+            s(&ga.with_extension("svg")),
+            "--json",
+        ],
     );
     assert_eq!(r["status"], "finished", "{r}");
     let blocks = |a: &Path| -> Value {
