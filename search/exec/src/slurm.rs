@@ -877,10 +877,7 @@ impl Executor for Slurm<'_> {
         let mut tasks: Vec<Task> = Vec::new();
         for job in jobs {
             // Initial weights go to the inputs under their content's name, as activations do.
-            let initial = match &job.initial {
-                Some(p) => Some(share_file(p, &inputs).map_err(ExecError::Inputs)?),
-                None => None,
-            };
+            let initial = share(job.initial.as_deref(), &inputs)?;
             tasks.push(Task::Brief {
                 job: Job {
                     initial: None,
@@ -905,15 +902,7 @@ impl Executor for Slurm<'_> {
                 done(i, out)
             })?;
         if all_done {
-            for t in &tasks {
-                if let Task::Brief {
-                    initial: Some(name),
-                    ..
-                } = t
-                {
-                    let _ = std::fs::remove_file(inputs.join(name));
-                }
-            }
+            unshare(&tasks, &inputs);
         }
         Ok(())
     }
@@ -943,10 +932,7 @@ impl Executor for Slurm<'_> {
         for job in jobs {
             // The cached activations go to the inputs once (linked where the file system
             // allows), and the task names them there.
-            let activations = match &job.activations {
-                Some(p) => Some(share_file(p, &inputs).map_err(ExecError::Inputs)?),
-                None => None,
-            };
+            let activations = share(job.activations.as_deref(), &inputs)?;
             tasks.push(Task::Block {
                 job: BlockJob {
                     activations: None,
@@ -990,17 +976,31 @@ impl Executor for Slurm<'_> {
                 })?;
         if all_done {
             // No task reads them any more (a task not yet done keeps them for its retry).
-            for t in &tasks {
-                if let Task::Block {
-                    activations: Some(name),
-                    ..
-                } = t
-                {
-                    let _ = std::fs::remove_file(inputs.join(name));
-                }
-            }
+            unshare(&tasks, &inputs);
         }
         Ok(())
+    }
+}
+
+/// `path`, where there is one, shared into `inputs` ([`share_file`]): its name there.
+fn share(path: Option<&Path>, inputs: &Path) -> Result<Option<String>, ExecError> {
+    path.map(|p| share_file(p, inputs))
+        .transpose()
+        .map_err(ExecError::Inputs)
+}
+
+/// Removes from `inputs` what [`share`] put there for `tasks` (a member's initial weights, a
+/// layer's activations), once every one of them is done.
+fn unshare(tasks: &[Task], inputs: &Path) {
+    for t in tasks {
+        let name = match t {
+            Task::Brief { initial, .. } => initial,
+            Task::Block { activations, .. } => activations,
+            Task::Final(_) => &None,
+        };
+        if let Some(name) = name {
+            let _ = std::fs::remove_file(inputs.join(name));
+        }
     }
 }
 
