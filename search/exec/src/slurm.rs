@@ -384,12 +384,7 @@ fn work_inner(task: &Path) -> Result<PathBuf, String> {
             let out = match runner {
                 None => run_job(&job, &loaded, &Cpu::<f32>::new(1)),
                 Some(r) => {
-                    let file =
-                        std::path::absolute(genas_scoring::inputs::path_in(&inputs, &targets))
-                            .map_err(|e| e.to_string())?;
-                    let jd = results.join(format!("{key}.torch"));
-                    let _ = std::fs::remove_dir_all(&jd);
-                    std::fs::create_dir_all(&jd).map_err(|e| format!("{}: {e}", jd.display()))?;
+                    let (file, jd) = runner_dir(&inputs, &targets, &results, key)?;
                     crate::torch::torch_job(&jd, &job, &file, &loaded, &r.options, &|jd| {
                         crate::torch::run(jd, &r.python, &r.device)
                     })
@@ -414,12 +409,7 @@ fn work_inner(task: &Path) -> Result<PathBuf, String> {
             let out = match runner {
                 None => run_block(&job, &loaded, &Cpu::<f32>::new(1)),
                 Some(r) => {
-                    let file =
-                        std::path::absolute(genas_scoring::inputs::path_in(&inputs, &targets))
-                            .map_err(|e| e.to_string())?;
-                    let jd = results.join(format!("{key}.torch"));
-                    let _ = std::fs::remove_dir_all(&jd);
-                    std::fs::create_dir_all(&jd).map_err(|e| format!("{}: {e}", jd.display()))?;
+                    let (file, jd) = runner_dir(&inputs, &targets, &results, key)?;
                     crate::torch::torch_block(&jd, &job, &file, &loaded, &r.options, &|jd| {
                         crate::torch::run(jd, &r.python, &r.device)
                     })
@@ -469,6 +459,22 @@ fn work_inner(task: &Path) -> Result<PathBuf, String> {
     let out_path = results.join(format!("{key}.out.json"));
     write_atomic(&out_path, &bytes)?;
     Ok(out_path)
+}
+
+/// Where a task with key `key` trains through the runner: the targets file `targets` in
+/// `inputs` (absolute, as the job reads it) and an empty job directory in `results`.
+fn runner_dir(
+    inputs: &Path,
+    targets: &str,
+    results: &Path,
+    key: &str,
+) -> Result<(PathBuf, PathBuf), String> {
+    let file = std::path::absolute(genas_scoring::inputs::path_in(inputs, targets))
+        .map_err(|e| e.to_string())?;
+    let jd = results.join(format!("{key}.torch"));
+    let _ = std::fs::remove_dir_all(&jd);
+    std::fs::create_dir_all(&jd).map_err(|e| format!("{}: {e}", jd.display()))?;
+    Ok((file, jd))
 }
 
 /// `name`, a task's `what` in the inputs directory, when it is a plain file name there.
