@@ -578,7 +578,7 @@ impl Blockwise<'_> {
     /// its assembled weights; each result is committed as a candidate in the order chosen,
     /// whatever order they finish in. A member the executor could not distil is recorded as
     /// failed (said, one line per class of failure) and distilled again on a resume, as the
-    /// search's jobs are; false when stopped.
+    /// search's jobs are; `Interrupted` when stopped.
     #[allow(clippy::too_many_arguments)]
     fn realise(
         &self,
