@@ -586,3 +586,63 @@ init = "teacher"
     let said: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
     assert_eq!(said["ok"], true, "{said}");
 }
+
+/// A job that names its initial weights (a blockwise member's assembled blocks) trains from
+/// them, not from its drawn or pruned start; one whose file is not a checkpoint fails in its
+/// own class instead of training something else.
+#[test]
+fn a_job_starts_from_the_weights_it_names_and_fails_when_they_cannot_be_read() {
+    use genas_exec::local::{run_job, UNREADABLE_START};
+    use genas_scoring::distill::{brief_distill, TeacherTargets};
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = genas_app::gpu_check::sonnets(&repo).unwrap();
+    let cfg = genas_scoring::distill::DistillConfig {
+        steps: 10,
+        ..genas_app::gpu_check::parity_config()
+    };
+    let layer = genas_space::Layer::new(
+        genas_space::Attention::Full { heads: 2 },
+        64,
+        genas_space::Activation::Gelu,
+        None,
+        genas_space::Sparsity::Dense,
+    );
+    let a = genas_app::gpu_check::plain(&text, 32, false, 1, vec![layer; 2]);
+    let mut teacher = Model::new(&a, Cpu::<f32>::new(1), 99);
+    let t = TeacherTargets::compute(&mut teacher, &text, &cfg, cfg.steps);
+    // The weights the job names: a draw of their own.
+    let start = Model::new(&a, Cpu::<f32>::new(1), 12_345);
+    let bytes = checkpoint::to_bytes(&start, &[]).unwrap();
+    let path = dir.path().join(genas_search::job::initial_name(&bytes));
+    std::fs::write(&path, &bytes).unwrap();
+    let job = genas_search::job::Job {
+        id: a.id(),
+        architecture: a.clone(),
+        init_seed: 7,
+        rung: 0,
+        config: cfg.clone(),
+        measure_latency: false,
+        initial: Some(path.clone()),
+    };
+    let be = Cpu::<f32>::new(1);
+    let named = run_job(&job, &t, &be);
+    assert!(named.failed.is_none(), "{:?}", named.result.diverged);
+    let mut m = model_of(&a, &bytes);
+    let direct = brief_distill(&mut m, &t, &cfg);
+    assert_eq!(named.result.train_loss, direct.train_loss);
+    assert_eq!(named.result.eval, direct.eval);
+    let drawn = run_job(
+        &genas_search::job::Job {
+            initial: None,
+            ..job.clone()
+        },
+        &t,
+        &be,
+    );
+    assert_ne!(drawn.result.train_loss, named.result.train_loss);
+    std::fs::write(&path, b"not a checkpoint").unwrap();
+    let bad = run_job(&job, &t, &be);
+    assert_eq!(bad.failed.as_deref(), Some(UNREADABLE_START));
+    assert!(bad.result.eval.is_none());
+}
