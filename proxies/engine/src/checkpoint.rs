@@ -145,6 +145,19 @@ pub fn tensors(bytes: &[u8], what: &str) -> Result<BTreeMap<String, Vec<f64>>, C
         .collect()
 }
 
+/// A network of `arch` on `be` with every weight (and so every mask) from the safetensors
+/// image `bytes` (named `what` in errors): nothing drawn survives, so no seed is asked for.
+pub fn model_from_bytes<B: Backend>(
+    arch: &genas_space::Architecture,
+    be: B,
+    bytes: &[u8],
+    what: &str,
+) -> Result<Model<B>, CheckpointError> {
+    let mut model = Model::new(arch, be, 0);
+    from_bytes(&mut model, bytes, what)?;
+    Ok(model)
+}
+
 /// Loads a safetensors image (named `what` in errors) into `model`; its sparsity masks are
 /// then the loaded weights' zeros (`Model::masks_from_zeros`).
 pub fn from_bytes<B: Backend>(

@@ -113,13 +113,11 @@ pub fn start(job: &Job, targets: &TeacherTargets, be: Cpu<f32>) -> Result<Model<
         return Ok(targets.student(&job.architecture, be, job.init_seed));
     };
     // Every weight (and mask) comes from the checkpoint: nothing to prune.
-    let mut m = Model::new(&job.architecture, be, job.init_seed);
     let limit = 4 * genas_space::Cost::of(&job.architecture).params + (1 << 20);
     let bytes = genas_space::files::read_bounded(path, limit)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    checkpoint::from_bytes(&mut m, &bytes, &path.display().to_string())
-        .map_err(|e| e.to_string())?;
-    Ok(m)
+    checkpoint::model_from_bytes(&job.architecture, be, &bytes, &path.display().to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// Trains block `job` on `be` against `targets` (and, for the normalised error, the

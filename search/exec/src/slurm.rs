@@ -500,16 +500,21 @@ fn final_distill(
     let mut teacher = genas_scoring::inputs::load_teacher(inputs, &f.teacher, be.clone())?;
     let data = genas_scoring::inputs::load_data(inputs, &f.data)?;
     let targets = TeacherTargets::compute(&mut teacher, &data, &f.config.distill, 0);
-    let mut model = targets.student(&f.architecture, be, f.init_seed);
-    if let Some(name) = &f.initial {
-        let bytes = genas_scoring::inputs::load_bytes(inputs, name).map_err(|e| e.to_string())?;
-        checkpoint::from_bytes(
-            &mut model,
-            &bytes,
-            &format!("assembled weights of {}", f.candidate),
-        )
-        .map_err(|e| e.to_string())?;
-    }
+    // The assembled weights replace every weight: the teacher is pruned only without them.
+    let mut model = match &f.initial {
+        None => targets.student(&f.architecture, be, f.init_seed),
+        Some(name) => {
+            let bytes =
+                genas_scoring::inputs::load_bytes(inputs, name).map_err(|e| e.to_string())?;
+            checkpoint::model_from_bytes(
+                &f.architecture,
+                be,
+                &bytes,
+                &format!("assembled weights of {}", f.candidate),
+            )
+            .map_err(|e| e.to_string())?
+        }
+    };
     if let Some(r) = &f.runner {
         // The runner's job directory is the task's checkpoint directory: a task run again
         // (preempted, out of time) resumes from the runner's checkpoint there.

@@ -369,9 +369,8 @@ impl<'a> Trainer<'a> {
     }
 
     /// Trains `arch` with `cfg` against `val` from `start` (the pruned teacher needs `val` to
-    /// hold a parent; drawn and assembled models take `seed`'s draw under what they load),
-    /// checkpointed in the archive
-    /// under `key` so a stopped training resumes where it was, and says what it ended with.
+    /// hold a parent; a drawn model is `seed`'s draw), checkpointed in the archive under `key`
+    /// so a stopped training resumes where it was, and says what it ended with.
     /// The caller stores the record.
     pub(super) fn train(
         &mut self,
@@ -390,11 +389,12 @@ impl<'a> Trainer<'a> {
             Ok(match &start {
                 Start::Pruned => val.student(arch, Cpu::<f32>::new(threads), seed),
                 Start::Drawn => Model::new(arch, Cpu::<f32>::new(threads), seed),
-                Start::Assembled(bytes) => {
-                    let mut m = Model::new(arch, Cpu::<f32>::new(threads), seed);
-                    checkpoint::from_bytes(&mut m, bytes, &format!("assembled weights of {key}"))?;
-                    m
-                }
+                Start::Assembled(bytes) => checkpoint::model_from_bytes(
+                    arch,
+                    Cpu::<f32>::new(threads),
+                    bytes,
+                    &format!("assembled weights of {key}"),
+                )?,
             })
         };
         let mut store = ArchiveCheckpoints {

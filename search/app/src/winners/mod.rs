@@ -148,14 +148,12 @@ impl RunAccess {
         let Some(bytes) = self.assembled_bytes(&cand.id)? else {
             return Ok(None);
         };
-        let seed = init_seed(self.loaded.experiment.teacher.seed, &cand.id);
-        let mut model = Model::new(&cand.architecture, Cpu::<f32>::new(threads), seed);
-        checkpoint::from_bytes(
-            &mut model,
+        Ok(Some(checkpoint::model_from_bytes(
+            &cand.architecture,
+            Cpu::<f32>::new(threads),
             &bytes,
             &format!("assembled weights of {}", cand.id),
-        )?;
-        Ok(Some(model))
+        )?))
     }
 
     /// The candidate's network with the chosen weights (f32 engine, `threads` threads, 0 =
